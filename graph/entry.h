@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+/* Entry handles: where exports and jobs submit I/O into the graph.
+ *
+ * An entry handle (QEMU's BlockBackend) is attached to one node as a
+ * "root" parent with its own permissions.  Every request is admitted
+ * here, counted in flight while it runs, and held back while the handle
+ * is quiesced by a drain.
+ *
+ * Thread model: bd_entry_p*() and friends are called from any thread.
+ * Admission is lock-free on the fast path: the in-flight counter is
+ * raised first, then the quiesce counter is checked; a drainer raises
+ * the quiesce counter first, then waits for in-flight to reach zero
+ * under 'lock'.  Creation, destruction, permission changes and drain
+ * happen on the main thread.
+ */
+#ifndef BD_GRAPH_ENTRY_H
+#define BD_GRAPH_ENTRY_H
+
+#include "graph/node.h"
+
+/* Attach a handle to 'node' needing 'perm' and sharing 'shared'.
+ * 'owner' describes the user in messages ("export 'exp0'"); may be NULL
+ * for "a block device".  Checks permissions before attaching. */
+BdEntry *bd_entry_new(BdNode *node, const char *owner, uint64_t perm,
+                      uint64_t shared, GError **errp);
+/* Drain, detach and free.  Main thread. */
+void bd_entry_free(BdEntry *entry);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(BdEntry, bd_entry_free)
+
+BdNode *bd_entry_node(BdEntry *entry);
+gboolean bd_entry_set_perm(BdEntry *entry, uint64_t perm, uint64_t shared,
+                           GError **errp);
+/* Replace the node the handle points at (drained inside). */
+gboolean bd_entry_replace_node(BdEntry *entry, BdNode *node, GError **errp);
+/* Allow requests past the end (image creation). */
+void bd_entry_set_allow_beyond_eof(BdEntry *entry, gboolean allow);
+
+/* Length of the node in bytes, or -errno. */
+int64_t bd_entry_getlength(BdEntry *entry);
+
+/* I/O: 0 or -errno.  Ranges beyond the end give -EINVAL (-ENOSPC for
+ * writes when growing is not allowed), writes on read-only nodes -EPERM
+ * (read-only check at the node: -EACCES), any alignment is accepted. */
+int bd_entry_pread(BdEntry *entry, uint64_t offset, uint64_t bytes,
+                   void *buf, int flags);
+int bd_entry_pwrite(BdEntry *entry, uint64_t offset, uint64_t bytes,
+                    const void *buf, int flags);
+int bd_entry_pwrite_zeroes(BdEntry *entry, uint64_t offset, uint64_t bytes,
+                           int flags);
+int bd_entry_pdiscard(BdEntry *entry, uint64_t offset, uint64_t bytes);
+int bd_entry_flush(BdEntry *entry);
+int bd_entry_truncate(BdEntry *entry, uint64_t size);
+/* Block status through the whole chain below the handle's node:
+ * BD_BLOCK_* for [offset, offset + *pnum).  Unallocated ranges of the
+ * top node that fall to a backing node report that node's status. */
+int bd_entry_block_status(BdEntry *entry, uint64_t offset, uint64_t bytes,
+                          uint64_t *pnum);
+/* How many layers down [offset, offset + *pnum) is allocated: 0 for
+ * unallocated in the whole chain, 1 for the top node, ... */
+int bd_entry_allocation_depth(BdEntry *entry, uint64_t offset,
+                              uint64_t bytes, uint64_t *pnum);
+
+/* --- drain (main thread) --- */
+
+/* Quiesce every entry handle that can reach 'node' (on it or above it)
+ * and wait for their in-flight requests.  Nests. */
+void bd_drained_begin(BdNode *node);
+void bd_drained_end(BdNode *node);
+void bd_entry_drained_begin(BdEntry *entry);
+void bd_entry_drained_end(BdEntry *entry);
+/* Requests in flight on the handle right now (tests, queries). */
+unsigned bd_entry_in_flight(BdEntry *entry);
+
+#endif

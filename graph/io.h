@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+/* The node-level I/O wrappers drivers use to reach their children.
+ *
+ * Every request to a node passes through these: they check permissions
+ * and read-only state, align requests to the node's request_alignment
+ * (bounce buffers and read-modify-write), apply detect-zeroes and
+ * discard policy, split at max_transfer, and call the driver.
+ * Any thread.  0 (or a value) or -errno.
+ */
+#ifndef BD_GRAPH_IO_H
+#define BD_GRAPH_IO_H
+
+#include "graph/node.h"
+
+int bd_node_pread(BdNode *node, uint64_t offset, uint64_t bytes, void *buf,
+                  int flags);
+int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
+                   const void *buf, int flags);
+int bd_node_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
+                          int flags);
+int bd_node_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes);
+int bd_node_flush(BdNode *node);
+int bd_node_truncate(BdNode *node, uint64_t size);
+int64_t bd_node_getlength(BdNode *node);
+/* One step of block status of this node alone (no backing fall-through),
+ * following BD_BLOCK_RAW and filters down to where the data lives. */
+int bd_node_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
+                         uint64_t *pnum, uint64_t *map, BdNode **file);
+/* Block status through the backing chain starting at 'node'; *depth (if
+ * not NULL) gets the allocation depth (0 = nowhere). */
+int bd_node_block_status_above(BdNode *node, uint64_t offset,
+                               uint64_t bytes, uint64_t *pnum, int *depth);
+
+/* The same through a child edge, as drivers call them. */
+static inline int bd_child_pread(BdChild *c, uint64_t off, uint64_t n,
+                                 void *buf, int flags)
+{ return bd_node_pread(c->node, off, n, buf, flags); }
+static inline int bd_child_pwrite(BdChild *c, uint64_t off, uint64_t n,
+                                  const void *buf, int flags)
+{ return bd_node_pwrite(c->node, off, n, buf, flags); }
+static inline int bd_child_pwrite_zeroes(BdChild *c, uint64_t off,
+                                         uint64_t n, int flags)
+{ return bd_node_pwrite_zeroes(c->node, off, n, flags); }
+static inline int bd_child_pdiscard(BdChild *c, uint64_t off, uint64_t n)
+{ return bd_node_pdiscard(c->node, off, n); }
+static inline int bd_child_flush(BdChild *c)
+{ return bd_node_flush(c->node); }
+
+/* TRUE when the buffer is all zero bytes. */
+gboolean bd_buffer_is_zero(const void *buf, size_t len);
+
+#endif

@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: MIT */
+/* The block graph: nodes, the edges between them, and the driver contract.
+ *
+ * Thread model: the graph's shape (nodes, children, names, permissions)
+ * is changed only on the main thread, and only while the affected part of
+ * the graph is drained (see entry.h).  Data callbacks run on any thread
+ * (NBD workers, FUSE workers, job threads) and see a stable graph because
+ * drain waits for them before any change.
+ *
+ *      entry (export/job) --"root"--> node --"file"----> node (file)
+ *                                       \---"backing"--> node ...
+ */
+#ifndef BD_GRAPH_NODE_H
+#define BD_GRAPH_NODE_H
+
+#include <glib.h>
+#include <stdint.h>
+#include "graph/schema.h"
+
+typedef struct BdNode BdNode;
+typedef struct BdChild BdChild;
+typedef struct BdDriver BdDriver;
+typedef struct BdEntry BdEntry;
+
+/* Permissions: what a parent needs from a child, and what it lets other
+ * parents do.  Bit values match QEMU's so the file driver's byte-range
+ * locks (100 + bit, 200 + bit) interoperate with QEMU and qemu-img. */
+typedef enum {
+    BD_PERM_CONSISTENT_READ = 0x01,
+    BD_PERM_WRITE           = 0x02,
+    BD_PERM_WRITE_UNCHANGED = 0x04,
+    BD_PERM_RESIZE          = 0x08,
+    BD_PERM_ALL             = 0x0f,
+} BdPerm;
+
+/* What a child is to its parent (QEMU's BdrvChildRole). */
+typedef enum {
+    BD_CHILD_DATA     = 1 << 0,  /* guest data lives here */
+    BD_CHILD_METADATA = 1 << 1,  /* the parent's own metadata lives here */
+    BD_CHILD_FILTERED = 1 << 2,  /* parent shows this child's data as is */
+    BD_CHILD_COW      = 1 << 3,  /* backing: read where unallocated */
+    BD_CHILD_PRIMARY  = 1 << 4,  /* the parent's main child */
+} BdChildRole;
+
+/* Request flags. */
+enum {
+    BD_REQ_FUA         = 1 << 0, /* write: durable before completion */
+    BD_REQ_MAY_UNMAP   = 1 << 1, /* zeroes: may deallocate (no NO_HOLE) */
+    BD_REQ_NO_FALLBACK = 1 << 2, /* zeroes: fail -ENOTSUP unless fast */
+};
+
+/* Block-status flags (QEMU's BDRV_BLOCK_*). */
+enum {
+    BD_BLOCK_DATA         = 1 << 0, /* reads return data from this layer */
+    BD_BLOCK_ZERO         = 1 << 1, /* reads return zeroes */
+    BD_BLOCK_OFFSET_VALID = 1 << 2, /* *map is the offset in *file */
+    BD_BLOCK_RAW          = 1 << 3, /* driver: ask *file at *map instead */
+    BD_BLOCK_ALLOCATED    = 1 << 4, /* set by the generic layer */
+    BD_BLOCK_EOF          = 1 << 5, /* range reaches the end of the node */
+};
+
+typedef enum {
+    BD_DETECT_ZEROES_OFF,
+    BD_DETECT_ZEROES_ON,
+    BD_DETECT_ZEROES_UNMAP,
+} BdDetectZeroes;
+
+/*
+ * The driver contract.  Drivers are listed in formats/registry.c and
+ * registered with bd_driver_register() at start-up.
+ *
+ * Control callbacks run on the main thread, take GError ** last and
+ * return gboolean (or a value and set the error).  Data callbacks run on
+ * any thread, concurrently with each other, return 0 (or a value >= 0)
+ * or -errno, allocate nothing on failure and never touch GError.  The
+ * generic layer (io.c) has already checked: request range (for entries),
+ * read-only, permissions, and alignment to node->request_alignment.
+ */
+struct BdDriver {
+    const char *name;                  /* "file", "raw", "qcow2", ... */
+    /* Driver-specific members of BlockdevOptions<Name>; {NULL}-terminated.
+     * The common members (driver, node-name, read-only, cache, discard,
+     * detect-zeroes, ...) are added by the graph. */
+    const BdSchemaField *options;
+    /* Options that blockdev-reopen may change; NULL-terminated. */
+    const char *const *mutable_options;
+
+    gboolean is_filter;    /* data passes through 'file' (or 'backing') */
+    gboolean is_format;    /* interprets its file child's bytes */
+    gboolean is_protocol;  /* leaf: talks to a file, socket, memory */
+
+    /* Open the node from its validated options (a{sv}, the whole
+     * BlockdevOptions object).  The common options are already applied
+     * to the node.  Children are attached with bd_node_open_child(). */
+    gboolean (*open)(BdNode *node, GVariant *options, GError **errp);
+    /* Release driver state; children are detached by the caller after. */
+    void (*close)(BdNode *node);
+
+    /* Permissions this node needs on 'child' (role 'role') and shares,
+     * given the cumulative perms its own parents need (parent_perm) and
+     * share (parent_shared).  NULL: bd_default_child_perm(). */
+    void (*child_perm)(BdNode *node, BdChild *child, BdChildRole role,
+                       uint64_t parent_perm, uint64_t parent_shared,
+                       uint64_t *perm, uint64_t *shared);
+    /* Protocol drivers: check (and tentatively take) the cumulative perms
+     * outside the daemon, e.g. byte-range locks.  set_perm commits,
+     * abort_perm rolls back to the last committed state. */
+    gboolean (*check_perm)(BdNode *node, uint64_t perm, uint64_t shared,
+                           GError **errp);
+    void (*set_perm)(BdNode *node, uint64_t perm, uint64_t shared);
+    void (*abort_perm)(BdNode *node);
+
+    /* Data path. */
+    int (*pread)(BdNode *node, uint64_t offset, uint64_t bytes, void *buf,
+                 int flags);
+    int (*pwrite)(BdNode *node, uint64_t offset, uint64_t bytes,
+                  const void *buf, int flags);
+    int (*pwrite_zeroes)(BdNode *node, uint64_t offset, uint64_t bytes,
+                         int flags);
+    int (*pdiscard)(BdNode *node, uint64_t offset, uint64_t bytes);
+    int (*flush)(BdNode *node);
+    /* Status of [offset, offset+bytes): returns BD_BLOCK_* flags for the
+     * first *pnum bytes (> 0).  With BD_BLOCK_RAW or OFFSET_VALID, *map
+     * and *file say where the data lives.  NULL: filters ask their
+     * filtered child, others report DATA for the whole range. */
+    int (*block_status)(BdNode *node, uint64_t offset, uint64_t bytes,
+                        uint64_t *pnum, uint64_t *map, BdNode **file);
+    /* Resize to exactly 'size' bytes.  Updates node->size on success. */
+    int (*truncate)(BdNode *node, uint64_t size);
+    /* Bytes of storage actually used (for "actual-size"); -errno if
+     * unknown.  NULL: sum of the children's. */
+    int64_t (*allocated_size)(BdNode *node);
+
+    /* Extra query-named-block-nodes fields of this driver, added to the
+     * "image" dictionary (e.g. "format-specific", "cluster-size").
+     * Main thread. */
+    void (*query_image_info)(BdNode *node, GVariantDict *image);
+};
+
+struct BdChild {
+    char *name;          /* role name: "file", "backing", "root", ... */
+    BdNode *parent;      /* NULL when the parent is an entry handle */
+    BdEntry *entry;      /* the entry handle when parent == NULL */
+    BdNode *node;        /* the child node (holds one reference) */
+    BdChildRole role;
+    uint64_t perm;       /* what the parent needs */
+    uint64_t shared;     /* what the parent lets others do */
+    /* Tentative values during a permission update (perm.c). */
+    uint64_t new_perm, new_shared;
+    int frozen;          /* > 0: the link may not be changed (jobs) */
+};
+
+struct BdNode {
+    char *node_name;
+    gboolean auto_named;       /* "#blockNNN" generated name */
+    gboolean monitor_owned;    /* created by blockdev-add / --blockdev */
+    const BdDriver *drv;
+    void *opaque;              /* driver state */
+    GVariant *options;         /* the validated BlockdevOptions (a{sv}) */
+    char *filename;            /* what queries show as the file name */
+    int refcnt;                /* main thread only */
+
+    GPtrArray *children;       /* BdChild *: edges to our children */
+    GList *parents;            /* BdChild *: edges from parents/entries */
+    BdChild *file;             /* shortcut into children, or NULL */
+    BdChild *backing;          /* shortcut into children, or NULL */
+
+    /* Common options. */
+    gboolean read_only;
+    gboolean auto_read_only;
+    gboolean force_share;
+    gboolean cache_direct;
+    gboolean cache_no_flush;
+    gboolean discard_unmap;
+    BdDetectZeroes detect_zeroes;
+
+    /* Limits, set by the driver in open (defaults 1 and 0 = none). */
+    uint32_t request_alignment;
+    uint64_t max_transfer;
+
+    /* Size in bytes, maintained by the driver (bd_node_set_size). */
+    uint64_t size;
+
+    /* Cumulative permissions of all parents (perm.c). */
+    uint64_t cum_perm, cum_shared;
+
+    /* Serializes read-modify-write cycles for unaligned writes (io.c). */
+    GMutex rmw_lock;
+};
+
+/* --- driver registry --- */
+void bd_driver_register(const BdDriver *drv);
+const BdDriver *bd_driver_find(const char *name);
+/* NULL-terminated array of registered drivers, in registration order. */
+const BdDriver *const *bd_driver_list(void);
+
+/* The full schema of BlockdevOptions (union on 'driver') built from the
+ * registered drivers; used by control/ for blockdev-add and the schema. */
+const BdSchemaType *bd_blockdev_options_schema(void);
+
+/* --- nodes --- */
+
+/* Create a node (and any nested children) from validated BlockdevOptions.
+ * Returns a new reference.  'top' nodes without a node-name get one
+ * generated ("#blockNNN").  Main thread. */
+BdNode *bd_node_open(GVariant *options, GError **errp);
+
+/* Inside a driver's open: attach the child named 'key' from the options
+ * (reference by node-name, nested definition, or absent/null when
+ * allow_none).  Returns NULL with *errp set on error, or NULL without an
+ * error when absent and allowed. */
+BdChild *bd_node_open_child(BdNode *parent, GVariant *options,
+                            const char *key, BdChildRole role,
+                            gboolean allow_none, GError **errp);
+/* Attach an existing node as a child of 'parent' (takes a reference),
+ * checking permissions first. */
+BdChild *bd_node_attach_child(BdNode *parent, BdNode *child,
+                              const char *name, BdChildRole role,
+                              GError **errp);
+/* Detach and drop the reference (permissions are relaxed afterwards). */
+void bd_node_detach_child(BdNode *parent, BdChild *child);
+
+BdNode *bd_node_ref(BdNode *node);
+void bd_node_unref(BdNode *node);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(BdNode, bd_node_unref)
+
+BdNode *bd_node_find(const char *node_name);
+/* All named nodes, in creation order (borrowed pointers). */
+GPtrArray *bd_node_list(void);
+
+/* blockdev-del: checks that the node exists, is monitor-owned and is not
+ * in use (QEMU's messages), then drops the monitor's reference. */
+gboolean bd_node_monitor_del(const char *node_name, GError **errp);
+/* Drop every monitor-owned node (shutdown). */
+void bd_node_close_all(void);
+
+/* The filtered child of a filter node (file or backing), or NULL. */
+BdChild *bd_node_filtered_child(BdNode *node);
+/* The child holding COW data ('backing'), or NULL. */
+BdNode *bd_node_backing(BdNode *node);
+
+void bd_node_set_size(BdNode *node, uint64_t size);
+
+/* Description of a parent for messages: "node 'hd0'" or the entry's. */
+char *bd_child_parent_desc(const BdChild *child);
+
+/* --- permissions (perm.c) --- */
+
+/* QEMU's default perms for a child of the given role. */
+void bd_default_child_perm(BdNode *node, BdChild *child, BdChildRole role,
+                           uint64_t parent_perm, uint64_t parent_shared,
+                           uint64_t *perm, uint64_t *shared);
+/* Recompute the permissions of the graph below 'node' after a change,
+ * checking every node for conflicts before committing any.  On error
+ * nothing has changed. */
+gboolean bd_node_refresh_perms(BdNode *node, GError **errp);
+/* "write, resize" */
+char *bd_perm_names(uint64_t perm);
+
+#endif
