@@ -28,6 +28,8 @@ void bd_entry_free(BdEntry *entry);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(BdEntry, bd_entry_free)
 
 BdNode *bd_entry_node(BdEntry *entry);
+/* "export 'x'", or "a block device" when the owner was not named. */
+char *bd_entry_owner_desc(const BdEntry *entry);
 gboolean bd_entry_set_perm(BdEntry *entry, uint64_t perm, uint64_t shared,
                            GError **errp);
 /* Replace the node the handle points at (drained inside). */
@@ -63,9 +65,12 @@ int bd_entry_allocation_depth(BdEntry *entry, uint64_t offset,
 /* --- drain (main thread) --- */
 
 /* Quiesce every entry handle that can reach 'node' (on it or above it)
- * and wait for their in-flight requests.  Nests. */
-void bd_drained_begin(BdNode *node);
-void bd_drained_end(BdNode *node);
+ * and wait for their in-flight requests.  Nests.  The section remembers
+ * the handles it quiesced, so that handles attached meanwhile are not
+ * resumed by mistake; no handle it holds may be freed before its end. */
+typedef struct BdDrainSection BdDrainSection;
+BdDrainSection *bd_drained_begin(BdNode *node);
+void bd_drained_end(BdDrainSection *section);
 void bd_entry_drained_begin(BdEntry *entry);
 void bd_entry_drained_end(BdEntry *entry);
 /* Requests in flight on the handle right now (tests, queries). */

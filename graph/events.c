@@ -2,6 +2,7 @@
 /* The event publication point: emitters call bd_event_emit(), control/
  * subscribes as the single sink. */
 #include "graph/events.h"
+#include "graph/error.h"
 
 /* Set once at start-up before any thread runs; read from any thread. */
 static BdEventSink event_sink;
@@ -25,3 +26,5 @@ void bd_event_emit(const char *name, GVariant *data)
         g_variant_unref(data);
     }
 }
+
+G_DEFINE_QUARK(blockd-error-quark, bd_error)

@@ -16,6 +16,7 @@
 #include <glib.h>
 #include <stdint.h>
 #include "graph/schema.h"
+#include "graph/error.h"
 
 typedef struct BdNode BdNode;
 typedef struct BdChild BdChild;
@@ -93,7 +94,9 @@ struct BdDriver {
      * BlockdevOptions object).  The common options are already applied
      * to the node.  Children are attached with bd_node_open_child(). */
     gboolean (*open)(BdNode *node, GVariant *options, GError **errp);
-    /* Release driver state; children are detached by the caller after. */
+    /* Release driver state, including node->opaque (the driver owns it);
+     * also called after a failed open when node->opaque is not NULL.
+     * Children are detached by the graph afterwards. */
     void (*close)(BdNode *node);
 
     /* Permissions this node needs on 'child' (role 'role') and shares,

@@ -1,0 +1,422 @@
+/* SPDX-License-Identifier: MIT */
+/* Entry handles: admission, in-flight counting, drain, and the request
+ * range checks every export and job relies on.
+ *
+ * Thread model: see entry.h.  'lock' protects nothing but the condition
+ * variable's sleeps; the counters are atomics.  Lock order: none (no
+ * other lock is taken while holding it).
+ */
+#define G_LOG_DOMAIN "blockd-graph"
+
+#include <errno.h>
+#include "graph/entry.h"
+#include "graph/io.h"
+
+struct BdEntry {
+    BdChild *root;          /* edge to the node, parent == NULL */
+    char *owner;            /* for messages, or NULL */
+    gint in_flight;         /* requests admitted and not yet finished */
+    gint quiesce;           /* > 0: drained, admit nothing */
+    gboolean allow_beyond_eof;
+    GMutex lock;
+    GCond cond;
+};
+
+BdEntry *bd_entry_new(BdNode *node, const char *owner, uint64_t perm,
+                      uint64_t shared, GError **errp)
+{
+    BdEntry *entry = g_new0(BdEntry, 1);
+    BdChild *root = g_new0(BdChild, 1);
+
+    g_mutex_init(&entry->lock);
+    g_cond_init(&entry->cond);
+    entry->owner = g_strdup(owner);
+    entry->root = root;
+    root->name = g_strdup("root");
+    root->entry = entry;
+    root->node = node;
+    root->role = BD_CHILD_DATA | BD_CHILD_FILTERED | BD_CHILD_PRIMARY;
+    root->shared = BD_PERM_ALL;
+    root->new_perm = perm;
+    root->new_shared = shared;
+    node->parents = g_list_prepend(node->parents, root);
+
+    if (!bd_node_refresh_perms(node, errp)) {
+        node->parents = g_list_remove(node->parents, root);
+        g_free(root->name);
+        g_free(root);
+        g_free(entry->owner);
+        g_mutex_clear(&entry->lock);
+        g_cond_clear(&entry->cond);
+        g_free(entry);
+        return NULL;
+    }
+    root->perm = perm;
+    root->shared = shared;
+    bd_node_ref(node);
+    return entry;
+}
+
+static void entry_detach(BdEntry *entry)
+{
+    BdChild *root = entry->root;
+    BdNode *node = root->node;
+
+    node->parents = g_list_remove(node->parents, root);
+    bd_node_refresh_perms(node, NULL);
+    bd_node_unref(node);
+}
+
+void bd_entry_free(BdEntry *entry)
+{
+    if (!entry) {
+        return;
+    }
+    bd_entry_drained_begin(entry);
+    entry_detach(entry);
+    g_free(entry->root->name);
+    g_free(entry->root);
+    g_free(entry->owner);
+    g_mutex_clear(&entry->lock);
+    g_cond_clear(&entry->cond);
+    g_free(entry);
+}
+
+BdNode *bd_entry_node(BdEntry *entry)
+{
+    return entry->root->node;
+}
+
+char *bd_entry_owner_desc(const BdEntry *entry)
+{
+    if (entry && entry->owner) {
+        return g_strdup(entry->owner);
+    }
+    return g_strdup("a block device");
+}
+
+gboolean bd_entry_set_perm(BdEntry *entry, uint64_t perm, uint64_t shared,
+                           GError **errp)
+{
+    BdChild *root = entry->root;
+
+    root->new_perm = perm;
+    root->new_shared = shared;
+    if (!bd_node_refresh_perms(root->node, errp)) {
+        root->new_perm = root->perm;
+        root->new_shared = root->shared;
+        return FALSE;
+    }
+    root->perm = perm;
+    root->shared = shared;
+    return TRUE;
+}
+
+gboolean bd_entry_replace_node(BdEntry *entry, BdNode *node, GError **errp)
+{
+    BdChild *root = entry->root;
+    BdNode *old = root->node;
+    gboolean ok;
+
+    if (old == node) {
+        return TRUE;
+    }
+    bd_entry_drained_begin(entry);
+    old->parents = g_list_remove(old->parents, root);
+    root->node = node;
+    node->parents = g_list_prepend(node->parents, root);
+    ok = bd_node_refresh_perms(node, errp);
+    if (ok) {
+        bd_node_ref(node);
+        bd_node_refresh_perms(old, NULL);
+        bd_node_unref(old);
+    } else {
+        node->parents = g_list_remove(node->parents, root);
+        root->node = old;
+        old->parents = g_list_prepend(old->parents, root);
+    }
+    bd_entry_drained_end(entry);
+    return ok;
+}
+
+void bd_entry_set_allow_beyond_eof(BdEntry *entry, gboolean allow)
+{
+    entry->allow_beyond_eof = allow;
+}
+
+/* --- admission and drain --- */
+
+/* Raise in-flight first, then look at quiesce; the drainer does the
+ * opposite, so one of the two always sees the other (both are full
+ * barriers). */
+static inline void entry_begin(BdEntry *entry)
+{
+    for (;;) {
+        g_atomic_int_inc(&entry->in_flight);
+        if (G_LIKELY(!g_atomic_int_get(&entry->quiesce))) {
+            return;
+        }
+        g_mutex_lock(&entry->lock);
+        if (g_atomic_int_dec_and_test(&entry->in_flight)) {
+            g_cond_broadcast(&entry->cond);
+        }
+        while (g_atomic_int_get(&entry->quiesce)) {
+            g_cond_wait(&entry->cond, &entry->lock);
+        }
+        g_mutex_unlock(&entry->lock);
+    }
+}
+
+static inline void entry_end(BdEntry *entry)
+{
+    if (g_atomic_int_dec_and_test(&entry->in_flight) &&
+        g_atomic_int_get(&entry->quiesce)) {
+        g_mutex_lock(&entry->lock);
+        g_cond_broadcast(&entry->cond);
+        g_mutex_unlock(&entry->lock);
+    }
+}
+
+void bd_entry_drained_begin(BdEntry *entry)
+{
+    g_atomic_int_inc(&entry->quiesce);
+    g_mutex_lock(&entry->lock);
+    while (g_atomic_int_get(&entry->in_flight) > 0) {
+        g_cond_wait(&entry->cond, &entry->lock);
+    }
+    g_mutex_unlock(&entry->lock);
+}
+
+void bd_entry_drained_end(BdEntry *entry)
+{
+    g_mutex_lock(&entry->lock);
+    if (g_atomic_int_dec_and_test(&entry->quiesce)) {
+        g_cond_broadcast(&entry->cond);
+    }
+    g_mutex_unlock(&entry->lock);
+}
+
+unsigned bd_entry_in_flight(BdEntry *entry)
+{
+    return (unsigned)g_atomic_int_get(&entry->in_flight);
+}
+
+/* Every entry that can reach 'node': on it or on any ancestor. */
+static void collect_entries(BdNode *node, GHashTable *seen, GPtrArray *out)
+{
+    if (!g_hash_table_add(seen, node)) {
+        return;
+    }
+    for (GList *l = node->parents; l; l = l->next) {
+        BdChild *c = l->data;
+        if (c->parent) {
+            collect_entries(c->parent, seen, out);
+        } else {
+            g_ptr_array_add(out, c->entry);
+        }
+    }
+}
+
+static GPtrArray *entries_above(BdNode *node)
+{
+    g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
+    GPtrArray *out = g_ptr_array_new();
+
+    collect_entries(node, seen, out);
+    return out;
+}
+
+struct BdDrainSection {
+    GPtrArray *entries;
+};
+
+BdDrainSection *bd_drained_begin(BdNode *node)
+{
+    BdDrainSection *section = g_new0(BdDrainSection, 1);
+    GPtrArray *entries = entries_above(node);
+
+    section->entries = entries;
+    /* Stop admission everywhere first, then wait: waiting one by one
+     * would let requests keep entering the others meanwhile. */
+    for (guint i = 0; i < entries->len; i++) {
+        BdEntry *e = entries->pdata[i];
+        g_atomic_int_inc(&e->quiesce);
+    }
+    for (guint i = 0; i < entries->len; i++) {
+        BdEntry *e = entries->pdata[i];
+        g_mutex_lock(&e->lock);
+        while (g_atomic_int_get(&e->in_flight) > 0) {
+            g_cond_wait(&e->cond, &e->lock);
+        }
+        g_mutex_unlock(&e->lock);
+    }
+    return section;
+}
+
+void bd_drained_end(BdDrainSection *section)
+{
+    for (guint i = 0; i < section->entries->len; i++) {
+        bd_entry_drained_end(section->entries->pdata[i]);
+    }
+    g_ptr_array_unref(section->entries);
+    g_free(section);
+}
+
+/* --- I/O --- */
+
+static inline int entry_check_range(BdEntry *entry, BdNode *node,
+                                    uint64_t offset, uint64_t bytes,
+                                    gboolean write)
+{
+    uint64_t size = __atomic_load_n(&node->size, __ATOMIC_ACQUIRE);
+
+    if (offset + bytes < offset) {
+        return -EINVAL;
+    }
+    if (offset + bytes > size && !entry->allow_beyond_eof) {
+        return write ? -ENOSPC : -EINVAL;
+    }
+    return 0;
+}
+
+static inline int entry_check_write(BdEntry *entry)
+{
+    if (!(entry->root->perm & (BD_PERM_WRITE | BD_PERM_WRITE_UNCHANGED))) {
+        return -EPERM;
+    }
+    return 0;
+}
+
+int64_t bd_entry_getlength(BdEntry *entry)
+{
+    return bd_node_getlength(entry->root->node);
+}
+
+int bd_entry_pread(BdEntry *entry, uint64_t offset, uint64_t bytes,
+                   void *buf, int flags)
+{
+    BdNode *node;
+    int ret;
+
+    entry_begin(entry);
+    node = entry->root->node;
+    ret = entry_check_range(entry, node, offset, bytes, FALSE);
+    if (ret == 0) {
+        ret = bd_node_pread(node, offset, bytes, buf, flags);
+    }
+    entry_end(entry);
+    return ret;
+}
+
+int bd_entry_pwrite(BdEntry *entry, uint64_t offset, uint64_t bytes,
+                    const void *buf, int flags)
+{
+    BdNode *node;
+    int ret;
+
+    entry_begin(entry);
+    node = entry->root->node;
+    ret = entry_check_write(entry);
+    if (ret == 0) {
+        ret = entry_check_range(entry, node, offset, bytes, TRUE);
+    }
+    if (ret == 0) {
+        ret = bd_node_pwrite(node, offset, bytes, buf, flags);
+    }
+    entry_end(entry);
+    return ret;
+}
+
+int bd_entry_pwrite_zeroes(BdEntry *entry, uint64_t offset, uint64_t bytes,
+                           int flags)
+{
+    BdNode *node;
+    int ret;
+
+    entry_begin(entry);
+    node = entry->root->node;
+    ret = entry_check_write(entry);
+    if (ret == 0) {
+        ret = entry_check_range(entry, node, offset, bytes, TRUE);
+    }
+    if (ret == 0) {
+        ret = bd_node_pwrite_zeroes(node, offset, bytes, flags);
+    }
+    entry_end(entry);
+    return ret;
+}
+
+int bd_entry_pdiscard(BdEntry *entry, uint64_t offset, uint64_t bytes)
+{
+    BdNode *node;
+    int ret;
+
+    entry_begin(entry);
+    node = entry->root->node;
+    ret = entry_check_write(entry);
+    if (ret == 0) {
+        ret = entry_check_range(entry, node, offset, bytes, TRUE);
+    }
+    if (ret == 0) {
+        ret = bd_node_pdiscard(node, offset, bytes);
+    }
+    entry_end(entry);
+    return ret;
+}
+
+int bd_entry_flush(BdEntry *entry)
+{
+    int ret;
+
+    entry_begin(entry);
+    ret = bd_node_flush(entry->root->node);
+    entry_end(entry);
+    return ret;
+}
+
+int bd_entry_truncate(BdEntry *entry, uint64_t size)
+{
+    int ret = 0;
+
+    entry_begin(entry);
+    if (!(entry->root->perm & BD_PERM_RESIZE)) {
+        ret = -EPERM;
+    } else {
+        ret = bd_node_truncate(entry->root->node, size);
+    }
+    entry_end(entry);
+    return ret;
+}
+
+int bd_entry_block_status(BdEntry *entry, uint64_t offset, uint64_t bytes,
+                          uint64_t *pnum)
+{
+    BdNode *node;
+    int ret;
+
+    entry_begin(entry);
+    node = entry->root->node;
+    ret = entry_check_range(entry, node, offset, bytes, FALSE);
+    if (ret == 0) {
+        ret = bd_node_block_status_above(node, offset, bytes, pnum, NULL);
+    }
+    entry_end(entry);
+    return ret;
+}
+
+int bd_entry_allocation_depth(BdEntry *entry, uint64_t offset,
+                              uint64_t bytes, uint64_t *pnum)
+{
+    BdNode *node;
+    int depth = 0;
+    int ret;
+
+    entry_begin(entry);
+    node = entry->root->node;
+    ret = entry_check_range(entry, node, offset, bytes, FALSE);
+    if (ret == 0) {
+        ret = bd_node_block_status_above(node, offset, bytes, pnum, &depth);
+    }
+    entry_end(entry);
+    return ret < 0 ? ret : depth;
+}

@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: MIT */
+/* The error domain of blockd's GErrors; control/ maps the codes to QMP
+ * error classes. */
+#ifndef BD_GRAPH_ERROR_H
+#define BD_GRAPH_ERROR_H
+
+#include <glib.h>
+
+#define BD_ERROR (bd_error_quark())
+GQuark bd_error_quark(void);
+
+typedef enum {
+    BD_ERROR_GENERIC,            /* QMP "GenericError" */
+    BD_ERROR_DEVICE_NOT_FOUND,   /* QMP "DeviceNotFound" */
+    BD_ERROR_COMMAND_NOT_FOUND,  /* QMP "CommandNotFound" */
+} BdErrorCode;
+
+#endif

@@ -1,0 +1,447 @@
+/* SPDX-License-Identifier: MIT */
+/* Node-level I/O wrappers: the one path every request to a node takes.
+ *
+ * Thread model: any thread.  Only node->rmw_lock is taken here, around
+ * read-modify-write of unaligned writes on nodes with an alignment; it
+ * is a leaf lock (drivers may take their own locks inside it).
+ */
+#define G_LOG_DOMAIN "blockd-graph"
+
+#include <errno.h>
+#include <string.h>
+#include "graph/io.h"
+
+/* Zero buffer for write-zeroes fallbacks. */
+#define ZERO_CHUNK (1u << 20)
+
+gboolean bd_buffer_is_zero(const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+
+    if (len == 0) {
+        return TRUE;
+    }
+    /* Test a few bytes first: most buffers are not zero. */
+    for (size_t i = 0; i < len && i < 16; i++) {
+        if (p[i]) {
+            return FALSE;
+        }
+    }
+    /* First 16 zero and every byte equal to the one 16 before it. */
+    return len <= 16 || memcmp(p, p + 16, len - 16) == 0;
+}
+
+static inline uint64_t node_size(BdNode *node)
+{
+    return __atomic_load_n(&node->size, __ATOMIC_ACQUIRE);
+}
+
+int64_t bd_node_getlength(BdNode *node)
+{
+    return (int64_t)node_size(node);
+}
+
+static inline gboolean is_aligned(BdNode *node, uint64_t offset,
+                                  uint64_t bytes)
+{
+    uint64_t mask = node->request_alignment - 1;
+    return ((offset | bytes) & mask) == 0;
+}
+
+/* --- read --- */
+
+static int node_pread_aligned(BdNode *node, uint64_t offset, uint64_t bytes,
+                              void *buf, int flags)
+{
+    const BdDriver *drv = node->drv;
+    BdChild *filtered;
+
+    if (!drv->pread) {
+        filtered = bd_node_filtered_child(node);
+        return filtered ? bd_node_pread(filtered->node, offset, bytes, buf,
+                                        flags) : -ENOTSUP;
+    }
+    if (node->max_transfer == 0 || bytes <= node->max_transfer) {
+        return drv->pread(node, offset, bytes, buf, flags);
+    }
+    while (bytes) {
+        uint64_t n = MIN(bytes, node->max_transfer);
+        int ret = drv->pread(node, offset, n, buf, flags);
+        if (ret < 0) {
+            return ret;
+        }
+        offset += n;
+        bytes -= n;
+        buf = (char *)buf + n;
+    }
+    return 0;
+}
+
+/* Read the aligned span around [offset, offset+bytes) into a bounce
+ * buffer and copy the middle out. */
+static int node_pread_unaligned(BdNode *node, uint64_t offset,
+                                uint64_t bytes, void *buf, int flags)
+{
+    uint64_t align = node->request_alignment;
+    uint64_t start = offset & ~(align - 1);
+    uint64_t end = (offset + bytes + align - 1) & ~(align - 1);
+    g_autofree void *bounce = NULL;
+    int ret;
+
+    if (posix_memalign(&bounce, MAX(align, sizeof(void *)), end - start)) {
+        return -ENOMEM;
+    }
+    ret = node_pread_aligned(node, start, end - start, bounce, flags);
+    if (ret == 0) {
+        memcpy(buf, (char *)bounce + (offset - start), bytes);
+    }
+    return ret;
+}
+
+int bd_node_pread(BdNode *node, uint64_t offset, uint64_t bytes, void *buf,
+                  int flags)
+{
+    if (bytes == 0) {
+        return 0;
+    }
+    if (offset + bytes < offset) {
+        return -EINVAL;
+    }
+    if (node->request_alignment > 1 && !is_aligned(node, offset, bytes)) {
+        return node_pread_unaligned(node, offset, bytes, buf, flags);
+    }
+    return node_pread_aligned(node, offset, bytes, buf, flags);
+}
+
+/* --- write --- */
+
+static int node_check_writable(BdNode *node)
+{
+    if (node->read_only) {
+        return -EPERM;
+    }
+    if (!(node->cum_perm & (BD_PERM_WRITE | BD_PERM_WRITE_UNCHANGED))) {
+        return -EPERM;
+    }
+    return 0;
+}
+
+static int node_pwrite_aligned(BdNode *node, uint64_t offset, uint64_t bytes,
+                               const void *buf, int flags)
+{
+    const BdDriver *drv = node->drv;
+    BdChild *filtered;
+
+    if (!drv->pwrite) {
+        filtered = bd_node_filtered_child(node);
+        return filtered ? bd_node_pwrite(filtered->node, offset, bytes, buf,
+                                         flags) : -ENOTSUP;
+    }
+    if (node->max_transfer == 0 || bytes <= node->max_transfer) {
+        return drv->pwrite(node, offset, bytes, buf, flags);
+    }
+    while (bytes) {
+        uint64_t n = MIN(bytes, node->max_transfer);
+        int ret = drv->pwrite(node, offset, n, buf, flags);
+        if (ret < 0) {
+            return ret;
+        }
+        offset += n;
+        bytes -= n;
+        buf = (const char *)buf + n;
+    }
+    return 0;
+}
+
+/* Read-modify-write of the aligned span.  Serialized per node, so two
+ * unaligned writes sharing an aligned block cannot undo each other. */
+static int node_pwrite_unaligned(BdNode *node, uint64_t offset,
+                                 uint64_t bytes, const void *buf, int flags)
+{
+    uint64_t align = node->request_alignment;
+    uint64_t start = offset & ~(align - 1);
+    uint64_t end = (offset + bytes + align - 1) & ~(align - 1);
+    g_autofree void *bounce = NULL;
+    int ret = 0;
+
+    if (posix_memalign(&bounce, MAX(align, sizeof(void *)), end - start)) {
+        return -ENOMEM;
+    }
+    g_mutex_lock(&node->rmw_lock);
+    /* Only the first and last aligned blocks need their old contents. */
+    if (offset != start) {
+        ret = node_pread_aligned(node, start, align, bounce, 0);
+    }
+    /* The tail block, unless it is the head block already read. */
+    if (ret == 0 && (offset + bytes) != end &&
+        !(end - align == start && offset != start)) {
+        ret = node_pread_aligned(node, end - align, align,
+                                 (char *)bounce + (end - align - start), 0);
+    }
+    if (ret == 0) {
+        memcpy((char *)bounce + (offset - start), buf, bytes);
+        ret = node_pwrite_aligned(node, start, end - start, bounce, flags);
+    }
+    g_mutex_unlock(&node->rmw_lock);
+    return ret;
+}
+
+int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
+                   const void *buf, int flags)
+{
+    int ret;
+
+    if (bytes == 0) {
+        return 0;
+    }
+    if (offset + bytes < offset) {
+        return -EINVAL;
+    }
+    ret = node_check_writable(node);
+    if (ret < 0) {
+        return ret;
+    }
+    if (node->detect_zeroes != BD_DETECT_ZEROES_OFF &&
+        bd_buffer_is_zero(buf, bytes)) {
+        int zflags = flags & BD_REQ_FUA;
+        if (node->detect_zeroes == BD_DETECT_ZEROES_UNMAP) {
+            zflags |= BD_REQ_MAY_UNMAP;
+        }
+        return bd_node_pwrite_zeroes(node, offset, bytes, zflags);
+    }
+    if (node->request_alignment > 1 && !is_aligned(node, offset, bytes)) {
+        return node_pwrite_unaligned(node, offset, bytes, buf, flags);
+    }
+    return node_pwrite_aligned(node, offset, bytes, buf, flags);
+}
+
+/* --- write zeroes, discard --- */
+
+static int node_write_zero_buffers(BdNode *node, uint64_t offset,
+                                   uint64_t bytes, int flags)
+{
+    g_autofree void *zeroes = NULL;
+    size_t chunk = MIN(bytes, ZERO_CHUNK);
+    size_t align = MAX(node->request_alignment, sizeof(void *));
+
+    if (posix_memalign(&zeroes, align, chunk)) {
+        return -ENOMEM;
+    }
+    memset(zeroes, 0, chunk);
+    while (bytes) {
+        uint64_t n = MIN(bytes, chunk);
+        int ret = node->request_alignment > 1 && !is_aligned(node, offset, n)
+                  ? node_pwrite_unaligned(node, offset, n, zeroes, flags)
+                  : node_pwrite_aligned(node, offset, n, zeroes, flags);
+        if (ret < 0) {
+            return ret;
+        }
+        offset += n;
+        bytes -= n;
+    }
+    return 0;
+}
+
+int bd_node_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
+                          int flags)
+{
+    const BdDriver *drv = node->drv;
+    BdChild *filtered;
+    int ret;
+
+    if (bytes == 0) {
+        return 0;
+    }
+    if (offset + bytes < offset) {
+        return -EINVAL;
+    }
+    ret = node_check_writable(node);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!node->discard_unmap) {
+        flags &= ~BD_REQ_MAY_UNMAP;
+    }
+    if (drv->pwrite_zeroes) {
+        ret = drv->pwrite_zeroes(node, offset, bytes, flags);
+    } else if (!drv->pwrite && (filtered = bd_node_filtered_child(node))) {
+        return bd_node_pwrite_zeroes(filtered->node, offset, bytes, flags);
+    } else {
+        ret = -ENOTSUP;
+    }
+    if (ret == -ENOTSUP && !(flags & BD_REQ_NO_FALLBACK)) {
+        ret = node_write_zero_buffers(node, offset, bytes,
+                                      flags & BD_REQ_FUA);
+    }
+    return ret;
+}
+
+int bd_node_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
+{
+    const BdDriver *drv = node->drv;
+    BdChild *filtered;
+    int ret;
+
+    if (offset + bytes < offset) {
+        return -EINVAL;
+    }
+    ret = node_check_writable(node);
+    if (ret < 0 || bytes == 0 || !node->discard_unmap) {
+        /* Discard is advisory: without discard=unmap it does nothing. */
+        return ret;
+    }
+    if (drv->pdiscard) {
+        ret = drv->pdiscard(node, offset, bytes);
+    } else if ((filtered = bd_node_filtered_child(node))) {
+        ret = bd_node_pdiscard(filtered->node, offset, bytes);
+    } else {
+        ret = 0;
+    }
+    return ret == -ENOTSUP ? 0 : ret;
+}
+
+/* --- flush, truncate --- */
+
+int bd_node_flush(BdNode *node)
+{
+    int ret = 0;
+
+    /* The node's own cached state first, then everything below it. */
+    if (node->drv && node->drv->flush && !node->cache_no_flush) {
+        ret = node->drv->flush(node);
+    }
+    for (guint i = 0; ret == 0 && i < node->children->len; i++) {
+        BdChild *c = g_ptr_array_index(node->children, i);
+        if (c->perm & (BD_PERM_WRITE | BD_PERM_WRITE_UNCHANGED)) {
+            ret = bd_node_flush(c->node);
+        }
+    }
+    return ret;
+}
+
+int bd_node_truncate(BdNode *node, uint64_t size)
+{
+    if (node->read_only) {
+        return -EPERM;
+    }
+    if (!node->drv->truncate) {
+        return -ENOTSUP;
+    }
+    return node->drv->truncate(node, size);
+}
+
+/* --- block status --- */
+
+int bd_node_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
+                         uint64_t *pnum, uint64_t *map, BdNode **file)
+{
+    const BdDriver *drv = node->drv;
+    uint64_t size = node_size(node);
+    uint64_t local_map = 0;
+    BdNode *local_file = NULL;
+    BdChild *filtered;
+    int ret;
+
+    if (offset >= size) {
+        *pnum = 0;
+        return BD_BLOCK_EOF;
+    }
+    bytes = MIN(bytes, size - offset);
+    if (!drv->block_status) {
+        filtered = bd_node_filtered_child(node);
+        if (filtered) {
+            return bd_node_block_status(filtered->node, offset, bytes, pnum,
+                                        map, file);
+        }
+        *pnum = bytes;
+        ret = BD_BLOCK_DATA | BD_BLOCK_ALLOCATED;
+        if (file) {
+            *file = NULL;
+        }
+        return offset + bytes == size ? ret | BD_BLOCK_EOF : ret;
+    }
+
+    ret = drv->block_status(node, offset, bytes, pnum, &local_map,
+                            &local_file);
+    if (ret < 0) {
+        return ret;
+    }
+    *pnum = MIN(MAX(*pnum, 1), bytes);
+    if (ret & BD_BLOCK_RAW) {
+        /* The driver says: the data lives as is in local_file. */
+        uint64_t n = *pnum;
+        if (!local_file) {
+            return -EIO;
+        }
+        ret = bd_node_block_status(local_file, local_map, n, pnum, map,
+                                   file);
+        if (ret < 0) {
+            return ret;
+        }
+        ret &= ~BD_BLOCK_EOF;
+    } else {
+        if ((ret & BD_BLOCK_OFFSET_VALID) && local_file &&
+            local_file != node && !(ret & BD_BLOCK_ZERO)) {
+            /* Data mapped onto a hole of the file below reads as zero. */
+            uint64_t n;
+            int ret2 = bd_node_block_status(local_file, local_map, *pnum,
+                                            &n, NULL, NULL);
+            if (ret2 >= 0 && (ret2 & BD_BLOCK_ZERO) && n > 0) {
+                *pnum = n;
+                ret |= BD_BLOCK_ZERO;
+            }
+        }
+        if (map) {
+            *map = local_map;
+        }
+        if (file) {
+            *file = local_file;
+        }
+    }
+    if (ret & (BD_BLOCK_DATA | BD_BLOCK_ZERO)) {
+        ret |= BD_BLOCK_ALLOCATED;
+    }
+    if (offset + *pnum == size) {
+        ret |= BD_BLOCK_EOF;
+    }
+    return ret;
+}
+
+int bd_node_block_status_above(BdNode *node, uint64_t offset,
+                               uint64_t bytes, uint64_t *pnum, int *depth)
+{
+    BdNode *cur = node;
+    int level = 1;
+
+    for (;;) {
+        uint64_t n = 0;
+        BdNode *backing;
+        int ret = bd_node_block_status(cur, offset, bytes, &n, NULL, NULL);
+
+        if (ret < 0) {
+            return ret;
+        }
+        if (cur != node && (ret & BD_BLOCK_EOF) && n == 0) {
+            /* Past the end of a shorter backing node: zeroes. */
+            *pnum = bytes;
+            if (depth) {
+                *depth = 0;
+            }
+            return BD_BLOCK_ZERO;
+        }
+        if ((ret & BD_BLOCK_ALLOCATED) || !(backing = bd_node_backing(cur))) {
+            *pnum = n;
+            if (depth) {
+                *depth = (ret & BD_BLOCK_ALLOCATED) ? level : 0;
+            }
+            if (!(ret & BD_BLOCK_ALLOCATED)) {
+                /* Unallocated with nothing below reads as zeroes. */
+                ret |= BD_BLOCK_ZERO;
+            }
+            return cur == node ? ret : ret & ~BD_BLOCK_EOF;
+        }
+        bytes = n;
+        cur = backing;
+        level++;
+    }
+}

@@ -1,0 +1,498 @@
+/* SPDX-License-Identifier: MIT */
+/* Node lifecycle: the driver registry, opening nodes from options
+ * (nested definitions and node-name references), children, reference
+ * counting, the node-name registry and blockdev-del's checks.
+ *
+ * Thread model: everything here runs on the main thread.
+ */
+#define G_LOG_DOMAIN "blockd-graph"
+
+#include <string.h>
+#include "graph/node.h"
+#include "graph/entry.h"
+#include "graph/io.h"
+
+/* Registered drivers, NULL-terminated. */
+static GPtrArray *drivers;
+/* Every open node, in creation order (all nodes carry a node-name). */
+static GPtrArray *nodes;
+
+void bd_driver_register(const BdDriver *drv)
+{
+    if (!drivers) {
+        drivers = g_ptr_array_new();
+        g_ptr_array_add(drivers, NULL);
+    }
+    g_assert(!bd_driver_find(drv->name));
+    /* Keep the array NULL-terminated: replace the terminator. */
+    drivers->pdata[drivers->len - 1] = (gpointer)drv;
+    g_ptr_array_add(drivers, NULL);
+}
+
+const BdDriver *bd_driver_find(const char *name)
+{
+    for (guint i = 0; drivers && i + 1 < drivers->len; i++) {
+        const BdDriver *drv = drivers->pdata[i];
+        if (strcmp(drv->name, name) == 0) {
+            return drv;
+        }
+    }
+    return NULL;
+}
+
+const BdDriver *const *bd_driver_list(void)
+{
+    static const BdDriver *const none[] = { NULL };
+    return drivers ? (const BdDriver *const *)drivers->pdata : none;
+}
+
+/* --- the BlockdevOptions schema --- */
+
+static const char *const discard_values[] = { "ignore", "unmap", NULL };
+static const char *const detect_zeroes_values[] = { "off", "on", "unmap", NULL };
+
+static const BdSchemaType discard_type = {
+    .name = "BlockdevDiscardOptions", .kind = BD_SCHEMA_ENUM,
+    .enum_values = discard_values };
+static const BdSchemaType detect_zeroes_type = {
+    .name = "BlockdevDetectZeroesOptions", .kind = BD_SCHEMA_ENUM,
+    .enum_values = detect_zeroes_values };
+static const BdSchemaField cache_fields[] = {
+    { "direct", &bd_schema_bool, TRUE },
+    { "no-flush", &bd_schema_bool, TRUE },
+    { NULL } };
+static const BdSchemaType cache_type = {
+    .name = "BlockdevCacheOptions", .kind = BD_SCHEMA_OBJECT,
+    .fields = cache_fields };
+
+const BdSchemaType *bd_blockdev_options_schema(void)
+{
+    static BdSchemaType union_type;
+    static BdSchemaType driver_enum;
+    static BdSchemaField base[10];
+    static gsize done;
+
+    /* Built once, after start-up registration, from the driver table. */
+    if (g_once_init_enter(&done)) {
+        const BdDriver *const *list = bd_driver_list();
+        guint n = 0;
+        while (list[n]) {
+            n++;
+        }
+        const char **names = g_new0(const char *, n + 1);
+        BdSchemaVariant *variants = g_new0(BdSchemaVariant, n + 1);
+        for (guint i = 0; i < n; i++) {
+            BdSchemaType *t = g_new0(BdSchemaType, 1);
+            static const BdSchemaField no_fields[] = { { NULL } };
+            names[i] = list[i]->name;
+            t->name = g_strdup_printf("BlockdevOptions-%s", list[i]->name);
+            t->kind = BD_SCHEMA_OBJECT;
+            t->fields = list[i]->options ? list[i]->options : no_fields;
+            variants[i].value = list[i]->name;
+            variants[i].type = t;
+        }
+        driver_enum = (BdSchemaType) {
+            .name = "BlockdevDriver", .kind = BD_SCHEMA_ENUM,
+            .enum_values = names };
+        BdSchemaField b[] = {
+            { "driver", &driver_enum, FALSE },
+            { "node-name", &bd_schema_str, TRUE },
+            { "discard", &discard_type, TRUE },
+            { "cache", &cache_type, TRUE },
+            { "read-only", &bd_schema_bool, TRUE },
+            { "auto-read-only", &bd_schema_bool, TRUE },
+            { "force-share", &bd_schema_bool, TRUE },
+            { "detect-zeroes", &detect_zeroes_type, TRUE },
+            { NULL } };
+        memcpy(base, b, sizeof(b));
+        union_type = (BdSchemaType) {
+            .name = "BlockdevOptions", .kind = BD_SCHEMA_UNION,
+            .fields = base, .discriminator = "driver",
+            .variants = variants };
+        g_once_init_leave(&done, 1);
+    }
+    return &union_type;
+}
+
+/* --- names --- */
+
+BdNode *bd_node_find(const char *node_name)
+{
+    for (guint i = 0; nodes && i < nodes->len; i++) {
+        BdNode *node = nodes->pdata[i];
+        if (strcmp(node->node_name, node_name) == 0) {
+            return node;
+        }
+    }
+    return NULL;
+}
+
+GPtrArray *bd_node_list(void)
+{
+    if (!nodes) {
+        nodes = g_ptr_array_new();
+    }
+    return nodes;
+}
+
+/* QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'. */
+static gboolean node_name_wellformed(const char *name)
+{
+    if (!g_ascii_isalpha(name[0])) {
+        return FALSE;
+    }
+    for (const char *p = name; *p; p++) {
+        if (!g_ascii_isalnum(*p) && !strchr("-._", *p)) {
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+/* QEMU's generated names: "#block" + counter + two random digits. */
+static char *node_name_generate(void)
+{
+    static guint64 counter;
+    return g_strdup_printf("#block%" G_GUINT64_FORMAT "%02d", counter++,
+                           g_random_int_range(0, 100));
+}
+
+static gboolean node_apply_common_options(BdNode *node, GVariant *options,
+                                          GError **errp)
+{
+    g_autoptr(GVariant) cache = bd_opts_lookup(options, "cache");
+    const char *discard = bd_opts_get_str(options, "discard", "ignore");
+    const char *dz = bd_opts_get_str(options, "detect-zeroes", "off");
+
+    node->read_only = bd_opts_get_bool(options, "read-only", FALSE);
+    node->auto_read_only = bd_opts_get_bool(options, "auto-read-only", FALSE);
+    node->force_share = bd_opts_get_bool(options, "force-share", FALSE);
+    node->cache_direct = bd_opts_get_bool(cache, "direct", FALSE);
+    node->cache_no_flush = bd_opts_get_bool(cache, "no-flush", FALSE);
+    node->discard_unmap = strcmp(discard, "unmap") == 0;
+    if (strcmp(dz, "unmap") == 0) {
+        node->detect_zeroes = BD_DETECT_ZEROES_UNMAP;
+    } else if (strcmp(dz, "on") == 0) {
+        node->detect_zeroes = BD_DETECT_ZEROES_ON;
+    } else {
+        node->detect_zeroes = BD_DETECT_ZEROES_OFF;
+    }
+
+    if (node->force_share && !node->read_only) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "force-share=on can only be used with read-only images");
+        return FALSE;
+    }
+    if (node->detect_zeroes == BD_DETECT_ZEROES_UNMAP && !node->discard_unmap) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "setting detect-zeroes to unmap is not allowed "
+                    "without setting discard operation to unmap");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static void node_free(BdNode *node)
+{
+    if (node->drv && node->drv->close) {
+        node->drv->close(node);
+    }
+    /* Children last: a driver's close may still flush through them. */
+    while (node->children->len) {
+        BdChild *child = g_ptr_array_index(node->children,
+                                           node->children->len - 1);
+        bd_node_detach_child(node, child);
+    }
+    if (nodes) {
+        g_ptr_array_remove(nodes, node);
+    }
+    g_ptr_array_unref(node->children);
+    g_list_free(node->parents);
+    g_clear_pointer(&node->options, g_variant_unref);
+    g_free(node->filename);
+    g_free(node->node_name);
+    g_mutex_clear(&node->rmw_lock);
+    g_free(node);
+}
+
+BdNode *bd_node_open(GVariant *options, GError **errp)
+{
+    const char *driver = bd_opts_get_str(options, "driver", NULL);
+    const char *name = bd_opts_get_str(options, "node-name", NULL);
+    const BdDriver *drv;
+    BdNode *node;
+
+    if (!driver) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Parameter 'driver' is missing");
+        return NULL;
+    }
+    drv = bd_driver_find(driver);
+    if (!drv) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Unknown driver '%s'", driver);
+        return NULL;
+    }
+    if (name) {
+        if (!node_name_wellformed(name)) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Invalid node-name: '%s'", name);
+            return NULL;
+        }
+        if (bd_node_find(name)) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Duplicate nodes with node-name='%s'", name);
+            return NULL;
+        }
+    }
+
+    node = g_new0(BdNode, 1);
+    node->drv = drv;
+    node->refcnt = 1;
+    node->children = g_ptr_array_new();
+    node->request_alignment = 1;
+    node->cum_shared = BD_PERM_ALL;
+    node->options = g_variant_ref_sink(options);
+    g_mutex_init(&node->rmw_lock);
+    if (name) {
+        node->node_name = g_strdup(name);
+    } else {
+        node->node_name = node_name_generate();
+        node->auto_named = TRUE;
+    }
+    g_ptr_array_add(bd_node_list(), node);
+
+    if (!node_apply_common_options(node, options, errp) ||
+        !drv->open(node, options, errp)) {
+        /* A driver that failed half-way releases what it set up through
+         * its close callback, called only when it left state behind. */
+        if (drv->close && node->opaque) {
+            drv->close(node);
+        }
+        node->drv = NULL;
+        node_free(node);
+        return NULL;
+    }
+    if (!node->filename) {
+        node->filename = g_strdup(node->file ? node->file->node->filename
+                                             : drv->name);
+    }
+    return node;
+}
+
+BdNode *bd_node_ref(BdNode *node)
+{
+    node->refcnt++;
+    return node;
+}
+
+void bd_node_unref(BdNode *node)
+{
+    if (node && --node->refcnt == 0) {
+        node_free(node);
+    }
+}
+
+/* A node may not become its own descendant. */
+static gboolean node_is_ancestor_of(BdNode *ancestor, BdNode *node)
+{
+    if (ancestor == node) {
+        return TRUE;
+    }
+    for (guint i = 0; i < ancestor->children->len; i++) {
+        BdChild *c = g_ptr_array_index(ancestor->children, i);
+        if (node_is_ancestor_of(c->node, node)) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
+BdChild *bd_node_attach_child(BdNode *parent, BdNode *child_node,
+                              const char *name, BdChildRole role,
+                              GError **errp)
+{
+    BdChild *child;
+
+    if (node_is_ancestor_of(child_node, parent)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Making '%s' a %s child of '%s' would create a cycle",
+                    child_node->node_name, name, parent->node_name);
+        return NULL;
+    }
+    child = g_new0(BdChild, 1);
+    child->name = g_strdup(name);
+    child->parent = parent;
+    child->node = bd_node_ref(child_node);
+    child->role = role;
+    child->shared = child->new_shared = BD_PERM_ALL;
+    g_ptr_array_add(parent->children, child);
+    /* Newest parent first, as QEMU lists them: conflicts name the
+     * existing user as the one requiring and the new one as unsharing. */
+    child_node->parents = g_list_prepend(child_node->parents, child);
+
+    if (!bd_node_refresh_perms(parent, errp)) {
+        child_node->parents = g_list_remove(child_node->parents, child);
+        g_ptr_array_remove(parent->children, child);
+        bd_node_unref(child->node);
+        g_free(child->name);
+        g_free(child);
+        return NULL;
+    }
+    if (strcmp(name, "file") == 0) {
+        parent->file = child;
+    } else if (strcmp(name, "backing") == 0) {
+        parent->backing = child;
+    }
+    return child;
+}
+
+void bd_node_detach_child(BdNode *parent, BdChild *child)
+{
+    BdNode *child_node = child->node;
+
+    if (parent->file == child) {
+        parent->file = NULL;
+    }
+    if (parent->backing == child) {
+        parent->backing = NULL;
+    }
+    g_ptr_array_remove(parent->children, child);
+    child_node->parents = g_list_remove(child_node->parents, child);
+    /* Fewer users can only relax permissions; a failure here would mean
+     * a protocol driver could not drop a lock, which it logs itself. */
+    bd_node_refresh_perms(child_node, NULL);
+    g_free(child->name);
+    g_free(child);
+    bd_node_unref(child_node);
+}
+
+BdChild *bd_node_open_child(BdNode *parent, GVariant *options,
+                            const char *key, BdChildRole role,
+                            gboolean allow_none, GError **errp)
+{
+    g_autoptr(GVariant) ref = bd_opts_lookup(options, key);
+    g_autoptr(BdNode) child_node = NULL;
+    BdChild *child;
+
+    if (!ref || bd_variant_is_null(ref)) {
+        if (!allow_none) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "A block device must be specified for \"%s\"", key);
+        }
+        return NULL;
+    }
+    if (g_variant_is_of_type(ref, G_VARIANT_TYPE_STRING)) {
+        const char *name = g_variant_get_string(ref, NULL);
+        BdNode *found = bd_node_find(name);
+        if (!found) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Cannot find device='' nor node-name='%s'", name);
+            return NULL;
+        }
+        child_node = bd_node_ref(found);
+    } else {
+        child_node = bd_node_open(ref, errp);
+        if (!child_node) {
+            return NULL;
+        }
+    }
+    child = bd_node_attach_child(parent, child_node, key, role, errp);
+    return child;
+}
+
+BdChild *bd_node_filtered_child(BdNode *node)
+{
+    if (!node->drv || !node->drv->is_filter) {
+        return NULL;
+    }
+    return node->file ? node->file : node->backing;
+}
+
+BdNode *bd_node_backing(BdNode *node)
+{
+    return node->backing ? node->backing->node : NULL;
+}
+
+void bd_node_set_size(BdNode *node, uint64_t size)
+{
+    __atomic_store_n(&node->size, size, __ATOMIC_RELEASE);
+}
+
+char *bd_child_parent_desc(const BdChild *child)
+{
+    if (child->parent) {
+        return g_strdup_printf("node '%s'", child->parent->node_name);
+    }
+    return bd_entry_owner_desc(child->entry);
+}
+
+/* --- blockdev-del --- */
+
+static BdChild *node_backing_parent(BdNode *node)
+{
+    for (GList *l = node->parents; l; l = l->next) {
+        BdChild *c = l->data;
+        if (c->parent && c->parent->backing == c) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+gboolean bd_node_monitor_del(const char *node_name, GError **errp)
+{
+    BdNode *node = bd_node_find(node_name);
+    BdChild *backing_parent;
+
+    if (!node) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Failed to find node with node-name='%s'", node_name);
+        return FALSE;
+    }
+    for (GList *l = node->parents; l; l = l->next) {
+        BdChild *c = l->data;
+        if (!c->parent) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Node %s is in use", node_name);
+            return FALSE;
+        }
+    }
+    backing_parent = node_backing_parent(node);
+    if (backing_parent) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Node '%s' is busy: node is used as backing hd of '%s'",
+                    node_name, backing_parent->parent->node_name);
+        return FALSE;
+    }
+    if (!node->monitor_owned) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Node %s is not owned by the monitor", node_name);
+        return FALSE;
+    }
+    if (node->refcnt > 1) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Block device %s is in use", node_name);
+        return FALSE;
+    }
+    node->monitor_owned = FALSE;
+    bd_node_unref(node);
+    return TRUE;
+}
+
+void bd_node_close_all(void)
+{
+    /* Drop monitor references newest first, so that users go before the
+     * nodes they use; a node still referenced goes with its last user. */
+    for (gint i = nodes ? (gint)nodes->len - 1 : -1; i >= 0; i--) {
+        if (i >= (gint)nodes->len) {
+            continue;
+        }
+        BdNode *node = nodes->pdata[i];
+        if (node->monitor_owned) {
+            node->monitor_owned = FALSE;
+            bd_node_flush(node);
+            bd_node_unref(node);
+        }
+    }
+}
