@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: MIT */
+/* The driver tables defined in formats/ (internal to the registry). */
+#ifndef BD_FORMATS_DRIVERS_H
+#define BD_FORMATS_DRIVERS_H
+
+#include "graph/node.h"
+
+extern const BdDriver bd_file_driver;
+extern const BdDriver bd_raw_driver;
+extern const BdDriver bd_null_co_driver;
+extern const BdDriver bd_null_aio_driver;
+
+#endif

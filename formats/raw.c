@@ -1,0 +1,282 @@
+/* SPDX-License-Identifier: MIT */
+/* The 'raw' format driver: the child's bytes as they are, optionally a window (offset, size).
+ *
+ * Thread model: open/close/child_perm on the main thread; the data
+ * callbacks on any thread.  The window is fixed after open; 'size_lock'
+ * serializes growing node->size when a write past the end grows the
+ * child (image creation through an entry that allows it).
+ */
+#define G_LOG_DOMAIN "blockd-formats"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <gio/gio.h>
+#include "graph/node.h"
+#include "graph/io.h"
+
+typedef struct {
+    BdChild *file;
+    uint64_t offset;
+    uint64_t size;          /* the window; node->size mirrors it */
+    gboolean has_size;      /* 'size' given: fixed window */
+    GMutex size_lock;
+} RawState;
+
+/* QAPI BlockdevOptionsRaw (base BlockdevOptionsGenericFormat). */
+static const BdSchemaField raw_options[] = {
+    { "file", &bd_schema_blockdev_ref, FALSE },
+    { "offset", &bd_schema_int, TRUE },
+    { "size", &bd_schema_int, TRUE },
+    { NULL },
+};
+
+/* Map a request into the child; -EINVAL/-ENOSPC outside a fixed window. */
+static int raw_adjust(RawState *s, uint64_t *offset, uint64_t bytes,
+                      gboolean is_write)
+{
+    if (s->has_size && (*offset > s->size || bytes > s->size - *offset)) {
+        return is_write ? -ENOSPC : -EINVAL;
+    }
+    if (*offset > INT64_MAX - s->offset) {
+        return -EINVAL;
+    }
+    *offset += s->offset;
+    return 0;
+}
+
+/* Without a fixed size, a write past the end grows the window too. */
+static void raw_note_end(BdNode *node, RawState *s, uint64_t child_end)
+{
+    uint64_t end = child_end - s->offset;
+
+    if (s->has_size || end <= __atomic_load_n(&node->size, __ATOMIC_ACQUIRE)) {
+        return;
+    }
+    g_mutex_lock(&s->size_lock);
+    if (end > node->size) {
+        s->size = end;
+        bd_node_set_size(node, end);
+    }
+    g_mutex_unlock(&s->size_lock);
+}
+
+static int raw_pread(BdNode *node, uint64_t offset, uint64_t bytes,
+                     void *buf, int flags)
+{
+    RawState *s = node->opaque;
+    int ret = raw_adjust(s, &offset, bytes, FALSE);
+
+    return ret < 0 ? ret : bd_child_pread(s->file, offset, bytes, buf, flags);
+}
+
+static int raw_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
+                      const void *buf, int flags)
+{
+    RawState *s = node->opaque;
+    int ret = raw_adjust(s, &offset, bytes, TRUE);
+
+    if (ret == 0) {
+        ret = bd_child_pwrite(s->file, offset, bytes, buf, flags);
+    }
+    if (ret == 0) {
+        raw_note_end(node, s, offset + bytes);
+    }
+    return ret;
+}
+
+static int raw_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
+                             int flags)
+{
+    RawState *s = node->opaque;
+    int ret = raw_adjust(s, &offset, bytes, TRUE);
+
+    if (ret == 0) {
+        ret = bd_child_pwrite_zeroes(s->file, offset, bytes, flags);
+    }
+    if (ret == 0) {
+        raw_note_end(node, s, offset + bytes);
+    }
+    return ret;
+}
+
+static int raw_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
+{
+    RawState *s = node->opaque;
+    int ret = raw_adjust(s, &offset, bytes, TRUE);
+
+    return ret < 0 ? ret : bd_child_pdiscard(s->file, offset, bytes);
+}
+
+static int raw_flush(BdNode *node)
+{
+    RawState *s = node->opaque;
+
+    return bd_child_flush(s->file);
+}
+
+static int raw_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
+                            uint64_t *pnum, uint64_t *map, BdNode **file)
+{
+    RawState *s = node->opaque;
+
+    *pnum = bytes;
+    *map = offset + s->offset;
+    *file = s->file->node;
+    return BD_BLOCK_RAW | BD_BLOCK_OFFSET_VALID;
+}
+
+static int raw_truncate(BdNode *node, uint64_t size)
+{
+    RawState *s = node->opaque;
+    int ret;
+
+    /* As QEMU: a fixed window cannot change; an offset alone moves along. */
+    if (s->has_size) {
+        return -ENOTSUP;
+    }
+    if (size > INT64_MAX - s->offset) {
+        return -EINVAL;
+    }
+    ret = bd_node_truncate(s->file->node, size + s->offset);
+    if (ret < 0) {
+        return ret;
+    }
+    g_mutex_lock(&s->size_lock);
+    s->size = size;
+    bd_node_set_size(node, size);
+    g_mutex_unlock(&s->size_lock);
+    return 0;
+}
+
+static void raw_child_perm(BdNode *node, BdChild *child, BdChildRole role,
+                           uint64_t parent_perm, uint64_t parent_shared,
+                           uint64_t *perm, uint64_t *shared)
+{
+    if (role & BD_CHILD_FILTERED) {
+        /* No window: a pure pass-through, as QEMU's filter default. */
+        *perm = parent_perm & BD_PERM_ALL;
+        *shared = parent_shared & BD_PERM_ALL;
+        return;
+    }
+    bd_default_child_perm(node, child, role, parent_perm, parent_shared,
+                          perm, shared);
+    /* The storage default adds write and resize; a window needs them
+     * only when its own parents do (QEMU's raw_child_perm). */
+    *perm &= ~(uint64_t)(BD_PERM_WRITE | BD_PERM_RESIZE);
+    *perm |= parent_perm & (BD_PERM_WRITE | BD_PERM_RESIZE);
+}
+
+static gboolean raw_read_window(GVariant *options, uint64_t *offset,
+                                gboolean *has_size, uint64_t *size,
+                                GError **errp)
+{
+    gint64 off = bd_opts_get_int(options, "offset", 0);
+    gint64 sz = bd_opts_get_int(options, "size", 0);
+
+    if (off < 0 || sz < 0) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "Parameter '%s' expects a non-negative number below 2^64",
+                    off < 0 ? "offset" : "size");
+        return FALSE;
+    }
+    *offset = off;
+    *has_size = bd_opts_has(options, "size");
+    *size = sz;
+    return TRUE;
+}
+
+static gboolean raw_check_window(RawState *s, int64_t real_size,
+                                 GError **errp)
+{
+    if (s->offset > (uint64_t)real_size) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "Offset (%" PRIu64 ") cannot be greater than size of "
+                    "the containing file (%" PRId64 ")",
+                    s->offset, real_size);
+        return FALSE;
+    }
+    if (s->has_size && (uint64_t)real_size - s->offset < s->size) {
+        /* Sic: QEMU's text has two spaces before "actual". */
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "The sum of offset (%" PRIu64 ") and size (%" PRIu64
+                    ") has to be smaller or equal to the  actual size of "
+                    "the containing file (%" PRId64 ")",
+                    s->offset, s->size, real_size);
+        return FALSE;
+    }
+    if (s->has_size && s->size % 512) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "Specified size is not multiple of 512");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static void raw_close(BdNode *node)
+{
+    RawState *s = node->opaque;
+
+    if (!s) {
+        return;
+    }
+    g_mutex_clear(&s->size_lock);
+    g_free(s);
+    node->opaque = NULL;
+}
+
+static gboolean raw_open(BdNode *node, GVariant *options, GError **errp)
+{
+    RawState *s;
+    BdChildRole role = BD_CHILD_DATA | BD_CHILD_PRIMARY;
+    int64_t real_size;
+
+    s = g_new0(RawState, 1);
+    g_mutex_init(&s->size_lock);
+    node->opaque = s;
+    if (!raw_read_window(options, &s->offset, &s->has_size, &s->size, errp)) {
+        goto fail;
+    }
+    /* Without a window raw behaves like a filter (QEMU's file role). */
+    if (!s->offset && !s->has_size) {
+        role |= BD_CHILD_FILTERED;
+    }
+    s->file = bd_node_open_child(node, options, "file", role, FALSE, errp);
+    if (!s->file) {
+        goto fail;
+    }
+    real_size = bd_node_getlength(s->file->node);
+    if (real_size < 0) {
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno((int)-real_size),
+                    "Could not get image size: %s",
+                    g_strerror((int)-real_size));
+        goto fail;
+    }
+    if (!raw_check_window(s, real_size, errp)) {
+        goto fail;
+    }
+    if (!s->has_size) {
+        s->size = real_size - s->offset;
+    }
+    bd_node_set_size(node, s->size);
+    return TRUE;
+
+fail:
+    raw_close(node);
+    return FALSE;
+}
+
+const BdDriver bd_raw_driver = {
+    .name = "raw",
+    .options = raw_options,
+    .is_format = TRUE,
+    .open = raw_open,
+    .close = raw_close,
+    .child_perm = raw_child_perm,
+    .pread = raw_pread,
+    .pwrite = raw_pwrite,
+    .pwrite_zeroes = raw_pwrite_zeroes,
+    .pdiscard = raw_pdiscard,
+    .flush = raw_flush,
+    .block_status = raw_block_status,
+    .truncate = raw_truncate,
+};

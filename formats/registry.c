@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: MIT */
+/* The explicit table of block drivers blockd offers, registered at start-up. */
+#define G_LOG_DOMAIN "blockd-formats"
+
+#include <glib.h>
+#include "graph/node.h"
+#include "formats/drivers.h"
+#include "formats/registry.h"
+
+/* Order is the order of registration (and of the BlockdevDriver enum
+ * in the schema): protocols first, then formats. */
+static const BdDriver *const bd_formats_table[] = {
+    &bd_file_driver,
+    &bd_null_aio_driver,
+    &bd_null_co_driver,
+    &bd_raw_driver,
+};
+
+void bd_formats_register_all(void)
+{
+    static gsize done;
+
+    /* Idempotent: the daemon and every test may call it. */
+    if (g_once_init_enter(&done)) {
+        for (gsize i = 0; i < G_N_ELEMENTS(bd_formats_table); i++) {
+            bd_driver_register(bd_formats_table[i]);
+        }
+        g_once_init_leave(&done, 1);
+    }
+}
