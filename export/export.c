@@ -126,7 +126,6 @@ BdExport *bd_export_add(GVariant *options, GError **errp)
     const char *id = bd_opts_get_str(options, "id", "");
     const char *node_name = bd_opts_get_str(options, "node-name", "");
     const BdExportDriver *drv;
-    g_autofree char *owner = NULL;
     uint64_t perm = BD_PERM_CONSISTENT_READ;
     BdNode *node;
     BdExport *exp;
@@ -168,7 +167,6 @@ BdExport *bd_export_add(GVariant *options, GError **errp)
     if (drv->extra_perm) {
         perm |= drv->extra_perm(options);
     }
-    owner = g_strdup_printf("export '%s'", id);
     exp->entry = bd_entry_new(node, NULL, perm, BD_PERM_ALL, errp);
     if (!exp->entry || !drv->create(exp, options, errp)) {
         g_clear_pointer(&exp->entry, bd_entry_free);

@@ -92,7 +92,7 @@ char *bd_entry_owner_desc(const BdEntry *entry)
     if (entry && entry->owner) {
         return g_strdup(entry->owner);
     }
-    return g_strdup("a block device");
+    return g_strdup("an unnamed block device");
 }
 
 gboolean bd_entry_set_perm(BdEntry *entry, uint64_t perm, uint64_t shared,

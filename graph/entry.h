@@ -28,7 +28,7 @@ void bd_entry_free(BdEntry *entry);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(BdEntry, bd_entry_free)
 
 BdNode *bd_entry_node(BdEntry *entry);
-/* "export 'x'", or "a block device" when the owner was not named. */
+/* "export x", or "an unnamed block device" when the owner was not named. */
 char *bd_entry_owner_desc(const BdEntry *entry);
 gboolean bd_entry_set_perm(BdEntry *entry, uint64_t perm, uint64_t shared,
                            GError **errp);
