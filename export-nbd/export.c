@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: MIT */
+/* The "nbd" export type: BlockExportOptionsNbd, the table of export
+ * names the handshake looks clients up in, and disconnecting an
+ * export's clients when it shuts down.
+ *
+ * Thread model: create/request_shutdown/destroy run on the main thread
+ * (export/export.h); connection threads look exports up and attach
+ * themselves under bd_nbd_lock, taking a bd_export_ref per connection.
+ */
+#include <string.h>
+
+#include "export-nbd/nbd-internal.h"
+
+static GHashTable *exports;   /* name -> BdNbdExport *, bd_nbd_lock */
+
+static const BdSchemaType nbd_str_list = {
+    .name = "strList",
+    .kind = BD_SCHEMA_LIST,
+    .element = &bd_schema_str,
+};
+
+/* BlockExportOptionsNbd (QEMU 7.2). */
+static const BdSchemaField nbd_export_options[] = {
+    { "name", &bd_schema_str, TRUE },
+    { "description", &bd_schema_str, TRUE },
+    { "bitmaps", &nbd_str_list, TRUE },
+    { "allocation-depth", &bd_schema_bool, TRUE },
+    { NULL },
+};
+
+static BdNbdExport *nbd_export(BdExport *exp)
+{
+    return (BdNbdExport *)exp;
+}
+
+static gboolean check_bitmaps(GVariant *options, GError **errp)
+{
+    g_autoptr(GVariant) list = bd_opts_lookup(options, "bitmaps");
+    GVariantIter iter;
+    GVariant *item;
+
+    if (!list || !g_variant_is_of_type(list, G_VARIANT_TYPE("av"))) {
+        return TRUE;
+    }
+    g_variant_iter_init(&iter, list);
+    while ((item = g_variant_iter_next_value(&iter))) {
+        g_autoptr(GVariant) inner = g_variant_get_variant(item);
+        const char *name = g_variant_is_of_type(inner, G_VARIANT_TYPE_STRING)
+                           ? g_variant_get_string(inner, NULL) : "";
+        /* Dirty bitmaps are not implemented yet: none can be found. */
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Bitmap '%s' is not found", name);
+        g_variant_unref(item);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static gboolean nbd_export_create(BdExport *exp, GVariant *options,
+                                  GError **errp)
+{
+    BdNbdExport *ne = nbd_export(exp);
+    const char *name = bd_opts_get_str(options, "name", exp->node_name);
+    const char *desc = bd_opts_get_str(options, "description", NULL);
+
+    if (!bd_nbd_server_running()) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "NBD server not running");
+        return FALSE;
+    }
+    if (strlen(name) > BD_NBD_MAX_STRING) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "export name '%s' too long", name);
+        return FALSE;
+    }
+    if (desc && strlen(desc) > BD_NBD_MAX_STRING) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "description '%s' too long", desc);
+        return FALSE;
+    }
+    if (!check_bitmaps(options, errp)) {
+        return FALSE;
+    }
+
+    g_mutex_lock(&bd_nbd_lock);
+    if (!exports) {
+        exports = g_hash_table_new(g_str_hash, g_str_equal);
+    }
+    if (g_hash_table_contains(exports, name)) {
+        g_mutex_unlock(&bd_nbd_lock);
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "NBD server already has export named '%s'", name);
+        return FALSE;
+    }
+    ne->name = g_strdup(name);
+    ne->description = g_strdup(desc);
+    ne->allocation_depth = bd_opts_get_bool(options, "allocation-depth",
+                                            FALSE);
+    ne->listed = TRUE;
+    g_hash_table_insert(exports, ne->name, ne);
+    g_mutex_unlock(&bd_nbd_lock);
+    g_debug("export '%s': serving node '%s' as NBD export '%s'%s", exp->id,
+            exp->node_name, name, exp->writable ? " (writable)" : "");
+    return TRUE;
+}
+
+/* bd_nbd_lock held. */
+static void unlist_locked(BdNbdExport *ne)
+{
+    if (ne->listed) {
+        g_hash_table_remove(exports, ne->name);
+        ne->listed = FALSE;
+    }
+}
+
+static void nbd_export_request_shutdown(BdExport *exp)
+{
+    BdNbdExport *ne = nbd_export(exp);
+    GList *l;
+
+    g_mutex_lock(&bd_nbd_lock);
+    unlist_locked(ne);
+    for (l = ne->clients; l; l = l->next) {
+        bd_nbd_client_kick(l->data);
+    }
+    g_mutex_unlock(&bd_nbd_lock);
+    g_debug("export '%s': shutting down NBD export '%s'", exp->id,
+            ne->name ? ne->name : "");
+}
+
+static void nbd_export_destroy(BdExport *exp)
+{
+    BdNbdExport *ne = nbd_export(exp);
+
+    g_mutex_lock(&bd_nbd_lock);
+    unlist_locked(ne);
+    g_mutex_unlock(&bd_nbd_lock);
+    g_warn_if_fail(ne->clients == NULL);
+    g_free(ne->name);
+    g_free(ne->description);
+}
+
+const BdExportDriver bd_nbd_export_driver = {
+    .type = "nbd",
+    .options = nbd_export_options,
+    .instance_size = sizeof(BdNbdExport),
+    .create = nbd_export_create,
+    .request_shutdown = nbd_export_request_shutdown,
+    .destroy = nbd_export_destroy,
+};
+
+/* --- used by the connection threads --- */
+
+BdNbdExport *bd_nbd_export_get(const char *name)
+{
+    BdNbdExport *ne = NULL;
+
+    g_mutex_lock(&bd_nbd_lock);
+    if (exports) {
+        ne = g_hash_table_lookup(exports, name);
+    }
+    if (ne) {
+        bd_export_ref(&ne->common);
+    }
+    g_mutex_unlock(&bd_nbd_lock);
+    return ne;
+}
+
+gboolean bd_nbd_export_attach(BdNbdExport *exp, BdNbdClient *c)
+{
+    gboolean ok;
+
+    g_mutex_lock(&bd_nbd_lock);
+    ok = exp->listed;
+    if (ok) {
+        exp->clients = g_list_prepend(exp->clients, c);
+    }
+    g_mutex_unlock(&bd_nbd_lock);
+    return ok;
+}
+
+void bd_nbd_export_detach(BdNbdExport *exp, BdNbdClient *c)
+{
+    g_mutex_lock(&bd_nbd_lock);
+    exp->clients = g_list_remove(exp->clients, c);
+    g_mutex_unlock(&bd_nbd_lock);
+}
+
+GPtrArray *bd_nbd_export_names(void)
+{
+    GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+    GHashTableIter iter;
+    gpointer value;
+
+    g_mutex_lock(&bd_nbd_lock);
+    if (exports) {
+        g_hash_table_iter_init(&iter, exports);
+        while (g_hash_table_iter_next(&iter, NULL, &value)) {
+            BdNbdExport *ne = value;
+            g_ptr_array_add(names, g_strdup(ne->name));
+            g_ptr_array_add(names, g_strdup(ne->description ?
+                                            ne->description : ""));
+        }
+    }
+    g_mutex_unlock(&bd_nbd_lock);
+    return names;
+}
+
+uint16_t bd_nbd_export_tflags(BdNbdExport *exp, gboolean structured)
+{
+    uint16_t flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
+                     NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_CACHE;
+
+    if (structured) {
+        flags |= NBD_FLAG_SEND_DF;
+    }
+    /* Every connection of an export shares one entry handle and node,
+     * with no per-connection cache, and a flush reaches the node's
+     * storage: flush/FUA on one connection covers the writes completed
+     * on all of them.  So multi-conn is safe for writable exports too
+     * (QEMU 8.0 behaviour; 7.2 only offered it read-only).  As QEMU,
+     * not when the server accepts only one connection. */
+    if (bd_nbd_server_max_connections() != 1) {
+        flags |= NBD_FLAG_CAN_MULTI_CONN;
+    }
+    if (!exp->common.writable) {
+        flags |= NBD_FLAG_READ_ONLY;
+    } else {
+        flags |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES |
+                 NBD_FLAG_SEND_FAST_ZERO;
+    }
+    return flags;
+}

@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: MIT */
+/* Private types shared by the files of export-nbd/: the NBD export, the
+ * client connection and the helpers each phase offers the others.
+ *
+ * Thread model:
+ *   main thread   - server start/stop, accept, export create/shutdown/
+ *                   destroy (export.c, server.c)
+ *   conn thread   - one per accepted socket: runs the handshake, then
+ *                   becomes transmission worker 0 (handshake.c)
+ *   workers       - BD_NBD_WORKERS per connection in transmission
+ *                   (transmission.c); any may call the entry's I/O.
+ *
+ * Locks, in the order they may be taken:
+ *   bd_nbd_lock        - global: export name table, every export's
+ *                        client list, the server's client list and
+ *                        connection count.  Never held across I/O.
+ *   client->recv_lock  - the socket's read side and read buffer.
+ *   client->send_lock  - the socket's write side (one reply at a time).
+ * recv_lock and send_lock are never held together.
+ */
+#ifndef BD_EXPORT_NBD_INTERNAL_H
+#define BD_EXPORT_NBD_INTERNAL_H
+
+#include <sys/uio.h>
+
+#include "export-nbd/nbd-server.h"
+#include "export-nbd/protocol.h"
+
+/* Worker threads per connection in transmission phase. */
+#define BD_NBD_WORKERS 16
+/* Size of a connection's read-ahead buffer. */
+#define BD_NBD_RBUF_SIZE (128u << 10)
+
+/* Metadata context ids (stable per connection). */
+enum {
+    BD_NBD_META_BASE_ALLOCATION = 0,
+    BD_NBD_META_ALLOCATION_DEPTH = 1,
+};
+
+/* Contexts a query selects (or lists). */
+typedef struct {
+    gboolean base_allocation;
+    gboolean allocation_depth;
+} BdNbdMetaSel;
+
+typedef struct BdNbdExport {
+    BdExport common;          /* first member */
+    char *name;
+    char *description;        /* NULL when none */
+    gboolean allocation_depth;
+    gboolean listed;          /* in the name table (bd_nbd_lock) */
+    GList *clients;           /* BdNbdClient * in transmission (bd_nbd_lock) */
+} BdNbdExport;
+
+typedef struct BdNbdClient {
+    gint refcount;            /* conn thread + workers (atomic) */
+    int fd;                   /* closed when the last reference goes */
+    char *peer;               /* "unix socket" / "1.2.3.4:5678" for logs */
+    gboolean quit;            /* atomic: stop reading requests */
+
+    /* Negotiated in the handshake (conn thread only, then read-only). */
+    gboolean no_zeroes;
+    gboolean structured;
+    BdNbdMetaSel meta;        /* selected contexts */
+    char *meta_export;        /* export the selection was made for */
+    gboolean meta_set;        /* SET_META_CONTEXT selected something */
+    BdNbdExport *exp;         /* holds a bd_export_ref in transmission */
+    uint64_t size;            /* export size announced to the client */
+    uint16_t tflags;          /* transmission flags announced */
+
+    /* Transmission. */
+    GMutex recv_lock;
+    uint8_t *rbuf;            /* read-ahead buffer (recv_lock) */
+    size_t rstart, rend;
+    GMutex send_lock;
+} BdNbdClient;
+
+extern GMutex bd_nbd_lock;
+
+/* socket.c: blocking I/O on the client's socket.  0 or -1 (EOF/error). */
+int bd_nbd_read_full(int fd, void *buf, size_t len);
+int bd_nbd_skip(int fd, uint64_t len);
+int bd_nbd_writev_full(int fd, struct iovec *iov, int iovcnt);
+int bd_nbd_write_full(int fd, const void *buf, size_t len);
+/* Buffered reads through client->rbuf; caller holds recv_lock. */
+int bd_nbd_client_read(BdNbdClient *c, void *buf, size_t len);
+int bd_nbd_client_skip(BdNbdClient *c, uint64_t len);
+
+/* server.c */
+uint32_t bd_nbd_server_max_connections(void);
+void bd_nbd_client_unref(BdNbdClient *c);
+/* Stop the client's threads reading: shutdown(2) of the socket. */
+void bd_nbd_client_kick(BdNbdClient *c);
+
+/* export.c: the name table.  All take bd_nbd_lock themselves. */
+/* The listed export named 'name' with a new bd_export_ref, or NULL. */
+BdNbdExport *bd_nbd_export_get(const char *name);
+/* Attach a client for request_shutdown; FALSE when the export went. */
+gboolean bd_nbd_export_attach(BdNbdExport *exp, BdNbdClient *c);
+void bd_nbd_export_detach(BdNbdExport *exp, BdNbdClient *c);
+/* Snapshot of the listed exports: pairs name, description ("" if none). */
+GPtrArray *bd_nbd_export_names(void);
+/* Transmission flags for a client of 'exp'. */
+uint16_t bd_nbd_export_tflags(BdNbdExport *exp, gboolean structured);
+
+/* handshake.c: 0 when the client entered transmission with c->exp set,
+ * -1 to close the connection. */
+int bd_nbd_handshake(BdNbdClient *c);
+
+/* meta-context.c */
+/* Apply one query to 'sel'.  'list': NBD_OPT_LIST_META_CONTEXT rules
+ * (empty leaf names are wildcards).  Unknown namespaces are ignored. */
+void bd_nbd_meta_query(const char *query, size_t len, gboolean list,
+                       gboolean has_depth, BdNbdMetaSel *sel);
+/* Handle NBD_OPT_LIST/SET_META_CONTEXT (data already read). */
+int bd_nbd_opt_meta_context(BdNbdClient *c, uint32_t opt,
+                            const uint8_t *data, uint32_t len);
+
+/* Extents of context 'id' for [offset, offset + length) into 'out'
+ * (BdNbdExtent, wire order), equal neighbours merged; one extent when
+ * 'req_one'.  0 or -errno. */
+int bd_nbd_meta_extents(BdEntry *entry, uint32_t id, uint64_t offset,
+                        uint32_t length, gboolean req_one, GArray *out);
+
+/* transmission.c: serve requests until the client leaves; consumes the
+ * connection thread's reference. */
+void bd_nbd_transmission_run(BdNbdClient *c);
+/* Option-phase reply helpers (handshake.c). */
+int bd_nbd_send_rep(BdNbdClient *c, uint32_t opt, uint32_t type,
+                    const void *data, size_t len);
+int bd_nbd_send_rep_err(BdNbdClient *c, uint32_t opt, uint32_t type,
+                        const char *fmt, ...) G_GNUC_PRINTF(4, 5);
+
+#endif

@@ -1,0 +1,348 @@
+/* SPDX-License-Identifier: MIT */
+/* The NBD server's lifecycle: the unix or TCP listener, accepting
+ * connections (with max-connections), and tearing everything down on
+ * nbd-server-stop.
+ *
+ * Thread model: start/stop and the accept callback run on the main
+ * thread (GLib main loop).  Each accepted socket gets a connection
+ * thread (handshake, then transmission); clients are tracked in
+ * 'clients' under bd_nbd_lock so that stop can disconnect them.
+ *
+ *   listener --accept--> conn thread: handshake --GO--> workers x16
+ *                                         |                 |
+ *                                      close <--last ref----+
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+
+#include "export-nbd/nbd-internal.h"
+
+GMutex bd_nbd_lock;
+
+typedef struct {
+    int fd;
+    guint source;
+    char *unix_path;          /* to unlink on stop, or NULL */
+    uint32_t max_connections; /* 0 = unlimited */
+} BdNbdServer;
+
+static BdNbdServer *server;   /* main thread */
+static GList *clients;        /* BdNbdClient *, bd_nbd_lock */
+static guint nr_clients;      /* bd_nbd_lock */
+static gint max_conns;        /* atomic copy for connection threads */
+
+gboolean bd_nbd_server_running(void)
+{
+    return server != NULL;
+}
+
+uint32_t bd_nbd_server_max_connections(void)
+{
+    return (uint32_t)g_atomic_int_get(&max_conns);
+}
+
+/* --- listening sockets --- */
+
+static int listen_unix(const char *path, GError **errp)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    int fd;
+
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "UNIX socket path '%s' is too long", path);
+        return -1;
+    }
+    strcpy(sun.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Failed to create socket: %s", g_strerror(errno));
+        return -1;
+    }
+    /* As QEMU: a stale socket file from an earlier run is replaced. */
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+        listen(fd, SOMAXCONN) < 0) {
+        int err = errno;
+        close(fd);
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Failed to bind socket to %s: %s", path,
+                    g_strerror(err));
+        return -1;
+    }
+    return fd;
+}
+
+static int listen_inet(GVariant *addr, GError **errp)
+{
+    const char *host = bd_opts_get_str(addr, "host", NULL);
+    const char *port = bd_opts_get_str(addr, "port", NULL);
+    gboolean has4 = bd_opts_has(addr, "ipv4");
+    gboolean has6 = bd_opts_has(addr, "ipv6");
+    gboolean v4 = bd_opts_get_bool(addr, "ipv4", FALSE);
+    gboolean v6 = bd_opts_get_bool(addr, "ipv6", FALSE);
+    struct addrinfo hints = {
+        .ai_flags = AI_PASSIVE | AI_ADDRCONFIG,
+        .ai_socktype = SOCK_STREAM,
+        .ai_family = AF_UNSPEC,
+    };
+    struct addrinfo *res = NULL, *ai;
+    int fd = -1, err = 0, rc;
+
+    if (!port) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Parameter 'port' is missing");
+        return -1;
+    }
+    /* Only one family asked for explicitly: restrict to it. */
+    if (has4 && !v4) {
+        hints.ai_family = AF_INET6;
+    } else if (has6 && !v6) {
+        hints.ai_family = AF_INET;
+    } else if (has4 && !has6) {
+        hints.ai_family = AF_INET;
+    } else if (has6 && !has4) {
+        hints.ai_family = AF_INET6;
+    }
+    if (host && !*host) {
+        host = NULL;
+    }
+    rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "address resolution failed for %s:%s: %s",
+                    host ? host : "", port, gai_strerror(rc));
+        return -1;
+    }
+    for (ai = res; ai; ai = ai->ai_next) {
+        int one = 1;
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+                    ai->ai_protocol);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (ai->ai_family == AF_INET6) {
+            int only = has4 && !v4 ? 1 : 0;
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof(only));
+        }
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+            listen(fd, SOMAXCONN) == 0) {
+            break;
+        }
+        err = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Failed to bind socket to %s:%s: %s",
+                    host ? host : "", port, g_strerror(err));
+    }
+    return fd;
+}
+
+/* --- clients --- */
+
+static char *peer_name(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0 ||
+        ss.ss_family == AF_UNIX) {
+        return g_strdup("unix socket client");
+    }
+    if (getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), serv,
+                    sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        return g_strdup("TCP client");
+    }
+    return g_strdup_printf("%s:%s", host, serv);
+}
+
+void bd_nbd_client_kick(BdNbdClient *c)
+{
+    g_atomic_int_set(&c->quit, TRUE);
+    shutdown(c->fd, SHUT_RDWR);
+}
+
+void bd_nbd_client_unref(BdNbdClient *c)
+{
+    if (!g_atomic_int_dec_and_test(&c->refcount)) {
+        return;
+    }
+    g_mutex_lock(&bd_nbd_lock);
+    clients = g_list_remove(clients, c);
+    nr_clients--;
+    g_mutex_unlock(&bd_nbd_lock);
+    if (c->exp) {
+        bd_nbd_export_detach(c->exp, c);
+        g_debug("export '%s': %s disconnected", c->exp->name, c->peer);
+        bd_export_unref(&c->exp->common);
+    }
+    close(c->fd);
+    g_mutex_clear(&c->recv_lock);
+    g_mutex_clear(&c->send_lock);
+    g_free(c->rbuf);
+    g_free(c->meta_export);
+    g_free(c->peer);
+    g_free(c);
+}
+
+static gpointer client_thread(gpointer data)
+{
+    BdNbdClient *c = data;
+
+    if (bd_nbd_handshake(c) == 0) {
+        bd_nbd_transmission_run(c);    /* consumes our reference */
+    } else {
+        bd_nbd_client_unref(c);
+    }
+    return NULL;
+}
+
+static void client_start(int fd)
+{
+    BdNbdClient *c;
+    GThread *thread;
+    GError *err = NULL;
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof(ss);
+    int one = 1;
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0 &&
+        ss.ss_family != AF_UNIX) {
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    c = g_new0(BdNbdClient, 1);
+    c->refcount = 1;
+    c->fd = fd;
+    c->peer = peer_name(fd);
+    g_mutex_init(&c->recv_lock);
+    g_mutex_init(&c->send_lock);
+
+    g_mutex_lock(&bd_nbd_lock);
+    clients = g_list_prepend(clients, c);
+    nr_clients++;
+    g_mutex_unlock(&bd_nbd_lock);
+
+    thread = g_thread_try_new("nbd-conn", client_thread, c, &err);
+    if (!thread) {
+        g_warning("NBD server: cannot serve %s: %s", c->peer, err->message);
+        g_error_free(err);
+        bd_nbd_client_unref(c);
+        return;
+    }
+    g_thread_unref(thread);
+}
+
+static gboolean accept_cb(gint fd, GIOCondition cond, gpointer data)
+{
+    int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+    gboolean full;
+
+    if (cfd < 0) {
+        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+            g_warning("NBD server: accept failed: %s", g_strerror(errno));
+        }
+        return G_SOURCE_CONTINUE;
+    }
+    g_mutex_lock(&bd_nbd_lock);
+    full = server->max_connections &&
+           nr_clients >= server->max_connections;
+    g_mutex_unlock(&bd_nbd_lock);
+    if (full) {
+        /* Refused: the client sees the connection closed at once. */
+        g_info("NBD server: max-connections (%u) reached, closing new "
+               "connection", server->max_connections);
+        close(cfd);
+        return G_SOURCE_CONTINUE;
+    }
+    client_start(cfd);
+    return G_SOURCE_CONTINUE;
+}
+
+/* --- start / stop --- */
+
+gboolean bd_nbd_server_start(GVariant *addr, uint32_t max_connections,
+                             GError **errp)
+{
+    const char *type = bd_opts_get_str(addr, "type", NULL);
+    const char *path = NULL;
+    int fd;
+
+    if (server) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "NBD server already running");
+        return FALSE;
+    }
+    if (g_strcmp0(type, "unix") == 0) {
+        path = bd_opts_get_str(addr, "path", NULL);
+        if (!path) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Parameter 'path' is missing");
+            return FALSE;
+        }
+        fd = listen_unix(path, errp);
+    } else if (g_strcmp0(type, "inet") == 0) {
+        fd = listen_inet(addr, errp);
+    } else {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "NBD server: unsupported address type '%s'",
+                    type ? type : "");
+        return FALSE;
+    }
+    if (fd < 0) {
+        return FALSE;
+    }
+    g_unix_set_fd_nonblocking(fd, TRUE, NULL);
+
+    server = g_new0(BdNbdServer, 1);
+    server->fd = fd;
+    server->unix_path = g_strdup(path);
+    server->max_connections = max_connections;
+    g_atomic_int_set(&max_conns, (gint)max_connections);
+    server->source = g_unix_fd_add(fd, G_IO_IN, accept_cb, NULL);
+    g_debug("NBD server listening (%s)", path ? path : "inet");
+    return TRUE;
+}
+
+gboolean bd_nbd_server_stop(GError **errp)
+{
+    GList *l;
+
+    if (!server) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "NBD server not running");
+        return FALSE;
+    }
+    g_source_remove(server->source);
+    close(server->fd);
+    if (server->unix_path) {
+        unlink(server->unix_path);
+    }
+    g_free(server->unix_path);
+    g_clear_pointer(&server, g_free);
+
+    bd_export_close_all("nbd");
+    /* Clients still negotiating belong to no export: drop them too. */
+    g_mutex_lock(&bd_nbd_lock);
+    for (l = clients; l; l = l->next) {
+        bd_nbd_client_kick(l->data);
+    }
+    g_mutex_unlock(&bd_nbd_lock);
+    return TRUE;
+}

@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: MIT */
+/* Blocking socket I/O for NBD connections: exact reads, a read-ahead
+ * buffer shared by a connection's workers, and gathered writes that
+ * never raise SIGPIPE.
+ *
+ * Thread model: the plain helpers are called by whichever thread owns
+ * that side of the socket; the client_* helpers need client->recv_lock.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "export-nbd/nbd-internal.h"
+
+int bd_nbd_read_full(int fd, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+
+    while (len > 0) {
+        ssize_t n = recv(fd, p, len, 0);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return -1;
+        }
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int bd_nbd_skip(int fd, uint64_t len)
+{
+    uint8_t scratch[16384];
+
+    while (len > 0) {
+        size_t n = MIN(len, sizeof(scratch));
+        if (bd_nbd_read_full(fd, scratch, n) < 0) {
+            return -1;
+        }
+        len -= n;
+    }
+    return 0;
+}
+
+int bd_nbd_writev_full(int fd, struct iovec *iov, int iovcnt)
+{
+    while (iovcnt > 0) {
+        struct msghdr msg = {
+            .msg_iov = iov,
+            .msg_iovlen = MIN(iovcnt, 1024),
+        };
+        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return -1;
+        }
+        /* Skip what was sent. */
+        while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
+            n -= iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + n;
+            iov->iov_len -= n;
+        }
+    }
+    return 0;
+}
+
+int bd_nbd_write_full(int fd, const void *buf, size_t len)
+{
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    return bd_nbd_writev_full(fd, &iov, 1);
+}
+
+/* Refill the empty read-ahead buffer with whatever the socket has. */
+static int client_fill(BdNbdClient *c)
+{
+    for (;;) {
+        ssize_t n = recv(c->fd, c->rbuf, BD_NBD_RBUF_SIZE, 0);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return -1;
+        }
+        c->rstart = 0;
+        c->rend = n;
+        return 0;
+    }
+}
+
+int bd_nbd_client_read(BdNbdClient *c, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+
+    while (len > 0) {
+        size_t avail = c->rend - c->rstart;
+        if (avail > 0) {
+            size_t n = MIN(avail, len);
+            memcpy(p, c->rbuf + c->rstart, n);
+            c->rstart += n;
+            p += n;
+            len -= n;
+            continue;
+        }
+        /* Large payloads go straight to the caller's buffer. */
+        if (len >= BD_NBD_RBUF_SIZE) {
+            return bd_nbd_read_full(c->fd, p, len);
+        }
+        if (client_fill(c) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int bd_nbd_client_skip(BdNbdClient *c, uint64_t len)
+{
+    size_t avail = c->rend - c->rstart;
+    size_t n = MIN(avail, len);
+
+    c->rstart += n;
+    len -= n;
+    return len > 0 ? bd_nbd_skip(c->fd, len) : 0;
+}

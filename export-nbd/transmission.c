@@ -1,0 +1,538 @@
+/* SPDX-License-Identifier: MIT */
+/* The transmission phase: receive -> validate -> dispatch -> reply, by
+ * a pool of worker threads per connection.
+ *
+ * Thread model: BD_NBD_WORKERS threads per connection (the connection
+ * thread is worker 0).  A worker takes recv_lock, reads one request
+ * header and its payload, releases it, runs the request through the
+ * export's entry handle (any thread may), then takes send_lock and
+ * writes the whole reply with one sendmsg.  So up to BD_NBD_WORKERS
+ * requests of one connection run in parallel and replies go out in
+ * completion order.  The first worker to see EOF, a bad magic or
+ * NBD_CMD_DISC sets c->quit; the others finish the request they hold,
+ * reply, and leave; the last one out closes the socket and drops the
+ * export reference (bd_nbd_client_unref).
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "export-nbd/nbd-internal.h"
+
+/* Reads at least this long look for holes to send as OFFSET_HOLE. */
+#define BD_NBD_SPARSE_READ_MIN  (64u << 10)
+/* At most this many chunks in a sparse read reply. */
+#define BD_NBD_MAX_READ_CHUNKS  64
+/* Worker buffers above this size are freed after the request. */
+#define BD_NBD_KEEP_BUF         (4u << 20)
+#define BD_NBD_ZERO_BUF         (1u << 20)
+
+static uint8_t zero_buf[BD_NBD_ZERO_BUF];  /* never written */
+
+typedef struct {
+    uint64_t offset;
+    uint32_t length;
+    gboolean hole;
+} ReadSeg;
+
+/* A structured chunk header with room for its fixed payload part. */
+typedef struct BD_NBD_PACKED {
+    BdNbdStructuredReply h;
+    union {
+        uint64_t data_offset;         /* OFFSET_DATA */
+        BdNbdChunkOffsetHole hole;    /* OFFSET_HOLE */
+        uint32_t context_id;          /* BLOCK_STATUS */
+    } u;
+} ChunkHdr;
+
+typedef struct {
+    BdNbdClient *c;
+    BdEntry *entry;
+    BdNbdReqLimits lim;
+    uint8_t *buf;
+    size_t cap;
+    GArray *segs;        /* ReadSeg */
+    GArray *hdrs;        /* ChunkHdr */
+    GArray *iov;         /* struct iovec */
+    GArray *extents[2];  /* BdNbdExtent per context */
+} BdNbdWorker;
+
+static int ensure_buf(BdNbdWorker *w, size_t len)
+{
+    if (w->cap < len) {
+        g_free(w->buf);
+        w->buf = g_try_malloc(len);
+        w->cap = w->buf ? len : 0;
+    }
+    return w->buf ? 0 : -ENOMEM;
+}
+
+static const char *export_name(BdNbdWorker *w)
+{
+    return w->c->exp->name;
+}
+
+/* --- replies --- */
+
+static int send_iov(BdNbdWorker *w, struct iovec *iov, int n)
+{
+    BdNbdClient *c = w->c;
+    int ret;
+
+    g_mutex_lock(&c->send_lock);
+    ret = bd_nbd_writev_full(c->fd, iov, n);
+    g_mutex_unlock(&c->send_lock);
+    return ret;
+}
+
+static int send_simple(BdNbdWorker *w, const BdNbdRequest *req,
+                       uint32_t err, const void *data, size_t len)
+{
+    BdNbdSimpleReply r = {
+        .magic = GUINT32_TO_BE(NBD_SIMPLE_REPLY_MAGIC),
+        .error = GUINT32_TO_BE(err),
+        .cookie = req->cookie,
+    };
+    struct iovec iov[2] = {
+        { .iov_base = &r, .iov_len = sizeof(r) },
+        { .iov_base = (void *)data, .iov_len = len },
+    };
+    return send_iov(w, iov, len ? 2 : 1);
+}
+
+static void chunk_header(BdNbdStructuredReply *h, const BdNbdRequest *req,
+                         uint16_t flags, uint16_t type, uint32_t length)
+{
+    h->magic = GUINT32_TO_BE(NBD_STRUCTURED_REPLY_MAGIC);
+    h->flags = GUINT16_TO_BE(flags);
+    h->type = GUINT16_TO_BE(type);
+    h->cookie = req->cookie;
+    h->length = GUINT32_TO_BE(length);
+}
+
+static int send_none(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    BdNbdStructuredReply h;
+
+    struct iovec iov = { .iov_base = &h, .iov_len = sizeof(h) };
+
+    chunk_header(&h, req, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, 0);
+    return send_iov(w, &iov, 1);
+}
+
+/* An error reply: a structured error chunk with a message when
+ * structured replies are on, else a simple reply. */
+static int send_error(BdNbdWorker *w, const BdNbdRequest *req,
+                      uint32_t err, const char *msg)
+{
+    BdNbdStructuredReply h;
+    BdNbdChunkError e;
+    size_t mlen = msg ? MIN(strlen(msg), BD_NBD_MAX_STRING) : 0;
+    struct iovec iov[3];
+
+    g_debug("export '%s': %s at %" G_GUINT64_FORMAT "+%u failed: %s "
+            "(NBD error %u)", export_name(w), bd_nbd_cmd_name(req->type),
+            req->offset, req->length, msg ? msg : "", err);
+    if (!w->lim.structured) {
+        return send_simple(w, req, err, NULL, 0);
+    }
+    chunk_header(&h, req, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR,
+                 sizeof(e) + mlen);
+    e.error = GUINT32_TO_BE(err);
+    e.msg_len = GUINT16_TO_BE((uint16_t)mlen);
+    iov[0] = (struct iovec){ .iov_base = &h, .iov_len = sizeof(h) };
+    iov[1] = (struct iovec){ .iov_base = &e, .iov_len = sizeof(e) };
+    iov[2] = (struct iovec){ .iov_base = (void *)msg, .iov_len = mlen };
+    return send_iov(w, iov, mlen ? 3 : 2);
+}
+
+static int send_errno(BdNbdWorker *w, const BdNbdRequest *req, int ret)
+{
+    uint32_t err = bd_nbd_errno_to_wire(ret);
+
+    /* ENOTSUP is reserved for FAST_ZERO requests. */
+    if (err == NBD_ENOTSUP && !(req->type == NBD_CMD_WRITE_ZEROES &&
+                                (req->flags & NBD_CMD_FLAG_FAST_ZERO))) {
+        err = NBD_EINVAL;
+    }
+    return send_error(w, req, err, g_strerror(-ret));
+}
+
+/* Success of a command without payload. */
+static int send_ok(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    return send_simple(w, req, 0, NULL, 0);
+}
+
+/* --- commands --- */
+
+static int io_flags(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    return (req->flags & NBD_CMD_FLAG_FUA) ||
+           w->c->exp->common.writethrough ? BD_REQ_FUA : 0;
+}
+
+/* Split [offset, offset + length) into data and hole segments. */
+static void plan_sparse_read(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    uint64_t pos = req->offset, end = req->offset + req->length;
+
+    g_array_set_size(w->segs, 0);
+    while (pos < end) {
+        uint64_t pnum = 0;
+        gboolean hole = FALSE;
+        ReadSeg *last;
+
+        if (w->segs->len < BD_NBD_MAX_READ_CHUNKS - 1) {
+            int ret = bd_entry_block_status(w->entry, pos, end - pos, &pnum);
+            if (ret >= 0 && pnum > 0) {
+                hole = (ret & BD_BLOCK_ZERO) != 0;
+                pnum = MIN(pnum, end - pos);
+            } else {
+                pnum = end - pos;
+            }
+        } else {
+            pnum = end - pos;
+        }
+        last = w->segs->len ?
+               &g_array_index(w->segs, ReadSeg, w->segs->len - 1) : NULL;
+        if (last && last->hole == hole) {
+            last->length += pnum;
+        } else {
+            g_array_append_val(w->segs, ((ReadSeg){ pos, pnum, hole }));
+        }
+        pos += pnum;
+    }
+}
+
+static int do_sparse_read(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    guint i, n;
+
+    plan_sparse_read(w, req);
+    n = w->segs->len;
+    for (i = 0; i < n; i++) {
+        ReadSeg *s = &g_array_index(w->segs, ReadSeg, i);
+        int ret;
+        if (s->hole) {
+            continue;
+        }
+        ret = bd_entry_pread(w->entry, s->offset, s->length,
+                             w->buf + (s->offset - req->offset), 0);
+        if (ret < 0) {
+            return send_errno(w, req, ret);
+        }
+    }
+    g_array_set_size(w->hdrs, n);
+    g_array_set_size(w->iov, 0);
+    for (i = 0; i < n; i++) {
+        ReadSeg *s = &g_array_index(w->segs, ReadSeg, i);
+        ChunkHdr *ch = &g_array_index(w->hdrs, ChunkHdr, i);
+        uint16_t flags = i == n - 1 ? NBD_REPLY_FLAG_DONE : 0;
+        struct iovec v = { .iov_base = ch };
+
+        if (s->hole) {
+            chunk_header(&ch->h, req, flags, NBD_REPLY_TYPE_OFFSET_HOLE,
+                         sizeof(BdNbdChunkOffsetHole));
+            ch->u.hole.offset = GUINT64_TO_BE(s->offset);
+            ch->u.hole.length = GUINT32_TO_BE(s->length);
+            v.iov_len = sizeof(ch->h) + sizeof(BdNbdChunkOffsetHole);
+            g_array_append_val(w->iov, v);
+        } else {
+            chunk_header(&ch->h, req, flags, NBD_REPLY_TYPE_OFFSET_DATA,
+                         8 + s->length);
+            ch->u.data_offset = GUINT64_TO_BE(s->offset);
+            v.iov_len = sizeof(ch->h) + 8;
+            g_array_append_val(w->iov, v);
+            v.iov_base = w->buf + (s->offset - req->offset);
+            v.iov_len = s->length;
+            g_array_append_val(w->iov, v);
+        }
+    }
+    return send_iov(w, (struct iovec *)w->iov->data, w->iov->len);
+}
+
+static int do_read(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    ChunkHdr ch;
+    struct iovec iov[2];
+    int ret;
+
+    if (req->length == 0) {
+        return w->lim.structured ? send_none(w, req) : send_ok(w, req);
+    }
+    ret = ensure_buf(w, req->length);
+    if (ret < 0) {
+        return send_errno(w, req, ret);
+    }
+    if (w->lim.structured && !(req->flags & NBD_CMD_FLAG_DF) &&
+        req->length >= BD_NBD_SPARSE_READ_MIN) {
+        return do_sparse_read(w, req);
+    }
+    ret = bd_entry_pread(w->entry, req->offset, req->length, w->buf, 0);
+    if (ret < 0) {
+        return send_errno(w, req, ret);
+    }
+    if (!w->lim.structured) {
+        return send_simple(w, req, 0, w->buf, req->length);
+    }
+    chunk_header(&ch.h, req, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA,
+                 8 + req->length);
+    ch.u.data_offset = GUINT64_TO_BE(req->offset);
+    iov[0] = (struct iovec){ .iov_base = &ch, .iov_len = sizeof(ch.h) + 8 };
+    iov[1] = (struct iovec){ .iov_base = w->buf, .iov_len = req->length };
+    return send_iov(w, iov, 2);
+}
+
+static int do_write(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    int ret = 0;
+
+    if (req->length) {
+        ret = bd_entry_pwrite(w->entry, req->offset, req->length, w->buf,
+                              io_flags(w, req));
+    }
+    return ret < 0 ? send_errno(w, req, ret) : send_ok(w, req);
+}
+
+static int do_flush(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    int ret = bd_entry_flush(w->entry);
+    return ret < 0 ? send_errno(w, req, ret) : send_ok(w, req);
+}
+
+static int do_trim(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    int ret = 0;
+
+    if (req->length) {
+        ret = bd_entry_pdiscard(w->entry, req->offset, req->length);
+    }
+    if (ret == 0 && io_flags(w, req)) {
+        ret = bd_entry_flush(w->entry);
+    }
+    return ret < 0 ? send_errno(w, req, ret) : send_ok(w, req);
+}
+
+/* Write zeroes by hand when the graph has no faster way. */
+static int write_zero_buffers(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    uint64_t pos = req->offset, end = req->offset + req->length;
+
+    while (pos < end) {
+        uint64_t n = MIN(end - pos, sizeof(zero_buf));
+        int ret = bd_entry_pwrite(w->entry, pos, n, zero_buf,
+                                  io_flags(w, req));
+        if (ret < 0) {
+            return ret;
+        }
+        pos += n;
+    }
+    return 0;
+}
+
+static int do_write_zeroes(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    int flags = io_flags(w, req);
+    int ret = 0;
+
+    if (!(req->flags & NBD_CMD_FLAG_NO_HOLE)) {
+        flags |= BD_REQ_MAY_UNMAP;
+    }
+    if (req->flags & NBD_CMD_FLAG_FAST_ZERO) {
+        flags |= BD_REQ_NO_FALLBACK;
+    }
+    if (req->length) {
+        ret = bd_entry_pwrite_zeroes(w->entry, req->offset, req->length,
+                                     flags);
+        if (ret == -ENOTSUP && !(flags & BD_REQ_NO_FALLBACK)) {
+            ret = write_zero_buffers(w, req);
+        }
+    }
+    return ret < 0 ? send_errno(w, req, ret) : send_ok(w, req);
+}
+
+/* Prefetch by reading through the graph (fills the host page cache). */
+static int do_cache(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    uint64_t pos = req->offset, end = req->offset + req->length;
+    int ret = ensure_buf(w, MIN(req->length, 1u << 20));
+
+    while (ret == 0 && pos < end) {
+        uint64_t n = MIN(end - pos, 1u << 20);
+        ret = bd_entry_pread(w->entry, pos, n, w->buf, 0);
+        pos += n;
+    }
+    return ret < 0 ? send_errno(w, req, ret) : send_ok(w, req);
+}
+
+static int do_block_status(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    const BdNbdMetaSel *sel = &w->c->meta;
+    gboolean req_one = !!(req->flags & NBD_CMD_FLAG_REQ_ONE);
+    uint32_t ids[2];
+    ChunkHdr ch[2];
+    struct iovec iov[4];
+    int n = 0, i, ret;
+
+    if (sel->base_allocation) {
+        ids[n++] = BD_NBD_META_BASE_ALLOCATION;
+    }
+    if (sel->allocation_depth) {
+        ids[n++] = BD_NBD_META_ALLOCATION_DEPTH;
+    }
+    for (i = 0; i < n; i++) {
+        ret = bd_nbd_meta_extents(w->entry, ids[i], req->offset,
+                                  req->length, req_one, w->extents[i]);
+        if (ret < 0) {
+            return send_errno(w, req, ret);
+        }
+    }
+    for (i = 0; i < n; i++) {
+        GArray *ext = w->extents[i];
+        chunk_header(&ch[i].h, req, i == n - 1 ? NBD_REPLY_FLAG_DONE : 0,
+                     NBD_REPLY_TYPE_BLOCK_STATUS,
+                     4 + ext->len * sizeof(BdNbdExtent));
+        ch[i].u.context_id = GUINT32_TO_BE(ids[i]);
+        iov[2 * i] = (struct iovec){ .iov_base = &ch[i],
+                                     .iov_len = sizeof(ch[i].h) + 4 };
+        iov[2 * i + 1] = (struct iovec){
+            .iov_base = ext->data,
+            .iov_len = ext->len * sizeof(BdNbdExtent),
+        };
+    }
+    return send_iov(w, iov, 2 * n);
+}
+
+static int handle_request(BdNbdWorker *w, const BdNbdRequest *req,
+                          uint32_t err)
+{
+    if (err) {
+        return send_error(w, req, err, "invalid request");
+    }
+    switch (req->type) {
+    case NBD_CMD_READ:
+        return do_read(w, req);
+    case NBD_CMD_WRITE:
+        return do_write(w, req);
+    case NBD_CMD_FLUSH:
+        return do_flush(w, req);
+    case NBD_CMD_TRIM:
+        return do_trim(w, req);
+    case NBD_CMD_CACHE:
+        return do_cache(w, req);
+    case NBD_CMD_WRITE_ZEROES:
+        return do_write_zeroes(w, req);
+    case NBD_CMD_BLOCK_STATUS:
+        return do_block_status(w, req);
+    default:
+        return send_error(w, req, NBD_EINVAL, "unknown command");
+    }
+}
+
+/* --- receiving --- */
+
+/* Read one request and its payload; recv_lock held.  -1: drop the
+ * connection.  *err: 0 or the NBD error the request gets. */
+static int recv_request(BdNbdWorker *w, BdNbdRequest *req, uint32_t *err)
+{
+    BdNbdClient *c = w->c;
+    uint8_t hdr[sizeof(BdNbdRequestWire)];
+
+    if (bd_nbd_client_read(c, hdr, sizeof(hdr)) < 0) {
+        return -1;
+    }
+    if (!bd_nbd_request_decode(hdr, sizeof(hdr), req)) {
+        g_info("export '%s': %s sent a bad request magic, disconnecting",
+               export_name(w), c->peer);
+        return -1;
+    }
+    *err = bd_nbd_request_check(req, &w->lim);
+    if (req->type != NBD_CMD_WRITE || req->length == 0) {
+        return 0;
+    }
+    /* A write's payload follows whatever we think of the request. */
+    if (*err == 0 && ensure_buf(w, req->length) < 0) {
+        *err = NBD_ENOMEM;
+    }
+    if (*err) {
+        return bd_nbd_client_skip(c, req->length);
+    }
+    return bd_nbd_client_read(c, w->buf, req->length);
+}
+
+static gpointer worker_main(gpointer data)
+{
+    BdNbdClient *c = data;
+    BdNbdWorker w = {
+        .c = c,
+        .entry = c->exp->common.entry,
+        .lim = {
+            .export_size = c->size,
+            .read_only = (c->tflags & NBD_FLAG_READ_ONLY) != 0,
+            .structured = c->structured,
+            .has_contexts = c->meta_set,
+        },
+        .segs = g_array_new(FALSE, FALSE, sizeof(ReadSeg)),
+        .hdrs = g_array_new(FALSE, FALSE, sizeof(ChunkHdr)),
+        .iov = g_array_new(FALSE, FALSE, sizeof(struct iovec)),
+        .extents = {
+            g_array_new(FALSE, FALSE, sizeof(BdNbdExtent)),
+            g_array_new(FALSE, FALSE, sizeof(BdNbdExtent)),
+        },
+    };
+
+    for (;;) {
+        BdNbdRequest req;
+        uint32_t err = 0;
+        int r = -1;
+        gboolean stop;
+
+        g_mutex_lock(&c->recv_lock);
+        if (!g_atomic_int_get(&c->quit)) {
+            r = recv_request(&w, &req, &err);
+        }
+        stop = r < 0 || req.type == NBD_CMD_DISC;
+        if (stop) {
+            g_atomic_int_set(&c->quit, TRUE);
+        }
+        g_mutex_unlock(&c->recv_lock);
+        if (stop) {
+            break;
+        }
+        if (handle_request(&w, &req, err) < 0) {
+            /* The client is gone: wake the worker blocked in recv. */
+            bd_nbd_client_kick(c);
+            break;
+        }
+        if (w.cap > BD_NBD_KEEP_BUF) {
+            g_clear_pointer(&w.buf, g_free);
+            w.cap = 0;
+        }
+    }
+    g_free(w.buf);
+    g_array_unref(w.segs);
+    g_array_unref(w.hdrs);
+    g_array_unref(w.iov);
+    g_array_unref(w.extents[0]);
+    g_array_unref(w.extents[1]);
+    bd_nbd_client_unref(c);
+    return NULL;
+}
+
+void bd_nbd_transmission_run(BdNbdClient *c)
+{
+    int i;
+
+    c->rbuf = g_malloc(BD_NBD_RBUF_SIZE);
+    for (i = 1; i < BD_NBD_WORKERS; i++) {
+        GThread *t;
+        g_atomic_int_inc(&c->refcount);
+        t = g_thread_try_new("nbd-worker", worker_main, c, NULL);
+        if (!t) {
+            g_atomic_int_dec_and_test(&c->refcount);  /* never the last */
+            break;
+        }
+        g_thread_unref(t);
+    }
+    worker_main(c);
+}
