@@ -21,7 +21,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
-#include <gio/gio.h>
+#include "graph/error.h"
 #include "graph/node.h"
 #include "formats/file-lock.h"
 
@@ -83,9 +83,9 @@ static void set_lock_error(GError **errp, int err, const char *msg)
 {
     /* EAGAIN/EACCES mean "another process holds it": no errno text. */
     if (err == EAGAIN || err == EACCES) {
-        g_set_error_literal(errp, G_IO_ERROR, G_IO_ERROR_BUSY, msg);
+        g_set_error_literal(errp, BD_ERROR, BD_ERROR_GENERIC, msg);
     } else {
-        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(err), "%s: %s",
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "%s: %s",
                     msg, g_strerror(err));
     }
 }
@@ -111,7 +111,7 @@ static int apply_bytes(int fd, int base, uint64_t want, gboolean unlock,
         } else if (unlock && (*held & bit) && !(want & bit)) {
             ret = ofd_lock(fd, base + i, F_UNLCK);
             if (ret < 0) {
-                g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(-ret),
+                g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                             "Failed to unlock byte %d: %s", base + i,
                             g_strerror(-ret));
                 return ret;
@@ -180,6 +180,7 @@ gboolean bd_file_lock_prepare(BdFileLock *lk, uint64_t perm, uint64_t shared,
                               const char *filename, GError **errp)
 {
     GError *err = NULL;
+    int ret;
 
     if (!lk->enabled) {
         return TRUE;
@@ -189,18 +190,23 @@ gboolean bd_file_lock_prepare(BdFileLock *lk, uint64_t perm, uint64_t shared,
         (lk->shared & shared) == lk->shared) {
         return TRUE;
     }
-    if (apply_locks(lk, lk->perm | perm, ~lk->shared | ~shared, FALSE,
-                    &err) == 0 &&
-        check_locks(lk->fd, perm, shared, &err) == 0) {
-        return TRUE;
+    ret = apply_locks(lk, lk->perm | perm, ~lk->shared | ~shared, FALSE,
+                      &err);
+    if (ret == 0) {
+        ret = check_locks(lk->fd, perm, shared, &err);
+        if (ret == 0) {
+            return TRUE;
+        }
+        /* As QEMU: a conflict found by the test gets the hint. */
+        if (ret == -EAGAIN || ret == -EACCES) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "%s\nIs another process using the image [%s]?",
+                        err->message, filename);
+            g_clear_error(&err);
+        }
     }
     relock_committed(lk);
-    if (err->code == G_IO_ERROR_BUSY) {
-        g_set_error(errp, err->domain, err->code,
-                    "%s\nIs another process using the image [%s]?",
-                    err->message, filename);
-        g_error_free(err);
-    } else {
+    if (err) {
         g_propagate_error(errp, err);
     }
     return FALSE;

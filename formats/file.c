@@ -18,7 +18,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <gio/gio.h>
+#include "graph/error.h"
 #include "graph/node.h"
 #include "graph/io.h"
 #include "formats/file-lock.h"
@@ -436,7 +436,7 @@ static gboolean file_probe_alignment(BdNode *node, FileState *s,
         }
     }
     if (posix_memalign((void **)&buf, MAX_ALIGN, 2 * MAX_ALIGN) != 0) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Out of memory");
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "Out of memory");
         return FALSE;
     }
     for (gsize i = 0; !req_align && i < G_N_ELEMENTS(aligns); i++) {
@@ -452,7 +452,7 @@ static gboolean file_probe_alignment(BdNode *node, FileState *s,
     }
     free(buf);
     if (!req_align || !buf_align) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Could not find working O_DIRECT alignment\n"
                     "Try cache.direct=off");
         return FALSE;
@@ -478,7 +478,7 @@ static int file_open_fd(BdNode *node, const char *filename, GError **errp)
     }
     if (fd < 0) {
         int err = errno == EROFS ? EACCES : errno;
-        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(err),
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Could not open '%s': %s", filename, g_strerror(err));
     }
     return fd;
@@ -508,21 +508,21 @@ static gboolean file_setup(BdNode *node, FileState *s, GVariant *options,
 
     if (fstat(s->fd, &st) < 0) {
         int err = errno;
-        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(err),
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Could not stat file: %s", g_strerror(err));
         return FALSE;
     }
     if (S_ISBLK(st.st_mode)) {
         s->is_blk = TRUE;
     } else if (!S_ISREG(st.st_mode)) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "'file' driver requires '%s' to be a regular file",
                     filename);
         return FALSE;
     }
     size = file_current_size(s);
     if (size < 0) {
-        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno((int)-size),
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Could not get the size of '%s': %s", filename,
                     g_strerror((int)-size));
         return FALSE;
@@ -548,18 +548,18 @@ static gboolean file_open(BdNode *node, GVariant *options, GError **errp)
     FileState *s;
 
     if (!filename) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Parameter 'filename' is missing");
         return FALSE;
     }
     if (strcmp(aio, "native") == 0 && !node->cache_direct) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "aio=native was specified, but it requires "
                     "cache.direct=on, which was not specified.");
         return FALSE;
     }
     if (bd_opts_get_int(options, "aio-max-batch", 0) < 0) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "aio-max-batch must be a non-negative number");
         return FALSE;
     }

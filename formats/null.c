@@ -8,7 +8,7 @@
 
 #include <errno.h>
 #include <string.h>
-#include <gio/gio.h>
+#include "graph/error.h"
 #include "graph/node.h"
 
 #define NULL_DEFAULT_SIZE (1ull << 30)   /* QEMU's default: 1 GiB */
@@ -101,12 +101,12 @@ static gboolean null_open_common(BdNode *node, GVariant *options,
     NullState *s;
 
     if (size < 0) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Parameter 'size' expects a non-negative number below 2^64");
         return FALSE;
     }
     if (latency > INT64_MAX) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "latency-ns is invalid");
         return FALSE;
     }

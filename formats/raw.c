@@ -10,7 +10,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <gio/gio.h>
+#include "graph/error.h"
 #include "graph/node.h"
 #include "graph/io.h"
 
@@ -107,13 +107,6 @@ static int raw_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
     return ret < 0 ? ret : bd_child_pdiscard(s->file, offset, bytes);
 }
 
-static int raw_flush(BdNode *node)
-{
-    RawState *s = node->opaque;
-
-    return bd_child_flush(s->file);
-}
-
 static int raw_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
                             uint64_t *pnum, uint64_t *map, BdNode **file)
 {
@@ -174,7 +167,7 @@ static gboolean raw_read_window(GVariant *options, uint64_t *offset,
     gint64 sz = bd_opts_get_int(options, "size", 0);
 
     if (off < 0 || sz < 0) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Parameter '%s' expects a non-negative number below 2^64",
                     off < 0 ? "offset" : "size");
         return FALSE;
@@ -189,7 +182,7 @@ static gboolean raw_check_window(RawState *s, int64_t real_size,
                                  GError **errp)
 {
     if (s->offset > (uint64_t)real_size) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Offset (%" PRIu64 ") cannot be greater than size of "
                     "the containing file (%" PRId64 ")",
                     s->offset, real_size);
@@ -197,7 +190,7 @@ static gboolean raw_check_window(RawState *s, int64_t real_size,
     }
     if (s->has_size && (uint64_t)real_size - s->offset < s->size) {
         /* Sic: QEMU's text has two spaces before "actual". */
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "The sum of offset (%" PRIu64 ") and size (%" PRIu64
                     ") has to be smaller or equal to the  actual size of "
                     "the containing file (%" PRId64 ")",
@@ -205,7 +198,7 @@ static gboolean raw_check_window(RawState *s, int64_t real_size,
         return FALSE;
     }
     if (s->has_size && s->size % 512) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Specified size is not multiple of 512");
         return FALSE;
     }
@@ -246,7 +239,7 @@ static gboolean raw_open(BdNode *node, GVariant *options, GError **errp)
     }
     real_size = bd_node_getlength(s->file->node);
     if (real_size < 0) {
-        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno((int)-real_size),
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Could not get image size: %s",
                     g_strerror((int)-real_size));
         goto fail;
@@ -276,7 +269,6 @@ const BdDriver bd_raw_driver = {
     .pwrite = raw_pwrite,
     .pwrite_zeroes = raw_pwrite_zeroes,
     .pdiscard = raw_pdiscard,
-    .flush = raw_flush,
     .block_status = raw_block_status,
     .truncate = raw_truncate,
 };
