@@ -558,11 +558,8 @@ static gboolean file_open(BdNode *node, GVariant *options, GError **errp)
                     "cache.direct=on, which was not specified.");
         return FALSE;
     }
-    if (bd_opts_get_int(options, "aio-max-batch", 0) < 0) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "aio-max-batch must be a non-negative number");
-        return FALSE;
-    }
+    /* aio-max-batch, pr-manager, drop-cache, x-check-cache-dropped:
+     * accepted for compatibility; synchronous I/O has no use for them. */
 
     s = g_new0(FileState, 1);
     g_mutex_init(&s->size_lock);

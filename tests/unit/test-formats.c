@@ -165,6 +165,63 @@ static void test_file_rw(Fixture *f, gconstpointer data)
     g_assert_cmpuint(node->size, ==, 6 * MiB + 4096);
 }
 
+typedef struct {
+    BdEntry *entry;
+    int index;
+} Writer;
+
+static gpointer writer_thread(gpointer opaque)
+{
+    Writer *w = opaque;
+    char buf[4096];
+
+    pattern(buf, sizeof(buf), w->index);
+    for (int i = 0; i < 64; i++) {
+        uint64_t off = 4 * MiB + (uint64_t)(i * 8 + w->index) * 4096;
+        g_assert_cmpint(bd_entry_pwrite(w->entry, off, sizeof(buf), buf, 0),
+                        ==, 0);
+    }
+    return NULL;
+}
+
+/* Concurrent writes growing the file: the size ends at the furthest. */
+static void test_file_concurrent_growth(Fixture *f, gconstpointer data)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(BdNode) node = open_raw(f->img, NULL, &err);
+    g_autoptr(BdEntry) entry = NULL;
+    GThread *threads[8];
+    Writer writers[8];
+    char buf[4096], back[4096];
+    struct stat st;
+
+    g_assert_no_error(err);
+    entry = bd_entry_new(node, NULL, RW_PERM | BD_PERM_RESIZE, DEV_SHARED,
+                         &err);
+    g_assert_no_error(err);
+    bd_entry_set_allow_beyond_eof(entry, TRUE);
+    for (int i = 0; i < 8; i++) {
+        writers[i] = (Writer) { entry, i };
+        threads[i] = g_thread_new("writer", writer_thread, &writers[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        g_thread_join(threads[i]);
+    }
+    g_assert_cmpuint(node->size, ==, 6 * MiB);
+    g_assert_cmpuint(node->file->node->size, ==, 6 * MiB);
+    g_assert_cmpint(stat(f->img, &st), ==, 0);
+    g_assert_cmpint(st.st_size, ==, 6 * MiB);
+    pattern(buf, sizeof(buf), 5);
+    read_file_at(f->img, 4 * MiB + (63 * 8 + 5) * 4096, back, sizeof(back));
+    g_assert_cmpmem(buf, sizeof(buf), back, sizeof(back));
+
+    /* Shrinking works too. */
+    g_assert_cmpint(bd_entry_truncate(entry, MiB), ==, 0);
+    g_assert_cmpint(stat(f->img, &st), ==, 0);
+    g_assert_cmpint(st.st_size, ==, MiB);
+    g_assert_cmpuint(node->size, ==, MiB);
+}
+
 static void test_file_zeroes(Fixture *f, gconstpointer data)
 {
     g_autoptr(GError) err = NULL;
@@ -494,6 +551,22 @@ static void test_lock_qemu_holds(Fixture *f, gconstpointer data)
     entry = bd_entry_new(node, NULL, RW_PERM, BD_PERM_ALL, &err);
     g_assert_no_error(err);
 
+    /* A read-only node of ours takes "consistent read" (byte 100) and
+     * coexists with the writer when it shares writes. */
+    {
+        g_autoptr(BdNode) ro = bd_node_open(g_variant_new_parsed(
+            "{'driver': <'file'>, 'node-name': <'ro'>, 'filename': <%s>, "
+            "'read-only': <true>}", f->img), &err);
+        g_autoptr(BdEntry) reader = NULL;
+
+        g_assert_no_error(err);
+        reader = bd_entry_new(ro, NULL, BD_PERM_CONSISTENT_READ, BD_PERM_ALL,
+                              &err);
+        g_assert_no_error(err);
+        g_assert_null(bd_entry_new(ro, NULL, BD_PERM_WRITE, BD_PERM_ALL,
+                                   NULL));
+    }
+
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
     g_spawn_close_pid(pid);
@@ -511,6 +584,7 @@ int main(int argc, char **argv)
 #define ADD(path, fn) \
     g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
     ADD("/formats/file/rw", test_file_rw);
+    ADD("/formats/file/concurrent-growth", test_file_concurrent_growth);
     ADD("/formats/file/zeroes-discard", test_file_zeroes);
     ADD("/formats/file/block-status", test_block_status);
     ADD("/formats/file/errors", test_file_errors);
