@@ -234,7 +234,8 @@ static void test_file_zeroes(Fixture *f, gconstpointer data)
     int fd;
 
     g_assert_no_error(err);
-    file->discard_unmap = TRUE;   /* as if the child inherited discard */
+    /* A nested file child defaults to discard=unmap (QEMU's rule). */
+    g_assert_true(file->discard_unmap);
     entry = bd_entry_new(node, NULL, RW_PERM, DEV_SHARED, &err);
     g_assert_no_error(err);
     pattern(buf, MiB, 9);
@@ -368,6 +369,30 @@ static void test_raw_window(Fixture *f, gconstpointer data)
     g_assert_cmpint(node->drv->pread(node, 65536, 512, buf, 0), ==, -EINVAL);
 }
 
+static void test_raw_inherit(Fixture *f, gconstpointer data)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(BdNode) node = open_raw(f->img,
+        ", 'read-only': <true>, 'cache': <{'no-flush': <true>}>", &err);
+    BdNode *file;
+
+    g_assert_no_error(err);
+    file = node->file->node;
+    g_assert_true(file->read_only);
+    g_assert_true(file->cache_no_flush);
+    g_assert_false(file->cache_direct);
+    g_assert_true(file->discard_unmap);
+    g_clear_pointer(&node, bd_node_unref);
+
+    /* A child's own setting wins. */
+    node = bd_node_open(g_variant_new_parsed(
+        "{'driver': <'raw'>, 'read-only': <true>, 'file': <{'driver': "
+        "<'file'>, 'filename': <%s>, 'discard': <'ignore'>}>}", f->img), &err);
+    g_assert_no_error(err);
+    g_assert_false(node->file->node->discard_unmap);
+    g_assert_true(node->file->node->read_only);
+}
+
 static void test_file_errors(Fixture *f, gconstpointer data)
 {
     g_autoptr(GError) err = NULL;
@@ -402,14 +427,16 @@ static void test_file_direct(Fixture *f, gconstpointer data)
     g_autofree char *back = g_malloc(70000);
 
     node = bd_node_open(g_variant_new_parsed(
-        "{'driver': <'raw'>, 'node-name': <'r'>, 'file': <{'driver': <'file'>,"
-        " 'filename': <%s>, 'cache': <{'direct': <true>}>, "
-        "'aio': <'native'>}>}", f->img), &err);
+        "{'driver': <'raw'>, 'node-name': <'r'>, "
+        "'cache': <{'direct': <true>}>, 'file': <{'driver': <'file'>,"
+        " 'filename': <%s>, 'aio': <'native'>}>}", f->img), &err);
     if (!node && err && strstr(err->message, "Invalid argument")) {
         g_test_skip("O_DIRECT not supported here");
         return;
     }
     g_assert_no_error(err);
+    /* The nested file child inherited cache.direct (QEMU's rule). */
+    g_assert_true(node->file->node->cache_direct);
     g_assert_cmpuint(node->file->node->request_alignment, >=, 512);
     entry = bd_entry_new(node, NULL, RW_PERM, DEV_SHARED, &err);
     g_assert_no_error(err);
@@ -590,6 +617,7 @@ int main(int argc, char **argv)
     ADD("/formats/file/errors", test_file_errors);
     ADD("/formats/file/direct", test_file_direct);
     ADD("/formats/raw/window", test_raw_window);
+    ADD("/formats/raw/inherit", test_raw_inherit);
     ADD("/formats/lock/blockd-holds", test_lock_blockd_holds);
     ADD("/formats/lock/qemu-holds", test_lock_qemu_holds);
 #undef ADD
