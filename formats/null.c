@@ -10,6 +10,7 @@
 #include <string.h>
 #include "graph/error.h"
 #include "graph/node.h"
+#include "formats/json-filename.h"
 
 #define NULL_DEFAULT_SIZE (1ull << 30)   /* QEMU's default: 1 GiB */
 
@@ -115,7 +116,12 @@ static gboolean null_open_common(BdNode *node, GVariant *options,
     s->read_zeroes = bd_opts_get_bool(options, "read-zeroes", FALSE);
     node->opaque = s;
     g_free(node->filename);
-    node->filename = g_strdup(filename);
+    /* As QEMU: "null-co://" unless size or read-zeroes were given. */
+    if (bd_opts_has(options, "size") || bd_opts_has(options, "read-zeroes")) {
+        node->filename = bd_formats_json_filename(node);
+    } else {
+        node->filename = g_strdup(filename);
+    }
     bd_node_set_size(node, (uint64_t)size);
     return TRUE;
 }

@@ -14,6 +14,7 @@
 #include "graph/node.h"
 #include "graph/io.h"
 #include "formats/child-opts.h"
+#include "formats/json-filename.h"
 
 typedef struct {
     BdChild *file;
@@ -254,6 +255,11 @@ static gboolean raw_open(BdNode *node, GVariant *options, GError **errp)
         s->size = real_size - s->offset;
     }
     bd_node_set_size(node, s->size);
+    /* A window is not the child's file any more: QEMU's json: name. */
+    if (bd_opts_has(options, "offset") || s->has_size) {
+        g_free(node->filename);
+        node->filename = bd_formats_json_filename(node);
+    }
     return TRUE;
 
 fail:

@@ -105,6 +105,9 @@ static void test_null(void)
         " 'read-zeroes': <true>}"), &err);
     g_assert_no_error(err);
     g_assert_cmpuint(node->size, ==, 65536);
+    /* QEMU's json: name, keys in QEMU's order. */
+    g_assert_cmpstr(node->filename, ==, "json:{\"read-zeroes\": true, "
+                    "\"driver\": \"null-aio\", \"size\": 65536}");
     entry = bd_entry_new(node, NULL, RW_PERM, BD_PERM_ALL, &err);
     g_assert_no_error(err);
     memset(buf, 0xaa, sizeof(buf));
@@ -327,6 +330,7 @@ static void test_raw_window(Fixture *f, gconstpointer data)
     char buf[4096], back[4096];
     uint64_t pnum = 0, map = 0;
     BdNode *file = NULL;
+    g_autofree char *json = NULL;
 
     node = open_raw(f->img, ", 'offset': <int64 3145728>, "
                     "'size': <int64 2097152>", &err);
@@ -351,6 +355,10 @@ static void test_raw_window(Fixture *f, gconstpointer data)
                     "'size': <int64 65536>", &err);
     g_assert_no_error(err);
     g_assert_cmpuint(node->size, ==, 65536);
+    json = g_strdup_printf("json:{\"offset\": 1048576, \"driver\": \"raw\", "
+                           "\"size\": 65536, \"file\": {\"driver\": \"file\", "
+                           "\"filename\": \"%s\"}}", f->img);
+    g_assert_cmpstr(node->filename, ==, json);
     entry = bd_entry_new(node, NULL, RW_PERM | BD_PERM_RESIZE, DEV_SHARED,
                          &err);
     g_assert_no_error(err);

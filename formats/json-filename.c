@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: MIT */
+/* QEMU's "json:{...}" filenames for nodes whose options a plain file name cannot say.
+ *
+ * QEMU prints a node's essential ("strong") options as JSON, with keys
+ * in the iteration order of its QDict: by bucket tdb_hash(key) % 512.
+ * Reproducing that order makes query-named-block-nodes show the same
+ * text as QEMU, e.g.
+ *   json:{"offset": 512, "driver": "raw", "size": 4096,
+ *         "file": {"driver": "file", "filename": "/tmp/a.img"}}
+ * Main thread.
+ */
+#define G_LOG_DOMAIN "blockd-formats"
+
+#include <stdlib.h>
+#include <string.h>
+#include "graph/node.h"
+#include "formats/json-filename.h"
+
+#define QDICT_BUCKETS 512
+
+/* QEMU's qdict bucket hash (the Samba tdb hash). */
+static unsigned qdict_bucket(const char *key)
+{
+    guint32 value = 0x238F13AFu * (guint32)strlen(key);
+
+    for (unsigned i = 0; key[i]; i++) {
+        value += (guint32)(unsigned char)key[i] << (i * 5 % 24);
+    }
+    return (1103515243u * value + 12345u) % QDICT_BUCKETS;
+}
+
+typedef struct {
+    const char *key;
+    unsigned bucket;
+    unsigned seq;
+} Member;
+
+static int member_cmp(gconstpointer a, gconstpointer b)
+{
+    const Member *x = a, *y = b;
+
+    if (x->bucket != y->bucket) {
+        return x->bucket < y->bucket ? -1 : 1;
+    }
+    /* Same bucket: QEMU inserts at the head, so the newest comes first. */
+    return x->seq > y->seq ? -1 : 1;
+}
+
+static void append_string(GString *out, const char *s)
+{
+    g_string_append_c(out, '"');
+    for (const char *p = s; *p; p = g_utf8_next_char(p)) {
+        gunichar c = g_utf8_get_char(p);
+        switch (c) {
+        case '"':  g_string_append(out, "\\\""); break;
+        case '\\': g_string_append(out, "\\\\"); break;
+        case '\b': g_string_append(out, "\\b"); break;
+        case '\f': g_string_append(out, "\\f"); break;
+        case '\n': g_string_append(out, "\\n"); break;
+        case '\r': g_string_append(out, "\\r"); break;
+        case '\t': g_string_append(out, "\\t"); break;
+        default:
+            if (c < 0x20 || c >= 0x7f) {
+                if (c > 0xffff) {
+                    c -= 0x10000;
+                    g_string_append_printf(out, "\\u%04X\\u%04X",
+                                           0xd800 + (c >> 10),
+                                           0xdc00 + (c & 0x3ff));
+                } else {
+                    g_string_append_printf(out, "\\u%04X", c);
+                }
+            } else {
+                g_string_append_c(out, (char)c);
+            }
+        }
+    }
+    g_string_append_c(out, '"');
+}
+
+static void append_value(GString *out, GVariant *v);
+
+static void append_dict(GString *out, GVariant *dict)
+{
+    gsize n = g_variant_n_children(dict);
+    g_autofree Member *members = g_new0(Member, n ? n : 1);
+    g_autoptr(GPtrArray) keep = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)g_variant_unref);
+
+    for (gsize i = 0; i < n; i++) {
+        GVariant *entry = g_variant_get_child_value(dict, i);
+        g_ptr_array_add(keep, entry);
+        g_variant_get_child(entry, 0, "&s", &members[i].key);
+        members[i].bucket = qdict_bucket(members[i].key);
+        members[i].seq = i;
+    }
+    qsort(members, n, sizeof(Member), (int (*)(const void *, const void *))
+          member_cmp);
+    g_string_append_c(out, '{');
+    for (gsize i = 0; i < n; i++) {
+        g_autoptr(GVariant) v = g_variant_lookup_value(dict, members[i].key,
+                                                       NULL);
+        if (i) {
+            g_string_append(out, ", ");
+        }
+        append_string(out, members[i].key);
+        g_string_append(out, ": ");
+        append_value(out, v);
+    }
+    g_string_append_c(out, '}');
+}
+
+static void append_value(GString *out, GVariant *v)
+{
+    if (g_variant_is_of_type(v, G_VARIANT_TYPE_VARIANT)) {
+        g_autoptr(GVariant) inner = g_variant_get_variant(v);
+        append_value(out, inner);
+    } else if (g_variant_is_of_type(v, G_VARIANT_TYPE_VARDICT)) {
+        append_dict(out, v);
+    } else if (g_variant_is_of_type(v, G_VARIANT_TYPE_STRING)) {
+        append_string(out, g_variant_get_string(v, NULL));
+    } else if (g_variant_is_of_type(v, G_VARIANT_TYPE_INT64)) {
+        g_string_append_printf(out, "%" G_GINT64_FORMAT,
+                               g_variant_get_int64(v));
+    } else if (g_variant_is_of_type(v, G_VARIANT_TYPE_UINT64)) {
+        g_string_append_printf(out, "%" G_GUINT64_FORMAT,
+                               g_variant_get_uint64(v));
+    } else if (g_variant_is_of_type(v, G_VARIANT_TYPE_BOOLEAN)) {
+        g_string_append(out, g_variant_get_boolean(v) ? "true" : "false");
+    } else if (g_variant_is_of_type(v, G_VARIANT_TYPE_DOUBLE)) {
+        g_string_append_printf(out, "%.17g", g_variant_get_double(v));
+    } else {
+        g_string_append(out, "null");
+    }
+}
+
+/* Options that change what a node shows (QEMU's strong_runtime_opts),
+ * besides "driver".  A table here until the driver contract has a field
+ * for it. */
+static const struct {
+    const char *driver;
+    const char *const keys[4];
+} strong_options[] = {
+    { "file", { "filename" } },
+    { "null-co", { "size", "read-zeroes" } },
+    { "null-aio", { "size", "read-zeroes" } },
+    { "raw", { "offset", "size" } },
+};
+
+GVariant *bd_formats_full_options(BdNode *node)
+{
+    g_auto(GVariantDict) d = G_VARIANT_DICT_INIT(NULL);
+
+    g_variant_dict_insert(&d, "driver", "s", node->drv->name);
+    for (gsize i = 0; i < G_N_ELEMENTS(strong_options); i++) {
+        if (strcmp(strong_options[i].driver, node->drv->name)) {
+            continue;
+        }
+        for (const char *const *k = strong_options[i].keys; *k; k++) {
+            g_autoptr(GVariant) v = bd_opts_lookup(node->options, *k);
+            if (v) {
+                g_variant_dict_insert_value(&d, *k, v);
+            }
+        }
+    }
+    for (guint i = 0; i < node->children->len; i++) {
+        BdChild *c = g_ptr_array_index(node->children, i);
+        g_variant_dict_insert_value(&d, c->name,
+                                    bd_formats_full_options(c->node));
+    }
+    return g_variant_dict_end(&d);
+}
+
+char *bd_formats_json_filename(BdNode *node)
+{
+    g_autoptr(GVariant) full = g_variant_ref_sink(bd_formats_full_options(node));
+    GString *out = g_string_new("json:");
+
+    append_value(out, full);
+    return g_string_free(out, FALSE);
+}

@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: MIT */
+/* QEMU-style "json:{...}" node filenames. */
+#ifndef BD_FORMATS_JSON_FILENAME_H
+#define BD_FORMATS_JSON_FILENAME_H
+
+#include "graph/node.h"
+
+/* The node's driver, its strong options as given and, recursively, its
+ * children's: QEMU's full_open_options (floating a{sv}). */
+GVariant *bd_formats_full_options(BdNode *node);
+/* "json:" + that dictionary in QEMU's key order and JSON formatting. */
+char *bd_formats_json_filename(BdNode *node);
+
+#endif
