@@ -1,0 +1,433 @@
+# SPDX-License-Identifier: MIT
+"""Shared helpers for blockd's integration tests: start the daemon under test,
+talk QMP to it, skip when a tool is missing, and always clean up.
+
+The daemon under test is chosen by the environment:
+  BLOCKD_REFERENCE=1  -> /usr/bin/qemu-storage-daemon (proves the test is right)
+  BLOCKD=/path        -> that binary (meson passes the built blockd)
+  otherwise           -> <repo>/build/daemon/blockd
+Exit code 77 means "skipped" (meson's convention).
+"""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+SKIP = 77
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+QSD = '/usr/bin/qemu-storage-daemon'
+
+
+class Skip(Exception):
+    """Raised to skip a test with a reason."""
+
+
+def is_reference():
+    return os.environ.get('BLOCKD_REFERENCE', '') not in ('', '0')
+
+
+def daemon_exe():
+    if is_reference():
+        return QSD
+    exe = os.environ.get('BLOCKD') or os.path.join(REPO, 'build', 'daemon', 'blockd')
+    if not os.access(exe, os.X_OK):
+        raise Skip('daemon binary %s not built' % exe)
+    return exe
+
+
+def require_tool(*names):
+    for name in names:
+        if shutil.which(name) is None:
+            raise Skip('tool %s not installed' % name)
+
+
+def skip_if_reference(reason):
+    if is_reference():
+        raise Skip('reference daemon: ' + reason)
+
+
+def require_nbd():
+    try:
+        import nbd  # noqa: F401
+    except ImportError:
+        raise Skip('python module nbd (libnbd binding) missing; run with /usr/bin/python3')
+    return sys.modules['nbd']
+
+
+def run(cmd, check=True, timeout=60, **kw):
+    """Run a command, capture text output, and fail loudly if asked."""
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=timeout, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError('%s exited %d\nstdout: %s\nstderr: %s'
+                             % (' '.join(cmd), p.returncode, p.stdout, p.stderr))
+    return p
+
+
+def assert_eq(got, expected, what=''):
+    if got != expected:
+        raise AssertionError('%s: expected %r, got %r' % (what or 'value', expected, got))
+
+
+def assert_in(needle, hay, what=''):
+    if needle not in hay:
+        raise AssertionError('%s: expected %r in %r' % (what or 'value', needle, hay))
+
+
+def wait_for(pred, timeout=10.0, what='condition'):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError('timed out waiting for ' + what)
+
+
+def make_image(path, size, pattern=None):
+    """Create a sparse raw image, optionally filled with a byte pattern."""
+    with open(path, 'wb') as f:
+        f.truncate(size)
+        if pattern is not None:
+            f.write(bytes([pattern]) * size)
+    return path
+
+
+def write_at(path, offset, data):
+    with open(path, 'r+b') as f:
+        f.seek(offset)
+        f.write(data)
+
+
+class QMPError(Exception):
+    def __init__(self, reply):
+        err = reply.get('error', {})
+        super().__init__('%s: %s' % (err.get('class'), err.get('desc')))
+        self.reply = reply
+        self.cls = err.get('class')
+        self.desc = err.get('desc')
+
+
+class QMP:
+    """A minimal QMP client: greeting, negotiation, execute(), events."""
+
+    def __init__(self, path, negotiate=True, timeout=20.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b''
+        self.events = []
+        self.greeting = self.recv()
+        if negotiate:
+            self.execute('qmp_capabilities')
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def send_raw(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def send(self, obj):
+        self.send_raw(json.dumps(obj) + '\n')
+
+    def recv(self):
+        """Next JSON message (reply or event), as received."""
+        while b'\n' not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError('QMP connection closed')
+            self.buf += chunk
+        line, self.buf = self.buf.split(b'\n', 1)
+        line = line.strip()
+        if not line:
+            return self.recv()
+        return json.loads(line)
+
+    def reply(self):
+        """Next non-event message; events are queued in self.events."""
+        while True:
+            msg = self.recv()
+            if 'event' in msg:
+                self.events.append(msg)
+                continue
+            return msg
+
+    def cmd(self, name, args=None, id=None):
+        """Send a command and return the raw reply dict."""
+        req = {'execute': name}
+        if args is not None:
+            req['arguments'] = args
+        if id is not None:
+            req['id'] = id
+        self.send(req)
+        return self.reply()
+
+    def execute(self, name, args=None, **kw):
+        """Execute and return 'return'; raise QMPError on an error reply."""
+        if kw:
+            args = dict(args or {}, **kw)
+        r = self.cmd(name, args)
+        if 'error' in r:
+            raise QMPError(r)
+        if 'return' not in r:
+            raise AssertionError('unexpected reply %r' % r)
+        return r['return']
+
+    def error(self, name, args=None):
+        """Execute a command that must fail; return its error dict."""
+        r = self.cmd(name, args)
+        if 'error' not in r:
+            raise AssertionError('%s %r: expected an error, got %r' % (name, args, r))
+        return r['error']
+
+    def wait_event(self, name, timeout=10.0):
+        end = time.monotonic() + timeout
+        while True:
+            for i, ev in enumerate(self.events):
+                if ev['event'] == name:
+                    return self.events.pop(i)
+            left = end - time.monotonic()
+            if left <= 0:
+                raise AssertionError('timed out waiting for event ' + name)
+            self.sock.settimeout(left)
+            try:
+                msg = self.recv()
+            except socket.timeout:
+                continue
+            finally:
+                self.sock.settimeout(20.0)
+            if 'event' in msg:
+                self.events.append(msg)
+            else:
+                raise AssertionError('unexpected reply while waiting for event: %r' % msg)
+
+
+class Daemon:
+    """The daemon under test, started in a private temporary directory.
+
+    Daemon(args) builds the command line; with qmp=True (default) a monitor
+    socket is added. start() waits for every socket given in `wait` (plus the
+    monitor) to accept connections. stop()/kill() always leave nothing behind.
+    """
+
+    def __init__(self, args=(), qmp=True, tmpdir=None, wait=(), monitors=1):
+        self.owns_dir = tmpdir is None
+        self.dir = tmpdir or tempfile.mkdtemp(prefix='blockd-test-')
+        self.exe = daemon_exe()
+        self.qmp_path = self.path('qmp.sock') if qmp else None
+        self.args = list(args)
+        # A QEMU socket chardev serves one client at a time: simultaneous
+        # sessions need one monitor each (qmp.sock, qmp1.sock, ...).
+        self.qmp_paths = []
+        for i in range(monitors if qmp else 0):
+            p = self.qmp_path if i == 0 else self.path('qmp%d.sock' % i)
+            self.qmp_paths.append(p)
+            self.args += ['--chardev', 'socket,id=qmp%d,path=%s,server=on,wait=off' % (i, p),
+                          '--monitor', 'chardev=qmp%d' % i]
+        self.wait = list(wait)
+        self.proc = None
+        self.stderr_path = self.path('daemon.stderr')
+        self._qmps = []
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    @property
+    def nbd_sock(self):
+        return self.path('nbd.sock')
+
+    def uri(self, name='disk'):
+        return 'nbd+unix:///%s?socket=%s' % (name, self.nbd_sock)
+
+    def start(self, timeout=15.0):
+        self._err = open(self.stderr_path, 'w')
+        self.proc = subprocess.Popen([self.exe] + self.args, stdin=subprocess.DEVNULL,
+                                     stdout=self._err, stderr=self._err, cwd=self.dir)
+        socks = self.qmp_paths + self.wait
+        end = time.monotonic() + timeout
+        for s in socks:
+            while not self._can_connect(s):
+                if self.proc.poll() is not None:
+                    raise AssertionError('daemon exited with %d before %s appeared; stderr: %s'
+                                         % (self.proc.returncode, s, self.stderr()))
+                if time.monotonic() > end:
+                    raise AssertionError('daemon socket %s did not appear; stderr: %s'
+                                         % (s, self.stderr()))
+                time.sleep(0.02)
+        return self
+
+    @staticmethod
+    def _can_connect(path):
+        if not os.path.exists(path):
+            return False
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def stderr(self):
+        try:
+            with open(self.stderr_path) as f:
+                return f.read()
+        except OSError:
+            return ''
+
+    def qmp(self, negotiate=True, monitor=0):
+        q = QMP(self.qmp_paths[monitor], negotiate=negotiate)
+        self._qmps.append(q)
+        return q
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def assert_alive(self):
+        if not self.alive():
+            raise AssertionError('daemon died (exit %s); stderr: %s'
+                                 % (self.proc.returncode if self.proc else None, self.stderr()))
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout=15.0):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError('daemon did not exit within %ss' % timeout)
+
+    def stop(self, timeout=15.0):
+        """SIGTERM and wait; returns the exit code."""
+        for q in self._qmps:
+            q.close()
+        self._qmps = []
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError('daemon ignored SIGTERM for %ss' % timeout)
+        return self.proc.returncode if self.proc else None
+
+    def cleanup(self):
+        for q in self._qmps:
+            q.close()
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if getattr(self, '_err', None):
+            self._err.close()
+        if self.owns_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.cleanup()
+
+
+def nbd_export_args(d, image, name='disk', writable=True, fmt='raw', extra_export=''):
+    """Command-line arguments exporting `image` (raw over file) as `name`."""
+    args = ['--blockdev', 'driver=file,node-name=file0,filename=%s' % image]
+    node = 'file0'
+    if fmt == 'raw':
+        args += ['--blockdev', 'driver=raw,node-name=fmt0,file=file0']
+        node = 'fmt0'
+    args += ['--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock,
+             '--export', 'type=nbd,id=exp0,node-name=%s,name=%s,writable=%s%s'
+             % (node, name, 'on' if writable else 'off', extra_export)]
+    return args
+
+
+def start_exporting(image, writable=True, name='disk', qmp=True, extra_export=''):
+    """Start a daemon exporting `image` over NBD on a unix socket."""
+    d = Daemon(qmp=qmp)
+    try:
+        d.args = nbd_export_args(d, image, name, writable, extra_export=extra_export) + d.args
+        d.wait = [d.nbd_sock]
+        d.start()
+    except BaseException:
+        d.cleanup()
+        raise
+    return d
+
+
+def qemu_io(uri_or_file, *cmds, fmt='raw', check=True, extra=()):
+    argv = ['qemu-io', '-f', fmt] + list(extra)
+    for c in cmds:
+        argv += ['-c', c]
+    argv.append(uri_or_file)
+    p = run(argv, check=False)
+    if check:
+        bad = p.returncode != 0 or 'Pattern verification failed' in p.stdout \
+            or 'failed' in p.stdout.lower()
+        if bad:
+            raise AssertionError('qemu-io %s failed (rc %d)\nstdout: %s\nstderr: %s'
+                                 % (' '.join(cmds), p.returncode, p.stdout, p.stderr))
+    return p
+
+
+def main(tests):
+    """Run the named test function (argv[1]) or all of them; --list lists.
+
+    tests: dict name -> function. Each function takes no argument and owns
+    its temporary resources. Exit 0 pass, 1 fail, 77 all skipped.
+    """
+    names = sys.argv[1:]
+    if names == ['--list']:
+        print('\n'.join(tests))
+        return 0
+    if not names:
+        names = list(tests)
+    failed = skipped = passed = 0
+    for n in names:
+        if n not in tests:
+            print('unknown test %s' % n, file=sys.stderr)
+            return 2
+        try:
+            tests[n]()
+        except Skip as e:
+            skipped += 1
+            print('SKIP %s: %s' % (n, e))
+        except Exception:
+            failed += 1
+            print('FAIL %s' % n)
+            traceback.print_exc(file=sys.stdout)
+        else:
+            passed += 1
+            print('PASS %s' % n)
+        sys.stdout.flush()
+    if failed:
+        return 1
+    if skipped and not passed:
+        return SKIP
+    return 0
+
+
+def tests_of(module_globals):
+    """Collect test_* functions of a module in definition order."""
+    return {k[5:]: v for k, v in module_globals.items()
+            if k.startswith('test_') and callable(v)}
