@@ -349,12 +349,12 @@ class Daemon:
         self.cleanup()
 
 
-def nbd_export_args(d, image, name='disk', writable=True, fmt='raw', extra_export=''):
+def nbd_export_args(d, image, name='disk', writable=True, fmt='raw', extra_export='', node_opts=''):
     """Command-line arguments exporting `image` (raw over file) as `name`."""
-    args = ['--blockdev', 'driver=file,node-name=file0,filename=%s' % image]
+    args = ['--blockdev', 'driver=file,node-name=file0,filename=%s%s' % (image, node_opts)]
     node = 'file0'
     if fmt == 'raw':
-        args += ['--blockdev', 'driver=raw,node-name=fmt0,file=file0']
+        args += ['--blockdev', 'driver=raw,node-name=fmt0,file=file0%s' % node_opts]
         node = 'fmt0'
     args += ['--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock,
              '--export', 'type=nbd,id=exp0,node-name=%s,name=%s,writable=%s%s'
@@ -362,11 +362,12 @@ def nbd_export_args(d, image, name='disk', writable=True, fmt='raw', extra_expor
     return args
 
 
-def start_exporting(image, writable=True, name='disk', qmp=True, extra_export=''):
+def start_exporting(image, writable=True, name='disk', qmp=True, extra_export='', node_opts=''):
     """Start a daemon exporting `image` over NBD on a unix socket."""
     d = Daemon(qmp=qmp)
     try:
-        d.args = nbd_export_args(d, image, name, writable, extra_export=extra_export) + d.args
+        d.args = nbd_export_args(d, image, name, writable, extra_export=extra_export,
+                                 node_opts=node_opts) + d.args
         d.wait = [d.nbd_sock]
         d.start()
     except BaseException:

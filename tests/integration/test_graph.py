@@ -1,0 +1,284 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Graph and export management over QMP: blockdev-del refusals with QEMU's
+messages, block-export-del safe/hard with a client connected,
+BLOCK_EXPORT_DELETED, query-named-block-nodes and query-block-exports."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from blockd_test import (Daemon, assert_eq, assert_in, main, make_image, require_nbd,  # noqa: E402
+                         tests_of, start_exporting)
+
+
+def _qmp_daemon():
+    d = Daemon()
+    try:
+        d.start()
+    except BaseException:
+        d.cleanup()
+        raise
+    return d
+
+
+def _add_raw(q, img, fmt='r', proto='f'):
+    q.execute('blockdev-add', {'driver': 'file', 'node-name': proto, 'filename': img})
+    q.execute('blockdev-add', {'driver': 'raw', 'node-name': fmt, 'file': proto})
+
+
+def _export(q, d, node='r', id='e', name='disk', writable=True):
+    q.execute('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': d.nbd_sock}}})
+    q.execute('block-export-add', {'type': 'nbd', 'id': id, 'node-name': node, 'name': name,
+                                   'writable': writable})
+
+
+def test_blockdev_del_not_found():
+    with _qmp_daemon() as d:
+        q = d.qmp()
+        e = q.error('blockdev-del', {'node-name': 'zz'})
+        assert_eq(e, {'class': 'GenericError', 'desc': "Failed to find node with node-name='zz'"}, 'error')
+
+
+def test_blockdev_del_file_child_in_use():
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20)
+        q = d.qmp()
+        _add_raw(q, img)
+        e = q.error('blockdev-del', {'node-name': 'f'})
+        assert_eq(e, {'class': 'GenericError', 'desc': 'Block device f is in use'}, 'error')
+        assert_eq(sorted(n['node-name'] for n in q.execute('query-named-block-nodes')), ['f', 'r'],
+                  'nodes unchanged after refusal')
+        assert_eq(q.execute('blockdev-del', {'node-name': 'r'}), {}, 'delete parent first')
+        assert_eq(q.execute('blockdev-del', {'node-name': 'f'}), {}, 'then the child')
+        assert_eq(q.execute('query-named-block-nodes'), [], 'no node left')
+
+
+def test_blockdev_del_exported_node_refused():
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20)
+        q = d.qmp()
+        _add_raw(q, img)
+        _export(q, d)
+        e = q.error('blockdev-del', {'node-name': 'r'})
+        assert_eq(e, {'class': 'GenericError', 'desc': 'Node r is in use'}, 'error')
+        assert_eq(len(q.execute('query-block-exports')), 1, 'export still there')
+
+
+def test_blockdev_del_implicit_child_refused():
+    """A node created inline as a child cannot be deleted on its own."""
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20)
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'raw', 'node-name': 'r',
+                                   'file': {'driver': 'file', 'filename': img, 'node-name': 'inl'}})
+        e = q.error('blockdev-del', {'node-name': 'inl'})
+        assert_eq(e['desc'], "Node inl is not owned by the monitor", 'desc')
+        assert_eq(q.execute('blockdev-del', {'node-name': 'r'}), {}, 'delete owner')
+        assert_eq(q.execute('query-named-block-nodes'), [], 'inline child went with its parent')
+
+
+def test_export_del_then_blockdev_del():
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20)
+        q = d.qmp()
+        _add_raw(q, img)
+        _export(q, d)
+        assert_eq(q.execute('block-export-del', {'id': 'e'}), {}, 'block-export-del')
+        ev = q.wait_event('BLOCK_EXPORT_DELETED')
+        assert_eq(ev['data'], {'id': 'e'}, 'event data')
+        assert_eq(q.execute('query-block-exports'), [], 'no export left')
+        assert_eq(q.execute('blockdev-del', {'node-name': 'r'}), {}, 'blockdev-del after export gone')
+        assert_eq(q.execute('blockdev-del', {'node-name': 'f'}), {}, 'blockdev-del file')
+
+
+def test_export_del_not_found():
+    with _qmp_daemon() as d:
+        q = d.qmp()
+        e = q.error('block-export-del', {'id': 'nope'})
+        assert_eq(e, {'class': 'GenericError', 'desc': "Export 'nope' is not found"}, 'error')
+
+
+def test_export_del_safe_with_client_refused():
+    nbd = require_nbd()
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20, pattern=0x5a)
+        q = d.qmp()
+        _add_raw(q, img)
+        _export(q, d)
+        h = nbd.NBD()
+        h.connect_uri(d.uri())
+        e = q.error('block-export-del', {'id': 'e'})
+        assert_eq(e['desc'], "export 'e' still in use", 'default mode is safe')
+        e = q.error('block-export-del', {'id': 'e', 'mode': 'safe'})
+        assert_eq(e['desc'], "export 'e' still in use", 'mode safe')
+        assert_eq(h.pread(4096, 0), b'\x5a' * 4096, 'client still served after refused delete')
+        exports = q.execute('query-block-exports')
+        assert_eq([(x['id'], x['shutting-down']) for x in exports], [('e', False)], 'export intact')
+        h.shutdown()
+
+
+def test_export_del_hard_with_client():
+    nbd = require_nbd()
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20, pattern=0x5a)
+        q = d.qmp()
+        _add_raw(q, img)
+        _export(q, d)
+        h = nbd.NBD()
+        h.connect_uri(d.uri())
+        assert_eq(h.pread(512, 0), b'\x5a' * 512, 'read before delete')
+        assert_eq(q.execute('block-export-del', {'id': 'e', 'mode': 'hard'}), {}, 'hard delete')
+        ev = q.wait_event('BLOCK_EXPORT_DELETED')
+        assert_eq(ev['data'], {'id': 'e'}, 'event data')
+        try:
+            h.pread(512, 0)
+        except nbd.Error:
+            pass
+        else:
+            raise AssertionError('client was not disconnected by a hard delete')
+        assert_eq(q.execute('query-block-exports'), [], 'no export left')
+        assert_eq(q.execute('blockdev-del', {'node-name': 'r'}), {}, 'node free after hard delete')
+
+
+def test_blockdev_del_while_client_connected():
+    """Refused while exported with a client on it; the client keeps working."""
+    nbd = require_nbd()
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20, pattern=0x11)
+        q = d.qmp()
+        _add_raw(q, img)
+        _export(q, d)
+        h = nbd.NBD()
+        h.connect_uri(d.uri())
+        e = q.error('blockdev-del', {'node-name': 'r'})
+        assert_eq(e['desc'], 'Node r is in use', 'desc')
+        h.pwrite(b'\x22' * 4096, 8192)
+        assert_eq(h.pread(4096, 8192), b'\x22' * 4096, 'client I/O after refused delete')
+        h.shutdown()
+
+
+def test_export_name_defaults_to_node_name():
+    require = require_nbd()
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20)
+        q = d.qmp()
+        _add_raw(q, img)
+        q.execute('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': d.nbd_sock}}})
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 'r'})
+        h = require.NBD()
+        h.connect_uri(d.uri('r'))
+        assert_eq(h.get_size(), 1 << 20, 'export named after the node')
+        h.shutdown()
+
+
+def test_query_named_block_nodes_fields():
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 3 << 20)
+        q = d.qmp()
+        _add_raw(q, img)
+        nodes = {n['node-name']: n for n in q.execute('query-named-block-nodes')}
+        assert_eq(sorted(nodes), ['f', 'r'], 'node names')
+        for name, drv, fmt in (('r', 'raw', 'raw'), ('f', 'file', 'file')):
+            n = nodes[name]
+            assert_eq(n['drv'], drv, '%s drv' % name)
+            assert_eq(n['file'], img, '%s file' % name)
+            assert_eq(n['ro'], False, '%s ro' % name)
+            assert_eq(n['encrypted'], False, '%s encrypted' % name)
+            assert_eq(n['backing_file_depth'], 0, '%s backing_file_depth' % name)
+            assert_eq(n['detect_zeroes'], 'off', '%s detect_zeroes' % name)
+            assert_eq(n['cache'], {'writeback': True, 'direct': False, 'no-flush': False},
+                      '%s cache' % name)
+            for k in ('iops', 'iops_rd', 'iops_wr', 'bps', 'bps_rd', 'bps_wr', 'write_threshold'):
+                assert_eq(n[k], 0, '%s %s' % (name, k))
+            im = n['image']
+            assert_eq(im['virtual-size'], 3 << 20, '%s image.virtual-size' % name)
+            assert_eq(im['filename'], img, '%s image.filename' % name)
+            assert_eq(im['format'], fmt, '%s image.format' % name)
+            assert_eq(isinstance(im['actual-size'], int), True, '%s image.actual-size' % name)
+            assert_eq(im['dirty-flag'], False, '%s image.dirty-flag' % name)
+
+
+def test_query_named_block_nodes_flat():
+    """flat=true omits the nested backing-image chain; fields otherwise equal."""
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20)
+        q = d.qmp()
+        _add_raw(q, img)
+        flat = q.execute('query-named-block-nodes', {'flat': True})
+        full = q.execute('query-named-block-nodes', {'flat': False})
+        assert_eq(sorted(n['node-name'] for n in flat), ['f', 'r'], 'flat node names')
+        for n in flat:
+            assert_eq('backing-image' in n['image'], False, 'no backing-image when flat')
+        assert_eq(len(full), len(flat), 'same node count')
+
+
+def test_query_named_block_nodes_read_only_and_options():
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20)
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'file', 'node-name': 'f', 'filename': img,
+                                   'read-only': True, 'cache': {'direct': False, 'no-flush': True},
+                                   'detect-zeroes': 'on'})
+        n = q.execute('query-named-block-nodes')[0]
+        assert_eq(n['ro'], True, 'ro')
+        assert_eq(n['cache']['no-flush'], True, 'cache.no-flush')
+        assert_eq(n['detect_zeroes'], 'on', 'detect_zeroes')
+
+
+def test_detect_zeroes_unmap_needs_discard_unmap():
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20)
+        q = d.qmp()
+        e = q.error('blockdev-add', {'driver': 'file', 'node-name': 'f', 'filename': img,
+                                     'detect-zeroes': 'unmap'})
+        assert_eq(e['desc'], 'setting detect-zeroes to unmap is not allowed without setting '
+                             'discard operation to unmap', 'desc')
+        q.execute('blockdev-add', {'driver': 'file', 'node-name': 'f', 'filename': img,
+                                   'detect-zeroes': 'unmap', 'discard': 'unmap'})
+        assert_eq(q.execute('query-named-block-nodes')[0]['detect_zeroes'], 'unmap', 'detect_zeroes')
+
+
+def test_generated_node_names():
+    """Unnamed inline children get generated names ('#block' + number)."""
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20)
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'raw', 'node-name': 'r',
+                                   'file': {'driver': 'file', 'filename': img}})
+        names = [n['node-name'] for n in q.execute('query-named-block-nodes')]
+        assert_in('r', names, 'names')
+        others = [n for n in names if n != 'r']
+        assert_eq(len(others), 1, 'one generated node')
+        assert_eq(others[0].startswith('#block'), True, 'generated name %r' % others[0])
+
+
+def test_query_block_exports_shape():
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20)
+        q = d.qmp()
+        _add_raw(q, img)
+        _export(q, d, writable=False)
+        assert_eq(q.execute('query-block-exports'),
+                  [{'type': 'nbd', 'id': 'e', 'node-name': 'r', 'shutting-down': False}], 'exports')
+
+
+def test_two_exports_one_node():
+    nbd = require_nbd()
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20, pattern=0x33)
+        q = d.qmp()
+        _add_raw(q, img)
+        _export(q, d, writable=False)
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'e2', 'node-name': 'r', 'name': 'disk2'})
+        for name in ('disk', 'disk2'):
+            h = nbd.NBD()
+            h.connect_uri(d.uri(name))
+            assert_eq(h.pread(512, 0), b'\x33' * 512, 'read via %s' % name)
+            h.shutdown()
+        e = q.error('block-export-add', {'type': 'nbd', 'id': 'e3', 'node-name': 'r', 'name': 'disk'})
+        assert_in('disk', e['desc'], 'duplicate export name refused')
+
+
+if __name__ == '__main__':
+    sys.exit(main(tests_of(globals())))
