@@ -14,6 +14,7 @@
  * export reference (bd_nbd_client_unref).
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "export-nbd/nbd-internal.h"
@@ -56,14 +57,21 @@ typedef struct {
     GArray *extents[2];  /* BdNbdExtent per context */
 } BdNbdWorker;
 
+/* Page-aligned, so that O_DIRECT nodes need no bounce buffer. */
 static int ensure_buf(BdNbdWorker *w, size_t len)
 {
     if (w->cap < len) {
-        g_free(w->buf);
-        w->buf = g_try_malloc(len);
-        w->cap = w->buf ? len : 0;
+        void *p = NULL;
+        free(w->buf);
+        w->buf = NULL;
+        w->cap = 0;
+        if (posix_memalign(&p, 4096, len) != 0) {
+            return -ENOMEM;
+        }
+        w->buf = p;
+        w->cap = len;
     }
-    return w->buf ? 0 : -ENOMEM;
+    return 0;
 }
 
 static const char *export_name(BdNbdWorker *w)
@@ -505,11 +513,11 @@ static gpointer worker_main(gpointer data)
             break;
         }
         if (w.cap > BD_NBD_KEEP_BUF) {
-            g_clear_pointer(&w.buf, g_free);
+            g_clear_pointer(&w.buf, free);
             w.cap = 0;
         }
     }
-    g_free(w.buf);
+    free(w.buf);
     g_array_unref(w.segs);
     g_array_unref(w.hdrs);
     g_array_unref(w.iov);
