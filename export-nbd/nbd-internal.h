@@ -29,7 +29,7 @@
 /* Worker threads per connection in transmission phase. */
 #define BD_NBD_WORKERS 16
 /* Size of a connection's read-ahead buffer. */
-#define BD_NBD_RBUF_SIZE (128u << 10)
+#define BD_NBD_RBUF_SIZE (32u << 10)
 
 /* Metadata context ids (stable per connection). */
 enum {
