@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: MIT */
+/* blockd's main(): parse the command line (qemu-storage-daemon's),
+ * configure the graph, exports and monitors in option order, run the
+ * main loop, and shut down cleanly on SIGTERM/SIGINT/SIGHUP or 'quit'.
+ *
+ * Thread model: this is the main thread; it owns the GLib main loop,
+ * the control channel and every graph change.
+ */
+#define G_LOG_DOMAIN "blockd"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <glib-unix.h>
+#include "control/control.h"
+#include "daemon/daemon.h"
+#include "export-nbd/nbd-server.h"
+#include "export/export.h"
+#include "formats/registry.h"
+#include "graph/node.h"
+
+/* Exports get this long to see their clients go before we give up. */
+#define SHUTDOWN_EXPORT_TIMEOUT_US (10 * G_USEC_PER_SEC)
+
+static GMainLoop *main_loop;
+
+static void print_help(void)
+{
+    printf(
+"Usage: blockd [options]\n"
+"blockd: a block-export daemon (qemu-storage-daemon compatible)\n"
+"\n"
+"  -h, --help             display this help and exit\n"
+"  -V, --version          output version information and exit\n"
+"\n"
+"  --blockdev [driver=]<driver>[,node-name=<N>][,discard=ignore|unmap]\n"
+"             [,cache.direct=on|off][,cache.no-flush=on|off]\n"
+"             [,read-only=on|off][,auto-read-only=on|off]\n"
+"             [,force-share=on|off][,detect-zeroes=on|off|unmap]\n"
+"             [,driver specific parameters...]\n"
+"                         configure a block node (drivers: file, raw,\n"
+"                         null-co, null-aio); the JSON form {...} works too\n"
+"\n"
+"  --chardev socket,id=<id>,path=<path>,server=on,wait=off\n"
+"                         configure a socket for a monitor\n"
+"\n"
+"  --daemonize            daemonize the process, and have the parent exit\n"
+"                         once startup is complete\n"
+"\n"
+"  --export [type=]nbd,id=<id>,node-name=<node-name>[,name=<export-name>]\n"
+"           [,description=<text>][,writable=on|off][,allocation-depth=on|off]\n"
+"                         export the specified block node over NBD\n"
+"                         (requires --nbd-server)\n"
+"\n"
+"  --monitor [chardev=]name[,mode=control][,pretty[=on|off]]\n"
+"                         configure a QMP monitor\n"
+"\n"
+"  --nbd-server addr.type=inet,addr.host=<host>,addr.port=<port>\n"
+"               [,max-connections=<n>]\n"
+"  --nbd-server addr.type=unix,addr.path=<path>[,max-connections=<n>]\n"
+"                         start an NBD server for exporting block nodes\n"
+"\n"
+"  --pidfile <path>       write process ID to a file after startup\n"
+"\n"
+"Options are applied in the order given.\n");
+}
+
+static void print_version(void)
+{
+    printf("blockd version " BLOCKD_VERSION "\n"
+           "QMP compatible with qemu-storage-daemon 7.2\n");
+}
+
+static gboolean on_signal(gpointer opaque)
+{
+    g_main_loop_quit(main_loop);
+    return G_SOURCE_CONTINUE;
+}
+
+static void on_quit_command(gpointer opaque)
+{
+    g_main_loop_quit(main_loop);
+}
+
+/* Stop exports, the NBD server, nodes and monitors, in that order:
+ * clients go first so that nodes close with no request in flight. */
+static void shutdown_everything(void)
+{
+    gint64 deadline = g_get_monotonic_time() + SHUTDOWN_EXPORT_TIMEOUT_US;
+
+    bd_export_close_all(NULL);
+    while (bd_export_any() && g_get_monotonic_time() < deadline) {
+        g_main_context_iteration(NULL, FALSE);
+        g_usleep(1000);
+    }
+    if (bd_export_any()) {
+        g_warning("exports still have clients after %d s; exiting anyway",
+                  (int)(SHUTDOWN_EXPORT_TIMEOUT_US / G_USEC_PER_SEC));
+    }
+    if (bd_nbd_server_running()) {
+        bd_nbd_server_stop(NULL);
+    }
+    bd_node_close_all();
+    bd_monitor_cleanup();
+    bd_pidfile_remove();
+}
+
+static G_NORETURN void fail_startup(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+
+static void fail_startup(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    fprintf(stderr, "blockd: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    shutdown_everything();
+    exit(EXIT_FAILURE);
+}
+
+enum {
+    OPT_BLOCKDEV = 256,
+    OPT_CHARDEV,
+    OPT_DAEMONIZE,
+    OPT_EXPORT,
+    OPT_MONITOR,
+    OPT_NBD_SERVER,
+    OPT_PIDFILE,
+};
+
+static const struct option long_options[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "version", no_argument, NULL, 'V' },
+    { "blockdev", required_argument, NULL, OPT_BLOCKDEV },
+    { "chardev", required_argument, NULL, OPT_CHARDEV },
+    { "daemonize", no_argument, NULL, OPT_DAEMONIZE },
+    { "export", required_argument, NULL, OPT_EXPORT },
+    { "monitor", required_argument, NULL, OPT_MONITOR },
+    { "nbd-server", required_argument, NULL, OPT_NBD_SERVER },
+    { "pidfile", required_argument, NULL, OPT_PIDFILE },
+    { NULL, 0, NULL, 0 },
+};
+
+static const char short_options[] = "+:hV";
+
+/* First pass: --help, --version, usage errors and --daemonize, before
+ * anything is started (and before any thread exists, for fork). */
+static gboolean scan_options(int argc, char **argv)
+{
+    gboolean daemonize = FALSE;
+    int c;
+
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, short_options, long_options,
+                            NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            print_help();
+            exit(EXIT_SUCCESS);
+        case 'V':
+            print_version();
+            exit(EXIT_SUCCESS);
+        case OPT_DAEMONIZE:
+            daemonize = TRUE;
+            break;
+        case ':':
+            fprintf(stderr, "blockd: option '%s' requires an argument\n",
+                    argv[optind - 1]);
+            exit(EXIT_FAILURE);
+        case '?':
+            if (optopt) {
+                fprintf(stderr, "blockd: invalid option -- '%c'\n", optopt);
+            } else {
+                fprintf(stderr, "blockd: unrecognized option '%s'\n",
+                        argv[optind - 1]);
+            }
+            exit(EXIT_FAILURE);
+        default:
+            break;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "blockd: Unexpected argument: %s\n", argv[optind]);
+        exit(EXIT_FAILURE);
+    }
+    return daemonize;
+}
+
+/* Second pass: apply every option in order. */
+static void apply_options(int argc, char **argv, const char **pidfile)
+{
+    int c, index;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, short_options, long_options,
+                            &index)) != -1) {
+        g_autoptr(GError) err = NULL;
+
+        if (c == OPT_PIDFILE) {
+            *pidfile = optarg;
+            continue;
+        }
+        if (c < 256 || c == OPT_DAEMONIZE) {
+            continue;
+        }
+        if (!bd_daemon_apply_option(long_options[index].name, optarg,
+                                    &err)) {
+            fail_startup("--%s %s: %s", long_options[index].name, optarg,
+                         err->message);
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    g_autoptr(GError) err = NULL;
+    const char *pidfile = NULL;
+    gboolean daemonize = scan_options(argc, argv);
+
+    if (daemonize && !bd_daemonize_start(&err)) {
+        fprintf(stderr, "blockd: %s\n", err->message);
+        return EXIT_FAILURE;
+    }
+    /* Clients that hang up must not kill the daemon. */
+    signal(SIGPIPE, SIG_IGN);
+    main_loop = g_main_loop_new(NULL, FALSE);
+
+    bd_formats_register_all();
+    bd_export_register_driver(&bd_nbd_export_driver);
+    bd_control_init();
+    bd_control_set_quit_handler(on_quit_command, NULL);
+
+    apply_options(argc, argv, &pidfile);
+    if (pidfile && !bd_pidfile_write(pidfile, &err)) {
+        fail_startup("%s", err->message);
+    }
+
+    g_unix_signal_add(SIGTERM, on_signal, NULL);
+    g_unix_signal_add(SIGINT, on_signal, NULL);
+    g_unix_signal_add(SIGHUP, on_signal, NULL);
+    bd_daemonize_ready();
+
+    g_main_loop_run(main_loop);
+
+    shutdown_everything();
+    g_main_loop_unref(main_loop);
+    return EXIT_SUCCESS;
+}
