@@ -349,9 +349,11 @@ class Daemon:
         self.cleanup()
 
 
-def nbd_export_args(d, image, name='disk', writable=True, fmt='raw', extra_export='', node_opts=''):
-    """Command-line arguments exporting `image` (raw over file) as `name`."""
-    args = ['--blockdev', 'driver=file,node-name=file0,filename=%s%s' % (image, node_opts)]
+def nbd_export_args(d, image, name='disk', writable=True, fmt='raw', extra_export='', node_opts='',
+                    file_opts=''):
+    """Command-line arguments exporting `image` (raw over file) as `name`.
+    node_opts go to both nodes, file_opts to the file node only."""
+    args = ['--blockdev', 'driver=file,node-name=file0,filename=%s%s%s' % (image, node_opts, file_opts)]
     node = 'file0'
     if fmt == 'raw':
         args += ['--blockdev', 'driver=raw,node-name=fmt0,file=file0%s' % node_opts]
@@ -362,12 +364,13 @@ def nbd_export_args(d, image, name='disk', writable=True, fmt='raw', extra_expor
     return args
 
 
-def start_exporting(image, writable=True, name='disk', qmp=True, extra_export='', node_opts=''):
+def start_exporting(image, writable=True, name='disk', qmp=True, extra_export='', node_opts='',
+                    file_opts=''):
     """Start a daemon exporting `image` over NBD on a unix socket."""
     d = Daemon(qmp=qmp)
     try:
         d.args = nbd_export_args(d, image, name, writable, extra_export=extra_export,
-                                 node_opts=node_opts) + d.args
+                                 node_opts=node_opts, file_opts=file_opts) + d.args
         d.wait = [d.nbd_sock]
         d.start()
     except BaseException:
