@@ -1,0 +1,26 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""The runnable examples in examples/ run as tests too."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from blockd_test import REPO, Skip, assert_in, daemon_exe, main, require_tool, run, tests_of  # noqa: E402
+
+
+def test_nbd_export_example():
+    require_tool('qemu-io', 'nbdinfo')
+    exe = daemon_exe()
+    env = dict(os.environ, BLOCKD=exe)
+    p = run(['bash', os.path.join(REPO, 'examples', 'nbd-export.sh')], check=False, env=env, timeout=60)
+    if p.returncode == 77:
+        raise Skip(p.stderr.strip())
+    if p.returncode != 0:
+        raise AssertionError('example exited %d\nstdout: %s\nstderr: %s' % (p.returncode, p.stdout, p.stderr))
+    assert_in('example finished: OK', p.stdout, 'example output')
+    assert_in('67108864', p.stdout, 'nbdinfo --size output')
+
+
+if __name__ == '__main__':
+    sys.exit(main(tests_of(globals())))

@@ -1,0 +1,428 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""NBD robustness with libnbd and raw sockets: out-of-range and read-only
+errors leave the connection usable; garbage, bad magic and disconnects
+mid-request leave the daemon and every other client serving; many requests
+in flight and many connections in parallel (fio's nbd engine, libnbd)."""
+
+import errno
+import os
+import shutil
+import socket
+import struct
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from blockd_test import (Daemon, assert_eq, assert_in, is_reference, main, make_image,  # noqa: E402
+                         qemu_io, require_nbd, require_tool, run, start_exporting, tests_of)
+
+MiB = 1 << 20
+NBDMAGIC = 0x4e42444d41474943
+IHAVEOPT = 0x49484156454F5054
+REQ_MAGIC = 0x25609513
+SIMPLE_REPLY_MAGIC = 0x67446698
+CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH = 0, 1, 2, 3
+
+
+def _recvall(s, n):
+    buf = b''
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise EOFError('connection closed after %d of %d bytes' % (len(buf), n))
+        buf += chunk
+    return buf
+
+
+def _raw_connect(d):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(d.nbd_sock)
+    return s
+
+
+def _raw_handshake(d, name=b'disk'):
+    """Fixed newstyle + NBD_OPT_EXPORT_NAME with NO_ZEROES; simple replies."""
+    s = _raw_connect(d)
+    magic, opt, gflags = struct.unpack('>QQH', _recvall(s, 18))
+    assert_eq((magic, opt), (NBDMAGIC, IHAVEOPT), 'server greeting magic')
+    s.sendall(struct.pack('>I', 3))  # FIXED_NEWSTYLE | NO_ZEROES
+    s.sendall(struct.pack('>QII', IHAVEOPT, 1, len(name)) + name)
+    size, tflags = struct.unpack('>QH', _recvall(s, 10))
+    return s, size, tflags
+
+
+def _raw_request(s, cmd, handle, offset, length, payload=b'', flags=0):
+    s.sendall(struct.pack('>IHHQQI', REQ_MAGIC, flags, cmd, handle, offset, length) + payload)
+
+
+def _raw_reply(s, handle, length=0):
+    magic, err, h = struct.unpack('>IIQ', _recvall(s, 16))
+    assert_eq(magic, SIMPLE_REPLY_MAGIC, 'reply magic')
+    assert_eq(h, handle, 'reply handle')
+    data = _recvall(s, length) if err == 0 and length else b''
+    return err, data
+
+
+def _closed_by_server(s, timeout=10):
+    s.settimeout(timeout)
+    try:
+        while True:
+            if not s.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def _served(d, nbd, pattern=None):
+    """A fresh libnbd client can connect and read."""
+    d.assert_alive()
+    h = nbd.NBD()
+    h.connect_uri(d.uri())
+    data = h.pread(4096, 0)
+    if pattern is not None:
+        assert_eq(data, bytes([pattern]) * 4096, 'fresh client reads the data')
+    h.shutdown()
+
+
+def _export(writable=True, pattern=0x3d, size=8 * MiB):
+    scratch = Daemon(qmp=False)
+    img = make_image(scratch.path('a.raw'), size, pattern=pattern)
+    d = start_exporting(img, writable=writable)
+    d._scratch = scratch
+    orig = d.cleanup
+
+    def cleanup():
+        orig()
+        scratch.cleanup()
+    d.cleanup = cleanup
+    return d
+
+
+def _nbd_error(fn):
+    nbd = sys.modules['nbd']
+    try:
+        fn()
+    except nbd.Error as e:
+        # the binding reports errno as its symbolic name
+        return getattr(errno, e.errno, e.errno) if isinstance(e.errno, str) else e.errno
+    return None
+
+
+def test_read_out_of_range():
+    nbd = require_nbd()
+    with _export() as d:
+        h = nbd.NBD()
+        h.set_strict_mode(0)
+        h.connect_uri(d.uri())
+        size = h.get_size()
+        assert_eq(_nbd_error(lambda: h.pread(4096, size - 2048)), errno.EINVAL, 'read crossing end')
+        assert_eq(_nbd_error(lambda: h.pread(512, 1 << 50)), errno.EINVAL, 'read far beyond end')
+        assert_eq(h.pread(4096, size - 4096), b'\x3d' * 4096, 'same connection still reads')
+
+
+def test_write_out_of_range():
+    nbd = require_nbd()
+    with _export() as d:
+        h = nbd.NBD()
+        h.set_strict_mode(0)
+        h.connect_uri(d.uri())
+        size = h.get_size()
+        for what, fn in (('write', lambda: h.pwrite(b'x' * 4096, size - 2048)),
+                         ('write-zeroes', lambda: h.zero(4096, size)),
+                         ('trim', lambda: h.trim(4096, size))):
+            err = _nbd_error(fn)
+            if err not in (errno.EINVAL, errno.ENOSPC):
+                raise AssertionError('%s beyond end: expected EINVAL or ENOSPC, got %r' % (what, err))
+        h.pwrite(b'\x44' * 4096, 0)
+        assert_eq(h.pread(4096, 0), b'\x44' * 4096, 'same connection still writes and reads')
+
+
+def test_write_to_read_only_export():
+    """The NBD spec says EPERM; qemu-storage-daemon 7.2 answers EINVAL."""
+    nbd = require_nbd()
+    with _export(writable=False) as d:
+        h = nbd.NBD()
+        h.set_strict_mode(0)
+        h.connect_uri(d.uri())
+        assert_eq(h.is_read_only(), True, 'read-only flag')
+        expected = (errno.EPERM, errno.EINVAL) if is_reference() else (errno.EPERM,)
+        for what, fn in (('write', lambda: h.pwrite(b'x' * 512, 0)),
+                         ('write-zeroes', lambda: h.zero(512, 0)),
+                         ('trim', lambda: h.trim(512, 0))):
+            err = _nbd_error(fn)
+            if err not in expected:
+                raise AssertionError('%s on read-only export: expected %s, got %s'
+                                     % (what, '/'.join(errno.errorcode[e] for e in expected),
+                                        errno.errorcode.get(err, err)))
+        assert_eq(h.pread(512, 0), b'\x3d' * 512, 'connection still usable, data unchanged')
+
+
+def test_garbage_instead_of_client_flags():
+    nbd = require_nbd()
+    with _export() as d:
+        h = nbd.NBD()
+        h.connect_uri(d.uri())
+        s = _raw_connect(d)
+        _recvall(s, 18)
+        s.sendall(os.urandom(64) + b'\xff' * 64)
+        assert_eq(_closed_by_server(s), True, 'server drops the garbage client')
+        s.close()
+        assert_eq(h.pread(4096, 0), b'\x3d' * 4096, 'other client unaffected')
+        _served(d, nbd, 0x3d)
+
+
+def test_bad_option_magic():
+    nbd = require_nbd()
+    with _export() as d:
+        s = _raw_connect(d)
+        _recvall(s, 18)
+        s.sendall(struct.pack('>I', 1))
+        s.sendall(struct.pack('>QII', 0x1122334455667788, 7, 0))
+        assert_eq(_closed_by_server(s), True, 'server drops a client with bad option magic')
+        s.close()
+        _served(d, nbd, 0x3d)
+
+
+def test_huge_option_length():
+    nbd = require_nbd()
+    with _export() as d:
+        s = _raw_connect(d)
+        _recvall(s, 18)
+        s.sendall(struct.pack('>I', 1))
+        s.sendall(struct.pack('>QII', IHAVEOPT, 7, 0xffffffff) + b'abc')
+        s.close()
+        _served(d, nbd, 0x3d)
+
+
+def test_bad_request_magic():
+    nbd = require_nbd()
+    with _export() as d:
+        other = nbd.NBD()
+        other.connect_uri(d.uri())
+        s, size, _ = _raw_handshake(d)
+        assert_eq(size, 8 * MiB, 'size from raw handshake')
+        _raw_request(s, CMD_READ, 1, 0, 512)
+        err, data = _raw_reply(s, 1, 512)
+        assert_eq((err, data), (0, b'\x3d' * 512), 'raw read works')
+        s.sendall(struct.pack('>IHHQQI', 0xdeadbeef, 0, CMD_READ, 2, 0, 512))
+        assert_eq(_closed_by_server(s), True, 'server drops a client with bad request magic')
+        s.close()
+        assert_eq(other.pread(512, 0), b'\x3d' * 512, 'other client unaffected')
+        _served(d, nbd, 0x3d)
+
+
+def test_unknown_command_type():
+    nbd = require_nbd()
+    with _export() as d:
+        s, _, _ = _raw_handshake(d)
+        _raw_request(s, 0x7f, 5, 0, 0)
+        err, _ = _raw_reply(s, 5)
+        assert_eq(err, errno.EINVAL, 'unknown command -> EINVAL')
+        _raw_request(s, CMD_READ, 6, 4096, 512)
+        assert_eq(_raw_reply(s, 6, 512), (0, b'\x3d' * 512), 'connection still usable')
+        s.close()
+        _served(d, nbd)
+
+
+def test_disconnect_mid_write_payload():
+    nbd = require_nbd()
+    with _export() as d:
+        other = nbd.NBD()
+        other.connect_uri(d.uri())
+        s, _, _ = _raw_handshake(d)
+        _raw_request(s, CMD_WRITE, 9, 0, MiB, payload=b'\x01' * (MiB // 2))
+        s.close()
+        assert_eq(other.pread(4096, 2 * MiB), b'\x3d' * 4096, 'other client unaffected')
+        _served(d, nbd)
+
+
+def test_disconnect_mid_header():
+    nbd = require_nbd()
+    with _export() as d:
+        s, _, _ = _raw_handshake(d)
+        s.sendall(struct.pack('>IHH', REQ_MAGIC, 0, CMD_READ))
+        s.close()
+        _served(d, nbd, 0x3d)
+
+
+def test_disconnect_with_reads_in_flight():
+    nbd = require_nbd()
+    with _export() as d:
+        s, _, _ = _raw_handshake(d)
+        for i in range(64):
+            _raw_request(s, CMD_READ, i, (i * 65536) % (8 * MiB), 65536)
+        s.shutdown(socket.SHUT_RDWR)
+        s.close()
+        _served(d, nbd, 0x3d)
+
+
+def test_abrupt_close_during_handshake():
+    nbd = require_nbd()
+    with _export() as d:
+        for n in (0, 4, 10):
+            s = _raw_connect(d)
+            _recvall(s, 18)
+            s.sendall(struct.pack('>I', 1)[:min(n, 4)] + b'\0' * max(0, n - 4))
+            s.close()
+        _served(d, nbd, 0x3d)
+
+
+def test_soft_disconnect_command():
+    nbd = require_nbd()
+    with _export() as d:
+        s, _, _ = _raw_handshake(d)
+        _raw_request(s, CMD_DISC, 1, 0, 0)
+        assert_eq(_closed_by_server(s), True, 'server closes after NBD_CMD_DISC')
+        s.close()
+        _served(d, nbd)
+
+
+def test_oversized_read_request():
+    """A read longer than the maximum block size gets an error or a drop;
+    the daemon goes on."""
+    nbd = require_nbd()
+    with _export() as d:
+        s, _, _ = _raw_handshake(d)
+        _raw_request(s, CMD_READ, 3, 0, 0xffffff00)
+        s.settimeout(10)
+        try:
+            magic, err, h = struct.unpack('>IIQ', _recvall(s, 16))
+            assert_eq(err != 0, True, 'oversized read fails')
+        except (EOFError, ConnectionResetError):
+            pass
+        s.close()
+        _served(d, nbd, 0x3d)
+
+
+def test_many_requests_in_flight():
+    """64 concurrent aio reads and writes on one connection, all complete."""
+    nbd = require_nbd()
+    with _export(size=16 * MiB) as d:
+        h = nbd.NBD()
+        h.connect_uri(d.uri())
+        bufs = []
+        for i in range(64):
+            buf = nbd.Buffer.from_bytearray(bytearray([i]) * 65536)
+            h.aio_pwrite(buf, i * 65536)
+            bufs.append(buf)
+        while h.aio_in_flight() > 0:
+            h.poll(-1)
+        rbufs = []
+        for i in range(64):
+            b = nbd.Buffer(65536)
+            h.aio_pread(b, i * 65536)
+            rbufs.append(b)
+        while h.aio_in_flight() > 0:
+            h.poll(-1)
+        for i, b in enumerate(rbufs):
+            assert_eq(b.to_bytearray() == bytearray([i]) * 65536, True, 'aio read %d' % i)
+        h.shutdown()
+
+
+def test_parallel_connections_libnbd():
+    """8 connections in parallel threads, each writing and verifying its region."""
+    nbd = require_nbd()
+    with _export(size=16 * MiB) as d:
+        errors = []
+
+        def worker(i):
+            try:
+                h = nbd.NBD()
+                h.connect_uri(d.uri())
+                base = i * 2 * MiB
+                for j in range(16):
+                    h.pwrite(bytes([i * 16 + j]) * 65536, base + j * 65536)
+                h.flush()
+                for j in range(16):
+                    if h.pread(65536, base + j * 65536) != bytes([i * 16 + j]) * 65536:
+                        errors.append('conn %d block %d mismatch' % (i, j))
+                h.shutdown()
+            except Exception as e:  # reported below
+                errors.append('conn %d: %s' % (i, e))
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert_eq(errors, [], 'parallel connection errors')
+        d.assert_alive()
+
+
+def _fio_has_nbd():
+    if shutil.which('fio') is None:
+        return False
+    p = run(['fio', '--enghelp=nbd'], check=False)
+    return p.returncode == 0 and 'uri' in p.stdout
+
+
+def test_parallel_fio_verify():
+    """fio's nbd engine: 4 jobs x iodepth 16 random writes with verify."""
+    with _export(size=64 * MiB, pattern=None) as d:
+        if _fio_has_nbd():
+            p = run(['fio', '--name=par', '--ioengine=nbd', '--uri=' + d.uri(), '--rw=randwrite',
+                     '--bs=4k', '--iodepth=16', '--numjobs=4', '--size=16M', '--offset_increment=16M',
+                     '--verify=crc32c', '--do_verify=1', '--group_reporting', '--output-format=terse'],
+                    check=False, timeout=120)
+            assert_eq(p.returncode, 0, 'fio exit status (stderr %r)' % p.stderr[-2000:])
+        else:
+            require_tool('qemu-io')
+            procs = []
+            import subprocess
+            for i in range(4):
+                procs.append(subprocess.Popen(
+                    ['qemu-io', '-f', 'raw', '-c', 'aio_write -P %d %dM 8M' % (i + 1, i * 16),
+                     '-c', 'aio_flush', d.uri()], stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            for p in procs:
+                assert_eq(p.wait(60), 0, 'parallel qemu-io')
+            for i in range(4):
+                qemu_io(d.uri(), 'read -P %d %dM 8M' % (i + 1, i * 16))
+        d.assert_alive()
+
+
+def test_many_connections():
+    nbd = require_nbd()
+    with _export() as d:
+        handles = []
+        for _ in range(32):
+            h = nbd.NBD()
+            h.connect_uri(d.uri())
+            handles.append(h)
+        for h in handles:
+            assert_eq(h.pread(512, 4096), b'\x3d' * 512, 'read on each connection')
+        for h in handles:
+            h.shutdown()
+        _served(d, nbd, 0x3d)
+
+
+def test_block_status_base_allocation():
+    nbd = require_nbd()
+    with Daemon(qmp=False) as scratch:
+        img = make_image(scratch.path('s.raw'), 4 * MiB)
+        with open(img, 'r+b') as f:
+            f.seek(MiB)
+            f.write(b'\x01' * MiB)
+        with start_exporting(img, writable=False) as d:
+            h = nbd.NBD()
+            h.add_meta_context('base:allocation')
+            h.connect_uri(d.uri())
+            assert_eq(h.can_meta_context('base:allocation'), True, 'base:allocation negotiated')
+            seen = []
+
+            def cb(meta, off, entries, err):
+                if meta == 'base:allocation':
+                    seen.extend(entries)
+                return 0
+            h.block_status(4 * MiB, 0, cb)
+            # entries are (length, flags) pairs
+            pairs = list(zip(seen[0::2], seen[1::2]))
+            assert_eq(pairs[0], (MiB, 3), 'first extent is a hole reading as zeroes')
+            assert_eq(pairs[1][1], 0, 'second extent is data')
+            h.shutdown()
+
+
+if __name__ == '__main__':
+    sys.exit(main(tests_of(globals())))
