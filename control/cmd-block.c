@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: MIT */
+/* Block graph commands: blockdev-add, blockdev-del and
+ * query-named-block-nodes.
+ *
+ * Thread model: main thread only.
+ */
+#include "control/qmp-int.h"
+#include "graph/error.h"
+#include "graph/node.h"
+#include "graph/query.h"
+
+/* --- schemas --- */
+
+static const BdSchemaField del_fields[] = {
+    BD_FIELD("node-name", &bd_schema_str),
+    { NULL } };
+static const BdSchemaType del_args = {
+    .name = "q_obj_blockdev-del-arg", .kind = BD_SCHEMA_OBJECT,
+    .fields = del_fields };
+
+static const BdSchemaField query_fields[] = {
+    BD_OPT("flat", &bd_schema_bool),
+    { NULL } };
+static const BdSchemaType query_args = {
+    .name = "q_obj_query-named-block-nodes-arg", .kind = BD_SCHEMA_OBJECT,
+    .fields = query_fields };
+
+/* BlockDeviceInfo, as graph/query.c fills it (for query-qmp-schema). */
+static const BdSchemaField image_info_fields[] = {
+    BD_FIELD("filename", &bd_schema_str),
+    BD_FIELD("format", &bd_schema_str),
+    BD_FIELD("virtual-size", &bd_schema_int),
+    BD_OPT("actual-size", &bd_schema_int),
+    BD_OPT("backing-filename", &bd_schema_str),
+    BD_OPT("format-specific", &bd_schema_any),
+    { NULL } };
+static const BdSchemaType image_info = {
+    .name = "ImageInfo", .kind = BD_SCHEMA_OBJECT,
+    .fields = image_info_fields };
+static const BdSchemaField cache_info_fields[] = {
+    BD_FIELD("writeback", &bd_schema_bool),
+    BD_FIELD("direct", &bd_schema_bool),
+    BD_FIELD("no-flush", &bd_schema_bool),
+    { NULL } };
+static const BdSchemaType cache_info = {
+    .name = "BlockdevCacheInfo", .kind = BD_SCHEMA_OBJECT,
+    .fields = cache_info_fields };
+static const char *const detect_zeroes_values[] = { "off", "on", "unmap",
+                                                    NULL };
+static const BdSchemaType detect_zeroes_type = {
+    .name = "BlockdevDetectZeroesOptions", .kind = BD_SCHEMA_ENUM,
+    .enum_values = detect_zeroes_values };
+static const BdSchemaField device_info_fields[] = {
+    BD_FIELD("file", &bd_schema_str),
+    BD_OPT("node-name", &bd_schema_str),
+    BD_FIELD("ro", &bd_schema_bool),
+    BD_FIELD("drv", &bd_schema_str),
+    BD_OPT("backing_file", &bd_schema_str),
+    BD_FIELD("backing_file_depth", &bd_schema_int),
+    BD_FIELD("encrypted", &bd_schema_bool),
+    BD_FIELD("detect_zeroes", &detect_zeroes_type),
+    BD_FIELD("bps", &bd_schema_int),
+    BD_FIELD("bps_rd", &bd_schema_int),
+    BD_FIELD("bps_wr", &bd_schema_int),
+    BD_FIELD("iops", &bd_schema_int),
+    BD_FIELD("iops_rd", &bd_schema_int),
+    BD_FIELD("iops_wr", &bd_schema_int),
+    BD_FIELD("image", &image_info),
+    BD_FIELD("write_threshold", &bd_schema_int),
+    BD_FIELD("cache", &cache_info),
+    { NULL } };
+static const BdSchemaType device_info = {
+    .name = "BlockDeviceInfo", .kind = BD_SCHEMA_OBJECT,
+    .fields = device_info_fields };
+static const BdSchemaType device_info_list = {
+    .name = "[BlockDeviceInfo]", .kind = BD_SCHEMA_LIST,
+    .element = &device_info };
+
+static const BdSchemaType *del_args_fn(void) { return &del_args; }
+static const BdSchemaType *query_args_fn(void) { return &query_args; }
+static const BdSchemaType *device_info_fn(void) { return &device_info_list; }
+
+/* --- handlers --- */
+
+gboolean bd_cmd_blockdev_add(GVariant *options, GError **errp)
+{
+    if (!bd_opts_has(options, "node-name")) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "'node-name' must be specified for the root node");
+        return FALSE;
+    }
+    BdNode *node = bd_node_open(options, errp);
+    if (!node) {
+        return FALSE;
+    }
+    /* The reference bd_node_open() returned is the monitor's. */
+    node->monitor_owned = TRUE;
+    return TRUE;
+}
+
+static gboolean blockdev_add(GVariant *args, JsonNode **ret, GError **errp)
+{
+    return bd_cmd_blockdev_add(args, errp);
+}
+
+static gboolean blockdev_del(GVariant *args, JsonNode **ret, GError **errp)
+{
+    return bd_node_monitor_del(bd_opts_get_str(args, "node-name", ""), errp);
+}
+
+static gboolean query_named_block_nodes(GVariant *args, JsonNode **ret,
+                                        GError **errp)
+{
+    gboolean flat = bd_opts_get_bool(args, "flat", FALSE);
+    GPtrArray *nodes = bd_node_list();
+    JsonArray *arr = json_array_new();
+
+    for (guint i = 0; i < nodes->len; i++) {
+        g_autoptr(GVariant) info = bd_node_query_info(nodes->pdata[i], flat);
+        if (info) {
+            g_variant_ref_sink(info);
+            json_array_add_element(arr, bd_variant_to_json(info));
+        }
+    }
+    *ret = json_node_new(JSON_NODE_ARRAY);
+    json_node_take_array(*ret, arr);
+    return TRUE;
+}
+
+static const BdQmpCommand block_commands[] = {
+    { "blockdev-add", bd_blockdev_options_schema, TRUE, NULL, blockdev_add },
+    { "blockdev-del", del_args_fn, FALSE, NULL, blockdev_del },
+    { "query-named-block-nodes", query_args_fn, FALSE, device_info_fn,
+      query_named_block_nodes },
+    { NULL } };
+
+void bd_cmd_block_register(void)
+{
+    bd_qmp_register(block_commands);
+}

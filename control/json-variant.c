@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: MIT */
+/* Conversions between GVariant values (what the graph speaks) and JSON
+ * (what QMP speaks), and JSON text in and out with QEMU's spacing. */
+#include <math.h>
+#include <string.h>
+#include "control/qmp-int.h"
+#include "graph/error.h"
+
+JsonNode *bd_variant_to_json(GVariant *value)
+{
+    JsonNode *node;
+
+    if (!value) {
+        return json_node_new(JSON_NODE_NULL);
+    }
+    const GVariantType *t = g_variant_get_type(value);
+
+    if (g_variant_type_is_maybe(t)) {
+        g_autoptr(GVariant) inner = g_variant_get_maybe(value);
+        return inner ? bd_variant_to_json(inner)
+                     : json_node_new(JSON_NODE_NULL);
+    }
+    if (g_variant_type_equal(t, G_VARIANT_TYPE_VARIANT)) {
+        g_autoptr(GVariant) inner = g_variant_get_variant(value);
+        return bd_variant_to_json(inner);
+    }
+    if (g_variant_type_is_dict_entry(g_variant_type_element(t)) &&
+        g_variant_type_is_array(t)) {
+        JsonObject *obj = json_object_new();
+        gsize n = g_variant_n_children(value);
+        for (gsize i = 0; i < n; i++) {
+            g_autoptr(GVariant) entry = g_variant_get_child_value(value, i);
+            g_autoptr(GVariant) key = g_variant_get_child_value(entry, 0);
+            g_autoptr(GVariant) val = g_variant_get_child_value(entry, 1);
+            const char *k = g_variant_is_of_type(key, G_VARIANT_TYPE_STRING)
+                            ? g_variant_get_string(key, NULL) : "?";
+            json_object_set_member(obj, k, bd_variant_to_json(val));
+        }
+        node = json_node_new(JSON_NODE_OBJECT);
+        json_node_take_object(node, obj);
+        return node;
+    }
+    if (g_variant_type_is_array(t) || g_variant_type_is_tuple(t)) {
+        JsonArray *arr = json_array_new();
+        gsize n = g_variant_n_children(value);
+        for (gsize i = 0; i < n; i++) {
+            g_autoptr(GVariant) elt = g_variant_get_child_value(value, i);
+            json_array_add_element(arr, bd_variant_to_json(elt));
+        }
+        node = json_node_new(JSON_NODE_ARRAY);
+        json_node_take_array(node, arr);
+        return node;
+    }
+
+    node = json_node_new(JSON_NODE_VALUE);
+    switch (g_variant_classify(value)) {
+    case G_VARIANT_CLASS_BOOLEAN:
+        json_node_set_boolean(node, g_variant_get_boolean(value));
+        break;
+    case G_VARIANT_CLASS_BYTE:
+        json_node_set_int(node, g_variant_get_byte(value));
+        break;
+    case G_VARIANT_CLASS_INT16:
+        json_node_set_int(node, g_variant_get_int16(value));
+        break;
+    case G_VARIANT_CLASS_UINT16:
+        json_node_set_int(node, g_variant_get_uint16(value));
+        break;
+    case G_VARIANT_CLASS_INT32:
+        json_node_set_int(node, g_variant_get_int32(value));
+        break;
+    case G_VARIANT_CLASS_UINT32:
+        json_node_set_int(node, g_variant_get_uint32(value));
+        break;
+    case G_VARIANT_CLASS_INT64:
+        json_node_set_int(node, g_variant_get_int64(value));
+        break;
+    case G_VARIANT_CLASS_UINT64: {
+        guint64 u = g_variant_get_uint64(value);
+        if (u <= G_MAXINT64) {
+            json_node_set_int(node, (gint64)u);
+        } else {
+            json_node_set_double(node, (double)u);
+        }
+        break;
+    }
+    case G_VARIANT_CLASS_HANDLE:
+        json_node_set_int(node, g_variant_get_handle(value));
+        break;
+    case G_VARIANT_CLASS_DOUBLE:
+        json_node_set_double(node, g_variant_get_double(value));
+        break;
+    case G_VARIANT_CLASS_STRING:
+    case G_VARIANT_CLASS_OBJECT_PATH:
+    case G_VARIANT_CLASS_SIGNATURE:
+        json_node_set_string(node, g_variant_get_string(value, NULL));
+        break;
+    default:
+        json_node_init_null(node);
+        break;
+    }
+    return node;
+}
+
+GVariant *bd_json_to_variant(JsonNode *node)
+{
+    switch (json_node_get_node_type(node)) {
+    case JSON_NODE_OBJECT: {
+        GVariantBuilder b;
+        JsonObject *obj = json_node_get_object(node);
+        g_autoptr(GList) keys = json_object_get_members(obj);
+        g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
+        for (GList *l = keys; l; l = l->next) {
+            g_variant_builder_add(&b, "{sv}", (const char *)l->data,
+                bd_json_to_variant(json_object_get_member(obj, l->data)));
+        }
+        return g_variant_builder_end(&b);
+    }
+    case JSON_NODE_ARRAY: {
+        GVariantBuilder b;
+        JsonArray *arr = json_node_get_array(node);
+        g_variant_builder_init(&b, G_VARIANT_TYPE("av"));
+        for (guint i = 0; i < json_array_get_length(arr); i++) {
+            g_variant_builder_add(&b, "v",
+                bd_json_to_variant(json_array_get_element(arr, i)));
+        }
+        return g_variant_builder_end(&b);
+    }
+    case JSON_NODE_NULL:
+        return bd_variant_null();
+    case JSON_NODE_VALUE:
+        break;
+    }
+    GType vt = json_node_get_value_type(node);
+    if (vt == G_TYPE_INT64) {
+        return g_variant_new_int64(json_node_get_int(node));
+    }
+    if (vt == G_TYPE_DOUBLE) {
+        return g_variant_new_double(json_node_get_double(node));
+    }
+    if (vt == G_TYPE_BOOLEAN) {
+        return g_variant_new_boolean(json_node_get_boolean(node));
+    }
+    return g_variant_new_string(json_node_get_string(node) ?: "");
+}
+
+/* QEMU's string quoting: control characters, '"' and '\\' escaped,
+ * non-ASCII as \uXXXX (surrogate pairs above the BMP). */
+static void quote(GString *out, const char *str)
+{
+    g_autofree char *valid = g_utf8_make_valid(str, -1);
+
+    g_string_append_c(out, '"');
+    for (const char *p = valid; *p; p = g_utf8_next_char(p)) {
+        gunichar c = g_utf8_get_char(p);
+        switch (c) {
+        case '"':  g_string_append(out, "\\\""); break;
+        case '\\': g_string_append(out, "\\\\"); break;
+        case '\b': g_string_append(out, "\\b"); break;
+        case '\f': g_string_append(out, "\\f"); break;
+        case '\n': g_string_append(out, "\\n"); break;
+        case '\r': g_string_append(out, "\\r"); break;
+        case '\t': g_string_append(out, "\\t"); break;
+        default:
+            if (c < 0x20 || c == 0x7f) {
+                g_string_append_printf(out, "\\u%04X", c);
+            } else if (c < 0x80) {
+                g_string_append_c(out, (char)c);
+            } else if (c < 0x10000) {
+                g_string_append_printf(out, "\\u%04X", c);
+            } else {
+                c -= 0x10000;
+                g_string_append_printf(out, "\\u%04X\\u%04X",
+                                       0xD800 | (c >> 10), 0xDC00 | (c & 0x3ff));
+            }
+        }
+    }
+    g_string_append_c(out, '"');
+}
+
+static void to_string(GString *out, JsonNode *node)
+{
+    switch (json_node_get_node_type(node)) {
+    case JSON_NODE_OBJECT: {
+        JsonObject *obj = json_node_get_object(node);
+        g_autoptr(GList) keys = json_object_get_members(obj);
+        g_string_append_c(out, '{');
+        for (GList *l = keys; l; l = l->next) {
+            quote(out, l->data);
+            g_string_append(out, ": ");
+            to_string(out, json_object_get_member(obj, l->data));
+            if (l->next) {
+                g_string_append(out, ", ");
+            }
+        }
+        g_string_append_c(out, '}');
+        return;
+    }
+    case JSON_NODE_ARRAY: {
+        JsonArray *arr = json_node_get_array(node);
+        guint n = json_array_get_length(arr);
+        g_string_append_c(out, '[');
+        for (guint i = 0; i < n; i++) {
+            to_string(out, json_array_get_element(arr, i));
+            if (i + 1 < n) {
+                g_string_append(out, ", ");
+            }
+        }
+        g_string_append_c(out, ']');
+        return;
+    }
+    case JSON_NODE_NULL:
+        g_string_append(out, "null");
+        return;
+    case JSON_NODE_VALUE:
+        break;
+    }
+    GType vt = json_node_get_value_type(node);
+    if (vt == G_TYPE_INT64) {
+        g_string_append_printf(out, "%" G_GINT64_FORMAT, json_node_get_int(node));
+    } else if (vt == G_TYPE_DOUBLE) {
+        double d = json_node_get_double(node);
+        char buf[G_ASCII_DTOSTR_BUF_SIZE];
+        if (!isfinite(d)) {
+            g_string_append(out, "null");
+        } else {
+            g_string_append(out, g_ascii_dtostr(buf, sizeof(buf), d));
+        }
+    } else if (vt == G_TYPE_BOOLEAN) {
+        g_string_append(out, json_node_get_boolean(node) ? "true" : "false");
+    } else {
+        quote(out, json_node_get_string(node) ?: "");
+    }
+}
+
+char *bd_json_to_string(JsonNode *node)
+{
+    GString *out = g_string_new(NULL);
+    to_string(out, node);
+    return g_string_free(out, FALSE);
+}
+
+JsonNode *bd_json_parse(const char *text, gssize len, GError **errp)
+{
+    g_autoptr(JsonParser) parser = json_parser_new();
+    g_autoptr(GError) err = NULL;
+
+    if (!json_parser_load_from_data(parser, text, len, &err)) {
+        /* json-glib says "<data>:1:7: Parse error: unexpected ..."; keep
+         * the explanation behind QEMU's prefix. */
+        const char *msg = err->message;
+        const char *p = strstr(msg, "Parse error: ");
+        if (p) {
+            msg = p + strlen("Parse error: ");
+        }
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "JSON parse error, %s",
+                    msg);
+        return NULL;
+    }
+    JsonNode *root = json_parser_get_root(parser);
+    if (!root) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "JSON parse error, expecting value");
+        return NULL;
+    }
+    return json_node_copy(root);
+}

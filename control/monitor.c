@@ -1,0 +1,322 @@
+/* SPDX-License-Identifier: MIT */
+/* QMP monitors and their sessions: greeting, reading the byte stream
+ * into requests, replies and events written back without ever blocking
+ * the main loop.
+ *
+ *   accept --> greeting --> read --> json-stream --> dispatch --> reply
+ *                                                   events ---> (negotiated)
+ *
+ * Thread model: main thread only.
+ */
+#include <string.h>
+#include "control/qmp-int.h"
+#include "control/json-stream.h"
+#include "graph/error.h"
+
+#define MAX_REQUEST_SIZE (64u << 20)   /* as QEMU's token size limit */
+#define MAX_OUTPUT_BACKLOG (64u << 20) /* a client not reading is dropped */
+
+typedef struct {
+    char *chardev;
+    gboolean pretty;
+} BdMonitor;
+
+typedef struct {
+    BdMonitor *mon;
+    GSocketConnection *conn;
+    GSocket *sock;
+    GSource *in_src;
+    GSource *out_src;
+    GString *out;
+    BdJsonStream *stream;
+    BdQmpState st;
+    gboolean dead;
+} BdSession;
+
+static GPtrArray *monitors;
+static GPtrArray *sessions;
+
+static void session_free(gpointer opaque)
+{
+    BdSession *s = opaque;
+
+    bd_json_stream_free(s->stream);
+    g_string_free(s->out, TRUE);
+    g_object_unref(s->conn);
+    g_free(s);
+}
+
+static gboolean idle_done(gpointer opaque)
+{
+    return G_SOURCE_REMOVE;
+}
+
+static void session_close(BdSession *s)
+{
+    if (s->dead) {
+        return;
+    }
+    s->dead = TRUE;
+    if (s->in_src) {
+        g_source_destroy(s->in_src);
+        g_source_unref(s->in_src);
+        s->in_src = NULL;
+    }
+    if (s->out_src) {
+        g_source_destroy(s->out_src);
+        g_source_unref(s->out_src);
+        s->out_src = NULL;
+    }
+    g_io_stream_close(G_IO_STREAM(s->conn), NULL, NULL);
+    g_ptr_array_remove(sessions, s);
+    /* Freed from the main loop: we may be inside one of its callbacks. */
+    g_idle_add_full(G_PRIORITY_DEFAULT, idle_done, s, session_free);
+}
+
+static gboolean on_writable(GSocket *sock, GIOCondition cond, gpointer opaque);
+
+static void session_flush(BdSession *s)
+{
+    while (!s->dead && s->out->len) {
+        g_autoptr(GError) err = NULL;
+        gssize n = g_socket_send(s->sock, s->out->str, s->out->len, NULL,
+                                 &err);
+        if (n < 0) {
+            if (g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) {
+                break;
+            }
+            session_close(s);
+            return;
+        }
+        g_string_erase(s->out, 0, n);
+    }
+    if (s->dead) {
+        return;
+    }
+    if (s->out->len && !s->out_src) {
+        s->out_src = g_socket_create_source(s->sock, G_IO_OUT, NULL);
+        g_source_set_callback(s->out_src, G_SOURCE_FUNC(on_writable), s, NULL);
+        g_source_attach(s->out_src, NULL);
+    } else if (!s->out->len && s->out_src) {
+        g_source_destroy(s->out_src);
+        g_source_unref(s->out_src);
+        s->out_src = NULL;
+    }
+}
+
+static gboolean on_writable(GSocket *sock, GIOCondition cond, gpointer opaque)
+{
+    BdSession *s = opaque;
+    GSource *src = s->out_src;
+
+    g_source_ref(src);
+    session_flush(s);
+    gboolean keep = !s->dead && s->out_src == src;
+    g_source_unref(src);
+    return keep ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
+}
+
+static void session_send_node(BdSession *s, JsonNode *node)
+{
+    if (s->dead) {
+        return;
+    }
+    g_autofree char *text = NULL;
+    if (s->mon->pretty) {
+        g_autoptr(JsonGenerator) gen = json_generator_new();
+        json_generator_set_pretty(gen, TRUE);
+        json_generator_set_indent(gen, 4);
+        json_generator_set_root(gen, node);
+        text = json_generator_to_data(gen, NULL);
+    } else {
+        text = bd_json_to_string(node);
+    }
+    g_string_append(s->out, text);
+    g_string_append(s->out, "\r\n");
+    if (s->out->len > MAX_OUTPUT_BACKLOG) {
+        g_message("monitor '%s': client does not read its replies; "
+                  "closing the session", s->mon->chardev);
+        session_close(s);
+        return;
+    }
+    session_flush(s);
+}
+
+static void session_send_error(BdSession *s, const char *msg)
+{
+    g_autoptr(GError) err = g_error_new_literal(BD_ERROR, BD_ERROR_GENERIC,
+                                                msg);
+    g_autoptr(JsonNode) reply = bd_qmp_error_reply(err, NULL);
+    session_send_node(s, reply);
+}
+
+/* One complete top-level JSON value (or a lexical error) arrived. */
+static void on_value(const char *text, gsize len, const char *error,
+                     gpointer opaque)
+{
+    BdSession *s = opaque;
+    g_autoptr(GError) err = NULL;
+
+    if (s->dead) {
+        return;
+    }
+    if (error) {
+        session_send_error(s, error);
+        return;
+    }
+    g_autoptr(JsonNode) req = bd_json_parse(text, len, &err);
+    if (!req) {
+        session_send_error(s, err->message);
+        return;
+    }
+    g_autoptr(JsonNode) reply = bd_qmp_dispatch(&s->st, req);
+    session_send_node(s, reply);
+}
+
+static gboolean on_readable(GSocket *sock, GIOCondition cond, gpointer opaque)
+{
+    BdSession *s = opaque;
+    char buf[65536];
+
+    for (;;) {
+        g_autoptr(GError) err = NULL;
+        gssize n = g_socket_receive(sock, buf, sizeof(buf), NULL, &err);
+        if (n < 0 &&
+            g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) {
+            return G_SOURCE_CONTINUE;
+        }
+        if (n <= 0) {
+            session_close(s);
+            return G_SOURCE_REMOVE;
+        }
+        bd_json_stream_feed(s->stream, buf, n);
+        if (s->dead) {
+            return G_SOURCE_REMOVE;
+        }
+    }
+}
+
+static void on_connection(GSocketConnection *conn, gpointer opaque)
+{
+    BdSession *s = g_new0(BdSession, 1);
+
+    s->mon = opaque;
+    s->conn = g_object_ref(conn);
+    s->sock = g_socket_connection_get_socket(conn);
+    s->out = g_string_new(NULL);
+    s->stream = bd_json_stream_new(MAX_REQUEST_SIZE, on_value, s);
+    g_socket_set_blocking(s->sock, FALSE);
+    g_ptr_array_add(sessions, s);
+
+    g_autoptr(JsonNode) greeting = bd_qmp_greeting();
+    session_send_node(s, greeting);
+    if (s->dead) {
+        return;
+    }
+    s->in_src = g_socket_create_source(s->sock, G_IO_IN | G_IO_HUP | G_IO_ERR,
+                                       NULL);
+    g_source_set_callback(s->in_src, G_SOURCE_FUNC(on_readable), s, NULL);
+    g_source_attach(s->in_src, NULL);
+}
+
+static const char *const monitor_mode_values[] = { "readline", "control",
+                                                   NULL };
+static const BdSchemaType monitor_mode_type = {
+    .name = "MonitorMode", .kind = BD_SCHEMA_ENUM,
+    .enum_values = monitor_mode_values };
+static const BdSchemaField monitor_fields[] = {
+    BD_OPT("id", &bd_schema_str),
+    BD_OPT("mode", &monitor_mode_type),
+    BD_OPT("pretty", &bd_schema_bool),
+    BD_FIELD("chardev", &bd_schema_str),
+    { NULL } };
+static const BdSchemaType monitor_options_type = {
+    .name = "MonitorOptions", .kind = BD_SCHEMA_OBJECT,
+    .fields = monitor_fields };
+
+const BdSchemaType *bd_cmd_monitor_options_schema(void)
+{
+    return &monitor_options_type;
+}
+
+gboolean bd_monitor_add(const char *optarg, GError **errp)
+{
+    gboolean keyval;
+    g_autoptr(JsonNode) node = bd_option_parse(optarg, "chardev", &keyval,
+                                               errp);
+    if (!node) {
+        return FALSE;
+    }
+    g_autoptr(GVariant) opts = bd_validate(&monitor_options_type, node, keyval,
+                                           errp);
+    if (!opts) {
+        return FALSE;
+    }
+    if (strcmp(bd_opts_get_str(opts, "mode", "control"), "control") != 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Only QMP is supported");
+        return FALSE;
+    }
+    BdMonitor *mon = g_new0(BdMonitor, 1);
+    mon->chardev = g_strdup(bd_opts_get_str(opts, "chardev", ""));
+    mon->pretty = bd_opts_get_bool(opts, "pretty", FALSE);
+    if (!bd_chardev_claim(mon->chardev, on_connection, mon, errp)) {
+        g_free(mon->chardev);
+        g_free(mon);
+        return FALSE;
+    }
+    if (!monitors) {
+        monitors = g_ptr_array_new();
+    }
+    if (!sessions) {
+        sessions = g_ptr_array_new();
+    }
+    g_ptr_array_add(monitors, mon);
+    return TRUE;
+}
+
+void bd_monitor_broadcast(const char *json_text)
+{
+    g_autoptr(JsonNode) node = NULL;
+
+    for (guint i = 0; sessions && i < sessions->len; i++) {
+        BdSession *s = sessions->pdata[i];
+        if (!s->st.negotiated || s->dead) {
+            continue;
+        }
+        if (s->mon->pretty) {
+            if (!node) {
+                node = bd_json_parse(json_text, -1, NULL);
+            }
+            if (node) {
+                session_send_node(s, node);
+            }
+            continue;
+        }
+        g_string_append(s->out, json_text);
+        g_string_append(s->out, "\r\n");
+        session_flush(s);
+    }
+}
+
+void bd_monitor_cleanup(void)
+{
+    /* Give replies already queued (e.g. quit's) a last chance to go. */
+    while (sessions && sessions->len) {
+        BdSession *s = sessions->pdata[0];
+        if (s->out->len) {
+            g_socket_set_blocking(s->sock, TRUE);
+            g_socket_set_timeout(s->sock, 1);
+            g_socket_send(s->sock, s->out->str, s->out->len, NULL, NULL);
+            g_string_truncate(s->out, 0);
+        }
+        session_close(s);
+    }
+    bd_chardev_cleanup();
+    for (guint i = 0; monitors && i < monitors->len; i++) {
+        BdMonitor *mon = monitors->pdata[i];
+        g_free(mon->chardev);
+        g_free(mon);
+    }
+    g_clear_pointer(&monitors, g_ptr_array_unref);
+}

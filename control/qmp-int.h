@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/* Internal interfaces of control/: the command table, dispatch, events
+ * and scalar conversions shared by the files of this folder.
+ *
+ * Thread model: main thread only.
+ */
+#ifndef BD_CONTROL_QMP_INT_H
+#define BD_CONTROL_QMP_INT_H
+
+#include <gio/gio.h>
+#include "control/control.h"
+
+#undef G_LOG_DOMAIN
+#define G_LOG_DOMAIN "blockd-control"
+
+/* A command handler: 'args' is the validated argument object (a{sv},
+ * never NULL).  On success it may set *ret (default: {}). */
+typedef gboolean (*BdQmpHandler)(GVariant *args, JsonNode **ret,
+                                 GError **errp);
+
+typedef struct {
+    const char *name;
+    /* Argument schema (an OBJECT, or with 'boxed' any object/union type);
+     * NULL: no arguments. */
+    const BdSchemaType *(*args)(void);
+    gboolean boxed;
+    /* Return type, for query-qmp-schema; NULL: an empty object. */
+    const BdSchemaType *(*ret)(void);
+    BdQmpHandler fn;
+} BdQmpCommand;
+
+typedef struct {
+    const char *name;
+    const BdSchemaType *(*data)(void);   /* NULL: no data */
+} BdQmpEvent;
+
+/* Command table (dispatch.c).  'cmds' ends with a {NULL} entry and must
+ * stay valid. */
+void bd_qmp_register(const BdQmpCommand *cmds);
+const BdQmpCommand *bd_qmp_find(const char *name);
+/* Every registered command, in registration order (borrowed). */
+GPtrArray *bd_qmp_commands(void);
+
+/* Per-session protocol state. */
+typedef struct {
+    gboolean negotiated;   /* qmp_capabilities done */
+    gboolean oob;          /* the "oob" capability was enabled */
+} BdQmpState;
+
+/* Handle one request object; returns the reply ({"return"} or
+ * {"error"}, with "id" when given). */
+JsonNode *bd_qmp_dispatch(BdQmpState *st, JsonNode *request);
+/* {"error": {"class": ..., "desc": ...}} for an error */
+JsonNode *bd_qmp_error_reply(const GError *err, JsonNode *id);
+
+/* Commands by subject (cmd-*.c). */
+void bd_cmd_core_register(void);
+void bd_cmd_block_register(void);
+void bd_cmd_export_register(void);
+
+/* Events (events.c). */
+void bd_events_init(void);
+const BdQmpEvent *bd_qmp_events(void);    /* {NULL}-terminated */
+/* Send an event to every negotiated session (takes 'data'). */
+void bd_qmp_event_send(const char *name, JsonNode *data);
+
+/* Chardevs (chardev.c): hand each accepted connection to 'accept'. */
+typedef void (*BdChardevAccept)(GSocketConnection *conn, gpointer opaque);
+gboolean bd_chardev_claim(const char *id, BdChardevAccept accept,
+                          gpointer opaque, GError **errp);
+void bd_chardev_cleanup(void);
+
+/* Monitor (monitor.c): send one line of JSON to every negotiated
+ * session. */
+void bd_monitor_broadcast(const char *json_text);
+
+/* query-qmp-schema (schema-query.c). */
+JsonNode *bd_qmp_schema_info(void);
+
+/* The greeting and query-version's VersionInfo (cmd-core.c). */
+JsonNode *bd_qmp_greeting(void);
+JsonNode *bd_qmp_version_info(void);
+
+/* Quit (cmd-core.c). */
+void bd_control_request_quit(void);
+
+/* Scalar conversions of keyval strings, as QEMU's (keyval.c). */
+gboolean bd_parse_int64(const char *s, gint64 *out);
+gboolean bd_parse_uint64(const char *s, guint64 *out);
+gboolean bd_parse_size(const char *s, guint64 *out);
+gboolean bd_parse_bool(const char *s, gboolean *out);
+
+/* Small helpers to build schema types for commands. */
+#define BD_FIELD(n, t) { (n), (t), FALSE }
+#define BD_OPT(n, t) { (n), (t), TRUE }
+
+/* Sized integers (validate.c recognises these names). */
+extern const BdSchemaType bd_ctl_schema_uint32;
+extern const BdSchemaType bd_ctl_schema_uint16;
+
+#endif
