@@ -13,7 +13,6 @@
 #include "graph/error.h"
 #include "graph/node.h"
 #include "graph/io.h"
-#include "formats/child-opts.h"
 #include "formats/json-filename.h"
 
 typedef struct {
@@ -223,7 +222,6 @@ static gboolean raw_open(BdNode *node, GVariant *options, GError **errp)
 {
     RawState *s;
     BdChildRole role = BD_CHILD_DATA | BD_CHILD_PRIMARY;
-    g_autoptr(GVariant) child_opts = NULL;
     int64_t real_size;
 
     s = g_new0(RawState, 1);
@@ -236,8 +234,7 @@ static gboolean raw_open(BdNode *node, GVariant *options, GError **errp)
     if (!s->offset && !s->has_size) {
         role |= BD_CHILD_FILTERED;
     }
-    child_opts = bd_formats_inherit_child_options(options, "file", role);
-    s->file = bd_node_open_child(node, child_opts, "file", role, FALSE, errp);
+    s->file = bd_node_open_child(node, options, "file", role, FALSE, errp);
     if (!s->file) {
         goto fail;
     }

@@ -11,6 +11,7 @@
 #include "graph/node.h"
 #include "graph/entry.h"
 #include "graph/io.h"
+#include "graph/graph-internal.h"
 
 /* Registered drivers, NULL-terminated. */
 static GPtrArray *drivers;
@@ -392,7 +393,8 @@ BdChild *bd_node_open_child(BdNode *parent, GVariant *options,
         }
         child_node = bd_node_ref(found);
     } else {
-        child_node = bd_node_open(ref, errp);
+        child_node = bd_node_open(bd_child_inherit_options(parent, ref, role),
+                                  errp);
         if (!child_node) {
             return NULL;
         }

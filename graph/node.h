@@ -242,6 +242,8 @@ BdChild *bd_node_filtered_child(BdNode *node);
 /* The child holding COW data ('backing'), or NULL. */
 BdNode *bd_node_backing(BdNode *node);
 
+/* Publish a new size (atomic store).  Drivers that grow the node from
+ * several threads serialize their own read-modify-write of the size. */
 void bd_node_set_size(BdNode *node, uint64_t size);
 
 /* Description of a parent for messages: "node 'hd0'" or the entry's. */
