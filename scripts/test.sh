@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Build blockd and run every test suite twice: a normal build (build/) and an
+# ASan/UBSan build (build-asan/). Ends with one line "N passed, N failed,
+# N skipped" over both runs, and exits non-zero if anything failed.
+#   BLOCKD_REFERENCE=1 scripts/test.sh   runs the integration tests against
+#                                        qemu-storage-daemon instead of blockd.
+#   SKIP_ASAN=1 scripts/test.sh          only the normal build.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+root=$(pwd)
+scripts/deps.sh || { echo "scripts/deps.sh failed" >&2; exit 1; }
+
+passed=0 failed=0 skipped=0 broken=0
+
+# count_results BUILDDIR: add meson's per-test results from testlog.json
+count_results() {
+    local log=$1/meson-logs/testlog.json
+    [[ -f $log ]] || { broken=$((broken + 1)); return; }
+    local counts
+    counts=$(/usr/bin/python3 - "$log" <<'PY'
+import json, sys
+p = f = s = 0
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line:
+        continue
+    r = json.loads(line).get('result')
+    if r in ('OK', 'EXPECTEDFAIL'):
+        p += 1
+    elif r == 'SKIP':
+        s += 1
+    else:
+        f += 1
+print(p, f, s)
+PY
+)
+    read -r p f s <<<"$counts"
+    passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+}
+
+# run_suite BUILDDIR [meson setup options...]
+run_suite() {
+    local dir=$1; shift
+    echo "=== $dir: configure and build" >&2
+    if [[ ! -f $dir/build.ninja ]]; then
+        meson setup "$dir" "$root" "$@" || { broken=$((broken + 1)); return; }
+    else
+        meson configure "$dir" "$@" >/dev/null || true
+    fi
+    if ! meson compile -C "$dir"; then
+        broken=$((broken + 1)); return
+    fi
+    echo "=== $dir: meson test" >&2
+    rm -f "$dir/meson-logs/testlog.json"
+    meson test -C "$dir" --print-errorlogs --num-processes "${TEST_JOBS:-2}"
+    count_results "$dir"
+}
+
+run_suite build
+if [[ ${SKIP_ASAN:-0} == 0 ]]; then
+    export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+    run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
+fi
+
+failed=$((failed + broken))
+echo "$passed passed, $failed failed, $skipped skipped"
+if ((failed > 0)); then
+    exit 1
+fi
+exit 0
