@@ -24,8 +24,8 @@ JsonNode *bd_variant_to_json(GVariant *value)
         g_autoptr(GVariant) inner = g_variant_get_variant(value);
         return bd_variant_to_json(inner);
     }
-    if (g_variant_type_is_dict_entry(g_variant_type_element(t)) &&
-        g_variant_type_is_array(t)) {
+    if (g_variant_type_is_array(t) &&
+        g_variant_type_is_dict_entry(g_variant_type_element(t))) {
         JsonObject *obj = json_object_new();
         gsize n = g_variant_n_children(value);
         for (gsize i = 0; i < n; i++) {
