@@ -138,11 +138,16 @@ def test_daemon_refuses_image_held_by_other_process():
         img = make_image(d.path('a.raw'), 4 * MiB)
         with _ResizeHolder(img, d.dir):
             pidfile = d.path('pid')
-            p = run([exe, '--blockdev', 'driver=file,node-name=f,filename=%s' % img,
-                     '--blockdev', 'driver=raw,node-name=r,file=f',
-                     '--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock,
-                     '--export', 'type=nbd,id=e,node-name=r,name=disk,writable=on',
-                     '--pidfile', pidfile], check=False, cwd=d.dir, timeout=20)
+            argv = [exe, '--blockdev', 'driver=file,node-name=f,filename=%s' % img,
+                    '--blockdev', 'driver=raw,node-name=r,file=f',
+                    '--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock,
+                    '--export', 'type=nbd,id=e,node-name=r,name=disk,writable=on',
+                    '--pidfile', pidfile]
+            try:
+                p = run(argv, check=False, cwd=d.dir, timeout=8)
+            except subprocess.TimeoutExpired:
+                raise AssertionError('daemon started and served although another process holds '
+                                     'the resize permission on the image (expected a lock error)')
             assert_eq(p.returncode != 0, True, 'non-zero exit (got %d)' % p.returncode)
             first = p.stderr.splitlines()[0] if p.stderr else ''
             named = '--export' in first or '--blockdev' in first
