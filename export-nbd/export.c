@@ -144,6 +144,8 @@ const BdExportDriver bd_nbd_export_driver = {
     .type = "nbd",
     .options = nbd_export_options,
     .instance_size = sizeof(BdNbdExport),
+    /* As QEMU: no resize while the NBD server serves the node. */
+    .unshared = BD_PERM_RESIZE,
     .create = nbd_export_create,
     .request_shutdown = nbd_export_request_shutdown,
     .destroy = nbd_export_destroy,

@@ -167,7 +167,8 @@ BdExport *bd_export_add(GVariant *options, GError **errp)
     if (drv->extra_perm) {
         perm |= drv->extra_perm(options);
     }
-    exp->entry = bd_entry_new(node, NULL, perm, BD_PERM_ALL, errp);
+    exp->entry = bd_entry_new(node, NULL, perm, BD_PERM_ALL & ~drv->unshared,
+                              errp);
     if (!exp->entry || !drv->create(exp, options, errp)) {
         g_clear_pointer(&exp->entry, bd_entry_free);
         g_free(exp->id);

@@ -26,6 +26,9 @@ struct BdExportDriver {
     /* Extra permissions the export needs beyond read (+write when
      * writable), e.g. BD_PERM_RESIZE for a growable FUSE export. */
     uint64_t (*extra_perm)(GVariant *options);
+    /* Permissions the export refuses to share while it exists, e.g.
+     * BD_PERM_RESIZE for NBD, whose clients cannot follow a resize. */
+    uint64_t unshared;
     /* Start serving.  exp->entry, id, node_name, writable are set. */
     gboolean (*create)(BdExport *exp, GVariant *options, GError **errp);
     /* Stop accepting clients and disconnect the current ones; each

@@ -601,7 +601,14 @@ static void file_abort_perm(BdNode *node)
     bd_file_lock_abort(&s->lock);
 }
 
+/* QEMU reports these for every driver with get_info (file and raw). */
+static void file_query_image_info(BdNode *node, GVariantDict *image)
+{
+    g_variant_dict_insert(image, "dirty-flag", "b", FALSE);
+}
+
 const BdDriver bd_file_driver = {
+    .query_image_info = file_query_image_info,
     .name = "file",
     .options = file_options,
     .mutable_options = file_mutable_options,

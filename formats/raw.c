@@ -264,7 +264,14 @@ fail:
     return FALSE;
 }
 
+/* QEMU reports these for every driver with get_info (file and raw). */
+static void raw_query_image_info(BdNode *node, GVariantDict *image)
+{
+    g_variant_dict_insert(image, "dirty-flag", "b", FALSE);
+}
+
 const BdDriver bd_raw_driver = {
+    .query_image_info = raw_query_image_info,
     .name = "raw",
     .options = raw_options,
     .is_format = TRUE,
