@@ -115,7 +115,8 @@ static gboolean query_named_block_nodes(GVariant *args, JsonNode **ret,
     GPtrArray *nodes = bd_node_list();
     JsonArray *arr = json_array_new();
 
-    for (guint i = 0; i < nodes->len; i++) {
+    /* Newest first, as QEMU lists them. */
+    for (guint i = nodes->len; i-- > 0;) {
         g_autoptr(GVariant) info = bd_node_query_info(nodes->pdata[i], flat);
         if (info) {
             g_variant_ref_sink(info);

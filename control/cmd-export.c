@@ -231,7 +231,8 @@ static gboolean query_block_exports(GVariant *args, JsonNode **ret,
     GPtrArray *list = bd_export_list();
     JsonArray *arr = json_array_new();
 
-    for (guint i = 0; list && i < list->len; i++) {
+    /* Newest first, as QEMU lists them. */
+    for (guint i = list ? list->len : 0; i-- > 0;) {
         BdExport *exp = list->pdata[i];
         JsonObject *o = json_object_new();
         json_object_set_string_member(o, "id", exp->id);
