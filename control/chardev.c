@@ -155,9 +155,9 @@ static gboolean chardev_listen(BdChardev *c, GSocketAddress *sa,
     return TRUE;
 }
 
-gboolean bd_chardev_add(const char *optarg, GError **errp)
+gboolean bd_chardev_add(const char *arg, GError **errp)
 {
-    g_autoptr(JsonNode) node = bd_keyval_parse(optarg, "backend", errp);
+    g_autoptr(JsonNode) node = bd_keyval_parse(arg, "backend", errp);
     if (!node) {
         return FALSE;
     }

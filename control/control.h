@@ -63,9 +63,9 @@ void bd_control_init(void);
 /* --chardev: parse "socket,id=ID,path=P,server=on,wait=off" (or the
  * host/port TCP form) and start listening.  Refused forms give QEMU's
  * messages. */
-gboolean bd_chardev_add(const char *optarg, GError **errp);
+gboolean bd_chardev_add(const char *arg, GError **errp);
 /* --monitor: attach a QMP monitor to a chardev (keyval or JSON). */
-gboolean bd_monitor_add(const char *optarg, GError **errp);
+gboolean bd_monitor_add(const char *arg, GError **errp);
 /* Close every session and listener and unlink the unix sockets. */
 void bd_monitor_cleanup(void);
 

@@ -239,10 +239,10 @@ const BdSchemaType *bd_cmd_monitor_options_schema(void)
     return &monitor_options_type;
 }
 
-gboolean bd_monitor_add(const char *optarg, GError **errp)
+gboolean bd_monitor_add(const char *arg, GError **errp)
 {
     gboolean keyval;
-    g_autoptr(JsonNode) node = bd_option_parse(optarg, "chardev", &keyval,
+    g_autoptr(JsonNode) node = bd_option_parse(arg, "chardev", &keyval,
                                                errp);
     if (!node) {
         return FALSE;

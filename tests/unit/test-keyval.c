@@ -114,6 +114,7 @@ static void test_option_parse(void)
                                             &keyval, &err);
     g_assert_no_error(err);
     g_assert_true(keyval);
+    g_assert_true(JSON_NODE_HOLDS_OBJECT(k));
 
     g_autoptr(JsonNode) bad = bd_option_parse("{\"driver\": ", "driver",
                                               &keyval, &err);
