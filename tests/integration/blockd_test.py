@@ -342,11 +342,26 @@ class Daemon:
         if self.owns_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    def sanitizer_report(self):
+        """ASan/UBSan/LSan findings in the daemon's stderr, if any."""
+        err = self.stderr()
+        for marker in ('ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:'):
+            if marker in err:
+                return err[err.index(marker):][:4000]
+        return None
+
     def __enter__(self):
         return self
 
-    def __exit__(self, *a):
+    def __exit__(self, exc_type, exc, tb):
+        if self.proc is not None and self.proc.poll() is None and exc_type is None:
+            self.stop()  # a clean stop lets LeakSanitizer report
+        report = self.sanitizer_report() if self.proc is not None else None
+        if exc_type is not None and self.proc is not None:
+            print('--- daemon stderr ---\n%s' % self.stderr()[-4000:])
         self.cleanup()
+        if report and exc_type is None:
+            raise AssertionError('sanitizer report from the daemon:\n' + report)
 
 
 def nbd_export_args(d, image, name='disk', writable=True, fmt='raw', extra_export='', node_opts='',
