@@ -51,6 +51,8 @@ JsonNode *bd_variant_to_json(GVariant *value);
 GVariant *bd_json_to_variant(JsonNode *node);
 /* Compact JSON text with QEMU's spacing ({"a": 1, "b": [2]}). */
 char *bd_json_to_string(JsonNode *node);
+/* The same, laid out as QEMU's pretty monitors do. */
+char *bd_json_to_string_pretty(JsonNode *node);
 /* Parse one JSON text; errors read "JSON parse error, ...". */
 JsonNode *bd_json_parse(const char *text, gssize len, GError **errp);
 

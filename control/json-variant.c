@@ -178,21 +178,37 @@ static void quote(GString *out, const char *str)
     g_string_append_c(out, '"');
 }
 
-static void to_string(GString *out, JsonNode *node)
+/* QEMU's pretty layout: one member per line, four spaces per level. */
+static void newline(GString *out, int level)
 {
+    if (level >= 0) {
+        g_string_append_c(out, '\n');
+        for (int i = 0; i < level; i++) {
+            g_string_append(out, "    ");
+        }
+    }
+}
+
+/* 'level' < 0: compact, else pretty at that depth. */
+static void to_string(GString *out, JsonNode *node, int level)
+{
+    int inner = level >= 0 ? level + 1 : -1;
+
     switch (json_node_get_node_type(node)) {
     case JSON_NODE_OBJECT: {
         JsonObject *obj = json_node_get_object(node);
         g_autoptr(GList) keys = json_object_get_members(obj);
         g_string_append_c(out, '{');
         for (GList *l = keys; l; l = l->next) {
+            newline(out, inner);
             quote(out, l->data);
             g_string_append(out, ": ");
-            to_string(out, json_object_get_member(obj, l->data));
+            to_string(out, json_object_get_member(obj, l->data), inner);
             if (l->next) {
-                g_string_append(out, ", ");
+                g_string_append(out, level >= 0 ? "," : ", ");
             }
         }
+        newline(out, level);
         g_string_append_c(out, '}');
         return;
     }
@@ -201,11 +217,13 @@ static void to_string(GString *out, JsonNode *node)
         guint n = json_array_get_length(arr);
         g_string_append_c(out, '[');
         for (guint i = 0; i < n; i++) {
-            to_string(out, json_array_get_element(arr, i));
+            newline(out, inner);
+            to_string(out, json_array_get_element(arr, i), inner);
             if (i + 1 < n) {
-                g_string_append(out, ", ");
+                g_string_append(out, level >= 0 ? "," : ", ");
             }
         }
+        newline(out, level);
         g_string_append_c(out, ']');
         return;
     }
@@ -236,7 +254,14 @@ static void to_string(GString *out, JsonNode *node)
 char *bd_json_to_string(JsonNode *node)
 {
     GString *out = g_string_new(NULL);
-    to_string(out, node);
+    to_string(out, node, -1);
+    return g_string_free(out, FALSE);
+}
+
+char *bd_json_to_string_pretty(JsonNode *node)
+{
+    GString *out = g_string_new(NULL);
+    to_string(out, node, 0);
     return g_string_free(out, FALSE);
 }
 

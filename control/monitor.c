@@ -123,11 +123,10 @@ static void session_send_node(BdSession *s, JsonNode *node)
     }
     g_autofree char *text = NULL;
     if (s->mon->pretty) {
-        g_autoptr(JsonGenerator) gen = json_generator_new();
-        json_generator_set_pretty(gen, TRUE);
-        json_generator_set_indent(gen, 4);
-        json_generator_set_root(gen, node);
-        text = json_generator_to_data(gen, NULL);
+        /* QEMU's monitor turns every "\n" into "\r\n". */
+        g_autofree char *pretty = bd_json_to_string_pretty(node);
+        g_auto(GStrv) lines = g_strsplit(pretty, "\n", -1);
+        text = g_strjoinv("\r\n", lines);
     } else {
         text = bd_json_to_string(node);
     }
