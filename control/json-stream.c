@@ -8,6 +8,7 @@
  * After an error the rest of the broken value is skipped (up to where
  * its depth returns to zero) so that the next request is read cleanly.
  */
+#include <errno.h>
 #include <string.h>
 #include "control/json-stream.h"
 
@@ -109,6 +110,19 @@ static void end_word(BdJsonStream *s)
         strcmp(w, "null")) {
         set_error(s, g_strdup_printf("JSON parse error, invalid keyword '%s'",
                                      w));
+    } else if ((g_ascii_isdigit(w[0]) || w[0] == '-') && !strpbrk(w, ".eE")) {
+        /* QEMU reads integers beyond 64 bits as floating point numbers;
+         * json-glib would wrap them, so mark them as such. */
+        char *end;
+        errno = 0;
+        if (w[0] == '-') {
+            g_ascii_strtoll(w, &end, 10);
+        } else {
+            g_ascii_strtoull(w, &end, 10);
+        }
+        if (errno == ERANGE && !*end && s->buf->len >= s->word->len) {
+            g_string_append(s->buf, ".0");
+        }
     }
     g_string_truncate(s->word, 0);
 }

@@ -265,12 +265,46 @@ char *bd_json_to_string_pretty(JsonNode *node)
     return g_string_free(out, FALSE);
 }
 
+/* json-glib keeps the last of duplicate keys; QEMU refuses them.  Each
+ * parsed member is recorded per object to notice a second one. */
+typedef struct {
+    GHashTable *seen;       /* JsonObject * -> GHashTable of names */
+    gboolean duplicate;
+} DupCheck;
+
+static void on_member(JsonParser *parser, JsonObject *object,
+                      const char *name, gpointer opaque)
+{
+    DupCheck *dc = opaque;
+    GHashTable *names = g_hash_table_lookup(dc->seen, object);
+
+    if (!names) {
+        names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        g_hash_table_insert(dc->seen, object, names);
+    }
+    if (!g_hash_table_add(names, g_strdup(name))) {
+        dc->duplicate = TRUE;
+    }
+}
+
 JsonNode *bd_json_parse(const char *text, gssize len, GError **errp)
 {
     g_autoptr(JsonParser) parser = json_parser_new();
     g_autoptr(GError) err = NULL;
+    DupCheck dc = {
+        .seen = g_hash_table_new_full(NULL, NULL, NULL,
+                                      (GDestroyNotify)g_hash_table_unref),
+    };
+    g_signal_connect(parser, "object-member", G_CALLBACK(on_member), &dc);
+    gboolean ok = json_parser_load_from_data(parser, text, len, &err);
+    g_hash_table_unref(dc.seen);
+    if (ok && dc.duplicate) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "JSON parse error, duplicate key");
+        return NULL;
+    }
 
-    if (!json_parser_load_from_data(parser, text, len, &err)) {
+    if (!ok) {
         /* json-glib says "<data>:1:7: Parse error: unexpected ..."; keep
          * the explanation behind QEMU's prefix. */
         const char *msg = err->message;
