@@ -18,7 +18,8 @@ int bd_nbd_read_full(int fd, void *buf, size_t len)
     uint8_t *p = buf;
 
     while (len > 0) {
-        ssize_t n = recv(fd, p, len, 0);
+        /* One system call for a whole payload where the kernel can. */
+        ssize_t n = recv(fd, p, len, MSG_WAITALL);
         if (n < 0 && errno == EINTR) {
             continue;
         }
