@@ -12,6 +12,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blockd_test import (Daemon, assert_eq, assert_in, is_reference, main, make_image,  # noqa: E402
@@ -421,6 +422,105 @@ def test_block_status_base_allocation():
             pairs = list(zip(seen[0::2], seen[1::2]))
             assert_eq(pairs[0], (MiB, 3), 'first extent is a hole reading as zeroes')
             assert_eq(pairs[1][1], 0, 'second extent is data')
+            h.shutdown()
+
+
+def _free_tcp_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_tcp_listener():
+    nbd = require_nbd()
+    with Daemon() as d:
+        img = make_image(d.path('a.raw'), 2 * MiB, pattern=0x4b)
+        port = _free_tcp_port()
+        d.args = ['--blockdev', 'driver=file,node-name=f,filename=%s' % img,
+                  '--nbd-server', 'addr.type=inet,addr.host=127.0.0.1,addr.port=%d' % port,
+                  '--export', 'type=nbd,id=e,node-name=f,name=disk'] + d.args
+        d.start()
+        h = nbd.NBD()
+        h.connect_uri('nbd://127.0.0.1:%d/disk' % port)
+        assert_eq(h.get_size(), 2 * MiB, 'size over TCP')
+        assert_eq(h.pread(4096, MiB), b'\x4b' * 4096, 'read over TCP')
+        h.shutdown()
+
+
+def test_max_connections():
+    """max-connections=1: a second client is not served until the first leaves."""
+    nbd = require_nbd()
+    with Daemon() as d:
+        img = make_image(d.path('a.raw'), MiB, pattern=0x4c)
+        d.wait = [d.nbd_sock]
+        d.args = ['--blockdev', 'driver=file,node-name=f,filename=%s' % img,
+                  '--nbd-server', 'addr.type=unix,addr.path=%s,max-connections=1' % d.nbd_sock,
+                  '--export', 'type=nbd,id=e,node-name=f,name=disk'] + d.args
+        d.start()
+        time.sleep(0.5)  # let the daemon see the start-up probe connection close
+        first = nbd.NBD()
+        first.connect_uri(d.uri())
+        s = _raw_connect(d)
+        s.settimeout(1.0)
+        try:
+            got = s.recv(18)
+        except socket.timeout:
+            got = None
+        if got:
+            raise AssertionError('second client got a greeting while max-connections=1 was reached')
+        if got == b'':
+            raise AssertionError('second client was disconnected while max-connections=1 was reached; '
+                                 'QEMU keeps it waiting and serves it once the slot is free')
+        first.shutdown()
+        s.settimeout(10)
+        greeting = _recvall(s, 18) if got is None else b''
+        assert_eq(struct.unpack('>Q', greeting[:8])[0], NBDMAGIC, 'greeting after the first left')
+        s.close()
+
+
+def test_max_connections_reconnect_at_once():
+    """max-connections=1: a client connecting right after the previous one
+    closed is served (QEMU queues it until the slot is free)."""
+    nbd = require_nbd()
+    with Daemon() as d:
+        img = make_image(d.path('a.raw'), MiB, pattern=0x4d)
+        d.wait = [d.nbd_sock]
+        d.args = ['--blockdev', 'driver=file,node-name=f,filename=%s' % img,
+                  '--nbd-server', 'addr.type=unix,addr.path=%s,max-connections=1' % d.nbd_sock,
+                  '--export', 'type=nbd,id=e,node-name=f,name=disk'] + d.args
+        d.start()
+        for i in range(5):
+            h = nbd.NBD()
+            h.connect_uri(d.uri())
+            assert_eq(h.pread(512, 0), b'\x4d' * 512, 'read on connection %d' % i)
+            h.shutdown()
+
+
+def test_sparse_read_uses_offset_hole():
+    """Structured read of an unallocated range answers with OFFSET_HOLE chunks."""
+    nbd = require_nbd()
+    with Daemon(qmp=False) as scratch:
+        img = make_image(scratch.path('s.raw'), 4 * MiB)
+        with open(img, 'r+b') as f:
+            f.seek(MiB)
+            f.write(b'\x07' * MiB)
+        with start_exporting(img, writable=False) as d:
+            h = nbd.NBD()
+            h.connect_uri(d.uri())
+            assert_eq(h.get_structured_replies_negotiated(), True, 'structured replies')
+            kinds = []
+
+            def chunk(subbuf, offset, status, err):
+                kinds.append((status, offset, len(subbuf)))
+                return 0
+            buf = h.pread_structured(4 * MiB, 0, chunk)
+            assert_eq(buf[MiB:2 * MiB] == b'\x07' * MiB, True, 'data range content')
+            assert_eq(buf[:MiB] == b'\0' * MiB and buf[2 * MiB:] == b'\0' * (2 * MiB), True,
+                      'hole ranges read as zeroes')
+            holes = [k for k in kinds if k[0] == nbd.READ_HOLE]
+            assert_eq(len(holes) > 0, True, 'at least one OFFSET_HOLE chunk (chunks: %r)' % kinds)
             h.shutdown()
 
 
