@@ -280,5 +280,58 @@ def test_two_exports_one_node():
         assert_in('disk', e['desc'], 'duplicate export name refused')
 
 
+def test_graph_changes_during_io():
+    """Clients keep doing verified I/O on one export while other nodes and
+    exports are added and deleted 20 times."""
+    nbd = require_nbd()
+    import threading
+    import time
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 8 << 20)
+        other = make_image(d.path('b.raw'), 1 << 20)
+        q = d.qmp()
+        _add_raw(q, img)
+        _export(q, d)
+        stop = threading.Event()
+        errors = []
+        count = [0]
+
+        def io():
+            try:
+                h = nbd.NBD()
+                h.connect_uri(d.uri())
+                i = 0
+                while not stop.is_set():
+                    off = (i % 128) * 65536
+                    data = bytes([i % 251]) * 65536
+                    h.pwrite(data, off)
+                    if h.pread(65536, off) != data:
+                        errors.append('mismatch at %d' % off)
+                    i += 1
+                count[0] = i
+                h.shutdown()
+            except Exception as e:  # reported below
+                errors.append(str(e))
+        t = threading.Thread(target=io)
+        t.start()
+        try:
+            for i in range(20):
+                q.execute('blockdev-add', {'driver': 'file', 'node-name': 'o%d' % i, 'filename': other})
+                q.execute('blockdev-add', {'driver': 'raw', 'node-name': 'or%d' % i, 'file': 'o%d' % i})
+                q.execute('block-export-add', {'type': 'nbd', 'id': 'x%d' % i, 'node-name': 'or%d' % i})
+                q.execute('block-export-del', {'id': 'x%d' % i})
+                q.wait_event('BLOCK_EXPORT_DELETED')
+                q.execute('blockdev-del', {'node-name': 'or%d' % i})
+                q.execute('blockdev-del', {'node-name': 'o%d' % i})
+            time.sleep(0.2)
+        finally:
+            stop.set()
+            t.join(30)
+        assert_eq(errors, [], 'I/O errors during graph changes')
+        assert_eq(count[0] > 0, True, 'I/O made progress')
+        assert_eq(sorted(n['node-name'] for n in q.execute('query-named-block-nodes')), ['f', 'r'],
+                  'nodes after the churn')
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
