@@ -7,8 +7,9 @@
  *                   destroy (export.c, server.c)
  *   conn thread   - one per accepted socket: runs the handshake, then
  *                   becomes transmission worker 0 (handshake.c)
- *   workers       - BD_NBD_WORKERS per connection in transmission
- *                   (transmission.c); any may call the entry's I/O.
+ *   workers       - BD_NBD_MIN_WORKERS..BD_NBD_MAX_WORKERS per
+ *                   connection in transmission (transmission.c); any
+ *                   may call the entry's I/O.
  *
  * Locks, in the order they may be taken:
  *   bd_nbd_lock        - global: export name table, every export's
@@ -26,8 +27,10 @@
 #include "export-nbd/nbd-server.h"
 #include "export-nbd/protocol.h"
 
-/* Worker threads per connection in transmission phase. */
-#define BD_NBD_WORKERS 16
+/* Worker threads per connection in transmission phase: started with
+ * the minimum, one more whenever every worker is busy, up to the max. */
+#define BD_NBD_MIN_WORKERS 4
+#define BD_NBD_MAX_WORKERS 16
 /* Size of a connection's read-ahead buffer. */
 #define BD_NBD_RBUF_SIZE (32u << 10)
 
@@ -69,6 +72,8 @@ typedef struct BdNbdClient {
     uint16_t tflags;          /* transmission flags announced */
 
     /* Transmission. */
+    gint nworkers;            /* live workers (atomic) */
+    gint idle;                /* workers waiting for a request (atomic) */
     GMutex recv_lock;
     uint8_t *rbuf;            /* read-ahead buffer (recv_lock) */
     size_t rstart, rend;

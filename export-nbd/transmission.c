@@ -2,11 +2,14 @@
 /* The transmission phase: receive -> validate -> dispatch -> reply, by
  * a pool of worker threads per connection.
  *
- * Thread model: BD_NBD_WORKERS threads per connection (the connection
- * thread is worker 0).  A worker takes recv_lock, reads one request
+ * Thread model: BD_NBD_MIN_WORKERS to BD_NBD_MAX_WORKERS threads per
+ * connection (the connection thread is worker 0); a worker that takes a
+ * request while no other worker waits for the next one starts another
+ * (so slow storage gets more parallel requests, while fast page-cache
+ * I/O keeps few threads and few context switches).  A worker takes recv_lock, reads one request
  * header and its payload, releases it, runs the request through the
  * export's entry handle (any thread may), then takes send_lock and
- * writes the whole reply with one sendmsg.  So up to BD_NBD_WORKERS
+ * writes the whole reply with one sendmsg.  So up to BD_NBD_MAX_WORKERS
  * requests of one connection run in parallel and replies go out in
  * completion order.  The first worker to see EOF, a bad magic or
  * NBD_CMD_DISC sets c->quit; the others finish the request they hold,
@@ -468,6 +471,8 @@ static int recv_request(BdNbdWorker *w, BdNbdRequest *req, uint32_t *err)
     return bd_nbd_client_read(c, w->buf, req->length);
 }
 
+static gboolean spawn_worker(BdNbdClient *c);
+
 static gpointer worker_main(gpointer data)
 {
     BdNbdClient *c = data;
@@ -495,6 +500,7 @@ static gpointer worker_main(gpointer data)
         int r = -1;
         gboolean stop;
 
+        g_atomic_int_inc(&c->idle);
         g_mutex_lock(&c->recv_lock);
         if (!g_atomic_int_get(&c->quit)) {
             r = recv_request(&w, &req, &err);
@@ -506,6 +512,10 @@ static gpointer worker_main(gpointer data)
         g_mutex_unlock(&c->recv_lock);
         if (stop) {
             break;
+        }
+        if (g_atomic_int_dec_and_test(&c->idle)) {
+            /* Nobody is left to read the next request. */
+            spawn_worker(c);
         }
         if (handle_request(&w, &req, err) < 0) {
             /* The client is gone: wake the worker blocked in recv. */
@@ -523,8 +533,32 @@ static gpointer worker_main(gpointer data)
     g_array_unref(w.iov);
     g_array_unref(w.extents[0]);
     g_array_unref(w.extents[1]);
+    g_atomic_int_add(&c->nworkers, -1);
     bd_nbd_client_unref(c);
     return NULL;
+}
+
+/* Start one more worker unless at the limit; FALSE if none started. */
+static gboolean spawn_worker(BdNbdClient *c)
+{
+    GThread *t;
+    gint n;
+
+    do {
+        n = g_atomic_int_get(&c->nworkers);
+        if (n >= BD_NBD_MAX_WORKERS || g_atomic_int_get(&c->quit)) {
+            return FALSE;
+        }
+    } while (!g_atomic_int_compare_and_exchange(&c->nworkers, n, n + 1));
+    g_atomic_int_inc(&c->refcount);
+    t = g_thread_try_new("nbd-worker", worker_main, c, NULL);
+    if (!t) {
+        g_atomic_int_dec_and_test(&c->refcount);  /* never the last */
+        g_atomic_int_add(&c->nworkers, -1);
+        return FALSE;
+    }
+    g_thread_unref(t);
+    return TRUE;
 }
 
 void bd_nbd_transmission_run(BdNbdClient *c)
@@ -532,15 +566,8 @@ void bd_nbd_transmission_run(BdNbdClient *c)
     int i;
 
     c->rbuf = g_malloc(BD_NBD_RBUF_SIZE);
-    for (i = 1; i < BD_NBD_WORKERS; i++) {
-        GThread *t;
-        g_atomic_int_inc(&c->refcount);
-        t = g_thread_try_new("nbd-worker", worker_main, c, NULL);
-        if (!t) {
-            g_atomic_int_dec_and_test(&c->refcount);  /* never the last */
-            break;
-        }
-        g_thread_unref(t);
+    c->nworkers = 1;
+    for (i = 1; i < BD_NBD_MIN_WORKERS && spawn_worker(c); i++) {
     }
     worker_main(c);
 }
