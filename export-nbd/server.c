@@ -156,6 +156,8 @@ static int listen_inet(GVariant *addr, GError **errp)
 
 /* --- clients --- */
 
+static gboolean resume_cb(gpointer data);
+
 static char *peer_name(int fd)
 {
     struct sockaddr_storage ss;
@@ -188,6 +190,9 @@ void bd_nbd_client_unref(BdNbdClient *c)
     clients = g_list_remove(clients, c);
     nr_clients--;
     g_mutex_unlock(&bd_nbd_lock);
+    if (bd_nbd_server_max_connections()) {
+        g_idle_add(resume_cb, NULL);
+    }
     if (c->exp) {
         bd_nbd_export_detach(c->exp, c);
         g_debug("export '%s': %s disconnected", c->exp->name, c->peer);
@@ -249,30 +254,51 @@ static void client_start(int fd)
     g_thread_unref(thread);
 }
 
-static gboolean accept_cb(gint fd, GIOCondition cond, gpointer data)
+static gboolean server_full(void)
 {
-    int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
     gboolean full;
 
+    g_mutex_lock(&bd_nbd_lock);
+    full = server->max_connections &&
+           nr_clients >= server->max_connections;
+    g_mutex_unlock(&bd_nbd_lock);
+    return full;
+}
+
+/* As QEMU: at max-connections the listener stops accepting; further
+ * clients wait in the backlog until a connection closes. */
+static gboolean accept_cb(gint fd, GIOCondition cond, gpointer data)
+{
+    int cfd;
+
+    if (server_full()) {
+        server->source = 0;
+        return G_SOURCE_REMOVE;
+    }
+    cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
     if (cfd < 0) {
         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
             g_warning("NBD server: accept failed: %s", g_strerror(errno));
         }
         return G_SOURCE_CONTINUE;
     }
-    g_mutex_lock(&bd_nbd_lock);
-    full = server->max_connections &&
-           nr_clients >= server->max_connections;
-    g_mutex_unlock(&bd_nbd_lock);
-    if (full) {
-        /* Refused: the client sees the connection closed at once. */
-        g_info("NBD server: max-connections (%u) reached, closing new "
-               "connection", server->max_connections);
-        close(cfd);
-        return G_SOURCE_CONTINUE;
-    }
     client_start(cfd);
+    if (server_full()) {
+        g_debug("NBD server: max-connections (%u) reached, pausing accept",
+                server->max_connections);
+        server->source = 0;
+        return G_SOURCE_REMOVE;
+    }
     return G_SOURCE_CONTINUE;
+}
+
+/* Main loop, after a client went away: accept again if paused. */
+static gboolean resume_cb(gpointer data)
+{
+    if (server && !server->source && !server_full()) {
+        server->source = g_unix_fd_add(server->fd, G_IO_IN, accept_cb, NULL);
+    }
+    return G_SOURCE_REMOVE;
 }
 
 /* --- start / stop --- */
@@ -329,7 +355,9 @@ gboolean bd_nbd_server_stop(GError **errp)
                     "NBD server not running");
         return FALSE;
     }
-    g_source_remove(server->source);
+    if (server->source) {
+        g_source_remove(server->source);
+    }
     close(server->fd);
     if (server->unix_path) {
         unlink(server->unix_path);
