@@ -28,7 +28,9 @@
 #include "export-nbd/protocol.h"
 
 /* Worker threads per connection in transmission phase: started with
- * the minimum, one more whenever every worker is busy, up to the max. */
+ * the minimum, one more whenever every worker is busy, up to
+ * 4 per CPU within [8, BD_NBD_MAX_WORKERS] (more threads than that
+ * only contend on the image's locks when I/O hits the page cache). */
 #define BD_NBD_MIN_WORKERS 4
 #define BD_NBD_MAX_WORKERS 16
 /* Size of a connection's read-ahead buffer. */

@@ -2,7 +2,7 @@
 /* The transmission phase: receive -> validate -> dispatch -> reply, by
  * a pool of worker threads per connection.
  *
- * Thread model: BD_NBD_MIN_WORKERS to BD_NBD_MAX_WORKERS threads per
+ * Thread model: BD_NBD_MIN_WORKERS to max_workers() threads per
  * connection (the connection thread is worker 0); a worker that takes a
  * request while no other worker waits for the next one starts another
  * (so slow storage gets more parallel requests, while fast page-cache
@@ -538,6 +538,17 @@ static gpointer worker_main(gpointer data)
     return NULL;
 }
 
+static int max_workers(void)
+{
+    static gsize value;
+
+    if (g_once_init_enter(&value)) {
+        gsize n = CLAMP(4 * g_get_num_processors(), 8, BD_NBD_MAX_WORKERS);
+        g_once_init_leave(&value, n);
+    }
+    return (int)value;
+}
+
 /* Start one more worker unless at the limit; FALSE if none started. */
 static gboolean spawn_worker(BdNbdClient *c)
 {
@@ -546,7 +557,7 @@ static gboolean spawn_worker(BdNbdClient *c)
 
     do {
         n = g_atomic_int_get(&c->nworkers);
-        if (n >= BD_NBD_MAX_WORKERS || g_atomic_int_get(&c->quit)) {
+        if (n >= max_workers() || g_atomic_int_get(&c->quit)) {
             return FALSE;
         }
     } while (!g_atomic_int_compare_and_exchange(&c->nworkers, n, n + 1));
