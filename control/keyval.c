@@ -183,7 +183,8 @@ static JsonNode *listify(JsonNode *node, const char *path, GError **errp)
     guint64 max_index = 0;
 
     for (GList *l = members; l; l = l->next) {
-        const char *k = l->data;
+        /* Own the key: set_member below frees the borrowed one. */
+        g_autofree char *k = g_strdup(l->data);
         g_autofree char *sub = g_strconcat(path, k, ".", NULL);
         g_autoptr(JsonNode) v = listify(json_object_get_member(obj, k), sub,
                                         errp);
