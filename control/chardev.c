@@ -23,6 +23,7 @@ typedef struct {
     GSocketService *service;
     gboolean claimed;
     gulong handler;
+    GSocketConnection *pending;  /* accepted before a monitor came */
     BdChardevAccept accept;
     gpointer opaque;
 } BdChardev;
@@ -42,6 +43,7 @@ static BdChardev *chardev_find(const char *id)
 
 static void chardev_free(BdChardev *c)
 {
+    g_clear_object(&c->pending);
     if (c->service) {
         g_socket_service_stop(c->service);
         g_socket_listener_close(G_SOCKET_LISTENER(c->service));
@@ -198,7 +200,6 @@ gboolean bd_chardev_add(const char *arg, GError **errp)
         !opt_bool(o, "nodelay", FALSE, &nodelay, errp)) {
         return FALSE;
     }
-    (void)wait_;        /* blockd never blocks start-up for a client */
     if (!server) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "chardev '%s': only server=on sockets are supported", id);
@@ -237,6 +238,24 @@ gboolean bd_chardev_add(const char *arg, GError **errp)
         chardevs = g_ptr_array_new();
     }
     g_ptr_array_add(chardevs, c);
+
+    /* wait=on (the default): start-up waits for the first client, which
+     * the monitor takes over once attached, as QEMU does. */
+    if (wait_) {
+        if (path) {
+            g_printerr("blockd: info: waiting for connection on: "
+                       "disconnected:unix:%s,server=on\n", path);
+        } else {
+            g_printerr("blockd: info: waiting for connection on: "
+                       "disconnected:tcp:%s:%s,server=on\n",
+                       host ? host : "", port);
+        }
+        c->pending = g_socket_listener_accept(G_SOCKET_LISTENER(c->service),
+                                              NULL, NULL, errp);
+        if (!c->pending) {
+            return FALSE;
+        }
+    }
     return TRUE;
 }
 
@@ -270,6 +289,10 @@ gboolean bd_chardev_claim(const char *id, BdChardevAccept accept,
     c->handler = g_signal_connect(c->service, "incoming",
                                   G_CALLBACK(on_incoming), c);
     g_socket_service_start(c->service);
+    if (c->pending) {
+        g_autoptr(GSocketConnection) conn = g_steal_pointer(&c->pending);
+        accept(conn, opaque);
+    }
     return TRUE;
 }
 

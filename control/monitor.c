@@ -259,16 +259,17 @@ gboolean bd_monitor_add(const char *arg, GError **errp)
     BdMonitor *mon = g_new0(BdMonitor, 1);
     mon->chardev = g_strdup(bd_opts_get_str(opts, "chardev", ""));
     mon->pretty = bd_opts_get_bool(opts, "pretty", FALSE);
-    if (!bd_chardev_claim(mon->chardev, on_connection, mon, errp)) {
-        g_free(mon->chardev);
-        g_free(mon);
-        return FALSE;
-    }
     if (!monitors) {
         monitors = g_ptr_array_new();
     }
     if (!sessions) {
         sessions = g_ptr_array_new();
+    }
+    /* A client may be waiting already (wait=on): sessions must exist. */
+    if (!bd_chardev_claim(mon->chardev, on_connection, mon, errp)) {
+        g_free(mon->chardev);
+        g_free(mon);
+        return FALSE;
     }
     g_ptr_array_add(monitors, mon);
     return TRUE;

@@ -235,14 +235,17 @@ int main(int argc, char **argv)
     bd_control_init();
     bd_control_set_quit_handler(on_quit_command, NULL);
 
+    /* Before any socket appears: a signal sent as soon as a socket is
+     * seen must already find its handler (it is served by the loop). */
+    g_unix_signal_add(SIGTERM, on_signal, NULL);
+    g_unix_signal_add(SIGINT, on_signal, NULL);
+    g_unix_signal_add(SIGHUP, on_signal, NULL);
+
     apply_options(argc, argv, &pidfile);
     if (pidfile && !bd_pidfile_write(pidfile, &err)) {
         fail_startup("%s", err->message);
     }
 
-    g_unix_signal_add(SIGTERM, on_signal, NULL);
-    g_unix_signal_add(SIGINT, on_signal, NULL);
-    g_unix_signal_add(SIGHUP, on_signal, NULL);
     bd_daemonize_ready();
 
     g_main_loop_run(main_loop);
