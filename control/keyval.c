@@ -200,6 +200,10 @@ static JsonNode *listify(JsonNode *node, const char *path, GError **errp)
             has_member = TRUE;
         }
     }
+    /* set_member() above replaced the keys 'members' pointed to. */
+    g_list_free(members);
+    members = json_object_get_members(obj);
+
     if (has_index && has_member) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Parameters '%s*' used inconsistently", path);
