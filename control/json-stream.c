@@ -235,6 +235,10 @@ void bd_json_stream_feed(BdJsonStream *s, const char *data, gsize len)
             g_string_append_c(s->buf, c);
             if (s->escape) {
                 s->escape = FALSE;
+                if (!strchr("\"'\\/bfnrtu", c) || c == 0) {
+                    set_error(s, g_strdup("JSON parse error, invalid escape "
+                                          "sequence in string"));
+                }
             } else if (c == '\\') {
                 s->escape = TRUE;
             } else if (c == s->quote) {

@@ -2,6 +2,7 @@
 /* Conversions between GVariant values (what the graph speaks) and JSON
  * (what QMP speaks), and JSON text in and out with QEMU's spacing. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include "control/qmp-int.h"
 #include "graph/error.h"
@@ -265,6 +266,71 @@ char *bd_json_to_string_pretty(JsonNode *node)
     return g_string_free(out, FALSE);
 }
 
+/* Is the innermost container open at 'line':'col' of 'text' an object? */
+static gboolean in_object_at(const char *text, gssize len, int line, int col)
+{
+    GString *stack = g_string_new(NULL);
+    char quote = 0;
+    gboolean escape = FALSE, obj;
+    int l = 1, c = 0;
+
+    for (gssize i = 0; (len < 0 ? text[i] != 0 : i < len); i++) {
+        char ch = text[i];
+        if (ch == '\n') {
+            l++;
+            c = 0;
+            continue;
+        }
+        c++;
+        if (l > line || (l == line && c > col)) {
+            break;
+        }
+        if (quote) {
+            if (escape) {
+                escape = FALSE;
+            } else if (ch == '\\') {
+                escape = TRUE;
+            } else if (ch == quote) {
+                quote = 0;
+            }
+        } else if (ch == '"' || ch == '\'') {
+            quote = ch;
+        } else if (ch == '{' || ch == '[') {
+            g_string_append_c(stack, ch);
+        } else if ((ch == '}' || ch == ']') && stack->len) {
+            g_string_truncate(stack, stack->len - 1);
+        }
+    }
+    obj = stack->len && stack->str[stack->len - 1] == '{';
+    g_string_free(stack, TRUE);
+    return obj;
+}
+
+/* QEMU's wording for what json-glib found wrong. */
+static const char *parse_error_text(const GError *err, const char *text,
+                                    gssize len)
+{
+    int line = 0, col = 0;
+
+    if (err->domain != JSON_PARSER_ERROR) {
+        return "expecting value";
+    }
+    switch (err->code) {
+    case JSON_PARSER_ERROR_MISSING_COMMA:
+        if (sscanf(err->message, "<data>:%d:%d:", &line, &col) == 2 &&
+            !in_object_at(text, len, line, col)) {
+            return "expected separator in list";
+        }
+        return "expected separator in dict";
+    case JSON_PARSER_ERROR_MISSING_COLON:
+        return "missing : in object pair";
+    case JSON_PARSER_ERROR_INVALID_BAREWORD:
+        return "key is not a string in object";
+    default:
+        return "expecting value";
+    }
+}
+
 /* json-glib keeps the last of duplicate keys; QEMU refuses them.  Each
  * parsed member is recorded per object to notice a second one. */
 typedef struct {
@@ -305,15 +371,8 @@ JsonNode *bd_json_parse(const char *text, gssize len, GError **errp)
     }
 
     if (!ok) {
-        /* json-glib says "<data>:1:7: Parse error: unexpected ..."; keep
-         * the explanation behind QEMU's prefix. */
-        const char *msg = err->message;
-        const char *p = strstr(msg, "Parse error: ");
-        if (p) {
-            msg = p + strlen("Parse error: ");
-        }
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "JSON parse error, %s",
-                    msg);
+                    parse_error_text(err, text, len));
         return NULL;
     }
     JsonNode *root = json_parser_get_root(parser);
