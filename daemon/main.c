@@ -16,6 +16,7 @@
 #include <glib-unix.h>
 #include "control/control.h"
 #include "daemon/daemon.h"
+#include "export-fuse/fuse-export.h"
 #include "export-nbd/nbd-server.h"
 #include "export/export.h"
 #include "formats/registry.h"
@@ -232,6 +233,7 @@ int main(int argc, char **argv)
 
     bd_formats_register_all();
     bd_export_register_driver(&bd_nbd_export_driver);
+    bd_export_register_driver(&bd_fuse_export_driver);
     bd_control_init();
     bd_control_set_quit_handler(on_quit_command, NULL);
 

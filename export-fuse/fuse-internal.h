@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared state of the FUSE export between its lifecycle (fuse-export.c),
+ * its worker threads (fuse-workers.c) and its request handlers
+ * (fuse-ops.c).
+ *
+ * Thread model: the fields above 'attr_lock' are set on the main thread
+ * in create and read-only afterwards until destroy (which runs after
+ * every worker has been joined).  st_mode/st_uid/st_gid change by
+ * setattr on worker threads under attr_lock.  resize_lock serializes
+ * size changes (growing writes, truncate, fallocate past the end) so
+ * that two growing writers never shrink each other's growth.
+ * Lock order: resize_lock before attr_lock; neither is held across a
+ * reply to the kernel.
+ */
+#ifndef BD_EXPORT_FUSE_INTERNAL_H
+#define BD_EXPORT_FUSE_INTERNAL_H
+
+#define FUSE_USE_VERSION 34
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+
+#include "export-fuse/fuse-export.h"
+
+/* Largest read or write the kernel sends (FUSE_MAX_MAX_PAGES pages). */
+#define BD_FUSE_MAX_IO (1u << 20)
+
+typedef struct BdFuseWorker BdFuseWorker;
+
+typedef struct BdFuseExport {
+    BdExport common;
+    struct fuse_session *session;
+    char *mountpoint;
+    gboolean growable;
+    gboolean allow_other;      /* the mount used allow_other */
+    gboolean mounted;
+    int stop_fd;               /* eventfd: readable once workers must exit */
+    BdFuseWorker **workers;
+    guint n_workers;
+    /* Request admission against shutdown: a worker raises 'entering',
+     * then reads 'stopping'; request_shutdown sets 'stopping', then waits
+     * for 'entering' to drop to zero.  So a request either holds an
+     * export reference taken while the user's reference still existed,
+     * or sees 'stopping' and is refused. */
+    gint entering;             /* atomic */
+    gint stopping;             /* atomic */
+
+    GMutex attr_lock;
+    mode_t st_mode;
+    uid_t st_uid;
+    gid_t st_gid;
+    GMutex resize_lock;
+} BdFuseExport;
+
+/* The low-level operations table (fuse-ops.c). */
+extern const struct fuse_lowlevel_ops bd_fuse_ops;
+
+/* Worker pool (fuse-workers.c): start after mount, stop, join. */
+gboolean bd_fuse_workers_start(BdFuseExport *fe, GError **errp);
+void bd_fuse_workers_stop(BdFuseExport *fe);
+void bd_fuse_workers_join(BdFuseExport *fe);
+
+/* TRUE when the request being processed on this worker thread was
+ * admitted (holds an export reference); FALSE during shutdown. */
+gboolean bd_fuse_request_admitted(void);
+/* A buffer of at least 'size' bytes owned by the calling worker, valid
+ * until its next request; NULL on allocation failure. */
+void *bd_fuse_worker_buffer(size_t size);
+
+#endif

@@ -1,0 +1,242 @@
+/* SPDX-License-Identifier: MIT */
+/* The FUSE export's worker threads: each waits for kernel requests on
+ * the session's /dev/fuse descriptor and serves them, in parallel.
+ *
+ * Thread model: a fixed pool of worker threads per export, started on
+ * the main thread after the mount and joined on the main thread in
+ * destroy.  The /dev/fuse descriptor is non-blocking; each worker has
+ * its own epoll set holding that descriptor (EPOLLEXCLUSIVE, so one
+ * request wakes one idle worker, not all of them) and the export's
+ * stop eventfd (so a stop wakes every worker at once, with no lost
+ * wake-up).  A woken worker reads requests until the queue is empty,
+ * then waits again.  Requests run synchronously on the worker through
+ * the entry handle; there is no lock on the data path.
+ *
+ *   kernel queue --read--> worker --bd_entry_p*()--> node --> reply
+ *
+ * libfuse's own fuse_session_loop_mt() is not used because it cannot
+ * be woken: its workers block in read() and only see fuse_session_exit()
+ * after the next request, which a lazily unmounted but still open file
+ * may never send.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "export-fuse/fuse-internal.h"
+
+struct BdFuseWorker {
+    BdFuseExport *fe;
+    GThread *thread;
+    int epfd;
+    struct fuse_buf fbuf;      /* request buffer (libfuse allocates) */
+    void *data;                /* read buffer, BD_FUSE_MAX_IO bytes */
+    void *extra;               /* larger one-off buffer, freed per request */
+    gboolean admitted;         /* current request holds an export ref */
+};
+
+enum { TAG_FUSE = 1, TAG_STOP = 2 };
+
+static __thread BdFuseWorker *current_worker;
+
+gboolean bd_fuse_request_admitted(void)
+{
+    return current_worker && current_worker->admitted;
+}
+
+void *bd_fuse_worker_buffer(size_t size)
+{
+    BdFuseWorker *w = current_worker;
+
+    if (size <= BD_FUSE_MAX_IO) {
+        if (!w->data) {
+            w->data = g_try_malloc(BD_FUSE_MAX_IO);
+        }
+        return w->data;
+    }
+    g_free(w->extra);
+    w->extra = g_try_malloc(size);
+    return w->extra;
+}
+
+/* Take a request reference unless the export is shutting down (see the
+ * 'entering'/'stopping' protocol in fuse-internal.h). */
+static gboolean worker_admit(BdFuseExport *fe)
+{
+    gboolean ok;
+
+    g_atomic_int_inc(&fe->entering);
+    ok = !g_atomic_int_get(&fe->stopping);
+    if (ok) {
+        bd_export_ref(&fe->common);
+    }
+    g_atomic_int_dec_and_test(&fe->entering);
+    return ok;
+}
+
+static void worker_signal_stop(BdFuseExport *fe)
+{
+    uint64_t one = 1;
+
+    if (write(fe->stop_fd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
+        g_warning("export '%s': cannot wake FUSE workers: %s",
+                  fe->common.id, g_strerror(errno));
+    }
+}
+
+/* Serve queued requests until none is left.  FALSE when the connection
+ * is gone (unmounted or aborted from outside). */
+static gboolean worker_serve_queue(BdFuseWorker *w)
+{
+    BdFuseExport *fe = w->fe;
+
+    for (;;) {
+        int res = fuse_session_receive_buf(fe->session, &w->fbuf);
+
+        if (res == -EAGAIN || res == -EINTR) {
+            return TRUE;
+        }
+        if (res <= 0) {
+            /* 0: ENODEV, the mount went away; < 0: a device error. */
+            return FALSE;
+        }
+        w->admitted = worker_admit(fe);
+        fuse_session_process_buf(fe->session, &w->fbuf);
+        g_clear_pointer(&w->extra, g_free);
+        if (w->admitted) {
+            w->admitted = FALSE;
+            bd_export_unref(&fe->common);
+        }
+    }
+}
+
+static gpointer worker_main(gpointer opaque)
+{
+    BdFuseWorker *w = opaque;
+    BdFuseExport *fe = w->fe;
+
+    current_worker = w;
+    for (;;) {
+        struct epoll_event ev;
+        int n = epoll_wait(w->epfd, &ev, 1, -1);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 || ev.data.u32 == TAG_STOP) {
+            break;
+        }
+        if (!worker_serve_queue(w)) {
+            if (!g_atomic_int_get(&fe->stopping)) {
+                g_message("export '%s': FUSE connection on '%s' closed "
+                          "from outside (unmounted or aborted)",
+                          fe->common.id, fe->mountpoint);
+            }
+            worker_signal_stop(fe);
+            break;
+        }
+    }
+    current_worker = NULL;
+    return NULL;
+}
+
+static void worker_free(BdFuseWorker *w)
+{
+    if (w->epfd >= 0) {
+        close(w->epfd);
+    }
+    free(w->fbuf.mem);
+    g_free(w->data);
+    g_free(w->extra);
+    g_free(w);
+}
+
+static BdFuseWorker *worker_new(BdFuseExport *fe, guint index, GError **errp)
+{
+    BdFuseWorker *w = g_new0(BdFuseWorker, 1);
+    struct epoll_event ev_fuse = { .events = EPOLLIN | EPOLLEXCLUSIVE,
+                                   .data.u32 = TAG_FUSE };
+    struct epoll_event ev_stop = { .events = EPOLLIN, .data.u32 = TAG_STOP };
+    g_autofree char *name = g_strdup_printf("fuse-%s-%u", fe->common.id,
+                                            index);
+
+    w->fe = fe;
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (w->epfd < 0 ||
+        epoll_ctl(w->epfd, EPOLL_CTL_ADD, fuse_session_fd(fe->session),
+                  &ev_fuse) < 0 ||
+        epoll_ctl(w->epfd, EPOLL_CTL_ADD, fe->stop_fd, &ev_stop) < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Failed to set up FUSE worker: %s", g_strerror(errno));
+        worker_free(w);
+        return NULL;
+    }
+    w->thread = g_thread_try_new(name, worker_main, w, errp);
+    if (!w->thread) {
+        worker_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+/* Workers per export: blocked I/O needs more threads than CPUs. */
+static guint worker_count(void)
+{
+    return CLAMP(g_get_num_processors() * 4, 8, 32);
+}
+
+gboolean bd_fuse_workers_start(BdFuseExport *fe, GError **errp)
+{
+    int fd = fuse_session_fd(fe->session);
+    int fl = fcntl(fd, F_GETFL);
+    guint n = worker_count();
+
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Failed to set up FUSE session: %s", g_strerror(errno));
+        return FALSE;
+    }
+    fe->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fe->stop_fd < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Failed to set up FUSE session: %s", g_strerror(errno));
+        return FALSE;
+    }
+    fe->workers = g_new0(BdFuseWorker *, n);
+    for (guint i = 0; i < n; i++) {
+        fe->workers[i] = worker_new(fe, i, errp);
+        if (!fe->workers[i]) {
+            bd_fuse_workers_stop(fe);
+            bd_fuse_workers_join(fe);
+            return FALSE;
+        }
+        fe->n_workers++;
+    }
+    return TRUE;
+}
+
+void bd_fuse_workers_stop(BdFuseExport *fe)
+{
+    if (fe->stop_fd >= 0) {
+        worker_signal_stop(fe);
+    }
+}
+
+void bd_fuse_workers_join(BdFuseExport *fe)
+{
+    for (guint i = 0; i < fe->n_workers; i++) {
+        g_thread_join(fe->workers[i]->thread);
+        worker_free(fe->workers[i]);
+    }
+    g_clear_pointer(&fe->workers, g_free);
+    fe->n_workers = 0;
+    if (fe->stop_fd >= 0) {
+        close(fe->stop_fd);
+        fe->stop_fd = -1;
+    }
+}
