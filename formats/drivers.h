@@ -9,5 +9,6 @@ extern const BdDriver bd_file_driver;
 extern const BdDriver bd_raw_driver;
 extern const BdDriver bd_null_co_driver;
 extern const BdDriver bd_null_aio_driver;
+extern const BdDriver bd_qcow2_driver;
 
 #endif

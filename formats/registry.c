@@ -14,6 +14,7 @@ static const BdDriver *const bd_formats_table[] = {
     &bd_null_aio_driver,
     &bd_null_co_driver,
     &bd_raw_driver,
+    &bd_qcow2_driver,
 };
 
 void bd_formats_register_all(void)

@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: MIT */
+/* Write-back caches of qcow2 metadata tables (L2 slices, refcount blocks).
+ *
+ * Thread model: every function runs under Qcow2State.lock, which also
+ * protects the cache; table pointers are valid only while it is held.
+ * A dirty entry is written back on eviction or flush, after the cache it
+ * depends on (the refcount cache, for L2) was written and synced: a
+ * table never references a cluster whose refcount is not on disk yet.
+ */
+#define G_LOG_DOMAIN "blockd-qcow2"
+
+#include <errno.h>
+#include <string.h>
+#include "graph/io.h"
+#include "formats/qcow2/qcow2.h"
+
+typedef struct {
+    uint64_t offset;        /* 0: unused */
+    void *data;             /* entry_size bytes, allocated on first use */
+    gboolean dirty;
+    uint64_t lru;
+    gboolean used;          /* since the last clean-interval tick */
+} Qcow2CacheEntry;
+
+struct Qcow2Cache {
+    Qcow2State *s;
+    Qcow2Cache *depends_on;
+    Qcow2CacheEntry *entries;
+    unsigned n;
+    uint32_t entry_size;
+    uint64_t lru_counter;
+    unsigned n_dirty;
+    GHashTable *index;      /* offset -> entry index + 1 */
+};
+
+Qcow2Cache *qcow2_cache_new(Qcow2State *s, unsigned entries,
+                            uint32_t entry_size)
+{
+    Qcow2Cache *c = g_new0(Qcow2Cache, 1);
+
+    c->s = s;
+    c->n = MAX(entries, 2u);
+    c->entry_size = entry_size;
+    c->entries = g_new0(Qcow2CacheEntry, c->n);
+    c->index = g_hash_table_new(g_int64_hash, g_int64_equal);
+    return c;
+}
+
+void qcow2_cache_free(Qcow2Cache *c)
+{
+    if (!c) {
+        return;
+    }
+    for (unsigned i = 0; i < c->n; i++) {
+        g_free(c->entries[i].data);
+    }
+    g_hash_table_destroy(c->index);
+    g_free(c->entries);
+    g_free(c);
+}
+
+void qcow2_cache_set_dependency(Qcow2Cache *c, Qcow2Cache *depends_on)
+{
+    c->depends_on = depends_on;
+}
+
+static gboolean cache_has_dirty(Qcow2Cache *c)
+{
+    return c->n_dirty > 0;
+}
+
+static int cache_flush_dependency(Qcow2Cache *c)
+{
+    int ret;
+
+    if (!c->depends_on || !cache_has_dirty(c->depends_on)) {
+        return 0;
+    }
+    ret = qcow2_cache_flush(c->depends_on);
+    if (ret == 0) {
+        ret = bd_child_flush(c->s->file);
+    }
+    return ret;
+}
+
+static int cache_writeback(Qcow2Cache *c, Qcow2CacheEntry *e)
+{
+    int ret;
+
+    if (!e->dirty) {
+        return 0;
+    }
+    ret = cache_flush_dependency(c);
+    if (ret == 0) {
+        ret = bd_child_pwrite(c->s->file, e->offset, c->entry_size,
+                              e->data, 0);
+    }
+    if (ret == 0) {
+        e->dirty = FALSE;
+        c->n_dirty--;
+    }
+    return ret;
+}
+
+int qcow2_cache_flush(Qcow2Cache *c)
+{
+    int result = 0;
+
+    if (!c->n_dirty) {
+        return 0;
+    }
+    for (unsigned i = 0; i < c->n; i++) {
+        int ret = cache_writeback(c, &c->entries[i]);
+        if (ret < 0 && result == 0) {
+            result = ret;
+        }
+    }
+    return result;
+}
+
+static Qcow2CacheEntry *cache_lookup(Qcow2Cache *c, uint64_t offset)
+{
+    gpointer v = g_hash_table_lookup(c->index, &offset);
+
+    return v ? &c->entries[GPOINTER_TO_UINT(v) - 1] : NULL;
+}
+
+static void cache_unindex(Qcow2Cache *c, Qcow2CacheEntry *e)
+{
+    if (e->offset) {
+        g_hash_table_remove(c->index, &e->offset);
+        e->offset = 0;
+    }
+}
+
+/* The least recently used entry, written back first if dirty. */
+static int cache_victim(Qcow2Cache *c, Qcow2CacheEntry **out)
+{
+    Qcow2CacheEntry *best = NULL;
+    int ret;
+
+    for (unsigned i = 0; i < c->n; i++) {
+        Qcow2CacheEntry *e = &c->entries[i];
+        if (!e->offset) {
+            best = e;
+            break;
+        }
+        if (!best || e->lru < best->lru) {
+            best = e;
+        }
+    }
+    ret = cache_writeback(c, best);
+    if (ret < 0) {
+        return ret;
+    }
+    cache_unindex(c, best);
+    *out = best;
+    return 0;
+}
+
+int qcow2_cache_get(Qcow2Cache *c, uint64_t offset, gboolean fresh,
+                    void **table)
+{
+    Qcow2CacheEntry *e = cache_lookup(c, offset);
+    int ret;
+
+    if (!e) {
+        ret = cache_victim(c, &e);
+        if (ret < 0) {
+            return ret;
+        }
+        if (!e->data) {
+            e->data = g_try_malloc(c->entry_size);
+            if (!e->data) {
+                return -ENOMEM;
+            }
+        }
+        if (fresh) {
+            memset(e->data, 0, c->entry_size);
+        } else {
+            ret = bd_child_pread(c->s->file, offset, c->entry_size, e->data,
+                                 0);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        e->offset = offset;
+        g_hash_table_insert(c->index, &e->offset,
+                            GUINT_TO_POINTER((guint)(e - c->entries) + 1));
+    } else if (fresh) {
+        memset(e->data, 0, c->entry_size);
+    }
+    e->lru = ++c->lru_counter;
+    e->used = TRUE;
+    *table = e->data;
+    return 0;
+}
+
+void qcow2_cache_mark_dirty(Qcow2Cache *c, uint64_t offset)
+{
+    Qcow2CacheEntry *e = cache_lookup(c, offset);
+
+    g_assert(e);
+    if (!e->dirty) {
+        e->dirty = TRUE;
+        c->n_dirty++;
+    }
+}
+
+void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset)
+{
+    for (uint64_t off = offset; off < offset + c->s->cluster_size;
+         off += c->entry_size) {
+        Qcow2CacheEntry *e = cache_lookup(c, off);
+        if (e) {
+            if (e->dirty) {
+                e->dirty = FALSE;
+                c->n_dirty--;
+            }
+            cache_unindex(c, e);
+        }
+    }
+}
+
+void qcow2_cache_clean_unused(Qcow2Cache *c)
+{
+    for (unsigned i = 0; i < c->n; i++) {
+        Qcow2CacheEntry *e = &c->entries[i];
+        if (!e->used && !e->dirty && e->data) {
+            cache_unindex(c, e);
+            g_clear_pointer(&e->data, g_free);
+        }
+        e->used = FALSE;
+    }
+}

@@ -1,0 +1,353 @@
+/* SPDX-License-Identifier: MIT */
+/* qcow2 guest-to-host mapping: L1/L2 lookup, L2 updates, L1 growth.
+ *
+ * Thread model: every function needs Qcow2State.lock.  Order on disk: a
+ * new L2 table is written (zeroed or copied) and the refcounts that
+ * describe it are synced before the L1 entry points to it; L2 slices
+ * are written back after the refcount cache (cache dependency).
+ */
+#define G_LOG_DOMAIN "blockd-qcow2"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include "graph/io.h"
+#include "formats/qcow2/qcow2.h"
+
+Qcow2ClusterType qcow2_entry_type(Qcow2State *s, uint64_t l2e)
+{
+    if (l2e & QCOW2_OFLAG_COMPRESSED) {
+        return QCOW2_CT_COMPRESSED;
+    }
+    if ((l2e & QCOW2_OFLAG_ZERO) && s->h.version >= 3) {
+        return (l2e & QCOW2_OFFSET_MASK) ? QCOW2_CT_ZERO_ALLOC
+                                         : QCOW2_CT_ZERO_PLAIN;
+    }
+    return (l2e & QCOW2_OFFSET_MASK) ? QCOW2_CT_NORMAL
+                                     : QCOW2_CT_UNALLOCATED;
+}
+
+static int write_l1_entry(Qcow2State *s, uint32_t idx)
+{
+    uint64_t be = GUINT64_TO_BE(s->l1[idx]);
+
+    return bd_child_pwrite(s->file, s->h.l1_table_offset + idx * 8ull, 8,
+                           &be, 0);
+}
+
+/* A new L2 table for L1 index 'idx' (a copy of the old one, if shared). */
+static int l2_allocate(Qcow2State *s, uint32_t idx)
+{
+    uint64_t old = s->l1[idx] & QCOW2_OFFSET_MASK;
+    g_autofree uint8_t *buf = NULL;
+    int64_t off;
+    int ret;
+
+    off = qcow2_alloc_clusters_locked(s, 1);
+    if (off < 0) {
+        return (int)off;
+    }
+    buf = g_try_malloc0(s->cluster_size);
+    if (!buf) {
+        return -ENOMEM;
+    }
+    if (old) {
+        /* Write back our cached view first, then copy it. */
+        ret = qcow2_cache_flush(s->l2_cache);
+        if (ret == 0) {
+            ret = bd_child_pread(s->file, old, s->cluster_size, buf, 0);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    ret = qcow2_cache_flush(s->rc_cache);
+    if (ret == 0) {
+        ret = bd_child_pwrite(s->file, off, s->cluster_size, buf, 0);
+    }
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    s->l1[idx] = (uint64_t)off | QCOW2_OFLAG_COPIED;
+    ret = write_l1_entry(s, idx);
+    if (ret < 0) {
+        return ret;
+    }
+    if (old) {
+        qcow2_cache_discard(s->l2_cache, old);
+        ret = qcow2_refcount_update_locked(s, old, 1, -1,
+                                           QCOW2_DISCARD_OTHER);
+    }
+    return ret;
+}
+
+/* The cached L2 slice holding the entry of guest 'offset'; *slice NULL
+ * when no L2 table exists and !alloc. */
+static int l2_slice_get(Qcow2State *s, uint64_t offset, gboolean alloc,
+                        uint64_t **slice, uint64_t *slice_off,
+                        uint32_t *index)
+{
+    uint64_t l1_idx = offset >> (s->l2_bits + s->cluster_bits);
+    uint64_t l2_index = (offset >> s->cluster_bits) &
+                        ((1ull << s->l2_bits) - 1);
+    uint64_t l2_off;
+    int ret;
+
+    *slice = NULL;
+    if (l1_idx >= s->l1_size) {
+        return alloc ? -EIO : 0;
+    }
+    l2_off = s->l1[l1_idx] & QCOW2_OFFSET_MASK;
+    if (alloc && (!l2_off || !(s->l1[l1_idx] & QCOW2_OFLAG_COPIED))) {
+        ret = l2_allocate(s, l1_idx);
+        if (ret < 0) {
+            return ret;
+        }
+        l2_off = s->l1[l1_idx] & QCOW2_OFFSET_MASK;
+    }
+    if (!l2_off) {
+        return 0;
+    }
+    if (l2_off & (s->cluster_size - 1)) {
+        qcow2_signal_corruption(s, "L2 table offset 0x%" PRIx64
+                                " unaligned (L1 index: 0x%" PRIx64 ")",
+                                l2_off, l1_idx);
+        return -EIO;
+    }
+    if (l2_off + s->cluster_size >
+        (uint64_t)MAX(bd_node_getlength(s->file->node), 0)) {
+        qcow2_signal_corruption(s, "L2 table offset 0x%" PRIx64
+                                " beyond end of file (L1 index: 0x%" PRIx64
+                                ")", l2_off, l1_idx);
+        return -EIO;
+    }
+    *slice_off = l2_off + (l2_index / s->l2_slice_size) *
+                 s->l2_slice_size * 8;
+    *index = l2_index % s->l2_slice_size;
+    return qcow2_cache_get(s->l2_cache, *slice_off, FALSE, (void **)slice);
+}
+
+int qcow2_get_mapping_locked(Qcow2State *s, uint64_t offset, uint64_t bytes,
+                             uint64_t *pnum, uint64_t *host, uint64_t *l2e)
+{
+    uint64_t intra = offset & (s->cluster_size - 1);
+    uint64_t *slice, slice_off, e, avail;
+    uint32_t idx, n = 1;
+    Qcow2ClusterType type;
+    int ret;
+
+    ret = l2_slice_get(s, offset, FALSE, &slice, &slice_off, &idx);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!slice) {
+        /* No L2 table: unallocated up to the end of its coverage. */
+        uint64_t cover = (uint64_t)s->cluster_size << s->l2_bits;
+        *pnum = MIN(bytes, cover - (offset & (cover - 1)));
+        *host = 0;
+        *l2e = 0;
+        return 0;
+    }
+    e = GUINT64_FROM_BE(slice[idx]);
+    type = qcow2_entry_type(s, e);
+    if (type == QCOW2_CT_NORMAL || type == QCOW2_CT_ZERO_ALLOC) {
+        if ((e & QCOW2_OFFSET_MASK) & (s->cluster_size - 1)) {
+            qcow2_signal_corruption(s, "Cluster allocation offset 0x%"
+                                    PRIx64 " unaligned (L2 offset: 0x%"
+                                    PRIx64 ", L2 index: 0x%" PRIx32 ")",
+                                    (uint64_t)(e & QCOW2_OFFSET_MASK),
+                                    slice_off, idx);
+            return -EIO;
+        }
+    }
+    avail = s->cluster_size - intra;
+    if (type != QCOW2_CT_COMPRESSED) {
+        for (; idx + n < s->l2_slice_size && avail < bytes; n++) {
+            uint64_t e2 = GUINT64_FROM_BE(slice[idx + n]);
+            if (qcow2_entry_type(s, e2) != type ||
+                (type == QCOW2_CT_NORMAL &&
+                 ((e2 & QCOW2_OFFSET_MASK) !=
+                      (e & QCOW2_OFFSET_MASK) +
+                          (uint64_t)n * s->cluster_size ||
+                  (e2 ^ e) & QCOW2_OFLAG_COPIED))) {
+                break;
+            }
+            avail += s->cluster_size;
+        }
+    }
+    *pnum = MIN(bytes, avail);
+    *l2e = e;
+    *host = type == QCOW2_CT_NORMAL ? (e & QCOW2_OFFSET_MASK) + intra : 0;
+    return 0;
+}
+
+int qcow2_set_l2_entries_locked(Qcow2State *s, uint64_t offset, uint64_t n,
+                                const uint64_t *entries, uint64_t *old)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t *slice, slice_off;
+        uint32_t idx;
+        int ret = l2_slice_get(s, offset + (i << s->cluster_bits), TRUE,
+                               &slice, &slice_off, &idx);
+        if (ret < 0) {
+            return ret;
+        }
+        if (old) {
+            old[i] = GUINT64_FROM_BE(slice[idx]);
+        }
+        slice[idx] = GUINT64_TO_BE(entries[i]);
+        qcow2_cache_mark_dirty(s->l2_cache, slice_off);
+    }
+    return 0;
+}
+
+int qcow2_grow_l1_locked(Qcow2State *s, uint64_t size)
+{
+    uint64_t cover = (uint64_t)s->cluster_size << s->l2_bits;
+    uint64_t need = (size + cover - 1) / cover, bytes;
+    g_autofree uint64_t *table = NULL;
+    uint64_t old_off = s->h.l1_table_offset, old_size = s->l1_size;
+    uint8_t hdr[12];
+    int64_t off;
+    int ret;
+
+    if (need <= s->l1_size) {
+        return 0;
+    }
+    if (need * 8 > QCOW2_MAX_L1_BYTES) {
+        return -EFBIG;
+    }
+    bytes = (need * 8 + s->cluster_size - 1) & ~((uint64_t)s->cluster_size - 1);
+    table = g_try_malloc0(bytes);
+    if (!table) {
+        return -ENOMEM;
+    }
+    off = qcow2_alloc_clusters_locked(s, bytes >> s->cluster_bits);
+    if (off < 0) {
+        return (int)off;
+    }
+    for (uint64_t i = 0; i < s->l1_size; i++) {
+        table[i] = GUINT64_TO_BE(s->l1[i]);
+    }
+    ret = qcow2_cache_flush(s->rc_cache);
+    if (ret == 0) {
+        ret = bd_child_pwrite(s->file, off, bytes, table, 0);
+    }
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    *(uint32_t *)hdr = GUINT32_TO_BE((uint32_t)need);
+    *(uint64_t *)(hdr + 4) = GUINT64_TO_BE((uint64_t)off);
+    ret = bd_child_pwrite(s->file, 36, sizeof(hdr), hdr, 0);
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    for (uint64_t i = 0; i < need; i++) {
+        table[i] = GUINT64_FROM_BE(table[i]);
+    }
+    g_free(s->l1);
+    s->l1 = g_steal_pointer(&table);
+    s->l1_size = need;
+    s->h.l1_size = need;
+    s->h.l1_table_offset = off;
+    if (old_size) {
+        return qcow2_refcount_update_locked(s, old_off, old_size * 8, -1,
+                                            QCOW2_DISCARD_OTHER);
+    }
+    return 0;
+}
+
+int qcow2_free_entry_locked(Qcow2State *s, uint64_t l2e, int discard_type)
+{
+    switch (qcow2_entry_type(s, l2e)) {
+    case QCOW2_CT_NORMAL:
+    case QCOW2_CT_ZERO_ALLOC:
+        return qcow2_refcount_update_locked(s, l2e & QCOW2_OFFSET_MASK,
+                                            s->cluster_size, -1,
+                                            discard_type);
+    case QCOW2_CT_COMPRESSED: {
+        uint64_t coff = l2e & s->coffset_mask;
+        uint64_t nb = ((l2e >> s->csize_shift) & s->csize_mask) + 1;
+        uint64_t first = coff & ~511ull;
+        return qcow2_refcount_update_locked(s, first, nb * 512, -1,
+                                            discard_type);
+    }
+    default:
+        return 0;
+    }
+}
+
+/* Old entries are freed only after the L2 tables without them are on
+ * disk, so that no table on disk references a free cluster. */
+static int free_entries_locked(Qcow2State *s, GArray *old, int type)
+{
+    int ret;
+
+    if (old->len == 0) {
+        return 0;
+    }
+    ret = qcow2_cache_flush(s->l2_cache);
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    for (guint i = 0; ret == 0 && i < old->len; i++) {
+        ret = qcow2_free_entry_locked(s, g_array_index(old, uint64_t, i),
+                                      type);
+    }
+    return ret;
+}
+
+int qcow2_zero_clusters_locked(Qcow2State *s, uint64_t offset, uint64_t n,
+                               Qcow2ZeroMode mode)
+{
+    g_autoptr(GArray) old = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+    gboolean has_backing = bd_node_backing(s->node) != NULL;
+
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t *slice, slice_off, e, ne;
+        uint32_t idx;
+        Qcow2ClusterType t;
+        int ret = l2_slice_get(s, offset + (i << s->cluster_bits),
+                               mode != QCOW2_DISCARD, &slice, &slice_off,
+                               &idx);
+        if (ret < 0) {
+            return ret;
+        }
+        if (!slice) {
+            continue;
+        }
+        e = GUINT64_FROM_BE(slice[idx]);
+        t = qcow2_entry_type(s, e);
+        if (mode == QCOW2_DISCARD) {
+            ne = (s->h.version >= 3 && has_backing) ? QCOW2_OFLAG_ZERO : 0;
+        } else if (mode == QCOW2_ZERO_KEEP &&
+                   (t == QCOW2_CT_NORMAL || t == QCOW2_CT_ZERO_ALLOC) &&
+                   (e & QCOW2_OFLAG_COPIED)) {
+            ne = (e & QCOW2_OFFSET_MASK) | QCOW2_OFLAG_COPIED |
+                 QCOW2_OFLAG_ZERO;
+        } else {
+            ne = QCOW2_OFLAG_ZERO;
+        }
+        if (ne == e) {
+            continue;
+        }
+        if ((e & QCOW2_OFFSET_MASK) != (ne & QCOW2_OFFSET_MASK) ||
+            t == QCOW2_CT_COMPRESSED) {
+            g_array_append_val(old, e);
+        }
+        slice[idx] = GUINT64_TO_BE(ne);
+        qcow2_cache_mark_dirty(s->l2_cache, slice_off);
+    }
+    return free_entries_locked(s, old, mode == QCOW2_DISCARD
+                                           ? QCOW2_DISCARD_REQUEST
+                                           : QCOW2_DISCARD_OTHER);
+}

@@ -1,0 +1,558 @@
+/* SPDX-License-Identifier: MIT */
+/* The 'qcow2' format driver: driver table, options, open/close, queries.
+ *
+ * Thread model: open/close/query on the main thread.  Data callbacks
+ * (rw.c) run on any thread; Qcow2State.lock protects the metadata (L1,
+ * refcount table, caches, allocation state) and is never held across
+ * guest data I/O.  The cache-clean timer runs on the main loop and takes
+ * the lock.
+ */
+#define G_LOG_DOMAIN "blockd-qcow2"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+#include "graph/error.h"
+#include "graph/io.h"
+#include "formats/qcow2/qcow2.h"
+
+#define DEFAULT_L2_CACHE_MAX_SIZE (32u * 1024 * 1024)
+#define MIN_REFCOUNT_CACHE_CLUSTERS 4
+#define MIN_L2_CACHE_CLUSTERS 2
+#define DEFAULT_CACHE_CLEAN_INTERVAL 600
+
+/* --- schema (QAPI BlockdevOptionsQcow2) --- */
+
+static const char *const overlap_mode_values[] = {
+    "none", "constant", "cached", "all", NULL };
+static const BdSchemaType overlap_mode_type = {
+    .name = "Qcow2OverlapCheckMode", .kind = BD_SCHEMA_ENUM,
+    .enum_values = overlap_mode_values };
+static const BdSchemaField overlap_flag_fields[] = {
+    { "template", &overlap_mode_type, TRUE },
+    { "main-header", &bd_schema_bool, TRUE },
+    { "active-l1", &bd_schema_bool, TRUE },
+    { "active-l2", &bd_schema_bool, TRUE },
+    { "refcount-table", &bd_schema_bool, TRUE },
+    { "refcount-block", &bd_schema_bool, TRUE },
+    { "snapshot-table", &bd_schema_bool, TRUE },
+    { "inactive-l1", &bd_schema_bool, TRUE },
+    { "inactive-l2", &bd_schema_bool, TRUE },
+    { "bitmap-directory", &bd_schema_bool, TRUE },
+    { NULL },
+};
+static const BdSchemaType overlap_flags_type = {
+    .name = "Qcow2OverlapCheckFlags", .kind = BD_SCHEMA_OBJECT,
+    .fields = overlap_flag_fields };
+static const BdSchemaType *const overlap_alts[] = {
+    &overlap_flags_type, &overlap_mode_type, NULL };
+static const BdSchemaType overlap_type = {
+    .name = "Qcow2OverlapChecks", .kind = BD_SCHEMA_ALTERNATE,
+    .alternatives = overlap_alts };
+
+static const BdSchemaField qcow2_options[] = {
+    { "file", &bd_schema_blockdev_ref, FALSE },
+    { "backing", &bd_schema_blockdev_ref_or_null, TRUE },
+    { "lazy-refcounts", &bd_schema_bool, TRUE },
+    { "pass-discard-request", &bd_schema_bool, TRUE },
+    { "pass-discard-snapshot", &bd_schema_bool, TRUE },
+    { "pass-discard-other", &bd_schema_bool, TRUE },
+    { "overlap-check", &overlap_type, TRUE },
+    { "cache-size", &bd_schema_int, TRUE },
+    { "l2-cache-size", &bd_schema_int, TRUE },
+    { "l2-cache-entry-size", &bd_schema_int, TRUE },
+    { "refcount-cache-size", &bd_schema_int, TRUE },
+    { "cache-clean-interval", &bd_schema_int, TRUE },
+    { "encrypt", &bd_schema_any, TRUE },
+    { "data-file", &bd_schema_blockdev_ref, TRUE },
+    { NULL },
+};
+
+#define FAIL(...) do { \
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, __VA_ARGS__); \
+        return FALSE; \
+    } while (0)
+
+void qcow2_signal_corruption(Qcow2State *s, const char *fmt, ...)
+{
+    g_autofree char *msg = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    if (s->corrupt) {
+        return;
+    }
+    if (!s->writable) {
+        g_warning("node '%s': qcow2: image is corrupt: %s",
+                  s->node->node_name, msg);
+        return;
+    }
+    g_warning("node '%s': qcow2: Marking image as corrupt: %s; further "
+              "corruption events will be suppressed",
+              s->node->node_name, msg);
+    s->corrupt = TRUE;
+    if (s->h.version >= 3) {
+        uint64_t be = GUINT64_TO_BE(s->h.incompatible |
+                                    QCOW2_INCOMPAT_CORRUPT);
+        if (bd_child_pwrite(s->file, 72, 8, &be, 0) == 0) {
+            s->h.incompatible |= QCOW2_INCOMPAT_CORRUPT;
+            bd_child_flush(s->file);
+        }
+    }
+}
+
+/* --- caches: QEMU's read_cache_sizes() rules and messages --- */
+
+static gboolean read_cache_sizes(Qcow2State *s, GVariant *o, uint64_t *l2,
+                                 uint64_t *rc, uint64_t *entry,
+                                 GError **errp)
+{
+    gboolean has_all = bd_opts_has(o, "cache-size");
+    gboolean has_l2 = bd_opts_has(o, "l2-cache-size");
+    gboolean has_rc = bd_opts_has(o, "refcount-cache-size");
+    uint64_t all = (uint64_t)bd_opts_get_int(o, "cache-size", 0);
+    uint64_t cs = s->cluster_size;
+    uint64_t max_l2 = ((s->h.size + cs - 1) / cs * 8 + cs - 1) / cs * cs;
+    uint64_t min_rc = MIN_REFCOUNT_CACHE_CLUSTERS * cs;
+
+    *l2 = (uint64_t)bd_opts_get_int(o, "l2-cache-size", 0);
+    *rc = (uint64_t)bd_opts_get_int(o, "refcount-cache-size", 0);
+    *entry = (uint64_t)bd_opts_get_int(o, "l2-cache-entry-size", cs);
+    if (has_all) {
+        if (has_l2 && has_rc) {
+            FAIL("cache-size, l2-cache-size and refcount-cache-size may "
+                 "not be set at the same time");
+        } else if (has_l2 && *l2 > all) {
+            FAIL("l2-cache-size may not exceed cache-size");
+        } else if (has_rc && *rc > all) {
+            FAIL("refcount-cache-size may not exceed cache-size");
+        }
+        if (has_l2) {
+            *rc = all - *l2;
+        } else if (has_rc) {
+            *l2 = all - *rc;
+        } else if (all >= max_l2 + min_rc) {
+            *l2 = max_l2;
+            *rc = all - *l2;
+        } else {
+            *rc = MIN(all, min_rc);
+            *l2 = all - *rc;
+        }
+    } else {
+        if (!has_l2) {
+            *l2 = MIN(max_l2, (uint64_t)DEFAULT_L2_CACHE_MAX_SIZE);
+        }
+        if (!has_rc) {
+            *rc = min_rc;
+        }
+    }
+    if (*entry < 512 || *entry > cs || (*entry & (*entry - 1))) {
+        FAIL("L2 cache entry size must be a power of two between %d and "
+             "the cluster size (%" PRIu64 ")", 512, cs);
+    }
+    return TRUE;
+}
+
+static gboolean clean_caches(gpointer opaque)
+{
+    Qcow2State *s = opaque;
+
+    g_mutex_lock(&s->lock);
+    qcow2_cache_clean_unused(s->l2_cache);
+    qcow2_cache_clean_unused(s->rc_cache);
+    g_mutex_unlock(&s->lock);
+    return G_SOURCE_CONTINUE;
+}
+
+static gboolean setup_caches(Qcow2State *s, GVariant *o, GError **errp)
+{
+    uint64_t l2, rc, entry;
+    gint64 interval = bd_opts_get_int(o, "cache-clean-interval",
+                                      DEFAULT_CACHE_CLEAN_INTERVAL);
+
+    if (!read_cache_sizes(s, o, &l2, &rc, &entry, errp)) {
+        return FALSE;
+    }
+    l2 = MAX(l2 / entry, (uint64_t)MIN_L2_CACHE_CLUSTERS *
+                             (s->cluster_size / entry));
+    if (l2 > INT_MAX) {
+        FAIL("L2 cache size too big");
+    }
+    rc = MAX(rc / s->cluster_size, (uint64_t)MIN_REFCOUNT_CACHE_CLUSTERS);
+    if (rc > INT_MAX) {
+        FAIL("Refcount cache size too big");
+    }
+    if (interval < 0 || (uint64_t)interval > UINT_MAX) {
+        FAIL("Cache clean interval too big");
+    }
+    s->l2_slice_size = entry / 8;
+    s->l2_cache = qcow2_cache_new(s, l2, entry);
+    s->rc_cache = qcow2_cache_new(s, rc, s->cluster_size);
+    qcow2_cache_set_dependency(s->l2_cache, s->rc_cache);
+    if (interval > 0) {
+        s->clean_timer = g_timeout_add_seconds(interval, clean_caches, s);
+    }
+    return TRUE;
+}
+
+static gboolean read_overlap_check(Qcow2State *s, GVariant *o,
+                                   GError **errp)
+{
+    static const struct { const char *name; int bit; } flags[] = {
+        { "main-header", QCOW2_OL_MAIN_HEADER },
+        { "active-l1", QCOW2_OL_ACTIVE_L1 },
+        { "active-l2", QCOW2_OL_ACTIVE_L2 },
+        { "refcount-table", QCOW2_OL_REFCOUNT_TABLE },
+        { "refcount-block", QCOW2_OL_REFCOUNT_BLOCK },
+        { "snapshot-table", QCOW2_OL_SNAPSHOT_TABLE },
+        { "inactive-l1", QCOW2_OL_INACTIVE_L1 },
+        { "inactive-l2", QCOW2_OL_INACTIVE_L2 },
+        { "bitmap-directory", QCOW2_OL_BITMAP_DIRECTORY },
+    };
+    const int constant = QCOW2_OL_MAIN_HEADER | QCOW2_OL_ACTIVE_L1 |
+                         QCOW2_OL_REFCOUNT_TABLE | QCOW2_OL_SNAPSHOT_TABLE |
+                         QCOW2_OL_INACTIVE_L1 | QCOW2_OL_BITMAP_DIRECTORY;
+    const int cached = constant | QCOW2_OL_ACTIVE_L2 |
+                       QCOW2_OL_REFCOUNT_BLOCK;
+    g_autoptr(GVariant) v = bd_opts_lookup(o, "overlap-check");
+    const char *mode = "cached";
+
+    if (v && g_variant_is_of_type(v, G_VARIANT_TYPE_STRING)) {
+        mode = g_variant_get_string(v, NULL);
+    } else if (v) {
+        mode = bd_opts_get_str(v, "template", "cached");
+    }
+    s->overlap_check = strcmp(mode, "none") == 0 ? 0 :
+                       strcmp(mode, "constant") == 0 ? constant :
+                       strcmp(mode, "all") == 0 ? cached |
+                           QCOW2_OL_INACTIVE_L2 : cached;
+    for (gsize i = 0; v && !g_variant_is_of_type(v, G_VARIANT_TYPE_STRING) &&
+                      i < G_N_ELEMENTS(flags); i++) {
+        if (bd_opts_has(v, flags[i].name)) {
+            if (bd_opts_get_bool(v, flags[i].name, FALSE)) {
+                s->overlap_check |= flags[i].bit;
+            } else {
+                s->overlap_check &= ~flags[i].bit;
+            }
+        }
+    }
+    return TRUE;
+}
+
+/* --- tables --- */
+
+static gboolean read_table(Qcow2State *s, uint64_t offset, uint64_t entries,
+                           uint64_t **out, const char *what, GError **errp)
+{
+    g_autofree uint64_t *t = NULL;
+    int ret;
+
+    if (entries == 0) {
+        *out = NULL;
+        return TRUE;
+    }
+    t = g_try_new(uint64_t, entries);
+    if (!t) {
+        FAIL("Could not allocate %s", what);
+    }
+    ret = bd_child_pread(s->file, offset, entries * 8, t, 0);
+    if (ret < 0) {
+        FAIL("Could not read %s: %s", what, g_strerror(-ret));
+    }
+    for (uint64_t i = 0; i < entries; i++) {
+        t[i] = GUINT64_FROM_BE(t[i]);
+    }
+    *out = g_steal_pointer(&t);
+    return TRUE;
+}
+
+static gboolean read_header(Qcow2State *s, GError **errp)
+{
+    int64_t flen = bd_node_getlength(s->file->node);
+    uint64_t len;
+    g_autofree uint8_t *buf = NULL;
+    int ret;
+
+    if (flen < 0) {
+        FAIL("Could not get image size: %s", g_strerror((int)-flen));
+    }
+    len = MIN((uint64_t)flen, 1ull << QCOW2_MAX_CLUSTER_BITS);
+    buf = g_malloc0(MAX(len, QCOW2_V3_HEADER_SIZE));
+    ret = bd_child_pread(s->file, 0, len, buf, 0);
+    if (ret < 0) {
+        FAIL("Could not read qcow2 header: %s", g_strerror(-ret));
+    }
+    return qcow2_header_parse(buf, len, flen, &s->h, errp);
+}
+
+static gboolean check_writable(Qcow2State *s, GVariant *o, GError **errp)
+{
+    if (s->h.incompatible & QCOW2_INCOMPAT_CORRUPT) {
+        FAIL("qcow2: Image is corrupt; cannot be opened read/write");
+    }
+    if (s->h.incompatible & QCOW2_INCOMPAT_DIRTY) {
+        FAIL("qcow2: Image is dirty (lazy refcounts not written back); "
+             "repair it with 'qemu-img check -r all' before writing");
+    }
+    if (bd_opts_get_bool(o, "lazy-refcounts", FALSE) && s->h.version < 3) {
+        FAIL("Lazy refcounts require a qcow2 image with at least qemu 1.1 "
+             "compatibility level");
+    }
+    if (s->h.autoclear) {
+        /* Features we do not maintain must be marked stale (spec). */
+        uint64_t zero = 0;
+        int ret = bd_child_pwrite(s->file, 88, 8, &zero, 0);
+        if (ret < 0) {
+            FAIL("Could not update qcow2 header: %s", g_strerror(-ret));
+        }
+        s->h.autoclear = 0;
+    }
+    return TRUE;
+}
+
+static void setup_geometry(Qcow2State *s)
+{
+    s->cluster_bits = s->h.cluster_bits;
+    s->cluster_size = 1u << s->cluster_bits;
+    s->l2_bits = s->cluster_bits - 3;
+    s->refcount_bits = 1u << s->h.refcount_order;
+    s->refblock_bits = s->cluster_bits + 3 - s->h.refcount_order;
+    s->refcount_max = s->refcount_bits == 64 ? UINT64_MAX
+                      : (1ull << s->refcount_bits) - 1;
+    s->csize_shift = 62 - (s->cluster_bits - 8);
+    s->csize_mask = (1ull << (s->cluster_bits - 8)) - 1;
+    s->coffset_mask = (1ull << s->csize_shift) - 1;
+}
+
+/* --- backing --- */
+
+static char *probe_format(const char *filename)
+{
+    uint8_t magic[4] = { 0 };
+    int fd = open(filename, O_RDONLY | O_CLOEXEC);
+
+    if (fd >= 0) {
+        if (pread(fd, magic, 4, 0) != 4) {
+            memset(magic, 0, 4);
+        }
+        close(fd);
+    }
+    return g_strdup(memcmp(magic, "QFI\xfb", 4) == 0 ? "qcow2" : "raw");
+}
+
+static gboolean open_backing(BdNode *node, Qcow2State *s, GVariant *o,
+                             GError **errp)
+{
+    g_autofree char *path = NULL, *dir = NULL, *fmt = NULL;
+    GVariantBuilder file, back, outer;
+    g_autoptr(GVariant) opts = NULL;
+
+    if (bd_opts_has(o, "backing")) {
+        return bd_node_open_child(node, o, "backing", BD_CHILD_COW, TRUE,
+                                  errp) != NULL || !errp || !*errp;
+    }
+    if (!s->h.backing_file) {
+        return TRUE;
+    }
+    if (g_path_is_absolute(s->h.backing_file) || !s->file->node->filename) {
+        path = g_strdup(s->h.backing_file);
+    } else {
+        dir = g_path_get_dirname(s->file->node->filename);
+        path = g_build_filename(dir, s->h.backing_file, NULL);
+    }
+    fmt = s->h.backing_format ? g_strdup(s->h.backing_format)
+                              : probe_format(path);
+    if (!bd_driver_find(fmt)) {
+        FAIL("Unknown driver '%s'", fmt);
+    }
+    g_variant_builder_init(&file, G_VARIANT_TYPE_VARDICT);
+    g_variant_builder_add(&file, "{sv}", "driver",
+                          g_variant_new_string("file"));
+    g_variant_builder_add(&file, "{sv}", "filename",
+                          g_variant_new_string(path));
+    g_variant_builder_init(&back, G_VARIANT_TYPE_VARDICT);
+    g_variant_builder_add(&back, "{sv}", "driver",
+                          g_variant_new_string(fmt));
+    g_variant_builder_add(&back, "{sv}", "file",
+                          g_variant_builder_end(&file));
+    g_variant_builder_init(&outer, G_VARIANT_TYPE_VARDICT);
+    g_variant_builder_add(&outer, "{sv}", "backing",
+                          g_variant_builder_end(&back));
+    opts = g_variant_ref_sink(g_variant_builder_end(&outer));
+    if (!bd_node_open_child(node, opts, "backing", BD_CHILD_COW, FALSE,
+                            errp)) {
+        g_prefix_error(errp, "Could not open backing file: ");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* --- open / close --- */
+
+static void qcow2_close(BdNode *node)
+{
+    Qcow2State *s = node->opaque;
+
+    if (!s) {
+        return;
+    }
+    if (s->clean_timer) {
+        g_source_remove(s->clean_timer);
+    }
+    if (s->writable && s->l2_cache && !s->corrupt) {
+        if (qcow2_metadata_flush_locked(s) == 0) {
+            bd_child_flush(s->file);
+        }
+    }
+    qcow2_cache_free(s->l2_cache);
+    qcow2_cache_free(s->rc_cache);
+    g_free(s->l1);
+    g_free(s->reftable);
+    qcow2_header_clear(&s->h);
+    if (s->inflight) {
+        g_ptr_array_unref(s->inflight);
+    }
+    g_mutex_clear(&s->lock);
+    g_cond_clear(&s->cond);
+    g_free(s);
+    node->opaque = NULL;
+}
+
+static gboolean qcow2_open_tables(BdNode *node, Qcow2State *s, GVariant *o,
+                                  GError **errp)
+{
+    int64_t flen;
+
+    if (!read_header(s, errp)) {
+        return FALSE;
+    }
+    setup_geometry(s);
+    if (bd_opts_has(o, "data-file") ||
+        (s->h.incompatible & QCOW2_INCOMPAT_DATA_FILE)) {
+        FAIL("External data files are not supported by blockd");
+    }
+    if (bd_opts_has(o, "encrypt")) {
+        FAIL("Encrypted qcow2 images are not supported by blockd");
+    }
+    if (s->writable && !check_writable(s, o, errp)) {
+        return FALSE;
+    }
+    s->l1_size = s->h.l1_size;
+    s->reftable_size = (uint64_t)s->h.refcount_table_clusters *
+                       s->cluster_size / 8;
+    if (!read_table(s, s->h.l1_table_offset, s->l1_size, &s->l1,
+                    "L1 table", errp) ||
+        !read_table(s, s->h.refcount_table_offset, s->reftable_size,
+                    &s->reftable, "refcount table", errp) ||
+        !setup_caches(s, o, errp) || !read_overlap_check(s, o, errp)) {
+        return FALSE;
+    }
+    flen = bd_node_getlength(s->file->node);
+    s->alloc_end = qcow2_size_to_clusters(s, MAX(flen, 0));
+    s->pass_discard[QCOW2_DISCARD_REQUEST] =
+        bd_opts_get_bool(o, "pass-discard-request", TRUE);
+    s->pass_discard[QCOW2_DISCARD_SNAPSHOT] =
+        bd_opts_get_bool(o, "pass-discard-snapshot", TRUE);
+    s->pass_discard[QCOW2_DISCARD_OTHER] =
+        bd_opts_get_bool(o, "pass-discard-other", FALSE);
+    s->lazy_refcounts = bd_opts_get_bool(
+        o, "lazy-refcounts",
+        !!(s->h.compatible & QCOW2_COMPAT_LAZY_REFCOUNTS));
+    return TRUE;
+}
+
+static gboolean qcow2_open(BdNode *node, GVariant *options, GError **errp)
+{
+    Qcow2State *s = g_new0(Qcow2State, 1);
+
+    g_mutex_init(&s->lock);
+    g_cond_init(&s->cond);
+    s->node = node;
+    s->inflight = g_ptr_array_new();
+    node->opaque = s;
+    s->file = bd_node_open_child(node, options, "file",
+                                 BD_CHILD_DATA | BD_CHILD_METADATA |
+                                 BD_CHILD_PRIMARY, FALSE, errp);
+    if (!s->file) {
+        goto fail;
+    }
+    s->writable = !node->read_only;
+    if (!qcow2_open_tables(node, s, options, errp) ||
+        !open_backing(node, s, options, errp)) {
+        goto fail;
+    }
+    bd_node_set_size(node, s->h.size);
+    return TRUE;
+
+fail:
+    s->writable = FALSE;
+    qcow2_close(node);
+    return FALSE;
+}
+
+/* --- queries --- */
+
+static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
+{
+    Qcow2State *s = node->opaque;
+    GVariantDict data, spec;
+
+    g_variant_dict_init(&data, NULL);
+    if (s->h.version >= 3) {
+        g_variant_dict_insert(&data, "compat", "s", "1.1");
+        g_variant_dict_insert(&data, "compression-type", "s", "zlib");
+        g_variant_dict_insert(&data, "lazy-refcounts", "b",
+                              !!(s->h.compatible &
+                                 QCOW2_COMPAT_LAZY_REFCOUNTS));
+        g_variant_dict_insert(&data, "refcount-bits", "x",
+                              (gint64)s->refcount_bits);
+        g_variant_dict_insert(&data, "corrupt", "b",
+                              !!(s->h.incompatible &
+                                 QCOW2_INCOMPAT_CORRUPT));
+        g_variant_dict_insert(&data, "extended-l2", "b", FALSE);
+    } else {
+        g_variant_dict_insert(&data, "compat", "s", "0.10");
+        g_variant_dict_insert(&data, "compression-type", "s", "zlib");
+        g_variant_dict_insert(&data, "refcount-bits", "x",
+                              (gint64)s->refcount_bits);
+    }
+    g_variant_dict_init(&spec, NULL);
+    g_variant_dict_insert(&spec, "type", "s", "qcow2");
+    g_variant_dict_insert_value(&spec, "data", g_variant_dict_end(&data));
+    g_variant_dict_insert_value(image, "format-specific",
+                                g_variant_dict_end(&spec));
+    g_variant_dict_insert(image, "cluster-size", "x",
+                          (gint64)s->cluster_size);
+    g_variant_dict_insert(image, "dirty-flag", "b",
+                          !!(s->h.incompatible & QCOW2_INCOMPAT_DIRTY));
+    if (s->h.backing_file && !g_variant_dict_contains(image,
+                                                      "backing-filename")) {
+        g_variant_dict_insert(image, "backing-filename", "s",
+                              s->h.backing_file);
+    }
+    if (s->h.backing_format) {
+        g_variant_dict_insert(image, "backing-filename-format", "s",
+                              s->h.backing_format);
+    }
+}
+
+const BdDriver bd_qcow2_driver = {
+    .name = "qcow2",
+    .options = qcow2_options,
+    .is_format = TRUE,
+    .open = qcow2_open,
+    .close = qcow2_close,
+    .pread = qcow2_pread,
+    .pwrite = qcow2_pwrite,
+    .pwrite_zeroes = qcow2_pwrite_zeroes,
+    .pdiscard = qcow2_pdiscard,
+    .flush = qcow2_flush,
+    .block_status = qcow2_block_status,
+    .truncate = qcow2_truncate,
+    .query_image_info = qcow2_query_image_info,
+};

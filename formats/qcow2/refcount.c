@@ -1,0 +1,425 @@
+/* SPDX-License-Identifier: MIT */
+/* qcow2 reference counts: lookup, update, cluster allocation, table growth.
+ *
+ * Thread model: all functions need Qcow2State.lock.  Crash-safety order:
+ * a new refcount block is on disk before the refcount table points to
+ * it; a grown refcount table (and the blocks describing it) is on disk
+ * before the header points to it; refcount increments reach the disk
+ * before any L2/L1 entry that references the cluster (cache dependency).
+ */
+#define G_LOG_DOMAIN "blockd-qcow2"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include "graph/io.h"
+#include "formats/qcow2/qcow2.h"
+
+uint64_t qcow2_refcount_read(const void *block, uint64_t i, uint32_t order)
+{
+    const uint8_t *b = block;
+
+    switch (order) {
+    case 0: case 1: case 2: {
+        uint32_t bits = 1u << order, per = 8 / bits;
+        return (b[i / per] >> ((i % per) * bits)) & ((1u << bits) - 1);
+    }
+    case 3:
+        return b[i];
+    case 4:
+        return (uint64_t)b[2 * i] << 8 | b[2 * i + 1];
+    case 5:
+        return (uint64_t)GUINT32_FROM_BE(((const uint32_t *)block)[i]);
+    default:
+        return GUINT64_FROM_BE(((const uint64_t *)block)[i]);
+    }
+}
+
+void qcow2_refcount_write(void *block, uint64_t i, uint32_t order,
+                          uint64_t v)
+{
+    uint8_t *b = block;
+
+    switch (order) {
+    case 0: case 1: case 2: {
+        uint32_t bits = 1u << order, per = 8 / bits;
+        uint32_t shift = (i % per) * bits, mask = ((1u << bits) - 1) << shift;
+        b[i / per] = (b[i / per] & ~mask) | ((v << shift) & mask);
+        break;
+    }
+    case 3:
+        b[i] = v;
+        break;
+    case 4:
+        b[2 * i] = v >> 8;
+        b[2 * i + 1] = v;
+        break;
+    case 5:
+        ((uint32_t *)block)[i] = GUINT32_TO_BE((uint32_t)v);
+        break;
+    default:
+        ((uint64_t *)block)[i] = GUINT64_TO_BE(v);
+    }
+}
+
+static uint64_t refblock_offset(Qcow2State *s, uint64_t idx)
+{
+    if (idx >= s->reftable_size) {
+        return 0;
+    }
+    return s->reftable[idx] & ~((uint64_t)s->cluster_size - 1) &
+           0x00ffffffffffffffull;
+}
+
+int qcow2_refcount_get_locked(Qcow2State *s, uint64_t cluster,
+                              uint64_t *refcount)
+{
+    uint64_t idx = cluster >> s->refblock_bits;
+    uint64_t off = refblock_offset(s, idx);
+    void *block;
+    int ret;
+
+    *refcount = 0;
+    if (!off) {
+        return 0;
+    }
+    ret = qcow2_cache_get(s->rc_cache, off, FALSE, &block);
+    if (ret < 0) {
+        return ret;
+    }
+    *refcount = qcow2_refcount_read(block, cluster &
+                                    ((1ull << s->refblock_bits) - 1),
+                                    s->h.refcount_order);
+    return 0;
+}
+
+static int write_be64_at(Qcow2State *s, uint64_t offset, uint64_t v)
+{
+    uint64_t be = GUINT64_TO_BE(v);
+
+    return bd_child_pwrite(s->file, offset, 8, &be, 0);
+}
+
+/* A new refcount block for table index 'idx', stored at 'cluster' (which
+ * lies in the range it describes, so it counts itself). */
+static int refblock_create_locked(Qcow2State *s, uint64_t idx,
+                                  uint64_t cluster)
+{
+    uint64_t off = cluster << s->cluster_bits;
+    void *block;
+    int ret;
+
+    ret = qcow2_cache_get(s->rc_cache, off, TRUE, &block);
+    if (ret < 0) {
+        return ret;
+    }
+    qcow2_refcount_write(block, cluster & ((1ull << s->refblock_bits) - 1),
+                         s->h.refcount_order, 1);
+    qcow2_cache_mark_dirty(s->rc_cache, off);
+    ret = qcow2_cache_flush(s->rc_cache);
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    if (ret == 0) {
+        ret = write_be64_at(s, s->h.refcount_table_offset + idx * 8, off);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    s->reftable[idx] = off;
+    s->alloc_end = MAX(s->alloc_end, cluster + 1);
+    return 0;
+}
+
+static gboolean refblock_missing(Qcow2State *s, uint64_t idx)
+{
+    return refblock_offset(s, idx) == 0;
+}
+
+/* Grow the refcount table so that it has an entry for 'need_idx'.  The
+ * new table and the blocks describing it go at the end of the image. */
+static int reftable_grow_locked(Qcow2State *s, uint64_t need_idx)
+{
+    uint64_t per_cluster = s->cluster_size / 8;
+    uint64_t entries = MAX(need_idx + 1, s->reftable_size * 3 / 2);
+    uint64_t tclusters = (entries + per_cluster - 1) / per_cluster;
+    uint64_t p = s->alloc_end, r = 0, nr;
+    g_autofree uint64_t *table = NULL;
+    uint64_t old_off = s->h.refcount_table_offset;
+    uint64_t old_clusters = s->h.refcount_table_clusters;
+    uint8_t hdr[12];
+    int ret;
+
+    if (tclusters * s->cluster_size > QCOW2_MAX_REFTABLE_BYTES) {
+        return -EFBIG;
+    }
+    entries = tclusters * per_cluster;
+    /* New blocks for every missing index the new clusters fall into. */
+    for (;;) {
+        nr = 0;
+        for (uint64_t i = p >> s->refblock_bits;
+             i <= (p + tclusters + r - 1) >> s->refblock_bits; i++) {
+            nr += refblock_missing(s, i);
+        }
+        if (nr == r) {
+            break;
+        }
+        r = nr;
+    }
+    table = g_try_new0(uint64_t, entries);
+    if (!table) {
+        return -ENOMEM;
+    }
+    for (uint64_t i = 0; i < s->reftable_size; i++) {
+        table[i] = GUINT64_TO_BE(s->reftable[i]);
+    }
+    /* Write the new blocks, then count the new clusters. */
+    {
+        uint64_t k = 0, end = p + tclusters + r;
+        for (uint64_t i = p >> s->refblock_bits;
+             i <= (end - 1) >> s->refblock_bits; i++) {
+            if (refblock_missing(s, i)) {
+                uint64_t boff = (p + tclusters + k++) << s->cluster_bits;
+                void *block;
+                ret = qcow2_cache_get(s->rc_cache, boff, TRUE, &block);
+                if (ret < 0) {
+                    return ret;
+                }
+                qcow2_cache_mark_dirty(s->rc_cache, boff);
+                table[i] = GUINT64_TO_BE(boff);
+                if (i < s->reftable_size) {
+                    s->reftable[i] = boff;    /* visible to the update */
+                }
+            }
+        }
+        /* Count through a temporary view that knows the new blocks. */
+        for (uint64_t c = p; c < end; c++) {
+            uint64_t i = c >> s->refblock_bits;
+            uint64_t boff = GUINT64_FROM_BE(table[i]);
+            void *block;
+            ret = qcow2_cache_get(s->rc_cache, boff, FALSE, &block);
+            if (ret < 0) {
+                return ret;
+            }
+            qcow2_refcount_write(block, c & ((1ull << s->refblock_bits) - 1),
+                                 s->h.refcount_order, 1);
+            qcow2_cache_mark_dirty(s->rc_cache, boff);
+        }
+    }
+    ret = qcow2_cache_flush(s->rc_cache);
+    if (ret == 0) {
+        ret = bd_child_pwrite(s->file, p << s->cluster_bits,
+                              tclusters * s->cluster_size, table, 0);
+    }
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    *(uint64_t *)hdr = GUINT64_TO_BE(p << s->cluster_bits);
+    *(uint32_t *)(hdr + 8) = GUINT32_TO_BE((uint32_t)tclusters);
+    ret = bd_child_pwrite(s->file, 48, sizeof(hdr), hdr, 0);
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    for (uint64_t i = 0; i < entries; i++) {
+        table[i] = GUINT64_FROM_BE(table[i]);
+    }
+    g_free(s->reftable);
+    s->reftable = g_steal_pointer(&table);
+    s->reftable_size = entries;
+    s->h.refcount_table_offset = p << s->cluster_bits;
+    s->h.refcount_table_clusters = tclusters;
+    s->alloc_end = p + tclusters + r;
+    /* The old table is garbage now. */
+    return qcow2_refcount_update_locked(s, old_off,
+                                        old_clusters * s->cluster_size, -1,
+                                        QCOW2_DISCARD_OTHER);
+}
+
+int qcow2_refcount_update_locked(Qcow2State *s, uint64_t offset,
+                                 uint64_t bytes, int64_t delta,
+                                 int discard_type)
+{
+    uint64_t first = offset >> s->cluster_bits;
+    uint64_t last = (offset + bytes - 1) >> s->cluster_bits;
+
+    for (uint64_t c = first; bytes && c <= last; c++) {
+        uint64_t idx = c >> s->refblock_bits, off = refblock_offset(s, idx);
+        uint64_t i = c & ((1ull << s->refblock_bits) - 1), v;
+        void *block;
+        int ret;
+
+        if (!off) {
+            qcow2_signal_corruption(s, "Cluster 0x%" PRIx64 " has no "
+                                    "refcount block", c << s->cluster_bits);
+            return -EIO;
+        }
+        ret = qcow2_cache_get(s->rc_cache, off, FALSE, &block);
+        if (ret < 0) {
+            return ret;
+        }
+        v = qcow2_refcount_read(block, i, s->h.refcount_order);
+        if ((delta < 0 && v < (uint64_t)-delta) ||
+            (delta > 0 && s->refcount_max - v < (uint64_t)delta)) {
+            if (delta < 0) {
+                qcow2_signal_corruption(s, "Refcount of cluster 0x%" PRIx64
+                                        " would drop below zero",
+                                        c << s->cluster_bits);
+                return -EIO;
+            }
+            return -ERANGE;
+        }
+        v += delta;
+        qcow2_refcount_write(block, i, s->h.refcount_order, v);
+        qcow2_cache_mark_dirty(s->rc_cache, off);
+        if (v == 0) {
+            qcow2_cache_discard(s->l2_cache, c << s->cluster_bits);
+            qcow2_cache_discard(s->rc_cache, c << s->cluster_bits);
+            s->free_cluster_index = MIN(s->free_cluster_index, c);
+            if (s->pass_discard[discard_type]) {
+                bd_child_pdiscard(s->file, c << s->cluster_bits,
+                                  s->cluster_size);
+            }
+        }
+    }
+    return 0;
+}
+
+int64_t qcow2_alloc_clusters_locked(Qcow2State *s, uint64_t n)
+{
+    uint64_t start, run, c, rc, limit = (1ull << 56) >> s->cluster_bits;
+    int ret;
+
+retry:
+    start = c = MAX(s->free_cluster_index, 1);
+    run = 0;
+    while (run < n) {
+        if (c >= limit) {
+            return -EFBIG;
+        }
+        ret = qcow2_refcount_get_locked(s, c, &rc);
+        if (ret < 0) {
+            return ret;
+        }
+        if (rc == 0) {
+            if (run++ == 0) {
+                start = c;
+            }
+        } else {
+            run = 0;
+        }
+        c++;
+    }
+    for (uint64_t idx = start >> s->refblock_bits;
+         idx <= (start + n - 1) >> s->refblock_bits; idx++) {
+        if (!refblock_missing(s, idx)) {
+            continue;
+        }
+        if (idx >= s->reftable_size) {
+            ret = reftable_grow_locked(s, idx);
+        } else {
+            ret = refblock_create_locked(s, idx,
+                                         MAX(start, idx << s->refblock_bits));
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        goto retry;
+    }
+    ret = qcow2_refcount_update_locked(s, start << s->cluster_bits,
+                                       n << s->cluster_bits, 1,
+                                       QCOW2_DISCARD_OTHER);
+    if (ret < 0) {
+        return ret;
+    }
+    if (s->free_cluster_index == start) {
+        s->free_cluster_index = start + n;
+    }
+    s->alloc_end = MAX(s->alloc_end, start + n);
+    return (int64_t)(start << s->cluster_bits);
+}
+
+int64_t qcow2_alloc_bytes_locked(Qcow2State *s, uint64_t bytes)
+{
+    uint64_t off = s->free_byte_offset;
+    uint64_t in_cluster = off & (s->cluster_size - 1);
+    int64_t ret;
+
+    if (off && in_cluster && bytes <= s->cluster_size - in_cluster) {
+        ret = qcow2_refcount_update_locked(s, off, 1, 1,
+                                           QCOW2_DISCARD_OTHER);
+        if (ret == 0) {
+            s->free_byte_offset = off + bytes;
+            return (int64_t)off;
+        }
+        if (ret != -ERANGE) {
+            return ret;
+        }
+    }
+    ret = qcow2_alloc_clusters_locked(s, 1);
+    if (ret >= 0) {
+        s->free_byte_offset = (uint64_t)ret + bytes;
+    }
+    return ret;
+}
+
+int qcow2_metadata_flush_locked(Qcow2State *s)
+{
+    int ret = qcow2_cache_flush(s->rc_cache);
+
+    if (ret == 0) {
+        ret = qcow2_cache_flush(s->l2_cache);
+    }
+    return ret;
+}
+
+static gboolean ranges_overlap(uint64_t a, uint64_t alen, uint64_t b,
+                               uint64_t blen)
+{
+    return a < b + blen && b < a + alen;
+}
+
+int qcow2_overlap_check_locked(Qcow2State *s, uint64_t offset,
+                               uint64_t bytes)
+{
+    int chk = s->overlap_check;
+    const char *what = NULL;
+
+    if ((chk & QCOW2_OL_MAIN_HEADER) && offset < s->cluster_size) {
+        what = "qcow2_header";
+    } else if ((chk & QCOW2_OL_ACTIVE_L1) && s->l1_size &&
+               ranges_overlap(offset, bytes, s->h.l1_table_offset,
+                              (uint64_t)s->l1_size * 8)) {
+        what = "active L1 table";
+    } else if ((chk & QCOW2_OL_REFCOUNT_TABLE) &&
+               ranges_overlap(offset, bytes, s->h.refcount_table_offset,
+                              (uint64_t)s->h.refcount_table_clusters *
+                                  s->cluster_size)) {
+        what = "refcount table";
+    }
+    for (uint64_t i = 0; !what && (chk & QCOW2_OL_REFCOUNT_BLOCK) &&
+                         i < s->reftable_size; i++) {
+        uint64_t b = refblock_offset(s, i);
+        if (b && ranges_overlap(offset, bytes, b, s->cluster_size)) {
+            what = "refcount block";
+        }
+    }
+    for (uint32_t i = 0; !what && (chk & QCOW2_OL_ACTIVE_L2) &&
+                         i < s->l1_size; i++) {
+        uint64_t l2 = s->l1[i] & QCOW2_OFFSET_MASK;
+        if (l2 && ranges_overlap(offset, bytes, l2, s->cluster_size)) {
+            what = "active L2 table";
+        }
+    }
+    if (what) {
+        qcow2_signal_corruption(s, "Preventing invalid write on metadata "
+                                "(overlaps with %s)", what);
+        return -EIO;
+    }
+    return 0;
+}

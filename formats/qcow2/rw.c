@@ -1,0 +1,422 @@
+/* SPDX-License-Identifier: MIT */
+/* The qcow2 data path: read, write (with allocation and COW), zeroes,
+ * discard, flush, block status, growth.
+ *
+ * Thread model: any thread, concurrently.  Qcow2State.lock is held only
+ * to look up or change metadata, never across guest data I/O.  An
+ * allocating write registers its cluster range in s->inflight; other
+ * requests touching those clusters wait on s->cond until the new L2
+ * entries are in place, so overlapping allocations never lose data.
+ * Data is written before the L2 entry that points to it is updated.
+ */
+#define G_LOG_DOMAIN "blockd-qcow2"
+
+#include <errno.h>
+#include <string.h>
+#include "graph/io.h"
+#include "formats/qcow2/qcow2.h"
+
+static int read_backing(BdNode *node, uint64_t off, uint64_t bytes,
+                        uint8_t *buf)
+{
+    BdNode *b = bd_node_backing(node);
+    int64_t bsize;
+    uint64_t n = 0;
+    int ret;
+
+    if (b) {
+        bsize = bd_node_getlength(b);
+        if (bsize < 0) {
+            return (int)bsize;
+        }
+        if (off < (uint64_t)bsize) {
+            n = MIN(bytes, (uint64_t)bsize - off);
+            ret = bd_node_pread(b, off, n, buf, 0);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+    }
+    memset(buf + n, 0, bytes - n);
+    return 0;
+}
+
+static int read_compressed_part(Qcow2State *s, uint64_t l2e, uint64_t intra,
+                                uint64_t n, uint8_t *buf)
+{
+    g_autofree uint8_t *c = g_try_malloc(s->cluster_size);
+    int ret;
+
+    if (!c) {
+        return -ENOMEM;
+    }
+    ret = qcow2_read_compressed(s, l2e, c);
+    if (ret == 0) {
+        memcpy(buf, c + intra, n);
+    }
+    return ret;
+}
+
+/* Read guest [off, off+n), whose first cluster maps to l2e/host. */
+static int read_mapped(Qcow2State *s, uint64_t off, uint64_t n,
+                       uint64_t host, uint64_t l2e, uint8_t *buf)
+{
+    switch (qcow2_entry_type(s, l2e)) {
+    case QCOW2_CT_UNALLOCATED:
+        return read_backing(s->node, off, n, buf);
+    case QCOW2_CT_ZERO_PLAIN:
+    case QCOW2_CT_ZERO_ALLOC:
+        memset(buf, 0, n);
+        return 0;
+    case QCOW2_CT_COMPRESSED:
+        return read_compressed_part(s, l2e, off & (s->cluster_size - 1), n,
+                                    buf);
+    default:
+        return bd_child_pread(s->file, host, n, buf, 0);
+    }
+}
+
+int qcow2_pread(BdNode *node, uint64_t offset, uint64_t bytes, void *buf,
+                int flags)
+{
+    Qcow2State *s = node->opaque;
+    uint8_t *p = buf;
+
+    while (bytes > 0) {
+        uint64_t n, host, l2e;
+        int ret;
+
+        g_mutex_lock(&s->lock);
+        ret = qcow2_get_mapping_locked(s, offset, bytes, &n, &host, &l2e);
+        g_mutex_unlock(&s->lock);
+        if (ret == 0) {
+            ret = read_mapped(s, offset, n, host, l2e, p);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        offset += n;
+        bytes -= n;
+        p += n;
+    }
+    return 0;
+}
+
+static gboolean inflight_overlaps(Qcow2State *s, uint64_t start,
+                                  uint64_t end)
+{
+    for (guint i = 0; i < s->inflight->len; i++) {
+        Qcow2Inflight *f = g_ptr_array_index(s->inflight, i);
+        if (f->start < end && start < f->end) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
+static gboolean inflight_overlaps_clusters(Qcow2State *s, uint64_t off,
+                                           uint64_t n)
+{
+    uint64_t start = off & ~((uint64_t)s->cluster_size - 1);
+    uint64_t end = (off + n + s->cluster_size - 1) &
+                   ~((uint64_t)s->cluster_size - 1);
+
+    return inflight_overlaps(s, start, end);
+}
+
+static void inflight_wait_locked(Qcow2State *s, uint64_t off, uint64_t n)
+{
+    while (inflight_overlaps_clusters(s, off, n)) {
+        g_cond_wait(&s->cond, &s->lock);
+    }
+}
+
+/* Fill the COW parts of the new clusters from the old contents. */
+static int cow_fill(Qcow2State *s, uint64_t cstart, uint64_t nc,
+                    uint64_t off, uint64_t n, uint64_t l2e, uint8_t *bounce)
+{
+    uint64_t cs = s->cluster_size, end = off + n;
+    Qcow2ClusterType t = qcow2_entry_type(s, l2e);
+    int ret;
+
+    if (off > cstart) {
+        uint64_t host = t == QCOW2_CT_NORMAL ? (l2e & QCOW2_OFFSET_MASK) : 0;
+        ret = read_mapped(s, cstart, cs, host, l2e, bounce);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (end < cstart + nc * cs && (nc > 1 || off == cstart)) {
+        uint64_t last = cstart + (nc - 1) * cs;
+        uint64_t host = t == QCOW2_CT_NORMAL
+                        ? (l2e & QCOW2_OFFSET_MASK) + (nc - 1) * cs : 0;
+        ret = read_mapped(s, last, cs, host, l2e, bounce + (nc - 1) * cs);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/* Allocate new clusters for [off, off+n) (one mapping run), write the
+ * data (with COW of partial clusters) and point the L2 entries at it.
+ * Called and returns with the lock held; drops it for the data I/O. */
+static int write_allocating_locked(Qcow2State *s, uint64_t off, uint64_t n,
+                                   uint64_t l2e, const uint8_t *buf)
+{
+    uint64_t cs = s->cluster_size;
+    uint64_t cstart = off & ~(cs - 1);
+    uint64_t nc = ((off + n + cs - 1) & ~(cs - 1)) / cs - cstart / cs;
+    Qcow2Inflight f = { cstart, cstart + nc * cs };
+    g_autofree uint8_t *bounce = NULL;
+    g_autofree uint64_t *entries = NULL, *old = NULL;
+    g_autoptr(GArray) to_free = NULL;
+    int64_t hoff;
+    int ret;
+
+    hoff = qcow2_alloc_clusters_locked(s, nc);
+    if (hoff < 0) {
+        return (int)hoff;
+    }
+    ret = qcow2_overlap_check_locked(s, hoff, nc * cs);
+    if (ret < 0) {
+        return ret;
+    }
+    g_ptr_array_add(s->inflight, &f);
+    g_mutex_unlock(&s->lock);
+
+    if (off == cstart && n == nc * cs) {
+        ret = bd_child_pwrite(s->file, hoff, n, buf, 0);
+    } else {
+        bounce = g_try_malloc(nc * cs);
+        ret = bounce ? cow_fill(s, cstart, nc, off, n, l2e, bounce)
+                     : -ENOMEM;
+        if (ret == 0) {
+            memcpy(bounce + (off - cstart), buf, n);
+            ret = bd_child_pwrite(s->file, hoff, nc * cs, bounce, 0);
+        }
+    }
+
+    g_mutex_lock(&s->lock);
+    g_ptr_array_remove_fast(s->inflight, &f);
+    g_cond_broadcast(&s->cond);
+    if (ret < 0) {
+        qcow2_refcount_update_locked(s, hoff, nc * cs, -1,
+                                     QCOW2_DISCARD_OTHER);
+        return ret;
+    }
+    entries = g_new(uint64_t, nc);
+    old = g_new(uint64_t, nc);
+    for (uint64_t i = 0; i < nc; i++) {
+        entries[i] = ((uint64_t)hoff + i * cs) | QCOW2_OFLAG_COPIED;
+    }
+    ret = qcow2_set_l2_entries_locked(s, cstart, nc, entries, old);
+    if (ret < 0) {
+        return ret;
+    }
+    to_free = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+    for (uint64_t i = 0; i < nc; i++) {
+        Qcow2ClusterType t = qcow2_entry_type(s, old[i]);
+        if (t == QCOW2_CT_NORMAL || t == QCOW2_CT_ZERO_ALLOC ||
+            t == QCOW2_CT_COMPRESSED) {
+            g_array_append_val(to_free, old[i]);
+        }
+    }
+    if (to_free->len) {
+        ret = qcow2_cache_flush(s->l2_cache);
+        if (ret == 0) {
+            ret = bd_child_flush(s->file);
+        }
+        for (guint i = 0; ret == 0 && i < to_free->len; i++) {
+            ret = qcow2_free_entry_locked(s, g_array_index(to_free,
+                                          uint64_t, i), QCOW2_DISCARD_OTHER);
+        }
+    }
+    return ret;
+}
+
+/* Write one mapping run starting at offset; returns bytes done. */
+static int64_t write_chunk(Qcow2State *s, uint64_t off, uint64_t bytes,
+                           const uint8_t *buf)
+{
+    uint64_t n, host, l2e;
+    int ret;
+
+    g_mutex_lock(&s->lock);
+    for (;;) {
+        ret = qcow2_get_mapping_locked(s, off, bytes, &n, &host, &l2e);
+        if (ret < 0 || !inflight_overlaps_clusters(s, off, n)) {
+            break;
+        }
+        inflight_wait_locked(s, off, n);
+    }
+    if (ret == 0 && s->corrupt) {
+        ret = -EIO;
+    }
+    if (ret < 0) {
+        g_mutex_unlock(&s->lock);
+        return ret;
+    }
+    if (qcow2_entry_type(s, l2e) == QCOW2_CT_NORMAL &&
+        (l2e & QCOW2_OFLAG_COPIED)) {
+        g_mutex_unlock(&s->lock);
+        ret = bd_child_pwrite(s->file, host, n, buf, 0);
+        return ret < 0 ? ret : (int64_t)n;
+    }
+    ret = write_allocating_locked(s, off, n, l2e, buf);
+    g_mutex_unlock(&s->lock);
+    return ret < 0 ? ret : (int64_t)n;
+}
+
+int qcow2_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
+                 const void *buf, int flags)
+{
+    Qcow2State *s = node->opaque;
+    const uint8_t *p = buf;
+
+    while (bytes > 0) {
+        int64_t n = write_chunk(s, offset, bytes, p);
+        if (n < 0) {
+            return (int)n;
+        }
+        offset += n;
+        bytes -= n;
+        p += n;
+    }
+    return (flags & BD_REQ_FUA) ? qcow2_flush(node) : 0;
+}
+
+/* Zero the unaligned head or tail by writing a zero buffer. */
+static int write_zero_buffer(BdNode *node, uint64_t off, uint64_t n)
+{
+    g_autofree uint8_t *z = g_try_malloc0(n);
+
+    return z ? qcow2_pwrite(node, off, n, z, 0) : -ENOMEM;
+}
+
+static int zero_aligned(Qcow2State *s, uint64_t off, uint64_t bytes,
+                        Qcow2ZeroMode mode)
+{
+    int ret;
+
+    g_mutex_lock(&s->lock);
+    inflight_wait_locked(s, off, bytes);
+    ret = s->corrupt ? -EIO
+                     : qcow2_zero_clusters_locked(s, off,
+                                                  bytes >> s->cluster_bits,
+                                                  mode);
+    g_mutex_unlock(&s->lock);
+    return ret;
+}
+
+int qcow2_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
+                        int flags)
+{
+    Qcow2State *s = node->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t astart = (offset + cs - 1) & ~(cs - 1);
+    uint64_t aend = (offset + bytes) & ~(cs - 1);
+    int ret = 0;
+
+    if (s->h.version < 3 || astart >= aend) {
+        return -ENOTSUP;    /* the generic layer writes zero buffers */
+    }
+    if (offset < astart) {
+        ret = write_zero_buffer(node, offset, astart - offset);
+    }
+    if (ret == 0) {
+        ret = zero_aligned(s, astart, aend - astart,
+                           (flags & BD_REQ_MAY_UNMAP) ? QCOW2_ZERO_UNMAP
+                                                      : QCOW2_ZERO_KEEP);
+    }
+    if (ret == 0 && aend < offset + bytes) {
+        ret = write_zero_buffer(node, aend, offset + bytes - aend);
+    }
+    if (ret == 0 && (flags & BD_REQ_FUA)) {
+        ret = qcow2_flush(node);
+    }
+    return ret;
+}
+
+int qcow2_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
+{
+    Qcow2State *s = node->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t astart = (offset + cs - 1) & ~(cs - 1);
+    uint64_t aend = (offset + bytes) & ~(cs - 1);
+
+    if (offset + bytes == node->size) {
+        aend = (offset + bytes + cs - 1) & ~(cs - 1);
+    }
+    if (!node->discard_unmap || astart >= aend) {
+        return 0;
+    }
+    return zero_aligned(s, astart, aend - astart, QCOW2_DISCARD);
+}
+
+int qcow2_flush(BdNode *node)
+{
+    Qcow2State *s = node->opaque;
+    int ret;
+
+    g_mutex_lock(&s->lock);
+    ret = qcow2_metadata_flush_locked(s);
+    g_mutex_unlock(&s->lock);
+    return ret < 0 ? ret : bd_child_flush(s->file);
+}
+
+int qcow2_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
+                       uint64_t *pnum, uint64_t *map, BdNode **file)
+{
+    Qcow2State *s = node->opaque;
+    uint64_t host, l2e;
+    int ret;
+
+    g_mutex_lock(&s->lock);
+    ret = qcow2_get_mapping_locked(s, offset, bytes, pnum, &host, &l2e);
+    g_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        return ret;
+    }
+    switch (qcow2_entry_type(s, l2e)) {
+    case QCOW2_CT_NORMAL:
+        *map = host;
+        *file = s->file->node;
+        return BD_BLOCK_DATA | BD_BLOCK_OFFSET_VALID;
+    case QCOW2_CT_ZERO_PLAIN:
+    case QCOW2_CT_ZERO_ALLOC:
+        return BD_BLOCK_ZERO;
+    case QCOW2_CT_COMPRESSED:
+        return BD_BLOCK_DATA;
+    default:
+        return 0;
+    }
+}
+
+int qcow2_truncate(BdNode *node, uint64_t size)
+{
+    Qcow2State *s = node->opaque;
+    uint64_t be = GUINT64_TO_BE(size);
+    int ret;
+
+    if (size < node->size) {
+        return -ENOTSUP;
+    }
+    g_mutex_lock(&s->lock);
+    ret = s->corrupt ? -EIO : qcow2_grow_l1_locked(s, size);
+    if (ret == 0) {
+        ret = qcow2_metadata_flush_locked(s);
+    }
+    if (ret == 0) {
+        ret = bd_child_pwrite(s->file, 24, 8, &be, 0);
+    }
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    if (ret == 0) {
+        s->h.size = size;
+        bd_node_set_size(node, size);
+    }
+    g_mutex_unlock(&s->lock);
+    return ret;
+}
