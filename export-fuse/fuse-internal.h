@@ -43,6 +43,7 @@ typedef struct BdFuseExport {
      * or sees 'stopping' and is refused. */
     gint entering;             /* atomic */
     gint stopping;             /* atomic */
+    gint closed_outside;       /* atomic: connection lost, reported once */
 
     GMutex attr_lock;
     mode_t st_mode;
@@ -62,6 +63,8 @@ void bd_fuse_workers_join(BdFuseExport *fe);
 /* TRUE when the request being processed on this worker thread was
  * admitted (holds an export reference); FALSE during shutdown. */
 gboolean bd_fuse_request_admitted(void);
+/* Drop the current request's export reference (before its reply). */
+void bd_fuse_request_release(void);
 /* A buffer of at least 'size' bytes owned by the calling worker, valid
  * until its next request; NULL on allocation failure. */
 void *bd_fuse_worker_buffer(size_t size);

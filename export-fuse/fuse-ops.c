@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The FUSE export's request handlers: the one regular file's attributes,
  * open, read, write, fsync, fallocate and lseek, mapped onto the entry
- * handle, with -errno mapped to fuse_reply_err() here and only here.
+ * handle, with -errno mapped to reply_err() here and only here.
  *
  * Thread model: every handler runs on a worker thread (fuse-workers.c),
  * many at once.  They share nothing but the export's read-only fields,
@@ -18,7 +18,9 @@
  * large requests still arrive whole (up to 1 MiB).  Attributes are not
  * cached either (timeout 0), so a resize is seen at the next stat.
  * FOPEN_PARALLEL_DIRECT_WRITES lets the kernel send writes to the file in
- * parallel instead of holding the inode lock across each one.
+ * parallel instead of holding the inode lock across each one.  With no
+ * cache there is nothing to write back at close, so FOPEN_NOFLUSH spares
+ * the FLUSH round trip (durability is fsync's job, as for any file).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +38,41 @@
 
 /* Attributes are re-read on every stat: see "Caching" above. */
 #define ATTR_TIMEOUT 0.0
+
+/* Replies.  Each drops the request's export reference first, so that a
+ * client that got its answer never sees the export still "in use"
+ * (block-export-del mode=safe) because a worker was preempted between
+ * reply and release.  The export outlives the release: destroy joins
+ * the workers before freeing anything. */
+static void reply_err(fuse_req_t req, int err)
+{
+    bd_fuse_request_release();
+    fuse_reply_err(req, err);
+}
+
+static void reply_buf(fuse_req_t req, const void *buf, size_t size)
+{
+    bd_fuse_request_release();
+    fuse_reply_buf(req, buf, size);
+}
+
+static void reply_attr(fuse_req_t req, const struct stat *st)
+{
+    bd_fuse_request_release();
+    fuse_reply_attr(req, st, ATTR_TIMEOUT);
+}
+
+static void reply_write(fuse_req_t req, size_t count)
+{
+    bd_fuse_request_release();
+    fuse_reply_write(req, count);
+}
+
+static void reply_lseek(fuse_req_t req, off_t off)
+{
+    bd_fuse_request_release();
+    fuse_reply_lseek(req, off);
+}
 
 static BdFuseExport *req_export(fuse_req_t req)
 {
@@ -55,7 +92,7 @@ static gboolean req_admit(fuse_req_t req)
 
 static void reply_status(fuse_req_t req, int ret)
 {
-    fuse_reply_err(req, ret < 0 ? -ret : 0);
+    reply_err(req, ret < 0 ? -ret : 0);
 }
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -71,7 +108,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     /* The mount is a single regular file: it has no entries. */
-    fuse_reply_err(req, ENOENT);
+    reply_err(req, ENOENT);
 }
 
 static int fill_stat(BdFuseExport *fe, struct stat *st)
@@ -97,23 +134,23 @@ static int fill_stat(BdFuseExport *fe, struct stat *st)
     return 0;
 }
 
-static void reply_attr(fuse_req_t req, BdFuseExport *fe)
+static void reply_stat(fuse_req_t req, BdFuseExport *fe)
 {
     struct stat st;
     int ret = fill_stat(fe, &st);
 
     if (ret < 0) {
-        fuse_reply_err(req, -ret);
+        reply_err(req, -ret);
         return;
     }
-    fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+    reply_attr(req, &st);
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino,
                        struct fuse_file_info *fi)
 {
     if (req_admit(req)) {
-        reply_attr(req, req_export(req));
+        reply_stat(req, req_export(req));
     }
 }
 
@@ -200,7 +237,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
                               : export_truncate(fe, (uint64_t)st->st_size);
     }
     if (ret < 0) {
-        fuse_reply_err(req, -ret);
+        reply_err(req, -ret);
         return;
     }
     /* Times are not stored: stat reports the current time. */
@@ -215,7 +252,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
         fe->st_gid = st->st_gid;
     }
     g_mutex_unlock(&fe->attr_lock);
-    reply_attr(req, fe);
+    reply_stat(req, fe);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -225,7 +262,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
      * open reply (struct fuse_open_out) is sent as is. */
     struct fuse_open_out out = {
         .fh = 0,
-        .open_flags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES,
+        .open_flags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES |
+                      FOPEN_NOFLUSH,
     };
     int ret;
 
@@ -235,17 +273,17 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     /* Refused here rather than at the first write: root passes the
      * kernel's mode check even without write bits. */
     if ((fi->flags & O_ACCMODE) != O_RDONLY && !fe->common.writable) {
-        fuse_reply_err(req, EACCES);
+        reply_err(req, EACCES);
         return;
     }
     if (fi->flags & O_TRUNC) {
         ret = export_truncate(fe, 0);
         if (ret < 0) {
-            fuse_reply_err(req, -ret);
+            reply_err(req, -ret);
             return;
         }
     }
-    fuse_reply_buf(req, (const char *)&out, sizeof(out));
+    reply_buf(req, &out, sizeof(out));
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -261,26 +299,26 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     }
     len = bd_entry_getlength(fe->common.entry);
     if (len < 0 || off < 0) {
-        fuse_reply_err(req, len < 0 ? (int)-len : EINVAL);
+        reply_err(req, len < 0 ? (int)-len : EINVAL);
         return;
     }
     /* Short reads at the end of the file, as any regular file. */
     if (off >= len || size == 0) {
-        fuse_reply_buf(req, NULL, 0);
+        reply_buf(req, NULL, 0);
         return;
     }
     size = MIN((uint64_t)size, (uint64_t)(len - off));
     buf = bd_fuse_worker_buffer(size);
     if (!buf) {
-        fuse_reply_err(req, ENOMEM);
+        reply_err(req, ENOMEM);
         return;
     }
     ret = bd_entry_pread(fe->common.entry, off, size, buf, 0);
     if (ret < 0) {
-        fuse_reply_err(req, -ret);
+        reply_err(req, -ret);
         return;
     }
-    fuse_reply_buf(req, buf, size);
+    reply_buf(req, buf, size);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
@@ -295,27 +333,27 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
         return;
     }
     if (!fe->common.writable) {
-        fuse_reply_err(req, EACCES);
+        reply_err(req, EACCES);
         return;
     }
     len = bd_entry_getlength(fe->common.entry);
     if (len < 0 || off < 0) {
-        fuse_reply_err(req, len < 0 ? (int)-len : EINVAL);
+        reply_err(req, len < 0 ? (int)-len : EINVAL);
         return;
     }
     if ((uint64_t)off + size > (uint64_t)len) {
         if (fe->growable) {
             ret = export_grow(fe, (uint64_t)off + size);
             if (ret < 0) {
-                fuse_reply_err(req, -ret);
+                reply_err(req, -ret);
                 return;
             }
         } else if (off >= len) {
             /* A fixed-size disk is full at its end. */
             if (size == 0) {
-                fuse_reply_write(req, 0);
+                reply_write(req, 0);
             } else {
-                fuse_reply_err(req, ENOSPC);
+                reply_err(req, ENOSPC);
             }
             return;
         } else {
@@ -328,10 +366,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
     }
     ret = bd_entry_pwrite(fe->common.entry, off, size, buf, flags);
     if (ret < 0) {
-        fuse_reply_err(req, -ret);
+        reply_err(req, -ret);
         return;
     }
-    fuse_reply_write(req, size);
+    reply_write(req, size);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
@@ -421,21 +459,21 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
         return;
     }
     if (!fe->common.writable) {
-        fuse_reply_err(req, EACCES);
+        reply_err(req, EACCES);
         return;
     }
     if ((mode & ~known) || ((mode & FALLOC_FL_PUNCH_HOLE) &&
                             (mode & FALLOC_FL_ZERO_RANGE))) {
-        fuse_reply_err(req, EOPNOTSUPP);
+        reply_err(req, EOPNOTSUPP);
         return;
     }
     if (off < 0 || length <= 0 || off + length < off) {
-        fuse_reply_err(req, EINVAL);
+        reply_err(req, EINVAL);
         return;
     }
     len = bd_entry_getlength(fe->common.entry);
     if (len < 0) {
-        fuse_reply_err(req, (int)-len);
+        reply_err(req, (int)-len);
         return;
     }
     if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
@@ -461,16 +499,16 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
         return;
     }
     if (whence != SEEK_DATA && whence != SEEK_HOLE) {
-        fuse_reply_err(req, EINVAL);
+        reply_err(req, EINVAL);
         return;
     }
     len = bd_entry_getlength(fe->common.entry);
     if (len < 0) {
-        fuse_reply_err(req, (int)-len);
+        reply_err(req, (int)-len);
         return;
     }
     if (off < 0 || off >= len) {
-        fuse_reply_err(req, ENXIO);
+        reply_err(req, ENXIO);
         return;
     }
     while (off < len) {
@@ -480,12 +518,12 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
         gboolean data;
 
         if (st < 0) {
-            fuse_reply_err(req, -st);
+            reply_err(req, -st);
             return;
         }
         data = st & BD_BLOCK_DATA;
         if ((whence == SEEK_DATA) == data) {
-            fuse_reply_lseek(req, off);
+            reply_lseek(req, off);
             return;
         }
         if (pnum == 0) {
@@ -494,9 +532,9 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
         off += MIN(pnum, (uint64_t)(len - off));
     }
     if (whence == SEEK_DATA) {
-        fuse_reply_err(req, ENXIO);
+        reply_err(req, ENXIO);
     } else {
-        fuse_reply_lseek(req, len);
+        reply_lseek(req, len);
     }
 }
 

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <linux/fuse.h>
 #include <unistd.h>
 
 #include "export-fuse/fuse-internal.h"
@@ -47,6 +48,42 @@ static __thread BdFuseWorker *current_worker;
 gboolean bd_fuse_request_admitted(void)
 {
     return current_worker && current_worker->admitted;
+}
+
+void bd_fuse_request_release(void)
+{
+    BdFuseWorker *w = current_worker;
+
+    if (w && w->admitted) {
+        w->admitted = FALSE;
+        bd_export_unref(&w->fe->common);
+    }
+}
+
+/* Requests that reach the export's node or state hold a reference while
+ * they run.  The rest (INIT, RELEASE, FORGET, STATFS, INTERRUPT, ...) are
+ * answered by libfuse from the session alone: they take none, so that an
+ * asynchronous RELEASE after close() never makes the export "in use". */
+static gboolean opcode_uses_export(const struct fuse_buf *fbuf)
+{
+    const struct fuse_in_header *in = fbuf->mem;
+
+    if (fbuf->size < sizeof(*in) || (fbuf->flags & FUSE_BUF_IS_FD)) {
+        return TRUE;
+    }
+    switch (in->opcode) {
+    case FUSE_GETATTR:
+    case FUSE_SETATTR:
+    case FUSE_OPEN:
+    case FUSE_READ:
+    case FUSE_WRITE:
+    case FUSE_FSYNC:
+    case FUSE_FALLOCATE:
+    case FUSE_LSEEK:
+        return TRUE;
+    default:
+        return FALSE;
+    }
 }
 
 void *bd_fuse_worker_buffer(size_t size)
@@ -105,13 +142,10 @@ static gboolean worker_serve_queue(BdFuseWorker *w)
             /* 0: ENODEV, the mount went away; < 0: a device error. */
             return FALSE;
         }
-        w->admitted = worker_admit(fe);
+        w->admitted = opcode_uses_export(&w->fbuf) && worker_admit(fe);
         fuse_session_process_buf(fe->session, &w->fbuf);
+        bd_fuse_request_release();      /* if the handler did not */
         g_clear_pointer(&w->extra, g_free);
-        if (w->admitted) {
-            w->admitted = FALSE;
-            bd_export_unref(&fe->common);
-        }
     }
 }
 
@@ -132,7 +166,8 @@ static gpointer worker_main(gpointer opaque)
             break;
         }
         if (!worker_serve_queue(w)) {
-            if (!g_atomic_int_get(&fe->stopping)) {
+            if (!g_atomic_int_get(&fe->stopping) &&
+                g_atomic_int_compare_and_exchange(&fe->closed_outside, 0, 1)) {
                 g_message("export '%s': FUSE connection on '%s' closed "
                           "from outside (unmounted or aborted)",
                           fe->common.id, fe->mountpoint);
