@@ -530,10 +530,13 @@ static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
                           (gint64)s->cluster_size);
     g_variant_dict_insert(image, "dirty-flag", "b",
                           !!(s->h.incompatible & QCOW2_INCOMPAT_DIRTY));
-    if (s->h.backing_file && !g_variant_dict_contains(image,
-                                                      "backing-filename")) {
+    /* As QEMU: the name as the header has it, and where it led. */
+    if (s->h.backing_file && bd_node_backing(node) &&
+        !bd_opts_has(node->options, "backing")) {
         g_variant_dict_insert(image, "backing-filename", "s",
                               s->h.backing_file);
+        g_variant_dict_insert(image, "full-backing-filename", "s",
+                              bd_node_backing(node)->filename);
     }
     if (s->h.backing_format) {
         g_variant_dict_insert(image, "backing-filename-format", "s",
