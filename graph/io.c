@@ -201,6 +201,10 @@ int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
     if (ret < 0) {
         return ret;
     }
+    if ((flags & BD_REQ_WRITE_COMPRESSED) &&
+        !(node->drv->supported_write_flags & BD_REQ_WRITE_COMPRESSED)) {
+        return -ENOTSUP;
+    }
     if (node->detect_zeroes != BD_DETECT_ZEROES_OFF &&
         bd_buffer_is_zero(buf, bytes)) {
         int zflags = flags & BD_REQ_FUA;

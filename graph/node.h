@@ -48,6 +48,8 @@ enum {
     BD_REQ_FUA         = 1 << 0, /* write: durable before completion */
     BD_REQ_MAY_UNMAP   = 1 << 1, /* zeroes: may deallocate (no NO_HOLE) */
     BD_REQ_NO_FALLBACK = 1 << 2, /* zeroes: fail -ENOTSUP unless fast */
+    BD_REQ_WRITE_COMPRESSED = 1 << 3, /* write: store compressed (whole
+                                       * clusters); drivers opt in */
 };
 
 /* Block-status flags (QEMU's BDRV_BLOCK_*). */
@@ -89,6 +91,9 @@ struct BdDriver {
     gboolean is_filter;    /* data passes through 'file' (or 'backing') */
     gboolean is_format;    /* interprets its file child's bytes */
     gboolean is_protocol;  /* leaf: talks to a file, socket, memory */
+    /* Optional BD_REQ_* write flags the driver handles itself (today only
+     * BD_REQ_WRITE_COMPRESSED); others get such writes refused. */
+    int supported_write_flags;
 
     /* Open the node from its validated options (a{sv}, the whole
      * BlockdevOptions object).  The common options are already applied
