@@ -139,18 +139,26 @@ static GSocketAddress *tcp_address(const char *host, const char *port,
 }
 
 static gboolean chardev_listen(BdChardev *c, GSocketAddress *sa,
-                               GError **errp)
+                               const char *path, GError **errp)
 {
+    g_autoptr(GError) err = NULL;
+
     c->service = g_socket_service_new();
     g_socket_service_stop(c->service);
     if (!g_socket_listener_add_address(G_SOCKET_LISTENER(c->service), sa,
                                        G_SOCKET_TYPE_STREAM,
                                        G_SOCKET_PROTOCOL_DEFAULT, NULL, NULL,
-                                       errp)) {
-        if (c->path) {
-            g_prefix_error(errp, "Failed to bind socket to %s: ", c->path);
+                                       &err)) {
+        /* GIO says "Error binding to address (...): <strerror>"; keep
+         * the reason in QEMU's sentence. */
+        const char *why = strrchr(err->message, ':');
+        why = why ? why + 2 : err->message;
+        if (path) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Failed to bind socket to %s: %s", path, why);
         } else {
-            g_prefix_error(errp, "Failed to bind socket: ");
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Failed to bind socket: %s", why);
         }
         return FALSE;
     }
@@ -229,7 +237,7 @@ gboolean bd_chardev_add(const char *arg, GError **errp)
                     host ? "chardev: socket: no port given"
                          : "chardev: socket: no host given");
     }
-    if (!sa || !chardev_listen(c, sa, errp)) {
+    if (!sa || !chardev_listen(c, sa, path, errp)) {
         chardev_free(c);
         return FALSE;
     }
