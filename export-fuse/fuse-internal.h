@@ -44,6 +44,7 @@ typedef struct BdFuseExport {
     gint entering;             /* atomic */
     gint stopping;             /* atomic */
     gint closed_outside;       /* atomic: connection lost, reported once */
+    gint spinning;             /* atomic: a worker is polling the queue */
 
     GMutex attr_lock;
     mode_t st_mode;
