@@ -206,8 +206,15 @@ void bd_export_unref(BdExport *exp)
 {
     if (g_atomic_int_dec_and_test(&exp->refcount)) {
         /* Clients drop their references on their own threads; the
-         * export goes away on the main loop, where the graph lives. */
-        g_idle_add(export_destroy, exp);
+         * export goes away on the main loop, where the graph lives.  On
+         * the main loop itself it goes at once, so that block-export-del
+         * without clients emits BLOCK_EXPORT_DELETED before its reply,
+         * as QEMU does. */
+        if (g_main_context_is_owner(g_main_context_default())) {
+            export_destroy(exp);
+        } else {
+            g_idle_add(export_destroy, exp);
+        }
     }
 }
 

@@ -70,9 +70,8 @@ struct BdSchemaType {
     const BdSchemaType *element;    /* LIST element type */
     const char *discriminator;      /* UNION */
     const BdSchemaVariant *variants;/* UNION: {NULL} terminated */
-    const BdSchemaType *const *alternatives; /* ALTERNATE: NULL-terminated;
-                                               a NULL-kind entry is "null" */
-    gboolean alt_null;              /* ALTERNATE: also accepts null */
+    const BdSchemaType *const *alternatives; /* ALTERNATE: NULL-terminated */
+    gboolean alt_null;              /* ALTERNATE: also accepts JSON null */
 };
 
 /* Builtin scalar types, shared by every description. */
