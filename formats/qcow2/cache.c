@@ -6,6 +6,9 @@
  * A dirty entry is written back on eviction or flush, after the cache it
  * depends on (the refcount cache, for L2) was written and synced: a
  * table never references a cluster whose refcount is not on disk yet.
+ * A cache marked 'sync_before_write' (L2) also syncs the file once
+ * after being dirtied and before writing back: the guest data an L2
+ * entry points to is on stable storage before the entry (power loss).
  */
 #define G_LOG_DOMAIN "blockd-qcow2"
 
@@ -30,6 +33,8 @@ struct Qcow2Cache {
     uint32_t entry_size;
     uint64_t lru_counter;
     unsigned n_dirty;
+    gboolean sync_before_write;
+    gboolean sync_needed;   /* dirtied since the last file sync */
     GHashTable *index;      /* offset -> entry index + 1 */
 };
 
@@ -62,6 +67,7 @@ void qcow2_cache_free(Qcow2Cache *c)
 void qcow2_cache_set_dependency(Qcow2Cache *c, Qcow2Cache *depends_on)
 {
     c->depends_on = depends_on;
+    c->sync_before_write = TRUE;
 }
 
 static gboolean cache_has_dirty(Qcow2Cache *c)
@@ -73,12 +79,17 @@ static int cache_flush_dependency(Qcow2Cache *c)
 {
     int ret;
 
-    if (!c->depends_on || !cache_has_dirty(c->depends_on)) {
+    if (c->depends_on && cache_has_dirty(c->depends_on)) {
+        ret = qcow2_cache_flush(c->depends_on);
+        if (ret < 0) {
+            return ret;
+        }
+    } else if (!c->sync_needed) {
         return 0;
     }
-    ret = qcow2_cache_flush(c->depends_on);
+    ret = bd_child_flush(c->s->file);
     if (ret == 0) {
-        ret = bd_child_flush(c->s->file);
+        c->sync_needed = FALSE;
     }
     return ret;
 }
@@ -201,6 +212,7 @@ void qcow2_cache_mark_dirty(Qcow2Cache *c, uint64_t offset)
     Qcow2CacheEntry *e = cache_lookup(c, offset);
 
     g_assert(e);
+    c->sync_needed = c->sync_before_write;
     if (!e->dirty) {
         e->dirty = TRUE;
         c->n_dirty++;

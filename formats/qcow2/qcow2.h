@@ -238,7 +238,9 @@ typedef struct {
     const char *backing_format;
 } Qcow2CreateOptions;
 
-/* Write a fresh qcow2 image onto 'file' (a protocol node, writable). */
+/* Write a fresh qcow2 image onto 'file' (a protocol node); the caller
+ * holds write and resize permission on it.  Options are validated first
+ * (before any I/O); the old content of 'file' is truncated away. */
 gboolean bd_qcow2_create(BdNode *file, const Qcow2CreateOptions *opts,
                          GError **errp);
 
