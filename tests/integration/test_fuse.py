@@ -246,6 +246,68 @@ def test_fallocate_refused_on_read_only_export():
                 assert_eq(f.read(4096), b'\x11' * 4096, 'image untouched')
 
 
+def test_fallocate_allocate_mode():
+    """Plain fallocate (mode 0): inside the node it leaves the range
+    allocated and reading zero (glibc falls back to writing the holes);
+    past the end it grows a growable export and is refused (ENOSPC) on a
+    fixed-size one."""
+    require_fuse()
+    require_tool('qemu-img')
+    with scratch_dir() as s:
+        img = make_image(s.path('a.raw'), 4 * MiB)
+        write_at(img, 0, b'\x66' * MiB)
+        mnt = new_mountpoint(s.path('mnt'))
+        mnt_g = new_mountpoint(s.path('mnt-g'))
+        img_g = make_image(s.path('g.raw'), 4 * MiB)
+        args = raw_node_args(img) + raw_node_args(img_g, name='1') + [
+            '--export', fuse_export_arg('r0', mnt),
+            '--export', fuse_export_arg('r1', mnt_g, id='g', growable=True)]
+        with fuse_daemon(args, [mnt, mnt_g]):
+            fd = os.open(mnt, os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, 0, MiB)            # already allocated
+                os.posix_fallocate(fd, 2 * MiB, MiB)      # a hole
+                assert_filled(os.pread(fd, MiB, 2 * MiB), 0, MiB, 'allocated range reads zero')
+                assert_filled(os.pread(fd, MiB, 0), 0x66, MiB, 'data kept')
+                if not is_reference():   # QEMU 7.2 resizes fixed-size exports here
+                    try:
+                        os.posix_fallocate(fd, 4 * MiB, MiB)
+                        raise AssertionError('fallocate past the end of a fixed-size export succeeded')
+                    except OSError as e:
+                        assert_eq(e.errno, errno.ENOSPC, 'errno past the end')
+            finally:
+                os.close(fd)
+            assert_eq(allocated(img, 2 * MiB, MiB), True, 'hole allocated (qemu-img map)')
+            assert_eq(os.path.getsize(img), 4 * MiB, 'fixed image size')
+            fd = os.open(mnt_g, os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, 4 * MiB, 2 * MiB)
+            finally:
+                os.close(fd)
+            assert_eq(os.path.getsize(mnt_g), 6 * MiB, 'growable export grown by fallocate')
+            assert_eq(os.path.getsize(img_g), 6 * MiB, 'growable image grown')
+
+
+def test_open_with_o_trunc_refused_when_not_growable():
+    """Opening a fixed-size export with O_TRUNC (dd without conv=notrunc,
+    shell '>') must not wipe the disk."""
+    require_fuse()
+    if is_reference():
+        raise Skip('reference daemon resizes non-growable writable exports')
+    with scratch_dir() as s:
+        img = make_image(s.path('a.raw'), 4 * MiB, pattern=0x3e)
+        mnt = new_mountpoint(s.path('mnt'))
+        with fuse_daemon(raw_node_args(img) + ['--export', fuse_export_arg('r0', mnt)], [mnt]):
+            try:
+                os.close(os.open(mnt, os.O_WRONLY | os.O_TRUNC))
+                raise AssertionError('O_TRUNC open of a fixed-size export succeeded')
+            except OSError as e:
+                assert_eq(e.errno, errno.EPERM, 'errno')
+            assert_eq(os.path.getsize(mnt), 4 * MiB, 'size kept')
+            with open(mnt, 'rb') as f:
+                assert_filled(f.read(4096), 0x3e, 4096, 'data kept')
+
+
 def test_truncate_growable():
     require_fuse()
     require_tool('truncate', 'qemu-img')
