@@ -416,6 +416,41 @@ def test_seek_data_and_hole():
                 os.close(fd)
 
 
+def test_qcow2_seek_hole_convert_and_write():
+    """A sparse qcow2 through FUSE: SEEK_DATA/SEEK_HOLE follow its clusters,
+    the mounted file equals qemu-img convert -O raw, and qemu-io writes on
+    the mount leave an image that qemu-img check accepts."""
+    require_fuse()
+    require_tool('qemu-img', 'qemu-io', 'cmp')
+    with scratch_dir() as s:
+        img = s.path('a.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', img, '16M'])
+        qemu_io(img, 'write -P 1 2M 1M', 'write -P 2 10M 64k', fmt='qcow2')
+        run(['qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw', img, s.path('conv.raw')])
+        mnt = new_mountpoint(s.path('mnt'))
+        args = ['--blockdev', 'driver=file,node-name=f0,filename=%s' % img,
+                '--blockdev', 'driver=qcow2,node-name=q0,file=f0',
+                '--export', fuse_export_arg('q0', mnt)]
+        with fuse_daemon(args, [mnt]) as d:
+            fd = os.open(mnt, os.O_RDONLY)
+            try:
+                assert_eq(os.lseek(fd, 0, os.SEEK_DATA), 2 * MiB, 'first data')
+                assert_eq(os.lseek(fd, 2 * MiB, os.SEEK_HOLE), 3 * MiB, 'hole after first data')
+                assert_eq(os.lseek(fd, 3 * MiB, os.SEEK_DATA), 10 * MiB, 'second data')
+                assert_eq(os.lseek(fd, 10 * MiB, os.SEEK_HOLE), 10 * MiB + 65536, 'hole after second')
+            finally:
+                os.close(fd)
+            run(['cmp', mnt, s.path('conv.raw')])
+            qemu_io(mnt, 'write -P 3 5M 128k', 'write -P 4 15M 4k')
+            with open(mnt, 'rb') as f:
+                assert_eq(os.lseek(f.fileno(), 4 * MiB, os.SEEK_DATA), 5 * MiB,
+                          'new data seen by SEEK_DATA')
+            assert_eq(d.stop(), 0, 'daemon exit status')
+        run(['qemu-img', 'check', '-q', '-f', 'qcow2', img])
+        qemu_io(img, 'read -P 1 2M 1M', 'read -P 2 10M 64k', 'read -P 3 5M 128k',
+                'read -P 4 15M 4k', 'read -P 0 0 2M', fmt='qcow2', extra=['-r'])
+
+
 def test_stat_size_mode_owner():
     require_fuse()
     with scratch_dir() as s:
