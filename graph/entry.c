@@ -292,19 +292,37 @@ int64_t bd_entry_getlength(BdEntry *entry)
     return bd_node_getlength(entry->root->node);
 }
 
+/* Admit a request and check it against the handle; on success the
+ * caller runs it and then calls entry_end(). */
+static inline int entry_admit(BdEntry *entry, uint64_t offset,
+                              uint64_t bytes, gboolean write, BdNode **node)
+{
+    int ret = 0;
+
+    entry_begin(entry);
+    *node = entry->root->node;
+    if (write) {
+        ret = entry_check_write(entry);
+    }
+    if (ret == 0) {
+        ret = entry_check_range(entry, *node, offset, bytes, write);
+    }
+    if (ret < 0) {
+        entry_end(entry);
+    }
+    return ret;
+}
+
 int bd_entry_pread(BdEntry *entry, uint64_t offset, uint64_t bytes,
                    void *buf, int flags)
 {
     BdNode *node;
-    int ret;
+    int ret = entry_admit(entry, offset, bytes, FALSE, &node);
 
-    entry_begin(entry);
-    node = entry->root->node;
-    ret = entry_check_range(entry, node, offset, bytes, FALSE);
     if (ret == 0) {
         ret = bd_node_pread(node, offset, bytes, buf, flags);
+        entry_end(entry);
     }
-    entry_end(entry);
     return ret;
 }
 
@@ -312,18 +330,12 @@ int bd_entry_pwrite(BdEntry *entry, uint64_t offset, uint64_t bytes,
                     const void *buf, int flags)
 {
     BdNode *node;
-    int ret;
+    int ret = entry_admit(entry, offset, bytes, TRUE, &node);
 
-    entry_begin(entry);
-    node = entry->root->node;
-    ret = entry_check_write(entry);
-    if (ret == 0) {
-        ret = entry_check_range(entry, node, offset, bytes, TRUE);
-    }
     if (ret == 0) {
         ret = bd_node_pwrite(node, offset, bytes, buf, flags);
+        entry_end(entry);
     }
-    entry_end(entry);
     return ret;
 }
 
@@ -331,36 +343,24 @@ int bd_entry_pwrite_zeroes(BdEntry *entry, uint64_t offset, uint64_t bytes,
                            int flags)
 {
     BdNode *node;
-    int ret;
+    int ret = entry_admit(entry, offset, bytes, TRUE, &node);
 
-    entry_begin(entry);
-    node = entry->root->node;
-    ret = entry_check_write(entry);
-    if (ret == 0) {
-        ret = entry_check_range(entry, node, offset, bytes, TRUE);
-    }
     if (ret == 0) {
         ret = bd_node_pwrite_zeroes(node, offset, bytes, flags);
+        entry_end(entry);
     }
-    entry_end(entry);
     return ret;
 }
 
 int bd_entry_pdiscard(BdEntry *entry, uint64_t offset, uint64_t bytes)
 {
     BdNode *node;
-    int ret;
+    int ret = entry_admit(entry, offset, bytes, TRUE, &node);
 
-    entry_begin(entry);
-    node = entry->root->node;
-    ret = entry_check_write(entry);
-    if (ret == 0) {
-        ret = entry_check_range(entry, node, offset, bytes, TRUE);
-    }
     if (ret == 0) {
         ret = bd_node_pdiscard(node, offset, bytes);
+        entry_end(entry);
     }
-    entry_end(entry);
     return ret;
 }
 
@@ -392,15 +392,12 @@ int bd_entry_block_status(BdEntry *entry, uint64_t offset, uint64_t bytes,
                           uint64_t *pnum)
 {
     BdNode *node;
-    int ret;
+    int ret = entry_admit(entry, offset, bytes, FALSE, &node);
 
-    entry_begin(entry);
-    node = entry->root->node;
-    ret = entry_check_range(entry, node, offset, bytes, FALSE);
     if (ret == 0) {
         ret = bd_node_block_status_above(node, offset, bytes, pnum, NULL);
+        entry_end(entry);
     }
-    entry_end(entry);
     return ret;
 }
 
@@ -409,14 +406,11 @@ int bd_entry_allocation_depth(BdEntry *entry, uint64_t offset,
 {
     BdNode *node;
     int depth = 0;
-    int ret;
+    int ret = entry_admit(entry, offset, bytes, FALSE, &node);
 
-    entry_begin(entry);
-    node = entry->root->node;
-    ret = entry_check_range(entry, node, offset, bytes, FALSE);
     if (ret == 0) {
         ret = bd_node_block_status_above(node, offset, bytes, pnum, &depth);
+        entry_end(entry);
     }
-    entry_end(entry);
     return ret < 0 ? ret : depth;
 }
