@@ -7,6 +7,9 @@
 #include "formats/drivers.h"
 #include "formats/registry.h"
 
+/* formats/compress.c (declared here: drivers.h is not the qcow2 team's). */
+extern const BdDriver bd_compress_driver;
+
 /* Order is the order of registration (and of the BlockdevDriver enum
  * in the schema): protocols first, then formats. */
 static const BdDriver *const bd_formats_table[] = {
@@ -15,6 +18,7 @@ static const BdDriver *const bd_formats_table[] = {
     &bd_null_co_driver,
     &bd_raw_driver,
     &bd_qcow2_driver,
+    &bd_compress_driver,
 };
 
 void bd_formats_register_all(void)

@@ -548,6 +548,7 @@ const BdDriver bd_qcow2_driver = {
     .name = "qcow2",
     .options = qcow2_options,
     .is_format = TRUE,
+    .supported_write_flags = BD_REQ_WRITE_COMPRESSED,
     .open = qcow2_open,
     .close = qcow2_close,
     .pread = qcow2_pread,

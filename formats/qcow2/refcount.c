@@ -281,6 +281,10 @@ int qcow2_refcount_update_locked(Qcow2State *s, uint64_t offset,
             qcow2_cache_discard(s->l2_cache, c << s->cluster_bits);
             qcow2_cache_discard(s->rc_cache, c << s->cluster_bits);
             s->free_cluster_index = MIN(s->free_cluster_index, c);
+            if (s->free_byte_offset >> s->cluster_bits == c) {
+                /* Never put compressed data into a freed cluster. */
+                s->free_byte_offset = 0;
+            }
             if (s->pass_discard[discard_type]) {
                 bd_child_pdiscard(s->file, c << s->cluster_bits,
                                   s->cluster_size);

@@ -268,11 +268,126 @@ static int64_t write_chunk(Qcow2State *s, uint64_t off, uint64_t bytes,
     return ret < 0 ? ret : (int64_t)n;
 }
 
+/* Point the L2 entry of guest cluster 'cstart' at 'entry', then release
+ * what the old entry referenced (after the new L2 table is on disk). */
+static int replace_entry_locked(Qcow2State *s, uint64_t cstart,
+                                uint64_t entry)
+{
+    uint64_t old;
+    Qcow2ClusterType t;
+    int ret = qcow2_set_l2_entries_locked(s, cstart, 1, &entry, &old);
+
+    if (ret < 0) {
+        return ret;
+    }
+    t = qcow2_entry_type(s, old);
+    if (t != QCOW2_CT_NORMAL && t != QCOW2_CT_ZERO_ALLOC &&
+        t != QCOW2_CT_COMPRESSED) {
+        return 0;
+    }
+    ret = qcow2_cache_flush(s->l2_cache);
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    return ret < 0 ? ret : qcow2_free_entry_locked(s, old,
+                                                   QCOW2_DISCARD_OTHER);
+}
+
+/* One whole guest cluster stored compressed ('len' bytes of 'data'). */
+static int write_compressed_cluster(Qcow2State *s, uint64_t cstart,
+                                    const uint8_t *data, size_t len)
+{
+    Qcow2Inflight f = { cstart, cstart + s->cluster_size };
+    int64_t hoff;
+    uint64_t entry, sectors;
+    int ret;
+
+    g_mutex_lock(&s->lock);
+    inflight_wait_locked(s, cstart, s->cluster_size);
+    if (s->corrupt) {
+        g_mutex_unlock(&s->lock);
+        return -EIO;
+    }
+    hoff = qcow2_alloc_bytes_locked(s, len);
+    ret = hoff < 0 ? (int)hoff : qcow2_overlap_check_locked(s, hoff, len);
+    if (ret < 0) {
+        g_mutex_unlock(&s->lock);
+        return ret;
+    }
+    g_ptr_array_add(s->inflight, &f);
+    g_mutex_unlock(&s->lock);
+
+    ret = bd_child_pwrite(s->file, hoff, len, data, 0);
+
+    g_mutex_lock(&s->lock);
+    g_ptr_array_remove_fast(s->inflight, &f);
+    g_cond_broadcast(&s->cond);
+    /* Sectors spanned, minus one, as the L2 entry stores it. */
+    sectors = ((uint64_t)hoff + len - 1) / 512 - (uint64_t)hoff / 512;
+    entry = QCOW2_OFLAG_COMPRESSED | ((uint64_t)hoff & s->coffset_mask) |
+            (sectors << s->csize_shift);
+    if (ret < 0) {
+        qcow2_free_entry_locked(s, entry, QCOW2_DISCARD_OTHER);
+    } else {
+        ret = replace_entry_locked(s, cstart, entry);
+    }
+    g_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/* BD_REQ_WRITE_COMPRESSED: whole clusters (or the image's last, partial
+ * one), each stored compressed unless that would not save space; other
+ * requests are refused with -EINVAL, as QEMU's. */
+static int qcow2_pwrite_compressed(Qcow2State *s, uint64_t offset,
+                                   uint64_t bytes, const uint8_t *buf)
+{
+    uint64_t cs = s->cluster_size;
+    g_autofree uint8_t *in = NULL, *out = NULL;
+
+    if ((offset & (cs - 1)) ||
+        ((bytes & (cs - 1)) && offset + bytes != s->node->size)) {
+        return -EINVAL;
+    }
+    in = g_try_malloc(cs);
+    out = g_try_malloc(cs);
+    if (!in || !out) {
+        return -ENOMEM;
+    }
+    while (bytes > 0) {
+        uint64_t n = MIN(bytes, cs);
+        ssize_t clen;
+        int ret;
+
+        memcpy(in, buf, n);
+        memset(in + n, 0, cs - n);
+        clen = qcow2_compress_cluster(in, cs, out, cs - 1);
+        if (clen == -ENOSPC) {
+            ret = qcow2_pwrite(s->node, offset, n, buf, 0);
+        } else if (clen < 0) {
+            ret = (int)clen;
+        } else {
+            ret = write_compressed_cluster(s, offset, out, clen);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        offset += n;
+        bytes -= n;
+        buf += n;
+    }
+    return 0;
+}
+
 int qcow2_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
                  const void *buf, int flags)
 {
     Qcow2State *s = node->opaque;
     const uint8_t *p = buf;
+
+    if (flags & BD_REQ_WRITE_COMPRESSED) {
+        int ret = qcow2_pwrite_compressed(s, offset, bytes, buf);
+        return ret == 0 && (flags & BD_REQ_FUA) ? qcow2_flush(node) : ret;
+    }
 
     while (bytes > 0) {
         int64_t n = write_chunk(s, offset, bytes, p);

@@ -227,6 +227,56 @@ def test_grow_via_qmp_resize():
         check_clean(img)
 
 
+def test_compress_filter():
+    """compress -> qcow2 -> file through NBD: qemu-io patterns (aligned,
+    unaligned, overwrites) land as compressed clusters, incompressible data
+    as normal ones; check clean; everything reads back through qemu-io."""
+    require_nbd()
+    require_tool('qemu-img', 'qemu-io')
+    import nbd
+    with Daemon() as d:
+        img = d.path('c.qcow2')
+        run(['qemu-img', 'create', '-f', 'qcow2', img, '8M'])
+        d.args = ['--blockdev', 'driver=file,node-name=f,filename=%s' % img,
+                  '--blockdev', 'driver=qcow2,node-name=q,file=f',
+                  '--blockdev', 'driver=compress,node-name=c,file=q',
+                  '--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock,
+                  '--export', 'type=nbd,id=e,node-name=c,name=disk,writable=on'] + d.args
+        d.wait = [d.nbd_sock]
+        d.start()
+        cmds = ['write -P 0x11 0 1M', 'write -P 0x22 1M 100k', 'write -P 0x33 3000 5000',
+                'write -P 0x44 1M 64k']
+        qemu_io(d.uri(), *cmds)
+        noise = random.Random(3).randbytes(65536)
+        h = nbd.NBD()
+        h.connect_uri(d.uri())
+        h.pwrite(noise, 2 * MiB)
+        h.flush()
+        h.shutdown()
+        checks = ['read -P 0x11 0 3000', 'read -P 0x33 3000 5000', 'read -P 0x11 8000 1040576',
+                  'read -P 0x44 1M 64k', 'read -P 0x22 1114112 36864']
+        qemu_io(d.uri(), *checks)
+        assert_eq(d.stop(), 0, 'exit status')
+        p = run(['qemu-img', 'check', img])
+        assert_in('compressed clusters', p.stdout)
+        assert_eq(p.stdout.split('% compressed')[0].split()[-1] != '0.00', True,
+                  'compressed share in %r' % p.stdout)
+        qemu_io(img, *checks, fmt='qcow2')
+        with open(img, 'rb') as f:
+            assert_eq(os.path.getsize(img) < 2 * MiB, True, 'image compressed')
+        m = json.loads(run(['qemu-img', 'map', '--output=json', img]).stdout)
+        # Compressed data has no plain host offset; the noise cluster has.
+        first = next(e for e in m if e['start'] == 0)
+        assert_eq('offset' in first, False, 'compressed cluster at 0: %r' % first)
+        noisy = next(e for e in m if e['start'] <= 2 * MiB < e['start'] + e['length'])
+        assert_eq('offset' in noisy, True, 'incompressible cluster: %r' % noisy)
+        out = d.path('out.raw')
+        run(['qemu-img', 'convert', '-O', 'raw', img, out])
+        with open(out, 'rb') as f:
+            f.seek(2 * MiB)
+            assert_eq(f.read(65536) == noise, True, 'incompressible data')
+
+
 def _crash_batch(rnd, size):
     """Up to 16 non-overlapping random writes, sent concurrently."""
     batch = []
