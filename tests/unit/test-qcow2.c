@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests of the qcow2 driver: header parsing on built and hostile buffers, image creation checked by qemu-img. */
+#include <errno.h>
 #include <string.h>
 #include <unistd.h>
 #include <glib.h>
@@ -388,6 +389,61 @@ static void test_create_invalid(void)
     }
 }
 
+/* Compressed writes: whole clusters only (QEMU: -EINVAL otherwise). */
+static void test_write_compressed(void)
+{
+    static const Qcow2CreateOptions o = { .size = 1 << 20 };
+    g_autoptr(GError) err = NULL;
+    g_autofree char *dir = g_dir_make_tmp("blockd-qcow2-XXXXXX", &err);
+    g_autofree char *img = g_build_filename(dir, "c.qcow2", NULL);
+    g_autofree char *text = NULL;
+    g_autofree uint8_t *buf = g_malloc(2 * CS), *back = g_malloc(2 * CS);
+    char *check[] = { "qemu-img", "check", img, NULL };
+    BdNode *node;
+    BdEntry *entry;
+
+    g_assert_true(g_file_set_contents(img, "", 0, NULL));
+    text = g_strdup_printf("{'driver': <'file'>, 'filename': <'%s'>}", img);
+    node = bd_node_open(g_variant_new_parsed(text), &err);
+    g_assert_no_error(err);
+    entry = bd_entry_new(node, NULL, BD_PERM_CONSISTENT_READ |
+                         BD_PERM_WRITE | BD_PERM_RESIZE, BD_PERM_ALL, &err);
+    g_assert_true(bd_qcow2_create(node, &o, &err));
+    bd_entry_free(entry);
+    bd_node_unref(node);
+    g_free(text);
+    text = g_strdup_printf("{'driver': <'qcow2'>, 'file': <{'driver': "
+                           "<'file'>, 'filename': <'%s'>}>}", img);
+    node = bd_node_open(g_variant_new_parsed(text), &err);
+    g_assert_no_error(err);
+    entry = bd_entry_new(node, NULL, BD_PERM_CONSISTENT_READ |
+                         BD_PERM_WRITE, BD_PERM_ALL, &err);
+    g_assert_no_error(err);
+    memset(buf, 0x61, 2 * CS);
+    g_assert_cmpint(bd_entry_pwrite(entry, 512, CS, buf,
+                                    BD_REQ_WRITE_COMPRESSED), ==, -EINVAL);
+    g_assert_cmpint(bd_entry_pwrite(entry, CS, 1000, buf,
+                                    BD_REQ_WRITE_COMPRESSED), ==, -EINVAL);
+    g_assert_cmpint(bd_entry_pwrite(entry, CS, 2 * CS, buf,
+                                    BD_REQ_WRITE_COMPRESSED), ==, 0);
+    /* Overwriting a compressed cluster frees the old bytes. */
+    memset(buf, 0x62, CS);
+    g_assert_cmpint(bd_entry_pwrite(entry, CS, CS, buf,
+                                    BD_REQ_WRITE_COMPRESSED), ==, 0);
+    g_assert_cmpint(bd_entry_pread(entry, CS, 2 * CS, back, 0), ==, 0);
+    g_assert_cmpint(back[0], ==, 0x62);
+    g_assert_cmpint(back[CS - 1], ==, 0x62);
+    g_assert_cmpint(back[CS], ==, 0x61);
+    g_assert_cmpint(back[2 * CS - 1], ==, 0x61);
+    bd_entry_free(entry);
+    bd_node_unref(node);
+    if (g_find_program_in_path("qemu-img")) {
+        g_assert_true(run_tool(check, NULL));
+    }
+    g_unlink(img);
+    g_rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -398,5 +454,6 @@ int main(int argc, char **argv)
     g_test_add_func("/qcow2/header/fuzz", test_header_fuzz);
     g_test_add_func("/qcow2/create", test_create);
     g_test_add_func("/qcow2/create/invalid", test_create_invalid);
+    g_test_add_func("/qcow2/write-compressed", test_write_compressed);
     return g_test_run();
 }
