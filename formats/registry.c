@@ -7,9 +7,6 @@
 #include "formats/drivers.h"
 #include "formats/registry.h"
 
-/* formats/compress.c (declared here: drivers.h is not the qcow2 team's). */
-extern const BdDriver bd_compress_driver;
-
 /* Order is the order of registration (and of the BlockdevDriver enum
  * in the schema): protocols first, then formats. */
 static const BdDriver *const bd_formats_table[] = {
