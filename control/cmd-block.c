@@ -76,7 +76,17 @@ static const BdSchemaType device_info_list = {
     .name = "[BlockDeviceInfo]", .kind = BD_SCHEMA_LIST,
     .element = &device_info };
 
+static const BdSchemaField resize_fields[] = {
+    BD_OPT("device", &bd_schema_str),
+    BD_OPT("node-name", &bd_schema_str),
+    BD_FIELD("size", &bd_schema_int),
+    { NULL } };
+static const BdSchemaType resize_args = {
+    .name = "q_obj_block_resize-arg", .kind = BD_SCHEMA_OBJECT,
+    .fields = resize_fields };
+
 static const BdSchemaType *del_args_fn(void) { return &del_args; }
+static const BdSchemaType *resize_args_fn(void) { return &resize_args; }
 static const BdSchemaType *query_args_fn(void) { return &query_args; }
 static const BdSchemaType *device_info_fn(void) { return &device_info_list; }
 
@@ -128,7 +138,35 @@ static gboolean query_named_block_nodes(GVariant *args, JsonNode **ret,
     return TRUE;
 }
 
+/* block_resize: blockd has no devices, so 'device' names a node too. */
+static gboolean block_resize(GVariant *args, JsonNode **ret, GError **errp)
+{
+    const char *device = bd_opts_get_str(args, "device", NULL);
+    const char *node_name = bd_opts_get_str(args, "node-name", NULL);
+    gint64 size = bd_opts_get_int(args, "size", 0);
+    BdNode *node = NULL;
+
+    if (node_name) {
+        node = bd_node_find(node_name);
+    } else if (device) {
+        node = bd_node_find(device);
+    }
+    if (!node) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Cannot find device='%s' nor node-name='%s'",
+                    device ? device : "", node_name ? node_name : "");
+        return FALSE;
+    }
+    if (size < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Parameter 'size' expects a >0 size");
+        return FALSE;
+    }
+    return bd_node_resize(node, (uint64_t)size, errp);
+}
+
 static const BdQmpCommand block_commands[] = {
+    { "block_resize", resize_args_fn, FALSE, NULL, block_resize },
     { "blockdev-add", bd_blockdev_options_schema, TRUE, NULL, blockdev_add },
     { "blockdev-del", del_args_fn, FALSE, NULL, blockdev_del },
     { "query-named-block-nodes", query_args_fn, FALSE, device_info_fn,

@@ -482,6 +482,41 @@ gboolean bd_node_monitor_del(const char *node_name, GError **errp)
     return TRUE;
 }
 
+gboolean bd_node_resize(BdNode *node, uint64_t size, GError **errp)
+{
+    BdDrainSection *drained;
+    BdEntry *entry;
+    int ret;
+
+    if (!node->drv->truncate) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Image format driver does not support resize");
+        return FALSE;
+    }
+    if (node->read_only) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "Image is read-only");
+        return FALSE;
+    }
+    /* Exports see the new size on their next request, never mid-way.
+     * Our own handle, attached inside the section, is not quiesced. */
+    drained = bd_drained_begin(node);
+    entry = bd_entry_new(node, NULL, BD_PERM_RESIZE, BD_PERM_ALL, errp);
+    if (!entry) {
+        bd_drained_end(drained);
+        return FALSE;
+    }
+    ret = bd_entry_truncate(entry, size);
+    bd_entry_free(entry);
+    bd_drained_end(drained);
+    if (ret < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Could not resize node '%s': %s", node->node_name,
+                    g_strerror(-ret));
+        return FALSE;
+    }
+    return TRUE;
+}
+
 void bd_node_close_all(void)
 {
     /* Drop monitor references newest first, so that users go before the

@@ -239,6 +239,9 @@ GPtrArray *bd_node_list(void);
 /* blockdev-del: checks that the node exists, is monitor-owned and is not
  * in use (QEMU's messages), then drops the monitor's reference. */
 gboolean bd_node_monitor_del(const char *node_name, GError **errp);
+/* block_resize: resize 'node' to 'size' bytes through a temporary
+ * handle needing resize permission, with the node's users drained. */
+gboolean bd_node_resize(BdNode *node, uint64_t size, GError **errp);
 /* Drop every monitor-owned node (shutdown). */
 void bd_node_close_all(void);
 

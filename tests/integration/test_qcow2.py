@@ -215,11 +215,17 @@ def test_grow_via_qmp_resize():
         qemu_io(img, 'write -P 0x11 0 1M', fmt='qcow2')
         qcow2_daemon(d, img)
         q = d.qmp()
+        # An NBD export does not share resize (as QEMU): refused while exported.
         r = q.cmd('block_resize', {'node-name': 'q', 'size': 64 * MiB})
-        if r.get('error', {}).get('class') == 'CommandNotFound':
-            raise Skip('block_resize is not implemented yet')
+        assert_in('Permission conflict', r.get('error', {}).get('desc', ''))
+        r = q.cmd('block-export-del', {'id': 'e'})
+        assert_eq(r, {'return': {}}, 'block-export-del')
+        r = q.cmd('block_resize', {'node-name': 'q', 'size': 64 * MiB})
         if 'error' in r:
             raise AssertionError('block_resize: %s' % r)
+        r = q.cmd('query-named-block-nodes')
+        sizes = {n['node-name']: n['image']['virtual-size'] for n in r['return']}
+        assert_eq(sizes['q'], 64 * MiB, 'virtual-size after block_resize')
         assert_eq(d.stop(), 0, 'exit status')
         check_clean(img)
         qemu_io(img, 'read -P 0x11 0 1M', 'write -P 0x22 60M 1M', 'read -P 0x22 60M 1M',
