@@ -6,7 +6,7 @@ set -euo pipefail
 
 pkgs=(meson ninja-build pkg-config gcc clang libglib2.0-dev libjson-glib-dev
       libfuse3-dev fuse3 libnbd-dev libnbd-bin python3-libnbd nbdkit nbdkit-plugin-dev
-      zlib1g-dev qemu-utils qemu-system-common fio)
+      zlib1g-dev qemu-utils qemu-system-common fio socat)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -22,5 +22,19 @@ def test_nbd_export_example():
     assert_in('67108864', p.stdout, 'nbdinfo --size output')
 
 
+def test_fuse_mount_example():
+    require_tool('qemu-io', 'qemu-img', 'nbdcopy', 'fusermount3')
+    exe = daemon_exe()
+    env = dict(os.environ, BLOCKD=exe)
+    p = run(['bash', os.path.join(REPO, 'examples', 'fuse-mount.sh')], check=False, env=env, timeout=60)
+    if p.returncode == 77:
+        raise Skip(p.stderr.strip())
+    if p.returncode != 0:
+        raise AssertionError('example exited %d\nstdout: %s\nstderr: %s' % (p.returncode, p.stdout, p.stderr))
+    assert_in('mounted size: 67108864', p.stdout, 'mounted file size')
+    assert_in('hello from FUSE', p.stdout, 'FUSE write seen over NBD')
+    assert_in('example finished: OK', p.stdout, 'example output')
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
