@@ -45,7 +45,10 @@ struct BdExport {
     BdEntry *entry;
     gboolean writable;
     gboolean writethrough;     /* every write is FUA */
-    gint refcount;             /* atomic */
+    /* Atomic.  block-export-del mode=safe refuses while it is above one,
+     * so a threaded export drops a request's reference before replying:
+     * a client that has its answer must not look "in use". */
+    gint refcount;
     gboolean user_owned;       /* not yet deleted by the user */
     gboolean shutting_down;
 };
