@@ -193,7 +193,10 @@ static gboolean setup_caches(Qcow2State *s, GVariant *o, GError **errp)
     s->l2_slice_size = entry / 8;
     s->l2_cache = qcow2_cache_new(s, l2, entry);
     s->rc_cache = qcow2_cache_new(s, rc, s->cluster_size);
-    qcow2_cache_set_dependency(s->l2_cache, s->rc_cache);
+    /* Lazy refcounts: L2 tables may reach the disk before the refcounts
+     * (the dirty bit covers the difference). */
+    qcow2_cache_set_dependency(s->l2_cache,
+                               s->lazy_refcounts ? NULL : s->rc_cache);
     if (interval > 0) {
         s->clean_timer = g_timeout_add_seconds(interval, clean_caches, s);
     }
@@ -294,10 +297,6 @@ static gboolean check_writable(Qcow2State *s, GVariant *o, GError **errp)
 {
     if (s->h.incompatible & QCOW2_INCOMPAT_CORRUPT) {
         FAIL("qcow2: Image is corrupt; cannot be opened read/write");
-    }
-    if (s->h.incompatible & QCOW2_INCOMPAT_DIRTY) {
-        FAIL("qcow2: Image is dirty (lazy refcounts not written back); "
-             "repair it with 'qemu-img check -r all' before writing");
     }
     if (bd_opts_get_bool(o, "lazy-refcounts", FALSE) && s->h.version < 3) {
         FAIL("Lazy refcounts require a qcow2 image with at least qemu 1.1 "
@@ -405,8 +404,9 @@ static void qcow2_close(BdNode *node)
         g_source_remove(s->clean_timer);
     }
     if (s->writable && s->l2_cache && !s->corrupt) {
-        if (qcow2_metadata_flush_locked(s) == 0) {
-            bd_child_flush(s->file);
+        if (qcow2_metadata_flush_locked(s) == 0 &&
+            bd_child_flush(s->file) == 0) {
+            qcow2_mark_clean_locked(s);
         }
     }
     qcow2_cache_free(s->l2_cache);
@@ -442,6 +442,9 @@ static gboolean qcow2_open_tables(BdNode *node, Qcow2State *s, GVariant *o,
     if (s->writable && !check_writable(s, o, errp)) {
         return FALSE;
     }
+    s->lazy_refcounts = s->writable && bd_opts_get_bool(
+        o, "lazy-refcounts",
+        !!(s->h.compatible & QCOW2_COMPAT_LAZY_REFCOUNTS));
     s->l1_size = s->h.l1_size;
     s->reftable_size = (uint64_t)s->h.refcount_table_clusters *
                        s->cluster_size / 8;
@@ -460,9 +463,24 @@ static gboolean qcow2_open_tables(BdNode *node, Qcow2State *s, GVariant *o,
         bd_opts_get_bool(o, "pass-discard-snapshot", TRUE);
     s->pass_discard[QCOW2_DISCARD_OTHER] =
         bd_opts_get_bool(o, "pass-discard-other", FALSE);
-    s->lazy_refcounts = bd_opts_get_bool(
-        o, "lazy-refcounts",
-        !!(s->h.compatible & QCOW2_COMPAT_LAZY_REFCOUNTS));
+    if (s->writable && (s->h.incompatible & QCOW2_INCOMPAT_DIRTY)) {
+        /* As QEMU: a dirty image (lazy refcounts, not closed cleanly)
+         * gets its refcounts rebuilt before anything is written. */
+        uint64_t fixed;
+        gboolean ok;
+
+        g_mutex_lock(&s->lock);
+        ok = qcow2_repair_refcounts_locked(s, MAX(flen, 0), &fixed, errp);
+        g_mutex_unlock(&s->lock);
+        if (!ok) {
+            g_prefix_error(errp, "qcow2: Could not repair dirty image: ");
+            return FALSE;
+        }
+        if (fixed) {
+            g_message("node '%s': qcow2: repaired %" PRIu64 " refcounts "
+                      "of a dirty image", node->node_name, fixed);
+        }
+    }
     return TRUE;
 }
 

@@ -171,6 +171,15 @@ uint64_t qcow2_refcount_read(const void *block, uint64_t index,
 void qcow2_refcount_write(void *block, uint64_t index, uint32_t order,
                           uint64_t value);
 int qcow2_metadata_flush_locked(Qcow2State *s);
+/* Lazy refcounts: set the dirty bit (on disk, synced) before the first
+ * refcount change; clear it after writing every cache back. */
+int qcow2_mark_dirty_locked(Qcow2State *s);
+int qcow2_mark_clean_locked(Qcow2State *s);
+/* Rebuild the refcounts of a dirty image from its active tables (as
+ * 'qemu-img check -r all' would), then clear the dirty bit.  *fixed:
+ * how many refcounts changed. */
+gboolean qcow2_repair_refcounts_locked(Qcow2State *s, uint64_t file_size,
+                                       uint64_t *fixed, GError **errp);
 /* Is [offset, offset+bytes) free of metadata?  0 or -EIO (corruption). */
 int qcow2_overlap_check_locked(Qcow2State *s, uint64_t offset,
                                uint64_t bytes);

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
+#include "graph/error.h"
 #include "graph/io.h"
 #include "formats/qcow2/qcow2.h"
 
@@ -248,6 +249,13 @@ int qcow2_refcount_update_locked(Qcow2State *s, uint64_t offset,
     uint64_t first = offset >> s->cluster_bits;
     uint64_t last = (offset + bytes - 1) >> s->cluster_bits;
 
+    if (bytes && s->lazy_refcounts &&
+        !(s->h.incompatible & QCOW2_INCOMPAT_DIRTY)) {
+        int ret = qcow2_mark_dirty_locked(s);
+        if (ret < 0) {
+            return ret;
+        }
+    }
     for (uint64_t c = first; bytes && c <= last; c++) {
         uint64_t idx = c >> s->refblock_bits, off = refblock_offset(s, idx);
         uint64_t i = c & ((1ull << s->refblock_bits) - 1), v;
@@ -426,4 +434,231 @@ int qcow2_overlap_check_locked(Qcow2State *s, uint64_t offset,
         return -EIO;
     }
     return 0;
+}
+
+/* --- lazy refcounts: the dirty bit and the repair on open --- */
+
+static int write_incompat(Qcow2State *s, uint64_t bits)
+{
+    int ret = write_be64_at(s, 72, bits);
+
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    if (ret == 0) {
+        s->h.incompatible = bits;
+    }
+    return ret;
+}
+
+int qcow2_mark_dirty_locked(Qcow2State *s)
+{
+    if (!s->lazy_refcounts || (s->h.incompatible & QCOW2_INCOMPAT_DIRTY)) {
+        return 0;
+    }
+    return write_incompat(s, s->h.incompatible | QCOW2_INCOMPAT_DIRTY);
+}
+
+int qcow2_mark_clean_locked(Qcow2State *s)
+{
+    int ret;
+
+    if (!(s->h.incompatible & QCOW2_INCOMPAT_DIRTY)) {
+        return 0;
+    }
+    ret = qcow2_metadata_flush_locked(s);
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    return ret < 0 ? ret
+                   : write_incompat(s, s->h.incompatible &
+                                           ~QCOW2_INCOMPAT_DIRTY);
+}
+
+/* Count one reference to host [offset, offset+bytes) in 'want'. */
+static gboolean count_range(Qcow2State *s, uint32_t *want, uint64_t nb,
+                            uint64_t offset, uint64_t bytes, const char *what,
+                            GError **errp)
+{
+    uint64_t first = offset >> s->cluster_bits;
+    uint64_t last = (offset + bytes - 1) >> s->cluster_bits;
+
+    if (!bytes) {
+        return TRUE;
+    }
+    if (last >= nb) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "%s at 0x%" PRIx64 " lies beyond the end of the image",
+                    what, offset);
+        return FALSE;
+    }
+    for (uint64_t c = first; c <= last; c++) {
+        if (want[c] == UINT32_MAX) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Refcount of cluster 0x%" PRIx64 " overflows",
+                        c << s->cluster_bits);
+            return FALSE;
+        }
+        want[c]++;
+    }
+    return TRUE;
+}
+
+static gboolean count_l2(Qcow2State *s, uint32_t *want, uint64_t nb,
+                         uint64_t l2_off, uint64_t *l2, GError **errp)
+{
+    int ret = bd_child_pread(s->file, l2_off, s->cluster_size, l2, 0);
+
+    if (ret < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Could not read L2 table: %s", g_strerror(-ret));
+        return FALSE;
+    }
+    for (uint64_t j = 0; j < s->cluster_size / 8; j++) {
+        uint64_t e = GUINT64_FROM_BE(l2[j]);
+        gboolean ok = TRUE;
+
+        switch (qcow2_entry_type(s, e)) {
+        case QCOW2_CT_NORMAL:
+        case QCOW2_CT_ZERO_ALLOC:
+            ok = count_range(s, want, nb, e & QCOW2_OFFSET_MASK,
+                             s->cluster_size, "Data cluster", errp);
+            break;
+        case QCOW2_CT_COMPRESSED: {
+            uint64_t coff = e & s->coffset_mask;
+            uint64_t sectors = ((e >> s->csize_shift) & s->csize_mask) + 1;
+            ok = count_range(s, want, nb, coff & ~511ull, sectors * 512,
+                             "Compressed cluster", errp);
+            break;
+        }
+        default:
+            break;
+        }
+        if (!ok) {
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+/* The references every cluster should have, from the active tables. */
+static gboolean count_references(Qcow2State *s, uint32_t *want, uint64_t nb,
+                                 GError **errp)
+{
+    g_autofree uint64_t *l2 = g_try_malloc(s->cluster_size);
+
+    if (!l2) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "Out of memory");
+        return FALSE;
+    }
+    if (!count_range(s, want, nb, 0, s->cluster_size, "Header", errp) ||
+        !count_range(s, want, nb, s->h.l1_table_offset,
+                     (uint64_t)s->l1_size * 8, "L1 table", errp) ||
+        !count_range(s, want, nb, s->h.refcount_table_offset,
+                     (uint64_t)s->h.refcount_table_clusters *
+                         s->cluster_size, "Refcount table", errp)) {
+        return FALSE;
+    }
+    for (uint64_t i = 0; i < s->reftable_size; i++) {
+        uint64_t b = refblock_offset(s, i);
+        if (b && !count_range(s, want, nb, b, s->cluster_size,
+                              "Refcount block", errp)) {
+            return FALSE;
+        }
+    }
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        uint64_t l2_off = s->l1[i] & QCOW2_OFFSET_MASK;
+        if (!l2_off) {
+            continue;
+        }
+        if ((l2_off & (s->cluster_size - 1)) ||
+            !count_range(s, want, nb, l2_off, s->cluster_size, "L2 table",
+                         errp) ||
+            !count_l2(s, want, nb, l2_off, l2, errp)) {
+            if (errp && !*errp) {
+                g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                            "L2 table offset 0x%" PRIx64 " unaligned",
+                            l2_off);
+            }
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+gboolean qcow2_repair_refcounts_locked(Qcow2State *s, uint64_t file_size,
+                                       uint64_t *fixed, GError **errp)
+{
+    uint64_t nb = qcow2_size_to_clusters(s, file_size);
+    uint64_t covered = s->reftable_size << s->refblock_bits;
+    g_autofree uint32_t *want = NULL;
+    int ret;
+
+    *fixed = 0;
+    if (s->h.nb_snapshots) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Repairing refcounts of an image with internal "
+                    "snapshots is not supported; use 'qemu-img check -r "
+                    "all'");
+        return FALSE;
+    }
+    want = g_try_new0(uint32_t, MAX(nb, 1));
+    if (!want) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Out of memory counting %" PRIu64 " clusters", nb);
+        return FALSE;
+    }
+    if (!count_references(s, want, nb, errp)) {
+        return FALSE;
+    }
+    /* Every cluster the tables describe: set the counted value. */
+    for (uint64_t c = 0; c < MAX(nb, MIN(covered, s->alloc_end)); c++) {
+        uint64_t w = c < nb ? want[c] : 0, have, off;
+        void *block;
+
+        ret = qcow2_refcount_get_locked(s, c, &have);
+        if (ret < 0) {
+            goto io_error;
+        }
+        if (have == w) {
+            continue;
+        }
+        off = refblock_offset(s, c >> s->refblock_bits);
+        if (!off) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Cluster 0x%" PRIx64 " has no refcount block; "
+                        "use 'qemu-img check -r all'", c << s->cluster_bits);
+            return FALSE;
+        }
+        if (w > s->refcount_max) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Refcount of cluster 0x%" PRIx64 " overflows",
+                        c << s->cluster_bits);
+            return FALSE;
+        }
+        ret = qcow2_cache_get(s->rc_cache, off, FALSE, &block);
+        if (ret < 0) {
+            goto io_error;
+        }
+        qcow2_refcount_write(block, c & ((1ull << s->refblock_bits) - 1),
+                             s->h.refcount_order, w);
+        qcow2_cache_mark_dirty(s->rc_cache, off);
+        (*fixed)++;
+    }
+    s->free_cluster_index = 0;
+    s->alloc_end = MAX(s->alloc_end, nb);
+    ret = qcow2_cache_flush(s->rc_cache);
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    if (ret == 0) {
+        ret = write_incompat(s, s->h.incompatible & ~QCOW2_INCOMPAT_DIRTY);
+    }
+    if (ret == 0) {
+        return TRUE;
+    }
+io_error:
+    g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                "Could not repair refcounts: %s", g_strerror(-ret));
+    return FALSE;
 }
