@@ -242,8 +242,11 @@ int qcow2_grow_l1_locked(Qcow2State *s, uint64_t size)
     if (ret < 0) {
         return ret;
     }
-    *(uint32_t *)hdr = GUINT32_TO_BE((uint32_t)need);
-    *(uint64_t *)(hdr + 4) = GUINT64_TO_BE((uint64_t)off);
+    /* l1_size and l1_table_offset are adjacent but not 8-aligned. */
+    uint32_t be_size = GUINT32_TO_BE((uint32_t)need);
+    uint64_t be_off = GUINT64_TO_BE((uint64_t)off);
+    memcpy(hdr, &be_size, sizeof(be_size));
+    memcpy(hdr + 4, &be_off, sizeof(be_off));
     ret = bd_child_pwrite(s->file, 36, sizeof(hdr), hdr, 0);
     if (ret == 0) {
         ret = bd_child_flush(s->file);

@@ -455,6 +455,7 @@ static gboolean qcow2_open_tables(BdNode *node, Qcow2State *s, GVariant *o,
         !setup_caches(s, o, errp) || !read_overlap_check(s, o, errp)) {
         return FALSE;
     }
+    qcow2_reftable_scan_used(s);
     flen = bd_node_getlength(s->file->node);
     s->alloc_end = qcow2_size_to_clusters(s, MAX(flen, 0));
     s->pass_discard[QCOW2_DISCARD_REQUEST] =

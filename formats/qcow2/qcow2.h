@@ -123,6 +123,7 @@ struct Qcow2State {
     uint32_t l1_size;
     uint64_t *reftable;        /* host byte order */
     uint64_t reftable_size;    /* entries */
+    uint64_t reftable_used;    /* 1 + index of the last non-zero entry */
     Qcow2Cache *l2_cache;
     Qcow2Cache *rc_cache;
     uint64_t free_cluster_index;
@@ -171,6 +172,8 @@ uint64_t qcow2_refcount_read(const void *block, uint64_t index,
 void qcow2_refcount_write(void *block, uint64_t index, uint32_t order,
                           uint64_t value);
 int qcow2_metadata_flush_locked(Qcow2State *s);
+/* Recompute s->reftable_used from the refcount table. */
+void qcow2_reftable_scan_used(Qcow2State *s);
 /* Lazy refcounts: set the dirty bit (on disk, synced) before the first
  * refcount change; clear it after writing every cache back. */
 int qcow2_mark_dirty_locked(Qcow2State *s);

@@ -128,6 +128,7 @@ static int refblock_create_locked(Qcow2State *s, uint64_t idx,
         return ret;
     }
     s->reftable[idx] = off;
+    s->reftable_used = MAX(s->reftable_used, idx + 1);
     s->alloc_end = MAX(s->alloc_end, cluster + 1);
     return 0;
 }
@@ -190,6 +191,7 @@ static int reftable_grow_locked(Qcow2State *s, uint64_t need_idx)
                 table[i] = GUINT64_TO_BE(boff);
                 if (i < s->reftable_size) {
                     s->reftable[i] = boff;    /* visible to the update */
+                    s->reftable_used = MAX(s->reftable_used, i + 1);
                 }
             }
         }
@@ -233,6 +235,7 @@ static int reftable_grow_locked(Qcow2State *s, uint64_t need_idx)
     g_free(s->reftable);
     s->reftable = g_steal_pointer(&table);
     s->reftable_size = entries;
+    qcow2_reftable_scan_used(s);
     s->h.refcount_table_offset = p << s->cluster_bits;
     s->h.refcount_table_clusters = tclusters;
     s->alloc_end = p + tclusters + r;
@@ -305,10 +308,12 @@ int qcow2_refcount_update_locked(Qcow2State *s, uint64_t offset,
 int64_t qcow2_alloc_clusters_locked(Qcow2State *s, uint64_t n)
 {
     uint64_t start, run, c, rc, limit = (1ull << 56) >> s->cluster_bits;
+    uint64_t first_free;
     int ret;
 
 retry:
     start = c = MAX(s->free_cluster_index, 1);
+    first_free = UINT64_MAX;   /* first free cluster the scan met */
     run = 0;
     while (run < n) {
         if (c >= limit) {
@@ -319,6 +324,7 @@ retry:
             return ret;
         }
         if (rc == 0) {
+            first_free = MIN(first_free, c);
             if (run++ == 0) {
                 start = c;
             }
@@ -349,9 +355,9 @@ retry:
     if (ret < 0) {
         return ret;
     }
-    if (s->free_cluster_index == start) {
-        s->free_cluster_index = start + n;
-    }
+    /* Everything below the scan's first free cluster is in use: the next
+     * scan starts there (or past this run when it was that cluster). */
+    s->free_cluster_index = first_free == start ? start + n : first_free;
     s->alloc_end = MAX(s->alloc_end, start + n);
     return (int64_t)(start << s->cluster_bits);
 }
@@ -390,6 +396,17 @@ int qcow2_metadata_flush_locked(Qcow2State *s)
     return ret;
 }
 
+void qcow2_reftable_scan_used(Qcow2State *s)
+{
+    s->reftable_used = 0;
+    for (uint64_t i = s->reftable_size; i > 0; i--) {
+        if (refblock_offset(s, i - 1)) {
+            s->reftable_used = i;
+            break;
+        }
+    }
+}
+
 static gboolean ranges_overlap(uint64_t a, uint64_t alen, uint64_t b,
                                uint64_t blen)
 {
@@ -415,7 +432,7 @@ int qcow2_overlap_check_locked(Qcow2State *s, uint64_t offset,
         what = "refcount table";
     }
     for (uint64_t i = 0; !what && (chk & QCOW2_OL_REFCOUNT_BLOCK) &&
-                         i < s->reftable_size; i++) {
+                         i < s->reftable_used; i++) {
         uint64_t b = refblock_offset(s, i);
         if (b && ranges_overlap(offset, bytes, b, s->cluster_size)) {
             what = "refcount block";

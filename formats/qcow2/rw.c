@@ -158,6 +158,20 @@ static int cow_fill(Qcow2State *s, uint64_t cstart, uint64_t nc,
     return 0;
 }
 
+/* Does the old content of a cluster with entry 'l2e' read as zeroes? */
+static gboolean cow_reads_zero(Qcow2State *s, uint64_t l2e)
+{
+    switch (qcow2_entry_type(s, l2e)) {
+    case QCOW2_CT_ZERO_PLAIN:
+    case QCOW2_CT_ZERO_ALLOC:
+        return TRUE;
+    case QCOW2_CT_UNALLOCATED:
+        return bd_node_backing(s->node) == NULL;
+    default:
+        return FALSE;
+    }
+}
+
 /* Allocate new clusters for [off, off+n) (one mapping run), write the
  * data (with COW of partial clusters) and point the L2 entries at it.
  * Called and returns with the lock held; drops it for the data I/O. */
@@ -187,6 +201,12 @@ static int write_allocating_locked(Qcow2State *s, uint64_t off, uint64_t n,
 
     if (off == cstart && n == nc * cs) {
         ret = bd_child_pwrite(s->file, hoff, n, buf, 0);
+    } else if (cow_reads_zero(s, l2e) &&
+               bd_child_pwrite_zeroes(s->file, hoff, nc * cs,
+                                      BD_REQ_NO_FALLBACK) == 0) {
+        /* As QEMU: the COW parts would be zeroes, so zero the new
+         * clusters cheaply in the file and write only the guest data. */
+        ret = bd_child_pwrite(s->file, hoff + (off - cstart), n, buf, 0);
     } else {
         bounce = g_try_malloc(nc * cs);
         ret = bounce ? cow_fill(s, cstart, nc, off, n, l2e, bounce)
