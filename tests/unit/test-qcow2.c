@@ -12,6 +12,12 @@
 #include "formats/registry.h"
 #include "formats/qcow2/qcow2.h"
 
+static gboolean have_program(const char *name)
+{
+    g_autofree char *path = g_find_program_in_path(name);
+    return path != NULL;
+}
+
 #define CS 65536
 
 static void put_be32(uint8_t *p, uint32_t v)
@@ -321,7 +327,7 @@ static void test_create(void)
     g_autofree char *tool = g_find_program_in_path("qemu-img");
 
     g_assert_no_error(err);
-    if (!tool || !g_find_program_in_path("qemu-io")) {
+    if (!tool || !have_program("qemu-io")) {
         g_test_skip("qemu-img/qemu-io not installed");
         g_rmdir(dir);
         return;
@@ -437,7 +443,7 @@ static void test_write_compressed(void)
     g_assert_cmpint(back[2 * CS - 1], ==, 0x61);
     bd_entry_free(entry);
     bd_node_unref(node);
-    if (g_find_program_in_path("qemu-img")) {
+    if (have_program("qemu-img")) {
         g_assert_true(run_tool(check, NULL));
     }
     g_unlink(img);
