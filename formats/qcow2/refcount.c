@@ -220,8 +220,10 @@ static int reftable_grow_locked(Qcow2State *s, uint64_t need_idx)
     if (ret < 0) {
         return ret;
     }
-    *(uint64_t *)hdr = GUINT64_TO_BE(p << s->cluster_bits);
-    *(uint32_t *)(hdr + 8) = GUINT32_TO_BE((uint32_t)tclusters);
+    uint64_t be_off = GUINT64_TO_BE(p << s->cluster_bits);
+    uint32_t be_clusters = GUINT32_TO_BE((uint32_t)tclusters);
+    memcpy(hdr, &be_off, sizeof(be_off));          /* no alignment here */
+    memcpy(hdr + 8, &be_clusters, sizeof(be_clusters));
     ret = bd_child_pwrite(s->file, 48, sizeof(hdr), hdr, 0);
     if (ret == 0) {
         ret = bd_child_flush(s->file);
