@@ -119,6 +119,17 @@ static gboolean read_cache_sizes(Qcow2State *s, GVariant *o, uint64_t *l2,
     uint64_t cs = s->cluster_size;
     uint64_t max_l2 = ((s->h.size + cs - 1) / cs * 8 + cs - 1) / cs * cs;
     uint64_t min_rc = MIN_REFCOUNT_CACHE_CLUSTERS * cs;
+    static const char *const sizes[] = {
+        "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size",
+        "cache-size" };
+
+    /* QEMU parses these as sizes: no negative numbers. */
+    for (gsize i = 0; i < G_N_ELEMENTS(sizes); i++) {
+        if (bd_opts_get_int(o, sizes[i], 0) < 0) {
+            FAIL("Parameter '%s' expects a non-negative number below 2^64",
+                 sizes[i]);
+        }
+    }
 
     *l2 = (uint64_t)bd_opts_get_int(o, "l2-cache-size", 0);
     *rc = (uint64_t)bd_opts_get_int(o, "refcount-cache-size", 0);

@@ -150,6 +150,51 @@ def _open_error(d, img, node_opts=''):
     return q.error('blockdev-add', opts)['desc']
 
 
+def test_cache_options_messages():
+    """Cache options: QEMU's messages (texts checked against
+    qemu-storage-daemon 7.2 with the same options) and valid combinations
+    accepted."""
+    require_tool('qemu-img')
+    cases = [
+        ({'l2-cache-entry-size': 1000}, 'L2 cache entry size must be a power of two between '
+                                        '512 and the cluster size (65536)'),
+        ({'l2-cache-entry-size': 131072}, 'L2 cache entry size must be a power of two between '
+                                          '512 and the cluster size (65536)'),
+        ({'cache-size': 1048576, 'l2-cache-size': 2097152},
+         'l2-cache-size may not exceed cache-size'),
+        ({'cache-size': 1048576, 'refcount-cache-size': 2097152},
+         'refcount-cache-size may not exceed cache-size'),
+        ({'cache-size': 1048576, 'l2-cache-size': 524288, 'refcount-cache-size': 524288},
+         'cache-size, l2-cache-size and refcount-cache-size may not be set at the same time'),
+        ({'cache-clean-interval': 4294967296}, 'Cache clean interval too big'),
+        ({'cache-clean-interval': -1}, 'Cache clean interval too big'),
+        ({'refcount-cache-size': -1},
+         "Parameter 'refcount-cache-size' expects a non-negative number below 2^64"),
+        ({'l2-cache-size': -1},
+         "Parameter 'l2-cache-size' expects a non-negative number below 2^64"),
+    ]
+    with Daemon() as d:
+        img = d.path('c.qcow2')
+        run(['qemu-img', 'create', '-f', 'qcow2', img, '64M'])
+        d.start()
+        q = d.qmp()
+        for extra, msg in cases:
+            opts = {'driver': 'qcow2', 'node-name': 'x',
+                    'file': {'driver': 'file', 'filename': img}}
+            opts.update(extra)
+            assert_eq(q.error('blockdev-add', opts)['desc'], msg, repr(extra))
+        for i, extra in enumerate([{'cache-size': 1048576}, {'l2-cache-size': 65536},
+                                   {'l2-cache-entry-size': 4096, 'cache-clean-interval': 1},
+                                   {'overlap-check': 'all'}, {'overlap-check': 'none'},
+                                   {'overlap-check': {'template': 'constant',
+                                                      'active-l2': True}}]):
+            opts = {'driver': 'qcow2', 'node-name': 'ok%d' % i,
+                    'file': {'driver': 'file', 'filename': img}, 'read-only': True}
+            opts.update(extra)
+            q.execute('blockdev-add', opts)
+            q.execute('blockdev-del', {'node-name': 'ok%d' % i})
+
+
 def test_corrupt_and_hostile_images():
     """Corrupt bit: refused read/write, fine read-only; unknown incompatible
     feature, L1 beyond EOF, absurd sizes: clear errors, daemon alive."""
