@@ -106,20 +106,6 @@ gboolean bd_export_any(void)
     return export_list()->len > 0;
 }
 
-/* QEMU's id_wellformed(). */
-static gboolean export_id_wellformed(const char *id)
-{
-    if (!g_ascii_isalpha(id[0])) {
-        return FALSE;
-    }
-    for (const char *p = id; *p; p++) {
-        if (!g_ascii_isalnum(*p) && !strchr("-._", *p)) {
-            return FALSE;
-        }
-    }
-    return TRUE;
-}
-
 BdExport *bd_export_add(GVariant *options, GError **errp)
 {
     const char *type = bd_opts_get_str(options, "type", "");
@@ -130,7 +116,7 @@ BdExport *bd_export_add(GVariant *options, GError **errp)
     BdNode *node;
     BdExport *exp;
 
-    if (!export_id_wellformed(id)) {
+    if (!bd_id_wellformed(id)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Invalid block export id");
         return NULL;

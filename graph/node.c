@@ -136,8 +136,7 @@ GPtrArray *bd_node_list(void)
     return nodes;
 }
 
-/* QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'. */
-static gboolean node_name_wellformed(const char *name)
+gboolean bd_id_wellformed(const char *name)
 {
     if (!g_ascii_isalpha(name[0])) {
         return FALSE;
@@ -235,7 +234,7 @@ BdNode *bd_node_open(GVariant *options, GError **errp)
         return NULL;
     }
     if (name) {
-        if (!node_name_wellformed(name)) {
+        if (!bd_id_wellformed(name)) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "Invalid node-name: '%s'", name);
             return NULL;

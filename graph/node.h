@@ -233,6 +233,9 @@ void bd_node_unref(BdNode *node);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(BdNode, bd_node_unref)
 
 BdNode *bd_node_find(const char *node_name);
+/* QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'
+ * (node names, export ids). */
+gboolean bd_id_wellformed(const char *name);
 /* All named nodes, in creation order (borrowed pointers). */
 GPtrArray *bd_node_list(void);
 
