@@ -101,21 +101,31 @@ static int write_be64_at(Qcow2State *s, uint64_t offset, uint64_t v)
     return bd_child_pwrite(s->file, offset, 8, &be, 0);
 }
 
-/* A new refcount block for table index 'idx', stored at 'cluster' (which
- * lies in the range it describes, so it counts itself). */
+/* A new refcount block for table index 'idx', stored at the free
+ * 'cluster': either in the range it describes (it counts itself) or in a
+ * range whose refcount block exists (that block counts it). */
 static int refblock_create_locked(Qcow2State *s, uint64_t idx,
                                   uint64_t cluster)
 {
     uint64_t off = cluster << s->cluster_bits;
+    gboolean self = cluster >> s->refblock_bits == idx;
     void *block;
     int ret;
 
+    if (!self) {
+        ret = qcow2_refcount_update_locked(s, off, 1, 1, QCOW2_DISCARD_OTHER);
+        if (ret < 0) {
+            return ret;
+        }
+    }
     ret = qcow2_cache_get(s->rc_cache, off, TRUE, &block);
     if (ret < 0) {
         return ret;
     }
-    qcow2_refcount_write(block, cluster & ((1ull << s->refblock_bits) - 1),
-                         s->h.refcount_order, 1);
+    if (self) {
+        qcow2_refcount_write(block, cluster & ((1ull << s->refblock_bits) - 1),
+                             s->h.refcount_order, 1);
+    }
     qcow2_cache_mark_dirty(s->rc_cache, off);
     ret = qcow2_cache_flush(s->rc_cache);
     if (ret == 0) {
@@ -340,11 +350,16 @@ retry:
         if (!refblock_missing(s, idx)) {
             continue;
         }
+        /* The block goes at the run's first cluster, counted by itself
+         * or by the existing block of that cluster's range; the retry
+         * then finds the run one cluster further on.  (Placed in its own
+         * range, every range would hold a used cluster, and a run as long
+         * as a range -- an L2 table's span with 64-bit refcounts -- could
+         * never be found: the scan looped forever.) */
         if (idx >= s->reftable_size) {
             ret = reftable_grow_locked(s, idx);
         } else {
-            ret = refblock_create_locked(s, idx,
-                                         MAX(start, idx << s->refblock_bits));
+            ret = refblock_create_locked(s, idx, start);
         }
         if (ret < 0) {
             return ret;
