@@ -9,6 +9,10 @@
  * A cache marked 'sync_before_write' (L2) also syncs the file once
  * after being dirtied and before writing back: the guest data an L2
  * entry points to is on stable storage before the entry (power loss).
+ * Readers may load a table without the lock (qcow2_cache_peek, read,
+ * qcow2_cache_insert): the generation counter, bumped on every
+ * write-back, discard and fresh table, tells whether the copy read
+ * meanwhile can be trusted.
  */
 #define G_LOG_DOMAIN "blockd-qcow2"
 
@@ -35,6 +39,7 @@ struct Qcow2Cache {
     unsigned n_dirty;
     gboolean sync_before_write;
     gboolean sync_needed;   /* dirtied since the last file sync */
+    uint64_t generation;    /* bumped when a table may differ from disk */
     GHashTable *index;      /* offset -> entry index + 1 */
 };
 
@@ -110,6 +115,9 @@ static int cache_writeback(Qcow2Cache *c, Qcow2CacheEntry *e)
         e->dirty = FALSE;
         c->n_dirty--;
     }
+    /* Written back, or maybe partly: a table read from disk without
+     * the lock meanwhile may be torn or stale. */
+    c->generation++;
     return ret;
 }
 
@@ -188,6 +196,7 @@ int qcow2_cache_get(Qcow2Cache *c, uint64_t offset, gboolean fresh,
         }
         if (fresh) {
             memset(e->data, 0, c->entry_size);
+            c->generation++;
         } else {
             ret = bd_child_pread(c->s->file, offset, c->entry_size, e->data,
                                  0);
@@ -200,11 +209,63 @@ int qcow2_cache_get(Qcow2Cache *c, uint64_t offset, gboolean fresh,
                             GUINT_TO_POINTER((guint)(e - c->entries) + 1));
     } else if (fresh) {
         memset(e->data, 0, c->entry_size);
+        c->generation++;
     }
     e->lru = ++c->lru_counter;
     e->used = TRUE;
     *table = e->data;
     return 0;
+}
+
+int qcow2_cache_peek(Qcow2Cache *c, uint64_t offset, void **table,
+                     uint64_t *generation)
+{
+    Qcow2CacheEntry *e = cache_lookup(c, offset);
+
+    *generation = c->generation;
+    if (!e) {
+        return -ENOENT;
+    }
+    e->lru = ++c->lru_counter;
+    e->used = TRUE;
+    *table = e->data;
+    return 0;
+}
+
+int qcow2_cache_insert(Qcow2Cache *c, uint64_t offset, const void *data,
+                       uint64_t generation)
+{
+    Qcow2CacheEntry *e;
+    int ret;
+
+    if (cache_lookup(c, offset)) {
+        return 0;       /* someone else's copy is at least as new */
+    }
+    if (generation != c->generation) {
+        return -EAGAIN;
+    }
+    ret = cache_victim(c, &e);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!e->data) {
+        e->data = g_try_malloc(c->entry_size);
+        if (!e->data) {
+            return -ENOMEM;
+        }
+    }
+    memcpy(e->data, data, c->entry_size);
+    e->offset = offset;
+    g_hash_table_insert(c->index, &e->offset,
+                        GUINT_TO_POINTER((guint)(e - c->entries) + 1));
+    e->lru = ++c->lru_counter;
+    e->used = TRUE;
+    return 0;
+}
+
+uint32_t qcow2_cache_entry_size(Qcow2Cache *c)
+{
+    return c->entry_size;
 }
 
 void qcow2_cache_mark_dirty(Qcow2Cache *c, uint64_t offset)
@@ -224,6 +285,7 @@ void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset)
     for (uint64_t off = offset; off < offset + c->s->cluster_size;
          off += c->entry_size) {
         Qcow2CacheEntry *e = cache_lookup(c, off);
+        c->generation++;
         if (e) {
             if (e->dirty) {
                 e->dirty = FALSE;

@@ -85,10 +85,11 @@ static int l2_allocate(Qcow2State *s, uint32_t idx)
 }
 
 /* The cached L2 slice holding the entry of guest 'offset'; *slice NULL
- * when no L2 table exists and !alloc. */
+ * when no L2 table exists and !alloc.  With 'miss_gen', a slice not in
+ * the cache is not read: -EAGAIN, its offset in *slice_off. */
 static int l2_slice_get(Qcow2State *s, uint64_t offset, gboolean alloc,
                         uint64_t **slice, uint64_t *slice_off,
-                        uint32_t *index)
+                        uint32_t *index, uint64_t *miss_gen)
 {
     uint64_t l1_idx = offset >> (s->l2_bits + s->cluster_bits);
     uint64_t l2_index = (offset >> s->cluster_bits) &
@@ -127,11 +128,17 @@ static int l2_slice_get(Qcow2State *s, uint64_t offset, gboolean alloc,
     *slice_off = l2_off + (l2_index / s->l2_slice_size) *
                  s->l2_slice_size * 8;
     *index = l2_index % s->l2_slice_size;
+    if (miss_gen) {
+        ret = qcow2_cache_peek(s->l2_cache, *slice_off, (void **)slice,
+                               miss_gen);
+        return ret == -ENOENT ? -EAGAIN : ret;
+    }
     return qcow2_cache_get(s->l2_cache, *slice_off, FALSE, (void **)slice);
 }
 
-int qcow2_get_mapping_locked(Qcow2State *s, uint64_t offset, uint64_t bytes,
-                             uint64_t *pnum, uint64_t *host, uint64_t *l2e)
+static int get_mapping(Qcow2State *s, uint64_t offset, uint64_t bytes,
+                       uint64_t *pnum, uint64_t *host, uint64_t *l2e,
+                       uint64_t *miss_off, uint64_t *miss_gen)
 {
     uint64_t intra = offset & (s->cluster_size - 1);
     uint64_t *slice, slice_off, e, avail;
@@ -139,7 +146,11 @@ int qcow2_get_mapping_locked(Qcow2State *s, uint64_t offset, uint64_t bytes,
     Qcow2ClusterType type;
     int ret;
 
-    ret = l2_slice_get(s, offset, FALSE, &slice, &slice_off, &idx);
+    ret = l2_slice_get(s, offset, FALSE, &slice, &slice_off, &idx,
+                       miss_gen);
+    if (ret == -EAGAIN) {
+        *miss_off = slice_off;
+    }
     if (ret < 0) {
         return ret;
     }
@@ -184,6 +195,21 @@ int qcow2_get_mapping_locked(Qcow2State *s, uint64_t offset, uint64_t bytes,
     return 0;
 }
 
+int qcow2_get_mapping_locked(Qcow2State *s, uint64_t offset, uint64_t bytes,
+                             uint64_t *pnum, uint64_t *host, uint64_t *l2e)
+{
+    return get_mapping(s, offset, bytes, pnum, host, l2e, NULL, NULL);
+}
+
+int qcow2_get_mapping_cached_locked(Qcow2State *s, uint64_t offset,
+                                    uint64_t bytes, uint64_t *pnum,
+                                    uint64_t *host, uint64_t *l2e,
+                                    uint64_t *miss_off, uint64_t *miss_gen)
+{
+    return get_mapping(s, offset, bytes, pnum, host, l2e, miss_off,
+                       miss_gen);
+}
+
 int qcow2_set_l2_entries_locked(Qcow2State *s, uint64_t offset, uint64_t n,
                                 const uint64_t *entries, uint64_t *old)
 {
@@ -191,7 +217,7 @@ int qcow2_set_l2_entries_locked(Qcow2State *s, uint64_t offset, uint64_t n,
         uint64_t *slice, slice_off;
         uint32_t idx;
         int ret = l2_slice_get(s, offset + (i << s->cluster_bits), TRUE,
-                               &slice, &slice_off, &idx);
+                               &slice, &slice_off, &idx, NULL);
         if (ret < 0) {
             return ret;
         }
@@ -321,7 +347,7 @@ int qcow2_zero_clusters_locked(Qcow2State *s, uint64_t offset, uint64_t n,
         Qcow2ClusterType t;
         int ret = l2_slice_get(s, offset + (i << s->cluster_bits),
                                mode != QCOW2_DISCARD, &slice, &slice_off,
-                               &idx);
+                               &idx, NULL);
         if (ret < 0) {
             return ret;
         }

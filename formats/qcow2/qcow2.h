@@ -90,6 +90,16 @@ void qcow2_cache_free(Qcow2Cache *c);
  * again for another offset.  'fresh': do not read, start from zeroes. */
 int qcow2_cache_get(Qcow2Cache *c, uint64_t offset, gboolean fresh,
                     void **table);
+/* Lock-free loading, for readers: peek returns the cached table or
+ * -ENOENT, with the cache generation in both cases; the caller may then
+ * drop the lock, read the table from disk, retake the lock and insert
+ * it: -EAGAIN when the generation changed (the copy may be stale: read
+ * again), 0 when inserted or when another copy is cached already. */
+int qcow2_cache_peek(Qcow2Cache *c, uint64_t offset, void **table,
+                     uint64_t *generation);
+int qcow2_cache_insert(Qcow2Cache *c, uint64_t offset, const void *data,
+                       uint64_t generation);
+uint32_t qcow2_cache_entry_size(Qcow2Cache *c);
 void qcow2_cache_mark_dirty(Qcow2Cache *c, uint64_t offset);
 /* Write back every dirty entry (after flushing 'depends_on', if set). */
 int qcow2_cache_flush(Qcow2Cache *c);
@@ -202,6 +212,13 @@ Qcow2ClusterType qcow2_entry_type(Qcow2State *s, uint64_t l2e);
  * offsets, the host offset of 'offset' (*host) and the raw L2 entry. */
 int qcow2_get_mapping_locked(Qcow2State *s, uint64_t offset, uint64_t bytes,
                              uint64_t *pnum, uint64_t *host, uint64_t *l2e);
+/* The same without metadata I/O: when the L2 slice is not cached,
+ * -EAGAIN with its host offset in *miss_off and the L2 cache generation
+ * in *miss_gen (for qcow2_cache_insert after reading it unlocked). */
+int qcow2_get_mapping_cached_locked(Qcow2State *s, uint64_t offset,
+                                    uint64_t bytes, uint64_t *pnum,
+                                    uint64_t *host, uint64_t *l2e,
+                                    uint64_t *miss_off, uint64_t *miss_gen);
 /* Point the L2 entries of guest clusters [offset, offset + n clusters)
  * to new values: entries[i] (host byte order).  Old entries returned
  * in 'old' when not NULL.  Allocates L2 tables as needed. */

@@ -3,7 +3,8 @@
  * discard, flush, block status, growth.
  *
  * Thread model: any thread, concurrently.  Qcow2State.lock is held only
- * to look up or change metadata, never across guest data I/O.  An
+ * to look up or change metadata, never across guest data I/O; reads hold
+ * it only for cache lookups, never across any I/O (read_lookup).  An
  * allocating write registers its cluster range in s->inflight; other
  * requests touching those clusters wait on s->cond until the new L2
  * entries are in place, so overlapping allocations never lose data.
@@ -76,6 +77,50 @@ static int read_mapped(Qcow2State *s, uint64_t off, uint64_t n,
     }
 }
 
+/* Look up the mapping of a read.  A cached L2 slice is looked up under
+ * the lock for a moment; a missing one is read from disk without the
+ * lock, so readers never wait for one another's metadata reads, and
+ * inserted unless the cache changed meanwhile (then read again; after a
+ * few tries, under the lock as writers do). */
+static int read_lookup(Qcow2State *s, uint64_t offset, uint64_t bytes,
+                       uint64_t *n, uint64_t *host, uint64_t *l2e)
+{
+    g_autofree void *tmp = NULL;
+    int ret;
+
+    g_mutex_lock(&s->lock);
+    for (int attempt = 0;; attempt++) {
+        uint64_t miss_off = 0, gen = 0;
+        uint32_t esize;
+
+        if (attempt == 4) {
+            ret = qcow2_get_mapping_locked(s, offset, bytes, n, host, l2e);
+            break;
+        }
+        ret = qcow2_get_mapping_cached_locked(s, offset, bytes, n, host, l2e,
+                                              &miss_off, &gen);
+        if (ret != -EAGAIN) {
+            break;
+        }
+        esize = qcow2_cache_entry_size(s->l2_cache);
+        g_mutex_unlock(&s->lock);
+        if (!tmp) {
+            tmp = g_try_malloc(esize);
+        }
+        ret = tmp ? bd_child_pread(s->file, miss_off, esize, tmp, 0)
+                  : -ENOMEM;
+        g_mutex_lock(&s->lock);
+        if (ret == 0) {
+            ret = qcow2_cache_insert(s->l2_cache, miss_off, tmp, gen);
+        }
+        if (ret < 0 && ret != -EAGAIN) {
+            break;
+        }
+    }
+    g_mutex_unlock(&s->lock);
+    return ret;
+}
+
 int qcow2_pread(BdNode *node, uint64_t offset, uint64_t bytes, void *buf,
                 int flags)
 {
@@ -86,9 +131,7 @@ int qcow2_pread(BdNode *node, uint64_t offset, uint64_t bytes, void *buf,
         uint64_t n, host, l2e;
         int ret;
 
-        g_mutex_lock(&s->lock);
-        ret = qcow2_get_mapping_locked(s, offset, bytes, &n, &host, &l2e);
-        g_mutex_unlock(&s->lock);
+        ret = read_lookup(s, offset, bytes, &n, &host, &l2e);
         if (ret == 0) {
             ret = read_mapped(s, offset, n, host, l2e, p);
         }
