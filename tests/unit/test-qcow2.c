@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests of the qcow2 driver: header parsing on built and hostile buffers, image creation checked by qemu-img. */
+/* Unit tests of the qcow2 driver: header parsing on built and hostile buffers, image creation checked by qemu-img, the L2 cache generation rule of lock-free table loading. */
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
@@ -450,6 +450,44 @@ static void test_write_compressed(void)
     g_rmdir(dir);
 }
 
+/* Lock-free table loading: a copy read while the cache changed (write
+ * back, discard, fresh table) is refused; a cached copy always wins. */
+static void test_cache_generation(void)
+{
+    Qcow2State s = { .cluster_size = CS, .cluster_bits = 16 };
+    Qcow2Cache *c = qcow2_cache_new(&s, 2, 512);
+    uint8_t a[512], b[512];
+    void *t = NULL;
+    uint64_t g0, g1, g2;
+
+    memset(a, 0xaa, sizeof(a));
+    memset(b, 0xbb, sizeof(b));
+    g_assert_cmpint(qcow2_cache_peek(c, CS, &t, &g0), ==, -ENOENT);
+    g_assert_cmpint(qcow2_cache_insert(c, CS, a, g0), ==, 0);
+    g_assert_cmpint(qcow2_cache_peek(c, CS, &t, &g1), ==, 0);
+    g_assert_cmpint(memcmp(t, a, 512), ==, 0);
+    g_assert_cmpuint(g1, ==, g0);
+    /* Another copy of a cached table is dropped, whatever its age. */
+    g_assert_cmpint(qcow2_cache_insert(c, CS, b, g0 - 1), ==, 0);
+    g_assert_cmpint(qcow2_cache_peek(c, CS, &t, &g1), ==, 0);
+    g_assert_cmpint(memcmp(t, a, 512), ==, 0);
+    /* A discard meanwhile: the copy of 2*CS may be stale. */
+    g_assert_cmpint(qcow2_cache_peek(c, 2 * CS, &t, &g1), ==, -ENOENT);
+    qcow2_cache_discard(c, 5 * CS);
+    g_assert_cmpint(qcow2_cache_insert(c, 2 * CS, b, g1), ==, -EAGAIN);
+    g_assert_cmpint(qcow2_cache_peek(c, 2 * CS, &t, &g2), ==, -ENOENT);
+    g_assert_cmpuint(g2, !=, g1);
+    /* A fresh table meanwhile, too. */
+    g_assert_cmpint(qcow2_cache_get(c, 3 * CS, TRUE, &t), ==, 0);
+    g_assert_cmpint(qcow2_cache_insert(c, 2 * CS, b, g2), ==, -EAGAIN);
+    g_assert_cmpint(qcow2_cache_peek(c, 2 * CS, &t, &g2), ==, -ENOENT);
+    /* Unchanged: inserted (evicting a clean entry, no I/O). */
+    g_assert_cmpint(qcow2_cache_insert(c, 2 * CS, b, g2), ==, 0);
+    g_assert_cmpint(qcow2_cache_peek(c, 2 * CS, &t, &g2), ==, 0);
+    g_assert_cmpint(memcmp(t, b, 512), ==, 0);
+    qcow2_cache_free(c);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -461,5 +499,6 @@ int main(int argc, char **argv)
     g_test_add_func("/qcow2/create", test_create);
     g_test_add_func("/qcow2/create/invalid", test_create_invalid);
     g_test_add_func("/qcow2/write-compressed", test_write_compressed);
+    g_test_add_func("/qcow2/cache/generation", test_cache_generation);
     return g_test_run();
 }
