@@ -45,7 +45,8 @@ def test_read_write_cluster_sizes():
     """Every cluster size and refcount width: writes through blockd equal
     the same writes on a raw file, and qemu-img check is clean."""
     require_tool('qemu-img', 'qemu-io')
-    for opts in ['cluster_size=512,refcount_bits=1', 'cluster_size=1024,refcount_bits=4',
+    for opts in ['cluster_size=512,refcount_bits=1', 'cluster_size=512,refcount_bits=64',
+                 'cluster_size=1024,refcount_bits=4',
                  'cluster_size=4096,refcount_bits=8', 'cluster_size=65536',
                  'cluster_size=2M,refcount_bits=64', 'compat=0.10',
                  'lazy_refcounts=on,refcount_bits=32']:
