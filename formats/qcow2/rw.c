@@ -77,7 +77,7 @@ static int read_mapped(Qcow2State *s, uint64_t off, uint64_t n,
     }
 }
 
-/* Look up the mapping of a read.  A cached L2 slice is looked up under
+/* Look up the mapping of a read (or block status).  A cached L2 slice is looked up under
  * the lock for a moment; a missing one is read from disk without the
  * lock, so readers never wait for one another's metadata reads, and
  * inserted unless the cache changed meanwhile (then read again; after a
@@ -550,9 +550,7 @@ int qcow2_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
     uint64_t host, l2e;
     int ret;
 
-    g_mutex_lock(&s->lock);
-    ret = qcow2_get_mapping_locked(s, offset, bytes, pnum, &host, &l2e);
-    g_mutex_unlock(&s->lock);
+    ret = read_lookup(s, offset, bytes, pnum, &host, &l2e);
     if (ret < 0) {
         return ret;
     }
