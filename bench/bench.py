@@ -31,6 +31,17 @@ def size_bytes(s):
     return int(s[:-1]) * mult[s[-1]] if s[-1] in mult else int(s)
 
 
+def stop_server(proc):
+    """Terminate a server started by the bench, killing it after 15 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def cpu_seconds(pid):
     with open('/proc/%d/stat' % pid) as f:
         fields = f.read().rsplit(')', 1)[1].split()
@@ -149,13 +160,7 @@ def bench_server(name, img, workdir, use_fio):
             cpu = cpu_seconds(proc.pid) - c0
             results[wname] = {'figure': fig, 'cpu_per_gib': cpu / (moved / GiB) if moved else 0}
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_server(proc)
         errlog.close()
     return results
 

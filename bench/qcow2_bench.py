@@ -83,13 +83,7 @@ def run_row(name, fmt, img, workdir, fio_args):
         cpu = bench.cpu_seconds(proc.pid) - c0
         return {'figure': fig, 'cpu_per_gib': cpu / (moved / GiB) if moved else 0}
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        bench.stop_server(proc)
         errlog.close()
 
 

@@ -145,40 +145,6 @@ GVariant *bd_json_to_variant(JsonNode *node)
     return g_variant_new_string(json_node_get_string(node) ?: "");
 }
 
-/* QEMU's string quoting: control characters, '"' and '\\' escaped,
- * non-ASCII as \uXXXX (surrogate pairs above the BMP). */
-static void quote(GString *out, const char *str)
-{
-    g_autofree char *valid = g_utf8_make_valid(str, -1);
-
-    g_string_append_c(out, '"');
-    for (const char *p = valid; *p; p = g_utf8_next_char(p)) {
-        gunichar c = g_utf8_get_char(p);
-        switch (c) {
-        case '"':  g_string_append(out, "\\\""); break;
-        case '\\': g_string_append(out, "\\\\"); break;
-        case '\b': g_string_append(out, "\\b"); break;
-        case '\f': g_string_append(out, "\\f"); break;
-        case '\n': g_string_append(out, "\\n"); break;
-        case '\r': g_string_append(out, "\\r"); break;
-        case '\t': g_string_append(out, "\\t"); break;
-        default:
-            if (c < 0x20 || c == 0x7f) {
-                g_string_append_printf(out, "\\u%04X", c);
-            } else if (c < 0x80) {
-                g_string_append_c(out, (char)c);
-            } else if (c < 0x10000) {
-                g_string_append_printf(out, "\\u%04X", c);
-            } else {
-                c -= 0x10000;
-                g_string_append_printf(out, "\\u%04X\\u%04X",
-                                       0xD800 | (c >> 10), 0xDC00 | (c & 0x3ff));
-            }
-        }
-    }
-    g_string_append_c(out, '"');
-}
-
 /* QEMU's pretty layout: one member per line, four spaces per level. */
 static void newline(GString *out, int level)
 {
@@ -202,7 +168,7 @@ static void to_string(GString *out, JsonNode *node, int level)
         g_string_append_c(out, '{');
         for (GList *l = keys; l; l = l->next) {
             newline(out, inner);
-            quote(out, l->data);
+            bd_json_quote(out, l->data);
             g_string_append(out, ": ");
             to_string(out, json_object_get_member(obj, l->data), inner);
             if (l->next) {
@@ -248,7 +214,7 @@ static void to_string(GString *out, JsonNode *node, int level)
     } else if (vt == G_TYPE_BOOLEAN) {
         g_string_append(out, json_node_get_boolean(node) ? "true" : "false");
     } else {
-        quote(out, json_node_get_string(node) ?: "");
+        bd_json_quote(out, json_node_get_string(node) ?: "");
     }
 }
 

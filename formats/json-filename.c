@@ -46,37 +46,6 @@ static int member_cmp(gconstpointer a, gconstpointer b)
     return x->seq > y->seq ? -1 : 1;
 }
 
-static void append_string(GString *out, const char *s)
-{
-    g_string_append_c(out, '"');
-    for (const char *p = s; *p; p = g_utf8_next_char(p)) {
-        gunichar c = g_utf8_get_char(p);
-        switch (c) {
-        case '"':  g_string_append(out, "\\\""); break;
-        case '\\': g_string_append(out, "\\\\"); break;
-        case '\b': g_string_append(out, "\\b"); break;
-        case '\f': g_string_append(out, "\\f"); break;
-        case '\n': g_string_append(out, "\\n"); break;
-        case '\r': g_string_append(out, "\\r"); break;
-        case '\t': g_string_append(out, "\\t"); break;
-        default:
-            if (c < 0x20 || c >= 0x7f) {
-                if (c > 0xffff) {
-                    c -= 0x10000;
-                    g_string_append_printf(out, "\\u%04X\\u%04X",
-                                           0xd800 + (c >> 10),
-                                           0xdc00 + (c & 0x3ff));
-                } else {
-                    g_string_append_printf(out, "\\u%04X", c);
-                }
-            } else {
-                g_string_append_c(out, (char)c);
-            }
-        }
-    }
-    g_string_append_c(out, '"');
-}
-
 static void append_value(GString *out, GVariant *v);
 
 static void append_dict(GString *out, GVariant *dict)
@@ -102,7 +71,7 @@ static void append_dict(GString *out, GVariant *dict)
         if (i) {
             g_string_append(out, ", ");
         }
-        append_string(out, members[i].key);
+        bd_json_quote(out, members[i].key);
         g_string_append(out, ": ");
         append_value(out, v);
     }
@@ -117,7 +86,7 @@ static void append_value(GString *out, GVariant *v)
     } else if (g_variant_is_of_type(v, G_VARIANT_TYPE_VARDICT)) {
         append_dict(out, v);
     } else if (g_variant_is_of_type(v, G_VARIANT_TYPE_STRING)) {
-        append_string(out, g_variant_get_string(v, NULL));
+        bd_json_quote(out, g_variant_get_string(v, NULL));
     } else if (g_variant_is_of_type(v, G_VARIANT_TYPE_INT64)) {
         g_string_append_printf(out, "%" G_GINT64_FORMAT,
                                g_variant_get_int64(v));

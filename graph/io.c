@@ -50,31 +50,39 @@ static inline gboolean is_aligned(BdNode *node, uint64_t offset,
 
 /* --- read --- */
 
-static int node_pread_aligned(BdNode *node, uint64_t offset, uint64_t bytes,
-                              void *buf, int flags)
+/* Call the driver's read or write in pieces of at most max_transfer.
+ * 'buf' is only read from for writes. */
+static int node_rw_split(BdNode *node, uint64_t offset, uint64_t bytes,
+                         char *buf, int flags, gboolean write)
 {
     const BdDriver *drv = node->drv;
-    BdChild *filtered;
+    uint64_t max = node->max_transfer ? node->max_transfer : bytes;
 
-    if (!drv->pread) {
-        filtered = bd_node_filtered_child(node);
-        return filtered ? bd_node_pread(filtered->node, offset, bytes, buf,
-                                        flags) : -ENOTSUP;
-    }
-    if (node->max_transfer == 0 || bytes <= node->max_transfer) {
-        return drv->pread(node, offset, bytes, buf, flags);
-    }
     while (bytes) {
-        uint64_t n = MIN(bytes, node->max_transfer);
-        int ret = drv->pread(node, offset, n, buf, flags);
+        uint64_t n = MIN(bytes, max);
+        int ret = write ? drv->pwrite(node, offset, n, buf, flags)
+                        : drv->pread(node, offset, n, buf, flags);
         if (ret < 0) {
             return ret;
         }
         offset += n;
         bytes -= n;
-        buf = (char *)buf + n;
+        buf += n;
     }
     return 0;
+}
+
+static int node_pread_aligned(BdNode *node, uint64_t offset, uint64_t bytes,
+                              void *buf, int flags)
+{
+    BdChild *filtered;
+
+    if (!node->drv->pread) {
+        filtered = bd_node_filtered_child(node);
+        return filtered ? bd_node_pread(filtered->node, offset, bytes, buf,
+                                        flags) : -ENOTSUP;
+    }
+    return node_rw_split(node, offset, bytes, buf, flags, FALSE);
 }
 
 /* Read the aligned span around [offset, offset+bytes) into a bounce
@@ -129,28 +137,15 @@ static int node_check_writable(BdNode *node)
 static int node_pwrite_aligned(BdNode *node, uint64_t offset, uint64_t bytes,
                                const void *buf, int flags)
 {
-    const BdDriver *drv = node->drv;
     BdChild *filtered;
 
-    if (!drv->pwrite) {
+    if (!node->drv->pwrite) {
         filtered = bd_node_filtered_child(node);
         return filtered ? bd_node_pwrite(filtered->node, offset, bytes, buf,
                                          flags) : -ENOTSUP;
     }
-    if (node->max_transfer == 0 || bytes <= node->max_transfer) {
-        return drv->pwrite(node, offset, bytes, buf, flags);
-    }
-    while (bytes) {
-        uint64_t n = MIN(bytes, node->max_transfer);
-        int ret = drv->pwrite(node, offset, n, buf, flags);
-        if (ret < 0) {
-            return ret;
-        }
-        offset += n;
-        bytes -= n;
-        buf = (const char *)buf + n;
-    }
-    return 0;
+    /* The driver's pwrite takes const; the split helper never writes. */
+    return node_rw_split(node, offset, bytes, (char *)buf, flags, TRUE);
 }
 
 /* Read-modify-write of the aligned span.  Serialized per node, so two

@@ -93,3 +93,33 @@ guint64 bd_opts_get_uint(GVariant *opts, const char *key, guint64 def)
     }
     return def;
 }
+
+void bd_json_quote(GString *out, const char *str)
+{
+    g_autofree char *valid = g_utf8_make_valid(str, -1);
+
+    g_string_append_c(out, '"');
+    for (const char *p = valid; *p; p = g_utf8_next_char(p)) {
+        gunichar c = g_utf8_get_char(p);
+        switch (c) {
+        case '"':  g_string_append(out, "\\\""); break;
+        case '\\': g_string_append(out, "\\\\"); break;
+        case '\b': g_string_append(out, "\\b"); break;
+        case '\f': g_string_append(out, "\\f"); break;
+        case '\n': g_string_append(out, "\\n"); break;
+        case '\r': g_string_append(out, "\\r"); break;
+        case '\t': g_string_append(out, "\\t"); break;
+        default:
+            if (c >= 0x20 && c < 0x7f) {
+                g_string_append_c(out, (char)c);
+            } else if (c < 0x10000) {
+                g_string_append_printf(out, "\\u%04X", c);
+            } else {
+                c -= 0x10000;
+                g_string_append_printf(out, "\\u%04X\\u%04X",
+                                       0xD800 | (c >> 10), 0xDC00 | (c & 0x3ff));
+            }
+        }
+    }
+    g_string_append_c(out, '"');
+}

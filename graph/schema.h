@@ -95,4 +95,10 @@ gint64 bd_opts_get_int(GVariant *opts, const char *key, gint64 def);
 guint64 bd_opts_get_uint(GVariant *opts, const char *key, guint64 def);
 gboolean bd_opts_has(GVariant *opts, const char *key);
 
+/* Append 'str' as a JSON string, quoted as QEMU quotes: '"', '\\' and
+ * control characters escaped, everything outside printable ASCII as
+ * \uXXXX (surrogate pairs above the BMP).  Invalid UTF-8 is repaired.
+ * Shared by QMP output and json: filenames. */
+void bd_json_quote(GString *out, const char *str);
+
 #endif
