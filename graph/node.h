@@ -22,6 +22,7 @@ typedef struct BdNode BdNode;
 typedef struct BdChild BdChild;
 typedef struct BdDriver BdDriver;
 typedef struct BdEntry BdEntry;
+typedef struct BdReopenState BdReopenState;
 
 /* Permissions: what a parent needs from a child, and what it lets other
  * parents do.  Bit values match QEMU's so the file driver's byte-range
@@ -139,6 +140,25 @@ struct BdDriver {
      * unknown.  NULL: sum of the children's. */
     int64_t (*allocated_size)(BdNode *node);
 
+    /* blockdev-reopen (graph/reopen.c), for drivers that support it;
+     * NULL reopen_prepare: "Block format 'X' used by node 'Y' does not
+     * support reopening files".  The graph has already refused changes
+     * to options not in mutable_options ("Cannot change the option"),
+     * omitted options that are neither common nor mutable ("cannot be
+     * reset") and handled the common options and the file/backing
+     * children.  prepare validates state->options (the whole new
+     * BlockdevOptions; omitted mutable options return to their
+     * defaults) and stages the driver's new state in state->opaque,
+     * changing nothing visible; commit (node drained) makes it current;
+     * abort drops it.  commit and abort may be NULL.  bd_reopen_prepare_fixed
+     * suits drivers whose options are all fixed. */
+    gboolean (*reopen_prepare)(BdReopenState *state, GError **errp);
+    void (*reopen_commit)(BdReopenState *state);
+    void (*reopen_abort)(BdReopenState *state);
+    /* Whether the image names a backing file of its own (qcow2 header):
+     * then reopen requires the 'backing' option.  NULL: no. */
+    gboolean (*has_default_backing)(BdNode *node);
+
     /* Extra query-named-block-nodes fields of this driver, added to the
      * "image" dictionary (e.g. "format-specific", "cluster-size").
      * Main thread. */
@@ -158,10 +178,28 @@ struct BdChild {
     int frozen;          /* > 0: the link may not be changed (jobs) */
 };
 
+/* One node's part of a blockdev-reopen transaction (graph/reopen.c). */
+struct BdReopenState {
+    BdNode *node;
+    GVariant *options;       /* new validated BlockdevOptions (a{sv}) */
+    /* New common options, applied by the graph at commit. */
+    gboolean read_only;
+    gboolean cache_direct;
+    gboolean cache_no_flush;
+    void *opaque;            /* the driver's staged state */
+};
+
 struct BdNode {
     char *node_name;
     gboolean auto_named;       /* "#blockNNN" generated name */
     gboolean monitor_owned;    /* created by blockdev-add / --blockdev */
+    /* Inserted by a job without a filter-node-name (QEMU's implicit
+     * nodes): skipped by queries and by reopen's child matching. */
+    gboolean implicit;
+    /* The parent this node was defined inline under (nested options):
+     * reopen may change its options through that parent.  NULL when
+     * it was added on its own or by reference.  Not a reference. */
+    BdNode *inherits_from;
     const BdDriver *drv;
     void *opaque;              /* driver state */
     GVariant *options;         /* the validated BlockdevOptions (a{sv}) */
@@ -191,6 +229,10 @@ struct BdNode {
 
     /* Cumulative permissions of all parents (perm.c). */
     uint64_t cum_perm, cum_shared;
+    /* During a reopen: the read-only value the node will have, so the
+     * permission check can refuse writers (reopen.c, perm.c). */
+    gboolean reopen_pending;
+    gboolean reopen_read_only;
 
     /* Serializes read-modify-write cycles for unaligned writes (io.c). */
     GMutex rmw_lock;
@@ -260,6 +302,16 @@ void bd_node_set_size(BdNode *node, uint64_t size);
 /* Description of a parent for messages: "node 'hd0'" or the entry's. */
 char *bd_child_parent_desc(const BdChild *child);
 
+/* --- reopen (reopen.c) --- */
+
+/* blockdev-reopen: 'list' holds validated BlockdevOptions (a{sv}), one
+ * per node to reopen; all are applied as one transaction or none.
+ * Main thread. */
+gboolean bd_node_reopen_multiple(GPtrArray *list, GError **errp);
+/* reopen_prepare for drivers whose options are all fixed (the generic
+ * checks already refused any change): succeeds, stages nothing. */
+gboolean bd_reopen_prepare_fixed(BdReopenState *state, GError **errp);
+
 /* --- permissions (perm.c) --- */
 
 /* QEMU's default perms for a child of the given role. */
@@ -270,6 +322,8 @@ void bd_default_child_perm(BdNode *node, BdChild *child, BdChildRole role,
  * checking every node for conflicts before committing any.  On error
  * nothing has changed. */
 gboolean bd_node_refresh_perms(BdNode *node, GError **errp);
+/* The same over the union of the subgraphs below several nodes. */
+gboolean bd_nodes_refresh_perms(GPtrArray *nodes, GError **errp);
 /* "write, resize" */
 char *bd_perm_names(uint64_t perm);
 
