@@ -228,7 +228,43 @@ static GPtrArray *entries_above(BdNode *node)
 
 struct BdDrainSection {
     GPtrArray *entries;
+    GPtrArray *nodes;      /* below the entries, each holding a ref */
 };
+
+static void collect_nodes_below(BdNode *node, GHashTable *seen,
+                                GPtrArray *out)
+{
+    if (!g_hash_table_add(seen, node)) {
+        return;
+    }
+    g_ptr_array_add(out, bd_node_ref(node));
+    for (guint i = 0; i < node->children->len; i++) {
+        BdChild *c = g_ptr_array_index(node->children, i);
+        collect_nodes_below(c->node, seen, out);
+    }
+}
+
+/* Nodes that may hold requests of the quiesced entries back (throttle)
+ * are told to let them go, so the wait below always ends. */
+static GPtrArray *drain_notify_nodes(GPtrArray *entries)
+{
+    g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
+    GPtrArray *nodes = g_ptr_array_new();
+
+    for (guint i = 0; i < entries->len; i++) {
+        BdEntry *e = entries->pdata[i];
+        if (e->root) {
+            collect_nodes_below(e->root->node, seen, nodes);
+        }
+    }
+    for (guint i = 0; i < nodes->len; i++) {
+        BdNode *n = nodes->pdata[i];
+        if (n->drv && n->drv->drained_begin) {
+            n->drv->drained_begin(n);
+        }
+    }
+    return nodes;
+}
 
 BdDrainSection *bd_drained_begin(BdNode *node)
 {
@@ -242,6 +278,7 @@ BdDrainSection *bd_drained_begin(BdNode *node)
         BdEntry *e = entries->pdata[i];
         g_atomic_int_inc(&e->quiesce);
     }
+    section->nodes = drain_notify_nodes(entries);
     for (guint i = 0; i < entries->len; i++) {
         BdEntry *e = entries->pdata[i];
         g_mutex_lock(&e->lock);
@@ -255,6 +292,14 @@ BdDrainSection *bd_drained_begin(BdNode *node)
 
 void bd_drained_end(BdDrainSection *section)
 {
+    for (guint i = 0; i < section->nodes->len; i++) {
+        BdNode *n = section->nodes->pdata[i];
+        if (n->drv && n->drv->drained_end) {
+            n->drv->drained_end(n);
+        }
+        bd_node_unref(n);
+    }
+    g_ptr_array_unref(section->nodes);
     for (guint i = 0; i < section->entries->len; i++) {
         bd_entry_drained_end(section->entries->pdata[i]);
     }

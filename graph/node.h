@@ -159,6 +159,18 @@ struct BdDriver {
      * then reopen requires the 'backing' option.  NULL: no. */
     gboolean (*has_default_backing)(BdNode *node);
 
+    /* Drain (entry.c): called on every node below a quiescing entry
+     * handle, before waiting for its requests, and again when the
+     * section ends.  Drivers that hold requests back (throttle) release
+     * them while drained so that drain never stalls.  Main thread. */
+    void (*drained_begin)(BdNode *node);
+    void (*drained_end)(BdNode *node);
+
+    /* Fault-injection hook (blkdebug): 'event' is a BdDebugEvent of
+     * graph/debug-event.h, sent by the parent through
+     * bd_debug_event().  Any thread. */
+    void (*debug_event)(BdNode *node, int event);
+
     /* Extra query-named-block-nodes fields of this driver, added to the
      * "image" dictionary (e.g. "format-specific", "cluster-size").
      * Main thread. */
