@@ -159,6 +159,15 @@ struct BdDriver {
      * then reopen requires the 'backing' option.  NULL: no. */
     gboolean (*has_default_backing)(BdNode *node);
 
+    /* blockdev-create: members of BlockdevCreateOptions<Name> other
+     * than 'driver' ({NULL}-terminated; NULL: the driver cannot create
+     * images), and the creation itself from the validated options
+     * (a{sv} including 'driver').  Runs on a job thread; children given
+     * by node-name are looked up on the main thread by the job before
+     * (see jobs/).  Returns FALSE with *errp set on failure. */
+    const BdSchemaField *create_options;
+    gboolean (*create)(GVariant *options, GError **errp);
+
     /* Drain (entry.c): called on every node below a quiescing entry
      * handle, before waiting for its requests, and again when the
      * section ends.  Drivers that hold requests back (throttle) release
