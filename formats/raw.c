@@ -13,6 +13,7 @@
 #include "graph/error.h"
 #include "graph/node.h"
 #include "graph/io.h"
+#include "graph/debug-event.h"
 #include "formats/json-filename.h"
 
 typedef struct {
@@ -67,6 +68,7 @@ static int raw_pread(BdNode *node, uint64_t offset, uint64_t bytes,
     RawState *s = node->opaque;
     int ret = raw_adjust(s, &offset, bytes, FALSE);
 
+    if (ret == 0) bd_debug_event(s->file, BD_DEBUG_EVENT_READ_AIO);
     return ret < 0 ? ret : bd_child_pread(s->file, offset, bytes, buf, flags);
 }
 
@@ -77,6 +79,7 @@ static int raw_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
     int ret = raw_adjust(s, &offset, bytes, TRUE);
 
     if (ret == 0) {
+        bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_AIO);
         ret = bd_child_pwrite(s->file, offset, bytes, buf, flags);
     }
     if (ret == 0) {

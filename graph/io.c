@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <string.h>
 #include "graph/io.h"
+#include "graph/debug-event.h"
 
 /* Zero buffer for write-zeroes fallbacks. */
 #define ZERO_CHUNK (1u << 20)
@@ -305,6 +306,13 @@ int bd_node_flush(BdNode *node)
 {
     int ret = 0;
 
+    /* As QEMU's bdrv_co_flush: announced on the primary child (blkdebug). */
+    if (!node->read_only) {
+        bd_debug_event(bd_debug_primary_child(node), BD_DEBUG_EVENT_FLUSH_TO_OS);
+        if (!node->cache_no_flush) {
+            bd_debug_event(bd_debug_primary_child(node), BD_DEBUG_EVENT_FLUSH_TO_DISK);
+        }
+    }
     /* The node's own cached state first, then everything below it. */
     if (node->drv && node->drv->flush && !node->cache_no_flush) {
         ret = node->drv->flush(node);

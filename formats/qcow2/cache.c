@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <string.h>
 #include "graph/io.h"
+#include "graph/debug-event.h"
 #include "formats/qcow2/qcow2.h"
 
 typedef struct {
@@ -108,6 +109,7 @@ static int cache_writeback(Qcow2Cache *c, Qcow2CacheEntry *e)
     }
     ret = cache_flush_dependency(c);
     if (ret == 0) {
+        bd_debug_event(c->s->file, c == c->s->l2_cache ? BD_DEBUG_EVENT_L2_UPDATE : BD_DEBUG_EVENT_REFBLOCK_UPDATE_PART);
         ret = bd_child_pwrite(c->s->file, e->offset, c->entry_size,
                               e->data, 0);
     }
@@ -198,6 +200,7 @@ int qcow2_cache_get(Qcow2Cache *c, uint64_t offset, gboolean fresh,
             memset(e->data, 0, c->entry_size);
             c->generation++;
         } else {
+            bd_debug_event(c->s->file, c == c->s->l2_cache ? BD_DEBUG_EVENT_L2_LOAD : BD_DEBUG_EVENT_REFBLOCK_LOAD);
             ret = bd_child_pread(c->s->file, offset, c->entry_size, e->data,
                                  0);
             if (ret < 0) {

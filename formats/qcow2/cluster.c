@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <string.h>
 #include "graph/io.h"
+#include "graph/debug-event.h"
 #include "formats/qcow2/qcow2.h"
 
 Qcow2ClusterType qcow2_entry_type(Qcow2State *s, uint64_t l2e)
@@ -31,6 +32,7 @@ static int write_l1_entry(Qcow2State *s, uint32_t idx)
 {
     uint64_t be = GUINT64_TO_BE(s->l1[idx]);
 
+    bd_debug_event(s->file, BD_DEBUG_EVENT_L1_UPDATE);
     return bd_child_pwrite(s->file, s->h.l1_table_offset + idx * 8ull, 8,
                            &be, 0);
 }

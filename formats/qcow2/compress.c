@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <zlib.h>
 #include "graph/io.h"
+#include "graph/debug-event.h"
 #include "formats/qcow2/qcow2.h"
 
 static int inflate_raw(const uint8_t *in, size_t in_len, uint8_t *out,
@@ -56,6 +57,7 @@ int qcow2_read_compressed(Qcow2State *s, uint64_t l2e, uint8_t *out)
     if (!in) {
         return -ENOMEM;
     }
+    bd_debug_event(s->file, BD_DEBUG_EVENT_READ_COMPRESSED);
     ret = bd_child_pread(s->file, coffset, csize, in, 0);
     if (ret < 0) {
         return ret;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include "graph/error.h"
 #include "graph/io.h"
+#include "graph/debug-event.h"
 #include "formats/qcow2/qcow2.h"
 
 uint64_t qcow2_refcount_read(const void *block, uint64_t i, uint32_t order)
@@ -324,6 +325,7 @@ int64_t qcow2_alloc_clusters_locked(Qcow2State *s, uint64_t n)
     int ret;
 
 retry:
+    bd_debug_event(s->file, BD_DEBUG_EVENT_CLUSTER_ALLOC);
     start = c = MAX(s->free_cluster_index, 1);
     first_free = UINT64_MAX;   /* first free cluster the scan met */
     run = 0;
@@ -385,6 +387,7 @@ int64_t qcow2_alloc_bytes_locked(Qcow2State *s, uint64_t bytes)
     uint64_t in_cluster = off & (s->cluster_size - 1);
     int64_t ret;
 
+    bd_debug_event(s->file, BD_DEBUG_EVENT_CLUSTER_ALLOC_BYTES);
     if (off && in_cluster && bytes <= s->cluster_size - in_cluster) {
         ret = qcow2_refcount_update_locked(s, off, 1, 1,
                                            QCOW2_DISCARD_OTHER);

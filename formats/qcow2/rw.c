@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <string.h>
 #include "graph/io.h"
+#include "graph/debug-event.h"
 #include "formats/qcow2/qcow2.h"
 
 static int read_backing(BdNode *node, uint64_t off, uint64_t bytes,
@@ -64,6 +65,7 @@ static int read_mapped(Qcow2State *s, uint64_t off, uint64_t n,
 {
     switch (qcow2_entry_type(s, l2e)) {
     case QCOW2_CT_UNALLOCATED:
+        if (s->node->backing) bd_debug_event(s->file, BD_DEBUG_EVENT_READ_BACKING_AIO);
         return read_backing(s->node, off, n, buf);
     case QCOW2_CT_ZERO_PLAIN:
     case QCOW2_CT_ZERO_ALLOC:
@@ -73,6 +75,7 @@ static int read_mapped(Qcow2State *s, uint64_t off, uint64_t n,
         return read_compressed_part(s, l2e, off & (s->cluster_size - 1), n,
                                     buf);
     default:
+        bd_debug_event(s->file, BD_DEBUG_EVENT_READ_AIO);
         return bd_child_pread(s->file, host, n, buf, 0);
     }
 }
@@ -107,6 +110,7 @@ static int read_lookup(Qcow2State *s, uint64_t offset, uint64_t bytes,
         if (!tmp) {
             tmp = g_try_malloc(esize);
         }
+        bd_debug_event(s->file, BD_DEBUG_EVENT_L2_LOAD);
         ret = tmp ? bd_child_pread(s->file, miss_off, esize, tmp, 0)
                   : -ENOMEM;
         g_mutex_lock(&s->lock);
@@ -242,6 +246,7 @@ static int write_allocating_locked(Qcow2State *s, uint64_t off, uint64_t n,
     g_ptr_array_add(s->inflight, &f);
     g_mutex_unlock(&s->lock);
 
+    bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_AIO);
     if (off == cstart && n == nc * cs) {
         ret = bd_child_pwrite(s->file, hoff, n, buf, 0);
     } else if (cow_reads_zero(s, l2e) &&
@@ -323,6 +328,7 @@ static int64_t write_chunk(Qcow2State *s, uint64_t off, uint64_t bytes,
     if (qcow2_entry_type(s, l2e) == QCOW2_CT_NORMAL &&
         (l2e & QCOW2_OFLAG_COPIED)) {
         g_mutex_unlock(&s->lock);
+        bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_AIO);
         ret = bd_child_pwrite(s->file, host, n, buf, 0);
         return ret < 0 ? ret : (int64_t)n;
     }
@@ -380,6 +386,7 @@ static int write_compressed_cluster(Qcow2State *s, uint64_t cstart,
     g_ptr_array_add(s->inflight, &f);
     g_mutex_unlock(&s->lock);
 
+    bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_COMPRESSED);
     ret = bd_child_pwrite(s->file, hoff, len, data, 0);
 
     g_mutex_lock(&s->lock);
