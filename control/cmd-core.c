@@ -183,5 +183,6 @@ void bd_control_init(void)
     bd_cmd_core_register();
     bd_cmd_block_register();
     bd_cmd_export_register();
+    bd_cmd_object_register();
     bd_events_init();
 }

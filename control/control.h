@@ -84,6 +84,10 @@ gboolean bd_cmd_nbd_server_start_flat(GVariant *options, GError **errp);
 /* --export / block-export-add with validated BlockExportOptions. */
 gboolean bd_cmd_block_export_add(GVariant *options, GError **errp);
 
+/* --object / object-add with validated ObjectOptions. */
+gboolean bd_cmd_object_add(GVariant *options, GError **errp);
+const BdSchemaType *bd_cmd_object_options_schema(void);
+
 /* Schemas of the command-line option objects. */
 const BdSchemaType *bd_cmd_nbd_server_options_schema(void);
 const BdSchemaType *bd_cmd_monitor_options_schema(void);

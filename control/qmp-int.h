@@ -57,6 +57,7 @@ JsonNode *bd_qmp_error_reply(const GError *err, JsonNode *id);
 void bd_cmd_core_register(void);
 void bd_cmd_block_register(void);
 void bd_cmd_export_register(void);
+void bd_cmd_object_register(void);
 
 /* Events (events.c). */
 void bd_events_init(void);

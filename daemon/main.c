@@ -63,6 +63,10 @@ static void print_help(void)
 "  --nbd-server addr.type=unix,addr.path=<path>[,max-connections=<n>]\n"
 "                         start an NBD server for exporting block nodes\n"
 "\n"
+"  --object throttle-group,id=<id>[,limits.iops-total=<n>][,limits.bps-read=<n>]...\n"
+"                         define a QOM object such as a throttle group\n"
+"                         (the JSON form {...} works too)\n"
+"\n"
 "  --pidfile <path>       write process ID to a file after startup\n"
 "\n"
 "Options are applied in the order given.\n");
@@ -130,6 +134,7 @@ enum {
     OPT_EXPORT,
     OPT_MONITOR,
     OPT_NBD_SERVER,
+    OPT_OBJECT,
     OPT_PIDFILE,
 };
 
@@ -142,6 +147,7 @@ static const struct option long_options[] = {
     { "export", required_argument, NULL, OPT_EXPORT },
     { "monitor", required_argument, NULL, OPT_MONITOR },
     { "nbd-server", required_argument, NULL, OPT_NBD_SERVER },
+    { "object", required_argument, NULL, OPT_OBJECT },
     { "pidfile", required_argument, NULL, OPT_PIDFILE },
     { NULL, 0, NULL, 0 },
 };

@@ -24,6 +24,7 @@ static const ObjectOption object_options[] = {
     { "nbd-server", NULL, bd_cmd_nbd_server_options_schema,
       bd_cmd_nbd_server_start_flat },
     { "export", "type", bd_export_options_schema, bd_cmd_block_export_add },
+    { "object", "qom-type", bd_cmd_object_options_schema, bd_cmd_object_add },
 };
 
 static gboolean apply_object_option(const ObjectOption *opt, const char *arg,

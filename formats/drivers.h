@@ -11,5 +11,6 @@ extern const BdDriver bd_null_co_driver;
 extern const BdDriver bd_null_aio_driver;
 extern const BdDriver bd_qcow2_driver;
 extern const BdDriver bd_compress_driver;
+extern const BdDriver bd_throttle_driver;
 
 #endif

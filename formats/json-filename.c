@@ -113,6 +113,7 @@ static const struct {
     { "null-co", { "size", "read-zeroes" } },
     { "null-aio", { "size", "read-zeroes" } },
     { "raw", { "offset", "size" } },
+    { "throttle", { "throttle-group" } },
 };
 
 GVariant *bd_formats_full_options(BdNode *node)

@@ -16,6 +16,7 @@ static const BdDriver *const bd_formats_table[] = {
     &bd_raw_driver,
     &bd_qcow2_driver,
     &bd_compress_driver,
+    &bd_throttle_driver,
 };
 
 void bd_formats_register_all(void)

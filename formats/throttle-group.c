@@ -1,0 +1,482 @@
+/* SPDX-License-Identifier: MIT */
+/* Throttle groups: leaky-bucket arithmetic as QEMU's util/throttle.c, the registry of named groups, and the waiting of over-limit requests.
+ *
+ * Thread model: see throttle-group.h.  Lock order: registry_lock, then a
+ * group's lock (the registry never takes a group lock, so in practice the
+ * two are never nested).  A group's configuration is fixed at creation;
+ * its buckets and FIFO wait queues change under tg->lock only.
+ */
+#define G_LOG_DOMAIN "blockd-formats"
+
+#include <limits.h>
+#include <string.h>
+#include "graph/error.h"
+#include "graph/schema.h"
+#include "formats/throttle-group.h"
+
+#define NS_PER_SEC 1000000000.0
+
+/* --- bucket arithmetic --- */
+
+void bd_throttle_config_init(BdThrottleConfig *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    for (int i = 0; i < BD_THROTTLE_BUCKETS; i++) {
+        cfg->buckets[i].burst_length = 1;
+    }
+}
+
+static gboolean total_and_split(const BdThrottleConfig *cfg, gboolean max,
+                                BdThrottleBucketType total,
+                                BdThrottleBucketType rd,
+                                BdThrottleBucketType wr)
+{
+    const BdLeakyBucket *b = cfg->buckets;
+
+    if (max) {
+        return b[total].max && (b[rd].max || b[wr].max);
+    }
+    return b[total].avg && (b[rd].avg || b[wr].avg);
+}
+
+gboolean bd_throttle_config_is_valid(const BdThrottleConfig *cfg,
+                                     GError **errp)
+{
+    const BdLeakyBucket *b = cfg->buckets;
+
+    for (int max = 0; max < 2; max++) {
+        if (total_and_split(cfg, max, BD_THROTTLE_BPS_TOTAL,
+                            BD_THROTTLE_BPS_READ, BD_THROTTLE_BPS_WRITE) ||
+            total_and_split(cfg, max, BD_THROTTLE_OPS_TOTAL,
+                            BD_THROTTLE_OPS_READ, BD_THROTTLE_OPS_WRITE)) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "bps/iops/max total values and read/write values "
+                        "cannot be used at the same time");
+            return FALSE;
+        }
+    }
+    if (cfg->op_size && !b[BD_THROTTLE_OPS_TOTAL].avg &&
+        !b[BD_THROTTLE_OPS_READ].avg && !b[BD_THROTTLE_OPS_WRITE].avg) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "iops size requires an iops value to be set");
+        return FALSE;
+    }
+    for (int i = 0; i < BD_THROTTLE_BUCKETS; i++) {
+        const char *msg = NULL;
+
+        if (b[i].avg < 0 || b[i].max < 0 ||
+            b[i].avg > BD_THROTTLE_VALUE_MAX ||
+            b[i].max > BD_THROTTLE_VALUE_MAX) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "bps/iops/max values must be within [0, %lld]",
+                        BD_THROTTLE_VALUE_MAX);
+            return FALSE;
+        }
+        if (!b[i].burst_length) {
+            msg = "the burst length cannot be 0";
+        } else if (b[i].burst_length > 1 && !b[i].max) {
+            msg = "burst length set without burst rate";
+        } else if (b[i].max && !b[i].avg) {
+            msg = "bps_max/iops_max require corresponding bps/iops values";
+        } else if (b[i].max && b[i].max < b[i].avg) {
+            msg = "bps_max/iops_max cannot be lower than bps/iops";
+        }
+        if (msg) {
+            g_set_error_literal(errp, BD_ERROR, BD_ERROR_GENERIC, msg);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+void bd_throttle_config_fix(BdThrottleConfig *cfg)
+{
+    for (int i = 0; i < BD_THROTTLE_BUCKETS; i++) {
+        BdLeakyBucket *b = &cfg->buckets[i];
+
+        b->level = b->burst_level = 0;
+        /* A tenth of a second's worth may pass at once: requests that
+         * arrive in small batches are not punished for it. */
+        if (b->avg && !b->max) {
+            b->max = b->avg / 10;
+        }
+    }
+}
+
+gboolean bd_throttle_config_enabled(const BdThrottleConfig *cfg)
+{
+    for (int i = 0; i < BD_THROTTLE_BUCKETS; i++) {
+        if (cfg->buckets[i].avg > 0) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
+void bd_throttle_leak(BdThrottleConfig *cfg, int64_t delta_ns)
+{
+    if (delta_ns <= 0) {
+        return;
+    }
+    for (int i = 0; i < BD_THROTTLE_BUCKETS; i++) {
+        BdLeakyBucket *b = &cfg->buckets[i];
+
+        b->level = MAX(b->level - b->avg * (double)delta_ns / NS_PER_SEC, 0);
+        /* Bursts longer than a second also track the burst rate. */
+        if (b->burst_length > 1) {
+            b->burst_level = MAX(b->burst_level -
+                                 b->max * (double)delta_ns / NS_PER_SEC, 0);
+        }
+    }
+}
+
+static int64_t bucket_wait(const BdLeakyBucket *b)
+{
+    double extra;
+
+    if (!b->avg) {
+        return 0;
+    }
+    /* Full bucket: wait until the overflow has leaked at 'avg'. */
+    extra = b->level - b->max * (double)b->burst_length;
+    if (extra > 0) {
+        return (int64_t)(extra * NS_PER_SEC / b->avg);
+    }
+    /* Within a long burst: keep to the burst rate 'max'. */
+    if (b->burst_length > 1) {
+        extra = b->burst_level - b->max / 10;
+        if (extra > 0) {
+            return (int64_t)(extra * NS_PER_SEC / b->max);
+        }
+    }
+    return 0;
+}
+
+static const BdThrottleBucketType checked[2][4] = {
+    { BD_THROTTLE_BPS_TOTAL, BD_THROTTLE_OPS_TOTAL,
+      BD_THROTTLE_BPS_READ, BD_THROTTLE_OPS_READ },
+    { BD_THROTTLE_BPS_TOTAL, BD_THROTTLE_OPS_TOTAL,
+      BD_THROTTLE_BPS_WRITE, BD_THROTTLE_OPS_WRITE },
+};
+
+int64_t bd_throttle_compute_wait(const BdThrottleConfig *cfg,
+                                 gboolean is_write)
+{
+    int64_t max_wait = 0;
+
+    for (int i = 0; i < 4; i++) {
+        max_wait = MAX(max_wait,
+                       bucket_wait(&cfg->buckets[checked[!!is_write][i]]));
+    }
+    return max_wait;
+}
+
+static void bucket_add(BdLeakyBucket *b, double units)
+{
+    b->level += units;
+    if (b->burst_length > 1) {
+        b->burst_level += units;
+    }
+}
+
+void bd_throttle_account(BdThrottleConfig *cfg, gboolean is_write,
+                         uint64_t bytes)
+{
+    double ops = 1.0;
+
+    /* With iops-size, a big request counts as several operations. */
+    if (cfg->op_size && bytes > cfg->op_size) {
+        ops = (double)bytes / (double)cfg->op_size;
+    }
+    bucket_add(&cfg->buckets[BD_THROTTLE_BPS_TOTAL], (double)bytes);
+    bucket_add(&cfg->buckets[BD_THROTTLE_OPS_TOTAL], ops);
+    bucket_add(&cfg->buckets[is_write ? BD_THROTTLE_BPS_WRITE
+                                      : BD_THROTTLE_BPS_READ],
+               (double)bytes);
+    bucket_add(&cfg->buckets[is_write ? BD_THROTTLE_OPS_WRITE
+                                      : BD_THROTTLE_OPS_READ], ops);
+}
+
+/* --- ThrottleGroupProperties --- */
+
+typedef enum { PROP_AVG, PROP_MAX, PROP_BURST, PROP_OP_SIZE } PropKind;
+
+/* The ThrottleLimits members; the legacy properties are "x-" + name. */
+static const struct {
+    const char *name;
+    BdThrottleBucketType bucket;
+    PropKind kind;
+} props[] = {
+    { "iops-total", BD_THROTTLE_OPS_TOTAL, PROP_AVG },
+    { "iops-total-max", BD_THROTTLE_OPS_TOTAL, PROP_MAX },
+    { "iops-total-max-length", BD_THROTTLE_OPS_TOTAL, PROP_BURST },
+    { "iops-read", BD_THROTTLE_OPS_READ, PROP_AVG },
+    { "iops-read-max", BD_THROTTLE_OPS_READ, PROP_MAX },
+    { "iops-read-max-length", BD_THROTTLE_OPS_READ, PROP_BURST },
+    { "iops-write", BD_THROTTLE_OPS_WRITE, PROP_AVG },
+    { "iops-write-max", BD_THROTTLE_OPS_WRITE, PROP_MAX },
+    { "iops-write-max-length", BD_THROTTLE_OPS_WRITE, PROP_BURST },
+    { "bps-total", BD_THROTTLE_BPS_TOTAL, PROP_AVG },
+    { "bps-total-max", BD_THROTTLE_BPS_TOTAL, PROP_MAX },
+    { "bps-total-max-length", BD_THROTTLE_BPS_TOTAL, PROP_BURST },
+    { "bps-read", BD_THROTTLE_BPS_READ, PROP_AVG },
+    { "bps-read-max", BD_THROTTLE_BPS_READ, PROP_MAX },
+    { "bps-read-max-length", BD_THROTTLE_BPS_READ, PROP_BURST },
+    { "bps-write", BD_THROTTLE_BPS_WRITE, PROP_AVG },
+    { "bps-write-max", BD_THROTTLE_BPS_WRITE, PROP_MAX },
+    { "bps-write-max-length", BD_THROTTLE_BPS_WRITE, PROP_BURST },
+    { "iops-size", 0, PROP_OP_SIZE },
+};
+
+static void set_prop(BdThrottleConfig *cfg, gsize i, gint64 value)
+{
+    BdLeakyBucket *b = &cfg->buckets[props[i].bucket];
+
+    switch (props[i].kind) {
+    case PROP_AVG:
+        b->avg = (double)value;
+        break;
+    case PROP_MAX:
+        b->max = (double)value;
+        break;
+    case PROP_BURST:
+        /* QEMU stores it in an unsigned int: negative values wrap. */
+        b->burst_length = (guint32)value;
+        break;
+    case PROP_OP_SIZE:
+        cfg->op_size = (guint64)value;
+        break;
+    }
+}
+
+gboolean bd_throttle_config_from_props(BdThrottleConfig *cfg,
+                                       GVariant *in, GError **errp)
+{
+    g_autoptr(GVariant) limits = bd_opts_lookup(in, "limits");
+
+    for (gsize i = 0; i < G_N_ELEMENTS(props); i++) {
+        g_autofree char *legacy = g_strconcat("x-", props[i].name, NULL);
+        gint64 v;
+
+        if (!bd_opts_has(in, legacy)) {
+            continue;
+        }
+        v = bd_opts_get_int(in, legacy, 0);
+        if (v < 0) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Property values cannot be negative");
+            return FALSE;
+        }
+        if (props[i].kind == PROP_BURST && v > UINT_MAX) {
+            /* sic: QEMU's legacy setter lacks the space. */
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "%s value must be in therange [0, %u]", legacy,
+                        UINT_MAX);
+            return FALSE;
+        }
+        set_prop(cfg, i, v);
+    }
+    if (!limits) {
+        return TRUE;
+    }
+    for (gsize i = 0; i < G_N_ELEMENTS(props); i++) {
+        gint64 v;
+
+        if (!bd_opts_has(limits, props[i].name)) {
+            continue;
+        }
+        v = bd_opts_get_int(limits, props[i].name, 0);
+        if (props[i].kind == PROP_BURST && v > UINT_MAX) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "%s value must be in the range [0, %u]",
+                        props[i].name, UINT_MAX);
+            return FALSE;
+        }
+        set_prop(cfg, i, v);
+    }
+    return TRUE;
+}
+
+/* --- groups --- */
+
+/* A request waiting for its turn; lives on the waiter's stack. */
+typedef struct {
+    GList link;              /* in tg->queue[is_write] */
+    BdThrottleMember *member;
+} Waiter;
+
+struct BdThrottleGroup {
+    char *name;
+    int users;               /* throttle nodes using it (registry_lock) */
+    gboolean enabled;        /* any limit at all (fixed) */
+
+    GMutex lock;             /* protects what follows */
+    GCond cond;              /* signalled when a waiter may go or leave */
+    BdThrottleConfig cfg;    /* buckets with their levels */
+    int64_t previous_leak;   /* monotonic ns of the last leak */
+    GQueue queue[2];         /* waiters: [0] reads, [1] writes */
+};
+
+static GMutex registry_lock;
+static GHashTable *registry;  /* name -> BdThrottleGroup * (owned) */
+
+static int64_t now_ns(void)
+{
+    return g_get_monotonic_time() * 1000;
+}
+
+static GHashTable *groups_locked(void)
+{
+    if (!registry) {
+        registry = g_hash_table_new(g_str_hash, g_str_equal);
+    }
+    return registry;
+}
+
+void bd_throttle_group_create(const char *id, const BdThrottleConfig *cfg)
+{
+    BdThrottleGroup *tg = g_new0(BdThrottleGroup, 1);
+
+    tg->name = g_strdup(id);
+    tg->cfg = *cfg;
+    bd_throttle_config_fix(&tg->cfg);
+    tg->enabled = bd_throttle_config_enabled(&tg->cfg);
+    tg->previous_leak = now_ns();
+    g_mutex_init(&tg->lock);
+    g_cond_init(&tg->cond);
+    g_mutex_lock(&registry_lock);
+    g_hash_table_insert(groups_locked(), tg->name, tg);
+    g_mutex_unlock(&registry_lock);
+}
+
+gboolean bd_throttle_group_exists(const char *id)
+{
+    gboolean found;
+
+    g_mutex_lock(&registry_lock);
+    found = g_hash_table_contains(groups_locked(), id);
+    g_mutex_unlock(&registry_lock);
+    return found;
+}
+
+static void group_free(BdThrottleGroup *tg)
+{
+    g_mutex_clear(&tg->lock);
+    g_cond_clear(&tg->cond);
+    g_free(tg->name);
+    g_free(tg);
+}
+
+gboolean bd_throttle_group_delete(const char *id, GError **errp)
+{
+    BdThrottleGroup *tg;
+
+    g_mutex_lock(&registry_lock);
+    tg = g_hash_table_lookup(groups_locked(), id);
+    if (tg && tg->users > 0) {
+        g_mutex_unlock(&registry_lock);
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "object '%s' is in use, can not be deleted", id);
+        return FALSE;
+    }
+    if (tg) {
+        g_hash_table_remove(registry, id);
+    }
+    g_mutex_unlock(&registry_lock);
+    if (!tg) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "object '%s' not found", id);
+        return FALSE;
+    }
+    group_free(tg);
+    return TRUE;
+}
+
+BdThrottleGroup *bd_throttle_group_get(const char *id, GError **errp)
+{
+    BdThrottleGroup *tg;
+
+    g_mutex_lock(&registry_lock);
+    tg = g_hash_table_lookup(groups_locked(), id);
+    if (tg) {
+        tg->users++;
+    }
+    g_mutex_unlock(&registry_lock);
+    if (!tg) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Throttle group '%s' does not exist", id);
+    }
+    return tg;
+}
+
+void bd_throttle_group_put(BdThrottleGroup *tg)
+{
+    if (!tg) {
+        return;
+    }
+    g_mutex_lock(&registry_lock);
+    g_assert(tg->users > 0);
+    tg->users--;
+    g_mutex_unlock(&registry_lock);
+}
+
+const char *bd_throttle_group_name(const BdThrottleGroup *tg)
+{
+    return tg->name;
+}
+
+/* How long the head request must still wait (ns), after leaking. */
+static int64_t head_wait_locked(BdThrottleGroup *tg, gboolean is_write)
+{
+    int64_t now = now_ns();
+
+    bd_throttle_leak(&tg->cfg, now - tg->previous_leak);
+    tg->previous_leak = MAX(tg->previous_leak, now);
+    return bd_throttle_compute_wait(&tg->cfg, is_write);
+}
+
+void bd_throttle_group_intercept(BdThrottleGroup *tg, BdThrottleMember *m,
+                                 gboolean is_write, uint64_t bytes)
+{
+    GQueue *q = &tg->queue[!!is_write];
+    Waiter w = { .member = m };
+
+    if (!tg->enabled) {
+        return;
+    }
+    w.link.data = &w;
+    g_mutex_lock(&tg->lock);
+    g_queue_push_tail_link(q, &w.link);
+    for (;;) {
+        int64_t wait;
+
+        if (g_atomic_int_get(&m->disabled) > 0) {
+            break;   /* drained: go at once, wherever we are queued */
+        }
+        if (q->head != &w.link) {
+            g_cond_wait(&tg->cond, &tg->lock);
+            continue;
+        }
+        wait = head_wait_locked(tg, is_write);
+        if (wait == 0) {
+            break;
+        }
+        g_cond_wait_until(&tg->cond, &tg->lock,
+                          g_get_monotonic_time() + wait / 1000 + 1);
+    }
+    g_queue_unlink(q, &w.link);
+    /* Accounted even when drained, as QEMU does. */
+    bd_throttle_account(&tg->cfg, is_write, bytes);
+    /* The next in line (or a drained waiter) may now go. */
+    if (q->head) {
+        g_cond_broadcast(&tg->cond);
+    }
+    g_mutex_unlock(&tg->lock);
+}
+
+void bd_throttle_group_kick(BdThrottleGroup *tg)
+{
+    g_mutex_lock(&tg->lock);
+    g_cond_broadcast(&tg->cond);
+    g_mutex_unlock(&tg->lock);
+}
