@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Block graph commands: blockdev-add, blockdev-del and
+/* Block graph commands: blockdev-add, blockdev-del, blockdev-reopen and
  * query-named-block-nodes.
  *
  * Thread model: main thread only.
@@ -85,6 +85,23 @@ static const BdSchemaType resize_args = {
     .name = "q_obj_block_resize-arg", .kind = BD_SCHEMA_OBJECT,
     .fields = resize_fields };
 
+/* blockdev-reopen {"options": [BlockdevOptions, ...]}; the element type
+ * exists only once the drivers are registered. */
+static const BdSchemaType *reopen_args_fn(void)
+{
+    static BdSchemaType list = {
+        .name = "[BlockdevOptions]", .kind = BD_SCHEMA_LIST };
+    static BdSchemaField fields[] = {
+        BD_FIELD("options", &list),
+        { NULL } };
+    static const BdSchemaType args = {
+        .name = "q_obj_blockdev-reopen-arg", .kind = BD_SCHEMA_OBJECT,
+        .fields = fields };
+
+    list.element = bd_blockdev_options_schema();
+    return &args;
+}
+
 static const BdSchemaType *del_args_fn(void) { return &del_args; }
 static const BdSchemaType *resize_args_fn(void) { return &resize_args; }
 static const BdSchemaType *query_args_fn(void) { return &query_args; }
@@ -111,6 +128,21 @@ gboolean bd_cmd_blockdev_add(GVariant *options, GError **errp)
 static gboolean blockdev_add(GVariant *args, JsonNode **ret, GError **errp)
 {
     return bd_cmd_blockdev_add(args, errp);
+}
+
+static gboolean blockdev_reopen(GVariant *args, JsonNode **ret,
+                                GError **errp)
+{
+    g_autoptr(GVariant) list = bd_opts_lookup(args, "options");
+    g_autoptr(GPtrArray) opts = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)g_variant_unref);
+    gsize n = list ? g_variant_n_children(list) : 0;
+
+    for (gsize i = 0; i < n; i++) {
+        g_autoptr(GVariant) boxed = g_variant_get_child_value(list, i);
+        g_ptr_array_add(opts, g_variant_get_variant(boxed));
+    }
+    return bd_node_reopen_multiple(opts, errp);
 }
 
 static gboolean blockdev_del(GVariant *args, JsonNode **ret, GError **errp)
@@ -169,6 +201,7 @@ static const BdQmpCommand block_commands[] = {
     { "block_resize", resize_args_fn, FALSE, NULL, block_resize },
     { "blockdev-add", bd_blockdev_options_schema, TRUE, NULL, blockdev_add },
     { "blockdev-del", del_args_fn, FALSE, NULL, blockdev_del },
+    { "blockdev-reopen", reopen_args_fn, FALSE, NULL, blockdev_reopen },
     { "query-named-block-nodes", query_args_fn, FALSE, device_info_fn,
       query_named_block_nodes },
     { NULL } };

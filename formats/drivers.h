@@ -6,11 +6,15 @@
 #include "graph/node.h"
 
 extern const BdDriver bd_file_driver;
+extern const BdDriver bd_host_device_driver;
 extern const BdDriver bd_raw_driver;
 extern const BdDriver bd_null_co_driver;
 extern const BdDriver bd_null_aio_driver;
 extern const BdDriver bd_qcow2_driver;
 extern const BdDriver bd_compress_driver;
+extern const BdDriver bd_blkdebug_driver;
+extern const BdDriver bd_blkverify_driver;
+extern const BdDriver bd_quorum_driver;
 extern const BdDriver bd_throttle_driver;
 
 #endif

@@ -21,6 +21,7 @@
 #include "graph/error.h"
 #include "graph/node.h"
 #include "graph/io.h"
+#include "formats/drivers.h"
 #include "formats/file-lock.h"
 
 #define MAX_ALIGN      4096u
@@ -35,6 +36,10 @@ typedef struct {
     int has_zero_range;     /* atomic: FALLOC_FL_ZERO_RANGE may work */
     GMutex size_lock;       /* protects growing node->size */
     BdFileLock lock;
+    /* The fd whose open file description holds the image locks: the
+     * one of the first open.  A reopen with other flags gets a new data
+     * fd but keeps this one, so the locks never lapse. */
+    int lock_fd;
 } FileState;
 
 /* --- schema (QAPI BlockdevOptionsFile) --- */
@@ -494,6 +499,9 @@ static void file_close(BdNode *node)
     if (s->fd >= 0) {
         close(s->fd);    /* also drops every OFD lock */
     }
+    if (s->lock_fd >= 0 && s->lock_fd != s->fd) {
+        close(s->lock_fd);
+    }
     g_mutex_clear(&s->size_lock);
     g_free(s);
     node->opaque = NULL;
@@ -512,7 +520,15 @@ static gboolean file_setup(BdNode *node, FileState *s, GVariant *options,
                     "Could not stat file: %s", g_strerror(err));
         return FALSE;
     }
-    if (S_ISBLK(st.st_mode)) {
+    if (node->drv == &bd_host_device_driver) {
+        if (!S_ISBLK(st.st_mode) && !S_ISCHR(st.st_mode)) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "'host_device' driver requires '%s' to be either "
+                        "a character or block device", filename);
+            return FALSE;
+        }
+        s->is_blk = S_ISBLK(st.st_mode);
+    } else if (S_ISBLK(st.st_mode)) {
         s->is_blk = TRUE;
     } else if (!S_ISREG(st.st_mode)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -568,6 +584,7 @@ static gboolean file_open(BdNode *node, GVariant *options, GError **errp)
     s->direct = node->cache_direct;
     node->opaque = s;
     s->fd = file_open_fd(node, filename, errp);
+    s->lock_fd = s->fd;
     if (s->fd < 0 || !file_setup(node, s, options, filename, errp)) {
         file_close(node);
         return FALSE;
@@ -601,6 +618,78 @@ static void file_abort_perm(BdNode *node)
     bd_file_lock_abort(&s->lock);
 }
 
+/* --- reopen: read-only and cache.direct may change --- */
+
+typedef struct {
+    int fd;                    /* the new data fd, or -1: keep the old */
+    uint32_t request_alignment;
+    size_t buf_align;
+} FileReopen;
+
+static gboolean file_reopen_prepare(BdReopenState *state, GError **errp)
+{
+    BdNode *node = state->node;
+    FileState *s = node->opaque;
+    FileReopen *r = g_new0(FileReopen, 1);
+    FileState probe = *s;
+    uint32_t saved_align = node->request_alignment;
+    int flags = O_CLOEXEC | (state->cache_direct ? O_DIRECT : 0) |
+                (state->read_only ? O_RDONLY : O_RDWR);
+    gboolean ok;
+
+    r->fd = -1;
+    state->opaque = r;
+    if (state->read_only == node->read_only &&
+        state->cache_direct == s->direct) {
+        return TRUE;
+    }
+    r->fd = open(node->filename, flags);
+    if (r->fd < 0) {
+        int err = errno == EROFS ? EACCES : errno;
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Could not reopen file: %s", g_strerror(err));
+        return FALSE;
+    }
+    /* Probe on a copy; the node keeps its limits until commit. */
+    probe.fd = r->fd;
+    probe.direct = state->cache_direct;
+    ok = file_probe_alignment(node, &probe, errp);
+    r->request_alignment = node->request_alignment;
+    r->buf_align = probe.buf_align;
+    node->request_alignment = saved_align;
+    return ok;
+}
+
+static void file_reopen_commit(BdReopenState *state)
+{
+    BdNode *node = state->node;
+    FileState *s = node->opaque;
+    FileReopen *r = state->opaque;
+
+    if (r->fd >= 0) {
+        if (s->fd != s->lock_fd) {
+            close(s->fd);
+        }
+        s->fd = r->fd;
+        s->direct = state->cache_direct;
+        s->buf_align = r->buf_align;
+        node->request_alignment = r->request_alignment;
+    }
+    g_free(r);
+    state->opaque = NULL;
+}
+
+static void file_reopen_abort(BdReopenState *state)
+{
+    FileReopen *r = state->opaque;
+
+    if (r && r->fd >= 0) {
+        close(r->fd);
+    }
+    g_free(r);
+    state->opaque = NULL;
+}
+
 /* QEMU reports these for every driver with get_info (file and raw). */
 static void file_query_image_info(BdNode *node, GVariantDict *image)
 {
@@ -613,6 +702,34 @@ const BdDriver bd_file_driver = {
     .options = file_options,
     .mutable_options = file_mutable_options,
     .is_protocol = TRUE,
+    .reopen_prepare = file_reopen_prepare,
+    .reopen_commit = file_reopen_commit,
+    .reopen_abort = file_reopen_abort,
+    .open = file_open,
+    .close = file_close,
+    .check_perm = file_check_perm,
+    .set_perm = file_set_perm,
+    .abort_perm = file_abort_perm,
+    .pread = file_pread,
+    .pwrite = file_pwrite,
+    .pwrite_zeroes = file_pwrite_zeroes,
+    .pdiscard = file_pdiscard,
+    .flush = file_flush,
+    .block_status = file_block_status,
+    .truncate = file_truncate,
+    .allocated_size = file_allocated_size,
+};
+
+/* Block and character devices, as QEMU's host_device (same code). */
+const BdDriver bd_host_device_driver = {
+    .query_image_info = file_query_image_info,
+    .name = "host_device",
+    .options = file_options,
+    .mutable_options = file_mutable_options,
+    .is_protocol = TRUE,
+    .reopen_prepare = file_reopen_prepare,
+    .reopen_commit = file_reopen_commit,
+    .reopen_abort = file_reopen_abort,
     .open = file_open,
     .close = file_close,
     .check_perm = file_check_perm,

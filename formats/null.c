@@ -138,6 +138,7 @@ static gboolean null_aio_open(BdNode *node, GVariant *options, GError **errp)
 
 const BdDriver bd_null_co_driver = {
     .name = "null-co",
+    .reopen_prepare = bd_reopen_prepare_fixed,
     .options = null_options,
     .is_protocol = TRUE,
     .open = null_co_open,
@@ -153,6 +154,7 @@ const BdDriver bd_null_co_driver = {
 
 const BdDriver bd_null_aio_driver = {
     .name = "null-aio",
+    .reopen_prepare = bd_reopen_prepare_fixed,
     .options = null_options,
     .is_protocol = TRUE,
     .open = null_aio_open,

@@ -267,6 +267,73 @@ fail:
     return FALSE;
 }
 
+/* --- reopen: the window may change --- */
+
+typedef struct {
+    uint64_t offset, size;
+    gboolean has_size;
+} RawWindow;
+
+static gboolean raw_reopen_prepare(BdReopenState *state, GError **errp)
+{
+    RawState *s = state->node->opaque;
+    RawState check = { 0 };
+    int64_t real_size = bd_node_getlength(s->file->node);
+    RawWindow *w;
+
+    if (!raw_read_window(state->options, &check.offset, &check.has_size,
+                         &check.size, errp)) {
+        return FALSE;
+    }
+    if (real_size < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Could not get image size: %s",
+                    g_strerror((int)-real_size));
+        return FALSE;
+    }
+    if (!raw_check_window(&check, real_size, errp)) {
+        return FALSE;
+    }
+    w = g_new0(RawWindow, 1);
+    w->offset = check.offset;
+    w->size = check.size;
+    w->has_size = check.has_size;
+    state->opaque = w;
+    return TRUE;
+}
+
+/* The node is drained: no request reads the window meanwhile.  The
+ * size follows the file child, which the reopen may have replaced. */
+static void raw_reopen_commit(BdReopenState *state)
+{
+    BdNode *node = state->node;
+    RawState *s = node->opaque;
+    RawWindow *w = state->opaque;
+    int64_t real_size = bd_node_getlength(s->file->node);
+
+    s->offset = w->offset;
+    s->has_size = w->has_size;
+    s->size = w->has_size ? w->size :
+              real_size > (int64_t)w->offset ? real_size - w->offset : 0;
+    bd_node_set_size(node, s->size);
+    g_free(node->filename);
+    if (bd_opts_has(state->options, "offset") || s->has_size) {
+        node->filename = bd_formats_json_filename(node);
+    } else {
+        node->filename = g_strdup(s->file->node->filename);
+    }
+    g_free(w);
+    state->opaque = NULL;
+}
+
+static void raw_reopen_abort(BdReopenState *state)
+{
+    g_free(state->opaque);
+    state->opaque = NULL;
+}
+
+static const char *const raw_mutable_options[] = { "offset", "size", NULL };
+
 /* QEMU reports these for every driver with get_info (file and raw). */
 static void raw_query_image_info(BdNode *node, GVariantDict *image)
 {
@@ -277,6 +344,10 @@ const BdDriver bd_raw_driver = {
     .query_image_info = raw_query_image_info,
     .name = "raw",
     .options = raw_options,
+    .mutable_options = raw_mutable_options,
+    .reopen_prepare = raw_reopen_prepare,
+    .reopen_commit = raw_reopen_commit,
+    .reopen_abort = raw_reopen_abort,
     .is_format = TRUE,
     .open = raw_open,
     .close = raw_close,

@@ -11,11 +11,15 @@
  * in the schema): protocols first, then formats. */
 static const BdDriver *const bd_formats_table[] = {
     &bd_file_driver,
+    &bd_host_device_driver,
     &bd_null_aio_driver,
     &bd_null_co_driver,
     &bd_raw_driver,
     &bd_qcow2_driver,
     &bd_compress_driver,
+    &bd_blkdebug_driver,
+    &bd_blkverify_driver,
+    &bd_quorum_driver,
     &bd_throttle_driver,
 };
 

@@ -11,4 +11,12 @@
 GVariant *bd_child_inherit_options(BdNode *parent, GVariant *child,
                                    BdChildRole role);
 
+/* The same from a parent's (new) options and driver, for reopen. */
+GVariant *bd_inherit_options_from(const BdDriver *parent_drv,
+                                  GVariant *parent_options, GVariant *child,
+                                  BdChildRole role);
+
+/* Whether 'node' is 'ancestor' or below it. */
+gboolean bd_node_is_ancestor_of(BdNode *ancestor, BdNode *node);
+
 #endif

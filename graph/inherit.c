@@ -43,7 +43,14 @@ static GVariant *inherit_cache(GVariant *parent_cache, GVariant *child_cache)
 GVariant *bd_child_inherit_options(BdNode *parent, GVariant *child,
                                    BdChildRole role)
 {
-    GVariant *popts = parent->options;
+    return bd_inherit_options_from(parent->drv, parent->options, child,
+                                   role);
+}
+
+GVariant *bd_inherit_options_from(const BdDriver *parent_drv,
+                                  GVariant *popts, GVariant *child,
+                                  BdChildRole role)
+{
     g_auto(GVariantDict) d = G_VARIANT_DICT_INIT(child);
     g_autoptr(GVariant) pcache = bd_opts_lookup(popts, "cache");
     g_autoptr(GVariant) ccache = bd_opts_lookup(child, "cache");
@@ -59,7 +66,7 @@ GVariant *bd_child_inherit_options(BdNode *parent, GVariant *child,
     } else {
         copy_default(&d, popts, "read-only");
         copy_default(&d, popts, "auto-read-only");
-        if (parent->drv->is_format && !g_variant_dict_contains(&d, "discard")) {
+        if (parent_drv->is_format && !g_variant_dict_contains(&d, "discard")) {
             g_variant_dict_insert(&d, "discard", "s", "unmap");
         }
     }

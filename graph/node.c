@@ -11,6 +11,7 @@
 #include "graph/node.h"
 #include "graph/entry.h"
 #include "graph/io.h"
+#include "graph/bitmap.h"
 #include "graph/graph-internal.h"
 
 /* Registered drivers, NULL-terminated. */
@@ -197,6 +198,8 @@ static void node_free(BdNode *node)
     if (node->drv && node->drv->close) {
         node->drv->close(node);
     }
+    /* The driver's close stored what it keeps (qcow2 bitmaps). */
+    bd_dirty_bitmaps_node_closing(node);
     /* Children last: a driver's close may still flush through them. */
     while (node->children->len) {
         BdChild *child = g_ptr_array_index(node->children,
@@ -209,6 +212,7 @@ static void node_free(BdNode *node)
     g_ptr_array_unref(node->children);
     g_list_free(node->parents);
     g_clear_pointer(&node->options, g_variant_unref);
+    g_clear_pointer(&node->explicit_options, g_variant_unref);
     g_free(node->filename);
     g_free(node->node_name);
     g_mutex_clear(&node->rmw_lock);
@@ -294,14 +298,14 @@ void bd_node_unref(BdNode *node)
 }
 
 /* A node may not become its own descendant. */
-static gboolean node_is_ancestor_of(BdNode *ancestor, BdNode *node)
+gboolean bd_node_is_ancestor_of(BdNode *ancestor, BdNode *node)
 {
     if (ancestor == node) {
         return TRUE;
     }
     for (guint i = 0; i < ancestor->children->len; i++) {
         BdChild *c = g_ptr_array_index(ancestor->children, i);
-        if (node_is_ancestor_of(c->node, node)) {
+        if (bd_node_is_ancestor_of(c->node, node)) {
             return TRUE;
         }
     }
@@ -314,7 +318,7 @@ BdChild *bd_node_attach_child(BdNode *parent, BdNode *child_node,
 {
     BdChild *child;
 
-    if (node_is_ancestor_of(child_node, parent)) {
+    if (bd_node_is_ancestor_of(child_node, parent)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Making '%s' a %s child of '%s' would create a cycle",
                     child_node->node_name, name, parent->node_name);
@@ -357,6 +361,9 @@ void bd_node_detach_child(BdNode *parent, BdChild *child)
     if (parent->backing == child) {
         parent->backing = NULL;
     }
+    if (child_node->inherits_from == parent) {
+        child_node->inherits_from = NULL;
+    }
     g_ptr_array_remove(parent->children, child);
     child_node->parents = g_list_remove(child_node->parents, child);
     /* Fewer users can only relax permissions; a failure here would mean
@@ -397,6 +404,8 @@ BdChild *bd_node_open_child(BdNode *parent, GVariant *options,
         if (!child_node) {
             return NULL;
         }
+        child_node->inherits_from = parent;
+        child_node->explicit_options = g_variant_ref(ref);
     }
     child = bd_node_attach_child(parent, child_node, key, role, errp);
     return child;

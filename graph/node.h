@@ -224,6 +224,9 @@ struct BdNode {
     const BdDriver *drv;
     void *opaque;              /* driver state */
     GVariant *options;         /* the validated BlockdevOptions (a{sv}) */
+    /* For a child defined inline: its options as written, before what
+     * it inherits from the parent was added; NULL otherwise. */
+    GVariant *explicit_options;
     char *filename;            /* what queries show as the file name */
     int refcnt;                /* main thread only */
 

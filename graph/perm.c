@@ -37,6 +37,13 @@ char *bd_perm_names(uint64_t perm)
     return g_string_free(s, FALSE);
 }
 
+/* The read-only state that counts for the check: during a reopen, the
+ * one the node is about to get. */
+static gboolean node_effective_read_only(const BdNode *node)
+{
+    return node->reopen_pending ? node->reopen_read_only : node->read_only;
+}
+
 void bd_default_child_perm(BdNode *node, BdChild *child, BdChildRole role,
                            uint64_t parent_perm, uint64_t parent_shared,
                            uint64_t *perm, uint64_t *shared)
@@ -54,7 +61,7 @@ void bd_default_child_perm(BdNode *node, BdChild *child, BdChildRole role,
     } else if (role & (BD_CHILD_METADATA | BD_CHILD_DATA)) {
         if (role & BD_CHILD_METADATA) {
             /* A format touches metadata even when nobody writes data. */
-            if (!node->read_only) {
+            if (!node_effective_read_only(node)) {
                 p |= BD_PERM_WRITE | BD_PERM_RESIZE;
             }
             p |= BD_PERM_CONSISTENT_READ;
@@ -129,9 +136,15 @@ static gboolean check_node(BdNode *node, uint64_t *cum_perm,
         }
     }
     if ((perm & (BD_PERM_WRITE | BD_PERM_WRITE_UNCHANGED)) &&
-        node->read_only) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Block node is read-only");
+        node_effective_read_only(node)) {
+        if (node->read_only) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Block node is read-only");
+        } else {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Read-only block node '%s' cannot support "
+                        "read-write users", node->node_name);
+        }
         return FALSE;
     }
     *cum_perm = perm;
@@ -158,6 +171,14 @@ static void compute_child_edges(BdNode *node, uint64_t perm, uint64_t shared)
 
 gboolean bd_node_refresh_perms(BdNode *start, GError **errp)
 {
+    g_autoptr(GPtrArray) starts = g_ptr_array_new();
+
+    g_ptr_array_add(starts, start);
+    return bd_nodes_refresh_perms(starts, errp);
+}
+
+gboolean bd_nodes_refresh_perms(GPtrArray *starts, GError **errp)
+{
     g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
     g_autoptr(GPtrArray) post = g_ptr_array_new();
     g_autofree uint64_t *perm = NULL;
@@ -165,7 +186,11 @@ gboolean bd_node_refresh_perms(BdNode *start, GError **errp)
     guint n, checked = 0;
     gboolean ok = TRUE;
 
-    collect_post_order(start, seen, post);
+    /* One DFS over all starts: the reversed post-order of the union is
+     * still parents before children. */
+    for (guint i = 0; i < starts->len; i++) {
+        collect_post_order(starts->pdata[i], seen, post);
+    }
     n = post->len;
     perm = g_new0(uint64_t, n);
     shared = g_new0(uint64_t, n);

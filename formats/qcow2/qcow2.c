@@ -180,7 +180,14 @@ static gboolean clean_caches(gpointer opaque)
     return G_SOURCE_CONTINUE;
 }
 
-static gboolean setup_caches(Qcow2State *s, GVariant *o, GError **errp)
+/* Cache geometry from the options, checked but not applied yet. */
+typedef struct {
+    uint64_t l2_entries, rc_entries, entry_size;
+    guint interval;
+} Qcow2CacheConfig;
+
+static gboolean parse_caches(Qcow2State *s, GVariant *o, Qcow2CacheConfig *c,
+                             GError **errp)
 {
     uint64_t l2, rc, entry;
     gint64 interval = bd_opts_get_int(o, "cache-clean-interval",
@@ -201,21 +208,46 @@ static gboolean setup_caches(Qcow2State *s, GVariant *o, GError **errp)
     if (interval < 0 || (uint64_t)interval > UINT_MAX) {
         FAIL("Cache clean interval too big");
     }
-    s->l2_slice_size = entry / 8;
-    s->l2_cache = qcow2_cache_new(s, l2, entry);
-    s->rc_cache = qcow2_cache_new(s, rc, s->cluster_size);
+    c->l2_entries = l2;
+    c->rc_entries = rc;
+    c->entry_size = entry;
+    c->interval = (guint)interval;
+    return TRUE;
+}
+
+/* Replaces the caches; the old ones must hold nothing dirty. */
+static void apply_caches(Qcow2State *s, const Qcow2CacheConfig *c)
+{
+    if (s->clean_timer) {
+        g_source_remove(s->clean_timer);
+        s->clean_timer = 0;
+    }
+    qcow2_cache_free(s->l2_cache);
+    qcow2_cache_free(s->rc_cache);
+    s->l2_slice_size = c->entry_size / 8;
+    s->l2_cache = qcow2_cache_new(s, c->l2_entries, c->entry_size);
+    s->rc_cache = qcow2_cache_new(s, c->rc_entries, s->cluster_size);
     /* Lazy refcounts: L2 tables may reach the disk before the refcounts
      * (the dirty bit covers the difference). */
     qcow2_cache_set_dependency(s->l2_cache,
                                s->lazy_refcounts ? NULL : s->rc_cache);
-    if (interval > 0) {
-        s->clean_timer = g_timeout_add_seconds(interval, clean_caches, s);
+    if (c->interval > 0) {
+        s->clean_timer = g_timeout_add_seconds(c->interval, clean_caches, s);
     }
+}
+
+static gboolean setup_caches(Qcow2State *s, GVariant *o, GError **errp)
+{
+    Qcow2CacheConfig c;
+
+    if (!parse_caches(s, o, &c, errp)) {
+        return FALSE;
+    }
+    apply_caches(s, &c);
     return TRUE;
 }
 
-static gboolean read_overlap_check(Qcow2State *s, GVariant *o,
-                                   GError **errp)
+static gboolean parse_overlap_check(GVariant *o, int *out, GError **errp)
 {
     static const struct { const char *name; int bit; } flags[] = {
         { "main-header", QCOW2_OL_MAIN_HEADER },
@@ -241,7 +273,7 @@ static gboolean read_overlap_check(Qcow2State *s, GVariant *o,
     } else if (v) {
         mode = bd_opts_get_str(v, "template", "cached");
     }
-    s->overlap_check = strcmp(mode, "none") == 0 ? 0 :
+    *out = strcmp(mode, "none") == 0 ? 0 :
                        strcmp(mode, "constant") == 0 ? constant :
                        strcmp(mode, "all") == 0 ? cached |
                            QCOW2_OL_INACTIVE_L2 : cached;
@@ -249,9 +281,9 @@ static gboolean read_overlap_check(Qcow2State *s, GVariant *o,
                       i < G_N_ELEMENTS(flags); i++) {
         if (bd_opts_has(v, flags[i].name)) {
             if (bd_opts_get_bool(v, flags[i].name, FALSE)) {
-                s->overlap_check |= flags[i].bit;
+                *out |= flags[i].bit;
             } else {
-                s->overlap_check &= ~flags[i].bit;
+                *out &= ~flags[i].bit;
             }
         }
     }
@@ -369,6 +401,7 @@ static gboolean open_backing(BdNode *node, Qcow2State *s, GVariant *o,
     if (!s->h.backing_file) {
         return TRUE;
     }
+    s->backing_from_header = TRUE;
     if (g_path_is_absolute(s->h.backing_file) || !s->file->node->filename) {
         path = g_strdup(s->h.backing_file);
     } else {
@@ -463,7 +496,8 @@ static gboolean qcow2_open_tables(BdNode *node, Qcow2State *s, GVariant *o,
                     "L1 table", errp) ||
         !read_table(s, s->h.refcount_table_offset, s->reftable_size,
                     &s->reftable, "refcount table", errp) ||
-        !setup_caches(s, o, errp) || !read_overlap_check(s, o, errp)) {
+        !setup_caches(s, o, errp) ||
+        !parse_overlap_check(o, &s->overlap_check, errp)) {
         return FALSE;
     }
     qcow2_reftable_scan_used(s);
@@ -525,6 +559,102 @@ fail:
     return FALSE;
 }
 
+/* --- reopen: caches, discard passing, lazy refcounts, overlap checks,
+ * read-only (QEMU's mutable qcow2 options) --- */
+
+typedef struct {
+    Qcow2CacheConfig caches;
+    int overlap_check;
+    gboolean pass_discard[3];
+    gboolean lazy_refcounts;
+    gboolean writable;
+} Qcow2Reopen;
+
+static const char *const qcow2_mutable_options[] = {
+    "lazy-refcounts", "pass-discard-request", "pass-discard-snapshot",
+    "pass-discard-other", "overlap-check", "cache-size", "l2-cache-size",
+    "l2-cache-entry-size", "refcount-cache-size", "cache-clean-interval",
+    NULL };
+
+static gboolean qcow2_reopen_prepare(BdReopenState *state, GError **errp)
+{
+    Qcow2State *s = state->node->opaque;
+    GVariant *o = state->options;
+    g_autofree Qcow2Reopen *r = g_new0(Qcow2Reopen, 1);
+    int ret;
+
+    r->writable = !state->read_only;
+    if (!parse_caches(s, o, &r->caches, errp) ||
+        !parse_overlap_check(o, &r->overlap_check, errp)) {
+        return FALSE;
+    }
+    if (r->writable && !s->writable &&
+        (s->h.incompatible & QCOW2_INCOMPAT_CORRUPT)) {
+        FAIL("qcow2: Image is corrupt; cannot be opened read/write");
+    }
+    r->lazy_refcounts = r->writable && bd_opts_get_bool(
+        o, "lazy-refcounts",
+        !!(s->h.compatible & QCOW2_COMPAT_LAZY_REFCOUNTS));
+    if (r->lazy_refcounts && s->h.version < 3) {
+        FAIL("Lazy refcounts require a qcow2 image with at least qemu 1.1 "
+             "compatibility level");
+    }
+    r->pass_discard[QCOW2_DISCARD_REQUEST] =
+        bd_opts_get_bool(o, "pass-discard-request", TRUE);
+    r->pass_discard[QCOW2_DISCARD_SNAPSHOT] =
+        bd_opts_get_bool(o, "pass-discard-snapshot", TRUE);
+    r->pass_discard[QCOW2_DISCARD_OTHER] =
+        bd_opts_get_bool(o, "pass-discard-other", FALSE);
+
+    /* The node is drained: write back everything now, so the caches can
+     * be replaced and a read-only image is clean on disk. */
+    if (s->writable && !s->corrupt) {
+        g_mutex_lock(&s->lock);
+        ret = qcow2_metadata_flush_locked(s);
+        if (ret == 0) {
+            ret = bd_child_flush(s->file);
+        }
+        if (ret == 0 && (!r->writable || !r->lazy_refcounts)) {
+            ret = qcow2_mark_clean_locked(s);
+        }
+        g_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            FAIL("Could not flush qcow2 metadata: %s", g_strerror(-ret));
+        }
+    }
+    state->opaque = g_steal_pointer(&r);
+    return TRUE;
+}
+
+static void qcow2_reopen_commit(BdReopenState *state)
+{
+    Qcow2State *s = state->node->opaque;
+    Qcow2Reopen *r = state->opaque;
+
+    g_mutex_lock(&s->lock);
+    s->writable = r->writable;
+    s->lazy_refcounts = r->lazy_refcounts;
+    s->overlap_check = r->overlap_check;
+    memcpy(s->pass_discard, r->pass_discard, sizeof(s->pass_discard));
+    apply_caches(s, &r->caches);
+    g_mutex_unlock(&s->lock);
+    g_free(r);
+    state->opaque = NULL;
+}
+
+static void qcow2_reopen_abort(BdReopenState *state)
+{
+    g_free(state->opaque);
+    state->opaque = NULL;
+}
+
+static gboolean qcow2_has_default_backing(BdNode *node)
+{
+    Qcow2State *s = node->opaque;
+
+    return s->h.backing_file != NULL;
+}
+
 /* --- queries --- */
 
 static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
@@ -562,7 +692,7 @@ static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
                           !!(s->h.incompatible & QCOW2_INCOMPAT_DIRTY));
     /* As QEMU: the name as the header has it, and where it led. */
     if (s->h.backing_file && bd_node_backing(node) &&
-        !bd_opts_has(node->options, "backing")) {
+        s->backing_from_header) {
         g_variant_dict_insert(image, "backing-filename", "s",
                               s->h.backing_file);
         g_variant_dict_insert(image, "full-backing-filename", "s",
@@ -579,6 +709,11 @@ const BdDriver bd_qcow2_driver = {
     .options = qcow2_options,
     .is_format = TRUE,
     .supported_write_flags = BD_REQ_WRITE_COMPRESSED,
+    .mutable_options = qcow2_mutable_options,
+    .reopen_prepare = qcow2_reopen_prepare,
+    .reopen_commit = qcow2_reopen_commit,
+    .reopen_abort = qcow2_reopen_abort,
+    .has_default_backing = qcow2_has_default_backing,
     .open = qcow2_open,
     .close = qcow2_close,
     .pread = qcow2_pread,
