@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <string.h>
 #include "graph/io.h"
+#include "graph/bitmap.h"
 #include "graph/debug-event.h"
 
 /* Zero buffer for write-zeroes fallbacks. */
@@ -210,9 +211,13 @@ int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
         return bd_node_pwrite_zeroes(node, offset, bytes, zflags);
     }
     if (node->request_alignment > 1 && !is_aligned(node, offset, bytes)) {
-        return node_pwrite_unaligned(node, offset, bytes, buf, flags);
+        ret = node_pwrite_unaligned(node, offset, bytes, buf, flags);
+    } else {
+        ret = node_pwrite_aligned(node, offset, bytes, buf, flags);
     }
-    return node_pwrite_aligned(node, offset, bytes, buf, flags);
+    /* As QEMU: dirty even when the write failed part-way. */
+    bd_dirty_bitmaps_record(node, offset, bytes);
+    return ret;
 }
 
 /* --- write zeroes, discard --- */
@@ -265,13 +270,18 @@ int bd_node_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
     if (drv->pwrite_zeroes) {
         ret = drv->pwrite_zeroes(node, offset, bytes, flags);
     } else if (!drv->pwrite && (filtered = bd_node_filtered_child(node))) {
-        return bd_node_pwrite_zeroes(filtered->node, offset, bytes, flags);
+        ret = bd_node_pwrite_zeroes(filtered->node, offset, bytes, flags);
+        bd_dirty_bitmaps_record(node, offset, bytes);
+        return ret;
     } else {
         ret = -ENOTSUP;
     }
     if (ret == -ENOTSUP && !(flags & BD_REQ_NO_FALLBACK)) {
         ret = node_write_zero_buffers(node, offset, bytes,
                                       flags & BD_REQ_FUA);
+    }
+    if (ret != -ENOTSUP) {
+        bd_dirty_bitmaps_record(node, offset, bytes);
     }
     return ret;
 }
@@ -297,6 +307,7 @@ int bd_node_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
     } else {
         ret = 0;
     }
+    bd_dirty_bitmaps_record(node, offset, bytes);
     return ret == -ENOTSUP ? 0 : ret;
 }
 
@@ -328,13 +339,19 @@ int bd_node_flush(BdNode *node)
 
 int bd_node_truncate(BdNode *node, uint64_t size)
 {
+    int ret;
+
     if (node->read_only) {
         return -EPERM;
     }
     if (!node->drv->truncate) {
         return -ENOTSUP;
     }
-    return node->drv->truncate(node, size);
+    ret = node->drv->truncate(node, size);
+    if (ret == 0) {
+        bd_dirty_bitmaps_truncate(node, size);
+    }
+    return ret;
 }
 
 /* --- block status --- */

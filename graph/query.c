@@ -5,6 +5,7 @@
 
 #include "graph/query.h"
 #include "graph/io.h"
+#include "graph/bitmap.h"
 
 static int64_t node_allocated_size(BdNode *node)
 {
@@ -104,5 +105,9 @@ GVariant *bd_node_query_info(BdNode *node, gboolean flat)
     g_variant_dict_insert_value(&info, "cache", g_variant_dict_end(&cache));
     g_variant_dict_insert_value(&info, "image",
                                 node_image_info(node, !flat));
+    GVariant *bitmaps = bd_dirty_bitmap_query(node);
+    if (bitmaps) {
+        g_variant_dict_insert_value(&info, "dirty-bitmaps", bitmaps);
+    }
     return g_variant_dict_end(&info);
 }
