@@ -57,6 +57,8 @@ JsonNode *bd_qmp_error_reply(const GError *err, JsonNode *id);
 void bd_cmd_core_register(void);
 void bd_cmd_block_register(void);
 void bd_cmd_export_register(void);
+void bd_cmd_bitmap_register(void);
+void bd_cmd_transaction_register(void);
 void bd_cmd_object_register(void);
 
 /* Events (events.c). */

@@ -1,0 +1,312 @@
+/* SPDX-License-Identifier: MIT */
+/* Dirty bitmap commands: block-dirty-bitmap-add/remove/clear/enable/
+ * disable/merge and x-debug-block-dirty-bitmap-sha256, with QEMU's
+ * checks in QEMU's order.
+ *
+ * Thread model: main thread only.
+ */
+#include <string.h>
+#include "control/cmd-bitmap.h"
+#include "graph/error.h"
+#include "graph/node.h"
+
+/* --- schemas (qapi/block-core.json) --- */
+
+static const BdSchemaField add_fields[] = {
+    BD_FIELD("node", &bd_schema_str),
+    BD_FIELD("name", &bd_schema_str),
+    BD_OPT("granularity", &bd_ctl_schema_uint32),
+    BD_OPT("persistent", &bd_schema_bool),
+    BD_OPT("disabled", &bd_schema_bool),
+    { NULL } };
+static const BdSchemaType add_type = {
+    .name = "BlockDirtyBitmapAdd", .kind = BD_SCHEMA_OBJECT,
+    .fields = add_fields };
+
+static const BdSchemaField bitmap_fields[] = {
+    BD_FIELD("node", &bd_schema_str),
+    BD_FIELD("name", &bd_schema_str),
+    { NULL } };
+static const BdSchemaType bitmap_type = {
+    .name = "BlockDirtyBitmap", .kind = BD_SCHEMA_OBJECT,
+    .fields = bitmap_fields };
+
+static const BdSchemaType *const source_alts[] = {
+    &bd_schema_str, &bitmap_type, NULL };
+static const BdSchemaType source_type = {
+    .name = "BlockDirtyBitmapOrStr", .kind = BD_SCHEMA_ALTERNATE,
+    .alternatives = source_alts };
+static const BdSchemaType source_list = {
+    .name = "[BlockDirtyBitmapOrStr]", .kind = BD_SCHEMA_LIST,
+    .element = &source_type };
+static const BdSchemaField merge_fields[] = {
+    BD_FIELD("node", &bd_schema_str),
+    BD_FIELD("target", &bd_schema_str),
+    BD_FIELD("bitmaps", &source_list),
+    { NULL } };
+static const BdSchemaType merge_type = {
+    .name = "BlockDirtyBitmapMerge", .kind = BD_SCHEMA_OBJECT,
+    .fields = merge_fields };
+
+static const BdSchemaField sha256_fields[] = {
+    BD_FIELD("sha256", &bd_schema_str),
+    { NULL } };
+static const BdSchemaType sha256_type = {
+    .name = "BlockDirtyBitmapSha256", .kind = BD_SCHEMA_OBJECT,
+    .fields = sha256_fields };
+
+const BdSchemaType *bd_cmd_bitmap_add_schema(void) { return &add_type; }
+const BdSchemaType *bd_cmd_bitmap_schema(void) { return &bitmap_type; }
+const BdSchemaType *bd_cmd_bitmap_merge_schema(void) { return &merge_type; }
+static const BdSchemaType *sha256_fn(void) { return &sha256_type; }
+
+/* --- shared steps --- */
+
+BdDirtyBitmap *bd_cmd_bitmap_lookup(const char *node, const char *name,
+                                    BdNode **pnode, GError **errp)
+{
+    BdNode *bs = bd_node_find(node);
+    BdDirtyBitmap *bm;
+
+    if (!bs) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Node '%s' not found", node);
+        return NULL;
+    }
+    bm = bd_dirty_bitmap_find(bs, name);
+    if (!bm) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Dirty bitmap '%s' not found", name);
+        return NULL;
+    }
+    if (pnode) {
+        *pnode = bs;
+    }
+    return bm;
+}
+
+gboolean bd_cmd_bitmap_add(GVariant *args, GError **errp)
+{
+    const char *node = bd_opts_get_str(args, "node", "");
+    const char *name = bd_opts_get_str(args, "name", "");
+    gboolean persistent = bd_opts_get_bool(args, "persistent", FALSE);
+    uint64_t granularity;
+    BdDirtyBitmap *bm;
+    BdNode *bs;
+
+    if (!*name) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Bitmap name cannot be empty");
+        return FALSE;
+    }
+    bs = bd_node_find(node);
+    if (!bs) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Cannot find device='%s' nor node-name='%s'", node, node);
+        return FALSE;
+    }
+    if (bd_opts_has(args, "granularity")) {
+        granularity = bd_opts_get_uint(args, "granularity", 0);
+        if (granularity < 512 || (granularity & (granularity - 1))) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Granularity must be power of 2 and at least 512");
+            return FALSE;
+        }
+    } else {
+        granularity = bd_dirty_bitmap_default_granularity(bs);
+    }
+    if (persistent &&
+        !bd_dirty_bitmap_can_store(bs, name, (uint32_t)granularity, errp)) {
+        return FALSE;
+    }
+    bm = bd_dirty_bitmap_create(bs, (uint32_t)granularity, name, errp);
+    if (!bm) {
+        return FALSE;
+    }
+    if (bd_opts_get_bool(args, "disabled", FALSE)) {
+        bd_dirty_bitmap_set_enabled(bm, FALSE);
+    }
+    bd_dirty_bitmap_set_persistent(bm, persistent);
+    return TRUE;
+}
+
+BdDirtyBitmap *bd_cmd_bitmap_remove(const char *node, const char *name,
+                                    gboolean release, GError **errp)
+{
+    BdNode *bs;
+    BdDirtyBitmap *bm = bd_cmd_bitmap_lookup(node, name, &bs, errp);
+
+    if (!bm ||
+        !bd_dirty_bitmap_check(bm, BD_BITMAP_BUSY | BD_BITMAP_RO, errp)) {
+        return NULL;
+    }
+    if (bd_dirty_bitmap_persistent(bm) &&
+        !bd_dirty_bitmap_remove_persistent(bs, name, errp)) {
+        return NULL;
+    }
+    if (release) {
+        bd_dirty_bitmap_release(bm);
+        return NULL;
+    }
+    return bm;
+}
+
+/* One merge source: a name on the target's node or {node, name}. */
+static BdDirtyBitmap *merge_source(BdNode *bs, GVariant *src, GError **errp)
+{
+    if (g_variant_is_of_type(src, G_VARIANT_TYPE_STRING)) {
+        const char *name = g_variant_get_string(src, NULL);
+        BdDirtyBitmap *bm = bd_dirty_bitmap_find(bs, name);
+        if (!bm) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Dirty bitmap '%s' not found", name);
+        }
+        return bm;
+    }
+    return bd_cmd_bitmap_lookup(bd_opts_get_str(src, "node", ""),
+                                bd_opts_get_str(src, "name", ""), NULL, errp);
+}
+
+BdDirtyBitmap *bd_cmd_bitmap_merge(const char *node, const char *target,
+                                   GVariant *sources,
+                                   BdDirtyBitmapBackup **backup,
+                                   GError **errp)
+{
+    BdNode *bs;
+    BdDirtyBitmap *dst = bd_cmd_bitmap_lookup(node, target, &bs, errp);
+    BdDirtyBitmap *anon;
+    gsize n = sources ? g_variant_n_children(sources) : 0;
+
+    if (!dst) {
+        return NULL;
+    }
+    /* As QEMU: the sources meet in an anonymous bitmap first, so the
+     * target is untouched when any source is refused. */
+    anon = bd_dirty_bitmap_create(bs, bd_dirty_bitmap_granularity(dst), NULL,
+                                  errp);
+    if (!anon) {
+        return NULL;
+    }
+    for (gsize i = 0; i < n && dst; i++) {
+        g_autoptr(GVariant) boxed = g_variant_get_child_value(sources, i);
+        g_autoptr(GVariant) src = g_variant_get_variant(boxed);
+        BdDirtyBitmap *bm = merge_source(bs, src, errp);
+        if (!bm || !bd_dirty_bitmap_merge(anon, bm, NULL, errp)) {
+            dst = NULL;
+        }
+    }
+    if (dst && !bd_dirty_bitmap_merge(dst, anon, backup, errp)) {
+        dst = NULL;
+    }
+    bd_dirty_bitmap_release(anon);
+    return dst;
+}
+
+/* --- handlers --- */
+
+static gboolean cmd_add(GVariant *args, JsonNode **ret, GError **errp)
+{
+    return bd_cmd_bitmap_add(args, errp);
+}
+
+static gboolean cmd_remove(GVariant *args, JsonNode **ret, GError **errp)
+{
+    GError *err = NULL;
+
+    bd_cmd_bitmap_remove(bd_opts_get_str(args, "node", ""),
+                         bd_opts_get_str(args, "name", ""), TRUE, &err);
+    if (err) {
+        g_propagate_error(errp, err);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static BdDirtyBitmap *lookup_checked(GVariant *args, int flags,
+                                     GError **errp)
+{
+    BdDirtyBitmap *bm = bd_cmd_bitmap_lookup(bd_opts_get_str(args, "node", ""),
+                                             bd_opts_get_str(args, "name", ""),
+                                             NULL, errp);
+    return bm && bd_dirty_bitmap_check(bm, flags, errp) ? bm : NULL;
+}
+
+static gboolean cmd_clear(GVariant *args, JsonNode **ret, GError **errp)
+{
+    BdDirtyBitmap *bm = lookup_checked(args, BD_BITMAP_DEFAULT, errp);
+
+    if (bm) {
+        bd_dirty_bitmap_clear(bm);
+    }
+    return bm != NULL;
+}
+
+static gboolean cmd_enable(GVariant *args, JsonNode **ret, GError **errp)
+{
+    BdDirtyBitmap *bm = lookup_checked(args, BD_BITMAP_ALLOW_RO, errp);
+
+    if (bm) {
+        bd_dirty_bitmap_set_enabled(bm, TRUE);
+    }
+    return bm != NULL;
+}
+
+static gboolean cmd_disable(GVariant *args, JsonNode **ret, GError **errp)
+{
+    BdDirtyBitmap *bm = lookup_checked(args, BD_BITMAP_ALLOW_RO, errp);
+
+    if (bm) {
+        bd_dirty_bitmap_set_enabled(bm, FALSE);
+    }
+    return bm != NULL;
+}
+
+static gboolean cmd_merge(GVariant *args, JsonNode **ret, GError **errp)
+{
+    g_autoptr(GVariant) sources = bd_opts_lookup(args, "bitmaps");
+
+    return bd_cmd_bitmap_merge(bd_opts_get_str(args, "node", ""),
+                               bd_opts_get_str(args, "target", ""),
+                               sources, NULL, errp) != NULL;
+}
+
+static gboolean cmd_sha256(GVariant *args, JsonNode **ret, GError **errp)
+{
+    BdDirtyBitmap *bm = bd_cmd_bitmap_lookup(bd_opts_get_str(args, "node", ""),
+                                             bd_opts_get_str(args, "name", ""),
+                                             NULL, errp);
+    g_autofree char *hex = NULL;
+    JsonObject *obj;
+
+    if (!bm) {
+        return FALSE;
+    }
+    hex = bd_dirty_bitmap_sha256(bm);
+    obj = json_object_new();
+    json_object_set_string_member(obj, "sha256", hex);
+    *ret = json_node_new(JSON_NODE_OBJECT);
+    json_node_take_object(*ret, obj);
+    return TRUE;
+}
+
+static const BdQmpCommand bitmap_commands[] = {
+    { "block-dirty-bitmap-add", bd_cmd_bitmap_add_schema, FALSE, NULL,
+      cmd_add },
+    { "block-dirty-bitmap-remove", bd_cmd_bitmap_schema, FALSE, NULL,
+      cmd_remove },
+    { "block-dirty-bitmap-clear", bd_cmd_bitmap_schema, FALSE, NULL,
+      cmd_clear },
+    { "block-dirty-bitmap-enable", bd_cmd_bitmap_schema, FALSE, NULL,
+      cmd_enable },
+    { "block-dirty-bitmap-disable", bd_cmd_bitmap_schema, FALSE, NULL,
+      cmd_disable },
+    { "block-dirty-bitmap-merge", bd_cmd_bitmap_merge_schema, FALSE, NULL,
+      cmd_merge },
+    { "x-debug-block-dirty-bitmap-sha256", bd_cmd_bitmap_schema, FALSE,
+      sha256_fn, cmd_sha256 },
+    { NULL } };
+
+void bd_cmd_bitmap_register(void)
+{
+    bd_qmp_register(bitmap_commands);
+}

@@ -1,0 +1,378 @@
+/* SPDX-License-Identifier: MIT */
+/* The 'transaction' command (qapi/transaction.json): the action table,
+ * the prepare/commit/abort driver, and the dirty bitmap and 'abort'
+ * actions with QEMU's semantics.
+ *
+ * Thread model: main thread only.
+ */
+#include <string.h>
+#include "control/transaction.h"
+#include "control/cmd-bitmap.h"
+#include "graph/error.h"
+
+/* --- the action table and the schema built from it --- */
+
+static GPtrArray *action_kinds;   /* const BdTxnActionOps * */
+
+void bd_txn_register_action(const BdTxnActionOps *ops)
+{
+    if (!action_kinds) {
+        action_kinds = g_ptr_array_new();
+    }
+    g_ptr_array_add(action_kinds, (gpointer)ops);
+}
+
+static const BdTxnActionOps *find_kind(const char *type)
+{
+    for (guint i = 0; action_kinds && i < action_kinds->len; i++) {
+        const BdTxnActionOps *ops = action_kinds->pdata[i];
+        if (strcmp(ops->type, type) == 0) {
+            return ops;
+        }
+    }
+    return NULL;
+}
+
+static const char *const completion_values[] = { "individual", "grouped",
+                                                 NULL };
+static const BdSchemaType completion_type = {
+    .name = "ActionCompletionMode", .kind = BD_SCHEMA_ENUM,
+    .enum_values = completion_values };
+static const BdSchemaField props_fields[] = {
+    BD_OPT("completion-mode", &completion_type),
+    { NULL } };
+static const BdSchemaType props_type = {
+    .name = "TransactionProperties", .kind = BD_SCHEMA_OBJECT,
+    .fields = props_fields };
+
+/* TransactionAction: {type, data} with one wrapper type per kind. */
+static const BdSchemaType *transaction_schema(void)
+{
+    static BdSchemaType args, actions, action, kind_enum;
+    static BdSchemaField args_fields[3], base[2];
+    static gsize done;
+
+    if (g_once_init_enter(&done)) {
+        guint n = action_kinds ? action_kinds->len : 0;
+        const char **names = g_new0(const char *, n + 1);
+        BdSchemaVariant *variants = g_new0(BdSchemaVariant, n + 1);
+
+        for (guint i = 0; i < n; i++) {
+            const BdTxnActionOps *ops = action_kinds->pdata[i];
+            BdSchemaField *f = g_new0(BdSchemaField, 2);
+            BdSchemaType *wrapper = g_new0(BdSchemaType, 1);
+
+            f[0] = (BdSchemaField)BD_FIELD("data", ops->data());
+            wrapper->name = g_strdup_printf("q_obj_%s-wrapper", ops->type);
+            wrapper->kind = BD_SCHEMA_OBJECT;
+            wrapper->fields = f;
+            names[i] = ops->type;
+            variants[i].value = ops->type;
+            variants[i].type = wrapper;
+        }
+        kind_enum = (BdSchemaType) {
+            .name = "TransactionActionKind", .kind = BD_SCHEMA_ENUM,
+            .enum_values = names };
+        base[0] = (BdSchemaField)BD_FIELD("type", &kind_enum);
+        action = (BdSchemaType) {
+            .name = "TransactionAction", .kind = BD_SCHEMA_UNION,
+            .fields = base, .discriminator = "type", .variants = variants };
+        actions = (BdSchemaType) {
+            .name = "[TransactionAction]", .kind = BD_SCHEMA_LIST,
+            .element = &action };
+        args_fields[0] = (BdSchemaField)BD_FIELD("actions", &actions);
+        args_fields[1] = (BdSchemaField)BD_OPT("properties", &props_type);
+        args = (BdSchemaType) {
+            .name = "q_obj_transaction-arg", .kind = BD_SCHEMA_OBJECT,
+            .fields = args_fields };
+        g_once_init_leave(&done, 1);
+    }
+    return &args;
+}
+
+/* --- running a transaction --- */
+
+static gboolean action_prepare(BdTxnAction *a, GVariant *data, GError **errp)
+{
+    if (a->txn->grouped && !a->ops->supports_grouped) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Action '%s' does not support Transaction property "
+                    "completion-mode = grouped", a->ops->type);
+        return FALSE;
+    }
+    return a->ops->prepare(a, data, errp);
+}
+
+gboolean bd_txn_run(GVariant *args, GError **errp)
+{
+    g_autoptr(GVariant) list = bd_opts_lookup(args, "actions");
+    g_autoptr(GVariant) props = bd_opts_lookup(args, "properties");
+    gsize n = list ? g_variant_n_children(list) : 0;
+    g_autofree BdTxnAction *acts = g_new0(BdTxnAction, MAX(n, 1));
+    BdTransaction txn = { 0 };
+    gsize prepared = 0;
+    gboolean ok = TRUE;
+
+    txn.grouped = g_strcmp0(bd_opts_get_str(props, "completion-mode",
+                                            "individual"), "grouped") == 0;
+    for (gsize i = 0; i < n && ok; i++) {
+        g_autoptr(GVariant) boxed = g_variant_get_child_value(list, i);
+        g_autoptr(GVariant) item = g_variant_get_variant(boxed);
+        g_autoptr(GVariant) data = bd_opts_lookup(item, "data");
+        const BdTxnActionOps *ops = find_kind(bd_opts_get_str(item, "type",
+                                                              ""));
+
+        if (!ops) {   /* the schema accepts registered kinds only */
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Unknown transaction action");
+            ok = FALSE;
+            break;
+        }
+        acts[i] = (BdTxnAction) { .ops = ops, .txn = &txn };
+        prepared = i + 1;
+        ok = action_prepare(&acts[i], data, errp);
+    }
+    if (ok) {
+        for (gsize i = 0; i < prepared; i++) {
+            if (acts[i].ops->commit) {
+                acts[i].ops->commit(&acts[i]);
+            }
+        }
+    } else {
+        for (gsize i = prepared; i-- > 0;) {
+            if (acts[i].ops->abort) {
+                acts[i].ops->abort(&acts[i]);
+            }
+        }
+    }
+    for (gsize i = 0; i < prepared; i++) {
+        if (acts[i].ops->clean) {
+            acts[i].ops->clean(&acts[i]);
+        }
+    }
+    if (txn.job_txn && txn.job_txn_unref) {
+        txn.job_txn_unref(txn.job_txn);
+    }
+    return ok;
+}
+
+/* --- actions: abort --- */
+
+static const BdSchemaField no_fields[] = { { NULL } };
+static const BdSchemaType abort_type = {
+    .name = "Abort", .kind = BD_SCHEMA_OBJECT, .fields = no_fields };
+static const BdSchemaType *abort_schema(void) { return &abort_type; }
+
+static gboolean abort_prepare(BdTxnAction *a, GVariant *data, GError **errp)
+{
+    g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                "Transaction aborted using Abort action");
+    return FALSE;
+}
+
+/* --- actions: dirty bitmaps --- */
+
+typedef struct {
+    BdDirtyBitmap *bm;
+    BdDirtyBitmapBackup *backup;
+    gboolean was_enabled;
+    char *node, *name;          /* add: what to release on abort */
+} BitmapAct;
+
+static BitmapAct *bitmap_act(BdTxnAction *a)
+{
+    if (!a->opaque) {
+        a->opaque = g_new0(BitmapAct, 1);
+    }
+    return a->opaque;
+}
+
+static void bitmap_clean(BdTxnAction *a)
+{
+    BitmapAct *st = a->opaque;
+
+    if (st) {
+        bd_dirty_bitmap_backup_free(st->backup);
+        g_free(st->node);
+        g_free(st->name);
+        g_free(st);
+        a->opaque = NULL;
+    }
+}
+
+static BdDirtyBitmap *lookup_data(GVariant *data, int flags, GError **errp)
+{
+    BdDirtyBitmap *bm = bd_cmd_bitmap_lookup(bd_opts_get_str(data, "node", ""),
+                                             bd_opts_get_str(data, "name", ""),
+                                             NULL, errp);
+    return bm && bd_dirty_bitmap_check(bm, flags, errp) ? bm : NULL;
+}
+
+static gboolean add_prepare(BdTxnAction *a, GVariant *data, GError **errp)
+{
+    BitmapAct *st = bitmap_act(a);
+
+    if (!bd_cmd_bitmap_add(data, errp)) {
+        return FALSE;
+    }
+    st->node = g_strdup(bd_opts_get_str(data, "node", ""));
+    st->name = g_strdup(bd_opts_get_str(data, "name", ""));
+    return TRUE;
+}
+
+static void add_abort(BdTxnAction *a)
+{
+    BitmapAct *st = bitmap_act(a);
+    BdNode *node = st->node ? bd_node_find(st->node) : NULL;
+
+    if (node) {
+        bd_dirty_bitmap_release(bd_dirty_bitmap_find(node, st->name));
+    }
+}
+
+static gboolean clear_prepare(BdTxnAction *a, GVariant *data, GError **errp)
+{
+    BitmapAct *st = bitmap_act(a);
+
+    st->bm = lookup_data(data, BD_BITMAP_DEFAULT, errp);
+    if (!st->bm) {
+        return FALSE;
+    }
+    st->backup = bd_dirty_bitmap_backup(st->bm);
+    bd_dirty_bitmap_clear(st->bm);
+    return TRUE;
+}
+
+/* clear and merge: put the old bits back. */
+static void restore_abort(BdTxnAction *a)
+{
+    BitmapAct *st = bitmap_act(a);
+
+    if (st->bm && st->backup) {
+        bd_dirty_bitmap_restore(st->bm, st->backup);
+    }
+}
+
+static gboolean merge_prepare(BdTxnAction *a, GVariant *data, GError **errp)
+{
+    BitmapAct *st = bitmap_act(a);
+    g_autoptr(GVariant) sources = bd_opts_lookup(data, "bitmaps");
+
+    st->bm = bd_cmd_bitmap_merge(bd_opts_get_str(data, "node", ""),
+                                 bd_opts_get_str(data, "target", ""),
+                                 sources, &st->backup, errp);
+    return st->bm != NULL;
+}
+
+static gboolean enable_prepare(BdTxnAction *a, GVariant *data, GError **errp)
+{
+    BitmapAct *st = bitmap_act(a);
+
+    st->bm = lookup_data(data, BD_BITMAP_ALLOW_RO, errp);
+    if (!st->bm) {
+        return FALSE;
+    }
+    st->was_enabled = bd_dirty_bitmap_enabled(st->bm);
+    bd_dirty_bitmap_set_enabled(st->bm, TRUE);
+    return TRUE;
+}
+
+static gboolean disable_prepare(BdTxnAction *a, GVariant *data,
+                                GError **errp)
+{
+    BitmapAct *st = bitmap_act(a);
+
+    st->bm = lookup_data(data, BD_BITMAP_ALLOW_RO, errp);
+    if (!st->bm) {
+        return FALSE;
+    }
+    st->was_enabled = bd_dirty_bitmap_enabled(st->bm);
+    bd_dirty_bitmap_set_enabled(st->bm, FALSE);
+    return TRUE;
+}
+
+static void enable_disable_abort(BdTxnAction *a)
+{
+    BitmapAct *st = bitmap_act(a);
+
+    if (st->bm) {
+        bd_dirty_bitmap_set_enabled(st->bm, st->was_enabled);
+    }
+}
+
+/* remove: hidden from the format's store and busy until commit. */
+static gboolean remove_prepare(BdTxnAction *a, GVariant *data, GError **errp)
+{
+    BitmapAct *st = bitmap_act(a);
+
+    st->bm = bd_cmd_bitmap_remove(bd_opts_get_str(data, "node", ""),
+                                  bd_opts_get_str(data, "name", ""), FALSE,
+                                  errp);
+    if (!st->bm) {
+        return FALSE;
+    }
+    bd_dirty_bitmap_set_skip_store(st->bm, TRUE);
+    bd_dirty_bitmap_set_busy(st->bm, TRUE);
+    return TRUE;
+}
+
+static void remove_abort(BdTxnAction *a)
+{
+    BitmapAct *st = bitmap_act(a);
+
+    if (st->bm) {
+        bd_dirty_bitmap_set_skip_store(st->bm, FALSE);
+        bd_dirty_bitmap_set_busy(st->bm, FALSE);
+    }
+}
+
+static void remove_commit(BdTxnAction *a)
+{
+    BitmapAct *st = bitmap_act(a);
+
+    if (st->bm) {
+        bd_dirty_bitmap_set_busy(st->bm, FALSE);
+        bd_dirty_bitmap_release(st->bm);
+        st->bm = NULL;
+    }
+}
+
+static const BdTxnActionOps builtin_actions[] = {
+    { .type = "abort", .data = abort_schema, .prepare = abort_prepare },
+    { .type = "block-dirty-bitmap-add", .data = bd_cmd_bitmap_add_schema,
+      .prepare = add_prepare, .abort = add_abort, .clean = bitmap_clean },
+    { .type = "block-dirty-bitmap-remove", .data = bd_cmd_bitmap_schema,
+      .prepare = remove_prepare, .commit = remove_commit,
+      .abort = remove_abort, .clean = bitmap_clean },
+    { .type = "block-dirty-bitmap-clear", .data = bd_cmd_bitmap_schema,
+      .prepare = clear_prepare, .abort = restore_abort,
+      .clean = bitmap_clean },
+    { .type = "block-dirty-bitmap-enable", .data = bd_cmd_bitmap_schema,
+      .prepare = enable_prepare, .abort = enable_disable_abort,
+      .clean = bitmap_clean },
+    { .type = "block-dirty-bitmap-disable", .data = bd_cmd_bitmap_schema,
+      .prepare = disable_prepare, .abort = enable_disable_abort,
+      .clean = bitmap_clean },
+    { .type = "block-dirty-bitmap-merge",
+      .data = bd_cmd_bitmap_merge_schema, .prepare = merge_prepare,
+      .abort = restore_abort, .clean = bitmap_clean },
+};
+
+/* --- the command --- */
+
+static gboolean cmd_transaction(GVariant *args, JsonNode **ret, GError **errp)
+{
+    return bd_txn_run(args, errp);
+}
+
+static const BdQmpCommand txn_commands[] = {
+    { "transaction", transaction_schema, FALSE, NULL, cmd_transaction },
+    { NULL } };
+
+void bd_cmd_transaction_register(void)
+{
+    for (gsize i = 0; i < G_N_ELEMENTS(builtin_actions); i++) {
+        bd_txn_register_action(&builtin_actions[i]);
+    }
+    bd_qmp_register(txn_commands);
+}
