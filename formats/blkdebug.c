@@ -1,0 +1,379 @@
+/* SPDX-License-Identifier: MIT */
+/* The 'blkdebug' filter driver (QEMU's): passes I/O to 'image' and injects errors by rules.
+ *
+ * Parents announce debug events (graph/debug-event.h) on their edge to
+ * this node; the rules (blkdebug-rules.c) turn them into state changes
+ * and errors for the following requests.  Also overrides the limits the
+ * node reports (align, max-transfer, ...), as QEMU does to exercise the
+ * generic layer's alignment handling.
+ *
+ * Thread model: open/close/child_perm on the main thread; the data
+ * callbacks and debug_event on any thread.  The rule set has its own
+ * lock; everything else is fixed after open.
+ */
+#define G_LOG_DOMAIN "blockd-formats"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include "graph/error.h"
+#include "graph/node.h"
+#include "graph/io.h"
+#include "graph/debug-event.h"
+#include "formats/blkdebug-rules.h"
+#include "formats/json-filename.h"
+
+typedef struct {
+    BdChild *image;
+    BdBlkdebugRules *rules;
+    uint64_t take_perms;      /* take-child-perms */
+    uint64_t unshare_perms;   /* unshare-child-perms */
+} BlkdebugState;
+
+static const BdSchemaType event_type = {
+    .name = "BlkdebugEvent", .kind = BD_SCHEMA_ENUM,
+    .enum_values = bd_debug_event_names };
+static const BdSchemaType iotype_type = {
+    .name = "BlkdebugIOType", .kind = BD_SCHEMA_ENUM,
+    .enum_values = bd_blkdebug_iotype_names };
+
+static const BdSchemaField inject_error_fields[] = {
+    { "event", &event_type, FALSE },
+    { "state", &bd_schema_int, TRUE },
+    { "iotype", &iotype_type, TRUE },
+    { "errno", &bd_schema_int, TRUE },
+    { "sector", &bd_schema_int, TRUE },
+    { "once", &bd_schema_bool, TRUE },
+    { "immediately", &bd_schema_bool, TRUE },
+    { NULL },
+};
+static const BdSchemaType inject_error_type = {
+    .name = "BlkdebugInjectErrorOptions", .kind = BD_SCHEMA_OBJECT,
+    .fields = inject_error_fields };
+static const BdSchemaType inject_error_list = {
+    .name = "[BlkdebugInjectErrorOptions]", .kind = BD_SCHEMA_LIST,
+    .element = &inject_error_type };
+
+static const BdSchemaField set_state_fields[] = {
+    { "event", &event_type, FALSE },
+    { "state", &bd_schema_int, TRUE },
+    { "new_state", &bd_schema_int, FALSE },
+    { NULL },
+};
+static const BdSchemaType set_state_type = {
+    .name = "BlkdebugSetStateOptions", .kind = BD_SCHEMA_OBJECT,
+    .fields = set_state_fields };
+static const BdSchemaType set_state_list = {
+    .name = "[BlkdebugSetStateOptions]", .kind = BD_SCHEMA_LIST,
+    .element = &set_state_type };
+
+/* QEMU's BlockPermission, in bit order (BD_PERM_*). */
+static const char *const perm_values[] = {
+    "consistent-read", "write", "write-unchanged", "resize", NULL };
+static const BdSchemaType perm_type = {
+    .name = "BlockPermission", .kind = BD_SCHEMA_ENUM,
+    .enum_values = perm_values };
+static const BdSchemaType perm_list = {
+    .name = "[BlockPermission]", .kind = BD_SCHEMA_LIST,
+    .element = &perm_type };
+
+/* QAPI BlockdevOptionsBlkdebug. */
+static const BdSchemaField blkdebug_options[] = {
+    { "image", &bd_schema_blockdev_ref, FALSE },
+    { "config", &bd_schema_str, TRUE },
+    { "align", &bd_schema_int, TRUE },
+    { "max-transfer", &bd_schema_int, TRUE },
+    { "opt-write-zero", &bd_schema_int, TRUE },
+    { "max-write-zero", &bd_schema_int, TRUE },
+    { "opt-discard", &bd_schema_int, TRUE },
+    { "max-discard", &bd_schema_int, TRUE },
+    { "inject-error", &inject_error_list, TRUE },
+    { "set-state", &set_state_list, TRUE },
+    { "take-child-perms", &perm_list, TRUE },
+    { "unshare-child-perms", &perm_list, TRUE },
+    { NULL },
+};
+
+/* The limit options, in the order QEMU checks them. */
+static const char *const limit_names[] = {
+    "align", "max-transfer", "opt-write-zero", "max-write-zero",
+    "opt-discard", "max-discard",
+};
+enum { L_ALIGN, L_MAX_TRANSFER, L_OPT_WZ, L_MAX_WZ, L_OPT_DISCARD,
+       L_MAX_DISCARD, L__MAX };
+
+/* --- data path --- */
+
+static int blkdebug_pread(BdNode *node, uint64_t offset, uint64_t bytes,
+                          void *buf, int flags)
+{
+    BlkdebugState *s = node->opaque;
+    int ret = bd_blkdebug_rules_check(s->rules, offset, bytes,
+                                      BD_BLKDEBUG_IO_READ);
+
+    return ret < 0 ? ret : bd_child_pread(s->image, offset, bytes, buf, flags);
+}
+
+static int blkdebug_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
+                           const void *buf, int flags)
+{
+    BlkdebugState *s = node->opaque;
+    int ret = bd_blkdebug_rules_check(s->rules, offset, bytes,
+                                      BD_BLKDEBUG_IO_WRITE);
+
+    return ret < 0 ? ret : bd_child_pwrite(s->image, offset, bytes, buf,
+                                           flags);
+}
+
+static int blkdebug_pwrite_zeroes(BdNode *node, uint64_t offset,
+                                  uint64_t bytes, int flags)
+{
+    BlkdebugState *s = node->opaque;
+    int ret = bd_blkdebug_rules_check(s->rules, offset, bytes,
+                                      BD_BLKDEBUG_IO_WRITE_ZEROES);
+
+    return ret < 0 ? ret : bd_child_pwrite_zeroes(s->image, offset, bytes,
+                                                  flags);
+}
+
+static int blkdebug_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
+{
+    BlkdebugState *s = node->opaque;
+    int ret = bd_blkdebug_rules_check(s->rules, offset, bytes,
+                                      BD_BLKDEBUG_IO_DISCARD);
+
+    return ret < 0 ? ret : bd_child_pdiscard(s->image, offset, bytes);
+}
+
+/* The graph flushes the image afterwards (bd_node_flush recurses). */
+static int blkdebug_flush(BdNode *node)
+{
+    BlkdebugState *s = node->opaque;
+
+    return bd_blkdebug_rules_check(s->rules, 0, 0, BD_BLKDEBUG_IO_FLUSH);
+}
+
+static int blkdebug_block_status(BdNode *node, uint64_t offset,
+                                 uint64_t bytes, uint64_t *pnum,
+                                 uint64_t *map, BdNode **file)
+{
+    BlkdebugState *s = node->opaque;
+    int ret = bd_blkdebug_rules_check(s->rules, offset, bytes,
+                                      BD_BLKDEBUG_IO_BLOCK_STATUS);
+
+    if (ret < 0) {
+        return ret;
+    }
+    *pnum = bytes;
+    *map = offset;
+    *file = s->image->node;
+    return BD_BLOCK_RAW | BD_BLOCK_OFFSET_VALID;
+}
+
+static void blkdebug_debug_event(BdNode *node, int event)
+{
+    BlkdebugState *s = node->opaque;
+
+    if (s && s->rules) {
+        bd_blkdebug_rules_event(s->rules, event);
+    }
+}
+
+/* --- permissions --- */
+
+static uint64_t perm_list_bits(GVariant *options, const char *key)
+{
+    g_autoptr(GVariant) list = bd_opts_lookup(options, key);
+    GVariantIter it;
+    GVariant *elem;
+    uint64_t bits = 0;
+
+    if (!list) {
+        return 0;
+    }
+    g_variant_iter_init(&it, list);
+    while ((elem = g_variant_iter_next_value(&it))) {
+        g_autoptr(GVariant) v = g_variant_get_variant(elem);
+        for (int i = 0; perm_values[i]; i++) {
+            if (!strcmp(perm_values[i], g_variant_get_string(v, NULL))) {
+                bits |= 1ull << i;
+            }
+        }
+        g_variant_unref(elem);
+    }
+    return bits;
+}
+
+static void blkdebug_child_perm(BdNode *node, BdChild *child,
+                                BdChildRole role, uint64_t parent_perm,
+                                uint64_t parent_shared, uint64_t *perm,
+                                uint64_t *shared)
+{
+    BlkdebugState *s = node->opaque;
+
+    bd_default_child_perm(node, child, role, parent_perm, parent_shared,
+                          perm, shared);
+    if (s) {
+        *perm |= s->take_perms;
+        *shared &= ~s->unshare_perms;
+    }
+}
+
+/* --- open --- */
+
+/* QEMU's checks of align, max-transfer, opt/max-write-zero and
+ * opt/max-discard, in its order.  'file_align' is the image's. */
+static gboolean blkdebug_check_limits(GVariant *options, uint32_t file_align,
+                                      uint64_t *limits, GError **errp)
+{
+    uint64_t align;
+
+    for (int i = 0; i < L__MAX; i++) {
+        limits[i] = (uint64_t)bd_opts_get_int(options, limit_names[i], 0);
+    }
+    if (limits[L_ALIGN] && (limits[L_ALIGN] >= G_MAXINT ||
+                            (limits[L_ALIGN] & (limits[L_ALIGN] - 1)))) {
+        goto bad_align;
+    }
+    align = MAX(limits[L_ALIGN], file_align);
+    for (int i = L_MAX_TRANSFER; i < L__MAX; i++) {
+        /* The max- limits must also be multiples of their opt- partner. */
+        uint64_t unit = (i == L_MAX_WZ || i == L_MAX_DISCARD)
+                        ? MAX(limits[i - 1], align) : align;
+        if (limits[i] && (limits[i] >= G_MAXINT || limits[i] % unit)) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Cannot meet constraints with %s %" PRIu64,
+                        limit_names[i], limits[i]);
+            return FALSE;
+        }
+    }
+    return TRUE;
+
+bad_align:
+    g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                "Cannot meet constraints with align %" PRIu64,
+                limits[L_ALIGN]);
+    return FALSE;
+}
+
+/* Sizes are unsigned in QEMU's option parser: negative values fail
+ * before anything else. */
+static gboolean blkdebug_check_sizes(GVariant *options, GError **errp)
+{
+    for (int i = 0; i < L__MAX; i++) {
+        if (bd_opts_get_int(options, limit_names[i], 0) < 0) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Parameter '%s' expects a non-negative number "
+                        "below 2^64", limit_names[i]);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+/* QEMU's refresh_filename: "blkdebug:CONFIG:IMAGE" while only config
+ * and image are given and the image has a plain name, else json:. */
+static char *blkdebug_filename(BdNode *node, GVariant *options)
+{
+    static const char *const strong[] = {
+        "inject-error", "set-state", "align", "max-transfer",
+        "opt-write-zero", "max-write-zero", "opt-discard", "max-discard",
+    };
+    BlkdebugState *s = node->opaque;
+    const char *config = bd_opts_get_str(options, "config", NULL);
+    const char *image = s->image->node->filename;
+    gboolean plain = !g_str_has_prefix(image, "json:");
+
+    for (gsize i = 0; plain && i < G_N_ELEMENTS(strong); i++) {
+        plain = !bd_opts_has(options, strong[i]);
+    }
+    if (plain) {
+        return g_strdup_printf("blkdebug:%s:%s", config ? config : "", image);
+    }
+    return bd_formats_json_filename(node);
+}
+
+static void blkdebug_close(BdNode *node)
+{
+    BlkdebugState *s = node->opaque;
+
+    if (!s) {
+        return;
+    }
+    bd_blkdebug_rules_free(s->rules);
+    g_free(s);
+    node->opaque = NULL;
+}
+
+static gboolean blkdebug_open(BdNode *node, GVariant *options, GError **errp)
+{
+    g_autoptr(GVariant) inject = bd_opts_lookup(options, "inject-error");
+    g_autoptr(GVariant) states = bd_opts_lookup(options, "set-state");
+    BlkdebugState *s;
+    uint64_t limits[L__MAX];
+
+    if (!blkdebug_check_sizes(options, errp)) {
+        return FALSE;
+    }
+    s = g_new0(BlkdebugState, 1);
+    node->opaque = s;
+    s->rules = bd_blkdebug_rules_new(bd_opts_get_str(options, "config", NULL),
+                                     inject, states, errp);
+    if (!s->rules) {
+        goto fail;
+    }
+    s->take_perms = perm_list_bits(options, "take-child-perms");
+    s->unshare_perms = perm_list_bits(options, "unshare-child-perms");
+    s->image = bd_node_open_child(node, options, "image",
+                                  BD_CHILD_FILTERED | BD_CHILD_PRIMARY,
+                                  FALSE, errp);
+    if (!s->image) {
+        goto fail;
+    }
+    if (!blkdebug_check_limits(options, s->image->node->request_alignment,
+                               limits, errp)) {
+        goto fail;
+    }
+    if (limits[L_ALIGN]) {
+        node->request_alignment = (uint32_t)limits[L_ALIGN];
+    }
+    node->max_transfer = limits[L_MAX_TRANSFER];
+    bd_node_set_size(node, s->image->node->size);
+    node->filename = blkdebug_filename(node, options);
+    /* As QEMU: rules for the event 'none' fire at open. */
+    bd_blkdebug_rules_event(s->rules, BD_DEBUG_EVENT_NONE);
+    return TRUE;
+
+fail:
+    blkdebug_close(node);
+    return FALSE;
+}
+
+static void blkdebug_query_image_info(BdNode *node, GVariantDict *image)
+{
+    g_variant_dict_insert(image, "dirty-flag", "b", FALSE);
+}
+
+static int64_t blkdebug_allocated_size(BdNode *node)
+{
+    return -ENOTSUP;    /* QEMU shows no actual-size for blkdebug */
+}
+
+const BdDriver bd_blkdebug_driver = {
+    .name = "blkdebug",
+    .options = blkdebug_options,
+    .is_filter = TRUE,
+    .open = blkdebug_open,
+    .close = blkdebug_close,
+    .child_perm = blkdebug_child_perm,
+    .pread = blkdebug_pread,
+    .pwrite = blkdebug_pwrite,
+    .pwrite_zeroes = blkdebug_pwrite_zeroes,
+    .pdiscard = blkdebug_pdiscard,
+    .flush = blkdebug_flush,
+    .block_status = blkdebug_block_status,
+    .allocated_size = blkdebug_allocated_size,
+    .debug_event = blkdebug_debug_event,
+    .query_image_info = blkdebug_query_image_info,
+    .reopen_prepare = bd_reopen_prepare_fixed,
+};

@@ -1,0 +1,336 @@
+/* SPDX-License-Identifier: MIT */
+/* The 'quorum' driver (QEMU's): N copies of one image; reads are voted on, writes go to all.
+ *
+ * read-pattern=quorum (the default) reads every child and returns the
+ * version at least vote-threshold children agree on, else fails with EIO;
+ * with rewrite-corrupted the losers are rewritten with the winner.
+ * read-pattern=fifo reads the children in order until one succeeds.
+ * A write (or write-zeroes) goes to every child and succeeds when at
+ * least vote-threshold children succeed; otherwise the most common error
+ * is returned.  blkverify=on (two children, threshold 2): a mismatch is
+ * logged and fails with EIO (QEMU exits).
+ *
+ * Children are named "children.0", "children.1", ... as in QEMU.
+ *
+ * Thread model: open/close/child_perm on the main thread; the data
+ * callbacks on any thread, concurrently.  No state changes after open.
+ */
+#define G_LOG_DOMAIN "blockd-formats"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include "graph/error.h"
+#include "graph/node.h"
+#include "graph/io.h"
+#include "formats/json-filename.h"
+
+typedef struct {
+    GPtrArray *children;     /* BdChild *, in option order */
+    int64_t threshold;
+    gboolean is_blkverify;
+    gboolean rewrite_corrupted;
+    gboolean fifo;
+} QuorumState;
+
+static const char *const read_pattern_values[] = { "quorum", "fifo", NULL };
+static const BdSchemaType read_pattern_type = {
+    .name = "QuorumReadPattern", .kind = BD_SCHEMA_ENUM,
+    .enum_values = read_pattern_values };
+static const BdSchemaType children_type = {
+    .name = "[BlockdevRef]", .kind = BD_SCHEMA_LIST,
+    .element = &bd_schema_blockdev_ref };
+
+/* QAPI BlockdevOptionsQuorum. */
+static const BdSchemaField quorum_options[] = {
+    { "blkverify", &bd_schema_bool, TRUE },
+    { "children", &children_type, FALSE },
+    { "vote-threshold", &bd_schema_int, FALSE },
+    { "rewrite-corrupted", &bd_schema_bool, TRUE },
+    { "read-pattern", &read_pattern_type, TRUE },
+    { NULL },
+};
+
+static BdChild *child_at(QuorumState *s, guint i)
+{
+    return g_ptr_array_index(s->children, i);
+}
+
+/* QEMU's quorum_vote_error: the most common error (the first on ties). */
+static int most_common_error(const int *rets, guint n)
+{
+    int best = -EIO, best_count = 0;
+
+    for (guint i = 0; i < n; i++) {
+        int count = 0;
+        if (rets[i] >= 0) {
+            continue;
+        }
+        for (guint j = 0; j < n; j++) {
+            count += rets[j] == rets[i];
+        }
+        if (count > best_count) {
+            best = rets[i];
+            best_count = count;
+        }
+    }
+    return best;
+}
+
+/* Vote on the successful reads in bufs[]: the index of a version held by
+ * at least 'threshold' children, or -1. */
+static int vote(QuorumState *s, uint8_t **bufs, const int *rets,
+                uint64_t bytes, int *winner_votes)
+{
+    guint n = s->children->len;
+    int winner = -1, best = 0;
+
+    for (guint i = 0; i < n; i++) {
+        int votes = 0;
+        if (rets[i] < 0) {
+            continue;
+        }
+        for (guint j = 0; j < n; j++) {
+            votes += rets[j] >= 0 && memcmp(bufs[i], bufs[j], bytes) == 0;
+        }
+        if (votes > best) {
+            best = votes;
+            winner = (int)i;
+        }
+    }
+    *winner_votes = best;
+    return best >= s->threshold ? winner : -1;
+}
+
+static int quorum_read_fifo(QuorumState *s, uint64_t offset, uint64_t bytes,
+                            void *buf, int flags)
+{
+    int ret = -EIO;
+
+    for (guint i = 0; i < s->children->len; i++) {
+        ret = bd_child_pread(child_at(s, i), offset, bytes, buf, flags);
+        if (ret >= 0) {
+            return 0;
+        }
+    }
+    return ret;
+}
+
+static int quorum_pread(BdNode *node, uint64_t offset, uint64_t bytes,
+                        void *buf, int flags)
+{
+    QuorumState *s = node->opaque;
+    guint n = s->children->len;
+    g_autofree int *rets = g_new0(int, n);
+    g_autofree uint8_t **bufs = g_new0(uint8_t *, n);
+    int winner, votes, ret = 0, ok = 0;
+
+    if (s->fifo) {
+        return quorum_read_fifo(s, offset, bytes, buf, flags);
+    }
+    for (guint i = 0; i < n; i++) {
+        bufs[i] = g_try_malloc(bytes ? bytes : 1);
+        rets[i] = bufs[i] ? bd_child_pread(child_at(s, i), offset, bytes,
+                                            bufs[i], flags) : -ENOMEM;
+        ok += rets[i] >= 0;
+    }
+    if (ok < s->threshold) {
+        ret = most_common_error(rets, n);
+        goto out;
+    }
+    winner = vote(s, bufs, rets, bytes, &votes);
+    if (winner < 0 || (s->is_blkverify && votes != (int)n)) {
+        g_warning("node '%s': quorum: no version of offset=%" PRIu64
+                  " bytes=%" PRIu64 " reaches vote-threshold %" PRId64,
+                  node->node_name, offset, bytes, s->threshold);
+        ret = -EIO;
+        goto out;
+    }
+    memcpy(buf, bufs[winner], bytes);
+    for (guint i = 0; s->rewrite_corrupted && i < n; i++) {
+        if (rets[i] >= 0 && memcmp(bufs[i], bufs[winner], bytes) != 0) {
+            /* Best effort, as QEMU: a failed rewrite is not the read's. */
+            bd_child_pwrite(child_at(s, i), offset, bytes, bufs[winner], 0);
+        }
+    }
+out:
+    for (guint i = 0; i < n; i++) {
+        g_free(bufs[i]);
+    }
+    return ret;
+}
+
+/* A write's per-child results: success with vote-threshold successes. */
+static int write_result(QuorumState *s, const int *rets)
+{
+    guint n = s->children->len;
+    int ok = 0;
+
+    for (guint i = 0; i < n; i++) {
+        ok += rets[i] >= 0;
+    }
+    return ok >= s->threshold ? 0 : most_common_error(rets, n);
+}
+
+static int quorum_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
+                         const void *buf, int flags)
+{
+    QuorumState *s = node->opaque;
+    g_autofree int *rets = g_new0(int, s->children->len);
+
+    for (guint i = 0; i < s->children->len; i++) {
+        rets[i] = bd_child_pwrite(child_at(s, i), offset, bytes, buf, flags);
+    }
+    return write_result(s, rets);
+}
+
+static int quorum_pwrite_zeroes(BdNode *node, uint64_t offset,
+                                uint64_t bytes, int flags)
+{
+    QuorumState *s = node->opaque;
+    g_autofree int *rets = g_new0(int, s->children->len);
+
+    for (guint i = 0; i < s->children->len; i++) {
+        rets[i] = bd_child_pwrite_zeroes(child_at(s, i), offset, bytes,
+                                         flags);
+    }
+    return write_result(s, rets);
+}
+
+/* The graph flushes every written child after this. */
+static int quorum_flush(BdNode *node)
+{
+    return 0;
+}
+
+/* QEMU's quorum_child_perm: the children must stay identical, so
+ * nobody else may write or resize them. */
+static void quorum_child_perm(BdNode *node, BdChild *child, BdChildRole role,
+                              uint64_t parent_perm, uint64_t parent_shared,
+                              uint64_t *perm, uint64_t *shared)
+{
+    QuorumState *s = node->opaque;
+
+    *perm = parent_perm & BD_PERM_ALL;
+    if (s && s->rewrite_corrupted) {
+        *perm |= BD_PERM_WRITE;
+    }
+    *shared = (parent_shared & (BD_PERM_CONSISTENT_READ |
+                                BD_PERM_WRITE_UNCHANGED)) |
+              BD_PERM_CONSISTENT_READ | BD_PERM_WRITE_UNCHANGED;
+}
+
+static gboolean quorum_check_options(QuorumState *s, guint n_children,
+                                     GError **errp)
+{
+    if (n_children < 1) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Number of provided children must be 1 or more");
+        return FALSE;
+    }
+    if (s->threshold < 1) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Parameter 'vote-threshold' expects a value >= 1");
+        return FALSE;
+    }
+    if (s->threshold > (int64_t)n_children) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "threshold may not exceed children count");
+        return FALSE;
+    }
+    if (s->is_blkverify && (n_children != 2 || s->threshold != 2)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "blkverify=on can only be set if there are exactly two "
+                    "files and vote-threshold is 2");
+        return FALSE;
+    }
+    if (s->rewrite_corrupted && s->is_blkverify) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "rewrite-corrupted=on cannot be used with blkverify=on");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* Attach element 'i' of the 'children' list as child "children.<i>". */
+static BdChild *quorum_open_child(BdNode *node, GVariant *ref, guint i,
+                                  GError **errp)
+{
+    g_autofree char *key = g_strdup_printf("children.%u", i);
+    g_auto(GVariantDict) d = G_VARIANT_DICT_INIT(NULL);
+    g_autoptr(GVariant) one = NULL;
+
+    g_variant_dict_insert_value(&d, key, ref);
+    one = g_variant_ref_sink(g_variant_dict_end(&d));
+    return bd_node_open_child(node, one, key, BD_CHILD_DATA, FALSE, errp);
+}
+
+static void quorum_close(BdNode *node)
+{
+    QuorumState *s = node->opaque;
+
+    if (!s) {
+        return;
+    }
+    /* The graph detaches the children; only our list goes. */
+    g_ptr_array_unref(s->children);
+    g_free(s);
+    node->opaque = NULL;
+}
+
+static gboolean quorum_open(BdNode *node, GVariant *options, GError **errp)
+{
+    g_autoptr(GVariant) list = bd_opts_lookup(options, "children");
+    QuorumState *s = g_new0(QuorumState, 1);
+    guint n = list ? (guint)g_variant_n_children(list) : 0;
+    uint64_t size = 0;
+
+    node->opaque = s;
+    s->children = g_ptr_array_new();
+    s->threshold = bd_opts_get_int(options, "vote-threshold", 0);
+    s->is_blkverify = bd_opts_get_bool(options, "blkverify", FALSE);
+    s->rewrite_corrupted = bd_opts_get_bool(options, "rewrite-corrupted",
+                                            FALSE);
+    s->fifo = strcmp(bd_opts_get_str(options, "read-pattern", "quorum"),
+                     "fifo") == 0;
+    if (!quorum_check_options(s, n, errp)) {
+        goto fail;
+    }
+    for (guint i = 0; i < n; i++) {
+        g_autoptr(GVariant) elem = g_variant_get_child_value(list, i);
+        g_autoptr(GVariant) ref = g_variant_get_variant(elem);
+        BdChild *c = quorum_open_child(node, ref, i, errp);
+
+        if (!c) {
+            goto fail;
+        }
+        g_ptr_array_add(s->children, c);
+        /* As QEMU's quorum_getlength: the children must agree. */
+        if (i && c->node->size != size) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Could not refresh total sector count: %s",
+                        g_strerror(EIO));
+            goto fail;
+        }
+        size = c->node->size;
+    }
+    bd_node_set_size(node, size);
+    node->filename = bd_formats_json_filename(node);
+    return TRUE;
+
+fail:
+    quorum_close(node);
+    return FALSE;
+}
+
+const BdDriver bd_quorum_driver = {
+    .name = "quorum",
+    .options = quorum_options,
+    .open = quorum_open,
+    .close = quorum_close,
+    .child_perm = quorum_child_perm,
+    .pread = quorum_pread,
+    .pwrite = quorum_pwrite,
+    .pwrite_zeroes = quorum_pwrite_zeroes,
+    .flush = quorum_flush,
+};
