@@ -36,5 +36,18 @@ def test_fuse_mount_example():
     assert_in('example finished: OK', p.stdout, 'example output')
 
 
+def test_live_reopen_example():
+    require_tool('qemu-io', 'qemu-img', 'socat')
+    exe = daemon_exe()
+    env = dict(os.environ, BLOCKD=exe)
+    p = run(['bash', os.path.join(REPO, 'examples', 'live-reopen.sh')], check=False, env=env, timeout=60)
+    if p.returncode == 77:
+        raise Skip(p.stderr.strip())
+    if p.returncode != 0:
+        raise AssertionError('example exited %d\nstdout: %s\nstderr: %s' % (p.returncode, p.stdout, p.stderr))
+    assert_in("cannot support read-write users", p.stdout, 'read-only refusal')
+    assert_in('example finished: OK', p.stdout, 'example output')
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
