@@ -104,6 +104,21 @@ enum { L_ALIGN, L_MAX_TRANSFER, L_OPT_WZ, L_MAX_WZ, L_OPT_DISCARD,
 
 /* --- data path --- */
 
+/* A write past the end grew the image (a format below us allocating):
+ * follow its size, as QEMU's getlength asks the image each time. */
+static int blkdebug_follow_size(BdNode *node, BlkdebugState *s, int ret)
+{
+    uint64_t want = bd_node_getlength(s->image->node);
+    uint64_t cur = __atomic_load_n(&node->size, __ATOMIC_ACQUIRE);
+
+    while (ret >= 0 && want > cur &&
+           !__atomic_compare_exchange_n(&node->size, &cur, want, FALSE,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        /* cur was reloaded; retry while we would still grow it */
+    }
+    return ret;
+}
+
 static int blkdebug_pread(BdNode *node, uint64_t offset, uint64_t bytes,
                           void *buf, int flags)
 {
@@ -121,8 +136,10 @@ static int blkdebug_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
     int ret = bd_blkdebug_rules_check(s->rules, offset, bytes,
                                       BD_BLKDEBUG_IO_WRITE);
 
-    return ret < 0 ? ret : bd_child_pwrite(s->image, offset, bytes, buf,
-                                           flags);
+    if (ret == 0) {
+        ret = bd_child_pwrite(s->image, offset, bytes, buf, flags);
+    }
+    return blkdebug_follow_size(node, s, ret);
 }
 
 static int blkdebug_pwrite_zeroes(BdNode *node, uint64_t offset,
@@ -132,8 +149,10 @@ static int blkdebug_pwrite_zeroes(BdNode *node, uint64_t offset,
     int ret = bd_blkdebug_rules_check(s->rules, offset, bytes,
                                       BD_BLKDEBUG_IO_WRITE_ZEROES);
 
-    return ret < 0 ? ret : bd_child_pwrite_zeroes(s->image, offset, bytes,
-                                                  flags);
+    if (ret == 0) {
+        ret = bd_child_pwrite_zeroes(s->image, offset, bytes, flags);
+    }
+    return blkdebug_follow_size(node, s, ret);
 }
 
 static int blkdebug_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
