@@ -51,6 +51,8 @@ static const char *error_class(const GError *err)
             return "DeviceNotFound";
         case BD_ERROR_COMMAND_NOT_FOUND:
             return "CommandNotFound";
+        case BD_ERROR_DEVICE_NOT_ACTIVE:
+            return "DeviceNotActive";
         case BD_ERROR_GENERIC:
             break;
         }

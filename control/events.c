@@ -26,6 +26,12 @@ static const BdSchemaType *export_deleted_data(void)
 
 static const BdQmpEvent events[] = {
     { "BLOCK_EXPORT_DELETED", export_deleted_data },
+    { "JOB_STATUS_CHANGE", bd_job_event_status_change },
+    { "BLOCK_JOB_COMPLETED", bd_job_event_completed },
+    { "BLOCK_JOB_CANCELLED", bd_job_event_cancelled },
+    { "BLOCK_JOB_ERROR", bd_job_event_error },
+    { "BLOCK_JOB_READY", bd_job_event_ready },
+    { "BLOCK_JOB_PENDING", bd_job_event_pending },
     { NULL } };
 
 const BdQmpEvent *bd_qmp_events(void)

@@ -57,6 +57,14 @@ JsonNode *bd_qmp_error_reply(const GError *err, JsonNode *id);
 void bd_cmd_core_register(void);
 void bd_cmd_block_register(void);
 void bd_cmd_export_register(void);
+void bd_cmd_job_register(void);
+/* Job event data types (cmd-job.c), listed in events.c. */
+const BdSchemaType *bd_job_event_status_change(void);
+const BdSchemaType *bd_job_event_completed(void);
+const BdSchemaType *bd_job_event_cancelled(void);
+const BdSchemaType *bd_job_event_ready(void);
+const BdSchemaType *bd_job_event_error(void);
+const BdSchemaType *bd_job_event_pending(void);
 void bd_cmd_bitmap_register(void);
 void bd_cmd_transaction_register(void);
 void bd_cmd_object_register(void);

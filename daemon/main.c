@@ -21,6 +21,7 @@
 #include "export/export.h"
 #include "formats/registry.h"
 #include "graph/node.h"
+#include "jobs/job.h"
 
 /* Exports get this long to see their clients go before we give up. */
 #define SHUTDOWN_EXPORT_TIMEOUT_US (10 * G_USEC_PER_SEC)
@@ -95,6 +96,7 @@ static void shutdown_everything(void)
 {
     gint64 deadline = g_get_monotonic_time() + SHUTDOWN_EXPORT_TIMEOUT_US;
 
+    bd_job_cancel_sync_all();
     bd_export_close_all(NULL);
     while (bd_export_any() && g_get_monotonic_time() < deadline) {
         g_main_context_iteration(NULL, FALSE);

@@ -23,6 +23,7 @@
 #include "graph/io.h"
 #include "formats/drivers.h"
 #include "formats/file-lock.h"
+#include "formats/file-create.h"
 
 #define MAX_ALIGN      4096u
 #define ZERO_BUF_SIZE  (1u << 20)
@@ -718,6 +719,8 @@ const BdDriver bd_file_driver = {
     .block_status = file_block_status,
     .truncate = file_truncate,
     .allocated_size = file_allocated_size,
+    .create_options = bd_file_create_options,
+    .create = bd_file_create,
 };
 
 /* Block and character devices, as QEMU's host_device (same code). */

@@ -13,6 +13,7 @@ typedef enum {
     BD_ERROR_GENERIC,            /* QMP "GenericError" */
     BD_ERROR_DEVICE_NOT_FOUND,   /* QMP "DeviceNotFound" */
     BD_ERROR_COMMAND_NOT_FOUND,  /* QMP "CommandNotFound" */
+    BD_ERROR_DEVICE_NOT_ACTIVE,  /* QMP "DeviceNotActive" */
 } BdErrorCode;
 
 #endif

@@ -18,6 +18,7 @@
 #include "graph/error.h"
 #include "graph/io.h"
 #include "formats/qcow2/qcow2.h"
+#include "formats/qcow2/create-qapi.h"
 
 #define DEFAULT_L2_CACHE_MAX_SIZE (32u * 1024 * 1024)
 #define MIN_REFCOUNT_CACHE_CLUSTERS 4
@@ -724,4 +725,6 @@ const BdDriver bd_qcow2_driver = {
     .block_status = qcow2_block_status,
     .truncate = qcow2_truncate,
     .query_image_info = qcow2_query_image_info,
+    .create_options = bd_qcow2_create_options,
+    .create = bd_qcow2_create_hook,
 };

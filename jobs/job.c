@@ -1,0 +1,724 @@
+/* SPDX-License-Identifier: MIT */
+/* The job state machine on the main thread: QEMU's transition and verb
+ * tables, creation and start, the verbs, transactions, finalization and
+ * the JOB_STATUS_CHANGE / BLOCK_JOB_* events.
+ *
+ * Thread model: every function here runs on the main thread (the job
+ * thread's side is in job-thread.c).  The job thread reports the end of
+ * its work through an idle source (job_exit); the main thread joins it
+ * there.  Fields marked [lock] in job.h are read and written under
+ * job->lock even here.
+ */
+#define G_LOG_DOMAIN "blockd-jobs"
+
+#include <errno.h>
+#include <string.h>
+#include "graph/error.h"
+#include "graph/events.h"
+#include "jobs/job-int.h"
+
+struct BdJobTxn {
+    GList *jobs;          /* BdJob *, borrowed: a job leaves on conclude */
+    int refcnt;
+    gboolean aborting;
+};
+
+static GPtrArray *jobs;   /* BdJob *, one reference each */
+
+/* Allowed transitions (QEMU's JobSTT), rows: from, columns: to. */
+static const gboolean transitions[BD_JOB_STATUS__MAX][BD_JOB_STATUS__MAX] = {
+                                 /* U, C, R, P, Y, S, W, D, X, E, N */
+    [BD_JOB_STATUS_UNDEFINED] =    { 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+    [BD_JOB_STATUS_CREATED] =      { 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1 },
+    [BD_JOB_STATUS_RUNNING] =      { 0, 0, 0, 1, 1, 0, 1, 0, 1, 0, 0 },
+    [BD_JOB_STATUS_PAUSED] =       { 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0 },
+    [BD_JOB_STATUS_READY] =        { 0, 0, 0, 0, 0, 1, 1, 0, 1, 0, 0 },
+    [BD_JOB_STATUS_STANDBY] =      { 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 },
+    [BD_JOB_STATUS_WAITING] =      { 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0 },
+    [BD_JOB_STATUS_PENDING] =      { 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0 },
+    [BD_JOB_STATUS_ABORTING] =     { 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0 },
+    [BD_JOB_STATUS_CONCLUDED] =    { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 },
+    [BD_JOB_STATUS_NULL] =         { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+};
+
+/* Verbs accepted per state (QEMU's JobVerbTable). */
+static const gboolean verbs[BD_JOB_VERB__MAX][BD_JOB_STATUS__MAX] = {
+                                 /* U, C, R, P, Y, S, W, D, X, E, N */
+    [BD_JOB_VERB_CANCEL] =         { 0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0 },
+    [BD_JOB_VERB_PAUSE] =          { 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0 },
+    [BD_JOB_VERB_RESUME] =         { 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0 },
+    [BD_JOB_VERB_SET_SPEED] =      { 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0 },
+    [BD_JOB_VERB_COMPLETE] =       { 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 },
+    [BD_JOB_VERB_FINALIZE] =       { 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0 },
+    [BD_JOB_VERB_DISMISS] =        { 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0 },
+};
+
+static const char *const status_names[BD_JOB_STATUS__MAX] = {
+    "undefined", "created", "running", "paused", "ready", "standby",
+    "waiting", "pending", "aborting", "concluded", "null",
+};
+
+static const char *const verb_names[BD_JOB_VERB__MAX] = {
+    "cancel", "pause", "resume", "set-speed", "complete", "finalize",
+    "dismiss",
+};
+
+const char *bd_job_status_name(BdJobStatus status)
+{
+    return status < BD_JOB_STATUS__MAX ? status_names[status] : "undefined";
+}
+
+const char *bd_job_verb_name(BdJobVerb verb)
+{
+    return verb < BD_JOB_VERB__MAX ? verb_names[verb] : "?";
+}
+
+/* --- events --- */
+
+static void emit_status_change(BdJob *job)
+{
+    GVariantDict d;
+
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "id", "s", job->id);
+    g_variant_dict_insert(&d, "status", "s", bd_job_status_name(job->status));
+    bd_event_emit("JOB_STATUS_CHANGE", g_variant_dict_end(&d));
+}
+
+/* BLOCK_JOB_COMPLETED / _CANCELLED / _READY data: type, device, len,
+ * offset, speed (+ error). */
+void bd_job_emit_block_event(BdJob *job, const char *name,
+                             const char *error)
+{
+    BdJobSnapshot s;
+    GVariantDict d;
+
+    if (!job->driver->is_block_job) {
+        return;
+    }
+    bd_job_snapshot(job, &s);
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "type", "s", job->driver->type);
+    g_variant_dict_insert(&d, "device", "s", job->id);
+    g_variant_dict_insert(&d, "len", "x", (gint64)s.total);
+    g_variant_dict_insert(&d, "offset", "x", (gint64)s.current);
+    g_variant_dict_insert(&d, "speed", "x", (gint64)s.speed);
+    if (error) {
+        g_variant_dict_insert(&d, "error", "s", error);
+    }
+    bd_event_emit(name, g_variant_dict_end(&d));
+}
+
+static void emit_pending(BdJob *job)
+{
+    GVariantDict d;
+
+    if (!job->driver->is_block_job) {
+        return;
+    }
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "type", "s", job->driver->type);
+    g_variant_dict_insert(&d, "id", "s", job->id);
+    bd_event_emit("BLOCK_JOB_PENDING", g_variant_dict_end(&d));
+}
+
+/* --- state --- */
+
+void bd_job_transition(BdJob *job, BdJobStatus to)
+{
+    BdJobStatus from = job->status;
+
+    if (!transitions[from][to]) {
+        /* An internal invariant; never reached from client input. */
+        g_critical("job '%s': invalid transition %s -> %s", job->id,
+                   bd_job_status_name(from), bd_job_status_name(to));
+        return;
+    }
+    job->status = to;
+    if (from != to) {
+        emit_status_change(job);
+    }
+}
+
+gboolean bd_job_apply_verb(BdJob *job, BdJobVerb verb, GError **errp)
+{
+    if (verbs[verb][job->status]) {
+        return TRUE;
+    }
+    g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                "Job '%s' in state '%s' cannot accept command verb '%s'",
+                job->id, bd_job_status_name(job->status),
+                bd_job_verb_name(verb));
+    return FALSE;
+}
+
+gboolean bd_job_is_completed(BdJob *job)
+{
+    switch (job->status) {
+    case BD_JOB_STATUS_WAITING:
+    case BD_JOB_STATUS_PENDING:
+    case BD_JOB_STATUS_ABORTING:
+    case BD_JOB_STATUS_CONCLUDED:
+    case BD_JOB_STATUS_NULL:
+        return TRUE;
+    default:
+        return FALSE;
+    }
+}
+
+gboolean bd_job_is_ready(BdJob *job)
+{
+    return job->status == BD_JOB_STATUS_READY ||
+           job->status == BD_JOB_STATUS_STANDBY;
+}
+
+/* --- lifecycle --- */
+
+BdJob *bd_job_find(const char *id)
+{
+    for (guint i = 0; jobs && i < jobs->len; i++) {
+        BdJob *job = jobs->pdata[i];
+        if (strcmp(job->id, id) == 0) {
+            return job;
+        }
+    }
+    return NULL;
+}
+
+GPtrArray *bd_job_list(void)
+{
+    if (!jobs) {
+        jobs = g_ptr_array_new();
+    }
+    return jobs;
+}
+
+BdJobTxn *bd_job_txn_new(void)
+{
+    BdJobTxn *txn = g_new0(BdJobTxn, 1);
+
+    txn->refcnt = 1;
+    return txn;
+}
+
+void bd_job_txn_unref(BdJobTxn *txn)
+{
+    if (txn && --txn->refcnt == 0) {
+        g_assert(!txn->jobs);
+        g_free(txn);
+    }
+}
+
+static void txn_del_job(BdJob *job)
+{
+    if (job->txn) {
+        job->txn->jobs = g_list_remove(job->txn->jobs, job);
+        bd_job_txn_unref(job->txn);
+        job->txn = NULL;
+    }
+}
+
+BdJob *bd_job_create(const BdJobDriver *driver, const char *id,
+                     gboolean auto_finalize, gboolean auto_dismiss,
+                     BdJobTxn *txn, GError **errp)
+{
+    g_assert(driver->instance_size >= sizeof(BdJob));
+    if (!id || !bd_id_wellformed(id)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "Invalid job ID '%s'",
+                    id ? id : "");
+        return NULL;
+    }
+    if (bd_job_find(id)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Job ID '%s' already in use", id);
+        return NULL;
+    }
+    BdJob *job = g_malloc0(driver->instance_size);
+    job->id = g_strdup(id);
+    job->driver = driver;
+    job->auto_finalize = auto_finalize;
+    job->auto_dismiss = auto_dismiss;
+    job->refcnt = 1;
+    job->pause_count = 1;     /* bd_job_start() lifts it */
+    job->paused = TRUE;
+    g_mutex_init(&job->lock);
+    g_cond_init(&job->cond);
+    if (txn) {
+        txn->refcnt++;
+    } else {
+        txn = bd_job_txn_new();
+    }
+    job->txn = txn;
+    txn->jobs = g_list_append(txn->jobs, job);
+    g_ptr_array_add(bd_job_list(), job);
+    bd_job_transition(job, BD_JOB_STATUS_CREATED);
+    return job;
+}
+
+BdJob *bd_job_ref(BdJob *job)
+{
+    job->refcnt++;
+    return job;
+}
+
+void bd_job_unref(BdJob *job)
+{
+    if (!job || --job->refcnt > 0) {
+        return;
+    }
+    g_assert(job->status == BD_JOB_STATUS_NULL);
+    g_assert(!job->thread);
+    if (job->driver->free) {
+        job->driver->free(job);
+    }
+    g_clear_error(&job->err);
+    g_mutex_clear(&job->lock);
+    g_cond_clear(&job->cond);
+    g_free(job->id);
+    g_free(job);
+}
+
+void bd_job_start(BdJob *job)
+{
+    g_assert(job->status == BD_JOB_STATUS_CREATED && !job->started);
+    g_mutex_lock(&job->lock);
+    job->pause_count--;
+    job->busy = TRUE;
+    job->paused = FALSE;
+    g_mutex_unlock(&job->lock);
+    job->started = TRUE;
+    bd_job_transition(job, BD_JOB_STATUS_RUNNING);
+    job->thread = g_thread_new("bd-job", bd_job_thread_main, job);
+}
+
+static void do_dismiss(BdJob *job)
+{
+    g_mutex_lock(&job->lock);
+    job->busy = FALSE;
+    job->paused = FALSE;
+    g_mutex_unlock(&job->lock);
+    job->deferred = TRUE;
+    txn_del_job(job);
+    bd_job_transition(job, BD_JOB_STATUS_NULL);
+    g_ptr_array_remove(jobs, job);
+    bd_job_unref(job);
+}
+
+static void update_rc(BdJob *job)
+{
+    if (!job->ret && bd_job_is_cancelled(job)) {
+        job->ret = -ECANCELED;
+    }
+    if (job->ret) {
+        if (!job->err) {
+            job->err = g_error_new(BD_ERROR, BD_ERROR_GENERIC, "%s",
+                                   g_strerror(-job->ret));
+        }
+        bd_job_transition(job, BD_JOB_STATUS_ABORTING);
+    }
+}
+
+static void conclude(BdJob *job)
+{
+    bd_job_transition(job, BD_JOB_STATUS_CONCLUDED);
+    if (job->auto_dismiss || !job->started) {
+        do_dismiss(job);
+    }
+}
+
+static void finalize_single(BdJob *job)
+{
+    update_rc(job);
+    if (!job->ret) {
+        if (job->driver->commit) {
+            job->driver->commit(job);
+        }
+    } else if (job->driver->abort) {
+        job->driver->abort(job);
+    }
+    if (job->driver->clean) {
+        job->driver->clean(job);
+    }
+    if (job->started) {
+        if (bd_job_is_cancelled(job)) {
+            bd_job_emit_block_event(job, "BLOCK_JOB_CANCELLED", NULL);
+        } else {
+            bd_job_emit_block_event(job, "BLOCK_JOB_COMPLETED",
+                                    job->ret ? job->err->message : NULL);
+        }
+    }
+    txn_del_job(job);
+    conclude(job);
+}
+
+static void cancel_async(BdJob *job, gboolean force)
+{
+    force = job->driver->cancel ? job->driver->cancel(job, force) : TRUE;
+    g_mutex_lock(&job->lock);
+    if (job->user_paused) {
+        job->user_paused = FALSE;
+        job->pause_count--;
+    }
+    /* A soft cancel after the work is done changes nothing. */
+    if (force || !job->deferred) {
+        job->cancelled = TRUE;
+        job->force_cancel |= force;
+    }
+    job->wake_gen++;
+    g_cond_broadcast(&job->cond);
+    g_mutex_unlock(&job->lock);
+}
+
+/* Once every job of an aborting transaction has stopped working,
+ * finalize them all (QEMU waits for them synchronously; we wait for
+ * their job_exit instead). */
+static void txn_finish_abort(BdJobTxn *txn)
+{
+    for (GList *l = txn->jobs; l; l = l->next) {
+        BdJob *other = l->data;
+        if (other->started && !other->deferred) {
+            return;
+        }
+    }
+    txn->refcnt++;
+    while (txn->jobs) {
+        BdJob *other = bd_job_ref(txn->jobs->data);
+        finalize_single(other);
+        bd_job_unref(other);
+    }
+    bd_job_txn_unref(txn);
+}
+
+static void txn_abort(BdJob *job)
+{
+    BdJobTxn *txn = job->txn;
+
+    if (!txn) {
+        return;
+    }
+    if (!txn->aborting) {
+        txn->aborting = TRUE;
+        for (GList *l = txn->jobs; l; l = l->next) {
+            if (l->data != job) {
+                cancel_async(l->data, FALSE);
+            }
+        }
+    }
+    txn_finish_abort(txn);
+}
+
+static void do_finalize(BdJob *job)
+{
+    BdJobTxn *txn = job->txn;
+    gboolean failed = FALSE;
+
+    txn->refcnt++;
+    for (GList *l = txn->jobs; l && !failed; l = l->next) {
+        BdJob *j = l->data;
+        if (!j->ret && j->driver->prepare) {
+            j->ret = j->driver->prepare(j);
+        }
+        update_rc(j);
+        failed = j->ret != 0;
+    }
+    if (failed) {
+        txn_abort(job);
+    } else {
+        while (txn->jobs) {
+            BdJob *j = bd_job_ref(txn->jobs->data);
+            finalize_single(j);
+            bd_job_unref(j);
+        }
+    }
+    bd_job_txn_unref(txn);
+}
+
+static void txn_success(BdJob *job)
+{
+    BdJobTxn *txn = job->txn;
+    gboolean manual = FALSE;
+
+    bd_job_transition(job, BD_JOB_STATUS_WAITING);
+    for (GList *l = txn->jobs; l; l = l->next) {
+        if (!bd_job_is_completed(l->data)) {
+            return;
+        }
+    }
+    for (GList *l = txn->jobs; l; l = l->next) {
+        BdJob *j = l->data;
+        bd_job_transition(j, BD_JOB_STATUS_PENDING);
+        if (!j->auto_finalize) {
+            emit_pending(j);
+            manual = TRUE;
+        }
+    }
+    if (!manual) {
+        do_finalize(job);
+    }
+}
+
+static void job_completed(BdJob *job)
+{
+    update_rc(job);
+    if (job->ret || (job->txn && job->txn->aborting)) {
+        txn_abort(job);
+    } else {
+        txn_success(job);
+    }
+}
+
+/* The job thread's work has returned (posted by job-thread.c). */
+gboolean bd_job_exit(gpointer opaque)
+{
+    BdJob *job = opaque;
+
+    g_thread_join(job->thread);
+    job->thread = NULL;
+    job->deferred = TRUE;
+    g_mutex_lock(&job->lock);
+    job->busy = FALSE;
+    g_mutex_unlock(&job->lock);
+    bd_job_ref(job);
+    job_completed(job);
+    bd_job_unref(job);
+    return G_SOURCE_REMOVE;
+}
+
+void bd_job_early_fail(BdJob *job)
+{
+    g_assert(job->status == BD_JOB_STATUS_CREATED && !job->started);
+    do_dismiss(job);
+}
+
+/* --- verbs --- */
+
+static void job_cancel(BdJob *job, gboolean force)
+{
+    if (job->status == BD_JOB_STATUS_CONCLUDED) {
+        do_dismiss(job);
+        return;
+    }
+    bd_job_ref(job);
+    cancel_async(job, force);
+    if (!job->started) {
+        job_completed(job);
+    } else if (job->deferred) {
+        if (bd_job_is_cancelled(job)) {
+            txn_abort(job);
+        }
+    }
+    bd_job_unref(job);
+}
+
+gboolean bd_job_user_cancel(BdJob *job, gboolean force, GError **errp)
+{
+    if (!bd_job_apply_verb(job, BD_JOB_VERB_CANCEL, errp)) {
+        return FALSE;
+    }
+    job_cancel(job, force);
+    return TRUE;
+}
+
+void bd_job_pause(BdJob *job)
+{
+    g_mutex_lock(&job->lock);
+    job->pause_count++;
+    job->wake_gen++;
+    g_cond_broadcast(&job->cond);
+    g_mutex_unlock(&job->lock);
+}
+
+void bd_job_resume(BdJob *job)
+{
+    g_mutex_lock(&job->lock);
+    if (job->pause_count > 0 && --job->pause_count == 0) {
+        g_cond_broadcast(&job->cond);
+    }
+    g_mutex_unlock(&job->lock);
+}
+
+gboolean bd_job_user_pause(BdJob *job, GError **errp)
+{
+    gboolean already;
+
+    if (!bd_job_apply_verb(job, BD_JOB_VERB_PAUSE, errp)) {
+        return FALSE;
+    }
+    g_mutex_lock(&job->lock);
+    already = job->user_paused;
+    job->user_paused = TRUE;
+    g_mutex_unlock(&job->lock);
+    if (already) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Job is already paused");
+        return FALSE;
+    }
+    bd_job_pause(job);
+    return TRUE;
+}
+
+gboolean bd_job_user_resume(BdJob *job, GError **errp)
+{
+    gboolean paused;
+
+    g_mutex_lock(&job->lock);
+    paused = job->user_paused && job->pause_count > 0;
+    g_mutex_unlock(&job->lock);
+    if (!paused) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Can't resume a job that was not paused");
+        return FALSE;
+    }
+    if (!bd_job_apply_verb(job, BD_JOB_VERB_RESUME, errp)) {
+        return FALSE;
+    }
+    g_mutex_lock(&job->lock);
+    job->user_paused = FALSE;
+    if (job->driver->is_block_job) {
+        job->iostatus = BD_IOSTATUS_OK;
+    }
+    g_mutex_unlock(&job->lock);
+    bd_job_resume(job);
+    return TRUE;
+}
+
+gboolean bd_job_complete(BdJob *job, GError **errp)
+{
+    if (!bd_job_apply_verb(job, BD_JOB_VERB_COMPLETE, errp)) {
+        return FALSE;
+    }
+    if (bd_job_cancel_requested(job) || !job->driver->complete) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "The active block job '%s' cannot be completed",
+                    job->id);
+        return FALSE;
+    }
+    return job->driver->complete(job, errp);
+}
+
+gboolean bd_job_finalize(BdJob *job, GError **errp)
+{
+    if (!bd_job_apply_verb(job, BD_JOB_VERB_FINALIZE, errp)) {
+        return FALSE;
+    }
+    bd_job_ref(job);
+    do_finalize(job);
+    bd_job_unref(job);
+    return TRUE;
+}
+
+gboolean bd_job_dismiss(BdJob *job, GError **errp)
+{
+    if (!bd_job_apply_verb(job, BD_JOB_VERB_DISMISS, errp)) {
+        return FALSE;
+    }
+    do_dismiss(job);
+    return TRUE;
+}
+
+gboolean bd_job_set_speed(BdJob *job, int64_t speed, GError **errp)
+{
+    if (!bd_job_apply_verb(job, BD_JOB_VERB_SET_SPEED, errp)) {
+        return FALSE;
+    }
+    if (speed < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Parameter 'speed' expects a non-negative value");
+        return FALSE;
+    }
+    g_mutex_lock(&job->lock);
+    int64_t old = job->speed;
+    job->speed = speed;
+    bd_ratelimit_set_speed(&job->limit, speed, BD_JOB_SLICE_NS);
+    if (speed == 0 || speed > old) {
+        /* Let a sleeping job recompute its delay. */
+        job->wake_gen++;
+        g_cond_broadcast(&job->cond);
+    }
+    g_mutex_unlock(&job->lock);
+    return TRUE;
+}
+
+static gboolean any_job_working(void)
+{
+    for (guint i = 0; jobs && i < jobs->len; i++) {
+        BdJob *job = jobs->pdata[i];
+        if (job->started && !job->deferred) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
+void bd_job_cancel_sync_all(void)
+{
+    /* Own the context so that no job thread runs a main-loop callback
+     * itself while we wait between iterations. */
+    g_main_context_acquire(NULL);
+    while (jobs && jobs->len) {
+        g_autoptr(GPtrArray) snap = g_ptr_array_copy(jobs, NULL, NULL);
+        for (guint i = 0; i < snap->len; i++) {
+            bd_job_ref(snap->pdata[i]);
+        }
+        for (guint i = 0; i < snap->len; i++) {
+            BdJob *job = snap->pdata[i];
+            if (job->status != BD_JOB_STATUS_NULL) {
+                job_cancel(job, TRUE);
+            }
+        }
+        for (guint i = 0; i < snap->len; i++) {
+            bd_job_unref(snap->pdata[i]);
+        }
+        while (any_job_working()) {
+            g_main_context_iteration(NULL, TRUE);
+        }
+    }
+    g_main_context_release(NULL);
+}
+
+/* --- queries --- */
+
+void bd_job_snapshot(BdJob *job, BdJobSnapshot *s)
+{
+    g_mutex_lock(&job->lock);
+    s->current = job->progress_current;
+    s->total = job->progress_total;
+    s->speed = job->speed;
+    s->busy = job->busy;
+    s->paused = job->pause_count > 0;
+    s->user_paused = job->user_paused;
+    s->iostatus = job->iostatus;
+    g_mutex_unlock(&job->lock);
+}
+
+const char *bd_iostatus_name(BdIoStatus st)
+{
+    switch (st) {
+    case BD_IOSTATUS_FAILED:
+        return "failed";
+    case BD_IOSTATUS_NOSPACE:
+        return "nospace";
+    default:
+        return "ok";
+    }
+}
+
+/* --- backing chain freezing --- */
+
+void bd_job_freeze_backing_chain(BdNode *top, BdNode *base)
+{
+    for (BdNode *n = top; n && n != base; n = bd_node_backing(n)) {
+        if (n->backing) {
+            n->backing->frozen++;
+        }
+    }
+}
+
+void bd_job_unfreeze_backing_chain(BdNode *top, BdNode *base)
+{
+    for (BdNode *n = top; n && n != base; n = bd_node_backing(n)) {
+        if (n->backing && n->backing->frozen > 0) {
+            n->backing->frozen--;
+        }
+    }
+}
