@@ -85,9 +85,18 @@ static gboolean parse_extensions(Qcow2Header *h, const uint8_t *buf,
             h->backing_format = g_strndup((const char *)buf + off, len);
         } else if (type == QCOW2_EXT_FEATURE_TABLE) {
             note_feature_table(h, buf + off, len);
+        } else if (type == QCOW2_EXT_BITMAPS) {
+            if (len != 24) {
+                FAIL("bitmaps_ext: Invalid extension length");
+            }
+            h->has_bitmaps_ext = TRUE;
+            h->nb_bitmaps = be32(buf + off);
+            h->bitmaps_ext_reserved = be32(buf + off + 4);
+            h->bitmap_directory_size = be64(buf + off + 8);
+            h->bitmap_directory_offset = be64(buf + off + 16);
         }
-        /* Other extensions (bitmaps, encryption, data file, unknown)
-         * stay in the file untouched: blockd never rewrites them. */
+        /* Other extensions (encryption, data file, unknown) stay in
+         * the file untouched (bitmap.c rewrites only its own). */
         off += ((uint64_t)len + 7) & ~7ull;
     }
     return TRUE;

@@ -346,14 +346,16 @@ static gboolean check_writable(Qcow2State *s, GVariant *o, GError **errp)
         FAIL("Lazy refcounts require a qcow2 image with at least qemu 1.1 "
              "compatibility level");
     }
-    if (s->h.autoclear) {
+    /* The bitmaps bit stays: bitmap.c maintains that extension. */
+    uint64_t keep = s->h.has_bitmaps_ext ? QCOW2_AUTOCLEAR_BITMAPS : 0;
+    if (s->h.autoclear & ~keep) {
         /* Features we do not maintain must be marked stale (spec). */
-        uint64_t zero = 0;
-        int ret = bd_child_pwrite(s->file, 88, 8, &zero, 0);
+        uint64_t be = GUINT64_TO_BE(s->h.autoclear & keep);
+        int ret = bd_child_pwrite(s->file, 88, 8, &be, 0);
         if (ret < 0) {
             FAIL("Could not update qcow2 header: %s", g_strerror(-ret));
         }
-        s->h.autoclear = 0;
+        s->h.autoclear &= keep;
     }
     return TRUE;
 }
@@ -448,6 +450,7 @@ static void qcow2_close(BdNode *node)
     if (s->clean_timer) {
         g_source_remove(s->clean_timer);
     }
+    qcow2_bitmaps_close(s);
     if (s->writable && s->l2_cache && !s->corrupt) {
         if (qcow2_metadata_flush_locked(s) == 0 &&
             bd_child_flush(s->file) == 0) {
@@ -552,6 +555,9 @@ static gboolean qcow2_open(BdNode *node, GVariant *options, GError **errp)
         goto fail;
     }
     bd_node_set_size(node, s->h.size);
+    if (!qcow2_bitmaps_load(s, errp)) {
+        goto fail;
+    }
     return TRUE;
 
 fail:

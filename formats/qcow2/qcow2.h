@@ -36,6 +36,8 @@
 #define QCOW2_EXT_END            0x00000000u
 #define QCOW2_EXT_BACKING_FORMAT 0xe2792acau
 #define QCOW2_EXT_FEATURE_TABLE  0x6803f857u
+#define QCOW2_EXT_BITMAPS        0x23852875u
+#define QCOW2_AUTOCLEAR_BITMAPS  (1ull << 0)
 
 /* Table entry bits. */
 #define QCOW2_OFLAG_COPIED       (1ull << 63)
@@ -68,6 +70,12 @@ typedef struct {
     char *backing_file;        /* NULL when none */
     char *backing_format;      /* NULL when no extension */
     char *feature_names;       /* names of unknown incompatible features */
+    /* The bitmaps extension (bitmap.c), when has_bitmaps_ext. */
+    gboolean has_bitmaps_ext;
+    uint32_t nb_bitmaps;
+    uint32_t bitmaps_ext_reserved;
+    uint64_t bitmap_directory_size;
+    uint64_t bitmap_directory_offset;
 } Qcow2Header;
 
 void qcow2_header_clear(Qcow2Header *h);
@@ -150,6 +158,7 @@ struct Qcow2State {
     gboolean corrupt;          /* found inconsistent: no more writes */
     gboolean lazy_refcounts;
     gboolean pass_discard[3];  /* request, snapshot, other */
+    struct Qcow2Bitmaps *bitmaps;  /* persistent bitmaps (bitmap.c) */
 };
 
 enum { QCOW2_DISCARD_REQUEST, QCOW2_DISCARD_SNAPSHOT, QCOW2_DISCARD_OTHER };
@@ -258,6 +267,16 @@ int qcow2_flush(BdNode *node);
 int qcow2_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
                        uint64_t *pnum, uint64_t *map, BdNode **file);
 int qcow2_truncate(BdNode *node, uint64_t size);
+
+/* --- persistent dirty bitmaps (bitmap.c) --- */
+/* Open: load the image's bitmaps into the node (in-use ones as
+ * inconsistent) and, when writable, mark them in use on disk. */
+gboolean qcow2_bitmaps_load(Qcow2State *s, GError **errp);
+/* Close: store the node's persistent bitmaps (when writable), free the
+ * replaced clusters, and release the loader's state. */
+void qcow2_bitmaps_close(Qcow2State *s);
+/* Register qcow2's can_store/remove with graph/bitmap.c. */
+void qcow2_bitmaps_register(void);
 
 /* --- image creation (create.c) --- */
 typedef struct {
