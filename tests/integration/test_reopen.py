@@ -1002,6 +1002,62 @@ def test_transaction_abort():
             v.io('hd0', 'read -P 0xa2 2M 1M')
 
 
+def test_driver_options():
+    """Added (not in 245): which options qcow2, raw, null-co and file let a
+    reopen change, and the texts when they do not; each answer as
+    qemu-storage-daemon 7.2 gives it. Every option set is given alone (an
+    option once set must be repeated or it is reset)."""
+    with vm() as v:
+        direct = supports_direct(v.hd_path[0])
+        o0 = v.hd_opts(0)
+        v.blockdev_add(o0)
+        v.export('hd0')
+        for extra, errmsg in (
+                ({'lazy-refcounts': True}, None),
+                ({'pass-discard-other': True}, None),
+                ({'overlap-check': 'none'}, None),
+                ({'overlap-check': {'template': 'all'}}, None),
+                ({'cache-clean-interval': 10}, None),
+                ({'l2-cache-size': 7}, None),
+                ({'refcount-cache-size': -1},
+                 "Parameter 'refcount-cache-size' expects a non-negative number below 2^64"),
+                ({'data-file': 'x'}, "Cannot change the option 'data-file'"),
+                ({'auto-read-only': True}, None),
+                ({'read-only': True, 'auto-read-only': True}, None),
+                ({'cache': {'direct': direct}}, None),
+                ({'discard': 'ignore'}, None),
+                ({'file': dict(o0['file'], aio='threads')}, "Cannot change the option 'aio'"),
+                ({'file': dict(o0['file'], locking='auto')}, "Cannot change the option 'locking'"),
+                ({'bogus': 1}, "Parameter 'options[0].bogus' is unexpected")):
+            v.reopen(o0, extra, errmsg)
+            v.io('hd0', 'read -P 0xa0 0 1M')
+
+        raw = {'driver': 'raw', 'node-name': 'r',
+               'file': {'driver': 'file', 'filename': v.hd_path[2], 'node-name': 'rf'}}
+        v.blockdev_add(raw)
+        file_size = os.path.getsize(v.hd_path[2])
+        for extra, errmsg in (
+                ({'offset': 512, 'size': 1024}, None),
+                ({'size': 1000}, 'Specified size is not multiple of 512'),
+                ({'offset': 100}, None),
+                ({'offset': 1 << 40}, 'Offset (1099511627776) cannot be greater than size of '
+                                      'the containing file (%d)' % file_size),
+                ({'size': 1 << 40}, 'The sum of offset (0) and size (1099511627776) has to be '
+                                    'smaller or equal to the  actual size of the containing '
+                                    'file (%d)' % file_size)):
+            v.reopen(raw, extra, errmsg)
+        v.reopen(raw, {'offset': 512, 'size': 1024})
+        assert_eq(v.get_node('r')['image']['virtual-size'], 1024, 'raw size after reopen')
+        v.reopen(raw)
+        assert_eq(v.get_node('r')['image']['virtual-size'], file_size, 'raw size reset')
+
+        nul = {'driver': 'null-co', 'node-name': 'n', 'size': 4096, 'latency-ns': 5}
+        v.blockdev_add(nul)
+        v.reopen(nul)
+        v.reopen(nul, {'latency-ns': 0}, "Cannot change the option 'latency-ns'")
+        v.reopen(nul, {'read-zeroes': True}, "Cannot change the option 'read-zeroes'")
+
+
 # --- stream and commit (skip until the jobs exist) ---
 
 def _chain(v):
