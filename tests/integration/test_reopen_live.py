@@ -211,8 +211,17 @@ class Live:
             self.fds[node] = os.open(mnt, (os.O_RDWR if FUSE_WRITABLE else os.O_RDONLY)
                                      | os.O_DIRECT)
 
-    def start_load(self, node, off, length, unrelated=False):
-        load = Load('load-' + node, self.handles[node], self.fds.get(node), off, length,
+    def start_load(self, node, off, length, unrelated=False, own_connection=False):
+        """A load through the held handle and fd, or (own_connection) through
+        a second NBD connection of its own (more requests in flight)."""
+        if own_connection:
+            h = self.nbd.NBD()
+            h.connect_uri(self.d.uri(node))
+            self.handles['%s#%d' % (node, len(self.loads))] = h
+            fd = None
+        else:
+            h, fd = self.handles[node], self.fds.get(node)
+        load = Load('load-%s-%d' % (node, len(self.loads)), h, fd, off, length,
                     graph=None if unrelated else self.graph,
                     fuse_writable=FUSE_WRITABLE, seed=len(self.loads) * 97)
         load.start()
@@ -331,7 +340,8 @@ def test_io_with_graph_changes():
             lv.add(opts[i])
         lv.serve('hd0')
         lv.start_load('other', 0, 4 * MiB, unrelated=True)
-        lv.start_load('hd0', 3 * MiB, MiB)
+        lv.start_load('hd0', 3 * MiB, MiB // 2)
+        lv.start_load('hd0', 3 * MiB + MiB // 2, MiB // 2, own_connection=True)
 
         def view(what):
             regions = []
@@ -390,7 +400,8 @@ def test_replace_file():
         lv.add(opts)
         lv.serve('hd')
         lv.start_load('other', 0, 4 * MiB, unrelated=True)
-        lv.start_load('hd', 2 * MiB, 2 * MiB)
+        lv.start_load('hd', 2 * MiB, MiB)
+        lv.start_load('hd', 3 * MiB, MiB, own_connection=True)
         h = lv.handles['hd']
 
         lv.expect('hd', [(0, MiB, 0)], 'hd0-file fresh')
@@ -429,11 +440,12 @@ def test_throttle_insert_remove():
                 'throttle-group': 'group0', 'file': 'hd0-file'})
         lv.serve('hd0')
         lv.start_load('other', 0, 4 * MiB, unrelated=True)
-        lv.start_load('hd0', 3 * MiB, MiB)
+        lv.start_load('hd0', 3 * MiB, MiB // 2)
+        lv.start_load('hd0', 3 * MiB + MiB // 2, MiB // 2, own_connection=True)
         h = lv.handles['hd0']
 
         lv.expect('hd0', [(0, MiB, 0xa0), (MiB, MiB, 0)], 'start')
-        for rnd in range(2):
+        for rnd in range(5):
             h.pwrite(bytes([0xb0 + rnd]) * MiB, MiB)
             lv.step(lambda: lv.reopen([dict(hd0, file='throttle0')]))
             lv.expect('hd0', [(0, MiB, 0xa0), (MiB, MiB, 0xb0 + rnd)], 'filter inserted')
@@ -459,8 +471,10 @@ def test_swap_files():
         lv.serve('hd0')
         lv.serve('hd2')
         lv.start_load('other', 0, 4 * MiB, unrelated=True)
-        lv.start_load('hd0', 3 * MiB, MiB // 2)
-        lv.start_load('hd2', 3 * MiB + MiB // 2, MiB // 2)
+        lv.start_load('hd0', 3 * MiB, MiB // 4)
+        lv.start_load('hd2', 3 * MiB + MiB // 4, MiB // 4)
+        lv.start_load('hd0', 3 * MiB + MiB // 2, MiB // 4, own_connection=True)
+        lv.start_load('hd2', 3 * MiB + 3 * MiB // 4, MiB // 4, own_connection=True)
 
         lv.expect('hd0', [(0, 3 * MiB, 0xa0)], 'start')
         lv.expect('hd2', [(0, 3 * MiB, 0xa2)], 'start')
@@ -470,7 +484,7 @@ def test_swap_files():
                                   "node 'hd2-file' as 'file' child) and unshared by node "
                                   "'hd0' (uses node 'hd2-file' as 'file' child)."))
         lv.expect('hd0', [(0, 3 * MiB, 0xa0)], 'after the refused half swap')
-        for rnd in range(2):
+        for rnd in range(10):
             lv.step(lambda: lv.reopen([dict(opts0, file='hd2-file'),
                                        dict(opts2, file='hd0-file')]))
             lv.expect('hd0', [(0, 3 * MiB, 0xa2)], 'swapped (round %d)' % rnd)
