@@ -705,20 +705,44 @@ const char *bd_iostatus_name(BdIoStatus st)
 
 /* --- backing chain freezing --- */
 
-void bd_job_freeze_backing_chain(BdNode *top, BdNode *base)
+/* QEMU's bdrv_filter_or_cow_child(). */
+static BdChild *filter_or_cow_child(BdNode *node)
 {
-    for (BdNode *n = top; n && n != base; n = bd_node_backing(n)) {
-        if (n->backing) {
-            n->backing->frozen++;
+    return node->drv->is_filter ? bd_node_filtered_child(node)
+                                : node->backing;
+}
+
+gboolean bd_job_freeze_backing_chain(BdNode *top, BdNode *base,
+                                     GError **errp)
+{
+    BdChild *c;
+
+    for (BdNode *n = top; n && n != base; n = c ? c->node : NULL) {
+        c = filter_or_cow_child(n);
+        if (c && c->frozen) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Cannot change '%s' link from '%s' to '%s'",
+                        c->name, n->node_name, c->node->node_name);
+            return FALSE;
         }
     }
+    for (BdNode *n = top; n && n != base; n = c ? c->node : NULL) {
+        c = filter_or_cow_child(n);
+        if (c) {
+            c->frozen++;
+        }
+    }
+    return TRUE;
 }
 
 void bd_job_unfreeze_backing_chain(BdNode *top, BdNode *base)
 {
-    for (BdNode *n = top; n && n != base; n = bd_node_backing(n)) {
-        if (n->backing && n->backing->frozen > 0) {
-            n->backing->frozen--;
+    BdChild *c;
+
+    for (BdNode *n = top; n && n != base; n = c ? c->node : NULL) {
+        c = filter_or_cow_child(n);
+        if (c && c->frozen > 0) {
+            c->frozen--;
         }
     }
 }

@@ -235,10 +235,15 @@ void bd_job_enter(BdJob *job);
 
 /* --- helpers for job kinds (main thread) --- */
 
-/* Freeze / unfreeze every backing link from 'top' down to (not
- * including) 'base' (NULL: the whole chain), so that graph changes
- * refuse to touch them while the job runs. */
-void bd_job_freeze_backing_chain(BdNode *top, BdNode *base);
+/* Freeze every link from 'top' down to (not including) 'base' (NULL:
+ * the whole chain) - the backing child of formats, the filtered child
+ * of filters - so that graph changes refuse to touch them while the job
+ * runs (graph/reopen.c gives "Cannot change frozen 'backing' link from
+ * 'hd0' to 'hd1'").  As QEMU, a link already frozen cannot be frozen
+ * again: "Cannot change 'backing' link from 'hd0' to 'hd1'"; nothing
+ * changes then.  Unfreeze with the same top and base. */
+gboolean bd_job_freeze_backing_chain(BdNode *top, BdNode *base,
+                                     GError **errp);
 void bd_job_unfreeze_backing_chain(BdNode *top, BdNode *base);
 
 /* Rate limit arithmetic (exposed for tests). */

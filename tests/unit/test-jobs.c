@@ -600,6 +600,74 @@ static void test_ratelimit(void)
     g_assert_cmpuint(l.slice_quota, ==, 1);
 }
 
+/* --- backing chain freezing, on a tiny driver with a 'backing' child --- */
+
+static const BdSchemaField chain_options[] = {
+    { "backing", &bd_schema_blockdev_ref_or_null, TRUE },
+    { NULL } };
+
+static gboolean chain_open(BdNode *node, GVariant *options, GError **errp)
+{
+    if (!bd_node_open_child(node, options, "backing", BD_CHILD_COW, TRUE,
+                            errp) && errp && *errp) {
+        return FALSE;
+    }
+    bd_node_set_size(node, 65536);
+    return TRUE;
+}
+
+static const BdDriver chain_driver = {
+    .name = "tchain",
+    .options = chain_options,
+    .is_format = TRUE,
+    .open = chain_open,
+};
+
+static BdNode *open_chain_node(const char *name, const char *backing)
+{
+    g_autoptr(GError) err = NULL;
+    GVariantDict d;
+
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "driver", "s", "tchain");
+    g_variant_dict_insert(&d, "node-name", "s", name);
+    if (backing) {
+        g_variant_dict_insert(&d, "backing", "s", backing);
+    }
+    g_autoptr(GVariant) opts = g_variant_ref_sink(g_variant_dict_end(&d));
+    BdNode *node = bd_node_open(opts, &err);
+    g_assert_no_error(err);
+    return node;
+}
+
+static void test_freeze_chain(void)
+{
+    g_autoptr(GError) err = NULL;
+    BdNode *base = open_chain_node("base", NULL);
+    BdNode *mid = open_chain_node("mid", "base");
+    BdNode *top = open_chain_node("top", "mid");
+
+    /* top -> mid frozen only ('base' excluded): mid -> base stays free. */
+    g_assert_true(bd_job_freeze_backing_chain(top, mid, &err));
+    g_assert_cmpint(top->backing->frozen, ==, 1);
+    g_assert_cmpint(mid->backing->frozen, ==, 0);
+    /* The whole chain overlaps: refused, nothing changed. */
+    g_assert_false(bd_job_freeze_backing_chain(top, NULL, &err));
+    g_assert_cmpstr(err->message, ==,
+                    "Cannot change 'backing' link from 'top' to 'mid'");
+    g_clear_error(&err);
+    g_assert_cmpint(mid->backing->frozen, ==, 0);
+    g_assert_true(bd_job_freeze_backing_chain(mid, NULL, &err));
+    g_assert_cmpint(mid->backing->frozen, ==, 1);
+    bd_job_unfreeze_backing_chain(top, mid);
+    bd_job_unfreeze_backing_chain(mid, NULL);
+    g_assert_cmpint(top->backing->frozen, ==, 0);
+    g_assert_cmpint(mid->backing->frozen, ==, 0);
+    bd_node_unref(top);
+    bd_node_unref(mid);
+    bd_node_unref(base);
+}
+
 static void test_cancel_sync_all(void)
 {
     g_autoptr(GError) err = NULL;
@@ -637,6 +705,8 @@ int main(int argc, char **argv)
     g_test_add_func("/jobs/prepare-failure", test_prepare_failure);
     g_test_add_func("/jobs/ratelimit", test_ratelimit);
     g_test_add_func("/jobs/cancel-sync-all", test_cancel_sync_all);
+    bd_driver_register(&chain_driver);
+    g_test_add_func("/jobs/freeze-chain", test_freeze_chain);
     int ret = g_test_run();
     g_main_context_release(NULL);
     g_ptr_array_unref(events);
