@@ -249,7 +249,8 @@ static gboolean query_jobs(GVariant *args, JsonNode **ret, GError **errp)
     GPtrArray *list = bd_job_list();
     g_autoptr(GPtrArray) items = g_ptr_array_new();
 
-    for (guint i = 0; i < list->len; i++) {
+    /* Newest first, as QEMU lists them. */
+    for (guint i = list->len; i-- > 0;) {
         g_ptr_array_add(items, job_info_of(list->pdata[i]));
     }
     *ret = variant_list_to_json(items);
@@ -262,7 +263,7 @@ static gboolean query_block_jobs(GVariant *args, JsonNode **ret,
     GPtrArray *list = bd_job_list();
     g_autoptr(GPtrArray) items = g_ptr_array_new();
 
-    for (guint i = 0; i < list->len; i++) {
+    for (guint i = list->len; i-- > 0;) {
         BdJob *job = list->pdata[i];
         if (job->driver->is_block_job) {
             g_ptr_array_add(items, block_job_info_of(job));

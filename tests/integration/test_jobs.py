@@ -331,6 +331,27 @@ def test_257_create_target_and_export():
                 fmt='qcow2')
 
 
+def test_query_jobs_order():
+    """query-jobs lists the newest job first; failed jobs carry 'error'."""
+    with Daemon() as d:
+        d.start()
+        q = d.qmp()
+        for j in ['a', 'b', 'c']:
+            q.execute('blockdev-create', {'job-id': j, 'options': {
+                'driver': 'file', 'filename': d.path(j), 'size': 0}})
+            status_changes(q, j, 'concluded')
+        q.execute('blockdev-create', {'job-id': 'x', 'options': {
+            'driver': 'file', 'filename': d.path('x'), 'size': 1,
+            'extent-size-hint': 1 << 33}})
+        status_changes(q, 'x', 'aborting')
+        status_changes(q, 'x', 'concluded')
+        jobs = q.execute('query-jobs')
+        assert_eq([j['id'] for j in jobs], ['x', 'c', 'b', 'a'], 'order')
+        assert_eq(jobs[0].get('error'), 'Extent size hint is too large', 'error')
+        assert_eq(['error' in j for j in jobs], [True, False, False, False], 'error keys')
+        assert_eq(os.path.exists(d.path('x')), False, 'nothing created')
+
+
 def test_quit_with_jobs_left():
     """A concluded job that was never dismissed does not hold up quit."""
     with Daemon() as d:
