@@ -652,6 +652,9 @@ static int store_locked(Qcow2State *s)
             }
         }
     }
+    /* The new directory is what the disk holds now. */
+    g_ptr_array_unref(b->old);
+    b->old = g_ptr_array_ref(entries);
     return qcow2_metadata_flush_locked(s);
 }
 
@@ -676,4 +679,61 @@ void qcow2_bitmaps_close(Qcow2State *s)
     g_ptr_array_unref(b->old);
     g_free(b);
     s->bitmaps = NULL;
+}
+
+/* --- reopen --- */
+
+gboolean qcow2_bitmaps_reopen_prepare(Qcow2State *s, gboolean writable,
+                                      GError **errp)
+{
+    Qcow2Bitmaps *b = s->bitmaps;
+    int ret;
+
+    /* Going read-only: store now, as on close (QEMU does the same). */
+    if (!b || !b->loaded || writable || !s->writable || s->corrupt ||
+        s->h.version < 3) {
+        return TRUE;
+    }
+    g_mutex_lock(&s->lock);
+    ret = store_locked(s);
+    g_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        FAIL("Could not store dirty bitmaps: %s", g_strerror(-ret));
+    }
+    return TRUE;
+}
+
+void qcow2_bitmaps_reopen_commit(Qcow2State *s, gboolean was_writable)
+{
+    Qcow2Bitmaps *b = s->bitmaps;
+    g_autoptr(GPtrArray) list = NULL;
+    gboolean mark = FALSE;
+
+    if (!b || !b->loaded) {
+        return;
+    }
+    list = bd_dirty_bitmap_list(s->node);
+    for (guint i = 0; i < list->len; i++) {
+        if (bd_dirty_bitmap_persistent(list->pdata[i])) {
+            bd_dirty_bitmap_set_readonly(list->pdata[i], !s->writable);
+        }
+    }
+    if (was_writable || !s->writable || !s->h.has_bitmaps_ext) {
+        return;
+    }
+    /* Now writable: the stored bitmaps are in use again. */
+    for (guint i = 0; i < b->old->len; i++) {
+        BitmapEntry *e = b->old->pdata[i];
+        if (!(e->flags & BME_FLAG_IN_USE)) {
+            e->flags |= BME_FLAG_IN_USE;
+            mark = TRUE;
+        }
+    }
+    if (mark) {
+        g_autoptr(GError) err = NULL;
+        if (!write_directory_in_place(s, &err)) {
+            g_warning("node '%s': qcow2: %s", s->node->node_name,
+                      err->message);
+        }
+    }
 }

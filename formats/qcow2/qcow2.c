@@ -613,6 +613,9 @@ static gboolean qcow2_reopen_prepare(BdReopenState *state, GError **errp)
     r->pass_discard[QCOW2_DISCARD_OTHER] =
         bd_opts_get_bool(o, "pass-discard-other", FALSE);
 
+    if (!qcow2_bitmaps_reopen_prepare(s, r->writable, errp)) {
+        return FALSE;
+    }
     /* The node is drained: write back everything now, so the caches can
      * be replaced and a read-only image is clean on disk. */
     if (s->writable && !s->corrupt) {
@@ -637,6 +640,7 @@ static void qcow2_reopen_commit(BdReopenState *state)
 {
     Qcow2State *s = state->node->opaque;
     Qcow2Reopen *r = state->opaque;
+    gboolean was_writable = s->writable;
 
     g_mutex_lock(&s->lock);
     s->writable = r->writable;
@@ -645,6 +649,7 @@ static void qcow2_reopen_commit(BdReopenState *state)
     memcpy(s->pass_discard, r->pass_discard, sizeof(s->pass_discard));
     apply_caches(s, &r->caches);
     g_mutex_unlock(&s->lock);
+    qcow2_bitmaps_reopen_commit(s, was_writable);
     g_free(r);
     state->opaque = NULL;
 }

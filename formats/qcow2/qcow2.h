@@ -275,6 +275,12 @@ gboolean qcow2_bitmaps_load(Qcow2State *s, GError **errp);
 /* Close: store the node's persistent bitmaps (when writable), free the
  * replaced clusters, and release the loader's state. */
 void qcow2_bitmaps_close(Qcow2State *s);
+/* blockdev-reopen: going read-only stores the bitmaps (prepare, node
+ * drained); commit, after s->writable changed, sets the bitmaps'
+ * read-only flag and marks them in use on disk when now writable. */
+gboolean qcow2_bitmaps_reopen_prepare(Qcow2State *s, gboolean writable,
+                                      GError **errp);
+void qcow2_bitmaps_reopen_commit(Qcow2State *s, gboolean was_writable);
 /* Register qcow2's can_store/remove with graph/bitmap.c. */
 void qcow2_bitmaps_register(void);
 

@@ -518,5 +518,35 @@ def test_qemu_img_bitmaps_load():
         check_image(img)
 
 
+def test_reopen_read_only_stores():
+    """blockdev-reopen to read-only stores the bitmaps (no longer in use on
+    disk, read-only in memory); back to read-write marks them in use."""
+    require_tool('qemu-img', 'qemu-io')
+    with new_daemon() as d:
+        img = qcow2_image(d)
+        q = start_qcow2(d, img)
+        q.execute('block-dirty-bitmap-add', {'node': 'disk', 'name': 'p', 'persistent': True})
+        qemu_io(d.uri(), 'write 1M 64k')
+        m = Model(SIZE, 65536)
+        m.mark(MiB, 65536)
+        q.execute('block-export-del', {'id': 'e0'})
+        q.wait_event('BLOCK_EXPORT_DELETED')
+        opts = {'driver': 'qcow2', 'node-name': 'disk', 'file': 'f0', 'discard': 'unmap'}
+        q.execute('blockdev-reopen', {'options': [dict(opts, **{'read-only': True})]})
+        assert_eq([b['flags'] for b in image_bitmaps(img)], [['auto']], 'stored on reopen')
+        check_model(q, 'disk', 'p', m, 'read-only:')
+        assert_eq(err(q, 'block-dirty-bitmap-clear', {'node': 'disk', 'name': 'p'}),
+                  "Bitmap 'p' is readonly and cannot be modified", 'read-only after reopen')
+        q.execute('blockdev-reopen', {'options': [dict(opts, **{'read-only': False})]})
+        assert_eq(sorted(sorted(b['flags']) for b in image_bitmaps(img)), [['auto', 'in-use']],
+                  'in use again')
+        q.execute('block-dirty-bitmap-clear', {'node': 'disk', 'name': 'p'})
+        d.stop()
+        assert_eq([b['flags'] for b in image_bitmaps(img)], [['auto']], 'stored on close')
+        check_image(img)
+        q = start_qcow2(d, img)
+        assert_eq(bitmap_info(q, 'disk', 'p')['count'], 0, 'cleared bitmap stored')
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
