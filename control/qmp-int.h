@@ -68,6 +68,7 @@ const BdSchemaType *bd_job_event_pending(void);
 void bd_cmd_bitmap_register(void);
 void bd_cmd_transaction_register(void);
 void bd_cmd_object_register(void);
+void bd_cmd_backup_register(void);
 
 /* Events (events.c). */
 void bd_events_init(void);

@@ -21,6 +21,7 @@ static const BdDriver *const bd_formats_table[] = {
     &bd_blkverify_driver,
     &bd_quorum_driver,
     &bd_throttle_driver,
+    &bd_cbw_driver,
 };
 
 void bd_formats_register_all(void)
