@@ -319,6 +319,47 @@ static gboolean write_directory_in_place(Qcow2State *s, GError **errp)
     return TRUE;
 }
 
+/* A refcount rebuilt from the active tables alone (lazy refcounts after
+ * a crash) misses the bitmap clusters: give each one it references back
+ * its reference, as 'qemu-img check -r' counts them. */
+static void ref_if_free_locked(Qcow2State *s, uint64_t off, uint64_t bytes)
+{
+    for (uint64_t c = off; c < off + bytes; c += s->cluster_size) {
+        uint64_t rc = 1;
+        if (qcow2_refcount_get_locked(s, c >> s->cluster_bits, &rc) == 0 &&
+            rc == 0) {
+            qcow2_refcount_update_locked(s, c, s->cluster_size, 1,
+                                         QCOW2_DISCARD_OTHER);
+        }
+    }
+}
+
+static void fix_refcounts(Qcow2State *s)
+{
+    GPtrArray *old = s->bitmaps->old;
+
+    g_mutex_lock(&s->lock);
+    ref_if_free_locked(s, s->h.bitmap_directory_offset,
+                       s->h.bitmap_directory_size);
+    for (guint i = 0; i < old->len; i++) {
+        BitmapEntry *e = old->pdata[i];
+        g_autofree uint64_t *table = NULL;
+
+        ref_if_free_locked(s, e->table_offset, (uint64_t)e->table_size * 8);
+        if (!read_table(s, e, &table, NULL)) {
+            continue;
+        }
+        for (uint32_t j = 0; j < e->table_size; j++) {
+            if (table[j] & BME_ENTRY_OFFSET_MASK) {
+                ref_if_free_locked(s, table[j] & BME_ENTRY_OFFSET_MASK,
+                                   s->cluster_size);
+            }
+        }
+    }
+    qcow2_metadata_flush_locked(s);
+    g_mutex_unlock(&s->lock);
+}
+
 static gboolean load_entries(Qcow2State *s, GError **errp)
 {
     GPtrArray *old = s->bitmaps->old;
@@ -393,8 +434,13 @@ gboolean qcow2_bitmaps_load(Qcow2State *s, GError **errp)
     if (ret < 0) {
         FAIL("Could not read bitmap directory: %s", g_strerror(-ret));
     }
-    if (!parse_directory(s, dir, h->bitmap_directory_size, b->old, errp) ||
-        !load_entries(s, errp)) {
+    if (!parse_directory(s, dir, h->bitmap_directory_size, b->old, errp)) {
+        return FALSE;
+    }
+    if (s->writable) {
+        fix_refcounts(s);
+    }
+    if (!load_entries(s, errp)) {
         return FALSE;
     }
     b->loaded = TRUE;

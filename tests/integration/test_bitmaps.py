@@ -481,6 +481,30 @@ def test_sigkill_leaves_inconsistent():
         check_image(img)
 
 
+def test_lazy_refcounts_crash_keeps_bitmap_clusters():
+    """After a crash with lazy refcounts the refcounts are rebuilt on open;
+    the bitmap directory, tables and data keep their references."""
+    require_tool('qemu-img', 'qemu-io')
+    with new_daemon() as d:
+        img = qcow2_image(d, opts='cluster_size=4096,lazy_refcounts=on')
+        q = start_qcow2(d, img)
+        q.execute('block-dirty-bitmap-add', {'node': 'disk', 'name': 'b', 'persistent': True,
+                                             'granularity': 512})
+        qemu_io(d.uri(), 'write 0 8M')
+        d.stop()
+        check_image(img)
+        q = start_qcow2(d, img)
+        qemu_io(d.uri(), 'write 16M 4M')
+        d.signal(signal.SIGKILL)
+        d.wait_exit()
+        q = start_qcow2(d, img)
+        assert_eq(bitmap_info(q, 'disk', 'b')['inconsistent'], True, 'inconsistent')
+        qemu_io(d.uri(), 'write 32M 8M')
+        d.stop()
+        check_image(img)
+        assert_eq([b['name'] for b in image_bitmaps(img)], ['b'], 'still stored')
+
+
 def test_qemu_img_bitmaps_load():
     """Images whose bitmaps qemu-img/qemu-io made load with their bits and
     flags; a read-only node's persistent bitmaps are read-only."""
