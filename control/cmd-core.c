@@ -188,5 +188,6 @@ void bd_control_init(void)
     bd_cmd_bitmap_register();
     bd_cmd_transaction_register();
     bd_cmd_backup_register();
+    bd_cmd_stream_register();
     bd_events_init();
 }

@@ -69,6 +69,7 @@ void bd_cmd_bitmap_register(void);
 void bd_cmd_transaction_register(void);
 void bd_cmd_object_register(void);
 void bd_cmd_backup_register(void);
+void bd_cmd_stream_register(void);
 
 /* Events (events.c). */
 void bd_events_init(void);

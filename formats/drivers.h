@@ -16,6 +16,7 @@ extern const BdDriver bd_blkdebug_driver;
 extern const BdDriver bd_blkverify_driver;
 extern const BdDriver bd_quorum_driver;
 extern const BdDriver bd_throttle_driver;
+extern const BdDriver bd_copy_on_read_driver;
 extern const BdDriver bd_cbw_driver;
 
 #endif

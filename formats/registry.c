@@ -22,6 +22,7 @@ static const BdDriver *const bd_formats_table[] = {
     &bd_quorum_driver,
     &bd_throttle_driver,
     &bd_cbw_driver,
+    &bd_copy_on_read_driver,
 };
 
 void bd_formats_register_all(void)

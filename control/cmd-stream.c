@@ -1,0 +1,379 @@
+/* SPDX-License-Identifier: MIT */
+/* block-stream and block-commit: argument schemas and QEMU's checks in
+ * QEMU's order (blockdev.c), then the jobs of jobs/stream.c and
+ * jobs/commit.c.  Also wires the jobs to the formats: the commit_top
+ * filter driver and the hook that rewrites a qcow2 backing file name.
+ *
+ * Thread model: main thread only.
+ */
+#include <string.h>
+#include "control/qmp-int.h"
+#include "formats/qcow2/backing.h"
+#include "graph/error.h"
+#include "jobs/chain.h"
+#include "jobs/commit.h"
+#include "jobs/stream.h"
+
+/* --- schemas (qapi/block-core.json) --- */
+
+static const char *const on_error_values[] = {
+    "report", "ignore", "enospc", "stop", "auto", NULL };
+static const BdSchemaType on_error_type = {
+    .name = "BlockdevOnError", .kind = BD_SCHEMA_ENUM,
+    .enum_values = on_error_values };
+
+static const BdSchemaField stream_fields[] = {
+    BD_OPT("job-id", &bd_schema_str),
+    BD_FIELD("device", &bd_schema_str),
+    BD_OPT("base", &bd_schema_str),
+    BD_OPT("base-node", &bd_schema_str),
+    BD_OPT("backing-file", &bd_schema_str),
+    BD_OPT("bottom", &bd_schema_str),
+    BD_OPT("speed", &bd_schema_int),
+    BD_OPT("on-error", &on_error_type),
+    BD_OPT("filter-node-name", &bd_schema_str),
+    BD_OPT("auto-finalize", &bd_schema_bool),
+    BD_OPT("auto-dismiss", &bd_schema_bool),
+    { NULL } };
+static const BdSchemaType stream_args = {
+    .name = "q_obj_block-stream-arg", .kind = BD_SCHEMA_OBJECT,
+    .fields = stream_fields };
+
+static const BdSchemaField commit_fields[] = {
+    BD_OPT("job-id", &bd_schema_str),
+    BD_FIELD("device", &bd_schema_str),
+    BD_OPT("base-node", &bd_schema_str),
+    BD_OPT("base", &bd_schema_str),
+    BD_OPT("top-node", &bd_schema_str),
+    BD_OPT("top", &bd_schema_str),
+    BD_OPT("backing-file", &bd_schema_str),
+    BD_OPT("speed", &bd_schema_int),
+    BD_OPT("on-error", &on_error_type),
+    BD_OPT("filter-node-name", &bd_schema_str),
+    BD_OPT("auto-finalize", &bd_schema_bool),
+    BD_OPT("auto-dismiss", &bd_schema_bool),
+    { NULL } };
+static const BdSchemaType commit_args = {
+    .name = "q_obj_block-commit-arg", .kind = BD_SCHEMA_OBJECT,
+    .fields = commit_fields };
+
+static const BdSchemaType *stream_args_fn(void) { return &stream_args; }
+static const BdSchemaType *commit_args_fn(void) { return &commit_args; }
+
+static BdOnError on_error_of(GVariant *args)
+{
+    const char *v = bd_opts_get_str(args, "on-error", "report");
+
+    for (int i = 0; on_error_values[i]; i++) {
+        if (strcmp(on_error_values[i], v) == 0) {
+            return (BdOnError)i;
+        }
+    }
+    return BD_ON_ERROR_REPORT;
+}
+
+/* QEMU's bdrv_lookup_bs(name, name): device names do not exist here. */
+static BdNode *lookup_bs(const char *device, const char *node_name,
+                         GError **errp)
+{
+    BdNode *node = node_name ? bd_node_find(node_name) : NULL;
+
+    if (!node) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Cannot find device=%s nor node-name=%s",
+                    device ? device : "", node_name ? node_name : "");
+    }
+    return node;
+}
+
+/* --- block-stream --- */
+
+static gboolean stream_check_busy(BdNode *bs, BdNode *end, GError **errp)
+{
+    for (BdNode *n = bs; n && n != end; n = bd_chain_next(n)) {
+        if (!bd_chain_check_busy(n, errp)) {
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+static gboolean block_stream(GVariant *args, JsonNode **ret, GError **errp)
+{
+    const char *device = bd_opts_get_str(args, "device", "");
+    const char *base = bd_opts_get_str(args, "base", NULL);
+    const char *base_node = bd_opts_get_str(args, "base-node", NULL);
+    const char *bottom = bd_opts_get_str(args, "bottom", NULL);
+    const char *backing_file = bd_opts_get_str(args, "backing-file", NULL);
+    BdNode *bs, *base_bs = NULL, *bottom_bs = NULL;
+    const char *base_name = NULL;
+
+    if (base && base_node) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "'base' and 'base-node' cannot be specified at the "
+                    "same time");
+        return FALSE;
+    }
+    if (base && bottom) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "'base' and 'bottom' cannot be specified at the same "
+                    "time");
+        return FALSE;
+    }
+    if (bottom && base_node) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "'bottom' and 'base-node' cannot be specified at the "
+                    "same time");
+        return FALSE;
+    }
+    bs = lookup_bs(device, device, errp);
+    if (!bs) {
+        return FALSE;
+    }
+    if (base) {
+        base_bs = bd_chain_find_backing_image(bs, base);
+        if (!base_bs) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Can't find '%s' in the backing chain", base);
+            return FALSE;
+        }
+        base_name = base;
+    }
+    if (base_node) {
+        base_bs = lookup_bs(NULL, base_node, errp);
+        if (!base_bs) {
+            return FALSE;
+        }
+        if (bs == base_bs || !bd_chain_contains(bs, base_bs)) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Node '%s' is not a backing image of '%s'",
+                        base_node, device);
+            return FALSE;
+        }
+        base_name = base_bs->filename;
+    }
+    if (bottom) {
+        bottom_bs = lookup_bs(NULL, bottom, errp);
+        if (!bottom_bs) {
+            return FALSE;
+        }
+        if (bottom_bs->drv->is_filter) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Node '%s' is a filter, use a non-filter node as "
+                        "'bottom'", bottom);
+            return FALSE;
+        }
+        if (!bd_chain_contains(bs, bottom_bs)) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Node '%s' is not in a chain starting from '%s'",
+                        bottom, device);
+            return FALSE;
+        }
+    }
+    if (!stream_check_busy(bs, bottom_bs ? bd_chain_next(bottom_bs)
+                                         : base_bs, errp)) {
+        return FALSE;
+    }
+    if (!base_bs && backing_file) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "backing file specified, but streaming the entire "
+                    "chain");
+        return FALSE;
+    }
+
+    BdStreamParams p = {
+        .job_id = bd_opts_get_str(args, "job-id", NULL),
+        .bs = bs,
+        .base = base_bs,
+        .backing_file = backing_file ? backing_file : base_name,
+        .bottom = bottom_bs,
+        .speed = bd_opts_get_int(args, "speed", 0),
+        .on_error = on_error_of(args),
+        .filter_node_name = bd_opts_get_str(args, "filter-node-name", NULL),
+        .auto_finalize = bd_opts_get_bool(args, "auto-finalize", TRUE),
+        .auto_dismiss = bd_opts_get_bool(args, "auto-dismiss", TRUE),
+    };
+    return bd_stream_start(&p, errp);
+}
+
+/* --- block-commit --- */
+
+/* QEMU's qmp_get_root_bs(): a node no other node uses. */
+static BdNode *get_root_bs(const char *device, GError **errp)
+{
+    BdNode *bs = bd_node_find(device);
+
+    if (!bs) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_DEVICE_NOT_FOUND,
+                    "Device '%s' not found", device);
+        return NULL;
+    }
+    for (GList *l = bs->parents; l; l = l->next) {
+        BdChild *c = l->data;
+        if (c->parent) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Need a root block node");
+            return NULL;
+        }
+    }
+    return bs;
+}
+
+static BdNode *commit_find_top(GVariant *args, BdNode *bs, GError **errp)
+{
+    const char *top = bd_opts_get_str(args, "top", NULL);
+    const char *top_node = bd_opts_get_str(args, "top-node", NULL);
+    BdNode *top_bs = bs;
+
+    if (top_node && top) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "'top-node' and 'top' are mutually exclusive");
+        return NULL;
+    }
+    if (top_node) {
+        top_bs = lookup_bs(NULL, top_node, errp);
+        if (!top_bs) {
+            return NULL;
+        }
+        if (!bd_chain_contains(bs, top_bs)) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "'%s' is not in this backing file chain", top_node);
+            return NULL;
+        }
+    } else if (top && strcmp(bs->filename, top) != 0) {
+        top_bs = bd_chain_find_backing_image(bs, top);
+    }
+    if (!top_bs) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Top image file %s not found", top ? top : "NULL");
+    }
+    return top_bs;
+}
+
+static BdNode *commit_find_base(GVariant *args, BdNode *top_bs,
+                                GError **errp)
+{
+    const char *base = bd_opts_get_str(args, "base", NULL);
+    const char *base_node = bd_opts_get_str(args, "base-node", NULL);
+    BdNode *base_bs = NULL;
+
+    if (base_node && base) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "'base-node' and 'base' are mutually exclusive");
+        return NULL;
+    }
+    if (base_node) {
+        base_bs = lookup_bs(NULL, base_node, errp);
+        if (base_bs && !bd_chain_contains(top_bs, base_bs)) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "'%s' is not in this backing file chain", base_node);
+            return NULL;
+        }
+        return base_bs;
+    }
+    if (base) {
+        base_bs = bd_chain_find_backing_image(top_bs, base);
+        if (!base_bs) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Can't find '%s' in the backing chain", base);
+        }
+        return base_bs;
+    }
+    /* The bottom of the chain (QEMU's bdrv_find_base). */
+    for (BdNode *n = top_bs; n; n = bd_chain_next(n)) {
+        if (!bd_chain_next(n)) {
+            base_bs = n;
+        }
+    }
+    if (base_bs == top_bs || !base_bs) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "There is no backimg image");
+        return NULL;
+    }
+    return base_bs;
+}
+
+/* Someone holds write permission on the top: a guest writes there. */
+static gboolean has_writer(BdNode *node)
+{
+    for (GList *l = node->parents; l; l = l->next) {
+        BdChild *c = l->data;
+        if (c->perm & BD_PERM_WRITE) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
+static gboolean block_commit(GVariant *args, JsonNode **ret, GError **errp)
+{
+    const char *device = bd_opts_get_str(args, "device", "");
+    const char *backing_file = bd_opts_get_str(args, "backing-file", NULL);
+    BdNode *bs, *top_bs, *base_bs;
+    gboolean active;
+
+    bs = get_root_bs(device, errp);
+    if (!bs || !bd_chain_check_busy(bs, errp)) {
+        return FALSE;
+    }
+    top_bs = commit_find_top(args, bs, errp);
+    if (!top_bs) {
+        return FALSE;
+    }
+    base_bs = commit_find_base(args, top_bs, errp);
+    if (!base_bs) {
+        return FALSE;
+    }
+    for (BdNode *n = top_bs; n && n != bd_chain_next(base_bs);
+         n = bd_chain_next(n)) {
+        if (!bd_chain_check_busy(n, errp)) {
+            return FALSE;
+        }
+    }
+    if (top_bs == base_bs) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "cannot commit an image into itself");
+        return FALSE;
+    }
+    active = bd_chain_skip_filters(top_bs) == bd_chain_skip_filters(bs);
+    if ((active || has_writer(top_bs)) && backing_file) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, active
+                    ? "'backing-file' specified, but 'top' is the active "
+                      "layer"
+                    : "'backing-file' specified, but 'top' has a writer "
+                      "on it");
+        return FALSE;
+    }
+
+    BdCommitParams p = {
+        .job_id = bd_opts_get_str(args, "job-id", NULL),
+        .bs = bs,
+        .top = top_bs,
+        .base = base_bs,
+        .backing_file = backing_file,
+        .speed = bd_opts_get_int(args, "speed", 0),
+        .on_error = on_error_of(args),
+        .filter_node_name = bd_opts_get_str(args, "filter-node-name", NULL),
+        .auto_finalize = bd_opts_get_bool(args, "auto-finalize", TRUE),
+        .auto_dismiss = bd_opts_get_bool(args, "auto-dismiss", TRUE),
+    };
+    if (active || has_writer(top_bs)) {
+        return bd_commit_active_start(&p, errp);
+    }
+    if (!bd_chain_check_busy(bd_chain_find_overlay(bs, top_bs), errp)) {
+        return FALSE;
+    }
+    return bd_commit_start(&p, errp);
+}
+
+static const BdQmpCommand stream_commands[] = {
+    { "block-stream", stream_args_fn, FALSE, NULL, block_stream },
+    { "block-commit", commit_args_fn, FALSE, NULL, block_commit },
+    { NULL } };
+
+void bd_cmd_stream_register(void)
+{
+    bd_driver_register(&bd_commit_top_driver);
+    bd_chain_set_change_backing_hook(bd_qcow2_change_backing_file);
+    bd_qmp_register(stream_commands);
+}

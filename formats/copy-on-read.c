@@ -1,0 +1,273 @@
+/* SPDX-License-Identifier: MIT */
+/* The 'copy-on-read' filter driver (QEMU's): data read through it that
+ * is not allocated in its 'file' child, but is allocated in that child's
+ * backing chain (down to 'bottom' when given), is written into 'file'.
+ *
+ * Thread model: open/close on the main thread; data callbacks on any
+ * thread.  A copy cycle (read the range, write it back into 'file')
+ * must not interleave with a guest write to the same bytes, or the
+ * stale copy would overwrite the new data: writes through the filter
+ * hold 'rw' shared, copy cycles hold it exclusive.  Ranges already
+ * allocated in 'file' are read without it.
+ */
+#define G_LOG_DOMAIN "blockd-formats"
+
+#include <errno.h>
+#include <string.h>
+#include "graph/error.h"
+#include "graph/io.h"
+#include "graph/node.h"
+
+/* QAPI BlockdevOptionsCor. */
+static const BdSchemaField cor_options[] = {
+    { "file", &bd_schema_blockdev_ref, FALSE },
+    { "bottom", &bd_schema_str, TRUE },
+    { NULL },
+};
+
+typedef struct {
+    BdChild *file;
+    BdNode *bottom;          /* not a reference: the chain holds it */
+    GRWLock rw;              /* shared: writes; exclusive: copy cycles */
+} CorState;
+
+static gboolean cor_open(BdNode *node, GVariant *options, GError **errp)
+{
+    const char *bottom = bd_opts_get_str(options, "bottom", NULL);
+    BdNode *bottom_node = NULL;
+    CorState *s;
+    BdChild *file;
+
+    if (bottom) {
+        bottom_node = bd_node_find(bottom);
+        if (!bottom_node) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Bottom node '%s' not found", bottom);
+            return FALSE;
+        }
+        if (bottom_node->drv && bottom_node->drv->is_filter) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Bottom node '%s' is a filter", bottom);
+            return FALSE;
+        }
+    }
+    file = bd_node_open_child(node, options, "file",
+                              BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
+                              errp);
+    if (!file) {
+        return FALSE;
+    }
+    s = g_new0(CorState, 1);
+    s->file = file;
+    s->bottom = bottom_node;
+    g_rw_lock_init(&s->rw);
+    node->opaque = s;
+    node->request_alignment = file->node->request_alignment;
+    node->max_transfer = file->node->max_transfer;
+    bd_node_set_size(node, file->node->size);
+    return TRUE;
+}
+
+static void cor_close(BdNode *node)
+{
+    CorState *s = node->opaque;
+
+    if (s) {
+        g_rw_lock_clear(&s->rw);
+        g_free(s);
+        node->opaque = NULL;
+    }
+}
+
+/* QEMU's cor_child_perm: pass the parents' needs through and always
+ * write unchanged data into the child. */
+static void cor_child_perm(BdNode *node, BdChild *child, BdChildRole role,
+                           uint64_t parent_perm, uint64_t parent_shared,
+                           uint64_t *perm, uint64_t *shared)
+{
+    const uint64_t unchanged = BD_PERM_ALL &
+                               ~(uint64_t)(BD_PERM_WRITE | BD_PERM_RESIZE);
+
+    *perm = (parent_perm & BD_PERM_ALL) | BD_PERM_WRITE_UNCHANGED;
+    *shared = (parent_shared & BD_PERM_ALL) | unchanged;
+}
+
+/* Allocated in the backing chain of 'top', from its backing node down to
+ * 'bottom' (included; NULL: the whole chain)?  Filters looked through. */
+static int allocated_below(BdNode *top, BdNode *bottom, uint64_t offset,
+                           uint64_t bytes, uint64_t *pnum)
+{
+    BdNode *cur = bd_node_backing(top);
+    uint64_t n = bytes;
+
+    while (cur) {
+        BdChild *f = bd_node_filtered_child(cur);
+        uint64_t size = cur->size, pn = 0;
+        int ret;
+
+        if (f) {
+            cur = f->node;
+            continue;
+        }
+        if (offset < size) {
+            ret = bd_node_block_status(cur, offset, MIN(n, size - offset),
+                                       &pn, NULL, NULL);
+            if (ret < 0) {
+                return ret;
+            }
+            if (pn && (ret & BD_BLOCK_ALLOCATED)) {
+                *pnum = pn;
+                return 1;
+            }
+            if (pn) {
+                n = MIN(n, pn);
+            }
+        }
+        if (cur == bottom) {
+            break;
+        }
+        cur = bd_node_backing(cur);
+    }
+    *pnum = n;
+    return 0;
+}
+
+/* One copy cycle over [offset, offset + bytes), exclusive.  Re-checks
+ * the allocation under the lock; returns the bytes handled. */
+static int cor_copy(BdNode *node, CorState *s, uint64_t offset,
+                    uint64_t bytes, uint8_t *buf, int flags, uint64_t *done)
+{
+    BdNode *top = s->file->node;
+    uint64_t n = 0;
+    int ret;
+
+    g_rw_lock_writer_lock(&s->rw);
+    ret = bd_node_block_status(top, offset, bytes, &n, NULL, NULL);
+    if (ret >= 0) {
+        n = MAX(MIN(n, bytes), 1);
+        gboolean copy = !(ret & BD_BLOCK_ALLOCATED);
+        if (copy) {
+            ret = allocated_below(top, s->bottom, offset, n, &n);
+            copy = ret > 0;
+        }
+        ret = bd_child_pread(s->file, offset, n, buf, flags);
+        if (ret >= 0 && copy) {
+            if (bd_buffer_is_zero(buf, n)) {
+                ret = bd_child_pwrite_zeroes(s->file, offset, n, 0);
+            } else {
+                ret = bd_child_pwrite(s->file, offset, n, buf, 0);
+            }
+        }
+    }
+    g_rw_lock_writer_unlock(&s->rw);
+    *done = n;
+    return ret < 0 ? ret : 0;
+}
+
+static int cor_pread(BdNode *node, uint64_t offset, uint64_t bytes,
+                     void *buf, int flags)
+{
+    CorState *s = node->opaque;
+    BdNode *top = s->file->node;
+    uint8_t *p = buf;
+
+    while (bytes) {
+        uint64_t n = 0;
+        int ret = bd_node_block_status(top, offset, bytes, &n, NULL, NULL);
+
+        if (ret < 0) {
+            return ret;
+        }
+        n = MAX(MIN(n, bytes), 1);
+        if (!(ret & BD_BLOCK_ALLOCATED)) {
+            ret = allocated_below(top, s->bottom, offset, n, &n);
+            if (ret < 0) {
+                return ret;
+            }
+            if (ret) {
+                ret = cor_copy(node, s, offset, n, p, flags, &n);
+                if (ret < 0) {
+                    return ret;
+                }
+                goto next;
+            }
+        }
+        ret = bd_child_pread(s->file, offset, n, p, flags);
+        if (ret < 0) {
+            return ret;
+        }
+next:
+        offset += n;
+        p += n;
+        bytes -= n;
+    }
+    return 0;
+}
+
+static int cor_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
+                      const void *buf, int flags)
+{
+    CorState *s = node->opaque;
+    int ret;
+
+    g_rw_lock_reader_lock(&s->rw);
+    ret = bd_child_pwrite(s->file, offset, bytes, buf, flags);
+    g_rw_lock_reader_unlock(&s->rw);
+    return ret;
+}
+
+static int cor_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
+                             int flags)
+{
+    CorState *s = node->opaque;
+    int ret;
+
+    g_rw_lock_reader_lock(&s->rw);
+    ret = bd_child_pwrite_zeroes(s->file, offset, bytes, flags);
+    g_rw_lock_reader_unlock(&s->rw);
+    return ret;
+}
+
+static int cor_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
+{
+    CorState *s = node->opaque;
+    int ret;
+
+    g_rw_lock_reader_lock(&s->rw);
+    ret = bd_child_pdiscard(s->file, offset, bytes);
+    g_rw_lock_reader_unlock(&s->rw);
+    return ret;
+}
+
+static int cor_flush(BdNode *node)
+{
+    CorState *s = node->opaque;
+
+    return bd_child_flush(s->file);
+}
+
+static int cor_truncate(BdNode *node, uint64_t size)
+{
+    CorState *s = node->opaque;
+    int ret = bd_node_truncate(s->file->node, size);
+
+    if (ret == 0) {
+        bd_node_set_size(node, size);
+    }
+    return ret;
+}
+
+const BdDriver bd_copy_on_read_driver = {
+    .name = "copy-on-read",
+    .options = cor_options,
+    .is_filter = TRUE,
+    .open = cor_open,
+    .close = cor_close,
+    .child_perm = cor_child_perm,
+    .pread = cor_pread,
+    .pwrite = cor_pwrite,
+    .pwrite_zeroes = cor_pwrite_zeroes,
+    .pdiscard = cor_pdiscard,
+    .flush = cor_flush,
+    .truncate = cor_truncate,
+};

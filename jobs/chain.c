@@ -1,0 +1,384 @@
+/* SPDX-License-Identifier: MIT */
+/* Backing-chain surgery for the stream and commit jobs (see chain.h).
+ *
+ * Thread model: graph changes on the main thread, inside drained
+ * sections; allocation queries and range locks on any thread.  The
+ * range lock's mutex is a leaf lock.
+ */
+#define G_LOG_DOMAIN "blockd-jobs"
+
+#include <errno.h>
+#include <string.h>
+#include "graph/entry.h"
+#include "graph/error.h"
+#include "graph/io.h"
+#include "jobs/chain.h"
+
+/* --- chain navigation --- */
+
+BdNode *bd_chain_next(BdNode *node)
+{
+    BdChild *f;
+
+    if (!node) {
+        return NULL;
+    }
+    f = bd_node_filtered_child(node);
+    if (f) {
+        return f->node;
+    }
+    return bd_node_backing(node);
+}
+
+BdNode *bd_chain_skip_filters(BdNode *node)
+{
+    BdChild *f;
+
+    while (node && (f = bd_node_filtered_child(node))) {
+        node = f->node;
+    }
+    return node;
+}
+
+gboolean bd_chain_contains(BdNode *top, BdNode *base)
+{
+    for (BdNode *n = top; n; n = bd_chain_next(n)) {
+        if (n == base) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
+BdNode *bd_chain_find_overlay(BdNode *top, BdNode *base)
+{
+    for (BdNode *n = top; n; n = bd_chain_next(n)) {
+        if (bd_chain_next(n) == base) {
+            return n;
+        }
+    }
+    return NULL;
+}
+
+BdNode *bd_chain_find_backing_image(BdNode *top, const char *name)
+{
+    for (BdNode *n = bd_chain_next(top); n; n = bd_chain_next(n)) {
+        if (n->drv && n->drv->is_filter) {
+            continue;
+        }
+        if (strcmp(n->node_name, name) == 0 ||
+            (n->filename && strcmp(n->filename, name) == 0)) {
+            return n;
+        }
+    }
+    return NULL;
+}
+
+/* --- busy nodes --- */
+
+static GHashTable *busy_nodes;   /* BdNode * -> job type (static str) */
+
+gboolean bd_chain_check_busy(BdNode *node, GError **errp)
+{
+    const char *type = busy_nodes && node
+                       ? g_hash_table_lookup(busy_nodes, node) : NULL;
+
+    if (type) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Node '%s' is busy: block device is in use by block "
+                    "job: %s", node->node_name, type);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+void bd_chain_claim(BdNode *node, const char *job_type)
+{
+    if (!busy_nodes) {
+        busy_nodes = g_hash_table_new(NULL, NULL);
+    }
+    g_hash_table_insert(busy_nodes, node, (gpointer)job_type);
+}
+
+void bd_chain_release(BdNode *node)
+{
+    if (busy_nodes) {
+        g_hash_table_remove(busy_nodes, node);
+    }
+}
+
+/* --- graph changes --- */
+
+static void move_edge(BdChild *c, BdNode *from, BdNode *to)
+{
+    from->parents = g_list_remove(from->parents, c);
+    c->node = to;
+    to->parents = g_list_prepend(to->parents, c);
+}
+
+gboolean bd_chain_replace_node(BdNode *from, BdNode *to, GError **errp)
+{
+    g_autoptr(GPtrArray) moved = g_ptr_array_new();
+    g_autoptr(GPtrArray) starts = g_ptr_array_new();
+    BdDrainSection *drain;
+    gboolean ok;
+
+    for (GList *l = from->parents; l; l = l->next) {
+        BdChild *c = l->data;
+        if (c->parent == to) {
+            continue;
+        }
+        if (c->frozen) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Cannot change frozen '%s' link from '%s' to '%s'",
+                        c->name, c->parent ? c->parent->node_name : "",
+                        from->node_name);
+            return FALSE;
+        }
+        g_ptr_array_add(moved, c);
+    }
+    bd_node_ref(from);
+    drain = bd_drained_begin(from);
+    for (guint i = 0; i < moved->len; i++) {
+        move_edge(moved->pdata[i], from, to);
+    }
+    g_ptr_array_add(starts, to);
+    g_ptr_array_add(starts, from);
+    ok = bd_nodes_refresh_perms(starts, errp);
+    if (ok) {
+        for (guint i = 0; i < moved->len; i++) {
+            bd_node_ref(to);
+            bd_node_unref(from);
+        }
+    } else {
+        for (guint i = 0; i < moved->len; i++) {
+            move_edge(moved->pdata[i], to, from);
+        }
+        bd_nodes_refresh_perms(starts, NULL);
+    }
+    bd_drained_end(drain);
+    bd_node_unref(from);
+    return ok;
+}
+
+BdNode *bd_chain_insert_filter(BdNode *below, GVariant *options,
+                               GError **errp)
+{
+    gboolean named = bd_opts_has(options, "node-name");
+    BdNode *filter = bd_node_open(options, errp);
+
+    if (!filter) {
+        return NULL;
+    }
+    filter->implicit = !named;
+    if (!bd_chain_replace_node(below, filter, errp)) {
+        bd_node_unref(filter);
+        return NULL;
+    }
+    return filter;
+}
+
+void bd_chain_drop_filter(BdNode *filter)
+{
+    BdChild *f = bd_node_filtered_child(filter);
+    g_autoptr(GError) err = NULL;
+
+    if (f) {
+        f->frozen = 0;
+        if (!bd_chain_replace_node(filter, f->node, &err)) {
+            g_warning("node '%s': cannot remove the filter: %s",
+                      filter->node_name, err->message);
+        }
+    }
+    bd_node_unref(filter);
+}
+
+static gboolean inherits_from_recursive(BdNode *child, BdNode *parent)
+{
+    while (child && child != parent) {
+        child = child->inherits_from;
+    }
+    return child != NULL;
+}
+
+gboolean bd_chain_set_backing(BdNode *node, BdNode *base, GError **errp)
+{
+    gboolean update_inherits = base && inherits_from_recursive(base, node);
+    BdDrainSection *drain;
+    gboolean ok = TRUE;
+
+    if (bd_node_backing(node) == base) {
+        return TRUE;
+    }
+    drain = bd_drained_begin(node);
+    if (base) {
+        bd_node_ref(base);
+    }
+    if (node->backing) {
+        bd_node_detach_child(node, node->backing);
+    }
+    if (base) {
+        ok = bd_node_attach_child(node, base, "backing", BD_CHILD_COW,
+                                  errp) != NULL;
+        if (ok && update_inherits) {
+            base->inherits_from = node;
+        }
+        bd_node_unref(base);
+    }
+    bd_drained_end(drain);
+    return ok;
+}
+
+gboolean bd_chain_reopen_read_only(BdNode *node, gboolean ro, GError **errp)
+{
+    g_autoptr(GPtrArray) list = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)g_variant_unref);
+    g_autoptr(GVariant) file = bd_opts_lookup(node->options, "file");
+    GVariantDict d;
+
+    if (node->read_only == ro) {
+        return TRUE;
+    }
+    g_variant_dict_init(&d, node->options);
+    g_variant_dict_insert(&d, "read-only", "b", ro);
+    if (node->backing) {
+        g_variant_dict_insert(&d, "backing", "s",
+                              node->backing->node->node_name);
+    } else if (bd_opts_has(node->options, "backing")) {
+        g_variant_dict_insert_value(&d, "backing", bd_variant_null());
+    }
+    if (file && node->file && node->file->node->inherits_from != node) {
+        g_variant_dict_insert(&d, "file", "s", node->file->node->node_name);
+    }
+    g_ptr_array_add(list, g_variant_ref_sink(g_variant_dict_end(&d)));
+    return bd_node_reopen_multiple(list, errp);
+}
+
+/* --- the backing file name --- */
+
+static BdChangeBackingFn change_backing_hook;
+
+void bd_chain_set_change_backing_hook(BdChangeBackingFn fn)
+{
+    change_backing_hook = fn;
+}
+
+gboolean bd_chain_change_backing_file(BdNode *node, const char *file,
+                                      const char *fmt, GError **errp)
+{
+    if (!change_backing_hook) {
+        return TRUE;
+    }
+    return change_backing_hook(node, file, fmt, errp);
+}
+
+/* --- allocation --- */
+
+int bd_chain_is_allocated(BdNode *node, uint64_t offset, uint64_t bytes,
+                          uint64_t *pnum)
+{
+    uint64_t size = node->size;
+    int ret;
+
+    if (offset >= size) {
+        *pnum = bytes;
+        return 0;
+    }
+    ret = bd_node_block_status(node, offset, MIN(bytes, size - offset), pnum,
+                               NULL, NULL);
+    if (ret < 0) {
+        return ret;
+    }
+    if (*pnum == 0) {
+        *pnum = MIN(bytes, size - offset);
+        return 0;
+    }
+    return (ret & BD_BLOCK_ALLOCATED) ? 1 : 0;
+}
+
+int bd_chain_is_allocated_above(BdNode *top, BdNode *base,
+                                gboolean include_base, uint64_t offset,
+                                uint64_t bytes, uint64_t *pnum)
+{
+    BdNode *stop = include_base ? bd_chain_next(base) : base;
+    uint64_t n = bytes;
+
+    for (BdNode *cur = bd_chain_skip_filters(top); cur && cur != stop;
+         cur = bd_chain_skip_filters(bd_node_backing(cur))) {
+        uint64_t pn = 0;
+        int ret = bd_chain_is_allocated(cur, offset, n, &pn);
+
+        if (ret < 0) {
+            return ret;
+        }
+        if (ret) {
+            *pnum = pn;
+            return 1;
+        }
+        n = MIN(n, pn);
+        if (base && cur == base) {
+            break;
+        }
+    }
+    *pnum = n;
+    return 0;
+}
+
+/* --- range lock --- */
+
+struct BdRange {
+    uint64_t start, end;
+    gboolean exclusive;
+};
+
+void bd_range_lock_init(BdRangeLock *rl)
+{
+    g_mutex_init(&rl->lock);
+    g_cond_init(&rl->cond);
+    rl->held = g_ptr_array_new();
+}
+
+void bd_range_lock_clear(BdRangeLock *rl)
+{
+    g_ptr_array_unref(rl->held);
+    g_mutex_clear(&rl->lock);
+    g_cond_clear(&rl->cond);
+}
+
+static gboolean range_conflicts(BdRangeLock *rl, const BdRange *r)
+{
+    for (guint i = 0; i < rl->held->len; i++) {
+        BdRange *h = rl->held->pdata[i];
+        if ((h->exclusive || r->exclusive) && h->start < r->end &&
+            r->start < h->end) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
+BdRange *bd_range_lock(BdRangeLock *rl, uint64_t offset, uint64_t bytes,
+                       gboolean exclusive)
+{
+    BdRange *r = g_new(BdRange, 1);
+
+    r->start = offset;
+    r->end = offset + bytes;
+    r->exclusive = exclusive;
+    g_mutex_lock(&rl->lock);
+    while (range_conflicts(rl, r)) {
+        g_cond_wait(&rl->cond, &rl->lock);
+    }
+    g_ptr_array_add(rl->held, r);
+    g_mutex_unlock(&rl->lock);
+    return r;
+}
+
+void bd_range_unlock(BdRangeLock *rl, BdRange *r)
+{
+    g_mutex_lock(&rl->lock);
+    g_ptr_array_remove_fast(rl->held, r);
+    g_cond_broadcast(&rl->cond);
+    g_mutex_unlock(&rl->lock);
+    g_free(r);
+}

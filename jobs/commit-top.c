@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: MIT */
+/* The 'commit_top' filter (QEMU's commit_top and mirror_top nodes): the
+ * commit jobs put it above the top image.  It takes no permissions of
+ * its own and shares everything, so that the job may write into the
+ * base under the chain; in an active commit it tells the job about
+ * every guest write so that the job copies it into the base too.
+ *
+ * Thread model: open/close and bd_commit_top_set_notify on the main
+ * thread (the latter before the node gets parents); data callbacks on
+ * any thread.
+ */
+#define G_LOG_DOMAIN "blockd-jobs"
+
+#include <errno.h>
+#include "graph/error.h"
+#include "graph/io.h"
+#include "jobs/commit.h"
+#include "jobs/commit-int.h"
+
+typedef struct {
+    BdChild *backing;
+    BdCommitTopNotify notify;    /* NULL: intermediate commit */
+    void *opaque;
+} CommitTopState;
+
+static const BdSchemaField commit_top_options[] = {
+    { "backing", &bd_schema_blockdev_ref, FALSE },
+    { NULL },
+};
+
+static gboolean commit_top_open(BdNode *node, GVariant *options,
+                                GError **errp)
+{
+    CommitTopState *s;
+    BdChild *child = bd_node_open_child(node, options, "backing",
+                                        BD_CHILD_FILTERED | BD_CHILD_PRIMARY,
+                                        FALSE, errp);
+
+    if (!child) {
+        return FALSE;
+    }
+    s = g_new0(CommitTopState, 1);
+    s->backing = child;
+    node->opaque = s;
+    node->request_alignment = child->node->request_alignment;
+    g_free(node->filename);
+    node->filename = g_strdup(child->node->filename);
+    bd_node_set_size(node, child->node->size);
+    return TRUE;
+}
+
+static void commit_top_close(BdNode *node)
+{
+    g_clear_pointer(&node->opaque, g_free);
+}
+
+void bd_commit_top_set_notify(BdNode *node, BdCommitTopNotify fn,
+                              void *opaque)
+{
+    CommitTopState *s = node->opaque;
+
+    s->notify = fn;
+    s->opaque = opaque;
+}
+
+/* Guest writes pass through; nothing else is needed, everything is
+ * shared (the job writes the base below). */
+static void commit_top_child_perm(BdNode *node, BdChild *child,
+                                  BdChildRole role, uint64_t parent_perm,
+                                  uint64_t parent_shared, uint64_t *perm,
+                                  uint64_t *shared)
+{
+    CommitTopState *s = node->opaque;
+
+    *perm = (s && s->notify) ? (parent_perm & BD_PERM_ALL) : 0;
+    *shared = BD_PERM_ALL;
+}
+
+static int commit_top_pread(BdNode *node, uint64_t offset, uint64_t bytes,
+                            void *buf, int flags)
+{
+    CommitTopState *s = node->opaque;
+
+    return bd_child_pread(s->backing, offset, bytes, buf, flags);
+}
+
+static void written(CommitTopState *s, uint64_t offset, uint64_t bytes,
+                    int ret)
+{
+    /* Failed writes may have changed part of the range: copy it too. */
+    if (s->notify) {
+        s->notify(s->opaque, offset, bytes);
+    }
+    (void)ret;
+}
+
+static int commit_top_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
+                             const void *buf, int flags)
+{
+    CommitTopState *s = node->opaque;
+    int ret = bd_child_pwrite(s->backing, offset, bytes, buf, flags);
+
+    written(s, offset, bytes, ret);
+    return ret;
+}
+
+static int commit_top_pwrite_zeroes(BdNode *node, uint64_t offset,
+                                    uint64_t bytes, int flags)
+{
+    CommitTopState *s = node->opaque;
+    int ret = bd_child_pwrite_zeroes(s->backing, offset, bytes, flags);
+
+    written(s, offset, bytes, ret);
+    return ret;
+}
+
+static int commit_top_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
+{
+    CommitTopState *s = node->opaque;
+    int ret = bd_child_pdiscard(s->backing, offset, bytes);
+
+    written(s, offset, bytes, ret);
+    return ret;
+}
+
+static int commit_top_flush(BdNode *node)
+{
+    CommitTopState *s = node->opaque;
+
+    return bd_child_flush(s->backing);
+}
+
+static int commit_top_truncate(BdNode *node, uint64_t size)
+{
+    /* The job copies a fixed length; resizing under it is refused, as
+     * QEMU's jobs do by not sharing resize. */
+    (void)node;
+    (void)size;
+    return -EBUSY;
+}
+
+const BdDriver bd_commit_top_driver = {
+    .name = "commit_top",
+    .options = commit_top_options,
+    .is_filter = TRUE,
+    .open = commit_top_open,
+    .close = commit_top_close,
+    .child_perm = commit_top_child_perm,
+    .pread = commit_top_pread,
+    .pwrite = commit_top_pwrite,
+    .pwrite_zeroes = commit_top_pwrite_zeroes,
+    .pdiscard = commit_top_pdiscard,
+    .flush = commit_top_flush,
+    .truncate = commit_top_truncate,
+};

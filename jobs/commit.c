@@ -1,0 +1,577 @@
+/* SPDX-License-Identifier: MIT */
+/* The 'commit' block job (QEMU's block/commit.c and the active-commit
+ * mode of block/mirror.c).
+ *
+ *   intermediate:  bs -> commit_top -> top -> ... -> base
+ *       copy what top..base's overlay hold into base; then bs's chain
+ *       skips to base (the merged images are dropped) and the overlay's
+ *       header names base.
+ *   active:        parents -> commit_top -> top(=bs) -> ... -> base
+ *       the same copy, then every guest write through the filter is
+ *       copied too (dirty chunks); 'ready' once all is copied; on
+ *       job-complete the filter's parents are moved onto base (pivot).
+ *
+ * The base is reopened read-write for the job and back to read-only
+ * afterwards (unless it became the active layer).
+ *
+ * Thread model: start, verbs and finalization on the main thread;
+ * commit_run on the job thread, with I/O only through the job's entry
+ * handles; the dirty map has its own leaf lock (guest writes mark it
+ * from any thread).
+ */
+#define G_LOG_DOMAIN "blockd-jobs"
+
+#include <errno.h>
+#include <string.h>
+#include "graph/entry.h"
+#include "graph/error.h"
+#include "graph/io.h"
+#include "jobs/chain.h"
+#include "jobs/commit.h"
+#include "jobs/commit-int.h"
+
+#define COMMIT_CHUNK (512 * 1024)
+#define DIRTY_GRAN   (64 * 1024)
+
+typedef struct {
+    BdJob common;
+    gboolean active;
+    BdNode *bs, *top, *base;     /* refs */
+    BdNode *filter;              /* commit_top (our reference) or NULL */
+    BdEntry *src;                /* on top: reads, allocation depth */
+    BdEntry *dst;                /* on base: writes */
+    int base_depth;              /* base's depth below top (top = 1) */
+    char *backing_file;
+    BdOnError on_error;
+    gboolean base_read_only;
+    gboolean chain_frozen;
+    gboolean pivoted;
+    GPtrArray *claimed;
+
+    /* Active commit: chunks of DIRTY_GRAN written since last copied. */
+    GMutex dirty_lock;
+    guint8 *dirty;               /* [dirty_lock] */
+    uint64_t nchunks;
+    uint64_t ndirty;             /* [dirty_lock] */
+    gboolean should_complete;    /* [dirty_lock] job-complete seen */
+    gboolean ready;              /* job thread only */
+} BdCommitJob;
+
+/* --- dirty chunks (any thread) --- */
+
+static void dirty_mark(void *opaque, uint64_t offset, uint64_t bytes)
+{
+    BdCommitJob *s = opaque;
+    uint64_t first = offset / DIRTY_GRAN;
+    uint64_t last = bytes ? (offset + bytes - 1) / DIRTY_GRAN : first;
+
+    g_mutex_lock(&s->dirty_lock);
+    for (uint64_t i = first; i <= last && i < s->nchunks; i++) {
+        if (!s->dirty[i]) {
+            s->dirty[i] = 1;
+            s->ndirty++;
+        }
+    }
+    g_mutex_unlock(&s->dirty_lock);
+    bd_job_enter(&s->common);
+}
+
+/* Take one dirty chunk (cleared before it is copied: a write after the
+ * clear marks it again).  Returns FALSE when none is left. */
+static gboolean dirty_take(BdCommitJob *s, uint64_t *cursor, uint64_t *idx)
+{
+    gboolean found = FALSE;
+
+    g_mutex_lock(&s->dirty_lock);
+    for (uint64_t k = 0; s->ndirty && k < s->nchunks; k++) {
+        uint64_t i = (*cursor + k) % s->nchunks;
+        if (s->dirty[i]) {
+            s->dirty[i] = 0;
+            s->ndirty--;
+            *idx = i;
+            *cursor = i + 1;
+            found = TRUE;
+            break;
+        }
+    }
+    g_mutex_unlock(&s->dirty_lock);
+    return found;
+}
+
+static uint64_t dirty_count(BdCommitJob *s)
+{
+    g_mutex_lock(&s->dirty_lock);
+    uint64_t n = s->ndirty;
+    g_mutex_unlock(&s->dirty_lock);
+    return n;
+}
+
+/* --- copying (job thread; the main thread at the pivot) --- */
+
+/* Allocated above the base: to be copied. */
+static int needs_copy(BdCommitJob *s, uint64_t offset, uint64_t *n)
+{
+    int depth = bd_entry_allocation_depth(s->src, offset, *n, n);
+
+    if (depth < 0) {
+        return depth;
+    }
+    return depth >= 1 && depth < s->base_depth;
+}
+
+/* Copy [offset, offset + n) from the top's view into the base.
+ * *error_in_source tells which side failed. */
+static int copy_range(BdCommitJob *s, uint8_t *buf, uint64_t offset,
+                      uint64_t n, gboolean *error_in_source)
+{
+    int ret = bd_entry_pread(s->src, offset, n, buf, 0);
+
+    *error_in_source = TRUE;
+    if (ret < 0) {
+        return ret;
+    }
+    *error_in_source = FALSE;
+    if (bd_buffer_is_zero(buf, n)) {
+        return bd_entry_pwrite_zeroes(s->dst, offset, n, 0);
+    }
+    return bd_entry_pwrite(s->dst, offset, n, buf, 0);
+}
+
+static int grow_base(BdCommitJob *s, int64_t len)
+{
+    int64_t base_len = bd_entry_getlength(s->dst);
+
+    if (base_len < 0) {
+        return (int)base_len;
+    }
+    if (base_len < len) {
+        return bd_entry_truncate(s->dst, (uint64_t)len);
+    }
+    return 0;
+}
+
+/* The first pass: everything allocated above the base (QEMU's
+ * commit_run).  Active commit marks the ranges dirty instead. */
+static int commit_first_pass(BdCommitJob *s, uint8_t *buf, int64_t len)
+{
+    BdJob *job = &s->common;
+
+    for (uint64_t offset = 0, n = 0; offset < (uint64_t)len; offset += n) {
+        gboolean in_source = TRUE, copy;
+        int ret;
+
+        bd_job_ratelimit_sleep(job);
+        if (bd_job_is_cancelled(job)) {
+            return 0;
+        }
+        n = MIN((uint64_t)COMMIT_CHUNK, (uint64_t)len - offset);
+        ret = needs_copy(s, offset, &n);
+        copy = ret > 0;
+        if (n == 0) {
+            n = (uint64_t)len - offset;
+        }
+        if (copy && s->active) {
+            dirty_mark(s, offset, n);
+            continue;
+        }
+        if (copy) {
+            ret = copy_range(s, buf, offset, n, &in_source);
+        }
+        if (ret < 0) {
+            BdErrorAction action = bd_job_error_action(job, s->on_error,
+                                                       in_source, -ret);
+            if (action == BD_ERROR_ACTION_REPORT) {
+                return ret;
+            }
+            n = 0;
+            continue;
+        }
+        bd_job_progress_update(job, n);
+        if (copy) {
+            bd_job_ratelimit_processed(job, n);
+        }
+    }
+    return 0;
+}
+
+/* Active commit: copy dirty chunks until complete or cancel. */
+static int commit_mirror_loop(BdCommitJob *s, uint8_t *buf, int64_t len)
+{
+    BdJob *job = &s->common;
+    uint64_t cursor = 0, idx;
+
+    for (;;) {
+        bd_job_progress_set_remaining(job, dirty_count(s) * DIRTY_GRAN);
+        bd_job_ratelimit_sleep(job);
+        if (bd_job_is_cancelled(job) ||
+            (s->ready && bd_job_cancel_requested(job))) {
+            return 0;
+        }
+        if (!dirty_take(s, &cursor, &idx)) {
+            gboolean complete;
+            if (!s->ready) {
+                s->ready = TRUE;
+                bd_job_transition_to_ready(job);
+            }
+            g_mutex_lock(&s->dirty_lock);
+            complete = s->should_complete;
+            g_mutex_unlock(&s->dirty_lock);
+            if (complete) {
+                return 0;    /* the rest is copied drained, at the pivot */
+            }
+            bd_job_sleep(job, 100 * 1000 * 1000ll);
+            continue;
+        }
+        uint64_t offset = idx * DIRTY_GRAN;
+        uint64_t n = MIN((uint64_t)DIRTY_GRAN, (uint64_t)len - offset);
+        gboolean in_source;
+        int ret = copy_range(s, buf, offset, n, &in_source);
+        if (ret < 0) {
+            dirty_mark(s, offset, n);
+            BdErrorAction action = bd_job_error_action(job, s->on_error,
+                                                       in_source, -ret);
+            if (action == BD_ERROR_ACTION_REPORT) {
+                return ret;
+            }
+            continue;
+        }
+        bd_job_progress_update(job, n);
+        bd_job_ratelimit_processed(job, n);
+    }
+}
+
+static int commit_run(BdJob *job, GError **errp)
+{
+    BdCommitJob *s = (BdCommitJob *)job;
+    g_autofree uint8_t *buf = g_malloc(COMMIT_CHUNK);
+    int64_t len = bd_entry_getlength(s->src);
+    int ret;
+
+    if (len < 0) {
+        return (int)len;
+    }
+    bd_job_progress_set_remaining(job, (uint64_t)len);
+    ret = grow_base(s, len);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = commit_first_pass(s, buf, len);
+    if (ret < 0 || !s->active || bd_job_is_cancelled(job)) {
+        return ret;
+    }
+    return commit_mirror_loop(s, buf, len);
+}
+
+/* --- main thread: verbs --- */
+
+static gboolean commit_complete(BdJob *job, GError **errp)
+{
+    BdCommitJob *s = (BdCommitJob *)job;
+
+    if (!bd_job_is_ready(job)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "The active block job '%s' cannot be completed",
+                    job->id);
+        return FALSE;
+    }
+    g_mutex_lock(&s->dirty_lock);
+    s->should_complete = TRUE;
+    g_mutex_unlock(&s->dirty_lock);
+    bd_job_enter(job);
+    return TRUE;
+}
+
+/* Before 'ready' every cancel is a forced one (QEMU's mirror). */
+static gboolean commit_cancel(BdJob *job, gboolean force)
+{
+    return force || !bd_job_is_ready(job);
+}
+
+/* --- main thread: finalization --- */
+
+static void commit_unfreeze(BdCommitJob *s)
+{
+    if (s->chain_frozen) {
+        bd_job_unfreeze_backing_chain(s->filter, s->base);
+        s->chain_frozen = FALSE;
+    }
+}
+
+/* Copy what was written since the job thread stopped, with the
+ * filter's users drained, then move them onto the base. */
+static int commit_pivot(BdCommitJob *s, GError **errp)
+{
+    BdDrainSection *drain = bd_drained_begin(s->filter);
+    g_autofree uint8_t *buf = g_malloc(DIRTY_GRAN);
+    int64_t len = bd_entry_getlength(s->src);
+    uint64_t cursor = 0, idx;
+    int ret = 0;
+
+    while (ret >= 0 && len > 0 && dirty_take(s, &cursor, &idx)) {
+        uint64_t offset = idx * DIRTY_GRAN;
+        gboolean in_source;
+        ret = copy_range(s, buf, offset,
+                         MIN((uint64_t)DIRTY_GRAN, (uint64_t)len - offset),
+                         &in_source);
+    }
+    if (ret >= 0) {
+        ret = bd_entry_flush(s->dst);
+    }
+    /* Our writer must not stand in the way of the base's new users. */
+    g_clear_pointer(&s->dst, bd_entry_free);
+    if (ret < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "%s",
+                    g_strerror(-ret));
+    } else {
+        commit_unfreeze(s);
+        if (!bd_chain_replace_node(s->filter, s->base, errp)) {
+            ret = -EPERM;
+        } else {
+            s->pivoted = TRUE;
+        }
+    }
+    bd_drained_end(drain);
+    return ret;
+}
+
+/* Intermediate commit: the filter's parents skip to the base, whose
+ * name goes into their headers (QEMU's bdrv_drop_intermediate). */
+static int commit_drop_intermediate(BdCommitJob *s, GError **errp)
+{
+    g_autoptr(GPtrArray) overlays = g_ptr_array_new();
+    const char *name = s->backing_file ? s->backing_file : s->base->filename;
+    BdNode *explicit_top = s->top;
+    gboolean update_inherits = FALSE;
+
+    for (BdNode *n = s->base; n; n = n->inherits_from) {
+        if (n == explicit_top) {
+            update_inherits = TRUE;
+            break;
+        }
+    }
+    for (GList *l = s->filter->parents; l; l = l->next) {
+        BdChild *c = l->data;
+        if (c->parent && c->parent->backing == c) {
+            g_ptr_array_add(overlays, c->parent);
+        }
+    }
+    if (!bd_chain_replace_node(s->filter, s->base, errp)) {
+        return -EPERM;
+    }
+    for (guint i = 0; i < overlays->len; i++) {
+        if (!bd_chain_change_backing_file(overlays->pdata[i], name,
+                                          s->base->drv->name, errp)) {
+            return -EIO;
+        }
+    }
+    if (update_inherits) {
+        s->base->inherits_from = explicit_top->inherits_from;
+    }
+    return 0;
+}
+
+static int commit_prepare(BdJob *job)
+{
+    BdCommitJob *s = (BdCommitJob *)job;
+    g_autoptr(GError) err = NULL;
+    int ret = 0;
+
+    if (s->active) {
+        if (!bd_job_cancel_requested(job)) {
+            ret = commit_pivot(s, &err);
+        }
+    } else {
+        commit_unfreeze(s);
+        g_clear_pointer(&s->dst, bd_entry_free);
+        ret = commit_drop_intermediate(s, &err);
+    }
+    if (ret < 0) {
+        job->err = g_steal_pointer(&err);
+    }
+    return ret;
+}
+
+static void commit_abort(BdJob *job)
+{
+    commit_unfreeze((BdCommitJob *)job);
+}
+
+static void commit_clean(BdJob *job)
+{
+    BdCommitJob *s = (BdCommitJob *)job;
+    g_autoptr(GError) err = NULL;
+
+    commit_unfreeze(s);
+    g_clear_pointer(&s->src, bd_entry_free);
+    g_clear_pointer(&s->dst, bd_entry_free);
+    if (s->filter) {
+        /* Still in the graph unless pivoted or dropped: its parents go
+         * back to the top. */
+        bd_commit_top_set_notify(s->filter, NULL, NULL);
+        bd_chain_drop_filter(g_steal_pointer(&s->filter));
+    }
+    if (s->claimed) {
+        for (guint i = 0; i < s->claimed->len; i++) {
+            bd_chain_release(s->claimed->pdata[i]);
+        }
+        g_clear_pointer(&s->claimed, g_ptr_array_unref);
+    }
+    if (s->base_read_only && !s->pivoted &&
+        !bd_chain_reopen_read_only(s->base, TRUE, &err)) {
+        g_warning("job '%s': node '%s' stays read-write: %s", job->id,
+                  s->base->node_name, err->message);
+    }
+    s->base_read_only = FALSE;
+}
+
+static void commit_free(BdJob *job)
+{
+    BdCommitJob *s = (BdCommitJob *)job;
+
+    commit_clean(job);
+    g_clear_pointer(&s->bs, bd_node_unref);
+    g_clear_pointer(&s->top, bd_node_unref);
+    g_clear_pointer(&s->base, bd_node_unref);
+    g_free(s->backing_file);
+    g_free(s->dirty);
+    g_mutex_clear(&s->dirty_lock);
+}
+
+static const BdJobDriver commit_job_driver = {
+    .type = "commit",
+    .instance_size = sizeof(BdCommitJob),
+    .is_block_job = TRUE,
+    .run = commit_run,
+    .complete = commit_complete,
+    .cancel = commit_cancel,
+    .prepare = commit_prepare,
+    .abort = commit_abort,
+    .clean = commit_clean,
+    .free = commit_free,
+};
+
+/* --- start --- */
+
+static BdNode *open_filter(BdCommitJob *s, const char *node_name,
+                           GError **errp)
+{
+    GVariantDict d;
+    BdNode *filter;
+
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "driver", "s", "commit_top");
+    g_variant_dict_insert(&d, "backing", "s", s->top->node_name);
+    if (node_name) {
+        g_variant_dict_insert(&d, "node-name", "s", node_name);
+    }
+    filter = bd_node_open(g_variant_dict_end(&d), errp);
+    if (!filter) {
+        return NULL;
+    }
+    filter->implicit = node_name == NULL;
+    if (s->active) {
+        bd_commit_top_set_notify(filter, dirty_mark, s);
+    }
+    return filter;
+}
+
+static gboolean commit_setup(BdCommitJob *s, const BdCommitParams *p,
+                             GError **errp)
+{
+    uint64_t dst_perm = BD_PERM_WRITE | BD_PERM_CONSISTENT_READ;
+
+    s->bs = bd_node_ref(p->bs);
+    s->top = bd_node_ref(p->top);
+    s->base = bd_node_ref(p->base);
+    s->backing_file = g_strdup(p->backing_file);
+    s->on_error = p->on_error;
+    s->base_depth = 1;
+    for (BdNode *n = p->top; n && n != p->base; n = bd_node_backing(n)) {
+        s->base_depth++;
+    }
+    if (s->active) {
+        s->nchunks = (p->top->size + DIRTY_GRAN - 1) / DIRTY_GRAN;
+        s->dirty = g_malloc0(MAX(s->nchunks, 1));
+    }
+    if (p->base->size < p->top->size) {
+        dst_perm |= BD_PERM_RESIZE;
+    }
+    if (p->base->read_only) {
+        if (!bd_chain_reopen_read_only(p->base, FALSE, errp)) {
+            return FALSE;
+        }
+        s->base_read_only = TRUE;
+    }
+    s->filter = open_filter(s, p->filter_node_name, errp);
+    if (!s->filter || !bd_chain_replace_node(p->top, s->filter, errp)) {
+        return FALSE;
+    }
+    if (!bd_job_freeze_backing_chain(s->filter, s->base, errp)) {
+        return FALSE;
+    }
+    s->chain_frozen = TRUE;
+
+    s->src = bd_entry_new(p->top, NULL, 0, BD_PERM_ALL, errp);
+    if (!s->src) {
+        return FALSE;
+    }
+    s->dst = bd_entry_new(p->base, NULL, dst_perm,
+                          BD_PERM_CONSISTENT_READ | BD_PERM_WRITE_UNCHANGED |
+                          (s->active ? BD_PERM_WRITE : 0), errp);
+    if (!s->dst) {
+        return FALSE;
+    }
+    s->claimed = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)bd_node_unref);
+    for (BdNode *n = p->top; n && n != bd_chain_next(p->base);
+         n = bd_chain_next(n)) {
+        bd_chain_claim(n, "commit");
+        g_ptr_array_add(s->claimed, bd_node_ref(n));
+    }
+    return TRUE;
+}
+
+static gboolean start(const BdCommitParams *p, gboolean active, GError **errp)
+{
+    BdCommitJob *s;
+
+    if (p->speed < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Parameter 'speed' expects a non-negative value");
+        return FALSE;
+    }
+    s = (BdCommitJob *)bd_job_create(&commit_job_driver,
+                                     p->job_id ? p->job_id : "",
+                                     p->auto_finalize, p->auto_dismiss,
+                                     NULL, errp);
+    if (!s) {
+        return FALSE;
+    }
+    s->active = active;
+    g_mutex_init(&s->dirty_lock);
+    if (!commit_setup(s, p, errp)) {
+        commit_clean(&s->common);
+        bd_job_early_fail(&s->common);
+        return FALSE;
+    }
+    if (p->speed) {
+        bd_job_set_speed(&s->common, p->speed, NULL);
+    }
+    bd_job_start(&s->common);
+    return TRUE;
+}
+
+gboolean bd_commit_start(const BdCommitParams *p, GError **errp)
+{
+    if (bd_chain_skip_filters(p->top) == bd_chain_skip_filters(p->base)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Invalid files for merge: top and base are the same");
+        return FALSE;
+    }
+    return start(p, FALSE, errp);
+}
+
+gboolean bd_commit_active_start(const BdCommitParams *p, GError **errp)
+{
+    return start(p, TRUE, errp);
+}
