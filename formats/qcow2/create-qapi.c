@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* blockdev-create for qcow2: the BlockdevCreateOptionsQcow2 members,
  * QEMU's option checks in QEMU's order, then bd_qcow2_create() on the
- * node named by 'file'.
+ * node named by 'file' and, if asked, preallocation (prealloc.c).
  *
  * Thread model: bd_qcow2_create_hook runs on the create job's thread.
  * The job has resolved 'file' on the main thread, holds the node and an
@@ -164,10 +164,6 @@ static gboolean check_options(GVariant *options, Qcow2CreateOptions *o,
     if (bd_opts_has(options, "encrypt")) {
         FAIL("Encrypted images are not supported by this server");
     }
-    if (strcmp(prealloc, "off") != 0) {
-        FAIL("Preallocation mode '%s' is not supported by this server",
-             prealloc);
-    }
     o->cluster_size = (uint32_t)cs;
     o->refcount_bits = (uint32_t)rbits;
     return TRUE;
@@ -176,6 +172,7 @@ static gboolean check_options(GVariant *options, Qcow2CreateOptions *o,
 gboolean bd_qcow2_create_hook(GVariant *options, GError **errp)
 {
     const char *file_name = bd_opts_get_str(options, "file", "");
+    const char *prealloc = bd_opts_get_str(options, "preallocation", "off");
     Qcow2CreateOptions o = { 0 };
     BdNode *file;
 
@@ -184,8 +181,12 @@ gboolean bd_qcow2_create_hook(GVariant *options, GError **errp)
         FAIL("Cannot find device='%s' nor node-name='%s'", file_name,
              file_name);
     }
-    if (!check_options(options, &o, errp)) {
+    if (!check_options(options, &o, errp) ||
+        !bd_qcow2_create(file, &o, errp)) {
         return FALSE;
     }
-    return bd_qcow2_create(file, &o, errp);
+    if (strcmp(prealloc, "off") != 0) {
+        return bd_qcow2_preallocate(file, o.size, prealloc, errp);
+    }
+    return TRUE;
 }

@@ -161,6 +161,40 @@ def test_create_qcow2_options():
                 assert_eq(data.get(k), v, '%s of %r' % (k, opts))
 
 
+def test_create_qcow2_preallocation():
+    """preallocation=metadata/falloc/full: every guest cluster is mapped
+    (qemu-img map), reads return zeroes, check is clean, and writes
+    afterwards land in the preallocated clusters."""
+    require_tool('qemu-img', 'qemu-io')
+    cases = [('metadata', {}), ('metadata', {'cluster-size': 512, 'refcount-bits': 1}),
+             ('metadata', {'version': 'v2', 'cluster-size': 4096}),
+             ('falloc', {'cluster-size': 65536}), ('full', {'refcount-bits': 64}),
+             ('metadata', {'cluster-size': 2 * MiB, 'lazy-refcounts': True})]
+    with Daemon() as d:
+        d.start()
+        q = d.qmp()
+        for i, (mode, extra) in enumerate(cases):
+            size = 24 * MiB + 4096 if extra.get('cluster-size', 0) != 2 * MiB else 9 * MiB
+            path = d.path('p%d.qcow2' % i)
+            create_file(q, path)
+            add_file_node(q, 'f', path)
+            run_create(q, 'p', dict(extra, driver='qcow2', file='f', size=size,
+                                    preallocation=mode))
+            q.execute('blockdev-del', {'node-name': 'f'})
+            img_check(path)
+            mapping = json.loads(run(['qemu-img', 'map', '--output=json', path]).stdout)
+            assert_eq(sum(m['length'] for m in mapping if m['data']), size,
+                      '%s %r: mapped bytes' % (mode, extra))
+            if mode != 'metadata' and os.stat(path).st_blocks * 512 < size:
+                raise AssertionError('%s: data area not allocated' % mode)
+            before = os.path.getsize(path)
+            qemu_io(path, 'read -P 0 0 %d' % size, 'write -P 0x6b 1M 64k',
+                    'write -P 0x6c %d 4096' % (size - 4096), fmt='qcow2')
+            assert_eq(os.path.getsize(path), before, '%s: no growth on write' % mode)
+            img_check(path)
+            qemu_io(path, 'read -P 0x6b 1M 64k', 'read -P 0 0 1M', fmt='qcow2')
+
+
 def test_create_qcow2_backing():
     """backing-file and backing-fmt land in the header; qemu-img reads
     through to the backing image."""
