@@ -1,0 +1,341 @@
+# SPDX-License-Identifier: MIT
+"""Backup jobs (issue 6): QEMU iotest 257 ported with the guest I/O going
+through an NBD export of the source (qemu-io over nbd+unix://), plus full,
+top, incremental, cancel, speed, transaction and drive-backup cases.
+
+Targets are checked with qemu-img compare against point-in-time copies
+(after qemu-img rebase -u, exactly as 257 does) and with qemu-img check.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import blockd_test as bt  # noqa: E402
+
+SIZE = 64 * 1024 * 1024
+GRANULARITY = 64 * 1024
+
+
+class Pattern:
+    def __init__(self, byte, offset, size=GRANULARITY):
+        self.byte, self.offset, self.size = byte, offset, size
+
+    def bits(self, granularity):
+        lower = self.offset // granularity
+        upper = (self.offset + self.size - 1) // granularity
+        return set(range(lower, upper + 1))
+
+
+GROUPS = [
+    [Pattern('0x49', 0x0000000), Pattern('0x6c', 0x0100000),
+     Pattern('0x6f', 0x2000000), Pattern('0x76', 0x3ff0000)],
+    [Pattern('0x65', 0x0000000), Pattern('0x77', 0x00f8000),
+     Pattern('0x72', 0x2008000), Pattern('0x69', 0x3fe0000)],
+    [Pattern('0x74', 0x0010000), Pattern('0x69', 0x00e8000),
+     Pattern('0x6e', 0x2018000), Pattern('0x67', 0x3fe0000, 2 * GRANULARITY)],
+    [Pattern('0xaa', 0x0010000, 3 * GRANULARITY), Pattern('0xbb', 0x00d8000),
+     Pattern('0xcc', 0x2028000), Pattern('0xdd', 0x3fc0000)],
+]
+
+
+def group_bits(n):
+    res = set()
+    for p in GROUPS[n]:
+        res |= p.bits(GRANULARITY)
+    return res
+
+
+class Env:
+    """A daemon with an NBD server; drive0 (qcow2) exported as 'disk'."""
+
+    def __init__(self, blkdebug=False):
+        self.d = bt.Daemon()
+        self.d.args += ['--nbd-server', 'addr.type=unix,addr.path=%s' % self.d.nbd_sock]
+        self.d.start()
+        self.q = self.d.qmp()
+        self.img = self.d.path('img.qcow2')
+        bt.run(['qemu-img', 'create', '-f', 'qcow2', self.img, str(SIZE)])
+        fcfg = {'driver': 'file', 'filename': self.img}
+        if blkdebug:
+            fcfg = {'driver': 'blkdebug', 'image': fcfg,
+                    'set-state': [{'event': 'flush_to_disk', 'state': 1, 'new_state': 2},
+                                  {'event': 'read_aio', 'state': 2, 'new_state': 3}],
+                    'inject-error': [{'event': 'read_aio', 'errno': 5, 'state': 3,
+                                      'immediately': False, 'once': True}]}
+        self.q.execute('blockdev-add', {'node-name': 'drive0', 'driver': 'qcow2', 'file': fcfg})
+        self.q.execute('block-export-add', {'type': 'nbd', 'id': 'exp0', 'node-name': 'drive0',
+                                            'name': 'disk', 'writable': True})
+
+    def close(self):
+        self.d.cleanup()
+
+    def nbd(self):
+        import nbd
+        h = nbd.NBD()
+        h.connect_uri(self.d.uri('disk'))
+        return h
+
+    def write_group(self, n):
+        # libnbd sends no flush of its own (257's blkdebug state machine
+        # counts flushes): qemu-io would flush when it closes.
+        h = self.nbd()
+        try:
+            for p in GROUPS[n]:
+                h.pwrite(bytes([int(p.byte, 16)]) * p.size, p.offset)
+        finally:
+            h.shutdown()
+
+    def flush(self):
+        h = self.nbd()
+        try:
+            h.flush()
+        finally:
+            h.shutdown()
+
+    def bitmaps(self):
+        for n in self.q.execute('query-named-block-nodes'):
+            if n['node-name'] == 'drive0':
+                return n.get('dirty-bitmaps', [])
+        raise AssertionError('drive0 not found')
+
+    def bitmap(self, name, recording=None):
+        for b in self.bitmaps():
+            if b.get('name', '') == name and (recording is None or b['recording'] == recording):
+                return b
+        raise AssertionError('bitmap %r not found in %r' % (name, self.bitmaps()))
+
+    def check_bits(self, want, name='bitmap0', recording=None):
+        b = self.bitmap(name, recording)
+        bt.assert_eq(b['count'] // b['granularity'], len(want), 'dirty clusters of %r' % name)
+
+    def create_target(self, node, path):
+        bt.run(['qemu-img', 'create', '-f', 'qcow2', path, str(SIZE)])
+        self.q.execute('blockdev-add', {'node-name': node, 'driver': 'qcow2',
+                                        'file': {'driver': 'file', 'filename': path}})
+
+    def backup(self, job, target, sync, **kw):
+        args = {'job-id': job, 'device': 'drive0', 'target': target, 'sync': sync,
+                'filter-node-name': 'backup-top', 'x-perf': {'max-workers': 1}}
+        args.update({k.replace('_', '-'): v for k, v in kw.items() if v is not None})
+        self.q.execute('blockdev-backup', args)
+
+    def job_status(self, job):
+        for j in self.q.execute('query-jobs'):
+            if j['id'] == job:
+                return j['status']
+        return None
+
+    def run_job(self, job, pre_finalize=None, cancel=False):
+        """Wait for the job (auto-dismiss); returns its final event."""
+        bt.wait_for(lambda: self.job_status(job) in ('pending', None), 60, 'job ' + job)
+        if self.job_status(job) == 'pending':
+            if pre_finalize:
+                pre_finalize()
+            if cancel:
+                self.q.execute('job-cancel', id=job)
+            else:
+                self.q.execute('job-finalize', id=job)
+        bt.wait_for(lambda: self.job_status(job) is None, 60, 'job %s gone' % job)
+        for ev in self.q.events:
+            if ev['event'] in ('BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED') \
+                    and ev['data']['device'] == job:
+                self.q.events.remove(ev)
+                return ev
+        return self.q.wait_event('BLOCK_JOB_COMPLETED')
+
+    def reference_backup(self, n, path):
+        self.create_target('ref_target_%d' % n, path)
+        self.backup('ref_backup_%d' % n, 'ref_target_%d' % n, 'full', filter_node_name=None)
+        ev = self.run_job('ref_backup_%d' % n)
+        bt.assert_eq(ev['event'], 'BLOCK_JOB_COMPLETED')
+        assert 'error' not in ev['data'], ev
+
+
+def compare(image, reference, base=None, expect_match=True):
+    if base:
+        bt.run(['qemu-img', 'rebase', '-u', '-b', base, '-F', 'qcow2', image])
+    p = bt.run(['qemu-img', 'compare', image, reference], check=False)
+    bt.assert_eq(p.returncode, 0 if expect_match else 1,
+                 'qemu-img compare %s %s (%s)' % (image, reference, p.stdout))
+
+
+def check_image(path):
+    bt.run(['qemu-img', 'check', path])
+
+
+def bitmap_sync(bsync_mode, msync_mode='bitmap', failure=None):
+    env = Env(blkdebug=failure == 'intermediate')
+    try:
+        p = env.d.path
+        bsync1, bsync2 = p('bsync1'), p('bsync2')
+        fb0, fb1, fb2 = p('fbackup0'), p('fbackup1'), p('fbackup2')
+        env.write_group(0)
+        env.reference_backup(0, fb0)
+        env.q.execute('block-dirty-bitmap-add', {'node': 'drive0', 'name': 'bitmap0',
+                                                'granularity': GRANULARITY})
+        ebitmap = set()
+        env.write_group(1)
+        ebitmap |= group_bits(1)
+        env.check_bits(ebitmap)
+        env.reference_backup(1, fb1)
+
+        if failure == 'intermediate':
+            env.flush()   # arms the blkdebug error
+        env.create_target('backup_target_1', bsync1)
+        env.backup('backup_1', 'backup_target_1', msync_mode, bitmap='bitmap0',
+                   bitmap_mode=bsync_mode, auto_finalize=False)
+
+        def callback():
+            nonlocal ebitmap
+            env.write_group(2)              # through backup-top
+            env.check_bits(ebitmap)         # the frozen bitmap
+            env.check_bits(group_bits(2), name='', recording=True)  # successor
+            if (bsync_mode == 'on-success' and not failure) or bsync_mode == 'always':
+                ebitmap = set()
+            ebitmap |= group_bits(2)
+
+        ev = env.run_job('backup_1', pre_finalize=callback, cancel=failure == 'simulated')
+        if failure == 'intermediate':
+            bt.assert_eq(ev['event'], 'BLOCK_JOB_COMPLETED')
+            bt.assert_eq(ev['data'].get('error'), 'Input/output error')
+        elif failure == 'simulated':
+            bt.assert_eq(ev['event'], 'BLOCK_JOB_CANCELLED')
+        else:
+            assert 'error' not in ev['data'], ev
+
+        if bsync_mode == 'always' and failure == 'intermediate':
+            if msync_mode == 'top':
+                ebitmap |= group_bits(0)
+            ebitmap.discard(min(ebitmap))       # one cluster copied
+            if msync_mode == 'full':
+                fail_bit = min(ebitmap)
+                ebitmap = set(range(fail_bit, SIZE // GRANULARITY))
+        env.check_bits(ebitmap)
+
+        env.write_group(3)
+        ebitmap |= group_bits(3)
+        env.check_bits(ebitmap)
+        env.reference_backup(2, fb2)
+
+        env.create_target('backup_target_2', bsync2)
+        env.backup('backup_2', 'backup_target_2', 'bitmap', bitmap='bitmap0',
+                   bitmap_mode=bsync_mode, auto_finalize=False)
+        ev = env.run_job('backup_2')
+        assert 'error' not in ev['data'], ev
+        if bsync_mode != 'never':
+            ebitmap = set()
+        env.check_bits(ebitmap)
+
+        env.q.execute('block-dirty-bitmap-remove', {'node': 'drive0', 'name': 'bitmap0'})
+        assert not [b for b in env.bitmaps() if b.get('name') == 'bitmap0']
+        env.d.stop()
+
+        for img in (bsync1, bsync2, fb0, fb1, fb2):
+            check_image(img)
+        compare(bsync1, fb1, base=fb0, expect_match=failure != 'intermediate')
+        base = bsync1 if (not failure or bsync_mode == 'always') else fb0
+        compare(bsync2, fb2, base=base)
+        compare(env.img, fb2)
+    finally:
+        env.close()
+
+
+def _add_sync_tests():
+    g = globals()
+    cases = [(b, 'bitmap', f) for b in ('never', 'on-success', 'always')
+             for f in ('simulated', 'intermediate', None)]
+    cases += [(b, m, f) for m in ('full', 'top') for b in ('on-success', 'always')
+              for f in ('simulated', 'intermediate', None)]
+    for b, m, f in cases:
+        name = 'test_sync_%s_%s_%s' % (m, b.replace('-', '_'), f or 'ok')
+
+        def t(b=b, m=m, f=f):
+            bitmap_sync(b, m, f)
+        t.__name__ = name
+        g[name] = t
+
+
+_add_sync_tests()
+
+
+# 257's test_backup_api, with the texts qemu-storage-daemon 7.2 gives.
+NEED_NAME = "must provide a valid bitmap name for '%s' sync mode"
+NOT_FOUND = "Bitmap 'bitmap404' could not be found"
+INCR_MODE = "Bitmap sync mode must be 'on-success' when using sync mode 'incremental'"
+NO_MODE = 'Bitmap sync mode must be given when providing a bitmap'
+NO_BITMAP = 'Cannot specify bitmap sync mode without a bitmap'
+NEVER = "Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '%s'"
+NONE_OUT = "sync mode 'none' does not produce meaningful bitmap outputs"
+API_CASES = {
+    'incremental': {None: {m: NEED_NAME % 'incremental' for m in ('on-success', 'always', 'never', None)},
+                    'bitmap404': {'on-success': NOT_FOUND, 'always': INCR_MODE,
+                                  'never': INCR_MODE, None: NOT_FOUND},
+                    'bitmap0': {'always': INCR_MODE, 'never': INCR_MODE}},
+    'bitmap': {None: {m: NEED_NAME % 'bitmap' for m in ('on-success', 'always', 'never', None)},
+               'bitmap404': {m: NOT_FOUND for m in ('on-success', 'always', 'never', None)},
+               'bitmap0': {None: NO_MODE}},
+    'full': {None: {m: NO_BITMAP for m in ('on-success', 'always', 'never')},
+             'bitmap404': {m: NOT_FOUND for m in ('on-success', 'always', 'never', None)},
+             'bitmap0': {'never': NEVER % 'full', None: NO_MODE}},
+    'top': {None: {m: NO_BITMAP for m in ('on-success', 'always', 'never')},
+            'bitmap404': {m: NOT_FOUND for m in ('on-success', 'always', 'never', None)},
+            'bitmap0': {'never': NEVER % 'top', None: NO_MODE}},
+    'none': {None: {m: NO_BITMAP for m in ('on-success', 'always', 'never')},
+             'bitmap404': {m: NOT_FOUND for m in ('on-success', 'always', 'never', None)},
+             'bitmap0': {'on-success': NONE_OUT, 'always': NONE_OUT, 'never': NONE_OUT,
+                         None: NO_MODE}},
+}
+
+
+def test_backup_api():
+    env = Env()
+    try:
+        env.create_target('backup_target', env.d.path('bsync1'))
+        env.q.execute('block-dirty-bitmap-add', {'node': 'drive0', 'name': 'bitmap0',
+                                                'granularity': GRANULARITY})
+        n = 0
+        for sync, by_bitmap in API_CASES.items():
+            for bitmap, by_mode in by_bitmap.items():
+                for mode, text in by_mode.items():
+                    args = {'job-id': 'api_job', 'device': 'drive0', 'target': 'backup_target',
+                            'sync': sync, 'filter-node-name': 'backup-top',
+                            'x-perf': {'max-workers': 1}}
+                    if bitmap:
+                        args['bitmap'] = bitmap
+                    if mode:
+                        args['bitmap-mode'] = mode
+                    err = env.q.error('blockdev-backup', args)
+                    bt.assert_eq((err['class'], err['desc']), ('GenericError', text), repr(args))
+                    n += 1
+        bt.assert_eq(n, 48, 'cases')
+        base = {'device': 'drive0', 'target': 'backup_target', 'sync': 'full', 'job-id': 'j'}
+        for extra, text in [
+                ({'job-id': None}, "Invalid job ID ''"),
+                ({'target': 'drive0'}, 'Source and target cannot be the same'),
+                ({'device': 'nope'}, "Cannot find device='nope' nor node-name='nope'"),
+                ({'target': 'nope'}, "Cannot find device='nope' nor node-name='nope'"),
+                ({'x-perf': {'max-workers': 0}}, 'max-workers must be between 1 and 2147483647'),
+                ({'x-perf': {'max-chunk': -1}},
+                 'max-chunk must be zero (which means no limit) or positive'),
+                ({'x-perf': {'max-chunk': 4096}},
+                 'Required max-chunk (4096) is less than backup cluster size (65536)'),
+                ({'speed': -1}, "Parameter 'speed' expects a non-negative value"),
+                ({'filter-node-name': 'drive0'},
+                 "Could not create node: Duplicate nodes with node-name='drive0'")]:
+            args = dict(base, **extra)
+            args = {k: v for k, v in args.items() if v is not None}
+            err = env.q.error('blockdev-backup', args)
+            bt.assert_eq(err['desc'], text, repr(extra))
+        # Nothing was left behind by the refusals.
+        bt.assert_eq(env.q.execute('query-jobs'), [])
+        names = [n['node-name'] for n in env.q.execute('query-named-block-nodes')]
+        assert 'backup-top' not in names, names
+        bt.assert_eq([b.get('name') for b in env.bitmaps()], ['bitmap0'])
+        assert not env.bitmap('bitmap0')['busy']
+    finally:
+        env.close()
+
+
+if __name__ == '__main__':
+    sys.exit(bt.main(bt.tests_of(globals())))
