@@ -290,6 +290,54 @@ static gboolean blkdebug_check_sizes(GVariant *options, GError **errp)
     return TRUE;
 }
 
+/* Append list option 'key' flattened as QEMU's options are:
+ * "inject-error.0.event", "inject-error.0.errno", ...  (Where such keys
+ * share a hash bucket their order may differ from QEMU's.) */
+static void add_flattened(GVariantDict *d, GVariant *options, const char *key)
+{
+    g_autoptr(GVariant) list = bd_opts_lookup(options, key);
+
+    for (gsize i = 0; list && i < g_variant_n_children(list); i++) {
+        g_autoptr(GVariant) elem = g_variant_get_child_value(list, i);
+        g_autoptr(GVariant) dict = g_variant_get_variant(elem);
+        GVariantIter it;
+        const char *member;
+        GVariant *val;
+
+        g_variant_iter_init(&it, dict);
+        while (g_variant_iter_next(&it, "{&sv}", &member, &val)) {
+            g_autofree char *flat = g_strdup_printf("%s.%zu.%s", key, i,
+                                                    member);
+            g_variant_dict_insert_value(d, flat, val);
+            g_variant_unref(val);
+        }
+    }
+}
+
+/* QEMU's full_open_options: driver, image, the strong options given. */
+static GVariant *blkdebug_full_options(BdNode *node, GVariant *options)
+{
+    BlkdebugState *s = node->opaque;
+    g_auto(GVariantDict) d = G_VARIANT_DICT_INIT(NULL);
+    g_autoptr(GVariant) config = bd_opts_lookup(options, "config");
+
+    g_variant_dict_insert(&d, "driver", "s", "blkdebug");
+    g_variant_dict_insert_value(&d, "image",
+                                bd_formats_full_options(s->image->node));
+    if (config) {
+        g_variant_dict_insert_value(&d, "config", config);
+    }
+    for (int i = 0; i < L__MAX; i++) {
+        g_autoptr(GVariant) v = bd_opts_lookup(options, limit_names[i]);
+        if (v) {
+            g_variant_dict_insert_value(&d, limit_names[i], v);
+        }
+    }
+    add_flattened(&d, options, "inject-error");
+    add_flattened(&d, options, "set-state");
+    return g_variant_dict_end(&d);
+}
+
 /* QEMU's refresh_filename: "blkdebug:CONFIG:IMAGE" while only config
  * and image are given and the image has a plain name, else json:. */
 static char *blkdebug_filename(BdNode *node, GVariant *options)
@@ -309,7 +357,7 @@ static char *blkdebug_filename(BdNode *node, GVariant *options)
     if (plain) {
         return g_strdup_printf("blkdebug:%s:%s", config ? config : "", image);
     }
-    return bd_formats_json_filename(node);
+    return bd_formats_json_of(blkdebug_full_options(node, options));
 }
 
 static void blkdebug_close(BdNode *node)

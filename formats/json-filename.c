@@ -85,6 +85,15 @@ static void append_value(GString *out, GVariant *v)
         append_value(out, inner);
     } else if (g_variant_is_of_type(v, G_VARIANT_TYPE_VARDICT)) {
         append_dict(out, v);
+    } else if (g_variant_is_of_type(v, G_VARIANT_TYPE_ARRAY)) {
+        /* A list ("av"), e.g. quorum's children. */
+        g_string_append_c(out, '[');
+        for (gsize i = 0; i < g_variant_n_children(v); i++) {
+            g_autoptr(GVariant) e = g_variant_get_child_value(v, i);
+            g_string_append(out, i ? ", " : "");
+            append_value(out, e);
+        }
+        g_string_append_c(out, ']');
     } else if (g_variant_is_of_type(v, G_VARIANT_TYPE_STRING)) {
         bd_json_quote(out, g_variant_get_string(v, NULL));
     } else if (g_variant_is_of_type(v, G_VARIANT_TYPE_INT64)) {
@@ -143,6 +152,15 @@ GVariant *bd_formats_full_options(BdNode *node)
 char *bd_formats_json_filename(BdNode *node)
 {
     g_autoptr(GVariant) full = g_variant_ref_sink(bd_formats_full_options(node));
+    GString *out = g_string_new("json:");
+
+    append_value(out, full);
+    return g_string_free(out, FALSE);
+}
+
+char *bd_formats_json_of(GVariant *dict)
+{
+    g_autoptr(GVariant) full = g_variant_ref_sink(dict);
     GString *out = g_string_new("json:");
 
     append_value(out, full);

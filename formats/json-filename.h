@@ -10,5 +10,8 @@
 GVariant *bd_formats_full_options(BdNode *node);
 /* "json:" + that dictionary in QEMU's key order and JSON formatting. */
 char *bd_formats_json_filename(BdNode *node);
+/* "json:" + a dictionary a driver built itself (drivers whose full
+ * options are not the generic ones: blkdebug, quorum); sinks 'dict'. */
+char *bd_formats_json_of(GVariant *dict);
 
 #endif

@@ -265,6 +265,34 @@ static BdChild *quorum_open_child(BdNode *node, GVariant *ref, guint i,
     return bd_node_open_child(node, one, key, BD_CHILD_DATA, FALSE, errp);
 }
 
+/* QEMU's full_open_options: driver, the children as a list, and the
+ * strong options as given. */
+static char *quorum_filename(BdNode *node, GVariant *options)
+{
+    static const char *const strong[] = {
+        "vote-threshold", "blkverify", "rewrite-corrupted", "read-pattern",
+    };
+    QuorumState *s = node->opaque;
+    g_auto(GVariantDict) d = G_VARIANT_DICT_INIT(NULL);
+    g_auto(GVariantBuilder) children = G_VARIANT_BUILDER_INIT(
+        G_VARIANT_TYPE("av"));
+
+    for (guint i = 0; i < s->children->len; i++) {
+        g_variant_builder_add(&children, "v",
+                              bd_formats_full_options(child_at(s, i)->node));
+    }
+    g_variant_dict_insert(&d, "driver", "s", "quorum");
+    g_variant_dict_insert_value(&d, "children",
+                                g_variant_builder_end(&children));
+    for (gsize i = 0; i < G_N_ELEMENTS(strong); i++) {
+        g_autoptr(GVariant) v = bd_opts_lookup(options, strong[i]);
+        if (v) {
+            g_variant_dict_insert_value(&d, strong[i], v);
+        }
+    }
+    return bd_formats_json_of(g_variant_dict_end(&d));
+}
+
 static void quorum_close(BdNode *node)
 {
     QuorumState *s = node->opaque;
@@ -315,7 +343,7 @@ static gboolean quorum_open(BdNode *node, GVariant *options, GError **errp)
         size = c->node->size;
     }
     bd_node_set_size(node, size);
-    node->filename = bd_formats_json_filename(node);
+    node->filename = quorum_filename(node, options);
     return TRUE;
 
 fail:

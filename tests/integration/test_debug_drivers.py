@@ -189,6 +189,24 @@ def test_blkdebug_filenames():
         assert_eq(nodes['b1']['file'], 'blkdebug:/dev/null:blkdebug::' + img, 'b1 file name')
         assert_eq(nodes['b0']['drv'], 'blkdebug', 'drv')
         assert_eq(nodes['b0']['image']['virtual-size'], MiB, 'size')
+        # Strong options make it a json: name (QEMU's key order).
+        q.execute('blockdev-add', {'driver': 'blkdebug', 'node-name': 'b2', 'align': 4096,
+                                   'inject-error': [{'event': 'read_aio'}], 'image': _file(img)})
+        q.execute('blockdev-add', _file(img, 'ro', ro=True))
+        q.execute('blockdev-add', {'driver': 'quorum', 'node-name': 'q1', 'vote-threshold': 1,
+                                   'children': ['ro', 'ro']})
+        q.execute('blockdev-add', {'driver': 'quorum', 'node-name': 'q2', 'vote-threshold': 1,
+                                   'children': ['ro'], 'read-pattern': 'fifo',
+                                   'rewrite-corrupted': False})
+        nodes = {n['node-name']: n for n in q.execute('query-named-block-nodes', {'flat': True})}
+        f = '{"driver": "file", "filename": "%s"}' % img
+        assert_eq(nodes['b2']['file'], 'json:{"image": %s, "driver": "blkdebug", '
+                  '"inject-error.0.event": "read_aio", "align": 4096}' % f, 'b2 file name')
+        assert_eq(nodes['q1']['file'], 'json:{"children": [%s, %s], "driver": "quorum", '
+                  '"vote-threshold": 1}' % (f, f), 'q1 file name')
+        assert_eq(nodes['q2']['file'], 'json:{"read-pattern": "fifo", "children": [%s], '
+                  '"driver": "quorum", "rewrite-corrupted": false, "vote-threshold": 1}' % f,
+                  'q2 file name')
 
 
 # --- blkdebug error injection through NBD ---
