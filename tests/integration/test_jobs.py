@@ -290,6 +290,25 @@ def test_create_node_refs():
         assert_eq(q.execute('query-named-block-nodes'), [], 'nodes after nested create')
         img_check(path)
         assert_eq(img_info(path)['virtual-size'], 8 * MiB, 'nested create size')
+        missing = d.path('nodir/y')
+        run_create(q, 'n2', {'driver': 'qcow2', 'size': MiB,
+                             'file': {'driver': 'file', 'filename': missing}},
+                   "Could not open '%s': No such file or directory" % missing)
+        # A node whose file is in use by a qcow2 node cannot be rewritten.
+        add_file_node(q, 'f', path)
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'q', 'file': 'f'})
+        run_create(q, 'busy', {'driver': 'qcow2', 'file': 'f', 'size': MiB},
+                   "Permission conflict on node 'f': permissions 'write, resize' are both "
+                   "required by an unnamed block device (uses node 'f' as 'root' child) and "
+                   "unshared by node 'q' (uses node 'f' as 'file' child).")
+        q.execute('blockdev-del', {'node-name': 'q'})
+        q.execute('blockdev-del', {'node-name': 'f'})
+        img_check(path)
+        assert_eq(img_info(path)['virtual-size'], 8 * MiB, 'image untouched')
+        err = q.error('blockdev-create', {'job-id': 'x', 'options': {
+            'driver': 'qcow2', 'file': 123, 'size': MiB}})
+        assert_eq(err['desc'], "Invalid parameter type for 'file', expected: BlockdevRef",
+                  'bad ref type')
 
 
 def test_verb_refusals():
