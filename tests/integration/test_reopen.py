@@ -1139,6 +1139,10 @@ def test_block_stream_3():
         v.reopen(opts, {}, "Cannot change frozen 'backing' link from 'hd0' to 'hd1'")
 
         v.run_job('stream0', auto_finalize=False, auto_dismiss=True)
+        with v.exported('hd0'):     # added: hd1's data streamed into hd0
+            v.io('hd0', 'read -P 0xa0 0 1M')
+            v.io('hd0', 'read -P 0xa1 1M 1M')
+            v.io('hd0', 'read -P 0 2M 1M')
 
 
 def test_block_stream_4():
@@ -1184,6 +1188,10 @@ def test_block_commit_1():
         v.cmd('block-job-complete', {'device': 'commit0'})
 
         v.wait_until_completed(drive='commit0')
+        with v.exported('hd2'):     # added: everything was committed into hd2
+            v.io('hd2', 'read -P 0xa0 0 1M')
+            v.io('hd2', 'read -P 0xa1 1M 1M')
+            v.io('hd2', 'read -P 0xa2 2M 1M')
 
 
 def test_block_commit_2():
