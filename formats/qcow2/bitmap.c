@@ -123,8 +123,9 @@ static gboolean qcow2_can_store(BdNode *node, const char *name,
         FAIL("Granularity is under minimum (%llu bytes)",
              1ull << BME_MIN_GRAN_BITS);
     }
-    if (len > (BME_MAX_PHYS_SIZE << bits) ||
-        len > ((BME_MAX_TABLE_SIZE * s->cluster_size) << bits)) {
+    /* QEMU's len > MAX << bits, without overflowing at 2 GiB chunks. */
+    if ((len >> bits) > BME_MAX_PHYS_SIZE ||
+        (len >> bits) > BME_MAX_TABLE_SIZE * s->cluster_size) {
         FAIL("Too much space will be occupied by the bitmap. "
              "Use larger granularity");
     }

@@ -397,6 +397,9 @@ def test_persistence_round_trip():
                                                  'granularity': m.gran,
                                                  'disabled': not m.recording})
         q.execute('block-dirty-bitmap-add', {'node': 'disk', 'name': 'temp'})
+        q.execute('block-dirty-bitmap-add', {'node': 'disk', 'name': 'huge', 'persistent': True,
+                                             'granularity': 1 << 31})
+        models['huge'] = Model(SIZE, 1 << 31)
         for off, length in [(0, 4096), (123456, 7890), (40 * MiB, 3 * MiB), (SIZE - 1, 1)]:
             qemu_io(d.uri(), 'write %d %d' % (off, length))
             for m in models.values():
@@ -406,7 +409,7 @@ def test_persistence_round_trip():
             check_model(q, 'disk', name, m, 'before stop:')
         d.stop()
         got = {b['name']: b for b in image_bitmaps(img)}
-        assert_eq(sorted(got), ['p1', 'p2', 'p3'], 'bitmaps in the image')
+        assert_eq(sorted(got), ['huge', 'p1', 'p2', 'p3'], 'bitmaps in the image')
         for name, m in models.items():
             assert_eq(got[name]['granularity'], m.gran, name + ' granularity in image')
             assert_eq(got[name]['flags'], ['auto'] if m.recording else [], name + ' flags')
@@ -418,17 +421,18 @@ def test_persistence_round_trip():
             assert_eq(sha(q, 'disk', name), sums[name], name + ' sha256 after restart')
             info = bitmap_info(q, 'disk', name)
             assert_eq((info['recording'], info['persistent']), (m.recording, True), name)
-        assert_eq(sorted(b['name'] for b in bitmaps_of(q, 'disk')), ['p1', 'p2', 'p3'],
+        assert_eq(sorted(b['name'] for b in bitmaps_of(q, 'disk')), ['huge', 'p1', 'p2', 'p3'],
                   'non-persistent bitmap gone')
         # While open read-write the image marks them in use.
         assert_eq(sorted(sorted(b['flags']) for b in image_bitmaps(img)),
-                  [['auto', 'in-use'], ['auto', 'in-use'], ['in-use']], 'in use while open')
+                  [['auto', 'in-use'], ['auto', 'in-use'], ['auto', 'in-use'], ['in-use']],
+                  'in use while open')
         # Removing one and changing another is stored too.
         q.execute('block-dirty-bitmap-remove', {'node': 'disk', 'name': 'p2'})
         q.execute('block-dirty-bitmap-clear', {'node': 'disk', 'name': 'p1'})
         d.stop()
         got = {b['name']: b for b in image_bitmaps(img)}
-        assert_eq(sorted(got), ['p1', 'p3'], 'after remove')
+        assert_eq(sorted(got), ['huge', 'p1', 'p3'], 'after remove')
         check_image(img)
         q = start_qcow2(d, img)
         assert_eq(bitmap_info(q, 'disk', 'p1')['count'], 0, 'p1 cleared')
