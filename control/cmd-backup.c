@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "control/transaction.h"
+#include "graph/entry.h"
 #include "graph/error.h"
 #include "graph/node.h"
 #include "jobs/backup.h"
@@ -276,6 +277,14 @@ static gboolean create_image(const char *filename, const char *fmt,
     if (!file) {
         return FALSE;
     }
+    /* The format writes through a handle that may grow the file. */
+    g_autoptr(BdEntry) entry = bd_entry_new(file, NULL,
+                                            BD_PERM_WRITE | BD_PERM_RESIZE,
+                                            BD_PERM_ALL, errp);
+    if (!entry) {
+        return FALSE;
+    }
+    bd_entry_set_allow_beyond_eof(entry, TRUE);
     g_variant_dict_init(&d, NULL);
     g_variant_dict_insert(&d, "driver", "s", fmt);
     g_variant_dict_insert(&d, "file", "s", file->node_name);

@@ -337,5 +337,198 @@ def test_backup_api():
         env.close()
 
 
+
+# --- backups under a guest load through the export ---
+
+def job_info(env, job):
+    for j in env.q.execute('query-block-jobs'):
+        if j['device'] == job:
+            return j
+    return None
+
+
+def node_names(env):
+    return {n['node-name']: n['drv'] for n in env.q.execute('query-named-block-nodes')}
+
+
+def writers(env, pattern_base):
+    """Two qemu-io clients writing interleaved 256 KiB pieces over the
+    whole disk at once; returns the Popen objects."""
+    import subprocess
+    procs = []
+    for k in range(2):
+        cmds = []
+        for off in range(k * 256 * 1024, SIZE, 512 * 1024):
+            cmds += ['-c', 'write -P 0x%02x %d 256k' % (pattern_base + k, off)]
+        procs.append(subprocess.Popen(['qemu-io', '-f', 'raw'] + cmds + [env.d.uri('disk')],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    return procs
+
+
+def snapshot(env, path):
+    """A point-in-time copy of what the export shows."""
+    bt.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'raw', env.d.uri('disk'), path])
+
+
+def backup_under_load(sync):
+    env = Env()
+    try:
+        p = env.d.path
+        # Data everywhere, so every cluster has old data worth saving.
+        bt.qemu_io(env.d.uri('disk'), 'write -P 0x5a 0 %d' % SIZE)
+        env.q.execute('block-dirty-bitmap-add', {'node': 'drive0', 'name': 'bm'})
+        base = None
+        if sync == 'incremental':
+            env.reference_backup(0, p('full0'))
+            base = p('full0')
+            bt.qemu_io(env.d.uri('disk'), 'write -P 0x6b 1M 3M', 'write -P 0x7c 40M 64k')
+        snapshot(env, p('pit.raw'))
+        env.create_target('tgt', p('tgt.qcow2'))
+        args = {'speed': 1}
+        if sync == 'incremental':
+            args['bitmap'] = 'bm'
+        env.backup('bk', 'tgt', sync, **args)
+        # The filter is in the graph, the export's handle above it.
+        bt.assert_eq(node_names(env).get('backup-top'), 'copy-before-write')
+        info = job_info(env, 'bk')
+        bt.assert_eq(info['speed'], 1)
+        assert info['offset'] < info['len'], info
+        procs = writers(env, 0x30)
+        for pr in procs:
+            _, err = pr.communicate(timeout=120)
+            bt.assert_eq(pr.returncode, 0, 'writer: %s' % err)
+        bt.assert_eq(env.job_status('bk'), 'running')
+        env.q.execute('block-job-set-speed', device='bk', speed=0)
+        ev = env.run_job('bk')
+        bt.assert_eq(ev['event'], 'BLOCK_JOB_COMPLETED')
+        assert 'error' not in ev['data'], ev
+        assert 'backup-top' not in node_names(env)
+        # The guest's writes all landed.
+        bt.qemu_io(env.d.uri('disk'), 'read -P 0x30 0 256k', 'read -P 0x31 %d 256k'
+                   % (SIZE - 256 * 1024))
+        if sync == 'incremental':
+            # Cleared of what was copied; the load dirtied everything.
+            env.check_bits(set(range(SIZE // GRANULARITY)), name='bm')
+        env.d.stop()
+        check_image(p('tgt.qcow2'))
+        compare(p('tgt.qcow2'), p('pit.raw'), base=base)
+    finally:
+        env.close()
+
+
+def test_full_under_load():
+    backup_under_load('full')
+
+
+def test_incremental_under_load():
+    backup_under_load('incremental')
+
+
+def test_cancel():
+    env = Env()
+    try:
+        env.write_group(0)
+        env.q.execute('block-dirty-bitmap-add', {'node': 'drive0', 'name': 'bitmap0'})
+        env.write_group(1)
+        env.create_target('tgt', env.d.path('tgt.qcow2'))
+        env.backup('bk', 'tgt', 'bitmap', bitmap='bitmap0', bitmap_mode='on-success',
+                   speed=1)
+        # Frozen while the job runs (QEMU shows it 'recording' through
+        # its successor; the count does not move).
+        assert env.bitmap('bitmap0')['busy']
+        env.write_group(2)
+        env.check_bits(group_bits(1))
+        env.q.execute('job-cancel', id='bk')
+        ev = env.run_job('bk')
+        bt.assert_eq(ev['event'], 'BLOCK_JOB_CANCELLED')
+        assert 'backup-top' not in node_names(env)
+        # The bitmap is back, with the writes made during the job.
+        b = env.bitmap('bitmap0')
+        assert not b['busy'] and b['recording'], b
+        env.check_bits(group_bits(1) | group_bits(2))
+        bt.assert_eq(len(env.bitmaps()), 1, 'bitmaps left')
+        # The export writes to drive0 directly again.
+        env.write_group(3)
+        env.check_bits(group_bits(1) | group_bits(2) | group_bits(3))
+    finally:
+        env.close()
+
+
+def test_implicit_filter_and_sync_none():
+    env = Env()
+    try:
+        env.write_group(0)
+        env.create_target('tgt', env.d.path('tgt.qcow2'))
+        before = set(node_names(env))
+        env.q.execute('blockdev-backup', {'job-id': 'bk', 'device': 'drive0',
+                                          'target': 'tgt', 'sync': 'none'})
+        added = {n: d for n, d in node_names(env).items() if n not in before}
+        bt.assert_eq(list(added.values()), ['copy-before-write'], 'implicit filter')
+        # sync=none: only what the guest overwrites reaches the target.
+        env.write_group(1)
+        env.q.execute('job-cancel', id='bk')
+        ev = env.run_job('bk')
+        bt.assert_eq(ev['event'], 'BLOCK_JOB_CANCELLED')
+        bt.assert_eq(set(node_names(env)), before)
+        env.d.stop()
+        # The target holds group 0's data where group 1 wrote, nothing else.
+        t = env.d.path('tgt.qcow2')
+        bt.qemu_io(t, 'read -P 0x49 0 64k', 'read -P 0x6c 1M 64k', 'read -P 0x6f 32M 64k',
+                   'read -P 0 64k 64k', 'read -P 0 %d 64k' % (SIZE - 64 * 1024),
+                   fmt='qcow2')
+        check_image(t)
+    finally:
+        env.close()
+
+
+def test_transaction_grouped():
+    env = Env()
+    try:
+        env.write_group(0)
+        env.create_target('tgt', env.d.path('tgt.qcow2'))
+        bk = {'job-id': 'bk', 'device': 'drive0', 'target': 'tgt', 'sync': 'full'}
+        # A failing action undoes the backup: no job, no filter, no bitmap.
+        err = env.q.error('transaction', {'actions': [
+            {'type': 'blockdev-backup', 'data': bk},
+            {'type': 'block-dirty-bitmap-add', 'data': {'node': 'nope', 'name': 'b'}}]})
+        bt.assert_eq(err['class'], 'GenericError')
+        bt.assert_eq(env.q.execute('query-jobs'), [])
+        assert not [n for n, d in node_names(env).items() if d == 'copy-before-write']
+        env.create_target('tgt2', env.d.path('tgt2.qcow2'))
+        bk2 = dict(bk, **{'job-id': 'bk2', 'target': 'tgt2', 'sync': 'top'})
+        env.q.execute('transaction', {
+            'actions': [{'type': 'blockdev-backup', 'data': bk},
+                        {'type': 'blockdev-backup', 'data': bk2}],
+            'properties': {'completion-mode': 'grouped'}})
+        ev = env.run_job('bk2')
+        assert 'error' not in ev['data'], ev
+        ev = env.run_job('bk')
+        assert 'error' not in ev['data'], ev
+        snapshot(env, env.d.path('pit.raw'))
+        env.d.stop()
+        compare(env.d.path('tgt.qcow2'), env.d.path('pit.raw'))
+        compare(env.d.path('tgt2.qcow2'), env.d.path('pit.raw'))
+    finally:
+        env.close()
+
+
+def test_drive_backup():
+    env = Env()
+    try:
+        env.write_group(0)
+        env.write_group(1)
+        snapshot(env, env.d.path('pit.raw'))
+        t = env.d.path('drive.qcow2')
+        env.q.execute('drive-backup', {'job-id': 'db', 'device': 'drive0', 'target': t,
+                                       'sync': 'full', 'format': 'qcow2'})
+        ev = env.run_job('db')
+        assert 'error' not in ev['data'], ev
+        env.d.stop()
+        check_image(t)
+        compare(t, env.d.path('pit.raw'))
+    finally:
+        env.close()
+
+
 if __name__ == '__main__':
     sys.exit(bt.main(bt.tests_of(globals())))
