@@ -27,6 +27,7 @@ struct BdDirtyBitmap {
     uint64_t *words;           /* atomic; bits beyond nbits stay 0 */
     gint64 count;              /* set bits (atomic) */
     int enabled, busy, persistent, inconsistent, readonly, skip_store;
+    BdDirtyBitmap *successor;  /* main thread */
 };
 
 struct BdDirtyBitmapBackup {
@@ -48,6 +49,8 @@ static GPtrArray *node_list_locked(BdNode *node)
 {
     return by_node ? g_hash_table_lookup(by_node, node) : NULL;
 }
+
+static void release_locked(BdDirtyBitmap *bm);
 
 static void bitmap_free(BdDirtyBitmap *bm)
 {
@@ -135,6 +138,10 @@ static void release_locked(BdDirtyBitmap *bm)
 {
     GPtrArray *list = node_list_locked(bm->node);
 
+    if (bm->successor) {
+        release_locked(bm->successor);
+        bm->successor = NULL;
+    }
     if (list && g_ptr_array_remove(list, bm)) {
         __atomic_sub_fetch(&total_bitmaps, 1, __ATOMIC_RELEASE);
         if (list->len == 0) {
@@ -160,8 +167,16 @@ void bd_dirty_bitmaps_node_closing(BdNode *node)
     GPtrArray *list;
 
     g_rw_lock_writer_lock(&lock);
+    /* Successors go with their parents: release parents first. */
     while ((list = node_list_locked(node)) && list->len) {
-        release_locked(list->pdata[0]);
+        BdDirtyBitmap *victim = list->pdata[0];
+        for (guint i = 0; i < list->len; i++) {
+            if (((BdDirtyBitmap *)list->pdata[i])->successor) {
+                victim = list->pdata[i];
+                break;
+            }
+        }
+        release_locked(victim);
     }
     g_rw_lock_writer_unlock(&lock);
 }
@@ -563,6 +578,81 @@ gboolean bd_dirty_bitmap_merge(BdDirtyBitmap *dst, BdDirtyBitmap *src,
     return TRUE;
 }
 
+void bd_dirty_bitmap_merge_internal(BdDirtyBitmap *dst, BdDirtyBitmap *src)
+{
+    g_rw_lock_reader_lock(&lock);
+    if (dst != src) {
+        merge_locked(dst, src);
+    }
+    g_rw_lock_reader_unlock(&lock);
+}
+
+/* --- successors --- */
+
+BdDirtyBitmap *bd_dirty_bitmap_create_successor(BdDirtyBitmap *bm,
+                                                GError **errp)
+{
+    BdDirtyBitmap *succ;
+
+    if (!bd_dirty_bitmap_check(bm, BD_BITMAP_BUSY | BD_BITMAP_INCONSISTENT,
+                               errp)) {
+        return NULL;
+    }
+    if (bm->successor) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Cannot create a successor for a bitmap that already "
+                    "has one");
+        return NULL;
+    }
+    succ = bd_dirty_bitmap_create(bm->node, bm->granularity, NULL, errp);
+    if (!succ) {
+        return NULL;
+    }
+    bd_dirty_bitmap_set_enabled(succ, bd_dirty_bitmap_enabled(bm));
+    bd_dirty_bitmap_set_enabled(bm, FALSE);
+    bm->successor = succ;
+    bd_dirty_bitmap_set_busy(bm, TRUE);
+    return succ;
+}
+
+BdDirtyBitmap *bd_dirty_bitmap_successor(const BdDirtyBitmap *bm)
+{
+    return bm->successor;
+}
+
+static void successor_finish(BdDirtyBitmap *bm, gboolean take)
+{
+    BdDirtyBitmap *succ = bm->successor;
+
+    if (!succ) {
+        return;
+    }
+    if (take) {
+        bd_dirty_bitmap_clear(bm);
+    }
+    bd_dirty_bitmap_merge_internal(bm, succ);
+    bd_dirty_bitmap_set_enabled(bm, bd_dirty_bitmap_enabled(succ));
+    bm->successor = NULL;
+    bd_dirty_bitmap_release(succ);
+    bd_dirty_bitmap_set_busy(bm, FALSE);
+}
+
+void bd_dirty_bitmap_abdicate(BdDirtyBitmap *bm)
+{
+    successor_finish(bm, TRUE);
+}
+
+void bd_dirty_bitmap_reclaim(BdDirtyBitmap *bm)
+{
+    successor_finish(bm, FALSE);
+}
+
+gboolean bd_dirty_bitmap_recording(const BdDirtyBitmap *bm)
+{
+    return bd_dirty_bitmap_enabled(bm) ||
+           (bm->successor && bd_dirty_bitmap_enabled(bm->successor));
+}
+
 /* --- sha256, serialization --- */
 
 char *bd_dirty_bitmap_sha256(BdDirtyBitmap *bm)
@@ -778,7 +868,7 @@ GVariant *bd_dirty_bitmap_query(BdNode *node)
             g_variant_dict_insert(&d, "name", "s", bm->name);
         }
         g_variant_dict_insert(&d, "recording", "b",
-                              bd_dirty_bitmap_enabled(bm));
+                              bd_dirty_bitmap_recording(bm));
         g_variant_dict_insert(&d, "persistent", "b",
                               bd_dirty_bitmap_persistent(bm));
         g_variant_dict_insert(&d, "busy", "b", bd_dirty_bitmap_busy(bm));

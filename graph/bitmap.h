@@ -126,6 +126,25 @@ void bd_dirty_bitmap_backup_free(BdDirtyBitmapBackup *b);
 gboolean bd_dirty_bitmap_merge(BdDirtyBitmap *dst, BdDirtyBitmap *src,
                                BdDirtyBitmapBackup **backup, GError **errp);
 
+/* The same without checks, for jobs that hold the bitmaps busy. */
+void bd_dirty_bitmap_merge_internal(BdDirtyBitmap *dst, BdDirtyBitmap *src);
+
+/* --- successors (QEMU's backup bitmap handling; main thread) ---
+ * A job working from bitmap B creates a successor: B stops recording
+ * and turns busy, new writes go to the anonymous successor (which
+ * records if B did); B still reports "recording" as QEMU does.  When the
+ * job ends: abdicate (B takes the successor's bits: what was written
+ * since; the job's copy is done) or reclaim (the successor's bits merge
+ * back into B: nothing is lost).  Either frees the successor and leaves
+ * B not busy, recording as before. */
+BdDirtyBitmap *bd_dirty_bitmap_create_successor(BdDirtyBitmap *bm,
+                                                GError **errp);
+BdDirtyBitmap *bd_dirty_bitmap_successor(const BdDirtyBitmap *bm);
+void bd_dirty_bitmap_abdicate(BdDirtyBitmap *bm);
+void bd_dirty_bitmap_reclaim(BdDirtyBitmap *bm);
+/* enabled, or with a recording successor (query's "recording"). */
+gboolean bd_dirty_bitmap_recording(const BdDirtyBitmap *bm);
+
 /* QEMU's hbitmap_sha256: SHA-256 (hex) of the bit array as an array of
  * 64-bit little-endian words, at least one word. */
 char *bd_dirty_bitmap_sha256(BdDirtyBitmap *bm);

@@ -259,6 +259,41 @@ static void test_write_paths_and_resize(void)
     g_assert_cmpuint(bd_dirty_bitmap_count(bm), ==, 4096);
 }
 
+static void test_successor(void)
+{
+    g_autoptr(BdNode) node = new_node("j", 1 << 20);
+    g_autoptr(GError) err = NULL;
+    BdDirtyBitmap *bm = new_bitmap(node, 4096, "b");
+    BdDirtyBitmap *succ;
+
+    bd_dirty_bitmap_set(bm, 0, 4096);
+    succ = bd_dirty_bitmap_create_successor(bm, &err);
+    g_assert_no_error(err);
+    g_assert_true(bd_dirty_bitmap_busy(bm));
+    g_assert_true(bd_dirty_bitmap_recording(bm));
+    g_assert_null(bd_dirty_bitmap_create_successor(bm, &err));
+    g_clear_error(&err);
+    /* New writes go to the successor only. */
+    bd_dirty_bitmaps_record(node, 8192, 4096);
+    g_assert_cmpuint(bd_dirty_bitmap_count(bm), ==, 4096);
+    g_assert_cmpuint(bd_dirty_bitmap_count(succ), ==, 4096);
+    /* Failure: nothing lost. */
+    bd_dirty_bitmap_reclaim(bm);
+    g_assert_false(bd_dirty_bitmap_busy(bm));
+    g_assert_true(bd_dirty_bitmap_enabled(bm));
+    g_assert_cmpuint(bd_dirty_bitmap_count(bm), ==, 2 * 4096);
+    /* Success: only what was written during the job remains. */
+    bd_dirty_bitmap_create_successor(bm, &err);
+    g_assert_no_error(err);
+    bd_dirty_bitmaps_record(node, 65536, 1);
+    bd_dirty_bitmap_abdicate(bm);
+    g_assert_cmpuint(bd_dirty_bitmap_count(bm), ==, 4096);
+    g_assert_true(bd_dirty_bitmap_get(bm, 65536));
+    /* A node closing with a successor in place frees both. */
+    bd_dirty_bitmap_create_successor(bm, &err);
+    g_assert_no_error(err);
+}
+
 typedef struct {
     BdNode *node;
     int id;
@@ -312,6 +347,7 @@ int main(int argc, char **argv)
     g_test_add_func("/bitmap/serialize", test_serialize);
     g_test_add_func("/bitmap/write-paths-and-resize",
                     test_write_paths_and_resize);
+    g_test_add_func("/bitmap/successor", test_successor);
     g_test_add_func("/bitmap/concurrent-recording", test_concurrent_recording);
     return g_test_run();
 }
