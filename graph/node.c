@@ -393,8 +393,10 @@ BdChild *bd_node_open_child(BdNode *parent, GVariant *options,
         const char *name = g_variant_get_string(ref, NULL);
         BdNode *found = bd_node_find(name);
         if (!found) {
+            /* QEMU looks the reference up as a device name too. */
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "Cannot find device='' nor node-name='%s'", name);
+                        "Cannot find device='%s' nor node-name='%s'", name,
+                        name);
             return NULL;
         }
         child_node = bd_node_ref(found);
@@ -416,7 +418,17 @@ BdChild *bd_node_filtered_child(BdNode *node)
     if (!node->drv || !node->drv->is_filter) {
         return NULL;
     }
-    return node->file ? node->file : node->backing;
+    if (node->file || node->backing) {
+        return node->file ? node->file : node->backing;
+    }
+    /* Filters whose child has another name (blkdebug's 'image'). */
+    for (guint i = 0; i < node->children->len; i++) {
+        BdChild *c = g_ptr_array_index(node->children, i);
+        if (c->role & BD_CHILD_FILTERED) {
+            return c;
+        }
+    }
+    return NULL;
 }
 
 BdNode *bd_node_backing(BdNode *node)

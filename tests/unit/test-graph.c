@@ -196,7 +196,7 @@ static void test_names(void)
     g_assert_null(bd_node_open(g_variant_new_parsed(
         "{'driver': <'fmt'>, 'node-name': <'x'>, 'file': <'nope'>}"), &err));
     g_assert_cmpstr(err->message, ==,
-                    "Cannot find device='' nor node-name='nope'");
+                    "Cannot find device='nope' nor node-name='nope'");
     g_assert_null(bd_node_find("x"));
     /* Deleting the top drops the nested, unnamed node with it. */
     del_or_fail("top");
