@@ -327,7 +327,13 @@ static int64_t write_chunk(Qcow2State *s, uint64_t off, uint64_t bytes,
     }
     if (qcow2_entry_type(s, l2e) == QCOW2_CT_NORMAL &&
         (l2e & QCOW2_OFLAG_COPIED)) {
+        /* A corrupted L2 entry may point into metadata: every data
+         * write is checked, as QEMU's pre-write overlap check. */
+        ret = qcow2_overlap_check_locked(s, host, n);
         g_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            return ret;
+        }
         bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_AIO);
         ret = bd_child_pwrite(s->file, host, n, buf, 0);
         return ret < 0 ? ret : (int64_t)n;

@@ -253,6 +253,55 @@ def test_hostile_l2_offset():
         assert_in("node 'q'", d.stderr())
 
 
+def test_overlap_check_protects_metadata():
+    """An L2 entry pointing a guest cluster at the refcount table (a
+    corrupted image): the data write over it is refused with EIO, the
+    table keeps its bytes, and the image is marked corrupt, as QEMU's
+    overlap check does; with overlap-check=none the write goes through."""
+    require_tool('qemu-img', 'qemu-io')
+    for mode in ('cached', 'none'):
+        with Daemon() as d:
+            img = d.path('a.qcow2')
+            run(['qemu-img', 'create', '-f', 'qcow2', img, '16M'])
+            qemu_io(img, 'write -P 0x11 0 64k', fmt='qcow2')
+            with open(img, 'rb') as f:
+                hdr = f.read(104)
+            l1 = struct.unpack('>Q', hdr[40:48])[0]
+            reftable = struct.unpack('>Q', hdr[48:56])[0]
+            with open(img, 'rb') as f:
+                f.seek(l1)
+                l2 = struct.unpack('>Q', f.read(8))[0] & 0x00fffffffffffe00
+                f.seek(reftable)
+                reftable_before = f.read(4096)
+            # Guest cluster 0 now "lives" on the refcount table.
+            _write_header_field(img, l2, '>Q', (1 << 63) | reftable)
+            d.args = ['--blockdev', 'driver=qcow2,node-name=q,overlap-check=%s,file.driver=file,'
+                      'file.filename=%s' % (mode, img),
+                      '--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock,
+                      '--export', 'type=nbd,id=e,node-name=q,name=disk,writable=on'] + d.args
+            d.wait = [d.nbd_sock]
+            d.start()
+            p = qemu_io(d.uri(), 'write -P 0x66 0 4k', check=False)
+            out = (p.stdout + p.stderr).lower()
+            d.assert_alive()
+            d.stop()
+            with open(img, 'rb') as f:
+                f.seek(reftable)
+                reftable_after = f.read(4096)
+                f.seek(72)
+                incompatible = struct.unpack('>Q', f.read(8))[0]
+            if mode == 'cached':
+                assert_in('error', out, 'write over metadata')
+                assert_eq(reftable_after, reftable_before, 'refcount table bytes')
+                assert_eq(incompatible & 2, 2, 'corrupt bit set')
+                assert_in('Preventing invalid write on metadata', d.stderr())
+                p = run(['qemu-img', 'check', img], check=False)
+                assert_in('corrupt', (p.stdout + p.stderr).lower())
+            else:
+                assert_eq('error' in out, False, 'write without overlap checks: ' + out)
+                assert_eq(reftable_after[:4096], b'\x66' * 4096, 'unchecked write landed')
+
+
 def test_grow_via_qmp_resize():
     """block_resize grows the image (L1 growth); data stays; check clean."""
     require_tool('qemu-img', 'qemu-io')
