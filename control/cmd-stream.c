@@ -80,7 +80,7 @@ static BdNode *lookup_bs(const char *device, const char *node_name,
 
     if (!node) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Cannot find device=%s nor node-name=%s",
+                    "Cannot find device='%s' nor node-name='%s'",
                     device ? device : "", node_name ? node_name : "");
     }
     return node;

@@ -14,4 +14,7 @@ typedef void (*BdCommitTopNotify)(void *opaque, uint64_t offset,
 void bd_commit_top_set_notify(BdNode *node, BdCommitTopNotify fn,
                               void *opaque);
 
+/* Open the filter (bd_node_open; other openers are refused). */
+BdNode *bd_commit_top_open(GVariant *options, GError **errp);
+
 #endif

@@ -11,8 +11,9 @@
  *       copied too (dirty chunks); 'ready' once all is copied; on
  *       job-complete the filter's parents are moved onto base (pivot).
  *
- * The base is reopened read-write for the job and back to read-only
- * afterwards (unless it became the active layer).
+ * The base is reopened read-write for the job and, after an
+ * intermediate commit, back to read-only (QEMU 7.2 leaves an active
+ * commit's base read-write).
  *
  * Thread model: start, verbs and finalization on the main thread;
  * commit_run on the job thread, with I/O only through the job's entry
@@ -416,7 +417,9 @@ static void commit_clean(BdJob *job)
         }
         g_clear_pointer(&s->claimed, g_ptr_array_unref);
     }
-    if (s->base_read_only && !s->pivoted &&
+    /* QEMU 7.2 leaves an active commit's base read-write, whatever
+     * the outcome. */
+    if (s->base_read_only && !s->active &&
         !bd_chain_reopen_read_only(s->base, TRUE, &err)) {
         g_warning("job '%s': node '%s' stays read-write: %s", job->id,
                   s->base->node_name, err->message);
@@ -464,7 +467,7 @@ static BdNode *open_filter(BdCommitJob *s, const char *node_name,
     if (node_name) {
         g_variant_dict_insert(&d, "node-name", "s", node_name);
     }
-    filter = bd_node_open(g_variant_dict_end(&d), errp);
+    filter = bd_commit_top_open(g_variant_dict_end(&d), errp);
     if (!filter) {
         return NULL;
     }

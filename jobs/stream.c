@@ -298,8 +298,7 @@ gboolean bd_stream_start(const BdStreamParams *p, GError **errp)
         return FALSE;
     }
     s = (BdStreamJob *)bd_job_create(&stream_job_driver,
-                                     p->job_id ? p->job_id
-                                               : p->bs->node_name,
+                                     p->job_id ? p->job_id : "",
                                      p->auto_finalize, p->auto_dismiss,
                                      NULL, errp);
     if (!s) {
