@@ -568,5 +568,46 @@ def test_cbw_blockdev_add():
         env.close()
 
 
+def test_top_with_backing():
+    """sync=top copies what the top layer allocates, nothing of its
+    backing file; the target over the same backing equals the source."""
+    d = bt.Daemon()
+    d.args += ['--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock]
+    try:
+        base, top, tgt = d.path('base.qcow2'), d.path('top.qcow2'), d.path('tgt.qcow2')
+        bt.run(['qemu-img', 'create', '-f', 'qcow2', base, str(SIZE)])
+        bt.qemu_io(base, 'write -P 0x11 0 %d' % SIZE, fmt='qcow2')
+        bt.run(['qemu-img', 'create', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top])
+        bt.qemu_io(top, 'write -P 0x22 1M 1M', 'write -P 0x33 40M 64k', fmt='qcow2')
+        bt.run(['qemu-img', 'create', '-f', 'qcow2', '-b', base, '-F', 'qcow2', tgt])
+        pit = d.path('pit.qcow2')
+        bt.run(['cp', top, pit])
+        d.start()
+        q = d.qmp()
+        q.execute('blockdev-add', {'node-name': 'drive0', 'driver': 'qcow2',
+                                   'file': {'driver': 'file', 'filename': top}})
+        q.execute('blockdev-add', {'node-name': 'tgt', 'driver': 'qcow2',
+                                   'file': {'driver': 'file', 'filename': tgt}})
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'exp0', 'node-name': 'drive0',
+                                       'name': 'disk', 'writable': True})
+        q.execute('blockdev-backup', {'job-id': 'bk', 'device': 'drive0', 'target': 'tgt',
+                                      'sync': 'top', 'speed': 1})
+        # Overwrite top-allocated and backing-only data during the job.
+        bt.qemu_io(d.uri('disk'), 'write -P 0x44 1M 4M', 'write -P 0x55 60M 64k')
+        q.execute('block-job-set-speed', device='bk', speed=0)
+        ev = q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        assert 'error' not in ev['data'], ev
+        d.stop()
+        check_image(tgt)
+        compare(tgt, pit)
+        # Only the top layer's clusters were written to the target...
+        m = bt.run(['qemu-img', 'map', '--output=json', tgt]).stdout
+        import json
+        own = sum(e['length'] for e in json.loads(m) if e['depth'] == 0 and e['data'])
+        bt.assert_eq(own, 1024 * 1024 + 64 * 1024, 'bytes allocated in the target')
+    finally:
+        d.cleanup()
+
+
 if __name__ == '__main__':
     sys.exit(bt.main(bt.tests_of(globals())))
