@@ -13,17 +13,32 @@
 
 static GHashTable *exports;   /* name -> BdNbdExport *, bd_nbd_lock */
 
-static const BdSchemaType nbd_str_list = {
-    .name = "strList",
+/* BlockDirtyBitmapOrStr: a name looked up along the node's chain, or a
+ * {node, name} pair. */
+static const BdSchemaField dirty_bitmap_fields[] = {
+    { "node", &bd_schema_str, FALSE },
+    { "name", &bd_schema_str, FALSE },
+    { NULL },
+};
+static const BdSchemaType dirty_bitmap_type = {
+    .name = "BlockDirtyBitmap", .kind = BD_SCHEMA_OBJECT,
+    .fields = dirty_bitmap_fields };
+static const BdSchemaType *const bitmap_or_str_alts[] = {
+    &bd_schema_str, &dirty_bitmap_type, NULL };
+static const BdSchemaType bitmap_or_str = {
+    .name = "BlockDirtyBitmapOrStr", .kind = BD_SCHEMA_ALTERNATE,
+    .alternatives = bitmap_or_str_alts };
+static const BdSchemaType nbd_bitmap_list = {
+    .name = "[BlockDirtyBitmapOrStr]",
     .kind = BD_SCHEMA_LIST,
-    .element = &bd_schema_str,
+    .element = &bitmap_or_str,
 };
 
 /* BlockExportOptionsNbd (QEMU 7.2). */
 static const BdSchemaField nbd_export_options[] = {
     { "name", &bd_schema_str, TRUE },
     { "description", &bd_schema_str, TRUE },
-    { "bitmaps", &nbd_str_list, TRUE },
+    { "bitmaps", &nbd_bitmap_list, TRUE },
     { "allocation-depth", &bd_schema_bool, TRUE },
     { NULL },
 };
@@ -33,27 +48,99 @@ static BdNbdExport *nbd_export(BdExport *exp)
     return (BdNbdExport *)exp;
 }
 
-static gboolean check_bitmaps(GVariant *options, GError **errp)
+/* One entry of 'bitmaps', resolved as QEMU's nbd_export_create(). */
+static BdDirtyBitmap *lookup_bitmap(BdExport *exp, GVariant *item,
+                                    GError **errp)
+{
+    BdDirtyBitmap *bm = NULL;
+    BdNode *where;
+
+    if (g_variant_is_of_type(item, G_VARIANT_TYPE_STRING)) {
+        const char *name = g_variant_get_string(item, NULL);
+
+        /* Down the chain of filters and backing files. */
+        for (where = bd_node_find(exp->node_name); where && !bm;) {
+            BdChild *next = bd_node_filtered_child(where);
+            bm = bd_dirty_bitmap_find(where, name);
+            if (!bm) {
+                where = next ? next->node : bd_node_backing(where);
+            }
+        }
+        if (!bm) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Bitmap '%s' is not found", name);
+            return NULL;
+        }
+    } else {
+        const char *node = bd_opts_get_str(item, "node", "");
+        const char *name = bd_opts_get_str(item, "name", "");
+
+        where = bd_node_find(node);
+        if (!where) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Node '%s' not found", node);
+            return NULL;
+        }
+        bm = bd_dirty_bitmap_find(where, name);
+        if (!bm) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Dirty bitmap '%s' not found", name);
+            return NULL;
+        }
+    }
+    if (!bd_dirty_bitmap_check(bm, BD_BITMAP_ALLOW_RO, errp)) {
+        return NULL;
+    }
+    /* A read-only view of a disk that still changes would go stale. */
+    if (!exp->writable && !where->read_only && bd_dirty_bitmap_enabled(bm)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Enabled bitmap '%s' incompatible with readonly export",
+                    bd_dirty_bitmap_name(bm));
+        return NULL;
+    }
+    return bm;
+}
+
+/* Resolve every bitmap first, then mark them busy: nothing to undo. */
+static gboolean setup_bitmaps(BdNbdExport *ne, GVariant *options,
+                              GError **errp)
 {
     g_autoptr(GVariant) list = bd_opts_lookup(options, "bitmaps");
-    GVariantIter iter;
-    GVariant *item;
+    gsize n = list ? g_variant_n_children(list) : 0;
+    g_autofree BdDirtyBitmap **bms = g_new0(BdDirtyBitmap *, n + 1);
 
-    if (!list || !g_variant_is_of_type(list, G_VARIANT_TYPE("av"))) {
-        return TRUE;
-    }
-    g_variant_iter_init(&iter, list);
-    while ((item = g_variant_iter_next_value(&iter))) {
-        g_autoptr(GVariant) inner = g_variant_get_variant(item);
-        const char *name = g_variant_is_of_type(inner, G_VARIANT_TYPE_STRING)
-                           ? g_variant_get_string(inner, NULL) : "";
-        /* Dirty bitmaps are not implemented yet: none can be found. */
+    if (n > BD_NBD_MAX_BITMAPS) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Bitmap '%s' is not found", name);
-        g_variant_unref(item);
+                    "An NBD export offers at most %d bitmaps",
+                    BD_NBD_MAX_BITMAPS);
         return FALSE;
     }
+    for (gsize i = 0; i < n; i++) {
+        g_autoptr(GVariant) boxed = g_variant_get_child_value(list, i);
+        g_autoptr(GVariant) item = g_variant_get_variant(boxed);
+        bms[i] = lookup_bitmap(&ne->common, item, errp);
+        if (!bms[i]) {
+            return FALSE;
+        }
+    }
+    ne->bitmap_names = g_new0(char *, n + 1);
+    for (gsize i = 0; i < n; i++) {
+        bd_dirty_bitmap_set_busy(bms[i], TRUE);
+        ne->bitmap_names[i] = g_strdup(bd_dirty_bitmap_name(bms[i]));
+    }
+    ne->n_bitmaps = n;
+    ne->bitmaps = g_steal_pointer(&bms);
     return TRUE;
+}
+
+static void release_bitmaps(BdNbdExport *ne)
+{
+    for (guint i = 0; i < ne->n_bitmaps; i++) {
+        bd_dirty_bitmap_set_busy(ne->bitmaps[i], FALSE);
+    }
+    g_clear_pointer(&ne->bitmaps, g_free);
+    g_clear_pointer(&ne->bitmap_names, g_strfreev);
+    ne->n_bitmaps = 0;
 }
 
 static gboolean nbd_export_create(BdExport *exp, GVariant *options,
@@ -78,9 +165,6 @@ static gboolean nbd_export_create(BdExport *exp, GVariant *options,
                     "description '%s' too long", desc);
         return FALSE;
     }
-    if (!check_bitmaps(options, errp)) {
-        return FALSE;
-    }
 
     g_mutex_lock(&bd_nbd_lock);
     if (!exports) {
@@ -90,6 +174,10 @@ static gboolean nbd_export_create(BdExport *exp, GVariant *options,
         g_mutex_unlock(&bd_nbd_lock);
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "NBD server already has export named '%s'", name);
+        return FALSE;
+    }
+    if (!setup_bitmaps(ne, options, errp)) {
+        g_mutex_unlock(&bd_nbd_lock);
         return FALSE;
     }
     ne->name = g_strdup(name);
@@ -136,6 +224,7 @@ static void nbd_export_destroy(BdExport *exp)
     unlist_locked(ne);
     g_mutex_unlock(&bd_nbd_lock);
     g_warn_if_fail(ne->clients == NULL);
+    release_bitmaps(ne);
     g_free(ne->name);
     g_free(ne->description);
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Metadata contexts: NBD_OPT_LIST/SET_META_CONTEXT and the extents of
- * NBD_CMD_BLOCK_STATUS for "base:allocation" and "qemu:allocation-depth".
+ * NBD_CMD_BLOCK_STATUS for "base:allocation", "qemu:allocation-depth" and
+ * "qemu:dirty-bitmap:NAME".
  *
  * Query rules (the NBD spec for "base:", QEMU's docs/interop/nbd.txt
  * for "qemu:"):
@@ -8,7 +9,8 @@
  *   "base:"                 LIST only: every base: context
  *   "qemu:allocation-depth" selects it when the export enables it
  *   "qemu:"                 LIST only: every qemu: context
- *   "qemu:dirty-bitmap:..." no bitmaps yet: matches nothing
+ *   "qemu:dirty-bitmap:NAME" selects an exported bitmap by name
+ *   "qemu:dirty-bitmap:"    LIST only: every exported bitmap
  *   other namespaces        ignored
  *   no query at all         LIST: every context; SET: none
  *
@@ -41,18 +43,33 @@ static gboolean leaf_is(const char *q, size_t len, const char *leaf)
     return len == strlen(leaf) && memcmp(q, leaf, len) == 0;
 }
 
+static void select_bitmaps(const char *q, size_t len, gboolean all,
+                           const char *const *bitmaps, BdNbdMetaSel *sel)
+{
+    for (guint i = 0; bitmaps && bitmaps[i]; i++) {
+        if (all || leaf_is(q, len, bitmaps[i])) {
+            sel->bitmaps |= G_GUINT64_CONSTANT(1) << i;
+        }
+    }
+}
+
 void bd_nbd_meta_query(const char *query, size_t len, gboolean list,
-                       gboolean has_depth, BdNbdMetaSel *sel)
+                       gboolean has_depth, const char *const *bitmaps,
+                       BdNbdMetaSel *sel)
 {
     if (strshift(&query, &len, "base:")) {
         if ((list && len == 0) || leaf_is(query, len, "allocation")) {
             sel->base_allocation = TRUE;
         }
     } else if (strshift(&query, &len, "qemu:")) {
-        if ((list && len == 0) || leaf_is(query, len, "allocation-depth")) {
+        if (list && len == 0) {
             sel->allocation_depth |= has_depth;
+            select_bitmaps(query, len, TRUE, bitmaps, sel);
+        } else if (leaf_is(query, len, "allocation-depth")) {
+            sel->allocation_depth |= has_depth;
+        } else if (strshift(&query, &len, "dirty-bitmap:")) {
+            select_bitmaps(query, len, list && len == 0, bitmaps, sel);
         }
-        /* "qemu:dirty-bitmap:NAME": no dirty bitmaps exist yet. */
     }
 }
 
@@ -84,6 +101,7 @@ int bd_nbd_opt_meta_context(BdNbdClient *c, uint32_t opt,
     g_autofree char *name = NULL;
     uint32_t namelen, nq, i, p;
     gboolean has_depth;
+    g_auto(GStrv) bitmaps = NULL;
     BdNbdExport *exp;
 
     if (!list) {
@@ -115,6 +133,7 @@ int bd_nbd_opt_meta_context(BdNbdClient *c, uint32_t opt,
                                    "export '%s' not present", name);
     }
     has_depth = exp->allocation_depth;
+    bitmaps = g_strdupv(exp->bitmap_names);
     bd_export_unref(&exp->common);
 
     for (i = 0; i < nq; i++) {
@@ -129,7 +148,7 @@ int bd_nbd_opt_meta_context(BdNbdClient *c, uint32_t opt,
                                        "%s: query %u too long", what, i);
         }
         bd_nbd_meta_query((const char *)data + p + 4, qlen, list,
-                          has_depth, &sel);
+                          has_depth, (const char *const *)bitmaps, &sel);
         p += 4 + qlen;
     }
     if (p != len) {
@@ -139,6 +158,7 @@ int bd_nbd_opt_meta_context(BdNbdClient *c, uint32_t opt,
     if (nq == 0 && list) {
         sel.base_allocation = TRUE;
         sel.allocation_depth = has_depth;
+        select_bitmaps(NULL, 0, TRUE, (const char *const *)bitmaps, &sel);
     }
 
     if (sel.base_allocation &&
@@ -151,9 +171,21 @@ int bd_nbd_opt_meta_context(BdNbdClient *c, uint32_t opt,
                      CTX_ALLOCATION_DEPTH) < 0) {
         return -1;
     }
+    for (guint b = 0; bitmaps && bitmaps[b]; b++) {
+        g_autofree char *ctx = NULL;
+        if (!(sel.bitmaps & (G_GUINT64_CONSTANT(1) << b))) {
+            continue;
+        }
+        ctx = g_strconcat("qemu:dirty-bitmap:", bitmaps[b], NULL);
+        if (send_context(c, opt, list ? 0 : BD_NBD_META_BITMAP0 + b,
+                         ctx) < 0) {
+            return -1;
+        }
+    }
     if (!list) {
         c->meta = sel;
-        c->meta_set = sel.base_allocation || sel.allocation_depth;
+        c->meta_set = sel.base_allocation || sel.allocation_depth ||
+                      sel.bitmaps;
         c->meta_export = g_steal_pointer(&name);
     }
     return bd_nbd_send_rep(c, opt, NBD_REP_ACK, NULL, 0);
@@ -182,12 +214,47 @@ static void add_extent(GArray *out, uint64_t len, uint32_t flags)
     }));
 }
 
-int bd_nbd_meta_extents(BdEntry *entry, uint32_t id, uint64_t offset,
-                        uint32_t length, gboolean req_one, GArray *out)
+/* A dirty bitmap as extents: clean runs 0, dirty runs NBD_STATE_DIRTY. */
+static int bitmap_extents(BdDirtyBitmap *bm, uint64_t offset, uint64_t end,
+                          gboolean req_one, GArray *out)
+{
+    uint64_t start, len;
+
+    while (offset < end && out->len < BD_NBD_MAX_EXTENTS) {
+        if (!bd_dirty_bitmap_next_dirty_area(bm, offset, end, UINT32_MAX,
+                                             &start, &len)) {
+            start = end;
+            len = 0;
+        }
+        if (start > offset) {
+            add_extent(out, MIN(start - offset, (uint64_t)UINT32_MAX), 0);
+            offset += MIN(start - offset, (uint64_t)UINT32_MAX);
+        } else {
+            len = MIN(len, end - offset);
+            add_extent(out, len, NBD_STATE_DIRTY);
+            offset += len;
+        }
+        if (req_one) {
+            break;
+        }
+    }
+    return out->len ? 0 : -EIO;
+}
+
+int bd_nbd_meta_extents(BdNbdExport *exp, BdEntry *entry, uint32_t id,
+                        uint64_t offset, uint32_t length, gboolean req_one,
+                        GArray *out)
 {
     uint64_t end = offset + length;
 
     g_array_set_size(out, 0);
+    if (id >= BD_NBD_META_BITMAP0) {
+        if (id - BD_NBD_META_BITMAP0 >= exp->n_bitmaps) {
+            return -EINVAL;
+        }
+        return bitmap_extents(exp->bitmaps[id - BD_NBD_META_BITMAP0],
+                              offset, end, req_one, out);
+    }
     while (offset < end && out->len < BD_NBD_MAX_EXTENTS) {
         uint64_t pnum = 0;
         uint32_t flags;

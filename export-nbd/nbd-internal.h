@@ -26,6 +26,7 @@
 
 #include "export-nbd/nbd-server.h"
 #include "export-nbd/protocol.h"
+#include "graph/bitmap.h"
 
 /* Worker threads per connection in transmission phase: started with
  * the minimum, one more whenever every worker is busy, up to
@@ -40,12 +41,16 @@
 enum {
     BD_NBD_META_BASE_ALLOCATION = 0,
     BD_NBD_META_ALLOCATION_DEPTH = 1,
+    BD_NBD_META_BITMAP0 = 2,       /* + index into the export's bitmaps */
 };
+/* Dirty bitmaps one export may offer (one selection bit each). */
+#define BD_NBD_MAX_BITMAPS 64
 
 /* Contexts a query selects (or lists). */
 typedef struct {
     gboolean base_allocation;
     gboolean allocation_depth;
+    guint64 bitmaps;          /* bit i: "qemu:dirty-bitmap:" + name i */
 } BdNbdMetaSel;
 
 typedef struct BdNbdExport {
@@ -53,6 +58,11 @@ typedef struct BdNbdExport {
     char *name;
     char *description;        /* NULL when none */
     gboolean allocation_depth;
+    /* Exported dirty bitmaps (busy while exported) and their names,
+     * NULL-terminated; fixed for the export's life. */
+    BdDirtyBitmap **bitmaps;
+    char **bitmap_names;
+    guint n_bitmaps;
     gboolean listed;          /* in the name table (bd_nbd_lock) */
     GList *clients;           /* BdNbdClient * in transmission (bd_nbd_lock) */
 } BdNbdExport;
@@ -118,7 +128,8 @@ int bd_nbd_handshake(BdNbdClient *c);
 /* Apply one query to 'sel'.  'list': NBD_OPT_LIST_META_CONTEXT rules
  * (empty leaf names are wildcards).  Unknown namespaces are ignored. */
 void bd_nbd_meta_query(const char *query, size_t len, gboolean list,
-                       gboolean has_depth, BdNbdMetaSel *sel);
+                       gboolean has_depth, const char *const *bitmaps,
+                       BdNbdMetaSel *sel);
 /* Handle NBD_OPT_LIST/SET_META_CONTEXT (data already read). */
 int bd_nbd_opt_meta_context(BdNbdClient *c, uint32_t opt,
                             const uint8_t *data, uint32_t len);
@@ -126,8 +137,9 @@ int bd_nbd_opt_meta_context(BdNbdClient *c, uint32_t opt,
 /* Extents of context 'id' for [offset, offset + length) into 'out'
  * (BdNbdExtent, wire order), equal neighbours merged; one extent when
  * 'req_one'.  0 or -errno. */
-int bd_nbd_meta_extents(BdEntry *entry, uint32_t id, uint64_t offset,
-                        uint32_t length, gboolean req_one, GArray *out);
+int bd_nbd_meta_extents(BdNbdExport *exp, BdEntry *entry, uint32_t id,
+                        uint64_t offset, uint32_t length, gboolean req_one,
+                        GArray *out);
 
 /* transmission.c: serve requests until the client leaves; consumes the
  * connection thread's reference. */

@@ -101,6 +101,8 @@
 /* base:allocation flags. */
 #define NBD_STATE_HOLE            (1u << 0)
 #define NBD_STATE_ZERO            (1u << 1)
+/* qemu:dirty-bitmap:NAME (QEMU docs/interop/nbd.txt) */
+#define NBD_STATE_DIRTY           (1u << 0)
 
 /* Error values. */
 #define NBD_SUCCESS               0

@@ -57,7 +57,8 @@ typedef struct {
     GArray *segs;        /* ReadSeg */
     GArray *hdrs;        /* ChunkHdr */
     GArray *iov;         /* struct iovec */
-    GArray *extents[2];  /* BdNbdExtent per context */
+    /* BdNbdExtent per selected context, made on first use. */
+    GArray *extents[BD_NBD_META_BITMAP0 + BD_NBD_MAX_BITMAPS];
 } BdNbdWorker;
 
 /* Page-aligned, so that O_DIRECT nodes need no bounce buffer. */
@@ -380,9 +381,10 @@ static int do_block_status(BdNbdWorker *w, const BdNbdRequest *req)
 {
     const BdNbdMetaSel *sel = &w->c->meta;
     gboolean req_one = !!(req->flags & NBD_CMD_FLAG_REQ_ONE);
-    uint32_t ids[2];
-    ChunkHdr ch[2];
-    struct iovec iov[4];
+    enum { MAX_CTX = BD_NBD_META_BITMAP0 + BD_NBD_MAX_BITMAPS };
+    uint32_t ids[MAX_CTX];
+    ChunkHdr ch[MAX_CTX];
+    struct iovec iov[2 * MAX_CTX];
     int n = 0, i, ret;
 
     if (sel->base_allocation) {
@@ -391,8 +393,16 @@ static int do_block_status(BdNbdWorker *w, const BdNbdRequest *req)
     if (sel->allocation_depth) {
         ids[n++] = BD_NBD_META_ALLOCATION_DEPTH;
     }
+    for (guint b = 0; b < BD_NBD_MAX_BITMAPS; b++) {
+        if (sel->bitmaps & (G_GUINT64_CONSTANT(1) << b)) {
+            ids[n++] = BD_NBD_META_BITMAP0 + b;
+        }
+    }
     for (i = 0; i < n; i++) {
-        ret = bd_nbd_meta_extents(w->entry, ids[i], req->offset,
+        if (!w->extents[i]) {
+            w->extents[i] = g_array_new(FALSE, FALSE, sizeof(BdNbdExtent));
+        }
+        ret = bd_nbd_meta_extents(w->c->exp, w->entry, ids[i], req->offset,
                                   req->length, req_one, w->extents[i]);
         if (ret < 0) {
             return send_errno(w, req, ret);
@@ -489,8 +499,7 @@ static gpointer worker_main(gpointer data)
         .hdrs = g_array_new(FALSE, FALSE, sizeof(ChunkHdr)),
         .iov = g_array_new(FALSE, FALSE, sizeof(struct iovec)),
         .extents = {
-            g_array_new(FALSE, FALSE, sizeof(BdNbdExtent)),
-            g_array_new(FALSE, FALSE, sizeof(BdNbdExtent)),
+            NULL,
         },
     };
 
@@ -531,8 +540,11 @@ static gpointer worker_main(gpointer data)
     g_array_unref(w.segs);
     g_array_unref(w.hdrs);
     g_array_unref(w.iov);
-    g_array_unref(w.extents[0]);
-    g_array_unref(w.extents[1]);
+    for (gsize i = 0; i < G_N_ELEMENTS(w.extents); i++) {
+        if (w.extents[i]) {
+            g_array_unref(w.extents[i]);
+        }
+    }
     g_atomic_int_add(&c->nworkers, -1);
     bd_nbd_client_unref(c);
     return NULL;

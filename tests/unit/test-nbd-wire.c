@@ -146,7 +146,7 @@ static void test_errno(void)
 static BdNbdMetaSel query(const char *q, gboolean list, gboolean depth)
 {
     BdNbdMetaSel sel = { 0 };
-    bd_nbd_meta_query(q, strlen(q), list, depth, &sel);
+    bd_nbd_meta_query(q, strlen(q), list, depth, NULL, &sel);
     return sel;
 }
 
@@ -170,16 +170,35 @@ static void test_meta_queries(void)
     g_assert_false(s.allocation_depth);
     s = query("qemu:", TRUE, TRUE);
     g_assert_true(s.allocation_depth && !s.base_allocation);
-    s = query("qemu:dirty-bitmap:b0", FALSE, TRUE);
-    g_assert_false(s.allocation_depth || s.base_allocation);
+    s = query("qemu:dirty-bitmap:b0", FALSE, TRUE);   /* none exported */
+    g_assert_false(s.allocation_depth || s.base_allocation || s.bitmaps);
     s = query("x-foo:allocation", TRUE, TRUE);
     g_assert_false(s.allocation_depth || s.base_allocation);
     s = query("", TRUE, TRUE);
     g_assert_false(s.allocation_depth || s.base_allocation);
+    /* Exported bitmaps: by name, or all of them when listing. */
+    {
+        const char *const names[] = { "b0", "b1", NULL };
+        BdNbdMetaSel b = { 0 };
+        bd_nbd_meta_query("qemu:dirty-bitmap:b1", 20, FALSE, TRUE, names, &b);
+        g_assert_cmphex(b.bitmaps, ==, 0x2);
+        memset(&b, 0, sizeof(b));
+        bd_nbd_meta_query("qemu:dirty-bitmap:", 18, FALSE, TRUE, names, &b);
+        g_assert_cmphex(b.bitmaps, ==, 0);
+        bd_nbd_meta_query("qemu:dirty-bitmap:", 18, TRUE, TRUE, names, &b);
+        g_assert_cmphex(b.bitmaps, ==, 0x3);
+        memset(&b, 0, sizeof(b));
+        bd_nbd_meta_query("qemu:", 5, TRUE, FALSE, names, &b);
+        g_assert_cmphex(b.bitmaps, ==, 0x3);
+        g_assert_false(b.allocation_depth);
+        memset(&b, 0, sizeof(b));
+        bd_nbd_meta_query("qemu:dirty-bitmap:b2", 20, FALSE, TRUE, names, &b);
+        g_assert_cmphex(b.bitmaps, ==, 0);
+    }
     /* Embedded NUL: never equal to a context name. */
     {
         BdNbdMetaSel n = { 0 };
-        bd_nbd_meta_query("base:allocation\0x", 17, FALSE, TRUE, &n);
+        bd_nbd_meta_query("base:allocation\0x", 17, FALSE, TRUE, NULL, &n);
         g_assert_false(n.base_allocation);
     }
 }
