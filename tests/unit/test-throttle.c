@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests of throttle groups: QEMU's limit checks, leaky-bucket arithmetic, the group registry and releasing waiters. */
+#include <string.h>
+#include <glib.h>
+#include "graph/error.h"
+#include "formats/throttle-group.h"
+
+#define NS 1000000000LL
+
+static void expect_invalid(BdThrottleConfig *cfg, const char *msg)
+{
+    g_autoptr(GError) err = NULL;
+
+    g_assert_false(bd_throttle_config_is_valid(cfg, &err));
+    g_assert_nonnull(err);
+    g_assert_cmpstr(err->message, ==, msg);
+}
+
+static void test_validity(void)
+{
+    BdThrottleConfig cfg;
+    BdLeakyBucket *b = cfg.buckets;
+
+    bd_throttle_config_init(&cfg);
+    g_assert_true(bd_throttle_config_is_valid(&cfg, NULL));
+    g_assert_false(bd_throttle_config_enabled(&cfg));
+
+    b[BD_THROTTLE_OPS_TOTAL].avg = 10;
+    b[BD_THROTTLE_OPS_WRITE].avg = 5;
+    expect_invalid(&cfg, "bps/iops/max total values and read/write values "
+                         "cannot be used at the same time");
+
+    bd_throttle_config_init(&cfg);
+    b[BD_THROTTLE_BPS_TOTAL].max = 10;
+    b[BD_THROTTLE_BPS_TOTAL].avg = 5;
+    b[BD_THROTTLE_BPS_READ].max = 10;
+    b[BD_THROTTLE_BPS_READ].avg = 0;
+    expect_invalid(&cfg, "bps/iops/max total values and read/write values "
+                         "cannot be used at the same time");
+
+    bd_throttle_config_init(&cfg);
+    cfg.op_size = 4096;
+    expect_invalid(&cfg, "iops size requires an iops value to be set");
+    b[BD_THROTTLE_OPS_READ].avg = 1;
+    g_assert_true(bd_throttle_config_is_valid(&cfg, NULL));
+
+    bd_throttle_config_init(&cfg);
+    b[BD_THROTTLE_BPS_WRITE].avg = BD_THROTTLE_VALUE_MAX + 1.0;
+    expect_invalid(&cfg, "bps/iops/max values must be within "
+                         "[0, 1000000000000000]");
+    b[BD_THROTTLE_BPS_WRITE].avg = -1;
+    expect_invalid(&cfg, "bps/iops/max values must be within "
+                         "[0, 1000000000000000]");
+
+    bd_throttle_config_init(&cfg);
+    b[BD_THROTTLE_OPS_TOTAL].avg = 10;
+    b[BD_THROTTLE_OPS_TOTAL].burst_length = 0;
+    expect_invalid(&cfg, "the burst length cannot be 0");
+    b[BD_THROTTLE_OPS_TOTAL].burst_length = 3;
+    expect_invalid(&cfg, "burst length set without burst rate");
+    b[BD_THROTTLE_OPS_TOTAL].max = 5;
+    expect_invalid(&cfg, "bps_max/iops_max cannot be lower than bps/iops");
+    b[BD_THROTTLE_OPS_TOTAL].max = 50;
+    g_assert_true(bd_throttle_config_is_valid(&cfg, NULL));
+    b[BD_THROTTLE_OPS_TOTAL].avg = 0;
+    expect_invalid(&cfg, "bps_max/iops_max require corresponding bps/iops "
+                         "values");
+}
+
+/* Without a burst rate a bucket holds a tenth of a second's worth. */
+static void test_leak_and_wait(void)
+{
+    BdThrottleConfig cfg;
+    BdLeakyBucket *ops = &cfg.buckets[BD_THROTTLE_OPS_TOTAL];
+
+    bd_throttle_config_init(&cfg);
+    ops->avg = 10;
+    bd_throttle_config_fix(&cfg);
+    g_assert_cmpfloat(ops->max, ==, 1.0);
+    g_assert_true(bd_throttle_config_enabled(&cfg));
+
+    g_assert_cmpint(bd_throttle_compute_wait(&cfg, FALSE), ==, 0);
+    bd_throttle_account(&cfg, FALSE, 4096);
+    /* Level 1 == max: still nothing to wait for. */
+    g_assert_cmpint(bd_throttle_compute_wait(&cfg, FALSE), ==, 0);
+    bd_throttle_account(&cfg, TRUE, 4096);
+    /* One op over at 10/s: 0.1 s, for reads and writes alike. */
+    g_assert_cmpint(bd_throttle_compute_wait(&cfg, FALSE), ==, NS / 10);
+    g_assert_cmpint(bd_throttle_compute_wait(&cfg, TRUE), ==, NS / 10);
+    bd_throttle_leak(&cfg, NS / 20);
+    g_assert_cmpfloat(ops->level, ==, 1.5);
+    g_assert_cmpint(bd_throttle_compute_wait(&cfg, TRUE), ==, NS / 20);
+    /* Time going backwards leaks nothing; a long pause empties it. */
+    bd_throttle_leak(&cfg, -NS);
+    g_assert_cmpfloat(ops->level, ==, 1.5);
+    bd_throttle_leak(&cfg, 100 * NS);
+    g_assert_cmpfloat(ops->level, ==, 0);
+}
+
+/* Read and write buckets are separate; totals see both. */
+static void test_directions(void)
+{
+    BdThrottleConfig cfg;
+
+    bd_throttle_config_init(&cfg);
+    cfg.buckets[BD_THROTTLE_BPS_WRITE].avg = 1000;
+    bd_throttle_config_fix(&cfg);
+    bd_throttle_account(&cfg, FALSE, 1 << 20);
+    g_assert_cmpint(bd_throttle_compute_wait(&cfg, TRUE), ==, 0);
+    g_assert_cmpint(bd_throttle_compute_wait(&cfg, FALSE), ==, 0);
+    g_assert_cmpfloat(cfg.buckets[BD_THROTTLE_BPS_READ].level, ==, 1 << 20);
+    g_assert_cmpfloat(cfg.buckets[BD_THROTTLE_BPS_TOTAL].level, ==,
+                      1 << 20);
+    bd_throttle_account(&cfg, TRUE, 1100);
+    /* 1100 - max (100) = 1000 bytes over at 1000 B/s: one second. */
+    g_assert_cmpint(bd_throttle_compute_wait(&cfg, TRUE), ==, NS);
+    g_assert_cmpint(bd_throttle_compute_wait(&cfg, FALSE), ==, 0);
+}
+
+/* iops-size: a request bigger than op_size counts as several ops. */
+static void test_op_size(void)
+{
+    BdThrottleConfig cfg;
+
+    bd_throttle_config_init(&cfg);
+    cfg.buckets[BD_THROTTLE_OPS_READ].avg = 100;
+    cfg.op_size = 4096;
+    bd_throttle_config_fix(&cfg);
+    bd_throttle_account(&cfg, FALSE, 16384);
+    g_assert_cmpfloat(cfg.buckets[BD_THROTTLE_OPS_READ].level, ==, 4);
+    bd_throttle_account(&cfg, FALSE, 512);
+    g_assert_cmpfloat(cfg.buckets[BD_THROTTLE_OPS_READ].level, ==, 5);
+}
+
+/* Bursts longer than a second: the bucket holds max * length, and the
+ * burst itself is held to 'max' per second. */
+static void test_burst(void)
+{
+    BdThrottleConfig cfg;
+    BdLeakyBucket *b = &cfg.buckets[BD_THROTTLE_OPS_TOTAL];
+
+    bd_throttle_config_init(&cfg);
+    b->avg = 10;
+    b->max = 100;
+    b->burst_length = 2;
+    g_assert_true(bd_throttle_config_is_valid(&cfg, NULL));
+    bd_throttle_config_fix(&cfg);
+    for (int i = 0; i < 10; i++) {
+        bd_throttle_account(&cfg, FALSE, 512);
+    }
+    g_assert_cmpint(bd_throttle_compute_wait(&cfg, FALSE), ==, 0);
+    bd_throttle_account(&cfg, FALSE, 512);
+    /* burst_level 11 - max/10: one op over at 100/s. */
+    g_assert_cmpint(bd_throttle_compute_wait(&cfg, FALSE), ==, NS / 100);
+    bd_throttle_leak(&cfg, NS / 100);
+    g_assert_cmpint(bd_throttle_compute_wait(&cfg, FALSE), ==, 0);
+    g_assert_cmpfloat(b->burst_level, ==, 10);
+    g_assert_cmpfloat_with_epsilon(b->level, 10.9, 1e-9);
+    /* Once max * length is used up, the average rate rules. */
+    b->level = 210;
+    b->burst_level = 0;
+    g_assert_cmpint(bd_throttle_compute_wait(&cfg, FALSE), ==, NS);
+}
+
+static void test_registry(void)
+{
+    g_autoptr(GError) err = NULL;
+    BdThrottleConfig cfg;
+    BdThrottleGroup *a, *b;
+
+    bd_throttle_config_init(&cfg);
+    cfg.buckets[BD_THROTTLE_OPS_TOTAL].avg = 100;
+    bd_throttle_group_create("reg0", &cfg);
+    g_assert_true(bd_throttle_group_exists("reg0"));
+    g_assert_null(bd_throttle_group_get("nope", &err));
+    g_assert_cmpstr(err->message, ==, "Throttle group 'nope' does not exist");
+    g_clear_error(&err);
+
+    a = bd_throttle_group_get("reg0", &err);
+    b = bd_throttle_group_get("reg0", &err);
+    g_assert_no_error(err);
+    g_assert_true(a == b);
+    g_assert_cmpstr(bd_throttle_group_name(a), ==, "reg0");
+    g_assert_false(bd_throttle_group_delete("reg0", &err));
+    g_assert_cmpstr(err->message, ==,
+                    "object 'reg0' is in use, can not be deleted");
+    g_clear_error(&err);
+    bd_throttle_group_put(a);
+    g_assert_false(bd_throttle_group_delete("reg0", &err));
+    g_clear_error(&err);
+    bd_throttle_group_put(b);
+    g_assert_true(bd_throttle_group_delete("reg0", &err));
+    g_assert_false(bd_throttle_group_exists("reg0"));
+    g_assert_false(bd_throttle_group_delete("reg0", &err));
+    g_assert_cmpstr(err->message, ==, "object 'reg0' not found");
+}
+
+typedef struct {
+    BdThrottleGroup *tg;
+    BdThrottleMember *m;
+    gint done;
+} Waiter;
+
+static gpointer waiter_thread(gpointer opaque)
+{
+    Waiter *w = opaque;
+
+    bd_throttle_group_intercept(w->tg, w->m, FALSE, 4096);
+    g_atomic_int_set(&w->done, 1);
+    return NULL;
+}
+
+/* At 1 byte/s a second 4k read would wait over an hour: only disabling
+ * its member (drain) and a kick let it go. */
+static void test_release_on_drain(void)
+{
+    BdThrottleConfig cfg;
+    BdThrottleMember drained = { 0 }, other = { 0 };
+    Waiter w[3];
+    GThread *t[3];
+    BdThrottleGroup *tg;
+
+    bd_throttle_config_init(&cfg);
+    cfg.buckets[BD_THROTTLE_BPS_TOTAL].avg = 1;
+    bd_throttle_group_create("slow", &cfg);
+    tg = bd_throttle_group_get("slow", NULL);
+    bd_throttle_group_intercept(tg, &other, FALSE, 4096);  /* goes at once */
+
+    for (int i = 0; i < 3; i++) {
+        w[i] = (Waiter) { tg, &drained, 0 };
+        t[i] = g_thread_new("waiter", waiter_thread, &w[i]);
+    }
+    g_usleep(G_USEC_PER_SEC / 10);
+    for (int i = 0; i < 3; i++) {
+        g_assert_cmpint(g_atomic_int_get(&w[i].done), ==, 0);
+    }
+    g_atomic_int_inc(&drained.disabled);
+    bd_throttle_group_kick(tg);
+    for (int i = 0; i < 3; i++) {
+        g_thread_join(t[i]);
+        g_assert_cmpint(w[i].done, ==, 1);
+    }
+    /* While disabled, new requests do not wait either. */
+    bd_throttle_group_intercept(tg, &drained, TRUE, 1 << 20);
+    bd_throttle_group_put(tg);
+    g_assert_true(bd_throttle_group_delete("slow", NULL));
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/throttle/validity", test_validity);
+    g_test_add_func("/throttle/leak-and-wait", test_leak_and_wait);
+    g_test_add_func("/throttle/directions", test_directions);
+    g_test_add_func("/throttle/op-size", test_op_size);
+    g_test_add_func("/throttle/burst", test_burst);
+    g_test_add_func("/throttle/registry", test_registry);
+    g_test_add_func("/throttle/release-on-drain", test_release_on_drain);
+    return g_test_run();
+}
