@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: MIT */
+/* blockdev-mirror: the argument schema and QEMU's checks in QEMU's order
+ * (qmp_blockdev_mirror, blockdev_mirror_common, mirror_start), then the
+ * job of jobs/mirror.c.  Also registers the mirror_top filter driver.
+ *
+ * Thread model: main thread only.
+ */
+#include <string.h>
+#include "control/qmp-int.h"
+#include "graph/error.h"
+#include "jobs/chain.h"
+#include "jobs/mirror.h"
+
+/* --- schema (qapi/block-core.json) --- */
+
+static const char *const sync_values[] = {
+    "top", "full", "none", "incremental", "bitmap", NULL };
+static const BdSchemaType sync_type = {
+    .name = "MirrorSyncMode", .kind = BD_SCHEMA_ENUM,
+    .enum_values = sync_values };
+static const char *const copy_mode_values[] = {
+    "background", "write-blocking", NULL };
+static const BdSchemaType copy_mode_type = {
+    .name = "MirrorCopyMode", .kind = BD_SCHEMA_ENUM,
+    .enum_values = copy_mode_values };
+static const char *const on_error_values[] = {
+    "report", "ignore", "enospc", "stop", "auto", NULL };
+static const BdSchemaType on_error_type = {
+    .name = "BlockdevOnError", .kind = BD_SCHEMA_ENUM,
+    .enum_values = on_error_values };
+
+static const BdSchemaField mirror_fields[] = {
+    BD_OPT("job-id", &bd_schema_str),
+    BD_FIELD("device", &bd_schema_str),
+    BD_FIELD("target", &bd_schema_str),
+    BD_OPT("replaces", &bd_schema_str),
+    BD_FIELD("sync", &sync_type),
+    BD_OPT("speed", &bd_schema_int),
+    BD_OPT("granularity", &bd_ctl_schema_uint32),
+    BD_OPT("buf-size", &bd_schema_int),
+    BD_OPT("on-source-error", &on_error_type),
+    BD_OPT("on-target-error", &on_error_type),
+    BD_OPT("filter-node-name", &bd_schema_str),
+    BD_OPT("copy-mode", &copy_mode_type),
+    BD_OPT("auto-finalize", &bd_schema_bool),
+    BD_OPT("auto-dismiss", &bd_schema_bool),
+    { NULL } };
+static const BdSchemaType mirror_args = {
+    .name = "q_obj_blockdev-mirror-arg", .kind = BD_SCHEMA_OBJECT,
+    .fields = mirror_fields };
+
+static const BdSchemaType *mirror_args_fn(void)
+{
+    return &mirror_args;
+}
+
+/* --- checks --- */
+
+static BdNode *lookup_node(const char *name, GError **errp)
+{
+    BdNode *node = bd_node_find(name);
+
+    if (!node) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Cannot find device='%s' nor node-name='%s'", name, name);
+    }
+    return node;
+}
+
+/* QEMU's qmp_get_root_bs: only entry handles above the node. */
+static BdNode *lookup_root_node(const char *name, GError **errp)
+{
+    BdNode *node = lookup_node(name, errp);
+
+    if (!node) {
+        return NULL;
+    }
+    for (GList *l = node->parents; l; l = l->next) {
+        BdChild *c = l->data;
+        if (c->parent) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Need a root block node");
+            return NULL;
+        }
+    }
+    return node;
+}
+
+static BdOnError on_error_value(GVariant *args, const char *key)
+{
+    const char *v = bd_opts_get_str(args, key, "report");
+
+    for (int i = 0; on_error_values[i]; i++) {
+        if (strcmp(on_error_values[i], v) == 0) {
+            return (BdOnError)i;
+        }
+    }
+    return BD_ON_ERROR_REPORT;
+}
+
+static gboolean check_granularity(GVariant *args, uint32_t *granularity,
+                                  GError **errp)
+{
+    guint64 g = bd_opts_get_uint(args, "granularity", 0);
+
+    *granularity = (uint32_t)g;
+    if (g != 0 && (g < 512 || g > 64 * 1024 * 1024)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Parameter 'granularity' expects a value in range "
+                    "[512B, 64MB]");
+        return FALSE;
+    }
+    if (g & (g - 1)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Parameter 'granularity' expects a power of 2");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* QEMU's check_to_replace_node: the source itself, or a node below it
+ * through filters only (its data is the source's data). */
+static BdNode *check_replaces(BdNode *bs, const char *name, GError **errp)
+{
+    BdNode *node = bd_node_find(name);
+
+    if (!node) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Failed to find node with node-name='%s'", name);
+        return NULL;
+    }
+    if (!bd_chain_check_busy(node, errp)) {
+        return NULL;
+    }
+    for (BdNode *n = bs; n; ) {
+        BdChild *f;
+        if (n == node) {
+            return node;
+        }
+        f = bd_node_filtered_child(n);
+        n = f ? f->node : NULL;
+    }
+    g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                "Cannot replace '%s' by a node mirrored from '%s', because "
+                "it cannot be guaranteed that doing so would not lead to an "
+                "abrupt change of visible data", name, bs->node_name);
+    return NULL;
+}
+
+static gboolean parse_sync(GVariant *args, BdNode *bs, BdMirrorSync *sync,
+                           GError **errp)
+{
+    const char *s = bd_opts_get_str(args, "sync", "full");
+
+    if (strcmp(s, "top") == 0) {
+        /* No backing file: top is full (blockdev_mirror_common). */
+        *sync = bd_chain_next(bd_chain_skip_filters(bs))
+                ? BD_MIRROR_SYNC_TOP : BD_MIRROR_SYNC_FULL;
+    } else if (strcmp(s, "none") == 0) {
+        *sync = BD_MIRROR_SYNC_NONE;
+    } else if (strcmp(s, "full") == 0) {
+        *sync = BD_MIRROR_SYNC_FULL;
+    } else {
+        /* mirror_start, after the replaces checks: see the caller. */
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Sync mode '%s' not supported", s);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* --- the command --- */
+
+static gboolean blockdev_mirror(GVariant *args, JsonNode **ret,
+                                GError **errp)
+{
+    BdMirrorParams p = { 0 };
+    const char *replaces = bd_opts_get_str(args, "replaces", NULL);
+    const char *mode = bd_opts_get_str(args, "copy-mode", "background");
+    g_autoptr(GError) sync_err = NULL;
+
+    (void)ret;
+    p.bs = lookup_root_node(bd_opts_get_str(args, "device", ""), errp);
+    if (!p.bs) {
+        return FALSE;
+    }
+    p.target = lookup_node(bd_opts_get_str(args, "target", ""), errp);
+    if (!p.target || !bd_chain_check_busy(p.bs, errp) ||
+        !bd_chain_check_busy(p.target, errp) ||
+        !check_granularity(args, &p.granularity, errp)) {
+        return FALSE;
+    }
+    /* The sync mode is refused after the replaces checks, as QEMU. */
+    gboolean sync_ok = parse_sync(args, p.bs, &p.sync, &sync_err);
+    if (replaces) {
+        p.replaces = check_replaces(p.bs, replaces, errp);
+        if (!p.replaces) {
+            return FALSE;
+        }
+    }
+    if (!sync_ok) {
+        g_propagate_error(errp, g_steal_pointer(&sync_err));
+        return FALSE;
+    }
+    p.job_id = bd_opts_get_str(args, "job-id", "");
+    p.speed = bd_opts_get_int(args, "speed", 0);
+    p.buf_size = bd_opts_get_int(args, "buf-size", 0);
+    p.on_source_error = on_error_value(args, "on-source-error");
+    p.on_target_error = on_error_value(args, "on-target-error");
+    p.filter_node_name = bd_opts_get_str(args, "filter-node-name", NULL);
+    p.copy_mode = strcmp(mode, "write-blocking") == 0
+                  ? BD_MIRROR_COPY_WRITE_BLOCKING : BD_MIRROR_COPY_BACKGROUND;
+    p.auto_finalize = bd_opts_get_bool(args, "auto-finalize", TRUE);
+    p.auto_dismiss = bd_opts_get_bool(args, "auto-dismiss", TRUE);
+    return bd_mirror_start(&p, errp);
+}
+
+static const BdQmpCommand mirror_commands[] = {
+    { "blockdev-mirror", mirror_args_fn, FALSE, NULL, blockdev_mirror },
+    { NULL } };
+
+void bd_cmd_mirror_register(void)
+{
+    bd_driver_register(&bd_mirror_top_driver);
+    bd_qmp_register(mirror_commands);
+}

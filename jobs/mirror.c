@@ -1,0 +1,541 @@
+/* SPDX-License-Identifier: MIT */
+/* The 'mirror' block job (QEMU's block/mirror.c, blockdev-mirror).
+ *
+ *   users -> mirror_top -> source (anonymous dirty bitmap) ...
+ *   job:  src entry on the source (reads), dst entry on the target
+ *
+ * The job marks what the sync mode asks for (full: what the chain has
+ * allocated, or what the target does not already read as zeroes; top:
+ * what the source's own layer holds; none: nothing), then copies dirty
+ * chunks until none is left and goes 'ready'; the bitmap keeps
+ * recording guest writes (background mode), or the filter writes the
+ * target synchronously (write-blocking mode).  At the end, with the
+ * users drained, the rest is copied; job-complete then moves the users
+ * onto the target (or the 'replaces' node's users), a soft cancel in
+ * 'ready' leaves the target in sync and the graph as it was.
+ *
+ * Thread model: start, verbs and finalization on the main thread;
+ * mirror_run on the job thread; the write-blocking hook on the writing
+ * threads.  The range lock serializes a hook write with a copy of the
+ * same chunks; 'lock' (a leaf) guards should_complete.
+ */
+#define G_LOG_DOMAIN "blockd-jobs"
+
+#include <errno.h>
+#include <string.h>
+#include "graph/bitmap.h"
+#include "graph/entry.h"
+#include "graph/error.h"
+#include "graph/io.h"
+#include "jobs/chain.h"
+#include "jobs/mirror.h"
+
+#define MIRROR_MAX_CHUNK   (1024 * 1024)
+#define MIRROR_DEFAULT_BUF (16 * 1024 * 1024)
+#define MIRROR_IDLE_NS     (50 * 1000 * 1000ll)
+
+typedef struct {
+    BdJob common;
+    BdNode *bs, *target, *replaces;   /* refs; replaces may be NULL */
+    BdNode *filter;                   /* our reference, or NULL */
+    BdEntry *src, *dst;
+    BdDirtyBitmap *bitmap;            /* on bs */
+    uint32_t granularity;
+    uint64_t chunk;                   /* bytes per copy step */
+    BdMirrorSync sync;
+    BdMirrorCopyMode copy_mode;
+    BdOnError on_source_error, on_target_error;
+    gboolean frozen, claimed, inserted;
+    BdRangeLock rl;
+
+    GMutex lock;
+    gboolean should_complete;         /* [lock] job-complete seen */
+    gboolean ready;                   /* job thread only */
+} BdMirrorJob;
+
+/* --- copying (job thread; the main thread in prepare) --- */
+
+/* Copy [offset, offset + n) of the source into the target.  The bits
+ * are cleared first: a write after that marks them again.  On failure
+ * they are set again and *in_source says which side failed. */
+static int copy_range(BdMirrorJob *s, uint8_t *buf, uint64_t offset,
+                      uint64_t n, gboolean *in_source)
+{
+    BdRange *r = bd_range_lock(&s->rl, offset, n, TRUE);
+    int ret;
+
+    bd_dirty_bitmap_reset(s->bitmap, offset, n);
+    *in_source = TRUE;
+    ret = bd_entry_pread(s->src, offset, n, buf, 0);
+    if (ret >= 0) {
+        *in_source = FALSE;
+        if (bd_buffer_is_zero(buf, n)) {
+            ret = bd_entry_pwrite_zeroes(s->dst, offset, n,
+                                         BD_REQ_MAY_UNMAP);
+        } else {
+            ret = bd_entry_pwrite(s->dst, offset, n, buf, 0);
+        }
+    }
+    if (ret < 0) {
+        bd_dirty_bitmap_set(s->bitmap, offset, n);
+    }
+    bd_range_unlock(&s->rl, r);
+    return ret;
+}
+
+/* Does the target already read zeroes at [offset, offset + *n)? */
+static gboolean target_reads_zero(BdMirrorJob *s, uint64_t offset,
+                                  uint64_t *n)
+{
+    int st = bd_entry_block_status(s->dst, offset, *n, n);
+
+    return st >= 0 && (st & BD_BLOCK_ZERO);
+}
+
+/* QEMU's mirror_dirty_init: mark what the sync mode has to copy. */
+static int mirror_dirty_init(BdMirrorJob *s, uint64_t len)
+{
+    BdNode *base = s->sync == BD_MIRROR_SYNC_TOP ? bd_chain_next(
+        bd_chain_skip_filters(s->bs)) : NULL;
+
+    if (s->sync == BD_MIRROR_SYNC_NONE) {
+        return 0;
+    }
+    for (uint64_t offset = 0, n; offset < len; offset += n) {
+        int ret;
+
+        if (bd_job_is_cancelled(&s->common)) {
+            return 0;
+        }
+        n = MIN((uint64_t)MIRROR_MAX_CHUNK * 64, len - offset);
+        ret = bd_chain_is_allocated_above(s->bs, base, FALSE, offset, n,
+                                          &n);
+        if (ret < 0) {
+            return ret;
+        }
+        if (n == 0) {
+            n = len - offset;
+        }
+        if (ret == 0 && s->sync == BD_MIRROR_SYNC_FULL &&
+            !target_reads_zero(s, offset, &n)) {
+            ret = 1;    /* the target must become zero there */
+        }
+        if (ret) {
+            bd_dirty_bitmap_set(s->bitmap, offset, n);
+        }
+    }
+    return 0;
+}
+
+static gboolean complete_requested(BdMirrorJob *s)
+{
+    gboolean c;
+
+    g_mutex_lock(&s->lock);
+    c = s->should_complete;
+    g_mutex_unlock(&s->lock);
+    return c;
+}
+
+/* Nothing dirty: go ready once; TRUE when the loop should end. */
+static gboolean mirror_idle(BdMirrorJob *s)
+{
+    BdJob *job = &s->common;
+
+    if (!s->ready) {
+        if (bd_entry_flush(s->dst) < 0) {
+            bd_job_sleep(job, MIRROR_IDLE_NS);
+            return FALSE;
+        }
+        s->ready = TRUE;
+        bd_job_transition_to_ready(job);
+    }
+    if (complete_requested(s)) {
+        return TRUE;    /* the rest is copied drained, in prepare */
+    }
+    bd_job_sleep(job, MIRROR_IDLE_NS);
+    return FALSE;
+}
+
+static int mirror_loop(BdMirrorJob *s, uint8_t *buf, uint64_t len)
+{
+    BdJob *job = &s->common;
+    uint64_t cursor = 0;
+
+    for (;;) {
+        uint64_t start, n;
+        gboolean in_source;
+        int ret;
+
+        bd_job_progress_set_remaining(job,
+                                      bd_dirty_bitmap_count(s->bitmap));
+        bd_job_ratelimit_sleep(job);
+        if (bd_job_is_cancelled(job) ||
+            (s->ready && bd_job_cancel_requested(job))) {
+            return 0;
+        }
+        if (!bd_dirty_bitmap_next_dirty_area(s->bitmap, cursor, len,
+                                             s->chunk, &start, &n) &&
+            !bd_dirty_bitmap_next_dirty_area(s->bitmap, 0, len, s->chunk,
+                                             &start, &n)) {
+            if (mirror_idle(s)) {
+                return 0;
+            }
+            continue;
+        }
+        cursor = start + n;
+        ret = copy_range(s, buf, start, n, &in_source);
+        if (ret < 0) {
+            BdErrorAction action = bd_job_error_action(
+                job, in_source ? s->on_source_error : s->on_target_error,
+                in_source, -ret);
+            if (action == BD_ERROR_ACTION_REPORT) {
+                return ret;
+            }
+            if (action == BD_ERROR_ACTION_IGNORE) {
+                bd_job_sleep(job, MIRROR_IDLE_NS);
+            }
+            continue;
+        }
+        bd_job_progress_update(job, n);
+        bd_job_ratelimit_processed(job, n);
+    }
+}
+
+static int mirror_run(BdJob *job, GError **errp)
+{
+    BdMirrorJob *s = (BdMirrorJob *)job;
+    g_autofree uint8_t *buf = g_malloc(s->chunk);
+    int64_t len = bd_entry_getlength(s->src);
+    int64_t target_len = bd_entry_getlength(s->dst);
+    int ret;
+
+    if (len < 0 || target_len < 0) {
+        return (int)MIN(len, target_len);
+    }
+    if (len != target_len) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Source and target image have different sizes");
+        return -EINVAL;
+    }
+    ret = mirror_dirty_init(s, (uint64_t)len);
+    if (ret < 0 || bd_job_is_cancelled(job)) {
+        return ret;
+    }
+    return mirror_loop(s, buf, (uint64_t)len);
+}
+
+/* --- write-blocking mode (writing threads) --- */
+
+static int mirror_write_hook(void *opaque, BdMirrorOp op, uint64_t offset,
+                             uint64_t bytes, const void *buf, int flags)
+{
+    BdMirrorJob *s = opaque;
+    uint64_t g = s->granularity;
+    uint64_t a0 = offset / g * g;
+    uint64_t a1 = (offset + bytes + g - 1) / g * g;
+    BdRange *r = bd_range_lock(&s->rl, a0, a1 - a0, TRUE);
+    int ret, tret;
+
+    switch (op) {
+    case BD_MIRROR_OP_WRITE:
+        ret = bd_node_pwrite(s->bs, offset, bytes, buf, flags);
+        tret = ret < 0 ? ret :
+               bd_entry_pwrite(s->dst, offset, bytes, buf,
+                               flags & BD_REQ_FUA);
+        break;
+    case BD_MIRROR_OP_ZEROES:
+        ret = bd_node_pwrite_zeroes(s->bs, offset, bytes, flags);
+        tret = ret < 0 ? ret :
+               bd_entry_pwrite_zeroes(s->dst, offset, bytes,
+                                      flags & BD_REQ_MAY_UNMAP);
+        break;
+    default:
+        /* The source's bitmap marked the range: the job copies it. */
+        ret = bd_node_pdiscard(s->bs, offset, bytes);
+        tret = -EAGAIN;
+        break;
+    }
+    if (tret == 0) {
+        /* Whole chunks written to both sides are in sync. */
+        uint64_t c0 = (offset + g - 1) / g * g;
+        uint64_t c1 = (offset + bytes) / g * g;
+        if (c1 > c0) {
+            bd_dirty_bitmap_reset(s->bitmap, c0, c1 - c0);
+        }
+    }
+    bd_range_unlock(&s->rl, r);
+    return ret;
+}
+
+/* --- main thread: verbs --- */
+
+static gboolean mirror_complete(BdJob *job, GError **errp)
+{
+    BdMirrorJob *s = (BdMirrorJob *)job;
+
+    if (!bd_job_is_ready(job)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "The active block job '%s' cannot be completed",
+                    job->id);
+        return FALSE;
+    }
+    g_mutex_lock(&s->lock);
+    s->should_complete = TRUE;
+    g_mutex_unlock(&s->lock);
+    bd_job_enter(job);
+    return TRUE;
+}
+
+/* Before 'ready' every cancel is a forced one (QEMU's mirror_cancel). */
+static gboolean mirror_cancel(BdJob *job, gboolean force)
+{
+    return force || !bd_job_is_ready(job);
+}
+
+/* --- main thread: finalization --- */
+
+static void mirror_unfreeze(BdMirrorJob *s)
+{
+    if (s->frozen) {
+        bd_job_unfreeze_backing_chain(s->filter, s->bs);
+        s->frozen = FALSE;
+    }
+}
+
+/* With the users drained: copy what is still dirty and flush. */
+static int mirror_final_sync(BdMirrorJob *s)
+{
+    g_autofree uint8_t *buf = g_malloc(s->chunk);
+    int64_t len = bd_entry_getlength(s->src);
+    uint64_t start, n;
+    int ret = 0;
+
+    if (len < 0) {
+        return (int)len;
+    }
+    while (ret >= 0 &&
+           bd_dirty_bitmap_next_dirty_area(s->bitmap, 0, (uint64_t)len,
+                                           s->chunk, &start, &n)) {
+        gboolean in_source;
+        ret = copy_range(s, buf, start, n, &in_source);
+    }
+    return ret < 0 ? ret : bd_entry_flush(s->dst);
+}
+
+/* Move the users onto the target (QEMU's mirror_exit_common). */
+static gboolean mirror_pivot(BdMirrorJob *s, GError **errp)
+{
+    BdNode *from = s->replaces && s->replaces != s->bs ? s->replaces
+                                                       : s->filter;
+
+    bd_mirror_top_set_hook(s->filter, NULL, NULL);
+    /* Our writer must not stand in the way of the target's new users. */
+    g_clear_pointer(&s->dst, bd_entry_free);
+    mirror_unfreeze(s);
+    return bd_chain_replace_node(from, s->target, errp);
+}
+
+static int mirror_prepare(BdJob *job)
+{
+    BdMirrorJob *s = (BdMirrorJob *)job;
+    BdDrainSection *drain = bd_drained_begin(s->filter);
+    g_autoptr(GError) err = NULL;
+    int ret = mirror_final_sync(s);
+
+    if (ret < 0) {
+        g_set_error(&err, BD_ERROR, BD_ERROR_GENERIC, "%s",
+                    g_strerror(-ret));
+    } else if (complete_requested(s) && !bd_job_cancel_requested(job) &&
+               !mirror_pivot(s, &err)) {
+        ret = -EPERM;
+    }
+    bd_drained_end(drain);
+    if (ret < 0) {
+        job->err = g_steal_pointer(&err);
+    }
+    return ret;
+}
+
+static void mirror_clean(BdJob *job)
+{
+    BdMirrorJob *s = (BdMirrorJob *)job;
+
+    if (s->filter && s->inserted) {
+        /* No hook call may be running when the target entry goes. */
+        BdDrainSection *drain = bd_drained_begin(s->filter);
+        bd_mirror_top_set_hook(s->filter, NULL, NULL);
+        bd_drained_end(drain);
+    }
+    mirror_unfreeze(s);
+    g_clear_pointer(&s->src, bd_entry_free);
+    g_clear_pointer(&s->dst, bd_entry_free);
+    if (s->bitmap) {
+        bd_dirty_bitmap_set_busy(s->bitmap, FALSE);
+        g_clear_pointer(&s->bitmap, bd_dirty_bitmap_release);
+    }
+    if (s->filter) {
+        if (s->inserted) {
+            /* Still in the graph unless pivoted: its users go back to
+             * the source. */
+            bd_chain_drop_filter(g_steal_pointer(&s->filter));
+        } else {
+            g_clear_pointer(&s->filter, bd_node_unref);
+        }
+    }
+    if (s->claimed) {
+        bd_chain_release(s->bs);
+        bd_chain_release(s->target);
+        s->claimed = FALSE;
+    }
+}
+
+static void mirror_free(BdJob *job)
+{
+    BdMirrorJob *s = (BdMirrorJob *)job;
+
+    mirror_clean(job);
+    g_clear_pointer(&s->bs, bd_node_unref);
+    g_clear_pointer(&s->target, bd_node_unref);
+    g_clear_pointer(&s->replaces, bd_node_unref);
+    bd_range_lock_clear(&s->rl);
+    g_mutex_clear(&s->lock);
+}
+
+static const BdJobDriver mirror_job_driver = {
+    .type = "mirror",
+    .instance_size = sizeof(BdMirrorJob),
+    .is_block_job = TRUE,
+    .run = mirror_run,
+    .complete = mirror_complete,
+    .cancel = mirror_cancel,
+    .prepare = mirror_prepare,
+    .clean = mirror_clean,
+    .free = mirror_free,
+};
+
+/* --- start (main thread) --- */
+
+static BdNode *open_filter(BdNode *bs, const char *node_name,
+                           GError **errp)
+{
+    GVariantDict d;
+    BdNode *filter;
+
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "driver", "s", "mirror_top");
+    g_variant_dict_insert(&d, "backing", "s", bs->node_name);
+    if (node_name) {
+        g_variant_dict_insert(&d, "node-name", "s", node_name);
+    }
+    filter = bd_node_open(g_variant_dict_end(&d), errp);
+    if (filter) {
+        filter->implicit = node_name == NULL;
+    }
+    return filter;
+}
+
+static gboolean mirror_setup(BdMirrorJob *s, const BdMirrorParams *p,
+                             GError **errp)
+{
+    uint64_t buf_size = p->buf_size ? (uint64_t)p->buf_size
+                                    : MIRROR_DEFAULT_BUF;
+
+    s->bs = bd_node_ref(p->bs);
+    s->target = bd_node_ref(p->target);
+    s->replaces = p->replaces ? bd_node_ref(p->replaces) : NULL;
+    s->sync = p->sync;
+    s->copy_mode = p->copy_mode;
+    s->on_source_error = p->on_source_error;
+    s->on_target_error = p->on_target_error;
+    s->granularity = p->granularity ? p->granularity
+                     : bd_dirty_bitmap_default_granularity(p->target);
+    buf_size = (buf_size + s->granularity - 1) / s->granularity *
+               s->granularity;
+    s->chunk = MAX(MIN(buf_size, (uint64_t)MIRROR_MAX_CHUNK),
+                   (uint64_t)s->granularity);
+
+    s->bitmap = bd_dirty_bitmap_create(p->bs, s->granularity, NULL, errp);
+    if (!s->bitmap) {
+        return FALSE;
+    }
+    bd_dirty_bitmap_set_busy(s->bitmap, TRUE);
+    if (!bd_chain_replace_node(p->bs, s->filter, errp)) {
+        return FALSE;
+    }
+    s->inserted = TRUE;
+    if (!bd_job_freeze_backing_chain(s->filter, p->bs, errp)) {
+        return FALSE;
+    }
+    s->frozen = TRUE;
+    s->src = bd_entry_new(p->bs, NULL, BD_PERM_CONSISTENT_READ,
+                          BD_PERM_ALL, errp);
+    if (!s->src) {
+        return FALSE;
+    }
+    s->dst = bd_entry_new(p->target, NULL, BD_PERM_WRITE,
+                          BD_PERM_WRITE_UNCHANGED, errp);
+    if (!s->dst) {
+        return FALSE;
+    }
+    bd_chain_claim(p->bs, "mirror");
+    bd_chain_claim(p->target, "mirror");
+    s->claimed = TRUE;
+    if (p->copy_mode == BD_MIRROR_COPY_WRITE_BLOCKING) {
+        BdDrainSection *drain = bd_drained_begin(s->filter);
+        bd_mirror_top_set_hook(s->filter, mirror_write_hook, s);
+        bd_drained_end(drain);
+    }
+    return TRUE;
+}
+
+gboolean bd_mirror_start(const BdMirrorParams *p, GError **errp)
+{
+    BdMirrorJob *s;
+    BdNode *filter;
+
+    if (p->buf_size < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Invalid parameter 'buf-size'");
+        return FALSE;
+    }
+    if (bd_chain_skip_filters(p->bs) == bd_chain_skip_filters(p->target)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Can't mirror node into itself");
+        return FALSE;
+    }
+    if (bd_chain_contains(p->bs, bd_chain_skip_filters(p->target))) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Cannot mirror to a filter on top of a node in the "
+                    "source's backing chain");
+        return FALSE;
+    }
+    filter = open_filter(p->bs, p->filter_node_name, errp);
+    if (!filter) {
+        return FALSE;
+    }
+    s = (BdMirrorJob *)bd_job_create(&mirror_job_driver, p->job_id,
+                                     p->auto_finalize, p->auto_dismiss,
+                                     NULL, errp);
+    if (!s) {
+        bd_node_unref(filter);
+        return FALSE;
+    }
+    s->filter = filter;
+    g_mutex_init(&s->lock);
+    bd_range_lock_init(&s->rl);
+    if (p->speed < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Parameter 'speed' expects a non-negative value");
+    }
+    if (p->speed < 0 || !mirror_setup(s, p, errp)) {
+        mirror_clean(&s->common);
+        bd_job_early_fail(&s->common);
+        return FALSE;
+    }
+    if (p->speed) {
+        bd_job_set_speed(&s->common, p->speed, NULL);
+    }
+    bd_job_start(&s->common);
+    return TRUE;
+}
