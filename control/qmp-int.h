@@ -70,6 +70,7 @@ void bd_cmd_transaction_register(void);
 void bd_cmd_object_register(void);
 void bd_cmd_backup_register(void);
 void bd_cmd_stream_register(void);
+void bd_cmd_mirror_register(void);
 
 /* Events (events.c). */
 void bd_events_init(void);
