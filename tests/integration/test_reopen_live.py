@@ -89,6 +89,7 @@ class Load(threading.Thread):
         self.graph = graph or Graph()
         self.fuse_writable = fuse_writable
         self.seed = seed
+        self.read_only_byte = None      # set: a read-only load expecting that byte
         self.ops = 0
         self.strict = 0
         self.error = None
@@ -97,6 +98,18 @@ class Load(threading.Thread):
 
     def round(self, i):
         blk = self.off + (i * 7 % (self.length // BLOCK)) * BLOCK
+        if self.read_only_byte is not None:
+            want = bytes([self.read_only_byte]) * BLOCK
+            reads = [('nbd', self.h.pread(BLOCK, blk))]
+            if self.fd is not None:
+                reads.append(('fuse', fuse_read(self.fd, blk, BLOCK)))
+            for how, got in reads:
+                if got != want:
+                    raise AssertionError('%s: round %d: %s read at %d: expected 0x%02x, got %s'
+                                         % (self.name, i, how, blk, self.read_only_byte,
+                                            describe(got)))
+            self.strict += 1
+            return
         pat = 1 + (i * 31 + self.seed) % 254
         data = bytes([pat]) * BLOCK
         c1 = self.graph.seq
@@ -195,21 +208,31 @@ class Live:
         else:
             assert_eq(r, {'return': {}}, 'blockdev-reopen %s' % json.dumps(opts))
 
-    def serve(self, node, fuse=True):
-        """NBD (writable) and FUSE exports of node, with a held handle and fd."""
+    def serve(self, node, fuse=True, writable=True):
+        """NBD and FUSE exports of node, with a held handle and fd."""
         self.cmd('block-export-add', {'type': 'nbd', 'id': 'nbd-' + node, 'node-name': node,
-                                      'name': node, 'writable': True})
+                                      'name': node, 'writable': writable})
         h = self.nbd.NBD()
         h.connect_uri(self.d.uri(node))
         self.handles[node] = h
         if fuse:
             mnt = new_mountpoint(self.d.path('mnt-' + node))
             self.mounts.append(mnt)
+            fuse_writable = FUSE_WRITABLE and writable
             self.cmd('block-export-add', {'type': 'fuse', 'id': 'fuse-' + node, 'node-name': node,
-                                          'mountpoint': mnt, 'writable': FUSE_WRITABLE})
+                                          'mountpoint': mnt, 'writable': fuse_writable})
             wait_for(lambda: is_mounted(mnt), what='FUSE mount of ' + node)
-            self.fds[node] = os.open(mnt, (os.O_RDWR if FUSE_WRITABLE else os.O_RDONLY)
+            self.fds[node] = os.open(mnt, (os.O_RDWR if fuse_writable else os.O_RDONLY)
                                      | os.O_DIRECT)
+
+    def start_read_load(self, node, off, length, byte):
+        """A read-only load: every read of [off, off+length) gives 'byte'."""
+        load = Load('read-%s-%d' % (node, len(self.loads)), self.handles[node],
+                    self.fds.get(node), off, length, graph=self.graph)
+        load.read_only_byte = byte
+        load.start()
+        self.loads.append(load)
+        return load
 
     def start_load(self, node, off, length, unrelated=False, own_connection=False):
         """A load through the held handle and fd, or (own_connection) through
@@ -493,6 +516,43 @@ def test_swap_files():
                                        dict(opts2, file='hd2-file')]))
             lv.expect('hd0', [(0, 3 * MiB, 0xa0)], 'swapped back (round %d)' % rnd)
             lv.expect('hd2', [(0, 3 * MiB, 0xa2)], 'swapped back (round %d)' % rnd)
+
+
+def test_option_changes_under_readers():
+    """Option-only reopens of a node read over NBD and FUSE (read-only
+    exports) by a reader thread: read-only both ways, cache, detect-zeroes,
+    discard and qcow2 cache sizes, each several times; every read must give
+    the image's data, and a refused reopen changes nothing either."""
+    with live() as lv:
+        d = lv.d
+        img = qcow2(d.path('hd0.img'), '4M', 'write -P 0xa0 0 2M')
+        o0 = hd_opts(img, 0)
+        lv.add(o0)
+        lv.serve('hd0', writable=False)
+        lv.start_load('other', 0, 4 * MiB, unrelated=True)
+        lv.start_read_load('hd0', 0, 2 * MiB, 0xa0)
+        changes = [({'read-only': True}, None),
+                   ({}, None),
+                   ({'cache': {'no-flush': True}}, None),
+                   ({'detect-zeroes': 'on'}, None),
+                   ({'discard': 'unmap', 'detect-zeroes': 'unmap'}, None),
+                   # 'discard' given: qemu-storage-daemon 7.2 keeps an omitted
+                   # 'discard' on reopen (blockd resets it, as the issue says)
+                   ({'detect-zeroes': 'unmap', 'discard': 'ignore'},
+                    'setting detect-zeroes to unmap is not allowed without setting discard '
+                    'operation to unmap'),
+                   ({'l2-cache-size': 65536, 'read-only': True}, None),
+                   ({'force-share': True}, "Cannot change the option 'force-share'"),
+                   ({}, None)]
+        for rnd in range(3):
+            for extra, errmsg in changes:
+                lv.step(lambda: lv.reopen([dict(o0, **extra)], errmsg))
+                lv.expect('hd0', [(0, 2 * MiB, 0xa0), (2 * MiB, 2 * MiB, 0)],
+                          'after %s (round %d)' % (json.dumps(extra), rnd))
+        r = lv.q.execute('query-named-block-nodes')
+        node = [n for n in r if n['node-name'] == 'hd0'][0]
+        assert_eq((node['ro'], node['detect_zeroes'], node['cache']['no-flush']),
+                  (False, 'off', False), 'hd0 back to its defaults')
 
 
 if __name__ == '__main__':
