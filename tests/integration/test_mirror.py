@@ -9,6 +9,7 @@ speed, pause/resume and QEMU 7.2's refusals.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -231,11 +232,16 @@ def test_soft_cancel_in_ready():
         bt.assert_eq(ev['data'].get('error'), None, 'completion error')
         bt.assert_eq(e.export_node(), 'src', 'export node')
         bt.assert_eq(e.q.execute('query-block-jobs'), [], 'jobs')
+        at_cancel = e.d.path('ref-at-cancel.raw')
+        shutil.copyfile(e.ref, at_cancel)
         e.nbd_write(writes(7, 5))
         e.check_export_reads_ref()
         e.q.execute('blockdev-del', {'node-name': 'tgt'})
         e.stop_and_check(e.src)
         # The target has everything up to the cancel, not the later writes.
+        p = bt.run(['qemu-img', 'compare', '-F', 'raw', e.tgt, at_cancel], check=False)
+        bt.assert_eq(p.returncode, 0, 'target vs the data at the cancel: ' + p.stdout)
+        bt.run(['qemu-img', 'check', e.tgt])
         p = bt.run(['qemu-img', 'compare', e.src, e.tgt], check=False)
         bt.assert_eq(p.returncode, 1, 'target must miss the writes after the cancel')
     finally:
@@ -374,6 +380,111 @@ def test_refusals():
         bt.assert_eq(e.export_node(), 'src', 'export node')
         e.nbd_write(['write -P 0x33 0 4096'])
         e.check_export_reads_ref()
+    finally:
+        e.close()
+
+
+def test_write_blocking_writes_target_at_once():
+    """write-blocking: a write acknowledged over NBD is in the target
+    already; a forced cancel right after (no final copy) keeps it there.
+    The job is held at 1 byte/s so that it copies nothing by itself."""
+    e = Env(prefill=False)
+    try:
+        e.mirror(sync='none', speed=1, **{'copy-mode': 'write-blocking'})
+        e.q.wait_event('BLOCK_JOB_READY', timeout=60)
+        e.nbd_write(['write -P 0x6b %d %d' % (5 * MiB, 256 * 1024),
+                     'write -P 0x6c %d %d' % (9 * MiB + 512, 4096)])
+        e.q.execute('job-cancel', {'id': 'm0'})
+        e.q.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
+        e.q.execute('blockdev-del', {'node-name': 'tgt'})
+        e.stop_and_check(e.src)
+        p = bt.run(['qemu-img', 'compare', '-F', 'raw', e.tgt, e.ref], check=False)
+        bt.assert_eq(p.returncode, 0, 'target vs reference: ' + p.stdout)
+        bt.run(['qemu-img', 'check', e.tgt])
+    finally:
+        e.close()
+
+
+def test_replaces_below_a_filter():
+    """device is a copy-on-read filter above 'src', replaces=src: on
+    completion the filter's child becomes the target; src is free."""
+    e = Env()
+    try:
+        e.q.execute('block-export-del', {'id': 'exp0'})
+        e.q.wait_event('BLOCK_EXPORT_DELETED', timeout=30)
+        e.q.execute('blockdev-add', {'driver': 'copy-on-read', 'node-name': 'cor',
+                                     'file': 'src'})
+        e.q.execute('block-export-add', {'type': 'nbd', 'id': 'exp0', 'node-name': 'cor',
+                                         'name': 'disk', 'writable': True})
+        e.mirror(device='cor', replaces='src')
+        e.q.wait_event('BLOCK_JOB_READY', timeout=60)
+        e.nbd_write(writes(10, 30))
+        e.q.execute('job-complete', {'id': 'm0'})
+        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        bt.assert_eq(ev['data'].get('error'), None, 'completion error')
+        bt.assert_eq(e.export_node(), 'cor', 'export node')
+        e.q.execute('blockdev-del', {'node-name': 'src'})
+        err = e.q.error('blockdev-del', {'node-name': 'tgt'})
+        bt.assert_eq(err['desc'], 'Block device tgt is in use', 'target in use')
+        e.nbd_write(writes(11, 10))
+        e.check_export_reads_ref()
+        e.stop_and_check(e.tgt)
+    finally:
+        e.close()
+
+
+def blkdebug_target(e, once):
+    e.q.execute('blockdev-add', {
+        'driver': 'qcow2', 'node-name': 'btgt', 'backing': None,
+        'file': {'driver': 'blkdebug', 'node-name': 'dbg',
+                 'inject-error': [{'event': 'write_aio', 'errno': 5, 'once': once}],
+                 'image': {'driver': 'file', 'filename': e.d.path('btgt.qcow2')}}})
+
+
+def test_target_error_report():
+    """A write error on the target with on-target-error=report fails the
+    job (BLOCK_JOB_ERROR, then the error in BLOCK_JOB_COMPLETED); the
+    export stays on the source."""
+    e = Env()
+    try:
+        bt.run(['qemu-img', 'create', '-f', 'qcow2', e.d.path('btgt.qcow2'), str(SIZE)])
+        blkdebug_target(e, False)
+        e.mirror(target='btgt')
+        ev = e.q.wait_event('BLOCK_JOB_ERROR', timeout=60)
+        bt.assert_eq((ev['data']['operation'], ev['data']['action']), ('write', 'report'),
+                     'error event')
+        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        bt.assert_eq(ev['data'].get('error'), 'Input/output error', 'job error')
+        bt.assert_eq(e.export_node(), 'src', 'export node')
+        bt.assert_eq('mirror_top' in e.node_drivers().values(), False, 'filter left behind')
+        e.nbd_write(writes(12, 10))
+        e.check_export_reads_ref()
+        e.stop_and_check(e.src)
+    finally:
+        e.close()
+
+
+def test_target_error_stop_resume():
+    """on-target-error=stop: the job pauses with io-status failed; resumed
+    (the error was a one-off) it reaches ready and completes."""
+    e = Env()
+    try:
+        bt.run(['qemu-img', 'create', '-f', 'qcow2', e.d.path('btgt.qcow2'), str(SIZE)])
+        blkdebug_target(e, True)
+        e.mirror(target='btgt', **{'on-target-error': 'stop'})
+        ev = e.q.wait_event('BLOCK_JOB_ERROR', timeout=60)
+        bt.assert_eq((ev['data']['operation'], ev['data']['action']), ('write', 'stop'),
+                     'error event')
+        bt.wait_for(lambda: e.job()['status'] == 'paused', 30, 'job paused')
+        bt.assert_eq(e.job()['io-status'], 'failed', 'io-status')
+        e.q.execute('job-resume', {'id': 'm0'})
+        e.q.wait_event('BLOCK_JOB_READY', timeout=60)
+        e.nbd_write(writes(13, 20))
+        e.q.execute('job-complete', {'id': 'm0'})
+        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        bt.assert_eq(ev['data'].get('error'), None, 'completion error')
+        e.check_export_reads_ref()
+        e.stop_and_check(e.d.path('btgt.qcow2'))
     finally:
         e.close()
 
