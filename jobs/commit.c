@@ -46,7 +46,6 @@ typedef struct {
     BdOnError on_error;
     gboolean base_read_only;
     gboolean chain_frozen;
-    gboolean pivoted;
     GPtrArray *claimed;
 
     /* Active commit: chunks of DIRTY_GRAN written since last copied. */
@@ -77,26 +76,31 @@ static void dirty_mark(void *opaque, uint64_t offset, uint64_t bytes)
     bd_job_enter(&s->common);
 }
 
-/* Take one dirty chunk (cleared before it is copied: a write after the
- * clear marks it again).  Returns FALSE when none is left. */
-static gboolean dirty_take(BdCommitJob *s, uint64_t *cursor, uint64_t *idx)
+/* Take a run of up to 'max' consecutive dirty chunks (cleared before
+ * they are copied: a write after the clear marks them again).  Returns
+ * the number of chunks, 0 when none is left. */
+static uint64_t dirty_take(BdCommitJob *s, uint64_t *cursor, uint64_t *idx,
+                           uint64_t max)
 {
-    gboolean found = FALSE;
+    uint64_t count = 0;
 
     g_mutex_lock(&s->dirty_lock);
     for (uint64_t k = 0; s->ndirty && k < s->nchunks; k++) {
         uint64_t i = (*cursor + k) % s->nchunks;
         if (s->dirty[i]) {
-            s->dirty[i] = 0;
-            s->ndirty--;
             *idx = i;
-            *cursor = i + 1;
-            found = TRUE;
+            while (count < max && i + count < s->nchunks &&
+                   s->dirty[i + count]) {
+                s->dirty[i + count] = 0;
+                s->ndirty--;
+                count++;
+            }
+            *cursor = i + count;
             break;
         }
     }
     g_mutex_unlock(&s->dirty_lock);
-    return found;
+    return count;
 }
 
 static uint64_t dirty_count(BdCommitJob *s)
@@ -199,7 +203,7 @@ static int commit_first_pass(BdCommitJob *s, uint8_t *buf, int64_t len)
 static int commit_mirror_loop(BdCommitJob *s, uint8_t *buf, int64_t len)
 {
     BdJob *job = &s->common;
-    uint64_t cursor = 0, idx;
+    uint64_t cursor = 0, idx, count;
 
     for (;;) {
         bd_job_progress_set_remaining(job, dirty_count(s) * DIRTY_GRAN);
@@ -208,7 +212,8 @@ static int commit_mirror_loop(BdCommitJob *s, uint8_t *buf, int64_t len)
             (s->ready && bd_job_cancel_requested(job))) {
             return 0;
         }
-        if (!dirty_take(s, &cursor, &idx)) {
+        count = dirty_take(s, &cursor, &idx, COMMIT_CHUNK / DIRTY_GRAN);
+        if (!count) {
             gboolean complete;
             if (!s->ready) {
                 s->ready = TRUE;
@@ -224,7 +229,7 @@ static int commit_mirror_loop(BdCommitJob *s, uint8_t *buf, int64_t len)
             continue;
         }
         uint64_t offset = idx * DIRTY_GRAN;
-        uint64_t n = MIN((uint64_t)DIRTY_GRAN, (uint64_t)len - offset);
+        uint64_t n = MIN(count * DIRTY_GRAN, (uint64_t)len - offset);
         gboolean in_source;
         int ret = copy_range(s, buf, offset, n, &in_source);
         if (ret < 0) {
@@ -308,7 +313,7 @@ static int commit_pivot(BdCommitJob *s, GError **errp)
     uint64_t cursor = 0, idx;
     int ret = 0;
 
-    while (ret >= 0 && len > 0 && dirty_take(s, &cursor, &idx)) {
+    while (ret >= 0 && len > 0 && dirty_take(s, &cursor, &idx, 1)) {
         uint64_t offset = idx * DIRTY_GRAN;
         gboolean in_source;
         ret = copy_range(s, buf, offset,
@@ -327,8 +332,6 @@ static int commit_pivot(BdCommitJob *s, GError **errp)
         commit_unfreeze(s);
         if (!bd_chain_replace_node(s->filter, s->base, errp)) {
             ret = -EPERM;
-        } else {
-            s->pivoted = TRUE;
         }
     }
     bd_drained_end(drain);

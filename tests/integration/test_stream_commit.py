@@ -182,6 +182,23 @@ def test_stream_base_node():
         e.c.check_all()
 
 
+def test_stream_bottom():
+    with daemon() as d:
+        d.start()
+        e = Env(d)
+        e.q.execute('block-stream', {'job-id': 's0', 'device': 'top', 'bottom': 'mid',
+                                     'speed': SLOW})
+        e.c.guest_writes(e.q)
+        e.finish_fast('s0')
+        assert_eq(e.wait_end('s0').get('error'), None, 'stream error')
+        nodes = e.nodes()
+        assert_eq(('mid' in nodes, 'base' in nodes), (False, True), 'mid dropped, base kept')
+        e.stop_daemon()
+        assert_eq(e.c.backing_of('top'), e.c.img['base'], 'header names base')
+        e.c.compare(e.c.img['top'])
+        e.c.check_all()
+
+
 def test_stream_cancel():
     with daemon() as d:
         d.start()
