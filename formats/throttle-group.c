@@ -130,6 +130,16 @@ void bd_throttle_leak(BdThrottleConfig *cfg, int64_t delta_ns)
     }
 }
 
+/* Nanoseconds for 'extra' units to leak at 'rate', capped far beyond any
+ * useful wait so that huge levels (accounted while drained) cannot
+ * overflow the conversion. */
+static int64_t leak_time(double extra, double rate)
+{
+    double ns = extra * NS_PER_SEC / rate;
+
+    return ns < 1e18 ? (int64_t)ns : (int64_t)1e18;
+}
+
 static int64_t bucket_wait(const BdLeakyBucket *b)
 {
     double extra;
@@ -140,13 +150,13 @@ static int64_t bucket_wait(const BdLeakyBucket *b)
     /* Full bucket: wait until the overflow has leaked at 'avg'. */
     extra = b->level - b->max * (double)b->burst_length;
     if (extra > 0) {
-        return (int64_t)(extra * NS_PER_SEC / b->avg);
+        return leak_time(extra, b->avg);
     }
     /* Within a long burst: keep to the burst rate 'max'. */
     if (b->burst_length > 1) {
         extra = b->burst_level - b->max / 10;
         if (extra > 0) {
-            return (int64_t)(extra * NS_PER_SEC / b->max);
+            return leak_time(extra, b->max);
         }
     }
     return 0;

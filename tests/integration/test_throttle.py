@@ -252,7 +252,7 @@ def test_data_persisted_in_image():
         _nbd_start(q, d)
         _export(q, 'throttle0', 'disk')
         qemu_io(d.uri('disk'), 'write -P 0xc3 1536k 256k')
-        q.execute('block-export-del', {'id': 'disk'})
+        q.execute('block-export-del', {'id': 'disk', 'mode': 'hard'})
         q.execute('blockdev-del', {'node-name': 'throttle0'})
         q.execute('blockdev-del', {'node-name': 'hd0'})
         qemu_io(path, 'read -P 0xa0 0 1M', 'read -P 0xc3 1536k 256k', fmt='qcow2')
@@ -369,7 +369,7 @@ def test_reopen_switches_group():
         assert_eq(e, {'class': GE, 'desc': "object 'group0' is in use, can not be deleted"}, 'g0')
         assert_eq(q.execute('object-del', {'id': 'group1'}), {}, 'group1 free again')
         qemu_io(d.uri('disk'), 'read -P 0xa1 0 64k', 'read -P 0xa0 64k 960k')
-        q.execute('block-export-del', {'id': 'disk'})
+        q.execute('block-export-del', {'id': 'disk', 'mode': 'hard'})
         q.execute('blockdev-del', {'node-name': 'throttle0'})
         assert_eq(q.execute('object-del', {'id': 'group0'}), {}, 'group0 free at last')
 
