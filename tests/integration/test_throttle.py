@@ -13,7 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blockd_test import (Daemon, Skip, assert_eq, assert_in, main, make_image,  # noqa: E402
-                         qemu_io, require_nbd, require_tool, run, tests_of)
+                         qemu_io, require_nbd, require_tool, run, skip_if_reference, tests_of)
 
 GE = 'GenericError'
 
@@ -500,6 +500,25 @@ def test_graph_changes_while_throttled_client_runs():
         assert_eq(stuck.done, stuck.count, 'stuck reads released by the drain')
         stuck.close()
         d.assert_alive()
+
+
+
+def test_shutdown_with_stuck_reads():
+    """SIGTERM while a connected client has reads stuck at 1 byte/s: the
+    daemon releases them and exits.  (qemu-storage-daemon 7.2 waits for
+    them at exit, so this is checked for blockd only.)"""
+    skip_if_reference('waits for throttled requests at exit')
+    with _daemon() as d:
+        path = _qcow2(d)
+        q = d.qmp()
+        _group(q, 'crawl', **{'bps-total': 1})
+        _throttle_over_qcow2(q, path, 'crawl')
+        _nbd_start(q, d)
+        _export(q, 'throttle0', 'disk', writable=False)
+        stuck = _Backlog(d.uri('disk'), 4)
+        stuck.pump(0.3)
+        assert stuck.done <= 1, 'the 1 byte/s limit was not in force'
+        assert_eq(d.stop(), 0, 'exit code with reads stuck in the throttle')
 
 
 if __name__ == '__main__':
