@@ -116,9 +116,14 @@ static int mirror_dirty_init(BdMirrorJob *s, uint64_t len)
         if (n == 0) {
             n = len - offset;
         }
-        if (ret == 0 && s->sync == BD_MIRROR_SYNC_FULL &&
-            !target_reads_zero(s, offset, &n)) {
-            ret = 1;    /* the target must become zero there */
+        if (ret == 0 && s->sync == BD_MIRROR_SYNC_FULL) {
+            if (!target_reads_zero(s, offset, &n)) {
+                ret = 1;    /* the target must become zero there */
+            } else {
+                /* Already zero: done, and counted as QEMU counts its
+                 * zeroing of the whole target. */
+                bd_job_progress_update(&s->common, n);
+            }
         }
         if (ret) {
             bd_dirty_bitmap_set(s->bitmap, offset, n);
