@@ -521,5 +521,53 @@ def test_shutdown_with_stuck_reads():
         assert_eq(d.stop(), 0, 'exit code with reads stuck in the throttle')
 
 
+
+def test_fuse_throttled_readers():
+    """A throttle node mounted over FUSE: concurrent readers (served by
+    several FUSE worker threads) share the limit and read the right data;
+    a write through the mount lands in the qcow2 image."""
+    from test_fuse import force_unmount, fuse_daemon, new_mountpoint, require_fuse
+    require_fuse()
+    require_tool('qemu-img', 'qemu-io')
+    s = Daemon(qmp=False)
+    try:
+        img = _qcow2(s, 'hd0.qcow2', size='4M', length='3M')
+        mnt = new_mountpoint(s.path('mnt'))
+        args = ['--object', 'throttle-group,id=g,limits.bps-read=1048576',
+                '--blockdev', 'driver=qcow2,node-name=hd0,file.driver=file,file.filename=%s' % img,
+                '--blockdev', 'driver=throttle,node-name=t0,throttle-group=g,file=hd0',
+                '--export', 'type=fuse,id=fuse0,node-name=t0,mountpoint=%s,writable=on' % mnt]
+        with fuse_daemon(args, [mnt], tmpdir=s.dir):
+            results = {}
+
+            def reader(i):
+                fd = os.open(mnt, os.O_RDONLY)
+                try:
+                    results[i] = os.pread(fd, 768 << 10, i * (768 << 10))
+                finally:
+                    os.close(fd)
+            threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+            start = time.monotonic()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            took = time.monotonic() - start
+            print('3 MiB by 4 FUSE readers at 1 MiB/s: %.2fs' % took)
+            for i in range(4):
+                assert_eq(results[i], b'\xa0' * (768 << 10), 'data read by reader %d' % i)
+            assert took >= 1.2, 'bps-read=1M not enforced over FUSE: 3 MiB in %.2fs' % took
+            fd = os.open(mnt, os.O_WRONLY)
+            try:
+                os.pwrite(fd, b'\x5c' * 65536, 3 << 20)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        qemu_io(img, 'read -P 0xa0 0 3M', 'read -P 0x5c 3M 64k', fmt='qcow2')
+    finally:
+        force_unmount(s.path('mnt'))
+        s.cleanup()
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
