@@ -410,7 +410,14 @@ static void commit_clean(BdJob *job)
     g_clear_pointer(&s->dst, bd_entry_free);
     if (s->filter) {
         /* Still in the graph unless pivoted or dropped: its parents go
-         * back to the top. */
+         * back to the top (drained), and only then does it stop
+         * reporting writes to the job. */
+        BdChild *f = bd_node_filtered_child(s->filter);
+        if (f && s->filter->parents &&
+            !bd_chain_replace_node(s->filter, f->node, &err)) {
+            g_warning("job '%s': %s", job->id, err->message);
+            g_clear_error(&err);
+        }
         bd_commit_top_set_notify(s->filter, NULL, NULL);
         bd_chain_drop_filter(g_steal_pointer(&s->filter));
     }
@@ -529,6 +536,10 @@ static gboolean commit_setup(BdCommitJob *s, const BdCommitParams *p,
     }
     s->claimed = g_ptr_array_new_with_free_func(
         (GDestroyNotify)bd_node_unref);
+    if (p->bs != p->top) {
+        bd_chain_claim(p->bs, "commit");
+        g_ptr_array_add(s->claimed, bd_node_ref(p->bs));
+    }
     for (BdNode *n = p->top; n && n != bd_chain_next(p->base);
          n = bd_chain_next(n)) {
         bd_chain_claim(n, "commit");

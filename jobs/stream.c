@@ -280,6 +280,8 @@ static gboolean stream_setup(BdStreamJob *s, const BdStreamParams *p,
     }
     s->claimed = g_ptr_array_new_with_free_func(
         (GDestroyNotify)bd_node_unref);
+    bd_chain_claim(s->cor, "stream");
+    g_ptr_array_add(s->claimed, bd_node_ref(s->cor));
     for (BdNode *n = bs; n && n != bd_chain_next(s->above_base);
          n = bd_chain_next(n)) {
         bd_chain_claim(n, "stream");

@@ -524,5 +524,23 @@ def test_commit_refusals():
         assert_eq(ro['base'], True, 'base untouched')
 
 
+def test_quit_during_jobs():
+    with daemon() as d:
+        d.start()
+        e = Env(d)
+        e.q.execute('block-stream', {'job-id': 's0', 'device': 'mid', 'speed': SLOW})
+        cor = [n['node-name'] for n in e.q.execute('query-named-block-nodes')
+               if n['drv'] == 'copy-on-read']
+        assert_eq(len(cor), 1, 'one implicit copy-on-read filter')
+        err = e.q.error('block-commit', {'job-id': 'c0', 'device': 'top'})
+        assert_eq(err['desc'], "Node '%s' is busy: block device is in use by block job: "
+                  'stream' % cor[0], 'commit over a streamed node')
+        e.c.guest_writes(e.q)
+        e.q.execute('quit')
+        assert_eq(d.proc.wait(30), 0, 'exit status')
+        e.c.compare(e.c.img['top'])
+        e.c.check_all()
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
