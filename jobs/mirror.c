@@ -473,8 +473,9 @@ static gboolean mirror_setup(BdMirrorJob *s, const BdMirrorParams *p,
         return FALSE;
     }
     s->frozen = TRUE;
+    /* The job copies a fixed length: the source may not be resized. */
     s->src = bd_entry_new(p->bs, NULL, BD_PERM_CONSISTENT_READ,
-                          BD_PERM_ALL, errp);
+                          BD_PERM_ALL & ~(uint64_t)BD_PERM_RESIZE, errp);
     if (!s->src) {
         return FALSE;
     }

@@ -378,6 +378,13 @@ def test_refusals():
         e.mirror(speed=1)
         err = e.q.error('blockdev-mirror', dict(base, **{'job-id': 'm1', 'target': 'small'}))
         bt.assert_eq(err['desc'], 'Need a root block node', 'second mirror')
+        # Neither side may be resized under the job (QEMU: op blockers,
+        # "Device '(null)' is in use"; blockd: a permission conflict).
+        for node in ('src', 'tgt'):
+            e.q.error('block_resize', {'node-name': node, 'size': 2 * SIZE})
+        sizes = {n['node-name']: n['image']['virtual-size']
+                 for n in e.q.execute('query-named-block-nodes')}
+        bt.assert_eq((sizes['src'], sizes['tgt']), (SIZE, SIZE), 'sizes')
         err = e.q.error('job-complete', {'id': 'm0'})
         bt.assert_eq(err['desc'], "Job 'm0' in state 'running' cannot accept command verb "
                      "'complete'", 'complete before ready')
