@@ -198,7 +198,8 @@ static gboolean block_stream(GVariant *args, JsonNode **ret, GError **errp)
 
 /* --- block-commit --- */
 
-/* QEMU's qmp_get_root_bs(): a node no other node uses. */
+/* QEMU's qmp_get_root_bs(): a node no other node uses (a job using a
+ * node is a parent of it in QEMU). */
 static BdNode *get_root_bs(const char *device, GError **errp)
 {
     BdNode *bs = bd_node_find(device);
@@ -206,6 +207,11 @@ static BdNode *get_root_bs(const char *device, GError **errp)
     if (!bs) {
         g_set_error(errp, BD_ERROR, BD_ERROR_DEVICE_NOT_FOUND,
                     "Device '%s' not found", device);
+        return NULL;
+    }
+    if (!bd_chain_check_busy(bs, NULL)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Need a root block node");
         return NULL;
     }
     for (GList *l = bs->parents; l; l = l->next) {
@@ -313,7 +319,7 @@ static gboolean block_commit(GVariant *args, JsonNode **ret, GError **errp)
     gboolean active;
 
     bs = get_root_bs(device, errp);
-    if (!bs || !bd_chain_check_busy(bs, errp)) {
+    if (!bs) {
         return FALSE;
     }
     top_bs = commit_find_top(args, bs, errp);

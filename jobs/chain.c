@@ -168,6 +168,7 @@ BdNode *bd_chain_insert_filter(BdNode *below, GVariant *options,
     BdNode *filter = bd_node_open(options, errp);
 
     if (!filter) {
+        g_prefix_error(errp, "Could not create node: ");
         return NULL;
     }
     filter->implicit = !named;

@@ -22,7 +22,9 @@ gboolean bd_chain_replace_node(BdNode *from, BdNode *to, GError **errp);
 
 /* Open a filter from 'options' (its child refers to 'below' by name) and
  * put it above 'below' in every parent.  Returns the new filter (one
- * reference, owned by the caller).  No node-name: implicit. */
+ * reference, owned by the caller).  No node-name: implicit.  Open
+ * errors are prefixed "Could not create node: " (QEMU's
+ * bdrv_insert_node). */
 BdNode *bd_chain_insert_filter(BdNode *below, GVariant *options,
                                GError **errp);
 

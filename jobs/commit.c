@@ -46,7 +46,7 @@ typedef struct {
     BdOnError on_error;
     gboolean base_read_only;
     gboolean chain_frozen;
-    GPtrArray *claimed;
+    GPtrArray *claimed;          /* BdNode * (refs) busy until free */
 
     /* Active commit: chunks of DIRTY_GRAN written since last copied. */
     GMutex dirty_lock;
@@ -421,15 +421,9 @@ static void commit_clean(BdJob *job)
         bd_commit_top_set_notify(s->filter, NULL, NULL);
         bd_chain_drop_filter(g_steal_pointer(&s->filter));
     }
-    if (s->claimed) {
-        for (guint i = 0; i < s->claimed->len; i++) {
-            bd_chain_release(s->claimed->pdata[i]);
-        }
-        g_clear_pointer(&s->claimed, g_ptr_array_unref);
-    }
-    /* QEMU 7.2 leaves an active commit's base read-write, whatever
-     * the outcome. */
-    if (s->base_read_only && !s->active &&
+    /* QEMU 7.2 leaves the base of an active commit that started
+     * read-write, whatever the outcome. */
+    if (s->base_read_only && (!s->active || !job->started) &&
         !bd_chain_reopen_read_only(s->base, TRUE, &err)) {
         g_warning("job '%s': node '%s' stays read-write: %s", job->id,
                   s->base->node_name, err->message);
@@ -442,6 +436,13 @@ static void commit_free(BdJob *job)
     BdCommitJob *s = (BdCommitJob *)job;
 
     commit_clean(job);
+    /* As QEMU's job blockers, the claims last until the job is gone. */
+    if (s->claimed) {
+        for (guint i = 0; i < s->claimed->len; i++) {
+            bd_chain_release(s->claimed->pdata[i]);
+        }
+        g_clear_pointer(&s->claimed, g_ptr_array_unref);
+    }
     g_clear_pointer(&s->bs, bd_node_unref);
     g_clear_pointer(&s->top, bd_node_unref);
     g_clear_pointer(&s->base, bd_node_unref);

@@ -39,7 +39,7 @@ typedef struct {
     BdOnError on_error;
     gboolean bs_read_only;   /* reopened read-write for the job */
     gboolean chain_frozen;
-    GPtrArray *claimed;      /* BdNode * (refs) marked busy */
+    GPtrArray *claimed;      /* BdNode * (refs) marked busy until free */
 } BdStreamJob;
 
 /* --- job thread --- */
@@ -127,6 +127,7 @@ static void stream_drop_filter(BdStreamJob *s)
 {
     g_clear_pointer(&s->blk, bd_entry_free);
     if (s->cor) {
+        bd_chain_release(s->cor);
         bd_chain_drop_filter(g_steal_pointer(&s->cor));
     }
 }
@@ -180,7 +181,6 @@ static void stream_clean(BdJob *job)
     stream_unfreeze(s);
     stream_drop_filter(s);
     g_clear_pointer(&s->top, bd_entry_free);
-    release_claims(s);
     if (s->bs_read_only && !bd_chain_reopen_read_only(s->bs, TRUE, &err)) {
         g_warning("job '%s': node '%s' stays read-write: %s", job->id,
                   s->bs->node_name, err->message);
@@ -193,6 +193,8 @@ static void stream_free(BdJob *job)
     BdStreamJob *s = (BdStreamJob *)job;
 
     stream_clean(job);
+    /* As QEMU's job blockers, the claims last until the job is gone. */
+    release_claims(s);
     g_clear_pointer(&s->bs, bd_node_unref);
     g_clear_pointer(&s->base_overlay, bd_node_unref);
     g_clear_pointer(&s->above_base, bd_node_unref);
@@ -273,15 +275,18 @@ static gboolean stream_setup(BdStreamJob *s, const BdStreamParams *p,
     }
     s->chain_frozen = TRUE;
 
-    s->blk = bd_entry_new(s->cor, NULL, 0, BD_PERM_ALL, errp);
-    s->top = s->blk ? bd_entry_new(bs, NULL, 0, BD_PERM_ALL, errp) : NULL;
+    /* The length is read once: nobody may resize under the job. */
+    s->blk = bd_entry_new(s->cor, NULL, 0, BD_PERM_ALL & ~BD_PERM_RESIZE,
+                          errp);
+    s->top = s->blk ? bd_entry_new(bs, NULL, 0,
+                                   BD_PERM_ALL & ~BD_PERM_RESIZE, errp)
+                    : NULL;
     if (!s->top) {
         return FALSE;
     }
     s->claimed = g_ptr_array_new_with_free_func(
         (GDestroyNotify)bd_node_unref);
     bd_chain_claim(s->cor, "stream");
-    g_ptr_array_add(s->claimed, bd_node_ref(s->cor));
     for (BdNode *n = bs; n && n != bd_chain_next(s->above_base);
          n = bd_chain_next(n)) {
         bd_chain_claim(n, "stream");

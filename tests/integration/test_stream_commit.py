@@ -524,6 +524,41 @@ def test_commit_refusals():
         assert_eq(ro['base'], True, 'base untouched')
 
 
+def test_refusals_around_jobs():
+    with daemon() as d:
+        d.start()
+        e = Env(d, export=False)
+
+        def ro():
+            return {n['node-name']: n['ro'] for n in e.q.execute('query-named-block-nodes')}
+        err = e.q.error('block-stream', {'job-id': 's0', 'device': 'mid',
+                                         'filter-node-name': 'base'})
+        assert_eq(err['desc'], "Could not create node: Duplicate nodes with node-name='base'",
+                  'filter name taken')
+        assert_eq(ro()['mid'], True, 'mid read-only again')
+        err = e.q.error('block-commit', {'job-id': 'c0', 'device': 'top',
+                                         'filter-node-name': 'mid'})
+        assert_eq(err['desc'], "Duplicate nodes with node-name='mid'", 'commit filter name')
+        assert_eq(ro()['base'], True, 'base read-only again')
+        err = e.q.error('block-stream', {'job-id': 's0', 'device': 'top-file'})
+        assert_eq(err['desc'].startswith("Permission conflict on node '") and
+                  "permissions 'resize' are both required by node 'top'" in err['desc'],
+                  True, 'the job does not share resize: %r' % err['desc'])
+        assert_eq(e.q.execute('query-jobs'), [], 'no job left behind')
+        # A concluded job keeps its nodes until dismissed.
+        e.q.execute('block-commit', {'job-id': 'c0', 'device': 'top', 'top-node': 'mid',
+                                     'auto-dismiss': False})
+        e.wait_status('c0', 'concluded')
+        err = e.q.error('block-stream', {'job-id': 's0', 'device': 'top'})
+        assert_eq(err['desc'], "Node 'top' is busy: block device is in use by block job: "
+                  'commit', 'stream over a concluded commit')
+        err = e.q.error('block-commit', {'job-id': 'c1', 'device': 'top'})
+        assert_eq(err['desc'], 'Need a root block node', 'commit over a concluded commit')
+        e.q.execute('job-dismiss', {'id': 'c0'})
+        e.q.execute('block-stream', {'job-id': 's0', 'device': 'top'})
+        assert_eq(e.wait_end('s0').get('error'), None, 'stream after dismiss')
+
+
 def test_quit_during_jobs():
     with daemon() as d:
         d.start()
