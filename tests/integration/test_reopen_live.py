@@ -454,7 +454,11 @@ def test_throttle_insert_remove():
     twice, under load; data written in each phase reads back in the next."""
     with live() as lv:
         d = lv.d
-        img = qcow2(d.path('hd0.img'), '4M', 'write -P 0xa0 0 1M')
+        # Every cluster allocated before throttle0 opens: qemu-storage-daemon
+        # 7.2 fixes a filter's length at open, so a filter over a file that
+        # grew afterwards reads zeros past that length (see
+        # test_filter_over_grown_file, blockd only).
+        img = qcow2(d.path('hd0.img'), '4M', 'write -P 0xa0 0 1M', 'write -P 0 1M 3M')
         hd0 = hd_opts(img, 0)
         lv.add(hd0)
         lv.cmd('object-add', {'qom-type': 'throttle-group', 'id': 'group0',
@@ -477,6 +481,45 @@ def test_throttle_insert_remove():
             lv.expect('hd0', [(0, MiB, 0xa0), (MiB, MiB, 0xc0 + rnd)], 'filter removed')
         lv.finish()
         lv.q.execute('query-named-block-nodes')
+
+
+def test_filter_over_grown_file():
+    """A throttle filter opened over hd0-file before hd0 allocates clusters
+    (the file grows), then inserted under hd0: reads through it give the
+    new clusters' data. qemu-storage-daemon 7.2 reads zeros there: the
+    filter keeps the length its file had at open (until a write through it
+    goes past that length), and what lies past a node's end counts as zeros
+    (checked by running this test against it: the read of 1M..2M right after
+    the insertion gives zeros, every time; after the removal the data is
+    back). So this runs against blockd only."""
+    if is_reference():
+        raise Skip('reference daemon: a filter keeps the length its file had at open')
+    with live() as lv:
+        d = lv.d
+        # The load region is allocated beforehand: only the test's own writes
+        # grow the file (a write through the filter past its length would
+        # make QEMU's filter learn the new length).
+        img = qcow2(d.path('hd0.img'), '4M', 'write -P 0xa0 0 1M', 'write -P 0 3M 1M')
+        hd0 = hd_opts(img, 0)
+        lv.add(hd0)
+        lv.cmd('object-add', {'qom-type': 'throttle-group', 'id': 'group0',
+                              'limits': {'iops-total': 1000}})
+        lv.add({'driver': 'throttle', 'node-name': 'throttle0',
+                'throttle-group': 'group0', 'file': 'hd0-file'})
+        lv.serve('hd0')
+        lv.start_load('hd0', 3 * MiB, MiB // 2)
+        h = lv.handles['hd0']
+        size = os.path.getsize(img)
+        h.pwrite(b'\xb0' * MiB, MiB)
+        assert_eq(os.path.getsize(img) > size, True, 'hd0.img grew')
+        lv.step(lambda: lv.reopen([dict(hd0, file='throttle0')]))
+        lv.expect('hd0', [(0, MiB, 0xa0), (MiB, MiB, 0xb0), (2 * MiB, MiB, 0)],
+                  'filter inserted over the grown file')
+        h.pwrite(b'\xb1' * MiB, 2 * MiB)     # grows the file under the filter
+        lv.expect('hd0', [(MiB, MiB, 0xb0), (2 * MiB, MiB, 0xb1)], 'grown under the filter')
+        lv.step(lambda: lv.reopen([dict(hd0, file='hd0-file')]))
+        lv.expect('hd0', [(0, MiB, 0xa0), (MiB, MiB, 0xb0), (2 * MiB, MiB, 0xb1)],
+                  'filter removed')
 
 
 def test_swap_files():
