@@ -86,6 +86,22 @@ static BdNode *lookup_root_node(const char *name, GError **errp)
     return node;
 }
 
+/* QEMU blocks mirroring into a node that is some image's backing file
+ * (its op blocker on backing nodes). */
+static gboolean check_not_backing(BdNode *node, GError **errp)
+{
+    for (GList *l = node->parents; l; l = l->next) {
+        BdChild *c = l->data;
+        if (c->parent && c->parent->backing == c) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Node '%s' is busy: node is used as backing hd of "
+                        "'%s'", node->node_name, c->parent->node_name);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
 static BdOnError on_error_value(GVariant *args, const char *key)
 {
     const char *v = bd_opts_get_str(args, key, "report");
@@ -187,6 +203,7 @@ static gboolean blockdev_mirror(GVariant *args, JsonNode **ret,
     p.target = lookup_node(bd_opts_get_str(args, "target", ""), errp);
     if (!p.target || !bd_chain_check_busy(p.bs, errp) ||
         !bd_chain_check_busy(p.target, errp) ||
+        !check_not_backing(p.target, errp) ||
         !check_granularity(args, &p.granularity, errp)) {
         return FALSE;
     }

@@ -21,13 +21,14 @@ MiB = 1024 * 1024
 SIZE = 32 * MiB
 
 
-def writes(seed, count, size=SIZE, length=64 * 1024):
-    """A deterministic list of qemu-io write commands (some unaligned)."""
+def writes(seed, count, size=SIZE, length=64 * 1024, start=0):
+    """A deterministic list of qemu-io write commands (some unaligned)
+    inside [start, start + size)."""
     cmds = []
     x = seed * 7919 + 1
     for i in range(count):
         x = (x * 1103515245 + 12345) % (1 << 31)
-        off = (x % (size // 512 - 256)) * 512 + (i % 3) * 4096
+        off = start + (x % ((size - length - 8192) // 512)) * 512 + (i % 3) * 4096
         cmds.append('write -P 0x%02x %d %d' % ((seed * 31 + i) % 250 + 1, off, length))
     return cmds
 
@@ -141,10 +142,14 @@ def mirror_complete_under_writes(copy_mode):
     try:
         # Slow enough that the writer runs during the copy.
         e.mirror(speed=8 * MiB, **{'copy-mode': copy_mode})
-        writer = e.nbd_writer(writes(2, 150))
+        # Two connections at once, on disjoint halves (the reference does
+        # not depend on their order).
+        writers = [e.nbd_writer(writes(2, 100, SIZE // 2)),
+                   e.nbd_writer(writes(20, 100, SIZE // 2, start=SIZE // 2))]
         ev = e.q.wait_event('BLOCK_JOB_READY', timeout=60)
         bt.assert_eq(ev['data']['device'], 'm0', 'ready device')
-        wait_writer(writer)
+        for w in writers:
+            wait_writer(w)
         j = e.job()
         bt.assert_eq((j['status'], j['ready'], j['type']), ('ready', True, 'mirror'), 'job')
         e.q.execute('block-job-set-speed', {'device': 'm0', 'speed': 0})
@@ -573,6 +578,32 @@ def test_shutdown_with_jobs():
     finally:
         e.close()
 
+
+def test_target_in_the_source_chain():
+    """A backing node, or a filter above a node of the source's chain,
+    is refused as target."""
+    e = Env(prefill=False)
+    try:
+        bt.run(['qemu-img', 'create', '-f', 'qcow2', e.base, str(SIZE)])
+        bt.run(['qemu-img', 'create', '-f', 'qcow2', e.d.path('top.qcow2'), str(SIZE)])
+        e.q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'base',
+                                     'file': {'driver': 'file', 'filename': e.base}})
+        e.q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top', 'backing': 'base',
+                                     'file': {'driver': 'file',
+                                              'filename': e.d.path('top.qcow2')}})
+        args = {'job-id': 'm0', 'device': 'top', 'target': 'base', 'sync': 'full'}
+        err = e.q.error('blockdev-mirror', args)
+        bt.assert_eq(err['desc'], "Node 'base' is busy: node is used as backing hd of 'top'",
+                     'backing node as target')
+        e.q.execute('blockdev-add', {'driver': 'copy-on-read', 'node-name': 'cor',
+                                     'file': 'base'})
+        err = e.q.error('blockdev-mirror', dict(args, target='cor'))
+        bt.assert_eq(err['desc'], "Cannot mirror to a filter on top of a node in the "
+                     "source's backing chain", 'filter above the chain as target')
+        bt.assert_eq(e.q.execute('query-jobs'), [], 'jobs')
+        bt.assert_eq('mirror_top' in e.node_drivers().values(), False, 'no filter left')
+    finally:
+        e.close()
 
 if __name__ == '__main__':
     sys.exit(bt.main(bt.tests_of(globals())))
