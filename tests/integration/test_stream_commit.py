@@ -12,6 +12,8 @@ QEMU's argument refusals. Every test passes against qemu-storage-daemon."""
 
 import json
 import os
+import random
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -120,7 +122,10 @@ class Env:
                 return ev['data']
 
     def finish_fast(self, job_id):
-        self.q.execute('block-job-set-speed', {'device': job_id, 'speed': 0})
+        # The job may have finished already (then it is gone).
+        r = self.q.cmd('block-job-set-speed', {'device': job_id, 'speed': 0})
+        if 'error' in r:
+            assert_eq(r['error']['class'], 'DeviceNotActive', 'set-speed: %r' % r)
 
     def stop_daemon(self):
         self.q.execute('block-export-del', {'id': 'exp0', 'mode': 'hard'}) \
@@ -133,6 +138,33 @@ class Env:
 
 def daemon():
     return Daemon()
+
+
+def random_writes(seed, count=1500):
+    """A deterministic mix of small writes and zero writes (no discards:
+    what a discarded range of an overlay reads back is not defined)."""
+    rng = random.Random(seed)
+    cmds = []
+    for _ in range(count):
+        length = rng.choice([512, 4096, 65536, 3 * 4096 + 512])
+        offset = rng.randrange(0, SIZE - length) & ~511
+        kind = rng.random()
+        if kind < 0.85:
+            cmds.append('write -P 0x%x %d %d' % (rng.randrange(1, 256), offset, length))
+        else:
+            cmds.append('write -z %d %d' % (offset, length))
+    return cmds
+
+
+def run_racing_writes(e, seed):
+    """Random writes through the export while the job copies at a speed
+    that lets it run through them; then the same writes on the reference."""
+    cmds = random_writes(seed)
+    p = subprocess.run(['qemu-io', '-f', 'raw', e.d.uri('top')], input='\n'.join(cmds) + '\n',
+                       capture_output=True, text=True, timeout=300)
+    assert_eq((p.returncode, 'error' in p.stdout.lower()), (0, False),
+              'racing writes: %s' % p.stdout[-300:])
+    qemu_io(e.c.ref, *cmds)
 
 
 # --- stream ---
@@ -156,6 +188,20 @@ def test_stream_live_writes():
         run(['qemu-img', 'compare', '-f', 'raw', '-F', 'raw', d.uri('top'), e.c.ref])
         e.stop_daemon()
         assert_eq(e.c.backing_of('top'), None, 'no backing file in the header')
+        e.c.compare(e.c.img['top'])
+        e.c.check_all()
+
+
+def test_stream_racing_writes():
+    with daemon() as d:
+        d.start()
+        e = Env(d)
+        e.q.execute('block-stream', {'job-id': 's0', 'device': 'top', 'speed': 8 * MiB})
+        run_racing_writes(e, 1)
+        e.finish_fast('s0')
+        assert_eq(e.wait_end('s0').get('error'), None, 'stream error')
+        run(['qemu-img', 'compare', '-f', 'raw', '-F', 'raw', d.uri('top'), e.c.ref])
+        e.stop_daemon()
         e.c.compare(e.c.img['top'])
         e.c.check_all()
 
@@ -408,6 +454,37 @@ def test_commit_active_live_writes():
         qemu_io(e.c.ref, *more)
         e.stop_daemon()
         e.c.compare(e.c.img['base'])
+        e.c.check_all()
+
+
+def test_commit_active_racing_writes():
+    with daemon() as d:
+        d.start()
+        e = Env(d)
+        e.q.execute('block-commit', {'job-id': 'c0', 'device': 'top', 'speed': 8 * MiB})
+        run_racing_writes(e, 2)
+        e.finish_fast('c0')
+        e.q.wait_event('BLOCK_JOB_READY', timeout=120)
+        run_racing_writes(e, 3)
+        e.q.execute('block-job-complete', {'device': 'c0'})
+        assert_eq(e.wait_end('c0').get('error'), None, 'commit error')
+        run(['qemu-img', 'compare', '-f', 'raw', '-F', 'raw', d.uri('top'), e.c.ref])
+        e.stop_daemon()
+        e.c.compare(e.c.img['base'])
+        e.c.check_all()
+
+
+def test_commit_intermediate_racing_writes():
+    with daemon() as d:
+        d.start()
+        e = Env(d)
+        e.q.execute('block-commit', {'job-id': 'c0', 'device': 'top', 'top-node': 'mid',
+                                     'speed': 8 * MiB})
+        run_racing_writes(e, 4)
+        e.finish_fast('c0')
+        assert_eq(e.wait_end('c0').get('error'), None, 'commit error')
+        e.stop_daemon()
+        e.c.compare(e.c.img['top'])
         e.c.check_all()
 
 
