@@ -239,6 +239,21 @@ static int cor_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
     return ret;
 }
 
+/* The status of the whole chain below: unallocated ranges of 'file'
+ * read from its backing nodes, which the generic walk (that follows
+ * 'backing' links only) would not reach from a filter. */
+static int cor_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
+                            uint64_t *pnum, uint64_t *map, BdNode **file)
+{
+    CorState *s = node->opaque;
+    int ret = bd_node_block_status_above(s->file->node, offset, bytes, pnum,
+                                         NULL);
+
+    *map = 0;
+    *file = NULL;
+    return ret < 0 ? ret : ret & (BD_BLOCK_DATA | BD_BLOCK_ZERO);
+}
+
 static int cor_flush(BdNode *node)
 {
     CorState *s = node->opaque;
@@ -269,5 +284,6 @@ const BdDriver bd_copy_on_read_driver = {
     .pwrite_zeroes = cor_pwrite_zeroes,
     .pdiscard = cor_pdiscard,
     .flush = cor_flush,
+    .block_status = cor_block_status,
     .truncate = cor_truncate,
 };

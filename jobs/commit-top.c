@@ -143,6 +143,21 @@ static int commit_top_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
     return ret;
 }
 
+/* The status of the whole chain below (the generic walk follows only
+ * 'backing' links from the node it starts at, not a filter's child). */
+static int commit_top_block_status(BdNode *node, uint64_t offset,
+                                   uint64_t bytes, uint64_t *pnum,
+                                   uint64_t *map, BdNode **file)
+{
+    CommitTopState *s = node->opaque;
+    int ret = bd_node_block_status_above(s->backing->node, offset, bytes,
+                                         pnum, NULL);
+
+    *map = 0;
+    *file = NULL;
+    return ret < 0 ? ret : ret & (BD_BLOCK_DATA | BD_BLOCK_ZERO);
+}
+
 static int commit_top_flush(BdNode *node)
 {
     CommitTopState *s = node->opaque;
@@ -171,5 +186,6 @@ const BdDriver bd_commit_top_driver = {
     .pwrite_zeroes = commit_top_pwrite_zeroes,
     .pdiscard = commit_top_pdiscard,
     .flush = commit_top_flush,
+    .block_status = commit_top_block_status,
     .truncate = commit_top_truncate,
 };

@@ -176,6 +176,8 @@ def test_stream_live_writes():
         e.q.execute('block-stream', {'job-id': 's0', 'device': 'top', 'speed': SLOW})
         e.c.guest_writes(e.q)
         assert_eq(e.job('s0')['status'], 'running', 'still streaming during the writes')
+        # Through the filter: data and block status (holes) as the reference.
+        run(['qemu-img', 'compare', '-f', 'raw', '-F', 'raw', d.uri('top'), e.c.ref])
         e.finish_fast('s0')
         ev = e.wait_end('s0')
         assert_eq(ev.get('error'), None, 'stream error')
@@ -430,6 +432,7 @@ def test_commit_active_live_writes():
         e.c.guest_writes(e.q)
         h.pwrite(b'\x61' * 65536, 10 * MiB)
         qemu_io(e.c.ref, 'write -P 0x61 10M 64k')
+        run(['qemu-img', 'compare', '-f', 'raw', '-F', 'raw', d.uri('top'), e.c.ref])
         e.finish_fast('c0')
         ev = e.q.wait_event('BLOCK_JOB_READY', timeout=120)
         assert_eq((ev['data']['device'], ev['data']['type']), ('c0', 'commit'), 'ready')
@@ -634,6 +637,56 @@ def test_refusals_around_jobs():
         e.q.execute('job-dismiss', {'id': 'c0'})
         e.q.execute('block-stream', {'job-id': 's0', 'device': 'top'})
         assert_eq(e.wait_end('s0').get('error'), None, 'stream after dismiss')
+
+
+def _top_depths(c):
+    """{offset: depth} of every mapping qemu-img reports for top."""
+    out = run(['qemu-img', 'map', '-U', '--output=json', c.img['top']]).stdout
+    return [(m['start'], m['length'], m['depth'], m['data']) for m in json.loads(out)]
+
+
+def _allocated_in_top(c, offset, length):
+    """Whether every byte of the range is allocated in top itself."""
+    covered = 0
+    for start, n, depth, data in _top_depths(c):
+        lo, hi = max(start, offset), min(start + n, offset + length)
+        if lo < hi and depth == 0:
+            covered += hi - lo
+    return covered == length
+
+
+def test_copy_on_read_driver():
+    for bottom in (None, 'mid'):
+        with daemon() as d:
+            d.start()
+            e = Env(d, export=False)
+            opts = {'driver': 'copy-on-read', 'node-name': 'cor', 'file': 'top'}
+            if bottom:
+                opts['bottom'] = bottom
+            e.q.execute('blockdev-add', opts)
+            e.q.execute('block-export-add', {'type': 'nbd', 'id': 'exp0', 'node-name': 'cor',
+                                             'name': 'top', 'writable': True})
+            # Read everything once through the filter (and write a little).
+            qemu_io(d.uri('top'), 'write -P 0x66 6M 64k')
+            qemu_io(e.c.ref, 'write -P 0x66 6M 64k')
+            run(['qemu-img', 'compare', '-f', 'raw', '-F', 'raw', d.uri('top'), e.c.ref])
+            e.q.execute('block-export-del', {'id': 'exp0', 'mode': 'hard'})
+            e.q.wait_event('BLOCK_EXPORT_DELETED')
+            e.q.execute('blockdev-del', {'node-name': 'cor'})
+            e.stop_daemon()
+            e.c.check_all()
+            e.c.compare(e.c.img['top'])
+            # mid's data was copied up; base's only without 'bottom'.
+            assert_eq(_allocated_in_top(e.c, 2 * MiB, 4 * MiB), True, 'mid data in top')
+            assert_eq(_allocated_in_top(e.c, 0, 2 * MiB), bottom is None,
+                      'base data in top (bottom=%s)' % bottom)
+            err = None
+        with daemon() as d:
+            d.start()
+            e = Env(d, export=False)
+            err = e.q.error('blockdev-add', {'driver': 'copy-on-read', 'node-name': 'cor',
+                                             'file': 'top', 'bottom': 'nope'})
+            assert_eq(err['desc'], "Bottom node 'nope' not found", 'bottom missing')
 
 
 def test_quit_during_jobs():
