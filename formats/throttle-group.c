@@ -64,11 +64,10 @@ gboolean bd_throttle_config_is_valid(const BdThrottleConfig *cfg,
     for (int i = 0; i < BD_THROTTLE_BUCKETS; i++) {
         const char *msg = NULL;
 
-        if (b[i].avg < 0 || b[i].max < 0 ||
-            b[i].avg > BD_THROTTLE_VALUE_MAX ||
+        if (b[i].avg > BD_THROTTLE_VALUE_MAX ||
             b[i].max > BD_THROTTLE_VALUE_MAX) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "bps/iops/max values must be within [0, %lld]",
+                        "bps/iops/max values must be within [0, %llu]",
                         BD_THROTTLE_VALUE_MAX);
             return FALSE;
         }
@@ -76,6 +75,9 @@ gboolean bd_throttle_config_is_valid(const BdThrottleConfig *cfg,
             msg = "the burst length cannot be 0";
         } else if (b[i].burst_length > 1 && !b[i].max) {
             msg = "burst length set without burst rate";
+        } else if (b[i].max &&
+                   b[i].burst_length > BD_THROTTLE_VALUE_MAX / b[i].max) {
+            msg = "burst length too high for this burst rate";
         } else if (b[i].max && !b[i].avg) {
             msg = "bps_max/iops_max require corresponding bps/iops values";
         } else if (b[i].max && b[i].max < b[i].avg) {
@@ -89,17 +91,10 @@ gboolean bd_throttle_config_is_valid(const BdThrottleConfig *cfg,
     return TRUE;
 }
 
-void bd_throttle_config_fix(BdThrottleConfig *cfg)
+void bd_throttle_config_reset(BdThrottleConfig *cfg)
 {
     for (int i = 0; i < BD_THROTTLE_BUCKETS; i++) {
-        BdLeakyBucket *b = &cfg->buckets[i];
-
-        b->level = b->burst_level = 0;
-        /* A tenth of a second's worth may pass at once: requests that
-         * arrive in small batches are not punished for it. */
-        if (b->avg && !b->max) {
-            b->max = b->avg / 10;
-        }
+        cfg->buckets[i].level = cfg->buckets[i].burst_level = 0;
     }
 }
 
@@ -121,11 +116,12 @@ void bd_throttle_leak(BdThrottleConfig *cfg, int64_t delta_ns)
     for (int i = 0; i < BD_THROTTLE_BUCKETS; i++) {
         BdLeakyBucket *b = &cfg->buckets[i];
 
-        b->level = MAX(b->level - b->avg * (double)delta_ns / NS_PER_SEC, 0);
+        b->level = MAX(b->level -
+                       (double)b->avg * (double)delta_ns / NS_PER_SEC, 0);
         /* Bursts longer than a second also track the burst rate. */
         if (b->burst_length > 1) {
-            b->burst_level = MAX(b->burst_level -
-                                 b->max * (double)delta_ns / NS_PER_SEC, 0);
+            b->burst_level = MAX(b->burst_level - (double)b->max *
+                                 (double)delta_ns / NS_PER_SEC, 0);
         }
     }
 }
@@ -142,21 +138,32 @@ static int64_t leak_time(double extra, double rate)
 
 static int64_t bucket_wait(const BdLeakyBucket *b)
 {
-    double extra;
+    double size, burst_size, extra;
 
     if (!b->avg) {
         return 0;
     }
+    if (!b->max) {
+        /* No burst rate: a tenth of a second's worth may still pass at
+         * once, so that requests arriving in small batches are not
+         * each held back. */
+        size = (double)b->avg / 10;
+        burst_size = 0;
+    } else {
+        /* The whole burst may go at 'max' before 'avg' rules. */
+        size = (double)b->max * (double)b->burst_length;
+        burst_size = (double)b->max / 10;
+    }
     /* Full bucket: wait until the overflow has leaked at 'avg'. */
-    extra = b->level - b->max * (double)b->burst_length;
+    extra = b->level - size;
     if (extra > 0) {
-        return leak_time(extra, b->avg);
+        return leak_time(extra, (double)b->avg);
     }
     /* Within a long burst: keep to the burst rate 'max'. */
     if (b->burst_length > 1) {
-        extra = b->burst_level - b->max / 10;
+        extra = b->burst_level - burst_size;
         if (extra > 0) {
-            return leak_time(extra, b->max);
+            return leak_time(extra, (double)b->max);
         }
     }
     return 0;
@@ -242,16 +249,16 @@ static void set_prop(BdThrottleConfig *cfg, gsize i, gint64 value)
 {
     BdLeakyBucket *b = &cfg->buckets[props[i].bucket];
 
+    /* QAPI's signed values go into unsigned fields, as in QEMU. */
     switch (props[i].kind) {
     case PROP_AVG:
-        b->avg = (double)value;
+        b->avg = (guint64)value;
         break;
     case PROP_MAX:
-        b->max = (double)value;
+        b->max = (guint64)value;
         break;
     case PROP_BURST:
-        /* QEMU stores it in an unsigned int: negative values wrap. */
-        b->burst_length = (guint32)value;
+        b->burst_length = (guint64)value;
         break;
     case PROP_OP_SIZE:
         cfg->op_size = (guint64)value;
@@ -304,7 +311,7 @@ gboolean bd_throttle_config_from_props(BdThrottleConfig *cfg,
         }
         set_prop(cfg, i, v);
     }
-    return TRUE;
+    return bd_throttle_config_is_valid(cfg, errp);
 }
 
 /* --- groups --- */
@@ -349,7 +356,7 @@ void bd_throttle_group_create(const char *id, const BdThrottleConfig *cfg)
 
     tg->name = g_strdup(id);
     tg->cfg = *cfg;
-    bd_throttle_config_fix(&tg->cfg);
+    bd_throttle_config_reset(&tg->cfg);
     tg->enabled = bd_throttle_config_enabled(&tg->cfg);
     tg->previous_leak = now_ns();
     g_mutex_init(&tg->lock);

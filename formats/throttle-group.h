@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 /* QEMU's THROTTLE_VALUE_MAX. */
-#define BD_THROTTLE_VALUE_MAX 1000000000000000LL
+#define BD_THROTTLE_VALUE_MAX 1000000000000000ULL
 
 typedef enum {
     BD_THROTTLE_BPS_TOTAL,
@@ -31,9 +31,11 @@ typedef enum {
     BD_THROTTLE_BUCKETS,
 } BdThrottleBucketType;
 
+/* Rates are unsigned as in QEMU: a negative value given by a client
+ * wraps to a huge one, which the validity check refuses. */
 typedef struct {
-    double avg;             /* units per second; 0: no limit */
-    double max;             /* burst rate (units per second) */
+    uint64_t avg;           /* units per second; 0: no limit */
+    uint64_t max;           /* burst rate (units per second); 0: none */
     double level;           /* units accounted and not yet leaked */
     double burst_level;     /* the same, for bursts longer than 1 s */
     uint64_t burst_length;  /* seconds a burst at 'max' may last */
@@ -51,9 +53,8 @@ void bd_throttle_config_init(BdThrottleConfig *cfg);
 /* QEMU's throttle_is_valid(), with its messages. */
 gboolean bd_throttle_config_is_valid(const BdThrottleConfig *cfg,
                                      GError **errp);
-/* Prepare a valid config for use: levels zeroed, and a bucket with a
- * rate but no burst rate gets max = avg / 10 (smooths request bursts). */
-void bd_throttle_config_fix(BdThrottleConfig *cfg);
+/* Prepare a valid config for use: levels zeroed. */
+void bd_throttle_config_reset(BdThrottleConfig *cfg);
 /* Whether any bucket has a rate. */
 gboolean bd_throttle_config_enabled(const BdThrottleConfig *cfg);
 /* Leak every bucket by 'delta_ns' nanoseconds' worth. */
@@ -66,9 +67,10 @@ void bd_throttle_account(BdThrottleConfig *cfg, gboolean is_write,
                          uint64_t bytes);
 
 /* Fill 'cfg' (initialised) from validated ThrottleGroupProperties: the
- * 'limits' dictionary (ThrottleLimits) and the legacy flat x-iops-total,
- * ... properties.  Checks what QEMU's property setters check; the
- * combination is checked by bd_throttle_config_is_valid(). */
+ * legacy flat x-iops-total, ... properties, then the 'limits' dictionary
+ * (ThrottleLimits).  Checks what QEMU's property setters check, which
+ * for 'limits' includes bd_throttle_config_is_valid(); the caller checks
+ * the final combination again once the id is known to be free. */
 gboolean bd_throttle_config_from_props(BdThrottleConfig *cfg,
                                        GVariant *props, GError **errp);
 

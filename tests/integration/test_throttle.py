@@ -57,6 +57,17 @@ def _export(q, node, name, writable=True, id=None):
                                    'name': name, 'writable': writable})
 
 
+def _export_del(q, id, mode='hard'):
+    """Delete an export and wait until it is gone (hard: a client that
+    just disconnected may not have been seen yet)."""
+    q.execute('block-export-del', {'id': id, 'mode': mode})
+    end = time.monotonic() + 20
+    while True:
+        ev = q.wait_event('BLOCK_EXPORT_DELETED', timeout=max(end - time.monotonic(), 0.1))
+        if ev['data']['id'] == id:
+            return
+
+
 def _timed_reads(uri, count, size=4096):
     """Seconds taken by `count` sequential reads of `size` bytes."""
     nbd = require_nbd()
@@ -123,6 +134,13 @@ def test_object_add_errors():
         ({'iops-total': 10 ** 16}, 'bps/iops/max values must be within [0, 1000000000000000]'),
         ({'bps-read': -1}, 'bps/iops/max values must be within [0, 1000000000000000]'),
         ({'iops-size': 4096}, 'iops size requires an iops value to be set'),
+        # Negative values wrap to huge unsigned ones, as in QEMU.
+        ({'iops-total': 5, 'iops-total-max': 10, 'iops-total-max-length': -1},
+         'burst length too high for this burst rate'),
+        ({'iops-total': 5, 'iops-total-max-length': -4294967296},
+         'burst length set without burst rate'),
+        ({'bps-total': 10, 'bps-total-max': 10 ** 15, 'bps-total-max-length': 2},
+         'burst length too high for this burst rate'),
     ]
     cases += [({'qom-type': 'throttle-group', 'id': 'g', 'limits': lim}, msg)
               for lim, msg in bad_limits]
@@ -135,6 +153,12 @@ def test_object_add_errors():
         for args, msg in cases:
             e = q.error('object-add', args)
             assert_eq(e, {'class': GE, 'desc': msg}, 'object-add %r' % args)
+        # 'limits' is checked as it is set, before the id is.
+        _group(q, 'taken')
+        e = q.error('object-add', {'qom-type': 'throttle-group', 'id': 'taken',
+                                   'limits': {'iops-total': 5, 'iops-read': 3}})
+        assert_eq(e['desc'], 'bps/iops/max total values and read/write values cannot be used '
+                             'at the same time', 'bad limits for a taken id')
         # Nothing half-created: the id is still free, and a valid full
         # configuration with bursts and iops-size is accepted.
         _group(q, 'g', **{'iops-total': 100, 'iops-total-max': 200, 'iops-total-max-length': 3,
@@ -252,7 +276,7 @@ def test_data_persisted_in_image():
         _nbd_start(q, d)
         _export(q, 'throttle0', 'disk')
         qemu_io(d.uri('disk'), 'write -P 0xc3 1536k 256k')
-        q.execute('block-export-del', {'id': 'disk', 'mode': 'hard'})
+        _export_del(q, 'disk')
         q.execute('blockdev-del', {'node-name': 'throttle0'})
         q.execute('blockdev-del', {'node-name': 'hd0'})
         qemu_io(path, 'read -P 0xa0 0 1M', 'read -P 0xc3 1536k 256k', fmt='qcow2')
@@ -369,7 +393,7 @@ def test_reopen_switches_group():
         assert_eq(e, {'class': GE, 'desc': "object 'group0' is in use, can not be deleted"}, 'g0')
         assert_eq(q.execute('object-del', {'id': 'group1'}), {}, 'group1 free again')
         qemu_io(d.uri('disk'), 'read -P 0xa1 0 64k', 'read -P 0xa0 64k 960k')
-        q.execute('block-export-del', {'id': 'disk', 'mode': 'hard'})
+        _export_del(q, 'disk')
         q.execute('blockdev-del', {'node-name': 'throttle0'})
         assert_eq(q.execute('object-del', {'id': 'group0'}), {}, 'group0 free at last')
 
@@ -477,13 +501,12 @@ def test_graph_changes_while_throttled_client_runs():
                                            'file': 'o%d' % i})
                 _export(q, 'r%d' % i, 'other%d' % i)
                 qemu_io(d.uri('other%d' % i), 'read -P 0x55 0 64k')
-                # hard: qemu-io's disconnect may not be seen yet.
-                q.execute('block-export-del', {'id': 'other%d' % i, 'mode': 'hard'})
+                _export_del(q, 'other%d' % i)
                 q.execute('blockdev-del', {'node-name': 'r%d' % i})
                 q.execute('blockdev-del', {'node-name': 'o%d' % i})
                 # A second export of the throttled node comes and goes.
                 _export(q, 'throttle0', 'again', writable=False)
-                q.execute('block-export-del', {'id': 'again'})
+                _export_del(q, 'again', 'safe')
         finally:
             stop.set()
             t.join(60)

@@ -45,10 +45,11 @@ static void test_validity(void)
     g_assert_true(bd_throttle_config_is_valid(&cfg, NULL));
 
     bd_throttle_config_init(&cfg);
-    b[BD_THROTTLE_BPS_WRITE].avg = BD_THROTTLE_VALUE_MAX + 1.0;
+    b[BD_THROTTLE_BPS_WRITE].avg = BD_THROTTLE_VALUE_MAX + 1;
     expect_invalid(&cfg, "bps/iops/max values must be within "
                          "[0, 1000000000000000]");
-    b[BD_THROTTLE_BPS_WRITE].avg = -1;
+    /* A negative rate from a client wraps, as in QEMU. */
+    b[BD_THROTTLE_BPS_WRITE].avg = (uint64_t)-1;
     expect_invalid(&cfg, "bps/iops/max values must be within "
                          "[0, 1000000000000000]");
 
@@ -62,12 +63,17 @@ static void test_validity(void)
     expect_invalid(&cfg, "bps_max/iops_max cannot be lower than bps/iops");
     b[BD_THROTTLE_OPS_TOTAL].max = 50;
     g_assert_true(bd_throttle_config_is_valid(&cfg, NULL));
+    b[BD_THROTTLE_OPS_TOTAL].burst_length = BD_THROTTLE_VALUE_MAX / 50 + 1;
+    expect_invalid(&cfg, "burst length too high for this burst rate");
+    b[BD_THROTTLE_OPS_TOTAL].burst_length = BD_THROTTLE_VALUE_MAX / 50;
+    g_assert_true(bd_throttle_config_is_valid(&cfg, NULL));
     b[BD_THROTTLE_OPS_TOTAL].avg = 0;
     expect_invalid(&cfg, "bps_max/iops_max require corresponding bps/iops "
                          "values");
 }
 
-/* Without a burst rate a bucket holds a tenth of a second's worth. */
+/* Without a burst rate a bucket holds a tenth of a second's worth
+ * (here one op). */
 static void test_leak_and_wait(void)
 {
     BdThrottleConfig cfg;
@@ -75,8 +81,7 @@ static void test_leak_and_wait(void)
 
     bd_throttle_config_init(&cfg);
     ops->avg = 10;
-    bd_throttle_config_fix(&cfg);
-    g_assert_cmpfloat(ops->max, ==, 1.0);
+    bd_throttle_config_reset(&cfg);
     g_assert_true(bd_throttle_config_enabled(&cfg));
 
     g_assert_cmpint(bd_throttle_compute_wait(&cfg, FALSE), ==, 0);
@@ -104,7 +109,7 @@ static void test_directions(void)
 
     bd_throttle_config_init(&cfg);
     cfg.buckets[BD_THROTTLE_BPS_WRITE].avg = 1000;
-    bd_throttle_config_fix(&cfg);
+    bd_throttle_config_reset(&cfg);
     bd_throttle_account(&cfg, FALSE, 1 << 20);
     g_assert_cmpint(bd_throttle_compute_wait(&cfg, TRUE), ==, 0);
     g_assert_cmpint(bd_throttle_compute_wait(&cfg, FALSE), ==, 0);
@@ -125,7 +130,7 @@ static void test_op_size(void)
     bd_throttle_config_init(&cfg);
     cfg.buckets[BD_THROTTLE_OPS_READ].avg = 100;
     cfg.op_size = 4096;
-    bd_throttle_config_fix(&cfg);
+    bd_throttle_config_reset(&cfg);
     bd_throttle_account(&cfg, FALSE, 16384);
     g_assert_cmpfloat(cfg.buckets[BD_THROTTLE_OPS_READ].level, ==, 4);
     bd_throttle_account(&cfg, FALSE, 512);
@@ -144,7 +149,7 @@ static void test_burst(void)
     b->max = 100;
     b->burst_length = 2;
     g_assert_true(bd_throttle_config_is_valid(&cfg, NULL));
-    bd_throttle_config_fix(&cfg);
+    bd_throttle_config_reset(&cfg);
     for (int i = 0; i < 10; i++) {
         bd_throttle_account(&cfg, FALSE, 512);
     }
