@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests of throttle groups: QEMU's limit checks, leaky-bucket arithmetic, the group registry and releasing waiters. */
+/* Unit tests of throttle groups and the throttle driver: QEMU's limit checks, leaky-bucket arithmetic, the group registry, releasing waiters on drain. */
 #include <string.h>
 #include <glib.h>
+#include "graph/entry.h"
 #include "graph/error.h"
+#include "graph/node.h"
+#include "formats/registry.h"
 #include "formats/throttle-group.h"
 
 #define NS 1000000000LL
@@ -251,6 +254,84 @@ static void test_release_on_drain(void)
     g_assert_true(bd_throttle_group_delete("slow", NULL));
 }
 
+typedef struct {
+    BdEntry *entry;
+    int ret;
+    gint done;
+} Reader;
+
+static gpointer reader_thread(gpointer opaque)
+{
+    Reader *r = opaque;
+    char buf[4096];
+
+    r->ret = bd_entry_pread(r->entry, 0, sizeof(buf), buf, 0);
+    g_atomic_int_set(&r->done, 1);
+    return NULL;
+}
+
+/* The driver through the graph: a read stuck at 1 byte/s is released by
+ * a drain of the throttle node (drained_begin hook), and the group stays
+ * in use until the node is gone. */
+static void test_driver_drain(void)
+{
+    g_autoptr(GError) err = NULL;
+    BdThrottleConfig cfg;
+    BdNode *node;
+    BdEntry *entry;
+    BdDrainSection *section;
+    Reader r[2];
+    GThread *t[2];
+
+    bd_formats_register_all();
+    bd_throttle_config_init(&cfg);
+    cfg.buckets[BD_THROTTLE_BPS_TOTAL].avg = 1;
+    bd_throttle_group_create("drv", &cfg);
+
+    node = bd_node_open(g_variant_new_parsed(
+        "{'driver': <'throttle'>, 'node-name': <'t0'>, "
+        "'throttle-group': <'nope'>, "
+        "'file': <{'driver': <'null-co'>, 'read-zeroes': <true>}>}"), &err);
+    g_assert_null(node);
+    g_assert_cmpstr(err->message, ==, "Throttle group 'nope' does not exist");
+    g_clear_error(&err);
+
+    node = bd_node_open(g_variant_new_parsed(
+        "{'driver': <'throttle'>, 'node-name': <'t0'>, "
+        "'throttle-group': <'drv'>, "
+        "'file': <{'driver': <'null-co'>, 'read-zeroes': <true>}>}"), &err);
+    g_assert_no_error(err);
+    g_assert_cmpuint(node->size, ==, 1ull << 30);
+    g_assert_false(bd_throttle_group_delete("drv", &err));
+    g_clear_error(&err);
+    entry = bd_entry_new(node, NULL, BD_PERM_CONSISTENT_READ, BD_PERM_ALL,
+                         &err);
+    g_assert_no_error(err);
+
+    for (int i = 0; i < 2; i++) {
+        r[i] = (Reader) { entry, -1, 0 };
+        t[i] = g_thread_new("reader", reader_thread, &r[i]);
+    }
+    /* One read goes at once; the other waits (for about an hour). */
+    while (!g_atomic_int_get(&r[0].done) && !g_atomic_int_get(&r[1].done)) {
+        g_usleep(1000);
+    }
+    g_usleep(G_USEC_PER_SEC / 20);
+    g_assert_cmpint(g_atomic_int_get(&r[0].done) +
+                    g_atomic_int_get(&r[1].done), ==, 1);
+    section = bd_drained_begin(node);
+    for (int i = 0; i < 2; i++) {
+        g_thread_join(t[i]);
+        g_assert_cmpint(r[i].ret, ==, 0);
+    }
+    bd_drained_end(section);
+
+    bd_entry_free(entry);
+    bd_node_unref(node);
+    g_assert_true(bd_throttle_group_delete("drv", &err));
+    g_assert_no_error(err);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -261,5 +342,6 @@ int main(int argc, char **argv)
     g_test_add_func("/throttle/burst", test_burst);
     g_test_add_func("/throttle/registry", test_registry);
     g_test_add_func("/throttle/release-on-drain", test_release_on_drain);
+    g_test_add_func("/throttle/driver-drain", test_driver_drain);
     return g_test_run();
 }
