@@ -1,12 +1,16 @@
 /* SPDX-License-Identifier: MIT */
-/* blockdev-mirror: the argument schema and QEMU's checks in QEMU's order
- * (qmp_blockdev_mirror, blockdev_mirror_common, mirror_start), then the
- * job of jobs/mirror.c.  Also registers the mirror_top filter driver.
+/* blockdev-mirror and drive-mirror: the argument schemas and QEMU's
+ * checks in QEMU's order (qmp_blockdev_mirror, qmp_drive_mirror,
+ * blockdev_mirror_common, mirror_start), then the job of jobs/mirror.c.
+ * drive-mirror creates (or opens) its target image itself.  Also
+ * registers the mirror_top filter driver.
  *
  * Thread model: main thread only.
  */
+#include <stdio.h>
 #include <string.h>
 #include "control/qmp-int.h"
+#include "graph/entry.h"
 #include "graph/error.h"
 #include "jobs/chain.h"
 #include "jobs/mirror.h"
@@ -187,31 +191,26 @@ static gboolean parse_sync(GVariant *args, BdNode *bs, BdMirrorSync *sync,
 
 /* --- the command --- */
 
-static gboolean blockdev_mirror(GVariant *args, JsonNode **ret,
-                                GError **errp)
+/* blockdev_mirror_common: the checks shared by both commands, then the
+ * job.  p->bs and p->target are set. */
+static gboolean mirror_common(GVariant *args, BdMirrorParams *p,
+                              GError **errp)
 {
-    BdMirrorParams p = { 0 };
     const char *replaces = bd_opts_get_str(args, "replaces", NULL);
     const char *mode = bd_opts_get_str(args, "copy-mode", "background");
     g_autoptr(GError) sync_err = NULL;
 
-    (void)ret;
-    p.bs = lookup_root_node(bd_opts_get_str(args, "device", ""), errp);
-    if (!p.bs) {
-        return FALSE;
-    }
-    p.target = lookup_node(bd_opts_get_str(args, "target", ""), errp);
-    if (!p.target || !bd_chain_check_busy(p.bs, errp) ||
-        !bd_chain_check_busy(p.target, errp) ||
-        !check_not_backing(p.target, errp) ||
-        !check_granularity(args, &p.granularity, errp)) {
+    if (!bd_chain_check_busy(p->bs, errp) ||
+        !bd_chain_check_busy(p->target, errp) ||
+        !check_not_backing(p->target, errp) ||
+        !check_granularity(args, &p->granularity, errp)) {
         return FALSE;
     }
     /* The sync mode is refused after the replaces checks, as QEMU. */
-    gboolean sync_ok = parse_sync(args, p.bs, &p.sync, &sync_err);
+    gboolean sync_ok = parse_sync(args, p->bs, &p->sync, &sync_err);
     if (replaces) {
-        p.replaces = check_replaces(p.bs, replaces, errp);
-        if (!p.replaces) {
+        p->replaces = check_replaces(p->bs, replaces, errp);
+        if (!p->replaces) {
             return FALSE;
         }
     }
@@ -219,21 +218,230 @@ static gboolean blockdev_mirror(GVariant *args, JsonNode **ret,
         g_propagate_error(errp, g_steal_pointer(&sync_err));
         return FALSE;
     }
-    p.job_id = bd_opts_get_str(args, "job-id", "");
-    p.speed = bd_opts_get_int(args, "speed", 0);
-    p.buf_size = bd_opts_get_int(args, "buf-size", 0);
-    p.on_source_error = on_error_value(args, "on-source-error");
-    p.on_target_error = on_error_value(args, "on-target-error");
-    p.filter_node_name = bd_opts_get_str(args, "filter-node-name", NULL);
-    p.copy_mode = strcmp(mode, "write-blocking") == 0
-                  ? BD_MIRROR_COPY_WRITE_BLOCKING : BD_MIRROR_COPY_BACKGROUND;
-    p.auto_finalize = bd_opts_get_bool(args, "auto-finalize", TRUE);
-    p.auto_dismiss = bd_opts_get_bool(args, "auto-dismiss", TRUE);
-    return bd_mirror_start(&p, errp);
+    p->job_id = bd_opts_get_str(args, "job-id", "");
+    p->speed = bd_opts_get_int(args, "speed", 0);
+    p->buf_size = bd_opts_get_int(args, "buf-size", 0);
+    p->on_source_error = on_error_value(args, "on-source-error");
+    p->on_target_error = on_error_value(args, "on-target-error");
+    p->filter_node_name = bd_opts_get_str(args, "filter-node-name", NULL);
+    p->copy_mode = strcmp(mode, "write-blocking") == 0
+                   ? BD_MIRROR_COPY_WRITE_BLOCKING
+                   : BD_MIRROR_COPY_BACKGROUND;
+    p->auto_finalize = bd_opts_get_bool(args, "auto-finalize", TRUE);
+    p->auto_dismiss = bd_opts_get_bool(args, "auto-dismiss", TRUE);
+    return bd_mirror_start(p, errp);
+}
+
+static gboolean blockdev_mirror(GVariant *args, JsonNode **ret,
+                                GError **errp)
+{
+    BdMirrorParams p = { 0 };
+
+    (void)ret;
+    p.bs = lookup_root_node(bd_opts_get_str(args, "device", ""), errp);
+    if (!p.bs) {
+        return FALSE;
+    }
+    p.target = lookup_node(bd_opts_get_str(args, "target", ""), errp);
+    if (!p.target) {
+        return FALSE;
+    }
+    return mirror_common(args, &p, errp);
+}
+
+/* --- drive-mirror: the target is a new (or existing) image file --- */
+
+static const char *const image_mode_values[] = {
+    "existing", "absolute-paths", NULL };
+static const BdSchemaType image_mode_type = {
+    .name = "NewImageMode", .kind = BD_SCHEMA_ENUM,
+    .enum_values = image_mode_values };
+
+static const BdSchemaField drive_mirror_fields[] = {
+    BD_OPT("job-id", &bd_schema_str),
+    BD_FIELD("device", &bd_schema_str),
+    BD_FIELD("target", &bd_schema_str),
+    BD_OPT("format", &bd_schema_str),
+    BD_OPT("node-name", &bd_schema_str),
+    BD_OPT("replaces", &bd_schema_str),
+    BD_FIELD("sync", &sync_type),
+    BD_OPT("mode", &image_mode_type),
+    BD_OPT("speed", &bd_schema_int),
+    BD_OPT("granularity", &bd_ctl_schema_uint32),
+    BD_OPT("buf-size", &bd_schema_int),
+    BD_OPT("on-source-error", &on_error_type),
+    BD_OPT("on-target-error", &on_error_type),
+    BD_OPT("unmap", &bd_schema_bool),
+    BD_OPT("copy-mode", &copy_mode_type),
+    BD_OPT("auto-finalize", &bd_schema_bool),
+    BD_OPT("auto-dismiss", &bd_schema_bool),
+    { NULL } };
+static const BdSchemaType drive_mirror_args = {
+    .name = "DriveMirror", .kind = BD_SCHEMA_OBJECT,
+    .fields = drive_mirror_fields };
+
+static const BdSchemaType *drive_mirror_args_fn(void)
+{
+    return &drive_mirror_args;
+}
+
+static gboolean run_create(const char *drv_name, GVariant *opts,
+                           GError **errp)
+{
+    const BdDriver *drv = bd_driver_find(drv_name);
+    g_autoptr(GVariant) ref = g_variant_ref_sink(opts);
+
+    if (!drv || !drv->create) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Format driver '%s' does not support image creation",
+                    drv_name);
+        return FALSE;
+    }
+    return drv->create(ref, errp);
+}
+
+/* QEMU's bdrv_img_create: 'filename' as a 'fmt' image of 'size' bytes,
+ * naming 'backing' (may be NULL) in its header. */
+static gboolean create_image(const char *filename, const char *fmt,
+                             uint64_t size, BdNode *backing, GError **errp)
+{
+    gboolean raw = strcmp(fmt, "raw") == 0;
+    GVariantDict d;
+
+    if (!bd_driver_find(fmt)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Unknown file format '%s'", fmt);
+        return FALSE;
+    }
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "driver", "s", "file");
+    g_variant_dict_insert(&d, "filename", "s", filename);
+    g_variant_dict_insert(&d, "size", "t", raw ? size : 0);
+    if (!run_create("file", g_variant_dict_end(&d), errp)) {
+        return FALSE;
+    }
+    if (raw) {
+        return TRUE;
+    }
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "driver", "s", "file");
+    g_variant_dict_insert(&d, "filename", "s", filename);
+    g_autoptr(GVariant) fopts = g_variant_ref_sink(g_variant_dict_end(&d));
+    g_autoptr(BdNode) file = bd_node_open(fopts, errp);
+    if (!file) {
+        return FALSE;
+    }
+    g_autoptr(BdEntry) entry = bd_entry_new(file, NULL,
+                                            BD_PERM_WRITE | BD_PERM_RESIZE,
+                                            BD_PERM_ALL, errp);
+    if (!entry) {
+        return FALSE;
+    }
+    bd_entry_set_allow_beyond_eof(entry, TRUE);
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "driver", "s", fmt);
+    g_variant_dict_insert(&d, "file", "s", file->node_name);
+    g_variant_dict_insert(&d, "size", "t", size);
+    if (backing && backing->filename) {
+        g_variant_dict_insert(&d, "backing-file", "s", backing->filename);
+        g_variant_dict_insert(&d, "backing-fmt", "s", backing->drv->name);
+    }
+    return run_create(fmt, g_variant_dict_end(&d), errp);
+}
+
+/* Open the target image; without a format, qcow2 is recognised by its
+ * magic.  A new image's backing file is not opened: the job attaches
+ * the source's node at the pivot instead. */
+static BdNode *open_target(const char *filename, const char *fmt,
+                           const char *node_name, gboolean no_backing,
+                           GError **errp)
+{
+    const BdDriver *drv;
+    GVariantDict d, f;
+
+    if (!fmt) {
+        char head[4] = { 0 };
+        FILE *fp = fopen(filename, "rb");
+        fmt = "raw";
+        if (fp) {
+            if (fread(head, 1, 4, fp) == 4 &&
+                memcmp(head, "QFI\xfb", 4) == 0) {
+                fmt = "qcow2";
+            }
+            fclose(fp);
+        }
+    }
+    drv = bd_driver_find(fmt);
+    if (!drv) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Unknown driver '%s'", fmt);
+        return NULL;
+    }
+    g_variant_dict_init(&f, NULL);
+    g_variant_dict_insert(&f, "driver", "s", "file");
+    g_variant_dict_insert(&f, "filename", "s", filename);
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "driver", "s", fmt);
+    if (node_name) {
+        g_variant_dict_insert(&d, "node-name", "s", node_name);
+    }
+    if (no_backing && drv->has_default_backing) {
+        g_variant_dict_insert_value(&d, "backing", bd_variant_null());
+    }
+    g_variant_dict_insert_value(&d, "file", g_variant_dict_end(&f));
+    g_autoptr(GVariant) opts = g_variant_ref_sink(g_variant_dict_end(&d));
+    return bd_node_open(opts, errp);
+}
+
+static gboolean drive_mirror(GVariant *args, JsonNode **ret, GError **errp)
+{
+    BdMirrorParams p = { 0 };
+    const char *filename = bd_opts_get_str(args, "target", "");
+    const char *sync = bd_opts_get_str(args, "sync", "full");
+    gboolean existing = strcmp(bd_opts_get_str(args, "mode",
+                                               "absolute-paths"),
+                               "existing") == 0;
+    const char *node_name = bd_opts_get_str(args, "node-name", NULL);
+    BdNode *backing;
+    gboolean full;
+
+    (void)ret;
+    p.bs = lookup_root_node(bd_opts_get_str(args, "device", ""), errp);
+    if (!p.bs || !bd_chain_check_busy(p.bs, errp)) {
+        return FALSE;
+    }
+    const char *fmt = bd_opts_get_str(args, "format",
+                                      existing ? NULL : p.bs->drv->name);
+    backing = bd_chain_next(bd_chain_skip_filters(p.bs));
+    full = strcmp(sync, "full") == 0 ||
+           (strcmp(sync, "top") == 0 && !backing);
+    if (strcmp(sync, "none") == 0) {
+        backing = p.bs;
+    }
+    if (bd_opts_has(args, "replaces") && !node_name) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "a node-name must be provided when replacing a named "
+                    "node of the graph");
+        return FALSE;
+    }
+    if (!existing && !create_image(filename, fmt, p.bs->size,
+                                   full ? NULL : backing, errp)) {
+        return FALSE;
+    }
+    g_autoptr(BdNode) target = open_target(filename, fmt, node_name,
+                                           !existing, errp);
+    if (!target) {
+        return FALSE;
+    }
+    p.target = target;
+    p.no_unmap = !bd_opts_get_bool(args, "unmap", TRUE);
+    p.target_backing = existing || full ? NULL : backing;
+    return mirror_common(args, &p, errp);
 }
 
 static const BdQmpCommand mirror_commands[] = {
     { "blockdev-mirror", mirror_args_fn, FALSE, NULL, blockdev_mirror },
+    { "drive-mirror", drive_mirror_args_fn, FALSE, NULL, drive_mirror },
     { NULL } };
 
 void bd_cmd_mirror_register(void)

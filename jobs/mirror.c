@@ -37,6 +37,8 @@
 typedef struct {
     BdJob common;
     BdNode *bs, *target, *replaces;   /* refs; replaces may be NULL */
+    BdNode *target_backing;           /* ref or NULL (drive-mirror) */
+    int zero_flags;                   /* BD_REQ_MAY_UNMAP or 0 */
     BdNode *filter;                   /* our reference, or NULL */
     BdEntry *src, *dst;
     BdDirtyBitmap *bitmap;            /* on bs */
@@ -70,8 +72,7 @@ static int copy_range(BdMirrorJob *s, uint8_t *buf, uint64_t offset,
     if (ret >= 0) {
         *in_source = FALSE;
         if (bd_buffer_is_zero(buf, n)) {
-            ret = bd_entry_pwrite_zeroes(s->dst, offset, n,
-                                         BD_REQ_MAY_UNMAP);
+            ret = bd_entry_pwrite_zeroes(s->dst, offset, n, s->zero_flags);
         } else {
             ret = bd_entry_pwrite(s->dst, offset, n, buf, 0);
         }
@@ -338,6 +339,13 @@ static gboolean mirror_pivot(BdMirrorJob *s, GError **errp)
     /* Our writer must not stand in the way of the target's new users. */
     g_clear_pointer(&s->dst, bd_entry_free);
     mirror_unfreeze(s);
+    if (s->target_backing &&
+        bd_node_backing(bd_chain_skip_filters(s->target)) !=
+        s->target_backing &&
+        !bd_chain_set_backing(bd_chain_skip_filters(s->target),
+                              s->target_backing, errp)) {
+        return FALSE;
+    }
     return bd_chain_replace_node(from, s->target, errp);
 }
 
@@ -403,6 +411,7 @@ static void mirror_free(BdJob *job)
     g_clear_pointer(&s->bs, bd_node_unref);
     g_clear_pointer(&s->target, bd_node_unref);
     g_clear_pointer(&s->replaces, bd_node_unref);
+    g_clear_pointer(&s->target_backing, bd_node_unref);
     bd_range_lock_clear(&s->rl);
     g_mutex_clear(&s->lock);
 }
@@ -449,6 +458,9 @@ static gboolean mirror_setup(BdMirrorJob *s, const BdMirrorParams *p,
     s->bs = bd_node_ref(p->bs);
     s->target = bd_node_ref(p->target);
     s->replaces = p->replaces ? bd_node_ref(p->replaces) : NULL;
+    s->target_backing = p->target_backing ? bd_node_ref(p->target_backing)
+                                          : NULL;
+    s->zero_flags = p->no_unmap ? 0 : BD_REQ_MAY_UNMAP;
     s->sync = p->sync;
     s->copy_mode = p->copy_mode;
     s->on_source_error = p->on_source_error;

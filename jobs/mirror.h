@@ -36,6 +36,11 @@ typedef struct {
     const char *filter_node_name;
     BdMirrorCopyMode copy_mode;
     gboolean auto_finalize, auto_dismiss;
+    /* drive-mirror: do not unmap zero areas of the target ('unmap'
+     * false); the node that becomes the target's backing node at the
+     * pivot (QEMU's MIRROR_SOURCE_BACKING_CHAIN), or NULL. */
+    gboolean no_unmap;
+    BdNode *target_backing;
 } BdMirrorParams;
 
 /* QEMU's mirror_start_job checks (buf-size, "Can't mirror node into
