@@ -578,7 +578,8 @@ FIO_JOBS = [
      '--size=32M', '--randseed=1234'],
     ['--name=seq', '--rw=write', '--bs=1M', '--iodepth=4', '--offset=32M', '--size=32M'],
 ]
-FIO_COMMON = ['--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--output-format=terse']
+FIO_COMMON = ['--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--output-format=terse',
+              '--verify_state_save=0']   # no state files left in the cwd
 
 
 def test_fio_verify_write_loads():
