@@ -285,13 +285,14 @@ static BdNode *commit_find_base(GVariant *args, BdNode *top_bs,
         }
         return base_bs;
     }
-    /* The bottom of the chain (QEMU's bdrv_find_base). */
+    /* The bottom of the chain (QEMU's bdrv_find_base: top itself when
+     * it has no backing node). */
     for (BdNode *n = top_bs; n; n = bd_chain_next(n)) {
         if (!bd_chain_next(n)) {
             base_bs = n;
         }
     }
-    if (base_bs == top_bs || !base_bs) {
+    if (!base_bs) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "There is no backimg image");
         return NULL;

@@ -383,12 +383,15 @@ def test_stream_refusals():
         assert_eq(e.q.execute('query-block-jobs'), [], 'no job left behind')
         assert_eq(sorted(e.nodes()), sorted(['top', 'top-file', 'mid', 'mid-file', 'base',
                                              'base-file']), 'graph unchanged')
-        e.q.execute('block-stream', {'job-id': 's0', 'device': 'top', 'speed': SLOW})
+        e.q.execute('block-stream', {'job-id': 's0', 'device': 'top', 'base': e.c.img['base'],
+                                     'backing-file': 'named-by-user.qcow2', 'speed': SLOW})
         err = e.q.error('block-stream', {'job-id': 's1', 'device': 'top'})
         assert_eq(err['desc'], "Node 'top' is busy: block device is in use by block job: "
                   'stream', 'second job on the chain')
-        e.q.execute('block-job-cancel', {'device': 's0', 'force': True})
-        e.wait_end('s0', 'BLOCK_JOB_CANCELLED')
+        e.finish_fast('s0')
+        assert_eq(e.wait_end('s0').get('error'), None, 'stream to a base given by file name')
+        e.stop_daemon()
+        assert_eq(e.c.backing_of('top'), 'named-by-user.qcow2', "header holds 'backing-file'")
 
 
 # --- commit ---
@@ -599,9 +602,19 @@ def test_commit_refusals():
             args = dict(args, **{'job-id': 'c0'})
             err = e.q.error('block-commit', args)
             assert_eq((err['class'], err['desc']), (cls, desc), json.dumps(args))
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', d.path('lone.qcow2'), '1M'])
+        e.q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'lone',
+                                     'file': {'driver': 'file', 'filename': d.path('lone.qcow2')}})
+        err = e.q.error('block-commit', {'job-id': 'c0', 'device': 'lone'})
+        assert_eq(err['desc'], 'cannot commit an image into itself', 'no backing node')
         assert_eq(e.q.execute('query-block-jobs'), [], 'no job left behind')
         ro = {n['node-name']: n['ro'] for n in e.q.execute('query-named-block-nodes')}
         assert_eq(ro['base'], True, 'base untouched')
+        # The deprecated file-name forms still select the images.
+        e.q.execute('block-commit', {'job-id': 'c0', 'device': 'top', 'top': e.c.img['mid'],
+                                     'base': e.c.img['base']})
+        assert_eq(e.wait_end('c0').get('error'), None, 'commit by file names')
+        assert_eq('mid' in e.nodes(), False, 'mid merged and dropped')
 
 
 def test_refusals_around_jobs():
