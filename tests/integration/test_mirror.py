@@ -380,7 +380,9 @@ def test_refusals():
                      'no sync')
         bt.assert_eq(e.q.execute('query-jobs'), [], 'no job left')
         bt.assert_eq('mirror_top' in e.node_drivers().values(), False, 'no filter left')
-        # A running mirror: its source is no root node any more.
+        # A running mirror (data to copy, 1 byte/s): its source is no
+        # root node any more.
+        e.nbd_write(['write -P 0x31 0 %d' % (2 * MiB)])
         e.mirror(speed=1)
         err = e.q.error('blockdev-mirror', dict(base, **{'job-id': 'm1', 'target': 'small'}))
         bt.assert_eq(err['desc'], 'Need a root block node', 'second mirror')
