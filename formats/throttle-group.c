@@ -4,7 +4,8 @@
  * Thread model: see throttle-group.h.  Lock order: registry_lock, then a
  * group's lock (the registry never takes a group lock, so in practice the
  * two are never nested).  A group's configuration is fixed at creation;
- * its buckets and FIFO wait queues change under tg->lock only.
+ * its buckets, its round-robin of members and the members' wait queues
+ * change under tg->lock only.
  */
 #define G_LOG_DOMAIN "blockd-formats"
 
@@ -318,8 +319,7 @@ gboolean bd_throttle_config_from_props(BdThrottleConfig *cfg,
 
 /* A request waiting for its turn; lives on the waiter's stack. */
 typedef struct {
-    GList link;              /* in tg->queue[is_write] */
-    BdThrottleMember *member;
+    GList link;              /* in member->waiting[dir] */
 } Waiter;
 
 struct BdThrottleGroup {
@@ -331,7 +331,9 @@ struct BdThrottleGroup {
     GCond cond;              /* signalled when a waiter may go or leave */
     BdThrottleConfig cfg;    /* buckets with their levels */
     int64_t previous_leak;   /* monotonic ns of the last leak */
-    GQueue queue[2];         /* waiters: [0] reads, [1] writes */
+    /* Members with waiting requests, per direction ([0] reads, [1]
+     * writes); the head's oldest request is next. */
+    GQueue turns[2];
 };
 
 static GMutex registry_lock;
@@ -452,25 +454,53 @@ static int64_t head_wait_locked(BdThrottleGroup *tg, gboolean is_write)
     return bd_throttle_compute_wait(&tg->cfg, is_write);
 }
 
+/* Leave the queues.  A member is in the round-robin exactly while it
+ * has waiting requests.  'served': the request went in its turn (its
+ * member was at the head), so a member with more waiting goes to the
+ * back; a request released by a drain leaves its member's place alone. */
+static void leave_locked(BdThrottleGroup *tg, BdThrottleMember *m, int dir,
+                         Waiter *w, gboolean served)
+{
+    g_queue_unlink(&m->waiting[dir], &w->link);
+    if (!m->waiting[dir].length) {
+        g_queue_unlink(&tg->turns[dir], &m->turn[dir]);
+    } else if (served) {
+        g_queue_unlink(&tg->turns[dir], &m->turn[dir]);
+        g_queue_push_tail_link(&tg->turns[dir], &m->turn[dir]);
+    }
+}
+
+static gboolean is_next_locked(BdThrottleGroup *tg, BdThrottleMember *m,
+                               int dir, Waiter *w)
+{
+    return tg->turns[dir].head == &m->turn[dir] &&
+           m->waiting[dir].head == &w->link;
+}
+
 void bd_throttle_group_intercept(BdThrottleGroup *tg, BdThrottleMember *m,
                                  gboolean is_write, uint64_t bytes)
 {
-    GQueue *q = &tg->queue[!!is_write];
-    Waiter w = { .member = m };
+    int dir = is_write ? 1 : 0;
+    Waiter w = { .link = { .data = &w } };
+    gboolean served = TRUE;
 
     if (!tg->enabled) {
         return;
     }
-    w.link.data = &w;
     g_mutex_lock(&tg->lock);
-    g_queue_push_tail_link(q, &w.link);
+    if (!m->waiting[dir].length) {
+        m->turn[dir].data = m;
+        g_queue_push_tail_link(&tg->turns[dir], &m->turn[dir]);
+    }
+    g_queue_push_tail_link(&m->waiting[dir], &w.link);
     for (;;) {
         int64_t wait;
 
         if (g_atomic_int_get(&m->disabled) > 0) {
-            break;   /* drained: go at once, wherever we are queued */
+            served = FALSE;  /* drained: go at once, wherever we are */
+            break;
         }
-        if (q->head != &w.link) {
+        if (!is_next_locked(tg, m, dir, &w)) {
             g_cond_wait(&tg->cond, &tg->lock);
             continue;
         }
@@ -481,11 +511,11 @@ void bd_throttle_group_intercept(BdThrottleGroup *tg, BdThrottleMember *m,
         g_cond_wait_until(&tg->cond, &tg->lock,
                           g_get_monotonic_time() + wait / 1000 + 1);
     }
-    g_queue_unlink(q, &w.link);
+    leave_locked(tg, m, dir, &w, served);
     /* Accounted even when drained, as QEMU does. */
     bd_throttle_account(&tg->cfg, is_write, bytes);
     /* The next in line (or a drained waiter) may now go. */
-    if (q->head) {
+    if (tg->turns[dir].head) {
         g_cond_broadcast(&tg->cond);
     }
     g_mutex_unlock(&tg->lock);

@@ -79,9 +79,13 @@ gboolean bd_throttle_config_from_props(BdThrottleConfig *cfg,
 typedef struct BdThrottleGroup BdThrottleGroup;
 
 /* A throttle node's membership: while 'disabled' > 0 (the node is
- * drained) its requests are accounted but never wait. */
+ * drained) its requests are accounted but never wait.  The rest is the
+ * group's, under its lock: the member's waiting requests per direction
+ * and its place in the group's round-robin.  Zero-initialise it. */
 typedef struct {
     gint disabled;
+    GQueue waiting[2];       /* Waiter links: [0] reads, [1] writes */
+    GList turn[2];           /* link in the group's round-robin queue */
 } BdThrottleMember;
 
 /* object-add: register group 'id' with a config already validated.
@@ -98,8 +102,10 @@ void bd_throttle_group_put(BdThrottleGroup *tg);
 const char *bd_throttle_group_name(const BdThrottleGroup *tg);
 
 /* Wait until a request of 'bytes' may go, then account it.  Returns at
- * once when the group has no limits or m->disabled > 0.  Requests of one
- * direction are let through in arrival order.  Any thread. */
+ * once when the group has no limits or m->disabled > 0.  As in QEMU, the
+ * members with waiting requests take turns (round-robin, per direction),
+ * so a busy node cannot starve the others of its group; each member's
+ * own requests go in arrival order.  Any thread. */
 void bd_throttle_group_intercept(BdThrottleGroup *tg, BdThrottleMember *m,
                                  gboolean is_write, uint64_t bytes);
 /* Wake every waiter so that those of a now-disabled member leave. */
