@@ -483,6 +483,9 @@ static BdNode *open_filter(BdCommitJob *s, const char *node_name,
         return NULL;
     }
     filter->implicit = node_name == NULL;
+    /* QEMU opens an intermediate commit's filter without write access
+     * (queries show it read-only); nothing writes through it. */
+    filter->read_only = !s->active;
     if (s->active) {
         bd_commit_top_set_notify(filter, dirty_mark, s);
     }

@@ -538,7 +538,9 @@ def test_commit_pause_resume():
         e = Env(d)
         e.q.execute('block-commit', {'job-id': 'c0', 'device': 'top', 'top-node': 'mid',
                                      'speed': SLOW, 'auto-finalize': False,
-                                     'auto-dismiss': False})
+                                     'auto-dismiss': False, 'filter-node-name': 'ct'})
+        ct = [n for n in e.q.execute('query-named-block-nodes') if n['node-name'] == 'ct'][0]
+        assert_eq((ct['drv'], ct['ro']), ('commit_top', True), 'the commit filter')
         e.q.execute('job-pause', {'id': 'c0'})
         e.wait_status('c0', 'paused')
         e.c.guest_writes(e.q)
