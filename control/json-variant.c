@@ -319,8 +319,62 @@ static void on_member(JsonParser *parser, JsonObject *object,
     }
 }
 
+/* json-glib stores every integer as gint64, so 2^63..2^64-1 would wrap
+ * to negative numbers.  QEMU's parser keeps them unsigned: 'int'
+ * members refuse them, 'uint64' ones take them.  Such literals (outside
+ * strings) get a ".0" here, to reach the validator as doubles it can
+ * tell apart. */
+static GString *mark_big_unsigned(const char *text, gssize len)
+{
+    GString *out = g_string_sized_new(len + 16);
+    gboolean in_string = FALSE;
+    gssize i = 0;
+
+    while (i < len) {
+        char ch = text[i];
+
+        if (in_string) {
+            g_string_append_c(out, ch);
+            if (ch == '\\' && i + 1 < len) {
+                g_string_append_c(out, text[++i]);
+            } else if (ch == '"') {
+                in_string = FALSE;
+            }
+            i++;
+            continue;
+        }
+        if (ch == '"') {
+            in_string = TRUE;
+        } else if (g_ascii_isdigit(ch) &&
+                   (i == 0 || !(g_ascii_isalnum(text[i - 1]) ||
+                                text[i - 1] == '-' || text[i - 1] == '.' ||
+                                text[i - 1] == '+'))) {
+            gssize start = i, n;
+
+            while (i < len && g_ascii_isdigit(text[i])) {
+                i++;
+            }
+            n = i - start;
+            g_string_append_len(out, text + start, n);
+            if ((i >= len || !strchr(".eE", text[i])) &&
+                (n > 19 || (n == 19 && strncmp(text + start,
+                                               "9223372036854775807",
+                                               19) > 0))) {
+                g_string_append(out, ".0");
+            }
+            continue;
+        }
+        g_string_append_c(out, ch);
+        i++;
+    }
+    return out;
+}
+
 JsonNode *bd_json_parse(const char *text, gssize len, GError **errp)
 {
+    g_autoptr(GString) marked = mark_big_unsigned(text,
+                                                  len < 0 ? (gssize)strlen(text)
+                                                          : len);
     g_autoptr(JsonParser) parser = json_parser_new();
     g_autoptr(GError) err = NULL;
     DupCheck dc = {
@@ -328,7 +382,8 @@ JsonNode *bd_json_parse(const char *text, gssize len, GError **errp)
                                       (GDestroyNotify)g_hash_table_unref),
     };
     g_signal_connect(parser, "object-member", G_CALLBACK(on_member), &dc);
-    gboolean ok = json_parser_load_from_data(parser, text, len, &err);
+    gboolean ok = json_parser_load_from_data(parser, marked->str,
+                                             (gssize)marked->len, &err);
     g_hash_table_unref(dc.seen);
     if (ok && dc.duplicate) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,

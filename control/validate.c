@@ -234,12 +234,19 @@ static GVariant *visit_uint(Ctx *c, const BdSchemaType *t, const char *name,
             return NULL;
         }
     } else {
-        /* Negative values are accepted (and wrap) as QEMU does. */
-        if (value_type(n) != G_TYPE_INT64) {
+        /* Negative values are accepted (and wrap) as QEMU does; values
+         * above INT64_MAX arrive as doubles (json-variant.c). */
+        double d = value_type(n) == G_TYPE_DOUBLE ? json_node_get_double(n)
+                                                  : 0;
+        if (value_type(n) == G_TYPE_DOUBLE && d >= 9223372036854775808.0 &&
+            d < 18446744073709551616.0 && d == (double)(guint64)d) {
+            val = (guint64)d;
+        } else if (value_type(n) != G_TYPE_INT64) {
             fail(errp, "Parameter '%s' expects uint64", full_name(c, name));
             return NULL;
+        } else {
+            val = (guint64)json_node_get_int(n);
         }
-        val = (guint64)json_node_get_int(n);
     }
     gint64 min;
     guint64 max;

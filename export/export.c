@@ -188,9 +188,21 @@ static gboolean export_destroy(gpointer opaque)
     return G_SOURCE_REMOVE;
 }
 
+/* A hard block-export-del waiting for the last client reference. */
+static GMutex del_lock;
+static GCond del_cond;
+
 void bd_export_unref(BdExport *exp)
 {
     if (g_atomic_int_dec_and_test(&exp->refcount)) {
+        g_mutex_lock(&del_lock);
+        if (exp->main_waits) {
+            exp->released = TRUE;
+            g_cond_broadcast(&del_cond);
+            g_mutex_unlock(&del_lock);
+            return;
+        }
+        g_mutex_unlock(&del_lock);
         /* Clients drop their references on their own threads; the
          * export goes away on the main loop, where the graph lives.  On
          * the main loop itself it goes at once, so that block-export-del
@@ -215,6 +227,38 @@ static void export_request_shutdown(BdExport *exp)
     bd_export_unref(exp);
 }
 
+/* Shut the export down and, for a while, wait until its clients have
+ * let go, so that the node is free when block-export-del returns (as
+ * with QEMU, where the clients go on the main loop).  A client that
+ * takes longer leaves the export to be destroyed later, with its
+ * BLOCK_EXPORT_DELETED event. */
+static void export_shutdown_and_wait(BdExport *exp)
+{
+    gint64 deadline = g_get_monotonic_time() + 5 * G_TIME_SPAN_SECOND;
+    gboolean released;
+
+    bd_export_ref(exp);
+    g_mutex_lock(&del_lock);
+    exp->main_waits = TRUE;
+    exp->released = FALSE;
+    g_mutex_unlock(&del_lock);
+    export_request_shutdown(exp);
+    if (g_atomic_int_dec_and_test(&exp->refcount)) {
+        export_destroy(exp);
+        return;
+    }
+    g_mutex_lock(&del_lock);
+    while (!exp->released &&
+           g_cond_wait_until(&del_cond, &del_lock, deadline)) {
+    }
+    released = exp->released;
+    exp->main_waits = FALSE;
+    g_mutex_unlock(&del_lock);
+    if (released) {
+        export_destroy(exp);
+    }
+}
+
 gboolean bd_export_del(const char *id, gboolean hard, GError **errp)
 {
     BdExport *exp = bd_export_find(id);
@@ -229,12 +273,18 @@ gboolean bd_export_del(const char *id, gboolean hard, GError **errp)
                     "Export '%s' is already shutting down", id);
         return FALSE;
     }
+    /* A client that has just hung up is still being torn down on its
+     * connection thread: give it a moment before calling it a user. */
+    for (int i = 0; !hard && i < 20 && g_atomic_int_get(&exp->refcount) > 1;
+         i++) {
+        g_usleep(5000);
+    }
     if (!hard && g_atomic_int_get(&exp->refcount) > 1) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "export '%s' still in use", id);
         return FALSE;
     }
-    export_request_shutdown(exp);
+    export_shutdown_and_wait(exp);
     return TRUE;
 }
 

@@ -51,6 +51,10 @@ struct BdExport {
     gint refcount;
     gboolean user_owned;       /* not yet deleted by the user */
     gboolean shutting_down;
+    /* block-export-del mode=hard waits for the clients to let go
+     * (export.c's del_lock guards both). */
+    gboolean main_waits;
+    gboolean released;
 };
 
 void bd_export_register_driver(const BdExportDriver *drv);

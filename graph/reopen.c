@@ -34,6 +34,10 @@ typedef struct {
     BdReopenState st;
     GVariant *explicit;     /* inline child: its options as written */
     gboolean drv_prepared;
+    /* The node's file name was its file child's, and that child changes:
+     * it follows the new child (drivers naming nodes themselves, as
+     * json:{...}, keep theirs). */
+    gboolean filename_follows_file;
     gboolean auto_read_only;
     gboolean discard_unmap;
     BdDetectZeroes detect_zeroes;
@@ -516,6 +520,10 @@ static gboolean prepare_child_change(ReopenQueue *q, ReopenEntry *e,
                     new_node->node_name, name, node->node_name);
         return FALSE;
     }
+    if (!is_backing && old && node->filename && old->node->filename &&
+        strcmp(node->filename, old->node->filename) == 0) {
+        e->filename_follows_file = TRUE;
+    }
     if (old && new_node) {
         change_replace(q, old, new_node);
     } else if (old) {
@@ -599,14 +607,13 @@ static void commit_entry(ReopenEntry *e)
         g_clear_pointer(&node->explicit_options, g_variant_unref);
         node->explicit_options = g_variant_ref(e->explicit);
     }
+    if (e->filename_follows_file && node->file) {
+        g_free(node->filename);
+        node->filename = g_strdup(node->file->node->filename);
+    }
     /* The driver sees the node with its new options and children. */
     if (node->drv->reopen_commit) {
         node->drv->reopen_commit(&e->st);
-    }
-    if (!node->drv->is_protocol && node->file &&
-        g_hash_table_contains(e->consumed, "file")) {
-        g_free(node->filename);
-        node->filename = g_strdup(node->file->node->filename);
     }
 }
 
