@@ -38,7 +38,7 @@ class Env:
     """A daemon exporting qcow2 node 'src' as 'disk', a qcow2 target node
     'tgt' and a raw reference file that gets every write the source got."""
 
-    def __init__(self, backing=False, target_backing=False, prefill=True):
+    def __init__(self, backing=False, target_backing=False, prefill=True, src_errors=None):
         bt.require_tool('qemu-img', 'qemu-io')
         self.d = bt.Daemon()
         self.src = self.d.path('src.qcow2')
@@ -66,8 +66,11 @@ class Env:
         self.d.wait = [self.d.nbd_sock]
         self.d.start()
         self.q = self.d.qmp()
+        src_file = {'driver': 'file', 'filename': self.src}
+        if src_errors:
+            src_file = {'driver': 'blkdebug', 'inject-error': src_errors, 'image': src_file}
         self.q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'src',
-                                        'file': {'driver': 'file', 'filename': self.src}})
+                                        'file': src_file})
         tgt = {'driver': 'qcow2', 'node-name': 'tgt',
                'file': {'driver': 'file', 'filename': self.tgt}}
         if not target_backing:
@@ -732,6 +735,63 @@ def test_drive_mirror_existing_and_refusals():
         e.stop_and_check(ex)
     finally:
         e.close()
+
+
+def test_source_error_stop_resume():
+    """A read error on the source with on-source-error=stop pauses the job
+    (BLOCK_JOB_ERROR 'read'); resumed, it completes and nothing is lost."""
+    e = Env(src_errors=[{'event': 'read_aio', 'errno': 5, 'once': True}])
+    try:
+        e.mirror(**{'on-source-error': 'stop'})
+        ev = e.q.wait_event('BLOCK_JOB_ERROR', timeout=60)
+        bt.assert_eq((ev['data']['operation'], ev['data']['action']), ('read', 'stop'),
+                     'error event')
+        bt.wait_for(lambda: e.job()['status'] == 'paused', 30, 'job paused')
+        bt.assert_eq(e.job()['io-status'], 'failed', 'io-status')
+        e.nbd_write(writes(19, 10))
+        e.q.execute('job-resume', {'id': 'm0'})
+        e.q.wait_event('BLOCK_JOB_READY', timeout=60)
+        e.q.execute('job-complete', {'id': 'm0'})
+        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        bt.assert_eq(ev['data'].get('error'), None, 'completion error')
+        e.check_export_reads_ref()
+        e.stop_and_check(e.tgt)
+    finally:
+        e.close()
+
+
+def test_source_error_report():
+    """on-source-error=report: the job fails with the read error."""
+    e = Env(src_errors=[{'event': 'read_aio', 'errno': 5}])
+    try:
+        e.mirror()
+        ev = e.q.wait_event('BLOCK_JOB_ERROR', timeout=60)
+        bt.assert_eq((ev['data']['operation'], ev['data']['action']), ('read', 'report'),
+                     'error event')
+        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        bt.assert_eq(ev['data'].get('error'), 'Input/output error', 'job error')
+        bt.assert_eq('mirror_top' in e.node_drivers().values(), False, 'filter left behind')
+    finally:
+        e.close()
+
+
+def test_complete_while_writing():
+    """job-complete while a client keeps writing: the job converges, the
+    pivot happens under the writer's connection, nothing is lost."""
+    for mode in ('background', 'write-blocking'):
+        e = Env()
+        try:
+            e.mirror(**{'copy-mode': mode})
+            e.q.wait_event('BLOCK_JOB_READY', timeout=60)
+            writer = e.nbd_writer(writes(21, 400))
+            e.q.execute('job-complete', {'id': 'm0'})
+            ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+            bt.assert_eq(ev['data'].get('error'), None, mode + ': completion error')
+            wait_writer(writer)
+            e.check_export_reads_ref()
+            e.stop_and_check(e.tgt)
+        finally:
+            e.close()
 
 
 if __name__ == '__main__':
