@@ -794,5 +794,67 @@ def test_complete_while_writing():
             e.close()
 
 
+def test_fuse_export_across_the_pivot():
+    """The source is exported over FUSE (only: QEMU's NBD export does not
+    share the resize permission a writable FUSE export takes); a file
+    descriptor on the mount stays open across the copy and the pivot and
+    writes into the target afterwards.  Deliberate difference: QEMU 7.2
+    refuses the mirror (its job does not share the resize permission the
+    FUSE export holds); blockd's mirror_top filter does not pass resize
+    down and refuses resizes itself while the job runs."""
+    if not os.path.exists('/dev/fuse'):
+        raise bt.Skip('/dev/fuse missing')
+    bt.require_tool('fusermount3')
+    e = Env()
+    mnt = e.d.path('disk.raw')
+    open(mnt, 'w').close()
+    fd = -1
+    try:
+        e.q.execute('block-export-del', {'id': 'exp0'})
+        e.q.wait_event('BLOCK_EXPORT_DELETED', timeout=30)
+        e.q.execute('block-export-add', {'type': 'fuse', 'id': 'fuse0', 'node-name': 'src',
+                                         'mountpoint': mnt, 'writable': True})
+        fd = os.open(mnt, os.O_RDWR)
+        ref = bytearray(open(e.ref, 'rb').read())
+
+        def fuse_write(seed, n):
+            for i in range(n):
+                off = ((seed * 7717 + i * 104729) % (SIZE // 4096 - 16)) * 4096
+                data = bytes([(seed + i) % 250 + 1]) * (8192 + 512 * (i % 5))
+                bt.assert_eq(os.pwrite(fd, data, off), len(data), 'pwrite')
+                ref[off:off + len(data)] = data
+
+        if bt.is_reference():
+            err = e.q.error('blockdev-mirror', {'job-id': 'm0', 'device': 'src',
+                                                'target': 'tgt', 'sync': 'full'})
+            bt.assert_in("permissions 'resize' are both required", err['desc'], 'refusal')
+            return
+        e.mirror(speed=16 * MiB)
+        fuse_write(1, 50)
+        e.q.wait_event('BLOCK_JOB_READY', timeout=60)
+        fuse_write(2, 50)
+        os.fsync(fd)
+        e.q.execute('job-complete', {'id': 'm0'})
+        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        bt.assert_eq(ev['data'].get('error'), None, 'completion error')
+        fuse_write(3, 20)
+        os.fsync(fd)
+        with open(e.ref, 'wb') as f:
+            f.write(ref)
+        got = os.pread(fd, SIZE, 0)
+        bt.assert_eq(got == bytes(ref), True, 'FUSE view vs reference')
+        os.close(fd)
+        fd = -1
+        e.q.execute('block-export-del', {'id': 'fuse0'})
+        e.q.wait_event('BLOCK_EXPORT_DELETED', timeout=30)
+        e.stop_and_check(e.tgt)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        subprocess.run(['fusermount3', '-u', '-z', mnt], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        e.close()
+
+
 if __name__ == '__main__':
     sys.exit(bt.main(bt.tests_of(globals())))
