@@ -144,24 +144,30 @@ static gboolean complete_requested(BdMirrorJob *s)
     return c;
 }
 
-/* Nothing dirty: go ready once; TRUE when the loop should end. */
-static gboolean mirror_idle(BdMirrorJob *s)
+/* Nothing dirty: flush and go ready once.  Returns 1 when the loop
+ * should end, 0 to go on, -errno when a flush error ends the job. */
+static int mirror_idle(BdMirrorJob *s)
 {
     BdJob *job = &s->common;
 
     if (!s->ready) {
-        if (bd_entry_flush(s->dst) < 0) {
+        int ret = bd_entry_flush(s->dst);
+        if (ret < 0) {
+            if (bd_job_error_action(job, s->on_target_error, FALSE, -ret) ==
+                BD_ERROR_ACTION_REPORT) {
+                return ret;
+            }
             bd_job_sleep(job, MIRROR_IDLE_NS);
-            return FALSE;
+            return 0;
         }
         s->ready = TRUE;
         bd_job_transition_to_ready(job);
     }
     if (complete_requested(s)) {
-        return TRUE;    /* the rest is copied drained, in prepare */
+        return 1;    /* the rest is copied drained, in prepare */
     }
     bd_job_sleep(job, MIRROR_IDLE_NS);
-    return FALSE;
+    return 0;
 }
 
 static int mirror_loop(BdMirrorJob *s, uint8_t *buf, uint64_t len)
@@ -191,8 +197,9 @@ static int mirror_loop(BdMirrorJob *s, uint8_t *buf, uint64_t len)
                                              s->chunk, &start, &n) &&
             !bd_dirty_bitmap_next_dirty_area(s->bitmap, 0, len, s->chunk,
                                              &start, &n)) {
-            if (mirror_idle(s)) {
-                return 0;
+            ret = mirror_idle(s);
+            if (ret != 0) {
+                return MIN(ret, 0);
             }
             continue;
         }
