@@ -194,7 +194,7 @@ def test_sync_top():
         e.mirror(sync='top')
         e.q.wait_event('BLOCK_JOB_READY', timeout=60)
         e.nbd_write(writes(5, 40))
-        e.q.execute('job-complete', {'id': 'm0'})
+        e.q.execute('block-job-complete', {'device': 'm0'})
         ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
         bt.assert_eq(ev['data'].get('error'), None, 'completion error')
         e.check_export_reads_ref()
