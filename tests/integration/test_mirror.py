@@ -383,12 +383,26 @@ def test_refusals():
                      'no sync')
         bt.assert_eq(e.q.execute('query-jobs'), [], 'no job left')
         bt.assert_eq('mirror_top' in e.node_drivers().values(), False, 'no filter left')
+        # A target read by an export (the job does not share consistent
+        # read), and an export on a target being written.
+        conflict = ("Permission conflict on node 'tgt': permissions '%s' are both required "
+                    "by an unnamed block device (uses node 'tgt' as 'root' child) and "
+                    "unshared by an unnamed block device (uses node 'tgt' as 'root' child).")
+        e.q.execute('block-export-add', {'type': 'nbd', 'id': 'exp1', 'node-name': 'tgt',
+                                         'name': 't', 'writable': False})
+        bt.assert_eq(e.q.error('blockdev-mirror', base)['desc'], conflict % 'consistent read',
+                     'exported target')
+        e.q.execute('block-export-del', {'id': 'exp1'})
+        e.q.wait_event('BLOCK_EXPORT_DELETED', timeout=30)
         # A running mirror (data to copy, 1 byte/s): its source is no
         # root node any more.
         e.nbd_write(['write -P 0x31 0 %d' % (2 * MiB)])
         e.mirror(speed=1)
         err = e.q.error('blockdev-mirror', dict(base, **{'job-id': 'm1', 'target': 'small'}))
         bt.assert_eq(err['desc'], 'Need a root block node', 'second mirror')
+        err = e.q.error('block-export-add', {'type': 'nbd', 'id': 'exp1', 'node-name': 'tgt',
+                                             'name': 't', 'writable': False})
+        bt.assert_eq(err['desc'], conflict % 'consistent read', 'export of the target')
         # Neither side may be resized under the job (QEMU: op blockers,
         # "Device '(null)' is in use"; blockd: a permission conflict).
         for node in ('src', 'tgt'):
