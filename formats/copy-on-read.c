@@ -9,11 +9,16 @@
  * stale copy would overwrite the new data: writes through the filter
  * hold 'rw' shared, copy cycles hold it exclusive.  Ranges already
  * allocated in 'file' are read without it.
+ *
+ * With 'bottom', the filter freezes the links from itself down to the
+ * bottom node while it exists (QEMU's cor does: a stream job relies on
+ * it), so that nothing reshapes the part of the chain it copies from.
  */
 #define G_LOG_DOMAIN "blockd-formats"
 
 #include <errno.h>
 #include <string.h>
+#include "formats/json-filename.h"
 #include "graph/error.h"
 #include "graph/io.h"
 #include "graph/node.h"
@@ -28,8 +33,53 @@ static const BdSchemaField cor_options[] = {
 typedef struct {
     BdChild *file;
     BdNode *bottom;          /* not a reference: the chain holds it */
+    gboolean chain_frozen;   /* links from the filter to bottom frozen */
     GRWLock rw;              /* shared: writes; exclusive: copy cycles */
 } CorState;
+
+/* The filtered child of a filter, else the backing child. */
+static BdChild *filter_or_cow_child(BdNode *node)
+{
+    BdChild *f = bd_node_filtered_child(node);
+
+    return f ? f : node->backing;
+}
+
+/* Freeze the links from 'node' down to (not including) 'bottom', or
+ * none when one of them is frozen already (QEMU's message). */
+static gboolean freeze_chain(BdNode *node, BdNode *bottom, GError **errp)
+{
+    BdChild *c;
+
+    for (BdNode *n = node; n && n != bottom; n = c ? c->node : NULL) {
+        c = filter_or_cow_child(n);
+        if (c && c->frozen) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Cannot change '%s' link from '%s' to '%s'",
+                        c->name, n->node_name, c->node->node_name);
+            return FALSE;
+        }
+    }
+    for (BdNode *n = node; n && n != bottom; n = c ? c->node : NULL) {
+        c = filter_or_cow_child(n);
+        if (c) {
+            c->frozen++;
+        }
+    }
+    return TRUE;
+}
+
+static void unfreeze_chain(BdNode *node, BdNode *bottom)
+{
+    BdChild *c;
+
+    for (BdNode *n = node; n && n != bottom; n = c ? c->node : NULL) {
+        c = filter_or_cow_child(n);
+        if (c && c->frozen > 0) {
+            c->frozen--;
+        }
+    }
+}
 
 static gboolean cor_open(BdNode *node, GVariant *options, GError **errp)
 {
@@ -62,6 +112,14 @@ static gboolean cor_open(BdNode *node, GVariant *options, GError **errp)
     s->bottom = bottom_node;
     g_rw_lock_init(&s->rw);
     node->opaque = s;
+    if (bottom_node) {
+        if (!freeze_chain(node, bottom_node, errp)) {
+            return FALSE;
+        }
+        s->chain_frozen = TRUE;
+    }
+    g_free(node->filename);
+    node->filename = bd_formats_json_filename(node);
     node->request_alignment = file->node->request_alignment;
     node->max_transfer = file->node->max_transfer;
     bd_node_set_size(node, file->node->size);
@@ -73,6 +131,9 @@ static void cor_close(BdNode *node)
     CorState *s = node->opaque;
 
     if (s) {
+        if (s->chain_frozen) {
+            unfreeze_chain(node, s->bottom);
+        }
         g_rw_lock_clear(&s->rw);
         g_free(s);
         node->opaque = NULL;

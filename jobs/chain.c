@@ -185,7 +185,6 @@ void bd_chain_drop_filter(BdNode *filter)
     g_autoptr(GError) err = NULL;
 
     if (f) {
-        f->frozen = 0;
         if (!bd_chain_replace_node(filter, f->node, &err)) {
             g_warning("node '%s': cannot remove the filter: %s",
                       filter->node_name, err->message);

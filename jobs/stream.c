@@ -38,7 +38,6 @@ typedef struct {
     char *backing_file;
     BdOnError on_error;
     gboolean bs_read_only;   /* reopened read-write for the job */
-    gboolean chain_frozen;
     GPtrArray *claimed;      /* BdNode * (refs) marked busy until free */
 } BdStreamJob;
 
@@ -115,14 +114,6 @@ static int stream_run(BdJob *job, GError **errp)
 
 /* --- main thread --- */
 
-static void stream_unfreeze(BdStreamJob *s)
-{
-    if (s->chain_frozen) {
-        bd_job_unfreeze_backing_chain(s->cor, s->base_overlay);
-        s->chain_frozen = FALSE;
-    }
-}
-
 static void stream_drop_filter(BdStreamJob *s)
 {
     g_clear_pointer(&s->blk, bd_entry_free);
@@ -138,8 +129,7 @@ static int stream_prepare(BdJob *job)
     g_autoptr(GError) err = NULL;
     BdNode *base, *unfiltered_base;
 
-    stream_unfreeze(s);
-    stream_drop_filter(s);
+    stream_drop_filter(s);     /* and with it the frozen links */
     if (!bd_node_backing(s->bs)) {
         return 0;
     }
@@ -158,11 +148,6 @@ static int stream_prepare(BdJob *job)
     return 0;
 }
 
-static void stream_abort(BdJob *job)
-{
-    stream_unfreeze((BdStreamJob *)job);
-}
-
 static void release_claims(BdStreamJob *s)
 {
     if (s->claimed) {
@@ -178,7 +163,6 @@ static void stream_clean(BdJob *job)
     BdStreamJob *s = (BdStreamJob *)job;
     g_autoptr(GError) err = NULL;
 
-    stream_unfreeze(s);
     stream_drop_filter(s);
     g_clear_pointer(&s->top, bd_entry_free);
     if (s->bs_read_only && !bd_chain_reopen_read_only(s->bs, TRUE, &err)) {
@@ -207,7 +191,6 @@ static const BdJobDriver stream_job_driver = {
     .is_block_job = TRUE,
     .run = stream_run,
     .prepare = stream_prepare,
-    .abort = stream_abort,
     .clean = stream_clean,
     .free = stream_free,
 };
@@ -266,14 +249,12 @@ static gboolean stream_setup(BdStreamJob *s, const BdStreamParams *p,
     g_autoptr(GVariant) opts = g_variant_ref_sink(
         cor_options(bs->node_name, s->base_overlay->node_name,
                     p->filter_node_name));
+    /* The filter freezes the chain from itself down to base_overlay
+     * for as long as it exists (QEMU's). */
     s->cor = bd_chain_insert_filter(bs, opts, errp);
     if (!s->cor) {
         return FALSE;
     }
-    if (!bd_job_freeze_backing_chain(s->cor, s->base_overlay, errp)) {
-        return FALSE;
-    }
-    s->chain_frozen = TRUE;
 
     /* The length is read once: nobody may resize under the job. */
     s->blk = bd_entry_new(s->cor, NULL, 0, BD_PERM_ALL & ~BD_PERM_RESIZE,
