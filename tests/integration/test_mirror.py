@@ -735,6 +735,21 @@ def test_drive_mirror_existing_and_refusals():
                                          'sync': 'full'})
         bt.assert_eq(err['desc'], "Cannot find device='nope' nor node-name='nope'", 'device')
         bt.assert_eq(os.path.exists(e.d.path('x.qcow2')), False, 'no image created')
+        dm = {'job-id': 'm0', 'device': 'src', 'sync': 'full'}
+        for target, extra in ((e.src, {}), (e.tgt, {}), (e.tgt, {'mode': 'existing'})):
+            err = e.q.error('drive-mirror', dict(dm, target=target, **extra))
+            # (blockd adds QEMU's human hint "Is another process using...")
+            bt.assert_eq(err['desc'].startswith('Failed to get "write" lock'), True,
+                         'image in use: ' + err['desc'])
+        err = e.q.error('drive-mirror', dict(dm, target='/nonexistent/x'))
+        bt.assert_eq(err['desc'], "Could not create '/nonexistent/x': No such file or directory",
+                     'no directory')
+        err = e.q.error('drive-mirror', dict(dm, target=e.d.path('n.img'), format='bogus'))
+        bt.assert_eq(err['desc'], "Unknown file format 'bogus'", 'format')
+        err = e.q.error('drive-mirror', dict(dm, target=e.d.path('n2.img'), mode='existing'))
+        bt.assert_eq(err['desc'], "Could not open '%s': No such file or directory"
+                     % e.d.path('n2.img'), 'existing image missing')
+        e.check_export_reads_ref()
         bt.assert_eq(e.q.execute('query-jobs'), [], 'no job')
         ex = e.d.path('existing.qcow2')
         bt.run(['qemu-img', 'create', '-f', 'qcow2', ex, str(SIZE)])
