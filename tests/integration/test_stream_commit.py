@@ -702,6 +702,23 @@ def test_copy_on_read_driver():
             err = e.q.error('blockdev-add', {'driver': 'copy-on-read', 'node-name': 'cor',
                                              'file': 'top', 'bottom': 'nope'})
             assert_eq(err['desc'], "Bottom node 'nope' not found", 'bottom missing')
+            e.q.execute('blockdev-add', {'driver': 'copy-on-read', 'node-name': 'cor',
+                                         'file': 'top', 'bottom': 'mid'})
+            err = e.q.error('blockdev-add', {'driver': 'copy-on-read', 'node-name': 'cor2',
+                                             'file': 'top', 'bottom': 'base'})
+            assert_eq(err['desc'], "Cannot change 'backing' link from 'top' to 'mid'",
+                      'links frozen by the first filter')
+            err = e.q.error('blockdev-add', {'driver': 'copy-on-read', 'node-name': 'cor2',
+                                             'file': 'top', 'bottom': 'cor'})
+            assert_eq(err['desc'], "Bottom node 'cor' is a filter", 'filter as bottom')
+            err = e.q.error('blockdev-reopen', {'options': [
+                {'driver': 'copy-on-read', 'node-name': 'cor', 'file': 'top', 'bottom': 'mid'}]})
+            assert_eq(err['desc'], "Block format 'copy-on-read' used by node 'cor' does not "
+                      'support reopening files', 'reopen')
+            e.q.execute('blockdev-del', {'node-name': 'cor'})
+            # Unfrozen again: the second filter may take the links now.
+            e.q.execute('blockdev-add', {'driver': 'copy-on-read', 'node-name': 'cor2',
+                                         'file': 'top', 'bottom': 'base'})
 
 
 def test_quit_during_jobs():
