@@ -885,5 +885,46 @@ def test_fuse_export_across_the_pivot():
         e.close()
 
 
+def test_other_operations_during_mirror():
+    """While a mirror runs: the source's own backing link is not frozen
+    (QEMU 7.2 freezes only filter -> source), stream and commit on the
+    source are refused, its backing node cannot be deleted."""
+    e = Env(prefill=False)
+    try:
+        bt.run(['qemu-img', 'create', '-f', 'qcow2', e.base, str(SIZE)])
+        top = e.d.path('top.qcow2')
+        bt.run(['qemu-img', 'create', '-f', 'qcow2', top, str(SIZE)])
+        bt.qemu_io(top, 'write -P 0x41 0 %d' % (2 * MiB), fmt='qcow2')
+        bt.run(['qemu-img', 'create', '-f', 'qcow2', e.d.path('t2.qcow2'), str(SIZE)])
+        e.q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'base',
+                                     'file': {'driver': 'file', 'filename': e.base}})
+        e.q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top', 'backing': 'base',
+                                     'file': {'driver': 'file', 'node-name': 'ftop',
+                                              'filename': top}})
+        e.q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 't2',
+                                     'file': {'driver': 'file',
+                                              'filename': e.d.path('t2.qcow2')}})
+        e.mirror(device='top', target='t2', speed=1)
+        reopen = {'driver': 'qcow2', 'node-name': 'top', 'file': 'ftop'}
+        e.q.execute('blockdev-reopen', {'options': [dict(reopen, backing=None)]})
+        e.q.execute('blockdev-reopen', {'options': [dict(reopen, backing='base')]})
+        err = e.q.error('block-stream', {'job-id': 's0', 'device': 'top'})
+        bt.assert_eq(err['desc'], "Node 'top' is busy: block device is in use by block job: "
+                     "mirror", 'stream')
+        err = e.q.error('block-commit', {'job-id': 'c0', 'device': 'top'})
+        bt.assert_eq(err['desc'], 'Need a root block node', 'commit')
+        err = e.q.error('blockdev-del', {'node-name': 'base'})
+        bt.assert_eq(err['desc'], "Node 'base' is busy: node is used as backing hd of 'top'",
+                     'blockdev-del')
+        e.q.execute('job-cancel', {'id': 'm0'})
+        e.q.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
+        # Afterwards the source takes jobs again.
+        e.q.execute('block-stream', {'job-id': 's0', 'device': 'top'})
+        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        bt.assert_eq(ev['data'].get('error'), None, 'stream after the mirror')
+    finally:
+        e.close()
+
+
 if __name__ == '__main__':
     sys.exit(bt.main(bt.tests_of(globals())))
