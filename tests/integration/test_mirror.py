@@ -926,5 +926,35 @@ def test_other_operations_during_mirror():
         e.close()
 
 
+def test_granularity_bitmap():
+    """The job's anonymous bitmap on the source, as QEMU lists it: the
+    target's cluster size by default, or 'granularity'; gone after."""
+    e = Env()
+    try:
+        bt.run(['qemu-img', 'create', '-f', 'qcow2', '-o', 'cluster_size=4096',
+                e.d.path('t4k.qcow2'), str(SIZE)])
+        e.q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 't4k',
+                                     'file': {'driver': 'file',
+                                              'filename': e.d.path('t4k.qcow2')}})
+        for target, gran, expected in (('tgt', None, 65536), ('tgt', 1024, 1024),
+                                       ('t4k', None, 4096), ('tgt', 8 * MiB, 8 * MiB)):
+            args = {'target': target, 'speed': 1}
+            if gran:
+                args['granularity'] = gran
+            e.mirror(**args)
+            bms = [n.get('dirty-bitmaps') for n in e.q.execute('query-named-block-nodes')
+                   if n['node-name'] == 'src'][0]
+            bt.assert_eq([(b.get('name'), b['granularity'], b['busy'], b['persistent'],
+                           b['recording']) for b in bms],
+                         [(None, expected, False, False, True)], 'bitmaps %r' % args)
+            e.q.execute('job-cancel', {'id': 'm0'})
+            e.q.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
+            bms = [n.get('dirty-bitmaps') for n in e.q.execute('query-named-block-nodes')
+                   if n['node-name'] == 'src'][0]
+            bt.assert_eq(bms, None, 'bitmaps after the job')
+    finally:
+        e.close()
+
+
 if __name__ == '__main__':
     sys.exit(bt.main(bt.tests_of(globals())))
