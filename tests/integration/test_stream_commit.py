@@ -17,8 +17,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, assert_eq, assert_in, main, qemu_io, require_nbd,  # noqa: E402
-                         run, tests_of)
+from blockd_test import (Daemon, Skip, assert_eq, assert_in, main, qemu_io,  # noqa: E402
+                         require_nbd, run, tests_of)
 
 MiB = 1024 * 1024
 SIZE = 16 * MiB
@@ -719,6 +719,56 @@ def test_copy_on_read_driver():
             # Unfrozen again: the second filter may take the links now.
             e.q.execute('blockdev-add', {'driver': 'copy-on-read', 'node-name': 'cor2',
                                          'file': 'top', 'bottom': 'base'})
+
+
+FIO_JOB = ['--name=rand', '--rw=randwrite', '--bs=4k', '--iodepth=16', '--size=%d' % SIZE,
+           '--randseed=77', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1',
+           '--output-format=terse', '--verify_state_save=0']
+
+
+def _fio(args):
+    import shutil
+    if not shutil.which('fio') or 'uri' not in run(['fio', '--enghelp=nbd'],
+                                                    check=False).stdout:
+        raise Skip('fio with the nbd engine not installed')
+    p = run(['fio'] + args, check=False, timeout=300)
+    assert_eq(p.returncode, 0, 'fio %s (stderr %r)' % (' '.join(args[:3]), p.stderr[-2000:]))
+
+
+def _fio_during(job_args, finish):
+    """fio (16 requests in flight, verified) through the export while the
+    job runs; the data is verified again through the export after the
+    job, and offline in a raw copy of the resulting image."""
+    with daemon() as d:
+        d.start()
+        e = Env(d)
+        e.q.execute(*job_args)
+        _fio(['--ioengine=nbd', '--uri=' + d.uri('top')] + FIO_JOB)
+        image = finish(e)
+        _fio(['--ioengine=nbd', '--uri=' + d.uri('top'), '--verify_only'] + FIO_JOB)
+        e.stop_daemon()
+        e.c.check_all()
+        raw = d.path('out.raw')
+        run(['qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw', e.c.img[image], raw])
+        _fio(['--ioengine=psync', '--filename=' + raw, '--verify_only'] + FIO_JOB)
+
+
+def test_stream_fio_verify():
+    def finish(e):
+        e.finish_fast('s0')
+        assert_eq(e.wait_end('s0').get('error'), None, 'stream error')
+        return 'top'
+    _fio_during(('block-stream', {'job-id': 's0', 'device': 'top', 'speed': 4 * MiB}), finish)
+
+
+def test_commit_active_fio_verify():
+    def finish(e):
+        e.finish_fast('c0')
+        e.q.wait_event('BLOCK_JOB_READY', timeout=120)
+        e.q.execute('block-job-complete', {'device': 'c0'})
+        assert_eq(e.wait_end('c0').get('error'), None, 'commit error')
+        return 'base'
+    _fio_during(('block-commit', {'job-id': 'c0', 'device': 'top', 'speed': 4 * MiB}), finish)
 
 
 def test_quit_during_jobs():
