@@ -156,7 +156,9 @@ static int grow_base(BdCommitJob *s, int64_t len)
 }
 
 /* The first pass: everything allocated above the base (QEMU's
- * commit_run).  Active commit marks the ranges dirty instead. */
+ * commit_run).  In an active commit, guest writes meanwhile mark their
+ * chunks dirty (also those copied already): the mirror loop copies
+ * them again. */
 static int commit_first_pass(BdCommitJob *s, uint8_t *buf, int64_t len)
 {
     BdJob *job = &s->common;
@@ -174,10 +176,6 @@ static int commit_first_pass(BdCommitJob *s, uint8_t *buf, int64_t len)
         copy = ret > 0;
         if (n == 0) {
             n = (uint64_t)len - offset;
-        }
-        if (copy && s->active) {
-            dirty_mark(s, offset, n);
-            continue;
         }
         if (copy) {
             ret = copy_range(s, buf, offset, n, &in_source);
