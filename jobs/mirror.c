@@ -334,11 +334,17 @@ static int mirror_final_sync(BdMirrorJob *s)
     if (len < 0) {
         return (int)len;
     }
+    bd_job_progress_set_remaining(&s->common,
+                                  bd_dirty_bitmap_count(s->bitmap));
     while (ret >= 0 &&
            bd_dirty_bitmap_next_dirty_area(s->bitmap, 0, (uint64_t)len,
                                            s->chunk, &start, &n)) {
         gboolean in_source;
         ret = copy_range(s, buf, start, n, &in_source);
+        if (ret >= 0) {
+            /* The job thread has ended: the counters are ours. */
+            bd_job_progress_update(&s->common, n);
+        }
     }
     return ret < 0 ? ret : bd_entry_flush(s->dst);
 }
