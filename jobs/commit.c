@@ -33,6 +33,9 @@
 
 #define COMMIT_CHUNK (512 * 1024)
 #define DIRTY_GRAN   (64 * 1024)
+/* After job-complete, at most this many dirty chunks are left for the
+ * drained copy at the pivot (16 MiB). */
+#define PIVOT_DIRTY_MAX 256
 
 typedef struct {
     BdJob common;
@@ -109,6 +112,14 @@ static uint64_t dirty_count(BdCommitJob *s)
     uint64_t n = s->ndirty;
     g_mutex_unlock(&s->dirty_lock);
     return n;
+}
+
+static gboolean complete_requested(BdCommitJob *s)
+{
+    g_mutex_lock(&s->dirty_lock);
+    gboolean complete = s->should_complete;
+    g_mutex_unlock(&s->dirty_lock);
+    return complete;
 }
 
 /* --- copying (job thread; the main thread at the pivot) --- */
@@ -210,6 +221,13 @@ static int commit_mirror_loop(BdCommitJob *s, uint8_t *buf, int64_t len)
             (s->ready && bd_job_cancel_requested(job))) {
             return 0;
         }
+        if (s->ready && complete_requested(s) &&
+            dirty_count(s) <= PIVOT_DIRTY_MAX) {
+            /* Under a steady write load the map may never be empty:
+             * the rest is copied with the writers drained, at the
+             * pivot. */
+            return 0;
+        }
         count = dirty_take(s, &cursor, &idx, COMMIT_CHUNK / DIRTY_GRAN);
         if (!count) {
             gboolean complete;
@@ -217,9 +235,7 @@ static int commit_mirror_loop(BdCommitJob *s, uint8_t *buf, int64_t len)
                 s->ready = TRUE;
                 bd_job_transition_to_ready(job);
             }
-            g_mutex_lock(&s->dirty_lock);
-            complete = s->should_complete;
-            g_mutex_unlock(&s->dirty_lock);
+            complete = complete_requested(s);
             if (complete) {
                 return 0;    /* the rest is copied drained, at the pivot */
             }
@@ -306,16 +322,18 @@ static void commit_unfreeze(BdCommitJob *s)
 static int commit_pivot(BdCommitJob *s, GError **errp)
 {
     BdDrainSection *drain = bd_drained_begin(s->filter);
-    g_autofree uint8_t *buf = g_malloc(DIRTY_GRAN);
+    g_autofree uint8_t *buf = g_malloc(COMMIT_CHUNK);
     int64_t len = bd_entry_getlength(s->src);
-    uint64_t cursor = 0, idx;
+    uint64_t cursor = 0, idx, count;
     int ret = 0;
 
-    while (ret >= 0 && len > 0 && dirty_take(s, &cursor, &idx, 1)) {
+    while (ret >= 0 && len > 0 &&
+           (count = dirty_take(s, &cursor, &idx,
+                               COMMIT_CHUNK / DIRTY_GRAN)) > 0) {
         uint64_t offset = idx * DIRTY_GRAN;
         gboolean in_source;
         ret = copy_range(s, buf, offset,
-                         MIN((uint64_t)DIRTY_GRAN, (uint64_t)len - offset),
+                         MIN(count * DIRTY_GRAN, (uint64_t)len - offset),
                          &in_source);
     }
     if (ret >= 0) {

@@ -480,6 +480,32 @@ def test_commit_active_racing_writes():
         e.c.check_all()
 
 
+def test_commit_active_complete_under_load():
+    with daemon() as d:
+        d.start()
+        e = Env(d)
+        e.q.execute('block-commit', {'job-id': 'c0', 'device': 'top'})
+        e.q.wait_event('BLOCK_JOB_READY', timeout=120)
+        cmds = random_writes(5, count=4000)
+        writer = subprocess.Popen(['qemu-io', '-f', 'raw', d.uri('top')],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        # The writer sends its first requests before job-complete.
+        writer.stdin.write('\n'.join(cmds[:10]) + '\n')
+        writer.stdin.flush()
+        e.q.execute('block-job-complete', {'device': 'c0'})
+        # Completes (converges) while the writes go on, across the pivot.
+        out, err = writer.communicate('\n'.join(cmds[10:]) + '\n', timeout=300)
+        assert_eq((writer.returncode, 'error' in out.lower()), (0, False),
+                  'writer: %s %s' % (out[-300:], err[-300:]))
+        assert_eq(e.wait_end('c0').get('error'), None, 'commit error')
+        qemu_io(e.c.ref, *cmds)
+        run(['qemu-img', 'compare', '-f', 'raw', '-F', 'raw', d.uri('top'), e.c.ref])
+        e.stop_daemon()
+        e.c.compare(e.c.img['base'])
+        e.c.check_all()
+
+
 def test_commit_intermediate_racing_writes():
     with daemon() as d:
         d.start()
