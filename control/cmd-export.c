@@ -11,6 +11,7 @@
  */
 #include <string.h>
 #include "control/qmp-int.h"
+#include "graph/entry.h"
 #include "export/export.h"
 #include "export-nbd/nbd-server.h"
 #include "graph/error.h"
@@ -237,7 +238,12 @@ static gboolean query_block_exports(GVariant *args, JsonNode **ret,
         JsonObject *o = json_object_new();
         json_object_set_string_member(o, "id", exp->id);
         json_object_set_string_member(o, "type", exp->drv->type);
-        json_object_set_string_member(o, "node-name", exp->node_name);
+        /* The node under the export now, as QEMU (a job's filter or a
+         * mirror's target after its pivot). */
+        BdNode *node = exp->entry ? bd_entry_node(exp->entry) : NULL;
+        json_object_set_string_member(o, "node-name",
+                                      node ? node->node_name
+                                           : exp->node_name);
         json_object_set_boolean_member(o, "shutting-down",
                                        exp->shutting_down);
         json_array_add_object_element(arr, o);
