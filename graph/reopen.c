@@ -371,6 +371,7 @@ static void change_undo(ChildChange *ch)
         bd_node_unref(child->node);
         g_free(child->name);
         g_free(child);
+        child = NULL;
         break;
     }
     if (child) {
