@@ -453,7 +453,13 @@ int bd_node_block_status_above(BdNode *node, uint64_t offset,
             }
             return BD_BLOCK_ZERO;
         }
-        if ((ret & BD_BLOCK_ALLOCATED) || !(backing = bd_node_backing(cur))) {
+        /* Below a filter (throttle, a job's filter) the chain goes on
+         * through its filtered child, as QEMU's filter-or-COW walk. */
+        backing = bd_node_backing(cur);
+        if (!backing && bd_node_filtered_child(cur)) {
+            backing = bd_node_filtered_child(cur)->node;
+        }
+        if ((ret & BD_BLOCK_ALLOCATED) || !backing) {
             *pnum = n;
             if (depth) {
                 *depth = (ret & BD_BLOCK_ALLOCATED) ? level : 0;

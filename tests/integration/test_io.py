@@ -305,5 +305,37 @@ def test_raw_offset_beyond_file_refused():
                                  'or equal to the  actual size of the containing file (1048576)', 'desc')
 
 
+def test_block_status_through_filter_over_overlay():
+    """A throttle filter above a qcow2 overlay: base:allocation and
+    qemu:allocation-depth see the backing file's data through the filter
+    (exact maps, as qemu-storage-daemon 7.2 gives them)."""
+    require_tool('qemu-img', 'qemu-io', 'nbdinfo')
+    with Daemon() as d:
+        base, top = d.path('b.qcow2'), d.path('t.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '4M'])
+        run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 1 0 1M', base])
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top])
+        run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 2 2M 1M', top])
+        d.start()
+        q = d.qmp()
+        q.execute('object-add', {'qom-type': 'throttle-group', 'id': 'g', 'limits': {}})
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
+                                   'file': {'driver': 'file', 'filename': top}})
+        q.execute('blockdev-add', {'driver': 'throttle', 'node-name': 'th', 'throttle-group': 'g',
+                                   'file': 'top'})
+        q.execute('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': d.nbd_sock}}})
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 'th', 'name': 'disk',
+                                       'allocation-depth': True})
+
+        def extents(ctx):
+            out = run(['nbdinfo', '--json', '--map=' + ctx, d.uri('disk')]).stdout
+            return [(e['offset'], e['length'], e['type']) for e in json.loads(out)]
+        M = 1 << 20
+        assert_eq(extents('base:allocation'),
+                  [(0, M, 0), (M, M, 3), (2 * M, M, 0), (3 * M, M, 3)], 'base:allocation')
+        assert_eq(extents('qemu:allocation-depth'),
+                  [(0, M, 3), (M, M, 0), (2 * M, M, 1), (3 * M, M, 0)], 'allocation depth')
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
