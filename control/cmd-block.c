@@ -5,6 +5,7 @@
  * Thread model: main thread only.
  */
 #include "control/qmp-int.h"
+#include "jobs/chain.h"
 #include "graph/error.h"
 #include "graph/node.h"
 #include "graph/query.h"
@@ -102,6 +103,19 @@ static const BdSchemaType *reopen_args_fn(void)
     return &args;
 }
 
+static const BdSchemaField change_backing_fields[] = {
+    BD_FIELD("device", &bd_schema_str),
+    BD_FIELD("image-node-name", &bd_schema_str),
+    BD_FIELD("backing-file", &bd_schema_str),
+    { NULL } };
+static const BdSchemaType change_backing_args = {
+    .name = "q_obj_change-backing-file-arg", .kind = BD_SCHEMA_OBJECT,
+    .fields = change_backing_fields };
+static const BdSchemaType *change_backing_args_fn(void)
+{
+    return &change_backing_args;
+}
+
 static const BdSchemaType *del_args_fn(void) { return &del_args; }
 static const BdSchemaType *resize_args_fn(void) { return &resize_args; }
 static const BdSchemaType *query_args_fn(void) { return &query_args; }
@@ -143,6 +157,59 @@ static gboolean blockdev_reopen(GVariant *args, JsonNode **ret,
         g_ptr_array_add(opts, g_variant_get_variant(boxed));
     }
     return bd_node_reopen_multiple(opts, errp);
+}
+
+/* change-backing-file: rewrite the backing file name in the header of
+ * 'image-node-name', an image in the chain of 'device' that has a
+ * backing file; the graph stays as it is (QEMU's checks and texts). */
+static gboolean change_backing_file(GVariant *args, JsonNode **ret,
+                                    GError **errp)
+{
+    const char *device = bd_opts_get_str(args, "device", "");
+    const char *image = bd_opts_get_str(args, "image-node-name", "");
+    const char *file = bd_opts_get_str(args, "backing-file", "");
+    BdNode *bs = bd_node_find(device);
+    BdNode *image_bs = bd_node_find(image);
+    BdNode *backing;
+    gboolean ro, ok;
+
+    if (!bs) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Cannot find device='%s' nor node-name='%s'", device,
+                    device);
+        return FALSE;
+    }
+    if (!image_bs) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Cannot find device='' nor node-name='%s'", image);
+        return FALSE;
+    }
+    backing = bd_node_backing(image_bs);
+    if (!backing) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "not allowing backing file change on an image without "
+                    "a backing file");
+        return FALSE;
+    }
+    if (!bd_chain_check_busy(bs, errp)) {
+        return FALSE;
+    }
+    if (!bd_chain_contains(bs, image_bs)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "'%s' and image file are not in the same chain", device);
+        return FALSE;
+    }
+    ro = image_bs->read_only;
+    if (ro && !bd_chain_reopen_read_only(image_bs, FALSE, errp)) {
+        return FALSE;
+    }
+    ok = bd_chain_change_backing_file(image_bs, file, backing->drv->name,
+                                      errp);
+    if (ro) {
+        /* Back to read-only; a failure here leaves it writable, as QEMU. */
+        bd_chain_reopen_read_only(image_bs, TRUE, NULL);
+    }
+    return ok;
 }
 
 static gboolean blockdev_del(GVariant *args, JsonNode **ret, GError **errp)
@@ -200,6 +267,8 @@ static gboolean block_resize(GVariant *args, JsonNode **ret, GError **errp)
 static const BdQmpCommand block_commands[] = {
     { "block_resize", resize_args_fn, FALSE, NULL, block_resize },
     { "blockdev-add", bd_blockdev_options_schema, TRUE, NULL, blockdev_add },
+    { "change-backing-file", change_backing_args_fn, FALSE, NULL,
+      change_backing_file },
     { "blockdev-del", del_args_fn, FALSE, NULL, blockdev_del },
     { "blockdev-reopen", reopen_args_fn, FALSE, NULL, blockdev_reopen },
     { "query-named-block-nodes", query_args_fn, FALSE, device_info_fn,

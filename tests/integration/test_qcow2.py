@@ -302,6 +302,50 @@ def test_overlap_check_protects_metadata():
                 assert_eq(reftable_after[:4096], b'\x66' * 4096, 'unchecked write landed')
 
 
+def test_change_backing_file():
+    """change-backing-file rewrites the name in the image header (a
+    read-only image is made writable for it and back), with QEMU's
+    refusals; the graph is unchanged and qemu-img sees the new name."""
+    require_tool('qemu-img')
+    with Daemon() as d:
+        base, mid, top = d.path('b.qcow2'), d.path('m.qcow2'), d.path('t.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '4M'])
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', mid])
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', mid, '-F', 'qcow2', top])
+        d.start()
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
+                                   'file': {'driver': 'file', 'filename': top},
+                                   'backing': {'driver': 'qcow2', 'node-name': 'mid',
+                                               'file': {'driver': 'file', 'filename': mid}}})
+        for args, msg in [
+                ({'device': 'nope', 'image-node-name': 'top'}, "Cannot find device='nope' nor node-name='nope'"),
+                ({'device': 'top', 'image-node-name': 'nope'}, "Cannot find device='' nor node-name='nope'")]:
+            err = q.error('change-backing-file', dict(args, **{'backing-file': 'x'}))
+            assert_eq(err['desc'], msg)
+        names = [n['node-name'] for n in q.execute('query-named-block-nodes')
+                 if n['drv'] == 'qcow2' and n['node-name'] not in ('top', 'mid')]
+        err = q.error('change-backing-file', {'device': 'top', 'image-node-name': names[0],
+                                              'backing-file': 'x'})
+        assert_eq(err['desc'], 'not allowing backing file change on an image without a backing file')
+        before = q.execute('query-named-block-nodes')
+        # 'mid' is a read-only backing node: reopened writable for the change.
+        q.execute('change-backing-file', {'device': 'top', 'image-node-name': 'mid',
+                                          'backing-file': 'renamed-base.qcow2'})
+        q.execute('change-backing-file', {'device': 'top', 'image-node-name': 'top',
+                                          'backing-file': mid})
+        after = q.execute('query-named-block-nodes')
+        assert_eq([n['node-name'] for n in after], [n['node-name'] for n in before], 'same nodes')
+        assert_eq([n['ro'] for n in after], [n['ro'] for n in before], 'same read-only states')
+        d.stop()
+        os.rename(base, d.path('renamed-base.qcow2'))   # where mid now points
+        info = json.loads(run(['qemu-img', 'info', '--output=json', '-U', mid]).stdout)
+        assert_eq(info.get('backing-filename'), 'renamed-base.qcow2', 'mid header')
+        assert_eq(info.get('backing-filename-format'), 'qcow2', 'mid backing format')
+        check_clean(mid)
+        check_clean(top)
+
+
 def test_grow_via_qmp_resize():
     """block_resize grows the image (L1 growth); data stays; check clean."""
     require_tool('qemu-img', 'qemu-io')
