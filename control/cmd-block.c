@@ -116,6 +116,13 @@ static const BdSchemaType *change_backing_args_fn(void)
     return &change_backing_args;
 }
 
+static const BdSchemaType block_info_list = {
+    .name = "[BlockInfo]", .kind = BD_SCHEMA_LIST, .element = &bd_schema_any };
+static const BdSchemaType *block_info_list_fn(void)
+{
+    return &block_info_list;
+}
+
 static const BdSchemaType *del_args_fn(void) { return &del_args; }
 static const BdSchemaType *resize_args_fn(void) { return &resize_args; }
 static const BdSchemaType *query_args_fn(void) { return &query_args; }
@@ -157,6 +164,17 @@ static gboolean blockdev_reopen(GVariant *args, JsonNode **ret,
         g_ptr_array_add(opts, g_variant_get_variant(boxed));
     }
     return bd_node_reopen_multiple(opts, errp);
+}
+
+/* query-block lists block backends with a name or a device attached:
+ * a storage daemon has neither (its exports' backends are anonymous), so
+ * the list is empty, as qemu-storage-daemon's.  Nodes are in
+ * query-named-block-nodes. */
+static gboolean query_block(GVariant *args, JsonNode **ret, GError **errp)
+{
+    *ret = json_node_new(JSON_NODE_ARRAY);
+    json_node_take_array(*ret, json_array_new());
+    return TRUE;
 }
 
 /* change-backing-file: rewrite the backing file name in the header of
@@ -271,6 +289,7 @@ static const BdQmpCommand block_commands[] = {
       change_backing_file },
     { "blockdev-del", del_args_fn, FALSE, NULL, blockdev_del },
     { "blockdev-reopen", reopen_args_fn, FALSE, NULL, blockdev_reopen },
+    { "query-block", NULL, FALSE, block_info_list_fn, query_block },
     { "query-named-block-nodes", query_args_fn, FALSE, device_info_fn,
       query_named_block_nodes },
     { NULL } };

@@ -390,5 +390,16 @@ def test_query_qmp_schema():
             assert_eq(cmds, names, 'schema describes exactly the implemented commands')
 
 
+def test_query_block_is_empty():
+    """query-block lists named or device-attached backends: a storage
+    daemon has none, even with nodes and exports (as qemu-storage-daemon)."""
+    with Daemon() as d:
+        d.start()
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'null-co', 'node-name': 'n0'})
+        assert_eq(q.execute('query-block'), [], 'query-block')
+        assert_eq(q.error('query-block', {'x': 1})['desc'], "Parameter 'x' is unexpected")
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
