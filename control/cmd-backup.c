@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "control/transaction.h"
+#include "formats/registry.h"
 #include "graph/entry.h"
 #include "graph/error.h"
 #include "graph/node.h"
@@ -235,67 +236,6 @@ static gboolean blockdev_backup(GVariant *args, JsonNode **ret, GError **errp)
 
 /* --- drive-backup: the target named by file name --- */
 
-/* Run driver 'drv''s blockdev-create with the given options. */
-static gboolean run_create(const char *drv_name, GVariant *opts,
-                           GError **errp)
-{
-    const BdDriver *drv = bd_driver_find(drv_name);
-
-    if (!drv || !drv->create) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Format '%s' does not support image creation",
-                    drv_name ? drv_name : "");
-        return FALSE;
-    }
-    g_autoptr(GVariant) ref = g_variant_ref_sink(opts);
-    return drv->create(ref, errp);
-}
-
-/* QEMU's bdrv_img_create for drive-backup: a new image of 'fmt' (raw:
- * the file itself) of 'size' bytes, with 'backing' named in its header. */
-static gboolean create_image(const char *filename, const char *fmt,
-                             uint64_t size, BdNode *backing, GError **errp)
-{
-    gboolean raw = strcmp(fmt, "raw") == 0;
-    GVariantDict d;
-
-    g_variant_dict_init(&d, NULL);
-    g_variant_dict_insert(&d, "driver", "s", "file");
-    g_variant_dict_insert(&d, "filename", "s", filename);
-    g_variant_dict_insert(&d, "size", "t", raw ? size : 0);
-    if (!run_create("file", g_variant_dict_end(&d), errp)) {
-        return FALSE;
-    }
-    if (raw) {
-        return TRUE;
-    }
-    g_variant_dict_init(&d, NULL);
-    g_variant_dict_insert(&d, "driver", "s", "file");
-    g_variant_dict_insert(&d, "filename", "s", filename);
-    g_autoptr(GVariant) fopts = g_variant_ref_sink(g_variant_dict_end(&d));
-    g_autoptr(BdNode) file = bd_node_open(fopts, errp);
-    if (!file) {
-        return FALSE;
-    }
-    /* The format writes through a handle that may grow the file. */
-    g_autoptr(BdEntry) entry = bd_entry_new(file, NULL,
-                                            BD_PERM_WRITE | BD_PERM_RESIZE,
-                                            BD_PERM_ALL, errp);
-    if (!entry) {
-        return FALSE;
-    }
-    bd_entry_set_allow_beyond_eof(entry, TRUE);
-    g_variant_dict_init(&d, NULL);
-    g_variant_dict_insert(&d, "driver", "s", fmt);
-    g_variant_dict_insert(&d, "file", "s", file->node_name);
-    g_variant_dict_insert(&d, "size", "t", size);
-    if (backing && backing->filename) {
-        g_variant_dict_insert(&d, "backing-file", "s", backing->filename);
-        g_variant_dict_insert(&d, "backing-fmt", "s", backing->drv->name);
-    }
-    return run_create(fmt, g_variant_dict_end(&d), errp);
-}
-
 /* Open the image as drive-backup does (discard and detect-zeroes
  * 'unmap'); without a format, qcow2 is recognised by its magic. */
 static BdNode *open_image(const char *filename, const char *fmt,
@@ -304,16 +244,7 @@ static BdNode *open_image(const char *filename, const char *fmt,
     GVariantDict d, f;
 
     if (!fmt) {
-        char head[4] = { 0 };
-        FILE *fp = fopen(filename, "rb");
-        fmt = "raw";
-        if (fp) {
-            if (fread(head, 1, 4, fp) == 4 &&
-                memcmp(head, "QFI\xfb", 4) == 0) {
-                fmt = "qcow2";
-            }
-            fclose(fp);
-        }
+        fmt = bd_formats_probe_file(filename);
     }
     g_variant_dict_init(&f, NULL);
     g_variant_dict_insert(&f, "driver", "s", "file");
@@ -353,7 +284,7 @@ static gboolean drive_backup(GVariant *args, JsonNode **ret, GError **errp)
     const char *fmt = bd_opts_get_str(args, "format",
                                       existing ? NULL : source->drv->name);
     if (!existing &&
-        !create_image(filename, fmt, source->size, backing,
+        !bd_ctl_image_create(filename, fmt, source->size, backing,
                                     errp)) {
         return FALSE;
     }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "control/qmp-int.h"
+#include "formats/registry.h"
 #include "graph/entry.h"
 #include "graph/error.h"
 #include "jobs/chain.h"
@@ -285,70 +286,6 @@ static const BdSchemaType *drive_mirror_args_fn(void)
     return &drive_mirror_args;
 }
 
-static gboolean run_create(const char *drv_name, GVariant *opts,
-                           GError **errp)
-{
-    const BdDriver *drv = bd_driver_find(drv_name);
-    g_autoptr(GVariant) ref = g_variant_ref_sink(opts);
-
-    if (!drv || !drv->create) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Format driver '%s' does not support image creation",
-                    drv_name);
-        return FALSE;
-    }
-    return drv->create(ref, errp);
-}
-
-/* QEMU's bdrv_img_create: 'filename' as a 'fmt' image of 'size' bytes,
- * naming 'backing' (may be NULL) in its header. */
-static gboolean create_image(const char *filename, const char *fmt,
-                             uint64_t size, BdNode *backing, GError **errp)
-{
-    gboolean raw = strcmp(fmt, "raw") == 0;
-    GVariantDict d;
-
-    if (!bd_driver_find(fmt)) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Unknown file format '%s'", fmt);
-        return FALSE;
-    }
-    g_variant_dict_init(&d, NULL);
-    g_variant_dict_insert(&d, "driver", "s", "file");
-    g_variant_dict_insert(&d, "filename", "s", filename);
-    g_variant_dict_insert(&d, "size", "t", raw ? size : 0);
-    if (!run_create("file", g_variant_dict_end(&d), errp)) {
-        return FALSE;
-    }
-    if (raw) {
-        return TRUE;
-    }
-    g_variant_dict_init(&d, NULL);
-    g_variant_dict_insert(&d, "driver", "s", "file");
-    g_variant_dict_insert(&d, "filename", "s", filename);
-    g_autoptr(GVariant) fopts = g_variant_ref_sink(g_variant_dict_end(&d));
-    g_autoptr(BdNode) file = bd_node_open(fopts, errp);
-    if (!file) {
-        return FALSE;
-    }
-    g_autoptr(BdEntry) entry = bd_entry_new(file, NULL,
-                                            BD_PERM_WRITE | BD_PERM_RESIZE,
-                                            BD_PERM_ALL, errp);
-    if (!entry) {
-        return FALSE;
-    }
-    bd_entry_set_allow_beyond_eof(entry, TRUE);
-    g_variant_dict_init(&d, NULL);
-    g_variant_dict_insert(&d, "driver", "s", fmt);
-    g_variant_dict_insert(&d, "file", "s", file->node_name);
-    g_variant_dict_insert(&d, "size", "t", size);
-    if (backing && backing->filename) {
-        g_variant_dict_insert(&d, "backing-file", "s", backing->filename);
-        g_variant_dict_insert(&d, "backing-fmt", "s", backing->drv->name);
-    }
-    return run_create(fmt, g_variant_dict_end(&d), errp);
-}
-
 /* Open the target image; without a format, qcow2 is recognised by its
  * magic.  A new image's backing file is not opened: the job attaches
  * the source's node at the pivot instead. */
@@ -360,16 +297,7 @@ static BdNode *open_target(const char *filename, const char *fmt,
     GVariantDict d, f;
 
     if (!fmt) {
-        char head[4] = { 0 };
-        FILE *fp = fopen(filename, "rb");
-        fmt = "raw";
-        if (fp) {
-            if (fread(head, 1, 4, fp) == 4 &&
-                memcmp(head, "QFI\xfb", 4) == 0) {
-                fmt = "qcow2";
-            }
-            fclose(fp);
-        }
+        fmt = bd_formats_probe_file(filename);
     }
     drv = bd_driver_find(fmt);
     if (!drv) {
@@ -424,7 +352,7 @@ static gboolean drive_mirror(GVariant *args, JsonNode **ret, GError **errp)
                     "node of the graph");
         return FALSE;
     }
-    if (!existing && !create_image(filename, fmt, p.bs->size,
+    if (!existing && !bd_ctl_image_create(filename, fmt, p.bs->size,
                                    full ? NULL : backing, errp)) {
         return FALSE;
     }

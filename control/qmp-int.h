@@ -9,6 +9,7 @@
 
 #include <gio/gio.h>
 #include "control/control.h"
+#include "graph/node.h"
 
 #undef G_LOG_DOMAIN
 #define G_LOG_DOMAIN "blockd-control"
@@ -103,6 +104,12 @@ gboolean bd_parse_int64(const char *s, gint64 *out);
 gboolean bd_parse_uint64(const char *s, guint64 *out);
 gboolean bd_parse_size(const char *s, guint64 *out);
 gboolean bd_parse_bool(const char *s, gboolean *out);
+
+/* Image files by name (image-file.c), as QEMU's bdrv_img_create: a new
+ * 'fmt' image of 'size' bytes naming 'backing' (may be NULL) in its
+ * header. */
+gboolean bd_ctl_image_create(const char *filename, const char *fmt,
+                             uint64_t size, BdNode *backing, GError **errp);
 
 /* Small helpers to build schema types for commands. */
 #define BD_FIELD(n, t) { (n), (t), FALSE }

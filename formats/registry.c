@@ -2,7 +2,10 @@
 /* The explicit table of block drivers blockd offers, registered at start-up. */
 #define G_LOG_DOMAIN "blockd-formats"
 
+#include <fcntl.h>
 #include <glib.h>
+#include <string.h>
+#include <unistd.h>
 #include "graph/node.h"
 #include "formats/drivers.h"
 #include "formats/registry.h"
@@ -36,4 +39,18 @@ void bd_formats_register_all(void)
         }
         g_once_init_leave(&done, 1);
     }
+}
+
+const char *bd_formats_probe_file(const char *filename)
+{
+    uint8_t magic[4] = { 0 };
+    int fd = open(filename, O_RDONLY | O_CLOEXEC);
+
+    if (fd >= 0) {
+        if (pread(fd, magic, 4, 0) != 4) {
+            memset(magic, 0, 4);
+        }
+        close(fd);
+    }
+    return memcmp(magic, "QFI\xfb", 4) == 0 ? "qcow2" : "raw";
 }

@@ -6,4 +6,8 @@
 /* Register every driver of formats/ with the graph (once, at start-up). */
 void bd_formats_register_all(void);
 
+/* The format of an image file as its first bytes say: "qcow2" for the
+ * qcow2 magic, otherwise (or unreadable) "raw". */
+const char *bd_formats_probe_file(const char *filename);
+
 #endif

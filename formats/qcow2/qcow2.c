@@ -18,6 +18,7 @@
 #include "graph/error.h"
 #include "graph/io.h"
 #include "formats/qcow2/qcow2.h"
+#include "formats/registry.h"
 #include "formats/qcow2/create-qapi.h"
 
 #define DEFAULT_L2_CACHE_MAX_SIZE (32u * 1024 * 1024)
@@ -376,20 +377,6 @@ static void setup_geometry(Qcow2State *s)
 
 /* --- backing --- */
 
-static char *probe_format(const char *filename)
-{
-    uint8_t magic[4] = { 0 };
-    int fd = open(filename, O_RDONLY | O_CLOEXEC);
-
-    if (fd >= 0) {
-        if (pread(fd, magic, 4, 0) != 4) {
-            memset(magic, 0, 4);
-        }
-        close(fd);
-    }
-    return g_strdup(memcmp(magic, "QFI\xfb", 4) == 0 ? "qcow2" : "raw");
-}
-
 static gboolean open_backing(BdNode *node, Qcow2State *s, GVariant *o,
                              GError **errp)
 {
@@ -412,7 +399,7 @@ static gboolean open_backing(BdNode *node, Qcow2State *s, GVariant *o,
         path = g_build_filename(dir, s->h.backing_file, NULL);
     }
     fmt = s->h.backing_format ? g_strdup(s->h.backing_format)
-                              : probe_format(path);
+                              : g_strdup(bd_formats_probe_file(path));
     if (!bd_driver_find(fmt)) {
         FAIL("Unknown driver '%s'", fmt);
     }
