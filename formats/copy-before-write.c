@@ -517,23 +517,11 @@ const BdDriver bd_cbw_driver = {
 
 /* --- insertion and removal (main thread) --- */
 
-/* Point the edge 'c' at 'to' instead of its current node. */
-static void move_edge(BdChild *c, BdNode *to)
-{
-    BdNode *from = c->node;
-
-    from->parents = g_list_remove(from->parents, c);
-    c->node = bd_node_ref(to);
-    to->parents = g_list_prepend(to->parents, c);
-    bd_node_unref(from);
-}
-
 BdNode *bd_cbw_append(BdNode *source, BdNode *target,
                       const BdCbwAppendOptions *opts, GError **errp)
 {
     GVariantDict d;
     g_autoptr(GVariant) options = NULL;
-    g_autoptr(GPtrArray) moved = g_ptr_array_new();
 
     g_variant_dict_init(&d, NULL);
     g_variant_dict_insert(&d, "driver", "s", "copy-before-write");
@@ -562,25 +550,8 @@ BdNode *bd_cbw_append(BdNode *source, BdNode *target,
         }
     }
 
-    BdDrainSection *sec = bd_drained_begin(source);
-    for (GList *l = source->parents; l; l = l->next) {
-        BdChild *c = l->data;
-        if (c->parent != filter) {
-            g_ptr_array_add(moved, c);
-        }
-    }
-    for (guint i = 0; i < moved->len; i++) {
-        move_edge(moved->pdata[i], filter);
-    }
-    gboolean ok = bd_node_refresh_perms(filter, errp);
-    if (!ok) {
-        for (guint i = 0; i < moved->len; i++) {
-            move_edge(moved->pdata[i], source);
-        }
-        bd_node_refresh_perms(filter, NULL);
-    }
-    bd_drained_end(sec);
-    if (!ok) {
+    /* Every user of the source now goes through the filter. */
+    if (!bd_node_replace(source, filter, errp)) {
         bd_node_unref(filter);
         return NULL;
     }
@@ -590,21 +561,11 @@ BdNode *bd_cbw_append(BdNode *source, BdNode *target,
 void bd_cbw_drop(BdNode *filter)
 {
     BdCbw *s = filter->opaque;
-    g_autoptr(BdNode) source = bd_node_ref(s->file->node);
-    g_autoptr(GPtrArray) moved = g_ptr_array_new();
-
-    BdDrainSection *sec = bd_drained_begin(filter);
-    for (GList *l = filter->parents; l; l = l->next) {
-        g_ptr_array_add(moved, l->data);
-    }
-    for (guint i = 0; i < moved->len; i++) {
-        move_edge(moved->pdata[i], source);
-    }
     g_autoptr(GError) err = NULL;
-    if (!bd_node_refresh_perms(filter, &err)) {
-        g_warning("node '%s': permissions after removing filter '%s': %s",
-                  source->node_name, filter->node_name, err->message);
+
+    if (!bd_node_replace(filter, s->file->node, &err)) {
+        g_warning("node '%s': cannot remove the filter: %s",
+                  filter->node_name, err->message);
     }
-    bd_drained_end(sec);
     bd_node_unref(filter);
 }

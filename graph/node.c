@@ -413,6 +413,59 @@ BdChild *bd_node_open_child(BdNode *parent, GVariant *options,
     return child;
 }
 
+/* Point the edge 'c' from 'from' at 'to' (references: the caller). */
+static void move_edge(BdChild *c, BdNode *from, BdNode *to)
+{
+    from->parents = g_list_remove(from->parents, c);
+    c->node = to;
+    to->parents = g_list_prepend(to->parents, c);
+}
+
+gboolean bd_node_replace(BdNode *from, BdNode *to, GError **errp)
+{
+    g_autoptr(GPtrArray) moved = g_ptr_array_new();
+    g_autoptr(GPtrArray) starts = g_ptr_array_new();
+    BdDrainSection *drain;
+    gboolean ok;
+
+    for (GList *l = from->parents; l; l = l->next) {
+        BdChild *c = l->data;
+        if (c->parent == to) {
+            continue;
+        }
+        if (c->frozen) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Cannot change frozen '%s' link from '%s' to '%s'",
+                        c->name, c->parent ? c->parent->node_name : "",
+                        from->node_name);
+            return FALSE;
+        }
+        g_ptr_array_add(moved, c);
+    }
+    bd_node_ref(from);
+    drain = bd_drained_begin(from);
+    for (guint i = 0; i < moved->len; i++) {
+        move_edge(moved->pdata[i], from, to);
+    }
+    g_ptr_array_add(starts, to);
+    g_ptr_array_add(starts, from);
+    ok = bd_nodes_refresh_perms(starts, errp);
+    if (ok) {
+        for (guint i = 0; i < moved->len; i++) {
+            bd_node_ref(to);
+            bd_node_unref(from);
+        }
+    } else {
+        for (guint i = 0; i < moved->len; i++) {
+            move_edge(moved->pdata[i], to, from);
+        }
+        bd_nodes_refresh_perms(starts, NULL);
+    }
+    bd_drained_end(drain);
+    bd_node_unref(from);
+    return ok;
+}
+
 BdChild *bd_node_filtered_child(BdNode *node)
 {
     if (!node->drv || !node->drv->is_filter) {

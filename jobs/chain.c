@@ -109,58 +109,6 @@ void bd_chain_release(BdNode *node)
 
 /* --- graph changes --- */
 
-static void move_edge(BdChild *c, BdNode *from, BdNode *to)
-{
-    from->parents = g_list_remove(from->parents, c);
-    c->node = to;
-    to->parents = g_list_prepend(to->parents, c);
-}
-
-gboolean bd_chain_replace_node(BdNode *from, BdNode *to, GError **errp)
-{
-    g_autoptr(GPtrArray) moved = g_ptr_array_new();
-    g_autoptr(GPtrArray) starts = g_ptr_array_new();
-    BdDrainSection *drain;
-    gboolean ok;
-
-    for (GList *l = from->parents; l; l = l->next) {
-        BdChild *c = l->data;
-        if (c->parent == to) {
-            continue;
-        }
-        if (c->frozen) {
-            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "Cannot change frozen '%s' link from '%s' to '%s'",
-                        c->name, c->parent ? c->parent->node_name : "",
-                        from->node_name);
-            return FALSE;
-        }
-        g_ptr_array_add(moved, c);
-    }
-    bd_node_ref(from);
-    drain = bd_drained_begin(from);
-    for (guint i = 0; i < moved->len; i++) {
-        move_edge(moved->pdata[i], from, to);
-    }
-    g_ptr_array_add(starts, to);
-    g_ptr_array_add(starts, from);
-    ok = bd_nodes_refresh_perms(starts, errp);
-    if (ok) {
-        for (guint i = 0; i < moved->len; i++) {
-            bd_node_ref(to);
-            bd_node_unref(from);
-        }
-    } else {
-        for (guint i = 0; i < moved->len; i++) {
-            move_edge(moved->pdata[i], to, from);
-        }
-        bd_nodes_refresh_perms(starts, NULL);
-    }
-    bd_drained_end(drain);
-    bd_node_unref(from);
-    return ok;
-}
-
 BdNode *bd_chain_insert_filter(BdNode *below, GVariant *options,
                                GError **errp)
 {
@@ -172,7 +120,7 @@ BdNode *bd_chain_insert_filter(BdNode *below, GVariant *options,
         return NULL;
     }
     filter->implicit = !named;
-    if (!bd_chain_replace_node(below, filter, errp)) {
+    if (!bd_node_replace(below, filter, errp)) {
         bd_node_unref(filter);
         return NULL;
     }
@@ -185,7 +133,7 @@ void bd_chain_drop_filter(BdNode *filter)
     g_autoptr(GError) err = NULL;
 
     if (f) {
-        if (!bd_chain_replace_node(filter, f->node, &err)) {
+        if (!bd_node_replace(filter, f->node, &err)) {
             g_warning("node '%s': cannot remove the filter: %s",
                       filter->node_name, err->message);
         }

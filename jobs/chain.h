@@ -15,11 +15,6 @@
 
 /* --- graph changes (main thread) --- */
 
-/* Move every parent edge of 'from' (node children and entry handles)
- * over to 'to', except edges whose parent is 'to' itself.  Drained
- * inside; on a permission conflict nothing changes. */
-gboolean bd_chain_replace_node(BdNode *from, BdNode *to, GError **errp);
-
 /* Open a filter from 'options' (its child refers to 'below' by name) and
  * put it above 'below' in every parent.  Returns the new filter (one
  * reference, owned by the caller).  No node-name: implicit.  Open

@@ -346,7 +346,7 @@ static int commit_pivot(BdCommitJob *s, GError **errp)
                     g_strerror(-ret));
     } else {
         commit_unfreeze(s);
-        if (!bd_chain_replace_node(s->filter, s->base, errp)) {
+        if (!bd_node_replace(s->filter, s->base, errp)) {
             ret = -EPERM;
         }
     }
@@ -375,7 +375,7 @@ static int commit_drop_intermediate(BdCommitJob *s, GError **errp)
             g_ptr_array_add(overlays, c->parent);
         }
     }
-    if (!bd_chain_replace_node(s->filter, s->base, errp)) {
+    if (!bd_node_replace(s->filter, s->base, errp)) {
         return -EPERM;
     }
     for (guint i = 0; i < overlays->len; i++) {
@@ -430,7 +430,7 @@ static void commit_clean(BdJob *job)
          * reporting writes to the job. */
         BdChild *f = bd_node_filtered_child(s->filter);
         if (f && s->filter->parents &&
-            !bd_chain_replace_node(s->filter, f->node, &err)) {
+            !bd_node_replace(s->filter, f->node, &err)) {
             g_warning("job '%s': %s", job->id, err->message);
             g_clear_error(&err);
         }
@@ -536,7 +536,7 @@ static gboolean commit_setup(BdCommitJob *s, const BdCommitParams *p,
         s->base_read_only = TRUE;
     }
     s->filter = open_filter(s, p->filter_node_name, errp);
-    if (!s->filter || !bd_chain_replace_node(p->top, s->filter, errp)) {
+    if (!s->filter || !bd_node_replace(p->top, s->filter, errp)) {
         return FALSE;
     }
     if (!bd_job_freeze_backing_chain(s->filter, s->base, errp)) {

@@ -366,7 +366,7 @@ static gboolean mirror_pivot(BdMirrorJob *s, GError **errp)
                               s->target_backing, errp)) {
         return FALSE;
     }
-    return bd_chain_replace_node(from, s->target, errp);
+    return bd_node_replace(from, s->target, errp);
 }
 
 static int mirror_prepare(BdJob *job)
@@ -496,7 +496,7 @@ static gboolean mirror_setup(BdMirrorJob *s, const BdMirrorParams *p,
         return FALSE;
     }
     /* Anonymous: no QMP command reaches it; QEMU shows it not busy. */
-    if (!bd_chain_replace_node(p->bs, s->filter, errp)) {
+    if (!bd_node_replace(p->bs, s->filter, errp)) {
         return FALSE;
     }
     s->inserted = TRUE;

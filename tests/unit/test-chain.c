@@ -149,12 +149,12 @@ static void test_frozen_replace(Fixture *f, gconstpointer data)
     g_autofree char *msg = g_strdup_printf(
         "Cannot change frozen 'backing' link from 'top' to '%s'",
         base->node_name);
-    g_assert_false(bd_chain_replace_node(base, other, &err));
+    g_assert_false(bd_node_replace(base, other, &err));
     g_assert_cmpstr(err->message, ==, msg);
     g_assert_true(bd_node_backing(top) == base);
     bd_job_unfreeze_backing_chain(top, NULL);
     g_clear_error(&err);
-    g_assert_true(bd_chain_replace_node(base, other, &err));
+    g_assert_true(bd_node_replace(base, other, &err));
     g_assert_true(bd_node_backing(top) == other);
     bd_node_unref(other);
 }
