@@ -697,53 +697,39 @@ static void file_query_image_info(BdNode *node, GVariantDict *image)
     g_variant_dict_insert(image, "dirty-flag", "b", FALSE);
 }
 
+/* Everything 'file' and 'host_device' share: the same code serves
+ * regular files and devices (file_setup tells them apart). */
+#define FILE_DRIVER_CALLBACKS                        \
+    .query_image_info = file_query_image_info,       \
+    .options = file_options,                         \
+    .mutable_options = file_mutable_options,         \
+    .is_protocol = TRUE,                             \
+    .reopen_prepare = file_reopen_prepare,           \
+    .reopen_commit = file_reopen_commit,             \
+    .reopen_abort = file_reopen_abort,               \
+    .open = file_open,                               \
+    .close = file_close,                             \
+    .check_perm = file_check_perm,                   \
+    .set_perm = file_set_perm,                       \
+    .abort_perm = file_abort_perm,                   \
+    .pread = file_pread,                             \
+    .pwrite = file_pwrite,                           \
+    .pwrite_zeroes = file_pwrite_zeroes,             \
+    .pdiscard = file_pdiscard,                       \
+    .flush = file_flush,                             \
+    .block_status = file_block_status,               \
+    .truncate = file_truncate,                       \
+    .allocated_size = file_allocated_size
+
 const BdDriver bd_file_driver = {
-    .query_image_info = file_query_image_info,
     .name = "file",
-    .options = file_options,
-    .mutable_options = file_mutable_options,
-    .is_protocol = TRUE,
-    .reopen_prepare = file_reopen_prepare,
-    .reopen_commit = file_reopen_commit,
-    .reopen_abort = file_reopen_abort,
-    .open = file_open,
-    .close = file_close,
-    .check_perm = file_check_perm,
-    .set_perm = file_set_perm,
-    .abort_perm = file_abort_perm,
-    .pread = file_pread,
-    .pwrite = file_pwrite,
-    .pwrite_zeroes = file_pwrite_zeroes,
-    .pdiscard = file_pdiscard,
-    .flush = file_flush,
-    .block_status = file_block_status,
-    .truncate = file_truncate,
-    .allocated_size = file_allocated_size,
+    FILE_DRIVER_CALLBACKS,
     .create_options = bd_file_create_options,
     .create = bd_file_create,
 };
 
-/* Block and character devices, as QEMU's host_device (same code). */
+/* Block and character devices, as QEMU's host_device. */
 const BdDriver bd_host_device_driver = {
-    .query_image_info = file_query_image_info,
     .name = "host_device",
-    .options = file_options,
-    .mutable_options = file_mutable_options,
-    .is_protocol = TRUE,
-    .reopen_prepare = file_reopen_prepare,
-    .reopen_commit = file_reopen_commit,
-    .reopen_abort = file_reopen_abort,
-    .open = file_open,
-    .close = file_close,
-    .check_perm = file_check_perm,
-    .set_perm = file_set_perm,
-    .abort_perm = file_abort_perm,
-    .pread = file_pread,
-    .pwrite = file_pwrite,
-    .pwrite_zeroes = file_pwrite_zeroes,
-    .pdiscard = file_pdiscard,
-    .flush = file_flush,
-    .block_status = file_block_status,
-    .truncate = file_truncate,
-    .allocated_size = file_allocated_size,
+    FILE_DRIVER_CALLBACKS,
 };
