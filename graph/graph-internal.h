@@ -19,4 +19,16 @@ GVariant *bd_inherit_options_from(const BdDriver *parent_drv,
 /* Whether 'node' is 'ancestor' or below it. */
 gboolean bd_node_is_ancestor_of(BdNode *ancestor, BdNode *node);
 
+/* Edges without permission updates (the callers do those):
+ * link creates parent -> node (holding a reference to 'node'), listed
+ * on both sides and as parent->file/backing; unlink takes an edge out
+ * of both lists and the shortcuts and returns its position among the
+ * parent's children; relink puts it back at that position; free drops
+ * an unlinked edge and its reference. */
+BdChild *bd_child_link(BdNode *parent, BdNode *node, const char *name,
+                       BdChildRole role);
+guint bd_child_unlink(BdChild *child);
+void bd_child_relink(BdChild *child, guint index);
+void bd_child_free(BdChild *child);
+
 #endif

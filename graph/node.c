@@ -312,6 +312,59 @@ gboolean bd_node_is_ancestor_of(BdNode *ancestor, BdNode *node)
     return FALSE;
 }
 
+void bd_child_relink(BdChild *child, guint index)
+{
+    BdNode *parent = child->parent;
+
+    g_ptr_array_insert(parent->children, (gint)index, child);
+    /* Newest parent first, as QEMU lists them: conflicts name the
+     * existing user as the one requiring and the new one as unsharing. */
+    child->node->parents = g_list_prepend(child->node->parents, child);
+    if (strcmp(child->name, "file") == 0) {
+        parent->file = child;
+    } else if (strcmp(child->name, "backing") == 0) {
+        parent->backing = child;
+    }
+}
+
+BdChild *bd_child_link(BdNode *parent, BdNode *node, const char *name,
+                       BdChildRole role)
+{
+    BdChild *child = g_new0(BdChild, 1);
+
+    child->name = g_strdup(name);
+    child->parent = parent;
+    child->node = bd_node_ref(node);
+    child->role = role;
+    child->shared = child->new_shared = BD_PERM_ALL;
+    bd_child_relink(child, parent->children->len);
+    return child;
+}
+
+guint bd_child_unlink(BdChild *child)
+{
+    BdNode *parent = child->parent;
+    guint index = 0;
+
+    if (parent->file == child) {
+        parent->file = NULL;
+    }
+    if (parent->backing == child) {
+        parent->backing = NULL;
+    }
+    g_ptr_array_find(parent->children, child, &index);
+    g_ptr_array_remove_index(parent->children, index);
+    child->node->parents = g_list_remove(child->node->parents, child);
+    return index;
+}
+
+void bd_child_free(BdChild *child)
+{
+    bd_node_unref(child->node);
+    g_free(child->name);
+    g_free(child);
+}
+
 BdChild *bd_node_attach_child(BdNode *parent, BdNode *child_node,
                               const char *name, BdChildRole role,
                               GError **errp)
@@ -324,53 +377,27 @@ BdChild *bd_node_attach_child(BdNode *parent, BdNode *child_node,
                     child_node->node_name, name, parent->node_name);
         return NULL;
     }
-    child = g_new0(BdChild, 1);
-    child->name = g_strdup(name);
-    child->parent = parent;
-    child->node = bd_node_ref(child_node);
-    child->role = role;
-    child->shared = child->new_shared = BD_PERM_ALL;
-    g_ptr_array_add(parent->children, child);
-    /* Newest parent first, as QEMU lists them: conflicts name the
-     * existing user as the one requiring and the new one as unsharing. */
-    child_node->parents = g_list_prepend(child_node->parents, child);
-
+    child = bd_child_link(parent, child_node, name, role);
     if (!bd_node_refresh_perms(parent, errp)) {
-        child_node->parents = g_list_remove(child_node->parents, child);
-        g_ptr_array_remove(parent->children, child);
-        bd_node_unref(child->node);
-        g_free(child->name);
-        g_free(child);
+        bd_child_unlink(child);
+        bd_child_free(child);
         return NULL;
-    }
-    if (strcmp(name, "file") == 0) {
-        parent->file = child;
-    } else if (strcmp(name, "backing") == 0) {
-        parent->backing = child;
     }
     return child;
 }
 
 void bd_node_detach_child(BdNode *parent, BdChild *child)
 {
-    BdNode *child_node = child->node;
+    BdNode *child_node = bd_node_ref(child->node);
 
-    if (parent->file == child) {
-        parent->file = NULL;
-    }
-    if (parent->backing == child) {
-        parent->backing = NULL;
-    }
     if (child_node->inherits_from == parent) {
         child_node->inherits_from = NULL;
     }
-    g_ptr_array_remove(parent->children, child);
-    child_node->parents = g_list_remove(child_node->parents, child);
+    bd_child_unlink(child);
     /* Fewer users can only relax permissions; a failure here would mean
      * a protocol driver could not drop a lock, which it logs itself. */
     bd_node_refresh_perms(child_node, NULL);
-    g_free(child->name);
-    g_free(child);
+    bd_child_free(child);
     bd_node_unref(child_node);
 }
 

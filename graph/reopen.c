@@ -295,19 +295,7 @@ static void change_detach(ReopenQueue *q, BdNode *parent, BdChild *child)
     ch->parent = parent;
     ch->child = child;
     ch->old_node = child->node;
-    for (guint i = 0; i < parent->children->len; i++) {
-        if (parent->children->pdata[i] == child) {
-            ch->index = i;
-        }
-    }
-    g_ptr_array_remove_index(parent->children, ch->index);
-    child->node->parents = g_list_remove(child->node->parents, child);
-    if (parent->backing == child) {
-        parent->backing = NULL;
-    }
-    if (parent->file == child) {
-        parent->file = NULL;
-    }
+    ch->index = bd_child_unlink(child);
     g_ptr_array_add(q->changes, ch);
 }
 
@@ -315,23 +303,10 @@ static void change_attach(ReopenQueue *q, BdNode *parent, BdNode *node,
                           const char *name, BdChildRole role)
 {
     ChildChange *ch = g_new0(ChildChange, 1);
-    BdChild *child = g_new0(BdChild, 1);
 
-    child->name = g_strdup(name);
-    child->parent = parent;
-    child->node = bd_node_ref(node);
-    child->role = role;
-    child->shared = child->new_shared = BD_PERM_ALL;
-    g_ptr_array_add(parent->children, child);
-    node->parents = g_list_prepend(node->parents, child);
-    if (strcmp(name, "backing") == 0) {
-        parent->backing = child;
-    } else if (strcmp(name, "file") == 0) {
-        parent->file = child;
-    }
     ch->kind = CHANGE_ATTACH;
     ch->parent = parent;
-    ch->child = child;
+    ch->child = bd_child_link(parent, node, name, role);
     g_ptr_array_add(q->changes, ch);
 }
 
@@ -349,28 +324,13 @@ static void change_undo(ChildChange *ch)
         ch->old_node = NULL;
         break;
     case CHANGE_DETACH:
-        g_ptr_array_insert(ch->parent->children, (gint)ch->index, child);
-        child->node->parents = g_list_prepend(child->node->parents, child);
-        if (strcmp(child->name, "backing") == 0) {
-            ch->parent->backing = child;
-        } else if (strcmp(child->name, "file") == 0) {
-            ch->parent->file = child;
-        }
+        bd_child_relink(child, ch->index);
         ch->old_node = NULL;
         child = NULL;
         break;
     case CHANGE_ATTACH:
-        g_ptr_array_remove(ch->parent->children, child);
-        child->node->parents = g_list_remove(child->node->parents, child);
-        if (ch->parent->backing == child) {
-            ch->parent->backing = NULL;
-        }
-        if (ch->parent->file == child) {
-            ch->parent->file = NULL;
-        }
-        bd_node_unref(child->node);
-        g_free(child->name);
-        g_free(child);
+        bd_child_unlink(child);
+        bd_child_free(child);
         child = NULL;
         break;
     }
@@ -384,6 +344,7 @@ static void change_undo(ChildChange *ch)
 static void change_finish(ChildChange *ch)
 {
     if (ch->kind == CHANGE_DETACH) {
+        /* The edge's reference moves to old_node, dropped below. */
         g_free(ch->child->name);
         g_free(ch->child);
     }
