@@ -8,7 +8,6 @@
  */
 #include <string.h>
 #include "control/qmp-int.h"
-#include "formats/qcow2/backing.h"
 #include "graph/error.h"
 #include "jobs/chain.h"
 #include "jobs/commit.h"
@@ -381,6 +380,5 @@ static const BdQmpCommand stream_commands[] = {
 void bd_cmd_stream_register(void)
 {
     bd_driver_register(&bd_commit_top_driver);
-    bd_chain_set_change_backing_hook(bd_qcow2_change_backing_file);
     bd_qmp_register(stream_commands);
 }

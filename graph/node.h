@@ -155,6 +155,12 @@ struct BdDriver {
     gboolean (*reopen_prepare)(BdReopenState *state, GError **errp);
     void (*reopen_commit)(BdReopenState *state);
     void (*reopen_abort)(BdReopenState *state);
+    /* Store 'file' (NULL: none) and its format 'fmt' (NULL: none) as
+     * the backing file name in the image (QEMU's bdrv_change_backing_file:
+     * stream, commit, change-backing-file).  NULL: the driver keeps no
+     * such name, nothing to do.  Main thread, node quiet. */
+    gboolean (*change_backing_file)(BdNode *node, const char *file,
+                                    const char *fmt, GError **errp);
     /* Whether the image names a backing file of its own (qcow2 header):
      * then reopen requires the 'backing' option.  NULL: no. */
     gboolean (*has_default_backing)(BdNode *node);

@@ -204,20 +204,13 @@ gboolean bd_chain_reopen_read_only(BdNode *node, gboolean ro, GError **errp)
 
 /* --- the backing file name --- */
 
-static BdChangeBackingFn change_backing_hook;
-
-void bd_chain_set_change_backing_hook(BdChangeBackingFn fn)
-{
-    change_backing_hook = fn;
-}
-
 gboolean bd_chain_change_backing_file(BdNode *node, const char *file,
                                       const char *fmt, GError **errp)
 {
-    if (!change_backing_hook) {
+    if (!node->drv->change_backing_file) {
         return TRUE;
     }
-    return change_backing_hook(node, file, fmt, errp);
+    return node->drv->change_backing_file(node, file, fmt, errp);
 }
 
 /* --- allocation --- */

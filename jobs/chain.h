@@ -54,10 +54,7 @@ void bd_chain_release(BdNode *node);
 
 /* --- the backing file name in an image header --- */
 
-typedef gboolean (*BdChangeBackingFn)(BdNode *node, const char *file,
-                                      const char *fmt, GError **errp);
-/* Installed by control/ (formats live outside jobs/). */
-void bd_chain_set_change_backing_hook(BdChangeBackingFn fn);
+/* The driver's change_backing_file, where it has one. */
 gboolean bd_chain_change_backing_file(BdNode *node, const char *file,
                                       const char *fmt, GError **errp);
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include "graph/error.h"
 #include "graph/io.h"
+#include "formats/qcow2/backing.h"
 #include "formats/qcow2/qcow2.h"
 #include "formats/registry.h"
 #include "formats/qcow2/create-qapi.h"
@@ -713,6 +714,7 @@ const BdDriver bd_qcow2_driver = {
     .reopen_commit = qcow2_reopen_commit,
     .reopen_abort = qcow2_reopen_abort,
     .has_default_backing = qcow2_has_default_backing,
+    .change_backing_file = bd_qcow2_change_backing_file,
     .open = qcow2_open,
     .close = qcow2_close,
     .pread = qcow2_pread,
