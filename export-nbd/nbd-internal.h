@@ -8,16 +8,19 @@
  *   conn thread   - one per accepted socket: runs the handshake, then
  *                   becomes transmission worker 0 (handshake.c)
  *   workers       - BD_NBD_MIN_WORKERS..BD_NBD_MAX_WORKERS per
- *                   connection in transmission (transmission.c); any
- *                   may call the entry's I/O.
+ *                   connection in transmission (workers.c); any may
+ *                   call the entry's I/O.  One at a time is the reader.
  *
  * Locks, in the order they may be taken:
  *   bd_nbd_lock        - global: export name table, every export's
  *                        client list, the server's client list and
  *                        connection count.  Never held across I/O.
- *   client->recv_lock  - the socket's read side and read buffer.
+ *   client->pool_lock  - who is the reader, parked workers, the
+ *                        inline/hand-off mode.  Never held across I/O.
  *   client->send_lock  - the socket's write side (one reply at a time).
- * recv_lock and send_lock are never held together.
+ * The socket's read side and read buffer belong to the worker holding
+ * the reader role (client->reading), taken and given up under
+ * pool_lock.  pool_lock and send_lock are never held together.
  */
 #ifndef BD_EXPORT_NBD_INTERNAL_H
 #define BD_EXPORT_NBD_INTERNAL_H
@@ -67,6 +70,14 @@ typedef struct BdNbdExport {
     GList *clients;           /* BdNbdClient * in transmission (bd_nbd_lock) */
 } BdNbdExport;
 
+/* How a connection's requests are spread over its workers (workers.c). */
+typedef struct {
+    gboolean run_inline;      /* the reader runs what it reads */
+    guint samples;            /* inline requests timed in this window */
+    gint64 window_us;         /* their total time */
+    guint handed_off;         /* requests handed off since the last probe */
+} BdNbdPoolMode;
+
 typedef struct BdNbdClient {
     gint refcount;            /* conn thread + workers (atomic) */
     int fd;                   /* closed when the last reference goes */
@@ -85,9 +96,17 @@ typedef struct BdNbdClient {
 
     /* Transmission. */
     gint nworkers;            /* live workers (atomic) */
-    gint idle;                /* workers waiting for a request (atomic) */
-    GMutex recv_lock;
-    uint8_t *rbuf;            /* read-ahead buffer (recv_lock) */
+    GMutex pool_lock;
+    GCond parked_cond;        /* parked workers wait here (pool_lock) */
+    GCond standby_cond;       /* the standby waits here (pool_lock) */
+    int parked;               /* workers in parked_cond (pool_lock) */
+    gboolean reading;         /* some worker is the reader (pool_lock) */
+    gboolean has_standby;     /* a worker watches for stalls (pool_lock) */
+    gboolean standby_asleep;  /* ...without a timeout (pool_lock) */
+    int inline_busy;          /* requests running inline (pool_lock) */
+    guint inline_seq;         /* inline requests started (pool_lock) */
+    BdNbdPoolMode mode;       /* (pool_lock) */
+    uint8_t *rbuf;            /* read-ahead buffer (the reader's) */
     size_t rstart, rend;
     GMutex send_lock;
 } BdNbdClient;
@@ -99,7 +118,7 @@ int bd_nbd_read_full(int fd, void *buf, size_t len);
 int bd_nbd_skip(int fd, uint64_t len);
 int bd_nbd_writev_full(int fd, struct iovec *iov, int iovcnt);
 int bd_nbd_write_full(int fd, const void *buf, size_t len);
-/* Buffered reads through client->rbuf; caller holds recv_lock. */
+/* Buffered reads through client->rbuf; the caller is the reader. */
 int bd_nbd_client_read(BdNbdClient *c, void *buf, size_t len);
 int bd_nbd_client_skip(BdNbdClient *c, uint64_t len);
 
@@ -141,9 +160,22 @@ int bd_nbd_meta_extents(BdNbdExport *exp, BdEntry *entry, uint32_t id,
                         uint64_t offset, uint32_t length, gboolean req_one,
                         GArray *out);
 
-/* transmission.c: serve requests until the client leaves; consumes the
+/* transmission.c: one worker's buffers and the commands. */
+typedef struct BdNbdWorker BdNbdWorker;
+BdNbdWorker *bd_nbd_worker_new(BdNbdClient *c);
+void bd_nbd_worker_free(BdNbdWorker *w);
+/* Read the next request and its payload; the caller is the reader.
+ * -1: drop the connection; *err: 0 or the NBD error for the request. */
+int bd_nbd_worker_recv(BdNbdWorker *w, BdNbdRequest *req, uint32_t *err);
+/* Run a request and send its reply; -1 when the client is gone. */
+int bd_nbd_worker_handle(BdNbdWorker *w, const BdNbdRequest *req,
+                         uint32_t err);
+
+/* workers.c: serve requests until the client leaves; consumes the
  * connection thread's reference. */
 void bd_nbd_transmission_run(BdNbdClient *c);
+/* Wake the parked workers, to see c->quit. */
+void bd_nbd_workers_wake(BdNbdClient *c);
 /* Option-phase reply helpers (handshake.c). */
 int bd_nbd_send_rep(BdNbdClient *c, uint32_t opt, uint32_t type,
                     const void *data, size_t len);

@@ -179,6 +179,7 @@ void bd_nbd_client_kick(BdNbdClient *c)
 {
     g_atomic_int_set(&c->quit, TRUE);
     shutdown(c->fd, SHUT_RDWR);
+    bd_nbd_workers_wake(c);
 }
 
 void bd_nbd_client_unref(BdNbdClient *c)
@@ -199,7 +200,9 @@ void bd_nbd_client_unref(BdNbdClient *c)
         bd_export_unref(&c->exp->common);
     }
     close(c->fd);
-    g_mutex_clear(&c->recv_lock);
+    g_mutex_clear(&c->pool_lock);
+    g_cond_clear(&c->parked_cond);
+    g_cond_clear(&c->standby_cond);
     g_mutex_clear(&c->send_lock);
     g_free(c->rbuf);
     g_free(c->meta_export);
@@ -236,7 +239,9 @@ static void client_start(int fd)
     c->refcount = 1;
     c->fd = fd;
     c->peer = peer_name(fd);
-    g_mutex_init(&c->recv_lock);
+    g_mutex_init(&c->pool_lock);
+    g_cond_init(&c->parked_cond);
+    g_cond_init(&c->standby_cond);
     g_mutex_init(&c->send_lock);
 
     g_mutex_lock(&bd_nbd_lock);

@@ -4,7 +4,8 @@
  * never raise SIGPIPE.
  *
  * Thread model: the plain helpers are called by whichever thread owns
- * that side of the socket; the client_* helpers need client->recv_lock.
+ * that side of the socket; the client_* helpers only by the worker
+ * holding the reader role (workers.c).
  */
 #include <errno.h>
 #include <string.h>

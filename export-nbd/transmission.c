@@ -1,26 +1,19 @@
 /* SPDX-License-Identifier: MIT */
-/* The transmission phase: receive -> validate -> dispatch -> reply, by
- * a pool of worker threads per connection.
- *
- * Thread model: BD_NBD_MIN_WORKERS to max_workers() threads per
- * connection (the connection thread is worker 0); a worker that takes a
- * request while no other worker waits for the next one starts another
- * (so slow storage gets more parallel requests, while fast page-cache
- * I/O keeps few threads and few context switches).  A worker takes recv_lock, reads one request
- * header and its payload, releases it, runs the request through the
+/* The transmission phase, one request at a time: receive -> validate ->
+ * dispatch -> reply.  Which worker thread reads and runs which request
+ * is workers.c's business; here a worker reads one request header and
+ * its payload (as the connection's reader), runs it through the
  * export's entry handle (any thread may), then takes send_lock and
- * writes the whole reply with one sendmsg.  So up to BD_NBD_MAX_WORKERS
- * requests of one connection run in parallel and replies go out in
- * completion order.  The first worker to see EOF, a bad magic or
- * NBD_CMD_DISC sets c->quit; the others finish the request they hold,
- * reply, and leave; the last one out closes the socket and drops the
- * export reference (bd_nbd_client_unref).
+ * writes the whole reply with one sendmsg, so replies go out in
+ * completion order.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "export-nbd/nbd-internal.h"
+#include "graph/io.h"
+#include "graph/io.h"
 
 /* Reads at least this long look for holes to send as OFFSET_HOLE. */
 #define BD_NBD_SPARSE_READ_MIN  (64u << 10)
@@ -48,7 +41,7 @@ typedef struct BD_NBD_PACKED {
     } u;
 } ChunkHdr;
 
-typedef struct {
+struct BdNbdWorker {
     BdNbdClient *c;
     BdEntry *entry;
     BdNbdReqLimits lim;
@@ -59,7 +52,7 @@ typedef struct {
     GArray *iov;         /* struct iovec */
     /* BdNbdExtent per selected context, made on first use. */
     GArray *extents[BD_NBD_META_BITMAP0 + BD_NBD_MAX_BITMAPS];
-} BdNbdWorker;
+};
 
 /* Page-aligned, so that O_DIRECT nodes need no bounce buffer. */
 static int ensure_buf(BdNbdWorker *w, size_t len)
@@ -287,6 +280,18 @@ static int do_read(BdNbdWorker *w, const BdNbdRequest *req)
     if (!w->lim.structured) {
         return send_simple(w, req, 0, w->buf, req->length);
     }
+    if (!(req->flags & NBD_CMD_FLAG_DF) &&
+        bd_buffer_is_zero(w->buf, req->length)) {
+        /* Zeroes go as a hole chunk, as QEMU sends them for unallocated
+         * space: 12 bytes on the wire instead of the whole buffer. */
+        chunk_header(&ch.h, req, NBD_REPLY_FLAG_DONE,
+                     NBD_REPLY_TYPE_OFFSET_HOLE, sizeof(ch.u.hole));
+        ch.u.hole.offset = GUINT64_TO_BE(req->offset);
+        ch.u.hole.length = GUINT32_TO_BE(req->length);
+        iov[0] = (struct iovec){ .iov_base = &ch,
+                                 .iov_len = sizeof(ch.h) + sizeof(ch.u.hole) };
+        return send_iov(w, iov, 1);
+    }
     chunk_header(&ch.h, req, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA,
                  8 + req->length);
     ch.u.data_offset = GUINT64_TO_BE(req->offset);
@@ -452,7 +457,7 @@ static int handle_request(BdNbdWorker *w, const BdNbdRequest *req,
 
 /* --- receiving --- */
 
-/* Read one request and its payload; recv_lock held.  -1: drop the
+/* Read one request and its payload; the caller is the reader.  -1: drop the
  * connection.  *err: 0 or the NBD error the request gets. */
 static int recv_request(BdNbdWorker *w, BdNbdRequest *req, uint32_t *err)
 {
@@ -481,116 +486,51 @@ static int recv_request(BdNbdWorker *w, BdNbdRequest *req, uint32_t *err)
     return bd_nbd_client_read(c, w->buf, req->length);
 }
 
-static gboolean spawn_worker(BdNbdClient *c);
-
-static gpointer worker_main(gpointer data)
+BdNbdWorker *bd_nbd_worker_new(BdNbdClient *c)
 {
-    BdNbdClient *c = data;
-    BdNbdWorker w = {
-        .c = c,
-        .entry = c->exp->common.entry,
-        .lim = {
-            .export_size = c->size,
-            .read_only = (c->tflags & NBD_FLAG_READ_ONLY) != 0,
-            .structured = c->structured,
-            .has_contexts = c->meta_set,
-        },
-        .segs = g_array_new(FALSE, FALSE, sizeof(ReadSeg)),
-        .hdrs = g_array_new(FALSE, FALSE, sizeof(ChunkHdr)),
-        .iov = g_array_new(FALSE, FALSE, sizeof(struct iovec)),
-        .extents = {
-            NULL,
-        },
+    BdNbdWorker *w = g_new0(BdNbdWorker, 1);
+
+    w->c = c;
+    w->entry = c->exp->common.entry;
+    w->lim = (BdNbdReqLimits){
+        .export_size = c->size,
+        .read_only = (c->tflags & NBD_FLAG_READ_ONLY) != 0,
+        .structured = c->structured,
+        .has_contexts = c->meta_set,
     };
-
-    for (;;) {
-        BdNbdRequest req;
-        uint32_t err = 0;
-        int r = -1;
-        gboolean stop;
-
-        g_atomic_int_inc(&c->idle);
-        g_mutex_lock(&c->recv_lock);
-        if (!g_atomic_int_get(&c->quit)) {
-            r = recv_request(&w, &req, &err);
-        }
-        stop = r < 0 || req.type == NBD_CMD_DISC;
-        if (stop) {
-            g_atomic_int_set(&c->quit, TRUE);
-        }
-        g_mutex_unlock(&c->recv_lock);
-        if (stop) {
-            break;
-        }
-        if (g_atomic_int_dec_and_test(&c->idle)) {
-            /* Nobody is left to read the next request. */
-            spawn_worker(c);
-        }
-        if (handle_request(&w, &req, err) < 0) {
-            /* The client is gone: wake the worker blocked in recv. */
-            bd_nbd_client_kick(c);
-            break;
-        }
-        if (w.cap > BD_NBD_KEEP_BUF) {
-            g_clear_pointer(&w.buf, free);
-            w.cap = 0;
-        }
-    }
-    free(w.buf);
-    g_array_unref(w.segs);
-    g_array_unref(w.hdrs);
-    g_array_unref(w.iov);
-    for (gsize i = 0; i < G_N_ELEMENTS(w.extents); i++) {
-        if (w.extents[i]) {
-            g_array_unref(w.extents[i]);
-        }
-    }
-    g_atomic_int_add(&c->nworkers, -1);
-    bd_nbd_client_unref(c);
-    return NULL;
+    w->segs = g_array_new(FALSE, FALSE, sizeof(ReadSeg));
+    w->hdrs = g_array_new(FALSE, FALSE, sizeof(ChunkHdr));
+    w->iov = g_array_new(FALSE, FALSE, sizeof(struct iovec));
+    return w;
 }
 
-static int max_workers(void)
+void bd_nbd_worker_free(BdNbdWorker *w)
 {
-    static gsize value;
-
-    if (g_once_init_enter(&value)) {
-        gsize n = CLAMP(4 * g_get_num_processors(), 8, BD_NBD_MAX_WORKERS);
-        g_once_init_leave(&value, n);
-    }
-    return (int)value;
-}
-
-/* Start one more worker unless at the limit; FALSE if none started. */
-static gboolean spawn_worker(BdNbdClient *c)
-{
-    GThread *t;
-    gint n;
-
-    do {
-        n = g_atomic_int_get(&c->nworkers);
-        if (n >= max_workers() || g_atomic_int_get(&c->quit)) {
-            return FALSE;
+    free(w->buf);
+    g_array_unref(w->segs);
+    g_array_unref(w->hdrs);
+    g_array_unref(w->iov);
+    for (gsize i = 0; i < G_N_ELEMENTS(w->extents); i++) {
+        if (w->extents[i]) {
+            g_array_unref(w->extents[i]);
         }
-    } while (!g_atomic_int_compare_and_exchange(&c->nworkers, n, n + 1));
-    g_atomic_int_inc(&c->refcount);
-    t = g_thread_try_new("nbd-worker", worker_main, c, NULL);
-    if (!t) {
-        g_atomic_int_dec_and_test(&c->refcount);  /* never the last */
-        g_atomic_int_add(&c->nworkers, -1);
-        return FALSE;
     }
-    g_thread_unref(t);
-    return TRUE;
+    g_free(w);
 }
 
-void bd_nbd_transmission_run(BdNbdClient *c)
+int bd_nbd_worker_recv(BdNbdWorker *w, BdNbdRequest *req, uint32_t *err)
 {
-    int i;
+    return recv_request(w, req, err);
+}
 
-    c->rbuf = g_malloc(BD_NBD_RBUF_SIZE);
-    c->nworkers = 1;
-    for (i = 1; i < BD_NBD_MIN_WORKERS && spawn_worker(c); i++) {
+int bd_nbd_worker_handle(BdNbdWorker *w, const BdNbdRequest *req,
+                         uint32_t err)
+{
+    int ret = handle_request(w, req, err);
+
+    if (w->cap > BD_NBD_KEEP_BUF) {
+        g_clear_pointer(&w->buf, free);
+        w->cap = 0;
     }
-    worker_main(c);
+    return ret;
 }
