@@ -56,7 +56,10 @@ def server_cmd(name, fmt, img, sock):
 
 
 def warm(path):
-    """Same page-cache state for every server: the image read in first."""
+    """Same page-cache state for every server: the image read in first,
+    and no write-back of an earlier row's dirty pages still under way
+    (it would slow whichever server runs next)."""
+    os.sync()
     with open(path, 'rb') as f:
         while f.read(1 << 24):
             pass
