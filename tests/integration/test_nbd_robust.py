@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -522,6 +523,48 @@ def test_sparse_read_uses_offset_hole():
                       'hole ranges read as zeroes')
             holes = [k for k in kinds if k[0] == nbd.READ_HOLE]
             assert_eq(len(holes) > 0, True, 'at least one OFFSET_HOLE chunk (chunks: %r)' % kinds)
+            h.shutdown()
+
+
+def test_small_reads_of_zeroes_use_offset_hole():
+    """A 4k structured read of unallocated qcow2 space is one OFFSET_HOLE
+    chunk, as QEMU sends it; data comes as OFFSET_DATA; with the DF flag
+    the zeroes come as one OFFSET_DATA chunk."""
+    nbd = require_nbd()
+    with Daemon(qmp=False) as scratch:
+        img = scratch.path('s.qcow2')
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', img, '4M'], check=True)
+        subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 64k 64k', img],
+                       check=True, capture_output=True)
+        with Daemon() as d:
+            d.wait = [d.nbd_sock]
+            d.args = ['--blockdev', 'driver=file,node-name=f,filename=%s' % img,
+                      '--blockdev', 'driver=qcow2,node-name=q,file=f',
+                      '--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock,
+                      '--export', 'type=nbd,id=e,node-name=q,name=disk'] + d.args
+            d.start()
+            h = nbd.NBD()
+            h.connect_uri(d.uri())
+            assert_eq(h.get_structured_replies_negotiated(), True, 'structured replies')
+
+            def read(offset, flags=0):
+                kinds = []
+
+                def chunk(subbuf, off, status, err):
+                    kinds.append((status, off, len(subbuf)))
+                    return 0
+                buf = h.pread_structured(4096, offset, chunk, flags=flags)
+                return buf, kinds
+
+            buf, kinds = read(1 * MiB)
+            assert_eq(buf, b'\0' * 4096, 'unallocated range reads as zeroes')
+            assert_eq(kinds, [(nbd.READ_HOLE, 1 * MiB, 4096)], 'chunks of an unallocated 4k read')
+            buf, kinds = read(64 * 1024 + 4096)
+            assert_eq(buf, b'\x5a' * 4096, 'data')
+            assert_eq(kinds, [(nbd.READ_DATA, 64 * 1024 + 4096, 4096)], 'chunks of a data read')
+            buf, kinds = read(2 * MiB, nbd.CMD_FLAG_DF)
+            assert_eq(buf, b'\0' * 4096, 'unallocated range with DF')
+            assert_eq(kinds, [(nbd.READ_DATA, 2 * MiB, 4096)], 'chunks with DF')
             h.shutdown()
 
 
