@@ -9,7 +9,9 @@ an empty one (allocation cost: every server starts from its own fresh copy
 of the empty image for each row), 1 MiB sequential read/write at iodepth 8
 on the allocated image.  Each server runs with writeback cache and
 thread-pool AIO.  Printed: figure, ratio to qemu-storage-daemon, ratio to
-blockd raw (allocated rows), and the server's CPU seconds per GiB.
+blockd raw (allocated rows), the server's CPU seconds per GiB, and fio's
+own CPU use in % of one core (near 100%: the row is bound by the client,
+which shares the machine's cores with the server).
 
   /usr/bin/python3 bench/qcow2_bench.py
   SERVERS="blockd qemu-storage-daemon" RUNTIME=10 SIZE=1G BLOCKD=path ...
@@ -80,11 +82,13 @@ def run_row(name, fmt, img, workdir, fio_args):
             return {'error': 'did not start (see %s)' % errlog.name}
         c0 = bench.cpu_seconds(proc.pid)
         try:
-            fig, moved = bench.run_workload('nbd+unix:///disk?socket=%s' % sock, fio_args)
+            fig, moved, client_cpu = bench.run_workload_cpu(
+                'nbd+unix:///disk?socket=%s' % sock, fio_args)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, ValueError) as e:
             return {'error': str(e).splitlines()[0][:60]}
         cpu = bench.cpu_seconds(proc.pid) - c0
-        return {'figure': fig, 'cpu_per_gib': cpu / (moved / GiB) if moved else 0}
+        return {'figure': fig, 'cpu_per_gib': cpu / (moved / GiB) if moved else 0,
+                'client_cpu': client_cpu}
     finally:
         bench.stop_server(proc)
         errlog.close()
@@ -128,8 +132,8 @@ def main():
         print('  %s done' % row, flush=True)
 
     print()
-    print('%-28s %-20s %10s %6s %8s %8s %9s' % ('workload', 'server', 'figure', 'unit',
-                                                 'vs qsd', 'vs raw', 'CPU s/GiB'))
+    print('%-28s %-20s %10s %6s %8s %8s %9s %7s' % ('workload', 'server', 'figure', 'unit',
+                                                     'vs qsd', 'vs raw', 'CPU s/GiB', 'fio CPU'))
     for row, kind, fio_args in ROWS:
         unit = 'IOPS' if '4k' in row else 'MiB/s'
         qsd = res.get((row, 'qemu-storage-daemon'), {}).get('figure')
@@ -143,8 +147,8 @@ def main():
                 continue
             vq = '%.2fx' % (r['figure'] / qsd) if qsd and s != 'blockd raw' else '-'
             vr = '%.0f%%' % (100 * r['figure'] / rawfig) if rawfig and s == 'blockd' else '-'
-            print('%-28s %-20s %10.0f %6s %8s %8s %9.2f' % (row, s, r['figure'], unit, vq, vr,
-                                                            r['cpu_per_gib']))
+            print('%-28s %-20s %10.0f %6s %8s %8s %9.2f %6.0f%%' % (
+                row, s, r['figure'], unit, vq, vr, r['cpu_per_gib'], r['client_cpu']))
     if not os.environ.get('BENCH_DIR'):
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
