@@ -15,8 +15,8 @@
  *   bd_nbd_lock        - global: export name table, every export's
  *                        client list, the server's client list and
  *                        connection count.  Never held across I/O.
- *   client->pool_lock  - who is the reader, parked workers, the
- *                        inline/hand-off mode.  Never held across I/O.
+ *   client->pool_lock  - who is the reader, parked workers.  Never
+ *                        held across I/O.
  *   client->send_lock  - the socket's write side (one reply at a time).
  * The socket's read side and read buffer belong to the worker holding
  * the reader role (client->reading), taken and given up under
@@ -70,14 +70,6 @@ typedef struct BdNbdExport {
     GList *clients;           /* BdNbdClient * in transmission (bd_nbd_lock) */
 } BdNbdExport;
 
-/* How a connection's requests are spread over its workers (workers.c). */
-typedef struct {
-    gboolean run_inline;      /* the reader runs what it reads */
-    guint samples;            /* inline requests timed in this window */
-    gint64 window_us;         /* their total time */
-    guint handed_off;         /* requests handed off since the last probe */
-} BdNbdPoolMode;
-
 typedef struct BdNbdClient {
     gint refcount;            /* conn thread + workers (atomic) */
     int fd;                   /* closed when the last reference goes */
@@ -98,14 +90,9 @@ typedef struct BdNbdClient {
     gint nworkers;            /* live workers (atomic) */
     GMutex pool_lock;
     GCond parked_cond;        /* parked workers wait here (pool_lock) */
-    GCond standby_cond;       /* the standby waits here (pool_lock) */
     int parked;               /* workers in parked_cond (pool_lock) */
+    int waking;               /* ...of them signalled, not yet up (pool_lock) */
     gboolean reading;         /* some worker is the reader (pool_lock) */
-    gboolean has_standby;     /* a worker watches for stalls (pool_lock) */
-    gboolean standby_asleep;  /* ...without a timeout (pool_lock) */
-    int inline_busy;          /* requests running inline (pool_lock) */
-    guint inline_seq;         /* inline requests started (pool_lock) */
-    BdNbdPoolMode mode;       /* (pool_lock) */
     uint8_t *rbuf;            /* read-ahead buffer (the reader's) */
     size_t rstart, rend;
     GMutex send_lock;

@@ -202,7 +202,6 @@ void bd_nbd_client_unref(BdNbdClient *c)
     close(c->fd);
     g_mutex_clear(&c->pool_lock);
     g_cond_clear(&c->parked_cond);
-    g_cond_clear(&c->standby_cond);
     g_mutex_clear(&c->send_lock);
     g_free(c->rbuf);
     g_free(c->meta_export);
@@ -241,7 +240,6 @@ static void client_start(int fd)
     c->peer = peer_name(fd);
     g_mutex_init(&c->pool_lock);
     g_cond_init(&c->parked_cond);
-    g_cond_init(&c->standby_cond);
     g_mutex_init(&c->send_lock);
 
     g_mutex_lock(&bd_nbd_lock);
