@@ -13,7 +13,6 @@
 
 #include "export-nbd/nbd-internal.h"
 #include "graph/io.h"
-#include "graph/io.h"
 
 /* Reads at least this long look for holes to send as OFFSET_HOLE. */
 #define BD_NBD_SPARSE_READ_MIN  (64u << 10)
@@ -112,6 +111,17 @@ static void chunk_header(BdNbdStructuredReply *h, const BdNbdRequest *req,
     h->type = GUINT16_TO_BE(type);
     h->cookie = req->cookie;
     h->length = GUINT32_TO_BE(length);
+}
+
+/* An OFFSET_HOLE chunk for [offset, offset + length); its wire size. */
+static size_t hole_chunk(ChunkHdr *ch, const BdNbdRequest *req,
+                         uint16_t flags, uint64_t offset, uint32_t length)
+{
+    chunk_header(&ch->h, req, flags, NBD_REPLY_TYPE_OFFSET_HOLE,
+                 sizeof(ch->u.hole));
+    ch->u.hole.offset = GUINT64_TO_BE(offset);
+    ch->u.hole.length = GUINT32_TO_BE(length);
+    return sizeof(ch->h) + sizeof(ch->u.hole);
 }
 
 static int send_none(BdNbdWorker *w, const BdNbdRequest *req)
@@ -236,11 +246,7 @@ static int do_sparse_read(BdNbdWorker *w, const BdNbdRequest *req)
         struct iovec v = { .iov_base = ch };
 
         if (s->hole) {
-            chunk_header(&ch->h, req, flags, NBD_REPLY_TYPE_OFFSET_HOLE,
-                         sizeof(BdNbdChunkOffsetHole));
-            ch->u.hole.offset = GUINT64_TO_BE(s->offset);
-            ch->u.hole.length = GUINT32_TO_BE(s->length);
-            v.iov_len = sizeof(ch->h) + sizeof(BdNbdChunkOffsetHole);
+            v.iov_len = hole_chunk(ch, req, flags, s->offset, s->length);
             g_array_append_val(w->iov, v);
         } else {
             chunk_header(&ch->h, req, flags, NBD_REPLY_TYPE_OFFSET_DATA,
@@ -284,12 +290,11 @@ static int do_read(BdNbdWorker *w, const BdNbdRequest *req)
         bd_buffer_is_zero(w->buf, req->length)) {
         /* Zeroes go as a hole chunk, as QEMU sends them for unallocated
          * space: 12 bytes on the wire instead of the whole buffer. */
-        chunk_header(&ch.h, req, NBD_REPLY_FLAG_DONE,
-                     NBD_REPLY_TYPE_OFFSET_HOLE, sizeof(ch.u.hole));
-        ch.u.hole.offset = GUINT64_TO_BE(req->offset);
-        ch.u.hole.length = GUINT32_TO_BE(req->length);
-        iov[0] = (struct iovec){ .iov_base = &ch,
-                                 .iov_len = sizeof(ch.h) + sizeof(ch.u.hole) };
+        iov[0] = (struct iovec){
+            .iov_base = &ch,
+            .iov_len = hole_chunk(&ch, req, NBD_REPLY_FLAG_DONE, req->offset,
+                                  req->length),
+        };
         return send_iov(w, iov, 1);
     }
     chunk_header(&ch.h, req, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA,
@@ -457,9 +462,9 @@ static int handle_request(BdNbdWorker *w, const BdNbdRequest *req,
 
 /* --- receiving --- */
 
-/* Read one request and its payload; the caller is the reader.  -1: drop the
- * connection.  *err: 0 or the NBD error the request gets. */
-static int recv_request(BdNbdWorker *w, BdNbdRequest *req, uint32_t *err)
+/* Read one request and its payload; the caller is the reader.  -1: drop
+ * the connection.  *err: 0 or the NBD error the request gets. */
+int bd_nbd_worker_recv(BdNbdWorker *w, BdNbdRequest *req, uint32_t *err)
 {
     BdNbdClient *c = w->c;
     uint8_t hdr[sizeof(BdNbdRequestWire)];
@@ -516,11 +521,6 @@ void bd_nbd_worker_free(BdNbdWorker *w)
         }
     }
     g_free(w);
-}
-
-int bd_nbd_worker_recv(BdNbdWorker *w, BdNbdRequest *req, uint32_t *err)
-{
-    return recv_request(w, req, err);
 }
 
 int bd_nbd_worker_handle(BdNbdWorker *w, const BdNbdRequest *req,
