@@ -15,26 +15,11 @@
 
 /* --- schemas (qapi/block-core.json) --- */
 
-static const char *const sync_values[] = {
-    "top", "full", "none", "incremental", "bitmap", NULL };
-static const BdSchemaType sync_type = {
-    .name = "MirrorSyncMode", .kind = BD_SCHEMA_ENUM,
-    .enum_values = sync_values };
 static const char *const bitmap_mode_values[] = {
     "on-success", "never", "always", NULL };
 static const BdSchemaType bitmap_mode_type = {
     .name = "BitmapSyncMode", .kind = BD_SCHEMA_ENUM,
     .enum_values = bitmap_mode_values };
-static const char *const on_error_values[] = {
-    "report", "ignore", "enospc", "stop", "auto", NULL };
-static const BdSchemaType on_error_type = {
-    .name = "BlockdevOnError", .kind = BD_SCHEMA_ENUM,
-    .enum_values = on_error_values };
-static const char *const image_mode_values[] = {
-    "existing", "absolute-paths", NULL };
-static const BdSchemaType image_mode_type = {
-    .name = "NewImageMode", .kind = BD_SCHEMA_ENUM,
-    .enum_values = image_mode_values };
 static const BdSchemaField perf_fields[] = {
     BD_OPT("use-copy-range", &bd_schema_bool),
     BD_OPT("max-workers", &bd_schema_int),
@@ -46,13 +31,13 @@ static const BdSchemaType perf_type = {
 #define BACKUP_COMMON_FIELDS \
     BD_OPT("job-id", &bd_schema_str), \
     BD_FIELD("device", &bd_schema_str), \
-    BD_FIELD("sync", &sync_type), \
+    BD_FIELD("sync", &bd_ctl_schema_sync_mode), \
     BD_OPT("speed", &bd_schema_int), \
     BD_OPT("bitmap", &bd_schema_str), \
     BD_OPT("bitmap-mode", &bitmap_mode_type), \
     BD_OPT("compress", &bd_schema_bool), \
-    BD_OPT("on-source-error", &on_error_type), \
-    BD_OPT("on-target-error", &on_error_type), \
+    BD_OPT("on-source-error", &bd_ctl_schema_on_error), \
+    BD_OPT("on-target-error", &bd_ctl_schema_on_error), \
     BD_OPT("auto-finalize", &bd_schema_bool), \
     BD_OPT("auto-dismiss", &bd_schema_bool), \
     BD_OPT("filter-node-name", &bd_schema_str), \
@@ -69,7 +54,7 @@ static const BdSchemaField drive_backup_fields[] = {
     BACKUP_COMMON_FIELDS,
     BD_FIELD("target", &bd_schema_str),
     BD_OPT("format", &bd_schema_str),
-    BD_OPT("mode", &image_mode_type),
+    BD_OPT("mode", &bd_ctl_schema_new_image_mode),
     { NULL } };
 static const BdSchemaType drive_backup_type = {
     .name = "DriveBackup", .kind = BD_SCHEMA_OBJECT,
@@ -187,10 +172,8 @@ static BdJob *backup_common(GVariant *args, BdNode *source, BdNode *target,
         .target = target,
         .compress = bd_opts_get_bool(args, "compress", FALSE),
         .speed = bd_opts_get_int(args, "speed", 0),
-        .on_source_error = (BdOnError)enum_index(on_error_values,
-            bd_opts_get_str(args, "on-source-error", "report")),
-        .on_target_error = (BdOnError)enum_index(on_error_values,
-            bd_opts_get_str(args, "on-target-error", "report")),
+        .on_source_error = bd_ctl_on_error_arg(args, "on-source-error"),
+        .on_target_error = bd_ctl_on_error_arg(args, "on-target-error"),
         .auto_finalize = bd_opts_get_bool(args, "auto-finalize", TRUE),
         .auto_dismiss = bd_opts_get_bool(args, "auto-dismiss", TRUE),
         .filter_node_name = bd_opts_get_str(args, "filter-node-name", NULL),

@@ -16,6 +16,35 @@
 
 /* --- enums and info types (qapi/job.json, qapi/block-core.json) --- */
 
+/* Shared with the backup, mirror, stream and commit commands. */
+static const char *const sync_mode_values[] = {
+    "top", "full", "none", "incremental", "bitmap", NULL };
+const BdSchemaType bd_ctl_schema_sync_mode = {
+    .name = "MirrorSyncMode", .kind = BD_SCHEMA_ENUM,
+    .enum_values = sync_mode_values };
+static const char *const on_error_values[] = {
+    "report", "ignore", "enospc", "stop", "auto", NULL };
+const BdSchemaType bd_ctl_schema_on_error = {
+    .name = "BlockdevOnError", .kind = BD_SCHEMA_ENUM,
+    .enum_values = on_error_values };
+static const char *const new_image_mode_values[] = {
+    "existing", "absolute-paths", NULL };
+const BdSchemaType bd_ctl_schema_new_image_mode = {
+    .name = "NewImageMode", .kind = BD_SCHEMA_ENUM,
+    .enum_values = new_image_mode_values };
+
+BdOnError bd_ctl_on_error_arg(GVariant *args, const char *key)
+{
+    const char *v = bd_opts_get_str(args, key, "report");
+
+    for (int i = 0; on_error_values[i]; i++) {
+        if (strcmp(on_error_values[i], v) == 0) {
+            return (BdOnError)i;
+        }
+    }
+    return BD_ON_ERROR_REPORT;
+}
+
 static const char *const job_type_values[] = {
     "commit", "stream", "mirror", "backup", "create", "amend",
     "snapshot-load", "snapshot-save", "snapshot-delete", NULL };

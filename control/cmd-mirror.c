@@ -18,33 +18,23 @@
 
 /* --- schema (qapi/block-core.json) --- */
 
-static const char *const sync_values[] = {
-    "top", "full", "none", "incremental", "bitmap", NULL };
-static const BdSchemaType sync_type = {
-    .name = "MirrorSyncMode", .kind = BD_SCHEMA_ENUM,
-    .enum_values = sync_values };
 static const char *const copy_mode_values[] = {
     "background", "write-blocking", NULL };
 static const BdSchemaType copy_mode_type = {
     .name = "MirrorCopyMode", .kind = BD_SCHEMA_ENUM,
     .enum_values = copy_mode_values };
-static const char *const on_error_values[] = {
-    "report", "ignore", "enospc", "stop", "auto", NULL };
-static const BdSchemaType on_error_type = {
-    .name = "BlockdevOnError", .kind = BD_SCHEMA_ENUM,
-    .enum_values = on_error_values };
 
 static const BdSchemaField mirror_fields[] = {
     BD_OPT("job-id", &bd_schema_str),
     BD_FIELD("device", &bd_schema_str),
     BD_FIELD("target", &bd_schema_str),
     BD_OPT("replaces", &bd_schema_str),
-    BD_FIELD("sync", &sync_type),
+    BD_FIELD("sync", &bd_ctl_schema_sync_mode),
     BD_OPT("speed", &bd_schema_int),
     BD_OPT("granularity", &bd_ctl_schema_uint32),
     BD_OPT("buf-size", &bd_schema_int),
-    BD_OPT("on-source-error", &on_error_type),
-    BD_OPT("on-target-error", &on_error_type),
+    BD_OPT("on-source-error", &bd_ctl_schema_on_error),
+    BD_OPT("on-target-error", &bd_ctl_schema_on_error),
     BD_OPT("filter-node-name", &bd_schema_str),
     BD_OPT("copy-mode", &copy_mode_type),
     BD_OPT("auto-finalize", &bd_schema_bool),
@@ -105,18 +95,6 @@ static gboolean check_not_backing(BdNode *node, GError **errp)
         }
     }
     return TRUE;
-}
-
-static BdOnError on_error_value(GVariant *args, const char *key)
-{
-    const char *v = bd_opts_get_str(args, key, "report");
-
-    for (int i = 0; on_error_values[i]; i++) {
-        if (strcmp(on_error_values[i], v) == 0) {
-            return (BdOnError)i;
-        }
-    }
-    return BD_ON_ERROR_REPORT;
 }
 
 static gboolean check_granularity(GVariant *args, uint32_t *granularity,
@@ -222,8 +200,8 @@ static gboolean mirror_common(GVariant *args, BdMirrorParams *p,
     p->job_id = bd_opts_get_str(args, "job-id", "");
     p->speed = bd_opts_get_int(args, "speed", 0);
     p->buf_size = bd_opts_get_int(args, "buf-size", 0);
-    p->on_source_error = on_error_value(args, "on-source-error");
-    p->on_target_error = on_error_value(args, "on-target-error");
+    p->on_source_error = bd_ctl_on_error_arg(args, "on-source-error");
+    p->on_target_error = bd_ctl_on_error_arg(args, "on-target-error");
     p->filter_node_name = bd_opts_get_str(args, "filter-node-name", NULL);
     p->copy_mode = strcmp(mode, "write-blocking") == 0
                    ? BD_MIRROR_COPY_WRITE_BLOCKING
@@ -252,11 +230,6 @@ static gboolean blockdev_mirror(GVariant *args, JsonNode **ret,
 
 /* --- drive-mirror: the target is a new (or existing) image file --- */
 
-static const char *const image_mode_values[] = {
-    "existing", "absolute-paths", NULL };
-static const BdSchemaType image_mode_type = {
-    .name = "NewImageMode", .kind = BD_SCHEMA_ENUM,
-    .enum_values = image_mode_values };
 
 static const BdSchemaField drive_mirror_fields[] = {
     BD_OPT("job-id", &bd_schema_str),
@@ -265,13 +238,13 @@ static const BdSchemaField drive_mirror_fields[] = {
     BD_OPT("format", &bd_schema_str),
     BD_OPT("node-name", &bd_schema_str),
     BD_OPT("replaces", &bd_schema_str),
-    BD_FIELD("sync", &sync_type),
-    BD_OPT("mode", &image_mode_type),
+    BD_FIELD("sync", &bd_ctl_schema_sync_mode),
+    BD_OPT("mode", &bd_ctl_schema_new_image_mode),
     BD_OPT("speed", &bd_schema_int),
     BD_OPT("granularity", &bd_ctl_schema_uint32),
     BD_OPT("buf-size", &bd_schema_int),
-    BD_OPT("on-source-error", &on_error_type),
-    BD_OPT("on-target-error", &on_error_type),
+    BD_OPT("on-source-error", &bd_ctl_schema_on_error),
+    BD_OPT("on-target-error", &bd_ctl_schema_on_error),
     BD_OPT("unmap", &bd_schema_bool),
     BD_OPT("copy-mode", &copy_mode_type),
     BD_OPT("auto-finalize", &bd_schema_bool),

@@ -15,12 +15,6 @@
 
 /* --- schemas (qapi/block-core.json) --- */
 
-static const char *const on_error_values[] = {
-    "report", "ignore", "enospc", "stop", "auto", NULL };
-static const BdSchemaType on_error_type = {
-    .name = "BlockdevOnError", .kind = BD_SCHEMA_ENUM,
-    .enum_values = on_error_values };
-
 static const BdSchemaField stream_fields[] = {
     BD_OPT("job-id", &bd_schema_str),
     BD_FIELD("device", &bd_schema_str),
@@ -29,7 +23,7 @@ static const BdSchemaField stream_fields[] = {
     BD_OPT("backing-file", &bd_schema_str),
     BD_OPT("bottom", &bd_schema_str),
     BD_OPT("speed", &bd_schema_int),
-    BD_OPT("on-error", &on_error_type),
+    BD_OPT("on-error", &bd_ctl_schema_on_error),
     BD_OPT("filter-node-name", &bd_schema_str),
     BD_OPT("auto-finalize", &bd_schema_bool),
     BD_OPT("auto-dismiss", &bd_schema_bool),
@@ -47,7 +41,7 @@ static const BdSchemaField commit_fields[] = {
     BD_OPT("top", &bd_schema_str),
     BD_OPT("backing-file", &bd_schema_str),
     BD_OPT("speed", &bd_schema_int),
-    BD_OPT("on-error", &on_error_type),
+    BD_OPT("on-error", &bd_ctl_schema_on_error),
     BD_OPT("filter-node-name", &bd_schema_str),
     BD_OPT("auto-finalize", &bd_schema_bool),
     BD_OPT("auto-dismiss", &bd_schema_bool),
@@ -58,18 +52,6 @@ static const BdSchemaType commit_args = {
 
 static const BdSchemaType *stream_args_fn(void) { return &stream_args; }
 static const BdSchemaType *commit_args_fn(void) { return &commit_args; }
-
-static BdOnError on_error_of(GVariant *args)
-{
-    const char *v = bd_opts_get_str(args, "on-error", "report");
-
-    for (int i = 0; on_error_values[i]; i++) {
-        if (strcmp(on_error_values[i], v) == 0) {
-            return (BdOnError)i;
-        }
-    }
-    return BD_ON_ERROR_REPORT;
-}
 
 /* QEMU's bdrv_lookup_bs(name, name): device names do not exist here. */
 static BdNode *lookup_bs(const char *device, const char *node_name,
@@ -187,7 +169,7 @@ static gboolean block_stream(GVariant *args, JsonNode **ret, GError **errp)
         .backing_file = backing_file ? backing_file : base_name,
         .bottom = bottom_bs,
         .speed = bd_opts_get_int(args, "speed", 0),
-        .on_error = on_error_of(args),
+        .on_error = bd_ctl_on_error_arg(args, "on-error"),
         .filter_node_name = bd_opts_get_str(args, "filter-node-name", NULL),
         .auto_finalize = bd_opts_get_bool(args, "auto-finalize", TRUE),
         .auto_dismiss = bd_opts_get_bool(args, "auto-dismiss", TRUE),
@@ -358,7 +340,7 @@ static gboolean block_commit(GVariant *args, JsonNode **ret, GError **errp)
         .base = base_bs,
         .backing_file = backing_file,
         .speed = bd_opts_get_int(args, "speed", 0),
-        .on_error = on_error_of(args),
+        .on_error = bd_ctl_on_error_arg(args, "on-error"),
         .filter_node_name = bd_opts_get_str(args, "filter-node-name", NULL),
         .auto_finalize = bd_opts_get_bool(args, "auto-finalize", TRUE),
         .auto_dismiss = bd_opts_get_bool(args, "auto-dismiss", TRUE),

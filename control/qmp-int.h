@@ -10,6 +10,7 @@
 #include <gio/gio.h>
 #include "control/control.h"
 #include "graph/node.h"
+#include "jobs/job.h"
 
 #undef G_LOG_DOMAIN
 #define G_LOG_DOMAIN "blockd-control"
@@ -118,5 +119,13 @@ gboolean bd_ctl_image_create(const char *filename, const char *fmt,
 /* Sized integers (validate.c recognises these names). */
 extern const BdSchemaType bd_ctl_schema_uint32;
 extern const BdSchemaType bd_ctl_schema_uint16;
+
+/* Enums of the block-job commands (cmd-job.c): MirrorSyncMode,
+ * BlockdevOnError, NewImageMode. */
+extern const BdSchemaType bd_ctl_schema_sync_mode;
+extern const BdSchemaType bd_ctl_schema_on_error;
+extern const BdSchemaType bd_ctl_schema_new_image_mode;
+/* The BdOnError of argument 'key' (validated), "report" when absent. */
+BdOnError bd_ctl_on_error_arg(GVariant *args, const char *key);
 
 #endif
