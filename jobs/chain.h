@@ -23,6 +23,10 @@
 BdNode *bd_chain_insert_filter(BdNode *below, GVariant *options,
                                GError **errp);
 
+/* A job filter's open: take its child's alignment, file name and size,
+ * so that it looks like the node it stands over. */
+void bd_chain_filter_take_limits(BdNode *filter, BdNode *child);
+
 /* Take a filter out of the graph again (its parents get its filtered
  * child) and drop the caller's reference. */
 void bd_chain_drop_filter(BdNode *filter);

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include "graph/error.h"
 #include "graph/io.h"
+#include "jobs/chain.h"
 #include "jobs/commit.h"
 #include "jobs/commit-int.h"
 
@@ -62,10 +63,7 @@ static gboolean commit_top_open(BdNode *node, GVariant *options,
     s = g_new0(CommitTopState, 1);
     s->backing = child;
     node->opaque = s;
-    node->request_alignment = child->node->request_alignment;
-    g_free(node->filename);
-    node->filename = g_strdup(child->node->filename);
-    bd_node_set_size(node, child->node->size);
+    bd_chain_filter_take_limits(node, child->node);
     return TRUE;
 }
 

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include "graph/error.h"
 #include "graph/io.h"
+#include "jobs/chain.h"
 #include "jobs/mirror.h"
 
 typedef struct {
@@ -42,10 +43,7 @@ static gboolean mirror_top_open(BdNode *node, GVariant *options,
     s = g_new0(MirrorTopState, 1);
     s->backing = child;
     node->opaque = s;
-    node->request_alignment = child->node->request_alignment;
-    g_free(node->filename);
-    node->filename = g_strdup(child->node->filename);
-    bd_node_set_size(node, child->node->size);
+    bd_chain_filter_take_limits(node, child->node);
     return TRUE;
 }
 
