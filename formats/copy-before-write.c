@@ -5,9 +5,11 @@
  *
  * Thread model: open/close, append/drop and the drain hooks run on the
  * main thread.  Data callbacks run on any thread; the backup job calls
- * bd_cbw_copy() on its own thread.  s->lock (a leaf lock, never held
- * across I/O) protects the in-flight list, the quiesce/job counters and
- * the copy bitmap's read-modify-write steps (find, reset, set back).
+ * bd_cbw_copy() on its own thread.  The copies in flight are requests
+ * in s->copies (graph/reqlist.h); its lock also covers the copy
+ * bitmap's read-modify-write steps (find, reset, set back).  s->lock
+ * protects the quiesce/job counters and the progress callback.  Both
+ * are leaf locks, never held together nor across I/O.
  *
  *   write [o, o+n) --> copy marked clusters of it (wait for any copy of
  *                      them in flight) --> write to file
@@ -26,10 +28,6 @@
 
 typedef enum { CBW_BREAK_GUEST_WRITE, CBW_BREAK_SNAPSHOT } CbwOnError;
 
-typedef struct {
-    uint64_t start, end;
-} CbwRange;
-
 struct BdCbw {
     BdChild *file, *target;
     BdDirtyBitmap *copy_bitmap;   /* on file's node; bit set: to copy */
@@ -42,12 +40,13 @@ struct BdCbw {
     void (*progress)(void *opaque, uint64_t n);
     void *progress_opaque;
 
+    BdReqList copies;             /* copies in flight */
+    int snapshot_error;           /* atomic; break-snapshot: -errno */
+
     GMutex lock;
-    GCond cond;                   /* in-flight done, quiesce, job idle */
-    GArray *inflight;             /* CbwRange [lock] */
+    GCond cond;                   /* quiesce, job idle */
     int quiesce;                  /* [lock] drained: job waits */
     int job_active;               /* [lock] job chunks under way */
-    int snapshot_error;           /* [lock] break-snapshot: -errno */
 };
 
 static const char *const on_cbw_error_values[] = {
@@ -75,24 +74,18 @@ static const BdSchemaField cbw_options[] = {
 
 /* --- the copy engine --- */
 
-static gboolean inflight_overlaps(BdCbw *s, uint64_t start, uint64_t end)
+/* Report 'n' bytes copied to whoever follows the progress (backup). */
+static void cbw_progress(BdCbw *s, uint64_t n)
 {
-    for (guint i = 0; i < s->inflight->len; i++) {
-        CbwRange *r = &g_array_index(s->inflight, CbwRange, i);
-        if (r->start < end && start < r->end) {
-            return TRUE;
-        }
-    }
-    return FALSE;
-}
+    void (*fn)(void *opaque, uint64_t n);
+    void *opaque;
 
-static void inflight_remove(BdCbw *s, uint64_t start)
-{
-    for (guint i = 0; i < s->inflight->len; i++) {
-        if (g_array_index(s->inflight, CbwRange, i).start == start) {
-            g_array_remove_index_fast(s->inflight, i);
-            return;
-        }
+    g_mutex_lock(&s->lock);
+    fn = s->progress;
+    opaque = s->progress_opaque;
+    g_mutex_unlock(&s->lock);
+    if (fn) {
+        fn(opaque, n);
     }
 }
 
@@ -165,43 +158,43 @@ int bd_cbw_copy(BdCbw *s, uint64_t offset, uint64_t bytes,
     max_chunk = MAX(max_chunk, cs);
     while (pos < end) {
         uint64_t start, len, done = 0;
+        BdReq req;
+        int err;
 
-        g_mutex_lock(&s->lock);
+        bd_reqlist_lock(&s->copies);
         /* Someone copies part of our range: its old data is not on the
          * target yet, so neither a write nor our copy may go ahead. */
-        if (inflight_overlaps(s, pos, end)) {
-            g_cond_wait(&s->cond, &s->lock);
-            g_mutex_unlock(&s->lock);
+        if (bd_reqlist_overlaps_locked(&s->copies, pos, end - pos)) {
+            bd_reqlist_wait_locked(&s->copies);
+            bd_reqlist_unlock(&s->copies);
             continue;
         }
-        if (s->snapshot_error) {
-            int err = s->snapshot_error;
-            g_mutex_unlock(&s->lock);
+        err = g_atomic_int_get(&s->snapshot_error);
+        if (err) {
+            bd_reqlist_unlock(&s->copies);
             *is_read = TRUE;
             return err;
         }
         if (!bd_dirty_bitmap_next_dirty_area(s->copy_bitmap, pos, end,
                                              max_chunk, &start, &len)) {
-            g_mutex_unlock(&s->lock);
+            bd_reqlist_unlock(&s->copies);
             break;
         }
         len = MIN(len, s->size - start);
         bd_dirty_bitmap_reset(s->copy_bitmap, start, len);
-        CbwRange r = { start, start + len };
-        g_array_append_val(s->inflight, r);
-        g_mutex_unlock(&s->lock);
+        bd_req_insert_locked(&s->copies, &req, start, len, TRUE);
+        bd_reqlist_unlock(&s->copies);
 
         int ret = copy_run(s, start, len, &done, is_read);
 
-        g_mutex_lock(&s->lock);
-        inflight_remove(s, start);
+        bd_reqlist_lock(&s->copies);
         if (ret < 0) {
             bd_dirty_bitmap_set(s->copy_bitmap, start + done, len - done);
         }
-        g_cond_broadcast(&s->cond);
-        g_mutex_unlock(&s->lock);
-        if (done && s->progress) {
-            s->progress(s->progress_opaque, done);
+        bd_req_remove_locked(&s->copies, &req);
+        bd_reqlist_unlock(&s->copies);
+        if (done) {
+            cbw_progress(s, done);
         }
         if (ret < 0) {
             return ret;
@@ -231,9 +224,9 @@ int bd_cbw_reset_unallocated(BdCbw *s, uint64_t offset, uint64_t *pnum)
         uint64_t end = offset + n == s->size ? s->size
                                              : (offset + n) / cs * cs;
         if (end > start) {
-            g_mutex_lock(&s->lock);
+            bd_reqlist_lock(&s->copies);
             bd_dirty_bitmap_reset(s->copy_bitmap, start, end - start);
-            g_mutex_unlock(&s->lock);
+            bd_reqlist_unlock(&s->copies);
         }
     }
     return 0;
@@ -343,7 +336,7 @@ static gboolean cbw_open(BdNode *node, GVariant *options, GError **errp)
 
     g_mutex_init(&s->lock);
     g_cond_init(&s->cond);
-    s->inflight = g_array_new(FALSE, FALSE, sizeof(CbwRange));
+    bd_reqlist_init(&s->copies);
     node->opaque = s;
     s->file = bd_node_open_child(node, options, "file",
                                  BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
@@ -378,7 +371,7 @@ static void cbw_close(BdNode *node)
     if (s->copy_bitmap) {
         bd_dirty_bitmap_release(s->copy_bitmap);
     }
-    g_array_unref(s->inflight);
+    bd_reqlist_destroy(&s->copies);
     g_mutex_clear(&s->lock);
     g_cond_clear(&s->cond);
     g_free(s);
@@ -413,18 +406,12 @@ static int cbw_before_write(BdNode *node, uint64_t offset, uint64_t bytes)
     BdCbw *s = node->opaque;
     int ret;
 
-    g_mutex_lock(&s->lock);
-    ret = s->snapshot_error;
-    g_mutex_unlock(&s->lock);
-    if (ret) {
+    if (g_atomic_int_get(&s->snapshot_error)) {
         return 0;    /* the snapshot is broken already: writes go on */
     }
     ret = bd_cbw_copy(s, offset, bytes, 0, NULL);
     if (ret < 0 && s->on_cbw_error == CBW_BREAK_SNAPSHOT) {
-        g_mutex_lock(&s->lock);
-        s->snapshot_error = ret;
-        g_cond_broadcast(&s->cond);
-        g_mutex_unlock(&s->lock);
+        g_atomic_int_set(&s->snapshot_error, ret);
         g_warning("node '%s': copy-before-write failed (%s); the snapshot "
                   "is broken", node->node_name, g_strerror(-ret));
         return 0;

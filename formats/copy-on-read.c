@@ -6,9 +6,10 @@
  * Thread model: open/close on the main thread; data callbacks on any
  * thread.  A copy cycle (read the range, write it back into 'file')
  * must not interleave with a guest write to the same bytes, or the
- * stale copy would overwrite the new data: writes through the filter
- * hold 'rw' shared, copy cycles hold it exclusive.  Ranges already
- * allocated in 'file' are read without it.
+ * stale copy would overwrite the new data: a copy cycle is a
+ * serialising request in the node's request list, where the generic
+ * layer enters every write through the filter (graph/reqlist.h).
+ * Ranges already allocated in 'file' are read without it.
  *
  * With 'bottom', the filter freezes the links from itself down to the
  * bottom node while it exists (QEMU's cor does: a stream job relies on
@@ -34,7 +35,6 @@ typedef struct {
     BdChild *file;
     BdNode *bottom;          /* not a reference: the chain holds it */
     gboolean chain_frozen;   /* links from the filter to bottom frozen */
-    GRWLock rw;              /* shared: writes; exclusive: copy cycles */
 } CorState;
 
 /* The filtered child of a filter, else the backing child. */
@@ -110,7 +110,6 @@ static gboolean cor_open(BdNode *node, GVariant *options, GError **errp)
     s = g_new0(CorState, 1);
     s->file = file;
     s->bottom = bottom_node;
-    g_rw_lock_init(&s->rw);
     node->opaque = s;
     if (bottom_node) {
         if (!freeze_chain(node, bottom_node, errp)) {
@@ -134,7 +133,6 @@ static void cor_close(BdNode *node)
         if (s->chain_frozen) {
             unfreeze_chain(node, s->bottom);
         }
-        g_rw_lock_clear(&s->rw);
         g_free(s);
         node->opaque = NULL;
     }
@@ -193,16 +191,18 @@ static int allocated_below(BdNode *top, BdNode *bottom, uint64_t offset,
     return 0;
 }
 
-/* One copy cycle over [offset, offset + bytes), exclusive.  Re-checks
- * the allocation under the lock; returns the bytes handled. */
+/* One copy cycle over [offset, offset + bytes), serialising against
+ * writes to the range.  Re-checks the allocation once no write to it is
+ * in flight; returns the bytes handled. */
 static int cor_copy(BdNode *node, CorState *s, uint64_t offset,
                     uint64_t bytes, uint8_t *buf, int flags, uint64_t *done)
 {
     BdNode *top = s->file->node;
     uint64_t n = 0;
+    BdReq req;
     int ret;
 
-    g_rw_lock_writer_lock(&s->rw);
+    bd_req_begin(&node->reqs, &req, offset, bytes, TRUE);
     ret = bd_node_block_status(top, offset, bytes, &n, NULL, NULL);
     if (ret >= 0) {
         n = MAX(MIN(n, bytes), 1);
@@ -220,7 +220,7 @@ static int cor_copy(BdNode *node, CorState *s, uint64_t offset,
             }
         }
     }
-    g_rw_lock_writer_unlock(&s->rw);
+    bd_req_end(&node->reqs, &req);
     *done = n;
     return ret < 0 ? ret : 0;
 }
@@ -265,41 +265,6 @@ next:
     return 0;
 }
 
-static int cor_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
-                      const void *buf, int flags)
-{
-    CorState *s = node->opaque;
-    int ret;
-
-    g_rw_lock_reader_lock(&s->rw);
-    ret = bd_child_pwrite(s->file, offset, bytes, buf, flags);
-    g_rw_lock_reader_unlock(&s->rw);
-    return ret;
-}
-
-static int cor_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
-                             int flags)
-{
-    CorState *s = node->opaque;
-    int ret;
-
-    g_rw_lock_reader_lock(&s->rw);
-    ret = bd_child_pwrite_zeroes(s->file, offset, bytes, flags);
-    g_rw_lock_reader_unlock(&s->rw);
-    return ret;
-}
-
-static int cor_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
-{
-    CorState *s = node->opaque;
-    int ret;
-
-    g_rw_lock_reader_lock(&s->rw);
-    ret = bd_child_pdiscard(s->file, offset, bytes);
-    g_rw_lock_reader_unlock(&s->rw);
-    return ret;
-}
-
 /* The status of the whole chain below: unallocated ranges of 'file'
  * read from its backing nodes, which the generic walk (that follows
  * 'backing' links only) would not reach from a filter. */
@@ -313,13 +278,6 @@ static int cor_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
     *map = 0;
     *file = NULL;
     return ret < 0 ? ret : ret & (BD_BLOCK_DATA | BD_BLOCK_ZERO);
-}
-
-static int cor_flush(BdNode *node)
-{
-    CorState *s = node->opaque;
-
-    return bd_child_flush(s->file);
 }
 
 static int cor_truncate(BdNode *node, uint64_t size)
@@ -341,10 +299,6 @@ const BdDriver bd_copy_on_read_driver = {
     .close = cor_close,
     .child_perm = cor_child_perm,
     .pread = cor_pread,
-    .pwrite = cor_pwrite,
-    .pwrite_zeroes = cor_pwrite_zeroes,
-    .pdiscard = cor_pdiscard,
-    .flush = cor_flush,
     .block_status = cor_block_status,
     .truncate = cor_truncate,
 };

@@ -1,15 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /* Node-level I/O wrappers: the one path every request to a node takes.
  *
- * Thread model: any thread.  Only node->rmw_lock is taken here, around
- * read-modify-write of unaligned writes on nodes with an alignment; it
- * is a leaf lock (drivers may take their own locks inside it).
+ * Thread model: any thread.  Every request that changes data (write,
+ * write-zeroes, discard) is entered into the node's request list
+ * (node->reqs, graph/reqlist.h) for as long as it runs at the node.
+ * One that is not aligned to node->request_alignment is a
+ * read-modify-write of the aligned blocks around it: it is serialising
+ * over them, so that no other write to those blocks can land between
+ * its read and its write (and be overwritten with stale data), and
+ * other writes wait for it in turn.  No lock is held across I/O.
  */
 #define G_LOG_DOMAIN "blockd-graph"
 
 #include <errno.h>
 #include <string.h>
 #include "graph/io.h"
+#include "graph/reqlist.h"
 #include "graph/bitmap.h"
 #include "graph/debug-event.h"
 
@@ -48,6 +54,22 @@ static inline gboolean is_aligned(BdNode *node, uint64_t offset,
 {
     uint64_t mask = node->request_alignment - 1;
     return ((offset | bytes) & mask) == 0;
+}
+
+/* Enter a data-changing request into the node's list; an unaligned one
+ * is serialising over the aligned blocks it touches (see the top). */
+static inline void node_req_begin(BdNode *node, BdReq *req, uint64_t offset,
+                                  uint64_t bytes)
+{
+    uint64_t align = node->request_alignment;
+
+    if (align > 1 && !is_aligned(node, offset, bytes)) {
+        uint64_t start = offset & ~(align - 1);
+        uint64_t end = (offset + bytes + align - 1) & ~(align - 1);
+        bd_req_begin(&node->reqs, req, start, end - start, TRUE);
+    } else {
+        bd_req_begin(&node->reqs, req, offset, bytes, FALSE);
+    }
 }
 
 /* --- read --- */
@@ -150,8 +172,9 @@ static int node_pwrite_aligned(BdNode *node, uint64_t offset, uint64_t bytes,
     return node_rw_split(node, offset, bytes, (char *)buf, flags, TRUE);
 }
 
-/* Read-modify-write of the aligned span.  Serialized per node, so two
- * unaligned writes sharing an aligned block cannot undo each other. */
+/* Read-modify-write of the aligned span.  The caller's request is
+ * serialising over it (node_req_begin), so nothing else writes these
+ * blocks between the read and the write. */
 static int node_pwrite_unaligned(BdNode *node, uint64_t offset,
                                  uint64_t bytes, const void *buf, int flags)
 {
@@ -164,7 +187,6 @@ static int node_pwrite_unaligned(BdNode *node, uint64_t offset,
     if (posix_memalign(&bounce, MAX(align, sizeof(void *)), end - start)) {
         return -ENOMEM;
     }
-    g_mutex_lock(&node->rmw_lock);
     /* Only the first and last aligned blocks need their old contents. */
     if (offset != start) {
         ret = node_pread_aligned(node, start, align, bounce, 0);
@@ -179,13 +201,13 @@ static int node_pwrite_unaligned(BdNode *node, uint64_t offset,
         memcpy((char *)bounce + (offset - start), buf, bytes);
         ret = node_pwrite_aligned(node, start, end - start, bounce, flags);
     }
-    g_mutex_unlock(&node->rmw_lock);
     return ret;
 }
 
 int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
                    const void *buf, int flags)
 {
+    BdReq req;
     int ret;
 
     if (bytes == 0) {
@@ -210,11 +232,13 @@ int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
         }
         return bd_node_pwrite_zeroes(node, offset, bytes, zflags);
     }
+    node_req_begin(node, &req, offset, bytes);
     if (node->request_alignment > 1 && !is_aligned(node, offset, bytes)) {
         ret = node_pwrite_unaligned(node, offset, bytes, buf, flags);
     } else {
         ret = node_pwrite_aligned(node, offset, bytes, buf, flags);
     }
+    bd_req_end(&node->reqs, &req);
     /* As QEMU: dirty even when the write failed part-way. */
     bd_dirty_bitmaps_record(node, offset, bytes);
     return ret;
@@ -252,6 +276,7 @@ int bd_node_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
 {
     const BdDriver *drv = node->drv;
     BdChild *filtered;
+    BdReq req;
     int ret;
 
     if (bytes == 0) {
@@ -267,12 +292,14 @@ int bd_node_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
     if (!node->discard_unmap) {
         flags &= ~BD_REQ_MAY_UNMAP;
     }
+    /* Unaligned, the fallback below is a read-modify-write. */
+    node_req_begin(node, &req, offset, bytes);
     if (drv->pwrite_zeroes) {
         ret = drv->pwrite_zeroes(node, offset, bytes, flags);
     } else if (!drv->pwrite && (filtered = bd_node_filtered_child(node))) {
         ret = bd_node_pwrite_zeroes(filtered->node, offset, bytes, flags);
-        bd_dirty_bitmaps_record(node, offset, bytes);
-        return ret;
+        /* The child fell back to buffers already where it had to. */
+        flags |= BD_REQ_NO_FALLBACK;
     } else {
         ret = -ENOTSUP;
     }
@@ -280,6 +307,7 @@ int bd_node_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
         ret = node_write_zero_buffers(node, offset, bytes,
                                       flags & BD_REQ_FUA);
     }
+    bd_req_end(&node->reqs, &req);
     if (ret != -ENOTSUP) {
         bd_dirty_bitmaps_record(node, offset, bytes);
     }
@@ -290,6 +318,7 @@ int bd_node_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
 {
     const BdDriver *drv = node->drv;
     BdChild *filtered;
+    BdReq req;
     int ret;
 
     if (offset + bytes < offset) {
@@ -300,6 +329,8 @@ int bd_node_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
         /* Discard is advisory: without discard=unmap it does nothing. */
         return ret;
     }
+    /* Never a read-modify-write: not serialising even when unaligned. */
+    bd_req_begin(&node->reqs, &req, offset, bytes, FALSE);
     if (drv->pdiscard) {
         ret = drv->pdiscard(node, offset, bytes);
     } else if ((filtered = bd_node_filtered_child(node))) {
@@ -307,6 +338,7 @@ int bd_node_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
     } else {
         ret = 0;
     }
+    bd_req_end(&node->reqs, &req);
     bd_dirty_bitmaps_record(node, offset, bytes);
     return ret == -ENOTSUP ? 0 : ret;
 }

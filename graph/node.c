@@ -215,7 +215,7 @@ static void node_free(BdNode *node)
     g_clear_pointer(&node->explicit_options, g_variant_unref);
     g_free(node->filename);
     g_free(node->node_name);
-    g_mutex_clear(&node->rmw_lock);
+    bd_reqlist_destroy(&node->reqs);
     g_free(node);
 }
 
@@ -257,7 +257,7 @@ BdNode *bd_node_open(GVariant *options, GError **errp)
     node->request_alignment = 1;
     node->cum_shared = BD_PERM_ALL;
     node->options = g_variant_ref_sink(options);
-    g_mutex_init(&node->rmw_lock);
+    bd_reqlist_init(&node->reqs);
     if (name) {
         node->node_name = g_strdup(name);
     } else {

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include "graph/schema.h"
 #include "graph/error.h"
+#include "graph/reqlist.h"
 
 typedef struct BdNode BdNode;
 typedef struct BdChild BdChild;
@@ -264,8 +265,9 @@ struct BdNode {
     gboolean reopen_pending;
     gboolean reopen_read_only;
 
-    /* Serializes read-modify-write cycles for unaligned writes (io.c). */
-    GMutex rmw_lock;
+    /* Data-changing requests in flight at this node (io.c): keeps a
+     * read-modify-write apart from writes to the same blocks. */
+    BdReqList reqs;
 };
 
 /* --- driver registry --- */

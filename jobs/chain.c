@@ -2,8 +2,7 @@
 /* Backing-chain surgery for the stream and commit jobs (see chain.h).
  *
  * Thread model: graph changes on the main thread, inside drained
- * sections; allocation queries and range locks on any thread.  The
- * range lock's mutex is a leaf lock.
+ * sections; allocation queries on any thread.
  */
 #define G_LOG_DOMAIN "blockd-jobs"
 
@@ -271,63 +270,4 @@ int bd_chain_is_allocated_above(BdNode *top, BdNode *base,
     }
     *pnum = n;
     return 0;
-}
-
-/* --- range lock --- */
-
-struct BdRange {
-    uint64_t start, end;
-    gboolean exclusive;
-};
-
-void bd_range_lock_init(BdRangeLock *rl)
-{
-    g_mutex_init(&rl->lock);
-    g_cond_init(&rl->cond);
-    rl->held = g_ptr_array_new();
-}
-
-void bd_range_lock_clear(BdRangeLock *rl)
-{
-    g_ptr_array_unref(rl->held);
-    g_mutex_clear(&rl->lock);
-    g_cond_clear(&rl->cond);
-}
-
-static gboolean range_conflicts(BdRangeLock *rl, const BdRange *r)
-{
-    for (guint i = 0; i < rl->held->len; i++) {
-        BdRange *h = rl->held->pdata[i];
-        if ((h->exclusive || r->exclusive) && h->start < r->end &&
-            r->start < h->end) {
-            return TRUE;
-        }
-    }
-    return FALSE;
-}
-
-BdRange *bd_range_lock(BdRangeLock *rl, uint64_t offset, uint64_t bytes,
-                       gboolean exclusive)
-{
-    BdRange *r = g_new(BdRange, 1);
-
-    r->start = offset;
-    r->end = offset + bytes;
-    r->exclusive = exclusive;
-    g_mutex_lock(&rl->lock);
-    while (range_conflicts(rl, r)) {
-        g_cond_wait(&rl->cond, &rl->lock);
-    }
-    g_ptr_array_add(rl->held, r);
-    g_mutex_unlock(&rl->lock);
-    return r;
-}
-
-void bd_range_unlock(BdRangeLock *rl, BdRange *r)
-{
-    g_mutex_lock(&rl->lock);
-    g_ptr_array_remove_fast(rl->held, r);
-    g_cond_broadcast(&rl->cond);
-    g_mutex_unlock(&rl->lock);
-    g_free(r);
 }

@@ -5,7 +5,7 @@
  * backing file name.
  *
  * Thread model: everything here runs on the main thread, except
- * bd_chain_is_allocated*() and bd_range_lock_*() (any thread).
+ * bd_chain_is_allocated*() (any thread).
  */
 #ifndef BD_JOBS_CHAIN_H
 #define BD_JOBS_CHAIN_H
@@ -73,20 +73,5 @@ int bd_chain_is_allocated(BdNode *node, uint64_t offset, uint64_t bytes,
 int bd_chain_is_allocated_above(BdNode *top, BdNode *base,
                                 gboolean include_base, uint64_t offset,
                                 uint64_t bytes, uint64_t *pnum);
-
-/* A byte-range lock: shared holders (writes) exclude exclusive holders
- * (copy-on-read and copy cycles) over overlapping ranges. */
-typedef struct {
-    GMutex lock;
-    GCond cond;
-    GPtrArray *held;        /* BdRange * */
-} BdRangeLock;
-typedef struct BdRange BdRange;
-
-void bd_range_lock_init(BdRangeLock *rl);
-void bd_range_lock_clear(BdRangeLock *rl);
-BdRange *bd_range_lock(BdRangeLock *rl, uint64_t offset, uint64_t bytes,
-                       gboolean exclusive);
-void bd_range_unlock(BdRangeLock *rl, BdRange *r);
 
 #endif

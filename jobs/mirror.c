@@ -49,7 +49,7 @@ typedef struct {
     BdMirrorCopyMode copy_mode;
     BdOnError on_source_error, on_target_error;
     gboolean frozen, claimed, inserted;
-    BdRangeLock rl;
+    BdReqList inflight;               /* copies and write-blocking writes */
 
     GMutex lock;
     gboolean should_complete;         /* [lock] job-complete seen */
@@ -64,9 +64,10 @@ typedef struct {
 static int copy_range(BdMirrorJob *s, uint8_t *buf, uint64_t offset,
                       uint64_t n, gboolean *in_source)
 {
-    BdRange *r = bd_range_lock(&s->rl, offset, n, TRUE);
+    BdReq req;
     int ret;
 
+    bd_req_begin(&s->inflight, &req, offset, n, TRUE);
     bd_dirty_bitmap_reset(s->bitmap, offset, n);
     *in_source = TRUE;
     ret = bd_entry_pread(s->src, offset, n, buf, 0);
@@ -81,7 +82,7 @@ static int copy_range(BdMirrorJob *s, uint8_t *buf, uint64_t offset,
     if (ret < 0) {
         bd_dirty_bitmap_set(s->bitmap, offset, n);
     }
-    bd_range_unlock(&s->rl, r);
+    bd_req_end(&s->inflight, &req);
     return ret;
 }
 
@@ -254,9 +255,10 @@ static int mirror_write_hook(void *opaque, BdMirrorOp op, uint64_t offset,
     uint64_t g = s->granularity;
     uint64_t a0 = offset / g * g;
     uint64_t a1 = (offset + bytes + g - 1) / g * g;
-    BdRange *r = bd_range_lock(&s->rl, a0, a1 - a0, TRUE);
+    BdReq req;
     int ret, tret;
 
+    bd_req_begin(&s->inflight, &req, a0, a1 - a0, TRUE);
     switch (op) {
     case BD_MIRROR_OP_WRITE:
         ret = bd_node_pwrite(s->bs, offset, bytes, buf, flags);
@@ -284,7 +286,7 @@ static int mirror_write_hook(void *opaque, BdMirrorOp op, uint64_t offset,
             bd_dirty_bitmap_reset(s->bitmap, c0, c1 - c0);
         }
     }
-    bd_range_unlock(&s->rl, r);
+    bd_req_end(&s->inflight, &req);
     return ret;
 }
 
@@ -431,7 +433,7 @@ static void mirror_free(BdJob *job)
     g_clear_pointer(&s->target, bd_node_unref);
     g_clear_pointer(&s->replaces, bd_node_unref);
     g_clear_pointer(&s->target_backing, bd_node_unref);
-    bd_range_lock_clear(&s->rl);
+    bd_reqlist_destroy(&s->inflight);
     g_mutex_clear(&s->lock);
 }
 
@@ -560,7 +562,7 @@ gboolean bd_mirror_start(const BdMirrorParams *p, GError **errp)
     }
     s->filter = filter;
     g_mutex_init(&s->lock);
-    bd_range_lock_init(&s->rl);
+    bd_reqlist_init(&s->inflight);
     if (p->speed < 0) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Parameter 'speed' expects a non-negative value");
