@@ -341,5 +341,10 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
         return NULL;
     }
     bd_cbw_set_progress(cbw, backup_progress, s);
+    /* Known before the command returns, as in QEMU, where the job's
+     * coroutine sets it before job_start() returns; the job thread
+     * refines it. */
+    bd_job_progress_set_remaining(&s->common, s->sync == BD_BACKUP_SYNC_TOP
+        ? s->len : bd_dirty_bitmap_count(bd_cbw_copy_bitmap(cbw)));
     return &s->common;
 }
