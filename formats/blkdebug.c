@@ -27,6 +27,8 @@ typedef struct {
     BdChild *image;
     BdBlkdebugRules *rules;
     uint64_t take_perms;      /* take-child-perms */
+    uint32_t align;           /* 'align', 0: not given */
+    uint64_t max_transfer;    /* 'max-transfer', 0: not given */
     uint64_t unshare_perms;   /* unshare-child-perms */
 } BlkdebugState;
 
@@ -372,6 +374,19 @@ static void blkdebug_close(BdNode *node)
     node->opaque = NULL;
 }
 
+/* The limits given as options stand in for a device's. */
+static void blkdebug_refresh_limits(BdNode *node)
+{
+    BlkdebugState *s = node->opaque;
+
+    if (s->align) {
+        node->request_alignment = s->align;
+    }
+    if (s->max_transfer) {
+        node->max_transfer = s->max_transfer;
+    }
+}
+
 static gboolean blkdebug_open(BdNode *node, GVariant *options, GError **errp)
 {
     g_autoptr(GVariant) inject = bd_opts_lookup(options, "inject-error");
@@ -401,10 +416,8 @@ static gboolean blkdebug_open(BdNode *node, GVariant *options, GError **errp)
                                limits, errp)) {
         goto fail;
     }
-    if (limits[L_ALIGN]) {
-        node->request_alignment = (uint32_t)limits[L_ALIGN];
-    }
-    node->max_transfer = limits[L_MAX_TRANSFER];
+    s->align = (uint32_t)limits[L_ALIGN];
+    s->max_transfer = limits[L_MAX_TRANSFER];
     bd_node_set_size(node, s->image->node->size);
     node->filename = blkdebug_filename(node, options);
     /* As QEMU: rules for the event 'none' fire at open. */
@@ -432,6 +445,7 @@ const BdDriver bd_blkdebug_driver = {
     .is_filter = TRUE,
     .open = blkdebug_open,
     .close = blkdebug_close,
+    .refresh_limits = blkdebug_refresh_limits,
     .child_perm = blkdebug_child_perm,
     .pread = blkdebug_pread,
     .pwrite = blkdebug_pwrite,

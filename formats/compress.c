@@ -46,7 +46,6 @@ static int64_t child_cluster_size(BdNode *child)
 static gboolean compress_open(BdNode *node, GVariant *options, GError **errp)
 {
     BdChild *file;
-    int64_t cs;
 
     file = bd_node_open_child(node, options, "file",
                               BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
@@ -63,12 +62,19 @@ static gboolean compress_open(BdNode *node, GVariant *options, GError **errp)
         node->opaque = NULL;
         return FALSE;
     }
-    cs = child_cluster_size(file->node);
+    bd_node_set_size(node, file->node->size);
+    return TRUE;
+}
+
+/* Compressed clusters are written whole: requests come aligned to the
+ * child's cluster size (the generic layer reads and merges the rest). */
+static void compress_refresh_limits(BdNode *node)
+{
+    int64_t cs = child_cluster_size(compress_child(node)->node);
+
     if (cs > 0 && cs <= (1 << 21) && !(cs & (cs - 1))) {
         node->request_alignment = (uint32_t)cs;
     }
-    bd_node_set_size(node, file->node->size);
-    return TRUE;
 }
 
 static void compress_close(BdNode *node)
@@ -123,6 +129,7 @@ const BdDriver bd_compress_driver = {
     .supported_write_flags = BD_REQ_WRITE_COMPRESSED,
     .open = compress_open,
     .close = compress_close,
+    .refresh_limits = compress_refresh_limits,
     .pread = compress_pread,
     .pwrite = compress_pwrite,
     .pwrite_zeroes = compress_pwrite_zeroes,

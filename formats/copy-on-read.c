@@ -119,8 +119,6 @@ static gboolean cor_open(BdNode *node, GVariant *options, GError **errp)
     }
     g_free(node->filename);
     node->filename = bd_formats_json_filename(node);
-    node->request_alignment = file->node->request_alignment;
-    node->max_transfer = file->node->max_transfer;
     bd_node_set_size(node, file->node->size);
     return TRUE;
 }

@@ -33,6 +33,7 @@ typedef struct {
     gboolean is_blk;        /* a block device: fixed size, no growth */
     gboolean direct;        /* opened with O_DIRECT */
     size_t buf_align;       /* memory alignment O_DIRECT needs */
+    uint32_t req_align;     /* request alignment O_DIRECT needs */
     int has_punch;          /* atomic: FALLOC_FL_PUNCH_HOLE may work */
     int has_zero_range;     /* atomic: FALLOC_FL_ZERO_RANGE may work */
     GMutex size_lock;       /* protects growing node->size */
@@ -422,8 +423,7 @@ static gboolean file_is_io_aligned(int fd, char *buf, size_t len)
     return pread(fd, buf, len, 0) >= 0 || errno != EINVAL;
 }
 
-static gboolean file_probe_alignment(BdNode *node, FileState *s,
-                                     GError **errp)
+static gboolean file_probe_alignment(FileState *s, GError **errp)
 {
     static const size_t aligns[] = { 1, 512, 1024, 2048, 4096 };
     uint32_t req_align = 0;
@@ -431,7 +431,7 @@ static gboolean file_probe_alignment(BdNode *node, FileState *s,
     char *buf = NULL;
 
     if (!s->direct) {
-        node->request_alignment = 1;
+        s->req_align = 1;
         s->buf_align = 1;
         return TRUE;
     }
@@ -463,7 +463,7 @@ static gboolean file_probe_alignment(BdNode *node, FileState *s,
                     "Try cache.direct=off");
         return FALSE;
     }
-    node->request_alignment = req_align;
+    s->req_align = req_align;
     s->buf_align = MAX(buf_align, sizeof(void *));
     return TRUE;
 }
@@ -544,7 +544,7 @@ static gboolean file_setup(BdNode *node, FileState *s, GVariant *options,
                     g_strerror((int)-size));
         return FALSE;
     }
-    if (!file_probe_alignment(node, s, errp)) {
+    if (!file_probe_alignment(s, errp)) {
         return FALSE;
     }
     if (strcmp(locking, "on") == 0) {
@@ -623,7 +623,7 @@ static void file_abort_perm(BdNode *node)
 
 typedef struct {
     int fd;                    /* the new data fd, or -1: keep the old */
-    uint32_t request_alignment;
+    uint32_t req_align;
     size_t buf_align;
 } FileReopen;
 
@@ -633,7 +633,6 @@ static gboolean file_reopen_prepare(BdReopenState *state, GError **errp)
     FileState *s = node->opaque;
     FileReopen *r = g_new0(FileReopen, 1);
     FileState probe = *s;
-    uint32_t saved_align = node->request_alignment;
     int flags = O_CLOEXEC | (state->cache_direct ? O_DIRECT : 0) |
                 (state->read_only ? O_RDONLY : O_RDWR);
     gboolean ok;
@@ -654,10 +653,9 @@ static gboolean file_reopen_prepare(BdReopenState *state, GError **errp)
     /* Probe on a copy; the node keeps its limits until commit. */
     probe.fd = r->fd;
     probe.direct = state->cache_direct;
-    ok = file_probe_alignment(node, &probe, errp);
-    r->request_alignment = node->request_alignment;
+    ok = file_probe_alignment(&probe, errp);
+    r->req_align = probe.req_align;
     r->buf_align = probe.buf_align;
-    node->request_alignment = saved_align;
     return ok;
 }
 
@@ -674,7 +672,7 @@ static void file_reopen_commit(BdReopenState *state)
         s->fd = r->fd;
         s->direct = state->cache_direct;
         s->buf_align = r->buf_align;
-        node->request_alignment = r->request_alignment;
+        s->req_align = r->req_align;
     }
     g_free(r);
     state->opaque = NULL;
@@ -689,6 +687,14 @@ static void file_reopen_abort(BdReopenState *state)
     }
     g_free(r);
     state->opaque = NULL;
+}
+
+/* O_DIRECT needs its probed alignment; buffered I/O takes any. */
+static void file_refresh_limits(BdNode *node)
+{
+    FileState *s = node->opaque;
+
+    node->request_alignment = s->req_align;
 }
 
 /* QEMU reports these for every driver with get_info (file and raw). */
@@ -707,6 +713,7 @@ static void file_query_image_info(BdNode *node, GVariantDict *image)
     .reopen_prepare = file_reopen_prepare,           \
     .reopen_commit = file_reopen_commit,             \
     .reopen_abort = file_reopen_abort,               \
+    .refresh_limits = file_refresh_limits,           \
     .open = file_open,                               \
     .close = file_close,                             \
     .check_perm = file_check_perm,                   \

@@ -195,6 +195,7 @@ static gboolean node_apply_common_options(BdNode *node, GVariant *options,
 
 static void node_free(BdNode *node)
 {
+    node->opened = FALSE;
     if (node->drv && node->drv->close) {
         node->drv->close(node);
     }
@@ -281,6 +282,8 @@ BdNode *bd_node_open(GVariant *options, GError **errp)
         node->filename = g_strdup(node->file ? node->file->node->filename
                                              : drv->name);
     }
+    node->opened = TRUE;
+    bd_node_refresh_limits(node);
     return node;
 }
 
@@ -383,6 +386,9 @@ BdChild *bd_node_attach_child(BdNode *parent, BdNode *child_node,
         bd_child_free(child);
         return NULL;
     }
+    if (parent->opened) {
+        bd_node_refresh_limits(parent);
+    }
     return child;
 }
 
@@ -399,6 +405,9 @@ void bd_node_detach_child(BdNode *parent, BdChild *child)
     bd_node_refresh_perms(child_node, NULL);
     bd_child_free(child);
     bd_node_unref(child_node);
+    if (parent->opened) {
+        bd_node_refresh_limits(parent);
+    }
 }
 
 BdChild *bd_node_open_child(BdNode *parent, GVariant *options,
@@ -479,8 +488,12 @@ gboolean bd_node_replace(BdNode *from, BdNode *to, GError **errp)
     ok = bd_nodes_refresh_perms(starts, errp);
     if (ok) {
         for (guint i = 0; i < moved->len; i++) {
+            BdChild *c = moved->pdata[i];
             bd_node_ref(to);
             bd_node_unref(from);
+            if (c->parent) {
+                bd_node_refresh_limits(c->parent);
+            }
         }
     } else {
         for (guint i = 0; i < moved->len; i++) {

@@ -156,6 +156,12 @@ struct BdDriver {
     gboolean (*reopen_prepare)(BdReopenState *state, GError **errp);
     void (*reopen_commit)(BdReopenState *state);
     void (*reopen_abort)(BdReopenState *state);
+    /* Limits (QEMU's bdrv_refresh_limits): the graph has set them from
+     * the children (bd_node_refresh_limits); the driver overrides what
+     * it constrains itself (request_alignment for O_DIRECT or blkdebug's
+     * 'align', max_transfer).  NULL: the merged limits stand.  Main
+     * thread; the node is being opened, or drained. */
+    void (*refresh_limits)(BdNode *node);
     /* Store 'file' (NULL: none) and its format 'fmt' (NULL: none) as
      * the backing file name in the image (QEMU's bdrv_change_backing_file:
      * stream, commit, change-backing-file).  NULL: the driver keeps no
@@ -236,6 +242,9 @@ struct BdNode {
     GVariant *explicit_options;
     char *filename;            /* what queries show as the file name */
     int refcnt;                /* main thread only */
+    /* The driver's open has succeeded and close not begun: the node's
+     * own state is there for refresh_limits and queries. */
+    gboolean opened;
 
     GPtrArray *children;       /* BdChild *: edges to our children */
     GList *parents;            /* BdChild *: edges from parents/entries */
@@ -251,7 +260,9 @@ struct BdNode {
     gboolean discard_unmap;
     BdDetectZeroes detect_zeroes;
 
-    /* Limits, set by the driver in open (defaults 1 and 0 = none). */
+    /* Limits (bd_node_refresh_limits): requests at this node must be
+     * aligned to request_alignment (1: any) and at most max_transfer
+     * bytes long (0: no limit); the generic layer makes them so. */
     uint32_t request_alignment;
     uint64_t max_transfer;
 
@@ -331,6 +342,16 @@ void bd_node_close_all(void);
 BdChild *bd_node_filtered_child(BdNode *node);
 /* The child holding COW data ('backing'), or NULL. */
 BdNode *bd_node_backing(BdNode *node);
+
+/* Recompute the node's limits, as QEMU's bdrv_refresh_limits: the
+ * smallest max_transfer of its data, filtered and COW children, then
+ * the driver's refresh_limits; request_alignment is the driver's own (a
+ * read-modify-write happens at the node that needs it, so every writer
+ * of the same blocks meets there).  When they change, the parents'
+ * limits are recomputed too.  Called after open, after a reopen
+ * commits and when a child is attached, detached or replaced.  Main
+ * thread, node not in use or drained. */
+void bd_node_refresh_limits(BdNode *node);
 
 /* Publish a new size (atomic store).  Drivers that grow the node from
  * several threads serialize their own read-modify-write of the size. */

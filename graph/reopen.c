@@ -670,7 +670,15 @@ gboolean bd_node_reopen_multiple(GPtrArray *list, GError **errp)
             commit_entry(q.entries->pdata[i]);
         }
         for (guint i = 0; i < q.changes->len; i++) {
-            change_finish(q.changes->pdata[i]);
+            ChildChange *ch = q.changes->pdata[i];
+            BdNode *parent = ch->parent;
+            change_finish(ch);
+            bd_node_refresh_limits(parent);
+        }
+        /* New options or children (a file now O_DIRECT) change limits. */
+        for (guint i = 0; i < q.entries->len; i++) {
+            ReopenEntry *e = q.entries->pdata[i];
+            bd_node_refresh_limits(e->st.node);
         }
     } else {
         /* Every driver that staged state drops it, including the one

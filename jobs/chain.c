@@ -126,9 +126,8 @@ BdNode *bd_chain_insert_filter(BdNode *below, GVariant *options,
     return filter;
 }
 
-void bd_chain_filter_take_limits(BdNode *filter, BdNode *child)
+void bd_chain_filter_look_like(BdNode *filter, BdNode *child)
 {
-    filter->request_alignment = child->request_alignment;
     g_free(filter->filename);
     filter->filename = g_strdup(child->filename);
     bd_node_set_size(filter, child->size);

@@ -23,9 +23,9 @@
 BdNode *bd_chain_insert_filter(BdNode *below, GVariant *options,
                                GError **errp);
 
-/* A job filter's open: take its child's alignment, file name and size,
- * so that it looks like the node it stands over. */
-void bd_chain_filter_take_limits(BdNode *filter, BdNode *child);
+/* A job filter's open: take its child's file name and size, so that it
+ * looks like the node it stands over (limits come from the graph). */
+void bd_chain_filter_look_like(BdNode *filter, BdNode *child);
 
 /* Take a filter out of the graph again (its parents get its filtered
  * child) and drop the caller's reference. */

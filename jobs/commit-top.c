@@ -63,7 +63,7 @@ static gboolean commit_top_open(BdNode *node, GVariant *options,
     s = g_new0(CommitTopState, 1);
     s->backing = child;
     node->opaque = s;
-    bd_chain_filter_take_limits(node, child->node);
+    bd_chain_filter_look_like(node, child->node);
     return TRUE;
 }
 

@@ -43,7 +43,7 @@ static gboolean mirror_top_open(BdNode *node, GVariant *options,
     s = g_new0(MirrorTopState, 1);
     s->backing = child;
     node->opaque = s;
-    bd_chain_filter_take_limits(node, child->node);
+    bd_chain_filter_look_like(node, child->node);
     return TRUE;
 }
 

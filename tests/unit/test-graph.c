@@ -14,10 +14,14 @@ typedef struct {
     gint active;          /* requests inside the driver right now */
     gint completed;
     guint delay_us;
+    uint32_t align;       /* limits it reports (refresh_limits) */
+    uint64_t max_transfer;
 } MemState;
 
 static const BdSchemaField mem_options[] = {
     { "size", &bd_schema_int, TRUE },
+    { "align", &bd_schema_int, TRUE },
+    { "max-transfer", &bd_schema_int, TRUE },
     { NULL } };
 
 static gboolean mem_open(BdNode *node, GVariant *options, GError **errp)
@@ -26,6 +30,8 @@ static gboolean mem_open(BdNode *node, GVariant *options, GError **errp)
     gint64 size = bd_opts_get_int(options, "size", 1 << 20);
 
     s->data = g_malloc0(size);
+    s->align = bd_opts_get_int(options, "align", 0);
+    s->max_transfer = bd_opts_get_int(options, "max-transfer", 0);
     node->opaque = s;
     node->filename = g_strdup("mem://");
     bd_node_set_size(node, size);
@@ -79,12 +85,25 @@ static int mem_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
     return BD_BLOCK_ZERO | BD_BLOCK_OFFSET_VALID;
 }
 
+static void mem_refresh_limits(BdNode *node)
+{
+    MemState *s = node->opaque;
+
+    if (s->align) {
+        node->request_alignment = s->align;
+    }
+    if (s->max_transfer) {
+        node->max_transfer = s->max_transfer;
+    }
+}
+
 static const BdDriver mem_driver = {
     .name = "mem",
     .options = mem_options,
     .is_protocol = TRUE,
     .open = mem_open,
     .close = mem_close,
+    .refresh_limits = mem_refresh_limits,
     .pread = mem_pread,
     .pwrite = mem_pwrite,
     .block_status = mem_block_status,
@@ -404,6 +423,41 @@ static void test_unaligned_rmw(void)
     del_or_fail("m");
 }
 
+/* Limits: max_transfer merged from the data and COW children, the
+ * alignment the driver's own, recomputed up the graph on changes. */
+static void test_refresh_limits(void)
+{
+    BdNode *top = open_or_fail(
+        "{'driver': <'fmt'>, 'node-name': <'top'>, "
+        "'file': <{'driver': <'mem'>, 'node-name': <'f'>, "
+        "          'align': <int64 4096>, 'max-transfer': <int64 65536>}>, "
+        "'backing': <{'driver': <'mem'>, 'node-name': <'b'>, "
+        "             'max-transfer': <int64 16384>}>}");
+    BdNode *f = bd_node_find("f");
+    MemState *fs = f->opaque;
+
+    g_assert_cmpuint(f->request_alignment, ==, 4096);
+    g_assert_cmpuint(f->max_transfer, ==, 65536);
+    /* The read-modify-write stays where the alignment is needed. */
+    g_assert_cmpuint(top->request_alignment, ==, 1);
+    g_assert_cmpuint(top->max_transfer, ==, 16384);
+
+    /* A child's new limits reach its parents. */
+    fs->max_transfer = 8192;
+    fs->align = 0;
+    bd_node_refresh_limits(f);
+    g_assert_cmpuint(f->request_alignment, ==, 1);
+    g_assert_cmpuint(top->max_transfer, ==, 8192);
+
+    /* Without the backing child only the file's limit is left. */
+    fs->max_transfer = 0;
+    bd_node_refresh_limits(f);
+    g_assert_cmpuint(top->max_transfer, ==, 16384);
+    bd_node_detach_child(top, top->backing);
+    g_assert_cmpuint(top->max_transfer, ==, 0);
+    del_or_fail("top");
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -415,5 +469,6 @@ int main(int argc, char **argv)
     g_test_add_func("/graph/block-status-chain", test_block_status_chain);
     g_test_add_func("/graph/drain-concurrent", test_drain_concurrent);
     g_test_add_func("/graph/unaligned-rmw", test_unaligned_rmw);
+    g_test_add_func("/graph/refresh-limits", test_refresh_limits);
     return g_test_run();
 }
