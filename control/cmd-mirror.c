@@ -347,6 +347,5 @@ static const BdQmpCommand mirror_commands[] = {
 
 void bd_cmd_mirror_register(void)
 {
-    bd_driver_register(&bd_mirror_top_driver);
     bd_qmp_register(mirror_commands);
 }

@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* block-stream and block-commit: argument schemas and QEMU's checks in
  * QEMU's order (blockdev.c), then the jobs of jobs/stream.c and
- * jobs/commit.c.  Also wires the jobs to the formats: the commit_top
- * filter driver and the hook that rewrites a qcow2 backing file name.
+ * jobs/commit.c.
  *
  * Thread model: main thread only.
  */
@@ -361,6 +360,5 @@ static const BdQmpCommand stream_commands[] = {
 
 void bd_cmd_stream_register(void)
 {
-    bd_driver_register(&bd_commit_top_driver);
     bd_qmp_register(stream_commands);
 }

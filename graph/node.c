@@ -223,9 +223,7 @@ static void node_free(BdNode *node)
 BdNode *bd_node_open(GVariant *options, GError **errp)
 {
     const char *driver = bd_opts_get_str(options, "driver", NULL);
-    const char *name = bd_opts_get_str(options, "node-name", NULL);
     const BdDriver *drv;
-    BdNode *node;
 
     if (!driver) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -238,6 +236,15 @@ BdNode *bd_node_open(GVariant *options, GError **errp)
                     "Unknown driver '%s'", driver);
         return NULL;
     }
+    return bd_node_open_driver(drv, options, errp);
+}
+
+BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
+                            GError **errp)
+{
+    const char *name = bd_opts_get_str(options, "node-name", NULL);
+    BdNode *node;
+
     if (name) {
         if (!bd_id_wellformed(name)) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,

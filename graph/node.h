@@ -271,6 +271,10 @@ struct BdNode {
 
     /* Cumulative permissions of all parents (perm.c). */
     uint64_t cum_perm, cum_shared;
+    /* The job type that claimed the node (QEMU's op blockers; see
+     * jobs/chain.h), or NULL.  Main thread only. */
+    const char *claimed_by;
+
     /* During a reopen: the read-only value the node will have, so the
      * permission check can refuse writers (reopen.c, perm.c). */
     gboolean reopen_pending;
@@ -297,6 +301,14 @@ const BdSchemaType *bd_blockdev_options_schema(void);
  * Returns a new reference.  'top' nodes without a node-name get one
  * generated ("#blockNNN").  Main thread. */
 BdNode *bd_node_open(GVariant *options, GError **errp);
+
+/* The same with the driver given by pointer: internal filters (the
+ * jobs' commit_top and mirror_top) that are not registered, so that
+ * they are in neither BlockdevDriver nor blockdev-add.  'options' holds
+ * the driver's options and the common ones; its "driver" member is not
+ * looked at.  Main thread. */
+BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
+                            GError **errp);
 
 /* Inside a driver's open: attach the child named 'key' from the options
  * (reference by node-name, nested definition, or absent/null when

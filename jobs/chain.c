@@ -75,12 +75,9 @@ BdNode *bd_chain_find_backing_image(BdNode *top, const char *name)
 
 /* --- busy nodes --- */
 
-static GHashTable *busy_nodes;   /* BdNode * -> job type (static str) */
-
 gboolean bd_chain_check_busy(BdNode *node, GError **errp)
 {
-    const char *type = busy_nodes && node
-                       ? g_hash_table_lookup(busy_nodes, node) : NULL;
+    const char *type = node ? node->claimed_by : NULL;
 
     if (type) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -93,17 +90,12 @@ gboolean bd_chain_check_busy(BdNode *node, GError **errp)
 
 void bd_chain_claim(BdNode *node, const char *job_type)
 {
-    if (!busy_nodes) {
-        busy_nodes = g_hash_table_new(NULL, NULL);
-    }
-    g_hash_table_insert(busy_nodes, node, (gpointer)job_type);
+    node->claimed_by = job_type;
 }
 
 void bd_chain_release(BdNode *node)
 {
-    if (busy_nodes) {
-        g_hash_table_remove(busy_nodes, node);
-    }
+    node->claimed_by = NULL;
 }
 
 /* --- graph changes --- */

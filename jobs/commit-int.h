@@ -14,7 +14,8 @@ typedef void (*BdCommitTopNotify)(void *opaque, uint64_t offset,
 void bd_commit_top_set_notify(BdNode *node, BdCommitTopNotify fn,
                               void *opaque);
 
-/* Open the filter (bd_node_open; other openers are refused). */
-BdNode *bd_commit_top_open(GVariant *options, GError **errp);
+/* The 'commit_top' filter driver the jobs insert: internal, opened by
+ * driver pointer (bd_node_open_driver), never registered. */
+extern const BdDriver bd_commit_top_driver;
 
 #endif

@@ -24,20 +24,6 @@ typedef struct {
     void *opaque;
 } CommitTopState;
 
-/* Set while a job opens the filter: users cannot (QEMU has no such
- * blockdev driver).  Main thread. */
-static gboolean opening_for_job;
-
-BdNode *bd_commit_top_open(GVariant *options, GError **errp)
-{
-    BdNode *node;
-
-    opening_for_job = TRUE;
-    node = bd_node_open(options, errp);
-    opening_for_job = FALSE;
-    return node;
-}
-
 static const BdSchemaField commit_top_options[] = {
     { "backing", &bd_schema_blockdev_ref, FALSE },
     { NULL },
@@ -49,11 +35,6 @@ static gboolean commit_top_open(BdNode *node, GVariant *options,
     CommitTopState *s;
     BdChild *child;
 
-    if (!opening_for_job) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Parameter 'driver' does not accept value 'commit_top'");
-        return FALSE;
-    }
     child = bd_node_open_child(node, options, "backing",
                                BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
                                errp);

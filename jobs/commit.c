@@ -494,7 +494,8 @@ static BdNode *open_filter(BdCommitJob *s, const char *node_name,
     if (node_name) {
         g_variant_dict_insert(&d, "node-name", "s", node_name);
     }
-    filter = bd_commit_top_open(g_variant_dict_end(&d), errp);
+    filter = bd_node_open_driver(&bd_commit_top_driver,
+                                 g_variant_dict_end(&d), errp);
     if (!filter) {
         return NULL;
     }

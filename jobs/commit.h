@@ -26,8 +26,4 @@ typedef struct {
 gboolean bd_commit_start(const BdCommitParams *p, GError **errp);
 gboolean bd_commit_active_start(const BdCommitParams *p, GError **errp);
 
-/* The 'commit_top' filter driver the jobs insert (registered by
- * control/ at start-up). */
-extern const BdDriver bd_commit_top_driver;
-
 #endif

@@ -463,7 +463,8 @@ static BdNode *open_filter(BdNode *bs, const char *node_name,
     if (node_name) {
         g_variant_dict_insert(&d, "node-name", "s", node_name);
     }
-    filter = bd_node_open(g_variant_dict_end(&d), errp);
+    filter = bd_node_open_driver(&bd_mirror_top_driver,
+                                 g_variant_dict_end(&d), errp);
     if (filter) {
         filter->implicit = node_name == NULL;
     }

@@ -48,8 +48,9 @@ typedef struct {
  * starts.  The other argument checks are the caller's. */
 gboolean bd_mirror_start(const BdMirrorParams *p, GError **errp);
 
-/* The 'mirror_top' filter driver the job inserts above the source
- * (registered by control/ at start-up). */
+/* The 'mirror_top' filter driver the job inserts above the source:
+ * internal, opened by driver pointer (bd_node_open_driver), never
+ * registered. */
 extern const BdDriver bd_mirror_top_driver;
 
 /* Between the job (mirror.c) and its filter (mirror-top.c).  With a

@@ -373,10 +373,23 @@ def test_stream_refusals():
         ]
         err = e.q.error('block-stream', {'device': 'top'})
         assert_eq(err['desc'], "Invalid job ID ''", 'no job-id on a node')
-        err = e.q.error('blockdev-add', {'driver': 'commit_top', 'node-name': 'x',
-                                         'backing': 'top'})
-        assert_eq(err['desc'], "Parameter 'driver' does not accept value 'commit_top'",
-                  'internal filter')
+        for internal in ('commit_top', 'mirror_top'):
+            err = e.q.error('blockdev-add', {'driver': internal, 'node-name': 'x',
+                                             'backing': 'top'})
+            assert_eq(err['desc'], "Parameter 'driver' does not accept value '%s'" % internal,
+                      'internal filter')
+        # Nor are they in the schema's BlockdevDriver, as in QEMU.
+        schema = e.q.execute('query-qmp-schema')
+        by_name = {t['name']: t for t in schema}
+        drivers = [t for t in schema if t.get('meta-type') == 'object' and
+                   any(m['name'] == 'driver' for m in t.get('members', []))
+                   and t.get('tag') == 'driver']
+        assert drivers, 'BlockdevOptions in the schema'
+        enum_name = [m['type'] for m in drivers[0]['members'] if m['name'] == 'driver'][0]
+        values = by_name[enum_name]['values']
+        assert_in('copy-before-write', values, 'BlockdevDriver')
+        for internal in ('commit_top', 'mirror_top'):
+            assert internal not in values, (internal, values)
         for args, desc in cases:
             args = dict(args, **{'job-id': 's0'})
             assert_eq(e.q.error('block-stream', args)['desc'], desc, json.dumps(args))
