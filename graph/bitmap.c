@@ -2,12 +2,15 @@
 /* Dirty bitmaps: the per-node bitmap lists, the bit operations, merge,
  * QEMU's sha256 and the recording hook of the write path.
  *
- * Thread model: see graph/bitmap.h.  'lock' (a GRWLock, leaf: nothing is
- * called with it held but the bit helpers) protects the node -> list
- * table, the lists and each bitmap's word array and size.  The write
- * path and the data functions take it for reading and change words with
- * atomic operations; create/release/truncate take it for writing (main
- * thread).  Flags are atomic ints so any thread may read them.
+ * Thread model: see graph/bitmap.h.  Each node's bitmaps_lock (a
+ * GRWLock, leaf: nothing is called with it held but the bit helpers)
+ * protects the node's list and its bitmaps' word arrays and sizes.  The
+ * write path and the data functions take it for reading and change
+ * words with atomic operations; create/release/truncate take it for
+ * writing (main thread).  A merge of bitmaps of two nodes takes both
+ * locks for reading, in address order.  Flags are atomic ints so any
+ * thread may read them.  There is no process-wide state: a write to a
+ * node without bitmaps costs one atomic load.
  */
 #define G_LOG_DOMAIN "blockd-graph"
 
@@ -36,19 +39,42 @@ struct BdDirtyBitmapBackup {
     uint64_t *words;
 };
 
-static GRWLock lock;
-static GHashTable *by_node;    /* BdNode * -> GPtrArray * (newest first) */
-static int total_bitmaps;      /* atomic: fast path of the write hook */
-
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
 #define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
 
-/* --- lists --- */
-
-static GPtrArray *node_list_locked(BdNode *node)
+/* The lock guarding a bitmap's words: its node's. */
+static inline void bm_read_lock(const BdDirtyBitmap *bm)
 {
-    return by_node ? g_hash_table_lookup(by_node, node) : NULL;
+    g_rw_lock_reader_lock(&bm->node->bitmaps_lock);
 }
+
+static inline void bm_read_unlock(const BdDirtyBitmap *bm)
+{
+    g_rw_lock_reader_unlock(&bm->node->bitmaps_lock);
+}
+
+/* Both bitmaps' locks for reading, one lock when they share a node. */
+static void pair_read_lock(BdDirtyBitmap *a, BdDirtyBitmap *b)
+{
+    GRWLock *la = &a->node->bitmaps_lock, *lb = &b->node->bitmaps_lock;
+
+    if (la == lb) {
+        g_rw_lock_reader_lock(la);
+        return;
+    }
+    g_rw_lock_reader_lock(la < lb ? la : lb);
+    g_rw_lock_reader_lock(la < lb ? lb : la);
+}
+
+static void pair_read_unlock(BdDirtyBitmap *a, BdDirtyBitmap *b)
+{
+    g_rw_lock_reader_unlock(&a->node->bitmaps_lock);
+    if (a->node != b->node) {
+        g_rw_lock_reader_unlock(&b->node->bitmaps_lock);
+    }
+}
+
+/* --- lists --- */
 
 static void release_locked(BdDirtyBitmap *bm);
 
@@ -74,15 +100,15 @@ BdDirtyBitmap *bd_dirty_bitmap_find(BdNode *node, const char *name)
     if (!name) {
         return NULL;
     }
-    g_rw_lock_reader_lock(&lock);
-    list = node_list_locked(node);
-    for (guint i = 0; list && i < list->len && !found; i++) {
+    g_rw_lock_reader_lock(&node->bitmaps_lock);
+    list = node->bitmaps;
+    for (guint i = 0; i < list->len && !found; i++) {
         BdDirtyBitmap *bm = list->pdata[i];
         if (bm->name && strcmp(bm->name, name) == 0) {
             found = bm;
         }
     }
-    g_rw_lock_reader_unlock(&lock);
+    g_rw_lock_reader_unlock(&node->bitmaps_lock);
     return found;
 }
 
@@ -90,7 +116,6 @@ BdDirtyBitmap *bd_dirty_bitmap_create(BdNode *node, uint32_t granularity,
                                       const char *name, GError **errp)
 {
     BdDirtyBitmap *bm;
-    GPtrArray *list;
 
     g_return_val_if_fail(granularity >= 512 &&
                          !(granularity & (granularity - 1)), NULL);
@@ -119,56 +144,48 @@ BdDirtyBitmap *bd_dirty_bitmap_create(BdNode *node, uint32_t granularity,
     }
     bm->enabled = 1;
 
-    g_rw_lock_writer_lock(&lock);
-    if (!by_node) {
-        by_node = g_hash_table_new(NULL, NULL);
-    }
-    list = node_list_locked(node);
-    if (!list) {
-        list = g_ptr_array_new();
-        g_hash_table_insert(by_node, node, list);
-    }
-    g_ptr_array_insert(list, 0, bm);
-    __atomic_add_fetch(&total_bitmaps, 1, __ATOMIC_RELEASE);
-    g_rw_lock_writer_unlock(&lock);
+    g_rw_lock_writer_lock(&node->bitmaps_lock);
+    g_ptr_array_insert(node->bitmaps, 0, bm);
+    __atomic_add_fetch(&node->nr_bitmaps, 1, __ATOMIC_RELEASE);
+    g_rw_lock_writer_unlock(&node->bitmaps_lock);
     return bm;
 }
 
+/* A successor lives on its parent's node: one lock covers both. */
 static void release_locked(BdDirtyBitmap *bm)
 {
-    GPtrArray *list = node_list_locked(bm->node);
+    BdNode *node = bm->node;
 
     if (bm->successor) {
         release_locked(bm->successor);
         bm->successor = NULL;
     }
-    if (list && g_ptr_array_remove(list, bm)) {
-        __atomic_sub_fetch(&total_bitmaps, 1, __ATOMIC_RELEASE);
-        if (list->len == 0) {
-            g_hash_table_remove(by_node, bm->node);
-            g_ptr_array_unref(list);
-        }
+    if (g_ptr_array_remove(node->bitmaps, bm)) {
+        __atomic_sub_fetch(&node->nr_bitmaps, 1, __ATOMIC_RELEASE);
     }
     bitmap_free(bm);
 }
 
 void bd_dirty_bitmap_release(BdDirtyBitmap *bm)
 {
+    BdNode *node;
+
     if (!bm) {
         return;
     }
-    g_rw_lock_writer_lock(&lock);
+    node = bm->node;
+    g_rw_lock_writer_lock(&node->bitmaps_lock);
     release_locked(bm);
-    g_rw_lock_writer_unlock(&lock);
+    g_rw_lock_writer_unlock(&node->bitmaps_lock);
 }
 
 void bd_dirty_bitmaps_node_closing(BdNode *node)
 {
-    GPtrArray *list;
+    GPtrArray *list = node->bitmaps;
 
-    g_rw_lock_writer_lock(&lock);
+    g_rw_lock_writer_lock(&node->bitmaps_lock);
     /* Successors go with their parents: release parents first. */
-    while ((list = node_list_locked(node)) && list->len) {
+    while (list->len) {
         BdDirtyBitmap *victim = list->pdata[0];
         for (guint i = 0; i < list->len; i++) {
             if (((BdDirtyBitmap *)list->pdata[i])->successor) {
@@ -178,31 +195,24 @@ void bd_dirty_bitmaps_node_closing(BdNode *node)
         }
         release_locked(victim);
     }
-    g_rw_lock_writer_unlock(&lock);
+    g_rw_lock_writer_unlock(&node->bitmaps_lock);
 }
 
 GPtrArray *bd_dirty_bitmap_list(BdNode *node)
 {
     GPtrArray *out = g_ptr_array_new();
-    GPtrArray *list;
 
-    g_rw_lock_reader_lock(&lock);
-    list = node_list_locked(node);
-    for (guint i = 0; list && i < list->len; i++) {
-        g_ptr_array_add(out, list->pdata[i]);
+    g_rw_lock_reader_lock(&node->bitmaps_lock);
+    for (guint i = 0; i < node->bitmaps->len; i++) {
+        g_ptr_array_add(out, node->bitmaps->pdata[i]);
     }
-    g_rw_lock_reader_unlock(&lock);
+    g_rw_lock_reader_unlock(&node->bitmaps_lock);
     return out;
 }
 
 gboolean bd_dirty_bitmap_node_has_any(BdNode *node)
 {
-    gboolean any;
-
-    g_rw_lock_reader_lock(&lock);
-    any = node_list_locked(node) != NULL;
-    g_rw_lock_reader_unlock(&lock);
-    return any;
+    return LOAD(node->nr_bitmaps) > 0;
 }
 
 /* --- default granularity --- */
@@ -313,7 +323,7 @@ gboolean bd_dirty_bitmap_check(const BdDirtyBitmap *bm, int flags,
     return TRUE;
 }
 
-/* --- bits (callers hold 'lock' for reading at least) --- */
+/* --- bits (callers hold the node's lock for reading at least) --- */
 
 static inline uint64_t range_mask(uint64_t w, uint64_t first, uint64_t last)
 {
@@ -378,11 +388,11 @@ static void range_update(BdDirtyBitmap *bm, uint64_t offset, uint64_t bytes,
 {
     uint64_t first, last;
 
-    g_rw_lock_reader_lock(&lock);
+    bm_read_lock(bm);
     if (byte_range_bits(bm, offset, bytes, &first, &last)) {
         bits_update_locked(bm, first, last, set);
     }
-    g_rw_lock_reader_unlock(&lock);
+    bm_read_unlock(bm);
 }
 
 void bd_dirty_bitmap_set(BdDirtyBitmap *bm, uint64_t offset, uint64_t bytes)
@@ -405,12 +415,12 @@ gboolean bd_dirty_bitmap_get(BdDirtyBitmap *bm, uint64_t offset)
 {
     gboolean dirty = FALSE;
 
-    g_rw_lock_reader_lock(&lock);
+    bm_read_lock(bm);
     if (offset < bm->size) {
         uint64_t bit = offset >> bm->gran_bits;
         dirty = (LOAD(bm->words[bit / 64]) >> (bit % 64)) & 1;
     }
-    g_rw_lock_reader_unlock(&lock);
+    bm_read_unlock(bm);
     return dirty;
 }
 
@@ -439,7 +449,7 @@ static int64_t next_bit(BdDirtyBitmap *bm, uint64_t offset, uint64_t end,
 {
     int64_t ret = -1;
 
-    g_rw_lock_reader_lock(&lock);
+    bm_read_lock(bm);
     end = MIN(end, bm->size);
     if (offset < end) {
         uint64_t first = offset >> bm->gran_bits;
@@ -449,7 +459,7 @@ static int64_t next_bit(BdDirtyBitmap *bm, uint64_t offset, uint64_t end,
             ret = (int64_t)MAX(offset, bit << bm->gran_bits);
         }
     }
-    g_rw_lock_reader_unlock(&lock);
+    bm_read_unlock(bm);
     return ret;
 }
 
@@ -491,20 +501,20 @@ BdDirtyBitmapBackup *bd_dirty_bitmap_backup(BdDirtyBitmap *bm)
 {
     BdDirtyBitmapBackup *b = g_new0(BdDirtyBitmapBackup, 1);
 
-    g_rw_lock_reader_lock(&lock);
+    bm_read_lock(bm);
     b->nwords = bm->nwords;
     b->words = g_new(uint64_t, MAX(bm->nwords, 1));
     for (uint64_t w = 0; w < bm->nwords; w++) {
         b->words[w] = LOAD(bm->words[w]);
     }
     b->count = LOAD(bm->count);
-    g_rw_lock_reader_unlock(&lock);
+    bm_read_unlock(bm);
     return b;
 }
 
 void bd_dirty_bitmap_restore(BdDirtyBitmap *bm, BdDirtyBitmapBackup *b)
 {
-    g_rw_lock_reader_lock(&lock);
+    bm_read_lock(bm);
     if (b->nwords == bm->nwords) {
         gint64 count = 0;
         for (uint64_t w = 0; w < bm->nwords; w++) {
@@ -513,7 +523,7 @@ void bd_dirty_bitmap_restore(BdDirtyBitmap *bm, BdDirtyBitmapBackup *b)
         }
         STORE(bm->count, count);
     }
-    g_rw_lock_reader_unlock(&lock);
+    bm_read_unlock(bm);
 }
 
 void bd_dirty_bitmap_backup_free(BdDirtyBitmapBackup *b)
@@ -570,21 +580,21 @@ gboolean bd_dirty_bitmap_merge(BdDirtyBitmap *dst, BdDirtyBitmap *src,
     if (backup) {
         *backup = bd_dirty_bitmap_backup(dst);
     }
-    g_rw_lock_reader_lock(&lock);
     if (dst != src) {
+        pair_read_lock(dst, src);
         merge_locked(dst, src);
+        pair_read_unlock(dst, src);
     }
-    g_rw_lock_reader_unlock(&lock);
     return TRUE;
 }
 
 void bd_dirty_bitmap_merge_internal(BdDirtyBitmap *dst, BdDirtyBitmap *src)
 {
-    g_rw_lock_reader_lock(&lock);
     if (dst != src) {
+        pair_read_lock(dst, src);
         merge_locked(dst, src);
+        pair_read_unlock(dst, src);
     }
-    g_rw_lock_reader_unlock(&lock);
 }
 
 /* --- successors --- */
@@ -661,7 +671,7 @@ char *bd_dirty_bitmap_sha256(BdDirtyBitmap *bm)
     uint64_t buf[256];
     uint64_t n;
 
-    g_rw_lock_reader_lock(&lock);
+    bm_read_lock(bm);
     n = MAX(bm->nwords, 1);
     for (uint64_t w = 0; w < n; w += G_N_ELEMENTS(buf)) {
         uint64_t k = MIN(n - w, G_N_ELEMENTS(buf));
@@ -671,7 +681,7 @@ char *bd_dirty_bitmap_sha256(BdDirtyBitmap *bm)
         }
         g_checksum_update(sum, (const guchar *)buf, k * 8);
     }
-    g_rw_lock_reader_unlock(&lock);
+    bm_read_unlock(bm);
     return g_strdup(g_checksum_get_string(sum));
 }
 
@@ -685,14 +695,14 @@ void bd_dirty_bitmap_serialize(BdDirtyBitmap *bm, uint64_t first_byte,
 {
     uint8_t *p = out;
 
-    g_rw_lock_reader_lock(&lock);
+    bm_read_lock(bm);
     for (uint64_t i = 0; i < nbytes; i++) {
         uint64_t b = first_byte + i;
         uint64_t w = b / 8;
         p[i] = w < bm->nwords
                ? (uint8_t)(LOAD(bm->words[w]) >> (8 * (b % 8))) : 0;
     }
-    g_rw_lock_reader_unlock(&lock);
+    bm_read_unlock(bm);
 }
 
 void bd_dirty_bitmap_deserialize(BdDirtyBitmap *bm, uint64_t first_byte,
@@ -701,7 +711,7 @@ void bd_dirty_bitmap_deserialize(BdDirtyBitmap *bm, uint64_t first_byte,
     const uint8_t *p = in;
     gint64 delta = 0;
 
-    g_rw_lock_reader_lock(&lock);
+    bm_read_lock(bm);
     for (uint64_t i = 0; i < nbytes;) {
         uint64_t b = first_byte + i;
         uint64_t w = b / 8, mask = 0, old;
@@ -722,21 +732,20 @@ void bd_dirty_bitmap_deserialize(BdDirtyBitmap *bm, uint64_t first_byte,
         }
     }
     __atomic_add_fetch(&bm->count, delta, __ATOMIC_RELEASE);
-    g_rw_lock_reader_unlock(&lock);
+    bm_read_unlock(bm);
 }
 
 /* --- write path, resize --- */
 
 void bd_dirty_bitmaps_record(BdNode *node, uint64_t offset, uint64_t bytes)
 {
-    GPtrArray *list;
+    GPtrArray *list = node->bitmaps;
 
-    if (!LOAD(total_bitmaps) || bytes == 0) {
+    if (!LOAD(node->nr_bitmaps) || bytes == 0) {
         return;
     }
-    g_rw_lock_reader_lock(&lock);
-    list = node_list_locked(node);
-    for (guint i = 0; list && i < list->len; i++) {
+    g_rw_lock_reader_lock(&node->bitmaps_lock);
+    for (guint i = 0; i < list->len; i++) {
         BdDirtyBitmap *bm = list->pdata[i];
         uint64_t first, last;
         if (LOAD(bm->enabled) &&
@@ -744,19 +753,18 @@ void bd_dirty_bitmaps_record(BdNode *node, uint64_t offset, uint64_t bytes)
             bits_update_locked(bm, first, last, TRUE);
         }
     }
-    g_rw_lock_reader_unlock(&lock);
+    g_rw_lock_reader_unlock(&node->bitmaps_lock);
 }
 
 void bd_dirty_bitmaps_truncate(BdNode *node, uint64_t size)
 {
-    GPtrArray *list;
+    GPtrArray *list = node->bitmaps;
 
-    if (!LOAD(total_bitmaps)) {
+    if (!LOAD(node->nr_bitmaps)) {
         return;
     }
-    g_rw_lock_writer_lock(&lock);
-    list = node_list_locked(node);
-    for (guint i = 0; list && i < list->len; i++) {
+    g_rw_lock_writer_lock(&node->bitmaps_lock);
+    for (guint i = 0; i < list->len; i++) {
         BdDirtyBitmap *bm = list->pdata[i];
         uint64_t old_nwords = bm->nwords;
         uint64_t *words;
@@ -782,7 +790,7 @@ void bd_dirty_bitmaps_truncate(BdNode *node, uint64_t size)
         }
         bm->count = count;
     }
-    g_rw_lock_writer_unlock(&lock);
+    g_rw_lock_writer_unlock(&node->bitmaps_lock);
 }
 
 /* --- persistence registry --- */

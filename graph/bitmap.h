@@ -8,9 +8,10 @@
  * main thread.  The data functions (set, reset, get, next_dirty,
  * next_zero, count, serialize) may be called on any thread, at the same
  * time as the write path records writes: bits are words updated with
- * atomic operations; a global reader/writer lock keeps the per-node lists
+ * atomic operations; the owning node's reader/writer lock keeps its list
  * and the word arrays stable (readers: the write path and the data
- * functions; writer: create, release, truncate).  A bitmap pointer stays
+ * functions; writer: create, release, truncate).  Nothing is global: a
+ * write to a node without bitmaps does not look at any lock.  A bitmap pointer stays
  * valid until bd_dirty_bitmap_release() or the node closes; users that
  * keep one across main-loop iterations (jobs, exports) mark it busy, which
  * makes the QMP commands refuse to remove or modify it.

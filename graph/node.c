@@ -217,6 +217,8 @@ static void node_free(BdNode *node)
     g_free(node->filename);
     g_free(node->node_name);
     bd_reqlist_destroy(&node->reqs);
+    g_ptr_array_unref(node->bitmaps);
+    g_rw_lock_clear(&node->bitmaps_lock);
     g_free(node);
 }
 
@@ -266,6 +268,8 @@ BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
     node->cum_shared = BD_PERM_ALL;
     node->options = g_variant_ref_sink(options);
     bd_reqlist_init(&node->reqs);
+    g_rw_lock_init(&node->bitmaps_lock);
+    node->bitmaps = g_ptr_array_new();
     if (name) {
         node->node_name = g_strdup(name);
     } else {

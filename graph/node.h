@@ -280,6 +280,15 @@ struct BdNode {
     gboolean reopen_pending;
     gboolean reopen_read_only;
 
+    /* Dirty bitmaps (bitmap.c), newest first.  bitmaps_lock (a leaf
+     * reader/writer lock) guards the list and each bitmap's words and
+     * size: readers are the write path and the bit operations, writers
+     * create, release and resize (main thread).  nr_bitmaps (atomic)
+     * lets the write path skip a node without any at no cost. */
+    GRWLock bitmaps_lock;
+    GPtrArray *bitmaps;
+    int nr_bitmaps;
+
     /* Data-changing requests in flight at this node (io.c): keeps a
      * read-modify-write apart from writes to the same blocks. */
     BdReqList reqs;
