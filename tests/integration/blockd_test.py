@@ -9,7 +9,6 @@ The daemon under test is chosen by the environment:
 Exit code 77 means "skipped" (meson's convention).
 """
 
-import errno
 import json
 import os
 import shutil
@@ -37,7 +36,9 @@ def is_reference():
 def daemon_exe():
     if is_reference():
         return QSD
-    exe = os.environ.get('BLOCKD') or os.path.join(REPO, 'build', 'daemon', 'blockd')
+    # Absolute: the daemon starts in its temporary directory.
+    exe = os.path.abspath(os.environ.get('BLOCKD') or
+                          os.path.join(REPO, 'build', 'daemon', 'blockd'))
     if not os.access(exe, os.X_OK):
         raise Skip('daemon binary %s not built' % exe)
     return exe
@@ -70,6 +71,30 @@ def run(cmd, check=True, timeout=60, **kw):
         raise AssertionError('%s exited %d\nstdout: %s\nstderr: %s'
                              % (' '.join(cmd), p.returncode, p.stdout, p.stderr))
     return p
+
+
+def fio_has_nbd():
+    """Whether fio is installed with its nbd engine (fio >= 3.18 built
+    with libnbd)."""
+    if shutil.which('fio') is None:
+        return False
+    p = run(['fio', '--enghelp=nbd'], check=False)
+    return p.returncode == 0 and 'uri' in p.stdout
+
+
+def require_fio_nbd():
+    if not fio_has_nbd():
+        raise Skip('fio with the nbd engine not installed')
+
+
+def fio(args, cwd, timeout=300):
+    """Run fio in `cwd` (the test's temporary directory) and return the
+    process; the caller checks the exit status.  Verify jobs would save
+    their state files (local-JOB-N-verify.state) in the working directory
+    at exit: verify_state_save=0 turns that off, and cwd keeps anything
+    else fio writes out of the source tree."""
+    return run(['fio'] + list(args) + ['--verify_state_save=0'], check=False,
+               timeout=timeout, cwd=cwd)
 
 
 def assert_eq(got, expected, what=''):

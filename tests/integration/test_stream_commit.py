@@ -17,8 +17,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, Skip, assert_eq, assert_in, main, qemu_io,  # noqa: E402
-                         require_nbd, run, tests_of)
+from blockd_test import (Daemon, assert_eq, assert_in, fio, main, qemu_io,  # noqa: E402
+                         require_fio_nbd, require_nbd, run, tests_of)
 
 MiB = 1024 * 1024
 SIZE = 16 * MiB
@@ -749,15 +749,12 @@ def test_copy_on_read_driver():
 
 FIO_JOB = ['--name=rand', '--rw=randwrite', '--bs=4k', '--iodepth=16', '--size=%d' % SIZE,
            '--randseed=77', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1',
-           '--output-format=terse', '--verify_state_save=0']
+           '--output-format=terse']
 
 
-def _fio(args):
-    import shutil
-    if not shutil.which('fio') or 'uri' not in run(['fio', '--enghelp=nbd'],
-                                                    check=False).stdout:
-        raise Skip('fio with the nbd engine not installed')
-    p = run(['fio'] + args, check=False, timeout=300)
+def _fio(args, cwd):
+    require_fio_nbd()
+    p = fio(args, cwd=cwd)
     assert_eq(p.returncode, 0, 'fio %s (stderr %r)' % (' '.join(args[:3]), p.stderr[-2000:]))
 
 
@@ -769,14 +766,14 @@ def _fio_during(job_args, finish):
         d.start()
         e = Env(d)
         e.q.execute(*job_args)
-        _fio(['--ioengine=nbd', '--uri=' + d.uri('top')] + FIO_JOB)
+        _fio(['--ioengine=nbd', '--uri=' + d.uri('top')] + FIO_JOB, d.dir)
         image = finish(e)
-        _fio(['--ioengine=nbd', '--uri=' + d.uri('top'), '--verify_only'] + FIO_JOB)
+        _fio(['--ioengine=nbd', '--uri=' + d.uri('top'), '--verify_only'] + FIO_JOB, d.dir)
         e.stop_daemon()
         e.c.check_all()
         raw = d.path('out.raw')
         run(['qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw', e.c.img[image], raw])
-        _fio(['--ioengine=psync', '--filename=' + raw, '--verify_only'] + FIO_JOB)
+        _fio(['--ioengine=psync', '--filename=' + raw, '--verify_only'] + FIO_JOB, d.dir)
 
 
 def test_stream_fio_verify():
