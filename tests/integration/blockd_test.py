@@ -64,9 +64,12 @@ def require_nbd():
 
 
 def run(cmd, check=True, timeout=60, **kw):
-    """Run a command, capture text output, and fail loudly if asked."""
+    """Run a command, capture text output, and fail loudly if asked.
+
+    Bytes that are not UTF-8 (a tool printing part of an image, say) come
+    out as U+FFFD instead of failing the test with a UnicodeDecodeError."""
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       text=True, timeout=timeout, **kw)
+                       text=True, errors='replace', timeout=timeout, **kw)
     if check and p.returncode != 0:
         raise AssertionError('%s exited %d\nstdout: %s\nstderr: %s'
                              % (' '.join(cmd), p.returncode, p.stdout, p.stderr))
@@ -314,7 +317,7 @@ class Daemon:
 
     def stderr(self):
         try:
-            with open(self.stderr_path) as f:
+            with open(self.stderr_path, errors='replace') as f:
                 return f.read()
         except OSError:
             return ''

@@ -16,7 +16,7 @@ from blockd_test import (Daemon, assert_eq, assert_in, daemon_exe, is_reference,
 
 def nbdinfo_json(uri):
     require_tool('nbdinfo')
-    p = run(['nbdinfo', '--json', uri])
+    p = run(['nbdinfo', '--no-content', '--json', uri])
     return json.loads(p.stdout)['exports'][0]
 
 

@@ -64,7 +64,7 @@ def test_nbdinfo_size_and_flags():
     with _tmp_daemon_dir() as scratch:
         img = make_image(scratch.path('a.raw'), 5 * MiB + 4096)
         with start_exporting(img, writable=False) as d:
-            info = json.loads(run(['nbdinfo', '--json', d.uri()]).stdout)
+            info = json.loads(run(['nbdinfo', '--no-content', '--json', d.uri()]).stdout)
             e = info['exports'][0]
             assert_eq(info['protocol'], 'newstyle-fixed', 'protocol')
             assert_eq(info['structured'], True, 'structured replies')
@@ -84,7 +84,7 @@ def test_nbdinfo_writable_flags():
     with _tmp_daemon_dir() as scratch:
         img = make_image(scratch.path('a.raw'), MiB)
         with start_exporting(img, writable=True) as d:
-            e = json.loads(run(['nbdinfo', '--json', d.uri()]).stdout)['exports'][0]
+            e = json.loads(run(['nbdinfo', '--no-content', '--json', d.uri()]).stdout)['exports'][0]
             assert_eq(e['is_read_only'], False, 'is_read_only')
             for k in ('can_flush', 'can_fua', 'can_trim', 'can_zero'):
                 assert_eq(e[k], True, k)
@@ -166,7 +166,7 @@ def test_nbdinfo_map_allocation_depth():
         img = scratch.path('s.raw')
         _sparse_image(img)
         with start_exporting(img, writable=False, extra_export=',allocation-depth=on') as d:
-            e = json.loads(run(['nbdinfo', '--json', d.uri()]).stdout)['exports'][0]
+            e = json.loads(run(['nbdinfo', '--no-content', '--json', d.uri()]).stdout)['exports'][0]
             assert_in('qemu:allocation-depth', e['contexts'], 'contexts')
             out = json.loads(run(['nbdinfo', '--map=qemu:allocation-depth', '--json',
                                   d.uri()]).stdout)

@@ -104,7 +104,8 @@ class _ResizeHolder:
             [QSD, '--blockdev', 'driver=file,node-name=hf,filename=%s' % img,
              '--export', 'type=fuse,id=he,node-name=hf,mountpoint=%s,growable=on,writable=on' % self.mnt,
              '--chardev', 'socket,id=m,path=%s,server=on,wait=off' % self.qmp, '--monitor', 'chardev=m'],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            errors='replace')
         end = time.monotonic() + 10
         while not os.path.exists(self.qmp):
             if self.proc.poll() is not None:

@@ -96,7 +96,7 @@ class Env:
         argv.append(self.d.uri())
         bt.qemu_io(self.ref, *cmds)
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, errors='replace')
 
     def mirror(self, **kw):
         args = {'job-id': 'm0', 'device': 'src', 'target': 'tgt', 'sync': 'full'}

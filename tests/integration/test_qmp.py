@@ -304,7 +304,7 @@ def test_configure_from_qmp():
         assert_eq(q.execute('block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 'r',
                                                  'name': 'disk', 'writable': True}), {},
                   'block-export-add')
-        info = json.loads(run(['nbdinfo', '--json', d.uri()]).stdout)['exports'][0]
+        info = json.loads(run(['nbdinfo', '--no-content', '--json', d.uri()]).stdout)['exports'][0]
         assert_eq(info['export-size'], 16 << 20, 'export-size')
         assert_eq(info['is_read_only'], False, 'is_read_only')
         exports = q.execute('query-block-exports')

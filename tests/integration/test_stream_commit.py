@@ -161,7 +161,7 @@ def run_racing_writes(e, seed):
     that lets it run through them; then the same writes on the reference."""
     cmds = random_writes(seed)
     p = subprocess.run(['qemu-io', '-f', 'raw', e.d.uri('top')], input='\n'.join(cmds) + '\n',
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, errors='replace', timeout=300)
     assert_eq((p.returncode, 'error' in p.stdout.lower()), (0, False),
               'racing writes: %s' % p.stdout[-300:])
     qemu_io(e.c.ref, *cmds)
@@ -489,7 +489,7 @@ def test_commit_active_complete_under_load():
         cmds = random_writes(5, count=4000)
         writer = subprocess.Popen(['qemu-io', '-f', 'raw', d.uri('top')],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+                                  stderr=subprocess.PIPE, text=True, errors='replace')
         # The writer sends its first requests before job-complete.
         writer.stdin.write('\n'.join(cmds[:10]) + '\n')
         writer.stdin.flush()
