@@ -20,8 +20,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, Skip, assert_eq, is_reference, main, qemu_io,  # noqa: E402
-                         run, tests_of)
+from blockd_test import (Daemon, Skip, assert_eq, del_export, is_reference, main,  # noqa: E402
+                         nbd_export, qemu_io, run, tests_of)
 
 IMGFMT = 'qcow2'
 
@@ -125,20 +125,15 @@ class Env:
     def unexport(self, node):
         # qemu-io has exited, but the server may not have noticed yet: 'hard'
         # only drops such finished connections.
-        self.cmd('block-export-del', {'id': 'exp-' + node, 'mode': 'hard'})
-        while True:
-            ev = self.q.wait_event('BLOCK_EXPORT_DELETED')
-            if ev['data']['id'] == 'exp-' + node:
-                break
+        del_export(self.q, 'exp-' + node, mode='hard')
         del self.exports[node]
 
     @contextlib.contextmanager
     def exported(self, node, writable=False):
-        self.export(node, writable)
-        try:
+        with nbd_export(self.q, node, id='exp-' + node, writable=writable):
+            self.exports[node] = writable
             yield
-        finally:
-            self.unexport(node)
+        del self.exports[node]
 
     def io(self, node, cmd):
         """Run one qemu-io command on the export of 'node'; pattern reads and
@@ -164,34 +159,18 @@ class Env:
         return r['return']
 
     def wait_until_completed(self, drive):
-        while True:
-            ev = self.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
-            if ev['data']['device'] == drive:
-                break
+        """The seed's wait_until_completed(): the job completes, without an
+        error, having copied everything."""
+        ev = self.q.run_job(drive, auto_dismiss=True).event
+        assert_eq(ev['event'], 'BLOCK_JOB_COMPLETED', 'job %s end' % drive)
         assert_eq(ev['data'].get('error'), None, 'job %s error' % drive)
         assert_eq(ev['data']['offset'], ev['data']['len'], 'job %s offset == len' % drive)
 
     def run_job(self, job, auto_finalize=True, auto_dismiss=False):
-        """iotests' VM.run_job(): follow JOB_STATUS_CHANGE to 'null'."""
-        error = None
-        while True:
-            ev = self.q.wait_event('JOB_STATUS_CHANGE', timeout=60)
-            if ev['data']['id'] != job:
-                continue
-            status = ev['data']['status']
-            if status == 'aborting':
-                for j in self.cmd('query-jobs'):
-                    if j['id'] == job:
-                        error = j.get('error')
-            elif status == 'ready':
-                self.cmd('job-complete', {'id': job})
-            elif status == 'pending' and not auto_finalize:
-                self.cmd('job-finalize', {'id': job})
-            elif status == 'concluded' and not auto_dismiss:
-                self.cmd('job-dismiss', {'id': job})
-            elif status == 'null':
-                assert_eq(error, None, 'job %s error' % job)
-                return
+        """The seed's vm.run_job(), which must succeed."""
+        run = self.q.run_job(job, auto_finalize=auto_finalize, auto_dismiss=auto_dismiss,
+                             complete=True)
+        assert_eq(run.error, None, 'job %s error' % job)
 
 
 @contextlib.contextmanager
