@@ -537,6 +537,18 @@ def nbd_export_args(d, image, name='disk', writable=True, fmt='raw', extra_expor
     return args
 
 
+def start_daemon(*args, **kw):
+    """Daemon(*args, **kw), started; cleaned up if it fails to start.  For
+    'with start_daemon(...) as d:'."""
+    d = Daemon(*args, **kw)
+    try:
+        d.start()
+    except BaseException:
+        d.cleanup()
+        raise
+    return d
+
+
 def start_exporting(image, writable=True, name='disk', qmp=True, extra_export='', node_opts='',
                     file_opts=''):
     """Start a daemon exporting `image` over NBD on a unix socket."""
@@ -651,11 +663,12 @@ def require_fuse():
 
 
 @contextlib.contextmanager
-def fuse_mounted(*mountpoints):
+def fuse_mounted(*mountpoints, wait=True):
     """Wait until every mountpoint is mounted (a daemon started with FUSE
-    exports); whatever happens, none is left mounted after the block."""
+    exports; wait=False: a block that will mount them); whatever happens,
+    none is left mounted after the block."""
     try:
-        for m in mountpoints:
+        for m in mountpoints if wait else ():
             wait_for(lambda: is_mounted(m), what='FUSE mount on %s' % m)
         yield
     finally:

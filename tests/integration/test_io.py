@@ -4,6 +4,7 @@
 nbd+unix:// URIs, nbdinfo (size, read-only, --list, --map), qemu-img compare,
 nbdcopy, and null-co / raw offset+size nodes exported and read."""
 
+import contextlib
 import filecmp
 import json
 import os
@@ -26,16 +27,13 @@ def test_qemu_io_pattern_write_read():
     require_tool('qemu-io')
     with _tmp_daemon_dir() as scratch:
         img = make_image(scratch.path('a.raw'), 16 * MiB)
-        d = start_exporting(img)
-        try:
+        with contextlib.closing(start_exporting(img)) as d:
             qemu_io(d.uri(), 'write -P 0xa5 0 1M', 'write -P 0x3c 5M 64k', 'write -z 8M 1M',
                     'write -P 0x77 15M 1M')
             # a second, independent client sees the data
             qemu_io(d.uri(), 'read -P 0xa5 0 1M', 'read -P 0x3c 5M 64k', 'read -P 0 8M 1M',
                     'read -P 0x77 15M 1M', 'read -P 0 1M 4M')
             assert_eq(d.stop(), 0, 'daemon exit status')
-        finally:
-            d.cleanup()
         qemu_io(img, 'read -P 0xa5 0 1M', 'read -P 0x3c 5M 64k', 'read -P 0 8M 1M',
                 'read -P 0x77 15M 1M', 'read -P 0 1M 4M')
 
@@ -220,12 +218,9 @@ def test_nbdcopy_into_export():
         src = make_image(scratch.path('src.raw'), 4 * MiB)
         write_at(src, 0, os.urandom(3 * MiB))
         img = make_image(scratch.path('dst.raw'), 4 * MiB, pattern=0xff)
-        d = start_exporting(img)
-        try:
+        with contextlib.closing(start_exporting(img)) as d:
             run(['nbdcopy', '--flush', src, d.uri()])
             assert_eq(d.stop(), 0, 'daemon exit')
-        finally:
-            d.cleanup()
         assert_eq(filecmp.cmp(src, img, shallow=False), True, 'image equals source')
 
 

@@ -110,16 +110,14 @@ class Env:
         return None
 
     def wait_status(self, job_id, status):
-        while True:
-            ev = self.q.wait_event('JOB_STATUS_CHANGE', timeout=60)
-            if ev['data']['id'] == job_id and ev['data']['status'] == status:
-                return
+        self.q.wait_job_status(job_id, status)
 
     def wait_end(self, job_id, name='BLOCK_JOB_COMPLETED'):
-        while True:
-            ev = self.q.wait_event(name, timeout=120)
-            if ev['data']['device'] == job_id:
-                return ev['data']
+        """Wait for the (auto-dismissed) job to end; returns the data of
+        its end event, which must be `name`."""
+        ev = self.q.run_job(job_id, auto_dismiss=True, wait=120).event
+        assert_eq(ev['event'], name, 'end of job ' + job_id)
+        return ev['data']
 
     def finish_fast(self, job_id):
         # The job may have finished already (then it is gone).

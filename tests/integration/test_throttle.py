@@ -12,20 +12,15 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, Skip, assert_eq, assert_in, main, make_image,  # noqa: E402
-                         qemu_io, require_nbd, require_tool, run, skip_if_reference, tests_of)
+from blockd_test import (Daemon, Skip, assert_eq, assert_in, main, make_image, qemu_io,  # noqa: E402
+                         require_nbd, require_tool, run, skip_if_reference,
+                         start_daemon, tests_of)
 
 GE = 'GenericError'
 
 
 def _daemon(args=()):
-    d = Daemon(args=args)
-    try:
-        d.start()
-    except BaseException:
-        d.cleanup()
-        raise
-    return d
+    return start_daemon(args=args)
 
 
 def _group(q, gid, **limits):
