@@ -473,29 +473,26 @@ def test_parallel_readers_and_writers():
         img = make_image(s.path('a.raw'), 32 * MiB)
         mnt = new_mountpoint(s.path('mnt'))
         with fuse_daemon(raw_node_args(img) + ['--export', fuse_export_arg('r0', mnt)], [mnt]):
-            fd = os.open(mnt, os.O_RDWR)
             errors = []
+            with fd_open(mnt, os.O_RDWR) as fd:
 
-            def worker(i):
-                try:
-                    base = i * 2 * MiB
-                    for k in range(32):
-                        blk = bytes([(i * 32 + k) & 0xff]) * 65536
-                        os.pwrite(fd, blk, base + k * 65536)
-                    for k in range(32):
-                        got = os.pread(fd, 65536, base + k * 65536)
-                        if got != bytes([(i * 32 + k) & 0xff]) * 65536:
-                            errors.append('thread %d block %d differs' % (i, k))
-                except OSError as e:
-                    errors.append(e)
-            try:
+                def worker(i):
+                    try:
+                        base = i * 2 * MiB
+                        for k in range(32):
+                            blk = bytes([(i * 32 + k) & 0xff]) * 65536
+                            os.pwrite(fd, blk, base + k * 65536)
+                        for k in range(32):
+                            got = os.pread(fd, 65536, base + k * 65536)
+                            if got != bytes([(i * 32 + k) & 0xff]) * 65536:
+                                errors.append('thread %d block %d differs' % (i, k))
+                    except OSError as e:
+                        errors.append(e)
                 ts = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
                 for t in ts:
                     t.start()
                 for t in ts:
                     t.join()
-            finally:
-                os.close(fd)
             assert_eq(errors, [], 'errors')
 
 
