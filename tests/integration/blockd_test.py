@@ -1,6 +1,9 @@
 # SPDX-License-Identifier: MIT
 """Shared helpers for blockd's integration tests: start the daemon under test,
-talk QMP to it, skip when a tool is missing, and always clean up.
+talk QMP to it, skip when a tool is missing, and always clean up.  Tests wait
+for jobs with QMP.run_job (QEMU iotests' VM.run_job) and hold what must be
+undone in 'with' blocks: nbd_export, nbd_connection, fuse_export,
+fuse_mounted, fd_open, start_daemon / start_exporting (Daemon objects).
 
 The daemon under test is chosen by the environment:
   BLOCKD_REFERENCE=1  -> /usr/bin/qemu-storage-daemon (proves the test is right)
