@@ -1,12 +1,31 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Install the Debian packages blockd needs to build, test and demo, only
-# when some are missing (one apt-get update, then one apt-get install).
+# Install the Debian packages blockd needs to build, test, bench and demo,
+# only when some are missing (one apt-get update, then one apt-get install).
+# Runs as root (a fresh chroot or container has no sudo) or through sudo.
 set -euo pipefail
 
-pkgs=(meson ninja-build pkg-config gcc clang libglib2.0-dev libjson-glib-dev
-      libfuse3-dev fuse3 libnbd-dev libnbd-bin python3-libnbd nbdkit nbdkit-plugin-dev
-      zlib1g-dev qemu-utils qemu-system-common fio socat)
+# Every program the build, tests/, examples/, bench/ and scripts/ run, by
+# the Debian 12 package that ships it. Installed without recommends, so
+# each one is named here even when another package would recommend it.
+pkgs=(
+    # build: compilers, the C library headers (gcc only recommends them),
+    # meson + ninja, and the libraries' -dev packages
+    gcc libc6-dev clang meson ninja-build pkg-config
+    libglib2.0-dev libjson-glib-dev libfuse3-dev libnbd-dev zlib1g-dev
+    nbdkit-plugin-dev
+    # tests: /usr/bin/python3 with the libnbd binding (also nbdsh)
+    python3 python3-libnbd
+    # qemu-img, qemu-io, qemu-nbd; qemu-storage-daemon (the reference)
+    qemu-utils qemu-system-common
+    # nbdinfo, nbdcopy; nbdkit (bench); file (nbdinfo probes content with it)
+    libnbd-bin nbdkit file
+    # fusermount3; fio (its nbd engine); socat (QMP from examples and demo)
+    fuse3 fio socat
+    # cmp; fallocate; umount; dd, truncate, stat, mktemp (in a minimal
+    # system already, named so that nothing here is taken for granted)
+    diffutils util-linux mount coreutils
+)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -20,8 +39,15 @@ if ((${#missing[@]} == 0)); then
 fi
 
 echo "deps.sh: installing ${missing[*]}" >&2
-sudo=
-if [[ $(id -u) != 0 ]]; then sudo=sudo; fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -q >&2
-$sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+as_root=()
+if [[ $(id -u) != 0 ]]; then
+    if ! command -v sudo >/dev/null; then
+        echo "deps.sh: not root and no sudo; as root run: apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+    as_root=(sudo)
+fi
+# env, not export: sudo does not pass the caller's environment on.
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >&2

@@ -1,6 +1,9 @@
 # SPDX-License-Identifier: MIT
 """Shared helpers for blockd's integration tests: start the daemon under test,
-talk QMP to it, skip when a tool is missing, and always clean up.
+talk QMP to it, skip when a tool is missing, and always clean up.  Tests wait
+for jobs with QMP.run_job (QEMU iotests' VM.run_job) and hold what must be
+undone in 'with' blocks: nbd_export, nbd_connection, fuse_export,
+fuse_mounted, fd_open, start_daemon / start_exporting (Daemon objects).
 
 The daemon under test is chosen by the environment:
   BLOCKD_REFERENCE=1  -> /usr/bin/qemu-storage-daemon (proves the test is right)
@@ -9,7 +12,7 @@ The daemon under test is chosen by the environment:
 Exit code 77 means "skipped" (meson's convention).
 """
 
-import errno
+import contextlib
 import json
 import os
 import shutil
@@ -37,7 +40,9 @@ def is_reference():
 def daemon_exe():
     if is_reference():
         return QSD
-    exe = os.environ.get('BLOCKD') or os.path.join(REPO, 'build', 'daemon', 'blockd')
+    # Absolute: the daemon starts in its temporary directory.
+    exe = os.path.abspath(os.environ.get('BLOCKD') or
+                          os.path.join(REPO, 'build', 'daemon', 'blockd'))
     if not os.access(exe, os.X_OK):
         raise Skip('daemon binary %s not built' % exe)
     return exe
@@ -63,13 +68,40 @@ def require_nbd():
 
 
 def run(cmd, check=True, timeout=60, **kw):
-    """Run a command, capture text output, and fail loudly if asked."""
+    """Run a command, capture text output, and fail loudly if asked.
+
+    Bytes that are not UTF-8 (a tool printing part of an image, say) come
+    out as U+FFFD instead of failing the test with a UnicodeDecodeError."""
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       text=True, timeout=timeout, **kw)
+                       text=True, errors='replace', timeout=timeout, **kw)
     if check and p.returncode != 0:
         raise AssertionError('%s exited %d\nstdout: %s\nstderr: %s'
                              % (' '.join(cmd), p.returncode, p.stdout, p.stderr))
     return p
+
+
+def fio_has_nbd():
+    """Whether fio is installed with its nbd engine (fio >= 3.18 built
+    with libnbd)."""
+    if shutil.which('fio') is None:
+        return False
+    p = run(['fio', '--enghelp=nbd'], check=False)
+    return p.returncode == 0 and 'uri' in p.stdout
+
+
+def require_fio_nbd():
+    if not fio_has_nbd():
+        raise Skip('fio with the nbd engine not installed')
+
+
+def fio(args, cwd, timeout=300):
+    """Run fio in `cwd` (the test's temporary directory) and return the
+    process; the caller checks the exit status.  Verify jobs would save
+    their state files (local-JOB-N-verify.state) in the working directory
+    at exit: verify_state_save=0 turns that off, and cwd keeps anything
+    else fio writes out of the source tree."""
+    return run(['fio'] + list(args) + ['--verify_state_save=0'], check=False,
+               timeout=timeout, cwd=cwd)
 
 
 def assert_eq(got, expected, what=''):
@@ -198,15 +230,31 @@ class QMP:
             raise AssertionError('%s %r: expected an error, got %r' % (name, args, r))
         return r['error']
 
-    def wait_event(self, name, timeout=10.0):
+    def wait_event(self, name, timeout=10.0, match=None):
+        """The next event called `name` (or any of a tuple of names) whose
+        data holds every key/value of the dict `match`; other events stay
+        queued for later waits."""
+        names = (name,) if isinstance(name, str) else tuple(name)
+
+        def pred(ev):
+            if ev['event'] not in names:
+                return False
+            data = ev.get('data', {})
+            return all(data.get(k) == v for k, v in (match or {}).items())
+        return self._wait(pred, timeout, 'event %s%s' % ('/'.join(names),
+                                                         ' %r' % match if match else ''))
+
+    def _wait(self, pred, timeout, what):
+        """Pop the first queued event for which pred(ev) holds, reading
+        more from the socket until one comes or `timeout` passes."""
         end = time.monotonic() + timeout
         while True:
             for i, ev in enumerate(self.events):
-                if ev['event'] == name:
+                if pred(ev):
                     return self.events.pop(i)
             left = end - time.monotonic()
             if left <= 0:
-                raise AssertionError('timed out waiting for event ' + name)
+                raise AssertionError('timed out waiting for ' + what)
             self.sock.settimeout(left)
             try:
                 msg = self.recv()
@@ -217,7 +265,116 @@ class QMP:
             if 'event' in msg:
                 self.events.append(msg)
             else:
-                raise AssertionError('unexpected reply while waiting for event: %r' % msg)
+                raise AssertionError('unexpected reply while waiting for %s: %r' % (what, msg))
+
+    def wait_job_status(self, job, status, timeout=60.0):
+        """Follow JOB_STATUS_CHANGE of `job` up to `status`; returns the
+        statuses passed on the way, `status` last."""
+        seen = []
+        while not seen or seen[-1] != status:
+            ev = self.wait_event('JOB_STATUS_CHANGE', timeout, match={'id': job})
+            seen.append(ev['data']['status'])
+        return seen
+
+    def run_job(self, job, auto_finalize=True, auto_dismiss=False, pre_finalize=None,
+                cancel=False, complete=False, pre_dismiss=None, wait=60.0):
+        """Take a started job through to its end, as QEMU iotests' VM.run_job:
+        follow its JOB_STATUS_CHANGE events to 'null'; on 'aborting' read its
+        error from query-jobs; on 'ready' send job-complete if `complete`;
+        on 'pending' (auto_finalize=False) call pre_finalize() then
+        job-finalize, or job-cancel if `cancel`; on 'concluded'
+        (auto_dismiss=False) call pre_dismiss() then job-dismiss.  The flags
+        say how the job was started (QMP's defaults for block jobs are
+        auto-finalize and auto-dismiss on; blockdev-create dismisses by hand).
+        `wait` bounds the wait for each event.  Returns a JobRun: .error
+        (None on success), .statuses, .events and .event (the job's
+        BLOCK_JOB_COMPLETED or BLOCK_JOB_CANCELLED)."""
+        run = JobRun(job)
+        self._forget_earlier_runs(job)
+        while True:
+            ev = self._wait(lambda e: e['event'] in JOB_EVENTS and _job_of(e) == job,
+                            wait, 'events of job %s (statuses so far %r)' % (job, run.statuses))
+            if ev['event'] != 'JOB_STATUS_CHANGE':
+                run.events.append(ev)
+                continue
+            status = ev['data']['status']
+            run.statuses.append(status)
+            if status == 'aborting':
+                for j in self.execute('query-jobs'):
+                    if j['id'] == job:
+                        run.error = j.get('error')
+            elif status == 'ready' and complete:
+                self.execute('job-complete', id=job)
+            elif status == 'pending' and not auto_finalize:
+                if pre_finalize:
+                    pre_finalize()
+                self.execute('job-cancel' if cancel else 'job-finalize', id=job)
+            elif status == 'concluded' and not auto_dismiss:
+                if pre_dismiss:
+                    pre_dismiss()
+                self.execute('job-dismiss', id=job)
+            elif status == 'null':
+                # Anything of the job's still queued was sent before 'null'.
+                for e in [e for e in self.events if e['event'] in JOB_EVENTS and
+                          _job_of(e) == job]:
+                    self.events.remove(e)
+                    run.events.append(e)
+                if run.error is None and run.completed_event():
+                    run.error = run.completed_event()['data'].get('error')
+                return run
+
+    def _forget_earlier_runs(self, job):
+        """Drop queued events of an earlier job of the same id (one that a
+        test waited for by a single event): its 'null' must not end this
+        run.  The job being run has been created (its start command was
+        answered), so the last queued 'created' of the id starts it."""
+        mine = [i for i, e in enumerate(self.events)
+                if e['event'] in JOB_EVENTS and _job_of(e) == job]
+        created = [i for i in mine if self.events[i]['event'] == 'JOB_STATUS_CHANGE' and
+                   self.events[i]['data']['status'] == 'created']
+        if created:
+            stale = set(i for i in mine if i < created[-1])
+            self.events = [e for i, e in enumerate(self.events) if i not in stale]
+
+
+# The events run_job follows; block job events name the job 'device'.
+JOB_EVENTS = ('JOB_STATUS_CHANGE', 'BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED',
+              'BLOCK_JOB_ERROR', 'BLOCK_JOB_READY', 'BLOCK_JOB_PENDING')
+
+
+def _job_of(ev):
+    data = ev.get('data', {})
+    return data.get('id', data.get('device'))
+
+
+class JobRun:
+    """What QMP.run_job saw of one job."""
+
+    def __init__(self, job):
+        self.job = job
+        self.error = None       # the job's error; None when it succeeded
+        self.statuses = []      # its JOB_STATUS_CHANGE statuses, in order
+        self.events = []        # its BLOCK_JOB_* events, in order
+
+    def completed_event(self):
+        for ev in reversed(self.events):
+            if ev['event'] in ('BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED'):
+                return ev
+        return None
+
+    @property
+    def event(self):
+        """The job's BLOCK_JOB_COMPLETED or BLOCK_JOB_CANCELLED event."""
+        ev = self.completed_event()
+        if ev is None:
+            raise AssertionError('job %s ended without BLOCK_JOB_COMPLETED/CANCELLED; '
+                                 'statuses %r, events %r' % (self.job, self.statuses, self.events))
+        return ev
+
+
+def run_job(q, job, **kw):
+    """QMP.run_job on the session q."""
+    return q.run_job(job, **kw)
 
 
 class Daemon:
@@ -289,7 +446,7 @@ class Daemon:
 
     def stderr(self):
         try:
-            with open(self.stderr_path) as f:
+            with open(self.stderr_path, errors='replace') as f:
                 return f.read()
         except OSError:
             return ''
@@ -342,6 +499,10 @@ class Daemon:
         if self.owns_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    # contextlib.closing(Daemon(...)): cleanup only, without the clean
+    # stop and the sanitizer check of 'with Daemon(...)'.
+    close = cleanup
+
     def sanitizer_report(self):
         """ASan/UBSan/LSan findings in the daemon's stderr, if any."""
         err = self.stderr()
@@ -379,6 +540,18 @@ def nbd_export_args(d, image, name='disk', writable=True, fmt='raw', extra_expor
     return args
 
 
+def start_daemon(*args, **kw):
+    """Daemon(*args, **kw), started; cleaned up if it fails to start.  For
+    'with start_daemon(...) as d:'."""
+    d = Daemon(*args, **kw)
+    try:
+        d.start()
+    except BaseException:
+        d.cleanup()
+        raise
+    return d
+
+
 def start_exporting(image, writable=True, name='disk', qmp=True, extra_export='', node_opts='',
                     file_opts=''):
     """Start a daemon exporting `image` over NBD on a unix socket."""
@@ -407,6 +580,136 @@ def qemu_io(uri_or_file, *cmds, fmt='raw', check=True, extra=()):
             raise AssertionError('qemu-io %s failed (rc %d)\nstdout: %s\nstderr: %s'
                                  % (' '.join(cmds), p.returncode, p.stdout, p.stderr))
     return p
+
+
+# --- exports, connections and mounts that clean up after themselves ---
+
+@contextlib.contextmanager
+def _cleanup_on_exit(undo):
+    """Run undo() when the block ends; if the block failed, undo() failing
+    too (a dead daemon, say) must not hide the first error."""
+    try:
+        yield
+    except BaseException:
+        try:
+            undo()
+        except Exception:  # noqa: BLE001
+            pass
+        raise
+    undo()
+
+
+def del_export(q, id, mode='hard', timeout=30.0):
+    """block-export-del and wait for its BLOCK_EXPORT_DELETED.  'hard'
+    because a client that has exited may not have been noticed yet."""
+    q.execute('block-export-del', {'id': id, 'mode': mode})
+    q.wait_event('BLOCK_EXPORT_DELETED', timeout, match={'id': id})
+
+
+@contextlib.contextmanager
+def nbd_export(q, node, name=None, id=None, writable=False, mode='hard', **extra):
+    """An NBD export of `node` (named `name`, default the node's name) on
+    the running NBD server, deleted when the block ends; yields its name.
+    extra: more block-export-add arguments (description=..., bitmaps=[...],
+    with '_' for '-')."""
+    name = name or node
+    id = id or 'exp-' + name
+    args = {'type': 'nbd', 'id': id, 'node-name': node, 'name': name, 'writable': writable}
+    args.update({k.replace('_', '-'): v for k, v in extra.items()})
+    q.execute('block-export-add', args)
+    with _cleanup_on_exit(lambda: del_export(q, id, mode)):
+        yield name
+
+
+@contextlib.contextmanager
+def nbd_connection(uri, meta_contexts=(), structured=True):
+    """A libnbd handle connected to `uri` (after requesting meta_contexts),
+    shut down when the block ends; yields the handle."""
+    nbd = require_nbd()
+    h = nbd.NBD()
+    if not structured:
+        h.set_request_structured_replies(False)
+    for ctx in meta_contexts:
+        h.add_meta_context(ctx)
+    h.connect_uri(uri)
+    with _cleanup_on_exit(h.shutdown):
+        yield h
+
+
+def is_mounted(path):
+    path = os.path.realpath(path)
+    with open('/proc/self/mountinfo') as f:
+        for line in f:
+            fields = line.split()
+            # the mount point field escapes blanks as \040
+            if fields[4].replace('\\040', ' ') == path:
+                return True
+    return False
+
+
+def force_unmount(path):
+    """Best-effort: leave no mount behind whatever happened."""
+    for _ in range(5):
+        if not is_mounted(path):
+            return
+        subprocess.run(['fusermount3', '-u', '-z', path], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        if is_mounted(path):
+            subprocess.run(['umount', '-l', path], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+
+
+def require_fuse():
+    if not os.path.exists('/dev/fuse'):
+        raise Skip('/dev/fuse missing')
+    require_tool('fusermount3')
+
+
+@contextlib.contextmanager
+def fuse_mounted(*mountpoints, wait=True):
+    """Wait until every mountpoint is mounted (a daemon started with FUSE
+    exports; wait=False: a block that will mount them); whatever happens,
+    none is left mounted after the block."""
+    try:
+        for m in mountpoints if wait else ():
+            wait_for(lambda: is_mounted(m), what='FUSE mount on %s' % m)
+        yield
+    finally:
+        for m in mountpoints:
+            force_unmount(m)
+
+
+@contextlib.contextmanager
+def fuse_export(q, node, mountpoint, id='fuse0', writable=False, **extra):
+    """A FUSE export of `node` over `mountpoint` (created as an empty file
+    when missing), deleted and unmounted when the block ends; yields the
+    mountpoint.  extra: more block-export-add arguments ('_' for '-')."""
+    if not os.path.exists(mountpoint):
+        open(mountpoint, 'w').close()
+    args = {'type': 'fuse', 'id': id, 'node-name': node, 'mountpoint': mountpoint,
+            'writable': writable}
+    args.update({k.replace('_', '-'): v for k, v in extra.items()})
+    q.execute('block-export-add', args)
+    with fuse_mounted(mountpoint):
+        with _cleanup_on_exit(lambda: del_export(q, id)):
+            yield mountpoint
+
+
+@contextlib.contextmanager
+def fd_open(path, flags, mode=0o644, quiet_close=False):
+    """os.open(path) for the block; the descriptor is closed at its end.
+    quiet_close: ignore an error of that close (the export behind the file
+    is gone and close reports the dead connection)."""
+    fd = os.open(path, flags, mode)
+
+    def close():
+        try:
+            os.close(fd)
+        except OSError:
+            if not quiet_close:
+                raise
+    with _cleanup_on_exit(close):
+        yield fd
 
 
 def main(tests):

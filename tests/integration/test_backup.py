@@ -7,6 +7,7 @@ Targets are checked with qemu-img compare against point-in-time copies
 (after qemu-img rebase -u, exactly as 257 does) and with qemu-img check.
 """
 
+import contextlib
 import os
 import sys
 
@@ -67,32 +68,27 @@ class Env:
         self.q.execute('block-export-add', {'type': 'nbd', 'id': 'exp0', 'node-name': 'drive0',
                                             'name': 'disk', 'writable': True})
 
-    def close(self):
-        # Called from 'finally': a clean stop lets sanitizers report.
-        self.d.__exit__(*sys.exc_info())
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        # A clean stop (when the test passed) lets sanitizers report.
+        self.d.__exit__(*exc)
 
     def nbd(self):
-        import nbd
-        h = nbd.NBD()
-        h.connect_uri(self.d.uri('disk'))
-        return h
+        """A libnbd connection to the export, for a 'with' block."""
+        return bt.nbd_connection(self.d.uri('disk'))
 
     def write_group(self, n):
         # libnbd sends no flush of its own (257's blkdebug state machine
         # counts flushes): qemu-io would flush when it closes.
-        h = self.nbd()
-        try:
+        with self.nbd() as h:
             for p in GROUPS[n]:
                 h.pwrite(bytes([int(p.byte, 16)]) * p.size, p.offset)
-        finally:
-            h.shutdown()
 
     def flush(self):
-        h = self.nbd()
-        try:
+        with self.nbd() as h:
             h.flush()
-        finally:
-            h.shutdown()
 
     def bitmaps(self):
         for n in self.q.execute('query-named-block-nodes'):
@@ -127,23 +123,10 @@ class Env:
                 return j['status']
         return None
 
-    def run_job(self, job, pre_finalize=None, cancel=False):
-        """Wait for the job (auto-dismiss); returns its final event."""
-        bt.wait_for(lambda: self.job_status(job) in ('pending', None), 60, 'job ' + job)
-        if self.job_status(job) == 'pending':
-            if pre_finalize:
-                pre_finalize()
-            if cancel:
-                self.q.execute('job-cancel', id=job)
-            else:
-                self.q.execute('job-finalize', id=job)
-        bt.wait_for(lambda: self.job_status(job) is None, 60, 'job %s gone' % job)
-        for ev in self.q.events:
-            if ev['event'] in ('BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED') \
-                    and ev['data']['device'] == job:
-                self.q.events.remove(ev)
-                return ev
-        return self.q.wait_event('BLOCK_JOB_COMPLETED')
+    def run_job(self, job, **kw):
+        """Wait for a (auto-dismissed) backup job; returns its final
+        event (BLOCK_JOB_COMPLETED or BLOCK_JOB_CANCELLED)."""
+        return self.q.run_job(job, auto_dismiss=True, **kw).event
 
     def reference_backup(self, n, path):
         self.create_target('ref_target_%d' % n, path)
@@ -166,8 +149,7 @@ def check_image(path):
 
 
 def bitmap_sync(bsync_mode, msync_mode='bitmap', failure=None):
-    env = Env(blkdebug=failure == 'intermediate')
-    try:
+    with Env(blkdebug=failure == 'intermediate') as env:
         p = env.d.path
         bsync1, bsync2 = p('bsync1'), p('bsync2')
         fb0, fb1, fb2 = p('fbackup0'), p('fbackup1'), p('fbackup2')
@@ -196,7 +178,8 @@ def bitmap_sync(bsync_mode, msync_mode='bitmap', failure=None):
                 ebitmap = set()
             ebitmap |= group_bits(2)
 
-        ev = env.run_job('backup_1', pre_finalize=callback, cancel=failure == 'simulated')
+        ev = env.run_job('backup_1', auto_finalize=False, pre_finalize=callback,
+                         cancel=failure == 'simulated')
         if failure == 'intermediate':
             bt.assert_eq(ev['event'], 'BLOCK_JOB_COMPLETED')
             bt.assert_eq(ev['data'].get('error'), 'Input/output error')
@@ -222,7 +205,7 @@ def bitmap_sync(bsync_mode, msync_mode='bitmap', failure=None):
         env.create_target('backup_target_2', bsync2)
         env.backup('backup_2', 'backup_target_2', 'bitmap', bitmap='bitmap0',
                    bitmap_mode=bsync_mode, auto_finalize=False)
-        ev = env.run_job('backup_2')
+        ev = env.run_job('backup_2', auto_finalize=False)
         assert 'error' not in ev['data'], ev
         if bsync_mode != 'never':
             ebitmap = set()
@@ -238,8 +221,6 @@ def bitmap_sync(bsync_mode, msync_mode='bitmap', failure=None):
         base = bsync1 if (not failure or bsync_mode == 'always') else fb0
         compare(bsync2, fb2, base=base)
         compare(env.img, fb2)
-    finally:
-        env.close()
 
 
 def _add_sync_tests():
@@ -290,8 +271,7 @@ API_CASES = {
 
 
 def test_backup_api():
-    env = Env()
-    try:
+    with Env() as env:
         env.create_target('backup_target', env.d.path('bsync1'))
         env.q.execute('block-dirty-bitmap-add', {'node': 'drive0', 'name': 'bitmap0',
                                                 'granularity': GRANULARITY})
@@ -334,8 +314,6 @@ def test_backup_api():
         assert 'backup-top' not in names, names
         bt.assert_eq([b.get('name') for b in env.bitmaps()], ['bitmap0'])
         assert not env.bitmap('bitmap0')['busy']
-    finally:
-        env.close()
 
 
 
@@ -372,8 +350,7 @@ def snapshot(env, path):
 
 
 def backup_under_load(sync):
-    env = Env()
-    try:
+    with Env() as env:
         p = env.d.path
         # Data everywhere, so every cluster has old data worth saving.
         bt.qemu_io(env.d.uri('disk'), 'write -P 0x5a 0 %d' % SIZE)
@@ -413,8 +390,6 @@ def backup_under_load(sync):
         env.d.stop()
         check_image(p('tgt.qcow2'))
         compare(p('tgt.qcow2'), p('pit.raw'), base=base)
-    finally:
-        env.close()
 
 
 def test_full_under_load():
@@ -426,8 +401,7 @@ def test_incremental_under_load():
 
 
 def test_cancel():
-    env = Env()
-    try:
+    with Env() as env:
         env.write_group(0)
         env.q.execute('block-dirty-bitmap-add', {'node': 'drive0', 'name': 'bitmap0'})
         env.write_group(1)
@@ -451,13 +425,10 @@ def test_cancel():
         # The export writes to drive0 directly again.
         env.write_group(3)
         env.check_bits(group_bits(1) | group_bits(2) | group_bits(3))
-    finally:
-        env.close()
 
 
 def test_implicit_filter_and_sync_none():
-    env = Env()
-    try:
+    with Env() as env:
         env.write_group(0)
         env.create_target('tgt', env.d.path('tgt.qcow2'))
         before = set(node_names(env))
@@ -478,13 +449,10 @@ def test_implicit_filter_and_sync_none():
                    'read -P 0 64k 64k', 'read -P 0 %d 64k' % (SIZE - 64 * 1024),
                    fmt='qcow2')
         check_image(t)
-    finally:
-        env.close()
 
 
 def test_transaction_grouped():
-    env = Env()
-    try:
+    with Env() as env:
         env.write_group(0)
         env.create_target('tgt', env.d.path('tgt.qcow2'))
         bk = {'job-id': 'bk', 'device': 'drive0', 'target': 'tgt', 'sync': 'full'}
@@ -509,13 +477,10 @@ def test_transaction_grouped():
         env.d.stop()
         compare(env.d.path('tgt.qcow2'), env.d.path('pit.raw'))
         compare(env.d.path('tgt2.qcow2'), env.d.path('pit.raw'))
-    finally:
-        env.close()
 
 
 def test_drive_backup():
-    env = Env()
-    try:
+    with Env() as env:
         env.write_group(0)
         env.write_group(1)
         snapshot(env, env.d.path('pit.raw'))
@@ -527,24 +492,20 @@ def test_drive_backup():
         env.d.stop()
         check_image(t)
         compare(t, env.d.path('pit.raw'))
-    finally:
-        env.close()
 
 
 def test_cbw_blockdev_add():
     """A copy-before-write node added by hand (with a bitmap limiting what
     is copied) saves old data of the bitmap's clusters only."""
-    env = Env()
-    try:
+    with Env() as env:
         env.write_group(0)
         env.create_target('tgt', env.d.path('tgt.qcow2'))
         env.q.execute('block-dirty-bitmap-add', {'node': 'drive0', 'name': 'only0',
                                                  'disabled': True})
         # The bitmap records one write: cluster 0 only.
         env.q.execute('block-dirty-bitmap-enable', {'node': 'drive0', 'name': 'only0'})
-        h = env.nbd()
-        h.pwrite(b'\x49' * GRANULARITY, 0)
-        h.shutdown()
+        with env.nbd() as h:
+            h.pwrite(b'\x49' * GRANULARITY, 0)
         env.q.execute('block-dirty-bitmap-disable', {'node': 'drive0', 'name': 'only0'})
         env.q.execute('block-export-del', {'id': 'exp0'})
         bt.wait_for(lambda: not env.q.execute('query-block-exports'), 10, 'export gone')
@@ -564,16 +525,13 @@ def test_cbw_blockdev_add():
         # (1M) was not: the target has nothing there.
         bt.qemu_io(t, 'read -P 0x49 0 64k', 'read -P 0 1M 64k', fmt='qcow2')
         bt.qemu_io(env.img, 'read -P 0x65 0 64k', fmt='qcow2')
-    finally:
-        env.close()
 
 
 def test_top_with_backing():
     """sync=top copies what the top layer allocates, nothing of its
     backing file; the target over the same backing equals the source."""
-    d = bt.Daemon()
-    d.args += ['--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock]
-    try:
+    with contextlib.closing(bt.Daemon()) as d:
+        d.args += ['--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock]
         base, top, tgt = d.path('base.qcow2'), d.path('top.qcow2'), d.path('tgt.qcow2')
         bt.run(['qemu-img', 'create', '-f', 'qcow2', base, str(SIZE)])
         bt.qemu_io(base, 'write -P 0x11 0 %d' % SIZE, fmt='qcow2')
@@ -595,7 +553,7 @@ def test_top_with_backing():
         # Overwrite top-allocated and backing-only data during the job.
         bt.qemu_io(d.uri('disk'), 'write -P 0x44 1M 4M', 'write -P 0x55 60M 64k')
         q.execute('block-job-set-speed', device='bk', speed=0)
-        ev = q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        ev = q.run_job('bk', auto_dismiss=True).event
         assert 'error' not in ev['data'], ev
         d.stop()
         check_image(tgt)
@@ -605,8 +563,6 @@ def test_top_with_backing():
         import json
         own = sum(e['length'] for e in json.loads(m) if e['depth'] == 0 and e['data'])
         bt.assert_eq(own, 1024 * 1024 + 64 * 1024, 'bytes allocated in the target')
-    finally:
-        d.cleanup()
 
 
 if __name__ == '__main__':

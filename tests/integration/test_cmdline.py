@@ -7,16 +7,15 @@ import json
 import os
 import signal
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, assert_eq, assert_in, daemon_exe, is_reference,  # noqa: E402
-                         main, make_image, require_tool, run, tests_of, wait_for, Skip)
+from blockd_test import (Daemon, assert_eq, assert_in, daemon_exe, is_reference, main,  # noqa: E402
+                         make_image, require_tool, run, tests_of, wait_for)
 
 
 def nbdinfo_json(uri):
     require_tool('nbdinfo')
-    p = run(['nbdinfo', '--json', uri])
+    p = run(['nbdinfo', '--no-content', '--json', uri])
     return json.loads(p.stdout)['exports'][0]
 
 

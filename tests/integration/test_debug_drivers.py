@@ -11,20 +11,14 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, assert_eq, assert_in, is_reference, main, make_image,  # noqa: E402
-                         require_nbd, require_tool, run, tests_of, wait_for, write_at)
+from blockd_test import (assert_eq, is_reference, main, make_image, require_nbd,  # noqa: E402
+                         require_tool, run, start_daemon, tests_of, wait_for, write_at)
 
 MiB = 1024 * 1024
 
 
 def _daemon():
-    d = Daemon()
-    try:
-        d.start()
-    except BaseException:
-        d.cleanup()
-        raise
-    return d
+    return start_daemon()
 
 
 def _export(q, d, node, writable=True, name='disk'):

@@ -19,15 +19,14 @@ def drive_mirror_case(sync, backing):
     """drive-mirror to a new image (format and size from the source);
     after the pivot the export serves it, with the source's backing
     node (top) or the source itself (none) as its backing file."""
-    e = Env(backing=backing)
-    try:
+    with Env(backing=backing) as e:
         new = e.d.path('new.qcow2')
         e.q.execute('drive-mirror', {'job-id': 'm0', 'device': 'src', 'target': new,
                                      'sync': sync, 'node-name': 'new'})
         e.q.wait_event('BLOCK_JOB_READY', timeout=60)
         e.nbd_write(writes(16, 30))
         e.q.execute('job-complete', {'id': 'm0'})
-        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        ev = e.wait_job()
         bt.assert_eq(ev['data'].get('error'), None, 'completion error')
         e.nbd_write(writes(17, 10))
         e.check_export_reads_ref()
@@ -41,8 +40,6 @@ def drive_mirror_case(sync, backing):
         p = bt.run(['qemu-img', 'compare', '-F', 'raw', new, e.ref], check=False)
         bt.assert_eq(p.returncode, 0, 'qemu-img compare: ' + p.stdout + p.stderr)
         bt.run(['qemu-img', 'check', new])
-    finally:
-        e.close()
 
 
 def test_drive_mirror_full():
@@ -60,8 +57,7 @@ def test_drive_mirror_none():
 def test_drive_mirror_existing_and_refusals():
     """mode=existing opens the given image (format probed); QEMU's
     drive-mirror refusals."""
-    e = Env()
-    try:
+    with Env() as e:
         err = e.q.error('drive-mirror', {'device': 'src', 'target': e.d.path('x.qcow2'),
                                          'sync': 'full', 'replaces': 'src'})
         bt.assert_eq(err['desc'], 'a node-name must be provided when replacing a named node '
@@ -92,13 +88,11 @@ def test_drive_mirror_existing_and_refusals():
                                      'sync': 'full', 'mode': 'existing', 'unmap': False})
         e.q.wait_event('BLOCK_JOB_READY', timeout=60)
         e.q.execute('job-complete', {'id': 'm0'})
-        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        ev = e.wait_job()
         bt.assert_eq(ev['data'].get('error'), None, 'completion error')
         e.nbd_write(writes(18, 10))
         e.check_export_reads_ref()
         e.stop_and_check(ex)
-    finally:
-        e.close()
 
 
 if __name__ == '__main__':

@@ -12,47 +12,18 @@ import errno
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, Skip, assert_eq, assert_in, is_reference, main,  # noqa: E402
-                         make_image, qemu_io, require_tool, run, tests_of, wait_for, write_at)
+from blockd_test import (Daemon, Skip, assert_eq, assert_in, fd_open, fuse_mounted,  # noqa: E402
+                         is_mounted, is_reference, main, make_image, qemu_io,
+                         require_fuse, require_tool, run, tests_of, wait_for, write_at)
 
 MiB = 1 << 20
 
 
 # --- helpers (FUSE-specific; kept here, the shared module is the test engineer's) ---
-
-def is_mounted(path):
-    path = os.path.realpath(path)
-    with open('/proc/self/mountinfo') as f:
-        for line in f:
-            fields = line.split()
-            # the mount point field escapes blanks as \040
-            if fields[4].replace('\\040', ' ') == path:
-                return True
-    return False
-
-
-def force_unmount(path):
-    """Best-effort: leave no mount behind whatever happened."""
-    for _ in range(5):
-        if not is_mounted(path):
-            return
-        subprocess.run(['fusermount3', '-u', '-z', path], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-        if is_mounted(path):
-            subprocess.run(['umount', '-l', path], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-
-
-def require_fuse():
-    if not os.path.exists('/dev/fuse'):
-        raise Skip('/dev/fuse missing')
-    require_tool('fusermount3')
-
 
 def fuse_export_arg(node, mnt, id='fuse0', writable=True, growable=None, extra=''):
     arg = 'type=fuse,id=%s,node-name=%s,mountpoint=%s,writable=%s' % (
@@ -71,16 +42,12 @@ def raw_node_args(img, name='0', node_opts=''):
 @contextlib.contextmanager
 def fuse_daemon(args, mounts, qmp=True, tmpdir=None):
     """Start a daemon with 'args' (mounting 'mounts'); always unmount."""
-    d = Daemon(args, qmp=qmp, tmpdir=tmpdir)
-    try:
-        with d:
+    with fuse_mounted(*mounts, wait=False):
+        with Daemon(args, qmp=qmp, tmpdir=tmpdir) as d:
             d.start()
             for m in mounts:
                 wait_for(lambda: is_mounted(m), what='FUSE mount on %s' % m)
             yield d
-    finally:
-        for m in mounts:
-            force_unmount(m)
 
 
 def scratch_dir():
@@ -120,14 +87,6 @@ def assert_filled(got, byte, length, what):
         raise AssertionError('%s: expected %d bytes of 0x%02x, got %d bytes, first difference at %d '
                              '(0x%02x)' % (what, length, byte, len(got), first,
                                            got[first] if first < len(got) else -1))
-
-
-def close_quietly(fd):
-    """close() of a file whose export is gone may report the dead connection."""
-    try:
-        os.close(fd)
-    except OSError:
-        pass
 
 
 # --- tests ---
@@ -192,13 +151,10 @@ def test_fsync_and_fdatasync():
         img = make_image(s.path('a.raw'), 4 * MiB)
         mnt = new_mountpoint(s.path('mnt'))
         with fuse_daemon(raw_node_args(img) + ['--export', fuse_export_arg('r0', mnt)], [mnt]):
-            fd = os.open(mnt, os.O_RDWR)
-            try:
+            with fd_open(mnt, os.O_RDWR) as fd:
                 os.pwrite(fd, b'\x99' * 4096, 8192)
                 os.fsync(fd)
                 os.fdatasync(fd)
-            finally:
-                os.close(fd)
             with open(img, 'rb') as f:
                 f.seek(8192)
                 assert_eq(f.read(4096), b'\x99' * 4096, 'image contents after fsync')
@@ -263,8 +219,7 @@ def test_fallocate_allocate_mode():
             '--export', fuse_export_arg('r0', mnt),
             '--export', fuse_export_arg('r1', mnt_g, id='g', growable=True)]
         with fuse_daemon(args, [mnt, mnt_g]):
-            fd = os.open(mnt, os.O_RDWR)
-            try:
+            with fd_open(mnt, os.O_RDWR) as fd:
                 os.posix_fallocate(fd, 0, MiB)            # already allocated
                 os.posix_fallocate(fd, 2 * MiB, MiB)      # a hole
                 assert_filled(os.pread(fd, MiB, 2 * MiB), 0, MiB, 'allocated range reads zero')
@@ -275,15 +230,10 @@ def test_fallocate_allocate_mode():
                         raise AssertionError('fallocate past the end of a fixed-size export succeeded')
                     except OSError as e:
                         assert_eq(e.errno, errno.ENOSPC, 'errno past the end')
-            finally:
-                os.close(fd)
             assert_eq(allocated(img, 2 * MiB, MiB), True, 'hole allocated (qemu-img map)')
             assert_eq(os.path.getsize(img), 4 * MiB, 'fixed image size')
-            fd = os.open(mnt_g, os.O_RDWR)
-            try:
+            with fd_open(mnt_g, os.O_RDWR) as fd:
                 os.posix_fallocate(fd, 4 * MiB, 2 * MiB)
-            finally:
-                os.close(fd)
             assert_eq(os.path.getsize(mnt_g), 6 * MiB, 'growable export grown by fallocate')
             assert_eq(os.path.getsize(img_g), 6 * MiB, 'growable image grown')
 
@@ -323,12 +273,9 @@ def test_truncate_growable():
                 f.seek(4 * MiB)
                 assert_eq(f.read(2 * MiB), bytes(2 * MiB), 'grown part reads zero')
             # a write past the end grows the file too
-            fd = os.open(mnt, os.O_WRONLY)
-            try:
+            with fd_open(mnt, os.O_WRONLY) as fd:
                 assert_eq(os.pwrite(fd, b'\x44' * 4096, 7 * MiB), 4096, 'write past end')
                 os.ftruncate(fd, 5 * MiB)
-            finally:
-                os.close(fd)
             assert_eq(os.path.getsize(mnt), 5 * MiB, 'shrunk by ftruncate')
             assert_eq(os.path.getsize(img), 5 * MiB, 'image shrunk')
             qemu_io(img, 'read -P 0x33 0 4M', 'read -P 0 4M 1M', extra=['-r', '-U'])
@@ -353,16 +300,13 @@ def test_truncate_refused_when_not_growable():
             # truncating to the same size is harmless
             run(['truncate', '-s', str(4 * MiB), mnt])
             # writes stop at the end: a short write, then ENOSPC
-            fd = os.open(mnt, os.O_WRONLY)
-            try:
+            with fd_open(mnt, os.O_WRONLY) as fd:
                 assert_eq(os.pwrite(fd, b'\x01' * 8192, 4 * MiB - 4096), 4096, 'short write at the end')
                 try:
                     os.pwrite(fd, b'\x01' * 4096, 4 * MiB)
                     raise AssertionError('write past the end succeeded')
                 except OSError as e:
                     assert_eq(e.errno, errno.ENOSPC, 'errno of a write past the end')
-            finally:
-                os.close(fd)
             assert_eq(os.path.getsize(img), 4 * MiB, 'image size unchanged after writes')
 
 
@@ -391,8 +335,7 @@ def test_seek_data_and_hole():
         mnt = new_mountpoint(s.path('mnt'))
         with fuse_daemon(raw_node_args(img) + ['--export', fuse_export_arg('r0', mnt, writable=False)],
                          [mnt]):
-            fd = os.open(mnt, os.O_RDONLY)
-            try:
+            with fd_open(mnt, os.O_RDONLY) as fd:
                 assert_eq(os.lseek(fd, 0, os.SEEK_DATA), 2 * MiB, 'first data')
                 assert_eq(os.lseek(fd, 0, os.SEEK_HOLE), 0, 'hole at 0')
                 assert_eq(os.lseek(fd, 2 * MiB, os.SEEK_HOLE), 3 * MiB, 'hole after first data')
@@ -412,8 +355,6 @@ def test_seek_data_and_hole():
                         raise AssertionError('SEEK_HOLE at the end returned %d' % got)
                 except OSError as e:
                     assert_eq(e.errno, errno.ENXIO, 'SEEK_HOLE at EOF')
-            finally:
-                os.close(fd)
 
 
 def test_qcow2_seek_hole_convert_and_write():
@@ -432,14 +373,11 @@ def test_qcow2_seek_hole_convert_and_write():
                 '--blockdev', 'driver=qcow2,node-name=q0,file=f0',
                 '--export', fuse_export_arg('q0', mnt)]
         with fuse_daemon(args, [mnt]) as d:
-            fd = os.open(mnt, os.O_RDONLY)
-            try:
+            with fd_open(mnt, os.O_RDONLY) as fd:
                 assert_eq(os.lseek(fd, 0, os.SEEK_DATA), 2 * MiB, 'first data')
                 assert_eq(os.lseek(fd, 2 * MiB, os.SEEK_HOLE), 3 * MiB, 'hole after first data')
                 assert_eq(os.lseek(fd, 3 * MiB, os.SEEK_DATA), 10 * MiB, 'second data')
                 assert_eq(os.lseek(fd, 10 * MiB, os.SEEK_HOLE), 10 * MiB + 65536, 'hole after second')
-            finally:
-                os.close(fd)
             run(['cmp', mnt, s.path('conv.raw')])
             qemu_io(mnt, 'write -P 3 5M 128k', 'write -P 4 15M 4k')
             with open(mnt, 'rb') as f:
@@ -480,11 +418,8 @@ def test_read_only_refuses_writes():
                          [mnt]):
             # blockd refuses at open (root passes mode checks); QEMU at write
             try:
-                fd = os.open(mnt, os.O_RDWR)
-                try:
+                with fd_open(mnt, os.O_RDWR) as fd:
                     os.pwrite(fd, b'x' * 512, 0)
-                finally:
-                    os.close(fd)
                 raise AssertionError('write to a read-only export succeeded')
             except OSError as e:
                 assert_in(e.errno, (errno.EACCES, errno.EROFS, errno.EPERM), 'errno')
@@ -538,29 +473,26 @@ def test_parallel_readers_and_writers():
         img = make_image(s.path('a.raw'), 32 * MiB)
         mnt = new_mountpoint(s.path('mnt'))
         with fuse_daemon(raw_node_args(img) + ['--export', fuse_export_arg('r0', mnt)], [mnt]):
-            fd = os.open(mnt, os.O_RDWR)
             errors = []
+            with fd_open(mnt, os.O_RDWR) as fd:
 
-            def worker(i):
-                try:
-                    base = i * 2 * MiB
-                    for k in range(32):
-                        blk = bytes([(i * 32 + k) & 0xff]) * 65536
-                        os.pwrite(fd, blk, base + k * 65536)
-                    for k in range(32):
-                        got = os.pread(fd, 65536, base + k * 65536)
-                        if got != bytes([(i * 32 + k) & 0xff]) * 65536:
-                            errors.append('thread %d block %d differs' % (i, k))
-                except OSError as e:
-                    errors.append(e)
-            try:
+                def worker(i):
+                    try:
+                        base = i * 2 * MiB
+                        for k in range(32):
+                            blk = bytes([(i * 32 + k) & 0xff]) * 65536
+                            os.pwrite(fd, blk, base + k * 65536)
+                        for k in range(32):
+                            got = os.pread(fd, 65536, base + k * 65536)
+                            if got != bytes([(i * 32 + k) & 0xff]) * 65536:
+                                errors.append('thread %d block %d differs' % (i, k))
+                    except OSError as e:
+                        errors.append(e)
                 ts = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
                 for t in ts:
                     t.start()
                 for t in ts:
                     t.join()
-            finally:
-                os.close(fd)
             assert_eq(errors, [], 'errors')
 
 
@@ -585,8 +517,7 @@ def test_same_node_over_nbd_and_fuse():
             '--export', fuse_export_arg('r0', mnt, writable=fuse_writable)]
         uri = 'nbd+unix:///disk?socket=%s' % nbd_sock
         with fuse_daemon(args, [mnt]):
-            fd = os.open(mnt, os.O_RDWR if fuse_writable else os.O_RDONLY)
-            try:
+            with fd_open(mnt, os.O_RDWR if fuse_writable else os.O_RDONLY) as fd:
                 assert_eq(os.pread(fd, 4096, 1 * MiB), bytes(4096), 'zero before')
                 for rnd in range(3):
                     pat = 0x20 + rnd
@@ -596,8 +527,6 @@ def test_same_node_over_nbd_and_fuse():
                     if fuse_writable:
                         os.pwrite(fd, bytes([pat + 0x40]) * 65536, 3 * MiB)
                         qemu_io(uri, 'read -P %d 3M 64k' % (pat + 0x40))
-            finally:
-                os.close(fd)
 
 
 def test_export_deleted_while_file_open():
@@ -608,44 +537,38 @@ def test_export_deleted_while_file_open():
         img = make_image(s.path('a.raw'), 4 * MiB, pattern=0x7e)
         mnt = new_mountpoint(s.path('mnt'))
         args = raw_node_args(img)
-        with fuse_daemon(args, []) as d:
-            try:
-                q = d.qmp()
-                q.execute('block-export-add', {'type': 'fuse', 'id': 'e0', 'node-name': 'r0',
-                                               'mountpoint': mnt, 'writable': False})
-                wait_for(lambda: is_mounted(mnt), what='mount')
-                fd = os.open(mnt, os.O_RDONLY)
-                try:
-                    assert_eq(os.pread(fd, 4096, 0), b'\x7e' * 4096, 'read before delete')
-                    q.execute('block-export-del', {'id': 'e0'})
-                    ev = q.wait_event('BLOCK_EXPORT_DELETED')
-                    assert_eq(ev['data']['id'], 'e0', 'deleted export id')
-                    wait_for(lambda: not is_mounted(mnt), what='unmount')
-                    result = {}
+        with fuse_daemon(args, []) as d, fuse_mounted(mnt, wait=False):
+            q = d.qmp()
+            q.execute('block-export-add', {'type': 'fuse', 'id': 'e0', 'node-name': 'r0',
+                                           'mountpoint': mnt, 'writable': False})
+            wait_for(lambda: is_mounted(mnt), what='mount')
+            with fd_open(mnt, os.O_RDONLY, quiet_close=True) as fd:
+                assert_eq(os.pread(fd, 4096, 0), b'\x7e' * 4096, 'read before delete')
+                q.execute('block-export-del', {'id': 'e0'})
+                ev = q.wait_event('BLOCK_EXPORT_DELETED')
+                assert_eq(ev['data']['id'], 'e0', 'deleted export id')
+                wait_for(lambda: not is_mounted(mnt), what='unmount')
+                result = {}
 
-                    def reader():
-                        try:
-                            result['data'] = os.pread(fd, 4096, 0)
-                        except OSError as e:
-                            result['errno'] = e.errno
-                    t = threading.Thread(target=reader, daemon=True)
-                    t.start()
-                    t.join(10)
-                    assert_eq(t.is_alive(), False, 'read after delete hangs')
-                    # QEMU 7.2 caches pages and may still answer from the cache
-                    if not is_reference():
-                        assert_in('errno', list(result), 'read after delete fails')
-                finally:
-                    close_quietly(fd)
-                assert_eq(q.execute('query-block-exports'), [], 'exports after delete')
-                # the node is free again: a new export on the same mountpoint works
-                q.execute('block-export-add', {'type': 'fuse', 'id': 'e1', 'node-name': 'r0',
-                                               'mountpoint': mnt, 'writable': False})
-                wait_for(lambda: is_mounted(mnt), what='mount again')
-                with open(mnt, 'rb') as f:
-                    assert_eq(f.read(4096), b'\x7e' * 4096, 'read after re-export')
-            finally:
-                force_unmount(mnt)
+                def reader():
+                    try:
+                        result['data'] = os.pread(fd, 4096, 0)
+                    except OSError as e:
+                        result['errno'] = e.errno
+                t = threading.Thread(target=reader, daemon=True)
+                t.start()
+                t.join(10)
+                assert_eq(t.is_alive(), False, 'read after delete hangs')
+                # QEMU 7.2 caches pages and may still answer from the cache
+                if not is_reference():
+                    assert_in('errno', list(result), 'read after delete fails')
+            assert_eq(q.execute('query-block-exports'), [], 'exports after delete')
+            # the node is free again: a new export on the same mountpoint works
+            q.execute('block-export-add', {'type': 'fuse', 'id': 'e1', 'node-name': 'r0',
+                                           'mountpoint': mnt, 'writable': False})
+            wait_for(lambda: is_mounted(mnt), what='mount again')
+            with open(mnt, 'rb') as f:
+                assert_eq(f.read(4096), b'\x7e' * 4096, 'read after re-export')
 
 
 def test_qmp_add_del_and_mountpoint_errors():
@@ -654,36 +577,33 @@ def test_qmp_add_del_and_mountpoint_errors():
         img = make_image(s.path('a.raw'), 4 * MiB)
         mnt = new_mountpoint(s.path('mnt'))
         os.mkdir(s.path('dir'))
-        with fuse_daemon(raw_node_args(img), []) as d:
-            try:
-                q = d.qmp()
-                base = {'type': 'fuse', 'node-name': 'r0', 'writable': False}
-                err = q.error('block-export-add', dict(base, id='x', mountpoint=s.path('missing')))
-                assert_eq(err['desc'], "Failed to stat '%s': No such file or directory"
-                          % s.path('missing'), 'missing mountpoint')
-                err = q.error('block-export-add', dict(base, id='x', mountpoint=s.path('dir')))
-                assert_eq(err['desc'], "'%s' is not a regular file" % s.path('dir'), 'directory')
-                q.execute('block-export-add', dict(base, id='e0', mountpoint=mnt))
-                wait_for(lambda: is_mounted(mnt), what='mount')
-                err = q.error('block-export-add', dict(base, id='e1', mountpoint=mnt))
-                assert_eq(err['desc'], "There already is a FUSE export on '%s'" % mnt, 'duplicate')
-                err = q.error('block-export-add', dict(base, id='e1', mountpoint=mnt,
-                                                       **{'allow-other': 'maybe'}))
-                assert_in("allow-other", err['desc'], 'bad allow-other')
-                exps = q.execute('query-block-exports')
-                assert_eq([(e['id'], e['type'], e['node-name']) for e in exps],
-                          [('e0', 'fuse', 'r0')], 'query-block-exports')
-                q.execute('block-export-del', {'id': 'e0'})
-                q.wait_event('BLOCK_EXPORT_DELETED')
-                wait_for(lambda: not is_mounted(mnt), what='unmount')
-                # allow-other=off mounts without allow_other
-                q.execute('block-export-add', dict(base, id='e3', mountpoint=mnt,
-                                                   **{'allow-other': 'off'}))
-                wait_for(lambda: is_mounted(mnt), what='mount (allow-other=off)')
-                with open(mnt, 'rb') as f:
-                    assert_eq(len(f.read()), 4 * MiB, 'readable')
-            finally:
-                force_unmount(mnt)
+        with fuse_daemon(raw_node_args(img), []) as d, fuse_mounted(mnt, wait=False):
+            q = d.qmp()
+            base = {'type': 'fuse', 'node-name': 'r0', 'writable': False}
+            err = q.error('block-export-add', dict(base, id='x', mountpoint=s.path('missing')))
+            assert_eq(err['desc'], "Failed to stat '%s': No such file or directory"
+                      % s.path('missing'), 'missing mountpoint')
+            err = q.error('block-export-add', dict(base, id='x', mountpoint=s.path('dir')))
+            assert_eq(err['desc'], "'%s' is not a regular file" % s.path('dir'), 'directory')
+            q.execute('block-export-add', dict(base, id='e0', mountpoint=mnt))
+            wait_for(lambda: is_mounted(mnt), what='mount')
+            err = q.error('block-export-add', dict(base, id='e1', mountpoint=mnt))
+            assert_eq(err['desc'], "There already is a FUSE export on '%s'" % mnt, 'duplicate')
+            err = q.error('block-export-add', dict(base, id='e1', mountpoint=mnt,
+                                                   **{'allow-other': 'maybe'}))
+            assert_in("allow-other", err['desc'], 'bad allow-other')
+            exps = q.execute('query-block-exports')
+            assert_eq([(e['id'], e['type'], e['node-name']) for e in exps],
+                      [('e0', 'fuse', 'r0')], 'query-block-exports')
+            q.execute('block-export-del', {'id': 'e0'})
+            q.wait_event('BLOCK_EXPORT_DELETED')
+            wait_for(lambda: not is_mounted(mnt), what='unmount')
+            # allow-other=off mounts without allow_other
+            q.execute('block-export-add', dict(base, id='e3', mountpoint=mnt,
+                                               **{'allow-other': 'off'}))
+            wait_for(lambda: is_mounted(mnt), what='mount (allow-other=off)')
+            with open(mnt, 'rb') as f:
+                assert_eq(len(f.read()), 4 * MiB, 'readable')
 
 
 def test_daemon_shutdown_unmounts():
@@ -694,15 +614,13 @@ def test_daemon_shutdown_unmounts():
         args = raw_node_args(img) + ['--export', fuse_export_arg('r0', mnts[0], id='a', writable=False),
                                      '--export', fuse_export_arg('r0', mnts[1], id='b', writable=False)]
         with fuse_daemon(args, mnts) as d:
-            fd = os.open(mnts[0], os.O_RDONLY)   # an open file must not block shutdown
-            try:
+            # an open file must not block shutdown
+            with fd_open(mnts[0], os.O_RDONLY, quiet_close=True):
                 q = d.qmp()
                 q.execute('quit')
                 assert_eq(d.wait_exit(), 0, 'exit status after quit')
                 for m in mnts:
                     assert_eq(is_mounted(m), False, 'mounted after quit: ' + m)
-            finally:
-                close_quietly(fd)
 
 
 def test_sigkill_leaves_mount_that_fusermount_clears():
@@ -713,7 +631,7 @@ def test_sigkill_leaves_mount_that_fusermount_clears():
         img = make_image(s.path('a.raw'), 4 * MiB, pattern=0x21)
         mnt = new_mountpoint(s.path('mnt'))
         args = raw_node_args(img) + ['--export', fuse_export_arg('r0', mnt, writable=False)]
-        try:
+        with fuse_mounted(mnt, wait=False):
             d = Daemon(args, qmp=True)
             with d:
                 d.start()
@@ -743,8 +661,6 @@ def test_sigkill_leaves_mount_that_fusermount_clears():
             with fuse_daemon(args, [mnt]):
                 with open(mnt, 'rb') as f:
                     assert_eq(f.read(4096), b'\x21' * 4096, 'read after restart')
-        finally:
-            force_unmount(mnt)
 
 
 def test_mountpoint_already_mounted_elsewhere():

@@ -8,18 +8,12 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, assert_eq, assert_in, main, make_image, require_nbd,  # noqa: E402
-                         tests_of, start_exporting)
+from blockd_test import (assert_eq, assert_in, main, make_image, require_nbd,  # noqa: E402
+                         start_daemon, tests_of)
 
 
 def _qmp_daemon():
-    d = Daemon()
-    try:
-        d.start()
-    except BaseException:
-        d.cleanup()
-        raise
-    return d
+    return start_daemon()
 
 
 def _add_raw(q, img, fmt='r', proto='f'):

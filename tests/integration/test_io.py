@@ -4,6 +4,7 @@
 nbd+unix:// URIs, nbdinfo (size, read-only, --list, --map), qemu-img compare,
 nbdcopy, and null-co / raw offset+size nodes exported and read."""
 
+import contextlib
 import filecmp
 import json
 import os
@@ -26,16 +27,13 @@ def test_qemu_io_pattern_write_read():
     require_tool('qemu-io')
     with _tmp_daemon_dir() as scratch:
         img = make_image(scratch.path('a.raw'), 16 * MiB)
-        d = start_exporting(img)
-        try:
+        with contextlib.closing(start_exporting(img)) as d:
             qemu_io(d.uri(), 'write -P 0xa5 0 1M', 'write -P 0x3c 5M 64k', 'write -z 8M 1M',
                     'write -P 0x77 15M 1M')
             # a second, independent client sees the data
             qemu_io(d.uri(), 'read -P 0xa5 0 1M', 'read -P 0x3c 5M 64k', 'read -P 0 8M 1M',
                     'read -P 0x77 15M 1M', 'read -P 0 1M 4M')
             assert_eq(d.stop(), 0, 'daemon exit status')
-        finally:
-            d.cleanup()
         qemu_io(img, 'read -P 0xa5 0 1M', 'read -P 0x3c 5M 64k', 'read -P 0 8M 1M',
                 'read -P 0x77 15M 1M', 'read -P 0 1M 4M')
 
@@ -64,7 +62,7 @@ def test_nbdinfo_size_and_flags():
     with _tmp_daemon_dir() as scratch:
         img = make_image(scratch.path('a.raw'), 5 * MiB + 4096)
         with start_exporting(img, writable=False) as d:
-            info = json.loads(run(['nbdinfo', '--json', d.uri()]).stdout)
+            info = json.loads(run(['nbdinfo', '--no-content', '--json', d.uri()]).stdout)
             e = info['exports'][0]
             assert_eq(info['protocol'], 'newstyle-fixed', 'protocol')
             assert_eq(info['structured'], True, 'structured replies')
@@ -84,7 +82,7 @@ def test_nbdinfo_writable_flags():
     with _tmp_daemon_dir() as scratch:
         img = make_image(scratch.path('a.raw'), MiB)
         with start_exporting(img, writable=True) as d:
-            e = json.loads(run(['nbdinfo', '--json', d.uri()]).stdout)['exports'][0]
+            e = json.loads(run(['nbdinfo', '--no-content', '--json', d.uri()]).stdout)['exports'][0]
             assert_eq(e['is_read_only'], False, 'is_read_only')
             for k in ('can_flush', 'can_fua', 'can_trim', 'can_zero'):
                 assert_eq(e[k], True, k)
@@ -166,7 +164,7 @@ def test_nbdinfo_map_allocation_depth():
         img = scratch.path('s.raw')
         _sparse_image(img)
         with start_exporting(img, writable=False, extra_export=',allocation-depth=on') as d:
-            e = json.loads(run(['nbdinfo', '--json', d.uri()]).stdout)['exports'][0]
+            e = json.loads(run(['nbdinfo', '--no-content', '--json', d.uri()]).stdout)['exports'][0]
             assert_in('qemu:allocation-depth', e['contexts'], 'contexts')
             out = json.loads(run(['nbdinfo', '--map=qemu:allocation-depth', '--json',
                                   d.uri()]).stdout)
@@ -220,12 +218,9 @@ def test_nbdcopy_into_export():
         src = make_image(scratch.path('src.raw'), 4 * MiB)
         write_at(src, 0, os.urandom(3 * MiB))
         img = make_image(scratch.path('dst.raw'), 4 * MiB, pattern=0xff)
-        d = start_exporting(img)
-        try:
+        with contextlib.closing(start_exporting(img)) as d:
             run(['nbdcopy', '--flush', src, d.uri()])
             assert_eq(d.stop(), 0, 'daemon exit')
-        finally:
-            d.cleanup()
         assert_eq(filecmp.cmp(src, img, shallow=False), True, 'image equals source')
 
 

@@ -16,21 +16,11 @@ from blockd_test import (Daemon, assert_eq, assert_in, main, qemu_io,  # noqa: E
 MiB = 1 << 20
 
 
-def status_changes(q, job_id, until):
-    """JOB_STATUS_CHANGE statuses of job_id up to and including 'until'."""
-    seen = []
-    while not seen or seen[-1] != until:
-        ev = q.wait_event('JOB_STATUS_CHANGE')
-        if ev['data']['id'] == job_id:
-            seen.append(ev['data']['status'])
-    return seen
-
-
 def run_create(q, job_id, options, expect_error=None):
     """blockdev-create, wait for 'concluded', check query-jobs, dismiss.
     Returns the statuses seen."""
     q.execute('blockdev-create', {'job-id': job_id, 'options': options})
-    seen = status_changes(q, job_id, 'concluded')
+    seen = q.wait_job_status(job_id, 'concluded')
     jobs = q.execute('query-jobs')
     assert_eq(len(jobs), 1, 'jobs listed')
     info = jobs[0]
@@ -42,7 +32,7 @@ def run_create(q, job_id, options, expect_error=None):
     # Not a block job.
     assert_eq(q.execute('query-block-jobs'), [], 'query-block-jobs')
     q.execute('job-dismiss', {'id': job_id})
-    assert_eq(status_changes(q, job_id, 'null'), ['null'], 'dismissed')
+    assert_eq(q.wait_job_status(job_id, 'null'), ['null'], 'dismissed')
     assert_eq(q.execute('query-jobs'), [], 'jobs after dismiss')
     return seen
 
@@ -320,7 +310,7 @@ def test_verb_refusals():
         path = d.path('v.raw')
         q.execute('blockdev-create', {'job-id': 'j', 'options': {
             'driver': 'file', 'filename': path, 'size': MiB}})
-        status_changes(q, 'j', 'concluded')
+        q.wait_job_status('j', 'concluded')
         for cmd, verb in [('job-finalize', 'finalize'), ('job-complete', 'complete'),
                           ('job-pause', 'pause'), ('job-cancel', 'cancel')]:
             err = q.error(cmd, {'id': 'j'})
@@ -392,12 +382,12 @@ def test_query_jobs_order():
         for j in ['a', 'b', 'c']:
             q.execute('blockdev-create', {'job-id': j, 'options': {
                 'driver': 'file', 'filename': d.path(j), 'size': 0}})
-            status_changes(q, j, 'concluded')
+            q.wait_job_status(j, 'concluded')
         q.execute('blockdev-create', {'job-id': 'x', 'options': {
             'driver': 'file', 'filename': d.path('x'), 'size': 1,
             'extent-size-hint': 1 << 33}})
-        status_changes(q, 'x', 'aborting')
-        status_changes(q, 'x', 'concluded')
+        q.wait_job_status('x', 'aborting')
+        q.wait_job_status('x', 'concluded')
         jobs = q.execute('query-jobs')
         assert_eq([j['id'] for j in jobs], ['x', 'c', 'b', 'a'], 'order')
         assert_eq(jobs[0].get('error'), 'Extent size hint is too large', 'error')
@@ -412,7 +402,7 @@ def test_quit_with_jobs_left():
         q = d.qmp()
         q.execute('blockdev-create', {'job-id': 'left', 'options': {
             'driver': 'file', 'filename': d.path('l.raw'), 'size': MiB}})
-        status_changes(q, 'left', 'concluded')
+        q.wait_job_status('left', 'concluded')
         q.execute('quit')
         assert_eq(d.wait_exit(), 0, 'exit code')
 

@@ -6,6 +6,7 @@ write with other users (qemu-io may still write) but unshares resize, so a
 resize by another process is refused; and a process holding the resize
 permission makes the daemon's export fail to start."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -64,11 +65,8 @@ def test_locks_released_after_exit():
     require_tool('qemu-img')
     with Daemon(qmp=False) as scratch:
         img = make_image(scratch.path('a.raw'), 4 * MiB)
-        d = start_exporting(img)
-        try:
+        with contextlib.closing(start_exporting(img)) as d:
             assert_eq(d.stop(), 0, 'daemon exit status')
-        finally:
-            d.cleanup()
         run(['qemu-img', 'resize', '-f', 'raw', img, '8M'])
         assert_eq(os.path.getsize(img), 8 * MiB, 'resized after the daemon exited')
 
@@ -104,7 +102,8 @@ class _ResizeHolder:
             [QSD, '--blockdev', 'driver=file,node-name=hf,filename=%s' % img,
              '--export', 'type=fuse,id=he,node-name=hf,mountpoint=%s,growable=on,writable=on' % self.mnt,
              '--chardev', 'socket,id=m,path=%s,server=on,wait=off' % self.qmp, '--monitor', 'chardev=m'],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            errors='replace')
         end = time.monotonic() + 10
         while not os.path.exists(self.qmp):
             if self.proc.poll() is not None:

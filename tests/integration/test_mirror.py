@@ -96,7 +96,7 @@ class Env:
         argv.append(self.d.uri())
         bt.qemu_io(self.ref, *cmds)
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, errors='replace')
 
     def mirror(self, **kw):
         args = {'job-id': 'm0', 'device': 'src', 'target': 'tgt', 'sync': 'full'}
@@ -134,6 +134,19 @@ class Env:
     def close(self):
         self.d.cleanup()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def wait_job(self, name='BLOCK_JOB_COMPLETED', jid='m0'):
+        """Wait for the (auto-dismissed) job to end; returns its end
+        event, which must be `name`."""
+        ev = self.q.run_job(jid, auto_dismiss=True).event
+        bt.assert_eq(ev['event'], name, 'end of job ' + jid)
+        return ev
+
 
 def wait_writer(proc):
     out, err = proc.communicate(timeout=120)
@@ -142,8 +155,7 @@ def wait_writer(proc):
 
 
 def mirror_complete_under_writes(copy_mode):
-    e = Env()
-    try:
+    with Env() as e:
         # Slow enough that the writer runs during the copy.
         e.mirror(speed=8 * MiB, **{'copy-mode': copy_mode})
         # Two connections at once, on disjoint halves (the reference does
@@ -159,7 +171,7 @@ def mirror_complete_under_writes(copy_mode):
         e.q.execute('block-job-set-speed', {'device': 'm0', 'speed': 0})
         e.nbd_write(writes(3, 60))
         e.q.execute('job-complete', {'id': 'm0'})
-        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        ev = e.wait_job()
         bt.assert_eq(ev['data'].get('error'), None, 'completion error')
         bt.assert_eq(ev['data']['offset'], ev['data']['len'], 'progress at the end')
         bt.assert_eq('mirror_top' in e.node_drivers().values(), False, 'filter left behind')
@@ -171,8 +183,6 @@ def mirror_complete_under_writes(copy_mode):
         p = bt.run(['qemu-img', 'compare', '-F', 'raw', e.src, e.ref], check=False)
         bt.assert_eq(p.returncode, 1, 'source must miss the writes after the pivot')
         bt.run(['qemu-img', 'check', e.src])
-    finally:
-        e.close()
 
 
 def test_full_background_under_nbd_writes():
@@ -189,13 +199,12 @@ def test_full_write_blocking_under_nbd_writes():
 def test_sync_top():
     """sync=top copies only the top layer: the target, backed by the same
     base, reads as the source; the base's data is not in it."""
-    e = Env(backing=True, target_backing=True)
-    try:
+    with Env(backing=True, target_backing=True) as e:
         e.mirror(sync='top')
         e.q.wait_event('BLOCK_JOB_READY', timeout=60)
         e.nbd_write(writes(5, 40))
         e.q.execute('block-job-complete', {'device': 'm0'})
-        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        ev = e.wait_job()
         bt.assert_eq(ev['data'].get('error'), None, 'completion error')
         e.check_export_reads_ref()
         e.stop_and_check(e.tgt)
@@ -205,39 +214,33 @@ def test_sync_top():
         m = bt.run(['qemu-img', 'map', '--output=json', '-f', 'qcow2', e.tgt]).stdout
         bt.assert_eq('"depth": 0, "present": true, "zero": false, "data": true, '
                      '"offset": %d' % (20 * MiB) in m, False, 'base data copied')
-    finally:
-        e.close()
 
 
 def test_sync_none():
     """sync=none copies only what is written after the start."""
-    e = Env()
-    try:
+    with Env() as e:
         e.mirror(sync='none')
         e.q.wait_event('BLOCK_JOB_READY', timeout=60)
         e.nbd_write(['write -P 0x5a %d %d' % (MiB, 128 * 1024)])
         e.q.execute('job-complete', {'id': 'm0'})
-        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        ev = e.wait_job()
         bt.assert_eq(ev['data'].get('error'), None, 'completion error')
         e.d.stop()
         bt.qemu_io(e.tgt, 'read -P 0x5a %d %d' % (MiB, 128 * 1024), fmt='qcow2')
         # Old data (0x21 from 2 MiB) was not copied.
         bt.qemu_io(e.tgt, 'read -P 0 %d %d' % (4 * MiB, MiB), fmt='qcow2')
         bt.run(['qemu-img', 'check', e.tgt])
-    finally:
-        e.close()
 
 
 def test_soft_cancel_in_ready():
     """block-job-cancel in ready completes without pivoting: the export
     stays on the source, the target holds the same data."""
-    e = Env()
-    try:
+    with Env() as e:
         e.mirror()
         e.q.wait_event('BLOCK_JOB_READY', timeout=60)
         e.nbd_write(writes(6, 40))
         e.q.execute('block-job-cancel', {'device': 'm0'})
-        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        ev = e.wait_job()
         bt.assert_eq(ev['data'].get('error'), None, 'completion error')
         bt.assert_eq(e.export_node(), 'src', 'export node')
         bt.assert_eq(e.q.execute('query-block-jobs'), [], 'jobs')
@@ -253,34 +256,28 @@ def test_soft_cancel_in_ready():
         bt.run(['qemu-img', 'check', e.tgt])
         p = bt.run(['qemu-img', 'compare', e.src, e.tgt], check=False)
         bt.assert_eq(p.returncode, 1, 'target must miss the writes after the cancel')
-    finally:
-        e.close()
 
 
 def test_force_cancel():
     """job-cancel while copying: BLOCK_JOB_CANCELLED, the filter is gone,
     the export keeps serving the source."""
-    e = Env()
-    try:
+    with Env() as e:
         e.mirror(speed=MiB, **{'filter-node-name': 'mtop'})
         bt.assert_eq(e.node_drivers().get('mtop'), 'mirror_top', 'filter node')
         bt.assert_eq(e.job()['status'], 'running', 'status')
         e.q.execute('job-cancel', {'id': 'm0'})
-        ev = e.q.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
+        ev = e.wait_job('BLOCK_JOB_CANCELLED')
         bt.assert_eq(ev['data']['device'], 'm0', 'device')
         bt.assert_eq('mtop' in e.node_drivers(), False, 'filter left behind')
         e.nbd_write(writes(8, 20))
         e.check_export_reads_ref()
         e.stop_and_check(e.src)
-    finally:
-        e.close()
 
 
 def test_speed_pause_resume():
     """speed is reported and changeable; a paused job does not progress;
     resumed, it reaches ready."""
-    e = Env()
-    try:
+    with Env() as e:
         e.mirror(speed=MiB)
         bt.assert_eq(e.job()['speed'], MiB, 'speed')
         e.q.execute('job-pause', {'id': 'm0'})
@@ -302,39 +299,35 @@ def test_speed_pause_resume():
         e.q.execute('job-resume', {'id': 'm0'})
         bt.wait_for(lambda: e.job()['status'] == 'ready', 30, 'ready again')
         e.q.execute('job-complete', {'id': 'm0'})
-        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        ev = e.wait_job()
         bt.assert_eq(ev['data'].get('error'), None, 'completion error')
         e.stop_and_check(e.tgt)
-    finally:
-        e.close()
 
 
 def test_manual_finalize():
     """auto-finalize/auto-dismiss off: pending after job-complete, the
     pivot happens at job-finalize."""
-    e = Env()
-    try:
+    with Env() as e:
         e.mirror(**{'auto-finalize': False, 'auto-dismiss': False})
         e.q.wait_event('BLOCK_JOB_READY', timeout=60)
         e.nbd_write(writes(9, 10))
         e.q.execute('job-complete', {'id': 'm0'})
         e.q.wait_event('BLOCK_JOB_PENDING', timeout=60)
         # (QEMU 7.2 does not copy writes made while pending: none here.)
-        e.q.execute('job-finalize', {'id': 'm0'})
-        e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
-        jobs = e.q.execute('query-jobs')
-        bt.assert_eq([(j['id'], j['status']) for j in jobs], [('m0', 'concluded')], 'jobs')
-        e.q.execute('job-dismiss', {'id': 'm0'})
+
+        def concluded():
+            jobs = e.q.execute('query-jobs')
+            bt.assert_eq([(j['id'], j['status']) for j in jobs], [('m0', 'concluded')], 'jobs')
+        # job-finalize at 'pending'; concluded() then job-dismiss at 'concluded'.
+        ev = e.q.run_job('m0', auto_finalize=False, pre_dismiss=concluded).event
+        bt.assert_eq(ev['event'], 'BLOCK_JOB_COMPLETED', 'end of job m0')
         e.check_export_reads_ref()
         e.stop_and_check(e.tgt)
-    finally:
-        e.close()
 
 
 def test_refusals():
     """QEMU 7.2's argument checks and texts; nothing changes after them."""
-    e = Env(prefill=False)
-    try:
+    with Env(prefill=False) as e:
         bt.run(['qemu-img', 'create', '-f', 'qcow2', e.d.path('small.qcow2'), '2M'])
         e.q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'small',
                                      'file': {'driver': 'file', 'node-name': 'fsmall',
@@ -414,45 +407,39 @@ def test_refusals():
         bt.assert_eq(err['desc'], "Job 'm0' in state 'running' cannot accept command verb "
                      "'complete'", 'complete before ready')
         e.q.execute('job-cancel', {'id': 'm0'})
-        e.q.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
+        e.wait_job('BLOCK_JOB_CANCELLED')
         # A target of another size: the job fails.
         e.mirror(target='small')
-        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        ev = e.wait_job()
         bt.assert_eq(ev['data'].get('error'), 'Source and target image have different sizes',
                      'size mismatch')
         bt.assert_eq(e.export_node(), 'src', 'export node')
         e.nbd_write(['write -P 0x33 0 4096'])
         e.check_export_reads_ref()
-    finally:
-        e.close()
 
 
 def test_write_blocking_writes_target_at_once():
     """write-blocking: a write acknowledged over NBD is in the target
     already; a forced cancel right after (no final copy) keeps it there.
     The job is held at 1 byte/s so that it copies nothing by itself."""
-    e = Env(prefill=False)
-    try:
+    with Env(prefill=False) as e:
         e.mirror(sync='none', speed=1, **{'copy-mode': 'write-blocking'})
         e.q.wait_event('BLOCK_JOB_READY', timeout=60)
         e.nbd_write(['write -P 0x6b %d %d' % (5 * MiB, 256 * 1024),
                      'write -P 0x6c %d %d' % (9 * MiB + 512, 4096)])
         e.q.execute('job-cancel', {'id': 'm0'})
-        e.q.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
+        e.wait_job('BLOCK_JOB_CANCELLED')
         e.q.execute('blockdev-del', {'node-name': 'tgt'})
         e.stop_and_check(e.src)
         p = bt.run(['qemu-img', 'compare', '-F', 'raw', e.tgt, e.ref], check=False)
         bt.assert_eq(p.returncode, 0, 'target vs reference: ' + p.stdout)
         bt.run(['qemu-img', 'check', e.tgt])
-    finally:
-        e.close()
 
 
 def test_replaces_below_a_filter():
     """device is a copy-on-read filter above 'src', replaces=src: on
     completion the filter's child becomes the target; src is free."""
-    e = Env()
-    try:
+    with Env() as e:
         e.q.execute('block-export-del', {'id': 'exp0'})
         e.q.wait_event('BLOCK_EXPORT_DELETED', timeout=30)
         e.q.execute('blockdev-add', {'driver': 'copy-on-read', 'node-name': 'cor',
@@ -463,7 +450,7 @@ def test_replaces_below_a_filter():
         e.q.wait_event('BLOCK_JOB_READY', timeout=60)
         e.nbd_write(writes(10, 30))
         e.q.execute('job-complete', {'id': 'm0'})
-        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        ev = e.wait_job()
         bt.assert_eq(ev['data'].get('error'), None, 'completion error')
         bt.assert_eq(e.export_node(), 'cor', 'export node')
         e.q.execute('blockdev-del', {'node-name': 'src'})
@@ -472,8 +459,6 @@ def test_replaces_below_a_filter():
         e.nbd_write(writes(11, 10))
         e.check_export_reads_ref()
         e.stop_and_check(e.tgt)
-    finally:
-        e.close()
 
 
 def top_allocated(image):
@@ -489,8 +474,7 @@ def test_progress():
     nothing; a write in ready adds its size."""
     for sync, kw in (('full', {}), ('top', {'backing': True, 'target_backing': True}),
                      ('none', {})):
-        e = Env(**kw)
-        try:
+        with Env(**kw) as e:
             at_ready = {'full': SIZE, 'top': top_allocated(e.src), 'none': 0}[sync]
             e.mirror(sync=sync)
             ev = e.q.wait_event('BLOCK_JOB_READY', timeout=60)
@@ -500,34 +484,28 @@ def test_progress():
             bt.wait_for(lambda: e.job()['offset'] == at_ready + MiB, 30, 'write copied')
             bt.assert_eq(e.job()['len'], at_ready + MiB, sync + ': len')
             e.q.execute('job-complete', {'id': 'm0'})
-            ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+            ev = e.wait_job()
             bt.assert_eq((ev['data']['len'], ev['data']['offset']),
                          (at_ready + MiB, at_ready + MiB), sync + ': progress at the end')
-        finally:
-            e.close()
 
 
 def test_soft_cancel_before_ready_is_forced():
     """block-job-cancel before ready cancels (BLOCK_JOB_CANCELLED)."""
-    e = Env()
-    try:
+    with Env() as e:
         e.mirror(speed=MiB)
         e.q.execute('block-job-cancel', {'device': 'm0'})
-        ev = e.q.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
+        ev = e.wait_job('BLOCK_JOB_CANCELLED')
         bt.assert_eq(ev['data']['device'], 'm0', 'device')
         bt.assert_eq(e.q.execute('query-jobs'), [], 'jobs')
         e.nbd_write(writes(14, 5))
         e.check_export_reads_ref()
         e.stop_and_check(e.src)
-    finally:
-        e.close()
 
 
 def test_shutdown_with_jobs():
     """SIGTERM with one mirror copying and one ready: the daemon exits
     cleanly, every image checks clean, the source holds all writes."""
-    e = Env(backing=True, target_backing=True)
-    try:
+    with Env(backing=True, target_backing=True) as e:
         bt.run(['qemu-img', 'create', '-f', 'qcow2', e.d.path('t2.qcow2'), str(SIZE)])
         bt.run(['qemu-img', 'create', '-f', 'qcow2', e.d.path('s2.qcow2'), str(SIZE)])
         e.q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 's2',
@@ -545,15 +523,12 @@ def test_shutdown_with_jobs():
             bt.run(['qemu-img', 'check', img])
         p = bt.run(['qemu-img', 'compare', '-F', 'raw', e.src, e.ref], check=False)
         bt.assert_eq(p.returncode, 0, 'source vs reference: ' + p.stdout)
-    finally:
-        e.close()
 
 
 def test_target_in_the_source_chain():
     """A backing node, or a filter above a node of the source's chain,
     is refused as target."""
-    e = Env(prefill=False)
-    try:
+    with Env(prefill=False) as e:
         bt.run(['qemu-img', 'create', '-f', 'qcow2', e.base, str(SIZE)])
         bt.run(['qemu-img', 'create', '-f', 'qcow2', e.d.path('top.qcow2'), str(SIZE)])
         e.q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'base',
@@ -572,8 +547,7 @@ def test_target_in_the_source_chain():
                      "source's backing chain", 'filter above the chain as target')
         bt.assert_eq(e.q.execute('query-jobs'), [], 'jobs')
         bt.assert_eq('mirror_top' in e.node_drivers().values(), False, 'no filter left')
-    finally:
-        e.close()
+
 
 def nbd_load(e, seed, rounds, per_round=16, slot=128 * 1024):
     """Rounds of many writes in flight at once on one libnbd connection
@@ -582,10 +556,8 @@ def nbd_load(e, seed, rounds, per_round=16, slot=128 * 1024):
     nbd = bt.require_nbd()
     import random
     rnd = random.Random(seed)
-    h = nbd.NBD()
-    h.connect_uri(e.d.uri())
     ref = bytearray(open(e.ref, 'rb').read())
-    try:
+    with bt.nbd_connection(e.d.uri()) as h:
         for r in range(rounds):
             bufs = []    # alive until the writes complete
             for s in rnd.sample(range(SIZE // slot), per_round):
@@ -598,8 +570,6 @@ def nbd_load(e, seed, rounds, per_round=16, slot=128 * 1024):
             while h.aio_in_flight() > 0:
                 h.poll(-1)
         h.flush()
-    finally:
-        h.shutdown()
     with open(e.ref, 'wb') as f:
         f.write(ref)
 
@@ -608,39 +578,33 @@ def test_many_writes_in_flight():
     """libnbd keeps 16 writes in flight while the mirror copies and in
     ready, in both copy modes; nothing is lost."""
     for mode in ('background', 'write-blocking'):
-        e = Env()
-        try:
+        with Env() as e:
             e.mirror(speed=16 * MiB, **{'copy-mode': mode})
             nbd_load(e, 1, 40)
             e.q.wait_event('BLOCK_JOB_READY', timeout=60)
             nbd_load(e, 2, 40)
             e.q.execute('job-complete', {'id': 'm0'})
-            ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+            ev = e.wait_job()
             bt.assert_eq(ev['data'].get('error'), None, mode + ': completion error')
             nbd_load(e, 3, 5)
             e.check_export_reads_ref()
             e.stop_and_check(e.tgt)
-        finally:
-            e.close()
 
 
 def test_complete_while_writing():
     """job-complete while a client keeps writing: the job converges, the
     pivot happens under the writer's connection, nothing is lost."""
     for mode in ('background', 'write-blocking'):
-        e = Env()
-        try:
+        with Env() as e:
             e.mirror(**{'copy-mode': mode})
             e.q.wait_event('BLOCK_JOB_READY', timeout=60)
             writer = e.nbd_writer(writes(21, 400))
             e.q.execute('job-complete', {'id': 'm0'})
-            ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+            ev = e.wait_job()
             bt.assert_eq(ev['data'].get('error'), None, mode + ': completion error')
             wait_writer(writer)
             e.check_export_reads_ref()
             e.stop_and_check(e.tgt)
-        finally:
-            e.close()
 
 
 def test_fuse_export_across_the_pivot():
@@ -651,66 +615,55 @@ def test_fuse_export_across_the_pivot():
     refuses the mirror (its job does not share the resize permission the
     FUSE export holds); blockd's mirror_top filter does not pass resize
     down and refuses resizes itself while the job runs."""
-    if not os.path.exists('/dev/fuse'):
-        raise bt.Skip('/dev/fuse missing')
-    bt.require_tool('fusermount3')
-    e = Env()
-    mnt = e.d.path('disk.raw')
-    open(mnt, 'w').close()
-    fd = -1
-    try:
+    bt.require_fuse()
+    with Env() as e:
+        mnt = e.d.path('disk.raw')
+        open(mnt, 'w').close()
         e.q.execute('block-export-del', {'id': 'exp0'})
         e.q.wait_event('BLOCK_EXPORT_DELETED', timeout=30)
         e.q.execute('block-export-add', {'type': 'fuse', 'id': 'fuse0', 'node-name': 'src',
                                          'mountpoint': mnt, 'writable': True})
-        fd = os.open(mnt, os.O_RDWR)
-        ref = bytearray(open(e.ref, 'rb').read())
+        with bt.fuse_mounted(mnt):
+            with bt.fd_open(mnt, os.O_RDWR) as fd:
+                ref = bytearray(open(e.ref, 'rb').read())
 
-        def fuse_write(seed, n):
-            for i in range(n):
-                off = ((seed * 7717 + i * 104729) % (SIZE // 4096 - 16)) * 4096
-                data = bytes([(seed + i) % 250 + 1]) * (8192 + 512 * (i % 5))
-                bt.assert_eq(os.pwrite(fd, data, off), len(data), 'pwrite')
-                ref[off:off + len(data)] = data
+                def fuse_write(seed, n):
+                    for i in range(n):
+                        off = ((seed * 7717 + i * 104729) % (SIZE // 4096 - 16)) * 4096
+                        data = bytes([(seed + i) % 250 + 1]) * (8192 + 512 * (i % 5))
+                        bt.assert_eq(os.pwrite(fd, data, off), len(data), 'pwrite')
+                        ref[off:off + len(data)] = data
 
-        if bt.is_reference():
-            err = e.q.error('blockdev-mirror', {'job-id': 'm0', 'device': 'src',
-                                                'target': 'tgt', 'sync': 'full'})
-            bt.assert_in("permissions 'resize' are both required", err['desc'], 'refusal')
-            return
-        e.mirror(speed=16 * MiB)
-        fuse_write(1, 50)
-        e.q.wait_event('BLOCK_JOB_READY', timeout=60)
-        fuse_write(2, 50)
-        os.fsync(fd)
-        e.q.execute('job-complete', {'id': 'm0'})
-        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
-        bt.assert_eq(ev['data'].get('error'), None, 'completion error')
-        fuse_write(3, 20)
-        os.fsync(fd)
-        with open(e.ref, 'wb') as f:
-            f.write(ref)
-        got = os.pread(fd, SIZE, 0)
-        bt.assert_eq(got == bytes(ref), True, 'FUSE view vs reference')
-        os.close(fd)
-        fd = -1
-        e.q.execute('block-export-del', {'id': 'fuse0'})
-        e.q.wait_event('BLOCK_EXPORT_DELETED', timeout=30)
-        e.stop_and_check(e.tgt)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        subprocess.run(['fusermount3', '-u', '-z', mnt], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-        e.close()
+                if bt.is_reference():
+                    err = e.q.error('blockdev-mirror', {'job-id': 'm0', 'device': 'src',
+                                                        'target': 'tgt', 'sync': 'full'})
+                    bt.assert_in("permissions 'resize' are both required", err['desc'],
+                                 'refusal')
+                    return
+                e.mirror(speed=16 * MiB)
+                fuse_write(1, 50)
+                e.q.wait_event('BLOCK_JOB_READY', timeout=60)
+                fuse_write(2, 50)
+                os.fsync(fd)
+                e.q.execute('job-complete', {'id': 'm0'})
+                ev = e.wait_job()
+                bt.assert_eq(ev['data'].get('error'), None, 'completion error')
+                fuse_write(3, 20)
+                os.fsync(fd)
+                with open(e.ref, 'wb') as f:
+                    f.write(ref)
+                got = os.pread(fd, SIZE, 0)
+                bt.assert_eq(got == bytes(ref), True, 'FUSE view vs reference')
+            e.q.execute('block-export-del', {'id': 'fuse0'})
+            e.q.wait_event('BLOCK_EXPORT_DELETED', timeout=30)
+            e.stop_and_check(e.tgt)
 
 
 def test_other_operations_during_mirror():
     """While a mirror runs: the source's own backing link is not frozen
     (QEMU 7.2 freezes only filter -> source), stream and commit on the
     source are refused, its backing node cannot be deleted."""
-    e = Env(prefill=False)
-    try:
+    with Env(prefill=False) as e:
         bt.run(['qemu-img', 'create', '-f', 'qcow2', e.base, str(SIZE)])
         top = e.d.path('top.qcow2')
         bt.run(['qemu-img', 'create', '-f', 'qcow2', top, str(SIZE)])
@@ -737,20 +690,17 @@ def test_other_operations_during_mirror():
         bt.assert_eq(err['desc'], "Node 'base' is busy: node is used as backing hd of 'top'",
                      'blockdev-del')
         e.q.execute('job-cancel', {'id': 'm0'})
-        e.q.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
+        e.wait_job('BLOCK_JOB_CANCELLED')
         # Afterwards the source takes jobs again.
         e.q.execute('block-stream', {'job-id': 's0', 'device': 'top'})
-        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        ev = e.wait_job(jid='s0')
         bt.assert_eq(ev['data'].get('error'), None, 'stream after the mirror')
-    finally:
-        e.close()
 
 
 def test_granularity_bitmap():
     """The job's anonymous bitmap on the source, as QEMU lists it: the
     target's cluster size by default, or 'granularity'; gone after."""
-    e = Env()
-    try:
+    with Env() as e:
         bt.run(['qemu-img', 'create', '-f', 'qcow2', '-o', 'cluster_size=4096',
                 e.d.path('t4k.qcow2'), str(SIZE)])
         e.q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 't4k',
@@ -768,12 +718,10 @@ def test_granularity_bitmap():
                            b['recording']) for b in bms],
                          [(None, expected, False, False, True)], 'bitmaps %r' % args)
             e.q.execute('job-cancel', {'id': 'm0'})
-            e.q.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
+            e.wait_job('BLOCK_JOB_CANCELLED')
             bms = [n.get('dirty-bitmaps') for n in e.q.execute('query-named-block-nodes')
                    if n['node-name'] == 'src'][0]
             bt.assert_eq(bms, None, 'bitmaps after the job')
-    finally:
-        e.close()
 
 
 if __name__ == '__main__':

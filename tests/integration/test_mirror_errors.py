@@ -26,30 +26,26 @@ def test_target_error_report():
     """A write error on the target with on-target-error=report fails the
     job (BLOCK_JOB_ERROR, then the error in BLOCK_JOB_COMPLETED); the
     export stays on the source."""
-    e = Env()
-    try:
+    with Env() as e:
         bt.run(['qemu-img', 'create', '-f', 'qcow2', e.d.path('btgt.qcow2'), str(SIZE)])
         blkdebug_target(e, False)
         e.mirror(target='btgt')
         ev = e.q.wait_event('BLOCK_JOB_ERROR', timeout=60)
         bt.assert_eq((ev['data']['operation'], ev['data']['action']), ('write', 'report'),
                      'error event')
-        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        ev = e.wait_job()
         bt.assert_eq(ev['data'].get('error'), 'Input/output error', 'job error')
         bt.assert_eq(e.export_node(), 'src', 'export node')
         bt.assert_eq('mirror_top' in e.node_drivers().values(), False, 'filter left behind')
         e.nbd_write(writes(12, 10))
         e.check_export_reads_ref()
         e.stop_and_check(e.src)
-    finally:
-        e.close()
 
 
 def test_target_error_stop_resume():
     """on-target-error=stop: the job pauses with io-status failed; resumed
     (the error was a one-off) it reaches ready and completes."""
-    e = Env()
-    try:
+    with Env() as e:
         bt.run(['qemu-img', 'create', '-f', 'qcow2', e.d.path('btgt.qcow2'), str(SIZE)])
         blkdebug_target(e, True)
         e.mirror(target='btgt', **{'on-target-error': 'stop'})
@@ -62,19 +58,16 @@ def test_target_error_stop_resume():
         e.q.wait_event('BLOCK_JOB_READY', timeout=60)
         e.nbd_write(writes(13, 20))
         e.q.execute('job-complete', {'id': 'm0'})
-        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        ev = e.wait_job()
         bt.assert_eq(ev['data'].get('error'), None, 'completion error')
         e.check_export_reads_ref()
         e.stop_and_check(e.d.path('btgt.qcow2'))
-    finally:
-        e.close()
 
 
 def test_source_error_stop_resume():
     """A read error on the source with on-source-error=stop pauses the job
     (BLOCK_JOB_ERROR 'read'); resumed, it completes and nothing is lost."""
-    e = Env(src_errors=[{'event': 'read_aio', 'errno': 5, 'once': True}])
-    try:
+    with Env(src_errors=[{'event': 'read_aio', 'errno': 5, 'once': True}]) as e:
         e.mirror(**{'on-source-error': 'stop'})
         ev = e.q.wait_event('BLOCK_JOB_ERROR', timeout=60)
         bt.assert_eq((ev['data']['operation'], ev['data']['action']), ('read', 'stop'),
@@ -85,27 +78,22 @@ def test_source_error_stop_resume():
         e.q.execute('job-resume', {'id': 'm0'})
         e.q.wait_event('BLOCK_JOB_READY', timeout=60)
         e.q.execute('job-complete', {'id': 'm0'})
-        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        ev = e.wait_job()
         bt.assert_eq(ev['data'].get('error'), None, 'completion error')
         e.check_export_reads_ref()
         e.stop_and_check(e.tgt)
-    finally:
-        e.close()
 
 
 def test_source_error_report():
     """on-source-error=report: the job fails with the read error."""
-    e = Env(src_errors=[{'event': 'read_aio', 'errno': 5}])
-    try:
+    with Env(src_errors=[{'event': 'read_aio', 'errno': 5}]) as e:
         e.mirror()
         ev = e.q.wait_event('BLOCK_JOB_ERROR', timeout=60)
         bt.assert_eq((ev['data']['operation'], ev['data']['action']), ('read', 'report'),
                      'error event')
-        ev = e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        ev = e.wait_job()
         bt.assert_eq(ev['data'].get('error'), 'Input/output error', 'job error')
         bt.assert_eq('mirror_top' in e.node_drivers().values(), False, 'filter left behind')
-    finally:
-        e.close()
 
 
 if __name__ == '__main__':

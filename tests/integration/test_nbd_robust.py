@@ -7,7 +7,6 @@ in flight and many connections in parallel (fio's nbd engine, libnbd)."""
 
 import errno
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -16,8 +15,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, assert_eq, assert_in, is_reference, main, make_image,  # noqa: E402
-                         qemu_io, require_nbd, require_tool, run, start_exporting, tests_of)
+from blockd_test import (Daemon, assert_eq, fio, fio_has_nbd, is_reference, main,  # noqa: E402
+                         make_image, qemu_io, require_nbd, require_tool, start_exporting,
+                         tests_of)
 
 MiB = 1 << 20
 NBDMAGIC = 0x4e42444d41474943
@@ -354,22 +354,14 @@ def test_parallel_connections_libnbd():
         d.assert_alive()
 
 
-def _fio_has_nbd():
-    if shutil.which('fio') is None:
-        return False
-    p = run(['fio', '--enghelp=nbd'], check=False)
-    return p.returncode == 0 and 'uri' in p.stdout
-
-
 def test_parallel_fio_verify():
     """fio's nbd engine: 4 jobs x iodepth 16 random writes with verify."""
     with _export(size=64 * MiB, pattern=None) as d:
-        if _fio_has_nbd():
-            p = run(['fio', '--name=par', '--ioengine=nbd', '--uri=' + d.uri(), '--rw=randwrite',
+        if fio_has_nbd():
+            p = fio(['--name=par', '--ioengine=nbd', '--uri=' + d.uri(), '--rw=randwrite',
                      '--bs=4k', '--iodepth=16', '--numjobs=4', '--size=16M', '--offset_increment=16M',
-                     '--verify=crc32c', '--do_verify=1', '--group_reporting', '--output-format=terse',
-                     '--verify_state_save=0'],
-                    check=False, timeout=120)
+                     '--verify=crc32c', '--do_verify=1', '--group_reporting', '--output-format=terse'],
+                    cwd=d.dir, timeout=120)
             assert_eq(p.returncode, 0, 'fio exit status (stderr %r)' % p.stderr[-2000:])
         else:
             require_tool('qemu-io')

@@ -8,15 +8,15 @@ SIGKILL crash test; corrupt and hostile images refused with clear errors."""
 import json
 import os
 import random
-import shutil
 import signal
 import struct
 import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, Skip, assert_eq, assert_in, main, qemu_io,  # noqa: E402
-                         require_nbd, require_tool, run, skip_if_reference, tests_of)
+from blockd_test import (Daemon, assert_eq, assert_in, fio, main, qemu_io,  # noqa: E402
+                         require_fio_nbd, require_nbd, require_tool, run,
+                         skip_if_reference, tests_of)
 
 MiB = 1 << 20
 WRITES = ['write -P 0x11 0 1M', 'write -P 0x22 5M 100k', 'write -P 0x33 1000 3000',
@@ -606,13 +606,6 @@ def test_lazy_refcounts_clean_close():
         qemu_io(img, 'read -P 0x5a 0 1M', fmt='qcow2')
 
 
-def _fio_has_nbd():
-    if not shutil.which('fio'):
-        return False
-    p = run(['fio', '--enghelp=nbd'], check=False)
-    return p.returncode == 0 and 'uri' in p.stdout
-
-
 # fio jobs for the write loads: 4k random writes at queue depth 16 over the
 # first 32 MiB, then 1 MiB sequential writes over the next 32 MiB; each
 # verified (crc32c headers) right after writing.  Fixed seeds, so a later
@@ -622,8 +615,7 @@ FIO_JOBS = [
      '--size=32M', '--randseed=1234'],
     ['--name=seq', '--rw=write', '--bs=1M', '--iodepth=4', '--offset=32M', '--size=32M'],
 ]
-FIO_COMMON = ['--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--output-format=terse',
-              '--verify_state_save=0']   # no state files left in the cwd
+FIO_COMMON = ['--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--output-format=terse']
 
 
 def test_fio_verify_write_loads():
@@ -636,15 +628,13 @@ def test_fio_verify_write_loads():
     fio --verify_only of the same jobs on that raw file proves it holds
     exactly the data fio wrote (not, say, zeroes on both sides)."""
     require_tool('qemu-img')
-    if not _fio_has_nbd():
-        raise Skip('fio with the nbd engine not installed')
+    require_fio_nbd()
     with Daemon(qmp=False) as d:
         img, ref = d.path('f.qcow2'), d.path('ref.raw')
         run(['qemu-img', 'create', '-f', 'qcow2', img, '64M'])
         qcow2_daemon(d, img)
         for job in FIO_JOBS:
-            p = run(['fio', '--ioengine=nbd', '--uri=' + d.uri()] + job + FIO_COMMON,
-                    check=False, timeout=300)
+            p = fio(['--ioengine=nbd', '--uri=' + d.uri()] + job + FIO_COMMON, cwd=d.dir)
             assert_eq(p.returncode, 0, 'fio %s through blockd (stderr %r)'
                       % (job[0], p.stderr[-2000:]))
         assert_eq(d.stop(), 0, 'exit status')
@@ -658,8 +648,8 @@ def test_fio_verify_write_loads():
         assert_eq(d2.stop(), 0, 'exit status (read-back session)')
         run(['qemu-img', 'compare', '-f', 'qcow2', '-F', 'raw', img, ref])
         for job in FIO_JOBS:
-            p = run(['fio', '--ioengine=psync', '--filename=' + ref, '--verify_only'] + job +
-                    FIO_COMMON, check=False, timeout=300)
+            p = fio(['--ioengine=psync', '--filename=' + ref, '--verify_only'] + job +
+                    FIO_COMMON, cwd=d.dir)
             assert_eq(p.returncode, 0, 'fio --verify_only %s on the raw copy (stderr %r)'
                       % (job[0], p.stderr[-2000:]))
         check_clean(img)

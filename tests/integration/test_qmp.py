@@ -9,18 +9,12 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (QMP, Daemon, QMPError, assert_eq, assert_in, is_reference,  # noqa: E402
-                         main, make_image, require_tool, run, tests_of)
+from blockd_test import (Daemon, assert_eq, assert_in, is_reference, main, make_image,  # noqa: E402
+                         require_tool, run, start_daemon, tests_of)
 
 
 def _daemon(monitors=1):
-    d = Daemon(monitors=monitors)
-    try:
-        d.start()
-    except BaseException:
-        d.cleanup()
-        raise
-    return d
+    return start_daemon(monitors=monitors)
 
 
 def _still_serves(d, q=None):
@@ -304,7 +298,7 @@ def test_configure_from_qmp():
         assert_eq(q.execute('block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 'r',
                                                  'name': 'disk', 'writable': True}), {},
                   'block-export-add')
-        info = json.loads(run(['nbdinfo', '--json', d.uri()]).stdout)['exports'][0]
+        info = json.loads(run(['nbdinfo', '--no-content', '--json', d.uri()]).stdout)['exports'][0]
         assert_eq(info['export-size'], 16 << 20, 'export-size')
         assert_eq(info['is_read_only'], False, 'is_read_only')
         exports = q.execute('query-block-exports')

@@ -29,9 +29,10 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, Skip, assert_eq, is_reference, main, qemu_io,  # noqa: E402
-                         require_nbd, run, tests_of, wait_for)
-from test_fuse import force_unmount, is_mounted, new_mountpoint, require_fuse  # noqa: E402
+from blockd_test import (Daemon, Skip, assert_eq, force_unmount, is_mounted,  # noqa: E402
+                         is_reference, main, qemu_io, require_fuse, require_nbd, run,
+                         tests_of, wait_for)
+from test_fuse import new_mountpoint  # noqa: E402
 
 MiB = 1 << 20
 BLOCK = 64 * 1024

@@ -17,8 +17,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, Skip, assert_eq, assert_in, main, qemu_io,  # noqa: E402
-                         require_nbd, run, tests_of)
+from blockd_test import (Daemon, assert_eq, assert_in, fio, main, qemu_io,  # noqa: E402
+                         require_fio_nbd, require_nbd, run, tests_of)
 
 MiB = 1024 * 1024
 SIZE = 16 * MiB
@@ -110,16 +110,14 @@ class Env:
         return None
 
     def wait_status(self, job_id, status):
-        while True:
-            ev = self.q.wait_event('JOB_STATUS_CHANGE', timeout=60)
-            if ev['data']['id'] == job_id and ev['data']['status'] == status:
-                return
+        self.q.wait_job_status(job_id, status)
 
     def wait_end(self, job_id, name='BLOCK_JOB_COMPLETED'):
-        while True:
-            ev = self.q.wait_event(name, timeout=120)
-            if ev['data']['device'] == job_id:
-                return ev['data']
+        """Wait for the (auto-dismissed) job to end; returns the data of
+        its end event, which must be `name`."""
+        ev = self.q.run_job(job_id, auto_dismiss=True, wait=120).event
+        assert_eq(ev['event'], name, 'end of job ' + job_id)
+        return ev['data']
 
     def finish_fast(self, job_id):
         # The job may have finished already (then it is gone).
@@ -161,7 +159,7 @@ def run_racing_writes(e, seed):
     that lets it run through them; then the same writes on the reference."""
     cmds = random_writes(seed)
     p = subprocess.run(['qemu-io', '-f', 'raw', e.d.uri('top')], input='\n'.join(cmds) + '\n',
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, errors='replace', timeout=300)
     assert_eq((p.returncode, 'error' in p.stdout.lower()), (0, False),
               'racing writes: %s' % p.stdout[-300:])
     qemu_io(e.c.ref, *cmds)
@@ -502,7 +500,7 @@ def test_commit_active_complete_under_load():
         cmds = random_writes(5, count=4000)
         writer = subprocess.Popen(['qemu-io', '-f', 'raw', d.uri('top')],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+                                  stderr=subprocess.PIPE, text=True, errors='replace')
         # The writer sends its first requests before job-complete.
         writer.stdin.write('\n'.join(cmds[:10]) + '\n')
         writer.stdin.flush()
@@ -762,15 +760,12 @@ def test_copy_on_read_driver():
 
 FIO_JOB = ['--name=rand', '--rw=randwrite', '--bs=4k', '--iodepth=16', '--size=%d' % SIZE,
            '--randseed=77', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1',
-           '--output-format=terse', '--verify_state_save=0']
+           '--output-format=terse']
 
 
-def _fio(args):
-    import shutil
-    if not shutil.which('fio') or 'uri' not in run(['fio', '--enghelp=nbd'],
-                                                    check=False).stdout:
-        raise Skip('fio with the nbd engine not installed')
-    p = run(['fio'] + args, check=False, timeout=300)
+def _fio(args, cwd):
+    require_fio_nbd()
+    p = fio(args, cwd=cwd)
     assert_eq(p.returncode, 0, 'fio %s (stderr %r)' % (' '.join(args[:3]), p.stderr[-2000:]))
 
 
@@ -782,14 +777,14 @@ def _fio_during(job_args, finish):
         d.start()
         e = Env(d)
         e.q.execute(*job_args)
-        _fio(['--ioengine=nbd', '--uri=' + d.uri('top')] + FIO_JOB)
+        _fio(['--ioengine=nbd', '--uri=' + d.uri('top')] + FIO_JOB, d.dir)
         image = finish(e)
-        _fio(['--ioengine=nbd', '--uri=' + d.uri('top'), '--verify_only'] + FIO_JOB)
+        _fio(['--ioengine=nbd', '--uri=' + d.uri('top'), '--verify_only'] + FIO_JOB, d.dir)
         e.stop_daemon()
         e.c.check_all()
         raw = d.path('out.raw')
         run(['qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw', e.c.img[image], raw])
-        _fio(['--ioengine=psync', '--filename=' + raw, '--verify_only'] + FIO_JOB)
+        _fio(['--ioengine=psync', '--filename=' + raw, '--verify_only'] + FIO_JOB, d.dir)
 
 
 def test_stream_fio_verify():

@@ -6,26 +6,23 @@
 switching by blockdev-reopen, and drains that release throttled requests
 instead of waiting for them."""
 
+import contextlib
 import os
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, Skip, assert_eq, assert_in, main, make_image,  # noqa: E402
-                         qemu_io, require_nbd, require_tool, run, skip_if_reference, tests_of)
+from blockd_test import (Daemon, Skip, assert_eq, assert_in, fd_open, fuse_mounted,  # noqa: E402
+                         main, make_image, nbd_connection, qemu_io, require_fuse,
+                         require_nbd, require_tool, run, skip_if_reference,
+                         start_daemon, tests_of)
 
 GE = 'GenericError'
 
 
 def _daemon(args=()):
-    d = Daemon(args=args)
-    try:
-        d.start()
-    except BaseException:
-        d.cleanup()
-        raise
-    return d
+    return start_daemon(args=args)
 
 
 def _group(q, gid, **limits):
@@ -70,16 +67,11 @@ def _export_del(q, id, mode='hard'):
 
 def _timed_reads(uri, count, size=4096):
     """Seconds taken by `count` sequential reads of `size` bytes."""
-    nbd = require_nbd()
-    h = nbd.NBD()
-    h.connect_uri(uri)
-    try:
+    with nbd_connection(uri) as h:
         start = time.monotonic()
         for i in range(count):
             h.pread(size, (i * size) % (1 << 20))
         return time.monotonic() - start
-    finally:
-        h.shutdown()
 
 
 def test_object_add_del():
@@ -549,11 +541,10 @@ def test_fuse_throttled_readers():
     """A throttle node mounted over FUSE: concurrent readers (served by
     several FUSE worker threads) share the limit and read the right data;
     a write through the mount lands in the qcow2 image."""
-    from test_fuse import force_unmount, fuse_daemon, new_mountpoint, require_fuse
+    from test_fuse import fuse_daemon, new_mountpoint
     require_fuse()
     require_tool('qemu-img', 'qemu-io')
-    s = Daemon(qmp=False)
-    try:
+    with contextlib.closing(Daemon(qmp=False)) as s, fuse_mounted(s.path('mnt'), wait=False):
         img = _qcow2(s, 'hd0.qcow2', size='4M', length='3M')
         mnt = new_mountpoint(s.path('mnt'))
         args = ['--object', 'throttle-group,id=g,limits.bps-read=1048576',
@@ -564,11 +555,8 @@ def test_fuse_throttled_readers():
             results = {}
 
             def reader(i):
-                fd = os.open(mnt, os.O_RDONLY)
-                try:
+                with fd_open(mnt, os.O_RDONLY) as fd:
                     results[i] = os.pread(fd, 768 << 10, i * (768 << 10))
-                finally:
-                    os.close(fd)
             threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
             start = time.monotonic()
             for t in threads:
@@ -580,16 +568,10 @@ def test_fuse_throttled_readers():
             for i in range(4):
                 assert_eq(results[i], b'\xa0' * (768 << 10), 'data read by reader %d' % i)
             assert took >= 1.2, 'bps-read=1M not enforced over FUSE: 3 MiB in %.2fs' % took
-            fd = os.open(mnt, os.O_WRONLY)
-            try:
+            with fd_open(mnt, os.O_WRONLY) as fd:
                 os.pwrite(fd, b'\x5c' * 65536, 3 << 20)
                 os.fsync(fd)
-            finally:
-                os.close(fd)
         qemu_io(img, 'read -P 0xa0 0 3M', 'read -P 0x5c 3M 64k', fmt='qcow2')
-    finally:
-        force_unmount(s.path('mnt'))
-        s.cleanup()
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@
 #include "graph/node.h"
 #include "jobs/chain.h"
 #include "jobs/job.h"
+#include "helpers.h"
 
 #define MiB (1024 * 1024)
 
@@ -20,38 +21,17 @@ typedef struct {
     char *base, *top;
 } Fixture;
 
-static void sh(const char *cmd)
-{
-    gint status = 0;
-    g_autoptr(GError) err = NULL;
-    g_autofree char *out = NULL, *errout = NULL;
-
-    g_assert_true(g_spawn_command_line_sync(cmd, &out, &errout, &status,
-                                            &err));
-    if (!g_spawn_check_wait_status(status, NULL)) {
-        g_error("%s failed: %s", cmd, errout);
-    }
-}
-
 /* base (1 MiB of 0x5a at 0) <- top (64 KiB of 0x33 at 2 MiB); 4 MiB. */
 static void setup(Fixture *f, gconstpointer data)
 {
-    g_autofree char *c1 = NULL, *c2 = NULL, *c3 = NULL, *c4 = NULL;
-
     f->dir = g_dir_make_tmp("blockd-chain-XXXXXX", NULL);
     f->base = g_build_filename(f->dir, "base.qcow2", NULL);
     f->top = g_build_filename(f->dir, "top.qcow2", NULL);
-    c1 = g_strdup_printf("qemu-img create -q -f qcow2 %s 4M", f->base);
-    c2 = g_strdup_printf("qemu-img create -q -f qcow2 -b %s -F qcow2 %s",
-                         f->base, f->top);
-    c3 = g_strdup_printf("qemu-io -f qcow2 -c 'write -P 0x5a 0 1M' %s",
-                         f->base);
-    c4 = g_strdup_printf("qemu-io -f qcow2 -c 'write -P 0x33 2M 64k' %s",
-                         f->top);
-    sh(c1);
-    sh(c2);
-    sh(c3);
-    sh(c4);
+    bd_test_sh("qemu-img create -q -f qcow2 %s 4M", f->base);
+    bd_test_sh("qemu-img create -q -f qcow2 -b %s -F qcow2 %s",
+               f->base, f->top);
+    bd_test_sh("qemu-io -f qcow2 -c 'write -P 0x5a 0 1M' %s", f->base);
+    bd_test_sh("qemu-io -f qcow2 -c 'write -P 0x33 2M 64k' %s", f->top);
 }
 
 static void teardown(Fixture *f, gconstpointer data)
@@ -164,7 +144,6 @@ static void test_frozen_replace(Fixture *f, gconstpointer data)
 static void test_backing_change(Fixture *f, gconstpointer data)
 {
     g_autoptr(GError) err = NULL;
-    g_autofree char *check = g_strdup_printf("qemu-img check -q %s", f->top);
     BdNode *top = open_top(f);
 
     g_assert_true(bd_chain_set_backing(top, NULL, &err));
@@ -173,7 +152,7 @@ static void test_backing_change(Fixture *f, gconstpointer data)
     g_assert_no_error(err);
     g_assert_false(top->drv->has_default_backing(top));
     bd_node_unref(top);
-    sh(check);
+    bd_test_sh("qemu-img check -q %s", f->top);
 
     top = bd_node_open(g_variant_new_parsed(
         "{'driver': <'qcow2'>, 'node-name': <'top'>, "
@@ -184,7 +163,7 @@ static void test_backing_change(Fixture *f, gconstpointer data)
     g_assert_true(bd_qcow2_change_backing_file(top, f->base, "qcow2", &err));
     g_assert_true(top->drv->has_default_backing(top));
     bd_node_unref(top);
-    sh(check);
+    bd_test_sh("qemu-img check -q %s", f->top);
     top = open_top(f);
     g_assert_cmpstr(bd_node_backing(top)->filename, ==, f->base);
     bd_node_unref(top);

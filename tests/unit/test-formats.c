@@ -13,6 +13,7 @@
 #include "graph/entry.h"
 #include "graph/io.h"
 #include "formats/registry.h"
+#include "helpers.h"
 
 #define MiB (1024 * 1024)
 #define RW_PERM (BD_PERM_CONSISTENT_READ | BD_PERM_WRITE)
@@ -459,26 +460,13 @@ static void test_file_direct(Fixture *f, gconstpointer data)
 
 /* --- locking interplay with qemu-io --- */
 
-static gboolean have_qemu_io(void)
-{
-    g_autofree char *path = g_find_program_in_path("qemu-io");
-    return path != NULL;
-}
-
 static int run_qemu_io(const char *img, const char *cmd, char **errout)
 {
     gboolean ro = g_str_has_prefix(cmd, "read");
     const char *argv[] = { "qemu-io", "-f", "raw", "-c", cmd,
                            ro ? "-r" : img, ro ? img : NULL, NULL };
-    g_autofree char *out = NULL;
-    g_autoptr(GError) err = NULL;
-    int status = 0;
 
-    g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL,
-                               G_SPAWN_SEARCH_PATH, NULL, NULL, &out, errout,
-                               &status, &err));
-    g_test_message("qemu-io -c '%s': status %d: %s", cmd, status, *errout);
-    return status;
+    return bd_test_run((char **)argv, NULL, errout);
 }
 
 /* Is byte 'off' of 'img' locked by some other process? */
@@ -503,7 +491,7 @@ static void test_lock_blockd_holds(Fixture *f, gconstpointer data)
     g_autofree char *errout = NULL;
     g_autofree char *hint = NULL;
 
-    if (!have_qemu_io()) {
+    if (!bd_test_have_program("qemu-io")) {
         g_test_skip("qemu-io not installed");
         return;
     }
@@ -557,7 +545,7 @@ static void test_lock_qemu_holds(Fixture *f, gconstpointer data)
     GPid pid;
     int tries;
 
-    if (!have_qemu_io()) {
+    if (!bd_test_have_program("qemu-io")) {
         g_test_skip("qemu-io not installed");
         return;
     }

@@ -11,12 +11,7 @@
 #include "graph/entry.h"
 #include "formats/registry.h"
 #include "formats/qcow2/qcow2.h"
-
-static gboolean have_program(const char *name)
-{
-    g_autofree char *path = g_find_program_in_path(name);
-    return path != NULL;
-}
+#include "helpers.h"
 
 #define CS 65536
 
@@ -216,24 +211,6 @@ static void test_header_fuzz(void)
 
 /* --- creation, verified by qemu-img --- */
 
-static gboolean run_tool(char **argv, char **out)
-{
-    g_autoptr(GError) err = NULL;
-    g_autofree char *errout = NULL;
-    int status = 0;
-
-    if (!g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
-                      out, &errout, &status, &err)) {
-        g_error("spawn %s: %s", argv[0], err->message);
-    }
-    if (!g_spawn_check_wait_status(status, NULL)) {
-        g_test_message("%s: %s%s", argv[0], out && *out ? *out : "",
-                       errout);
-        return FALSE;
-    }
-    return TRUE;
-}
-
 typedef struct {
     Qcow2CreateOptions o;
     const char *compat;
@@ -251,8 +228,8 @@ static void check_created(const char *img, const CreateCase *c)
     JsonObject *o, *data;
     const Qcow2CreateOptions *co = &c->o;
 
-    g_assert_true(run_tool(check, NULL));
-    g_assert_true(run_tool(info, &out));
+    g_assert_true(bd_test_run(check, NULL, NULL) == 0);
+    g_assert_true(bd_test_run(info, &out, NULL) == 0);
     g_assert_true(json_parser_load_from_data(p, out, -1, NULL));
     o = json_node_get_object(json_parser_get_root(p));
     g_assert_cmpstr(json_object_get_string_member(o, "format"), ==, "qcow2");
@@ -283,8 +260,8 @@ static void check_created(const char *img, const CreateCase *c)
     }
     if (!co->backing_file && co->size >= 70 * 1024) {
         /* qemu can write to it, and the result is still clean. */
-        g_assert_true(run_tool(io, NULL));
-        g_assert_true(run_tool(check, NULL));
+        g_assert_true(bd_test_run(io, NULL, NULL) == 0);
+        g_assert_true(bd_test_run(check, NULL, NULL) == 0);
     }
 }
 
@@ -327,7 +304,7 @@ static void test_create(void)
     g_autofree char *tool = g_find_program_in_path("qemu-img");
 
     g_assert_no_error(err);
-    if (!tool || !have_program("qemu-io")) {
+    if (!tool || !bd_test_have_program("qemu-io")) {
         g_test_skip("qemu-img/qemu-io not installed");
         g_rmdir(dir);
         return;
@@ -342,7 +319,7 @@ static void test_create(void)
         g_assert_cmpint(g_mkdir(sub, 0755), ==, 0);
         g_assert_true(g_file_set_contents(raw, "", 0, NULL));
         g_assert_cmpint(truncate(raw, 10 << 20), ==, 0);
-        g_assert_true(run_tool(mk, NULL));
+        g_assert_true(bd_test_run(mk, NULL, NULL) == 0);
     }
     for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
         g_autofree char *text = NULL;
@@ -443,8 +420,8 @@ static void test_write_compressed(void)
     g_assert_cmpint(back[2 * CS - 1], ==, 0x61);
     bd_entry_free(entry);
     bd_node_unref(node);
-    if (have_program("qemu-img")) {
-        g_assert_true(run_tool(check, NULL));
+    if (bd_test_have_program("qemu-img")) {
+        g_assert_true(bd_test_run(check, NULL, NULL) == 0);
     }
     g_unlink(img);
     g_rmdir(dir);
