@@ -3,8 +3,11 @@
  * configure the graph, exports and monitors in option order, run the
  * main loop, and shut down cleanly on SIGTERM/SIGINT/SIGHUP or 'quit'.
  *
- * Thread model: this is the main thread; it owns the GLib main loop,
- * the control channel and every graph change.
+ * Thread model: this is the main thread; it owns the GLib main loop
+ * (it acquires the default main context at start and keeps it, so that
+ * "on the main thread" is g_main_context_is_owner() everywhere, and
+ * another thread's g_main_context_invoke() queues instead of running the
+ * callback itself), the control channel and every graph change.
  */
 #define G_LOG_DOMAIN "blockd"
 
@@ -237,6 +240,7 @@ int main(int argc, char **argv)
     }
     /* Clients that hang up must not kill the daemon. */
     signal(SIGPIPE, SIG_IGN);
+    g_main_context_acquire(NULL);
     main_loop = g_main_loop_new(NULL, FALSE);
 
     bd_formats_register_all();
@@ -262,5 +266,6 @@ int main(int argc, char **argv)
 
     shutdown_everything();
     g_main_loop_unref(main_loop);
+    g_main_context_release(NULL);
     return EXIT_SUCCESS;
 }
