@@ -94,18 +94,16 @@ static void on_quit_command(gpointer opaque)
 }
 
 /* Stop exports, the NBD server, nodes and monitors, in that order:
- * clients go first so that nodes close with no request in flight. */
+ * clients go first so that nodes close with no request in flight.  The
+ * main loop no longer runs, so no control command starts meanwhile; the
+ * clients' threads wake us as each export's last reference goes. */
 static void shutdown_everything(void)
 {
     gint64 deadline = g_get_monotonic_time() + SHUTDOWN_EXPORT_TIMEOUT_US;
 
     bd_job_cancel_sync_all();
     bd_export_close_all(NULL);
-    while (bd_export_any() && g_get_monotonic_time() < deadline) {
-        g_main_context_iteration(NULL, FALSE);
-        g_usleep(1000);
-    }
-    if (bd_export_any()) {
+    if (!bd_export_wait_gone(NULL, deadline)) {
         g_warning("exports still have clients after %d s; exiting anyway",
                   (int)(SHUTDOWN_EXPORT_TIMEOUT_US / G_USEC_PER_SEC));
     }
