@@ -18,7 +18,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, Skip, assert_eq, assert_in, is_reference, main,  # noqa: E402
+from blockd_test import (Daemon, Skip, assert_eq, assert_in, main,  # noqa: E402
                          make_image, qemu_io, require_nbd, require_tool, run,
                          skip_if_reference, tests_of, wait_for)
 
@@ -210,7 +210,8 @@ def test_safe_del_refused_while_client_connected():
                   [('e', False)], 'export intact')
         assert_eq(_deleted_ids(q), [], 'no BLOCK_EXPORT_DELETED after a refusal')
         h.shutdown()
-        assert_eq(q.execute('block-export-del', {'id': 'e'}), {}, 'safe delete once the client left')
+        assert_eq(q.execute('block-export-del', {'id': 'e'}), {},
+                  'safe delete once the client left')
         assert_eq(q.wait_event('BLOCK_EXPORT_DELETED')['data'], {'id': 'e'}, 'event')
         assert_eq(q.execute('query-block-exports'), [], 'no export left')
         assert_eq(q.execute('blockdev-del', {'node-name': 'r'}), {}, 'node free')
@@ -472,7 +473,8 @@ while True:
 print(json.dumps({'acked': acked, 'errno': err}), flush=True)
 sys.stdin.readline()
 after = {}
-for what, fn in (('write', lambda: os.pwrite(fd, data, 0)), ('read', lambda: os.pread(fd, 4096, 0))):
+for what, fn in (('write', lambda: os.pwrite(fd, data, 0)),
+                 ('read', lambda: os.pread(fd, 4096, 0))):
     try:
         fn()
         after[what] = 0
