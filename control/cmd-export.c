@@ -202,9 +202,25 @@ static gboolean nbd_server_start(GVariant *args, JsonNode **ret,
     return nbd_start(addr, args, errp);
 }
 
+/* As QEMU: nbd-server-stop returns once the NBD exports are deleted
+ * (their BLOCK_EXPORT_DELETED sent, their ids and nodes free).  Their
+ * clients were told to go; we sleep until the last one has (woken by
+ * its thread, no polling), for a bounded time: an export whose client
+ * is stuck in I/O goes later, with its event. */
+#define NBD_STOP_WAIT_US (10 * G_USEC_PER_SEC)
+
 static gboolean nbd_server_stop(GVariant *args, JsonNode **ret, GError **errp)
 {
-    return bd_nbd_server_stop(errp);
+    if (!bd_nbd_server_stop(errp)) {
+        return FALSE;
+    }
+    if (!bd_export_wait_gone("nbd", g_get_monotonic_time() +
+                                    NBD_STOP_WAIT_US)) {
+        g_warning("nbd-server-stop: NBD exports still have clients after "
+                  "%d s; they go when those leave",
+                  (int)(NBD_STOP_WAIT_US / G_USEC_PER_SEC));
+    }
+    return TRUE;
 }
 
 gboolean bd_cmd_block_export_add(GVariant *options, GError **errp)

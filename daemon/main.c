@@ -3,8 +3,11 @@
  * configure the graph, exports and monitors in option order, run the
  * main loop, and shut down cleanly on SIGTERM/SIGINT/SIGHUP or 'quit'.
  *
- * Thread model: this is the main thread; it owns the GLib main loop,
- * the control channel and every graph change.
+ * Thread model: this is the main thread; it owns the GLib main loop
+ * (it acquires the default main context at start and keeps it, so that
+ * "on the main thread" is g_main_context_is_owner() everywhere, and
+ * another thread's g_main_context_invoke() queues instead of running the
+ * callback itself), the control channel and every graph change.
  */
 #define G_LOG_DOMAIN "blockd"
 
@@ -91,18 +94,16 @@ static void on_quit_command(gpointer opaque)
 }
 
 /* Stop exports, the NBD server, nodes and monitors, in that order:
- * clients go first so that nodes close with no request in flight. */
+ * clients go first so that nodes close with no request in flight.  The
+ * main loop no longer runs, so no control command starts meanwhile; the
+ * clients' threads wake us as each export's last reference goes. */
 static void shutdown_everything(void)
 {
     gint64 deadline = g_get_monotonic_time() + SHUTDOWN_EXPORT_TIMEOUT_US;
 
     bd_job_cancel_sync_all();
     bd_export_close_all(NULL);
-    while (bd_export_any() && g_get_monotonic_time() < deadline) {
-        g_main_context_iteration(NULL, FALSE);
-        g_usleep(1000);
-    }
-    if (bd_export_any()) {
+    if (!bd_export_wait_gone(NULL, deadline)) {
         g_warning("exports still have clients after %d s; exiting anyway",
                   (int)(SHUTDOWN_EXPORT_TIMEOUT_US / G_USEC_PER_SEC));
     }
@@ -237,6 +238,7 @@ int main(int argc, char **argv)
     }
     /* Clients that hang up must not kill the daemon. */
     signal(SIGPIPE, SIG_IGN);
+    g_main_context_acquire(NULL);
     main_loop = g_main_loop_new(NULL, FALSE);
 
     bd_formats_register_all();
@@ -262,5 +264,6 @@ int main(int argc, char **argv)
 
     shutdown_everything();
     g_main_loop_unref(main_loop);
+    g_main_context_release(NULL);
     return EXIT_SUCCESS;
 }

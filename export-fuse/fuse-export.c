@@ -200,12 +200,10 @@ static void fuse_export_request_shutdown(BdExport *exp)
 {
     BdFuseExport *fe = fuse_export(exp);
 
-    /* From now on requests are refused; wait out the admissions that
-     * raced with this (a few instructions each). */
+    /* From now on requests are refused.  One that raced with this holds
+     * a reference and keeps the export until it has replied; none can
+     * take one after the last is gone (bd_export_try_ref). */
     g_atomic_int_set(&fe->stopping, 1);
-    while (g_atomic_int_get(&fe->entering) > 0) {
-        g_thread_yield();
-    }
     bd_fuse_workers_stop(fe);
     if (fe->mountpoint && mountpoints) {
         g_hash_table_remove(mountpoints, fe->mountpoint);

@@ -36,12 +36,10 @@ typedef struct BdFuseExport {
     int stop_fd;               /* eventfd: readable once workers must exit */
     BdFuseWorker **workers;
     guint n_workers;
-    /* Request admission against shutdown: a worker raises 'entering',
-     * then reads 'stopping'; request_shutdown sets 'stopping', then waits
-     * for 'entering' to drop to zero.  So a request either holds an
-     * export reference taken while the user's reference still existed,
-     * or sees 'stopping' and is refused. */
-    gint entering;             /* atomic */
+    /* Requests are refused once 'stopping' is set (request_shutdown).
+     * One admitted just before takes its export reference with
+     * bd_export_try_ref(), which fails once the last reference has gone:
+     * an export on its way to destruction is never brought back. */
     gint stopping;             /* atomic */
     gint closed_outside;       /* atomic: connection lost, reported once */
     gint spinning;             /* atomic: a worker is polling the queue */

@@ -102,19 +102,12 @@ void *bd_fuse_worker_buffer(size_t size)
     return w->extra;
 }
 
-/* Take a request reference unless the export is shutting down (see the
- * 'entering'/'stopping' protocol in fuse-internal.h). */
+/* Take a request reference unless the export is shutting down (see
+ * 'stopping' in fuse-internal.h). */
 static gboolean worker_admit(BdFuseExport *fe)
 {
-    gboolean ok;
-
-    g_atomic_int_inc(&fe->entering);
-    ok = !g_atomic_int_get(&fe->stopping);
-    if (ok) {
-        bd_export_ref(&fe->common);
-    }
-    g_atomic_int_dec_and_test(&fe->entering);
-    return ok;
+    return !g_atomic_int_get(&fe->stopping) &&
+           bd_export_try_ref(&fe->common);
 }
 
 static void worker_signal_stop(BdFuseExport *fe)

@@ -3,8 +3,8 @@
  * names the handshake looks clients up in, and disconnecting an
  * export's clients when it shuts down.
  *
- * Thread model: create/request_shutdown/destroy run on the main thread
- * (export/export.h); connection threads look exports up and attach
+ * Thread model: create/in_use/request_shutdown/destroy run on the main
+ * thread (export/export.h); connection threads look exports up and attach
  * themselves under bd_nbd_lock, taking a bd_export_ref per connection.
  */
 #include <string.h>
@@ -201,6 +201,22 @@ static void unlist_locked(BdNbdExport *ne)
     }
 }
 
+/* In use while a client in transmission is not on its way out.  Clients
+ * still negotiating do not count, as with QEMU: they attach only while
+ * the export is listed, and request_shutdown unlists it. */
+static gboolean nbd_export_in_use(BdExport *exp)
+{
+    BdNbdExport *ne = nbd_export(exp);
+    gboolean used = FALSE;
+
+    g_mutex_lock(&bd_nbd_lock);
+    for (GList *l = ne->clients; l && !used; l = l->next) {
+        used = !bd_nbd_client_leaving(l->data);
+    }
+    g_mutex_unlock(&bd_nbd_lock);
+    return used;
+}
+
 static void nbd_export_request_shutdown(BdExport *exp)
 {
     BdNbdExport *ne = nbd_export(exp);
@@ -236,6 +252,7 @@ const BdExportDriver bd_nbd_export_driver = {
     /* As QEMU: no resize while the NBD server serves the node. */
     .unshared = BD_PERM_RESIZE,
     .create = nbd_export_create,
+    .in_use = nbd_export_in_use,
     .request_shutdown = nbd_export_request_shutdown,
     .destroy = nbd_export_destroy,
 };

@@ -114,6 +114,10 @@ uint32_t bd_nbd_server_max_connections(void);
 void bd_nbd_client_unref(BdNbdClient *c);
 /* Stop the client's threads reading: shutdown(2) of the socket. */
 void bd_nbd_client_kick(BdNbdClient *c);
+/* TRUE when the client is on its way out: told to go, or its peer has
+ * hung up (seen without reading).  The caller keeps c->fd open (holds
+ * bd_nbd_lock while c is attached to an export, or a reference). */
+gboolean bd_nbd_client_leaving(BdNbdClient *c);
 
 /* export.c: the name table.  All take bd_nbd_lock themselves. */
 /* The listed export named 'name' with a new bd_export_ref, or NULL. */

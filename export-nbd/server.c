@@ -17,6 +17,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -180,6 +181,20 @@ void bd_nbd_client_kick(BdNbdClient *c)
     g_atomic_int_set(&c->quit, TRUE);
     shutdown(c->fd, SHUT_RDWR);
     bd_nbd_workers_wake(c);
+}
+
+gboolean bd_nbd_client_leaving(BdNbdClient *c)
+{
+    struct pollfd pfd = { .fd = c->fd, .events = POLLRDHUP };
+
+    if (g_atomic_int_get(&c->quit)) {
+        return TRUE;
+    }
+    /* The peer hung up, or shut its sending side after NBD_CMD_DISC,
+     * and the worker reading the socket has not seen it yet: a client
+     * process that has just exited is no user any more. */
+    return poll(&pfd, 1, 0) > 0 &&
+           (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
 void bd_nbd_client_unref(BdNbdClient *c)

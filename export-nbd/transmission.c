@@ -162,14 +162,7 @@ static int send_error(BdNbdWorker *w, const BdNbdRequest *req,
 
 static int send_errno(BdNbdWorker *w, const BdNbdRequest *req, int ret)
 {
-    uint32_t err = bd_nbd_errno_to_wire(ret);
-
-    /* ENOTSUP is reserved for FAST_ZERO requests. */
-    if (err == NBD_ENOTSUP && !(req->type == NBD_CMD_WRITE_ZEROES &&
-                                (req->flags & NBD_CMD_FLAG_FAST_ZERO))) {
-        err = NBD_EINVAL;
-    }
-    return send_error(w, req, err, g_strerror(-ret));
+    return send_error(w, req, bd_nbd_errno_to_wire(ret), g_strerror(-ret));
 }
 
 /* Success of a command without payload. */

@@ -100,6 +100,13 @@ uint32_t bd_nbd_request_check(const BdNbdRequest *req,
     }
 }
 
+/* As QEMU's server (nbd/server.c): the values the protocol defines pass
+ * through, EROFS is a permission error, EDQUOT and EFBIG are "no space"
+ * (the protocol asks for that), and every errno the protocol does not
+ * list is NBD_EINVAL, the value a client must assume for anything it
+ * does not know.  NBD_ENOTSUP goes out on any command, as QEMU's, though
+ * the protocol expects it only for FAST_ZERO: a client that does not
+ * know it there treats it as NBD_EINVAL anyway. */
 uint32_t bd_nbd_errno_to_wire(int err)
 {
     if (err < 0) {
@@ -110,14 +117,11 @@ uint32_t bd_nbd_errno_to_wire(int err)
         return NBD_SUCCESS;
     case EPERM:
     case EROFS:
-    case EACCES:
         return NBD_EPERM;
     case EIO:
         return NBD_EIO;
     case ENOMEM:
         return NBD_ENOMEM;
-    case EINVAL:
-        return NBD_EINVAL;
     case ENOSPC:
     case EDQUOT:
     case EFBIG:
@@ -131,9 +135,9 @@ uint32_t bd_nbd_errno_to_wire(int err)
         return NBD_ENOTSUP;
     case ESHUTDOWN:
         return NBD_ESHUTDOWN;
+    case EINVAL:
     default:
-        /* Unspecified by the protocol: the graph failed doing I/O. */
-        return NBD_EIO;
+        return NBD_EINVAL;
     }
 }
 

@@ -2,9 +2,14 @@
 /* The common export layer: block-export-add/del/query, reference
  * counting, destruction on the main loop and BLOCK_EXPORT_DELETED.
  *
- * Thread model: the export list and add/del run on the main thread; the
- * reference count is atomic, and the last unref (from any thread)
- * schedules destruction on the main context.
+ * Thread model: the export list, add/del/close_all/wait_gone and
+ * destruction run on the main thread, which owns the default main
+ * context for the daemon's life (asserted).  The reference count is
+ * atomic; the last unref on another thread hands the export over to the
+ * main thread through 'reap_queue': an idle callback destroys it, or a
+ * main thread waiting in bd_export_wait_gone() is woken by reap_cond.
+ * reap_lock guards reap_queue and reap_scheduled; nothing else is taken
+ * under it but the main context's own lock (g_idle_add).
  */
 #define G_LOG_DOMAIN "blockd-export"
 
@@ -101,9 +106,11 @@ GPtrArray *bd_export_list(void)
     return export_list();
 }
 
-gboolean bd_export_any(void)
+/* Main-loop-only functions check it: a comment is a promise, an
+ * assert keeps it. */
+static void assert_main_thread(void)
 {
-    return export_list()->len > 0;
+    g_assert(g_main_context_is_owner(g_main_context_default()));
 }
 
 BdExport *bd_export_add(GVariant *options, GError **errp)
@@ -116,6 +123,7 @@ BdExport *bd_export_add(GVariant *options, GError **errp)
     BdNode *node;
     BdExport *exp;
 
+    assert_main_thread();
     if (!bd_id_wellformed(id)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Invalid block export id");
@@ -171,11 +179,25 @@ void bd_export_ref(BdExport *exp)
     g_atomic_int_inc(&exp->refcount);
 }
 
-static gboolean export_destroy(gpointer opaque)
+gboolean bd_export_try_ref(BdExport *exp)
 {
-    BdExport *exp = opaque;
+    gint n;
+
+    do {
+        n = g_atomic_int_get(&exp->refcount);
+        if (n == 0) {
+            return FALSE;
+        }
+    } while (!g_atomic_int_compare_and_exchange(&exp->refcount, n, n + 1));
+    return TRUE;
+}
+
+/* The last reference is gone: release the node and tell the user. */
+static void export_destroy(BdExport *exp)
+{
     g_autofree char *id = g_strdup(exp->id);
 
+    assert_main_thread();
     g_ptr_array_remove(export_list(), exp);
     if (exp->drv->destroy) {
         exp->drv->destroy(exp);
@@ -184,35 +206,64 @@ static gboolean export_destroy(gpointer opaque)
     g_free(exp->id);
     g_free(exp->node_name);
     g_free(exp);
+    g_debug("export '%s': deleted", id);
     bd_event_emit("BLOCK_EXPORT_DELETED", g_variant_new_parsed("{'id': <%s>}", id));
+}
+
+static GMutex reap_lock;
+static GCond reap_cond;
+static GQueue reap_queue = G_QUEUE_INIT;   /* BdExport *, refcount 0 */
+static gboolean reap_scheduled;            /* an idle reap_cb is due */
+
+/* Destroy the exports handed over by other threads.  Main thread. */
+static void reap_queued(void)
+{
+    for (;;) {
+        BdExport *exp;
+
+        g_mutex_lock(&reap_lock);
+        exp = g_queue_pop_head(&reap_queue);
+        g_mutex_unlock(&reap_lock);
+        if (!exp) {
+            return;
+        }
+        export_destroy(exp);
+    }
+}
+
+static gboolean reap_cb(gpointer opaque)
+{
+    g_mutex_lock(&reap_lock);
+    reap_scheduled = FALSE;
+    g_mutex_unlock(&reap_lock);
+    reap_queued();
     return G_SOURCE_REMOVE;
 }
 
-/* A hard block-export-del waiting for the last client reference. */
-static GMutex del_lock;
-static GCond del_cond;
-
 void bd_export_unref(BdExport *exp)
 {
-    if (g_atomic_int_dec_and_test(&exp->refcount)) {
-        g_mutex_lock(&del_lock);
-        if (exp->main_waits) {
-            exp->released = TRUE;
-            g_cond_broadcast(&del_cond);
-            g_mutex_unlock(&del_lock);
-            return;
-        }
-        g_mutex_unlock(&del_lock);
-        /* Clients drop their references on their own threads; the
-         * export goes away on the main loop, where the graph lives.  On
-         * the main loop itself it goes at once, so that block-export-del
-         * without clients emits BLOCK_EXPORT_DELETED before its reply,
-         * as QEMU does. */
-        if (g_main_context_is_owner(g_main_context_default())) {
-            export_destroy(exp);
-        } else {
-            g_idle_add(export_destroy, exp);
-        }
+    gboolean schedule;
+
+    if (!g_atomic_int_dec_and_test(&exp->refcount)) {
+        return;
+    }
+    /* On the main thread (block-export-del of an export that no client
+     * holds) the export goes at once, so that BLOCK_EXPORT_DELETED is
+     * sent before the command's reply, as QEMU does. */
+    if (g_main_context_is_owner(g_main_context_default())) {
+        export_destroy(exp);
+        return;
+    }
+    /* Clients let go on their own threads; the graph lives on the main
+     * loop. */
+    g_mutex_lock(&reap_lock);
+    g_queue_push_tail(&reap_queue, exp);
+    g_cond_broadcast(&reap_cond);
+    schedule = !reap_scheduled;
+    reap_scheduled = TRUE;
+    g_mutex_unlock(&reap_lock);
+    if (schedule) {
+        g_idle_add(reap_cb, NULL);
     }
 }
 
@@ -223,46 +274,25 @@ static void export_request_shutdown(BdExport *exp)
     }
     exp->user_owned = FALSE;
     exp->shutting_down = TRUE;
+    g_debug("export '%s': shutting down", exp->id);
     exp->drv->request_shutdown(exp);
     bd_export_unref(exp);
 }
 
-/* Shut the export down and, for a while, wait until its clients have
- * let go, so that the node is free when block-export-del returns (as
- * with QEMU, where the clients go on the main loop).  A client that
- * takes longer leaves the export to be destroyed later, with its
- * BLOCK_EXPORT_DELETED event. */
-static void export_shutdown_and_wait(BdExport *exp)
+static gboolean export_in_use(BdExport *exp)
 {
-    gint64 deadline = g_get_monotonic_time() + 5 * G_TIME_SPAN_SECOND;
-    gboolean released;
-
-    bd_export_ref(exp);
-    g_mutex_lock(&del_lock);
-    exp->main_waits = TRUE;
-    exp->released = FALSE;
-    g_mutex_unlock(&del_lock);
-    export_request_shutdown(exp);
-    if (g_atomic_int_dec_and_test(&exp->refcount)) {
-        export_destroy(exp);
-        return;
+    if (exp->drv->in_use) {
+        return exp->drv->in_use(exp);
     }
-    g_mutex_lock(&del_lock);
-    while (!exp->released &&
-           g_cond_wait_until(&del_cond, &del_lock, deadline)) {
-    }
-    released = exp->released;
-    exp->main_waits = FALSE;
-    g_mutex_unlock(&del_lock);
-    if (released) {
-        export_destroy(exp);
-    }
+    return g_atomic_int_get(&exp->refcount) > 1;
 }
 
 gboolean bd_export_del(const char *id, gboolean hard, GError **errp)
 {
-    BdExport *exp = bd_export_find(id);
+    BdExport *exp;
 
+    assert_main_thread();
+    exp = bd_export_find(id);
     if (!exp) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Export '%s' is not found", id);
@@ -273,29 +303,100 @@ gboolean bd_export_del(const char *id, gboolean hard, GError **errp)
                     "Export '%s' is already shutting down", id);
         return FALSE;
     }
-    /* A client that has just hung up is still being torn down on its
-     * connection thread: give it a moment before calling it a user. */
-    for (int i = 0; !hard && i < 20 && g_atomic_int_get(&exp->refcount) > 1;
-         i++) {
-        g_usleep(5000);
-    }
-    if (!hard && g_atomic_int_get(&exp->refcount) > 1) {
+    if (!hard && export_in_use(exp)) {
+        /* QEMU's hint ("Use mode='hard' to force client disconnect")
+         * is not part of a QMP error; it goes to the log. */
+        g_debug("export '%s': still in use; mode 'hard' disconnects its "
+                "clients", id);
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "export '%s' still in use", id);
         return FALSE;
     }
-    export_shutdown_and_wait(exp);
+    /* Deleted right here when no client holds it, else by the last
+     * client to go: nothing waits for them. */
+    export_request_shutdown(exp);
     return TRUE;
+}
+
+static gboolean of_type(BdExport *exp, const char *type)
+{
+    return !type || strcmp(exp->drv->type, type) == 0;
 }
 
 void bd_export_close_all(const char *type)
 {
-    g_autoptr(GPtrArray) copy = g_ptr_array_copy(export_list(), NULL, NULL);
+    g_autoptr(GPtrArray) copy = NULL;
 
+    assert_main_thread();
+    /* A copy: an export without clients is destroyed on the way. */
+    copy = g_ptr_array_copy(export_list(), NULL, NULL);
     for (guint i = 0; i < copy->len; i++) {
         BdExport *exp = copy->pdata[i];
-        if (!type || strcmp(exp->drv->type, type) == 0) {
+        if (of_type(exp, type)) {
             export_request_shutdown(exp);
+        }
+    }
+}
+
+static gboolean any_left(const char *type)
+{
+    GPtrArray *list = export_list();
+
+    for (guint i = 0; i < list->len; i++) {
+        if (of_type(list->pdata[i], type)) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
+/* The clients of the remaining exports are gone or going; requests they
+ * left behind in a throttle would keep the export alive at the
+ * throttle's pace.  A drain lets them go (and waits for them), as QEMU's
+ * deletion of an export drains its block backend. */
+static void release_held_requests(const char *type)
+{
+    g_autoptr(GPtrArray) nodes =
+        g_ptr_array_new_with_free_func((GDestroyNotify)bd_node_unref);
+    GPtrArray *list = export_list();
+
+    for (guint i = 0; i < list->len; i++) {
+        BdExport *exp = list->pdata[i];
+        BdNode *node = exp->entry ? bd_entry_node(exp->entry) : NULL;
+
+        if (node && of_type(exp, type) &&
+            !g_ptr_array_find(nodes, node, NULL)) {
+            g_ptr_array_add(nodes, bd_node_ref(node));
+        }
+    }
+    for (guint i = 0; i < nodes->len; i++) {
+        bd_drained_end(bd_drained_begin(nodes->pdata[i]));
+    }
+}
+
+gboolean bd_export_wait_gone(const char *type, gint64 deadline)
+{
+    assert_main_thread();
+    reap_queued();
+    if (!any_left(type)) {
+        return TRUE;
+    }
+    release_held_requests(type);
+    for (;;) {
+        gboolean woken = TRUE;
+
+        reap_queued();
+        if (!any_left(type)) {
+            return TRUE;
+        }
+        g_mutex_lock(&reap_lock);
+        while (woken && g_queue_is_empty(&reap_queue)) {
+            woken = g_cond_wait_until(&reap_cond, &reap_lock, deadline);
+        }
+        g_mutex_unlock(&reap_lock);
+        if (!woken) {
+            reap_queued();
+            return !any_left(type);
         }
     }
 }

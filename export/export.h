@@ -4,11 +4,25 @@
  *
  * An export holds one entry handle on its node.  Its reference count is
  * one for the user (dropped by block-export-del) plus one per client
- * connection or open file; when it reaches zero the export is destroyed
- * on the main loop and BLOCK_EXPORT_DELETED {"id"} is emitted.
+ * connection (NBD) or running request (FUSE).  When it reaches zero the
+ * export is destroyed on the main loop -- its node released -- and
+ * BLOCK_EXPORT_DELETED {"id"} is emitted; until then it stays listed,
+ * shutting down.  Nothing waits for that by polling: the last reference,
+ * dropped on whatever thread, queues the export for the main loop (an
+ * idle callback), and a main thread that must wait (shutdown,
+ * nbd-server-stop) sleeps on a condition variable signalled by the same
+ * hand-over.
  *
- * Thread model: add/del/query and the driver's create/request_shutdown/
- * destroy run on the main thread; bd_export_ref/unref from any thread.
+ *   block-export-del --> request_shutdown: clients told to go
+ *        |                        |
+ *   user ref dropped     each client drops its ref as it leaves
+ *        '---------> 0 <----------'
+ *                    | (any thread: queued; main thread: at once)
+ *                 destroy on the main loop --> BLOCK_EXPORT_DELETED
+ *
+ * Thread model: add/del/query/close_all/wait and the driver's create/
+ * in_use/request_shutdown/destroy run on the main thread (asserted);
+ * bd_export_ref/try_ref/unref from any thread.
  */
 #ifndef BD_EXPORT_EXPORT_H
 #define BD_EXPORT_EXPORT_H
@@ -31,6 +45,11 @@ struct BdExportDriver {
     uint64_t unshared;
     /* Start serving.  exp->entry, id, node_name, writable are set. */
     gboolean (*create)(BdExport *exp, GVariant *options, GError **errp);
+    /* Optional: TRUE while a client still uses the export, so that
+     * block-export-del mode=safe refuses.  Clients on their way out (that
+     * hung up, or were told to go) do not count.  Without it, any
+     * reference beyond the user's counts.  Main thread. */
+    gboolean (*in_use)(BdExport *exp);
     /* Stop accepting clients and disconnect the current ones; each
      * connection drops its reference as it goes. */
     void (*request_shutdown)(BdExport *exp);
@@ -45,16 +64,12 @@ struct BdExport {
     BdEntry *entry;
     gboolean writable;
     gboolean writethrough;     /* every write is FUA */
-    /* Atomic.  block-export-del mode=safe refuses while it is above one,
-     * so a threaded export drops a request's reference before replying:
-     * a client that has its answer must not look "in use". */
+    /* Atomic.  block-export-del mode=safe refuses while a client holds
+     * one, so a threaded export drops a request's reference before
+     * replying: a client that has its answer must not look "in use". */
     gint refcount;
-    gboolean user_owned;       /* not yet deleted by the user */
-    gboolean shutting_down;
-    /* block-export-del mode=hard waits for the clients to let go
-     * (export.c's del_lock guards both). */
-    gboolean main_waits;
-    gboolean released;
+    gboolean user_owned;       /* not yet deleted by the user (main) */
+    gboolean shutting_down;    /* (main) */
 };
 
 void bd_export_register_driver(const BdExportDriver *drv);
@@ -64,17 +79,27 @@ const BdSchemaType *bd_export_options_schema(void);
 
 /* block-export-add with validated BlockExportOptions. */
 BdExport *bd_export_add(GVariant *options, GError **errp);
-/* block-export-del: mode "safe" refuses while clients are connected. */
+/* block-export-del.  Mode safe ('hard' FALSE) refuses while a client
+ * uses the export; mode hard disconnects the clients.  Either way it
+ * returns at once: the export is deleted (BLOCK_EXPORT_DELETED) right
+ * away when no client holds it, else when the last one has gone. */
 gboolean bd_export_del(const char *id, gboolean hard, GError **errp);
 BdExport *bd_export_find(const char *id);
 /* All exports (borrowed), including those shutting down. */
 GPtrArray *bd_export_list(void);
 /* Request shutdown of every export (of 'type', or all when NULL). */
 void bd_export_close_all(const char *type);
-/* TRUE while any export still exists (shutdown waits on this). */
-gboolean bd_export_any(void);
+/* Wait, blocking the main loop, until no export of 'type' (any when
+ * NULL) is left or the monotonic time 'deadline' has come; FALSE then.
+ * Requests a node holds back (a throttle) are let go first, as a drain
+ * does, so that shut-down exports go without waiting for them.  For
+ * shutdown and nbd-server-stop, after bd_export_close_all(). */
+gboolean bd_export_wait_gone(const char *type, gint64 deadline);
 
 void bd_export_ref(BdExport *exp);
+/* Take a reference unless the last one is already gone (the export is
+ * on its way to destruction): for a request that may race with it. */
+gboolean bd_export_try_ref(BdExport *exp);
 void bd_export_unref(BdExport *exp);
 
 #endif

@@ -127,20 +127,44 @@ static void test_check_read_only(void)
     g_assert_cmpuint(check(NBD_CMD_FLUSH, 0, 0, 0, TRUE, TRUE), ==, 0);
 }
 
+/* QEMU's mapping (nbd/server.c): the protocol's own values pass
+ * through, EROFS is NBD_EPERM, EDQUOT/EFBIG are NBD_ENOSPC, and any
+ * other errno is NBD_EINVAL.  Positive and negative errno alike. */
 static void test_errno(void)
 {
-    g_assert_cmpuint(bd_nbd_errno_to_wire(0), ==, 0);
-    g_assert_cmpuint(bd_nbd_errno_to_wire(-EPERM), ==, NBD_EPERM);
-    g_assert_cmpuint(bd_nbd_errno_to_wire(-EROFS), ==, NBD_EPERM);
-    g_assert_cmpuint(bd_nbd_errno_to_wire(-EACCES), ==, NBD_EPERM);
-    g_assert_cmpuint(bd_nbd_errno_to_wire(-EIO), ==, NBD_EIO);
-    g_assert_cmpuint(bd_nbd_errno_to_wire(-EDQUOT), ==, NBD_ENOSPC);
-    g_assert_cmpuint(bd_nbd_errno_to_wire(-EFBIG), ==, NBD_ENOSPC);
-    g_assert_cmpuint(bd_nbd_errno_to_wire(-ENOTSUP), ==, NBD_ENOTSUP);
-    g_assert_cmpuint(bd_nbd_errno_to_wire(-EOVERFLOW), ==, NBD_EOVERFLOW);
-    g_assert_cmpuint(bd_nbd_errno_to_wire(-ESHUTDOWN), ==, NBD_ESHUTDOWN);
-    g_assert_cmpuint(bd_nbd_errno_to_wire(-ENOENT), ==, NBD_EIO);
-    g_assert_cmpuint(bd_nbd_errno_to_wire(EINVAL), ==, NBD_EINVAL);
+    static const struct {
+        int err;
+        uint32_t nbd;
+    } map[] = {
+        { 0, NBD_SUCCESS },
+        { EPERM, NBD_EPERM }, { EROFS, NBD_EPERM },
+        { EIO, NBD_EIO },
+        { ENOMEM, NBD_ENOMEM },
+        { EINVAL, NBD_EINVAL },
+        { ENOSPC, NBD_ENOSPC }, { EDQUOT, NBD_ENOSPC }, { EFBIG, NBD_ENOSPC },
+        { EOVERFLOW, NBD_EOVERFLOW },
+        { ENOTSUP, NBD_ENOTSUP }, { EOPNOTSUPP, NBD_ENOTSUP },
+        { ESHUTDOWN, NBD_ESHUTDOWN },
+        /* Not in the protocol: NBD_EINVAL, as QEMU (not NBD_EIO). */
+        { EACCES, NBD_EINVAL }, { ENOENT, NBD_EINVAL }, { EBADF, NBD_EINVAL },
+        { EAGAIN, NBD_EINVAL }, { ENXIO, NBD_EINVAL }, { ENOTCONN, NBD_EINVAL },
+        { ETIMEDOUT, NBD_EINVAL }, { EMFILE, NBD_EINVAL }, { 4095, NBD_EINVAL },
+    };
+
+    for (gsize i = 0; i < G_N_ELEMENTS(map); i++) {
+        g_test_message("errno %d", map[i].err);
+        g_assert_cmpuint(bd_nbd_errno_to_wire(-map[i].err), ==, map[i].nbd);
+        g_assert_cmpuint(bd_nbd_errno_to_wire(map[i].err), ==, map[i].nbd);
+    }
+    /* The wire values are the Linux errno values the protocol chose. */
+    g_assert_cmpuint(NBD_EPERM, ==, 1);
+    g_assert_cmpuint(NBD_EIO, ==, 5);
+    g_assert_cmpuint(NBD_ENOMEM, ==, 12);
+    g_assert_cmpuint(NBD_EINVAL, ==, 22);
+    g_assert_cmpuint(NBD_ENOSPC, ==, 28);
+    g_assert_cmpuint(NBD_EOVERFLOW, ==, 75);
+    g_assert_cmpuint(NBD_ENOTSUP, ==, 95);
+    g_assert_cmpuint(NBD_ESHUTDOWN, ==, 108);
 }
 
 static BdNbdMetaSel query(const char *q, gboolean list, gboolean depth)
