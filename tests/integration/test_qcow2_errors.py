@@ -1,0 +1,284 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""qcow2 after metadata I/O errors (issue 22): one EIO injected with blkdebug
+(event=..., once=on) under a qcow2 node with 4 KiB clusters, for every debug
+event the qcow2 driver emits.  The client retries what failed, writes the
+neighbouring regions, flushes and quits; then qemu-img check must be clean
+and every acknowledged write must be in the file (a bytearray model of the
+guest disk, compared with the image converted to raw).  Mirror and backup
+to a qcow2 target that hits such an error with on-target-error=stop must,
+after job-resume, leave a target equal to the source."""
+
+import functools
+import os
+import random
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import blockd_test as bt  # noqa: E402
+
+KiB = 1024
+MiB = 1024 * KiB
+CS = 4096                      # cluster size of every image here
+SIZE = 16 * MiB
+L2_SPAN = CS // 8 * CS         # guest bytes one L2 table maps (2 MiB)
+RETRIES = 3
+
+
+def first_difference(a, b):
+    for i in range(0, min(len(a), len(b)), CS):
+        if a[i:i + CS] != b[i:i + CS]:
+            j = next(k for k in range(i, i + CS) if a[k:k + 1] != b[k:k + 1])
+            return j
+    return min(len(a), len(b)) if len(a) != len(b) else None
+
+
+def check_image(img, model, what='image'):
+    """qemu-img check is clean and the guest content equals the model."""
+    problems = []
+    raw = img + '.raw'
+    bt.run(['qemu-img', 'convert', '-O', 'raw', img, raw])
+    with open(raw, 'rb') as f:
+        got = f.read()
+    os.unlink(raw)
+    diff = first_difference(got, bytes(model))
+    if diff is not None:
+        problems.append('%s differs from the acknowledged writes at offset %d (0x%x)'
+                        % (what, diff, diff))
+    p = bt.run(['qemu-img', 'check', img], check=False)
+    if p.returncode != 0:
+        problems.append('qemu-img check %s: rc %d\n%s%s'
+                        % (what, p.returncode, p.stdout[:3000], p.stderr))
+    if problems:
+        raise AssertionError('\n'.join(problems))
+
+
+class ErrImage:
+    """A daemon with qcow2 node 'q' over blkdebug over a file, exported
+    over NBD as 'disk'; one EIO injected at the first `event`.  `model`
+    holds what the guest must read: the prefill, then every write that
+    was acknowledged.  Every NBD request that fails is retried."""
+
+    def __init__(self, event, prefill=(), backing=False, size=SIZE, create_opts='',
+                 qcow2_opts=None):
+        bt.require_tool('qemu-img', 'qemu-io')
+        self.nbd = bt.require_nbd()
+        self.event = event
+        self.size = size
+        self.rng = random.Random(event)
+        self.errors = []
+        self.last = (0, CS)
+        self.neighbours_done = False
+        self.d = bt.Daemon()
+        try:
+            self._setup(prefill, backing, create_opts, qcow2_opts or {})
+        except BaseException:
+            self.d.cleanup()
+            raise
+
+    def _setup(self, prefill, backing, create_opts, qcow2_opts):
+        d = self.d
+        self.img = d.path('a.qcow2')
+        cmd = ['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'cluster_size=%d%s'
+               % (CS, create_opts)]
+        if backing:
+            base = d.path('base.qcow2')
+            bt.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'cluster_size=%d' % CS,
+                    base, str(self.size)])
+            bt.qemu_io(base, 'write -P 0x5b 0 %d' % self.size, fmt='qcow2')
+            cmd += ['-b', base, '-F', 'qcow2']
+        bt.run(cmd + [self.img, str(self.size)])
+        if prefill:
+            bt.qemu_io(self.img, *prefill, fmt='qcow2')
+        bt.run(['qemu-img', 'convert', '-O', 'raw', self.img, d.path('model.raw')])
+        with open(d.path('model.raw'), 'rb') as f:
+            self.model = bytearray(f.read())
+        os.unlink(d.path('model.raw'))
+        d.start()
+        self.q = d.qmp()
+        opts = {'driver': 'qcow2', 'node-name': 'q', 'discard': 'unmap',
+                'file': {'driver': 'blkdebug', 'node-name': 'dbg',
+                         'inject-error': [{'event': self.event, 'errno': 5, 'once': True}],
+                         'image': {'driver': 'file', 'filename': self.img}}}
+        opts.update(qcow2_opts)
+        self.q.execute('blockdev-add', opts)
+        self.q.execute('nbd-server-start',
+                       {'addr': {'type': 'unix', 'data': {'path': d.nbd_sock}}})
+        self.q.execute('block-export-add', {'type': 'nbd', 'id': 'e0', 'node-name': 'q',
+                                            'name': 'disk', 'writable': True})
+        self.h = self.nbd.NBD()
+        # qemu-storage-daemon 7.2 drops a client whose structured read
+        # fails; simple replies carry the errno on both daemons.
+        self.h.set_request_structured_replies(False)
+        self.h.connect_uri(d.uri())
+
+    # --- requests, each retried until it succeeds ---
+
+    def _retry(self, what, fn, *args):
+        for attempt in range(RETRIES + 1):
+            try:
+                return fn(*args)
+            except self.nbd.Error as e:
+                self.errors.append((what, e.errno))
+                if attempt == RETRIES:
+                    raise AssertionError('%s still fails after %d retries: %s'
+                                         % (what, RETRIES, e))
+
+    def _after(self, n_errors):
+        """After the first failure was retried: the neighbours of the
+        region it hit."""
+        if len(self.errors) > n_errors and not self.neighbours_done:
+            self.neighbours_done = True
+            self.neighbours(*self.last)
+
+    def write(self, off, length, data=None):
+        data = data if data is not None else self.rng.randbytes(length)
+        n = len(self.errors)
+        self._retry('write %d+%d' % (off, length), self.h.pwrite, data, off)
+        self.model[off:off + length] = data
+        self.last = (off, length)
+        self._after(n)
+
+    def zero(self, off, length):
+        n = len(self.errors)
+        self._retry('zero %d+%d' % (off, length), self.h.zero, length, off)
+        self.model[off:off + length] = bytes(length)
+        self.last = (off, length)
+        self._after(n)
+
+    def read(self, off, length):
+        n = len(self.errors)
+        got = self._retry('read %d+%d' % (off, length), self.h.pread, length, off)
+        want = bytes(self.model[off:off + length])
+        if got != want:
+            raise AssertionError('read %d+%d: differs from the model at +%d'
+                                 % (off, length, first_difference(got, want)))
+        self._after(n)
+
+    def flush(self):
+        n = len(self.errors)
+        self._retry('flush', self.h.flush)
+        self._after(n)
+
+    def neighbours(self, off, length):
+        """Partial writes right before and after [off, off+length), the
+        next cluster, a far cluster of the same L2 table and one in the
+        next L2 table."""
+        end = off + length
+        if off >= 512:
+            self.write(off - 512, 512)
+        if end + 512 <= self.size:
+            self.write(end, 512)
+        nxt = (end + 2 * CS - 1) // CS * CS
+        if nxt + CS <= self.size:
+            self.write(nxt, CS)
+        table = off // L2_SPAN * L2_SPAN
+        far = table + L2_SPAN - 3 * CS
+        if far >= end:
+            self.write(far, CS + 700)
+        if table + L2_SPAN + 2 * CS <= self.size:
+            self.write(table + L2_SPAN + CS, CS)
+
+    def verify_online(self):
+        for off in range(0, self.size, MiB):
+            self.read(off, MiB)
+
+    def quit_and_check(self):
+        """Flush, shut down with 'quit', then check the file."""
+        self.flush()
+        self.verify_online()
+        self.h.shutdown()
+        self.q.execute('quit')
+        bt.assert_eq(self.d.wait_exit(), 0, 'daemon exit status')
+        report = self.d.sanitizer_report()
+        if report:
+            raise AssertionError('sanitizer report:\n' + report)
+        check_image(self.img, self.model)
+
+    def close(self):
+        if self.d.alive():
+            print('--- daemon stderr ---\n%s' % self.d.stderr()[-4000:])
+        self.d.cleanup()
+
+
+# Written with qemu-io before the daemon opens the image: L2 tables 0-2
+# exist on disk (loaded on first use), with a compressed and a zero range.
+PREFILL = ['write -P 0x11 0 256k', 'write -P 0x12 2M 64k',
+           'write -c -P 0x13 4M 64k', 'write -z 4224k 64k', 'write -P 0x14 4352k 32k']
+
+
+def script(t):
+    """Reads and writes touching every kind of metadata update: L2 loads
+    on the read and write paths, new L2 tables (L1 updates), cluster
+    allocation with and without COW, COW from compressed clusters, zero
+    clusters (freeing), flushes (cache write-back)."""
+    t.read(0, 64 * KiB)
+    t.read(4 * MiB, 64 * KiB)
+    t.write(6 * MiB + 4 * KiB, 8 * KiB)                 # new L2 table 3
+    t.write(6 * MiB + 20 * KiB + 100, 3000)             # COW, same table
+    t.write(2 * MiB + 8 * KiB, 4 * KiB)                 # rewrite, table 1
+    t.write(2 * MiB + 200 * KiB + 17, 5000)             # COW over two clusters
+    t.write(4 * MiB + 4 * KiB + 512, 1024)              # COW from compressed
+    t.zero(64 * KiB, 64 * KiB)                          # frees clusters
+    t.flush()
+    t.write(8 * MiB, 2 * CS)                            # new L2 table 4
+    t.write(10 * MiB + 1000, 9000)                      # new L2 table 5, COW
+    t.write(4 * MiB + 40 * KiB, 8 * KiB)                # over compressed, whole
+    t.write(0, 300 * KiB)                               # rewrite, table 0
+    t.flush()
+    t.write(12 * MiB + 3 * CS, CS)                      # new L2 table 6
+    t.zero(2 * MiB, 64 * KiB)
+
+
+# Images the script runs on: empty (every table is new), prefilled by
+# qemu-io (tables loaded from disk, compressed and zero clusters), and
+# prefilled over a backing file (COW from the backing file).
+VARIANTS = {
+    'empty': {},
+    'prefilled': {'prefill': PREFILL},
+    'backing': {'prefill': PREFILL, 'backing': True},
+}
+
+# The debug events blockd's qcow2 driver emits, with the images on which
+# the script reaches them.
+ALL = ('empty', 'prefilled', 'backing')
+EVENTS = {
+    'l1_update': ALL,
+    'l2_load': ALL,
+    'l2_update': ALL,
+    'refblock_load': ALL,
+    'refblock_update_part': ALL,
+    'cluster_alloc': ALL,
+    'read_aio': ('prefilled', 'backing'),
+    'write_aio': ALL,
+    'read_compressed': ('prefilled', 'backing'),
+    'read_backing_aio': ('backing',),
+}
+
+
+# Where qemu-storage-daemon never emits the event in the script.
+REFERENCE_UNREACHED = {
+    ('l2_load', 'empty'): 'QEMU builds new L2 tables in its cache and never loads them',
+}
+
+
+def run_event(event, variant):
+    t = ErrImage(event, **VARIANTS[variant])
+    try:
+        script(t)
+        t.quit_and_check()
+        if not t.errors:
+            if bt.is_reference() and (event, variant) in REFERENCE_UNREACHED:
+                raise bt.Skip('reference daemon: ' + REFERENCE_UNREACHED[(event, variant)])
+            raise AssertionError('no error was injected at %s' % event)
+    finally:
+        t.close()
+
+
+for _ev, _variants in EVENTS.items():
+    for _v in _variants:
+        globals()['test_%s_%s' % (_ev, _v)] = functools.partial(run_event, _ev, _v)
+
+
+if __name__ == '__main__':
+    sys.exit(bt.main(bt.tests_of(globals())))
