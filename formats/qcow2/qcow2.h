@@ -182,6 +182,8 @@ void qcow2_signal_corruption(Qcow2State *s, const char *fmt, ...)
 /* --- refcounts (refcount.c) --- */
 int qcow2_refcount_get_locked(Qcow2State *s, uint64_t cluster,
                               uint64_t *refcount);
+/* Add 'delta' to the refcount of every cluster of host [offset,
+ * offset+bytes); all or nothing: on failure no refcount changed. */
 int qcow2_refcount_update_locked(Qcow2State *s, uint64_t offset,
                                  uint64_t bytes, int64_t delta,
                                  int discard_type);
@@ -193,6 +195,10 @@ uint64_t qcow2_refcount_read(const void *block, uint64_t index,
                              uint32_t order);
 void qcow2_refcount_write(void *block, uint64_t index, uint32_t order,
                           uint64_t value);
+/* Take one reference from each cluster of host [offset, offset+bytes):
+ * the debug event 'cluster_free', then qcow2_refcount_update_locked. */
+int qcow2_free_clusters_locked(Qcow2State *s, uint64_t offset, uint64_t bytes,
+                               int discard_type);
 int qcow2_metadata_flush_locked(Qcow2State *s);
 /* Recompute s->reftable_used from the refcount table. */
 void qcow2_reftable_scan_used(Qcow2State *s);

@@ -258,21 +258,14 @@ static int reftable_grow_locked(Qcow2State *s, uint64_t need_idx)
                                         QCOW2_DISCARD_OTHER);
 }
 
-int qcow2_refcount_update_locked(Qcow2State *s, uint64_t offset,
-                                 uint64_t bytes, int64_t delta,
-                                 int discard_type)
+/* Add 'delta' to the refcounts of clusters [first, end).  Clusters
+ * before *done have been changed, also when it fails; those that reached
+ * zero are appended to 'freed' (when not NULL). */
+static int refcount_apply_locked(Qcow2State *s, uint64_t first, uint64_t end,
+                                 int64_t delta, uint64_t *done,
+                                 GArray *freed)
 {
-    uint64_t first = offset >> s->cluster_bits;
-    uint64_t last = (offset + bytes - 1) >> s->cluster_bits;
-
-    if (bytes && s->lazy_refcounts &&
-        !(s->h.incompatible & QCOW2_INCOMPAT_DIRTY)) {
-        int ret = qcow2_mark_dirty_locked(s);
-        if (ret < 0) {
-            return ret;
-        }
-    }
-    for (uint64_t c = first; bytes && c <= last; c++) {
+    for (uint64_t c = first; c < end; c++) {
         uint64_t idx = c >> s->refblock_bits, off = refblock_offset(s, idx);
         uint64_t i = c & ((1ull << s->refblock_bits) - 1), v;
         void *block;
@@ -301,21 +294,84 @@ int qcow2_refcount_update_locked(Qcow2State *s, uint64_t offset,
         v += delta;
         qcow2_refcount_write(block, i, s->h.refcount_order, v);
         qcow2_cache_mark_dirty(s->rc_cache, off);
-        if (v == 0) {
-            qcow2_cache_discard(s->l2_cache, c << s->cluster_bits);
-            qcow2_cache_discard(s->rc_cache, c << s->cluster_bits);
-            s->free_cluster_index = MIN(s->free_cluster_index, c);
-            if (s->free_byte_offset >> s->cluster_bits == c) {
-                /* Never put compressed data into a freed cluster. */
-                s->free_byte_offset = 0;
-            }
-            if (s->pass_discard[discard_type]) {
-                bd_child_pdiscard(s->file, c << s->cluster_bits,
-                                  s->cluster_size);
-            }
+        if (v == 0 && freed) {
+            g_array_append_val(freed, c);
         }
+        *done = c + 1;
     }
     return 0;
+}
+
+/* A cluster's refcount dropped to zero: it may be allocated again. */
+static void cluster_freed_locked(Qcow2State *s, uint64_t c, int discard_type)
+{
+    qcow2_cache_discard(s->l2_cache, c << s->cluster_bits);
+    qcow2_cache_discard(s->rc_cache, c << s->cluster_bits);
+    s->free_cluster_index = MIN(s->free_cluster_index, c);
+    if (s->free_byte_offset >> s->cluster_bits == c) {
+        /* Never put compressed data into a freed cluster. */
+        s->free_byte_offset = 0;
+    }
+    if (s->pass_discard[discard_type]) {
+        bd_child_pdiscard(s->file, c << s->cluster_bits, s->cluster_size);
+    }
+}
+
+/* All or nothing, as QEMU's update_refcount: when a cluster of the range
+ * fails (its refcount block cannot be read, or a cache entry written
+ * back), the clusters already changed are changed back, so that callers
+ * can treat an error as "nothing happened".  The effects of freeing
+ * (cache entries dropped, discards) wait until the whole range is done.
+ * Should the undo fail too, a decrement cannot be trusted any more (a
+ * cluster in use could be allocated twice): the image is marked corrupt
+ * and refuses writes, as QEMU does on inconsistent metadata. */
+int qcow2_refcount_update_locked(Qcow2State *s, uint64_t offset,
+                                 uint64_t bytes, int64_t delta,
+                                 int discard_type)
+{
+    uint64_t first = offset >> s->cluster_bits;
+    uint64_t end = bytes ? ((offset + bytes - 1) >> s->cluster_bits) + 1
+                         : first;
+    g_autoptr(GArray) freed = NULL;
+    uint64_t done = first, undone = first;
+    int ret;
+
+    if (!bytes) {
+        return 0;
+    }
+    if (s->lazy_refcounts && !(s->h.incompatible & QCOW2_INCOMPAT_DIRTY)) {
+        ret = qcow2_mark_dirty_locked(s);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    freed = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+    ret = refcount_apply_locked(s, first, end, delta, &done, freed);
+    if (ret < 0) {
+        int ret2 = refcount_apply_locked(s, first, done, -delta, &undone,
+                                         NULL);
+        if (ret2 < 0 && delta < 0) {
+            qcow2_signal_corruption(s, "Could not restore the refcounts of "
+                                    "clusters 0x%" PRIx64 "..0x%" PRIx64
+                                    " after an I/O error: %s",
+                                    undone << s->cluster_bits,
+                                    (done << s->cluster_bits) - 1,
+                                    g_strerror(-ret2));
+        }
+        return ret;
+    }
+    for (guint i = 0; i < freed->len; i++) {
+        cluster_freed_locked(s, g_array_index(freed, uint64_t, i),
+                             discard_type);
+    }
+    return 0;
+}
+
+int qcow2_free_clusters_locked(Qcow2State *s, uint64_t offset, uint64_t bytes,
+                               int discard_type)
+{
+    bd_debug_event(s->file, BD_DEBUG_EVENT_CLUSTER_FREE);
+    return qcow2_refcount_update_locked(s, offset, bytes, -1, discard_type);
 }
 
 int64_t qcow2_alloc_clusters_locked(Qcow2State *s, uint64_t n)
