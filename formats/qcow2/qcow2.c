@@ -453,6 +453,9 @@ static void qcow2_close(BdNode *node)
     if (s->inflight) {
         g_ptr_array_unref(s->inflight);
     }
+    if (s->deferred_free) {
+        g_array_unref(s->deferred_free);
+    }
     g_mutex_clear(&s->lock);
     g_cond_clear(&s->cond);
     g_free(s);
@@ -530,6 +533,7 @@ static gboolean qcow2_open(BdNode *node, GVariant *options, GError **errp)
     g_cond_init(&s->cond);
     s->node = node;
     s->inflight = g_ptr_array_new();
+    s->deferred_free = g_array_new(FALSE, FALSE, sizeof(Qcow2Deferred));
     node->opaque = s;
     s->file = bd_node_open_child(node, options, "file",
                                  BD_CHILD_DATA | BD_CHILD_METADATA |

@@ -462,12 +462,20 @@ int64_t qcow2_alloc_bytes_locked(Qcow2State *s, uint64_t bytes)
     return ret;
 }
 
+/* Dirty entries that fail to be written stay dirty and are written at
+ * the next flush; so do releases that wait for the L2 tables. */
 int qcow2_metadata_flush_locked(Qcow2State *s)
 {
     int ret = qcow2_cache_flush(s->rc_cache);
 
     if (ret == 0) {
         ret = qcow2_cache_flush(s->l2_cache);
+    }
+    if (ret == 0 && s->deferred_free->len) {
+        ret = qcow2_release_deferred_locked(s);
+        if (ret == 0) {
+            ret = qcow2_cache_flush(s->rc_cache);
+        }
     }
     return ret;
 }
