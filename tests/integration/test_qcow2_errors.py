@@ -60,7 +60,7 @@ class ErrImage:
     was acknowledged.  Every NBD request that fails is retried."""
 
     def __init__(self, event, prefill=(), backing=False, size=SIZE, create_opts='',
-                 qcow2_opts=None):
+                 qcow2_opts=None, cluster_size=CS, snapshot=False):
         bt.require_tool('qemu-img', 'qemu-io')
         self.nbd = bt.require_nbd()
         self.event = event
@@ -69,6 +69,8 @@ class ErrImage:
         self.errors = []
         self.last = (0, CS)
         self.neighbours_done = False
+        self.cluster_size = cluster_size
+        self.snapshot = snapshot
         self.d = bt.Daemon()
         try:
             self._setup(prefill, backing, create_opts, qcow2_opts or {})
@@ -80,7 +82,7 @@ class ErrImage:
         d = self.d
         self.img = d.path('a.qcow2')
         cmd = ['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'cluster_size=%d%s'
-               % (CS, create_opts)]
+               % (self.cluster_size, create_opts)]
         if backing:
             base = d.path('base.qcow2')
             bt.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'cluster_size=%d' % CS,
@@ -90,6 +92,9 @@ class ErrImage:
         bt.run(cmd + [self.img, str(self.size)])
         if prefill:
             bt.qemu_io(self.img, *prefill, fmt='qcow2')
+        if self.snapshot:
+            # Every table and cluster so far is shared with the snapshot.
+            bt.run(['qemu-img', 'snapshot', '-c', 'snap', self.img])
         bt.run(['qemu-img', 'convert', '-O', 'raw', self.img, d.path('model.raw')])
         with open(d.path('model.raw'), 'rb') as f:
             self.model = bytearray(f.read())
@@ -106,11 +111,15 @@ class ErrImage:
                        {'addr': {'type': 'unix', 'data': {'path': d.nbd_sock}}})
         self.q.execute('block-export-add', {'type': 'nbd', 'id': 'e0', 'node-name': 'q',
                                             'name': 'disk', 'writable': True})
+        self.connect()
+
+    def connect(self):
         self.h = self.nbd.NBD()
         # qemu-storage-daemon 7.2 drops a client whose structured read
         # fails; simple replies carry the errno on both daemons.
         self.h.set_request_structured_replies(False)
-        self.h.connect_uri(d.uri())
+        self.h.connect_uri(self.d.uri())
+        bt.assert_eq(self.h.get_size(), self.size, 'export size')
 
     # --- requests, each retried until it succeeds ---
 
@@ -159,6 +168,26 @@ class ErrImage:
         n = len(self.errors)
         self._retry('flush', self.h.flush)
         self._after(n)
+
+    def resize(self, size):
+        """block_resize (retried) without the export, whose users would
+        not share 'resize' on qemu-storage-daemon; then the export again
+        and a new connection, which sees the new size."""
+        self.h.shutdown()
+        self.q.execute('block-export-del', {'id': 'e0'})
+        self.q.wait_event('BLOCK_EXPORT_DELETED')
+        for attempt in range(RETRIES + 1):
+            r = self.q.cmd('block_resize', {'node-name': 'q', 'size': size})
+            if 'error' not in r:
+                break
+            self.errors.append(('block_resize', r['error']['desc']))
+            if attempt == RETRIES:
+                raise AssertionError('block_resize still fails: %r' % r)
+        self.model += bytes(size - self.size)
+        self.size = size
+        self.q.execute('block-export-add', {'type': 'nbd', 'id': 'e0', 'node-name': 'q',
+                                            'name': 'disk', 'writable': True})
+        self.connect()
 
     def neighbours(self, off, length):
         """Partial writes right before and after [off, off+length), the
@@ -228,36 +257,65 @@ def script(t):
     t.flush()
     t.write(12 * MiB + 3 * CS, CS)                      # new L2 table 6
     t.zero(2 * MiB, 64 * KiB)
+    t.write(13 * MiB + 512, 5 * MiB // 2)               # new refcount blocks
+    t.flush()
+    t.write(SIZE - 3 * CS - 100, 3 * CS + 100)          # last cluster
 
 
 # Images the script runs on: empty (every table is new), prefilled by
-# qemu-io (tables loaded from disk, compressed and zero clusters), and
-# prefilled over a backing file (COW from the backing file).
+# qemu-io (tables loaded from disk, compressed and zero clusters), that
+# over a backing file (COW from the backing file), that with an internal
+# snapshot (every table and cluster shared: COW of L2 tables), 64-bit
+# refcounts (a refcount block covers 2 MiB of file: the script's writes
+# need new blocks) and 512-byte clusters with 64-bit refcounts (the
+# refcount table covers 2 MiB of file: it must grow).
 VARIANTS = {
     'empty': {},
     'prefilled': {'prefill': PREFILL},
     'backing': {'prefill': PREFILL, 'backing': True},
+    'snapshot': {'prefill': PREFILL, 'snapshot': True},
+    'refcount64': {'create_opts': ',refcount_bits=64'},
+    'small_clusters': {'cluster_size': 512, 'create_opts': ',refcount_bits=64'},
 }
 
 # The debug events blockd's qcow2 driver emits, with the images on which
 # the script reaches them.
-ALL = ('empty', 'prefilled', 'backing')
+ALL = tuple(VARIANTS)
+DATA = ('prefilled', 'backing', 'snapshot')
 EVENTS = {
     'l1_update': ALL,
-    'l2_load': ('prefilled', 'backing'),    # new tables are never loaded
+    'l2_load': DATA,                        # new tables are never loaded
     'l2_update': ALL,
+    'l2_alloc_write': ALL,
+    'l2_alloc_cow_read': ('snapshot',),
     'refblock_load': ALL,
     'refblock_update_part': ALL,
+    'refblock_alloc': ('refcount64', 'small_clusters'),
+    'refblock_alloc_write': ('refcount64', 'small_clusters'),
+    'refblock_alloc_hookup': ('refcount64', 'small_clusters'),
+    'reftable_grow': ('small_clusters',),
+    'refblock_alloc_write_blocks': ('small_clusters',),
+    'refblock_alloc_write_table': ('small_clusters',),
+    'refblock_alloc_switch_table': ('small_clusters',),
     'cluster_alloc': ALL,
-    'read_aio': ('prefilled', 'backing'),
+    'cluster_alloc_space': ('empty', 'prefilled', 'refcount64', 'small_clusters'),
+    'cluster_free': DATA,
+    'cow_read': DATA,
+    'read_aio': DATA,
     'write_aio': ALL,
-    'read_compressed': ('prefilled', 'backing'),
+    'read_compressed': DATA,
     'read_backing_aio': ('backing',),
 }
 
-
-# Where qemu-storage-daemon never emits the event in the script.
+# Where no request of the script fails on qemu-storage-daemon.  After
+# cluster_free the next request QEMU sends to the file here is one whose
+# failure it ignores (with iotype=read the rule is seen to be active and
+# fails the next read): nothing to retry, nothing to check beyond the
+# image, which is checked all the same.
+_IGNORED = "QEMU ignores the failure of the request after 'cluster_free'"
 REFERENCE_UNREACHED = {
+    ('cluster_free', 'prefilled'): _IGNORED,
+    ('cluster_free', 'backing'): _IGNORED,
 }
 
 
@@ -277,6 +335,35 @@ def run_event(event, variant):
 for _ev, _variants in EVENTS.items():
     for _v in _variants:
         globals()['test_%s_%s' % (_ev, _v)] = functools.partial(run_event, _ev, _v)
+
+
+# --- growing the L1 table (block_resize) ---
+
+RESIZE_EVENTS = ('l1_grow_alloc_table', 'l1_grow_write_table', 'l1_grow_activate_table',
+                 'cluster_alloc', 'refblock_update_part')
+
+
+def run_resize(event):
+    """block_resize to 4 times the size grows the L1 table; the first
+    writes go before, the rest into the new part of the disk."""
+    t = ErrImage(event, prefill=PREFILL)
+    try:
+        t.write(6 * MiB, 3 * CS)
+        t.write(CS, 100)
+        t.resize(4 * SIZE)
+        t.write(3 * SIZE + 5000, 3 * CS)
+        t.write(6 * MiB + 2 * CS, 2 * CS)
+        t.neighbours(3 * SIZE + 5000, 3 * CS)
+        t.write(SIZE - CS, 2 * CS)
+        t.quit_and_check()
+        if not t.errors:
+            raise AssertionError('no error was injected at %s' % event)
+    finally:
+        t.close()
+
+
+for _ev in RESIZE_EVENTS:
+    globals()['test_resize_' + _ev] = functools.partial(run_resize, _ev)
 
 
 if __name__ == '__main__':
