@@ -10,6 +10,7 @@ to a qcow2 target that hits such an error with on-target-error=stop must,
 after job-resume, leave a target equal to the source."""
 
 import functools
+import json
 import os
 import random
 import socket
@@ -62,7 +63,7 @@ class ErrImage:
     was acknowledged.  Every NBD request that fails is retried."""
 
     def __init__(self, event, prefill=(), backing=False, size=SIZE, create_opts='',
-                 qcow2_opts=None, cluster_size=CS, snapshot=False):
+                 qcow2_opts=None, cluster_size=CS, snapshot=False, bitmap=False):
         bt.require_tool('qemu-img', 'qemu-io')
         self.nbd = bt.require_nbd()
         self.event = event
@@ -75,12 +76,12 @@ class ErrImage:
         self.snapshot = snapshot
         self.d = bt.Daemon()
         try:
-            self._setup(prefill, backing, create_opts, qcow2_opts or {})
+            self._setup(prefill, backing, create_opts, qcow2_opts or {}, bitmap)
         except BaseException:
             self.d.cleanup()
             raise
 
-    def _setup(self, prefill, backing, create_opts, qcow2_opts):
+    def _setup(self, prefill, backing, create_opts, qcow2_opts, bitmap):
         d = self.d
         self.img = d.path('a.qcow2')
         cmd = ['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'cluster_size=%d%s'
@@ -94,6 +95,8 @@ class ErrImage:
         bt.run(cmd + [self.img, str(self.size)])
         if prefill:
             bt.qemu_io(self.img, *prefill, fmt='qcow2')
+        if bitmap:
+            bt.run(['qemu-img', 'bitmap', '--add', self.img, 'b0'])
         if self.snapshot:
             # Every table and cluster so far is shared with the snapshot.
             bt.run(['qemu-img', 'snapshot', '-c', 'snap', self.img])
@@ -366,6 +369,51 @@ def run_resize(event):
 
 for _ev in RESIZE_EVENTS:
     globals()['test_resize_' + _ev] = functools.partial(run_resize, _ev)
+
+
+# --- persistent bitmaps stored at close ---
+
+# Whether the store succeeds despite the error at that event: an error
+# while allocating or writing the new bitmaps fails it (the image keeps
+# b0, in use, and has no b1: what QEMU leaves); one while releasing the
+# old bitmaps' clusters comes after the header points to the new ones.
+BITMAP_EVENTS = {'cluster_alloc': False, 'refblock_update_part': False, 'cluster_free': True}
+
+
+def bitmap_info(img):
+    info = json.loads(bt.run(['qemu-img', 'info', '--output=json', '-U', img]).stdout)
+    bms = info.get('format-specific', {}).get('data', {}).get('bitmaps', [])
+    return {b['name']: sorted(b['flags']) for b in bms}
+
+
+def run_bitmap_store(event):
+    """An image with a stored bitmap (b0) gets a second one (b1) over
+    QMP; the client only overwrites allocated clusters, so the first
+    allocation is the store of the bitmaps at 'quit', which hits the
+    error.  The image must be clean and hold every write, and the
+    bitmaps must be stored, or left as they were, as BITMAP_EVENTS says."""
+    if event == 'cluster_free':
+        bt.skip_if_reference('QEMU leaks a cluster whose release failed '
+                             '(qcow2_free_clusters only prints the error)')
+    t = ErrImage(event, prefill=PREFILL, bitmap=True)
+    try:
+        t.q.execute('block-dirty-bitmap-add', {'node': 'q', 'name': 'b1', 'persistent': True})
+        t.write(8 * KiB, 16 * KiB)
+        t.write(2 * MiB + 100, 5000)
+        t.write(4352 * KiB, 32 * KiB)
+        t.quit_and_check()
+        bt.assert_eq(t.errors, [], 'errors seen by the client')
+        if BITMAP_EVENTS[event]:
+            want = {'b0': ['auto'], 'b1': ['auto']}
+        else:
+            want = {'b0': ['auto', 'in-use']}
+        bt.assert_eq(bitmap_info(t.img), want, 'bitmaps in the image')
+    finally:
+        t.close()
+
+
+for _ev in BITMAP_EVENTS:
+    globals()['test_bitmap_store_' + _ev] = functools.partial(run_bitmap_store, _ev)
 
 
 # --- jobs whose qcow2 target hits the error (on-target-error=stop) ---
