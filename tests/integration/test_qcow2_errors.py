@@ -273,7 +273,8 @@ def script(t):
 # snapshot (every table and cluster shared: COW of L2 tables), 64-bit
 # refcounts (a refcount block covers 2 MiB of file: the script's writes
 # need new blocks) and 512-byte clusters with 64-bit refcounts (the
-# refcount table covers 2 MiB of file: it must grow).
+# refcount table covers 2 MiB of file: it must grow), and lazy refcounts
+# (L2 tables written before refcounts, the dirty bit in the header).
 VARIANTS = {
     'empty': {},
     'prefilled': {'prefill': PREFILL},
@@ -281,6 +282,7 @@ VARIANTS = {
     'snapshot': {'prefill': PREFILL, 'snapshot': True},
     'refcount64': {'create_opts': ',refcount_bits=64'},
     'small_clusters': {'cluster_size': 512, 'create_opts': ',refcount_bits=64'},
+    'lazy': {'prefill': PREFILL, 'create_opts': ',lazy_refcounts=on'},
 }
 
 # The debug events blockd's qcow2 driver emits, with the images on which
@@ -303,7 +305,7 @@ EVENTS = {
     'refblock_alloc_write_table': ('small_clusters',),
     'refblock_alloc_switch_table': ('small_clusters',),
     'cluster_alloc': ALL,
-    'cluster_alloc_space': ('empty', 'prefilled', 'refcount64', 'small_clusters'),
+    'cluster_alloc_space': ('empty', 'prefilled', 'refcount64', 'small_clusters', 'lazy'),
     'cluster_free': DATA,
     'cow_read': DATA,
     'read_aio': DATA,
