@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """qcow2 after metadata I/O errors (issue 22): one EIO injected with blkdebug
-(event=..., once=on) under a qcow2 node with 4 KiB clusters, for every debug
-event the qcow2 driver emits.  The client retries what failed, writes the
+(event=..., once=on) under a qcow2 node with 4 KiB clusters (512 bytes where
+the refcount table must grow), for every debug event the qcow2 driver emits.  The client retries what failed, writes the
 neighbouring regions, flushes and quits; then qemu-img check must be clean
 and every acknowledged write must be in the file (a bytearray model of the
 guest disk, compared with the image converted to raw).  Mirror and backup
