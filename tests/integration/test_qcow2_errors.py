@@ -56,20 +56,6 @@ def check_image(img, model, what='image'):
         raise AssertionError('\n'.join(problems))
 
 
-def qmp_session(d):
-    """d.qmp(), tried again when the monitor drops the connection at
-    once: qemu-storage-daemon's socket chardev, busy with the start-up
-    probe's connection, sometimes closes the next one before its
-    greeting."""
-    for attempt in range(5):
-        try:
-            return d.qmp()
-        except EOFError:
-            if attempt == 4:
-                raise
-            time.sleep(0.2)
-
-
 class ErrImage:
     """A daemon with qcow2 node 'q' over blkdebug over a file, exported
     over NBD as 'disk'; one EIO injected at the first `event`.  `model`
@@ -119,7 +105,7 @@ class ErrImage:
             self.model = bytearray(f.read())
         os.unlink(d.path('model.raw'))
         d.start()
-        self.q = qmp_session(d)
+        self.q = d.qmp()
         opts = {'driver': 'qcow2', 'node-name': 'q', 'discard': 'unmap',
                 'file': {'driver': 'blkdebug', 'node-name': 'dbg',
                          'inject-error': [{'event': self.event, 'errno': 5, 'once': True}],
@@ -486,7 +472,7 @@ class JobImage:
         d.args += ['--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock]
         d.wait = [d.nbd_sock]
         d.start()
-        self.q = qmp_session(d)
+        self.q = d.qmp()
         self.q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'src',
                                         'file': {'driver': 'file', 'filename': self.src}})
         self.q.execute('blockdev-add', {
