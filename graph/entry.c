@@ -11,6 +11,7 @@
 #include <errno.h>
 #include "graph/entry.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 
 struct BdEntry {
     BdChild *root;          /* edge to the node, parent == NULL */
@@ -25,6 +26,8 @@ struct BdEntry {
 BdEntry *bd_entry_new(BdNode *node, const char *owner, uint64_t perm,
                       uint64_t shared, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdEntry *entry = g_new0(BdEntry, 1);
     BdChild *root = g_new0(BdChild, 1);
 
@@ -69,6 +72,8 @@ static void entry_detach(BdEntry *entry)
 
 void bd_entry_free(BdEntry *entry)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!entry) {
         return;
     }
@@ -98,6 +103,8 @@ char *bd_entry_owner_desc(const BdEntry *entry)
 gboolean bd_entry_set_perm(BdEntry *entry, uint64_t perm, uint64_t shared,
                            GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdChild *root = entry->root;
 
     root->new_perm = perm;
@@ -114,6 +121,8 @@ gboolean bd_entry_set_perm(BdEntry *entry, uint64_t perm, uint64_t shared,
 
 gboolean bd_entry_replace_node(BdEntry *entry, BdNode *node, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdChild *root = entry->root;
     BdNode *old = root->node;
     gboolean ok;
@@ -141,6 +150,8 @@ gboolean bd_entry_replace_node(BdEntry *entry, BdNode *node, GError **errp)
 
 void bd_entry_set_allow_beyond_eof(BdEntry *entry, gboolean allow)
 {
+    BD_GLOBAL_STATE_CODE();
+
     entry->allow_beyond_eof = allow;
 }
 
@@ -179,6 +190,8 @@ static inline void entry_end(BdEntry *entry)
 
 void bd_entry_drained_begin(BdEntry *entry)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_atomic_int_inc(&entry->quiesce);
     g_mutex_lock(&entry->lock);
     while (g_atomic_int_get(&entry->in_flight) > 0) {
@@ -189,6 +202,8 @@ void bd_entry_drained_begin(BdEntry *entry)
 
 void bd_entry_drained_end(BdEntry *entry)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_mutex_lock(&entry->lock);
     if (g_atomic_int_dec_and_test(&entry->quiesce)) {
         g_cond_broadcast(&entry->cond);
@@ -268,6 +283,8 @@ static GPtrArray *drain_notify_nodes(GPtrArray *entries)
 
 BdDrainSection *bd_drained_begin(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdDrainSection *section = g_new0(BdDrainSection, 1);
     GPtrArray *entries = entries_above(node);
 
@@ -292,6 +309,8 @@ BdDrainSection *bd_drained_begin(BdNode *node)
 
 void bd_drained_end(BdDrainSection *section)
 {
+    BD_GLOBAL_STATE_CODE();
+
     for (guint i = 0; i < section->nodes->len; i++) {
         BdNode *n = section->nodes->pdata[i];
         if (n->drv && n->drv->drained_end) {

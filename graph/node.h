@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include "graph/schema.h"
 #include "graph/error.h"
+#include "graph/lock.h"
 #include "graph/reqlist.h"
 
 typedef struct BdNode BdNode;
@@ -285,8 +286,8 @@ struct BdNode {
      * size: readers are the write path and the bit operations, writers
      * create, release and resize (main thread).  nr_bitmaps (atomic)
      * lets the write path skip a node without any at no cost. */
-    GRWLock bitmaps_lock;
-    GPtrArray *bitmaps;
+    BdRWLock bitmaps_lock;
+    GPtrArray *bitmaps BD_PT_GUARDED_BY(bitmaps_lock);
     int nr_bitmaps;
 
     /* Data-changing requests in flight at this node (io.c): keeps a
