@@ -10,6 +10,7 @@
 #include "formats/registry.h"
 #include "graph/entry.h"
 #include "graph/error.h"
+#include "graph/main-thread.h"
 #include "graph/node.h"
 #include "jobs/backup.h"
 
@@ -342,6 +343,8 @@ static const BdQmpCommand backup_commands[] = {
 
 void bd_cmd_backup_register(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     bd_qmp_register(backup_commands);
     bd_txn_register_action(&backup_action);
 }

@@ -13,6 +13,7 @@
 #include "formats/registry.h"
 #include "graph/entry.h"
 #include "graph/error.h"
+#include "graph/main-thread.h"
 #include "jobs/chain.h"
 #include "jobs/mirror.h"
 
@@ -347,5 +348,7 @@ static const BdQmpCommand mirror_commands[] = {
 
 void bd_cmd_mirror_register(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     bd_qmp_register(mirror_commands);
 }

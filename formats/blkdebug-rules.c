@@ -25,6 +25,7 @@
 #include <string.h>
 #include "graph/error.h"
 #include "graph/schema.h"
+#include "graph/main-thread.h"
 #include "formats/blkdebug-rules.h"
 
 const char *const bd_blkdebug_iotype_names[] = {
@@ -334,6 +335,8 @@ BdBlkdebugRules *bd_blkdebug_rules_new(const char *config,
                                        GVariant *inject_error,
                                        GVariant *set_state, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autoptr(BdBlkdebugRules) r = g_new0(BdBlkdebugRules, 1);
     g_autoptr(GPtrArray) inject = g_ptr_array_new_with_free_func(
         (GDestroyNotify)g_hash_table_unref);
@@ -366,6 +369,8 @@ BdBlkdebugRules *bd_blkdebug_rules_new(const char *config,
 
 void bd_blkdebug_rules_free(BdBlkdebugRules *r)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!r) {
         return;
     }

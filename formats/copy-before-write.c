@@ -21,6 +21,7 @@
 #include "graph/error.h"
 #include "graph/entry.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 #include "formats/copy-before-write.h"
 
 #define CBW_CLUSTER_DEFAULT (64 * 1024)
@@ -268,6 +269,8 @@ uint64_t bd_cbw_cluster_size(BdCbw *s)
 void bd_cbw_set_progress(BdCbw *s, void (*fn)(void *opaque, uint64_t n),
                          void *opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_mutex_lock(&s->lock);
     s->progress = fn;
     s->progress_opaque = opaque;
@@ -507,6 +510,8 @@ const BdDriver bd_cbw_driver = {
 BdNode *bd_cbw_append(BdNode *source, BdNode *target,
                       const BdCbwAppendOptions *opts, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     GVariantDict d;
     g_autoptr(GVariant) options = NULL;
 
@@ -547,6 +552,8 @@ BdNode *bd_cbw_append(BdNode *source, BdNode *target,
 
 void bd_cbw_drop(BdNode *filter)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdCbw *s = filter->opaque;
     g_autoptr(GError) err = NULL;
 

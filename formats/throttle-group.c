@@ -13,6 +13,7 @@
 #include <string.h>
 #include "graph/error.h"
 #include "graph/schema.h"
+#include "graph/main-thread.h"
 #include "formats/throttle-group.h"
 
 #define NS_PER_SEC 1000000000.0
@@ -354,6 +355,8 @@ static GHashTable *groups_locked(void)
 
 void bd_throttle_group_create(const char *id, const BdThrottleConfig *cfg)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdThrottleGroup *tg = g_new0(BdThrottleGroup, 1);
 
     tg->name = g_strdup(id);
@@ -370,6 +373,8 @@ void bd_throttle_group_create(const char *id, const BdThrottleConfig *cfg)
 
 gboolean bd_throttle_group_exists(const char *id)
 {
+    BD_GLOBAL_STATE_CODE();
+
     gboolean found;
 
     g_mutex_lock(&registry_lock);
@@ -388,6 +393,8 @@ static void group_free(BdThrottleGroup *tg)
 
 gboolean bd_throttle_group_delete(const char *id, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdThrottleGroup *tg;
 
     g_mutex_lock(&registry_lock);
@@ -413,6 +420,8 @@ gboolean bd_throttle_group_delete(const char *id, GError **errp)
 
 BdThrottleGroup *bd_throttle_group_get(const char *id, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdThrottleGroup *tg;
 
     g_mutex_lock(&registry_lock);
@@ -430,6 +439,8 @@ BdThrottleGroup *bd_throttle_group_get(const char *id, GError **errp)
 
 void bd_throttle_group_put(BdThrottleGroup *tg)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!tg) {
         return;
     }

@@ -27,6 +27,7 @@
 #include "graph/entry.h"
 #include "graph/error.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 #include "jobs/chain.h"
 #include "jobs/commit.h"
 #include "jobs/commit-int.h"
@@ -286,6 +287,8 @@ static int commit_run(BdJob *job, GError **errp)
 
 static gboolean commit_complete(BdJob *job, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdCommitJob *s = (BdCommitJob *)job;
 
     if (!bd_job_is_ready(job)) {
@@ -304,6 +307,8 @@ static gboolean commit_complete(BdJob *job, GError **errp)
 /* Before 'ready' every cancel is a forced one (QEMU's mirror). */
 static gboolean commit_cancel(BdJob *job, gboolean force)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return force || !bd_job_is_ready(job);
 }
 
@@ -392,6 +397,8 @@ static int commit_drop_intermediate(BdCommitJob *s, GError **errp)
 
 static int commit_prepare(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdCommitJob *s = (BdCommitJob *)job;
     g_autoptr(GError) err = NULL;
     int ret = 0;
@@ -413,11 +420,15 @@ static int commit_prepare(BdJob *job)
 
 static void commit_abort(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     commit_unfreeze((BdCommitJob *)job);
 }
 
 static void commit_clean(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdCommitJob *s = (BdCommitJob *)job;
     g_autoptr(GError) err = NULL;
 
@@ -449,6 +460,8 @@ static void commit_clean(BdJob *job)
 
 static void commit_free(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdCommitJob *s = (BdCommitJob *)job;
 
     commit_clean(job);
@@ -601,6 +614,8 @@ static gboolean start(const BdCommitParams *p, gboolean active, GError **errp)
 
 gboolean bd_commit_start(const BdCommitParams *p, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (bd_chain_skip_filters(p->top) == bd_chain_skip_filters(p->base)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Invalid files for merge: top and base are the same");
@@ -611,5 +626,7 @@ gboolean bd_commit_start(const BdCommitParams *p, GError **errp)
 
 gboolean bd_commit_active_start(const BdCommitParams *p, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return start(p, TRUE, errp);
 }

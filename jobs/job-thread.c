@@ -16,6 +16,7 @@
 #include <errno.h>
 #include "graph/error.h"
 #include "graph/events.h"
+#include "graph/main-thread.h"
 #include "jobs/job-int.h"
 
 static void post(BdJob *job, GSourceFunc fn)
@@ -55,6 +56,8 @@ gpointer bd_job_thread_main(gpointer opaque)
 /* Main thread: the job thread parked (or unparked) meanwhile. */
 static gboolean paused_cb(gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdJob *job = opaque;
 
     g_mutex_lock(&job->lock);
@@ -70,6 +73,8 @@ static gboolean paused_cb(gpointer opaque)
 
 static gboolean resumed_cb(gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdJob *job = opaque;
 
     g_mutex_lock(&job->lock);
@@ -236,6 +241,8 @@ void bd_job_ratelimit_sleep(BdJob *job)
 
 static gboolean ready_cb(gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdJob *job = opaque;
 
     if (job->status == BD_JOB_STATUS_RUNNING) {

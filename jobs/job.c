@@ -15,6 +15,7 @@
 #include <string.h>
 #include "graph/error.h"
 #include "graph/events.h"
+#include "graph/main-thread.h"
 #include "jobs/job-int.h"
 
 struct BdJobTxn {
@@ -90,6 +91,8 @@ static void emit_status_change(BdJob *job)
 void bd_job_emit_block_event(BdJob *job, const char *name,
                              const char *error)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdJobSnapshot s;
     GVariantDict d;
 
@@ -126,6 +129,8 @@ static void emit_pending(BdJob *job)
 
 void bd_job_transition(BdJob *job, BdJobStatus to)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdJobStatus from = job->status;
 
     if (!transitions[from][to]) {
@@ -142,6 +147,8 @@ void bd_job_transition(BdJob *job, BdJobStatus to)
 
 gboolean bd_job_apply_verb(BdJob *job, BdJobVerb verb, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (verbs[verb][job->status]) {
         return TRUE;
     }
@@ -154,6 +161,8 @@ gboolean bd_job_apply_verb(BdJob *job, BdJobVerb verb, GError **errp)
 
 gboolean bd_job_is_completed(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     switch (job->status) {
     case BD_JOB_STATUS_WAITING:
     case BD_JOB_STATUS_PENDING:
@@ -168,6 +177,8 @@ gboolean bd_job_is_completed(BdJob *job)
 
 gboolean bd_job_is_ready(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return job->status == BD_JOB_STATUS_READY ||
            job->status == BD_JOB_STATUS_STANDBY;
 }
@@ -176,6 +187,8 @@ gboolean bd_job_is_ready(BdJob *job)
 
 BdJob *bd_job_find(const char *id)
 {
+    BD_GLOBAL_STATE_CODE();
+
     for (guint i = 0; jobs && i < jobs->len; i++) {
         BdJob *job = jobs->pdata[i];
         if (strcmp(job->id, id) == 0) {
@@ -187,6 +200,8 @@ BdJob *bd_job_find(const char *id)
 
 GPtrArray *bd_job_list(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!jobs) {
         jobs = g_ptr_array_new();
     }
@@ -195,6 +210,8 @@ GPtrArray *bd_job_list(void)
 
 BdJobTxn *bd_job_txn_new(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdJobTxn *txn = g_new0(BdJobTxn, 1);
 
     txn->refcnt = 1;
@@ -203,6 +220,8 @@ BdJobTxn *bd_job_txn_new(void)
 
 void bd_job_txn_unref(BdJobTxn *txn)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (txn && --txn->refcnt == 0) {
         g_assert(!txn->jobs);
         g_free(txn);
@@ -222,6 +241,8 @@ BdJob *bd_job_create(const BdJobDriver *driver, const char *id,
                      gboolean auto_finalize, gboolean auto_dismiss,
                      BdJobTxn *txn, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_assert(driver->instance_size >= sizeof(BdJob));
     if (!id || !bd_id_wellformed(id)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "Invalid job ID '%s'",
@@ -257,12 +278,16 @@ BdJob *bd_job_create(const BdJobDriver *driver, const char *id,
 
 BdJob *bd_job_ref(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     job->refcnt++;
     return job;
 }
 
 void bd_job_unref(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!job || --job->refcnt > 0) {
         return;
     }
@@ -280,6 +305,8 @@ void bd_job_unref(BdJob *job)
 
 void bd_job_start(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_assert(job->status == BD_JOB_STATUS_CREATED && !job->started);
     g_mutex_lock(&job->lock);
     job->pause_count--;
@@ -470,6 +497,8 @@ static void job_completed(BdJob *job)
 /* The job thread's work has returned (posted by job-thread.c). */
 gboolean bd_job_exit(gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdJob *job = opaque;
 
     g_thread_join(job->thread);
@@ -486,6 +515,8 @@ gboolean bd_job_exit(gpointer opaque)
 
 void bd_job_early_fail(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_assert(job->status == BD_JOB_STATUS_CREATED && !job->started);
     do_dismiss(job);
 }
@@ -512,6 +543,8 @@ static void job_cancel(BdJob *job, gboolean force)
 
 gboolean bd_job_user_cancel(BdJob *job, gboolean force, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!bd_job_apply_verb(job, BD_JOB_VERB_CANCEL, errp)) {
         return FALSE;
     }
@@ -521,6 +554,8 @@ gboolean bd_job_user_cancel(BdJob *job, gboolean force, GError **errp)
 
 void bd_job_pause(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_mutex_lock(&job->lock);
     job->pause_count++;
     job->wake_gen++;
@@ -530,6 +565,8 @@ void bd_job_pause(BdJob *job)
 
 void bd_job_resume(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_mutex_lock(&job->lock);
     if (job->pause_count > 0 && --job->pause_count == 0) {
         g_cond_broadcast(&job->cond);
@@ -539,6 +576,8 @@ void bd_job_resume(BdJob *job)
 
 gboolean bd_job_user_pause(BdJob *job, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     gboolean already;
 
     if (!bd_job_apply_verb(job, BD_JOB_VERB_PAUSE, errp)) {
@@ -559,6 +598,8 @@ gboolean bd_job_user_pause(BdJob *job, GError **errp)
 
 gboolean bd_job_user_resume(BdJob *job, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     gboolean paused;
 
     g_mutex_lock(&job->lock);
@@ -584,6 +625,8 @@ gboolean bd_job_user_resume(BdJob *job, GError **errp)
 
 gboolean bd_job_complete(BdJob *job, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!bd_job_apply_verb(job, BD_JOB_VERB_COMPLETE, errp)) {
         return FALSE;
     }
@@ -598,6 +641,8 @@ gboolean bd_job_complete(BdJob *job, GError **errp)
 
 gboolean bd_job_finalize(BdJob *job, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!bd_job_apply_verb(job, BD_JOB_VERB_FINALIZE, errp)) {
         return FALSE;
     }
@@ -609,6 +654,8 @@ gboolean bd_job_finalize(BdJob *job, GError **errp)
 
 gboolean bd_job_dismiss(BdJob *job, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!bd_job_apply_verb(job, BD_JOB_VERB_DISMISS, errp)) {
         return FALSE;
     }
@@ -618,6 +665,8 @@ gboolean bd_job_dismiss(BdJob *job, GError **errp)
 
 gboolean bd_job_set_speed(BdJob *job, int64_t speed, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!bd_job_apply_verb(job, BD_JOB_VERB_SET_SPEED, errp)) {
         return FALSE;
     }
@@ -652,6 +701,8 @@ static gboolean any_job_working(void)
 
 void bd_job_cancel_sync_all(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     /* Own the context so that no job thread runs a main-loop callback
      * itself while we wait between iterations. */
     g_main_context_acquire(NULL);
@@ -680,6 +731,8 @@ void bd_job_cancel_sync_all(void)
 
 void bd_job_snapshot(BdJob *job, BdJobSnapshot *s)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_mutex_lock(&job->lock);
     s->current = job->progress_current;
     s->total = job->progress_total;
@@ -715,6 +768,8 @@ static BdChild *filter_or_cow_child(BdNode *node)
 gboolean bd_job_freeze_backing_chain(BdNode *top, BdNode *base,
                                      GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdChild *c;
 
     for (BdNode *n = top; n && n != base; n = c ? c->node : NULL) {
@@ -737,6 +792,8 @@ gboolean bd_job_freeze_backing_chain(BdNode *top, BdNode *base,
 
 void bd_job_unfreeze_backing_chain(BdNode *top, BdNode *base)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdChild *c;
 
     for (BdNode *n = top; n && n != base; n = c ? c->node : NULL) {

@@ -27,6 +27,7 @@
 #include "graph/entry.h"
 #include "graph/error.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 #include "jobs/chain.h"
 #include "jobs/mirror.h"
 
@@ -294,6 +295,8 @@ static int mirror_write_hook(void *opaque, BdMirrorOp op, uint64_t offset,
 
 static gboolean mirror_complete(BdJob *job, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdMirrorJob *s = (BdMirrorJob *)job;
 
     if (!bd_job_is_ready(job)) {
@@ -312,6 +315,8 @@ static gboolean mirror_complete(BdJob *job, GError **errp)
 /* Before 'ready' every cancel is a forced one (QEMU's mirror_cancel). */
 static gboolean mirror_cancel(BdJob *job, gboolean force)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return force || !bd_job_is_ready(job);
 }
 
@@ -373,6 +378,8 @@ static gboolean mirror_pivot(BdMirrorJob *s, GError **errp)
 
 static int mirror_prepare(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdMirrorJob *s = (BdMirrorJob *)job;
     BdDrainSection *drain = bd_drained_begin(s->filter);
     g_autoptr(GError) err = NULL;
@@ -394,6 +401,8 @@ static int mirror_prepare(BdJob *job)
 
 static void mirror_clean(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdMirrorJob *s = (BdMirrorJob *)job;
 
     if (s->filter && s->inserted) {
@@ -426,6 +435,8 @@ static void mirror_clean(BdJob *job)
 
 static void mirror_free(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdMirrorJob *s = (BdMirrorJob *)job;
 
     mirror_clean(job);
@@ -531,6 +542,8 @@ static gboolean mirror_setup(BdMirrorJob *s, const BdMirrorParams *p,
 
 gboolean bd_mirror_start(const BdMirrorParams *p, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdMirrorJob *s;
     BdNode *filter;
 
