@@ -53,11 +53,11 @@ typedef struct {
     GPtrArray *claimed;          /* BdNode * (refs) busy until free */
 
     /* Active commit: chunks of DIRTY_GRAN written since last copied. */
-    GMutex dirty_lock;
-    guint8 *dirty;               /* [dirty_lock] */
+    BdMutex dirty_lock;
+    guint8 *dirty BD_PT_GUARDED_BY(dirty_lock);   /* one byte a chunk */
     uint64_t nchunks;
-    uint64_t ndirty;             /* [dirty_lock] */
-    gboolean should_complete;    /* [dirty_lock] job-complete seen */
+    uint64_t ndirty BD_GUARDED_BY(dirty_lock);
+    gboolean should_complete BD_GUARDED_BY(dirty_lock); /* job-complete */
     gboolean ready;              /* job thread only */
 } BdCommitJob;
 
@@ -69,14 +69,14 @@ static void dirty_mark(void *opaque, uint64_t offset, uint64_t bytes)
     uint64_t first = offset / DIRTY_GRAN;
     uint64_t last = bytes ? (offset + bytes - 1) / DIRTY_GRAN : first;
 
-    g_mutex_lock(&s->dirty_lock);
+    bd_mutex_lock(&s->dirty_lock);
     for (uint64_t i = first; i <= last && i < s->nchunks; i++) {
         if (!s->dirty[i]) {
             s->dirty[i] = 1;
             s->ndirty++;
         }
     }
-    g_mutex_unlock(&s->dirty_lock);
+    bd_mutex_unlock(&s->dirty_lock);
     bd_job_enter(&s->common);
 }
 
@@ -88,7 +88,7 @@ static uint64_t dirty_take(BdCommitJob *s, uint64_t *cursor, uint64_t *idx,
 {
     uint64_t count = 0;
 
-    g_mutex_lock(&s->dirty_lock);
+    bd_mutex_lock(&s->dirty_lock);
     for (uint64_t k = 0; s->ndirty && k < s->nchunks; k++) {
         uint64_t i = (*cursor + k) % s->nchunks;
         if (s->dirty[i]) {
@@ -103,23 +103,23 @@ static uint64_t dirty_take(BdCommitJob *s, uint64_t *cursor, uint64_t *idx,
             break;
         }
     }
-    g_mutex_unlock(&s->dirty_lock);
+    bd_mutex_unlock(&s->dirty_lock);
     return count;
 }
 
 static uint64_t dirty_count(BdCommitJob *s)
 {
-    g_mutex_lock(&s->dirty_lock);
+    bd_mutex_lock(&s->dirty_lock);
     uint64_t n = s->ndirty;
-    g_mutex_unlock(&s->dirty_lock);
+    bd_mutex_unlock(&s->dirty_lock);
     return n;
 }
 
 static gboolean complete_requested(BdCommitJob *s)
 {
-    g_mutex_lock(&s->dirty_lock);
+    bd_mutex_lock(&s->dirty_lock);
     gboolean complete = s->should_complete;
-    g_mutex_unlock(&s->dirty_lock);
+    bd_mutex_unlock(&s->dirty_lock);
     return complete;
 }
 
@@ -297,9 +297,9 @@ static gboolean commit_complete(BdJob *job, GError **errp)
                     job->id);
         return FALSE;
     }
-    g_mutex_lock(&s->dirty_lock);
+    bd_mutex_lock(&s->dirty_lock);
     s->should_complete = TRUE;
-    g_mutex_unlock(&s->dirty_lock);
+    bd_mutex_unlock(&s->dirty_lock);
     bd_job_enter(job);
     return TRUE;
 }
@@ -477,7 +477,7 @@ static void commit_free(BdJob *job)
     g_clear_pointer(&s->base, bd_node_unref);
     g_free(s->backing_file);
     g_free(s->dirty);
-    g_mutex_clear(&s->dirty_lock);
+    bd_mutex_destroy(&s->dirty_lock);
 }
 
 static const BdJobDriver commit_job_driver = {
@@ -599,7 +599,7 @@ static gboolean start(const BdCommitParams *p, gboolean active, GError **errp)
         return FALSE;
     }
     s->active = active;
-    g_mutex_init(&s->dirty_lock);
+    bd_mutex_init(&s->dirty_lock);
     if (!commit_setup(s, p, errp)) {
         commit_clean(&s->common);
         bd_job_early_fail(&s->common);

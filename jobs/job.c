@@ -260,10 +260,12 @@ BdJob *bd_job_create(const BdJobDriver *driver, const char *id,
     job->auto_finalize = auto_finalize;
     job->auto_dismiss = auto_dismiss;
     job->refcnt = 1;
+    bd_mutex_init(&job->lock);
+    g_cond_init(&job->cond);
+    bd_mutex_lock(&job->lock);
     job->pause_count = 1;     /* bd_job_start() lifts it */
     job->paused = TRUE;
-    g_mutex_init(&job->lock);
-    g_cond_init(&job->cond);
+    bd_mutex_unlock(&job->lock);
     if (txn) {
         txn->refcnt++;
     } else {
@@ -297,7 +299,7 @@ void bd_job_unref(BdJob *job)
         job->driver->free(job);
     }
     g_clear_error(&job->err);
-    g_mutex_clear(&job->lock);
+    bd_mutex_destroy(&job->lock);
     g_cond_clear(&job->cond);
     g_free(job->id);
     g_free(job);
@@ -308,11 +310,11 @@ void bd_job_start(BdJob *job)
     BD_GLOBAL_STATE_CODE();
 
     g_assert(job->status == BD_JOB_STATUS_CREATED && !job->started);
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     job->pause_count--;
     job->busy = TRUE;
     job->paused = FALSE;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     job->started = TRUE;
     bd_job_transition(job, BD_JOB_STATUS_RUNNING);
     job->thread = g_thread_new("bd-job", bd_job_thread_main, job);
@@ -320,10 +322,10 @@ void bd_job_start(BdJob *job)
 
 static void do_dismiss(BdJob *job)
 {
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     job->busy = FALSE;
     job->paused = FALSE;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     job->deferred = TRUE;
     txn_del_job(job);
     bd_job_transition(job, BD_JOB_STATUS_NULL);
@@ -381,7 +383,7 @@ static void finalize_single(BdJob *job)
 static void cancel_async(BdJob *job, gboolean force)
 {
     force = job->driver->cancel ? job->driver->cancel(job, force) : TRUE;
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     if (job->user_paused) {
         job->user_paused = FALSE;
         job->pause_count--;
@@ -393,7 +395,7 @@ static void cancel_async(BdJob *job, gboolean force)
     }
     job->wake_gen++;
     g_cond_broadcast(&job->cond);
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
 }
 
 /* Once every job of an aborting transaction has stopped working,
@@ -504,9 +506,9 @@ gboolean bd_job_exit(gpointer opaque)
     g_thread_join(job->thread);
     job->thread = NULL;
     job->deferred = TRUE;
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     job->busy = FALSE;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     bd_job_ref(job);
     job_completed(job);
     bd_job_unref(job);
@@ -556,22 +558,22 @@ void bd_job_pause(BdJob *job)
 {
     BD_GLOBAL_STATE_CODE();
 
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     job->pause_count++;
     job->wake_gen++;
     g_cond_broadcast(&job->cond);
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
 }
 
 void bd_job_resume(BdJob *job)
 {
     BD_GLOBAL_STATE_CODE();
 
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     if (job->pause_count > 0 && --job->pause_count == 0) {
         g_cond_broadcast(&job->cond);
     }
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
 }
 
 gboolean bd_job_user_pause(BdJob *job, GError **errp)
@@ -583,10 +585,10 @@ gboolean bd_job_user_pause(BdJob *job, GError **errp)
     if (!bd_job_apply_verb(job, BD_JOB_VERB_PAUSE, errp)) {
         return FALSE;
     }
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     already = job->user_paused;
     job->user_paused = TRUE;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     if (already) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Job is already paused");
@@ -602,9 +604,9 @@ gboolean bd_job_user_resume(BdJob *job, GError **errp)
 
     gboolean paused;
 
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     paused = job->user_paused && job->pause_count > 0;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     if (!paused) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Can't resume a job that was not paused");
@@ -613,12 +615,12 @@ gboolean bd_job_user_resume(BdJob *job, GError **errp)
     if (!bd_job_apply_verb(job, BD_JOB_VERB_RESUME, errp)) {
         return FALSE;
     }
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     job->user_paused = FALSE;
     if (job->driver->is_block_job) {
         job->iostatus = BD_IOSTATUS_OK;
     }
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     bd_job_resume(job);
     return TRUE;
 }
@@ -675,7 +677,7 @@ gboolean bd_job_set_speed(BdJob *job, int64_t speed, GError **errp)
                     "Parameter 'speed' expects a non-negative value");
         return FALSE;
     }
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     int64_t old = job->speed;
     job->speed = speed;
     bd_ratelimit_set_speed(&job->limit, speed, BD_JOB_SLICE_NS);
@@ -684,7 +686,7 @@ gboolean bd_job_set_speed(BdJob *job, int64_t speed, GError **errp)
         job->wake_gen++;
         g_cond_broadcast(&job->cond);
     }
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     return TRUE;
 }
 
@@ -733,7 +735,7 @@ void bd_job_snapshot(BdJob *job, BdJobSnapshot *s)
 {
     BD_GLOBAL_STATE_CODE();
 
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     s->current = job->progress_current;
     s->total = job->progress_total;
     s->speed = job->speed;
@@ -741,7 +743,7 @@ void bd_job_snapshot(BdJob *job, BdJobSnapshot *s)
     s->paused = job->pause_count > 0;
     s->user_paused = job->user_paused;
     s->iostatus = job->iostatus;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
 }
 
 const char *bd_iostatus_name(BdIoStatus st)

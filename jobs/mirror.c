@@ -52,8 +52,8 @@ typedef struct {
     gboolean frozen, claimed, inserted;
     BdReqList inflight;               /* copies and write-blocking writes */
 
-    GMutex lock;
-    gboolean should_complete;         /* [lock] job-complete seen */
+    BdMutex lock;
+    gboolean should_complete BD_GUARDED_BY(lock); /* job-complete seen */
     gboolean ready;                   /* job thread only */
 } BdMirrorJob;
 
@@ -140,9 +140,9 @@ static gboolean complete_requested(BdMirrorJob *s)
 {
     gboolean c;
 
-    g_mutex_lock(&s->lock);
+    bd_mutex_lock(&s->lock);
     c = s->should_complete;
-    g_mutex_unlock(&s->lock);
+    bd_mutex_unlock(&s->lock);
     return c;
 }
 
@@ -305,9 +305,9 @@ static gboolean mirror_complete(BdJob *job, GError **errp)
                     job->id);
         return FALSE;
     }
-    g_mutex_lock(&s->lock);
+    bd_mutex_lock(&s->lock);
     s->should_complete = TRUE;
-    g_mutex_unlock(&s->lock);
+    bd_mutex_unlock(&s->lock);
     bd_job_enter(job);
     return TRUE;
 }
@@ -445,7 +445,7 @@ static void mirror_free(BdJob *job)
     g_clear_pointer(&s->replaces, bd_node_unref);
     g_clear_pointer(&s->target_backing, bd_node_unref);
     bd_reqlist_destroy(&s->inflight);
-    g_mutex_clear(&s->lock);
+    bd_mutex_destroy(&s->lock);
 }
 
 static const BdJobDriver mirror_job_driver = {
@@ -575,7 +575,7 @@ gboolean bd_mirror_start(const BdMirrorParams *p, GError **errp)
         return FALSE;
     }
     s->filter = filter;
-    g_mutex_init(&s->lock);
+    bd_mutex_init(&s->lock);
     bd_reqlist_init(&s->inflight);
     if (p->speed < 0) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,

@@ -107,9 +107,9 @@ static int test_run(BdJob *job, GError **errp)
     if (t->wait_ready) {
         bd_job_transition_to_ready(job);
         for (;;) {
-            g_mutex_lock(&job->lock);
+            bd_mutex_lock(&job->lock);
             gboolean done = t->should_complete;
-            g_mutex_unlock(&job->lock);
+            bd_mutex_unlock(&job->lock);
             if (done || bd_job_cancel_requested(job)) {
                 break;
             }
@@ -123,9 +123,9 @@ static gboolean test_complete(BdJob *job, GError **errp)
 {
     TestJob *t = (TestJob *)job;
 
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     t->should_complete = TRUE;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     bd_job_enter(job);
     return TRUE;
 }
