@@ -134,10 +134,13 @@ void bd_job_transition(BdJob *job, BdJobStatus to)
     BdJobStatus from = job->status;
 
     if (!transitions[from][to]) {
-        /* An internal invariant; never reached from client input. */
-        g_critical("job '%s': invalid transition %s -> %s", job->id,
-                   bd_job_status_name(from), bd_job_status_name(to));
-        return;
+        /* A bug, never client input: the verb table refuses what a
+         * state does not accept before anything moves.  Carrying on
+         * would emit events out of order and finalize a transaction
+         * twice, so every build stops here, as QEMU's job_state_
+         * transition() asserts. */
+        g_error("job '%s': invalid state transition %s -> %s", job->id,
+                bd_job_status_name(from), bd_job_status_name(to));
     }
     job->status = to;
     if (from != to) {

@@ -6,6 +6,7 @@
 #include <string.h>
 #include "graph/entry.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 
 /* --- "mem": a RAM disk that counts requests running inside it --- */
 
@@ -458,6 +459,28 @@ static void test_refresh_limits(void)
     del_or_fail("top");
 }
 
+/* A "main thread only" function called from another thread stops the
+ * process, naming the function and the thread. */
+static gpointer find_on_thread(gpointer opaque)
+{
+    g_assert_false(bd_in_main_thread());
+    return bd_node_find("any");
+}
+
+static void test_main_thread_only(void)
+{
+    if (g_test_subprocess()) {
+        g_assert_true(bd_in_main_thread());
+        g_assert_null(bd_node_find("any"));
+        g_thread_join(g_thread_new("intruder", find_on_thread, NULL));
+        return;
+    }
+    g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_failed();
+    g_test_trap_assert_stderr("*bd_node_find() must run on the main thread, "
+                              "called on thread 'intruder'*");
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -470,5 +493,6 @@ int main(int argc, char **argv)
     g_test_add_func("/graph/drain-concurrent", test_drain_concurrent);
     g_test_add_func("/graph/unaligned-rmw", test_unaligned_rmw);
     g_test_add_func("/graph/refresh-limits", test_refresh_limits);
+    g_test_add_func("/graph/main-thread-only", test_main_thread_only);
     return g_test_run();
 }
