@@ -19,7 +19,7 @@ struct BdEntry {
     gint in_flight;         /* requests admitted and not yet finished */
     gint quiesce;           /* > 0: drained, admit nothing */
     gboolean allow_beyond_eof;
-    GMutex lock;
+    BdMutex lock;           /* only for the sleeps on cond */
     GCond cond;
 };
 
@@ -31,7 +31,7 @@ BdEntry *bd_entry_new(BdNode *node, const char *owner, uint64_t perm,
     BdEntry *entry = g_new0(BdEntry, 1);
     BdChild *root = g_new0(BdChild, 1);
 
-    g_mutex_init(&entry->lock);
+    bd_mutex_init(&entry->lock);
     g_cond_init(&entry->cond);
     entry->owner = g_strdup(owner);
     entry->root = root;
@@ -49,7 +49,7 @@ BdEntry *bd_entry_new(BdNode *node, const char *owner, uint64_t perm,
         g_free(root->name);
         g_free(root);
         g_free(entry->owner);
-        g_mutex_clear(&entry->lock);
+        bd_mutex_destroy(&entry->lock);
         g_cond_clear(&entry->cond);
         g_free(entry);
         return NULL;
@@ -82,7 +82,7 @@ void bd_entry_free(BdEntry *entry)
     g_free(entry->root->name);
     g_free(entry->root);
     g_free(entry->owner);
-    g_mutex_clear(&entry->lock);
+    bd_mutex_destroy(&entry->lock);
     g_cond_clear(&entry->cond);
     g_free(entry);
 }
@@ -167,14 +167,14 @@ static inline void entry_begin(BdEntry *entry)
         if (G_LIKELY(!g_atomic_int_get(&entry->quiesce))) {
             return;
         }
-        g_mutex_lock(&entry->lock);
+        bd_mutex_lock(&entry->lock);
         if (g_atomic_int_dec_and_test(&entry->in_flight)) {
             g_cond_broadcast(&entry->cond);
         }
         while (g_atomic_int_get(&entry->quiesce)) {
-            g_cond_wait(&entry->cond, &entry->lock);
+            bd_cond_wait(&entry->cond, &entry->lock);
         }
-        g_mutex_unlock(&entry->lock);
+        bd_mutex_unlock(&entry->lock);
     }
 }
 
@@ -182,9 +182,9 @@ static inline void entry_end(BdEntry *entry)
 {
     if (g_atomic_int_dec_and_test(&entry->in_flight) &&
         g_atomic_int_get(&entry->quiesce)) {
-        g_mutex_lock(&entry->lock);
+        bd_mutex_lock(&entry->lock);
         g_cond_broadcast(&entry->cond);
-        g_mutex_unlock(&entry->lock);
+        bd_mutex_unlock(&entry->lock);
     }
 }
 
@@ -193,22 +193,22 @@ void bd_entry_drained_begin(BdEntry *entry)
     BD_GLOBAL_STATE_CODE();
 
     g_atomic_int_inc(&entry->quiesce);
-    g_mutex_lock(&entry->lock);
+    bd_mutex_lock(&entry->lock);
     while (g_atomic_int_get(&entry->in_flight) > 0) {
-        g_cond_wait(&entry->cond, &entry->lock);
+        bd_cond_wait(&entry->cond, &entry->lock);
     }
-    g_mutex_unlock(&entry->lock);
+    bd_mutex_unlock(&entry->lock);
 }
 
 void bd_entry_drained_end(BdEntry *entry)
 {
     BD_GLOBAL_STATE_CODE();
 
-    g_mutex_lock(&entry->lock);
+    bd_mutex_lock(&entry->lock);
     if (g_atomic_int_dec_and_test(&entry->quiesce)) {
         g_cond_broadcast(&entry->cond);
     }
-    g_mutex_unlock(&entry->lock);
+    bd_mutex_unlock(&entry->lock);
 }
 
 unsigned bd_entry_in_flight(BdEntry *entry)
@@ -298,11 +298,11 @@ BdDrainSection *bd_drained_begin(BdNode *node)
     section->nodes = drain_notify_nodes(entries);
     for (guint i = 0; i < entries->len; i++) {
         BdEntry *e = entries->pdata[i];
-        g_mutex_lock(&e->lock);
+        bd_mutex_lock(&e->lock);
         while (g_atomic_int_get(&e->in_flight) > 0) {
-            g_cond_wait(&e->cond, &e->lock);
+            bd_cond_wait(&e->cond, &e->lock);
         }
-        g_mutex_unlock(&e->lock);
+        bd_mutex_unlock(&e->lock);
     }
     return section;
 }
