@@ -114,8 +114,8 @@ gboolean bd_entry_set_perm(BdEntry *entry, uint64_t perm, uint64_t shared,
         root->new_shared = root->shared;
         return FALSE;
     }
-    root->perm = perm;
-    root->shared = shared;
+    bd_perm_store(&root->perm, perm);
+    bd_perm_store(&root->shared, shared);
     return TRUE;
 }
 
@@ -209,6 +209,16 @@ void bd_entry_drained_end(BdEntry *entry)
         g_cond_broadcast(&entry->cond);
     }
     bd_mutex_unlock(&entry->lock);
+}
+
+void bd_entry_begin(BdEntry *entry)
+{
+    entry_begin(entry);
+}
+
+void bd_entry_end(BdEntry *entry)
+{
+    entry_end(entry);
 }
 
 unsigned bd_entry_in_flight(BdEntry *entry)
@@ -345,7 +355,8 @@ static inline int entry_check_range(BdEntry *entry, BdNode *node,
 
 static inline int entry_check_write(BdEntry *entry)
 {
-    if (!(entry->root->perm & (BD_PERM_WRITE | BD_PERM_WRITE_UNCHANGED))) {
+    if (!(bd_perm_load(&entry->root->perm) &
+          (BD_PERM_WRITE | BD_PERM_WRITE_UNCHANGED))) {
         return -EPERM;
     }
     return 0;
@@ -353,7 +364,14 @@ static inline int entry_check_write(BdEntry *entry)
 
 int64_t bd_entry_getlength(BdEntry *entry)
 {
-    return bd_node_getlength(entry->root->node);
+    int64_t len;
+
+    /* Admitted as any request: a drained graph change may move the
+     * handle to another node meanwhile. */
+    entry_begin(entry);
+    len = bd_node_getlength(entry->root->node);
+    entry_end(entry);
+    return len;
 }
 
 /* Admit a request and check it against the handle; on success the
@@ -443,7 +461,7 @@ int bd_entry_truncate(BdEntry *entry, uint64_t size)
     int ret = 0;
 
     entry_begin(entry);
-    if (!(entry->root->perm & BD_PERM_RESIZE)) {
+    if (!(bd_perm_load(&entry->root->perm) & BD_PERM_RESIZE)) {
         ret = -EPERM;
     } else {
         ret = bd_node_truncate(entry->root->node, size);

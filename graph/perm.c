@@ -219,8 +219,8 @@ gboolean bd_nodes_refresh_perms(GPtrArray *starts, GError **errp)
     for (guint k = 0; k < n; k++) {
         BdNode *node = g_ptr_array_index(post, n - 1 - k);
         if (ok) {
-            node->cum_perm = perm[k];
-            node->cum_shared = shared[k];
+            bd_perm_store(&node->cum_perm, perm[k]);
+            bd_perm_store(&node->cum_shared, shared[k]);
             if (node->drv && node->drv->set_perm) {
                 node->drv->set_perm(node, perm[k], node->force_share ?
                                     BD_PERM_ALL : shared[k]);
@@ -231,8 +231,8 @@ gboolean bd_nodes_refresh_perms(GPtrArray *starts, GError **errp)
         for (guint i = 0; i < node->children->len; i++) {
             BdChild *c = g_ptr_array_index(node->children, i);
             if (ok) {
-                c->perm = c->new_perm;
-                c->shared = c->new_shared;
+                bd_perm_store(&c->perm, c->new_perm);
+                bd_perm_store(&c->shared, c->new_shared);
             } else {
                 c->new_perm = c->perm;
                 c->new_shared = c->shared;

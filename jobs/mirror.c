@@ -112,8 +112,11 @@ static int mirror_dirty_init(BdMirrorJob *s, uint64_t len)
             return 0;
         }
         n = MIN((uint64_t)MIRROR_MAX_CHUNK * 64, len - offset);
+        /* Through the source's handle: a reopen below waits for it. */
+        bd_entry_begin(s->src);
         ret = bd_chain_is_allocated_above(s->bs, base, FALSE, offset, n,
                                           &n);
+        bd_entry_end(s->src);
         if (ret < 0) {
             return ret;
         }
