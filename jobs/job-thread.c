@@ -22,13 +22,9 @@
 static void post(BdJob *job, GSourceFunc fn)
 {
     /* Always queued (g_main_context_invoke could run 'fn' right here
-     * if the main context happened to be free). */
-    GSource *src = g_idle_source_new();
-
-    g_source_set_priority(src, G_PRIORITY_DEFAULT);
-    g_source_set_callback(src, fn, job, NULL);
-    g_source_attach(src, NULL);
-    g_source_unref(src);
+     * if the main context happened to be free): an idle source on the
+     * default context. */
+    g_idle_add_full(G_PRIORITY_DEFAULT, fn, job, NULL);
 }
 
 gpointer bd_job_thread_main(gpointer opaque)
@@ -40,10 +36,11 @@ gpointer bd_job_thread_main(gpointer opaque)
     if (ret > 0 || (ret == 0 && err)) {
         ret = err ? -EIO : 0;
     }
-    /* Read by the main thread only after bd_job_exit is dispatched. */
-    job->ret = ret;
+    /* ret and err are the main thread's (queries read them at any
+     * time): bd_job_exit takes these over after joining us. */
+    job->run_ret = ret;
     if (ret < 0) {
-        job->err = err;
+        job->run_err = err;
     } else {
         g_clear_error(&err);
     }

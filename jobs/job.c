@@ -302,6 +302,7 @@ void bd_job_unref(BdJob *job)
         job->driver->free(job);
     }
     g_clear_error(&job->err);
+    g_clear_error(&job->run_err);
     bd_mutex_destroy(&job->lock);
     g_cond_clear(&job->cond);
     g_free(job->id);
@@ -508,6 +509,10 @@ gboolean bd_job_exit(gpointer opaque)
 
     g_thread_join(job->thread);
     job->thread = NULL;
+    job->ret = job->run_ret;
+    if (job->run_ret < 0) {
+        job->err = g_steal_pointer(&job->run_err);
+    }
     job->deferred = TRUE;
     bd_mutex_lock(&job->lock);
     job->busy = FALSE;

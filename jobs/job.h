@@ -130,6 +130,11 @@ struct BdJob {
     gboolean deferred;         /* run returned; completion on main */
     GThread *thread;
 
+    /* The work's result, written by the job thread as it ends and taken
+     * into ret/err by the main thread once it has joined it. */
+    int run_ret;
+    GError *run_err;
+
     /* [lock]: the fields below, checked by BD_GUARDED_BY. */
     BdMutex lock;
     GCond cond;                /* [lock] pause/sleep/wake changes */
