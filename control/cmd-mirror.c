@@ -13,6 +13,7 @@
 #include "formats/registry.h"
 #include "graph/entry.h"
 #include "graph/error.h"
+#include "graph/io.h"
 #include "graph/main-thread.h"
 #include "jobs/chain.h"
 #include "jobs/mirror.h"
@@ -326,8 +327,9 @@ static gboolean drive_mirror(GVariant *args, JsonNode **ret, GError **errp)
                     "node of the graph");
         return FALSE;
     }
-    if (!existing && !bd_ctl_image_create(filename, fmt, p.bs->size,
-                                   full ? NULL : backing, errp)) {
+    if (!existing &&
+        !bd_ctl_image_create(filename, fmt, (uint64_t)bd_node_getlength(p.bs),
+                             full ? NULL : backing, errp)) {
         return FALSE;
     }
     g_autoptr(BdNode) target = open_target(filename, fmt, node_name,

@@ -358,7 +358,7 @@ static gboolean cbw_open(BdNode *node, GVariant *options, GError **errp)
                                                     : CBW_BREAK_GUEST_WRITE;
     s->cbw_timeout = (uint32_t)MIN(bd_opts_get_uint(options, "cbw-timeout",
                                                     0), G_MAXUINT32);
-    s->size = s->file->node->size;
+    s->size = (uint64_t)bd_node_getlength(s->file->node);
     s->cluster_size = target_cluster_size(s->target->node);
     bd_node_set_size(node, s->size);
     return cbw_init_bitmap(node, s, options, errp);

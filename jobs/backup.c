@@ -336,7 +336,7 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
     s->bitmap_mode = p->bitmap_mode;
     s->on_source_error = p->on_source_error;
     s->on_target_error = p->on_target_error;
-    s->len = p->source->size;
+    s->len = (uint64_t)bd_node_getlength(p->source);
     s->chunk = MAX(cs, (uint64_t)1024 * 1024);
     if (p->max_chunk) {
         s->chunk = MAX(cs, (uint64_t)p->max_chunk / cs * cs);

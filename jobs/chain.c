@@ -139,7 +139,7 @@ void bd_chain_filter_look_like(BdNode *filter, BdNode *child)
 
     g_free(filter->filename);
     filter->filename = g_strdup(child->filename);
-    bd_node_set_size(filter, child->size);
+    bd_node_set_size(filter, (uint64_t)bd_node_getlength(child));
 }
 
 void bd_chain_drop_filter(BdNode *filter)
@@ -241,7 +241,7 @@ gboolean bd_chain_change_backing_file(BdNode *node, const char *file,
 int bd_chain_is_allocated(BdNode *node, uint64_t offset, uint64_t bytes,
                           uint64_t *pnum)
 {
-    uint64_t size = node->size;
+    uint64_t size = (uint64_t)bd_node_getlength(node);  /* may grow */
     int ret;
 
     if (offset >= size) {

@@ -537,10 +537,11 @@ static gboolean commit_setup(BdCommitJob *s, const BdCommitParams *p,
         s->base_depth++;
     }
     if (s->active) {
-        s->nchunks = (p->top->size + DIRTY_GRAN - 1) / DIRTY_GRAN;
+        s->nchunks = ((uint64_t)bd_node_getlength(p->top) + DIRTY_GRAN - 1) /
+                     DIRTY_GRAN;
         s->dirty = g_malloc0(MAX(s->nchunks, 1));
     }
-    if (p->base->size < p->top->size) {
+    if (bd_node_getlength(p->base) < bd_node_getlength(p->top)) {
         dst_perm |= BD_PERM_RESIZE;
     }
     if (p->base->read_only) {
