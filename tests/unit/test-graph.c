@@ -11,6 +11,9 @@
 /* --- "mem": a RAM disk that counts requests running inside it --- */
 
 typedef struct {
+    /* Requests of several threads may overlap, as on a disk; the bytes
+     * are copied under data_lock so that they do not race in memory. */
+    GMutex data_lock;
     guint8 *data;
     gint active;          /* requests inside the driver right now */
     gint completed;
@@ -30,6 +33,7 @@ static gboolean mem_open(BdNode *node, GVariant *options, GError **errp)
     MemState *s = g_new0(MemState, 1);
     gint64 size = bd_opts_get_int(options, "size", 1 << 20);
 
+    g_mutex_init(&s->data_lock);
     s->data = g_malloc0(size);
     s->align = bd_opts_get_int(options, "align", 0);
     s->max_transfer = bd_opts_get_int(options, "max-transfer", 0);
@@ -42,6 +46,7 @@ static gboolean mem_open(BdNode *node, GVariant *options, GError **errp)
 static void mem_close(BdNode *node)
 {
     MemState *s = node->opaque;
+    g_mutex_clear(&s->data_lock);
     g_free(s->data);
     g_free(s);
     node->opaque = NULL;
@@ -55,7 +60,9 @@ static int mem_pread(BdNode *node, uint64_t offset, uint64_t bytes,
     if (s->delay_us) {
         g_usleep(s->delay_us);
     }
+    g_mutex_lock(&s->data_lock);
     memcpy(buf, s->data + offset, bytes);
+    g_mutex_unlock(&s->data_lock);
     g_atomic_int_add(&s->active, -1);
     g_atomic_int_inc(&s->completed);
     return 0;
@@ -66,7 +73,9 @@ static int mem_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
 {
     MemState *s = node->opaque;
     g_atomic_int_inc(&s->active);
+    g_mutex_lock(&s->data_lock);
     memcpy(s->data + offset, buf, bytes);
+    g_mutex_unlock(&s->data_lock);
     g_atomic_int_add(&s->active, -1);
     g_atomic_int_inc(&s->completed);
     return 0;
