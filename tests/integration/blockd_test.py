@@ -343,9 +343,10 @@ class Daemon:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def sanitizer_report(self):
-        """ASan/UBSan/LSan findings in the daemon's stderr, if any."""
+        """ASan/UBSan/LSan/TSan findings in the daemon's stderr, if any."""
         err = self.stderr()
-        for marker in ('ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:'):
+        for marker in ('ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:',
+                       'WARNING: ThreadSanitizer'):
             if marker in err:
                 return err[err.index(marker):][:4000]
         return None
