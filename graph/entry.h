@@ -80,7 +80,9 @@ BdDrainSection *bd_drained_begin(BdNode *node);
 void bd_drained_end(BdDrainSection *section);
 void bd_entry_drained_begin(BdEntry *entry);
 void bd_entry_drained_end(BdEntry *entry);
-/* Requests in flight on the handle right now (tests, queries). */
+/* Requests in flight on the handle right now (tests, queries).  While
+ * drained it may count, for a moment, a request that arrives, sees the
+ * drain and backs off. */
 unsigned bd_entry_in_flight(BdEntry *entry);
 
 #endif
