@@ -16,6 +16,7 @@
 #include <gio/gunixsocketaddress.h>
 #include "control/qmp-int.h"
 #include "graph/error.h"
+#include "graph/main-thread.h"
 
 typedef struct {
     char *id;
@@ -167,6 +168,8 @@ static gboolean chardev_listen(BdChardev *c, GSocketAddress *sa,
 
 gboolean bd_chardev_add(const char *arg, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autoptr(JsonNode) node = bd_keyval_parse(arg, "backend", errp);
     if (!node) {
         return FALSE;
@@ -270,6 +273,8 @@ gboolean bd_chardev_add(const char *arg, GError **errp)
 static gboolean on_incoming(GSocketService *service, GSocketConnection *conn,
                             GObject *source, gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdChardev *c = opaque;
 
     c->accept(conn, c->opaque);
@@ -279,6 +284,8 @@ static gboolean on_incoming(GSocketService *service, GSocketConnection *conn,
 gboolean bd_chardev_claim(const char *id, BdChardevAccept accept,
                           gpointer opaque, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdChardev *c = chardev_find(id);
 
     if (!c) {
@@ -306,6 +313,8 @@ gboolean bd_chardev_claim(const char *id, BdChardevAccept accept,
 
 void bd_chardev_cleanup(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!chardevs) {
         return;
     }

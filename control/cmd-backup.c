@@ -10,6 +10,8 @@
 #include "formats/registry.h"
 #include "graph/entry.h"
 #include "graph/error.h"
+#include "graph/io.h"
+#include "graph/main-thread.h"
 #include "graph/node.h"
 #include "jobs/backup.h"
 
@@ -267,8 +269,9 @@ static gboolean drive_backup(GVariant *args, JsonNode **ret, GError **errp)
     const char *fmt = bd_opts_get_str(args, "format",
                                       existing ? NULL : source->drv->name);
     if (!existing &&
-        !bd_ctl_image_create(filename, fmt, source->size, backing,
-                                    errp)) {
+        !bd_ctl_image_create(filename, fmt,
+                             (uint64_t)bd_node_getlength(source), backing,
+                             errp)) {
         return FALSE;
     }
     g_autoptr(BdNode) target = open_image(filename, fmt, errp);
@@ -342,6 +345,8 @@ static const BdQmpCommand backup_commands[] = {
 
 void bd_cmd_backup_register(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     bd_qmp_register(backup_commands);
     bd_txn_register_action(&backup_action);
 }

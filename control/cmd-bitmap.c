@@ -8,6 +8,7 @@
 #include <string.h>
 #include "control/cmd-bitmap.h"
 #include "graph/error.h"
+#include "graph/main-thread.h"
 #include "graph/node.h"
 
 /* --- schemas (qapi/block-core.json) --- */
@@ -65,6 +66,8 @@ static const BdSchemaType *sha256_fn(void) { return &sha256_type; }
 BdDirtyBitmap *bd_cmd_bitmap_lookup(const char *node, const char *name,
                                     BdNode **pnode, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNode *bs = bd_node_find(node);
     BdDirtyBitmap *bm;
 
@@ -87,6 +90,8 @@ BdDirtyBitmap *bd_cmd_bitmap_lookup(const char *node, const char *name,
 
 gboolean bd_cmd_bitmap_add(GVariant *args, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     const char *node = bd_opts_get_str(args, "node", "");
     const char *name = bd_opts_get_str(args, "name", "");
     gboolean persistent = bd_opts_get_bool(args, "persistent", FALSE);
@@ -133,6 +138,8 @@ gboolean bd_cmd_bitmap_add(GVariant *args, GError **errp)
 BdDirtyBitmap *bd_cmd_bitmap_remove(const char *node, const char *name,
                                     gboolean release, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNode *bs;
     BdDirtyBitmap *bm = bd_cmd_bitmap_lookup(node, name, &bs, errp);
 
@@ -172,6 +179,8 @@ BdDirtyBitmap *bd_cmd_bitmap_merge(const char *node, const char *target,
                                    BdDirtyBitmapBackup **backup,
                                    GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNode *bs;
     BdDirtyBitmap *dst = bd_cmd_bitmap_lookup(node, target, &bs, errp);
     BdDirtyBitmap *anon;
@@ -308,5 +317,7 @@ static const BdQmpCommand bitmap_commands[] = {
 
 void bd_cmd_bitmap_register(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     bd_qmp_register(bitmap_commands);
 }

@@ -9,6 +9,7 @@
 #include "graph/error.h"
 #include "graph/node.h"
 #include "graph/query.h"
+#include "graph/main-thread.h"
 
 /* --- schemas --- */
 
@@ -132,6 +133,8 @@ static const BdSchemaType *device_info_fn(void) { return &device_info_list; }
 
 gboolean bd_cmd_blockdev_add(GVariant *options, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!bd_opts_has(options, "node-name")) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "'node-name' must be specified for the root node");
@@ -296,5 +299,7 @@ static const BdQmpCommand block_commands[] = {
 
 void bd_cmd_block_register(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     bd_qmp_register(block_commands);
 }

@@ -5,6 +5,7 @@
  * Thread model: main thread only.
  */
 #include "control/qmp-int.h"
+#include "graph/main-thread.h"
 #include "graph/node.h"
 
 /* blockd answers as the QEMU release whose QMP it implements. */
@@ -17,12 +18,16 @@ static gpointer quit_opaque;
 
 void bd_control_set_quit_handler(BdQuitFunc fn, gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     quit_fn = fn;
     quit_opaque = opaque;
 }
 
 void bd_control_request_quit(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (quit_fn) {
         quit_fn(quit_opaque);
     }
@@ -50,6 +55,8 @@ JsonNode *bd_qmp_version_info(void)
 
 JsonNode *bd_qmp_greeting(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     JsonObject *qmp = json_object_new();
     JsonObject *top = json_object_new();
     JsonArray *caps = json_array_new();
@@ -168,11 +175,15 @@ static const BdQmpCommand core_commands[] = {
 
 void bd_cmd_core_register(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     bd_qmp_register(core_commands);
 }
 
 void bd_control_init(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     static gboolean done;
 
     if (done) {

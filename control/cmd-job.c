@@ -11,6 +11,7 @@
 #include <string.h>
 #include "control/qmp-int.h"
 #include "graph/error.h"
+#include "graph/main-thread.h"
 #include "jobs/create.h"
 #include "jobs/job.h"
 
@@ -392,5 +393,7 @@ static const BdQmpCommand job_commands[] = {
 
 void bd_cmd_job_register(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     bd_qmp_register(job_commands);
 }

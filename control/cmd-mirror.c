@@ -13,6 +13,8 @@
 #include "formats/registry.h"
 #include "graph/entry.h"
 #include "graph/error.h"
+#include "graph/io.h"
+#include "graph/main-thread.h"
 #include "jobs/chain.h"
 #include "jobs/mirror.h"
 
@@ -325,8 +327,9 @@ static gboolean drive_mirror(GVariant *args, JsonNode **ret, GError **errp)
                     "node of the graph");
         return FALSE;
     }
-    if (!existing && !bd_ctl_image_create(filename, fmt, p.bs->size,
-                                   full ? NULL : backing, errp)) {
+    if (!existing &&
+        !bd_ctl_image_create(filename, fmt, (uint64_t)bd_node_getlength(p.bs),
+                             full ? NULL : backing, errp)) {
         return FALSE;
     }
     g_autoptr(BdNode) target = open_target(filename, fmt, node_name,
@@ -347,5 +350,7 @@ static const BdQmpCommand mirror_commands[] = {
 
 void bd_cmd_mirror_register(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     bd_qmp_register(mirror_commands);
 }

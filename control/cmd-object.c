@@ -10,6 +10,7 @@
 #include "control/qmp-int.h"
 #include "formats/throttle-group.h"
 #include "graph/error.h"
+#include "graph/main-thread.h"
 #include "graph/node.h"
 
 /* --- schemas (qapi/qom.json, qapi/block-core.json) --- */
@@ -107,6 +108,8 @@ static gboolean throttle_group_add(const char *id, GVariant *props,
 
 gboolean bd_cmd_object_add(GVariant *options, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     const char *type = bd_opts_get_str(options, "qom-type", "");
     const char *id = bd_opts_get_str(options, "id", "");
 
@@ -157,5 +160,7 @@ static const BdQmpCommand object_commands[] = {
 
 void bd_cmd_object_register(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     bd_qmp_register(object_commands);
 }

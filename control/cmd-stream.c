@@ -8,6 +8,7 @@
 #include <string.h>
 #include "control/qmp-int.h"
 #include "graph/error.h"
+#include "graph/main-thread.h"
 #include "jobs/chain.h"
 #include "jobs/commit.h"
 #include "jobs/stream.h"
@@ -360,5 +361,7 @@ static const BdQmpCommand stream_commands[] = {
 
 void bd_cmd_stream_register(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     bd_qmp_register(stream_commands);
 }

@@ -11,11 +11,14 @@
 #include <string.h>
 #include "control/qmp-int.h"
 #include "graph/error.h"
+#include "graph/main-thread.h"
 
 static GPtrArray *commands;   /* const BdQmpCommand * */
 
 void bd_qmp_register(const BdQmpCommand *cmds)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!commands) {
         commands = g_ptr_array_new();
     }
@@ -26,6 +29,8 @@ void bd_qmp_register(const BdQmpCommand *cmds)
 
 const BdQmpCommand *bd_qmp_find(const char *name)
 {
+    BD_GLOBAL_STATE_CODE();
+
     for (guint i = 0; commands && i < commands->len; i++) {
         const BdQmpCommand *c = commands->pdata[i];
         if (strcmp(c->name, name) == 0) {
@@ -37,6 +42,8 @@ const BdQmpCommand *bd_qmp_find(const char *name)
 
 GPtrArray *bd_qmp_commands(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!commands) {
         commands = g_ptr_array_new();
     }
@@ -213,6 +220,8 @@ static JsonNode *run(BdQmpState *st, JsonObject *req, GError **errp)
 
 JsonNode *bd_qmp_dispatch(BdQmpState *st, JsonNode *request)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autoptr(GError) err = NULL;
 
     if (!JSON_NODE_HOLDS_OBJECT(request)) {

@@ -10,6 +10,7 @@
 #include <string.h>
 #include "control/qmp-int.h"
 #include "graph/events.h"
+#include "graph/main-thread.h"
 
 static const BdSchemaField export_deleted_fields[] = {
     BD_FIELD("id", &bd_schema_str),
@@ -41,6 +42,8 @@ const BdQmpEvent *bd_qmp_events(void)
 
 void bd_qmp_event_send(const char *name, JsonNode *data)
 {
+    BD_GLOBAL_STATE_CODE();
+
     gint64 now = g_get_real_time();
     JsonObject *ts = json_object_new();
     JsonObject *ev = json_object_new();
@@ -66,6 +69,8 @@ typedef struct {
 
 static gboolean deliver(gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     PendingEvent *pe = opaque;
 
     bd_qmp_event_send(pe->name, pe->data ? bd_variant_to_json(pe->data)
@@ -97,5 +102,7 @@ static void event_sink(const char *name, GVariant *data, gpointer opaque)
 
 void bd_events_init(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     bd_event_set_sink(event_sink, NULL);
 }

@@ -10,6 +10,7 @@
 #include "formats/registry.h"
 #include "graph/entry.h"
 #include "graph/error.h"
+#include "graph/main-thread.h"
 
 /* Run driver 'drv_name''s blockdev-create with 'opts' (floating). */
 static gboolean run_create(const char *drv_name, GVariant *opts,
@@ -30,6 +31,8 @@ static gboolean run_create(const char *drv_name, GVariant *opts,
 gboolean bd_ctl_image_create(const char *filename, const char *fmt,
                              uint64_t size, BdNode *backing, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     gboolean raw = strcmp(fmt, "raw") == 0;
     GVariantDict d;
 

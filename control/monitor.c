@@ -12,6 +12,7 @@
 #include "control/qmp-int.h"
 #include "control/json-stream.h"
 #include "graph/error.h"
+#include "graph/main-thread.h"
 
 #define MAX_REQUEST_SIZE (64u << 20)   /* as QEMU's token size limit */
 #define MAX_OUTPUT_BACKLOG (64u << 20) /* a client not reading is dropped */
@@ -48,6 +49,8 @@ static void session_free(gpointer opaque)
 
 static gboolean idle_done(gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return G_SOURCE_REMOVE;
 }
 
@@ -106,6 +109,8 @@ static void session_flush(BdSession *s)
 
 static gboolean on_writable(GSocket *sock, GIOCondition cond, gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdSession *s = opaque;
     GSource *src = s->out_src;
 
@@ -174,6 +179,8 @@ static void on_value(const char *text, gsize len, const char *error,
 
 static gboolean on_readable(GSocket *sock, GIOCondition cond, gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdSession *s = opaque;
     char buf[65536];
 
@@ -197,6 +204,8 @@ static gboolean on_readable(GSocket *sock, GIOCondition cond, gpointer opaque)
 
 static void on_connection(GSocketConnection *conn, gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdSession *s = g_new0(BdSession, 1);
 
     s->mon = opaque;
@@ -240,6 +249,8 @@ const BdSchemaType *bd_cmd_monitor_options_schema(void)
 
 gboolean bd_monitor_add(const char *arg, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     gboolean keyval;
     g_autoptr(JsonNode) node = bd_option_parse(arg, "chardev", &keyval,
                                                errp);
@@ -277,6 +288,8 @@ gboolean bd_monitor_add(const char *arg, GError **errp)
 
 void bd_monitor_broadcast(const char *json_text)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autoptr(JsonNode) node = NULL;
 
     for (guint i = 0; sessions && i < sessions->len; i++) {
@@ -301,6 +314,8 @@ void bd_monitor_broadcast(const char *json_text)
 
 void bd_monitor_cleanup(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     /* Give replies already queued (e.g. quit's) a last chance to go. */
     while (sessions && sessions->len) {
         BdSession *s = sessions->pdata[0];

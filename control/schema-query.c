@@ -10,6 +10,7 @@
  * Thread model: main thread only.
  */
 #include "control/qmp-int.h"
+#include "graph/main-thread.h"
 #include "graph/node.h"
 
 typedef struct {
@@ -194,6 +195,8 @@ static void event_info(Introspect *in, const BdQmpEvent *e)
 
 JsonNode *bd_qmp_schema_info(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     Introspect in = {
         .names = g_hash_table_new_full(NULL, NULL, NULL, g_free),
         .emitted = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,

@@ -9,6 +9,7 @@
 #include "control/transaction.h"
 #include "control/cmd-bitmap.h"
 #include "graph/error.h"
+#include "graph/main-thread.h"
 
 /* --- the action table and the schema built from it --- */
 
@@ -16,6 +17,8 @@ static GPtrArray *action_kinds;   /* const BdTxnActionOps * */
 
 void bd_txn_register_action(const BdTxnActionOps *ops)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!action_kinds) {
         action_kinds = g_ptr_array_new();
     }
@@ -105,6 +108,8 @@ static gboolean action_prepare(BdTxnAction *a, GVariant *data, GError **errp)
 
 gboolean bd_txn_run(GVariant *args, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autoptr(GVariant) list = bd_opts_lookup(args, "actions");
     g_autoptr(GVariant) props = bd_opts_lookup(args, "properties");
     gsize n = list ? g_variant_n_children(list) : 0;

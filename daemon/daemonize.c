@@ -11,11 +11,14 @@
 #include <unistd.h>
 #include "daemon/daemon.h"
 #include "graph/error.h"
+#include "graph/main-thread.h"
 
 static int ready_fd = -1;
 
 gboolean bd_daemonize_start(GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     int fds[2];
     pid_t pid;
 
@@ -57,6 +60,8 @@ gboolean bd_daemonize_start(GError **errp)
 
 void bd_daemonize_ready(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     int null_fd;
     char ok = 0;
 

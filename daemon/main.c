@@ -23,6 +23,7 @@
 #include "export-nbd/nbd-server.h"
 #include "export/export.h"
 #include "formats/registry.h"
+#include "graph/main-thread.h"
 #include "graph/node.h"
 #include "jobs/job.h"
 
@@ -84,12 +85,16 @@ static void print_version(void)
 
 static gboolean on_signal(gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_main_loop_quit(main_loop);
     return G_SOURCE_CONTINUE;
 }
 
 static void on_quit_command(gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_main_loop_quit(main_loop);
 }
 

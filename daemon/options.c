@@ -8,6 +8,7 @@
 #include "control/control.h"
 #include "daemon/daemon.h"
 #include "export/export.h"
+#include "graph/main-thread.h"
 #include "graph/node.h"
 
 typedef gboolean (*OptionApply)(GVariant *options, GError **errp);
@@ -45,6 +46,8 @@ static gboolean apply_object_option(const ObjectOption *opt, const char *arg,
 gboolean bd_daemon_apply_option(const char *name, const char *arg,
                                 GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     for (gsize i = 0; i < G_N_ELEMENTS(object_options); i++) {
         if (strcmp(name, object_options[i].name) == 0) {
             return apply_object_option(&object_options[i], arg, errp);

@@ -12,12 +12,15 @@
 #include <unistd.h>
 #include "daemon/daemon.h"
 #include "graph/error.h"
+#include "graph/main-thread.h"
 
 static char *pidfile_path;
 static int pidfile_fd = -1;
 
 gboolean bd_pidfile_write(const char *path, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autofree char *pid = g_strdup_printf("%d\n", (int)getpid());
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 
@@ -51,6 +54,8 @@ gboolean bd_pidfile_write(const char *path, GError **errp)
 
 void bd_pidfile_remove(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (pidfile_path) {
         unlink(pidfile_path);
         g_clear_pointer(&pidfile_path, g_free);

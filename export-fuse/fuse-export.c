@@ -179,10 +179,11 @@ static gboolean fuse_export_create(BdExport *exp, GVariant *options,
     } else {
         ok = mount_session(fe, path, strcmp(allow, "on") == 0, errp);
     }
+    /* Set before the workers start: they name it in their messages. */
+    fe->mountpoint = g_strdup(path);
     if (!ok || !bd_fuse_workers_start(fe, errp)) {
         goto fail;
     }
-    fe->mountpoint = g_strdup(path);
     g_hash_table_insert(mountpoints, fe->mountpoint, fe);
     g_debug("export '%s': node '%s' mounted on '%s'%s%s", exp->id,
             exp->node_name, path, exp->writable ? " (writable)" : "",
@@ -191,6 +192,7 @@ static gboolean fuse_export_create(BdExport *exp, GVariant *options,
 
 fail:
     unmount_session(fe);
+    g_clear_pointer(&fe->mountpoint, g_free);
     g_mutex_clear(&fe->attr_lock);
     g_mutex_clear(&fe->resize_lock);
     return FALSE;

@@ -24,7 +24,9 @@
 #include <stdio.h>
 #include <string.h>
 #include "graph/error.h"
+#include "graph/lock.h"
 #include "graph/schema.h"
+#include "graph/main-thread.h"
 #include "formats/blkdebug-rules.h"
 
 const char *const bd_blkdebug_iotype_names[] = {
@@ -48,10 +50,11 @@ typedef struct {
 } Rule;
 
 struct BdBlkdebugRules {
-    GMutex lock;
-    int64_t state;
-    GPtrArray *rules[BD_DEBUG_EVENT__MAX];  /* Rule * (owned), newest first */
-    GPtrArray *active;                       /* Rule * (borrowed) */
+    BdMutex lock;
+    int64_t state BD_GUARDED_BY(lock);
+    /* Rule * (owned), newest first; the arrays' contents [lock]. */
+    GPtrArray *rules[BD_DEBUG_EVENT__MAX];
+    GPtrArray *active BD_PT_GUARDED_BY(lock); /* Rule * (borrowed) */
 };
 
 /* One section of a config file or one element of an option list, as
@@ -334,14 +337,18 @@ BdBlkdebugRules *bd_blkdebug_rules_new(const char *config,
                                        GVariant *inject_error,
                                        GVariant *set_state, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autoptr(BdBlkdebugRules) r = g_new0(BdBlkdebugRules, 1);
     g_autoptr(GPtrArray) inject = g_ptr_array_new_with_free_func(
         (GDestroyNotify)g_hash_table_unref);
     g_autoptr(GPtrArray) states = g_ptr_array_new_with_free_func(
         (GDestroyNotify)g_hash_table_unref);
 
-    g_mutex_init(&r->lock);
+    bd_mutex_init(&r->lock);
+    bd_mutex_lock(&r->lock);
     r->state = 1;
+    bd_mutex_unlock(&r->lock);
     r->active = g_ptr_array_new();
     for (int i = 0; i < BD_DEBUG_EVENT__MAX; i++) {
         r->rules[i] = g_ptr_array_new_with_free_func(g_free);
@@ -366,6 +373,8 @@ BdBlkdebugRules *bd_blkdebug_rules_new(const char *config,
 
 void bd_blkdebug_rules_free(BdBlkdebugRules *r)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!r) {
         return;
     }
@@ -373,7 +382,7 @@ void bd_blkdebug_rules_free(BdBlkdebugRules *r)
     for (int i = 0; i < BD_DEBUG_EVENT__MAX; i++) {
         g_ptr_array_unref(r->rules[i]);
     }
-    g_mutex_clear(&r->lock);
+    bd_mutex_destroy(&r->lock);
     g_free(r);
 }
 
@@ -387,7 +396,7 @@ void bd_blkdebug_rules_event(BdBlkdebugRules *r, int event)
     if (event < 0 || event >= BD_DEBUG_EVENT__MAX) {
         return;
     }
-    g_mutex_lock(&r->lock);
+    bd_mutex_lock(&r->lock);
     new_state = r->state;
     for (guint i = 0; i < r->rules[event]->len; i++) {
         Rule *rule = r->rules[event]->pdata[i];
@@ -406,7 +415,7 @@ void bd_blkdebug_rules_event(BdBlkdebugRules *r, int event)
         }
     }
     r->state = new_state;
-    g_mutex_unlock(&r->lock);
+    bd_mutex_unlock(&r->lock);
 }
 
 static gboolean rule_matches(const Rule *rule, uint64_t offset,
@@ -427,7 +436,7 @@ int bd_blkdebug_rules_check(BdBlkdebugRules *r, uint64_t offset,
     Rule *rule = NULL;
     int error;
 
-    g_mutex_lock(&r->lock);
+    bd_mutex_lock(&r->lock);
     for (guint i = 0; i < r->active->len; i++) {
         if (rule_matches(r->active->pdata[i], offset, bytes, iotype)) {
             rule = r->active->pdata[i];
@@ -436,7 +445,7 @@ int bd_blkdebug_rules_check(BdBlkdebugRules *r, uint64_t offset,
     }
     /* A zero (or negative) errno injects nothing. */
     if (!rule || rule->error <= 0) {
-        g_mutex_unlock(&r->lock);
+        bd_mutex_unlock(&r->lock);
         return 0;
     }
     error = rule->error;
@@ -444,7 +453,7 @@ int bd_blkdebug_rules_check(BdBlkdebugRules *r, uint64_t offset,
         g_ptr_array_remove(r->active, rule);
         g_ptr_array_remove(r->rules[rule->event], rule);   /* frees it */
     }
-    g_mutex_unlock(&r->lock);
+    bd_mutex_unlock(&r->lock);
     return -error;
 }
 
@@ -452,8 +461,8 @@ int64_t bd_blkdebug_rules_state(BdBlkdebugRules *r)
 {
     int64_t state;
 
-    g_mutex_lock(&r->lock);
+    bd_mutex_lock(&r->lock);
     state = r->state;
-    g_mutex_unlock(&r->lock);
+    bd_mutex_unlock(&r->lock);
     return state;
 }

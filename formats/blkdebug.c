@@ -418,7 +418,7 @@ static gboolean blkdebug_open(BdNode *node, GVariant *options, GError **errp)
     }
     s->align = (uint32_t)limits[L_ALIGN];
     s->max_transfer = limits[L_MAX_TRANSFER];
-    bd_node_set_size(node, s->image->node->size);
+    bd_node_set_size(node, (uint64_t)bd_node_getlength(s->image->node));
     node->filename = blkdebug_filename(node, options);
     /* As QEMU: rules for the event 'none' fire at open. */
     bd_blkdebug_rules_event(s->rules, BD_DEBUG_EVENT_NONE);

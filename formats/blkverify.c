@@ -162,7 +162,7 @@ static gboolean blkverify_open(BdNode *node, GVariant *options, GError **errp)
     if (!s->test) {
         goto fail;
     }
-    bd_node_set_size(node, s->test->node->size);
+    bd_node_set_size(node, (uint64_t)bd_node_getlength(s->test->node));
     node->filename = blkverify_filename(node);
     return TRUE;
 

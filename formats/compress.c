@@ -62,7 +62,7 @@ static gboolean compress_open(BdNode *node, GVariant *options, GError **errp)
         node->opaque = NULL;
         return FALSE;
     }
-    bd_node_set_size(node, file->node->size);
+    bd_node_set_size(node, (uint64_t)bd_node_getlength(file->node));
     return TRUE;
 }
 

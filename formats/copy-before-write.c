@@ -21,6 +21,7 @@
 #include "graph/error.h"
 #include "graph/entry.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 #include "formats/copy-before-write.h"
 
 #define CBW_CLUSTER_DEFAULT (64 * 1024)
@@ -37,16 +38,16 @@ struct BdCbw {
     uint32_t cbw_timeout;         /* accepted, not enforced */
     gboolean skip_unallocated;    /* set before the filter goes live */
     int write_flags;              /* BD_REQ_WRITE_COMPRESSED or 0 */
-    void (*progress)(void *opaque, uint64_t n);
-    void *progress_opaque;
 
     BdReqList copies;             /* copies in flight */
     int snapshot_error;           /* atomic; break-snapshot: -errno */
 
-    GMutex lock;
+    BdMutex lock;                 /* a leaf: guards what follows */
     GCond cond;                   /* quiesce, job idle */
-    int quiesce;                  /* [lock] drained: job waits */
-    int job_active;               /* [lock] job chunks under way */
+    int quiesce BD_GUARDED_BY(lock);      /* drained: job waits */
+    int job_active BD_GUARDED_BY(lock);   /* job chunks under way */
+    void (*progress)(void *opaque, uint64_t n) BD_GUARDED_BY(lock);
+    void *progress_opaque BD_GUARDED_BY(lock);
 };
 
 static const char *const on_cbw_error_values[] = {
@@ -80,10 +81,10 @@ static void cbw_progress(BdCbw *s, uint64_t n)
     void (*fn)(void *opaque, uint64_t n);
     void *opaque;
 
-    g_mutex_lock(&s->lock);
+    bd_mutex_lock(&s->lock);
     fn = s->progress;
     opaque = s->progress_opaque;
-    g_mutex_unlock(&s->lock);
+    bd_mutex_unlock(&s->lock);
     if (fn) {
         fn(opaque, n);
     }
@@ -234,20 +235,20 @@ int bd_cbw_reset_unallocated(BdCbw *s, uint64_t offset, uint64_t *pnum)
 
 void bd_cbw_job_begin(BdCbw *s)
 {
-    g_mutex_lock(&s->lock);
+    bd_mutex_lock(&s->lock);
     while (s->quiesce) {
-        g_cond_wait(&s->cond, &s->lock);
+        bd_cond_wait(&s->cond, &s->lock);
     }
     s->job_active++;
-    g_mutex_unlock(&s->lock);
+    bd_mutex_unlock(&s->lock);
 }
 
 void bd_cbw_job_end(BdCbw *s)
 {
-    g_mutex_lock(&s->lock);
+    bd_mutex_lock(&s->lock);
     s->job_active--;
     g_cond_broadcast(&s->cond);
-    g_mutex_unlock(&s->lock);
+    bd_mutex_unlock(&s->lock);
 }
 
 BdCbw *bd_cbw_state(BdNode *filter)
@@ -268,10 +269,12 @@ uint64_t bd_cbw_cluster_size(BdCbw *s)
 void bd_cbw_set_progress(BdCbw *s, void (*fn)(void *opaque, uint64_t n),
                          void *opaque)
 {
-    g_mutex_lock(&s->lock);
+    BD_GLOBAL_STATE_CODE();
+
+    bd_mutex_lock(&s->lock);
     s->progress = fn;
     s->progress_opaque = opaque;
-    g_mutex_unlock(&s->lock);
+    bd_mutex_unlock(&s->lock);
 }
 
 /* --- the driver --- */
@@ -334,7 +337,7 @@ static gboolean cbw_open(BdNode *node, GVariant *options, GError **errp)
 {
     BdCbw *s = g_new0(BdCbw, 1);
 
-    g_mutex_init(&s->lock);
+    bd_mutex_init(&s->lock);
     g_cond_init(&s->cond);
     bd_reqlist_init(&s->copies);
     node->opaque = s;
@@ -355,7 +358,7 @@ static gboolean cbw_open(BdNode *node, GVariant *options, GError **errp)
                                                     : CBW_BREAK_GUEST_WRITE;
     s->cbw_timeout = (uint32_t)MIN(bd_opts_get_uint(options, "cbw-timeout",
                                                     0), G_MAXUINT32);
-    s->size = s->file->node->size;
+    s->size = (uint64_t)bd_node_getlength(s->file->node);
     s->cluster_size = target_cluster_size(s->target->node);
     bd_node_set_size(node, s->size);
     return cbw_init_bitmap(node, s, options, errp);
@@ -372,7 +375,7 @@ static void cbw_close(BdNode *node)
         bd_dirty_bitmap_release(s->copy_bitmap);
     }
     bd_reqlist_destroy(&s->copies);
-    g_mutex_clear(&s->lock);
+    bd_mutex_destroy(&s->lock);
     g_cond_clear(&s->cond);
     g_free(s);
     node->opaque = NULL;
@@ -468,22 +471,22 @@ static void cbw_drained_begin(BdNode *node)
 {
     BdCbw *s = node->opaque;
 
-    g_mutex_lock(&s->lock);
+    bd_mutex_lock(&s->lock);
     s->quiesce++;
     while (s->job_active) {
-        g_cond_wait(&s->cond, &s->lock);
+        bd_cond_wait(&s->cond, &s->lock);
     }
-    g_mutex_unlock(&s->lock);
+    bd_mutex_unlock(&s->lock);
 }
 
 static void cbw_drained_end(BdNode *node)
 {
     BdCbw *s = node->opaque;
 
-    g_mutex_lock(&s->lock);
+    bd_mutex_lock(&s->lock);
     s->quiesce--;
     g_cond_broadcast(&s->cond);
-    g_mutex_unlock(&s->lock);
+    bd_mutex_unlock(&s->lock);
 }
 
 const BdDriver bd_cbw_driver = {
@@ -507,6 +510,8 @@ const BdDriver bd_cbw_driver = {
 BdNode *bd_cbw_append(BdNode *source, BdNode *target,
                       const BdCbwAppendOptions *opts, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     GVariantDict d;
     g_autoptr(GVariant) options = NULL;
 
@@ -547,6 +552,8 @@ BdNode *bd_cbw_append(BdNode *source, BdNode *target,
 
 void bd_cbw_drop(BdNode *filter)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdCbw *s = filter->opaque;
     g_autoptr(GError) err = NULL;
 

@@ -119,7 +119,7 @@ static gboolean cor_open(BdNode *node, GVariant *options, GError **errp)
     }
     g_free(node->filename);
     node->filename = bd_formats_json_filename(node);
-    bd_node_set_size(node, file->node->size);
+    bd_node_set_size(node, (uint64_t)bd_node_getlength(file->node));
     return TRUE;
 }
 
@@ -159,7 +159,7 @@ static int allocated_below(BdNode *top, BdNode *bottom, uint64_t offset,
 
     while (cur) {
         BdChild *f = bd_node_filtered_child(cur);
-        uint64_t size = cur->size, pn = 0;
+        uint64_t size = (uint64_t)bd_node_getlength(cur), pn = 0;
         int ret;
 
         if (f) {

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* QEMU-compatible OFD byte-range image locks for the file driver.
  *
- * Thread model: main thread only; the graph calls prepare/commit/abort
- * from its permission update (graph/perm.c), never concurrently.
+ * Thread model: see file-lock.h; for the file driver the graph calls
+ * prepare/commit/abort from its permission update (graph/perm.c, main
+ * thread), never concurrently.
  *
  * The algorithm follows QEMU's file-posix locking, so that blockd and
  * QEMU tools see each other's locks (see file-lock.h for the layout):

@@ -10,7 +10,10 @@
  * 'write' tests 201, refusing to share 'write' tests 101.  Our own OFD
  * locks never conflict with our own tests (same open file description).
  *
- * Thread model: main thread only (permission updates).
+ * Thread model: a BdFileLock has no shared state: it is used by one
+ * thread at a time, the file driver's on the main thread (permission
+ * updates) and blockdev-create's own one on the create job's thread
+ * (formats/file-create.c).
  */
 #ifndef BD_FORMATS_FILE_LOCK_H
 #define BD_FORMATS_FILE_LOCK_H

@@ -36,7 +36,7 @@ typedef struct {
     uint32_t req_align;     /* request alignment O_DIRECT needs */
     int has_punch;          /* atomic: FALLOC_FL_PUNCH_HOLE may work */
     int has_zero_range;     /* atomic: FALLOC_FL_ZERO_RANGE may work */
-    GMutex size_lock;       /* protects growing node->size */
+    BdMutex size_lock;       /* protects growing node->size */
     BdFileLock lock;
     /* The fd whose open file description holds the image locks: the
      * one of the first open.  A reopen with other flags gets a new data
@@ -96,11 +96,11 @@ static void file_note_end(BdNode *node, FileState *s, uint64_t end)
     if (s->is_blk || end <= __atomic_load_n(&node->size, __ATOMIC_ACQUIRE)) {
         return;
     }
-    g_mutex_lock(&s->size_lock);
+    bd_mutex_lock(&s->size_lock);
     if (end > node->size) {
         bd_node_set_size(node, end);
     }
-    g_mutex_unlock(&s->size_lock);
+    bd_mutex_unlock(&s->size_lock);
 }
 
 static void *file_alloc_aligned(FileState *s, size_t len)
@@ -392,14 +392,14 @@ static int file_truncate(BdNode *node, uint64_t size)
         }
         return (uint64_t)cur == size ? 0 : -ENOTSUP;
     }
-    g_mutex_lock(&s->size_lock);
+    bd_mutex_lock(&s->size_lock);
     if (ftruncate(s->fd, size) < 0) {
         int err = errno;
-        g_mutex_unlock(&s->size_lock);
+        bd_mutex_unlock(&s->size_lock);
         return -err;
     }
     bd_node_set_size(node, size);
-    g_mutex_unlock(&s->size_lock);
+    bd_mutex_unlock(&s->size_lock);
     return 0;
 }
 
@@ -503,7 +503,7 @@ static void file_close(BdNode *node)
     if (s->lock_fd >= 0 && s->lock_fd != s->fd) {
         close(s->lock_fd);
     }
-    g_mutex_clear(&s->size_lock);
+    bd_mutex_destroy(&s->size_lock);
     g_free(s);
     node->opaque = NULL;
 }
@@ -579,7 +579,7 @@ static gboolean file_open(BdNode *node, GVariant *options, GError **errp)
      * accepted for compatibility; synchronous I/O has no use for them. */
 
     s = g_new0(FileState, 1);
-    g_mutex_init(&s->size_lock);
+    bd_mutex_init(&s->size_lock);
     s->has_punch = 1;
     s->has_zero_range = 1;
     s->direct = node->cache_direct;

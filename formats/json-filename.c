@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "graph/node.h"
+#include "graph/main-thread.h"
 #include "formats/json-filename.h"
 
 #define QDICT_BUCKETS 512
@@ -127,6 +128,8 @@ static const struct {
 
 GVariant *bd_formats_full_options(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_auto(GVariantDict) d = G_VARIANT_DICT_INIT(NULL);
 
     g_variant_dict_insert(&d, "driver", "s", node->drv->name);
@@ -151,6 +154,8 @@ GVariant *bd_formats_full_options(BdNode *node)
 
 char *bd_formats_json_filename(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autoptr(GVariant) full = g_variant_ref_sink(bd_formats_full_options(node));
     GString *out = g_string_new("json:");
 
@@ -160,6 +165,8 @@ char *bd_formats_json_filename(BdNode *node)
 
 char *bd_formats_json_of(GVariant *dict)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autoptr(GVariant) full = g_variant_ref_sink(dict);
     GString *out = g_string_new("json:");
 

@@ -334,13 +334,13 @@ static gboolean quorum_open(BdNode *node, GVariant *options, GError **errp)
         }
         g_ptr_array_add(s->children, c);
         /* As QEMU's quorum_getlength: the children must agree. */
-        if (i && c->node->size != size) {
+        if (i && (uint64_t)bd_node_getlength(c->node) != size) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "Could not refresh total sector count: %s",
                         g_strerror(EIO));
             goto fail;
         }
-        size = c->node->size;
+        size = (uint64_t)bd_node_getlength(c->node);
     }
     bd_node_set_size(node, size);
     node->filename = quorum_filename(node, options);

@@ -21,7 +21,7 @@ typedef struct {
     uint64_t offset;
     uint64_t size;          /* the window; node->size mirrors it */
     gboolean has_size;      /* 'size' given: fixed window */
-    GMutex size_lock;
+    BdMutex size_lock;
 } RawState;
 
 /* QAPI BlockdevOptionsRaw (base BlockdevOptionsGenericFormat). */
@@ -54,12 +54,12 @@ static void raw_note_end(BdNode *node, RawState *s, uint64_t child_end)
     if (s->has_size || end <= __atomic_load_n(&node->size, __ATOMIC_ACQUIRE)) {
         return;
     }
-    g_mutex_lock(&s->size_lock);
+    bd_mutex_lock(&s->size_lock);
     if (end > node->size) {
         s->size = end;
         bd_node_set_size(node, end);
     }
-    g_mutex_unlock(&s->size_lock);
+    bd_mutex_unlock(&s->size_lock);
 }
 
 static int raw_pread(BdNode *node, uint64_t offset, uint64_t bytes,
@@ -138,10 +138,10 @@ static int raw_truncate(BdNode *node, uint64_t size)
     if (ret < 0) {
         return ret;
     }
-    g_mutex_lock(&s->size_lock);
+    bd_mutex_lock(&s->size_lock);
     s->size = size;
     bd_node_set_size(node, size);
-    g_mutex_unlock(&s->size_lock);
+    bd_mutex_unlock(&s->size_lock);
     return 0;
 }
 
@@ -216,7 +216,7 @@ static void raw_close(BdNode *node)
     if (!s) {
         return;
     }
-    g_mutex_clear(&s->size_lock);
+    bd_mutex_destroy(&s->size_lock);
     g_free(s);
     node->opaque = NULL;
 }
@@ -228,7 +228,7 @@ static gboolean raw_open(BdNode *node, GVariant *options, GError **errp)
     int64_t real_size;
 
     s = g_new0(RawState, 1);
-    g_mutex_init(&s->size_lock);
+    bd_mutex_init(&s->size_lock);
     node->opaque = s;
     if (!raw_read_window(options, &s->offset, &s->has_size, &s->size, errp)) {
         goto fail;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "graph/node.h"
+#include "graph/main-thread.h"
 #include "formats/drivers.h"
 #include "formats/registry.h"
 
@@ -30,6 +31,8 @@ static const BdDriver *const bd_formats_table[] = {
 
 void bd_formats_register_all(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     static gsize done;
 
     /* Idempotent: the daemon and every test may call it. */

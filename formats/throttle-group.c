@@ -12,7 +12,9 @@
 #include <limits.h>
 #include <string.h>
 #include "graph/error.h"
+#include "graph/lock.h"
 #include "graph/schema.h"
+#include "graph/main-thread.h"
 #include "formats/throttle-group.h"
 
 #define NS_PER_SEC 1000000000.0
@@ -322,30 +324,35 @@ typedef struct {
     GList link;              /* in member->waiting[dir] */
 } Waiter;
 
+/* Guards the registry and the groups' user counts.  Static: needs no
+ * init. */
+static BdMutex registry_lock;
+static GHashTable *registry BD_STATIC_GUARDED_BY(registry_lock);
+                             /* name -> BdThrottleGroup * (owned) */
+
 struct BdThrottleGroup {
     char *name;
-    int users;               /* throttle nodes using it (registry_lock) */
+    int users BD_STATIC_GUARDED_BY(registry_lock); /* throttle nodes on it */
     gboolean enabled;        /* any limit at all (fixed) */
 
-    GMutex lock;             /* protects what follows */
+    BdMutex lock;            /* protects what follows (and the members'
+                              * queues and turn links) */
     GCond cond;              /* signalled when a waiter may go or leave */
-    BdThrottleConfig cfg;    /* buckets with their levels */
-    int64_t previous_leak;   /* monotonic ns of the last leak */
+    BdThrottleConfig cfg BD_GUARDED_BY(lock);  /* buckets, their levels */
+    int64_t previous_leak BD_GUARDED_BY(lock); /* ns of the last leak */
     /* Members with waiting requests, per direction ([0] reads, [1]
      * writes); the head's oldest request is next. */
-    GQueue turns[2];
+    GQueue turns[2] BD_GUARDED_BY(lock);
 };
-
-static GMutex registry_lock;
-static GHashTable *registry;  /* name -> BdThrottleGroup * (owned) */
 
 static int64_t now_ns(void)
 {
     return g_get_monotonic_time() * 1000;
 }
 
-static GHashTable *groups_locked(void)
+static GHashTable *groups_locked(void) BD_REQUIRES(registry_lock)
 {
+    bd_mutex_assert_held(&registry_lock);
     if (!registry) {
         registry = g_hash_table_new(g_str_hash, g_str_equal);
     }
@@ -354,33 +361,39 @@ static GHashTable *groups_locked(void)
 
 void bd_throttle_group_create(const char *id, const BdThrottleConfig *cfg)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdThrottleGroup *tg = g_new0(BdThrottleGroup, 1);
 
     tg->name = g_strdup(id);
+    tg->enabled = bd_throttle_config_enabled(cfg);
+    bd_mutex_init(&tg->lock);
+    g_cond_init(&tg->cond);
+    bd_mutex_lock(&tg->lock);
     tg->cfg = *cfg;
     bd_throttle_config_reset(&tg->cfg);
-    tg->enabled = bd_throttle_config_enabled(&tg->cfg);
     tg->previous_leak = now_ns();
-    g_mutex_init(&tg->lock);
-    g_cond_init(&tg->cond);
-    g_mutex_lock(&registry_lock);
+    bd_mutex_unlock(&tg->lock);
+    bd_mutex_lock(&registry_lock);
     g_hash_table_insert(groups_locked(), tg->name, tg);
-    g_mutex_unlock(&registry_lock);
+    bd_mutex_unlock(&registry_lock);
 }
 
 gboolean bd_throttle_group_exists(const char *id)
 {
+    BD_GLOBAL_STATE_CODE();
+
     gboolean found;
 
-    g_mutex_lock(&registry_lock);
+    bd_mutex_lock(&registry_lock);
     found = g_hash_table_contains(groups_locked(), id);
-    g_mutex_unlock(&registry_lock);
+    bd_mutex_unlock(&registry_lock);
     return found;
 }
 
 static void group_free(BdThrottleGroup *tg)
 {
-    g_mutex_clear(&tg->lock);
+    bd_mutex_destroy(&tg->lock);
     g_cond_clear(&tg->cond);
     g_free(tg->name);
     g_free(tg);
@@ -388,12 +401,14 @@ static void group_free(BdThrottleGroup *tg)
 
 gboolean bd_throttle_group_delete(const char *id, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdThrottleGroup *tg;
 
-    g_mutex_lock(&registry_lock);
+    bd_mutex_lock(&registry_lock);
     tg = g_hash_table_lookup(groups_locked(), id);
     if (tg && tg->users > 0) {
-        g_mutex_unlock(&registry_lock);
+        bd_mutex_unlock(&registry_lock);
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "object '%s' is in use, can not be deleted", id);
         return FALSE;
@@ -401,7 +416,7 @@ gboolean bd_throttle_group_delete(const char *id, GError **errp)
     if (tg) {
         g_hash_table_remove(registry, id);
     }
-    g_mutex_unlock(&registry_lock);
+    bd_mutex_unlock(&registry_lock);
     if (!tg) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "object '%s' not found", id);
@@ -413,14 +428,16 @@ gboolean bd_throttle_group_delete(const char *id, GError **errp)
 
 BdThrottleGroup *bd_throttle_group_get(const char *id, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdThrottleGroup *tg;
 
-    g_mutex_lock(&registry_lock);
+    bd_mutex_lock(&registry_lock);
     tg = g_hash_table_lookup(groups_locked(), id);
     if (tg) {
         tg->users++;
     }
-    g_mutex_unlock(&registry_lock);
+    bd_mutex_unlock(&registry_lock);
     if (!tg) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Throttle group '%s' does not exist", id);
@@ -430,13 +447,15 @@ BdThrottleGroup *bd_throttle_group_get(const char *id, GError **errp)
 
 void bd_throttle_group_put(BdThrottleGroup *tg)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!tg) {
         return;
     }
-    g_mutex_lock(&registry_lock);
+    bd_mutex_lock(&registry_lock);
     g_assert(tg->users > 0);
     tg->users--;
-    g_mutex_unlock(&registry_lock);
+    bd_mutex_unlock(&registry_lock);
 }
 
 const char *bd_throttle_group_name(const BdThrottleGroup *tg)
@@ -446,9 +465,11 @@ const char *bd_throttle_group_name(const BdThrottleGroup *tg)
 
 /* How long the head request must still wait (ns), after leaking. */
 static int64_t head_wait_locked(BdThrottleGroup *tg, gboolean is_write)
+    BD_REQUIRES(tg->lock)
 {
     int64_t now = now_ns();
 
+    bd_mutex_assert_held(&tg->lock);
     bd_throttle_leak(&tg->cfg, now - tg->previous_leak);
     tg->previous_leak = MAX(tg->previous_leak, now);
     return bd_throttle_compute_wait(&tg->cfg, is_write);
@@ -459,8 +480,9 @@ static int64_t head_wait_locked(BdThrottleGroup *tg, gboolean is_write)
  * member was at the head), so a member with more waiting goes to the
  * back; a request released by a drain leaves its member's place alone. */
 static void leave_locked(BdThrottleGroup *tg, BdThrottleMember *m, int dir,
-                         Waiter *w, gboolean served)
+                         Waiter *w, gboolean served) BD_REQUIRES(tg->lock)
 {
+    bd_mutex_assert_held(&tg->lock);
     g_queue_unlink(&m->waiting[dir], &w->link);
     if (!m->waiting[dir].length) {
         g_queue_unlink(&tg->turns[dir], &m->turn[dir]);
@@ -471,8 +493,9 @@ static void leave_locked(BdThrottleGroup *tg, BdThrottleMember *m, int dir,
 }
 
 static gboolean is_next_locked(BdThrottleGroup *tg, BdThrottleMember *m,
-                               int dir, Waiter *w)
+                               int dir, Waiter *w) BD_REQUIRES(tg->lock)
 {
+    bd_mutex_assert_held(&tg->lock);
     return tg->turns[dir].head == &m->turn[dir] &&
            m->waiting[dir].head == &w->link;
 }
@@ -487,7 +510,7 @@ void bd_throttle_group_intercept(BdThrottleGroup *tg, BdThrottleMember *m,
     if (!tg->enabled) {
         return;
     }
-    g_mutex_lock(&tg->lock);
+    bd_mutex_lock(&tg->lock);
     if (!m->waiting[dir].length) {
         m->turn[dir].data = m;
         g_queue_push_tail_link(&tg->turns[dir], &m->turn[dir]);
@@ -501,15 +524,15 @@ void bd_throttle_group_intercept(BdThrottleGroup *tg, BdThrottleMember *m,
             break;
         }
         if (!is_next_locked(tg, m, dir, &w)) {
-            g_cond_wait(&tg->cond, &tg->lock);
+            bd_cond_wait(&tg->cond, &tg->lock);
             continue;
         }
         wait = head_wait_locked(tg, is_write);
         if (wait == 0) {
             break;
         }
-        g_cond_wait_until(&tg->cond, &tg->lock,
-                          g_get_monotonic_time() + wait / 1000 + 1);
+        bd_cond_wait_until(&tg->cond, &tg->lock,
+                           g_get_monotonic_time() + wait / 1000 + 1);
     }
     leave_locked(tg, m, dir, &w, served);
     /* Accounted even when drained, as QEMU does. */
@@ -518,12 +541,12 @@ void bd_throttle_group_intercept(BdThrottleGroup *tg, BdThrottleMember *m,
     if (tg->turns[dir].head) {
         g_cond_broadcast(&tg->cond);
     }
-    g_mutex_unlock(&tg->lock);
+    bd_mutex_unlock(&tg->lock);
 }
 
 void bd_throttle_group_kick(BdThrottleGroup *tg)
 {
-    g_mutex_lock(&tg->lock);
+    bd_mutex_lock(&tg->lock);
     g_cond_broadcast(&tg->cond);
-    g_mutex_unlock(&tg->lock);
+    bd_mutex_unlock(&tg->lock);
 }

@@ -58,7 +58,7 @@ static gboolean throttle_open(BdNode *node, GVariant *options, GError **errp)
     node->opaque = s;
     g_free(node->filename);
     node->filename = bd_formats_json_filename(node);
-    bd_node_set_size(node, file->node->size);
+    bd_node_set_size(node, (uint64_t)bd_node_getlength(file->node));
     return TRUE;
 }
 

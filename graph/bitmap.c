@@ -3,7 +3,7 @@
  * QEMU's sha256 and the recording hook of the write path.
  *
  * Thread model: see graph/bitmap.h.  Each node's bitmaps_lock (a
- * GRWLock, leaf: nothing is called with it held but the bit helpers)
+ * BdRWLock, leaf: nothing is called with it held but the bit helpers)
  * protects the node's list and its bitmaps' word arrays and sizes.  The
  * write path and the data functions take it for reading and change
  * words with atomic operations; create/release/truncate take it for
@@ -18,16 +18,21 @@
 #include <string.h>
 #include "graph/bitmap.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 
 struct BdDirtyBitmap {
     BdNode *node;              /* owner (not a reference) */
     char *name;                /* NULL: anonymous */
     uint32_t granularity;
     unsigned gran_bits;
-    uint64_t size;             /* bytes covered */
-    uint64_t nbits;
-    uint64_t nwords;
-    uint64_t *words;           /* atomic; bits beyond nbits stay 0 */
+    /* The geometry changes with the node's size (writers of the lock);
+     * the words are changed with atomics under the read lock. */
+    uint64_t size BD_GUARDED_BY(node->bitmaps_lock);   /* bytes covered */
+    uint64_t nbits BD_GUARDED_BY(node->bitmaps_lock);
+    uint64_t nwords BD_GUARDED_BY(node->bitmaps_lock);
+    /* bits beyond nbits stay 0 */
+    uint64_t *words BD_GUARDED_BY(node->bitmaps_lock)
+                    BD_PT_GUARDED_BY(node->bitmaps_lock);
     gint64 count;              /* set bits (atomic) */
     int enabled, busy, persistent, inconsistent, readonly, skip_store;
     BdDirtyBitmap *successor;  /* main thread */
@@ -44,49 +49,63 @@ struct BdDirtyBitmapBackup {
 
 /* The lock guarding a bitmap's words: its node's. */
 static inline void bm_read_lock(const BdDirtyBitmap *bm)
+    BD_ACQUIRE_SHARED(bm->node->bitmaps_lock)
 {
-    g_rw_lock_reader_lock(&bm->node->bitmaps_lock);
+    bd_rwlock_rdlock(&bm->node->bitmaps_lock);
 }
 
 static inline void bm_read_unlock(const BdDirtyBitmap *bm)
+    BD_RELEASE_SHARED(bm->node->bitmaps_lock)
 {
-    g_rw_lock_reader_unlock(&bm->node->bitmaps_lock);
+    bd_rwlock_rdunlock(&bm->node->bitmaps_lock);
 }
 
-/* Both bitmaps' locks for reading, one lock when they share a node. */
+/* Both bitmaps' locks for reading, one lock when they share a node
+ * (which the analysis cannot follow). */
 static void pair_read_lock(BdDirtyBitmap *a, BdDirtyBitmap *b)
+    BD_ACQUIRE_SHARED(a->node->bitmaps_lock, b->node->bitmaps_lock)
+    BD_NO_THREAD_SAFETY
 {
-    GRWLock *la = &a->node->bitmaps_lock, *lb = &b->node->bitmaps_lock;
+    BdRWLock *la = &a->node->bitmaps_lock, *lb = &b->node->bitmaps_lock;
 
     if (la == lb) {
-        g_rw_lock_reader_lock(la);
+        bd_rwlock_rdlock(la);
         return;
     }
-    g_rw_lock_reader_lock(la < lb ? la : lb);
-    g_rw_lock_reader_lock(la < lb ? lb : la);
+    bd_rwlock_rdlock(la < lb ? la : lb);
+    bd_rwlock_rdlock(la < lb ? lb : la);
 }
 
 static void pair_read_unlock(BdDirtyBitmap *a, BdDirtyBitmap *b)
+    BD_RELEASE_SHARED(a->node->bitmaps_lock, b->node->bitmaps_lock)
+    BD_NO_THREAD_SAFETY
 {
-    g_rw_lock_reader_unlock(&a->node->bitmaps_lock);
+    bd_rwlock_rdunlock(&a->node->bitmaps_lock);
     if (a->node != b->node) {
-        g_rw_lock_reader_unlock(&b->node->bitmaps_lock);
+        bd_rwlock_rdunlock(&b->node->bitmaps_lock);
     }
 }
 
 /* --- lists --- */
 
-static void release_locked(BdDirtyBitmap *bm);
+static void release_locked(BdNode *node, BdDirtyBitmap *bm)
+    BD_REQUIRES(node->bitmaps_lock);
 
-static void bitmap_free(BdDirtyBitmap *bm)
+/* Not (or no longer) listed: nobody else can reach it. */
+static void bitmap_free(BdDirtyBitmap *bm) BD_NO_THREAD_SAFETY
 {
     g_free(bm->words);
     g_free(bm->name);
     g_free(bm);
 }
 
-static void bitmap_set_geometry(BdDirtyBitmap *bm, uint64_t size)
+/* The lock is passed as its node's: the analysis cannot see that
+ * bm->node is 'node'. */
+static void bitmap_set_geometry(BdNode *node, BdDirtyBitmap *bm,
+                                uint64_t size) BD_REQUIRES(node->bitmaps_lock)
 {
+    g_assert(bm->node == node);
+    bd_rwlock_assert_wrheld(&node->bitmaps_lock);
     bm->size = size;
     bm->nbits = (size + bm->granularity - 1) >> bm->gran_bits;
     bm->nwords = (bm->nbits + 63) / 64;
@@ -94,13 +113,15 @@ static void bitmap_set_geometry(BdDirtyBitmap *bm, uint64_t size)
 
 BdDirtyBitmap *bd_dirty_bitmap_find(BdNode *node, const char *name)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdDirtyBitmap *found = NULL;
     GPtrArray *list;
 
     if (!name) {
         return NULL;
     }
-    g_rw_lock_reader_lock(&node->bitmaps_lock);
+    bd_rwlock_rdlock(&node->bitmaps_lock);
     list = node->bitmaps;
     for (guint i = 0; i < list->len && !found; i++) {
         BdDirtyBitmap *bm = list->pdata[i];
@@ -108,13 +129,15 @@ BdDirtyBitmap *bd_dirty_bitmap_find(BdNode *node, const char *name)
             found = bm;
         }
     }
-    g_rw_lock_reader_unlock(&node->bitmaps_lock);
+    bd_rwlock_rdunlock(&node->bitmaps_lock);
     return found;
 }
 
 BdDirtyBitmap *bd_dirty_bitmap_create(BdNode *node, uint32_t granularity,
                                       const char *name, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdDirtyBitmap *bm;
 
     g_return_val_if_fail(granularity >= 512 &&
@@ -134,30 +157,33 @@ BdDirtyBitmap *bd_dirty_bitmap_create(BdNode *node, uint32_t granularity,
     bm->name = g_strdup(name);
     bm->granularity = granularity;
     bm->gran_bits = (unsigned)g_bit_nth_lsf(granularity, -1);
-    bitmap_set_geometry(bm, (uint64_t)bd_node_getlength(node));
+    bm->enabled = 1;
+
+    /* The size read and the bitmap listed under the lock, so that no
+     * resize falls in between. */
+    bd_rwlock_wrlock(&node->bitmaps_lock);
+    bitmap_set_geometry(node, bm, (uint64_t)bd_node_getlength(node));
     bm->words = g_try_new0(uint64_t, MAX(bm->nwords, 1));
     if (!bm->words) {
+        bd_rwlock_wrunlock(&node->bitmaps_lock);
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Could not allocate dirty bitmap");
         bitmap_free(bm);
         return NULL;
     }
-    bm->enabled = 1;
-
-    g_rw_lock_writer_lock(&node->bitmaps_lock);
     g_ptr_array_insert(node->bitmaps, 0, bm);
     __atomic_add_fetch(&node->nr_bitmaps, 1, __ATOMIC_RELEASE);
-    g_rw_lock_writer_unlock(&node->bitmaps_lock);
+    bd_rwlock_wrunlock(&node->bitmaps_lock);
     return bm;
 }
 
 /* A successor lives on its parent's node: one lock covers both. */
-static void release_locked(BdDirtyBitmap *bm)
+static void release_locked(BdNode *node, BdDirtyBitmap *bm)
 {
-    BdNode *node = bm->node;
-
+    g_assert(bm->node == node);
+    bd_rwlock_assert_wrheld(&node->bitmaps_lock);
     if (bm->successor) {
-        release_locked(bm->successor);
+        release_locked(node, bm->successor);
         bm->successor = NULL;
     }
     if (g_ptr_array_remove(node->bitmaps, bm)) {
@@ -168,22 +194,26 @@ static void release_locked(BdDirtyBitmap *bm)
 
 void bd_dirty_bitmap_release(BdDirtyBitmap *bm)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNode *node;
 
     if (!bm) {
         return;
     }
     node = bm->node;
-    g_rw_lock_writer_lock(&node->bitmaps_lock);
-    release_locked(bm);
-    g_rw_lock_writer_unlock(&node->bitmaps_lock);
+    bd_rwlock_wrlock(&node->bitmaps_lock);
+    release_locked(node, bm);
+    bd_rwlock_wrunlock(&node->bitmaps_lock);
 }
 
 void bd_dirty_bitmaps_node_closing(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     GPtrArray *list = node->bitmaps;
 
-    g_rw_lock_writer_lock(&node->bitmaps_lock);
+    bd_rwlock_wrlock(&node->bitmaps_lock);
     /* Successors go with their parents: release parents first. */
     while (list->len) {
         BdDirtyBitmap *victim = list->pdata[0];
@@ -193,20 +223,22 @@ void bd_dirty_bitmaps_node_closing(BdNode *node)
                 break;
             }
         }
-        release_locked(victim);
+        release_locked(node, victim);
     }
-    g_rw_lock_writer_unlock(&node->bitmaps_lock);
+    bd_rwlock_wrunlock(&node->bitmaps_lock);
 }
 
 GPtrArray *bd_dirty_bitmap_list(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     GPtrArray *out = g_ptr_array_new();
 
-    g_rw_lock_reader_lock(&node->bitmaps_lock);
+    bd_rwlock_rdlock(&node->bitmaps_lock);
     for (guint i = 0; i < node->bitmaps->len; i++) {
         g_ptr_array_add(out, node->bitmaps->pdata[i]);
     }
-    g_rw_lock_reader_unlock(&node->bitmaps_lock);
+    bd_rwlock_rdunlock(&node->bitmaps_lock);
     return out;
 }
 
@@ -249,6 +281,8 @@ static int64_t node_cluster_size(BdNode *node, int depth)
 
 uint32_t bd_dirty_bitmap_default_granularity(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     int64_t cs = node_cluster_size(node, 0);
 
     if (cs <= 0) {
@@ -263,7 +297,15 @@ const char *bd_dirty_bitmap_name(const BdDirtyBitmap *bm) { return bm->name; }
 BdNode *bd_dirty_bitmap_node(const BdDirtyBitmap *bm) { return bm->node; }
 uint32_t bd_dirty_bitmap_granularity(const BdDirtyBitmap *bm)
 { return bm->granularity; }
-uint64_t bd_dirty_bitmap_size(const BdDirtyBitmap *bm) { return bm->size; }
+uint64_t bd_dirty_bitmap_size(const BdDirtyBitmap *bm)
+{
+    uint64_t size;
+
+    bm_read_lock(bm);
+    size = bm->size;
+    bm_read_unlock(bm);
+    return size;
+}
 
 uint64_t bd_dirty_bitmap_count(const BdDirtyBitmap *bm)
 {
@@ -273,28 +315,45 @@ uint64_t bd_dirty_bitmap_count(const BdDirtyBitmap *bm)
 gboolean bd_dirty_bitmap_enabled(const BdDirtyBitmap *bm)
 { return LOAD(bm->enabled); }
 void bd_dirty_bitmap_set_enabled(BdDirtyBitmap *bm, gboolean enabled)
-{ STORE(bm->enabled, !!enabled); }
+{
+    BD_GLOBAL_STATE_CODE();
+    STORE(bm->enabled, !!enabled);
+}
 gboolean bd_dirty_bitmap_busy(const BdDirtyBitmap *bm)
 { return LOAD(bm->busy); }
 void bd_dirty_bitmap_set_busy(BdDirtyBitmap *bm, gboolean busy)
-{ STORE(bm->busy, !!busy); }
+{
+    BD_GLOBAL_STATE_CODE();
+    STORE(bm->busy, !!busy);
+}
 gboolean bd_dirty_bitmap_persistent(const BdDirtyBitmap *bm)
 { return LOAD(bm->persistent); }
 void bd_dirty_bitmap_set_persistent(BdDirtyBitmap *bm, gboolean persistent)
-{ STORE(bm->persistent, !!persistent); }
+{
+    BD_GLOBAL_STATE_CODE();
+    STORE(bm->persistent, !!persistent);
+}
 gboolean bd_dirty_bitmap_inconsistent(const BdDirtyBitmap *bm)
 { return LOAD(bm->inconsistent); }
 gboolean bd_dirty_bitmap_readonly(const BdDirtyBitmap *bm)
 { return LOAD(bm->readonly); }
 void bd_dirty_bitmap_set_readonly(BdDirtyBitmap *bm, gboolean readonly)
-{ STORE(bm->readonly, !!readonly); }
+{
+    BD_GLOBAL_STATE_CODE();
+    STORE(bm->readonly, !!readonly);
+}
 gboolean bd_dirty_bitmap_skip_store(const BdDirtyBitmap *bm)
 { return LOAD(bm->skip_store); }
 void bd_dirty_bitmap_set_skip_store(BdDirtyBitmap *bm, gboolean skip)
-{ STORE(bm->skip_store, !!skip); }
+{
+    BD_GLOBAL_STATE_CODE();
+    STORE(bm->skip_store, !!skip);
+}
 
 void bd_dirty_bitmap_set_inconsistent(BdDirtyBitmap *bm)
 {
+    BD_GLOBAL_STATE_CODE();
+
     STORE(bm->inconsistent, 1);
     STORE(bm->enabled, 0);
 }
@@ -339,11 +398,14 @@ static inline uint64_t range_mask(uint64_t w, uint64_t first, uint64_t last)
 }
 
 /* Set (or clear) bits [first, last]. */
-static void bits_update_locked(BdDirtyBitmap *bm, uint64_t first,
-                               uint64_t last, gboolean set)
+static void bits_update_locked(BdNode *node, BdDirtyBitmap *bm,
+                               uint64_t first, uint64_t last, gboolean set)
+    BD_REQUIRES_SHARED(node->bitmaps_lock)
 {
     gint64 delta = 0;
 
+    g_assert(bm->node == node);
+    bd_rwlock_assert_held(&node->bitmaps_lock);
     for (uint64_t w = first / 64; w <= last / 64; w++) {
         uint64_t mask = range_mask(w, first, last);
         uint64_t old = __atomic_load_n(&bm->words[w], __ATOMIC_RELAXED);
@@ -390,7 +452,7 @@ static void range_update(BdDirtyBitmap *bm, uint64_t offset, uint64_t bytes,
 
     bm_read_lock(bm);
     if (byte_range_bits(bm, offset, bytes, &first, &last)) {
-        bits_update_locked(bm, first, last, set);
+        bits_update_locked(bm->node, bm, first, last, set);
     }
     bm_read_unlock(bm);
 }
@@ -427,7 +489,9 @@ gboolean bd_dirty_bitmap_get(BdDirtyBitmap *bm, uint64_t offset)
 /* First bit in [first, limit) equal to 'want', or limit. */
 static uint64_t find_bit_locked(BdDirtyBitmap *bm, uint64_t first,
                                 uint64_t limit, gboolean want)
+    BD_REQUIRES_SHARED(bm->node->bitmaps_lock)
 {
+    bd_rwlock_assert_held(&bm->node->bitmaps_lock);
     for (uint64_t w = first / 64; w * 64 < limit; w++) {
         uint64_t v = LOAD(bm->words[w]);
         if (!want) {
@@ -481,7 +545,7 @@ gboolean bd_dirty_bitmap_next_dirty_area(BdDirtyBitmap *bm, uint64_t offset,
 {
     int64_t s, z;
 
-    end = MIN(end, bm->size);
+    end = MIN(end, bd_dirty_bitmap_size(bm));
     s = bd_dirty_bitmap_next_dirty(bm, offset, end);
     if (s < 0) {
         return FALSE;
@@ -535,7 +599,10 @@ void bd_dirty_bitmap_backup_free(BdDirtyBitmapBackup *b)
 }
 
 static void merge_locked(BdDirtyBitmap *dst, BdDirtyBitmap *src)
+    BD_REQUIRES_SHARED(dst->node->bitmaps_lock, src->node->bitmaps_lock)
 {
+    bd_rwlock_assert_held(&dst->node->bitmaps_lock);
+    bd_rwlock_assert_held(&src->node->bitmaps_lock);
     if (dst->granularity == src->granularity && dst->nwords == src->nwords) {
         gint64 delta = 0;
         for (uint64_t w = 0; w < src->nwords; w++) {
@@ -556,7 +623,7 @@ static void merge_locked(BdDirtyBitmap *dst, BdDirtyBitmap *src)
         uint64_t first, last;
         if (byte_range_bits(dst, bit << src->gran_bits,
                             (zero - bit) << src->gran_bits, &first, &last)) {
-            bits_update_locked(dst, first, last, TRUE);
+            bits_update_locked(dst->node, dst, first, last, TRUE);
         }
         bit = zero < src->nbits ? find_bit_locked(src, zero, src->nbits, TRUE)
                                 : src->nbits;
@@ -566,15 +633,20 @@ static void merge_locked(BdDirtyBitmap *dst, BdDirtyBitmap *src)
 gboolean bd_dirty_bitmap_merge(BdDirtyBitmap *dst, BdDirtyBitmap *src,
                                BdDirtyBitmapBackup **backup, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!bd_dirty_bitmap_check(dst, BD_BITMAP_DEFAULT, errp) ||
         !bd_dirty_bitmap_check(src, BD_BITMAP_ALLOW_RO, errp)) {
         return FALSE;
     }
-    if (dst->size != src->size) {
+    uint64_t dst_size = bd_dirty_bitmap_size(dst);
+    uint64_t src_size = bd_dirty_bitmap_size(src);
+
+    if (dst_size != src_size) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Bitmaps are of different sizes (destination size is %"
                     G_GUINT64_FORMAT ", source size is %" G_GUINT64_FORMAT
-                    ") and can't be merged", dst->size, src->size);
+                    ") and can't be merged", dst_size, src_size);
         return FALSE;
     }
     if (backup) {
@@ -602,6 +674,8 @@ void bd_dirty_bitmap_merge_internal(BdDirtyBitmap *dst, BdDirtyBitmap *src)
 BdDirtyBitmap *bd_dirty_bitmap_create_successor(BdDirtyBitmap *bm,
                                                 GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdDirtyBitmap *succ;
 
     if (!bd_dirty_bitmap_check(bm, BD_BITMAP_BUSY | BD_BITMAP_INCONSISTENT,
@@ -627,6 +701,8 @@ BdDirtyBitmap *bd_dirty_bitmap_create_successor(BdDirtyBitmap *bm,
 
 BdDirtyBitmap *bd_dirty_bitmap_successor(const BdDirtyBitmap *bm)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return bm->successor;
 }
 
@@ -649,16 +725,22 @@ static void successor_finish(BdDirtyBitmap *bm, gboolean take)
 
 void bd_dirty_bitmap_abdicate(BdDirtyBitmap *bm)
 {
+    BD_GLOBAL_STATE_CODE();
+
     successor_finish(bm, TRUE);
 }
 
 void bd_dirty_bitmap_reclaim(BdDirtyBitmap *bm)
 {
+    BD_GLOBAL_STATE_CODE();
+
     successor_finish(bm, FALSE);
 }
 
 gboolean bd_dirty_bitmap_recording(const BdDirtyBitmap *bm)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return bd_dirty_bitmap_enabled(bm) ||
            (bm->successor && bd_dirty_bitmap_enabled(bm->successor));
 }
@@ -687,7 +769,12 @@ char *bd_dirty_bitmap_sha256(BdDirtyBitmap *bm)
 
 uint64_t bd_dirty_bitmap_serialized_size(const BdDirtyBitmap *bm)
 {
-    return (bm->nbits + 7) / 8;
+    uint64_t nbits;
+
+    bm_read_lock(bm);
+    nbits = bm->nbits;
+    bm_read_unlock(bm);
+    return (nbits + 7) / 8;
 }
 
 void bd_dirty_bitmap_serialize(BdDirtyBitmap *bm, uint64_t first_byte,
@@ -742,16 +829,16 @@ void bd_dirty_bitmaps_record_slow(BdNode *node, uint64_t offset,
 {
     GPtrArray *list = node->bitmaps;
 
-    g_rw_lock_reader_lock(&node->bitmaps_lock);
+    bd_rwlock_rdlock(&node->bitmaps_lock);
     for (guint i = 0; i < list->len; i++) {
         BdDirtyBitmap *bm = list->pdata[i];
         uint64_t first, last;
         if (LOAD(bm->enabled) &&
             byte_range_bits(bm, offset, bytes, &first, &last)) {
-            bits_update_locked(bm, first, last, TRUE);
+            bits_update_locked(node, bm, first, last, TRUE);
         }
     }
-    g_rw_lock_reader_unlock(&node->bitmaps_lock);
+    bd_rwlock_rdunlock(&node->bitmaps_lock);
 }
 
 void bd_dirty_bitmaps_truncate(BdNode *node, uint64_t size)
@@ -761,19 +848,19 @@ void bd_dirty_bitmaps_truncate(BdNode *node, uint64_t size)
     if (!LOAD(node->nr_bitmaps)) {
         return;
     }
-    g_rw_lock_writer_lock(&node->bitmaps_lock);
+    bd_rwlock_wrlock(&node->bitmaps_lock);
     for (guint i = 0; i < list->len; i++) {
         BdDirtyBitmap *bm = list->pdata[i];
         uint64_t old_nwords = bm->nwords;
         uint64_t *words;
         gint64 count = 0;
 
-        bitmap_set_geometry(bm, size);
+        bitmap_set_geometry(node, bm, size);
         words = g_try_renew(uint64_t, bm->words, MAX(bm->nwords, 1));
         if (!words) {
             /* Keep the old array; the new tail simply is not tracked. */
-            bitmap_set_geometry(bm, MIN(size, old_nwords * 64ull <<
-                                              bm->gran_bits));
+            bitmap_set_geometry(node, bm,
+                                MIN(size, old_nwords * 64ull << bm->gran_bits));
             continue;
         }
         bm->words = words;
@@ -786,9 +873,10 @@ void bd_dirty_bitmaps_truncate(BdNode *node, uint64_t size)
         for (uint64_t w = 0; w < bm->nwords; w++) {
             count += __builtin_popcountll(bm->words[w]);
         }
-        bm->count = count;
+        /* Readers load it without the lock. */
+        STORE(bm->count, count);
     }
-    g_rw_lock_writer_unlock(&node->bitmaps_lock);
+    bd_rwlock_wrunlock(&node->bitmaps_lock);
 }
 
 /* --- persistence registry --- */
@@ -803,6 +891,8 @@ static GArray *store_ops;
 void bd_dirty_bitmap_register_store(const BdDriver *drv,
                                     const BdBitmapStoreOps *ops)
 {
+    BD_GLOBAL_STATE_CODE();
+
     StoreEntry e = { drv, ops };
 
     if (!store_ops) {
@@ -830,6 +920,8 @@ static const BdBitmapStoreOps *store_ops_of(BdNode *node)
 gboolean bd_dirty_bitmap_can_store(BdNode *node, const char *name,
                                    uint32_t granularity, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     const BdBitmapStoreOps *ops = store_ops_of(node);
 
     if (!ops || !ops->can_store) {
@@ -849,6 +941,8 @@ gboolean bd_dirty_bitmap_can_store(BdNode *node, const char *name,
 gboolean bd_dirty_bitmap_remove_persistent(BdNode *node, const char *name,
                                            GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     const BdBitmapStoreOps *ops = store_ops_of(node);
 
     return !ops || !ops->remove || ops->remove(node, name, errp);
@@ -858,6 +952,8 @@ gboolean bd_dirty_bitmap_remove_persistent(BdNode *node, const char *name,
 
 GVariant *bd_dirty_bitmap_query(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autoptr(GPtrArray) list = bd_dirty_bitmap_list(node);
     GVariantBuilder arr;
 

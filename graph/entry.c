@@ -11,6 +11,7 @@
 #include <errno.h>
 #include "graph/entry.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 
 struct BdEntry {
     BdChild *root;          /* edge to the node, parent == NULL */
@@ -18,17 +19,19 @@ struct BdEntry {
     gint in_flight;         /* requests admitted and not yet finished */
     gint quiesce;           /* > 0: drained, admit nothing */
     gboolean allow_beyond_eof;
-    GMutex lock;
+    BdMutex lock;           /* only for the sleeps on cond */
     GCond cond;
 };
 
 BdEntry *bd_entry_new(BdNode *node, const char *owner, uint64_t perm,
                       uint64_t shared, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdEntry *entry = g_new0(BdEntry, 1);
     BdChild *root = g_new0(BdChild, 1);
 
-    g_mutex_init(&entry->lock);
+    bd_mutex_init(&entry->lock);
     g_cond_init(&entry->cond);
     entry->owner = g_strdup(owner);
     entry->root = root;
@@ -46,7 +49,7 @@ BdEntry *bd_entry_new(BdNode *node, const char *owner, uint64_t perm,
         g_free(root->name);
         g_free(root);
         g_free(entry->owner);
-        g_mutex_clear(&entry->lock);
+        bd_mutex_destroy(&entry->lock);
         g_cond_clear(&entry->cond);
         g_free(entry);
         return NULL;
@@ -69,6 +72,8 @@ static void entry_detach(BdEntry *entry)
 
 void bd_entry_free(BdEntry *entry)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!entry) {
         return;
     }
@@ -77,7 +82,7 @@ void bd_entry_free(BdEntry *entry)
     g_free(entry->root->name);
     g_free(entry->root);
     g_free(entry->owner);
-    g_mutex_clear(&entry->lock);
+    bd_mutex_destroy(&entry->lock);
     g_cond_clear(&entry->cond);
     g_free(entry);
 }
@@ -98,6 +103,8 @@ char *bd_entry_owner_desc(const BdEntry *entry)
 gboolean bd_entry_set_perm(BdEntry *entry, uint64_t perm, uint64_t shared,
                            GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdChild *root = entry->root;
 
     root->new_perm = perm;
@@ -107,13 +114,15 @@ gboolean bd_entry_set_perm(BdEntry *entry, uint64_t perm, uint64_t shared,
         root->new_shared = root->shared;
         return FALSE;
     }
-    root->perm = perm;
-    root->shared = shared;
+    bd_perm_store(&root->perm, perm);
+    bd_perm_store(&root->shared, shared);
     return TRUE;
 }
 
 gboolean bd_entry_replace_node(BdEntry *entry, BdNode *node, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdChild *root = entry->root;
     BdNode *old = root->node;
     gboolean ok;
@@ -141,6 +150,8 @@ gboolean bd_entry_replace_node(BdEntry *entry, BdNode *node, GError **errp)
 
 void bd_entry_set_allow_beyond_eof(BdEntry *entry, gboolean allow)
 {
+    BD_GLOBAL_STATE_CODE();
+
     entry->allow_beyond_eof = allow;
 }
 
@@ -156,14 +167,14 @@ static inline void entry_begin(BdEntry *entry)
         if (G_LIKELY(!g_atomic_int_get(&entry->quiesce))) {
             return;
         }
-        g_mutex_lock(&entry->lock);
+        bd_mutex_lock(&entry->lock);
         if (g_atomic_int_dec_and_test(&entry->in_flight)) {
             g_cond_broadcast(&entry->cond);
         }
         while (g_atomic_int_get(&entry->quiesce)) {
-            g_cond_wait(&entry->cond, &entry->lock);
+            bd_cond_wait(&entry->cond, &entry->lock);
         }
-        g_mutex_unlock(&entry->lock);
+        bd_mutex_unlock(&entry->lock);
     }
 }
 
@@ -171,29 +182,43 @@ static inline void entry_end(BdEntry *entry)
 {
     if (g_atomic_int_dec_and_test(&entry->in_flight) &&
         g_atomic_int_get(&entry->quiesce)) {
-        g_mutex_lock(&entry->lock);
+        bd_mutex_lock(&entry->lock);
         g_cond_broadcast(&entry->cond);
-        g_mutex_unlock(&entry->lock);
+        bd_mutex_unlock(&entry->lock);
     }
 }
 
 void bd_entry_drained_begin(BdEntry *entry)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_atomic_int_inc(&entry->quiesce);
-    g_mutex_lock(&entry->lock);
+    bd_mutex_lock(&entry->lock);
     while (g_atomic_int_get(&entry->in_flight) > 0) {
-        g_cond_wait(&entry->cond, &entry->lock);
+        bd_cond_wait(&entry->cond, &entry->lock);
     }
-    g_mutex_unlock(&entry->lock);
+    bd_mutex_unlock(&entry->lock);
 }
 
 void bd_entry_drained_end(BdEntry *entry)
 {
-    g_mutex_lock(&entry->lock);
+    BD_GLOBAL_STATE_CODE();
+
+    bd_mutex_lock(&entry->lock);
     if (g_atomic_int_dec_and_test(&entry->quiesce)) {
         g_cond_broadcast(&entry->cond);
     }
-    g_mutex_unlock(&entry->lock);
+    bd_mutex_unlock(&entry->lock);
+}
+
+void bd_entry_begin(BdEntry *entry)
+{
+    entry_begin(entry);
+}
+
+void bd_entry_end(BdEntry *entry)
+{
+    entry_end(entry);
 }
 
 unsigned bd_entry_in_flight(BdEntry *entry)
@@ -268,6 +293,8 @@ static GPtrArray *drain_notify_nodes(GPtrArray *entries)
 
 BdDrainSection *bd_drained_begin(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdDrainSection *section = g_new0(BdDrainSection, 1);
     GPtrArray *entries = entries_above(node);
 
@@ -281,17 +308,19 @@ BdDrainSection *bd_drained_begin(BdNode *node)
     section->nodes = drain_notify_nodes(entries);
     for (guint i = 0; i < entries->len; i++) {
         BdEntry *e = entries->pdata[i];
-        g_mutex_lock(&e->lock);
+        bd_mutex_lock(&e->lock);
         while (g_atomic_int_get(&e->in_flight) > 0) {
-            g_cond_wait(&e->cond, &e->lock);
+            bd_cond_wait(&e->cond, &e->lock);
         }
-        g_mutex_unlock(&e->lock);
+        bd_mutex_unlock(&e->lock);
     }
     return section;
 }
 
 void bd_drained_end(BdDrainSection *section)
 {
+    BD_GLOBAL_STATE_CODE();
+
     for (guint i = 0; i < section->nodes->len; i++) {
         BdNode *n = section->nodes->pdata[i];
         if (n->drv && n->drv->drained_end) {
@@ -326,7 +355,8 @@ static inline int entry_check_range(BdEntry *entry, BdNode *node,
 
 static inline int entry_check_write(BdEntry *entry)
 {
-    if (!(entry->root->perm & (BD_PERM_WRITE | BD_PERM_WRITE_UNCHANGED))) {
+    if (!(bd_perm_load(&entry->root->perm) &
+          (BD_PERM_WRITE | BD_PERM_WRITE_UNCHANGED))) {
         return -EPERM;
     }
     return 0;
@@ -334,7 +364,14 @@ static inline int entry_check_write(BdEntry *entry)
 
 int64_t bd_entry_getlength(BdEntry *entry)
 {
-    return bd_node_getlength(entry->root->node);
+    int64_t len;
+
+    /* Admitted as any request: a drained graph change may move the
+     * handle to another node meanwhile. */
+    entry_begin(entry);
+    len = bd_node_getlength(entry->root->node);
+    entry_end(entry);
+    return len;
 }
 
 /* Admit a request and check it against the handle; on success the
@@ -424,7 +461,7 @@ int bd_entry_truncate(BdEntry *entry, uint64_t size)
     int ret = 0;
 
     entry_begin(entry);
-    if (!(entry->root->perm & BD_PERM_RESIZE)) {
+    if (!(bd_perm_load(&entry->root->perm) & BD_PERM_RESIZE)) {
         ret = -EPERM;
     } else {
         ret = bd_node_truncate(entry->root->node, size);

@@ -40,6 +40,13 @@ void bd_entry_set_allow_beyond_eof(BdEntry *entry, gboolean allow);
 /* Length of the node in bytes, or -errno. */
 int64_t bd_entry_getlength(BdEntry *entry);
 
+/* Hold the handle admitted, as one request, across node-level calls
+ * that do not go through it (a job's allocation queries down its own
+ * chain), so that a drain of the nodes below waits for them as for any
+ * request.  Any thread; never while the caller drains the handle. */
+void bd_entry_begin(BdEntry *entry);
+void bd_entry_end(BdEntry *entry);
+
 /* I/O: 0 or -errno.  Ranges beyond the end give -EINVAL (-ENOSPC for
  * writes when growing is not allowed), writes on read-only nodes -EPERM
  * (read-only check at the node: -EACCES), any alignment is accepted. */
@@ -73,7 +80,9 @@ BdDrainSection *bd_drained_begin(BdNode *node);
 void bd_drained_end(BdDrainSection *section);
 void bd_entry_drained_begin(BdEntry *entry);
 void bd_entry_drained_end(BdEntry *entry);
-/* Requests in flight on the handle right now (tests, queries). */
+/* Requests in flight on the handle right now (tests, queries).  While
+ * drained it may count, for a moment, a request that arrives, sees the
+ * drain and backs off. */
 unsigned bd_entry_in_flight(BdEntry *entry);
 
 #endif

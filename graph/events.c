@@ -3,6 +3,7 @@
  * subscribes as the single sink. */
 #include "graph/events.h"
 #include "graph/error.h"
+#include "graph/main-thread.h"
 
 /* Set once at start-up before any thread runs; read from any thread. */
 static BdEventSink event_sink;
@@ -10,6 +11,8 @@ static gpointer event_sink_opaque;
 
 void bd_event_set_sink(BdEventSink sink, gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     event_sink = sink;
     event_sink_opaque = opaque;
 }

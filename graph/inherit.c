@@ -12,6 +12,7 @@
 #define G_LOG_DOMAIN "blockd-graph"
 
 #include "graph/graph-internal.h"
+#include "graph/main-thread.h"
 
 static void copy_default(GVariantDict *child, GVariant *parent,
                          const char *key)
@@ -43,6 +44,8 @@ static GVariant *inherit_cache(GVariant *parent_cache, GVariant *child_cache)
 GVariant *bd_child_inherit_options(BdNode *parent, GVariant *child,
                                    BdChildRole role)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return bd_inherit_options_from(parent->drv, parent->options, child,
                                    role);
 }
@@ -51,6 +54,8 @@ GVariant *bd_inherit_options_from(const BdDriver *parent_drv,
                                   GVariant *popts, GVariant *child,
                                   BdChildRole role)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_auto(GVariantDict) d = G_VARIANT_DICT_INIT(child);
     g_autoptr(GVariant) pcache = bd_opts_lookup(popts, "cache");
     g_autoptr(GVariant) ccache = bd_opts_lookup(child, "cache");

@@ -168,7 +168,8 @@ static int node_check_writable(BdNode *node)
     if (node->read_only) {
         return -EPERM;
     }
-    if (!(node->cum_perm & (BD_PERM_WRITE | BD_PERM_WRITE_UNCHANGED))) {
+    if (!(bd_perm_load(&node->cum_perm) &
+          (BD_PERM_WRITE | BD_PERM_WRITE_UNCHANGED))) {
         return -EPERM;
     }
     return 0;
@@ -389,7 +390,8 @@ int bd_node_flush(BdNode *node)
     }
     for (guint i = 0; ret == 0 && i < node->children->len; i++) {
         BdChild *c = g_ptr_array_index(node->children, i);
-        if (c->perm & (BD_PERM_WRITE | BD_PERM_WRITE_UNCHANGED)) {
+        if (bd_perm_load(&c->perm) &
+            (BD_PERM_WRITE | BD_PERM_WRITE_UNCHANGED)) {
             ret = bd_node_flush(c->node);
         }
     }

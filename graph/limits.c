@@ -8,6 +8,7 @@
  */
 #define G_LOG_DOMAIN "blockd-graph"
 
+#include "graph/main-thread.h"
 #include "graph/node.h"
 
 static uint64_t min_non_zero(uint64_t a, uint64_t b)
@@ -20,6 +21,8 @@ static uint64_t min_non_zero(uint64_t a, uint64_t b)
 
 void bd_node_refresh_limits(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     uint32_t old_align = node->request_alignment;
     uint64_t old_max = node->max_transfer;
     uint64_t max_transfer = 0;

@@ -3,7 +3,11 @@
  * (nested definitions and node-name references), children, reference
  * counting, the node-name registry and blockdev-del's checks.
  *
- * Thread model: everything here runs on the main thread.
+ * Thread model: everything here runs on the main thread (asserted at
+ * every entry point), except what requests use while the graph holds
+ * still under them: the driver look-ups (the registry is complete once
+ * start-up is over), the schema (built once), bd_id_wellformed, the
+ * filtered/backing child accessors and bd_node_set_size (atomic).
  */
 #define G_LOG_DOMAIN "blockd-graph"
 
@@ -13,6 +17,7 @@
 #include "graph/io.h"
 #include "graph/bitmap.h"
 #include "graph/graph-internal.h"
+#include "graph/main-thread.h"
 
 /* Registered drivers, NULL-terminated. */
 static GPtrArray *drivers;
@@ -21,6 +26,8 @@ static GPtrArray *nodes;
 
 void bd_driver_register(const BdDriver *drv)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!drivers) {
         drivers = g_ptr_array_new();
         g_ptr_array_add(drivers, NULL);
@@ -120,6 +127,8 @@ const BdSchemaType *bd_blockdev_options_schema(void)
 
 BdNode *bd_node_find(const char *node_name)
 {
+    BD_GLOBAL_STATE_CODE();
+
     for (guint i = 0; nodes && i < nodes->len; i++) {
         BdNode *node = nodes->pdata[i];
         if (strcmp(node->node_name, node_name) == 0) {
@@ -131,6 +140,8 @@ BdNode *bd_node_find(const char *node_name)
 
 GPtrArray *bd_node_list(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!nodes) {
         nodes = g_ptr_array_new();
     }
@@ -218,12 +229,14 @@ static void node_free(BdNode *node)
     g_free(node->node_name);
     bd_reqlist_destroy(&node->reqs);
     g_ptr_array_unref(node->bitmaps);
-    g_rw_lock_clear(&node->bitmaps_lock);
+    bd_rwlock_destroy(&node->bitmaps_lock);
     g_free(node);
 }
 
 BdNode *bd_node_open(GVariant *options, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     const char *driver = bd_opts_get_str(options, "driver", NULL);
     const BdDriver *drv;
 
@@ -244,6 +257,8 @@ BdNode *bd_node_open(GVariant *options, GError **errp)
 BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
                             GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     const char *name = bd_opts_get_str(options, "node-name", NULL);
     BdNode *node;
 
@@ -268,7 +283,7 @@ BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
     node->cum_shared = BD_PERM_ALL;
     node->options = g_variant_ref_sink(options);
     bd_reqlist_init(&node->reqs);
-    g_rw_lock_init(&node->bitmaps_lock);
+    bd_rwlock_init(&node->bitmaps_lock);
     node->bitmaps = g_ptr_array_new();
     if (name) {
         node->node_name = g_strdup(name);
@@ -300,12 +315,16 @@ BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
 
 BdNode *bd_node_ref(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     node->refcnt++;
     return node;
 }
 
 void bd_node_unref(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (node && --node->refcnt == 0) {
         node_free(node);
     }
@@ -314,6 +333,8 @@ void bd_node_unref(BdNode *node)
 /* A node may not become its own descendant. */
 gboolean bd_node_is_ancestor_of(BdNode *ancestor, BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (ancestor == node) {
         return TRUE;
     }
@@ -328,6 +349,8 @@ gboolean bd_node_is_ancestor_of(BdNode *ancestor, BdNode *node)
 
 void bd_child_relink(BdChild *child, guint index)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNode *parent = child->parent;
 
     g_ptr_array_insert(parent->children, (gint)index, child);
@@ -344,6 +367,8 @@ void bd_child_relink(BdChild *child, guint index)
 BdChild *bd_child_link(BdNode *parent, BdNode *node, const char *name,
                        BdChildRole role)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdChild *child = g_new0(BdChild, 1);
 
     child->name = g_strdup(name);
@@ -357,6 +382,8 @@ BdChild *bd_child_link(BdNode *parent, BdNode *node, const char *name,
 
 guint bd_child_unlink(BdChild *child)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNode *parent = child->parent;
     guint index = 0;
 
@@ -374,6 +401,8 @@ guint bd_child_unlink(BdChild *child)
 
 void bd_child_free(BdChild *child)
 {
+    BD_GLOBAL_STATE_CODE();
+
     bd_node_unref(child->node);
     g_free(child->name);
     g_free(child);
@@ -383,6 +412,8 @@ BdChild *bd_node_attach_child(BdNode *parent, BdNode *child_node,
                               const char *name, BdChildRole role,
                               GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdChild *child;
 
     if (bd_node_is_ancestor_of(child_node, parent)) {
@@ -405,6 +436,8 @@ BdChild *bd_node_attach_child(BdNode *parent, BdNode *child_node,
 
 void bd_node_detach_child(BdNode *parent, BdChild *child)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNode *child_node = bd_node_ref(child->node);
 
     if (child_node->inherits_from == parent) {
@@ -425,6 +458,8 @@ BdChild *bd_node_open_child(BdNode *parent, GVariant *options,
                             const char *key, BdChildRole role,
                             gboolean allow_none, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autoptr(GVariant) ref = bd_opts_lookup(options, key);
     g_autoptr(BdNode) child_node = NULL;
     BdChild *child;
@@ -470,6 +505,8 @@ static void move_edge(BdChild *c, BdNode *from, BdNode *to)
 
 gboolean bd_node_replace(BdNode *from, BdNode *to, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autoptr(GPtrArray) moved = g_ptr_array_new();
     g_autoptr(GPtrArray) starts = g_ptr_array_new();
     BdDrainSection *drain;
@@ -547,6 +584,8 @@ void bd_node_set_size(BdNode *node, uint64_t size)
 
 char *bd_child_parent_desc(const BdChild *child)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (child->parent) {
         return g_strdup_printf("node '%s'", child->parent->node_name);
     }
@@ -568,6 +607,8 @@ static BdChild *node_backing_parent(BdNode *node)
 
 gboolean bd_node_monitor_del(const char *node_name, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNode *node = bd_node_find(node_name);
     BdChild *backing_parent;
 
@@ -608,6 +649,8 @@ gboolean bd_node_monitor_del(const char *node_name, GError **errp)
 
 gboolean bd_node_resize(BdNode *node, uint64_t size, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdDrainSection *drained;
     BdEntry *entry;
     int ret;
@@ -643,6 +686,8 @@ gboolean bd_node_resize(BdNode *node, uint64_t size, GError **errp)
 
 void bd_node_close_all(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     /* Drop monitor references newest first, so that users go before the
      * nodes they use; a node still referenced goes with its last user. */
     for (gint i = nodes ? (gint)nodes->len - 1 : -1; i >= 0; i--) {

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include "graph/schema.h"
 #include "graph/error.h"
+#include "graph/lock.h"
 #include "graph/reqlist.h"
 
 typedef struct BdNode BdNode;
@@ -210,7 +211,7 @@ struct BdChild {
     BdEntry *entry;      /* the entry handle when parent == NULL */
     BdNode *node;        /* the child node (holds one reference) */
     BdChildRole role;
-    uint64_t perm;       /* what the parent needs */
+    uint64_t perm;       /* what the parent needs (bd_perm_load) */
     uint64_t shared;     /* what the parent lets others do */
     /* Tentative values during a permission update (perm.c). */
     uint64_t new_perm, new_shared;
@@ -274,7 +275,7 @@ struct BdNode {
     /* Size in bytes, maintained by the driver (bd_node_set_size). */
     uint64_t size;
 
-    /* Cumulative permissions of all parents (perm.c). */
+    /* Cumulative permissions of all parents (perm.c; bd_perm_load). */
     uint64_t cum_perm, cum_shared;
     /* The job type that claimed the node (QEMU's op blockers; see
      * jobs/chain.h), or NULL.  Main thread only. */
@@ -290,14 +291,28 @@ struct BdNode {
      * size: readers are the write path and the bit operations, writers
      * create, release and resize (main thread).  nr_bitmaps (atomic)
      * lets the write path skip a node without any at no cost. */
-    GRWLock bitmaps_lock;
-    GPtrArray *bitmaps;
+    BdRWLock bitmaps_lock;
+    GPtrArray *bitmaps BD_PT_GUARDED_BY(bitmaps_lock);
     int nr_bitmaps;
 
     /* Data-changing requests in flight at this node (io.c): keeps a
      * read-modify-write apart from writes to the same blocks. */
     BdReqList reqs;
 };
+
+/* A permission update (attaching a user, bd_entry_set_perm) is not
+ * drained: the edges' perm and the nodes' cum_perm/cum_shared change on
+ * the main thread while requests read them, so both sides use these.
+ * Relaxed: a request needs the value, nothing published with it. */
+static inline uint64_t bd_perm_load(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+static inline void bd_perm_store(uint64_t *p, uint64_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
 
 /* --- driver registry --- */
 void bd_driver_register(const BdDriver *drv);

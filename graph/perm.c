@@ -16,6 +16,7 @@
 #define G_LOG_DOMAIN "blockd-graph"
 
 #include <string.h>
+#include "graph/main-thread.h"
 #include "graph/node.h"
 
 char *bd_perm_names(uint64_t perm)
@@ -48,6 +49,8 @@ void bd_default_child_perm(BdNode *node, BdChild *child, BdChildRole role,
                            uint64_t parent_perm, uint64_t parent_shared,
                            uint64_t *perm, uint64_t *shared)
 {
+    BD_GLOBAL_STATE_CODE();
+
     /* Filters pass everything through, as QEMU's default. */
     uint64_t p = parent_perm & BD_PERM_ALL;
     uint64_t s = parent_shared & BD_PERM_ALL;
@@ -171,6 +174,8 @@ static void compute_child_edges(BdNode *node, uint64_t perm, uint64_t shared)
 
 gboolean bd_node_refresh_perms(BdNode *start, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autoptr(GPtrArray) starts = g_ptr_array_new();
 
     g_ptr_array_add(starts, start);
@@ -179,6 +184,8 @@ gboolean bd_node_refresh_perms(BdNode *start, GError **errp)
 
 gboolean bd_nodes_refresh_perms(GPtrArray *starts, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
     g_autoptr(GPtrArray) post = g_ptr_array_new();
     g_autofree uint64_t *perm = NULL;
@@ -212,8 +219,8 @@ gboolean bd_nodes_refresh_perms(GPtrArray *starts, GError **errp)
     for (guint k = 0; k < n; k++) {
         BdNode *node = g_ptr_array_index(post, n - 1 - k);
         if (ok) {
-            node->cum_perm = perm[k];
-            node->cum_shared = shared[k];
+            bd_perm_store(&node->cum_perm, perm[k]);
+            bd_perm_store(&node->cum_shared, shared[k]);
             if (node->drv && node->drv->set_perm) {
                 node->drv->set_perm(node, perm[k], node->force_share ?
                                     BD_PERM_ALL : shared[k]);
@@ -224,8 +231,8 @@ gboolean bd_nodes_refresh_perms(GPtrArray *starts, GError **errp)
         for (guint i = 0; i < node->children->len; i++) {
             BdChild *c = g_ptr_array_index(node->children, i);
             if (ok) {
-                c->perm = c->new_perm;
-                c->shared = c->new_shared;
+                bd_perm_store(&c->perm, c->new_perm);
+                bd_perm_store(&c->shared, c->new_shared);
             } else {
                 c->new_perm = c->perm;
                 c->new_shared = c->shared;

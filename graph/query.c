@@ -6,6 +6,7 @@
 #include "graph/query.h"
 #include "graph/io.h"
 #include "graph/bitmap.h"
+#include "graph/main-thread.h"
 
 static int64_t node_allocated_size(BdNode *node)
 {
@@ -71,6 +72,8 @@ static const char *detect_zeroes_name(BdDetectZeroes dz)
 
 GVariant *bd_node_query_info(BdNode *node, gboolean flat)
 {
+    BD_GLOBAL_STATE_CODE();
+
     static const char *const zero_fields[] = {
         "bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr",
         "write_threshold",

@@ -24,6 +24,7 @@
 #include <string.h>
 #include "graph/graph-internal.h"
 #include "graph/entry.h"
+#include "graph/main-thread.h"
 
 /* Common options blockdev-reopen may change or leave out. */
 static const char *const common_mutable[] = {
@@ -633,6 +634,8 @@ static gboolean queue_build(ReopenQueue *q, GPtrArray *list, GError **errp)
 
 gboolean bd_node_reopen_multiple(GPtrArray *list, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     ReopenQueue q = {
         .entries = g_ptr_array_new_with_free_func((GDestroyNotify)entry_free),
         .changes = g_ptr_array_new_with_free_func(g_free),
@@ -701,6 +704,8 @@ gboolean bd_node_reopen_multiple(GPtrArray *list, GError **errp)
 
 gboolean bd_reopen_prepare_fixed(BdReopenState *state, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     (void)state;
     (void)errp;
     return TRUE;

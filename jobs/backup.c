@@ -21,6 +21,7 @@
 #include "graph/entry.h"
 #include "graph/error.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 #include "formats/copy-before-write.h"
 #include "jobs/backup.h"
 
@@ -215,21 +216,29 @@ static void backup_teardown(BdBackupJob *s)
 
 static void backup_commit(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     backup_sync_bitmap((BdBackupJob *)job, 0);
 }
 
 static void backup_abort(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     backup_sync_bitmap((BdBackupJob *)job, job->ret ? job->ret : -EIO);
 }
 
 static void backup_clean(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     backup_teardown((BdBackupJob *)job);
 }
 
 static void backup_free(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdBackupJob *s = (BdBackupJob *)job;
 
     backup_sync_bitmap(s, -ECANCELED);
@@ -312,6 +321,8 @@ static gboolean backup_freeze_bitmap(BdBackupJob *s, BdDirtyBitmap *bm,
 BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
                             GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!backup_check(p, errp)) {
         return NULL;
     }
@@ -349,7 +360,7 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
     s->bitmap_mode = p->bitmap_mode;
     s->on_source_error = p->on_source_error;
     s->on_target_error = p->on_target_error;
-    s->len = p->source->size;
+    s->len = (uint64_t)bd_node_getlength(p->source);
     s->chunk = MAX(cs, (uint64_t)1024 * 1024);
     if (p->max_chunk) {
         s->chunk = MAX(cs, (uint64_t)p->max_chunk / cs * cs);

@@ -11,6 +11,7 @@
 #include "graph/entry.h"
 #include "graph/error.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 #include "jobs/chain.h"
 
 /* --- chain navigation --- */
@@ -41,6 +42,8 @@ BdNode *bd_chain_skip_filters(BdNode *node)
 
 gboolean bd_chain_contains(BdNode *top, BdNode *base)
 {
+    BD_GLOBAL_STATE_CODE();
+
     for (BdNode *n = top; n; n = bd_chain_next(n)) {
         if (n == base) {
             return TRUE;
@@ -51,6 +54,8 @@ gboolean bd_chain_contains(BdNode *top, BdNode *base)
 
 BdNode *bd_chain_find_overlay(BdNode *top, BdNode *base)
 {
+    BD_GLOBAL_STATE_CODE();
+
     for (BdNode *n = top; n; n = bd_chain_next(n)) {
         if (bd_chain_next(n) == base) {
             return n;
@@ -61,6 +66,8 @@ BdNode *bd_chain_find_overlay(BdNode *top, BdNode *base)
 
 BdNode *bd_chain_find_backing_image(BdNode *top, const char *name)
 {
+    BD_GLOBAL_STATE_CODE();
+
     for (BdNode *n = bd_chain_next(top); n; n = bd_chain_next(n)) {
         if (n->drv && n->drv->is_filter) {
             continue;
@@ -77,6 +84,8 @@ BdNode *bd_chain_find_backing_image(BdNode *top, const char *name)
 
 gboolean bd_chain_check_busy(BdNode *node, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     const char *type = node ? node->claimed_by : NULL;
 
     if (type) {
@@ -90,11 +99,15 @@ gboolean bd_chain_check_busy(BdNode *node, GError **errp)
 
 void bd_chain_claim(BdNode *node, const char *job_type)
 {
+    BD_GLOBAL_STATE_CODE();
+
     node->claimed_by = job_type;
 }
 
 void bd_chain_release(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     node->claimed_by = NULL;
 }
 
@@ -103,6 +116,8 @@ void bd_chain_release(BdNode *node)
 BdNode *bd_chain_insert_filter(BdNode *below, GVariant *options,
                                GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     gboolean named = bd_opts_has(options, "node-name");
     BdNode *filter = bd_node_open(options, errp);
 
@@ -120,13 +135,17 @@ BdNode *bd_chain_insert_filter(BdNode *below, GVariant *options,
 
 void bd_chain_filter_look_like(BdNode *filter, BdNode *child)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_free(filter->filename);
     filter->filename = g_strdup(child->filename);
-    bd_node_set_size(filter, child->size);
+    bd_node_set_size(filter, (uint64_t)bd_node_getlength(child));
 }
 
 void bd_chain_drop_filter(BdNode *filter)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdChild *f = bd_node_filtered_child(filter);
     g_autoptr(GError) err = NULL;
 
@@ -149,6 +168,8 @@ static gboolean inherits_from_recursive(BdNode *child, BdNode *parent)
 
 gboolean bd_chain_set_backing(BdNode *node, BdNode *base, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     gboolean update_inherits = base && inherits_from_recursive(base, node);
     BdDrainSection *drain;
     gboolean ok = TRUE;
@@ -177,6 +198,8 @@ gboolean bd_chain_set_backing(BdNode *node, BdNode *base, GError **errp)
 
 gboolean bd_chain_reopen_read_only(BdNode *node, gboolean ro, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autoptr(GPtrArray) list = g_ptr_array_new_with_free_func(
         (GDestroyNotify)g_variant_unref);
     g_autoptr(GVariant) file = bd_opts_lookup(node->options, "file");
@@ -205,6 +228,8 @@ gboolean bd_chain_reopen_read_only(BdNode *node, gboolean ro, GError **errp)
 gboolean bd_chain_change_backing_file(BdNode *node, const char *file,
                                       const char *fmt, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!node->drv->change_backing_file) {
         return TRUE;
     }
@@ -216,7 +241,7 @@ gboolean bd_chain_change_backing_file(BdNode *node, const char *file,
 int bd_chain_is_allocated(BdNode *node, uint64_t offset, uint64_t bytes,
                           uint64_t *pnum)
 {
-    uint64_t size = node->size;
+    uint64_t size = (uint64_t)bd_node_getlength(node);  /* may grow */
     int ret;
 
     if (offset >= size) {

@@ -5,7 +5,9 @@
  * backing file name.
  *
  * Thread model: everything here runs on the main thread, except
- * bd_chain_is_allocated*() (any thread).
+ * bd_chain_is_allocated*() and the two steps they walk the chain with,
+ * bd_chain_next() and bd_chain_skip_filters() (any thread: the job
+ * that asks has frozen the links it walks).
  */
 #ifndef BD_JOBS_CHAIN_H
 #define BD_JOBS_CHAIN_H
@@ -37,9 +39,10 @@ gboolean bd_chain_set_backing(BdNode *node, BdNode *base, GError **errp);
 /* Reopen 'node' with read-only set to 'ro', its other options kept. */
 gboolean bd_chain_reopen_read_only(BdNode *node, gboolean ro, GError **errp);
 
-/* The filtered or COW child of 'node' (QEMU's bdrv_filter_or_cow_bs). */
+/* The filtered or COW child of 'node' (QEMU's bdrv_filter_or_cow_bs).
+ * Any thread. */
 BdNode *bd_chain_next(BdNode *node);
-/* Skip filters from 'node' down. */
+/* Skip filters from 'node' down.  Any thread. */
 BdNode *bd_chain_skip_filters(BdNode *node);
 /* Whether 'base' is 'top' or below it in its chain. */
 gboolean bd_chain_contains(BdNode *top, BdNode *base);

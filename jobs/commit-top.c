@@ -14,6 +14,7 @@
 #include <errno.h>
 #include "graph/error.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 #include "jobs/chain.h"
 #include "jobs/commit.h"
 #include "jobs/commit-int.h"
@@ -32,6 +33,8 @@ static const BdSchemaField commit_top_options[] = {
 static gboolean commit_top_open(BdNode *node, GVariant *options,
                                 GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     CommitTopState *s;
     BdChild *child;
 
@@ -50,12 +53,16 @@ static gboolean commit_top_open(BdNode *node, GVariant *options,
 
 static void commit_top_close(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_clear_pointer(&node->opaque, g_free);
 }
 
 void bd_commit_top_set_notify(BdNode *node, BdCommitTopNotify fn,
                               void *opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     CommitTopState *s = node->opaque;
 
     s->notify = fn;

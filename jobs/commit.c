@@ -27,6 +27,7 @@
 #include "graph/entry.h"
 #include "graph/error.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 #include "jobs/chain.h"
 #include "jobs/commit.h"
 #include "jobs/commit-int.h"
@@ -52,11 +53,11 @@ typedef struct {
     GPtrArray *claimed;          /* BdNode * (refs) busy until free */
 
     /* Active commit: chunks of DIRTY_GRAN written since last copied. */
-    GMutex dirty_lock;
-    guint8 *dirty;               /* [dirty_lock] */
+    BdMutex dirty_lock;
+    guint8 *dirty BD_PT_GUARDED_BY(dirty_lock);   /* one byte a chunk */
     uint64_t nchunks;
-    uint64_t ndirty;             /* [dirty_lock] */
-    gboolean should_complete;    /* [dirty_lock] job-complete seen */
+    uint64_t ndirty BD_GUARDED_BY(dirty_lock);
+    gboolean should_complete BD_GUARDED_BY(dirty_lock); /* job-complete */
     gboolean ready;              /* job thread only */
 } BdCommitJob;
 
@@ -68,14 +69,14 @@ static void dirty_mark(void *opaque, uint64_t offset, uint64_t bytes)
     uint64_t first = offset / DIRTY_GRAN;
     uint64_t last = bytes ? (offset + bytes - 1) / DIRTY_GRAN : first;
 
-    g_mutex_lock(&s->dirty_lock);
+    bd_mutex_lock(&s->dirty_lock);
     for (uint64_t i = first; i <= last && i < s->nchunks; i++) {
         if (!s->dirty[i]) {
             s->dirty[i] = 1;
             s->ndirty++;
         }
     }
-    g_mutex_unlock(&s->dirty_lock);
+    bd_mutex_unlock(&s->dirty_lock);
     bd_job_enter(&s->common);
 }
 
@@ -87,7 +88,7 @@ static uint64_t dirty_take(BdCommitJob *s, uint64_t *cursor, uint64_t *idx,
 {
     uint64_t count = 0;
 
-    g_mutex_lock(&s->dirty_lock);
+    bd_mutex_lock(&s->dirty_lock);
     for (uint64_t k = 0; s->ndirty && k < s->nchunks; k++) {
         uint64_t i = (*cursor + k) % s->nchunks;
         if (s->dirty[i]) {
@@ -102,23 +103,23 @@ static uint64_t dirty_take(BdCommitJob *s, uint64_t *cursor, uint64_t *idx,
             break;
         }
     }
-    g_mutex_unlock(&s->dirty_lock);
+    bd_mutex_unlock(&s->dirty_lock);
     return count;
 }
 
 static uint64_t dirty_count(BdCommitJob *s)
 {
-    g_mutex_lock(&s->dirty_lock);
+    bd_mutex_lock(&s->dirty_lock);
     uint64_t n = s->ndirty;
-    g_mutex_unlock(&s->dirty_lock);
+    bd_mutex_unlock(&s->dirty_lock);
     return n;
 }
 
 static gboolean complete_requested(BdCommitJob *s)
 {
-    g_mutex_lock(&s->dirty_lock);
+    bd_mutex_lock(&s->dirty_lock);
     gboolean complete = s->should_complete;
-    g_mutex_unlock(&s->dirty_lock);
+    bd_mutex_unlock(&s->dirty_lock);
     return complete;
 }
 
@@ -286,6 +287,8 @@ static int commit_run(BdJob *job, GError **errp)
 
 static gboolean commit_complete(BdJob *job, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdCommitJob *s = (BdCommitJob *)job;
 
     if (!bd_job_is_ready(job)) {
@@ -294,9 +297,9 @@ static gboolean commit_complete(BdJob *job, GError **errp)
                     job->id);
         return FALSE;
     }
-    g_mutex_lock(&s->dirty_lock);
+    bd_mutex_lock(&s->dirty_lock);
     s->should_complete = TRUE;
-    g_mutex_unlock(&s->dirty_lock);
+    bd_mutex_unlock(&s->dirty_lock);
     bd_job_enter(job);
     return TRUE;
 }
@@ -304,6 +307,8 @@ static gboolean commit_complete(BdJob *job, GError **errp)
 /* Before 'ready' every cancel is a forced one (QEMU's mirror). */
 static gboolean commit_cancel(BdJob *job, gboolean force)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return force || !bd_job_is_ready(job);
 }
 
@@ -392,6 +397,8 @@ static int commit_drop_intermediate(BdCommitJob *s, GError **errp)
 
 static int commit_prepare(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdCommitJob *s = (BdCommitJob *)job;
     g_autoptr(GError) err = NULL;
     int ret = 0;
@@ -413,11 +420,15 @@ static int commit_prepare(BdJob *job)
 
 static void commit_abort(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     commit_unfreeze((BdCommitJob *)job);
 }
 
 static void commit_clean(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdCommitJob *s = (BdCommitJob *)job;
     g_autoptr(GError) err = NULL;
 
@@ -449,6 +460,8 @@ static void commit_clean(BdJob *job)
 
 static void commit_free(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdCommitJob *s = (BdCommitJob *)job;
 
     commit_clean(job);
@@ -464,7 +477,7 @@ static void commit_free(BdJob *job)
     g_clear_pointer(&s->base, bd_node_unref);
     g_free(s->backing_file);
     g_free(s->dirty);
-    g_mutex_clear(&s->dirty_lock);
+    bd_mutex_destroy(&s->dirty_lock);
 }
 
 static const BdJobDriver commit_job_driver = {
@@ -524,10 +537,11 @@ static gboolean commit_setup(BdCommitJob *s, const BdCommitParams *p,
         s->base_depth++;
     }
     if (s->active) {
-        s->nchunks = (p->top->size + DIRTY_GRAN - 1) / DIRTY_GRAN;
+        s->nchunks = ((uint64_t)bd_node_getlength(p->top) + DIRTY_GRAN - 1) /
+                     DIRTY_GRAN;
         s->dirty = g_malloc0(MAX(s->nchunks, 1));
     }
-    if (p->base->size < p->top->size) {
+    if (bd_node_getlength(p->base) < bd_node_getlength(p->top)) {
         dst_perm |= BD_PERM_RESIZE;
     }
     if (p->base->read_only) {
@@ -586,7 +600,7 @@ static gboolean start(const BdCommitParams *p, gboolean active, GError **errp)
         return FALSE;
     }
     s->active = active;
-    g_mutex_init(&s->dirty_lock);
+    bd_mutex_init(&s->dirty_lock);
     if (!commit_setup(s, p, errp)) {
         commit_clean(&s->common);
         bd_job_early_fail(&s->common);
@@ -601,6 +615,8 @@ static gboolean start(const BdCommitParams *p, gboolean active, GError **errp)
 
 gboolean bd_commit_start(const BdCommitParams *p, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (bd_chain_skip_filters(p->top) == bd_chain_skip_filters(p->base)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Invalid files for merge: top and base are the same");
@@ -611,5 +627,7 @@ gboolean bd_commit_start(const BdCommitParams *p, GError **errp)
 
 gboolean bd_commit_active_start(const BdCommitParams *p, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return start(p, TRUE, errp);
 }

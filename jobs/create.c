@@ -15,6 +15,7 @@
 #include <string.h>
 #include "graph/entry.h"
 #include "graph/error.h"
+#include "graph/main-thread.h"
 #include "jobs/create.h"
 
 typedef struct {
@@ -89,6 +90,8 @@ static int create_run(BdJob *job, GError **errp)
 
 static void create_clean(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdCreateJob *s = (BdCreateJob *)job;
 
     /* Entries go first: a nested node dies with its last handle. */
@@ -97,6 +100,8 @@ static void create_clean(BdJob *job)
 
 static void create_free(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdCreateJob *s = (BdCreateJob *)job;
 
     g_clear_pointer(&s->entries, g_ptr_array_unref);
@@ -174,6 +179,8 @@ static GVariant *resolve_refs(BdCreateJob *s, GVariant *options)
 gboolean bd_create_job_start(const char *job_id, GVariant *options,
                              GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     const char *fmt = bd_opts_get_str(options, "driver", "");
     const BdDriver *drv = bd_driver_find(fmt);
 

@@ -12,7 +12,8 @@
 /* Time slice of the rate limiter (QEMU's BLOCK_JOB_SLICE_TIME). */
 #define BD_JOB_SLICE_NS (100 * 1000 * 1000ll)
 
-/* Main thread. */
+/* Main thread.  A transition the table does not allow aborts, in every
+ * build (g_error: "job 'x': invalid state transition a -> b"). */
 void bd_job_transition(BdJob *job, BdJobStatus to);
 void bd_job_emit_block_event(BdJob *job, const char *name,
                              const char *error);

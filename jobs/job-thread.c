@@ -16,18 +16,15 @@
 #include <errno.h>
 #include "graph/error.h"
 #include "graph/events.h"
+#include "graph/main-thread.h"
 #include "jobs/job-int.h"
 
 static void post(BdJob *job, GSourceFunc fn)
 {
     /* Always queued (g_main_context_invoke could run 'fn' right here
-     * if the main context happened to be free). */
-    GSource *src = g_idle_source_new();
-
-    g_source_set_priority(src, G_PRIORITY_DEFAULT);
-    g_source_set_callback(src, fn, job, NULL);
-    g_source_attach(src, NULL);
-    g_source_unref(src);
+     * if the main context happened to be free): an idle source on the
+     * default context. */
+    g_idle_add_full(G_PRIORITY_DEFAULT, fn, job, NULL);
 }
 
 gpointer bd_job_thread_main(gpointer opaque)
@@ -39,10 +36,11 @@ gpointer bd_job_thread_main(gpointer opaque)
     if (ret > 0 || (ret == 0 && err)) {
         ret = err ? -EIO : 0;
     }
-    /* Read by the main thread only after bd_job_exit is dispatched. */
-    job->ret = ret;
+    /* ret and err are the main thread's (queries read them at any
+     * time): bd_job_exit takes these over after joining us. */
+    job->run_ret = ret;
     if (ret < 0) {
-        job->err = err;
+        job->run_err = err;
     } else {
         g_clear_error(&err);
     }
@@ -55,11 +53,13 @@ gpointer bd_job_thread_main(gpointer opaque)
 /* Main thread: the job thread parked (or unparked) meanwhile. */
 static gboolean paused_cb(gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdJob *job = opaque;
 
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     gboolean parked = job->paused;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     if (parked && job->status == BD_JOB_STATUS_RUNNING) {
         bd_job_transition(job, BD_JOB_STATUS_PAUSED);
     } else if (parked && job->status == BD_JOB_STATUS_READY) {
@@ -70,11 +70,13 @@ static gboolean paused_cb(gpointer opaque)
 
 static gboolean resumed_cb(gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdJob *job = opaque;
 
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     gboolean parked = job->paused;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     if (!parked && job->status == BD_JOB_STATUS_PAUSED) {
         bd_job_transition(job, BD_JOB_STATUS_RUNNING);
     } else if (!parked && job->status == BD_JOB_STATUS_STANDBY) {
@@ -85,24 +87,24 @@ static gboolean resumed_cb(gpointer opaque)
 
 void bd_job_pause_point(BdJob *job)
 {
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     if (job->pause_count > 0 && !job->force_cancel) {
         job->paused = TRUE;
         job->busy = FALSE;
         post(job, paused_cb);
         while (job->pause_count > 0 && !job->force_cancel) {
-            g_cond_wait(&job->cond, &job->lock);
+            bd_cond_wait(&job->cond, &job->lock);
         }
         job->paused = FALSE;
         job->busy = TRUE;
         post(job, resumed_cb);
     }
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
 }
 
 void bd_job_sleep(BdJob *job, int64_t ns)
 {
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     if (job->pause_count == 0 && !job->force_cancel && ns > 0) {
         unsigned gen = job->wake_gen;
         gint64 end = g_get_monotonic_time() + (ns + 999) / 1000;
@@ -110,37 +112,37 @@ void bd_job_sleep(BdJob *job, int64_t ns)
         job->busy = FALSE;
         while (job->wake_gen == gen && !job->force_cancel &&
                job->pause_count == 0) {
-            if (!g_cond_wait_until(&job->cond, &job->lock, end)) {
+            if (!bd_cond_wait_until(&job->cond, &job->lock, end)) {
                 break;
             }
         }
         job->busy = TRUE;
     }
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     bd_job_pause_point(job);
 }
 
 void bd_job_enter(BdJob *job)
 {
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     job->wake_gen++;
     g_cond_broadcast(&job->cond);
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
 }
 
 gboolean bd_job_is_cancelled(BdJob *job)
 {
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     gboolean c = job->force_cancel;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     return c;
 }
 
 gboolean bd_job_cancel_requested(BdJob *job)
 {
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     gboolean c = job->cancelled;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     return c;
 }
 
@@ -148,23 +150,23 @@ gboolean bd_job_cancel_requested(BdJob *job)
 
 void bd_job_progress_update(BdJob *job, uint64_t done)
 {
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     job->progress_current += done;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
 }
 
 void bd_job_progress_set_remaining(BdJob *job, uint64_t remaining)
 {
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     job->progress_total = job->progress_current + remaining;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
 }
 
 void bd_job_progress_increase_remaining(BdJob *job, uint64_t delta)
 {
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     job->progress_total += delta;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
 }
 
 /* --- rate limiting (QEMU's ratelimit.h arithmetic) --- */
@@ -213,9 +215,9 @@ static int64_t now_ns(void)
 
 void bd_job_ratelimit_processed(BdJob *job, uint64_t bytes)
 {
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     bd_ratelimit_calculate_delay(&job->limit, bytes, now_ns());
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
 }
 
 void bd_job_ratelimit_sleep(BdJob *job)
@@ -225,9 +227,9 @@ void bd_job_ratelimit_sleep(BdJob *job)
     /* Sleep at least once (a pause point); if woken early, wait out the
      * rest, recomputed each time in case the speed changed. */
     do {
-        g_mutex_lock(&job->lock);
+        bd_mutex_lock(&job->lock);
         delay = bd_ratelimit_calculate_delay(&job->limit, 0, now_ns());
-        g_mutex_unlock(&job->lock);
+        bd_mutex_unlock(&job->lock);
         bd_job_sleep(job, delay);
     } while (delay > 0 && !bd_job_is_cancelled(job));
 }
@@ -236,6 +238,8 @@ void bd_job_ratelimit_sleep(BdJob *job)
 
 static gboolean ready_cb(gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdJob *job = opaque;
 
     if (job->status == BD_JOB_STATUS_RUNNING) {
@@ -282,7 +286,7 @@ BdErrorAction bd_job_error_action(BdJob *job, BdOnError on_err,
         bd_event_emit("BLOCK_JOB_ERROR", g_variant_dict_end(&d));
     }
     if (action == BD_ERROR_ACTION_STOP) {
-        g_mutex_lock(&job->lock);
+        bd_mutex_lock(&job->lock);
         if (!job->user_paused) {
             /* A user-visible pause: job-resume continues. */
             job->pause_count++;
@@ -292,7 +296,7 @@ BdErrorAction bd_job_error_action(BdJob *job, BdOnError on_err,
             job->iostatus = error == ENOSPC ? BD_IOSTATUS_NOSPACE
                                             : BD_IOSTATUS_FAILED;
         }
-        g_mutex_unlock(&job->lock);
+        bd_mutex_unlock(&job->lock);
     }
     return action;
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 #include "graph/error.h"
 #include "graph/events.h"
+#include "graph/main-thread.h"
 #include "jobs/job-int.h"
 
 struct BdJobTxn {
@@ -90,6 +91,8 @@ static void emit_status_change(BdJob *job)
 void bd_job_emit_block_event(BdJob *job, const char *name,
                              const char *error)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdJobSnapshot s;
     GVariantDict d;
 
@@ -126,13 +129,18 @@ static void emit_pending(BdJob *job)
 
 void bd_job_transition(BdJob *job, BdJobStatus to)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdJobStatus from = job->status;
 
     if (!transitions[from][to]) {
-        /* An internal invariant; never reached from client input. */
-        g_critical("job '%s': invalid transition %s -> %s", job->id,
-                   bd_job_status_name(from), bd_job_status_name(to));
-        return;
+        /* A bug, never client input: the verb table refuses what a
+         * state does not accept before anything moves.  Carrying on
+         * would emit events out of order and finalize a transaction
+         * twice, so every build stops here, as QEMU's job_state_
+         * transition() asserts. */
+        g_error("job '%s': invalid state transition %s -> %s", job->id,
+                bd_job_status_name(from), bd_job_status_name(to));
     }
     job->status = to;
     if (from != to) {
@@ -142,6 +150,8 @@ void bd_job_transition(BdJob *job, BdJobStatus to)
 
 gboolean bd_job_apply_verb(BdJob *job, BdJobVerb verb, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (verbs[verb][job->status]) {
         return TRUE;
     }
@@ -154,6 +164,8 @@ gboolean bd_job_apply_verb(BdJob *job, BdJobVerb verb, GError **errp)
 
 gboolean bd_job_is_completed(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     switch (job->status) {
     case BD_JOB_STATUS_WAITING:
     case BD_JOB_STATUS_PENDING:
@@ -168,6 +180,8 @@ gboolean bd_job_is_completed(BdJob *job)
 
 gboolean bd_job_is_ready(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return job->status == BD_JOB_STATUS_READY ||
            job->status == BD_JOB_STATUS_STANDBY;
 }
@@ -176,6 +190,8 @@ gboolean bd_job_is_ready(BdJob *job)
 
 BdJob *bd_job_find(const char *id)
 {
+    BD_GLOBAL_STATE_CODE();
+
     for (guint i = 0; jobs && i < jobs->len; i++) {
         BdJob *job = jobs->pdata[i];
         if (strcmp(job->id, id) == 0) {
@@ -187,6 +203,8 @@ BdJob *bd_job_find(const char *id)
 
 GPtrArray *bd_job_list(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!jobs) {
         jobs = g_ptr_array_new();
     }
@@ -195,6 +213,8 @@ GPtrArray *bd_job_list(void)
 
 BdJobTxn *bd_job_txn_new(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdJobTxn *txn = g_new0(BdJobTxn, 1);
 
     txn->refcnt = 1;
@@ -203,6 +223,8 @@ BdJobTxn *bd_job_txn_new(void)
 
 void bd_job_txn_unref(BdJobTxn *txn)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (txn && --txn->refcnt == 0) {
         g_assert(!txn->jobs);
         g_free(txn);
@@ -222,6 +244,8 @@ BdJob *bd_job_create(const BdJobDriver *driver, const char *id,
                      gboolean auto_finalize, gboolean auto_dismiss,
                      BdJobTxn *txn, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_assert(driver->instance_size >= sizeof(BdJob));
     if (!id || !bd_id_wellformed(id)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "Invalid job ID '%s'",
@@ -239,10 +263,12 @@ BdJob *bd_job_create(const BdJobDriver *driver, const char *id,
     job->auto_finalize = auto_finalize;
     job->auto_dismiss = auto_dismiss;
     job->refcnt = 1;
+    bd_mutex_init(&job->lock);
+    g_cond_init(&job->cond);
+    bd_mutex_lock(&job->lock);
     job->pause_count = 1;     /* bd_job_start() lifts it */
     job->paused = TRUE;
-    g_mutex_init(&job->lock);
-    g_cond_init(&job->cond);
+    bd_mutex_unlock(&job->lock);
     if (txn) {
         txn->refcnt++;
     } else {
@@ -257,12 +283,16 @@ BdJob *bd_job_create(const BdJobDriver *driver, const char *id,
 
 BdJob *bd_job_ref(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     job->refcnt++;
     return job;
 }
 
 void bd_job_unref(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!job || --job->refcnt > 0) {
         return;
     }
@@ -272,7 +302,8 @@ void bd_job_unref(BdJob *job)
         job->driver->free(job);
     }
     g_clear_error(&job->err);
-    g_mutex_clear(&job->lock);
+    g_clear_error(&job->run_err);
+    bd_mutex_destroy(&job->lock);
     g_cond_clear(&job->cond);
     g_free(job->id);
     g_free(job);
@@ -280,12 +311,14 @@ void bd_job_unref(BdJob *job)
 
 void bd_job_start(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_assert(job->status == BD_JOB_STATUS_CREATED && !job->started);
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     job->pause_count--;
     job->busy = TRUE;
     job->paused = FALSE;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     job->started = TRUE;
     bd_job_transition(job, BD_JOB_STATUS_RUNNING);
     job->thread = g_thread_new("bd-job", bd_job_thread_main, job);
@@ -293,10 +326,10 @@ void bd_job_start(BdJob *job)
 
 static void do_dismiss(BdJob *job)
 {
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     job->busy = FALSE;
     job->paused = FALSE;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     job->deferred = TRUE;
     txn_del_job(job);
     bd_job_transition(job, BD_JOB_STATUS_NULL);
@@ -354,7 +387,7 @@ static void finalize_single(BdJob *job)
 static void cancel_async(BdJob *job, gboolean force)
 {
     force = job->driver->cancel ? job->driver->cancel(job, force) : TRUE;
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     if (job->user_paused) {
         job->user_paused = FALSE;
         job->pause_count--;
@@ -366,7 +399,7 @@ static void cancel_async(BdJob *job, gboolean force)
     }
     job->wake_gen++;
     g_cond_broadcast(&job->cond);
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
 }
 
 /* Once every job of an aborting transaction has stopped working,
@@ -470,14 +503,20 @@ static void job_completed(BdJob *job)
 /* The job thread's work has returned (posted by job-thread.c). */
 gboolean bd_job_exit(gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdJob *job = opaque;
 
     g_thread_join(job->thread);
     job->thread = NULL;
+    job->ret = job->run_ret;
+    if (job->run_ret < 0) {
+        job->err = g_steal_pointer(&job->run_err);
+    }
     job->deferred = TRUE;
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     job->busy = FALSE;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     bd_job_ref(job);
     job_completed(job);
     bd_job_unref(job);
@@ -486,6 +525,8 @@ gboolean bd_job_exit(gpointer opaque)
 
 void bd_job_early_fail(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_assert(job->status == BD_JOB_STATUS_CREATED && !job->started);
     do_dismiss(job);
 }
@@ -512,6 +553,8 @@ static void job_cancel(BdJob *job, gboolean force)
 
 gboolean bd_job_user_cancel(BdJob *job, gboolean force, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!bd_job_apply_verb(job, BD_JOB_VERB_CANCEL, errp)) {
         return FALSE;
     }
@@ -521,33 +564,39 @@ gboolean bd_job_user_cancel(BdJob *job, gboolean force, GError **errp)
 
 void bd_job_pause(BdJob *job)
 {
-    g_mutex_lock(&job->lock);
+    BD_GLOBAL_STATE_CODE();
+
+    bd_mutex_lock(&job->lock);
     job->pause_count++;
     job->wake_gen++;
     g_cond_broadcast(&job->cond);
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
 }
 
 void bd_job_resume(BdJob *job)
 {
-    g_mutex_lock(&job->lock);
+    BD_GLOBAL_STATE_CODE();
+
+    bd_mutex_lock(&job->lock);
     if (job->pause_count > 0 && --job->pause_count == 0) {
         g_cond_broadcast(&job->cond);
     }
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
 }
 
 gboolean bd_job_user_pause(BdJob *job, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     gboolean already;
 
     if (!bd_job_apply_verb(job, BD_JOB_VERB_PAUSE, errp)) {
         return FALSE;
     }
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     already = job->user_paused;
     job->user_paused = TRUE;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     if (already) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Job is already paused");
@@ -559,11 +608,13 @@ gboolean bd_job_user_pause(BdJob *job, GError **errp)
 
 gboolean bd_job_user_resume(BdJob *job, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     gboolean paused;
 
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     paused = job->user_paused && job->pause_count > 0;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     if (!paused) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Can't resume a job that was not paused");
@@ -572,18 +623,20 @@ gboolean bd_job_user_resume(BdJob *job, GError **errp)
     if (!bd_job_apply_verb(job, BD_JOB_VERB_RESUME, errp)) {
         return FALSE;
     }
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     job->user_paused = FALSE;
     if (job->driver->is_block_job) {
         job->iostatus = BD_IOSTATUS_OK;
     }
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     bd_job_resume(job);
     return TRUE;
 }
 
 gboolean bd_job_complete(BdJob *job, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!bd_job_apply_verb(job, BD_JOB_VERB_COMPLETE, errp)) {
         return FALSE;
     }
@@ -598,6 +651,8 @@ gboolean bd_job_complete(BdJob *job, GError **errp)
 
 gboolean bd_job_finalize(BdJob *job, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!bd_job_apply_verb(job, BD_JOB_VERB_FINALIZE, errp)) {
         return FALSE;
     }
@@ -609,6 +664,8 @@ gboolean bd_job_finalize(BdJob *job, GError **errp)
 
 gboolean bd_job_dismiss(BdJob *job, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!bd_job_apply_verb(job, BD_JOB_VERB_DISMISS, errp)) {
         return FALSE;
     }
@@ -618,6 +675,8 @@ gboolean bd_job_dismiss(BdJob *job, GError **errp)
 
 gboolean bd_job_set_speed(BdJob *job, int64_t speed, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!bd_job_apply_verb(job, BD_JOB_VERB_SET_SPEED, errp)) {
         return FALSE;
     }
@@ -626,7 +685,7 @@ gboolean bd_job_set_speed(BdJob *job, int64_t speed, GError **errp)
                     "Parameter 'speed' expects a non-negative value");
         return FALSE;
     }
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     int64_t old = job->speed;
     job->speed = speed;
     bd_ratelimit_set_speed(&job->limit, speed, BD_JOB_SLICE_NS);
@@ -635,7 +694,7 @@ gboolean bd_job_set_speed(BdJob *job, int64_t speed, GError **errp)
         job->wake_gen++;
         g_cond_broadcast(&job->cond);
     }
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     return TRUE;
 }
 
@@ -652,6 +711,8 @@ static gboolean any_job_working(void)
 
 void bd_job_cancel_sync_all(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     /* Own the context so that no job thread runs a main-loop callback
      * itself while we wait between iterations. */
     g_main_context_acquire(NULL);
@@ -680,7 +741,9 @@ void bd_job_cancel_sync_all(void)
 
 void bd_job_snapshot(BdJob *job, BdJobSnapshot *s)
 {
-    g_mutex_lock(&job->lock);
+    BD_GLOBAL_STATE_CODE();
+
+    bd_mutex_lock(&job->lock);
     s->current = job->progress_current;
     s->total = job->progress_total;
     s->speed = job->speed;
@@ -688,7 +751,7 @@ void bd_job_snapshot(BdJob *job, BdJobSnapshot *s)
     s->paused = job->pause_count > 0;
     s->user_paused = job->user_paused;
     s->iostatus = job->iostatus;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
 }
 
 const char *bd_iostatus_name(BdIoStatus st)
@@ -715,6 +778,8 @@ static BdChild *filter_or_cow_child(BdNode *node)
 gboolean bd_job_freeze_backing_chain(BdNode *top, BdNode *base,
                                      GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdChild *c;
 
     for (BdNode *n = top; n && n != base; n = c ? c->node : NULL) {
@@ -737,6 +802,8 @@ gboolean bd_job_freeze_backing_chain(BdNode *top, BdNode *base,
 
 void bd_job_unfreeze_backing_chain(BdNode *top, BdNode *base)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdChild *c;
 
     for (BdNode *n = top; n && n != base; n = c ? c->node : NULL) {

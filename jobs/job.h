@@ -23,6 +23,7 @@
 
 #include <glib.h>
 #include <stdint.h>
+#include "graph/lock.h"
 #include "graph/node.h"
 
 typedef enum {
@@ -129,20 +130,26 @@ struct BdJob {
     gboolean deferred;         /* run returned; completion on main */
     GThread *thread;
 
-    GMutex lock;
+    /* The work's result, written by the job thread as it ends and taken
+     * into ret/err by the main thread once it has joined it. */
+    int run_ret;
+    GError *run_err;
+
+    /* [lock]: the fields below, checked by BD_GUARDED_BY. */
+    BdMutex lock;
     GCond cond;                /* [lock] pause/sleep/wake changes */
-    int pause_count;           /* [lock] > 0: pause requested */
-    gboolean user_paused;      /* [lock] paused by job-pause or 'stop' */
-    gboolean paused;           /* [lock] job thread parked */
-    gboolean busy;             /* [lock] job thread working */
-    gboolean cancelled;        /* [lock] cancel requested */
-    gboolean force_cancel;     /* [lock] ... and forced */
-    unsigned wake_gen;         /* [lock] bumped by bd_job_enter */
-    int64_t speed;             /* [lock] bytes/s, 0 = unlimited */
-    BdRateLimit limit;         /* [lock] */
-    BdIoStatus iostatus;       /* [lock] */
-    uint64_t progress_current; /* [lock] */
-    uint64_t progress_total;   /* [lock] */
+    int pause_count BD_GUARDED_BY(lock);       /* > 0: pause requested */
+    gboolean user_paused BD_GUARDED_BY(lock);  /* by job-pause or 'stop' */
+    gboolean paused BD_GUARDED_BY(lock);       /* job thread parked */
+    gboolean busy BD_GUARDED_BY(lock);         /* job thread working */
+    gboolean cancelled BD_GUARDED_BY(lock);    /* cancel requested */
+    gboolean force_cancel BD_GUARDED_BY(lock); /* ... and forced */
+    unsigned wake_gen BD_GUARDED_BY(lock);     /* bumped by bd_job_enter */
+    int64_t speed BD_GUARDED_BY(lock);         /* bytes/s, 0 = unlimited */
+    BdRateLimit limit BD_GUARDED_BY(lock);
+    BdIoStatus iostatus BD_GUARDED_BY(lock);
+    uint64_t progress_current BD_GUARDED_BY(lock);
+    uint64_t progress_total BD_GUARDED_BY(lock);
 };
 
 /* --- main thread: lifecycle --- */

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include "graph/error.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 #include "jobs/chain.h"
 #include "jobs/mirror.h"
 
@@ -32,6 +33,8 @@ static const BdSchemaField mirror_top_options[] = {
 static gboolean mirror_top_open(BdNode *node, GVariant *options,
                                 GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     MirrorTopState *s;
     BdChild *child = bd_node_open_child(node, options, "backing",
                                         BD_CHILD_FILTERED | BD_CHILD_PRIMARY,
@@ -49,12 +52,16 @@ static gboolean mirror_top_open(BdNode *node, GVariant *options,
 
 static void mirror_top_close(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_clear_pointer(&node->opaque, g_free);
 }
 
 void bd_mirror_top_set_hook(BdNode *filter, BdMirrorTopHook hook,
                             void *opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     MirrorTopState *s = filter->opaque;
 
     s->hook = hook;

@@ -27,6 +27,7 @@
 #include "graph/entry.h"
 #include "graph/error.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 #include "jobs/chain.h"
 #include "jobs/mirror.h"
 
@@ -51,8 +52,8 @@ typedef struct {
     gboolean frozen, claimed, inserted;
     BdReqList inflight;               /* copies and write-blocking writes */
 
-    GMutex lock;
-    gboolean should_complete;         /* [lock] job-complete seen */
+    BdMutex lock;
+    gboolean should_complete BD_GUARDED_BY(lock); /* job-complete seen */
     gboolean ready;                   /* job thread only */
 } BdMirrorJob;
 
@@ -111,8 +112,11 @@ static int mirror_dirty_init(BdMirrorJob *s, uint64_t len)
             return 0;
         }
         n = MIN((uint64_t)MIRROR_MAX_CHUNK * 64, len - offset);
+        /* Through the source's handle: a reopen below waits for it. */
+        bd_entry_begin(s->src);
         ret = bd_chain_is_allocated_above(s->bs, base, FALSE, offset, n,
                                           &n);
+        bd_entry_end(s->src);
         if (ret < 0) {
             return ret;
         }
@@ -139,9 +143,9 @@ static gboolean complete_requested(BdMirrorJob *s)
 {
     gboolean c;
 
-    g_mutex_lock(&s->lock);
+    bd_mutex_lock(&s->lock);
     c = s->should_complete;
-    g_mutex_unlock(&s->lock);
+    bd_mutex_unlock(&s->lock);
     return c;
 }
 
@@ -294,6 +298,8 @@ static int mirror_write_hook(void *opaque, BdMirrorOp op, uint64_t offset,
 
 static gboolean mirror_complete(BdJob *job, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdMirrorJob *s = (BdMirrorJob *)job;
 
     if (!bd_job_is_ready(job)) {
@@ -302,9 +308,9 @@ static gboolean mirror_complete(BdJob *job, GError **errp)
                     job->id);
         return FALSE;
     }
-    g_mutex_lock(&s->lock);
+    bd_mutex_lock(&s->lock);
     s->should_complete = TRUE;
-    g_mutex_unlock(&s->lock);
+    bd_mutex_unlock(&s->lock);
     bd_job_enter(job);
     return TRUE;
 }
@@ -312,6 +318,8 @@ static gboolean mirror_complete(BdJob *job, GError **errp)
 /* Before 'ready' every cancel is a forced one (QEMU's mirror_cancel). */
 static gboolean mirror_cancel(BdJob *job, gboolean force)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return force || !bd_job_is_ready(job);
 }
 
@@ -373,6 +381,8 @@ static gboolean mirror_pivot(BdMirrorJob *s, GError **errp)
 
 static int mirror_prepare(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdMirrorJob *s = (BdMirrorJob *)job;
     BdDrainSection *drain = bd_drained_begin(s->filter);
     g_autoptr(GError) err = NULL;
@@ -394,6 +404,8 @@ static int mirror_prepare(BdJob *job)
 
 static void mirror_clean(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdMirrorJob *s = (BdMirrorJob *)job;
 
     if (s->filter && s->inserted) {
@@ -426,6 +438,8 @@ static void mirror_clean(BdJob *job)
 
 static void mirror_free(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdMirrorJob *s = (BdMirrorJob *)job;
 
     mirror_clean(job);
@@ -434,7 +448,7 @@ static void mirror_free(BdJob *job)
     g_clear_pointer(&s->replaces, bd_node_unref);
     g_clear_pointer(&s->target_backing, bd_node_unref);
     bd_reqlist_destroy(&s->inflight);
-    g_mutex_clear(&s->lock);
+    bd_mutex_destroy(&s->lock);
 }
 
 static const BdJobDriver mirror_job_driver = {
@@ -531,6 +545,8 @@ static gboolean mirror_setup(BdMirrorJob *s, const BdMirrorParams *p,
 
 gboolean bd_mirror_start(const BdMirrorParams *p, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdMirrorJob *s;
     BdNode *filter;
 
@@ -562,7 +578,7 @@ gboolean bd_mirror_start(const BdMirrorParams *p, GError **errp)
         return FALSE;
     }
     s->filter = filter;
-    g_mutex_init(&s->lock);
+    bd_mutex_init(&s->lock);
     bd_reqlist_init(&s->inflight);
     if (p->speed < 0) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,

@@ -21,6 +21,7 @@
 #include "graph/entry.h"
 #include "graph/error.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 #include "jobs/chain.h"
 #include "jobs/stream.h"
 
@@ -125,6 +126,8 @@ static void stream_drop_filter(BdStreamJob *s)
 
 static int stream_prepare(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdStreamJob *s = (BdStreamJob *)job;
     g_autoptr(GError) err = NULL;
     BdNode *base, *unfiltered_base;
@@ -160,6 +163,8 @@ static void release_claims(BdStreamJob *s)
 
 static void stream_clean(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdStreamJob *s = (BdStreamJob *)job;
     g_autoptr(GError) err = NULL;
 
@@ -174,6 +179,8 @@ static void stream_clean(BdJob *job)
 
 static void stream_free(BdJob *job)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdStreamJob *s = (BdStreamJob *)job;
 
     stream_clean(job);
@@ -278,6 +285,8 @@ static gboolean stream_setup(BdStreamJob *s, const BdStreamParams *p,
 
 gboolean bd_stream_start(const BdStreamParams *p, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdStreamJob *s;
 
     if (p->speed < 0) {

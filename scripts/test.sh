@@ -67,6 +67,14 @@ if [[ ${SKIP_ASAN:-0} == 0 ]]; then
     run_suite build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
 fi
 
+# A ThreadSanitizer build (build-tsan/) runs the unit tests and the
+# integration suite 'tsan' (jobs, NBD and FUSE workers at once): the only
+# tests that build defines.  tests/meson.build sets TSAN_OPTIONS (the
+# third-party suppressions) and G_SLICE for them.  SKIP_TSAN=1 leaves it out.
+if [[ ${SKIP_TSAN:-0} == 0 ]]; then
+    run_suite build-tsan -Db_sanitize=thread -Db_lundef=false -Dwerror=true
+fi
+
 failed=$((failed + broken))
 echo "$passed passed, $failed failed, $skipped skipped"
 if ((failed > 0)); then

@@ -515,9 +515,10 @@ class Daemon:
     close = cleanup
 
     def sanitizer_report(self):
-        """ASan/UBSan/LSan findings in the daemon's stderr, if any."""
+        """ASan/UBSan/LSan/TSan findings in the daemon's stderr, if any."""
         err = self.stderr()
-        for marker in ('ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:'):
+        for marker in ('ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:',
+                       'WARNING: ThreadSanitizer'):
             if marker in err:
                 return err[err.index(marker):][:4000]
         return None

@@ -13,7 +13,7 @@
 #include <string.h>
 #include "graph/error.h"
 #include "graph/events.h"
-#include "jobs/job.h"
+#include "jobs/job-int.h"
 
 #define CHUNK 4096
 #define NCHUNKS 64
@@ -107,9 +107,9 @@ static int test_run(BdJob *job, GError **errp)
     if (t->wait_ready) {
         bd_job_transition_to_ready(job);
         for (;;) {
-            g_mutex_lock(&job->lock);
+            bd_mutex_lock(&job->lock);
             gboolean done = t->should_complete;
-            g_mutex_unlock(&job->lock);
+            bd_mutex_unlock(&job->lock);
             if (done || bd_job_cancel_requested(job)) {
                 break;
             }
@@ -123,9 +123,9 @@ static gboolean test_complete(BdJob *job, GError **errp)
 {
     TestJob *t = (TestJob *)job;
 
-    g_mutex_lock(&job->lock);
+    bd_mutex_lock(&job->lock);
     t->should_complete = TRUE;
-    g_mutex_unlock(&job->lock);
+    bd_mutex_unlock(&job->lock);
     bd_job_enter(job);
     return TRUE;
 }
@@ -683,6 +683,21 @@ static void test_cancel_sync_all(void)
     g_free(take_events());
 }
 
+/* An invalid transition is a bug: every build stops there, naming the
+ * job and both states. */
+static void test_invalid_transition(void)
+{
+    if (g_test_subprocess()) {
+        TestJob *t = new_job("bad", TRUE, TRUE, NULL);
+        bd_job_transition(&t->common, BD_JOB_STATUS_CONCLUDED);
+        return;
+    }
+    g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_failed();
+    g_test_trap_assert_stderr(
+        "*job 'bad': invalid state transition created -> concluded*");
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -705,6 +720,7 @@ int main(int argc, char **argv)
     g_test_add_func("/jobs/prepare-failure", test_prepare_failure);
     g_test_add_func("/jobs/ratelimit", test_ratelimit);
     g_test_add_func("/jobs/cancel-sync-all", test_cancel_sync_all);
+    g_test_add_func("/jobs/invalid-transition", test_invalid_transition);
     bd_driver_register(&chain_driver);
     g_test_add_func("/jobs/freeze-chain", test_freeze_chain);
     int ret = g_test_run();
