@@ -406,7 +406,7 @@ static gboolean blkdebug_open(BdNode *node, GVariant *options, GError **errp)
     }
     s->take_perms = perm_list_bits(options, "take-child-perms");
     s->unshare_perms = perm_list_bits(options, "unshare-child-perms");
-    s->image = bd_node_open_child(node, options, "image",
+    s->image = bd_node_open_child_key(node, options, "image",
                                   BD_CHILD_FILTERED | BD_CHILD_PRIMARY,
                                   FALSE, errp);
     if (!s->image) {

@@ -151,13 +151,13 @@ static gboolean blkverify_open(BdNode *node, GVariant *options, GError **errp)
 
     node->opaque = s;
     /* QEMU opens 'raw' first, as the filtered child, then 'test'. */
-    s->raw = bd_node_open_child(node, options, "raw",
+    s->raw = bd_node_open_child_key(node, options, "raw",
                                 BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
                                 errp);
     if (!s->raw) {
         goto fail;
     }
-    s->test = bd_node_open_child(node, options, "test", BD_CHILD_DATA, FALSE,
+    s->test = bd_node_open_child_key(node, options, "test", BD_CHILD_DATA, FALSE,
                                  errp);
     if (!s->test) {
         goto fail;

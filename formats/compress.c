@@ -47,7 +47,7 @@ static gboolean compress_open(BdNode *node, GVariant *options, GError **errp)
 {
     BdChild *file;
 
-    file = bd_node_open_child(node, options, "file",
+    file = bd_node_open_child_key(node, options, "file",
                               BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
                               errp);
     if (!file) {

@@ -338,13 +338,13 @@ static gboolean cbw_open(BdNode *node, GVariant *options, GError **errp)
     g_cond_init(&s->cond);
     bd_reqlist_init(&s->copies);
     node->opaque = s;
-    s->file = bd_node_open_child(node, options, "file",
+    s->file = bd_node_open_child_key(node, options, "file",
                                  BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
                                  errp);
     if (!s->file) {
         return FALSE;
     }
-    s->target = bd_node_open_child(node, options, "target", BD_CHILD_DATA,
+    s->target = bd_node_open_child_key(node, options, "target", BD_CHILD_DATA,
                                    FALSE, errp);
     if (!s->target) {
         return FALSE;

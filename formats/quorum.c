@@ -262,7 +262,7 @@ static BdChild *quorum_open_child(BdNode *node, GVariant *ref, guint i,
 
     g_variant_dict_insert_value(&d, key, ref);
     one = g_variant_ref_sink(g_variant_dict_end(&d));
-    return bd_node_open_child(node, one, key, BD_CHILD_DATA, FALSE, errp);
+    return bd_node_open_child_key(node, one, key, BD_CHILD_DATA, FALSE, errp);
 }
 
 /* QEMU's full_open_options: driver, the children as a list, and the

@@ -237,7 +237,7 @@ static gboolean raw_open(BdNode *node, GVariant *options, GError **errp)
     if (!s->offset && !s->has_size) {
         role |= BD_CHILD_FILTERED;
     }
-    s->file = bd_node_open_child(node, options, "file", role, FALSE, errp);
+    s->file = bd_node_open_child_key(node, options, "file", role, FALSE, errp);
     if (!s->file) {
         goto fail;
     }

@@ -41,7 +41,7 @@ static gboolean throttle_open(BdNode *node, GVariant *options, GError **errp)
     BdThrottleGroup *tg;
 
     /* As QEMU: the child first, then the group. */
-    file = bd_node_open_child(node, options, "file",
+    file = bd_node_open_child_key(node, options, "file",
                               BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
                               errp);
     if (!file) {

@@ -16,6 +16,21 @@ GVariant *bd_inherit_options_from(const BdDriver *parent_drv,
                                   GVariant *parent_options, GVariant *child,
                                   BdChildRole role);
 
+/* Reads of validated option dictionaries (a{sv}) by key, for the
+ * graph's generic code alone: code that walks dictionaries whose keys
+ * it learns at run time (a node's children by role name in reopen,
+ * the members a child inherits, the flattened comparison of old and
+ * new options).  Drivers and commands decode their options into a
+ * struct instead (bd_schema_decode), so that no key outside their
+ * schema can be read.  Absent or mistyped members give the default. */
+GVariant *bd_opts_lookup(GVariant *opts, const char *key);   /* full, or NULL */
+const char *bd_opts_get_str(GVariant *opts, const char *key, const char *def);
+gboolean bd_opts_has(GVariant *opts, const char *key);
+
+/* The common options' rule between members (detect-zeroes=unmap needs
+ * discard=unmap), for open and reopen. */
+gboolean bd_node_options_check(const BdNodeOptions *o, GError **errp);
+
 /* Whether 'node' is 'ancestor' or below it. */
 gboolean bd_node_is_ancestor_of(BdNode *ancestor, BdNode *node);
 

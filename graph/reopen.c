@@ -360,26 +360,16 @@ static void change_finish(ChildChange *ch)
 
 static gboolean prepare_common(ReopenEntry *e, GError **errp)
 {
-    GVariant *o = e->st.options;
-    g_autoptr(GVariant) cache = bd_opts_lookup(o, "cache");
-    const char *discard = bd_opts_get_str(o, "discard", "ignore");
-    const char *dz = bd_opts_get_str(o, "detect-zeroes", "off");
+    BdNodeOptions o;
 
-    e->st.read_only = bd_opts_get_bool(o, "read-only", FALSE);
-    e->auto_read_only = bd_opts_get_bool(o, "auto-read-only", FALSE);
-    e->st.cache_direct = bd_opts_get_bool(cache, "direct", FALSE);
-    e->st.cache_no_flush = bd_opts_get_bool(cache, "no-flush", FALSE);
-    e->discard_unmap = strcmp(discard, "unmap") == 0;
-    e->detect_zeroes = strcmp(dz, "unmap") == 0 ? BD_DETECT_ZEROES_UNMAP :
-                       strcmp(dz, "on") == 0 ? BD_DETECT_ZEROES_ON :
-                       BD_DETECT_ZEROES_OFF;
-    if (e->detect_zeroes == BD_DETECT_ZEROES_UNMAP && !e->discard_unmap) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "setting detect-zeroes to unmap is not allowed "
-                    "without setting discard operation to unmap");
-        return FALSE;
-    }
-    return TRUE;
+    bd_node_options_decode(e->st.options, &o);
+    e->st.read_only = o.read_only;
+    e->auto_read_only = o.auto_read_only;
+    e->st.cache_direct = o.cache.direct;
+    e->st.cache_no_flush = o.cache.no_flush;
+    e->discard_unmap = o.discard == BD_DISCARD_UNMAP;
+    e->detect_zeroes = o.detect_zeroes;
+    return bd_node_options_check(&o, errp);
 }
 
 /* Options set before and left out now must be mutable. */
@@ -437,12 +427,12 @@ static BdNode *skip_implicit_filters(BdNode *node)
 
 /* The 'backing' or 'file' option given as a node-name or null. */
 static gboolean prepare_child_change(ReopenQueue *q, ReopenEntry *e,
-                                     const char *name, GError **errp)
+                                     const char *name, GVariant *v,
+                                     GError **errp)
 {
     BdNode *node = e->st.node;
     gboolean is_backing = strcmp(name, "backing") == 0;
     BdChild *old = is_backing ? node->backing : node->file;
-    g_autoptr(GVariant) v = bd_opts_lookup(e->st.options, name);
     BdNode *new_node = NULL;
 
     if (!v || g_variant_is_of_type(v, G_VARIANT_TYPE_VARDICT)) {
@@ -507,6 +497,7 @@ static gboolean prepare_entry(ReopenQueue *q, ReopenEntry *e, GError **errp)
     g_autoptr(GHashTable) old = flatten(node->options, old_skip);
     g_autoptr(GHashTable) all_new = flatten(e->st.options, NULL);
     g_autoptr(GHashTable) new = NULL;
+    g_auto(BdChildRefs) refs = { 0 };
     gboolean has_default_backing;
 
     if (!prepare_common(e, errp)) {
@@ -528,14 +519,14 @@ static gboolean prepare_entry(ReopenQueue *q, ReopenEntry *e, GError **errp)
 
     has_default_backing = drv->has_default_backing &&
                           drv->has_default_backing(node);
-    if (!bd_opts_has(e->st.options, "backing") &&
-        (node->backing || has_default_backing)) {
+    bd_child_refs_decode(e->st.options, &refs);
+    if (!refs.has_backing && (node->backing || has_default_backing)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "backing is missing for '%s'", node->node_name);
         return FALSE;
     }
-    if (!prepare_child_change(q, e, "backing", errp) ||
-        !prepare_child_change(q, e, "file", errp)) {
+    if (!prepare_child_change(q, e, "backing", refs.backing, errp) ||
+        !prepare_child_change(q, e, "file", refs.file, errp)) {
         return FALSE;
     }
 
@@ -612,8 +603,12 @@ static gboolean queue_build(ReopenQueue *q, GPtrArray *list, GError **errp)
 {
     for (guint i = 0; i < list->len; i++) {
         GVariant *opts = list->pdata[i];
-        const char *name = bd_opts_get_str(opts, "node-name", NULL);
+        BdNodeOptions o;
+        const char *name;
         BdNode *node;
+
+        bd_node_options_decode(opts, &o);
+        name = o.node_name;
 
         if (!name) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,

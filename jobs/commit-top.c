@@ -35,7 +35,7 @@ static gboolean commit_top_open(BdNode *node, GVariant *options,
     CommitTopState *s;
     BdChild *child;
 
-    child = bd_node_open_child(node, options, "backing",
+    child = bd_node_open_child_key(node, options, "backing",
                                BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
                                errp);
     if (!child) {

@@ -33,7 +33,7 @@ static gboolean mirror_top_open(BdNode *node, GVariant *options,
                                 GError **errp)
 {
     MirrorTopState *s;
-    BdChild *child = bd_node_open_child(node, options, "backing",
+    BdChild *child = bd_node_open_child_key(node, options, "backing",
                                         BD_CHILD_FILTERED | BD_CHILD_PRIMARY,
                                         FALSE, errp);
 

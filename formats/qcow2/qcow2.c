@@ -386,7 +386,7 @@ static gboolean open_backing(BdNode *node, Qcow2State *s, GVariant *o,
     g_autoptr(GVariant) opts = NULL;
 
     if (bd_opts_has(o, "backing")) {
-        return bd_node_open_child(node, o, "backing", BD_CHILD_COW, TRUE,
+        return bd_node_open_child_key(node, o, "backing", BD_CHILD_COW, TRUE,
                                   errp) != NULL || !errp || !*errp;
     }
     if (!s->h.backing_file) {
@@ -418,7 +418,7 @@ static gboolean open_backing(BdNode *node, Qcow2State *s, GVariant *o,
     g_variant_builder_add(&outer, "{sv}", "backing",
                           g_variant_builder_end(&back));
     opts = g_variant_ref_sink(g_variant_builder_end(&outer));
-    if (!bd_node_open_child(node, opts, "backing", BD_CHILD_COW, FALSE,
+    if (!bd_node_open_child_key(node, opts, "backing", BD_CHILD_COW, FALSE,
                             errp)) {
         g_prefix_error(errp, "Could not open backing file: ");
         return FALSE;
@@ -531,7 +531,7 @@ static gboolean qcow2_open(BdNode *node, GVariant *options, GError **errp)
     s->node = node;
     s->inflight = g_ptr_array_new();
     node->opaque = s;
-    s->file = bd_node_open_child(node, options, "file",
+    s->file = bd_node_open_child_key(node, options, "file",
                                  BD_CHILD_DATA | BD_CHILD_METADATA |
                                  BD_CHILD_PRIMARY, FALSE, errp);
     if (!s->file) {
