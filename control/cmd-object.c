@@ -14,31 +14,6 @@
 
 /* --- schemas (qapi/qom.json, qapi/block-core.json) --- */
 
-#define LIMIT(n) BD_OPT(n, &bd_schema_int), BD_OPT(n "-max", &bd_schema_int), \
-    BD_OPT(n "-max-length", &bd_schema_int)
-#define LEGACY(n) BD_OPT("x-" n, &bd_schema_int),                        \
-    BD_OPT("x-" n "-max", &bd_schema_int),                                \
-    BD_OPT("x-" n "-max-length", &bd_schema_int)
-
-static const BdSchemaField limits_fields[] = {
-    LIMIT("iops-total"), LIMIT("iops-read"), LIMIT("iops-write"),
-    LIMIT("bps-total"), LIMIT("bps-read"), LIMIT("bps-write"),
-    BD_OPT("iops-size", &bd_schema_int),
-    { NULL } };
-static const BdSchemaType limits_type = {
-    .name = "ThrottleLimits", .kind = BD_SCHEMA_OBJECT,
-    .fields = limits_fields };
-
-static const BdSchemaField tg_fields[] = {
-    BD_OPT("limits", &limits_type),
-    LEGACY("iops-total"), LEGACY("iops-read"), LEGACY("iops-write"),
-    LEGACY("bps-total"), LEGACY("bps-read"), LEGACY("bps-write"),
-    BD_OPT("x-iops-size", &bd_schema_int),
-    { NULL } };
-static const BdSchemaType tg_props_type = {
-    .name = "ThrottleGroupProperties", .kind = BD_SCHEMA_OBJECT,
-    .fields = tg_fields };
-
 static const char *const object_type_values[] = { "throttle-group", NULL };
 static const BdSchemaType object_type_enum = {
     .name = "ObjectType", .kind = BD_SCHEMA_ENUM,
@@ -48,7 +23,7 @@ static const BdSchemaField object_base[] = {
     BD_FIELD("id", &bd_schema_str),
     { NULL } };
 static const BdSchemaVariant object_variants[] = {
-    { "throttle-group", &tg_props_type },
+    { "throttle-group", &bd_throttle_group_props_type },
     { NULL } };
 static const BdSchemaType object_options = {
     .name = "ObjectOptions", .kind = BD_SCHEMA_UNION, .fields = object_base,
