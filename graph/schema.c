@@ -178,6 +178,39 @@ void bd_schema_decode(const BdSchemaField *fields, GVariant *validated,
     }
 }
 
+/* The variant of flat union 't' that 'validated' holds, or NULL. */
+static const BdSchemaVariant *union_variant(const BdSchemaType *t,
+                                            GVariant *validated)
+{
+    const char *tag = bd_opts_get_str(validated, t->discriminator, NULL);
+
+    for (const BdSchemaVariant *v = t->variants; tag && v && v->value; v++) {
+        if (strcmp(v->value, tag) == 0) {
+            return v;
+        }
+    }
+    return NULL;
+}
+
+void bd_schema_decode_union(const BdSchemaType *t, GVariant *validated,
+                            void *out)
+{
+    const BdSchemaVariant *v = union_variant(t, validated);
+
+    bd_schema_decode(t->fields, validated, out);
+    if (v) {
+        bd_schema_decode(v->type->fields, validated, out);
+    }
+}
+
+void bd_schema_clear_union(const BdSchemaType *t, void *out)
+{
+    bd_schema_clear(t->fields, out);
+    for (const BdSchemaVariant *v = t->variants; v && v->value; v++) {
+        bd_schema_clear(v->type->fields, out);
+    }
+}
+
 void bd_schema_clear(const BdSchemaField *fields, void *out)
 {
     for (const BdSchemaField *f = fields; f && f->name; f++) {

@@ -191,6 +191,15 @@ void bd_schema_decode(const BdSchemaField *fields, GVariant *validated,
 /* Drop the GVariant references a decoded struct holds (idempotent). */
 void bd_schema_clear(const BdSchemaField *fields, void *out);
 
+/* The same for a flat union (BD_SCHEMA_UNION): its base members, then
+ * those of the variant the discriminator chooses, into one struct
+ * (members of other variants are left as they are).  The clear drops
+ * the references of every variant's members: initialize 'out' before
+ * decoding into it when the variants hold references. */
+void bd_schema_decode_union(const BdSchemaType *type, GVariant *validated,
+                            void *out);
+void bd_schema_clear_union(const BdSchemaType *type, void *out);
+
 /* g_auto(T) for a struct T filled along 'fields':
  *   BD_SCHEMA_DEFINE_AUTO(FileOptions, file_options)
  *   g_auto(FileOptions) o = { 0 };
