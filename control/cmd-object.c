@@ -14,13 +14,20 @@
 
 /* --- schemas (qapi/qom.json, qapi/block-core.json) --- */
 
+typedef struct {
+    const char *qom_type;
+    const char *id;
+} ObjectArgs;
+
+/* ObjectType; read as its name, the key of the id table. */
 static const char *const object_type_values[] = { "throttle-group", NULL };
 static const BdSchemaType object_type_enum = {
     .name = "ObjectType", .kind = BD_SCHEMA_ENUM,
     .enum_values = object_type_values };
 static const BdSchemaField object_base[] = {
-    BD_FIELD("qom-type", &object_type_enum),
-    BD_FIELD("id", &bd_schema_str),
+    BD_FIELD("qom-type", &object_type_enum, BD_AT(ObjectArgs, qom_type),
+             .def.s = ""),
+    BD_FIELD("id", &bd_schema_str, BD_AT(ObjectArgs, id), .def.s = ""),
     { NULL } };
 static const BdSchemaVariant object_variants[] = {
     { "throttle-group", &bd_throttle_group_props_type },
@@ -30,7 +37,7 @@ static const BdSchemaType object_options = {
     .discriminator = "qom-type", .variants = object_variants };
 
 static const BdSchemaField del_fields[] = {
-    BD_FIELD("id", &bd_schema_str),
+    BD_FIELD("id", &bd_schema_str, BD_AT(ObjectArgs, id), .def.s = ""),
     { NULL } };
 static const BdSchemaType del_args = {
     .name = "q_obj_object-del-arg", .kind = BD_SCHEMA_OBJECT,
@@ -82,8 +89,12 @@ static gboolean throttle_group_add(const char *id, GVariant *props,
 
 gboolean bd_cmd_object_add(GVariant *options, GError **errp)
 {
-    const char *type = bd_opts_get_str(options, "qom-type", "");
-    const char *id = bd_opts_get_str(options, "id", "");
+    ObjectArgs a;
+    const char *type, *id;
+
+    bd_schema_decode(object_base, options, &a);
+    type = a.qom_type;
+    id = a.id;
 
     if (!bd_id_wellformed(id)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -110,8 +121,12 @@ static gboolean object_add(GVariant *args, JsonNode **ret, GError **errp)
 
 static gboolean object_del(GVariant *args, JsonNode **ret, GError **errp)
 {
-    const char *id = bd_opts_get_str(args, "id", "");
-    const char *type = g_hash_table_lookup(object_table(), id);
+    ObjectArgs a;
+    const char *id, *type;
+
+    bd_schema_decode(del_fields, args, &a);
+    id = a.id;
+    type = g_hash_table_lookup(object_table(), id);
 
     if (!type) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
