@@ -303,6 +303,7 @@ const BdDriver bd_copy_on_read_driver = {
     .name = "copy-on-read",
     .options = cor_options,
     .is_filter = TRUE,
+    .serialises_requests = TRUE,
     .open = cor_open,
     .close = cor_close,
     .child_perm = cor_child_perm,

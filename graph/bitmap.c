@@ -737,13 +737,11 @@ void bd_dirty_bitmap_deserialize(BdDirtyBitmap *bm, uint64_t first_byte,
 
 /* --- write path, resize --- */
 
-void bd_dirty_bitmaps_record(BdNode *node, uint64_t offset, uint64_t bytes)
+void bd_dirty_bitmaps_record_slow(BdNode *node, uint64_t offset,
+                                  uint64_t bytes)
 {
     GPtrArray *list = node->bitmaps;
 
-    if (!LOAD(node->nr_bitmaps) || bytes == 0) {
-        return;
-    }
     g_rw_lock_reader_lock(&node->bitmaps_lock);
     for (guint i = 0; i < list->len; i++) {
         BdDirtyBitmap *bm = list->pdata[i];

@@ -161,8 +161,16 @@ void bd_dirty_bitmap_deserialize(BdDirtyBitmap *bm, uint64_t first_byte,
 /* --- the write path (graph/io.c) and resizes --- */
 
 /* Mark [offset, offset+bytes) in every enabled bitmap of the node.
- * Cheap when the node has none. */
-void bd_dirty_bitmaps_record(BdNode *node, uint64_t offset, uint64_t bytes);
+ * One atomic load when the node has none. */
+void bd_dirty_bitmaps_record_slow(BdNode *node, uint64_t offset,
+                                  uint64_t bytes);
+static inline void bd_dirty_bitmaps_record(BdNode *node, uint64_t offset,
+                                           uint64_t bytes)
+{
+    if (__atomic_load_n(&node->nr_bitmaps, __ATOMIC_ACQUIRE) && bytes) {
+        bd_dirty_bitmaps_record_slow(node, offset, bytes);
+    }
+}
 /* The node's size changed: resize its bitmaps (bits beyond the old size
  * start clean; shrinking drops bits). */
 void bd_dirty_bitmaps_truncate(BdNode *node, uint64_t size);

@@ -9,6 +9,11 @@
  * over them, so that no other write to those blocks can land between
  * its read and its write (and be overwritten with stale data), and
  * other writes wait for it in turn.  No lock is held across I/O.
+ *
+ * A node that needs no alignment and whose driver enters no
+ * serialising requests of its own can have no conflict: its writes
+ * skip the list (most nodes: the list costs nothing where it is not
+ * needed).  Both conditions change only while the node is drained.
  */
 #define G_LOG_DOMAIN "blockd-graph"
 
@@ -56,13 +61,23 @@ static inline gboolean is_aligned(BdNode *node, uint64_t offset,
     return ((offset | bytes) & mask) == 0;
 }
 
+/* Whether writes at the node go through its request list (see top). */
+static inline gboolean node_tracks_writes(BdNode *node)
+{
+    return node->request_alignment > 1 || node->drv->serialises_requests;
+}
+
 /* Enter a data-changing request into the node's list; an unaligned one
- * is serialising over the aligned blocks it touches (see the top). */
-static inline void node_req_begin(BdNode *node, BdReq *req, uint64_t offset,
-                                  uint64_t bytes)
+ * is serialising over the aligned blocks it touches (see the top).
+ * Returns whether it was entered (bd_req_end then). */
+static inline gboolean node_req_begin(BdNode *node, BdReq *req,
+                                      uint64_t offset, uint64_t bytes)
 {
     uint64_t align = node->request_alignment;
 
+    if (!node_tracks_writes(node)) {
+        return FALSE;
+    }
     if (align > 1 && !is_aligned(node, offset, bytes)) {
         uint64_t start = offset & ~(align - 1);
         uint64_t end = (offset + bytes + align - 1) & ~(align - 1);
@@ -70,6 +85,7 @@ static inline void node_req_begin(BdNode *node, BdReq *req, uint64_t offset,
     } else {
         bd_req_begin(&node->reqs, req, offset, bytes, FALSE);
     }
+    return TRUE;
 }
 
 /* --- read --- */
@@ -208,6 +224,7 @@ int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
                    const void *buf, int flags)
 {
     BdReq req;
+    gboolean tracked;
     int ret;
 
     if (bytes == 0) {
@@ -232,13 +249,15 @@ int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
         }
         return bd_node_pwrite_zeroes(node, offset, bytes, zflags);
     }
-    node_req_begin(node, &req, offset, bytes);
+    tracked = node_req_begin(node, &req, offset, bytes);
     if (node->request_alignment > 1 && !is_aligned(node, offset, bytes)) {
         ret = node_pwrite_unaligned(node, offset, bytes, buf, flags);
     } else {
         ret = node_pwrite_aligned(node, offset, bytes, buf, flags);
     }
-    bd_req_end(&node->reqs, &req);
+    if (tracked) {
+        bd_req_end(&node->reqs, &req);
+    }
     /* As QEMU: dirty even when the write failed part-way. */
     bd_dirty_bitmaps_record(node, offset, bytes);
     return ret;
@@ -277,6 +296,7 @@ int bd_node_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
     const BdDriver *drv = node->drv;
     BdChild *filtered;
     BdReq req;
+    gboolean tracked;
     int ret;
 
     if (bytes == 0) {
@@ -293,7 +313,7 @@ int bd_node_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
         flags &= ~BD_REQ_MAY_UNMAP;
     }
     /* Unaligned, the fallback below is a read-modify-write. */
-    node_req_begin(node, &req, offset, bytes);
+    tracked = node_req_begin(node, &req, offset, bytes);
     if (drv->pwrite_zeroes) {
         ret = drv->pwrite_zeroes(node, offset, bytes, flags);
     } else if (!drv->pwrite && (filtered = bd_node_filtered_child(node))) {
@@ -307,7 +327,9 @@ int bd_node_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
         ret = node_write_zero_buffers(node, offset, bytes,
                                       flags & BD_REQ_FUA);
     }
-    bd_req_end(&node->reqs, &req);
+    if (tracked) {
+        bd_req_end(&node->reqs, &req);
+    }
     if (ret != -ENOTSUP) {
         bd_dirty_bitmaps_record(node, offset, bytes);
     }
@@ -319,6 +341,7 @@ int bd_node_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
     const BdDriver *drv = node->drv;
     BdChild *filtered;
     BdReq req;
+    gboolean tracked = node_tracks_writes(node);
     int ret;
 
     if (offset + bytes < offset) {
@@ -330,7 +353,9 @@ int bd_node_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
         return ret;
     }
     /* Never a read-modify-write: not serialising even when unaligned. */
-    bd_req_begin(&node->reqs, &req, offset, bytes, FALSE);
+    if (tracked) {
+        bd_req_begin(&node->reqs, &req, offset, bytes, FALSE);
+    }
     if (drv->pdiscard) {
         ret = drv->pdiscard(node, offset, bytes);
     } else if ((filtered = bd_node_filtered_child(node))) {
@@ -338,7 +363,9 @@ int bd_node_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
     } else {
         ret = 0;
     }
-    bd_req_end(&node->reqs, &req);
+    if (tracked) {
+        bd_req_end(&node->reqs, &req);
+    }
     bd_dirty_bitmaps_record(node, offset, bytes);
     return ret == -ENOTSUP ? 0 : ret;
 }

@@ -33,14 +33,16 @@ void bd_node_refresh_limits(BdNode *node)
     }
     node->request_alignment = 1;
     node->max_transfer = max_transfer;
-    if (node->drv && node->drv->refresh_limits && node->opaque) {
+    /* A driver still opening has not set up what its callback reads;
+     * bd_node_open refreshes the node once open has succeeded. */
+    if (node->opened && node->drv->refresh_limits) {
         node->drv->refresh_limits(node);
     }
     if (node->request_alignment != old_align ||
         node->max_transfer != old_max) {
         for (GList *l = node->parents; l; l = l->next) {
             BdChild *c = l->data;
-            if (c->parent) {
+            if (c->parent && c->parent->opened) {
                 bd_node_refresh_limits(c->parent);
             }
         }

@@ -6,6 +6,8 @@
  *
  * Thread model: any thread.  The owner field is written by the holder
  * only and read with atomics, so asserting from any thread is safe.
+ * A thread is known by the address of its own copy of bd_thread_tag
+ * (thread-local): cheaper than g_thread_self() on the I/O path.
  */
 #ifndef BD_GRAPH_LOCK_H
 #define BD_GRAPH_LOCK_H
@@ -27,9 +29,12 @@
 #define BD_ASSERT_HELD(x)       BD_TSA(assert_capability(x))
 #define BD_NO_THREAD_SAFETY     BD_TSA(no_thread_safety_analysis)
 
+extern _Thread_local char bd_thread_tag;
+#define BD_THIS_THREAD ((gpointer)&bd_thread_tag)
+
 typedef struct BD_CAPABILITY("mutex") BdMutex {
     GMutex m;
-    gpointer owner;               /* GThread * of the holder, or NULL */
+    gpointer owner;               /* BD_THIS_THREAD of the holder, or NULL */
 } BdMutex;
 
 static inline void bd_mutex_init(BdMutex *m)
@@ -46,7 +51,7 @@ static inline void bd_mutex_destroy(BdMutex *m)
 static inline void bd_mutex_lock(BdMutex *m) BD_ACQUIRE(m) BD_NO_THREAD_SAFETY
 {
     g_mutex_lock(&m->m);
-    g_atomic_pointer_set(&m->owner, g_thread_self());
+    g_atomic_pointer_set(&m->owner, BD_THIS_THREAD);
 }
 
 static inline void bd_mutex_unlock(BdMutex *m) BD_RELEASE(m) BD_NO_THREAD_SAFETY
@@ -58,7 +63,7 @@ static inline void bd_mutex_unlock(BdMutex *m) BD_RELEASE(m) BD_NO_THREAD_SAFETY
 /* Whether the calling thread holds 'm'. */
 static inline gboolean bd_mutex_held(BdMutex *m)
 {
-    return g_atomic_pointer_get(&m->owner) == (gpointer)g_thread_self();
+    return g_atomic_pointer_get(&m->owner) == BD_THIS_THREAD;
 }
 
 /* In every `_locked` function: the caller must hold 'm'. */
@@ -74,7 +79,7 @@ static inline void bd_cond_wait(GCond *c, BdMutex *m) BD_REQUIRES(m)
 {
     g_atomic_pointer_set(&m->owner, NULL);
     g_cond_wait(c, &m->m);
-    g_atomic_pointer_set(&m->owner, g_thread_self());
+    g_atomic_pointer_set(&m->owner, BD_THIS_THREAD);
 }
 
 static inline gboolean bd_cond_wait_until(GCond *c, BdMutex *m,
@@ -85,7 +90,7 @@ static inline gboolean bd_cond_wait_until(GCond *c, BdMutex *m,
 
     g_atomic_pointer_set(&m->owner, NULL);
     ok = g_cond_wait_until(c, &m->m, end_time);
-    g_atomic_pointer_set(&m->owner, g_thread_self());
+    g_atomic_pointer_set(&m->owner, BD_THIS_THREAD);
     return ok;
 }
 

@@ -138,6 +138,11 @@ struct BdDriver {
     gboolean is_filter;    /* data passes through 'file' (or 'backing') */
     gboolean is_format;    /* interprets its file child's bytes */
     gboolean is_protocol;  /* leaf: talks to a file, socket, memory */
+    /* The driver enters serialising requests of its own into the node's
+     * request list (node->reqs; copy-on-read's copy cycles), so every
+     * write through the node must be entered too.  Nodes that neither
+     * do this nor need an alignment keep no list of their writes. */
+    gboolean serialises_requests;
     /* Optional BD_REQ_* write flags the driver handles itself (today only
      * BD_REQ_WRITE_COMPRESSED); others get such writes refused. */
     int supported_write_flags;

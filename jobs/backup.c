@@ -103,6 +103,30 @@ static int backup_loop(BdBackupJob *s)
     return 0;
 }
 
+/* The final flush of the target: its failure is a target write error
+ * like any other, under on-target-error (a qcow2 target writes its
+ * metadata back here), instead of failing the job whatever the policy. */
+static int backup_flush_target(BdBackupJob *s)
+{
+    while (!bd_job_is_cancelled(&s->common)) {
+        int ret = bd_node_flush(s->target);
+
+        if (ret == 0) {
+            return 0;
+        }
+        switch (bd_job_error_action(&s->common, s->on_target_error, FALSE,
+                                    -ret)) {
+        case BD_ERROR_ACTION_REPORT:
+            return ret;
+        case BD_ERROR_ACTION_IGNORE:
+            return 0;
+        default:
+            bd_job_pause_point(&s->common);   /* stop: flush again */
+        }
+    }
+    return 0;
+}
+
 static int backup_run(BdJob *job, GError **errp)
 {
     BdBackupJob *s = (BdBackupJob *)job;
@@ -127,7 +151,7 @@ static int backup_run(BdJob *job, GError **errp)
     }
     ret = backup_loop(s);
     if (ret == 0 && !bd_job_is_cancelled(job)) {
-        ret = bd_node_flush(s->target);
+        ret = backup_flush_target(s);
     }
     return ret;
 }

@@ -450,8 +450,25 @@ gboolean qcow2_bitmaps_load(Qcow2State *s, GError **errp)
 
 /* --- store (close) --- */
 
+/* Clusters allocated for a store: given back if it fails. */
+typedef struct {
+    uint64_t offset, bytes;
+} StoreAlloc;
+
+static int64_t store_alloc(Qcow2State *s, uint64_t clusters, GArray *allocs)
+{
+    int64_t off = qcow2_alloc_clusters_locked(s, clusters);
+
+    if (off >= 0) {
+        StoreAlloc a = { (uint64_t)off, clusters << s->cluster_bits };
+        g_array_append_val(allocs, a);
+    }
+    return off;
+}
+
 /* Write one bitmap's data clusters and table; fills e's table fields. */
-static int store_bitmap(Qcow2State *s, BdDirtyBitmap *bm, BitmapEntry *e)
+static int store_bitmap(Qcow2State *s, BdDirtyBitmap *bm, BitmapEntry *e,
+                        GArray *allocs)
 {
     uint64_t total = bd_dirty_bitmap_serialized_size(bm);
     uint64_t cs = s->cluster_size;
@@ -474,7 +491,7 @@ static int store_bitmap(Qcow2State *s, BdDirtyBitmap *bm, BitmapEntry *e)
         if (bd_buffer_is_zero(buf, cs)) {
             continue;   /* entry 0: all zeroes */
         }
-        off = qcow2_alloc_clusters_locked(s, 1);
+        off = store_alloc(s, 1, allocs);
         if (off < 0) {
             return (int)off;
         }
@@ -484,7 +501,7 @@ static int store_bitmap(Qcow2State *s, BdDirtyBitmap *bm, BitmapEntry *e)
             return ret;
         }
     }
-    toff = qcow2_alloc_clusters_locked(s, tclusters);
+    toff = store_alloc(s, tclusters, allocs);
     if (toff < 0) {
         return (int)toff;
     }
@@ -574,7 +591,18 @@ static int update_header(Qcow2State *s, uint32_t nb, uint64_t dir_size,
     return 0;
 }
 
-/* Release the clusters of an old entry's table and data. */
+/* Release host [off, off+bytes) once the header that no longer points
+ * to it is on disk (with the L2 entries released later, cluster.c). */
+static void free_later(Qcow2State *s, uint64_t off, uint64_t bytes)
+{
+    for (uint64_t c = off; c < off + bytes; c += s->cluster_size) {
+        qcow2_free_entry_later_locked(s, c | QCOW2_OFLAG_COPIED,
+                                      QCOW2_DISCARD_OTHER);
+    }
+}
+
+/* Release the clusters of an old entry's table and data; a table that
+ * cannot be read leaks its data clusters (harmless). */
 static void free_entry_clusters(Qcow2State *s, const BitmapEntry *e)
 {
     g_autofree uint64_t *table = NULL;
@@ -584,14 +612,12 @@ static void free_entry_clusters(Qcow2State *s, const BitmapEntry *e)
         for (uint32_t i = 0; i < e->table_size; i++) {
             uint64_t off = table[i] & BME_ENTRY_OFFSET_MASK;
             if (off) {
-                qcow2_refcount_update_locked(s, off, cs, -1,
-                                             QCOW2_DISCARD_OTHER);
+                free_later(s, off, cs);
             }
         }
     }
-    qcow2_refcount_update_locked(s, e->table_offset,
-                                 ((uint64_t)e->table_size * 8 + cs - 1) /
-                                     cs * cs, -1, QCOW2_DISCARD_OTHER);
+    free_later(s, e->table_offset,
+               ((uint64_t)e->table_size * 8 + cs - 1) / cs * cs);
 }
 
 static BitmapEntry *find_old(Qcow2Bitmaps *b, const char *name)
@@ -609,7 +635,7 @@ static BitmapEntry *find_old(Qcow2Bitmaps *b, const char *name)
  * entry (still in use) for inconsistent ones.  'kept' collects the old
  * entries whose clusters stay referenced. */
 static int store_all_locked(Qcow2State *s, GPtrArray *entries,
-                            GHashTable *kept)
+                            GHashTable *kept, GArray *allocs)
 {
     g_autoptr(GPtrArray) list = bd_dirty_bitmap_list(s->node);
 
@@ -634,7 +660,7 @@ static int store_all_locked(Qcow2State *s, GPtrArray *entries,
         }
         e = g_new0(BitmapEntry, 1);
         g_ptr_array_add(entries, e);
-        ret = store_bitmap(s, bm, e);
+        ret = store_bitmap(s, bm, e, allocs);
         if (ret < 0) {
             return ret;
         }
@@ -642,34 +668,42 @@ static int store_all_locked(Qcow2State *s, GPtrArray *entries,
     return 0;
 }
 
+/* Store every persistent bitmap into new clusters, then switch the
+ * header to the new directory.  Until the switch nothing references the
+ * new clusters: on failure they are given back (as QEMU's
+ * qcow2_store_persistent_dirty_bitmaps) and the image keeps its old
+ * bitmaps.  After it, the old ones are released once the new header is
+ * on disk; a failure there is left to the next flush (close flushes
+ * again), the store itself is done. */
 static int store_locked(Qcow2State *s)
 {
     Qcow2Bitmaps *b = s->bitmaps;
     g_autoptr(GPtrArray) entries = g_ptr_array_new_with_free_func(entry_free);
     g_autoptr(GHashTable) kept = g_hash_table_new(NULL, NULL);
+    g_autoptr(GArray) allocs = g_array_new(FALSE, FALSE, sizeof(StoreAlloc));
     g_autofree uint8_t *dir = NULL;
     uint64_t dir_size = 0, old_dir_off = s->h.bitmap_directory_offset;
     uint64_t old_dir_size = s->h.bitmap_directory_size;
     gboolean had_ext = s->h.has_bitmaps_ext;
     int64_t dir_off = 0;
-    int ret = store_all_locked(s, entries, kept);
+    int ret = store_all_locked(s, entries, kept, allocs);
 
     if (ret < 0) {
-        return ret;
+        goto fail;
     }
     if (!entries->len && !had_ext) {
         return 0;
     }
     if (entries->len) {
         dir = build_directory(entries, &dir_size);
-        dir_off = qcow2_alloc_clusters_locked(s, qcow2_size_to_clusters(
-                                                     s, dir_size));
+        dir_off = store_alloc(s, qcow2_size_to_clusters(s, dir_size), allocs);
         if (dir_off < 0) {
-            return (int)dir_off;
+            ret = (int)dir_off;
+            goto fail;
         }
         ret = bd_child_pwrite(s->file, (uint64_t)dir_off, dir_size, dir, 0);
         if (ret < 0) {
-            return ret;
+            goto fail;
         }
     }
     /* New data, tables and refcounts reach the disk before the header
@@ -681,18 +715,13 @@ static int store_locked(Qcow2State *s)
     if (ret == 0) {
         ret = update_header(s, entries->len, dir_size, (uint64_t)dir_off);
     }
-    if (ret == 0) {
-        ret = bd_child_flush(s->file);
-    }
     if (ret < 0) {
-        return ret;
+        goto fail;
     }
     /* Only now the old directory and replaced bitmaps are garbage. */
     if (had_ext && old_dir_off) {
-        qcow2_refcount_update_locked(s, old_dir_off,
-                                     (old_dir_size + s->cluster_size - 1) &
-                                         ~(uint64_t)(s->cluster_size - 1),
-                                     -1, QCOW2_DISCARD_OTHER);
+        free_later(s, old_dir_off, (old_dir_size + s->cluster_size - 1) &
+                                       ~(uint64_t)(s->cluster_size - 1));
         for (guint i = 0; i < b->old->len; i++) {
             if (!g_hash_table_contains(kept, b->old->pdata[i])) {
                 free_entry_clusters(s, b->old->pdata[i]);
@@ -702,7 +731,18 @@ static int store_locked(Qcow2State *s)
     /* The new directory is what the disk holds now. */
     g_ptr_array_unref(b->old);
     b->old = g_ptr_array_ref(entries);
-    return qcow2_metadata_flush_locked(s);
+    if (bd_child_flush(s->file) == 0) {
+        qcow2_metadata_flush_locked(s);     /* releases the old ones */
+    }
+    return 0;
+
+fail:
+    for (guint i = 0; i < allocs->len; i++) {
+        StoreAlloc *a = &g_array_index(allocs, StoreAlloc, i);
+        qcow2_free_clusters_locked(s, a->offset, a->bytes,
+                                   QCOW2_DISCARD_OTHER);
+    }
+    return ret;
 }
 
 void qcow2_bitmaps_close(Qcow2State *s)

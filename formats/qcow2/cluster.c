@@ -28,68 +28,112 @@ Qcow2ClusterType qcow2_entry_type(Qcow2State *s, uint64_t l2e)
                                      : QCOW2_CT_UNALLOCATED;
 }
 
-static int write_l1_entry(Qcow2State *s, uint32_t idx)
+static int write_l1_entry(Qcow2State *s, uint32_t idx, uint64_t value)
 {
-    uint64_t be = GUINT64_TO_BE(s->l1[idx]);
+    uint64_t be = GUINT64_TO_BE(value);
 
     bd_debug_event(s->file, BD_DEBUG_EVENT_L1_UPDATE);
     return bd_child_pwrite(s->file, s->h.l1_table_offset + idx * 8ull, 8,
                            &be, 0);
 }
 
-/* A new L2 table for L1 index 'idx' (a copy of the old one, if shared). */
+/* Copy the L2 table at 'old' into 'buf' through the cache, whose slices
+ * are the newest version. */
+static int l2_copy_table(Qcow2State *s, uint64_t old, uint8_t *buf)
+{
+    uint32_t esize = qcow2_cache_entry_size(s->l2_cache);
+
+    for (uint64_t k = 0; k < s->cluster_size; k += esize) {
+        void *t;
+        int ret = qcow2_cache_get(s->l2_cache, old + k, FALSE, &t);
+        if (ret < 0) {
+            return ret;
+        }
+        memcpy(buf + k, t, esize);
+    }
+    return 0;
+}
+
+/* Cache the slices of a table just written from 'buf' (clean: they equal
+ * the disk), so that its first use does not read it back.  Best effort:
+ * a slice that finds no room is read from disk when needed. */
+static void l2_cache_fill(Qcow2State *s, uint64_t off, const uint8_t *buf)
+{
+    uint32_t esize = qcow2_cache_entry_size(s->l2_cache);
+
+    for (uint64_t k = 0; k < s->cluster_size; k += esize) {
+        void *t;
+        if (qcow2_cache_get(s->l2_cache, off + k, TRUE, &t) < 0) {
+            return;
+        }
+        memcpy(t, buf + k, esize);
+    }
+}
+
+/* A new L2 table for L1 index 'idx' (a copy of the old one, if shared).
+ * The L1 entry in memory changes only once the one on disk has: when a
+ * step fails, the L1 table is still the old one and the new cluster is
+ * given back (QEMU's l2_allocate), so a retry allocates again instead of
+ * writing through a table that the image on disk does not reference. */
 static int l2_allocate(Qcow2State *s, uint32_t idx)
 {
-    uint64_t old = s->l1[idx] & QCOW2_OFFSET_MASK;
-    g_autofree uint8_t *buf = NULL;
+    uint64_t old = s->l1[idx] & QCOW2_OFFSET_MASK, entry = 0;
+    g_autofree uint8_t *buf = g_try_malloc0(s->cluster_size);
     int64_t off;
     int ret;
 
+    if (!buf) {
+        return -ENOMEM;
+    }
     off = qcow2_alloc_clusters_locked(s, 1);
     if (off < 0) {
         return (int)off;
     }
-    buf = g_try_malloc0(s->cluster_size);
-    if (!buf) {
-        return -ENOMEM;
-    }
-    if (old) {
-        /* Write back our cached view first, then copy it. */
-        ret = qcow2_cache_flush(s->l2_cache);
-        if (ret == 0) {
-            ret = bd_child_pread(s->file, old, s->cluster_size, buf, 0);
-        }
-        if (ret < 0) {
-            return ret;
-        }
-    }
+    /* The new table's refcount reaches the disk before the L1 entry. */
     ret = qcow2_cache_flush(s->rc_cache);
+    if (ret == 0 && old) {
+        bd_debug_event(s->file, BD_DEBUG_EVENT_L2_ALLOC_COW_READ);
+        ret = l2_copy_table(s, old, buf);
+    }
     if (ret == 0) {
+        bd_debug_event(s->file, BD_DEBUG_EVENT_L2_ALLOC_WRITE);
         ret = bd_child_pwrite(s->file, off, s->cluster_size, buf, 0);
     }
     if (ret == 0) {
         ret = bd_child_flush(s->file);
     }
+    if (ret == 0) {
+        entry = (uint64_t)off | QCOW2_OFLAG_COPIED;
+        ret = write_l1_entry(s, idx, entry);
+    }
     if (ret < 0) {
+        qcow2_free_clusters_locked(s, off, s->cluster_size,
+                                   QCOW2_DISCARD_OTHER);
         return ret;
     }
-    s->l1[idx] = (uint64_t)off | QCOW2_OFLAG_COPIED;
-    ret = write_l1_entry(s, idx);
-    if (ret < 0) {
-        return ret;
-    }
+    s->l1[idx] = entry;
+    l2_cache_fill(s, off, buf);
     if (old) {
-        qcow2_cache_discard(s->l2_cache, old);
-        ret = qcow2_refcount_update_locked(s, old, 1, -1,
-                                           QCOW2_DISCARD_OTHER);
+        /* The old table stays in the snapshots that share it; should
+         * this fail, its cluster leaks (harmless, as in QEMU). */
+        qcow2_free_clusters_locked(s, old, s->cluster_size,
+                                   QCOW2_DISCARD_OTHER);
     }
-    return ret;
+    return 0;
 }
 
+/* What l2_slice_get() may do to the L2 table. */
+typedef enum {
+    L2_LOOKUP,      /* read only */
+    L2_MODIFY,      /* will change entries: copy a shared table first */
+    L2_ALLOC,       /* also create a missing table */
+} L2Access;
+
 /* The cached L2 slice holding the entry of guest 'offset'; *slice NULL
- * when no L2 table exists and !alloc.  With 'miss_gen', a slice not in
- * the cache is not read: -EAGAIN, its offset in *slice_off. */
-static int l2_slice_get(Qcow2State *s, uint64_t offset, gboolean alloc,
+ * when no L2 table exists and the access is not L2_ALLOC.  With
+ * 'miss_gen', a slice not in the cache is not read: -EAGAIN, its offset
+ * in *slice_off. */
+static int l2_slice_get(Qcow2State *s, uint64_t offset, L2Access access,
                         uint64_t **slice, uint64_t *slice_off,
                         uint32_t *index, uint64_t *miss_gen)
 {
@@ -101,10 +145,25 @@ static int l2_slice_get(Qcow2State *s, uint64_t offset, gboolean alloc,
 
     *slice = NULL;
     if (l1_idx >= s->l1_size) {
-        return alloc ? -EIO : 0;
+        return access == L2_ALLOC ? -EIO : 0;
     }
     l2_off = s->l1[l1_idx] & QCOW2_OFFSET_MASK;
-    if (alloc && (!l2_off || !(s->l1[l1_idx] & QCOW2_OFLAG_COPIED))) {
+    if (l2_off & (s->cluster_size - 1)) {
+        qcow2_signal_corruption(s, "L2 table offset 0x%" PRIx64
+                                " unaligned (L1 index: 0x%" PRIx64 ")",
+                                l2_off, l1_idx);
+        return -EIO;
+    }
+    if (l2_off && l2_off + s->cluster_size >
+        (uint64_t)MAX(bd_node_getlength(s->file->node), 0)) {
+        qcow2_signal_corruption(s, "L2 table offset 0x%" PRIx64
+                                " beyond end of file (L1 index: 0x%" PRIx64
+                                ")", l2_off, l1_idx);
+        return -EIO;
+    }
+    if ((access == L2_ALLOC && !l2_off) ||
+        (access != L2_LOOKUP && l2_off &&
+         !(s->l1[l1_idx] & QCOW2_OFLAG_COPIED))) {
         ret = l2_allocate(s, l1_idx);
         if (ret < 0) {
             return ret;
@@ -113,19 +172,6 @@ static int l2_slice_get(Qcow2State *s, uint64_t offset, gboolean alloc,
     }
     if (!l2_off) {
         return 0;
-    }
-    if (l2_off & (s->cluster_size - 1)) {
-        qcow2_signal_corruption(s, "L2 table offset 0x%" PRIx64
-                                " unaligned (L1 index: 0x%" PRIx64 ")",
-                                l2_off, l1_idx);
-        return -EIO;
-    }
-    if (l2_off + s->cluster_size >
-        (uint64_t)MAX(bd_node_getlength(s->file->node), 0)) {
-        qcow2_signal_corruption(s, "L2 table offset 0x%" PRIx64
-                                " beyond end of file (L1 index: 0x%" PRIx64
-                                ")", l2_off, l1_idx);
-        return -EIO;
     }
     *slice_off = l2_off + (l2_index / s->l2_slice_size) *
                  s->l2_slice_size * 8;
@@ -148,7 +194,7 @@ static int get_mapping(Qcow2State *s, uint64_t offset, uint64_t bytes,
     Qcow2ClusterType type;
     int ret;
 
-    ret = l2_slice_get(s, offset, FALSE, &slice, &slice_off, &idx,
+    ret = l2_slice_get(s, offset, L2_LOOKUP, &slice, &slice_off, &idx,
                        miss_gen);
     if (ret == -EAGAIN) {
         *miss_off = slice_off;
@@ -215,29 +261,37 @@ int qcow2_get_mapping_cached_locked(Qcow2State *s, uint64_t offset,
 int qcow2_set_l2_entries_locked(Qcow2State *s, uint64_t offset, uint64_t n,
                                 const uint64_t *entries, uint64_t *old)
 {
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t *slice, slice_off;
-        uint32_t idx;
-        int ret = l2_slice_get(s, offset + (i << s->cluster_bits), TRUE,
-                               &slice, &slice_off, &idx, NULL);
-        if (ret < 0) {
-            return ret;
-        }
-        if (old) {
-            old[i] = GUINT64_FROM_BE(slice[idx]);
-        }
-        slice[idx] = GUINT64_TO_BE(entries[i]);
-        qcow2_cache_mark_dirty(s->l2_cache, slice_off);
+    uint64_t *slice, slice_off;
+    uint32_t idx;
+    int ret = l2_slice_get(s, offset, L2_ALLOC, &slice, &slice_off, &idx,
+                           NULL);
+
+    if (ret < 0) {
+        return ret;
     }
+    /* One slice: nothing else can fail once it is in the cache. */
+    g_assert(idx + n <= s->l2_slice_size);
+    for (uint64_t i = 0; i < n; i++) {
+        if (old) {
+            old[i] = GUINT64_FROM_BE(slice[idx + i]);
+        }
+        slice[idx + i] = GUINT64_TO_BE(entries[i]);
+    }
+    qcow2_cache_mark_dirty(s->l2_cache, slice_off);
     return 0;
 }
 
+/* Grow the L1 table (QEMU's qcow2_grow_l1_table): a new table is
+ * written, then the header switched to it.  The table in memory changes
+ * only after the switch; on failure the new clusters are given back. */
 int qcow2_grow_l1_locked(Qcow2State *s, uint64_t size)
 {
     uint64_t cover = (uint64_t)s->cluster_size << s->l2_bits;
     uint64_t need = (size + cover - 1) / cover, bytes;
     g_autofree uint64_t *table = NULL;
     uint64_t old_off = s->h.l1_table_offset, old_size = s->l1_size;
+    uint32_t be_size;
+    uint64_t be_off;
     uint8_t hdr[12];
     int64_t off;
     int ret;
@@ -253,6 +307,7 @@ int qcow2_grow_l1_locked(Qcow2State *s, uint64_t size)
     if (!table) {
         return -ENOMEM;
     }
+    bd_debug_event(s->file, BD_DEBUG_EVENT_L1_GROW_ALLOC_TABLE);
     off = qcow2_alloc_clusters_locked(s, bytes >> s->cluster_bits);
     if (off < 0) {
         return (int)off;
@@ -262,24 +317,26 @@ int qcow2_grow_l1_locked(Qcow2State *s, uint64_t size)
     }
     ret = qcow2_cache_flush(s->rc_cache);
     if (ret == 0) {
+        bd_debug_event(s->file, BD_DEBUG_EVENT_L1_GROW_WRITE_TABLE);
         ret = bd_child_pwrite(s->file, off, bytes, table, 0);
     }
     if (ret == 0) {
         ret = bd_child_flush(s->file);
     }
-    if (ret < 0) {
-        return ret;
+    if (ret == 0) {
+        /* l1_size and l1_table_offset are adjacent but not 8-aligned. */
+        be_size = GUINT32_TO_BE((uint32_t)need);
+        be_off = GUINT64_TO_BE((uint64_t)off);
+        memcpy(hdr, &be_size, sizeof(be_size));
+        memcpy(hdr + 4, &be_off, sizeof(be_off));
+        bd_debug_event(s->file, BD_DEBUG_EVENT_L1_GROW_ACTIVATE_TABLE);
+        ret = bd_child_pwrite(s->file, 36, sizeof(hdr), hdr, 0);
     }
-    /* l1_size and l1_table_offset are adjacent but not 8-aligned. */
-    uint32_t be_size = GUINT32_TO_BE((uint32_t)need);
-    uint64_t be_off = GUINT64_TO_BE((uint64_t)off);
-    memcpy(hdr, &be_size, sizeof(be_size));
-    memcpy(hdr + 4, &be_off, sizeof(be_off));
-    ret = bd_child_pwrite(s->file, 36, sizeof(hdr), hdr, 0);
     if (ret == 0) {
         ret = bd_child_flush(s->file);
     }
     if (ret < 0) {
+        qcow2_free_clusters_locked(s, off, bytes, QCOW2_DISCARD_OTHER);
         return ret;
     }
     for (uint64_t i = 0; i < need; i++) {
@@ -291,8 +348,9 @@ int qcow2_grow_l1_locked(Qcow2State *s, uint64_t size)
     s->h.l1_size = need;
     s->h.l1_table_offset = off;
     if (old_size) {
-        return qcow2_refcount_update_locked(s, old_off, old_size * 8, -1,
-                                            QCOW2_DISCARD_OTHER);
+        /* Should this fail, the old table leaks (harmless). */
+        qcow2_free_clusters_locked(s, old_off, old_size * 8,
+                                   QCOW2_DISCARD_OTHER);
     }
     return 0;
 }
@@ -302,56 +360,96 @@ int qcow2_free_entry_locked(Qcow2State *s, uint64_t l2e, int discard_type)
     switch (qcow2_entry_type(s, l2e)) {
     case QCOW2_CT_NORMAL:
     case QCOW2_CT_ZERO_ALLOC:
-        return qcow2_refcount_update_locked(s, l2e & QCOW2_OFFSET_MASK,
-                                            s->cluster_size, -1,
-                                            discard_type);
+        return qcow2_free_clusters_locked(s, l2e & QCOW2_OFFSET_MASK,
+                                          s->cluster_size, discard_type);
     case QCOW2_CT_COMPRESSED: {
         uint64_t coff = l2e & s->coffset_mask;
         uint64_t nb = ((l2e >> s->csize_shift) & s->csize_mask) + 1;
         uint64_t first = coff & ~511ull;
-        return qcow2_refcount_update_locked(s, first, nb * 512, -1,
-                                            discard_type);
+        return qcow2_free_clusters_locked(s, first, nb * 512, discard_type);
     }
     default:
         return 0;
     }
 }
 
-/* Old entries are freed only after the L2 tables without them are on
- * disk, so that no table on disk references a free cluster. */
-static int free_entries_locked(Qcow2State *s, GArray *old, int type)
+/* Old entries are released only after the L2 tables without them are on
+ * disk, so that no table on disk references a free cluster.  Until then
+ * their clusters keep their references and cannot be allocated again. */
+void qcow2_free_entry_later_locked(Qcow2State *s, uint64_t l2e,
+                                   int discard_type)
+{
+    Qcow2Deferred d = { l2e, discard_type };
+
+    switch (qcow2_entry_type(s, l2e)) {
+    case QCOW2_CT_NORMAL:
+    case QCOW2_CT_ZERO_ALLOC:
+    case QCOW2_CT_COMPRESSED:
+        g_array_append_val(s->deferred_free, d);
+        break;
+    default:
+        break;
+    }
+}
+
+void qcow2_release_deferred_some_locked(Qcow2State *s)
+{
+    if (s->deferred_free->len >= QCOW2_DEFERRED_MAX) {
+        qcow2_release_deferred_locked(s);   /* or at the next flush */
+    }
+}
+
+int qcow2_release_deferred_locked(Qcow2State *s)
 {
     int ret;
 
-    if (old->len == 0) {
+    if (s->corrupt) {
+        /* The refcounts cannot be trusted: leave them for a repair. */
+        g_array_set_size(s->deferred_free, 0);
+        return 0;
+    }
+    if (!s->deferred_free->len) {
         return 0;
     }
     ret = qcow2_cache_flush(s->l2_cache);
     if (ret == 0) {
         ret = bd_child_flush(s->file);
     }
-    for (guint i = 0; ret == 0 && i < old->len; i++) {
-        ret = qcow2_free_entry_locked(s, g_array_index(old, uint64_t, i),
-                                      type);
+    while (ret == 0 && s->deferred_free->len) {
+        guint last = s->deferred_free->len - 1;
+        Qcow2Deferred d = g_array_index(s->deferred_free, Qcow2Deferred,
+                                        last);
+
+        /* All or nothing: on an I/O error it stays queued. */
+        ret = qcow2_free_entry_locked(s, d.l2e, d.discard_type);
+        if (ret == 0 || s->corrupt) {
+            g_array_remove_index(s->deferred_free, last);
+        }
     }
     return ret;
 }
 
+/* Zero or discard clusters one by one.  When one fails, those before it
+ * stay changed (in the cache, dirty); their old clusters are released
+ * as usual. */
 int qcow2_zero_clusters_locked(Qcow2State *s, uint64_t offset, uint64_t n,
                                Qcow2ZeroMode mode)
 {
-    g_autoptr(GArray) old = g_array_new(FALSE, FALSE, sizeof(uint64_t));
     gboolean has_backing = bd_node_backing(s->node) != NULL;
+    int type = mode == QCOW2_DISCARD ? QCOW2_DISCARD_REQUEST
+                                     : QCOW2_DISCARD_OTHER;
+    int ret = 0;
 
     for (uint64_t i = 0; i < n; i++) {
         uint64_t *slice, slice_off, e, ne;
         uint32_t idx;
         Qcow2ClusterType t;
-        int ret = l2_slice_get(s, offset + (i << s->cluster_bits),
-                               mode != QCOW2_DISCARD, &slice, &slice_off,
-                               &idx, NULL);
+
+        ret = l2_slice_get(s, offset + (i << s->cluster_bits),
+                           mode == QCOW2_DISCARD ? L2_MODIFY : L2_ALLOC,
+                           &slice, &slice_off, &idx, NULL);
         if (ret < 0) {
-            return ret;
+            break;
         }
         if (!slice) {
             continue;
@@ -373,12 +471,11 @@ int qcow2_zero_clusters_locked(Qcow2State *s, uint64_t offset, uint64_t n,
         }
         if ((e & QCOW2_OFFSET_MASK) != (ne & QCOW2_OFFSET_MASK) ||
             t == QCOW2_CT_COMPRESSED) {
-            g_array_append_val(old, e);
+            qcow2_free_entry_later_locked(s, e, type);
         }
         slice[idx] = GUINT64_TO_BE(ne);
         qcow2_cache_mark_dirty(s->l2_cache, slice_off);
     }
-    return free_entries_locked(s, old, mode == QCOW2_DISCARD
-                                           ? QCOW2_DISCARD_REQUEST
-                                           : QCOW2_DISCARD_OTHER);
+    qcow2_release_deferred_some_locked(s);
+    return ret;
 }

@@ -440,9 +440,18 @@ static void qcow2_close(BdNode *node)
     }
     qcow2_bitmaps_close(s);
     if (s->writable && s->l2_cache && !s->corrupt) {
-        if (qcow2_metadata_flush_locked(s) == 0 &&
-            bd_child_flush(s->file) == 0) {
-            qcow2_mark_clean_locked(s);
+        int ret = qcow2_metadata_flush_locked(s);
+
+        if (ret == 0) {
+            ret = bd_child_flush(s->file);
+        }
+        if (ret == 0) {
+            ret = qcow2_mark_clean_locked(s);
+        }
+        if (ret < 0) {
+            /* The last chance to write them: say what is lost. */
+            g_warning("node '%s': qcow2: could not write metadata back on "
+                      "close: %s", node->node_name, g_strerror(-ret));
         }
     }
     qcow2_cache_free(s->l2_cache);
@@ -452,6 +461,9 @@ static void qcow2_close(BdNode *node)
     qcow2_header_clear(&s->h);
     if (s->inflight) {
         g_ptr_array_unref(s->inflight);
+    }
+    if (s->deferred_free) {
+        g_array_unref(s->deferred_free);
     }
     g_mutex_clear(&s->lock);
     g_cond_clear(&s->cond);
@@ -530,6 +542,7 @@ static gboolean qcow2_open(BdNode *node, GVariant *options, GError **errp)
     g_cond_init(&s->cond);
     s->node = node;
     s->inflight = g_ptr_array_new();
+    s->deferred_free = g_array_new(FALSE, FALSE, sizeof(Qcow2Deferred));
     node->opaque = s;
     s->file = bd_node_open_child_key(node, options, "file",
                                  BD_CHILD_DATA | BD_CHILD_METADATA |

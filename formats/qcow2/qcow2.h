@@ -118,6 +118,11 @@ void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset);
 void qcow2_cache_clean_unused(Qcow2Cache *c);
 
 /* --- the driver state --- */
+typedef struct Qcow2Deferred {
+    uint64_t l2e;              /* the old L2 entry */
+    int discard_type;
+} Qcow2Deferred;
+
 typedef struct Qcow2Inflight {
     uint64_t start, end;       /* guest byte range being allocated */
 } Qcow2Inflight;
@@ -148,6 +153,9 @@ struct Qcow2State {
     uint64_t free_byte_offset;  /* compressed data: next free byte */
     uint64_t alloc_end;        /* first cluster beyond all allocations */
     GPtrArray *inflight;       /* Qcow2Inflight * */
+    /* Old L2 entries (Qcow2Deferred) whose clusters are released once
+     * the L2 tables that no longer reference them are on disk. */
+    GArray *deferred_free;
     guint clean_timer;
     int overlap_check;         /* bitmask of QCOW2_OL_* */
 
@@ -182,6 +190,8 @@ void qcow2_signal_corruption(Qcow2State *s, const char *fmt, ...)
 /* --- refcounts (refcount.c) --- */
 int qcow2_refcount_get_locked(Qcow2State *s, uint64_t cluster,
                               uint64_t *refcount);
+/* Add 'delta' to the refcount of every cluster of host [offset,
+ * offset+bytes); all or nothing: on failure no refcount changed. */
 int qcow2_refcount_update_locked(Qcow2State *s, uint64_t offset,
                                  uint64_t bytes, int64_t delta,
                                  int discard_type);
@@ -193,6 +203,12 @@ uint64_t qcow2_refcount_read(const void *block, uint64_t index,
                              uint32_t order);
 void qcow2_refcount_write(void *block, uint64_t index, uint32_t order,
                           uint64_t value);
+/* Take one reference from each cluster of host [offset, offset+bytes):
+ * the debug event 'cluster_free', then qcow2_refcount_update_locked. */
+int qcow2_free_clusters_locked(Qcow2State *s, uint64_t offset, uint64_t bytes,
+                               int discard_type);
+/* Write back both caches, then release the deferred entries; what fails
+ * stays dirty (or deferred) for the next call. */
 int qcow2_metadata_flush_locked(Qcow2State *s);
 /* Recompute s->reftable_used from the refcount table. */
 void qcow2_reftable_scan_used(Qcow2State *s);
@@ -254,6 +270,21 @@ int qcow2_zero_clusters_locked(Qcow2State *s, uint64_t offset, uint64_t n,
                                Qcow2ZeroMode mode);
 /* Release the host clusters an old L2 entry referenced. */
 int qcow2_free_entry_locked(Qcow2State *s, uint64_t l2e, int discard_type);
+/* The same once no L2 table on disk references them any more: queued
+ * in s->deferred_free (entries that reference nothing are ignored). */
+void qcow2_free_entry_later_locked(Qcow2State *s, uint64_t l2e,
+                                   int discard_type);
+/* Write back the L2 cache, sync, then release the queued entries.  On
+ * an I/O error the entries not released stay queued and the next
+ * metadata flush tries again. */
+int qcow2_release_deferred_locked(Qcow2State *s);
+/* The same when QCOW2_DEFERRED_MAX entries are queued, ignoring errors
+ * (for writes: their own update is complete).  Otherwise the entries
+ * wait for the next flush, which writes the L2 cache back anyway: a
+ * write costs no extra sync, and a failed L2 write-back is reported
+ * to the flush that the client retries. */
+#define QCOW2_DEFERRED_MAX 256
+void qcow2_release_deferred_some_locked(Qcow2State *s);
 
 /* --- data path (rw.c) --- */
 int qcow2_pread(BdNode *node, uint64_t offset, uint64_t bytes, void *buf,

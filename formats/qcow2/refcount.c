@@ -104,7 +104,9 @@ static int write_be64_at(Qcow2State *s, uint64_t offset, uint64_t v)
 
 /* A new refcount block for table index 'idx', stored at the free
  * 'cluster': either in the range it describes (it counts itself) or in a
- * range whose refcount block exists (that block counts it). */
+ * range whose refcount block exists (that block counts it).  On failure
+ * nothing changed: the reftable in memory points to the block only once
+ * the entry on disk does, and the block's own reference is given back. */
 static int refblock_create_locked(Qcow2State *s, uint64_t idx,
                                   uint64_t cluster)
 {
@@ -113,6 +115,7 @@ static int refblock_create_locked(Qcow2State *s, uint64_t idx,
     void *block;
     int ret;
 
+    bd_debug_event(s->file, BD_DEBUG_EVENT_REFBLOCK_ALLOC);
     if (!self) {
         ret = qcow2_refcount_update_locked(s, off, 1, 1, QCOW2_DISCARD_OTHER);
         if (ret < 0) {
@@ -120,22 +123,31 @@ static int refblock_create_locked(Qcow2State *s, uint64_t idx,
         }
     }
     ret = qcow2_cache_get(s->rc_cache, off, TRUE, &block);
-    if (ret < 0) {
-        return ret;
-    }
-    if (self) {
-        qcow2_refcount_write(block, cluster & ((1ull << s->refblock_bits) - 1),
-                             s->h.refcount_order, 1);
-    }
-    qcow2_cache_mark_dirty(s->rc_cache, off);
-    ret = qcow2_cache_flush(s->rc_cache);
     if (ret == 0) {
-        ret = bd_child_flush(s->file);
-    }
-    if (ret == 0) {
-        ret = write_be64_at(s, s->h.refcount_table_offset + idx * 8, off);
+        if (self) {
+            qcow2_refcount_write(block,
+                                 cluster & ((1ull << s->refblock_bits) - 1),
+                                 s->h.refcount_order, 1);
+        }
+        qcow2_cache_mark_dirty(s->rc_cache, off);
+        bd_debug_event(s->file, BD_DEBUG_EVENT_REFBLOCK_ALLOC_WRITE);
+        ret = qcow2_cache_flush(s->rc_cache);
+        if (ret == 0) {
+            ret = bd_child_flush(s->file);
+        }
+        if (ret == 0) {
+            bd_debug_event(s->file, BD_DEBUG_EVENT_REFBLOCK_ALLOC_HOOKUP);
+            ret = write_be64_at(s, s->h.refcount_table_offset + idx * 8, off);
+        }
+        if (ret < 0) {
+            /* Nothing references the block: forget it, dirty or not. */
+            qcow2_cache_discard(s->rc_cache, off);
+        }
     }
     if (ret < 0) {
+        if (!self) {
+            qcow2_refcount_update_locked(s, off, 1, -1, QCOW2_DISCARD_OTHER);
+        }
         return ret;
     }
     s->reftable[idx] = off;
@@ -149,98 +161,170 @@ static gboolean refblock_missing(Qcow2State *s, uint64_t idx)
     return refblock_offset(s, idx) == 0;
 }
 
+/* Count the clusters [p, end) of a grown refcount table: in the new
+ * blocks (buffers in 'blocks', one per missing index in order) or,
+ * where the block exists, through the cache.  *counted: the end of what
+ * was counted through the cache, for reftable_uncount_locked(). */
+static int reftable_count_new_locked(Qcow2State *s, uint64_t p, uint64_t end,
+                                     uint8_t **blocks, uint64_t *counted)
+{
+    uint64_t k = 0;
+
+    for (uint64_t i = p >> s->refblock_bits;
+         i <= (end - 1) >> s->refblock_bits; i++) {
+        uint64_t from = MAX(p, i << s->refblock_bits);
+        uint64_t to = MIN(end, (i + 1) << s->refblock_bits);
+
+        if (refblock_missing(s, i)) {
+            for (uint64_t c = from; c < to; c++) {
+                qcow2_refcount_write(blocks[k],
+                                     c & ((1ull << s->refblock_bits) - 1),
+                                     s->h.refcount_order, 1);
+            }
+            k++;
+            continue;
+        }
+        int ret = qcow2_refcount_update_locked(
+            s, from << s->cluster_bits, (to - from) << s->cluster_bits, 1,
+            QCOW2_DISCARD_OTHER);
+        if (ret < 0) {
+            return ret;
+        }
+        *counted = to;
+    }
+    return 0;
+}
+
+/* Take back what reftable_count_new_locked() counted in existing blocks. */
+static void reftable_uncount_locked(Qcow2State *s, uint64_t p,
+                                    uint64_t counted)
+{
+    for (uint64_t i = p >> s->refblock_bits;
+         counted > p && i <= (counted - 1) >> s->refblock_bits; i++) {
+        uint64_t from = MAX(p, i << s->refblock_bits);
+        uint64_t to = MIN(counted, (i + 1) << s->refblock_bits);
+
+        if (!refblock_missing(s, i)) {
+            qcow2_refcount_update_locked(s, from << s->cluster_bits,
+                                         (to - from) << s->cluster_bits, -1,
+                                         QCOW2_DISCARD_OTHER);
+        }
+    }
+}
+
+/* Write the new blocks and the new table, then switch the header to it
+ * (QEMU's qcow2_refcount_area). */
+static int reftable_write_new_locked(Qcow2State *s, uint64_t p,
+                                     uint64_t tclusters, uint64_t r,
+                                     uint8_t **blocks, const uint64_t *table)
+{
+    uint64_t cs = s->cluster_size;
+    uint64_t be_off = GUINT64_TO_BE(p << s->cluster_bits);
+    uint32_t be_clusters = GUINT32_TO_BE((uint32_t)tclusters);
+    uint8_t hdr[12];
+    int ret = 0;
+
+    bd_debug_event(s->file, BD_DEBUG_EVENT_REFBLOCK_ALLOC_WRITE_BLOCKS);
+    for (uint64_t k = 0; ret == 0 && k < r; k++) {
+        ret = bd_child_pwrite(s->file, (p + tclusters + k) << s->cluster_bits,
+                              cs, blocks[k], 0);
+    }
+    /* Counts in existing blocks too: all on disk before the switch. */
+    if (ret == 0) {
+        ret = qcow2_cache_flush(s->rc_cache);
+    }
+    if (ret == 0) {
+        bd_debug_event(s->file, BD_DEBUG_EVENT_REFBLOCK_ALLOC_WRITE_TABLE);
+        ret = bd_child_pwrite(s->file, p << s->cluster_bits, tclusters * cs,
+                              table, 0);
+    }
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    memcpy(hdr, &be_off, sizeof(be_off));          /* no alignment here */
+    memcpy(hdr + 8, &be_clusters, sizeof(be_clusters));
+    bd_debug_event(s->file, BD_DEBUG_EVENT_REFBLOCK_ALLOC_SWITCH_TABLE);
+    ret = bd_child_pwrite(s->file, 48, sizeof(hdr), hdr, 0);
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    return ret;
+}
+
 /* Grow the refcount table so that it has an entry for 'need_idx'.  The
- * new table and the blocks describing it go at the end of the image. */
+ * new table and the blocks describing it go at the end of the image.
+ * The refcount table in memory changes only once the header on disk
+ * points to the new one; on failure the counts added to existing blocks
+ * are taken back, and the clusters written beyond the end of the image
+ * stay unreferenced. */
 static int reftable_grow_locked(Qcow2State *s, uint64_t need_idx)
 {
     uint64_t per_cluster = s->cluster_size / 8;
     uint64_t entries = MAX(need_idx + 1, s->reftable_size * 3 / 2);
     uint64_t tclusters = (entries + per_cluster - 1) / per_cluster;
-    uint64_t p = s->alloc_end, r = 0, nr;
+    uint64_t p = s->alloc_end, r = 0, nr, k = 0, end, counted;
     g_autofree uint64_t *table = NULL;
+    g_autofree uint8_t **blocks = NULL;
     uint64_t old_off = s->h.refcount_table_offset;
     uint64_t old_clusters = s->h.refcount_table_clusters;
-    uint8_t hdr[12];
     int ret;
 
-    if (tclusters * s->cluster_size > QCOW2_MAX_REFTABLE_BYTES) {
-        return -EFBIG;
-    }
-    entries = tclusters * per_cluster;
-    /* New blocks for every missing index the new clusters fall into. */
+    bd_debug_event(s->file, BD_DEBUG_EVENT_REFTABLE_GROW);
     for (;;) {
-        nr = 0;
-        for (uint64_t i = p >> s->refblock_bits;
-             i <= (p + tclusters + r - 1) >> s->refblock_bits; i++) {
-            nr += refblock_missing(s, i);
+        if (tclusters * s->cluster_size > QCOW2_MAX_REFTABLE_BYTES) {
+            return -EFBIG;
         }
-        if (nr == r) {
+        entries = tclusters * per_cluster;
+        /* New blocks for every missing index the new clusters fall in. */
+        for (;;) {
+            nr = 0;
+            for (uint64_t i = p >> s->refblock_bits;
+                 i <= (p + tclusters + r - 1) >> s->refblock_bits; i++) {
+                nr += refblock_missing(s, i);
+            }
+            if (nr == r) {
+                break;
+            }
+            r = nr;
+        }
+        end = p + tclusters + r;
+        /* The table must have entries for its own blocks too. */
+        if (((end - 1) >> s->refblock_bits) < entries) {
             break;
         }
-        r = nr;
+        tclusters = ((((end - 1) >> s->refblock_bits) + 1) + per_cluster - 1) /
+                    per_cluster;
     }
     table = g_try_new0(uint64_t, entries);
-    if (!table) {
+    blocks = g_try_new0(uint8_t *, MAX(r, 1));
+    if (!table || !blocks) {
         return -ENOMEM;
     }
     for (uint64_t i = 0; i < s->reftable_size; i++) {
         table[i] = GUINT64_TO_BE(s->reftable[i]);
     }
-    /* Write the new blocks, then count the new clusters. */
-    {
-        uint64_t k = 0, end = p + tclusters + r;
-        for (uint64_t i = p >> s->refblock_bits;
-             i <= (end - 1) >> s->refblock_bits; i++) {
-            if (refblock_missing(s, i)) {
-                uint64_t boff = (p + tclusters + k++) << s->cluster_bits;
-                void *block;
-                ret = qcow2_cache_get(s->rc_cache, boff, TRUE, &block);
-                if (ret < 0) {
-                    return ret;
-                }
-                qcow2_cache_mark_dirty(s->rc_cache, boff);
-                table[i] = GUINT64_TO_BE(boff);
-                if (i < s->reftable_size) {
-                    s->reftable[i] = boff;    /* visible to the update */
-                    s->reftable_used = MAX(s->reftable_used, i + 1);
-                }
+    for (uint64_t i = p >> s->refblock_bits;
+         i <= (end - 1) >> s->refblock_bits; i++) {
+        if (refblock_missing(s, i)) {
+            table[i] = GUINT64_TO_BE((p + tclusters + k) << s->cluster_bits);
+            blocks[k] = g_try_malloc0(s->cluster_size);
+            if (!blocks[k++]) {
+                ret = -ENOMEM;
+                goto out;
             }
         }
-        /* Count through a temporary view that knows the new blocks. */
-        for (uint64_t c = p; c < end; c++) {
-            uint64_t i = c >> s->refblock_bits;
-            uint64_t boff = GUINT64_FROM_BE(table[i]);
-            void *block;
-            ret = qcow2_cache_get(s->rc_cache, boff, FALSE, &block);
-            if (ret < 0) {
-                return ret;
-            }
-            qcow2_refcount_write(block, c & ((1ull << s->refblock_bits) - 1),
-                                 s->h.refcount_order, 1);
-            qcow2_cache_mark_dirty(s->rc_cache, boff);
-        }
     }
-    ret = qcow2_cache_flush(s->rc_cache);
+    counted = p;
+    ret = reftable_count_new_locked(s, p, end, blocks, &counted);
     if (ret == 0) {
-        ret = bd_child_pwrite(s->file, p << s->cluster_bits,
-                              tclusters * s->cluster_size, table, 0);
-    }
-    if (ret == 0) {
-        ret = bd_child_flush(s->file);
+        ret = reftable_write_new_locked(s, p, tclusters, r, blocks, table);
     }
     if (ret < 0) {
-        return ret;
-    }
-    uint64_t be_off = GUINT64_TO_BE(p << s->cluster_bits);
-    uint32_t be_clusters = GUINT32_TO_BE((uint32_t)tclusters);
-    memcpy(hdr, &be_off, sizeof(be_off));          /* no alignment here */
-    memcpy(hdr + 8, &be_clusters, sizeof(be_clusters));
-    ret = bd_child_pwrite(s->file, 48, sizeof(hdr), hdr, 0);
-    if (ret == 0) {
-        ret = bd_child_flush(s->file);
-    }
-    if (ret < 0) {
-        return ret;
+        reftable_uncount_locked(s, p, counted);
+        goto out;
     }
     for (uint64_t i = 0; i < entries; i++) {
         table[i] = GUINT64_FROM_BE(table[i]);
@@ -251,28 +335,25 @@ static int reftable_grow_locked(Qcow2State *s, uint64_t need_idx)
     qcow2_reftable_scan_used(s);
     s->h.refcount_table_offset = p << s->cluster_bits;
     s->h.refcount_table_clusters = tclusters;
-    s->alloc_end = p + tclusters + r;
-    /* The old table is garbage now. */
-    return qcow2_refcount_update_locked(s, old_off,
-                                        old_clusters * s->cluster_size, -1,
-                                        QCOW2_DISCARD_OTHER);
+    s->alloc_end = end;
+    /* The old table is garbage now; should freeing it fail, it leaks. */
+    qcow2_free_clusters_locked(s, old_off, old_clusters * s->cluster_size,
+                               QCOW2_DISCARD_OTHER);
+out:
+    for (uint64_t i = 0; i < r; i++) {
+        g_free(blocks[i]);
+    }
+    return ret;
 }
 
-int qcow2_refcount_update_locked(Qcow2State *s, uint64_t offset,
-                                 uint64_t bytes, int64_t delta,
-                                 int discard_type)
+/* Add 'delta' to the refcounts of clusters [first, end).  Clusters
+ * before *done have been changed, also when it fails; those that reached
+ * zero are appended to 'freed' (when not NULL). */
+static int refcount_apply_locked(Qcow2State *s, uint64_t first, uint64_t end,
+                                 int64_t delta, uint64_t *done,
+                                 GArray *freed)
 {
-    uint64_t first = offset >> s->cluster_bits;
-    uint64_t last = (offset + bytes - 1) >> s->cluster_bits;
-
-    if (bytes && s->lazy_refcounts &&
-        !(s->h.incompatible & QCOW2_INCOMPAT_DIRTY)) {
-        int ret = qcow2_mark_dirty_locked(s);
-        if (ret < 0) {
-            return ret;
-        }
-    }
-    for (uint64_t c = first; bytes && c <= last; c++) {
+    for (uint64_t c = first; c < end; c++) {
         uint64_t idx = c >> s->refblock_bits, off = refblock_offset(s, idx);
         uint64_t i = c & ((1ull << s->refblock_bits) - 1), v;
         void *block;
@@ -301,21 +382,84 @@ int qcow2_refcount_update_locked(Qcow2State *s, uint64_t offset,
         v += delta;
         qcow2_refcount_write(block, i, s->h.refcount_order, v);
         qcow2_cache_mark_dirty(s->rc_cache, off);
-        if (v == 0) {
-            qcow2_cache_discard(s->l2_cache, c << s->cluster_bits);
-            qcow2_cache_discard(s->rc_cache, c << s->cluster_bits);
-            s->free_cluster_index = MIN(s->free_cluster_index, c);
-            if (s->free_byte_offset >> s->cluster_bits == c) {
-                /* Never put compressed data into a freed cluster. */
-                s->free_byte_offset = 0;
-            }
-            if (s->pass_discard[discard_type]) {
-                bd_child_pdiscard(s->file, c << s->cluster_bits,
-                                  s->cluster_size);
-            }
+        if (v == 0 && freed) {
+            g_array_append_val(freed, c);
         }
+        *done = c + 1;
     }
     return 0;
+}
+
+/* A cluster's refcount dropped to zero: it may be allocated again. */
+static void cluster_freed_locked(Qcow2State *s, uint64_t c, int discard_type)
+{
+    qcow2_cache_discard(s->l2_cache, c << s->cluster_bits);
+    qcow2_cache_discard(s->rc_cache, c << s->cluster_bits);
+    s->free_cluster_index = MIN(s->free_cluster_index, c);
+    if (s->free_byte_offset >> s->cluster_bits == c) {
+        /* Never put compressed data into a freed cluster. */
+        s->free_byte_offset = 0;
+    }
+    if (s->pass_discard[discard_type]) {
+        bd_child_pdiscard(s->file, c << s->cluster_bits, s->cluster_size);
+    }
+}
+
+/* All or nothing, as QEMU's update_refcount: when a cluster of the range
+ * fails (its refcount block cannot be read, or a cache entry written
+ * back), the clusters already changed are changed back, so that callers
+ * can treat an error as "nothing happened".  The effects of freeing
+ * (cache entries dropped, discards) wait until the whole range is done.
+ * Should the undo fail too, a decrement cannot be trusted any more (a
+ * cluster in use could be allocated twice): the image is marked corrupt
+ * and refuses writes, as QEMU does on inconsistent metadata. */
+int qcow2_refcount_update_locked(Qcow2State *s, uint64_t offset,
+                                 uint64_t bytes, int64_t delta,
+                                 int discard_type)
+{
+    uint64_t first = offset >> s->cluster_bits;
+    uint64_t end = bytes ? ((offset + bytes - 1) >> s->cluster_bits) + 1
+                         : first;
+    g_autoptr(GArray) freed = NULL;
+    uint64_t done = first, undone = first;
+    int ret;
+
+    if (!bytes) {
+        return 0;
+    }
+    if (s->lazy_refcounts && !(s->h.incompatible & QCOW2_INCOMPAT_DIRTY)) {
+        ret = qcow2_mark_dirty_locked(s);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    freed = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+    ret = refcount_apply_locked(s, first, end, delta, &done, freed);
+    if (ret < 0) {
+        int ret2 = refcount_apply_locked(s, first, done, -delta, &undone,
+                                         NULL);
+        if (ret2 < 0 && delta < 0) {
+            qcow2_signal_corruption(s, "Could not restore the refcounts of "
+                                    "clusters 0x%" PRIx64 "..0x%" PRIx64
+                                    " after an I/O error: %s",
+                                    undone << s->cluster_bits,
+                                    (done << s->cluster_bits) - 1,
+                                    g_strerror(-ret2));
+        }
+        return ret;
+    }
+    for (guint i = 0; i < freed->len; i++) {
+        cluster_freed_locked(s, g_array_index(freed, uint64_t, i),
+                             discard_type);
+    }
+    return 0;
+}
+
+int qcow2_free_clusters_locked(Qcow2State *s, uint64_t offset, uint64_t bytes,
+                               int discard_type)
+{
+    bd_debug_event(s->file, BD_DEBUG_EVENT_CLUSTER_FREE);
+    return qcow2_refcount_update_locked(s, offset, bytes, -1, discard_type);
 }
 
 int64_t qcow2_alloc_clusters_locked(Qcow2State *s, uint64_t n)
@@ -406,12 +550,20 @@ int64_t qcow2_alloc_bytes_locked(Qcow2State *s, uint64_t bytes)
     return ret;
 }
 
+/* Dirty entries that fail to be written stay dirty and are written at
+ * the next flush; so do releases that wait for the L2 tables. */
 int qcow2_metadata_flush_locked(Qcow2State *s)
 {
     int ret = qcow2_cache_flush(s->rc_cache);
 
     if (ret == 0) {
         ret = qcow2_cache_flush(s->l2_cache);
+    }
+    if (ret == 0 && s->deferred_free->len) {
+        ret = qcow2_release_deferred_locked(s);
+        if (ret == 0) {
+            ret = qcow2_cache_flush(s->rc_cache);
+        }
     }
     return ret;
 }

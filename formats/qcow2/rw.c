@@ -219,6 +219,52 @@ static gboolean cow_reads_zero(Qcow2State *s, uint64_t l2e)
     }
 }
 
+/* Write guest [off, off+n) into the new clusters at 'hoff' (guest
+ * clusters from 'cstart', 'nc' of them), with the COW of partial
+ * clusters from what 'l2e' maps.  Without the lock. */
+static int write_new_clusters(Qcow2State *s, uint64_t hoff, uint64_t cstart,
+                              uint64_t nc, uint64_t off, uint64_t n,
+                              uint64_t l2e, const uint8_t *buf)
+{
+    uint64_t cs = s->cluster_size;
+    g_autofree uint8_t *bounce = NULL;
+    int ret;
+
+    if (off == cstart && n == nc * cs) {
+        bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_AIO);
+        return bd_child_pwrite(s->file, hoff, n, buf, 0);
+    }
+    if (cow_reads_zero(s, l2e)) {
+        /* As QEMU: the COW parts would be zeroes, so zero the new
+         * clusters cheaply in the file and write only the guest data;
+         * only "cannot do it cheaply" falls back to writing them. */
+        bd_debug_event(s->file, BD_DEBUG_EVENT_CLUSTER_ALLOC_SPACE);
+        ret = bd_child_pwrite_zeroes(s->file, hoff, nc * cs,
+                                     BD_REQ_NO_FALLBACK);
+        if (ret == 0) {
+            bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_AIO);
+            return bd_child_pwrite(s->file, hoff + (off - cstart), n, buf,
+                                   0);
+        }
+        if (ret != -ENOTSUP) {
+            return ret;
+        }
+    }
+    bounce = g_try_malloc(nc * cs);
+    if (!bounce) {
+        return -ENOMEM;
+    }
+    bd_debug_event(s->file, BD_DEBUG_EVENT_COW_READ);
+    ret = cow_fill(s, cstart, nc, off, n, l2e, bounce);
+    if (ret < 0) {
+        return ret;
+    }
+    memcpy(bounce + (off - cstart), buf, n);
+    /* Guest data and COW in one request (QEMU's merged COW). */
+    bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_AIO);
+    return bd_child_pwrite(s->file, hoff, nc * cs, bounce, 0);
+}
+
 /* Allocate new clusters for [off, off+n) (one mapping run), write the
  * data (with COW of partial clusters) and point the L2 entries at it.
  * Called and returns with the lock held; drops it for the data I/O. */
@@ -229,9 +275,7 @@ static int write_allocating_locked(Qcow2State *s, uint64_t off, uint64_t n,
     uint64_t cstart = off & ~(cs - 1);
     uint64_t nc = ((off + n + cs - 1) & ~(cs - 1)) / cs - cstart / cs;
     Qcow2Inflight f = { cstart, cstart + nc * cs };
-    g_autofree uint8_t *bounce = NULL;
     g_autofree uint64_t *entries = NULL, *old = NULL;
-    g_autoptr(GArray) to_free = NULL;
     int64_t hoff;
     int ret;
 
@@ -241,37 +285,18 @@ static int write_allocating_locked(Qcow2State *s, uint64_t off, uint64_t n,
     }
     ret = qcow2_overlap_check_locked(s, hoff, nc * cs);
     if (ret < 0) {
-        return ret;
+        return ret;     /* corrupt: the refcounts stay as they are */
     }
     g_ptr_array_add(s->inflight, &f);
     g_mutex_unlock(&s->lock);
 
-    bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_AIO);
-    if (off == cstart && n == nc * cs) {
-        ret = bd_child_pwrite(s->file, hoff, n, buf, 0);
-    } else if (cow_reads_zero(s, l2e) &&
-               bd_child_pwrite_zeroes(s->file, hoff, nc * cs,
-                                      BD_REQ_NO_FALLBACK) == 0) {
-        /* As QEMU: the COW parts would be zeroes, so zero the new
-         * clusters cheaply in the file and write only the guest data. */
-        ret = bd_child_pwrite(s->file, hoff + (off - cstart), n, buf, 0);
-    } else {
-        bounce = g_try_malloc(nc * cs);
-        ret = bounce ? cow_fill(s, cstart, nc, off, n, l2e, bounce)
-                     : -ENOMEM;
-        if (ret == 0) {
-            memcpy(bounce + (off - cstart), buf, n);
-            ret = bd_child_pwrite(s->file, hoff, nc * cs, bounce, 0);
-        }
-    }
+    ret = write_new_clusters(s, hoff, cstart, nc, off, n, l2e, buf);
 
     g_mutex_lock(&s->lock);
     g_ptr_array_remove_fast(s->inflight, &f);
     g_cond_broadcast(&s->cond);
     if (ret < 0) {
-        qcow2_refcount_update_locked(s, hoff, nc * cs, -1,
-                                     QCOW2_DISCARD_OTHER);
-        return ret;
+        goto fail;
     }
     entries = g_new(uint64_t, nc);
     old = g_new(uint64_t, nc);
@@ -280,26 +305,18 @@ static int write_allocating_locked(Qcow2State *s, uint64_t off, uint64_t n,
     }
     ret = qcow2_set_l2_entries_locked(s, cstart, nc, entries, old);
     if (ret < 0) {
-        return ret;
+        goto fail;
     }
-    to_free = g_array_new(FALSE, FALSE, sizeof(uint64_t));
     for (uint64_t i = 0; i < nc; i++) {
-        Qcow2ClusterType t = qcow2_entry_type(s, old[i]);
-        if (t == QCOW2_CT_NORMAL || t == QCOW2_CT_ZERO_ALLOC ||
-            t == QCOW2_CT_COMPRESSED) {
-            g_array_append_val(to_free, old[i]);
-        }
+        qcow2_free_entry_later_locked(s, old[i], QCOW2_DISCARD_OTHER);
     }
-    if (to_free->len) {
-        ret = qcow2_cache_flush(s->l2_cache);
-        if (ret == 0) {
-            ret = bd_child_flush(s->file);
-        }
-        for (guint i = 0; ret == 0 && i < to_free->len; i++) {
-            ret = qcow2_free_entry_locked(s, g_array_index(to_free,
-                                          uint64_t, i), QCOW2_DISCARD_OTHER);
-        }
-    }
+    qcow2_release_deferred_some_locked(s);
+    return 0;
+
+fail:
+    /* Nothing references the new clusters: give them back (QEMU's
+     * qcow2_alloc_cluster_abort), or a retry would leak them. */
+    qcow2_free_clusters_locked(s, hoff, nc * cs, QCOW2_DISCARD_OTHER);
     return ret;
 }
 
@@ -325,6 +342,13 @@ static int64_t write_chunk(Qcow2State *s, uint64_t off, uint64_t bytes,
         g_mutex_unlock(&s->lock);
         return ret;
     }
+    if (qcow2_entry_type(s, l2e) != QCOW2_CT_NORMAL ||
+        !(l2e & QCOW2_OFLAG_COPIED)) {
+        /* An allocation stays within one L2 slice, so that its L2
+         * update is all or nothing. */
+        uint64_t span = (uint64_t)s->l2_slice_size << s->cluster_bits;
+        n = MIN(n, span - (off & (span - 1)));
+    }
     if (qcow2_entry_type(s, l2e) == QCOW2_CT_NORMAL &&
         (l2e & QCOW2_OFLAG_COPIED)) {
         /* A corrupted L2 entry may point into metadata: every data
@@ -349,23 +373,14 @@ static int replace_entry_locked(Qcow2State *s, uint64_t cstart,
                                 uint64_t entry)
 {
     uint64_t old;
-    Qcow2ClusterType t;
     int ret = qcow2_set_l2_entries_locked(s, cstart, 1, &entry, &old);
 
     if (ret < 0) {
         return ret;
     }
-    t = qcow2_entry_type(s, old);
-    if (t != QCOW2_CT_NORMAL && t != QCOW2_CT_ZERO_ALLOC &&
-        t != QCOW2_CT_COMPRESSED) {
-        return 0;
-    }
-    ret = qcow2_cache_flush(s->l2_cache);
-    if (ret == 0) {
-        ret = bd_child_flush(s->file);
-    }
-    return ret < 0 ? ret : qcow2_free_entry_locked(s, old,
-                                                   QCOW2_DISCARD_OTHER);
+    qcow2_free_entry_later_locked(s, old, QCOW2_DISCARD_OTHER);
+    qcow2_release_deferred_some_locked(s);
+    return 0;
 }
 
 /* One whole guest cluster stored compressed ('len' bytes of 'data'). */
@@ -402,10 +417,13 @@ static int write_compressed_cluster(Qcow2State *s, uint64_t cstart,
     sectors = ((uint64_t)hoff + len - 1) / 512 - (uint64_t)hoff / 512;
     entry = QCOW2_OFLAG_COMPRESSED | ((uint64_t)hoff & s->coffset_mask) |
             (sectors << s->csize_shift);
-    if (ret < 0) {
-        qcow2_free_entry_locked(s, entry, QCOW2_DISCARD_OTHER);
-    } else {
+    if (ret == 0) {
+        bd_debug_event(s->file, BD_DEBUG_EVENT_L2_UPDATE_COMPRESSED);
         ret = replace_entry_locked(s, cstart, entry);
+    }
+    if (ret < 0) {
+        /* Nothing references the new bytes: give them back. */
+        qcow2_free_entry_locked(s, entry, QCOW2_DISCARD_OTHER);
     }
     g_mutex_unlock(&s->lock);
     return ret;

@@ -452,7 +452,18 @@ class Daemon:
             return ''
 
     def qmp(self, negotiate=True, monitor=0):
-        q = QMP(self.qmp_paths[monitor], negotiate=negotiate)
+        """A QMP session on a monitor.  Tried again when the monitor drops
+        the connection before its greeting: qemu-storage-daemon's socket
+        chardev, still busy with start()'s probe connection, sometimes
+        closes the next one at once."""
+        for attempt in range(5):
+            try:
+                q = QMP(self.qmp_paths[monitor], negotiate=negotiate)
+                break
+            except EOFError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2)
         self._qmps.append(q)
         return q
 
