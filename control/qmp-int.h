@@ -93,6 +93,10 @@ void bd_monitor_broadcast(const char *json_text);
 /* query-qmp-schema (schema-query.c). */
 JsonNode *bd_qmp_schema_info(void);
 
+/* Whether validated qmp_capabilities arguments enable "oob"
+ * (cmd-core.c). */
+gboolean bd_qmp_caps_enable_oob(GVariant *args);
+
 /* The greeting and query-version's VersionInfo (cmd-core.c). */
 JsonNode *bd_qmp_greeting(void);
 JsonNode *bd_qmp_version_info(void);

@@ -463,15 +463,6 @@ void bd_node_detach_child(BdNode *parent, BdChild *child)
     }
 }
 
-BdChild *bd_node_open_child_key(BdNode *parent, GVariant *options,
-                                const char *key, BdChildRole role,
-                                gboolean allow_none, GError **errp)
-{
-    g_autoptr(GVariant) ref = bd_opts_lookup(options, key);
-
-    return bd_node_open_child(parent, ref, key, role, allow_none, errp);
-}
-
 BdChild *bd_node_open_child(BdNode *parent, GVariant *ref, const char *name,
                             BdChildRole role, gboolean allow_none,
                             GError **errp)

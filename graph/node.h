@@ -377,10 +377,6 @@ BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
 BdChild *bd_node_open_child(BdNode *parent, GVariant *ref, const char *name,
                             BdChildRole role, gboolean allow_none,
                             GError **errp);
-/* Transitional: the same, looking the member 'key' up in 'options'. */
-BdChild *bd_node_open_child_key(BdNode *parent, GVariant *options,
-                                const char *key, BdChildRole role,
-                                gboolean allow_none, GError **errp);
 /* Attach an existing node as a child of 'parent' (takes a reference),
  * checking permissions first. */
 BdChild *bd_node_attach_child(BdNode *parent, BdNode *child,

@@ -234,12 +234,6 @@ GVariant *bd_opts_lookup(GVariant *opts, const char *key)
     return g_variant_lookup_value(opts, key, NULL);
 }
 
-gboolean bd_opts_has(GVariant *opts, const char *key)
-{
-    g_autoptr(GVariant) v = bd_opts_lookup(opts, key);
-    return v != NULL;
-}
-
 const char *bd_opts_get_str(GVariant *opts, const char *key, const char *def)
 {
     const char *s;
@@ -248,49 +242,6 @@ const char *bd_opts_get_str(GVariant *opts, const char *key, const char *def)
     if (opts && g_variant_is_of_type(opts, G_VARIANT_TYPE_VARDICT) &&
         g_variant_lookup(opts, key, "&s", &s)) {
         return s;
-    }
-    return def;
-}
-
-gboolean bd_opts_get_bool(GVariant *opts, const char *key, gboolean def)
-{
-    gboolean b;
-
-    if (opts && g_variant_is_of_type(opts, G_VARIANT_TYPE_VARDICT) &&
-        g_variant_lookup(opts, key, "b", &b)) {
-        return b;
-    }
-    return def;
-}
-
-gint64 bd_opts_get_int(GVariant *opts, const char *key, gint64 def)
-{
-    g_autoptr(GVariant) v = bd_opts_lookup(opts, key);
-
-    if (!v) {
-        return def;
-    }
-    if (g_variant_is_of_type(v, G_VARIANT_TYPE_INT64)) {
-        return g_variant_get_int64(v);
-    }
-    if (g_variant_is_of_type(v, G_VARIANT_TYPE_UINT64)) {
-        return (gint64)g_variant_get_uint64(v);
-    }
-    return def;
-}
-
-guint64 bd_opts_get_uint(GVariant *opts, const char *key, guint64 def)
-{
-    g_autoptr(GVariant) v = bd_opts_lookup(opts, key);
-
-    if (!v) {
-        return def;
-    }
-    if (g_variant_is_of_type(v, G_VARIANT_TYPE_UINT64)) {
-        return g_variant_get_uint64(v);
-    }
-    if (g_variant_is_of_type(v, G_VARIANT_TYPE_INT64)) {
-        return (guint64)g_variant_get_int64(v);
     }
     return def;
 }

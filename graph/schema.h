@@ -220,15 +220,6 @@ gboolean bd_schema_ctype_fits(const BdSchemaType *type, BdCType ctype);
 /* Index of 'value' in an enum's values, or -1. */
 int bd_schema_enum_index(const BdSchemaType *type, const char *value);
 
-/* Transitional: the key readers, until every driver and command
- * decodes its options (then graph-internal.h alone has them). */
-GVariant *bd_opts_lookup(GVariant *opts, const char *key);
-const char *bd_opts_get_str(GVariant *opts, const char *key, const char *def);
-gboolean bd_opts_get_bool(GVariant *opts, const char *key, gboolean def);
-gint64 bd_opts_get_int(GVariant *opts, const char *key, gint64 def);
-guint64 bd_opts_get_uint(GVariant *opts, const char *key, guint64 def);
-gboolean bd_opts_has(GVariant *opts, const char *key);
-
 /* Null values (JSON null where a type allows it). */
 gboolean bd_variant_is_null(GVariant *v);
 GVariant *bd_variant_null(void);
