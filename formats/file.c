@@ -85,14 +85,12 @@ static const BdSchemaField file_options[] = {
     { "aio", &aio_type, TRUE, BD_AT(FileOptions, aio),
       .def.i = FILE_AIO_THREADS },
     { "aio-max-batch", &bd_schema_int, TRUE, .flags = BD_FIELD_IGNORED },
-    { "drop-cache", &bd_schema_bool, TRUE, .flags = BD_FIELD_IGNORED },
+    { "drop-cache", &bd_schema_bool, TRUE,
+      .flags = BD_FIELD_IGNORED | BD_FIELD_MUTABLE },
     { "x-check-cache-dropped", &bd_schema_bool, TRUE,
-      .flags = BD_FIELD_IGNORED },
+      .flags = BD_FIELD_IGNORED | BD_FIELD_MUTABLE },
     { NULL },
 };
-
-static const char *const file_mutable_options[] = {
-    "drop-cache", "x-check-cache-dropped", NULL };
 
 /* --- helpers --- */
 
@@ -729,7 +727,6 @@ static void file_query_image_info(BdNode *node, GVariantDict *image)
 #define FILE_DRIVER_CALLBACKS                        \
     .query_image_info = file_query_image_info,       \
     .options = file_options,                         \
-    .mutable_options = file_mutable_options,         \
     .is_protocol = TRUE,                             \
     .reopen_prepare = file_reopen_prepare,           \
     .reopen_commit = file_reopen_commit,             \

@@ -36,9 +36,10 @@ typedef struct {
 static const BdSchemaField raw_options[] = {
     { "file", &bd_schema_blockdev_ref, FALSE, BD_AT(RawOptions, file) },
     { "offset", &bd_schema_int, TRUE, BD_AT(RawOptions, offset),
-      BD_HAS(RawOptions, offset), .flags = BD_FIELD_STRONG },
+      BD_HAS(RawOptions, offset),
+      .flags = BD_FIELD_STRONG | BD_FIELD_MUTABLE },
     { "size", &bd_schema_int, TRUE, BD_AT(RawOptions, size),
-      BD_HAS(RawOptions, size), .flags = BD_FIELD_STRONG },
+      BD_HAS(RawOptions, size), .flags = BD_FIELD_STRONG | BD_FIELD_MUTABLE },
     { NULL },
 };
 BD_SCHEMA_DEFINE_AUTO(RawOptions, raw_options)
@@ -346,8 +347,6 @@ static void raw_reopen_abort(BdReopenState *state)
     state->opaque = NULL;
 }
 
-static const char *const raw_mutable_options[] = { "offset", "size", NULL };
-
 /* QEMU reports these for every driver with get_info (file and raw). */
 static void raw_query_image_info(BdNode *node, GVariantDict *image)
 {
@@ -358,7 +357,6 @@ const BdDriver bd_raw_driver = {
     .query_image_info = raw_query_image_info,
     .name = "raw",
     .options = raw_options,
-    .mutable_options = raw_mutable_options,
     .reopen_prepare = raw_reopen_prepare,
     .reopen_commit = raw_reopen_commit,
     .reopen_abort = raw_reopen_abort,

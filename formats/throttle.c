@@ -34,13 +34,11 @@ typedef struct {
 static const BdSchemaField throttle_options[] = {
     { "throttle-group", &bd_schema_str, FALSE,
       BD_AT(ThrottleOptions, throttle_group), .def.s = "",
-      .flags = BD_FIELD_STRONG },
+      .flags = BD_FIELD_STRONG | BD_FIELD_MUTABLE },
     { "file", &bd_schema_blockdev_ref, FALSE, BD_AT(ThrottleOptions, file) },
     { NULL },
 };
 BD_SCHEMA_DEFINE_AUTO(ThrottleOptions, throttle_options)
-
-static const char *const throttle_mutable[] = { "throttle-group", NULL };
 
 static gboolean throttle_open(BdNode *node, GVariant *options, GError **errp)
 {
@@ -174,7 +172,6 @@ static void throttle_reopen_abort(BdReopenState *state)
 const BdDriver bd_throttle_driver = {
     .name = "throttle",
     .options = throttle_options,
-    .mutable_options = throttle_mutable,
     .is_filter = TRUE,
     .open = throttle_open,
     .close = throttle_close,

@@ -31,6 +31,9 @@ GVariant *bd_inherit_options_from(const BdDriver *parent_drv,
 GVariant *bd_opts_lookup(GVariant *opts, const char *key);   /* full, or NULL */
 const char *bd_opts_get_str(GVariant *opts, const char *key, const char *def);
 
+/* The table of the common BlockdevOptions members (node.c). */
+const BdSchemaField *bd_node_common_fields(void);
+
 /* The common options' rule between members (detect-zeroes=unmap needs
  * discard=unmap), for open and reopen. */
 gboolean bd_node_options_check(const BdNodeOptions *o, GError **errp);

@@ -78,20 +78,30 @@ static const BdSchemaType cache_type = {
  * registered.  Decoded as a string: its values are known at run time. */
 static BdSchemaType driver_enum;
 
+#define MUTABLE .flags = BD_FIELD_MUTABLE
 static const BdSchemaField common_fields[] = {
     { "driver", &driver_enum, FALSE, BD_AT(BdNodeOptions, driver) },
-    { "node-name", &bd_schema_str, TRUE, BD_AT(BdNodeOptions, node_name) },
+    { "node-name", &bd_schema_str, TRUE, BD_AT(BdNodeOptions, node_name),
+      MUTABLE },
     { "discard", &discard_type, TRUE, BD_AT(BdNodeOptions, discard),
-      .def.i = BD_DISCARD_IGNORE },
-    { "cache", &cache_type, TRUE, BD_AT(BdNodeOptions, cache) },
-    { "read-only", &bd_schema_bool, TRUE, BD_AT(BdNodeOptions, read_only) },
+      .def.i = BD_DISCARD_IGNORE, MUTABLE },
+    { "cache", &cache_type, TRUE, BD_AT(BdNodeOptions, cache), MUTABLE },
+    { "read-only", &bd_schema_bool, TRUE, BD_AT(BdNodeOptions, read_only),
+      MUTABLE },
     { "auto-read-only", &bd_schema_bool, TRUE,
-      BD_AT(BdNodeOptions, auto_read_only) },
+      BD_AT(BdNodeOptions, auto_read_only), MUTABLE },
     { "force-share", &bd_schema_bool, TRUE,
       BD_AT(BdNodeOptions, force_share) },
     { "detect-zeroes", &detect_zeroes_type, TRUE,
-      BD_AT(BdNodeOptions, detect_zeroes), .def.i = BD_DETECT_ZEROES_OFF },
+      BD_AT(BdNodeOptions, detect_zeroes), .def.i = BD_DETECT_ZEROES_OFF,
+      MUTABLE },
     { NULL } };
+#undef MUTABLE
+
+const BdSchemaField *bd_node_common_fields(void)
+{
+    return common_fields;
+}
 
 void bd_node_options_decode(GVariant *options, BdNodeOptions *out)
 {

@@ -130,10 +130,9 @@ struct BdDriver {
     const char *name;                  /* "file", "raw", "qcow2", ... */
     /* Driver-specific members of BlockdevOptions<Name>; {NULL}-terminated.
      * The common members (driver, node-name, read-only, cache, discard,
-     * detect-zeroes, ...) are added by the graph. */
+     * detect-zeroes, ...) are added by the graph.  Those blockdev-reopen
+     * may change are flagged BD_FIELD_MUTABLE. */
     const BdSchemaField *options;
-    /* Options that blockdev-reopen may change; NULL-terminated. */
-    const char *const *mutable_options;
 
     gboolean is_filter;    /* data passes through 'file' (or 'backing') */
     gboolean is_format;    /* interprets its file child's bytes */
@@ -194,7 +193,7 @@ struct BdDriver {
     /* blockdev-reopen (graph/reopen.c), for drivers that support it;
      * NULL reopen_prepare: "Block format 'X' used by node 'Y' does not
      * support reopening files".  The graph has already refused changes
-     * to options not in mutable_options ("Cannot change the option"),
+     * to options not flagged BD_FIELD_MUTABLE ("Cannot change the option"),
      * omitted options that are neither common nor mutable ("cannot be
      * reset") and handled the common options and the file/backing
      * children.  prepare validates state->options (the whole new

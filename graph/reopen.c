@@ -25,11 +25,6 @@
 #include "graph/graph-internal.h"
 #include "graph/entry.h"
 
-/* Common options blockdev-reopen may change or leave out. */
-static const char *const common_mutable[] = {
-    "node-name", "discard", "cache", "read-only", "auto-read-only",
-    "detect-zeroes", NULL };
-
 typedef struct {
     BdReopenState st;
     GVariant *explicit;     /* inline child: its options as written */
@@ -134,11 +129,12 @@ static GHashTable *flatten(GVariant *opts, GHashTable *skip)
     return out;
 }
 
-static gboolean in_list(const char *const *list, const char *key)
+/* Whether the member 'name' of 'fields' is flagged mutable. */
+static gboolean field_is_mutable(const BdSchemaField *fields, const char *name)
 {
-    for (; list && *list; list++) {
-        if (strcmp(*list, key) == 0) {
-            return TRUE;
+    for (const BdSchemaField *f = fields; f && f->name; f++) {
+        if (strcmp(f->name, name) == 0) {
+            return (f->flags & BD_FIELD_MUTABLE) != 0;
         }
     }
     return FALSE;
@@ -150,11 +146,10 @@ static gboolean key_is_mutable(const BdDriver *drv, const char *key,
 {
     g_autofree char *top = g_strndup(key, strcspn(key, "."));
 
-    if (with_common && in_list(common_mutable, top)) {
+    if (with_common && field_is_mutable(bd_node_common_fields(), top)) {
         return TRUE;
     }
-    return in_list(drv->mutable_options, key) ||
-           in_list(drv->mutable_options, top);
+    return field_is_mutable(drv->options, top);
 }
 
 /* The top-level keys of a node's own options that belong to children. */

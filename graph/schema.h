@@ -96,6 +96,10 @@ enum {
     /* Part of what the node shows as a json: filename (QEMU's
      * strong_runtime_opts); combines with a decoded member. */
     BD_FIELD_STRONG  = 1 << 2,
+    /* A top-level BlockdevOptions member that blockdev-reopen may change
+     * or leave out (QEMU's mutable_opts); graph/reopen.c refuses a change
+     * to any other ("Cannot change the option"). */
+    BD_FIELD_MUTABLE = 1 << 3,
 };
 
 /*

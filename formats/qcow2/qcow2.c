@@ -105,31 +105,37 @@ typedef struct {
 
 #define O(f) BD_AT(Qcow2Options, f)
 #define HAS(f) BD_HAS(Qcow2Options, f)
+/* QEMU's mutable qcow2 options: the caches, discard passing, lazy
+ * refcounts and overlap checks. */
+#define MUTABLE .flags = BD_FIELD_MUTABLE
 static const BdSchemaField qcow2_options[] = {
     { "file", &bd_schema_blockdev_ref, FALSE, O(file) },
     { "backing", &bd_schema_blockdev_ref_or_null, TRUE, O(backing),
       HAS(backing) },
     { "lazy-refcounts", &bd_schema_bool, TRUE, O(lazy_refcounts),
-      HAS(lazy_refcounts) },
+      HAS(lazy_refcounts), MUTABLE },
     { "pass-discard-request", &bd_schema_bool, TRUE,
-      O(pass_discard_request), .def.i = TRUE },
+      O(pass_discard_request), .def.i = TRUE, MUTABLE },
     { "pass-discard-snapshot", &bd_schema_bool, TRUE,
-      O(pass_discard_snapshot), .def.i = TRUE },
-    { "pass-discard-other", &bd_schema_bool, TRUE, O(pass_discard_other) },
-    { "overlap-check", &overlap_type, TRUE, O(overlap_check) },
-    { "cache-size", &bd_schema_int, TRUE, O(cache_size), HAS(cache_size) },
+      O(pass_discard_snapshot), .def.i = TRUE, MUTABLE },
+    { "pass-discard-other", &bd_schema_bool, TRUE, O(pass_discard_other),
+      MUTABLE },
+    { "overlap-check", &overlap_type, TRUE, O(overlap_check), MUTABLE },
+    { "cache-size", &bd_schema_int, TRUE, O(cache_size), HAS(cache_size),
+      MUTABLE },
     { "l2-cache-size", &bd_schema_int, TRUE, O(l2_cache_size),
-      HAS(l2_cache_size) },
+      HAS(l2_cache_size), MUTABLE },
     { "l2-cache-entry-size", &bd_schema_int, TRUE, O(l2_cache_entry_size),
-      HAS(l2_cache_entry_size) },
+      HAS(l2_cache_entry_size), MUTABLE },
     { "refcount-cache-size", &bd_schema_int, TRUE, O(refcount_cache_size),
-      HAS(refcount_cache_size) },
+      HAS(refcount_cache_size), MUTABLE },
     { "cache-clean-interval", &bd_schema_int, TRUE, O(cache_clean_interval),
-      .def.i = DEFAULT_CACHE_CLEAN_INTERVAL },
+      .def.i = DEFAULT_CACHE_CLEAN_INTERVAL, MUTABLE },
     { "encrypt", &bd_schema_any, TRUE, O(encrypt) },
     { "data-file", &bd_schema_blockdev_ref, TRUE, O(data_file) },
     { NULL },
 };
+#undef MUTABLE
 #undef O
 #undef HAS
 BD_SCHEMA_DEFINE_AUTO(Qcow2Options, qcow2_options)
@@ -636,12 +642,6 @@ typedef struct {
     gboolean writable;
 } Qcow2Reopen;
 
-static const char *const qcow2_mutable_options[] = {
-    "lazy-refcounts", "pass-discard-request", "pass-discard-snapshot",
-    "pass-discard-other", "overlap-check", "cache-size", "l2-cache-size",
-    "l2-cache-entry-size", "refcount-cache-size", "cache-clean-interval",
-    NULL };
-
 static gboolean qcow2_reopen_prepare(BdReopenState *state, GError **errp)
 {
     Qcow2State *s = state->node->opaque;
@@ -776,7 +776,6 @@ const BdDriver bd_qcow2_driver = {
     .options = qcow2_options,
     .is_format = TRUE,
     .supported_write_flags = BD_REQ_WRITE_COMPRESSED,
-    .mutable_options = qcow2_mutable_options,
     .reopen_prepare = qcow2_reopen_prepare,
     .reopen_commit = qcow2_reopen_commit,
     .reopen_abort = qcow2_reopen_abort,
