@@ -76,9 +76,10 @@ gboolean bd_schema_ctype_fits(const BdSchemaType *type, BdCType ctype)
     return FALSE;
 }
 
-/* Whether 'v' has the GVariant type of member 'f' (graph/schema.h).
- * Integers are taken in either signedness, as options built inside the
- * daemon (jobs' filters, tests) may hold either. */
+/* Whether 'v' has the GVariant type of member 'f' (graph/schema.h), and
+ * an enum one of its values.  Integers are taken in either signedness,
+ * as options built inside the daemon (jobs' filters, tests) may hold
+ * either. */
 static gboolean value_fits(const BdSchemaField *f, GVariant *v)
 {
     switch (f->ctype) {
@@ -89,9 +90,12 @@ static gboolean value_fits(const BdSchemaField *f, GVariant *v)
         return g_variant_is_of_type(v, G_VARIANT_TYPE_INT64) ||
                g_variant_is_of_type(v, G_VARIANT_TYPE_UINT64);
     case BD_CTYPE_INT:
-        return g_variant_is_of_type(v, f->type->kind == BD_SCHEMA_BOOL
-                                       ? G_VARIANT_TYPE_BOOLEAN
-                                       : G_VARIANT_TYPE_STRING);
+        if (f->type->kind == BD_SCHEMA_BOOL) {
+            return g_variant_is_of_type(v, G_VARIANT_TYPE_BOOLEAN);
+        }
+        return g_variant_is_of_type(v, G_VARIANT_TYPE_STRING) &&
+               bd_schema_enum_index(f->type,
+                                    g_variant_get_string(v, NULL)) >= 0;
     case BD_CTYPE_DOUBLE:
         return g_variant_is_of_type(v, G_VARIANT_TYPE_DOUBLE);
     case BD_CTYPE_STRUCT:
@@ -129,11 +133,9 @@ static void decode_member(const BdSchemaField *f, GVariant *v, char *p)
         } else if (f->type->kind == BD_SCHEMA_BOOL) {
             *(int *)p = g_variant_get_boolean(v);
         } else {
-            int i = bd_schema_enum_index(f->type,
-                                         g_variant_get_string(v, NULL));
-            /* Validated input holds only the type's values. */
-            g_assert(i >= 0);
-            *(int *)p = i;
+            /* One of the values: value_fits() checked. */
+            *(int *)p = bd_schema_enum_index(f->type,
+                                             g_variant_get_string(v, NULL));
         }
         return;
     case BD_CTYPE_DOUBLE:
@@ -166,9 +168,10 @@ void bd_schema_decode(const BdSchemaField *fields, GVariant *validated,
         if (v && !value_fits(f, v)) {
             /* Only options built by hand inside the daemon can get here:
              * validated input always fits.  Read it as absent, as the
-             * key readers did. */
-            g_critical("member '%s' holds a value of type '%s'", f->name,
-                       g_variant_get_type_string(v));
+             * key readers did, and say so (fatal in the unit tests). */
+            g_critical("member '%s' holds a value of type '%s' that its "
+                       "schema type '%s' does not take", f->name,
+                       g_variant_get_type_string(v), f->type->name);
             g_clear_pointer(&v, g_variant_unref);
         }
         if (f->has_at) {

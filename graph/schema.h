@@ -89,9 +89,10 @@ typedef union {
 enum {
     /* Accepted for compatibility with QEMU; has no effect in blockd. */
     BD_FIELD_IGNORED = 1 << 0,
-    /* Read by generic code that walks the whole dictionary, not by the
-     * table's owner (the graph's BlockdevRef children, inheritance,
-     * reopen's comparison of old and new options). */
+    /* Read only by generic code that walks the dictionary, not by the
+     * table's owner: for a member the graph alone would handle for
+     * every driver.  (Unused today: the BlockdevRef children, which the
+     * graph also reads for reopen, are decoded by their drivers.) */
     BD_FIELD_GENERIC = 1 << 1,
     /* Part of what the node shows as a json: filename (QEMU's
      * strong_runtime_opts); combines with a decoded member. */

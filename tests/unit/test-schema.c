@@ -2,7 +2,7 @@
 /* bd_schema_decode(): every member kind into its C type, defaults and
  * has_ flags of absent members, nested structs, references held and
  * dropped, integers given in the other signedness, uninitialized
- * structs. */
+ * structs, values that do not fit. */
 #include <string.h>
 #include "graph/schema.h"
 
@@ -170,6 +170,21 @@ static void test_uninitialized(void)
     bd_schema_clear(opts_fields, &o);
 }
 
+/* Options built by hand with a wrong value: read as absent, loudly. */
+static void test_misfit(void)
+{
+    g_autoptr(GVariant) v = dict("{'count': <'three'>, 'colour': <'pink'>}");
+    g_auto(Opts) o = { 0 };
+
+    g_test_expect_message(NULL, G_LOG_LEVEL_CRITICAL, "*member 'count'*");
+    g_test_expect_message(NULL, G_LOG_LEVEL_CRITICAL, "*member 'colour'*");
+    bd_schema_decode(opts_fields, v, &o);
+    g_test_assert_expected_messages();
+    g_assert_cmpint(o.count, ==, -5);
+    g_assert_false(o.has_count);
+    g_assert_cmpint(o.colour, ==, COLOUR_BLUE);
+}
+
 static void test_ctype_fits(void)
 {
     g_assert_true(bd_schema_ctype_fits(&bd_schema_int, BD_CTYPE_INT64));
@@ -195,6 +210,7 @@ int main(int argc, char **argv)
     g_test_add_func("/schema/decode/nested-and-null", test_nested_and_null);
     g_test_add_func("/schema/decode/signedness", test_signedness);
     g_test_add_func("/schema/decode/uninitialized", test_uninitialized);
+    g_test_add_func("/schema/decode/misfit", test_misfit);
     g_test_add_func("/schema/ctype-fits", test_ctype_fits);
     return g_test_run();
 }
