@@ -227,7 +227,7 @@ static BdJob *backup_common(const BackupArgs *a, BdNode *source,
 static BdJob *blockdev_backup_job(GVariant *args, BdJobTxn *txn,
                                   GError **errp)
 {
-    BackupArgs a;
+    BackupArgs a = { 0 };
 
     bd_schema_decode(blockdev_backup_fields, args, &a);
     BdNode *source = lookup_node(a.device, errp);
@@ -279,7 +279,7 @@ static BdNode *open_image(const char *filename, const char *fmt,
 
 static gboolean drive_backup(GVariant *args, JsonNode **ret, GError **errp)
 {
-    BackupArgs a;
+    BackupArgs a = { 0 };
     gboolean existing;
     BdNode *backing = NULL;
     const char *fmt;

@@ -146,7 +146,7 @@ static const BdSchemaType *device_info_fn(void) { return &device_info_list; }
 
 gboolean bd_cmd_blockdev_add(GVariant *options, GError **errp)
 {
-    BdNodeOptions o;
+    BdNodeOptions o = { 0 };
 
     bd_node_options_decode(options, &o);
     if (!o.node_name) {
@@ -171,7 +171,7 @@ static gboolean blockdev_add(GVariant *args, JsonNode **ret, GError **errp)
 static gboolean blockdev_reopen(GVariant *args, JsonNode **ret,
                                 GError **errp)
 {
-    BlockArgs a;
+    BlockArgs a = { 0 };
     g_autoptr(GPtrArray) opts = g_ptr_array_new_with_free_func(
         (GDestroyNotify)g_variant_unref);
     gsize n;
@@ -205,7 +205,7 @@ static gboolean query_block(GVariant *args, JsonNode **ret, GError **errp)
 static gboolean change_backing_file(GVariant *args, JsonNode **ret,
                                     GError **errp)
 {
-    BlockArgs a;
+    BlockArgs a = { 0 };
 
     bd_schema_decode(change_backing_fields, args, &a);
     const char *device = a.device;
@@ -257,7 +257,7 @@ static gboolean change_backing_file(GVariant *args, JsonNode **ret,
 
 static gboolean blockdev_del(GVariant *args, JsonNode **ret, GError **errp)
 {
-    BlockArgs a;
+    BlockArgs a = { 0 };
 
     bd_schema_decode(del_fields, args, &a);
     return bd_node_monitor_del(a.node_name, errp);
@@ -266,7 +266,7 @@ static gboolean blockdev_del(GVariant *args, JsonNode **ret, GError **errp)
 static gboolean query_named_block_nodes(GVariant *args, JsonNode **ret,
                                         GError **errp)
 {
-    BlockArgs a;
+    BlockArgs a = { 0 };
     gboolean flat;
     GPtrArray *nodes = bd_node_list();
     JsonArray *arr = json_array_new();
@@ -289,7 +289,7 @@ static gboolean query_named_block_nodes(GVariant *args, JsonNode **ret,
 /* block_resize: blockd has no devices, so 'device' names a node too. */
 static gboolean block_resize(GVariant *args, JsonNode **ret, GError **errp)
 {
-    BlockArgs a;
+    BlockArgs a = { 0 };
     const char *device, *node_name;
     gint64 size;
     BdNode *node = NULL;

@@ -165,7 +165,7 @@ static gboolean nbd_start(const BdSocketAddress *addr, const NbdServerArgs *a,
 gboolean bd_cmd_nbd_server_start_flat(GVariant *options, GError **errp)
 {
     g_auto(NbdServerArgs) a = { 0 };
-    BdSocketAddress addr;
+    BdSocketAddress addr = { 0 };
 
     bd_schema_decode(nbd_options_fields, options, &a);
     bd_socket_address_decode(a.addr, &addr);
@@ -228,7 +228,7 @@ static gboolean block_export_add(GVariant *args, JsonNode **ret,
 static gboolean block_export_del(GVariant *args, JsonNode **ret,
                                  GError **errp)
 {
-    ExportDelArgs a;
+    ExportDelArgs a = { 0 };
 
     bd_schema_decode(export_del_fields, args, &a);
     return bd_export_del(a.id, a.mode == REMOVE_MODE_HARD, errp);

@@ -242,7 +242,7 @@ static gboolean blockdev_mirror(GVariant *args, JsonNode **ret,
                                 GError **errp)
 {
     BdMirrorParams p = { 0 };
-    MirrorArgs a;
+    MirrorArgs a = { 0 };
 
     (void)ret;
     bd_schema_decode(mirror_fields, args, &a);
@@ -333,7 +333,7 @@ static BdNode *open_target(const char *filename, const char *fmt,
 static gboolean drive_mirror(GVariant *args, JsonNode **ret, GError **errp)
 {
     BdMirrorParams p = { 0 };
-    MirrorArgs a;
+    MirrorArgs a = { 0 };
     const char *filename;
     gboolean existing;
     const char *node_name;

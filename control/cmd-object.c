@@ -89,7 +89,7 @@ static gboolean throttle_group_add(const char *id, GVariant *props,
 
 gboolean bd_cmd_object_add(GVariant *options, GError **errp)
 {
-    ObjectArgs a;
+    ObjectArgs a = { 0 };
     const char *type, *id;
 
     bd_schema_decode(object_base, options, &a);
@@ -121,7 +121,7 @@ static gboolean object_add(GVariant *args, JsonNode **ret, GError **errp)
 
 static gboolean object_del(GVariant *args, JsonNode **ret, GError **errp)
 {
-    ObjectArgs a;
+    ObjectArgs a = { 0 };
     const char *id, *type;
 
     bd_schema_decode(del_fields, args, &a);

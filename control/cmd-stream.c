@@ -101,7 +101,7 @@ static gboolean stream_check_busy(BdNode *bs, BdNode *end, GError **errp)
 
 static gboolean block_stream(GVariant *args, JsonNode **ret, GError **errp)
 {
-    StreamArgs a;
+    StreamArgs a = { 0 };
     BdNode *bs, *base_bs = NULL, *bottom_bs = NULL;
     const char *base_name = NULL;
 
@@ -319,7 +319,7 @@ static gboolean has_writer(BdNode *node)
 
 static gboolean block_commit(GVariant *args, JsonNode **ret, GError **errp)
 {
-    StreamArgs a;
+    StreamArgs a = { 0 };
     const char *backing_file;
     BdNode *bs, *top_bs, *base_bs;
     gboolean active;

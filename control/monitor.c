@@ -265,7 +265,7 @@ gboolean bd_monitor_add(const char *arg, GError **errp)
     if (!opts) {
         return FALSE;
     }
-    MonitorOptions o;
+    MonitorOptions o = { 0 };
     bd_schema_decode(monitor_fields, opts, &o);
     if (o.mode != MONITOR_MODE_CONTROL) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,

@@ -140,7 +140,7 @@ static gboolean action_prepare(BdTxnAction *a, GVariant *data, GError **errp)
 gboolean bd_txn_run(GVariant *args, GError **errp)
 {
     const BdSchemaType *schema = transaction_schema();
-    TxnArgs a;
+    TxnArgs a = { 0 };
     gsize n;
     g_autofree BdTxnAction *acts = NULL;
     BdTransaction txn = { 0 };

@@ -64,7 +64,7 @@ static BdFuseExport *fuse_export(BdExport *exp)
 
 static uint64_t fuse_export_extra_perm(GVariant *options)
 {
-    FuseExportOptions o;
+    FuseExportOptions o = { 0 };
 
     bd_schema_decode(fuse_export_options, options, &o);
     /* A growable export resizes the node on writes past the end. */
@@ -171,7 +171,7 @@ static gboolean fuse_export_create(BdExport *exp, GVariant *options,
                                    GError **errp)
 {
     BdFuseExport *fe = fuse_export(exp);
-    FuseExportOptions o;
+    FuseExportOptions o = { 0 };
     const char *path;
     struct stat st;
     gboolean ok;

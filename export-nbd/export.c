@@ -87,7 +87,7 @@ static BdDirtyBitmap *lookup_bitmap(BdExport *exp, GVariant *item,
             return NULL;
         }
     } else {
-        DirtyBitmap b;
+        DirtyBitmap b = { 0 };
 
         bd_schema_decode(dirty_bitmap_fields, item, &b);
         const char *node = b.node;

@@ -128,7 +128,7 @@ static void assert_main_thread(void)
 
 BdExport *bd_export_add(GVariant *options, GError **errp)
 {
-    ExportOptions o;
+    ExportOptions o = { 0 };
     const char *type, *id, *node_name;
     const BdExportDriver *drv;
     uint64_t perm = BD_PERM_CONSISTENT_READ;

@@ -293,7 +293,7 @@ static int enum_index(const char *const *names, const char *value)
 static gboolean add_rule(BdBlkdebugRules *r, GVariant *sec, int action,
                          GError **errp)
 {
-    RuleOptions o;
+    RuleOptions o = { 0 };
     const char *event_name;
     const char *iotype_name;
     g_autofree Rule *rule = NULL;

@@ -124,7 +124,7 @@ static void set_nocow(int fd)
 
 gboolean bd_file_create(GVariant *options, GError **errp)
 {
-    FileCreateOptions o;
+    FileCreateOptions o = { 0 };
     const char *filename;
     guint64 hint;
     BdFileLock lk;

@@ -580,7 +580,7 @@ static gboolean file_setup(BdNode *node, FileState *s, OnOffAuto locking,
 
 static gboolean file_open(BdNode *node, GVariant *options, GError **errp)
 {
-    FileOptions o;
+    FileOptions o = { 0 };
     const char *filename;
     FileState *s;
 

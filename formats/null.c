@@ -108,7 +108,7 @@ static void null_close(BdNode *node)
 static gboolean null_open_common(BdNode *node, GVariant *options,
                                  const char *filename, GError **errp)
 {
-    NullOptions o;
+    NullOptions o = { 0 };
     gint64 size;
     guint64 latency;
     NullState *s;

@@ -317,7 +317,7 @@ static void set_prop(BdThrottleConfig *cfg, gsize i, gint64 value)
 gboolean bd_throttle_config_from_props(BdThrottleConfig *cfg,
                                        GVariant *in, GError **errp)
 {
-    ThrottleGroupProps p;
+    ThrottleGroupProps p = { 0 };
 
     bd_schema_decode(tg_fields, in, &p);
     for (gsize i = 0; i < N_PROPS; i++) {

@@ -268,7 +268,7 @@ static void node_free(BdNode *node)
 
 BdNode *bd_node_open(GVariant *options, GError **errp)
 {
-    BdNodeOptions o;
+    BdNodeOptions o = { 0 };
     const char *driver;
     const BdDriver *drv;
 
@@ -292,7 +292,7 @@ BdNode *bd_node_open(GVariant *options, GError **errp)
 BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
                             GError **errp)
 {
-    BdNodeOptions o;
+    BdNodeOptions o = { 0 };
     const char *name;
     BdNode *node;
 

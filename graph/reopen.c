@@ -355,7 +355,7 @@ static void change_finish(ChildChange *ch)
 
 static gboolean prepare_common(ReopenEntry *e, GError **errp)
 {
-    BdNodeOptions o;
+    BdNodeOptions o = { 0 };
 
     bd_node_options_decode(e->st.options, &o);
     e->st.read_only = o.read_only;
@@ -598,7 +598,7 @@ static gboolean queue_build(ReopenQueue *q, GPtrArray *list, GError **errp)
 {
     for (guint i = 0; i < list->len; i++) {
         GVariant *opts = list->pdata[i];
-        BdNodeOptions o;
+        BdNodeOptions o = { 0 };
         const char *name;
         BdNode *node;
 

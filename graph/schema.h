@@ -186,8 +186,10 @@ extern const BdSchemaType bd_schema_blockdev_ref_or_null;
  *
  * Absent members get .def (0, FALSE, NULL unless given) and has_<m>
  * FALSE.  Members of other tables cannot be read: the owner of a table
- * reads its struct, never a key.  Every member with .at is written
- * ('out' need not be initialized); release what the struct holds with
+ * reads its struct, never a key.  Every member with .at is written and
+ * no other: initialize 'out' ({ 0 }) where one struct serves several
+ * tables (the commands of one file), so that a member another table
+ * has reads as absent.  Release what the struct holds with
  * bd_schema_clear() (or g_auto, see BD_SCHEMA_DEFINE_AUTO) before
  * decoding into it again.
  */

@@ -103,7 +103,7 @@ void bd_chain_release(BdNode *node)
 BdNode *bd_chain_insert_filter(BdNode *below, GVariant *options,
                                GError **errp)
 {
-    BdNodeOptions o;
+    BdNodeOptions o = { 0 };
     gboolean named;
     BdNode *filter;
 

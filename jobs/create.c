@@ -184,7 +184,7 @@ static GVariant *resolve_refs(BdCreateJob *s, GVariant *options)
 gboolean bd_create_job_start(const char *job_id, GVariant *options,
                              GError **errp)
 {
-    CreateBase base;
+    CreateBase base = { 0 };
     const char *fmt;
     const BdDriver *drv;
 

@@ -328,7 +328,7 @@ static gboolean parse_overlap_check(const Qcow2Options *o, int *out,
     const int cached = constant | QCOW2_OL_ACTIVE_L2 |
                        QCOW2_OL_REFCOUNT_BLOCK;
     GVariant *v = o->overlap_check;
-    OverlapFlags flags;
+    OverlapFlags flags = { 0 };
 
     /* The alternate: a mode, or flags over a template mode. */
     if (v && g_variant_is_of_type(v, G_VARIANT_TYPE_STRING)) {

@@ -20,7 +20,7 @@ static const BdSchemaField bmem_options[] = {
 
 static gboolean bmem_open(BdNode *node, GVariant *options, GError **errp)
 {
-    BmemOptions o;
+    BmemOptions o = { 0 };
     gint64 size;
 
     bd_schema_decode(bmem_options, options, &o);

@@ -35,7 +35,7 @@ static const BdSchemaField mem_options[] = {
 static gboolean mem_open(BdNode *node, GVariant *options, GError **errp)
 {
     MemState *s = g_new0(MemState, 1);
-    MemOptions o;
+    MemOptions o = { 0 };
     gint64 size;
 
     bd_schema_decode(mem_options, options, &o);
