@@ -16,7 +16,7 @@
 static const BdSchemaField add_fields[] = {
     BD_FIELD("node", &bd_schema_str, A(node), .def.s = ""),
     BD_FIELD("name", &bd_schema_str, A(name), .def.s = ""),
-    BD_OPT("granularity", &bd_ctl_schema_uint32, A(granularity),
+    BD_OPT("granularity", &bd_schema_uint32, A(granularity),
            BD_HAS(BdCmdBitmapArgs, granularity)),
     BD_OPT("persistent", &bd_schema_bool, A(persistent)),
     BD_OPT("disabled", &bd_schema_bool, A(disabled)),

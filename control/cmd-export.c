@@ -70,7 +70,7 @@ static const BdSchemaField nbd_start_fields[] = {
     BD_OPT("tls-creds", &bd_schema_str, N(tls_creds)),
     BD_OPT("tls-authz", &bd_schema_str, N(tls_authz),
            BD_HAS(NbdServerArgs, tls_authz)),
-    BD_OPT("max-connections", &bd_ctl_schema_uint32, N(max_connections)),
+    BD_OPT("max-connections", &bd_schema_uint32, N(max_connections)),
     { NULL } };
 BD_SCHEMA_DEFINE_AUTO(NbdServerArgs, nbd_start_fields)
 static const BdSchemaType nbd_start_args = {
@@ -82,7 +82,7 @@ static const BdSchemaField nbd_options_fields[] = {
     BD_OPT("tls-creds", &bd_schema_str, N(tls_creds)),
     BD_OPT("tls-authz", &bd_schema_str, N(tls_authz),
            BD_HAS(NbdServerArgs, tls_authz)),
-    BD_OPT("max-connections", &bd_ctl_schema_uint32, N(max_connections)),
+    BD_OPT("max-connections", &bd_schema_uint32, N(max_connections)),
     { NULL } };
 #undef N
 static const BdSchemaType nbd_options = {

@@ -123,10 +123,6 @@ gboolean bd_ctl_image_create(const char *filename, const char *fmt,
 #define BD_FIELD(n, t, ...) { (n), (t), FALSE, __VA_ARGS__ }
 #define BD_OPT(n, t, ...) { (n), (t), TRUE, __VA_ARGS__ }
 
-/* Sized integers (validate.c recognises these names). */
-extern const BdSchemaType bd_ctl_schema_uint32;
-extern const BdSchemaType bd_ctl_schema_uint16;
-
 /* Enums of the block-job commands (cmd-job.c): MirrorSyncMode,
  * BlockdevOnError (decoded as BdOnError), NewImageMode. */
 typedef enum {

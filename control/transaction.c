@@ -125,7 +125,6 @@ static const BdSchemaType *transaction_schema(void)
 
 /* --- running a transaction --- */
 
-
 static gboolean action_prepare(BdTxnAction *a, GVariant *data, GError **errp)
 {
     if (a->txn->grouped && !a->ops->supports_grouped) {

@@ -13,9 +13,6 @@ const char *const bd_socket_address_type_names[] = {
     [BD_SOCKET_ADDRESS_FD] = "fd",
     NULL };
 
-static const BdSchemaType uint16_type = { .name = "uint16",
-                                          .kind = BD_SCHEMA_UINT };
-
 #define A(f) BD_AT(BdSocketAddress, f)
 #define HAS(f) BD_HAS(BdSocketAddress, f)
 
@@ -24,7 +21,7 @@ static const BdSchemaField inet_fields[] = {
     { "host", &bd_schema_str, FALSE, A(host) },
     { "port", &bd_schema_str, FALSE, A(port) },
     { "numeric", &bd_schema_bool, TRUE, .flags = BD_FIELD_IGNORED },
-    { "to", &uint16_type, TRUE, .flags = BD_FIELD_IGNORED },
+    { "to", &bd_schema_uint16, TRUE, .flags = BD_FIELD_IGNORED },
     { "ipv4", &bd_schema_bool, TRUE, A(ipv4), HAS(ipv4) },
     { "ipv6", &bd_schema_bool, TRUE, A(ipv6), HAS(ipv6) },
     { "keep-alive", &bd_schema_bool, TRUE, .flags = BD_FIELD_IGNORED },

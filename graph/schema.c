@@ -8,6 +8,10 @@ const BdSchemaType bd_schema_str = { .name = "str", .kind = BD_SCHEMA_STR };
 const BdSchemaType bd_schema_int = { .name = "int", .kind = BD_SCHEMA_INT };
 const BdSchemaType bd_schema_uint = { .name = "uint64", .kind = BD_SCHEMA_UINT };
 const BdSchemaType bd_schema_size = { .name = "size", .kind = BD_SCHEMA_SIZE };
+const BdSchemaType bd_schema_uint16 = { .name = "uint16",
+                                        .kind = BD_SCHEMA_UINT };
+const BdSchemaType bd_schema_uint32 = { .name = "uint32",
+                                        .kind = BD_SCHEMA_UINT };
 const BdSchemaType bd_schema_bool = { .name = "bool", .kind = BD_SCHEMA_BOOL };
 const BdSchemaType bd_schema_number = { .name = "number", .kind = BD_SCHEMA_NUMBER };
 const BdSchemaType bd_schema_any = { .name = "any", .kind = BD_SCHEMA_ANY };

@@ -155,6 +155,9 @@ extern const BdSchemaType bd_schema_str;
 extern const BdSchemaType bd_schema_int;
 extern const BdSchemaType bd_schema_uint;
 extern const BdSchemaType bd_schema_size;
+/* Sized unsigned integers: the validator checks their range by name. */
+extern const BdSchemaType bd_schema_uint16;
+extern const BdSchemaType bd_schema_uint32;
 extern const BdSchemaType bd_schema_bool;
 extern const BdSchemaType bd_schema_number;
 extern const BdSchemaType bd_schema_any;
