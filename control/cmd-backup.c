@@ -18,45 +18,90 @@
 /* --- schemas (qapi/block-core.json) --- */
 
 static const char *const bitmap_mode_values[] = {
-    "on-success", "never", "always", NULL };
+    [BD_BITMAP_SYNC_ON_SUCCESS] = "on-success",
+    [BD_BITMAP_SYNC_NEVER] = "never",
+    [BD_BITMAP_SYNC_ALWAYS] = "always",
+    NULL };
 static const BdSchemaType bitmap_mode_type = {
     .name = "BitmapSyncMode", .kind = BD_SCHEMA_ENUM,
     .enum_values = bitmap_mode_values };
+
+/* BackupPerf */
+typedef struct {
+    gboolean use_copy_range;
+    gint64 max_workers;
+    gint64 max_chunk;
+} BackupPerf;
+
 static const BdSchemaField perf_fields[] = {
-    BD_OPT("use-copy-range", &bd_schema_bool),
-    BD_OPT("max-workers", &bd_schema_int),
-    BD_OPT("max-chunk", &bd_schema_int),
+    BD_OPT("use-copy-range", &bd_schema_bool,
+           BD_AT(BackupPerf, use_copy_range)),
+    BD_OPT("max-workers", &bd_schema_int, BD_AT(BackupPerf, max_workers),
+           .def.i = 64),
+    BD_OPT("max-chunk", &bd_schema_int, BD_AT(BackupPerf, max_chunk)),
     { NULL } };
 static const BdSchemaType perf_type = {
     .name = "BackupPerf", .kind = BD_SCHEMA_OBJECT, .fields = perf_fields };
 
+/* BlockdevBackup and DriveBackup (format, mode). */
+typedef struct {
+    const char *job_id;
+    const char *device;
+    BdCtlSyncMode sync;
+    gint64 speed;
+    const char *bitmap;
+    BdBitmapSyncMode bitmap_mode;
+    gboolean has_bitmap_mode;
+    gboolean compress;
+    BdOnError on_source_error;
+    BdOnError on_target_error;
+    gboolean auto_finalize;
+    gboolean auto_dismiss;
+    const char *filter_node_name;
+    BackupPerf x_perf;
+    const char *target;
+    const char *format;
+    BdCtlNewImageMode mode;
+} BackupArgs;
+
 #define BACKUP_COMMON_FIELDS \
-    BD_OPT("job-id", &bd_schema_str), \
-    BD_FIELD("device", &bd_schema_str), \
-    BD_FIELD("sync", &bd_ctl_schema_sync_mode), \
-    BD_OPT("speed", &bd_schema_int), \
-    BD_OPT("bitmap", &bd_schema_str), \
-    BD_OPT("bitmap-mode", &bitmap_mode_type), \
-    BD_OPT("compress", &bd_schema_bool), \
-    BD_OPT("on-source-error", &bd_ctl_schema_on_error), \
-    BD_OPT("on-target-error", &bd_ctl_schema_on_error), \
-    BD_OPT("auto-finalize", &bd_schema_bool), \
-    BD_OPT("auto-dismiss", &bd_schema_bool), \
-    BD_OPT("filter-node-name", &bd_schema_str), \
-    BD_OPT("x-perf", &perf_type)
+    BD_OPT("job-id", &bd_schema_str, BD_AT(BackupArgs, job_id)), \
+    BD_FIELD("device", &bd_schema_str, BD_AT(BackupArgs, device), \
+             .def.s = ""), \
+    BD_FIELD("sync", &bd_ctl_schema_sync_mode, BD_AT(BackupArgs, sync), \
+             .def.i = BD_CTL_SYNC_FULL), \
+    BD_OPT("speed", &bd_schema_int, BD_AT(BackupArgs, speed)), \
+    BD_OPT("bitmap", &bd_schema_str, BD_AT(BackupArgs, bitmap)), \
+    BD_OPT("bitmap-mode", &bitmap_mode_type, BD_AT(BackupArgs, bitmap_mode), \
+           BD_HAS(BackupArgs, bitmap_mode)), \
+    BD_OPT("compress", &bd_schema_bool, BD_AT(BackupArgs, compress)), \
+    BD_OPT("on-source-error", &bd_ctl_schema_on_error, \
+           BD_AT(BackupArgs, on_source_error), .def.i = BD_ON_ERROR_REPORT), \
+    BD_OPT("on-target-error", &bd_ctl_schema_on_error, \
+           BD_AT(BackupArgs, on_target_error), .def.i = BD_ON_ERROR_REPORT), \
+    BD_OPT("auto-finalize", &bd_schema_bool, \
+           BD_AT(BackupArgs, auto_finalize), .def.i = TRUE), \
+    BD_OPT("auto-dismiss", &bd_schema_bool, BD_AT(BackupArgs, auto_dismiss), \
+           .def.i = TRUE), \
+    BD_OPT("filter-node-name", &bd_schema_str, \
+           BD_AT(BackupArgs, filter_node_name)), \
+    BD_OPT("x-perf", &perf_type, BD_AT(BackupArgs, x_perf))
 
 static const BdSchemaField blockdev_backup_fields[] = {
     BACKUP_COMMON_FIELDS,
-    BD_FIELD("target", &bd_schema_str),
+    BD_FIELD("target", &bd_schema_str, BD_AT(BackupArgs, target),
+             .def.s = ""),
     { NULL } };
 static const BdSchemaType blockdev_backup_type = {
     .name = "BlockdevBackup", .kind = BD_SCHEMA_OBJECT,
     .fields = blockdev_backup_fields };
 static const BdSchemaField drive_backup_fields[] = {
     BACKUP_COMMON_FIELDS,
-    BD_FIELD("target", &bd_schema_str),
-    BD_OPT("format", &bd_schema_str),
-    BD_OPT("mode", &bd_ctl_schema_new_image_mode),
+    BD_FIELD("target", &bd_schema_str, BD_AT(BackupArgs, target),
+             .def.s = ""),
+    BD_OPT("format", &bd_schema_str, BD_AT(BackupArgs, format)),
+    BD_OPT("mode", &bd_ctl_schema_new_image_mode, BD_AT(BackupArgs, mode),
+           .def.i = BD_CTL_NEW_IMAGE_ABSOLUTE_PATHS),
     { NULL } };
 static const BdSchemaType drive_backup_type = {
     .name = "DriveBackup", .kind = BD_SCHEMA_OBJECT,
@@ -74,16 +119,6 @@ static const BdSchemaType *drive_backup_fn(void)
 
 /* --- shared checks (QEMU's do_backup_common) --- */
 
-static int enum_index(const char *const *values, const char *s)
-{
-    for (int i = 0; values[i]; i++) {
-        if (strcmp(values[i], s) == 0) {
-            return i;
-        }
-    }
-    return 0;
-}
-
 static BdNode *lookup_node(const char *name, GError **errp)
 {
     BdNode *node = bd_node_find(name);
@@ -97,33 +132,35 @@ static BdNode *lookup_node(const char *name, GError **errp)
 
 /* The bitmap arguments, checked as QEMU checks them; fills p->sync,
  * p->bitmap and p->bitmap_mode. */
-static gboolean backup_bitmap_args(GVariant *args, BdNode *source,
+static gboolean backup_bitmap_args(const BackupArgs *a, BdNode *source,
                                    BdBackupParams *p, GError **errp)
 {
-    const char *sync = bd_opts_get_str(args, "sync", "full");
-    const char *bitmap = bd_opts_get_str(args, "bitmap", NULL);
-    const char *mode = bd_opts_get_str(args, "bitmap-mode", NULL);
-    gboolean incremental = strcmp(sync, "incremental") == 0;
+    BdCtlSyncMode sync = a->sync;
+    const char *bitmap = a->bitmap;
+    gboolean has_mode = a->has_bitmap_mode;
+    BdBitmapSyncMode mode = a->bitmap_mode;
+    gboolean incremental = sync == BD_CTL_SYNC_INCREMENTAL;
 
-    if ((incremental || strcmp(sync, "bitmap") == 0) && !bitmap) {
+    if ((incremental || sync == BD_CTL_SYNC_BITMAP) && !bitmap) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "must provide a valid bitmap name for '%s' sync mode",
-                    sync);
+                    bd_ctl_sync_mode_name(sync));
         return FALSE;
     }
     if (incremental) {
-        if (mode && strcmp(mode, "on-success") != 0) {
+        if (has_mode && mode != BD_BITMAP_SYNC_ON_SUCCESS) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "Bitmap sync mode must be 'on-success' when using "
                         "sync mode 'incremental'");
             return FALSE;
         }
-        sync = "bitmap";
-        mode = "on-success";
+        sync = BD_CTL_SYNC_BITMAP;
+        has_mode = TRUE;
+        mode = BD_BITMAP_SYNC_ON_SUCCESS;
     }
-    p->sync = strcmp(sync, "top") == 0 ? BD_BACKUP_SYNC_TOP :
-              strcmp(sync, "none") == 0 ? BD_BACKUP_SYNC_NONE :
-              strcmp(sync, "bitmap") == 0 ? BD_BACKUP_SYNC_BITMAP :
+    p->sync = sync == BD_CTL_SYNC_TOP ? BD_BACKUP_SYNC_TOP :
+              sync == BD_CTL_SYNC_NONE ? BD_BACKUP_SYNC_NONE :
+              sync == BD_CTL_SYNC_BITMAP ? BD_BACKUP_SYNC_BITMAP :
               BD_BACKUP_SYNC_FULL;
     if (bitmap) {
         p->bitmap = bd_dirty_bitmap_find(source, bitmap);
@@ -132,7 +169,7 @@ static gboolean backup_bitmap_args(GVariant *args, BdNode *source,
                         "Bitmap '%s' could not be found", bitmap);
             return FALSE;
         }
-        if (!mode) {
+        if (!has_mode) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "Bitmap sync mode must be given when providing a "
                         "bitmap");
@@ -144,19 +181,19 @@ static gboolean backup_bitmap_args(GVariant *args, BdNode *source,
         if (p->sync == BD_BACKUP_SYNC_NONE) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "sync mode '%s' does not produce meaningful bitmap "
-                        "outputs", sync);
+                        "outputs", bd_ctl_sync_mode_name(sync));
             return FALSE;
         }
-        p->bitmap_mode = (BdBitmapSyncMode)enum_index(bitmap_mode_values,
-                                                      mode);
+        p->bitmap_mode = mode;
         if (p->bitmap_mode == BD_BITMAP_SYNC_NEVER &&
             p->sync != BD_BACKUP_SYNC_BITMAP) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "Bitmap sync mode '%s' has no meaningful effect "
-                        "when combined with sync mode '%s'", mode, sync);
+                        "when combined with sync mode '%s'",
+                        bitmap_mode_values[mode], bd_ctl_sync_mode_name(sync));
             return FALSE;
         }
-    } else if (mode) {
+    } else if (has_mode) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Cannot specify bitmap sync mode without a bitmap");
         return FALSE;
@@ -164,30 +201,26 @@ static gboolean backup_bitmap_args(GVariant *args, BdNode *source,
     return TRUE;
 }
 
-static BdJob *backup_common(GVariant *args, BdNode *source, BdNode *target,
-                            BdJobTxn *txn, GError **errp)
+static BdJob *backup_common(const BackupArgs *a, BdNode *source,
+                            BdNode *target, BdJobTxn *txn, GError **errp)
 {
-    g_autoptr(GVariant) perf = bd_opts_lookup(args, "x-perf");
     BdBackupParams p = {
-        .job_id = bd_opts_get_str(args, "job-id", NULL),
+        .job_id = a->job_id,
         .source = source,
         .target = target,
-        .compress = bd_opts_get_bool(args, "compress", FALSE),
-        .speed = bd_opts_get_int(args, "speed", 0),
-        .on_source_error = bd_ctl_on_error_arg(args, "on-source-error"),
-        .on_target_error = bd_ctl_on_error_arg(args, "on-target-error"),
-        .auto_finalize = bd_opts_get_bool(args, "auto-finalize", TRUE),
-        .auto_dismiss = bd_opts_get_bool(args, "auto-dismiss", TRUE),
-        .filter_node_name = bd_opts_get_str(args, "filter-node-name", NULL),
-        .max_workers = 64,
+        .compress = a->compress,
+        .speed = a->speed,
+        .on_source_error = a->on_source_error,
+        .on_target_error = a->on_target_error,
+        .auto_finalize = a->auto_finalize,
+        .auto_dismiss = a->auto_dismiss,
+        .filter_node_name = a->filter_node_name,
+        .use_copy_range = a->x_perf.use_copy_range,
+        .max_workers = a->x_perf.max_workers,
+        .max_chunk = a->x_perf.max_chunk,
     };
 
-    if (perf) {
-        p.use_copy_range = bd_opts_get_bool(perf, "use-copy-range", FALSE);
-        p.max_workers = bd_opts_get_int(perf, "max-workers", 64);
-        p.max_chunk = bd_opts_get_int(perf, "max-chunk", 0);
-    }
-    if (!backup_bitmap_args(args, source, &p, errp)) {
+    if (!backup_bitmap_args(a, source, &p, errp)) {
         return NULL;
     }
     return bd_backup_job_create(&p, txn, errp);
@@ -196,15 +229,18 @@ static BdJob *backup_common(GVariant *args, BdNode *source, BdNode *target,
 static BdJob *blockdev_backup_job(GVariant *args, BdJobTxn *txn,
                                   GError **errp)
 {
-    BdNode *source = lookup_node(bd_opts_get_str(args, "device", ""), errp);
+    BackupArgs a = { 0 };
+
+    bd_schema_decode(blockdev_backup_fields, args, &a);
+    BdNode *source = lookup_node(a.device, errp);
     if (!source) {
         return NULL;
     }
-    BdNode *target = lookup_node(bd_opts_get_str(args, "target", ""), errp);
+    BdNode *target = lookup_node(a.target, errp);
     if (!target) {
         return NULL;
     }
-    return backup_common(args, source, target, txn, errp);
+    return backup_common(&a, source, target, txn, errp);
 }
 
 static gboolean blockdev_backup(GVariant *args, JsonNode **ret, GError **errp)
@@ -245,40 +281,36 @@ static BdNode *open_image(const char *filename, const char *fmt,
 
 static gboolean drive_backup(GVariant *args, JsonNode **ret, GError **errp)
 {
-    const char *device = bd_opts_get_str(args, "device", "");
-    const char *filename = bd_opts_get_str(args, "target", "");
-    const char *mode = bd_opts_get_str(args, "mode", "absolute-paths");
-    const char *sync = bd_opts_get_str(args, "sync", "full");
-    gboolean existing = strcmp(mode, "existing") == 0;
+    BackupArgs a = { 0 };
+    gboolean existing;
     BdNode *backing = NULL;
-    GVariantDict d;
+    const char *fmt;
 
     (void)ret;
-    BdNode *source = lookup_node(device, errp);
+    bd_schema_decode(drive_backup_fields, args, &a);
+    existing = a.mode == BD_CTL_NEW_IMAGE_EXISTING;
+    BdNode *source = lookup_node(a.device, errp);
     if (!source) {
         return FALSE;
     }
-    g_variant_dict_init(&d, args);
-    if (strcmp(sync, "top") == 0) {
+    if (a.sync == BD_CTL_SYNC_TOP) {
         backing = bd_node_backing(source);
         if (!backing) {
-            g_variant_dict_insert(&d, "sync", "s", "full");
+            a.sync = BD_CTL_SYNC_FULL;
         }
     }
-    g_autoptr(GVariant) eff = g_variant_ref_sink(g_variant_dict_end(&d));
-    const char *fmt = bd_opts_get_str(args, "format",
-                                      existing ? NULL : source->drv->name);
+    fmt = a.format ? a.format : existing ? NULL : source->drv->name;
     if (!existing &&
-        !bd_ctl_image_create(filename, fmt,
+        !bd_ctl_image_create(a.target, fmt,
                              (uint64_t)bd_node_getlength(source), backing,
                              errp)) {
         return FALSE;
     }
-    g_autoptr(BdNode) target = open_image(filename, fmt, errp);
+    g_autoptr(BdNode) target = open_image(a.target, fmt, errp);
     if (!target) {
         return FALSE;
     }
-    BdJob *job = backup_common(eff, source, target, NULL, errp);
+    BdJob *job = backup_common(&a, source, target, NULL, errp);
     if (!job) {
         return FALSE;
     }

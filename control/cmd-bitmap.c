@@ -13,20 +13,22 @@
 
 /* --- schemas (qapi/block-core.json) --- */
 
+#define A(f) BD_AT(BdCmdBitmapArgs, f)
 static const BdSchemaField add_fields[] = {
-    BD_FIELD("node", &bd_schema_str),
-    BD_FIELD("name", &bd_schema_str),
-    BD_OPT("granularity", &bd_ctl_schema_uint32),
-    BD_OPT("persistent", &bd_schema_bool),
-    BD_OPT("disabled", &bd_schema_bool),
+    BD_FIELD("node", &bd_schema_str, A(node), .def.s = ""),
+    BD_FIELD("name", &bd_schema_str, A(name), .def.s = ""),
+    BD_OPT("granularity", &bd_schema_uint32, A(granularity),
+           BD_HAS(BdCmdBitmapArgs, granularity)),
+    BD_OPT("persistent", &bd_schema_bool, A(persistent)),
+    BD_OPT("disabled", &bd_schema_bool, A(disabled)),
     { NULL } };
 static const BdSchemaType add_type = {
     .name = "BlockDirtyBitmapAdd", .kind = BD_SCHEMA_OBJECT,
     .fields = add_fields };
 
 static const BdSchemaField bitmap_fields[] = {
-    BD_FIELD("node", &bd_schema_str),
-    BD_FIELD("name", &bd_schema_str),
+    BD_FIELD("node", &bd_schema_str, A(node), .def.s = ""),
+    BD_FIELD("name", &bd_schema_str, A(name), .def.s = ""),
     { NULL } };
 static const BdSchemaType bitmap_type = {
     .name = "BlockDirtyBitmap", .kind = BD_SCHEMA_OBJECT,
@@ -41,13 +43,27 @@ static const BdSchemaType source_list = {
     .name = "[BlockDirtyBitmapOrStr]", .kind = BD_SCHEMA_LIST,
     .element = &source_type };
 static const BdSchemaField merge_fields[] = {
-    BD_FIELD("node", &bd_schema_str),
-    BD_FIELD("target", &bd_schema_str),
-    BD_FIELD("bitmaps", &source_list),
+    BD_FIELD("node", &bd_schema_str, A(node), .def.s = ""),
+    BD_FIELD("target", &bd_schema_str, A(target), .def.s = ""),
+    BD_FIELD("bitmaps", &source_list, A(bitmaps)),
     { NULL } };
 static const BdSchemaType merge_type = {
     .name = "BlockDirtyBitmapMerge", .kind = BD_SCHEMA_OBJECT,
     .fields = merge_fields };
+#undef A
+
+void bd_cmd_bitmap_args(const BdSchemaType *type, GVariant *args,
+                        BdCmdBitmapArgs *out)
+{
+    /* Members the type lacks keep their zero value. */
+    memset(out, 0, sizeof(*out));
+    bd_schema_decode(type->fields, args, out);
+}
+
+void bd_cmd_bitmap_args_clear(BdCmdBitmapArgs *a)
+{
+    bd_schema_clear(merge_fields, a);
+}
 
 static const BdSchemaField sha256_fields[] = {
     BD_FIELD("sha256", &bd_schema_str),
@@ -88,13 +104,13 @@ BdDirtyBitmap *bd_cmd_bitmap_lookup(const char *node, const char *name,
     return bm;
 }
 
-gboolean bd_cmd_bitmap_add(GVariant *args, GError **errp)
+gboolean bd_cmd_bitmap_add(const BdCmdBitmapArgs *a, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
-    const char *node = bd_opts_get_str(args, "node", "");
-    const char *name = bd_opts_get_str(args, "name", "");
-    gboolean persistent = bd_opts_get_bool(args, "persistent", FALSE);
+    const char *node = a->node;
+    const char *name = a->name;
+    gboolean persistent = a->persistent;
     uint64_t granularity;
     BdDirtyBitmap *bm;
     BdNode *bs;
@@ -110,8 +126,8 @@ gboolean bd_cmd_bitmap_add(GVariant *args, GError **errp)
                     "Cannot find device='%s' nor node-name='%s'", node, node);
         return FALSE;
     }
-    if (bd_opts_has(args, "granularity")) {
-        granularity = bd_opts_get_uint(args, "granularity", 0);
+    if (a->has_granularity) {
+        granularity = a->granularity;
         if (granularity < 512 || (granularity & (granularity - 1))) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "Granularity must be power of 2 and at least 512");
@@ -128,7 +144,7 @@ gboolean bd_cmd_bitmap_add(GVariant *args, GError **errp)
     if (!bm) {
         return FALSE;
     }
-    if (bd_opts_get_bool(args, "disabled", FALSE)) {
+    if (a->disabled) {
         bd_dirty_bitmap_set_enabled(bm, FALSE);
     }
     bd_dirty_bitmap_set_persistent(bm, persistent);
@@ -170,8 +186,9 @@ static BdDirtyBitmap *merge_source(BdNode *bs, GVariant *src, GError **errp)
         }
         return bm;
     }
-    return bd_cmd_bitmap_lookup(bd_opts_get_str(src, "node", ""),
-                                bd_opts_get_str(src, "name", ""), NULL, errp);
+    g_auto(BdCmdBitmapArgs) b = { 0 };
+    bd_cmd_bitmap_args(&bitmap_type, src, &b);
+    return bd_cmd_bitmap_lookup(b.node, b.name, NULL, errp);
 }
 
 BdDirtyBitmap *bd_cmd_bitmap_merge(const char *node, const char *target,
@@ -215,15 +232,19 @@ BdDirtyBitmap *bd_cmd_bitmap_merge(const char *node, const char *target,
 
 static gboolean cmd_add(GVariant *args, JsonNode **ret, GError **errp)
 {
-    return bd_cmd_bitmap_add(args, errp);
+    g_auto(BdCmdBitmapArgs) a = { 0 };
+
+    bd_cmd_bitmap_args(&add_type, args, &a);
+    return bd_cmd_bitmap_add(&a, errp);
 }
 
 static gboolean cmd_remove(GVariant *args, JsonNode **ret, GError **errp)
 {
+    g_auto(BdCmdBitmapArgs) a = { 0 };
     GError *err = NULL;
 
-    bd_cmd_bitmap_remove(bd_opts_get_str(args, "node", ""),
-                         bd_opts_get_str(args, "name", ""), TRUE, &err);
+    bd_cmd_bitmap_args(&bitmap_type, args, &a);
+    bd_cmd_bitmap_remove(a.node, a.name, TRUE, &err);
     if (err) {
         g_propagate_error(errp, err);
         return FALSE;
@@ -234,9 +255,11 @@ static gboolean cmd_remove(GVariant *args, JsonNode **ret, GError **errp)
 static BdDirtyBitmap *lookup_checked(GVariant *args, int flags,
                                      GError **errp)
 {
-    BdDirtyBitmap *bm = bd_cmd_bitmap_lookup(bd_opts_get_str(args, "node", ""),
-                                             bd_opts_get_str(args, "name", ""),
-                                             NULL, errp);
+    g_auto(BdCmdBitmapArgs) a = { 0 };
+    BdDirtyBitmap *bm;
+
+    bd_cmd_bitmap_args(&bitmap_type, args, &a);
+    bm = bd_cmd_bitmap_lookup(a.node, a.name, NULL, errp);
     return bm && bd_dirty_bitmap_check(bm, flags, errp) ? bm : NULL;
 }
 
@@ -272,21 +295,22 @@ static gboolean cmd_disable(GVariant *args, JsonNode **ret, GError **errp)
 
 static gboolean cmd_merge(GVariant *args, JsonNode **ret, GError **errp)
 {
-    g_autoptr(GVariant) sources = bd_opts_lookup(args, "bitmaps");
+    g_auto(BdCmdBitmapArgs) a = { 0 };
 
-    return bd_cmd_bitmap_merge(bd_opts_get_str(args, "node", ""),
-                               bd_opts_get_str(args, "target", ""),
-                               sources, NULL, errp) != NULL;
+    bd_cmd_bitmap_args(&merge_type, args, &a);
+    return bd_cmd_bitmap_merge(a.node, a.target, a.bitmaps, NULL,
+                               errp) != NULL;
 }
 
 static gboolean cmd_sha256(GVariant *args, JsonNode **ret, GError **errp)
 {
-    BdDirtyBitmap *bm = bd_cmd_bitmap_lookup(bd_opts_get_str(args, "node", ""),
-                                             bd_opts_get_str(args, "name", ""),
-                                             NULL, errp);
+    g_auto(BdCmdBitmapArgs) a = { 0 };
+    BdDirtyBitmap *bm;
     g_autofree char *hex = NULL;
     JsonObject *obj;
 
+    bd_cmd_bitmap_args(&bitmap_type, args, &a);
+    bm = bd_cmd_bitmap_lookup(a.node, a.name, NULL, errp);
     if (!bm) {
         return FALSE;
     }

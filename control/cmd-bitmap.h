@@ -7,12 +7,30 @@
 #include "control/qmp-int.h"
 #include "graph/bitmap.h"
 
+/* The members of the bitmap argument types (BlockDirtyBitmap,
+ * BlockDirtyBitmapAdd, BlockDirtyBitmapMerge), decoded along the type's
+ * table with bd_cmd_bitmap_args(). */
+typedef struct {
+    const char *node;
+    const char *name;
+    guint64 granularity;
+    gboolean has_granularity;
+    gboolean persistent;
+    gboolean disabled;
+    const char *target;
+    GVariant *bitmaps;          /* merge: [BlockDirtyBitmapOrStr] */
+} BdCmdBitmapArgs;
+void bd_cmd_bitmap_args(const BdSchemaType *type, GVariant *args,
+                        BdCmdBitmapArgs *out);
+void bd_cmd_bitmap_args_clear(BdCmdBitmapArgs *a);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(BdCmdBitmapArgs, bd_cmd_bitmap_args_clear)
+
 /* QEMU's block_dirty_bitmap_lookup(): "Node 'X' not found", "Dirty bitmap
  * 'Y' not found". */
 BdDirtyBitmap *bd_cmd_bitmap_lookup(const char *node, const char *name,
                                     BdNode **pnode, GError **errp);
-/* block-dirty-bitmap-add from validated BlockDirtyBitmapAdd. */
-gboolean bd_cmd_bitmap_add(GVariant *args, GError **errp);
+/* block-dirty-bitmap-add from decoded BlockDirtyBitmapAdd. */
+gboolean bd_cmd_bitmap_add(const BdCmdBitmapArgs *a, GError **errp);
 /* Checks and (when release) removes; without release returns the bitmap
  * still attached (the transaction releases it at commit). */
 BdDirtyBitmap *bd_cmd_bitmap_remove(const char *node, const char *name,

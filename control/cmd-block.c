@@ -13,15 +13,27 @@
 
 /* --- schemas --- */
 
+/* The arguments of the commands here but blockdev-add. */
+typedef struct {
+    const char *node_name;
+    gboolean flat;
+    const char *device;
+    gint64 size;
+    GVariant *options;
+    const char *image_node_name;
+    const char *backing_file;
+} BlockArgs;
+
+#define A(f) BD_AT(BlockArgs, f)
 static const BdSchemaField del_fields[] = {
-    BD_FIELD("node-name", &bd_schema_str),
+    BD_FIELD("node-name", &bd_schema_str, A(node_name), .def.s = ""),
     { NULL } };
 static const BdSchemaType del_args = {
     .name = "q_obj_blockdev-del-arg", .kind = BD_SCHEMA_OBJECT,
     .fields = del_fields };
 
 static const BdSchemaField query_fields[] = {
-    BD_OPT("flat", &bd_schema_bool),
+    BD_OPT("flat", &bd_schema_bool, A(flat)),
     { NULL } };
 static const BdSchemaType query_args = {
     .name = "q_obj_query-named-block-nodes-arg", .kind = BD_SCHEMA_OBJECT,
@@ -79,9 +91,9 @@ static const BdSchemaType device_info_list = {
     .element = &device_info };
 
 static const BdSchemaField resize_fields[] = {
-    BD_OPT("device", &bd_schema_str),
-    BD_OPT("node-name", &bd_schema_str),
-    BD_FIELD("size", &bd_schema_int),
+    BD_OPT("device", &bd_schema_str, A(device)),
+    BD_OPT("node-name", &bd_schema_str, A(node_name)),
+    BD_FIELD("size", &bd_schema_int, A(size)),
     { NULL } };
 static const BdSchemaType resize_args = {
     .name = "q_obj_block_resize-arg", .kind = BD_SCHEMA_OBJECT,
@@ -94,7 +106,7 @@ static const BdSchemaType *reopen_args_fn(void)
     static BdSchemaType list = {
         .name = "[BlockdevOptions]", .kind = BD_SCHEMA_LIST };
     static BdSchemaField fields[] = {
-        BD_FIELD("options", &list),
+        BD_FIELD("options", &list, A(options)),
         { NULL } };
     static const BdSchemaType args = {
         .name = "q_obj_blockdev-reopen-arg", .kind = BD_SCHEMA_OBJECT,
@@ -105,10 +117,12 @@ static const BdSchemaType *reopen_args_fn(void)
 }
 
 static const BdSchemaField change_backing_fields[] = {
-    BD_FIELD("device", &bd_schema_str),
-    BD_FIELD("image-node-name", &bd_schema_str),
-    BD_FIELD("backing-file", &bd_schema_str),
+    BD_FIELD("device", &bd_schema_str, A(device), .def.s = ""),
+    BD_FIELD("image-node-name", &bd_schema_str, A(image_node_name),
+             .def.s = ""),
+    BD_FIELD("backing-file", &bd_schema_str, A(backing_file), .def.s = ""),
     { NULL } };
+#undef A
 static const BdSchemaType change_backing_args = {
     .name = "q_obj_change-backing-file-arg", .kind = BD_SCHEMA_OBJECT,
     .fields = change_backing_fields };
@@ -135,7 +149,10 @@ gboolean bd_cmd_blockdev_add(GVariant *options, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
-    if (!bd_opts_has(options, "node-name")) {
+    BdNodeOptions o = { 0 };
+
+    bd_node_options_decode(options, &o);
+    if (!o.node_name) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "'node-name' must be specified for the root node");
         return FALSE;
@@ -157,16 +174,21 @@ static gboolean blockdev_add(GVariant *args, JsonNode **ret, GError **errp)
 static gboolean blockdev_reopen(GVariant *args, JsonNode **ret,
                                 GError **errp)
 {
-    g_autoptr(GVariant) list = bd_opts_lookup(args, "options");
+    BlockArgs a = { 0 };
     g_autoptr(GPtrArray) opts = g_ptr_array_new_with_free_func(
         (GDestroyNotify)g_variant_unref);
-    gsize n = list ? g_variant_n_children(list) : 0;
+    gsize n;
+    gboolean ok;
 
+    bd_schema_decode(reopen_args_fn()->fields, args, &a);
+    n = a.options ? g_variant_n_children(a.options) : 0;
     for (gsize i = 0; i < n; i++) {
-        g_autoptr(GVariant) boxed = g_variant_get_child_value(list, i);
+        g_autoptr(GVariant) boxed = g_variant_get_child_value(a.options, i);
         g_ptr_array_add(opts, g_variant_get_variant(boxed));
     }
-    return bd_node_reopen_multiple(opts, errp);
+    ok = bd_node_reopen_multiple(opts, errp);
+    bd_schema_clear(reopen_args_fn()->fields, &a);
+    return ok;
 }
 
 /* query-block lists block backends with a name or a device attached:
@@ -186,9 +208,12 @@ static gboolean query_block(GVariant *args, JsonNode **ret, GError **errp)
 static gboolean change_backing_file(GVariant *args, JsonNode **ret,
                                     GError **errp)
 {
-    const char *device = bd_opts_get_str(args, "device", "");
-    const char *image = bd_opts_get_str(args, "image-node-name", "");
-    const char *file = bd_opts_get_str(args, "backing-file", "");
+    BlockArgs a = { 0 };
+
+    bd_schema_decode(change_backing_fields, args, &a);
+    const char *device = a.device;
+    const char *image = a.image_node_name;
+    const char *file = a.backing_file;
     BdNode *bs = bd_node_find(device);
     BdNode *image_bs = bd_node_find(image);
     BdNode *backing;
@@ -235,16 +260,22 @@ static gboolean change_backing_file(GVariant *args, JsonNode **ret,
 
 static gboolean blockdev_del(GVariant *args, JsonNode **ret, GError **errp)
 {
-    return bd_node_monitor_del(bd_opts_get_str(args, "node-name", ""), errp);
+    BlockArgs a = { 0 };
+
+    bd_schema_decode(del_fields, args, &a);
+    return bd_node_monitor_del(a.node_name, errp);
 }
 
 static gboolean query_named_block_nodes(GVariant *args, JsonNode **ret,
                                         GError **errp)
 {
-    gboolean flat = bd_opts_get_bool(args, "flat", FALSE);
+    BlockArgs a = { 0 };
+    gboolean flat;
     GPtrArray *nodes = bd_node_list();
     JsonArray *arr = json_array_new();
 
+    bd_schema_decode(query_fields, args, &a);
+    flat = a.flat;
     /* Newest first, as QEMU lists them. */
     for (guint i = nodes->len; i-- > 0;) {
         g_autoptr(GVariant) info = bd_node_query_info(nodes->pdata[i], flat);
@@ -261,10 +292,15 @@ static gboolean query_named_block_nodes(GVariant *args, JsonNode **ret,
 /* block_resize: blockd has no devices, so 'device' names a node too. */
 static gboolean block_resize(GVariant *args, JsonNode **ret, GError **errp)
 {
-    const char *device = bd_opts_get_str(args, "device", NULL);
-    const char *node_name = bd_opts_get_str(args, "node-name", NULL);
-    gint64 size = bd_opts_get_int(args, "size", 0);
+    BlockArgs a = { 0 };
+    const char *device, *node_name;
+    gint64 size;
     BdNode *node = NULL;
+
+    bd_schema_decode(resize_fields, args, &a);
+    device = a.device;
+    node_name = a.node_name;
+    size = a.size;
 
     if (node_name) {
         node = bd_node_find(node_name);

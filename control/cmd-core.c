@@ -79,9 +79,14 @@ static const BdSchemaType qmp_capability_type = {
 static const BdSchemaType qmp_capability_list = {
     .name = "[QMPCapability]", .kind = BD_SCHEMA_LIST,
     .element = &qmp_capability_type };
+typedef struct {
+    GVariant *enable;
+} CapsArgs;
+
 static const BdSchemaField caps_fields[] = {
-    BD_OPT("enable", &qmp_capability_list),
+    BD_OPT("enable", &qmp_capability_list, BD_AT(CapsArgs, enable)),
     { NULL } };
+BD_SCHEMA_DEFINE_AUTO(CapsArgs, caps_fields)
 static const BdSchemaType caps_args = {
     .name = "q_obj_qmp_capabilities-arg", .kind = BD_SCHEMA_OBJECT,
     .fields = caps_fields };
@@ -123,6 +128,15 @@ static const BdSchemaType *command_info_fn(void) { return &command_info_list; }
 static const BdSchemaType *schema_info_fn(void) { return &schema_info_list; }
 
 /* --- handlers --- */
+
+gboolean bd_qmp_caps_enable_oob(GVariant *args)
+{
+    g_auto(CapsArgs) a = { 0 };
+
+    /* "oob" is the one capability there is. */
+    bd_schema_decode(caps_fields, args, &a);
+    return a.enable && g_variant_n_children(a.enable) > 0;
+}
 
 static gboolean qmp_capabilities(GVariant *args, JsonNode **ret,
                                  GError **errp)

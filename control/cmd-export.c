@@ -18,75 +18,32 @@
 
 /* --- socket addresses (qapi/sockets.json) --- */
 
-static const BdSchemaField inet_fields[] = {
-    BD_FIELD("host", &bd_schema_str),
-    BD_FIELD("port", &bd_schema_str),
-    BD_OPT("numeric", &bd_schema_bool),
-    BD_OPT("to", &bd_ctl_schema_uint16),
-    BD_OPT("ipv4", &bd_schema_bool),
-    BD_OPT("ipv6", &bd_schema_bool),
-    BD_OPT("keep-alive", &bd_schema_bool),
-    BD_OPT("mptcp", &bd_schema_bool),
-    { NULL } };
-static const BdSchemaType inet_type = {
-    .name = "InetSocketAddress", .kind = BD_SCHEMA_OBJECT,
-    .fields = inet_fields };
-static const BdSchemaField unix_fields[] = {
-    BD_FIELD("path", &bd_schema_str),
-    BD_OPT("abstract", &bd_schema_bool),
-    BD_OPT("tight", &bd_schema_bool),
-    { NULL } };
-static const BdSchemaType unix_type = {
-    .name = "UnixSocketAddress", .kind = BD_SCHEMA_OBJECT,
-    .fields = unix_fields };
-static const BdSchemaField vsock_fields[] = {
-    BD_FIELD("cid", &bd_schema_str),
-    BD_FIELD("port", &bd_schema_str),
-    { NULL } };
-static const BdSchemaType vsock_type = {
-    .name = "VsockSocketAddress", .kind = BD_SCHEMA_OBJECT,
-    .fields = vsock_fields };
-static const BdSchemaField string_fields[] = {
-    BD_FIELD("str", &bd_schema_str),
-    { NULL } };
-static const BdSchemaType string_type = {
-    .name = "String", .kind = BD_SCHEMA_OBJECT, .fields = string_fields };
+/* The flat SocketAddress and its variants are export-nbd's, which reads
+ * them (address.c). */
 
-static const char *const addr_type_values[] = { "inet", "unix", "vsock",
-                                                "fd", NULL };
-static const BdSchemaType addr_type_enum = {
-    .name = "SocketAddressType", .kind = BD_SCHEMA_ENUM,
-    .enum_values = addr_type_values };
-static const BdSchemaField addr_base[] = {
-    BD_FIELD("type", &addr_type_enum),
-    { NULL } };
+/* SocketAddressLegacy: each variant wraps its address in 'data', which
+ * decodes along the variant's flat type. */
+typedef struct {
+    BdSocketAddressType type;
+    GVariant *data;
+} LegacyAddress;
 
-/* Flat SocketAddress. */
-static const BdSchemaVariant flat_variants[] = {
-    { "inet", &inet_type }, { "unix", &unix_type },
-    { "vsock", &vsock_type }, { "fd", &string_type }, { NULL } };
-static const BdSchemaType socket_address = {
-    .name = "SocketAddress", .kind = BD_SCHEMA_UNION, .fields = addr_base,
-    .discriminator = "type", .variants = flat_variants };
-
-/* SocketAddressLegacy: each variant wraps its address in 'data'. */
 #define WRAPPER(var, tname, inner)                                   \
     static const BdSchemaField var##_fields[] = {                    \
-        BD_FIELD("data", &inner), { NULL } };                        \
+        BD_FIELD("data", &inner, BD_AT(LegacyAddress, data)),        \
+        { NULL } };                                                  \
     static const BdSchemaType var = { .name = tname,                 \
         .kind = BD_SCHEMA_OBJECT, .fields = var##_fields };
-WRAPPER(inet_wrapper, "InetSocketAddressWrapper", inet_type)
-WRAPPER(unix_wrapper, "UnixSocketAddressWrapper", unix_type)
-WRAPPER(vsock_wrapper, "VsockSocketAddressWrapper", vsock_type)
-WRAPPER(string_wrapper, "StringWrapper", string_type)
+WRAPPER(inet_wrapper, "InetSocketAddressWrapper", bd_socket_address_inet)
+WRAPPER(unix_wrapper, "UnixSocketAddressWrapper", bd_socket_address_unix)
+WRAPPER(vsock_wrapper, "VsockSocketAddressWrapper", bd_socket_address_vsock)
+WRAPPER(string_wrapper, "StringWrapper", bd_socket_address_fd)
 
-static const char *const legacy_type_values[] = { "inet", "unix", "vsock",
-                                                  "fd", NULL };
 static const BdSchemaType legacy_type_enum = {
     .name = "SocketAddressLegacyType", .kind = BD_SCHEMA_ENUM,
-    .enum_values = legacy_type_values };
+    .enum_values = bd_socket_address_type_names };
 static const BdSchemaField legacy_base[] = {
-    BD_FIELD("type", &legacy_type_enum),
+    BD_FIELD("type", &legacy_type_enum, BD_AT(LegacyAddress, type)),
     { NULL } };
 static const BdSchemaVariant legacy_variants[] = {
     { "inet", &inet_wrapper }, { "unix", &unix_wrapper },
@@ -98,22 +55,36 @@ static const BdSchemaType socket_address_legacy = {
 
 /* --- command schemas --- */
 
+/* nbd-server-start's arguments and --nbd-server's NbdServerOptions. */
+typedef struct {
+    GVariant *addr;
+    const char *tls_creds;
+    const char *tls_authz;
+    gboolean has_tls_authz;
+    guint64 max_connections;
+} NbdServerArgs;
+
+#define N(f) BD_AT(NbdServerArgs, f)
 static const BdSchemaField nbd_start_fields[] = {
-    BD_FIELD("addr", &socket_address_legacy),
-    BD_OPT("tls-creds", &bd_schema_str),
-    BD_OPT("tls-authz", &bd_schema_str),
-    BD_OPT("max-connections", &bd_ctl_schema_uint32),
+    BD_FIELD("addr", &socket_address_legacy, N(addr)),
+    BD_OPT("tls-creds", &bd_schema_str, N(tls_creds)),
+    BD_OPT("tls-authz", &bd_schema_str, N(tls_authz),
+           BD_HAS(NbdServerArgs, tls_authz)),
+    BD_OPT("max-connections", &bd_schema_uint32, N(max_connections)),
     { NULL } };
+BD_SCHEMA_DEFINE_AUTO(NbdServerArgs, nbd_start_fields)
 static const BdSchemaType nbd_start_args = {
     .name = "q_obj_nbd-server-start-arg", .kind = BD_SCHEMA_OBJECT,
     .fields = nbd_start_fields };
 
 static const BdSchemaField nbd_options_fields[] = {
-    BD_FIELD("addr", &socket_address),
-    BD_OPT("tls-creds", &bd_schema_str),
-    BD_OPT("tls-authz", &bd_schema_str),
-    BD_OPT("max-connections", &bd_ctl_schema_uint32),
+    BD_FIELD("addr", &bd_socket_address, N(addr)),
+    BD_OPT("tls-creds", &bd_schema_str, N(tls_creds)),
+    BD_OPT("tls-authz", &bd_schema_str, N(tls_authz),
+           BD_HAS(NbdServerArgs, tls_authz)),
+    BD_OPT("max-connections", &bd_schema_uint32, N(max_connections)),
     { NULL } };
+#undef N
 static const BdSchemaType nbd_options = {
     .name = "NbdServerOptions", .kind = BD_SCHEMA_OBJECT,
     .fields = nbd_options_fields };
@@ -123,13 +94,25 @@ const BdSchemaType *bd_cmd_nbd_server_options_schema(void)
     return &nbd_options;
 }
 
-static const char *const remove_mode_values[] = { "safe", "hard", NULL };
+typedef enum { REMOVE_MODE_SAFE, REMOVE_MODE_HARD } RemoveMode;
+
+static const char *const remove_mode_values[] = {
+    [REMOVE_MODE_SAFE] = "safe",
+    [REMOVE_MODE_HARD] = "hard",
+    NULL };
 static const BdSchemaType remove_mode_enum = {
     .name = "BlockExportRemoveMode", .kind = BD_SCHEMA_ENUM,
     .enum_values = remove_mode_values };
+
+typedef struct {
+    const char *id;
+    RemoveMode mode;
+} ExportDelArgs;
+
 static const BdSchemaField export_del_fields[] = {
-    BD_FIELD("id", &bd_schema_str),
-    BD_OPT("mode", &remove_mode_enum),
+    BD_FIELD("id", &bd_schema_str, BD_AT(ExportDelArgs, id), .def.s = ""),
+    BD_OPT("mode", &remove_mode_enum, BD_AT(ExportDelArgs, mode),
+           .def.i = REMOVE_MODE_SAFE),
     { NULL } };
 static const BdSchemaType export_del_args = {
     .name = "q_obj_block-export-del-arg", .kind = BD_SCHEMA_OBJECT,
@@ -154,52 +137,60 @@ static const BdSchemaType *export_info_fn(void) { return &export_info_list; }
 
 /* --- handlers --- */
 
-/* Start the server from validated options whose 'addr' is flat. */
-static gboolean nbd_start(GVariant *addr, GVariant *options, GError **errp)
+/* Start the server at 'addr' with the other options of 'a'. */
+static gboolean nbd_start(const BdSocketAddress *addr, const NbdServerArgs *a,
+                          GError **errp)
 {
-    const char *type = bd_opts_get_str(addr, "type", "");
-    const char *creds = bd_opts_get_str(options, "tls-creds", NULL);
-
-    if (creds) {
+    if (a->tls_creds) {
         /* blockd has no --object yet, so no credentials can exist. */
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "No TLS credentials with id '%s'", creds);
+                    "No TLS credentials with id '%s'", a->tls_creds);
         return FALSE;
     }
-    if (bd_opts_has(options, "tls-authz")) {
+    if (a->has_tls_authz) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "tls-authz is not supported without tls-creds");
         return FALSE;
     }
-    if (strcmp(type, "unix") != 0 && strcmp(type, "inet") != 0) {
+    if (addr->type != BD_SOCKET_ADDRESS_UNIX &&
+        addr->type != BD_SOCKET_ADDRESS_INET) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "NBD server: socket address type '%s' is not supported "
-                    "by blockd", type);
+                    "by blockd", bd_socket_address_type_names[addr->type]);
         return FALSE;
     }
-    guint64 max = bd_opts_get_uint(options, "max-connections", 0);
-    return bd_nbd_server_start(addr, (uint32_t)max, errp);
+    return bd_nbd_server_start(addr, (uint32_t)a->max_connections, errp);
 }
 
 gboolean bd_cmd_nbd_server_start_flat(GVariant *options, GError **errp)
 {
-    g_autoptr(GVariant) addr = bd_opts_lookup(options, "addr");
-    return nbd_start(addr, options, errp);
+    g_auto(NbdServerArgs) a = { 0 };
+    BdSocketAddress addr = { 0 };
+
+    bd_schema_decode(nbd_options_fields, options, &a);
+    bd_socket_address_decode(a.addr, &addr);
+    return nbd_start(&addr, &a, errp);
 }
 
 static gboolean nbd_server_start(GVariant *args, JsonNode **ret,
                                  GError **errp)
 {
-    g_autoptr(GVariant) legacy = bd_opts_lookup(args, "addr");
-    g_autoptr(GVariant) data = bd_opts_lookup(legacy, "data");
-    GVariantDict flat;
+    g_auto(NbdServerArgs) a = { 0 };
+    LegacyAddress legacy = { 0 };
+    BdSocketAddress addr = { 0 };
+    const BdSchemaType *wrapper;
+    gboolean ok;
 
-    /* {"type": T, "data": {...}} -> {"type": T, ...} */
-    g_variant_dict_init(&flat, data);
-    g_variant_dict_insert(&flat, "type", "s",
-                          bd_opts_get_str(legacy, "type", ""));
-    g_autoptr(GVariant) addr = g_variant_ref_sink(g_variant_dict_end(&flat));
-    return nbd_start(addr, args, errp);
+    bd_schema_decode(nbd_start_fields, args, &a);
+    /* {"type": T, "data": {...}}: 'data' is T's flat variant, the type
+     * of the wrapper's one member (legacy_variants in enum order). */
+    bd_schema_decode_union(&socket_address_legacy, a.addr, &legacy);
+    wrapper = legacy_variants[legacy.type].type;
+    bd_schema_decode(wrapper->fields[0].type->fields, legacy.data, &addr);
+    addr.type = legacy.type;
+    ok = nbd_start(&addr, &a, errp);
+    bd_schema_clear_union(&socket_address_legacy, &legacy);
+    return ok;
 }
 
 /* As QEMU: nbd-server-stop returns once the NBD exports are deleted
@@ -237,9 +228,10 @@ static gboolean block_export_add(GVariant *args, JsonNode **ret,
 static gboolean block_export_del(GVariant *args, JsonNode **ret,
                                  GError **errp)
 {
-    const char *mode = bd_opts_get_str(args, "mode", "safe");
-    return bd_export_del(bd_opts_get_str(args, "id", ""),
-                         strcmp(mode, "hard") == 0, errp);
+    ExportDelArgs a = { 0 };
+
+    bd_schema_decode(export_del_fields, args, &a);
+    return bd_export_del(a.id, a.mode == REMOVE_MODE_HARD, errp);
 }
 
 static gboolean query_block_exports(GVariant *args, JsonNode **ret,

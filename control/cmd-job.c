@@ -19,31 +19,36 @@
 
 /* Shared with the backup, mirror, stream and commit commands. */
 static const char *const sync_mode_values[] = {
-    "top", "full", "none", "incremental", "bitmap", NULL };
+    [BD_CTL_SYNC_TOP] = "top",
+    [BD_CTL_SYNC_FULL] = "full",
+    [BD_CTL_SYNC_NONE] = "none",
+    [BD_CTL_SYNC_INCREMENTAL] = "incremental",
+    [BD_CTL_SYNC_BITMAP] = "bitmap",
+    NULL };
 const BdSchemaType bd_ctl_schema_sync_mode = {
     .name = "MirrorSyncMode", .kind = BD_SCHEMA_ENUM,
     .enum_values = sync_mode_values };
 static const char *const on_error_values[] = {
-    "report", "ignore", "enospc", "stop", "auto", NULL };
+    [BD_ON_ERROR_REPORT] = "report",
+    [BD_ON_ERROR_IGNORE] = "ignore",
+    [BD_ON_ERROR_ENOSPC] = "enospc",
+    [BD_ON_ERROR_STOP] = "stop",
+    [BD_ON_ERROR_AUTO] = "auto",
+    NULL };
 const BdSchemaType bd_ctl_schema_on_error = {
     .name = "BlockdevOnError", .kind = BD_SCHEMA_ENUM,
     .enum_values = on_error_values };
 static const char *const new_image_mode_values[] = {
-    "existing", "absolute-paths", NULL };
+    [BD_CTL_NEW_IMAGE_EXISTING] = "existing",
+    [BD_CTL_NEW_IMAGE_ABSOLUTE_PATHS] = "absolute-paths",
+    NULL };
 const BdSchemaType bd_ctl_schema_new_image_mode = {
     .name = "NewImageMode", .kind = BD_SCHEMA_ENUM,
     .enum_values = new_image_mode_values };
 
-BdOnError bd_ctl_on_error_arg(GVariant *args, const char *key)
+const char *bd_ctl_sync_mode_name(BdCtlSyncMode mode)
 {
-    const char *v = bd_opts_get_str(args, key, "report");
-
-    for (int i = 0; on_error_values[i]; i++) {
-        if (strcmp(on_error_values[i], v) == 0) {
-            return (BdOnError)i;
-        }
-    }
-    return BD_ON_ERROR_REPORT;
+    return sync_mode_values[mode];
 }
 
 static const char *const job_type_values[] = {
@@ -116,18 +121,41 @@ static const BdSchemaType block_job_info_list = {
         .kind = BD_SCHEMA_OBJECT, .fields = var##_fields };            \
     static const BdSchemaType *var##_fn(void) { return &var; }
 
-ARGS(job_id_args, "q_obj_job-pause-arg", BD_FIELD("id", &bd_schema_str))
+/* What the job commands take: a job by 'id' or by 'device', and the
+ * members of block-job-cancel and block-job-set-speed. */
+typedef struct {
+    const char *id;
+    const char *device;
+    gboolean force;
+    gint64 speed;
+} JobArgs;
+
+ARGS(job_id_args, "q_obj_job-pause-arg",
+     BD_FIELD("id", &bd_schema_str, BD_AT(JobArgs, id), .def.s = ""))
 ARGS(device_args, "q_obj_block-job-pause-arg",
-     BD_FIELD("device", &bd_schema_str))
+     BD_FIELD("device", &bd_schema_str, BD_AT(JobArgs, device),
+              .def.s = ""))
 ARGS(block_cancel_args, "q_obj_block-job-cancel-arg",
-     BD_FIELD("device", &bd_schema_str), BD_OPT("force", &bd_schema_bool))
+     BD_FIELD("device", &bd_schema_str, BD_AT(JobArgs, device),
+              .def.s = ""),
+     BD_OPT("force", &bd_schema_bool, BD_AT(JobArgs, force)))
 ARGS(set_speed_args, "q_obj_block-job-set-speed-arg",
-     BD_FIELD("device", &bd_schema_str), BD_FIELD("speed", &bd_schema_int))
+     BD_FIELD("device", &bd_schema_str, BD_AT(JobArgs, device),
+              .def.s = ""),
+     BD_FIELD("speed", &bd_schema_int, BD_AT(JobArgs, speed)))
+
+typedef struct {
+    const char *job_id;
+    GVariant *options;
+} CreateArgs;
 
 static const BdSchemaField create_fields[] = {
-    BD_FIELD("job-id", &bd_schema_str),
-    { "options", NULL, FALSE },
+    BD_FIELD("job-id", &bd_schema_str, BD_AT(CreateArgs, job_id),
+             .def.s = ""),
+    /* BlockdevCreateOptions, once the drivers are registered. */
+    BD_FIELD("options", NULL, BD_AT(CreateArgs, options)),
     { NULL } };
+BD_SCHEMA_DEFINE_AUTO(CreateArgs, create_fields)
 
 static const BdSchemaType *create_args_fn(void)
 {
@@ -186,9 +214,18 @@ const BdSchemaType *bd_job_event_pending(void) { return ev_pending_fn(); }
 
 /* --- lookups --- */
 
-static BdJob *find_job(GVariant *args, GError **errp)
+/* The members of 'args' along the table of 'type' (one of the above). */
+static JobArgs job_args(const BdSchemaType *type, GVariant *args)
 {
-    BdJob *job = bd_job_find(bd_opts_get_str(args, "id", ""));
+    JobArgs a = { 0 };
+
+    bd_schema_decode(type->fields, args, &a);
+    return a;
+}
+
+static BdJob *find_job(const char *id, GError **errp)
+{
+    BdJob *job = bd_job_find(id);
 
     if (!job) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "Job not found");
@@ -206,12 +243,6 @@ static BdJob *find_block_job(const char *id, GError **errp)
         return NULL;
     }
     return job;
-}
-
-static BdJob *find_block_job_arg(GVariant *args, const char *key,
-                                 GError **errp)
-{
-    return find_block_job(bd_opts_get_str(args, key, ""), errp);
 }
 
 /* --- queries --- */
@@ -308,7 +339,8 @@ static gboolean query_block_jobs(GVariant *args, JsonNode **ret,
 #define JOB_CMD(fname, call)                                              \
     static gboolean fname(GVariant *args, JsonNode **ret, GError **errp)  \
     {                                                                     \
-        BdJob *job = find_job(args, errp);                                \
+        JobArgs a = job_args(&job_id_args, args);                         \
+        BdJob *job = find_job(a.id, errp);                                \
         return job && call;                                               \
     }
 
@@ -321,26 +353,32 @@ JOB_CMD(job_dismiss, bd_job_dismiss(job, errp))
 
 /* --- block-job-* --- */
 
-#define BLOCK_JOB_CMD(fname, key, call)                                   \
+/* 'type': the argument type, whose 'member' names the job. */
+#define BLOCK_JOB_CMD(fname, type, member, call)                          \
     static gboolean fname(GVariant *args, JsonNode **ret, GError **errp)  \
     {                                                                     \
-        BdJob *job = find_block_job_arg(args, key, errp);                 \
+        JobArgs a = job_args(&type, args);                                \
+        BdJob *job = find_block_job(a.member, errp);                      \
         return job && call;                                               \
     }
 
-BLOCK_JOB_CMD(block_job_pause, "device", bd_job_user_pause(job, errp))
-BLOCK_JOB_CMD(block_job_resume, "device", bd_job_user_resume(job, errp))
-BLOCK_JOB_CMD(block_job_complete, "device", bd_job_complete(job, errp))
-BLOCK_JOB_CMD(block_job_finalize, "id", bd_job_finalize(job, errp))
-BLOCK_JOB_CMD(block_job_dismiss, "id", bd_job_dismiss(job, errp))
-BLOCK_JOB_CMD(block_job_set_speed, "device",
-              bd_job_set_speed(job, bd_opts_get_int(args, "speed", 0), errp))
+BLOCK_JOB_CMD(block_job_pause, device_args, device,
+              bd_job_user_pause(job, errp))
+BLOCK_JOB_CMD(block_job_resume, device_args, device,
+              bd_job_user_resume(job, errp))
+BLOCK_JOB_CMD(block_job_complete, device_args, device,
+              bd_job_complete(job, errp))
+BLOCK_JOB_CMD(block_job_finalize, job_id_args, id, bd_job_finalize(job, errp))
+BLOCK_JOB_CMD(block_job_dismiss, job_id_args, id, bd_job_dismiss(job, errp))
+BLOCK_JOB_CMD(block_job_set_speed, set_speed_args, device,
+              bd_job_set_speed(job, a.speed, errp))
 
 static gboolean block_job_cancel(GVariant *args, JsonNode **ret,
                                  GError **errp)
 {
-    const char *device = bd_opts_get_str(args, "device", "");
-    gboolean force = bd_opts_get_bool(args, "force", FALSE);
+    JobArgs a = job_args(&block_cancel_args, args);
+    const char *device = a.device;
+    gboolean force = a.force;
     BdJob *job = find_block_job(device, errp);
     BdJobSnapshot s;
 
@@ -362,10 +400,10 @@ static gboolean block_job_cancel(GVariant *args, JsonNode **ret,
 static gboolean blockdev_create(GVariant *args, JsonNode **ret,
                                 GError **errp)
 {
-    g_autoptr(GVariant) options = bd_opts_lookup(args, "options");
+    g_auto(CreateArgs) a = { 0 };
 
-    return bd_create_job_start(bd_opts_get_str(args, "job-id", ""), options,
-                               errp);
+    bd_schema_decode(create_args_fn()->fields, args, &a);
+    return bd_create_job_start(a.job_id, a.options, errp);
 }
 
 static const BdQmpCommand job_commands[] = {

@@ -21,26 +21,57 @@
 /* --- schema (qapi/block-core.json) --- */
 
 static const char *const copy_mode_values[] = {
-    "background", "write-blocking", NULL };
+    [BD_MIRROR_COPY_BACKGROUND] = "background",
+    [BD_MIRROR_COPY_WRITE_BLOCKING] = "write-blocking",
+    NULL };
 static const BdSchemaType copy_mode_type = {
     .name = "MirrorCopyMode", .kind = BD_SCHEMA_ENUM,
     .enum_values = copy_mode_values };
 
+/* blockdev-mirror's arguments and DriveMirror (format, node-name, mode,
+ * unmap). */
+typedef struct {
+    const char *job_id;
+    const char *device;
+    const char *target;
+    const char *format;
+    const char *node_name;
+    const char *replaces;
+    BdCtlSyncMode sync;
+    BdCtlNewImageMode mode;
+    gint64 speed;
+    guint64 granularity;
+    gint64 buf_size;
+    BdOnError on_source_error;
+    BdOnError on_target_error;
+    const char *filter_node_name;
+    gboolean unmap;
+    BdMirrorCopyMode copy_mode;
+    gboolean auto_finalize;
+    gboolean auto_dismiss;
+} MirrorArgs;
+
+#define M(f) BD_AT(MirrorArgs, f)
 static const BdSchemaField mirror_fields[] = {
-    BD_OPT("job-id", &bd_schema_str),
-    BD_FIELD("device", &bd_schema_str),
-    BD_FIELD("target", &bd_schema_str),
-    BD_OPT("replaces", &bd_schema_str),
-    BD_FIELD("sync", &bd_ctl_schema_sync_mode),
-    BD_OPT("speed", &bd_schema_int),
-    BD_OPT("granularity", &bd_ctl_schema_uint32),
-    BD_OPT("buf-size", &bd_schema_int),
-    BD_OPT("on-source-error", &bd_ctl_schema_on_error),
-    BD_OPT("on-target-error", &bd_ctl_schema_on_error),
-    BD_OPT("filter-node-name", &bd_schema_str),
-    BD_OPT("copy-mode", &copy_mode_type),
-    BD_OPT("auto-finalize", &bd_schema_bool),
-    BD_OPT("auto-dismiss", &bd_schema_bool),
+    BD_OPT("job-id", &bd_schema_str, M(job_id), .def.s = ""),
+    BD_FIELD("device", &bd_schema_str, M(device), .def.s = ""),
+    BD_FIELD("target", &bd_schema_str, M(target), .def.s = ""),
+    BD_OPT("replaces", &bd_schema_str, M(replaces)),
+    BD_FIELD("sync", &bd_ctl_schema_sync_mode, M(sync),
+             .def.i = BD_CTL_SYNC_FULL),
+    BD_OPT("speed", &bd_schema_int, M(speed)),
+    BD_OPT("granularity", &bd_schema_uint32, M(granularity)),
+    BD_OPT("buf-size", &bd_schema_int, M(buf_size)),
+    BD_OPT("on-source-error", &bd_ctl_schema_on_error, M(on_source_error),
+           .def.i = BD_ON_ERROR_REPORT),
+    BD_OPT("on-target-error", &bd_ctl_schema_on_error, M(on_target_error),
+           .def.i = BD_ON_ERROR_REPORT),
+    BD_OPT("filter-node-name", &bd_schema_str, M(filter_node_name)),
+    BD_OPT("copy-mode", &copy_mode_type, M(copy_mode),
+           .def.i = BD_MIRROR_COPY_BACKGROUND),
+    BD_OPT("auto-finalize", &bd_schema_bool, M(auto_finalize),
+           .def.i = TRUE),
+    BD_OPT("auto-dismiss", &bd_schema_bool, M(auto_dismiss), .def.i = TRUE),
     { NULL } };
 static const BdSchemaType mirror_args = {
     .name = "q_obj_blockdev-mirror-arg", .kind = BD_SCHEMA_OBJECT,
@@ -99,11 +130,9 @@ static gboolean check_not_backing(BdNode *node, GError **errp)
     return TRUE;
 }
 
-static gboolean check_granularity(GVariant *args, uint32_t *granularity,
+static gboolean check_granularity(guint64 g, uint32_t *granularity,
                                   GError **errp)
 {
-    guint64 g = bd_opts_get_uint(args, "granularity", 0);
-
     *granularity = (uint32_t)g;
     if (g != 0 && (g < 512 || g > 64 * 1024 * 1024)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -148,47 +177,47 @@ static BdNode *check_replaces(BdNode *bs, const char *name, GError **errp)
     return NULL;
 }
 
-static gboolean parse_sync(GVariant *args, BdNode *bs, BdMirrorSync *sync,
+static gboolean parse_sync(BdCtlSyncMode s, BdNode *bs, BdMirrorSync *sync,
                            GError **errp)
 {
-    const char *s = bd_opts_get_str(args, "sync", "full");
-
-    if (strcmp(s, "top") == 0) {
+    switch (s) {
+    case BD_CTL_SYNC_TOP:
         /* No backing file: top is full (blockdev_mirror_common). */
         *sync = bd_chain_next(bd_chain_skip_filters(bs))
                 ? BD_MIRROR_SYNC_TOP : BD_MIRROR_SYNC_FULL;
-    } else if (strcmp(s, "none") == 0) {
+        return TRUE;
+    case BD_CTL_SYNC_NONE:
         *sync = BD_MIRROR_SYNC_NONE;
-    } else if (strcmp(s, "full") == 0) {
+        return TRUE;
+    case BD_CTL_SYNC_FULL:
         *sync = BD_MIRROR_SYNC_FULL;
-    } else {
+        return TRUE;
+    default:
         /* mirror_start, after the replaces checks: see the caller. */
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Sync mode '%s' not supported", s);
+                    "Sync mode '%s' not supported", bd_ctl_sync_mode_name(s));
         return FALSE;
     }
-    return TRUE;
 }
 
 /* --- the command --- */
 
 /* blockdev_mirror_common: the checks shared by both commands, then the
  * job.  p->bs and p->target are set. */
-static gboolean mirror_common(GVariant *args, BdMirrorParams *p,
+static gboolean mirror_common(const MirrorArgs *a, BdMirrorParams *p,
                               GError **errp)
 {
-    const char *replaces = bd_opts_get_str(args, "replaces", NULL);
-    const char *mode = bd_opts_get_str(args, "copy-mode", "background");
+    const char *replaces = a->replaces;
     g_autoptr(GError) sync_err = NULL;
 
     if (!bd_chain_check_busy(p->bs, errp) ||
         !bd_chain_check_busy(p->target, errp) ||
         !check_not_backing(p->target, errp) ||
-        !check_granularity(args, &p->granularity, errp)) {
+        !check_granularity(a->granularity, &p->granularity, errp)) {
         return FALSE;
     }
     /* The sync mode is refused after the replaces checks, as QEMU. */
-    gboolean sync_ok = parse_sync(args, p->bs, &p->sync, &sync_err);
+    gboolean sync_ok = parse_sync(a->sync, p->bs, &p->sync, &sync_err);
     if (replaces) {
         p->replaces = check_replaces(p->bs, replaces, errp);
         if (!p->replaces) {
@@ -199,17 +228,15 @@ static gboolean mirror_common(GVariant *args, BdMirrorParams *p,
         g_propagate_error(errp, g_steal_pointer(&sync_err));
         return FALSE;
     }
-    p->job_id = bd_opts_get_str(args, "job-id", "");
-    p->speed = bd_opts_get_int(args, "speed", 0);
-    p->buf_size = bd_opts_get_int(args, "buf-size", 0);
-    p->on_source_error = bd_ctl_on_error_arg(args, "on-source-error");
-    p->on_target_error = bd_ctl_on_error_arg(args, "on-target-error");
-    p->filter_node_name = bd_opts_get_str(args, "filter-node-name", NULL);
-    p->copy_mode = strcmp(mode, "write-blocking") == 0
-                   ? BD_MIRROR_COPY_WRITE_BLOCKING
-                   : BD_MIRROR_COPY_BACKGROUND;
-    p->auto_finalize = bd_opts_get_bool(args, "auto-finalize", TRUE);
-    p->auto_dismiss = bd_opts_get_bool(args, "auto-dismiss", TRUE);
+    p->job_id = a->job_id;
+    p->speed = a->speed;
+    p->buf_size = a->buf_size;
+    p->on_source_error = a->on_source_error;
+    p->on_target_error = a->on_target_error;
+    p->filter_node_name = a->filter_node_name;
+    p->copy_mode = a->copy_mode;
+    p->auto_finalize = a->auto_finalize;
+    p->auto_dismiss = a->auto_dismiss;
     return bd_mirror_start(p, errp);
 }
 
@@ -217,41 +244,50 @@ static gboolean blockdev_mirror(GVariant *args, JsonNode **ret,
                                 GError **errp)
 {
     BdMirrorParams p = { 0 };
+    MirrorArgs a = { 0 };
 
     (void)ret;
-    p.bs = lookup_root_node(bd_opts_get_str(args, "device", ""), errp);
+    bd_schema_decode(mirror_fields, args, &a);
+    p.bs = lookup_root_node(a.device, errp);
     if (!p.bs) {
         return FALSE;
     }
-    p.target = lookup_node(bd_opts_get_str(args, "target", ""), errp);
+    p.target = lookup_node(a.target, errp);
     if (!p.target) {
         return FALSE;
     }
-    return mirror_common(args, &p, errp);
+    return mirror_common(&a, &p, errp);
 }
 
 /* --- drive-mirror: the target is a new (or existing) image file --- */
 
 
 static const BdSchemaField drive_mirror_fields[] = {
-    BD_OPT("job-id", &bd_schema_str),
-    BD_FIELD("device", &bd_schema_str),
-    BD_FIELD("target", &bd_schema_str),
-    BD_OPT("format", &bd_schema_str),
-    BD_OPT("node-name", &bd_schema_str),
-    BD_OPT("replaces", &bd_schema_str),
-    BD_FIELD("sync", &bd_ctl_schema_sync_mode),
-    BD_OPT("mode", &bd_ctl_schema_new_image_mode),
-    BD_OPT("speed", &bd_schema_int),
-    BD_OPT("granularity", &bd_ctl_schema_uint32),
-    BD_OPT("buf-size", &bd_schema_int),
-    BD_OPT("on-source-error", &bd_ctl_schema_on_error),
-    BD_OPT("on-target-error", &bd_ctl_schema_on_error),
-    BD_OPT("unmap", &bd_schema_bool),
-    BD_OPT("copy-mode", &copy_mode_type),
-    BD_OPT("auto-finalize", &bd_schema_bool),
-    BD_OPT("auto-dismiss", &bd_schema_bool),
+    BD_OPT("job-id", &bd_schema_str, M(job_id), .def.s = ""),
+    BD_FIELD("device", &bd_schema_str, M(device), .def.s = ""),
+    BD_FIELD("target", &bd_schema_str, M(target), .def.s = ""),
+    BD_OPT("format", &bd_schema_str, M(format)),
+    BD_OPT("node-name", &bd_schema_str, M(node_name)),
+    BD_OPT("replaces", &bd_schema_str, M(replaces)),
+    BD_FIELD("sync", &bd_ctl_schema_sync_mode, M(sync),
+             .def.i = BD_CTL_SYNC_FULL),
+    BD_OPT("mode", &bd_ctl_schema_new_image_mode, M(mode),
+           .def.i = BD_CTL_NEW_IMAGE_ABSOLUTE_PATHS),
+    BD_OPT("speed", &bd_schema_int, M(speed)),
+    BD_OPT("granularity", &bd_schema_uint32, M(granularity)),
+    BD_OPT("buf-size", &bd_schema_int, M(buf_size)),
+    BD_OPT("on-source-error", &bd_ctl_schema_on_error, M(on_source_error),
+           .def.i = BD_ON_ERROR_REPORT),
+    BD_OPT("on-target-error", &bd_ctl_schema_on_error, M(on_target_error),
+           .def.i = BD_ON_ERROR_REPORT),
+    BD_OPT("unmap", &bd_schema_bool, M(unmap), .def.i = TRUE),
+    BD_OPT("copy-mode", &copy_mode_type, M(copy_mode),
+           .def.i = BD_MIRROR_COPY_BACKGROUND),
+    BD_OPT("auto-finalize", &bd_schema_bool, M(auto_finalize),
+           .def.i = TRUE),
+    BD_OPT("auto-dismiss", &bd_schema_bool, M(auto_dismiss), .def.i = TRUE),
     { NULL } };
+#undef M
 static const BdSchemaType drive_mirror_args = {
     .name = "DriveMirror", .kind = BD_SCHEMA_OBJECT,
     .fields = drive_mirror_fields };
@@ -299,29 +335,31 @@ static BdNode *open_target(const char *filename, const char *fmt,
 static gboolean drive_mirror(GVariant *args, JsonNode **ret, GError **errp)
 {
     BdMirrorParams p = { 0 };
-    const char *filename = bd_opts_get_str(args, "target", "");
-    const char *sync = bd_opts_get_str(args, "sync", "full");
-    gboolean existing = strcmp(bd_opts_get_str(args, "mode",
-                                               "absolute-paths"),
-                               "existing") == 0;
-    const char *node_name = bd_opts_get_str(args, "node-name", NULL);
+    MirrorArgs a = { 0 };
+    const char *filename;
+    gboolean existing;
+    const char *node_name;
     BdNode *backing;
     gboolean full;
 
     (void)ret;
-    p.bs = lookup_root_node(bd_opts_get_str(args, "device", ""), errp);
+    bd_schema_decode(drive_mirror_fields, args, &a);
+    filename = a.target;
+    existing = a.mode == BD_CTL_NEW_IMAGE_EXISTING;
+    node_name = a.node_name;
+    p.bs = lookup_root_node(a.device, errp);
     if (!p.bs || !bd_chain_check_busy(p.bs, errp)) {
         return FALSE;
     }
-    const char *fmt = bd_opts_get_str(args, "format",
-                                      existing ? NULL : p.bs->drv->name);
+    const char *fmt = a.format ? a.format
+                               : existing ? NULL : p.bs->drv->name;
     backing = bd_chain_next(bd_chain_skip_filters(p.bs));
-    full = strcmp(sync, "full") == 0 ||
-           (strcmp(sync, "top") == 0 && !backing);
-    if (strcmp(sync, "none") == 0) {
+    full = a.sync == BD_CTL_SYNC_FULL ||
+           (a.sync == BD_CTL_SYNC_TOP && !backing);
+    if (a.sync == BD_CTL_SYNC_NONE) {
         backing = p.bs;
     }
-    if (bd_opts_has(args, "replaces") && !node_name) {
+    if (a.replaces && !node_name) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "a node-name must be provided when replacing a named "
                     "node of the graph");
@@ -338,9 +376,9 @@ static gboolean drive_mirror(GVariant *args, JsonNode **ret, GError **errp)
         return FALSE;
     }
     p.target = target;
-    p.no_unmap = !bd_opts_get_bool(args, "unmap", TRUE);
+    p.no_unmap = !a.unmap;
     p.target_backing = existing || full ? NULL : backing;
-    return mirror_common(args, &p, errp);
+    return mirror_common(&a, &p, errp);
 }
 
 static const BdQmpCommand mirror_commands[] = {

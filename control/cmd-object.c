@@ -15,48 +15,30 @@
 
 /* --- schemas (qapi/qom.json, qapi/block-core.json) --- */
 
-#define LIMIT(n) BD_OPT(n, &bd_schema_int), BD_OPT(n "-max", &bd_schema_int), \
-    BD_OPT(n "-max-length", &bd_schema_int)
-#define LEGACY(n) BD_OPT("x-" n, &bd_schema_int),                        \
-    BD_OPT("x-" n "-max", &bd_schema_int),                                \
-    BD_OPT("x-" n "-max-length", &bd_schema_int)
+typedef struct {
+    const char *qom_type;
+    const char *id;
+} ObjectArgs;
 
-static const BdSchemaField limits_fields[] = {
-    LIMIT("iops-total"), LIMIT("iops-read"), LIMIT("iops-write"),
-    LIMIT("bps-total"), LIMIT("bps-read"), LIMIT("bps-write"),
-    BD_OPT("iops-size", &bd_schema_int),
-    { NULL } };
-static const BdSchemaType limits_type = {
-    .name = "ThrottleLimits", .kind = BD_SCHEMA_OBJECT,
-    .fields = limits_fields };
-
-static const BdSchemaField tg_fields[] = {
-    BD_OPT("limits", &limits_type),
-    LEGACY("iops-total"), LEGACY("iops-read"), LEGACY("iops-write"),
-    LEGACY("bps-total"), LEGACY("bps-read"), LEGACY("bps-write"),
-    BD_OPT("x-iops-size", &bd_schema_int),
-    { NULL } };
-static const BdSchemaType tg_props_type = {
-    .name = "ThrottleGroupProperties", .kind = BD_SCHEMA_OBJECT,
-    .fields = tg_fields };
-
+/* ObjectType; read as its name, the key of the id table. */
 static const char *const object_type_values[] = { "throttle-group", NULL };
 static const BdSchemaType object_type_enum = {
     .name = "ObjectType", .kind = BD_SCHEMA_ENUM,
     .enum_values = object_type_values };
 static const BdSchemaField object_base[] = {
-    BD_FIELD("qom-type", &object_type_enum),
-    BD_FIELD("id", &bd_schema_str),
+    BD_FIELD("qom-type", &object_type_enum, BD_AT(ObjectArgs, qom_type),
+             .def.s = ""),
+    BD_FIELD("id", &bd_schema_str, BD_AT(ObjectArgs, id), .def.s = ""),
     { NULL } };
 static const BdSchemaVariant object_variants[] = {
-    { "throttle-group", &tg_props_type },
+    { "throttle-group", &bd_throttle_group_props_type },
     { NULL } };
 static const BdSchemaType object_options = {
     .name = "ObjectOptions", .kind = BD_SCHEMA_UNION, .fields = object_base,
     .discriminator = "qom-type", .variants = object_variants };
 
 static const BdSchemaField del_fields[] = {
-    BD_FIELD("id", &bd_schema_str),
+    BD_FIELD("id", &bd_schema_str, BD_AT(ObjectArgs, id), .def.s = ""),
     { NULL } };
 static const BdSchemaType del_args = {
     .name = "q_obj_object-del-arg", .kind = BD_SCHEMA_OBJECT,
@@ -110,8 +92,12 @@ gboolean bd_cmd_object_add(GVariant *options, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
-    const char *type = bd_opts_get_str(options, "qom-type", "");
-    const char *id = bd_opts_get_str(options, "id", "");
+    ObjectArgs a = { 0 };
+    const char *type, *id;
+
+    bd_schema_decode(object_base, options, &a);
+    type = a.qom_type;
+    id = a.id;
 
     if (!bd_id_wellformed(id)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -138,8 +124,12 @@ static gboolean object_add(GVariant *args, JsonNode **ret, GError **errp)
 
 static gboolean object_del(GVariant *args, JsonNode **ret, GError **errp)
 {
-    const char *id = bd_opts_get_str(args, "id", "");
-    const char *type = g_hash_table_lookup(object_table(), id);
+    ObjectArgs a = { 0 };
+    const char *id, *type;
+
+    bd_schema_decode(del_fields, args, &a);
+    id = a.id;
+    type = g_hash_table_lookup(object_table(), id);
 
     if (!type) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,

@@ -15,40 +15,61 @@
 
 /* --- schemas (qapi/block-core.json) --- */
 
+/* The arguments of both commands. */
+typedef struct {
+    const char *job_id;
+    const char *device;
+    const char *base;
+    const char *base_node;
+    const char *top;
+    const char *top_node;
+    const char *backing_file;
+    const char *bottom;
+    gint64 speed;
+    BdOnError on_error;
+    const char *filter_node_name;
+    gboolean auto_finalize;
+    gboolean auto_dismiss;
+} StreamArgs;
+
+#define A(f) BD_AT(StreamArgs, f)
+#define COMMON_TAIL                                                     \
+    BD_OPT("speed", &bd_schema_int, A(speed)),                          \
+    BD_OPT("on-error", &bd_ctl_schema_on_error, A(on_error),            \
+           .def.i = BD_ON_ERROR_REPORT),                                \
+    BD_OPT("filter-node-name", &bd_schema_str, A(filter_node_name)),    \
+    BD_OPT("auto-finalize", &bd_schema_bool, A(auto_finalize),          \
+           .def.i = TRUE),                                              \
+    BD_OPT("auto-dismiss", &bd_schema_bool, A(auto_dismiss), .def.i = TRUE)
+
 static const BdSchemaField stream_fields[] = {
-    BD_OPT("job-id", &bd_schema_str),
-    BD_FIELD("device", &bd_schema_str),
-    BD_OPT("base", &bd_schema_str),
-    BD_OPT("base-node", &bd_schema_str),
-    BD_OPT("backing-file", &bd_schema_str),
-    BD_OPT("bottom", &bd_schema_str),
-    BD_OPT("speed", &bd_schema_int),
-    BD_OPT("on-error", &bd_ctl_schema_on_error),
-    BD_OPT("filter-node-name", &bd_schema_str),
-    BD_OPT("auto-finalize", &bd_schema_bool),
-    BD_OPT("auto-dismiss", &bd_schema_bool),
+    BD_OPT("job-id", &bd_schema_str, A(job_id)),
+    BD_FIELD("device", &bd_schema_str, A(device), .def.s = ""),
+    BD_OPT("base", &bd_schema_str, A(base)),
+    BD_OPT("base-node", &bd_schema_str, A(base_node)),
+    BD_OPT("backing-file", &bd_schema_str, A(backing_file)),
+    BD_OPT("bottom", &bd_schema_str, A(bottom)),
+    COMMON_TAIL,
     { NULL } };
 static const BdSchemaType stream_args = {
     .name = "q_obj_block-stream-arg", .kind = BD_SCHEMA_OBJECT,
     .fields = stream_fields };
 
 static const BdSchemaField commit_fields[] = {
-    BD_OPT("job-id", &bd_schema_str),
-    BD_FIELD("device", &bd_schema_str),
-    BD_OPT("base-node", &bd_schema_str),
-    BD_OPT("base", &bd_schema_str),
-    BD_OPT("top-node", &bd_schema_str),
-    BD_OPT("top", &bd_schema_str),
-    BD_OPT("backing-file", &bd_schema_str),
-    BD_OPT("speed", &bd_schema_int),
-    BD_OPT("on-error", &bd_ctl_schema_on_error),
-    BD_OPT("filter-node-name", &bd_schema_str),
-    BD_OPT("auto-finalize", &bd_schema_bool),
-    BD_OPT("auto-dismiss", &bd_schema_bool),
+    BD_OPT("job-id", &bd_schema_str, A(job_id)),
+    BD_FIELD("device", &bd_schema_str, A(device), .def.s = ""),
+    BD_OPT("base-node", &bd_schema_str, A(base_node)),
+    BD_OPT("base", &bd_schema_str, A(base)),
+    BD_OPT("top-node", &bd_schema_str, A(top_node)),
+    BD_OPT("top", &bd_schema_str, A(top)),
+    BD_OPT("backing-file", &bd_schema_str, A(backing_file)),
+    COMMON_TAIL,
     { NULL } };
 static const BdSchemaType commit_args = {
     .name = "q_obj_block-commit-arg", .kind = BD_SCHEMA_OBJECT,
     .fields = commit_fields };
+#undef A
+#undef COMMON_TAIL
 
 static const BdSchemaType *stream_args_fn(void) { return &stream_args; }
 static const BdSchemaType *commit_args_fn(void) { return &commit_args; }
@@ -81,13 +102,16 @@ static gboolean stream_check_busy(BdNode *bs, BdNode *end, GError **errp)
 
 static gboolean block_stream(GVariant *args, JsonNode **ret, GError **errp)
 {
-    const char *device = bd_opts_get_str(args, "device", "");
-    const char *base = bd_opts_get_str(args, "base", NULL);
-    const char *base_node = bd_opts_get_str(args, "base-node", NULL);
-    const char *bottom = bd_opts_get_str(args, "bottom", NULL);
-    const char *backing_file = bd_opts_get_str(args, "backing-file", NULL);
+    StreamArgs a = { 0 };
     BdNode *bs, *base_bs = NULL, *bottom_bs = NULL;
     const char *base_name = NULL;
+
+    bd_schema_decode(stream_fields, args, &a);
+    const char *device = a.device;
+    const char *base = a.base;
+    const char *base_node = a.base_node;
+    const char *bottom = a.bottom;
+    const char *backing_file = a.backing_file;
 
     if (base && base_node) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -163,16 +187,16 @@ static gboolean block_stream(GVariant *args, JsonNode **ret, GError **errp)
     }
 
     BdStreamParams p = {
-        .job_id = bd_opts_get_str(args, "job-id", NULL),
+        .job_id = a.job_id,
         .bs = bs,
         .base = base_bs,
         .backing_file = backing_file ? backing_file : base_name,
         .bottom = bottom_bs,
-        .speed = bd_opts_get_int(args, "speed", 0),
-        .on_error = bd_ctl_on_error_arg(args, "on-error"),
-        .filter_node_name = bd_opts_get_str(args, "filter-node-name", NULL),
-        .auto_finalize = bd_opts_get_bool(args, "auto-finalize", TRUE),
-        .auto_dismiss = bd_opts_get_bool(args, "auto-dismiss", TRUE),
+        .speed = a.speed,
+        .on_error = a.on_error,
+        .filter_node_name = a.filter_node_name,
+        .auto_finalize = a.auto_finalize,
+        .auto_dismiss = a.auto_dismiss,
     };
     return bd_stream_start(&p, errp);
 }
@@ -206,10 +230,11 @@ static BdNode *get_root_bs(const char *device, GError **errp)
     return bs;
 }
 
-static BdNode *commit_find_top(GVariant *args, BdNode *bs, GError **errp)
+static BdNode *commit_find_top(const StreamArgs *a, BdNode *bs,
+                               GError **errp)
 {
-    const char *top = bd_opts_get_str(args, "top", NULL);
-    const char *top_node = bd_opts_get_str(args, "top-node", NULL);
+    const char *top = a->top;
+    const char *top_node = a->top_node;
     BdNode *top_bs = bs;
 
     if (top_node && top) {
@@ -237,11 +262,11 @@ static BdNode *commit_find_top(GVariant *args, BdNode *bs, GError **errp)
     return top_bs;
 }
 
-static BdNode *commit_find_base(GVariant *args, BdNode *top_bs,
+static BdNode *commit_find_base(const StreamArgs *a, BdNode *top_bs,
                                 GError **errp)
 {
-    const char *base = bd_opts_get_str(args, "base", NULL);
-    const char *base_node = bd_opts_get_str(args, "base-node", NULL);
+    const char *base = a->base;
+    const char *base_node = a->base_node;
     BdNode *base_bs = NULL;
 
     if (base_node && base) {
@@ -295,20 +320,22 @@ static gboolean has_writer(BdNode *node)
 
 static gboolean block_commit(GVariant *args, JsonNode **ret, GError **errp)
 {
-    const char *device = bd_opts_get_str(args, "device", "");
-    const char *backing_file = bd_opts_get_str(args, "backing-file", NULL);
+    StreamArgs a = { 0 };
+    const char *backing_file;
     BdNode *bs, *top_bs, *base_bs;
     gboolean active;
 
-    bs = get_root_bs(device, errp);
+    bd_schema_decode(commit_fields, args, &a);
+    backing_file = a.backing_file;
+    bs = get_root_bs(a.device, errp);
     if (!bs) {
         return FALSE;
     }
-    top_bs = commit_find_top(args, bs, errp);
+    top_bs = commit_find_top(&a, bs, errp);
     if (!top_bs) {
         return FALSE;
     }
-    base_bs = commit_find_base(args, top_bs, errp);
+    base_bs = commit_find_base(&a, top_bs, errp);
     if (!base_bs) {
         return FALSE;
     }
@@ -334,16 +361,16 @@ static gboolean block_commit(GVariant *args, JsonNode **ret, GError **errp)
     }
 
     BdCommitParams p = {
-        .job_id = bd_opts_get_str(args, "job-id", NULL),
+        .job_id = a.job_id,
         .bs = bs,
         .top = top_bs,
         .base = base_bs,
         .backing_file = backing_file,
-        .speed = bd_opts_get_int(args, "speed", 0),
-        .on_error = bd_ctl_on_error_arg(args, "on-error"),
-        .filter_node_name = bd_opts_get_str(args, "filter-node-name", NULL),
-        .auto_finalize = bd_opts_get_bool(args, "auto-finalize", TRUE),
-        .auto_dismiss = bd_opts_get_bool(args, "auto-dismiss", TRUE),
+        .speed = a.speed,
+        .on_error = a.on_error,
+        .filter_node_name = a.filter_node_name,
+        .auto_finalize = a.auto_finalize,
+        .auto_dismiss = a.auto_dismiss,
     };
     if (active || has_writer(top_bs)) {
         return bd_commit_active_start(&p, errp);

@@ -207,9 +207,8 @@ static JsonNode *run(BdQmpState *st, JsonObject *req, GError **errp)
         return NULL;
     }
     if (is_caps) {
-        g_autoptr(GVariant) enable = g_variant_lookup_value(v, "enable", NULL);
         st->negotiated = TRUE;
-        st->oob = enable && g_variant_n_children(enable) > 0;
+        st->oob = bd_qmp_caps_enable_oob(v);
     }
     if (!ret) {
         ret = json_node_new(JSON_NODE_OBJECT);

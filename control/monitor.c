@@ -227,16 +227,30 @@ static void on_connection(GSocketConnection *conn, gpointer opaque)
     g_source_attach(s->in_src, NULL);
 }
 
-static const char *const monitor_mode_values[] = { "readline", "control",
-                                                   NULL };
+typedef enum { MONITOR_MODE_READLINE, MONITOR_MODE_CONTROL } MonitorMode;
+
+static const char *const monitor_mode_values[] = {
+    [MONITOR_MODE_READLINE] = "readline",
+    [MONITOR_MODE_CONTROL] = "control",
+    NULL };
 static const BdSchemaType monitor_mode_type = {
     .name = "MonitorMode", .kind = BD_SCHEMA_ENUM,
     .enum_values = monitor_mode_values };
+
+typedef struct {
+    MonitorMode mode;
+    gboolean pretty;
+    const char *chardev;
+} MonitorOptions;
+
 static const BdSchemaField monitor_fields[] = {
-    BD_OPT("id", &bd_schema_str),
-    BD_OPT("mode", &monitor_mode_type),
-    BD_OPT("pretty", &bd_schema_bool),
-    BD_FIELD("chardev", &bd_schema_str),
+    /* Names the monitor in QEMU's device tree, which blockd has not. */
+    BD_OPT("id", &bd_schema_str, .flags = BD_FIELD_IGNORED),
+    BD_OPT("mode", &monitor_mode_type, BD_AT(MonitorOptions, mode),
+           .def.i = MONITOR_MODE_CONTROL),
+    BD_OPT("pretty", &bd_schema_bool, BD_AT(MonitorOptions, pretty)),
+    BD_FIELD("chardev", &bd_schema_str, BD_AT(MonitorOptions, chardev),
+             .def.s = ""),
     { NULL } };
 static const BdSchemaType monitor_options_type = {
     .name = "MonitorOptions", .kind = BD_SCHEMA_OBJECT,
@@ -262,14 +276,16 @@ gboolean bd_monitor_add(const char *arg, GError **errp)
     if (!opts) {
         return FALSE;
     }
-    if (strcmp(bd_opts_get_str(opts, "mode", "control"), "control") != 0) {
+    MonitorOptions o = { 0 };
+    bd_schema_decode(monitor_fields, opts, &o);
+    if (o.mode != MONITOR_MODE_CONTROL) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Only QMP is supported");
         return FALSE;
     }
     BdMonitor *mon = g_new0(BdMonitor, 1);
-    mon->chardev = g_strdup(bd_opts_get_str(opts, "chardev", ""));
-    mon->pretty = bd_opts_get_bool(opts, "pretty", FALSE);
+    mon->chardev = g_strdup(o.chardev);
+    mon->pretty = o.pretty;
     if (!monitors) {
         monitors = g_ptr_array_new();
     }

@@ -93,6 +93,10 @@ void bd_monitor_broadcast(const char *json_text);
 /* query-qmp-schema (schema-query.c). */
 JsonNode *bd_qmp_schema_info(void);
 
+/* Whether validated qmp_capabilities arguments enable "oob"
+ * (cmd-core.c). */
+gboolean bd_qmp_caps_enable_oob(GVariant *args);
+
 /* The greeting and query-version's VersionInfo (cmd-core.c). */
 JsonNode *bd_qmp_greeting(void);
 JsonNode *bd_qmp_version_info(void);
@@ -112,20 +116,30 @@ gboolean bd_parse_bool(const char *s, gboolean *out);
 gboolean bd_ctl_image_create(const char *filename, const char *fmt,
                              uint64_t size, BdNode *backing, GError **errp);
 
-/* Small helpers to build schema types for commands. */
-#define BD_FIELD(n, t) { (n), (t), FALSE }
-#define BD_OPT(n, t) { (n), (t), TRUE }
-
-/* Sized integers (validate.c recognises these names). */
-extern const BdSchemaType bd_ctl_schema_uint32;
-extern const BdSchemaType bd_ctl_schema_uint16;
+/* Small helpers to build schema types for commands: a required or
+ * optional member, then where it goes in the handler's argument struct
+ * (BD_AT, BD_HAS, .def: see graph/schema.h), e.g.
+ *   BD_OPT("force", &bd_schema_bool, BD_AT(CancelArgs, force)) */
+#define BD_FIELD(n, t, ...) { (n), (t), FALSE, __VA_ARGS__ }
+#define BD_OPT(n, t, ...) { (n), (t), TRUE, __VA_ARGS__ }
 
 /* Enums of the block-job commands (cmd-job.c): MirrorSyncMode,
- * BlockdevOnError, NewImageMode. */
+ * BlockdevOnError (decoded as BdOnError), NewImageMode. */
+typedef enum {
+    BD_CTL_SYNC_TOP,
+    BD_CTL_SYNC_FULL,
+    BD_CTL_SYNC_NONE,
+    BD_CTL_SYNC_INCREMENTAL,
+    BD_CTL_SYNC_BITMAP,
+} BdCtlSyncMode;
+typedef enum {
+    BD_CTL_NEW_IMAGE_EXISTING,
+    BD_CTL_NEW_IMAGE_ABSOLUTE_PATHS,
+} BdCtlNewImageMode;
 extern const BdSchemaType bd_ctl_schema_sync_mode;
 extern const BdSchemaType bd_ctl_schema_on_error;
 extern const BdSchemaType bd_ctl_schema_new_image_mode;
-/* The BdOnError of argument 'key' (validated), "report" when absent. */
-BdOnError bd_ctl_on_error_arg(GVariant *args, const char *key);
+/* "full", ... (messages) */
+const char *bd_ctl_sync_mode_name(BdCtlSyncMode mode);
 
 #endif

@@ -36,23 +36,53 @@ static const BdTxnActionOps *find_kind(const char *type)
     return NULL;
 }
 
-static const char *const completion_values[] = { "individual", "grouped",
-                                                 NULL };
+typedef enum { COMPLETION_INDIVIDUAL, COMPLETION_GROUPED } CompletionMode;
+
+static const char *const completion_values[] = {
+    [COMPLETION_INDIVIDUAL] = "individual",
+    [COMPLETION_GROUPED] = "grouped",
+    NULL };
 static const BdSchemaType completion_type = {
     .name = "ActionCompletionMode", .kind = BD_SCHEMA_ENUM,
     .enum_values = completion_values };
+
+typedef struct {
+    CompletionMode completion_mode;
+} TxnProperties;
+
 static const BdSchemaField props_fields[] = {
-    BD_OPT("completion-mode", &completion_type),
+    BD_OPT("completion-mode", &completion_type,
+           BD_AT(TxnProperties, completion_mode),
+           .def.i = COMPLETION_INDIVIDUAL),
     { NULL } };
 static const BdSchemaType props_type = {
     .name = "TransactionProperties", .kind = BD_SCHEMA_OBJECT,
     .fields = props_fields };
 
+/* The transaction's arguments. */
+typedef struct {
+    GVariant *actions;
+    TxnProperties properties;
+} TxnArgs;
+
+/* One TransactionAction: its kind (a run-time enum, read as its name)
+ * and, from the kind's wrapper, its data. */
+typedef struct {
+    const char *type;
+    GVariant *data;
+} TxnActionArgs;
+
+static BdSchemaType kind_enum;
+static const BdSchemaField action_base[] = {
+    BD_FIELD("type", &kind_enum, BD_AT(TxnActionArgs, type), .def.s = ""),
+    { NULL } };
+static BdSchemaType action;
+
 /* TransactionAction: {type, data} with one wrapper type per kind. */
 static const BdSchemaType *transaction_schema(void)
 {
-    static BdSchemaType args, actions, action, kind_enum;
-    static BdSchemaField args_fields[3], base[2];
+    static BdSchemaType args, actions;
+    static BdSchemaField args_fields[3];
     static gsize done;
 
     if (g_once_init_enter(&done)) {
@@ -65,7 +95,8 @@ static const BdSchemaType *transaction_schema(void)
             BdSchemaField *f = g_new0(BdSchemaField, 2);
             BdSchemaType *wrapper = g_new0(BdSchemaType, 1);
 
-            f[0] = (BdSchemaField)BD_FIELD("data", ops->data());
+            f[0] = (BdSchemaField)BD_FIELD("data", ops->data(),
+                                           BD_AT(TxnActionArgs, data));
             wrapper->name = g_strdup_printf("q_obj_%s-wrapper", ops->type);
             wrapper->kind = BD_SCHEMA_OBJECT;
             wrapper->fields = f;
@@ -76,15 +107,17 @@ static const BdSchemaType *transaction_schema(void)
         kind_enum = (BdSchemaType) {
             .name = "TransactionActionKind", .kind = BD_SCHEMA_ENUM,
             .enum_values = names };
-        base[0] = (BdSchemaField)BD_FIELD("type", &kind_enum);
         action = (BdSchemaType) {
             .name = "TransactionAction", .kind = BD_SCHEMA_UNION,
-            .fields = base, .discriminator = "type", .variants = variants };
+            .fields = action_base, .discriminator = "type",
+            .variants = variants };
         actions = (BdSchemaType) {
             .name = "[TransactionAction]", .kind = BD_SCHEMA_LIST,
             .element = &action };
-        args_fields[0] = (BdSchemaField)BD_FIELD("actions", &actions);
-        args_fields[1] = (BdSchemaField)BD_OPT("properties", &props_type);
+        args_fields[0] = (BdSchemaField)BD_FIELD("actions", &actions,
+                                                 BD_AT(TxnArgs, actions));
+        args_fields[1] = (BdSchemaField)BD_OPT("properties", &props_type,
+                                               BD_AT(TxnArgs, properties));
         args = (BdSchemaType) {
             .name = "q_obj_transaction-arg", .kind = BD_SCHEMA_OBJECT,
             .fields = args_fields };
@@ -110,22 +143,26 @@ gboolean bd_txn_run(GVariant *args, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
-    g_autoptr(GVariant) list = bd_opts_lookup(args, "actions");
-    g_autoptr(GVariant) props = bd_opts_lookup(args, "properties");
-    gsize n = list ? g_variant_n_children(list) : 0;
-    g_autofree BdTxnAction *acts = g_new0(BdTxnAction, MAX(n, 1));
+    const BdSchemaType *schema = transaction_schema();
+    TxnArgs a = { 0 };
+    gsize n;
+    g_autofree BdTxnAction *acts = NULL;
     BdTransaction txn = { 0 };
     gsize prepared = 0;
     gboolean ok = TRUE;
 
-    txn.grouped = g_strcmp0(bd_opts_get_str(props, "completion-mode",
-                                            "individual"), "grouped") == 0;
+    bd_schema_decode(schema->fields, args, &a);
+    n = a.actions ? g_variant_n_children(a.actions) : 0;
+    acts = g_new0(BdTxnAction, MAX(n, 1));
+    txn.grouped = a.properties.completion_mode == COMPLETION_GROUPED;
     for (gsize i = 0; i < n && ok; i++) {
-        g_autoptr(GVariant) boxed = g_variant_get_child_value(list, i);
+        g_autoptr(GVariant) boxed = g_variant_get_child_value(a.actions, i);
         g_autoptr(GVariant) item = g_variant_get_variant(boxed);
-        g_autoptr(GVariant) data = bd_opts_lookup(item, "data");
-        const BdTxnActionOps *ops = find_kind(bd_opts_get_str(item, "type",
-                                                              ""));
+        const BdTxnActionOps *ops;
+        TxnActionArgs act = { 0 };
+
+        bd_schema_decode_union(&action, item, &act);
+        ops = find_kind(act.type);
 
         if (!ops) {   /* the schema accepts registered kinds only */
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -135,7 +172,8 @@ gboolean bd_txn_run(GVariant *args, GError **errp)
         }
         acts[i] = (BdTxnAction) { .ops = ops, .txn = &txn };
         prepared = i + 1;
-        ok = action_prepare(&acts[i], data, errp);
+        ok = action_prepare(&acts[i], act.data, errp);
+        g_clear_pointer(&act.data, g_variant_unref);
     }
     if (ok) {
         for (gsize i = 0; i < prepared; i++) {
@@ -158,6 +196,7 @@ gboolean bd_txn_run(GVariant *args, GError **errp)
     if (txn.job_txn && txn.job_txn_unref) {
         txn.job_txn_unref(txn.job_txn);
     }
+    bd_schema_clear(schema->fields, &a);
     return ok;
 }
 
@@ -205,23 +244,28 @@ static void bitmap_clean(BdTxnAction *a)
     }
 }
 
-static BdDirtyBitmap *lookup_data(GVariant *data, int flags, GError **errp)
+static BdDirtyBitmap *lookup_data(BdTxnAction *a, GVariant *data, int flags,
+                                  GError **errp)
 {
-    BdDirtyBitmap *bm = bd_cmd_bitmap_lookup(bd_opts_get_str(data, "node", ""),
-                                             bd_opts_get_str(data, "name", ""),
-                                             NULL, errp);
+    g_auto(BdCmdBitmapArgs) b = { 0 };
+    BdDirtyBitmap *bm;
+
+    bd_cmd_bitmap_args(a->ops->data(), data, &b);
+    bm = bd_cmd_bitmap_lookup(b.node, b.name, NULL, errp);
     return bm && bd_dirty_bitmap_check(bm, flags, errp) ? bm : NULL;
 }
 
 static gboolean add_prepare(BdTxnAction *a, GVariant *data, GError **errp)
 {
     BitmapAct *st = bitmap_act(a);
+    g_auto(BdCmdBitmapArgs) b = { 0 };
 
-    if (!bd_cmd_bitmap_add(data, errp)) {
+    bd_cmd_bitmap_args(a->ops->data(), data, &b);
+    if (!bd_cmd_bitmap_add(&b, errp)) {
         return FALSE;
     }
-    st->node = g_strdup(bd_opts_get_str(data, "node", ""));
-    st->name = g_strdup(bd_opts_get_str(data, "name", ""));
+    st->node = g_strdup(b.node);
+    st->name = g_strdup(b.name);
     return TRUE;
 }
 
@@ -239,7 +283,7 @@ static gboolean clear_prepare(BdTxnAction *a, GVariant *data, GError **errp)
 {
     BitmapAct *st = bitmap_act(a);
 
-    st->bm = lookup_data(data, BD_BITMAP_DEFAULT, errp);
+    st->bm = lookup_data(a, data, BD_BITMAP_DEFAULT, errp);
     if (!st->bm) {
         return FALSE;
     }
@@ -261,11 +305,11 @@ static void restore_abort(BdTxnAction *a)
 static gboolean merge_prepare(BdTxnAction *a, GVariant *data, GError **errp)
 {
     BitmapAct *st = bitmap_act(a);
-    g_autoptr(GVariant) sources = bd_opts_lookup(data, "bitmaps");
+    g_auto(BdCmdBitmapArgs) b = { 0 };
 
-    st->bm = bd_cmd_bitmap_merge(bd_opts_get_str(data, "node", ""),
-                                 bd_opts_get_str(data, "target", ""),
-                                 sources, &st->backup, errp);
+    bd_cmd_bitmap_args(a->ops->data(), data, &b);
+    st->bm = bd_cmd_bitmap_merge(b.node, b.target, b.bitmaps, &st->backup,
+                                 errp);
     return st->bm != NULL;
 }
 
@@ -273,7 +317,7 @@ static gboolean enable_prepare(BdTxnAction *a, GVariant *data, GError **errp)
 {
     BitmapAct *st = bitmap_act(a);
 
-    st->bm = lookup_data(data, BD_BITMAP_ALLOW_RO, errp);
+    st->bm = lookup_data(a, data, BD_BITMAP_ALLOW_RO, errp);
     if (!st->bm) {
         return FALSE;
     }
@@ -287,7 +331,7 @@ static gboolean disable_prepare(BdTxnAction *a, GVariant *data,
 {
     BitmapAct *st = bitmap_act(a);
 
-    st->bm = lookup_data(data, BD_BITMAP_ALLOW_RO, errp);
+    st->bm = lookup_data(a, data, BD_BITMAP_ALLOW_RO, errp);
     if (!st->bm) {
         return FALSE;
     }
@@ -309,10 +353,10 @@ static void enable_disable_abort(BdTxnAction *a)
 static gboolean remove_prepare(BdTxnAction *a, GVariant *data, GError **errp)
 {
     BitmapAct *st = bitmap_act(a);
+    g_auto(BdCmdBitmapArgs) b = { 0 };
 
-    st->bm = bd_cmd_bitmap_remove(bd_opts_get_str(data, "node", ""),
-                                  bd_opts_get_str(data, "name", ""), FALSE,
-                                  errp);
+    bd_cmd_bitmap_args(a->ops->data(), data, &b);
+    st->bm = bd_cmd_bitmap_remove(b.node, b.name, FALSE, errp);
     if (!st->bm) {
         return FALSE;
     }

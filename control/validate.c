@@ -31,11 +31,6 @@ typedef struct {
 
 static BdSchemaGetter blockdev_schema_getter;
 
-const BdSchemaType bd_ctl_schema_uint32 = { .name = "uint32",
-                                            .kind = BD_SCHEMA_UINT };
-const BdSchemaType bd_ctl_schema_uint16 = { .name = "uint16",
-                                            .kind = BD_SCHEMA_UINT };
-
 static GVariant *visit(Ctx *c, const BdSchemaType *t, const char *name,
                        JsonNode *n, GError **errp);
 

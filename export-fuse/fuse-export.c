@@ -23,7 +23,15 @@
 
 static GHashTable *mountpoints;   /* mountpoint -> BdFuseExport *, main */
 
-static const char *const allow_other_values[] = { "off", "on", "auto", NULL };
+typedef enum {
+    FUSE_ALLOW_OTHER_OFF, FUSE_ALLOW_OTHER_ON, FUSE_ALLOW_OTHER_AUTO
+} FuseAllowOther;
+
+static const char *const allow_other_values[] = {
+    [FUSE_ALLOW_OTHER_OFF] = "off",
+    [FUSE_ALLOW_OTHER_ON] = "on",
+    [FUSE_ALLOW_OTHER_AUTO] = "auto",
+    NULL };
 
 static const BdSchemaType fuse_allow_other_type = {
     .name = "FuseExportAllowOther",
@@ -31,11 +39,21 @@ static const BdSchemaType fuse_allow_other_type = {
     .enum_values = allow_other_values,
 };
 
+typedef struct {
+    const char *mountpoint;
+    gboolean growable;
+    FuseAllowOther allow_other;
+} FuseExportOptions;
+
 /* BlockExportOptionsFuse (QEMU 7.2). */
 static const BdSchemaField fuse_export_options[] = {
-    { "mountpoint", &bd_schema_str, FALSE },
-    { "growable", &bd_schema_bool, TRUE },
-    { "allow-other", &fuse_allow_other_type, TRUE },
+    { "mountpoint", &bd_schema_str, FALSE,
+      BD_AT(FuseExportOptions, mountpoint), .def.s = "" },
+    { "growable", &bd_schema_bool, TRUE,
+      BD_AT(FuseExportOptions, growable) },
+    { "allow-other", &fuse_allow_other_type, TRUE,
+      BD_AT(FuseExportOptions, allow_other),
+      .def.i = FUSE_ALLOW_OTHER_AUTO },
     { NULL },
 };
 
@@ -46,8 +64,11 @@ static BdFuseExport *fuse_export(BdExport *exp)
 
 static uint64_t fuse_export_extra_perm(GVariant *options)
 {
+    FuseExportOptions o = { 0 };
+
+    bd_schema_decode(fuse_export_options, options, &o);
     /* A growable export resizes the node on writes past the end. */
-    return bd_opts_get_bool(options, "growable", FALSE) ? BD_PERM_RESIZE : 0;
+    return o.growable ? BD_PERM_RESIZE : 0;
 }
 
 /* The mountpoint must be an existing regular file that nothing is
@@ -150,10 +171,13 @@ static gboolean fuse_export_create(BdExport *exp, GVariant *options,
                                    GError **errp)
 {
     BdFuseExport *fe = fuse_export(exp);
-    const char *path = bd_opts_get_str(options, "mountpoint", "");
-    const char *allow = bd_opts_get_str(options, "allow-other", "auto");
+    FuseExportOptions o = { 0 };
+    const char *path;
     struct stat st;
     gboolean ok;
+
+    bd_schema_decode(fuse_export_options, options, &o);
+    path = o.mountpoint;
 
     fe->stop_fd = -1;
     g_mutex_init(&fe->attr_lock);
@@ -169,15 +193,16 @@ static gboolean fuse_export_create(BdExport *exp, GVariant *options,
     if (!check_mountpoint(path, &st, errp)) {
         goto fail;
     }
-    fe->growable = bd_opts_get_bool(options, "growable", FALSE);
+    fe->growable = o.growable;
     init_attrs(fe, &st);
 
-    if (strcmp(allow, "auto") == 0) {
+    if (o.allow_other == FUSE_ALLOW_OTHER_AUTO) {
         /* allow_other needs root or user_allow_other in fuse.conf. */
         ok = mount_session(fe, path, TRUE, NULL) ||
              mount_session(fe, path, FALSE, errp);
     } else {
-        ok = mount_session(fe, path, strcmp(allow, "on") == 0, errp);
+        ok = mount_session(fe, path, o.allow_other == FUSE_ALLOW_OTHER_ON,
+                           errp);
     }
     /* Set before the workers start: they name it in their messages. */
     fe->mountpoint = g_strdup(path);

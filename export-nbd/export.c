@@ -15,9 +15,14 @@ static GHashTable *exports;   /* name -> BdNbdExport *, bd_nbd_lock */
 
 /* BlockDirtyBitmapOrStr: a name looked up along the node's chain, or a
  * {node, name} pair. */
+typedef struct {
+    const char *node;
+    const char *name;
+} DirtyBitmap;
+
 static const BdSchemaField dirty_bitmap_fields[] = {
-    { "node", &bd_schema_str, FALSE },
-    { "name", &bd_schema_str, FALSE },
+    { "node", &bd_schema_str, FALSE, BD_AT(DirtyBitmap, node), .def.s = "" },
+    { "name", &bd_schema_str, FALSE, BD_AT(DirtyBitmap, name), .def.s = "" },
     { NULL },
 };
 static const BdSchemaType dirty_bitmap_type = {
@@ -34,14 +39,24 @@ static const BdSchemaType nbd_bitmap_list = {
     .element = &bitmap_or_str,
 };
 
+typedef struct {
+    const char *name;          /* NULL: the node's name */
+    const char *description;
+    GVariant *bitmaps;
+    gboolean allocation_depth;
+} NbdExportOptions;
+
 /* BlockExportOptionsNbd (QEMU 7.2). */
 static const BdSchemaField nbd_export_options[] = {
-    { "name", &bd_schema_str, TRUE },
-    { "description", &bd_schema_str, TRUE },
-    { "bitmaps", &nbd_bitmap_list, TRUE },
-    { "allocation-depth", &bd_schema_bool, TRUE },
+    { "name", &bd_schema_str, TRUE, BD_AT(NbdExportOptions, name) },
+    { "description", &bd_schema_str, TRUE,
+      BD_AT(NbdExportOptions, description) },
+    { "bitmaps", &nbd_bitmap_list, TRUE, BD_AT(NbdExportOptions, bitmaps) },
+    { "allocation-depth", &bd_schema_bool, TRUE,
+      BD_AT(NbdExportOptions, allocation_depth) },
     { NULL },
 };
+BD_SCHEMA_DEFINE_AUTO(NbdExportOptions, nbd_export_options)
 
 static BdNbdExport *nbd_export(BdExport *exp)
 {
@@ -72,8 +87,11 @@ static BdDirtyBitmap *lookup_bitmap(BdExport *exp, GVariant *item,
             return NULL;
         }
     } else {
-        const char *node = bd_opts_get_str(item, "node", "");
-        const char *name = bd_opts_get_str(item, "name", "");
+        DirtyBitmap b = { 0 };
+
+        bd_schema_decode(dirty_bitmap_fields, item, &b);
+        const char *node = b.node;
+        const char *name = b.name;
 
         where = bd_node_find(node);
         if (!where) {
@@ -102,10 +120,9 @@ static BdDirtyBitmap *lookup_bitmap(BdExport *exp, GVariant *item,
 }
 
 /* Resolve every bitmap first, then mark them busy: nothing to undo. */
-static gboolean setup_bitmaps(BdNbdExport *ne, GVariant *options,
+static gboolean setup_bitmaps(BdNbdExport *ne, GVariant *list,
                               GError **errp)
 {
-    g_autoptr(GVariant) list = bd_opts_lookup(options, "bitmaps");
     gsize n = list ? g_variant_n_children(list) : 0;
     g_autofree BdDirtyBitmap **bms = g_new0(BdDirtyBitmap *, n + 1);
 
@@ -147,8 +164,12 @@ static gboolean nbd_export_create(BdExport *exp, GVariant *options,
                                   GError **errp)
 {
     BdNbdExport *ne = nbd_export(exp);
-    const char *name = bd_opts_get_str(options, "name", exp->node_name);
-    const char *desc = bd_opts_get_str(options, "description", NULL);
+    g_auto(NbdExportOptions) o = { 0 };
+    const char *name, *desc;
+
+    bd_schema_decode(nbd_export_options, options, &o);
+    name = o.name ? o.name : exp->node_name;
+    desc = o.description;
 
     if (!bd_nbd_server_running()) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -176,14 +197,13 @@ static gboolean nbd_export_create(BdExport *exp, GVariant *options,
                     "NBD server already has export named '%s'", name);
         return FALSE;
     }
-    if (!setup_bitmaps(ne, options, errp)) {
+    if (!setup_bitmaps(ne, o.bitmaps, errp)) {
         g_mutex_unlock(&bd_nbd_lock);
         return FALSE;
     }
     ne->name = g_strdup(name);
     ne->description = g_strdup(desc);
-    ne->allocation_depth = bd_opts_get_bool(options, "allocation-depth",
-                                            FALSE);
+    ne->allocation_depth = o.allocation_depth;
     ne->listed = TRUE;
     g_hash_table_insert(exports, ne->name, ne);
     g_mutex_unlock(&bd_nbd_lock);

@@ -84,14 +84,14 @@ static int listen_unix(const char *path, GError **errp)
     return fd;
 }
 
-static int listen_inet(GVariant *addr, GError **errp)
+static int listen_inet(const BdSocketAddress *addr, GError **errp)
 {
-    const char *host = bd_opts_get_str(addr, "host", NULL);
-    const char *port = bd_opts_get_str(addr, "port", NULL);
-    gboolean has4 = bd_opts_has(addr, "ipv4");
-    gboolean has6 = bd_opts_has(addr, "ipv6");
-    gboolean v4 = bd_opts_get_bool(addr, "ipv4", FALSE);
-    gboolean v6 = bd_opts_get_bool(addr, "ipv6", FALSE);
+    const char *host = addr->host;
+    const char *port = addr->port;
+    gboolean has4 = addr->has_ipv4;
+    gboolean has6 = addr->has_ipv6;
+    gboolean v4 = addr->ipv4;
+    gboolean v6 = addr->ipv6;
     struct addrinfo hints = {
         .ai_flags = AI_PASSIVE | AI_ADDRCONFIG,
         .ai_socktype = SOCK_STREAM,
@@ -321,10 +321,9 @@ static gboolean resume_cb(gpointer data)
 
 /* --- start / stop --- */
 
-gboolean bd_nbd_server_start(GVariant *addr, uint32_t max_connections,
-                             GError **errp)
+gboolean bd_nbd_server_start(const BdSocketAddress *addr,
+                             uint32_t max_connections, GError **errp)
 {
-    const char *type = bd_opts_get_str(addr, "type", NULL);
     const char *path = NULL;
     int fd;
 
@@ -333,20 +332,20 @@ gboolean bd_nbd_server_start(GVariant *addr, uint32_t max_connections,
                     "NBD server already running");
         return FALSE;
     }
-    if (g_strcmp0(type, "unix") == 0) {
-        path = bd_opts_get_str(addr, "path", NULL);
+    if (addr->type == BD_SOCKET_ADDRESS_UNIX) {
+        path = addr->path;
         if (!path) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "Parameter 'path' is missing");
             return FALSE;
         }
         fd = listen_unix(path, errp);
-    } else if (g_strcmp0(type, "inet") == 0) {
+    } else if (addr->type == BD_SOCKET_ADDRESS_INET) {
         fd = listen_inet(addr, errp);
     } else {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "NBD server: unsupported address type '%s'",
-                    type ? type : "");
+                    bd_socket_address_type_names[addr->type]);
         return FALSE;
     }
     if (fd < 0) {

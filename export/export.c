@@ -39,10 +39,33 @@ const BdExportDriver *bd_export_find_driver(const char *type)
     return NULL;
 }
 
+/* The members every BlockExportOptions has (QAPI's base). */
+typedef struct {
+    const char *type;
+    const char *id;
+    const char *node_name;
+    gboolean writable;
+    gboolean writethrough;
+} ExportOptions;
+
+/* BlockExportType: the registered drivers' types, read as a string. */
+static BdSchemaType type_enum;
+static const BdSchemaField base_fields[] = {
+    { "type", &type_enum, FALSE, BD_AT(ExportOptions, type), .def.s = "" },
+    { "id", &bd_schema_str, FALSE, BD_AT(ExportOptions, id), .def.s = "" },
+    /* Exports are served by their own threads, not by iothreads. */
+    { "fixed-iothread", &bd_schema_bool, TRUE, .flags = BD_FIELD_IGNORED },
+    { "iothread", &bd_schema_str, TRUE, .flags = BD_FIELD_IGNORED },
+    { "node-name", &bd_schema_str, FALSE, BD_AT(ExportOptions, node_name),
+      .def.s = "" },
+    { "writable", &bd_schema_bool, TRUE, BD_AT(ExportOptions, writable) },
+    { "writethrough", &bd_schema_bool, TRUE,
+      BD_AT(ExportOptions, writethrough) },
+    { NULL } };
+
 const BdSchemaType *bd_export_options_schema(void)
 {
-    static BdSchemaType union_type, type_enum;
-    static BdSchemaField base[8];
+    static BdSchemaType union_type;
     static gsize done;
 
     if (g_once_init_enter(&done)) {
@@ -62,18 +85,8 @@ const BdSchemaType *bd_export_options_schema(void)
         }
         type_enum = (BdSchemaType) { .name = "BlockExportType",
             .kind = BD_SCHEMA_ENUM, .enum_values = names };
-        BdSchemaField b[] = {
-            { "type", &type_enum, FALSE },
-            { "id", &bd_schema_str, FALSE },
-            { "fixed-iothread", &bd_schema_bool, TRUE },
-            { "iothread", &bd_schema_str, TRUE },
-            { "node-name", &bd_schema_str, FALSE },
-            { "writable", &bd_schema_bool, TRUE },
-            { "writethrough", &bd_schema_bool, TRUE },
-            { NULL } };
-        memcpy(base, b, sizeof(b));
         union_type = (BdSchemaType) { .name = "BlockExportOptions",
-            .kind = BD_SCHEMA_UNION, .fields = base,
+            .kind = BD_SCHEMA_UNION, .fields = base_fields,
             .discriminator = "type", .variants = variants };
         g_once_init_leave(&done, 1);
     }
@@ -115,15 +128,18 @@ static void assert_main_thread(void)
 
 BdExport *bd_export_add(GVariant *options, GError **errp)
 {
-    const char *type = bd_opts_get_str(options, "type", "");
-    const char *id = bd_opts_get_str(options, "id", "");
-    const char *node_name = bd_opts_get_str(options, "node-name", "");
+    ExportOptions o = { 0 };
+    const char *type, *id, *node_name;
     const BdExportDriver *drv;
     uint64_t perm = BD_PERM_CONSISTENT_READ;
     BdNode *node;
     BdExport *exp;
 
     assert_main_thread();
+    bd_schema_decode(base_fields, options, &o);
+    type = o.type;
+    id = o.id;
+    node_name = o.node_name;
     if (!bd_id_wellformed(id)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Invalid block export id");
@@ -151,8 +167,8 @@ BdExport *bd_export_add(GVariant *options, GError **errp)
     exp->drv = drv;
     exp->id = g_strdup(id);
     exp->node_name = g_strdup(node->node_name);
-    exp->writable = bd_opts_get_bool(options, "writable", FALSE);
-    exp->writethrough = bd_opts_get_bool(options, "writethrough", FALSE);
+    exp->writable = o.writable;
+    exp->writethrough = o.writethrough;
     exp->refcount = 1;
     exp->user_owned = TRUE;
     if (exp->writable) {

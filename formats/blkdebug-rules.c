@@ -57,9 +57,61 @@ struct BdBlkdebugRules {
     GPtrArray *active BD_PT_GUARDED_BY(lock); /* Rule * (borrowed) */
 };
 
-/* One section of a config file or one element of an option list, as
- * strings (file) or typed values (options): key -> GVariant. */
-typedef GHashTable Section;
+/* --- the rule options (QAPI BlkdebugInjectErrorOptions and
+ * BlkdebugSetStateOptions), shared by config files and option lists --- */
+
+/* One rule of either kind.  The enums are read as strings: config files
+ * give any text, which add_rule() checks with QEMU's message. */
+typedef struct {
+    const char *event;          /* NULL: missing */
+    gint64 state;               /* 0: any state */
+    const char *iotype;         /* NULL: every type but block-status */
+    gint64 error;               /* 'errno' */
+    gint64 sector;              /* -1: any */
+    gboolean once;
+    gint64 new_state;
+} RuleOptions;
+
+static const BdSchemaType event_type = {
+    .name = "BlkdebugEvent", .kind = BD_SCHEMA_ENUM,
+    .enum_values = bd_debug_event_names };
+static const BdSchemaType iotype_type = {
+    .name = "BlkdebugIOType", .kind = BD_SCHEMA_ENUM,
+    .enum_values = bd_blkdebug_iotype_names };
+
+static const BdSchemaField inject_error_fields[] = {
+    { "event", &event_type, FALSE, BD_AT(RuleOptions, event) },
+    { "state", &bd_schema_int, TRUE, BD_AT(RuleOptions, state) },
+    { "iotype", &iotype_type, TRUE, BD_AT(RuleOptions, iotype) },
+    { "errno", &bd_schema_int, TRUE, BD_AT(RuleOptions, error),
+      .def.i = EIO },
+    { "sector", &bd_schema_int, TRUE, BD_AT(RuleOptions, sector),
+      .def.i = -1 },
+    { "once", &bd_schema_bool, TRUE, BD_AT(RuleOptions, once) },
+    /* Whether the error comes back before or after a yield: requests
+     * here are synchronous, so it makes no difference. */
+    { "immediately", &bd_schema_bool, TRUE, .flags = BD_FIELD_IGNORED },
+    { NULL },
+};
+static const BdSchemaType inject_error_type = {
+    .name = "BlkdebugInjectErrorOptions", .kind = BD_SCHEMA_OBJECT,
+    .fields = inject_error_fields };
+const BdSchemaType bd_blkdebug_inject_error_list = {
+    .name = "[BlkdebugInjectErrorOptions]", .kind = BD_SCHEMA_LIST,
+    .element = &inject_error_type };
+
+static const BdSchemaField set_state_fields[] = {
+    { "event", &event_type, FALSE, BD_AT(RuleOptions, event) },
+    { "state", &bd_schema_int, TRUE, BD_AT(RuleOptions, state) },
+    { "new_state", &bd_schema_int, FALSE, BD_AT(RuleOptions, new_state) },
+    { NULL },
+};
+static const BdSchemaType set_state_type = {
+    .name = "BlkdebugSetStateOptions", .kind = BD_SCHEMA_OBJECT,
+    .fields = set_state_fields };
+const BdSchemaType bd_blkdebug_set_state_list = {
+    .name = "[BlkdebugSetStateOptions]", .kind = BD_SCHEMA_LIST,
+    .element = &set_state_type };
 
 /* --- parsing values as QEMU's QemuOpts do --- */
 
@@ -101,57 +153,55 @@ static gboolean parse_bool(const char *key, const char *str, gboolean *out,
     return FALSE;
 }
 
-static const char *const inject_keys[] = {
-    "event", "state", "iotype", "errno", "sector", "once", "immediately",
-    NULL,
-};
-static const char *const set_state_keys[] = {
-    "event", "state", "new_state", NULL,
-};
-
-/* A config-file line 'key = "value"' of a section: typed as the option. */
-static gboolean section_set(Section *sec, gboolean inject, const char *key,
-                            const char *value, GError **errp)
+/* A config-file line 'key = "value"' of a section: typed as the option
+ * member of that name. */
+static gboolean section_set(GVariantDict *sec, gboolean inject,
+                            const char *key, const char *value, GError **errp)
 {
-    const char *const *keys = inject ? inject_keys : set_state_keys;
+    const BdSchemaField *f = inject ? inject_error_fields : set_state_fields;
     GVariant *v;
     gint64 n;
     gboolean b;
 
-    if (!g_strv_contains(keys, key)) {
+    while (f->name && strcmp(f->name, key) != 0) {
+        f++;
+    }
+    if (!f->name) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Invalid parameter '%s'", key);
         return FALSE;
     }
-    if (!strcmp(key, "event") || !strcmp(key, "iotype")) {
-        v = g_variant_new_string(value);
-    } else if (!strcmp(key, "once") || !strcmp(key, "immediately")) {
+    switch (f->type->kind) {
+    case BD_SCHEMA_BOOL:
         if (!parse_bool(key, value, &b, errp)) {
             return FALSE;
         }
         v = g_variant_new_boolean(b);
-    } else {
+        break;
+    case BD_SCHEMA_INT:
         if (!parse_number(key, value, &n, errp)) {
             return FALSE;
         }
         v = g_variant_new_int64(n);
+        break;
+    default:
+        v = g_variant_new_string(value);
+        break;
     }
-    g_hash_table_replace(sec, g_strdup(key), g_variant_ref_sink(v));
+    g_variant_dict_insert_value(sec, key, v);
     return TRUE;
 }
 
-static Section *section_new(void)
-{
-    return g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                 (GDestroyNotify)g_variant_unref);
-}
-
-/* QEMU's qemu_config_parse() for blkdebug's two groups. */
+/* QEMU's qemu_config_parse() for blkdebug's two groups: each section
+ * becomes the a{sv} of one rule, as an option list element would be. */
 static gboolean parse_config(FILE *f, GPtrArray *inject, GPtrArray *set_state,
                              GError **errp)
 {
     char line[1024], group[64], arg[64], value[1024];
-    Section *cur = NULL;
+    g_autoptr(GPtrArray) sections = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)g_variant_dict_unref);
+    g_autoptr(GArray) is_inject = g_array_new(FALSE, FALSE, sizeof(gboolean));
+    GVariantDict *cur = NULL;
     gboolean cur_inject = FALSE;
 
     while (fgets(line, sizeof(line), f)) {
@@ -170,8 +220,9 @@ static gboolean parse_config(FILE *f, GPtrArray *inject, GPtrArray *set_state,
                 return FALSE;
             }
             cur_inject = strcmp(group, "inject-error") == 0;
-            cur = section_new();
-            g_ptr_array_add(cur_inject ? inject : set_state, cur);
+            cur = g_variant_dict_new(NULL);
+            g_ptr_array_add(sections, cur);
+            g_array_append_val(is_inject, cur_inject);
             continue;
         }
         value[0] = '\0';
@@ -194,6 +245,12 @@ static gboolean parse_config(FILE *f, GPtrArray *inject, GPtrArray *set_state,
                     "Cannot read config file: %s", g_strerror(errno));
         return FALSE;
     }
+    for (guint i = 0; i < sections->len; i++) {
+        GVariant *sec = g_variant_dict_end(sections->pdata[i]);
+        g_ptr_array_add(g_array_index(is_inject, gboolean, i) ? inject
+                                                               : set_state,
+                        g_variant_ref_sink(sec));
+    }
     return TRUE;
 }
 
@@ -214,63 +271,16 @@ static gboolean read_config_file(const char *path, GPtrArray *inject,
     return ok;
 }
 
-/* Validated option list elements (a{sv}) as sections. */
+/* Validated option list elements: the a{sv} of each rule. */
 static void sections_from_list(GVariant *list, GPtrArray *out)
 {
-    GVariantIter it;
-    GVariant *elem;
-
-    if (!list) {
-        return;
-    }
-    g_variant_iter_init(&it, list);
-    while ((elem = g_variant_iter_next_value(&it))) {
-        g_autoptr(GVariant) dict = g_variant_get_variant(elem);
-        GVariantIter mit;
-        const char *key;
-        GVariant *val;
-        Section *sec = section_new();
-
-        g_variant_iter_init(&mit, dict);
-        while (g_variant_iter_next(&mit, "{&sv}", &key, &val)) {
-            g_hash_table_replace(sec, g_strdup(key), val);
-        }
-        g_ptr_array_add(out, sec);
-        g_variant_unref(elem);
+    for (gsize i = 0; list && i < g_variant_n_children(list); i++) {
+        g_autoptr(GVariant) elem = g_variant_get_child_value(list, i);
+        g_ptr_array_add(out, g_variant_get_variant(elem));
     }
 }
 
 /* --- building rules --- */
-
-static gint64 sec_int(Section *sec, const char *key, gint64 def)
-{
-    GVariant *v = g_hash_table_lookup(sec, key);
-
-    if (!v) {
-        return def;
-    }
-    if (g_variant_is_of_type(v, G_VARIANT_TYPE_UINT64)) {
-        return (gint64)g_variant_get_uint64(v);
-    }
-    return g_variant_is_of_type(v, G_VARIANT_TYPE_INT64)
-           ? g_variant_get_int64(v) : def;
-}
-
-static gboolean sec_bool(Section *sec, const char *key)
-{
-    GVariant *v = g_hash_table_lookup(sec, key);
-
-    return v && g_variant_is_of_type(v, G_VARIANT_TYPE_BOOLEAN) &&
-           g_variant_get_boolean(v);
-}
-
-static const char *sec_str(Section *sec, const char *key)
-{
-    GVariant *v = g_hash_table_lookup(sec, key);
-
-    return v && g_variant_is_of_type(v, G_VARIANT_TYPE_STRING)
-           ? g_variant_get_string(v, NULL) : NULL;
-}
 
 static int enum_index(const char *const *names, const char *value)
 {
@@ -283,14 +293,20 @@ static int enum_index(const char *const *names, const char *value)
 }
 
 /* QEMU's add_rule(). */
-static gboolean add_rule(BdBlkdebugRules *r, Section *sec, int action,
+static gboolean add_rule(BdBlkdebugRules *r, GVariant *sec, int action,
                          GError **errp)
 {
-    const char *event_name = sec_str(sec, "event");
+    RuleOptions o = { 0 };
+    const char *event_name;
     const char *iotype_name;
     g_autofree Rule *rule = NULL;
     int event, iotype;
     gint64 sector;
+
+    bd_schema_decode(action == ACTION_INJECT_ERROR ? inject_error_fields
+                                                   : set_state_fields,
+                     sec, &o);
+    event_name = o.event;
 
     if (!event_name) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -307,13 +323,13 @@ static gboolean add_rule(BdBlkdebugRules *r, Section *sec, int action,
     rule->event = event;
     rule->action = action;
     /* QEMU keeps state, errno and new_state in an int. */
-    rule->state = (int)sec_int(sec, "state", 0);
+    rule->state = (int)o.state;
     if (action == ACTION_INJECT_ERROR) {
-        rule->error = (int)sec_int(sec, "errno", EIO);
-        rule->once = sec_bool(sec, "once");
-        sector = sec_int(sec, "sector", -1);
+        rule->error = (int)o.error;
+        rule->once = o.once;
+        sector = o.sector;
         rule->offset = sector == -1 ? -1 : (int64_t)((uint64_t)sector * 512);
-        iotype_name = sec_str(sec, "iotype");
+        iotype_name = o.iotype;
         if (iotype_name) {
             iotype = enum_index(bd_blkdebug_iotype_names, iotype_name);
             if (iotype < 0) {
@@ -327,7 +343,7 @@ static gboolean add_rule(BdBlkdebugRules *r, Section *sec, int action,
             rule->iotype_mask = (1ull << BD_BLKDEBUG_IO_BLOCK_STATUS) - 1;
         }
     } else {
-        rule->new_state = (int)sec_int(sec, "new_state", 0);
+        rule->new_state = (int)o.new_state;
     }
     g_ptr_array_insert(r->rules[event], 0, g_steal_pointer(&rule));
     return TRUE;
@@ -341,9 +357,9 @@ BdBlkdebugRules *bd_blkdebug_rules_new(const char *config,
 
     g_autoptr(BdBlkdebugRules) r = g_new0(BdBlkdebugRules, 1);
     g_autoptr(GPtrArray) inject = g_ptr_array_new_with_free_func(
-        (GDestroyNotify)g_hash_table_unref);
+        (GDestroyNotify)g_variant_unref);
     g_autoptr(GPtrArray) states = g_ptr_array_new_with_free_func(
-        (GDestroyNotify)g_hash_table_unref);
+        (GDestroyNotify)g_variant_unref);
 
     bd_mutex_init(&r->lock);
     bd_mutex_lock(&r->lock);

@@ -12,6 +12,7 @@
 #include <glib.h>
 #include <stdint.h>
 #include "graph/debug-event.h"
+#include "graph/schema.h"
 
 /* QEMU's BlkdebugIOType, in QAPI order. */
 typedef enum {
@@ -25,6 +26,12 @@ typedef enum {
 } BdBlkdebugIOType;
 
 extern const char *const bd_blkdebug_iotype_names[];
+
+/* The option lists' schemas: [BlkdebugInjectErrorOptions] and
+ * [BlkdebugSetStateOptions], whose elements are a config file's
+ * sections too. */
+extern const BdSchemaType bd_blkdebug_inject_error_list;
+extern const BdSchemaType bd_blkdebug_set_state_list;
 
 typedef struct BdBlkdebugRules BdBlkdebugRules;
 

@@ -32,43 +32,6 @@ typedef struct {
     uint64_t unshare_perms;   /* unshare-child-perms */
 } BlkdebugState;
 
-static const BdSchemaType event_type = {
-    .name = "BlkdebugEvent", .kind = BD_SCHEMA_ENUM,
-    .enum_values = bd_debug_event_names };
-static const BdSchemaType iotype_type = {
-    .name = "BlkdebugIOType", .kind = BD_SCHEMA_ENUM,
-    .enum_values = bd_blkdebug_iotype_names };
-
-static const BdSchemaField inject_error_fields[] = {
-    { "event", &event_type, FALSE },
-    { "state", &bd_schema_int, TRUE },
-    { "iotype", &iotype_type, TRUE },
-    { "errno", &bd_schema_int, TRUE },
-    { "sector", &bd_schema_int, TRUE },
-    { "once", &bd_schema_bool, TRUE },
-    { "immediately", &bd_schema_bool, TRUE },
-    { NULL },
-};
-static const BdSchemaType inject_error_type = {
-    .name = "BlkdebugInjectErrorOptions", .kind = BD_SCHEMA_OBJECT,
-    .fields = inject_error_fields };
-static const BdSchemaType inject_error_list = {
-    .name = "[BlkdebugInjectErrorOptions]", .kind = BD_SCHEMA_LIST,
-    .element = &inject_error_type };
-
-static const BdSchemaField set_state_fields[] = {
-    { "event", &event_type, FALSE },
-    { "state", &bd_schema_int, TRUE },
-    { "new_state", &bd_schema_int, FALSE },
-    { NULL },
-};
-static const BdSchemaType set_state_type = {
-    .name = "BlkdebugSetStateOptions", .kind = BD_SCHEMA_OBJECT,
-    .fields = set_state_fields };
-static const BdSchemaType set_state_list = {
-    .name = "[BlkdebugSetStateOptions]", .kind = BD_SCHEMA_LIST,
-    .element = &set_state_type };
-
 /* QEMU's BlockPermission, in bit order (BD_PERM_*). */
 static const char *const perm_values[] = {
     "consistent-read", "write", "write-unchanged", "resize", NULL };
@@ -79,30 +42,61 @@ static const BdSchemaType perm_list = {
     .name = "[BlockPermission]", .kind = BD_SCHEMA_LIST,
     .element = &perm_type };
 
-/* QAPI BlockdevOptionsBlkdebug. */
-static const BdSchemaField blkdebug_options[] = {
-    { "image", &bd_schema_blockdev_ref, FALSE },
-    { "config", &bd_schema_str, TRUE },
-    { "align", &bd_schema_int, TRUE },
-    { "max-transfer", &bd_schema_int, TRUE },
-    { "opt-write-zero", &bd_schema_int, TRUE },
-    { "max-write-zero", &bd_schema_int, TRUE },
-    { "opt-discard", &bd_schema_int, TRUE },
-    { "max-discard", &bd_schema_int, TRUE },
-    { "inject-error", &inject_error_list, TRUE },
-    { "set-state", &set_state_list, TRUE },
-    { "take-child-perms", &perm_list, TRUE },
-    { "unshare-child-perms", &perm_list, TRUE },
-    { NULL },
-};
-
 /* The limit options, in the order QEMU checks them. */
-static const char *const limit_names[] = {
-    "align", "max-transfer", "opt-write-zero", "max-write-zero",
-    "opt-discard", "max-discard",
-};
 enum { L_ALIGN, L_MAX_TRANSFER, L_OPT_WZ, L_MAX_WZ, L_OPT_DISCARD,
        L_MAX_DISCARD, L__MAX };
+
+typedef struct {
+    GVariant *image;
+    const char *config;
+    gint64 limit[L__MAX];
+    gboolean has_limit[L__MAX];
+    GVariant *inject_error;
+    GVariant *set_state;
+    GVariant *take_child_perms;
+    GVariant *unshare_child_perms;
+} BlkdebugOptions;
+
+#define LIMIT(i, n) \
+    { n, &bd_schema_int, TRUE, BD_AT(BlkdebugOptions, limit[i]), \
+      BD_HAS(BlkdebugOptions, limit[i]) }
+
+/* QAPI BlockdevOptionsBlkdebug. */
+static const BdSchemaField blkdebug_options[] = {
+    { "image", &bd_schema_blockdev_ref, FALSE,
+      BD_AT(BlkdebugOptions, image) },
+    { "config", &bd_schema_str, TRUE, BD_AT(BlkdebugOptions, config) },
+    LIMIT(L_ALIGN, "align"),
+    LIMIT(L_MAX_TRANSFER, "max-transfer"),
+    LIMIT(L_OPT_WZ, "opt-write-zero"),
+    LIMIT(L_MAX_WZ, "max-write-zero"),
+    LIMIT(L_OPT_DISCARD, "opt-discard"),
+    LIMIT(L_MAX_DISCARD, "max-discard"),
+    { "inject-error", &bd_blkdebug_inject_error_list, TRUE,
+      BD_AT(BlkdebugOptions, inject_error) },
+    { "set-state", &bd_blkdebug_set_state_list, TRUE,
+      BD_AT(BlkdebugOptions, set_state) },
+    { "take-child-perms", &perm_list, TRUE,
+      BD_AT(BlkdebugOptions, take_child_perms) },
+    { "unshare-child-perms", &perm_list, TRUE,
+      BD_AT(BlkdebugOptions, unshare_child_perms) },
+    { NULL },
+};
+BD_SCHEMA_DEFINE_AUTO(BlkdebugOptions, blkdebug_options)
+
+/* The name of limit 'i' (messages, json: filenames), from the table. */
+static const char *limit_name(int i)
+{
+    size_t at = offsetof(BlkdebugOptions, limit) + 1 +
+                (size_t)i * sizeof(gint64);
+
+    for (const BdSchemaField *f = blkdebug_options; f->name; f++) {
+        if (f->at == at) {
+            return f->name;
+        }
+    }
+    g_assert_not_reached();
+}
 
 /* --- data path --- */
 
@@ -202,9 +196,8 @@ static void blkdebug_debug_event(BdNode *node, int event)
 
 /* --- permissions --- */
 
-static uint64_t perm_list_bits(GVariant *options, const char *key)
+static uint64_t perm_list_bits(GVariant *list)
 {
-    g_autoptr(GVariant) list = bd_opts_lookup(options, key);
     GVariantIter it;
     GVariant *elem;
     uint64_t bits = 0;
@@ -244,13 +237,14 @@ static void blkdebug_child_perm(BdNode *node, BdChild *child,
 
 /* QEMU's checks of align, max-transfer, opt/max-write-zero and
  * opt/max-discard, in its order.  'file_align' is the image's. */
-static gboolean blkdebug_check_limits(GVariant *options, uint32_t file_align,
-                                      uint64_t *limits, GError **errp)
+static gboolean blkdebug_check_limits(const BlkdebugOptions *o,
+                                      uint32_t file_align, uint64_t *limits,
+                                      GError **errp)
 {
     uint64_t align;
 
     for (int i = 0; i < L__MAX; i++) {
-        limits[i] = (uint64_t)bd_opts_get_int(options, limit_names[i], 0);
+        limits[i] = (uint64_t)o->limit[i];
     }
     if (limits[L_ALIGN] && (limits[L_ALIGN] >= G_MAXINT ||
                             (limits[L_ALIGN] & (limits[L_ALIGN] - 1)))) {
@@ -264,7 +258,7 @@ static gboolean blkdebug_check_limits(GVariant *options, uint32_t file_align,
         if (limits[i] && (limits[i] >= G_MAXINT || limits[i] % unit)) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "Cannot meet constraints with %s %" PRIu64,
-                        limit_names[i], limits[i]);
+                        limit_name(i), limits[i]);
             return FALSE;
         }
     }
@@ -279,13 +273,14 @@ bad_align:
 
 /* Sizes are unsigned in QEMU's option parser: negative values fail
  * before anything else. */
-static gboolean blkdebug_check_sizes(GVariant *options, GError **errp)
+static gboolean blkdebug_check_sizes(const BlkdebugOptions *o,
+                                     GError **errp)
 {
     for (int i = 0; i < L__MAX; i++) {
-        if (bd_opts_get_int(options, limit_names[i], 0) < 0) {
+        if (o->limit[i] < 0) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "Parameter '%s' expects a non-negative number "
-                        "below 2^64", limit_names[i]);
+                        "below 2^64", limit_name(i));
             return FALSE;
         }
     }
@@ -295,10 +290,8 @@ static gboolean blkdebug_check_sizes(GVariant *options, GError **errp)
 /* Append list option 'key' flattened as QEMU's options are:
  * "inject-error.0.event", "inject-error.0.errno", ...  (Where such keys
  * share a hash bucket their order may differ from QEMU's.) */
-static void add_flattened(GVariantDict *d, GVariant *options, const char *key)
+static void add_flattened(GVariantDict *d, const char *key, GVariant *list)
 {
-    g_autoptr(GVariant) list = bd_opts_lookup(options, key);
-
     for (gsize i = 0; list && i < g_variant_n_children(list); i++) {
         g_autoptr(GVariant) elem = g_variant_get_child_value(list, i);
         g_autoptr(GVariant) dict = g_variant_get_variant(elem);
@@ -317,49 +310,45 @@ static void add_flattened(GVariantDict *d, GVariant *options, const char *key)
 }
 
 /* QEMU's full_open_options: driver, image, the strong options given. */
-static GVariant *blkdebug_full_options(BdNode *node, GVariant *options)
+static GVariant *blkdebug_full_options(BdNode *node,
+                                       const BlkdebugOptions *o)
 {
     BlkdebugState *s = node->opaque;
     g_auto(GVariantDict) d = G_VARIANT_DICT_INIT(NULL);
-    g_autoptr(GVariant) config = bd_opts_lookup(options, "config");
 
     g_variant_dict_insert(&d, "driver", "s", "blkdebug");
     g_variant_dict_insert_value(&d, "image",
                                 bd_formats_full_options(s->image->node));
-    if (config) {
-        g_variant_dict_insert_value(&d, "config", config);
+    if (o->config) {
+        g_variant_dict_insert(&d, "config", "s", o->config);
     }
     for (int i = 0; i < L__MAX; i++) {
-        g_autoptr(GVariant) v = bd_opts_lookup(options, limit_names[i]);
-        if (v) {
-            g_variant_dict_insert_value(&d, limit_names[i], v);
+        if (o->has_limit[i]) {
+            g_variant_dict_insert(&d, limit_name(i), "x", o->limit[i]);
         }
     }
-    add_flattened(&d, options, "inject-error");
-    add_flattened(&d, options, "set-state");
+    add_flattened(&d, "inject-error", o->inject_error);
+    add_flattened(&d, "set-state", o->set_state);
     return g_variant_dict_end(&d);
 }
 
 /* QEMU's refresh_filename: "blkdebug:CONFIG:IMAGE" while only config
  * and image are given and the image has a plain name, else json:. */
-static char *blkdebug_filename(BdNode *node, GVariant *options)
+static char *blkdebug_filename(BdNode *node, const BlkdebugOptions *o)
 {
-    static const char *const strong[] = {
-        "inject-error", "set-state", "align", "max-transfer",
-        "opt-write-zero", "max-write-zero", "opt-discard", "max-discard",
-    };
     BlkdebugState *s = node->opaque;
-    const char *config = bd_opts_get_str(options, "config", NULL);
     const char *image = s->image->node->filename;
-    gboolean plain = !g_str_has_prefix(image, "json:");
+    gboolean plain = !g_str_has_prefix(image, "json:") &&
+                     !o->inject_error && !o->set_state;
 
-    for (gsize i = 0; plain && i < G_N_ELEMENTS(strong); i++) {
-        plain = !bd_opts_has(options, strong[i]);
+    for (int i = 0; plain && i < L__MAX; i++) {
+        plain = !o->has_limit[i];
     }
     if (plain) {
-        return g_strdup_printf("blkdebug:%s:%s", config ? config : "", image);
+        return g_strdup_printf("blkdebug:%s:%s", o->config ? o->config : "",
+                               image);
     }
-    return bd_formats_json_of(blkdebug_full_options(node, options));
+    return bd_formats_json_of(blkdebug_full_options(node, o));
 }
 
 static void blkdebug_close(BdNode *node)
@@ -389,37 +378,37 @@ static void blkdebug_refresh_limits(BdNode *node)
 
 static gboolean blkdebug_open(BdNode *node, GVariant *options, GError **errp)
 {
-    g_autoptr(GVariant) inject = bd_opts_lookup(options, "inject-error");
-    g_autoptr(GVariant) states = bd_opts_lookup(options, "set-state");
+    g_auto(BlkdebugOptions) o = { 0 };
     BlkdebugState *s;
     uint64_t limits[L__MAX];
 
-    if (!blkdebug_check_sizes(options, errp)) {
+    bd_schema_decode(blkdebug_options, options, &o);
+    if (!blkdebug_check_sizes(&o, errp)) {
         return FALSE;
     }
     s = g_new0(BlkdebugState, 1);
     node->opaque = s;
-    s->rules = bd_blkdebug_rules_new(bd_opts_get_str(options, "config", NULL),
-                                     inject, states, errp);
+    s->rules = bd_blkdebug_rules_new(o.config, o.inject_error, o.set_state,
+                                     errp);
     if (!s->rules) {
         goto fail;
     }
-    s->take_perms = perm_list_bits(options, "take-child-perms");
-    s->unshare_perms = perm_list_bits(options, "unshare-child-perms");
-    s->image = bd_node_open_child(node, options, "image",
+    s->take_perms = perm_list_bits(o.take_child_perms);
+    s->unshare_perms = perm_list_bits(o.unshare_child_perms);
+    s->image = bd_node_open_child(node, o.image, "image",
                                   BD_CHILD_FILTERED | BD_CHILD_PRIMARY,
                                   FALSE, errp);
     if (!s->image) {
         goto fail;
     }
-    if (!blkdebug_check_limits(options, s->image->node->request_alignment,
+    if (!blkdebug_check_limits(&o, s->image->node->request_alignment,
                                limits, errp)) {
         goto fail;
     }
     s->align = (uint32_t)limits[L_ALIGN];
     s->max_transfer = limits[L_MAX_TRANSFER];
     bd_node_set_size(node, (uint64_t)bd_node_getlength(s->image->node));
-    node->filename = blkdebug_filename(node, options);
+    node->filename = blkdebug_filename(node, &o);
     /* As QEMU: rules for the event 'none' fire at open. */
     bd_blkdebug_rules_event(s->rules, BD_DEBUG_EVENT_NONE);
     return TRUE;

@@ -25,12 +25,19 @@ typedef struct {
     BdChild *test;
 } BlkverifyState;
 
+typedef struct {
+    GVariant *test;
+    GVariant *raw;
+} BlkverifyOptions;
+
 /* QAPI BlockdevOptionsBlkverify. */
 static const BdSchemaField blkverify_options[] = {
-    { "test", &bd_schema_blockdev_ref, FALSE },
-    { "raw", &bd_schema_blockdev_ref, FALSE },
+    { "test", &bd_schema_blockdev_ref, FALSE,
+      BD_AT(BlkverifyOptions, test) },
+    { "raw", &bd_schema_blockdev_ref, FALSE, BD_AT(BlkverifyOptions, raw) },
     { NULL },
 };
+BD_SCHEMA_DEFINE_AUTO(BlkverifyOptions, blkverify_options)
 
 static int blkverify_pread(BdNode *node, uint64_t offset, uint64_t bytes,
                            void *buf, int flags)
@@ -147,17 +154,19 @@ static void blkverify_close(BdNode *node)
 
 static gboolean blkverify_open(BdNode *node, GVariant *options, GError **errp)
 {
+    g_auto(BlkverifyOptions) o = { 0 };
     BlkverifyState *s = g_new0(BlkverifyState, 1);
 
+    bd_schema_decode(blkverify_options, options, &o);
     node->opaque = s;
     /* QEMU opens 'raw' first, as the filtered child, then 'test'. */
-    s->raw = bd_node_open_child(node, options, "raw",
+    s->raw = bd_node_open_child(node, o.raw, "raw",
                                 BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
                                 errp);
     if (!s->raw) {
         goto fail;
     }
-    s->test = bd_node_open_child(node, options, "test", BD_CHILD_DATA, FALSE,
+    s->test = bd_node_open_child(node, o.test, "test", BD_CHILD_DATA, FALSE,
                                  errp);
     if (!s->test) {
         goto fail;

@@ -14,11 +14,16 @@
 #include "graph/node.h"
 #include "graph/io.h"
 
+typedef struct {
+    GVariant *file;
+} CompressOptions;
+
 /* QAPI BlockdevOptionsGenericFormat. */
 static const BdSchemaField compress_options[] = {
-    { "file", &bd_schema_blockdev_ref, FALSE },
+    { "file", &bd_schema_blockdev_ref, FALSE, BD_AT(CompressOptions, file) },
     { NULL },
 };
+BD_SCHEMA_DEFINE_AUTO(CompressOptions, compress_options)
 
 static BdChild *compress_child(BdNode *node)
 {
@@ -45,9 +50,11 @@ static int64_t child_cluster_size(BdNode *child)
 
 static gboolean compress_open(BdNode *node, GVariant *options, GError **errp)
 {
+    g_auto(CompressOptions) o = { 0 };
     BdChild *file;
 
-    file = bd_node_open_child(node, options, "file",
+    bd_schema_decode(compress_options, options, &o);
+    file = bd_node_open_child(node, o.file, "file",
                               BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
                               errp);
     if (!file) {

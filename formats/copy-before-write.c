@@ -51,27 +51,47 @@ struct BdCbw {
 };
 
 static const char *const on_cbw_error_values[] = {
-    "break-guest-write", "break-snapshot", NULL };
+    [CBW_BREAK_GUEST_WRITE] = "break-guest-write",
+    [CBW_BREAK_SNAPSHOT] = "break-snapshot",
+    NULL };
 static const BdSchemaType on_cbw_error_type = {
     .name = "OnCbwError", .kind = BD_SCHEMA_ENUM,
     .enum_values = on_cbw_error_values };
+
+typedef struct {
+    const char *node;
+    const char *name;
+} CbwBitmap;
+
 static const BdSchemaField bitmap_fields[] = {
-    { "node", &bd_schema_str, FALSE },
-    { "name", &bd_schema_str, FALSE },
+    { "node", &bd_schema_str, FALSE, BD_AT(CbwBitmap, node), .def.s = "" },
+    { "name", &bd_schema_str, FALSE, BD_AT(CbwBitmap, name), .def.s = "" },
     { NULL } };
 static const BdSchemaType bitmap_type = {
     .name = "BlockDirtyBitmap", .kind = BD_SCHEMA_OBJECT,
     .fields = bitmap_fields };
 
+typedef struct {
+    GVariant *file;
+    GVariant *target;
+    CbwBitmap bitmap;
+    gboolean has_bitmap;
+    CbwOnError on_cbw_error;
+    guint64 cbw_timeout;
+} CbwOptions;
+
 /* QAPI BlockdevOptionsCbw. */
 static const BdSchemaField cbw_options[] = {
-    { "file", &bd_schema_blockdev_ref, FALSE },
-    { "target", &bd_schema_blockdev_ref, FALSE },
-    { "bitmap", &bitmap_type, TRUE },
-    { "on-cbw-error", &on_cbw_error_type, TRUE },
-    { "cbw-timeout", &bd_schema_uint, TRUE },
+    { "file", &bd_schema_blockdev_ref, FALSE, BD_AT(CbwOptions, file) },
+    { "target", &bd_schema_blockdev_ref, FALSE, BD_AT(CbwOptions, target) },
+    { "bitmap", &bitmap_type, TRUE, BD_AT(CbwOptions, bitmap),
+      BD_HAS(CbwOptions, bitmap) },
+    { "on-cbw-error", &on_cbw_error_type, TRUE,
+      BD_AT(CbwOptions, on_cbw_error), .def.i = CBW_BREAK_GUEST_WRITE },
+    { "cbw-timeout", &bd_schema_uint, TRUE, BD_AT(CbwOptions, cbw_timeout) },
     { NULL },
 };
+BD_SCHEMA_DEFINE_AUTO(CbwOptions, cbw_options)
 
 /* --- the copy engine --- */
 
@@ -299,11 +319,9 @@ static uint64_t target_cluster_size(BdNode *target)
     return (uint64_t)cs;
 }
 
-static gboolean cbw_init_bitmap(BdNode *node, BdCbw *s, GVariant *options,
+static gboolean cbw_init_bitmap(BdNode *node, BdCbw *s, const CbwOptions *o,
                                 GError **errp)
 {
-    g_autoptr(GVariant) bm_opt = bd_opts_lookup(options, "bitmap");
-
     s->copy_bitmap = bd_dirty_bitmap_create(s->file->node,
                                             (uint32_t)s->cluster_size, NULL,
                                             errp);
@@ -311,12 +329,12 @@ static gboolean cbw_init_bitmap(BdNode *node, BdCbw *s, GVariant *options,
         return FALSE;
     }
     bd_dirty_bitmap_set_enabled(s->copy_bitmap, FALSE);
-    if (!bm_opt) {
+    if (!o->has_bitmap) {
         bd_dirty_bitmap_set(s->copy_bitmap, 0, s->size);
         return TRUE;
     }
-    const char *bnode = bd_opts_get_str(bm_opt, "node", "");
-    const char *bname = bd_opts_get_str(bm_opt, "name", "");
+    const char *bnode = o->bitmap.node;
+    const char *bname = o->bitmap.name;
     BdNode *n = bd_node_find(bnode);
     if (!n) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -335,33 +353,31 @@ static gboolean cbw_init_bitmap(BdNode *node, BdCbw *s, GVariant *options,
 
 static gboolean cbw_open(BdNode *node, GVariant *options, GError **errp)
 {
+    g_auto(CbwOptions) o = { 0 };
     BdCbw *s = g_new0(BdCbw, 1);
 
+    bd_schema_decode(cbw_options, options, &o);
     bd_mutex_init(&s->lock);
     g_cond_init(&s->cond);
     bd_reqlist_init(&s->copies);
     node->opaque = s;
-    s->file = bd_node_open_child(node, options, "file",
+    s->file = bd_node_open_child(node, o.file, "file",
                                  BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
                                  errp);
     if (!s->file) {
         return FALSE;
     }
-    s->target = bd_node_open_child(node, options, "target", BD_CHILD_DATA,
+    s->target = bd_node_open_child(node, o.target, "target", BD_CHILD_DATA,
                                    FALSE, errp);
     if (!s->target) {
         return FALSE;
     }
-    s->on_cbw_error = strcmp(bd_opts_get_str(options, "on-cbw-error",
-                                             "break-guest-write"),
-                             "break-snapshot") == 0 ? CBW_BREAK_SNAPSHOT
-                                                    : CBW_BREAK_GUEST_WRITE;
-    s->cbw_timeout = (uint32_t)MIN(bd_opts_get_uint(options, "cbw-timeout",
-                                                    0), G_MAXUINT32);
+    s->on_cbw_error = o.on_cbw_error;
+    s->cbw_timeout = (uint32_t)MIN(o.cbw_timeout, G_MAXUINT32);
     s->size = (uint64_t)bd_node_getlength(s->file->node);
     s->cluster_size = target_cluster_size(s->target->node);
     bd_node_set_size(node, s->size);
-    return cbw_init_bitmap(node, s, options, errp);
+    return cbw_init_bitmap(node, s, &o, errp);
 }
 
 static void cbw_close(BdNode *node)

@@ -24,12 +24,18 @@
 #include "graph/io.h"
 #include "graph/node.h"
 
+typedef struct {
+    GVariant *file;
+    const char *bottom;
+} CorOptions;
+
 /* QAPI BlockdevOptionsCor. */
 static const BdSchemaField cor_options[] = {
-    { "file", &bd_schema_blockdev_ref, FALSE },
-    { "bottom", &bd_schema_str, TRUE },
+    { "file", &bd_schema_blockdev_ref, FALSE, BD_AT(CorOptions, file) },
+    { "bottom", &bd_schema_str, TRUE, BD_AT(CorOptions, bottom) },
     { NULL },
 };
+BD_SCHEMA_DEFINE_AUTO(CorOptions, cor_options)
 
 typedef struct {
     BdChild *file;
@@ -83,10 +89,14 @@ static void unfreeze_chain(BdNode *node, BdNode *bottom)
 
 static gboolean cor_open(BdNode *node, GVariant *options, GError **errp)
 {
-    const char *bottom = bd_opts_get_str(options, "bottom", NULL);
+    g_auto(CorOptions) o = { 0 };
+    const char *bottom;
     BdNode *bottom_node = NULL;
     CorState *s;
     BdChild *file;
+
+    bd_schema_decode(cor_options, options, &o);
+    bottom = o.bottom;
 
     if (bottom) {
         bottom_node = bd_node_find(bottom);
@@ -101,7 +111,7 @@ static gboolean cor_open(BdNode *node, GVariant *options, GError **errp)
             return FALSE;
         }
     }
-    file = bd_node_open_child(node, options, "file",
+    file = bd_node_open_child(node, o.file, "file",
                               BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
                               errp);
     if (!file) {

@@ -20,20 +20,38 @@
 
 #define ZERO_CHUNK 65536
 
-static const char *const prealloc_values[] = { "off", "metadata", "falloc",
-                                               "full", NULL };
+typedef enum {
+    PREALLOC_OFF, PREALLOC_METADATA, PREALLOC_FALLOC, PREALLOC_FULL
+} PreallocMode;
+
+static const char *const prealloc_values[] = {
+    [PREALLOC_OFF] = "off",
+    [PREALLOC_METADATA] = "metadata",
+    [PREALLOC_FALLOC] = "falloc",
+    [PREALLOC_FULL] = "full",
+    NULL };
 static const BdSchemaType prealloc_type = {
     .name = "PreallocMode", .kind = BD_SCHEMA_ENUM,
     .enum_values = prealloc_values };
 
-const BdSchemaField bd_file_create_options[] = {
-    { "filename", &bd_schema_str, FALSE },
-    { "size", &bd_schema_size, FALSE },
-    { "preallocation", &prealloc_type, TRUE },
-    { "nocow", &bd_schema_bool, TRUE },
-    { "extent-size-hint", &bd_schema_size, TRUE },
-    { NULL } };
+typedef struct {
+    const char *filename;
+    guint64 size;
+    PreallocMode preallocation;
+    gboolean nocow;
+    guint64 extent_size_hint;
+} FileCreateOptions;
 
+const BdSchemaField bd_file_create_options[] = {
+    { "filename", &bd_schema_str, FALSE,
+      BD_AT(FileCreateOptions, filename), .def.s = "" },
+    { "size", &bd_schema_size, FALSE, BD_AT(FileCreateOptions, size) },
+    { "preallocation", &prealloc_type, TRUE,
+      BD_AT(FileCreateOptions, preallocation), .def.i = PREALLOC_OFF },
+    { "nocow", &bd_schema_bool, TRUE, BD_AT(FileCreateOptions, nocow) },
+    { "extent-size-hint", &bd_schema_size, TRUE,
+      BD_AT(FileCreateOptions, extent_size_hint), .def.u = 1 << 20 },
+    { NULL } };
 
 static gboolean set_errno_error(GError **errp, int err, const char *what)
 {
@@ -65,30 +83,31 @@ static gboolean write_zeroes_to(int fd, off_t from, off_t to, GError **errp)
 }
 
 /* QEMU's raw_regular_truncate() for a file of size 0. */
-static gboolean resize(int fd, off_t size, const char *prealloc,
+static gboolean resize(int fd, off_t size, PreallocMode prealloc,
                        GError **errp)
 {
-    if (strcmp(prealloc, "falloc") == 0) {
+    if (prealloc == PREALLOC_FALLOC) {
         int r = size ? posix_fallocate(fd, 0, size) : 0;
         if (r != 0) {
             return set_errno_error(errp, r, "Could not preallocate new data");
         }
         return TRUE;
     }
-    if (strcmp(prealloc, "full") == 0) {
+    if (prealloc == PREALLOC_FULL) {
         if (ftruncate(fd, size) != 0) {
             return set_errno_error(errp, errno, "Could not resize file");
         }
         return write_zeroes_to(fd, 0, size, errp);
     }
-    if (strcmp(prealloc, "off") == 0) {
+    if (prealloc == PREALLOC_OFF) {
         if (ftruncate(fd, size) != 0) {
             return set_errno_error(errp, errno, "Could not resize file");
         }
         return TRUE;
     }
     g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                "Unsupported preallocation mode: %s", prealloc);
+                "Unsupported preallocation mode: %s",
+                prealloc_values[prealloc]);
     return FALSE;
 }
 
@@ -105,13 +124,16 @@ static void set_nocow(int fd)
 
 gboolean bd_file_create(GVariant *options, GError **errp)
 {
-    const char *filename = bd_opts_get_str(options, "filename", "");
-    guint64 size = bd_opts_get_uint(options, "size", 0);
-    const char *prealloc = bd_opts_get_str(options, "preallocation", "off");
-    guint64 hint = bd_opts_get_uint(options, "extent-size-hint", 1 << 20);
+    FileCreateOptions o = { 0 };
+    const char *filename;
+    guint64 hint;
     BdFileLock lk;
     gboolean ok;
     int fd;
+
+    bd_schema_decode(bd_file_create_options, options, &o);
+    filename = o.filename;
+    hint = o.extent_size_hint;
 
     if (hint > UINT32_MAX) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -132,10 +154,10 @@ gboolean bd_file_create(GVariant *options, GError **errp)
         ok = set_errno_error(errp, errno, "Could not resize file");
     }
     if (ok) {
-        if (bd_opts_get_bool(options, "nocow", FALSE)) {
+        if (o.nocow) {
             set_nocow(fd);
         }
-        ok = resize(fd, (off_t)size, prealloc, errp);
+        ok = resize(fd, (off_t)o.size, o.preallocation, errp);
     }
     if (close(fd) != 0 && ok) {
         ok = set_errno_error(errp, errno, "Could not close the new file");

@@ -46,30 +46,51 @@ typedef struct {
 
 /* --- schema (QAPI BlockdevOptionsFile) --- */
 
-static const char *const on_off_auto_values[] = { "on", "off", "auto", NULL };
+typedef enum { ON_OFF_AUTO_ON, ON_OFF_AUTO_OFF, ON_OFF_AUTO_AUTO } OnOffAuto;
+
+static const char *const on_off_auto_values[] = {
+    [ON_OFF_AUTO_ON] = "on",
+    [ON_OFF_AUTO_OFF] = "off",
+    [ON_OFF_AUTO_AUTO] = "auto",
+    NULL };
 static const BdSchemaType on_off_auto_type = {
     .name = "OnOffAuto", .kind = BD_SCHEMA_ENUM,
     .enum_values = on_off_auto_values };
 
+typedef enum { FILE_AIO_THREADS, FILE_AIO_NATIVE, FILE_AIO_IO_URING } FileAio;
+
 static const char *const aio_values[] = {
-    "threads", "native", "io_uring", NULL };
+    [FILE_AIO_THREADS] = "threads",
+    [FILE_AIO_NATIVE] = "native",
+    [FILE_AIO_IO_URING] = "io_uring",
+    NULL };
 static const BdSchemaType aio_type = {
     .name = "BlockdevAioOptions", .kind = BD_SCHEMA_ENUM,
     .enum_values = aio_values };
 
+typedef struct {
+    const char *filename;
+    OnOffAuto locking;
+    FileAio aio;
+} FileOptions;
+
+/* pr-manager, aio-max-batch, drop-cache, x-check-cache-dropped: accepted
+ * for compatibility; synchronous I/O has no use for them. */
 static const BdSchemaField file_options[] = {
-    { "filename", &bd_schema_str, FALSE },
-    { "pr-manager", &bd_schema_str, TRUE },
-    { "locking", &on_off_auto_type, TRUE },
-    { "aio", &aio_type, TRUE },
-    { "aio-max-batch", &bd_schema_int, TRUE },
-    { "drop-cache", &bd_schema_bool, TRUE },
-    { "x-check-cache-dropped", &bd_schema_bool, TRUE },
+    { "filename", &bd_schema_str, FALSE, BD_AT(FileOptions, filename),
+      .flags = BD_FIELD_STRONG },
+    { "pr-manager", &bd_schema_str, TRUE, .flags = BD_FIELD_IGNORED },
+    { "locking", &on_off_auto_type, TRUE, BD_AT(FileOptions, locking),
+      .def.i = ON_OFF_AUTO_AUTO },
+    { "aio", &aio_type, TRUE, BD_AT(FileOptions, aio),
+      .def.i = FILE_AIO_THREADS },
+    { "aio-max-batch", &bd_schema_int, TRUE, .flags = BD_FIELD_IGNORED },
+    { "drop-cache", &bd_schema_bool, TRUE,
+      .flags = BD_FIELD_IGNORED | BD_FIELD_MUTABLE },
+    { "x-check-cache-dropped", &bd_schema_bool, TRUE,
+      .flags = BD_FIELD_IGNORED | BD_FIELD_MUTABLE },
     { NULL },
 };
-
-static const char *const file_mutable_options[] = {
-    "drop-cache", "x-check-cache-dropped", NULL };
 
 /* --- helpers --- */
 
@@ -508,10 +529,9 @@ static void file_close(BdNode *node)
     node->opaque = NULL;
 }
 
-static gboolean file_setup(BdNode *node, FileState *s, GVariant *options,
+static gboolean file_setup(BdNode *node, FileState *s, OnOffAuto locking,
                            const char *filename, GError **errp)
 {
-    const char *locking = bd_opts_get_str(options, "locking", "auto");
     struct stat st;
     int64_t size;
 
@@ -547,9 +567,9 @@ static gboolean file_setup(BdNode *node, FileState *s, GVariant *options,
     if (!file_probe_alignment(s, errp)) {
         return FALSE;
     }
-    if (strcmp(locking, "on") == 0) {
+    if (locking == ON_OFF_AUTO_ON) {
         bd_file_lock_init(&s->lock, s->fd, TRUE);
-    } else if (strcmp(locking, "off") == 0) {
+    } else if (locking == ON_OFF_AUTO_OFF) {
         bd_file_lock_init(&s->lock, s->fd, FALSE);
     } else {
         bd_file_lock_init(&s->lock, s->fd, bd_file_lock_supported(s->fd));
@@ -560,24 +580,23 @@ static gboolean file_setup(BdNode *node, FileState *s, GVariant *options,
 
 static gboolean file_open(BdNode *node, GVariant *options, GError **errp)
 {
-    const char *filename = bd_opts_get_str(options, "filename", NULL);
-    const char *aio = bd_opts_get_str(options, "aio", "threads");
+    FileOptions o = { 0 };
+    const char *filename;
     FileState *s;
 
+    bd_schema_decode(file_options, options, &o);
+    filename = o.filename;
     if (!filename) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Parameter 'filename' is missing");
         return FALSE;
     }
-    if (strcmp(aio, "native") == 0 && !node->cache_direct) {
+    if (o.aio == FILE_AIO_NATIVE && !node->cache_direct) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "aio=native was specified, but it requires "
                     "cache.direct=on, which was not specified.");
         return FALSE;
     }
-    /* aio-max-batch, pr-manager, drop-cache, x-check-cache-dropped:
-     * accepted for compatibility; synchronous I/O has no use for them. */
-
     s = g_new0(FileState, 1);
     bd_mutex_init(&s->size_lock);
     s->has_punch = 1;
@@ -586,7 +605,7 @@ static gboolean file_open(BdNode *node, GVariant *options, GError **errp)
     node->opaque = s;
     s->fd = file_open_fd(node, filename, errp);
     s->lock_fd = s->fd;
-    if (s->fd < 0 || !file_setup(node, s, options, filename, errp)) {
+    if (s->fd < 0 || !file_setup(node, s, o.locking, filename, errp)) {
         file_close(node);
         return FALSE;
     }
@@ -708,7 +727,6 @@ static void file_query_image_info(BdNode *node, GVariantDict *image)
 #define FILE_DRIVER_CALLBACKS                        \
     .query_image_info = file_query_image_info,       \
     .options = file_options,                         \
-    .mutable_options = file_mutable_options,         \
     .is_protocol = TRUE,                             \
     .reopen_prepare = file_reopen_prepare,           \
     .reopen_commit = file_reopen_commit,             \

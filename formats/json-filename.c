@@ -112,19 +112,18 @@ static void append_value(GString *out, GVariant *v)
     }
 }
 
-/* Options that change what a node shows (QEMU's strong_runtime_opts),
- * besides "driver".  A table here until the driver contract has a field
- * for it. */
-static const struct {
-    const char *driver;
-    const char *const keys[4];
-} strong_options[] = {
-    { "file", { "filename" } },
-    { "null-co", { "size", "read-zeroes" } },
-    { "null-aio", { "size", "read-zeroes" } },
-    { "raw", { "offset", "size" } },
-    { "throttle", { "throttle-group" } },
-};
+void bd_formats_add_strong(GVariantDict *d, const BdSchemaField *fields,
+                           GVariant *options)
+{
+    for (const BdSchemaField *f = fields; f && f->name; f++) {
+        g_autoptr(GVariant) v = NULL;
+
+        if ((f->flags & BD_FIELD_STRONG) &&
+            (v = bd_schema_member(options, f)) != NULL) {
+            g_variant_dict_insert_value(d, f->name, v);
+        }
+    }
+}
 
 GVariant *bd_formats_full_options(BdNode *node)
 {
@@ -133,17 +132,7 @@ GVariant *bd_formats_full_options(BdNode *node)
     g_auto(GVariantDict) d = G_VARIANT_DICT_INIT(NULL);
 
     g_variant_dict_insert(&d, "driver", "s", node->drv->name);
-    for (gsize i = 0; i < G_N_ELEMENTS(strong_options); i++) {
-        if (strcmp(strong_options[i].driver, node->drv->name)) {
-            continue;
-        }
-        for (const char *const *k = strong_options[i].keys; *k; k++) {
-            g_autoptr(GVariant) v = bd_opts_lookup(node->options, *k);
-            if (v) {
-                g_variant_dict_insert_value(&d, *k, v);
-            }
-        }
-    }
+    bd_formats_add_strong(&d, node->drv->options, node->options);
     for (guint i = 0; i < node->children->len; i++) {
         BdChild *c = g_ptr_array_index(node->children, i);
         g_variant_dict_insert_value(&d, c->name,

@@ -5,6 +5,11 @@
 
 #include "graph/node.h"
 
+/* Add to 'd' the members of 'fields' marked BD_FIELD_STRONG (QEMU's
+ * strong_runtime_opts: what changes the data a node shows) that
+ * 'options' gives, as given. */
+void bd_formats_add_strong(GVariantDict *d, const BdSchemaField *fields,
+                           GVariant *options);
 /* The node's driver, its strong options as given and, recursively, its
  * children's: QEMU's full_open_options (floating a{sv}). */
 GVariant *bd_formats_full_options(BdNode *node);

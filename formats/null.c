@@ -19,11 +19,22 @@ typedef struct {
     gboolean read_zeroes;
 } NullState;
 
+typedef struct {
+    gint64 size;
+    gboolean has_size;
+    guint64 latency_ns;
+    gboolean read_zeroes;
+    gboolean has_read_zeroes;
+} NullOptions;
+
 /* QAPI BlockdevOptionsNull. */
 static const BdSchemaField null_options[] = {
-    { "size", &bd_schema_int, TRUE },
-    { "latency-ns", &bd_schema_uint, TRUE },
-    { "read-zeroes", &bd_schema_bool, TRUE },
+    { "size", &bd_schema_int, TRUE, BD_AT(NullOptions, size),
+      BD_HAS(NullOptions, size), .def.i = NULL_DEFAULT_SIZE,
+      .flags = BD_FIELD_STRONG },
+    { "latency-ns", &bd_schema_uint, TRUE, BD_AT(NullOptions, latency_ns) },
+    { "read-zeroes", &bd_schema_bool, TRUE, BD_AT(NullOptions, read_zeroes),
+      BD_HAS(NullOptions, read_zeroes), .flags = BD_FIELD_STRONG },
     { NULL },
 };
 
@@ -97,9 +108,14 @@ static void null_close(BdNode *node)
 static gboolean null_open_common(BdNode *node, GVariant *options,
                                  const char *filename, GError **errp)
 {
-    gint64 size = bd_opts_get_int(options, "size", NULL_DEFAULT_SIZE);
-    guint64 latency = bd_opts_get_uint(options, "latency-ns", 0);
+    NullOptions o = { 0 };
+    gint64 size;
+    guint64 latency;
     NullState *s;
+
+    bd_schema_decode(null_options, options, &o);
+    size = o.size;
+    latency = o.latency_ns;
 
     if (size < 0) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -113,11 +129,11 @@ static gboolean null_open_common(BdNode *node, GVariant *options,
     }
     s = g_new0(NullState, 1);
     s->latency_ns = latency;
-    s->read_zeroes = bd_opts_get_bool(options, "read-zeroes", FALSE);
+    s->read_zeroes = o.read_zeroes;
     node->opaque = s;
     g_free(node->filename);
     /* As QEMU: "null-co://" unless size or read-zeroes were given. */
-    if (bd_opts_has(options, "size") || bd_opts_has(options, "read-zeroes")) {
+    if (o.has_size || o.has_read_zeroes) {
         node->filename = bd_formats_json_filename(node);
     } else {
         node->filename = g_strdup(filename);

@@ -33,7 +33,13 @@ typedef struct {
     gboolean fifo;
 } QuorumState;
 
-static const char *const read_pattern_values[] = { "quorum", "fifo", NULL };
+typedef enum { QUORUM_READ_PATTERN_QUORUM, QUORUM_READ_PATTERN_FIFO }
+    QuorumReadPattern;
+
+static const char *const read_pattern_values[] = {
+    [QUORUM_READ_PATTERN_QUORUM] = "quorum",
+    [QUORUM_READ_PATTERN_FIFO] = "fifo",
+    NULL };
 static const BdSchemaType read_pattern_type = {
     .name = "QuorumReadPattern", .kind = BD_SCHEMA_ENUM,
     .enum_values = read_pattern_values };
@@ -41,15 +47,29 @@ static const BdSchemaType children_type = {
     .name = "[BlockdevRef]", .kind = BD_SCHEMA_LIST,
     .element = &bd_schema_blockdev_ref };
 
+typedef struct {
+    gboolean blkverify;
+    GVariant *children;
+    gint64 vote_threshold;
+    gboolean rewrite_corrupted;
+    QuorumReadPattern read_pattern;
+} QuorumOptions;
+
 /* QAPI BlockdevOptionsQuorum. */
 static const BdSchemaField quorum_options[] = {
-    { "blkverify", &bd_schema_bool, TRUE },
-    { "children", &children_type, FALSE },
-    { "vote-threshold", &bd_schema_int, FALSE },
-    { "rewrite-corrupted", &bd_schema_bool, TRUE },
-    { "read-pattern", &read_pattern_type, TRUE },
+    { "blkverify", &bd_schema_bool, TRUE, BD_AT(QuorumOptions, blkverify),
+      .flags = BD_FIELD_STRONG },
+    { "children", &children_type, FALSE, BD_AT(QuorumOptions, children) },
+    { "vote-threshold", &bd_schema_int, FALSE,
+      BD_AT(QuorumOptions, vote_threshold), .flags = BD_FIELD_STRONG },
+    { "rewrite-corrupted", &bd_schema_bool, TRUE,
+      BD_AT(QuorumOptions, rewrite_corrupted), .flags = BD_FIELD_STRONG },
+    { "read-pattern", &read_pattern_type, TRUE,
+      BD_AT(QuorumOptions, read_pattern),
+      .def.i = QUORUM_READ_PATTERN_QUORUM, .flags = BD_FIELD_STRONG },
     { NULL },
 };
+BD_SCHEMA_DEFINE_AUTO(QuorumOptions, quorum_options)
 
 static BdChild *child_at(QuorumState *s, guint i)
 {
@@ -256,22 +276,15 @@ static gboolean quorum_check_options(QuorumState *s, guint n_children,
 static BdChild *quorum_open_child(BdNode *node, GVariant *ref, guint i,
                                   GError **errp)
 {
-    g_autofree char *key = g_strdup_printf("children.%u", i);
-    g_auto(GVariantDict) d = G_VARIANT_DICT_INIT(NULL);
-    g_autoptr(GVariant) one = NULL;
+    g_autofree char *name = g_strdup_printf("children.%u", i);
 
-    g_variant_dict_insert_value(&d, key, ref);
-    one = g_variant_ref_sink(g_variant_dict_end(&d));
-    return bd_node_open_child(node, one, key, BD_CHILD_DATA, FALSE, errp);
+    return bd_node_open_child(node, ref, name, BD_CHILD_DATA, FALSE, errp);
 }
 
 /* QEMU's full_open_options: driver, the children as a list, and the
  * strong options as given. */
 static char *quorum_filename(BdNode *node, GVariant *options)
 {
-    static const char *const strong[] = {
-        "vote-threshold", "blkverify", "rewrite-corrupted", "read-pattern",
-    };
     QuorumState *s = node->opaque;
     g_auto(GVariantDict) d = G_VARIANT_DICT_INIT(NULL);
     g_auto(GVariantBuilder) children = G_VARIANT_BUILDER_INIT(
@@ -284,12 +297,7 @@ static char *quorum_filename(BdNode *node, GVariant *options)
     g_variant_dict_insert(&d, "driver", "s", "quorum");
     g_variant_dict_insert_value(&d, "children",
                                 g_variant_builder_end(&children));
-    for (gsize i = 0; i < G_N_ELEMENTS(strong); i++) {
-        g_autoptr(GVariant) v = bd_opts_lookup(options, strong[i]);
-        if (v) {
-            g_variant_dict_insert_value(&d, strong[i], v);
-        }
-    }
+    bd_formats_add_strong(&d, quorum_options, options);
     return bd_formats_json_of(g_variant_dict_end(&d));
 }
 
@@ -308,19 +316,21 @@ static void quorum_close(BdNode *node)
 
 static gboolean quorum_open(BdNode *node, GVariant *options, GError **errp)
 {
-    g_autoptr(GVariant) list = bd_opts_lookup(options, "children");
+    g_auto(QuorumOptions) o = { 0 };
+    GVariant *list;
     QuorumState *s = g_new0(QuorumState, 1);
-    guint n = list ? (guint)g_variant_n_children(list) : 0;
+    guint n;
     uint64_t size = 0;
 
+    bd_schema_decode(quorum_options, options, &o);
+    list = o.children;
+    n = list ? (guint)g_variant_n_children(list) : 0;
     node->opaque = s;
     s->children = g_ptr_array_new();
-    s->threshold = bd_opts_get_int(options, "vote-threshold", 0);
-    s->is_blkverify = bd_opts_get_bool(options, "blkverify", FALSE);
-    s->rewrite_corrupted = bd_opts_get_bool(options, "rewrite-corrupted",
-                                            FALSE);
-    s->fifo = strcmp(bd_opts_get_str(options, "read-pattern", "quorum"),
-                     "fifo") == 0;
+    s->threshold = o.vote_threshold;
+    s->is_blkverify = o.blkverify;
+    s->rewrite_corrupted = o.rewrite_corrupted;
+    s->fifo = o.read_pattern == QUORUM_READ_PATTERN_FIFO;
     if (!quorum_check_options(s, n, errp)) {
         goto fail;
     }

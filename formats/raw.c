@@ -24,13 +24,25 @@ typedef struct {
     BdMutex size_lock;
 } RawState;
 
+typedef struct {
+    GVariant *file;
+    gint64 offset;
+    gboolean has_offset;
+    gint64 size;
+    gboolean has_size;
+} RawOptions;
+
 /* QAPI BlockdevOptionsRaw (base BlockdevOptionsGenericFormat). */
 static const BdSchemaField raw_options[] = {
-    { "file", &bd_schema_blockdev_ref, FALSE },
-    { "offset", &bd_schema_int, TRUE },
-    { "size", &bd_schema_int, TRUE },
+    { "file", &bd_schema_blockdev_ref, FALSE, BD_AT(RawOptions, file) },
+    { "offset", &bd_schema_int, TRUE, BD_AT(RawOptions, offset),
+      BD_HAS(RawOptions, offset),
+      .flags = BD_FIELD_STRONG | BD_FIELD_MUTABLE },
+    { "size", &bd_schema_int, TRUE, BD_AT(RawOptions, size),
+      BD_HAS(RawOptions, size), .flags = BD_FIELD_STRONG | BD_FIELD_MUTABLE },
     { NULL },
 };
+BD_SCHEMA_DEFINE_AUTO(RawOptions, raw_options)
 
 /* Map a request into the child; -EINVAL/-ENOSPC outside a fixed window. */
 static int raw_adjust(RawState *s, uint64_t *offset, uint64_t bytes,
@@ -163,22 +175,19 @@ static void raw_child_perm(BdNode *node, BdChild *child, BdChildRole role,
     *perm |= parent_perm & (BD_PERM_WRITE | BD_PERM_RESIZE);
 }
 
-static gboolean raw_read_window(GVariant *options, uint64_t *offset,
+static gboolean raw_read_window(const RawOptions *o, uint64_t *offset,
                                 gboolean *has_size, uint64_t *size,
                                 GError **errp)
 {
-    gint64 off = bd_opts_get_int(options, "offset", 0);
-    gint64 sz = bd_opts_get_int(options, "size", 0);
-
-    if (off < 0 || sz < 0) {
+    if (o->offset < 0 || o->size < 0) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Parameter '%s' expects a non-negative number below 2^64",
-                    off < 0 ? "offset" : "size");
+                    o->offset < 0 ? "offset" : "size");
         return FALSE;
     }
-    *offset = off;
-    *has_size = bd_opts_has(options, "size");
-    *size = sz;
+    *offset = o->offset;
+    *has_size = o->has_size;
+    *size = o->size;
     return TRUE;
 }
 
@@ -223,21 +232,23 @@ static void raw_close(BdNode *node)
 
 static gboolean raw_open(BdNode *node, GVariant *options, GError **errp)
 {
+    g_auto(RawOptions) o = { 0 };
     RawState *s;
     BdChildRole role = BD_CHILD_DATA | BD_CHILD_PRIMARY;
     int64_t real_size;
 
+    bd_schema_decode(raw_options, options, &o);
     s = g_new0(RawState, 1);
     bd_mutex_init(&s->size_lock);
     node->opaque = s;
-    if (!raw_read_window(options, &s->offset, &s->has_size, &s->size, errp)) {
+    if (!raw_read_window(&o, &s->offset, &s->has_size, &s->size, errp)) {
         goto fail;
     }
     /* Without a window raw behaves like a filter (QEMU's file role). */
     if (!s->offset && !s->has_size) {
         role |= BD_CHILD_FILTERED;
     }
-    s->file = bd_node_open_child(node, options, "file", role, FALSE, errp);
+    s->file = bd_node_open_child(node, o.file, "file", role, FALSE, errp);
     if (!s->file) {
         goto fail;
     }
@@ -256,7 +267,7 @@ static gboolean raw_open(BdNode *node, GVariant *options, GError **errp)
     }
     bd_node_set_size(node, s->size);
     /* A window is not the child's file any more: QEMU's json: name. */
-    if (bd_opts_has(options, "offset") || s->has_size) {
+    if (o.has_offset || s->has_size) {
         g_free(node->filename);
         node->filename = bd_formats_json_filename(node);
     }
@@ -271,6 +282,7 @@ fail:
 
 typedef struct {
     uint64_t offset, size;
+    gboolean has_offset;
     gboolean has_size;
 } RawWindow;
 
@@ -279,9 +291,11 @@ static gboolean raw_reopen_prepare(BdReopenState *state, GError **errp)
     RawState *s = state->node->opaque;
     RawState check = { 0 };
     int64_t real_size = bd_node_getlength(s->file->node);
+    g_auto(RawOptions) o = { 0 };
     RawWindow *w;
 
-    if (!raw_read_window(state->options, &check.offset, &check.has_size,
+    bd_schema_decode(raw_options, state->options, &o);
+    if (!raw_read_window(&o, &check.offset, &check.has_size,
                          &check.size, errp)) {
         return FALSE;
     }
@@ -298,6 +312,7 @@ static gboolean raw_reopen_prepare(BdReopenState *state, GError **errp)
     w->offset = check.offset;
     w->size = check.size;
     w->has_size = check.has_size;
+    w->has_offset = o.has_offset;
     state->opaque = w;
     return TRUE;
 }
@@ -317,7 +332,7 @@ static void raw_reopen_commit(BdReopenState *state)
               real_size > (int64_t)w->offset ? real_size - w->offset : 0;
     bd_node_set_size(node, s->size);
     g_free(node->filename);
-    if (bd_opts_has(state->options, "offset") || s->has_size) {
+    if (w->has_offset || s->has_size) {
         node->filename = bd_formats_json_filename(node);
     } else {
         node->filename = g_strdup(s->file->node->filename);
@@ -332,8 +347,6 @@ static void raw_reopen_abort(BdReopenState *state)
     state->opaque = NULL;
 }
 
-static const char *const raw_mutable_options[] = { "offset", "size", NULL };
-
 /* QEMU reports these for every driver with get_info (file and raw). */
 static void raw_query_image_info(BdNode *node, GVariantDict *image)
 {
@@ -344,7 +357,6 @@ const BdDriver bd_raw_driver = {
     .query_image_info = raw_query_image_info,
     .name = "raw",
     .options = raw_options,
-    .mutable_options = raw_mutable_options,
     .reopen_prepare = raw_reopen_prepare,
     .reopen_commit = raw_reopen_commit,
     .reopen_abort = raw_reopen_abort,

@@ -217,36 +217,83 @@ void bd_throttle_account(BdThrottleConfig *cfg, gboolean is_write,
                                       : BD_THROTTLE_OPS_READ], ops);
 }
 
-/* --- ThrottleGroupProperties --- */
+/* --- ThrottleGroupProperties (qapi/qom.json) --- */
 
 typedef enum { PROP_AVG, PROP_MAX, PROP_BURST, PROP_OP_SIZE } PropKind;
 
-/* The ThrottleLimits members; the legacy properties are "x-" + name. */
+/* The ThrottleLimits members in schema order; the legacy flat
+ * properties are "x-" + name, in the same order. */
+#define N_PROPS 19
 static const struct {
-    const char *name;
     BdThrottleBucketType bucket;
     PropKind kind;
-} props[] = {
-    { "iops-total", BD_THROTTLE_OPS_TOTAL, PROP_AVG },
-    { "iops-total-max", BD_THROTTLE_OPS_TOTAL, PROP_MAX },
-    { "iops-total-max-length", BD_THROTTLE_OPS_TOTAL, PROP_BURST },
-    { "iops-read", BD_THROTTLE_OPS_READ, PROP_AVG },
-    { "iops-read-max", BD_THROTTLE_OPS_READ, PROP_MAX },
-    { "iops-read-max-length", BD_THROTTLE_OPS_READ, PROP_BURST },
-    { "iops-write", BD_THROTTLE_OPS_WRITE, PROP_AVG },
-    { "iops-write-max", BD_THROTTLE_OPS_WRITE, PROP_MAX },
-    { "iops-write-max-length", BD_THROTTLE_OPS_WRITE, PROP_BURST },
-    { "bps-total", BD_THROTTLE_BPS_TOTAL, PROP_AVG },
-    { "bps-total-max", BD_THROTTLE_BPS_TOTAL, PROP_MAX },
-    { "bps-total-max-length", BD_THROTTLE_BPS_TOTAL, PROP_BURST },
-    { "bps-read", BD_THROTTLE_BPS_READ, PROP_AVG },
-    { "bps-read-max", BD_THROTTLE_BPS_READ, PROP_MAX },
-    { "bps-read-max-length", BD_THROTTLE_BPS_READ, PROP_BURST },
-    { "bps-write", BD_THROTTLE_BPS_WRITE, PROP_AVG },
-    { "bps-write-max", BD_THROTTLE_BPS_WRITE, PROP_MAX },
-    { "bps-write-max-length", BD_THROTTLE_BPS_WRITE, PROP_BURST },
-    { "iops-size", 0, PROP_OP_SIZE },
+} props[N_PROPS] = {
+    { BD_THROTTLE_OPS_TOTAL, PROP_AVG },
+    { BD_THROTTLE_OPS_TOTAL, PROP_MAX },
+    { BD_THROTTLE_OPS_TOTAL, PROP_BURST },
+    { BD_THROTTLE_OPS_READ, PROP_AVG },
+    { BD_THROTTLE_OPS_READ, PROP_MAX },
+    { BD_THROTTLE_OPS_READ, PROP_BURST },
+    { BD_THROTTLE_OPS_WRITE, PROP_AVG },
+    { BD_THROTTLE_OPS_WRITE, PROP_MAX },
+    { BD_THROTTLE_OPS_WRITE, PROP_BURST },
+    { BD_THROTTLE_BPS_TOTAL, PROP_AVG },
+    { BD_THROTTLE_BPS_TOTAL, PROP_MAX },
+    { BD_THROTTLE_BPS_TOTAL, PROP_BURST },
+    { BD_THROTTLE_BPS_READ, PROP_AVG },
+    { BD_THROTTLE_BPS_READ, PROP_MAX },
+    { BD_THROTTLE_BPS_READ, PROP_BURST },
+    { BD_THROTTLE_BPS_WRITE, PROP_AVG },
+    { BD_THROTTLE_BPS_WRITE, PROP_MAX },
+    { BD_THROTTLE_BPS_WRITE, PROP_BURST },
+    { 0, PROP_OP_SIZE },
 };
+
+/* ThrottleLimits, by props[] index. */
+typedef struct {
+    gint64 v[N_PROPS];
+    gboolean has_v[N_PROPS];
+} ThrottleLimits;
+
+/* ThrottleGroupProperties: 'limits' and the legacy x-* properties. */
+typedef struct {
+    ThrottleLimits limits;
+    gboolean has_limits;
+    gint64 x[N_PROPS];
+    gboolean has_x[N_PROPS];
+} ThrottleGroupProps;
+
+#define LIMIT(i, n) \
+    { n, &bd_schema_int, TRUE, BD_AT(ThrottleLimits, v[i]), \
+      BD_HAS(ThrottleLimits, v[i]) }
+#define LIMITS(i, n) LIMIT(i, n), LIMIT(i + 1, n "-max"), \
+    LIMIT(i + 2, n "-max-length")
+#define LEGACY(i, n) \
+    { "x-" n, &bd_schema_int, TRUE, BD_AT(ThrottleGroupProps, x[i]), \
+      BD_HAS(ThrottleGroupProps, x[i]) }
+#define LEGACIES(i, n) LEGACY(i, n), LEGACY(i + 1, n "-max"), \
+    LEGACY(i + 2, n "-max-length")
+
+static const BdSchemaField limits_fields[N_PROPS + 1] = {
+    LIMITS(0, "iops-total"), LIMITS(3, "iops-read"), LIMITS(6, "iops-write"),
+    LIMITS(9, "bps-total"), LIMITS(12, "bps-read"), LIMITS(15, "bps-write"),
+    LIMIT(18, "iops-size"),
+    { NULL } };
+static const BdSchemaType limits_type = {
+    .name = "ThrottleLimits", .kind = BD_SCHEMA_OBJECT,
+    .fields = limits_fields };
+
+static const BdSchemaField tg_fields[] = {
+    { "limits", &limits_type, TRUE, BD_AT(ThrottleGroupProps, limits),
+      BD_HAS(ThrottleGroupProps, limits) },
+    LEGACIES(0, "iops-total"), LEGACIES(3, "iops-read"),
+    LEGACIES(6, "iops-write"), LEGACIES(9, "bps-total"),
+    LEGACIES(12, "bps-read"), LEGACIES(15, "bps-write"),
+    LEGACY(18, "iops-size"),
+    { NULL } };
+const BdSchemaType bd_throttle_group_props_type = {
+    .name = "ThrottleGroupProperties", .kind = BD_SCHEMA_OBJECT,
+    .fields = tg_fields };
 
 static void set_prop(BdThrottleConfig *cfg, gsize i, gint64 value)
 {
@@ -272,16 +319,16 @@ static void set_prop(BdThrottleConfig *cfg, gsize i, gint64 value)
 gboolean bd_throttle_config_from_props(BdThrottleConfig *cfg,
                                        GVariant *in, GError **errp)
 {
-    g_autoptr(GVariant) limits = bd_opts_lookup(in, "limits");
+    ThrottleGroupProps p = { 0 };
 
-    for (gsize i = 0; i < G_N_ELEMENTS(props); i++) {
-        g_autofree char *legacy = g_strconcat("x-", props[i].name, NULL);
-        gint64 v;
+    bd_schema_decode(tg_fields, in, &p);
+    for (gsize i = 0; i < N_PROPS; i++) {
+        const char *legacy = tg_fields[i + 1].name;
+        gint64 v = p.x[i];
 
-        if (!bd_opts_has(in, legacy)) {
+        if (!p.has_x[i]) {
             continue;
         }
-        v = bd_opts_get_int(in, legacy, 0);
         if (v < 0) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "Property values cannot be negative");
@@ -296,20 +343,19 @@ gboolean bd_throttle_config_from_props(BdThrottleConfig *cfg,
         }
         set_prop(cfg, i, v);
     }
-    if (!limits) {
+    if (!p.has_limits) {
         return TRUE;
     }
-    for (gsize i = 0; i < G_N_ELEMENTS(props); i++) {
-        gint64 v;
+    for (gsize i = 0; i < N_PROPS; i++) {
+        gint64 v = p.limits.v[i];
 
-        if (!bd_opts_has(limits, props[i].name)) {
+        if (!p.limits.has_v[i]) {
             continue;
         }
-        v = bd_opts_get_int(limits, props[i].name, 0);
         if (props[i].kind == PROP_BURST && v > UINT_MAX) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "%s value must be in the range [0, %u]",
-                        props[i].name, UINT_MAX);
+                        limits_fields[i].name, UINT_MAX);
             return FALSE;
         }
         set_prop(cfg, i, v);

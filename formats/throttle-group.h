@@ -17,6 +17,7 @@
 
 #include <glib.h>
 #include <stdint.h>
+#include "graph/schema.h"
 
 /* QEMU's THROTTLE_VALUE_MAX. */
 #define BD_THROTTLE_VALUE_MAX 1000000000000000ULL
@@ -65,6 +66,9 @@ int64_t bd_throttle_compute_wait(const BdThrottleConfig *cfg,
 /* Account a request of 'bytes' that has been let through. */
 void bd_throttle_account(BdThrottleConfig *cfg, gboolean is_write,
                          uint64_t bytes);
+
+/* The schema of ThrottleGroupProperties (object-add's throttle-group). */
+extern const BdSchemaType bd_throttle_group_props_type;
 
 /* Fill 'cfg' (initialised) from validated ThrottleGroupProperties: the
  * legacy flat x-iops-total, ... properties, then the 'limits' dictionary

@@ -25,30 +25,37 @@ typedef struct {
     BdThrottleMember member;
 } ThrottleState;
 
+typedef struct {
+    const char *throttle_group;
+    GVariant *file;
+} ThrottleOptions;
+
 /* QAPI BlockdevOptionsThrottle. */
 static const BdSchemaField throttle_options[] = {
-    { "throttle-group", &bd_schema_str, FALSE },
-    { "file", &bd_schema_blockdev_ref, FALSE },
+    { "throttle-group", &bd_schema_str, FALSE,
+      BD_AT(ThrottleOptions, throttle_group), .def.s = "",
+      .flags = BD_FIELD_STRONG | BD_FIELD_MUTABLE },
+    { "file", &bd_schema_blockdev_ref, FALSE, BD_AT(ThrottleOptions, file) },
     { NULL },
 };
-
-static const char *const throttle_mutable[] = { "throttle-group", NULL };
+BD_SCHEMA_DEFINE_AUTO(ThrottleOptions, throttle_options)
 
 static gboolean throttle_open(BdNode *node, GVariant *options, GError **errp)
 {
+    g_auto(ThrottleOptions) o = { 0 };
     ThrottleState *s;
     BdChild *file;
     BdThrottleGroup *tg;
 
+    bd_schema_decode(throttle_options, options, &o);
     /* As QEMU: the child first, then the group. */
-    file = bd_node_open_child(node, options, "file",
+    file = bd_node_open_child(node, o.file, "file",
                               BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
                               errp);
     if (!file) {
         return FALSE;
     }
-    tg = bd_throttle_group_get(bd_opts_get_str(options, "throttle-group", ""),
-                               errp);
+    tg = bd_throttle_group_get(o.throttle_group, errp);
     if (!tg) {
         return FALSE;
     }
@@ -136,8 +143,11 @@ static void throttle_drained_end(BdNode *node)
 /* Stage a user reference on the new group (unknown: QEMU's message). */
 static gboolean throttle_reopen_prepare(BdReopenState *state, GError **errp)
 {
-    const char *name = bd_opts_get_str(state->options, "throttle-group", "");
-    BdThrottleGroup *tg = bd_throttle_group_get(name, errp);
+    g_auto(ThrottleOptions) o = { 0 };
+    BdThrottleGroup *tg;
+
+    bd_schema_decode(throttle_options, state->options, &o);
+    tg = bd_throttle_group_get(o.throttle_group, errp);
 
     state->opaque = tg;
     return tg != NULL;
@@ -162,7 +172,6 @@ static void throttle_reopen_abort(BdReopenState *state)
 const BdDriver bd_throttle_driver = {
     .name = "throttle",
     .options = throttle_options,
-    .mutable_options = throttle_mutable,
     .is_filter = TRUE,
     .open = throttle_open,
     .close = throttle_close,

@@ -16,6 +16,28 @@ GVariant *bd_inherit_options_from(const BdDriver *parent_drv,
                                   GVariant *parent_options, GVariant *child,
                                   BdChildRole role);
 
+/* Reads of option dictionaries (a{sv}) by key, for the graph's generic
+ * code alone; drivers and commands decode their options into a struct
+ * instead (bd_schema_decode), so that no key outside their schema can
+ * be read.  The remaining users, and why a key there is no schema
+ * member of theirs:
+ *   schema.c   the decoder itself, keyed by the table it is given, and
+ *              a union's discriminator, named by the union's type;
+ *   reopen.c   a node's children, whose keys are their role names
+ *              ("file", "image", "children.0") known only at run time;
+ *   inherit.c  the members a child defined inline takes from its
+ *              parent's dictionary: copied as they are, never read.
+ * Absent (or, for the string, mistyped) members give NULL / 'def'. */
+GVariant *bd_opts_lookup(GVariant *opts, const char *key);   /* full, or NULL */
+const char *bd_opts_get_str(GVariant *opts, const char *key, const char *def);
+
+/* The table of the common BlockdevOptions members (node.c). */
+const BdSchemaField *bd_node_common_fields(void);
+
+/* The common options' rule between members (detect-zeroes=unmap needs
+ * discard=unmap), for open and reopen. */
+gboolean bd_node_options_check(const BdNodeOptions *o, GError **errp);
+
 /* Whether 'node' is 'ancestor' or below it. */
 gboolean bd_node_is_ancestor_of(BdNode *ancestor, BdNode *node);
 

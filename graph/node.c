@@ -57,8 +57,15 @@ const BdDriver *const *bd_driver_list(void)
 
 /* --- the BlockdevOptions schema --- */
 
-static const char *const discard_values[] = { "ignore", "unmap", NULL };
-static const char *const detect_zeroes_values[] = { "off", "on", "unmap", NULL };
+static const char *const discard_values[] = {
+    [BD_DISCARD_IGNORE] = "ignore",
+    [BD_DISCARD_UNMAP] = "unmap",
+    NULL };
+static const char *const detect_zeroes_values[] = {
+    [BD_DETECT_ZEROES_OFF] = "off",
+    [BD_DETECT_ZEROES_ON] = "on",
+    [BD_DETECT_ZEROES_UNMAP] = "unmap",
+    NULL };
 
 static const BdSchemaType discard_type = {
     .name = "BlockdevDiscardOptions", .kind = BD_SCHEMA_ENUM,
@@ -67,18 +74,68 @@ static const BdSchemaType detect_zeroes_type = {
     .name = "BlockdevDetectZeroesOptions", .kind = BD_SCHEMA_ENUM,
     .enum_values = detect_zeroes_values };
 static const BdSchemaField cache_fields[] = {
-    { "direct", &bd_schema_bool, TRUE },
-    { "no-flush", &bd_schema_bool, TRUE },
+    { "direct", &bd_schema_bool, TRUE, BD_AT(BdCacheOptions, direct) },
+    { "no-flush", &bd_schema_bool, TRUE, BD_AT(BdCacheOptions, no_flush) },
     { NULL } };
 static const BdSchemaType cache_type = {
     .name = "BlockdevCacheOptions", .kind = BD_SCHEMA_OBJECT,
     .fields = cache_fields };
 
+/* BlockdevDriver: the registered drivers' names, filled once they are
+ * registered.  Decoded as a string: its values are known at run time. */
+static BdSchemaType driver_enum;
+
+#define MUTABLE .flags = BD_FIELD_MUTABLE
+static const BdSchemaField common_fields[] = {
+    { "driver", &driver_enum, FALSE, BD_AT(BdNodeOptions, driver) },
+    { "node-name", &bd_schema_str, TRUE, BD_AT(BdNodeOptions, node_name),
+      MUTABLE },
+    { "discard", &discard_type, TRUE, BD_AT(BdNodeOptions, discard),
+      .def.i = BD_DISCARD_IGNORE, MUTABLE },
+    { "cache", &cache_type, TRUE, BD_AT(BdNodeOptions, cache), MUTABLE },
+    { "read-only", &bd_schema_bool, TRUE, BD_AT(BdNodeOptions, read_only),
+      MUTABLE },
+    { "auto-read-only", &bd_schema_bool, TRUE,
+      BD_AT(BdNodeOptions, auto_read_only), MUTABLE },
+    { "force-share", &bd_schema_bool, TRUE,
+      BD_AT(BdNodeOptions, force_share) },
+    { "detect-zeroes", &detect_zeroes_type, TRUE,
+      BD_AT(BdNodeOptions, detect_zeroes), .def.i = BD_DETECT_ZEROES_OFF,
+      MUTABLE },
+    { NULL } };
+#undef MUTABLE
+
+const BdSchemaField *bd_node_common_fields(void)
+{
+    return common_fields;
+}
+
+void bd_node_options_decode(GVariant *options, BdNodeOptions *out)
+{
+    bd_schema_decode(common_fields, options, out);
+}
+
+/* 'file' and 'backing' as the drivers that have them declare them. */
+static const BdSchemaField child_ref_fields[] = {
+    { "file", &bd_schema_blockdev_ref, TRUE, BD_AT(BdChildRefs, file),
+      BD_HAS(BdChildRefs, file) },
+    { "backing", &bd_schema_blockdev_ref_or_null, TRUE,
+      BD_AT(BdChildRefs, backing), BD_HAS(BdChildRefs, backing) },
+    { NULL } };
+
+void bd_child_refs_decode(GVariant *options, BdChildRefs *out)
+{
+    bd_schema_decode(child_ref_fields, options, out);
+}
+
+void bd_child_refs_clear(BdChildRefs *refs)
+{
+    bd_schema_clear(child_ref_fields, refs);
+}
+
 const BdSchemaType *bd_blockdev_options_schema(void)
 {
     static BdSchemaType union_type;
-    static BdSchemaType driver_enum;
-    static BdSchemaField base[10];
     static gsize done;
 
     /* Built once, after start-up registration, from the driver table. */
@@ -103,20 +160,9 @@ const BdSchemaType *bd_blockdev_options_schema(void)
         driver_enum = (BdSchemaType) {
             .name = "BlockdevDriver", .kind = BD_SCHEMA_ENUM,
             .enum_values = names };
-        BdSchemaField b[] = {
-            { "driver", &driver_enum, FALSE },
-            { "node-name", &bd_schema_str, TRUE },
-            { "discard", &discard_type, TRUE },
-            { "cache", &cache_type, TRUE },
-            { "read-only", &bd_schema_bool, TRUE },
-            { "auto-read-only", &bd_schema_bool, TRUE },
-            { "force-share", &bd_schema_bool, TRUE },
-            { "detect-zeroes", &detect_zeroes_type, TRUE },
-            { NULL } };
-        memcpy(base, b, sizeof(b));
         union_type = (BdSchemaType) {
             .name = "BlockdevOptions", .kind = BD_SCHEMA_UNION,
-            .fields = base, .discriminator = "driver",
+            .fields = common_fields, .discriminator = "driver",
             .variants = variants };
         g_once_init_leave(&done, 1);
     }
@@ -169,39 +215,37 @@ static char *node_name_generate(void)
                            g_random_int_range(0, 100));
 }
 
-static gboolean node_apply_common_options(BdNode *node, GVariant *options,
-                                          GError **errp)
+/* The common options as the node keeps them; shared with reopen. */
+gboolean bd_node_options_check(const BdNodeOptions *o, GError **errp)
 {
-    g_autoptr(GVariant) cache = bd_opts_lookup(options, "cache");
-    const char *discard = bd_opts_get_str(options, "discard", "ignore");
-    const char *dz = bd_opts_get_str(options, "detect-zeroes", "off");
-
-    node->read_only = bd_opts_get_bool(options, "read-only", FALSE);
-    node->auto_read_only = bd_opts_get_bool(options, "auto-read-only", FALSE);
-    node->force_share = bd_opts_get_bool(options, "force-share", FALSE);
-    node->cache_direct = bd_opts_get_bool(cache, "direct", FALSE);
-    node->cache_no_flush = bd_opts_get_bool(cache, "no-flush", FALSE);
-    node->discard_unmap = strcmp(discard, "unmap") == 0;
-    if (strcmp(dz, "unmap") == 0) {
-        node->detect_zeroes = BD_DETECT_ZEROES_UNMAP;
-    } else if (strcmp(dz, "on") == 0) {
-        node->detect_zeroes = BD_DETECT_ZEROES_ON;
-    } else {
-        node->detect_zeroes = BD_DETECT_ZEROES_OFF;
-    }
-
-    if (node->force_share && !node->read_only) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "force-share=on can only be used with read-only images");
-        return FALSE;
-    }
-    if (node->detect_zeroes == BD_DETECT_ZEROES_UNMAP && !node->discard_unmap) {
+    if (o->detect_zeroes == BD_DETECT_ZEROES_UNMAP &&
+        o->discard != BD_DISCARD_UNMAP) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "setting detect-zeroes to unmap is not allowed "
                     "without setting discard operation to unmap");
         return FALSE;
     }
     return TRUE;
+}
+
+static gboolean node_apply_common_options(BdNode *node,
+                                          const BdNodeOptions *o,
+                                          GError **errp)
+{
+    node->read_only = o->read_only;
+    node->auto_read_only = o->auto_read_only;
+    node->force_share = o->force_share;
+    node->cache_direct = o->cache.direct;
+    node->cache_no_flush = o->cache.no_flush;
+    node->discard_unmap = o->discard == BD_DISCARD_UNMAP;
+    node->detect_zeroes = o->detect_zeroes;
+
+    if (node->force_share && !node->read_only) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "force-share=on can only be used with read-only images");
+        return FALSE;
+    }
+    return bd_node_options_check(o, errp);
 }
 
 static void node_free(BdNode *node)
@@ -237,8 +281,12 @@ BdNode *bd_node_open(GVariant *options, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
-    const char *driver = bd_opts_get_str(options, "driver", NULL);
+    BdNodeOptions o = { 0 };
+    const char *driver;
     const BdDriver *drv;
+
+    bd_node_options_decode(options, &o);
+    driver = o.driver;
 
     if (!driver) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -259,8 +307,12 @@ BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
 {
     BD_GLOBAL_STATE_CODE();
 
-    const char *name = bd_opts_get_str(options, "node-name", NULL);
+    BdNodeOptions o = { 0 };
+    const char *name;
     BdNode *node;
+
+    bd_node_options_decode(options, &o);
+    name = o.node_name;
 
     if (name) {
         if (!bd_id_wellformed(name)) {
@@ -293,7 +345,7 @@ BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
     }
     g_ptr_array_add(bd_node_list(), node);
 
-    if (!node_apply_common_options(node, options, errp) ||
+    if (!node_apply_common_options(node, &o, errp) ||
         !drv->open(node, options, errp)) {
         /* A driver that failed half-way releases what it set up through
          * its close callback, called only when it left state behind. */
@@ -454,31 +506,30 @@ void bd_node_detach_child(BdNode *parent, BdChild *child)
     }
 }
 
-BdChild *bd_node_open_child(BdNode *parent, GVariant *options,
-                            const char *key, BdChildRole role,
-                            gboolean allow_none, GError **errp)
+BdChild *bd_node_open_child(BdNode *parent, GVariant *ref, const char *name,
+                            BdChildRole role, gboolean allow_none,
+                            GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
-    g_autoptr(GVariant) ref = bd_opts_lookup(options, key);
     g_autoptr(BdNode) child_node = NULL;
     BdChild *child;
 
     if (!ref || bd_variant_is_null(ref)) {
         if (!allow_none) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "A block device must be specified for \"%s\"", key);
+                        "A block device must be specified for \"%s\"", name);
         }
         return NULL;
     }
     if (g_variant_is_of_type(ref, G_VARIANT_TYPE_STRING)) {
-        const char *name = g_variant_get_string(ref, NULL);
-        BdNode *found = bd_node_find(name);
+        const char *ref_name = g_variant_get_string(ref, NULL);
+        BdNode *found = bd_node_find(ref_name);
         if (!found) {
             /* QEMU looks the reference up as a device name too. */
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "Cannot find device='%s' nor node-name='%s'", name,
-                        name);
+                        "Cannot find device='%s' nor node-name='%s'", ref_name,
+                        ref_name);
             return NULL;
         }
         child_node = bd_node_ref(found);
@@ -491,7 +542,7 @@ BdChild *bd_node_open_child(BdNode *parent, GVariant *options,
         child_node->inherits_from = parent;
         child_node->explicit_options = g_variant_ref(ref);
     }
-    child = bd_node_attach_child(parent, child_node, key, role, errp);
+    child = bd_node_attach_child(parent, child_node, name, role, errp);
     return child;
 }
 

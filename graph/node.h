@@ -65,11 +65,56 @@ enum {
     BD_BLOCK_EOF          = 1 << 5, /* range reaches the end of the node */
 };
 
+/* The order of BlockdevDetectZeroesOptions' values (node.c). */
 typedef enum {
     BD_DETECT_ZEROES_OFF,
     BD_DETECT_ZEROES_ON,
     BD_DETECT_ZEROES_UNMAP,
 } BdDetectZeroes;
+
+/* BlockdevDiscardOptions */
+typedef enum {
+    BD_DISCARD_IGNORE,
+    BD_DISCARD_UNMAP,
+} BdDiscard;
+
+/* BlockdevCacheOptions */
+typedef struct {
+    gboolean direct;
+    gboolean no_flush;
+} BdCacheOptions;
+
+/* The members every BlockdevOptions has (QAPI's base of the union),
+ * decoded by bd_node_options_decode(): the graph applies them, and
+ * the callers that need one (a node-name) read them here.  Drivers
+ * see their effect on the node (node->read_only, ...). */
+typedef struct {
+    const char *driver;        /* NULL: absent (internal filters) */
+    const char *node_name;     /* NULL: absent */
+    BdDiscard discard;
+    BdCacheOptions cache;
+    gboolean read_only;
+    gboolean auto_read_only;
+    gboolean force_share;
+    BdDetectZeroes detect_zeroes;
+} BdNodeOptions;
+
+/* Fill 'out' from a validated BlockdevOptions (strings borrowed). */
+void bd_node_options_decode(GVariant *options, BdNodeOptions *out);
+
+/* The BlockdevRef members the graph handles for every driver that has
+ * them, decoded from a whole BlockdevOptions: reopen replaces and
+ * detaches 'file' and 'backing', and a reopen built from a node's
+ * options (jobs/chain.c) keeps them. */
+typedef struct {
+    GVariant *file;
+    gboolean has_file;
+    GVariant *backing;
+    gboolean has_backing;
+} BdChildRefs;
+void bd_child_refs_decode(GVariant *options, BdChildRefs *out);
+void bd_child_refs_clear(BdChildRefs *refs);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(BdChildRefs, bd_child_refs_clear)
 
 /*
  * The driver contract.  Drivers are listed in formats/registry.c and
@@ -86,10 +131,9 @@ struct BdDriver {
     const char *name;                  /* "file", "raw", "qcow2", ... */
     /* Driver-specific members of BlockdevOptions<Name>; {NULL}-terminated.
      * The common members (driver, node-name, read-only, cache, discard,
-     * detect-zeroes, ...) are added by the graph. */
+     * detect-zeroes, ...) are added by the graph.  Those blockdev-reopen
+     * may change are flagged BD_FIELD_MUTABLE. */
     const BdSchemaField *options;
-    /* Options that blockdev-reopen may change; NULL-terminated. */
-    const char *const *mutable_options;
 
     gboolean is_filter;    /* data passes through 'file' (or 'backing') */
     gboolean is_format;    /* interprets its file child's bytes */
@@ -150,7 +194,7 @@ struct BdDriver {
     /* blockdev-reopen (graph/reopen.c), for drivers that support it;
      * NULL reopen_prepare: "Block format 'X' used by node 'Y' does not
      * support reopening files".  The graph has already refused changes
-     * to options not in mutable_options ("Cannot change the option"),
+     * to options not flagged BD_FIELD_MUTABLE ("Cannot change the option"),
      * omitted options that are neither common nor mutable ("cannot be
      * reset") and handled the common options and the file/backing
      * children.  prepare validates state->options (the whole new
@@ -339,13 +383,14 @@ BdNode *bd_node_open(GVariant *options, GError **errp);
 BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
                             GError **errp);
 
-/* Inside a driver's open: attach the child named 'key' from the options
- * (reference by node-name, nested definition, or absent/null when
- * allow_none).  Returns NULL with *errp set on error, or NULL without an
- * error when absent and allowed. */
-BdChild *bd_node_open_child(BdNode *parent, GVariant *options,
-                            const char *key, BdChildRole role,
-                            gboolean allow_none, GError **errp);
+/* Inside a driver's open: attach the child 'name' given by 'ref', the
+ * driver's decoded BlockdevRef(OrNull) member: a node-name reference, a
+ * nested definition, or absent (NULL) or null when allow_none.  Returns
+ * NULL with *errp set on error, or NULL without an error when absent
+ * and allowed. */
+BdChild *bd_node_open_child(BdNode *parent, GVariant *ref, const char *name,
+                            BdChildRole role, gboolean allow_none,
+                            GError **errp);
 /* Attach an existing node as a child of 'parent' (takes a reference),
  * checking permissions first. */
 BdChild *bd_node_attach_child(BdNode *parent, BdNode *child,

@@ -26,11 +26,6 @@
 #include "graph/entry.h"
 #include "graph/main-thread.h"
 
-/* Common options blockdev-reopen may change or leave out. */
-static const char *const common_mutable[] = {
-    "node-name", "discard", "cache", "read-only", "auto-read-only",
-    "detect-zeroes", NULL };
-
 typedef struct {
     BdReopenState st;
     GVariant *explicit;     /* inline child: its options as written */
@@ -135,11 +130,12 @@ static GHashTable *flatten(GVariant *opts, GHashTable *skip)
     return out;
 }
 
-static gboolean in_list(const char *const *list, const char *key)
+/* Whether the member 'name' of 'fields' is flagged mutable. */
+static gboolean field_is_mutable(const BdSchemaField *fields, const char *name)
 {
-    for (; list && *list; list++) {
-        if (strcmp(*list, key) == 0) {
-            return TRUE;
+    for (const BdSchemaField *f = fields; f && f->name; f++) {
+        if (strcmp(f->name, name) == 0) {
+            return (f->flags & BD_FIELD_MUTABLE) != 0;
         }
     }
     return FALSE;
@@ -151,11 +147,10 @@ static gboolean key_is_mutable(const BdDriver *drv, const char *key,
 {
     g_autofree char *top = g_strndup(key, strcspn(key, "."));
 
-    if (with_common && in_list(common_mutable, top)) {
+    if (with_common && field_is_mutable(bd_node_common_fields(), top)) {
         return TRUE;
     }
-    return in_list(drv->mutable_options, key) ||
-           in_list(drv->mutable_options, top);
+    return field_is_mutable(drv->options, top);
 }
 
 /* The top-level keys of a node's own options that belong to children. */
@@ -361,26 +356,16 @@ static void change_finish(ChildChange *ch)
 
 static gboolean prepare_common(ReopenEntry *e, GError **errp)
 {
-    GVariant *o = e->st.options;
-    g_autoptr(GVariant) cache = bd_opts_lookup(o, "cache");
-    const char *discard = bd_opts_get_str(o, "discard", "ignore");
-    const char *dz = bd_opts_get_str(o, "detect-zeroes", "off");
+    BdNodeOptions o = { 0 };
 
-    e->st.read_only = bd_opts_get_bool(o, "read-only", FALSE);
-    e->auto_read_only = bd_opts_get_bool(o, "auto-read-only", FALSE);
-    e->st.cache_direct = bd_opts_get_bool(cache, "direct", FALSE);
-    e->st.cache_no_flush = bd_opts_get_bool(cache, "no-flush", FALSE);
-    e->discard_unmap = strcmp(discard, "unmap") == 0;
-    e->detect_zeroes = strcmp(dz, "unmap") == 0 ? BD_DETECT_ZEROES_UNMAP :
-                       strcmp(dz, "on") == 0 ? BD_DETECT_ZEROES_ON :
-                       BD_DETECT_ZEROES_OFF;
-    if (e->detect_zeroes == BD_DETECT_ZEROES_UNMAP && !e->discard_unmap) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "setting detect-zeroes to unmap is not allowed "
-                    "without setting discard operation to unmap");
-        return FALSE;
-    }
-    return TRUE;
+    bd_node_options_decode(e->st.options, &o);
+    e->st.read_only = o.read_only;
+    e->auto_read_only = o.auto_read_only;
+    e->st.cache_direct = o.cache.direct;
+    e->st.cache_no_flush = o.cache.no_flush;
+    e->discard_unmap = o.discard == BD_DISCARD_UNMAP;
+    e->detect_zeroes = o.detect_zeroes;
+    return bd_node_options_check(&o, errp);
 }
 
 /* Options set before and left out now must be mutable. */
@@ -438,12 +423,12 @@ static BdNode *skip_implicit_filters(BdNode *node)
 
 /* The 'backing' or 'file' option given as a node-name or null. */
 static gboolean prepare_child_change(ReopenQueue *q, ReopenEntry *e,
-                                     const char *name, GError **errp)
+                                     const char *name, GVariant *v,
+                                     GError **errp)
 {
     BdNode *node = e->st.node;
     gboolean is_backing = strcmp(name, "backing") == 0;
     BdChild *old = is_backing ? node->backing : node->file;
-    g_autoptr(GVariant) v = bd_opts_lookup(e->st.options, name);
     BdNode *new_node = NULL;
 
     if (!v || g_variant_is_of_type(v, G_VARIANT_TYPE_VARDICT)) {
@@ -508,6 +493,7 @@ static gboolean prepare_entry(ReopenQueue *q, ReopenEntry *e, GError **errp)
     g_autoptr(GHashTable) old = flatten(node->options, old_skip);
     g_autoptr(GHashTable) all_new = flatten(e->st.options, NULL);
     g_autoptr(GHashTable) new = NULL;
+    g_auto(BdChildRefs) refs = { 0 };
     gboolean has_default_backing;
 
     if (!prepare_common(e, errp)) {
@@ -529,14 +515,14 @@ static gboolean prepare_entry(ReopenQueue *q, ReopenEntry *e, GError **errp)
 
     has_default_backing = drv->has_default_backing &&
                           drv->has_default_backing(node);
-    if (!bd_opts_has(e->st.options, "backing") &&
-        (node->backing || has_default_backing)) {
+    bd_child_refs_decode(e->st.options, &refs);
+    if (!refs.has_backing && (node->backing || has_default_backing)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "backing is missing for '%s'", node->node_name);
         return FALSE;
     }
-    if (!prepare_child_change(q, e, "backing", errp) ||
-        !prepare_child_change(q, e, "file", errp)) {
+    if (!prepare_child_change(q, e, "backing", refs.backing, errp) ||
+        !prepare_child_change(q, e, "file", refs.file, errp)) {
         return FALSE;
     }
 
@@ -613,8 +599,12 @@ static gboolean queue_build(ReopenQueue *q, GPtrArray *list, GError **errp)
 {
     for (guint i = 0; i < list->len; i++) {
         GVariant *opts = list->pdata[i];
-        const char *name = bd_opts_get_str(opts, "node-name", NULL);
+        BdNodeOptions o = { 0 };
+        const char *name;
         BdNode *node;
+
+        bd_node_options_decode(opts, &o);
+        name = o.node_name;
 
         if (!name) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,

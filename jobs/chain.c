@@ -118,8 +118,13 @@ BdNode *bd_chain_insert_filter(BdNode *below, GVariant *options,
 {
     BD_GLOBAL_STATE_CODE();
 
-    gboolean named = bd_opts_has(options, "node-name");
-    BdNode *filter = bd_node_open(options, errp);
+    BdNodeOptions o = { 0 };
+    gboolean named;
+    BdNode *filter;
+
+    bd_node_options_decode(options, &o);
+    named = o.node_name != NULL;
+    filter = bd_node_open(options, errp);
 
     if (!filter) {
         g_prefix_error(errp, "Could not create node: ");
@@ -202,21 +207,23 @@ gboolean bd_chain_reopen_read_only(BdNode *node, gboolean ro, GError **errp)
 
     g_autoptr(GPtrArray) list = g_ptr_array_new_with_free_func(
         (GDestroyNotify)g_variant_unref);
-    g_autoptr(GVariant) file = bd_opts_lookup(node->options, "file");
+    g_auto(BdChildRefs) refs = { 0 };
     GVariantDict d;
 
     if (node->read_only == ro) {
         return TRUE;
     }
+    bd_child_refs_decode(node->options, &refs);
     g_variant_dict_init(&d, node->options);
     g_variant_dict_insert(&d, "read-only", "b", ro);
     if (node->backing) {
         g_variant_dict_insert(&d, "backing", "s",
                               node->backing->node->node_name);
-    } else if (bd_opts_has(node->options, "backing")) {
+    } else if (refs.has_backing) {
         g_variant_dict_insert_value(&d, "backing", bd_variant_null());
     }
-    if (file && node->file && node->file->node->inherits_from != node) {
+    if (refs.has_file && node->file &&
+        node->file->node->inherits_from != node) {
         g_variant_dict_insert(&d, "file", "s", node->file->node->node_name);
     }
     g_ptr_array_add(list, g_variant_ref_sink(g_variant_dict_end(&d)));

@@ -25,20 +25,27 @@ typedef struct {
     void *opaque;
 } CommitTopState;
 
+typedef struct {
+    GVariant *backing;
+} CommitTopOptions;
+
 static const BdSchemaField commit_top_options[] = {
-    { "backing", &bd_schema_blockdev_ref, FALSE },
+    { "backing", &bd_schema_blockdev_ref, FALSE, BD_AT(CommitTopOptions, backing) },
     { NULL },
 };
+BD_SCHEMA_DEFINE_AUTO(CommitTopOptions, commit_top_options)
 
 static gboolean commit_top_open(BdNode *node, GVariant *options,
                                 GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
+    g_auto(CommitTopOptions) o = { 0 };
     CommitTopState *s;
     BdChild *child;
 
-    child = bd_node_open_child(node, options, "backing",
+    bd_schema_decode(commit_top_options, options, &o);
+    child = bd_node_open_child(node, o.backing, "backing",
                                BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
                                errp);
     if (!child) {

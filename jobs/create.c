@@ -28,11 +28,21 @@ typedef struct {
 
 /* --- schema --- */
 
+/* BlockdevCreateOptions' base: the driver, whose names are known once
+ * the drivers are registered (read as a string). */
+typedef struct {
+    const char *driver;
+} CreateBase;
+
+static BdSchemaType driver_enum;
+static const BdSchemaField base_fields[] = {
+    { "driver", &driver_enum, FALSE, BD_AT(CreateBase, driver),
+      .def.s = "" },
+    { NULL } };
+
 const BdSchemaType *bd_create_options_schema(void)
 {
     static BdSchemaType union_type;
-    static BdSchemaType driver_enum;
-    static BdSchemaField base[2];
     static gsize done;
 
     if (g_once_init_enter(&done)) {
@@ -59,10 +69,9 @@ const BdSchemaType *bd_create_options_schema(void)
         driver_enum = (BdSchemaType) {
             .name = "BlockdevDriver", .kind = BD_SCHEMA_ENUM,
             .enum_values = names };
-        base[0] = (BdSchemaField) { "driver", &driver_enum, FALSE };
         union_type = (BdSchemaType) {
             .name = "BlockdevCreateOptions", .kind = BD_SCHEMA_UNION,
-            .fields = base, .discriminator = "driver",
+            .fields = base_fields, .discriminator = "driver",
             .variants = variants };
         g_once_init_leave(&done, 1);
     }
@@ -151,7 +160,8 @@ static char *resolve_ref(BdCreateJob *s, GVariant *ref, GError **errp)
 }
 
 /* Copy the options with every BlockdevRef member replaced by the name of
- * the node it resolves to.  The first failure is kept for the job. */
+ * the node it resolves to, for whichever driver: a walk of its table.
+ * The first failure is kept for the job. */
 static GVariant *resolve_refs(BdCreateJob *s, GVariant *options)
 {
     const BdSchemaField *fields = s->drv->create_options;
@@ -164,7 +174,7 @@ static GVariant *resolve_refs(BdCreateJob *s, GVariant *options)
             kind != BD_SCHEMA_BLOCKDEV_REF_OR_NULL) {
             continue;
         }
-        g_autoptr(GVariant) ref = bd_opts_lookup(options, fields[i].name);
+        g_autoptr(GVariant) ref = bd_schema_member(options, &fields[i]);
         if (!ref || bd_variant_is_null(ref) || s->resolve_err) {
             continue;
         }
@@ -181,8 +191,13 @@ gboolean bd_create_job_start(const char *job_id, GVariant *options,
 {
     BD_GLOBAL_STATE_CODE();
 
-    const char *fmt = bd_opts_get_str(options, "driver", "");
-    const BdDriver *drv = bd_driver_find(fmt);
+    CreateBase base = { 0 };
+    const char *fmt;
+    const BdDriver *drv;
+
+    bd_schema_decode(base_fields, options, &base);
+    fmt = base.driver;
+    drv = bd_driver_find(fmt);
 
     if (!drv) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,

@@ -25,20 +25,29 @@ typedef struct {
     void *opaque;
 } MirrorTopState;
 
+typedef struct {
+    GVariant *backing;
+} MirrorTopOptions;
+
 static const BdSchemaField mirror_top_options[] = {
-    { "backing", &bd_schema_blockdev_ref, FALSE },
+    { "backing", &bd_schema_blockdev_ref, FALSE, BD_AT(MirrorTopOptions, backing) },
     { NULL },
 };
+BD_SCHEMA_DEFINE_AUTO(MirrorTopOptions, mirror_top_options)
 
 static gboolean mirror_top_open(BdNode *node, GVariant *options,
                                 GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
+    g_auto(MirrorTopOptions) o = { 0 };
     MirrorTopState *s;
-    BdChild *child = bd_node_open_child(node, options, "backing",
-                                        BD_CHILD_FILTERED | BD_CHILD_PRIMARY,
-                                        FALSE, errp);
+    BdChild *child;
+
+    bd_schema_decode(mirror_top_options, options, &o);
+    child = bd_node_open_child(node, o.backing, "backing",
+                               BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
+                               errp);
 
     if (!child) {
         return FALSE;

@@ -17,12 +17,21 @@
 #include "formats/qcow2/create-qapi.h"
 #include "formats/qcow2/qcow2.h"
 
-static const char *const version_values[] = { "v2", "v3", NULL };
+typedef enum { QCOW2_VERSION_V2, QCOW2_VERSION_V3 } Qcow2Version;
+
+static const char *const version_values[] = {
+    [QCOW2_VERSION_V2] = "v2",
+    [QCOW2_VERSION_V3] = "v3",
+    NULL };
 static const BdSchemaType version_type = {
     .name = "BlockdevQcow2Version", .kind = BD_SCHEMA_ENUM,
     .enum_values = version_values };
-static const char *const prealloc_values[] = { "off", "metadata", "falloc",
-                                               "full", NULL };
+static const char *const prealloc_values[] = {
+    [QCOW2_PREALLOC_OFF] = "off",
+    [QCOW2_PREALLOC_METADATA] = "metadata",
+    [QCOW2_PREALLOC_FALLOC] = "falloc",
+    [QCOW2_PREALLOC_FULL] = "full",
+    NULL };
 static const BdSchemaType prealloc_type = {
     .name = "PreallocMode", .kind = BD_SCHEMA_ENUM,
     .enum_values = prealloc_values };
@@ -31,22 +40,48 @@ static const BdSchemaType compression_type = {
     .name = "Qcow2CompressionType", .kind = BD_SCHEMA_ENUM,
     .enum_values = compression_values };
 
+/* BlockdevCreateOptionsQcow2 */
+typedef struct {
+    GVariant *file;             /* by now the name of the node (jobs/) */
+    GVariant *data_file;
+    gboolean data_file_raw;
+    gboolean extended_l2;
+    guint64 size;
+    Qcow2Version version;
+    const char *backing_file;
+    const char *backing_fmt;
+    GVariant *encrypt;
+    guint64 cluster_size;
+    Qcow2Prealloc preallocation;
+    gboolean lazy_refcounts;
+    gint64 refcount_bits;
+} CreateOptions;
+
+#define C(f) BD_AT(CreateOptions, f)
 const BdSchemaField bd_qcow2_create_options[] = {
-    { "file", &bd_schema_blockdev_ref, FALSE },
-    { "data-file", &bd_schema_blockdev_ref, TRUE },
-    { "data-file-raw", &bd_schema_bool, TRUE },
-    { "extended-l2", &bd_schema_bool, TRUE },
-    { "size", &bd_schema_size, FALSE },
-    { "version", &version_type, TRUE },
-    { "backing-file", &bd_schema_str, TRUE },
-    { "backing-fmt", &bd_schema_str, TRUE },
-    { "encrypt", &bd_schema_any, TRUE },
-    { "cluster-size", &bd_schema_size, TRUE },
-    { "preallocation", &prealloc_type, TRUE },
-    { "lazy-refcounts", &bd_schema_bool, TRUE },
-    { "refcount-bits", &bd_schema_int, TRUE },
-    { "compression-type", &compression_type, TRUE },
+    { "file", &bd_schema_blockdev_ref, FALSE, C(file) },
+    { "data-file", &bd_schema_blockdev_ref, TRUE, C(data_file) },
+    { "data-file-raw", &bd_schema_bool, TRUE, C(data_file_raw) },
+    { "extended-l2", &bd_schema_bool, TRUE, C(extended_l2) },
+    { "size", &bd_schema_size, FALSE, C(size) },
+    { "version", &version_type, TRUE, C(version),
+      .def.i = QCOW2_VERSION_V3 },
+    { "backing-file", &bd_schema_str, TRUE, C(backing_file) },
+    { "backing-fmt", &bd_schema_str, TRUE, C(backing_fmt) },
+    { "encrypt", &bd_schema_any, TRUE, C(encrypt) },
+    { "cluster-size", &bd_schema_size, TRUE, C(cluster_size),
+      .def.u = 65536 },
+    { "preallocation", &prealloc_type, TRUE, C(preallocation),
+      .def.i = QCOW2_PREALLOC_OFF },
+    { "lazy-refcounts", &bd_schema_bool, TRUE, C(lazy_refcounts) },
+    { "refcount-bits", &bd_schema_int, TRUE, C(refcount_bits),
+      .def.i = 16 },
+    /* zlib, the one type and the default: nothing to choose. */
+    { "compression-type", &compression_type, TRUE,
+      .flags = BD_FIELD_IGNORED },
     { NULL } };
+#undef C
+BD_SCHEMA_DEFINE_AUTO(CreateOptions, bd_qcow2_create_options)
 
 #define FAIL(...) do { \
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, __VA_ARGS__); \
@@ -103,25 +138,23 @@ static BdNode *find_node(const char *name)
 
 /* --- options --- */
 
-static gboolean check_options(GVariant *options, Qcow2CreateOptions *o,
+static gboolean check_options(const CreateOptions *c, Qcow2CreateOptions *o,
                               GError **errp)
 {
-    const char *prealloc = bd_opts_get_str(options, "preallocation", "off");
-    gint64 rbits = bd_opts_get_int(options, "refcount-bits", 16);
-    guint64 cs = bd_opts_get_uint(options, "cluster-size", 65536);
-    gboolean has_backing = bd_opts_has(options, "backing-file");
+    gint64 rbits = c->refcount_bits;
+    guint64 cs = c->cluster_size;
+    gboolean has_backing = c->backing_file != NULL;
 
-    o->size = bd_opts_get_uint(options, "size", 0);
-    o->version = strcmp(bd_opts_get_str(options, "version", "v3"), "v2")
-                 ? 3 : 2;
-    o->lazy_refcounts = bd_opts_get_bool(options, "lazy-refcounts", FALSE);
-    o->backing_file = bd_opts_get_str(options, "backing-file", NULL);
-    o->backing_format = bd_opts_get_str(options, "backing-fmt", NULL);
+    o->size = c->size;
+    o->version = c->version == QCOW2_VERSION_V2 ? 2 : 3;
+    o->lazy_refcounts = c->lazy_refcounts;
+    o->backing_file = c->backing_file;
+    o->backing_format = c->backing_fmt;
 
     if (o->size % 512) {
         FAIL("Image size must be a multiple of 512 bytes");
     }
-    if (bd_opts_get_bool(options, "extended-l2", FALSE)) {
+    if (c->extended_l2) {
         if (o->version < 3) {
             FAIL("Extended L2 entries are only supported with compatibility "
                  "level 1.1 and above (use version=v3 or greater)");
@@ -131,7 +164,7 @@ static gboolean check_options(GVariant *options, Qcow2CreateOptions *o,
     if (cs < 512 || cs > (1u << QCOW2_MAX_CLUSTER_BITS) || (cs & (cs - 1))) {
         FAIL("Cluster size must be a power of two between 512 and 2048k");
     }
-    if (has_backing && strcmp(prealloc, "off") != 0) {
+    if (has_backing && c->preallocation != QCOW2_PREALLOC_OFF) {
         FAIL("Backing file and preallocation can only be used at the same "
              "time if extended_l2 is on");
     }
@@ -150,18 +183,17 @@ static gboolean check_options(GVariant *options, Qcow2CreateOptions *o,
         FAIL("Different refcount widths than 16 bits require compatibility "
              "level 1.1 or above (use version=v3 or greater)");
     }
-    if (bd_opts_get_bool(options, "data-file-raw", FALSE) &&
-        !bd_opts_has(options, "data-file")) {
+    if (c->data_file_raw && !c->data_file) {
         FAIL("data-file-raw requires data-file");
     }
-    if (bd_opts_has(options, "data-file")) {
+    if (c->data_file) {
         if (o->version < 3) {
             FAIL("External data files are only supported with compatibility "
                  "level 1.1 and above (use version=v3 or greater)");
         }
         FAIL("External data files are not supported by this server");
     }
-    if (bd_opts_has(options, "encrypt")) {
+    if (c->encrypt) {
         FAIL("Encrypted images are not supported by this server");
     }
     o->cluster_size = (uint32_t)cs;
@@ -171,22 +203,26 @@ static gboolean check_options(GVariant *options, Qcow2CreateOptions *o,
 
 gboolean bd_qcow2_create_hook(GVariant *options, GError **errp)
 {
-    const char *file_name = bd_opts_get_str(options, "file", "");
-    const char *prealloc = bd_opts_get_str(options, "preallocation", "off");
+    g_auto(CreateOptions) c = { 0 };
+    const char *file_name = "";
     Qcow2CreateOptions o = { 0 };
     BdNode *file;
 
+    bd_schema_decode(bd_qcow2_create_options, options, &c);
+    if (c.file && g_variant_is_of_type(c.file, G_VARIANT_TYPE_STRING)) {
+        file_name = g_variant_get_string(c.file, NULL);
+    }
     file = find_node(file_name);
     if (!file) {
         FAIL("Cannot find device='%s' nor node-name='%s'", file_name,
              file_name);
     }
-    if (!check_options(options, &o, errp) ||
+    if (!check_options(&c, &o, errp) ||
         !bd_qcow2_create(file, &o, errp)) {
         return FALSE;
     }
-    if (strcmp(prealloc, "off") != 0) {
-        return bd_qcow2_preallocate(file, o.size, prealloc, errp);
+    if (c.preallocation != QCOW2_PREALLOC_OFF) {
+        return bd_qcow2_preallocate(file, o.size, c.preallocation, errp);
     }
     return TRUE;
 }

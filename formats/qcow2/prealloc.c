@@ -184,13 +184,13 @@ static int write_header(BdNode *file, const Layout *l)
 }
 
 /* falloc: allocate the data area; full: write its zeroes. */
-static int allocate_data(BdNode *file, const Layout *l, const char *mode,
+static int allocate_data(BdNode *file, const Layout *l, Qcow2Prealloc mode,
                          uint8_t *buf)
 {
     uint64_t off = l->data_first * l->cs;
     uint64_t end = off + l->n_data * l->cs;
 
-    if (strcmp(mode, "falloc") == 0) {
+    if (mode == QCOW2_PREALLOC_FALLOC) {
         return l->n_data ? bd_node_pwrite_zeroes(file, off, end - off, 0) : 0;
     }
     memset(buf, 0, l->cs);
@@ -203,8 +203,8 @@ static int allocate_data(BdNode *file, const Layout *l, const char *mode,
     return 0;
 }
 
-gboolean bd_qcow2_preallocate(BdNode *file, uint64_t size, const char *mode,
-                              GError **errp)
+gboolean bd_qcow2_preallocate(BdNode *file, uint64_t size,
+                              Qcow2Prealloc mode, GError **errp)
 {
     Layout l;
     int ret;
@@ -230,7 +230,7 @@ gboolean bd_qcow2_preallocate(BdNode *file, uint64_t size, const char *mode,
     if (ret == 0) {
         ret = write_header(file, &l);
     }
-    if (ret == 0 && strcmp(mode, "metadata") != 0) {
+    if (ret == 0 && mode != QCOW2_PREALLOC_METADATA) {
         ret = allocate_data(file, &l, mode, buf);
     }
     if (ret == 0) {

@@ -29,24 +29,48 @@
 
 /* --- schema (QAPI BlockdevOptionsQcow2) --- */
 
+typedef enum {
+    OVERLAP_NONE, OVERLAP_CONSTANT, OVERLAP_CACHED, OVERLAP_ALL
+} OverlapMode;
+
 static const char *const overlap_mode_values[] = {
-    "none", "constant", "cached", "all", NULL };
+    [OVERLAP_NONE] = "none",
+    [OVERLAP_CONSTANT] = "constant",
+    [OVERLAP_CACHED] = "cached",
+    [OVERLAP_ALL] = "all",
+    NULL };
 static const BdSchemaType overlap_mode_type = {
     .name = "Qcow2OverlapCheckMode", .kind = BD_SCHEMA_ENUM,
     .enum_values = overlap_mode_values };
+
+/* Qcow2OverlapCheckFlags: flag[i] is the check QCOW2_OL_* 1 << i. */
+#define N_OVERLAP_FLAGS 9
+typedef struct {
+    OverlapMode template_mode;
+    gboolean flag[N_OVERLAP_FLAGS];
+    gboolean has_flag[N_OVERLAP_FLAGS];
+} OverlapFlags;
+
+#define FLAG(bit, n) \
+    { n, &bd_schema_bool, TRUE, BD_AT(OverlapFlags, flag[bit]), \
+      BD_HAS(OverlapFlags, flag[bit]) }
 static const BdSchemaField overlap_flag_fields[] = {
-    { "template", &overlap_mode_type, TRUE },
-    { "main-header", &bd_schema_bool, TRUE },
-    { "active-l1", &bd_schema_bool, TRUE },
-    { "active-l2", &bd_schema_bool, TRUE },
-    { "refcount-table", &bd_schema_bool, TRUE },
-    { "refcount-block", &bd_schema_bool, TRUE },
-    { "snapshot-table", &bd_schema_bool, TRUE },
-    { "inactive-l1", &bd_schema_bool, TRUE },
-    { "inactive-l2", &bd_schema_bool, TRUE },
-    { "bitmap-directory", &bd_schema_bool, TRUE },
+    { "template", &overlap_mode_type, TRUE,
+      BD_AT(OverlapFlags, template_mode), .def.i = OVERLAP_CACHED },
+    FLAG(0, "main-header"),
+    FLAG(1, "active-l1"),
+    FLAG(2, "active-l2"),
+    FLAG(3, "refcount-table"),
+    FLAG(4, "refcount-block"),
+    FLAG(5, "snapshot-table"),
+    FLAG(6, "inactive-l1"),
+    FLAG(7, "inactive-l2"),
+    FLAG(8, "bitmap-directory"),
     { NULL },
 };
+#undef FLAG
+G_STATIC_ASSERT(QCOW2_OL_MAIN_HEADER == 1 << 0 &&
+                QCOW2_OL_BITMAP_DIRECTORY == 1 << (N_OVERLAP_FLAGS - 1));
 static const BdSchemaType overlap_flags_type = {
     .name = "Qcow2OverlapCheckFlags", .kind = BD_SCHEMA_OBJECT,
     .fields = overlap_flag_fields };
@@ -56,23 +80,65 @@ static const BdSchemaType overlap_type = {
     .name = "Qcow2OverlapChecks", .kind = BD_SCHEMA_ALTERNATE,
     .alternatives = overlap_alts };
 
+typedef struct {
+    GVariant *file;
+    GVariant *backing;
+    gboolean has_backing;
+    gboolean lazy_refcounts;
+    gboolean has_lazy_refcounts;     /* else: as the image header says */
+    gboolean pass_discard_request;
+    gboolean pass_discard_snapshot;
+    gboolean pass_discard_other;
+    GVariant *overlap_check;         /* Qcow2OverlapChecks */
+    gint64 cache_size;
+    gboolean has_cache_size;
+    gint64 l2_cache_size;
+    gboolean has_l2_cache_size;
+    gint64 l2_cache_entry_size;
+    gboolean has_l2_cache_entry_size; /* else: the cluster size */
+    gint64 refcount_cache_size;
+    gboolean has_refcount_cache_size;
+    gint64 cache_clean_interval;
+    GVariant *encrypt;
+    GVariant *data_file;
+} Qcow2Options;
+
+#define O(f) BD_AT(Qcow2Options, f)
+#define HAS(f) BD_HAS(Qcow2Options, f)
+/* QEMU's mutable qcow2 options: the caches, discard passing, lazy
+ * refcounts and overlap checks. */
+#define MUTABLE .flags = BD_FIELD_MUTABLE
 static const BdSchemaField qcow2_options[] = {
-    { "file", &bd_schema_blockdev_ref, FALSE },
-    { "backing", &bd_schema_blockdev_ref_or_null, TRUE },
-    { "lazy-refcounts", &bd_schema_bool, TRUE },
-    { "pass-discard-request", &bd_schema_bool, TRUE },
-    { "pass-discard-snapshot", &bd_schema_bool, TRUE },
-    { "pass-discard-other", &bd_schema_bool, TRUE },
-    { "overlap-check", &overlap_type, TRUE },
-    { "cache-size", &bd_schema_int, TRUE },
-    { "l2-cache-size", &bd_schema_int, TRUE },
-    { "l2-cache-entry-size", &bd_schema_int, TRUE },
-    { "refcount-cache-size", &bd_schema_int, TRUE },
-    { "cache-clean-interval", &bd_schema_int, TRUE },
-    { "encrypt", &bd_schema_any, TRUE },
-    { "data-file", &bd_schema_blockdev_ref, TRUE },
+    { "file", &bd_schema_blockdev_ref, FALSE, O(file) },
+    { "backing", &bd_schema_blockdev_ref_or_null, TRUE, O(backing),
+      HAS(backing) },
+    { "lazy-refcounts", &bd_schema_bool, TRUE, O(lazy_refcounts),
+      HAS(lazy_refcounts), MUTABLE },
+    { "pass-discard-request", &bd_schema_bool, TRUE,
+      O(pass_discard_request), .def.i = TRUE, MUTABLE },
+    { "pass-discard-snapshot", &bd_schema_bool, TRUE,
+      O(pass_discard_snapshot), .def.i = TRUE, MUTABLE },
+    { "pass-discard-other", &bd_schema_bool, TRUE, O(pass_discard_other),
+      MUTABLE },
+    { "overlap-check", &overlap_type, TRUE, O(overlap_check), MUTABLE },
+    { "cache-size", &bd_schema_int, TRUE, O(cache_size), HAS(cache_size),
+      MUTABLE },
+    { "l2-cache-size", &bd_schema_int, TRUE, O(l2_cache_size),
+      HAS(l2_cache_size), MUTABLE },
+    { "l2-cache-entry-size", &bd_schema_int, TRUE, O(l2_cache_entry_size),
+      HAS(l2_cache_entry_size), MUTABLE },
+    { "refcount-cache-size", &bd_schema_int, TRUE, O(refcount_cache_size),
+      HAS(refcount_cache_size), MUTABLE },
+    { "cache-clean-interval", &bd_schema_int, TRUE, O(cache_clean_interval),
+      .def.i = DEFAULT_CACHE_CLEAN_INTERVAL, MUTABLE },
+    { "encrypt", &bd_schema_any, TRUE, O(encrypt) },
+    { "data-file", &bd_schema_blockdev_ref, TRUE, O(data_file) },
     { NULL },
 };
+#undef MUTABLE
+#undef O
+#undef HAS
+BD_SCHEMA_DEFINE_AUTO(Qcow2Options, qcow2_options)
 
 #define FAIL(...) do { \
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, __VA_ARGS__); \
@@ -111,32 +177,35 @@ void qcow2_signal_corruption(Qcow2State *s, const char *fmt, ...)
 
 /* --- caches: QEMU's read_cache_sizes() rules and messages --- */
 
-static gboolean read_cache_sizes(Qcow2State *s, GVariant *o, uint64_t *l2,
-                                 uint64_t *rc, uint64_t *entry,
+static gboolean read_cache_sizes(Qcow2State *s, const Qcow2Options *o,
+                                 uint64_t *l2, uint64_t *rc, uint64_t *entry,
                                  GError **errp)
 {
-    gboolean has_all = bd_opts_has(o, "cache-size");
-    gboolean has_l2 = bd_opts_has(o, "l2-cache-size");
-    gboolean has_rc = bd_opts_has(o, "refcount-cache-size");
-    uint64_t all = (uint64_t)bd_opts_get_int(o, "cache-size", 0);
+    gboolean has_all = o->has_cache_size;
+    gboolean has_l2 = o->has_l2_cache_size;
+    gboolean has_rc = o->has_refcount_cache_size;
+    uint64_t all = (uint64_t)o->cache_size;
     uint64_t cs = s->cluster_size;
     uint64_t max_l2 = ((s->h.size + cs - 1) / cs * 8 + cs - 1) / cs * cs;
     uint64_t min_rc = MIN_REFCOUNT_CACHE_CLUSTERS * cs;
-    static const char *const sizes[] = {
-        "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size",
-        "cache-size" };
+    const struct { gint64 value; const char *name; } sizes[] = {
+        { o->l2_cache_size, "l2-cache-size" },
+        { o->l2_cache_entry_size, "l2-cache-entry-size" },
+        { o->refcount_cache_size, "refcount-cache-size" },
+        { o->cache_size, "cache-size" } };
 
     /* QEMU parses these as sizes: no negative numbers. */
     for (gsize i = 0; i < G_N_ELEMENTS(sizes); i++) {
-        if (bd_opts_get_int(o, sizes[i], 0) < 0) {
+        if (sizes[i].value < 0) {
             FAIL("Parameter '%s' expects a non-negative number below 2^64",
-                 sizes[i]);
+                 sizes[i].name);
         }
     }
 
-    *l2 = (uint64_t)bd_opts_get_int(o, "l2-cache-size", 0);
-    *rc = (uint64_t)bd_opts_get_int(o, "refcount-cache-size", 0);
-    *entry = (uint64_t)bd_opts_get_int(o, "l2-cache-entry-size", cs);
+    *l2 = (uint64_t)o->l2_cache_size;
+    *rc = (uint64_t)o->refcount_cache_size;
+    *entry = o->has_l2_cache_entry_size ? (uint64_t)o->l2_cache_entry_size
+                                        : cs;
     if (has_all) {
         if (has_l2 && has_rc) {
             FAIL("cache-size, l2-cache-size and refcount-cache-size may "
@@ -189,12 +258,11 @@ typedef struct {
     guint interval;
 } Qcow2CacheConfig;
 
-static gboolean parse_caches(Qcow2State *s, GVariant *o, Qcow2CacheConfig *c,
-                             GError **errp)
+static gboolean parse_caches(Qcow2State *s, const Qcow2Options *o,
+                             Qcow2CacheConfig *c, GError **errp)
 {
     uint64_t l2, rc, entry;
-    gint64 interval = bd_opts_get_int(o, "cache-clean-interval",
-                                      DEFAULT_CACHE_CLEAN_INTERVAL);
+    gint64 interval = o->cache_clean_interval;
 
     if (!read_cache_sizes(s, o, &l2, &rc, &entry, errp)) {
         return FALSE;
@@ -239,7 +307,8 @@ static void apply_caches(Qcow2State *s, const Qcow2CacheConfig *c)
     }
 }
 
-static gboolean setup_caches(Qcow2State *s, GVariant *o, GError **errp)
+static gboolean setup_caches(Qcow2State *s, const Qcow2Options *o,
+                             GError **errp)
 {
     Qcow2CacheConfig c;
 
@@ -250,43 +319,35 @@ static gboolean setup_caches(Qcow2State *s, GVariant *o, GError **errp)
     return TRUE;
 }
 
-static gboolean parse_overlap_check(GVariant *o, int *out, GError **errp)
+static gboolean parse_overlap_check(const Qcow2Options *o, int *out,
+                                    GError **errp)
 {
-    static const struct { const char *name; int bit; } flags[] = {
-        { "main-header", QCOW2_OL_MAIN_HEADER },
-        { "active-l1", QCOW2_OL_ACTIVE_L1 },
-        { "active-l2", QCOW2_OL_ACTIVE_L2 },
-        { "refcount-table", QCOW2_OL_REFCOUNT_TABLE },
-        { "refcount-block", QCOW2_OL_REFCOUNT_BLOCK },
-        { "snapshot-table", QCOW2_OL_SNAPSHOT_TABLE },
-        { "inactive-l1", QCOW2_OL_INACTIVE_L1 },
-        { "inactive-l2", QCOW2_OL_INACTIVE_L2 },
-        { "bitmap-directory", QCOW2_OL_BITMAP_DIRECTORY },
-    };
     const int constant = QCOW2_OL_MAIN_HEADER | QCOW2_OL_ACTIVE_L1 |
                          QCOW2_OL_REFCOUNT_TABLE | QCOW2_OL_SNAPSHOT_TABLE |
                          QCOW2_OL_INACTIVE_L1 | QCOW2_OL_BITMAP_DIRECTORY;
     const int cached = constant | QCOW2_OL_ACTIVE_L2 |
                        QCOW2_OL_REFCOUNT_BLOCK;
-    g_autoptr(GVariant) v = bd_opts_lookup(o, "overlap-check");
-    const char *mode = "cached";
+    GVariant *v = o->overlap_check;
+    OverlapFlags flags = { 0 };
 
+    /* The alternate: a mode, or flags over a template mode. */
     if (v && g_variant_is_of_type(v, G_VARIANT_TYPE_STRING)) {
-        mode = g_variant_get_string(v, NULL);
-    } else if (v) {
-        mode = bd_opts_get_str(v, "template", "cached");
+        bd_schema_decode(overlap_flag_fields, NULL, &flags);
+        flags.template_mode = bd_schema_enum_index(
+            &overlap_mode_type, g_variant_get_string(v, NULL));
+    } else {
+        bd_schema_decode(overlap_flag_fields, v, &flags);
     }
-    *out = strcmp(mode, "none") == 0 ? 0 :
-                       strcmp(mode, "constant") == 0 ? constant :
-                       strcmp(mode, "all") == 0 ? cached |
-                           QCOW2_OL_INACTIVE_L2 : cached;
-    for (gsize i = 0; v && !g_variant_is_of_type(v, G_VARIANT_TYPE_STRING) &&
-                      i < G_N_ELEMENTS(flags); i++) {
-        if (bd_opts_has(v, flags[i].name)) {
-            if (bd_opts_get_bool(v, flags[i].name, FALSE)) {
-                *out |= flags[i].bit;
+    *out = flags.template_mode == OVERLAP_NONE ? 0 :
+           flags.template_mode == OVERLAP_CONSTANT ? constant :
+           flags.template_mode == OVERLAP_ALL ? cached | QCOW2_OL_INACTIVE_L2
+                                              : cached;
+    for (int i = 0; i < N_OVERLAP_FLAGS; i++) {
+        if (flags.has_flag[i]) {
+            if (flags.flag[i]) {
+                *out |= 1 << i;
             } else {
-                *out &= ~flags[i].bit;
+                *out &= ~(1 << i);
             }
         }
     }
@@ -339,12 +400,13 @@ static gboolean read_header(Qcow2State *s, GError **errp)
     return qcow2_header_parse(buf, len, flen, &s->h, errp);
 }
 
-static gboolean check_writable(Qcow2State *s, GVariant *o, GError **errp)
+static gboolean check_writable(Qcow2State *s, const Qcow2Options *o,
+                               GError **errp)
 {
     if (s->h.incompatible & QCOW2_INCOMPAT_CORRUPT) {
         FAIL("qcow2: Image is corrupt; cannot be opened read/write");
     }
-    if (bd_opts_get_bool(o, "lazy-refcounts", FALSE) && s->h.version < 3) {
+    if (o->lazy_refcounts && s->h.version < 3) {
         FAIL("Lazy refcounts require a qcow2 image with at least qemu 1.1 "
              "compatibility level");
     }
@@ -360,6 +422,14 @@ static gboolean check_writable(Qcow2State *s, GVariant *o, GError **errp)
         s->h.autoclear &= keep;
     }
     return TRUE;
+}
+
+/* lazy-refcounts, by default what the image header says. */
+static gboolean lazy_refcounts(Qcow2State *s, const Qcow2Options *o)
+{
+    return o->has_lazy_refcounts
+           ? o->lazy_refcounts
+           : !!(s->h.compatible & QCOW2_COMPAT_LAZY_REFCOUNTS);
 }
 
 static void setup_geometry(Qcow2State *s)
@@ -378,16 +448,16 @@ static void setup_geometry(Qcow2State *s)
 
 /* --- backing --- */
 
-static gboolean open_backing(BdNode *node, Qcow2State *s, GVariant *o,
-                             GError **errp)
+static gboolean open_backing(BdNode *node, Qcow2State *s,
+                             const Qcow2Options *o, GError **errp)
 {
     g_autofree char *path = NULL, *dir = NULL, *fmt = NULL;
-    GVariantBuilder file, back, outer;
-    g_autoptr(GVariant) opts = NULL;
+    GVariantBuilder file, back;
+    g_autoptr(GVariant) ref = NULL;
 
-    if (bd_opts_has(o, "backing")) {
-        return bd_node_open_child(node, o, "backing", BD_CHILD_COW, TRUE,
-                                  errp) != NULL || !errp || !*errp;
+    if (o->has_backing) {
+        return bd_node_open_child(node, o->backing, "backing", BD_CHILD_COW,
+                                  TRUE, errp) != NULL || !errp || !*errp;
     }
     if (!s->h.backing_file) {
         return TRUE;
@@ -414,11 +484,8 @@ static gboolean open_backing(BdNode *node, Qcow2State *s, GVariant *o,
                           g_variant_new_string(fmt));
     g_variant_builder_add(&back, "{sv}", "file",
                           g_variant_builder_end(&file));
-    g_variant_builder_init(&outer, G_VARIANT_TYPE_VARDICT);
-    g_variant_builder_add(&outer, "{sv}", "backing",
-                          g_variant_builder_end(&back));
-    opts = g_variant_ref_sink(g_variant_builder_end(&outer));
-    if (!bd_node_open_child(node, opts, "backing", BD_CHILD_COW, FALSE,
+    ref = g_variant_ref_sink(g_variant_builder_end(&back));
+    if (!bd_node_open_child(node, ref, "backing", BD_CHILD_COW, FALSE,
                             errp)) {
         g_prefix_error(errp, "Could not open backing file: ");
         return FALSE;
@@ -471,8 +538,8 @@ static void qcow2_close(BdNode *node)
     node->opaque = NULL;
 }
 
-static gboolean qcow2_open_tables(BdNode *node, Qcow2State *s, GVariant *o,
-                                  GError **errp)
+static gboolean qcow2_open_tables(BdNode *node, Qcow2State *s,
+                                  const Qcow2Options *o, GError **errp)
 {
     int64_t flen;
 
@@ -480,19 +547,16 @@ static gboolean qcow2_open_tables(BdNode *node, Qcow2State *s, GVariant *o,
         return FALSE;
     }
     setup_geometry(s);
-    if (bd_opts_has(o, "data-file") ||
-        (s->h.incompatible & QCOW2_INCOMPAT_DATA_FILE)) {
+    if (o->data_file || (s->h.incompatible & QCOW2_INCOMPAT_DATA_FILE)) {
         FAIL("External data files are not supported by blockd");
     }
-    if (bd_opts_has(o, "encrypt")) {
+    if (o->encrypt) {
         FAIL("Encrypted qcow2 images are not supported by blockd");
     }
     if (s->writable && !check_writable(s, o, errp)) {
         return FALSE;
     }
-    s->lazy_refcounts = s->writable && bd_opts_get_bool(
-        o, "lazy-refcounts",
-        !!(s->h.compatible & QCOW2_COMPAT_LAZY_REFCOUNTS));
+    s->lazy_refcounts = s->writable && lazy_refcounts(s, o);
     s->l1_size = s->h.l1_size;
     s->reftable_size = (uint64_t)s->h.refcount_table_clusters *
                        s->cluster_size / 8;
@@ -507,12 +571,9 @@ static gboolean qcow2_open_tables(BdNode *node, Qcow2State *s, GVariant *o,
     qcow2_reftable_scan_used(s);
     flen = bd_node_getlength(s->file->node);
     s->alloc_end = qcow2_size_to_clusters(s, MAX(flen, 0));
-    s->pass_discard[QCOW2_DISCARD_REQUEST] =
-        bd_opts_get_bool(o, "pass-discard-request", TRUE);
-    s->pass_discard[QCOW2_DISCARD_SNAPSHOT] =
-        bd_opts_get_bool(o, "pass-discard-snapshot", TRUE);
-    s->pass_discard[QCOW2_DISCARD_OTHER] =
-        bd_opts_get_bool(o, "pass-discard-other", FALSE);
+    s->pass_discard[QCOW2_DISCARD_REQUEST] = o->pass_discard_request;
+    s->pass_discard[QCOW2_DISCARD_SNAPSHOT] = o->pass_discard_snapshot;
+    s->pass_discard[QCOW2_DISCARD_OTHER] = o->pass_discard_other;
     if (s->writable && (s->h.incompatible & QCOW2_INCOMPAT_DIRTY)) {
         /* As QEMU: a dirty image (lazy refcounts, not closed cleanly)
          * gets its refcounts rebuilt before anything is written. */
@@ -536,7 +597,10 @@ static gboolean qcow2_open_tables(BdNode *node, Qcow2State *s, GVariant *o,
 
 static gboolean qcow2_open(BdNode *node, GVariant *options, GError **errp)
 {
+    g_auto(Qcow2Options) o = { 0 };
     Qcow2State *s = g_new0(Qcow2State, 1);
+
+    bd_schema_decode(qcow2_options, options, &o);
 
     g_mutex_init(&s->lock);
     g_cond_init(&s->cond);
@@ -544,15 +608,15 @@ static gboolean qcow2_open(BdNode *node, GVariant *options, GError **errp)
     s->inflight = g_ptr_array_new();
     s->deferred_free = g_array_new(FALSE, FALSE, sizeof(Qcow2Deferred));
     node->opaque = s;
-    s->file = bd_node_open_child(node, options, "file",
+    s->file = bd_node_open_child(node, o.file, "file",
                                  BD_CHILD_DATA | BD_CHILD_METADATA |
                                  BD_CHILD_PRIMARY, FALSE, errp);
     if (!s->file) {
         goto fail;
     }
     s->writable = !node->read_only;
-    if (!qcow2_open_tables(node, s, options, errp) ||
-        !open_backing(node, s, options, errp)) {
+    if (!qcow2_open_tables(node, s, &o, errp) ||
+        !open_backing(node, s, &o, errp)) {
         goto fail;
     }
     bd_node_set_size(node, s->h.size);
@@ -578,41 +642,31 @@ typedef struct {
     gboolean writable;
 } Qcow2Reopen;
 
-static const char *const qcow2_mutable_options[] = {
-    "lazy-refcounts", "pass-discard-request", "pass-discard-snapshot",
-    "pass-discard-other", "overlap-check", "cache-size", "l2-cache-size",
-    "l2-cache-entry-size", "refcount-cache-size", "cache-clean-interval",
-    NULL };
-
 static gboolean qcow2_reopen_prepare(BdReopenState *state, GError **errp)
 {
     Qcow2State *s = state->node->opaque;
-    GVariant *o = state->options;
+    g_auto(Qcow2Options) o = { 0 };
     g_autofree Qcow2Reopen *r = g_new0(Qcow2Reopen, 1);
     int ret;
 
+    bd_schema_decode(qcow2_options, state->options, &o);
     r->writable = !state->read_only;
-    if (!parse_caches(s, o, &r->caches, errp) ||
-        !parse_overlap_check(o, &r->overlap_check, errp)) {
+    if (!parse_caches(s, &o, &r->caches, errp) ||
+        !parse_overlap_check(&o, &r->overlap_check, errp)) {
         return FALSE;
     }
     if (r->writable && !s->writable &&
         (s->h.incompatible & QCOW2_INCOMPAT_CORRUPT)) {
         FAIL("qcow2: Image is corrupt; cannot be opened read/write");
     }
-    r->lazy_refcounts = r->writable && bd_opts_get_bool(
-        o, "lazy-refcounts",
-        !!(s->h.compatible & QCOW2_COMPAT_LAZY_REFCOUNTS));
+    r->lazy_refcounts = r->writable && lazy_refcounts(s, &o);
     if (r->lazy_refcounts && s->h.version < 3) {
         FAIL("Lazy refcounts require a qcow2 image with at least qemu 1.1 "
              "compatibility level");
     }
-    r->pass_discard[QCOW2_DISCARD_REQUEST] =
-        bd_opts_get_bool(o, "pass-discard-request", TRUE);
-    r->pass_discard[QCOW2_DISCARD_SNAPSHOT] =
-        bd_opts_get_bool(o, "pass-discard-snapshot", TRUE);
-    r->pass_discard[QCOW2_DISCARD_OTHER] =
-        bd_opts_get_bool(o, "pass-discard-other", FALSE);
+    r->pass_discard[QCOW2_DISCARD_REQUEST] = o.pass_discard_request;
+    r->pass_discard[QCOW2_DISCARD_SNAPSHOT] = o.pass_discard_snapshot;
+    r->pass_discard[QCOW2_DISCARD_OTHER] = o.pass_discard_other;
 
     if (!qcow2_bitmaps_reopen_prepare(s, r->writable, errp)) {
         return FALSE;
@@ -722,7 +776,6 @@ const BdDriver bd_qcow2_driver = {
     .options = qcow2_options,
     .is_format = TRUE,
     .supported_write_flags = BD_REQ_WRITE_COMPRESSED,
-    .mutable_options = qcow2_mutable_options,
     .reopen_prepare = qcow2_reopen_prepare,
     .reopen_commit = qcow2_reopen_commit,
     .reopen_abort = qcow2_reopen_abort,

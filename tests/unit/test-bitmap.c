@@ -9,9 +9,22 @@
 
 /* --- "bmem": a RAM disk --- */
 
+typedef struct {
+    gint64 size;
+} BmemOptions;
+
+static const BdSchemaField bmem_options[] = {
+    { "size", &bd_schema_int, TRUE, BD_AT(BmemOptions, size),
+      .def.i = 1 << 20 },
+    { NULL } };
+
 static gboolean bmem_open(BdNode *node, GVariant *options, GError **errp)
 {
-    gint64 size = bd_opts_get_int(options, "size", 1 << 20);
+    BmemOptions o = { 0 };
+    gint64 size;
+
+    bd_schema_decode(bmem_options, options, &o);
+    size = o.size;
 
     node->opaque = g_malloc0(size);
     node->filename = g_strdup("bmem://");
@@ -38,10 +51,6 @@ static int bmem_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
     memcpy((char *)node->opaque + offset, buf, bytes);
     return 0;
 }
-
-static const BdSchemaField bmem_options[] = {
-    { "size", &bd_schema_int, TRUE },
-    { NULL } };
 
 static const BdDriver bmem_driver = {
     .name = "bmem", .options = bmem_options, .is_protocol = TRUE,

@@ -22,21 +22,32 @@ typedef struct {
     uint64_t max_transfer;
 } MemState;
 
+typedef struct {
+    gint64 size;
+    gint64 align;
+    gint64 max_transfer;
+} MemOptions;
+
 static const BdSchemaField mem_options[] = {
-    { "size", &bd_schema_int, TRUE },
-    { "align", &bd_schema_int, TRUE },
-    { "max-transfer", &bd_schema_int, TRUE },
+    { "size", &bd_schema_int, TRUE, BD_AT(MemOptions, size),
+      .def.i = 1 << 20 },
+    { "align", &bd_schema_int, TRUE, BD_AT(MemOptions, align) },
+    { "max-transfer", &bd_schema_int, TRUE,
+      BD_AT(MemOptions, max_transfer) },
     { NULL } };
 
 static gboolean mem_open(BdNode *node, GVariant *options, GError **errp)
 {
     MemState *s = g_new0(MemState, 1);
-    gint64 size = bd_opts_get_int(options, "size", 1 << 20);
+    MemOptions o = { 0 };
+    gint64 size;
 
     g_mutex_init(&s->data_lock);
+    bd_schema_decode(mem_options, options, &o);
+    size = o.size;
     s->data = g_malloc0(size);
-    s->align = bd_opts_get_int(options, "align", 0);
-    s->max_transfer = bd_opts_get_int(options, "max-transfer", 0);
+    s->align = o.align;
+    s->max_transfer = o.max_transfer;
     node->opaque = s;
     node->filename = g_strdup("mem://");
     bd_node_set_size(node, size);
@@ -122,19 +133,29 @@ static const BdDriver mem_driver = {
 /* --- "fmt": a format over 'file' (+ optional 'backing') whose first
  * half-megabyte is "allocated" and the rest falls to the backing --- */
 
+typedef struct {
+    GVariant *file;
+    GVariant *backing;
+} FmtOptions;
+
 static const BdSchemaField fmt_options[] = {
-    { "file", &bd_schema_blockdev_ref, FALSE },
-    { "backing", &bd_schema_blockdev_ref_or_null, TRUE },
+    { "file", &bd_schema_blockdev_ref, FALSE, BD_AT(FmtOptions, file) },
+    { "backing", &bd_schema_blockdev_ref_or_null, TRUE,
+      BD_AT(FmtOptions, backing) },
     { NULL } };
+BD_SCHEMA_DEFINE_AUTO(FmtOptions, fmt_options)
 
 static gboolean fmt_open(BdNode *node, GVariant *options, GError **errp)
 {
-    if (!bd_node_open_child(node, options, "file",
+    g_auto(FmtOptions) o = { 0 };
+
+    bd_schema_decode(fmt_options, options, &o);
+    if (!bd_node_open_child(node, o.file, "file",
                             BD_CHILD_DATA | BD_CHILD_METADATA |
                             BD_CHILD_PRIMARY, FALSE, errp)) {
         return FALSE;
     }
-    if (!bd_node_open_child(node, options, "backing", BD_CHILD_COW, TRUE,
+    if (!bd_node_open_child(node, o.backing, "backing", BD_CHILD_COW, TRUE,
                             errp) && errp && *errp) {
         return FALSE;
     }

@@ -602,13 +602,22 @@ static void test_ratelimit(void)
 
 /* --- backing chain freezing, on a tiny driver with a 'backing' child --- */
 
+typedef struct {
+    GVariant *backing;
+} ChainOptions;
+
 static const BdSchemaField chain_options[] = {
-    { "backing", &bd_schema_blockdev_ref_or_null, TRUE },
+    { "backing", &bd_schema_blockdev_ref_or_null, TRUE,
+      BD_AT(ChainOptions, backing) },
     { NULL } };
+BD_SCHEMA_DEFINE_AUTO(ChainOptions, chain_options)
 
 static gboolean chain_open(BdNode *node, GVariant *options, GError **errp)
 {
-    if (!bd_node_open_child(node, options, "backing", BD_CHILD_COW, TRUE,
+    g_auto(ChainOptions) o = { 0 };
+
+    bd_schema_decode(chain_options, options, &o);
+    if (!bd_node_open_child(node, o.backing, "backing", BD_CHILD_COW, TRUE,
                             errp) && errp && *errp) {
         return FALSE;
     }

@@ -76,7 +76,7 @@ static const BdSchemaType str_or_null = {
 static const BdSchemaField cmd_fields[] = {
     BD_OPT("options", &blockdev_list),
     BD_OPT("names", &str_list),
-    BD_OPT("max", &bd_ctl_schema_uint32),
+    BD_OPT("max", &bd_schema_uint32),
     BD_OPT("count", &bd_schema_uint),
     BD_OPT("ratio", &bd_schema_number),
     BD_OPT("alt", &str_or_int),
