@@ -13,6 +13,7 @@ Exit code 77 means "skipped" (meson's convention).
 """
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -65,6 +66,20 @@ def require_nbd():
     except ImportError:
         raise Skip('python module nbd (libnbd binding) missing; run with /usr/bin/python3')
     return sys.modules['nbd']
+
+
+def nbd_errno(fn, *args):
+    """Run a libnbd call that must fail; return the errno the client read
+    (a number)."""
+    nbd = require_nbd()
+    try:
+        fn(*args)
+    except nbd.Error as e:
+        code = e.errno
+        if isinstance(code, str):
+            code = getattr(errno, code, code)
+        return code
+    raise AssertionError('NBD request %s%r succeeded, expected an error' % (fn.__name__, args))
 
 
 def run(cmd, check=True, timeout=60, **kw):

@@ -11,7 +11,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (assert_eq, is_reference, main, make_image, require_nbd,  # noqa: E402
+from blockd_test import (assert_eq, is_reference, main, make_image, nbd_errno, require_nbd,  # noqa: E402
                          require_tool, run, start_daemon, tests_of, wait_for, write_at)
 
 MiB = 1024 * 1024
@@ -36,19 +36,6 @@ def _connect(d, name='disk'):
     h.set_request_structured_replies(False)
     h.connect_uri(d.uri(name))
     return h
-
-
-def _nbd_errno(fn, *args):
-    """Run an NBD call that must fail; return its errno (a number)."""
-    nbd = require_nbd()
-    try:
-        fn(*args)
-    except nbd.Error as e:
-        code = e.errno
-        if isinstance(code, str):
-            code = getattr(errno, code, code)
-        return code
-    raise AssertionError('NBD request %s%r succeeded, expected an error' % (fn.__name__, args))
 
 
 def _file(path, name=None, ro=False):
@@ -223,7 +210,7 @@ def test_blkdebug_inject_once_sector():
             {'event': 'read_aio', 'errno': 5, 'sector': 8, 'once': True}]})
         assert_eq(h.pread(4096, 0), b'\x5a' * 4096, 'read before sector 8')
         assert_eq(h.pread(4096, 8192), b'\x5a' * 4096, 'read after sector 8')
-        assert_eq(_nbd_errno(h.pread, 4096, 4096), errno.EIO, 'read covering sector 8')
+        assert_eq(nbd_errno(h.pread, 4096, 4096), errno.EIO, 'read covering sector 8')
         assert_eq(h.pread(4096, 4096), b'\x5a' * 4096, 'same read again (once)')
         h.shutdown()
 
@@ -236,9 +223,9 @@ def test_blkdebug_inject_sticky_iotype_errno():
         img = _patterned(d, 'a.img', MiB, 0x11)
         h = _raw_over_blkdebug(d, q, img, **{'inject-error': [
             {'event': 'write_aio', 'errno': 28, 'iotype': 'write'}]})
-        assert_eq(_nbd_errno(h.pwrite, b'\x22' * 4096, 0), errno.ENOSPC, 'first write')
+        assert_eq(nbd_errno(h.pwrite, b'\x22' * 4096, 0), errno.ENOSPC, 'first write')
         assert_eq(h.pread(4096, 0), b'\x11' * 4096, 'reads pass')
-        assert_eq(_nbd_errno(h.pwrite, b'\x22' * 4096, 65536), errno.ENOSPC, 'second write')
+        assert_eq(nbd_errno(h.pwrite, b'\x22' * 4096, 65536), errno.ENOSPC, 'second write')
         h.shutdown()
         with open(img, 'rb') as f:
             assert_eq(f.read(), b'\x11' * MiB, 'image unchanged')
@@ -256,10 +243,10 @@ def test_blkdebug_event_none_and_config_file():
                     'event = "none"\nerrno = "5"\niotype = "read"\nonce = "on"\n')
         h = _raw_over_blkdebug(d, q, img, config=cfg, **{'inject-error': [
             {'event': 'none', 'errno': 1, 'iotype': 'flush'}]})
-        assert_eq(_nbd_errno(h.pread, 512, 0), errno.EIO, 'first read after open')
+        assert_eq(nbd_errno(h.pread, 512, 0), errno.EIO, 'first read after open')
         assert_eq(h.pread(512, 0), b'\x33' * 512, 'second read (once)')
         h.pwrite(b'\x44' * 512, 0)
-        assert_eq(_nbd_errno(h.flush), errno.EPERM, 'flush (errno 1)')
+        assert_eq(nbd_errno(h.flush), errno.EPERM, 'flush (errno 1)')
         assert_eq(h.pread(512, 0), b'\x44' * 512, 'data written')
         h.shutdown()
 
@@ -287,7 +274,7 @@ def test_blkdebug_state_machine_qcow2():
             assert_eq(h.pread(4096, 4096 * i), b'\x6b' * 4096, 'read %d before the flush' % i)
         h.flush()
         assert_eq(h.pread(4096, 0), b'\x6b' * 4096, 'first read after the flush')
-        assert_eq(_nbd_errno(h.pread, 4096, 4096), errno.EIO, 'second read after the flush')
+        assert_eq(nbd_errno(h.pread, 4096, 4096), errno.EIO, 'second read after the flush')
         for i in range(3):
             assert_eq(h.pread(4096, 4096 * i), b'\x6b' * 4096, 'read %d after the failure' % i)
         h.shutdown()
@@ -343,7 +330,7 @@ def test_quorum_majority_read():
         _export(q, d, 'quorum0')
         h = _connect(d)
         assert_eq(h.pread(4096, 0), b'\x11' * 4096, 'one corrupted child is outvoted')
-        assert_eq(_nbd_errno(h.pread, 4096, 65536), errno.EIO, 'three different versions')
+        assert_eq(nbd_errno(h.pread, 4096, 65536), errno.EIO, 'three different versions')
         assert_eq(h.pread(4096, 131072), b'\x44' * 4096, 'majority of two')
         assert_eq(h.pread(4096, 8192), b'\x11' * 4096, 'agreeing children')
         h.shutdown()
@@ -406,7 +393,7 @@ def test_blkverify_match_and_mismatch():
                 pass
             wait_for(lambda: not d.alive(), what='qemu-storage-daemon to exit on mismatch')
             return
-        assert_eq(_nbd_errno(h.pread, 4096, 65536), errno.EIO, 'mismatching read')
+        assert_eq(nbd_errno(h.pread, 4096, 65536), errno.EIO, 'mismatching read')
         assert_eq(h.pread(4096, 0), b'\x21' * 4096, 'later reads work')
         h.shutdown()
         d.assert_alive()

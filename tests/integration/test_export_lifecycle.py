@@ -20,8 +20,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, Skip, assert_eq, assert_in, main,  # noqa: E402
-                         make_image, qemu_io, require_nbd, require_tool, run,
+from blockd_test import (Daemon, assert_eq, assert_in, force_unmount, is_mounted, main,  # noqa: E402
+                         make_image, qemu_io, require_fuse, require_nbd, require_tool, run,
                          skip_if_reference, tests_of, wait_for)
 
 MiB = 1 << 20
@@ -461,25 +461,6 @@ def test_sigterm_during_pending_deletion():
 
 # --- FUSE ---
 
-def _is_mounted(path):
-    path = os.path.realpath(path)
-    with open('/proc/self/mountinfo') as f:
-        return any(line.split()[4].replace('\\040', ' ') == path for line in f)
-
-
-def _force_unmount(path):
-    for _ in range(3):
-        if not _is_mounted(path):
-            return
-        subprocess.run(['fusermount3', '-u', '-z', path], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-
-
-def _require_fuse():
-    if not os.path.exists('/dev/fuse'):
-        raise Skip('/dev/fuse missing')
-    require_tool('fusermount3')
-
 
 # A program that holds the mounted file open: it writes its blocks (all of
 # them, or until told to stop on stdin when 'busy'), reports how many were
@@ -554,7 +535,7 @@ def _fuse_setup(d, q, writable=True):
     open(mnt, 'w').close()
     q.execute('block-export-add', {'type': 'fuse', 'id': 'f', 'node-name': 'hd0',
                                    'mountpoint': mnt, 'writable': writable})
-    wait_for(lambda: _is_mounted(mnt), what='FUSE mount')
+    wait_for(lambda: is_mounted(mnt), what='FUSE mount')
     return img, mnt
 
 
@@ -563,7 +544,7 @@ def test_fuse_del_while_program_keeps_file_open():
     is no user (as QEMU), so block-export-del in mode safe succeeds; the
     event arrives, the mount is gone, the program's next write fails
     without hanging, and the image holds its writes."""
-    _require_fuse()
+    require_fuse()
     require_tool('qemu-img', 'qemu-io')
     with _daemon() as d:
         q = d.qmp()
@@ -573,7 +554,7 @@ def test_fuse_del_while_program_keeps_file_open():
             assert_eq(holder.report(), {'acked': 16, 'errno': None}, 'writes through the mount')
             assert_eq(q.execute('block-export-del', {'id': 'f'}), {}, 'safe delete, file open')
             assert_eq(q.wait_event('BLOCK_EXPORT_DELETED')['data'], {'id': 'f'}, 'event')
-            wait_for(lambda: not _is_mounted(mnt), what='unmount')
+            wait_for(lambda: not is_mounted(mnt), what='unmount')
             holder.tell()
             after = holder.report()
             assert after['write'] != 0, 'write through a deleted export succeeded: %r' % after
@@ -584,7 +565,7 @@ def test_fuse_del_while_program_keeps_file_open():
             run(['qemu-img', 'check', '-q', img])
             qemu_io(img, 'read -P 0x6d 0 1M', fmt='qcow2')
         finally:
-            _force_unmount(mnt)
+            force_unmount(mnt)
 
 
 def test_fuse_hard_del_while_program_writes():
@@ -592,7 +573,7 @@ def test_fuse_hard_del_while_program_writes():
     mode=hard comes: it returns, the event arrives, the program's writes
     fail from then on (no hang), and the image is consistent with every
     write it got acknowledged."""
-    _require_fuse()
+    require_fuse()
     require_tool('qemu-img', 'qemu-io')
     with _daemon() as d:
         q = d.qmp()
@@ -602,7 +583,7 @@ def test_fuse_hard_del_while_program_writes():
             assert_eq(q.execute('block-export-del', {'id': 'f', 'mode': 'hard'}), {},
                       'hard delete while writing')
             assert_eq(q.wait_event('BLOCK_EXPORT_DELETED')['data'], {'id': 'f'}, 'event')
-            wait_for(lambda: not _is_mounted(mnt), what='unmount')
+            wait_for(lambda: not is_mounted(mnt), what='unmount')
             holder.tell()
             first = holder.report()
             after = holder.report()
@@ -615,7 +596,7 @@ def test_fuse_hard_del_while_program_writes():
             if blocks:
                 qemu_io(img, 'read -P 0x2e 0 %d' % (blocks * BLOCK), fmt='qcow2')
         finally:
-            _force_unmount(mnt)
+            force_unmount(mnt)
 
 
 if __name__ == '__main__':

@@ -13,8 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, assert_eq, main, make_image, require_nbd,  # noqa: E402
-                         tests_of)
+from blockd_test import (Daemon, assert_eq, main, make_image, nbd_errno, require_nbd, tests_of)  # noqa: E402
 
 MiB = 1 << 20
 # blkdebug iotypes and the libnbd calls that reach them.
@@ -43,19 +42,6 @@ def _daemon_failing_with(errnum):
     return d
 
 
-def _nbd_errno(fn, *args):
-    """Run an NBD call that must fail; return the errno the client read."""
-    nbd = require_nbd()
-    try:
-        fn(*args)
-    except nbd.Error as e:
-        code = e.errno
-        if isinstance(code, str):
-            code = getattr(errno, code, code)
-        return code
-    raise AssertionError('NBD request %s%r succeeded, expected an error' % (fn.__name__, args))
-
-
 def _client_errnos(d, structured):
     """The errno of a failing read, write, write-zeroes (plain and
     FAST_ZERO) and flush, as {command: errno}."""
@@ -64,16 +50,16 @@ def _client_errnos(d, structured):
     h.set_request_structured_replies(structured)
     h.connect_uri(d.uri())
     got = {
-        'write': _nbd_errno(h.pwrite, b'\x11' * 4096, 0),
-        'zero': _nbd_errno(h.zero, 4096, 0),
-        'fast-zero': _nbd_errno(h.zero, 4096, 0, nbd.CMD_FLAG_FAST_ZERO),
-        'flush': _nbd_errno(h.flush),
+        'write': nbd_errno(h.pwrite, b'\x11' * 4096, 0),
+        'zero': nbd_errno(h.zero, 4096, 0),
+        'fast-zero': nbd_errno(h.zero, 4096, 0, nbd.CMD_FLAG_FAST_ZERO),
+        'flush': nbd_errno(h.flush),
     }
     # qemu-storage-daemon 7.2 drops a client whose structured read fails
     # instead of sending the error chunk: reads with simple replies only,
     # where both daemons send the error.
     if not structured:
-        got['read'] = _nbd_errno(h.pread, 4096, 0)
+        got['read'] = nbd_errno(h.pread, 4096, 0)
     h.shutdown()
     return got
 
