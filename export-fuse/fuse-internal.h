@@ -54,7 +54,8 @@ typedef struct BdFuseExport {
 /* The low-level operations table (fuse-ops.c). */
 extern const struct fuse_lowlevel_ops bd_fuse_ops;
 
-/* Worker pool (fuse-workers.c): start after mount, stop, join. */
+/* Worker pool (fuse-workers.c): start after mount, stop, join; main
+ * thread only. */
 gboolean bd_fuse_workers_start(BdFuseExport *fe, GError **errp);
 void bd_fuse_workers_stop(BdFuseExport *fe);
 void bd_fuse_workers_join(BdFuseExport *fe);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "export-nbd/nbd-internal.h"
+#include "graph/main-thread.h"
 
 static GHashTable *exports;   /* name -> BdNbdExport *, bd_nbd_lock */
 
@@ -67,6 +68,8 @@ static BdNbdExport *nbd_export(BdExport *exp)
 static BdDirtyBitmap *lookup_bitmap(BdExport *exp, GVariant *item,
                                     GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdDirtyBitmap *bm = NULL;
     BdNode *where;
 
@@ -123,6 +126,8 @@ static BdDirtyBitmap *lookup_bitmap(BdExport *exp, GVariant *item,
 static gboolean setup_bitmaps(BdNbdExport *ne, GVariant *list,
                               GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     gsize n = list ? g_variant_n_children(list) : 0;
     g_autofree BdDirtyBitmap **bms = g_new0(BdDirtyBitmap *, n + 1);
 
@@ -152,6 +157,8 @@ static gboolean setup_bitmaps(BdNbdExport *ne, GVariant *list,
 
 static void release_bitmaps(BdNbdExport *ne)
 {
+    BD_GLOBAL_STATE_CODE();
+
     for (guint i = 0; i < ne->n_bitmaps; i++) {
         bd_dirty_bitmap_set_busy(ne->bitmaps[i], FALSE);
     }
@@ -163,6 +170,8 @@ static void release_bitmaps(BdNbdExport *ne)
 static gboolean nbd_export_create(BdExport *exp, GVariant *options,
                                   GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNbdExport *ne = nbd_export(exp);
     g_auto(NbdExportOptions) o = { 0 };
     const char *name, *desc;
@@ -226,6 +235,8 @@ static void unlist_locked(BdNbdExport *ne)
  * the export is listed, and request_shutdown unlists it. */
 static gboolean nbd_export_in_use(BdExport *exp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNbdExport *ne = nbd_export(exp);
     gboolean used = FALSE;
 
@@ -239,6 +250,8 @@ static gboolean nbd_export_in_use(BdExport *exp)
 
 static void nbd_export_request_shutdown(BdExport *exp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNbdExport *ne = nbd_export(exp);
     GList *l;
 
@@ -254,6 +267,8 @@ static void nbd_export_request_shutdown(BdExport *exp)
 
 static void nbd_export_destroy(BdExport *exp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNbdExport *ne = nbd_export(exp);
 
     g_mutex_lock(&bd_nbd_lock);

@@ -26,6 +26,7 @@
 #include <glib-unix.h>
 
 #include "export-nbd/nbd-internal.h"
+#include "graph/main-thread.h"
 
 GMutex bd_nbd_lock;
 
@@ -43,6 +44,8 @@ static gint max_conns;        /* atomic copy for connection threads */
 
 gboolean bd_nbd_server_running(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return server != NULL;
 }
 
@@ -238,6 +241,8 @@ static gpointer client_thread(gpointer data)
 
 static void client_start(int fd)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNbdClient *c;
     GThread *thread;
     GError *err = NULL;
@@ -274,6 +279,8 @@ static void client_start(int fd)
 
 static gboolean server_full(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     gboolean full;
 
     g_mutex_lock(&bd_nbd_lock);
@@ -287,6 +294,8 @@ static gboolean server_full(void)
  * clients wait in the backlog until a connection closes. */
 static gboolean accept_cb(gint fd, GIOCondition cond, gpointer data)
 {
+    BD_GLOBAL_STATE_CODE();
+
     int cfd;
 
     if (server_full()) {
@@ -313,6 +322,8 @@ static gboolean accept_cb(gint fd, GIOCondition cond, gpointer data)
 /* Main loop, after a client went away: accept again if paused. */
 static gboolean resume_cb(gpointer data)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (server && !server->source && !server_full()) {
         server->source = g_unix_fd_add(server->fd, G_IO_IN, accept_cb, NULL);
     }
@@ -324,6 +335,8 @@ static gboolean resume_cb(gpointer data)
 gboolean bd_nbd_server_start(const BdSocketAddress *addr,
                              uint32_t max_connections, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     const char *path = NULL;
     int fd;
 
@@ -365,6 +378,8 @@ gboolean bd_nbd_server_start(const BdSocketAddress *addr,
 
 gboolean bd_nbd_server_stop(GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     GList *l;
 
     if (!server) {
