@@ -28,7 +28,7 @@
 #include "export-nbd/nbd-internal.h"
 #include "graph/main-thread.h"
 
-GMutex bd_nbd_lock;
+BdMutex bd_nbd_lock;
 
 typedef struct {
     int fd;
@@ -38,8 +38,9 @@ typedef struct {
 } BdNbdServer;
 
 static BdNbdServer *server;   /* main thread */
-static GList *clients;        /* BdNbdClient *, bd_nbd_lock */
-static guint nr_clients;      /* bd_nbd_lock */
+/* BdNbdClient *, from accept to the last reference. */
+static GList *clients BD_STATIC_GUARDED_BY(bd_nbd_lock);
+static guint nr_clients BD_STATIC_GUARDED_BY(bd_nbd_lock);
 static gint max_conns;        /* atomic copy for connection threads */
 
 gboolean bd_nbd_server_running(void)
@@ -205,10 +206,10 @@ void bd_nbd_client_unref(BdNbdClient *c)
     if (!g_atomic_int_dec_and_test(&c->refcount)) {
         return;
     }
-    g_mutex_lock(&bd_nbd_lock);
+    bd_mutex_lock(&bd_nbd_lock);
     clients = g_list_remove(clients, c);
     nr_clients--;
-    g_mutex_unlock(&bd_nbd_lock);
+    bd_mutex_unlock(&bd_nbd_lock);
     if (bd_nbd_server_max_connections()) {
         g_idle_add(resume_cb, NULL);
     }
@@ -218,9 +219,9 @@ void bd_nbd_client_unref(BdNbdClient *c)
         bd_export_unref(&c->exp->common);
     }
     close(c->fd);
-    g_mutex_clear(&c->pool_lock);
+    bd_mutex_destroy(&c->pool_lock);
     g_cond_clear(&c->parked_cond);
-    g_mutex_clear(&c->send_lock);
+    bd_mutex_destroy(&c->send_lock);
     g_free(c->rbuf);
     g_free(c->meta_export);
     g_free(c->peer);
@@ -258,14 +259,14 @@ static void client_start(int fd)
     c->refcount = 1;
     c->fd = fd;
     c->peer = peer_name(fd);
-    g_mutex_init(&c->pool_lock);
+    bd_mutex_init(&c->pool_lock);
     g_cond_init(&c->parked_cond);
-    g_mutex_init(&c->send_lock);
+    bd_mutex_init(&c->send_lock);
 
-    g_mutex_lock(&bd_nbd_lock);
+    bd_mutex_lock(&bd_nbd_lock);
     clients = g_list_prepend(clients, c);
     nr_clients++;
-    g_mutex_unlock(&bd_nbd_lock);
+    bd_mutex_unlock(&bd_nbd_lock);
 
     thread = g_thread_try_new("nbd-conn", client_thread, c, &err);
     if (!thread) {
@@ -283,10 +284,10 @@ static gboolean server_full(void)
 
     gboolean full;
 
-    g_mutex_lock(&bd_nbd_lock);
+    bd_mutex_lock(&bd_nbd_lock);
     full = server->max_connections &&
            nr_clients >= server->max_connections;
-    g_mutex_unlock(&bd_nbd_lock);
+    bd_mutex_unlock(&bd_nbd_lock);
     return full;
 }
 
@@ -399,10 +400,10 @@ gboolean bd_nbd_server_stop(GError **errp)
 
     bd_export_close_all("nbd");
     /* Clients still negotiating belong to no export: drop them too. */
-    g_mutex_lock(&bd_nbd_lock);
+    bd_mutex_lock(&bd_nbd_lock);
     for (l = clients; l; l = l->next) {
         bd_nbd_client_kick(l->data);
     }
-    g_mutex_unlock(&bd_nbd_lock);
+    bd_mutex_unlock(&bd_nbd_lock);
     return TRUE;
 }
