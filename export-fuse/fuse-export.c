@@ -159,9 +159,11 @@ static void init_attrs(BdFuseExport *fe, const struct stat *st)
     } else {
         mode &= ~0222;
     }
+    bd_mutex_lock(&fe->attr_lock);
     fe->st_mode = S_IFREG | mode;
     fe->st_uid = st->st_uid;
     fe->st_gid = st->st_gid;
+    bd_mutex_unlock(&fe->attr_lock);
 }
 
 static void unmount_session(BdFuseExport *fe)
@@ -193,8 +195,8 @@ static gboolean fuse_export_create(BdExport *exp, GVariant *options,
     path = o.mountpoint;
 
     fe->stop_fd = -1;
-    g_mutex_init(&fe->attr_lock);
-    g_mutex_init(&fe->resize_lock);
+    bd_mutex_init(&fe->attr_lock);
+    bd_mutex_init(&fe->resize_lock);
     if (!mountpoints) {
         mountpoints = g_hash_table_new(g_str_hash, g_str_equal);
     }
@@ -231,8 +233,8 @@ static gboolean fuse_export_create(BdExport *exp, GVariant *options,
 fail:
     unmount_session(fe);
     g_clear_pointer(&fe->mountpoint, g_free);
-    g_mutex_clear(&fe->attr_lock);
-    g_mutex_clear(&fe->resize_lock);
+    bd_mutex_destroy(&fe->attr_lock);
+    bd_mutex_destroy(&fe->resize_lock);
     return FALSE;
 }
 
@@ -271,8 +273,8 @@ static void fuse_export_destroy(BdExport *exp)
         g_hash_table_remove(mountpoints, fe->mountpoint);
     }
     g_free(fe->mountpoint);
-    g_mutex_clear(&fe->attr_lock);
-    g_mutex_clear(&fe->resize_lock);
+    bd_mutex_destroy(&fe->attr_lock);
+    bd_mutex_destroy(&fe->resize_lock);
 }
 
 const BdExportDriver bd_fuse_export_driver = {
