@@ -16,6 +16,7 @@
 #include <string.h>
 #include "export/export.h"
 #include "graph/events.h"
+#include "graph/lock.h"
 #include "graph/main-thread.h"
 
 static GPtrArray *export_drivers;
@@ -228,10 +229,12 @@ static void export_destroy(BdExport *exp)
     bd_event_emit("BLOCK_EXPORT_DELETED", g_variant_new_parsed("{'id': <%s>}", id));
 }
 
-static GMutex reap_lock;
-static GCond reap_cond;
-static GQueue reap_queue = G_QUEUE_INIT;   /* BdExport *, refcount 0 */
-static gboolean reap_scheduled;            /* an idle reap_cb is due */
+static BdMutex reap_lock;                  /* static: needs no init */
+static GCond reap_cond;                    /* an export was queued */
+/* BdExport *, refcount 0 */
+static GQueue reap_queue BD_STATIC_GUARDED_BY(reap_lock) = G_QUEUE_INIT;
+/* An idle reap_cb is due. */
+static gboolean reap_scheduled BD_STATIC_GUARDED_BY(reap_lock);
 
 /* Destroy the exports handed over by other threads.  Main thread. */
 static void reap_queued(void)
@@ -241,9 +244,9 @@ static void reap_queued(void)
     for (;;) {
         BdExport *exp;
 
-        g_mutex_lock(&reap_lock);
+        bd_mutex_lock(&reap_lock);
         exp = g_queue_pop_head(&reap_queue);
-        g_mutex_unlock(&reap_lock);
+        bd_mutex_unlock(&reap_lock);
         if (!exp) {
             return;
         }
@@ -255,9 +258,9 @@ static gboolean reap_cb(gpointer opaque)
 {
     BD_GLOBAL_STATE_CODE();
 
-    g_mutex_lock(&reap_lock);
+    bd_mutex_lock(&reap_lock);
     reap_scheduled = FALSE;
-    g_mutex_unlock(&reap_lock);
+    bd_mutex_unlock(&reap_lock);
     reap_queued();
     return G_SOURCE_REMOVE;
 }
@@ -278,12 +281,12 @@ void bd_export_unref(BdExport *exp)
     }
     /* Clients let go on their own threads; the graph lives on the main
      * loop. */
-    g_mutex_lock(&reap_lock);
+    bd_mutex_lock(&reap_lock);
     g_queue_push_tail(&reap_queue, exp);
     g_cond_broadcast(&reap_cond);
     schedule = !reap_scheduled;
     reap_scheduled = TRUE;
-    g_mutex_unlock(&reap_lock);
+    bd_mutex_unlock(&reap_lock);
     if (schedule) {
         g_idle_add(reap_cb, NULL);
     }
@@ -415,11 +418,11 @@ gboolean bd_export_wait_gone(const char *type, gint64 deadline)
         if (!any_left(type)) {
             return TRUE;
         }
-        g_mutex_lock(&reap_lock);
+        bd_mutex_lock(&reap_lock);
         while (woken && g_queue_is_empty(&reap_queue)) {
-            woken = g_cond_wait_until(&reap_cond, &reap_lock, deadline);
+            woken = bd_cond_wait_until(&reap_cond, &reap_lock, deadline);
         }
-        g_mutex_unlock(&reap_lock);
+        bd_mutex_unlock(&reap_lock);
         if (!woken) {
             reap_queued();
             return !any_left(type);
