@@ -15,6 +15,7 @@
 #include "export/export.h"
 #include "export-nbd/nbd-server.h"
 #include "graph/error.h"
+#include "graph/main-thread.h"
 
 /* --- socket addresses (qapi/sockets.json) --- */
 
@@ -91,6 +92,8 @@ static const BdSchemaType nbd_options = {
 
 const BdSchemaType *bd_cmd_nbd_server_options_schema(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return &nbd_options;
 }
 
@@ -141,6 +144,8 @@ static const BdSchemaType *export_info_fn(void) { return &export_info_list; }
 static gboolean nbd_start(const BdSocketAddress *addr, const NbdServerArgs *a,
                           GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (a->tls_creds) {
         /* blockd has no --object yet, so no credentials can exist. */
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -164,6 +169,8 @@ static gboolean nbd_start(const BdSocketAddress *addr, const NbdServerArgs *a,
 
 gboolean bd_cmd_nbd_server_start_flat(GVariant *options, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_auto(NbdServerArgs) a = { 0 };
     BdSocketAddress addr = { 0 };
 
@@ -175,6 +182,8 @@ gboolean bd_cmd_nbd_server_start_flat(GVariant *options, GError **errp)
 static gboolean nbd_server_start(GVariant *args, JsonNode **ret,
                                  GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_auto(NbdServerArgs) a = { 0 };
     LegacyAddress legacy = { 0 };
     BdSocketAddress addr = { 0 };
@@ -202,6 +211,8 @@ static gboolean nbd_server_start(GVariant *args, JsonNode **ret,
 
 static gboolean nbd_server_stop(GVariant *args, JsonNode **ret, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!bd_nbd_server_stop(errp)) {
         return FALSE;
     }
@@ -216,18 +227,24 @@ static gboolean nbd_server_stop(GVariant *args, JsonNode **ret, GError **errp)
 
 gboolean bd_cmd_block_export_add(GVariant *options, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return bd_export_add(options, errp) != NULL;
 }
 
 static gboolean block_export_add(GVariant *args, JsonNode **ret,
                                  GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return bd_cmd_block_export_add(args, errp);
 }
 
 static gboolean block_export_del(GVariant *args, JsonNode **ret,
                                  GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     ExportDelArgs a = { 0 };
 
     bd_schema_decode(export_del_fields, args, &a);
@@ -237,6 +254,8 @@ static gboolean block_export_del(GVariant *args, JsonNode **ret,
 static gboolean query_block_exports(GVariant *args, JsonNode **ret,
                                     GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     GPtrArray *list = bd_export_list();
     JsonArray *arr = json_array_new();
 
@@ -273,5 +292,7 @@ static const BdQmpCommand export_commands[] = {
 
 void bd_cmd_export_register(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     bd_qmp_register(export_commands);
 }

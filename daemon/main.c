@@ -104,6 +104,8 @@ static void on_quit_command(gpointer opaque)
  * clients' threads wake us as each export's last reference goes. */
 static void shutdown_everything(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     gint64 deadline = g_get_monotonic_time() + SHUTDOWN_EXPORT_TIMEOUT_US;
 
     bd_job_cancel_sync_all();
@@ -124,6 +126,8 @@ static G_NORETURN void fail_startup(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 
 static void fail_startup(const char *fmt, ...)
 {
+    BD_GLOBAL_STATE_CODE();
+
     va_list ap;
 
     va_start(ap, fmt);
@@ -209,6 +213,8 @@ static gboolean scan_options(int argc, char **argv)
 /* Second pass: apply every option in order. */
 static void apply_options(int argc, char **argv, const char **pidfile)
 {
+    BD_GLOBAL_STATE_CODE();
+
     int c, index;
 
     optind = 1;
@@ -241,6 +247,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "blockd: %s\n", err->message);
         return EXIT_FAILURE;
     }
+    /* The daemonized child's initial thread is the main thread too
+     * (graph/main-thread.h); everything from here relies on it. */
+    BD_GLOBAL_STATE_CODE();
     /* Clients that hang up must not kill the daemon. */
     signal(SIGPIPE, SIG_IGN);
     g_main_context_acquire(NULL);

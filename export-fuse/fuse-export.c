@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 
 #include "export-fuse/fuse-internal.h"
+#include "graph/main-thread.h"
 
 static GHashTable *mountpoints;   /* mountpoint -> BdFuseExport *, main */
 
@@ -64,6 +65,8 @@ static BdFuseExport *fuse_export(BdExport *exp)
 
 static uint64_t fuse_export_extra_perm(GVariant *options)
 {
+    BD_GLOBAL_STATE_CODE();
+
     FuseExportOptions o = { 0 };
 
     bd_schema_decode(fuse_export_options, options, &o);
@@ -77,6 +80,8 @@ static uint64_t fuse_export_extra_perm(GVariant *options)
 static gboolean check_mountpoint(const char *path, struct stat *st,
                                  GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autofree char *dir = g_path_get_dirname(path);
     struct stat dst;
 
@@ -113,6 +118,8 @@ static gboolean check_mountpoint(const char *path, struct stat *st,
 static gboolean mount_session(BdFuseExport *fe, const char *path,
                               gboolean allow_other, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autofree char *opts = g_strdup_printf(
         "default_permissions,fsname=blockd:%s,subtype=blockd%s",
         fe->common.id, allow_other ? ",allow_other" : "");
@@ -143,6 +150,8 @@ static gboolean mount_session(BdFuseExport *fe, const char *path,
  * bits and owner, without write bits on a read-only export. */
 static void init_attrs(BdFuseExport *fe, const struct stat *st)
 {
+    BD_GLOBAL_STATE_CODE();
+
     mode_t mode = (st->st_mode & 0666) | S_IRUSR;
 
     if (fe->common.writable) {
@@ -150,13 +159,17 @@ static void init_attrs(BdFuseExport *fe, const struct stat *st)
     } else {
         mode &= ~0222;
     }
+    bd_mutex_lock(&fe->attr_lock);
     fe->st_mode = S_IFREG | mode;
     fe->st_uid = st->st_uid;
     fe->st_gid = st->st_gid;
+    bd_mutex_unlock(&fe->attr_lock);
 }
 
 static void unmount_session(BdFuseExport *fe)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (fe->session) {
         if (fe->mounted) {
             fuse_session_unmount(fe->session);
@@ -170,6 +183,8 @@ static void unmount_session(BdFuseExport *fe)
 static gboolean fuse_export_create(BdExport *exp, GVariant *options,
                                    GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdFuseExport *fe = fuse_export(exp);
     FuseExportOptions o = { 0 };
     const char *path;
@@ -180,8 +195,8 @@ static gboolean fuse_export_create(BdExport *exp, GVariant *options,
     path = o.mountpoint;
 
     fe->stop_fd = -1;
-    g_mutex_init(&fe->attr_lock);
-    g_mutex_init(&fe->resize_lock);
+    bd_mutex_init(&fe->attr_lock);
+    bd_mutex_init(&fe->resize_lock);
     if (!mountpoints) {
         mountpoints = g_hash_table_new(g_str_hash, g_str_equal);
     }
@@ -218,13 +233,15 @@ static gboolean fuse_export_create(BdExport *exp, GVariant *options,
 fail:
     unmount_session(fe);
     g_clear_pointer(&fe->mountpoint, g_free);
-    g_mutex_clear(&fe->attr_lock);
-    g_mutex_clear(&fe->resize_lock);
+    bd_mutex_destroy(&fe->attr_lock);
+    bd_mutex_destroy(&fe->resize_lock);
     return FALSE;
 }
 
 static void fuse_export_request_shutdown(BdExport *exp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdFuseExport *fe = fuse_export(exp);
 
     /* From now on requests are refused.  One that raced with this holds
@@ -241,6 +258,8 @@ static void fuse_export_request_shutdown(BdExport *exp)
 
 static void fuse_export_destroy(BdExport *exp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdFuseExport *fe = fuse_export(exp);
 
     /* No request holds a reference any more; the workers have been told
@@ -254,8 +273,8 @@ static void fuse_export_destroy(BdExport *exp)
         g_hash_table_remove(mountpoints, fe->mountpoint);
     }
     g_free(fe->mountpoint);
-    g_mutex_clear(&fe->attr_lock);
-    g_mutex_clear(&fe->resize_lock);
+    bd_mutex_destroy(&fe->attr_lock);
+    bd_mutex_destroy(&fe->resize_lock);
 }
 
 const BdExportDriver bd_fuse_export_driver = {

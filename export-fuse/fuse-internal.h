@@ -5,8 +5,9 @@
  *
  * Thread model: the fields above 'attr_lock' are set on the main thread
  * in create and read-only afterwards until destroy (which runs after
- * every worker has been joined).  st_mode/st_uid/st_gid change by
- * setattr on worker threads under attr_lock.  resize_lock serializes
+ * every worker has been joined).  st_mode/st_uid/st_gid are set in
+ * create and changed by setattr on worker threads, always under
+ * attr_lock.  resize_lock serializes
  * size changes (growing writes, truncate, fallocate past the end) so
  * that two growing writers never shrink each other's growth.
  * Lock order: resize_lock before attr_lock; neither is held across a
@@ -20,6 +21,7 @@
 #include <sys/stat.h>
 
 #include "export-fuse/fuse-export.h"
+#include "graph/lock.h"
 
 /* Largest read or write the kernel sends (FUSE_MAX_MAX_PAGES pages). */
 #define BD_FUSE_MAX_IO (1u << 20)
@@ -44,17 +46,18 @@ typedef struct BdFuseExport {
     gint closed_outside;       /* atomic: connection lost, reported once */
     gint spinning;             /* atomic: a worker is polling the queue */
 
-    GMutex attr_lock;
-    mode_t st_mode;
-    uid_t st_uid;
-    gid_t st_gid;
-    GMutex resize_lock;
+    BdMutex attr_lock;
+    mode_t st_mode BD_GUARDED_BY(attr_lock);
+    uid_t st_uid BD_GUARDED_BY(attr_lock);
+    gid_t st_gid BD_GUARDED_BY(attr_lock);
+    BdMutex resize_lock;       /* guards no field: a size change's steps */
 } BdFuseExport;
 
 /* The low-level operations table (fuse-ops.c). */
 extern const struct fuse_lowlevel_ops bd_fuse_ops;
 
-/* Worker pool (fuse-workers.c): start after mount, stop, join. */
+/* Worker pool (fuse-workers.c): start after mount, stop, join; main
+ * thread only. */
 gboolean bd_fuse_workers_start(BdFuseExport *fe, GError **errp);
 void bd_fuse_workers_stop(BdFuseExport *fe);
 void bd_fuse_workers_join(BdFuseExport *fe);

@@ -122,11 +122,11 @@ static int fill_stat(BdFuseExport *fe, struct stat *st)
     memset(st, 0, sizeof(*st));
     st->st_ino = FUSE_ROOT_ID;
     st->st_nlink = 1;
-    g_mutex_lock(&fe->attr_lock);
+    bd_mutex_lock(&fe->attr_lock);
     st->st_mode = fe->st_mode;
     st->st_uid = fe->st_uid;
     st->st_gid = fe->st_gid;
-    g_mutex_unlock(&fe->attr_lock);
+    bd_mutex_unlock(&fe->attr_lock);
     st->st_size = len;
     st->st_blksize = 4096;
     st->st_blocks = (len + 511) / 512;
@@ -164,7 +164,7 @@ static int export_truncate(BdFuseExport *fe, uint64_t size)
     if (!fe->common.writable) {
         return -EACCES;
     }
-    g_mutex_lock(&fe->resize_lock);
+    bd_mutex_lock(&fe->resize_lock);
     len = bd_entry_getlength(fe->common.entry);
     if (len < 0) {
         ret = (int)len;
@@ -175,7 +175,7 @@ static int export_truncate(BdFuseExport *fe, uint64_t size)
     } else {
         ret = bd_entry_truncate(fe->common.entry, size);
     }
-    g_mutex_unlock(&fe->resize_lock);
+    bd_mutex_unlock(&fe->resize_lock);
     return ret;
 }
 
@@ -185,14 +185,14 @@ static int export_grow(BdFuseExport *fe, uint64_t end)
     int64_t len;
     int ret = 0;
 
-    g_mutex_lock(&fe->resize_lock);
+    bd_mutex_lock(&fe->resize_lock);
     len = bd_entry_getlength(fe->common.entry);
     if (len < 0) {
         ret = (int)len;
     } else if ((uint64_t)len < end) {
         ret = bd_entry_truncate(fe->common.entry, end);
     }
-    g_mutex_unlock(&fe->resize_lock);
+    bd_mutex_unlock(&fe->resize_lock);
     return ret;
 }
 
@@ -241,7 +241,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
         return;
     }
     /* Times are not stored: stat reports the current time. */
-    g_mutex_lock(&fe->attr_lock);
+    bd_mutex_lock(&fe->attr_lock);
     if (to_set & FUSE_SET_ATTR_MODE) {
         fe->st_mode = S_IFREG | (st->st_mode & 07777);
     }
@@ -251,7 +251,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
     if (to_set & FUSE_SET_ATTR_GID) {
         fe->st_gid = st->st_gid;
     }
-    g_mutex_unlock(&fe->attr_lock);
+    bd_mutex_unlock(&fe->attr_lock);
     reply_stat(req, fe);
 }
 

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "export-fuse/fuse-internal.h"
+#include "graph/main-thread.h"
 
 struct BdFuseWorker {
     BdFuseExport *fe;
@@ -229,6 +230,8 @@ static void worker_free(BdFuseWorker *w)
 
 static BdFuseWorker *worker_new(BdFuseExport *fe, guint index, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdFuseWorker *w = g_new0(BdFuseWorker, 1);
     struct epoll_event ev_fuse = { .events = EPOLLIN | EPOLLEXCLUSIVE,
                                    .data.u32 = TAG_FUSE };
@@ -263,6 +266,8 @@ static guint worker_count(void)
 
 gboolean bd_fuse_workers_start(BdFuseExport *fe, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     int fd = fuse_session_fd(fe->session);
     int fl = fcntl(fd, F_GETFL);
     guint n = worker_count();
@@ -293,6 +298,8 @@ gboolean bd_fuse_workers_start(BdFuseExport *fe, GError **errp)
 
 void bd_fuse_workers_stop(BdFuseExport *fe)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (fe->stop_fd >= 0) {
         worker_signal_stop(fe);
     }
@@ -300,6 +307,8 @@ void bd_fuse_workers_stop(BdFuseExport *fe)
 
 void bd_fuse_workers_join(BdFuseExport *fe)
 {
+    BD_GLOBAL_STATE_CODE();
+
     for (guint i = 0; i < fe->n_workers; i++) {
         g_thread_join(fe->workers[i]->thread);
         worker_free(fe->workers[i]);

@@ -10,8 +10,10 @@
 #include <string.h>
 
 #include "export-nbd/nbd-internal.h"
+#include "graph/main-thread.h"
 
-static GHashTable *exports;   /* name -> BdNbdExport *, bd_nbd_lock */
+/* name -> BdNbdExport * */
+static GHashTable *exports BD_STATIC_GUARDED_BY(bd_nbd_lock);
 
 /* BlockDirtyBitmapOrStr: a name looked up along the node's chain, or a
  * {node, name} pair. */
@@ -67,6 +69,8 @@ static BdNbdExport *nbd_export(BdExport *exp)
 static BdDirtyBitmap *lookup_bitmap(BdExport *exp, GVariant *item,
                                     GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdDirtyBitmap *bm = NULL;
     BdNode *where;
 
@@ -123,6 +127,8 @@ static BdDirtyBitmap *lookup_bitmap(BdExport *exp, GVariant *item,
 static gboolean setup_bitmaps(BdNbdExport *ne, GVariant *list,
                               GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     gsize n = list ? g_variant_n_children(list) : 0;
     g_autofree BdDirtyBitmap **bms = g_new0(BdDirtyBitmap *, n + 1);
 
@@ -152,6 +158,8 @@ static gboolean setup_bitmaps(BdNbdExport *ne, GVariant *list,
 
 static void release_bitmaps(BdNbdExport *ne)
 {
+    BD_GLOBAL_STATE_CODE();
+
     for (guint i = 0; i < ne->n_bitmaps; i++) {
         bd_dirty_bitmap_set_busy(ne->bitmaps[i], FALSE);
     }
@@ -163,6 +171,8 @@ static void release_bitmaps(BdNbdExport *ne)
 static gboolean nbd_export_create(BdExport *exp, GVariant *options,
                                   GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNbdExport *ne = nbd_export(exp);
     g_auto(NbdExportOptions) o = { 0 };
     const char *name, *desc;
@@ -187,18 +197,18 @@ static gboolean nbd_export_create(BdExport *exp, GVariant *options,
         return FALSE;
     }
 
-    g_mutex_lock(&bd_nbd_lock);
+    bd_mutex_lock(&bd_nbd_lock);
     if (!exports) {
         exports = g_hash_table_new(g_str_hash, g_str_equal);
     }
     if (g_hash_table_contains(exports, name)) {
-        g_mutex_unlock(&bd_nbd_lock);
+        bd_mutex_unlock(&bd_nbd_lock);
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "NBD server already has export named '%s'", name);
         return FALSE;
     }
     if (!setup_bitmaps(ne, o.bitmaps, errp)) {
-        g_mutex_unlock(&bd_nbd_lock);
+        bd_mutex_unlock(&bd_nbd_lock);
         return FALSE;
     }
     ne->name = g_strdup(name);
@@ -206,15 +216,15 @@ static gboolean nbd_export_create(BdExport *exp, GVariant *options,
     ne->allocation_depth = o.allocation_depth;
     ne->listed = TRUE;
     g_hash_table_insert(exports, ne->name, ne);
-    g_mutex_unlock(&bd_nbd_lock);
+    bd_mutex_unlock(&bd_nbd_lock);
     g_debug("export '%s': serving node '%s' as NBD export '%s'%s", exp->id,
             exp->node_name, name, exp->writable ? " (writable)" : "");
     return TRUE;
 }
 
-/* bd_nbd_lock held. */
-static void unlist_locked(BdNbdExport *ne)
+static void unlist_locked(BdNbdExport *ne) BD_REQUIRES(bd_nbd_lock)
 {
+    bd_mutex_assert_held(&bd_nbd_lock);
     if (ne->listed) {
         g_hash_table_remove(exports, ne->name);
         ne->listed = FALSE;
@@ -226,40 +236,46 @@ static void unlist_locked(BdNbdExport *ne)
  * the export is listed, and request_shutdown unlists it. */
 static gboolean nbd_export_in_use(BdExport *exp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNbdExport *ne = nbd_export(exp);
     gboolean used = FALSE;
 
-    g_mutex_lock(&bd_nbd_lock);
+    bd_mutex_lock(&bd_nbd_lock);
     for (GList *l = ne->clients; l && !used; l = l->next) {
         used = !bd_nbd_client_leaving(l->data);
     }
-    g_mutex_unlock(&bd_nbd_lock);
+    bd_mutex_unlock(&bd_nbd_lock);
     return used;
 }
 
 static void nbd_export_request_shutdown(BdExport *exp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNbdExport *ne = nbd_export(exp);
     GList *l;
 
-    g_mutex_lock(&bd_nbd_lock);
+    bd_mutex_lock(&bd_nbd_lock);
     unlist_locked(ne);
     for (l = ne->clients; l; l = l->next) {
         bd_nbd_client_kick(l->data);
     }
-    g_mutex_unlock(&bd_nbd_lock);
+    bd_mutex_unlock(&bd_nbd_lock);
     g_debug("export '%s': shutting down NBD export '%s'", exp->id,
             ne->name ? ne->name : "");
 }
 
 static void nbd_export_destroy(BdExport *exp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNbdExport *ne = nbd_export(exp);
 
-    g_mutex_lock(&bd_nbd_lock);
+    bd_mutex_lock(&bd_nbd_lock);
     unlist_locked(ne);
-    g_mutex_unlock(&bd_nbd_lock);
     g_warn_if_fail(ne->clients == NULL);
+    bd_mutex_unlock(&bd_nbd_lock);
     release_bitmaps(ne);
     g_free(ne->name);
     g_free(ne->description);
@@ -283,14 +299,14 @@ BdNbdExport *bd_nbd_export_get(const char *name)
 {
     BdNbdExport *ne = NULL;
 
-    g_mutex_lock(&bd_nbd_lock);
+    bd_mutex_lock(&bd_nbd_lock);
     if (exports) {
         ne = g_hash_table_lookup(exports, name);
     }
     if (ne) {
         bd_export_ref(&ne->common);
     }
-    g_mutex_unlock(&bd_nbd_lock);
+    bd_mutex_unlock(&bd_nbd_lock);
     return ne;
 }
 
@@ -298,20 +314,20 @@ gboolean bd_nbd_export_attach(BdNbdExport *exp, BdNbdClient *c)
 {
     gboolean ok;
 
-    g_mutex_lock(&bd_nbd_lock);
+    bd_mutex_lock(&bd_nbd_lock);
     ok = exp->listed;
     if (ok) {
         exp->clients = g_list_prepend(exp->clients, c);
     }
-    g_mutex_unlock(&bd_nbd_lock);
+    bd_mutex_unlock(&bd_nbd_lock);
     return ok;
 }
 
 void bd_nbd_export_detach(BdNbdExport *exp, BdNbdClient *c)
 {
-    g_mutex_lock(&bd_nbd_lock);
+    bd_mutex_lock(&bd_nbd_lock);
     exp->clients = g_list_remove(exp->clients, c);
-    g_mutex_unlock(&bd_nbd_lock);
+    bd_mutex_unlock(&bd_nbd_lock);
 }
 
 GPtrArray *bd_nbd_export_names(void)
@@ -320,7 +336,7 @@ GPtrArray *bd_nbd_export_names(void)
     GHashTableIter iter;
     gpointer value;
 
-    g_mutex_lock(&bd_nbd_lock);
+    bd_mutex_lock(&bd_nbd_lock);
     if (exports) {
         g_hash_table_iter_init(&iter, exports);
         while (g_hash_table_iter_next(&iter, NULL, &value)) {
@@ -330,7 +346,7 @@ GPtrArray *bd_nbd_export_names(void)
                                             ne->description : ""));
         }
     }
-    g_mutex_unlock(&bd_nbd_lock);
+    bd_mutex_unlock(&bd_nbd_lock);
     return names;
 }
 

@@ -30,6 +30,7 @@
 #include "export-nbd/nbd-server.h"
 #include "export-nbd/protocol.h"
 #include "graph/bitmap.h"
+#include "graph/lock.h"
 
 /* Worker threads per connection in transmission phase: started with
  * the minimum, one more whenever every worker is busy, up to
@@ -39,6 +40,9 @@
 #define BD_NBD_MAX_WORKERS 16
 /* Size of a connection's read-ahead buffer. */
 #define BD_NBD_RBUF_SIZE (32u << 10)
+
+/* The global lock (see the order above); static, needs no init. */
+extern BdMutex bd_nbd_lock;
 
 /* Metadata context ids (stable per connection). */
 enum {
@@ -66,8 +70,9 @@ typedef struct BdNbdExport {
     BdDirtyBitmap **bitmaps;
     char **bitmap_names;
     guint n_bitmaps;
-    gboolean listed;          /* in the name table (bd_nbd_lock) */
-    GList *clients;           /* BdNbdClient * in transmission (bd_nbd_lock) */
+    gboolean listed BD_STATIC_GUARDED_BY(bd_nbd_lock);  /* in the name table */
+    /* BdNbdClient * in transmission. */
+    GList *clients BD_STATIC_GUARDED_BY(bd_nbd_lock);
 } BdNbdExport;
 
 typedef struct BdNbdClient {
@@ -88,17 +93,15 @@ typedef struct BdNbdClient {
 
     /* Transmission. */
     gint nworkers;            /* live workers (atomic) */
-    GMutex pool_lock;
+    BdMutex pool_lock;
     GCond parked_cond;        /* parked workers wait here (pool_lock) */
-    int parked;               /* workers in parked_cond (pool_lock) */
-    int waking;               /* ...of them signalled, not yet up (pool_lock) */
-    gboolean reading;         /* some worker is the reader (pool_lock) */
+    int parked BD_GUARDED_BY(pool_lock);   /* workers in parked_cond */
+    int waking BD_GUARDED_BY(pool_lock);   /* ...signalled, not yet up */
+    gboolean reading BD_GUARDED_BY(pool_lock); /* a worker is the reader */
     uint8_t *rbuf;            /* read-ahead buffer (the reader's) */
     size_t rstart, rend;
-    GMutex send_lock;
+    BdMutex send_lock;        /* the socket's write side, no fields */
 } BdNbdClient;
-
-extern GMutex bd_nbd_lock;
 
 /* socket.c: blocking I/O on the client's socket.  0 or -1 (EOF/error). */
 int bd_nbd_read_full(int fd, void *buf, size_t len);

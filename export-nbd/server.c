@@ -26,8 +26,9 @@
 #include <glib-unix.h>
 
 #include "export-nbd/nbd-internal.h"
+#include "graph/main-thread.h"
 
-GMutex bd_nbd_lock;
+BdMutex bd_nbd_lock;
 
 typedef struct {
     int fd;
@@ -37,12 +38,15 @@ typedef struct {
 } BdNbdServer;
 
 static BdNbdServer *server;   /* main thread */
-static GList *clients;        /* BdNbdClient *, bd_nbd_lock */
-static guint nr_clients;      /* bd_nbd_lock */
+/* BdNbdClient *, from accept to the last reference. */
+static GList *clients BD_STATIC_GUARDED_BY(bd_nbd_lock);
+static guint nr_clients BD_STATIC_GUARDED_BY(bd_nbd_lock);
 static gint max_conns;        /* atomic copy for connection threads */
 
 gboolean bd_nbd_server_running(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     return server != NULL;
 }
 
@@ -202,10 +206,10 @@ void bd_nbd_client_unref(BdNbdClient *c)
     if (!g_atomic_int_dec_and_test(&c->refcount)) {
         return;
     }
-    g_mutex_lock(&bd_nbd_lock);
+    bd_mutex_lock(&bd_nbd_lock);
     clients = g_list_remove(clients, c);
     nr_clients--;
-    g_mutex_unlock(&bd_nbd_lock);
+    bd_mutex_unlock(&bd_nbd_lock);
     if (bd_nbd_server_max_connections()) {
         g_idle_add(resume_cb, NULL);
     }
@@ -215,9 +219,9 @@ void bd_nbd_client_unref(BdNbdClient *c)
         bd_export_unref(&c->exp->common);
     }
     close(c->fd);
-    g_mutex_clear(&c->pool_lock);
+    bd_mutex_destroy(&c->pool_lock);
     g_cond_clear(&c->parked_cond);
-    g_mutex_clear(&c->send_lock);
+    bd_mutex_destroy(&c->send_lock);
     g_free(c->rbuf);
     g_free(c->meta_export);
     g_free(c->peer);
@@ -238,6 +242,8 @@ static gpointer client_thread(gpointer data)
 
 static void client_start(int fd)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BdNbdClient *c;
     GThread *thread;
     GError *err = NULL;
@@ -253,14 +259,14 @@ static void client_start(int fd)
     c->refcount = 1;
     c->fd = fd;
     c->peer = peer_name(fd);
-    g_mutex_init(&c->pool_lock);
+    bd_mutex_init(&c->pool_lock);
     g_cond_init(&c->parked_cond);
-    g_mutex_init(&c->send_lock);
+    bd_mutex_init(&c->send_lock);
 
-    g_mutex_lock(&bd_nbd_lock);
+    bd_mutex_lock(&bd_nbd_lock);
     clients = g_list_prepend(clients, c);
     nr_clients++;
-    g_mutex_unlock(&bd_nbd_lock);
+    bd_mutex_unlock(&bd_nbd_lock);
 
     thread = g_thread_try_new("nbd-conn", client_thread, c, &err);
     if (!thread) {
@@ -274,12 +280,14 @@ static void client_start(int fd)
 
 static gboolean server_full(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     gboolean full;
 
-    g_mutex_lock(&bd_nbd_lock);
+    bd_mutex_lock(&bd_nbd_lock);
     full = server->max_connections &&
            nr_clients >= server->max_connections;
-    g_mutex_unlock(&bd_nbd_lock);
+    bd_mutex_unlock(&bd_nbd_lock);
     return full;
 }
 
@@ -287,6 +295,8 @@ static gboolean server_full(void)
  * clients wait in the backlog until a connection closes. */
 static gboolean accept_cb(gint fd, GIOCondition cond, gpointer data)
 {
+    BD_GLOBAL_STATE_CODE();
+
     int cfd;
 
     if (server_full()) {
@@ -313,6 +323,8 @@ static gboolean accept_cb(gint fd, GIOCondition cond, gpointer data)
 /* Main loop, after a client went away: accept again if paused. */
 static gboolean resume_cb(gpointer data)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (server && !server->source && !server_full()) {
         server->source = g_unix_fd_add(server->fd, G_IO_IN, accept_cb, NULL);
     }
@@ -324,6 +336,8 @@ static gboolean resume_cb(gpointer data)
 gboolean bd_nbd_server_start(const BdSocketAddress *addr,
                              uint32_t max_connections, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     const char *path = NULL;
     int fd;
 
@@ -365,6 +379,8 @@ gboolean bd_nbd_server_start(const BdSocketAddress *addr,
 
 gboolean bd_nbd_server_stop(GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     GList *l;
 
     if (!server) {
@@ -384,10 +400,10 @@ gboolean bd_nbd_server_stop(GError **errp)
 
     bd_export_close_all("nbd");
     /* Clients still negotiating belong to no export: drop them too. */
-    g_mutex_lock(&bd_nbd_lock);
+    bd_mutex_lock(&bd_nbd_lock);
     for (l = clients; l; l = l->next) {
         bd_nbd_client_kick(l->data);
     }
-    g_mutex_unlock(&bd_nbd_lock);
+    bd_mutex_unlock(&bd_nbd_lock);
     return TRUE;
 }

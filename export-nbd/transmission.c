@@ -82,9 +82,9 @@ static int send_iov(BdNbdWorker *w, struct iovec *iov, int n)
     BdNbdClient *c = w->c;
     int ret;
 
-    g_mutex_lock(&c->send_lock);
+    bd_mutex_lock(&c->send_lock);
     ret = bd_nbd_writev_full(c->fd, iov, n);
-    g_mutex_unlock(&c->send_lock);
+    bd_mutex_unlock(&c->send_lock);
     return ret;
 }
 

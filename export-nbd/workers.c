@@ -30,10 +30,10 @@ static gboolean take_reader(BdNbdClient *c)
 {
     gboolean ok;
 
-    g_mutex_lock(&c->pool_lock);
+    bd_mutex_lock(&c->pool_lock);
     while (c->reading && !g_atomic_int_get(&c->quit)) {
         c->parked++;
-        g_cond_wait(&c->parked_cond, &c->pool_lock);
+        bd_cond_wait(&c->parked_cond, &c->pool_lock);
         c->parked--;
         if (c->waking > 0) {
             c->waking--;
@@ -43,7 +43,7 @@ static gboolean take_reader(BdNbdClient *c)
     if (ok) {
         c->reading = TRUE;
     }
-    g_mutex_unlock(&c->pool_lock);
+    bd_mutex_unlock(&c->pool_lock);
     return ok;
 }
 
@@ -53,7 +53,7 @@ static void give_up_reader(BdNbdClient *c)
 {
     gboolean spawn = FALSE;
 
-    g_mutex_lock(&c->pool_lock);
+    bd_mutex_lock(&c->pool_lock);
     c->reading = FALSE;
     if (c->parked == 0) {
         spawn = TRUE;
@@ -61,7 +61,7 @@ static void give_up_reader(BdNbdClient *c)
         c->waking++;
         g_cond_signal(&c->parked_cond);
     }
-    g_mutex_unlock(&c->pool_lock);
+    bd_mutex_unlock(&c->pool_lock);
     if (spawn) {
         spawn_worker(c);
     }
@@ -69,9 +69,9 @@ static void give_up_reader(BdNbdClient *c)
 
 void bd_nbd_workers_wake(BdNbdClient *c)
 {
-    g_mutex_lock(&c->pool_lock);
+    bd_mutex_lock(&c->pool_lock);
     g_cond_broadcast(&c->parked_cond);
-    g_mutex_unlock(&c->pool_lock);
+    bd_mutex_unlock(&c->pool_lock);
 }
 
 static gpointer worker_main(gpointer data)

@@ -3,8 +3,8 @@
  * counting, destruction on the main loop and BLOCK_EXPORT_DELETED.
  *
  * Thread model: the export list, add/del/close_all/wait_gone and
- * destruction run on the main thread, which owns the default main
- * context for the daemon's life (asserted).  The reference count is
+ * destruction run on the main thread (BD_GLOBAL_STATE_CODE), which owns
+ * the default main context for the daemon's life.  The reference count is
  * atomic; the last unref on another thread hands the export over to the
  * main thread through 'reap_queue': an idle callback destroys it, or a
  * main thread waiting in bd_export_wait_gone() is woken by reap_cond.
@@ -16,12 +16,16 @@
 #include <string.h>
 #include "export/export.h"
 #include "graph/events.h"
+#include "graph/lock.h"
+#include "graph/main-thread.h"
 
 static GPtrArray *export_drivers;
 static GPtrArray *exports;
 
 void bd_export_register_driver(const BdExportDriver *drv)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!export_drivers) {
         export_drivers = g_ptr_array_new();
     }
@@ -30,6 +34,8 @@ void bd_export_register_driver(const BdExportDriver *drv)
 
 const BdExportDriver *bd_export_find_driver(const char *type)
 {
+    BD_GLOBAL_STATE_CODE();
+
     for (guint i = 0; export_drivers && i < export_drivers->len; i++) {
         const BdExportDriver *drv = export_drivers->pdata[i];
         if (strcmp(drv->type, type) == 0) {
@@ -65,6 +71,8 @@ static const BdSchemaField base_fields[] = {
 
 const BdSchemaType *bd_export_options_schema(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     static BdSchemaType union_type;
     static gsize done;
 
@@ -95,6 +103,8 @@ const BdSchemaType *bd_export_options_schema(void)
 
 static GPtrArray *export_list(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!exports) {
         exports = g_ptr_array_new();
     }
@@ -119,13 +129,6 @@ GPtrArray *bd_export_list(void)
     return export_list();
 }
 
-/* Main-loop-only functions check it: a comment is a promise, an
- * assert keeps it. */
-static void assert_main_thread(void)
-{
-    g_assert(g_main_context_is_owner(g_main_context_default()));
-}
-
 BdExport *bd_export_add(GVariant *options, GError **errp)
 {
     ExportOptions o = { 0 };
@@ -135,7 +138,7 @@ BdExport *bd_export_add(GVariant *options, GError **errp)
     BdNode *node;
     BdExport *exp;
 
-    assert_main_thread();
+    BD_GLOBAL_STATE_CODE();
     bd_schema_decode(base_fields, options, &o);
     type = o.type;
     id = o.id;
@@ -213,7 +216,7 @@ static void export_destroy(BdExport *exp)
 {
     g_autofree char *id = g_strdup(exp->id);
 
-    assert_main_thread();
+    BD_GLOBAL_STATE_CODE();
     g_ptr_array_remove(export_list(), exp);
     if (exp->drv->destroy) {
         exp->drv->destroy(exp);
@@ -226,20 +229,24 @@ static void export_destroy(BdExport *exp)
     bd_event_emit("BLOCK_EXPORT_DELETED", g_variant_new_parsed("{'id': <%s>}", id));
 }
 
-static GMutex reap_lock;
-static GCond reap_cond;
-static GQueue reap_queue = G_QUEUE_INIT;   /* BdExport *, refcount 0 */
-static gboolean reap_scheduled;            /* an idle reap_cb is due */
+static BdMutex reap_lock;                  /* static: needs no init */
+static GCond reap_cond;                    /* an export was queued */
+/* BdExport *, refcount 0 */
+static GQueue reap_queue BD_STATIC_GUARDED_BY(reap_lock) = G_QUEUE_INIT;
+/* An idle reap_cb is due. */
+static gboolean reap_scheduled BD_STATIC_GUARDED_BY(reap_lock);
 
 /* Destroy the exports handed over by other threads.  Main thread. */
 static void reap_queued(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     for (;;) {
         BdExport *exp;
 
-        g_mutex_lock(&reap_lock);
+        bd_mutex_lock(&reap_lock);
         exp = g_queue_pop_head(&reap_queue);
-        g_mutex_unlock(&reap_lock);
+        bd_mutex_unlock(&reap_lock);
         if (!exp) {
             return;
         }
@@ -249,9 +256,11 @@ static void reap_queued(void)
 
 static gboolean reap_cb(gpointer opaque)
 {
-    g_mutex_lock(&reap_lock);
+    BD_GLOBAL_STATE_CODE();
+
+    bd_mutex_lock(&reap_lock);
     reap_scheduled = FALSE;
-    g_mutex_unlock(&reap_lock);
+    bd_mutex_unlock(&reap_lock);
     reap_queued();
     return G_SOURCE_REMOVE;
 }
@@ -266,18 +275,18 @@ void bd_export_unref(BdExport *exp)
     /* On the main thread (block-export-del of an export that no client
      * holds) the export goes at once, so that BLOCK_EXPORT_DELETED is
      * sent before the command's reply, as QEMU does. */
-    if (g_main_context_is_owner(g_main_context_default())) {
+    if (bd_in_main_thread()) {
         export_destroy(exp);
         return;
     }
     /* Clients let go on their own threads; the graph lives on the main
      * loop. */
-    g_mutex_lock(&reap_lock);
+    bd_mutex_lock(&reap_lock);
     g_queue_push_tail(&reap_queue, exp);
     g_cond_broadcast(&reap_cond);
     schedule = !reap_scheduled;
     reap_scheduled = TRUE;
-    g_mutex_unlock(&reap_lock);
+    bd_mutex_unlock(&reap_lock);
     if (schedule) {
         g_idle_add(reap_cb, NULL);
     }
@@ -285,6 +294,8 @@ void bd_export_unref(BdExport *exp)
 
 static void export_request_shutdown(BdExport *exp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!exp->user_owned) {
         return;
     }
@@ -297,6 +308,8 @@ static void export_request_shutdown(BdExport *exp)
 
 static gboolean export_in_use(BdExport *exp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (exp->drv->in_use) {
         return exp->drv->in_use(exp);
     }
@@ -307,7 +320,7 @@ gboolean bd_export_del(const char *id, gboolean hard, GError **errp)
 {
     BdExport *exp;
 
-    assert_main_thread();
+    BD_GLOBAL_STATE_CODE();
     exp = bd_export_find(id);
     if (!exp) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -343,7 +356,7 @@ void bd_export_close_all(const char *type)
 {
     g_autoptr(GPtrArray) copy = NULL;
 
-    assert_main_thread();
+    BD_GLOBAL_STATE_CODE();
     /* A copy: an export without clients is destroyed on the way. */
     copy = g_ptr_array_copy(export_list(), NULL, NULL);
     for (guint i = 0; i < copy->len; i++) {
@@ -392,7 +405,7 @@ static void release_held_requests(const char *type)
 
 gboolean bd_export_wait_gone(const char *type, gint64 deadline)
 {
-    assert_main_thread();
+    BD_GLOBAL_STATE_CODE();
     reap_queued();
     if (!any_left(type)) {
         return TRUE;
@@ -405,11 +418,11 @@ gboolean bd_export_wait_gone(const char *type, gint64 deadline)
         if (!any_left(type)) {
             return TRUE;
         }
-        g_mutex_lock(&reap_lock);
+        bd_mutex_lock(&reap_lock);
         while (woken && g_queue_is_empty(&reap_queue)) {
-            woken = g_cond_wait_until(&reap_cond, &reap_lock, deadline);
+            woken = bd_cond_wait_until(&reap_cond, &reap_lock, deadline);
         }
-        g_mutex_unlock(&reap_lock);
+        bd_mutex_unlock(&reap_lock);
         if (!woken) {
             reap_queued();
             return !any_left(type);

@@ -14,6 +14,7 @@
 #include "formats/qcow2/qcow2.h"
 #include "graph/error.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 
 static uint32_t rd_be32(const uint8_t *p)
 {
@@ -86,6 +87,8 @@ static int build(Qcow2State *s, const uint8_t *old, uint8_t *buf,
 gboolean bd_qcow2_change_backing_file(BdNode *node, const char *file,
                                       const char *fmt, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     Qcow2State *s;
     g_autofree uint8_t *old = NULL, *buf = NULL;
     uint64_t name_off = 0;

@@ -26,6 +26,7 @@
 #include "graph/bitmap.h"
 #include "graph/error.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 #include "formats/qcow2/qcow2.h"
 
 #define BME_FLAG_IN_USE        (1u << 0)
@@ -106,6 +107,8 @@ static uint64_t data_bytes(Qcow2State *s, unsigned gran_bits)
 static gboolean qcow2_can_store(BdNode *node, const char *name,
                                 uint32_t granularity, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     Qcow2State *s = node->opaque;
     unsigned bits = (unsigned)g_bit_nth_lsf(granularity, -1);
     uint64_t len = (uint64_t)bd_node_getlength(node);
@@ -155,6 +158,8 @@ static const BdBitmapStoreOps qcow2_store_ops = {
 
 void qcow2_bitmaps_register(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
     extern const BdDriver bd_qcow2_driver;
     bd_dirty_bitmap_register_store(&bd_qcow2_driver, &qcow2_store_ops);
 }
@@ -393,6 +398,8 @@ static gboolean load_entries(Qcow2State *s, GError **errp)
 
 gboolean qcow2_bitmaps_load(Qcow2State *s, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     Qcow2Bitmaps *b = g_new0(Qcow2Bitmaps, 1);
     const Qcow2Header *h = &s->h;
     g_autofree uint8_t *dir = NULL;
@@ -747,6 +754,8 @@ fail:
 
 void qcow2_bitmaps_close(Qcow2State *s)
 {
+    BD_GLOBAL_STATE_CODE();
+
     Qcow2Bitmaps *b = s->bitmaps;
 
     if (!b) {
@@ -773,6 +782,8 @@ void qcow2_bitmaps_close(Qcow2State *s)
 gboolean qcow2_bitmaps_reopen_prepare(Qcow2State *s, gboolean writable,
                                       GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     Qcow2Bitmaps *b = s->bitmaps;
     int ret;
 
@@ -792,6 +803,8 @@ gboolean qcow2_bitmaps_reopen_prepare(Qcow2State *s, gboolean writable,
 
 void qcow2_bitmaps_reopen_commit(Qcow2State *s, gboolean was_writable)
 {
+    BD_GLOBAL_STATE_CODE();
+
     Qcow2Bitmaps *b = s->bitmaps;
     g_autoptr(GPtrArray) list = NULL;
     gboolean mark = FALSE;

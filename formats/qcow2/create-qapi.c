@@ -14,6 +14,7 @@
 
 #include <string.h>
 #include "graph/error.h"
+#include "graph/main-thread.h"
 #include "formats/qcow2/create-qapi.h"
 #include "formats/qcow2/qcow2.h"
 
@@ -100,6 +101,8 @@ typedef struct {
 
 static gboolean lookup_cb(gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     Lookup *l = opaque;
     BdNode *node = bd_node_find(l->name);
 

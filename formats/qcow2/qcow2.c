@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* The 'qcow2' format driver: driver table, options, open/close, queries.
  *
- * Thread model: open/close/query on the main thread.  Data callbacks
+ * Thread model: open/close/reopen/query on the main thread (asserted:
+ * query_image_info is also called straight from other drivers' open,
+ * outside the graph's asserted paths); create on the create job's
+ * thread (create-qapi.c).  Data callbacks
  * (rw.c) run on any thread; Qcow2State.lock protects the metadata (L1,
  * refcount table, caches, allocation state) and is never held across
  * guest data I/O.  The cache-clean timer runs on the main loop and takes
@@ -17,6 +20,7 @@
 #include <unistd.h>
 #include "graph/error.h"
 #include "graph/io.h"
+#include "graph/main-thread.h"
 #include "formats/qcow2/backing.h"
 #include "formats/qcow2/qcow2.h"
 #include "formats/registry.h"
@@ -243,6 +247,8 @@ static gboolean read_cache_sizes(Qcow2State *s, const Qcow2Options *o,
 
 static gboolean clean_caches(gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     Qcow2State *s = opaque;
 
     g_mutex_lock(&s->lock);
@@ -289,6 +295,8 @@ static gboolean parse_caches(Qcow2State *s, const Qcow2Options *o,
 /* Replaces the caches; the old ones must hold nothing dirty. */
 static void apply_caches(Qcow2State *s, const Qcow2CacheConfig *c)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (s->clean_timer) {
         g_source_remove(s->clean_timer);
         s->clean_timer = 0;
@@ -497,6 +505,8 @@ static gboolean open_backing(BdNode *node, Qcow2State *s,
 
 static void qcow2_close(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     Qcow2State *s = node->opaque;
 
     if (!s) {
@@ -597,6 +607,8 @@ static gboolean qcow2_open_tables(BdNode *node, Qcow2State *s,
 
 static gboolean qcow2_open(BdNode *node, GVariant *options, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_auto(Qcow2Options) o = { 0 };
     Qcow2State *s = g_new0(Qcow2State, 1);
 
@@ -644,6 +656,8 @@ typedef struct {
 
 static gboolean qcow2_reopen_prepare(BdReopenState *state, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     Qcow2State *s = state->node->opaque;
     g_auto(Qcow2Options) o = { 0 };
     g_autofree Qcow2Reopen *r = g_new0(Qcow2Reopen, 1);
@@ -693,6 +707,8 @@ static gboolean qcow2_reopen_prepare(BdReopenState *state, GError **errp)
 
 static void qcow2_reopen_commit(BdReopenState *state)
 {
+    BD_GLOBAL_STATE_CODE();
+
     Qcow2State *s = state->node->opaque;
     Qcow2Reopen *r = state->opaque;
     gboolean was_writable = s->writable;
@@ -711,12 +727,16 @@ static void qcow2_reopen_commit(BdReopenState *state)
 
 static void qcow2_reopen_abort(BdReopenState *state)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_free(state->opaque);
     state->opaque = NULL;
 }
 
 static gboolean qcow2_has_default_backing(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     Qcow2State *s = node->opaque;
 
     return s->h.backing_file != NULL;
@@ -726,6 +746,8 @@ static gboolean qcow2_has_default_backing(BdNode *node)
 
 static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
 {
+    BD_GLOBAL_STATE_CODE();
+
     Qcow2State *s = node->opaque;
     GVariantDict data, spec;
 
