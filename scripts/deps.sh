@@ -13,7 +13,7 @@ pkgs=(
     # meson + ninja, and the libraries' -dev packages
     gcc libc6-dev clang meson ninja-build pkg-config
     libglib2.0-dev libjson-glib-dev libfuse3-dev libnbd-dev zlib1g-dev
-    nbdkit-plugin-dev
+    nbdkit-plugin-dev libgnutls28-dev
     # tests: /usr/bin/python3 with the libnbd binding (also nbdsh)
     python3 python3-libnbd
     # qemu-img, qemu-io, qemu-nbd; qemu-storage-daemon (the reference)
@@ -22,6 +22,8 @@ pkgs=(
     libnbd-bin nbdkit file
     # fusermount3; fio (its nbd engine); socat (QMP from examples and demo)
     fuse3 fio socat
+    # certtool (certificates for the TLS tests, example and bench)
+    gnutls-bin
     # cmp; fallocate; umount; dd, truncate, stat, mktemp (in a minimal
     # system already, named so that nothing here is taken for granted)
     diffutils util-linux mount coreutils
