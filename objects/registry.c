@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+/* The explicit table of user-creatable object types blockd offers,
+ * registered at start-up (throttle-group keeps its own registry in
+ * formats/; control/cmd-object.c adds it to ObjectOptions). */
+#define G_LOG_DOMAIN "blockd-objects"
+
+#include "graph/main-thread.h"
+#include "objects/object.h"
+
+/* Order is the order of registration; the ObjectType enum of the schema
+ * lists them sorted by name whatever the order here. */
+static const BdObjectType *const bd_objects_table[] = {
+    NULL,
+    /* The TLS credentials (objects/tls-creds.c) go here:
+     * &bd_tls_creds_anon_type, &bd_tls_creds_psk_type,
+     * &bd_tls_creds_x509_type. */
+};
+
+void bd_objects_register_builtin(void)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    static gboolean done;
+
+    /* Idempotent: the daemon and every test may call it. */
+    if (!done) {
+        done = TRUE;
+        for (gsize i = 0; bd_objects_table[i]; i++) {
+            bd_object_type_register(bd_objects_table[i]);
+        }
+    }
+}
