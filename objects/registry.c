@@ -6,11 +6,12 @@
 
 #include "graph/main-thread.h"
 #include "objects/object.h"
+#include "objects/secret.h"
 
 /* Order is the order of registration; the ObjectType enum of the schema
  * lists them sorted by name whatever the order here. */
 static const BdObjectType *const bd_objects_table[] = {
-    NULL,
+    &bd_secret_type,
     /* The TLS credentials (objects/tls-creds.c) go here:
      * &bd_tls_creds_anon_type, &bd_tls_creds_psk_type,
      * &bd_tls_creds_x509_type. */
@@ -25,7 +26,7 @@ void bd_objects_register_builtin(void)
     /* Idempotent: the daemon and every test may call it. */
     if (!done) {
         done = TRUE;
-        for (gsize i = 0; bd_objects_table[i]; i++) {
+        for (gsize i = 0; i < G_N_ELEMENTS(bd_objects_table); i++) {
             bd_object_type_register(bd_objects_table[i]);
         }
     }
