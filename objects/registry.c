@@ -5,6 +5,7 @@
 #define G_LOG_DOMAIN "blockd-objects"
 
 #include "graph/main-thread.h"
+#include "objects/authz.h"
 #include "objects/object.h"
 #include "objects/secret.h"
 
@@ -12,6 +13,9 @@
  * lists them sorted by name whatever the order here. */
 static const BdObjectType *const bd_objects_table[] = {
     &bd_secret_type,
+    &bd_authz_simple_type,
+    &bd_authz_list_type,
+    &bd_authz_listfile_type,
     /* The TLS credentials (objects/tls-creds.c) go here:
      * &bd_tls_creds_anon_type, &bd_tls_creds_psk_type,
      * &bd_tls_creds_x509_type. */
