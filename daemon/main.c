@@ -26,6 +26,7 @@
 #include "graph/main-thread.h"
 #include "graph/node.h"
 #include "jobs/job.h"
+#include "objects/object.h"
 
 /* Exports get this long to see their clients go before we give up. */
 #define SHUTDOWN_EXPORT_TIMEOUT_US (10 * G_USEC_PER_SEC)
@@ -68,9 +69,16 @@ static void print_help(void)
 "  --nbd-server addr.type=unix,addr.path=<path>[,max-connections=<n>]\n"
 "                         start an NBD server for exporting block nodes\n"
 "\n"
+"  --object secret,id=<id>,data=<data>|file=<file>[,format=raw|base64]\n"
+"           [,keyid=<secret-id>,iv=<base64>]\n"
+"  --object authz-simple,id=<id>,identity=<name>\n"
+"  --object authz-list,id=<id>[,policy=allow|deny][,rules.0.match=<m>\n"
+"           ,rules.0.policy=allow|deny[,rules.0.format=exact|glob]]...\n"
+"  --object authz-listfile,id=<id>,filename=<file>[,refresh=on|off]\n"
 "  --object throttle-group,id=<id>[,limits.iops-total=<n>][,limits.bps-read=<n>]...\n"
-"                         define a QOM object such as a throttle group\n"
-"                         (the JSON form {...} works too)\n"
+"                         define a QOM object: a secret (passwords and\n"
+"                         keys), an authorization list or a throttle\n"
+"                         group (the JSON form {...} works too)\n"
 "\n"
 "  --pidfile <path>       write process ID to a file after startup\n"
 "\n"
@@ -118,6 +126,7 @@ static void shutdown_everything(void)
         bd_nbd_server_stop(NULL);
     }
     bd_node_close_all();
+    bd_objects_cleanup();
     bd_monitor_cleanup();
     bd_pidfile_remove();
 }
@@ -256,6 +265,7 @@ int main(int argc, char **argv)
     main_loop = g_main_loop_new(NULL, FALSE);
 
     bd_formats_register_all();
+    bd_objects_register_builtin();
     bd_export_register_driver(&bd_nbd_export_driver);
     bd_export_register_driver(&bd_fuse_export_driver);
     bd_control_init();

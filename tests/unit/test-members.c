@@ -17,6 +17,7 @@
 #include "jobs/commit-int.h"
 #include "jobs/create.h"
 #include "jobs/mirror.h"
+#include "objects/object.h"
 
 typedef struct {
     GHashTable *seen;        /* const BdSchemaType * already walked */
@@ -121,6 +122,7 @@ static void setup(void)
     if (!done) {
         done = TRUE;
         bd_formats_register_all();
+        bd_objects_register_builtin();
         bd_export_register_driver(&bd_nbd_export_driver);
         bd_export_register_driver(&bd_fuse_export_driver);
         bd_control_init();
