@@ -470,12 +470,13 @@ class Daemon:
         """A QMP session on a monitor.  Tried again when the monitor drops
         the connection before its greeting: qemu-storage-daemon's socket
         chardev, still busy with start()'s probe connection, sometimes
-        closes the next one at once."""
+        closes the next one at once (an EOF, or a reset when the probe's
+        close races with the new connection)."""
         for attempt in range(5):
             try:
                 q = QMP(self.qmp_paths[monitor], negotiate=negotiate)
                 break
-            except EOFError:
+            except (EOFError, ConnectionResetError):
                 if attempt == 4:
                     raise
                 time.sleep(0.2)
