@@ -196,8 +196,13 @@ static BdAuthzRules *listfile_load(const char *filename, GError **errp)
         return NULL;
     }
     if (!json_parser_load_from_data(parser, content, len, &err)) {
+        /* json-glib names the text "<data>": name the file instead. */
+        const char *msg = err->message;
+
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "JSON parse error, %s", err->message);
+                    "JSON parse error, %s%s",
+                    g_str_has_prefix(msg, "<data>:") ? filename : "",
+                    g_str_has_prefix(msg, "<data>:") ? msg + 6 : msg);
         return NULL;
     }
     root = json_parser_get_root(parser);

@@ -373,6 +373,23 @@ static void test_listfile_errors(void)
     expect_listfile_error(dir, "{\"rules\": [{\"match\": \"a\", \"policy\": "
                           "\"allow\", \"x\": 1}]}",
                           "Parameter 'rules[0].x' is unexpected");
+    /* The syntax error's text is json-glib's; it names the file. */
+    {
+        g_autofree char *path = g_build_filename(dir, "syntax.json", NULL);
+        g_autofree char *props = g_strdup_printf("{'filename': <'%s'>}",
+                                                 path);
+        g_autofree char *prefix = g_strdup_printf("JSON parse error, %s:1:",
+                                                  path);
+        g_autoptr(GVariant) v = props_of(props);
+        g_autoptr(GError) err3 = NULL;
+
+        write_file(path, "not json");
+        g_assert_false(bd_object_add(&bd_authz_listfile_type, "bad", v,
+                                     &err3));
+        g_assert_nonnull(err3);
+        g_assert_true(g_str_has_prefix(err3->message, prefix));
+        g_unlink(path);
+    }
     /* QEMU watches only absolute paths (the file loads first). */
     cwd = g_get_current_dir();
     g_assert_cmpint(g_chdir(dir), ==, 0);
