@@ -8,14 +8,22 @@
  * then denied); blockd keeps the rules it has and logs why the new file
  * was refused, so that a half-written file never locks clients out.
  *
+ * The file's directory is watched with inotify on the main loop, as
+ * QEMU does: no thread of its own.  A writer that closes the file or
+ * renames a new one over it triggers the reload, so a file is never
+ * read while it is half written.
+ *
  * Thread model: the file is loaded on the main thread (creation and the
- * file monitor's callbacks, which the main loop runs).  Checks run on
+ * inotify callback, which the main loop runs).  Checks run on
  * any thread: each takes a reference on the current rule set under
  * 'lock', then matches without it; a reload swaps in a new set under
  * the lock.  The lock is a leaf.
  */
+#include <errno.h>
 #include <string.h>
-#include <gio/gio.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+#include <glib-unix.h>
 #include <json-glib/json-glib.h>
 #include "graph/error.h"
 #include "graph/lock.h"
@@ -27,9 +35,10 @@ typedef struct {
     char *filename;
     BdMutex lock;
     BdAuthzRules *rules BD_GUARDED_BY(lock);   /* never NULL */
-    /* Main thread: */
-    GFileMonitor *monitor;       /* with 'refresh', until unparent */
-    gulong changed_id;
+    /* Main thread; with 'refresh', until unparent: */
+    char *basename;              /* of 'filename', in the events */
+    int inotify_fd;              /* -1: not watched */
+    guint watch_id;              /* its main-loop source */
 } AuthzListFile;
 
 /* AuthZListFileProperties (qapi/authz.json). */
@@ -242,8 +251,7 @@ static void listfile_reload(AuthzListFile *lf)
         return;
     }
     g_info("authz-listfile '%s': %u rules loaded from %s",
-              lf->parent.parent.id, bd_authz_rules_count(rules),
-              lf->filename);
+           lf->parent.parent.id, bd_authz_rules_count(rules), lf->filename);
     bd_mutex_lock(&lf->lock);
     /* The old set goes with 'rules' (checks in flight hold their own). */
     BdAuthzRules *old = lf->rules;
@@ -252,45 +260,77 @@ static void listfile_reload(AuthzListFile *lf)
     bd_mutex_unlock(&lf->lock);
 }
 
-/* Main loop.  Writers finish with a close (or a rename into place):
- * both end in CHANGES_DONE_HINT, which spares us half-written files. */
-static void on_file_changed(GFileMonitor *monitor, GFile *file, GFile *other,
-                            GFileMonitorEvent event, gpointer opaque)
+/* Main loop: events of the file's directory.  A writer's close and a
+ * rename into place end a change; an overflow may hide one. */
+static gboolean on_inotify(int fd, GIOCondition cond, gpointer opaque)
 {
     BD_GLOBAL_STATE_CODE();
 
-    if (event == G_FILE_MONITOR_EVENT_CHANGES_DONE_HINT) {
-        listfile_reload(opaque);
+    AuthzListFile *lf = opaque;
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    gboolean changed = FALSE;
+    ssize_t len;
+
+    while ((len = read(fd, buf, sizeof(buf))) > 0) {
+        for (char *p = buf; p < buf + len;) {
+            const struct inotify_event *ev = (const void *)p;
+
+            if ((ev->mask & IN_Q_OVERFLOW) ||
+                (ev->len && strcmp(ev->name, lf->basename) == 0)) {
+                changed = TRUE;
+            }
+            if (ev->mask & IN_IGNORED) {
+                g_warning("authz-listfile '%s': the directory of %s went "
+                          "away, no longer watching it",
+                          lf->parent.parent.id, lf->filename);
+            }
+            p += sizeof(*ev) + ev->len;
+        }
     }
+    if (len < 0 && errno != EAGAIN && errno != EINTR) {
+        g_warning("authz-listfile '%s': no longer watching %s: %s",
+                  lf->parent.parent.id, lf->filename, g_strerror(errno));
+        lf->watch_id = 0;
+        return G_SOURCE_REMOVE;
+    }
+    if (changed) {
+        listfile_reload(lf);
+    }
+    return G_SOURCE_CONTINUE;
 }
 
 /* QEMU's checks before it watches the file, then the watch. */
 static gboolean listfile_watch(AuthzListFile *lf, GError **errp)
 {
     g_autofree char *dir = g_path_get_dirname(lf->filename);
-    g_autofree char *base = g_path_get_basename(lf->filename);
-    g_autoptr(GFile) file = NULL;
-    g_autoptr(GError) err = NULL;
+    int err;
 
+    lf->basename = g_path_get_basename(lf->filename);
     if (strcmp(dir, ".") == 0) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Filename must be an absolute path");
         return FALSE;
     }
-    if (strcmp(base, ".") == 0) {
+    if (strcmp(lf->basename, ".") == 0) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Path has no trailing filename component");
         return FALSE;
     }
-    file = g_file_new_for_path(lf->filename);
-    lf->monitor = g_file_monitor_file(file, G_FILE_MONITOR_NONE, NULL, &err);
-    if (!lf->monitor) {
+    lf->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (lf->inotify_fd < 0) {
+        err = errno;
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Unable to watch '%s': %s", dir, err->message);
+                    "Unable to initialize inotify: %s", g_strerror(err));
         return FALSE;
     }
-    lf->changed_id = g_signal_connect(lf->monitor, "changed",
-                                      G_CALLBACK(on_file_changed), lf);
+    if (inotify_add_watch(lf->inotify_fd, dir,
+                          IN_CLOSE_WRITE | IN_MOVED_TO) < 0) {
+        err = errno;
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Unable to watch '%s': %s", dir, g_strerror(err));
+        return FALSE;
+    }
+    lf->watch_id = g_unix_fd_add(lf->inotify_fd, G_IO_IN, on_inotify, lf);
     return TRUE;
 }
 
@@ -300,10 +340,13 @@ static void listfile_unparent(BdObject *obj)
 
     AuthzListFile *lf = (AuthzListFile *)obj;
 
-    if (lf->monitor) {
-        g_signal_handler_disconnect(lf->monitor, lf->changed_id);
-        g_file_monitor_cancel(lf->monitor);
-        g_clear_object(&lf->monitor);
+    if (lf->watch_id) {
+        g_source_remove(lf->watch_id);
+        lf->watch_id = 0;
+    }
+    if (lf->inotify_fd >= 0) {
+        close(lf->inotify_fd);
+        lf->inotify_fd = -1;
     }
 }
 
@@ -311,12 +354,13 @@ static void listfile_free(BdObject *obj)
 {
     AuthzListFile *lf = (AuthzListFile *)obj;
 
-    g_assert(!lf->monitor);
+    g_assert(!lf->watch_id && lf->inotify_fd < 0);
     /* The last reference: nobody else takes the lock any more. */
     bd_mutex_lock(&lf->lock);
     g_clear_pointer(&lf->rules, bd_authz_rules_unref);
     bd_mutex_unlock(&lf->lock);
     bd_mutex_destroy(&lf->lock);
+    g_free(lf->basename);
     g_free(lf->filename);
     bd_object_finalize(obj);
     g_free(lf);
@@ -340,6 +384,7 @@ static BdObject *listfile_create(const char *id, GVariant *props,
     bd_object_init(&lf->parent.parent, &bd_authz_listfile_type, id);
     lf->parent.is_allowed = listfile_is_allowed;
     lf->filename = g_strdup(p.filename);
+    lf->inotify_fd = -1;
     bd_mutex_init(&lf->lock);
     bd_mutex_lock(&lf->lock);
     lf->rules = g_steal_pointer(&rules);
