@@ -1,0 +1,482 @@
+# SPDX-License-Identifier: MIT
+"""Helpers for the NBD-over-TLS tests: X.509 certificates and PSK files made
+in the test with certtool (gnutls-bin), a free TCP port, a daemon with a
+TLS NBD server, the TLS URIs and --object options of the real clients
+(nbdinfo, nbdcopy, qemu-io, qemu-img), and RawNBD: a minimal client of
+the fixed-newstyle handshake that speaks options before and after
+NBD_OPT_STARTTLS (with Python's ssl for the X.509 session).
+
+Layout of a credentials tree made by make_pki(base):
+  base/ca/            ca-cert.pem ca-key.pem          (the CA)
+  base/server/        ca-cert.pem server-cert.pem server-key.pem
+  base/client/        ca-cert.pem client-cert.pem client-key.pem
+                      (DN "O=blockd test,CN=client1")
+  base/client2/       the same for CN=client2 (for the authz cases)
+  base/rogue-ca/      a second CA, unrelated to the first
+  base/rogue-client/  ca-cert.pem (the first CA, so the client trusts the
+                      server) with a client cert the rogue CA signed
+  base/rogue-trust/   ca-cert.pem (the rogue CA) with client1's cert: a
+                      client that does not trust the server's CA
+The directories hold QEMU's file names, which libnbd's tls-certificates=
+reads too.
+"""
+
+import contextlib
+import os
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from blockd_test import Daemon, Skip, require_tool, run  # noqa: E402
+
+MiB = 1 << 20
+
+# NBD handshake constants (doc/proto.md).
+NBDMAGIC = 0x4e42444d41474943
+IHAVEOPT = 0x49484156454F5054
+REPLY_MAGIC = 0x3e889045565a9
+FLAG_FIXED_NEWSTYLE = 1 << 0
+FLAG_NO_ZEROES = 1 << 1
+CLIENT_FLAG_FIXED_NEWSTYLE = 1 << 0
+CLIENT_FLAG_NO_ZEROES = 1 << 1
+
+OPT_EXPORT_NAME = 1
+OPT_ABORT = 2
+OPT_LIST = 3
+OPT_STARTTLS = 5
+OPT_INFO = 6
+OPT_GO = 7
+OPT_STRUCTURED_REPLY = 8
+OPT_LIST_META_CONTEXT = 9
+OPT_SET_META_CONTEXT = 10
+
+REP_ACK = 1
+REP_SERVER = 2
+REP_INFO = 3
+REP_META_CONTEXT = 4
+REP_ERR = 1 << 31
+REP_ERR_UNSUP = REP_ERR + 1
+REP_ERR_POLICY = REP_ERR + 2
+REP_ERR_INVALID = REP_ERR + 3
+REP_ERR_PLATFORM = REP_ERR + 4
+REP_ERR_TLS_REQD = REP_ERR + 5
+REP_ERR_UNKNOWN = REP_ERR + 6
+REP_ERR_SHUTDOWN = REP_ERR + 7
+REP_ERR_BLOCK_SIZE_REQD = REP_ERR + 8
+
+REP_NAMES = {
+    REP_ACK: 'ACK', REP_SERVER: 'SERVER', REP_INFO: 'INFO', REP_META_CONTEXT: 'META_CONTEXT',
+    REP_ERR_UNSUP: 'ERR_UNSUP', REP_ERR_POLICY: 'ERR_POLICY', REP_ERR_INVALID: 'ERR_INVALID',
+    REP_ERR_PLATFORM: 'ERR_PLATFORM', REP_ERR_TLS_REQD: 'ERR_TLS_REQD',
+    REP_ERR_UNKNOWN: 'ERR_UNKNOWN', REP_ERR_SHUTDOWN: 'ERR_SHUTDOWN',
+    REP_ERR_BLOCK_SIZE_REQD: 'ERR_BLOCK_SIZE_REQD',
+}
+
+CLIENT_DN = 'O=blockd test,CN=client1'
+CLIENT2_DN = 'O=blockd test,CN=client2'
+PSK_USER = 'alice'
+PSK_KEY = '9f3a0c5e1b7d2468ace013579bdf2468'
+
+
+def require_tls_tools():
+    require_tool('certtool')
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 nothing listens on now (the kernel's pick;
+    a daemon started right after binds it)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+# --- certificates (certtool) ---
+
+def _certtool(args, template=None, cwd=None):
+    argv = ['certtool'] + list(args)
+    if template is not None:
+        tpl = os.path.join(cwd, 'template.%d' % os.getpid())
+        with open(tpl, 'w') as f:
+            f.write(template)
+        argv += ['--template', tpl]
+    try:
+        return run(argv, cwd=cwd)
+    finally:
+        if template is not None:
+            os.unlink(tpl)
+
+
+def _key(path):
+    # ECDSA keys are quick to make (RSA 2048 takes a while on a slow box).
+    _certtool(['--generate-privkey', '--key-type=ecdsa', '--outfile', path])
+    os.chmod(path, 0o600)
+    return path
+
+
+def make_ca(dir, cn):
+    """A self-signed CA in dir: ca-cert.pem and ca-key.pem."""
+    os.makedirs(dir, exist_ok=True)
+    key = _key(os.path.join(dir, 'ca-key.pem'))
+    cert = os.path.join(dir, 'ca-cert.pem')
+    _certtool(['--generate-self-signed', '--load-privkey', key, '--outfile', cert],
+              'cn = "%s"\nca\ncert_signing_key\ncrl_signing_key\nexpiration_days = 3650\n' % cn,
+              cwd=dir)
+    return dir
+
+
+def _signed(ca_dir, key, cert, template):
+    _certtool(['--generate-certificate', '--load-privkey', key,
+               '--load-ca-certificate', os.path.join(ca_dir, 'ca-cert.pem'),
+               '--load-ca-privkey', os.path.join(ca_dir, 'ca-key.pem'),
+               '--outfile', cert], template, cwd=os.path.dirname(cert))
+
+
+def _copy(src, dst):
+    with open(src, 'rb') as f, open(dst, 'wb') as g:
+        g.write(f.read())
+
+
+def make_server_cert(ca_dir, dir, cn='localhost'):
+    """server-cert.pem/server-key.pem for 127.0.0.1 and localhost, with the
+    key purposes of a TLS server, and the CA's ca-cert.pem, in dir."""
+    os.makedirs(dir, exist_ok=True)
+    _copy(os.path.join(ca_dir, 'ca-cert.pem'), os.path.join(dir, 'ca-cert.pem'))
+    key = _key(os.path.join(dir, 'server-key.pem'))
+    _signed(ca_dir, key, os.path.join(dir, 'server-cert.pem'),
+            'organization = "blockd test"\ncn = "%s"\ndns_name = "localhost"\n'
+            'ip_address = "127.0.0.1"\ntls_www_server\nencryption_key\nsigning_key\n'
+            'expiration_days = 3650\n' % cn)
+    return dir
+
+
+def make_client_cert(ca_dir, dir, cn='client1', trust_ca_dir=None):
+    """client-cert.pem/client-key.pem (DN O=blockd test,CN=cn) signed by
+    ca_dir's CA, with ca-cert.pem of trust_ca_dir (default the same CA)."""
+    os.makedirs(dir, exist_ok=True)
+    _copy(os.path.join(trust_ca_dir or ca_dir, 'ca-cert.pem'), os.path.join(dir, 'ca-cert.pem'))
+    key = _key(os.path.join(dir, 'client-key.pem'))
+    _signed(ca_dir, key, os.path.join(dir, 'client-cert.pem'),
+            'organization = "blockd test"\ncn = "%s"\ntls_www_client\nencryption_key\n'
+            'signing_key\nexpiration_days = 3650\n' % cn)
+    return dir
+
+
+class PKI:
+    def __init__(self, base):
+        self.base = base
+        self.ca = os.path.join(base, 'ca')
+        self.server = os.path.join(base, 'server')
+        self.client = os.path.join(base, 'client')
+        self.client2 = os.path.join(base, 'client2')
+        self.rogue_ca = os.path.join(base, 'rogue-ca')
+        self.rogue_client = os.path.join(base, 'rogue-client')
+        self.rogue_trust = os.path.join(base, 'rogue-trust')
+
+
+def make_pki(base, rogue=True):
+    """The credentials tree of the module docstring under base."""
+    require_tls_tools()
+    p = PKI(base)
+    make_ca(p.ca, 'blockd test CA')
+    make_server_cert(p.ca, p.server)
+    make_client_cert(p.ca, p.client, 'client1')
+    make_client_cert(p.ca, p.client2, 'client2')
+    if rogue:
+        make_ca(p.rogue_ca, 'rogue CA')
+        make_client_cert(p.rogue_ca, p.rogue_client, 'client1', trust_ca_dir=p.ca)
+        os.makedirs(p.rogue_trust, exist_ok=True)
+        _copy(os.path.join(p.rogue_ca, 'ca-cert.pem'), os.path.join(p.rogue_trust, 'ca-cert.pem'))
+        for f in ('client-cert.pem', 'client-key.pem'):
+            _copy(os.path.join(p.client, f), os.path.join(p.rogue_trust, f))
+    return p
+
+
+def make_psk(dir, entries):
+    """dir/keys.psk with 'username:hexkey' lines; entries: [(user, hexkey)]."""
+    os.makedirs(dir, exist_ok=True)
+    path = os.path.join(dir, 'keys.psk')
+    with open(path, 'w') as f:
+        for user, key in entries:
+            f.write('%s:%s\n' % (user, key))
+    os.chmod(path, 0o600)
+    return path
+
+
+# --- the daemon with a TLS NBD server ---
+
+def x509_object(id, dir, endpoint='server', **props):
+    """--object value of a tls-creds-x509 object."""
+    s = 'tls-creds-x509,id=%s,dir=%s,endpoint=%s' % (id, dir, endpoint)
+    return s + ''.join(',%s=%s' % (k.replace('_', '-'), v) for k, v in props.items())
+
+
+def psk_object(id, dir, endpoint='server', **props):
+    s = 'tls-creds-psk,id=%s,dir=%s,endpoint=%s' % (id, dir, endpoint)
+    return s + ''.join(',%s=%s' % (k.replace('_', '-'), v) for k, v in props.items())
+
+
+class TLSDaemon(Daemon):
+    """A Daemon whose NBD server listens on 127.0.0.1:port (or its unix
+    socket) with TLS; the export 'disk' of image a.raw is writable."""
+
+    port = None
+
+    def tcp_uri(self, creds_dir=None, psk_file=None, user=None, name='disk', tls=True):
+        """nbds:// URI (nbd:// with tls=False) of the export.  libnbd 1.14
+        takes the TLS username from the URI's authority (user@host), not
+        from a tls-username= query parameter."""
+        u = '%s://%s127.0.0.1:%d/%s' % ('nbds' if tls else 'nbd', user + '@' if user else '',
+                                        self.port, name)
+        return u + _tls_query(creds_dir, psk_file, '?')
+
+    def unix_uri(self, creds_dir=None, psk_file=None, user=None, name='disk', tls=True):
+        u = '%s://%s/%s?socket=%s' % ('nbds+unix' if tls else 'nbd+unix', user + '@' if user else '',
+                                      name, self.nbd_sock)
+        return u + _tls_query(creds_dir, psk_file, '&')
+
+
+def _tls_query(creds_dir, psk_file, sep):
+    q = []
+    if creds_dir:
+        q.append('tls-certificates=' + creds_dir)
+    if psk_file:
+        q.append('tls-psk-file=' + psk_file)
+    return (sep + '&'.join(q)) if q else ''
+
+
+def start_tls_daemon(objects, server_opts, unix=False, image_size=4 * MiB, pattern=None,
+                     export=True, extra_args=(), tmpdir=None):
+    """A started TLSDaemon: `objects` are --object values, `server_opts`
+    what follows the address in --nbd-server (e.g. 'tls-creds=tls0').
+    unix: listen on the daemon's nbd.sock instead of TCP."""
+    d = TLSDaemon(tmpdir=tmpdir)
+    try:
+        img = d.path('a.raw')
+        with open(img, 'wb') as f:
+            f.truncate(image_size)
+            if pattern is not None:
+                f.write(bytes([pattern]) * image_size)
+        args = []
+        for o in objects:
+            args += ['--object', o]
+        if unix:
+            addr = 'addr.type=unix,addr.path=%s' % d.nbd_sock
+            d.wait = [d.nbd_sock]
+        else:
+            d.port = free_port()
+            addr = 'addr.type=inet,addr.host=127.0.0.1,addr.port=%d' % d.port
+        args += ['--blockdev', 'driver=file,node-name=file0,filename=%s' % img,
+                 '--blockdev', 'driver=raw,node-name=fmt0,file=file0',
+                 '--nbd-server', addr + (',' + server_opts if server_opts else '')]
+        if export:
+            args += ['--export', 'type=nbd,id=exp0,node-name=fmt0,name=disk,writable=on']
+        d.args = args + list(extra_args) + d.args
+        d.start()
+        if not unix:
+            wait_tcp(d, d.port)
+    except BaseException:
+        d.cleanup()
+        raise
+    return d
+
+
+def wait_tcp(d, port, timeout=15.0):
+    import time
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        d.assert_alive()
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.connect(('127.0.0.1', port))
+            return
+        except OSError:
+            time.sleep(0.05)
+        finally:
+            s.close()
+    raise AssertionError('nothing listens on 127.0.0.1:%d' % port)
+
+
+# --- real clients ---
+
+def qemu_client_x509(dir, id='tls0'):
+    return ['--object', 'tls-creds-x509,id=%s,dir=%s,endpoint=client' % (id, dir)]
+
+
+def qemu_client_psk(dir, user, id='tls0'):
+    return ['--object', 'tls-creds-psk,id=%s,dir=%s,endpoint=client,username=%s' % (id, dir, user)]
+
+
+def image_opts(d, creds_id='tls0', export='disk', unix=False):
+    """--image-opts string of the daemon's NBD export over TLS."""
+    if unix:
+        server = 'server.type=unix,server.path=%s' % d.nbd_sock
+    else:
+        server = 'server.type=inet,server.host=127.0.0.1,server.port=%d' % d.port
+    s = 'driver=nbd,%s,export=%s' % (server, export)
+    if creds_id:
+        s += ',tls-creds=' + creds_id
+    return s
+
+
+def qemu_io_tls(client_object, opts, *cmds, check=True, timeout=60):
+    """qemu-io with --object client_object (a list from qemu_client_*)
+    --image-opts opts; with check, fails unless every command succeeded."""
+    argv = ['qemu-io'] + list(client_object) + ['--image-opts']
+    for c in cmds:
+        argv += ['-c', c]
+    argv.append(opts)
+    p = run(argv, check=False, timeout=timeout)
+    if check and (p.returncode != 0 or 'Pattern verification failed' in p.stdout
+                  or 'failed' in p.stdout.lower()):
+        raise AssertionError('qemu-io %s failed (rc %d)\nstdout: %s\nstderr: %s'
+                             % (' '.join(cmds), p.returncode, p.stdout, p.stderr))
+    return p
+
+
+def nbdinfo(uri, *args, check=True, timeout=30):
+    return run(['nbdinfo'] + list(args) + [uri], check=check, timeout=timeout)
+
+
+# --- a raw NBD handshake client ---
+
+class HandshakeClosed(Exception):
+    """The server closed the connection during the handshake."""
+
+
+class RawNBD:
+    """One fixed-newstyle handshake over TCP or a unix socket: greeting,
+    client flags, then options and their replies.  starttls() sends
+    NBD_OPT_STARTTLS and, on its ACK, runs the TLS handshake with Python's
+    ssl (X.509 only: the ssl module has no PSK here)."""
+
+    def __init__(self, port=None, path=None, timeout=10.0, flags=None):
+        if path:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            addr = path
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            addr = ('127.0.0.1', port)
+        self.sock.settimeout(timeout)
+        self.sock.connect(addr)
+        magic, opt, self.server_flags = struct.unpack('>QQH', self.recv_exact(18))
+        if magic != NBDMAGIC or opt != IHAVEOPT:
+            raise AssertionError('bad greeting %x %x' % (magic, opt))
+        if flags is None:
+            flags = CLIENT_FLAG_FIXED_NEWSTYLE | (self.server_flags & FLAG_NO_ZEROES)
+        self.sock.sendall(struct.pack('>I', flags))
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def recv_exact(self, n):
+        buf = b''
+        while len(buf) < n:
+            try:
+                chunk = self.sock.recv(n - len(buf))
+            except (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                chunk = b''
+            if not chunk:
+                raise HandshakeClosed('server closed the connection after %d of %d bytes'
+                                      % (len(buf), n))
+            buf += chunk
+        return buf
+
+    def send_option(self, opt, data=b''):
+        self.sock.sendall(struct.pack('>QII', IHAVEOPT, opt, len(data)) + data)
+
+    def read_reply(self, opt=None):
+        """(reply type, data) of the next option reply."""
+        magic, ropt, rtype, length = struct.unpack('>QIII', self.recv_exact(20))
+        if magic != REPLY_MAGIC:
+            raise AssertionError('bad option reply magic %x' % magic)
+        if opt is not None and ropt != opt:
+            raise AssertionError('reply to option %d, expected %d' % (ropt, opt))
+        data = self.recv_exact(length) if length else b''
+        return rtype, data
+
+    def option(self, opt, data=b''):
+        """Send an option; the list of its replies, up to the final one
+        (an ACK or an error)."""
+        self.send_option(opt, data)
+        replies = []
+        while True:
+            rtype, rdata = self.read_reply(opt)
+            replies.append((rtype, rdata))
+            if rtype == REP_ACK or rtype & REP_ERR:
+                return replies
+
+    def option_reply(self, opt, data=b''):
+        """The type of the final reply of an option."""
+        return self.option(opt, data)[-1][0]
+
+    def info_data(self, name='disk', infos=()):
+        n = name.encode()
+        return struct.pack('>I', len(n)) + n + struct.pack('>H', len(infos)) + \
+            b''.join(struct.pack('>H', i) for i in infos)
+
+    def starttls(self, creds_dir, server_hostname='localhost'):
+        """NBD_OPT_STARTTLS and the TLS handshake with client-cert.pem (when
+        creds_dir has one) against ca-cert.pem.  Returns the reply type;
+        on an ACK the socket is the TLS one (or ssl.SSLError is raised)."""
+        rtype = self.option_reply(OPT_STARTTLS)
+        if rtype != REP_ACK:
+            return rtype
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(os.path.join(creds_dir, 'ca-cert.pem'))
+        cert = os.path.join(creds_dir, 'client-cert.pem')
+        if os.path.exists(cert):
+            ctx.load_cert_chain(cert, os.path.join(creds_dir, 'client-key.pem'))
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=server_hostname)
+        return rtype
+
+    def closed_by_server(self, timeout=5.0):
+        """Whether the server closes the connection (EOF or reset) within
+        timeout, reading and dropping anything it sends first."""
+        import time
+        end = time.monotonic() + timeout
+        try:
+            while time.monotonic() < end:
+                self.sock.settimeout(max(0.01, end - time.monotonic()))
+                if not self.sock.recv(4096):
+                    return True
+        except (socket.timeout, TimeoutError):
+            return False
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError):
+            return True
+        return False
+
+
+def rep_name(rtype):
+    return REP_NAMES.get(rtype, hex(rtype))
+
+
+@contextlib.contextmanager
+def idle_sockets(port, count):
+    """`count` TCP connections to 127.0.0.1:port that never say anything;
+    all closed when the block ends.  Yields the list."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(('127.0.0.1', port))
+            socks.append(s)
+        yield socks
+    finally:
+        for s in socks:
+            s.close()
