@@ -79,6 +79,8 @@ CLIENT_DN = 'O=blockd test,CN=client1'
 CLIENT2_DN = 'O=blockd test,CN=client2'
 PSK_USER = 'alice'
 PSK_KEY = '9f3a0c5e1b7d2468ace013579bdf2468'
+BOB_KEY = 'b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0'
+WRONG_KEY = '0123456789abcdef0123456789abcdef'
 
 
 def require_tls_tools():
@@ -241,6 +243,13 @@ class TLSDaemon(Daemon):
         return u + _tls_query(creds_dir, psk_file, '&')
 
 
+    def raw(self, timeout=10.0):
+        """A RawNBD client of the server (its TCP port, else its socket)."""
+        if self.port:
+            return RawNBD(port=self.port, timeout=timeout)
+        return RawNBD(path=self.nbd_sock, timeout=timeout)
+
+
 def _tls_query(creds_dir, psk_file, sep):
     q = []
     if creds_dir:
@@ -250,20 +259,43 @@ def _tls_query(creds_dir, psk_file, sep):
     return (sep + '&'.join(q)) if q else ''
 
 
-def start_tls_daemon(objects, server_opts, unix=False, image_size=4 * MiB, pattern=None,
-                     export=True, extra_args=(), tmpdir=None):
-    """A started TLSDaemon: `objects` are --object values, `server_opts`
-    what follows the address in --nbd-server (e.g. 'tls-creds=tls0').
-    unix: listen on the daemon's nbd.sock instead of TCP."""
-    d = TLSDaemon(tmpdir=tmpdir)
+def start_tls_daemon(creds='x509', server_opts='', objects=(), unix=False, image_size=4 * MiB,
+                     pattern=None, export=True, extra_args=(), creds_opts='', server=True):
+    """A started TLSDaemon exporting its a.raw (image_size bytes, filled
+    with `pattern` if given) as the writable export 'disk' on an NBD server
+    at 127.0.0.1:d.port, or on d.nbd_sock with unix=True.
+
+    Its directory holds a credentials tree d.pki (make_pki) and a server
+    PSK directory d.psk_dir whose keys.psk knows PSK_USER and 'bob'.
+    creds: 'x509', 'psk' or 'anon' makes the server's credentials object
+    'tls0' (creds_opts appended to it) and adds tls-creds=tls0 to
+    --nbd-server; None starts a plaintext server.  server_opts: more
+    --nbd-server options ('tls-authz=az0,max-connections=1').  objects: more
+    --object values, where {pki} and {dir} stand for d.pki.base and d.dir.
+    server=False: no NBD server (nor export), for serve_over_qmp."""
+    d = TLSDaemon()
     try:
+        d.pki = make_pki(d.path('pki'))
+        d.psk_dir = d.path('psk')
+        make_psk(d.psk_dir, [(PSK_USER, PSK_KEY), ('bob', BOB_KEY)])
         img = d.path('a.raw')
         with open(img, 'wb') as f:
             f.truncate(image_size)
             if pattern is not None:
                 f.write(bytes([pattern]) * image_size)
+        d.image = img
+        objs = [o.format(pki=d.pki.base, dir=d.dir) for o in objects]
+        opts = [server_opts] if server_opts else []
+        if creds == 'x509':
+            objs.insert(0, x509_object('tls0', d.pki.server) + creds_opts)
+        elif creds == 'psk':
+            objs.insert(0, psk_object('tls0', d.psk_dir) + creds_opts)
+        elif creds == 'anon':
+            objs.insert(0, 'tls-creds-anon,id=tls0,endpoint=server' + creds_opts)
+        if creds:
+            opts.insert(0, 'tls-creds=tls0')
         args = []
-        for o in objects:
+        for o in objs:
             args += ['--object', o]
         if unix:
             addr = 'addr.type=unix,addr.path=%s' % d.nbd_sock
@@ -271,19 +303,54 @@ def start_tls_daemon(objects, server_opts, unix=False, image_size=4 * MiB, patte
         else:
             d.port = free_port()
             addr = 'addr.type=inet,addr.host=127.0.0.1,addr.port=%d' % d.port
-        args += ['--blockdev', 'driver=file,node-name=file0,filename=%s' % img,
-                 '--blockdev', 'driver=raw,node-name=fmt0,file=file0',
-                 '--nbd-server', addr + (',' + server_opts if server_opts else '')]
-        if export:
+        if server:
+            args += ['--blockdev', 'driver=file,node-name=file0,filename=%s' % img,
+                     '--blockdev', 'driver=raw,node-name=fmt0,file=file0',
+                     '--nbd-server', ','.join([addr] + opts)]
+        else:
+            d.wait = []
+        if export and server:
             args += ['--export', 'type=nbd,id=exp0,node-name=fmt0,name=disk,writable=on']
         d.args = args + list(extra_args) + d.args
         d.start()
-        if not unix:
+        if server and not unix:
             wait_tcp(d, d.port)
     except BaseException:
         d.cleanup()
         raise
     return d
+
+
+def serve_over_qmp(d, q, creds, authz=None, **server):
+    """nbd-server-start on a new 127.0.0.1 port (d.port) with tls-creds
+    `creds` (and tls-authz `authz`, more arguments in server), exporting the
+    daemon's image as 'disk' (its node 'r' made on the first call).  Stops
+    a server running before."""
+    if not getattr(d, '_r_node', False):
+        q.execute('blockdev-add', {'driver': 'raw', 'node-name': 'r',
+                                   'file': {'driver': 'file', 'filename': d.image}})
+        d._r_node = True
+    if getattr(d, '_qmp_server', False):
+        q.execute('nbd-server-stop')
+        d._qmp_server = False
+    d.port = free_port()
+    args = {'addr': {'type': 'inet', 'data': {'host': '127.0.0.1', 'port': str(d.port)}}}
+    if creds:
+        args['tls-creds'] = creds
+    if authz:
+        args['tls-authz'] = authz
+    args.update(server)
+    q.execute('nbd-server-start', args)
+    d._qmp_server = True
+    q.execute('block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 'r', 'name': 'disk',
+                                   'writable': True})
+
+
+def psk_client_file(d, user=PSK_USER, key=PSK_KEY, name=None):
+    """A client's keys.psk (in a directory of its own, as QEMU's client
+    tls-creds-psk wants) with the one line user:key; returns the file."""
+    dir = d.path(name or 'psk-client-%s-%s' % (user, key[:6]))
+    return make_psk(dir, [(user, key)])
 
 
 def wait_tcp(d, port, timeout=15.0):
@@ -304,16 +371,25 @@ def wait_tcp(d, port, timeout=15.0):
 
 # --- real clients ---
 
-def qemu_client_x509(dir, id='tls0'):
-    return ['--object', 'tls-creds-x509,id=%s,dir=%s,endpoint=client' % (id, dir)]
+def qemu_client_x509(dir, id='tls0', **props):
+    """qemu-io/qemu-img --object arguments of X.509 client credentials
+    (props such as sanity_check='off' appended)."""
+    return ['--object', x509_object(id, dir, 'client', **props)]
 
 
 def qemu_client_psk(dir, user, id='tls0'):
-    return ['--object', 'tls-creds-psk,id=%s,dir=%s,endpoint=client,username=%s' % (id, dir, user)]
+    return ['--object', psk_object(id, dir, 'client', username=user)]
 
 
-def image_opts(d, creds_id='tls0', export='disk', unix=False):
-    """--image-opts string of the daemon's NBD export over TLS."""
+def qemu_client_anon(id='tls0'):
+    return ['--object', 'tls-creds-anon,id=%s,endpoint=client' % id]
+
+
+def image_opts(d, creds_id='tls0', export='disk', unix=False, hostname=None):
+    """--image-opts string of the daemon's NBD export, over TLS with the
+    client credentials creds_id (None: plaintext).  Over a unix socket an
+    X.509 client needs the name to check the server's certificate against:
+    hostname='localhost'."""
     if unix:
         server = 'server.type=unix,server.path=%s' % d.nbd_sock
     else:
@@ -321,13 +397,15 @@ def image_opts(d, creds_id='tls0', export='disk', unix=False):
     s = 'driver=nbd,%s,export=%s' % (server, export)
     if creds_id:
         s += ',tls-creds=' + creds_id
+    if hostname:
+        s += ',tls-hostname=' + hostname
     return s
 
 
-def qemu_io_tls(client_object, opts, *cmds, check=True, timeout=60):
+def qemu_io_tls(client_object, opts, *cmds, check=True, timeout=60, readonly=False):
     """qemu-io with --object client_object (a list from qemu_client_*)
     --image-opts opts; with check, fails unless every command succeeded."""
-    argv = ['qemu-io'] + list(client_object) + ['--image-opts']
+    argv = ['qemu-io'] + (['-r'] if readonly else []) + list(client_object) + ['--image-opts']
     for c in cmds:
         argv += ['-c', c]
     argv.append(opts)
@@ -339,8 +417,61 @@ def qemu_io_tls(client_object, opts, *cmds, check=True, timeout=60):
     return p
 
 
+def qemu_io_refused(client_object, opts):
+    """qemu-io over `opts` must fail to open the export; returns its
+    stderr."""
+    p = qemu_io_tls(client_object, opts, 'read 0 4k', check=False, readonly=True)
+    if p.returncode == 0:
+        raise AssertionError('qemu-io was let in: %s' % p.stdout)
+    return p.stderr
+
+
 def nbdinfo(uri, *args, check=True, timeout=30):
     return run(['nbdinfo'] + list(args) + [uri], check=check, timeout=timeout)
+
+
+def nbdinfo_size(uri):
+    return int(nbdinfo(uri, '--size').stdout.strip())
+
+
+def nbdinfo_refused(uri):
+    """nbdinfo on `uri` must fail; returns its stderr."""
+    p = nbdinfo(uri, '--size', check=False)
+    if p.returncode == 0:
+        raise AssertionError('nbdinfo %s was let in: %s' % (uri, p.stdout))
+    return p.stderr
+
+
+def tls_handle(creds_dir=None, psk_file=None, user=None):
+    """A libnbd handle that requires TLS with X.509 certificates from
+    creds_dir or the PSK file (and username); connect it yourself."""
+    from blockd_test import require_nbd
+    nbd = require_nbd()
+    h = nbd.NBD()
+    h.set_tls(nbd.TLS_REQUIRE)
+    if creds_dir:
+        h.set_tls_certificates(creds_dir)
+    if psk_file:
+        h.set_tls_psk_file(psk_file)
+    if user:
+        h.set_tls_username(user)
+    return h
+
+
+@contextlib.contextmanager
+def tls_connection(d, creds_dir=None, psk_file=None, user=None):
+    """A libnbd connection to the daemon's export 'disk' over TCP with TLS,
+    shut down when the block ends; yields the handle."""
+    h = tls_handle(creds_dir, psk_file, user)
+    h.set_export_name('disk')
+    h.connect_tcp('127.0.0.1', str(d.port))
+    try:
+        yield h
+    finally:
+        try:
+            h.shutdown()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 # --- a raw NBD handshake client ---
