@@ -350,7 +350,7 @@ def test_object_del_creds_in_use_refused():
     deletion through (the server keeps its own reference)."""
     skip_if_reference('QSD 7.2 lets object-del remove credentials in use')
     with start_tls_daemon(server_opts='tls-authz=az0',
-                          objects=['authz-simple,id=az0,identity=O=blockd test,CN=client1']) as d:
+                          objects=['authz-simple,id=az0,identity=O=blockd test,,CN=client1']) as d:
         q = d.qmp()
         for id in ('tls0', 'az0'):
             err = q.error('object-del', {'id': id})
