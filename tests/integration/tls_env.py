@@ -26,11 +26,10 @@ import os
 import socket
 import ssl
 import struct
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import Daemon, Skip, require_tool, run  # noqa: E402
+from blockd_test import Daemon, require_tool, run  # noqa: E402
 
 MiB = 1 << 20
 
