@@ -242,11 +242,11 @@ class TLSDaemon(Daemon):
         return u + _tls_query(creds_dir, psk_file, '&')
 
 
-    def raw(self, timeout=10.0):
+    def raw(self, timeout=10.0, **kw):
         """A RawNBD client of the server (its TCP port, else its socket)."""
         if self.port:
-            return RawNBD(port=self.port, timeout=timeout)
-        return RawNBD(path=self.nbd_sock, timeout=timeout)
+            return RawNBD(port=self.port, timeout=timeout, **kw)
+        return RawNBD(path=self.nbd_sock, timeout=timeout, **kw)
 
 
 def _tls_query(creds_dir, psk_file, sep):
@@ -485,7 +485,7 @@ class RawNBD:
     NBD_OPT_STARTTLS and, on its ACK, runs the TLS handshake with Python's
     ssl (X.509 only: the ssl module has no PSK here)."""
 
-    def __init__(self, port=None, path=None, timeout=10.0, flags=None):
+    def __init__(self, port=None, path=None, timeout=10.0, flags=None, send_flags=True):
         if path:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             addr = path
@@ -499,7 +499,8 @@ class RawNBD:
             raise AssertionError('bad greeting %x %x' % (magic, opt))
         if flags is None:
             flags = CLIENT_FLAG_FIXED_NEWSTYLE | (self.server_flags & FLAG_NO_ZEROES)
-        self.sock.sendall(struct.pack('>I', flags))
+        if send_flags:  # False: stay silent after the greeting
+            self.sock.sendall(struct.pack('>I', flags))
 
     def close(self):
         try:
