@@ -19,14 +19,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blockd_test import (assert_eq, assert_in, main, run, tests_of, wait_for)  # noqa: E402
-from tls_env import (BOB_KEY, MiB, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO, OPT_INFO,  # noqa: E402
-                     OPT_LIST, OPT_LIST_META_CONTEXT, OPT_SET_META_CONTEXT, OPT_STARTTLS,
-                     OPT_STRUCTURED_REPLY, PSK_USER, REP_ACK, REP_ERR_INVALID,
-                     REP_ERR_TLS_REQD, REP_INFO, REP_SERVER, WRONG_KEY, HandshakeClosed,
-                     image_opts, nbdinfo, nbdinfo_refused, nbdinfo_size, psk_client_file,
-                     qemu_client_anon, qemu_client_psk, qemu_client_x509, qemu_io_refused,
-                     qemu_io_tls, rep_name, serve_over_qmp, start_tls_daemon,
-                     tls_connection)
+from raw_nbd import (OPT_ABORT, OPT_EXPORT_NAME, OPT_GO, OPT_INFO, OPT_LIST, OPT_LIST_META_CONTEXT,  # noqa: E402
+                     OPT_SET_META_CONTEXT, OPT_STARTTLS, OPT_STRUCTURED_REPLY, REP_ACK,
+                     REP_ERR_INVALID, REP_ERR_TLS_REQD, REP_INFO, REP_SERVER, rep_name,
+                     HandshakeClosed)
+from tls_env import (BOB_KEY, PSK_USER, WRONG_KEY, image_opts, nbdinfo, nbdinfo_refused,  # noqa: E402
+                     nbdinfo_size, psk_client_file, qemu_client_anon, qemu_client_psk,
+                     qemu_client_x509, qemu_io_refused, qemu_io_tls, serve_over_qmp,
+                     start_tls_daemon, tls_connection, MiB)
 
 SIZE = 4 * MiB
 

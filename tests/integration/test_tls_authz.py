@@ -22,10 +22,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blockd_test import (assert_eq, assert_in, main, skip_if_reference, tests_of,  # noqa: E402
                          wait_for)
-from tls_env import (BOB_KEY, CLIENT2_DN, CLIENT_DN, MiB, PSK_USER, image_opts,  # noqa: E402
-                     nbdinfo, nbdinfo_refused, nbdinfo_size, psk_client_file, qemu_client_psk,
+from tls_env import (BOB_KEY, CLIENT2_DN, CLIENT_DN, PSK_USER, image_opts, nbdinfo,  # noqa: E402
+                     nbdinfo_refused, nbdinfo_size, psk_client_file, qemu_client_psk,
                      qemu_client_x509, qemu_io_refused, qemu_io_tls, serve_over_qmp,
-                     start_tls_daemon, tls_connection)
+                     start_tls_daemon, tls_connection, MiB)
 
 SIZE = 4 * MiB
 

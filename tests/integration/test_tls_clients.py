@@ -15,8 +15,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blockd_test import (Skip, assert_eq, assert_in, is_reference, main, require_nbd,  # noqa: E402
                          skip_if_reference, tests_of, wait_for)
-from tls_env import (CLIENT2_DN, CLIENT_DN, PSK_USER, idle_sockets, psk_client_file,  # noqa: E402
-                     start_tls_daemon, tls_connection, tls_handle)
+from raw_nbd import (idle_sockets)  # noqa: E402
+from tls_env import (CLIENT2_DN, CLIENT_DN, PSK_USER, psk_client_file, start_tls_daemon,  # noqa: E402
+                     tls_connection, tls_handle)
 
 KiB = 1024
 MEMBERS = {'export', 'address', 'tls', 'tls-identity', 'bytes-read', 'bytes-written'}

@@ -19,9 +19,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blockd_test import (assert_eq, is_reference, main, skip_if_reference, tests_of)  # noqa: E402
-from tls_env import (MiB, OPT_LIST, OPT_STARTTLS, REP_ACK, REP_ERR_TLS_REQD,  # noqa: E402
-                     idle_sockets, image_opts, nbdinfo_size, qemu_client_x509, qemu_io_tls,
-                     serve_over_qmp, start_tls_daemon, tls_connection)
+from raw_nbd import (OPT_LIST, OPT_STARTTLS, REP_ACK, REP_ERR_TLS_REQD, idle_sockets)  # noqa: E402
+from tls_env import (image_opts, nbdinfo_size, qemu_client_x509, qemu_io_tls, serve_over_qmp,  # noqa: E402
+                     start_tls_daemon, tls_connection, MiB)
 
 SIZE = 4 * MiB
 IDLE = 200

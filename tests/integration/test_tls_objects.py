@@ -17,8 +17,8 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blockd_test import (Daemon, assert_eq, assert_in, main, skip_if_reference,  # noqa: E402
                          start_daemon, tests_of)
-from tls_env import (MiB, PSK_KEY, PSK_USER, free_port, make_pki, make_psk,  # noqa: E402
-                     nbdinfo_size, serve_over_qmp, start_tls_daemon)
+from tls_env import (PSK_KEY, PSK_USER, free_port, make_pki, make_psk, nbdinfo_size,  # noqa: E402
+                     serve_over_qmp, start_tls_daemon, MiB)
 
 ENOENT = 'No such file or directory'
 
