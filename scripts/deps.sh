@@ -22,7 +22,7 @@ pkgs=(
     libnbd-bin nbdkit file
     # fusermount3; fio (its nbd engine); socat (QMP from examples and demo)
     fuse3 fio socat
-    # certtool (certificates for the TLS tests, example and bench)
+    # certtool: the certificates of the NBD-over-TLS tests, example and bench
     gnutls-bin
     # cmp; fallocate; umount; dd, truncate, stat, mktemp (in a minimal
     # system already, named so that nothing here is taken for granted)

@@ -49,5 +49,20 @@ def test_live_reopen_example():
     assert_in('example finished: OK', p.stdout, 'example output')
 
 
+def test_tls_export_example():
+    require_tool('qemu-io', 'nbdinfo', 'certtool')
+    exe = daemon_exe()
+    env = dict(os.environ, BLOCKD=exe)
+    p = run(['bash', os.path.join(REPO, 'examples', 'tls-export.sh')], check=False, env=env, timeout=60)
+    if p.returncode == 77:
+        raise Skip(p.stderr.strip())
+    if p.returncode != 0:
+        raise AssertionError('example exited %d\nstdout: %s\nstderr: %s' % (p.returncode, p.stdout, p.stderr))
+    assert_in('with TLS', p.stdout, 'nbdinfo protocol line')
+    assert_in('67108864', p.stdout, 'nbdinfo --size output')
+    assert_in('plaintext client refused', p.stdout, 'plaintext refusal')
+    assert_in('example finished: OK', p.stdout, 'example output')
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
