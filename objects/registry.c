@@ -8,6 +8,7 @@
 #include "objects/authz.h"
 #include "objects/object.h"
 #include "objects/secret.h"
+#include "objects/tls-creds.h"
 
 /* Order is the order of registration; the ObjectType enum of the schema
  * lists them sorted by name whatever the order here. */
@@ -16,9 +17,9 @@ static const BdObjectType *const bd_objects_table[] = {
     &bd_authz_simple_type,
     &bd_authz_list_type,
     &bd_authz_listfile_type,
-    /* The TLS credentials (objects/tls-creds.c) go here:
-     * &bd_tls_creds_anon_type, &bd_tls_creds_psk_type,
-     * &bd_tls_creds_x509_type. */
+    &bd_tls_creds_anon_type,
+    &bd_tls_creds_psk_type,
+    &bd_tls_creds_x509_type,
 };
 
 void bd_objects_register_builtin(void)
