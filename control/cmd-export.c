@@ -11,6 +11,8 @@
  */
 #include <string.h>
 #include "control/qmp-int.h"
+#include "objects/authz.h"
+#include "objects/tls-creds.h"
 #include "graph/entry.h"
 #include "export/export.h"
 #include "export-nbd/nbd-server.h"
@@ -63,6 +65,7 @@ typedef struct {
     const char *tls_authz;
     gboolean has_tls_authz;
     guint64 max_connections;
+    guint64 handshake_max_seconds;
 } NbdServerArgs;
 
 #define N(f) BD_AT(NbdServerArgs, f)
@@ -72,6 +75,10 @@ static const BdSchemaField nbd_start_fields[] = {
     BD_OPT("tls-authz", &bd_schema_str, N(tls_authz),
            BD_HAS(NbdServerArgs, tls_authz)),
     BD_OPT("max-connections", &bd_schema_uint32, N(max_connections)),
+    /* QEMU 9.0 */
+    BD_OPT("handshake-max-seconds", &bd_schema_uint32,
+           N(handshake_max_seconds),
+           .def.u = BD_NBD_HANDSHAKE_MAX_SECONDS),
     { NULL } };
 BD_SCHEMA_DEFINE_AUTO(NbdServerArgs, nbd_start_fields)
 static const BdSchemaType nbd_start_args = {
@@ -84,6 +91,9 @@ static const BdSchemaField nbd_options_fields[] = {
     BD_OPT("tls-authz", &bd_schema_str, N(tls_authz),
            BD_HAS(NbdServerArgs, tls_authz)),
     BD_OPT("max-connections", &bd_schema_uint32, N(max_connections)),
+    BD_OPT("handshake-max-seconds", &bd_schema_uint32,
+           N(handshake_max_seconds),
+           .def.u = BD_NBD_HANDSHAKE_MAX_SECONDS),
     { NULL } };
 #undef N
 static const BdSchemaType nbd_options = {
@@ -146,15 +156,18 @@ static gboolean nbd_start(const BdSocketAddress *addr, const NbdServerArgs *a,
 {
     BD_GLOBAL_STATE_CODE();
 
-    if (a->tls_creds) {
-        /* blockd has no --object yet, so no credentials can exist. */
+    BdNbdServerConfig cfg = {
+        .max_connections = (uint32_t)a->max_connections,
+        .tls_authz = a->tls_authz,
+        .handshake_max_seconds = (uint32_t)a->handshake_max_seconds,
+    };
+    g_autoptr(BdTlsCreds) creds = NULL;
+    g_autoptr(BdObject) creds_obj = NULL;
+    g_autoptr(BdObject) authz_obj = NULL;
+
+    if (bd_nbd_server_running()) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "No TLS credentials with id '%s'", a->tls_creds);
-        return FALSE;
-    }
-    if (a->has_tls_authz) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "tls-authz is not supported without tls-creds");
+                    "NBD server already running");
         return FALSE;
     }
     if (addr->type != BD_SOCKET_ADDRESS_UNIX &&
@@ -164,7 +177,27 @@ static gboolean nbd_start(const BdSocketAddress *addr, const NbdServerArgs *a,
                     "by blockd", bd_socket_address_type_names[addr->type]);
         return FALSE;
     }
-    return bd_nbd_server_start(addr, (uint32_t)a->max_connections, errp);
+    if (a->tls_creds) {
+        creds = bd_tls_creds_lookup(a->tls_creds, BD_TLS_ENDPOINT_SERVER,
+                                    &creds_obj, errp);
+        if (!creds) {
+            return FALSE;
+        }
+    } else if (a->has_tls_authz) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "tls-authz is not supported without tls-creds");
+        return FALSE;
+    }
+    /* As QEMU, an authz id is looked up at each connection (one added
+     * later counts); one that exists now cannot go while the server
+     * runs. */
+    if (a->tls_authz) {
+        authz_obj = bd_object_find_kind(a->tls_authz, BD_AUTHZ_KIND);
+    }
+    cfg.tls_creds = creds;
+    cfg.tls_creds_obj = creds_obj;
+    cfg.tls_authz_obj = authz_obj;
+    return bd_nbd_server_start(addr, &cfg, errp);
 }
 
 gboolean bd_cmd_nbd_server_start_flat(GVariant *options, GError **errp)
@@ -280,6 +313,56 @@ static gboolean query_block_exports(GVariant *args, JsonNode **ret,
     return TRUE;
 }
 
+/* x-query-nbd-clients (blockd's own): who is connected, over what. */
+static const BdSchemaField nbd_client_info_fields[] = {
+    BD_FIELD("export", &bd_schema_str),
+    BD_FIELD("address", &bd_schema_str),
+    BD_FIELD("tls", &bd_schema_bool),
+    BD_OPT("tls-identity", &bd_schema_str),
+    BD_FIELD("bytes-read", &bd_schema_uint),
+    BD_FIELD("bytes-written", &bd_schema_uint),
+    { NULL } };
+static const BdSchemaType nbd_client_info = {
+    .name = "NbdClientInfo", .kind = BD_SCHEMA_OBJECT,
+    .fields = nbd_client_info_fields };
+static const BdSchemaType nbd_client_info_list = {
+    .name = "[NbdClientInfo]", .kind = BD_SCHEMA_LIST,
+    .element = &nbd_client_info };
+static const BdSchemaType *nbd_clients_fn(void)
+{
+    return &nbd_client_info_list;
+}
+
+static gboolean query_nbd_clients(GVariant *args, JsonNode **ret,
+                                  GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    g_autoptr(GPtrArray) list = bd_nbd_server_query_clients();
+    JsonArray *arr = json_array_new();
+
+    for (guint i = 0; i < list->len; i++) {
+        BdNbdClientInfo *info = list->pdata[i];
+        JsonObject *o = json_object_new();
+
+        json_object_set_string_member(o, "export", info->export_name);
+        json_object_set_string_member(o, "address", info->address);
+        json_object_set_boolean_member(o, "tls", info->tls);
+        if (info->tls_identity) {
+            json_object_set_string_member(o, "tls-identity",
+                                          info->tls_identity);
+        }
+        json_object_set_int_member(o, "bytes-read",
+                                   (gint64)info->bytes_read);
+        json_object_set_int_member(o, "bytes-written",
+                                   (gint64)info->bytes_written);
+        json_array_add_object_element(arr, o);
+    }
+    *ret = json_node_new(JSON_NODE_ARRAY);
+    json_node_take_array(*ret, arr);
+    return TRUE;
+}
+
 static const BdQmpCommand export_commands[] = {
     { "nbd-server-start", nbd_start_fn, FALSE, NULL, nbd_server_start },
     { "nbd-server-stop", NULL, FALSE, NULL, nbd_server_stop },
@@ -288,6 +371,8 @@ static const BdQmpCommand export_commands[] = {
     { "block-export-del", export_del_fn, FALSE, NULL, block_export_del },
     { "query-block-exports", NULL, FALSE, export_info_fn,
       query_block_exports },
+    { "x-query-nbd-clients", NULL, FALSE, nbd_clients_fn,
+      query_nbd_clients },
     { NULL } };
 
 void bd_cmd_export_register(void)

@@ -375,3 +375,52 @@ uint16_t bd_nbd_export_tflags(BdNbdExport *exp, gboolean structured)
     }
     return flags;
 }
+
+/* --- x-query-nbd-clients --- */
+
+void bd_nbd_client_info_free(BdNbdClientInfo *info)
+{
+    g_free(info->export_name);
+    g_free(info->address);
+    g_free(info->tls_identity);
+    g_free(info);
+}
+
+/* The clients of the listed exports: attached under bd_nbd_lock after
+ * their handshake, so their TLS session is settled by then. */
+GPtrArray *bd_nbd_server_query_clients(void)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    GPtrArray *out = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)bd_nbd_client_info_free);
+    GHashTableIter it;
+    gpointer value;
+
+    bd_mutex_lock(&bd_nbd_lock);
+    if (exports) {
+        g_hash_table_iter_init(&it, exports);
+        while (g_hash_table_iter_next(&it, NULL, &value)) {
+            BdNbdExport *ne = value;
+            for (GList *l = ne->clients; l; l = l->next) {
+                BdNbdClient *c = l->data;
+                BdNbdClientInfo *info = g_new0(BdNbdClientInfo, 1);
+
+                info->export_name = g_strdup(ne->name);
+                info->address = g_strdup(c->peer);
+                info->tls = c->tls != NULL;
+                if (c->tls) {
+                    info->tls_identity =
+                        g_strdup(bd_tls_session_identity(c->tls));
+                }
+                info->bytes_read = __atomic_load_n(&c->bytes_read,
+                                                   __ATOMIC_RELAXED);
+                info->bytes_written = __atomic_load_n(&c->bytes_written,
+                                                      __ATOMIC_RELAXED);
+                g_ptr_array_add(out, info);
+            }
+        }
+    }
+    bd_mutex_unlock(&bd_nbd_lock);
+    return out;
+}

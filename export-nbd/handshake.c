@@ -6,14 +6,19 @@
  *   loop:  C: IHAVEOPT opt len data
  *          S: reply(ies)  ...  until EXPORT_NAME, GO+ACK or ABORT
  *
+ * With tls-creds, only NBD_OPT_STARTTLS (and ABORT) is allowed until
+ * TLS is up; the rest of the haggling then runs over the TLS session.
+ *
  * Thread model: runs on the connection's own thread with blocking
- * reads straight from the socket (no read-ahead, so nothing of the
- * transmission phase is consumed here).
+ * reads straight from the socket or the TLS session (no read-ahead, so
+ * nothing of the transmission phase is consumed here).
  */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <string.h>
 
 #include "export-nbd/nbd-internal.h"
+#include "objects/authz.h"
 
 typedef enum {
     OPT_NEXT,      /* keep haggling */
@@ -36,7 +41,7 @@ int bd_nbd_send_rep(BdNbdClient *c, uint32_t opt, uint32_t type,
         { .iov_base = &rep, .iov_len = sizeof(rep) },
         { .iov_base = (void *)data, .iov_len = len },
     };
-    return bd_nbd_writev_full(c->fd, iov, len ? 2 : 1);
+    return bd_nbd_conn_writev(c, iov, len ? 2 : 1);
 }
 
 int bd_nbd_send_rep_err(BdNbdClient *c, uint32_t opt, uint32_t type,
@@ -100,7 +105,8 @@ static OptResult opt_export_name(BdNbdClient *c, uint32_t opt,
         return OPT_CLOSE;
     }
     size = bd_entry_getlength(exp->common.entry);
-    if (size < 0 || !bd_nbd_export_attach(exp, c)) {
+    if (size < 0 || !bd_nbd_client_claim_slot(c) ||
+        !bd_nbd_export_attach(exp, c)) {
         bd_export_unref(&exp->common);
         return OPT_CLOSE;
     }
@@ -116,7 +122,7 @@ static OptResult opt_export_name(BdNbdClient *c, uint32_t opt,
     iov[0] = (struct iovec){ .iov_base = &rep, .iov_len = sizeof(rep) };
     iov[1] = (struct iovec){ .iov_base = (void *)zeroes,
                              .iov_len = sizeof(zeroes) };
-    if (bd_nbd_writev_full(c->fd, iov, c->no_zeroes ? 1 : 2) < 0) {
+    if (bd_nbd_conn_writev(c, iov, c->no_zeroes ? 1 : 2) < 0) {
         return OPT_CLOSE;   /* c->exp is released with the client */
     }
     return OPT_GO;
@@ -158,15 +164,74 @@ static OptResult opt_list(BdNbdClient *c, uint32_t opt,
     return rep_result(bd_nbd_send_rep(c, opt, NBD_REP_ACK, NULL, 0));
 }
 
+/* tls-authz: the identity the TLS handshake proved must be allowed. */
+static gboolean check_authz(BdNbdClient *c, GError **errp)
+{
+    const char *identity = bd_tls_session_identity(c->tls);
+    const char *kind = bd_tls_session_kind_name(c->tls);
+    GError *err = NULL;
+
+    if (!c->tls_authz) {
+        return TRUE;
+    }
+    if (!identity) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "TLS %s authz check: the client has no identity "
+                    "(verify-peer is off)", kind);
+        return FALSE;
+    }
+    if (!bd_authz_is_allowed_by_id(c->tls_authz, identity, &err)) {
+        if (err) {
+            g_propagate_error(errp, err);
+        } else {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "TLS %s authz check for %s is denied", kind,
+                        identity);
+        }
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* After the ACK of STARTTLS: the TLS handshake, the peer's credentials
+ * and authorization.  Any failure ends this connection only, with a
+ * line in the log that says why. */
+static gboolean start_tls(BdNbdClient *c)
+{
+    g_autoptr(GError) err = NULL;
+
+    c->tls = bd_tls_session_new(c->tls_creds, c->fd, NULL, &err);
+    if (!c->tls || !bd_tls_session_handshake(c->tls, &err) ||
+        !check_authz(c, &err)) {
+        g_warning("NBD client %s: TLS: %s", c->peer, err->message);
+        return FALSE;
+    }
+    g_debug("NBD client %s: TLS up%s%s%s", c->peer,
+            bd_tls_session_identity(c->tls) ? " for " : "",
+            bd_tls_session_identity(c->tls) ?: "",
+            bd_tls_session_ktls(c->tls) ? " (kTLS)" : "");
+    return TRUE;
+}
+
 static OptResult opt_starttls(BdNbdClient *c, uint32_t opt,
                               const uint8_t *data, uint32_t len)
 {
     if (len != 0) {
         return rep_result(bd_nbd_send_rep_err(c, opt, NBD_REP_ERR_INVALID,
-                          "NBD_OPT_STARTTLS must not carry data"));
+                          "option 'starttls' has unexpected length"));
     }
-    return rep_result(bd_nbd_send_rep_err(c, opt, NBD_REP_ERR_POLICY,
-                                          "TLS not configured"));
+    if (c->tls) {
+        return rep_result(bd_nbd_send_rep_err(c, opt, NBD_REP_ERR_INVALID,
+                                              "TLS already enabled"));
+    }
+    if (!c->tls_creds) {
+        return rep_result(bd_nbd_send_rep_err(c, opt, NBD_REP_ERR_POLICY,
+                                              "TLS not configured"));
+    }
+    if (bd_nbd_send_rep(c, opt, NBD_REP_ACK, NULL, 0) < 0) {
+        return OPT_CLOSE;
+    }
+    return start_tls(c) ? OPT_NEXT : OPT_CLOSE;
 }
 
 static OptResult opt_structured_reply(BdNbdClient *c, uint32_t opt,
@@ -280,6 +345,10 @@ static OptResult opt_info_go(BdNbdClient *c, uint32_t opt,
         bd_export_unref(&exp->common);
         return rep_result(ret);
     }
+    if (!bd_nbd_client_claim_slot(c)) {
+        bd_export_unref(&exp->common);
+        return OPT_CLOSE;
+    }
     if (!bd_nbd_export_attach(exp, c)) {
         bd_export_unref(&exp->common);
         return rep_result(bd_nbd_send_rep_err(c, opt, NBD_REP_ERR_SHUTDOWN,
@@ -328,7 +397,7 @@ static OptResult handle_option(BdNbdClient *c)
     g_autofree uint8_t *data = NULL;
     uint32_t opt, len;
 
-    if (bd_nbd_read_full(c->fd, &hdr, sizeof(hdr)) < 0) {
+    if (bd_nbd_conn_read(c, &hdr, sizeof(hdr)) < 0) {
         return OPT_CLOSE;
     }
     if (GUINT64_FROM_BE(hdr.magic) != NBD_OPTS_MAGIC) {
@@ -338,7 +407,7 @@ static OptResult handle_option(BdNbdClient *c)
     opt = GUINT32_FROM_BE(hdr.option);
     len = GUINT32_FROM_BE(hdr.length);
     if (len > BD_NBD_OPT_MAX) {
-        if (len > BD_NBD_OPT_DRAIN_MAX || bd_nbd_skip(c->fd, len) < 0) {
+        if (len > BD_NBD_OPT_DRAIN_MAX || bd_nbd_conn_skip(c, len) < 0) {
             g_debug("%s: option data of %u bytes, dropping the connection",
                     c->peer, len);
             return OPT_CLOSE;
@@ -347,8 +416,20 @@ static OptResult handle_option(BdNbdClient *c)
                           "option data too long (%u bytes)", len));
     }
     data = g_malloc(len ? len : 1);
-    if (len && bd_nbd_read_full(c->fd, data, len) < 0) {
+    if (len && bd_nbd_conn_read(c, data, len) < 0) {
         return OPT_CLOSE;
+    }
+    /* TLS required and not up yet (doc/proto.md, "TLS support"). */
+    if (c->tls_creds && !c->tls && opt != NBD_OPT_STARTTLS &&
+        opt != NBD_OPT_ABORT) {
+        if (opt == NBD_OPT_EXPORT_NAME) {
+            g_warning("NBD client %s: NBD_OPT_EXPORT_NAME before TLS, "
+                      "closing the connection", c->peer);
+            return OPT_CLOSE;
+        }
+        return rep_result(bd_nbd_send_rep_err(c, opt, NBD_REP_ERR_TLS_REQD,
+                          "Option 0x%" PRIx32 " not permitted before TLS",
+                          opt));
     }
     if (opt >= G_N_ELEMENTS(opt_handlers) || !opt_handlers[opt]) {
         return rep_result(bd_nbd_send_rep_err(c, opt, NBD_REP_ERR_UNSUP,

@@ -27,6 +27,7 @@
 
 #include <sys/uio.h>
 
+#include "crypto/tls.h"
 #include "export-nbd/nbd-server.h"
 #include "export-nbd/protocol.h"
 #include "graph/bitmap.h"
@@ -38,6 +39,10 @@
  * only contend on the image's locks when I/O hits the page cache). */
 #define BD_NBD_MIN_WORKERS 4
 #define BD_NBD_MAX_WORKERS 16
+/* Connections at most in the handshake at once; the listener pauses
+ * beyond (they count apart from max-connections, and the handshake
+ * timeout bounds how long each may take). */
+#define BD_NBD_MAX_HANDSHAKES 512
 /* Size of a connection's read-ahead buffer. */
 #define BD_NBD_RBUF_SIZE (32u << 10)
 
@@ -81,6 +86,19 @@ typedef struct BdNbdClient {
     char *peer;               /* "unix socket" / "1.2.3.4:5678" for logs */
     gboolean quit;            /* atomic: stop reading requests */
 
+    /* The server's TLS settings when the connection came (immutable). */
+    BdTlsCreds *tls_creds;    /* NULL: plaintext */
+    char *tls_authz;          /* authz object id, or NULL */
+    /* Made by STARTTLS in the handshake, then read-only. */
+    BdTlsSession *tls;
+    /* Handshake bookkeeping (server.c). */
+    gint in_handshake;        /* atomic: counted in nr_handshaking */
+    GSource *handshake_timer; /* conn thread; NULL when none */
+    gboolean has_slot;        /* counted against max-connections */
+    /* Payload bytes the client read and wrote (atomic, relaxed). */
+    guint64 bytes_read;
+    guint64 bytes_written;
+
     /* Negotiated in the handshake (conn thread only, then read-only). */
     gboolean no_zeroes;
     gboolean structured;
@@ -108,6 +126,11 @@ int bd_nbd_read_full(int fd, void *buf, size_t len);
 int bd_nbd_skip(int fd, uint64_t len);
 int bd_nbd_writev_full(int fd, struct iovec *iov, int iovcnt);
 int bd_nbd_write_full(int fd, const void *buf, size_t len);
+/* The same on the connection: through its TLS session when it has one. */
+int bd_nbd_conn_read(BdNbdClient *c, void *buf, size_t len);
+int bd_nbd_conn_skip(BdNbdClient *c, uint64_t len);
+int bd_nbd_conn_writev(BdNbdClient *c, struct iovec *iov, int iovcnt);
+int bd_nbd_conn_write(BdNbdClient *c, const void *buf, size_t len);
 /* Buffered reads through client->rbuf; the caller is the reader. */
 int bd_nbd_client_read(BdNbdClient *c, void *buf, size_t len);
 int bd_nbd_client_skip(BdNbdClient *c, uint64_t len);
@@ -121,6 +144,12 @@ void bd_nbd_client_kick(BdNbdClient *c);
  * hung up (seen without reading).  The caller keeps c->fd open (holds
  * bd_nbd_lock while c is attached to an export, or a reference). */
 gboolean bd_nbd_client_leaving(BdNbdClient *c);
+/* Conn thread: the client's part of the handshake is over (it asked to
+ * go, or failed): stop its timeout and stop counting it as handshaking. */
+void bd_nbd_client_handshake_done(BdNbdClient *c);
+/* Conn thread, at GO/EXPORT_NAME: wait for a place under
+ * max-connections; FALSE when the client was told to go meanwhile. */
+gboolean bd_nbd_client_claim_slot(BdNbdClient *c);
 
 /* export.c: the name table.  All take bd_nbd_lock themselves. */
 /* The listed export named 'name' with a new bd_export_ref, or NULL. */

@@ -5,7 +5,9 @@
 #ifndef BD_EXPORT_NBD_SERVER_H
 #define BD_EXPORT_NBD_SERVER_H
 
+#include "crypto/tls.h"
 #include "export/export.h"
+#include "objects/object.h"
 
 /* --- SocketAddress (address.c) --- */
 
@@ -41,13 +43,40 @@ void bd_socket_address_decode(GVariant *addr, BdSocketAddress *out);
 
 /* --- the server --- */
 
-/* Listen on 'addr', a unix or inet address; max_connections 0 =
- * unlimited.  Errors as QEMU's: "NBD server already running". */
+/* What nbd-server-start sets besides the address. */
+typedef struct {
+    uint32_t max_connections;      /* clients in transmission; 0 = any */
+    BdTlsCreds *tls_creds;         /* server end, or NULL: plaintext */
+    BdObject *tls_creds_obj;       /* its object: in use while running */
+    const char *tls_authz;         /* authz object id, or NULL */
+    BdObject *tls_authz_obj;       /* that object if it exists: in use too */
+    uint32_t handshake_max_seconds;/* 0: no limit */
+} BdNbdServerConfig;
+
+/* Default of handshake-max-seconds (QEMU 9's NBD_DEFAULT_HANDSHAKE_MAX_SECS). */
+#define BD_NBD_HANDSHAKE_MAX_SECONDS 10
+
+/* Listen on 'addr', a unix or inet address.  The server takes its own
+ * references to the credentials and their object.  Errors as QEMU's:
+ * "NBD server already running". */
 gboolean bd_nbd_server_start(const BdSocketAddress *addr,
-                             uint32_t max_connections, GError **errp);
+                             const BdNbdServerConfig *cfg, GError **errp);
 /* Closes the listener and every NBD export ("NBD server not running"). */
 gboolean bd_nbd_server_stop(GError **errp);
 gboolean bd_nbd_server_running(void);
+
+/* One client in transmission, for x-query-nbd-clients. */
+typedef struct {
+    char *export_name;
+    char *address;        /* "host:port", or "unix socket client" */
+    gboolean tls;
+    char *tls_identity;   /* certificate DN or PSK username, or NULL */
+    guint64 bytes_read;   /* payload the client read from the export */
+    guint64 bytes_written;
+} BdNbdClientInfo;
+void bd_nbd_client_info_free(BdNbdClientInfo *info);
+/* Main thread.  The connected clients (BdNbdClientInfo), oldest first. */
+GPtrArray *bd_nbd_server_query_clients(void);
 
 /* The "nbd" export type for export/export.h. */
 extern const BdExportDriver bd_nbd_export_driver;

@@ -35,12 +35,23 @@ typedef struct {
     guint source;
     char *unix_path;          /* to unlink on stop, or NULL */
     uint32_t max_connections; /* 0 = unlimited */
+    BdTlsCreds *tls_creds;    /* NULL: plaintext */
+    BdObject *tls_creds_obj;  /* in use while the server runs */
+    char *tls_authz;
+    BdObject *tls_authz_obj;  /* in use while the server runs, or NULL */
+    uint32_t handshake_max_seconds;
 } BdNbdServer;
 
 static BdNbdServer *server;   /* main thread */
 /* BdNbdClient *, from accept to the last reference. */
 static GList *clients BD_STATIC_GUARDED_BY(bd_nbd_lock);
-static guint nr_clients BD_STATIC_GUARDED_BY(bd_nbd_lock);
+/* Clients still negotiating (the listener pauses at
+ * BD_NBD_MAX_HANDSHAKES), and those holding a place under
+ * max-connections: the two never limit each other, so sockets idling in
+ * the handshake cannot lock real clients out. */
+static guint nr_handshaking BD_STATIC_GUARDED_BY(bd_nbd_lock);
+static guint nr_slots BD_STATIC_GUARDED_BY(bd_nbd_lock);
+static GCond slot_cond;       /* a slot was freed (bd_nbd_lock) */
 static gint max_conns;        /* atomic copy for connection threads */
 
 gboolean bd_nbd_server_running(void)
@@ -208,16 +219,24 @@ void bd_nbd_client_unref(BdNbdClient *c)
     }
     bd_mutex_lock(&bd_nbd_lock);
     clients = g_list_remove(clients, c);
-    nr_clients--;
-    bd_mutex_unlock(&bd_nbd_lock);
-    if (bd_nbd_server_max_connections()) {
-        g_idle_add(resume_cb, NULL);
+    if (c->has_slot) {
+        nr_slots--;
+        g_cond_broadcast(&slot_cond);
     }
+    bd_mutex_unlock(&bd_nbd_lock);
     if (c->exp) {
         bd_nbd_export_detach(c->exp, c);
         g_debug("export '%s': %s disconnected", c->exp->name, c->peer);
         bd_export_unref(&c->exp->common);
     }
+    if (c->tls) {
+        if (!g_atomic_int_get(&c->quit)) {
+            bd_tls_session_bye(c->tls);
+        }
+        bd_tls_session_free(c->tls);
+    }
+    bd_tls_creds_unref(c->tls_creds);
+    g_free(c->tls_authz);
     close(c->fd);
     bd_mutex_destroy(&c->pool_lock);
     g_cond_clear(&c->parked_cond);
@@ -235,9 +254,71 @@ static gpointer client_thread(gpointer data)
     if (bd_nbd_handshake(c) == 0) {
         bd_nbd_transmission_run(c);    /* consumes our reference */
     } else {
+        bd_nbd_client_handshake_done(c);
         bd_nbd_client_unref(c);
     }
     return NULL;
+}
+
+/* --- handshake limits --- */
+
+/* Main loop: the handshake took too long.  The timer holds a reference. */
+static gboolean handshake_timeout_cb(gpointer data)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    BdNbdClient *c = data;
+
+    if (g_atomic_int_get(&c->in_handshake)) {
+        g_warning("NBD client %s: handshake not finished within the time "
+                  "limit, closing the connection", c->peer);
+        bd_nbd_client_kick(c);
+    }
+    return G_SOURCE_REMOVE;
+}
+
+static void timer_unref(gpointer data)
+{
+    bd_nbd_client_unref(data);
+}
+
+void bd_nbd_client_handshake_done(BdNbdClient *c)
+{
+    if (!g_atomic_int_compare_and_exchange(&c->in_handshake, 1, 0)) {
+        return;
+    }
+    if (c->handshake_timer) {
+        /* Safe from any thread; drops the timer's reference. */
+        g_source_destroy(c->handshake_timer);
+        g_source_unref(c->handshake_timer);
+        c->handshake_timer = NULL;
+    }
+    bd_mutex_lock(&bd_nbd_lock);
+    nr_handshaking--;
+    bd_mutex_unlock(&bd_nbd_lock);
+    g_idle_add(resume_cb, NULL);
+}
+
+gboolean bd_nbd_client_claim_slot(BdNbdClient *c)
+{
+    uint32_t max = bd_nbd_server_max_connections();
+    gboolean ok;
+
+    bd_nbd_client_handshake_done(c);
+    bd_mutex_lock(&bd_nbd_lock);
+    /* As QEMU, a client beyond max-connections waits for a place rather
+     * than failing; a kick (quit) is seen within the wait's period. */
+    while (max && nr_slots >= max && !g_atomic_int_get(&c->quit)) {
+        gint64 end = g_get_monotonic_time() + G_TIME_SPAN_SECOND / 2;
+        bd_cond_wait_until(&slot_cond, &bd_nbd_lock, end);
+    }
+    ok = !g_atomic_int_get(&c->quit);
+    if (ok) {
+        nr_slots++;
+        c->has_slot = TRUE;
+    }
+    bd_mutex_unlock(&bd_nbd_lock);
+    return ok;
 }
 
 static void client_start(int fd)
@@ -262,16 +343,31 @@ static void client_start(int fd)
     bd_mutex_init(&c->pool_lock);
     g_cond_init(&c->parked_cond);
     bd_mutex_init(&c->send_lock);
+    if (server->tls_creds) {
+        c->tls_creds = bd_tls_creds_ref(server->tls_creds);
+    }
+    c->tls_authz = g_strdup(server->tls_authz);
+    c->in_handshake = 1;
 
     bd_mutex_lock(&bd_nbd_lock);
     clients = g_list_prepend(clients, c);
-    nr_clients++;
+    nr_handshaking++;
     bd_mutex_unlock(&bd_nbd_lock);
+
+    if (server->handshake_max_seconds) {
+        g_atomic_int_inc(&c->refcount);
+        c->handshake_timer =
+            g_timeout_source_new_seconds(server->handshake_max_seconds);
+        g_source_set_callback(c->handshake_timer, handshake_timeout_cb, c,
+                              timer_unref);
+        g_source_attach(c->handshake_timer, NULL);
+    }
 
     thread = g_thread_try_new("nbd-conn", client_thread, c, &err);
     if (!thread) {
         g_warning("NBD server: cannot serve %s: %s", c->peer, err->message);
         g_error_free(err);
+        bd_nbd_client_handshake_done(c);
         bd_nbd_client_unref(c);
         return;
     }
@@ -285,14 +381,13 @@ static gboolean server_full(void)
     gboolean full;
 
     bd_mutex_lock(&bd_nbd_lock);
-    full = server->max_connections &&
-           nr_clients >= server->max_connections;
+    full = nr_handshaking >= BD_NBD_MAX_HANDSHAKES;
     bd_mutex_unlock(&bd_nbd_lock);
     return full;
 }
 
-/* As QEMU: at max-connections the listener stops accepting; further
- * clients wait in the backlog until a connection closes. */
+/* With BD_NBD_MAX_HANDSHAKES connections negotiating, the listener stops
+ * accepting; further clients wait in the backlog until one finishes. */
 static gboolean accept_cb(gint fd, GIOCondition cond, gpointer data)
 {
     BD_GLOBAL_STATE_CODE();
@@ -312,8 +407,8 @@ static gboolean accept_cb(gint fd, GIOCondition cond, gpointer data)
     }
     client_start(cfd);
     if (server_full()) {
-        g_debug("NBD server: max-connections (%u) reached, pausing accept",
-                server->max_connections);
+        g_debug("NBD server: %u connections in the handshake, pausing "
+                "accept", BD_NBD_MAX_HANDSHAKES);
         server->source = 0;
         return G_SOURCE_REMOVE;
     }
@@ -334,7 +429,7 @@ static gboolean resume_cb(gpointer data)
 /* --- start / stop --- */
 
 gboolean bd_nbd_server_start(const BdSocketAddress *addr,
-                             uint32_t max_connections, GError **errp)
+                             const BdNbdServerConfig *cfg, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
@@ -370,8 +465,21 @@ gboolean bd_nbd_server_start(const BdSocketAddress *addr,
     server = g_new0(BdNbdServer, 1);
     server->fd = fd;
     server->unix_path = g_strdup(path);
-    server->max_connections = max_connections;
-    g_atomic_int_set(&max_conns, (gint)max_connections);
+    server->max_connections = cfg->max_connections;
+    g_atomic_int_set(&max_conns, (gint)cfg->max_connections);
+    if (cfg->tls_creds) {
+        server->tls_creds = bd_tls_creds_ref(cfg->tls_creds);
+    }
+    if (cfg->tls_creds_obj) {
+        server->tls_creds_obj = bd_object_ref(cfg->tls_creds_obj);
+        bd_object_use(server->tls_creds_obj);
+    }
+    server->tls_authz = g_strdup(cfg->tls_authz);
+    if (cfg->tls_authz_obj) {
+        server->tls_authz_obj = bd_object_ref(cfg->tls_authz_obj);
+        bd_object_use(server->tls_authz_obj);
+    }
+    server->handshake_max_seconds = cfg->handshake_max_seconds;
     server->source = g_unix_fd_add(fd, G_IO_IN, accept_cb, NULL);
     g_debug("NBD server listening (%s)", path ? path : "inet");
     return TRUE;
@@ -396,6 +504,16 @@ gboolean bd_nbd_server_stop(GError **errp)
         unlink(server->unix_path);
     }
     g_free(server->unix_path);
+    bd_tls_creds_unref(server->tls_creds);
+    if (server->tls_creds_obj) {
+        bd_object_unuse(server->tls_creds_obj);
+        bd_object_unref(server->tls_creds_obj);
+    }
+    g_free(server->tls_authz);
+    if (server->tls_authz_obj) {
+        bd_object_unuse(server->tls_authz_obj);
+        bd_object_unref(server->tls_authz_obj);
+    }
     g_clear_pointer(&server, g_free);
 
     bd_export_close_all("nbd");
@@ -407,3 +525,4 @@ gboolean bd_nbd_server_stop(GError **errp)
     bd_mutex_unlock(&bd_nbd_lock);
     return TRUE;
 }
+

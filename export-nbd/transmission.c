@@ -83,7 +83,7 @@ static int send_iov(BdNbdWorker *w, struct iovec *iov, int n)
     int ret;
 
     bd_mutex_lock(&c->send_lock);
-    ret = bd_nbd_writev_full(c->fd, iov, n);
+    ret = bd_nbd_conn_writev(c, iov, n);
     bd_mutex_unlock(&c->send_lock);
     return ret;
 }
@@ -212,6 +212,12 @@ static void plan_sparse_read(BdNbdWorker *w, const BdNbdRequest *req)
     }
 }
 
+/* x-query-nbd-clients' byte counts: one relaxed add per request. */
+static void count_bytes(guint64 *counter, uint32_t n)
+{
+    __atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
+}
+
 static int do_sparse_read(BdNbdWorker *w, const BdNbdRequest *req)
 {
     guint i, n;
@@ -230,6 +236,7 @@ static int do_sparse_read(BdNbdWorker *w, const BdNbdRequest *req)
             return send_errno(w, req, ret);
         }
     }
+    count_bytes(&w->c->bytes_read, req->length);
     g_array_set_size(w->hdrs, n);
     g_array_set_size(w->iov, 0);
     for (i = 0; i < n; i++) {
@@ -276,6 +283,7 @@ static int do_read(BdNbdWorker *w, const BdNbdRequest *req)
     if (ret < 0) {
         return send_errno(w, req, ret);
     }
+    count_bytes(&w->c->bytes_read, req->length);
     if (!w->lim.structured) {
         return send_simple(w, req, 0, w->buf, req->length);
     }
@@ -306,7 +314,11 @@ static int do_write(BdNbdWorker *w, const BdNbdRequest *req)
         ret = bd_entry_pwrite(w->entry, req->offset, req->length, w->buf,
                               io_flags(w, req));
     }
-    return ret < 0 ? send_errno(w, req, ret) : send_ok(w, req);
+    if (ret < 0) {
+        return send_errno(w, req, ret);
+    }
+    count_bytes(&w->c->bytes_written, req->length);
+    return send_ok(w, req);
 }
 
 static int do_flush(BdNbdWorker *w, const BdNbdRequest *req)
