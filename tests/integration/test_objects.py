@@ -343,6 +343,10 @@ def test_schema():
         'authz-simple': ['identity'],
         'authz-list': ['policy', 'rules'],
         'authz-listfile': ['filename', 'refresh'],
+        'tls-creds-anon': ['verify-peer', 'dir', 'endpoint', 'priority', 'loaded'],
+        'tls-creds-psk': ['verify-peer', 'dir', 'endpoint', 'priority', 'loaded', 'username'],
+        'tls-creds-x509': ['verify-peer', 'dir', 'endpoint', 'priority', 'loaded',
+                           'sanity-check', 'passwordid'],
     }
     with start_daemon() as d:
         q = d.qmp()
