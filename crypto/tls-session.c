@@ -313,35 +313,67 @@ size_t bd_tls_session_pending(BdTlsSession *s)
     return gnutls_record_check_pending(s->handle);
 }
 
-/* Corked, so that a reply's header and payload leave in as few records
- * and system calls as the record size allows. */
-int bd_tls_session_sendv(BdTlsSession *s, const struct iovec *iov,
-                         int iovcnt)
+/* The largest record payload TLS allows. */
+#define TLS_RECORD_MAX 16384
+
+static int send_all(BdTlsSession *s, const uint8_t *p, size_t left)
 {
-    int i, ret;
-
-    gnutls_record_cork(s->handle);
-    for (i = 0; i < iovcnt; i++) {
-        const uint8_t *p = iov[i].iov_base;
-        size_t left = iov[i].iov_len;
-
-        while (left > 0) {
-            ssize_t n = gnutls_record_send(s->handle, p, left);
-            if (n < 0) {
-                if (n == GNUTLS_E_INTERRUPTED || n == GNUTLS_E_AGAIN) {
-                    continue;
-                }
-                gnutls_record_uncork(s->handle, 0);
-                return -EIO;
-            }
-            p += n;
-            left -= n;
+    while (left > 0) {
+        ssize_t n = gnutls_record_send(s->handle, p, left);
+        if (n == GNUTLS_E_INTERRUPTED || n == GNUTLS_E_AGAIN) {
+            continue;
         }
+        if (n < 0) {
+            return -EIO;
+        }
+        p += n;
+        left -= n;
     }
+    return 0;
+}
+
+static int uncork(BdTlsSession *s)
+{
+    int ret;
+
     do {
         ret = gnutls_record_uncork(s->handle, GNUTLS_RECORD_WAIT);
     } while (ret == GNUTLS_E_INTERRUPTED || ret == GNUTLS_E_AGAIN);
     return ret < 0 ? -EIO : 0;
+}
+
+/* Small pieces (a reply header, a short payload) are corked together
+ * into as few records as the record size allows.  Of a large payload
+ * only what completes the current record is copied into the cork
+ * buffer; the rest goes from the caller's buffer, record by record,
+ * without that copy. */
+int bd_tls_session_sendv(BdTlsSession *s, const struct iovec *iov,
+                         int iovcnt)
+{
+    size_t corked = 0;
+    int i;
+
+    gnutls_record_cork(s->handle);
+    for (i = 0; i < iovcnt; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        size_t len = iov[i].iov_len;
+        size_t fill = MIN(len, TLS_RECORD_MAX - corked % TLS_RECORD_MAX);
+
+        if (send_all(s, p, fill) < 0) {
+            gnutls_record_uncork(s->handle, 0);
+            return -EIO;
+        }
+        corked += fill;
+        if (fill == len) {
+            continue;
+        }
+        if (uncork(s) < 0 || send_all(s, p + fill, len - fill) < 0) {
+            return -EIO;
+        }
+        corked = 0;
+        gnutls_record_cork(s->handle);
+    }
+    return uncork(s);
 }
 
 void bd_tls_session_bye(BdTlsSession *s)
