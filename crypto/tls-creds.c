@@ -378,8 +378,3 @@ BdTlsEndpoint bd_tls_creds_endpoint(const BdTlsCreds *c)
 {
     return c->endpoint;
 }
-
-BdTlsCredsKind bd_tls_creds_kind(const BdTlsCreds *c)
-{
-    return c->kind;
-}

@@ -308,11 +308,6 @@ ssize_t bd_tls_session_recv(BdTlsSession *s, void *buf, size_t len)
     }
 }
 
-size_t bd_tls_session_pending(BdTlsSession *s)
-{
-    return gnutls_record_check_pending(s->handle);
-}
-
 /* The largest record payload TLS allows. */
 #define TLS_RECORD_MAX 16384
 

@@ -50,7 +50,6 @@ BdTlsCreds *bd_tls_creds_new(const BdTlsCredsConfig *cfg, GError **errp);
 BdTlsCreds *bd_tls_creds_ref(BdTlsCreds *creds);
 void bd_tls_creds_unref(BdTlsCreds *creds);
 BdTlsEndpoint bd_tls_creds_endpoint(const BdTlsCreds *creds);
-BdTlsCredsKind bd_tls_creds_kind(const BdTlsCreds *creds);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(BdTlsCreds, bd_tls_creds_unref)
 
 typedef struct BdTlsSession BdTlsSession;
@@ -79,8 +78,6 @@ gboolean bd_tls_session_ktls(BdTlsSession *s);
  * -errno (-EIO for TLS errors; -ECONNRESET when the peer went without
  * a close_notify).  sendv: 0 once everything went out, or -errno. */
 ssize_t bd_tls_session_recv(BdTlsSession *s, void *buf, size_t len);
-/* Bytes GnuTLS already holds decrypted (a recv returns them at once). */
-size_t bd_tls_session_pending(BdTlsSession *s);
 int bd_tls_session_sendv(BdTlsSession *s, const struct iovec *iov,
                          int iovcnt);
 /* Tell the peer we are done writing (close_notify); errors ignored. */

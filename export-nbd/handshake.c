@@ -448,8 +448,8 @@ int bd_nbd_handshake(BdNbdClient *c)
     };
     uint32_t cflags;
 
-    if (bd_nbd_write_full(c->fd, &greet, sizeof(greet)) < 0 ||
-        bd_nbd_read_full(c->fd, &cflags, sizeof(cflags)) < 0) {
+    if (bd_nbd_conn_write(c, &greet, sizeof(greet)) < 0 ||
+        bd_nbd_conn_read(c, &cflags, sizeof(cflags)) < 0) {
         return -1;
     }
     cflags = GUINT32_FROM_BE(cflags);

@@ -123,9 +123,7 @@ typedef struct BdNbdClient {
 
 /* socket.c: blocking I/O on the client's socket.  0 or -1 (EOF/error). */
 int bd_nbd_read_full(int fd, void *buf, size_t len);
-int bd_nbd_skip(int fd, uint64_t len);
 int bd_nbd_writev_full(int fd, struct iovec *iov, int iovcnt);
-int bd_nbd_write_full(int fd, const void *buf, size_t len);
 /* The same on the connection: through its TLS session when it has one. */
 int bd_nbd_conn_read(BdNbdClient *c, void *buf, size_t len);
 int bd_nbd_conn_skip(BdNbdClient *c, uint64_t len);

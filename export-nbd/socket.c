@@ -37,20 +37,6 @@ int bd_nbd_read_full(int fd, void *buf, size_t len)
     return 0;
 }
 
-int bd_nbd_skip(int fd, uint64_t len)
-{
-    uint8_t scratch[16384];
-
-    while (len > 0) {
-        size_t n = MIN(len, sizeof(scratch));
-        if (bd_nbd_read_full(fd, scratch, n) < 0) {
-            return -1;
-        }
-        len -= n;
-    }
-    return 0;
-}
-
 int bd_nbd_writev_full(int fd, struct iovec *iov, int iovcnt)
 {
     while (iovcnt > 0) {
@@ -77,12 +63,6 @@ int bd_nbd_writev_full(int fd, struct iovec *iov, int iovcnt)
         }
     }
     return 0;
-}
-
-int bd_nbd_write_full(int fd, const void *buf, size_t len)
-{
-    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-    return bd_nbd_writev_full(fd, &iov, 1);
 }
 
 /* --- the connection: plaintext or TLS --- */
