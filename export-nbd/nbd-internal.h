@@ -93,6 +93,7 @@ typedef struct BdNbdClient {
     BdTlsSession *tls;
     /* Handshake bookkeeping (server.c). */
     gint in_handshake;        /* atomic: counted in nr_handshaking */
+    uint32_t handshake_max_seconds;   /* set at accept, 0: no limit */
     GSource *handshake_timer; /* conn thread; NULL when none */
     gboolean has_slot;        /* counted against max-connections */
     /* Payload bytes the client read and wrote (atomic, relaxed). */

@@ -51,7 +51,7 @@ static GList *clients BD_STATIC_GUARDED_BY(bd_nbd_lock);
  * the handshake cannot lock real clients out. */
 static guint nr_handshaking BD_STATIC_GUARDED_BY(bd_nbd_lock);
 static guint nr_slots BD_STATIC_GUARDED_BY(bd_nbd_lock);
-static GCond slot_cond;       /* a slot was freed (bd_nbd_lock) */
+static GCond slot_cond;       /* a slot freed, or stop (bd_nbd_lock) */
 static gint max_conns;        /* atomic copy for connection threads */
 
 gboolean bd_nbd_server_running(void)
@@ -247,16 +247,22 @@ void bd_nbd_client_unref(BdNbdClient *c)
     g_free(c);
 }
 
+static gboolean wait_for_greeting(BdNbdClient *c);
+static void start_handshake_timer(BdNbdClient *c);
+
 static gpointer client_thread(gpointer data)
 {
     BdNbdClient *c = data;
 
-    if (bd_nbd_handshake(c) == 0) {
-        bd_nbd_transmission_run(c);    /* consumes our reference */
-    } else {
-        bd_nbd_client_handshake_done(c);
-        bd_nbd_client_unref(c);
+    if (wait_for_greeting(c)) {
+        start_handshake_timer(c);
+        if (bd_nbd_handshake(c) == 0) {
+            bd_nbd_transmission_run(c);    /* consumes our reference */
+            return NULL;
+        }
     }
+    bd_nbd_client_handshake_done(c);
+    bd_nbd_client_unref(c);
     return NULL;
 }
 
@@ -282,16 +288,61 @@ static void timer_unref(gpointer data)
     bd_nbd_client_unref(data);
 }
 
+/* Main loop: stop a timer whose handshake is over; its destroy notify
+ * (timer_unref) drops the client reference it held. */
+static gboolean destroy_timer_cb(gpointer data)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    GSource *timer = data;
+
+    g_source_destroy(timer);
+    g_source_unref(timer);
+    return G_SOURCE_REMOVE;
+}
+
+/* As QEMU, which stops accepting at max-connections: while the clients
+ * in transmission fill max-connections, a new one gets no greeting and
+ * waits, untimed, for a place.  Only established clients count, so
+ * sockets idling in the handshake never hold one. */
+static gboolean wait_for_greeting(BdNbdClient *c)
+{
+    uint32_t max = bd_nbd_server_max_connections();
+    gboolean ok;
+
+    bd_mutex_lock(&bd_nbd_lock);
+    while (max && nr_slots >= max && !g_atomic_int_get(&c->quit)) {
+        bd_cond_wait(&slot_cond, &bd_nbd_lock);
+    }
+    ok = !g_atomic_int_get(&c->quit);
+    bd_mutex_unlock(&bd_nbd_lock);
+    return ok;
+}
+
+/* Conn thread, once greeted: handshake-max-seconds from now on.  The
+ * timer holds a reference; bd_nbd_client_handshake_done drops it. */
+static void start_handshake_timer(BdNbdClient *c)
+{
+    if (!c->handshake_max_seconds) {
+        return;
+    }
+    g_atomic_int_inc(&c->refcount);
+    c->handshake_timer = g_timeout_source_new_seconds(c->handshake_max_seconds);
+    g_source_set_callback(c->handshake_timer, handshake_timeout_cb, c,
+                          timer_unref);
+    g_source_attach(c->handshake_timer, NULL);
+}
+
 void bd_nbd_client_handshake_done(BdNbdClient *c)
 {
     if (!g_atomic_int_compare_and_exchange(&c->in_handshake, 1, 0)) {
         return;
     }
     if (c->handshake_timer) {
-        /* Safe from any thread; drops the timer's reference. */
-        g_source_destroy(c->handshake_timer);
-        g_source_unref(c->handshake_timer);
-        c->handshake_timer = NULL;
+        /* The main thread destroys it: a timeout running there right
+         * now finishes with the client before the timer's reference
+         * goes, on the thread that ran it. */
+        g_idle_add(destroy_timer_cb, g_steal_pointer(&c->handshake_timer));
     }
     bd_mutex_lock(&bd_nbd_lock);
     nr_handshaking--;
@@ -306,11 +357,10 @@ gboolean bd_nbd_client_claim_slot(BdNbdClient *c)
 
     bd_nbd_client_handshake_done(c);
     bd_mutex_lock(&bd_nbd_lock);
-    /* As QEMU, a client beyond max-connections waits for a place rather
-     * than failing; a kick (quit) is seen within the wait's period. */
+    /* Another client may have taken the place this one was greeted for:
+     * wait again, as before the greeting. */
     while (max && nr_slots >= max && !g_atomic_int_get(&c->quit)) {
-        gint64 end = g_get_monotonic_time() + G_TIME_SPAN_SECOND / 2;
-        bd_cond_wait_until(&slot_cond, &bd_nbd_lock, end);
+        bd_cond_wait(&slot_cond, &bd_nbd_lock);
     }
     ok = !g_atomic_int_get(&c->quit);
     if (ok) {
@@ -354,14 +404,7 @@ static void client_start(int fd)
     nr_handshaking++;
     bd_mutex_unlock(&bd_nbd_lock);
 
-    if (server->handshake_max_seconds) {
-        g_atomic_int_inc(&c->refcount);
-        c->handshake_timer =
-            g_timeout_source_new_seconds(server->handshake_max_seconds);
-        g_source_set_callback(c->handshake_timer, handshake_timeout_cb, c,
-                              timer_unref);
-        g_source_attach(c->handshake_timer, NULL);
-    }
+    c->handshake_max_seconds = server->handshake_max_seconds;
 
     thread = g_thread_try_new("nbd-conn", client_thread, c, &err);
     if (!thread) {
@@ -522,6 +565,8 @@ gboolean bd_nbd_server_stop(GError **errp)
     for (l = clients; l; l = l->next) {
         bd_nbd_client_kick(l->data);
     }
+    /* Under the lock the waiters test 'quit' with: none misses it. */
+    g_cond_broadcast(&slot_cond);
     bd_mutex_unlock(&bd_nbd_lock);
     return TRUE;
 }
