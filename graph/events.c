@@ -30,4 +30,16 @@ void bd_event_emit(const char *name, GVariant *data)
     }
 }
 
-G_DEFINE_QUARK(blockd-error-quark, bd_error)
+/* Not G_DEFINE_QUARK: its plain static is set by whichever thread asks
+ * first, and NBD connection threads and job threads build errors at the
+ * same time as the main thread. */
+GQuark bd_error_quark(void)
+{
+    static gsize quark;
+
+    if (g_once_init_enter(&quark)) {
+        g_once_init_leave(&quark,
+                          g_quark_from_static_string("blockd-error-quark"));
+    }
+    return (GQuark)quark;
+}
