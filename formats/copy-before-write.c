@@ -2,21 +2,33 @@
 /* The 'copy-before-write' filter driver (QEMU's): before a write reaches
  * 'file', the old data of the clusters it touches is copied to 'target'
  * once; the backup job shares its copy bitmap (copy-before-write.h).
+ * For image fleecing it also keeps the point-in-time view that a
+ * 'snapshot-access' node reads (the snapshot API, QEMU's): regions a
+ * guest write has copied are read from the target ('done' bitmap), the
+ * rest from the source, and a guest write to a region waits for the
+ * view's reads from the source there ('frozen_reads').  'access' says
+ * what the view still offers: the copied set at the start, less what
+ * its reader discarded.
  *
  * Thread model: open/close, append/drop and the drain hooks run on the
  * main thread.  Data callbacks run on any thread; the backup job calls
  * bd_cbw_copy() on its own thread.  The copies in flight are requests
  * in s->copies (graph/reqlist.h); its lock also covers the copy
- * bitmap's read-modify-write steps (find, reset, set back).  s->lock
- * protects the quiesce/job counters and the progress callback.  Both
+ * bitmap's read-modify-write steps (find, reset, set back).  The
+ * snapshot reads in flight are requests in s->frozen_reads, whose lock
+ * covers the done and access bitmaps.  s->lock protects the counters
+ * (quiesce, job, background copies) and the progress callback.  All
  * are leaf locks, never held together nor across I/O.
  *
  *   write [o, o+n) --> copy marked clusters of it (wait for any copy of
- *                      them in flight) --> write to file
+ *                      them in flight; with cbw-timeout, at most that
+ *                      long) --> mark them done, wait for the view's
+ *                      reads of them from file --> write to file
  */
 #define G_LOG_DOMAIN "blockd-formats"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
 #include "graph/error.h"
 #include "graph/entry.h"
@@ -35,17 +47,23 @@ struct BdCbw {
     uint64_t cluster_size;
     uint64_t size;
     CbwOnError on_cbw_error;
-    uint32_t cbw_timeout;         /* accepted, not enforced */
+    uint32_t cbw_timeout;         /* seconds; 0: none */
     gboolean skip_unallocated;    /* set before the filter goes live */
     int write_flags;              /* BD_REQ_WRITE_COMPRESSED or 0 */
 
     BdReqList copies;             /* copies in flight */
     int snapshot_error;           /* atomic; break-snapshot: -errno */
 
+    /* The snapshot view (see the top); its list's lock guards both. */
+    BdReqList frozen_reads;       /* view reads from file in flight */
+    BdDirtyBitmap *done_bitmap;   /* copied by guest writes: on target */
+    BdDirtyBitmap *access_bitmap; /* still readable through the view */
+
     BdMutex lock;                 /* a leaf: guards what follows */
     GCond cond;                   /* quiesce, job idle */
     int quiesce BD_GUARDED_BY(lock);      /* drained: job waits */
     int job_active BD_GUARDED_BY(lock);   /* job chunks under way */
+    int bg_copies BD_GUARDED_BY(lock);    /* timed copies still running */
     void (*progress)(void *opaque, uint64_t n) BD_GUARDED_BY(lock);
     void *progress_opaque BD_GUARDED_BY(lock);
 };
@@ -88,7 +106,8 @@ static const BdSchemaField cbw_options[] = {
       BD_HAS(CbwOptions, bitmap) },
     { "on-cbw-error", &on_cbw_error_type, TRUE,
       BD_AT(CbwOptions, on_cbw_error), .def.i = CBW_BREAK_GUEST_WRITE },
-    { "cbw-timeout", &bd_schema_uint, TRUE, BD_AT(CbwOptions, cbw_timeout) },
+    { "cbw-timeout", &bd_schema_uint32, TRUE,
+      BD_AT(CbwOptions, cbw_timeout) },
     { NULL },
 };
 BD_SCHEMA_DEFINE_AUTO(CbwOptions, cbw_options)
@@ -351,6 +370,52 @@ static gboolean cbw_init_bitmap(BdNode *node, BdCbw *s, const CbwOptions *o,
     return bd_dirty_bitmap_merge(s->copy_bitmap, src, NULL, errp);
 }
 
+/* The view starts with everything that is to be copied (QEMU's
+ * access_bitmap), nothing of it on the target yet.  Called again when
+ * a backup job replaces the copy bitmap before the filter goes live. */
+static gboolean cbw_init_view(BdCbw *s, GError **errp)
+{
+    if (!s->done_bitmap) {
+        s->done_bitmap = bd_dirty_bitmap_create(s->file->node,
+                                                (uint32_t)s->cluster_size,
+                                                NULL, errp);
+        if (!s->done_bitmap) {
+            return FALSE;
+        }
+        bd_dirty_bitmap_set_enabled(s->done_bitmap, FALSE);
+    }
+    if (!s->access_bitmap) {
+        s->access_bitmap = bd_dirty_bitmap_create(s->file->node,
+                                                  (uint32_t)s->cluster_size,
+                                                  NULL, errp);
+        if (!s->access_bitmap) {
+            return FALSE;
+        }
+        bd_dirty_bitmap_set_enabled(s->access_bitmap, FALSE);
+    }
+    bd_dirty_bitmap_clear(s->access_bitmap);
+    return bd_dirty_bitmap_merge(s->access_bitmap, s->copy_bitmap, NULL,
+                                 errp);
+}
+
+/* A target shorter than its source cannot take the old data of the
+ * tail: a guest write there would break the snapshot without a word
+ * (QEMU 7.2 aborts on it).  Refuse it up front. */
+static gboolean cbw_check_target_size(BdCbw *s, GError **errp)
+{
+    uint64_t target_size = (uint64_t)bd_node_getlength(s->target->node);
+
+    if (target_size < s->size) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "The copy-before-write target '%s' is smaller than its "
+                    "source '%s' (target size %" PRIu64 ", source size %"
+                    PRIu64 ")", s->target->node->node_name,
+                    s->file->node->node_name, target_size, s->size);
+        return FALSE;
+    }
+    return TRUE;
+}
+
 static gboolean cbw_open(BdNode *node, GVariant *options, GError **errp)
 {
     g_auto(CbwOptions) o = { 0 };
@@ -360,6 +425,7 @@ static gboolean cbw_open(BdNode *node, GVariant *options, GError **errp)
     bd_mutex_init(&s->lock);
     g_cond_init(&s->cond);
     bd_reqlist_init(&s->copies);
+    bd_reqlist_init(&s->frozen_reads);
     node->opaque = s;
     s->file = bd_node_open_child(node, o.file, "file",
                                  BD_CHILD_FILTERED | BD_CHILD_PRIMARY, FALSE,
@@ -377,7 +443,8 @@ static gboolean cbw_open(BdNode *node, GVariant *options, GError **errp)
     s->size = (uint64_t)bd_node_getlength(s->file->node);
     s->cluster_size = target_cluster_size(s->target->node);
     bd_node_set_size(node, s->size);
-    return cbw_init_bitmap(node, s, &o, errp);
+    return cbw_check_target_size(s, errp) &&
+           cbw_init_bitmap(node, s, &o, errp) && cbw_init_view(s, errp);
 }
 
 static void cbw_close(BdNode *node)
@@ -387,9 +454,34 @@ static void cbw_close(BdNode *node)
     if (!s) {
         return;
     }
+    /* Copies that a guest write stopped waiting for still use s: let
+     * the nodes below the target release them (a throttled target),
+     * then wait. */
+    bd_mutex_lock(&s->lock);
+    if (s->bg_copies) {
+        BdDrainSection *drain;
+
+        bd_mutex_unlock(&s->lock);
+        drain = bd_drained_begin(s->target->node);
+        bd_mutex_lock(&s->lock);
+        while (s->bg_copies) {
+            bd_cond_wait(&s->cond, &s->lock);
+        }
+        bd_mutex_unlock(&s->lock);
+        bd_drained_end(drain);
+    } else {
+        bd_mutex_unlock(&s->lock);
+    }
     if (s->copy_bitmap) {
         bd_dirty_bitmap_release(s->copy_bitmap);
     }
+    if (s->done_bitmap) {
+        bd_dirty_bitmap_release(s->done_bitmap);
+    }
+    if (s->access_bitmap) {
+        bd_dirty_bitmap_release(s->access_bitmap);
+    }
+    bd_reqlist_destroy(&s->frozen_reads);
     bd_reqlist_destroy(&s->copies);
     bd_mutex_destroy(&s->lock);
     g_cond_clear(&s->cond);
@@ -419,23 +511,237 @@ static void cbw_child_perm(BdNode *node, BdChild *child, BdChildRole role,
     }
 }
 
-/* Save the old data of [offset, offset+bytes) before it changes. */
+/* --- guest writes --- */
+
+/* A copy run for a guest write under cbw-timeout: it goes on in the
+ * background when the write stops waiting for it (QEMU's block-copy
+ * does the same), so it is shared by the waiter and the worker. */
+typedef struct {
+    BdCbw *s;
+    uint64_t offset, bytes;
+    int ret;
+    gboolean done;
+    int refs;                     /* [s->lock] */
+} CbwTimedCopy;
+
+static void timed_copy_unref_locked(BdCbw *s, CbwTimedCopy *t)
+    BD_REQUIRES(s->lock)
+{
+    if (--t->refs == 0) {
+        g_free(t);
+    }
+}
+
+static void timed_copy_run(gpointer data, gpointer user_data)
+{
+    CbwTimedCopy *t = data;
+    BdCbw *s = t->s;
+    int ret = bd_cbw_copy(s, t->offset, t->bytes, 0, NULL);
+
+    bd_mutex_lock(&s->lock);
+    t->ret = ret;
+    t->done = TRUE;
+    s->bg_copies--;
+    g_cond_broadcast(&s->cond);
+    timed_copy_unref_locked(s, t);
+    bd_mutex_unlock(&s->lock);
+}
+
+/* Timed copies run on a pool of their own: a copy stuck behind a slow
+ * target must not hold a thread that other work waits for. */
+static GThreadPool *timed_copy_pool(void)
+{
+    static gsize once;
+
+    if (g_once_init_enter(&once)) {
+        GThreadPool *pool = g_thread_pool_new(timed_copy_run, NULL, -1,
+                                              FALSE, NULL);
+        g_once_init_leave(&once, (gsize)pool);
+    }
+    return (GThreadPool *)once;
+}
+
+/* bd_cbw_copy, but give up waiting after cbw-timeout: -ETIMEDOUT. */
+static int cbw_copy_timed(BdCbw *s, uint64_t offset, uint64_t bytes)
+{
+    CbwTimedCopy *t = g_new0(CbwTimedCopy, 1);
+    gint64 deadline = g_get_monotonic_time() +
+                      (gint64)s->cbw_timeout * G_USEC_PER_SEC;
+    int ret;
+
+    *t = (CbwTimedCopy){ .s = s, .offset = offset, .bytes = bytes,
+                         .refs = 2 };
+    bd_mutex_lock(&s->lock);
+    s->bg_copies++;
+    bd_mutex_unlock(&s->lock);
+    g_thread_pool_push(timed_copy_pool(), t, NULL);
+
+    bd_mutex_lock(&s->lock);
+    while (!t->done) {
+        if (!bd_cond_wait_until(&s->cond, &s->lock, deadline)) {
+            break;
+        }
+    }
+    ret = t->done ? t->ret : -ETIMEDOUT;
+    timed_copy_unref_locked(s, t);
+    bd_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/* Save the old data of [offset, offset+bytes) before it changes; then
+ * the view reads those clusters from the target, and no read of the
+ * view from the source is left there. */
 static int cbw_before_write(BdNode *node, uint64_t offset, uint64_t bytes)
 {
     BdCbw *s = node->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t start = offset / cs * cs;
+    uint64_t end = MIN((offset + bytes + cs - 1) / cs * cs, s->size);
     int ret;
 
-    if (g_atomic_int_get(&s->snapshot_error)) {
+    if (g_atomic_int_get(&s->snapshot_error) || start >= end) {
         return 0;    /* the snapshot is broken already: writes go on */
     }
-    ret = bd_cbw_copy(s, offset, bytes, 0, NULL);
-    if (ret < 0 && s->on_cbw_error == CBW_BREAK_SNAPSHOT) {
-        g_atomic_int_set(&s->snapshot_error, ret);
-        g_warning("node '%s': copy-before-write failed (%s); the snapshot "
-                  "is broken", node->node_name, g_strerror(-ret));
-        return 0;
+    ret = s->cbw_timeout ? cbw_copy_timed(s, start, end - start)
+                         : bd_cbw_copy(s, start, end - start, 0, NULL);
+    if (ret < 0 && s->on_cbw_error == CBW_BREAK_GUEST_WRITE) {
+        return ret;
+    }
+
+    bd_reqlist_lock(&s->frozen_reads);
+    if (ret < 0) {
+        if (g_atomic_int_compare_and_exchange(&s->snapshot_error, 0, ret)) {
+            g_warning("node '%s': copy-before-write failed (%s); the "
+                      "snapshot is broken", node->node_name,
+                      g_strerror(-ret));
+        }
+    } else {
+        bd_dirty_bitmap_set(s->done_bitmap, start, end - start);
+    }
+    while (bd_reqlist_overlaps_locked(&s->frozen_reads, start,
+                                      end - start)) {
+        bd_reqlist_wait_locked(&s->frozen_reads);
+    }
+    bd_reqlist_unlock(&s->frozen_reads);
+    return 0;
+}
+
+/* --- the snapshot API (for snapshot-access) --- */
+
+/* Where the view's [offset, offset+bytes) starts: on the target (TRUE)
+ * or the source, for *pnum bytes.  A read from the source is entered
+ * in frozen_reads ('req'; leave with snapshot_read_unlock) so that no
+ * guest write changes it meanwhile.  -EACCES when the snapshot is
+ * broken or part of the range is not (or no longer) in the view. */
+static int snapshot_read_lock(BdCbw *s, uint64_t offset, uint64_t bytes,
+                              uint64_t *pnum, gboolean *on_target,
+                              BdReq *req)
+{
+    uint64_t end = offset + bytes;
+    int64_t next;
+
+    bd_reqlist_lock(&s->frozen_reads);
+    if (g_atomic_int_get(&s->snapshot_error) ||
+        bd_dirty_bitmap_next_zero(s->access_bitmap, offset, end) != -1) {
+        bd_reqlist_unlock(&s->frozen_reads);
+        return -EACCES;
+    }
+    *on_target = bd_dirty_bitmap_get(s->done_bitmap, offset);
+    next = *on_target ? bd_dirty_bitmap_next_zero(s->done_bitmap, offset, end)
+                      : bd_dirty_bitmap_next_dirty(s->done_bitmap, offset,
+                                                   end);
+    *pnum = (next < 0 ? end : (uint64_t)next) - offset;
+    if (!*on_target) {
+        bd_req_insert_locked(&s->frozen_reads, req, offset, *pnum, FALSE);
+    }
+    bd_reqlist_unlock(&s->frozen_reads);
+    return 0;
+}
+
+static void snapshot_read_unlock(BdCbw *s, gboolean on_target, BdReq *req)
+{
+    if (!on_target) {
+        bd_reqlist_lock(&s->frozen_reads);
+        bd_req_remove_locked(&s->frozen_reads, req);
+        bd_reqlist_unlock(&s->frozen_reads);
+    }
+}
+
+static int cbw_pread_snapshot(BdNode *node, uint64_t offset, uint64_t bytes,
+                              void *buf)
+{
+    BdCbw *s = node->opaque;
+    char *p = buf;
+
+    while (bytes) {
+        uint64_t n;
+        gboolean on_target;
+        BdReq req;
+        int ret = snapshot_read_lock(s, offset, bytes, &n, &on_target, &req);
+
+        if (ret < 0) {
+            return ret;
+        }
+        ret = bd_child_pread(on_target ? s->target : s->file, offset, n, p,
+                             0);
+        snapshot_read_unlock(s, on_target, &req);
+        if (ret < 0) {
+            return ret;
+        }
+        offset += n;
+        bytes -= n;
+        p += n;
+    }
+    return 0;
+}
+
+static int cbw_block_status_snapshot(BdNode *node, uint64_t offset,
+                                     uint64_t bytes, uint64_t *pnum,
+                                     uint64_t *map, BdNode **file)
+{
+    BdCbw *s = node->opaque;
+    uint64_t n;
+    gboolean on_target;
+    BdReq req;
+    int ret = snapshot_read_lock(s, offset, bytes, &n, &on_target, &req);
+
+    if (ret < 0) {
+        return ret;
+    }
+    ret = bd_node_block_status(on_target ? s->target->node : s->file->node,
+                               offset, n, pnum, map, file);
+    snapshot_read_unlock(s, on_target, &req);
+    if (ret >= 0 && on_target && !(ret & BD_BLOCK_ALLOCATED)) {
+        /* Written to the target by a copy, so its own: never let a
+         * reader fall through to what lies below the target. */
+        ret |= BD_BLOCK_ALLOCATED | BD_BLOCK_ZERO;
     }
     return ret;
+}
+
+/* The reader needs [offset, offset+bytes) of the view no more: whole
+ * clusters inside it leave the view, are never copied, and the target
+ * lets their space go.  A piece smaller than a cluster does nothing
+ * (QEMU 7.2 aborts there). */
+static int cbw_pdiscard_snapshot(BdNode *node, uint64_t offset,
+                                 uint64_t bytes)
+{
+    BdCbw *s = node->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t start = (offset + cs - 1) / cs * cs;
+    uint64_t end = offset + bytes == s->size ? s->size
+                                             : (offset + bytes) / cs * cs;
+
+    if (end <= start) {
+        return 0;
+    }
+    bd_reqlist_lock(&s->frozen_reads);
+    bd_dirty_bitmap_reset(s->access_bitmap, start, end - start);
+    bd_reqlist_unlock(&s->frozen_reads);
+    bd_reqlist_lock(&s->copies);
+    bd_dirty_bitmap_reset(s->copy_bitmap, start, end - start);
+    bd_reqlist_unlock(&s->copies);
+    return bd_child_pdiscard(s->target, start, end - start);
 }
 
 static int cbw_pread(BdNode *node, uint64_t offset, uint64_t bytes,
@@ -481,15 +787,25 @@ static int cbw_flush(BdNode *node)
     return bd_child_flush(s->file);
 }
 
-/* A drain of the filter waits for the backup job's chunk under way and
- * holds the next one back. */
+/* A drain of the filter holds the backup job's next chunk back ... */
 static void cbw_drained_begin(BdNode *node)
 {
     BdCbw *s = node->opaque;
 
     bd_mutex_lock(&s->lock);
     s->quiesce++;
-    while (s->job_active) {
+    bd_mutex_unlock(&s->lock);
+}
+
+/* ... and, once the nodes below let their requests go (a throttled
+ * target), waits for the chunk under way and for the copies that
+ * timed-out guest writes left running. */
+static void cbw_drained_wait(BdNode *node)
+{
+    BdCbw *s = node->opaque;
+
+    bd_mutex_lock(&s->lock);
+    while (s->job_active || s->bg_copies) {
         bd_cond_wait(&s->cond, &s->lock);
     }
     bd_mutex_unlock(&s->lock);
@@ -517,7 +833,11 @@ const BdDriver bd_cbw_driver = {
     .pwrite_zeroes = cbw_pwrite_zeroes,
     .pdiscard = cbw_pdiscard,
     .flush = cbw_flush,
+    .pread_snapshot = cbw_pread_snapshot,
+    .block_status_snapshot = cbw_block_status_snapshot,
+    .pdiscard_snapshot = cbw_pdiscard_snapshot,
     .drained_begin = cbw_drained_begin,
+    .drained_wait = cbw_drained_wait,
     .drained_end = cbw_drained_end,
 };
 
@@ -552,7 +872,7 @@ BdNode *bd_cbw_append(BdNode *source, BdNode *target,
     if (opts->bitmap) {
         bd_dirty_bitmap_clear(s->copy_bitmap);
         if (!bd_dirty_bitmap_merge(s->copy_bitmap, opts->bitmap, NULL,
-                                   errp)) {
+                                   errp) || !cbw_init_view(s, errp)) {
             bd_node_unref(filter);
             return NULL;
         }

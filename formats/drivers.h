@@ -18,5 +18,6 @@ extern const BdDriver bd_quorum_driver;
 extern const BdDriver bd_throttle_driver;
 extern const BdDriver bd_copy_on_read_driver;
 extern const BdDriver bd_cbw_driver;
+extern const BdDriver bd_snapshot_access_driver;
 
 #endif

@@ -27,6 +27,7 @@ static const BdDriver *const bd_formats_table[] = {
     &bd_throttle_driver,
     &bd_cbw_driver,
     &bd_copy_on_read_driver,
+    &bd_snapshot_access_driver,
 };
 
 void bd_formats_register_all(void)

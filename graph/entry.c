@@ -270,12 +270,15 @@ static void collect_nodes_below(BdNode *node, GHashTable *seen,
 }
 
 /* Nodes that may hold requests of the quiesced entries back (throttle)
- * are told to let them go, so the wait below always ends. */
-static GPtrArray *drain_notify_nodes(GPtrArray *entries)
+ * are told to let them go, so the wait below always ends: those below
+ * the entries, and below the drained node itself, whose own I/O (a
+ * filter's background copy) may have no entry above it. */
+static GPtrArray *drain_notify_nodes(GPtrArray *entries, BdNode *node)
 {
     g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
     GPtrArray *nodes = g_ptr_array_new();
 
+    collect_nodes_below(node, seen, nodes);
     for (guint i = 0; i < entries->len; i++) {
         BdEntry *e = entries->pdata[i];
         if (e->root) {
@@ -305,7 +308,7 @@ BdDrainSection *bd_drained_begin(BdNode *node)
         BdEntry *e = entries->pdata[i];
         g_atomic_int_inc(&e->quiesce);
     }
-    section->nodes = drain_notify_nodes(entries);
+    section->nodes = drain_notify_nodes(entries, node);
     for (guint i = 0; i < entries->len; i++) {
         BdEntry *e = entries->pdata[i];
         bd_mutex_lock(&e->lock);
@@ -313,6 +316,12 @@ BdDrainSection *bd_drained_begin(BdNode *node)
             bd_cond_wait(&e->cond, &e->lock);
         }
         bd_mutex_unlock(&e->lock);
+    }
+    for (guint i = 0; i < section->nodes->len; i++) {
+        BdNode *n = section->nodes->pdata[i];
+        if (n->drv && n->drv->drained_wait) {
+            n->drv->drained_wait(n);
+        }
     }
     return section;
 }

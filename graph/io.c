@@ -415,6 +415,50 @@ int bd_node_truncate(BdNode *node, uint64_t size)
     return ret;
 }
 
+/* --- the snapshot-access API --- */
+
+int bd_node_pread_snapshot(BdNode *node, uint64_t offset, uint64_t bytes,
+                           void *buf)
+{
+    if (!node->drv->pread_snapshot) {
+        return -ENOTSUP;
+    }
+    if (offset + bytes < offset || offset + bytes > node_size(node)) {
+        return -EINVAL;
+    }
+    return bytes ? node->drv->pread_snapshot(node, offset, bytes, buf) : 0;
+}
+
+int bd_node_block_status_snapshot(BdNode *node, uint64_t offset,
+                                  uint64_t bytes, uint64_t *pnum,
+                                  uint64_t *map, BdNode **file)
+{
+    uint64_t size = node_size(node);
+
+    if (!node->drv->block_status_snapshot) {
+        return -ENOTSUP;
+    }
+    if (offset >= size) {
+        *pnum = 0;
+        return BD_BLOCK_EOF;
+    }
+    return node->drv->block_status_snapshot(node, offset,
+                                            MIN(bytes, size - offset), pnum,
+                                            map, file);
+}
+
+int bd_node_pdiscard_snapshot(BdNode *node, uint64_t offset,
+                              uint64_t bytes)
+{
+    if (!node->drv->pdiscard_snapshot) {
+        return -ENOTSUP;
+    }
+    if (offset + bytes < offset || offset + bytes > node_size(node)) {
+        return -EINVAL;
+    }
+    return bytes ? node->drv->pdiscard_snapshot(node, offset, bytes) : 0;
+}
+
 /* --- block status --- */
 
 int bd_node_block_status(BdNode *node, uint64_t offset, uint64_t bytes,

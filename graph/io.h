@@ -31,6 +31,16 @@ int bd_node_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
 int bd_node_block_status_above(BdNode *node, uint64_t offset,
                                uint64_t bytes, uint64_t *pnum, int *depth);
 
+/* The snapshot-access API of a node (see BdDriver's *_snapshot): its
+ * frozen point-in-time view.  -ENOTSUP when the node has none. */
+int bd_node_pread_snapshot(BdNode *node, uint64_t offset, uint64_t bytes,
+                           void *buf);
+int bd_node_block_status_snapshot(BdNode *node, uint64_t offset,
+                                  uint64_t bytes, uint64_t *pnum,
+                                  uint64_t *map, BdNode **file);
+int bd_node_pdiscard_snapshot(BdNode *node, uint64_t offset,
+                              uint64_t bytes);
+
 /* The same through a child edge, as drivers call them. */
 static inline int bd_child_pread(BdChild *c, uint64_t off, uint64_t n,
                                  void *buf, int flags)

@@ -185,6 +185,18 @@ struct BdDriver {
      * filtered child, others report DATA for the whole range. */
     int (*block_status)(BdNode *node, uint64_t offset, uint64_t bytes,
                         uint64_t *pnum, uint64_t *map, BdNode **file);
+    /* The snapshot-access API (QEMU's *_snapshot callbacks): a filter
+     * that keeps a frozen point-in-time view of its filtered child
+     * (copy-before-write) offers it to a 'snapshot-access' parent
+     * through these.  Reads of the view, its block status (as
+     * block_status) and discard (drop a region from the view: it is no
+     * longer needed).  NULL: the node offers no snapshot (-ENOTSUP). */
+    int (*pread_snapshot)(BdNode *node, uint64_t offset, uint64_t bytes,
+                          void *buf);
+    int (*block_status_snapshot)(BdNode *node, uint64_t offset,
+                                 uint64_t bytes, uint64_t *pnum,
+                                 uint64_t *map, BdNode **file);
+    int (*pdiscard_snapshot)(BdNode *node, uint64_t offset, uint64_t bytes);
     /* Resize to exactly 'size' bytes.  Updates node->size on success. */
     int (*truncate)(BdNode *node, uint64_t size);
     /* Bytes of storage actually used (for "actual-size"); -errno if
@@ -237,6 +249,11 @@ struct BdDriver {
      * them while drained so that drain never stalls.  Main thread. */
     void (*drained_begin)(BdNode *node);
     void (*drained_end)(BdNode *node);
+    /* Then, once every node of the section has had drained_begin and
+     * the entries' requests are done: wait for I/O the node runs on its
+     * own (a backup job's chunk, a copy left behind by a timeout).  Its
+     * children have been told to let requests go, so this ends. */
+    void (*drained_wait)(BdNode *node);
 
     /* Fault-injection hook (blkdebug): 'event' is a BdDebugEvent of
      * graph/debug-event.h, sent by the parent through
