@@ -215,5 +215,6 @@ void bd_control_init(void)
     bd_cmd_backup_register();
     bd_cmd_stream_register();
     bd_cmd_mirror_register();
+    bd_cmd_backup_session_register();
     bd_events_init();
 }

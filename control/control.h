@@ -71,6 +71,10 @@ gboolean bd_monitor_add(const char *arg, GError **errp);
 /* Close every session and listener and unlink the unix sockets. */
 void bd_monitor_cleanup(void);
 
+/* Shutdown: end every backup session (backup-session.c), before the
+ * exports close. */
+void bd_backup_sessions_end_all(void);
+
 /* Set when the 'quit' command ran (the daemon then shuts down). */
 typedef void (*BdQuitFunc)(gpointer opaque);
 void bd_control_set_quit_handler(BdQuitFunc fn, gpointer opaque);

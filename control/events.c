@@ -33,6 +33,8 @@ static const BdQmpEvent events[] = {
     { "BLOCK_JOB_ERROR", bd_job_event_error },
     { "BLOCK_JOB_READY", bd_job_event_ready },
     { "BLOCK_JOB_PENDING", bd_job_event_pending },
+    { "BLOCKD_BACKUP_PROGRESS", bd_backup_session_event_progress },
+    { "BLOCKD_BACKUP_END", bd_backup_session_event_end },
     { NULL } };
 
 const BdQmpEvent *bd_qmp_events(void)

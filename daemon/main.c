@@ -117,6 +117,7 @@ static void shutdown_everything(void)
     gint64 deadline = g_get_monotonic_time() + SHUTDOWN_EXPORT_TIMEOUT_US;
 
     bd_job_cancel_sync_all();
+    bd_backup_sessions_end_all();
     bd_export_close_all(NULL);
     if (!bd_export_wait_gone(NULL, deadline)) {
         g_warning("exports still have clients after %d s; exiting anyway",

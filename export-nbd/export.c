@@ -281,6 +281,14 @@ static void nbd_export_destroy(BdExport *exp)
     g_free(ne->description);
 }
 
+guint64 bd_nbd_export_bytes_read(BdExport *exp)
+{
+    if (exp->drv != &bd_nbd_export_driver) {
+        return 0;
+    }
+    return __atomic_load_n(&nbd_export(exp)->bytes_read, __ATOMIC_RELAXED);
+}
+
 const BdExportDriver bd_nbd_export_driver = {
     .type = "nbd",
     .options = nbd_export_options,

@@ -75,6 +75,7 @@ typedef struct BdNbdExport {
     BdDirtyBitmap **bitmaps;
     char **bitmap_names;
     guint n_bitmaps;
+    guint64 bytes_read;       /* atomic: payload read by all clients */
     gboolean listed BD_STATIC_GUARDED_BY(bd_nbd_lock);  /* in the name table */
     /* BdNbdClient * in transmission. */
     GList *clients BD_STATIC_GUARDED_BY(bd_nbd_lock);

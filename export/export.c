@@ -367,12 +367,18 @@ void bd_export_close_all(const char *type)
     }
 }
 
-static gboolean any_left(const char *type)
+/* Of 'type' (any when NULL) and, when 'id' is not NULL, that one. */
+static gboolean selected(BdExport *exp, const char *type, const char *id)
+{
+    return of_type(exp, type) && (!id || strcmp(exp->id, id) == 0);
+}
+
+static gboolean any_left(const char *type, const char *id)
 {
     GPtrArray *list = export_list();
 
     for (guint i = 0; i < list->len; i++) {
-        if (of_type(list->pdata[i], type)) {
+        if (selected(list->pdata[i], type, id)) {
             return TRUE;
         }
     }
@@ -383,7 +389,7 @@ static gboolean any_left(const char *type)
  * left behind in a throttle would keep the export alive at the
  * throttle's pace.  A drain lets them go (and waits for them), as QEMU's
  * deletion of an export drains its block backend. */
-static void release_held_requests(const char *type)
+static void release_held_requests(const char *type, const char *id)
 {
     g_autoptr(GPtrArray) nodes =
         g_ptr_array_new_with_free_func((GDestroyNotify)bd_node_unref);
@@ -393,7 +399,7 @@ static void release_held_requests(const char *type)
         BdExport *exp = list->pdata[i];
         BdNode *node = exp->entry ? bd_entry_node(exp->entry) : NULL;
 
-        if (node && of_type(exp, type) &&
+        if (node && selected(exp, type, id) &&
             !g_ptr_array_find(nodes, node, NULL)) {
             g_ptr_array_add(nodes, bd_node_ref(node));
         }
@@ -403,19 +409,19 @@ static void release_held_requests(const char *type)
     }
 }
 
-gboolean bd_export_wait_gone(const char *type, gint64 deadline)
+static gboolean wait_for(const char *type, const char *id, gint64 deadline)
 {
     BD_GLOBAL_STATE_CODE();
     reap_queued();
-    if (!any_left(type)) {
+    if (!any_left(type, id)) {
         return TRUE;
     }
-    release_held_requests(type);
+    release_held_requests(type, id);
     for (;;) {
         gboolean woken = TRUE;
 
         reap_queued();
-        if (!any_left(type)) {
+        if (!any_left(type, id)) {
             return TRUE;
         }
         bd_mutex_lock(&reap_lock);
@@ -425,7 +431,17 @@ gboolean bd_export_wait_gone(const char *type, gint64 deadline)
         bd_mutex_unlock(&reap_lock);
         if (!woken) {
             reap_queued();
-            return !any_left(type);
+            return !any_left(type, id);
         }
     }
+}
+
+gboolean bd_export_wait_gone(const char *type, gint64 deadline)
+{
+    return wait_for(type, NULL, deadline);
+}
+
+gboolean bd_export_wait_deleted(const char *id, gint64 deadline)
+{
+    return wait_for(NULL, id, deadline);
 }

@@ -95,6 +95,8 @@ void bd_export_close_all(const char *type);
  * does, so that shut-down exports go without waiting for them.  For
  * shutdown and nbd-server-stop, after bd_export_close_all(). */
 gboolean bd_export_wait_gone(const char *type, gint64 deadline);
+/* The same for the one export 'id' (after bd_export_del). */
+gboolean bd_export_wait_deleted(const char *id, gint64 deadline);
 
 void bd_export_ref(BdExport *exp);
 /* Take a reference unless the last one is already gone (the export is
