@@ -565,7 +565,11 @@ gboolean bd_node_replace(BdNode *from, BdNode *to, GError **errp)
 
     for (GList *l = from->parents; l; l = l->next) {
         BdChild *c = l->data;
-        if (c->parent == to) {
+        /* Edges from 'to' and from below it stay (QEMU's
+         * should_update_child): a fleecing target whose backing is the
+         * source keeps reading it directly, or 'to' would become its own
+         * descendant. */
+        if (c->parent && bd_node_is_ancestor_of(to, c->parent)) {
             continue;
         }
         if (c->frozen) {

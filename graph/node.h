@@ -414,9 +414,9 @@ BdChild *bd_node_attach_child(BdNode *parent, BdNode *child,
                               const char *name, BdChildRole role,
                               GError **errp);
 /* QEMU's bdrv_replace_node: every parent of 'from' (edges and entry
- * handles, except 'to' itself) is moved onto 'to', with the users of
- * 'from' drained, in one permission update; a frozen edge or a
- * conflict refuses it and nothing changes.  Main thread. */
+ * handles, except 'to' and the nodes below it) is moved onto 'to',
+ * with the users of 'from' drained, in one permission update; a frozen
+ * edge or a conflict refuses it and nothing changes.  Main thread. */
 gboolean bd_node_replace(BdNode *from, BdNode *to, GError **errp);
 /* Detach and drop the reference (permissions are relaxed afterwards). */
 void bd_node_detach_child(BdNode *parent, BdChild *child);
