@@ -33,6 +33,7 @@ static const BdQmpEvent events[] = {
     { "BLOCK_JOB_ERROR", bd_job_event_error },
     { "BLOCK_JOB_READY", bd_job_event_ready },
     { "BLOCK_JOB_PENDING", bd_job_event_pending },
+    { "BLOCKD_CHECKPOINT_UNUSABLE", bd_checkpoint_event_unusable },
     { NULL } };
 
 const BdQmpEvent *bd_qmp_events(void)
