@@ -206,9 +206,9 @@ static struct BdNodeCheckpoints *node_state(BdNode *node)
 static void report_unusable(BdNode *node, GPtrArray *chain)
 {
     GHashTable *reported = node_state(node)->reported;
+    g_autoptr(GString) text = g_string_new(NULL);
     GVariantBuilder names;
     GVariantBuilder data;
-    guint n = 0;
 
     g_variant_builder_init(&names, G_VARIANT_TYPE_STRING_ARRAY);
     for (guint i = 0; i < chain->len; i++) {
@@ -218,15 +218,16 @@ static void report_unusable(BdNode *node, GPtrArray *chain)
         if (l->broken_by && !g_hash_table_contains(reported, bitmap)) {
             g_hash_table_add(reported, g_strdup(bitmap));
             g_variant_builder_add(&names, "s", l->name);
-            n++;
+            g_string_append_printf(text, "%s'%s'", text->len ? ", " : "",
+                                   l->name);
         }
     }
-    if (!n) {
+    if (!text->len) {
         g_variant_builder_clear(&names);
         return;
     }
-    g_message("node '%s': %u checkpoint(s) unusable: a bitmap was not "
-              "saved cleanly", node->node_name, n);
+    g_message("node '%s': checkpoints not usable (a bitmap was not saved "
+              "cleanly): %s", node->node_name, text->str);
     g_variant_builder_init(&data, G_VARIANT_TYPE_VARDICT);
     g_variant_builder_add(&data, "{sv}", "node",
                           g_variant_new_string(node->node_name));
