@@ -10,14 +10,17 @@ blockd's own commands: no run against qemu-storage-daemon."""
 
 import json
 import os
+import random
 import signal
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blockd_test import (Daemon, assert_eq, assert_in, check_image, image_bitmaps,  # noqa: E402
-                         main, nbd_export, qcow2_image, qemu_io, require_tool, run,
-                         skip_if_reference, start_qcow2, tests_of)
+                         main, nbd_connection, nbd_export, qcow2_image, qemu_io, require_nbd,
+                         require_tool, run, skip_if_reference, start_qcow2, tests_of,
+                         wait_for)
 
 KiB, MiB = 1 << 10, 1 << 20
 # Regions written between checkpoints, aligned to the default granularity
@@ -350,6 +353,65 @@ def test_disabled_outside_is_unusable():
         q = start_qcow2(d, img)
         assert_eq([c[:2] for c in chain(q)], [('c1', False), ('c2', False), ('c4', True)],
                   'after restart')
+
+
+class Writer:
+    """A libnbd client writing 4 KiB at random 64 KiB-aligned offsets of
+    the export until stopped; remembers the 64 KiB chunks it wrote."""
+
+    def __init__(self, uri):
+        self.uri, self.chunks, self.writes, self.error = uri, set(), 0, None
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+
+    def run(self):
+        try:
+            with nbd_connection(self.uri) as h:
+                rng = random.Random(7)
+                while not self.stopping.is_set():
+                    chunk = rng.randrange(64 * MiB // (64 * KiB))
+                    h.pwrite(b'\x5a' * 4096, chunk * 64 * KiB)
+                    self.chunks.add(chunk)
+                    self.writes += 1
+        except Exception as e:  # noqa: BLE001 (reported by the test)
+            self.error = e
+
+    def wrote_more(self, n):
+        """Wait until n more writes have landed (the test interleaves)."""
+        target = self.writes + n
+        wait_for(lambda: self.writes >= target or self.error, what='writes')
+
+
+def test_concurrent_writes():
+    """Creating and deleting checkpoints while a client keeps writing: no
+    write is lost from the changes since the first checkpoint, the image
+    stays sound, and the result survives a restart."""
+    require_nbd()
+    with setup() as d:
+        img = qcow2_image(d)
+        q = start_qcow2(d, img)
+        create(q, 'c1')
+        w = Writer(d.uri())
+        w.thread.start()
+        try:
+            for step in [('create', 'c2'), ('create', 'c3'), ('delete', 'c2'),
+                         ('create', 'c4'), ('delete', 'c4'), ('create', 'c5'),
+                         ('create', 'c6'), ('delete', 'c5')]:
+                w.wrote_more(50)
+                (create if step[0] == 'create' else delete)(q, step[1])
+            w.wrote_more(50)
+        finally:
+            w.stopping.set()
+            w.thread.join()
+        assert w.error is None, w.error
+        written = len(w.chunks) * 64 * KiB
+        assert_eq([c[:3] for c in chain(q)], [('c1', True, False), ('c3', True, False),
+                                              ('c6', True, True)], 'chain')
+        assert_eq(chain(q)[0][3], written, 'changes since c1 = every chunk written')
+        d.stop()
+        check_image(img)
+        q = start_qcow2(d, img)
+        assert_eq(chain(q)[0][3], written, 'after restart')
 
 
 def test_refusals():
