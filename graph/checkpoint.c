@@ -454,12 +454,29 @@ static gboolean check_not_busy(BdNode *node, BdDirtyBitmap *bm,
     return TRUE;
 }
 
-/* The bitmap name of a new checkpoint after the chain's newest. */
-static char *new_bitmap_name(GPtrArray *chain, const char *name,
-                             GError **errp)
+/* After every checkpoint bitmap of the node, including one that a
+ * pending transaction removes: a name it still holds is not reused. */
+static guint64 next_seq(BdNode *node)
 {
-    Link *newest = chain_newest(chain);
-    guint64 seq = newest ? newest->seq + 1 : 1;
+    g_autoptr(GPtrArray) list = bd_dirty_bitmap_list(node);
+    guint64 max = 0, seq;
+    gint64 created;
+    const char *name;
+
+    for (guint i = 0; i < list->len; i++) {
+        if (bd_checkpoint_owns_bitmap(list->pdata[i], NULL) &&
+            parse_bitmap_name(bd_dirty_bitmap_name(list->pdata[i]), &seq,
+                              &created, &name)) {
+            max = MAX(max, seq);
+        }
+    }
+    return max + 1;
+}
+
+/* The bitmap name of a new checkpoint, the newest of the chain. */
+static char *new_bitmap_name(BdNode *node, const char *name, GError **errp)
+{
+    guint64 seq = next_seq(node);
     gint64 now = g_get_real_time() / G_USEC_PER_SEC;
     g_autofree char *bitmap = g_strdup_printf(
         BD_CHECKPOINT_BITMAP_PREFIX "%06" G_GUINT64_FORMAT ".%" G_GINT64_FORMAT
@@ -505,7 +522,7 @@ BdCheckpointChange *bd_checkpoint_create_prepare(BdNode *node,
 
     if (!check_name(name, errp) || !(chain = chain_load(node, errp)) ||
         !create_checks(node, chain, name, errp) ||
-        !(bitmap = new_bitmap_name(chain, name, errp))) {
+        !(bitmap = new_bitmap_name(node, name, errp))) {
         return NULL;
     }
     if (!granularity) {

@@ -276,6 +276,9 @@ static void test_abort_changes_nothing(void)
     cre = bd_checkpoint_create_prepare(node, "c4", 0, &err);
     g_assert_no_error(err);
     ASSERT_CHAIN(node, "c1:1:0:12 c2:1:0:8 c4:1:1:0");
+    /* c3's bitmap is still there until commit: c4 does not take its seq. */
+    g_assert_true(g_str_has_prefix(bd_dirty_bitmap_name(bitmap_of(node, "c4")),
+                                   BD_CHECKPOINT_BITMAP_PREFIX "000004."));
     write_at(node, 196608);    /* lands in c4, and in c3 still */
     before = syncs;
     bd_checkpoint_change_abort(cre);
