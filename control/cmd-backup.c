@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include "control/cmd-bitmap.h"
 #include "control/transaction.h"
 #include "formats/registry.h"
 #include "graph/entry.h"
@@ -191,6 +192,11 @@ static gboolean backup_bitmap_args(const BackupArgs *a, BdNode *source,
                         "Bitmap sync mode '%s' has no meaningful effect "
                         "when combined with sync mode '%s'",
                         bitmap_mode_values[mode], bd_ctl_sync_mode_name(sync));
+            return FALSE;
+        }
+        /* A checkpoint's bitmap may be read, never cleared by a job. */
+        if (p->bitmap_mode != BD_BITMAP_SYNC_NEVER &&
+            !bd_cmd_bitmap_check_owner(p->bitmap, errp)) {
             return FALSE;
         }
     } else if (has_mode) {

@@ -7,6 +7,7 @@
  */
 #include <string.h>
 #include "control/cmd-bitmap.h"
+#include "graph/checkpoint.h"
 #include "graph/error.h"
 #include "graph/main-thread.h"
 #include "graph/node.h"
@@ -79,6 +80,31 @@ static const BdSchemaType *sha256_fn(void) { return &sha256_type; }
 
 /* --- shared steps --- */
 
+gboolean bd_cmd_bitmap_check_name(const char *name, GError **errp)
+{
+    if (g_str_has_prefix(name, BD_CHECKPOINT_BITMAP_PREFIX)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Bitmap name '%s' is reserved for checkpoints (names "
+                    "starting with '" BD_CHECKPOINT_BITMAP_PREFIX "')", name);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean bd_cmd_bitmap_check_owner(const BdDirtyBitmap *bm, GError **errp)
+{
+    const char *checkpoint;
+
+    if (bd_checkpoint_owns_bitmap(bm, &checkpoint)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Bitmap '%s' belongs to checkpoint '%s'; use the "
+                    "x-blockd-checkpoint commands to change it",
+                    bd_dirty_bitmap_name(bm), checkpoint);
+        return FALSE;
+    }
+    return TRUE;
+}
+
 BdDirtyBitmap *bd_cmd_bitmap_lookup(const char *node, const char *name,
                                     BdNode **pnode, GError **errp)
 {
@@ -118,6 +144,9 @@ gboolean bd_cmd_bitmap_add(const BdCmdBitmapArgs *a, GError **errp)
     if (!*name) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Bitmap name cannot be empty");
+        return FALSE;
+    }
+    if (!bd_cmd_bitmap_check_name(name, errp)) {
         return FALSE;
     }
     bs = bd_node_find(node);
@@ -160,7 +189,8 @@ BdDirtyBitmap *bd_cmd_bitmap_remove(const char *node, const char *name,
     BdDirtyBitmap *bm = bd_cmd_bitmap_lookup(node, name, &bs, errp);
 
     if (!bm ||
-        !bd_dirty_bitmap_check(bm, BD_BITMAP_BUSY | BD_BITMAP_RO, errp)) {
+        !bd_dirty_bitmap_check(bm, BD_BITMAP_BUSY | BD_BITMAP_RO, errp) ||
+        !bd_cmd_bitmap_check_owner(bm, errp)) {
         return NULL;
     }
     if (bd_dirty_bitmap_persistent(bm) &&
@@ -203,7 +233,7 @@ BdDirtyBitmap *bd_cmd_bitmap_merge(const char *node, const char *target,
     BdDirtyBitmap *anon;
     gsize n = sources ? g_variant_n_children(sources) : 0;
 
-    if (!dst) {
+    if (!dst || !bd_cmd_bitmap_check_owner(dst, errp)) {
         return NULL;
     }
     /* As QEMU: the sources meet in an anonymous bitmap first, so the
@@ -260,7 +290,8 @@ static BdDirtyBitmap *lookup_checked(GVariant *args, int flags,
 
     bd_cmd_bitmap_args(&bitmap_type, args, &a);
     bm = bd_cmd_bitmap_lookup(a.node, a.name, NULL, errp);
-    return bm && bd_dirty_bitmap_check(bm, flags, errp) ? bm : NULL;
+    return bm && bd_dirty_bitmap_check(bm, flags, errp) &&
+           bd_cmd_bitmap_check_owner(bm, errp) ? bm : NULL;
 }
 
 static gboolean cmd_clear(GVariant *args, JsonNode **ret, GError **errp)

@@ -42,6 +42,14 @@ BdDirtyBitmap *bd_cmd_bitmap_merge(const char *node, const char *target,
                                    BdDirtyBitmapBackup **backup,
                                    GError **errp);
 
+/* Checkpoints own their bitmaps (graph/checkpoint.h): names with the
+ * checkpoint prefix are refused for new bitmaps ("Bitmap name 'X' is
+ * reserved for checkpoints"), and a checkpoint's bitmap is refused by
+ * every command that would change or remove it ("Bitmap 'X' belongs
+ * to checkpoint 'Y'; ...") so that its chain stays right. */
+gboolean bd_cmd_bitmap_check_name(const char *name, GError **errp);
+gboolean bd_cmd_bitmap_check_owner(const BdDirtyBitmap *bm, GError **errp);
+
 /* Schemas, shared with the transaction's action table. */
 const BdSchemaType *bd_cmd_bitmap_add_schema(void);
 const BdSchemaType *bd_cmd_bitmap_schema(void);

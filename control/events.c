@@ -35,6 +35,7 @@ static const BdQmpEvent events[] = {
     { "BLOCK_JOB_PENDING", bd_job_event_pending },
     { "BLOCKD_BACKUP_PROGRESS", bd_backup_session_event_progress },
     { "BLOCKD_BACKUP_END", bd_backup_session_event_end },
+    { "BLOCKD_CHECKPOINT_UNUSABLE", bd_checkpoint_event_unusable },
     { NULL } };
 
 const BdQmpEvent *bd_qmp_events(void)

@@ -68,6 +68,9 @@ const BdSchemaType *bd_job_event_ready(void);
 const BdSchemaType *bd_job_event_error(void);
 const BdSchemaType *bd_job_event_pending(void);
 void bd_cmd_bitmap_register(void);
+void bd_cmd_checkpoint_register(void);
+/* BLOCKD_CHECKPOINT_UNUSABLE's data type (cmd-checkpoint.c). */
+const BdSchemaType *bd_checkpoint_event_unusable(void);
 void bd_cmd_transaction_register(void);
 void bd_cmd_object_register(void);
 void bd_cmd_backup_register(void);

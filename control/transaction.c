@@ -252,7 +252,8 @@ static BdDirtyBitmap *lookup_data(BdTxnAction *a, GVariant *data, int flags,
 
     bd_cmd_bitmap_args(a->ops->data(), data, &b);
     bm = bd_cmd_bitmap_lookup(b.node, b.name, NULL, errp);
-    return bm && bd_dirty_bitmap_check(bm, flags, errp) ? bm : NULL;
+    return bm && bd_dirty_bitmap_check(bm, flags, errp) &&
+           bd_cmd_bitmap_check_owner(bm, errp) ? bm : NULL;
 }
 
 static gboolean add_prepare(BdTxnAction *a, GVariant *data, GError **errp)

@@ -358,6 +358,13 @@ void bd_dirty_bitmap_set_inconsistent(BdDirtyBitmap *bm)
     STORE(bm->enabled, 0);
 }
 
+void bd_dirty_bitmap_clear_inconsistent(BdDirtyBitmap *bm)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    STORE(bm->inconsistent, 0);
+}
+
 gboolean bd_dirty_bitmap_check(const BdDirtyBitmap *bm, int flags,
                                GError **errp)
 {
@@ -946,6 +953,24 @@ gboolean bd_dirty_bitmap_remove_persistent(BdNode *node, const char *name,
     const BdBitmapStoreOps *ops = store_ops_of(node);
 
     return !ops || !ops->remove || ops->remove(node, name, errp);
+}
+
+gboolean bd_dirty_bitmap_store_supported(BdNode *node)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    const BdBitmapStoreOps *ops = store_ops_of(node);
+
+    return ops && ops->can_store;
+}
+
+gboolean bd_dirty_bitmap_store_sync(BdNode *node, GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    const BdBitmapStoreOps *ops = store_ops_of(node);
+
+    return !ops || !ops->sync || ops->sync(node, errp);
 }
 
 /* --- query --- */

@@ -81,6 +81,9 @@ void bd_dirty_bitmap_set_persistent(BdDirtyBitmap *bm, gboolean persistent);
 gboolean bd_dirty_bitmap_inconsistent(const BdDirtyBitmap *bm);
 /* Inconsistent bitmaps are also disabled (QEMU). */
 void bd_dirty_bitmap_set_inconsistent(BdDirtyBitmap *bm);
+/* Undo set_inconsistent in a transaction that aborts; the caller puts
+ * back the enabled state it saved. */
+void bd_dirty_bitmap_clear_inconsistent(BdDirtyBitmap *bm);
 gboolean bd_dirty_bitmap_readonly(const BdDirtyBitmap *bm);
 void bd_dirty_bitmap_set_readonly(BdDirtyBitmap *bm, gboolean readonly);
 /* Transaction remove: the bitmap stays until commit but must not be
@@ -184,6 +187,12 @@ typedef struct {
                           uint32_t granularity, GError **errp);
     /* A persistent bitmap is being removed (may be NULL). */
     gboolean (*remove)(BdNode *node, const char *name, GError **errp);
+    /* Write the set of persistent bitmaps (names, granularities) to the
+     * image now, while it stays open and writes go on: each one marked
+     * in use, its bits still stored on close.  What was added or
+     * removed then survives a crash, as inconsistent bitmaps.  NULL:
+     * the format stores on close only. */
+    gboolean (*sync)(BdNode *node, GError **errp);
 } BdBitmapStoreOps;
 
 void bd_dirty_bitmap_register_store(const BdDriver *drv,
@@ -194,6 +203,10 @@ gboolean bd_dirty_bitmap_can_store(BdNode *node, const char *name,
                                    uint32_t granularity, GError **errp);
 gboolean bd_dirty_bitmap_remove_persistent(BdNode *node, const char *name,
                                            GError **errp);
+/* Whether the node's driver stores persistent bitmaps at all. */
+gboolean bd_dirty_bitmap_store_supported(BdNode *node);
+/* The store's sync (above); TRUE when it has none. */
+gboolean bd_dirty_bitmap_store_sync(BdNode *node, GError **errp);
 
 /* query-named-block-nodes "dirty-bitmaps": av of BlockDirtyInfo, or NULL
  * when the node has none (the member is then omitted). */

@@ -16,6 +16,7 @@
 #include "graph/entry.h"
 #include "graph/io.h"
 #include "graph/bitmap.h"
+#include "graph/checkpoint.h"
 #include "graph/graph-internal.h"
 #include "graph/main-thread.h"
 
@@ -256,6 +257,7 @@ static void node_free(BdNode *node)
     }
     /* The driver's close stored what it keeps (qcow2 bitmaps). */
     bd_dirty_bitmaps_node_closing(node);
+    bd_checkpoints_node_closing(node);
     /* Children last: a driver's close may still flush through them. */
     while (node->children->len) {
         BdChild *child = g_ptr_array_index(node->children,

@@ -355,6 +355,9 @@ struct BdNode {
     BdRWLock bitmaps_lock;
     GPtrArray *bitmaps BD_PT_GUARDED_BY(bitmaps_lock);
     int nr_bitmaps;
+    /* Checkpoints already reported unusable (checkpoint.c), made when
+     * first needed.  Main thread only. */
+    struct BdNodeCheckpoints *checkpoints;
 
     /* Data-changing requests in flight at this node (io.c): keeps a
      * read-modify-write apart from writes to the same blocks. */

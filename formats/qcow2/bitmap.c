@@ -10,13 +10,18 @@
  *
  * As QEMU: while the image is open read-write every stored bitmap has
  * the in-use flag set on disk, so a bitmap found in use on open (the
- * last writer did not close cleanly) is loaded as inconsistent.  Stores
- * happen on close only (QEMU stores on close and inactivation); the
+ * last writer did not close cleanly) is loaded as inconsistent.  The
+ * bits are stored on close (QEMU stores on close and inactivation); the
  * clusters of the bitmaps replaced are freed after the new directory and
- * header are on disk.
+ * header are on disk.  A sync while open (checkpoints) stores the set of
+ * bitmaps without their bits: every entry in use, with an empty table,
+ * so that a crash leaves each one there, inconsistent.
  *
  * Thread model: open and close run on the main thread with no I/O in
- * flight on the node; the allocator calls take Qcow2State.lock.
+ * flight on the node; the allocator calls take Qcow2State.lock.  A sync
+ * runs on the main thread while guest I/O goes on and holds that lock
+ * throughout, as the allocating write path does (then the node's
+ * bitmaps_lock, a leaf, to list the bitmaps).
  */
 #define G_LOG_DOMAIN "blockd-qcow2"
 
@@ -152,8 +157,11 @@ static gboolean qcow2_can_store(BdNode *node, const char *name,
     return TRUE;
 }
 
+static gboolean qcow2_store_sync(BdNode *node, GError **errp);
+
 static const BdBitmapStoreOps qcow2_store_ops = {
     .can_store = qcow2_can_store,
+    .sync = qcow2_store_sync,
 };
 
 void qcow2_bitmaps_register(void)
@@ -473,9 +481,12 @@ static int64_t store_alloc(Qcow2State *s, uint64_t clusters, GArray *allocs)
     return off;
 }
 
-/* Write one bitmap's data clusters and table; fills e's table fields. */
+/* Write one bitmap's data clusters and table; fills e's table fields.
+ * 'in_use': the image stays open (or the bitmap is inconsistent): its
+ * bits would be stale at once, so the table stays empty and the entry
+ * is marked in use. */
 static int store_bitmap(Qcow2State *s, BdDirtyBitmap *bm, BitmapEntry *e,
-                        GArray *allocs)
+                        GArray *allocs, gboolean in_use)
 {
     uint64_t total = bd_dirty_bitmap_serialized_size(bm);
     uint64_t cs = s->cluster_size;
@@ -489,7 +500,7 @@ static int store_bitmap(Qcow2State *s, BdDirtyBitmap *bm, BitmapEntry *e,
     if (n > BME_MAX_TABLE_SIZE) {
         return -EFBIG;
     }
-    for (uint64_t i = 0; i < n && i * cs < total; i++) {
+    for (uint64_t i = 0; i < n && i * cs < total && !in_use; i++) {
         uint64_t len = MIN(cs, total - i * cs);
         int64_t off;
 
@@ -521,7 +532,8 @@ static int store_bitmap(Qcow2State *s, BdDirtyBitmap *bm, BitmapEntry *e,
     e->type = BME_TYPE_DIRTY;
     e->gran_bits = (uint8_t)g_bit_nth_lsf(bd_dirty_bitmap_granularity(bm),
                                           -1);
-    e->flags = bd_dirty_bitmap_enabled(bm) ? BME_FLAG_AUTO : 0;
+    e->flags = (bd_dirty_bitmap_enabled(bm) ? BME_FLAG_AUTO : 0) |
+               (in_use ? BME_FLAG_IN_USE : 0);
     e->name = g_strdup(bd_dirty_bitmap_name(bm));
     return 0;
 }
@@ -639,10 +651,13 @@ static BitmapEntry *find_old(Qcow2Bitmaps *b, const char *name)
 }
 
 /* The new directory: fresh entries for consistent bitmaps, the old
- * entry (still in use) for inconsistent ones.  'kept' collects the old
- * entries whose clusters stay referenced. */
+ * entry (still in use) for inconsistent ones, and a fresh in-use entry
+ * for an inconsistent one the image does not hold yet (a checkpoint
+ * marked so this session).  'kept' collects the old entries whose
+ * clusters stay referenced. */
 static int store_all_locked(Qcow2State *s, GPtrArray *entries,
-                            GHashTable *kept, GArray *allocs)
+                            GHashTable *kept, GArray *allocs,
+                            gboolean in_use)
 {
     g_autoptr(GPtrArray) list = bd_dirty_bitmap_list(s->node);
 
@@ -655,19 +670,19 @@ static int store_all_locked(Qcow2State *s, GPtrArray *entries,
             !bd_dirty_bitmap_name(bm)) {
             continue;
         }
-        if (bd_dirty_bitmap_inconsistent(bm)) {
-            old = find_old(s->bitmaps, bd_dirty_bitmap_name(bm));
-            if (old) {
-                e = g_memdup2(old, sizeof(*old));
-                e->name = g_strdup(old->name);
-                g_ptr_array_add(entries, e);
-                g_hash_table_add(kept, old);
-            }
+        old = bd_dirty_bitmap_inconsistent(bm)
+              ? find_old(s->bitmaps, bd_dirty_bitmap_name(bm)) : NULL;
+        if (old) {
+            e = g_memdup2(old, sizeof(*old));
+            e->name = g_strdup(old->name);
+            g_ptr_array_add(entries, e);
+            g_hash_table_add(kept, old);
             continue;
         }
         e = g_new0(BitmapEntry, 1);
         g_ptr_array_add(entries, e);
-        ret = store_bitmap(s, bm, e, allocs);
+        ret = store_bitmap(s, bm, e, allocs,
+                           in_use || bd_dirty_bitmap_inconsistent(bm));
         if (ret < 0) {
             return ret;
         }
@@ -681,8 +696,9 @@ static int store_all_locked(Qcow2State *s, GPtrArray *entries,
  * qcow2_store_persistent_dirty_bitmaps) and the image keeps its old
  * bitmaps.  After it, the old ones are released once the new header is
  * on disk; a failure there is left to the next flush (close flushes
- * again), the store itself is done. */
-static int store_locked(Qcow2State *s)
+ * again), the store itself is done.  'in_use': a sync while the image
+ * stays open (store_bitmap). */
+static int store_locked(Qcow2State *s, gboolean in_use)
 {
     Qcow2Bitmaps *b = s->bitmaps;
     g_autoptr(GPtrArray) entries = g_ptr_array_new_with_free_func(entry_free);
@@ -693,7 +709,7 @@ static int store_locked(Qcow2State *s)
     uint64_t old_dir_size = s->h.bitmap_directory_size;
     gboolean had_ext = s->h.has_bitmaps_ext;
     int64_t dir_off = 0;
-    int ret = store_all_locked(s, entries, kept, allocs);
+    int ret = store_all_locked(s, entries, kept, allocs, in_use);
 
     if (ret < 0) {
         goto fail;
@@ -765,7 +781,7 @@ void qcow2_bitmaps_close(Qcow2State *s)
         int ret;
 
         g_mutex_lock(&s->lock);
-        ret = store_locked(s);
+        ret = store_locked(s, FALSE);
         g_mutex_unlock(&s->lock);
         if (ret < 0) {
             g_warning("node '%s': qcow2: could not store dirty bitmaps: %s",
@@ -775,6 +791,35 @@ void qcow2_bitmaps_close(Qcow2State *s)
     g_ptr_array_unref(b->old);
     g_free(b);
     s->bitmaps = NULL;
+}
+
+/* --- sync while open (checkpoints) --- */
+
+/* Guest writes go on meanwhile: the store allocates and writes under
+ * the metadata lock as they do, and no bits are read (in-use entries). */
+static gboolean qcow2_store_sync(BdNode *node, GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    Qcow2State *s = node->opaque;
+    int ret;
+
+    if (!s || !s->bitmaps || !s->bitmaps->loaded || !s->writable) {
+        FAIL("Cannot store dirty bitmaps: the image is not open read-write");
+    }
+    if (s->corrupt) {
+        FAIL("Cannot store dirty bitmaps: the image is corrupt");
+    }
+    if (s->h.version < 3) {
+        FAIL("Cannot store dirty bitmaps in qcow2 v2 files");
+    }
+    g_mutex_lock(&s->lock);
+    ret = store_locked(s, TRUE);
+    g_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        FAIL("Could not store dirty bitmaps: %s", g_strerror(-ret));
+    }
+    return TRUE;
 }
 
 /* --- reopen --- */
@@ -793,7 +838,7 @@ gboolean qcow2_bitmaps_reopen_prepare(Qcow2State *s, gboolean writable,
         return TRUE;
     }
     g_mutex_lock(&s->lock);
-    ret = store_locked(s);
+    ret = store_locked(s, FALSE);
     g_mutex_unlock(&s->lock);
     if (ret < 0) {
         FAIL("Could not store dirty bitmaps: %s", g_strerror(-ret));

@@ -610,6 +610,47 @@ def qemu_io(uri_or_file, *cmds, fmt='raw', check=True, extra=()):
     return p
 
 
+# --- qcow2 images with persistent bitmaps ---
+
+def qcow2_image(d, name='a.qcow2', size='64M', opts='cluster_size=65536'):
+    """A new qcow2 image in the daemon's directory."""
+    img = d.path(name)
+    run(['qemu-img', 'create', '-f', 'qcow2', '-o', opts, img, size])
+    return img
+
+
+def start_qcow2(d, img, node_opts=',discard=unmap', export=True, extra=()):
+    """(Re)start the daemon with 'disk' (qcow2 on file node f0) plus
+    'extra' options, exported over NBD when asked; returns a QMP client."""
+    if not hasattr(d, 'monitor_args'):
+        d.monitor_args = list(d.args)
+    d.args = list(extra) + [
+        '--blockdev', 'driver=file,node-name=f0,filename=%s' % img,
+        '--blockdev', 'driver=qcow2,node-name=disk,file=f0%s' % node_opts]
+    d.wait = []
+    if export:
+        d.args += ['--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock,
+                   '--export', 'type=nbd,id=e0,node-name=disk,name=disk,writable=on']
+        d.wait = [d.nbd_sock]
+    d.args += d.monitor_args
+    d.start()
+    return d.qmp()
+
+
+def image_bitmaps(img):
+    """The persistent bitmaps qemu-img info sees in a qcow2 image (-U: the
+    daemon may hold it open)."""
+    info = json.loads(run(['qemu-img', 'info', '-U', '--output=json', img]).stdout)
+    return info.get('format-specific', {}).get('data', {}).get('bitmaps', [])
+
+
+def check_image(img):
+    """qemu-img check passes (no errors, no leaks)."""
+    p = run(['qemu-img', 'check', img], check=False)
+    if p.returncode != 0:
+        raise AssertionError('qemu-img check: rc %d\n%s%s' % (p.returncode, p.stdout, p.stderr))
+
+
 # --- exports, connections and mounts that clean up after themselves ---
 
 @contextlib.contextmanager

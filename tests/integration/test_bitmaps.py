@@ -14,8 +14,8 @@ import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, assert_eq, main, qemu_io, require_tool, run,  # noqa: E402
-                         tests_of)
+from blockd_test import (Daemon, assert_eq, check_image, image_bitmaps, main,  # noqa: E402
+                         qcow2_image, qemu_io, require_tool, run, start_qcow2, tests_of)
 
 MiB = 1 << 20
 SIZE = 64 * MiB
@@ -52,30 +52,6 @@ class Model:
         for b in self.bits:
             words[b // 64] |= 1 << (b % 64)
         return hashlib.sha256(b''.join(w.to_bytes(8, 'little') for w in words)).hexdigest()
-
-
-def qcow2_image(d, name='a.qcow2', size='64M', opts='cluster_size=65536'):
-    img = d.path(name)
-    run(['qemu-img', 'create', '-f', 'qcow2', '-o', opts, img, size])
-    return img
-
-
-def start_qcow2(d, img, node_opts=',discard=unmap', export=True, extra=()):
-    """(Re)start the daemon with 'disk' (qcow2 on file node f0) plus
-    'extra' options, exported over NBD when asked; returns a QMP client."""
-    if not hasattr(d, 'monitor_args'):
-        d.monitor_args = list(d.args)
-    d.args = list(extra) + [
-        '--blockdev', 'driver=file,node-name=f0,filename=%s' % img,
-        '--blockdev', 'driver=qcow2,node-name=disk,file=f0%s' % node_opts]
-    d.wait = []
-    if export:
-        d.args += ['--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock,
-                   '--export', 'type=nbd,id=e0,node-name=disk,name=disk,writable=on']
-        d.wait = [d.nbd_sock]
-    d.args += d.monitor_args
-    d.start()
-    return d.qmp()
 
 
 def new_daemon():
@@ -370,17 +346,6 @@ def test_transaction():
         assert_eq(info['b0']['count'], 0, 'b0 cleared')
         assert_eq(info['t1']['count'], MiB + 65536, 't1 got b0 bits')
         assert_eq((info['b1']['recording'], info['b2']['recording']), (False, True), 'flags')
-
-
-def image_bitmaps(img):
-    info = json.loads(run(['qemu-img', 'info', '-U', '--output=json', img]).stdout)
-    return info.get('format-specific', {}).get('data', {}).get('bitmaps', [])
-
-
-def check_image(img):
-    p = run(['qemu-img', 'check', img], check=False)
-    if p.returncode != 0:
-        raise AssertionError('qemu-img check: rc %d\n%s%s' % (p.returncode, p.stdout, p.stderr))
 
 
 def test_persistence_round_trip():
