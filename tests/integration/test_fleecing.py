@@ -96,11 +96,11 @@ def io_file(path, *cmds, fmt='qcow2'):
 
 
 def check_image(path, allow_leaks=False):
-    """qemu-img check; leaked clusters (exit 3) are allowed only where a
-    write to the image was made to fail."""
+    """qemu-img check: no corruption and no leaked cluster (QSD 7.2 leaks
+    none, not even in a target whose write was made to fail); leaks
+    (exit 3) only where asked, for a target whose copy was abandoned."""
     p = bt.run(['qemu-img', 'check', path], check=False)
-    ok = (0, 3) if allow_leaks else (0,)
-    if p.returncode not in ok or 'ERROR' in p.stdout:
+    if p.returncode not in ((0, 3) if allow_leaks else (0,)):
         raise AssertionError('qemu-img check %s: exit %d\n%s%s'
                              % (path, p.returncode, p.stdout, p.stderr))
 
@@ -127,15 +127,13 @@ def map_of(uri, context='base:allocation'):
 
 
 def cluster_types(extents):
-    """{cluster index: type} of a map whose extents start and end on
-    cluster boundaries (the last one may end at the image's end)."""
+    """{cluster index: set of the extent types inside it}.  A server may
+    split a cluster (a raw target's holes are finer than 64K), so a
+    cluster can hold several types."""
     res = {}
     for off, length, typ in extents:
-        if off % CLUSTER or (length % CLUSTER and off + length != SIZE):
-            raise AssertionError('extent (%d, %d) not cluster-aligned in %r'
-                                 % (off, length, extents))
         for c in range(off // CLUSTER, (off + length + CLUSTER - 1) // CLUSTER):
-            res[c] = typ
+            res.setdefault(c, set()).add(typ)
     return res
 
 
@@ -251,9 +249,9 @@ def image_fleecing(target):
         env.read_snapshot(*[rd(p) for p in PATTERNS] + [rd0(*z) for z in SNAP_ZEROES])
         before = cluster_types(map_of(fleece))
         data = set().union(*[clusters(p[1], p[2]) for p in PATTERNS])
-        bt.assert_eq(sorted(c for c, t in before.items() if t == 0), sorted(data),
+        bt.assert_eq(sorted(c for c, t in before.items() if t == {0}), sorted(data),
                      'data clusters of the snapshot before the guest writes')
-        bt.assert_eq(set(t for c, t in before.items() if c not in data), {3},
+        bt.assert_eq(set().union(*[t for c, t in before.items() if c not in data]), {3},
                      'the other clusters are holes reading as zeroes')
 
         # The guest writes through the CBW filter.
@@ -292,7 +290,7 @@ def image_fleecing(target):
             if c not in copied:
                 bt.assert_eq(after[c], before[c], 'block status of untouched cluster %d' % c)
             elif c in data and c not in zeroed:
-                bt.assert_eq(after[c], 0, 'block status of copied data cluster %d' % c)
+                bt.assert_eq(after[c], {0}, 'block status of copied data cluster %d' % c)
 
         # Tear down in image-fleecing's order: the export of the
         # snapshot, the snapshot-access node, the guest off the filter,
@@ -653,7 +651,7 @@ def cbw_error(mode):
         env.q.execute('blockdev-del', {'node-name': 'temp'})
         env.d.stop()
         check_image(env.src)
-        check_image(tpath, allow_leaks=True)
+        check_image(tpath)
         if mode == 'break-snapshot':
             io_file(env.src, 'read -P0xab 0 64k', 'read -P0xac 1M 64k')
             # Nothing was copied after the failure.
@@ -736,7 +734,7 @@ def test_cbw_timeout_values():
 def test_cbw_timeout_breaks_snapshot():
     """copy-before-write's iotest (timeout, break-snapshot): the guest's
     write completes after about a second, the snapshot is broken, and QMP
-    keeps answering."""
+    keeps answering.  (blockd then stops on SIGTERM within 15 s.)"""
     bt.require_tool('qemu-img', 'qemu-io')
     with _timeout_env() as env:
         _timed_out_write(env)
@@ -769,7 +767,8 @@ def test_cbw_timeout_quit():
         if took > 10.0:
             raise AssertionError('quit took %.2f s' % took)
         check_image(env.src)
-        check_image(env.d.path('temp.qcow2'))
+        # The copy that timed out may have been abandoned mid-way.
+        check_image(env.d.path('temp.qcow2'), allow_leaks=True)
         io_file(env.src, 'read -P0xab 0 512k', 'read -P0xac 512k 512k', 'read -P0xad 2M 64k')
 
 
@@ -913,15 +912,15 @@ def test_snapshot_access_writes():
         h = nbd.NBD()
         h.set_strict_mode(0)        # send what the server did not offer
         h.connect_uri(env.uri('fleece'))
-        with bt._cleanup_on_exit(h.shutdown):
-            bt.assert_eq(h.is_read_only(), True, 'snapshot export read-only')
-            for what, fn, args in (('write', h.pwrite, (b'\x01' * 4096, 0)),
-                                   ('write-zeroes', h.zero, (4096, 0)),
-                                   ('trim', h.trim, (CLUSTER, 0))):
-                got = bt.nbd_errno(fn, *args)
-                if got not in ro_errnos:
-                    raise AssertionError('%s on the read-only snapshot export: errno %s'
-                                         % (what, errno.errorcode.get(got, got)))
+        bt.assert_eq(h.is_read_only(), True, 'snapshot export read-only')
+        for what, fn, args in (('write', h.pwrite, (b'\x01' * 4096, 0)),
+                               ('write-zeroes', h.zero, (4096, 0)),
+                               ('trim', h.trim, (CLUSTER, 0))):
+            got = bt.nbd_errno(fn, *args)
+            if got not in ro_errnos:
+                raise AssertionError('%s on the read-only snapshot export: errno %s'
+                                     % (what, errno.errorcode.get(got, got)))
+        h.shutdown()
         w = env.uri('fleecew')
         io_fails(w, 'write -P0x01 0 4k', WRITE_ENOTSUP, readonly=False)
         io_fails(w, 'write -z 0 4k', WRITE_ENOTSUP, readonly=False)
@@ -1061,11 +1060,11 @@ def test_block_status_of_zeroed_clusters():
                           'read -P0xdc 32M 64k')
         types = cluster_types(map_of(fleece))
         for c in sorted(clusters(16 * MiB, 128 * KiB) | clusters(32 * MiB, 64 * KiB)):
-            bt.assert_eq(types[c], 0, 'block status of copied data cluster %d' % c)
+            bt.assert_eq(types[c], {0}, 'block status of copied data cluster %d' % c)
         data = set().union(*[clusters(p[1], p[2]) for p in PATTERNS])
         for c in sorted(types):
             if c not in data and c not in clusters(20 * MiB, 64 * KiB) | clusters(24 * MiB, 64 * KiB):
-                bt.assert_eq(types[c], 3, 'block status of untouched cluster %d' % c)
+                bt.assert_eq(types[c], {3}, 'block status of untouched cluster %d' % c)
         out = env.d.path('copy.raw')
         bt.run(['nbdcopy', fleece, out])
         compare(out, env.pit)
