@@ -31,6 +31,7 @@
 #include "export-nbd/nbd-server.h"
 #include "formats/copy-before-write.h"
 #include "graph/bitmap.h"
+#include "graph/checkpoint.h"
 #include "graph/entry.h"
 #include "graph/error.h"
 #include "graph/events.h"
@@ -89,47 +90,31 @@ static guint64 session_bytes_read(Session *s)
     return exp ? bd_nbd_export_bytes_read(exp) : s->reported_bytes;
 }
 
-/* --- checkpoints (provisional: until graph/checkpoint.h lands) --- */
+/* --- checkpoints --- */
 
-static gboolean checkpoint_check_usable(BdNode *node, const char *name,
-                                        GError **errp)
+/* The changes since checkpoint 'since' of the source, as a disabled
+ * bitmap named 'since' on the view: the export finds it there. */
+static BdDirtyBitmap *changes_on_view(Session *s, GError **errp)
 {
-    if (!bd_dirty_bitmap_find(node, name)) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Checkpoint '%s' not found on node '%s'", name,
-                    node->node_name);
-        return FALSE;
-    }
-    return TRUE;
-}
+    g_autoptr(GError) err = NULL;
+    BdDirtyBitmap *tmp = bd_checkpoint_changes_since(s->source, s->since,
+                                                     NULL, errp);
+    BdDirtyBitmap *view;
 
-static BdDirtyBitmap *checkpoint_changes_since(BdNode *node,
-                                               const char *name,
-                                               BdNode *dst_node,
-                                               const char *dst_name,
-                                               GError **errp)
-{
-    BdDirtyBitmap *src = bd_dirty_bitmap_find(node, name);
-    BdDirtyBitmap *dst;
-
-    if (!src) {
+    if (!tmp) {
         return NULL;
     }
-    dst = bd_dirty_bitmap_create(dst_node, bd_dirty_bitmap_granularity(src),
-                                 dst_name, errp);
-    if (dst && !bd_dirty_bitmap_merge(dst, src, NULL, errp)) {
-        bd_dirty_bitmap_release(dst);
-        dst = NULL;
+    view = bd_dirty_bitmap_create(s->access, bd_dirty_bitmap_granularity(tmp),
+                                  s->since, errp);
+    if (view && !bd_dirty_bitmap_merge(view, tmp, NULL, errp)) {
+        bd_dirty_bitmap_release(view);
+        view = NULL;
     }
-    return dst;
-}
-
-static gboolean checkpoint_create(BdNode *node, const char *name,
-                                  GError **errp)
-{
-    g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                "Checkpoints are not available yet");
-    return FALSE;
+    bd_dirty_bitmap_release(tmp);
+    if (view) {
+        bd_dirty_bitmap_set_enabled(view, FALSE);
+    }
+    return view;
 }
 
 /* --- the fleecing graph --- */
@@ -230,9 +215,11 @@ static void teardown_graph(Session *s)
     g_clear_pointer(&s->source, bd_node_unref);
 }
 
-/* Within the drained section: filter, view, "changes since", then the
- * new checkpoint, each undone if a later one fails. */
-static gboolean build_view(Session *s, GError **errp)
+/* Within the drained section: filter, view, "changes since", export,
+ * then the new checkpoint (prepared: *checkpoint, for the caller to
+ * commit or abort); the caller undoes the rest if one fails. */
+static gboolean build_view(Session *s, BdCheckpointChange **checkpoint,
+                           GError **errp)
 {
     BdCbwAppendOptions opts = { 0 };
     g_autofree char *cbw_name = g_strdup_printf("backup-%s-cbw", s->id);
@@ -247,12 +234,10 @@ static gboolean build_view(Session *s, GError **errp)
         return FALSE;
     }
     if (s->since) {
-        s->changes = checkpoint_changes_since(s->source, s->since,
-                                                 s->access, s->since, errp);
+        s->changes = changes_on_view(s, errp);
         if (!s->changes) {
             return FALSE;
         }
-        bd_dirty_bitmap_set_enabled(s->changes, FALSE);
         s->dirty_bytes = bd_dirty_bitmap_count(s->changes);
     } else {
         s->dirty_bytes = s->source->size;
@@ -260,9 +245,13 @@ static gboolean build_view(Session *s, GError **errp)
     if (!add_export(s, errp)) {
         return FALSE;
     }
-    if (s->new_checkpoint &&
-        !checkpoint_create(s->source, s->new_checkpoint, errp)) {
-        return FALSE;
+    if (s->new_checkpoint) {
+        *checkpoint = bd_checkpoint_create_prepare(s->source,
+                                                   s->new_checkpoint, 0,
+                                                   errp);
+        if (!*checkpoint) {
+            return FALSE;
+        }
     }
     return TRUE;
 }
@@ -506,6 +495,7 @@ static gboolean backup_begin(GVariant *args, JsonNode **ret, GError **errp)
     Session *s;
     BdNode *source;
     BdDrainSection *drain;
+    BdCheckpointChange *checkpoint = NULL;
     gboolean ok;
 
     (void)ret;
@@ -518,9 +508,6 @@ static gboolean backup_begin(GVariant *args, JsonNode **ret, GError **errp)
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Cannot find device='%s' nor node-name='%s'", a.node,
                     a.node);
-        return FALSE;
-    }
-    if (a.since && !checkpoint_check_usable(source, a.since, errp)) {
         return FALSE;
     }
     s = g_new0(Session, 1);
@@ -549,7 +536,14 @@ static gboolean backup_begin(GVariant *args, JsonNode **ret, GError **errp)
     }
 
     drain = bd_drained_begin(source);
-    ok = build_view(s, errp);
+    ok = build_view(s, &checkpoint, errp);
+    if (checkpoint) {
+        if (ok) {
+            bd_checkpoint_change_commit(checkpoint);
+        } else {
+            bd_checkpoint_change_abort(checkpoint);
+        }
+    }
     bd_drained_end(drain);
     if (!ok) {
         if (bd_export_find(s->id)) {
