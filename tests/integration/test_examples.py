@@ -64,5 +64,19 @@ def test_tls_export_example():
     assert_in('example finished: OK', p.stdout, 'example output')
 
 
+def test_pull_backup_example():
+    require_tool('qemu-io', 'nbdinfo', 'nbdcopy', 'nbdsh', 'socat')
+    exe = daemon_exe()
+    env = dict(os.environ, BLOCKD=exe)
+    p = run(['bash', os.path.join(REPO, 'examples', 'pull-backup.sh')], check=False, env=env, timeout=60)
+    if p.returncode == 77:
+        raise Skip(p.stderr.strip())
+    if p.returncode != 0:
+        raise AssertionError('example exited %d\nstdout: %s\nstderr: %s' % (p.returncode, p.stdout, p.stderr))
+    # Only the two 1 MiB regions written between the sessions are copied.
+    assert_in('copied 2097152 bytes in 2 extents', p.stdout, 'incremental copy')
+    assert_in('example finished: OK', p.stdout, 'example output')
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
