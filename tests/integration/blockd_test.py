@@ -471,12 +471,13 @@ class Daemon:
         the connection before its greeting: qemu-storage-daemon's socket
         chardev, still busy with start()'s probe connection, sometimes
         closes the next one at once (an EOF, or a reset when the probe's
-        close races with the new connection)."""
+        close races with the new connection), or refuses it while it
+        re-arms its listener."""
         for attempt in range(5):
             try:
                 q = QMP(self.qmp_paths[monitor], negotiate=negotiate)
                 break
-            except (EOFError, ConnectionResetError):
+            except (EOFError, ConnectionResetError, ConnectionRefusedError):
                 if attempt == 4:
                     raise
                 time.sleep(0.2)
