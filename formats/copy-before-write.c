@@ -532,7 +532,7 @@ static void timed_copy_unref_locked(BdCbw *s, CbwTimedCopy *t)
     }
 }
 
-static void timed_copy_run(gpointer data, gpointer user_data)
+static gpointer timed_copy_run(gpointer data)
 {
     CbwTimedCopy *t = data;
     BdCbw *s = t->s;
@@ -545,36 +545,49 @@ static void timed_copy_run(gpointer data, gpointer user_data)
     g_cond_broadcast(&s->cond);
     timed_copy_unref_locked(s, t);
     bd_mutex_unlock(&s->lock);
+    return NULL;
 }
 
-/* Timed copies run on a pool of their own: a copy stuck behind a slow
- * target must not hold a thread that other work waits for. */
-static GThreadPool *timed_copy_pool(void)
+/* Anything of [offset, offset+bytes) still to copy, or being copied? */
+static gboolean copy_pending(BdCbw *s, uint64_t offset, uint64_t bytes)
 {
-    static gsize once;
+    gboolean pending;
 
-    if (g_once_init_enter(&once)) {
-        GThreadPool *pool = g_thread_pool_new(timed_copy_run, NULL, -1,
-                                              FALSE, NULL);
-        g_once_init_leave(&once, (gsize)pool);
-    }
-    return (GThreadPool *)once;
+    bd_reqlist_lock(&s->copies);
+    pending = bd_dirty_bitmap_next_dirty(s->copy_bitmap, offset,
+                                         offset + bytes) != -1 ||
+              bd_reqlist_overlaps_locked(&s->copies, offset, bytes);
+    bd_reqlist_unlock(&s->copies);
+    return pending;
 }
 
-/* bd_cbw_copy, but give up waiting after cbw-timeout: -ETIMEDOUT. */
+/* bd_cbw_copy, but give up waiting after cbw-timeout: -ETIMEDOUT.  The
+ * copy runs on a thread of its own (only when there is one to make): a
+ * copy stuck behind a slow target must not hold a thread that other
+ * work waits for. */
 static int cbw_copy_timed(BdCbw *s, uint64_t offset, uint64_t bytes)
 {
-    CbwTimedCopy *t = g_new0(CbwTimedCopy, 1);
+    CbwTimedCopy *t;
+    GThread *thread;
     gint64 deadline = g_get_monotonic_time() +
                       (gint64)s->cbw_timeout * G_USEC_PER_SEC;
     int ret;
 
+    if (!copy_pending(s, offset, bytes)) {
+        return 0;
+    }
+    t = g_new0(CbwTimedCopy, 1);
     *t = (CbwTimedCopy){ .s = s, .offset = offset, .bytes = bytes,
                          .refs = 2 };
     bd_mutex_lock(&s->lock);
     s->bg_copies++;
     bd_mutex_unlock(&s->lock);
-    g_thread_pool_push(timed_copy_pool(), t, NULL);
+    thread = g_thread_try_new("cbw-copy", timed_copy_run, t, NULL);
+    if (!thread) {
+        timed_copy_run(t);      /* no thread: wait without a limit */
+    } else {
+        g_thread_unref(thread);
+    }
 
     bd_mutex_lock(&s->lock);
     while (!t->done) {
