@@ -12,7 +12,6 @@ against qemu-storage-daemon."""
 
 import contextlib
 import glob
-import json
 import os
 import random
 import signal
@@ -22,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blockd_test import (Daemon, assert_eq, assert_in, check_image, force_unmount,  # noqa: E402
-                         is_mounted, main, nbd_connection, qcow2_image, qemu_io,
+                         is_mounted, main, make_image, nbd_connection, qcow2_image, qemu_io,
                          require_fuse, require_nbd, require_tool, run, skip_if_reference,
                          start_qcow2, tests_of, wait_for)
 
@@ -35,11 +34,18 @@ def setup():
     skip_if_reference("x-blockd-backup-* are blockd's own commands")
     require_tool('qemu-img', 'qemu-io', 'nbdcopy')
     require_nbd()
-    return Daemon()
+    d = Daemon()
+    # The daemon's $TMPDIR (where automatic fleecing targets go) is its
+    # own: tests running in parallel must not see each other's files.
+    os.makedirs(d.path('tmp'))
+    os.environ['TMPDIR'] = d.path('tmp')
+    return d
 
 
 def backup_dirs():
-    return set(glob.glob(os.path.join(os.environ.get('TMPDIR', '/tmp'), 'blockd-backup-*')))
+    """Whatever is in the daemon's $TMPDIR (blockd-backup-XXXXXX
+    directories while a begin is under way)."""
+    return set(glob.glob(os.path.join(os.environ['TMPDIR'], '*')))
 
 
 def start(d, img, nbd=True, guest=True):
@@ -78,10 +84,12 @@ def chain(q):
 
 
 def assert_clean(q, exports=('guest',), what=''):
-    """No session, no backup-* node, only `exports` left."""
+    """No session, no backup-* node, only `exports` left, nothing in the
+    daemon's $TMPDIR."""
     assert_eq(sessions(q), [], what + ': query-backups')
     assert_eq([n for n in node_names(q) if n.startswith('backup-')], [], what + ': backup nodes')
     assert_eq(export_ids(q), sorted(exports), what + ': exports')
+    assert_eq(backup_dirs(), set(), what + ': files in $TMPDIR')
 
 
 def pattern_data(pat, length):
@@ -267,7 +275,8 @@ def deleted_fleece_fds(pid):
             t = os.readlink('/proc/%d/fd/%s' % (pid, fd))
         except OSError:
             continue
-        if '/blockd-backup-' in t and t.endswith('/fleece.qcow2 (deleted)'):
+        if t.startswith(os.path.join(os.environ['TMPDIR'], 'blockd-backup-')) and \
+                t.endswith('/fleece.qcow2 (deleted)'):
             out.append(t)
     return out
 
@@ -478,18 +487,17 @@ def test_quit_and_sigkill():
     session works."""
     with setup() as d:
         img = qcow2_image(d, 'src.qcow2', str(SIZE))
-        before = backup_dirs()
         q = start(d, img)
         qemu_io(d.uri('guest'), 'write -P 0x55 0 2M')
         begin(q, 'q1', new_checkpoint='c1')
-        assert_eq(backup_dirs(), before, 'temp dir unlinked at once')
+        assert_eq(backup_dirs(), set(), 'temp dir unlinked at once')
         assert_eq(len(deleted_fleece_fds(d.proc.pid)), 1, 'the open, unlinked target')
         assert_in('backup-q1-fleece', node_names(q), 'auto target node')
         q.execute('quit')
         ev = q.wait_event('BLOCKD_BACKUP_END', timeout=10, match={'id': 'q1'})
         assert_eq(ev['data']['reason'], 'shutdown', 'reason')
         assert_eq(d.wait_exit(), 0, 'exit status after quit')
-        assert_eq(backup_dirs(), before, 'no /tmp/blockd-backup-* after quit')
+        assert_eq(backup_dirs(), set(), 'no $TMPDIR/blockd-backup-* after quit')
         check_image(img)
 
         q = start(d, img)
@@ -502,7 +510,7 @@ def test_quit_and_sigkill():
         assert_eq(len(deleted_fleece_fds(d.proc.pid)), 1, 'the open, unlinked target')
         d.signal(signal.SIGKILL)
         d.wait_exit()
-        assert_eq(backup_dirs(), before, 'no /tmp/blockd-backup-* after SIGKILL')
+        assert_eq(backup_dirs(), set(), 'no $TMPDIR/blockd-backup-* after SIGKILL')
         check_image(img)
 
         q = start(d, img)
@@ -518,7 +526,7 @@ def test_quit_and_sigkill():
                 'read -P 0x77 8M 64k', 'read -P 0 9M 1M')
         assert_eq(chain(q), [('c1', False), ('c2', False), ('c3', True)], 'fresh chain')
         assert_eq(d.stop(), 0, 'exit')
-        assert_eq(backup_dirs(), before, 'no /tmp/blockd-backup-* at the end')
+        assert_eq(backup_dirs(), set(), 'no $TMPDIR/blockd-backup-* at the end')
         check_image(img)
 
 
@@ -586,7 +594,6 @@ def test_refusals():
             assert_eq(chain(q), base, 'checkpoints after %r' % args)
             return e
 
-        before = backup_dirs()
         refused({'node': 'disk', 'id': 'x'}, 'NBD server not running')
         q.execute('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': d.nbd_sock}}})
         refused({'node': 'disk', 'id': ''}, "Parameter 'id' must not be empty")
@@ -595,7 +602,18 @@ def test_refusals():
                 "Checkpoint 'zz' not found on node 'disk'")
         refused({'node': 'disk', 'id': 'x', 'fleecing-target': 'nope'},
                 "Cannot find device='nope' nor node-name='nope'")
-        refused({'node': 'disk', 'id': 'x', 'new-checkpoint': 'c1'}, 'c1')
+        refused({'node': 'disk', 'id': 'x', 'new-checkpoint': 'c1'},
+                "Checkpoint 'c1' already exists on node 'disk'")
+        # A node that cannot hold checkpoints: the new checkpoint fails
+        # last, after the filter, the view and the export are in; all go.
+        make_image(d.path('r.raw'), SIZE)
+        q.execute('blockdev-add', {'driver': 'raw', 'node-name': 'r1',
+                                   'file': {'driver': 'file', 'filename': d.path('r.raw')}})
+        no_cp = ("Node 'r1' cannot hold checkpoints: its driver 'raw' does not store "
+                 "persistent dirty bitmaps (use a qcow2 node)")
+        refused({'node': 'r1', 'id': 'x', 'new-checkpoint': 'c9'}, no_cp)
+        refused({'node': 'r1', 'id': 'x', 'since': 'c9'}, no_cp)
+        q.execute('blockdev-del', {'node-name': 'r1'})
         refused({'node': 'disk', 'id': 'x', 'new-checkpoint': ''},
                 'Checkpoint name cannot be empty')
         # As QEMU's input visitor: a non-integer fails the uint64 visit, a
@@ -638,7 +656,31 @@ def test_refusals():
         e = q.error('x-blockd-backup-end', {'id': 'nope'})
         assert_eq(e['desc'], "Backup session 'nope' not found", 'end unknown')
         assert_clean(q, (), 'end')
-        assert_eq(backup_dirs(), before, 'no temp dir after refusals')
+        assert_eq(backup_dirs(), set(), 'no temp dir after refusals')
+        assert_eq(d.stop(), 0, 'exit')
+        check_image(img)
+
+
+def test_two_sessions_on_one_node():
+    """Two sessions of one node at once (two filters stacked): each view
+    keeps its own point in time; ending the older one leaves the newer
+    one's view and the guest export right."""
+    with setup() as d:
+        img = qcow2_image(d, 'src.qcow2', str(SIZE))
+        q = start(d, img)
+        qemu_io(d.uri('guest'), 'write -P 0x10 0 1M')
+        begin(q, 'a')
+        qemu_io(d.uri('guest'), 'write -P 0x20 0 512k')
+        begin(q, 'b')
+        qemu_io(d.uri('guest'), 'write -P 0x30 256k 512k')
+        qemu_io(d.uri('a'), 'read -P 0x10 0 1M', extra=['-r'])
+        q.execute('x-blockd-backup-end', {'id': 'a'})
+        qemu_io(d.uri('guest'), 'write -P 0x40 0 64k')
+        qemu_io(d.uri('b'), 'read -P 0x20 0 512k', 'read -P 0x10 512k 512k', extra=['-r'])
+        q.execute('x-blockd-backup-end', {'id': 'b'})
+        assert_clean(q, ('guest',), 'after both')
+        qemu_io(d.uri('guest'), 'read -P 0x40 0 64k', 'read -P 0x20 64k 192k',
+                'read -P 0x30 256k 512k', 'read -P 0x10 768k 256k')
         assert_eq(d.stop(), 0, 'exit')
         check_image(img)
 
