@@ -136,7 +136,9 @@ static BdNode *open_auto_target(Session *s, GError **errp)
         return NULL;
     }
     path = g_build_filename(dir, "fleece.qcow2", NULL);
-    if (!bd_ctl_image_create(path, "qcow2", s->source->size, NULL, errp)) {
+    /* qcow2 sizes are whole sectors; a larger target is fine. */
+    if (!bd_ctl_image_create(path, "qcow2", (s->source->size + 511) / 512 * 512,
+                             NULL, errp)) {
         g_unlink(path);
         g_rmdir(dir);
         return NULL;
