@@ -346,6 +346,8 @@ static gboolean session_tick(gpointer opaque);
  * do not go in time, the tick tries again. */
 static void session_end(Session *s, const char *reason)
 {
+    BD_GLOBAL_STATE_CODE();
+
     if (!remove_export(s)) {
         g_warning("backup session '%s': its export still has requests in "
                   "flight; it ends when they are done", s->id);
@@ -373,6 +375,8 @@ static gboolean export_has_clients(BdExport *exp)
 
 static gboolean session_tick(gpointer opaque)
 {
+    BD_GLOBAL_STATE_CODE();
+
     Session *s = opaque;
     BdExport *exp = bd_export_find(s->id);
     gint64 now = g_get_monotonic_time();
@@ -493,6 +497,8 @@ static gboolean check_begin(const BeginArgs *a, GError **errp)
 
 static gboolean backup_begin(GVariant *args, JsonNode **ret, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     BeginArgs a = { 0 };
     Session *s;
     BdNode *source;
@@ -505,11 +511,8 @@ static gboolean backup_begin(GVariant *args, JsonNode **ret, GError **errp)
     if (!check_begin(&a, errp)) {
         return FALSE;
     }
-    source = bd_node_find(a.node);
+    source = bd_ctl_lookup_node(a.node, errp);
     if (!source) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Cannot find device='%s' nor node-name='%s'", a.node,
-                    a.node);
         return FALSE;
     }
     s = g_new0(Session, 1);
@@ -524,12 +527,8 @@ static gboolean backup_begin(GVariant *args, JsonNode **ret, GError **errp)
     if (!a.fleecing_target || strcmp(a.fleecing_target, "auto") == 0) {
         s->auto_target = TRUE;
         s->target = open_auto_target(s, errp);
-    } else if ((s->target = bd_node_find(a.fleecing_target))) {
+    } else if ((s->target = bd_ctl_lookup_node(a.fleecing_target, errp))) {
         bd_node_ref(s->target);
-    } else {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Cannot find device='%s' nor node-name='%s'",
-                    a.fleecing_target, a.fleecing_target);
     }
     if (!s->target) {
         teardown_graph(s);
@@ -566,6 +565,8 @@ static gboolean backup_begin(GVariant *args, JsonNode **ret, GError **errp)
 
 static gboolean backup_end(GVariant *args, JsonNode **ret, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     EndArgs a = { 0 };
     Session *s;
 
@@ -584,6 +585,8 @@ static gboolean backup_end(GVariant *args, JsonNode **ret, GError **errp)
 
 static gboolean query_backups(GVariant *args, JsonNode **ret, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autoptr(JsonBuilder) b = json_builder_new();
 
     (void)args;

@@ -120,16 +120,6 @@ static const BdSchemaType *drive_backup_fn(void)
 
 /* --- shared checks (QEMU's do_backup_common) --- */
 
-static BdNode *lookup_node(const char *name, GError **errp)
-{
-    BdNode *node = bd_node_find(name);
-
-    if (!node) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Cannot find device='%s' nor node-name='%s'", name, name);
-    }
-    return node;
-}
 
 /* The bitmap arguments, checked as QEMU checks them; fills p->sync,
  * p->bitmap and p->bitmap_mode. */
@@ -238,11 +228,11 @@ static BdJob *blockdev_backup_job(GVariant *args, BdJobTxn *txn,
     BackupArgs a = { 0 };
 
     bd_schema_decode(blockdev_backup_fields, args, &a);
-    BdNode *source = lookup_node(a.device, errp);
+    BdNode *source = bd_ctl_lookup_node(a.device, errp);
     if (!source) {
         return NULL;
     }
-    BdNode *target = lookup_node(a.target, errp);
+    BdNode *target = bd_ctl_lookup_node(a.target, errp);
     if (!target) {
         return NULL;
     }
@@ -295,7 +285,7 @@ static gboolean drive_backup(GVariant *args, JsonNode **ret, GError **errp)
     (void)ret;
     bd_schema_decode(drive_backup_fields, args, &a);
     existing = a.mode == BD_CTL_NEW_IMAGE_EXISTING;
-    BdNode *source = lookup_node(a.device, errp);
+    BdNode *source = bd_ctl_lookup_node(a.device, errp);
     if (!source) {
         return FALSE;
     }

@@ -149,10 +149,8 @@ gboolean bd_cmd_bitmap_add(const BdCmdBitmapArgs *a, GError **errp)
     if (!bd_cmd_bitmap_check_name(name, errp)) {
         return FALSE;
     }
-    bs = bd_node_find(node);
+    bs = bd_ctl_lookup_node(node, errp);
     if (!bs) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Cannot find device='%s' nor node-name='%s'", node, node);
         return FALSE;
     }
     if (a->has_granularity) {

@@ -339,3 +339,14 @@ void bd_cmd_block_register(void)
 
     bd_qmp_register(block_commands);
 }
+
+BdNode *bd_ctl_lookup_node(const char *name, GError **errp)
+{
+    BdNode *node = bd_node_find(name);
+
+    if (!node) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Cannot find device='%s' nor node-name='%s'", name, name);
+    }
+    return node;
+}

@@ -104,17 +104,6 @@ static void args_decode(const BdSchemaType *type, GVariant *args,
     bd_schema_decode(type->fields, args, out);
 }
 
-/* As block-dirty-bitmap-add looks its node up. */
-static BdNode *find_node(const char *node, GError **errp)
-{
-    BdNode *bs = bd_node_find(node);
-
-    if (!bs) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Cannot find device='%s' nor node-name='%s'", node, node);
-    }
-    return bs;
-}
 
 static BdCheckpointChange *create_prepare(GVariant *args, GError **errp)
 {
@@ -128,7 +117,7 @@ static BdCheckpointChange *create_prepare(GVariant *args, GError **errp)
                     "Granularity must be power of 2 and at least 512");
         return NULL;
     }
-    bs = find_node(a.node, errp);
+    bs = bd_ctl_lookup_node(a.node, errp);
     return bs ? bd_checkpoint_create_prepare(bs, a.name,
                                              (uint32_t)a.granularity, errp)
               : NULL;
@@ -140,7 +129,7 @@ static BdCheckpointChange *delete_prepare(GVariant *args, GError **errp)
     BdNode *bs;
 
     args_decode(&checkpoint_type, args, &a);
-    bs = find_node(a.node, errp);
+    bs = bd_ctl_lookup_node(a.node, errp);
     return bs ? bd_checkpoint_delete_prepare(bs, a.name, errp) : NULL;
 }
 
@@ -159,7 +148,7 @@ static BdDirtyBitmap *changes_prepare(GVariant *args, GError **errp)
     if (!bd_cmd_bitmap_check_name(a.target, errp)) {
         return NULL;
     }
-    bs = find_node(a.node, errp);
+    bs = bd_ctl_lookup_node(a.node, errp);
     return bs ? bd_checkpoint_changes_since(bs, a.name, a.target, errp)
               : NULL;
 }
@@ -216,7 +205,7 @@ static gboolean cmd_list(GVariant *args, JsonNode **ret, GError **errp)
     BdNode *bs;
 
     args_decode(&list_type, args, &a);
-    bs = find_node(a.node, errp);
+    bs = bd_ctl_lookup_node(a.node, errp);
     if (!bs || !(list = bd_checkpoint_list(bs, errp))) {
         return FALSE;
     }

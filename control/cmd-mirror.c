@@ -84,21 +84,11 @@ static const BdSchemaType *mirror_args_fn(void)
 
 /* --- checks --- */
 
-static BdNode *lookup_node(const char *name, GError **errp)
-{
-    BdNode *node = bd_node_find(name);
-
-    if (!node) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Cannot find device='%s' nor node-name='%s'", name, name);
-    }
-    return node;
-}
 
 /* QEMU's qmp_get_root_bs: only entry handles above the node. */
 static BdNode *lookup_root_node(const char *name, GError **errp)
 {
-    BdNode *node = lookup_node(name, errp);
+    BdNode *node = bd_ctl_lookup_node(name, errp);
 
     if (!node) {
         return NULL;
@@ -252,7 +242,7 @@ static gboolean blockdev_mirror(GVariant *args, JsonNode **ret,
     if (!p.bs) {
         return FALSE;
     }
-    p.target = lookup_node(a.target, errp);
+    p.target = bd_ctl_lookup_node(a.target, errp);
     if (!p.target) {
         return FALSE;
     }

@@ -120,6 +120,9 @@ gboolean bd_parse_bool(const char *s, gboolean *out);
 /* Image files by name (image-file.c), as QEMU's bdrv_img_create: a new
  * 'fmt' image of 'size' bytes naming 'backing' (may be NULL) in its
  * header. */
+/* The node named 'name' (QEMU's bdrv_lookup_bs with device == node):
+ * "Cannot find device='X' nor node-name='X'" when there is none. */
+BdNode *bd_ctl_lookup_node(const char *name, GError **errp);
 gboolean bd_ctl_image_create(const char *filename, const char *fmt,
                              uint64_t size, BdNode *backing, GError **errp);
 
