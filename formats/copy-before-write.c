@@ -338,16 +338,27 @@ static uint64_t target_cluster_size(BdNode *target)
     return (uint64_t)cs;
 }
 
+/* An anonymous bitmap of the filter's own: one bit per cluster of the
+ * source, changed only by the filter (disabled: writes do not mark it). */
+static BdDirtyBitmap *cluster_bitmap(BdCbw *s, GError **errp)
+{
+    BdDirtyBitmap *bm = bd_dirty_bitmap_create(s->file->node,
+                                               (uint32_t)s->cluster_size,
+                                               NULL, errp);
+
+    if (bm) {
+        bd_dirty_bitmap_set_enabled(bm, FALSE);
+    }
+    return bm;
+}
+
 static gboolean cbw_init_bitmap(BdNode *node, BdCbw *s, const CbwOptions *o,
                                 GError **errp)
 {
-    s->copy_bitmap = bd_dirty_bitmap_create(s->file->node,
-                                            (uint32_t)s->cluster_size, NULL,
-                                            errp);
+    s->copy_bitmap = cluster_bitmap(s, errp);
     if (!s->copy_bitmap) {
         return FALSE;
     }
-    bd_dirty_bitmap_set_enabled(s->copy_bitmap, FALSE);
     if (!o->has_bitmap) {
         bd_dirty_bitmap_set(s->copy_bitmap, 0, s->size);
         return TRUE;
@@ -375,23 +386,12 @@ static gboolean cbw_init_bitmap(BdNode *node, BdCbw *s, const CbwOptions *o,
  * a backup job replaces the copy bitmap before the filter goes live. */
 static gboolean cbw_init_view(BdCbw *s, GError **errp)
 {
-    if (!s->done_bitmap) {
-        s->done_bitmap = bd_dirty_bitmap_create(s->file->node,
-                                                (uint32_t)s->cluster_size,
-                                                NULL, errp);
-        if (!s->done_bitmap) {
-            return FALSE;
-        }
-        bd_dirty_bitmap_set_enabled(s->done_bitmap, FALSE);
+    if (!s->done_bitmap && !(s->done_bitmap = cluster_bitmap(s, errp))) {
+        return FALSE;
     }
-    if (!s->access_bitmap) {
-        s->access_bitmap = bd_dirty_bitmap_create(s->file->node,
-                                                  (uint32_t)s->cluster_size,
-                                                  NULL, errp);
-        if (!s->access_bitmap) {
-            return FALSE;
-        }
-        bd_dirty_bitmap_set_enabled(s->access_bitmap, FALSE);
+    if (!s->access_bitmap &&
+        !(s->access_bitmap = cluster_bitmap(s, errp))) {
+        return FALSE;
     }
     bd_dirty_bitmap_clear(s->access_bitmap);
     return bd_dirty_bitmap_merge(s->access_bitmap, s->copy_bitmap, NULL,
