@@ -283,10 +283,20 @@ static void nbd_export_destroy(BdExport *exp)
 
 guint64 bd_nbd_export_bytes_read(BdExport *exp)
 {
+    BdNbdExport *ne = nbd_export(exp);
+    guint64 total;
+
     if (exp->drv != &bd_nbd_export_driver) {
         return 0;
     }
-    return __atomic_load_n(&nbd_export(exp)->bytes_read, __ATOMIC_RELAXED);
+    bd_mutex_lock(&bd_nbd_lock);
+    total = ne->bytes_read_left;
+    for (GList *l = ne->clients; l; l = l->next) {
+        BdNbdClient *c = l->data;
+        total += __atomic_load_n(&c->bytes_read, __ATOMIC_RELAXED);
+    }
+    bd_mutex_unlock(&bd_nbd_lock);
+    return total;
 }
 
 const BdExportDriver bd_nbd_export_driver = {
@@ -335,6 +345,9 @@ void bd_nbd_export_detach(BdNbdExport *exp, BdNbdClient *c)
 {
     bd_mutex_lock(&bd_nbd_lock);
     exp->clients = g_list_remove(exp->clients, c);
+    /* The last reference: no worker of c counts any more. */
+    exp->bytes_read_left += __atomic_load_n(&c->bytes_read,
+                                            __ATOMIC_RELAXED);
     bd_mutex_unlock(&bd_nbd_lock);
 }
 

@@ -75,7 +75,9 @@ typedef struct BdNbdExport {
     BdDirtyBitmap **bitmaps;
     char **bitmap_names;
     guint n_bitmaps;
-    guint64 bytes_read;       /* atomic: payload read by all clients */
+    /* Payload read by the clients that have left; those still attached
+     * keep their own count (no shared counter on the read path). */
+    guint64 bytes_read_left BD_STATIC_GUARDED_BY(bd_nbd_lock);
     gboolean listed BD_STATIC_GUARDED_BY(bd_nbd_lock);  /* in the name table */
     /* BdNbdClient * in transmission. */
     GList *clients BD_STATIC_GUARDED_BY(bd_nbd_lock);

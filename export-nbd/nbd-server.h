@@ -78,8 +78,8 @@ void bd_nbd_client_info_free(BdNbdClientInfo *info);
 /* Main thread.  The connected clients (BdNbdClientInfo), oldest first. */
 GPtrArray *bd_nbd_server_query_clients(void);
 
-/* Payload bytes all clients of an NBD export have read so far (0 for
- * an export of another type).  Any thread. */
+/* Payload bytes all clients of an NBD export have read so far, those
+ * gone included (0 for an export of another type).  Any thread. */
 guint64 bd_nbd_export_bytes_read(BdExport *exp);
 
 /* The "nbd" export type for export/export.h. */

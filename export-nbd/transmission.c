@@ -218,13 +218,6 @@ static void count_bytes(guint64 *counter, uint32_t n)
     __atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
 }
 
-/* Payload read: the client's figure and its export's running total. */
-static void count_read(BdNbdWorker *w, uint32_t n)
-{
-    count_bytes(&w->c->bytes_read, n);
-    count_bytes(&w->c->exp->bytes_read, n);
-}
-
 static int do_sparse_read(BdNbdWorker *w, const BdNbdRequest *req)
 {
     guint i, n;
@@ -243,7 +236,7 @@ static int do_sparse_read(BdNbdWorker *w, const BdNbdRequest *req)
             return send_errno(w, req, ret);
         }
     }
-    count_read(w, req->length);
+    count_bytes(&w->c->bytes_read, req->length);
     g_array_set_size(w->hdrs, n);
     g_array_set_size(w->iov, 0);
     for (i = 0; i < n; i++) {
@@ -290,7 +283,7 @@ static int do_read(BdNbdWorker *w, const BdNbdRequest *req)
     if (ret < 0) {
         return send_errno(w, req, ret);
     }
-    count_read(w, req->length);
+    count_bytes(&w->c->bytes_read, req->length);
     if (!w->lim.structured) {
         return send_simple(w, req, 0, w->buf, req->length);
     }
