@@ -19,5 +19,6 @@ extern const BdDriver bd_throttle_driver;
 extern const BdDriver bd_copy_on_read_driver;
 extern const BdDriver bd_cbw_driver;
 extern const BdDriver bd_snapshot_access_driver;
+extern const BdDriver bd_nbd_driver;
 
 #endif

@@ -18,6 +18,7 @@ static const BdDriver *const bd_formats_table[] = {
     &bd_host_device_driver,
     &bd_null_aio_driver,
     &bd_null_co_driver,
+    &bd_nbd_driver,
     &bd_raw_driver,
     &bd_qcow2_driver,
     &bd_compress_driver,

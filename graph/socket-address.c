@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* SocketAddress (qapi/sockets.json): the schema of the address the NBD
- * server listens on, next to the struct it is decoded into.
+ * server listens on and the nbd driver connects to, next to the struct
+ * it is decoded into.
  *
  * Thread model: constant tables; decoding runs on the main thread.
  */
-#include "export-nbd/nbd-server.h"
+#include "graph/socket-address.h"
 
 const char *const bd_socket_address_type_names[] = {
     [BD_SOCKET_ADDRESS_INET] = "inet",

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: MIT */
+/* SocketAddress (qapi/sockets.json): the schema shared by the NBD
+ * server's listener and the nbd driver's server address, and the struct
+ * a validated one is decoded into. */
+#ifndef BD_GRAPH_SOCKET_ADDRESS_H
+#define BD_GRAPH_SOCKET_ADDRESS_H
+
+#include <glib.h>
+#include "graph/schema.h"
+
+/* SocketAddressType, in QAPI order. */
+typedef enum {
+    BD_SOCKET_ADDRESS_INET,
+    BD_SOCKET_ADDRESS_UNIX,
+    BD_SOCKET_ADDRESS_VSOCK,
+    BD_SOCKET_ADDRESS_FD,
+} BdSocketAddressType;
+extern const char *const bd_socket_address_type_names[];
+
+/* A decoded SocketAddress: the members a listener or a client uses. */
+typedef struct {
+    BdSocketAddressType type;
+    const char *host;          /* inet */
+    const char *port;          /* inet */
+    gboolean ipv4, has_ipv4;   /* inet */
+    gboolean ipv6, has_ipv6;   /* inet */
+    const char *path;          /* unix */
+} BdSocketAddress;
+
+/* The flat SocketAddress union ({"type": "unix", "path": P}), and its
+ * variants, which SocketAddressLegacy wraps in 'data' (control/). */
+extern const BdSchemaType bd_socket_address;
+extern const BdSchemaType bd_socket_address_inet;
+extern const BdSchemaType bd_socket_address_unix;
+extern const BdSchemaType bd_socket_address_vsock;
+extern const BdSchemaType bd_socket_address_fd;
+
+/* Decode a validated flat SocketAddress (strings borrowed). */
+void bd_socket_address_decode(GVariant *addr, BdSocketAddress *out);
+
+#endif
