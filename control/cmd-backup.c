@@ -8,6 +8,7 @@
 #include <string.h>
 #include "control/cmd-bitmap.h"
 #include "control/transaction.h"
+#include "formats/filename.h"
 #include "formats/registry.h"
 #include "graph/entry.h"
 #include "graph/error.h"
@@ -258,19 +259,23 @@ static gboolean blockdev_backup(GVariant *args, JsonNode **ret, GError **errp)
 static BdNode *open_image(const char *filename, const char *fmt,
                           GError **errp)
 {
-    GVariantDict d, f;
+    GVariantDict d;
+    GVariant *file;
 
     if (!fmt) {
-        fmt = bd_formats_probe_file(filename);
+        fmt = bd_formats_filename_is_remote(filename)
+              ? "raw" : bd_formats_probe_file(filename);
     }
-    g_variant_dict_init(&f, NULL);
-    g_variant_dict_insert(&f, "driver", "s", "file");
-    g_variant_dict_insert(&f, "filename", "s", filename);
+    /* A path, or a remote target such as QEMU's nbd:unix:PATH:... */
+    file = bd_formats_protocol_options(filename, errp);
+    if (!file) {
+        return NULL;
+    }
     g_variant_dict_init(&d, NULL);
     g_variant_dict_insert(&d, "driver", "s", fmt);
     g_variant_dict_insert(&d, "discard", "s", "unmap");
     g_variant_dict_insert(&d, "detect-zeroes", "s", "unmap");
-    g_variant_dict_insert_value(&d, "file", g_variant_dict_end(&f));
+    g_variant_dict_insert_value(&d, "file", file);
     g_autoptr(GVariant) opts = g_variant_ref_sink(g_variant_dict_end(&d));
     return bd_node_open(opts, errp);
 }

@@ -5,6 +5,8 @@
  * Thread model: main thread only.
  */
 #include "control/qmp-int.h"
+#include "formats/filename.h"
+#include "graph/error.h"
 #include "graph/main-thread.h"
 #include "graph/node.h"
 
@@ -194,6 +196,24 @@ void bd_cmd_core_register(void)
     bd_qmp_register(core_commands);
 }
 
+/* json: image names (formats/filename.h): BlockdevOptions in JSON,
+ * validated as blockdev-add's. */
+static GVariant *parse_json_blockdev(const char *text, GError **errp)
+{
+    g_autoptr(JsonNode) node = bd_json_parse(text, -1, errp);
+
+    if (!node) {
+        g_prefix_error(errp, "Could not parse the JSON options: ");
+        return NULL;
+    }
+    if (!JSON_NODE_HOLDS_OBJECT(node)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Invalid JSON object given");
+        return NULL;
+    }
+    return bd_validate(bd_blockdev_options_schema(), node, FALSE, errp);
+}
+
 void bd_control_init(void)
 {
     BD_GLOBAL_STATE_CODE();
@@ -205,6 +225,7 @@ void bd_control_init(void)
     }
     done = TRUE;
     bd_validate_set_blockdev_schema(bd_blockdev_options_schema);
+    bd_formats_set_json_parser(parse_json_blockdev);
     bd_cmd_core_register();
     bd_cmd_block_register();
     bd_cmd_export_register();

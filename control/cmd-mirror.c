@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "control/qmp-int.h"
+#include "formats/filename.h"
 #include "formats/registry.h"
 #include "graph/entry.h"
 #include "graph/error.h"
@@ -295,10 +296,12 @@ static BdNode *open_target(const char *filename, const char *fmt,
                            GError **errp)
 {
     const BdDriver *drv;
-    GVariantDict d, f;
+    GVariantDict d;
+    GVariant *file;
 
     if (!fmt) {
-        fmt = bd_formats_probe_file(filename);
+        fmt = bd_formats_filename_is_remote(filename)
+              ? "raw" : bd_formats_probe_file(filename);
     }
     drv = bd_driver_find(fmt);
     if (!drv) {
@@ -306,9 +309,11 @@ static BdNode *open_target(const char *filename, const char *fmt,
                     "Unknown driver '%s'", fmt);
         return NULL;
     }
-    g_variant_dict_init(&f, NULL);
-    g_variant_dict_insert(&f, "driver", "s", "file");
-    g_variant_dict_insert(&f, "filename", "s", filename);
+    /* A path, or a remote target such as QEMU's nbd:unix:PATH:... */
+    file = bd_formats_protocol_options(filename, errp);
+    if (!file) {
+        return NULL;
+    }
     g_variant_dict_init(&d, NULL);
     g_variant_dict_insert(&d, "driver", "s", fmt);
     if (node_name) {
@@ -317,7 +322,7 @@ static BdNode *open_target(const char *filename, const char *fmt,
     if (no_backing && drv->has_default_backing) {
         g_variant_dict_insert_value(&d, "backing", bd_variant_null());
     }
-    g_variant_dict_insert_value(&d, "file", g_variant_dict_end(&f));
+    g_variant_dict_insert_value(&d, "file", file);
     g_autoptr(GVariant) opts = g_variant_ref_sink(g_variant_dict_end(&d));
     return bd_node_open(opts, errp);
 }

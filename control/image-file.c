@@ -7,6 +7,7 @@
  */
 #include <string.h>
 #include "control/qmp-int.h"
+#include "formats/filename.h"
 #include "formats/registry.h"
 #include "graph/entry.h"
 #include "graph/error.h"
@@ -39,6 +40,13 @@ gboolean bd_ctl_image_create(const char *filename, const char *fmt,
     if (!bd_driver_find(fmt)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Unknown file format '%s'", fmt);
+        return FALSE;
+    }
+    if (bd_formats_filename_is_remote(filename)) {
+        /* QEMU's bdrv_create: the nbd protocol makes no images. */
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Driver '%s' does not support image creation",
+                    g_str_has_prefix(filename, "json:") ? "json" : "nbd");
         return FALSE;
     }
     g_variant_dict_init(&d, NULL);

@@ -23,6 +23,7 @@
 #include "graph/main-thread.h"
 #include "formats/qcow2/backing.h"
 #include "formats/qcow2/qcow2.h"
+#include "formats/filename.h"
 #include "formats/registry.h"
 #include "formats/qcow2/create-qapi.h"
 
@@ -459,8 +460,7 @@ static void setup_geometry(Qcow2State *s)
 static gboolean open_backing(BdNode *node, Qcow2State *s,
                              const Qcow2Options *o, GError **errp)
 {
-    g_autofree char *path = NULL, *dir = NULL, *fmt = NULL;
-    GVariantBuilder file, back;
+    g_autofree char *dir = NULL;
     g_autoptr(GVariant) ref = NULL;
 
     if (o->has_backing) {
@@ -471,28 +471,16 @@ static gboolean open_backing(BdNode *node, Qcow2State *s,
         return TRUE;
     }
     s->backing_from_header = TRUE;
-    if (g_path_is_absolute(s->h.backing_file) || !s->file->node->filename) {
-        path = g_strdup(s->h.backing_file);
-    } else {
+    /* A relative name is taken from the image's own directory, as QEMU. */
+    if (s->file->node->filename) {
         dir = g_path_get_dirname(s->file->node->filename);
-        path = g_build_filename(dir, s->h.backing_file, NULL);
     }
-    fmt = s->h.backing_format ? g_strdup(s->h.backing_format)
-                              : g_strdup(bd_formats_probe_file(path));
-    if (!bd_driver_find(fmt)) {
-        FAIL("Unknown driver '%s'", fmt);
+    ref = bd_formats_image_options(s->h.backing_file, s->h.backing_format,
+                                   dir, errp);
+    if (!ref) {
+        g_prefix_error(errp, "Could not open backing file: ");
+        return FALSE;
     }
-    g_variant_builder_init(&file, G_VARIANT_TYPE_VARDICT);
-    g_variant_builder_add(&file, "{sv}", "driver",
-                          g_variant_new_string("file"));
-    g_variant_builder_add(&file, "{sv}", "filename",
-                          g_variant_new_string(path));
-    g_variant_builder_init(&back, G_VARIANT_TYPE_VARDICT);
-    g_variant_builder_add(&back, "{sv}", "driver",
-                          g_variant_new_string(fmt));
-    g_variant_builder_add(&back, "{sv}", "file",
-                          g_variant_builder_end(&file));
-    ref = g_variant_ref_sink(g_variant_builder_end(&back));
     if (!bd_node_open_child(node, ref, "backing", BD_CHILD_COW, FALSE,
                             errp)) {
         g_prefix_error(errp, "Could not open backing file: ");
