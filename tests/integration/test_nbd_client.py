@@ -610,6 +610,9 @@ def test_reconnect_delay():
                                 a.stop()
                                 bounce.set()
                                 time.sleep(1.0)
+                                for f in ('nbd.sock', 'qmp.sock'):     # if A left them
+                                    if os.path.exists(adir.path(f)):
+                                        os.unlink(adir.path(f))
                                 restarted.append(server_daemon(kind, img, tmpdir=adir.dir))
                             t = threading.Thread(target=restart)
                             t.start()
