@@ -41,7 +41,6 @@ import contextlib
 import errno
 import json
 import os
-import signal
 import socket
 import sys
 import threading
@@ -50,8 +49,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import blockd_test as bt  # noqa: E402
 from blockd_test import assert_eq, assert_in, main, run, tests_of  # noqa: E402
+import tls_env  # noqa: E402
 from tls_env import (PSK_USER, WRONG_KEY, free_port, psk_client_file, psk_object,  # noqa: E402
-                     start_tls_daemon, wait_tcp, x509_object)
+                     wait_tcp, x509_object)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -535,29 +535,37 @@ def test_connect_errors():
 
 
 def test_open_timeout():
-    """open-timeout=3: A's socket appears 1 s after blockdev-add was sent
+    """open-timeout=5: A's socket appears 1 s after blockdev-add was sent
     and the open succeeds (without open-timeout the same open fails at
     once); with nothing ever listening it fails with the connect error,
-    within a generous bound."""
+    within a generous bound.  QEMU retries the first connection after 1,
+    2, 4, ... s (attempts at about 0, 1, 3, 7 s), so an A that is up
+    after ~1.2 s is reached at ~3 s: a timeout of 3 would race with that
+    attempt."""
     with client_daemon() as b, bt.Daemon() as adir:
         q = b.qmp()
         img = make_qcow2(adir.path('a.qcow2'))
         server = {'type': 'unix', 'path': adir.nbd_sock}
         expect_error(q, {'driver': 'nbd', 'node-name': 'n0', 'export': 'disk', 'server': server},
                      ERR_NOENT % adir.nbd_sock)
-        started = []
+        started, failed = [], []
 
         def start_a():
             time.sleep(1.0)
-            started.append(server_daemon('self', img, tmpdir=adir.dir))
+            try:
+                started.append(server_daemon('self', img, tmpdir=adir.dir))
+            except BaseException as e:  # noqa: BLE001
+                failed.append(e)
         t = threading.Thread(target=start_a)
         t.start()
         try:
             r = q.cmd('blockdev-add', {'driver': 'nbd', 'node-name': 'n1', 'export': 'disk',
-                                       'server': server, 'open-timeout': 3})
+                                       'server': server, 'open-timeout': 5})
         finally:
             t.join()
         try:
+            if failed:
+                raise AssertionError('A did not start: %s' % failed[0])
             assert_eq(r, {'return': {}}, 'open with open-timeout while A starts')
             with bt.nbd_export(q, 'n1', name='re'):
                 bt.qemu_io(b.uri('re'), *reads(), extra=['-r'])
@@ -646,7 +654,7 @@ def test_no_reconnect_fails_fast():
     """Without reconnect-delay (0) requests fail with EIO once A is gone,
     at once (no hang); with reconnect-delay=1 and A never back, they fail
     with EIO too; B goes on and blockdev-del works."""
-    nbd = bt.require_nbd()
+    bt.require_nbd()
     for delay in (0, 1):
         with bt.Daemon() as scratch:
             img = make_qcow2(scratch.path('a.qcow2'))
@@ -833,46 +841,70 @@ def test_drive_mirror_nbd_filenames():
 
 # --- 10. TLS ---
 
+@contextlib.contextmanager
+def tls_server(kind, **kw):
+    """tls_env.start_tls_daemon(**kw) with A of `kind`: 'qsd' makes its
+    TLSDaemon run qemu-storage-daemon."""
+    cls = tls_env.TLSDaemon
+    if kind == 'qsd':
+        class QSDTLSDaemon(cls):
+            def start(self, timeout=15.0):
+                self.exe = bt.QSD
+                return super().start(timeout)
+        tls_env.TLSDaemon = QSDTLSDaemon
+    try:
+        d = tls_env.start_tls_daemon(**kw)
+    finally:
+        tls_env.TLSDaemon = cls
+    with d:
+        yield d
+
+
+def _tls_x509_case(a):
+    with client_daemon(['--object', x509_object('tls0', a.pki.client, 'client'),
+                        '--object', x509_object('rogue', a.pki.rogue_trust, 'client',
+                                                sanity_check='off')]) as b:
+        q = b.qmp()
+        server = {'type': 'inet', 'host': '127.0.0.1', 'port': str(a.port)}
+        base = {'driver': 'nbd', 'export': 'disk', 'server': server}
+        q.execute('blockdev-add', dict(base, **{'node-name': 'rem', 'tls-creds': 'tls0'}))
+        with bt.nbd_export(q, 'rem', name='re', writable=True):
+            compare_raw_to(a.image, 'raw', b.uri('re'))
+            bt.qemu_io(b.uri('re'), 'write -P 0x4d 1M 64k', 'read -P 0x4d 1M 64k')
+        q.execute('blockdev-del', {'node-name': 'rem'})
+        bt.qemu_io(a.image, 'read -P 0x4d 1M 64k', 'read -P 0x3c 0 1M', extra=['-U', '-r'])
+        expect_error(q, dict(base, **{'node-name': 'n'}),
+                     'TLS negotiation required before option 7 (go)')
+        expect_error(q, dict(base, **{'node-name': 'n', 'tls-creds': 'rogue'}),
+                     "The certificate hasn't got a known issuer")
+        expect_error(q, dict(base, **{'node-name': 'n', 'tls-creds': 'tls0',
+                                      'tls-hostname': 'wronghost'}),
+                     'Certificate does not match the hostname wronghost')
+        expect_error(q, dict(base, **{'node-name': 'n', 'tls-creds': 'nope'}),
+                     "No TLS credentials with id 'nope'")
+        q.execute('blockdev-add', dict(base, **{'node-name': 'again', 'tls-creds': 'tls0',
+                                                'tls-hostname': '127.0.0.1'}))
+        a.assert_alive()
+
+
 def test_tls_x509():
-    """A (the daemon under test) serves with tls-creds-x509 on TCP; B has
+    """A (the daemon under test, then QSD) serves with tls-creds-x509 on TCP; B has
     client credentials (--object tls-creds-x509,endpoint=client) and opens
     with tls-creds: data compare.  Refused, each with QEMU's text: no
     tls-creds ('TLS negotiation required before option 7 (go)'), a client
     trusting another CA ("The certificate hasn't got a known issuer"), a
     wrong tls-hostname ('Certificate does not match the hostname X'), and
     unknown credentials ("No TLS credentials with id 'X'")."""
-    with start_tls_daemon(pattern=0x3c, image_size=SIZE) as a:
-        with client_daemon(['--object', x509_object('tls0', a.pki.client, 'client'),
-                            '--object', x509_object('rogue', a.pki.rogue_trust, 'client',
-                                                    sanity_check='off')]) as b:
-            q = b.qmp()
-            server = {'type': 'inet', 'host': '127.0.0.1', 'port': str(a.port)}
-            base = {'driver': 'nbd', 'export': 'disk', 'server': server}
-            q.execute('blockdev-add', dict(base, **{'node-name': 'rem', 'tls-creds': 'tls0'}))
-            with bt.nbd_export(q, 'rem', name='re', writable=True):
-                compare_raw_to(a.image, 'raw', b.uri('re'))
-                bt.qemu_io(b.uri('re'), 'write -P 0x4d 1M 64k', 'read -P 0x4d 1M 64k')
-            q.execute('blockdev-del', {'node-name': 'rem'})
-            bt.qemu_io(a.image, 'read -P 0x4d 1M 64k', 'read -P 0x3c 0 1M')
-            expect_error(q, dict(base, **{'node-name': 'n'}),
-                         'TLS negotiation required before option 7 (go)')
-            expect_error(q, dict(base, **{'node-name': 'n', 'tls-creds': 'rogue'}),
-                         "The certificate hasn't got a known issuer")
-            expect_error(q, dict(base, **{'node-name': 'n', 'tls-creds': 'tls0',
-                                          'tls-hostname': 'wronghost'}),
-                         'Certificate does not match the hostname wronghost')
-            expect_error(q, dict(base, **{'node-name': 'n', 'tls-creds': 'nope'}),
-                         "No TLS credentials with id 'nope'")
-            q.execute('blockdev-add', dict(base, **{'node-name': 'again', 'tls-creds': 'tls0',
-                                                    'tls-hostname': '127.0.0.1'}))
-            a.assert_alive()
+    for kind in KINDS:
+        with tls_server(kind, pattern=0x3c, image_size=SIZE) as a:
+            _tls_x509_case(a)
 
 
 def test_tls_x509_unix():
     """TLS over a unix socket: without tls-hostname QEMU has no name to
     check the server's certificate against ('No hostname for certificate
     validation'); with tls-hostname=localhost it opens, and reads equal."""
-    with start_tls_daemon(unix=True, pattern=0x2b, image_size=SIZE) as a:
+    with tls_server('qsd', unix=True, pattern=0x2b, image_size=SIZE) as a:
         with client_daemon(['--object', x509_object('tls0', a.pki.client, 'client')]) as b:
             q = b.qmp()
             base = {'driver': 'nbd', 'export': 'disk', 'tls-creds': 'tls0',
@@ -892,7 +924,7 @@ def test_tls_psk():
     (username=alice, the right key) opens and reads; a wrong key fails the
     TLS handshake ('TLS handshake failed: ...'); X.509-only... no creds:
     'TLS negotiation required before option 7 (go)'."""
-    with start_tls_daemon(creds='psk', pattern=0x5e, image_size=SIZE) as a:
+    with tls_server('self', creds='psk', pattern=0x5e, image_size=SIZE) as a:
         good = os.path.dirname(psk_client_file(a))
         bad = os.path.dirname(psk_client_file(a, key=WRONG_KEY))
         with client_daemon(['--object', psk_object('psk0', good, 'client', username=PSK_USER),
