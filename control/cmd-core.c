@@ -198,7 +198,9 @@ void bd_cmd_core_register(void)
 
 /* json: image names (formats/filename.h): BlockdevOptions in JSON,
  * validated as blockdev-add's. */
-static GVariant *parse_json_blockdev(const char *text, GError **errp)
+static GVariant *parse_json_blockdev(const char *text,
+                                     const char *default_driver,
+                                     GError **errp)
 {
     g_autoptr(JsonNode) node = bd_json_parse(text, -1, errp);
 
@@ -210,6 +212,11 @@ static GVariant *parse_json_blockdev(const char *text, GError **errp)
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Invalid JSON object given");
         return NULL;
+    }
+    if (default_driver &&
+        !json_object_has_member(json_node_get_object(node), "driver")) {
+        json_object_set_string_member(json_node_get_object(node), "driver",
+                                      default_driver);
     }
     return bd_validate(bd_blockdev_options_schema(), node, FALSE, errp);
 }

@@ -165,6 +165,11 @@ BdExport *bd_export_add(GVariant *options, GError **errp)
                     "Cannot find device='' nor node-name='%s'", node_name);
         return NULL;
     }
+    if (o.writable && node->read_only) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Cannot export read-only node as writable");
+        return NULL;
+    }
 
     exp = g_malloc0(drv->instance_size);
     exp->drv = drv;

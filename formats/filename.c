@@ -77,7 +77,7 @@ GVariant *bd_formats_image_options(const char *filename, const char *fmt,
             return NULL;
         }
         /* As QEMU: the name gives the node's options whole. */
-        return json_parser(filename + strlen("json:"), errp);
+        return json_parser(filename + strlen("json:"), fmt, errp);
     }
     if (is_nbd_name(filename)) {
         path = g_strdup(filename);

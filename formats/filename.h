@@ -28,7 +28,11 @@ GVariant *bd_formats_image_options(const char *filename, const char *fmt,
  * against the schema, which formats/ may not call: control installs the
  * parser at start-up (it returns a full reference).  Without one, json:
  * names are refused. */
-typedef GVariant *(*BdJsonOptionsParser)(const char *json, GError **errp);
+/* 'default_driver' goes in as "driver" when the JSON has none (QEMU
+ * puts the image's backing format there). */
+typedef GVariant *(*BdJsonOptionsParser)(const char *json,
+                                         const char *default_driver,
+                                         GError **errp);
 void bd_formats_set_json_parser(BdJsonOptionsParser parser);
 
 #endif

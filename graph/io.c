@@ -536,6 +536,17 @@ int bd_node_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
     return ret;
 }
 
+/* QEMU's supports_backing: the driver takes a 'backing' option. */
+static gboolean driver_supports_backing(BdNode *node)
+{
+    for (const BdSchemaField *f = node->drv->options; f && f->name; f++) {
+        if (strcmp(f->name, "backing") == 0) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
 int bd_node_block_status_above(BdNode *node, uint64_t offset,
                                uint64_t bytes, uint64_t *pnum, int *depth)
 {
@@ -569,8 +580,10 @@ int bd_node_block_status_above(BdNode *node, uint64_t offset,
             if (depth) {
                 *depth = (ret & BD_BLOCK_ALLOCATED) ? level : 0;
             }
-            if (!(ret & BD_BLOCK_ALLOCATED)) {
-                /* Unallocated with nothing below reads as zeroes. */
+            if (!(ret & BD_BLOCK_ALLOCATED) && driver_supports_backing(cur)) {
+                /* Unallocated in an image that could have a backing
+                 * file but has none reads as zeroes (QEMU's rule; a
+                 * protocol's hole, an NBD server's, says nothing). */
                 ret |= BD_BLOCK_ZERO;
             }
             return cur == node ? ret : ret & ~BD_BLOCK_EOF;

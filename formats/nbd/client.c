@@ -213,10 +213,17 @@ static NbdConn *conn_open(const NbdConfig *cfg, NbdInfo *info,
     if (nbd_connect_socket(h, fd) < 0) {
         int err = nbd_get_errno();
 
+        /* QEMU's texts for the refusals a user meets. */
         if (err == ENOENT || err == EINVAL) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "Requested export not available: export '%s' "
-                        "not present", export);
+                        "Requested export not available");
+            nbd_close(h);
+            return NULL;
+        }
+        if (err == ENOTSUP && !cfg->tls &&
+            strstr(nbd_get_error(), "TLS")) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "TLS negotiation required before option 7 (go)");
             nbd_close(h);
             return NULL;
         }

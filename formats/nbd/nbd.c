@@ -304,8 +304,9 @@ static gboolean nbd_node_open(BdNode *node, GVariant *options, GError **errp)
     info = nbd_client_info(s->client);
     if (info->read_only && !node->read_only) {
         if (!node->auto_read_only) {
+            /* QEMU 7.2's text (its open fails with EACCES). */
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "NBD export is read-only");
+                        "Could not open image: Permission denied");
             return FALSE;
         }
         node->read_only = TRUE;
