@@ -52,6 +52,13 @@ def test_tls_export_example():
     assert_in('example finished: OK', p.stdout, 'example output')
 
 
+def test_chain_daemons_example():
+    require_tool('qemu-io', 'qemu-img', 'nbdinfo', 'fusermount3')
+    p = run_example('chain-daemons.sh')
+    assert_in('example finished: OK', p.stdout, 'example output')
+    assert_in("read A's data through B", p.stdout, 'example output')
+
+
 def test_pull_backup_example():
     require_tool('qemu-io', 'nbdinfo', 'nbdcopy', 'nbdsh', 'socat')
     p = run_example('pull-backup.sh')
