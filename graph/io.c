@@ -461,6 +461,17 @@ int bd_node_pdiscard_snapshot(BdNode *node, uint64_t offset,
 
 /* --- block status --- */
 
+/* QEMU's supports_backing: the driver takes a 'backing' option. */
+static gboolean driver_supports_backing(BdNode *node)
+{
+    for (const BdSchemaField *f = node->drv->options; f && f->name; f++) {
+        if (strcmp(f->name, "backing") == 0) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
 int bd_node_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
                          uint64_t *pnum, uint64_t *map, BdNode **file)
 {
@@ -529,22 +540,20 @@ int bd_node_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
     }
     if (ret & (BD_BLOCK_DATA | BD_BLOCK_ZERO)) {
         ret |= BD_BLOCK_ALLOCATED;
+    } else if (driver_supports_backing(node)) {
+        /* QEMU's rule: unallocated in an image that could have a
+         * backing file reads as zeroes when it has none, or past its
+         * end.  A protocol's hole (an NBD server's, a dirty extent
+         * under x-dirty-bitmap) says nothing about zeroes. */
+        BdNode *cow = bd_node_backing(node);
+        if (!cow || (int64_t)offset >= bd_node_getlength(cow)) {
+            ret |= BD_BLOCK_ZERO;
+        }
     }
     if (offset + *pnum == size) {
         ret |= BD_BLOCK_EOF;
     }
     return ret;
-}
-
-/* QEMU's supports_backing: the driver takes a 'backing' option. */
-static gboolean driver_supports_backing(BdNode *node)
-{
-    for (const BdSchemaField *f = node->drv->options; f && f->name; f++) {
-        if (strcmp(f->name, "backing") == 0) {
-            return TRUE;
-        }
-    }
-    return FALSE;
 }
 
 int bd_node_block_status_above(BdNode *node, uint64_t offset,
@@ -579,12 +588,6 @@ int bd_node_block_status_above(BdNode *node, uint64_t offset,
             *pnum = n;
             if (depth) {
                 *depth = (ret & BD_BLOCK_ALLOCATED) ? level : 0;
-            }
-            if (!(ret & BD_BLOCK_ALLOCATED) && driver_supports_backing(cur)) {
-                /* Unallocated in an image that could have a backing
-                 * file but has none reads as zeroes (QEMU's rule; a
-                 * protocol's hole, an NBD server's, says nothing). */
-                ret |= BD_BLOCK_ZERO;
             }
             return cur == node ? ret : ret & ~BD_BLOCK_EOF;
         }

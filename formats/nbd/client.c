@@ -441,8 +441,7 @@ static gpointer client_reconnect_main(gpointer opaque)
     return NULL;
 }
 
-NbdClient *nbd_client_open(NbdConfig *cfg, gboolean writable,
-                           GError **errp)
+NbdClient *nbd_client_open(NbdConfig *cfg, GError **errp)
 {
     g_autoptr(GError) err = NULL;
     NbdClient *c = g_new0(NbdClient, 1);
@@ -479,7 +478,6 @@ NbdClient *nbd_client_open(NbdConfig *cfg, gboolean writable,
      * writes completed on any, so several connections are safe for a
      * writer as for a reader. */
     c->nconns = c->info.can_multi_conn ? NBD_CLIENT_MULTI_CONN : 1;
-    (void)writable;
     bd_mutex_lock(&c->lock);
     c->conns[0] = first;
     c->live = 1;

@@ -47,10 +47,10 @@ typedef struct NbdClient NbdClient;
 
 /* Connect (with the open-timeout retries) and negotiate: the client, or
  * NULL with QEMU's messages ("Failed to connect to '...': ...").  Main
- * thread.  'cfg' is taken over.  'writable': the node will write; the
- * extra multi-conn connections are opened only when safe. */
-NbdClient *nbd_client_open(NbdConfig *cfg, gboolean writable,
-                           GError **errp);
+ * thread.  'cfg' is taken over.  When the server advertises multi-conn
+ * (a flush on one connection covers writes completed on any), more
+ * connections are opened, for readers and writers alike. */
+NbdClient *nbd_client_open(NbdConfig *cfg, GError **errp);
 /* Stop the I/O threads and close every connection.  No request may be
  * in flight (the node is closing).  Main thread. */
 void nbd_client_close(NbdClient *c);

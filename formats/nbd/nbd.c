@@ -73,13 +73,13 @@ static const NbdInfo *info_of(BdNode *node)
 /* --- data path --- */
 
 static int nbd_node_pread(BdNode *node, uint64_t offset, uint64_t bytes,
-                     void *buf, int flags)
+                          void *buf, int flags)
 {
     return nbd_client_pread(client_of(node), offset, bytes, buf);
 }
 
 static int nbd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
-                      const void *buf, int flags)
+                           const void *buf, int flags)
 {
     NbdClient *c = client_of(node);
     gboolean fua = (flags & BD_REQ_FUA) != 0;
@@ -94,8 +94,8 @@ static int nbd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
     return ret;
 }
 
-static int nbd_node_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
-                             int flags)
+static int nbd_node_pwrite_zeroes(BdNode *node, uint64_t offset,
+                                  uint64_t bytes, int flags)
 {
     const NbdInfo *info = info_of(node);
     NbdClient *c = client_of(node);
@@ -165,8 +165,9 @@ static int nbd_node_flush(BdNode *node)
 
 /* QEMU's nbd_client_co_block_status: the range maps onto itself; a hole
  * (or, with x-dirty-bitmap, a dirty extent) is not data. */
-static int nbd_node_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
-                            uint64_t *pnum, uint64_t *map, BdNode **file)
+static int nbd_node_block_status(BdNode *node, uint64_t offset,
+                                 uint64_t bytes, uint64_t *pnum,
+                                 uint64_t *map, BdNode **file)
 {
     const NbdInfo *info = info_of(node);
     NbdClient *c = client_of(node);
@@ -269,7 +270,8 @@ static gboolean nbd_config_from(const NbdOptions *o, NbdConfig *cfg,
     return TRUE;
 }
 
-static gboolean nbd_node_open(BdNode *node, GVariant *options, GError **errp)
+static gboolean nbd_node_open(BdNode *node, GVariant *options,
+                              GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
@@ -296,7 +298,7 @@ static gboolean nbd_node_open(BdNode *node, GVariant *options, GError **errp)
         s->tls_obj = tls_obj;
         bd_object_use(tls_obj);
     }
-    s->client = nbd_client_open(&cfg, !node->read_only, errp);
+    s->client = nbd_client_open(&cfg, errp);
     nbd_config_clear(&cfg);
     if (!s->client) {
         return FALSE;
@@ -318,7 +320,8 @@ static gboolean nbd_node_open(BdNode *node, GVariant *options, GError **errp)
 }
 
 /* Every option is fixed; read-write again only if the server allows. */
-static gboolean nbd_node_reopen_prepare(BdReopenState *state, GError **errp)
+static gboolean nbd_node_reopen_prepare(BdReopenState *state,
+                                        GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
