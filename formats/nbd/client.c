@@ -26,10 +26,15 @@
 
 #define NBD_MAX_CONNS 16
 /* Reconnection attempts: the first after this long, then twice as long
- * each time up to the maximum (QEMU waits 1 s to 16 s; a restarted
- * server here is usually back within a second). */
+ * each time up to the maximum, a short one while requests wait out
+ * reconnect-delay (QEMU waits 1 s to 16 s; a restarted server here is
+ * usually back within a second or two). */
 #define RECONNECT_FIRST_US (100 * 1000)
 #define RECONNECT_MAX_US (2 * G_USEC_PER_SEC)
+#define RECONNECT_WAITED_MAX_US (250 * 1000)
+/* One connection attempt at most: connect, TLS and the NBD handshake,
+ * against a server that accepted but does not answer. */
+#define CONNECT_TIMEOUT_US (10 * G_USEC_PER_SEC)
 
 typedef struct NbdConn {
     gint refcnt;
@@ -56,6 +61,7 @@ struct NbdClient {
     gint64 lost_at BD_GUARDED_BY(lock);   /* when live fell to 0 */
     gboolean closing BD_GUARDED_BY(lock);
     GThread *reconnect_thread;
+    gint stopping;          /* atomic: close began; attempts give up */
 };
 
 typedef enum { OP_READ, OP_WRITE, OP_ZERO, OP_TRIM, OP_FLUSH,
@@ -178,21 +184,66 @@ static gpointer conn_io_main(gpointer opaque)
     return NULL;
 }
 
+/* libnbd's handshake on 'fd' (taken over), driven here rather than by
+ * the blocking nbd_connect_socket, so that it ends at 'deadline' or
+ * when *cancel is set.  0, or -1 with libnbd's error for this thread
+ * (or errno ETIMEDOUT/ECANCELED and no libnbd error). */
+static int handshake(struct nbd_handle *h, int fd, gint64 deadline,
+                     const gint *cancel)
+{
+    if (nbd_aio_connect_socket(h, fd) < 0) {
+        return -1;
+    }
+    while (!nbd_aio_is_ready(h)) {
+        unsigned dir = nbd_aio_get_direction(h);
+        struct pollfd p = { .fd = nbd_aio_get_fd(h) };
+        gint64 left = deadline - g_get_monotonic_time();
+        int n;
+
+        if (nbd_aio_is_dead(h) || nbd_aio_is_closed(h)) {
+            return -1;
+        }
+        if (g_atomic_int_get(cancel)) {
+            errno = ECANCELED;
+            return -2;
+        }
+        if (left <= 0) {
+            errno = ETIMEDOUT;
+            return -2;
+        }
+        p.events = (dir & LIBNBD_AIO_DIRECTION_READ ? POLLIN : 0) |
+                   (dir & LIBNBD_AIO_DIRECTION_WRITE ? POLLOUT : 0);
+        n = poll(&p, 1, (int)MIN(left / 1000 + 1, 100));
+        if (n < 0 && errno != EINTR) {
+            return -2;
+        }
+        if (n > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)) &&
+            nbd_aio_notify_read(h) < 0) {
+            return -1;
+        }
+        if (n > 0 && (p.revents & POLLOUT) && nbd_aio_notify_write(h) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Connect, negotiate and read what the server offers into *info. */
 static NbdConn *conn_open(const NbdConfig *cfg, NbdInfo *info,
-                          GError **errp)
+                          const gint *cancel, GError **errp)
 {
     const char *export = cfg->export_name ? cfg->export_name : "";
+    gint64 deadline = g_get_monotonic_time() + CONNECT_TIMEOUT_US;
     struct nbd_handle *h;
     NbdConn *cn;
-    int fd, min, max;
+    int fd, min, max, ret;
 
-    fd = nbd_socket_connect(cfg, errp);
+    fd = nbd_socket_connect(cfg, deadline, cancel, errp);
     if (fd < 0) {
         return NULL;
     }
     if (cfg->tls) {
-        fd = nbd_tls_start(cfg, fd, errp);
+        fd = nbd_tls_start(cfg, fd, deadline, errp);
         if (fd < 0) {
             return NULL;
         }
@@ -210,7 +261,15 @@ static NbdConn *conn_open(const NbdConfig *cfg, NbdInfo *info,
          nbd_add_meta_context(h, cfg->bitmap_context) < 0)) {
         goto fail_libnbd;
     }
-    if (nbd_connect_socket(h, fd) < 0) {
+    ret = handshake(h, fd, deadline, cancel);
+    if (ret == -2) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "NBD handshake with the server failed: %s",
+                    g_strerror(errno));
+        nbd_close(h);
+        return NULL;
+    }
+    if (ret < 0) {
         int err = nbd_get_errno();
 
         /* QEMU's texts for the refusals a user meets. */
@@ -299,24 +358,25 @@ static void conn_stop(NbdConn *cn)
 /* --- the connection set --- */
 
 /* A connection broke: take it out of its slot (once) and hand it to the
- * reconnect thread.  Any thread, including its own I/O thread. */
+ * reconnect thread.  Any thread, including its own I/O thread.  'lost'
+ * is set under the lock, so that whoever holds it sees every lost
+ * connection already out of its slot. */
 static void client_conn_lost(NbdClient *c, NbdConn *cn)
 {
-    if (g_atomic_int_get(&cn->lost) || !g_atomic_int_compare_and_exchange(
-                                            &cn->lost, 0, 1)) {
-        return;
-    }
     bd_mutex_lock(&c->lock);
-    if (c->conns[cn->slot] == cn) {
-        c->conns[cn->slot] = NULL;
-        /* The slot's reference goes to the reaper. */
-        g_ptr_array_add(c->dead, cn);
-        if (--c->live == 0) {
-            c->lost_at = g_get_monotonic_time();
-            g_warning("nbd client: connection to the server lost%s",
-                      c->cfg.reconnect_delay ? ", reconnecting" : "");
+    if (!g_atomic_int_get(&cn->lost)) {
+        g_atomic_int_set(&cn->lost, 1);
+        if (c->conns[cn->slot] == cn) {
+            c->conns[cn->slot] = NULL;
+            /* The slot's reference goes to the reaper. */
+            g_ptr_array_add(c->dead, cn);
+            if (--c->live == 0) {
+                c->lost_at = g_get_monotonic_time();
+                g_warning("nbd client: connection to the server lost%s",
+                          c->cfg.reconnect_delay ? ", reconnecting" : "");
+            }
+            g_cond_signal(&c->reconnect_cond);
         }
-        g_cond_signal(&c->reconnect_cond);
     }
     bd_mutex_unlock(&c->lock);
 }
@@ -397,7 +457,7 @@ static gpointer client_reconnect_main(gpointer opaque)
             if (!want) {
                 continue;
             }
-            cn = conn_open(&c->cfg, &info, &err);
+            cn = conn_open(&c->cfg, &info, &c->stopping, &err);
             if (cn && !info_compatible(&c->info, &info)) {
                 g_warning("nbd client: the export changed on reconnect "
                           "(size or read-only); not using it");
@@ -432,9 +492,16 @@ static gpointer client_reconnect_main(gpointer opaque)
             missing |= c->conns[i] == NULL;
         }
         if (missing && !c->closing) {
-            bd_cond_wait_until(&c->reconnect_cond, &c->lock,
-                               g_get_monotonic_time() + backoff);
-            backoff = MIN(backoff * 2, RECONNECT_MAX_US);
+            gint64 now = g_get_monotonic_time();
+            /* Requests wait for us: try often enough that a server back
+             * within reconnect-delay is found within it. */
+            gboolean waited_for = c->live == 0 &&
+                now < c->lost_at +
+                      (gint64)c->cfg.reconnect_delay * G_USEC_PER_SEC;
+
+            bd_cond_wait_until(&c->reconnect_cond, &c->lock, now + backoff);
+            backoff = MIN(backoff * 2, waited_for ? RECONNECT_WAITED_MAX_US
+                                                  : RECONNECT_MAX_US);
         }
     }
     bd_mutex_unlock(&c->lock);
@@ -461,7 +528,7 @@ NbdClient *nbd_client_open(NbdConfig *cfg, GError **errp)
                (gint64)c->cfg.open_timeout * G_USEC_PER_SEC;
     for (;;) {
         g_clear_error(&err);
-        first = conn_open(&c->cfg, &c->info, &err);
+        first = conn_open(&c->cfg, &c->info, &c->stopping, &err);
         if (first || g_get_monotonic_time() + pause > deadline) {
             break;
         }
@@ -485,7 +552,7 @@ NbdClient *nbd_client_open(NbdConfig *cfg, GError **errp)
     conn_start(c, first);
     for (guint slot = 1; slot < c->nconns; slot++) {
         NbdInfo info;
-        NbdConn *cn = conn_open(&c->cfg, &info, NULL);
+        NbdConn *cn = conn_open(&c->cfg, &info, &c->stopping, NULL);
 
         if (!cn || !info_compatible(&c->info, &info)) {
             if (cn) {
@@ -515,6 +582,7 @@ void nbd_client_close(NbdClient *c)
     if (!c) {
         return;
     }
+    g_atomic_int_set(&c->stopping, 1);
     bd_mutex_lock(&c->lock);
     c->closing = TRUE;
     g_cond_broadcast(&c->cond);
@@ -610,8 +678,21 @@ static int64_t op_issue(struct nbd_handle *h, NbdOp *op)
     g_assert_not_reached();
 }
 
-static gboolean conn_is_broken(NbdConn *cn)
+/* Whether a request that failed with 'err' failed with its connection.
+ * libnbd may fail a command with ENOTCONN before its state says dead
+ * (a command refused on a handle the server just closed); a server
+ * that is shutting down answers ESHUTDOWN: both are worth sending again
+ * on a new connection. */
+static gboolean conn_is_broken(NbdConn *cn, int err)
 {
+    switch (err) {
+    case ENOTCONN:
+    case ESHUTDOWN:
+    case ECONNRESET:
+    case ECONNABORTED:
+    case EPIPE:
+        return TRUE;
+    }
     return g_atomic_int_get(&cn->lost) || nbd_aio_is_dead(cn->h) ||
            nbd_aio_is_closed(cn->h);
 }
@@ -620,16 +701,15 @@ static gboolean conn_is_broken(NbdConn *cn)
  * under it (then the op may be run again elsewhere). */
 static int conn_run(NbdConn *cn, NbdOp *op, gboolean *broken)
 {
-    int ret;
-
     op->done = FALSE;
     op->err = 0;
     op->got_extent = FALSE;
     *broken = FALSE;
     if (op_issue(cn->h, op) < 0) {
-        ret = -(nbd_get_errno() ? nbd_get_errno() : EIO);
-        *broken = conn_is_broken(cn);
-        return ret;
+        int err = nbd_get_errno() ? nbd_get_errno() : EIO;
+
+        *broken = conn_is_broken(cn, err);
+        return -err;
     }
     if (nbd_aio_get_direction(cn->h) & LIBNBD_AIO_DIRECTION_WRITE) {
         conn_kick(cn);
@@ -640,7 +720,7 @@ static int conn_run(NbdConn *cn, NbdOp *op, gboolean *broken)
     }
     g_mutex_unlock(&op->m);
     if (op->err) {
-        *broken = conn_is_broken(cn);
+        *broken = conn_is_broken(cn, op->err);
         return -op->err;
     }
     return 0;

@@ -77,8 +77,10 @@ int nbd_client_block_status(NbdClient *c, uint64_t offset, uint64_t bytes,
 /* --- socket.c --- */
 
 /* A connected stream socket to the configured server, or -1 with QEMU's
- * messages.  Blocking; any thread. */
-int nbd_socket_connect(const NbdConfig *cfg, GError **errp);
+ * messages.  Gives up at 'deadline' (monotonic time) or when *cancel
+ * (may be NULL) is set.  Blocking; any thread. */
+int nbd_socket_connect(const NbdConfig *cfg, gint64 deadline,
+                       const gint *cancel, GError **errp);
 
 /* --- tls.c --- */
 
@@ -88,8 +90,10 @@ int nbd_socket_connect(const NbdConfig *cfg, GError **errp);
  * a socket pair.  Returns the pair's other end, on which libnbd goes on
  * with the option haggling as after a greeting (handshake flags
  * NBD_FLAG_FIXED_NEWSTYLE|NO_ZEROES already sent), or -1.  The relay
- * ends when either side closes. */
-int nbd_tls_start(const NbdConfig *cfg, int fd, GError **errp);
+ * ends when either side closes.  The setup fails once 'deadline'
+ * (monotonic) passes with the server silent. */
+int nbd_tls_start(const NbdConfig *cfg, int fd, gint64 deadline,
+                  GError **errp);
 
 /* --- filename.c --- */
 

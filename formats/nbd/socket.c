@@ -9,9 +9,11 @@
 #define G_LOG_DOMAIN "blockd-nbd-client"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -20,10 +22,53 @@
 #include "graph/error.h"
 #include "formats/nbd/nbd-int.h"
 
-static int connect_unix(const char *path, GError **errp)
+/* connect() on a non-blocking socket, waiting at most until 'deadline'
+ * (monotonic) and giving up when *cancel is set: 0 or an errno. */
+static int connect_until(int fd, const struct sockaddr *sa, socklen_t len,
+                         gint64 deadline, const gint *cancel)
+{
+    int flags = fcntl(fd, F_GETFL);
+    int err = 0;
+    socklen_t errlen = sizeof(err);
+
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    if (connect(fd, sa, len) == 0) {
+        goto done;
+    }
+    if (errno != EINPROGRESS && errno != EINTR && errno != EAGAIN) {
+        err = errno;
+        goto done;
+    }
+    for (;;) {
+        struct pollfd p = { .fd = fd, .events = POLLOUT };
+        gint64 left = deadline - g_get_monotonic_time();
+
+        if (cancel && g_atomic_int_get(cancel)) {
+            err = ECANCELED;
+            break;
+        }
+        if (left <= 0) {
+            err = ETIMEDOUT;
+            break;
+        }
+        /* Slices, so that a closing node is not held up. */
+        if (poll(&p, 1, (int)MIN(left / 1000 + 1, 100)) > 0) {
+            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0) {
+                err = errno;
+            }
+            break;
+        }
+    }
+done:
+    fcntl(fd, F_SETFL, flags);
+    return err;
+}
+
+static int connect_unix(const char *path, gint64 deadline,
+                        const gint *cancel, GError **errp)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int fd;
+    int fd, err;
 
     if (strlen(path) >= sizeof(sa.sun_path)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -37,20 +82,19 @@ static int connect_unix(const char *path, GError **errp)
                     "Failed to create socket: %s", g_strerror(errno));
         return -1;
     }
-    while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        if (errno == EINTR) {
-            continue;
-        }
+    err = connect_until(fd, (struct sockaddr *)&sa, sizeof(sa), deadline,
+                        cancel);
+    if (err) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Failed to connect to '%s': %s", path,
-                    g_strerror(errno));
+                    "Failed to connect to '%s': %s", path, g_strerror(err));
         close(fd);
         return -1;
     }
     return fd;
 }
 
-static int connect_inet(const char *host, const char *port, GError **errp)
+static int connect_inet(const char *host, const char *port, gint64 deadline,
+                        const gint *cancel, GError **errp)
 {
     struct addrinfo hints = { .ai_family = AF_UNSPEC,
                               .ai_socktype = SOCK_STREAM,
@@ -73,13 +117,12 @@ static int connect_inet(const char *host, const char *port, GError **errp)
             saved = errno;
             continue;
         }
-        while (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-            if (errno != EINTR) {
-                saved = errno;
-                close(fd);
-                fd = -1;
-                break;
-            }
+        err = connect_until(fd, ai->ai_addr, ai->ai_addrlen, deadline,
+                            cancel);
+        if (err) {
+            saved = err;
+            close(fd);
+            fd = -1;
         }
         if (fd >= 0) {
             /* Small requests and replies go out at once. */
@@ -95,10 +138,11 @@ static int connect_inet(const char *host, const char *port, GError **errp)
     return -1;
 }
 
-int nbd_socket_connect(const NbdConfig *cfg, GError **errp)
+int nbd_socket_connect(const NbdConfig *cfg, gint64 deadline,
+                       const gint *cancel, GError **errp)
 {
     if (cfg->type == BD_SOCKET_ADDRESS_UNIX) {
-        return connect_unix(cfg->path, errp);
+        return connect_unix(cfg->path, deadline, cancel, errp);
     }
-    return connect_inet(cfg->host, cfg->port, errp);
+    return connect_inet(cfg->host, cfg->port, deadline, cancel, errp);
 }

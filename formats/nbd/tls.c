@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "graph/error.h"
@@ -218,13 +219,26 @@ static gboolean starttls(int fd, uint8_t greeting[GREETING_LEN],
     return FALSE;
 }
 
-int nbd_tls_start(const NbdConfig *cfg, int fd, GError **errp)
+/* Bound each blocking receive and send of the set-up by the time left
+ * (a zero timeval: none again, for the relay). */
+static void set_io_timeout(int fd, gint64 usec)
+{
+    struct timeval tv = { .tv_sec = usec / G_USEC_PER_SEC,
+                          .tv_usec = usec % G_USEC_PER_SEC };
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+int nbd_tls_start(const NbdConfig *cfg, int fd, gint64 deadline,
+                  GError **errp)
 {
     uint8_t greeting[GREETING_LEN];
     g_autoptr(BdTlsSession) tls = NULL;
     int pair[2];
     Relay *r;
 
+    set_io_timeout(fd, MAX(deadline - g_get_monotonic_time(), 1));
     if (!starttls(fd, greeting, errp)) {
         close(fd);
         return -1;
@@ -234,6 +248,7 @@ int nbd_tls_start(const NbdConfig *cfg, int fd, GError **errp)
         close(fd);
         return -1;
     }
+    set_io_timeout(fd, 0);
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "socketpair: %s",
                     g_strerror(errno));
