@@ -3,6 +3,7 @@
  * validated BlockdevOptions, with the daemon's schema and messages.
  *
  *   image=disk.qcow2 [format=F]  ->  {"driver": F or probed,
+ *                                     "discard": "unmap",
  *                                     "file": {"driver": "file",
  *                                              "filename": "/abs/disk.qcow2"}}
  *   blockdev='{...}'             ->  as --blockdev '{...}' takes it
@@ -80,6 +81,10 @@ static JsonNode *image_options(void)
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "driver");
     json_builder_add_string_value(b, fmt);
+    /* NBD trim frees space, as nbdkit's file plugin does (the daemon's
+     * default, QEMU's, is to ignore it); inherited by the file node. */
+    json_builder_set_member_name(b, "discard");
+    json_builder_add_string_value(b, "unmap");
     /* A file we may not write is served read-only (nbdkit then tells
      * clients so) rather than refused. */
     if (access(config.image, W_OK) != 0 && access(config.image, R_OK) == 0) {
