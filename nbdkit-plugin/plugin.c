@@ -341,4 +341,6 @@ static struct nbdkit_plugin plugin = {
     .extents = blockd_extents,
 };
 
+/* The one exported symbol (plugin.syms); declared for -Wmissing-prototypes. */
+struct nbdkit_plugin *plugin_init(void);
 NBDKIT_REGISTER_PLUGIN(plugin)
