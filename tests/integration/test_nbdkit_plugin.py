@@ -421,5 +421,50 @@ def test_exports_only_plugin_init():
     assert_eq(names, ['plugin_init'], 'defined dynamic symbols')
 
 
+TWO_COPIES = r"""
+import ctypes, os, sys
+RTLD_LAZY, RTLD_GLOBAL = 1, 0x100
+ptrs = []
+for so in sys.argv[1:]:
+    # As nbdkit loads plugins: global scope (nbdkit uses RTLD_GLOBAL), and
+    # lazily here because nbdkit's own functions are not in this process.
+    lib = ctypes.CDLL(so, mode=RTLD_LAZY | RTLD_GLOBAL)
+    lib.plugin_init.restype = ctypes.c_void_p
+    p = lib.plugin_init()
+    # struct nbdkit_plugin: u64 size, int api, int model, 4 strings, then load.
+    load = ctypes.CFUNCTYPE(None).from_address(p + 48)
+    config = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p,
+                              ctypes.c_char_p).from_address(p + 64)
+    name = ctypes.c_char_p.from_address(p + 16).value
+    load()      # claims the main thread and registers the drivers
+    # Each copy has its own configuration: were this copy's symbols bound
+    # to the first copy's, 'format' would be given twice and the error
+    # path would call nbdkit_error, which this process lacks.
+    assert config(b'format', b'raw') == 0, 'config failed'
+    ptrs.append(p)
+    print(name.decode(), hex(p))
+assert ptrs[0] != ptrs[1], 'both copies returned the same plugin struct'
+print('ok')
+"""
+
+
+def test_two_copies_in_one_process():
+    """Two copies of the .so loaded with global scope into one process each
+    keep their own state: each copy's .load registers the drivers in its
+    own registry, and each takes its own 'format' parameter (were the
+    second copy's symbols bound to the first copy's, it would find
+    'format' already given)."""
+    plugin = nbdkit_plugin()
+    with TmpDir() as tmp:
+        copies = [os.path.join(tmp, n) for n in ('a.so', 'b.so')]
+        for c in copies:
+            shutil.copyfile(plugin, c)
+        p = subprocess.run(['/usr/bin/python3', '-c', TWO_COPIES] + copies,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=60, env=nbdkit_env(plugin))
+        if p.returncode != 0 or not p.stdout.endswith('ok\n'):
+            raise AssertionError('two copies: rc %d\n%s%s' % (p.returncode, p.stdout, p.stderr))
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
