@@ -32,6 +32,9 @@ void bd_plugin_config_free(void);
     "blockdev=<OPTIONS>   A whole BlockdevOptions graph, as blockd's\n"   \
     "                     --blockdev takes it: JSON ('{\"driver\": ...}')\n" \
     "                     or keyval (driver=qcow2,file.driver=file,...).\n" \
+    "object=throttle-group,id=<ID>,limits.<LIMIT>=<N>,...\n"             \
+    "                     A throttle group for 'throttle' nodes in\n"  \
+    "                     blockdev, as --object defines it (repeatable).\n" \
     "Give image or blockdev.  nbdkit's -r serves read-only."
 
 #endif

@@ -11,6 +11,12 @@
  * Both forms go through bd_validate() against bd_blockdev_options_schema(),
  * so a mistake reads as it would on blockd's command line.
  *
+ *   object=throttle-group,id=tg0,limits.bps-total=N   (repeatable)
+ *
+ * defines a throttle group as --object does, for 'throttle' nodes of the
+ * blockdev graph; groups are created when the parameters are complete,
+ * before the graph opens, and deleted after it closes.
+ *
  * Thread model: nbdkit's main thread, before any connection (see
  * blockd-plugin.h).
  */
@@ -22,6 +28,8 @@
 #include <nbdkit-plugin.h>
 #include "control/input.h"
 #include "formats/registry.h"
+#include "formats/throttle-group.h"
+#include "graph/error.h"
 #include "graph/main-thread.h"
 #include "graph/node.h"
 #include "nbdkit-plugin/blockd-plugin.h"
@@ -31,6 +39,8 @@ static struct {
     char *format;
     char *blockdev;
     GVariant *options;  /* validated BlockdevOptions */
+    GPtrArray *objects; /* object= values, in order */
+    GPtrArray *groups;  /* ids of the throttle groups created */
 } config;
 
 /* One value per key: a second one is a mistake, not an override. */
@@ -66,8 +76,15 @@ int bd_plugin_config(const char *key, const char *value)
     if (strcmp(key, "blockdev") == 0) {
         return set_once(&config.blockdev, key, g_strdup(value));
     }
+    if (strcmp(key, "object") == 0) {
+        if (!config.objects) {
+            config.objects = g_ptr_array_new_with_free_func(g_free);
+        }
+        g_ptr_array_add(config.objects, g_strdup(value));
+        return 0;
+    }
     nbdkit_error(BD_PLUGIN_NAME ": unknown parameter '%s' "
-                 "(expected image, format or blockdev)", key);
+                 "(expected image, format, blockdev or object)", key);
     return -1;
 }
 
@@ -119,6 +136,87 @@ static GVariant *build_options(GError **errp)
     return bd_validate(bd_blockdev_options_schema(), json, keyval, errp);
 }
 
+/* One object= parameter: --object's syntax, throttle-group only (the
+ * one object type the graph's drivers use by themselves). */
+static gboolean add_object(const char *arg, GError **errp)
+{
+    g_autoptr(JsonNode) json = NULL;
+    g_autoptr(GVariant) props = NULL;
+    g_autofree char *id = NULL;
+    gboolean keyval = FALSE;
+    BdThrottleConfig cfg;
+
+    json = bd_option_parse(arg, "qom-type", &keyval, errp);
+    if (!json) {
+        return FALSE;
+    }
+    JsonObject *obj = json_node_get_object(json);
+    const char *type = json_object_get_string_member_with_default(
+        obj, "qom-type", NULL);
+    if (!type) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Parameter 'qom-type' is missing");
+        return FALSE;
+    }
+    if (strcmp(type, "throttle-group") != 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "object type '%s' is not supported here "
+                    "(only throttle-group)", type);
+        return FALSE;
+    }
+    id = g_strdup(json_object_get_string_member_with_default(obj, "id",
+                                                             NULL));
+    if (!id) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Parameter 'id' is missing");
+        return FALSE;
+    }
+    if (!bd_id_wellformed(id)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Parameter 'id' expects an identifier");
+        return FALSE;
+    }
+    /* The rest is ThrottleGroupProperties, checked as object-add does. */
+    json_object_remove_member(obj, "qom-type");
+    json_object_remove_member(obj, "id");
+    props = bd_validate(&bd_throttle_group_props_type, json, keyval, errp);
+    if (!props) {
+        return FALSE;
+    }
+    bd_throttle_config_init(&cfg);
+    if (!bd_throttle_config_from_props(&cfg, props, errp)) {
+        return FALSE;
+    }
+    if (bd_throttle_group_exists(id)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "attempt to add duplicate property '%s' to object "
+                    "(type 'container')", id);
+        return FALSE;
+    }
+    if (!bd_throttle_config_is_valid(&cfg, errp)) {
+        return FALSE;
+    }
+    bd_throttle_group_create(id, &cfg);
+    g_ptr_array_add(config.groups, g_steal_pointer(&id));
+    return TRUE;
+}
+
+static int add_objects(void)
+{
+    g_autoptr(GError) err = NULL;
+
+    config.groups = g_ptr_array_new_with_free_func(g_free);
+    for (guint i = 0; config.objects && i < config.objects->len; i++) {
+        const char *arg = config.objects->pdata[i];
+        if (!add_object(arg, &err)) {
+            nbdkit_error(BD_PLUGIN_NAME ": object '%s': %s", arg,
+                         err->message);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int bd_plugin_config_complete(void)
 {
     BD_GLOBAL_STATE_CODE();
@@ -140,6 +238,9 @@ int bd_plugin_config_complete(void)
                      "blockdev the graph names its drivers itself");
         return -1;
     }
+    if (add_objects() < 0) {
+        return -1;
+    }
     config.options = build_options(&err);
     if (!config.options) {
         nbdkit_error(BD_PLUGIN_NAME ": %s: %s",
@@ -156,6 +257,17 @@ GVariant *bd_plugin_options(void)
 
 void bd_plugin_config_free(void)
 {
+    BD_GLOBAL_STATE_CODE();
+
+    /* The graph is closed: no throttle node holds a group any more. */
+    for (guint i = 0; config.groups && i < config.groups->len; i++) {
+        g_autoptr(GError) err = NULL;
+        if (!bd_throttle_group_delete(config.groups->pdata[i], &err)) {
+            nbdkit_error(BD_PLUGIN_NAME ": %s", err->message);
+        }
+    }
+    g_clear_pointer(&config.groups, g_ptr_array_unref);
+    g_clear_pointer(&config.objects, g_ptr_array_unref);
     g_clear_pointer(&config.image, g_free);
     g_clear_pointer(&config.format, g_free);
     g_clear_pointer(&config.blockdev, g_free);

@@ -197,6 +197,35 @@ def test_blockdev_json_qcow2_explicit_backing():
             qemu_io(srv.uri, 'read -P 0x22 512k 1M', 'read -P 0x11 2M 2M', extra=['-r'])
 
 
+def test_blockdev_throttle_group():
+    """object=throttle-group defines a group for a throttle node of the
+    blockdev graph: four 1 MiB writes at 1 MiB/s take about 3 s (the
+    first goes at once), and land in the qcow2 below."""
+    require_tool('qemu-img', 'qemu-io')
+    with TmpDir() as tmp:
+        top, expected = backed_qcow2(tmp)
+        bd = json.dumps({'driver': 'throttle', 'throttle-group': 'tg0',
+                         'file': {'driver': 'qcow2',
+                                  'file': {'driver': 'file', 'filename': top}}})
+        writes = ['write -P 0x%x %dM 1M' % (0x70 + i, 40 + i) for i in range(4)]
+        with Nbdkit(tmp, ['object=throttle-group,id=tg0,limits.bps-write=1048576',
+                          'blockdev=' + bd]) as srv:
+            t0 = time.monotonic()
+            qemu_io(srv.uri, *writes)
+            elapsed = time.monotonic() - t0
+            # Reads are not limited.
+            t0 = time.monotonic()
+            qemu_io(srv.uri, 'read -P 0x11 0 4M', 'read -P 0x70 40M 1M')
+            read_time = time.monotonic() - t0
+        qemu_io(expected, *writes)
+        check_image(top)
+        compare(top, expected)
+        if elapsed < 2.5:
+            raise AssertionError('4 x 1 MiB at 1 MiB/s took only %.2f s' % elapsed)
+        if read_time > 2.0:
+            raise AssertionError('unthrottled reads took %.2f s' % read_time)
+
+
 def test_readonly_refuses_writes():
     """nbdkit -r: the client sees a read-only export, and writes, zeroes
     and trims sent anyway fail with EPERM/EROFS; the image is unchanged."""
@@ -309,6 +338,14 @@ def test_bad_config():
              'blockd: give either image or blockdev, not both'),
             (['image=' + raw, 'colour=blue'], "blockd: unknown parameter 'colour'"),
             (['image=' + raw, 'image=' + raw], "blockd: parameter 'image' given more than once"),
+            (['blockdev={"driver": "throttle", "throttle-group": "nope", "file": {'
+              '"driver": "file", "filename": "%s"}}' % raw],
+             "blockd: Throttle group 'nope' does not exist"),
+            (['object=secret,id=s0,data=x', 'image=' + raw],
+             "object type 'secret' is not supported here (only throttle-group)"),
+            (['object=throttle-group,id=t,limits.iops-total=x', 'image=' + raw],
+             "blockd: object 'throttle-group,id=t,limits.iops-total=x': "
+             "Parameter 'limits.iops-total' expects integer"),
         ]
         for params, msg in cases:
             p = nbdkit_run(params, options=['-U', os.path.join(tmp, 'never.sock'), '-f'])
