@@ -136,6 +136,28 @@ static GVariant *build_options(GError **errp)
     return bd_validate(bd_blockdev_options_schema(), json, keyval, errp);
 }
 
+/* The string member 'name' of a parsed option, with QEMU's messages
+ * when it is absent or not a string. */
+static const char *str_member(JsonObject *obj, const char *name,
+                              GError **errp)
+{
+    JsonNode *n = json_object_get_member(obj, name);
+
+    if (!n) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Parameter '%s' is missing", name);
+        return NULL;
+    }
+    if (!JSON_NODE_HOLDS_VALUE(n) ||
+        json_node_get_value_type(n) != G_TYPE_STRING) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Invalid parameter type for '%s', expected: string",
+                    name);
+        return NULL;
+    }
+    return json_node_get_string(n);
+}
+
 /* One object= parameter: --object's syntax, throttle-group only (the
  * one object type the graph's drivers use by themselves). */
 static gboolean add_object(const char *arg, GError **errp)
@@ -151,11 +173,8 @@ static gboolean add_object(const char *arg, GError **errp)
         return FALSE;
     }
     JsonObject *obj = json_node_get_object(json);
-    const char *type = json_object_get_string_member_with_default(
-        obj, "qom-type", NULL);
+    const char *type = str_member(obj, "qom-type", errp);
     if (!type) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Parameter 'qom-type' is missing");
         return FALSE;
     }
     if (strcmp(type, "throttle-group") != 0) {
@@ -164,11 +183,8 @@ static gboolean add_object(const char *arg, GError **errp)
                     "(only throttle-group)", type);
         return FALSE;
     }
-    id = g_strdup(json_object_get_string_member_with_default(obj, "id",
-                                                             NULL));
+    id = g_strdup(str_member(obj, "id", errp));
     if (!id) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Parameter 'id' is missing");
         return FALSE;
     }
     if (!bd_id_wellformed(id)) {
