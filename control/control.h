@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The control layer's public API for daemon/: keyval and JSON option
- * parsing, schema validation, JSON <-> GVariant, QMP monitors and the
- * command set.
+/* The control layer's public API for daemon/: QMP monitors and the
+ * command set, and (control/input.h) keyval and JSON option parsing,
+ * schema validation and JSON <-> GVariant.
  *
  * Thread model: everything here runs on the main thread (the one that
  * runs the GLib main loop), except bd_control_events_init()'s sink,
@@ -13,48 +13,7 @@
 #include <glib.h>
 #include <json-glib/json-glib.h>
 #include "graph/schema.h"
-
-/* --- keyval.c: "key=val,a.b=c" command-line syntax --- */
-
-/* Parse QEMU's KEY=VALUE,... syntax into a JSON object whose leaves are
- * strings; dotted keys nest, numeric fragments make arrays (a.0=x).
- * 'implied_key' (may be NULL) names the key of a leading bare value. */
-JsonNode *bd_keyval_parse(const char *str, const char *implied_key,
-                          GError **errp);
-
-/* Parse one command-line option argument: JSON when it starts with '{',
- * keyval otherwise.  *is_keyval tells which (may be NULL). */
-JsonNode *bd_option_parse(const char *str, const char *implied_key,
-                          gboolean *is_keyval, GError **errp);
-
-/* --- validate.c: JSON -> typed GVariant along a BdSchemaType --- */
-
-/* Validate 'input' against 'type' and build the GVariant value described
- * in graph/schema.h.  With 'keyval', scalars arrive as strings and are
- * converted as QEMU's keyval input visitor does.  Error texts are
- * QEMU's ("Parameter 'file.filename' is missing", ...).  Returns a new
- * (non-floating) reference or NULL with *errp set. */
-GVariant *bd_validate(const BdSchemaType *type, JsonNode *input,
-                      gboolean keyval, GError **errp);
-
-/* Where BD_SCHEMA_BLOCKDEV_REF finds the BlockdevOptions schema.  The
- * control layer installs bd_blockdev_options_schema(); unit tests may
- * install their own. */
-typedef const BdSchemaType *(*BdSchemaGetter)(void);
-void bd_validate_set_blockdev_schema(BdSchemaGetter getter);
-
-/* --- json-variant.c --- */
-
-/* GVariant (a{sv}, av, mv, scalars, as, ...) to JSON.  Never NULL. */
-JsonNode *bd_variant_to_json(GVariant *value);
-/* Untyped JSON to GVariant (objects a{sv}, arrays av, null mv). */
-GVariant *bd_json_to_variant(JsonNode *node);
-/* Compact JSON text with QEMU's spacing ({"a": 1, "b": [2]}). */
-char *bd_json_to_string(JsonNode *node);
-/* The same, laid out as QEMU's pretty monitors do. */
-char *bd_json_to_string_pretty(JsonNode *node);
-/* Parse one JSON text; errors read "JSON parse error, ...". */
-JsonNode *bd_json_parse(const char *text, gssize len, GError **errp);
+#include "control/input.h"
 
 /* --- the QMP server (monitor.c, dispatch.c, events.c) --- */
 

@@ -4,7 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include "control/qmp-int.h"
+#include "control/input.h"
 #include "graph/error.h"
 
 JsonNode *bd_variant_to_json(GVariant *value)

@@ -13,7 +13,7 @@
  */
 #include <errno.h>
 #include <string.h>
-#include "control/qmp-int.h"
+#include "control/input.h"
 #include "graph/error.h"
 
 #define KEY_FRAGMENT_MAX 127

@@ -111,12 +111,6 @@ JsonNode *bd_qmp_version_info(void);
 /* Quit (cmd-core.c). */
 void bd_control_request_quit(void);
 
-/* Scalar conversions of keyval strings, as QEMU's (keyval.c). */
-gboolean bd_parse_int64(const char *s, gint64 *out);
-gboolean bd_parse_uint64(const char *s, guint64 *out);
-gboolean bd_parse_size(const char *s, guint64 *out);
-gboolean bd_parse_bool(const char *s, gboolean *out);
-
 /* Image files by name (image-file.c), as QEMU's bdrv_img_create: a new
  * 'fmt' image of 'size' bytes naming 'backing' (may be NULL) in its
  * header. */

@@ -14,8 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "control/control.h"
-#include "control/qmp-int.h"
+#include "control/input.h"
 #include "graph/error.h"
 
 typedef struct {

@@ -32,14 +32,17 @@ void bd_event_emit(const char *name, GVariant *data)
 
 /* Not G_DEFINE_QUARK: its plain static is set by whichever thread asks
  * first, and NBD connection threads and job threads build errors at the
- * same time as the main thread. */
+ * same time as the main thread.  g_quark_from_string, not _static_:
+ * GLib's quark table would keep a pointer into our read-only data, and
+ * the graph may live in a plugin that is unloaded before the process
+ * (and GLib) ends. */
 GQuark bd_error_quark(void)
 {
     static gsize quark;
 
     if (g_once_init_enter(&quark)) {
         g_once_init_leave(&quark,
-                          g_quark_from_static_string("blockd-error-quark"));
+                          g_quark_from_string("blockd-error-quark"));
     }
     return (GQuark)quark;
 }

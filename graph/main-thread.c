@@ -15,6 +15,11 @@ __attribute__((constructor)) static void record_main_thread(void)
     main_thread = pthread_self();
 }
 
+void bd_main_thread_claim(void)
+{
+    main_thread = pthread_self();
+}
+
 gboolean bd_in_main_thread(void)
 {
     return pthread_equal(pthread_self(), main_thread);

@@ -10,8 +10,14 @@
  * thread before any thread exists; the child's initial thread keeps its
  * pthread_t, so the record stays right.
  *
- * Thread model: any thread.  The record is written once, before any
- * other thread is created, and only read afterwards.
+ * A library host may not give the graph to its initial thread: the
+ * nbdkit plugin (nbdkit-plugin/) opens and closes the graph from
+ * nbdkit's callbacks and claims the thread they run on with
+ * bd_main_thread_claim().
+ *
+ * Thread model: any thread.  The record is written before any other
+ * thread uses the graph (by the constructor, or by a claim made while
+ * no other thread calls into the graph), and only read afterwards.
  */
 #ifndef BD_GRAPH_MAIN_THREAD_H
 #define BD_GRAPH_MAIN_THREAD_H
@@ -20,6 +26,13 @@
 
 /* Whether the calling thread is the main thread. */
 gboolean bd_in_main_thread(void);
+
+/* Make the calling thread the main thread: for hosts that load the
+ * graph as a library (a plugin) and run its control calls on a thread
+ * of their choosing.  Call it before the first graph call and while no
+ * other thread uses the graph; the graph's data path may run on any
+ * thread afterwards. */
+void bd_main_thread_claim(void);
 
 /* Reports a call of a main-thread-only function from another thread
  * and aborts. */

@@ -5,6 +5,8 @@ for jobs with QMP.run_job (QEMU iotests' VM.run_job) and hold what must be
 undone in 'with' blocks: nbd_export, nbd_connection, fuse_export,
 fuse_mounted, fd_open, start_daemon / start_exporting (Daemon objects).
 
+nbdkit serving blockd's plugin: Nbdkit (a 'with' block), nbdkit_plugin().
+
 The daemon under test is chosen by the environment:
   BLOCKD_REFERENCE=1  -> /usr/bin/qemu-storage-daemon (proves the test is right)
   BLOCKD=/path        -> that binary (meson passes the built blockd)
@@ -780,6 +782,121 @@ def fd_open(path, flags, mode=0o644, quiet_close=False):
                 raise
     with _cleanup_on_exit(close):
         yield fd
+
+
+# --- nbdkit serving blockd's graph (nbdkit-plugin/) ---
+
+def nbdkit_plugin():
+    """The plugin under test: $BLOCKD_NBDKIT_PLUGIN (meson passes the built
+    one), else <repo>/build/nbdkit-plugin/nbdkit-blockd-plugin.so.  Skips
+    when nbdkit or the plugin is missing, and against the reference daemon
+    (qemu-storage-daemon has no nbdkit plugin)."""
+    skip_if_reference('the nbdkit plugin is blockd only')
+    require_tool('nbdkit')
+    so = os.path.abspath(os.environ.get('BLOCKD_NBDKIT_PLUGIN') or
+                         os.path.join(REPO, 'build', 'nbdkit-plugin', 'nbdkit-blockd-plugin.so'))
+    if not os.path.exists(so):
+        raise Skip('nbdkit plugin %s not built' % so)
+    return so
+
+
+def nbdkit_env(plugin):
+    """The environment nbdkit needs to load `plugin`.  An ASan build of the
+    plugin needs the ASan runtime loaded first (nbdkit itself is not
+    instrumented): LD_PRELOAD the libasan the plugin links, and the shim
+    meson builds next to it ($BLOCKD_ASAN_PRELOAD_SHIM,
+    tests/integration/asan-preload-shim.c) without which nbdkit hangs at
+    exit, and LeakSanitizer suppressions for nbdkit's own allocations."""
+    env = dict(os.environ)
+    p = run(['ldd', plugin], check=False)
+    for line in p.stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0].startswith('libasan.so') and len(parts) >= 3:
+            shim = os.environ.get('BLOCKD_ASAN_PRELOAD_SHIM')
+            if not shim:
+                raise Skip('an ASan plugin in nbdkit needs BLOCKD_ASAN_PRELOAD_SHIM '
+                           '(meson test sets it)')
+            env['LD_PRELOAD'] = parts[2] + ' ' + shim
+            # nbdkit's own and its filters' allocations at exit are not
+            # ours to judge (see the suppressions file); NBDKIT_VALGRIND
+            # keeps filters mapped so that their frames have a name.
+            supp = os.path.join(REPO, 'tests', 'integration', 'lsan-nbdkit.supp')
+            opts = env.get('LSAN_OPTIONS', '')
+            env['LSAN_OPTIONS'] = (opts + ':' if opts else '') + 'suppressions=' + supp
+            env['NBDKIT_VALGRIND'] = '1'
+    return env
+
+
+class Nbdkit:
+    """nbdkit in the foreground (-f) serving blockd's plugin on a unix
+    socket in `tmpdir`: args are nbdkit options and plugin parameters
+    after the plugin (filters go in `filters`).  start() waits for the
+    socket; stop() sends SIGTERM and returns the exit status; a sanitizer
+    report in its stderr fails the test."""
+
+    def __init__(self, tmpdir, params=(), filters=(), options=(), sock='nbdkit.sock'):
+        self.plugin = nbdkit_plugin()
+        self.sock = os.path.join(tmpdir, sock)
+        self.stderr_path = os.path.join(tmpdir, sock + '.stderr')
+        self.cmd = (['nbdkit', '-f', '-U', self.sock] + list(options) +
+                    ['--filter=' + f for f in filters] + [self.plugin] + list(params))
+        self.dir = tmpdir
+        self.proc = None
+
+    @property
+    def uri(self):
+        return 'nbd+unix:///?socket=' + self.sock
+
+    def start(self, timeout=15.0):
+        self._err = open(self.stderr_path, 'w')
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self._err,
+                                     stderr=self._err, cwd=self.dir,
+                                     env=nbdkit_env(self.plugin))
+        end = time.monotonic() + timeout
+        while not Daemon._can_connect(self.sock):
+            if self.proc.poll() is not None:
+                raise AssertionError('nbdkit exited with %d; stderr: %s'
+                                     % (self.proc.returncode, self.stderr()))
+            if time.monotonic() > end:
+                raise AssertionError('nbdkit socket did not appear; stderr: %s' % self.stderr())
+            time.sleep(0.02)
+        return self
+
+    def stderr(self):
+        with open(self.stderr_path, errors='replace') as f:
+            return f.read()
+
+    def stop(self, timeout=30):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError('nbdkit did not exit on SIGTERM; stderr: %s'
+                                     % self.stderr())
+        self._err.close()
+        rc, self.proc = self.proc.returncode, None
+        # nbdkit leaves its socket file behind; the next server there
+        # would find the address in use.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.sock)
+        err = self.stderr()
+        for bad in ('ERROR: AddressSanitizer', 'runtime error:', 'ERROR: LeakSanitizer'):
+            if bad in err:
+                raise AssertionError('nbdkit stderr has a sanitizer report:\n' + err)
+        return rc
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        rc = self.stop()
+        if exc[0] is None and rc not in (0, None):
+            raise AssertionError('nbdkit exited with %d; stderr: %s' % (rc, self.stderr()))
 
 
 def main(tests):

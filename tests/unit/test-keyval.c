@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for control/keyval.c: QEMU's KEY=VALUE,... syntax, the
  * JSON-or-keyval choice, and the scalar conversions of keyval strings. */
-#include "control/control.h"
-#include "control/qmp-int.h"
+#include "control/input.h"
 
 /* Parse and serialize, or return the error message. */
 static char *kv(const char *str, const char *implied)
