@@ -96,7 +96,6 @@ static guint64 session_bytes_read(Session *s)
  * bitmap named 'since' on the view: the export finds it there. */
 static BdDirtyBitmap *changes_on_view(Session *s, GError **errp)
 {
-    g_autoptr(GError) err = NULL;
     BdDirtyBitmap *tmp = bd_checkpoint_changes_since(s->source, s->since,
                                                      NULL, errp);
     BdDirtyBitmap *view;
