@@ -235,6 +235,7 @@ void bd_control_init(void)
     bd_formats_set_json_parser(parse_json_blockdev);
     bd_cmd_core_register();
     bd_cmd_block_register();
+    bd_cmd_block_graph_register();
     bd_cmd_export_register();
     bd_cmd_job_register();
     bd_cmd_object_register();

@@ -58,6 +58,7 @@ JsonNode *bd_qmp_error_reply(const GError *err, JsonNode *id);
 /* Commands by subject (cmd-*.c). */
 void bd_cmd_core_register(void);
 void bd_cmd_block_register(void);
+void bd_cmd_block_graph_register(void);
 void bd_cmd_export_register(void);
 void bd_cmd_job_register(void);
 /* Job event data types (cmd-job.c), listed in events.c. */

@@ -24,6 +24,8 @@ pkgs=(
     fuse3 fio socat
     # certtool: the certificates of the NBD-over-TLS tests, example and bench
     gnutls-bin
+    # dot: blockctl graph --format svg|png
+    graphviz
     # cmp; fallocate; umount; dd, truncate, stat, mktemp (in a minimal
     # system already, named so that nothing here is taken for granted)
     diffutils util-linux mount coreutils

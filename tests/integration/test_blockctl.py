@@ -1,0 +1,178 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""blockctl driven as a user would, against a real daemon (blockd, or
+qemu-storage-daemon with BLOCKD_REFERENCE=1: blockctl speaks plain QMP).
+The binary comes from BLOCKCTL (meson) or build/ctl/blockctl."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import blockd_test as bt  # noqa: E402
+from blockd_test import REPO, Skip, assert_eq, assert_in, main, tests_of  # noqa: E402
+
+
+def blockctl_exe():
+    exe = os.environ.get('BLOCKCTL') or os.path.join(REPO, 'build', 'ctl', 'blockctl')
+    if not os.access(exe, os.X_OK):
+        raise Skip('blockctl not built: %s' % exe)
+    return exe
+
+
+def ctl(d, *args, env_socket=False, check=None, timeout=60):
+    """Run blockctl against daemon d; returns the finished process.
+    check: None (any exit), or the exit code it must have."""
+    cmd = [blockctl_exe()]
+    env = dict(os.environ)
+    if env_socket:
+        env['BLOCKD_SOCKET'] = d.qmp_paths[-1]
+    else:
+        cmd += ['-s', d.qmp_paths[-1]]
+    p = subprocess.run(cmd + list(args), capture_output=True, text=True, env=env,
+                       timeout=timeout)
+    if check is not None and p.returncode != check:
+        raise AssertionError('blockctl %s: exit %d, expected %d\nstdout: %s\nstderr: %s'
+                             % (' '.join(args), p.returncode, check, p.stdout, p.stderr))
+    return p
+
+
+def chain_daemon():
+    """A daemon with a qcow2 overlay on a qcow2 base, exported over NBD."""
+    # A second monitor for blockctl: qemu-storage-daemon serves one
+    # client per monitor socket, and the test holds the first.
+    d = bt.Daemon(monitors=2)
+    base, top = d.path('base.qcow2'), d.path('top.qcow2')
+    bt.run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '64M'])
+    bt.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top])
+    d.args += ['--blockdev', 'driver=qcow2,node-name=top,file.driver=file,file.filename=%s' % top,
+               '--nbd-server', 'addr.type=unix,addr.path=%s' % d.path('nbd.sock'),
+               '--export', 'type=nbd,id=e0,node-name=top,name=disk,writable=on']
+    d.wait.append(d.path('nbd.sock'))
+    return d
+
+
+def test_qmp_keyval_typed_by_schema():
+    """qmp with key=value arguments: numbers and booleans are typed from
+    the daemon's schema, dotted keys nest; --args takes JSON."""
+    with chain_daemon() as d:
+        d.start()
+        ctl(d, 'qmp', 'blockdev-add', 'driver=null-co', 'node-name=n0', 'size=1M',
+            'read-zeroes=on', check=0)
+        ctl(d, 'qmp', 'block-dirty-bitmap-add', 'node=top', 'name=b0',
+            'granularity=131072', 'persistent=off', check=0)
+        p = ctl(d, 'qmp', 'query-named-block-nodes', 'flat=true', check=0)
+        nodes = {n['node-name']: n for n in json.loads(p.stdout)}
+        assert_eq(nodes['n0']['image']['virtual-size'], 1 << 20, 'size typed as an int')
+        bm = nodes['top']['dirty-bitmaps'][0]
+        assert_eq((bm['name'], bm['granularity']), ('b0', 131072), 'bitmap made with typed args')
+        ctl(d, 'qmp', 'blockdev-add', '--args',
+            '{"driver": "raw", "node-name": "r0", "file": "n0"}', check=0)
+        p = ctl(d, 'qmp', 'query-named-block-nodes', env_socket=True, check=0)
+        assert_in('"r0"', p.stdout, 'node added with --args')
+
+
+def test_errors_and_exit_codes():
+    """1: the daemon's error text on stderr; 2: usage errors; no daemon."""
+    with chain_daemon() as d:
+        d.start()
+        p = ctl(d, 'qmp', 'blockdev-del', 'node-name=nosuch', check=1)
+        assert_in('nosuch', p.stderr, 'the daemon desc')
+        p = ctl(d, 'qmp', 'no-such-command', check=1)
+        assert_in('no-such-command', p.stderr, 'unknown command')
+        ctl(d, 'frobnicate', check=2)
+        ctl(d, 'qmp', check=2)
+        ctl(d, 'qmp', 'query-jobs', 'notkeyval', check=2)
+        ctl(d, 'graph', '--format', 'gif', check=2)
+        ctl(d, 'wait', check=2)
+        p = ctl(d, 'wait', 'nojob', check=1)
+        assert_in("no job 'nojob'", p.stderr, 'wait on an unknown job')
+    p = subprocess.run([blockctl_exe(), '-s', '/nonexistent/qmp.sock', 'status'],
+                       capture_output=True, text=True)
+    assert_eq(p.returncode, 1, 'exit code without a daemon')
+    assert_in('cannot reach blockd at /nonexistent/qmp.sock', p.stderr, 'message')
+    env = dict(os.environ)
+    env.pop('BLOCKD_SOCKET', None)
+    p = subprocess.run([blockctl_exe(), 'status'], capture_output=True, text=True, env=env)
+    assert_eq(p.returncode, 2, 'no socket given')
+
+
+def test_status_and_graph():
+    """status shows the chain as a tree with drivers, files, sizes,
+    read-only and bitmaps, the export and the jobs; graph text, dot and
+    svg; --json is machine-readable."""
+    with chain_daemon() as d:
+        d.start()
+        ctl(d, 'qmp', 'block-dirty-bitmap-add', 'node=top', 'name=b0', check=0)
+        p = ctl(d, 'status', check=0)
+        out = p.stdout
+        for needle in ('root: top (qcow2', 'top.qcow2, 64 MiB', 'bitmaps: b0',
+                       'backing: ', 'base.qcow2, 64 MiB, read-only', 'e0: nbd export of node',
+                       'Jobs: none'):
+            assert_in(needle, out.replace('64.0 MiB', '64 MiB'), 'status output')
+        # The backing node is below the top, indented deeper.
+        lines = out.splitlines()
+        top = [l for l in lines if 'root: top' in l][0]
+        back = [l for l in lines if 'backing:' in l][0]
+        assert len(back) - len(back.lstrip()) > len(top) - len(top.lstrip()), out
+        p = ctl(d, '--json', 'status', check=0)
+        st = json.loads(p.stdout)
+        assert_eq(sorted(st), ['clients', 'exports', 'graph', 'jobs', 'nodes'], 'status --json keys')
+        assert_eq(st['exports'][0]['id'], 'e0', 'export in --json')
+        p = ctl(d, 'graph', check=0)
+        assert_in('`-- backing: ', p.stdout, 'graph text')
+        p = ctl(d, 'graph', '--format', 'dot', check=0)
+        assert p.stdout.startswith('digraph blockd {'), p.stdout
+        assert_in('label="backing"', p.stdout, 'dot edge role')
+        assert_in('label="top\\nqcow2, 64', p.stdout, 'dot node label')
+        edges = [l for l in p.stdout.splitlines() if '->' in l]
+        assert len(edges) >= 4, p.stdout
+        if shutil.which('dot'):
+            svg = d.path('g.svg')
+            ctl(d, 'graph', '--format', 'svg', '-o', svg, check=0)
+            assert_in('<svg', open(svg).read(), 'svg from dot')
+        p = ctl(d, 'graph', '--json', check=0)
+        g = json.loads(p.stdout)
+        assert_eq(sorted(g), ['edges', 'nodes'], 'graph --json')
+
+
+def test_wait_and_watch_a_job():
+    """wait follows a backup to its end (exit 0); jobs --watch ends when
+    no job is left; a failing job makes wait exit 1 with its error."""
+    with chain_daemon() as d:
+        d.start()
+        bt.qemu_io(d.uri('disk'), 'write -P 0x5a 0 8M')
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'null-co', 'node-name': 'n0', 'size': 64 << 20})
+        q.execute('blockdev-add', {'driver': 'raw', 'node-name': 'tgt', 'file': 'n0'})
+        q.execute('blockdev-backup', {'job-id': 'j0', 'device': 'top', 'target': 'tgt',
+                                      'sync': 'full', 'speed': 32 << 20, 'auto-dismiss': False})
+        p = ctl(d, 'wait', 'j0', check=0)
+        assert_in('j0', p.stdout, 'progress lines name the job')
+        assert_in('concluded', p.stdout, 'the job ended')
+        p = ctl(d, 'jobs', check=0)
+        assert_in('concluded', p.stdout, 'jobs lists it')
+        q.execute('job-dismiss', {'id': 'j0'})
+        q.execute('blockdev-backup', {'job-id': 'j1', 'device': 'top', 'target': 'tgt',
+                                      'sync': 'full', 'speed': 64 << 20})
+        p = ctl(d, 'jobs', '--watch', check=0, timeout=60)
+        assert_in('j1', p.stdout, 'watch shows the job')
+        # A target whose writes fail (blkdebug injecting EIO): wait
+        # exits 1 and says why.
+        bt.run(['qemu-img', 'create', '-q', '-f', 'qcow2', d.path('bad.qcow2'), '64M'])
+        q.execute('blockdev-add', {
+            'driver': 'qcow2', 'node-name': 'bad',
+            'file': {'driver': 'blkdebug',
+                     'inject-error': [{'event': 'write_aio', 'errno': 5}],
+                     'image': {'driver': 'file', 'filename': d.path('bad.qcow2')}}})
+        q.execute('blockdev-backup', {'job-id': 'j2', 'device': 'top', 'target': 'bad',
+                                      'sync': 'full', 'auto-dismiss': False})
+        p = ctl(d, 'wait', 'j2', check=1)
+        assert_in('job j2 failed: ', p.stderr, 'the job error')
+        assert_in('Input/output error', p.stderr, 'the errno text')
+
+
+if __name__ == '__main__':
+    main(tests_of(globals()))
