@@ -21,12 +21,16 @@
  * .get_ready is safe, and errors reach the user's terminal and exit
  * status before nbdkit goes to the background.  The child's thread keeps
  * its identity across fork(); .after_fork claims it again all the same.
+ * The nbd driver is the exception: its nodes run connection threads,
+ * which stay behind in the parent, so such a graph needs nbdkit -f and
+ * .after_fork says so.
  */
 #define G_LOG_DOMAIN "blockd-nbdkit"
 
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 #include "control/input.h"
@@ -45,6 +49,7 @@ static struct {
     BdNode *node;       /* the graph's top node (one reference) */
     BdEntry *entry;     /* every connection's requests go through it */
     gboolean writable;
+    pid_t pid;          /* the process that opened it */
 } graph;
 
 /* Map a data-path result to nbdkit's convention: 0, or -1 with the
@@ -80,6 +85,7 @@ static int blockd_get_ready(void)
         nbdkit_error(BD_PLUGIN_NAME ": %s", err->message);
         return -1;
     }
+    graph.pid = getpid();
     graph.writable = !graph.node->read_only;
     if (graph.writable) {
         perm |= BD_PERM_WRITE;
@@ -99,9 +105,32 @@ static int blockd_get_ready(void)
     return 0;
 }
 
+/* Whether a node at or below 'node' runs threads of its own (the nbd
+ * driver's I/O and reconnect threads, TLS relays): they do not cross a
+ * fork. */
+static gboolean graph_has_threads(BdNode *node)
+{
+    if (!strcmp(node->drv->name, "nbd")) {
+        return TRUE;
+    }
+    for (guint i = 0; i < node->children->len; i++) {
+        BdChild *c = node->children->pdata[i];
+        if (graph_has_threads(c->node)) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
 static int blockd_after_fork(void)
 {
     bd_main_thread_claim();
+    if (graph.node && getpid() != graph.pid && graph_has_threads(graph.node)) {
+        nbdkit_error(BD_PLUGIN_NAME ": a graph with 'nbd' nodes cannot go "
+                     "to the background with nbdkit (its connection threads "
+                     "stay in the parent): run nbdkit with -f");
+        return -1;
+    }
     return 0;
 }
 

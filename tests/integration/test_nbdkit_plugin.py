@@ -448,6 +448,37 @@ def test_daemonized():
         compare(top, expected)
 
 
+def test_nbd_node_through_the_plugin():
+    """blockd's nbd driver inside nbdkit -f: another daemon's export served
+    again, writes landing on its image.  Without -f the forked server
+    refuses to serve (the driver's connection threads stay in the
+    parent) and says why (seen with -v, which keeps its stderr)."""
+    import blockd_test as bt
+    require_tool('qemu-img', 'qemu-io')
+    plugin = nbdkit_plugin()
+    with TmpDir() as tmp:
+        img = os.path.join(tmp, 'remote.raw')
+        run(['qemu-img', 'create', '-f', 'raw', img, str(16 * MiB)])
+        d = bt.start_exporting(img, writable=True)
+        try:
+            bd = json.dumps({'driver': 'nbd', 'node-name': 'remote', 'export': 'disk',
+                             'server': {'type': 'unix', 'path': d.nbd_sock}})
+            with Nbdkit(tmp, ['blockdev=' + bd]) as srv:
+                qemu_io(srv.uri, 'write -P 0x42 1M 1M', 'read -P 0x42 1M 1M')
+            log = os.path.join(tmp, 'bg.log')
+            sock = os.path.join(tmp, 'bg.sock')
+            with open(log, 'w') as f:
+                subprocess.run(['nbdkit', '-v', '--log=stderr', '-U', sock, plugin,
+                                'blockdev=' + bd],
+                               stdout=f, stderr=f, timeout=30, env=nbdkit_env(plugin))
+            wait_for(lambda: 'cannot go to the background' in open(log).read(),
+                     what='the forked server\'s refusal')
+        finally:
+            d.stop()
+            d.cleanup()
+        qemu_io(img, 'read -P 0x42 1M 1M', 'read -P 0 0 1M')
+
+
 def test_exports_only_plugin_init():
     """Two copies of the .so in one process must not interpose each other's
     globals: the only dynamic symbol it defines is plugin_init."""
