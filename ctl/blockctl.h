@@ -42,5 +42,8 @@ int bd_ctl_cmd_status(const BdCtlGlobal *g, int argc, char **argv);
 int bd_ctl_cmd_graph(const BdCtlGlobal *g, int argc, char **argv);
 int bd_ctl_cmd_jobs(const BdCtlGlobal *g, int argc, char **argv);
 int bd_ctl_cmd_wait(const BdCtlGlobal *g, int argc, char **argv);
+int bd_ctl_cmd_backup(const BdCtlGlobal *g, int argc, char **argv);
+int bd_ctl_cmd_backup_list(const BdCtlGlobal *g, int argc, char **argv);
+int bd_ctl_cmd_restore(const BdCtlGlobal *g, int argc, char **argv);
 
 #endif

@@ -20,6 +20,14 @@ static const struct {
       "the jobs and their progress [--watch]" },
     { "wait", bd_ctl_cmd_wait,
       "JOB: follow a job to its end; fails when the job fails" },
+    { "backup", bd_ctl_cmd_backup,
+      "NODE DIR [--full|--incremental] [--workers N] --nbd SOCKET: "
+      "pull a backup into a qcow2 chain" },
+    { "restore", bd_ctl_cmd_restore,
+      "DIR [--at N] [--verify] TARGET: a backup point to a raw file or "
+      "an NBD URI" },
+    { "backup-list", bd_ctl_cmd_backup_list,
+      "DIR: the chain, with sizes and times" },
     { "qmp", bd_ctl_cmd_qmp,
       "COMMAND [key=value ...] [--args JSON]: any QMP command" },
 };
@@ -30,7 +38,7 @@ static void usage(FILE *out)
                  "The socket is also taken from BLOCKD_SOCKET.\n\n"
                  "Commands:\n");
     for (gsize i = 0; i < G_N_ELEMENTS(commands); i++) {
-        fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].help);
+        fprintf(out, "  %-11s %s\n", commands[i].name, commands[i].help);
     }
     fprintf(out, "\nExit status: 0 success, 1 the command failed, "
                  "2 usage error.\n");
