@@ -430,6 +430,32 @@ int bd_entry_pwrite(BdEntry *entry, uint64_t offset, uint64_t bytes,
     return ret;
 }
 
+int bd_entry_pread_to_fd(BdEntry *entry, uint64_t offset, uint64_t bytes,
+                         BdFdSink *sink, int flags)
+{
+    BdNode *node;
+    int ret = entry_admit(entry, offset, bytes, FALSE, &node);
+
+    if (ret == 0) {
+        ret = bd_node_pread_to_fd(node, offset, bytes, sink, flags);
+        entry_end(entry);
+    }
+    return ret;
+}
+
+int bd_entry_pwrite_from_fd(BdEntry *entry, uint64_t offset, uint64_t bytes,
+                            int in_fd, int flags)
+{
+    BdNode *node;
+    int ret = entry_admit(entry, offset, bytes, TRUE, &node);
+
+    if (ret == 0) {
+        ret = bd_node_pwrite_from_fd(node, offset, bytes, in_fd, flags);
+        entry_end(entry);
+    }
+    return ret;
+}
+
 int bd_entry_pwrite_zeroes(BdEntry *entry, uint64_t offset, uint64_t bytes,
                            int flags)
 {
