@@ -477,7 +477,11 @@ static int zero_copy_sparse_read(BdNbdWorker *w, const BdNbdRequest *req)
     return ret;
 }
 
-static int do_read(BdNbdWorker *w, const BdNbdRequest *req)
+/* 'rflags': BD_REQ_NOWAIT from the reader (handle_inline): then
+ * BD_NBD_WOULD_BLOCK with nothing sent where the read would wait. */
+#define BD_NBD_WOULD_BLOCK 2
+
+static int do_read(BdNbdWorker *w, const BdNbdRequest *req, int rflags)
 {
     gboolean zero_copy_refused = FALSE;
     ChunkHdr ch;
@@ -502,7 +506,10 @@ static int do_read(BdNbdWorker *w, const BdNbdRequest *req)
     if (sparse_ok(w, req)) {
         return do_sparse_read(w, req, zero_copy_refused);
     }
-    ret = bd_entry_pread(w->entry, req->offset, req->length, w->buf, 0);
+    ret = bd_entry_pread(w->entry, req->offset, req->length, w->buf, rflags);
+    if (ret == -EAGAIN && (rflags & BD_REQ_NOWAIT)) {
+        return BD_NBD_WOULD_BLOCK;
+    }
     if (ret < 0) {
         return send_errno(w, req, ret);
     }
@@ -670,7 +677,7 @@ static int handle_request(BdNbdWorker *w, const BdNbdRequest *req,
     }
     switch (req->type) {
     case NBD_CMD_READ:
-        return do_read(w, req);
+        return do_read(w, req, 0);
     case NBD_CMD_WRITE:
         return do_write(w, req);
     case NBD_CMD_FLUSH:
@@ -749,6 +756,28 @@ void bd_nbd_worker_free(BdNbdWorker *w)
         }
     }
     g_free(w);
+}
+
+int bd_nbd_worker_handle_inline(BdNbdWorker *w, const BdNbdRequest *req,
+                                uint32_t err)
+{
+    int ret;
+
+    if (err) {
+        return send_error(w, req, err, "invalid request") < 0 ? -1 : 1;
+    }
+    /* Short reads only: the long ones go by sendfile, which may wait. */
+    if (req->type != NBD_CMD_READ || req->length == 0 ||
+        req->length >= BD_NBD_ZERO_COPY_MIN ||
+        (w->lim.structured && !(req->flags & NBD_CMD_FLAG_DF) &&
+         req->length >= BD_NBD_SPARSE_READ_MIN)) {
+        return 0;
+    }
+    ret = do_read(w, req, BD_REQ_NOWAIT);
+    if (ret == BD_NBD_WOULD_BLOCK) {
+        return 0;
+    }
+    return ret < 0 ? -1 : 1;
 }
 
 int bd_nbd_worker_handle(BdNbdWorker *w, const BdNbdRequest *req,

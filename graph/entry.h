@@ -50,6 +50,8 @@ void bd_entry_end(BdEntry *entry);
 /* I/O: 0 or -errno.  Ranges beyond the end give -EINVAL (-ENOSPC for
  * writes when growing is not allowed), writes on read-only nodes -EPERM
  * (read-only check at the node: -EACCES), any alignment is accepted. */
+/* With BD_REQ_NOWAIT a read also answers -EAGAIN instead of waiting for
+ * a drain to end. */
 int bd_entry_pread(BdEntry *entry, uint64_t offset, uint64_t bytes,
                    void *buf, int flags);
 int bd_entry_pwrite(BdEntry *entry, uint64_t offset, uint64_t bytes,
