@@ -24,6 +24,8 @@ pkgs=(
     fuse3 fio socat
     # certtool: the certificates of the NBD-over-TLS tests, example and bench
     gnutls-bin
+    # strace: tests count the zero-copy system calls (sendfile, splice)
+    strace
     # cmp; fallocate; umount; dd, truncate, stat, mktemp (in a minimal
     # system already, named so that nothing here is taken for granted)
     diffutils util-linux mount coreutils
