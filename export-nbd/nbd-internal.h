@@ -43,6 +43,8 @@
  * beyond (they count apart from max-connections, and the handshake
  * timeout bounds how long each may take). */
 #define BD_NBD_MAX_HANDSHAKES 512
+/* Send buffer asked for on unix-socket connections. */
+#define BD_NBD_UNIX_SNDBUF (4u << 20)
 /* Size of a connection's read-ahead buffer. */
 #define BD_NBD_RBUF_SIZE (32u << 10)
 
