@@ -142,6 +142,8 @@ def make_image(path):
 
 def bench_server(name, img, workdir, use_fio):
     sock = os.path.join(workdir, name + '.sock')
+    if os.path.exists(sock):
+        os.unlink(sock)    # left by an earlier run in BENCH_DIR (nbdkit refuses it)
     cmd = server_cmd(name, img, sock)
     if not shutil.which(cmd[0]) and not os.access(cmd[0], os.X_OK):
         return {'error': '%s not available' % cmd[0]}

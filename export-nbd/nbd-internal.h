@@ -43,6 +43,8 @@
  * beyond (they count apart from max-connections, and the handshake
  * timeout bounds how long each may take). */
 #define BD_NBD_MAX_HANDSHAKES 512
+/* Send buffer asked for on unix-socket connections. */
+#define BD_NBD_UNIX_SNDBUF (4u << 20)
 /* Size of a connection's read-ahead buffer. */
 #define BD_NBD_RBUF_SIZE (32u << 10)
 
@@ -128,6 +130,8 @@ typedef struct BdNbdClient {
 /* socket.c: blocking I/O on the client's socket.  0 or -1 (EOF/error). */
 int bd_nbd_read_full(int fd, void *buf, size_t len);
 int bd_nbd_writev_full(int fd, struct iovec *iov, int iovcnt);
+/* The same with sendmsg flags (MSG_MORE: data follows by sendfile). */
+int bd_nbd_writev_flags(int fd, struct iovec *iov, int iovcnt, int flags);
 /* The same on the connection: through its TLS session when it has one. */
 int bd_nbd_conn_read(BdNbdClient *c, void *buf, size_t len);
 int bd_nbd_conn_skip(BdNbdClient *c, uint64_t len);
@@ -195,6 +199,12 @@ int bd_nbd_worker_recv(BdNbdWorker *w, BdNbdRequest *req, uint32_t *err);
 /* Run a request and send its reply; -1 when the client is gone. */
 int bd_nbd_worker_handle(BdNbdWorker *w, const BdNbdRequest *req,
                          uint32_t err);
+/* The same for a request the reader may run at once, without waiting
+ * for storage (a short read from the page cache, an invalid request):
+ * 1 when it replied, 0 when the request must go to a worker that may
+ * block (nothing sent), -1 when the client is gone. */
+int bd_nbd_worker_handle_inline(BdNbdWorker *w, const BdNbdRequest *req,
+                                uint32_t err);
 
 /* workers.c: serve requests until the client leaves; consumes the
  * connection thread's reference. */

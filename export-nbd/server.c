@@ -385,6 +385,13 @@ static void client_start(int fd)
     if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0 &&
         ss.ss_family != AF_UNIX) {
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    } else {
+        /* Room for a few whole 1 MiB replies: with the default (about
+         * 200 KiB) every large reply blocks several times waiting for
+         * the client, a sleep and a wake-up each.  TCP tunes its own
+         * buffers; net.core.wmem_max caps the request. */
+        int sndbuf = BD_NBD_UNIX_SNDBUF;
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
     }
     c = g_new0(BdNbdClient, 1);
     c->refcount = 1;

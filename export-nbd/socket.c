@@ -39,12 +39,17 @@ int bd_nbd_read_full(int fd, void *buf, size_t len)
 
 int bd_nbd_writev_full(int fd, struct iovec *iov, int iovcnt)
 {
+    return bd_nbd_writev_flags(fd, iov, iovcnt, 0);
+}
+
+int bd_nbd_writev_flags(int fd, struct iovec *iov, int iovcnt, int flags)
+{
     while (iovcnt > 0) {
         struct msghdr msg = {
             .msg_iov = iov,
             .msg_iovlen = MIN(iovcnt, 1024),
         };
-        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
         if (n < 0 && errno == EINTR) {
             continue;
         }

@@ -6,10 +6,21 @@
  * export's entry handle (any thread may), then takes send_lock and
  * writes the whole reply with one sendmsg, so replies go out in
  * completion order.
+ *
+ * Zero-copy reads: on a plaintext connection, a read of at least
+ * BD_NBD_ZERO_COPY_MIN bytes asks the graph to send the data from the
+ * image to the socket itself (bd_entry_pread_to_fd: sendfile where the
+ * chain is a file, or raw on a file).  The reply header goes first,
+ * written by the sink's begin callback, which takes send_lock; the
+ * lock is held until the data has gone.  A chain that cannot refuses
+ * before anything is sent (-ENOTSUP) and the read takes the buffer
+ * path; a failure after the header has gone cannot be reported any
+ * more, and the connection is closed rather than left corrupt.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "export-nbd/nbd-internal.h"
 #include "graph/io.h"
@@ -18,6 +29,9 @@
 #define BD_NBD_SPARSE_READ_MIN  (64u << 10)
 /* At most this many chunks in a sparse read reply. */
 #define BD_NBD_MAX_READ_CHUNKS  64
+/* Reads at least this long go to the socket without a copy where the
+ * node chain can (see the top); shorter ones cost no more with one. */
+#define BD_NBD_ZERO_COPY_MIN    (64u << 10)
 /* Worker buffers above this size are freed after the request. */
 #define BD_NBD_KEEP_BUF         (4u << 20)
 #define BD_NBD_ZERO_BUF         (1u << 20)
@@ -49,6 +63,7 @@ struct BdNbdWorker {
     GArray *segs;        /* ReadSeg */
     GArray *hdrs;        /* ChunkHdr */
     GArray *iov;         /* struct iovec */
+    gboolean send_locked;   /* holds c->send_lock across a reply */
     /* BdNbdExtent per selected context, made on first use. */
     GArray *extents[BD_NBD_META_BITMAP0 + BD_NBD_MAX_BITMAPS];
 };
@@ -77,11 +92,31 @@ static const char *export_name(BdNbdWorker *w)
 
 /* --- replies --- */
 
+static void send_lock(BdNbdWorker *w)
+{
+    if (!w->send_locked) {
+        bd_mutex_lock(&w->c->send_lock);
+        w->send_locked = TRUE;
+    }
+}
+
+static void send_unlock(BdNbdWorker *w)
+{
+    if (w->send_locked) {
+        w->send_locked = FALSE;
+        bd_mutex_unlock(&w->c->send_lock);
+    }
+}
+
+/* Inside a zero-copy reply the worker holds the lock already. */
 static int send_iov(BdNbdWorker *w, struct iovec *iov, int n)
 {
     BdNbdClient *c = w->c;
     int ret;
 
+    if (w->send_locked) {
+        return bd_nbd_conn_writev(c, iov, n);
+    }
     bd_mutex_lock(&c->send_lock);
     ret = bd_nbd_conn_writev(c, iov, n);
     bd_mutex_unlock(&c->send_lock);
@@ -218,11 +253,22 @@ static void count_bytes(guint64 *counter, uint32_t n)
     __atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
 }
 
-static int do_sparse_read(BdNbdWorker *w, const BdNbdRequest *req)
+/* Whether a read reply looks for holes to send as OFFSET_HOLE. */
+static gboolean sparse_ok(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    return w->lim.structured && !(req->flags & NBD_CMD_FLAG_DF) &&
+           req->length >= BD_NBD_SPARSE_READ_MIN;
+}
+
+/* 'planned': w->segs holds the plan already (zero-copy was refused). */
+static int do_sparse_read(BdNbdWorker *w, const BdNbdRequest *req,
+                          gboolean planned)
 {
     guint i, n;
 
-    plan_sparse_read(w, req);
+    if (!planned) {
+        plan_sparse_read(w, req);
+    }
     n = w->segs->len;
     for (i = 0; i < n; i++) {
         ReadSeg *s = &g_array_index(w->segs, ReadSeg, i);
@@ -262,8 +308,182 @@ static int do_sparse_read(BdNbdWorker *w, const BdNbdRequest *req)
     return send_iov(w, (struct iovec *)w->iov->data, w->iov->len);
 }
 
-static int do_read(BdNbdWorker *w, const BdNbdRequest *req)
+/* --- zero-copy reads --- */
+
+/* Where a zero-copy read sends its data: the client's socket, after
+ * 'iov' (the reply or chunk headers that precede the data). */
+typedef struct {
+    BdFdSink sink;            /* first member */
+    BdNbdWorker *w;
+    struct iovec *iov;
+    int iovcnt;
+} ReplySink;
+
+static int reply_sink_begin(BdFdSink *sink)
 {
+    ReplySink *rs = (ReplySink *)sink;
+
+    send_lock(rs->w);
+    /* MSG_MORE: on TCP the header and the data leave in one segment. */
+    return bd_nbd_writev_flags(rs->w->c->fd, rs->iov, rs->iovcnt,
+                               MSG_MORE) < 0 ? -EPIPE : 0;
+}
+
+static gboolean zero_copy_ok(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    /* TLS records are made by GnuTLS in user space: keep buffers. */
+    return !w->c->tls && req->length >= BD_NBD_ZERO_COPY_MIN;
+}
+
+/* Send [offset, offset + length) after 'iov'.  0: sent; -ENOTSUP or
+ * -errno with *sent FALSE: nothing of it (nor 'iov') went out; with
+ * *sent TRUE, the stream is broken. */
+static int zero_copy_send(BdNbdWorker *w, uint64_t offset, uint32_t length,
+                          struct iovec *iov, int iovcnt, gboolean *sent)
+{
+    ReplySink rs = {
+        .sink = { .fd = w->c->fd, .begin = reply_sink_begin },
+        .w = w,
+        .iov = iov,
+        .iovcnt = iovcnt,
+    };
+    int ret = bd_entry_pread_to_fd(w->entry, offset, length, &rs.sink, 0);
+
+    *sent = rs.sink.begun;
+    return ret;
+}
+
+static int zero_copy_broken(BdNbdWorker *w, const BdNbdRequest *req, int ret)
+{
+    send_unlock(w);
+    g_info("export '%s': read at %" G_GUINT64_FORMAT "+%u failed after "
+           "its reply began (%s): closing the connection to %s",
+           export_name(w), req->offset, req->length, g_strerror(-ret),
+           w->c->peer);
+    return -1;
+}
+
+/* A read as one simple reply or one OFFSET_DATA chunk.  1: the chain
+ * cannot, nothing sent (use the buffer path); else as handle. */
+static int zero_copy_read(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    BdNbdSimpleReply r = {
+        .magic = GUINT32_TO_BE(NBD_SIMPLE_REPLY_MAGIC),
+        .cookie = req->cookie,
+    };
+    ChunkHdr ch;
+    struct iovec hdr = { .iov_base = &r, .iov_len = sizeof(r) };
+    gboolean sent;
+    int ret;
+
+    if (w->lim.structured) {
+        chunk_header(&ch.h, req, NBD_REPLY_FLAG_DONE,
+                     NBD_REPLY_TYPE_OFFSET_DATA, 8 + req->length);
+        ch.u.data_offset = GUINT64_TO_BE(req->offset);
+        hdr = (struct iovec){ .iov_base = &ch, .iov_len = sizeof(ch.h) + 8 };
+    }
+    ret = zero_copy_send(w, req->offset, req->length, &hdr, 1, &sent);
+    if (sent) {
+        if (ret < 0) {
+            return zero_copy_broken(w, req, ret);
+        }
+        send_unlock(w);
+        count_bytes(&w->c->bytes_read, req->length);
+        return 0;
+    }
+    return ret == -ENOTSUP ? 1 : send_errno(w, req, ret);
+}
+
+/* The data segment 's' of a sparse read through a buffer, after the
+ * chunks pending in w->iov (the chain refused it half-way through a
+ * reply already begun). */
+static int sparse_segment_buffered(BdNbdWorker *w, const BdNbdRequest *req,
+                                   const ReadSeg *s)
+{
+    struct iovec v;
+    int ret = ensure_buf(w, s->length);
+
+    if (ret == 0) {
+        ret = bd_entry_pread(w->entry, s->offset, s->length, w->buf, 0);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    v = (struct iovec){ .iov_base = w->buf, .iov_len = s->length };
+    g_array_append_val(w->iov, v);
+    return send_iov(w, (struct iovec *)w->iov->data, w->iov->len) < 0
+           ? -EPIPE : 0;
+}
+
+/* A sparse structured read: hole chunks go out with the header of the
+ * next data chunk, whose data follows from the image.  send_lock is
+ * held from the first chunk to the last.  1: the chain cannot, nothing
+ * sent; else as handle. */
+static int zero_copy_sparse_read(BdNbdWorker *w, const BdNbdRequest *req)
+{
+    guint i, n;
+    int ret = 0;
+
+    plan_sparse_read(w, req);
+    n = w->segs->len;
+    g_array_set_size(w->hdrs, n);
+    g_array_set_size(w->iov, 0);
+    for (i = 0; i < n; i++) {
+        ReadSeg *s = &g_array_index(w->segs, ReadSeg, i);
+        ChunkHdr *ch = &g_array_index(w->hdrs, ChunkHdr, i);
+        uint16_t flags = i == n - 1 ? NBD_REPLY_FLAG_DONE : 0;
+        struct iovec v = { .iov_base = ch };
+        gboolean sent;
+
+        if (s->hole) {
+            v.iov_len = hole_chunk(ch, req, flags, s->offset, s->length);
+            g_array_append_val(w->iov, v);
+            continue;
+        }
+        chunk_header(&ch->h, req, flags, NBD_REPLY_TYPE_OFFSET_DATA,
+                     8 + s->length);
+        ch->u.data_offset = GUINT64_TO_BE(s->offset);
+        v.iov_len = sizeof(ch->h) + 8;
+        g_array_append_val(w->iov, v);
+        ret = zero_copy_send(w, s->offset, s->length,
+                             (struct iovec *)w->iov->data, w->iov->len,
+                             &sent);
+        if (ret < 0 && sent) {
+            return zero_copy_broken(w, req, ret);
+        }
+        if (ret == -ENOTSUP && !w->send_locked) {
+            return 1;                 /* nothing sent yet */
+        }
+        if (ret == -ENOTSUP) {
+            ret = sparse_segment_buffered(w, req, s);
+        }
+        if (ret < 0) {
+            /* Ends the reply (a structured error chunk), or the whole
+             * reply when nothing went out yet. */
+            ret = send_errno(w, req, ret);
+            send_unlock(w);
+            return ret;
+        }
+        g_array_set_size(w->iov, 0);
+    }
+    if (w->iov->len) {
+        /* Trailing holes; all of it when there was no data. */
+        ret = send_iov(w, (struct iovec *)w->iov->data, w->iov->len);
+    }
+    send_unlock(w);
+    if (ret == 0) {
+        count_bytes(&w->c->bytes_read, req->length);
+    }
+    return ret;
+}
+
+/* 'rflags': BD_REQ_NOWAIT from the reader (handle_inline): then
+ * BD_NBD_WOULD_BLOCK with nothing sent where the read would wait. */
+#define BD_NBD_WOULD_BLOCK 2
+
+static int do_read(BdNbdWorker *w, const BdNbdRequest *req, int rflags)
+{
+    gboolean zero_copy_refused = FALSE;
     ChunkHdr ch;
     struct iovec iov[2];
     int ret;
@@ -271,15 +491,25 @@ static int do_read(BdNbdWorker *w, const BdNbdRequest *req)
     if (req->length == 0) {
         return w->lim.structured ? send_none(w, req) : send_ok(w, req);
     }
+    if (zero_copy_ok(w, req)) {
+        ret = sparse_ok(w, req) ? zero_copy_sparse_read(w, req)
+                                : zero_copy_read(w, req);
+        if (ret != 1) {
+            return ret;
+        }
+        zero_copy_refused = TRUE;
+    }
     ret = ensure_buf(w, req->length);
     if (ret < 0) {
         return send_errno(w, req, ret);
     }
-    if (w->lim.structured && !(req->flags & NBD_CMD_FLAG_DF) &&
-        req->length >= BD_NBD_SPARSE_READ_MIN) {
-        return do_sparse_read(w, req);
+    if (sparse_ok(w, req)) {
+        return do_sparse_read(w, req, zero_copy_refused);
     }
-    ret = bd_entry_pread(w->entry, req->offset, req->length, w->buf, 0);
+    ret = bd_entry_pread(w->entry, req->offset, req->length, w->buf, rflags);
+    if (ret == -EAGAIN && (rflags & BD_REQ_NOWAIT)) {
+        return BD_NBD_WOULD_BLOCK;
+    }
     if (ret < 0) {
         return send_errno(w, req, ret);
     }
@@ -447,7 +677,7 @@ static int handle_request(BdNbdWorker *w, const BdNbdRequest *req,
     }
     switch (req->type) {
     case NBD_CMD_READ:
-        return do_read(w, req);
+        return do_read(w, req, 0);
     case NBD_CMD_WRITE:
         return do_write(w, req);
     case NBD_CMD_FLUSH:
@@ -526,6 +756,28 @@ void bd_nbd_worker_free(BdNbdWorker *w)
         }
     }
     g_free(w);
+}
+
+int bd_nbd_worker_handle_inline(BdNbdWorker *w, const BdNbdRequest *req,
+                                uint32_t err)
+{
+    int ret;
+
+    if (err) {
+        return send_error(w, req, err, "invalid request") < 0 ? -1 : 1;
+    }
+    /* Short reads only: the long ones go by sendfile, which may wait. */
+    if (req->type != NBD_CMD_READ || req->length == 0 ||
+        req->length >= BD_NBD_ZERO_COPY_MIN ||
+        (w->lim.structured && !(req->flags & NBD_CMD_FLAG_DF) &&
+         req->length >= BD_NBD_SPARSE_READ_MIN)) {
+        return 0;
+    }
+    ret = do_read(w, req, BD_REQ_NOWAIT);
+    if (ret == BD_NBD_WOULD_BLOCK) {
+        return 0;
+    }
+    return ret < 0 ? -1 : 1;
 }
 
 int bd_nbd_worker_handle(BdNbdWorker *w, const BdNbdRequest *req,

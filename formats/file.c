@@ -16,6 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "graph/error.h"
@@ -139,14 +142,24 @@ static gboolean file_buf_aligned(FileState *s, const void *buf)
     return !s->direct || ((uintptr_t)buf & (s->buf_align - 1)) == 0;
 }
 
-/* Full positional read; the part beyond EOF reads as zeroes. */
-static int file_do_pread(int fd, uint64_t offset, uint64_t bytes, char *buf)
+/* Full positional read; the part beyond EOF reads as zeroes.  With
+ * RWF_NOWAIT (BD_REQ_NOWAIT), -EAGAIN where the page cache misses. */
+static int file_do_pread(int fd, uint64_t offset, uint64_t bytes, char *buf,
+                         int rwflags)
 {
     while (bytes > 0) {
-        ssize_t n = pread(fd, buf, MIN(bytes, (uint64_t)SSIZE_MAX), offset);
+        struct iovec iov = {
+            .iov_base = buf,
+            .iov_len = MIN(bytes, (uint64_t)SSIZE_MAX),
+        };
+        ssize_t n = rwflags ? preadv2(fd, &iov, 1, offset, rwflags)
+                            : pread(fd, buf, iov.iov_len, offset);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
+            }
+            if (errno == EOPNOTSUPP) {
+                return -EAGAIN;    /* no RWF_NOWAIT here: may block */
             }
             return -errno;
         }
@@ -202,16 +215,17 @@ static int file_pread(BdNode *node, uint64_t offset, uint64_t bytes,
 {
     FileState *s = node->opaque;
     g_autofree char *bounce = NULL;
+    int rwflags = (flags & BD_REQ_NOWAIT) ? RWF_NOWAIT : 0;
     int ret;
 
     if (file_buf_aligned(s, buf)) {
-        return file_do_pread(s->fd, offset, bytes, buf);
+        return file_do_pread(s->fd, offset, bytes, buf, rwflags);
     }
     bounce = file_alloc_aligned(s, bytes);
     if (!bounce) {
         return -ENOMEM;
     }
-    ret = file_do_pread(s->fd, offset, bytes, bounce);
+    ret = file_do_pread(s->fd, offset, bytes, bounce, rwflags);
     if (ret == 0) {
         memcpy(buf, bounce, bytes);
     }
@@ -236,6 +250,95 @@ static int file_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
     ret = file_do_pwrite(s->fd, offset, bytes, buf);
     if (ret < 0) {
         return ret;
+    }
+    file_note_end(node, s, offset + bytes);
+    return (flags & BD_REQ_FUA) ? file_sync(node, s) : 0;
+}
+
+/* --- zero-copy: sendfile to a socket or pipe, splice from a pipe --- */
+
+/* Zeroes for the part of a read beyond the end of the file. */
+static int file_send_zeroes(int fd, uint64_t bytes)
+{
+    static const char zeroes[4096];
+
+    while (bytes > 0) {
+        ssize_t n = send(fd, zeroes, MIN(bytes, sizeof(zeroes)),
+                         MSG_NOSIGNAL);
+        if (n < 0 && errno == ENOTSOCK) {
+            n = write(fd, zeroes, MIN(bytes, sizeof(zeroes)));
+        }
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        bytes -= n;
+    }
+    return 0;
+}
+
+/* O_DIRECT would need aligned pages in the pipe: not worth it. */
+static int file_pread_to_fd(BdNode *node, uint64_t offset, uint64_t bytes,
+                            BdFdSink *sink, int flags)
+{
+    FileState *s = node->opaque;
+    off_t pos = offset;
+    int ret;
+
+    if (s->direct) {
+        return -ENOTSUP;
+    }
+    if (flags & BD_REQ_NOWAIT) {
+        return -EAGAIN;    /* sendfile has no RWF_NOWAIT */
+    }
+    ret = bd_fd_sink_begin(sink);
+    if (ret < 0) {
+        return ret;
+    }
+    while (bytes > 0) {
+        ssize_t n = sendfile(sink->fd, s->fd, &pos, MIN(bytes, 1u << 30));
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        if (n == 0) {
+            return file_send_zeroes(sink->fd, bytes);   /* EOF */
+        }
+        bytes -= n;
+    }
+    return 0;
+}
+
+static int file_pwrite_from_fd(BdNode *node, uint64_t offset,
+                               uint64_t bytes, int in_fd, int flags)
+{
+    FileState *s = node->opaque;
+    loff_t pos = offset;
+    uint64_t left = bytes;
+
+    if (s->direct) {
+        return -ENOTSUP;
+    }
+    while (left > 0) {
+        ssize_t n = splice(in_fd, NULL, s->fd, &pos, MIN(left, 1u << 30),
+                           SPLICE_F_MOVE);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (left == bytes && (errno == EINVAL || errno == ENOSYS)) {
+                return -ENOTSUP;  /* e.g. a file system without splice */
+            }
+            return -errno;
+        }
+        if (n == 0) {
+            return -EIO;          /* the pipe ran dry: a caller's bug */
+        }
+        left -= n;
     }
     file_note_end(node, s, offset + bytes);
     return (flags & BD_REQ_FUA) ? file_sync(node, s) : 0;
@@ -739,6 +842,9 @@ static void file_query_image_info(BdNode *node, GVariantDict *image)
     .abort_perm = file_abort_perm,                   \
     .pread = file_pread,                             \
     .pwrite = file_pwrite,                           \
+    .pread_to_fd = file_pread_to_fd,                 \
+    .pwrite_from_fd = file_pwrite_from_fd,           \
+    .supported_read_flags = BD_REQ_NOWAIT,           \
     .pwrite_zeroes = file_pwrite_zeroes,             \
     .pdiscard = file_pdiscard,                       \
     .flush = file_flush,                             \

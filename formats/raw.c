@@ -100,6 +100,39 @@ static int raw_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
     return ret;
 }
 
+static int raw_pread_to_fd(BdNode *node, uint64_t offset, uint64_t bytes,
+                           BdFdSink *sink, int flags)
+{
+    RawState *s = node->opaque;
+    int ret = raw_adjust(s, &offset, bytes, FALSE);
+
+    if (ret == 0) {
+        ret = bd_child_pread_to_fd(s->file, offset, bytes, sink, flags);
+    }
+    /* Only a file child takes it (blkdebug refuses, and its fallback
+     * through raw_pread announces the read): the event goes after. */
+    if (ret == 0) {
+        bd_debug_event(s->file, BD_DEBUG_EVENT_READ_AIO);
+    }
+    return ret;
+}
+
+static int raw_pwrite_from_fd(BdNode *node, uint64_t offset, uint64_t bytes,
+                              int in_fd, int flags)
+{
+    RawState *s = node->opaque;
+    int ret = raw_adjust(s, &offset, bytes, TRUE);
+
+    if (ret == 0) {
+        ret = bd_child_pwrite_from_fd(s->file, offset, bytes, in_fd, flags);
+    }
+    if (ret == 0) {
+        bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_AIO);
+        raw_note_end(node, s, offset + bytes);
+    }
+    return ret;
+}
+
 static int raw_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
                              int flags)
 {
@@ -366,6 +399,10 @@ const BdDriver bd_raw_driver = {
     .child_perm = raw_child_perm,
     .pread = raw_pread,
     .pwrite = raw_pwrite,
+    .pread_to_fd = raw_pread_to_fd,
+    .pwrite_from_fd = raw_pwrite_from_fd,
+    /* Passed on to the file child, which refuses what it cannot do. */
+    .supported_read_flags = BD_REQ_NOWAIT,
     .pwrite_zeroes = raw_pwrite_zeroes,
     .pdiscard = raw_pdiscard,
     .block_status = raw_block_status,

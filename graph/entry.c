@@ -178,6 +178,22 @@ static inline void entry_begin(BdEntry *entry)
     }
 }
 
+/* entry_begin for requests that must not wait (BD_REQ_NOWAIT): FALSE
+ * while the handle is quiesced. */
+static inline gboolean entry_try_begin(BdEntry *entry)
+{
+    g_atomic_int_inc(&entry->in_flight);
+    if (G_LIKELY(!g_atomic_int_get(&entry->quiesce))) {
+        return TRUE;
+    }
+    bd_mutex_lock(&entry->lock);
+    if (g_atomic_int_dec_and_test(&entry->in_flight)) {
+        g_cond_broadcast(&entry->cond);
+    }
+    bd_mutex_unlock(&entry->lock);
+    return FALSE;
+}
+
 static inline void entry_end(BdEntry *entry)
 {
     if (g_atomic_int_dec_and_test(&entry->in_flight) &&
@@ -408,7 +424,21 @@ int bd_entry_pread(BdEntry *entry, uint64_t offset, uint64_t bytes,
                    void *buf, int flags)
 {
     BdNode *node;
-    int ret = entry_admit(entry, offset, bytes, FALSE, &node);
+    int ret;
+
+    if ((flags & BD_REQ_NOWAIT) && !entry_try_begin(entry)) {
+        return -EAGAIN;             /* drained: do not wait here */
+    }
+    if (flags & BD_REQ_NOWAIT) {
+        node = entry->root->node;
+        ret = entry_check_range(entry, node, offset, bytes, FALSE);
+        if (ret == 0) {
+            ret = bd_node_pread(node, offset, bytes, buf, flags);
+        }
+        entry_end(entry);
+        return ret;
+    }
+    ret = entry_admit(entry, offset, bytes, FALSE, &node);
 
     if (ret == 0) {
         ret = bd_node_pread(node, offset, bytes, buf, flags);
@@ -425,6 +455,32 @@ int bd_entry_pwrite(BdEntry *entry, uint64_t offset, uint64_t bytes,
 
     if (ret == 0) {
         ret = bd_node_pwrite(node, offset, bytes, buf, flags);
+        entry_end(entry);
+    }
+    return ret;
+}
+
+int bd_entry_pread_to_fd(BdEntry *entry, uint64_t offset, uint64_t bytes,
+                         BdFdSink *sink, int flags)
+{
+    BdNode *node;
+    int ret = entry_admit(entry, offset, bytes, FALSE, &node);
+
+    if (ret == 0) {
+        ret = bd_node_pread_to_fd(node, offset, bytes, sink, flags);
+        entry_end(entry);
+    }
+    return ret;
+}
+
+int bd_entry_pwrite_from_fd(BdEntry *entry, uint64_t offset, uint64_t bytes,
+                            int in_fd, int flags)
+{
+    BdNode *node;
+    int ret = entry_admit(entry, offset, bytes, TRUE, &node);
+
+    if (ret == 0) {
+        ret = bd_node_pwrite_from_fd(node, offset, bytes, in_fd, flags);
         entry_end(entry);
     }
     return ret;

@@ -50,10 +50,19 @@ void bd_entry_end(BdEntry *entry);
 /* I/O: 0 or -errno.  Ranges beyond the end give -EINVAL (-ENOSPC for
  * writes when growing is not allowed), writes on read-only nodes -EPERM
  * (read-only check at the node: -EACCES), any alignment is accepted. */
+/* With BD_REQ_NOWAIT a read also answers -EAGAIN instead of waiting for
+ * a drain to end. */
 int bd_entry_pread(BdEntry *entry, uint64_t offset, uint64_t bytes,
                    void *buf, int flags);
 int bd_entry_pwrite(BdEntry *entry, uint64_t offset, uint64_t bytes,
                     const void *buf, int flags);
+/* Zero-copy read and write (graph/io.h's bd_node_*_fd): the same
+ * admission and checks as pread/pwrite.  -ENOTSUP with nothing done
+ * (sink->begun FALSE, the pipe unread) where the chain cannot. */
+int bd_entry_pread_to_fd(BdEntry *entry, uint64_t offset, uint64_t bytes,
+                         BdFdSink *sink, int flags);
+int bd_entry_pwrite_from_fd(BdEntry *entry, uint64_t offset, uint64_t bytes,
+                            int in_fd, int flags);
 int bd_entry_pwrite_zeroes(BdEntry *entry, uint64_t offset, uint64_t bytes,
                            int flags);
 int bd_entry_pdiscard(BdEntry *entry, uint64_t offset, uint64_t bytes);

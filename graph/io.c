@@ -122,6 +122,10 @@ static int node_pread_aligned(BdNode *node, uint64_t offset, uint64_t bytes,
         return filtered ? bd_node_pread(filtered->node, offset, bytes, buf,
                                         flags) : -ENOTSUP;
     }
+    if (flags & ~node->drv->supported_read_flags & BD_REQ_NOWAIT) {
+        /* The driver may block: the caller retries where it may. */
+        return -EAGAIN;
+    }
     return node_rw_split(node, offset, bytes, buf, flags, FALSE);
 }
 
@@ -261,6 +265,121 @@ int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
     }
     /* As QEMU: dirty even when the write failed part-way. */
     bd_dirty_bitmaps_record(node, offset, bytes);
+    return ret;
+}
+
+/* --- zero-copy --- */
+
+int bd_node_pread_to_fd(BdNode *node, uint64_t offset, uint64_t bytes,
+                        BdFdSink *sink, int flags)
+{
+    const BdDriver *drv = node->drv;
+    uint64_t max = node->max_transfer ? node->max_transfer : bytes;
+    BdChild *filtered;
+
+    if (offset + bytes < offset) {
+        return -EINVAL;
+    }
+    if (bytes == 0) {
+        return bd_fd_sink_begin(sink);
+    }
+    /* A bounce buffer would be the copy this path saves. */
+    if (node->request_alignment > 1 && !is_aligned(node, offset, bytes)) {
+        return -ENOTSUP;
+    }
+    if (!drv->pread) {
+        filtered = bd_node_filtered_child(node);
+        return filtered ? bd_node_pread_to_fd(filtered->node, offset, bytes,
+                                              sink, flags) : -ENOTSUP;
+    }
+    if (!drv->pread_to_fd) {
+        return -ENOTSUP;
+    }
+    if (flags & ~drv->supported_read_flags & BD_REQ_NOWAIT) {
+        return -EAGAIN;
+    }
+    while (bytes) {
+        uint64_t n = MIN(bytes, max);
+        int ret = drv->pread_to_fd(node, offset, n, sink, flags);
+        if (ret < 0) {
+            return ret;
+        }
+        offset += n;
+        bytes -= n;
+    }
+    return 0;
+}
+
+/* The checks of bd_node_pwrite; -ENOTSUP where the data must be seen
+ * (detect-zeroes) or merged (read-modify-write). */
+static int node_check_pwrite_from_fd(BdNode *node, uint64_t offset,
+                                     uint64_t bytes, int flags)
+{
+    int ret = node_check_writable(node);
+
+    if (ret < 0) {
+        return ret;
+    }
+    if (flags & BD_REQ_WRITE_COMPRESSED) {
+        return -ENOTSUP;
+    }
+    if (node->detect_zeroes != BD_DETECT_ZEROES_OFF) {
+        return -ENOTSUP;
+    }
+    if (node->request_alignment > 1 && !is_aligned(node, offset, bytes)) {
+        return -ENOTSUP;
+    }
+    return 0;
+}
+
+int bd_node_pwrite_from_fd(BdNode *node, uint64_t offset, uint64_t bytes,
+                           int in_fd, int flags)
+{
+    const BdDriver *drv = node->drv;
+    uint64_t max = node->max_transfer ? node->max_transfer : bytes;
+    BdChild *filtered = NULL;
+    BdReq req;
+    gboolean tracked;
+    int ret;
+
+    if (bytes == 0) {
+        return 0;
+    }
+    if (offset + bytes < offset) {
+        return -EINVAL;
+    }
+    ret = node_check_pwrite_from_fd(node, offset, bytes, flags);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!drv->pwrite) {
+        filtered = bd_node_filtered_child(node);
+        if (!filtered) {
+            return -ENOTSUP;
+        }
+    } else if (!drv->pwrite_from_fd) {
+        return -ENOTSUP;
+    }
+    tracked = node_req_begin(node, &req, offset, bytes);
+    if (!drv->pwrite) {
+        ret = bd_node_pwrite_from_fd(filtered->node, offset, bytes, in_fd,
+                                     flags);
+    }
+    for (uint64_t done = 0; drv->pwrite && ret == 0 && done < bytes;
+         done += max) {
+        ret = drv->pwrite_from_fd(node, offset + done, MIN(bytes - done, max),
+                                  in_fd, flags);
+        if (ret == -ENOTSUP && done > 0) {
+            ret = -EIO;     /* refused half-way: the pipe is partly read */
+        }
+    }
+    if (tracked) {
+        bd_req_end(&node->reqs, &req);
+    }
+    /* As bd_node_pwrite; a refusal wrote nothing, the fallback records. */
+    if (ret != -ENOTSUP) {
+        bd_dirty_bitmaps_record(node, offset, bytes);
+    }
     return ret;
 }
 

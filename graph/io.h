@@ -19,6 +19,14 @@ int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
 int bd_node_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
                           int flags);
 int bd_node_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes);
+/* Zero-copy read and write (BdDriver.pread_to_fd/pwrite_from_fd):
+ * the same checks as pread/pwrite, and -ENOTSUP (nothing done) where
+ * the node chain cannot, or the request needs the data in memory
+ * (alignment, detect-zeroes): the caller falls back to a buffer. */
+int bd_node_pread_to_fd(BdNode *node, uint64_t offset, uint64_t bytes,
+                        BdFdSink *sink, int flags);
+int bd_node_pwrite_from_fd(BdNode *node, uint64_t offset, uint64_t bytes,
+                           int in_fd, int flags);
 int bd_node_flush(BdNode *node);
 int bd_node_truncate(BdNode *node, uint64_t size);
 int64_t bd_node_getlength(BdNode *node);
@@ -53,6 +61,12 @@ static inline int bd_child_pwrite_zeroes(BdChild *c, uint64_t off,
 { return bd_node_pwrite_zeroes(c->node, off, n, flags); }
 static inline int bd_child_pdiscard(BdChild *c, uint64_t off, uint64_t n)
 { return bd_node_pdiscard(c->node, off, n); }
+static inline int bd_child_pread_to_fd(BdChild *c, uint64_t off, uint64_t n,
+                                       BdFdSink *sink, int flags)
+{ return bd_node_pread_to_fd(c->node, off, n, sink, flags); }
+static inline int bd_child_pwrite_from_fd(BdChild *c, uint64_t off,
+                                          uint64_t n, int in_fd, int flags)
+{ return bd_node_pwrite_from_fd(c->node, off, n, in_fd, flags); }
 static inline int bd_child_flush(BdChild *c)
 { return bd_node_flush(c->node); }
 

@@ -53,7 +53,36 @@ enum {
     BD_REQ_NO_FALLBACK = 1 << 2, /* zeroes: fail -ENOTSUP unless fast */
     BD_REQ_WRITE_COMPRESSED = 1 << 3, /* write: store compressed (whole
                                        * clusters); drivers opt in */
+    BD_REQ_NOWAIT      = 1 << 4, /* read: fail -EAGAIN rather than wait
+                                  * for storage (page cache misses); the
+                                  * caller retries without it where it
+                                  * may block.  Drivers opt in. */
 };
+
+/* Where a zero-copy read sends its data (BdDriver.pread_to_fd): a
+ * socket or a pipe.  Whatever must precede the data on 'fd' (a reply
+ * header) is written by 'begin', which the driver that moves the bytes
+ * calls through bd_fd_sink_begin() once it is committed to sending
+ * them, and before the first byte.  Until then the request may still
+ * fail or be refused (-ENOTSUP) with nothing written; after it, a
+ * failure leaves 'fd' with part of the data: the caller must close it
+ * (an NBD connection) rather than send anything else. */
+typedef struct BdFdSink BdFdSink;
+struct BdFdSink {
+    int fd;
+    int (*begin)(BdFdSink *sink);   /* may be NULL; 0 or -errno */
+    gboolean begun;                 /* begin was called */
+};
+
+/* Call sink->begin once (later calls return 0).  Drivers, any thread. */
+static inline int bd_fd_sink_begin(BdFdSink *sink)
+{
+    if (sink->begun) {
+        return 0;
+    }
+    sink->begun = TRUE;
+    return sink->begin ? sink->begin(sink) : 0;
+}
 
 /* Block-status flags (QEMU's BDRV_BLOCK_*). */
 enum {
@@ -146,6 +175,10 @@ struct BdDriver {
     /* Optional BD_REQ_* write flags the driver handles itself (today only
      * BD_REQ_WRITE_COMPRESSED); others get such writes refused. */
     int supported_write_flags;
+    /* Optional BD_REQ_* read flags the driver handles (BD_REQ_NOWAIT);
+     * reads with others get -EAGAIN from the generic layer (for NOWAIT:
+     * "would block", so the caller retries where it may). */
+    int supported_read_flags;
 
     /* Open the node from its validated options (a{sv}, the whole
      * BlockdevOptions object).  The common options are already applied
@@ -179,6 +212,30 @@ struct BdDriver {
                          int flags);
     int (*pdiscard)(BdNode *node, uint64_t offset, uint64_t bytes);
     int (*flush)(BdNode *node);
+    /* Zero-copy data path (optional; NULL: -ENOTSUP and the caller
+     * uses pread/pwrite with a buffer).  Only drivers whose bytes are
+     * the file's bytes (file, raw on file) offer them; a driver that
+     * must see or change the data (formats, filters, encryption)
+     * leaves them NULL.  The generic layer has done every check pread
+     * and pwrite get, entered a write into the request list and
+     * records it in the dirty bitmaps; it never calls these for
+     * requests that need a read-modify-write or detect-zeroes.
+     *
+     * pread_to_fd: send exactly 'bytes' bytes to sink->fd (as pread:
+     * beyond the end of the storage, zeroes), calling
+     * bd_fd_sink_begin() before the first one.  -ENOTSUP before that
+     * call: nothing was written, the caller falls back.  'flags' as
+     * pread (BD_REQ_NOWAIT when supported_read_flags has it).
+     *
+     * pwrite_from_fd: write exactly 'bytes' bytes, read from 'in_fd'
+     * (a pipe holding at least that many), at 'offset'.  -ENOTSUP
+     * having read nothing: the caller falls back to a buffer.  Other
+     * errors may leave the pipe partly read; the caller discards the
+     * rest.  'flags' as pwrite (BD_REQ_FUA). */
+    int (*pread_to_fd)(BdNode *node, uint64_t offset, uint64_t bytes,
+                       BdFdSink *sink, int flags);
+    int (*pwrite_from_fd)(BdNode *node, uint64_t offset, uint64_t bytes,
+                          int in_fd, int flags);
     /* Status of [offset, offset+bytes): returns BD_BLOCK_* flags for the
      * first *pnum bytes (> 0).  With BD_BLOCK_RAW or OFFSET_VALID, *map
      * and *file say where the data lives.  NULL: filters ask their

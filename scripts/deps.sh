@@ -26,6 +26,8 @@ pkgs=(
     gnutls-bin
     # dot: blockctl graph --format svg|png
     graphviz
+    # strace: tests count the zero-copy system calls (sendfile, splice)
+    strace
     # cmp; fallocate; umount; dd, truncate, stat, mktemp (in a minimal
     # system already, named so that nothing here is taken for granted)
     diffutils util-linux mount coreutils

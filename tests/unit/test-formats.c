@@ -13,6 +13,7 @@
 #include "graph/entry.h"
 #include "graph/io.h"
 #include "formats/registry.h"
+#include "graph/bitmap.h"
 #include "helpers.h"
 
 #define MiB (1024 * 1024)
@@ -598,6 +599,99 @@ static void test_lock_qemu_holds(Fixture *f, gconstpointer data)
     g_assert_no_error(err);
 }
 
+/* A sink that notes when it was begun. */
+typedef struct {
+    BdFdSink sink;
+    int begins;
+} CountingSink;
+
+static int counting_begin(BdFdSink *sink)
+{
+    ((CountingSink *)sink)->begins++;
+    return 0;
+}
+
+/* Fill a pipe with 'len' bytes of 'buf' (len fits the pipe). */
+static void pipe_fill(int fd, const char *buf, size_t len)
+{
+    g_assert_cmpint(write(fd, buf, len), ==, (ssize_t)len);
+}
+
+/* The zero-copy entry points on raw-on-file: data lands where the
+ * buffered path puts it, bitmaps record writes, and what needs the
+ * data in memory (detect-zeroes, O_DIRECT alignment) or no write
+ * permission is refused with nothing consumed or sent. */
+static void test_zero_copy(Fixture *f, gconstpointer data)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(BdNode) node = open_raw(f->img, NULL, &err);
+    g_autoptr(BdEntry) entry = NULL;
+    g_autoptr(BdEntry) ro = NULL;
+    g_autofree char *buf = g_malloc(256 * 1024);
+    g_autofree char *back = g_malloc(256 * 1024);
+    CountingSink cs = { .sink = { .begin = counting_begin } };
+    BdDirtyBitmap *bm;
+    int p[2];
+
+    g_assert_no_error(err);
+    entry = bd_entry_new(node, NULL, RW_PERM, DEV_SHARED, &err);
+    g_assert_no_error(err);
+    bm = bd_dirty_bitmap_create(node, 65536, "b0", &err);
+    g_assert_no_error(err);
+    g_assert_cmpint(pipe2(p, O_CLOEXEC), ==, 0);
+    g_assert_cmpint(fcntl(p[0], F_SETPIPE_SZ, 256 * 1024), >=, 256 * 1024);
+
+    /* Write from the pipe, checked on the file and in the bitmap. */
+    pattern(buf, 200000, 5);
+    pipe_fill(p[1], buf, 200000);
+    g_assert_cmpint(bd_entry_pwrite_from_fd(entry, MiB + 512, 200000, p[0],
+                                            BD_REQ_FUA), ==, 0);
+    read_file_at(f->img, MiB + 512, back, 200000);
+    g_assert_cmpmem(buf, 200000, back, 200000);
+    g_assert_cmpuint(bd_dirty_bitmap_count(bm), ==, 4 * 65536);
+
+    /* Read to the pipe: the sink is begun once, the bytes are right. */
+    cs.sink.fd = p[1];
+    g_assert_cmpint(bd_entry_pread_to_fd(entry, MiB + 512, 200000,
+                                         &cs.sink, 0), ==, 0);
+    g_assert_cmpint(cs.begins, ==, 1);
+    g_assert_cmpint(read(p[0], back, 200000), ==, 200000);
+    g_assert_cmpmem(buf, 200000, back, 200000);
+
+    /* Out of range: refused before the sink is begun. */
+    cs.begins = 0;
+    cs.sink.begun = FALSE;
+    g_assert_cmpint(bd_entry_pread_to_fd(entry, 4 * MiB - 10, 20, &cs.sink, 0),
+                    ==, -EINVAL);
+    g_assert_cmpint(cs.begins, ==, 0);
+    g_assert_cmpint(bd_entry_pwrite_from_fd(entry, 4 * MiB - 10, 20, p[0], 0),
+                    ==, -ENOSPC);
+    /* NOWAIT has no sendfile form: -EAGAIN, nothing sent. */
+    g_assert_cmpint(bd_entry_pread_to_fd(entry, 0, 4096, &cs.sink,
+                                         BD_REQ_NOWAIT), ==, -EAGAIN);
+    g_assert_cmpint(cs.begins, ==, 0);
+    /* A cached NOWAIT read through the buffer path works. */
+    g_assert_cmpint(bd_entry_pread(entry, MiB + 512, 4096, back,
+                                   BD_REQ_NOWAIT), ==, 0);
+    g_assert_cmpmem(buf, 4096, back, 4096);
+
+    /* A read-only user may not write; the pipe stays full. */
+    ro = bd_entry_new(node, NULL, BD_PERM_CONSISTENT_READ, BD_PERM_ALL, &err);
+    g_assert_no_error(err);
+    pipe_fill(p[1], buf, 4096);
+    g_assert_cmpint(bd_entry_pwrite_from_fd(ro, 0, 4096, p[0], 0), ==,
+                    -EPERM);
+    /* detect-zeroes needs the data: refused, nothing read. */
+    node->detect_zeroes = BD_DETECT_ZEROES_ON;
+    g_assert_cmpint(bd_entry_pwrite_from_fd(entry, 0, 4096, p[0], 0), ==,
+                    -ENOTSUP);
+    node->detect_zeroes = BD_DETECT_ZEROES_OFF;
+    g_assert_cmpint(read(p[0], back, 4096), ==, 4096);
+    g_assert_cmpuint(bd_dirty_bitmap_count(bm), ==, 4 * 65536);
+    close(p[0]);
+    close(p[1]);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -613,6 +707,7 @@ int main(int argc, char **argv)
     ADD("/formats/file/errors", test_file_errors);
     ADD("/formats/file/direct", test_file_direct);
     ADD("/formats/raw/window", test_raw_window);
+    ADD("/formats/raw/zero-copy", test_zero_copy);
     ADD("/formats/raw/inherit", test_raw_inherit);
     ADD("/formats/lock/blockd-holds", test_lock_blockd_holds);
     ADD("/formats/lock/qemu-holds", test_lock_qemu_holds);
