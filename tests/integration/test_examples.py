@@ -13,6 +13,8 @@ def run_example(script):
     """Run examples/SCRIPT against the daemon under test; skip on exit 77,
     fail on any other non-zero exit.  Returns the finished process."""
     env = dict(os.environ, BLOCKD=daemon_exe())
+    blockctl = os.environ.get('BLOCKCTL') or os.path.join(REPO, 'build', 'ctl', 'blockctl')
+    env['BLOCKCTL'] = blockctl
     p = run(['bash', os.path.join(REPO, 'examples', script)], check=False, env=env, timeout=60)
     if p.returncode == 77:
         raise Skip(p.stderr.strip())
@@ -57,6 +59,13 @@ def test_chain_daemons_example():
     p = run_example('chain-daemons.sh')
     assert_in('example finished: OK', p.stdout, 'example output')
     assert_in("read A's data through B", p.stdout, 'example output')
+
+
+def test_blockctl_backup_example():
+    require_tool('qemu-io', 'qemu-img')
+    p = run_example('backup.sh')
+    assert_in('example finished: OK', p.stdout, 'example output')
+    assert_in('incremental backup of', p.stdout, 'example output')
 
 
 def test_pull_backup_example():
