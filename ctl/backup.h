@@ -41,10 +41,12 @@ typedef void (*BdCtlProgressFn)(uint64_t done, uint64_t total,
                                 gpointer opaque);
 
 /* Read 'extents' from 'uri' with 'workers' connections in parallel and
- * write them at the same offsets through 'entry'.  'progress' is called
- * on the calling thread about four times a second. */
+ * write them at the same offsets through 'entry' ('compress': as
+ * compressed qcow2 clusters where they are whole clusters).  'progress'
+ * is called on the calling thread about four times a second. */
 gboolean bd_ctl_pull(const char *uri, GArray *extents, BdEntry *entry,
-                     int workers, BdCtlProgressFn progress, gpointer opaque,
+                     int workers, gboolean compress,
+                     BdCtlProgressFn progress, gpointer opaque,
                      GError **errp);
 
 #endif

@@ -115,8 +115,8 @@ static void remove_partials(const char *dir)
 /* Write the pulled image: create, copy, flush. */
 static gboolean write_image(const char *path, uint64_t size,
                             const char *backing, const char *uri,
-                            GArray *extents, int workers, Progress *prog,
-                            GError **errp)
+                            GArray *extents, int workers, gboolean compress,
+                            Progress *prog, GError **errp)
 {
     BdEntry *entry;
     gboolean ok;
@@ -129,8 +129,8 @@ static gboolean write_image(const char *path, uint64_t size,
     if (!entry) {
         return FALSE;
     }
-    ok = bd_ctl_pull(uri, extents, entry, workers, show_progress, prog,
-                     errp);
+    ok = bd_ctl_pull(uri, extents, entry, workers, compress, show_progress,
+                     prog, errp);
     if (ok && (ret = bd_entry_flush(entry)) < 0) {
         g_set_error(errp, BD_QMP_ERROR, BD_QMP_ERROR_PROTOCOL,
                     "flushing %s: %s", path, g_strerror(-ret));
@@ -142,7 +142,7 @@ static gboolean write_image(const char *path, uint64_t size,
 
 typedef struct {
     const char *node, *dir, *nbd;
-    gboolean full, incremental;
+    gboolean full, incremental, differential, compress;
     int workers;
 } BackupArgs;
 
@@ -155,6 +155,10 @@ static int parse_backup_args(int argc, char **argv, BackupArgs *a)
             a->full = TRUE;
         } else if (!strcmp(argv[i], "--incremental")) {
             a->incremental = TRUE;
+        } else if (!strcmp(argv[i], "--differential")) {
+            a->differential = TRUE;
+        } else if (!strcmp(argv[i], "--compress")) {
+            a->compress = TRUE;
         } else if (!strcmp(argv[i], "--workers") && i + 1 < argc) {
             a->workers = atoi(argv[++i]);
             if (a->workers < 1 || a->workers > 64) {
@@ -173,11 +177,13 @@ static int parse_backup_args(int argc, char **argv, BackupArgs *a)
         }
     }
     if (!a->node || !a->dir) {
-        return bd_ctl_usage("backup NODE DIR [--full|--incremental] "
-                            "[--workers N] --nbd SOCKET");
+        return bd_ctl_usage("backup NODE DIR [--full|--incremental|"
+                            "--differential] [--compress] [--workers N] "
+                            "--nbd SOCKET");
     }
-    if (a->full && a->incremental) {
-        return bd_ctl_usage("backup: --full or --incremental, not both");
+    if (a->full + a->incremental + a->differential > 1) {
+        return bd_ctl_usage("backup: one of --full, --incremental and "
+                            "--differential");
     }
     if (!a->nbd) {
         return bd_ctl_usage("backup: give the daemon's NBD server socket "
@@ -230,17 +236,22 @@ int bd_ctl_cmd_backup(const BdCtlGlobal *g, int argc, char **argv)
                 a.dir, json_object_get_string_member(m, "node"));
         return BD_CTL_FAILED;
     }
-    if (a.incremental && !json_array_get_length(chain)) {
+    if ((a.incremental || a.differential) && !json_array_get_length(chain)) {
         fprintf(stderr, "blockctl: backup: no full backup in %s to build "
-                "an incremental one on\n", a.dir);
+                "an %s one on\n", a.dir,
+                a.incremental ? "incremental" : "differential");
         return BD_CTL_FAILED;
     }
     if (!a.full && json_array_get_length(chain)) {
-        JsonObject *last = json_array_get_object_element(
-            chain, json_array_get_length(chain) - 1);
-        since = json_object_get_string_member(last, "checkpoint");
-        backing = json_object_get_string_member(last, "file");
+        /* Incremental: the changes since the last backup, over it.
+         * Differential: the changes since the full one, over it. */
+        JsonObject *base = json_array_get_object_element(
+            chain, a.differential ? 0 : json_array_get_length(chain) - 1);
+        since = json_object_get_string_member(base, "checkpoint");
+        backing = json_object_get_string_member(base, "file");
     }
+    const char *kind = !since ? "full"
+                       : a.differential ? "differential" : "incremental";
 
     c = bd_ctl_connect(g);
     if (!c) {
@@ -268,7 +279,8 @@ int bd_ctl_cmd_backup(const BdCtlGlobal *g, int argc, char **argv)
     uri = g_strdup_printf("nbd+unix:///%s?socket=%s", id, a.nbd);
     bitmap_ctx = since ? g_strdup_printf("qemu:dirty-bitmap:%s", since)
                        : NULL;
-    name = g_strdup_printf("%04u-%s.qcow2", n, since ? "inc" : "full");
+    name = g_strdup_printf("%04u-%s.qcow2", n, !since ? "full"
+                           : a.differential ? "diff" : "inc");
     partial = g_strdup_printf("%s/.partial-%s", a.dir, name);
     final = g_build_filename(a.dir, name, NULL);
     extents = bd_ctl_pull_extents(uri, bitmap_ctx, &size, &err);
@@ -278,7 +290,7 @@ int bd_ctl_cmd_backup(const BdCtlGlobal *g, int argc, char **argv)
         }
         bd_ctl_graph_init();
         if (write_image(partial, size, backing, uri, extents, a.workers,
-                        &prog, &err) &&
+                        a.compress, &prog, &err) &&
             rename(partial, final) < 0) {
             g_set_error(&err, G_FILE_ERROR, g_file_error_from_errno(errno),
                         "%s: %s", final, g_strerror(errno));
@@ -314,8 +326,8 @@ int bd_ctl_cmd_backup(const BdCtlGlobal *g, int argc, char **argv)
     }
     entry = json_object_new();
     json_object_set_string_member(entry, "file", name);
-    json_object_set_string_member(entry, "kind", since ? "incremental"
-                                                       : "full");
+    json_object_set_string_member(entry, "kind", kind);
+    json_object_set_boolean_member(entry, "compressed", a.compress);
     json_object_set_string_member(entry, "checkpoint", checkpoint);
     if (since) {
         json_object_set_string_member(entry, "since", since);
@@ -345,7 +357,7 @@ int bd_ctl_cmd_backup(const BdCtlGlobal *g, int argc, char **argv)
     } else {
         g_autofree char *cs = bd_ctl_size((gint64)copied);
         printf("%s backup of '%s' in %s: %s copied, checkpoint %s\n",
-               since ? "incremental" : "full", a.node, final, cs, checkpoint);
+               kind, a.node, final, cs, checkpoint);
     }
     return BD_CTL_OK;
 }

@@ -21,7 +21,8 @@ static const struct {
     { "wait", bd_ctl_cmd_wait,
       "JOB: follow a job to its end; fails when the job fails" },
     { "backup", bd_ctl_cmd_backup,
-      "NODE DIR [--full|--incremental] [--workers N] --nbd SOCKET: "
+      "NODE DIR [--full|--incremental|--differential] [--compress]\n"
+      "              [--workers N] --nbd SOCKET: "
       "pull a backup into a qcow2 chain" },
     { "restore", bd_ctl_cmd_restore,
       "DIR [--at N] [--verify] TARGET: a backup point to a raw file or "

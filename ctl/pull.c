@@ -135,6 +135,7 @@ typedef struct {
     const char *uri;
     GArray *chunks;          /* BdCtlExtent, each at most CHUNK */
     BdEntry *entry;
+    gboolean compress;
     gint next;               /* atomic: the next chunk to take */
     gint64 done;             /* atomic: bytes copied */
     gint failed;             /* atomic */
@@ -152,6 +153,35 @@ static void pull_fail(Pull *p, char *msg)
     g_mutex_unlock(&p->lock);
     g_free(msg);
     g_atomic_int_set(&p->failed, 1);
+}
+
+/* Whole clusters go compressed, one request per cluster (the qcow2
+ * driver compresses a cluster at a time; image.c creates images with
+ * qcow2's default 64 KiB clusters); a partial cluster at either end is
+ * written plainly. */
+static int write_compressed(BdEntry *entry, const BdCtlExtent *c,
+                            const char *buf)
+{
+    const uint64_t cl = 64 * 1024;
+    uint64_t off = c->offset, end = c->offset + c->length;
+
+    while (off < end) {
+        uint64_t next = MIN((off / cl + 1) * cl, end);
+        int flags = off % cl == 0 && next - off == cl
+                    ? BD_REQ_WRITE_COMPRESSED : 0;
+        int ret = bd_entry_pwrite(entry, off, next - off,
+                                  buf + (off - c->offset), flags);
+
+        if (ret == -ENOTSUP && flags) {
+            ret = bd_entry_pwrite(entry, off, next - off,
+                                  buf + (off - c->offset), 0);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        off = next;
+    }
+    return 0;
 }
 
 static gpointer pull_worker(gpointer opaque)
@@ -181,7 +211,9 @@ static gpointer pull_worker(gpointer opaque)
                                          nbd_get_error()));
             break;
         }
-        ret = bd_entry_pwrite(p->entry, c->offset, c->length, buf, 0);
+        ret = p->compress ? write_compressed(p->entry, c, buf)
+                          : bd_entry_pwrite(p->entry, c->offset, c->length,
+                                            buf, 0);
         if (ret < 0) {
             pull_fail(p, g_strdup_printf("writing the backup image: %s",
                                          g_strerror(-ret)));
@@ -195,10 +227,11 @@ static gpointer pull_worker(gpointer opaque)
 }
 
 gboolean bd_ctl_pull(const char *uri, GArray *extents, BdEntry *entry,
-                     int workers, BdCtlProgressFn progress, gpointer opaque,
+                     int workers, gboolean compress,
+                     BdCtlProgressFn progress, gpointer opaque,
                      GError **errp)
 {
-    Pull p = { .uri = uri, .entry = entry };
+    Pull p = { .uri = uri, .entry = entry, .compress = compress };
     g_autoptr(GPtrArray) threads = g_ptr_array_new();
     uint64_t total = 0;
 

@@ -282,6 +282,41 @@ def test_backup_chain_and_restore():
         bt.run(['qemu-img', 'compare', '-q', '-f', 'raw', '-F', 'raw', target, expected[2]])
 
 
+def test_differential_and_compressed():
+    """--compress writes compressed clusters (qemu-img check counts
+    them); --differential copies everything since the full backup, over
+    it; each point restores to the image at its start."""
+    with backup_daemon() as d:
+        d.start()
+        bk, uri = d.path('bk'), d.uri('disk')
+        expected = []
+
+        def point(*args):
+            exp = d.path('expected%d.raw' % len(expected))
+            bt.run(['qemu-img', 'convert', '-U', '-f', 'raw', '-O', 'raw', uri, exp])
+            expected.append(exp)
+            return ctl(d, 'backup', 'disk', bk, '--nbd', d.path('nbd.sock'), *args, check=0)
+
+        point('--compress')
+        bt.qemu_io(uri, 'write -P 0x33 1M 1M')
+        point()
+        bt.qemu_io(uri, 'write -P 0x44 40M 1M')
+        p = point('--differential')
+        assert_in('differential backup of', p.stdout, 'differential output')
+        chain = json.loads(ctl(d, '--json', 'backup-list', bk, check=0).stdout)['chain']
+        assert_eq([e['kind'] for e in chain], ['full', 'incremental', 'differential'], 'kinds')
+        assert chain[2]['copied'] >= 2 << 20, 'the differential has both changes: %r' % chain[2]
+        info = bt.run(['qemu-img', 'info', '--output=json', os.path.join(bk, chain[2]['file'])])
+        assert_eq(json.loads(info.stdout)['backing-filename'], chain[0]['file'],
+                  'the differential sits on the full backup')
+        check = bt.run(['qemu-img', 'check', os.path.join(bk, chain[0]['file'])])
+        assert_in('100.00% compressed clusters', check.stdout, 'qemu-img check of --compress')
+        for n in range(3):
+            out = d.path('restored%d.raw' % n)
+            ctl(d, 'restore', bk, '--at', str(n), '--verify', out, check=0)
+            bt.run(['qemu-img', 'compare', '-q', '-f', 'raw', '-F', 'raw', out, expected[n]])
+
+
 def test_backup_failure_leaves_dir_unchanged():
     """A backup that fails part-way (its export unreachable) leaves the
     directory as it was; the next run works; bad arguments and an
