@@ -264,6 +264,114 @@ int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
     return ret;
 }
 
+/* --- copy offload --- */
+
+/* The host fd and offset where src's data at 'offset' lives, for *n
+ * bytes at most; -1 when it is not plain data in a host file. */
+static int copy_source_fd(BdNode *src, uint64_t offset, uint64_t *n,
+                          uint64_t *fd_offset)
+{
+    BdNode *file = NULL;
+    uint64_t pnum = 0;
+    int st = bd_node_block_status(src, offset, *n, &pnum, fd_offset, &file);
+
+    if (st < 0 || pnum == 0 || !(st & BD_BLOCK_OFFSET_VALID) ||
+        (st & BD_BLOCK_ZERO) || !(st & BD_BLOCK_DATA) || !file ||
+        !file->drv->host_fd) {
+        return -1;
+    }
+    *n = MIN(*n, pnum);
+    return file->drv->host_fd(file);
+}
+
+#define COPY_CHAIN_MAX 4
+
+/* The nodes a write of dst's [offset, offset + *n) passes unchanged
+ * down to a node with copy_range_from: their count, or 0 when there
+ * is no such path (then the caller writes the usual way). */
+static int copy_dest_chain(BdNode *dst, uint64_t offset, uint64_t *n,
+                           BdNode **chain, uint64_t *offsets)
+{
+    BdNode *node = dst;
+
+    for (int depth = 0; depth < COPY_CHAIN_MAX; depth++) {
+        BdNode *file = NULL;
+        uint64_t map = 0, pnum = 0;
+        int st;
+
+        if (node_check_writable(node) < 0 ||
+            node->detect_zeroes != BD_DETECT_ZEROES_OFF ||
+            !is_aligned(node, offset, *n) ||
+            offset + *n > node_size(node)) {
+            return 0;
+        }
+        chain[depth] = node;
+        offsets[depth] = offset;
+        if (node->drv->copy_range_from) {
+            return depth + 1;
+        }
+        if (!node->drv->block_status) {
+            return 0;        /* a filter or format of unknown mapping */
+        }
+        st = node->drv->block_status(node, offset, *n, &pnum, &map, &file);
+        if (st < 0 || !(st & BD_BLOCK_RAW) || !file || pnum == 0) {
+            return 0;
+        }
+        *n = MIN(*n, pnum);
+        node = file;
+        offset = map;
+    }
+    return 0;
+}
+
+static gboolean kernel_cannot(int64_t ret)
+{
+    return ret == -EXDEV || ret == -EOPNOTSUPP || ret == -ENOTSUP ||
+           ret == -EINVAL || ret == -ENOSYS || ret == -EBADF ||
+           ret == -ETXTBSY || ret == -EPERM;
+}
+
+int64_t bd_node_copy_range(BdNode *src, BdNode *dst, uint64_t offset,
+                           uint64_t bytes)
+{
+    BdNode *chain[COPY_CHAIN_MAX];
+    uint64_t offsets[COPY_CHAIN_MAX], src_offset = 0;
+    BdReq reqs[COPY_CHAIN_MAX];
+    gboolean tracked[COPY_CHAIN_MAX] = { FALSE };
+    int fd, depth;
+    int64_t ret;
+
+    if (bytes == 0 || offset + bytes < offset) {
+        return -ENOTSUP;
+    }
+    fd = copy_source_fd(src, offset, &bytes, &src_offset);
+    if (fd < 0) {
+        return -ENOTSUP;
+    }
+    depth = copy_dest_chain(dst, offset, &bytes, chain, offsets);
+    if (depth == 0) {
+        return -ENOTSUP;
+    }
+    for (int i = 0; i < depth; i++) {
+        tracked[i] = node_req_begin(chain[i], &reqs[i], offsets[i], bytes);
+    }
+    BdNode *file = chain[depth - 1];
+    ret = file->drv->copy_range_from(file, offsets[depth - 1], bytes, fd,
+                                     src_offset);
+    for (int i = depth - 1; i >= 0; i--) {
+        if (tracked[i]) {
+            bd_req_end(&chain[i]->reqs, &reqs[i]);
+        }
+        if (ret > 0) {
+            bd_dirty_bitmaps_record(chain[i], offsets[i], (uint64_t)ret);
+        }
+    }
+    if (ret == 0 || kernel_cannot(ret)) {
+        return -ENOTSUP;
+    }
+    return ret;
+}
+
 /* --- write zeroes, discard --- */
 
 static int node_write_zero_buffers(BdNode *node, uint64_t offset,

@@ -197,6 +197,19 @@ struct BdDriver {
                                  uint64_t bytes, uint64_t *pnum,
                                  uint64_t *map, BdNode **file);
     int (*pdiscard_snapshot)(BdNode *node, uint64_t offset, uint64_t bytes);
+    /* Copy offload (QEMU's copy_range), offered by host-file drivers
+     * for bd_node_copy_range() in graph/io.c, which alone calls them
+     * (any thread).  host_fd: the fd this node's data lives in, to be
+     * read by another node's copy_range_from, or -1.  copy_range_from:
+     * write [offset, offset+bytes) of this node with the kernel's copy
+     * from 'src_fd' at 'src_offset' (no buffer); the generic layer has
+     * checked range, alignment and permissions.  Returns bytes copied
+     * (> 0, maybe fewer) or -errno; -EXDEV, -EOPNOTSUPP, -EINVAL,
+     * -ENOSYS mean the kernel cannot (the caller reads and writes). */
+    int (*host_fd)(BdNode *node);
+    int64_t (*copy_range_from)(BdNode *node, uint64_t offset,
+                               uint64_t bytes, int src_fd,
+                               uint64_t src_offset);
     /* Resize to exactly 'size' bytes.  Updates node->size on success. */
     int (*truncate)(BdNode *node, uint64_t size);
     /* Bytes of storage actually used (for "actual-size"); -errno if
