@@ -50,6 +50,7 @@ struct BdCbw {
     uint32_t cbw_timeout;         /* seconds; 0: none */
     gboolean skip_unallocated;    /* set before the filter goes live */
     int write_flags;              /* BD_REQ_WRITE_COMPRESSED or 0 */
+    gboolean copy_range;          /* try copy offload (set before live) */
 
     BdReqList copies;             /* copies in flight */
     int snapshot_error;           /* atomic; break-snapshot: -errno */
@@ -149,6 +150,7 @@ static int copy_run(BdCbw *s, uint64_t start, uint64_t len, uint8_t *buf,
         int st = bd_node_block_status_above(s->file->node, pos, end - pos,
                                             &n, &depth);
         int ret = 0;
+        int64_t copied;
 
         if (st < 0 || n == 0) {
             st = BD_BLOCK_DATA;
@@ -165,7 +167,14 @@ static int copy_run(BdCbw *s, uint64_t start, uint64_t len, uint8_t *buf,
                 *is_read = FALSE;
                 return ret;
             }
+        } else if (s->copy_range &&
+                   (copied = bd_node_copy_range(s->file->node,
+                                                s->target->node, pos,
+                                                n)) > 0) {
+            n = MIN(n, (uint64_t)copied);   /* offloaded */
         } else {
+            /* Any failure of the offload: the read and write say which
+             * side it was, or that it works this way. */
             n = MIN(n, buf_size);
             if (!buf) {
                 buf = own = g_malloc(buf_size);
@@ -941,6 +950,7 @@ BdNode *bd_cbw_append(BdNode *source, BdNode *target,
     BdCbw *s = filter->opaque;
     s->skip_unallocated = opts->skip_unallocated;
     s->write_flags = opts->compress ? BD_REQ_WRITE_COMPRESSED : 0;
+    s->copy_range = opts->use_copy_range && !opts->compress;
     if (opts->bitmap) {
         bd_dirty_bitmap_clear(s->copy_bitmap);
         if (!bd_dirty_bitmap_merge(s->copy_bitmap, opts->bitmap, NULL,

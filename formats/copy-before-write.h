@@ -32,6 +32,7 @@ typedef struct {
     gboolean skip_unallocated;      /* sync=top: unallocated in the top
                                      * layer needs no copy */
     gboolean compress;              /* compressed writes to the target */
+    gboolean use_copy_range;        /* copy offload where it applies */
 } BdCbwAppendOptions;
 
 /* Open a copy-before-write node over 'source' and 'target' and move every

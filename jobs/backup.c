@@ -382,6 +382,7 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
         .bitmap = p->sync == BD_BACKUP_SYNC_BITMAP ? p->bitmap : NULL,
         .skip_unallocated = p->sync == BD_BACKUP_SYNC_TOP,
         .compress = p->compress,
+        .use_copy_range = p->use_copy_range,
     };
     BdNode *filter = bd_cbw_append(p->source, p->target, &copts, errp);
     if (!filter) {

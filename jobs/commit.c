@@ -151,6 +151,7 @@ static int copy_range(BdCommitJob *s, uint8_t *buf, uint64_t buf_size,
 
     while (pos < end && ret >= 0) {
         uint64_t pnum = 0;
+        int64_t copied;
         int st = bd_entry_block_status(s->src, pos, end - pos, &pnum);
 
         if (st < 0 || pnum == 0) {
@@ -161,6 +162,10 @@ static int copy_range(BdCommitJob *s, uint8_t *buf, uint64_t buf_size,
         if (st & BD_BLOCK_ZERO) {
             *error_in_source = FALSE;
             ret = bd_entry_pwrite_zeroes(s->dst, pos, pnum, 0);
+        } else if ((copied = bd_copy_offload(s->src, s->dst, pos,
+                                             pnum)) > 0) {
+            *error_in_source = FALSE;
+            pnum = MIN(pnum, (uint64_t)copied);
         } else {
             pnum = MIN(pnum, buf_size);
             *error_in_source = TRUE;

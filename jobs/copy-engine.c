@@ -8,6 +8,7 @@
 #define G_LOG_DOMAIN "blockd-jobs"
 
 #include <errno.h>
+#include "graph/io.h"
 #include "graph/lock.h"
 #include "jobs/copy-engine.h"
 
@@ -60,6 +61,20 @@ static void worker(gpointer data, gpointer opaque)
     g_queue_push_tail(&e->finished, c);
     g_cond_broadcast(&e->cond);
     bd_mutex_unlock(&e->lock);
+}
+
+int64_t bd_copy_offload(BdEntry *src, BdEntry *dst, uint64_t offset,
+                        uint64_t bytes)
+{
+    int64_t ret;
+
+    bd_entry_begin(src);
+    bd_entry_begin(dst);
+    ret = bd_node_copy_range(bd_entry_node(src), bd_entry_node(dst), offset,
+                             bytes);
+    bd_entry_end(dst);
+    bd_entry_end(src);
+    return ret;
 }
 
 unsigned bd_copy_engine_workers(int64_t max_workers)

@@ -27,6 +27,7 @@
 #ifndef BD_JOBS_COPY_ENGINE_H
 #define BD_JOBS_COPY_ENGINE_H
 
+#include "graph/entry.h"
 #include "jobs/job.h"
 
 /* Workers per job when the job does not say (x-perf max-workers caps
@@ -87,6 +88,12 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(BdCopyEngine, bd_copy_engine_free)
 int bd_copy_engine_run(BdCopyEngine *e);
 /* The first error an 'ignore' action skipped (ignore_skips), or 0. */
 int bd_copy_engine_ignored_error(BdCopyEngine *e);
+/* Copy offload between two of a job's entry handles (any thread): both
+ * held admitted as one request each (drains wait for it), then
+ * bd_node_copy_range().  Bytes copied (> 0), or <= 0: copy the usual
+ * way (which also tells the failing side). */
+int64_t bd_copy_offload(BdEntry *src, BdEntry *dst, uint64_t offset,
+                        uint64_t bytes);
 /* Workers for a job: x-perf max-workers (0: the default), capped. */
 unsigned bd_copy_engine_workers(int64_t max_workers);
 

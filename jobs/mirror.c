@@ -77,6 +77,7 @@ static int copy_claimed(BdMirrorJob *s, uint8_t *buf, uint64_t buf_size,
 
     while (pos < end && ret >= 0) {
         uint64_t pnum = 0;
+        int64_t copied;
         int st = bd_entry_block_status(s->src, pos, end - pos, &pnum);
 
         if (st < 0 || pnum == 0) {
@@ -87,6 +88,10 @@ static int copy_claimed(BdMirrorJob *s, uint8_t *buf, uint64_t buf_size,
         if (st & BD_BLOCK_ZERO) {
             *in_source = FALSE;
             ret = bd_entry_pwrite_zeroes(s->dst, pos, pnum, s->zero_flags);
+        } else if ((copied = bd_copy_offload(s->src, s->dst, pos,
+                                             pnum)) > 0) {
+            *in_source = FALSE;
+            pnum = MIN(pnum, (uint64_t)copied);
         } else {
             pnum = MIN(pnum, buf_size);
             *in_source = TRUE;
