@@ -266,62 +266,49 @@ int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
 
 /* --- copy offload --- */
 
+#define COPY_CHAIN_MAX 8
+
 /* The host fd and offset where src's data at 'offset' lives, for *n
- * bytes at most; -1 when it is not plain data in a host file. */
-static int copy_source_fd(BdNode *src, uint64_t offset, uint64_t *n,
+ * bytes at most, or -1 when it is not plain data in a host file.  The
+ * walk asks each driver's block_status itself, so that it passes only
+ * through drivers that said their reads pass through unchanged
+ * (copy_range_passthrough); a filter such as blkdebug, which may fail
+ * reads on purpose, ends it. */
+static int copy_source_fd(BdNode *node, uint64_t offset, uint64_t *n,
                           uint64_t *fd_offset)
 {
-    BdNode *file = NULL;
-    uint64_t pnum = 0;
-    int st = bd_node_block_status(src, offset, *n, &pnum, fd_offset, &file);
-
-    if (st < 0 || pnum == 0 || !(st & BD_BLOCK_OFFSET_VALID) ||
-        (st & BD_BLOCK_ZERO) || !(st & BD_BLOCK_DATA) || !file ||
-        !file->drv->host_fd) {
-        return -1;
-    }
-    *n = MIN(*n, pnum);
-    return file->drv->host_fd(file);
-}
-
-#define COPY_CHAIN_MAX 4
-
-/* The nodes a write of dst's [offset, offset + *n) passes unchanged
- * down to a node with copy_range_from: their count, or 0 when there
- * is no such path (then the caller writes the usual way). */
-static int copy_dest_chain(BdNode *dst, uint64_t offset, uint64_t *n,
-                           BdNode **chain, uint64_t *offsets)
-{
-    BdNode *node = dst;
-
     for (int depth = 0; depth < COPY_CHAIN_MAX; depth++) {
         BdNode *file = NULL;
         uint64_t map = 0, pnum = 0;
         int st;
 
-        if (node_check_writable(node) < 0 ||
-            node->detect_zeroes != BD_DETECT_ZEROES_OFF ||
-            !is_aligned(node, offset, *n) ||
-            offset + *n > node_size(node)) {
-            return 0;
+        if (!node->drv->block_status || offset >= node_size(node)) {
+            return -1;
         }
-        chain[depth] = node;
-        offsets[depth] = offset;
-        if (node->drv->copy_range_from) {
-            return depth + 1;
-        }
-        if (!node->drv->block_status) {
-            return 0;        /* a filter or format of unknown mapping */
-        }
+        *n = MIN(*n, node_size(node) - offset);
         st = node->drv->block_status(node, offset, *n, &pnum, &map, &file);
-        if (st < 0 || !(st & BD_BLOCK_RAW) || !file || pnum == 0) {
-            return 0;
+        if (st < 0 || pnum == 0 || !file) {
+            return -1;
         }
         *n = MIN(*n, pnum);
+        if (st & BD_BLOCK_RAW) {
+            if (!node->drv->copy_range_passthrough) {
+                return -1;
+            }
+        } else if (!(st & BD_BLOCK_OFFSET_VALID) || (st & BD_BLOCK_ZERO) ||
+                   !(st & BD_BLOCK_DATA)) {
+            return -1;
+        } else if (file == node) {
+            /* The host file itself. */
+            *fd_offset = map;
+            return node->drv->host_fd ? node->drv->host_fd(node) : -1;
+        }
+        /* A pass-through, or a format's data in its file child: the
+         * child must say in turn where (and that) it is. */
         node = file;
         offset = map;
     }
-    return 0;
+    return -1;
 }
 
 static gboolean kernel_cannot(int64_t ret)
@@ -331,45 +318,51 @@ static gboolean kernel_cannot(int64_t ret)
            ret == -ETXTBSY || ret == -EPERM;
 }
 
-int64_t bd_node_copy_range(BdNode *src, BdNode *dst, uint64_t offset,
-                           uint64_t bytes)
+int64_t bd_node_copy_range_from_fd(BdNode *dst, uint64_t offset,
+                                   uint64_t bytes, int fd,
+                                   uint64_t fd_offset)
 {
-    BdNode *chain[COPY_CHAIN_MAX];
-    uint64_t offsets[COPY_CHAIN_MAX], src_offset = 0;
-    BdReq reqs[COPY_CHAIN_MAX];
-    gboolean tracked[COPY_CHAIN_MAX] = { FALSE };
-    int fd, depth;
+    BdReq req;
+    gboolean tracked;
     int64_t ret;
 
-    if (bytes == 0 || offset + bytes < offset) {
+    if (bytes == 0 || offset + bytes < offset || fd < 0 ||
+        !dst->drv->copy_range_from ||
+        node_check_writable(dst) < 0 ||
+        dst->detect_zeroes != BD_DETECT_ZEROES_OFF ||
+        !is_aligned(dst, offset, bytes)) {
+        /* Past the end is the driver's call, as for writes (a file
+         * grows, a format allocates at its file's end). */
         return -ENOTSUP;
     }
-    fd = copy_source_fd(src, offset, &bytes, &src_offset);
-    if (fd < 0) {
-        return -ENOTSUP;
+    tracked = node_req_begin(dst, &req, offset, bytes);
+    ret = dst->drv->copy_range_from(dst, offset, bytes, fd, fd_offset);
+    if (tracked) {
+        bd_req_end(&dst->reqs, &req);
     }
-    depth = copy_dest_chain(dst, offset, &bytes, chain, offsets);
-    if (depth == 0) {
-        return -ENOTSUP;
-    }
-    for (int i = 0; i < depth; i++) {
-        tracked[i] = node_req_begin(chain[i], &reqs[i], offsets[i], bytes);
-    }
-    BdNode *file = chain[depth - 1];
-    ret = file->drv->copy_range_from(file, offsets[depth - 1], bytes, fd,
-                                     src_offset);
-    for (int i = depth - 1; i >= 0; i--) {
-        if (tracked[i]) {
-            bd_req_end(&chain[i]->reqs, &reqs[i]);
-        }
-        if (ret > 0) {
-            bd_dirty_bitmaps_record(chain[i], offsets[i], (uint64_t)ret);
-        }
+    if (ret > 0) {
+        bd_dirty_bitmaps_record(dst, offset, (uint64_t)ret);
     }
     if (ret == 0 || kernel_cannot(ret)) {
         return -ENOTSUP;
     }
     return ret;
+}
+
+int64_t bd_node_copy_range(BdNode *src, BdNode *dst, uint64_t offset,
+                           uint64_t bytes)
+{
+    uint64_t fd_offset = 0;
+    int fd;
+
+    if (bytes == 0 || offset + bytes < offset) {
+        return -ENOTSUP;
+    }
+    fd = copy_source_fd(src, offset, &bytes, &fd_offset);
+    if (fd < 0) {
+        return -ENOTSUP;
+    }
+    return bd_node_copy_range_from_fd(dst, offset, bytes, fd, fd_offset);
 }
 
 /* --- write zeroes, discard --- */

@@ -128,7 +128,8 @@ static gboolean complete_requested(BdCommitJob *s)
 
 /* --- copying (job thread; the main thread at the pivot) --- */
 
-/* Allocated above the base: to be copied. */
+/* Allocated above the base: the depth of the layer that holds
+ * [offset, offset + *n) (top = 1), 0 when nothing is to be copied. */
 static int needs_copy(BdCommitJob *s, uint64_t offset, uint64_t *n)
 {
     int depth = bd_entry_allocation_depth(s->src, offset, *n, n);
@@ -136,15 +137,28 @@ static int needs_copy(BdCommitJob *s, uint64_t offset, uint64_t *n)
     if (depth < 0) {
         return depth;
     }
-    return depth >= 1 && depth < s->base_depth;
+    return depth >= 1 && depth < s->base_depth ? depth : 0;
+}
+
+/* The node at 'depth' below the top (1: the top); the links down to
+ * the base are frozen while the job runs. */
+static BdNode *layer(BdCommitJob *s, int depth)
+{
+    BdNode *n = s->top;
+
+    while (n && --depth > 0) {
+        n = bd_node_backing(n);
+    }
+    return n ? n : s->top;
 }
 
 /* Copy [offset, offset + n) from the top's view into the base, block
  * status first: ranges that read as zeroes are written as zeroes
  * without a read, data goes through 'buf' in pieces of buf_size.
  * *error_in_source tells which side failed. */
-static int copy_range(BdCommitJob *s, uint8_t *buf, uint64_t buf_size,
-                      uint64_t offset, uint64_t n, gboolean *error_in_source)
+static int copy_range(BdCommitJob *s, BdNode *holder, uint8_t *buf,
+                      uint64_t buf_size, uint64_t offset, uint64_t n,
+                      gboolean *error_in_source)
 {
     uint64_t pos = offset, end = offset + n;
     int ret = 0;
@@ -162,7 +176,7 @@ static int copy_range(BdCommitJob *s, uint8_t *buf, uint64_t buf_size,
         if (st & BD_BLOCK_ZERO) {
             *error_in_source = FALSE;
             ret = bd_entry_pwrite_zeroes(s->dst, pos, pnum, 0);
-        } else if ((copied = bd_copy_offload(s->src, s->dst, pos,
+        } else if ((copied = bd_copy_offload(s->src, s->dst, holder, pos,
                                              pnum)) > 0) {
             *error_in_source = FALSE;
             pnum = MIN(pnum, (uint64_t)copied);
@@ -199,6 +213,7 @@ static int grow_base(BdCommitJob *s, int64_t len)
 
 typedef struct {
     int query_error;         /* the allocation query failed here */
+    int depth;               /* first pass: the layer holding the data */
     BdReq req;               /* active phase: in s->inflight */
 } CommitChunk;
 
@@ -224,6 +239,7 @@ static int first_next(void *opaque, BdCopyChunk *c)
             continue;
         }
         cc->query_error = MIN(ret, 0);
+        cc->depth = MAX(ret, 1);
         c->offset = s->cursor;
         c->bytes = MIN(n, (uint64_t)COMMIT_CHUNK);
         s->cursor += c->bytes;
@@ -244,7 +260,8 @@ static int first_copy(void *opaque, BdCopyChunk *c, uint8_t *buf,
         c->is_read = TRUE;
         return ret;
     }
-    return copy_range(s, buf, buf_size, c->offset, c->bytes, &c->is_read);
+    return copy_range(s, layer(s, cc->depth), buf, buf_size, c->offset,
+                      c->bytes, &c->is_read);
 }
 
 static void commit_done(void *opaque, BdCopyChunk *c, int ret,
@@ -300,7 +317,7 @@ static int active_copy(void *opaque, BdCopyChunk *c, uint8_t *buf,
 {
     BdCommitJob *s = opaque;
     CommitChunk *cc = c->priv;
-    int ret = copy_range(s, buf, buf_size, c->offset, c->bytes,
+    int ret = copy_range(s, s->top, buf, buf_size, c->offset, c->bytes,
                          &c->is_read);
 
     if (ret < 0) {
@@ -450,7 +467,7 @@ static int commit_pivot(BdCommitJob *s, GError **errp)
                                COMMIT_CHUNK / DIRTY_GRAN)) > 0) {
         uint64_t offset = idx * DIRTY_GRAN;
         gboolean in_source;
-        ret = copy_range(s, buf, COMMIT_CHUNK, offset,
+        ret = copy_range(s, s->top, buf, COMMIT_CHUNK, offset,
                          MIN(count * DIRTY_GRAN, (uint64_t)len - offset),
                          &in_source);
     }

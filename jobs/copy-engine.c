@@ -63,15 +63,15 @@ static void worker(gpointer data, gpointer opaque)
     bd_mutex_unlock(&e->lock);
 }
 
-int64_t bd_copy_offload(BdEntry *src, BdEntry *dst, uint64_t offset,
-                        uint64_t bytes)
+int64_t bd_copy_offload(BdEntry *src, BdEntry *dst, BdNode *holder,
+                        uint64_t offset, uint64_t bytes)
 {
     int64_t ret;
 
     bd_entry_begin(src);
     bd_entry_begin(dst);
-    ret = bd_node_copy_range(bd_entry_node(src), bd_entry_node(dst), offset,
-                             bytes);
+    ret = bd_node_copy_range(holder ? holder : bd_entry_node(src),
+                             bd_entry_node(dst), offset, bytes);
     bd_entry_end(dst);
     bd_entry_end(src);
     return ret;

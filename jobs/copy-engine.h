@@ -90,10 +90,12 @@ int bd_copy_engine_run(BdCopyEngine *e);
 int bd_copy_engine_ignored_error(BdCopyEngine *e);
 /* Copy offload between two of a job's entry handles (any thread): both
  * held admitted as one request each (drains wait for it), then
- * bd_node_copy_range().  Bytes copied (> 0), or <= 0: copy the usual
- * way (which also tells the failing side). */
-int64_t bd_copy_offload(BdEntry *src, BdEntry *dst, uint64_t offset,
-                        uint64_t bytes);
+ * bd_node_copy_range() from 'holder' (a node below src's that holds the
+ * range's data, its links frozen by the job; NULL: src's node).  Bytes
+ * copied (> 0), or <= 0: copy the usual way (which also tells the
+ * failing side). */
+int64_t bd_copy_offload(BdEntry *src, BdEntry *dst, BdNode *holder,
+                        uint64_t offset, uint64_t bytes);
 /* Workers for a job: x-perf max-workers (0: the default), capped. */
 unsigned bd_copy_engine_workers(int64_t max_workers);
 

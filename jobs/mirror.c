@@ -88,7 +88,7 @@ static int copy_claimed(BdMirrorJob *s, uint8_t *buf, uint64_t buf_size,
         if (st & BD_BLOCK_ZERO) {
             *in_source = FALSE;
             ret = bd_entry_pwrite_zeroes(s->dst, pos, pnum, s->zero_flags);
-        } else if ((copied = bd_copy_offload(s->src, s->dst, pos,
+        } else if ((copied = bd_copy_offload(s->src, s->dst, NULL, pos,
                                              pnum)) > 0) {
             *in_source = FALSE;
             pnum = MIN(pnum, (uint64_t)copied);
