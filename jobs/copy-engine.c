@@ -77,12 +77,20 @@ int64_t bd_copy_offload(BdEntry *src, BdEntry *dst, BdNode *holder,
     return ret;
 }
 
+unsigned bd_copy_engine_default_workers(void)
+{
+    return (unsigned)CLAMP(2 * g_get_num_processors(), 2,
+                           BD_COPY_MAX_WORKERS);
+}
+
 unsigned bd_copy_engine_workers(int64_t max_workers)
 {
+    unsigned def = bd_copy_engine_default_workers();
+
     if (max_workers <= 0) {
-        return BD_COPY_DEFAULT_WORKERS;
+        return def;
     }
-    return (unsigned)MIN(max_workers, (int64_t)BD_COPY_MAX_WORKERS);
+    return (unsigned)MIN(max_workers, (int64_t)def);
 }
 
 BdCopyEngine *bd_copy_engine_new(const BdCopyEngineParams *p)

@@ -30,9 +30,12 @@
 #include "graph/entry.h"
 #include "jobs/job.h"
 
-/* Workers per job when the job does not say (x-perf max-workers caps
- * it).  Requests block on I/O, so a few more than the cores help. */
-#define BD_COPY_DEFAULT_WORKERS 8
+/* Workers per job: twice the cores, 2 to 16 (x-perf max-workers may
+ * ask for fewer).  Requests block on I/O, so a few more than the cores
+ * help; many more do not: buffered writes (and copy_file_range) into
+ * one target file take its inode lock in turn, and the waiters spin on
+ * it - measured on 2 cores, 16 workers spent 3-4x the CPU of 2 to 4
+ * for the same or a longer time. */
 #define BD_COPY_MAX_WORKERS     16
 
 typedef struct BdCopyEngine BdCopyEngine;
@@ -97,6 +100,7 @@ int bd_copy_engine_ignored_error(BdCopyEngine *e);
 int64_t bd_copy_offload(BdEntry *src, BdEntry *dst, BdNode *holder,
                         uint64_t offset, uint64_t bytes);
 /* Workers for a job: x-perf max-workers (0: the default), capped. */
+unsigned bd_copy_engine_default_workers(void);
 unsigned bd_copy_engine_workers(int64_t max_workers);
 
 #endif

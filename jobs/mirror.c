@@ -601,7 +601,7 @@ static gboolean mirror_setup(BdMirrorJob *s, const BdMirrorParams *p,
     /* buf-size bounds the bytes in flight (as QEMU's), so the workers
      * are as many chunks as fit, one at least. */
     s->buf_size = MAX(buf_size, s->chunk);
-    s->workers = (unsigned)MIN((uint64_t)BD_COPY_DEFAULT_WORKERS,
+    s->workers = (unsigned)MIN((uint64_t)bd_copy_engine_default_workers(),
                                s->buf_size / s->chunk);
 
     s->bitmap = bd_dirty_bitmap_create(p->bs, s->granularity, NULL, errp);

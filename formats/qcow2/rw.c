@@ -528,10 +528,13 @@ int64_t qcow2_copy_range_from(BdNode *node, uint64_t offset, uint64_t bytes,
     int64_t hoff;
     int ret;
 
-    if ((offset & (cs - 1)) || bytes < cs) {
+    if ((offset & (cs - 1)) || bytes < cs || offset >= node->size) {
         return -ENOTSUP;
     }
-    bytes &= ~(cs - 1);
+    bytes = MIN(bytes, node->size - offset) & ~(cs - 1);
+    if (bytes == 0) {
+        return -ENOTSUP;
+    }
     g_mutex_lock(&s->lock);
     for (;;) {
         ret = qcow2_get_mapping_locked(s, offset, bytes, &n, &host, &l2e);
