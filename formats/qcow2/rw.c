@@ -528,7 +528,11 @@ int64_t qcow2_copy_range_from(BdNode *node, uint64_t offset, uint64_t bytes,
     int64_t hoff;
     int ret;
 
-    if ((offset & (cs - 1)) || bytes < cs || offset >= node->size) {
+    /* Decline before any side effect (an allocation fires debug
+     * events, which blkdebug rules count) when the file child cannot
+     * take the copy anyway. */
+    if (!s->file->node->drv->copy_range_from ||
+        (offset & (cs - 1)) || bytes < cs || offset >= node->size) {
         return -ENOTSUP;
     }
     bytes = MIN(bytes, node->size - offset) & ~(cs - 1);
