@@ -36,8 +36,11 @@ typedef struct {
 } BackupPerf;
 
 static const BdSchemaField perf_fields[] = {
+    /* QEMU's default is false; blockd's offload falls back to read and
+     * write by itself wherever it does not apply, so it is on unless
+     * asked otherwise. */
     BD_OPT("use-copy-range", &bd_schema_bool,
-           BD_AT(BackupPerf, use_copy_range)),
+           BD_AT(BackupPerf, use_copy_range), .def.i = TRUE),
     BD_OPT("max-workers", &bd_schema_int, BD_AT(BackupPerf, max_workers),
            .def.i = 64),
     BD_OPT("max-chunk", &bd_schema_int, BD_AT(BackupPerf, max_chunk)),

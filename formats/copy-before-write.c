@@ -50,6 +50,7 @@ struct BdCbw {
     uint32_t cbw_timeout;         /* seconds; 0: none */
     gboolean skip_unallocated;    /* set before the filter goes live */
     int write_flags;              /* BD_REQ_WRITE_COMPRESSED or 0 */
+    gboolean copy_range;          /* try copy offload (set before live) */
 
     BdReqList copies;             /* copies in flight */
     int snapshot_error;           /* atomic; break-snapshot: -errno */
@@ -131,20 +132,25 @@ static void cbw_progress(BdCbw *s, uint64_t n)
 
 /* Copy [start, start+len) piece by piece as block status splits it:
  * zeroes become write-zeroes, unallocated top-layer pieces are skipped
- * under skip_unallocated, data is read and written.  *done: bytes
- * finished before an error. */
-static int copy_run(BdCbw *s, uint64_t start, uint64_t len, uint64_t *done,
-                    gboolean *is_read)
+ * under skip_unallocated, data is read and written through 'buf'
+ * (buf_size bytes; NULL: one of our own).  *done: bytes finished before
+ * an error. */
+static int copy_run(BdCbw *s, uint64_t start, uint64_t len, uint8_t *buf,
+                    uint64_t buf_size, uint64_t *done, gboolean *is_read)
 {
-    g_autofree uint8_t *buf = NULL;
+    g_autofree uint8_t *own = NULL;
     uint64_t pos = start, end = start + len;
 
+    if (!buf) {
+        buf_size = MIN(len, (uint64_t)CBW_CHUNK_DEFAULT);
+    }
     while (pos < end) {
         uint64_t n = 0;
         int depth = 1;
         int st = bd_node_block_status_above(s->file->node, pos, end - pos,
                                             &n, &depth);
         int ret = 0;
+        int64_t copied;
 
         if (st < 0 || n == 0) {
             st = BD_BLOCK_DATA;
@@ -161,10 +167,17 @@ static int copy_run(BdCbw *s, uint64_t start, uint64_t len, uint64_t *done,
                 *is_read = FALSE;
                 return ret;
             }
+        } else if (s->copy_range &&
+                   (copied = bd_node_copy_range(s->file->node,
+                                                s->target->node, pos,
+                                                n)) > 0) {
+            n = MIN(n, (uint64_t)copied);   /* offloaded */
         } else {
-            n = MIN(n, (uint64_t)CBW_CHUNK_DEFAULT);
+            /* Any failure of the offload: the read and write say which
+             * side it was, or that it works this way. */
+            n = MIN(n, buf_size);
             if (!buf) {
-                buf = g_malloc(MIN(len, (uint64_t)CBW_CHUNK_DEFAULT));
+                buf = own = g_malloc(buf_size);
             }
             ret = bd_child_pread(s->file, pos, n, buf, 0);
             if (ret < 0) {
@@ -183,6 +196,77 @@ static int copy_run(BdCbw *s, uint64_t start, uint64_t len, uint64_t *done,
     return 0;
 }
 
+/* Under s->copies' lock: take the first marked run of [pos, end), at
+ * most max_chunk bytes, out of the bitmap and into the copies in
+ * flight.  FALSE when nothing is marked there. */
+static gboolean claim_locked(BdCbw *s, uint64_t pos, uint64_t end,
+                             uint64_t max_chunk, BdCbwClaim *claim)
+    BD_REQUIRES(s->copies.lock)
+{
+    uint64_t start, len;
+
+    if (!bd_dirty_bitmap_next_dirty_area(s->copy_bitmap, pos, end,
+                                         max_chunk, &start, &len)) {
+        return FALSE;
+    }
+    len = MIN(len, s->size - start);
+    bd_dirty_bitmap_reset(s->copy_bitmap, start, len);
+    bd_req_insert_locked(&s->copies, &claim->req, start, len, TRUE);
+    claim->offset = start;
+    claim->bytes = len;
+    return TRUE;
+}
+
+static uint64_t chunk_limit(BdCbw *s, uint64_t max_chunk)
+{
+    uint64_t cs = s->cluster_size;
+
+    max_chunk = max_chunk ? max_chunk / cs * cs
+                          : MAX(cs, (uint64_t)CBW_CHUNK_DEFAULT);
+    return MAX(max_chunk, cs);
+}
+
+gboolean bd_cbw_claim(BdCbw *s, uint64_t offset, uint64_t max_chunk,
+                      BdCbwClaim *claim)
+{
+    uint64_t cs = s->cluster_size;
+    gboolean found;
+
+    max_chunk = chunk_limit(s, max_chunk);
+    bd_reqlist_lock(&s->copies);
+    /* Marked clusters are never in flight (a claim unmarks them under
+     * this lock), so there is nothing to wait for. */
+    found = offset < s->size &&
+            claim_locked(s, offset / cs * cs, s->size, max_chunk, claim);
+    bd_reqlist_unlock(&s->copies);
+    return found;
+}
+
+int bd_cbw_copy_claimed(BdCbw *s, BdCbwClaim *claim, uint8_t *buf,
+                        uint64_t buf_size, gboolean *is_read)
+{
+    uint64_t done = 0;
+    int ret = g_atomic_int_get(&s->snapshot_error);
+
+    if (ret == 0) {
+        ret = copy_run(s, claim->offset, claim->bytes, buf, buf_size,
+                       &done, is_read);
+    } else {
+        *is_read = TRUE;
+    }
+    bd_reqlist_lock(&s->copies);
+    if (ret < 0) {
+        bd_dirty_bitmap_set(s->copy_bitmap, claim->offset + done,
+                            claim->bytes - done);
+    }
+    bd_req_remove_locked(&s->copies, &claim->req);
+    bd_reqlist_unlock(&s->copies);
+    if (done) {
+        cbw_progress(s, done);
+    }
+    return ret;
+}
+
 int bd_cbw_copy(BdCbw *s, uint64_t offset, uint64_t bytes,
                 uint64_t max_chunk, gboolean *is_read)
 {
@@ -194,12 +278,10 @@ int bd_cbw_copy(BdCbw *s, uint64_t offset, uint64_t bytes,
     if (!is_read) {
         is_read = &dummy;
     }
-    max_chunk = max_chunk ? max_chunk / cs * cs : MAX(cs, CBW_CHUNK_DEFAULT);
-    max_chunk = MAX(max_chunk, cs);
+    max_chunk = chunk_limit(s, max_chunk);
     while (pos < end) {
-        uint64_t start, len, done = 0;
-        BdReq req;
-        int err;
+        BdCbwClaim claim;
+        int ret;
 
         bd_reqlist_lock(&s->copies);
         /* Someone copies part of our range: its old data is not on the
@@ -209,37 +291,23 @@ int bd_cbw_copy(BdCbw *s, uint64_t offset, uint64_t bytes,
             bd_reqlist_unlock(&s->copies);
             continue;
         }
-        err = g_atomic_int_get(&s->snapshot_error);
-        if (err) {
+        ret = g_atomic_int_get(&s->snapshot_error);
+        if (ret) {
             bd_reqlist_unlock(&s->copies);
             *is_read = TRUE;
-            return err;
+            return ret;
         }
-        if (!bd_dirty_bitmap_next_dirty_area(s->copy_bitmap, pos, end,
-                                             max_chunk, &start, &len)) {
+        if (!claim_locked(s, pos, end, max_chunk, &claim)) {
             bd_reqlist_unlock(&s->copies);
             break;
         }
-        len = MIN(len, s->size - start);
-        bd_dirty_bitmap_reset(s->copy_bitmap, start, len);
-        bd_req_insert_locked(&s->copies, &req, start, len, TRUE);
         bd_reqlist_unlock(&s->copies);
 
-        int ret = copy_run(s, start, len, &done, is_read);
-
-        bd_reqlist_lock(&s->copies);
-        if (ret < 0) {
-            bd_dirty_bitmap_set(s->copy_bitmap, start + done, len - done);
-        }
-        bd_req_remove_locked(&s->copies, &req);
-        bd_reqlist_unlock(&s->copies);
-        if (done) {
-            cbw_progress(s, done);
-        }
+        ret = bd_cbw_copy_claimed(s, &claim, NULL, 0, is_read);
         if (ret < 0) {
             return ret;
         }
-        pos = start + len;
+        pos = claim.offset + claim.bytes;
     }
     return 0;
 }
@@ -882,6 +950,7 @@ BdNode *bd_cbw_append(BdNode *source, BdNode *target,
     BdCbw *s = filter->opaque;
     s->skip_unallocated = opts->skip_unallocated;
     s->write_flags = opts->compress ? BD_REQ_WRITE_COMPRESSED : 0;
+    s->copy_range = opts->use_copy_range && !opts->compress;
     if (opts->bitmap) {
         bd_dirty_bitmap_clear(s->copy_bitmap);
         if (!bd_dirty_bitmap_merge(s->copy_bitmap, opts->bitmap, NULL,

@@ -32,6 +32,7 @@ typedef struct {
     gboolean skip_unallocated;      /* sync=top: unallocated in the top
                                      * layer needs no copy */
     gboolean compress;              /* compressed writes to the target */
+    gboolean use_copy_range;        /* copy offload where it applies */
 } BdCbwAppendOptions;
 
 /* Open a copy-before-write node over 'source' and 'target' and move every
@@ -60,6 +61,24 @@ void bd_cbw_job_end(BdCbw *s);
  * side failed.  Clusters that fail are marked again. */
 int bd_cbw_copy(BdCbw *s, uint64_t offset, uint64_t bytes,
                 uint64_t max_chunk, gboolean *is_read);
+/* The backup job's parallel copies: claim a run on the job thread (its
+ * clusters leave the bitmap and enter the copies in flight, so a guest
+ * write on them waits for the copy rather than copying again), copy it
+ * on any thread, which also releases it.  A claim must be copied; a
+ * claim taken between bd_cbw_job_begin and _end keeps the filter's
+ * drain waiting until it is released. */
+typedef struct {
+    uint64_t offset, bytes;
+    BdReq req;
+} BdCbwClaim;
+/* The first marked run at or after 'offset', at most max_chunk bytes
+ * (0: 1 MiB, rounded down to clusters).  FALSE: nothing marked. */
+gboolean bd_cbw_claim(BdCbw *s, uint64_t offset, uint64_t max_chunk,
+                      BdCbwClaim *claim);
+/* 0 or -errno (*is_read: which side); failed clusters are marked again.
+ * 'buf' of buf_size bytes (NULL: allocated here). */
+int bd_cbw_copy_claimed(BdCbw *s, BdCbwClaim *claim, uint8_t *buf,
+                        uint64_t buf_size, gboolean *is_read);
 /* sync=top start-up: unmark the clusters at 'offset' that the top layer
  * does not allocate; *pnum gets how far the answer reaches. */
 int bd_cbw_reset_unallocated(BdCbw *s, uint64_t offset, uint64_t *pnum);

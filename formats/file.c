@@ -344,6 +344,40 @@ static int file_pwrite_from_fd(BdNode *node, uint64_t offset,
     return (flags & BD_REQ_FUA) ? file_sync(node, s) : 0;
 }
 
+/* --- copy offload (see BdDriver.copy_range_from) --- */
+
+static int file_host_fd(BdNode *node)
+{
+    FileState *s = node->opaque;
+
+    /* Block devices: copy_file_range wants regular files. */
+    return s->is_blk ? -1 : s->fd;
+}
+
+static int64_t file_copy_range_from(BdNode *node, uint64_t offset,
+                                    uint64_t bytes, int src_fd,
+                                    uint64_t src_offset)
+{
+    FileState *s = node->opaque;
+    loff_t in = (loff_t)src_offset, out = (loff_t)offset;
+    ssize_t n;
+
+    if (s->is_blk) {
+        return -EOPNOTSUPP;
+    }
+    do {
+        n = copy_file_range(src_fd, &in, s->fd, &out,
+                            MIN(bytes, (uint64_t)SSIZE_MAX), 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return -errno;
+    }
+    if (n > 0) {
+        file_note_end(node, s, offset + (uint64_t)n);
+    }
+    return n;
+}
+
 static int file_fallocate(FileState *s, int *capable, int mode,
                           uint64_t offset, uint64_t bytes)
 {
@@ -850,6 +884,8 @@ static void file_query_image_info(BdNode *node, GVariantDict *image)
     .flush = file_flush,                             \
     .block_status = file_block_status,               \
     .truncate = file_truncate,                       \
+    .host_fd = file_host_fd,                         \
+    .copy_range_from = file_copy_range_from,         \
     .allocated_size = file_allocated_size
 
 const BdDriver bd_file_driver = {

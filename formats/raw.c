@@ -167,6 +167,26 @@ static int raw_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
     return BD_BLOCK_RAW | BD_BLOCK_OFFSET_VALID;
 }
 
+/* Copy offload: the same window rules as raw_pwrite. */
+static int64_t raw_copy_range_from(BdNode *node, uint64_t offset,
+                                   uint64_t bytes, int src_fd,
+                                   uint64_t src_offset)
+{
+    RawState *s = node->opaque;
+    int ret = raw_adjust(s, &offset, bytes, TRUE);
+    int64_t n;
+
+    if (ret < 0) {
+        return ret;
+    }
+    n = bd_node_copy_range_from_fd(s->file->node, offset, bytes, src_fd,
+                                   src_offset);
+    if (n > 0) {
+        raw_note_end(node, s, offset + (uint64_t)n);
+    }
+    return n;
+}
+
 static int raw_truncate(BdNode *node, uint64_t size)
 {
     RawState *s = node->opaque;
@@ -406,5 +426,7 @@ const BdDriver bd_raw_driver = {
     .pwrite_zeroes = raw_pwrite_zeroes,
     .pdiscard = raw_pdiscard,
     .block_status = raw_block_status,
+    .copy_range_passthrough = TRUE,
+    .copy_range_from = raw_copy_range_from,
     .truncate = raw_truncate,
 };

@@ -383,6 +383,107 @@ int bd_node_pwrite_from_fd(BdNode *node, uint64_t offset, uint64_t bytes,
     return ret;
 }
 
+/* --- copy offload --- */
+
+#define COPY_CHAIN_MAX 8
+
+/* The host fd and offset where src's data at 'offset' lives, for *n
+ * bytes at most, or -1 when it is not plain data in a host file.  The
+ * walk asks each driver's block_status itself, so that it passes only
+ * through drivers that said their reads pass through unchanged
+ * (copy_range_passthrough); a filter such as blkdebug, which may fail
+ * reads on purpose, ends it. */
+static int copy_source_fd(BdNode *node, uint64_t offset, uint64_t *n,
+                          uint64_t *fd_offset)
+{
+    for (int depth = 0; depth < COPY_CHAIN_MAX; depth++) {
+        BdNode *file = NULL;
+        uint64_t map = 0, pnum = 0;
+        int st;
+
+        if (!node->drv->block_status || offset >= node_size(node)) {
+            return -1;
+        }
+        *n = MIN(*n, node_size(node) - offset);
+        st = node->drv->block_status(node, offset, *n, &pnum, &map, &file);
+        if (st < 0 || pnum == 0 || !file) {
+            return -1;
+        }
+        *n = MIN(*n, pnum);
+        if (st & BD_BLOCK_RAW) {
+            if (!node->drv->copy_range_passthrough) {
+                return -1;
+            }
+        } else if (!(st & BD_BLOCK_OFFSET_VALID) || (st & BD_BLOCK_ZERO) ||
+                   !(st & BD_BLOCK_DATA)) {
+            return -1;
+        } else if (file == node) {
+            /* The host file itself. */
+            *fd_offset = map;
+            return node->drv->host_fd ? node->drv->host_fd(node) : -1;
+        }
+        /* A pass-through, or a format's data in its file child: the
+         * child must say in turn where (and that) it is. */
+        node = file;
+        offset = map;
+    }
+    return -1;
+}
+
+static gboolean kernel_cannot(int64_t ret)
+{
+    return ret == -EXDEV || ret == -EOPNOTSUPP || ret == -ENOTSUP ||
+           ret == -EINVAL || ret == -ENOSYS || ret == -EBADF ||
+           ret == -ETXTBSY || ret == -EPERM;
+}
+
+int64_t bd_node_copy_range_from_fd(BdNode *dst, uint64_t offset,
+                                   uint64_t bytes, int fd,
+                                   uint64_t fd_offset)
+{
+    BdReq req;
+    gboolean tracked;
+    int64_t ret;
+
+    if (bytes == 0 || offset + bytes < offset || fd < 0 ||
+        !dst->drv->copy_range_from ||
+        node_check_writable(dst) < 0 ||
+        dst->detect_zeroes != BD_DETECT_ZEROES_OFF ||
+        !is_aligned(dst, offset, bytes)) {
+        /* Past the end is the driver's call, as for writes (a file
+         * grows, a format allocates at its file's end). */
+        return -ENOTSUP;
+    }
+    tracked = node_req_begin(dst, &req, offset, bytes);
+    ret = dst->drv->copy_range_from(dst, offset, bytes, fd, fd_offset);
+    if (tracked) {
+        bd_req_end(&dst->reqs, &req);
+    }
+    if (ret > 0) {
+        bd_dirty_bitmaps_record(dst, offset, (uint64_t)ret);
+    }
+    if (ret == 0 || kernel_cannot(ret)) {
+        return -ENOTSUP;
+    }
+    return ret;
+}
+
+int64_t bd_node_copy_range(BdNode *src, BdNode *dst, uint64_t offset,
+                           uint64_t bytes)
+{
+    uint64_t fd_offset = 0;
+    int fd;
+
+    if (bytes == 0 || offset + bytes < offset) {
+        return -ENOTSUP;
+    }
+    fd = copy_source_fd(src, offset, &bytes, &fd_offset);
+    if (fd < 0) {
+        return -ENOTSUP;
+    }
+    return bd_node_copy_range_from_fd(dst, offset, bytes, fd, fd_offset);
+}
+
 /* --- write zeroes, discard --- */
 
 static int node_write_zero_buffers(BdNode *node, uint64_t offset,

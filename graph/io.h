@@ -39,6 +39,25 @@ int bd_node_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
 int bd_node_block_status_above(BdNode *node, uint64_t offset,
                                uint64_t bytes, uint64_t *pnum, int *depth);
 
+/* Copy offload: [offset, offset + bytes) of 'src' to the same range of
+ * 'dst' by the kernel (copy_file_range), without a buffer.  It applies
+ * where block status maps the source's data to a host file (a file
+ * node, raw over one, a format's data cluster) through drivers whose
+ * reads pass through unchanged, and where 'dst' offers copy_range_from
+ * with detect-zeroes off.  The write gets dst's bookkeeping
+ * (permissions, request list, dirty bitmaps) as bd_node_pwrite gives
+ * it.  Returns the bytes copied (> 0, perhaps fewer than asked), or
+ * -ENOTSUP when no offload applies or the kernel refuses (the caller
+ * reads and writes instead), or another -errno from the copy. */
+int64_t bd_node_copy_range(BdNode *src, BdNode *dst, uint64_t offset,
+                           uint64_t bytes);
+/* The write half, for drivers whose copy_range_from writes into a child
+ * (raw, qcow2): [offset, offset + bytes) of 'dst' from host fd 'fd' at
+ * 'fd_offset'.  Same returns. */
+int64_t bd_node_copy_range_from_fd(BdNode *dst, uint64_t offset,
+                                   uint64_t bytes, int fd,
+                                   uint64_t fd_offset);
+
 /* The snapshot-access API of a node (see BdDriver's *_snapshot): its
  * frozen point-in-time view.  -ENOTSUP when the node has none. */
 int bd_node_pread_snapshot(BdNode *node, uint64_t offset, uint64_t bytes,

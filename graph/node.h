@@ -179,6 +179,10 @@ struct BdDriver {
      * reads with others get -EAGAIN from the generic layer (for NOWAIT:
      * "would block", so the caller retries where it may). */
     int supported_read_flags;
+    /* Copy offload may read through this driver's BD_BLOCK_RAW block
+     * status without calling it (raw: reads pass through unchanged).
+     * FALSE for anything that may change or fail reads (blkdebug). */
+    gboolean copy_range_passthrough;
 
     /* Open the node from its validated options (a{sv}, the whole
      * BlockdevOptions object).  The common options are already applied
@@ -254,6 +258,21 @@ struct BdDriver {
                                  uint64_t bytes, uint64_t *pnum,
                                  uint64_t *map, BdNode **file);
     int (*pdiscard_snapshot)(BdNode *node, uint64_t offset, uint64_t bytes);
+    /* Copy offload (QEMU's copy_range), for bd_node_copy_range() in
+     * graph/io.c (any thread).  host_fd: a host-file driver's fd, which
+     * another node's copy_range_from may read.  copy_range_from: write
+     * [offset, offset+bytes) of this node from 'src_fd' at 'src_offset'
+     * without a buffer - the kernel's copy for a host file, a mapped
+     * range of a child (bd_node_copy_range_from_fd) for a format; the
+     * generic layer has checked range, alignment and permissions and
+     * does the request list and dirty bitmaps.  Returns bytes copied
+     * (> 0, maybe fewer) or -errno; -ENOTSUP, -EXDEV, -EOPNOTSUPP,
+     * -EINVAL, -ENOSYS: not this way (the caller reads and writes).
+     * NULL: never offloaded. */
+    int (*host_fd)(BdNode *node);
+    int64_t (*copy_range_from)(BdNode *node, uint64_t offset,
+                               uint64_t bytes, int src_fd,
+                               uint64_t src_offset);
     /* Resize to exactly 'size' bytes.  Updates node->size on success. */
     int (*truncate)(BdNode *node, uint64_t size);
     /* Bytes of storage actually used (for "actual-size"); -errno if

@@ -4,9 +4,12 @@
  * data of every guest write first; bitmap sync modes as QEMU's.
  *
  * Thread model: backup_run runs on the job thread and only calls the
- * job-thread API, bd_cbw_copy() and the bitmap data functions.  Creation,
- * commit/abort (the bitmap's fate), clean (filter removal) and free run
- * on the main thread after the thread was joined.
+ * job-thread API, the copy engine and the filter's claim functions: the
+ * job thread claims runs of marked clusters (bd_cbw_claim, inside the
+ * filter's job bracket), the engine's workers copy and release them
+ * (bd_cbw_copy_claimed).  Creation, commit/abort (the bitmap's fate),
+ * clean (filter removal) and free run on the main thread after the
+ * thread was joined.
  *
  *  sync bitmap B:  at start   B frozen (busy, not recording);
  *                             successor S records new writes
@@ -24,6 +27,13 @@
 #include "graph/main-thread.h"
 #include "formats/copy-before-write.h"
 #include "jobs/backup.h"
+#include "jobs/copy-engine.h"
+
+/* Chunks: runs of marked clusters up to max-chunk, or this without one;
+ * a worker's buffer is at most BACKUP_BUF_MAX (longer runs of data are
+ * copied through it piece by piece, zeroes need none). */
+#define BACKUP_CHUNK_DEFAULT (4 * 1024 * 1024)
+#define BACKUP_BUF_MAX       (4 * 1024 * 1024)
 
 typedef struct {
     BdJob common;
@@ -37,6 +47,8 @@ typedef struct {
     BdBitmapSyncMode bitmap_mode;
     BdOnError on_source_error, on_target_error;
     uint64_t len, chunk;
+    unsigned workers;            /* x-perf max-workers, capped */
+    uint64_t cursor;             /* job thread: where next() looks */
     gboolean bitmap_done, torn_down;
 } BdBackupJob;
 
@@ -69,39 +81,78 @@ static int backup_init_top(BdBackupJob *s)
     return 0;
 }
 
+/* --- the copy engine's callbacks --- */
+
+/* Job thread: the next marked run from the cursor, claimed under the
+ * filter's job bracket (a drain of the filter waits for it). */
+static int backup_next(void *opaque, BdCopyChunk *c)
+{
+    BdBackupJob *s = opaque;
+    BdCbwClaim *claim = c->priv;
+
+    bd_cbw_job_begin(s->cbw);
+    if (!bd_cbw_claim(s->cbw, s->cursor, s->chunk, claim) &&
+        (s->cursor == 0 || !bd_cbw_claim(s->cbw, 0, s->chunk, claim))) {
+        /* A failed chunk marks its clusters again: the cursor starts
+         * over once before the job calls the bitmap done. */
+        bd_cbw_job_end(s->cbw);
+        s->cursor = 0;
+        return 0;
+    }
+    c->offset = claim->offset;
+    c->bytes = claim->bytes;
+    s->cursor = claim->offset + claim->bytes;
+    return 1;
+}
+
+/* A worker: copy and release the claim (progress comes from the
+ * filter, as for the copies guest writes make). */
+static int backup_copy(void *opaque, BdCopyChunk *c, uint8_t *buf,
+                       uint64_t buf_size)
+{
+    BdBackupJob *s = opaque;
+    int ret = bd_cbw_copy_claimed(s->cbw, c->priv, buf, buf_size,
+                                  &c->is_read);
+
+    bd_cbw_job_end(s->cbw);
+    return ret;
+}
+
+static void backup_done(void *opaque, BdCopyChunk *c, int ret,
+                        BdErrorAction action)
+{
+    BdBackupJob *s = opaque;
+
+    (void)action;
+    if (ret < 0 && c->offset < s->cursor) {
+        /* ignore / stop: the same region again (QEMU's retry) */
+        s->cursor = c->offset;
+    }
+}
+
+static const BdCopyOps backup_copy_ops = {
+    .next = backup_next,
+    .copy = backup_copy,
+    .done = backup_done,
+};
+
 static int backup_loop(BdBackupJob *s)
 {
-    BdDirtyBitmap *cb = bd_cbw_copy_bitmap(s->cbw);
-    uint64_t pos = 0;
+    BdCopyEngineParams p = {
+        .job = &s->common,
+        .ops = &backup_copy_ops,
+        .opaque = s,
+        .priv_size = sizeof(BdCbwClaim),
+        .workers = s->workers,
+        .buf_size = MIN(s->chunk, (uint64_t)BACKUP_BUF_MAX),
+        .on_source_error = s->on_source_error,
+        .on_target_error = s->on_target_error,
+        .ratelimit = TRUE,
+    };
+    g_autoptr(BdCopyEngine) e = bd_copy_engine_new(&p);
 
-    while (!bd_job_is_cancelled(&s->common)) {
-        int64_t next = bd_dirty_bitmap_next_dirty(cb, pos, s->len);
-        gboolean is_read = FALSE;
-        int ret;
-
-        if (next < 0) {
-            return 0;
-        }
-        uint64_t end = MIN((uint64_t)next + s->chunk, s->len);
-        bd_cbw_job_begin(s->cbw);
-        ret = bd_cbw_copy(s->cbw, next, end - next, s->chunk, &is_read);
-        bd_cbw_job_end(s->cbw);
-        if (ret < 0) {
-            BdOnError on = is_read ? s->on_source_error : s->on_target_error;
-            if (bd_job_error_action(&s->common, on, is_read, -ret) ==
-                BD_ERROR_ACTION_REPORT) {
-                return ret;
-            }
-            /* ignore / stop: try the same region again (QEMU's retry) */
-            pos = next;
-            bd_job_pause_point(&s->common);
-            continue;
-        }
-        bd_job_ratelimit_processed(&s->common, end - next);
-        bd_job_ratelimit_sleep(&s->common);
-        pos = end;
-    }
-    return 0;
+    s->cursor = 0;
+    return bd_copy_engine_run(e);
 }
 
 /* The final flush of the target: its failure is a target write error
@@ -331,6 +382,7 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
         .bitmap = p->sync == BD_BACKUP_SYNC_BITMAP ? p->bitmap : NULL,
         .skip_unallocated = p->sync == BD_BACKUP_SYNC_TOP,
         .compress = p->compress,
+        .use_copy_range = p->use_copy_range,
     };
     BdNode *filter = bd_cbw_append(p->source, p->target, &copts, errp);
     if (!filter) {
@@ -361,7 +413,8 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
     s->on_source_error = p->on_source_error;
     s->on_target_error = p->on_target_error;
     s->len = (uint64_t)bd_node_getlength(p->source);
-    s->chunk = MAX(cs, (uint64_t)1024 * 1024);
+    s->chunk = MAX(cs, (uint64_t)BACKUP_CHUNK_DEFAULT);
+    s->workers = bd_copy_engine_workers(p->max_workers);
     if (p->max_chunk) {
         s->chunk = MAX(cs, (uint64_t)p->max_chunk / cs * cs);
     }

@@ -39,7 +39,8 @@ typedef struct {
     const char *filter_node_name;     /* NULL: implicit filter */
     int64_t max_workers;              /* BackupPerf; 1..INT_MAX */
     int64_t max_chunk;                /* 0: no limit */
-    gboolean use_copy_range;          /* accepted; copies use buffers */
+    gboolean use_copy_range;          /* copy offload where it applies
+                                       * (blockd's default: TRUE) */
 } BdBackupParams;
 
 /* backup_job_create(): QEMU's checks and messages, the filter inserted,

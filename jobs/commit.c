@@ -16,9 +16,9 @@
  * commit's base read-write).
  *
  * Thread model: start, verbs and finalization on the main thread;
- * commit_run on the job thread, with I/O only through the job's entry
- * handles; the dirty map has its own leaf lock (guest writes mark it
- * from any thread).
+ * commit_run on the job thread and the copy engine's workers, with I/O
+ * only through the job's entry handles; the dirty map has its own leaf
+ * lock (guest writes and failed copies mark it from any thread).
  */
 #define G_LOG_DOMAIN "blockd-jobs"
 
@@ -31,8 +31,9 @@
 #include "jobs/chain.h"
 #include "jobs/commit.h"
 #include "jobs/commit-int.h"
+#include "jobs/copy-engine.h"
 
-#define COMMIT_CHUNK (512 * 1024)
+#define COMMIT_CHUNK (2 * 1024 * 1024)
 #define DIRTY_GRAN   (64 * 1024)
 /* After job-complete, at most this many dirty chunks are left for the
  * drained copy at the pivot (16 MiB). */
@@ -59,6 +60,8 @@ typedef struct {
     uint64_t ndirty BD_GUARDED_BY(dirty_lock);
     gboolean should_complete BD_GUARDED_BY(dirty_lock); /* job-complete */
     gboolean ready;              /* job thread only */
+    uint64_t len, cursor;        /* job thread: where next() looks */
+    BdReqList inflight;          /* active phase: copies in flight */
 } BdCommitJob;
 
 /* --- dirty chunks (any thread) --- */
@@ -125,7 +128,8 @@ static gboolean complete_requested(BdCommitJob *s)
 
 /* --- copying (job thread; the main thread at the pivot) --- */
 
-/* Allocated above the base: to be copied. */
+/* Allocated above the base: the depth of the layer that holds
+ * [offset, offset + *n) (top = 1), 0 when nothing is to be copied. */
 static int needs_copy(BdCommitJob *s, uint64_t offset, uint64_t *n)
 {
     int depth = bd_entry_allocation_depth(s->src, offset, *n, n);
@@ -133,25 +137,63 @@ static int needs_copy(BdCommitJob *s, uint64_t offset, uint64_t *n)
     if (depth < 0) {
         return depth;
     }
-    return depth >= 1 && depth < s->base_depth;
+    return depth >= 1 && depth < s->base_depth ? depth : 0;
 }
 
-/* Copy [offset, offset + n) from the top's view into the base.
- * *error_in_source tells which side failed. */
-static int copy_range(BdCommitJob *s, uint8_t *buf, uint64_t offset,
-                      uint64_t n, gboolean *error_in_source)
+/* The node at 'depth' below the top (1: the top); the links down to
+ * the base are frozen while the job runs. */
+static BdNode *layer(BdCommitJob *s, int depth)
 {
-    int ret = bd_entry_pread(s->src, offset, n, buf, 0);
+    BdNode *n = s->top;
 
-    *error_in_source = TRUE;
-    if (ret < 0) {
-        return ret;
+    while (n && --depth > 0) {
+        n = bd_node_backing(n);
     }
-    *error_in_source = FALSE;
-    if (bd_buffer_is_zero(buf, n)) {
-        return bd_entry_pwrite_zeroes(s->dst, offset, n, 0);
+    return n ? n : s->top;
+}
+
+/* Copy [offset, offset + n) from the top's view into the base, block
+ * status first: ranges that read as zeroes are written as zeroes
+ * without a read, data goes through 'buf' in pieces of buf_size.
+ * *error_in_source tells which side failed. */
+static int copy_range(BdCommitJob *s, BdNode *holder, uint8_t *buf,
+                      uint64_t buf_size, uint64_t offset, uint64_t n,
+                      gboolean *error_in_source)
+{
+    uint64_t pos = offset, end = offset + n;
+    int ret = 0;
+
+    while (pos < end && ret >= 0) {
+        uint64_t pnum = 0;
+        int64_t copied;
+        int st = bd_entry_block_status(s->src, pos, end - pos, &pnum);
+
+        if (st < 0 || pnum == 0) {
+            st = BD_BLOCK_DATA;      /* the read will tell */
+            pnum = end - pos;
+        }
+        pnum = MIN(pnum, end - pos);
+        if (st & BD_BLOCK_ZERO) {
+            *error_in_source = FALSE;
+            ret = bd_entry_pwrite_zeroes(s->dst, pos, pnum, 0);
+        } else if ((copied = bd_copy_offload(s->src, s->dst, holder, pos,
+                                             pnum)) > 0) {
+            *error_in_source = FALSE;
+            pnum = MIN(pnum, (uint64_t)copied);
+        } else {
+            pnum = MIN(pnum, buf_size);
+            *error_in_source = TRUE;
+            ret = bd_entry_pread(s->src, pos, pnum, buf, 0);
+            if (ret >= 0) {
+                *error_in_source = FALSE;
+                ret = bd_buffer_is_zero(buf, pnum)
+                    ? bd_entry_pwrite_zeroes(s->dst, pos, pnum, 0)
+                    : bd_entry_pwrite(s->dst, pos, pnum, buf, 0);
+            }
+        }
+        pos += pnum;
     }
-    return bd_entry_pwrite(s->dst, offset, n, buf, 0);
+    return ret;
 }
 
 static int grow_base(BdCommitJob *s, int64_t len)
@@ -167,107 +209,190 @@ static int grow_base(BdCommitJob *s, int64_t len)
     return 0;
 }
 
-/* The first pass: everything allocated above the base (QEMU's
- * commit_run).  In an active commit, guest writes meanwhile mark their
- * chunks dirty (also those copied already): the mirror loop copies
- * them again. */
-static int commit_first_pass(BdCommitJob *s, uint8_t *buf, int64_t len)
+/* --- the first pass on the copy engine --- */
+
+typedef struct {
+    int query_error;         /* the allocation query failed here */
+    int depth;               /* first pass: the layer holding the data */
+    BdReq req;               /* active phase: in s->inflight */
+} CommitChunk;
+
+/* Job thread: the next range allocated above the base (QEMU's
+ * commit_run), unallocated ones counted as done.  In an active commit,
+ * guest writes meanwhile mark their chunks dirty (also those copied
+ * already): the active phase copies them again. */
+static int first_next(void *opaque, BdCopyChunk *c)
 {
-    BdJob *job = &s->common;
+    BdCommitJob *s = opaque;
+    CommitChunk *cc = c->priv;
 
-    for (uint64_t offset = 0, n = 0; offset < (uint64_t)len; offset += n) {
-        gboolean in_source = TRUE, copy;
-        int ret;
+    while (s->cursor < s->len) {
+        uint64_t n = s->len - s->cursor;
+        int ret = needs_copy(s, s->cursor, &n);
 
-        bd_job_ratelimit_sleep(job);
-        if (bd_job_is_cancelled(job)) {
-            return 0;
-        }
-        n = MIN((uint64_t)COMMIT_CHUNK, (uint64_t)len - offset);
-        ret = needs_copy(s, offset, &n);
-        copy = ret > 0;
         if (n == 0) {
-            n = (uint64_t)len - offset;
+            n = s->len - s->cursor;
         }
-        if (copy) {
-            ret = copy_range(s, buf, offset, n, &in_source);
-        }
-        if (ret < 0) {
-            BdErrorAction action = bd_job_error_action(job, s->on_error,
-                                                       in_source, -ret);
-            if (action == BD_ERROR_ACTION_REPORT) {
-                return ret;
-            }
-            n = 0;
+        if (ret == 0) {
+            bd_job_progress_update(&s->common, n);
+            s->cursor += n;
             continue;
         }
-        bd_job_progress_update(job, n);
-        if (copy) {
-            bd_job_ratelimit_processed(job, n);
-        }
+        cc->query_error = MIN(ret, 0);
+        cc->depth = MAX(ret, 1);
+        c->offset = s->cursor;
+        c->bytes = MIN(n, (uint64_t)COMMIT_CHUNK);
+        s->cursor += c->bytes;
+        return 1;
     }
     return 0;
 }
 
+static int first_copy(void *opaque, BdCopyChunk *c, uint8_t *buf,
+                      uint64_t buf_size)
+{
+    BdCommitJob *s = opaque;
+    CommitChunk *cc = c->priv;
+
+    if (cc->query_error) {
+        int ret = cc->query_error;
+        cc->query_error = 0;     /* a retry copies */
+        c->is_read = TRUE;
+        return ret;
+    }
+    return copy_range(s, layer(s, cc->depth), buf, buf_size, c->offset,
+                      c->bytes, &c->is_read);
+}
+
+static void commit_done(void *opaque, BdCopyChunk *c, int ret,
+                        BdErrorAction action)
+{
+    BdCommitJob *s = opaque;
+
+    (void)action;
+    if (ret == 0) {
+        bd_job_progress_update(&s->common, c->bytes);
+    }
+}
+
+static const BdCopyOps first_pass_ops = {
+    .next = first_next,
+    .copy = first_copy,
+    .done = commit_done,
+};
+
+/* --- the active phase: dirty chunks --- */
+
+/* Job thread: a run of dirty chunks, entered in s->inflight after any
+ * earlier copy of them (two copies of one chunk must not reach the
+ * base out of order); 0 when none is left or the loop should stop. */
+static int active_next(void *opaque, BdCopyChunk *c)
+{
+    BdCommitJob *s = opaque;
+    CommitChunk *cc = c->priv;
+    uint64_t idx, count;
+
+    bd_job_progress_set_remaining(&s->common, dirty_count(s) * DIRTY_GRAN);
+    if (s->ready && bd_job_cancel_requested(&s->common)) {
+        return 0;
+    }
+    if (s->ready && complete_requested(s) &&
+        dirty_count(s) <= PIVOT_DIRTY_MAX) {
+        /* Under a steady write load the map may never be empty: the
+         * rest is copied with the writers drained, at the pivot. */
+        return 0;
+    }
+    count = dirty_take(s, &s->cursor, &idx, COMMIT_CHUNK / DIRTY_GRAN);
+    if (!count) {
+        return 0;
+    }
+    c->offset = idx * DIRTY_GRAN;
+    c->bytes = MIN(count * DIRTY_GRAN, s->len - c->offset);
+    bd_req_begin(&s->inflight, &cc->req, c->offset, c->bytes, TRUE);
+    return 1;
+}
+
+static int active_copy(void *opaque, BdCopyChunk *c, uint8_t *buf,
+                       uint64_t buf_size)
+{
+    BdCommitJob *s = opaque;
+    CommitChunk *cc = c->priv;
+    int ret = copy_range(s, s->top, buf, buf_size, c->offset, c->bytes,
+                         &c->is_read);
+
+    if (ret < 0) {
+        dirty_mark(s, c->offset, c->bytes);
+    }
+    bd_req_end(&s->inflight, &cc->req);
+    return ret;
+}
+
+static const BdCopyOps active_ops = {
+    .next = active_next,
+    .copy = active_copy,
+    .done = commit_done,
+};
+
+static BdCopyEngine *commit_engine(BdCommitJob *s, const BdCopyOps *ops,
+                                   gboolean requeue)
+{
+    BdCopyEngineParams p = {
+        .job = &s->common,
+        .ops = ops,
+        .opaque = s,
+        .priv_size = sizeof(CommitChunk),
+        .workers = bd_copy_engine_workers(0),
+        .buf_size = COMMIT_CHUNK,
+        .on_source_error = s->on_error,
+        .on_target_error = s->on_error,
+        .requeue_failed = requeue,
+        .ratelimit = TRUE,
+    };
+
+    return bd_copy_engine_new(&p);
+}
+
 /* Active commit: copy dirty chunks until complete or cancel. */
-static int commit_mirror_loop(BdCommitJob *s, uint8_t *buf, int64_t len)
+static int commit_mirror_loop(BdCommitJob *s)
 {
     BdJob *job = &s->common;
-    uint64_t cursor = 0, idx, count;
+    g_autoptr(BdCopyEngine) e = commit_engine(s, &active_ops, FALSE);
 
+    s->cursor = 0;
     for (;;) {
-        bd_job_progress_set_remaining(job, dirty_count(s) * DIRTY_GRAN);
-        bd_job_ratelimit_sleep(job);
+        int ret = bd_copy_engine_run(e);
+
+        if (ret < 0) {
+            return ret;
+        }
         if (bd_job_is_cancelled(job) ||
             (s->ready && bd_job_cancel_requested(job))) {
             return 0;
         }
         if (s->ready && complete_requested(s) &&
             dirty_count(s) <= PIVOT_DIRTY_MAX) {
-            /* Under a steady write load the map may never be empty:
-             * the rest is copied with the writers drained, at the
-             * pivot. */
             return 0;
         }
-        count = dirty_take(s, &cursor, &idx, COMMIT_CHUNK / DIRTY_GRAN);
-        if (!count) {
-            gboolean complete;
+        if (dirty_count(s) == 0) {
             if (!s->ready) {
                 s->ready = TRUE;
                 bd_job_transition_to_ready(job);
             }
-            complete = complete_requested(s);
-            if (complete) {
+            if (complete_requested(s)) {
                 return 0;    /* the rest is copied drained, at the pivot */
             }
             bd_job_sleep(job, 100 * 1000 * 1000ll);
-            continue;
         }
-        uint64_t offset = idx * DIRTY_GRAN;
-        uint64_t n = MIN(count * DIRTY_GRAN, (uint64_t)len - offset);
-        gboolean in_source;
-        int ret = copy_range(s, buf, offset, n, &in_source);
-        if (ret < 0) {
-            dirty_mark(s, offset, n);
-            BdErrorAction action = bd_job_error_action(job, s->on_error,
-                                                       in_source, -ret);
-            if (action == BD_ERROR_ACTION_REPORT) {
-                return ret;
-            }
-            continue;
-        }
-        bd_job_progress_update(job, n);
-        bd_job_ratelimit_processed(job, n);
     }
 }
 
 static int commit_run(BdJob *job, GError **errp)
 {
     BdCommitJob *s = (BdCommitJob *)job;
-    g_autofree uint8_t *buf = g_malloc(COMMIT_CHUNK);
     int64_t len = bd_entry_getlength(s->src);
     int ret;
 
+    (void)errp;
     if (len < 0) {
         return (int)len;
     }
@@ -276,11 +401,16 @@ static int commit_run(BdJob *job, GError **errp)
     if (ret < 0) {
         return ret;
     }
-    ret = commit_first_pass(s, buf, len);
+    s->len = (uint64_t)len;
+    s->cursor = 0;
+    {
+        g_autoptr(BdCopyEngine) e = commit_engine(s, &first_pass_ops, TRUE);
+        ret = bd_copy_engine_run(e);
+    }
     if (ret < 0 || !s->active || bd_job_is_cancelled(job)) {
         return ret;
     }
-    return commit_mirror_loop(s, buf, len);
+    return commit_mirror_loop(s);
 }
 
 /* --- main thread: verbs --- */
@@ -337,7 +467,7 @@ static int commit_pivot(BdCommitJob *s, GError **errp)
                                COMMIT_CHUNK / DIRTY_GRAN)) > 0) {
         uint64_t offset = idx * DIRTY_GRAN;
         gboolean in_source;
-        ret = copy_range(s, buf, offset,
+        ret = copy_range(s, s->top, buf, COMMIT_CHUNK, offset,
                          MIN(count * DIRTY_GRAN, (uint64_t)len - offset),
                          &in_source);
     }
@@ -478,6 +608,7 @@ static void commit_free(BdJob *job)
     g_free(s->backing_file);
     g_free(s->dirty);
     bd_mutex_destroy(&s->dirty_lock);
+    bd_reqlist_destroy(&s->inflight);
 }
 
 static const BdJobDriver commit_job_driver = {
@@ -601,6 +732,7 @@ static gboolean start(const BdCommitParams *p, gboolean active, GError **errp)
     }
     s->active = active;
     bd_mutex_init(&s->dirty_lock);
+    bd_reqlist_init(&s->inflight);
     if (!commit_setup(s, p, errp)) {
         commit_clean(&s->common);
         bd_job_early_fail(&s->common);

@@ -146,6 +146,14 @@ gboolean bd_job_cancel_requested(BdJob *job)
     return c;
 }
 
+gboolean bd_job_pause_requested(BdJob *job)
+{
+    bd_mutex_lock(&job->lock);
+    gboolean p = job->pause_count > 0 && !job->force_cancel;
+    bd_mutex_unlock(&job->lock);
+    return p;
+}
+
 /* --- progress --- */
 
 void bd_job_progress_update(BdJob *job, uint64_t done)
@@ -218,6 +226,14 @@ void bd_job_ratelimit_processed(BdJob *job, uint64_t bytes)
     bd_mutex_lock(&job->lock);
     bd_ratelimit_calculate_delay(&job->limit, bytes, now_ns());
     bd_mutex_unlock(&job->lock);
+}
+
+int64_t bd_job_ratelimit_delay(BdJob *job)
+{
+    bd_mutex_lock(&job->lock);
+    int64_t delay = bd_ratelimit_calculate_delay(&job->limit, 0, now_ns());
+    bd_mutex_unlock(&job->lock);
+    return delay;
 }
 
 void bd_job_ratelimit_sleep(BdJob *job)

@@ -222,6 +222,9 @@ void bd_job_sleep(BdJob *job, int64_t ns);
 gboolean bd_job_is_cancelled(BdJob *job);
 /* Any cancel requested (soft cancels included). */
 gboolean bd_job_cancel_requested(BdJob *job);
+/* A pause is requested and the next pause point would park: a job with
+ * work in flight finishes it first. */
+gboolean bd_job_pause_requested(BdJob *job);
 void bd_job_progress_update(BdJob *job, uint64_t done);
 void bd_job_progress_set_remaining(BdJob *job, uint64_t remaining);
 void bd_job_progress_increase_remaining(BdJob *job, uint64_t delta);
@@ -229,6 +232,8 @@ void bd_job_progress_increase_remaining(BdJob *job, uint64_t delta);
 void bd_job_ratelimit_processed(BdJob *job, uint64_t bytes);
 /* ...and sleep as long as the limit requires (a pause point too). */
 void bd_job_ratelimit_sleep(BdJob *job);
+/* How long bd_job_ratelimit_sleep would sleep now (ns), or 0. */
+int64_t bd_job_ratelimit_delay(BdJob *job);
 /* running -> ready, with BLOCK_JOB_READY (posted to the main thread). */
 void bd_job_transition_to_ready(BdJob *job);
 /* Decide what an I/O error 'error' (errno, positive) means under

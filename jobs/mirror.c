@@ -29,6 +29,7 @@
 #include "graph/io.h"
 #include "graph/main-thread.h"
 #include "jobs/chain.h"
+#include "jobs/copy-engine.h"
 #include "jobs/mirror.h"
 
 #define MIRROR_MAX_CHUNK   (1024 * 1024)
@@ -46,6 +47,10 @@ typedef struct {
     BdDirtyBitmap *bitmap;            /* on bs */
     uint32_t granularity;
     uint64_t chunk;                   /* bytes per copy step */
+    uint64_t buf_size;                /* bytes in flight at most */
+    unsigned workers;
+    uint64_t len;                     /* job thread: the source's */
+    uint64_t cursor;                  /* job thread: where next looks */
     BdMirrorSync sync;
     BdMirrorCopyMode copy_mode;
     BdOnError on_source_error, on_target_error;
@@ -57,34 +62,62 @@ typedef struct {
     gboolean ready;                   /* job thread only */
 } BdMirrorJob;
 
-/* --- copying (job thread; the main thread in prepare) --- */
+/* --- copying (workers; the main thread in prepare) --- */
 
-/* Copy [offset, offset + n) of the source into the target.  The bits
- * are cleared first: a write after that marks them again.  On failure
- * they are set again and *in_source says which side failed. */
-static int copy_range(BdMirrorJob *s, uint8_t *buf, uint64_t offset,
-                      uint64_t n, gboolean *in_source)
+/* Copy [offset, offset + n), whose bits the caller cleared (a write
+ * after that marks them again) and which it entered in s->inflight.
+ * Block status first: zero ranges of the source are written as zeroes
+ * without a read, data goes through 'buf' in pieces of buf_size.  On
+ * failure the bits are set again and *in_source says which side. */
+static int copy_claimed(BdMirrorJob *s, uint8_t *buf, uint64_t buf_size,
+                        uint64_t offset, uint64_t n, gboolean *in_source)
 {
-    BdReq req;
-    int ret;
+    uint64_t pos = offset, end = offset + n;
+    int ret = 0;
 
-    bd_req_begin(&s->inflight, &req, offset, n, TRUE);
-    bd_dirty_bitmap_reset(s->bitmap, offset, n);
-    *in_source = TRUE;
-    ret = bd_entry_pread(s->src, offset, n, buf, 0);
-    if (ret >= 0) {
-        *in_source = FALSE;
-        if (bd_buffer_is_zero(buf, n)) {
-            ret = bd_entry_pwrite_zeroes(s->dst, offset, n, s->zero_flags);
-        } else {
-            ret = bd_entry_pwrite(s->dst, offset, n, buf, 0);
+    while (pos < end && ret >= 0) {
+        uint64_t pnum = 0;
+        int64_t copied;
+        int st = bd_entry_block_status(s->src, pos, end - pos, &pnum);
+
+        if (st < 0 || pnum == 0) {
+            st = BD_BLOCK_DATA;      /* the read will tell */
+            pnum = end - pos;
         }
+        pnum = MIN(pnum, end - pos);
+        if (st & BD_BLOCK_ZERO) {
+            *in_source = FALSE;
+            ret = bd_entry_pwrite_zeroes(s->dst, pos, pnum, s->zero_flags);
+        } else if ((copied = bd_copy_offload(s->src, s->dst, NULL, pos,
+                                             pnum)) > 0) {
+            *in_source = FALSE;
+            pnum = MIN(pnum, (uint64_t)copied);
+        } else {
+            pnum = MIN(pnum, buf_size);
+            *in_source = TRUE;
+            ret = bd_entry_pread(s->src, pos, pnum, buf, 0);
+            if (ret >= 0) {
+                *in_source = FALSE;
+                ret = bd_buffer_is_zero(buf, pnum)
+                    ? bd_entry_pwrite_zeroes(s->dst, pos, pnum,
+                                             s->zero_flags)
+                    : bd_entry_pwrite(s->dst, pos, pnum, buf, 0);
+            }
+        }
+        pos += pnum;
     }
     if (ret < 0) {
         bd_dirty_bitmap_set(s->bitmap, offset, n);
     }
-    bd_req_end(&s->inflight, &req);
     return ret;
+}
+
+/* Enter [offset, offset + n) in s->inflight (after any earlier copy or
+ * write-blocking write of it) and clear its bits. */
+static void claim(BdMirrorJob *s, BdReq *req, uint64_t offset, uint64_t n)
+{
+    bd_req_begin(&s->inflight, req, offset, n, TRUE);
+    bd_dirty_bitmap_reset(s->bitmap, offset, n);
 }
 
 /* Does the target already read zeroes at [offset, offset + *n)? */
@@ -175,62 +208,115 @@ static int mirror_idle(BdMirrorJob *s)
     return 0;
 }
 
-static int mirror_loop(BdMirrorJob *s, uint8_t *buf, uint64_t len)
+/* --- the copy engine's callbacks --- */
+
+/* Job thread: the next dirty area from the cursor, claimed; 0 when
+ * none is left or the loop should stop for a completion or cancel. */
+static int mirror_next(void *opaque, BdCopyChunk *c)
+{
+    BdMirrorJob *s = opaque;
+    BdJob *job = &s->common;
+    uint64_t start, n;
+    uint64_t dirty = bd_dirty_bitmap_count(s->bitmap);
+
+    bd_job_progress_set_remaining(job, dirty);
+    if (s->ready && bd_job_cancel_requested(job)) {
+        return 0;
+    }
+    /* Completing under a steady write load: a little left is copied
+     * drained, in prepare, so that the job always converges. */
+    if (s->ready && complete_requested(s) && dirty <= MIRROR_DRAINED_MAX) {
+        return 0;
+    }
+    if (!bd_dirty_bitmap_next_dirty_area(s->bitmap, s->cursor, s->len,
+                                         s->chunk, &start, &n) &&
+        !bd_dirty_bitmap_next_dirty_area(s->bitmap, 0, s->len, s->chunk,
+                                         &start, &n)) {
+        return 0;
+    }
+    s->cursor = start + n;
+    claim(s, c->priv, start, n);
+    c->offset = start;
+    c->bytes = n;
+    return 1;
+}
+
+static int mirror_copy(void *opaque, BdCopyChunk *c, uint8_t *buf,
+                       uint64_t buf_size)
+{
+    BdMirrorJob *s = opaque;
+    int ret = copy_claimed(s, buf, buf_size, c->offset, c->bytes,
+                           &c->is_read);
+
+    bd_req_end(&s->inflight, c->priv);
+    return ret;
+}
+
+static void mirror_done(void *opaque, BdCopyChunk *c, int ret,
+                        BdErrorAction action)
+{
+    BdMirrorJob *s = opaque;
+
+    if (ret == 0) {
+        bd_job_progress_update(&s->common, c->bytes);
+    } else if (action == BD_ERROR_ACTION_IGNORE) {
+        /* Marked again: the engine comes back to it, not at once. */
+        bd_job_sleep(&s->common, MIRROR_IDLE_NS);
+    }
+}
+
+static const BdCopyOps mirror_copy_ops = {
+    .next = mirror_next,
+    .copy = mirror_copy,
+    .done = mirror_done,
+};
+
+static int mirror_loop(BdMirrorJob *s)
 {
     BdJob *job = &s->common;
-    uint64_t cursor = 0;
+    BdCopyEngineParams p = {
+        .job = job,
+        .ops = &mirror_copy_ops,
+        .opaque = s,
+        .priv_size = sizeof(BdReq),
+        .workers = s->workers,
+        .buf_size = s->chunk,
+        .max_bytes = s->buf_size,
+        .on_source_error = s->on_source_error,
+        .on_target_error = s->on_target_error,
+        .ratelimit = TRUE,
+    };
+    g_autoptr(BdCopyEngine) e = bd_copy_engine_new(&p);
 
     for (;;) {
-        uint64_t start, n;
-        gboolean in_source;
         int ret;
 
-        bd_job_progress_set_remaining(job,
-                                      bd_dirty_bitmap_count(s->bitmap));
-        bd_job_ratelimit_sleep(job);
+        bd_job_progress_set_remaining(job, bd_dirty_bitmap_count(s->bitmap));
+        ret = bd_copy_engine_run(e);
+
+        if (ret < 0) {
+            return ret;
+        }
         if (bd_job_is_cancelled(job) ||
             (s->ready && bd_job_cancel_requested(job))) {
             return 0;
         }
-        /* Completing under a steady write load: a little left is copied
-         * drained, in prepare, so that the job always converges. */
         if (s->ready && complete_requested(s) &&
             bd_dirty_bitmap_count(s->bitmap) <= MIRROR_DRAINED_MAX) {
             return 0;
         }
-        if (!bd_dirty_bitmap_next_dirty_area(s->bitmap, cursor, len,
-                                             s->chunk, &start, &n) &&
-            !bd_dirty_bitmap_next_dirty_area(s->bitmap, 0, len, s->chunk,
-                                             &start, &n)) {
+        if (bd_dirty_bitmap_count(s->bitmap) == 0) {
             ret = mirror_idle(s);
             if (ret != 0) {
                 return MIN(ret, 0);
             }
-            continue;
         }
-        cursor = start + n;
-        ret = copy_range(s, buf, start, n, &in_source);
-        if (ret < 0) {
-            BdErrorAction action = bd_job_error_action(
-                job, in_source ? s->on_source_error : s->on_target_error,
-                in_source, -ret);
-            if (action == BD_ERROR_ACTION_REPORT) {
-                return ret;
-            }
-            if (action == BD_ERROR_ACTION_IGNORE) {
-                bd_job_sleep(job, MIRROR_IDLE_NS);
-            }
-            continue;
-        }
-        bd_job_progress_update(job, n);
-        bd_job_ratelimit_processed(job, n);
     }
 }
 
 static int mirror_run(BdJob *job, GError **errp)
 {
     BdMirrorJob *s = (BdMirrorJob *)job;
-    g_autofree uint8_t *buf = g_malloc(s->chunk);
     int64_t len = bd_entry_getlength(s->src);
     int64_t target_len = bd_entry_getlength(s->dst);
     int ret;
@@ -243,11 +329,12 @@ static int mirror_run(BdJob *job, GError **errp)
                     "Source and target image have different sizes");
         return -EINVAL;
     }
+    s->len = (uint64_t)len;
     ret = mirror_dirty_init(s, (uint64_t)len);
     if (ret < 0 || bd_job_is_cancelled(job)) {
         return ret;
     }
-    return mirror_loop(s, buf, (uint64_t)len);
+    return mirror_loop(s);
 }
 
 /* --- write-blocking mode (writing threads) --- */
@@ -350,7 +437,11 @@ static int mirror_final_sync(BdMirrorJob *s)
            bd_dirty_bitmap_next_dirty_area(s->bitmap, 0, (uint64_t)len,
                                            s->chunk, &start, &n)) {
         gboolean in_source;
-        ret = copy_range(s, buf, start, n, &in_source);
+        BdReq req;
+
+        claim(s, &req, start, n);
+        ret = copy_claimed(s, buf, s->chunk, start, n, &in_source);
+        bd_req_end(&s->inflight, &req);
         if (ret >= 0) {
             /* The job thread has ended: the counters are ours. */
             bd_job_progress_update(&s->common, n);
@@ -507,6 +598,11 @@ static gboolean mirror_setup(BdMirrorJob *s, const BdMirrorParams *p,
                s->granularity;
     s->chunk = MAX(MIN(buf_size, (uint64_t)MIRROR_MAX_CHUNK),
                    (uint64_t)s->granularity);
+    /* buf-size bounds the bytes in flight (as QEMU's), so the workers
+     * are as many chunks as fit, one at least. */
+    s->buf_size = MAX(buf_size, s->chunk);
+    s->workers = (unsigned)MIN((uint64_t)bd_copy_engine_default_workers(),
+                               s->buf_size / s->chunk);
 
     s->bitmap = bd_dirty_bitmap_create(p->bs, s->granularity, NULL, errp);
     if (!s->bitmap) {

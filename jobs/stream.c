@@ -10,9 +10,10 @@
  *   after:   parents -> bs -> base       (int1..base_overlay dropped)
  *
  * Thread model: start, prepare, abort, clean and free on the main
- * thread; stream_run on the job thread, doing I/O only through the
- * job's two entry handles (reads through the filter, allocation
- * queries on 'bs'), so that drained graph changes never race it.
+ * thread; stream_run on the job thread (allocation queries on 'bs',
+ * through the job's 'top' handle) and the copy engine's workers (reads
+ * through the filter's handle): all I/O goes through the job's two
+ * entry handles, so that drained graph changes never race it.
  */
 #define G_LOG_DOMAIN "blockd-jobs"
 
@@ -23,9 +24,12 @@
 #include "graph/io.h"
 #include "graph/main-thread.h"
 #include "jobs/chain.h"
+#include "jobs/copy-engine.h"
 #include "jobs/stream.h"
 
-#define STREAM_CHUNK (512 * 1024)
+/* Chunks of allocated data per worker (the old loop's 512 KiB made a
+ * request per half-MiB; larger runs cost fewer round trips). */
+#define STREAM_CHUNK (2 * 1024 * 1024)
 
 typedef struct {
     BdJob common;
@@ -40,6 +44,7 @@ typedef struct {
     BdOnError on_error;
     gboolean bs_read_only;   /* reopened read-write for the job */
     GPtrArray *claimed;      /* BdNode * (refs) marked busy until free */
+    uint64_t len, cursor;    /* job thread: where next() looks */
 } BdStreamJob;
 
 /* --- job thread --- */
@@ -56,13 +61,83 @@ static int stream_needs_copy(BdStreamJob *s, uint64_t offset, uint64_t *n)
     return depth > 1 && depth <= s->overlay_depth;
 }
 
+/* --- the copy engine's callbacks --- */
+
+typedef struct {
+    int query_error;         /* the allocation query failed here */
+} StreamChunk;
+
+/* Job thread: skip (and count) what needs no copy, hand out the next
+ * allocated run, at most one chunk long. */
+static int stream_next(void *opaque, BdCopyChunk *c)
+{
+    BdStreamJob *s = opaque;
+    StreamChunk *sc = c->priv;
+
+    while (s->cursor < s->len) {
+        uint64_t n = s->len - s->cursor;
+        int ret = stream_needs_copy(s, s->cursor, &n);
+
+        if (n == 0) {
+            n = s->len - s->cursor;
+        }
+        if (ret == 0) {
+            bd_job_progress_update(&s->common, n);
+            s->cursor += n;
+            continue;
+        }
+        /* A failed query is a failed read of that range. */
+        sc->query_error = MIN(ret, 0);
+        c->offset = s->cursor;
+        c->bytes = MIN(n, (uint64_t)STREAM_CHUNK);
+        s->cursor += c->bytes;
+        return 1;
+    }
+    return 0;
+}
+
+/* A worker: a read through the copy-on-read filter writes what it
+ * read into bs. */
+static int stream_copy(void *opaque, BdCopyChunk *c, uint8_t *buf,
+                       uint64_t buf_size)
+{
+    BdStreamJob *s = opaque;
+    StreamChunk *sc = c->priv;
+
+    g_assert(c->bytes <= buf_size);
+    c->is_read = TRUE;
+    if (sc->query_error) {
+        int ret = sc->query_error;
+        sc->query_error = 0;     /* a retry asks the read */
+        return ret;
+    }
+    return bd_entry_pread(s->blk, c->offset, c->bytes, buf, 0);
+}
+
+static void stream_done(void *opaque, BdCopyChunk *c, int ret,
+                        BdErrorAction action)
+{
+    BdStreamJob *s = opaque;
+
+    /* Done, or an error ignored: it counts (QEMU's stream). */
+    if (ret == 0 || action == BD_ERROR_ACTION_IGNORE) {
+        bd_job_progress_update(&s->common, c->bytes);
+    }
+}
+
+static const BdCopyOps stream_copy_ops = {
+    .next = stream_next,
+    .copy = stream_copy,
+    .done = stream_done,
+};
+
 static int stream_run(BdJob *job, GError **errp)
 {
     BdStreamJob *s = (BdStreamJob *)job;
-    g_autofree uint8_t *buf = NULL;
     int64_t len;
-    int error = 0;
+    int ret;
 
+    (void)errp;
     if (s->bs == s->base_overlay) {
         return 0;           /* nothing to stream */
     }
@@ -71,46 +146,27 @@ static int stream_run(BdJob *job, GError **errp)
         return (int)len;
     }
     bd_job_progress_set_remaining(job, (uint64_t)len);
-    buf = g_malloc(STREAM_CHUNK);
+    s->len = (uint64_t)len;
+    s->cursor = 0;
 
-    for (uint64_t offset = 0, n = 0; offset < (uint64_t)len; offset += n) {
-        gboolean copy;
-        int ret;
+    BdCopyEngineParams p = {
+        .job = job,
+        .ops = &stream_copy_ops,
+        .opaque = s,
+        .priv_size = sizeof(StreamChunk),
+        .workers = bd_copy_engine_workers(0),
+        .buf_size = STREAM_CHUNK,
+        .on_source_error = s->on_error,
+        .on_target_error = s->on_error,
+        .requeue_failed = TRUE,
+        .ignore_skips = TRUE,
+        .ratelimit = TRUE,
+    };
+    g_autoptr(BdCopyEngine) e = bd_copy_engine_new(&p);
 
-        bd_job_ratelimit_sleep(job);
-        if (bd_job_is_cancelled(job)) {
-            break;
-        }
-        n = MIN((uint64_t)STREAM_CHUNK, (uint64_t)len - offset);
-        ret = stream_needs_copy(s, offset, &n);
-        copy = ret > 0;
-        if (n == 0) {
-            n = (uint64_t)len - offset;
-        }
-        if (copy) {
-            ret = bd_entry_pread(s->blk, offset, n, buf, 0);
-        }
-        if (ret < 0) {
-            BdErrorAction action = bd_job_error_action(job, s->on_error,
-                                                       TRUE, -ret);
-            if (action == BD_ERROR_ACTION_STOP) {
-                n = 0;
-                continue;
-            }
-            if (!error) {
-                error = ret;
-            }
-            if (action == BD_ERROR_ACTION_REPORT) {
-                break;
-            }
-        }
-        bd_job_progress_update(job, n);
-        if (copy) {
-            bd_job_ratelimit_processed(job, n);
-        }
-    }
+    ret = bd_copy_engine_run(e);
     /* The backing chain stays when an error was ignored. */
-    return error;
+    return ret < 0 ? ret : bd_copy_engine_ignored_error(e);
 }
 
 /* --- main thread --- */

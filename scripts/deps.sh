@@ -22,6 +22,8 @@ pkgs=(
     libnbd-bin nbdkit file
     # fusermount3; fio (its nbd engine); socat (QMP from examples and demo)
     fuse3 fio socat
+    # strace: the copy engine's test counts copy_file_range calls
+    strace
     # certtool: the certificates of the NBD-over-TLS tests, example and bench
     gnutls-bin
     # dot: blockctl graph --format svg|png

@@ -795,6 +795,7 @@ const BdDriver bd_qcow2_driver = {
     .close = qcow2_close,
     .pread = qcow2_pread,
     .pwrite = qcow2_pwrite,
+    .copy_range_from = qcow2_copy_range_from,
     .pwrite_zeroes = qcow2_pwrite_zeroes,
     .pdiscard = qcow2_pdiscard,
     .flush = qcow2_flush,

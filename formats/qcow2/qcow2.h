@@ -291,6 +291,8 @@ int qcow2_pread(BdNode *node, uint64_t offset, uint64_t bytes, void *buf,
                 int flags);
 int qcow2_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
                  const void *buf, int flags);
+int64_t qcow2_copy_range_from(BdNode *node, uint64_t offset, uint64_t bytes,
+                              int src_fd, uint64_t src_offset);
 int qcow2_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
                         int flags);
 int qcow2_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes);

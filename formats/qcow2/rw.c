@@ -495,6 +495,125 @@ int qcow2_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
     return (flags & BD_REQ_FUA) ? qcow2_flush(node) : 0;
 }
 
+/* --- copy offload (BdDriver.copy_range_from) --- */
+
+/* Copy 'n' bytes from the fd into the file child at 'hoff', all of
+ * them (a new cluster run is all or nothing): 0 or -errno. */
+static int copy_into_file(Qcow2State *s, uint64_t hoff, uint64_t n,
+                          int src_fd, uint64_t src_offset)
+{
+    for (uint64_t done = 0; done < n;) {
+        int64_t r = bd_node_copy_range_from_fd(s->file->node, hoff + done,
+                                               n - done, src_fd,
+                                               src_offset + done);
+        if (r <= 0) {
+            return r < 0 ? (int)r : -ENOTSUP;
+        }
+        done += (uint64_t)r;
+    }
+    return 0;
+}
+
+/* Whole clusters only (no COW to do): into clusters the image owns
+ * already, or into new ones linked once the data is in place, as
+ * write_allocating_locked does with a buffer.  Anything else (partial
+ * clusters) is -ENOTSUP: the caller
+ * writes the usual way.  Returns the bytes done. */
+int64_t qcow2_copy_range_from(BdNode *node, uint64_t offset, uint64_t bytes,
+                              int src_fd, uint64_t src_offset)
+{
+    Qcow2State *s = node->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t n, host, l2e, nc;
+    int64_t hoff;
+    int ret;
+
+    /* Decline before any side effect (an allocation fires debug
+     * events, which blkdebug rules count) when the file child cannot
+     * take the copy anyway. */
+    if (!s->file->node->drv->copy_range_from ||
+        (offset & (cs - 1)) || bytes < cs || offset >= node->size) {
+        return -ENOTSUP;
+    }
+    bytes = MIN(bytes, node->size - offset) & ~(cs - 1);
+    if (bytes == 0) {
+        return -ENOTSUP;
+    }
+    g_mutex_lock(&s->lock);
+    for (;;) {
+        ret = qcow2_get_mapping_locked(s, offset, bytes, &n, &host, &l2e);
+        if (ret < 0 || !inflight_overlaps_clusters(s, offset, n)) {
+            break;
+        }
+        inflight_wait_locked(s, offset, n);
+    }
+    if (ret == 0 && s->corrupt) {
+        ret = -EIO;
+    }
+    if (ret < 0) {
+        g_mutex_unlock(&s->lock);
+        return ret;
+    }
+    n &= ~(cs - 1);
+    if (n == 0) {
+        g_mutex_unlock(&s->lock);
+        return -ENOTSUP;
+    }
+    if (qcow2_entry_type(s, l2e) == QCOW2_CT_NORMAL &&
+        (l2e & QCOW2_OFLAG_COPIED)) {
+        ret = qcow2_overlap_check_locked(s, host, n);
+        g_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            return ret;
+        }
+        return bd_node_copy_range_from_fd(s->file->node, host, n, src_fd,
+                                          src_offset);
+    }
+
+    /* New clusters, within one L2 slice (all or nothing). */
+    uint64_t span = (uint64_t)s->l2_slice_size << s->cluster_bits;
+    n = MIN(n, span - (offset & (span - 1)));
+    nc = n / cs;
+    Qcow2Inflight f = { offset, offset + n };
+    g_autofree uint64_t *entries = NULL, *old = NULL;
+
+    hoff = qcow2_alloc_clusters_locked(s, nc);
+    ret = hoff < 0 ? (int)hoff : qcow2_overlap_check_locked(s, hoff, n);
+    if (ret < 0) {
+        g_mutex_unlock(&s->lock);
+        return ret;
+    }
+    g_ptr_array_add(s->inflight, &f);
+    g_mutex_unlock(&s->lock);
+
+    bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_AIO);
+    ret = copy_into_file(s, (uint64_t)hoff, n, src_fd, src_offset);
+
+    g_mutex_lock(&s->lock);
+    g_ptr_array_remove_fast(s->inflight, &f);
+    g_cond_broadcast(&s->cond);
+    if (ret == 0) {
+        entries = g_new(uint64_t, nc);
+        old = g_new(uint64_t, nc);
+        for (uint64_t i = 0; i < nc; i++) {
+            entries[i] = ((uint64_t)hoff + i * cs) | QCOW2_OFLAG_COPIED;
+        }
+        ret = qcow2_set_l2_entries_locked(s, offset, nc, entries, old);
+    }
+    if (ret < 0) {
+        qcow2_free_clusters_locked(s, (uint64_t)hoff, n,
+                                   QCOW2_DISCARD_OTHER);
+        g_mutex_unlock(&s->lock);
+        return ret;
+    }
+    for (uint64_t i = 0; i < nc; i++) {
+        qcow2_free_entry_later_locked(s, old[i], QCOW2_DISCARD_OTHER);
+    }
+    qcow2_release_deferred_some_locked(s);
+    g_mutex_unlock(&s->lock);
+    return (int64_t)n;
+}
+
 /* Zero the unaligned head or tail by writing a zero buffer. */
 static int write_zero_buffer(BdNode *node, uint64_t off, uint64_t n)
 {
