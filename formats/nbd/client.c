@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "graph/error.h"
+#include "graph/main-thread.h"
 #include "formats/nbd/nbd-int.h"
 
 #define NBD_MAX_CONNS 16
@@ -510,6 +511,8 @@ static gpointer client_reconnect_main(gpointer opaque)
 
 NbdClient *nbd_client_open(NbdConfig *cfg, GError **errp)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_autoptr(GError) err = NULL;
     NbdClient *c = g_new0(NbdClient, 1);
     gint64 deadline;
@@ -577,6 +580,8 @@ NbdClient *nbd_client_open(NbdConfig *cfg, GError **errp)
 
 void nbd_client_close(NbdClient *c)
 {
+    BD_GLOBAL_STATE_CODE();
+
     GPtrArray *dead;
 
     if (!c) {

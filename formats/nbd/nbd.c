@@ -216,6 +216,8 @@ static void nbd_node_refresh_limits(BdNode *node)
 
 static void nbd_node_close(BdNode *node)
 {
+    BD_GLOBAL_STATE_CODE();
+
     NbdState *s = node->opaque;
 
     if (!s) {
