@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <gnutls/crypto.h>
 #include <libnbd.h>
 #include <stdio.h>
 #include <string.h>
@@ -97,10 +98,15 @@ static gboolean save_manifest(const char *dir, JsonNode *m, GError **errp)
     return g_file_set_contents(path, text, -1, errp);
 }
 
+/* The file's SHA-256 in hex.  GnuTLS (nettle) hashes with the CPU's
+ * SHA extensions where it has them: four to five times GChecksum's
+ * speed, which otherwise costs more than the copy itself. */
 static char *file_sha256(const char *path, GError **errp)
 {
-    g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
-    g_autofree char *buf = g_malloc(1 << 20);
+    const size_t bufsize = 4 << 20;
+    g_autofree char *buf = g_malloc(bufsize);
+    unsigned char digest[32];
+    gnutls_hash_hd_t hash;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     ssize_t n;
 
@@ -109,11 +115,28 @@ static char *file_sha256(const char *path, GError **errp)
                     "%s: %s", path, g_strerror(errno));
         return NULL;
     }
-    while ((n = read(fd, buf, 1 << 20)) > 0) {
-        g_checksum_update(sum, (const guchar *)buf, n);
+    if (gnutls_hash_init(&hash, GNUTLS_DIG_SHA256) < 0) {
+        close(fd);
+        g_set_error(errp, BD_QMP_ERROR, BD_QMP_ERROR_PROTOCOL,
+                    "SHA-256 is not available");
+        return NULL;
+    }
+    while ((n = read(fd, buf, bufsize)) > 0) {
+        gnutls_hash(hash, buf, (size_t)n);
+    }
+    gnutls_hash_deinit(hash, digest);
+    if (n < 0) {
+        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
+                    "reading %s: %s", path, g_strerror(errno));
+        close(fd);
+        return NULL;
     }
     close(fd);
-    return g_strdup(g_checksum_get_string(sum));
+    GString *hex = g_string_sized_new(64);
+    for (size_t i = 0; i < sizeof(digest); i++) {
+        g_string_append_printf(hex, "%02x", digest[i]);
+    }
+    return g_string_free(hex, FALSE);
 }
 
 static void remove_partials(const char *dir)
