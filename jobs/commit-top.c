@@ -1,13 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* The 'commit_top' filter (QEMU's commit_top and mirror_top nodes): the
- * commit jobs put it above the top image.  It takes no permissions of
- * its own and shares everything, so that the job may write into the
- * base under the chain; in an active commit it tells the job about
- * every guest write so that the job copies it into the base too.
+/* The 'commit_top' filter (QEMU's commit_top): an intermediate commit
+ * puts it above the top image.  It takes no permissions of its own and
+ * shares everything, so that the job may write into the base under the
+ * chain.  (Active commit is the mirror job's, with mirror_top.)
  *
- * Thread model: open/close and bd_commit_top_set_notify on the main
- * thread (the latter before the node gets parents); data callbacks on
- * any thread.
+ * Thread model: open/close on the main thread; data callbacks on any
+ * thread.
  */
 #define G_LOG_DOMAIN "blockd-jobs"
 
@@ -21,8 +19,6 @@
 
 typedef struct {
     BdChild *backing;
-    BdCommitTopNotify notify;    /* NULL: intermediate commit */
-    void *opaque;
 } CommitTopState;
 
 typedef struct {
@@ -65,27 +61,19 @@ static void commit_top_close(BdNode *node)
     g_clear_pointer(&node->opaque, g_free);
 }
 
-void bd_commit_top_set_notify(BdNode *node, BdCommitTopNotify fn,
-                              void *opaque)
-{
-    BD_GLOBAL_STATE_CODE();
-
-    CommitTopState *s = node->opaque;
-
-    s->notify = fn;
-    s->opaque = opaque;
-}
-
-/* Guest writes pass through; nothing else is needed, everything is
- * shared (the job writes the base below). */
+/* Nothing is needed, everything is shared (the job writes the base
+ * below; the overlay above only reads). */
 static void commit_top_child_perm(BdNode *node, BdChild *child,
                                   BdChildRole role, uint64_t parent_perm,
                                   uint64_t parent_shared, uint64_t *perm,
                                   uint64_t *shared)
 {
-    CommitTopState *s = node->opaque;
-
-    *perm = (s && s->notify) ? (parent_perm & BD_PERM_ALL) : 0;
+    (void)node;
+    (void)child;
+    (void)role;
+    (void)parent_perm;
+    (void)parent_shared;
+    *perm = 0;
     *shared = BD_PERM_ALL;
 }
 
@@ -97,43 +85,24 @@ static int commit_top_pread(BdNode *node, uint64_t offset, uint64_t bytes,
     return bd_child_pread(s->backing, offset, bytes, buf, flags);
 }
 
-static void written(CommitTopState *s, uint64_t offset, uint64_t bytes,
-                    int ret)
-{
-    /* Failed writes may have changed part of the range: copy it too. */
-    if (s->notify) {
-        s->notify(s->opaque, offset, bytes);
-    }
-    (void)ret;
-}
-
 static int commit_top_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
                              const void *buf, int flags)
 {
     CommitTopState *s = node->opaque;
-    int ret = bd_child_pwrite(s->backing, offset, bytes, buf, flags);
-
-    written(s, offset, bytes, ret);
-    return ret;
+    return bd_child_pwrite(s->backing, offset, bytes, buf, flags);
 }
 
 static int commit_top_pwrite_zeroes(BdNode *node, uint64_t offset,
                                     uint64_t bytes, int flags)
 {
     CommitTopState *s = node->opaque;
-    int ret = bd_child_pwrite_zeroes(s->backing, offset, bytes, flags);
-
-    written(s, offset, bytes, ret);
-    return ret;
+    return bd_child_pwrite_zeroes(s->backing, offset, bytes, flags);
 }
 
 static int commit_top_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
 {
     CommitTopState *s = node->opaque;
-    int ret = bd_child_pdiscard(s->backing, offset, bytes);
-
-    written(s, offset, bytes, ret);
-    return ret;
+    return bd_child_pdiscard(s->backing, offset, bytes);
 }
 
 /* The status of the whole chain below (the generic walk follows only

@@ -1,24 +1,20 @@
 /* SPDX-License-Identifier: MIT */
-/* The 'commit' block job (QEMU's block/commit.c and the active-commit
- * mode of block/mirror.c).
+/* The 'commit' block job (QEMU's block/commit.c).
  *
  *   intermediate:  bs -> commit_top -> top -> ... -> base
  *       copy what top..base's overlay hold into base; then bs's chain
  *       skips to base (the merged images are dropped) and the overlay's
  *       header names base.
- *   active:        parents -> commit_top -> top(=bs) -> ... -> base
- *       the same copy, then every guest write through the filter is
- *       copied too (dirty chunks); 'ready' once all is copied; on
- *       job-complete the filter's parents are moved onto base (pivot).
  *
- * The base is reopened read-write for the job and, after an
- * intermediate commit, back to read-only (QEMU 7.2 leaves an active
- * commit's base read-write).
+ * Active commit (top is the active layer, or has a writer) is a mode of
+ * the mirror job, as in QEMU: bd_commit_active_start hands it over.
  *
- * Thread model: start, verbs and finalization on the main thread;
- * commit_run on the job thread and the copy engine's workers, with I/O
- * only through the job's entry handles; the dirty map has its own leaf
- * lock (guest writes and failed copies mark it from any thread).
+ * The base is reopened read-write for the job and back to read-only
+ * after it.
+ *
+ * Thread model: start and finalization on the main thread; commit_run
+ * on the job thread and the copy engine's workers, with I/O only
+ * through the job's entry handles.
  */
 #define G_LOG_DOMAIN "blockd-jobs"
 
@@ -32,16 +28,12 @@
 #include "jobs/commit.h"
 #include "jobs/commit-int.h"
 #include "jobs/copy-engine.h"
+#include "jobs/mirror.h"
 
 #define COMMIT_CHUNK (2 * 1024 * 1024)
-#define DIRTY_GRAN   (64 * 1024)
-/* After job-complete, at most this many dirty chunks are left for the
- * drained copy at the pivot (16 MiB). */
-#define PIVOT_DIRTY_MAX 256
 
 typedef struct {
     BdJob common;
-    gboolean active;
     BdNode *bs, *top, *base;     /* refs */
     BdNode *filter;              /* commit_top (our reference) or NULL */
     BdEntry *src;                /* on top: reads, allocation depth */
@@ -52,81 +44,10 @@ typedef struct {
     gboolean base_read_only;
     gboolean chain_frozen;
     GPtrArray *claimed;          /* BdNode * (refs) busy until free */
-
-    /* Active commit: chunks of DIRTY_GRAN written since last copied. */
-    BdMutex dirty_lock;
-    guint8 *dirty BD_PT_GUARDED_BY(dirty_lock);   /* one byte a chunk */
-    uint64_t nchunks;
-    uint64_t ndirty BD_GUARDED_BY(dirty_lock);
-    gboolean should_complete BD_GUARDED_BY(dirty_lock); /* job-complete */
-    gboolean ready;              /* job thread only */
     uint64_t len, cursor;        /* job thread: where next() looks */
-    BdReqList inflight;          /* active phase: copies in flight */
 } BdCommitJob;
 
-/* --- dirty chunks (any thread) --- */
-
-static void dirty_mark(void *opaque, uint64_t offset, uint64_t bytes)
-{
-    BdCommitJob *s = opaque;
-    uint64_t first = offset / DIRTY_GRAN;
-    uint64_t last = bytes ? (offset + bytes - 1) / DIRTY_GRAN : first;
-
-    bd_mutex_lock(&s->dirty_lock);
-    for (uint64_t i = first; i <= last && i < s->nchunks; i++) {
-        if (!s->dirty[i]) {
-            s->dirty[i] = 1;
-            s->ndirty++;
-        }
-    }
-    bd_mutex_unlock(&s->dirty_lock);
-    bd_job_enter(&s->common);
-}
-
-/* Take a run of up to 'max' consecutive dirty chunks (cleared before
- * they are copied: a write after the clear marks them again).  Returns
- * the number of chunks, 0 when none is left. */
-static uint64_t dirty_take(BdCommitJob *s, uint64_t *cursor, uint64_t *idx,
-                           uint64_t max)
-{
-    uint64_t count = 0;
-
-    bd_mutex_lock(&s->dirty_lock);
-    for (uint64_t k = 0; s->ndirty && k < s->nchunks; k++) {
-        uint64_t i = (*cursor + k) % s->nchunks;
-        if (s->dirty[i]) {
-            *idx = i;
-            while (count < max && i + count < s->nchunks &&
-                   s->dirty[i + count]) {
-                s->dirty[i + count] = 0;
-                s->ndirty--;
-                count++;
-            }
-            *cursor = i + count;
-            break;
-        }
-    }
-    bd_mutex_unlock(&s->dirty_lock);
-    return count;
-}
-
-static uint64_t dirty_count(BdCommitJob *s)
-{
-    bd_mutex_lock(&s->dirty_lock);
-    uint64_t n = s->ndirty;
-    bd_mutex_unlock(&s->dirty_lock);
-    return n;
-}
-
-static gboolean complete_requested(BdCommitJob *s)
-{
-    bd_mutex_lock(&s->dirty_lock);
-    gboolean complete = s->should_complete;
-    bd_mutex_unlock(&s->dirty_lock);
-    return complete;
-}
-
-/* --- copying (job thread; the main thread at the pivot) --- */
+/* --- copying (job thread) --- */
 
 /* Allocated above the base: the depth of the layer that holds
  * [offset, offset + *n) (top = 1), 0 when nothing is to be copied. */
@@ -213,14 +134,11 @@ static int grow_base(BdCommitJob *s, int64_t len)
 
 typedef struct {
     int query_error;         /* the allocation query failed here */
-    int depth;               /* first pass: the layer holding the data */
-    BdReq req;               /* active phase: in s->inflight */
+    int depth;               /* the layer holding the data */
 } CommitChunk;
 
 /* Job thread: the next range allocated above the base (QEMU's
- * commit_run), unallocated ones counted as done.  In an active commit,
- * guest writes meanwhile mark their chunks dirty (also those copied
- * already): the active phase copies them again. */
+ * commit_run), unallocated ones counted as done. */
 static int first_next(void *opaque, BdCopyChunk *c)
 {
     BdCommitJob *s = opaque;
@@ -281,60 +199,7 @@ static const BdCopyOps first_pass_ops = {
     .done = commit_done,
 };
 
-/* --- the active phase: dirty chunks --- */
-
-/* Job thread: a run of dirty chunks, entered in s->inflight after any
- * earlier copy of them (two copies of one chunk must not reach the
- * base out of order); 0 when none is left or the loop should stop. */
-static int active_next(void *opaque, BdCopyChunk *c)
-{
-    BdCommitJob *s = opaque;
-    CommitChunk *cc = c->priv;
-    uint64_t idx, count;
-
-    bd_job_progress_set_remaining(&s->common, dirty_count(s) * DIRTY_GRAN);
-    if (s->ready && bd_job_cancel_requested(&s->common)) {
-        return 0;
-    }
-    if (s->ready && complete_requested(s) &&
-        dirty_count(s) <= PIVOT_DIRTY_MAX) {
-        /* Under a steady write load the map may never be empty: the
-         * rest is copied with the writers drained, at the pivot. */
-        return 0;
-    }
-    count = dirty_take(s, &s->cursor, &idx, COMMIT_CHUNK / DIRTY_GRAN);
-    if (!count) {
-        return 0;
-    }
-    c->offset = idx * DIRTY_GRAN;
-    c->bytes = MIN(count * DIRTY_GRAN, s->len - c->offset);
-    bd_req_begin(&s->inflight, &cc->req, c->offset, c->bytes, TRUE);
-    return 1;
-}
-
-static int active_copy(void *opaque, BdCopyChunk *c, uint8_t *buf,
-                       uint64_t buf_size)
-{
-    BdCommitJob *s = opaque;
-    CommitChunk *cc = c->priv;
-    int ret = copy_range(s, s->top, buf, buf_size, c->offset, c->bytes,
-                         &c->is_read);
-
-    if (ret < 0) {
-        dirty_mark(s, c->offset, c->bytes);
-    }
-    bd_req_end(&s->inflight, &cc->req);
-    return ret;
-}
-
-static const BdCopyOps active_ops = {
-    .next = active_next,
-    .copy = active_copy,
-    .done = commit_done,
-};
-
-static BdCopyEngine *commit_engine(BdCommitJob *s, const BdCopyOps *ops,
-                                   gboolean requeue)
+static BdCopyEngine *commit_engine(BdCommitJob *s, const BdCopyOps *ops)
 {
     BdCopyEngineParams p = {
         .job = &s->common,
@@ -345,45 +210,11 @@ static BdCopyEngine *commit_engine(BdCommitJob *s, const BdCopyOps *ops,
         .buf_size = COMMIT_CHUNK,
         .on_source_error = s->on_error,
         .on_target_error = s->on_error,
-        .requeue_failed = requeue,
+        .requeue_failed = TRUE,
         .ratelimit = TRUE,
     };
 
     return bd_copy_engine_new(&p);
-}
-
-/* Active commit: copy dirty chunks until complete or cancel. */
-static int commit_mirror_loop(BdCommitJob *s)
-{
-    BdJob *job = &s->common;
-    g_autoptr(BdCopyEngine) e = commit_engine(s, &active_ops, FALSE);
-
-    s->cursor = 0;
-    for (;;) {
-        int ret = bd_copy_engine_run(e);
-
-        if (ret < 0) {
-            return ret;
-        }
-        if (bd_job_is_cancelled(job) ||
-            (s->ready && bd_job_cancel_requested(job))) {
-            return 0;
-        }
-        if (s->ready && complete_requested(s) &&
-            dirty_count(s) <= PIVOT_DIRTY_MAX) {
-            return 0;
-        }
-        if (dirty_count(s) == 0) {
-            if (!s->ready) {
-                s->ready = TRUE;
-                bd_job_transition_to_ready(job);
-            }
-            if (complete_requested(s)) {
-                return 0;    /* the rest is copied drained, at the pivot */
-            }
-            bd_job_sleep(job, 100 * 1000 * 1000ll);
-        }
-    }
 }
 
 static int commit_run(BdJob *job, GError **errp)
@@ -403,43 +234,8 @@ static int commit_run(BdJob *job, GError **errp)
     }
     s->len = (uint64_t)len;
     s->cursor = 0;
-    {
-        g_autoptr(BdCopyEngine) e = commit_engine(s, &first_pass_ops, TRUE);
-        ret = bd_copy_engine_run(e);
-    }
-    if (ret < 0 || !s->active || bd_job_is_cancelled(job)) {
-        return ret;
-    }
-    return commit_mirror_loop(s);
-}
-
-/* --- main thread: verbs --- */
-
-static gboolean commit_complete(BdJob *job, GError **errp)
-{
-    BD_GLOBAL_STATE_CODE();
-
-    BdCommitJob *s = (BdCommitJob *)job;
-
-    if (!bd_job_is_ready(job)) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "The active block job '%s' cannot be completed",
-                    job->id);
-        return FALSE;
-    }
-    bd_mutex_lock(&s->dirty_lock);
-    s->should_complete = TRUE;
-    bd_mutex_unlock(&s->dirty_lock);
-    bd_job_enter(job);
-    return TRUE;
-}
-
-/* Before 'ready' every cancel is a forced one (QEMU's mirror). */
-static gboolean commit_cancel(BdJob *job, gboolean force)
-{
-    BD_GLOBAL_STATE_CODE();
-
-    return force || !bd_job_is_ready(job);
+    g_autoptr(BdCopyEngine) e = commit_engine(s, &first_pass_ops);
+    return bd_copy_engine_run(e);
 }
 
 /* --- main thread: finalization --- */
@@ -450,43 +246,6 @@ static void commit_unfreeze(BdCommitJob *s)
         bd_job_unfreeze_backing_chain(s->filter, s->base);
         s->chain_frozen = FALSE;
     }
-}
-
-/* Copy what was written since the job thread stopped, with the
- * filter's users drained, then move them onto the base. */
-static int commit_pivot(BdCommitJob *s, GError **errp)
-{
-    BdDrainSection *drain = bd_drained_begin(s->filter);
-    g_autofree uint8_t *buf = g_malloc(COMMIT_CHUNK);
-    int64_t len = bd_entry_getlength(s->src);
-    uint64_t cursor = 0, idx, count;
-    int ret = 0;
-
-    while (ret >= 0 && len > 0 &&
-           (count = dirty_take(s, &cursor, &idx,
-                               COMMIT_CHUNK / DIRTY_GRAN)) > 0) {
-        uint64_t offset = idx * DIRTY_GRAN;
-        gboolean in_source;
-        ret = copy_range(s, s->top, buf, COMMIT_CHUNK, offset,
-                         MIN(count * DIRTY_GRAN, (uint64_t)len - offset),
-                         &in_source);
-    }
-    if (ret >= 0) {
-        ret = bd_entry_flush(s->dst);
-    }
-    /* Our writer must not stand in the way of the base's new users. */
-    g_clear_pointer(&s->dst, bd_entry_free);
-    if (ret < 0) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "%s",
-                    g_strerror(-ret));
-    } else {
-        commit_unfreeze(s);
-        if (!bd_node_replace(s->filter, s->base, errp)) {
-            ret = -EPERM;
-        }
-    }
-    bd_drained_end(drain);
-    return ret;
 }
 
 /* Intermediate commit: the filter's parents skip to the base, whose
@@ -533,15 +292,9 @@ static int commit_prepare(BdJob *job)
     g_autoptr(GError) err = NULL;
     int ret = 0;
 
-    if (s->active) {
-        if (!bd_job_cancel_requested(job)) {
-            ret = commit_pivot(s, &err);
-        }
-    } else {
-        commit_unfreeze(s);
-        g_clear_pointer(&s->dst, bd_entry_free);
-        ret = commit_drop_intermediate(s, &err);
-    }
+    commit_unfreeze(s);
+    g_clear_pointer(&s->dst, bd_entry_free);
+    ret = commit_drop_intermediate(s, &err);
     if (ret < 0) {
         job->err = g_steal_pointer(&err);
     }
@@ -575,12 +328,9 @@ static void commit_clean(BdJob *job)
             g_warning("job '%s': %s", job->id, err->message);
             g_clear_error(&err);
         }
-        bd_commit_top_set_notify(s->filter, NULL, NULL);
         bd_chain_drop_filter(g_steal_pointer(&s->filter));
     }
-    /* QEMU 7.2 leaves the base of an active commit that started
-     * read-write, whatever the outcome. */
-    if (s->base_read_only && (!s->active || !job->started) &&
+    if (s->base_read_only &&
         !bd_chain_reopen_read_only(s->base, TRUE, &err)) {
         g_warning("job '%s': node '%s' stays read-write: %s", job->id,
                   s->base->node_name, err->message);
@@ -606,9 +356,6 @@ static void commit_free(BdJob *job)
     g_clear_pointer(&s->top, bd_node_unref);
     g_clear_pointer(&s->base, bd_node_unref);
     g_free(s->backing_file);
-    g_free(s->dirty);
-    bd_mutex_destroy(&s->dirty_lock);
-    bd_reqlist_destroy(&s->inflight);
 }
 
 static const BdJobDriver commit_job_driver = {
@@ -616,8 +363,6 @@ static const BdJobDriver commit_job_driver = {
     .instance_size = sizeof(BdCommitJob),
     .is_block_job = TRUE,
     .run = commit_run,
-    .complete = commit_complete,
-    .cancel = commit_cancel,
     .prepare = commit_prepare,
     .abort = commit_abort,
     .clean = commit_clean,
@@ -646,10 +391,7 @@ static BdNode *open_filter(BdCommitJob *s, const char *node_name,
     filter->implicit = node_name == NULL;
     /* QEMU opens an intermediate commit's filter without write access
      * (queries show it read-only); nothing writes through it. */
-    filter->read_only = !s->active;
-    if (s->active) {
-        bd_commit_top_set_notify(filter, dirty_mark, s);
-    }
+    filter->read_only = TRUE;
     return filter;
 }
 
@@ -666,11 +408,6 @@ static gboolean commit_setup(BdCommitJob *s, const BdCommitParams *p,
     s->base_depth = 1;
     for (BdNode *n = p->top; n && n != p->base; n = bd_node_backing(n)) {
         s->base_depth++;
-    }
-    if (s->active) {
-        s->nchunks = ((uint64_t)bd_node_getlength(p->top) + DIRTY_GRAN - 1) /
-                     DIRTY_GRAN;
-        s->dirty = g_malloc0(MAX(s->nchunks, 1));
     }
     if (bd_node_getlength(p->base) < bd_node_getlength(p->top)) {
         dst_perm |= BD_PERM_RESIZE;
@@ -695,8 +432,8 @@ static gboolean commit_setup(BdCommitJob *s, const BdCommitParams *p,
         return FALSE;
     }
     s->dst = bd_entry_new(p->base, NULL, dst_perm,
-                          BD_PERM_CONSISTENT_READ | BD_PERM_WRITE_UNCHANGED |
-                          (s->active ? BD_PERM_WRITE : 0), errp);
+                          BD_PERM_CONSISTENT_READ | BD_PERM_WRITE_UNCHANGED,
+                          errp);
     if (!s->dst) {
         return FALSE;
     }
@@ -714,7 +451,7 @@ static gboolean commit_setup(BdCommitJob *s, const BdCommitParams *p,
     return TRUE;
 }
 
-static gboolean start(const BdCommitParams *p, gboolean active, GError **errp)
+static gboolean start(const BdCommitParams *p, GError **errp)
 {
     BdCommitJob *s;
 
@@ -730,9 +467,6 @@ static gboolean start(const BdCommitParams *p, gboolean active, GError **errp)
     if (!s) {
         return FALSE;
     }
-    s->active = active;
-    bd_mutex_init(&s->dirty_lock);
-    bd_reqlist_init(&s->inflight);
     if (!commit_setup(s, p, errp)) {
         commit_clean(&s->common);
         bd_job_early_fail(&s->common);
@@ -754,12 +488,29 @@ gboolean bd_commit_start(const BdCommitParams *p, GError **errp)
                     "Invalid files for merge: top and base are the same");
         return FALSE;
     }
-    return start(p, FALSE, errp);
+    return start(p, errp);
 }
 
+/* QEMU's commit_active_start: a mirror of top into base in background
+ * mode whose pivot moves top's users onto the base. */
 gboolean bd_commit_active_start(const BdCommitParams *p, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
-    return start(p, TRUE, errp);
+    BdMirrorParams m = {
+        .job_id = p->job_id ? p->job_id : "",
+        .bs = p->top,
+        .target = p->base,
+        .commit_base = p->base,
+        .sync = BD_MIRROR_SYNC_FULL,
+        .speed = p->speed,
+        .on_source_error = p->on_error,
+        .on_target_error = p->on_error,
+        .filter_node_name = p->filter_node_name,
+        .copy_mode = BD_MIRROR_COPY_BACKGROUND,
+        .auto_finalize = p->auto_finalize,
+        .auto_dismiss = p->auto_dismiss,
+    };
+
+    return bd_mirror_start(&m, errp);
 }

@@ -14,6 +14,10 @@
  * onto the target (or the 'replaces' node's users), a soft cancel in
  * 'ready' leaves the target in sync and the graph as it was.
  *
+ * Active commit is a mode of this job, as in QEMU: the target is a node
+ * of the source's backing chain (the base), the job copies only what
+ * lies above it, and its type is "commit".
+ *
  * Thread model: start, verbs and finalization on the main thread;
  * mirror_run on the job thread; the write-blocking hook on the writing
  * threads.  The range lock serializes a hook write with a copy of the
@@ -54,8 +58,11 @@ typedef struct {
     BdMirrorSync sync;
     BdMirrorCopyMode copy_mode;
     BdOnError on_source_error, on_target_error;
-    gboolean frozen, claimed, inserted;
+    gboolean frozen, inserted;
+    GPtrArray *claimed;               /* BdNode * (refs) claimed by us */
     BdReqList inflight;               /* copies and write-blocking writes */
+    BdNode *commit_base;              /* active commit: the target; ref */
+    gboolean base_read_only;          /* active commit: reopened r/w */
 
     BdMutex lock;
     gboolean should_complete BD_GUARDED_BY(lock); /* job-complete seen */
@@ -132,8 +139,9 @@ static gboolean target_reads_zero(BdMirrorJob *s, uint64_t offset,
 /* QEMU's mirror_dirty_init: mark what the sync mode has to copy. */
 static int mirror_dirty_init(BdMirrorJob *s, uint64_t len)
 {
-    BdNode *base = s->sync == BD_MIRROR_SYNC_TOP ? bd_chain_next(
-        bd_chain_skip_filters(s->bs)) : NULL;
+    BdNode *base = s->commit_base ? s->commit_base
+                   : s->sync == BD_MIRROR_SYNC_TOP ? bd_chain_next(
+                       bd_chain_skip_filters(s->bs)) : NULL;
 
     if (s->sync == BD_MIRROR_SYNC_NONE) {
         return 0;
@@ -156,7 +164,7 @@ static int mirror_dirty_init(BdMirrorJob *s, uint64_t len)
         if (n == 0) {
             n = len - offset;
         }
-        if (ret == 0 && s->sync == BD_MIRROR_SYNC_FULL) {
+        if (ret == 0 && s->sync == BD_MIRROR_SYNC_FULL && !s->commit_base) {
             if (!target_reads_zero(s, offset, &n)) {
                 ret = 1;    /* the target must become zero there */
             } else {
@@ -324,7 +332,14 @@ static int mirror_run(BdJob *job, GError **errp)
     if (len < 0 || target_len < 0) {
         return (int)MIN(len, target_len);
     }
-    if (len != target_len) {
+    if (s->commit_base && target_len < len) {
+        /* The base takes everything above it: it grows (QEMU's
+         * mirror_run for a commit). */
+        ret = bd_entry_truncate(s->dst, (uint64_t)len);
+        if (ret < 0) {
+            return ret;
+        }
+    } else if (len != target_len && !s->commit_base) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Source and target image have different sizes");
         return -EINVAL;
@@ -415,7 +430,8 @@ static gboolean mirror_cancel(BdJob *job, gboolean force)
 static void mirror_unfreeze(BdMirrorJob *s)
 {
     if (s->frozen) {
-        bd_job_unfreeze_backing_chain(s->filter, s->bs);
+        bd_job_unfreeze_backing_chain(s->filter, s->commit_base
+                                                 ? s->commit_base : s->bs);
         s->frozen = FALSE;
     }
 }
@@ -520,11 +536,23 @@ static void mirror_clean(BdJob *job)
             g_clear_pointer(&s->filter, bd_node_unref);
         }
     }
+    /* QEMU's mirror_exit_common drops the job's blockers here. */
     if (s->claimed) {
-        bd_chain_release(s->bs);
-        bd_chain_release(s->target);
-        s->claimed = FALSE;
+        for (guint i = 0; i < s->claimed->len; i++) {
+            bd_chain_release(s->claimed->pdata[i]);
+        }
+        g_clear_pointer(&s->claimed, g_ptr_array_unref);
     }
+    /* QEMU 7.2 leaves the base of an active commit that started
+     * read-write, whatever the outcome. */
+    if (s->base_read_only && !job->started) {
+        g_autoptr(GError) err = NULL;
+        if (!bd_chain_reopen_read_only(s->commit_base, TRUE, &err)) {
+            g_warning("job '%s': node '%s' stays read-write: %s", job->id,
+                      s->commit_base->node_name, err->message);
+        }
+    }
+    s->base_read_only = FALSE;
 }
 
 static void mirror_free(BdJob *job)
@@ -534,6 +562,7 @@ static void mirror_free(BdJob *job)
     BdMirrorJob *s = (BdMirrorJob *)job;
 
     mirror_clean(job);
+    g_clear_pointer(&s->commit_base, bd_node_unref);
     g_clear_pointer(&s->bs, bd_node_unref);
     g_clear_pointer(&s->target, bd_node_unref);
     g_clear_pointer(&s->replaces, bd_node_unref);
@@ -544,6 +573,19 @@ static void mirror_free(BdJob *job)
 
 static const BdJobDriver mirror_job_driver = {
     .type = "mirror",
+    .instance_size = sizeof(BdMirrorJob),
+    .is_block_job = TRUE,
+    .run = mirror_run,
+    .complete = mirror_complete,
+    .cancel = mirror_cancel,
+    .prepare = mirror_prepare,
+    .clean = mirror_clean,
+    .free = mirror_free,
+};
+
+/* Active commit: the same job under the type QEMU gives it. */
+static const BdJobDriver commit_active_job_driver = {
+    .type = "commit",
     .instance_size = sizeof(BdMirrorJob),
     .is_block_job = TRUE,
     .run = mirror_run,
@@ -576,6 +618,25 @@ static BdNode *open_filter(BdNode *bs, const char *node_name,
     return filter;
 }
 
+/* The job's writer on the target.  An active commit's base is also
+ * read by the source's chain, which lets it be written under it; it
+ * may have to grow. */
+static gboolean open_target(BdMirrorJob *s, const BdMirrorParams *p,
+                            GError **errp)
+{
+    uint64_t perm = BD_PERM_WRITE;
+    uint64_t shared = BD_PERM_WRITE_UNCHANGED;
+
+    if (p->commit_base) {
+        if (bd_node_getlength(p->commit_base) < bd_node_getlength(p->bs)) {
+            perm |= BD_PERM_RESIZE;
+        }
+        shared |= BD_PERM_CONSISTENT_READ | BD_PERM_WRITE;
+    }
+    s->dst = bd_entry_new(p->target, NULL, perm, shared, errp);
+    return s->dst != NULL;
+}
+
 static gboolean mirror_setup(BdMirrorJob *s, const BdMirrorParams *p,
                              GError **errp)
 {
@@ -587,7 +648,10 @@ static gboolean mirror_setup(BdMirrorJob *s, const BdMirrorParams *p,
     s->replaces = p->replaces ? bd_node_ref(p->replaces) : NULL;
     s->target_backing = p->target_backing ? bd_node_ref(p->target_backing)
                                           : NULL;
-    s->zero_flags = p->no_unmap ? 0 : BD_REQ_MAY_UNMAP;
+    s->commit_base = p->commit_base ? bd_node_ref(p->commit_base) : NULL;
+    /* An active commit writes zeroes into the base as they are: the
+     * base may have a backing file of its own. */
+    s->zero_flags = p->no_unmap || p->commit_base ? 0 : BD_REQ_MAY_UNMAP;
     s->sync = p->sync;
     s->copy_mode = p->copy_mode;
     s->on_source_error = p->on_source_error;
@@ -608,12 +672,20 @@ static gboolean mirror_setup(BdMirrorJob *s, const BdMirrorParams *p,
     if (!s->bitmap) {
         return FALSE;
     }
+    if (p->commit_base && p->commit_base->read_only) {
+        if (!bd_chain_reopen_read_only(p->commit_base, FALSE, errp)) {
+            return FALSE;
+        }
+        s->base_read_only = TRUE;
+    }
     /* Anonymous: no QMP command reaches it; QEMU shows it not busy. */
     if (!bd_node_replace(p->bs, s->filter, errp)) {
         return FALSE;
     }
     s->inserted = TRUE;
-    if (!bd_job_freeze_backing_chain(s->filter, p->bs, errp)) {
+    if (!bd_job_freeze_backing_chain(s->filter, p->commit_base
+                                                ? p->commit_base : p->bs,
+                                     errp)) {
         return FALSE;
     }
     s->frozen = TRUE;
@@ -623,14 +695,23 @@ static gboolean mirror_setup(BdMirrorJob *s, const BdMirrorParams *p,
     if (!s->src) {
         return FALSE;
     }
-    s->dst = bd_entry_new(p->target, NULL, BD_PERM_WRITE,
-                          BD_PERM_WRITE_UNCHANGED, errp);
-    if (!s->dst) {
+    if (!open_target(s, p, errp)) {
         return FALSE;
     }
-    bd_chain_claim(p->bs, "mirror");
-    bd_chain_claim(p->target, "mirror");
-    s->claimed = TRUE;
+    s->claimed = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)bd_node_unref);
+    if (p->commit_base) {
+        for (BdNode *n = p->bs; n && n != bd_chain_next(p->commit_base);
+             n = bd_chain_next(n)) {
+            bd_chain_claim(n, "commit");
+            g_ptr_array_add(s->claimed, bd_node_ref(n));
+        }
+    } else {
+        bd_chain_claim(p->bs, "mirror");
+        g_ptr_array_add(s->claimed, bd_node_ref(p->bs));
+        bd_chain_claim(p->target, "mirror");
+        g_ptr_array_add(s->claimed, bd_node_ref(p->target));
+    }
     if (p->copy_mode == BD_MIRROR_COPY_WRITE_BLOCKING) {
         BdDrainSection *drain = bd_drained_begin(s->filter);
         bd_mirror_top_set_hook(s->filter, mirror_write_hook, s);
@@ -656,7 +737,8 @@ gboolean bd_mirror_start(const BdMirrorParams *p, GError **errp)
                     "Can't mirror node into itself");
         return FALSE;
     }
-    if (bd_chain_contains(p->bs, bd_chain_skip_filters(p->target))) {
+    if (!p->commit_base &&
+        bd_chain_contains(p->bs, bd_chain_skip_filters(p->target))) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Cannot mirror to a filter on top of a node in the "
                     "source's backing chain");
@@ -666,7 +748,9 @@ gboolean bd_mirror_start(const BdMirrorParams *p, GError **errp)
     if (!filter) {
         return FALSE;
     }
-    s = (BdMirrorJob *)bd_job_create(&mirror_job_driver, p->job_id,
+    s = (BdMirrorJob *)bd_job_create(p->commit_base
+                                     ? &commit_active_job_driver
+                                     : &mirror_job_driver, p->job_id,
                                      p->auto_finalize, p->auto_dismiss,
                                      NULL, errp);
     if (!s) {

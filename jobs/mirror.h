@@ -41,6 +41,12 @@ typedef struct {
      * pivot (QEMU's MIRROR_SOURCE_BACKING_CHAIN), or NULL. */
     gboolean no_unmap;
     BdNode *target_backing;
+    /* Active commit (QEMU's commit_active_start, a mode of this job):
+     * 'target' is this node of bs's backing chain.  Only what bs's
+     * chain holds above it is copied, it grows to bs's length if
+     * shorter, it is made writable for the job, bs down to it are
+     * claimed, and the job's type is "commit".  NULL: a mirror. */
+    BdNode *commit_base;
 } BdMirrorParams;
 
 /* QEMU's mirror_start_job checks (buf-size, "Can't mirror node into
