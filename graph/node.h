@@ -497,6 +497,12 @@ BdChild *bd_node_attach_child(BdNode *parent, BdNode *child,
  * with the users of 'from' drained, in one permission update; a frozen
  * edge or a conflict refuses it and nothing changes.  Main thread. */
 gboolean bd_node_replace(BdNode *from, BdNode *to, GError **errp);
+/* QEMU's bdrv_append: 'base' becomes the backing child of 'top' and
+ * every other parent of 'base' (edges and entry handles) moves onto
+ * 'top', in one drained section and one permission update; on error
+ * nothing has changed.  Undone by bd_node_replace(top, base) and
+ * detaching top's backing child.  Main thread. */
+gboolean bd_node_append(BdNode *top, BdNode *base, GError **errp);
 /* Detach and drop the reference (permissions are relaxed afterwards). */
 void bd_node_detach_child(BdNode *parent, BdChild *child);
 
