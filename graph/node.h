@@ -336,6 +336,14 @@ struct BdDriver {
      * bd_debug_event().  Any thread. */
     void (*debug_event)(BdNode *node, int event);
 
+    /* x-blockdev-change (QEMU's bdrv_add_child/bdrv_del_child): attach
+     * 'child' (a node without parents) as a new child, or detach one of
+     * the node's children, with the driver's own checks and names.
+     * NULL: "The node X does not support adding/removing a child".
+     * Main thread. */
+    gboolean (*add_child)(BdNode *node, BdNode *child, GError **errp);
+    gboolean (*del_child)(BdNode *node, BdChild *child, GError **errp);
+
     /* Extra query-named-block-nodes fields of this driver, added to the
      * "image" dictionary (e.g. "format-specific", "cluster-size").
      * Main thread. */
