@@ -335,5 +335,29 @@ def test_transaction_with_backup():
         qemu_io(s1, 'read -P 0x99 0 64k', fmt='qcow2')
 
 
+def test_connection_stays_across_snapshot():
+    """One NBD connection open across the snapshot: its requests after the
+    snapshot are served by the overlay, nothing is lost or refused."""
+    import nbd
+    with daemon() as d:
+        e = Env(d)
+        h = nbd.NBD()
+        h.connect_uri(d.uri('disk'))
+        h.pwrite(b'\x44' * 65536, 0)
+        h.flush()
+        ov = d.path('ov.qcow2')
+        e.q.execute('blockdev-snapshot-sync', {'node-name': 'disk', 'snapshot-file': ov,
+                                               'snapshot-node-name': 'ov'})
+        h.pwrite(b'\x55' * 65536, 65536)
+        assert_eq(h.pread(65536, 0), b'\x44' * 65536, 'old data through the overlay')
+        assert_eq(h.pread(65536, 65536), b'\x55' * 65536, 'new data')
+        h.flush()
+        h.shutdown()
+        e.stop()
+        qemu_io(e.base, 'read -P 0x44 0 64k', 'read -P 0x11 64k 64k', fmt='qcow2')
+        qemu_io(ov, 'read -P 0x44 0 64k', 'read -P 0x55 64k 64k', fmt='qcow2')
+        run(['qemu-img', 'check', '-q', ov])
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
