@@ -359,5 +359,27 @@ def test_connection_stays_across_snapshot():
         run(['qemu-img', 'check', '-q', ov])
 
 
+def test_snapshot_of_node_under_job():
+    """A node a stream job works on refuses a snapshot (QEMU's op blocker)."""
+    with daemon() as d:
+        base, top = d.path('b.qcow2'), d.path('t.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, str(SIZE)])
+        qemu_io(base, 'write -P 0x11 0 4M', fmt='qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top])
+        d.start()
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
+                                   'file': {'driver': 'file', 'filename': top}})
+        q.execute('block-stream', {'job-id': 's0', 'device': 'top', 'speed': 1024})
+        err = q.error('blockdev-snapshot-sync', {'node-name': 'top', 'snapshot-node-name': 's',
+                                                 'snapshot-file': d.path('s.qcow2')})
+        assert_eq(err['desc'], "Node 'top' is busy: block device is in use by block job: "
+                  'stream', 'snapshot under a job')
+        q.execute('block-job-cancel', {'device': 's0'})
+        q.wait_event('BLOCK_JOB_CANCELLED')
+        q.execute('blockdev-snapshot-sync', {'node-name': 'top', 'snapshot-node-name': 's',
+                                             'snapshot-file': d.path('s.qcow2')})
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
