@@ -188,7 +188,8 @@ static gboolean snapshot_prepare(SnapState *st, SnapArgs *a, GError **errp)
         return FALSE;
     }
     if (!old->read_only && bd_node_flush(old) < 0) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "An IO error has occurred");
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "An IO error has occurred");
         return FALSE;
     }
     if (a->sync) {
