@@ -381,5 +381,35 @@ def test_snapshot_of_node_under_job():
                                              'snapshot-file': d.path('s.qcow2')})
 
 
+def test_transaction_with_drive_backup():
+    """drive-backup and a snapshot in one transaction; then the same with a
+    failing third action: no job is left and the graph is as before."""
+    with daemon() as d:
+        e = Env(d)
+        tgt, s1 = d.path('backup.qcow2'), d.path('s1.qcow2')
+        before = sorted(e.nodes())
+        err = e.q.error('transaction', {'actions': [
+            {'type': 'drive-backup', 'data': {'job-id': 'b0', 'device': 'disk',
+                                              'target': tgt, 'sync': 'full'}},
+            {'type': 'blockdev-snapshot-sync',
+             'data': {'node-name': 'disk', 'snapshot-file': s1, 'snapshot-node-name': 's1'}},
+            {'type': 'blockdev-snapshot', 'data': {'node': 'nope', 'overlay': 'x'}}]})
+        assert_eq(err['desc'], "Cannot find device='nope' nor node-name='nope'", 'failed')
+        assert_eq(e.export_node(), 'disk', 'export on disk')
+        assert_eq(sorted(e.nodes()), before, 'graph as before')
+        assert_eq(e.q.execute('query-block-jobs'), [], 'no job left')
+        e.q.execute('transaction', {'actions': [
+            {'type': 'drive-backup', 'data': {'job-id': 'b1', 'device': 'disk',
+                                              'target': tgt, 'sync': 'full'}},
+            {'type': 'blockdev-snapshot-sync',
+             'data': {'node-name': 'disk', 'snapshot-file': s1, 'snapshot-node-name': 's1'}}]})
+        e.q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        qemu_io(d.uri('disk'), 'write -P 0x98 0 64k')
+        e.stop()
+        run(['qemu-img', 'check', '-q', tgt])
+        run(['qemu-img', 'compare', tgt, e.base])
+        qemu_io(s1, 'read -P 0x98 0 64k', 'read -P 0x11 64k 64k', fmt='qcow2')
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
