@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Backup commands: blockdev-backup, drive-backup and the 'blockdev-backup'
- * transaction action, with QEMU's argument checks in QEMU's order.
+/* Backup commands: blockdev-backup, drive-backup and their transaction
+ * actions, with QEMU's argument checks in QEMU's order.
  *
  * Thread model: main thread only.
  */
@@ -283,19 +283,19 @@ static BdNode *open_image(const char *filename, const char *fmt,
     return bd_node_open(opts, errp);
 }
 
-static gboolean drive_backup(GVariant *args, JsonNode **ret, GError **errp)
+static BdJob *drive_backup_job(GVariant *args, BdJobTxn *txn,
+                               GError **errp)
 {
     BackupArgs a = { 0 };
     gboolean existing;
     BdNode *backing = NULL;
     const char *fmt;
 
-    (void)ret;
     bd_schema_decode(drive_backup_fields, args, &a);
     existing = a.mode == BD_CTL_NEW_IMAGE_EXISTING;
     BdNode *source = bd_ctl_lookup_node(a.device, errp);
     if (!source) {
-        return FALSE;
+        return NULL;
     }
     if (a.sync == BD_CTL_SYNC_TOP) {
         backing = bd_node_backing(source);
@@ -308,13 +308,20 @@ static gboolean drive_backup(GVariant *args, JsonNode **ret, GError **errp)
         !bd_ctl_image_create(a.target, fmt,
                              (uint64_t)bd_node_getlength(source), backing,
                              errp)) {
-        return FALSE;
+        return NULL;
     }
     g_autoptr(BdNode) target = open_image(a.target, fmt, errp);
     if (!target) {
-        return FALSE;
+        return NULL;
     }
-    BdJob *job = backup_common(&a, source, target, NULL, errp);
+    return backup_common(&a, source, target, txn, errp);
+}
+
+static gboolean drive_backup(GVariant *args, JsonNode **ret, GError **errp)
+{
+    BdJob *job = drive_backup_job(args, NULL, errp);
+
+    (void)ret;
     if (!job) {
         return FALSE;
     }
@@ -324,8 +331,8 @@ static gboolean drive_backup(GVariant *args, JsonNode **ret, GError **errp)
 
 /* --- the transaction action --- */
 
-static gboolean txn_backup_prepare(BdTxnAction *a, GVariant *data,
-                                   GError **errp)
+static gboolean txn_prepare(BdTxnAction *a, GVariant *data, gboolean drive,
+                            GError **errp)
 {
     BdJobTxn *txn = NULL;
 
@@ -336,12 +343,25 @@ static gboolean txn_backup_prepare(BdTxnAction *a, GVariant *data,
         }
         txn = a->txn->job_txn;
     }
-    BdJob *job = blockdev_backup_job(data, txn, errp);
+    BdJob *job = drive ? drive_backup_job(data, txn, errp)
+                       : blockdev_backup_job(data, txn, errp);
     if (!job) {
         return FALSE;
     }
     a->opaque = bd_job_ref(job);
     return TRUE;
+}
+
+static gboolean txn_backup_prepare(BdTxnAction *a, GVariant *data,
+                                   GError **errp)
+{
+    return txn_prepare(a, data, FALSE, errp);
+}
+
+static gboolean txn_drive_backup_prepare(BdTxnAction *a, GVariant *data,
+                                         GError **errp)
+{
+    return txn_prepare(a, data, TRUE, errp);
 }
 
 static void txn_backup_commit(BdTxnAction *a)
@@ -373,6 +393,16 @@ static const BdTxnActionOps backup_action = {
     .clean = txn_backup_clean,
 };
 
+static const BdTxnActionOps drive_backup_action = {
+    .type = "drive-backup",
+    .data = drive_backup_fn,
+    .supports_grouped = TRUE,
+    .prepare = txn_drive_backup_prepare,
+    .commit = txn_backup_commit,
+    .abort = txn_backup_abort,
+    .clean = txn_backup_clean,
+};
+
 static const BdQmpCommand backup_commands[] = {
     { "blockdev-backup", blockdev_backup_fn, FALSE, NULL, blockdev_backup },
     { "drive-backup", drive_backup_fn, FALSE, NULL, drive_backup },
@@ -385,4 +415,5 @@ void bd_cmd_backup_register(void)
 
     bd_qmp_register(backup_commands);
     bd_txn_register_action(&backup_action);
+    bd_txn_register_action(&drive_backup_action);
 }

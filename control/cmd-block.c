@@ -321,7 +321,98 @@ static gboolean block_resize(GVariant *args, JsonNode **ret, GError **errp)
     return bd_node_resize(node, (uint64_t)size, errp);
 }
 
+/* --- x-blockdev-change (QEMU's qmp_x_blockdev_change) --- */
+
+typedef struct {
+    const char *parent;
+    const char *child;
+    const char *node;
+} ChangeArgs;
+
+static const BdSchemaField change_fields[] = {
+    BD_FIELD("parent", &bd_schema_str, BD_AT(ChangeArgs, parent),
+             .def.s = ""),
+    BD_OPT("child", &bd_schema_str, BD_AT(ChangeArgs, child)),
+    BD_OPT("node", &bd_schema_str, BD_AT(ChangeArgs, node)),
+    { NULL } };
+static const BdSchemaType change_args = {
+    .name = "q_obj_x-blockdev-change-arg", .kind = BD_SCHEMA_OBJECT,
+    .fields = change_fields };
+
+static const BdSchemaType *change_args_fn(void)
+{
+    return &change_args;
+}
+
+static BdChild *find_child(BdNode *node, const char *name)
+{
+    for (guint i = 0; i < node->children->len; i++) {
+        BdChild *c = g_ptr_array_index(node->children, i);
+        if (strcmp(c->name, name) == 0) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static gboolean x_blockdev_change(GVariant *args, JsonNode **ret,
+                                  GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    ChangeArgs a = { 0 };
+    BdNode *parent;
+
+    (void)ret;
+    bd_schema_decode(change_fields, args, &a);
+    parent = bd_ctl_lookup_node(a.parent, errp);
+    if (!parent) {
+        return FALSE;
+    }
+    if (!a.child == !a.node) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, a.child
+                    ? "The parameters child and node are in conflict"
+                    : "Either child or node must be specified");
+        return FALSE;
+    }
+    if (a.child) {
+        BdChild *c = find_child(parent, a.child);
+        if (!c) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Node '%s' does not have child '%s'", a.parent,
+                        a.child);
+            return FALSE;
+        }
+        if (!parent->drv->del_child) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "The node %s does not support removing a child",
+                        parent->node_name);
+            return FALSE;
+        }
+        return parent->drv->del_child(parent, c, errp);
+    }
+    BdNode *node = bd_node_find(a.node);
+    if (!node) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "Node '%s' not found",
+                    a.node);
+        return FALSE;
+    }
+    if (!parent->drv->add_child) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "The node %s does not support adding a child",
+                    parent->node_name);
+        return FALSE;
+    }
+    if (node->parents) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "The node %s already has a parent", node->node_name);
+        return FALSE;
+    }
+    return parent->drv->add_child(parent, node, errp);
+}
+
 static const BdQmpCommand block_commands[] = {
+    { "x-blockdev-change", change_args_fn, FALSE, NULL, x_blockdev_change },
     { "block_resize", resize_args_fn, FALSE, NULL, block_resize },
     { "blockdev-add", bd_blockdev_options_schema, TRUE, NULL, blockdev_add },
     { "change-backing-file", change_backing_args_fn, FALSE, NULL,

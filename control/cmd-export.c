@@ -10,6 +10,7 @@
  * Thread model: main thread only.
  */
 #include <string.h>
+#include "control/input.h"
 #include "control/qmp-int.h"
 #include "objects/authz.h"
 #include "objects/tls-creds.h"
@@ -363,7 +364,120 @@ static gboolean query_nbd_clients(GVariant *args, JsonNode **ret,
     return TRUE;
 }
 
+/* --- the legacy NBD export commands (blockdev-nbd.c) --- */
+
+typedef struct {
+    const char *name;
+    const char *description;
+    const char *device;
+    gboolean writable;
+    gboolean has_writable;
+    const char *bitmap;
+} NbdAddArgs;
+
+static const BdSchemaField nbd_add_fields[] = {
+    BD_OPT("name", &bd_schema_str, BD_AT(NbdAddArgs, name)),
+    BD_OPT("description", &bd_schema_str, BD_AT(NbdAddArgs, description)),
+    BD_FIELD("device", &bd_schema_str, BD_AT(NbdAddArgs, device),
+             .def.s = ""),
+    BD_OPT("writable", &bd_schema_bool, BD_AT(NbdAddArgs, writable),
+           BD_HAS(NbdAddArgs, writable)),
+    BD_OPT("bitmap", &bd_schema_str, BD_AT(NbdAddArgs, bitmap)),
+    { NULL } };
+static const BdSchemaType nbd_add_args = {
+    .name = "NbdServerAddOptions", .kind = BD_SCHEMA_OBJECT,
+    .fields = nbd_add_fields };
+static const BdSchemaField nbd_remove_fields[] = {
+    BD_FIELD("name", &bd_schema_str, BD_AT(ExportDelArgs, id), .def.s = ""),
+    BD_OPT("mode", &remove_mode_enum, BD_AT(ExportDelArgs, mode),
+           .def.i = REMOVE_MODE_SAFE),
+    { NULL } };
+static const BdSchemaType nbd_remove_args = {
+    .name = "q_obj_nbd-server-remove-arg", .kind = BD_SCHEMA_OBJECT,
+    .fields = nbd_remove_fields };
+
+static const BdSchemaType *nbd_add_fn(void) { return &nbd_add_args; }
+static const BdSchemaType *nbd_remove_fn(void) { return &nbd_remove_args; }
+
+/* nbd-server-add: block-export-add with the legacy defaults - the
+ * export id and name are 'name', else the device; a read-only node is
+ * exported read-only even when 'writable' asks otherwise. */
+static gboolean nbd_server_add(GVariant *args, JsonNode **ret, GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    NbdAddArgs a = { 0 };
+    BdNode *node;
+    gboolean writable;
+
+    (void)ret;
+    bd_schema_decode(nbd_add_fields, args, &a);
+    if (!bd_nbd_server_running()) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "NBD server not running");
+        return FALSE;
+    }
+    node = bd_ctl_lookup_node(a.device, errp);
+    if (!node) {
+        return FALSE;
+    }
+    const char *name = a.name ? a.name : a.device;
+    writable = a.has_writable && a.writable && !node->read_only;
+
+    g_autoptr(JsonBuilder) b = json_builder_new();
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "type");
+    json_builder_add_string_value(b, "nbd");
+    json_builder_set_member_name(b, "id");
+    json_builder_add_string_value(b, name);
+    json_builder_set_member_name(b, "node-name");
+    json_builder_add_string_value(b, node->node_name);
+    json_builder_set_member_name(b, "writable");
+    json_builder_add_boolean_value(b, writable);
+    json_builder_set_member_name(b, "name");
+    json_builder_add_string_value(b, name);
+    if (a.description) {
+        json_builder_set_member_name(b, "description");
+        json_builder_add_string_value(b, a.description);
+    }
+    if (a.bitmap) {
+        json_builder_set_member_name(b, "bitmaps");
+        json_builder_begin_array(b);
+        json_builder_add_string_value(b, a.bitmap);
+        json_builder_end_array(b);
+    }
+    json_builder_end_object(b);
+    g_autoptr(JsonNode) opts = json_builder_get_root(b);
+    g_autoptr(GVariant) v = bd_validate(bd_export_options_schema(), opts,
+                                        FALSE, errp);
+    if (!v) {
+        return FALSE;
+    }
+    return bd_export_add(v, errp) != NULL;
+}
+
+static gboolean nbd_server_remove(GVariant *args, JsonNode **ret,
+                                  GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    ExportDelArgs a = { 0 };
+    BdExport *exp;
+
+    (void)ret;
+    bd_schema_decode(nbd_remove_fields, args, &a);
+    exp = bd_export_find(a.id);
+    if (exp && strcmp(exp->drv->type, "nbd") != 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Block export '%s' is not an NBD export", a.id);
+        return FALSE;
+    }
+    return bd_export_del(a.id, a.mode == REMOVE_MODE_HARD, errp);
+}
+
 static const BdQmpCommand export_commands[] = {
+    { "nbd-server-add", nbd_add_fn, TRUE, NULL, nbd_server_add },
+    { "nbd-server-remove", nbd_remove_fn, FALSE, NULL, nbd_server_remove },
     { "nbd-server-start", nbd_start_fn, FALSE, NULL, nbd_server_start },
     { "nbd-server-stop", NULL, FALSE, NULL, nbd_server_stop },
     { "block-export-add", bd_export_options_schema, TRUE, NULL,

@@ -75,6 +75,7 @@ const BdSchemaType *bd_checkpoint_event_unusable(void);
 void bd_cmd_transaction_register(void);
 void bd_cmd_object_register(void);
 void bd_cmd_backup_register(void);
+void bd_cmd_snapshot_register(void);
 void bd_cmd_stream_register(void);
 void bd_cmd_mirror_register(void);
 void bd_cmd_backup_session_register(void);

@@ -20,6 +20,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
+#include <stdio.h>
+#include "graph/entry.h"
 #include "graph/error.h"
 #include "graph/node.h"
 #include "graph/io.h"
@@ -31,6 +33,7 @@ typedef struct {
     gboolean is_blkverify;
     gboolean rewrite_corrupted;
     gboolean fifo;
+    guint next_child_index;  /* "children.<n>" of the next added child */
 } QuorumState;
 
 typedef enum { QUORUM_READ_PATTERN_QUORUM, QUORUM_READ_PATTERN_FIFO }
@@ -352,6 +355,7 @@ static gboolean quorum_open(BdNode *node, GVariant *options, GError **errp)
         }
         size = (uint64_t)bd_node_getlength(c->node);
     }
+    s->next_child_index = n;
     bd_node_set_size(node, size);
     node->filename = quorum_filename(node, options);
     return TRUE;
@@ -359,6 +363,70 @@ static gboolean quorum_open(BdNode *node, GVariant *options, GError **errp)
 fail:
     quorum_close(node);
     return FALSE;
+}
+
+/* x-blockdev-change: QEMU's quorum_add_child / quorum_del_child.  The
+ * children list changes only while the node is drained, so no request
+ * sees it half-updated. */
+static void quorum_refresh_filename(BdNode *node)
+{
+    g_free(node->filename);
+    node->filename = quorum_filename(node, node->options);
+}
+
+static gboolean quorum_add_child(BdNode *node, BdNode *child_node,
+                                 GError **errp)
+{
+    QuorumState *s = node->opaque;
+    g_autofree char *name = NULL;
+    BdDrainSection *drain;
+    BdChild *c;
+
+    if (s->is_blkverify) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Cannot add a child to a quorum in blkverify mode");
+        return FALSE;
+    }
+    if (s->next_child_index == G_MAXUINT) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "Too many children");
+        return FALSE;
+    }
+    name = g_strdup_printf("children.%u", s->next_child_index);
+    drain = bd_drained_begin(node);
+    c = bd_node_attach_child(node, child_node, name, BD_CHILD_DATA, errp);
+    if (c) {
+        s->next_child_index++;
+        g_ptr_array_add(s->children, c);
+        quorum_refresh_filename(node);
+    }
+    bd_drained_end(drain);
+    return c != NULL;
+}
+
+static gboolean quorum_del_child(BdNode *node, BdChild *child,
+                                 GError **errp)
+{
+    QuorumState *s = node->opaque;
+    BdDrainSection *drain;
+    guint index;
+
+    if ((int64_t)s->children->len <= s->threshold) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "The number of children cannot be lower than the vote "
+                    "threshold %" PRId64, s->threshold);
+        return FALSE;
+    }
+    /* The last index added is given out again (QEMU does the same). */
+    if (sscanf(child->name, "children.%u", &index) == 1 &&
+        index + 1 == s->next_child_index) {
+        s->next_child_index--;
+    }
+    drain = bd_drained_begin(node);
+    g_ptr_array_remove(s->children, child);
+    bd_node_detach_child(node, child);
+    quorum_refresh_filename(node);
+    bd_drained_end(drain);
+    return TRUE;
 }
 
 const BdDriver bd_quorum_driver = {
@@ -371,4 +439,6 @@ const BdDriver bd_quorum_driver = {
     .pwrite = quorum_pwrite,
     .pwrite_zeroes = quorum_pwrite_zeroes,
     .flush = quorum_flush,
+    .add_child = quorum_add_child,
+    .del_child = quorum_del_child,
 };

@@ -611,6 +611,73 @@ gboolean bd_node_replace(BdNode *from, BdNode *to, GError **errp)
     return ok;
 }
 
+gboolean bd_node_append(BdNode *top, BdNode *base, GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    g_autoptr(GPtrArray) moved = g_ptr_array_new();
+    g_autoptr(GPtrArray) starts = g_ptr_array_new();
+    BdDrainSection *drain;
+    BdChild *backing;
+    gboolean ok;
+
+    if (bd_node_is_ancestor_of(base, top)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Making '%s' a backing child of '%s' would create a "
+                    "cycle", base->node_name, top->node_name);
+        return FALSE;
+    }
+    for (GList *l = base->parents; l; l = l->next) {
+        BdChild *c = l->data;
+        if (c->parent == top) {
+            continue;
+        }
+        if (c->frozen) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Cannot change frozen '%s' link from '%s' to '%s'",
+                        c->name, c->parent ? c->parent->node_name : "",
+                        base->node_name);
+            return FALSE;
+        }
+        g_ptr_array_add(moved, c);
+    }
+    bd_node_ref(base);
+    drain = bd_drained_begin(base);
+    /* One permission update for the new backing edge and the moved
+     * parents: the writers of 'base' become writers of 'top' at the same
+     * time as 'top' starts to need 'base' unchanged. */
+    backing = bd_child_link(top, base, "backing", BD_CHILD_COW);
+    for (guint i = 0; i < moved->len; i++) {
+        move_edge(moved->pdata[i], base, top);
+    }
+    g_ptr_array_add(starts, top);
+    g_ptr_array_add(starts, base);
+    ok = bd_nodes_refresh_perms(starts, errp);
+    if (ok) {
+        for (guint i = 0; i < moved->len; i++) {
+            BdChild *c = moved->pdata[i];
+            bd_node_ref(top);
+            bd_node_unref(base);
+            if (c->parent) {
+                bd_node_refresh_limits(c->parent);
+            }
+        }
+        if (top->opened) {
+            bd_node_refresh_limits(top);
+        }
+    } else {
+        for (guint i = 0; i < moved->len; i++) {
+            move_edge(moved->pdata[i], top, base);
+        }
+        bd_child_unlink(backing);
+        bd_child_free(backing);
+        bd_nodes_refresh_perms(starts, NULL);
+    }
+    bd_drained_end(drain);
+    bd_node_unref(base);
+    return ok;
+}
+
 BdChild *bd_node_filtered_child(BdNode *node)
 {
     if (!node->drv || !node->drv->is_filter) {

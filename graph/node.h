@@ -336,6 +336,14 @@ struct BdDriver {
      * bd_debug_event().  Any thread. */
     void (*debug_event)(BdNode *node, int event);
 
+    /* x-blockdev-change (QEMU's bdrv_add_child/bdrv_del_child): attach
+     * 'child' (a node without parents) as a new child, or detach one of
+     * the node's children, with the driver's own checks and names.
+     * NULL: "The node X does not support adding/removing a child".
+     * Main thread. */
+    gboolean (*add_child)(BdNode *node, BdNode *child, GError **errp);
+    gboolean (*del_child)(BdNode *node, BdChild *child, GError **errp);
+
     /* Extra query-named-block-nodes fields of this driver, added to the
      * "image" dictionary (e.g. "format-specific", "cluster-size").
      * Main thread. */
@@ -497,6 +505,12 @@ BdChild *bd_node_attach_child(BdNode *parent, BdNode *child,
  * with the users of 'from' drained, in one permission update; a frozen
  * edge or a conflict refuses it and nothing changes.  Main thread. */
 gboolean bd_node_replace(BdNode *from, BdNode *to, GError **errp);
+/* QEMU's bdrv_append: 'base' becomes the backing child of 'top' and
+ * every other parent of 'base' (edges and entry handles) moves onto
+ * 'top', in one drained section and one permission update; on error
+ * nothing has changed.  Undone by bd_node_replace(top, base) and
+ * detaching top's backing child.  Main thread. */
+gboolean bd_node_append(BdNode *top, BdNode *base, GError **errp);
 /* Detach and drop the reference (permissions are relaxed afterwards). */
 void bd_node_detach_child(BdNode *parent, BdChild *child);
 
