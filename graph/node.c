@@ -759,3 +759,12 @@ void bd_node_close_all(void)
         }
     }
 }
+
+void bd_snapshot_info_free(BdSnapshotInfo *sn)
+{
+    if (sn) {
+        g_free(sn->id);
+        g_free(sn->name);
+        g_free(sn);
+    }
+}

@@ -26,6 +26,19 @@ typedef struct BdDriver BdDriver;
 typedef struct BdEntry BdEntry;
 typedef struct BdReopenState BdReopenState;
 
+/* One internal snapshot (QEMU's QEMUSnapshotInfo / SnapshotInfo). */
+typedef struct BdSnapshotInfo {
+    char *id;
+    char *name;
+    uint64_t vm_state_size;
+    uint32_t date_sec, date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t icount;             /* UINT64_MAX: none */
+} BdSnapshotInfo;
+
+void bd_snapshot_info_free(BdSnapshotInfo *sn);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(BdSnapshotInfo, bd_snapshot_info_free)
+
 /* Permissions: what a parent needs from a child, and what it lets other
  * parents do.  Bit values match QEMU's so the file driver's byte-range
  * locks (100 + bit, 200 + bit) interoperate with QEMU and qemu-img. */
@@ -340,6 +353,18 @@ struct BdDriver {
      * "image" dictionary (e.g. "format-specific", "cluster-size").
      * Main thread. */
     void (*query_image_info)(BdNode *node, GVariantDict *image);
+
+    /* Internal snapshots (QEMU's bdrv_snapshot_*): main thread.  list
+     * returns the snapshots (BdSnapshotInfo *, freed by the array).
+     * create and delete run with the node drained; create fills in the
+     * new snapshot's id, delete copies the deleted one into *deleted.
+     * NULL snapshot_create: the driver has no internal snapshots. */
+    GPtrArray *(*snapshot_list)(BdNode *node);
+    gboolean (*snapshot_create)(BdNode *node, BdSnapshotInfo *sn,
+                                GError **errp);
+    gboolean (*snapshot_delete)(BdNode *node, const char *id,
+                                const char *name, BdSnapshotInfo *deleted,
+                                GError **errp);
 };
 
 struct BdChild {

@@ -617,6 +617,9 @@ int qcow2_overlap_check_locked(Qcow2State *s, uint64_t offset,
             what = "active L2 table";
         }
     }
+    if (!what) {
+        what = qcow2_snapshots_overlap(s, chk, offset, bytes);
+    }
     if (what) {
         qcow2_signal_corruption(s, "Preventing invalid write on metadata "
                                 "(overlaps with %s)", what);
