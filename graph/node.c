@@ -721,6 +721,10 @@ gboolean bd_node_resize(BdNode *node, uint64_t size, GError **errp)
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "Image is read-only");
         return FALSE;
     }
+    if (node->drv->resize_check &&
+        !node->drv->resize_check(node, size, errp)) {
+        return FALSE;
+    }
     /* Exports see the new size on their next request, never mid-way.
      * Our own handle, attached inside the section, is not quiesced. */
     drained = bd_drained_begin(node);

@@ -288,6 +288,10 @@ struct BdDriver {
                                uint64_t src_offset);
     /* Resize to exactly 'size' bytes.  Updates node->size on success. */
     int (*truncate)(BdNode *node, uint64_t size);
+    /* block_resize: refuse a size change up front with the driver's own
+     * text (e.g. qcow2's "Can't resize a v2 image which has snapshots").
+     * NULL: truncate alone decides.  Main thread. */
+    gboolean (*resize_check)(BdNode *node, uint64_t size, GError **errp);
     /* Bytes of storage actually used (for "actual-size"); -errno if
      * unknown.  NULL: sum of the children's. */
     int64_t (*allocated_size)(BdNode *node);

@@ -786,6 +786,20 @@ static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
     }
 }
 
+static gboolean qcow2_resize_check(BdNode *node, uint64_t size,
+                                   GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    Qcow2State *s = node->opaque;
+
+    /* A v2 snapshot does not record its disk size. */
+    if (s->h.nb_snapshots && s->h.version < 3) {
+        FAIL("Can't resize a v2 image which has snapshots");
+    }
+    return TRUE;
+}
+
 const BdDriver bd_qcow2_driver = {
     .name = "qcow2",
     .options = qcow2_options,
@@ -806,6 +820,7 @@ const BdDriver bd_qcow2_driver = {
     .flush = qcow2_flush,
     .block_status = qcow2_block_status,
     .truncate = qcow2_truncate,
+    .resize_check = qcow2_resize_check,
     .query_image_info = qcow2_query_image_info,
     .snapshot_list = qcow2_snapshot_list,
     .snapshot_create = qcow2_snapshot_create,

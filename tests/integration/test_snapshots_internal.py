@@ -439,6 +439,34 @@ def test_lazy_refcounts_crash_with_snapshots():
                 'read -P 0xa3 2M 64k', fmt='qcow2')
 
 
+def test_v2_image_with_snapshots():
+    """A compat=0.10 image: snapshots are taken and deleted (no extra
+    data needed to read them back), and block_resize is refused with
+    QEMU's text while it has snapshots."""
+    require_tool('qemu-img', 'qemu-io')
+    with Daemon() as d:
+        img = d.path('v2.qcow2')
+        run(['qemu-img', 'create', '-f', 'qcow2', '-o', 'compat=0.10', img, '1M'])
+        qemu_io(img, 'write -P 0xb1 0 64k', fmt='qcow2')
+        run(['qemu-img', 'snapshot', '-c', 'old', img])
+        q = start(d, img, node_opts='')
+        # Without the export, which does not share 'resize'.
+        q.execute('block-export-del', {'id': 'e0'})
+        q.wait_event('BLOCK_EXPORT_DELETED')
+        err = q.error('block_resize', {'node-name': 'disk', 'size': 2 * MiB})
+        assert_eq(err['desc'], "Can't resize a v2 image which has snapshots", 'resize')
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'e1', 'node-name': 'disk',
+                                       'name': 'disk', 'writable': True})
+        q.execute('blockdev-snapshot-internal-sync', {'device': 'disk', 'name': 'new'})
+        nbd_io(d, 'write -P 0xb2 0 4k')
+        q.execute('blockdev-snapshot-delete-internal-sync', {'device': 'disk', 'name': 'old'})
+        d.stop()
+        check(img)
+        assert_eq(snapshot_names(img), [('2', 'new')], 'snapshots')
+        snapshot_content(d, img, 'new', ['read -P 0xb1 0 64k'])
+        qemu_io(img, 'read -P 0xb2 0 4k', 'read -P 0xb1 4k 60k', fmt='qcow2')
+
+
 def _corrupt(d, name, edit):
     """A copy of a one-snapshot image with 'edit(buf, table_offset)'
     applied to its bytes."""
