@@ -106,6 +106,18 @@ def test_qemu_img_snapshots_survive_blockd_io():
                 'read -P 0x22 4100k 60k', 'read -P 0x47 5M 4k', 'read -P 0x49 12M 1M',
                 fmt='qcow2')
         assert_eq(snapshot_names(img), [('1', 'before'), ('2', 'middle')], 'snapshots')
+        # Deleting them frees what only they used (compressed clusters
+        # included): no leak, the active image unchanged.
+        d.args = d.args[d.args.index('--chardev'):]
+        q = start(d, img)
+        q.execute('blockdev-snapshot-delete-internal-sync', {'device': 'disk', 'name': 'before'})
+        check(img, share=True)
+        q.execute('blockdev-snapshot-delete-internal-sync', {'device': 'disk', 'id': '2'})
+        d.stop()
+        check(img)
+        assert_eq(snapshot_names(img), [], 'all deleted')
+        qemu_io(img, 'read -P 0x44 0 6000', 'read -P 0x33 1M 512k', 'read -P 0x22 4100k 60k',
+                'read -P 0x49 12M 1M', fmt='qcow2')
 
 
 def test_create_then_qemu_img_lists_and_applies():
