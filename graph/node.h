@@ -335,6 +335,13 @@ struct BdDriver {
      * (see jobs/).  Returns FALSE with *errp set on failure. */
     const BdSchemaField *create_options;
     gboolean (*create)(GVariant *options, GError **errp);
+    /* x-blockdev-amend: members of BlockdevAmendOptions<Name> other than
+     * 'driver' ({NULL}-terminated; NULL amend: not supported), and the
+     * change itself from the validated options, on a job thread (the
+     * job holds a reference to the node).  FALSE with *errp set. */
+    const BdSchemaField *amend_options;
+    gboolean (*amend)(BdNode *node, GVariant *options, gboolean force,
+                      GError **errp);
 
     /* Drain (entry.c): called on every node below a quiescing entry
      * handle, before waiting for its requests, and again when the

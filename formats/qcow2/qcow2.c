@@ -800,6 +800,33 @@ static gboolean qcow2_resize_check(BdNode *node, uint64_t size,
     return TRUE;
 }
 
+/* --- x-blockdev-amend (BlockdevAmendOptionsQcow2 of QEMU 7.2: only
+ * 'encrypt'; blockd opens no encrypted image, so there is nothing to
+ * amend yet) --- */
+
+typedef struct {
+    GVariant *encrypt;
+} Qcow2AmendOptions;
+
+static const BdSchemaField qcow2_amend_options[] = {
+    { "encrypt", &bd_schema_any, TRUE, BD_AT(Qcow2AmendOptions, encrypt) },
+    { NULL } };
+
+static gboolean qcow2_amend(BdNode *node, GVariant *options, gboolean force,
+                            GError **errp)
+{
+    Qcow2AmendOptions o = { 0 };
+    gboolean has_encrypt;
+
+    bd_schema_decode(qcow2_amend_options, options, &o);
+    has_encrypt = o.encrypt != NULL;
+    bd_schema_clear(qcow2_amend_options, &o);
+    if (has_encrypt) {
+        FAIL("image is not encrypted, can't amend");
+    }
+    return TRUE;
+}
+
 const BdDriver bd_qcow2_driver = {
     .name = "qcow2",
     .options = qcow2_options,
@@ -821,6 +848,8 @@ const BdDriver bd_qcow2_driver = {
     .block_status = qcow2_block_status,
     .truncate = qcow2_truncate,
     .resize_check = qcow2_resize_check,
+    .amend_options = qcow2_amend_options,
+    .amend = qcow2_amend,
     .query_image_info = qcow2_query_image_info,
     .snapshot_list = qcow2_snapshot_list,
     .snapshot_create = qcow2_snapshot_create,
