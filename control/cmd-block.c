@@ -40,6 +40,7 @@ static const BdSchemaType query_args = {
     .fields = query_fields };
 
 /* BlockDeviceInfo, as graph/query.c fills it (for query-qmp-schema). */
+
 static const BdSchemaField image_info_fields[] = {
     BD_FIELD("filename", &bd_schema_str),
     BD_FIELD("format", &bd_schema_str),
@@ -47,6 +48,7 @@ static const BdSchemaField image_info_fields[] = {
     BD_OPT("actual-size", &bd_schema_int),
     BD_OPT("backing-filename", &bd_schema_str),
     BD_OPT("format-specific", &bd_schema_any),
+    BD_OPT("snapshots", &bd_cmd_snapshot_info_list),
     { NULL } };
 static const BdSchemaType image_info = {
     .name = "ImageInfo", .kind = BD_SCHEMA_OBJECT,

@@ -242,6 +242,7 @@ void bd_control_init(void)
     bd_cmd_bitmap_register();
     bd_cmd_transaction_register();
     bd_cmd_checkpoint_register();
+    bd_cmd_snapshot_internal_register();
     bd_cmd_backup_register();
     bd_cmd_snapshot_register();
     bd_cmd_stream_register();

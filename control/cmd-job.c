@@ -13,6 +13,7 @@
 #include "graph/error.h"
 #include "graph/main-thread.h"
 #include "jobs/create.h"
+#include "jobs/amend.h"
 #include "jobs/job.h"
 
 /* --- enums and info types (qapi/job.json, qapi/block-core.json) --- */
@@ -167,6 +168,40 @@ static const BdSchemaType *create_args_fn(void)
         memcpy(fields, create_fields, sizeof(fields));
         fields[1].type = bd_create_options_schema();
         t = (BdSchemaType) { .name = "q_obj_blockdev-create-arg",
+                             .kind = BD_SCHEMA_OBJECT, .fields = fields };
+        g_once_init_leave(&done, 1);
+    }
+    return &t;
+}
+
+typedef struct {
+    const char *job_id;
+    const char *node_name;
+    GVariant *options;
+    gboolean force;
+} AmendArgs;
+
+static const BdSchemaField amend_fields[] = {
+    BD_FIELD("job-id", &bd_schema_str, BD_AT(AmendArgs, job_id),
+             .def.s = ""),
+    BD_FIELD("node-name", &bd_schema_str, BD_AT(AmendArgs, node_name),
+             .def.s = ""),
+    /* BlockdevAmendOptions, once the drivers are registered. */
+    BD_FIELD("options", NULL, BD_AT(AmendArgs, options)),
+    BD_OPT("force", &bd_schema_bool, BD_AT(AmendArgs, force)),
+    { NULL } };
+BD_SCHEMA_DEFINE_AUTO(AmendArgs, amend_fields)
+
+static const BdSchemaType *amend_args_fn(void)
+{
+    static BdSchemaField fields[5];
+    static BdSchemaType t;
+    static gsize done;
+
+    if (g_once_init_enter(&done)) {
+        memcpy(fields, amend_fields, sizeof(fields));
+        fields[2].type = bd_amend_options_schema();
+        t = (BdSchemaType) { .name = "q_obj_x-blockdev-amend-arg",
                              .kind = BD_SCHEMA_OBJECT, .fields = fields };
         g_once_init_leave(&done, 1);
     }
@@ -406,8 +441,21 @@ static gboolean blockdev_create(GVariant *args, JsonNode **ret,
     return bd_create_job_start(a.job_id, a.options, errp);
 }
 
+/* --- x-blockdev-amend --- */
+
+static gboolean blockdev_amend(GVariant *args, JsonNode **ret,
+                               GError **errp)
+{
+    g_auto(AmendArgs) a = { 0 };
+
+    bd_schema_decode(amend_args_fn()->fields, args, &a);
+    return bd_amend_job_start(a.job_id, a.node_name, a.options, a.force,
+                              errp);
+}
+
 static const BdQmpCommand job_commands[] = {
     { "blockdev-create", create_args_fn, FALSE, NULL, blockdev_create },
+    { "x-blockdev-amend", amend_args_fn, FALSE, NULL, blockdev_amend },
     { "query-jobs", NULL, FALSE, job_info_fn, query_jobs },
     { "query-block-jobs", NULL, FALSE, block_job_info_fn, query_block_jobs },
     { "job-pause", job_id_args_fn, FALSE, NULL, job_pause },

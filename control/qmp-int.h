@@ -70,6 +70,9 @@ const BdSchemaType *bd_job_event_error(void);
 const BdSchemaType *bd_job_event_pending(void);
 void bd_cmd_bitmap_register(void);
 void bd_cmd_checkpoint_register(void);
+void bd_cmd_snapshot_internal_register(void);
+/* [SnapshotInfo] (cmd-snapshot-internal.c), also in ImageInfo. */
+extern const BdSchemaType bd_cmd_snapshot_info_list;
 /* BLOCKD_CHECKPOINT_UNUSABLE's data type (cmd-checkpoint.c). */
 const BdSchemaType *bd_checkpoint_event_unusable(void);
 void bd_cmd_transaction_register(void);

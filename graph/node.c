@@ -788,6 +788,10 @@ gboolean bd_node_resize(BdNode *node, uint64_t size, GError **errp)
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "Image is read-only");
         return FALSE;
     }
+    if (node->drv->resize_check &&
+        !node->drv->resize_check(node, size, errp)) {
+        return FALSE;
+    }
     /* Exports see the new size on their next request, never mid-way.
      * Our own handle, attached inside the section, is not quiesced. */
     drained = bd_drained_begin(node);
@@ -824,5 +828,14 @@ void bd_node_close_all(void)
             bd_node_flush(node);
             bd_node_unref(node);
         }
+    }
+}
+
+void bd_snapshot_info_free(BdSnapshotInfo *sn)
+{
+    if (sn) {
+        g_free(sn->id);
+        g_free(sn->name);
+        g_free(sn);
     }
 }

@@ -26,6 +26,19 @@ typedef struct BdDriver BdDriver;
 typedef struct BdEntry BdEntry;
 typedef struct BdReopenState BdReopenState;
 
+/* One internal snapshot (QEMU's QEMUSnapshotInfo / SnapshotInfo). */
+typedef struct BdSnapshotInfo {
+    char *id;
+    char *name;
+    uint64_t vm_state_size;
+    uint32_t date_sec, date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t icount;             /* UINT64_MAX: none */
+} BdSnapshotInfo;
+
+void bd_snapshot_info_free(BdSnapshotInfo *sn);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(BdSnapshotInfo, bd_snapshot_info_free)
+
 /* Permissions: what a parent needs from a child, and what it lets other
  * parents do.  Bit values match QEMU's so the file driver's byte-range
  * locks (100 + bit, 200 + bit) interoperate with QEMU and qemu-img. */
@@ -275,6 +288,10 @@ struct BdDriver {
                                uint64_t src_offset);
     /* Resize to exactly 'size' bytes.  Updates node->size on success. */
     int (*truncate)(BdNode *node, uint64_t size);
+    /* block_resize: refuse a size change up front with the driver's own
+     * text (e.g. qcow2's "Can't resize a v2 image which has snapshots").
+     * NULL: truncate alone decides.  Main thread. */
+    gboolean (*resize_check)(BdNode *node, uint64_t size, GError **errp);
     /* Bytes of storage actually used (for "actual-size"); -errno if
      * unknown.  NULL: sum of the children's. */
     int64_t (*allocated_size)(BdNode *node);
@@ -318,6 +335,13 @@ struct BdDriver {
      * (see jobs/).  Returns FALSE with *errp set on failure. */
     const BdSchemaField *create_options;
     gboolean (*create)(GVariant *options, GError **errp);
+    /* x-blockdev-amend: members of BlockdevAmendOptions<Name> other than
+     * 'driver' ({NULL}-terminated; NULL amend: not supported), and the
+     * change itself from the validated options, on a job thread (the
+     * job holds a reference to the node).  FALSE with *errp set. */
+    const BdSchemaField *amend_options;
+    gboolean (*amend)(BdNode *node, GVariant *options, gboolean force,
+                      GError **errp);
 
     /* Drain (entry.c): called on every node below a quiescing entry
      * handle, before waiting for its requests, and again when the
@@ -348,6 +372,18 @@ struct BdDriver {
      * "image" dictionary (e.g. "format-specific", "cluster-size").
      * Main thread. */
     void (*query_image_info)(BdNode *node, GVariantDict *image);
+
+    /* Internal snapshots (QEMU's bdrv_snapshot_*): main thread.  list
+     * returns the snapshots (BdSnapshotInfo *, freed by the array).
+     * create and delete run with the node drained; create fills in the
+     * new snapshot's id, delete copies the deleted one into *deleted.
+     * NULL snapshot_create: the driver has no internal snapshots. */
+    GPtrArray *(*snapshot_list)(BdNode *node);
+    gboolean (*snapshot_create)(BdNode *node, BdSnapshotInfo *sn,
+                                GError **errp);
+    gboolean (*snapshot_delete)(BdNode *node, const char *id,
+                                const char *name, BdSnapshotInfo *deleted,
+                                GError **errp);
 };
 
 struct BdChild {

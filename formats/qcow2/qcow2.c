@@ -523,6 +523,7 @@ static void qcow2_close(BdNode *node)
     qcow2_cache_free(s->rc_cache);
     g_free(s->l1);
     g_free(s->reftable);
+    qcow2_snapshots_free(s);
     qcow2_header_clear(&s->h);
     if (s->inflight) {
         g_ptr_array_unref(s->inflight);
@@ -568,6 +569,9 @@ static gboolean qcow2_open_tables(BdNode *node, Qcow2State *s,
     }
     qcow2_reftable_scan_used(s);
     flen = bd_node_getlength(s->file->node);
+    if (!qcow2_snapshots_load(s, MAX(flen, 0), errp)) {
+        return FALSE;
+    }
     s->alloc_end = qcow2_size_to_clusters(s, MAX(flen, 0));
     s->pass_discard[QCOW2_DISCARD_REQUEST] = o->pass_discard_request;
     s->pass_discard[QCOW2_DISCARD_SNAPSHOT] = o->pass_discard_snapshot;
@@ -739,6 +743,7 @@ static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
     Qcow2State *s = node->opaque;
     GVariantDict data, spec;
 
+    qcow2_snapshots_query(s, image);
     g_variant_dict_init(&data, NULL);
     if (s->h.version >= 3) {
         g_variant_dict_insert(&data, "compat", "s", "1.1");
@@ -781,6 +786,47 @@ static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
     }
 }
 
+static gboolean qcow2_resize_check(BdNode *node, uint64_t size,
+                                   GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    Qcow2State *s = node->opaque;
+
+    /* A v2 snapshot does not record its disk size. */
+    if (s->h.nb_snapshots && s->h.version < 3) {
+        FAIL("Can't resize a v2 image which has snapshots");
+    }
+    return TRUE;
+}
+
+/* --- x-blockdev-amend (BlockdevAmendOptionsQcow2 of QEMU 7.2: only
+ * 'encrypt'; blockd opens no encrypted image, so there is nothing to
+ * amend yet) --- */
+
+typedef struct {
+    GVariant *encrypt;
+} Qcow2AmendOptions;
+
+static const BdSchemaField qcow2_amend_options[] = {
+    { "encrypt", &bd_schema_any, TRUE, BD_AT(Qcow2AmendOptions, encrypt) },
+    { NULL } };
+
+static gboolean qcow2_amend(BdNode *node, GVariant *options, gboolean force,
+                            GError **errp)
+{
+    Qcow2AmendOptions o = { 0 };
+    gboolean has_encrypt;
+
+    bd_schema_decode(qcow2_amend_options, options, &o);
+    has_encrypt = o.encrypt != NULL;
+    bd_schema_clear(qcow2_amend_options, &o);
+    if (has_encrypt) {
+        FAIL("image is not encrypted, can't amend");
+    }
+    return TRUE;
+}
+
 const BdDriver bd_qcow2_driver = {
     .name = "qcow2",
     .options = qcow2_options,
@@ -801,7 +847,13 @@ const BdDriver bd_qcow2_driver = {
     .flush = qcow2_flush,
     .block_status = qcow2_block_status,
     .truncate = qcow2_truncate,
+    .resize_check = qcow2_resize_check,
+    .amend_options = qcow2_amend_options,
+    .amend = qcow2_amend,
     .query_image_info = qcow2_query_image_info,
+    .snapshot_list = qcow2_snapshot_list,
+    .snapshot_create = qcow2_snapshot_create,
+    .snapshot_delete = qcow2_snapshot_delete,
     .create_options = bd_qcow2_create_options,
     .create = bd_qcow2_create_hook,
 };

@@ -167,6 +167,10 @@ struct Qcow2State {
     gboolean lazy_refcounts;
     gboolean pass_discard[3];  /* request, snapshot, other */
     struct Qcow2Bitmaps *bitmaps;  /* persistent bitmaps (bitmap.c) */
+    /* The snapshot table (snapshot.c): s->h.nb_snapshots entries at
+     * s->h.snapshots_offset, snapshots_size bytes on disk. */
+    struct Qcow2Snapshot *snapshots;
+    uint64_t snapshots_size;
 };
 
 enum { QCOW2_DISCARD_REQUEST, QCOW2_DISCARD_SNAPSHOT, QCOW2_DISCARD_OTHER };
@@ -316,6 +320,46 @@ gboolean qcow2_bitmaps_reopen_prepare(Qcow2State *s, gboolean writable,
 void qcow2_bitmaps_reopen_commit(Qcow2State *s, gboolean was_writable);
 /* Register qcow2's can_store/remove with graph/bitmap.c. */
 void qcow2_bitmaps_register(void);
+
+/* --- internal snapshots (snapshot.c) --- */
+#define QCOW2_MAX_SNAPSHOTS      65536
+#define QCOW2_MAX_SNAPSHOT_EXTRA 1024
+
+typedef struct Qcow2Snapshot {
+    uint64_t l1_table_offset;
+    uint32_t l1_size;
+    char *id_str;
+    char *name;
+    uint32_t date_sec, date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t vm_state_size;
+    uint64_t disk_size;
+    uint64_t icount;             /* UINT64_MAX: none */
+    /* Extra data beyond the fields above, kept as read. */
+    uint8_t *unknown_extra;
+    uint32_t unknown_extra_size;
+} Qcow2Snapshot;
+
+/* Open: read and validate the snapshot table (header fields checked
+ * here too: count, offset, alignment, the end of the file). */
+gboolean qcow2_snapshots_load(Qcow2State *s, uint64_t file_size,
+                              GError **errp);
+void qcow2_snapshots_free(Qcow2State *s);
+/* Is [offset, offset+bytes) part of the snapshot table or of a
+ * snapshot's L1 table?  Its name, or NULL. */
+const char *qcow2_snapshots_overlap(Qcow2State *s, int chk, uint64_t offset,
+                                    uint64_t bytes);
+/* Recompute QCOW2_OFLAG_COPIED in the active L1 and L2 tables from the
+ * refcounts (after refcounts changed under them). */
+int qcow2_update_copied_flags_locked(Qcow2State *s);
+GPtrArray *qcow2_snapshot_list(BdNode *node);
+gboolean qcow2_snapshot_create(BdNode *node, BdSnapshotInfo *sn,
+                               GError **errp);
+gboolean qcow2_snapshot_delete(BdNode *node, const char *id,
+                               const char *name, BdSnapshotInfo *deleted,
+                               GError **errp);
+/* "snapshots" of query-named-block-nodes' ImageInfo, when any. */
+void qcow2_snapshots_query(Qcow2State *s, GVariantDict *image);
 
 /* --- image creation (create.c) --- */
 typedef struct {

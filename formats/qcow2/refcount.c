@@ -617,6 +617,9 @@ int qcow2_overlap_check_locked(Qcow2State *s, uint64_t offset,
             what = "active L2 table";
         }
     }
+    if (!what) {
+        what = qcow2_snapshots_overlap(s, chk, offset, bytes);
+    }
     if (what) {
         qcow2_signal_corruption(s, "Preventing invalid write on metadata "
                                 "(overlaps with %s)", what);
@@ -730,7 +733,33 @@ static gboolean count_l2(Qcow2State *s, uint32_t *want, uint64_t nb,
     return TRUE;
 }
 
-/* The references every cluster should have, from the active tables. */
+/* The references of one L1 table's L2 tables and their clusters. */
+static gboolean count_l1(Qcow2State *s, uint32_t *want, uint64_t nb,
+                         const uint64_t *l1, uint32_t l1_size, uint64_t *l2,
+                         GError **errp)
+{
+    for (uint32_t i = 0; i < l1_size; i++) {
+        uint64_t l2_off = l1[i] & QCOW2_OFFSET_MASK;
+        if (!l2_off) {
+            continue;
+        }
+        if ((l2_off & (s->cluster_size - 1)) ||
+            !count_range(s, want, nb, l2_off, s->cluster_size, "L2 table",
+                         errp) ||
+            !count_l2(s, want, nb, l2_off, l2, errp)) {
+            if (errp && !*errp) {
+                g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                            "L2 table offset 0x%" PRIx64 " unaligned",
+                            l2_off);
+            }
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+/* The references every cluster should have, from the active tables and
+ * the snapshots'. */
 static gboolean count_references(Qcow2State *s, uint32_t *want, uint64_t nb,
                                  GError **errp)
 {
@@ -755,20 +784,49 @@ static gboolean count_references(Qcow2State *s, uint32_t *want, uint64_t nb,
             return FALSE;
         }
     }
-    for (uint32_t i = 0; i < s->l1_size; i++) {
-        uint64_t l2_off = s->l1[i] & QCOW2_OFFSET_MASK;
-        if (!l2_off) {
+    if (!count_l1(s, want, nb, s->l1, s->l1_size, l2, errp)) {
+        return FALSE;
+    }
+    /* Internal snapshots: the table, each L1 copy and what it reaches
+     * (a table shared by n L1 tables is counted n times, as its
+     * clusters' refcounts are). */
+    if (s->h.nb_snapshots &&
+        !count_range(s, want, nb, s->h.snapshots_offset, s->snapshots_size,
+                     "Snapshot table", errp)) {
+        return FALSE;
+    }
+    for (uint32_t i = 0; i < s->h.nb_snapshots; i++) {
+        const Qcow2Snapshot *sn = &s->snapshots[i];
+        g_autofree uint64_t *l1 = NULL;
+        int ret;
+
+        if (!sn->l1_size) {
             continue;
         }
-        if ((l2_off & (s->cluster_size - 1)) ||
-            !count_range(s, want, nb, l2_off, s->cluster_size, "L2 table",
-                         errp) ||
-            !count_l2(s, want, nb, l2_off, l2, errp)) {
-            if (errp && !*errp) {
-                g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                            "L2 table offset 0x%" PRIx64 " unaligned",
-                            l2_off);
-            }
+        if ((sn->l1_table_offset & (s->cluster_size - 1)) ||
+            (uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Snapshot L1 table offset invalid");
+            return FALSE;
+        }
+        if (!count_range(s, want, nb, sn->l1_table_offset,
+                         (uint64_t)sn->l1_size * 8, "Snapshot L1 table",
+                         errp)) {
+            return FALSE;
+        }
+        l1 = g_new(uint64_t, sn->l1_size);
+        ret = bd_child_pread(s->file, sn->l1_table_offset,
+                             (uint64_t)sn->l1_size * 8, l1, 0);
+        if (ret < 0) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Could not read snapshot L1 table: %s",
+                        g_strerror(-ret));
+            return FALSE;
+        }
+        for (uint32_t j = 0; j < sn->l1_size; j++) {
+            l1[j] = GUINT64_FROM_BE(l1[j]);
+        }
+        if (!count_l1(s, want, nb, l1, sn->l1_size, l2, errp)) {
             return FALSE;
         }
     }
@@ -784,13 +842,6 @@ gboolean qcow2_repair_refcounts_locked(Qcow2State *s, uint64_t file_size,
     int ret;
 
     *fixed = 0;
-    if (s->h.nb_snapshots) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Repairing refcounts of an image with internal "
-                    "snapshots is not supported; use 'qemu-img check -r "
-                    "all'");
-        return FALSE;
-    }
     want = g_try_new0(uint32_t, MAX(nb, 1));
     if (!want) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -839,6 +890,17 @@ gboolean qcow2_repair_refcounts_locked(Qcow2State *s, uint64_t file_size,
     ret = qcow2_cache_flush(s->rc_cache);
     if (ret == 0) {
         ret = bd_child_flush(s->file);
+    }
+    if (ret == 0 && s->h.nb_snapshots) {
+        /* COPIED must match the repaired refcounts (the L2 tables read
+         * by count_l2 went around the cache, which is still empty). */
+        ret = qcow2_update_copied_flags_locked(s);
+        if (ret == 0) {
+            ret = qcow2_metadata_flush_locked(s);
+        }
+        if (ret == 0) {
+            ret = bd_child_flush(s->file);
+        }
     }
     if (ret == 0) {
         ret = write_incompat(s, s->h.incompatible & ~QCOW2_INCOMPAT_DIRTY);

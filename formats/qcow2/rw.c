@@ -728,6 +728,11 @@ int qcow2_truncate(BdNode *node, uint64_t size)
     if (size < node->size) {
         return -ENOTSUP;
     }
+    if (s->h.nb_snapshots && s->h.version < 3) {
+        /* A v2 snapshot does not record its disk size (QEMU: "Can't
+         * resize a v2 image which has snapshots"). */
+        return -ENOTSUP;
+    }
     g_mutex_lock(&s->lock);
     ret = s->corrupt ? -EIO : qcow2_grow_l1_locked(s, size);
     if (ret == 0) {
