@@ -179,6 +179,7 @@ BdExport *bd_export_add(GVariant *options, GError **errp)
     exp->writethrough = o.writethrough;
     exp->refcount = 1;
     exp->user_owned = TRUE;
+    bd_io_stats_init(&exp->stats);
     if (exp->writable) {
         perm |= BD_PERM_WRITE;
     }

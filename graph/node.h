@@ -435,6 +435,13 @@ struct BdNode {
      * first needed.  Main thread only. */
     struct BdNodeCheckpoints *checkpoints;
 
+    /* QEMU's wr_highest_offset: the end of the furthest write or write
+     * zeroes that reached this node (atomic max, io.c); and the write
+     * threshold (block-set-write-threshold, 0: none), swapped to 0 by
+     * the write that passes it, which emits BLOCK_WRITE_THRESHOLD. */
+    uint64_t wr_highest_offset;
+    uint64_t write_threshold;
+
     /* Data-changing requests in flight at this node (io.c): keeps a
      * read-modify-write apart from writes to the same blocks. */
     BdReqList reqs;
@@ -534,6 +541,12 @@ BdNode *bd_node_backing(BdNode *node);
  * commits and when a child is attached, detached or replaced.  Main
  * thread, node not in use or drained. */
 void bd_node_refresh_limits(BdNode *node);
+
+/* block-set-write-threshold: arm (or with 0 disarm) the one-shot
+ * threshold of 'node'.  Any thread. */
+void bd_node_set_write_threshold(BdNode *node, uint64_t threshold);
+uint64_t bd_node_write_threshold(BdNode *node);
+uint64_t bd_node_wr_highest_offset(BdNode *node);
 
 /* Publish a new size (atomic store).  Drivers that grow the node from
  * several threads serialize their own read-modify-write of the size. */
