@@ -324,7 +324,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
     BdFuseExport *fe = req_export(req);
-    int64_t len;
+    int64_t len, start;
     void *buf;
     int ret;
 
@@ -347,7 +347,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         reply_err(req, ENOMEM);
         return;
     }
+    start = bd_io_stats_now();
     ret = bd_entry_pread(fe->common.entry, off, size, buf, 0);
+    bd_io_stats_done(&fe->common.stats, BD_ACCT_READ, size, start, ret);
     if (ret < 0) {
         reply_err(req, -ret);
         return;
@@ -435,6 +437,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino,
 {
     BdFuseExport *fe = req_export(req);
     size_t size = fuse_buf_size(bufv);
+    int64_t start = bd_io_stats_now();
     int flags = 0;
     int ret;
 
@@ -445,6 +448,9 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino,
     if (ret == 1) {
         return;
     }
+    if (ret < 0) {
+        bd_io_stats_invalid(&fe->common.stats, BD_ACCT_WRITE);
+    }
     if (ret == 0) {
         if (bufv->count == 1 && (bufv->buf[0].flags & FUSE_BUF_IS_FD)) {
             ret = write_from_pipe(fe, bufv, off, size, flags);
@@ -454,6 +460,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino,
         } else {
             ret = -EIO;      /* libfuse passes one buffer */
         }
+        bd_io_stats_done(&fe->common.stats, BD_ACCT_WRITE, size, start, ret);
     }
     if (ret < 0) {
         reply_err(req, -ret);
@@ -466,7 +473,12 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
                      struct fuse_file_info *fi)
 {
     if (req_admit(req)) {
-        reply_status(req, bd_entry_flush(req_export(req)->common.entry));
+        BdExport *exp = &req_export(req)->common;
+        int64_t start = bd_io_stats_now();
+        int ret = bd_entry_flush(exp->entry);
+
+        bd_io_stats_done(&exp->stats, BD_ACCT_FLUSH, 0, start, ret);
+        reply_status(req, ret);
     }
 }
 
