@@ -14,6 +14,8 @@
  * lists none there.  With query-nodes, every named node, with zero
  * device counters, as qemu-storage-daemon shows them.
  *
+ * block-latency-histogram-set's 'id' is an export id, as the qdev.
+ *
  * Thread model: main thread only; the counters are read with atomics
  * while the I/O threads add to them.
  */
@@ -31,6 +33,8 @@ typedef struct {
     gboolean query_nodes;
     const char *node_name;
     guint64 write_threshold;
+    const char *id;
+    GVariant *boundaries[4];   /* all, read, write, flush */
 } StatsArgs;
 
 #define A(f) BD_AT(StatsArgs, f)
@@ -48,6 +52,20 @@ static const BdSchemaField threshold_fields[] = {
 static const BdSchemaType threshold_args = {
     .name = "q_obj_block-set-write-threshold-arg",
     .kind = BD_SCHEMA_OBJECT, .fields = threshold_fields };
+
+static const BdSchemaType uint_list = {
+    .name = "[uint64]", .kind = BD_SCHEMA_LIST, .element = &bd_schema_uint };
+static const BdSchemaField histogram_set_fields[] = {
+    BD_FIELD("id", &bd_schema_str, A(id), .def.s = ""),
+    BD_OPT("boundaries", &uint_list, A(boundaries[0])),
+    BD_OPT("boundaries-read", &uint_list, A(boundaries[1])),
+    BD_OPT("boundaries-write", &uint_list, A(boundaries[2])),
+    BD_OPT("boundaries-flush", &uint_list, A(boundaries[3])),
+    { NULL } };
+static const BdSchemaType histogram_set_args = {
+    .name = "q_obj_block-latency-histogram-set-arg",
+    .kind = BD_SCHEMA_OBJECT, .fields = histogram_set_fields };
+BD_SCHEMA_DEFINE_AUTO(StatsArgs, histogram_set_fields)
 
 static const BdSchemaType int_list = {
     .name = "[int]", .kind = BD_SCHEMA_LIST, .element = &bd_schema_int };
@@ -107,6 +125,10 @@ static const BdSchemaType block_stats_list = {
 static const BdSchemaType *query_args_fn(void) { return &query_args; }
 static const BdSchemaType *query_ret_fn(void) { return &block_stats_list; }
 static const BdSchemaType *threshold_args_fn(void) { return &threshold_args; }
+static const BdSchemaType *histogram_args_fn(void)
+{
+    return &histogram_set_args;
+}
 
 /* BLOCK_WRITE_THRESHOLD's data (listed in events.c). */
 static const BdSchemaField threshold_event_fields[] = {
@@ -167,6 +189,30 @@ static JsonObject *device_stats_json(const BdIoStats *s, BdNode *node)
     json_object_set_boolean_member(o, "account_invalid", z.account_invalid);
     json_object_set_boolean_member(o, "account_failed", z.account_failed);
     json_object_set_array_member(o, "timed_stats", json_array_new());
+    for (int t = 0; s && t < BD_ACCT__MAX; t++) {
+        const BdLatencyHistogram *h = bd_io_stats_histogram(s, t);
+        g_autofree char *name = g_strdup_printf("%s_latency_histogram",
+                                                kind[t]);
+        JsonObject *ho;
+        JsonArray *b, *bins;
+
+        if (!h) {
+            continue;
+        }
+        ho = json_object_new();
+        b = json_array_new();
+        bins = json_array_new();
+        for (guint i = 0; i < h->n; i++) {
+            json_array_add_int_element(b, (gint64)h->boundaries[i]);
+        }
+        for (guint i = 0; i <= h->n; i++) {
+            json_array_add_int_element(
+                bins, (gint64)__atomic_load_n(&h->bins[i], __ATOMIC_RELAXED));
+        }
+        json_object_set_array_member(ho, "boundaries", b);
+        json_object_set_array_member(ho, "bins", bins);
+        json_object_set_object_member(o, name, ho);
+    }
     return o;
 }
 
@@ -286,11 +332,96 @@ static gboolean set_write_threshold(GVariant *args, JsonNode **ret,
     return TRUE;
 }
 
+/* --- block-latency-histogram-set --- */
+
+/* The export whose stats 'id' names: QEMU looks 'id' up as a guest
+ * device's qdev id; here the export stands for the device. */
+static BdExport *find_export(const char *id, GError **errp)
+{
+    BdExport *exp = bd_export_find(id);
+
+    if (!exp || !exp->entry) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_DEVICE_NOT_FOUND,
+                    "Device '%s' not found", id);
+        return NULL;
+    }
+    return exp;
+}
+
+static uint64_t *list_values(GVariant *list, guint *n)
+{
+    uint64_t *v;
+
+    *n = g_variant_n_children(list);
+    v = g_new(uint64_t, *n ? *n : 1);
+    for (guint i = 0; i < *n; i++) {
+        g_autoptr(GVariant) e = g_variant_get_child_value(list, i);
+        while (g_variant_is_of_type(e, G_VARIANT_TYPE_VARIANT)) {
+            GVariant *inner = g_variant_get_variant(e);
+            g_variant_unref(e);
+            e = inner;
+        }
+        v[i] = g_variant_is_of_type(e, G_VARIANT_TYPE_UINT64)
+            ? g_variant_get_uint64(e) : (uint64_t)g_variant_get_int64(e);
+    }
+    return v;
+}
+
+static gboolean latency_histogram_set(GVariant *args, JsonNode **ret,
+                                      GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    static const struct { BdAcctType type; const char *what; } kinds[] = {
+        { BD_ACCT_READ, "read" }, { BD_ACCT_WRITE, "write" },
+        { BD_ACCT_FLUSH, "flush" },
+    };
+    g_auto(StatsArgs) a = { 0 };
+    BdExport *exp;
+
+    bd_schema_decode(histogram_set_fields, args, &a);
+    exp = find_export(a.id, errp);
+    if (!exp) {
+        return FALSE;
+    }
+    if (!a.boundaries[0] && !a.boundaries[1] && !a.boundaries[2] &&
+        !a.boundaries[3]) {
+        for (int t = 0; t < BD_ACCT__MAX; t++) {
+            bd_io_stats_set_histogram(&exp->stats, t, NULL, 0);
+        }
+        return TRUE;
+    }
+    /* As QEMU: one kind after the other, stopping at the first bad
+     * list (the kinds before it keep their new histograms).  An empty
+     * list is refused: a histogram needs a boundary. */
+    for (guint k = 0; k < G_N_ELEMENTS(kinds); k++) {
+        GVariant *list = a.boundaries[k + 1] ? a.boundaries[k + 1]
+                                             : a.boundaries[0];
+        g_autofree uint64_t *v = NULL;
+        guint n;
+
+        if (!list) {
+            continue;
+        }
+        v = list_values(list, &n);
+        if (n == 0 ||
+            !bd_io_stats_set_histogram(&exp->stats, kinds[k].type, v, n)) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Device '%s' set %s boundaries fail", a.id,
+                        kinds[k].what);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
 static const BdQmpCommand stats_commands[] = {
     { "query-blockstats", query_args_fn, FALSE, query_ret_fn,
       query_blockstats },
     { "block-set-write-threshold", threshold_args_fn, FALSE, NULL,
       set_write_threshold },
+    { "block-latency-histogram-set", histogram_args_fn, FALSE, NULL,
+      latency_histogram_set },
     { NULL } };
 
 void bd_cmd_blockstats_register(void)

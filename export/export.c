@@ -228,6 +228,7 @@ static void export_destroy(BdExport *exp)
         exp->drv->destroy(exp);
     }
     g_clear_pointer(&exp->entry, bd_entry_free);
+    bd_io_stats_destroy(&exp->stats);
     g_free(exp->id);
     g_free(exp->node_name);
     g_free(exp);

@@ -214,6 +214,51 @@ def test_fuse_counters():
             q.wait_event('BLOCK_EXPORT_DELETED')
 
 
+def test_latency_histograms():
+    """block-latency-histogram-set on an export (its id as the device id):
+    QEMU's argument rules and errors; each request falls in one bin.
+    qemu-storage-daemon 7.2 has no such command (it is the system
+    emulator's)."""
+    with _start() as d:
+        q = d.qmp()
+        if is_reference():
+            assert_eq(q.error('block-latency-histogram-set', {'id': 'exp0'})['class'],
+                      'CommandNotFound', 'QSD 7.2')
+            return
+        assert_eq(q.error('block-latency-histogram-set', {'id': 'nope', 'boundaries': [10]}),
+                  {'class': 'DeviceNotFound', 'desc': "Device 'nope' not found"}, 'unknown id')
+        assert_eq(q.error('block-latency-histogram-set',
+                          {'id': 'exp0', 'boundaries': [10, 10]})['desc'],
+                  "Device 'exp0' set read boundaries fail", 'not increasing')
+        assert_eq(q.error('block-latency-histogram-set',
+                          {'id': 'exp0', 'boundaries-write': [0, 5]})['desc'],
+                  "Device 'exp0' set write boundaries fail", 'zero boundary')
+        assert_eq(q.error('block-latency-histogram-set',
+                          {'id': 'exp0', 'boundaries-flush': []})['desc'],
+                  "Device 'exp0' set flush boundaries fail", 'empty list')
+        q.execute('block-latency-histogram-set', {'id': 'exp0'})   # clears: fine
+        big = 10 ** 15
+        q.execute('block-latency-histogram-set',
+                  {'id': 'exp0', 'boundaries': [1, big], 'boundaries-write': [big]})
+        stats = _export_stats(q)['stats']
+        assert_eq(stats['rd_latency_histogram'], {'boundaries': [1, big], 'bins': [0, 0, 0]},
+                  'read histogram')
+        assert_eq(stats['wr_latency_histogram'], {'boundaries': [big], 'bins': [0, 0]},
+                  'write histogram')
+        assert_eq(stats['flush_latency_histogram']['boundaries'], [1, big], 'flush')
+        h = _connect(d)
+        h.pread(4096, 0)
+        h.pread(4096, 4096)
+        h.pwrite(b'\x09' * 4096, 0)
+        got = _wait_counts(q, {'rd_operations': 2, 'wr_operations': 1})
+        assert_eq(got['rd_latency_histogram']['bins'], [0, 2, 0], 'read bins')
+        assert_eq(got['wr_latency_histogram']['bins'], [1, 0], 'write bins')
+        h.shutdown()
+        q.execute('block-latency-histogram-set', {'id': 'exp0'})
+        stats = _export_stats(q)['stats']
+        assert_eq([k for k in stats if k.endswith('_histogram')], [], 'cleared')
+
+
 def test_write_threshold_fires_once():
     """191's pattern: a threshold on the format node; the first write past
     it sends BLOCK_WRITE_THRESHOLD with the amount exceeded and resets it
