@@ -257,6 +257,16 @@ static JsonObject *node_stats_json(BdNode *node, const BdIoStats *dev,
         json_object_set_string_member(o, "node-name", node->node_name);
     }
     json_object_set_object_member(o, "stats", device_stats_json(dev, node));
+    if (node->opened && node->drv->query_stats) {
+        GVariantDict d;
+        g_autoptr(GVariant) v = NULL;
+
+        g_variant_dict_init(&d, NULL);
+        g_variant_dict_insert(&d, "driver", "s", node->drv->name);
+        node->drv->query_stats(node, &d);
+        v = g_variant_ref_sink(g_variant_dict_end(&d));
+        json_object_set_member(o, "driver-specific", bd_variant_to_json(v));
+    }
     child = stats_parent_child(node);
     if (child) {
         json_object_set_object_member(o, "parent",

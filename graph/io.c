@@ -518,12 +518,14 @@ int64_t bd_node_copy_range_from_fd(BdNode *dst, uint64_t offset,
          * grows, a format allocates at its file's end). */
         return -ENOTSUP;
     }
+    node_check_write_threshold(dst, offset, bytes);
     tracked = node_req_begin(dst, &req, offset, bytes);
     ret = dst->drv->copy_range_from(dst, offset, bytes, fd, fd_offset);
     if (tracked) {
         bd_req_end(&dst->reqs, &req);
     }
     if (ret > 0) {
+        node_note_write_end(dst, offset, (uint64_t)ret);
         bd_dirty_bitmaps_record(dst, offset, (uint64_t)ret);
     }
     if (ret == 0 || kernel_cannot(ret)) {

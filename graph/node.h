@@ -340,6 +340,10 @@ struct BdDriver {
      * "image" dictionary (e.g. "format-specific", "cluster-size").
      * Main thread. */
     void (*query_image_info)(BdNode *node, GVariantDict *image);
+    /* query-blockstats' "driver-specific" members of this driver (QEMU's
+     * BlockStatsSpecific; "driver" is added by the caller).  NULL: the
+     * driver has none and the member is left out.  Main thread. */
+    void (*query_stats)(BdNode *node, GVariantDict *stats);
 };
 
 struct BdChild {

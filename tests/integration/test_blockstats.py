@@ -34,12 +34,12 @@ STATS_KEYS = {
     'account_invalid', 'account_failed', 'timed_stats'}
 
 
-def _start(size=MiB):
+def _start(size=MiB, node_opts=''):
     """A daemon exporting a raw image (fmt0 over file0) as 'disk'."""
     from blockd_test import Daemon
     d = Daemon()
     img = make_image(d.path('a.raw'), size)
-    d.args = nbd_export_args(d, img) + d.args
+    d.args = nbd_export_args(d, img, node_opts=node_opts) + d.args
     d.wait = [d.nbd_sock]
     try:
         d.start()
@@ -84,12 +84,13 @@ def test_query_nodes_shape_and_highest_offset():
     """query-nodes: every named node, QEMU's members, device counters 0,
     wr_highest_offset the end of the furthest write; the file child under
     'parent'.  Identical on both daemons."""
-    with _start() as d:
+    with _start(node_opts=',discard=unmap') as d:
         q = d.qmp()
         h = _connect(d)
         h.pwrite(b'\x01' * (64 * KiB), 0)
         h.zero(4 * KiB, 128 * KiB)
         h.pread(4 * KiB, 0)
+        h.trim(8 * KiB, 32 * KiB)
         h.shutdown()
         stats = q.execute('query-blockstats', {'query-nodes': True})
         byname = {s['node-name']: s for s in stats}
@@ -101,6 +102,11 @@ def test_query_nodes_shape_and_highest_offset():
                 assert_eq(s['stats'][k], 0, '%s %s at node level' % (name, k))
             assert_eq('backing' in s, False, 'no backing at node level')
         assert_eq(byname['fmt0']['parent']['node-name'], 'file0', 'parent of fmt0')
+        # The file driver's own counters (QEMU's BlockStatsSpecificFile).
+        assert_eq(byname['file0'].get('driver-specific'),
+                  {'driver': 'file', 'discard-nb-ok': 1, 'discard-nb-failed': 0,
+                   'discard-bytes-ok': 8 * KiB}, 'file0 driver-specific')
+        assert_eq('driver-specific' in byname['fmt0'], False, 'raw has none')
         assert_eq(q.error('query-blockstats', {'query-nodes': 'x'})['desc'],
                   "Invalid parameter type for 'query-nodes', expected: boolean", 'bad arg')
 
