@@ -522,6 +522,7 @@ static int fallocate_zero(BdFuseExport *fe, int mode, uint64_t off,
     gboolean punch = mode & FALLOC_FL_PUNCH_HOLE;
     uint64_t end = off + bytes;
     int flags = punch ? BD_REQ_MAY_UNMAP | BD_REQ_NO_FALLBACK : 0;
+    int64_t start;
     int ret;
 
     if (punch && !(mode & FALLOC_FL_KEEP_SIZE)) {
@@ -544,7 +545,11 @@ static int fallocate_zero(BdFuseExport *fe, int mode, uint64_t off,
     if (fe->common.writethrough) {
         flags |= BD_REQ_FUA;
     }
+    /* Zeroing, punched or not, counts as a write (as NBD's write
+     * zeroes). */
+    start = bd_io_stats_now();
     ret = bd_entry_pwrite_zeroes(fe->common.entry, off, end - off, flags);
+    bd_io_stats_done(&fe->common.stats, BD_ACCT_WRITE, end - off, start, ret);
     return ret == -ENOTSUP ? -EOPNOTSUPP : ret;
 }
 

@@ -11,6 +11,8 @@ numbers (wr_highest_offset) are QEMU's and are checked against both.  The
 write-threshold cases follow QEMU's iotests 191 and write-threshold: the
 event fires once, with the amount past the threshold, and disarms it."""
 
+import ctypes
+import mmap
 import os
 import sys
 
@@ -205,7 +207,8 @@ def test_failed_requests_blkdebug():
 
 
 def test_fuse_counters():
-    """A FUSE export counts its reads, writes and fsyncs."""
+    """A FUSE export counts its reads, writes (a punched hole is a
+    zeroing write, as NBD's write zeroes) and fsyncs."""
     skip_if_reference('counts nothing for exports')
     with start_daemon() as d:
         q = d.qmp()
@@ -219,15 +222,18 @@ def test_fuse_counters():
             fd = os.open(mnt, os.O_RDWR | os.O_DIRECT)
             try:
                 buf = bytearray(os.pread(fd, 4096, 0))
-                import mmap
                 m = mmap.mmap(-1, 8192)
                 m.write(b'\x06' * 8192)
                 os.pwritev(fd, [m], 0)
                 os.fsync(fd)
+                libc = ctypes.CDLL(None, use_errno=True)
+                # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE = 3
+                assert_eq(libc.fallocate(fd, 3, ctypes.c_long(65536), ctypes.c_long(16384)), 0,
+                          'punch hole')
             finally:
                 os.close(fd)
             assert_eq(len(buf), 4096, 'read')
-            got = _wait_counts(q, {'wr_bytes': 8192, 'wr_operations': 1,
+            got = _wait_counts(q, {'wr_bytes': 8192 + 16384, 'wr_operations': 2,
                                    'rd_bytes': 4096, 'rd_operations': 1}, qdev='fx')
             assert_eq(got['flush_operations'] >= 1, True, 'fsync counted')
         finally:
