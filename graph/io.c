@@ -244,9 +244,39 @@ uint64_t bd_node_wr_highest_offset(BdNode *node)
     return __atomic_load_n(&node->wr_highest_offset, __ATOMIC_RELAXED);
 }
 
+/* BLOCK_WRITE_THRESHOLD's data, carried as plain values to the main
+ * loop, where the event is built and sent: the request thread shares
+ * no GVariant with it. */
+typedef struct {
+    char *node_name;
+    uint64_t amount;
+    uint64_t threshold;
+} ThresholdEvent;
+
+static gboolean threshold_event_send(gpointer opaque)
+{
+    ThresholdEvent *ev = opaque;
+    GVariantDict d;
+
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "node-name", "s", ev->node_name);
+    g_variant_dict_insert(&d, "amount-exceeded", "x", (gint64)ev->amount);
+    g_variant_dict_insert(&d, "write-threshold", "x", (gint64)ev->threshold);
+    bd_event_emit("BLOCK_WRITE_THRESHOLD", g_variant_dict_end(&d));
+    return G_SOURCE_REMOVE;
+}
+
+static void threshold_event_free(gpointer opaque)
+{
+    ThresholdEvent *ev = opaque;
+
+    g_free(ev->node_name);
+    g_free(ev);
+}
+
 /* Before a write, write zeroes or discard reaches the driver: the first
  * request that ends past the threshold disarms it (compare-and-swap, so
- * that exactly one request fires) and emits the event. */
+ * that exactly one request fires) and has the event sent. */
 static void node_check_write_threshold(BdNode *node, uint64_t offset,
                                        uint64_t bytes)
 {
@@ -257,14 +287,14 @@ static void node_check_write_threshold(BdNode *node, uint64_t offset,
         if (__atomic_compare_exchange_n(&node->write_threshold, &wtr, 0,
                                         FALSE, __ATOMIC_RELAXED,
                                         __ATOMIC_RELAXED)) {
-            GVariantDict d;
-            g_variant_dict_init(&d, NULL);
-            g_variant_dict_insert(&d, "node-name", "s",
-                                  node->node_name ? node->node_name : "");
-            g_variant_dict_insert(&d, "amount-exceeded", "x",
-                                  (gint64)(end - wtr));
-            g_variant_dict_insert(&d, "write-threshold", "x", (gint64)wtr);
-            bd_event_emit("BLOCK_WRITE_THRESHOLD", g_variant_dict_end(&d));
+            ThresholdEvent *ev = g_new0(ThresholdEvent, 1);
+
+            ev->node_name = g_strdup(node->node_name ? node->node_name : "");
+            ev->amount = end - wtr;
+            ev->threshold = wtr;
+            g_main_context_invoke_full(NULL, G_PRIORITY_DEFAULT,
+                                       threshold_event_send, ev,
+                                       threshold_event_free);
             return;
         }
     }
