@@ -236,6 +236,7 @@ void bd_control_init(void)
     bd_cmd_core_register();
     bd_cmd_block_register();
     bd_cmd_block_graph_register();
+    bd_cmd_blockstats_register();
     bd_cmd_export_register();
     bd_cmd_job_register();
     bd_cmd_object_register();

@@ -36,6 +36,7 @@ static const BdQmpEvent events[] = {
     { "BLOCKD_BACKUP_PROGRESS", bd_backup_session_event_progress },
     { "BLOCKD_BACKUP_END", bd_backup_session_event_end },
     { "BLOCKD_CHECKPOINT_UNUSABLE", bd_checkpoint_event_unusable },
+    { "BLOCK_WRITE_THRESHOLD", bd_blockstats_event_write_threshold },
     { NULL } };
 
 const BdQmpEvent *bd_qmp_events(void)

@@ -59,6 +59,9 @@ JsonNode *bd_qmp_error_reply(const GError *err, JsonNode *id);
 void bd_cmd_core_register(void);
 void bd_cmd_block_register(void);
 void bd_cmd_block_graph_register(void);
+void bd_cmd_blockstats_register(void);
+/* BLOCK_WRITE_THRESHOLD's data type (cmd-blockstats.c). */
+const BdSchemaType *bd_blockstats_event_write_threshold(void);
 void bd_cmd_export_register(void);
 void bd_cmd_job_register(void);
 /* Job event data types (cmd-job.c), listed in events.c. */

@@ -324,7 +324,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
     BdFuseExport *fe = req_export(req);
-    int64_t len;
+    int64_t len, start;
     void *buf;
     int ret;
 
@@ -347,7 +347,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         reply_err(req, ENOMEM);
         return;
     }
+    start = bd_io_stats_now();
     ret = bd_entry_pread(fe->common.entry, off, size, buf, 0);
+    bd_io_stats_done(&fe->common.stats, BD_ACCT_READ, size, start, ret);
     if (ret < 0) {
         reply_err(req, -ret);
         return;
@@ -435,6 +437,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino,
 {
     BdFuseExport *fe = req_export(req);
     size_t size = fuse_buf_size(bufv);
+    int64_t start = bd_io_stats_now();
     int flags = 0;
     int ret;
 
@@ -445,6 +448,9 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino,
     if (ret == 1) {
         return;
     }
+    if (ret < 0) {
+        bd_io_stats_invalid(&fe->common.stats, BD_ACCT_WRITE);
+    }
     if (ret == 0) {
         if (bufv->count == 1 && (bufv->buf[0].flags & FUSE_BUF_IS_FD)) {
             ret = write_from_pipe(fe, bufv, off, size, flags);
@@ -454,6 +460,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino,
         } else {
             ret = -EIO;      /* libfuse passes one buffer */
         }
+        bd_io_stats_done(&fe->common.stats, BD_ACCT_WRITE, size, start, ret);
     }
     if (ret < 0) {
         reply_err(req, -ret);
@@ -466,7 +473,12 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
                      struct fuse_file_info *fi)
 {
     if (req_admit(req)) {
-        reply_status(req, bd_entry_flush(req_export(req)->common.entry));
+        BdExport *exp = &req_export(req)->common;
+        int64_t start = bd_io_stats_now();
+        int ret = bd_entry_flush(exp->entry);
+
+        bd_io_stats_done(&exp->stats, BD_ACCT_FLUSH, 0, start, ret);
+        reply_status(req, ret);
     }
 }
 
@@ -510,6 +522,7 @@ static int fallocate_zero(BdFuseExport *fe, int mode, uint64_t off,
     gboolean punch = mode & FALLOC_FL_PUNCH_HOLE;
     uint64_t end = off + bytes;
     int flags = punch ? BD_REQ_MAY_UNMAP | BD_REQ_NO_FALLBACK : 0;
+    int64_t start;
     int ret;
 
     if (punch && !(mode & FALLOC_FL_KEEP_SIZE)) {
@@ -532,7 +545,11 @@ static int fallocate_zero(BdFuseExport *fe, int mode, uint64_t off,
     if (fe->common.writethrough) {
         flags |= BD_REQ_FUA;
     }
+    /* Zeroing, punched or not, counts as a write (as NBD's write
+     * zeroes). */
+    start = bd_io_stats_now();
     ret = bd_entry_pwrite_zeroes(fe->common.entry, off, end - off, flags);
+    bd_io_stats_done(&fe->common.stats, BD_ACCT_WRITE, end - off, start, ret);
     return ret == -ENOTSUP ? -EOPNOTSUPP : ret;
 }
 

@@ -57,6 +57,7 @@ typedef struct BD_NBD_PACKED {
 struct BdNbdWorker {
     BdNbdClient *c;
     BdEntry *entry;
+    int io_err;          /* the request's I/O error (accounting), or 0 */
     BdNbdReqLimits lim;
     uint8_t *buf;
     size_t cap;
@@ -197,6 +198,7 @@ static int send_error(BdNbdWorker *w, const BdNbdRequest *req,
 
 static int send_errno(BdNbdWorker *w, const BdNbdRequest *req, int ret)
 {
+    w->io_err = ret;
     return send_error(w, req, bd_nbd_errno_to_wire(ret), g_strerror(-ret));
 }
 
@@ -758,12 +760,54 @@ void bd_nbd_worker_free(BdNbdWorker *w)
     g_free(w);
 }
 
+/* The accounting type of an NBD command; BD_ACCT__MAX: not counted
+ * (cache, block status), as QEMU's devices count only data requests. */
+static BdAcctType acct_type(const BdNbdRequest *req)
+{
+    switch (req->type) {
+    case NBD_CMD_READ:
+        return BD_ACCT_READ;
+    case NBD_CMD_WRITE:
+    case NBD_CMD_WRITE_ZEROES:
+        return BD_ACCT_WRITE;
+    case NBD_CMD_FLUSH:
+        return BD_ACCT_FLUSH;
+    case NBD_CMD_TRIM:
+        return BD_ACCT_UNMAP;
+    default:
+        return BD_ACCT__MAX;
+    }
+}
+
+/* One NBD command is one operation on the export's stats, however many
+ * graph calls it took (sparse reads, zero buffers): an invalid one when
+ * the request check refused it, a failed one when its I/O did. */
+static void account(BdNbdWorker *w, const BdNbdRequest *req, uint32_t err,
+                    int64_t start)
+{
+    BdIoStats *stats = &w->c->exp->common.stats;
+    BdAcctType type = acct_type(req);
+    uint64_t bytes = type == BD_ACCT_FLUSH ? 0 : req->length;
+
+    if (type == BD_ACCT__MAX) {
+        return;
+    }
+    if (err) {
+        bd_io_stats_invalid(stats, type);
+    } else {
+        bd_io_stats_done(stats, type, bytes, start, w->io_err);
+    }
+}
+
 int bd_nbd_worker_handle_inline(BdNbdWorker *w, const BdNbdRequest *req,
                                 uint32_t err)
 {
+    int64_t start = bd_io_stats_now();
     int ret;
 
+    w->io_err = 0;
     if (err) {
+        account(w, req, err, start);
         return send_error(w, req, err, "invalid request") < 0 ? -1 : 1;
     }
     /* Short reads only: the long ones go by sendfile, which may wait. */
@@ -775,15 +819,21 @@ int bd_nbd_worker_handle_inline(BdNbdWorker *w, const BdNbdRequest *req,
     }
     ret = do_read(w, req, BD_REQ_NOWAIT);
     if (ret == BD_NBD_WOULD_BLOCK) {
-        return 0;
+        return 0;           /* counted when a worker runs it */
     }
+    account(w, req, 0, start);
     return ret < 0 ? -1 : 1;
 }
 
 int bd_nbd_worker_handle(BdNbdWorker *w, const BdNbdRequest *req,
                          uint32_t err)
 {
-    int ret = handle_request(w, req, err);
+    int64_t start = bd_io_stats_now();
+    int ret;
+
+    w->io_err = 0;
+    ret = handle_request(w, req, err);
+    account(w, req, err, start);
 
     if (w->cap > BD_NBD_KEEP_BUF) {
         g_clear_pointer(&w->buf, free);

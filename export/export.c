@@ -179,6 +179,7 @@ BdExport *bd_export_add(GVariant *options, GError **errp)
     exp->writethrough = o.writethrough;
     exp->refcount = 1;
     exp->user_owned = TRUE;
+    bd_io_stats_init(&exp->stats);
     if (exp->writable) {
         perm |= BD_PERM_WRITE;
     }
@@ -227,6 +228,7 @@ static void export_destroy(BdExport *exp)
         exp->drv->destroy(exp);
     }
     g_clear_pointer(&exp->entry, bd_entry_free);
+    bd_io_stats_destroy(&exp->stats);
     g_free(exp->id);
     g_free(exp->node_name);
     g_free(exp);

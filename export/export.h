@@ -28,6 +28,7 @@
 #define BD_EXPORT_EXPORT_H
 
 #include "graph/entry.h"
+#include "graph/stats.h"
 
 typedef struct BdExport BdExport;
 typedef struct BdExportDriver BdExportDriver;
@@ -69,6 +70,11 @@ struct BdExport {
      * replying: a client that has its answer must not look "in use". */
     gint refcount;
     gboolean user_owned;       /* not yet deleted by the user (main) */
+    /* The export's request accounting, as QEMU's device models keep
+     * theirs on their BlockBackend: one operation per client request
+     * (an NBD command, a FUSE read/write/fsync/fallocate), counted by
+     * the export driver with atomics (graph/stats.h). */
+    BdIoStats stats;
     gboolean shutting_down;    /* (main) */
 };
 

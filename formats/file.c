@@ -45,6 +45,9 @@ typedef struct {
      * one of the first open.  A reopen with other flags gets a new data
      * fd but keeps this one, so the locks never lapse. */
     int lock_fd;
+    /* query-blockstats' driver-specific counters (QEMU's file-posix
+     * BlockStatsSpecificFile): discards that reached the file. */
+    uint64_t discard_nb_ok, discard_nb_failed, discard_bytes_ok;
 } FileState;
 
 /* --- schema (QAPI BlockdevOptionsFile) --- */
@@ -482,7 +485,16 @@ static int file_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
                          FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                          offset, bytes);
     /* Discard is advisory: no hole punching means nothing to do. */
-    return ret == -ENOTSUP ? 0 : ret;
+    if (ret == -ENOTSUP) {
+        ret = 0;
+    }
+    if (ret < 0) {
+        __atomic_fetch_add(&s->discard_nb_failed, 1, __ATOMIC_RELAXED);
+    } else {
+        __atomic_fetch_add(&s->discard_nb_ok, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->discard_bytes_ok, bytes, __ATOMIC_RELAXED);
+    }
+    return ret;
 }
 
 static int file_flush(BdNode *node)
@@ -859,10 +871,26 @@ static void file_query_image_info(BdNode *node, GVariantDict *image)
     g_variant_dict_insert(image, "dirty-flag", "b", FALSE);
 }
 
+static void file_query_stats(BdNode *node, GVariantDict *stats)
+{
+    FileState *s = node->opaque;
+
+    g_variant_dict_insert(stats, "discard-nb-ok", "t",
+                          __atomic_load_n(&s->discard_nb_ok,
+                                          __ATOMIC_RELAXED));
+    g_variant_dict_insert(stats, "discard-nb-failed", "t",
+                          __atomic_load_n(&s->discard_nb_failed,
+                                          __ATOMIC_RELAXED));
+    g_variant_dict_insert(stats, "discard-bytes-ok", "t",
+                          __atomic_load_n(&s->discard_bytes_ok,
+                                          __ATOMIC_RELAXED));
+}
+
 /* Everything 'file' and 'host_device' share: the same code serves
  * regular files and devices (file_setup tells them apart). */
 #define FILE_DRIVER_CALLBACKS                        \
     .query_image_info = file_query_image_info,       \
+    .query_stats = file_query_stats,                 \
     .options = file_options,                         \
     .is_protocol = TRUE,                             \
     .reopen_prepare = file_reopen_prepare,           \

@@ -23,6 +23,7 @@
 #include "graph/reqlist.h"
 #include "graph/bitmap.h"
 #include "graph/debug-event.h"
+#include "graph/events.h"
 
 /* Zero buffer for write-zeroes fallbacks. */
 #define ZERO_CHUNK (1u << 20)
@@ -225,6 +226,95 @@ static int node_pwrite_unaligned(BdNode *node, uint64_t offset,
     return ret;
 }
 
+/* --- write threshold and highest offset (QEMU's write-threshold.c and
+ * bdrv_co_write_req_finish) --- */
+
+void bd_node_set_write_threshold(BdNode *node, uint64_t threshold)
+{
+    __atomic_store_n(&node->write_threshold, threshold, __ATOMIC_RELAXED);
+}
+
+uint64_t bd_node_write_threshold(BdNode *node)
+{
+    return __atomic_load_n(&node->write_threshold, __ATOMIC_RELAXED);
+}
+
+uint64_t bd_node_wr_highest_offset(BdNode *node)
+{
+    return __atomic_load_n(&node->wr_highest_offset, __ATOMIC_RELAXED);
+}
+
+/* BLOCK_WRITE_THRESHOLD's data, carried as plain values to the main
+ * loop, where the event is built and sent: the request thread shares
+ * no GVariant with it. */
+typedef struct {
+    char *node_name;
+    uint64_t amount;
+    uint64_t threshold;
+} ThresholdEvent;
+
+static gboolean threshold_event_send(gpointer opaque)
+{
+    ThresholdEvent *ev = opaque;
+    GVariantDict d;
+
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "node-name", "s", ev->node_name);
+    g_variant_dict_insert(&d, "amount-exceeded", "x", (gint64)ev->amount);
+    g_variant_dict_insert(&d, "write-threshold", "x", (gint64)ev->threshold);
+    bd_event_emit("BLOCK_WRITE_THRESHOLD", g_variant_dict_end(&d));
+    return G_SOURCE_REMOVE;
+}
+
+static void threshold_event_free(gpointer opaque)
+{
+    ThresholdEvent *ev = opaque;
+
+    g_free(ev->node_name);
+    g_free(ev);
+}
+
+/* Before a write, write zeroes or discard reaches the driver: the first
+ * request that ends past the threshold disarms it (compare-and-swap, so
+ * that exactly one request fires) and has the event sent. */
+static void node_check_write_threshold(BdNode *node, uint64_t offset,
+                                       uint64_t bytes)
+{
+    uint64_t end = offset + bytes;
+    uint64_t wtr = __atomic_load_n(&node->write_threshold, __ATOMIC_RELAXED);
+
+    while (wtr != 0 && wtr < end) {
+        if (__atomic_compare_exchange_n(&node->write_threshold, &wtr, 0,
+                                        FALSE, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED)) {
+            ThresholdEvent *ev = g_new0(ThresholdEvent, 1);
+
+            ev->node_name = g_strdup(node->node_name ? node->node_name : "");
+            ev->amount = end - wtr;
+            ev->threshold = wtr;
+            g_main_context_invoke_full(NULL, G_PRIORITY_DEFAULT,
+                                       threshold_event_send, ev,
+                                       threshold_event_free);
+            return;
+        }
+    }
+}
+
+/* After a write or write zeroes, whatever its result (as QEMU). */
+static void node_note_write_end(BdNode *node, uint64_t offset,
+                                uint64_t bytes)
+{
+    uint64_t end = offset + bytes;
+    uint64_t cur = __atomic_load_n(&node->wr_highest_offset,
+                                   __ATOMIC_RELAXED);
+
+    while (cur < end &&
+           !__atomic_compare_exchange_n(&node->wr_highest_offset, &cur, end,
+                                        TRUE, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED)) {
+    }
+}
+
 int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
                    const void *buf, int flags)
 {
@@ -254,12 +344,14 @@ int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
         }
         return bd_node_pwrite_zeroes(node, offset, bytes, zflags);
     }
+    node_check_write_threshold(node, offset, bytes);
     tracked = node_req_begin(node, &req, offset, bytes);
     if (node->request_alignment > 1 && !is_aligned(node, offset, bytes)) {
         ret = node_pwrite_unaligned(node, offset, bytes, buf, flags);
     } else {
         ret = node_pwrite_aligned(node, offset, bytes, buf, flags);
     }
+    node_note_write_end(node, offset, bytes);
     if (tracked) {
         bd_req_end(&node->reqs, &req);
     }
@@ -360,6 +452,7 @@ int bd_node_pwrite_from_fd(BdNode *node, uint64_t offset, uint64_t bytes,
     } else if (!drv->pwrite_from_fd) {
         return -ENOTSUP;
     }
+    node_check_write_threshold(node, offset, bytes);
     tracked = node_req_begin(node, &req, offset, bytes);
     if (!drv->pwrite) {
         ret = bd_node_pwrite_from_fd(filtered->node, offset, bytes, in_fd,
@@ -378,6 +471,7 @@ int bd_node_pwrite_from_fd(BdNode *node, uint64_t offset, uint64_t bytes,
     }
     /* As bd_node_pwrite; a refusal wrote nothing, the fallback records. */
     if (ret != -ENOTSUP) {
+        node_note_write_end(node, offset, bytes);
         bd_dirty_bitmaps_record(node, offset, bytes);
     }
     return ret;
@@ -454,12 +548,14 @@ int64_t bd_node_copy_range_from_fd(BdNode *dst, uint64_t offset,
          * grows, a format allocates at its file's end). */
         return -ENOTSUP;
     }
+    node_check_write_threshold(dst, offset, bytes);
     tracked = node_req_begin(dst, &req, offset, bytes);
     ret = dst->drv->copy_range_from(dst, offset, bytes, fd, fd_offset);
     if (tracked) {
         bd_req_end(&dst->reqs, &req);
     }
     if (ret > 0) {
+        node_note_write_end(dst, offset, (uint64_t)ret);
         bd_dirty_bitmaps_record(dst, offset, (uint64_t)ret);
     }
     if (ret == 0 || kernel_cannot(ret)) {
@@ -533,6 +629,7 @@ int bd_node_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
     if (!node->discard_unmap) {
         flags &= ~BD_REQ_MAY_UNMAP;
     }
+    node_check_write_threshold(node, offset, bytes);
     /* Unaligned, the fallback below is a read-modify-write. */
     tracked = node_req_begin(node, &req, offset, bytes);
     if (drv->pwrite_zeroes) {
@@ -552,6 +649,7 @@ int bd_node_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
         bd_req_end(&node->reqs, &req);
     }
     if (ret != -ENOTSUP) {
+        node_note_write_end(node, offset, bytes);
         bd_dirty_bitmaps_record(node, offset, bytes);
     }
     return ret;
@@ -573,6 +671,7 @@ int bd_node_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
         /* Discard is advisory: without discard=unmap it does nothing. */
         return ret;
     }
+    node_check_write_threshold(node, offset, bytes);
     /* Never a read-modify-write: not serialising even when unaligned. */
     if (tracked) {
         bd_req_begin(&node->reqs, &req, offset, bytes, FALSE);

@@ -384,6 +384,10 @@ struct BdDriver {
     gboolean (*snapshot_delete)(BdNode *node, const char *id,
                                 const char *name, BdSnapshotInfo *deleted,
                                 GError **errp);
+    /* query-blockstats' "driver-specific" members of this driver (QEMU's
+     * BlockStatsSpecific; "driver" is added by the caller).  NULL: the
+     * driver has none and the member is left out.  Main thread. */
+    void (*query_stats)(BdNode *node, GVariantDict *stats);
 };
 
 struct BdChild {
@@ -478,6 +482,13 @@ struct BdNode {
     /* Checkpoints already reported unusable (checkpoint.c), made when
      * first needed.  Main thread only. */
     struct BdNodeCheckpoints *checkpoints;
+
+    /* QEMU's wr_highest_offset: the end of the furthest write or write
+     * zeroes that reached this node (atomic max, io.c); and the write
+     * threshold (block-set-write-threshold, 0: none), swapped to 0 by
+     * the write that passes it, which emits BLOCK_WRITE_THRESHOLD. */
+    uint64_t wr_highest_offset;
+    uint64_t write_threshold;
 
     /* Data-changing requests in flight at this node (io.c): keeps a
      * read-modify-write apart from writes to the same blocks. */
@@ -584,6 +595,12 @@ BdNode *bd_node_backing(BdNode *node);
  * commits and when a child is attached, detached or replaced.  Main
  * thread, node not in use or drained. */
 void bd_node_refresh_limits(BdNode *node);
+
+/* block-set-write-threshold: arm (or with 0 disarm) the one-shot
+ * threshold of 'node'.  Any thread. */
+void bd_node_set_write_threshold(BdNode *node, uint64_t threshold);
+uint64_t bd_node_write_threshold(BdNode *node);
+uint64_t bd_node_wr_highest_offset(BdNode *node);
 
 /* Publish a new size (atomic store).  Drivers that grow the node from
  * several threads serialize their own read-modify-write of the size. */

@@ -76,7 +76,6 @@ GVariant *bd_node_query_info(BdNode *node, gboolean flat)
 
     static const char *const zero_fields[] = {
         "bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr",
-        "write_threshold",
     };
     GVariantDict info, cache;
     int depth = 0;
@@ -105,6 +104,9 @@ GVariant *bd_node_query_info(BdNode *node, gboolean flat)
     for (gsize i = 0; i < G_N_ELEMENTS(zero_fields); i++) {
         g_variant_dict_insert(&info, zero_fields[i], "x", (gint64)0);
     }
+    /* A uint64 shown as QAPI's int, as QEMU prints it. */
+    g_variant_dict_insert(&info, "write_threshold", "x",
+                          (gint64)bd_node_write_threshold(node));
     g_variant_dict_insert_value(&info, "cache", g_variant_dict_end(&cache));
     g_variant_dict_insert_value(&info, "image",
                                 node_image_info(node, !flat));
