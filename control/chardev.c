@@ -324,3 +324,16 @@ void bd_chardev_cleanup(void)
     g_ptr_array_free(chardevs, TRUE);
     chardevs = NULL;
 }
+
+GPtrArray *bd_chardev_ids(void)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    GPtrArray *ids = g_ptr_array_new_with_free_func(g_free);
+
+    for (guint i = 0; chardevs && i < chardevs->len; i++) {
+        BdChardev *c = chardevs->pdata[i];
+        g_ptr_array_add(ids, g_strdup(c->id));
+    }
+    return ids;
+}

@@ -74,6 +74,11 @@ void bd_cmd_checkpoint_register(void);
 const BdSchemaType *bd_checkpoint_event_unusable(void);
 void bd_cmd_transaction_register(void);
 void bd_cmd_object_register(void);
+/* qom-* and x-blockdev-set-iothread (cmd-qom.c). */
+void bd_cmd_qom_register(void);
+/* The ids of /objects: throttle groups and objects/'s, sorted
+ * (cmd-object.c). */
+GPtrArray *bd_cmd_object_ids(void);
 void bd_cmd_backup_register(void);
 void bd_cmd_stream_register(void);
 void bd_cmd_mirror_register(void);
@@ -93,6 +98,8 @@ typedef void (*BdChardevAccept)(GSocketConnection *conn, gpointer opaque);
 gboolean bd_chardev_claim(const char *id, BdChardevAccept accept,
                           gpointer opaque, GError **errp);
 void bd_chardev_cleanup(void);
+/* The ids of the chardevs, in creation order (qom-list /chardevs). */
+GPtrArray *bd_chardev_ids(void);
 
 /* Monitor (monitor.c): send one line of JSON to every negotiated
  * session. */
