@@ -107,6 +107,7 @@ static const QomClass classes[] = {
     { "tls-creds-x509", "tls-creds", FALSE, tls_x509_props },
     { "chardev", NULL, TRUE, no_props },
     { "chardev-socket", "chardev", FALSE, chardev_socket_props },
+    { "chardev-ringbuf", "chardev", FALSE, no_props },
     { NULL } };
 
 static const QomClass *class_find(const char *name)
@@ -185,13 +186,27 @@ static gboolean resolve_object(const char *id, QomPath *p)
     return TRUE;
 }
 
+static gboolean ringbuf_exists(const char *id)
+{
+    g_autoptr(GPtrArray) ids = bd_ringbuf_ids();
+
+    for (guint i = 0; i < ids->len; i++) {
+        if (strcmp(ids->pdata[i], id) == 0) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
 static gboolean resolve_chardev(const char *id, QomPath *p)
 {
-    if (!chardev_exists(id)) {
+    gboolean ring = ringbuf_exists(id);
+
+    if (!ring && !chardev_exists(id)) {
         return FALSE;
     }
     p->kind = PATH_CHARDEV;
-    p->cls = class_find("chardev-socket");
+    p->cls = class_find(ring ? "chardev-ringbuf" : "chardev-socket");
     p->id = g_strdup(id);
     return TRUE;
 }
@@ -210,7 +225,8 @@ static gboolean resolve_path(const char *path, QomPath *p, GError **errp)
         gboolean obj = !strchr(path, '/') && bd_throttle_group_exists(path);
         g_autoptr(BdObject) o = strchr(path, '/') ? NULL
                                                   : bd_object_find(path);
-        gboolean chr = !strchr(path, '/') && chardev_exists(path);
+        gboolean chr = !strchr(path, '/') &&
+                       (chardev_exists(path) || ringbuf_exists(path));
 
         if ((obj || o) && !chr) {
             ok = resolve_object(path, p);
@@ -279,6 +295,12 @@ static GPtrArray *container_children(PathKind kind)
     } else if (kind == PATH_CHARDEVS) {
         g_autoptr(GPtrArray) ids = bd_chardev_ids();
 
+        g_autoptr(GPtrArray) rings = bd_ringbuf_ids();
+
+        for (guint i = 0; i < rings->len; i++) {
+            g_ptr_array_add(out, g_strdup(rings->pdata[i]));
+            g_ptr_array_add(out, g_strdup("chardev-ringbuf"));
+        }
         for (guint i = 0; i < ids->len; i++) {
             g_ptr_array_add(out, g_strdup(ids->pdata[i]));
             g_ptr_array_add(out, g_strdup("chardev-socket"));

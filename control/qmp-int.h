@@ -100,6 +100,13 @@ gboolean bd_chardev_claim(const char *id, BdChardevAccept accept,
 void bd_chardev_cleanup(void);
 /* The ids of the chardevs, in creation order (qom-list /chardevs). */
 GPtrArray *bd_chardev_ids(void);
+/* query-chardev's 'filename' of socket chardev 'id' (new), or NULL. */
+char *bd_chardev_filename(const char *id);
+/* Runtime chardevs (cmd-chardev.c): the ringbufs' ids, the commands,
+ * and their cleanup at exit. */
+GPtrArray *bd_ringbuf_ids(void);
+void bd_cmd_chardev_register(void);
+void bd_cmd_chardev_cleanup(void);
 
 /* Monitor (monitor.c): send one line of JSON to every negotiated
  * session. */

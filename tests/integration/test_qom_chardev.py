@@ -291,12 +291,72 @@ def test_qom_list_types_and_properties():
              'DeviceNotFound')
 
 
+def test_ringbuf_round_trip():
+    with start_daemon() as d:
+        q = d.qmp()
+        rb = {'type': 'ringbuf', 'data': {'size': 8}}
+        assert_eq(q.execute('chardev-add', {'id': 'r0', 'backend': rb}), {}, 'chardev-add')
+        info = {c['label']: c for c in q.execute('query-chardev')}
+        assert_eq(info['r0'], {'label': 'r0', 'filename': 'ringbuf', 'frontend-open': False},
+                  'query-chardev ringbuf')
+        assert_eq(info['qmp0']['filename'], 'unix:%s,server=on' % d.qmp_path,
+                  'query-chardev socket')
+        assert_eq(info['qmp0']['frontend-open'], True, 'monitor attached')
+        # The ring keeps the newest 8 bytes.
+        q.execute('ringbuf-write', {'device': 'r0', 'data': 'hello world'})
+        assert_eq(q.execute('ringbuf-read', {'device': 'r0', 'size': 100}), 'lo world',
+                  'utf8 round trip')
+        assert_eq(q.execute('ringbuf-read', {'device': 'r0', 'size': 100}), '', 'drained')
+        q.execute('ringbuf-write', {'device': 'r0', 'data': 'aGk=', 'format': 'base64'})
+        assert_eq(q.execute('ringbuf-read', {'device': 'r0', 'size': 1, 'format': 'base64'}),
+                  'aA==', 'base64, partial read')
+        assert_eq(q.execute('ringbuf-read', {'device': 'r0', 'size': 5}), 'i', 'rest')
+        q.execute('ringbuf-write', {'device': 'r0', 'data': 'h\u00e9'})
+        assert_eq(q.execute('ringbuf-read', {'device': 'r0', 'size': 8, 'format': 'base64'}),
+                  'aMOp', 'utf8 bytes')
+        chardevs = _props(q.execute('qom-list', {'path': '/chardevs'}))
+        assert_eq(chardevs['r0'], 'child<chardev-ringbuf>', 'qom-list /chardevs')
+        assert_eq(q.execute('qom-get', {'path': '/chardevs/r0', 'property': 'type'}),
+                  'chardev-ringbuf', 'ringbuf type')
+        q.execute('chardev-send-break', {'id': 'r0'})
+        q.execute('chardev-send-break', {'id': 'qmp0'})
+        for cmd, args, desc in (
+                ('chardev-add', {'id': 'r1', 'backend': {'type': 'ringbuf', 'data': {'size': 6}}},
+                 "Failed to add chardev 'r1': size of ringbuf chardev must be power of two"),
+                ('chardev-add', {'id': 'r0', 'backend': rb}, "Chardev with id 'r0' already exists"),
+                ('chardev-add', {'id': 'qmp0', 'backend': rb},
+                 "Chardev with id 'qmp0' already exists"),
+                ('chardev-add', {'id': 'r2', 'backend': {'type': 'nope', 'data': {}}},
+                 "Parameter 'type' does not accept value 'nope'"),
+                ('ringbuf-write', {'device': 'r0', 'data': '!!', 'format': 'base64'},
+                 'Base64 data contains invalid characters'),
+                ('ringbuf-read', {'device': 'r0', 'size': 0}, 'size must be greater than zero'),
+                ('ringbuf-read', {'device': 'nope', 'size': 1}, "Device 'nope' not found"),
+                ('ringbuf-read', {'device': 'qmp0', 'size': 1}, 'qmp0 is not a ringbuf device'),
+                ('ringbuf-write', {'device': 'qmp0', 'data': 'x'},
+                 'qmp0 is not a ringbuf device'),
+                ('chardev-send-break', {'id': 'nope'}, "Chardev 'nope' not found"),
+                ('chardev-change', {'id': 'nope', 'backend': rb}, "Chardev 'nope' does not exist"),
+                ('chardev-change', {'id': 'qmp0', 'backend': rb},
+                 'Chardev user does not support chardev hotswap'),
+                ('chardev-remove', {'id': 'qmp0'}, "Chardev 'qmp0' is busy")):
+            _err(q, cmd, args, desc)
+        q.execute('chardev-remove', {'id': 'r0'})
+        _err(q, 'chardev-remove', {'id': 'r0'}, "Chardev 'r0' not found")
+        assert_eq([c['label'] for c in q.execute('query-chardev')], ['qmp0'], 'removed')
+        names = [b['name'] for b in q.execute('query-chardev-backends')]
+        for b in ('ringbuf', 'socket'):
+            assert_in(b, names, 'query-chardev-backends')
+
+
 def test_commands_listed():
     with _daemon() as d:
         q = d.qmp()
         names = {c['name'] for c in q.execute('query-commands')}
         for c in ('qom-list', 'qom-get', 'qom-set', 'qom-list-types',
-                  'qom-list-properties', 'x-blockdev-set-iothread'):
+                  'qom-list-properties', 'x-blockdev-set-iothread', 'chardev-add',
+                  'chardev-remove', 'chardev-change', 'chardev-send-break', 'query-chardev',
+                  'query-chardev-backends', 'ringbuf-read', 'ringbuf-write'):
             assert_in(c, names, 'query-commands')
         schema = {e['name']: e for e in q.execute('query-qmp-schema')}
         for c in ('qom-list', 'qom-get', 'qom-set', 'x-blockdev-set-iothread'):
