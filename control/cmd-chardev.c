@@ -91,9 +91,10 @@ static const BdSchemaType backend_kind = {
     .enum_values = backend_kinds };
 
 static const BdSchemaField ringbuf_fields[] = {
-    { "logfile", &bd_schema_str, TRUE },
-    { "logappend", &bd_schema_bool, TRUE },
-    { "size", &bd_schema_int, TRUE },
+    /* Read from the variant by chardev_add. */
+    { "logfile", &bd_schema_str, TRUE, .flags = BD_FIELD_GENERIC },
+    { "logappend", &bd_schema_bool, TRUE, .flags = BD_FIELD_IGNORED },
+    { "size", &bd_schema_int, TRUE, .flags = BD_FIELD_GENERIC },
     { NULL } };
 static const BdSchemaType ringbuf_type = {
     .name = "ChardevRingbuf", .kind = BD_SCHEMA_OBJECT,
@@ -123,7 +124,7 @@ static const BdSchemaType backend_type = {
 
 static const BdSchemaField add_fields[] = {
     BD_FIELD("id", &bd_schema_str, BD_AT(CharArgs, id), .def.s = ""),
-    BD_FIELD("backend", &backend_type),
+    BD_FIELD("backend", &backend_type, .flags = BD_FIELD_GENERIC),
     { NULL } };
 static const BdSchemaType add_args = {
     .name = "q_obj_chardev-add-arg", .kind = BD_SCHEMA_OBJECT,

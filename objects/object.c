@@ -151,7 +151,7 @@ gboolean bd_object_add(const BdObjectType *type, const char *id,
         return FALSE;
     }
     g_assert(obj->type == type && strcmp(obj->id, id) == 0);
-    obj->props = g_variant_ref(props);
+    obj->props = props ? g_variant_ref(props) : NULL;
 
     bd_mutex_lock(&table_lock);
     /* The key is the object's own id, which lives as long as the entry;
