@@ -25,6 +25,7 @@
 #include "graph/main-thread.h"
 #include "objects/iothread.h"
 #include "objects/object.h"
+#include "objects/tls-creds.h"
 
 /* --- the classes --- */
 
@@ -590,6 +591,42 @@ static gboolean iothread_set(BdIothread *io, const char *prop,
                            g_variant_get_int64(v), errp);
 }
 
+/* Secrets and TLS credentials read their properties once, when they
+ * are created (QEMU's 'complete'): QEMU's setters still store a new
+ * value, which qom-get shows and nothing uses.  The same here. */
+static gboolean stored_prop_set(BdObject *obj, const char *name,
+                                GVariant *value, GError **errp)
+{
+    const BdSchemaField *f = obj->type->props->fields;
+    g_autoptr(GVariant) v = NULL;
+    g_auto(GVariantBuilder) b = G_VARIANT_BUILDER_INIT(G_VARIANT_TYPE_VARDICT);
+    GVariantIter it;
+    const char *key;
+    GVariant *old;
+
+    while (f->name && strcmp(f->name, name) != 0) {
+        f++;
+    }
+    g_assert(f->name);
+    v = validate_member(name, f->type, value, errp);
+    if (!v) {
+        return FALSE;
+    }
+    if (obj->props) {
+        g_variant_iter_init(&it, obj->props);
+        while (g_variant_iter_next(&it, "{&sv}", &key, &old)) {
+            if (strcmp(key, name) != 0) {
+                g_variant_builder_add(&b, "{sv}", key, old);
+            }
+            g_variant_unref(old);
+        }
+    }
+    g_variant_builder_add(&b, "{sv}", name, v);
+    g_clear_pointer(&obj->props, g_variant_unref);
+    obj->props = g_variant_ref_sink(g_variant_builder_end(&b));
+    return TRUE;
+}
+
 static gboolean qom_set(GVariant *args, JsonNode **ret, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
@@ -622,6 +659,10 @@ static gboolean qom_set(GVariant *args, JsonNode **ret, GError **errp)
     }
     if (bd_object_is_kind(p.obj, BD_IOTHREAD_KIND)) {
         return iothread_set((BdIothread *)p.obj, prop->name, value, errp);
+    }
+    if (strcmp(p.obj->type->name, "secret") == 0 ||
+        bd_object_is_kind(p.obj, BD_TLS_CREDS_KIND)) {
+        return stored_prop_set(p.obj, prop->name, value, errp);
     }
     g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                 "Property '%s.%s' cannot be changed in blockd after the "

@@ -184,6 +184,27 @@ def test_throttle_live_change_io():
         run(['qemu-io', '-r', '-U', '-f', 'raw', '-c', 'read -P 0x33 0 64k', img])
 
 
+def test_qom_set_stored_properties():
+    """Secrets and TLS credentials take a new value that qom-get shows
+    (used by nothing once created, as in QEMU); 'loaded' is read-only."""
+    with start_daemon() as d:
+        q = d.qmp()
+        q.execute('object-add', {'qom-type': 'secret', 'id': 's0', 'data': 'abc'})
+        q.execute('object-add', {'qom-type': 'tls-creds-anon', 'id': 't0',
+                                 'endpoint': 'server'})
+        for path, prop, value in (('s0', 'data', 'x'), ('t0', 'endpoint', 'client'),
+                                  ('t0', 'verify-peer', False)):
+            q.execute('qom-set', {'path': '/objects/' + path, 'property': prop, 'value': value})
+            assert_eq(q.execute('qom-get', {'path': path, 'property': prop}), value, prop)
+        for path, prop, value, desc in (
+                ('s0', 'data', 1, "Invalid parameter type for 'data', expected: string"),
+                ('s0', 'format', 'nope', "Parameter 'format' does not accept value 'nope'"),
+                ('s0', 'loaded', False, "Property 'secret.loaded' is not writable"),
+                ('t0', 'endpoint', 'x', "Parameter 'endpoint' does not accept value 'x'")):
+            _err(q, 'qom-set', {'path': '/objects/' + path, 'property': prop, 'value': value},
+                 desc)
+
+
 def test_iothread_objects():
     with _daemon() as d:
         q = d.qmp()
