@@ -18,6 +18,7 @@
  * Thread model: main thread only.
  */
 #include <string.h>
+#include "objects/authz-int.h"   /* first: it sets G_LOG_DOMAIN */
 #include "control/input.h"
 #include "control/qmp-int.h"
 #include "formats/throttle-group.h"
@@ -627,6 +628,34 @@ static gboolean stored_prop_set(BdObject *obj, const char *name,
     return TRUE;
 }
 
+/* authz-simple's identity and authz-list's policy and rules change
+ * live, as QEMU's: stored for qom-get, then given to the object. */
+static gboolean authz_prop_set(BdObject *obj, const char *name,
+                               GVariant *value, GError **errp)
+{
+    g_autoptr(GVariant) policy = NULL;
+    g_autoptr(GVariant) rules = NULL;
+    g_autoptr(GVariant) identity = NULL;
+
+    if (!stored_prop_set(obj, name, value, errp)) {
+        return FALSE;
+    }
+    if (obj->type == &bd_authz_simple_type) {
+        identity = g_variant_lookup_value(obj->props, "identity", NULL);
+        bd_authz_simple_set_identity(obj, g_variant_get_string(identity,
+                                                               NULL));
+        return TRUE;
+    }
+    policy = g_variant_lookup_value(obj->props, "policy", NULL);
+    rules = g_variant_lookup_value(obj->props, "rules", NULL);
+    bd_authz_list_set(obj, policy ? bd_schema_enum_index(
+                                        &bd_authz_policy_type,
+                                        g_variant_get_string(policy, NULL))
+                                  : 0,
+                      rules);
+    return TRUE;
+}
+
 static gboolean qom_set(GVariant *args, JsonNode **ret, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
@@ -663,6 +692,10 @@ static gboolean qom_set(GVariant *args, JsonNode **ret, GError **errp)
     if (strcmp(p.obj->type->name, "secret") == 0 ||
         bd_object_is_kind(p.obj, BD_TLS_CREDS_KIND)) {
         return stored_prop_set(p.obj, prop->name, value, errp);
+    }
+    if (p.obj->type == &bd_authz_simple_type ||
+        p.obj->type == &bd_authz_list_type) {
+        return authz_prop_set(p.obj, prop->name, value, errp);
     }
     g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                 "Property '%s.%s' cannot be changed in blockd after the "
