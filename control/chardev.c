@@ -21,6 +21,7 @@
 typedef struct {
     char *id;
     char *path;                /* unix socket path to unlink, or NULL */
+    char *filename;            /* QEMU's query-chardev 'filename' */
     GSocketService *service;
     gboolean claimed;
     gulong handler;
@@ -55,6 +56,7 @@ static void chardev_free(BdChardev *c)
     }
     g_free(c->id);
     g_free(c->path);
+    g_free(c->filename);
     g_free(c);
 }
 
@@ -248,6 +250,9 @@ gboolean bd_chardev_add(const char *arg, GError **errp)
     if (!chardevs) {
         chardevs = g_ptr_array_new();
     }
+    c->filename = path ? g_strdup_printf("unix:%s,server=on", path)
+                       : g_strdup_printf("tcp:%s:%s,server=on",
+                                         host ? host : "", port);
     g_ptr_array_add(chardevs, c);
 
     /* wait=on (the default): start-up waits for the first client, which
@@ -323,4 +328,26 @@ void bd_chardev_cleanup(void)
     }
     g_ptr_array_free(chardevs, TRUE);
     chardevs = NULL;
+}
+
+GPtrArray *bd_chardev_ids(void)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    GPtrArray *ids = g_ptr_array_new_with_free_func(g_free);
+
+    for (guint i = 0; chardevs && i < chardevs->len; i++) {
+        BdChardev *c = chardevs->pdata[i];
+        g_ptr_array_add(ids, g_strdup(c->id));
+    }
+    return ids;
+}
+
+char *bd_chardev_filename(const char *id)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    BdChardev *c = chardev_find(id);
+
+    return c ? g_strdup(c->filename) : NULL;
 }

@@ -240,6 +240,8 @@ void bd_control_init(void)
     bd_cmd_export_register();
     bd_cmd_job_register();
     bd_cmd_object_register();
+    bd_cmd_qom_register();
+    bd_cmd_chardev_register();
     bd_cmd_bitmap_register();
     bd_cmd_transaction_register();
     bd_cmd_checkpoint_register();

@@ -18,6 +18,7 @@
 #include "export/export.h"
 #include "export-nbd/nbd-server.h"
 #include "graph/error.h"
+#include "objects/iothread.h"
 #include "graph/main-thread.h"
 
 /* --- socket addresses (qapi/sockets.json) --- */
@@ -263,6 +264,21 @@ gboolean bd_cmd_block_export_add(GVariant *options, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
+    g_autoptr(GVariant) io = g_variant_lookup_value(options, "iothread",
+                                                    NULL);
+
+    /* An export's iothread must exist (QEMU's check); blockd's exports
+     * keep their own worker threads whatever it names (README). */
+    if (io) {
+        const char *id = g_variant_get_string(io, NULL);
+        g_autoptr(BdObject) obj = bd_object_find_kind(id, BD_IOTHREAD_KIND);
+
+        if (!obj) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "iothread \"%s\" not found", id);
+            return FALSE;
+        }
+    }
     return bd_export_add(options, errp) != NULL;
 }
 

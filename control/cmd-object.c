@@ -234,6 +234,27 @@ static gboolean object_del(GVariant *args, JsonNode **ret, GError **errp)
     return TRUE;
 }
 
+static gint compare_ids(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+GPtrArray *bd_cmd_object_ids(void)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    GPtrArray *ids = bd_object_list_ids();
+    GHashTableIter it;
+    gpointer key;
+
+    g_hash_table_iter_init(&it, throttle_group_ids());
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        g_ptr_array_add(ids, g_strdup(key));
+    }
+    g_ptr_array_sort(ids, compare_ids);
+    return ids;
+}
+
 static const BdQmpCommand object_commands[] = {
     { "object-add", bd_cmd_object_options_schema, TRUE, NULL, object_add },
     { "object-del", del_args_fn, FALSE, NULL, object_del },

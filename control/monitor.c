@@ -344,6 +344,7 @@ void bd_monitor_cleanup(void)
         session_close(s);
     }
     bd_chardev_cleanup();
+    bd_cmd_chardev_cleanup();
     for (guint i = 0; monitors && i < monitors->len; i++) {
         BdMonitor *mon = monitors->pdata[i];
         g_free(mon->chardev);

@@ -80,6 +80,11 @@ extern const BdSchemaType bd_cmd_snapshot_info_list;
 const BdSchemaType *bd_checkpoint_event_unusable(void);
 void bd_cmd_transaction_register(void);
 void bd_cmd_object_register(void);
+/* qom-* and x-blockdev-set-iothread (cmd-qom.c). */
+void bd_cmd_qom_register(void);
+/* The ids of /objects: throttle groups and objects/'s, sorted
+ * (cmd-object.c). */
+GPtrArray *bd_cmd_object_ids(void);
 void bd_cmd_backup_register(void);
 void bd_cmd_snapshot_register(void);
 void bd_cmd_stream_register(void);
@@ -100,6 +105,15 @@ typedef void (*BdChardevAccept)(GSocketConnection *conn, gpointer opaque);
 gboolean bd_chardev_claim(const char *id, BdChardevAccept accept,
                           gpointer opaque, GError **errp);
 void bd_chardev_cleanup(void);
+/* The ids of the chardevs, in creation order (qom-list /chardevs). */
+GPtrArray *bd_chardev_ids(void);
+/* query-chardev's 'filename' of socket chardev 'id' (new), or NULL. */
+char *bd_chardev_filename(const char *id);
+/* Runtime chardevs (cmd-chardev.c): the ringbufs' ids, the commands,
+ * and their cleanup at exit. */
+GPtrArray *bd_ringbuf_ids(void);
+void bd_cmd_chardev_register(void);
+void bd_cmd_chardev_cleanup(void);
 
 /* Monitor (monitor.c): send one line of JSON to every negotiated
  * session. */

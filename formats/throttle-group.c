@@ -363,6 +363,54 @@ gboolean bd_throttle_config_from_props(BdThrottleConfig *cfg,
     return bd_throttle_config_is_valid(cfg, errp);
 }
 
+/* The ThrottleLimits of a configuration, every member set (QEMU's
+ * throttle_config_to_limits, for qom-get of 'limits'). */
+void bd_throttle_config_to_limits(const BdThrottleConfig *cfg,
+                                  gint64 out[BD_THROTTLE_N_LIMITS])
+{
+    for (gsize i = 0; i < N_PROPS; i++) {
+        const BdLeakyBucket *b = &cfg->buckets[props[i].bucket];
+
+        switch (props[i].kind) {
+        case PROP_AVG:
+            out[i] = (gint64)b->avg;
+            break;
+        case PROP_MAX:
+            out[i] = (gint64)b->max;
+            break;
+        case PROP_BURST:
+            out[i] = (gint64)b->burst_length;
+            break;
+        case PROP_OP_SIZE:
+            out[i] = (gint64)cfg->op_size;
+            break;
+        }
+    }
+}
+
+const char *bd_throttle_limit_name(gsize i)
+{
+    g_assert(i < N_PROPS);
+    return limits_fields[i].name;
+}
+
+const BdSchemaType *bd_throttle_limits_type(void)
+{
+    return &limits_type;
+}
+
+gboolean bd_throttle_config_from_limits(BdThrottleConfig *cfg,
+                                        GVariant *limits, GError **errp)
+{
+    g_autoptr(GVariantBuilder) b =
+        g_variant_builder_new(G_VARIANT_TYPE_VARDICT);
+    g_autoptr(GVariant) props_v = NULL;
+
+    g_variant_builder_add(b, "{sv}", "limits", limits);
+    props_v = g_variant_ref_sink(g_variant_builder_end(b));
+    return bd_throttle_config_from_props(cfg, props_v, errp);
+}
+
 /* --- groups --- */
 
 /* A request waiting for its turn; lives on the waiter's stack. */
@@ -379,7 +427,8 @@ static GHashTable *registry BD_STATIC_GUARDED_BY(registry_lock);
 struct BdThrottleGroup {
     char *name;
     int users BD_STATIC_GUARDED_BY(registry_lock); /* throttle nodes on it */
-    gboolean enabled;        /* any limit at all (fixed) */
+    gint enabled;            /* atomic: any limit at all (qom-set may
+                              * change it) */
 
     BdMutex lock;            /* protects what follows (and the members'
                               * queues and turn links) */
@@ -412,7 +461,7 @@ void bd_throttle_group_create(const char *id, const BdThrottleConfig *cfg)
     BdThrottleGroup *tg = g_new0(BdThrottleGroup, 1);
 
     tg->name = g_strdup(id);
-    tg->enabled = bd_throttle_config_enabled(cfg);
+    g_atomic_int_set(&tg->enabled, bd_throttle_config_enabled(cfg));
     bd_mutex_init(&tg->lock);
     g_cond_init(&tg->cond);
     bd_mutex_lock(&tg->lock);
@@ -491,6 +540,44 @@ BdThrottleGroup *bd_throttle_group_get(const char *id, GError **errp)
     return tg;
 }
 
+void bd_throttle_group_get_config(const char *id, BdThrottleConfig *cfg)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    BdThrottleGroup *tg;
+
+    bd_mutex_lock(&registry_lock);
+    tg = g_hash_table_lookup(groups_locked(), id);
+    bd_mutex_unlock(&registry_lock);
+    /* Only the main thread deletes groups: tg stays valid here. */
+    g_assert(tg);
+    bd_mutex_lock(&tg->lock);
+    *cfg = tg->cfg;
+    bd_mutex_unlock(&tg->lock);
+}
+
+void bd_throttle_group_set_config(const char *id,
+                                  const BdThrottleConfig *cfg)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    BdThrottleGroup *tg;
+
+    bd_mutex_lock(&registry_lock);
+    tg = g_hash_table_lookup(groups_locked(), id);
+    bd_mutex_unlock(&registry_lock);
+    g_assert(tg);
+    /* As QEMU's throttle_group_config: new limits, levels start again;
+     * waiters are woken to recompute their wait under the new ones. */
+    bd_mutex_lock(&tg->lock);
+    tg->cfg = *cfg;
+    bd_throttle_config_reset(&tg->cfg);
+    tg->previous_leak = now_ns();
+    g_atomic_int_set(&tg->enabled, bd_throttle_config_enabled(cfg));
+    bd_mutex_unlock(&tg->lock);
+    bd_throttle_group_kick(tg);
+}
+
 void bd_throttle_group_put(BdThrottleGroup *tg)
 {
     BD_GLOBAL_STATE_CODE();
@@ -553,7 +640,7 @@ void bd_throttle_group_intercept(BdThrottleGroup *tg, BdThrottleMember *m,
     Waiter w = { .link = { .data = &w } };
     gboolean served = TRUE;
 
-    if (!tg->enabled) {
+    if (!g_atomic_int_get(&tg->enabled)) {
         return;
     }
     bd_mutex_lock(&tg->lock);

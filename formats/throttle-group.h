@@ -70,6 +70,18 @@ void bd_throttle_account(BdThrottleConfig *cfg, gboolean is_write,
 /* The schema of ThrottleGroupProperties (object-add's throttle-group). */
 extern const BdSchemaType bd_throttle_group_props_type;
 
+/* ThrottleLimits (qom-get/qom-set of a group's 'limits'): its 19
+ * members in schema order, by index. */
+#define BD_THROTTLE_N_LIMITS 19
+void bd_throttle_config_to_limits(const BdThrottleConfig *cfg,
+                                  gint64 out[BD_THROTTLE_N_LIMITS]);
+const char *bd_throttle_limit_name(gsize i);
+const BdSchemaType *bd_throttle_limits_type(void);
+/* Apply a validated ThrottleLimits dictionary over 'cfg' and check the
+ * result (QEMU's messages). */
+gboolean bd_throttle_config_from_limits(BdThrottleConfig *cfg,
+                                        GVariant *limits, GError **errp);
+
 /* Fill 'cfg' (initialised) from validated ThrottleGroupProperties: the
  * legacy flat x-iops-total, ... properties, then the 'limits' dictionary
  * (ThrottleLimits).  Checks what QEMU's property setters check, which
@@ -103,6 +115,11 @@ gboolean bd_throttle_group_delete(const char *id, GError **errp);
  * exist" when absent); bd_throttle_group_put drops it. */
 BdThrottleGroup *bd_throttle_group_get(const char *id, GError **errp);
 void bd_throttle_group_put(BdThrottleGroup *tg);
+/* Main thread; the group 'id' must exist.  Read its limits, or replace
+ * them live (levels reset, waiters woken). */
+void bd_throttle_group_get_config(const char *id, BdThrottleConfig *cfg);
+void bd_throttle_group_set_config(const char *id,
+                                  const BdThrottleConfig *cfg);
 const char *bd_throttle_group_name(const BdThrottleGroup *tg);
 
 /* Wait until a request of 'bytes' may go, then account it.  Returns at

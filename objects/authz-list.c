@@ -11,7 +11,8 @@
 
 typedef struct {
     BdAuthz parent;
-    BdAuthzRules *rules;
+    GMutex lock;             /* protects the 'rules' pointer (a leaf) */
+    BdAuthzRules *rules;     /* immutable; replaced by qom-set */
 } AuthzList;
 
 /* AuthZListProperties (qapi/authz.json). */
@@ -34,8 +35,28 @@ static gboolean list_is_allowed(BdAuthz *authz, const char *identity,
                                 GError **errp)
 {
     AuthzList *l = (AuthzList *)authz;
+    g_autoptr(BdAuthzRules) rules = NULL;
 
-    return bd_authz_rules_allow(l->rules, identity);
+    g_mutex_lock(&l->lock);
+    rules = bd_authz_rules_ref(l->rules);
+    g_mutex_unlock(&l->lock);
+    return bd_authz_rules_allow(rules, identity);
+}
+
+void bd_authz_list_set(BdObject *obj, int policy, GVariant *rules)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    AuthzList *l = (AuthzList *)obj;
+    BdAuthzRules *old;
+    BdAuthzRules *fresh = bd_authz_rules_from_variant(policy, rules);
+
+    g_assert(obj->type == &bd_authz_list_type);
+    g_mutex_lock(&l->lock);
+    old = l->rules;
+    l->rules = fresh;
+    g_mutex_unlock(&l->lock);
+    bd_authz_rules_unref(old);
 }
 
 static BdObject *list_create(const char *id, GVariant *props, GError **errp)
@@ -48,6 +69,7 @@ static BdObject *list_create(const char *id, GVariant *props, GError **errp)
     bd_schema_decode(list_fields, props, &p);
     bd_object_init(&l->parent.parent, &bd_authz_list_type, id);
     l->parent.is_allowed = list_is_allowed;
+    g_mutex_init(&l->lock);
     l->rules = bd_authz_rules_from_variant(p.policy, p.rules);
     return &l->parent.parent;
 }
@@ -57,6 +79,7 @@ static void list_free(BdObject *obj)
     AuthzList *l = (AuthzList *)obj;
 
     bd_authz_rules_unref(l->rules);
+    g_mutex_clear(&l->lock);
     bd_object_finalize(obj);
     g_free(l);
 }

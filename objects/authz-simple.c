@@ -2,8 +2,9 @@
 /* The 'authz-simple' object (QEMU's authz/simple.c): allows exactly one
  * identity, given at creation.
  *
- * Thread model: created on the main thread, immutable afterwards; its
- * check runs on any thread.
+ * Thread model: created on the main thread; its check runs on any
+ * thread while qom-set (main thread) may replace the identity: 'lock'
+ * protects it (a leaf lock).
  */
 #include <string.h>
 #include "graph/main-thread.h"
@@ -11,7 +12,8 @@
 
 typedef struct {
     BdAuthz parent;
-    char *identity;
+    GMutex lock;
+    char *identity;          /* under 'lock' */
 } AuthzSimple;
 
 /* AuthZSimpleProperties (qapi/authz.json). */
@@ -30,8 +32,27 @@ static gboolean simple_is_allowed(BdAuthz *authz, const char *identity,
                                   GError **errp)
 {
     AuthzSimple *s = (AuthzSimple *)authz;
+    gboolean allowed;
 
-    return strcmp(s->identity, identity) == 0;
+    g_mutex_lock(&s->lock);
+    allowed = strcmp(s->identity, identity) == 0;
+    g_mutex_unlock(&s->lock);
+    return allowed;
+}
+
+void bd_authz_simple_set_identity(BdObject *obj, const char *identity)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    AuthzSimple *s = (AuthzSimple *)obj;
+    char *old;
+
+    g_assert(obj->type == &bd_authz_simple_type);
+    g_mutex_lock(&s->lock);
+    old = s->identity;
+    s->identity = g_strdup(identity);
+    g_mutex_unlock(&s->lock);
+    g_free(old);
 }
 
 static BdObject *simple_create(const char *id, GVariant *props,
@@ -45,6 +66,7 @@ static BdObject *simple_create(const char *id, GVariant *props,
     bd_schema_decode(simple_fields, props, &p);
     bd_object_init(&s->parent.parent, &bd_authz_simple_type, id);
     s->parent.is_allowed = simple_is_allowed;
+    g_mutex_init(&s->lock);
     s->identity = g_strdup(p.identity);
     return &s->parent.parent;
 }
@@ -54,6 +76,7 @@ static void simple_free(BdObject *obj)
     AuthzSimple *s = (AuthzSimple *)obj;
 
     g_free(s->identity);
+    g_mutex_clear(&s->lock);
     bd_object_finalize(obj);
     g_free(s);
 }

@@ -28,4 +28,11 @@ gboolean bd_authz_is_allowed(BdObject *authz, const char *identity,
 gboolean bd_authz_is_allowed_by_id(const char *authz_id,
                                    const char *identity, GError **errp);
 
+/* Main thread: qom-set of an authz-simple's 'identity' or an
+ * authz-list's 'policy' or 'rules' ('value' validated against the
+ * property's type; the object's stored properties are updated by the
+ * caller).  Takes effect for the next check on any thread. */
+void bd_authz_simple_set_identity(BdObject *obj, const char *identity);
+void bd_authz_list_set(BdObject *obj, int policy, GVariant *rules);
+
 #endif

@@ -42,6 +42,7 @@ void bd_object_finalize(BdObject *obj)
 {
     g_assert(g_atomic_int_get(&obj->refcount) == 0);
     g_clear_pointer(&obj->id, g_free);
+    g_clear_pointer(&obj->props, g_variant_unref);
 }
 
 /* --- types --- */
@@ -150,6 +151,7 @@ gboolean bd_object_add(const BdObjectType *type, const char *id,
         return FALSE;
     }
     g_assert(obj->type == type && strcmp(obj->id, id) == 0);
+    obj->props = props ? g_variant_ref(props) : NULL;
 
     bd_mutex_lock(&table_lock);
     /* The key is the object's own id, which lives as long as the entry;
@@ -232,6 +234,21 @@ BdObject *bd_object_find_kind(const char *id, const char *kind)
         return NULL;
     }
     return g_steal_pointer(&obj);
+}
+
+GPtrArray *bd_object_list_ids(void)
+{
+    GPtrArray *ids = g_ptr_array_new_with_free_func(g_free);
+    GHashTableIter it;
+    gpointer key;
+
+    bd_mutex_lock(&table_lock);
+    g_hash_table_iter_init(&it, table_locked());
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        g_ptr_array_add(ids, g_strdup(key));
+    }
+    bd_mutex_unlock(&table_lock);
+    return ids;
 }
 
 void bd_objects_cleanup(void)

@@ -51,6 +51,9 @@ struct BdObject {
     char *id;
     gint refcount;     /* atomic: the table's, plus one per lookup */
     gint users;        /* atomic: holders that make object-del fail */
+    /* The properties it was created with (a{sv}), for qom-get; set by
+     * bd_object_add, main thread only. */
+    GVariant *props;
 };
 
 /* For create/free implementations: set up and tear down the common
@@ -87,6 +90,9 @@ void bd_object_unref(BdObject *obj);
  * tls-creds, for example. */
 void bd_object_use(BdObject *obj);
 void bd_object_unuse(BdObject *obj);
+
+/* The ids in the table (a new array of new strings). */
+GPtrArray *bd_object_list_ids(void);
 
 /* Main thread, at exit: drop every object. */
 void bd_objects_cleanup(void);

@@ -6,6 +6,7 @@
 
 #include "graph/main-thread.h"
 #include "objects/authz.h"
+#include "objects/iothread.h"
 #include "objects/object.h"
 #include "objects/secret.h"
 #include "objects/tls-creds.h"
@@ -20,6 +21,7 @@ static const BdObjectType *const bd_objects_table[] = {
     &bd_tls_creds_anon_type,
     &bd_tls_creds_psk_type,
     &bd_tls_creds_x509_type,
+    &bd_iothread_type,
 };
 
 void bd_objects_register_builtin(void)

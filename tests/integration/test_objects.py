@@ -341,6 +341,8 @@ def test_schema():
     expected = {
         'secret': ['loaded', 'format', 'keyid', 'iv', 'data', 'file'],
         'authz-simple': ['identity'],
+        'iothread': ['aio-max-batch', 'thread-pool-min', 'thread-pool-max',
+                     'poll-max-ns', 'poll-grow', 'poll-shrink'],
         'authz-list': ['policy', 'rules'],
         'authz-listfile': ['filename', 'refresh'],
         'tls-creds-anon': ['verify-peer', 'dir', 'endpoint', 'priority', 'loaded'],
