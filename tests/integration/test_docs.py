@@ -15,6 +15,7 @@ These check blockd's own documentation: they skip against the reference.
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -287,6 +288,17 @@ def test_meson_install():
         exec_start = '/' + os.path.join(bindir, 'blockd') + ' $BLOCKD_OPTIONS'
         if 'ExecStart=' + exec_start not in unit:
             raise AssertionError('blockd@.service does not run %s:\n%s' % (exec_start, unit))
+        # systemd accepts the unit (an instance of it, running the
+        # installed binary)
+        if shutil.which('systemd-analyze'):
+            inst = os.path.join(dest, 'blockd@test.service')
+            with open(inst, 'w') as f:
+                f.write(unit.replace(exec_start, os.path.join(dest, bindir, 'blockd')
+                                     + ' $BLOCKD_OPTIONS'))
+            p = subprocess.run(['systemd-analyze', 'verify', '--man=no', inst],
+                               capture_output=True, text=True, timeout=60)
+            assert_eq((p.returncode, p.stderr.strip()), (0, ''),
+                      'systemd-analyze verify blockd@.service')
         # the installed daemon runs
         out = run([os.path.join(dest, bindir, 'blockd'), '--version']).stdout
         assert_eq(out.startswith('blockd version'), True, 'installed blockd --version')
