@@ -450,6 +450,7 @@ static const BdSchemaField info_fields[] = {
     BD_FIELD("id", &bd_schema_str),
     BD_FIELD("node", &bd_schema_str),
     BD_FIELD("export-name", &bd_schema_str),
+    BD_OPT("nbd-uri", &bd_schema_str),
     BD_OPT("since", &bd_schema_str),
     BD_OPT("new-checkpoint", &bd_schema_str),
     BD_FIELD("fleecing-target", &bd_schema_str),
@@ -468,6 +469,7 @@ static const BdSchemaType info_list = {
 static const BdSchemaType *begin_args_fn(void) { return &begin_args; }
 static const BdSchemaType *end_args_fn(void) { return &end_args; }
 static const BdSchemaType *info_list_fn(void) { return &info_list; }
+static const BdSchemaType *info_fn(void) { return &info_type; }
 
 static gboolean check_begin(const BeginArgs *a, GError **errp)
 {
@@ -494,6 +496,46 @@ static gboolean check_begin(const BeginArgs *a, GError **errp)
     return TRUE;
 }
 
+/* One BlockdBackupInfo. */
+static void build_session_info(JsonBuilder *b, Session *s)
+{
+    BdExport *exp = bd_export_find(s->id);
+    g_autofree char *uri = bd_nbd_server_uri(s->export_name);
+
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "id");
+    json_builder_add_string_value(b, s->id);
+    json_builder_set_member_name(b, "node");
+    json_builder_add_string_value(b, s->node_name);
+    json_builder_set_member_name(b, "export-name");
+    json_builder_add_string_value(b, s->export_name);
+    if (uri) {
+        json_builder_set_member_name(b, "nbd-uri");
+        json_builder_add_string_value(b, uri);
+    }
+    if (s->since) {
+        json_builder_set_member_name(b, "since");
+        json_builder_add_string_value(b, s->since);
+    }
+    if (s->new_checkpoint) {
+        json_builder_set_member_name(b, "new-checkpoint");
+        json_builder_add_string_value(b, s->new_checkpoint);
+    }
+    json_builder_set_member_name(b, "fleecing-target");
+    json_builder_add_string_value(b, s->target->node_name);
+    json_builder_set_member_name(b, "dirty-bytes");
+    json_builder_add_int_value(b, (gint64)s->dirty_bytes);
+    json_builder_set_member_name(b, "bytes-read");
+    json_builder_add_int_value(b, (gint64)session_bytes_read(s));
+    json_builder_set_member_name(b, "clients");
+    json_builder_add_boolean_value(b, exp && export_has_clients(exp));
+    if (s->lease_seconds) {
+        json_builder_set_member_name(b, "lease-seconds");
+        json_builder_add_int_value(b, s->lease_seconds);
+    }
+    json_builder_end_object(b);
+}
+
 static gboolean backup_begin(GVariant *args, JsonNode **ret, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
@@ -505,7 +547,6 @@ static gboolean backup_begin(GVariant *args, JsonNode **ret, GError **errp)
     BdCheckpointChange *checkpoint = NULL;
     gboolean ok;
 
-    (void)ret;
     bd_schema_decode(begin_fields, args, &a);
     if (!check_begin(&a, errp)) {
         return FALSE;
@@ -559,6 +600,10 @@ static gboolean backup_begin(GVariant *args, JsonNode **ret, GError **errp)
     g_ptr_array_add(sessions, s);
     s->alone_since = g_get_monotonic_time();
     s->tick = g_timeout_add_seconds(SESSION_TICK_SECONDS, session_tick, s);
+
+    g_autoptr(JsonBuilder) b = json_builder_new();
+    build_session_info(b, s);
+    *ret = json_builder_get_root(b);
     return TRUE;
 }
 
@@ -592,37 +637,7 @@ static gboolean query_backups(GVariant *args, JsonNode **ret, GError **errp)
     (void)errp;
     json_builder_begin_array(b);
     for (guint i = 0; sessions && i < sessions->len; i++) {
-        Session *s = sessions->pdata[i];
-        BdExport *exp = bd_export_find(s->id);
-
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "id");
-        json_builder_add_string_value(b, s->id);
-        json_builder_set_member_name(b, "node");
-        json_builder_add_string_value(b, s->node_name);
-        json_builder_set_member_name(b, "export-name");
-        json_builder_add_string_value(b, s->export_name);
-        if (s->since) {
-            json_builder_set_member_name(b, "since");
-            json_builder_add_string_value(b, s->since);
-        }
-        if (s->new_checkpoint) {
-            json_builder_set_member_name(b, "new-checkpoint");
-            json_builder_add_string_value(b, s->new_checkpoint);
-        }
-        json_builder_set_member_name(b, "fleecing-target");
-        json_builder_add_string_value(b, s->target->node_name);
-        json_builder_set_member_name(b, "dirty-bytes");
-        json_builder_add_int_value(b, (gint64)s->dirty_bytes);
-        json_builder_set_member_name(b, "bytes-read");
-        json_builder_add_int_value(b, (gint64)session_bytes_read(s));
-        json_builder_set_member_name(b, "clients");
-        json_builder_add_boolean_value(b, exp && export_has_clients(exp));
-        if (s->lease_seconds) {
-            json_builder_set_member_name(b, "lease-seconds");
-            json_builder_add_int_value(b, s->lease_seconds);
-        }
-        json_builder_end_object(b);
+        build_session_info(b, sessions->pdata[i]);
     }
     json_builder_end_array(b);
     *ret = json_builder_get_root(b);
@@ -630,7 +645,7 @@ static gboolean query_backups(GVariant *args, JsonNode **ret, GError **errp)
 }
 
 static const BdQmpCommand session_commands[] = {
-    { "x-blockd-backup-begin", begin_args_fn, FALSE, NULL, backup_begin },
+    { "x-blockd-backup-begin", begin_args_fn, FALSE, info_fn, backup_begin },
     { "x-blockd-backup-end", end_args_fn, FALSE, NULL, backup_end },
     { "x-blockd-query-backups", NULL, FALSE, info_list_fn, query_backups },
     { NULL } };

@@ -33,7 +33,7 @@ qemu-io -f qcow2 -c 'write -P 0x11 0 4M' "$dir/disk.qcow2" >/dev/null
     --monitor chardev=qmp0 &
 pid=$!
 for _ in $(seq 100); do [[ -S $dir/qmp.sock && -S $dir/nbd.sock ]] && break; sleep 0.05; done
-export BLOCKD_SOCKET=$dir/qmp.sock BLOCKD_NBD_SOCKET=$dir/nbd.sock
+export BLOCKD_SOCKET=$dir/qmp.sock   # blockctl finds the NBD server through it
 uri="nbd+unix:///disk?socket=$dir/nbd.sock"
 
 # 2. A full backup into backups/ (a qcow2 image and a manifest).
@@ -48,8 +48,9 @@ qemu-img convert -U -f raw -O raw "$uri" "$dir/tuesday.raw"
 
 # 4. Restore both points and compare them with what the disk held.
 "$blockctl" restore "$dir/backups" --at 0 --verify "$dir/restored0.raw"
-"$blockctl" restore "$dir/backups" --at 1 --verify "$dir/restored1.raw"
+"$blockctl" restore "$dir/backups" --at 1 --verify "$dir/restored1.qcow2"
 qemu-img compare -q -f raw -F raw "$dir/restored0.raw" "$dir/monday.raw"
-qemu-img compare -q -f raw -F raw "$dir/restored1.raw" "$dir/tuesday.raw"
+qemu-img compare -q -F raw "$dir/restored1.qcow2" "$dir/tuesday.raw"
+qemu-img check -q "$dir/restored1.qcow2"
 for f in "$dir"/backups/*.qcow2; do qemu-img check -q "$f"; done
 echo "example finished: OK"

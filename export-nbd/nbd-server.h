@@ -33,6 +33,10 @@ gboolean bd_nbd_server_start(const BdSocketAddress *addr,
 /* Closes the listener and every NBD export ("NBD server not running"). */
 gboolean bd_nbd_server_stop(GError **errp);
 gboolean bd_nbd_server_running(void);
+/* Main thread.  The NBD URI (libnbd's syntax) at which a client on this
+ * host reaches 'export_name' on the running server, or NULL when no
+ * server listens.  Free with g_free(). */
+char *bd_nbd_server_uri(const char *export_name);
 
 /* One client in transmission, for x-query-nbd-clients. */
 typedef struct {

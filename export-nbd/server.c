@@ -61,6 +61,43 @@ gboolean bd_nbd_server_running(void)
     return server != NULL;
 }
 
+char *bd_nbd_server_uri(const char *export_name)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    g_autofree char *name = NULL;
+    const char *scheme;
+
+    if (!server || getsockname(server->fd, (struct sockaddr *)&ss, &len) < 0) {
+        return NULL;
+    }
+    name = g_uri_escape_string(export_name, NULL, FALSE);
+    if (ss.ss_family == AF_UNIX) {
+        g_autofree char *path = g_uri_escape_string(server->unix_path, "/",
+                                                    FALSE);
+        scheme = server->tls_creds ? "nbds+unix" : "nbd+unix";
+        return g_strdup_printf("%s:///%s?socket=%s", scheme, name, path);
+    }
+    if (getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), serv,
+                    sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        return NULL;
+    }
+    /* A wildcard listener is reached on the loopback address from here;
+     * a client elsewhere knows the host it wants. */
+    if (!strcmp(host, "0.0.0.0")) {
+        g_strlcpy(host, "127.0.0.1", sizeof(host));
+    } else if (!strcmp(host, "::")) {
+        g_strlcpy(host, "::1", sizeof(host));
+    }
+    scheme = server->tls_creds ? "nbds" : "nbd";
+    return g_strdup_printf(strchr(host, ':') ? "%s://[%s]:%s/%s"
+                                             : "%s://%s:%s/%s",
+                           scheme, host, serv, name);
+}
+
 uint32_t bd_nbd_server_max_connections(void)
 {
     return (uint32_t)g_atomic_int_get(&max_conns);

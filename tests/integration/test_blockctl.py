@@ -347,5 +347,142 @@ def test_backup_failure_leaves_dir_unchanged():
         assert_in('does not match its checksum', p.stderr, '--verify')
 
 
+def test_backup_address_from_daemon_and_qcow2_restore():
+    """Without --nbd, blockctl pulls from the address the daemon reports
+    (x-blockd-backup-begin's nbd-uri), over a unix or a TCP listener;
+    restore writes a qcow2 target (by name or --format) that passes
+    qemu-img check and compares equal; --json progress comes as JSON
+    lines on stderr with the result alone on stdout."""
+    bt.require_tool('qemu-img')
+    with backup_daemon() as d:
+        d.start()
+        q = d.qmp()
+        info = q.execute('x-blockd-backup-begin', {'node': 'disk', 'id': 'probe'})
+        assert_eq(info['nbd-uri'], 'nbd+unix:///probe?socket=%s' % d.path('nbd.sock'),
+                  'the session reports its export address')
+        assert_eq(q.execute('x-blockd-query-backups')[0]['nbd-uri'], info['nbd-uri'],
+                  'nbd-uri in x-blockd-query-backups')
+        q.execute('x-blockd-backup-end', {'id': 'probe'})
+        bk = d.path('bk')
+        exp = d.path('expected.raw')
+        bt.run(['qemu-img', 'convert', '-U', '-f', 'raw', '-O', 'raw', d.uri('disk'), exp])
+        p = ctl(d, '--json', 'backup', 'disk', bk, check=0)
+        entry = json.loads(p.stdout)
+        assert_eq(entry['kind'], 'full', 'the --json result')
+        lines = [json.loads(line) for line in p.stderr.splitlines() if line.strip()]
+        assert lines and all('progress' in x for x in lines), 'JSON progress lines: %r' % p.stderr
+        last = lines[-1]['progress']
+        assert_eq((last['operation'], last['done']), ('backup', last['total']), 'progress ends at the total')
+        for target, args in (('r1.qcow2', []), ('r2.img', ['--format', 'qcow2'])):
+            out = d.path(target)
+            ctl(d, 'restore', bk, *args, out, check=0)
+            info = json.loads(bt.run(['qemu-img', 'info', '--output=json', out]).stdout)
+            assert_eq(info['format'], 'qcow2', 'restored format of %s' % target)
+            bt.run(['qemu-img', 'check', '-q', out])
+            bt.run(['qemu-img', 'compare', '-q', '-F', 'raw', out, exp])
+            assert info['actual-size'] < 24 << 20, 'holes stay holes in the qcow2: %r' % info
+        # No NBD server: a clear error, the directory untouched.
+        q.execute('nbd-server-stop')
+        before = sorted(os.listdir(bk))
+        p = ctl(d, 'backup', 'disk', bk, check=1)
+        assert_in('NBD server not running', p.stderr, 'backup without a server')
+        assert_eq(sorted(os.listdir(bk)), before, 'the directory after the failed run')
+        # A TCP listener on port 0: the URI carries the port it bound.
+        q.execute('nbd-server-start', {'addr': {'type': 'inet', 'data': {'host': '127.0.0.1',
+                                                                          'port': '0'}}})
+        info = q.execute('x-blockd-backup-begin', {'node': 'disk', 'id': 'tcp'})
+        assert info['nbd-uri'].startswith('nbd://127.0.0.1:') and \
+            not info['nbd-uri'].startswith('nbd://127.0.0.1:0/'), info['nbd-uri']
+        q.execute('x-blockd-backup-end', {'id': 'tcp'})
+        ctl(d, 'backup', 'disk', bk, check=0)
+        assert_eq(len(json.loads(ctl(d, '--json', 'backup-list', bk).stdout)['chain']), 2,
+                  'an incremental over TCP')
+
+
+def test_backup_killed_midway():
+    """SIGKILL of blockctl in the middle of the copy: the manifest and the
+    chain stay as they were and restore; the next run cleans up the
+    leftover and completes; the daemon's session is ended by its lease
+    or by the next run's own session."""
+    bt.require_tool('qemu-img')
+    d = bt.Daemon(monitors=2)
+    with d:
+        img = d.path('disk.qcow2')
+        bt.run(['qemu-img', 'create', '-q', '-f', 'qcow2', img, '512M'])
+        bt.run(['qemu-io', '-c', 'write -P 0x5a 0 384M', img])
+        d.args += ['--blockdev', 'driver=qcow2,node-name=disk,file.driver=file,file.filename=%s' % img,
+                   '--nbd-server', 'addr.type=unix,addr.path=%s' % d.path('nbd.sock')]
+        d.wait.append(d.path('nbd.sock'))
+        d.start()
+        bk = d.path('bk')
+        ctl(d, 'backup', 'disk', bk, check=0)
+        before = open(os.path.join(bk, 'manifest.json')).read()
+        full = os.path.join(bk, '0000-full.qcow2')
+        full_sum = bt.run(['sha256sum', full]).stdout
+        # Change most of the image so that the incremental runs a while.
+        q = d.qmp()
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'w', 'node-name': 'disk',
+                                       'name': 'w', 'writable': True})
+        bt.qemu_io(d.uri('w'), 'write -P 0x6b 0 384M')
+        q.execute('block-export-del', {'id': 'w'})
+        p = subprocess.Popen([blockctl_exe(), '-s', d.qmp_paths[-1], '--json', 'backup', 'disk', bk,
+                              '--workers', '2'],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Kill it once it has copied something but not everything.
+        killed = False
+        for line in p.stderr:
+            prog = json.loads(line).get('progress', {})
+            if 0 < prog.get('done', 0) < prog.get('total', 0):
+                p.kill()
+                killed = True
+                break
+        p.wait()
+        if not killed:
+            raise Skip('the incremental finished before it could be killed')
+        assert_eq(open(os.path.join(bk, 'manifest.json')).read(), before, 'the manifest after the kill')
+        assert_eq(bt.run(['sha256sum', full]).stdout, full_sum, 'the full backup after the kill')
+        assert_eq(sorted(f for f in os.listdir(bk) if not f.startswith('.partial')),
+                  ['0000-full.qcow2', 'manifest.json'], 'the chain after the kill')
+        ctl(d, 'restore', bk, '--verify', d.path('r0.raw'), check=0)
+        bt.run(['qemu-io', '-f', 'raw', '-c', 'read -P 0x5a 0 384M', d.path('r0.raw')])
+        # The next run: the dead run's session ends, the leftover goes.
+        for s in q.execute('x-blockd-query-backups'):
+            q.execute('x-blockd-backup-end', {'id': s['id']})
+        ctl(d, 'backup', 'disk', bk, check=0)
+        files = sorted(os.listdir(bk))
+        assert not [f for f in files if f.startswith('.partial')], 'leftover removed: %r' % files
+        ctl(d, 'restore', bk, '--verify', d.path('r1.raw'), check=0)
+        bt.run(['qemu-io', '-f', 'raw', '-c', 'read -P 0x6b 0 384M', d.path('r1.raw')])
+        for f in files:
+            if f.endswith('.qcow2'):
+                bt.run(['qemu-img', 'check', '-q', os.path.join(bk, f)])
+
+
+def test_backup_full_disk():
+    """A backup directory on a file system too small for the backup: the
+    run fails with the reason (no space), leaves the directory as it
+    was, and the daemon keeps serving."""
+    if os.geteuid() != 0:
+        raise Skip('mounting a small tmpfs needs root')
+    with backup_daemon() as d:
+        d.start()
+        mnt = d.path('small')
+        os.mkdir(mnt)
+        r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3M', 'tmpfs', mnt],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise Skip('cannot mount a tmpfs: %s' % r.stderr)
+        try:
+            bk = os.path.join(mnt, 'bk')
+            p = ctl(d, 'backup', 'disk', bk, check=1)
+            assert_in('No space left on device', p.stderr, 'the reason')
+            assert_in('unchanged', p.stderr, 'the directory is unchanged')
+            assert_eq(sorted(os.listdir(bk)), [], 'nothing left in the directory')
+            assert_eq(d.qmp().execute('x-blockd-query-backups'), [], 'the session ended')
+            bt.qemu_io(d.uri('disk'), 'read -P 0x11 0 4M')
+        finally:
+            subprocess.run(['umount', '-l', mnt])
+
+
 if __name__ == '__main__':
     main(tests_of(globals()))
