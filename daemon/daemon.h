@@ -19,4 +19,15 @@ void bd_pidfile_remove(void);
 gboolean bd_daemonize_start(GError **errp);
 void bd_daemonize_ready(void);
 
+/* help.c: --help, --version and the help topics, listed from the
+ * registries (fill them first). */
+void bd_daemon_print_help(void);
+void bd_daemon_print_version(void);
+/* TRUE when the argument of --blockdev, --export or --object asks for
+ * help ("help", "driver=help", "qcow2,help", ...). */
+gboolean bd_daemon_help_requested(const char *option, const char *arg);
+/* Print the topic of --help [topic] (option "help") or of an option
+ * whose argument asked for help; returns the exit status. */
+int bd_daemon_print_topic(const char *option, const char *arg);
+
 #endif

@@ -33,62 +33,16 @@
 
 static GMainLoop *main_loop;
 
-static void print_help(void)
+/* The drivers, object types, export types and commands. */
+static void register_everything(void)
 {
-    printf(
-"Usage: blockd [options]\n"
-"blockd: a block-export daemon (qemu-storage-daemon compatible)\n"
-"\n"
-"  -h, --help             display this help and exit\n"
-"  -V, --version          output version information and exit\n"
-"\n"
-"  --blockdev [driver=]<driver>[,node-name=<N>][,discard=ignore|unmap]\n"
-"             [,cache.direct=on|off][,cache.no-flush=on|off]\n"
-"             [,read-only=on|off][,auto-read-only=on|off]\n"
-"             [,force-share=on|off][,detect-zeroes=on|off|unmap]\n"
-"             [,driver specific parameters...]\n"
-"                         configure a block node (drivers: file, raw,\n"
-"                         null-co, null-aio); the JSON form {...} works too\n"
-"\n"
-"  --chardev socket,id=<id>,path=<path>,server=on,wait=off\n"
-"                         configure a socket for a monitor\n"
-"\n"
-"  --daemonize            daemonize the process, and have the parent exit\n"
-"                         once startup is complete\n"
-"\n"
-"  --export [type=]nbd,id=<id>,node-name=<node-name>[,name=<export-name>]\n"
-"           [,description=<text>][,writable=on|off][,allocation-depth=on|off]\n"
-"                         export the specified block node over NBD\n"
-"                         (requires --nbd-server)\n"
-"\n"
-"  --monitor [chardev=]name[,mode=control][,pretty[=on|off]]\n"
-"                         configure a QMP monitor\n"
-"\n"
-"  --nbd-server addr.type=inet,addr.host=<host>,addr.port=<port>\n"
-"               [,max-connections=<n>]\n"
-"  --nbd-server addr.type=unix,addr.path=<path>[,max-connections=<n>]\n"
-"                         start an NBD server for exporting block nodes\n"
-"\n"
-"  --object secret,id=<id>,data=<data>|file=<file>[,format=raw|base64]\n"
-"           [,keyid=<secret-id>,iv=<base64>]\n"
-"  --object authz-simple,id=<id>,identity=<name>\n"
-"  --object authz-list,id=<id>[,policy=allow|deny][,rules.0.match=<m>\n"
-"           ,rules.0.policy=allow|deny[,rules.0.format=exact|glob]]...\n"
-"  --object authz-listfile,id=<id>,filename=<file>[,refresh=on|off]\n"
-"  --object throttle-group,id=<id>[,limits.iops-total=<n>][,limits.bps-read=<n>]...\n"
-"                         define a QOM object: a secret (passwords and\n"
-"                         keys), an authorization list or a throttle\n"
-"                         group (the JSON form {...} works too)\n"
-"\n"
-"  --pidfile <path>       write process ID to a file after startup\n"
-"\n"
-"Options are applied in the order given.\n");
-}
+    BD_GLOBAL_STATE_CODE();
 
-static void print_version(void)
-{
-    printf("blockd version " BLOCKD_VERSION "\n"
-           "QMP compatible with qemu-storage-daemon 7.2\n");
+    bd_formats_register_all();
+    bd_objects_register_builtin();
+    bd_export_register_driver(&bd_nbd_export_driver);
+    bd_export_register_driver(&bd_fuse_export_driver);
+    bd_control_init();
 }
 
 static gboolean on_signal(gpointer opaque)
@@ -176,23 +130,37 @@ static const struct option long_options[] = {
 
 static const char short_options[] = "+:hV";
 
+/* A help request found by the first pass: printed once the registries
+ * it lists are filled.  'option' is "help" (arg: the topic or NULL) or
+ * the option whose argument asked for help ("blockdev", ...). */
+typedef struct {
+    const char *option;
+    const char *arg;
+} HelpRequest;
+
 /* First pass: --help, --version, usage errors and --daemonize, before
  * anything is started (and before any thread exists, for fork). */
-static gboolean scan_options(int argc, char **argv)
+static gboolean scan_options(int argc, char **argv, HelpRequest *help)
 {
     gboolean daemonize = FALSE;
-    int c;
+    int c, index;
 
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, short_options, long_options,
-                            NULL)) != -1) {
+                            &index)) != -1) {
         switch (c) {
         case 'h':
-            print_help();
-            exit(EXIT_SUCCESS);
+            /* --help [drivers|exports|objects] */
+            if (!help->option) {
+                help->option = "help";
+                if (optind < argc && argv[optind][0] != '-') {
+                    help->arg = argv[optind++];
+                }
+            }
+            break;
         case 'V':
-            print_version();
+            bd_daemon_print_version();
             exit(EXIT_SUCCESS);
         case OPT_DAEMONIZE:
             daemonize = TRUE;
@@ -210,10 +178,15 @@ static gboolean scan_options(int argc, char **argv)
             }
             exit(EXIT_FAILURE);
         default:
+            if (c >= 256 && !help->option &&
+                bd_daemon_help_requested(long_options[index].name, optarg)) {
+                help->option = long_options[index].name;
+                help->arg = optarg;
+            }
             break;
         }
     }
-    if (optind < argc) {
+    if (optind < argc && !help->option) {
         fprintf(stderr, "blockd: Unexpected argument: %s\n", argv[optind]);
         exit(EXIT_FAILURE);
     }
@@ -251,8 +224,17 @@ int main(int argc, char **argv)
 {
     g_autoptr(GError) err = NULL;
     const char *pidfile = NULL;
-    gboolean daemonize = scan_options(argc, argv);
+    HelpRequest help = { NULL, NULL };
+    gboolean daemonize = scan_options(argc, argv, &help);
 
+    if (help.option) {
+        /* Lists what the registries hold: fill them, start nothing. */
+        BD_GLOBAL_STATE_CODE();
+        g_main_context_acquire(NULL);
+        register_everything();
+        return bd_daemon_print_topic(help.option, help.arg) == 0 ?
+               EXIT_SUCCESS : EXIT_FAILURE;
+    }
     if (daemonize && !bd_daemonize_start(&err)) {
         fprintf(stderr, "blockd: %s\n", err->message);
         return EXIT_FAILURE;
@@ -265,11 +247,7 @@ int main(int argc, char **argv)
     g_main_context_acquire(NULL);
     main_loop = g_main_loop_new(NULL, FALSE);
 
-    bd_formats_register_all();
-    bd_objects_register_builtin();
-    bd_export_register_driver(&bd_nbd_export_driver);
-    bd_export_register_driver(&bd_fuse_export_driver);
-    bd_control_init();
+    register_everything();
     bd_control_set_quit_handler(on_quit_command, NULL);
 
     /* Before any socket appears: a signal sent as soon as a socket is

@@ -28,6 +28,8 @@ pkgs=(
     gnutls-bin
     # dot: blockctl graph --format svg|png
     graphviz
+    # scdoc: the manual pages (doc/*.scd); man (man-db): tests render them
+    scdoc man-db
     # strace: tests count the zero-copy system calls (sendfile, splice)
     strace
     # cmp; fallocate; umount; dd, truncate, stat, mktemp (in a minimal
