@@ -52,6 +52,8 @@ BLOCKD = os.environ.get('BLOCKD') or os.path.join(REPO, 'build', 'daemon', 'bloc
 DAEMONS = [('blockd', BLOCKD), ('qemu-storage-daemon', 'qemu-storage-daemon')]
 MiB = 1 << 20
 JOBS = ('full backup', 'incr backup', 'mirror', 'stream', 'commit', 'active commit')
+# ONLY='active commit,mirror' runs those rows (and the ceilings) alone.
+ONLY = [j.strip() for j in os.environ.get('ONLY', '').split(',') if j.strip()]
 
 
 def sh(*argv):
@@ -238,6 +240,8 @@ def main():
                                                    'MiB/s', 'cpu s/GiB', 'speedup'))
         for alloc in ('full', '10%'):
             for kind in JOBS:
+                if ONLY and kind not in ONLY:
+                    continue
                 best = {}
                 for name, exe in DAEMONS:
                     best[name] = min(run_one(exe, d, tpl, alloc, kind) for _ in range(RUNS))
