@@ -7,6 +7,9 @@
  *
  * After an error the rest of the broken value is skipped (up to where
  * its depth returns to zero) so that the next request is read cleanly.
+ * A 0xFF byte or an ASCII control character other than tab, CR and LF
+ * resets the stream at once, wherever it is (the QMP specification's
+ * "Forcing the JSON parser into known-good state").
  */
 #include <errno.h>
 #include <string.h>
@@ -24,6 +27,7 @@ struct BdJsonStream {
     char quote;         /* 0, '"' or '\'' while inside a string */
     gboolean escape;    /* the previous byte was a backslash */
     gboolean skipping;  /* dropping the rest of a broken value */
+    gsize string_start; /* where in buf the open string's quote is */
     GString *word;      /* a bare word (keyword or number) being read */
     char *error;        /* first lexical error of this value */
 };
@@ -169,6 +173,7 @@ static void lex(BdJsonStream *s, char c)
     case '"':
     case '\'':
         s->quote = c;
+        s->string_start = s->buf->len;
         g_string_append_c(s->buf, c);
         return;
     case ' ': case '\t': case '\n': case '\r':
@@ -222,11 +227,46 @@ static void skip(BdJsonStream *s, char c)
     }
 }
 
+/* A byte that forces the parser into a known-good state. */
+static gboolean is_reset_byte(char c)
+{
+    guchar u = (guchar)c;
+
+    return u == 0xFF || (u < 0x20 && c != '\t' && c != '\r' && c != '\n');
+}
+
+/* QEMU's lexer reports the token the byte ended (a string so far
+ * included, 0xFF shown as U+FFFD), and whatever was pending is
+ * dropped. */
+static void resync(BdJsonStream *s, char c)
+{
+    g_autoptr(GString) tok = g_string_new(NULL);
+    g_autofree char *msg = NULL;
+
+    if (s->quote && !s->skipping && s->string_start < s->buf->len) {
+        g_string_append(tok, s->buf->str + s->string_start);
+    }
+    if ((guchar)c == 0xFF) {
+        g_string_append(tok, "\xEF\xBF\xBD");
+    } else {
+        g_string_append_c(tok, c);
+    }
+    g_autofree char *valid = g_utf8_make_valid(tok->str, (gssize)tok->len);
+    msg = g_strdup_printf("JSON parse error, stray '%s'", valid);
+    reset(s);
+    s->skipping = FALSE;
+    s->fn(NULL, 0, msg, s->opaque);
+}
+
 void bd_json_stream_feed(BdJsonStream *s, const char *data, gsize len)
 {
     for (gsize i = 0; i < len; i++) {
         char c = data[i];
 
+        if (is_reset_byte(c)) {
+            resync(s, c);
+            continue;
+        }
         if (s->skipping) {
             skip(s, c);
             continue;

@@ -7,6 +7,7 @@ from QMP, and several simultaneous sessions."""
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blockd_test import (Daemon, assert_eq, assert_in, is_reference, main, make_image,  # noqa: E402
@@ -235,6 +236,32 @@ def test_garbage_bytes_then_command():
         else:
             raise AssertionError('no reply to the command after garbage')
         assert_in('return', r, 'command after garbage succeeds')
+        _still_serves(d, q)
+
+
+def test_control_byte_resets_parser():
+    """The QMP specification's known-good state: after an incomplete
+    request, a 0xFF byte or an ASCII control character makes the parser
+    drop what it had, with one error naming the stray token (QEMU's
+    text), and the next request is answered."""
+    cases = [
+        (b'{"execute": "query-version"', b'\xff', "JSON parse error, stray '\ufffd'"),
+        (b'{"execute": "query-', b'\x01', "JSON parse error, stray '\"query-\x01'"),
+        (b'{"execute": [1, {"a": ', b'\x1b', "JSON parse error, stray '\x1b'"),
+        (b'', b'\xff', "JSON parse error, stray '\ufffd'"),
+    ]
+    with _daemon() as d:
+        q = d.qmp()
+        for partial, byte, desc in cases:
+            q.send_raw(partial)
+            time.sleep(0.1)
+            q.send_raw(byte)
+            r = q.reply()
+            assert_eq(r.get('error', {}).get('desc'), desc, 'error for %r + %r' % (partial, byte))
+            q.send({'execute': 'query-version', 'id': 'after'})
+            r = q.reply()
+            assert_eq((r.get('id'), 'return' in r), ('after', True),
+                      'the request after %r + %r' % (partial, byte))
         _still_serves(d, q)
 
 
