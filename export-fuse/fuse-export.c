@@ -146,23 +146,20 @@ static gboolean mount_session(BdFuseExport *fe, const char *path,
     return TRUE;
 }
 
-/* Mode and ownership of the mounted file: the mountpoint's read/write
- * bits and owner, without write bits on a read-only export. */
+/* Mode and ownership of the mounted file, as QEMU's: the daemon's user
+ * may read it, and write it when the export is writable (0600, else
+ * 0400), whatever the mountpoint's own mode. */
 static void init_attrs(BdFuseExport *fe, const struct stat *st)
 {
     BD_GLOBAL_STATE_CODE();
 
-    mode_t mode = (st->st_mode & 0666) | S_IRUSR;
+    mode_t mode = S_IRUSR | (fe->common.writable ? S_IWUSR : 0);
 
-    if (fe->common.writable) {
-        mode |= S_IWUSR;
-    } else {
-        mode &= ~0222;
-    }
+    (void)st;
     bd_mutex_lock(&fe->attr_lock);
     fe->st_mode = S_IFREG | mode;
-    fe->st_uid = st->st_uid;
-    fe->st_gid = st->st_gid;
+    fe->st_uid = getuid();
+    fe->st_gid = getgid();
     bd_mutex_unlock(&fe->attr_lock);
 }
 
