@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ctl/backup.h"
+#include "formats/image-create.h"
 #include "formats/registry.h"
 #include "graph/main-thread.h"
 
@@ -28,60 +29,11 @@ void bd_ctl_graph_init(void)
     }
 }
 
-static gboolean run_create(const char *driver, GVariant *opts, GError **errp)
-{
-    const BdDriver *drv = bd_driver_find(driver);
-    g_autoptr(GVariant) ref = g_variant_ref_sink(opts);
-
-    return drv->create(ref, errp);
-}
-
 gboolean bd_ctl_qcow2_create(const char *path, uint64_t size,
                              const char *backing, GError **errp)
 {
-    g_autofree char *name = g_strdup_printf("blockctl-create-%u",
-                                            g_random_int());
-    GVariantDict d;
-    g_autoptr(BdNode) file = NULL;
-
-    g_variant_dict_init(&d, NULL);
-    g_variant_dict_insert(&d, "driver", "s", "file");
-    g_variant_dict_insert(&d, "filename", "s", path);
-    g_variant_dict_insert(&d, "size", "t", (guint64)0);
-    if (!run_create("file", g_variant_dict_end(&d), errp)) {
-        return FALSE;
-    }
-    g_variant_dict_init(&d, NULL);
-    g_variant_dict_insert(&d, "driver", "s", "file");
-    g_variant_dict_insert(&d, "filename", "s", path);
-    g_variant_dict_insert(&d, "node-name", "s", name);
-    g_autoptr(GVariant) fopts = g_variant_ref_sink(g_variant_dict_end(&d));
-    file = bd_node_open(fopts, errp);
-    if (!file) {
-        return FALSE;
-    }
-    file->monitor_owned = TRUE;
-    /* The format writes its metadata through a handle that may grow
-     * the file (as the daemon's image creation does). */
-    g_autoptr(BdEntry) writer = bd_entry_new(file, NULL,
-                                             BD_PERM_WRITE | BD_PERM_RESIZE,
-                                             BD_PERM_ALL, errp);
-    if (!writer) {
-        file->monitor_owned = FALSE;
-        return FALSE;
-    }
-    bd_entry_set_allow_beyond_eof(writer, TRUE);
-    g_variant_dict_init(&d, NULL);
-    g_variant_dict_insert(&d, "driver", "s", "qcow2");
-    g_variant_dict_insert(&d, "file", "s", name);
-    g_variant_dict_insert(&d, "size", "t", (guint64)size);
-    if (backing) {
-        g_variant_dict_insert(&d, "backing-file", "s", backing);
-        g_variant_dict_insert(&d, "backing-fmt", "s", "qcow2");
-    }
-    gboolean ok = run_create("qcow2", g_variant_dict_end(&d), errp);
-    file->monitor_owned = FALSE;
-    return ok;
+    return bd_formats_image_create(path, "qcow2", size, backing,
+                                   backing ? "qcow2" : NULL, errp);
 }
 
 BdEntry *bd_ctl_image_open(const char *path, gboolean writable,
