@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blockd_test import (assert_eq, assert_in, is_reference, make_image, main,  # noqa: E402
-                         run, start_daemon, tests_of)
+                         run, start_daemon, tests_of, wait_for)
 
 # qemu-storage-daemon 7.2 aborts when an NBD client of an export with an
 # iothread disconnects (nbd_blockdev_client_closed: Assertion
@@ -294,6 +294,9 @@ def test_export_iothread_and_set_iothread():
         q.execute('x-blockdev-set-iothread', {'node-name': 'f0', 'iothread': 'io0',
                                               'force': True})
         q.execute('block-export-del', {'id': 'e0'})
+        # The export goes once the server has seen its last client hang
+        # up (asynchronously, in both daemons): only then is f0 free.
+        wait_for(lambda: q.execute('query-block-exports') == [], what='the export gone')
         q.execute('x-blockdev-set-iothread', {'node-name': 'f0', 'iothread': 'io0'})
         q.execute('x-blockdev-set-iothread', {'node-name': 'f0', 'iothread': None})
         _err(q, 'x-blockdev-set-iothread', {'node-name': 'nope', 'iothread': None},
