@@ -13,6 +13,7 @@
 #include "graph/error.h"
 #include "graph/main-thread.h"
 #include "jobs/amend.h"
+#include "jobs/create.h"
 
 typedef struct {
     BdJob common;
@@ -38,33 +39,9 @@ const BdSchemaType *bd_amend_options_schema(void)
     static gsize done;
 
     if (g_once_init_enter(&done)) {
-        const BdDriver *const *list = bd_driver_list();
-        static const BdSchemaField no_fields[] = { { NULL } };
-        guint n = 0;
-
-        while (list[n]) {
-            n++;
-        }
-        const char **names = g_new0(const char *, n + 1);
-        BdSchemaVariant *variants = g_new0(BdSchemaVariant, n + 1);
-        for (guint i = 0; i < n; i++) {
-            BdSchemaType *t = g_new0(BdSchemaType, 1);
-            names[i] = list[i]->name;
-            t->name = g_strdup_printf("BlockdevAmendOptions-%s",
-                                      list[i]->name);
-            t->kind = BD_SCHEMA_OBJECT;
-            t->fields = list[i]->amend_options ? list[i]->amend_options
-                                               : no_fields;
-            variants[i].value = list[i]->name;
-            variants[i].type = t;
-        }
-        driver_enum = (BdSchemaType) {
-            .name = "BlockdevDriver", .kind = BD_SCHEMA_ENUM,
-            .enum_values = names };
-        union_type = (BdSchemaType) {
-            .name = "BlockdevAmendOptions", .kind = BD_SCHEMA_UNION,
-            .fields = base_fields, .discriminator = "driver",
-            .variants = variants };
+        bd_driver_options_union(&union_type, &driver_enum, base_fields,
+                                "BlockdevAmendOptions",
+                                G_STRUCT_OFFSET(BdDriver, amend_options));
         g_once_init_leave(&done, 1);
     }
     return &union_type;

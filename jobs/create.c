@@ -40,39 +40,50 @@ static const BdSchemaField base_fields[] = {
       .def.s = "" },
     { NULL } };
 
+void bd_driver_options_union(BdSchemaType *union_type,
+                             BdSchemaType *names_enum,
+                             const BdSchemaField *base,
+                             const char *name, size_t options_offset)
+{
+    const BdDriver *const *list = bd_driver_list();
+    static const BdSchemaField no_fields[] = { { NULL } };
+    guint n = 0;
+
+    while (list[n]) {
+        n++;
+    }
+    const char **names = g_new0(const char *, n + 1);
+    BdSchemaVariant *variants = g_new0(BdSchemaVariant, n + 1);
+    for (guint i = 0; i < n; i++) {
+        BdSchemaType *t = g_new0(BdSchemaType, 1);
+        const BdSchemaField *fields = G_STRUCT_MEMBER(
+            const BdSchemaField *, list[i], options_offset);
+
+        names[i] = list[i]->name;
+        t->name = g_strdup_printf("%s-%s", name, list[i]->name);
+        t->kind = BD_SCHEMA_OBJECT;
+        t->fields = fields ? fields : no_fields;
+        variants[i].value = list[i]->name;
+        variants[i].type = t;
+    }
+    *names_enum = (BdSchemaType) {
+        .name = "BlockdevDriver", .kind = BD_SCHEMA_ENUM,
+        .enum_values = names };
+    *union_type = (BdSchemaType) {
+        .name = name, .kind = BD_SCHEMA_UNION,
+        .fields = base, .discriminator = "driver",
+        .variants = variants };
+}
+
 const BdSchemaType *bd_create_options_schema(void)
 {
     static BdSchemaType union_type;
     static gsize done;
 
     if (g_once_init_enter(&done)) {
-        const BdDriver *const *list = bd_driver_list();
-        static const BdSchemaField no_fields[] = { { NULL } };
-        guint n = 0;
-
-        while (list[n]) {
-            n++;
-        }
-        const char **names = g_new0(const char *, n + 1);
-        BdSchemaVariant *variants = g_new0(BdSchemaVariant, n + 1);
-        for (guint i = 0; i < n; i++) {
-            BdSchemaType *t = g_new0(BdSchemaType, 1);
-            names[i] = list[i]->name;
-            t->name = g_strdup_printf("BlockdevCreateOptions-%s",
-                                      list[i]->name);
-            t->kind = BD_SCHEMA_OBJECT;
-            t->fields = list[i]->create_options ? list[i]->create_options
-                                                : no_fields;
-            variants[i].value = list[i]->name;
-            variants[i].type = t;
-        }
-        driver_enum = (BdSchemaType) {
-            .name = "BlockdevDriver", .kind = BD_SCHEMA_ENUM,
-            .enum_values = names };
-        union_type = (BdSchemaType) {
-            .name = "BlockdevCreateOptions", .kind = BD_SCHEMA_UNION,
-            .fields = base_fields, .discriminator = "driver",
-            .variants = variants };
+        bd_driver_options_union(&union_type, &driver_enum, base_fields,
+                                "BlockdevCreateOptions",
+                                G_STRUCT_OFFSET(BdDriver, create_options));
         g_once_init_leave(&done, 1);
     }
     return &union_type;

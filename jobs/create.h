@@ -12,6 +12,15 @@
  * registered drivers' create_options; drivers without them get an empty
  * branch (and "Driver does not support blockdev-create"). */
 const BdSchemaType *bd_create_options_schema(void);
+/* Fill 'union_type' (named 'name', discriminated by "driver" over
+ * 'base') with one variant per registered driver, whose members
+ * are the BdDriver field at 'options_offset' (create_options,
+ * amend_options); 'names_enum' gets the driver names.  Once, after the
+ * drivers are registered (x-blockdev-amend shares it with create). */
+void bd_driver_options_union(BdSchemaType *union_type,
+                             BdSchemaType *names_enum,
+                             const BdSchemaField *base,
+                             const char *name, size_t options_offset);
 
 /* Start a 'create' job for validated BlockdevCreateOptions.  Node
  * references (BlockdevRef members) are resolved here, on the main
