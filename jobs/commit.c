@@ -81,40 +81,8 @@ static int copy_range(BdCommitJob *s, BdNode *holder, uint8_t *buf,
                       uint64_t buf_size, uint64_t offset, uint64_t n,
                       gboolean *error_in_source)
 {
-    uint64_t pos = offset, end = offset + n;
-    int ret = 0;
-
-    while (pos < end && ret >= 0) {
-        uint64_t pnum = 0;
-        int64_t copied;
-        int st = bd_entry_block_status(s->src, pos, end - pos, &pnum);
-
-        if (st < 0 || pnum == 0) {
-            st = BD_BLOCK_DATA;      /* the read will tell */
-            pnum = end - pos;
-        }
-        pnum = MIN(pnum, end - pos);
-        if (st & BD_BLOCK_ZERO) {
-            *error_in_source = FALSE;
-            ret = bd_entry_pwrite_zeroes(s->dst, pos, pnum, 0);
-        } else if ((copied = bd_copy_offload(s->src, s->dst, holder, pos,
-                                             pnum)) > 0) {
-            *error_in_source = FALSE;
-            pnum = MIN(pnum, (uint64_t)copied);
-        } else {
-            pnum = MIN(pnum, buf_size);
-            *error_in_source = TRUE;
-            ret = bd_entry_pread(s->src, pos, pnum, buf, 0);
-            if (ret >= 0) {
-                *error_in_source = FALSE;
-                ret = bd_buffer_is_zero(buf, pnum)
-                    ? bd_entry_pwrite_zeroes(s->dst, pos, pnum, 0)
-                    : bd_entry_pwrite(s->dst, pos, pnum, buf, 0);
-            }
-        }
-        pos += pnum;
-    }
-    return ret;
+    return bd_copy_range_by_status(s->src, s->dst, holder, buf, buf_size,
+                                   offset, n, 0, error_in_source);
 }
 
 static int grow_base(BdCommitJob *s, int64_t len)

@@ -87,6 +87,46 @@ static gpointer worker(gpointer opaque)
     }
 }
 
+int bd_copy_range_by_status(BdEntry *src, BdEntry *dst, BdNode *holder,
+                            uint8_t *buf, uint64_t buf_size, uint64_t offset,
+                            uint64_t n, int zero_flags, gboolean *in_source)
+{
+    uint64_t pos = offset, end = offset + n;
+    int ret = 0;
+
+    while (pos < end && ret >= 0) {
+        uint64_t pnum = 0;
+        int64_t copied;
+        int st = bd_entry_block_status(src, pos, end - pos, &pnum);
+
+        if (st < 0 || pnum == 0) {
+            st = BD_BLOCK_DATA;      /* the read will tell */
+            pnum = end - pos;
+        }
+        pnum = MIN(pnum, end - pos);
+        if (st & BD_BLOCK_ZERO) {
+            *in_source = FALSE;
+            ret = bd_entry_pwrite_zeroes(dst, pos, pnum, zero_flags);
+        } else if ((copied = bd_copy_offload(src, dst, holder, pos,
+                                             pnum)) > 0) {
+            *in_source = FALSE;
+            pnum = MIN(pnum, (uint64_t)copied);
+        } else {
+            pnum = MIN(pnum, buf_size);
+            *in_source = TRUE;
+            ret = bd_entry_pread(src, pos, pnum, buf, 0);
+            if (ret >= 0) {
+                *in_source = FALSE;
+                ret = bd_buffer_is_zero(buf, pnum)
+                    ? bd_entry_pwrite_zeroes(dst, pos, pnum, zero_flags)
+                    : bd_entry_pwrite(dst, pos, pnum, buf, 0);
+            }
+        }
+        pos += pnum;
+    }
+    return ret;
+}
+
 int64_t bd_copy_offload(BdEntry *src, BdEntry *dst, BdNode *holder,
                         uint64_t offset, uint64_t bytes)
 {

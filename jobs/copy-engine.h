@@ -99,6 +99,14 @@ int bd_copy_engine_ignored_error(BdCopyEngine *e);
  * failing side). */
 int64_t bd_copy_offload(BdEntry *src, BdEntry *dst, BdNode *holder,
                         uint64_t offset, uint64_t bytes);
+/* Copy [offset, offset + n) from src to dst, block status first:
+ * ranges that read as zeroes are written as zeroes ('zero_flags')
+ * without a read, then copy offload from 'holder' (as above), then
+ * through 'buf' in pieces of buf_size (data that is all zeroes written
+ * as zeroes).  0 or -errno; *in_source says which side failed. */
+int bd_copy_range_by_status(BdEntry *src, BdEntry *dst, BdNode *holder,
+                            uint8_t *buf, uint64_t buf_size, uint64_t offset,
+                            uint64_t n, int zero_flags, gboolean *in_source);
 /* Workers for a job: x-perf max-workers (0: the default), capped. */
 unsigned bd_copy_engine_default_workers(void);
 unsigned bd_copy_engine_workers(int64_t max_workers);

@@ -79,40 +79,9 @@ typedef struct {
 static int copy_claimed(BdMirrorJob *s, uint8_t *buf, uint64_t buf_size,
                         uint64_t offset, uint64_t n, gboolean *in_source)
 {
-    uint64_t pos = offset, end = offset + n;
-    int ret = 0;
+    int ret = bd_copy_range_by_status(s->src, s->dst, NULL, buf, buf_size,
+                                      offset, n, s->zero_flags, in_source);
 
-    while (pos < end && ret >= 0) {
-        uint64_t pnum = 0;
-        int64_t copied;
-        int st = bd_entry_block_status(s->src, pos, end - pos, &pnum);
-
-        if (st < 0 || pnum == 0) {
-            st = BD_BLOCK_DATA;      /* the read will tell */
-            pnum = end - pos;
-        }
-        pnum = MIN(pnum, end - pos);
-        if (st & BD_BLOCK_ZERO) {
-            *in_source = FALSE;
-            ret = bd_entry_pwrite_zeroes(s->dst, pos, pnum, s->zero_flags);
-        } else if ((copied = bd_copy_offload(s->src, s->dst, NULL, pos,
-                                             pnum)) > 0) {
-            *in_source = FALSE;
-            pnum = MIN(pnum, (uint64_t)copied);
-        } else {
-            pnum = MIN(pnum, buf_size);
-            *in_source = TRUE;
-            ret = bd_entry_pread(s->src, pos, pnum, buf, 0);
-            if (ret >= 0) {
-                *in_source = FALSE;
-                ret = bd_buffer_is_zero(buf, pnum)
-                    ? bd_entry_pwrite_zeroes(s->dst, pos, pnum,
-                                             s->zero_flags)
-                    : bd_entry_pwrite(s->dst, pos, pnum, buf, 0);
-            }
-        }
-        pos += pnum;
-    }
     if (ret < 0) {
         bd_dirty_bitmap_set(s->bitmap, offset, n);
     }
