@@ -368,6 +368,7 @@ int bd_ctl_cmd_backup(const BdCtlGlobal *g, int argc, char **argv)
     g_autoptr(JsonNode) endret = bd_qmp_client_execute(c,
                                                        "x-blockd-backup-end",
                                                        endn, NULL, NULL);
+    (void)endret;    /* best effort: the result does not depend on it */
     if (!err) {
         sha = file_sha256(final, &err);
     }
@@ -381,6 +382,7 @@ int bd_ctl_cmd_backup(const BdCtlGlobal *g, int argc, char **argv)
                                                          del);
         g_autoptr(JsonNode) delret = bd_qmp_client_execute(
             c, "x-blockd-checkpoint-delete", deln, NULL, NULL);
+        (void)delret;
         unlink(partial);
         fprintf(stderr, "blockctl: backup failed, %s unchanged: %s\n",
                 a.dir, err->message);

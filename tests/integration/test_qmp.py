@@ -265,6 +265,30 @@ def test_control_byte_resets_parser():
         _still_serves(d, q)
 
 
+def test_invalid_unicode_in_strings():
+    """Invalid UTF-8 inside a string and an escaped lone surrogate are
+    parse errors with QEMU's texts (a lone surrogate once crashed the
+    daemon: found by tests/fuzz/fuzz-qmp); a valid surrogate pair is a
+    character, echoed back as QEMU escapes it."""
+    cases = [
+        (b'{"execute": "qom-get", "arguments": {"path": "a\xc3(b", "property": "x"}}\n',
+         'JSON parse error, invalid UTF-8 sequence in string'),
+        (b'{"execute": "qom-get", "arguments": {"path": "\\ud800x", "property": "x"}}\n',
+         'JSON parse error, \\ud800 is not a valid Unicode character'),
+        (b'{"execute": "qom-get", "arguments": {"\\udc00": 1}}\n',
+         'JSON parse error, \\udc00 is not a valid Unicode character'),
+        (b'{"execute": "blockdev-del", "arguments": {"node-name": "\\ud83d\\ude00"}}\n',
+         "Failed to find node with node-name='\U0001f600'"),
+    ]
+    with _daemon() as d:
+        q = d.qmp()
+        for raw, desc in cases:
+            q.send_raw(raw)
+            r = q.reply()
+            assert_eq(r.get('error', {}).get('desc'), desc, 'error for %r' % raw)
+        _still_serves(d, q)
+
+
 def test_client_disconnect_mid_command():
     with _daemon() as d:
         q = d.qmp()
