@@ -16,6 +16,10 @@
 
 #define MAX_REQUEST_SIZE (64u << 20)   /* as QEMU's token size limit */
 #define MAX_OUTPUT_BACKLOG (64u << 20) /* a client not reading is dropped */
+/* Events wait for a client only while its backlog is below this: a
+ * monitor that never reads loses events (logged), not the daemon's
+ * memory, and keeps its session. */
+#define MAX_EVENT_BACKLOG (1u << 20)
 
 typedef struct {
     char *chardev;
@@ -32,6 +36,7 @@ typedef struct {
     BdJsonStream *stream;
     BdQmpState st;
     gboolean dead;
+    guint64 events_dropped;    /* since the backlog last went down */
 } BdSession;
 
 static GPtrArray *monitors;
@@ -95,6 +100,12 @@ static void session_flush(BdSession *s)
     }
     if (s->dead) {
         return;
+    }
+    if (s->events_dropped && s->out->len < MAX_EVENT_BACKLOG / 2) {
+        g_message("monitor '%s': client reads again; %" G_GUINT64_FORMAT
+                  " events were dropped for it", s->mon->chardev,
+                  s->events_dropped);
+        s->events_dropped = 0;
     }
     if (s->out->len && !s->out_src) {
         s->out_src = g_socket_create_source(s->sock, G_IO_OUT, NULL);
@@ -311,6 +322,13 @@ void bd_monitor_broadcast(const char *json_text)
     for (guint i = 0; sessions && i < sessions->len; i++) {
         BdSession *s = sessions->pdata[i];
         if (!s->st.negotiated || s->dead) {
+            continue;
+        }
+        if (s->out->len >= MAX_EVENT_BACKLOG) {
+            if (s->events_dropped++ == 0) {
+                g_message("monitor '%s': client does not read; dropping "
+                          "events for it until it does", s->mon->chardev);
+            }
             continue;
         }
         if (s->mon->pretty) {
