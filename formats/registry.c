@@ -21,6 +21,8 @@ static const BdDriver *const bd_formats_table[] = {
     &bd_nbd_driver,
     &bd_raw_driver,
     &bd_qcow2_driver,
+    &bd_vdi_driver,
+    &bd_vpc_driver,
     &bd_compress_driver,
     &bd_blkdebug_driver,
     &bd_blkverify_driver,
@@ -46,16 +48,30 @@ void bd_formats_register_all(void)
     }
 }
 
+/* QEMU's probes, by the first sector: qcow2's magic, vdi's signature at
+ * 0x40 (a whole header needed), a dynamic VHD's footer copy.  A fixed
+ * VHD has its footer only at the end: QEMU probes it as raw, and so do
+ * we.  Anything else is raw; nothing probes as raw and then changes
+ * its mind. */
 const char *bd_formats_probe_file(const char *filename)
 {
-    uint8_t magic[4] = { 0 };
+    uint8_t buf[512] = { 0 };
+    ssize_t n = 0;
     int fd = open(filename, O_RDONLY | O_CLOEXEC);
 
     if (fd >= 0) {
-        if (pread(fd, magic, 4, 0) != 4) {
-            memset(magic, 0, 4);
-        }
+        n = pread(fd, buf, sizeof(buf), 0);
         close(fd);
     }
-    return memcmp(magic, "QFI\xfb", 4) == 0 ? "qcow2" : "raw";
+    if (n >= 4 && memcmp(buf, "QFI\xfb", 4) == 0) {
+        return "qcow2";
+    }
+    if (n == (ssize_t)sizeof(buf) &&
+        memcmp(buf + 0x40, "\x7f\x10\xda\xbe", 4) == 0) {
+        return "vdi";
+    }
+    if (n >= 8 && memcmp(buf, "conectix", 8) == 0) {
+        return "vpc";
+    }
+    return "raw";
 }

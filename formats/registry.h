@@ -6,8 +6,9 @@
 /* Register every driver of formats/ with the graph (once, at start-up). */
 void bd_formats_register_all(void);
 
-/* The format of an image file as its first bytes say: "qcow2" for the
- * qcow2 magic, otherwise (or unreadable) "raw". */
+/* The format of an image file as its first bytes say: "qcow2", "vdi"
+ * or "vpc" (a dynamic VHD) for their magic, otherwise (or unreadable)
+ * "raw". */
 const char *bd_formats_probe_file(const char *filename);
 
 #endif
