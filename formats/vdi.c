@@ -161,6 +161,28 @@ static int vdi_pread(BdNode *node, uint64_t offset, uint64_t bytes,
     return 0;
 }
 
+/* Zero-copy reads of a range inside one mapped block: the file's bytes
+ * as they are.  Anything else (unmapped, across blocks) falls back to
+ * vdi_pread before anything is sent. */
+static int vdi_pread_to_fd(BdNode *node, uint64_t offset, uint64_t bytes,
+                           BdFdSink *sink, int flags)
+{
+    VdiState *s = node->opaque;
+    uint64_t in = offset % s->block_size;
+    uint32_t e;
+
+    if (in + bytes > s->block_size) {
+        return -ENOTSUP;
+    }
+    e = bmap_get(s, offset / s->block_size);
+    if (!VDI_IS_ALLOCATED(e)) {
+        return -ENOTSUP;
+    }
+    return bd_child_pread_to_fd(s->file, s->offset_data +
+                                (uint64_t)e * s->block_size + in, bytes,
+                                sink, flags);
+}
+
 /* Map guest block 'bi' and write [in, in+n) of it from 'buf', the rest
  * of the new data block zeroes.  Takes alloc_lock; if another request
  * mapped the block meanwhile, writes in place instead. */
@@ -630,6 +652,7 @@ const BdDriver bd_vdi_driver = {
     .close = vdi_close,
     .reopen_prepare = bd_reopen_prepare_fixed,
     .pread = vdi_pread,
+    .pread_to_fd = vdi_pread_to_fd,
     .pwrite = vdi_pwrite,
     .pwrite_zeroes = vdi_pwrite_zeroes,
     .block_status = vdi_block_status,

@@ -238,6 +238,33 @@ static int vpc_pread(BdNode *node, uint64_t offset, uint64_t bytes,
     return 0;
 }
 
+/* Zero-copy reads where the image holds the file's bytes as they are:
+ * all of a fixed disk, or a range inside one allocated block whose
+ * bitmap is known to be full.  Anything else falls back to vpc_pread
+ * before anything is sent. */
+static int vpc_pread_to_fd(BdNode *node, uint64_t offset, uint64_t bytes,
+                           BdFdSink *sink, int flags)
+{
+    VpcState *s = node->opaque;
+    uint64_t in, bi;
+    uint32_t e;
+
+    if (s->type == VHD_FIXED) {
+        return bd_child_pread_to_fd(s->file, offset, bytes, sink, flags);
+    }
+    in = offset % s->block_size;
+    bi = offset / s->block_size;
+    if (in + bytes > s->block_size) {
+        return -ENOTSUP;
+    }
+    e = bat_get(s, bi);
+    if (e == VHD_BAT_NONE || !block_full(s, bi)) {
+        return -ENOTSUP;
+    }
+    return bd_child_pread_to_fd(s->file, (uint64_t)e * VHD_SECTOR +
+                                s->bitmap_size + in, bytes, sink, flags);
+}
+
 /* Mark the sectors of [in, in+n) in the bitmap of block 'bi' (at
  * 'boff') after their data was written.  alloc_lock held. */
 static int mark_sectors_locked(VpcState *s, uint64_t bi, uint64_t boff,
@@ -911,6 +938,7 @@ const BdDriver bd_vpc_driver = {
     .reopen_prepare = bd_reopen_prepare_fixed,
     .refresh_limits = vpc_refresh_limits,
     .pread = vpc_pread,
+    .pread_to_fd = vpc_pread_to_fd,
     .pwrite = vpc_pwrite,
     .pwrite_zeroes = vpc_pwrite_zeroes,
     .block_status = vpc_block_status,

@@ -302,6 +302,32 @@ def test_vpc_partial_bitmap():
             assert_eq(f.read(2), b'\xff\x30', 'bitmap marks the written sectors')
 
 
+def test_zero_copy_reads():
+    """NBD reads of allocated vdi blocks, of a fixed VHD and of full VHD
+    blocks go out by sendfile straight from the image file (the others by
+    the buffer path), and every read equals the reference."""
+    from test_zero_copy import syscall_counts
+    bt.require_nbd()
+    for kind in ('vdi-dynamic', 'vpc-fixed', 'vpc-dynamic'):
+        with Daemon() as d:
+            img, fmt, ref, size = make_image(d, kind)
+            d.args = node_args(img, fmt) + d.args + [
+                '--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock,
+                '--export', 'type=nbd,id=e0,node-name=disk,name=disk,writable=off']
+            d.wait = [d.nbd_sock]
+            d.start()
+            with open(ref, 'rb') as f:
+                data = f.read()
+            with syscall_counts(d) as counts:
+                for structured in (False, True):
+                    with bt.nbd_connection(d.uri(), structured=structured) as h:
+                        for off, n in ((0, 4096), (0, MiB), (3 * MiB, MiB), (17 * MiB, 65536),
+                                       (MiB - 4096, 8192), (8 * MiB, MiB), (0, 4096)):
+                            assert_eq(h.pread(n, off), data[off:off + n],
+                                      '%s read %d+%d' % (kind, off, n))
+            assert counts.get('sendfile', 0) > 0, '%s: sendfile not used: %r' % (kind, counts)
+
+
 # --- blockdev-create ---
 
 def run_create(q, job, options):
