@@ -328,6 +328,31 @@ def test_zero_copy_reads():
             assert counts.get('sendfile', 0) > 0, '%s: sendfile not used: %r' % (kind, counts)
 
 
+def test_reopen_read_write():
+    """blockdev-reopen takes a vdi and a vpc node from read-only to
+    read-write (their options are all fixed); writes then land in the
+    image."""
+    require_tool('qemu-img', 'qemu-io')
+    with Daemon() as d:
+        d.args += ['--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock]
+        d.start()
+        q = d.qmp()
+        for fmt in ('vdi', 'vpc'):
+            img = d.path('r.' + fmt)
+            run(['qemu-img', 'create', '-q', '-f', fmt, img, str(8 * MiB)])
+            opts = {'driver': fmt, 'node-name': 'r' + fmt, 'read-only': True,
+                    'file': {'driver': 'file', 'node-name': 'rf' + fmt, 'filename': img}}
+            q.execute('blockdev-add', opts)
+            opts['read-only'] = False
+            q.execute('blockdev-reopen', {'options': [opts]})
+            with bt.nbd_export(q, 'r' + fmt, writable=True) as name:
+                bt.qemu_io(d.uri(name), 'write -P 0x4d 1M 64k')
+            q.execute('blockdev-del', {'node-name': 'r' + fmt})
+            bt.qemu_io(img, 'read -P 0x4d 1M 64k', 'read -P 0 0 1M', fmt=fmt)
+            if fmt == 'vdi':
+                check_vdi(img)
+
+
 # --- blockdev-create ---
 
 def run_create(q, job, options):
