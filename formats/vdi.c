@@ -183,13 +183,44 @@ static int vdi_pread_to_fd(BdNode *node, uint64_t offset, uint64_t bytes,
                                 sink, flags);
 }
 
+/* Fill data block 'idx' with [in, in+n) from 'buf' and zeroes around
+ * it.  A block wholly beyond the end of the file is zeroes already: the
+ * data and the block's last bytes (so that the file covers the block,
+ * as VirtualBox expects) are all that is written, not the whole MiB
+ * QEMU writes.  Otherwise (left-overs of an interrupted allocation) the
+ * whole block is written. */
+static int vdi_write_new_block(VdiState *s, uint32_t idx, uint64_t in,
+                               uint64_t n, const uint8_t *buf)
+{
+    uint64_t start = s->offset_data + (uint64_t)idx * s->block_size;
+    int64_t flen = bd_node_getlength(s->file->node);
+    g_autofree uint8_t *block = NULL;
+    int ret;
+
+    if (flen >= 0 && (uint64_t)flen <= start) {
+        uint64_t tail = MIN(VDI_SECTOR_SIZE, s->block_size - (in + n));
+        ret = bd_child_pwrite(s->file, start + in, n, buf, 0);
+        if (ret == 0 && tail) {
+            static const uint8_t zeroes[VDI_SECTOR_SIZE];
+            ret = bd_child_pwrite(s->file, start + s->block_size - tail,
+                                  tail, zeroes, 0);
+        }
+        return ret;
+    }
+    block = g_try_malloc0(s->block_size);
+    if (!block) {
+        return -ENOMEM;
+    }
+    memcpy(block + in, buf, n);
+    return bd_child_pwrite(s->file, start, s->block_size, block, 0);
+}
+
 /* Map guest block 'bi' and write [in, in+n) of it from 'buf', the rest
  * of the new data block zeroes.  Takes alloc_lock; if another request
  * mapped the block meanwhile, writes in place instead. */
 static int vdi_allocate_write(VdiState *s, uint64_t bi, uint64_t in,
                               uint64_t n, const uint8_t *buf)
 {
-    g_autofree uint8_t *block = NULL;
     uint8_t le[4];
     uint32_t e, idx;
     int ret;
@@ -207,15 +238,7 @@ static int vdi_allocate_write(VdiState *s, uint64_t bi, uint64_t in,
         ret = -ENOSPC;
         goto out;
     }
-    block = g_try_malloc0(s->block_size);
-    if (!block) {
-        ret = -ENOMEM;
-        goto out;
-    }
-    memcpy(block + in, buf, n);
-    ret = bd_child_pwrite(s->file, s->offset_data +
-                          (uint64_t)idx * s->block_size, s->block_size,
-                          block, 0);
+    ret = vdi_write_new_block(s, idx, in, n, buf);
     if (ret < 0) {
         goto out;
     }
