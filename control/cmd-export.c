@@ -266,20 +266,22 @@ gboolean bd_cmd_block_export_add(GVariant *options, GError **errp)
 
     g_autoptr(GVariant) io = g_variant_lookup_value(options, "iothread",
                                                     NULL);
+    g_autoptr(BdObject) obj = NULL;
 
-    /* An export's iothread must exist (QEMU's check); blockd's exports
-     * keep their own worker threads whatever it names (README). */
+    /* An export's iothread must exist (QEMU's check); its worker pool
+     * is where the export's threads run (export/iothread.c). */
     if (io) {
         const char *id = g_variant_get_string(io, NULL);
-        g_autoptr(BdObject) obj = bd_object_find_kind(id, BD_IOTHREAD_KIND);
 
+        obj = bd_object_find_kind(id, BD_IOTHREAD_KIND);
         if (!obj) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "iothread \"%s\" not found", id);
             return FALSE;
         }
     }
-    return bd_export_add(options, errp) != NULL;
+    return bd_export_add(options, obj ? ((BdIothread *)obj)->pool : NULL,
+                         errp) != NULL;
 }
 
 static gboolean block_export_add(GVariant *args, JsonNode **ret,
@@ -469,7 +471,7 @@ static gboolean nbd_server_add(GVariant *args, JsonNode **ret, GError **errp)
     if (!v) {
         return FALSE;
     }
-    return bd_export_add(v, errp) != NULL;
+    return bd_export_add(v, NULL, errp) != NULL;
 }
 
 static gboolean nbd_server_remove(GVariant *args, JsonNode **ret,
