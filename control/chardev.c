@@ -1,34 +1,73 @@
 /* SPDX-License-Identifier: MIT */
-/* --chardev socket,...: listening unix and TCP sockets for monitors.
+/* Socket chardevs (QEMU's char-socket.c): listening or connecting unix
+ * and TCP sockets, from --chardev socket,... and from chardev-add and
+ * chardev-change (one implementation, two parsers).
  *
- * QEMU parses --chardev with QemuOpts (implied key "backend"); the same
- * messages are given here for the options blockd knows.  A socket
- * listens from the moment it is defined (server=on,wait=off); its
- * connections are taken only once a monitor is attached to it.
+ * A chardev's user (its "frontend") in blockd is a QMP monitor, attached
+ * at start-up (--monitor; QMP has no monitor-add).  A claimed server
+ * hands every accepted connection to its monitor.  A chardev nobody
+ * claims behaves as QEMU's without a frontend: a server takes one
+ * connection at a time and a client connects; the peer's bytes are read
+ * and dropped, and when it hangs up a server listens again and a client
+ * with 'reconnect' tries again every 'reconnect' seconds.
+ *
+ * query-chardev's filename follows QEMU: "disconnected:unix:P,server=on"
+ * while no peer is there, then the connection's own addresses
+ * ("unix:P,server=on", "unix:" for a client, "tcp:L:LP,server=on <->
+ * R:RP").
+ *
+ *   keyval (--chardev) --.                       .--> listen --> accept --.
+ *                         >-- SockOpts -- open --<                         >--> monitor or drain
+ *   ChardevSocket (QMP) -'                       '--> connect ------------'
  *
  * Thread model: main thread only.
  */
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <gio/gio.h>
 #include <gio/gunixsocketaddress.h>
+#include "control/input.h"
 #include "control/qmp-int.h"
 #include "graph/error.h"
 #include "graph/main-thread.h"
+#include "graph/socket-address.h"
+#include "objects/tls-creds.h"
 
-typedef struct {
+struct BdChardev {
     char *id;
-    char *path;                /* unix socket path to unlink, or NULL */
-    char *filename;            /* QEMU's query-chardev 'filename' */
-    GSocketService *service;
+    gboolean server;
+    gint64 reconnect;          /* client: seconds between attempts, or 0 */
+    /* Where to listen or connect. */
+    BdSocketAddressType type;
+    char *path;                /* unix */
+    gboolean abstract, tight;  /* unix, Linux abstract namespace */
+    char *host, *port;         /* inet (a server's: the bound address) */
+    gboolean nodelay;
+    /* A unix path we bound, to unlink when we go, if still ours. */
+    gboolean bound;
+    dev_t bound_dev;
+    ino_t bound_ino;
+    char *disconnected;        /* filename without a peer */
+    char *connected;           /* filename with the latest peer */
+    GSocketService *service;   /* server */
+    /* The peer while no frontend holds it, and its drain watch. */
+    GSocketConnection *conn;
+    GSource *conn_src;
+    guint retry_id;            /* client reconnect timer */
+    gboolean err_reported;     /* a failed attempt was reported */
+    /* The frontend (a monitor) and its open sessions. */
     gboolean claimed;
-    gulong handler;
-    GSocketConnection *pending;  /* accepted before a monitor came */
     BdChardevAccept accept;
     gpointer opaque;
-} BdChardev;
+    int sessions;
+};
 
 static GPtrArray *chardevs;
 
@@ -43,39 +82,556 @@ static BdChardev *chardev_find(const char *id)
     return NULL;
 }
 
+static void drop_conn(BdChardev *c)
+{
+    if (c->conn_src) {
+        g_source_destroy(c->conn_src);
+        g_clear_pointer(&c->conn_src, g_source_unref);
+    }
+    if (c->conn) {
+        g_io_stream_close(G_IO_STREAM(c->conn), NULL, NULL);
+        g_clear_object(&c->conn);
+    }
+}
+
 static void chardev_free(BdChardev *c)
 {
-    g_clear_object(&c->pending);
+    struct stat st;
+
+    drop_conn(c);
+    if (c->retry_id) {
+        g_source_remove(c->retry_id);
+    }
     if (c->service) {
         g_socket_service_stop(c->service);
         g_socket_listener_close(G_SOCKET_LISTENER(c->service));
         g_object_unref(c->service);
     }
-    if (c->path) {
+    /* Only our own socket: a newer chardev may have bound the path. */
+    if (c->bound && stat(c->path, &st) == 0 && st.st_dev == c->bound_dev &&
+        st.st_ino == c->bound_ino) {
         unlink(c->path);
     }
     g_free(c->id);
     g_free(c->path);
-    g_free(c->filename);
+    g_free(c->host);
+    g_free(c->port);
+    g_free(c->disconnected);
+    g_free(c->connected);
     g_free(c);
 }
 
-/* Options of the socket backend blockd serves, and the ones QEMU knows
- * but blockd does not (refused by name rather than as unknown). */
+/* --- options: QEMU's ChardevSocket, from either parser --- */
+
+typedef struct {
+    const char *id;
+    BdSocketAddressType type;
+    const char *path, *host, *port;
+    gboolean abstract, tight;
+    gboolean has_server, server;
+    gboolean has_wait, wait;
+    gboolean has_reconnect;
+    gint64 reconnect;
+    gboolean nodelay, telnet, tn3270, websocket;
+    const char *tls_creds, *tls_authz, *logfile;
+} SockOpts;
+
+/* QEMU's qmp_chardev_validate_socket, then what blockd does not do. */
+static gboolean opts_check(const SockOpts *o, GError **errp)
+{
+    const char *unsupported = NULL;
+
+    if (o->type == BD_SOCKET_ADDRESS_FD && o->has_reconnect) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "'reconnect' option is incompatible with 'fd' address "
+                    "type");
+        return FALSE;
+    }
+    if (o->tls_authz && !o->tls_creds) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "'tls_authz' option requires 'tls_creds' option");
+        return FALSE;
+    }
+    if (o->server && o->has_reconnect) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "'reconnect' option is incompatible with socket in "
+                    "server listen mode");
+        return FALSE;
+    }
+    if (!o->server && o->websocket) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Websocket client is not implemented");
+        return FALSE;
+    }
+    if (!o->server && o->has_wait) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "'wait' option is incompatible with socket in client "
+                    "connect mode");
+        return FALSE;
+    }
+    if (o->tls_creds) {
+        g_autoptr(BdObject) obj = bd_object_find(o->tls_creds);
+
+        if (!obj) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "No TLS credentials with id '%s'", o->tls_creds);
+            return FALSE;
+        }
+        if (!bd_object_is_kind(obj, BD_TLS_CREDS_KIND)) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Object with id '%s' is not TLS credentials",
+                        o->tls_creds);
+            return FALSE;
+        }
+        unsupported = "tls-creds";
+    }
+    if (o->type == BD_SOCKET_ADDRESS_FD) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "only QEMU supports file descriptor passing");
+        return FALSE;
+    }
+    if (o->type == BD_SOCKET_ADDRESS_VSOCK) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "vsock chardevs are not supported by blockd");
+        return FALSE;
+    }
+    unsupported = o->telnet ? "telnet" : o->tn3270 ? "tn3270"
+                : o->websocket ? "websocket" : o->logfile ? "logfile"
+                : unsupported;
+    if (unsupported) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "socket option '%s' is not supported by blockd",
+                    unsupported);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* --- addresses and filenames --- */
+
+static GSocketAddress *unix_address(const BdChardev *c)
+{
+    if (c->abstract) {
+        return g_unix_socket_address_new_with_type(
+            c->path, -1, c->tight ? G_UNIX_SOCKET_ADDRESS_ABSTRACT
+                                  : G_UNIX_SOCKET_ADDRESS_ABSTRACT_PADDED);
+    }
+    return g_unix_socket_address_new(c->path);
+}
+
+/* QEMU's SocketAddress_to_str, prefixed "disconnected:". */
+static char *disconnected_name(const BdChardev *c)
+{
+    if (c->type == BD_SOCKET_ADDRESS_UNIX) {
+        return g_strdup_printf("disconnected:unix:%s%s%s%s", c->path,
+                               c->abstract ? ",abstract=on" : "",
+                               c->abstract && c->tight ? ",tight=on" : "",
+                               c->server ? ",server=on" : "");
+    }
+    return g_strdup_printf("disconnected:tcp:%s:%s%s", c->host, c->port,
+                           c->server ? ",server=on" : "");
+}
+
+static char *inet_name(GSocketAddress *sa)
+{
+    GInetSocketAddress *isa = G_INET_SOCKET_ADDRESS(sa);
+    g_autofree char *ip = g_inet_address_to_string(
+        g_inet_socket_address_get_address(isa));
+    gboolean v6 = g_inet_address_get_family(
+        g_inet_socket_address_get_address(isa)) == G_SOCKET_FAMILY_IPV6;
+
+    return g_strdup_printf("%s%s%s:%u", v6 ? "[" : "", ip, v6 ? "]" : "",
+                           g_inet_socket_address_get_port(isa));
+}
+
+/* QEMU's qemu_chr_compute_filename: the connection's own addresses. */
+static char *connected_name(const BdChardev *c, GSocketConnection *conn)
+{
+    g_autoptr(GSocketAddress) local =
+        g_socket_connection_get_local_address(conn, NULL);
+    g_autoptr(GSocketAddress) remote =
+        g_socket_connection_get_remote_address(conn, NULL);
+
+    if (local && G_IS_INET_SOCKET_ADDRESS(local) && remote) {
+        g_autofree char *l = inet_name(local);
+        g_autofree char *r = inet_name(remote);
+        return g_strdup_printf("tcp:%s%s <-> %s", l,
+                               c->server ? ",server=on" : "", r);
+    }
+    if (local && G_IS_UNIX_SOCKET_ADDRESS(local)) {
+        return g_strdup_printf("unix:%s%s", g_unix_socket_address_get_path(
+                                   G_UNIX_SOCKET_ADDRESS(local)),
+                               c->server ? ",server=on" : "");
+    }
+    return g_strdup(c->disconnected + strlen("disconnected:"));
+}
+
+/* --- the peer while nobody claims the chardev --- */
+
+static void peer_gone(BdChardev *c);
+
+/* Read and drop what the peer sends, until it hangs up. */
+static gboolean on_peer_input(GSocket *sock, GIOCondition cond,
+                              gpointer opaque)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    BdChardev *c = opaque;
+    char buf[4096];
+    gssize n = g_socket_receive(sock, buf, sizeof(buf), NULL, NULL);
+
+    if (n > 0) {
+        return G_SOURCE_CONTINUE;
+    }
+    if (n < 0 && !(cond & (G_IO_HUP | G_IO_ERR))) {
+        return G_SOURCE_CONTINUE;   /* EAGAIN */
+    }
+    g_clear_pointer(&c->conn_src, g_source_unref);
+    peer_gone(c);
+    return G_SOURCE_REMOVE;
+}
+
+/* A connection is there (accepted or made): to the frontend, or held. */
+static void peer_connected(BdChardev *c, GSocketConnection *conn)
+{
+    GSocket *sock = g_socket_connection_get_socket(conn);
+
+    g_free(c->connected);
+    c->connected = connected_name(c, conn);
+    if (c->nodelay && c->type == BD_SOCKET_ADDRESS_INET) {
+        g_socket_set_option(sock, IPPROTO_TCP, TCP_NODELAY, 1, NULL);
+    }
+    if (c->claimed) {
+        c->sessions++;
+        c->accept(conn, c->opaque);
+        return;
+    }
+    c->conn = g_object_ref(conn);
+    g_socket_set_blocking(sock, FALSE);
+    c->conn_src = g_socket_create_source(sock, G_IO_IN | G_IO_HUP | G_IO_ERR,
+                                         NULL);
+    g_source_set_callback(c->conn_src, G_SOURCE_FUNC(on_peer_input), c,
+                          NULL);
+    g_source_attach(c->conn_src, NULL);
+    if (c->service) {
+        /* One peer at a time: the next waits in the backlog. */
+        g_socket_service_stop(c->service);
+    }
+}
+
+static gboolean on_incoming(GSocketService *service, GSocketConnection *conn,
+                            GObject *source, gpointer opaque)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    peer_connected(opaque, conn);
+    return TRUE;
+}
+
+/* --- connecting (clients) --- */
+
+static int connect_unix(const BdChardev *c)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    socklen_t len;
+    size_t plen = strlen(c->path);
+    int fd;
+
+    if (plen >= sizeof(sun.sun_path) - (c->abstract ? 1 : 0)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    if (c->abstract) {
+        memcpy(sun.sun_path + 1, c->path, plen);
+        len = c->tight ? offsetof(struct sockaddr_un, sun_path) + 1 + plen
+                       : sizeof(sun);
+    } else {
+        memcpy(sun.sun_path, c->path, plen);
+        len = sizeof(sun);
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, len) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static int connect_inet(const BdChardev *c, GError **errp)
+{
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_ADDRCONFIG };
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(c->host, c->port, &hints, &res);
+    int fd = -1, e = 0;
+
+    if (rc != 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "address resolution failed for %s:%s: %s", c->host,
+                    c->port, gai_strerror(rc));
+        return -1;
+    }
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+                    ai->ai_protocol);
+        if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+            break;
+        }
+        e = errno;
+        if (fd >= 0) {
+            close(fd);
+        }
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Failed to connect to '%s:%s': %s", c->host, c->port,
+                    g_strerror(e));
+    }
+    return fd;
+}
+
+/* Connect now (blocking, as QEMU's first attempt). */
+static gboolean client_connect(BdChardev *c, GError **errp)
+{
+    g_autoptr(GSocket) sock = NULL;
+    g_autoptr(GSocketConnection) conn = NULL;
+    int fd;
+
+    if (c->type == BD_SOCKET_ADDRESS_UNIX) {
+        fd = connect_unix(c);
+        if (fd < 0) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Failed to connect to '%s': %s", c->path,
+                        g_strerror(errno));
+            return FALSE;
+        }
+    } else {
+        fd = connect_inet(c, errp);
+        if (fd < 0) {
+            return FALSE;
+        }
+    }
+    sock = g_socket_new_from_fd(fd, errp);
+    if (!sock) {
+        close(fd);
+        return FALSE;
+    }
+    conn = g_socket_connection_factory_create_connection(sock);
+    peer_connected(c, conn);
+    return TRUE;
+}
+
+static guint retry_seconds(const BdChardev *c)
+{
+    return (guint)MIN(c->reconnect, G_MAXUINT);
+}
+
+static gboolean on_retry(gpointer opaque)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    BdChardev *c = opaque;
+    g_autoptr(GError) err = NULL;
+
+    c->retry_id = 0;
+    if (client_connect(c, &err)) {
+        c->err_reported = FALSE;
+    } else {
+        /* Once until it connects, as QEMU. */
+        if (!c->err_reported) {
+            g_printerr("blockd: Unable to connect character device %s: %s\n",
+                       c->id, err->message);
+            c->err_reported = TRUE;
+        }
+        c->retry_id = g_timeout_add_seconds(retry_seconds(c), on_retry, c);
+    }
+    return G_SOURCE_REMOVE;
+}
+
+static void peer_gone(BdChardev *c)
+{
+    drop_conn(c);
+    if (c->service) {
+        g_socket_service_start(c->service);
+    } else if (c->reconnect > 0 && !c->retry_id) {
+        c->retry_id = g_timeout_add_seconds(retry_seconds(c), on_retry, c);
+    }
+}
+
+/* --- listening (servers) --- */
+
+/* The first address getaddrinfo gives, as QEMU's listener binds. */
+static GSocketAddress *tcp_listen_address(const char *host, const char *port,
+                                          GError **errp)
+{
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE };
+    struct addrinfo *res = NULL;
+    GSocketAddress *sa;
+    int rc;
+
+    rc = getaddrinfo(*host ? host : "0.0.0.0", port, &hints, &res);
+    if (rc != 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "address resolution failed for %s:%s: %s", host, port,
+                    gai_strerror(rc));
+        return NULL;
+    }
+    sa = g_socket_address_new_from_native(res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    if (!sa) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "address resolution failed for %s:%s", host, port);
+    }
+    return sa;
+}
+
+static gboolean server_listen(BdChardev *c, GError **errp)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GSocketAddress) sa = NULL;
+    g_autoptr(GSocketAddress) eff = NULL;
+    struct stat st;
+
+    if (c->type == BD_SOCKET_ADDRESS_UNIX) {
+        /* QEMU replaces a stale socket left at the path. */
+        if (!c->abstract && stat(c->path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            unlink(c->path);
+        }
+        sa = unix_address(c);
+    } else {
+        sa = tcp_listen_address(c->host, c->port, errp);
+        if (!sa) {
+            return FALSE;
+        }
+    }
+    c->service = g_socket_service_new();
+    g_socket_service_stop(c->service);
+    if (!g_socket_listener_add_address(G_SOCKET_LISTENER(c->service), sa,
+                                       G_SOCKET_TYPE_STREAM,
+                                       G_SOCKET_PROTOCOL_DEFAULT, NULL, &eff,
+                                       &err)) {
+        /* GIO says "Error binding to address (...): <strerror>"; keep
+         * the reason in QEMU's sentence. */
+        const char *why = strrchr(err->message, ':');
+        why = why ? why + 2 : err->message;
+        if (c->type == BD_SOCKET_ADDRESS_UNIX) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Failed to bind socket to %s: %s", c->path, why);
+        } else {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Failed to bind socket: %s", why);
+        }
+        return FALSE;
+    }
+    if (c->type == BD_SOCKET_ADDRESS_UNIX && !c->abstract &&
+        stat(c->path, &st) == 0) {
+        c->bound = TRUE;
+        c->bound_dev = st.st_dev;
+        c->bound_ino = st.st_ino;
+    }
+    if (c->type == BD_SOCKET_ADDRESS_INET && eff) {
+        /* QEMU shows the bound address: numeric, the real port. */
+        GInetSocketAddress *isa = G_INET_SOCKET_ADDRESS(eff);
+        g_free(c->host);
+        c->host = g_inet_address_to_string(
+            g_inet_socket_address_get_address(isa));
+        g_free(c->port);
+        c->port = g_strdup_printf("%u", g_inet_socket_address_get_port(isa));
+    }
+    g_signal_connect(c->service, "incoming", G_CALLBACK(on_incoming), c);
+    return TRUE;
+}
+
+/* --- opening --- */
+
+/* A new socket chardev, not yet listed.  With 'wait' (a server at
+ * start-up) it returns once the first client has connected. */
+static BdChardev *chardev_open(const SockOpts *o, GError **errp)
+{
+    BdChardev *c;
+
+    if (!opts_check(o, errp)) {
+        return NULL;
+    }
+    c = g_new0(BdChardev, 1);
+    c->id = g_strdup(o->id);
+    c->server = o->server;
+    c->reconnect = o->has_reconnect ? MAX(o->reconnect, 0) : 0;
+    c->type = o->type;
+    c->path = g_strdup(o->path);
+    c->abstract = o->abstract;
+    c->tight = o->tight;
+    c->host = g_strdup(o->host);
+    c->port = g_strdup(o->port);
+    c->nodelay = o->nodelay;
+    if (c->server) {
+        if (!server_listen(c, errp)) {
+            chardev_free(c);
+            return NULL;
+        }
+        c->disconnected = disconnected_name(c);
+        if (o->wait) {
+            /* QEMU's message; start-up waits for the first client. */
+            g_autoptr(GSocketConnection) conn = NULL;
+
+            g_printerr("blockd: info: waiting for connection on: %s\n",
+                       c->disconnected);
+            conn = g_socket_listener_accept(G_SOCKET_LISTENER(c->service),
+                                            NULL, NULL, errp);
+            if (!conn) {
+                chardev_free(c);
+                return NULL;
+            }
+            peer_connected(c, conn);
+        } else {
+            g_socket_service_start(c->service);
+        }
+        return c;
+    }
+    c->disconnected = disconnected_name(c);
+    if (c->reconnect > 0) {
+        /* QEMU: failures are reported and retried, never returned. */
+        on_retry(c);
+        return c;
+    }
+    if (!client_connect(c, errp)) {
+        chardev_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void chardev_insert(BdChardev *c)
+{
+    if (!chardevs) {
+        chardevs = g_ptr_array_new();
+    }
+    g_ptr_array_add(chardevs, c);
+}
+
+/* --- --chardev socket,... (QemuOpts, implied key "backend") --- */
+
 static const char *const known_keys[] = {
     "backend", "id", "path", "server", "wait", "host", "port", "ipv4",
-    "ipv6", "nodelay", "abstract", "tight", NULL };
+    "ipv6", "nodelay", "abstract", "tight", "reconnect", "telnet",
+    "tn3270", "websocket", "tls-creds", "tls-authz", "logfile", NULL };
 static const char *const unsupported_keys[] = {
-    "to", "telnet", "tn3270", "websocket", "reconnect", "fd", "tls-creds",
-    "tls-authz", "mux", "logfile", "logappend", "numeric", "keep-alive",
-    NULL };
+    "to", "fd", "mux", "logappend", "numeric", "keep-alive", NULL };
 
 static gboolean opt_bool(JsonObject *o, const char *key, gboolean def,
-                         gboolean *out, GError **errp)
+                         gboolean *has, gboolean *out, GError **errp)
 {
     const char *s = json_object_get_string_member_with_default(o, key, NULL);
 
     *out = def;
+    if (has) {
+        *has = s != NULL;
+    }
     if (s && !bd_parse_bool(s, out)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Parameter '%s' expects 'on' or 'off'", key);
@@ -111,58 +667,50 @@ static gboolean check_keys(JsonObject *o, GError **errp)
     return TRUE;
 }
 
-static GSocketAddress *tcp_address(const char *host, const char *port,
-                                   GError **errp)
+static gboolean keyval_opts(JsonObject *o, SockOpts *s, GError **errp)
 {
-    guint64 p;
+    const char *reconnect = json_object_get_string_member_with_default(
+        o, "reconnect", NULL);
+    guint64 r;
 
-    if (!bd_parse_uint64(port, &p) || p > 65535) {
+    s->path = json_object_get_string_member_with_default(o, "path", NULL);
+    s->host = json_object_get_string_member_with_default(o, "host", NULL);
+    s->port = json_object_get_string_member_with_default(o, "port", NULL);
+    s->tls_creds = json_object_get_string_member_with_default(
+        o, "tls-creds", NULL);
+    s->tls_authz = json_object_get_string_member_with_default(
+        o, "tls-authz", NULL);
+    s->logfile = json_object_get_string_member_with_default(o, "logfile",
+                                                            NULL);
+    if (!opt_bool(o, "server", FALSE, &s->has_server, &s->server, errp) ||
+        !opt_bool(o, "wait", TRUE, &s->has_wait, &s->wait, errp) ||
+        !opt_bool(o, "nodelay", FALSE, NULL, &s->nodelay, errp) ||
+        !opt_bool(o, "abstract", FALSE, NULL, &s->abstract, errp) ||
+        !opt_bool(o, "tight", TRUE, NULL, &s->tight, errp) ||
+        !opt_bool(o, "telnet", FALSE, NULL, &s->telnet, errp) ||
+        !opt_bool(o, "tn3270", FALSE, NULL, &s->tn3270, errp) ||
+        !opt_bool(o, "websocket", FALSE, NULL, &s->websocket, errp)) {
+        return FALSE;
+    }
+    s->wait = s->wait && s->server;
+    if (reconnect) {
+        if (!bd_parse_uint64(reconnect, &r) || r > G_MAXINT64) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Parameter 'reconnect' expects a number");
+            return FALSE;
+        }
+        s->has_reconnect = TRUE;
+        s->reconnect = (gint64)r;
+    }
+    if (s->path) {
+        s->type = BD_SOCKET_ADDRESS_UNIX;
+    } else if (s->port) {
+        s->type = BD_SOCKET_ADDRESS_INET;
+        s->host = s->host ? s->host : "";
+    } else {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "chardev: socket: invalid port '%s'", port);
-        return NULL;
-    }
-    if (!*host) {
-        host = "0.0.0.0";
-    }
-    GInetAddress *ia = g_inet_address_new_from_string(host);
-    if (!ia) {
-        g_autoptr(GResolver) r = g_resolver_get_default();
-        GList *list = g_resolver_lookup_by_name(r, host, NULL, errp);
-        if (!list) {
-            g_prefix_error(errp, "address resolution failed for %s:%s: ",
-                           host, port);
-            return NULL;
-        }
-        ia = g_object_ref(list->data);
-        g_resolver_free_addresses(list);
-    }
-    GSocketAddress *sa = g_inet_socket_address_new(ia, (guint16)p);
-    g_object_unref(ia);
-    return sa;
-}
-
-static gboolean chardev_listen(BdChardev *c, GSocketAddress *sa,
-                               const char *path, GError **errp)
-{
-    g_autoptr(GError) err = NULL;
-
-    c->service = g_socket_service_new();
-    g_socket_service_stop(c->service);
-    if (!g_socket_listener_add_address(G_SOCKET_LISTENER(c->service), sa,
-                                       G_SOCKET_TYPE_STREAM,
-                                       G_SOCKET_PROTOCOL_DEFAULT, NULL, NULL,
-                                       &err)) {
-        /* GIO says "Error binding to address (...): <strerror>"; keep
-         * the reason in QEMU's sentence. */
-        const char *why = strrchr(err->message, ':');
-        why = why ? why + 2 : err->message;
-        if (path) {
-            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "Failed to bind socket to %s: %s", path, why);
-        } else {
-            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "Failed to bind socket: %s", why);
-        }
+                    s->host ? "chardev: socket: no port given"
+                            : "chardev: socket: no host given");
         return FALSE;
     }
     return TRUE;
@@ -173,25 +721,28 @@ gboolean bd_chardev_add(const char *arg, GError **errp)
     BD_GLOBAL_STATE_CODE();
 
     g_autoptr(JsonNode) node = bd_keyval_parse(arg, "backend", errp);
+    SockOpts s = { 0 };
+    BdChardev *c;
+
     if (!node) {
         return FALSE;
     }
     JsonObject *o = json_node_get_object(node);
     const char *backend = json_object_get_string_member_with_default(
         o, "backend", NULL);
-    const char *id = json_object_get_string_member_with_default(o, "id", NULL);
+    s.id = json_object_get_string_member_with_default(o, "id", NULL);
 
     if (!check_keys(o, errp)) {
         return FALSE;
     }
-    if (!id) {
+    if (!s.id) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "chardev: no id specified");
         return FALSE;
     }
     if (!backend) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "chardev: \"%s\" missing backend", id);
+                    "chardev: \"%s\" missing backend", s.id);
         return FALSE;
     }
     if (strcmp(backend, "socket") != 0) {
@@ -199,92 +750,102 @@ gboolean bd_chardev_add(const char *arg, GError **errp)
                     "'%s' is not a valid char driver name", backend);
         return FALSE;
     }
-    if (chardev_find(id)) {
+    if (chardev_find(s.id)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Duplicate ID '%s' for chardev", id);
+                    "Duplicate ID '%s' for chardev", s.id);
         return FALSE;
     }
-
-    gboolean server, wait_, ipv4, ipv6, nodelay;
-    if (!opt_bool(o, "server", FALSE, &server, errp) ||
-        !opt_bool(o, "wait", TRUE, &wait_, errp) ||
-        !opt_bool(o, "ipv4", FALSE, &ipv4, errp) ||
-        !opt_bool(o, "ipv6", FALSE, &ipv6, errp) ||
-        !opt_bool(o, "nodelay", FALSE, &nodelay, errp)) {
+    if (!keyval_opts(o, &s, errp)) {
         return FALSE;
     }
-    if (!server) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "chardev '%s': only server=on sockets are supported", id);
+    c = chardev_open(&s, errp);
+    if (!c) {
         return FALSE;
     }
-
-    const char *path = json_object_get_string_member_with_default(o, "path",
-                                                                  NULL);
-    const char *host = json_object_get_string_member_with_default(o, "host",
-                                                                  NULL);
-    const char *port = json_object_get_string_member_with_default(o, "port",
-                                                                  NULL);
-    g_autoptr(GSocketAddress) sa = NULL;
-    BdChardev *c = g_new0(BdChardev, 1);
-    c->id = g_strdup(id);
-    if (path) {
-        struct stat st;
-        /* QEMU replaces a stale socket left at the path. */
-        if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-            unlink(path);
-        }
-        sa = g_unix_socket_address_new(path);
-    } else if (port) {
-        sa = tcp_address(host ? host : "", port, errp);
-    } else {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    host ? "chardev: socket: no port given"
-                         : "chardev: socket: no host given");
-    }
-    if (!sa || !chardev_listen(c, sa, path, errp)) {
-        chardev_free(c);
-        return FALSE;
-    }
-    c->path = g_strdup(path);   /* ours to unlink from now on */
-    if (!chardevs) {
-        chardevs = g_ptr_array_new();
-    }
-    c->filename = path ? g_strdup_printf("unix:%s,server=on", path)
-                       : g_strdup_printf("tcp:%s:%s,server=on",
-                                         host ? host : "", port);
-    g_ptr_array_add(chardevs, c);
-
-    /* wait=on (the default): start-up waits for the first client, which
-     * the monitor takes over once attached, as QEMU does. */
-    if (wait_) {
-        if (path) {
-            g_printerr("blockd: info: waiting for connection on: "
-                       "disconnected:unix:%s,server=on\n", path);
-        } else {
-            g_printerr("blockd: info: waiting for connection on: "
-                       "disconnected:tcp:%s:%s,server=on\n",
-                       host ? host : "", port);
-        }
-        c->pending = g_socket_listener_accept(G_SOCKET_LISTENER(c->service),
-                                              NULL, NULL, errp);
-        if (!c->pending) {
-            return FALSE;
-        }
-    }
+    chardev_insert(c);
     return TRUE;
 }
 
-static gboolean on_incoming(GSocketService *service, GSocketConnection *conn,
-                            GObject *source, gpointer opaque)
+/* --- ChardevSocket (QMP) --- */
+
+static gboolean lookup_bool(GVariant *d, const char *key, gboolean *out)
+{
+    return g_variant_lookup(d, key, "b", out);
+}
+
+BdChardev *bd_chardev_socket_new(const char *id, GVariant *data,
+                                 GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
-    BdChardev *c = opaque;
+    g_autoptr(GVariant) addr = g_variant_lookup_value(data, "addr", NULL);
+    g_autoptr(GVariant) inner = NULL;
+    const char *type = "";
+    SockOpts s = { .id = id, .server = TRUE, .tight = TRUE };
 
-    c->accept(conn, c->opaque);
-    return TRUE;
+    g_variant_lookup(addr, "type", "&s", &type);
+    inner = g_variant_lookup_value(addr, "data", NULL);
+    for (int i = 0; bd_socket_address_type_names[i]; i++) {
+        if (strcmp(bd_socket_address_type_names[i], type) == 0) {
+            s.type = i;
+        }
+    }
+    if (inner) {
+        g_variant_lookup(inner, "path", "&s", &s.path);
+        g_variant_lookup(inner, "host", "&s", &s.host);
+        g_variant_lookup(inner, "port", "&s", &s.port);
+        lookup_bool(inner, "abstract", &s.abstract);
+        lookup_bool(inner, "tight", &s.tight);
+    }
+    s.has_server = lookup_bool(data, "server", &s.server);
+    s.has_wait = lookup_bool(data, "wait", &s.wait);
+    s.has_reconnect = g_variant_lookup(data, "reconnect", "x", &s.reconnect);
+    lookup_bool(data, "nodelay", &s.nodelay);
+    lookup_bool(data, "telnet", &s.telnet);
+    lookup_bool(data, "tn3270", &s.tn3270);
+    lookup_bool(data, "websocket", &s.websocket);
+    g_variant_lookup(data, "tls-creds", "&s", &s.tls_creds);
+    g_variant_lookup(data, "tls-authz", "&s", &s.tls_authz);
+    g_variant_lookup(data, "logfile", "&s", &s.logfile);
+    if (opts_check(&s, errp) && s.server && s.wait) {
+        /* QEMU 7.2 blocks its monitor until a client comes. */
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "'wait' for a client would block the monitor: blockd "
+                    "refuses it at runtime (use wait=false)");
+        return NULL;
+    }
+    return chardev_open(&s, errp);
 }
+
+void bd_chardev_socket_insert(BdChardev *c)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    g_assert(!chardev_find(c->id));
+    chardev_insert(c);
+}
+
+void bd_chardev_socket_free(BdChardev *c)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    chardev_free(c);
+}
+
+BdChardev *bd_chardev_socket_steal(const char *id)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    BdChardev *c = chardev_find(id);
+
+    if (c) {
+        g_assert(!c->claimed);
+        g_ptr_array_remove(chardevs, c);
+    }
+    return c;
+}
+
+/* --- frontends (monitors) --- */
 
 gboolean bd_chardev_claim(const char *id, BdChardevAccept accept,
                           gpointer opaque, GError **errp)
@@ -306,14 +867,41 @@ gboolean bd_chardev_claim(const char *id, BdChardevAccept accept,
     c->claimed = TRUE;
     c->accept = accept;
     c->opaque = opaque;
-    c->handler = g_signal_connect(c->service, "incoming",
-                                  G_CALLBACK(on_incoming), c);
-    g_socket_service_start(c->service);
-    if (c->pending) {
-        g_autoptr(GSocketConnection) conn = g_steal_pointer(&c->pending);
+    if (c->conn) {
+        /* A client came first (wait=on, or a connecting chardev). */
+        g_autoptr(GSocketConnection) conn = g_object_ref(c->conn);
+
+        drop_conn(c);
+        g_socket_set_blocking(g_socket_connection_get_socket(conn), TRUE);
+        c->sessions++;
         accept(conn, opaque);
     }
+    if (c->service) {
+        /* A monitor serves every client that connects. */
+        g_socket_service_start(c->service);
+    }
     return TRUE;
+}
+
+void bd_chardev_session_closed(const char *id)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    BdChardev *c = chardev_find(id);
+
+    if (c && c->sessions > 0 && --c->sessions == 0 && !c->server &&
+        c->reconnect > 0 && !c->retry_id) {
+        c->retry_id = g_timeout_add_seconds(retry_seconds(c), on_retry, c);
+    }
+}
+
+gboolean bd_chardev_is_claimed(const char *id)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    BdChardev *c = chardev_find(id);
+
+    return c && c->claimed;
 }
 
 void bd_chardev_cleanup(void)
@@ -348,6 +936,11 @@ char *bd_chardev_filename(const char *id)
     BD_GLOBAL_STATE_CODE();
 
     BdChardev *c = chardev_find(id);
+    gboolean up;
 
-    return c ? g_strdup(c->filename) : NULL;
+    if (!c) {
+        return NULL;
+    }
+    up = c->claimed ? c->sessions > 0 : c->conn != NULL;
+    return g_strdup(up && c->connected ? c->connected : c->disconnected);
 }

@@ -53,7 +53,7 @@ static const BdSchemaField legacy_base[] = {
 static const BdSchemaVariant legacy_variants[] = {
     { "inet", &inet_wrapper }, { "unix", &unix_wrapper },
     { "vsock", &vsock_wrapper }, { "fd", &string_wrapper }, { NULL } };
-static const BdSchemaType socket_address_legacy = {
+const BdSchemaType bd_qmp_socket_address_legacy = {
     .name = "SocketAddressLegacy", .kind = BD_SCHEMA_UNION,
     .fields = legacy_base, .discriminator = "type",
     .variants = legacy_variants };
@@ -72,7 +72,7 @@ typedef struct {
 
 #define N(f) BD_AT(NbdServerArgs, f)
 static const BdSchemaField nbd_start_fields[] = {
-    BD_FIELD("addr", &socket_address_legacy, N(addr)),
+    BD_FIELD("addr", &bd_qmp_socket_address_legacy, N(addr)),
     BD_OPT("tls-creds", &bd_schema_str, N(tls_creds)),
     BD_OPT("tls-authz", &bd_schema_str, N(tls_authz),
            BD_HAS(NbdServerArgs, tls_authz)),
@@ -228,12 +228,12 @@ static gboolean nbd_server_start(GVariant *args, JsonNode **ret,
     bd_schema_decode(nbd_start_fields, args, &a);
     /* {"type": T, "data": {...}}: 'data' is T's flat variant, the type
      * of the wrapper's one member (legacy_variants in enum order). */
-    bd_schema_decode_union(&socket_address_legacy, a.addr, &legacy);
+    bd_schema_decode_union(&bd_qmp_socket_address_legacy, a.addr, &legacy);
     wrapper = legacy_variants[legacy.type].type;
     bd_schema_decode(wrapper->fields[0].type->fields, legacy.data, &addr);
     addr.type = legacy.type;
     ok = nbd_start(&addr, &a, errp);
-    bd_schema_clear_union(&socket_address_legacy, &legacy);
+    bd_schema_clear_union(&bd_qmp_socket_address_legacy, &legacy);
     return ok;
 }
 
