@@ -82,6 +82,16 @@ static BdChardev *chardev_find(const char *id)
     return NULL;
 }
 
+/* Stop draining the held peer and hand it over (a new reference). */
+static GSocketConnection *take_conn(BdChardev *c)
+{
+    if (c->conn_src) {
+        g_source_destroy(c->conn_src);
+        g_clear_pointer(&c->conn_src, g_source_unref);
+    }
+    return g_steal_pointer(&c->conn);
+}
+
 static void drop_conn(BdChardev *c)
 {
     if (c->conn_src) {
@@ -869,9 +879,8 @@ gboolean bd_chardev_claim(const char *id, BdChardevAccept accept,
     c->opaque = opaque;
     if (c->conn) {
         /* A client came first (wait=on, or a connecting chardev). */
-        g_autoptr(GSocketConnection) conn = g_object_ref(c->conn);
+        g_autoptr(GSocketConnection) conn = take_conn(c);
 
-        drop_conn(c);
         g_socket_set_blocking(g_socket_connection_get_socket(conn), TRUE);
         c->sessions++;
         accept(conn, opaque);

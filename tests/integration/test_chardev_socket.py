@@ -12,8 +12,8 @@ import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (assert_eq, assert_in, is_reference, main, start_daemon,  # noqa: E402
-                         tests_of, wait_for)
+from blockd_test import (QMP, Daemon, assert_eq, assert_in, is_reference, main,  # noqa: E402
+                         start_daemon, tests_of, wait_for)
 
 GE = 'GenericError'
 
@@ -266,6 +266,22 @@ def test_command_line_chardevs():
         assert_eq(_filename(q, 'spare'), 'ringbuf', 'changed')
         q.execute('chardev-remove', {'id': 'spare'})
         assert_in('qmp0', [c['label'] for c in q.execute('query-chardev')], 'monitor kept')
+
+
+def test_command_line_wait_on():
+    """wait=on: start-up waits for the first client, which the monitor
+    then serves; later clients too."""
+    with Daemon(qmp=False) as d:
+        path = d.path('m.sock')
+        d.args += ['--chardev', 'socket,id=m,path=%s,server=on' % path, '--monitor', 'chardev=m']
+        d.wait = [path]           # its probe connection is the first client
+        d.start()
+        for _ in range(2):
+            with QMP(path) as q:
+                assert_eq(_info(q, 'm'), {'label': 'm', 'frontend-open': True,
+                                          'filename': 'unix:%s,server=on' % path}, 'monitor')
+        assert_in('waiting for connection on: disconnected:unix:%s,server=on' % path,
+                  d.stderr(), 'the wait is announced')
 
 
 if __name__ == '__main__':
