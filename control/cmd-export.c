@@ -260,28 +260,21 @@ static gboolean nbd_server_stop(GVariant *args, JsonNode **ret, GError **errp)
     return TRUE;
 }
 
+/* An export's iothread: the worker pool its threads run in
+ * (export/iothread.c).  Borrowed: the object stays while the main
+ * thread runs block-export-add. */
+static BdWorkerPool *iothread_pool(const char *id)
+{
+    g_autoptr(BdObject) obj = bd_object_find_kind(id, BD_IOTHREAD_KIND);
+
+    return obj ? ((BdIothread *)obj)->pool : NULL;
+}
+
 gboolean bd_cmd_block_export_add(GVariant *options, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
-    g_autoptr(GVariant) io = g_variant_lookup_value(options, "iothread",
-                                                    NULL);
-    g_autoptr(BdObject) obj = NULL;
-
-    /* An export's iothread must exist (QEMU's check); its worker pool
-     * is where the export's threads run (export/iothread.c). */
-    if (io) {
-        const char *id = g_variant_get_string(io, NULL);
-
-        obj = bd_object_find_kind(id, BD_IOTHREAD_KIND);
-        if (!obj) {
-            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "iothread \"%s\" not found", id);
-            return FALSE;
-        }
-    }
-    return bd_export_add(options, obj ? ((BdIothread *)obj)->pool : NULL,
-                         errp) != NULL;
+    return bd_export_add(options, iothread_pool, errp) != NULL;
 }
 
 static gboolean block_export_add(GVariant *args, JsonNode **ret,

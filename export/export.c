@@ -53,6 +53,7 @@ typedef struct {
     gboolean writable;
     gboolean writethrough;
     gboolean fixed_iothread;
+    const char *iothread;
 } ExportOptions;
 
 /* BlockExportType: the registered drivers' types, read as a string. */
@@ -60,10 +61,10 @@ static BdSchemaType type_enum;
 static const BdSchemaField base_fields[] = {
     { "type", &type_enum, FALSE, BD_AT(ExportOptions, type), .def.s = "" },
     { "id", &bd_schema_str, FALSE, BD_AT(ExportOptions, id), .def.s = "" },
-    /* The caller resolves 'iothread' to a worker pool (export/iothread.c). */
+    /* 'iothread' is a worker pool (export/iothread.c). */
     { "fixed-iothread", &bd_schema_bool, TRUE,
       BD_AT(ExportOptions, fixed_iothread) },
-    { "iothread", &bd_schema_str, TRUE, .flags = BD_FIELD_GENERIC },
+    { "iothread", &bd_schema_str, TRUE, BD_AT(ExportOptions, iothread) },
     { "node-name", &bd_schema_str, FALSE, BD_AT(ExportOptions, node_name),
       .def.s = "" },
     { "writable", &bd_schema_bool, TRUE, BD_AT(ExportOptions, writable) },
@@ -131,7 +132,7 @@ GPtrArray *bd_export_list(void)
     return export_list();
 }
 
-BdExport *bd_export_add(GVariant *options, BdWorkerPool *iothread,
+BdExport *bd_export_add(GVariant *options, BdExportIothreadLookup lookup,
                         GError **errp)
 {
     ExportOptions o = { 0 };
@@ -140,7 +141,7 @@ BdExport *bd_export_add(GVariant *options, BdWorkerPool *iothread,
     uint64_t perm = BD_PERM_CONSISTENT_READ;
     BdNode *node;
     BdExport *exp;
-    BdWorkerPool *pool;
+    BdWorkerPool *pool, *iothread = NULL;
 
     BD_GLOBAL_STATE_CODE();
     bd_schema_decode(base_fields, options, &o);
@@ -173,6 +174,14 @@ BdExport *bd_export_add(GVariant *options, BdWorkerPool *iothread,
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Cannot export read-only node as writable");
         return NULL;
+    }
+    if (o.iothread) {
+        iothread = lookup ? lookup(o.iothread) : NULL;
+        if (!iothread) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "iothread \"%s\" not found", o.iothread);
+            return NULL;
+        }
     }
     if (!bd_export_pick_pool(node, iothread, o.fixed_iothread, &pool,
                              errp)) {

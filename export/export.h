@@ -90,11 +90,14 @@ const BdExportDriver *bd_export_find_driver(const char *type);
 /* The BlockExportOptions union (on 'type') of the registered drivers. */
 const BdSchemaType *bd_export_options_schema(void);
 
-/* block-export-add with validated BlockExportOptions.  'iothread' is
- * the pool of the iothread the options name (NULL when they name none):
- * the export's node moves there, or the export refuses (fixed-iothread)
- * or runs where the node is, as QEMU's. */
-BdExport *bd_export_add(GVariant *options, BdWorkerPool *iothread,
+/* The worker pool of iothread 'id' (borrowed), or NULL when there is no
+ * such iothread: the caller's, which knows the objects. */
+typedef BdWorkerPool *(*BdExportIothreadLookup)(const char *id);
+/* block-export-add with validated BlockExportOptions.  An 'iothread'
+ * option is resolved with 'lookup' (NULL: none is known) in QEMU's
+ * order: the export's node moves to that iothread, or the export
+ * refuses (fixed-iothread) or runs where the node is, as QEMU's. */
+BdExport *bd_export_add(GVariant *options, BdExportIothreadLookup lookup,
                         GError **errp);
 /* block-export-del.  Mode safe ('hard' FALSE) refuses while a client
  * uses the export; mode hard disconnects the clients.  Either way it

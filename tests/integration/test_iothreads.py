@@ -108,6 +108,31 @@ def test_fixed_iothread_rules():
             q.execute('object-del', {'id': 'io1'})
 
 
+def test_export_add_error_order():
+    """The iothread is looked up where QEMU does: after the id, the node
+    and the read-only check."""
+    with _daemon() as d:
+        q = d.qmp()
+        img = d.path('a.img')
+        make_image(img, MiB)
+        q.execute('blockdev-add', {'driver': 'file', 'filename': img, 'node-name': 'f0',
+                                   'read-only': True})
+        _nbd_server(q, d)
+        exp = {'type': 'nbd', 'id': 'e0', 'node-name': 'f0', 'iothread': 'nope'}
+        for extra, desc in (({'id': '0bad'}, 'Invalid block export id'),
+                            ({'node-name': 'nope'}, "Cannot find device='' nor node-name='nope'"),
+                            ({'writable': True}, 'Cannot export read-only node as writable'),
+                            ({}, 'iothread "nope" not found'),
+                            ({'iothread': 'io0', 'writable': True},
+                             'Cannot export read-only node as writable')):
+            _err(q, 'block-export-add', dict(exp, **extra), desc)
+        # fixed-iothread without an iothread: fixed where the node is.
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'e0', 'node-name': 'f0',
+                                       'fixed-iothread': True})
+        _err(q, 'x-blockdev-set-iothread', {'node-name': 'f0', 'iothread': 'io0', 'force': True},
+             BUSY)
+
+
 def test_nbd_export_runs_in_its_iothread():
     skip_if_reference('qemu-storage-daemon 7.2 aborts when a client of an iothread '
                       'export disconnects')
