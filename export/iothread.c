@@ -103,17 +103,33 @@ static gboolean move_nodes(GHashTable *nodes, BdWorkerPool *pool,
     return TRUE;
 }
 
+static gboolean all_in(GHashTable *nodes, BdWorkerPool *pool)
+{
+    GHashTableIter it;
+    gpointer key;
+
+    g_hash_table_iter_init(&it, nodes);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        if (((BdNode *)key)->pool != pool) {
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
 gboolean bd_export_node_set_pool(BdNode *node, BdWorkerPool *pool,
                                  GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
-    g_autoptr(GHashTable) nodes = NULL;
+    g_autoptr(GHashTable) nodes = connected_nodes(node);
 
-    if (node->pool == pool) {
-        return TRUE;            /* QEMU: already there, nothing checked */
+    /* QEMU: already there, nothing checked.  The whole graph is looked
+     * at: a node attached later to a graph in an iothread stays where it
+     * was made (QEMU 7.2 crashes there), and a move makes it one again. */
+    if (all_in(nodes, pool)) {
+        return TRUE;
     }
-    nodes = connected_nodes(node);
     return move_nodes(nodes, pool, errp);
 }
 

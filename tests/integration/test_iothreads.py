@@ -133,6 +133,28 @@ def test_export_add_error_order():
              BUSY)
 
 
+def test_graph_joined_later():
+    """A node added above a node in an iothread starts outside it (QEMU 7.2
+    crashes on that blockdev-add); moving either moves the whole graph."""
+    skip_if_reference('qemu-storage-daemon 7.2 crashes on this blockdev-add')
+    with _daemon() as d:
+        q = d.qmp()
+        img = d.path('a.img')
+        make_image(img, MiB)
+        q.execute('blockdev-add', {'driver': 'file', 'filename': img, 'node-name': 'f0'})
+        q.execute('x-blockdev-set-iothread', {'node-name': 'f0', 'iothread': 'io0'})
+        q.execute('blockdev-add', {'driver': 'raw', 'file': 'f0', 'node-name': 'r1'})
+        _nbd_server(q, d)
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'e0', 'node-name': 'r1',
+                                       'fixed-iothread': True})
+        _err(q, 'x-blockdev-set-iothread', {'node-name': 'r1', 'iothread': 'io0',
+                                            'force': True}, BUSY)
+        # Out of io0 is where the export is fixed: f0 comes along.
+        q.execute('x-blockdev-set-iothread', {'node-name': 'r1', 'iothread': None,
+                                              'force': True})
+        q.execute('object-del', {'id': 'io0'})
+
+
 def test_nbd_export_runs_in_its_iothread():
     skip_if_reference('qemu-storage-daemon 7.2 aborts when a client of an iothread '
                       'export disconnects')
