@@ -7,6 +7,7 @@
  * Thread model: main thread only.
  */
 #include <string.h>
+#include <sys/un.h>
 #include "control/chardev-int.h"
 #include "control/input.h"
 #include "graph/error.h"
@@ -64,6 +65,13 @@ gboolean bd_chardev_opts_check(const BdChardevSockOpts *o, GError **errp)
     if (o->type == BD_SOCKET_ADDRESS_FD) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "only QEMU supports file descriptor passing");
+        return FALSE;
+    }
+    if (o->type == BD_SOCKET_ADDRESS_UNIX &&
+        strlen(o->path) + (o->abstract ? 1 : 0) >=
+            sizeof(((struct sockaddr_un *)NULL)->sun_path)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "UNIX socket path '%s' is too long", o->path);
         return FALSE;
     }
     if (o->type == BD_SOCKET_ADDRESS_VSOCK) {

@@ -112,6 +112,7 @@ static void chardev_free(BdChardev *c)
         g_source_remove(c->retry_id);
     }
     if (c->service) {
+        g_signal_handlers_disconnect_by_data(c->service, c);
         g_socket_service_stop(c->service);
         g_socket_listener_close(G_SOCKET_LISTENER(c->service));
         g_object_unref(c->service);
@@ -182,8 +183,13 @@ static char *connected_name(const BdChardev *c, GSocketConnection *conn)
                                c->server ? ",server=on" : "", r);
     }
     if (local && G_IS_UNIX_SOCKET_ADDRESS(local)) {
-        return g_strdup_printf("unix:%s%s", g_unix_socket_address_get_path(
-                                   G_UNIX_SOCKET_ADDRESS(local)),
+        GUnixSocketAddress *ua = G_UNIX_SOCKET_ADDRESS(local);
+        /* QEMU prints sun_path: empty for an abstract address. */
+        gboolean named = g_unix_socket_address_get_address_type(ua) ==
+                         G_UNIX_SOCKET_ADDRESS_PATH;
+
+        return g_strdup_printf("unix:%s%s",
+                               named ? g_unix_socket_address_get_path(ua) : "",
                                c->server ? ",server=on" : "");
     }
     return g_strdup(c->disconnected + strlen("disconnected:"));
@@ -200,14 +206,13 @@ static gboolean on_peer_input(GSocket *sock, GIOCondition cond,
     BD_GLOBAL_STATE_CODE();
 
     BdChardev *c = opaque;
+    g_autoptr(GError) err = NULL;
     char buf[4096];
-    gssize n = g_socket_receive(sock, buf, sizeof(buf), NULL, NULL);
+    gssize n = g_socket_receive(sock, buf, sizeof(buf), NULL, &err);
 
-    if (n > 0) {
+    if (n > 0 ||
+        (n < 0 && g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))) {
         return G_SOURCE_CONTINUE;
-    }
-    if (n < 0 && !(cond & (G_IO_HUP | G_IO_ERR))) {
-        return G_SOURCE_CONTINUE;   /* EAGAIN */
     }
     g_clear_pointer(&c->conn_src, g_source_unref);
     peer_gone(c);
@@ -420,6 +425,23 @@ static gboolean server_listen(BdChardev *c, GError **errp)
     g_autoptr(GSocketAddress) eff = NULL;
     struct stat st;
 
+    if (c->type == BD_SOCKET_ADDRESS_UNIX && !*c->path && !c->abstract) {
+        /* QEMU makes up a path in the temporary directory. */
+        g_autofree char *tmpl = g_build_filename(g_get_tmp_dir(),
+                                                 "blockd-socket-XXXXXX", NULL);
+        int fd = g_mkstemp(tmpl);
+
+        if (fd < 0) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Failed to make a temporary socket name: %s",
+                        g_strerror(errno));
+            return FALSE;
+        }
+        close(fd);
+        unlink(tmpl);
+        g_free(c->path);
+        c->path = g_steal_pointer(&tmpl);
+    }
     if (c->type == BD_SOCKET_ADDRESS_UNIX) {
         /* QEMU replaces a stale socket left at the path. */
         if (!c->abstract && stat(c->path, &st) == 0 && S_ISSOCK(st.st_mode)) {

@@ -197,6 +197,38 @@ def test_socket_errors():
                   'nothing added')
 
 
+def test_unix_address_forms():
+    """Abstract names (tight and padded), a made-up path for an empty one,
+    and a path too long for a socket."""
+    with start_daemon() as d:
+        q = d.qmp()
+        name = 'blockd-test-abstract-%d' % os.getpid()
+        _add(q, 'a1', _unix(name, wait=False))
+        q.execute('chardev-remove', {'id': 'a1'})
+        abstract = {'type': 'socket', 'data': {'addr': {'type': 'unix', 'data': {
+            'path': name, 'abstract': True}}, 'wait': False}}
+        _add(q, 'a1', abstract)
+        assert_eq(_filename(q, 'a1'), 'disconnected:unix:%s,abstract=on,tight=on,server=on'
+                  % name, 'abstract, tight')
+        client = {'type': 'socket', 'data': {'addr': {'type': 'unix', 'data': {
+            'path': name, 'abstract': True}}, 'server': False}}
+        _add(q, 'a2', client)
+        assert_eq(_filename(q, 'a2'), 'unix:', 'abstract client')
+        # sun_path of an abstract address starts with a NUL: QEMU shows nothing.
+        wait_for(lambda: _filename(q, 'a1') == 'unix:,server=on', what='abstract server')
+        padded = {'type': 'socket', 'data': {'addr': {'type': 'unix', 'data': {
+            'path': name + 'p', 'abstract': True, 'tight': False}}, 'wait': False}}
+        _add(q, 'a3', padded)
+        assert_eq(_filename(q, 'a3'), 'disconnected:unix:%sp,abstract=on,server=on' % name,
+                  'abstract, padded')
+        _add(q, 'a4', _unix('', wait=False))
+        made_up = _filename(q, 'a4')
+        assert re.fullmatch(r'disconnected:unix:/.+,server=on', made_up), made_up
+        long_path = d.path('x' * 120)
+        _err(q, 'chardev-add', {'id': 'a5', 'backend': _unix(long_path, wait=False)},
+             "Failed to add chardev 'a5': UNIX socket path '%s' is too long" % long_path)
+
+
 def test_change_between_ringbuf_and_socket():
     with start_daemon() as d:
         q = d.qmp()
