@@ -677,16 +677,76 @@ GPtrArray *bd_chardev_ids(void)
     return ids;
 }
 
+/* A peer is connected (to the monitor, or held). */
+static gboolean chardev_up(const BdChardev *c)
+{
+    return c->claimed ? c->sessions > 0 : c->conn != NULL;
+}
+
 char *bd_chardev_filename(const char *id)
 {
     BD_GLOBAL_STATE_CODE();
 
     BdChardev *c = chardev_find(id);
-    gboolean up;
 
     if (!c) {
         return NULL;
     }
-    up = c->claimed ? c->sessions > 0 : c->conn != NULL;
-    return g_strdup(up && c->connected ? c->connected : c->disconnected);
+    return g_strdup(chardev_up(c) && c->connected ? c->connected
+                                                  : c->disconnected);
+}
+
+/* QEMU's 'addr': the address as given, a server's as bound. */
+static JsonNode *addr_json(const BdChardev *c)
+{
+    g_autoptr(JsonBuilder) b = json_builder_new();
+
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "type");
+    if (c->type == BD_SOCKET_ADDRESS_UNIX) {
+        json_builder_add_string_value(b, "unix");
+        json_builder_set_member_name(b, "path");
+        json_builder_add_string_value(b, c->path);
+        if (c->abstract) {
+            json_builder_set_member_name(b, "abstract");
+            json_builder_add_boolean_value(b, TRUE);
+            json_builder_set_member_name(b, "tight");
+            json_builder_add_boolean_value(b, c->tight);
+        }
+    } else {
+        json_builder_add_string_value(b, "inet");
+        json_builder_set_member_name(b, "host");
+        json_builder_add_string_value(b, c->host);
+        json_builder_set_member_name(b, "port");
+        json_builder_add_string_value(b, c->port);
+        if (c->server) {
+            /* The bound address says its family. */
+            json_builder_set_member_name(b, strchr(c->host, ':') ? "ipv6"
+                                                                 : "ipv4");
+            json_builder_add_boolean_value(b, TRUE);
+        }
+    }
+    json_builder_end_object(b);
+    return json_builder_get_root(b);
+}
+
+JsonNode *bd_chardev_qom_get(const char *id, const char *prop)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    BdChardev *c = chardev_find(id);
+    JsonNode *n;
+
+    if (!c) {
+        return NULL;
+    }
+    if (strcmp(prop, "connected") == 0) {
+        n = json_node_new(JSON_NODE_VALUE);
+        json_node_set_boolean(n, chardev_up(c));
+        return n;
+    }
+    if (strcmp(prop, "addr") == 0) {
+        return addr_json(c);
+    }
+    return NULL;
 }

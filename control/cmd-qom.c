@@ -525,6 +525,13 @@ static gboolean qom_get(GVariant *args, JsonNode **ret, GError **errp)
     case PATH_OBJECT:
         *ret = object_prop_get(p.obj, prop, errp);
         return *ret != NULL;
+    case PATH_CHARDEV:
+        /* chardev-socket's 'connected' and 'addr'. */
+        *ret = bd_chardev_qom_get(p.id, prop->name);
+        if (*ret) {
+            return TRUE;
+        }
+        /* fall through */
     default:
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Property '%s.%s' cannot be read in blockd",

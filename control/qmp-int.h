@@ -114,6 +114,9 @@ extern const BdSchemaType bd_qmp_socket_address_legacy;
 /* A chardev's monitor session ended (monitor.c). */
 void bd_chardev_session_closed(const char *id);
 gboolean bd_chardev_is_claimed(const char *id);
+/* qom-get of socket chardev 'id': 'connected' (bool) and 'addr' (a
+ * SocketAddress, as QEMU's); NULL for another property or chardev. */
+JsonNode *bd_chardev_qom_get(const char *id, const char *prop);
 /* Runtime socket chardevs (chardev-add/change): a new one from a
  * validated ChardevSocket, not yet listed (errors without QEMU's
  * "Failed to add chardev" prefix); listing it (its id must be free);

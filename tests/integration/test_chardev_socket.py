@@ -197,6 +197,31 @@ def test_socket_errors():
                   'nothing added')
 
 
+def test_qom_get_socket_properties():
+    """chardev-socket's 'connected' and 'addr' through qom-get."""
+    with start_daemon() as d:
+        q = d.qmp()
+        path = d.path('s.sock')
+        _add(q, 's1', _unix(path, wait=False))
+        _add(q, 't1', _inet('127.0.0.1', 0, wait=False))
+        port = _filename(q, 't1').split(':')[-1].split(',')[0]
+
+        def get(id, prop):
+            return q.execute('qom-get', {'path': '/chardevs/' + id, 'property': prop})
+        assert_eq(get('s1', 'connected'), False, 's1 alone')
+        _add(q, 'c1', _unix(path, server=False))
+        wait_for(lambda: get('s1', 'connected'), what='s1 connected')
+        assert_eq(get('c1', 'connected'), True, 'c1')
+        assert_eq(get('s1', 'addr'), {'type': 'unix', 'path': path}, 's1 addr')
+        assert_eq(get('c1', 'addr'), {'type': 'unix', 'path': path}, 'c1 addr')
+        assert_eq(get('t1', 'addr'), {'type': 'inet', 'host': '127.0.0.1', 'port': port,
+                                      'ipv4': True}, 't1 addr')
+        assert_eq(get('qmp0', 'connected'), True, 'the monitor')
+        q.execute('chardev-add', {'id': 'r1', 'backend': {'type': 'ringbuf', 'data': {}}})
+        _err(q, 'qom-get', {'path': '/chardevs/r1', 'property': 'connected'},
+             "Property 'chardev-ringbuf.connected' not found")
+
+
 def test_unix_address_forms():
     """Abstract names (tight and padded), a made-up path for an empty one,
     and a path too long for a socket."""
