@@ -196,7 +196,7 @@ static gboolean add_export(Session *s, GError **errp)
     g_autoptr(JsonNode) json = json_builder_get_root(b);
     g_autoptr(GVariant) opts = bd_validate(bd_export_options_schema(), json,
                                            FALSE, errp);
-    return opts && bd_export_add(opts, errp) != NULL;
+    return opts && bd_export_add(opts, NULL, errp) != NULL;
 }
 
 /* Undo what begin built, newest first.  The export must be gone. */

@@ -2,12 +2,14 @@
 /* Chardev commands: chardev-add/remove/change, query-chardev,
  * query-chardev-backends, chardev-send-break, ringbuf-read/write.
  *
- * blockd's chardevs are the monitor sockets of --chardev (chardev.c)
- * and the 'ringbuf' chardevs added here: a ring of bytes in memory that
- * ringbuf-write fills (the oldest bytes go when it is full) and
- * ringbuf-read drains, as QEMU's char-ringbuf.c.  Nothing else reads or
- * writes a ringbuf in blockd (no monitor can be attached at runtime:
- * QMP has no monitor-add).  Both kinds share one namespace of ids.
+ * blockd's chardevs are sockets (chardev.c: from --chardev, where
+ * monitors attach, and from chardev-add) and the 'ringbuf' chardevs
+ * kept here: a ring of bytes in memory that ringbuf-write fills (the
+ * oldest bytes go when it is full) and ringbuf-read drains, as QEMU's
+ * char-ringbuf.c.  Nothing else reads or writes a ringbuf in blockd (no
+ * monitor can be attached at runtime: QMP has no monitor-add).  Both
+ * kinds share one namespace of ids; chardev-change swaps one for
+ * another under the same id unless a monitor uses it.
  *
  * Thread model: main thread only.
  */
@@ -105,6 +107,32 @@ static const BdSchemaField ringbuf_wrapper_fields[] = {
 static const BdSchemaType ringbuf_wrapper = {
     .name = "ChardevRingbufWrapper", .kind = BD_SCHEMA_OBJECT,
     .fields = ringbuf_wrapper_fields };
+/* ChardevSocket (with ChardevCommon's logfile/logappend): read from the
+ * variant by chardev.c. */
+static const BdSchemaField socket_fields[] = {
+    { "logfile", &bd_schema_str, TRUE, .flags = BD_FIELD_GENERIC },
+    { "logappend", &bd_schema_bool, TRUE, .flags = BD_FIELD_IGNORED },
+    { "addr", &bd_qmp_socket_address_legacy, FALSE,
+      .flags = BD_FIELD_GENERIC },
+    { "tls-creds", &bd_schema_str, TRUE, .flags = BD_FIELD_GENERIC },
+    { "tls-authz", &bd_schema_str, TRUE, .flags = BD_FIELD_GENERIC },
+    { "server", &bd_schema_bool, TRUE, .flags = BD_FIELD_GENERIC },
+    { "wait", &bd_schema_bool, TRUE, .flags = BD_FIELD_GENERIC },
+    { "nodelay", &bd_schema_bool, TRUE, .flags = BD_FIELD_GENERIC },
+    { "telnet", &bd_schema_bool, TRUE, .flags = BD_FIELD_GENERIC },
+    { "tn3270", &bd_schema_bool, TRUE, .flags = BD_FIELD_GENERIC },
+    { "websocket", &bd_schema_bool, TRUE, .flags = BD_FIELD_GENERIC },
+    { "reconnect", &bd_schema_int, TRUE, .flags = BD_FIELD_GENERIC },
+    { NULL } };
+static const BdSchemaType socket_type = {
+    .name = "ChardevSocket", .kind = BD_SCHEMA_OBJECT,
+    .fields = socket_fields };
+static const BdSchemaField socket_wrapper_fields[] = {
+    BD_FIELD("data", &socket_type, BD_AT(CharArgs, data)),
+    { NULL } };
+static const BdSchemaType socket_wrapper = {
+    .name = "ChardevSocketWrapper", .kind = BD_SCHEMA_OBJECT,
+    .fields = socket_wrapper_fields };
 /* The other backends: blockd refuses them by name after validation. */
 static const BdSchemaField other_wrapper_fields[] = {
     BD_FIELD("data", &bd_schema_any, BD_AT(CharArgs, data)),
@@ -168,7 +196,9 @@ static const BdSchemaType *add_args_fn(void)
     for (gsize i = 0; backend_kinds[i]; i++) {
         backend_variants[i] = (BdSchemaVariant){
             backend_kinds[i], strcmp(backend_kinds[i], "ringbuf") == 0
-                              ? &ringbuf_wrapper : &other_wrapper };
+                              ? &ringbuf_wrapper
+                              : strcmp(backend_kinds[i], "socket") == 0
+                              ? &socket_wrapper : &other_wrapper };
     }
     return &add_args;
 }
@@ -184,37 +214,17 @@ static const BdSchemaType *read_args_fn(void) { return &read_args; }
 
 /* --- commands --- */
 
-static gboolean chardev_add(GVariant *args, JsonNode **ret, GError **errp)
+/* A new ringbuf from ChardevRingbuf 'data' (may be NULL), not listed. */
+static Ringbuf *ringbuf_new(const char *id, GVariant *data, GError **errp)
 {
-    BD_GLOBAL_STATE_CODE();
-
-    g_autoptr(GVariant) backend = g_variant_lookup_value(args, "backend",
-                                                         NULL);
-    g_autoptr(GVariant) data = NULL;
-    CharArgs a = { 0 };
     gint64 size = 65536;
     Ringbuf *r;
 
-    bd_schema_decode(add_fields, args, &a);
-    bd_schema_decode(backend_base, backend, &a);
-    if (ringbuf_find(a.id) || socket_chardev_exists(a.id)) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Chardev with id '%s' already exists", a.id);
-        return FALSE;
-    }
-    if (strcmp(a.type, "ringbuf") != 0) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Failed to add chardev '%s': chardev backend '%s' is "
-                    "not supported by blockd (only 'ringbuf' at runtime)",
-                    a.id, a.type);
-        return FALSE;
-    }
-    data = g_variant_lookup_value(backend, "data", NULL);
     if (data && g_variant_lookup(data, "logfile", "&s", NULL)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Failed to add chardev '%s': 'logfile' is not "
-                    "supported by blockd", a.id);
-        return FALSE;
+                    "supported by blockd", id);
+        return NULL;
     }
     if (data) {
         g_variant_lookup(data, "size", "x", &size);
@@ -223,23 +233,86 @@ static gboolean chardev_add(GVariant *args, JsonNode **ret, GError **errp)
     if (size <= 0 || (size & (size - 1)) != 0) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Failed to add chardev '%s': size of ringbuf chardev "
-                    "must be power of two", a.id);
-        return FALSE;
+                    "must be power of two", id);
+        return NULL;
     }
     if (size > (1 << 30)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Failed to add chardev '%s': ringbuf size %" G_GINT64_FORMAT
-                    " is too big for blockd (at most 1 GiB)", a.id, size);
-        return FALSE;
-    }
-    if (!ringbufs) {
-        ringbufs = g_ptr_array_new_with_free_func(ringbuf_free);
+                    " is too big for blockd (at most 1 GiB)", id, size);
+        return NULL;
     }
     r = g_new0(Ringbuf, 1);
-    r->id = g_strdup(a.id);
+    r->id = g_strdup(id);
     r->size = (gsize)size;
     r->buf = g_malloc0(r->size);
-    g_ptr_array_add(ringbufs, r);
+    return r;
+}
+
+/* The new backend of chardev-add/change: a ringbuf or a socket, not yet
+ * listed (exactly one of *ring, *sock set on success). */
+static gboolean backend_new(const char *id, GVariant *args, Ringbuf **ring,
+                            BdChardev **sock, GError **errp)
+{
+    g_autoptr(GVariant) backend = g_variant_lookup_value(args, "backend",
+                                                         NULL);
+    g_autoptr(GVariant) data = g_variant_lookup_value(backend, "data", NULL);
+    g_autoptr(GError) err = NULL;
+    CharArgs a = { 0 };
+
+    bd_schema_decode(backend_base, backend, &a);
+    *ring = NULL;
+    *sock = NULL;
+    if (strcmp(a.type, "ringbuf") == 0) {
+        *ring = ringbuf_new(id, data, errp);
+        return *ring != NULL;
+    }
+    if (strcmp(a.type, "socket") != 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Failed to add chardev '%s': chardev backend '%s' is "
+                    "not supported by blockd (only 'ringbuf' and 'socket')",
+                    id, a.type);
+        return FALSE;
+    }
+    *sock = bd_chardev_socket_new(id, data, &err);
+    if (!*sock) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Failed to add chardev '%s': %s", id, err->message);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static void backend_insert(Ringbuf *ring, BdChardev *sock)
+{
+    if (ring) {
+        if (!ringbufs) {
+            ringbufs = g_ptr_array_new_with_free_func(ringbuf_free);
+        }
+        g_ptr_array_add(ringbufs, ring);
+    } else {
+        bd_chardev_socket_insert(sock);
+    }
+}
+
+static gboolean chardev_add(GVariant *args, JsonNode **ret, GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    CharArgs a = { 0 };
+    Ringbuf *ring;
+    BdChardev *sock;
+
+    bd_schema_decode(add_fields, args, &a);
+    if (ringbuf_find(a.id) || socket_chardev_exists(a.id)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Chardev with id '%s' already exists", a.id);
+        return FALSE;
+    }
+    if (!backend_new(a.id, args, &ring, &sock, errp)) {
+        return FALSE;
+    }
+    backend_insert(ring, sock);
     return TRUE;
 }
 
@@ -256,39 +329,54 @@ static gboolean chardev_remove(GVariant *args, JsonNode **ret, GError **errp)
         g_ptr_array_remove(ringbufs, r);
         return TRUE;
     }
-    if (socket_chardev_exists(a.id)) {
-        /* Every --chardev socket of blockd serves a monitor. */
+    if (bd_chardev_is_claimed(a.id)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Chardev '%s' is busy", a.id);
         return FALSE;
+    }
+    if (socket_chardev_exists(a.id)) {
+        bd_chardev_socket_free(bd_chardev_socket_steal(a.id));
+        return TRUE;
     }
     g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                 "Chardev '%s' not found", a.id);
     return FALSE;
 }
 
+/* The new backend is made first, so that a failure leaves the old one
+ * in place (QEMU 7.2 loses the chardev then). */
 static gboolean chardev_change(GVariant *args, JsonNode **ret,
                                GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
     CharArgs a = { 0 };
+    Ringbuf *old_ring, *ring;
+    BdChardev *sock;
 
     bd_schema_decode(add_fields, args, &a);
-    if (!ringbuf_find(a.id) && !socket_chardev_exists(a.id)) {
+    old_ring = ringbuf_find(a.id);
+    if (!old_ring && !socket_chardev_exists(a.id)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Chardev '%s' does not exist", a.id);
         return FALSE;
     }
-    if (socket_chardev_exists(a.id)) {
+    if (bd_chardev_is_claimed(a.id)) {
         /* QEMU refuses to change a chardev a monitor uses. */
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Chardev user does not support chardev hotswap");
         return FALSE;
     }
-    g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                "chardev-change of '%s' is not supported by blockd", a.id);
-    return FALSE;
+    if (!backend_new(a.id, args, &ring, &sock, errp)) {
+        return FALSE;
+    }
+    if (old_ring) {
+        g_ptr_array_remove(ringbufs, old_ring);
+    } else {
+        bd_chardev_socket_free(bd_chardev_socket_steal(a.id));
+    }
+    backend_insert(ring, sock);
+    return TRUE;
 }
 
 static gboolean chardev_send_break(GVariant *args, JsonNode **ret,
@@ -432,7 +520,9 @@ static gboolean query_chardev(GVariant *args, JsonNode **ret, GError **errp)
     }
     for (guint i = 0; i < ids->len; i++) {
         g_autofree char *fn = bd_chardev_filename(ids->pdata[i]);
-        json_array_add_element(arr, chardev_info(ids->pdata[i], fn, TRUE));
+        /* QEMU's frontend-open: a monitor is attached. */
+        json_array_add_element(arr, chardev_info(
+            ids->pdata[i], fn, bd_chardev_is_claimed(ids->pdata[i])));
     }
     *ret = json_node_new(JSON_NODE_ARRAY);
     json_node_take_array(*ret, arr);

@@ -53,7 +53,7 @@ static const BdSchemaField legacy_base[] = {
 static const BdSchemaVariant legacy_variants[] = {
     { "inet", &inet_wrapper }, { "unix", &unix_wrapper },
     { "vsock", &vsock_wrapper }, { "fd", &string_wrapper }, { NULL } };
-static const BdSchemaType socket_address_legacy = {
+const BdSchemaType bd_qmp_socket_address_legacy = {
     .name = "SocketAddressLegacy", .kind = BD_SCHEMA_UNION,
     .fields = legacy_base, .discriminator = "type",
     .variants = legacy_variants };
@@ -72,7 +72,7 @@ typedef struct {
 
 #define N(f) BD_AT(NbdServerArgs, f)
 static const BdSchemaField nbd_start_fields[] = {
-    BD_FIELD("addr", &socket_address_legacy, N(addr)),
+    BD_FIELD("addr", &bd_qmp_socket_address_legacy, N(addr)),
     BD_OPT("tls-creds", &bd_schema_str, N(tls_creds)),
     BD_OPT("tls-authz", &bd_schema_str, N(tls_authz),
            BD_HAS(NbdServerArgs, tls_authz)),
@@ -228,12 +228,12 @@ static gboolean nbd_server_start(GVariant *args, JsonNode **ret,
     bd_schema_decode(nbd_start_fields, args, &a);
     /* {"type": T, "data": {...}}: 'data' is T's flat variant, the type
      * of the wrapper's one member (legacy_variants in enum order). */
-    bd_schema_decode_union(&socket_address_legacy, a.addr, &legacy);
+    bd_schema_decode_union(&bd_qmp_socket_address_legacy, a.addr, &legacy);
     wrapper = legacy_variants[legacy.type].type;
     bd_schema_decode(wrapper->fields[0].type->fields, legacy.data, &addr);
     addr.type = legacy.type;
     ok = nbd_start(&addr, &a, errp);
-    bd_schema_clear_union(&socket_address_legacy, &legacy);
+    bd_schema_clear_union(&bd_qmp_socket_address_legacy, &legacy);
     return ok;
 }
 
@@ -260,26 +260,21 @@ static gboolean nbd_server_stop(GVariant *args, JsonNode **ret, GError **errp)
     return TRUE;
 }
 
+/* An export's iothread: the worker pool its threads run in
+ * (export/iothread.c).  Borrowed: the object stays while the main
+ * thread runs block-export-add. */
+static BdWorkerPool *iothread_pool(const char *id)
+{
+    g_autoptr(BdObject) obj = bd_object_find_kind(id, BD_IOTHREAD_KIND);
+
+    return obj ? ((BdIothread *)obj)->pool : NULL;
+}
+
 gboolean bd_cmd_block_export_add(GVariant *options, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
-    g_autoptr(GVariant) io = g_variant_lookup_value(options, "iothread",
-                                                    NULL);
-
-    /* An export's iothread must exist (QEMU's check); blockd's exports
-     * keep their own worker threads whatever it names (README). */
-    if (io) {
-        const char *id = g_variant_get_string(io, NULL);
-        g_autoptr(BdObject) obj = bd_object_find_kind(id, BD_IOTHREAD_KIND);
-
-        if (!obj) {
-            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "iothread \"%s\" not found", id);
-            return FALSE;
-        }
-    }
-    return bd_export_add(options, errp) != NULL;
+    return bd_export_add(options, iothread_pool, errp) != NULL;
 }
 
 static gboolean block_export_add(GVariant *args, JsonNode **ret,
@@ -469,7 +464,7 @@ static gboolean nbd_server_add(GVariant *args, JsonNode **ret, GError **errp)
     if (!v) {
         return FALSE;
     }
-    return bd_export_add(v, errp) != NULL;
+    return bd_export_add(v, NULL, errp) != NULL;
 }
 
 static gboolean nbd_server_remove(GVariant *args, JsonNode **ret,

@@ -12,10 +12,12 @@
 #include <string.h>
 #include "control/qmp-int.h"
 #include "formats/throttle-group.h"
+#include "export/export.h"
 #include "graph/error.h"
 #include "graph/main-thread.h"
 #include "graph/node.h"
 #include "objects/object.h"
+#include "objects/iothread.h"
 
 /* --- schemas (qapi/qom.json, qapi/block-core.json) --- */
 
@@ -225,6 +227,15 @@ static gboolean object_del(GVariant *args, JsonNode **ret, GError **errp)
 
     bd_schema_decode(del_fields, args, &a);
     if (!g_hash_table_contains(throttle_group_ids(), a.id)) {
+        g_autoptr(BdObject) io = bd_object_find_kind(a.id, BD_IOTHREAD_KIND);
+
+        /* QEMU 7.2 deletes an iothread that nodes still run in and then
+         * crashes; blockd refuses with QEMU's in-use text. */
+        if (io && bd_export_pool_in_use(((BdIothread *)io)->pool)) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "object '%s' is in use, can not be deleted", a.id);
+            return FALSE;
+        }
         return bd_object_del(a.id, errp);
     }
     if (!bd_throttle_group_delete(a.id, errp)) {

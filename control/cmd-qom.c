@@ -24,6 +24,7 @@
 #include "formats/throttle-group.h"
 #include "graph/error.h"
 #include "graph/main-thread.h"
+#include "export/export.h"
 #include "objects/iothread.h"
 #include "objects/object.h"
 #include "objects/tls-creds.h"
@@ -524,6 +525,13 @@ static gboolean qom_get(GVariant *args, JsonNode **ret, GError **errp)
     case PATH_OBJECT:
         *ret = object_prop_get(p.obj, prop, errp);
         return *ret != NULL;
+    case PATH_CHARDEV:
+        /* chardev-socket's 'connected' and 'addr'. */
+        *ret = bd_chardev_qom_get(p.id, prop->name);
+        if (*ret) {
+            return TRUE;
+        }
+        /* fall through */
     default:
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Property '%s.%s' cannot be read in blockd",
@@ -790,9 +798,9 @@ static gboolean node_has_entry_parent(BdNode *node)
     return FALSE;
 }
 
-/* blockd runs a node's requests on its callers' threads: the node's
- * iothread is checked and accepted as QEMU's is, and changes nothing
- * (README, "iothreads"). */
+/* The node's graph moves to the iothread's worker pool with the exports
+ * on it, which QEMU refuses when one of them is fixed to another
+ * (export/iothread.c). */
 static gboolean x_blockdev_set_iothread(GVariant *args, JsonNode **ret,
                                         GError **errp)
 {
@@ -800,6 +808,7 @@ static gboolean x_blockdev_set_iothread(GVariant *args, JsonNode **ret,
 
     SetIothreadArgs a = { 0 };
     g_autoptr(GVariant) io = NULL;
+    g_autoptr(BdObject) obj = NULL;
     BdNode *node;
 
     bd_schema_decode(set_iothread_fields, args, &a);
@@ -819,15 +828,16 @@ static gboolean x_blockdev_set_iothread(GVariant *args, JsonNode **ret,
     }
     if (io && !bd_variant_is_null(io)) {
         const char *id = g_variant_get_string(io, NULL);
-        g_autoptr(BdObject) obj = bd_object_find_kind(id, BD_IOTHREAD_KIND);
 
+        obj = bd_object_find_kind(id, BD_IOTHREAD_KIND);
         if (!obj) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "Cannot find iothread %s", id);
             return FALSE;
         }
     }
-    return TRUE;
+    return bd_export_node_set_pool(node, obj ? ((BdIothread *)obj)->pool
+                                             : NULL, errp);
 }
 
 /* --- return types, for query-qmp-schema --- */

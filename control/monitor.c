@@ -82,6 +82,7 @@ static void session_close(BdSession *s)
     }
     g_io_stream_close(G_IO_STREAM(s->conn), NULL, NULL);
     g_ptr_array_remove(sessions, s);
+    bd_chardev_session_closed(s->mon->chardev);
     /* Freed from the main loop: we may be inside one of its callbacks. */
     g_idle_add_full(G_PRIORITY_DEFAULT, idle_done, s, session_free);
 }

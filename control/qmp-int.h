@@ -109,6 +109,24 @@ void bd_chardev_cleanup(void);
 GPtrArray *bd_chardev_ids(void);
 /* query-chardev's 'filename' of socket chardev 'id' (new), or NULL. */
 char *bd_chardev_filename(const char *id);
+/* QMP's SocketAddressLegacy (cmd-export.c). */
+extern const BdSchemaType bd_qmp_socket_address_legacy;
+/* A chardev's monitor session ended (monitor.c). */
+void bd_chardev_session_closed(const char *id);
+gboolean bd_chardev_is_claimed(const char *id);
+/* qom-get of socket chardev 'id': 'connected' (bool) and 'addr' (a
+ * SocketAddress, as QEMU's); NULL for another property or chardev. */
+JsonNode *bd_chardev_qom_get(const char *id, const char *prop);
+/* Runtime socket chardevs (chardev-add/change): a new one from a
+ * validated ChardevSocket, not yet listed (errors without QEMU's
+ * "Failed to add chardev" prefix); listing it (its id must be free);
+ * unlisting an unclaimed one; freeing. */
+typedef struct BdChardev BdChardev;
+BdChardev *bd_chardev_socket_new(const char *id, GVariant *data,
+                                 GError **errp);
+void bd_chardev_socket_insert(BdChardev *c);
+BdChardev *bd_chardev_socket_steal(const char *id);
+void bd_chardev_socket_free(BdChardev *c);
 /* Runtime chardevs (cmd-chardev.c): the ringbufs' ids, the commands,
  * and their cleanup at exit. */
 GPtrArray *bd_ringbuf_ids(void);

@@ -57,7 +57,7 @@ static const Description object_descriptions[] = {
     { "authz-list", "an ordered list of match rules for TLS clients" },
     { "authz-listfile", "authz-list rules read (and reloaded) from a file" },
     { "authz-simple", "lets one TLS identity in" },
-    { "iothread", "accepted for compatibility; blockd's threads are its own" },
+    { "iothread", "a worker pool that the threads of exports in it join" },
     { "secret", "a password or key (data or file, optionally encrypted)" },
     { "throttle-group", "I/O limits shared by the throttle nodes naming it" },
     { "tls-creds-anon", "anonymous TLS credentials" },
@@ -166,8 +166,9 @@ void bd_daemon_print_help(void)
 "                         --blockdev <driver>,help their options\n");
     print_driver_names();
     printf("\n"
-"  --chardev socket,id=<id>,path=<path>,server=on,wait=off\n"
-"                         configure a socket for a monitor\n"
+"  --chardev socket,id=<id>,path=<path>|host=<host>,port=<port>\n"
+"            [,server=on|off][,wait=on|off][,reconnect=<seconds>]\n"
+"                         configure a socket chardev (for a monitor)\n"
 "\n"
 "  --daemonize            daemonize the process, and have the parent exit\n"
 "                         once startup is complete\n"

@@ -14,6 +14,12 @@
  *
  *   kernel queue --read--> worker --bd_entry_p*()--> node --> reply
  *
+ * Iothreads: the workers join the worker pool of the export's iothread
+ * (graph/worker-pool.h), named after it; an export in one starts no
+ * more workers than the pool has room for (at least one), and its
+ * workers follow the export when it moves to another iothread (checked
+ * before each request).
+ *
  * libfuse's own fuse_session_loop_mt() is not used because it cannot
  * be woken: its workers block in read() and only see fuse_session_exit()
  * after the next request, which a lazily unmounted but still open file
@@ -41,6 +47,8 @@ struct BdFuseWorker {
     void *data;                /* read buffer, BD_FUSE_MAX_IO bytes */
     void *extra;               /* larger one-off buffer, freed per request */
     gboolean admitted;         /* current request holds an export ref */
+    char name[16];             /* the thread's own name */
+    BdWorkerMembership pool;   /* the worker's iothread, if any */
 };
 
 enum { TAG_FUSE = 1, TAG_STOP = 2 };
@@ -137,6 +145,7 @@ static gboolean worker_serve_queue(BdFuseWorker *w)
             /* 0: ENODEV, the mount went away; < 0: a device error. */
             return FALSE;
         }
+        bd_worker_pool_follow(&w->pool, &fe->common.pool);
         w->admitted = opcode_uses_export(&w->fbuf) && worker_admit(fe);
         fuse_session_process_buf(fe->session, &w->fbuf);
         bd_fuse_request_release();      /* if the handler did not */
@@ -183,6 +192,7 @@ static gpointer worker_main(gpointer opaque)
     BdFuseExport *fe = w->fe;
 
     current_worker = w;
+    bd_worker_pool_name_thread(&w->pool);
     for (;;) {
         struct epoll_event ev;
         int n;
@@ -213,6 +223,7 @@ static gpointer worker_main(gpointer opaque)
             break;
         }
     }
+    bd_worker_pool_leave(&w->pool);
     current_worker = NULL;
     return NULL;
 }
@@ -236,9 +247,8 @@ static BdFuseWorker *worker_new(BdFuseExport *fe, guint index, GError **errp)
     struct epoll_event ev_fuse = { .events = EPOLLIN | EPOLLEXCLUSIVE,
                                    .data.u32 = TAG_FUSE };
     struct epoll_event ev_stop = { .events = EPOLLIN, .data.u32 = TAG_STOP };
-    g_autofree char *name = g_strdup_printf("fuse-%s-%u", fe->common.id,
-                                            index);
 
+    g_snprintf(w->name, sizeof(w->name), "fuse-%s-%u", fe->common.id, index);
     w->fe = fe;
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (w->epfd < 0 ||
@@ -250,8 +260,12 @@ static BdFuseWorker *worker_new(BdFuseExport *fe, guint index, GError **errp)
         worker_free(w);
         return NULL;
     }
-    w->thread = g_thread_try_new(name, worker_main, w, errp);
+    /* Counted in the iothread before it runs (the count is the pool's
+     * room, worked out by the caller). */
+    bd_worker_pool_enter(&w->pool, &fe->common.pool, w->name, FALSE);
+    w->thread = g_thread_try_new(w->name, worker_main, w, errp);
     if (!w->thread) {
+        bd_worker_pool_leave(&w->pool);
         worker_free(w);
         return NULL;
     }
@@ -271,6 +285,7 @@ gboolean bd_fuse_workers_start(BdFuseExport *fe, GError **errp)
     int fd = fuse_session_fd(fe->session);
     int fl = fcntl(fd, F_GETFL);
     guint n = worker_count();
+    g_autoptr(BdWorkerPool) pool = bd_worker_pool_slot_get(&fe->common.pool);
 
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -282,6 +297,9 @@ gboolean bd_fuse_workers_start(BdFuseExport *fe, GError **errp)
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Failed to set up FUSE session: %s", g_strerror(errno));
         return FALSE;
+    }
+    if (pool) {
+        n = CLAMP(bd_worker_pool_room(pool), 1, (int)n);
     }
     fe->workers = g_new0(BdFuseWorker *, n);
     for (guint i = 0; i < n; i++) {

@@ -27,6 +27,13 @@
  * and wakes the parked ones; the others finish the request they hold,
  * reply, and leave; the last one out closes the socket and drops the
  * export reference (bd_nbd_client_unref).
+ *
+ * Iothreads: every worker of the connection (the connection thread
+ * included) joins the worker pool of its export's iothread for the
+ * transmission phase (graph/worker-pool.h): it takes the pool's name and
+ * counts in it, and extra workers start only while the pool is below its
+ * thread-pool-max.  A worker checks before each request whether the
+ * export has moved to another iothread, and moves with it.
  */
 #include "export-nbd/nbd-internal.h"
 
@@ -92,7 +99,8 @@ static void workers_quit(BdNbdClient *c)
  * (see the top), until one must go to a worker that may block.
  * FALSE when the connection is over. */
 static gboolean read_next(BdNbdWorker *w, BdNbdClient *c,
-                          BdNbdRequest *req, uint32_t *err)
+                          BdWorkerMembership *m, BdNbdRequest *req,
+                          uint32_t *err)
 {
     for (;;) {
         int ret;
@@ -103,6 +111,7 @@ static gboolean read_next(BdNbdWorker *w, BdNbdClient *c,
             workers_quit(c);
             return FALSE;
         }
+        bd_worker_pool_follow(m, &c->exp->common.pool);
         ret = bd_nbd_worker_handle_inline(w, req, *err);
         if (ret == 0) {
             return TRUE;
@@ -119,16 +128,18 @@ static gboolean read_next(BdNbdWorker *w, BdNbdClient *c,
     }
 }
 
-static gpointer worker_main(gpointer data)
+/* The worker loop; 'm' is the worker's place in its export's iothread
+ * (entered by whoever started it). */
+static void worker_run(BdNbdClient *c, BdWorkerMembership *m)
 {
-    BdNbdClient *c = data;
     BdNbdWorker *w = bd_nbd_worker_new(c);
 
+    bd_worker_pool_name_thread(m);
     while (take_reader(c)) {
         BdNbdRequest req;
         uint32_t err;
 
-        if (!read_next(w, c, &req, &err)) {
+        if (!read_next(w, c, m, &req, &err)) {
             break;
         }
         give_up_reader(c);
@@ -139,8 +150,22 @@ static gpointer worker_main(gpointer data)
         }
     }
     bd_nbd_worker_free(w);
+    bd_worker_pool_leave(m);
     g_atomic_int_add(&c->nworkers, -1);
     bd_nbd_client_unref(c);
+}
+
+typedef struct {
+    BdNbdClient *c;
+    BdWorkerMembership m;
+} WorkerStart;
+
+static gpointer worker_main(gpointer data)
+{
+    WorkerStart *ws = data;
+
+    worker_run(ws->c, &ws->m);
+    g_free(ws);
     return NULL;
 }
 
@@ -155,9 +180,11 @@ static int max_workers(void)
     return (int)value;
 }
 
-/* Start one more worker unless at the limit; FALSE if none started. */
+/* Start one more worker unless at the limit (blockd's, or the bound of
+ * the export's iothread); FALSE if none started. */
 static gboolean spawn_worker(BdNbdClient *c)
 {
+    WorkerStart *ws;
     GThread *t;
     gint n;
 
@@ -167,9 +194,19 @@ static gboolean spawn_worker(BdNbdClient *c)
             return FALSE;
         }
     } while (!g_atomic_int_compare_and_exchange(&c->nworkers, n, n + 1));
+    ws = g_new0(WorkerStart, 1);
+    ws->c = c;
+    if (!bd_worker_pool_enter(&ws->m, &c->exp->common.pool, "nbd-worker",
+                              TRUE)) {
+        g_free(ws);
+        g_atomic_int_add(&c->nworkers, -1);
+        return FALSE;
+    }
     g_atomic_int_inc(&c->refcount);
-    t = g_thread_try_new("nbd-worker", worker_main, c, NULL);
+    t = g_thread_try_new("nbd-worker", worker_main, ws, NULL);
     if (!t) {
+        bd_worker_pool_leave(&ws->m);
+        g_free(ws);
         g_atomic_int_dec_and_test(&c->refcount);  /* never the last */
         g_atomic_int_add(&c->nworkers, -1);
         return FALSE;
@@ -180,11 +217,14 @@ static gboolean spawn_worker(BdNbdClient *c)
 
 void bd_nbd_transmission_run(BdNbdClient *c)
 {
+    BdWorkerMembership m = { 0 };
     int i;
 
     c->rbuf = g_malloc(BD_NBD_RBUF_SIZE);
     c->nworkers = 1;
+    /* The connection thread always serves: it enters unbounded. */
+    bd_worker_pool_enter(&m, &c->exp->common.pool, "nbd-worker", FALSE);
     for (i = 1; i < BD_NBD_MIN_WORKERS && spawn_worker(c); i++) {
     }
-    worker_main(c);
+    worker_run(c, &m);
 }

@@ -52,6 +52,8 @@ typedef struct {
     const char *node_name;
     gboolean writable;
     gboolean writethrough;
+    gboolean fixed_iothread;
+    const char *iothread;
 } ExportOptions;
 
 /* BlockExportType: the registered drivers' types, read as a string. */
@@ -59,9 +61,10 @@ static BdSchemaType type_enum;
 static const BdSchemaField base_fields[] = {
     { "type", &type_enum, FALSE, BD_AT(ExportOptions, type), .def.s = "" },
     { "id", &bd_schema_str, FALSE, BD_AT(ExportOptions, id), .def.s = "" },
-    /* Exports are served by their own threads, not by iothreads. */
-    { "fixed-iothread", &bd_schema_bool, TRUE, .flags = BD_FIELD_IGNORED },
-    { "iothread", &bd_schema_str, TRUE, .flags = BD_FIELD_IGNORED },
+    /* 'iothread' is a worker pool (export/iothread.c). */
+    { "fixed-iothread", &bd_schema_bool, TRUE,
+      BD_AT(ExportOptions, fixed_iothread) },
+    { "iothread", &bd_schema_str, TRUE, BD_AT(ExportOptions, iothread) },
     { "node-name", &bd_schema_str, FALSE, BD_AT(ExportOptions, node_name),
       .def.s = "" },
     { "writable", &bd_schema_bool, TRUE, BD_AT(ExportOptions, writable) },
@@ -129,7 +132,8 @@ GPtrArray *bd_export_list(void)
     return export_list();
 }
 
-BdExport *bd_export_add(GVariant *options, GError **errp)
+BdExport *bd_export_add(GVariant *options, BdExportIothreadLookup lookup,
+                        GError **errp)
 {
     ExportOptions o = { 0 };
     const char *type, *id, *node_name;
@@ -137,6 +141,7 @@ BdExport *bd_export_add(GVariant *options, GError **errp)
     uint64_t perm = BD_PERM_CONSISTENT_READ;
     BdNode *node;
     BdExport *exp;
+    BdWorkerPool *pool, *iothread = NULL;
 
     BD_GLOBAL_STATE_CODE();
     bd_schema_decode(base_fields, options, &o);
@@ -170,6 +175,18 @@ BdExport *bd_export_add(GVariant *options, GError **errp)
                     "Cannot export read-only node as writable");
         return NULL;
     }
+    if (o.iothread) {
+        iothread = lookup ? lookup(o.iothread) : NULL;
+        if (!iothread) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "iothread \"%s\" not found", o.iothread);
+            return NULL;
+        }
+    }
+    if (!bd_export_pick_pool(node, iothread, o.fixed_iothread, &pool,
+                             errp)) {
+        return NULL;
+    }
 
     exp = g_malloc0(drv->instance_size);
     exp->drv = drv;
@@ -179,6 +196,9 @@ BdExport *bd_export_add(GVariant *options, GError **errp)
     exp->writethrough = o.writethrough;
     exp->refcount = 1;
     exp->user_owned = TRUE;
+    exp->fixed_iothread = o.fixed_iothread;
+    /* Before create: the driver's threads join it as they start. */
+    bd_worker_pool_slot_set(&exp->pool, pool);
     bd_io_stats_init(&exp->stats);
     if (exp->writable) {
         perm |= BD_PERM_WRITE;
@@ -190,6 +210,7 @@ BdExport *bd_export_add(GVariant *options, GError **errp)
                               errp);
     if (!exp->entry || !drv->create(exp, options, errp)) {
         g_clear_pointer(&exp->entry, bd_entry_free);
+        bd_worker_pool_slot_clear(&exp->pool);
         g_free(exp->id);
         g_free(exp->node_name);
         g_free(exp);
@@ -228,6 +249,7 @@ static void export_destroy(BdExport *exp)
         exp->drv->destroy(exp);
     }
     g_clear_pointer(&exp->entry, bd_entry_free);
+    bd_worker_pool_slot_clear(&exp->pool);
     bd_io_stats_destroy(&exp->stats);
     g_free(exp->id);
     g_free(exp->node_name);

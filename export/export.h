@@ -29,6 +29,7 @@
 
 #include "graph/entry.h"
 #include "graph/stats.h"
+#include "graph/worker-pool.h"
 
 typedef struct BdExport BdExport;
 typedef struct BdExportDriver BdExportDriver;
@@ -76,6 +77,12 @@ struct BdExport {
      * the export driver with atomics (graph/stats.h). */
     BdIoStats stats;
     gboolean shutting_down;    /* (main) */
+    /* The iothread the export runs in, as the worker pool its threads
+     * join (export/iothread.c); set by the main thread, followed by the
+     * workers.  fixed_iothread: QEMU's option, the export may not move
+     * with its node (main). */
+    BdWorkerPoolSlot pool;
+    gboolean fixed_iothread;
 };
 
 void bd_export_register_driver(const BdExportDriver *drv);
@@ -83,8 +90,15 @@ const BdExportDriver *bd_export_find_driver(const char *type);
 /* The BlockExportOptions union (on 'type') of the registered drivers. */
 const BdSchemaType *bd_export_options_schema(void);
 
-/* block-export-add with validated BlockExportOptions. */
-BdExport *bd_export_add(GVariant *options, GError **errp);
+/* The worker pool of iothread 'id' (borrowed), or NULL when there is no
+ * such iothread: the caller's, which knows the objects. */
+typedef BdWorkerPool *(*BdExportIothreadLookup)(const char *id);
+/* block-export-add with validated BlockExportOptions.  An 'iothread'
+ * option is resolved with 'lookup' (NULL: none is known) in QEMU's
+ * order: the export's node moves to that iothread, or the export
+ * refuses (fixed-iothread) or runs where the node is, as QEMU's. */
+BdExport *bd_export_add(GVariant *options, BdExportIothreadLookup lookup,
+                        GError **errp);
 /* block-export-del.  Mode safe ('hard' FALSE) refuses while a client
  * uses the export; mode hard disconnects the clients.  Either way it
  * returns at once: the export is deleted (BLOCK_EXPORT_DELETED) right
@@ -103,6 +117,21 @@ void bd_export_close_all(const char *type);
 gboolean bd_export_wait_gone(const char *type, gint64 deadline);
 /* The same for the one export 'id' (after bd_export_del). */
 gboolean bd_export_wait_deleted(const char *id, gint64 deadline);
+
+/* export/iothread.c: iothreads (worker pools) of nodes and exports.
+ * Main thread.  Move the nodes connected to 'node' (parents and
+ * children, as QEMU moves an AioContext) and their exports to 'pool'
+ * (NULL: out of any iothread); refused with QEMU's text when an export
+ * there is fixed to another.  x-blockdev-set-iothread. */
+gboolean bd_export_node_set_pool(BdNode *node, BdWorkerPool *pool,
+                                 GError **errp);
+/* For bd_export_add: the pool an export on 'node' runs in (borrowed,
+ * NULL: none) after moving the node's graph to 'want' where it can. */
+gboolean bd_export_pick_pool(BdNode *node, BdWorkerPool *want,
+                             gboolean fixed, BdWorkerPool **out,
+                             GError **errp);
+/* TRUE while a node or an export is in 'pool' (object-del refuses). */
+gboolean bd_export_pool_in_use(BdWorkerPool *pool);
 
 void bd_export_ref(BdExport *exp);
 /* Take a reference unless the last one is already gone (the export is

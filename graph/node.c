@@ -273,6 +273,7 @@ static void node_free(BdNode *node)
     g_clear_pointer(&node->explicit_options, g_variant_unref);
     g_free(node->filename);
     g_free(node->node_name);
+    g_clear_pointer(&node->pool, bd_worker_pool_unref);
     bd_reqlist_destroy(&node->reqs);
     g_ptr_array_unref(node->bitmaps);
     bd_rwlock_destroy(&node->bitmaps_lock);

@@ -19,6 +19,7 @@
 #include "graph/error.h"
 #include "graph/lock.h"
 #include "graph/reqlist.h"
+#include "graph/worker-pool.h"
 
 typedef struct BdNode BdNode;
 typedef struct BdChild BdChild;
@@ -467,6 +468,10 @@ struct BdNode {
     /* The job type that claimed the node (QEMU's op blockers; see
      * jobs/chain.h), or NULL.  Main thread only. */
     const char *claimed_by;
+    /* The iothread its users run in (QEMU's AioContext), as a worker
+     * pool: exports on the node run their workers there.  NULL: none
+     * (the main pool).  Main thread only; a reference. */
+    BdWorkerPool *pool;
 
     /* During a reopen: the read-only value the node will have, so the
      * permission check can refuse writers (reopen.c, perm.c). */

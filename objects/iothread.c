@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
-/* The 'iothread' object (QEMU's iothread.c), accepted as a mapping.
+/* The 'iothread' object (QEMU's iothread.c), mapped onto a worker pool.
  *
- * blockd serves exports from their own worker threads and runs no event
- * loop per iothread: an iothread is a named set of tuning values that
- * exports ('iothread' option) and nodes (x-blockdev-set-iothread) may
- * name.  Its properties are kept, checked with QEMU's messages and read
- * back through qom-get; poll-* and aio-max-batch have no effect here
- * (README, "iothreads").
+ * blockd runs no event loop per iothread: an iothread owns a worker
+ * pool (graph/worker-pool.h) that the threads of the exports in it join
+ * -- the exports that name it ('iothread' option) or whose node was
+ * moved there (x-blockdev-set-iothread; export/iothread.c).  Its
+ * thread-pool-max bounds those threads; its properties are kept,
+ * checked with QEMU's messages and read back through qom-get; poll-*,
+ * aio-max-batch and thread-pool-min have no effect here
+ * (blockd-qmp(7), "Iothreads").
  *
  * Thread model: main thread only (created, read and changed by control).
  */
@@ -125,6 +127,9 @@ gboolean bd_iothread_set(BdIothread *io, int prop, gint64 value,
         return FALSE;
     }
     io->v[prop] = value;
+    if (prop == BD_IOTHREAD_THREAD_POOL_MAX) {
+        bd_worker_pool_set_max(io->pool, (int)value);
+    }
     return TRUE;
 }
 
@@ -144,12 +149,16 @@ static BdObject *iothread_create(const char *id, GVariant *props,
                         io->v[BD_IOTHREAD_THREAD_POOL_MAX], errp)) {
         return NULL;
     }
+    io->pool = bd_worker_pool_new(id,
+                                  (int)io->v[BD_IOTHREAD_THREAD_POOL_MAX]);
     bd_object_init(&io->parent, &bd_iothread_type, id);
     return &g_steal_pointer(&io)->parent;
 }
 
 static void iothread_free(BdObject *obj)
 {
+    /* Nodes and exports hold references of their own. */
+    g_clear_pointer(&((BdIothread *)obj)->pool, bd_worker_pool_unref);
     bd_object_finalize(obj);
     g_free(obj);
 }

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* The 'iothread' object: QEMU's tuning values, kept as a mapping
- * (objects/iothread.c says what they mean in blockd). */
+/* The 'iothread' object: a worker pool for exports, with QEMU's tuning
+ * values (objects/iothread.c says what they mean in blockd). */
 #ifndef BD_OBJECTS_IOTHREAD_H
 #define BD_OBJECTS_IOTHREAD_H
 
+#include "graph/worker-pool.h"
 #include "objects/object.h"
 
 #define BD_IOTHREAD_KIND "iothread"
@@ -22,6 +23,9 @@ enum {
 typedef struct {
     BdObject parent;
     gint64 v[BD_IOTHREAD_N_PROPS];   /* main thread */
+    /* What the iothread is in blockd: the worker pool that the threads
+     * of exports in it join, bounded by thread-pool-max. */
+    BdWorkerPool *pool;
 } BdIothread;
 
 extern const BdObjectType bd_iothread_type;
