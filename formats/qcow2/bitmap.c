@@ -416,14 +416,21 @@ gboolean qcow2_bitmaps_load(Qcow2State *s, GError **errp)
     qcow2_bitmaps_register();
     b->old = g_ptr_array_new_with_free_func(entry_free);
     s->bitmaps = b;
-    if (!h->has_bitmaps_ext || h->version < 3) {
+    if (!h->has_bitmaps_ext) {
         b->loaded = TRUE;
         return TRUE;
     }
-    if (!(h->autoclear & QCOW2_AUTOCLEAR_BITMAPS)) {
+    if (h->version < 3 || !(h->autoclear & QCOW2_AUTOCLEAR_BITMAPS)) {
         g_warning("node '%s': qcow2: a program lacking bitmap support "
                   "modified this file, so all bitmaps are now considered "
                   "inconsistent", s->node->node_name);
+        /* As QEMU: the extension is dropped and whatever it pointed at
+         * is leaked.  Its directory was never checked, so it must not
+         * be freed either: a hostile header could name any clusters. */
+        s->h.has_bitmaps_ext = FALSE;
+        s->h.nb_bitmaps = 0;
+        s->h.bitmap_directory_size = 0;
+        s->h.bitmap_directory_offset = 0;
         b->loaded = TRUE;
         return TRUE;
     }

@@ -541,5 +541,55 @@ def test_reopen_read_only_stores():
         assert_eq(bitmap_info(q, 'disk', 'p')['count'], 0, 'cleared bitmap stored')
 
 
+def _patch_foreign_bitmaps_ext(img, dir_offset, dir_size):
+    """As left by a program without bitmap support: the autoclear bit
+    cleared, and (here) the extension's directory pointing elsewhere."""
+    import struct
+    with open(img, 'r+b') as f:
+        hdr = f.read(4096)
+        autoclear = struct.unpack('>Q', hdr[88:96])[0]
+        f.seek(88)
+        f.write(struct.pack('>Q', autoclear & ~1))
+        off = struct.unpack('>I', hdr[100:104])[0]
+        while off + 8 <= len(hdr):
+            magic, length = struct.unpack('>II', hdr[off:off + 8])
+            if magic == 0:
+                raise AssertionError('no bitmaps extension in %s' % img)
+            if magic == 0x23852875:
+                f.seek(off + 8 + 8)
+                f.write(struct.pack('>QQ', dir_size, dir_offset))
+                return
+            off += 8 + (length + 7) // 8 * 8
+    raise AssertionError('no bitmaps extension in %s' % img)
+
+
+def test_bitmaps_extension_of_a_program_without_bitmap_support():
+    """The extension of an image whose autoclear bit was cleared is
+    dropped, as QEMU does, and nothing it names is freed: a directory
+    that (now) points at guest data must leave that data alone when new
+    bitmaps are stored (found by tests/fuzz/fuzz-qcow2: it freed the
+    range the header named, however large)."""
+    with Daemon() as d:
+        img = d.path('a.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', img, '4M'])
+        qemu_io(img, 'write -P 0x33 0 4M', fmt='qcow2')
+        run(['qemu-img', 'bitmap', '--add', img, 'old'])
+        data_off = [e for e in json.loads(run(['qemu-img', 'map', '--output=json', img]).stdout)
+                    if e['data']][0]['offset']
+        _patch_foreign_bitmaps_ext(img, data_off, 4 * 65536)
+        d.args += ['--blockdev', 'driver=file,node-name=f0,filename=%s' % img,
+                   '--blockdev', 'driver=qcow2,node-name=q0,file=f0']
+        d.start()
+        q = d.qmp()
+        q.execute('block-dirty-bitmap-add', {'node': 'q0', 'name': 'new', 'persistent': True})
+        q.execute('blockdev-del', {'node-name': 'q0'})
+        q.execute('blockdev-del', {'node-name': 'f0'})
+        d.stop()
+        report = json.loads(run(['qemu-img', 'check', '--output=json', img], check=False).stdout)
+        assert_eq(report.get('corruptions', 0), 0, 'corruptions (%r)' % report)
+        qemu_io(img, 'read -P 0x33 0 4M', fmt='qcow2', extra=['-r'])
+        assert_eq([b['name'] for b in image_bitmaps(img)], ['new'], 'bitmaps in the image')
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
