@@ -434,6 +434,9 @@ GPtrArray *bd_nbd_server_query_clients(void)
                     info->tls_identity =
                         g_strdup(bd_tls_session_identity(c->tls));
                 }
+                info->id = c->id;
+                info->requests = __atomic_load_n(&c->requests,
+                                                 __ATOMIC_RELAXED);
                 info->bytes_read = __atomic_load_n(&c->bytes_read,
                                                    __ATOMIC_RELAXED);
                 info->bytes_written = __atomic_load_n(&c->bytes_written,

@@ -54,6 +54,10 @@ int bd_nbd_send_rep_err(BdNbdClient *c, uint32_t opt, uint32_t type,
     msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     g_debug("%s: %s: %s", c->peer, bd_nbd_opt_name(opt), msg);
+    g_atomic_int_set(&c->fail_reason,
+                     type == NBD_REP_ERR_UNKNOWN ? BD_NBD_HS_FAIL_EXPORT_NOT_FOUND
+                     : type == NBD_REP_ERR_TLS_REQD ? BD_NBD_HS_FAIL_TLS_REQUIRED
+                     : BD_NBD_HS_FAIL_PROTOCOL);
     return bd_nbd_send_rep(c, opt, type, msg, MIN(strlen(msg),
                                                   BD_NBD_MAX_STRING));
 }
@@ -102,6 +106,7 @@ static OptResult opt_export_name(BdNbdClient *c, uint32_t opt,
     if (!exp) {
         g_debug("%s: NBD_OPT_EXPORT_NAME: export '%s' not found", c->peer,
                 name ? name : "(invalid)");
+        g_atomic_int_set(&c->fail_reason, BD_NBD_HS_FAIL_EXPORT_NOT_FOUND);
         return OPT_CLOSE;
     }
     size = bd_entry_getlength(exp->common.entry);
@@ -132,6 +137,7 @@ static OptResult opt_abort(BdNbdClient *c, uint32_t opt,
                            const uint8_t *data, uint32_t len)
 {
     /* The client may already be gone; errors do not matter. */
+    g_atomic_int_set(&c->fail_reason, BD_NBD_HS_FAIL_ABORTED);
     bd_nbd_send_rep(c, opt, NBD_REP_ACK, NULL, 0);
     return OPT_CLOSE;
 }
@@ -204,6 +210,7 @@ static gboolean start_tls(BdNbdClient *c)
     if (!c->tls || !bd_tls_session_handshake(c->tls, &err) ||
         !check_authz(c, &err)) {
         g_warning("NBD client %s: TLS: %s", c->peer, err->message);
+        g_atomic_int_set(&c->fail_reason, BD_NBD_HS_FAIL_TLS);
         return FALSE;
     }
     g_debug("NBD client %s: TLS up%s%s%s", c->peer,
@@ -402,6 +409,7 @@ static OptResult handle_option(BdNbdClient *c)
     }
     if (GUINT64_FROM_BE(hdr.magic) != NBD_OPTS_MAGIC) {
         g_debug("%s: bad option magic, dropping the connection", c->peer);
+        g_atomic_int_set(&c->fail_reason, BD_NBD_HS_FAIL_PROTOCOL);
         return OPT_CLOSE;
     }
     opt = GUINT32_FROM_BE(hdr.option);
@@ -410,6 +418,7 @@ static OptResult handle_option(BdNbdClient *c)
         if (len > BD_NBD_OPT_DRAIN_MAX || bd_nbd_conn_skip(c, len) < 0) {
             g_debug("%s: option data of %u bytes, dropping the connection",
                     c->peer, len);
+            g_atomic_int_set(&c->fail_reason, BD_NBD_HS_FAIL_PROTOCOL);
             return OPT_CLOSE;
         }
         return rep_result(bd_nbd_send_rep_err(c, opt, NBD_REP_ERR_TOO_BIG,
@@ -425,6 +434,7 @@ static OptResult handle_option(BdNbdClient *c)
         if (opt == NBD_OPT_EXPORT_NAME) {
             g_warning("NBD client %s: NBD_OPT_EXPORT_NAME before TLS, "
                       "closing the connection", c->peer);
+            g_atomic_int_set(&c->fail_reason, BD_NBD_HS_FAIL_TLS_REQUIRED);
             return OPT_CLOSE;
         }
         return rep_result(bd_nbd_send_rep_err(c, opt, NBD_REP_ERR_TLS_REQD,
@@ -455,6 +465,7 @@ int bd_nbd_handshake(BdNbdClient *c)
     cflags = GUINT32_FROM_BE(cflags);
     if (cflags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
         g_debug("%s: unknown client flags 0x%x, dropping", c->peer, cflags);
+        g_atomic_int_set(&c->fail_reason, BD_NBD_HS_FAIL_PROTOCOL);
         return -1;
     }
     c->no_zeroes = !!(cflags & NBD_FLAG_C_NO_ZEROES);

@@ -789,6 +789,7 @@ static void account(BdNbdWorker *w, const BdNbdRequest *req, uint32_t err,
     BdAcctType type = acct_type(req);
     uint64_t bytes = type == BD_ACCT_FLUSH ? 0 : req->length;
 
+    __atomic_fetch_add(&w->c->requests, 1, __ATOMIC_RELAXED);
     if (type == BD_ACCT__MAX) {
         return;
     }

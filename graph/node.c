@@ -274,6 +274,7 @@ static void node_free(BdNode *node)
     g_free(node->filename);
     g_free(node->node_name);
     bd_reqlist_destroy(&node->reqs);
+    bd_io_stats_destroy(&node->stats);
     g_ptr_array_unref(node->bitmaps);
     bd_rwlock_destroy(&node->bitmaps_lock);
     g_free(node);
@@ -337,6 +338,7 @@ BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
     node->cum_shared = BD_PERM_ALL;
     node->options = g_variant_ref_sink(options);
     bd_reqlist_init(&node->reqs);
+    bd_io_stats_init(&node->stats);
     bd_rwlock_init(&node->bitmaps_lock);
     node->bitmaps = g_ptr_array_new();
     if (name) {
