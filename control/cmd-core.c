@@ -251,5 +251,6 @@ void bd_control_init(void)
     bd_cmd_stream_register();
     bd_cmd_mirror_register();
     bd_cmd_backup_session_register();
+    bd_cmd_metrics_register();
     bd_events_init();
 }

@@ -21,6 +21,8 @@
 #include "daemon/daemon.h"
 #include "export-fuse/fuse-export.h"
 #include "export-nbd/nbd-server.h"
+#include "metrics/metrics.h"
+#include "daemon/version.h"
 #include "export/export.h"
 #include "formats/registry.h"
 #include "graph/main-thread.h"
@@ -80,6 +82,9 @@ static void shutdown_everything(void)
     if (bd_nbd_server_running()) {
         bd_nbd_server_stop(NULL);
     }
+    if (bd_metrics_running()) {
+        bd_metrics_stop(NULL);
+    }
     bd_node_close_all();
     bd_objects_cleanup();
     bd_monitor_cleanup();
@@ -108,6 +113,7 @@ enum {
     OPT_CHARDEV,
     OPT_DAEMONIZE,
     OPT_EXPORT,
+    OPT_METRICS,
     OPT_MONITOR,
     OPT_NBD_SERVER,
     OPT_OBJECT,
@@ -121,6 +127,7 @@ static const struct option long_options[] = {
     { "chardev", required_argument, NULL, OPT_CHARDEV },
     { "daemonize", no_argument, NULL, OPT_DAEMONIZE },
     { "export", required_argument, NULL, OPT_EXPORT },
+    { "metrics", required_argument, NULL, OPT_METRICS },
     { "monitor", required_argument, NULL, OPT_MONITOR },
     { "nbd-server", required_argument, NULL, OPT_NBD_SERVER },
     { "object", required_argument, NULL, OPT_OBJECT },
@@ -249,6 +256,7 @@ int main(int argc, char **argv)
 
     register_everything();
     bd_control_set_quit_handler(on_quit_command, NULL);
+    bd_metrics_set_version(BLOCKD_VERSION_FULL);
 
     /* Before any socket appears: a signal sent as soon as a socket is
      * seen must already find its handler (it is served by the loop). */

@@ -25,6 +25,7 @@ static const ObjectOption object_options[] = {
     { "nbd-server", NULL, bd_cmd_nbd_server_options_schema,
       bd_cmd_nbd_server_start_flat },
     { "export", "type", bd_export_options_schema, bd_cmd_block_export_add },
+    { "metrics", NULL, bd_cmd_metrics_options_schema, bd_cmd_metrics_start },
     { "object", "qom-type", bd_cmd_object_options_schema, bd_cmd_object_add },
 };
 

@@ -402,6 +402,7 @@ uint16_t bd_nbd_export_tflags(BdNbdExport *exp, gboolean structured)
 void bd_nbd_client_info_free(BdNbdClientInfo *info)
 {
     g_free(info->export_name);
+    g_free(info->export_id);
     g_free(info->address);
     g_free(info->tls_identity);
     g_free(info);
@@ -428,6 +429,7 @@ GPtrArray *bd_nbd_server_query_clients(void)
                 BdNbdClientInfo *info = g_new0(BdNbdClientInfo, 1);
 
                 info->export_name = g_strdup(ne->name);
+                info->export_id = g_strdup(ne->common.id);
                 info->address = g_strdup(c->peer);
                 info->tls = c->tls != NULL;
                 if (c->tls) {

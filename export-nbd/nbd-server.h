@@ -58,6 +58,7 @@ guint64 bd_nbd_handshake_failures(BdNbdHandshakeFailure reason);
 /* One client in transmission, for x-query-nbd-clients. */
 typedef struct {
     char *export_name;
+    char *export_id;      /* the export's block-export-add id */
     char *address;        /* "host:port", or "unix socket client" */
     guint64 id;           /* connection number: unique while running */
     guint64 requests;     /* requests the export counted for it */
