@@ -137,7 +137,11 @@ static OptResult opt_abort(BdNbdClient *c, uint32_t opt,
                            const uint8_t *data, uint32_t len)
 {
     /* The client may already be gone; errors do not matter. */
-    g_atomic_int_set(&c->fail_reason, BD_NBD_HS_FAIL_ABORTED);
+    /* A clean end (nbdinfo --list), unless something was refused
+     * before: then the handshake failed for that. */
+    g_atomic_int_compare_and_exchange(&c->fail_reason,
+                                      BD_NBD_HS_FAIL_DISCONNECTED,
+                                      BD_NBD_HS_FAIL_ABORTED);
     bd_nbd_send_rep(c, opt, NBD_REP_ACK, NULL, 0);
     return OPT_CLOSE;
 }
