@@ -470,5 +470,43 @@ def test_handshake_failures_jobs_bitmaps_process():
         assert_eq(len(series(m, 'blockd_build_info')), 1, 'build info')
 
 
+def test_grafana_dashboard_queries():
+    """examples/grafana-dashboard.json: every query parses (promtool check
+    rules) and names only series a scrape of a busy daemon has."""
+    import json
+    import re
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'examples',
+                       'grafana-dashboard.json')
+    with open(src) as f:
+        dash = json.load(f)
+    exprs = [t['expr'] for p in dash['panels'] for t in p['targets']]
+    assert_eq(len(exprs) >= 8, True, 'queries in the dashboard')
+    with start() as d:
+        rules = d.path('rules.yml')
+        with open(rules, 'w') as f:
+            f.write('groups:\n- name: dashboard\n  rules:\n')
+            for i, e in enumerate(exprs):
+                e = e.replace('$__rate_interval', '1m').replace('$export', '.*')
+                f.write('  - record: dashboard:q%d\n    expr: %s\n' % (i, json.dumps(e)))
+        p = run(['promtool', 'check', 'rules', rules], check=False)
+        assert_eq(p.returncode, 0, 'promtool check rules: %s%s' % (p.stdout, p.stderr))
+        q = d.qmp()
+        q.execute('block-dirty-bitmap-add', {'node': 'fmt0', 'name': 'b0'})
+        h = connect(d)
+        h.pwrite(b'\x01' * 4096, 0)
+        q.execute('blockdev-add', {'driver': 'null-co', 'node-name': 'tgt', 'size': 4 * MiB})
+        q.execute('blockdev-mirror', {'job-id': 'mj', 'device': 'fmt0', 'target': 'tgt',
+                                      'sync': 'full', 'speed': 64 * KiB})
+        q.wait_event('JOB_STATUS_CHANGE', match={'id': 'mj', 'status': 'running'})
+        names = {k[0] for k in scrape(d)}
+        h.shutdown()
+        q.execute('block-job-cancel', {'device': 'mj', 'force': True})
+        q.wait_event('JOB_STATUS_CHANGE', match={'id': 'mj', 'status': 'null'})
+        used = set()
+        for e in exprs:
+            used |= set(re.findall(r'\bblockd_[a-z_]+', e))
+        assert_eq(sorted(used - names), [], 'dashboard series missing from a scrape')
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
