@@ -474,6 +474,32 @@ def test_handshake_failures_jobs_bitmaps_process():
         assert_eq(len(series(m, 'blockd_build_info')), 1, 'build info')
 
 
+def test_handshake_timeout_and_listing():
+    """A client that never finishes its handshake counts as a timeout; a
+    listing (nbdinfo --list: LIST then ABORT) counts as no failure."""
+    with start() as d:
+        q = d.qmp()
+        q.execute('nbd-server-stop')
+        q.execute('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': d.nbd_sock}},
+                                       'handshake-max-seconds': 1})
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'exp0', 'node-name': 'fmt0',
+                                       'name': 'disk'})
+        p = run(['nbdinfo', '--list', 'nbd+unix://?socket=%s' % d.nbd_sock], check=False)
+        assert_eq(p.returncode, 0, 'nbdinfo --list: %s' % p.stderr)
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(d.nbd_sock)
+        try:
+            s.recv(18)                  # greeting, then silence
+            wait_for(lambda: val(scrape(d, check=False), 'blockd_nbd_handshake_failures_total',
+                                 reason='timeout') == 1, what='the timeout counted')
+        finally:
+            s.close()
+        m = scrape(d)
+        fails = series(m, 'blockd_nbd_handshake_failures_total')
+        assert_eq(sum(fails.values()), 1.0, 'only the timeout failed: %r' % fails)
+        d.assert_alive()
+
+
 def test_grafana_dashboard_queries():
     """examples/grafana-dashboard.json: every query parses (promtool check
     rules) and names only series a scrape of a busy daemon has."""
