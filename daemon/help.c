@@ -180,8 +180,8 @@ void bd_daemon_print_help(void)
 "                         mount the node's raw content over a file\n");
     print_variant_names("export types", bd_export_options_schema());
     printf("\n"
-"  --metrics addr.type=inet,addr.host=<host>,addr.port=<port>\n"
-"  --metrics addr.type=unix,addr.path=<path>\n"
+"  --metrics addr.type=inet,addr.host=<host>,addr.port=<port>[,tls-creds=<id>]\n"
+"  --metrics addr.type=unix,addr.path=<path>[,tls-creds=<id>]\n"
 "                         serve Prometheus metrics at http://.../metrics\n"
 "\n"
 "  --monitor [chardev=]name[,mode=control][,pretty[=on|off]]\n"

@@ -83,7 +83,7 @@ static void shutdown_everything(void)
         bd_nbd_server_stop(NULL);
     }
     if (bd_metrics_running()) {
-        bd_metrics_stop(NULL);
+        bd_cmd_metrics_stop(NULL);
     }
     bd_node_close_all();
     bd_objects_cleanup();

@@ -16,10 +16,21 @@
 #include <glib.h>
 #include "graph/socket-address.h"
 
-/* Listen on a unix or inet address and serve.  Errors: "Metrics server
- * already running", the socket's ("Failed to bind socket to ...").
- * A unix socket file is removed again by bd_metrics_stop. */
-gboolean bd_metrics_start(const BdSocketAddress *addr, GError **errp);
+/* HTTPS: PEM files of the server's certificate and key, and with
+ * verify_peer the CA a client certificate must be signed by. */
+typedef struct {
+    const char *cert_file;
+    const char *key_file;
+    const char *ca_file;
+    gboolean verify_peer;
+} BdMetricsTls;
+
+/* Listen on a unix or inet address and serve, over TLS when 'tls' is
+ * not NULL.  Errors: "Metrics server already running", the socket's
+ * ("Failed to bind socket to ..."), the certificate's.  A unix socket
+ * file is removed again by bd_metrics_stop. */
+gboolean bd_metrics_start(const BdSocketAddress *addr,
+                          const BdMetricsTls *tls, GError **errp);
 /* Stop serving ("Metrics server not running"). */
 gboolean bd_metrics_stop(GError **errp);
 gboolean bd_metrics_running(void);

@@ -33,6 +33,29 @@ typedef struct {
 
 static MetricsServer *server;
 
+/* A client certificate (verify-peer): GIO has checked it against the CA
+ * and reports what is wrong; libsoup asks the message whether to go on
+ * even when nothing is, and refuses without an answer. */
+static gboolean accept_client_cert(SoupServerMessage *msg,
+                                   GTlsCertificate *cert,
+                                   GTlsCertificateFlags errors,
+                                   gpointer data)
+{
+    if (errors) {
+        g_debug("metrics: client certificate refused (GTlsCertificateFlags "
+                "0x%x)", errors);
+    }
+    return errors == 0;
+}
+
+/* A new request: its connection may still be in the TLS handshake. */
+static void request_started(SoupServer *soup, SoupServerMessage *msg,
+                            gpointer data)
+{
+    g_signal_connect(msg, "accept-certificate",
+                     G_CALLBACK(accept_client_cert), NULL);
+}
+
 static void handle(SoupServer *soup, SoupServerMessage *msg,
                    const char *path, GHashTable *query, gpointer data)
 {
@@ -69,18 +92,55 @@ gboolean bd_metrics_running(void)
     return server != NULL;
 }
 
-gboolean bd_metrics_start(const BdSocketAddress *addr, GError **errp)
+/* The server's certificate (and the CA for client certificates). */
+static gboolean setup_tls(SoupServer *soup, const BdMetricsTls *tls,
+                          GError **errp)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GTlsCertificate) cert = NULL;
+    g_autoptr(GTlsDatabase) db = NULL;
+
+    cert = g_tls_certificate_new_from_files(tls->cert_file, tls->key_file,
+                                            &err);
+    if (!cert) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Metrics server: cannot load %s and %s: %s",
+                    tls->cert_file, tls->key_file, err->message);
+        return FALSE;
+    }
+    soup_server_set_tls_certificate(soup, cert);
+    if (tls->verify_peer) {
+        db = g_tls_file_database_new(tls->ca_file, &err);
+        if (!db) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Metrics server: cannot load %s: %s", tls->ca_file,
+                        err->message);
+            return FALSE;
+        }
+        soup_server_set_tls_database(soup, db);
+        soup_server_set_tls_auth_mode(soup, G_TLS_AUTHENTICATION_REQUIRED);
+    }
+    return TRUE;
+}
+
+gboolean bd_metrics_start(const BdSocketAddress *addr,
+                          const BdMetricsTls *tls, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
     g_autoptr(GError) err = NULL;
     g_autoptr(GSocket) sock = NULL;
-    SoupServer *soup;
+    g_autoptr(SoupServer) soup = NULL;
     int fd;
 
     if (server) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Metrics server already running");
+        return FALSE;
+    }
+    /* The certificates before the socket: a bad one leaves no socket. */
+    soup = soup_server_new("server-header", "blockd ", NULL);
+    if (tls && !setup_tls(soup, tls, errp)) {
         return FALSE;
     }
     fd = bd_socket_address_listen(addr, errp);
@@ -95,21 +155,26 @@ gboolean bd_metrics_start(const BdSocketAddress *addr, GError **errp)
                     "Metrics server: %s", err->message);
         return FALSE;
     }
-    soup = soup_server_new("server-header", "blockd ", NULL);
     soup_server_add_handler(soup, NULL, handle, NULL, NULL);
-    if (!soup_server_listen_socket(soup, sock, 0, &err)) {
-        g_object_unref(soup);
+    if (tls && tls->verify_peer) {
+        g_signal_connect(soup, "request-started", G_CALLBACK(request_started),
+                         NULL);
+    }
+    if (!soup_server_listen_socket(soup, sock,
+                                   tls ? SOUP_SERVER_LISTEN_HTTPS : 0,
+                                   &err)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Metrics server: %s", err->message);
         return FALSE;
     }
     server = g_new0(MetricsServer, 1);
-    server->soup = soup;
+    server->soup = g_steal_pointer(&soup);
     if (addr->type == BD_SOCKET_ADDRESS_UNIX) {
         server->unix_path = g_strdup(addr->path);
     }
-    g_debug("metrics server listening (%s)",
-            addr->type == BD_SOCKET_ADDRESS_UNIX ? addr->path : "inet");
+    g_debug("metrics server listening (%s%s)",
+            addr->type == BD_SOCKET_ADDRESS_UNIX ? addr->path : "inet",
+            tls ? ", TLS" : "");
     return TRUE;
 }
 
