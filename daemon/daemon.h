@@ -9,6 +9,8 @@
  * command-line order.  Errors are prefixed by the caller. */
 gboolean bd_daemon_apply_option(const char *name, const char *arg,
                                 GError **errp);
+/* -T/--trace [enable=]PATTERN[,events=FILE][,file=FILE]. */
+gboolean bd_daemon_apply_trace(const char *arg, GError **errp);
 
 /* pidfile.c: create and lock the PID file; remove it at exit. */
 gboolean bd_pidfile_write(const char *path, GError **errp);

@@ -132,10 +132,11 @@ static const struct option long_options[] = {
     { "nbd-server", required_argument, NULL, OPT_NBD_SERVER },
     { "object", required_argument, NULL, OPT_OBJECT },
     { "pidfile", required_argument, NULL, OPT_PIDFILE },
+    { "trace", required_argument, NULL, 'T' },
     { NULL, 0, NULL, 0 },
 };
 
-static const char short_options[] = "+:hV";
+static const char short_options[] = "+:hVT:";
 
 /* A help request found by the first pass: printed once the registries
  * it lists are filled.  'option' is "help" (arg: the topic or NULL) or
@@ -200,13 +201,24 @@ static gboolean scan_options(int argc, char **argv, HelpRequest *help)
     return daemonize;
 }
 
-/* Second pass: apply every option in order. */
+/* Second pass: apply every option in order; -T/--trace first, as
+ * qemu-storage-daemon does, so that it sees the nodes the other options
+ * open. */
 static void apply_options(int argc, char **argv, const char **pidfile)
 {
     BD_GLOBAL_STATE_CODE();
 
     int c, index;
 
+    optind = 1;
+    while ((c = getopt_long(argc, argv, short_options, long_options,
+                            &index)) != -1) {
+        g_autoptr(GError) err = NULL;
+
+        if (c == 'T' && !bd_daemon_apply_trace(optarg, &err)) {
+            fail_startup("-T %s: %s", optarg, err->message);
+        }
+    }
     optind = 1;
     while ((c = getopt_long(argc, argv, short_options, long_options,
                             &index)) != -1) {

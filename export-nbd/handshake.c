@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "export-nbd/nbd-internal.h"
+#include "graph/trace.h"
 #include "objects/authz.h"
 
 typedef enum {
@@ -483,6 +484,8 @@ int bd_nbd_handshake(BdNbdClient *c)
             continue;
         case OPT_GO:
             g_debug("export '%s': %s connected", c->exp->name, c->peer);
+            BD_TRACE(BD_TRACE_NBD_CLIENT_CONNECT, "export=%s client=%s tls=%d",
+                     c->exp->common.id, c->label, c->tls != NULL);
             return 0;
         case OPT_CLOSE:
             return -1;

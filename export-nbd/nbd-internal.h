@@ -89,6 +89,7 @@ typedef struct BdNbdClient {
     gint refcount;            /* conn thread + workers (atomic) */
     int fd;                   /* closed when the last reference goes */
     char *peer;               /* "unix socket" / "1.2.3.4:5678" for logs */
+    char *label;              /* "1.2.3.4:5678" / "unix#N": trace lines */
     gboolean quit;            /* atomic: stop reading requests */
 
     /* The server's TLS settings when the connection came (immutable). */

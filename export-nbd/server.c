@@ -27,6 +27,7 @@
 
 #include "export-nbd/nbd-internal.h"
 #include "graph/main-thread.h"
+#include "graph/trace.h"
 
 BdMutex bd_nbd_lock;
 
@@ -176,6 +177,10 @@ void bd_nbd_client_unref(BdNbdClient *c)
     if (c->exp) {
         bd_nbd_export_detach(c->exp, c);
         g_debug("export '%s': %s disconnected", c->exp->name, c->peer);
+        BD_TRACE(BD_TRACE_NBD_CLIENT_DISCONNECT,
+                 "export=%s client=%s requests=%" G_GUINT64_FORMAT,
+                 c->exp->common.id, c->label,
+                 __atomic_load_n(&c->requests, __ATOMIC_RELAXED));
         bd_export_unref(&c->exp->common);
     }
     if (c->tls) {
@@ -193,6 +198,7 @@ void bd_nbd_client_unref(BdNbdClient *c)
     g_free(c->rbuf);
     g_free(c->meta_export);
     g_free(c->peer);
+    g_free(c->label);
     g_free(c);
 }
 
@@ -213,6 +219,9 @@ static gpointer client_thread(gpointer data)
             __atomic_fetch_add(
                 &handshake_failures[g_atomic_int_get(&c->fail_reason)], 1,
                 __ATOMIC_RELAXED);
+            BD_TRACE(BD_TRACE_NBD_HANDSHAKE_FAILED, "client=%s reason=%s",
+                     c->label, bd_nbd_handshake_failure_names[
+                         g_atomic_int_get(&c->fail_reason)]);
         }
     }
     bd_nbd_client_handshake_done(c);
@@ -355,6 +364,8 @@ static void client_start(int fd)
     c->fd = fd;
     c->peer = peer_name(fd);
     c->id = ++next_client_id;
+    c->label = strchr(c->peer, ':') ? g_strdup(c->peer)
+               : g_strdup_printf("unix#%" G_GUINT64_FORMAT, c->id);
     bd_mutex_init(&c->pool_lock);
     g_cond_init(&c->parked_cond);
     bd_mutex_init(&c->send_lock);

@@ -12,6 +12,7 @@
 #define G_LOG_DOMAIN "blockd-graph"
 
 #include <string.h>
+#include "graph/trace.h"
 #include "graph/node.h"
 #include "graph/entry.h"
 #include "graph/io.h"
@@ -251,6 +252,8 @@ static gboolean node_apply_common_options(BdNode *node,
 
 static void node_free(BdNode *node)
 {
+    BD_TRACE(BD_TRACE_NODE_CLOSE, "node=%s driver=%s", node->node_name,
+             node->drv ? node->drv->name : "");
     node->opened = FALSE;
     if (node->drv && node->drv->close) {
         node->drv->close(node);
@@ -366,6 +369,8 @@ BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
     }
     node->opened = TRUE;
     bd_node_refresh_limits(node);
+    BD_TRACE(BD_TRACE_NODE_OPEN, "node=%s driver=%s filename=%s",
+             node->node_name, drv->name, node->filename);
     return node;
 }
 
