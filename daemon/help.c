@@ -183,6 +183,10 @@ void bd_daemon_print_help(void)
 "                         mount the node's raw content over a file\n");
     print_variant_names("export types", bd_export_options_schema());
     printf("\n"
+"  --log [level=]error|warning|info|debug[,target=auto|stderr|journald]\n"
+"                         log through GLib's structured logging; info\n"
+"                         says every client, node, export and job change\n"
+"\n"
 "  --metrics addr.type=inet,addr.host=<host>,addr.port=<port>[,tls-creds=<id>]\n"
 "  --metrics addr.type=unix,addr.path=<path>[,tls-creds=<id>]\n"
 "                         serve Prometheus metrics at http://.../metrics\n"

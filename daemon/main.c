@@ -113,6 +113,7 @@ enum {
     OPT_CHARDEV,
     OPT_DAEMONIZE,
     OPT_EXPORT,
+    OPT_LOG,
     OPT_METRICS,
     OPT_MONITOR,
     OPT_NBD_SERVER,
@@ -127,6 +128,7 @@ static const struct option long_options[] = {
     { "chardev", required_argument, NULL, OPT_CHARDEV },
     { "daemonize", no_argument, NULL, OPT_DAEMONIZE },
     { "export", required_argument, NULL, OPT_EXPORT },
+    { "log", required_argument, NULL, OPT_LOG },
     { "metrics", required_argument, NULL, OPT_METRICS },
     { "monitor", required_argument, NULL, OPT_MONITOR },
     { "nbd-server", required_argument, NULL, OPT_NBD_SERVER },
@@ -218,6 +220,9 @@ static void apply_options(int argc, char **argv, const char **pidfile)
         if (c == 'T' && !bd_daemon_apply_trace(optarg, &err)) {
             fail_startup("-T %s: %s", optarg, err->message);
         }
+        if (c == OPT_LOG && !bd_daemon_apply_log(optarg, &err)) {
+            fail_startup("--log %s: %s", optarg, err->message);
+        }
     }
     optind = 1;
     while ((c = getopt_long(argc, argv, short_options, long_options,
@@ -228,7 +233,7 @@ static void apply_options(int argc, char **argv, const char **pidfile)
             *pidfile = optarg;
             continue;
         }
-        if (c < 256 || c == OPT_DAEMONIZE) {
+        if (c < 256 || c == OPT_DAEMONIZE || c == OPT_LOG) {
             continue;
         }
         if (!bd_daemon_apply_option(long_options[index].name, optarg,

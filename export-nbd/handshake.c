@@ -483,7 +483,8 @@ int bd_nbd_handshake(BdNbdClient *c)
         case OPT_NEXT:
             continue;
         case OPT_GO:
-            g_debug("export '%s': %s connected", c->exp->name, c->peer);
+            g_info("export '%s': NBD client %s connected%s", c->exp->common.id,
+                   c->label, c->tls ? " over TLS" : "");
             BD_TRACE(BD_TRACE_NBD_CLIENT_CONNECT, "export=%s client=%s tls=%d",
                      c->exp->common.id, c->label, c->tls != NULL);
             return 0;

@@ -176,7 +176,9 @@ void bd_nbd_client_unref(BdNbdClient *c)
     bd_mutex_unlock(&bd_nbd_lock);
     if (c->exp) {
         bd_nbd_export_detach(c->exp, c);
-        g_debug("export '%s': %s disconnected", c->exp->name, c->peer);
+        g_info("export '%s': NBD client %s disconnected after %"
+               G_GUINT64_FORMAT " requests", c->exp->common.id, c->label,
+               __atomic_load_n(&c->requests, __ATOMIC_RELAXED));
         BD_TRACE(BD_TRACE_NBD_CLIENT_DISCONNECT,
                  "export=%s client=%s requests=%" G_GUINT64_FORMAT,
                  c->exp->common.id, c->label,
@@ -219,6 +221,9 @@ static gpointer client_thread(gpointer data)
             __atomic_fetch_add(
                 &handshake_failures[g_atomic_int_get(&c->fail_reason)], 1,
                 __ATOMIC_RELAXED);
+            g_info("NBD client %s: handshake failed (%s)", c->label,
+                   bd_nbd_handshake_failure_names[
+                       g_atomic_int_get(&c->fail_reason)]);
             BD_TRACE(BD_TRACE_NBD_HANDSHAKE_FAILED, "client=%s reason=%s",
                      c->label, bd_nbd_handshake_failure_names[
                          g_atomic_int_get(&c->fail_reason)]);

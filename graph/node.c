@@ -252,6 +252,8 @@ static gboolean node_apply_common_options(BdNode *node,
 
 static void node_free(BdNode *node)
 {
+    g_info("node '%s' (%s) closed", node->node_name,
+           node->drv ? node->drv->name : "");
     BD_TRACE(BD_TRACE_NODE_CLOSE, "node=%s driver=%s", node->node_name,
              node->drv ? node->drv->name : "");
     node->opened = FALSE;
@@ -369,6 +371,8 @@ BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
     }
     node->opened = TRUE;
     bd_node_refresh_limits(node);
+    g_info("node '%s' (%s, %s) opened%s", node->node_name, drv->name,
+           node->filename, node->read_only ? " read-only" : "");
     BD_TRACE(BD_TRACE_NODE_OPEN, "node=%s driver=%s filename=%s",
              node->node_name, drv->name, node->filename);
     return node;
