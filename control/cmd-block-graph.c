@@ -11,6 +11,7 @@
 #include "graph/entry.h"
 #include "graph/main-thread.h"
 #include "graph/node.h"
+#include "control/input.h"
 
 typedef struct {
     GHashTable *ids;        /* BdNode * or BdEntry * -> id */
@@ -32,7 +33,7 @@ static JsonNode *perm_list(uint64_t perm)
             json_array_add_string_element(a, perm_names[i]);
         }
     }
-    return json_node_init_array(json_node_alloc(), a);
+    return bd_json_node_take_array(a);
 }
 
 /* The id of a vertex, adding it to the node list the first time. */
@@ -107,7 +108,7 @@ static gboolean query_block_graph(GVariant *args, JsonNode **ret,
     }
     json_object_set_array_member(o, "nodes", g.nodes);
     json_object_set_array_member(o, "edges", g.edges);
-    *ret = json_node_init_object(json_node_alloc(), o);
+    *ret = bd_json_node_take_object(o);
     return TRUE;
 }
 

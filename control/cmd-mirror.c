@@ -299,9 +299,10 @@ static BdNode *open_target(const char *filename, const char *fmt,
     GVariantDict d;
     GVariant *file;
 
+    gboolean probed = !fmt && !bd_formats_filename_is_remote(filename);
+
     if (!fmt) {
-        fmt = bd_formats_filename_is_remote(filename)
-              ? "raw" : bd_formats_probe_file(filename);
+        fmt = probed ? bd_formats_probe_file(filename) : "raw";
     }
     drv = bd_driver_find(fmt);
     if (!drv) {
@@ -324,7 +325,12 @@ static BdNode *open_target(const char *filename, const char *fmt,
     }
     g_variant_dict_insert_value(&d, "file", file);
     g_autoptr(GVariant) opts = g_variant_ref_sink(g_variant_dict_end(&d));
-    return bd_node_open(opts, errp);
+    BdNode *node = bd_node_open(opts, errp);
+
+    if (node && probed) {
+        bd_formats_raw_set_probed(node);
+    }
+    return node;
 }
 
 static gboolean drive_mirror(GVariant *args, JsonNode **ret, GError **errp)

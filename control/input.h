@@ -47,6 +47,27 @@ GVariant *bd_validate(const BdSchemaType *type, JsonNode *input,
 typedef const BdSchemaType *(*BdSchemaGetter)(void);
 void bd_validate_set_blockdev_schema(BdSchemaGetter getter);
 
+/* --- JSON nodes that own what they hold --- */
+
+/* A node holding 'o' (or 'a'), taking over the caller's reference:
+ * json_node_init_object() takes a reference of its own, and a fresh
+ * object passed to it that way is never freed. */
+static inline JsonNode *bd_json_node_take_object(JsonObject *o)
+{
+    JsonNode *n = json_node_new(JSON_NODE_OBJECT);
+
+    json_node_take_object(n, o);
+    return n;
+}
+
+static inline JsonNode *bd_json_node_take_array(JsonArray *a)
+{
+    JsonNode *n = json_node_new(JSON_NODE_ARRAY);
+
+    json_node_take_array(n, a);
+    return n;
+}
+
 /* --- json-variant.c --- */
 
 /* GVariant (a{sv}, av, mv, scalars, as, ...) to JSON.  Never NULL. */

@@ -370,8 +370,87 @@ static GString *mark_big_unsigned(const char *text, gssize len)
     return out;
 }
 
+static int hex4(const char *p, const char *end)
+{
+    int v = 0;
+
+    if (end - p < 4) {
+        return -1;
+    }
+    for (int i = 0; i < 4; i++) {
+        int d = g_ascii_xdigit_value(p[i]);
+
+        if (d < 0) {
+            return -1;
+        }
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* The strings of a JSON text hold only valid UTF-8 and \u escapes of
+ * real characters (a high surrogate followed by a low one), with
+ * QEMU's messages.  json-glib would pass invalid bytes and lone
+ * surrogates on as invalid UTF-8, which no later step may see (GVariant
+ * strings must be UTF-8).  Other malformations are json-glib's to
+ * report. */
+static gboolean check_strings(const char *p, const char *end, GError **errp)
+{
+    while (p < end) {
+        const char *start;
+
+        if (*p++ != '"') {
+            continue;
+        }
+        start = p;
+        while (p < end && *p != '"') {
+            if (*p != '\\') {
+                p++;
+                continue;
+            }
+            if (end - p >= 2 && p[1] == 'u') {
+                const char *esc = p;
+                int cp = hex4(p + 2, end);
+
+                if (cp < 0) {
+                    break;    /* json-glib reports it */
+                }
+                p += 6;
+                if (cp >= 0xd800 && cp <= 0xdbff && end - p >= 2 &&
+                    p[0] == '\\' && p[1] == 'u') {
+                    int low = hex4(p + 2, end);
+
+                    if (low >= 0xdc00 && low <= 0xdfff) {
+                        p += 6;
+                        continue;
+                    }
+                }
+                if (cp >= 0xd800 && cp <= 0xdfff) {
+                    g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                                "JSON parse error, %.*s is not a valid "
+                                "Unicode character", (int)(p - esc), esc);
+                    return FALSE;
+                }
+                continue;
+            }
+            p += MIN(2, end - p);
+        }
+        if (!g_utf8_validate(start, p - start, NULL)) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "JSON parse error, invalid UTF-8 sequence in string");
+            return FALSE;
+        }
+        p++;    /* the closing quote */
+    }
+    return TRUE;
+}
+
 JsonNode *bd_json_parse(const char *text, gssize len, GError **errp)
 {
+    if (!check_strings(text, text + (len < 0 ? (gssize)strlen(text) : len),
+                       errp)) {
+        return NULL;
+    }
     g_autoptr(GString) marked = mark_big_unsigned(text,
                                                   len < 0 ? (gssize)strlen(text)
                                                           : len);

@@ -245,7 +245,15 @@ JsonNode *bd_keyval_parse(const char *str, const char *implied_key,
 {
     g_autoptr(JsonObject) root = json_object_new();
     const char *s = str;
+    const char *bad;
 
+    /* Keys and values become GVariant strings, which must be UTF-8. */
+    if (!g_utf8_validate(str, -1, &bad)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Invalid UTF-8 sequence at byte %td of '%.*s...'",
+                    bad - str, (int)MIN(bad - str, 32), str);
+        return NULL;
+    }
     while (*s) {
         s = parse_one(root, s, implied_key, errp);
         if (!s) {

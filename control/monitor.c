@@ -8,14 +8,23 @@
  *
  * Thread model: main thread only.
  */
+#include <malloc.h>
 #include <string.h>
-#include "control/qmp-int.h"
+
 #include "control/json-stream.h"
+#include "control/qmp-int.h"
 #include "graph/error.h"
 #include "graph/main-thread.h"
 
 #define MAX_REQUEST_SIZE (64u << 20)   /* as QEMU's token size limit */
 #define MAX_OUTPUT_BACKLOG (64u << 20) /* a client not reading is dropped */
+#define OUT_KEEP (64u << 10)           /* output buffer kept between replies */
+/* Seconds after a command before free heap goes back to the system. */
+#define HEAP_TRIM_DELAY 2
+/* Events wait for a client only while its backlog is below this: a
+ * monitor that never reads loses events (logged), not the daemon's
+ * memory, and keeps its session. */
+#define MAX_EVENT_BACKLOG (1u << 20)
 
 typedef struct {
     char *chardev;
@@ -32,6 +41,7 @@ typedef struct {
     BdJsonStream *stream;
     BdQmpState st;
     gboolean dead;
+    guint64 events_dropped;    /* since the backlog last went down */
 } BdSession;
 
 static GPtrArray *monitors;
@@ -93,8 +103,20 @@ static void session_flush(BdSession *s)
         }
         g_string_erase(s->out, 0, n);
     }
+    /* A GString keeps its capacity: after a large reply (a query over
+     * thousands of nodes) the session would hold that much for ever. */
+    if (!s->dead && s->out->len == 0 && s->out->allocated_len > OUT_KEEP) {
+        g_string_free(s->out, TRUE);
+        s->out = g_string_new(NULL);
+    }
     if (s->dead) {
         return;
+    }
+    if (s->events_dropped && s->out->len < MAX_EVENT_BACKLOG / 2) {
+        g_message("monitor '%s': client reads again; %" G_GUINT64_FORMAT
+                  " events were dropped for it", s->mon->chardev,
+                  s->events_dropped);
+        s->events_dropped = 0;
     }
     if (s->out->len && !s->out_src) {
         s->out_src = g_socket_create_source(s->sock, G_IO_OUT, NULL);
@@ -154,6 +176,36 @@ static void session_send_error(BdSession *s, const char *msg)
     session_send_node(s, reply);
 }
 
+static GSource *heap_trim_source;
+
+static gboolean trim_heap(gpointer opaque)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    g_clear_pointer(&heap_trim_source, g_source_unref);
+    malloc_trim(0);
+    return G_SOURCE_REMOVE;
+}
+
+/* Commands build and drop large structures (a query's reply, a deleted
+ * graph); glibc keeps the freed heap, so the daemon's memory would stay
+ * at its peak.  Give it back once the commands have stopped for
+ * HEAP_TRIM_DELAY seconds: a trim of a large heap takes milliseconds,
+ * which must not land in the middle of a burst of commands. */
+static void schedule_heap_trim(void)
+{
+    gint64 when = g_get_monotonic_time() + HEAP_TRIM_DELAY * G_USEC_PER_SEC;
+
+    if (heap_trim_source) {
+        g_source_set_ready_time(heap_trim_source, when);
+        return;
+    }
+    heap_trim_source = g_timeout_source_new_seconds(HEAP_TRIM_DELAY);
+    g_source_set_ready_time(heap_trim_source, when);
+    g_source_set_callback(heap_trim_source, trim_heap, NULL, NULL);
+    g_source_attach(heap_trim_source, NULL);
+}
+
 /* One complete top-level JSON value (or a lexical error) arrived. */
 static void on_value(const char *text, gsize len, const char *error,
                      gpointer opaque)
@@ -175,6 +227,7 @@ static void on_value(const char *text, gsize len, const char *error,
     }
     g_autoptr(JsonNode) reply = bd_qmp_dispatch(&s->st, req);
     session_send_node(s, reply);
+    schedule_heap_trim();
 }
 
 static gboolean on_readable(GSocket *sock, GIOCondition cond, gpointer opaque)
@@ -313,6 +366,13 @@ void bd_monitor_broadcast(const char *json_text)
         if (!s->st.negotiated || s->dead) {
             continue;
         }
+        if (s->out->len >= MAX_EVENT_BACKLOG) {
+            if (s->events_dropped++ == 0) {
+                g_message("monitor '%s': client does not read; dropping "
+                          "events for it until it does", s->mon->chardev);
+            }
+            continue;
+        }
         if (s->mon->pretty) {
             if (!node) {
                 node = bd_json_parse(json_text, -1, NULL);
@@ -332,6 +392,10 @@ void bd_monitor_cleanup(void)
 {
     BD_GLOBAL_STATE_CODE();
 
+    if (heap_trim_source) {
+        g_source_destroy(heap_trim_source);
+        g_clear_pointer(&heap_trim_source, g_source_unref);
+    }
     /* Give replies already queued (e.g. quit's) a last chance to go. */
     while (sessions && sessions->len) {
         BdSession *s = sessions->pdata[0];

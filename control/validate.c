@@ -130,22 +130,21 @@ static GVariant *visit_str(Ctx *c, const char *name, JsonNode *n,
 static GVariant *visit_enum(Ctx *c, const BdSchemaType *t, const char *name,
                             JsonNode *n, GError **errp)
 {
+    /* Floating, as every visit_* result: the caller's builder sinks it
+     * (a sunk reference returned here would leak one per value). */
     GVariant *sv = visit_str(c, name, n, errp);
     if (!sv) {
         return NULL;
     }
-    g_autoptr(GVariant) v = g_variant_ref_sink(sv);
-    if (!v) {
-        return NULL;
-    }
-    const char *s = g_variant_get_string(v, NULL);
+    const char *s = g_variant_get_string(sv, NULL);
     for (guint i = 0; t->enum_values && t->enum_values[i]; i++) {
         if (strcmp(t->enum_values[i], s) == 0) {
-            return g_steal_pointer(&v);
+            return sv;
         }
     }
     fail(errp, "Parameter '%s' does not accept value '%s'",
          name ? name : "null", s);
+    g_variant_unref(g_variant_ref_sink(sv));
     return NULL;
 }
 

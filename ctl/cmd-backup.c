@@ -27,6 +27,7 @@
 #include "ctl/backup.h"
 #include "ctl/blockctl.h"
 #include "formats/registry.h"
+#include "control/input.h"
 
 #define MANIFEST "manifest.json"
 
@@ -288,7 +289,7 @@ int bd_ctl_cmd_backup(const BdCtlGlobal *g, int argc, char **argv)
         m = json_object_new();
         json_object_set_string_member(m, "node", a.node);
         json_object_set_array_member(m, "chain", json_array_new());
-        manifest = json_node_init_object(json_node_alloc(), m);
+        manifest = bd_json_node_take_object(m);
     }
     m = json_node_get_object(manifest);
     chain = json_object_get_array_member(m, "chain");
@@ -331,7 +332,7 @@ int bd_ctl_cmd_backup(const BdCtlGlobal *g, int argc, char **argv)
     if (since) {
         json_object_set_string_member(args, "since", since);
     }
-    g_autoptr(JsonNode) argn = json_node_init_object(json_node_alloc(), args);
+    g_autoptr(JsonNode) argn = bd_json_node_take_object(args);
     ret = bd_ctl_execute(c, "x-blockd-backup-begin", argn);
     if (!ret) {
         return BD_CTL_FAILED;
@@ -364,10 +365,11 @@ int bd_ctl_cmd_backup(const BdCtlGlobal *g, int argc, char **argv)
     /* The session ends whatever happened. */
     JsonObject *end = json_object_new();
     json_object_set_string_member(end, "id", id);
-    g_autoptr(JsonNode) endn = json_node_init_object(json_node_alloc(), end);
+    g_autoptr(JsonNode) endn = bd_json_node_take_object(end);
     g_autoptr(JsonNode) endret = bd_qmp_client_execute(c,
                                                        "x-blockd-backup-end",
                                                        endn, NULL, NULL);
+    (void)endret;    /* best effort: the result does not depend on it */
     if (!err) {
         sha = file_sha256(final, &err);
     }
@@ -377,10 +379,10 @@ int bd_ctl_cmd_backup(const BdCtlGlobal *g, int argc, char **argv)
         JsonObject *del = json_object_new();
         json_object_set_string_member(del, "node", a.node);
         json_object_set_string_member(del, "name", checkpoint);
-        g_autoptr(JsonNode) deln = json_node_init_object(json_node_alloc(),
-                                                         del);
+        g_autoptr(JsonNode) deln = bd_json_node_take_object(del);
         g_autoptr(JsonNode) delret = bd_qmp_client_execute(
             c, "x-blockd-checkpoint-delete", deln, NULL, NULL);
+        (void)delret;
         unlink(partial);
         fprintf(stderr, "blockctl: backup failed, %s unchanged: %s\n",
                 a.dir, err->message);

@@ -6,6 +6,7 @@
 
 #include "ctl/blockctl.h"
 #include "ctl/graph-model.h"
+#include "control/input.h"
 
 static void print_node(BdCtlGraph *gr, BdCtlVertex *v, const char *role,
                        int depth, GHashTable *seen)
@@ -105,10 +106,9 @@ int bd_ctl_cmd_status(const BdCtlGlobal *g, int argc, char **argv)
         json_object_set_member(o, "exports", json_node_copy(exports));
         json_object_set_member(o, "clients", clients
                                ? json_node_copy(clients)
-                               : json_node_init_array(json_node_alloc(),
-                                                      json_array_new()));
+                               : bd_json_node_take_array(json_array_new()));
         json_object_set_member(o, "jobs", json_node_copy(jobs));
-        g_autoptr(JsonNode) out = json_node_init_object(json_node_alloc(), o);
+        g_autoptr(JsonNode) out = bd_json_node_take_object(o);
         bd_ctl_print_json(out);
         return BD_CTL_OK;
     }

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "ctl/graph-model.h"
+#include "control/input.h"
 
 static void vertex_free(BdCtlVertex *v)
 {
@@ -41,7 +42,7 @@ BdCtlGraph *bd_ctl_graph_load(BdQmpClient *c)
     JsonArray *nodes, *edges, *info;
 
     json_object_set_boolean_member(args, "flat", TRUE);
-    flat = json_node_init_object(json_node_alloc(), args);
+    flat = bd_json_node_take_object(args);
     g->vertices = g_ptr_array_new_with_free_func((GDestroyNotify)vertex_free);
     g->edges = g_ptr_array_new_with_free_func(g_free);
     g->raw = bd_ctl_execute(c, "x-debug-query-block-graph", NULL);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ctl/blockctl.h"
+#include "control/input.h"
 
 typedef struct {
     GHashTable *types;      /* name -> JsonObject * (SchemaInfo) */
@@ -140,7 +141,7 @@ static JsonNode *convert_object(Schema *s, JsonNode *in, JsonObject *info)
                                type ? convert(s, v, type)
                                     : json_node_copy(v));
     }
-    return json_node_init_object(json_node_alloc(), out);
+    return bd_json_node_take_object(out);
 }
 
 static JsonNode *convert(Schema *s, JsonNode *in, const char *type)
@@ -167,7 +168,7 @@ static JsonNode *convert(Schema *s, JsonNode *in, const char *type)
             json_array_add_element(out, convert(s,
                 json_array_get_element(a, i), elem));
         }
-        return json_node_init_array(json_node_alloc(), out);
+        return bd_json_node_take_array(out);
     }
     if (!strcmp(meta, "alternate")) {
         /* The first branch the value fits: an object for an object

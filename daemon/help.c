@@ -34,6 +34,8 @@ static const Description driver_descriptions[] = {
     { "nbd", "another server's NBD export (libnbd client, TLS, reconnect)" },
     { "raw", "raw image on a file child, with an optional offset/size window" },
     { "qcow2", "qcow2 images: backing chains, compression, bitmaps" },
+    { "vdi", "VirtualBox images, static and dynamic, read-write" },
+    { "vpc", "VHD images, fixed and dynamic, read-write" },
     { "compress", "writes compressed qcow2 clusters" },
     { "blkdebug", "fault injection (inject-error, set-state, align)" },
     { "blkverify", "test filter: compares every read with a raw copy" },

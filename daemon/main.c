@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 #include <glib-unix.h>
 #include "control/control.h"
@@ -244,8 +245,31 @@ static void apply_options(int argc, char **argv, const char **pidfile)
     }
 }
 
+/* GLib 2.74's slice allocator (GVariant, GList, hash table nodes) keeps
+ * every chunk it ever handed out: after 10,000 nodes were added and
+ * deleted the daemon stayed three times its size.  GLib reads G_SLICE
+ * in a constructor, before main(), so the setting takes a re-exec; GLib
+ * 2.76 and later always use malloc, as this asks. */
+static void use_malloc_for_slices(char **argv)
+{
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    /* A sanitizer's allocator keeps freed memory anyway, and LeakSanitizer
+     * would report GLib's own lifelong allocations that the slice
+     * allocator hides from it. */
+    return;
+#endif
+    if (getenv("G_SLICE") || glib_check_version(2, 76, 0) == NULL) {
+        return;
+    }
+    setenv("G_SLICE", "always-malloc", 1);
+    execv("/proc/self/exe", argv);
+    /* Still here (no /proc): run with the slice allocator. */
+}
+
 int main(int argc, char **argv)
 {
+    use_malloc_for_slices(argv);
+
     g_autoptr(GError) err = NULL;
     const char *pidfile = NULL;
     HelpRequest help = { NULL, NULL };

@@ -194,6 +194,7 @@ static gboolean fuse_export_create(BdExport *exp, GVariant *options,
     fe->stop_fd = -1;
     bd_mutex_init(&fe->attr_lock);
     bd_mutex_init(&fe->resize_lock);
+    bd_mutex_init(&fe->resize_call_lock);
     if (!mountpoints) {
         mountpoints = g_hash_table_new(g_str_hash, g_str_equal);
     }
@@ -232,6 +233,7 @@ fail:
     g_clear_pointer(&fe->mountpoint, g_free);
     bd_mutex_destroy(&fe->attr_lock);
     bd_mutex_destroy(&fe->resize_lock);
+    bd_mutex_destroy(&fe->resize_call_lock);
     return FALSE;
 }
 
@@ -245,6 +247,7 @@ static void fuse_export_request_shutdown(BdExport *exp)
      * a reference and keeps the export until it has replied; none can
      * take one after the last is gone (bd_export_try_ref). */
     g_atomic_int_set(&fe->stopping, 1);
+    bd_fuse_resize_cancel(fe);
     bd_fuse_workers_stop(fe);
     if (fe->mountpoint && mountpoints) {
         g_hash_table_remove(mountpoints, fe->mountpoint);
@@ -272,6 +275,7 @@ static void fuse_export_destroy(BdExport *exp)
     g_free(fe->mountpoint);
     bd_mutex_destroy(&fe->attr_lock);
     bd_mutex_destroy(&fe->resize_lock);
+    bd_mutex_destroy(&fe->resize_call_lock);
 }
 
 const BdExportDriver bd_fuse_export_driver = {

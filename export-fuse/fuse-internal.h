@@ -27,6 +27,7 @@
 #define BD_FUSE_MAX_IO (1u << 20)
 
 typedef struct BdFuseWorker BdFuseWorker;
+typedef struct BdFuseResizeCall BdFuseResizeCall;
 
 typedef struct BdFuseExport {
     BdExport common;
@@ -51,6 +52,10 @@ typedef struct BdFuseExport {
     uid_t st_uid BD_GUARDED_BY(attr_lock);
     gid_t st_gid BD_GUARDED_BY(attr_lock);
     BdMutex resize_lock;       /* guards no field: a size change's steps */
+    /* A resize handed to the main thread (fuse-resize.c), so that
+     * request_shutdown can wake the worker waiting for it. */
+    BdMutex resize_call_lock;
+    BdFuseResizeCall *resize_call BD_GUARDED_BY(resize_call_lock);
 } BdFuseExport;
 
 /* The low-level operations table (fuse-ops.c). */
@@ -61,6 +66,15 @@ extern const struct fuse_lowlevel_ops bd_fuse_ops;
 gboolean bd_fuse_workers_start(BdFuseExport *fe, GError **errp);
 void bd_fuse_workers_stop(BdFuseExport *fe);
 void bd_fuse_workers_join(BdFuseExport *fe);
+
+/* Resize the export's node to 'size' (only ever larger with
+ * 'grow_only'): growable exports hold the resize permission, writable
+ * ones borrow it on the main thread for the call.  Worker thread, with
+ * resize_lock held.  0 or -errno. */
+int bd_fuse_resize(BdFuseExport *fe, uint64_t size, gboolean grow_only);
+/* Wake a worker waiting for a resize on the main thread: the export is
+ * shutting down.  Main thread. */
+void bd_fuse_resize_cancel(BdFuseExport *fe);
 
 /* TRUE when the request being processed on this worker thread was
  * admitted (holds an export reference); FALSE during shutdown. */

@@ -202,44 +202,28 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
     }
 }
 
-/* Change the node's size: only growable exports may (they hold the
- * resize permission); a no-op resize is always fine. */
+/* truncate(2): a writable export may change its size, growable or not
+ * (QEMU's FUSE export borrows the resize permission for the call). */
 static int export_truncate(BdFuseExport *fe, uint64_t size)
 {
-    int64_t len;
     int ret;
 
     if (!fe->common.writable) {
         return -EACCES;
     }
     bd_mutex_lock(&fe->resize_lock);
-    len = bd_entry_getlength(fe->common.entry);
-    if (len < 0) {
-        ret = (int)len;
-    } else if ((uint64_t)len == size) {
-        ret = 0;
-    } else if (!fe->growable) {
-        ret = -EPERM;
-    } else {
-        ret = bd_entry_truncate(fe->common.entry, size);
-    }
+    ret = bd_fuse_resize(fe, size, FALSE);
     bd_mutex_unlock(&fe->resize_lock);
     return ret;
 }
 
-/* Grow the node to at least 'end' (growable exports). */
+/* Grow the node to at least 'end'. */
 static int export_grow(BdFuseExport *fe, uint64_t end)
 {
-    int64_t len;
-    int ret = 0;
+    int ret;
 
     bd_mutex_lock(&fe->resize_lock);
-    len = bd_entry_getlength(fe->common.entry);
-    if (len < 0) {
-        ret = (int)len;
-    } else if ((uint64_t)len < end) {
-        ret = bd_entry_truncate(fe->common.entry, end);
-    }
+    ret = bd_fuse_resize(fe, end, TRUE);
     bd_mutex_unlock(&fe->resize_lock);
     return ret;
 }
@@ -322,6 +306,15 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
      * kernel's mode check even without write bits. */
     if ((fi->flags & O_ACCMODE) != O_RDONLY && !fe->common.writable) {
         reply_err(req, EACCES);
+        return;
+    }
+    /* O_TRUNC arrives here (the kernel's atomic_o_trunc, on by default
+     * in libfuse 3).  An open with it (dd without conv=notrunc, a
+     * shell's '>') on a disk of fixed size is almost always a mistake
+     * that would wipe it: refused, where QEMU's export empties the disk.
+     * An explicit truncate(2) still resizes (op_setattr). */
+    if ((fi->flags & O_TRUNC) && fe->common.writable && !fe->growable) {
+        reply_err(req, EPERM);
         return;
     }
     if (fi->flags & O_TRUNC) {
@@ -496,7 +489,10 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
     }
 }
 
-/* Plain allocation: growing past the end (growable exports); inside the
+/* Plain allocation.  Past the end it grows the node (any writable
+ * export, as QEMU's) and allocates the new range by writing zeroes
+ * without unmapping, which a file node turns into fallocate(2) zeroing,
+ * so that the image's disk usage grows as the caller asked.  Inside the
  * node it succeeds where the range is already allocated, else it is
  * refused with EOPNOTSUPP so that posix_fallocate() writes the blocks. */
 static int fallocate_plain(BdFuseExport *fe, uint64_t off, uint64_t bytes,
@@ -505,10 +501,15 @@ static int fallocate_plain(BdFuseExport *fe, uint64_t off, uint64_t bytes,
     uint64_t end = off + bytes;
 
     if (end > (uint64_t)len && !keep_size) {
-        if (!fe->growable) {
-            return -ENOSPC;
+        uint64_t from = MAX(off, (uint64_t)len);
+        int ret = export_grow(fe, end);
+
+        if (ret < 0) {
+            return ret;
         }
-        return export_grow(fe, end);
+        ret = bd_entry_pwrite_zeroes(fe->common.entry, from, end - from, 0);
+        /* The size is what was asked for; allocation is best effort. */
+        return ret == -ENOTSUP ? 0 : ret;
     }
     end = MIN(end, (uint64_t)len);
     while (off < end) {
@@ -543,9 +544,6 @@ static int fallocate_zero(BdFuseExport *fe, int mode, uint64_t off,
         return -EINVAL;
     }
     if (end > (uint64_t)len && !(mode & FALLOC_FL_KEEP_SIZE)) {
-        if (!fe->growable) {
-            return -ENOSPC;
-        }
         ret = export_grow(fe, end);
         if (ret < 0) {
             return ret;

@@ -28,6 +28,7 @@
 #include <sys/uio.h>
 
 #include "crypto/tls.h"
+#include "export-nbd/budget.h"
 #include "export-nbd/nbd-server.h"
 #include "export-nbd/protocol.h"
 #include "graph/bitmap.h"
@@ -133,6 +134,7 @@ typedef struct BdNbdClient {
     uint8_t *rbuf;            /* read-ahead buffer (the reader's) */
     size_t rstart, rend;
     BdMutex send_lock;        /* the socket's write side, no fields */
+    BdNbdBudget budget;       /* its large request buffers (budget.h) */
 } BdNbdClient;
 
 /* socket.c: blocking I/O on the client's socket.  0 or -1 (EOF/error). */

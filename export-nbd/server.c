@@ -195,6 +195,7 @@ void bd_nbd_client_unref(BdNbdClient *c)
     g_free(c->tls_authz);
     close(c->fd);
     bd_mutex_destroy(&c->pool_lock);
+    bd_nbd_budget_destroy(&c->budget);
     g_cond_clear(&c->parked_cond);
     bd_mutex_destroy(&c->send_lock);
     g_free(c->rbuf);
@@ -372,6 +373,7 @@ static void client_start(int fd)
     c->label = strchr(c->peer, ':') ? g_strdup(c->peer)
                : g_strdup_printf("unix#%" G_GUINT64_FORMAT, c->id);
     bd_mutex_init(&c->pool_lock);
+    bd_nbd_budget_init(&c->budget, BD_NBD_BUDGET_CONNECTION);
     g_cond_init(&c->parked_cond);
     bd_mutex_init(&c->send_lock);
     if (server->tls_creds) {

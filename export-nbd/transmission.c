@@ -34,7 +34,7 @@
  * node chain can (see the top); shorter ones cost no more with one. */
 #define BD_NBD_ZERO_COPY_MIN    (64u << 10)
 /* Worker buffers above this size are freed after the request. */
-#define BD_NBD_KEEP_BUF         (4u << 20)
+#define BD_NBD_KEEP_BUF         BD_NBD_BUDGET_FREE
 #define BD_NBD_ZERO_BUF         (1u << 20)
 
 static uint8_t zero_buf[BD_NBD_ZERO_BUF];  /* never written */
@@ -62,6 +62,7 @@ struct BdNbdWorker {
     BdNbdReqLimits lim;
     uint8_t *buf;
     size_t cap;
+    uint64_t reserved;   /* of the budgets, for a buffer past KEEP_BUF */
     GArray *segs;        /* ReadSeg */
     GArray *hdrs;        /* ChunkHdr */
     GArray *iov;         /* struct iovec */
@@ -70,7 +71,21 @@ struct BdNbdWorker {
     GArray *extents[BD_NBD_META_BITMAP0 + BD_NBD_MAX_BITMAPS];
 };
 
-/* Page-aligned, so that O_DIRECT nodes need no bounce buffer. */
+/* Free a buffer too large to keep, and give its budget back. */
+static void drop_large_buf(BdNbdWorker *w)
+{
+    if (w->cap > BD_NBD_KEEP_BUF) {
+        g_clear_pointer(&w->buf, free);
+        w->cap = 0;
+    }
+    if (w->reserved) {
+        bd_nbd_budget_release(&w->c->budget, w->reserved);
+        w->reserved = 0;
+    }
+}
+
+/* Page-aligned, so that O_DIRECT nodes need no bounce buffer.  A large
+ * one is reserved from the budgets first, which may wait (budget.h). */
 static int ensure_buf(BdNbdWorker *w, size_t len)
 {
     if (w->cap < len) {
@@ -78,6 +93,13 @@ static int ensure_buf(BdNbdWorker *w, size_t len)
         free(w->buf);
         w->buf = NULL;
         w->cap = 0;
+        if (len > BD_NBD_KEEP_BUF && len > w->reserved) {
+            if (!bd_nbd_budget_reserve(&w->c->budget, len - w->reserved,
+                                       &w->c->quit)) {
+                return -ESHUTDOWN;
+            }
+            w->reserved = len;
+        }
         if (posix_memalign(&p, 4096, len) != 0) {
             return -ENOMEM;
         }
@@ -94,7 +116,8 @@ static const char *export_name(BdNbdWorker *w)
 
 /* --- replies --- */
 
-static void send_lock(BdNbdWorker *w)
+/* Conditional locking, which clang's analysis cannot follow. */
+static void send_lock(BdNbdWorker *w) BD_NO_THREAD_SAFETY
 {
     if (!w->send_locked) {
         bd_mutex_lock(&w->c->send_lock);
@@ -102,7 +125,7 @@ static void send_lock(BdNbdWorker *w)
     }
 }
 
-static void send_unlock(BdNbdWorker *w)
+static void send_unlock(BdNbdWorker *w) BD_NO_THREAD_SAFETY
 {
     if (w->send_locked) {
         w->send_locked = FALSE;
@@ -749,6 +772,7 @@ BdNbdWorker *bd_nbd_worker_new(BdNbdClient *c)
 
 void bd_nbd_worker_free(BdNbdWorker *w)
 {
+    drop_large_buf(w);
     free(w->buf);
     g_array_unref(w->segs);
     g_array_unref(w->hdrs);
@@ -841,10 +865,6 @@ int bd_nbd_worker_handle(BdNbdWorker *w, const BdNbdRequest *req,
     w->io_err = 0;
     ret = handle_request(w, req, err);
     account(w, req, err, start);
-
-    if (w->cap > BD_NBD_KEEP_BUF) {
-        g_clear_pointer(&w->buf, free);
-        w->cap = 0;
-    }
+    drop_large_buf(w);
     return ret;
 }

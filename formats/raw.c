@@ -4,7 +4,8 @@
  * Thread model: open/close/child_perm on the main thread; the data
  * callbacks on any thread.  The window is fixed after open; 'size_lock'
  * serializes growing node->size when a write past the end grows the
- * child (image creation through an entry that allows it).
+ * child (image creation through an entry that allows it).  'probed' is
+ * set once on the main thread right after open, before any request.
  */
 #define G_LOG_DOMAIN "blockd-formats"
 
@@ -15,12 +16,15 @@
 #include "graph/io.h"
 #include "graph/debug-event.h"
 #include "formats/json-filename.h"
+#include "formats/drivers.h"
+#include "formats/registry.h"
 
 typedef struct {
     BdChild *file;
     uint64_t offset;
     uint64_t size;          /* the window; node->size mirrors it */
     gboolean has_size;      /* 'size' given: fixed window */
+    gboolean probed;        /* format probed: guard the first sector */
     BdMutex size_lock;
 } RawState;
 
@@ -84,11 +88,31 @@ static int raw_pread(BdNode *node, uint64_t offset, uint64_t bytes,
     return ret < 0 ? ret : bd_child_pread(s->file, offset, bytes, buf, flags);
 }
 
+/* A probed raw image must not start to look like another format (QEMU's
+ * raw_co_pwritev): requests are sector-aligned then (refresh_limits), so
+ * a write there holds the whole first sector. */
+static int raw_check_probed(RawState *s, uint64_t offset, uint64_t bytes,
+                            const void *buf)
+{
+    if (!s->probed || offset >= 512 || !bytes) {
+        return 0;
+    }
+    if (offset != 0 || bytes < 512) {
+        return -EPERM;          /* not aligned: cannot happen */
+    }
+    return bd_formats_buf_has_image_magic(buf, 512) ? -EPERM : 0;
+}
+
 static int raw_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
                       const void *buf, int flags)
 {
     RawState *s = node->opaque;
-    int ret = raw_adjust(s, &offset, bytes, TRUE);
+    int ret = raw_check_probed(s, offset, bytes, buf);
+
+    if (ret < 0) {
+        return ret;
+    }
+    ret = raw_adjust(s, &offset, bytes, TRUE);
 
     if (ret == 0) {
         bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_AIO);
@@ -123,6 +147,9 @@ static int raw_pwrite_from_fd(BdNode *node, uint64_t offset, uint64_t bytes,
     RawState *s = node->opaque;
     int ret = raw_adjust(s, &offset, bytes, TRUE);
 
+    if (ret == 0 && s->probed && offset - s->offset < 512) {
+        return -ENOTSUP;        /* raw_pwrite checks the first sector */
+    }
     if (ret == 0) {
         ret = bd_child_pwrite_from_fd(s->file, offset, bytes, in_fd, flags);
     }
@@ -178,6 +205,9 @@ static int64_t raw_copy_range_from(BdNode *node, uint64_t offset,
 
     if (ret < 0) {
         return ret;
+    }
+    if (s->probed && offset - s->offset < 512) {
+        return -ENOTSUP;        /* raw_pwrite checks the first sector */
     }
     n = bd_node_copy_range_from_fd(s->file->node, offset, bytes, src_fd,
                                    src_offset);
@@ -400,6 +430,24 @@ static void raw_reopen_abort(BdReopenState *state)
     state->opaque = NULL;
 }
 
+static void raw_refresh_limits(BdNode *node)
+{
+    RawState *s = node->opaque;
+
+    if (s && s->probed) {
+        node->request_alignment = MAX(node->request_alignment, 512);
+    }
+}
+
+void bd_formats_raw_set_probed(BdNode *node)
+{
+    if (node->drv != &bd_raw_driver || !node->opaque) {
+        return;
+    }
+    ((RawState *)node->opaque)->probed = TRUE;
+    bd_node_refresh_limits(node);
+}
+
 /* QEMU reports these for every driver with get_info (file and raw). */
 static void raw_query_image_info(BdNode *node, GVariantDict *image)
 {
@@ -429,4 +477,5 @@ const BdDriver bd_raw_driver = {
     .copy_range_passthrough = TRUE,
     .copy_range_from = raw_copy_range_from,
     .truncate = raw_truncate,
+    .refresh_limits = raw_refresh_limits,
 };

@@ -21,6 +21,8 @@ static const BdDriver *const bd_formats_table[] = {
     &bd_nbd_driver,
     &bd_raw_driver,
     &bd_qcow2_driver,
+    &bd_vdi_driver,
+    &bd_vpc_driver,
     &bd_compress_driver,
     &bd_blkdebug_driver,
     &bd_blkverify_driver,
@@ -46,16 +48,67 @@ void bd_formats_register_all(void)
     }
 }
 
+/* QEMU's probes, by the first sector: qcow2's magic, vdi's signature at
+ * 0x40 (a whole header needed), a dynamic VHD's footer copy.  A fixed
+ * VHD has its footer only at the end: QEMU probes it as raw, and so do
+ * we.  Anything else is raw. */
+const char *bd_formats_probe_buf(const uint8_t *buf, size_t len)
+{
+    if (len >= 4 && memcmp(buf, "QFI\xfb", 4) == 0) {
+        return "qcow2";
+    }
+    if (len >= 512 && memcmp(buf + 0x40, "\x7f\x10\xda\xbe", 4) == 0) {
+        return "vdi";
+    }
+    if (len >= 8 && memcmp(buf, "conectix", 8) == 0) {
+        return "vpc";
+    }
+    return "raw";
+}
+
+/* The magic of every format QEMU probes, whether or not blockd opens
+ * it: a raw image showing one would open as that format next time. */
+static const struct {
+    size_t offset;
+    const char *magic;
+    size_t len;
+} qemu_magics[] = {
+#define M(off, s) { off, s, sizeof(s) - 1 }
+    M(0, "QFI\xfb"),                        /* qcow, qcow2 */
+    M(0, "QED\0"),                          /* qed */
+    M(0, "KDMV"), M(0, "COWD"),             /* vmdk */
+    M(0, "# Disk DescriptorFile"),          /* vmdk descriptor */
+    M(0, "vhdxfile"),                       /* vhdx */
+    M(0, "conectix"),                       /* vpc */
+    M(0x40, "\x7f\x10\xda\xbe"),            /* vdi */
+    M(0, "LUKS\xba\xbe"),                   /* luks */
+    M(0, "WithoutFreeSpace"), M(0, "WithouFreSpacExt"),  /* parallels */
+    M(0, "Bochs Virtual HD Image"),         /* bochs */
+    M(0, "#!/bin/sh\n#V2.0 Format\n"),      /* cloop */
+#undef M
+};
+
+gboolean bd_formats_buf_has_image_magic(const uint8_t *buf, size_t len)
+{
+    for (gsize i = 0; i < G_N_ELEMENTS(qemu_magics); i++) {
+        if (len >= qemu_magics[i].offset + qemu_magics[i].len &&
+            memcmp(buf + qemu_magics[i].offset, qemu_magics[i].magic,
+                   qemu_magics[i].len) == 0) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
 const char *bd_formats_probe_file(const char *filename)
 {
-    uint8_t magic[4] = { 0 };
+    uint8_t buf[512] = { 0 };
+    ssize_t n = 0;
     int fd = open(filename, O_RDONLY | O_CLOEXEC);
 
     if (fd >= 0) {
-        if (pread(fd, magic, 4, 0) != 4) {
-            memset(magic, 0, 4);
-        }
+        n = pread(fd, buf, sizeof(buf), 0);
         close(fd);
     }
-    return memcmp(magic, "QFI\xfb", 4) == 0 ? "qcow2" : "raw";
+    return bd_formats_probe_buf(buf, n > 0 ? (size_t)n : 0);
 }

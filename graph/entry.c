@@ -120,6 +120,14 @@ gboolean bd_entry_set_perm(BdEntry *entry, uint64_t perm, uint64_t shared,
     return TRUE;
 }
 
+void bd_entry_get_perm(BdEntry *entry, uint64_t *perm, uint64_t *shared)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    *perm = bd_perm_load(&entry->root->perm);
+    *shared = bd_perm_load(&entry->root->shared);
+}
+
 gboolean bd_entry_replace_node(BdEntry *entry, BdNode *node, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();

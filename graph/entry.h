@@ -32,6 +32,8 @@ BdNode *bd_entry_node(BdEntry *entry);
 char *bd_entry_owner_desc(const BdEntry *entry);
 gboolean bd_entry_set_perm(BdEntry *entry, uint64_t perm, uint64_t shared,
                            GError **errp);
+/* What the handle needs and shares now.  Main thread. */
+void bd_entry_get_perm(BdEntry *entry, uint64_t *perm, uint64_t *shared);
 /* Replace the node the handle points at (drained inside). */
 gboolean bd_entry_replace_node(BdEntry *entry, BdNode *node, GError **errp);
 /* Allow requests past the end (image creation). */

@@ -232,9 +232,11 @@ struct BdDriver {
     int (*flush)(BdNode *node);
     /* Zero-copy data path (optional; NULL: -ENOTSUP and the caller
      * uses pread/pwrite with a buffer).  Only drivers whose bytes are
-     * the file's bytes (file, raw on file) offer them; a driver that
-     * must see or change the data (formats, filters, encryption)
-     * leaves them NULL.  The generic layer has done every check pread
+     * the file's bytes (file, raw on file) offer them, and for
+     * pread_to_fd formats whose mapped ranges are (vdi, vpc: -ENOTSUP
+     * where not); a driver that must see or change the data
+     * (compressed or encrypted formats, filters) leaves them NULL.
+     * The generic layer has done every check pread
      * and pwrite get, entered a write into the request list and
      * records it in the dirty bitmaps; it never calls these for
      * requests that need a read-modify-write or detect-zeroes.

@@ -90,8 +90,12 @@ static void mirror_top_child_perm(BdNode *node, BdChild *child,
     (void)child;
     (void)role;
     (void)parent_shared;
+    /* Resize too: the filter cannot resize (the job copies a fixed
+     * length), but asking it of the source lets the job's own handle,
+     * which does not share it, refuse a parent that wants it, as QEMU's
+     * job refuses it on its filter. */
     *perm = parent_perm & (BD_PERM_CONSISTENT_READ | BD_PERM_WRITE |
-                           BD_PERM_WRITE_UNCHANGED);
+                           BD_PERM_WRITE_UNCHANGED | BD_PERM_RESIZE);
     *shared = BD_PERM_ALL;
 }
 

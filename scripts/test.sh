@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Build blockd and run every test suite twice: a normal build (build/) and an
-# ASan/UBSan build (build-asan/). Ends with one line "N passed, N failed,
-# N skipped" over both runs, and exits non-zero if anything failed.
+# ASan/UBSan build (build-asan/); then the ThreadSanitizer suite (build-tsan/)
+# and the fuzz targets (build-fuzz/). Ends with one line "N passed, N failed,
+# N skipped" over all runs, and exits non-zero if anything failed.
 #   BLOCKD_REFERENCE=1 scripts/test.sh   runs the integration tests against
 #                                        qemu-storage-daemon instead of blockd.
 #   SKIP_ASAN=1 scripts/test.sh          only the normal build.
+#   (likewise SKIP_TSAN=1, SKIP_FUZZ=1 for the ThreadSanitizer and fuzz builds)
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -73,6 +75,15 @@ fi
 # third-party suppressions) and G_SLICE for them.  SKIP_TSAN=1 leaves it out.
 if [[ ${SKIP_TSAN:-0} == 0 ]]; then
     run_suite build-tsan -Db_sanitize=thread -Db_lundef=false -Dwerror=true
+fi
+
+# A libFuzzer build (build-fuzz/, clang) runs each fuzz target of
+# tests/fuzz/ over its seed corpus and then for FUZZ_SECONDS (40 here) of
+# new inputs; a crash, leak or hang fails.  SKIP_FUZZ=1 leaves it out.
+if [[ ${SKIP_FUZZ:-0} == 0 ]]; then
+    export FUZZ_SECONDS=${FUZZ_SECONDS:-40}
+    CC=clang run_suite build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined \
+        -Db_lundef=false -Dwerror=true
 fi
 
 failed=$((failed + broken))

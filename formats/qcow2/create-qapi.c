@@ -6,15 +6,13 @@
  * Thread model: bd_qcow2_create_hook runs on the create job's thread.
  * The job has resolved 'file' on the main thread, holds the node and an
  * entry handle with write and resize permission on it, and passes the
- * node's name; the node pointer is looked up on the main thread again
- * (bd_node_find is main-thread only) while this thread waits.  The main
- * thread never waits for a create job, so this cannot deadlock.
+ * node's name; bd_formats_create_file_node() finds it again.
  */
 #define G_LOG_DOMAIN "blockd-qcow2"
 
 #include <string.h>
 #include "graph/error.h"
-#include "graph/main-thread.h"
+#include "formats/create-util.h"
 #include "formats/qcow2/create-qapi.h"
 #include "formats/qcow2/qcow2.h"
 
@@ -89,56 +87,6 @@ BD_SCHEMA_DEFINE_AUTO(CreateOptions, bd_qcow2_create_options)
         return FALSE; \
     } while (0)
 
-/* --- node lookup on the main thread --- */
-
-typedef struct {
-    const char *name;
-    BdNode *node;
-    gboolean done;
-    GMutex lock;
-    GCond cond;
-} Lookup;
-
-static gboolean lookup_cb(gpointer opaque)
-{
-    BD_GLOBAL_STATE_CODE();
-
-    Lookup *l = opaque;
-    BdNode *node = bd_node_find(l->name);
-
-    g_mutex_lock(&l->lock);
-    l->node = node;
-    l->done = TRUE;
-    g_cond_signal(&l->cond);
-    g_mutex_unlock(&l->lock);
-    return G_SOURCE_REMOVE;
-}
-
-static BdNode *find_node(const char *name)
-{
-    Lookup l = { .name = name };
-    GSource *src;
-
-    if (g_main_context_is_owner(g_main_context_default())) {
-        return bd_node_find(name);
-    }
-    g_mutex_init(&l.lock);
-    g_cond_init(&l.cond);
-    src = g_idle_source_new();
-    g_source_set_priority(src, G_PRIORITY_DEFAULT);
-    g_source_set_callback(src, lookup_cb, &l, NULL);
-    g_source_attach(src, NULL);
-    g_source_unref(src);
-    g_mutex_lock(&l.lock);
-    while (!l.done) {
-        g_cond_wait(&l.cond, &l.lock);
-    }
-    g_mutex_unlock(&l.lock);
-    g_mutex_clear(&l.lock);
-    g_cond_clear(&l.cond);
-    return l.node;
-}
-
 /* --- options --- */
 
 static gboolean check_options(const CreateOptions *c, Qcow2CreateOptions *o,
@@ -207,18 +155,13 @@ static gboolean check_options(const CreateOptions *c, Qcow2CreateOptions *o,
 gboolean bd_qcow2_create_hook(GVariant *options, GError **errp)
 {
     g_auto(CreateOptions) c = { 0 };
-    const char *file_name = "";
     Qcow2CreateOptions o = { 0 };
     BdNode *file;
 
     bd_schema_decode(bd_qcow2_create_options, options, &c);
-    if (c.file && g_variant_is_of_type(c.file, G_VARIANT_TYPE_STRING)) {
-        file_name = g_variant_get_string(c.file, NULL);
-    }
-    file = find_node(file_name);
+    file = bd_formats_create_file_node(c.file, errp);
     if (!file) {
-        FAIL("Cannot find device='%s' nor node-name='%s'", file_name,
-             file_name);
+        return FALSE;
     }
     if (!check_options(&c, &o, errp) ||
         !bd_qcow2_create(file, &o, errp)) {

@@ -481,10 +481,16 @@ static gboolean open_backing(BdNode *node, Qcow2State *s,
         g_prefix_error(errp, "Could not open backing file: ");
         return FALSE;
     }
-    if (!bd_node_open_child(node, ref, "backing", BD_CHILD_COW, FALSE,
-                            errp)) {
+    BdChild *backing = bd_node_open_child(node, ref, "backing", BD_CHILD_COW,
+                                          FALSE, errp);
+    if (!backing) {
         g_prefix_error(errp, "Could not open backing file: ");
         return FALSE;
+    }
+    /* No format in the header: probed, as QEMU. */
+    if (!s->h.backing_format &&
+        !bd_formats_filename_is_remote(s->h.backing_file)) {
+        bd_formats_raw_set_probed(backing->node);
     }
     return TRUE;
 }

@@ -9,7 +9,7 @@ import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, assert_eq, assert_in, daemon_exe, is_reference, main,  # noqa: E402
+from blockd_test import (Daemon, Skip, assert_eq, assert_in, daemon_exe, is_reference, main,  # noqa: E402
                          make_image, require_tool, run, tests_of, wait_for)
 
 
@@ -136,6 +136,15 @@ def test_json_wrong_type():
     line = _check_startup_failure(['--blockdev', '{"driver":"file","node-name":"a","filename":5}'],
                                   '--blockdev')
     assert_in("Invalid parameter type for 'filename', expected: string", line, 'message')
+
+
+def test_invalid_utf8_argument():
+    """Bytes that are not UTF-8 in a keyval argument are an error, not a
+    crash (found by tests/fuzz/fuzz-keyval)."""
+    if is_reference():
+        raise Skip('qemu-storage-daemon takes any bytes')
+    line = _check_startup_failure(['--blockdev', 'driver=null-co,node-name=a\udcff'], '--blockdev')
+    assert_in('Invalid UTF-8 sequence at byte 26', line, 'message')
 
 
 def test_nbd_server_missing_path():

@@ -95,5 +95,38 @@ def test_drive_mirror_existing_and_refusals():
         e.stop_and_check(ex)
 
 
+
+def test_drive_mirror_probed_raw_keeps_its_format():
+    """A mode=existing target without a format, probed as raw, refuses a
+    write that would give it another format's header (QEMU's rule for
+    probed raw images): the mirror of a disk whose first sector looks like
+    a VHD fails with EPERM and the target still probes as raw; with
+    format=raw named, the same mirror works."""
+    bt.require_tool('qemu-img')
+    MiB = 1 << 20
+    with bt.Daemon() as d:
+        src = d.path('src.raw')
+        bt.make_image(src, 4 * MiB)
+        bt.write_at(src, 0, b'conectix' + bytes(504))
+        bt.write_at(src, MiB, b'\x5a' * 4096)
+        d.args = ['--blockdev', 'driver=file,node-name=f0,filename=%s' % src,
+                  '--blockdev', 'driver=raw,node-name=src,file=f0'] + d.args
+        d.start()
+        q = d.qmp()
+        tgt = d.path('tgt.raw')
+        bt.make_image(tgt, 4 * MiB)
+        q.execute('drive-mirror', {'job-id': 'm1', 'device': 'src', 'target': tgt,
+                                   'sync': 'full', 'mode': 'existing'})
+        r = bt.run_job(q, 'm1', complete=True, auto_dismiss=True)
+        bt.assert_in('Operation not permitted', r.error or '', 'mirror into a probed raw target')
+        info = json.loads(bt.run(['qemu-img', 'info', '--output=json', tgt]).stdout)
+        bt.assert_eq(info['format'], 'raw', 'target still probes as raw')
+        q.execute('drive-mirror', {'job-id': 'm2', 'device': 'src', 'target': tgt,
+                                   'sync': 'full', 'mode': 'existing', 'format': 'raw'})
+        r = bt.run_job(q, 'm2', complete=True, auto_dismiss=True)
+        bt.assert_eq(r.error, None, 'mirror with format=raw')
+        bt.run(['qemu-img', 'compare', '-f', 'raw', '-F', 'raw', src, tgt])
+
+
 if __name__ == '__main__':
     sys.exit(bt.main(bt.tests_of(globals())))

@@ -205,8 +205,8 @@ def test_fallocate_refused_on_read_only_export():
 def test_fallocate_allocate_mode():
     """Plain fallocate (mode 0): inside the node it leaves the range
     allocated and reading zero (glibc falls back to writing the holes);
-    past the end it grows a growable export and is refused (ENOSPC) on a
-    fixed-size one."""
+    past the end it grows the export, growable or not (as QEMU's: iotest
+    308), and allocates the new range."""
     require_fuse()
     require_tool('qemu-img')
     with scratch_dir() as s:
@@ -224,14 +224,15 @@ def test_fallocate_allocate_mode():
                 os.posix_fallocate(fd, 2 * MiB, MiB)      # a hole
                 assert_filled(os.pread(fd, MiB, 2 * MiB), 0, MiB, 'allocated range reads zero')
                 assert_filled(os.pread(fd, MiB, 0), 0x66, MiB, 'data kept')
-                if not is_reference():   # QEMU 7.2 resizes fixed-size exports here
-                    try:
-                        os.posix_fallocate(fd, 4 * MiB, MiB)
-                        raise AssertionError('fallocate past the end of a fixed-size export succeeded')
-                    except OSError as e:
-                        assert_eq(e.errno, errno.ENOSPC, 'errno past the end')
             assert_eq(allocated(img, 2 * MiB, MiB), True, 'hole allocated (qemu-img map)')
-            assert_eq(os.path.getsize(img), 4 * MiB, 'fixed image size')
+            assert_eq(os.path.getsize(img), 4 * MiB, 'size unchanged by fallocate inside')
+            with fd_open(mnt, os.O_RDWR) as fd:
+                os.posix_fallocate(fd, 4 * MiB, MiB)
+                assert_filled(os.pread(fd, MiB, 4 * MiB), 0, MiB, 'grown range reads zero')
+            assert_eq(os.path.getsize(mnt), 5 * MiB, 'non-growable export grown by fallocate')
+            assert_eq(os.path.getsize(img), 5 * MiB, 'image grown')
+            assert_eq(allocated(img, 4 * MiB, MiB), True, 'grown range allocated (qemu-img map)')
+            qemu_io(img, 'read -P 0x66 0 1M', 'read -P 0 1M 4M', extra=['-r', '-U', '-f', 'raw'])
             with fd_open(mnt_g, os.O_RDWR) as fd:
                 os.posix_fallocate(fd, 4 * MiB, 2 * MiB)
             assert_eq(os.path.getsize(mnt_g), 6 * MiB, 'growable export grown by fallocate')
@@ -281,33 +282,121 @@ def test_truncate_growable():
             qemu_io(img, 'read -P 0x33 0 4M', 'read -P 0 4M 1M', extra=['-r', '-U'])
 
 
-def test_truncate_refused_when_not_growable():
+def test_truncate_not_growable():
+    """truncate(2) resizes a writable export that is not growable, as
+    QEMU's does (it borrows the resize permission for the call); writes
+    still stop at the end."""
     require_fuse()
-    require_tool('truncate')
-    # QEMU 7.2 takes the resize permission for a moment and resizes a
-    # writable, non-growable export; blockd follows the issue: refused.
-    if is_reference():
-        raise Skip('reference daemon resizes non-growable writable exports')
+    require_tool('truncate', 'qemu-img')
     with scratch_dir() as s:
-        img = make_image(s.path('a.raw'), 4 * MiB)
+        img = make_image(s.path('a.raw'), 4 * MiB, pattern=0x2d)
         mnt = new_mountpoint(s.path('mnt'))
         args = raw_node_args(img) + ['--export', fuse_export_arg('r0', mnt)]
         with fuse_daemon(args, [mnt]):
-            p = run(['truncate', '-s', str(8 * MiB), mnt], check=False)
-            assert_eq(p.returncode != 0, True, 'truncate on a fixed-size export fails')
-            assert_eq(os.path.getsize(mnt), 4 * MiB, 'size unchanged')
-            assert_eq(os.path.getsize(img), 4 * MiB, 'image size unchanged')
+            run(['truncate', '-s', str(8 * MiB), mnt])
+            assert_eq(os.path.getsize(mnt), 8 * MiB, 'mounted file grown')
+            assert_eq(os.path.getsize(img), 8 * MiB, 'image grown')
+            run(['truncate', '-s', str(6 * MiB), mnt])
+            assert_eq(os.path.getsize(img), 6 * MiB, 'image shrunk')
             # truncating to the same size is harmless
-            run(['truncate', '-s', str(4 * MiB), mnt])
-            # writes stop at the end: a short write, then ENOSPC
+            run(['truncate', '-s', str(6 * MiB), mnt])
+            # writes stop at the (new) end: a short write, then ENOSPC
             with fd_open(mnt, os.O_WRONLY) as fd:
-                assert_eq(os.pwrite(fd, b'\x01' * 8192, 4 * MiB - 4096), 4096, 'short write at the end')
+                assert_eq(os.pwrite(fd, b'\x01' * 8192, 6 * MiB - 4096), 4096, 'short write at the end')
                 try:
-                    os.pwrite(fd, b'\x01' * 4096, 4 * MiB)
+                    os.pwrite(fd, b'\x01' * 4096, 6 * MiB)
                     raise AssertionError('write past the end succeeded')
                 except OSError as e:
-                    assert_eq(e.errno, errno.ENOSPC, 'errno of a write past the end')
-            assert_eq(os.path.getsize(img), 4 * MiB, 'image size unchanged after writes')
+                    # QEMU 7.2 answers EIO; the disk is full, ENOSPC says so.
+                    if not is_reference():
+                        assert_eq(e.errno, errno.ENOSPC, 'errno of a write past the end')
+            assert_eq(os.path.getsize(img), 6 * MiB, 'image size unchanged after writes')
+        qemu_io(img, 'read -P 0x2d 0 4M', 'read -P 0 4M 2044k', 'read -P 1 6140k 4k',
+                extra=['-r', '-f', 'raw'])
+
+
+def test_resize_needs_the_permission():
+    """A writable export borrows the resize permission only if no other
+    user of the node forbids it: refused (EPERM) then, nothing changed.
+    (QSD 7.2 holds the permission for the export's life instead, so that
+    a mirror of the node is refused while the export exists.)"""
+    require_fuse()
+    require_tool('truncate', 'qemu-img')
+    with scratch_dir() as s:
+        img = make_image(s.path('a.raw'), 4 * MiB, pattern=0x2d)
+        mnt = new_mountpoint(s.path('mnt'))
+        with fuse_daemon(raw_node_args(img) + ['--export', fuse_export_arg('r0', mnt)],
+                         [mnt]) as d:
+            q = d.qmp()
+            # A mirror job's source may not change size under it.
+            q.execute('blockdev-add', {'driver': 'null-co', 'node-name': 'tgt',
+                                       'size': 4 * MiB})
+            if is_reference():
+                # QSD 7.2's writable FUSE exports hold the resize
+                # permission for good: the mirror itself is refused.
+                q.error('blockdev-mirror', {'job-id': 'm', 'device': 'r0',
+                                            'target': 'tgt', 'sync': 'full'})
+                raise Skip('reference refuses a mirror under a writable FUSE export')
+            q.execute('blockdev-mirror', {'job-id': 'm', 'device': 'r0',
+                                          'target': 'tgt', 'sync': 'full'})
+            q.wait_event('BLOCK_JOB_READY')
+            try:
+                os.truncate(mnt, 8 * MiB)
+                raise AssertionError('truncate under a mirror job succeeded')
+            except OSError as e:
+                assert_eq(e.errno, errno.EPERM, 'errno')
+            assert_eq(os.path.getsize(img), 4 * MiB, 'image size unchanged')
+            q.execute('block-job-cancel', {'device': 'm'})
+            q.wait_event('BLOCK_JOB_COMPLETED')
+            run(['truncate', '-s', str(8 * MiB), mnt])
+            assert_eq(os.path.getsize(img), 8 * MiB, 'grown once the other user left')
+
+
+def test_iotest308_resizing_exports():
+    """iotest 308's "Resizing exports" on a qcow2 image's protocol node:
+    a non-growable export refuses writes past the end but grows by
+    fallocate (and its disk usage with it); a growable one grows by
+    writes; truncate shrinks it back; the format layer stays intact."""
+    require_fuse()
+    require_tool('qemu-img', 'fallocate', 'dd')
+    with scratch_dir() as s:
+        img = s.path('t.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', img, '64M'])
+        qemu_io(img, 'write -P 0x5c 0 1M', extra=['-f', 'qcow2'])
+        mnt = new_mountpoint(s.path('t.fuse'))
+        args = ['--blockdev', 'driver=file,node-name=node-protocol,filename=%s' % img]
+        with fuse_daemon(args, []) as d:
+            q = d.qmp()
+            q.execute('block-export-add', {'type': 'fuse', 'id': 'export-mp',
+                                          'node-name': 'node-protocol',
+                                          'mountpoint': mnt, 'writable': True})
+            orig_len = os.path.getsize(mnt)
+            assert_eq(orig_len, os.path.getsize(img), 'export and file lengths')
+            orig_blocks = os.stat(img).st_blocks
+            p = run(['dd', 'if=/dev/zero', 'of=' + mnt, 'bs=1', 'count=64k',
+                     'seek=%d' % orig_len], check=False)
+            assert_eq(p.returncode != 0, True, 'dd past the end of a non-growable export fails')
+            assert_eq(os.path.getsize(img), orig_len, 'size after refused dd')
+            run(['fallocate', '-o', str(orig_len), '-l', '64k', mnt])
+            assert_eq(os.path.getsize(mnt), orig_len + 65536, 'post-fallocate export size')
+            assert_eq(os.path.getsize(img), orig_len + 65536, 'post-fallocate file size')
+            assert_eq(os.stat(img).st_blocks > orig_blocks, True, 'disk usage grew with fallocate')
+            q.execute('block-export-del', {'id': 'export-mp'})
+            q.wait_event('BLOCK_EXPORT_DELETED')
+            q.execute('block-export-add', {'type': 'fuse', 'id': 'export-mp',
+                                          'node-name': 'node-protocol',
+                                          'mountpoint': mnt, 'writable': True,
+                                          'growable': True})
+            run(['dd', 'if=/dev/zero', 'of=' + mnt, 'bs=1', 'count=64k',
+                 'seek=%d' % (orig_len + 65536)])
+            assert_eq(os.path.getsize(mnt), orig_len + 131072, 'post-grow export size')
+            run(['truncate', '-s', str(orig_len), mnt])
+            assert_eq(os.path.getsize(mnt), orig_len, 'post-truncate export size')
+            assert_eq(os.path.getsize(img), orig_len, 'post-truncate file size')
+            q.execute('block-export-del', {'id': 'export-mp'})
+            q.wait_event('BLOCK_EXPORT_DELETED')
+        run(['qemu-img', 'check', '-q', img])
+        qemu_io(img, 'read -P 0x5c 0 1M', extra=['-r', '-f', 'qcow2'])
 
 
 def test_truncate_refused_on_read_only_export():

@@ -15,9 +15,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, assert_eq, fio, fio_has_nbd, is_reference, main,  # noqa: E402
+from blockd_test import (Daemon, Skip, assert_eq, fio, fio_has_nbd, is_reference, main,  # noqa: E402
                          make_image, qemu_io, require_nbd, require_tool, start_exporting,
-                         tests_of)
+                         tests_of, wait_for)
 
 MiB = 1 << 20
 NBDMAGIC = 0x4e42444d41474943
@@ -558,6 +558,96 @@ def test_small_reads_of_zeroes_use_offset_hole():
             assert_eq(buf, b'\0' * 4096, 'unallocated range with DF')
             assert_eq(kinds, [(nbd.READ_DATA, 2 * MiB, 4096)], 'chunks with DF')
             h.shutdown()
+
+
+# --- memory bounds (issue 20): large requests' buffers are budgeted ---
+
+def _vm_kib(pid, field):
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise AssertionError('no %s in /proc/%d/status' % (field, pid))
+
+
+def _null_export(extra_node=''):
+    d = Daemon()
+    d.args += ['--blockdev', 'driver=null-co,node-name=n0,size=%d,read-zeroes=on' % (1 << 30),
+               '--blockdev', 'driver=throttle,node-name=t0,file=n0,throttle-group=tg'
+               if extra_node else 'driver=raw,node-name=t0,file=n0',
+               '--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock,
+               '--export', 'type=nbd,id=e,node-name=t0,name=disk,writable=on']
+    if extra_node:
+        d.args = ['--object', extra_node] + d.args
+    d.wait = [d.nbd_sock]
+    d.start()
+    return d
+
+
+def _bytes_of_client(q, key):
+    clients = q.execute('x-query-nbd-clients')
+    return sum(c[key] for c in clients)
+
+
+def _assert_bounded_growth(d, base_kib, what):
+    grown = (_vm_kib(d.proc.pid, 'VmHWM') - base_kib) // 1024
+    # The connection's budget (128 MiB) and the buffers not counted
+    # (4 MiB per worker) with room for the allocator; without the budget
+    # the workers hold 8..16 x 32 MiB.
+    if grown > 200:
+        raise AssertionError('%s: the daemon grew by %d MiB' % (what, grown))
+
+
+def test_unread_large_reads_bounded():
+    """A client that asks for many 32 MiB reads and never reads the
+    replies holds at most its connection's budget of buffers; another
+    client is served meanwhile."""
+    nbd = require_nbd()
+    if is_reference():
+        raise Skip('qemu-storage-daemon 7.2 has no such bound')
+    with _null_export() as d:
+        q = d.qmp()
+        base = _vm_kib(d.proc.pid, 'VmRSS')
+        s, _, _ = _raw_handshake(d)
+        for i in range(24):
+            _raw_request(s, CMD_READ, i, i * 32 * MiB, 32 * MiB)
+        wait_for(lambda: _bytes_of_client(q, 'bytes-read') >= 3 * 32 * MiB,
+                 what='the first large reads')
+        time.sleep(1)     # room for more, were they not bounded
+        _assert_bounded_growth(d, base, 'unread 32 MiB reads')
+        h = nbd.NBD()
+        h.connect_uri(d.uri())
+        for i in range(100):
+            assert_eq(h.pread(4096, i * MiB), bytes(4096), 'the other client reads')
+        h.shutdown()
+        s.close()
+        _served(d, nbd, 0)
+
+
+def test_flood_of_large_writes_bounded():
+    """32 MiB writes sent as fast as the socket takes them to a slow
+    (throttled) node: the reader stops reading past the budget, so the
+    daemon holds a bounded amount, and every write completes."""
+    nbd = require_nbd()
+    if is_reference():
+        raise Skip('qemu-storage-daemon 7.2 has no such bound')
+    with _null_export('throttle-group,id=tg,x-bps-write=268435456') as d:
+        q = d.qmp()
+        base = _vm_kib(d.proc.pid, 'VmRSS')
+        s, _, _ = _raw_handshake(d)
+        payload = b'\x5a' * (32 * MiB)
+        n = 20
+        sender = threading.Thread(target=lambda: [
+            _raw_request(s, CMD_WRITE, i, i * 32 * MiB, 32 * MiB, payload) for i in range(n)])
+        sender.start()
+        for i in range(n):
+            magic, err, h = struct.unpack('>IIQ', _recvall(s, 16))
+            assert_eq((magic, err), (SIMPLE_REPLY_MAGIC, 0), 'write reply')
+        sender.join()
+        assert_eq(_bytes_of_client(q, 'bytes-written'), n * 32 * MiB, 'bytes written')
+        _assert_bounded_growth(d, base, 'a flood of 32 MiB writes')
+        s.close()
+        _served(d, nbd, 0)
 
 
 if __name__ == '__main__':

@@ -6,12 +6,13 @@ from QMP, and several simultaneous sessions."""
 
 import json
 import os
+import socket
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, assert_eq, assert_in, is_reference, main, make_image,  # noqa: E402
-                         require_tool, run, start_daemon, tests_of)
+from blockd_test import (Daemon, Skip, assert_eq, assert_in, is_reference, main,  # noqa: E402
+                         make_image, require_tool, run, start_daemon, tests_of, wait_for)
 
 
 def _daemon(monitors=1):
@@ -263,6 +264,74 @@ def test_control_byte_resets_parser():
             assert_eq((r.get('id'), 'return' in r), ('after', True),
                       'the request after %r + %r' % (partial, byte))
         _still_serves(d, q)
+
+
+def test_invalid_unicode_in_strings():
+    """Invalid UTF-8 inside a string and an escaped lone surrogate are
+    parse errors with QEMU's texts (a lone surrogate once crashed the
+    daemon: found by tests/fuzz/fuzz-qmp); a valid surrogate pair is a
+    character, echoed back as QEMU escapes it."""
+    cases = [
+        (b'{"execute": "qom-get", "arguments": {"path": "a\xc3(b", "property": "x"}}\n',
+         'JSON parse error, invalid UTF-8 sequence in string'),
+        (b'{"execute": "qom-get", "arguments": {"path": "\\ud800x", "property": "x"}}\n',
+         'JSON parse error, \\ud800 is not a valid Unicode character'),
+        (b'{"execute": "qom-get", "arguments": {"\\udc00": 1}}\n',
+         'JSON parse error, \\udc00 is not a valid Unicode character'),
+        (b'{"execute": "blockdev-del", "arguments": {"node-name": "\\ud83d\\ude00"}}\n',
+         "Failed to find node with node-name='\U0001f600'"),
+    ]
+    with _daemon() as d:
+        q = d.qmp()
+        for raw, desc in cases:
+            q.send_raw(raw)
+            r = q.reply()
+            assert_eq(r.get('error', {}).get('desc'), desc, 'error for %r' % raw)
+        _still_serves(d, q)
+
+
+def test_events_dropped_for_a_client_that_does_not_read():
+    """A session that never reads loses events past a backlog of 1 MiB
+    (logged) instead of growing the daemon's memory, and keeps working;
+    the other sessions get every event."""
+    if is_reference():
+        raise Skip('qemu-storage-daemon 7.2 queues events without a bound')
+    with _daemon(monitors=2) as d:
+        slow = d.qmp(monitor=0)
+        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        fast = d.qmp(monitor=1)
+        fast.execute('nbd-server-start', {'addr': {'type': 'unix',
+                                                   'data': {'path': d.path('n.sock')}}})
+        fast.execute('blockdev-add', {'driver': 'null-co', 'node-name': 'n0'})
+        rounds, per_round = 30, 500
+        for _ in range(rounds):
+            for i in range(per_round):
+                fast.send({'execute': 'block-export-add',
+                           'arguments': {'type': 'nbd', 'id': 'e', 'node-name': 'n0'}})
+                fast.send({'execute': 'block-export-del', 'arguments': {'id': 'e'}})
+            for i in range(2 * per_round):
+                r = fast.reply()
+                assert_eq('return' in r, True, 'reply %r' % r)
+        total = rounds * per_round
+        got_fast = sum(1 for e in fast.events if e['event'] == 'BLOCK_EXPORT_DELETED')
+        while got_fast < total:
+            fast.wait_event('BLOCK_EXPORT_DELETED')
+            got_fast += 1
+        wait_for(lambda: 'dropping events' in d.stderr(), what='the log line')
+        # The slow session reads at last: its session is intact, with
+        # the events up to the limit and none of the rest.
+        slow.execute('query-version')
+        got_slow = sum(1 for e in slow.events if e['event'] == 'BLOCK_EXPORT_DELETED')
+        if not 0 < got_slow < total:
+            raise AssertionError('slow session got %d of %d events' % (got_slow, total))
+        slow.send({'execute': 'block-export-add',
+                   'arguments': {'type': 'nbd', 'id': 'e', 'node-name': 'n0'}})
+        slow.send({'execute': 'block-export-del', 'arguments': {'id': 'e'}})
+        slow.reply()
+        slow.reply()
+        slow.wait_event('BLOCK_EXPORT_DELETED')
+        wait_for(lambda: 'events were dropped' in d.stderr(), what='the catch-up log line')
+        _still_serves(d, slow)
 
 
 def test_client_disconnect_mid_command():

@@ -692,12 +692,39 @@ static void test_zero_copy(Fixture *f, gconstpointer data)
     close(p[1]);
 }
 
+/* Probing by the first sector, as QEMU: a vdi needs its whole header,
+ * a dynamic VHD shows its footer copy, everything else is raw; the
+ * probed-raw guard knows the magics of formats blockd does not open. */
+static void test_probe(void)
+{
+    uint8_t buf[512] = { 0 };
+
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "raw");
+    memcpy(buf, "QFI\xfb", 4);
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "qcow2");
+    memset(buf, 0, 512);
+    memcpy(buf + 0x40, "\x7f\x10\xda\xbe", 4);
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "vdi");
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 511), ==, "raw");
+    g_assert_true(bd_formats_buf_has_image_magic(buf, 512));
+    memset(buf, 0, 512);
+    memcpy(buf, "conectix", 8);
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "vpc");
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 7), ==, "raw");
+    memcpy(buf, "vhdxfile", 8);
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "raw");
+    g_assert_true(bd_formats_buf_has_image_magic(buf, 512));
+    memcpy(buf, "plain da", 8);
+    g_assert_false(bd_formats_buf_has_image_magic(buf, 512));
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     bd_formats_register_all();
 
     g_test_add_func("/formats/null", test_null);
+    g_test_add_func("/formats/probe", test_probe);
 #define ADD(path, fn) \
     g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
     ADD("/formats/file/rw", test_file_rw);

@@ -1,0 +1,148 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Write the seed corpora of the fuzz targets (tests/fuzz/corpus/NAME/).
+
+The seeds are committed; this script says where they came from and
+makes them again (qemu-img for the qcow2 images).  Inputs that once
+crashed a target are added to its corpus by hand (crash-*) and are not
+touched here."""
+
+import json
+import os
+import struct
+import subprocess
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def put(target, name, data):
+    d = os.path.join(HERE, 'corpus', target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), 'wb') as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+
+
+def qmp_seeds():
+    reqs = {
+        'caps': [{'execute': 'qmp_capabilities', 'arguments': {'enable': ['oob']}}],
+        'query-block': [{'execute': 'query-block'}, {'execute': 'query-named-block-nodes',
+                                                     'arguments': {'flat': True}}],
+        'blockdev-add': [{'execute': 'blockdev-add', 'arguments': {
+            'driver': 'qcow2', 'node-name': 'q', 'discard': 'unmap',
+            'file': {'driver': 'file', 'filename': '/nonexistent', 'aio': 'threads'},
+            'backing': None, 'cache': {'direct': False, 'no-flush': True}}}],
+        'transaction': [{'execute': 'transaction', 'arguments': {'actions': [
+            {'type': 'block-dirty-bitmap-add', 'data': {'node': 'n0', 'name': 'x',
+                                                          'granularity': 65536}},
+            {'type': 'drive-backup', 'data': {'device': 'n0', 'target': '/x',
+                                              'sync': 'full', 'format': 'qcow2'}}]},
+            'id': {'a': [1, 2.5, None, True]}}],
+        'export': [{'execute': 'block-export-add', 'arguments': {
+            'type': 'nbd', 'id': 'e', 'node-name': 'n0', 'bitmaps': ['b0', {'node': 'n0', 'name': 'b0'}],
+            'allocation-depth': True}}],
+        'qom': [{'execute': 'qom-list', 'arguments': {'path': '/objects'}},
+                {'execute': 'qom-get', 'arguments': {'path': '/objects/tg0', 'property': 'limits'}},
+                {'execute': 'qom-list-properties', 'arguments': {'typename': 'throttle-group'}}],
+        'mirror': [{'execute': 'blockdev-mirror', 'arguments': {
+            'job-id': 'j', 'device': 'n0', 'target': 'n0', 'sync': 'full', 'speed': -1,
+            'granularity': 3, 'buf-size': 1 << 40, 'on-source-error': 'stop'}}],
+        'schema': [{'execute': 'query-qmp-schema'}, {'execute': 'query-commands'}],
+    }
+    for name, seq in reqs.items():
+        put('qmp', name, ''.join(json.dumps(r) + '\n' for r in seq))
+    put('qmp', 'reset', '{"execute": "query-status", "arguments": {"a": [\xff\n'
+        '{"execute": "query-version"}\n')
+    put('qmp', 'strings', '{"execute": "qom-get", "arguments": {"path": "\\u00e9\\ud83d\\ude00",'
+        ' "property": "a\\tb"}, "id": 18446744073709551616}')
+
+
+def keyval_seeds():
+    kinds = {0: ['driver=qcow2,node-name=q,file.driver=file,file.filename=/x,backing=',
+                 '{"driver": "raw", "file": {"driver": "null-co", "size": "1G"}}',
+                 'driver=quorum,children.0=a,children.1.driver=file,vote-threshold=2',
+                 'driver=throttle,throttle-group=g,file=n0'],
+             1: ['type=nbd,id=e,node-name=n,bitmaps.0=b,allocation-depth=on',
+                 'type=fuse,id=f,node-name=n,mountpoint=/m,growable=on,allow-other=auto'],
+             2: ['qom-type=throttle-group,id=g,limits.iops-total=10,x-bps-read=1k',
+                 'qom-type=secret,id=s,data=aGVsbG8=,format=base64',
+                 'qom-type=tls-creds-x509,id=t,dir=/x,endpoint=server,verify-peer=off'],
+             3: ['addr.type=inet,addr.host=127.0.0.1,addr.port=10809,max-connections=4',
+                 'addr.type=unix,addr.path=/tmp/s,tls-creds=t'],
+             4: ['a.b.c=1,a.b.d=2,x.0=y,x.1=z,,esc=,,', 'bare,k=v']}
+    for k, items in kinds.items():
+        for i, s in enumerate(items):
+            put('keyval', 'k%d-%d' % (k, i), bytes([k]) + s.encode())
+
+
+NBDMAGIC = 0x4e42444d41474943
+IHAVEOPT = 0x49484156454F5054
+REQ_MAGIC = 0x25609513
+
+
+def opt(code, data=b''):
+    return struct.pack('>QII', IHAVEOPT, code, len(data)) + data
+
+
+def info_go(code, name=b'', infos=(1, 2, 3)):
+    d = struct.pack('>I', len(name)) + name + struct.pack('>H', len(infos))
+    d += b''.join(struct.pack('>H', i) for i in infos)
+    return opt(code, d)
+
+
+def meta(code, name=b'', queries=(b'base:allocation',)):
+    d = struct.pack('>I', len(name)) + name + struct.pack('>I', len(queries))
+    d += b''.join(struct.pack('>I', len(q)) + q for q in queries)
+    return opt(code, d)
+
+
+def req(flags, typ, handle, off, length, data=b''):
+    return struct.pack('>IHHQQI', REQ_MAGIC, flags, typ, handle, off, length) + data
+
+
+def nbd_seeds():
+    flags = struct.pack('>I', 3)     # FIXED_NEWSTYLE | NO_ZEROES
+    contexts = (b'base:allocation', b'qemu:dirty-bitmap:b0', b'qemu:allocation-depth')
+    go = (opt(8) + meta(10, queries=contexts) + meta(9, queries=(b'qemu:',)) +
+          info_go(6) + info_go(7))
+    put('nbd', 'handshake-list', flags + opt(3) + opt(6, b'\0\0\0\0\0\0') + opt(2))
+    put('nbd', 'export-name', flags + opt(1, b''))
+    put('nbd', 'starttls', flags + opt(5) + opt(2))
+    io = (req(0, 1, 1, 0, 4096, b'\x5a' * 4096) + req(0, 0, 2, 0, 4096) +
+          req(1, 3, 3, 0, 0) + req(0, 4, 4, 4096, 8192) + req(2, 6, 5, 0, 65536) +
+          req(0, 7, 6, 0, 1 << 20) + req(8, 7, 7, 0, 1 << 26) + req(0, 5, 8, 0, 65536) +
+          req(0, 0, 9, (1 << 26) - 512, 4096) + req(0, 2, 10, 0, 0))
+    put('nbd', 'go-io', flags + go + io)
+    put('nbd', 'export-name-io', flags + opt(8) + opt(1, b'') + io)
+
+
+def qcow2_seeds():
+    with tempfile.TemporaryDirectory() as t:
+        def img(name, opts, *cmds, size='1M', bitmap=None, snap=None):
+            p = os.path.join(t, name)
+            subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', opts, p, size],
+                           check=True)
+            for c in cmds:
+                subprocess.run(['qemu-io', '-f', 'qcow2', '-c', c, p], check=True,
+                               stdout=subprocess.DEVNULL)
+            if bitmap:
+                subprocess.run(['qemu-img', 'bitmap', '--add', p, bitmap], check=True)
+            if snap:
+                subprocess.run(['qemu-img', 'snapshot', '-c', snap, p], check=True)
+            with open(p, 'rb') as f:
+                put('qcow2', name, f.read())
+        img('plain', 'cluster_size=512', 'write -P 0x11 0 4k', 'write -z 8k 4k')
+        img('bitmap', 'cluster_size=512', 'write -P 0x22 0 2k', bitmap='b0')
+        img('snapshot', 'cluster_size=512', 'write -P 0x33 0 2k', snap='s1')
+        img('compressed', 'cluster_size=4096', 'write -c -P 0x44 0 4k')
+        img('v2-lazy', 'cluster_size=512,compat=0.10', 'write -P 0x55 0 1k')
+        img('lazy-refcounts', 'cluster_size=512,lazy_refcounts=on,refcount_bits=1',
+            'write -P 0x66 512 1k')
+        img('extended-l2', 'cluster_size=16384,extended_l2=on', 'write -P 0x77 2048 1k')
+
+
+if __name__ == '__main__':
+    qmp_seeds()
+    keyval_seeds()
+    nbd_seeds()
+    qcow2_seeds()
