@@ -217,6 +217,8 @@ BdExport *bd_export_add(GVariant *options, BdExportIothreadLookup lookup,
         return NULL;
     }
     g_ptr_array_add(export_list(), exp);
+    g_info("export '%s': %s export of node '%s' added%s", exp->id,
+           exp->drv->type, exp->node_name, exp->writable ? ", writable" : "");
     return exp;
 }
 
@@ -254,7 +256,7 @@ static void export_destroy(BdExport *exp)
     g_free(exp->id);
     g_free(exp->node_name);
     g_free(exp);
-    g_debug("export '%s': deleted", id);
+    g_info("export '%s': deleted", id);
     bd_event_emit("BLOCK_EXPORT_DELETED", g_variant_new_parsed("{'id': <%s>}", id));
 }
 

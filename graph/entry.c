@@ -9,6 +9,7 @@
 #define G_LOG_DOMAIN "blockd-graph"
 
 #include <errno.h>
+#include "graph/trace.h"
 #include "graph/entry.h"
 #include "graph/io.h"
 #include "graph/main-thread.h"
@@ -325,6 +326,8 @@ BdDrainSection *bd_drained_begin(BdNode *node)
     BdDrainSection *section = g_new0(BdDrainSection, 1);
     GPtrArray *entries = entries_above(node);
 
+    BD_TRACE(BD_TRACE_DRAINED_BEGIN, "node=%s users=%u", node->node_name,
+             entries->len);
     section->entries = entries;
     /* Stop admission everywhere first, then wait: waiting one by one
      * would let requests keep entering the others meanwhile. */
@@ -354,6 +357,7 @@ void bd_drained_end(BdDrainSection *section)
 {
     BD_GLOBAL_STATE_CODE();
 
+    BD_TRACE(BD_TRACE_DRAINED_END, "users=%u", section->entries->len);
     for (guint i = 0; i < section->nodes->len; i++) {
         BdNode *n = section->nodes->pdata[i];
         if (n->drv && n->drv->drained_end) {

@@ -12,6 +12,7 @@
 #define G_LOG_DOMAIN "blockd-graph"
 
 #include <string.h>
+#include "graph/trace.h"
 #include "graph/node.h"
 #include "graph/entry.h"
 #include "graph/io.h"
@@ -251,6 +252,10 @@ static gboolean node_apply_common_options(BdNode *node,
 
 static void node_free(BdNode *node)
 {
+    g_info("node '%s' (%s) closed", node->node_name,
+           node->drv ? node->drv->name : "");
+    BD_TRACE(BD_TRACE_NODE_CLOSE, "node=%s driver=%s", node->node_name,
+             node->drv ? node->drv->name : "");
     node->opened = FALSE;
     if (node->drv && node->drv->close) {
         node->drv->close(node);
@@ -275,6 +280,7 @@ static void node_free(BdNode *node)
     g_free(node->node_name);
     g_clear_pointer(&node->pool, bd_worker_pool_unref);
     bd_reqlist_destroy(&node->reqs);
+    bd_io_stats_destroy(&node->stats);
     g_ptr_array_unref(node->bitmaps);
     bd_rwlock_destroy(&node->bitmaps_lock);
     g_free(node);
@@ -338,6 +344,7 @@ BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
     node->cum_shared = BD_PERM_ALL;
     node->options = g_variant_ref_sink(options);
     bd_reqlist_init(&node->reqs);
+    bd_io_stats_init(&node->stats);
     bd_rwlock_init(&node->bitmaps_lock);
     node->bitmaps = g_ptr_array_new();
     if (name) {
@@ -365,6 +372,10 @@ BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
     }
     node->opened = TRUE;
     bd_node_refresh_limits(node);
+    g_info("node '%s' (%s, %s) opened%s", node->node_name, drv->name,
+           node->filename, node->read_only ? " read-only" : "");
+    BD_TRACE(BD_TRACE_NODE_OPEN, "node=%s driver=%s filename=%s",
+             node->node_name, drv->name, node->filename);
     return node;
 }
 

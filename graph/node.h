@@ -19,6 +19,7 @@
 #include "graph/error.h"
 #include "graph/lock.h"
 #include "graph/reqlist.h"
+#include "graph/stats.h"
 #include "graph/worker-pool.h"
 
 typedef struct BdNode BdNode;
@@ -496,6 +497,11 @@ struct BdNode {
      * the write that passes it, which emits BLOCK_WRITE_THRESHOLD. */
     uint64_t wr_highest_offset;
     uint64_t write_threshold;
+
+    /* The node's own request accounting (io.c counts every request
+     * that reaches the node, lock-free): the metrics endpoint's per-node
+     * figures.  query-blockstats shows device counters only, as QEMU. */
+    BdIoStats stats;
 
     /* Data-changing requests in flight at this node (io.c): keeps a
      * read-modify-write apart from writes to the same blocks. */

@@ -544,6 +544,8 @@ static void commit_entry(ReopenEntry *e)
 {
     BdNode *node = e->st.node;
 
+    g_info("node '%s' reopened%s", node->node_name,
+           e->st.read_only ? " read-only" : "");
     node->read_only = e->st.read_only;
     node->auto_read_only = e->auto_read_only;
     node->cache_direct = e->st.cache_direct;

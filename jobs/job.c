@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include "graph/trace.h"
 #include "graph/error.h"
 #include "graph/events.h"
 #include "graph/main-thread.h"
@@ -144,6 +145,12 @@ void bd_job_transition(BdJob *job, BdJobStatus to)
     }
     job->status = to;
     if (from != to) {
+        g_info("job '%s' (%s): %s -> %s%s%s", job->id, job->driver->type,
+               bd_job_status_name(from), bd_job_status_name(to),
+               job->err ? ": " : "", job->err ? job->err->message : "");
+        BD_TRACE(BD_TRACE_JOB_STATUS_CHANGE, "job=%s type=%s %s -> %s",
+                 job->id, job->driver->type, bd_job_status_name(from),
+                 bd_job_status_name(to));
         emit_status_change(job);
     }
 }
