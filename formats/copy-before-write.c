@@ -51,6 +51,7 @@ struct BdCbw {
     gboolean skip_unallocated;    /* set before the filter goes live */
     int write_flags;              /* BD_REQ_WRITE_COMPRESSED or 0 */
     gboolean copy_range;          /* try copy offload (set before live) */
+    gint copy_range_ok;           /* atomic: an offload has succeeded */
 
     BdReqList copies;             /* copies in flight */
     int snapshot_error;           /* atomic; break-snapshot: -errno */
@@ -172,6 +173,9 @@ static int copy_run(BdCbw *s, uint64_t start, uint64_t len, uint8_t *buf,
                                                 s->target->node, pos,
                                                 n)) > 0) {
             n = MIN(n, (uint64_t)copied);   /* offloaded */
+            if (!g_atomic_int_get(&s->copy_range_ok)) {
+                g_atomic_int_set(&s->copy_range_ok, 1);
+            }
         } else {
             /* Any failure of the offload: the read and write say which
              * side it was, or that it works this way. */
@@ -366,6 +370,11 @@ BdCbw *bd_cbw_state(BdNode *filter)
 BdDirtyBitmap *bd_cbw_copy_bitmap(BdCbw *s)
 {
     return s->copy_bitmap;
+}
+
+gboolean bd_cbw_copy_range_works(BdCbw *s)
+{
+    return g_atomic_int_get(&s->copy_range_ok) != 0;
 }
 
 uint64_t bd_cbw_cluster_size(BdCbw *s)

@@ -19,6 +19,7 @@ struct BdEntry {
     gint in_flight;         /* requests admitted and not yet finished */
     gint quiesce;           /* > 0: drained, admit nothing */
     gboolean allow_beyond_eof;
+    gboolean job_link;      /* QEMU's child_job, not a BlockBackend */
     BdMutex lock;           /* only for the sleeps on cond */
     GCond cond;
 };
@@ -153,6 +154,18 @@ void bd_entry_set_allow_beyond_eof(BdEntry *entry, gboolean allow)
     BD_GLOBAL_STATE_CODE();
 
     entry->allow_beyond_eof = allow;
+}
+
+void bd_entry_set_job_link(BdEntry *entry)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    entry->job_link = TRUE;
+}
+
+gboolean bd_entry_is_job_link(const BdEntry *entry)
+{
+    return entry->job_link;
 }
 
 /* --- admission and drain --- */

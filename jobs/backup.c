@@ -27,12 +27,17 @@
 #include "graph/main-thread.h"
 #include "formats/copy-before-write.h"
 #include "jobs/backup.h"
+#include "jobs/chain.h"
 #include "jobs/copy-engine.h"
 
-/* Chunks: runs of marked clusters up to max-chunk, or this without one;
- * a worker's buffer is at most BACKUP_BUF_MAX (longer runs of data are
- * copied through it piece by piece, zeroes need none). */
-#define BACKUP_CHUNK_DEFAULT (4 * 1024 * 1024)
+/* Chunks: runs of marked clusters, as QEMU's block-copy cuts them: at
+ * most 1 MiB (a cluster at least) while copying through a buffer, and
+ * 16 MiB once a copy offload has worked; never more than max-chunk.
+ * With a speed limit the first step of a job therefore copies 1 MiB, as
+ * in QEMU.  A worker's buffer is at most BACKUP_BUF_MAX (longer runs of
+ * data are copied through it piece by piece, zeroes need none). */
+#define BACKUP_CHUNK_BUFFER  (1024 * 1024)
+#define BACKUP_CHUNK_OFFLOAD (16 * 1024 * 1024)
 #define BACKUP_BUF_MAX       (4 * 1024 * 1024)
 
 typedef struct {
@@ -46,10 +51,12 @@ typedef struct {
     gboolean sync_bitmap_enabled;
     BdBitmapSyncMode bitmap_mode;
     BdOnError on_source_error, on_target_error;
-    uint64_t len, chunk;
+    uint64_t len;
+    uint64_t max_chunk;          /* x-perf max-chunk in clusters; 0: none */
     unsigned workers;            /* x-perf max-workers, capped */
     uint64_t cursor;             /* job thread: where next() looks */
     gboolean bitmap_done, torn_down;
+    gboolean claimed;            /* filter and target claimed */
 } BdBackupJob;
 
 static void backup_progress(void *opaque, uint64_t n)
@@ -85,14 +92,26 @@ static int backup_init_top(BdBackupJob *s)
 
 /* Job thread: the next marked run from the cursor, claimed under the
  * filter's job bracket (a drain of the filter waits for it). */
+/* The size of the next chunk (see BACKUP_CHUNK_BUFFER). */
+static uint64_t backup_chunk(BdBackupJob *s)
+{
+    uint64_t cs = bd_cbw_cluster_size(s->cbw);
+    uint64_t chunk = bd_cbw_copy_range_works(s->cbw) ? BACKUP_CHUNK_OFFLOAD
+                                                     : BACKUP_CHUNK_BUFFER;
+
+    chunk = MAX(chunk, cs);
+    return s->max_chunk ? MIN(chunk, s->max_chunk) : chunk;
+}
+
 static int backup_next(void *opaque, BdCopyChunk *c)
 {
     BdBackupJob *s = opaque;
     BdCbwClaim *claim = c->priv;
+    uint64_t chunk = backup_chunk(s);
 
     bd_cbw_job_begin(s->cbw);
-    if (!bd_cbw_claim(s->cbw, s->cursor, s->chunk, claim) &&
-        (s->cursor == 0 || !bd_cbw_claim(s->cbw, 0, s->chunk, claim))) {
+    if (!bd_cbw_claim(s->cbw, s->cursor, chunk, claim) &&
+        (s->cursor == 0 || !bd_cbw_claim(s->cbw, 0, chunk, claim))) {
         /* A failed chunk marks its clusters again: the cursor starts
          * over once before the job calls the bitmap done. */
         bd_cbw_job_end(s->cbw);
@@ -144,7 +163,9 @@ static int backup_loop(BdBackupJob *s)
         .opaque = s,
         .priv_size = sizeof(BdCbwClaim),
         .workers = s->workers,
-        .buf_size = MIN(s->chunk, (uint64_t)BACKUP_BUF_MAX),
+        .buf_size = MIN(MAX(backup_chunk(s),
+                            (uint64_t)BACKUP_CHUNK_BUFFER),
+                        (uint64_t)BACKUP_BUF_MAX),
         .on_source_error = s->on_source_error,
         .on_target_error = s->on_target_error,
         .ratelimit = TRUE,
@@ -257,6 +278,12 @@ static void backup_teardown(BdBackupJob *s)
         bd_cbw_set_progress(s->cbw, NULL, NULL);
     }
     g_clear_pointer(&s->drain_entry, bd_entry_free);
+    if (s->claimed) {
+        /* QEMU's job blockers on the filter and the target go. */
+        bd_chain_release(s->filter);
+        bd_chain_release(s->target);
+        s->claimed = FALSE;
+    }
     if (s->filter) {
         bd_cbw_drop(g_steal_pointer(&s->filter));
         s->cbw = NULL;
@@ -300,6 +327,7 @@ static const BdJobDriver backup_job_driver = {
     .type = "backup",
     .instance_size = sizeof(BdBackupJob),
     .is_block_job = TRUE,
+    .idle_while_running = TRUE,
     .run = backup_run,
     .commit = backup_commit,
     .abort = backup_abort,
@@ -311,6 +339,12 @@ static const BdJobDriver backup_job_driver = {
 
 static gboolean backup_check(const BdBackupParams *p, GError **errp)
 {
+    /* QEMU's BACKUP_SOURCE/BACKUP_TARGET op blockers: another job's
+     * nodes are refused. */
+    if (!bd_chain_check_busy(p->source, errp) ||
+        !bd_chain_check_busy(p->target, errp)) {
+        return FALSE;
+    }
     if (p->source == p->target) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Source and target cannot be the same");
@@ -413,10 +447,9 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
     s->on_source_error = p->on_source_error;
     s->on_target_error = p->on_target_error;
     s->len = (uint64_t)bd_node_getlength(p->source);
-    s->chunk = MAX(cs, (uint64_t)BACKUP_CHUNK_DEFAULT);
     s->workers = bd_copy_engine_workers(p->max_workers);
     if (p->max_chunk) {
-        s->chunk = MAX(cs, (uint64_t)p->max_chunk / cs * cs);
+        s->max_chunk = MAX(cs, (uint64_t)p->max_chunk / cs * cs);
     }
     s->drain_entry = bd_entry_new(filter, NULL, 0, BD_PERM_ALL, errp);
     if (!s->drain_entry ||
@@ -428,6 +461,12 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
         bd_job_early_fail(&s->common);
         return NULL;
     }
+    /* QEMU links the filter (the job's main node) and the target to
+     * the job, which blocks their deletion with the job's reason. */
+    bd_entry_set_job_link(s->drain_entry);
+    bd_chain_claim(filter, "backup");
+    bd_chain_claim(s->target, "backup");
+    s->claimed = TRUE;
     bd_cbw_set_progress(cbw, backup_progress, s);
     /* Known before the command returns, as in QEMU, where the job's
      * coroutine sets it before job_start() returns; the job thread

@@ -316,7 +316,7 @@ void bd_job_start(BdJob *job)
     g_assert(job->status == BD_JOB_STATUS_CREATED && !job->started);
     bd_mutex_lock(&job->lock);
     job->pause_count--;
-    job->busy = TRUE;
+    job->busy = !job->driver->idle_while_running;
     job->paused = FALSE;
     bd_mutex_unlock(&job->lock);
     job->started = TRUE;

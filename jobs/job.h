@@ -85,6 +85,9 @@ typedef struct {
     /* Block jobs appear in query-block-jobs, take block-job-* commands
      * and emit BLOCK_JOB_* events; "create" is not one. */
     gboolean is_block_job;
+    /* Not 'busy' while it runs (QEMU's backup, whose coroutine waits in
+     * job_yield() for its block-copy call from its first step on). */
+    gboolean idle_while_running;
 
     /* The work, on the job thread.  Returns 0 or -errno (then *errp may
      * be set; otherwise strerror is the message).  Must call
