@@ -48,7 +48,6 @@ typedef struct {
     BdEntry *drain_entry;        /* on the filter: drains reach the job */
     BdBackupSync sync;
     BdDirtyBitmap *sync_bitmap, *successor;
-    gboolean sync_bitmap_enabled;
     BdBitmapSyncMode bitmap_mode;
     BdOnError on_source_error, on_target_error;
     uint64_t len;
@@ -255,14 +254,12 @@ static void backup_sync_bitmap(BdBackupJob *s, int ret)
     s->bitmap_done = TRUE;
     sync = (ret == 0 || s->bitmap_mode == BD_BITMAP_SYNC_ALWAYS) &&
            s->bitmap_mode != BD_BITMAP_SYNC_NEVER;
-    bd_dirty_bitmap_set_busy(bm, FALSE);
     if (sync) {
-        bd_dirty_bitmap_clear(bm);          /* abdicate: B := S */
+        bd_dirty_bitmap_abdicate(bm);       /* B := S */
+    } else {
+        bd_dirty_bitmap_reclaim(bm);        /* B |= S */
     }
-    merge_into(bm, s->successor);           /* reclaim: B |= S */
-    bd_dirty_bitmap_release(s->successor);
     s->successor = NULL;
-    bd_dirty_bitmap_set_enabled(bm, s->sync_bitmap_enabled);
     if (ret < 0 && s->bitmap_mode == BD_BITMAP_SYNC_ALWAYS && s->cbw) {
         merge_into(bm, bd_cbw_copy_bitmap(s->cbw));
     }
@@ -389,17 +386,13 @@ static gboolean backup_check(const BdBackupParams *p, GError **errp)
 static gboolean backup_freeze_bitmap(BdBackupJob *s, BdDirtyBitmap *bm,
                                      GError **errp)
 {
-    s->successor = bd_dirty_bitmap_create(bd_dirty_bitmap_node(bm),
-                                          bd_dirty_bitmap_granularity(bm),
-                                          NULL, errp);
+    /* Linked as the bitmap's successor, so that queries show the
+     * bitmap 'recording' through it, as QEMU's do. */
+    s->successor = bd_dirty_bitmap_create_successor(bm, errp);
     if (!s->successor) {
         return FALSE;
     }
     s->sync_bitmap = bm;
-    s->sync_bitmap_enabled = bd_dirty_bitmap_enabled(bm);
-    bd_dirty_bitmap_set_enabled(s->successor, s->sync_bitmap_enabled);
-    bd_dirty_bitmap_set_enabled(bm, FALSE);
-    bd_dirty_bitmap_set_busy(bm, TRUE);
     return TRUE;
 }
 
