@@ -30,10 +30,19 @@ static int64_t node_allocated_size(BdNode *node)
     return node->children->len ? sum : -1;
 }
 
+/* What QEMU shows below a node in its image chain and counts in
+ * backing_file_depth: a filter's child, else the backing. */
+static BdNode *node_chain_next(BdNode *node)
+{
+    BdChild *f = bd_node_filtered_child(node);
+
+    return f ? f->node : bd_node_backing(node);
+}
+
 static GVariant *node_image_info(BdNode *node, gboolean with_backing)
 {
     GVariantDict image;
-    BdNode *backing = bd_node_backing(node);
+    BdNode *below = node_chain_next(node);
     int64_t actual = node_allocated_size(node);
 
     g_variant_dict_init(&image, NULL);
@@ -44,16 +53,15 @@ static GVariant *node_image_info(BdNode *node, gboolean with_backing)
     if (actual >= 0) {
         g_variant_dict_insert(&image, "actual-size", "x", actual);
     }
-    if (backing) {
-        g_variant_dict_insert(&image, "backing-filename", "s",
-                              backing->filename);
-    }
+    /* backing-filename and the like come from the image's own header
+     * (query_image_info), as QEMU's: a backing node given by the user
+     * does not show there. */
     if (node->drv->query_image_info) {
         node->drv->query_image_info(node, &image);
     }
-    if (backing && with_backing) {
+    if (below && with_backing) {
         g_variant_dict_insert_value(&image, "backing-image",
-                                    node_image_info(backing, TRUE));
+                                    node_image_info(below, TRUE));
     }
     return g_variant_dict_end(&image);
 }
@@ -80,7 +88,10 @@ GVariant *bd_node_query_info(BdNode *node, gboolean flat)
     GVariantDict info, cache;
     int depth = 0;
 
-    for (BdNode *b = bd_node_backing(node); b; b = bd_node_backing(b)) {
+    /* As QEMU: every layer below, filters included, and nothing when
+     * flat (the count stops with the chain it describes). */
+    for (BdNode *b = flat ? NULL : node_chain_next(node); b;
+         b = node_chain_next(b)) {
         depth++;
     }
     g_variant_dict_init(&cache, NULL);

@@ -736,6 +736,29 @@ static gboolean qcow2_has_default_backing(BdNode *node)
 
 /* --- queries --- */
 
+/* QEMU's bdrv_get_full_backing_filename(): the header's name taken from
+ * the directory of the image file unless it is absolute or has a
+ * protocol prefix; NULL when that directory is unknown. */
+static char *qcow2_full_backing_filename(Qcow2State *s)
+{
+    const char *name = s->h.backing_file;
+    const char *colon = strchr(name, ':');
+    const char *slash = strchr(name, '/');
+    const char *file = s->file ? s->file->node->filename : NULL;
+    const char *last;
+
+    if (g_path_is_absolute(name) || (colon && (!slash || colon < slash))) {
+        return g_strdup(name);
+    }
+    if (!file || g_str_has_prefix(file, "json:")) {
+        return NULL;
+    }
+    last = strrchr(file, '/');
+    return last ? g_strdup_printf("%.*s%s", (int)(last - file + 1), file,
+                                  name)
+                : g_strdup(name);
+}
+
 static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
 {
     BD_GLOBAL_STATE_CODE();
@@ -772,13 +795,16 @@ static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
                           (gint64)s->cluster_size);
     g_variant_dict_insert(image, "dirty-flag", "b",
                           !!(s->h.incompatible & QCOW2_INCOMPAT_DIRTY));
-    /* As QEMU: the name as the header has it, and where it led. */
-    if (s->h.backing_file && bd_node_backing(node) &&
-        s->backing_from_header) {
+    /* As QEMU: the name as the header has it and where it leads from
+     * the image's directory, whatever backing node is attached. */
+    if (s->h.backing_file) {
+        g_autofree char *full = qcow2_full_backing_filename(s);
+
         g_variant_dict_insert(image, "backing-filename", "s",
                               s->h.backing_file);
-        g_variant_dict_insert(image, "full-backing-filename", "s",
-                              bd_node_backing(node)->filename);
+        if (full) {
+            g_variant_dict_insert(image, "full-backing-filename", "s", full);
+        }
     }
     if (s->h.backing_format) {
         g_variant_dict_insert(image, "backing-filename-format", "s",
