@@ -20,6 +20,10 @@ struct BdEntry {
     gint quiesce;           /* > 0: drained, admit nothing */
     gboolean allow_beyond_eof;
     gboolean job_link;      /* QEMU's child_job, not a BlockBackend */
+    /* Told when a drained section begins and ends over the handle
+     * (main thread; a job pauses, as QEMU's child_job does). */
+    void (*drain_notify)(void *opaque, gboolean begin);
+    void *drain_opaque;
     BdMutex lock;           /* only for the sleeps on cond */
     GCond cond;
 };
@@ -168,6 +172,16 @@ gboolean bd_entry_is_job_link(const BdEntry *entry)
     return entry->job_link;
 }
 
+void bd_entry_set_drain_notify(BdEntry *entry,
+                               void (*fn)(void *opaque, gboolean begin),
+                               void *opaque)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    entry->drain_notify = fn;
+    entry->drain_opaque = opaque;
+}
+
 /* --- admission and drain --- */
 
 /* Raise in-flight first, then look at quiesce; the drainer does the
@@ -302,12 +316,14 @@ static void collect_nodes_below(BdNode *node, GHashTable *seen,
  * are told to let them go, so the wait below always ends: those below
  * the entries, and below the drained node itself, whose own I/O (a
  * filter's background copy) may have no entry above it. */
-static GPtrArray *drain_notify_nodes(GPtrArray *entries, BdNode *node)
+static GPtrArray *drain_notify_nodes(GPtrArray *entries, GPtrArray *starts)
 {
     g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
     GPtrArray *nodes = g_ptr_array_new();
 
-    collect_nodes_below(node, seen, nodes);
+    for (guint i = 0; i < starts->len; i++) {
+        collect_nodes_below(starts->pdata[i], seen, nodes);
+    }
     for (guint i = 0; i < entries->len; i++) {
         BdEntry *e = entries->pdata[i];
         if (e->root) {
@@ -323,12 +339,10 @@ static GPtrArray *drain_notify_nodes(GPtrArray *entries, BdNode *node)
     return nodes;
 }
 
-BdDrainSection *bd_drained_begin(BdNode *node)
+/* Drain 'entries' (taken) and the nodes below them and below 'starts'. */
+static BdDrainSection *section_begin(GPtrArray *entries, GPtrArray *starts)
 {
-    BD_GLOBAL_STATE_CODE();
-
     BdDrainSection *section = g_new0(BdDrainSection, 1);
-    GPtrArray *entries = entries_above(node);
 
     section->entries = entries;
     /* Stop admission everywhere first, then wait: waiting one by one
@@ -337,7 +351,13 @@ BdDrainSection *bd_drained_begin(BdNode *node)
         BdEntry *e = entries->pdata[i];
         g_atomic_int_inc(&e->quiesce);
     }
-    section->nodes = drain_notify_nodes(entries, node);
+    for (guint i = 0; i < entries->len; i++) {
+        BdEntry *e = entries->pdata[i];
+        if (e->drain_notify) {
+            e->drain_notify(e->drain_opaque, TRUE);
+        }
+    }
+    section->nodes = drain_notify_nodes(entries, starts);
     for (guint i = 0; i < entries->len; i++) {
         BdEntry *e = entries->pdata[i];
         bd_mutex_lock(&e->lock);
@@ -355,6 +375,30 @@ BdDrainSection *bd_drained_begin(BdNode *node)
     return section;
 }
 
+BdDrainSection *bd_drained_begin(BdNode *node)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    g_autoptr(GPtrArray) starts = g_ptr_array_new();
+
+    g_ptr_array_add(starts, node);
+    return section_begin(entries_above(node), starts);
+}
+
+BdDrainSection *bd_drained_begin_all(void)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
+    GPtrArray *entries = g_ptr_array_new();
+    GPtrArray *all = bd_node_list();
+
+    for (guint i = 0; i < all->len; i++) {
+        collect_entries(all->pdata[i], seen, entries);
+    }
+    return section_begin(entries, all);
+}
+
 void bd_drained_end(BdDrainSection *section)
 {
     BD_GLOBAL_STATE_CODE();
@@ -369,6 +413,12 @@ void bd_drained_end(BdDrainSection *section)
     g_ptr_array_unref(section->nodes);
     for (guint i = 0; i < section->entries->len; i++) {
         bd_entry_drained_end(section->entries->pdata[i]);
+    }
+    for (guint i = 0; i < section->entries->len; i++) {
+        BdEntry *e = section->entries->pdata[i];
+        if (e->drain_notify) {
+            e->drain_notify(e->drain_opaque, FALSE);
+        }
     }
     g_ptr_array_unref(section->entries);
     g_free(section);

@@ -41,6 +41,12 @@ void bd_entry_set_allow_beyond_eof(BdEntry *entry, gboolean allow);
  * of that node then reports the job's claim, not "Node X is in use". */
 void bd_entry_set_job_link(BdEntry *entry);
 gboolean bd_entry_is_job_link(const BdEntry *entry);
+/* Call fn(opaque, TRUE) when a drained section (bd_drained_begin*)
+ * quiesces the handle and fn(opaque, FALSE) when it ends.  Main
+ * thread; fn may not change the graph. */
+void bd_entry_set_drain_notify(BdEntry *entry,
+                               void (*fn)(void *opaque, gboolean begin),
+                               void *opaque);
 
 /* Length of the node in bytes, or -errno. */
 int64_t bd_entry_getlength(BdEntry *entry);
@@ -91,6 +97,8 @@ int bd_entry_allocation_depth(BdEntry *entry, uint64_t offset,
  * resumed by mistake; no handle it holds may be freed before its end. */
 typedef struct BdDrainSection BdDrainSection;
 BdDrainSection *bd_drained_begin(BdNode *node);
+/* Every handle of the graph (QEMU's bdrv_drain_all_begin). */
+BdDrainSection *bd_drained_begin_all(void);
 void bd_drained_end(BdDrainSection *section);
 void bd_entry_drained_begin(BdEntry *entry);
 void bd_entry_drained_end(BdEntry *entry);

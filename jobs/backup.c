@@ -457,6 +457,7 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
     /* QEMU links the filter (the job's main node) and the target to
      * the job, which blocks their deletion with the job's reason. */
     bd_entry_set_job_link(s->drain_entry);
+    bd_entry_set_drain_notify(s->drain_entry, bd_job_drain_notify, s);
     bd_chain_claim(filter, "backup");
     bd_chain_claim(s->target, "backup");
     s->claimed = TRUE;

@@ -57,8 +57,10 @@ static gboolean paused_cb(gpointer opaque)
 
     BdJob *job = opaque;
 
+    /* Parked and still asked to pause: a drain that has ended since
+     * (bd_job_drain_notify) leaves the status alone. */
     bd_mutex_lock(&job->lock);
-    gboolean parked = job->paused;
+    gboolean parked = job->paused && job->pause_count > 0;
     bd_mutex_unlock(&job->lock);
     if (parked && job->status == BD_JOB_STATUS_RUNNING) {
         bd_job_transition(job, BD_JOB_STATUS_PAUSED);
