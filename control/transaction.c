@@ -8,6 +8,7 @@
 #include <string.h>
 #include "control/transaction.h"
 #include "control/cmd-bitmap.h"
+#include "graph/entry.h"
 #include "graph/error.h"
 #include "graph/main-thread.h"
 
@@ -152,6 +153,7 @@ gboolean bd_txn_run(GVariant *args, GError **errp)
     gboolean ok = TRUE;
 
     bd_schema_decode(schema->fields, args, &a);
+    bd_txn_drain_all();
     n = a.actions ? g_variant_n_children(a.actions) : 0;
     acts = g_new0(BdTxnAction, MAX(n, 1));
     txn.grouped = a.properties.completion_mode == COMPLETION_GROUPED;
@@ -197,6 +199,35 @@ gboolean bd_txn_run(GVariant *args, GError **errp)
         txn.job_txn_unref(txn.job_txn);
     }
     bd_schema_clear(schema->fields, &a);
+    return ok;
+}
+
+void bd_txn_drain_all(void)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    bd_drained_end(bd_drained_begin_all());
+}
+
+gboolean bd_txn_run_one(const BdTxnActionOps *ops, GVariant *data,
+                        GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    BdTransaction txn = { 0 };
+    BdTxnAction a = { .ops = ops, .txn = &txn };
+    gboolean ok;
+
+    bd_txn_drain_all();
+    ok = ops->prepare(&a, data, errp);
+    if (ok && ops->commit) {
+        ops->commit(&a);
+    } else if (!ok && ops->abort) {
+        ops->abort(&a);
+    }
+    if (ops->clean) {
+        ops->clean(&a);
+    }
     return ok;
 }
 

@@ -5,8 +5,8 @@ query-jobs fields after creation, while paused and after completion;
 blockdev-del of nodes under jobs and their filters; a sync bitmap's
 'recording' and 'busy' during a backup; job-complete in standby;
 resetting the file driver's drop-cache on reopen; backing_file_depth and
-the image chain through filters.  Every test also passes with
-BLOCKD_REFERENCE=1."""
+the image chain through filters; jobs paused by drains.  Every test
+also passes with BLOCKD_REFERENCE=1."""
 
 import os
 import sys
@@ -82,6 +82,10 @@ def test_backup_fields():
                             'auto-dismiss': False}, 'right after creation')
         if info['offset'] not in (0, MiB):
             raise AssertionError('offset after creation: %d' % info['offset'])
+        # Started with its source drained (blockdev-backup is a
+        # transaction): paused until the command is done.
+        assert_eq(q.wait_job_status('j', 'running') + q.wait_job_status('j', 'running'),
+                  ['created', 'running', 'paused', 'running'], 'status changes')
         # The first step copies one 1 MiB chunk; the speed holds the next.
         bt.wait_for(lambda: block_job(q, 'j')['offset'] == MiB, 30, 'first chunk')
         check_fields(job_info(q, 'j'), {'type': 'backup', 'status': 'running',
@@ -165,6 +169,64 @@ def test_mirror_complete_in_standby():
         q.wait_job_status('m', 'null')
         d.stop()
         run(['qemu-img', 'compare', '-f', 'raw', '-F', 'raw', src, dst])
+
+
+# --- 5. jobs paused while drained ---
+
+def test_drained_jobs_pause():
+    """QEMU pauses the jobs linked to a drained node and shows it:
+    'paused' (or 'standby' after ready), then back.  A transaction (and
+    blockdev-backup, which is one) drains everything first; a backup
+    starts with its source drained; a reopen drains its node; a job the
+    user paused shows nothing more."""
+    with Daemon() as d:
+        for n in ('src', 'dst', 'b', 'c', 'u'):
+            bt.make_image(d.path(n + '.raw'), 16 * MiB, pattern=1 if n in ('src', 'b') else None)
+        for n in ('src', 'dst', 'b', 'c', 'u'):
+            d.args += file_node(n, d.path(n + '.raw'))
+        d.start()
+        q = d.qmp()
+        seen = {'mj': [], 'bk': []}
+
+        def follow(job, *statuses):
+            for st in statuses:
+                ev = q.wait_event('JOB_STATUS_CHANGE', 30, match={'id': job})
+                seen[job].append(ev['data']['status'])
+
+        q.execute('blockdev-mirror', {'job-id': 'mj', 'device': 'src', 'target': 'dst',
+                                      'sync': 'full'})
+        follow('mj', 'created', 'running', 'ready')
+        q.execute('blockdev-backup', {'job-id': 'bk', 'device': 'b', 'target': 'c',
+                                      'sync': 'full', 'speed': 1})
+        follow('mj', 'standby', 'ready')
+        follow('bk', 'created', 'running', 'paused', 'running')
+        q.execute('transaction', {'actions': [{'type': 'block-dirty-bitmap-add',
+                                               'data': {'node': 'b', 'name': 'x'}}]})
+        follow('mj', 'standby', 'ready')
+        follow('bk', 'paused', 'running')
+        q.execute('blockdev-reopen', {'options': [{'driver': 'file', 'node-name': 'src',
+                                                   'filename': d.path('src.raw')}]})
+        follow('mj', 'standby', 'ready')
+        q.execute('blockdev-reopen', {'options': [{'driver': 'file', 'node-name': 'u',
+                                                   'filename': d.path('u.raw')}]})
+        q.execute('job-pause', {'id': 'bk'})
+        follow('bk', 'paused')
+        q.execute('transaction', {'actions': [{'type': 'block-dirty-bitmap-add',
+                                               'data': {'node': 'b', 'name': 'y'}}]})
+        follow('mj', 'standby', 'ready')
+        assert_eq(block_job(q, 'bk')['status'], 'paused', 'still paused by the user')
+        q.execute('job-resume', {'id': 'bk'})
+        follow('bk', 'running')
+        q.execute('job-cancel', {'id': 'bk'})
+        q.execute('job-cancel', {'id': 'mj'})
+        seen['bk'] += q.wait_job_status('bk', 'null')
+        seen['mj'] += q.wait_job_status('mj', 'null')
+        # Nothing else happened on the way (the reopen of 'u' paused no job).
+        assert_eq(seen, {
+            'mj': ['created', 'running', 'ready', 'standby', 'ready', 'standby', 'ready',
+                   'standby', 'ready', 'standby', 'ready', 'aborting', 'concluded', 'null'],
+            'bk': ['created', 'running', 'paused', 'running', 'paused', 'running', 'paused',
+                   'running', 'aborting', 'concluded', 'null']}, 'status changes')
 
 
 # --- 2. blockdev-del under jobs ---
