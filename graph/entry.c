@@ -26,7 +26,22 @@ struct BdEntry {
     void *drain_opaque;
     BdMutex lock;           /* only for the sleeps on cond */
     GCond cond;
+    /* Main thread: the owner's reference and one per drained section
+     * holding the handle; bd_entry_free() detaches it at once and the
+     * memory goes with the last reference, so a section may end after
+     * its owner freed a handle (a job cancelled inside a transaction). */
+    int refcnt;
 };
+
+static void entry_unref(BdEntry *entry)
+{
+    if (--entry->refcnt > 0) {
+        return;
+    }
+    bd_mutex_destroy(&entry->lock);
+    g_cond_clear(&entry->cond);
+    g_free(entry);
+}
 
 BdEntry *bd_entry_new(BdNode *node, const char *owner, uint64_t perm,
                       uint64_t shared, GError **errp)
@@ -39,6 +54,7 @@ BdEntry *bd_entry_new(BdNode *node, const char *owner, uint64_t perm,
     bd_mutex_init(&entry->lock);
     g_cond_init(&entry->cond);
     entry->owner = g_strdup(owner);
+    entry->refcnt = 1;
     entry->root = root;
     root->name = g_strdup("root");
     root->entry = entry;
@@ -85,11 +101,10 @@ void bd_entry_free(BdEntry *entry)
     bd_entry_drained_begin(entry);
     entry_detach(entry);
     g_free(entry->root->name);
-    g_free(entry->root);
-    g_free(entry->owner);
-    bd_mutex_destroy(&entry->lock);
-    g_cond_clear(&entry->cond);
-    g_free(entry);
+    g_clear_pointer(&entry->root, g_free);
+    g_clear_pointer(&entry->owner, g_free);
+    entry->drain_notify = NULL;
+    entry_unref(entry);
 }
 
 BdNode *bd_entry_node(BdEntry *entry)
@@ -349,6 +364,7 @@ static BdDrainSection *section_begin(GPtrArray *entries, GPtrArray *starts)
      * would let requests keep entering the others meanwhile. */
     for (guint i = 0; i < entries->len; i++) {
         BdEntry *e = entries->pdata[i];
+        e->refcnt++;
         g_atomic_int_inc(&e->quiesce);
     }
     for (guint i = 0; i < entries->len; i++) {
@@ -419,6 +435,7 @@ void bd_drained_end(BdDrainSection *section)
         if (e->drain_notify) {
             e->drain_notify(e->drain_opaque, FALSE);
         }
+        entry_unref(e);
     }
     g_ptr_array_unref(section->entries);
     g_free(section);
