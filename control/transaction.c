@@ -8,9 +8,9 @@
 #include <string.h>
 #include "control/transaction.h"
 #include "control/cmd-bitmap.h"
-#include "graph/entry.h"
 #include "graph/error.h"
 #include "graph/main-thread.h"
+#include "jobs/job.h"
 
 /* --- the action table and the schema built from it --- */
 
@@ -202,11 +202,33 @@ gboolean bd_txn_run(GVariant *args, GError **errp)
     return ok;
 }
 
+/* What clients see of QEMU's bdrv_drain_all() there: every block job
+ * pauses and resumes.  The exports are not held back: blockd drains
+ * only what a change touches (DESIGN: a drain of one disk must not
+ * pause the others), and nothing changes here. */
 void bd_txn_drain_all(void)
 {
     BD_GLOBAL_STATE_CODE();
 
-    bd_drained_end(bd_drained_begin_all());
+    GPtrArray *list = bd_job_list();
+    g_autoptr(GPtrArray) jobs = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)bd_job_unref);
+
+    for (guint i = 0; i < list->len; i++) {
+        g_ptr_array_add(jobs, bd_job_ref(list->pdata[i]));
+    }
+    for (guint i = 0; i < jobs->len; i++) {
+        BdJob *job = jobs->pdata[i];
+        if (job->driver->is_block_job) {
+            bd_job_drain_notify(job, TRUE);
+        }
+    }
+    for (guint i = 0; i < jobs->len; i++) {
+        BdJob *job = jobs->pdata[i];
+        if (job->driver->is_block_job) {
+            bd_job_drain_notify(job, FALSE);
+        }
+    }
 }
 
 gboolean bd_txn_run_one(const BdTxnActionOps *ops, GVariant *data,

@@ -79,8 +79,9 @@ gboolean bd_txn_run(GVariant *args, GError **errp);
  * transaction of one. */
 gboolean bd_txn_run_one(const BdTxnActionOps *ops, GVariant *data,
                         GError **errp);
-/* QEMU's qmp_transaction starts with bdrv_drain_all(): every job
- * pauses and resumes (JOB_STATUS_CHANGE paused/running). */
+/* QEMU's qmp_transaction starts with bdrv_drain_all(): every block job
+ * pauses and resumes (JOB_STATUS_CHANGE paused/running); the exports
+ * are not held back. */
 void bd_txn_drain_all(void);
 
 #endif

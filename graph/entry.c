@@ -401,20 +401,6 @@ BdDrainSection *bd_drained_begin(BdNode *node)
     return section_begin(entries_above(node), starts);
 }
 
-BdDrainSection *bd_drained_begin_all(void)
-{
-    BD_GLOBAL_STATE_CODE();
-
-    g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
-    GPtrArray *entries = g_ptr_array_new();
-    GPtrArray *all = bd_node_list();
-
-    for (guint i = 0; i < all->len; i++) {
-        collect_entries(all->pdata[i], seen, entries);
-    }
-    return section_begin(entries, all);
-}
-
 void bd_drained_end(BdDrainSection *section)
 {
     BD_GLOBAL_STATE_CODE();

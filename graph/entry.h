@@ -97,8 +97,6 @@ int bd_entry_allocation_depth(BdEntry *entry, uint64_t offset,
  * resumed by mistake; no handle it holds may be freed before its end. */
 typedef struct BdDrainSection BdDrainSection;
 BdDrainSection *bd_drained_begin(BdNode *node);
-/* Every handle of the graph (QEMU's bdrv_drain_all_begin). */
-BdDrainSection *bd_drained_begin_all(void);
 void bd_drained_end(BdDrainSection *section);
 void bd_entry_drained_begin(BdEntry *entry);
 void bd_entry_drained_end(BdEntry *entry);
