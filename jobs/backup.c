@@ -382,26 +382,20 @@ static gboolean backup_check(const BdBackupParams *p, GError **errp)
     return TRUE;
 }
 
-/* Freeze the sync bitmap; a successor records writes meanwhile. */
-static gboolean backup_freeze_bitmap(BdBackupJob *s, BdDirtyBitmap *bm,
-                                     GError **errp)
-{
-    /* Linked as the bitmap's successor, so that queries show the
-     * bitmap 'recording' through it, as QEMU's do. */
-    s->successor = bd_dirty_bitmap_create_successor(bm, errp);
-    if (!s->successor) {
-        return FALSE;
-    }
-    s->sync_bitmap = bm;
-    return TRUE;
-}
-
 BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
                             GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
     if (!backup_check(p, errp)) {
+        return NULL;
+    }
+    /* Freeze the sync bitmap first, as QEMU does: a successor, linked
+     * so that queries show the bitmap 'recording' through it, records
+     * writes meanwhile.  Until the job owns it, a failure reclaims it. */
+    BdDirtyBitmap *successor = NULL;
+    if (p->bitmap &&
+        !(successor = bd_dirty_bitmap_create_successor(p->bitmap, errp))) {
         return NULL;
     }
     BdCbwAppendOptions copts = {
@@ -413,6 +407,9 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
     };
     BdNode *filter = bd_cbw_append(p->source, p->target, &copts, errp);
     if (!filter) {
+        if (successor) {
+            bd_dirty_bitmap_reclaim(p->bitmap);
+        }
         return NULL;
     }
     BdCbw *cbw = bd_cbw_state(filter);
@@ -422,6 +419,9 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
                     "Required max-chunk (%" PRIi64 ") is less than backup "
                     "cluster size (%" PRIu64 ")", p->max_chunk, cs);
         bd_cbw_drop(filter);
+        if (successor) {
+            bd_dirty_bitmap_reclaim(p->bitmap);
+        }
         return NULL;
     }
     BdBackupJob *s = (BdBackupJob *)bd_job_create(&backup_job_driver,
@@ -429,7 +429,14 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
                                                   p->auto_dismiss, txn, errp);
     if (!s) {
         bd_cbw_drop(filter);
+        if (successor) {
+            bd_dirty_bitmap_reclaim(p->bitmap);
+        }
         return NULL;
+    }
+    if (successor) {
+        s->sync_bitmap = p->bitmap;
+        s->successor = successor;
     }
     s->filter = filter;
     s->cbw = cbw;
@@ -445,8 +452,7 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
         s->max_chunk = MAX(cs, (uint64_t)p->max_chunk / cs * cs);
     }
     s->drain_entry = bd_entry_new(filter, NULL, 0, BD_PERM_ALL, errp);
-    if (!s->drain_entry ||
-        (p->bitmap && !backup_freeze_bitmap(s, p->bitmap, errp))) {
+    if (!s->drain_entry) {
         bd_job_early_fail(&s->common);
         return NULL;
     }

@@ -325,6 +325,14 @@ def bitmap_of(q, node, name):
     raise AssertionError('bitmap %s not on %s' % (name, node))
 
 
+def anonymous_bitmaps(q, node):
+    for n in q.execute('query-named-block-nodes'):
+        if n['node-name'] == node:
+            return [(b['recording'], b['busy'], b['count'])
+                    for b in n.get('dirty-bitmaps', []) if 'name' not in b]
+    raise AssertionError('no node ' + node)
+
+
 def test_sync_bitmap_recording():
     """The bitmap of an incremental backup is busy and still 'recording'
     (through its successor); user operations on it are refused; after the
@@ -346,14 +354,28 @@ def test_sync_bitmap_recording():
         check_fields(bitmap_of(q, 'src', 'b0'), {'busy': False, 'recording': True,
                                                  'count': 8 * MiB}, 'before')
         q.execute('blockdev-backup', {'job-id': 'j', 'device': 'src', 'target': 'dst',
-                                      'sync': 'incremental', 'bitmap': 'b0', 'speed': 1})
+                                      'sync': 'incremental', 'bitmap': 'b0', 'speed': 1,
+                                      'filter-node-name': 'bf'})
         check_fields(bitmap_of(q, 'src', 'b0'), {'busy': True, 'recording': True,
                                                  'count': 8 * MiB}, 'during')
+        # The job's own bitmaps, newest first: on the source the copy
+        # bitmap (what is left of the 8 MiB) and the successor; on the
+        # filter the snapshot view's (all readable, nothing done yet).
+        copy, succ = anonymous_bitmaps(q, 'src')
+        assert_eq((copy[:2], succ), ((False, False), (True, False, 0)), 'source bitmaps')
+        if copy[2] not in (8 * MiB, 7 * MiB):
+            raise AssertionError('copy bitmap count %d' % copy[2])
+        assert_eq(anonymous_bitmaps(q, 'bf'), [(False, False, 64 * MiB), (False, False, 0)],
+                  'filter bitmaps')
         check_fields(bitmap_of(q, 'src', 'off'), {'busy': False, 'recording': False},
                      'other bitmap')
         run(['qemu-io', '-f', 'raw', '-c', 'write -P 8 32M 1M', d.uri()])
-        # The frozen bitmap does not change; its successor takes the write.
+        # The frozen bitmap does not change; its successor takes the write,
+        # after the filter copied the old data (done).
         assert_eq(bitmap_of(q, 'src', 'b0')['count'], 8 * MiB, 'frozen count')
+        assert_eq(anonymous_bitmaps(q, 'src')[1], (True, False, MiB), 'successor')
+        assert_eq(anonymous_bitmaps(q, 'bf'), [(False, False, 64 * MiB), (False, False, MiB)],
+                  'filter bitmaps after a write')
         in_use = "Bitmap 'b0' is currently in use by another operation and cannot be used"
         for cmd, args in [('block-dirty-bitmap-disable', {'node': 'src', 'name': 'b0'}),
                           ('block-dirty-bitmap-clear', {'node': 'src', 'name': 'b0'}),
@@ -368,6 +390,7 @@ def test_sync_bitmap_recording():
         q.wait_job_status('j', 'null')
         check_fields(bitmap_of(q, 'src', 'b0'), {'busy': False, 'recording': True,
                                                  'count': 9 * MiB}, 'after')
+        assert_eq(anonymous_bitmaps(q, 'src'), [], 'no bitmap of the job left')
 
 
 # --- 7. drop-cache on reopen ---
