@@ -39,14 +39,24 @@ static BdNode *node_chain_next(BdNode *node)
     return f ? f->node : bd_node_backing(node);
 }
 
+/* The node's file name as queries show it (see query_filename). */
+static char *node_filename(BdNode *node)
+{
+    char *name = node->drv->query_filename
+                 ? node->drv->query_filename(node) : NULL;
+
+    return name ? name : g_strdup(node->filename);
+}
+
 static GVariant *node_image_info(BdNode *node, gboolean with_backing)
 {
     GVariantDict image;
     BdNode *below = node_chain_next(node);
     int64_t actual = node_allocated_size(node);
+    g_autofree char *filename = node_filename(node);
 
     g_variant_dict_init(&image, NULL);
-    g_variant_dict_insert(&image, "filename", "s", node->filename);
+    g_variant_dict_insert(&image, "filename", "s", filename);
     g_variant_dict_insert(&image, "format", "s", node->drv->name);
     g_variant_dict_insert(&image, "virtual-size", "x",
                           bd_node_getlength(node));
@@ -99,14 +109,17 @@ GVariant *bd_node_query_info(BdNode *node, gboolean flat)
     g_variant_dict_insert(&cache, "direct", "b", node->cache_direct);
     g_variant_dict_insert(&cache, "no-flush", "b", node->cache_no_flush);
 
+    g_autofree char *filename = node_filename(node);
+
     g_variant_dict_init(&info, NULL);
-    g_variant_dict_insert(&info, "file", "s", node->filename);
+    g_variant_dict_insert(&info, "file", "s", filename);
     g_variant_dict_insert(&info, "node-name", "s", node->node_name);
     g_variant_dict_insert(&info, "ro", "b", node->read_only);
     g_variant_dict_insert(&info, "drv", "s", node->drv->name);
     if (bd_node_backing(node)) {
-        g_variant_dict_insert(&info, "backing_file", "s",
-                              bd_node_backing(node)->filename);
+        g_autofree char *bf = node_filename(bd_node_backing(node));
+
+        g_variant_dict_insert(&info, "backing_file", "s", bf);
     }
     g_variant_dict_insert(&info, "backing_file_depth", "x", (gint64)depth);
     g_variant_dict_insert(&info, "encrypted", "b", FALSE);

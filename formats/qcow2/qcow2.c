@@ -24,6 +24,7 @@
 #include "formats/qcow2/backing.h"
 #include "formats/qcow2/qcow2.h"
 #include "formats/filename.h"
+#include "formats/json-filename.h"
 #include "formats/registry.h"
 #include "formats/qcow2/create-qapi.h"
 
@@ -464,6 +465,7 @@ static gboolean open_backing(BdNode *node, Qcow2State *s,
     g_autoptr(GVariant) ref = NULL;
 
     if (o->has_backing) {
+        s->auto_backing_file = g_strdup(s->h.backing_file);
         return bd_node_open_child(node, o->backing, "backing", BD_CHILD_COW,
                                   TRUE, errp) != NULL || !errp || !*errp;
     }
@@ -486,6 +488,7 @@ static gboolean open_backing(BdNode *node, Qcow2State *s,
         g_prefix_error(errp, "Could not open backing file: ");
         return FALSE;
     }
+    s->auto_backing_file = g_strdup(bd_node_backing(node)->filename);
     return TRUE;
 }
 
@@ -525,6 +528,7 @@ static void qcow2_close(BdNode *node)
     g_free(s->reftable);
     qcow2_snapshots_free(s);
     qcow2_header_clear(&s->h);
+    g_free(s->auto_backing_file);
     if (s->inflight) {
         g_ptr_array_unref(s->inflight);
     }
@@ -736,6 +740,31 @@ static gboolean qcow2_has_default_backing(BdNode *node)
 
 /* --- queries --- */
 
+static gboolean qcow2_backing_overridden(BdNode *node)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    Qcow2State *s = node->opaque;
+    BdNode *backing = bd_node_backing(node);
+
+    if (backing) {
+        return g_strcmp0(s->auto_backing_file ? s->auto_backing_file : "",
+                         backing->filename) != 0;
+    }
+    return s->auto_backing_file && s->auto_backing_file[0];
+}
+
+static char *qcow2_query_filename(BdNode *node)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    Qcow2State *s = node->opaque;
+
+    return qcow2_backing_overridden(node) ||
+           !bd_formats_child_name_passes(s->file->node)
+           ? bd_formats_json_filename(node) : NULL;
+}
+
 /* QEMU's bdrv_get_full_backing_filename(): the header's name taken from
  * the directory of the image file unless it is absolute or has a
  * protocol prefix; NULL when that directory is unknown. */
@@ -862,6 +891,8 @@ const BdDriver bd_qcow2_driver = {
     .reopen_commit = qcow2_reopen_commit,
     .reopen_abort = qcow2_reopen_abort,
     .has_default_backing = qcow2_has_default_backing,
+    .backing_overridden = qcow2_backing_overridden,
+    .query_filename = qcow2_query_filename,
     .change_backing_file = bd_qcow2_change_backing_file,
     .open = qcow2_open,
     .close = qcow2_close,

@@ -486,6 +486,21 @@ def test_backing_depth_through_filters():
         for n in q.execute('query-named-block-nodes', {'flat': True}):
             assert_eq((n['backing_file_depth'], 'backing-image' in n['image']), (0, False),
                       n['node-name'] + ' flat')
+        # File names: the qcow2's backing is the one its header names, so
+        # it stays out of the filters' json:; raw over a filter (no
+        # protocol) shows json: of its own.
+        top_json = ('{"driver": "qcow2", "file": {"driver": "file", "filename": "%s"}}'
+                    % d.path('top.qcow2'))
+        thr_json = '{"throttle-group": "tg", "driver": "throttle", "file": %s}' % top_json
+        cor_json = '{"driver": "copy-on-read", "file": %s}' % thr_json
+        assert_eq({n: nodes[n]['file'] for n in ('top', 'thr', 'cor', 'cbw', 'rawtop')}, {
+            'top': d.path('top.qcow2'),
+            'thr': 'json:' + thr_json,
+            'cor': 'json:' + cor_json,
+            'cbw': 'json:' + cor_json,
+            'rawtop': 'json:{"driver": "raw", "file": {"driver": "copy-before-write", '
+                      '"file": %s, "target": {"driver": "file", "filename": "%s"}}}'
+                      % (cor_json, tgt)}, 'file names')
 
 
 def test_image_header_backing_names():
@@ -531,6 +546,18 @@ def test_image_header_backing_names():
                        (img.get('backing-filename'), img.get('full-backing-filename'),
                         img.get('backing-filename-format'))),
                       (backing_file, depth, names), name)
+        # A backing other than the header's (here: named relatively)
+        # makes the node a json: with its backing, or 'null' for none.
+        tfile = '"file": {"driver": "file", "filename": "%s"}' % top
+        qb = ('{"driver": "qcow2", "file": {"driver": "file", "filename": "%s"}}' % base)
+        qo = ('{"driver": "qcow2", "file": {"driver": "file", "filename": "%s"}}' % other)
+        assert_eq({n: nodes[n]['file'] for n in ('t1', 't2', 't3', 't4', 'o2')}, {
+            't1': top,
+            't2': 'json:{"backing": %s, "driver": "qcow2", %s}' % (qb, tfile),
+            't3': 'json:{"backing": %s, "driver": "qcow2", %s}' % (qo, tfile),
+            't4': 'json:{"backing": null, "driver": "qcow2", %s}' % tfile,
+            'o2': 'json:{"backing": %s, "driver": "qcow2", "file": {"driver": "file", '
+                  '"filename": "%s"}}' % (qb, other)}, 'file names')
 
 
 if __name__ == '__main__':
