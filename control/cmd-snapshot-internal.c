@@ -228,10 +228,6 @@ static gboolean internal_do(GVariant *args, InternalState **out,
     return TRUE;
 }
 
-static gboolean cmd_internal(GVariant *args, JsonNode **ret, GError **errp)
-{
-    return internal_do(args, NULL, errp);
-}
 
 static gboolean internal_prepare(BdTxnAction *a, GVariant *data,
                                  GError **errp)
@@ -314,6 +310,12 @@ static const BdTxnActionOps snapshot_actions[] = {
       .prepare = internal_prepare, .abort = internal_abort,
       .clean = internal_clean },
 };
+
+static gboolean cmd_internal(GVariant *args, JsonNode **ret, GError **errp)
+{
+    (void)ret;
+    return bd_txn_run_one(&snapshot_actions[0], args, errp);
+}
 
 static const BdQmpCommand snapshot_commands[] = {
     { "blockdev-snapshot-internal-sync", internal_fn, FALSE, NULL,

@@ -83,6 +83,9 @@ typedef struct {
     BdNode *old_node;      /* a reference */
     BdNode *new_node;      /* a reference, or NULL */
     gboolean appended;
+    /* As QEMU's external_snapshot_prepare: the old node is drained from
+     * prepare to clean (its jobs show paused meanwhile). */
+    BdDrainSection *drained;
 } SnapState;
 
 /* QEMU's bdrv_lookup_bs: blockd has no named block backends, so a
@@ -184,6 +187,7 @@ static gboolean snapshot_prepare(SnapState *st, SnapArgs *a, GError **errp)
         return FALSE;
     }
     st->old_node = bd_node_ref(old);
+    st->drained = bd_drained_begin(old);
     if (!check_blockers(old, errp)) {
         return FALSE;
     }
@@ -261,6 +265,7 @@ static void snapshot_clean(SnapState *st)
 {
     /* A sync overlay nobody uses goes away, as in QEMU. */
     g_clear_pointer(&st->new_node, bd_node_unref);
+    g_clear_pointer(&st->drained, bd_drained_end);
     g_clear_pointer(&st->old_node, bd_node_unref);
 }
 
@@ -333,34 +338,18 @@ static const BdTxnActionOps snapshot_sync_action = {
 /* --- the commands: a transaction of one action, as QEMU's
  * blockdev_do_action --- */
 
-static gboolean run_one(const BdTxnActionOps *ops, GVariant *args,
-                        GError **errp)
-{
-    BdTransaction txn = { 0 };
-    BdTxnAction a = { .ops = ops, .txn = &txn };
-    gboolean ok = ops->prepare(&a, args, errp);
-
-    if (ok) {
-        ops->commit(&a);
-    } else {
-        ops->abort(&a);
-    }
-    ops->clean(&a);
-    return ok;
-}
-
 static gboolean blockdev_snapshot(GVariant *args, JsonNode **ret,
                                   GError **errp)
 {
     (void)ret;
-    return run_one(&snapshot_action, args, errp);
+    return bd_txn_run_one(&snapshot_action, args, errp);
 }
 
 static gboolean blockdev_snapshot_sync(GVariant *args, JsonNode **ret,
                                        GError **errp)
 {
     (void)ret;
-    return run_one(&snapshot_sync_action, args, errp);
+    return bd_txn_run_one(&snapshot_sync_action, args, errp);
 }
 
 static const BdQmpCommand snapshot_commands[] = {

@@ -92,7 +92,7 @@ static const BdSchemaField file_options[] = {
       .def.i = FILE_AIO_THREADS },
     { "aio-max-batch", &bd_schema_int, TRUE, .flags = BD_FIELD_IGNORED },
     { "drop-cache", &bd_schema_bool, TRUE,
-      .flags = BD_FIELD_IGNORED | BD_FIELD_MUTABLE },
+      .flags = BD_FIELD_IGNORED | BD_FIELD_MUTABLE | BD_FIELD_NO_RESET },
     { "x-check-cache-dropped", &bd_schema_bool, TRUE,
       .flags = BD_FIELD_IGNORED | BD_FIELD_MUTABLE },
     { NULL },

@@ -753,13 +753,22 @@ gboolean bd_node_monitor_del(const char *node_name, GError **errp)
                     "Failed to find node with node-name='%s'", node_name);
         return FALSE;
     }
+    /* QEMU's order: a BlockBackend, then the op blockers (a job's,
+     * added last, shadows a backing link's), then ownership and
+     * references. */
     for (GList *l = node->parents; l; l = l->next) {
         BdChild *c = l->data;
-        if (!c->parent) {
+        if (!c->parent && !bd_entry_is_job_link(c->entry)) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "Node %s is in use", node_name);
             return FALSE;
         }
+    }
+    if (node->claimed_by) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Node '%s' is busy: block device is in use by block "
+                    "job: %s", node_name, node->claimed_by);
+        return FALSE;
     }
     backing_parent = node_backing_parent(node);
     if (backing_parent) {

@@ -330,6 +330,16 @@ struct BdDriver {
     /* Whether the image names a backing file of its own (qcow2 header):
      * then reopen requires the 'backing' option.  NULL: no. */
     gboolean (*has_default_backing)(BdNode *node);
+    /* Whether the backing link is not the one the image names (QEMU's
+     * bdrv_backing_overridden): the node's options then include its
+     * backing ('null' when there is none) and it shows a json: file
+     * name in queries.  NULL: any backing link counts as given.  Main
+     * thread. */
+    gboolean (*backing_overridden)(BdNode *node);
+    /* The file name queries show now, newly allocated, or NULL for
+     * node->filename (QEMU refreshes file names when it answers a
+     * query).  Main thread. */
+    char *(*query_filename)(BdNode *node);
 
     /* blockdev-create: members of BlockdevCreateOptions<Name> other
      * than 'driver' ({NULL}-terminated; NULL: the driver cannot create

@@ -131,14 +131,19 @@ static GHashTable *flatten(GVariant *opts, GHashTable *skip)
 }
 
 /* Whether the member 'name' of 'fields' is flagged mutable. */
-static gboolean field_is_mutable(const BdSchemaField *fields, const char *name)
+static unsigned field_flags(const BdSchemaField *fields, const char *name)
 {
     for (const BdSchemaField *f = fields; f && f->name; f++) {
         if (strcmp(f->name, name) == 0) {
-            return (f->flags & BD_FIELD_MUTABLE) != 0;
+            return f->flags;
         }
     }
-    return FALSE;
+    return 0;
+}
+
+static gboolean field_is_mutable(const BdSchemaField *fields, const char *name)
+{
+    return (field_flags(fields, name) & BD_FIELD_MUTABLE) != 0;
 }
 
 /* "cache.direct" is mutable when "cache" is. */
@@ -151,6 +156,15 @@ static gboolean key_is_mutable(const BdDriver *drv, const char *key,
         return TRUE;
     }
     return field_is_mutable(drv->options, top);
+}
+
+/* A mutable key that may also be left out (reset to its default). */
+static gboolean key_is_resettable(const BdDriver *drv, const char *key)
+{
+    g_autofree char *top = g_strndup(key, strcspn(key, "."));
+
+    return key_is_mutable(drv, key, TRUE) &&
+           !(field_flags(drv->options, top) & BD_FIELD_NO_RESET);
 }
 
 /* The top-level keys of a node's own options that belong to children. */
@@ -377,7 +391,7 @@ static gboolean check_reset_allowed(ReopenEntry *e, GHashTable *old,
     for (guint i = 0; i < keys->len; i++) {
         const char *k = keys->pdata[i];
         if (!g_hash_table_contains(new, k) &&
-            !key_is_mutable(e->st.node->drv, k, TRUE)) {
+            !key_is_resettable(e->st.node->drv, k)) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "Option '%s' cannot be reset to its default value",
                         k);

@@ -405,6 +405,8 @@ static gboolean commit_setup(BdCommitJob *s, const BdCommitParams *p,
     if (!s->dst) {
         return FALSE;
     }
+    bd_entry_set_drain_notify(s->src, bd_job_drain_notify, s);
+    bd_entry_set_drain_notify(s->dst, bd_job_drain_notify, s);
     s->claimed = g_ptr_array_new_with_free_func(
         (GDestroyNotify)bd_node_unref);
     if (p->bs != p->top) {

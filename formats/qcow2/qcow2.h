@@ -163,6 +163,10 @@ struct Qcow2State {
     /* The backing child came from the header, not the 'backing' option
      * (at open; queries show backing-filename then, as QEMU). */
     gboolean backing_from_header;
+    /* QEMU's auto_backing_file: the backing's file name when it was
+     * opened from the header, else the header's name (NULL: none);
+     * updated when the header's name changes.  Main thread. */
+    char *auto_backing_file;
     gboolean corrupt;          /* found inconsistent: no more writes */
     gboolean lazy_refcounts;
     gboolean pass_discard[3];  /* request, snapshot, other */
