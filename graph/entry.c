@@ -368,7 +368,8 @@ static BdDrainSection *section_begin(GPtrArray *entries, GPtrArray *starts)
 {
     BdDrainSection *section = g_new0(BdDrainSection, 1);
 
-    BD_TRACE(BD_TRACE_DRAINED_BEGIN, "node=%s users=%u", node->node_name,
+    BD_TRACE(BD_TRACE_DRAINED_BEGIN, "node=%s users=%u",
+             starts->len ? ((BdNode *)starts->pdata[0])->node_name : "",
              entries->len);
     section->entries = entries;
     /* Stop admission everywhere first, then wait: waiting one by one
