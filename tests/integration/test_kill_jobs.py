@@ -410,9 +410,12 @@ def test_stream():
 
 def test_commit_intermediate():
     """block-commit of mid into base (top stays), killed mid-way: base is
-    half written, which changes nothing top can see."""
+    half written, which changes nothing top can see.  base has a
+    persistent bitmap: the commit reopens base read-write, which flags it
+    in use before the first write, so it comes back in use."""
     with new_daemon() as d:
         c = Chain(d)
+        run(['qemu-img', 'bitmap', '--add', c.img['base'], 'b0'])
         d.start()
         q = d.qmp()
         q.execute('blockdev-add', c.opts())
@@ -424,6 +427,9 @@ def test_commit_intermediate():
 
         c.check_all()
         compare(c.img['top'], c.ref)
+        bms = info(c.img['base'])['format-specific']['data']['bitmaps']
+        assert_eq([(b['name'], 'in-use' in b['flags']) for b in bms], [('b0', True)],
+                  'base bitmap after the kill')
 
         q = restart(d)
         q.execute('blockdev-add', c.opts())
