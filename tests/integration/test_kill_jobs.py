@@ -155,6 +155,10 @@ def kill(d):
     is reaped and its sockets are gone (the restart binds them again)."""
     d.proc.kill()
     assert_eq(d.proc.wait(15), -9, 'daemon killed by SIGKILL')
+    # A sanitizer finding before the kill (the restart empties stderr).
+    report = d.sanitizer_report()
+    if report:
+        raise AssertionError('sanitizer report from the killed daemon:\n' + report)
     for q in d._qmps:
         q.close()
     d._qmps = []
