@@ -548,7 +548,7 @@ def killed_during(d, cmd, args, rng, node_opts):
     for o in node_opts:
         q.execute('blockdev-add', o)
     q.send({'execute': cmd, 'arguments': args})
-    time.sleep(rng.uniform(0, 0.004))
+    time.sleep(rng.uniform(0, 0.006))
     kill(d)
 
 
