@@ -315,6 +315,11 @@ struct BdDriver {
     gboolean (*reopen_prepare)(BdReopenState *state, GError **errp);
     void (*reopen_commit)(BdReopenState *state);
     void (*reopen_abort)(BdReopenState *state);
+    /* After every node of the reopen has committed (QEMU's
+     * bdrv_reopen_commit_post): the children have their new state too,
+     * so a driver may write to them here (qcow2 marks its bitmaps in use
+     * once its file is writable).  NULL: nothing to do. */
+    void (*reopen_commit_post)(BdReopenState *state);
     /* Limits (QEMU's bdrv_refresh_limits): the graph has set them from
      * the children (bd_node_refresh_limits); the driver overrides what
      * it constrains itself (request_alignment for O_DIRECT or blkdebug's

@@ -13,7 +13,9 @@
  *             changes (made on the graph at once, undone on abort),
  *             then every other option must be unchanged
  *   perms:    one permission update over all affected nodes
- *   commit:   drivers commit, common options and option sets replaced
+ *   commit:   drivers commit, common options and option sets replaced;
+ *             then each driver's commit_post, when all nodes (children
+ *             included) are in their new state
  *
  * Where several options are wrong, the one named is the first in the
  * order QEMU's QDict iterates them (its hash buckets), so error texts
@@ -688,6 +690,12 @@ gboolean bd_node_reopen_multiple(GPtrArray *list, GError **errp)
         for (guint i = 0; i < q.entries->len; i++) {
             ReopenEntry *e = q.entries->pdata[i];
             bd_node_refresh_limits(e->st.node);
+        }
+        for (guint i = 0; i < q.entries->len; i++) {
+            ReopenEntry *e = q.entries->pdata[i];
+            if (e->st.node->drv->reopen_commit_post) {
+                e->st.node->drv->reopen_commit_post(&e->st);
+            }
         }
     } else {
         /* Every driver that staged state drops it, including the one

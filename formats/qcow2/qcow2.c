@@ -727,6 +727,13 @@ static void qcow2_reopen_commit(BdReopenState *state)
     state->opaque = NULL;
 }
 
+static void qcow2_reopen_commit_post(BdReopenState *state)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    qcow2_bitmaps_reopen_commit_post(state->node->opaque);
+}
+
 static void qcow2_reopen_abort(BdReopenState *state)
 {
     BD_GLOBAL_STATE_CODE();
@@ -895,6 +902,7 @@ const BdDriver bd_qcow2_driver = {
     .supported_write_flags = BD_REQ_WRITE_COMPRESSED,
     .reopen_prepare = qcow2_reopen_prepare,
     .reopen_commit = qcow2_reopen_commit,
+    .reopen_commit_post = qcow2_reopen_commit_post,
     .reopen_abort = qcow2_reopen_abort,
     .has_default_backing = qcow2_has_default_backing,
     .backing_overridden = qcow2_backing_overridden,

@@ -322,6 +322,7 @@ void qcow2_bitmaps_close(Qcow2State *s);
 gboolean qcow2_bitmaps_reopen_prepare(Qcow2State *s, gboolean writable,
                                       GError **errp);
 void qcow2_bitmaps_reopen_commit(Qcow2State *s, gboolean was_writable);
+void qcow2_bitmaps_reopen_commit_post(Qcow2State *s);
 /* Register qcow2's can_store/remove with graph/bitmap.c. */
 void qcow2_bitmaps_register(void);
 
