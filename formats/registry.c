@@ -50,9 +50,9 @@ void bd_formats_register_all(void)
 }
 
 /* QEMU's probes, by the first sector: qcow2's magic, vdi's signature at
- * 0x40 (a whole header needed), a dynamic VHD's footer copy, qed's magic.  A fixed
- * VHD has its footer only at the end: QEMU probes it as raw, and so do
- * we.  Anything else is raw. */
+ * 0x40 (a whole header needed), a dynamic VHD's footer copy, qed's
+ * magic (a whole header needed).  A fixed VHD has its footer only at
+ * the end: QEMU probes it as raw, and so do we.  Anything else is raw. */
 const char *bd_formats_probe_buf(const uint8_t *buf, size_t len)
 {
     if (len >= 4 && memcmp(buf, "QFI\xfb", 4) == 0) {
