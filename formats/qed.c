@@ -1004,6 +1004,24 @@ static gboolean qed_open(BdNode *node, GVariant *options, GError **errp)
     return TRUE;
 }
 
+/* All options are fixed.  Going read-only, the image is left clean
+ * first (as QEMU, which flushes a node it makes read-only): a read-only
+ * node never writes the header again. */
+static gboolean qed_reopen_prepare(BdReopenState *state, GError **errp)
+{
+    BdNode *node = state->node;
+    int ret;
+
+    if (!state->read_only || node->read_only) {
+        return TRUE;
+    }
+    ret = qed_flush(node);
+    if (ret < 0) {
+        FAIL("Could not mark the QED image clean: %s", g_strerror(-ret));
+    }
+    return TRUE;
+}
+
 static gboolean qed_has_default_backing(BdNode *node)
 {
     QedState *s = node->opaque;
@@ -1130,7 +1148,7 @@ const BdDriver bd_qed_driver = {
     .is_format = TRUE,
     .open = qed_open,
     .close = qed_close,
-    .reopen_prepare = bd_reopen_prepare_fixed,
+    .reopen_prepare = qed_reopen_prepare,
     .has_default_backing = qed_has_default_backing,
     .pread = qed_pread,
     .pread_to_fd = qed_pread_to_fd,

@@ -281,8 +281,11 @@ def sigkill_during_writes(nbd, top):
         h.flush()
         h.shutdown()
         assert_eq(d.stop(), 0, 'daemon exit status')
-    out = check_qed(img)
-    assert_in('No errors were found', out, 'qemu-img check')
+    # QEMU leaves the clusters of an allocation cut short leaked (rc 3,
+    # harmless); blockd cuts them off.
+    out = check_qed(img, leaks_ok=is_reference())
+    if not is_reference():
+        assert_in('No errors were found', out, 'qemu-img check')
     assert_eq(header(img)[2] & QED_F_NEED_CHECK, 0, 'NEED_CHECK cleared')
     bt.qemu_io(img, 'read -P 0x33 2M 1M', fmt='qed')
 
@@ -335,7 +338,8 @@ def check_drops_entries(top):
 
 def test_reopen_read_write():
     """blockdev-reopen takes a qed node from read-only to read-write;
-    writes then land in the image."""
+    writes then land in the image; back to read-only, the header is
+    clean."""
     require_tool('qemu-img', 'qemu-io')
     with Daemon() as d:
         d.args += ['--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock]
@@ -350,7 +354,17 @@ def test_reopen_read_write():
         opts['backing'] = None
         q.execute('blockdev-reopen', {'options': [opts]})
         with bt.nbd_export(q, 'r', writable=True) as name:
-            bt.qemu_io(d.uri(name), 'write -P 0x4d 1M 64k')
+            # No flush after it (qemu-io would flush).
+            with bt.nbd_connection(d.uri(name)) as h:
+                h.pwrite(b'\x4d' * (64 * KiB), MiB)
+        if not is_reference():
+            assert_eq(header(img)[2] & QED_F_NEED_CHECK, QED_F_NEED_CHECK,
+                      'NEED_CHECK while unflushed')
+        # Back to read-only: the image is left clean (QEMU flushes).
+        opts['read-only'] = True
+        q.execute('blockdev-reopen', {'options': [opts]})
+        if not is_reference():
+            assert_eq(header(img)[2] & QED_F_NEED_CHECK, 0, 'clean once read-only')
         q.execute('blockdev-del', {'node-name': 'r'})
         bt.qemu_io(img, 'read -P 0x4d 1M 64k', 'read -P 0 0 1M', fmt='qed')
         check_qed(img)
