@@ -1004,6 +1004,103 @@ static gboolean qed_open(BdNode *node, GVariant *options, GError **errp)
     return TRUE;
 }
 
+/* --- resize, backing file name --- */
+
+/* QEMU's refusals, in its words. */
+static gboolean qed_resize_check(BdNode *node, uint64_t size, GError **errp)
+{
+    QedState *s = node->opaque;
+
+    if (size < s->image_size) {
+        FAIL("Shrinking images is currently not supported");
+    }
+    if (!image_size_valid(size, s->cluster_size, s->table_size)) {
+        FAIL("Invalid image size specified");
+    }
+    return TRUE;
+}
+
+/* Growing is a new size in the header: the tables cover the maximum. */
+static int qed_truncate(BdNode *node, uint64_t size)
+{
+    QedState *s = node->opaque;
+    uint8_t le[8];
+    int ret;
+
+    if (size < s->image_size) {
+        return -ENOTSUP;
+    }
+    if (!image_size_valid(size, s->cluster_size, s->table_size)) {
+        return -EINVAL;
+    }
+    bd_mutex_lock(&s->alloc_lock);
+    put_le64(le, size);
+    ret = bd_child_pwrite(s->file, H_IMAGE_SIZE, 8, le, 0);
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    if (ret == 0) {
+        put_le64(s->header + H_IMAGE_SIZE, size);
+        s->image_size = size;
+        bd_node_set_size(node, size);
+    }
+    bd_mutex_unlock(&s->alloc_lock);
+    return ret;
+}
+
+/* The header rewritten with the name right after it, as QEMU does; it
+ * must fit in the header's clusters. */
+static gboolean qed_change_backing_file(BdNode *node, const char *file,
+                                        const char *fmt, GError **errp)
+{
+    QedState *s = node->opaque;
+    size_t len = file ? strlen(file) : 0;
+    g_autofree uint8_t *buf = NULL;
+    uint64_t features;
+    int ret;
+
+    if (file && get_le64(s->header + H_COMPAT)) {
+        FAIL("Could not update backing file link: %s", g_strerror(ENOTSUP));
+    }
+    if (len > QED_MAX_BACKING_NAME ||
+        QED_HEADER_SIZE + len >
+        (uint64_t)s->header_size * s->cluster_size) {
+        FAIL("Could not update backing file link: %s", g_strerror(ENOSPC));
+    }
+    buf = g_malloc0(QED_HEADER_SIZE + len);
+    bd_mutex_lock(&s->alloc_lock);
+    features = s->features & ~(uint64_t)(QED_F_BACKING_FILE |
+                                         QED_F_BACKING_FORMAT_NO_PROBE);
+    if (file) {
+        features |= QED_F_BACKING_FILE;
+        if (fmt && strcmp(fmt, "raw") == 0) {
+            features |= QED_F_BACKING_FORMAT_NO_PROBE;
+        }
+    }
+    memcpy(buf, s->header, QED_HEADER_SIZE);
+    put_le64(buf + H_FEATURES, features);
+    put_le32(buf + H_BACKING_OFFSET, file ? QED_HEADER_SIZE : 0);
+    put_le32(buf + H_BACKING_SIZE, (uint32_t)len);
+    memcpy(buf + QED_HEADER_SIZE, file ? file : "", len);
+    ret = bd_child_pwrite(s->file, 0, QED_HEADER_SIZE + len, buf, 0);
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    if (ret == 0) {
+        memcpy(s->header, buf, QED_HEADER_SIZE);
+        s->features = features;
+        g_free(s->backing_file);
+        s->backing_file = g_strdup(file);
+        s->backing_fmt = (features & QED_F_BACKING_FORMAT_NO_PROBE)
+                         ? "raw" : NULL;
+    }
+    bd_mutex_unlock(&s->alloc_lock);
+    if (ret < 0) {
+        FAIL("Could not update backing file link: %s", g_strerror(-ret));
+    }
+    return TRUE;
+}
+
 /* All options are fixed.  Going read-only, the image is left clean
  * first (as QEMU, which flushes a node it makes read-only): a read-only
  * node never writes the header again. */
@@ -1150,6 +1247,9 @@ const BdDriver bd_qed_driver = {
     .close = qed_close,
     .reopen_prepare = qed_reopen_prepare,
     .has_default_backing = qed_has_default_backing,
+    .change_backing_file = qed_change_backing_file,
+    .resize_check = qed_resize_check,
+    .truncate = qed_truncate,
     .pread = qed_pread,
     .pread_to_fd = qed_pread_to_fd,
     .pwrite = qed_pwrite,

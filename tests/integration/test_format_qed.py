@@ -370,6 +370,39 @@ def test_reopen_read_write():
         check_qed(img)
 
 
+def test_resize_and_stream():
+    """block_resize grows a qed image (QEMU's refusals for shrinking
+    and for a size not a multiple of 512); block-stream pulls the
+    backing file's data in and drops the name from the header."""
+    require_tool('qemu-img', 'qemu-io')
+    with Daemon() as d:
+        base = d.path('base.raw')
+        bt.make_image(base, 8 * MiB)
+        bt.qemu_io(base, 'write -P 0x21 0 8M')
+        img = d.path('top.qed')
+        run(['qemu-img', 'create', '-q', '-f', 'qed', '-b', base, '-F', 'raw', img,
+             str(8 * MiB)])
+        bt.qemu_io(img, 'write -P 0x22 1M 1M', fmt='qed')
+        d.args = node_args(img) + d.args
+        d.start()
+        q = d.qmp()
+        for size, text in ((4 * MiB, 'Shrinking images is currently not supported'),
+                           (16 * MiB + 1, 'Invalid image size specified')):
+            r = q.cmd('block_resize', {'node-name': 'disk', 'size': size})
+            assert_in(text, r.get('error', {}).get('desc', ''), 'resize to %d' % size)
+        q.execute('block_resize', {'node-name': 'disk', 'size': 16 * MiB})
+        q.execute('block-stream', {'job-id': 's', 'device': 'disk'})
+        r = bt.run_job(q, 's', auto_dismiss=True)
+        assert_eq(r.error, None, 'stream')
+        assert_eq(d.stop(), 0, 'daemon exit status')
+        info = img_info(img, 'qed')
+        assert_eq(info['virtual-size'], 16 * MiB, 'size after resize')
+        assert_eq(info.get('backing-filename'), None, 'no backing file after stream')
+        check_qed(img)
+        bt.qemu_io(img, 'read -P 0x21 0 1M', 'read -P 0x22 1M 1M', 'read -P 0x21 2M 6M',
+                   'read -P 0 8M 8M', fmt='qed')
+
+
 # --- blockdev-create ---
 
 def create(q, d, name, fmt_opts):
