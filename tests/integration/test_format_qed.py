@@ -370,6 +370,43 @@ def test_reopen_read_write():
         check_qed(img)
 
 
+def test_backing_option():
+    """The 'backing' option overrides the header's name: null reads the
+    unallocated clusters as zeroes, a node reference reads them from that
+    node; the header's own (relative) name is found next to the image."""
+    require_tool('qemu-img', 'qemu-io')
+    with Daemon() as d:
+        d.args += ['--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock]
+        d.start()
+        q = d.qmp()
+        for name, pat in (('base.raw', '0x21'), ('other.raw', '0x31')):
+            bt.make_image(d.path(name), 8 * MiB)
+            bt.qemu_io(d.path(name), 'write -P %s 0 8M' % pat)
+        img = d.path('top.qed')
+        run(['qemu-img', 'create', '-q', '-f', 'qed', '-b', 'base.raw', '-F', 'raw', img,
+             str(8 * MiB)], cwd=d.dir)
+        bt.qemu_io(img, 'write -P 0x22 1M 1M', fmt='qed')
+        q.execute('blockdev-add', {'driver': 'raw', 'node-name': 'other',
+                                   'file': {'driver': 'file', 'filename': d.path('other.raw')}})
+        for node, backing, pat in (('hdr', {}, '0x21'), ('none', {'backing': None}, '0'),
+                                   ('ref', {'backing': 'other'}, '0x31')):
+            q.execute('blockdev-add', dict({'driver': 'qed', 'node-name': node,
+                                            'read-only': True,
+                                            'file': {'driver': 'file', 'filename': img}},
+                                           **backing))
+            with bt.nbd_export(q, node) as name:
+                bt.qemu_io(d.uri(name), 'read -P %s 0 1M' % pat, 'read -P 0x22 1M 1M',
+                           'read -P %s 2M 6M' % pat, extra=('-r',))
+            if node == 'hdr':
+                nodes = {n['node-name']: n for n in q.execute('query-named-block-nodes')}
+                assert_eq(nodes['hdr']['image'].get('backing-filename'), 'base.raw',
+                          'backing-filename')
+                assert_eq(nodes['hdr']['image'].get('backing-filename-format'), 'raw',
+                          'backing-filename-format')
+            q.execute('blockdev-del', {'node-name': node})
+        d.assert_alive()
+
+
 def test_resize_and_stream():
     """block_resize grows a qed image (QEMU's refusals for shrinking
     and for a size not a multiple of 512); block-stream pulls the
