@@ -183,9 +183,10 @@ def test_need_check_and_zeroes():
     """An allocating write sets QED_F_NEED_CHECK on disk; flush clears
     it.  Write-zeroes of whole clusters over a backing file makes zero
     clusters (the backing data stops showing), of parts writes zeroes."""
-    bt.skip_if_reference('QEMU clears NEED_CHECK on a 5 s timer, not on flush')
     require_tool('qemu-img', 'qemu-io')
     nbd = bt.require_nbd()
+    # QEMU clears NEED_CHECK on a 5 s timer, not on flush.
+    ours = not is_reference()
     with Daemon() as d:
         img, ref, size = make_image(d, 'backing')
         d.args = node_args(img) + d.args + [
@@ -197,20 +198,22 @@ def test_need_check_and_zeroes():
         h = nbd.NBD()
         h.connect_uri(d.uri())
         h.pwrite(b'\x5a' * 4096, 40 * MiB)
-        assert_eq(header(img)[2] & QED_F_NEED_CHECK, QED_F_NEED_CHECK,
-                  'NEED_CHECK after an allocating write')
+        if ours:
+            assert_eq(header(img)[2] & QED_F_NEED_CHECK, QED_F_NEED_CHECK,
+                      'NEED_CHECK after an allocating write')
         h.flush()
-        assert_eq(header(img)[2] & QED_F_NEED_CHECK, 0, 'NEED_CHECK after flush')
+        if ours:
+            assert_eq(header(img)[2] & QED_F_NEED_CHECK, 0, 'NEED_CHECK after flush')
         # 5M+4k..: backing data.  A whole cluster and a part of one.
         h.zero(64 * KiB, 5 * MiB)
-        h.zero(1000, 5 * MiB + 64 * KiB + 3000)
+        h.zero(1024, 5 * MiB + 64 * KiB + 3072)
         with open(ref, 'r+b') as r:
             r.seek(40 * MiB)
             r.write(b'\x5a' * 4096)
             r.seek(5 * MiB)
             r.write(bytes(64 * KiB))
-            r.seek(5 * MiB + 64 * KiB + 3000)
-            r.write(bytes(1000))
+            r.seek(5 * MiB + 64 * KiB + 3072)
+            r.write(bytes(1024))
         h.flush()
         h.shutdown()
         compare(ref, 'raw', d.uri(), 'raw', 'export after zeroes')
