@@ -297,7 +297,8 @@ def test_check_drops_entries_past_eof():
     """A dirty image (NEED_CHECK set) with an L2 entry past the end of
     the file: opened read-write the check drops the entry (the cluster
     reads as zeroes) and clears the bit; opened read-only blockd refuses
-    it (QEMU opens it unchecked).  Clusters at the end of the file that
+    it (QEMU opens it unchecked).  Unknown autoclear bits are cleared.
+    Clusters at the end of the file that
     nothing names (an allocation cut short) are cut off."""
     require_tool('qemu-img', 'qemu-io')
     with tempfile.TemporaryDirectory(prefix='blockd-qed-') as top:
@@ -313,6 +314,7 @@ def check_drops_entries(top):
         cs, _, features, _ = header(img)
         patch(img, l2_slot(img, 0, 3), '<Q', 1 << 40)
         patch(img, 16, '<Q', features | QED_F_NEED_CHECK)
+        patch(img, 32, '<Q', 0x30)          # unknown autoclear bits
         # An allocation cut short: a cluster and a part of one appended.
         with open(img, 'ab') as f:
             f.write(b'\x99' * (cs + 1000))
@@ -329,6 +331,9 @@ def check_drops_entries(top):
         q.execute('blockdev-del', {'node-name': 'rw'})
         d.assert_alive()
     assert_eq(l2_entry(img, 0, 3), 0, 'entry dropped')
+    with open(img, 'rb') as f:
+        f.seek(32)
+        assert_eq(struct.unpack('<Q', f.read(8))[0], 0, 'autoclear bits cleared')
     # The cluster the entry named once is leaked: harmless.  blockd cut
     # off the clusters at the end nothing names.
     out = check_qed(img, leaks_ok=True)
