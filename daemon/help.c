@@ -36,6 +36,7 @@ static const Description driver_descriptions[] = {
     { "qcow2", "qcow2 images: backing chains, compression, bitmaps" },
     { "vdi", "VirtualBox images, static and dynamic, read-write" },
     { "vpc", "VHD images, fixed and dynamic, read-write" },
+    { "qed", "QED images: backing files, check after an unclean close" },
     { "compress", "writes compressed qcow2 clusters" },
     { "blkdebug", "fault injection (inject-error, set-state, align)" },
     { "blkverify", "test filter: compares every read with a raw copy" },

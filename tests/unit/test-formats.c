@@ -711,6 +711,10 @@ static void test_probe(void)
     memcpy(buf, "conectix", 8);
     g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "vpc");
     g_assert_cmpstr(bd_formats_probe_buf(buf, 7), ==, "raw");
+    memset(buf, 0, 512);
+    memcpy(buf, "QED", 4);
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "qed");
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 63), ==, "raw");
     memcpy(buf, "vhdxfile", 8);
     g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "raw");
     g_assert_true(bd_formats_buf_has_image_magic(buf, 512));
