@@ -456,6 +456,29 @@ def test_open_failure_message():
         assert_eq(q.execute('query-named-block-nodes'), [], 'no node left after failed add')
 
 
+def test_uint64_range():
+    """Integers up to UINT64_MAX reach uint64 members exactly as QEMU's
+    parser keeps them; 2^64 is out of range, and a uint32 member names
+    its own type (found by tests/diff)."""
+    with _daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20)
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'file', 'node-name': 'f', 'filename': img})
+        q.execute('block-set-write-threshold', {'node-name': 'f',
+                                                'write-threshold': (1 << 64) - 1})
+        q.execute('block-set-write-threshold', {'node-name': 'f',
+                                                'write-threshold': (1 << 63) + 1})
+        e = q.error('block-set-write-threshold', {'node-name': 'f', 'write-threshold': 1 << 64})
+        assert_eq(e['desc'], "Parameter 'write-threshold' expects uint64", '2^64')
+        e = q.error('block-set-write-threshold', {'node-name': 'f',
+                                                  'write-threshold': (1 << 64) + 1})
+        assert_eq(e['desc'], "Parameter 'write-threshold' expects uint64", '2^64 + 1')
+        for g in ((1 << 64) - 1, 1 << 63, 1 << 33, -1):
+            e = q.error('block-dirty-bitmap-add', {'node': 'f', 'name': 'b', 'granularity': g})
+            assert_eq(e['desc'], "Parameter 'granularity' expects uint32_t", 'granularity %d' % g)
+        _still_serves(d, q)
+
+
 def test_query_commands_lists_implemented():
     with _daemon() as d:
         q = d.qmp()
