@@ -783,6 +783,10 @@ gboolean bd_node_monitor_del(const char *node_name, GError **errp)
     return TRUE;
 }
 
+/* The largest image size, as QEMU's BDRV_MAX_LENGTH: INT64_MAX aligned
+ * down to 1 GiB. */
+#define BD_MAX_LENGTH ((gint64)(G_MAXINT64 - ((1 << 30) - 1)))
+
 gboolean bd_node_resize(BdNode *node, uint64_t size, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
@@ -798,6 +802,12 @@ gboolean bd_node_resize(BdNode *node, uint64_t size, GError **errp)
     }
     if (node->read_only) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "Image is read-only");
+        return FALSE;
+    }
+    if (size > BD_MAX_LENGTH) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "offset(%" G_GINT64_FORMAT ") exceeds maximum(%"
+                    G_GINT64_FORMAT ")", (gint64)size, BD_MAX_LENGTH);
         return FALSE;
     }
     if (node->drv->resize_check &&

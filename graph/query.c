@@ -80,7 +80,10 @@ GVariant *bd_node_query_info(BdNode *node, gboolean flat)
     GVariantDict info, cache;
     int depth = 0;
 
-    for (BdNode *b = bd_node_backing(node); b; b = bd_node_backing(b)) {
+    /* As QEMU, the depth counts the backing images shown: none when
+     * flat. */
+    for (BdNode *b = flat ? NULL : bd_node_backing(node); b;
+         b = bd_node_backing(b)) {
         depth++;
     }
     g_variant_dict_init(&cache, NULL);

@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blockd_test import (assert_eq, assert_in, main, make_image, require_nbd,  # noqa: E402
-                         start_daemon, tests_of)
+                         run, start_daemon, tests_of)
 
 
 def _qmp_daemon():
@@ -205,6 +205,48 @@ def test_query_named_block_nodes_flat():
         for n in flat:
             assert_eq('backing-image' in n['image'], False, 'no backing-image when flat')
         assert_eq(len(full), len(flat), 'same node count')
+
+
+def test_flat_backing_file_depth():
+    """flat=true shows no backing images, and backing_file_depth counts
+    the ones shown: 0, as QEMU (found by tests/diff)."""
+    with _qmp_daemon() as d:
+        base = make_image(d.path('base.raw'), 1 << 20)
+        top = d.path('top.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw', top, '1M'])
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
+                                   'file': {'driver': 'file', 'filename': top}})
+        depth = {n['node-name']: n['backing_file_depth']
+                 for n in q.execute('query-named-block-nodes')}
+        flat = {n['node-name']: n['backing_file_depth']
+                for n in q.execute('query-named-block-nodes', {'flat': True})}
+        assert_eq(depth['top'], 1, 'depth of top')
+        assert_eq(flat['top'], 0, 'depth of top when flat')
+
+
+def test_file_empty_filename():
+    """An empty file name is refused as QEMU's file driver refuses it."""
+    with _qmp_daemon() as d:
+        q = d.qmp()
+        e = q.error('blockdev-add', {'driver': 'file', 'node-name': 'f', 'filename': ''})
+        assert_eq(e['desc'], "The 'file' block driver requires a file name", 'empty filename')
+        d.assert_alive()
+
+
+def test_resize_beyond_max_length():
+    """block_resize past QEMU's largest image size (INT64_MAX aligned down
+    to 1 GiB) is refused with QEMU's text before touching the file."""
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20)
+        q = d.qmp()
+        _add_raw(q, img)
+        for size in ((1 << 63) - 1, (1 << 63) - (1 << 30) + 1):
+            e = q.error('block_resize', {'node-name': 'r', 'size': size})
+            assert_eq(e['desc'], 'offset(%d) exceeds maximum(9223372035781033984)' % size,
+                      'resize to %d' % size)
+        q.execute('block_resize', {'node-name': 'r', 'size': 2 << 20})
+        assert_eq(os.path.getsize(img), 2 << 20, 'resized')
 
 
 def test_query_named_block_nodes_read_only_and_options():
