@@ -27,6 +27,7 @@
 #include "graph/main-thread.h"
 #include "formats/copy-before-write.h"
 #include "jobs/backup.h"
+#include "jobs/chain.h"
 #include "jobs/copy-engine.h"
 
 /* Chunks: runs of marked clusters up to max-chunk, or this without one;
@@ -320,6 +321,12 @@ static gboolean backup_check(const BdBackupParams *p, GError **errp)
                          BD_REQ_WRITE_COMPRESSED)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Compression is not supported for this drive %s", "");
+        return FALSE;
+    }
+    /* As QEMU's op blockers: a node another job holds is busy, as
+     * source or target. */
+    if (!bd_chain_check_busy(p->source, errp) ||
+        !bd_chain_check_busy(p->target, errp)) {
         return FALSE;
     }
     if (p->max_workers < 1 || p->max_workers > G_MAXINT) {

@@ -494,6 +494,28 @@ def test_drive_backup():
         compare(t, env.d.path('pit.raw'))
 
 
+def test_nodes_of_a_mirror_are_busy():
+    """A backup from or to a node a mirror holds is refused with QEMU's
+    op-blocker text, before the size check (found by tests/diff)."""
+    with Env() as env:
+        env.create_target('mtgt', env.d.path('mtgt.qcow2'))
+        env.create_target('other', env.d.path('other.qcow2'))
+        env.q.execute('blockdev-mirror', {'job-id': 'm', 'device': 'drive0', 'target': 'mtgt',
+                                          'sync': 'full'})
+        env.q.wait_event('BLOCK_JOB_READY', 60)
+        busy = "Node '%s' is busy: block device is in use by block job: mirror"
+        for dev, tgt, node in (('other', 'mtgt', 'mtgt'), ('mtgt', 'other', 'mtgt'),
+                               ('drive0', 'other', 'drive0')):
+            e = env.q.error('blockdev-backup', {'job-id': 'b', 'device': dev, 'target': tgt,
+                                                'sync': 'full'})
+            bt.assert_eq(e['desc'], busy % node, 'backup %s -> %s' % (dev, tgt))
+        env.q.execute('block-job-cancel', {'device': 'm'})
+        env.run_job('m')
+        env.q.execute('blockdev-backup', {'job-id': 'b', 'device': 'drive0', 'target': 'other',
+                                          'sync': 'full'})
+        env.run_job('b')
+
+
 def test_cbw_blockdev_add():
     """A copy-before-write node added by hand (with a bitmap limiting what
     is copied) saves old data of the bitmap's clusters only."""
