@@ -43,6 +43,10 @@ def test_add_defaults_and_io():
         q, img = start(d)
         err = q.error('nbd-server-add', {'device': 'disk'})
         assert_eq(err['desc'], 'NBD server not running', 'without a server')
+        # The device is looked up first, as QEMU (found by tests/diff).
+        err = q.error('nbd-server-add', {'device': 'nope'})
+        assert_eq(err['desc'], "Cannot find device='nope' nor node-name='nope'",
+                  'unknown device without a server')
         q.execute('nbd-server-start', {'addr': {'type': 'unix',
                                                 'data': {'path': d.nbd_sock}}})
         q.execute('block-dirty-bitmap-add', {'node': 'disk', 'name': 'b0'})
