@@ -51,6 +51,7 @@ typedef struct {
     unsigned workers;            /* x-perf max-workers, capped */
     uint64_t cursor;             /* job thread: where next() looks */
     gboolean bitmap_done, torn_down;
+    gboolean target_claimed;     /* our blocker on the target */
 } BdBackupJob;
 
 static void backup_progress(void *opaque, uint64_t n)
@@ -263,6 +264,10 @@ static void backup_teardown(BdBackupJob *s)
         s->cbw = NULL;
     }
     g_clear_pointer(&s->source, bd_node_unref);
+    if (s->target_claimed) {
+        bd_chain_release(s->target);
+        s->target_claimed = FALSE;
+    }
     g_clear_pointer(&s->target, bd_node_unref);
 }
 
@@ -415,6 +420,11 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
     s->cbw = cbw;
     s->source = bd_node_ref(p->source);
     s->target = bd_node_ref(p->target);
+    /* As QEMU's job blocker on the target: other jobs find it busy.
+     * The source is not held (the filter is), so several backups may
+     * read one node. */
+    bd_chain_claim(s->target, "backup");
+    s->target_claimed = TRUE;
     s->sync = p->sync;
     s->bitmap_mode = p->bitmap_mode;
     s->on_source_error = p->on_source_error;

@@ -516,6 +516,33 @@ def test_nodes_of_a_mirror_are_busy():
         env.run_job('b')
 
 
+def test_backup_target_is_busy():
+    """A backup holds its target as QEMU's job blocker does: another job
+    on it is refused until the backup is gone; its source stays free for
+    a second backup (found by tests/diff)."""
+    with Env() as env:
+        env.create_target('t1', env.d.path('t1.qcow2'))
+        env.create_target('t2', env.d.path('t2.qcow2'))
+        env.q.execute('blockdev-backup', {'job-id': 'b1', 'device': 'drive0', 'target': 't1',
+                                          'sync': 'full', 'auto-finalize': False})
+        env.q.wait_event('BLOCK_JOB_PENDING', 60)
+        busy = "Node 't1' is busy: block device is in use by block job: backup"
+        e = env.q.error('blockdev-mirror', {'job-id': 'm', 'device': 't2', 'target': 't1',
+                                            'sync': 'full'})
+        bt.assert_eq(e['desc'], busy, 'mirror onto a backup target')
+        e = env.q.error('blockdev-backup', {'job-id': 'b2', 'device': 't1', 'target': 't2',
+                                            'sync': 'full'})
+        bt.assert_eq(e['desc'], busy, 'backup from a backup target')
+        env.q.execute('blockdev-backup', {'job-id': 'b2', 'device': 'drive0', 'target': 't2',
+                                          'sync': 'full'})
+        env.run_job('b2')
+        env.q.execute('job-finalize', {'id': 'b1'})
+        env.run_job('b1')
+        env.q.execute('blockdev-backup', {'job-id': 'b3', 'device': 't1', 'target': 't2',
+                                          'sync': 'full'})
+        env.run_job('b3')
+
+
 def test_cbw_blockdev_add():
     """A copy-before-write node added by hand (with a bitmap limiting what
     is copied) saves old data of the bitmap's clusters only."""
