@@ -37,6 +37,7 @@ difference is not accepted, 77 when qemu-storage-daemon is missing.
 import argparse
 import copy
 import fnmatch
+import hashlib
 import json
 import os
 import random
@@ -90,7 +91,7 @@ SETUP = [
     ('blockdev-add', {'driver': 'file', 'node-name': 'fg', 'filename': '$DIR/g.raw'}),
     ('block-dirty-bitmap-add', {'node': 'qc0', 'name': 'bm0'}),
     ('block-dirty-bitmap-add', {'node': 'qc0', 'name': 'bmd', 'disabled': True}),
-    ('nbd-server-start', {'addr': {'type': 'unix', 'path': '$DIR/nbd.sock'}}),
+    ('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': '$DIR/nbd.sock'}}}),
     ('block-export-add', {'type': 'nbd', 'id': 'exp0', 'node-name': 'raw0', 'writable': True}),
     ('chardev-add', {'id': 'rb0', 'backend': {'type': 'ringbuf', 'data': {'size': 1024}}}),
     ('object-add', {'qom-type': 'throttle-group', 'id': 'tg0', 'limits': {'iops-total': 1000}}),
@@ -191,8 +192,8 @@ VALID = {
     'job-finalize': [[BACKUP_MANUAL, ('job-finalize', {'id': 'job0'})]],
     'query-jobs': [{}],
     'nbd-server-start': [[('nbd-server-stop', {}),
-                          ('nbd-server-start', {'addr': {'type': 'unix',
-                                                         'path': '$DIR/nbd2.sock'},
+                          ('nbd-server-start', {'addr': {'type': 'unix', 'data': {
+                                                    'path': '$DIR/nbd2.sock'}},
                                                 'max-connections': 4})]],
     'nbd-server-add': [{'device': 'qc0'}, {'device': 'qc1', 'name': 'n1', 'writable': True,
                                            'description': 'd'}],
@@ -343,6 +344,26 @@ def ident_of(xs):
     return None
 
 
+def diff_unmatched(ua, ub, path):
+    """Differences between the objects left unmatched on each side: pairs
+    with the same name are compared member by member."""
+    out = []
+    key = next((k for k in IDENT_KEYS if all(isinstance(x, dict) and k in x
+                                             for x in ua + ub)), None)
+    if key is not None:
+        for name in sorted({canon(x[key]) for x in ua + ub}):
+            xa = [x for x in ua if canon(x[key]) == name]
+            xb = [x for x in ub if canon(x[key]) == name]
+            if len(xa) == len(xb) == 1:
+                out += diff_values(xa[0], xb[0], '%s[%s=%s]' % (path, key, name.strip('"')))
+                ua = [x for x in ua if x is not xa[0]]
+                ub = [x for x in ub if x is not xb[0]]
+    if ua or ub:
+        out.append((path, 'only blockd: %s; only qsd: %s'
+                    % (short([canon(x) for x in ua], 300), short([canon(x) for x in ub], 300))))
+    return out
+
+
 def diff_values(a, b, path=''):
     """Paths where a (blockd) and b (qsd) differ: [(path, detail)]."""
     out = []
@@ -375,13 +396,17 @@ def diff_values(a, b, path=''):
                         % (len(a), len(b), short([x for x in ka if x not in kb], 300),
                            short([x for x in kb if x not in ka], 300))))
         elif any(isinstance(x, dict) for x in a + b):
-            # Objects without a naming key: compare as multisets.
-            ka = sorted(canon(x) for x in a)
-            kb = sorted(canon(x) for x in b)
-            if ka != kb:
-                out.append((path, 'only blockd: %s; only qsd: %s'
-                            % (short([x for x in ka if x not in kb], 300),
-                               short([x for x in kb if x not in ka], 300))))
+            # Objects without a unique naming key (two #blockN nodes):
+            # compare as multisets, pairing what is left by name.
+            kb = [canon(x) for x in b]
+            ua, ub = [], list(b)
+            for x in a:
+                if canon(x) in kb:
+                    i = kb.index(canon(x))
+                    del kb[i], ub[i]
+                else:
+                    ua.append(x)
+            out += diff_unmatched(ua, ub, path)
         else:
             for i, (x, y) in enumerate(zip(a, b)):
                 out += diff_values(x, y, '%s[%d]' % (path, i))
@@ -660,9 +685,26 @@ class Side:
         self.dead = False
 
     def start(self):
-        self.d.start()
-        self.q = self.d.qmp()
-        self.dead = False
+        """Start the daemon and open its monitor; tried again when the
+        machine is too busy for the monitor to answer in time."""
+        for attempt in range(3):
+            try:
+                self.d.start()
+                self.q = self.d.qmp()
+                self.dead = False
+                return
+            except (OSError, EOFError, AssertionError):
+                if attempt == 2:
+                    raise
+                if self.d.proc is not None and self.d.proc.poll() is None:
+                    self.d.proc.kill()
+                    self.d.proc.wait()
+                for f in ('qmp.sock',):
+                    try:
+                        os.unlink(os.path.join(self.dir, f))
+                    except OSError:
+                        pass
+                time.sleep(1)
 
     def stop(self):
         if self.d.proc is not None and self.d.proc.poll() is None:
@@ -688,6 +730,7 @@ class Runner:
         os.mkdir(self.images)
         self.make_images()
         self.seq_no = 0
+        self.steps = []
 
     def make_images(self):
         for name, (fmt, opts, writes, backing) in IMAGES.items():
@@ -724,6 +767,10 @@ class Runner:
             s.start()
         for cmd, a in SETUP:
             self.step(cmd, a, 'setup')
+            for s in self.sides:
+                if 'return' not in self.last[s.name]:
+                    raise RuntimeError('setup step %s %s failed on %s: %s'
+                                       % (cmd, a, s.name, self.last[s.name]))
 
     def restart(self):
         """Fresh daemons mid-sequence after the two diverged."""
@@ -734,6 +781,9 @@ class Runner:
     def close_sequence(self, check_images=True):
         for s in self.sides:
             s.stop()
+            report = s.d.sanitizer_report() if s.name == 'blockd' else None
+            if report:
+                self.report.add(self.label, 'blockd', 'sanitizer', report[:300], self.repro())
         if check_images:
             self.compare_images()
         shutil.rmtree(os.path.dirname(self.sides[0].dir), ignore_errors=True)
@@ -802,8 +852,11 @@ class Runner:
     def step(self, cmd, args, kind='call'):
         """One compared call; returns False when the daemons diverged."""
         self.steps.append((cmd, args))
+        if self.args.verbose:
+            print('    %d: %s %s' % (len(self.steps), cmd, short(args, 200)))
         self.report.calls += 1
         (rb, eb), (rq, eq) = [self.send(s, cmd, args) for s in self.sides]
+        self.last = {'blockd': rb, 'qsd': rq}
         w, rp = self.where(), self.repro()
         ok = True
         for s in self.sides:
@@ -831,7 +884,9 @@ class Runner:
             va, vb = self.norm.ret(cmd, rb['return']), self.norm.ret(cmd, rq['return'])
             for path, detail in diff_values(va, vb):
                 self.report.add(w, cmd, 'return', '%s: %s' % (path or '.', detail), rp)
-        self.compare_events(cmd, eb, eq, w, rp)
+        if cb == cq:
+            # After different replies the events only follow from them.
+            self.compare_events(cmd, eb, eq, w, rp)
         if cmd == 'quit' or any(s.dead for s in self.sides):
             ok = False
         return ok
@@ -863,6 +918,8 @@ class Runner:
         ln = rng.choice([512, 4096, 65536, 200000])
         byte = rng.randrange(256)
         self.steps.append(('nbd-' + op, {'offset': off, 'length': ln}))
+        if self.args.verbose:
+            print('    %d: nbd-%s offset %d length %d' % (len(self.steps), op, off, ln))
         self.report.nbd_ops += 1
         res = []
         for s in self.sides:
@@ -884,7 +941,7 @@ class Runner:
                     h.flush()
                     r = 'ok'
                 else:
-                    r = 'data %d' % hash(h.pread(ln, off))
+                    r = 'data %s' % hashlib.sha256(h.pread(ln, off)).hexdigest()[:16]
                 res.append('size %d %s' % (size, r))
             except nbd.Error as e:
                 res.append('error %s' % (e.errno if e.errno else 'connect'))
@@ -946,6 +1003,21 @@ class Runner:
             if k in data:
                 out[k] = data[k]
         return out
+
+    def guarded(self, what, fn, *a):
+        """Run one sequence; a failure of the tool itself (a daemon that
+        would not start, a timeout) is reported as a difference of kind
+        'tool-error' and the next sequence goes on."""
+        try:
+            fn(*a)
+        except Exception as e:
+            self.report.add(getattr(self, 'label', what), what, 'tool-error',
+                            '%s: %s' % (type(e).__name__, str(e)[:300]), self.repro())
+            for side in getattr(self, 'sides', []):
+                try:
+                    side.stop()
+                except Exception:
+                    pass
 
     # --- the sequences ---
 
@@ -1035,6 +1107,8 @@ def main():
     ap.add_argument('--steps', type=int, default=25, help='steps per random sequence')
     ap.add_argument('--only', action='append', help='command (glob) to run; repeatable')
     ap.add_argument('--no-commands', action='store_true')
+    ap.add_argument('--sequence', type=int, action='append',
+                    help='only random sequence N of --seed (repeatable; implies --no-commands)')
     ap.add_argument('--ci', action='store_true', help='the bounded slice meson runs')
     ap.add_argument('-v', '--verbose', action='store_true')
     args = ap.parse_args()
@@ -1066,17 +1140,17 @@ def main():
     t0 = time.monotonic()
     try:
         runner.run_schema()
-        if not args.no_commands:
+        if not args.no_commands and not args.sequence:
             for cmd in sorted(set(sq.commands) & set(sb.commands)):
                 if args.only and not any(fnmatch.fnmatchcase(cmd, o) for o in args.only):
                     continue
                 if args.verbose:
                     print('command %s' % cmd)
-                runner.run_command(cmd)
-        for n in range(args.count):
+                runner.guarded(cmd, runner.run_command, cmd)
+        for n in (args.sequence or range(args.count)):
             if args.verbose:
                 print('random %d/%d' % (args.seed, n))
-            runner.run_random(args.seed, n)
+            runner.guarded('random', runner.run_random, args.seed, n)
     finally:
         runner.cleanup()
     rc = report.print()
