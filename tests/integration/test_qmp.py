@@ -498,6 +498,16 @@ def test_query_qmp_schema():
             assert_in(n, cmds, 'schema commands')
         events = {e['name'] for e in schema if e.get('meta-type') == 'event'}
         assert_in('BLOCK_EXPORT_DELETED', events, 'schema events')
+        # Command features as QEMU 7.2's (found by tests/diff).
+        features = {e['name']: e.get('features') for e in schema
+                    if e.get('meta-type') == 'command'}
+        for name, want in (('x-blockdev-amend', ['unstable']),
+                           ('x-debug-query-block-graph', ['unstable']),
+                           ('drive-backup', ['deprecated']),
+                           ('nbd-server-add', ['deprecated']),
+                           ('blockdev-snapshot', ['allow-write-only-overlay']),
+                           ('blockdev-add', None)):
+            assert_eq(features[name], want, 'features of %s' % name)
         if not is_reference():
             names = {c['name'] for c in q.execute('query-commands')}
             assert_eq(cmds, names, 'schema describes exactly the implemented commands')
