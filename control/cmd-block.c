@@ -41,18 +41,39 @@ static const BdSchemaType query_args = {
 
 /* BlockDeviceInfo, as graph/query.c fills it (for query-qmp-schema). */
 
+static const BdSchemaType image_info;
 static const BdSchemaField image_info_fields[] = {
     BD_FIELD("filename", &bd_schema_str),
     BD_FIELD("format", &bd_schema_str),
+    BD_OPT("dirty-flag", &bd_schema_bool),
     BD_FIELD("virtual-size", &bd_schema_int),
     BD_OPT("actual-size", &bd_schema_int),
+    BD_OPT("cluster-size", &bd_schema_int),
     BD_OPT("backing-filename", &bd_schema_str),
-    BD_OPT("format-specific", &bd_schema_any),
+    BD_OPT("full-backing-filename", &bd_schema_str),
+    BD_OPT("backing-filename-format", &bd_schema_str),
     BD_OPT("snapshots", &bd_cmd_snapshot_info_list),
+    BD_OPT("backing-image", &image_info),
+    BD_OPT("format-specific", &bd_schema_any),
     { NULL } };
 static const BdSchemaType image_info = {
     .name = "ImageInfo", .kind = BD_SCHEMA_OBJECT,
     .fields = image_info_fields };
+static const BdSchemaField dirty_info_fields[] = {
+    BD_OPT("name", &bd_schema_str),
+    BD_FIELD("count", &bd_schema_int),
+    BD_FIELD("granularity", &bd_schema_int),
+    BD_FIELD("recording", &bd_schema_bool),
+    BD_FIELD("busy", &bd_schema_bool),
+    BD_FIELD("persistent", &bd_schema_bool),
+    BD_OPT("inconsistent", &bd_schema_bool),
+    { NULL } };
+static const BdSchemaType dirty_info = {
+    .name = "BlockDirtyInfo", .kind = BD_SCHEMA_OBJECT,
+    .fields = dirty_info_fields };
+static const BdSchemaType dirty_info_list = {
+    .name = "[BlockDirtyInfo]", .kind = BD_SCHEMA_LIST,
+    .element = &dirty_info };
 static const BdSchemaField cache_info_fields[] = {
     BD_FIELD("writeback", &bd_schema_bool),
     BD_FIELD("direct", &bd_schema_bool),
@@ -83,6 +104,7 @@ static const BdSchemaField device_info_fields[] = {
     BD_FIELD("iops_wr", &bd_schema_int),
     BD_FIELD("image", &image_info),
     BD_FIELD("write_threshold", &bd_schema_int),
+    BD_OPT("dirty-bitmaps", &dirty_info_list),
     BD_FIELD("cache", &cache_info),
     { NULL } };
 static const BdSchemaType device_info = {

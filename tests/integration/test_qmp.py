@@ -508,6 +508,16 @@ def test_query_qmp_schema():
                            ('blockdev-snapshot', ['allow-write-only-overlay']),
                            ('blockdev-add', None)):
             assert_eq(features[name], want, 'features of %s' % name)
+        # query-named-block-nodes' return type lists what it returns.
+        types = {e['name']: e for e in schema}
+        ret = types[types[[e for e in schema if e.get('name') == 'query-named-block-nodes']
+                          [0]['ret-type']]['element-type']]
+        members = {m['name']: m['type'] for m in ret['members']}
+        assert_in('dirty-bitmaps', members, 'BlockDeviceInfo members')
+        image = {m['name'] for m in types[members['image']]['members']}
+        for m in ('cluster-size', 'dirty-flag', 'backing-image', 'full-backing-filename',
+                  'backing-filename-format'):
+            assert_in(m, image, 'ImageInfo members')
         if not is_reference():
             names = {c['name'] for c in q.execute('query-commands')}
             assert_eq(cmds, names, 'schema describes exactly the implemented commands')
