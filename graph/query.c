@@ -30,10 +30,48 @@ static int64_t node_allocated_size(BdNode *node)
     return node->children->len ? sum : -1;
 }
 
+/* The next image down, as QEMU's bdrv_filter_or_cow_bs(): a filter's
+ * filtered child, else the COW (backing) child. */
+static BdNode *filter_or_cow(BdNode *node)
+{
+    if (node->drv->is_filter) {
+        BdChild *c = bd_node_filtered_child(node);
+        return c ? c->node : NULL;
+    }
+    return bd_node_backing(node);
+}
+
+/* A filter shows the cluster size and dirty flag of the image below it,
+ * as QEMU's bdrv_get_info() passes through filters. */
+static void filter_image_info(BdNode *node, GVariantDict *image)
+{
+    BdChild *c = bd_node_filtered_child(node);
+    BdNode *below = c ? c->node : NULL;
+    GVariantDict scratch;
+    static const char *const keys[] = { "cluster-size", "dirty-flag" };
+
+    while (below && below->drv->is_filter && !below->drv->query_image_info) {
+        c = bd_node_filtered_child(below);
+        below = c ? c->node : NULL;
+    }
+    if (!below || !below->drv->query_image_info) {
+        return;
+    }
+    g_variant_dict_init(&scratch, NULL);
+    below->drv->query_image_info(below, &scratch);
+    for (gsize i = 0; i < G_N_ELEMENTS(keys); i++) {
+        g_autoptr(GVariant) v = g_variant_dict_lookup_value(&scratch, keys[i],
+                                                            NULL);
+        if (v) {
+            g_variant_dict_insert_value(image, keys[i], v);
+        }
+    }
+    g_variant_dict_clear(&scratch);
+}
+
 static GVariant *node_image_info(BdNode *node, gboolean with_backing)
 {
     GVariantDict image;
-    BdNode *backing = bd_node_backing(node);
     int64_t actual = node_allocated_size(node);
 
     g_variant_dict_init(&image, NULL);
@@ -44,16 +82,17 @@ static GVariant *node_image_info(BdNode *node, gboolean with_backing)
     if (actual >= 0) {
         g_variant_dict_insert(&image, "actual-size", "x", actual);
     }
-    if (backing) {
-        g_variant_dict_insert(&image, "backing-filename", "s",
-                              backing->filename);
-    }
+    /* backing-filename is the image's own (the driver's): the name its
+     * header records, as QEMU, not where the backing node is. */
     if (node->drv->query_image_info) {
         node->drv->query_image_info(node, &image);
+    } else if (node->drv->is_filter) {
+        filter_image_info(node, &image);
     }
-    if (backing && with_backing) {
+    BdNode *below = filter_or_cow(node);
+    if (below && with_backing) {
         g_variant_dict_insert_value(&image, "backing-image",
-                                    node_image_info(backing, TRUE));
+                                    node_image_info(below, TRUE));
     }
     return g_variant_dict_end(&image);
 }
@@ -80,10 +119,10 @@ GVariant *bd_node_query_info(BdNode *node, gboolean flat)
     GVariantDict info, cache;
     int depth = 0;
 
-    /* As QEMU, the depth counts the backing images shown: none when
-     * flat. */
-    for (BdNode *b = flat ? NULL : bd_node_backing(node); b;
-         b = bd_node_backing(b)) {
+    /* As QEMU, the depth counts the backing images shown (filters'
+     * children too): none when flat. */
+    for (BdNode *b = flat ? NULL : filter_or_cow(node); b;
+         b = filter_or_cow(b)) {
         depth++;
     }
     g_variant_dict_init(&cache, NULL);
@@ -96,7 +135,8 @@ GVariant *bd_node_query_info(BdNode *node, gboolean flat)
     g_variant_dict_insert(&info, "node-name", "s", node->node_name);
     g_variant_dict_insert(&info, "ro", "b", node->read_only);
     g_variant_dict_insert(&info, "drv", "s", node->drv->name);
-    if (bd_node_backing(node)) {
+    /* As QEMU: the COW child's file only, not a filter's child. */
+    if (bd_node_backing(node) && !node->drv->is_filter) {
         g_variant_dict_insert(&info, "backing_file", "s",
                               bd_node_backing(node)->filename);
     }

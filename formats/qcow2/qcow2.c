@@ -470,7 +470,6 @@ static gboolean open_backing(BdNode *node, Qcow2State *s,
     if (!s->h.backing_file) {
         return TRUE;
     }
-    s->backing_from_header = TRUE;
     /* A relative name is taken from the image's own directory, as QEMU. */
     if (s->file->node->filename) {
         dir = g_path_get_dirname(s->file->node->filename);
@@ -778,13 +777,22 @@ static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
                           (gint64)s->cluster_size);
     g_variant_dict_insert(image, "dirty-flag", "b",
                           !!(s->h.incompatible & QCOW2_INCOMPAT_DIRTY));
-    /* As QEMU: the name as the header has it, and where it led. */
-    if (s->h.backing_file && bd_node_backing(node) &&
-        s->backing_from_header) {
-        g_variant_dict_insert(image, "backing-filename", "s",
-                              s->h.backing_file);
+    /* As QEMU: the name as the header has it, and that name taken from
+     * the image's directory, whatever backing node is attached (one
+     * given by node name, or none). */
+    if (s->h.backing_file) {
+        g_autofree char *full = NULL;
+        const char *name = s->h.backing_file;
+
+        if (!g_path_is_absolute(name) && !strchr(name, ':') &&
+            s->file->node->filename) {
+            g_autofree char *dir =
+                g_path_get_dirname(s->file->node->filename);
+            full = g_build_filename(dir, name, NULL);
+        }
+        g_variant_dict_insert(image, "backing-filename", "s", name);
         g_variant_dict_insert(image, "full-backing-filename", "s",
-                              bd_node_backing(node)->filename);
+                              full ? full : name);
     }
     if (s->h.backing_format) {
         g_variant_dict_insert(image, "backing-filename-format", "s",

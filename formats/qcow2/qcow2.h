@@ -160,9 +160,6 @@ struct Qcow2State {
     int overlap_check;         /* bitmask of QCOW2_OL_* */
 
     gboolean writable;
-    /* The backing child came from the header, not the 'backing' option
-     * (at open; queries show backing-filename then, as QEMU). */
-    gboolean backing_from_header;
     gboolean corrupt;          /* found inconsistent: no more writes */
     gboolean lazy_refcounts;
     gboolean pass_discard[3];  /* request, snapshot, other */

@@ -225,6 +225,46 @@ def test_flat_backing_file_depth():
         assert_eq(flat['top'], 0, 'depth of top when flat')
 
 
+def test_backing_info_through_filters_and_explicit_backing():
+    """QEMU's view: the backing file name as the header records it (with
+    the full name beside it) whatever backing node is attached, none for
+    a filter; a filter's filtered child counts as a backing image and
+    shows the image's cluster size (found by tests/diff)."""
+    with _qmp_daemon() as d:
+        base = d.path('base.qcow2')
+        top = d.path('top.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '1M'])
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2',
+             top, '1M'])
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'base',
+                                   'file': {'driver': 'file', 'filename': base}})
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top', 'backing': 'base',
+                                   'file': {'driver': 'file', 'filename': top}})
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'alone', 'backing': None,
+                                   'read-only': True,
+                                   'file': {'driver': 'file', 'filename': top,
+                                            'locking': 'off'}})
+        q.execute('object-add', {'qom-type': 'throttle-group', 'id': 'tg'})
+        q.execute('blockdev-add', {'driver': 'throttle', 'node-name': 'thr',
+                                   'throttle-group': 'tg', 'file': 'top'})
+        nodes = {n['node-name']: n for n in q.execute('query-named-block-nodes')}
+        for name in ('top', 'alone'):
+            image = nodes[name]['image']
+            assert_eq(image['backing-filename'], 'base.qcow2', '%s backing-filename' % name)
+            assert_eq(image['full-backing-filename'], base, '%s full-backing-filename' % name)
+        assert_eq(nodes['top']['backing_file'], base, 'backing_file of top')
+        assert_eq('backing_file' in nodes['alone'], False, 'no backing node, no backing_file')
+        thr = nodes['thr']
+        assert_eq(thr['backing_file_depth'], 2, 'depth through the filter')
+        assert_eq('backing_file' in thr, False, 'a filter has no backing file')
+        assert_eq('backing-filename' in thr['image'], False, 'nor a backing-filename')
+        assert_eq(thr['image']['cluster-size'], 65536, "the filtered image's cluster size")
+        assert_eq(thr['image']['backing-image']['format'], 'qcow2', 'the filtered image below')
+        assert_eq(thr['image']['backing-image']['backing-image']['filename'], base,
+                  'then its backing image')
+
+
 def test_file_empty_filename():
     """An empty file name is refused as QEMU's file driver refuses it."""
     with _qmp_daemon() as d:
