@@ -249,6 +249,16 @@ static gboolean change_backing_file(GVariant *args, JsonNode **ret,
                     device);
         return FALSE;
     }
+    /* QEMU's qmp_get_root_bs: no node nor job above 'device'. */
+    gboolean root = bd_chain_check_busy(bs, NULL);
+    for (GList *l = bs->parents; root && l; l = l->next) {
+        root = ((BdChild *)l->data)->parent == NULL;
+    }
+    if (!root) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Need a root block node");
+        return FALSE;
+    }
     if (!image_bs) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Cannot find device='' nor node-name='%s'", image);
@@ -340,6 +350,19 @@ static gboolean block_resize(GVariant *args, JsonNode **ret, GError **errp)
     if (size < 0) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Parameter 'size' expects a >0 size");
+        return FALSE;
+    }
+    /* QEMU's op blockers refuse resizing a node a job holds or one used
+     * as a backing image, naming 'device' (printf's "(null)" when only
+     * node-name is given, as QEMU's text has it). */
+    gboolean blocked = !bd_chain_check_busy(node, NULL);
+    for (GList *l = node->parents; !blocked && l; l = l->next) {
+        BdChild *c = l->data;
+        blocked = c->parent && (c->role & BD_CHILD_COW);
+    }
+    if (blocked) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Device '%s' is in use", device ? device : "(null)");
         return FALSE;
     }
     return bd_node_resize(node, (uint64_t)size, errp);

@@ -265,6 +265,49 @@ def test_backing_info_through_filters_and_explicit_backing():
                   'then its backing image')
 
 
+def test_in_use_and_root_checks():
+    """QEMU's op blockers and root checks (found by tests/diff):
+    block_resize of a backing node or of a node a job holds is refused
+    ('Device ... is in use', "(null)" when only node-name is given);
+    change-backing-file and internal snapshots want a root node, which a
+    node under another node or held by a job is not."""
+    with _qmp_daemon() as d:
+        base = d.path('base.qcow2')
+        top = d.path('top.qcow2')
+        tgt = d.path('tgt.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '1M'])
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top, '1M'])
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', tgt, '1M'])
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'base',
+                                   'file': {'driver': 'file', 'filename': base}})
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top', 'backing': 'base',
+                                   'file': {'driver': 'file', 'node-name': 'top-file',
+                                            'filename': top}})
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
+                                   'file': {'driver': 'file', 'filename': tgt}})
+        e = q.error('block_resize', {'node-name': 'base', 'size': 2 << 20})
+        assert_eq(e['desc'], "Device '(null)' is in use", 'resize of a backing node')
+        e = q.error('change-backing-file', {'device': 'top-file', 'image-node-name': 'top',
+                                            'backing-file': 'x'})
+        assert_eq(e['desc'], 'Need a root block node', 'change-backing-file under a node')
+        q.execute('blockdev-mirror', {'job-id': 'm', 'device': 'top', 'target': 'tgt',
+                                      'sync': 'top'})
+        q.wait_event('BLOCK_JOB_READY', 60)
+        e = q.error('block_resize', {'node-name': 'tgt', 'size': 2 << 20})
+        assert_eq(e['desc'], "Device '(null)' is in use", 'resize of a mirror target')
+        for cmd, args in (('blockdev-snapshot-internal-sync', {'device': 'tgt', 'name': 's'}),
+                          ('blockdev-snapshot-delete-internal-sync',
+                           {'device': 'tgt', 'name': 's'}),
+                          ('change-backing-file', {'device': 'top', 'image-node-name': 'top',
+                                                   'backing-file': 'x'})):
+            e = q.error(cmd, args)
+            assert_eq(e['desc'], 'Need a root block node', '%s under a job' % cmd)
+        q.execute('block-job-cancel', {'device': 'm'})
+        q.wait_event('BLOCK_JOB_COMPLETED', 60)
+        q.execute('blockdev-snapshot-internal-sync', {'device': 'tgt', 'name': 's'})
+
+
 def test_file_empty_filename():
     """An empty file name is refused as QEMU's file driver refuses it."""
     with _qmp_daemon() as d:
