@@ -509,6 +509,12 @@ def test_nodes_of_a_mirror_are_busy():
             e = env.q.error('blockdev-backup', {'job-id': 'b', 'device': dev, 'target': tgt,
                                                 'sync': 'full'})
             bt.assert_eq(e['desc'], busy % node, 'backup %s -> %s' % (dev, tgt))
+        # drive-backup checks before creating its target image.
+        new = env.d.path('new.qcow2')
+        e = env.q.error('drive-backup', {'job-id': 'b', 'device': 'drive0', 'target': new,
+                                         'format': 'qcow2', 'sync': 'full'})
+        bt.assert_eq(e['desc'], busy % 'drive0', 'drive-backup of a mirror source')
+        bt.assert_eq(os.path.exists(new), False, 'no target created')
         env.q.execute('block-job-cancel', {'device': 'm'})
         env.run_job('m')
         env.q.execute('blockdev-backup', {'job-id': 'b', 'device': 'drive0', 'target': 'other',
