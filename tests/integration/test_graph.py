@@ -300,7 +300,9 @@ def test_in_use_and_root_checks():
                           ('blockdev-snapshot-delete-internal-sync',
                            {'device': 'tgt', 'name': 's'}),
                           ('change-backing-file', {'device': 'top', 'image-node-name': 'top',
-                                                   'backing-file': 'x'})):
+                                                   'backing-file': 'x'}),
+                          ('blockdev-mirror', {'job-id': 'm2', 'device': 'tgt',
+                                               'target': 'base', 'sync': 'full'})):
             e = q.error(cmd, args)
             assert_eq(e['desc'], 'Need a root block node', '%s under a job' % cmd)
         q.execute('block-job-cancel', {'device': 'm'})
