@@ -310,6 +310,26 @@ def test_in_use_and_root_checks():
         q.execute('blockdev-snapshot-internal-sync', {'device': 'tgt', 'name': 's'})
 
 
+def test_new_image_with_backing_needs_a_format_for_it():
+    """drive-backup/drive-mirror sync=top create their target with the
+    source's backing file: a raw target is refused before any file is
+    made, with QEMU's bdrv_img_create text (found by tests/diff)."""
+    with _qmp_daemon() as d:
+        base = d.path('base.qcow2')
+        top = d.path('top.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '1M'])
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top, '1M'])
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
+                                   'file': {'driver': 'file', 'filename': top}})
+        for cmd in ('drive-backup', 'drive-mirror'):
+            target = d.path('%s.raw' % cmd)
+            e = q.error(cmd, {'job-id': 'j', 'device': 'top', 'target': target,
+                              'format': 'raw', 'sync': 'top'})
+            assert_eq(e['desc'], "Backing file not supported for file format 'raw'", cmd)
+            assert_eq(os.path.exists(target), False, '%s: no target left' % cmd)
+
+
 def test_file_empty_filename():
     """An empty file name is refused as QEMU's file driver refuses it."""
     with _qmp_daemon() as d:
