@@ -474,7 +474,8 @@ class Report:
 
     def print(self):
         print('difftest: %d sequences, %d calls compared, %d NBD operations, %d image checks'
-              ' (%d data comparisons skipped: a job still running at the end)'
+              ' (%d data comparisons skipped: a job running at the end, the daemons diverged,'
+              ' or an overlay of a protocol node)'
               % (self.sequences, self.calls, self.nbd_ops, self.image_checks,
                  self.data_skipped))
         print('accepted differences: %d (%d kinds)' % (
@@ -588,6 +589,7 @@ class Runner:
             dirs += [s.dir, os.path.realpath(s.dir)]
         self.norm = Normalizer(dirs)
         self.steps = []
+        self.diverged = False
         for s in self.sides:
             s.start()
         for cmd, a in SETUP:
@@ -620,7 +622,11 @@ class Runner:
             report = s.d.sanitizer_report() if s.name == 'blockd' else None
             if report:
                 self.report.add(self.label, 'blockd', 'sanitizer', report[:300], self.repro())
-        if check_images:
+        if check_images and self.diverged:
+            # After one daemon failed what the other did, the images
+            # differ as a consequence; the reply was reported.
+            self.report.data_skipped += 1
+        elif check_images:
             self.compare_images()
         shutil.rmtree(os.path.dirname(self.sides[0].dir), ignore_errors=True)
 
@@ -703,6 +709,7 @@ class Runner:
         cb = 'dead' if 'dead' in rb else 'error' if 'error' in rb else 'return'
         cq = 'dead' if 'dead' in rq else 'error' if 'error' in rq else 'return'
         if cb != cq:
+            self.diverged = True
             detail = 'blockd %s%s, qsd %s%s' % (
                 cb, (' ' + short(self.norm.value(rb.get('error', rb.get('return'))), 200)),
                 cq, (' ' + short(self.norm.value(rq.get('error', rq.get('return'))), 200)))
@@ -802,10 +809,16 @@ class Runner:
         if fa != fb:
             self.report.add(w, 'images', 'files', 'only blockd %s, only qsd %s'
                             % (sorted(fa - fb), sorted(fb - fa)), self.repro())
+        infos = {f: (self.info(os.path.join(a, f)), self.info(os.path.join(b, f)))
+                 for f in sorted(fa & fb)}
+        # An overlay taken of a protocol node (backing format 'file') holds
+        # part of another image's metadata: the files' bytes then depend
+        # on each daemon's own cluster layout; no data comparison.
+        layered = any((i or {}).get('backing-format') == 'file'
+                      for pair in infos.values() for i in pair)
         for f in sorted(fa & fb):
             self.report.image_checks += 1
-            ia = self.info(os.path.join(a, f))
-            ib = self.info(os.path.join(b, f))
+            ia, ib = infos[f]
             if ia is None or ib is None:
                 if (ia is None) != (ib is None):
                     self.report.add(w, 'images', 'image-info', '%s: unreadable on %s'
@@ -816,7 +829,7 @@ class Runner:
                                 self.repro())
             if ia.get('format') != ib.get('format'):
                 continue
-            if self.jobs_running:
+            if self.jobs_running or layered:
                 self.report.data_skipped += 1
                 continue
             p = bt.run(['qemu-img', 'compare', '-q', '-f', ia['format'], '-F', ib['format'],
@@ -833,6 +846,7 @@ class Runner:
         i = json.loads(p.stdout)
         out = {'format': i.get('format'), 'virtual-size': i.get('virtual-size'),
                'backing-filename': self.norm.text(i.get('backing-filename', '')),
+               'backing-format': i.get('backing-filename-format'),
                'snapshots': sorted(s['name'] for s in i.get('snapshots', []))}
         data = i.get('format-specific', {}).get('data', {})
         if 'bitmaps' in data:
