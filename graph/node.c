@@ -85,11 +85,13 @@ static const BdSchemaType cache_type = {
 
 /* BlockdevDriver: the registered drivers' names, filled once they are
  * registered.  Decoded as a string: its values are known at run time. */
-static BdSchemaType driver_enum;
+BdSchemaType bd_blockdev_driver_enum;
+
 
 #define MUTABLE .flags = BD_FIELD_MUTABLE
 static const BdSchemaField common_fields[] = {
-    { "driver", &driver_enum, FALSE, BD_AT(BdNodeOptions, driver) },
+    { "driver", &bd_blockdev_driver_enum, FALSE,
+      BD_AT(BdNodeOptions, driver) },
     { "node-name", &bd_schema_str, TRUE, BD_AT(BdNodeOptions, node_name),
       MUTABLE },
     { "discard", &discard_type, TRUE, BD_AT(BdNodeOptions, discard),
@@ -159,7 +161,7 @@ const BdSchemaType *bd_blockdev_options_schema(void)
             variants[i].value = list[i]->name;
             variants[i].type = t;
         }
-        driver_enum = (BdSchemaType) {
+        bd_blockdev_driver_enum = (BdSchemaType) {
             .name = "BlockdevDriver", .kind = BD_SCHEMA_ENUM,
             .enum_values = names };
         union_type = (BdSchemaType) {
