@@ -283,7 +283,12 @@ static gboolean change_backing_file(GVariant *args, JsonNode **ret,
     if (ro && !bd_chain_reopen_read_only(image_bs, FALSE, errp)) {
         return FALSE;
     }
-    ok = bd_chain_change_backing_file(image_bs, file, backing->drv->name,
+    /* The format of the image below any filter (a backup's
+     * copy-before-write node, say): a filter's name is no image format
+     * and would not even fit the header extension QEMU reads. */
+    BdNode *fmt_node = bd_chain_skip_filters(backing);
+    ok = bd_chain_change_backing_file(image_bs, file,
+                                      (fmt_node ? fmt_node : backing)->drv->name,
                                       errp);
     if (ro) {
         /* Back to read-only; a failure here leaves it writable, as QEMU. */

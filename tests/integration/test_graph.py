@@ -4,6 +4,7 @@
 messages, block-export-del safe/hard with a client connected,
 BLOCK_EXPORT_DELETED, query-named-block-nodes and query-block-exports."""
 
+import json
 import os
 import sys
 
@@ -328,6 +329,38 @@ def test_new_image_with_backing_needs_a_format_for_it():
                               'format': 'raw', 'sync': 'top'})
             assert_eq(e['desc'], "Backing file not supported for file format 'raw'", cmd)
             assert_eq(os.path.exists(target), False, '%s: no target left' % cmd)
+
+
+def test_change_backing_file_under_backup_filter():
+    """change-backing-file while a backup's copy-before-write filter sits
+    between the image and its backing node writes the backing image's
+    format, not the filter's name, which would leave a header QEMU cannot
+    open (found by tests/diff)."""
+    with _qmp_daemon() as d:
+        base = d.path('base.qcow2')
+        top = d.path('top.qcow2')
+        tgt = d.path('tgt.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '1M'])
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top, '1M'])
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', tgt, '1M'])
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'base',
+                                   'file': {'driver': 'file', 'filename': base}})
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top', 'backing': 'base',
+                                   'file': {'driver': 'file', 'filename': top}})
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
+                                   'file': {'driver': 'file', 'filename': tgt}})
+        q.execute('blockdev-backup', {'job-id': 'b', 'device': 'base', 'target': 'tgt',
+                                      'sync': 'full', 'auto-finalize': False})
+        q.wait_event('BLOCK_JOB_PENDING', 60)
+        q.execute('change-backing-file', {'device': 'top', 'image-node-name': 'top',
+                                          'backing-file': base})
+        q.execute('job-finalize', {'id': 'b'})
+        q.wait_event('BLOCK_JOB_COMPLETED', 60)
+        q.execute('blockdev-del', {'node-name': 'top'})
+        info = json.loads(run(['qemu-img', 'info', '-U', '--output=json', top]).stdout)
+        assert_eq(info.get('backing-filename-format'), 'qcow2', 'backing format written')
+        assert_eq(info.get('backing-filename'), base, 'backing file written')
 
 
 def test_file_empty_filename():
