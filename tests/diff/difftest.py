@@ -842,6 +842,8 @@ class Runner:
     def info(self, path):
         p = bt.run(['qemu-img', 'info', '-U', '--output=json', path], check=False)
         if p.returncode != 0:
+            if self.args.verbose:
+                print('  qemu-img info %s: %s' % (path, p.stderr.strip()))
             return None
         i = json.loads(p.stdout)
         out = {'format': i.get('format'), 'virtual-size': i.get('virtual-size'),
