@@ -795,38 +795,39 @@ gboolean bd_node_resize(BdNode *node, uint64_t size, GError **errp)
 
     BdDrainSection *drained;
     BdEntry *entry;
+    GError *err = NULL;
     int ret;
 
-    if (!node->drv->truncate) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Image format driver does not support resize");
-        return FALSE;
-    }
-    if (node->read_only) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "Image is read-only");
-        return FALSE;
-    }
-    if (size > BD_MAX_LENGTH) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "offset(%" G_GINT64_FORMAT ") exceeds maximum(%"
-                    G_GINT64_FORMAT ")", (gint64)size, BD_MAX_LENGTH);
-        return FALSE;
-    }
-    if (node->drv->resize_check &&
-        !node->drv->resize_check(node, size, errp)) {
-        return FALSE;
-    }
-    /* Exports see the new size on their next request, never mid-way.
-     * Our own handle, attached inside the section, is not quiesced. */
+    /* In QEMU's order: the handle's resize permission first (a conflict
+     * with the node's users), then the size, the node's read-only
+     * state and the driver's own checks.  Exports see the new size on
+     * their next request, never mid-way; our own handle, attached
+     * inside the section, is not quiesced. */
     drained = bd_drained_begin(node);
     entry = bd_entry_new(node, NULL, BD_PERM_RESIZE, BD_PERM_ALL, errp);
     if (!entry) {
         bd_drained_end(drained);
         return FALSE;
     }
-    ret = bd_entry_truncate(entry, size);
+    if (size > BD_MAX_LENGTH) {
+        g_set_error(&err, BD_ERROR, BD_ERROR_GENERIC,
+                    "offset(%" G_GINT64_FORMAT ") exceeds maximum(%"
+                    G_GINT64_FORMAT ")", (gint64)size, BD_MAX_LENGTH);
+    } else if (node->read_only) {
+        g_set_error(&err, BD_ERROR, BD_ERROR_GENERIC, "Image is read-only");
+    } else if (!node->drv->truncate) {
+        g_set_error(&err, BD_ERROR, BD_ERROR_GENERIC,
+                    "Image format driver does not support resize");
+    } else if (node->drv->resize_check) {
+        node->drv->resize_check(node, size, &err);
+    }
+    ret = err ? 0 : bd_entry_truncate(entry, size);
     bd_entry_free(entry);
     bd_drained_end(drained);
+    if (err) {
+        g_propagate_error(errp, err);
+        return FALSE;
+    }
     if (ret < 0) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Could not resize node '%s': %s", node->node_name,

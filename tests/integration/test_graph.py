@@ -385,6 +385,21 @@ def test_resize_beyond_max_length():
                       'resize to %d' % size)
         q.execute('block_resize', {'node-name': 'r', 'size': 2 << 20})
         assert_eq(os.path.getsize(img), 2 << 20, 'resized')
+        # The resize permission comes first, then read-only (QEMU's order;
+        # found by tests/diff): a read-only node whose file another user
+        # keeps from resizing reports that conflict.
+        _export(q, d, node='f', writable=False)
+        q.execute('blockdev-reopen', {'options': [{'driver': 'raw', 'node-name': 'r',
+                                                   'file': 'f', 'read-only': True}]})
+        e = q.error('block_resize', {'node-name': 'r', 'size': 4 << 20})
+        assert_eq(e['desc'], "Permission conflict on node 'f': permissions 'resize' are both "
+                             "required by node 'r' (uses node 'f' as 'file' child) and "
+                             "unshared by an unnamed block device (uses node 'f' as 'root' "
+                             "child).", 'conflict before read-only')
+        q.execute('block-export-del', {'id': 'e'})
+        q.wait_event('BLOCK_EXPORT_DELETED')
+        e = q.error('block_resize', {'node-name': 'r', 'size': 4 << 20})
+        assert_eq(e['desc'], 'Image is read-only', 'then read-only')
 
 
 def test_query_named_block_nodes_read_only_and_options():
