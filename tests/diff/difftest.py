@@ -577,6 +577,13 @@ class Runner:
             open(os.path.join(self.images, name), 'w').close()
 
     def cleanup(self):
+        """Stop the daemons of an unfinished sequence (an interrupted
+        run) and remove every file."""
+        for side in getattr(self, 'sides', []):
+            try:
+                side.stop()
+            except Exception:
+                pass
         shutil.rmtree(self.root, ignore_errors=True)
 
     # A sequence: both daemons fresh, setup, steps, image comparison.
