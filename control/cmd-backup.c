@@ -14,6 +14,7 @@
 #include "graph/error.h"
 #include "graph/io.h"
 #include "graph/main-thread.h"
+#include "jobs/chain.h"
 #include "graph/node.h"
 #include "jobs/backup.h"
 
@@ -290,6 +291,11 @@ static BdJob *drive_backup_job(GVariant *args, BdJobTxn *txn,
     existing = a.mode == BD_CTL_NEW_IMAGE_EXISTING;
     BdNode *source = bd_ctl_lookup_node(a.device, errp);
     if (!source) {
+        return NULL;
+    }
+    /* As QEMU: a source another job holds is refused before the target
+     * image is created. */
+    if (!bd_chain_check_busy(source, errp)) {
         return NULL;
     }
     if (a.sync == BD_CTL_SYNC_TOP) {

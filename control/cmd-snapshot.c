@@ -209,13 +209,17 @@ static gboolean snapshot_prepare(SnapState *st, SnapArgs *a, GError **errp)
         st->new_node = bd_node_ref(overlay);
     }
     overlay = st->new_node;
-    for (GList *l = overlay->parents; l; l = l->next) {
-        BdChild *c = l->data;
-        if (!c->parent) {
-            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "The overlay is already in use");
-            return FALSE;
-        }
+    /* As QEMU 7.2: in use when a user reads it as an image (an export, a
+     * format parent); a mirror target, written only, may get one. */
+    if (bd_perm_load(&overlay->cum_perm) & BD_PERM_CONSISTENT_READ) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "The overlay is already in use");
+        return FALSE;
+    }
+    if (overlay->drv->is_filter) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Filters cannot be used as overlays");
+        return FALSE;
     }
     if (overlay->backing) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,

@@ -196,6 +196,10 @@ static gboolean nbd_export_create(BdExport *exp, GVariant *options,
                     "description '%s' too long", desc);
         return FALSE;
     }
+    /* As QEMU: no resize while the export serves the node. */
+    if (!bd_export_unshare(exp, errp)) {
+        return FALSE;
+    }
 
     bd_mutex_lock(&bd_nbd_lock);
     if (!exports) {

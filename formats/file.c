@@ -740,6 +740,12 @@ static gboolean file_open(BdNode *node, GVariant *options, GError **errp)
                     "Parameter 'filename' is missing");
         return FALSE;
     }
+    if (!filename[0]) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "The '%s' block driver requires a file name",
+                    node->drv->name);
+        return FALSE;
+    }
     if (o.aio == FILE_AIO_NATIVE && !node->cache_direct) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "aio=native was specified, but it requires "

@@ -85,11 +85,13 @@ static const BdSchemaType cache_type = {
 
 /* BlockdevDriver: the registered drivers' names, filled once they are
  * registered.  Decoded as a string: its values are known at run time. */
-static BdSchemaType driver_enum;
+BdSchemaType bd_blockdev_driver_enum;
+
 
 #define MUTABLE .flags = BD_FIELD_MUTABLE
 static const BdSchemaField common_fields[] = {
-    { "driver", &driver_enum, FALSE, BD_AT(BdNodeOptions, driver) },
+    { "driver", &bd_blockdev_driver_enum, FALSE,
+      BD_AT(BdNodeOptions, driver) },
     { "node-name", &bd_schema_str, TRUE, BD_AT(BdNodeOptions, node_name),
       MUTABLE },
     { "discard", &discard_type, TRUE, BD_AT(BdNodeOptions, discard),
@@ -159,7 +161,7 @@ const BdSchemaType *bd_blockdev_options_schema(void)
             variants[i].value = list[i]->name;
             variants[i].type = t;
         }
-        driver_enum = (BdSchemaType) {
+        bd_blockdev_driver_enum = (BdSchemaType) {
             .name = "BlockdevDriver", .kind = BD_SCHEMA_ENUM,
             .enum_values = names };
         union_type = (BdSchemaType) {
@@ -792,38 +794,49 @@ gboolean bd_node_monitor_del(const char *node_name, GError **errp)
     return TRUE;
 }
 
+/* The largest image size, as QEMU's BDRV_MAX_LENGTH: INT64_MAX aligned
+ * down to 1 GiB. */
+#define BD_MAX_LENGTH ((gint64)(G_MAXINT64 - ((1 << 30) - 1)))
+
 gboolean bd_node_resize(BdNode *node, uint64_t size, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
     BdDrainSection *drained;
     BdEntry *entry;
+    GError *err = NULL;
     int ret;
 
-    if (!node->drv->truncate) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Image format driver does not support resize");
-        return FALSE;
-    }
-    if (node->read_only) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "Image is read-only");
-        return FALSE;
-    }
-    if (node->drv->resize_check &&
-        !node->drv->resize_check(node, size, errp)) {
-        return FALSE;
-    }
-    /* Exports see the new size on their next request, never mid-way.
-     * Our own handle, attached inside the section, is not quiesced. */
+    /* In QEMU's order: the handle's resize permission first (a conflict
+     * with the node's users), then the size, the node's read-only
+     * state and the driver's own checks.  Exports see the new size on
+     * their next request, never mid-way; our own handle, attached
+     * inside the section, is not quiesced. */
     drained = bd_drained_begin(node);
     entry = bd_entry_new(node, NULL, BD_PERM_RESIZE, BD_PERM_ALL, errp);
     if (!entry) {
         bd_drained_end(drained);
         return FALSE;
     }
-    ret = bd_entry_truncate(entry, size);
+    if (size > BD_MAX_LENGTH) {
+        g_set_error(&err, BD_ERROR, BD_ERROR_GENERIC,
+                    "offset(%" G_GINT64_FORMAT ") exceeds maximum(%"
+                    G_GINT64_FORMAT ")", (gint64)size, BD_MAX_LENGTH);
+    } else if (node->read_only) {
+        g_set_error(&err, BD_ERROR, BD_ERROR_GENERIC, "Image is read-only");
+    } else if (!node->drv->truncate) {
+        g_set_error(&err, BD_ERROR, BD_ERROR_GENERIC,
+                    "Image format driver does not support resize");
+    } else if (node->drv->resize_check) {
+        node->drv->resize_check(node, size, &err);
+    }
+    ret = err ? 0 : bd_entry_truncate(entry, size);
     bd_entry_free(entry);
     bd_drained_end(drained);
+    if (err) {
+        g_propagate_error(errp, err);
+        return FALSE;
+    }
     if (ret < 0) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Could not resize node '%s': %s", node->node_name,

@@ -546,6 +546,10 @@ const BdDriver *const *bd_driver_list(void);
 /* The full schema of BlockdevOptions (union on 'driver') built from the
  * registered drivers; used by control/ for blockdev-add and the schema. */
 const BdSchemaType *bd_blockdev_options_schema(void);
+/* BlockdevDriver, the enum of the registered drivers' names (decoded as
+ * a string), for other tables' members; filled by the first
+ * bd_blockdev_options_schema(), which their users call first. */
+extern BdSchemaType bd_blockdev_driver_enum;
 
 /* --- nodes --- */
 

@@ -48,6 +48,34 @@ static char *node_filename(BdNode *node)
     return name ? name : g_strdup(node->filename);
 }
 
+/* A filter shows the cluster size and dirty flag of the image below it,
+ * as QEMU's bdrv_get_info() passes through filters. */
+static void filter_image_info(BdNode *node, GVariantDict *image)
+{
+    BdChild *c = bd_node_filtered_child(node);
+    BdNode *below = c ? c->node : NULL;
+    GVariantDict scratch;
+    static const char *const keys[] = { "cluster-size", "dirty-flag" };
+
+    while (below && below->drv->is_filter && !below->drv->query_image_info) {
+        c = bd_node_filtered_child(below);
+        below = c ? c->node : NULL;
+    }
+    if (!below || !below->drv->query_image_info) {
+        return;
+    }
+    g_variant_dict_init(&scratch, NULL);
+    below->drv->query_image_info(below, &scratch);
+    for (gsize i = 0; i < G_N_ELEMENTS(keys); i++) {
+        g_autoptr(GVariant) v = g_variant_dict_lookup_value(&scratch, keys[i],
+                                                            NULL);
+        if (v) {
+            g_variant_dict_insert_value(image, keys[i], v);
+        }
+    }
+    g_variant_dict_clear(&scratch);
+}
+
 static GVariant *node_image_info(BdNode *node, gboolean with_backing)
 {
     GVariantDict image;
@@ -68,6 +96,8 @@ static GVariant *node_image_info(BdNode *node, gboolean with_backing)
      * does not show there. */
     if (node->drv->query_image_info) {
         node->drv->query_image_info(node, &image);
+    } else if (node->drv->is_filter) {
+        filter_image_info(node, &image);
     }
     if (below && with_backing) {
         g_variant_dict_insert_value(&image, "backing-image",
@@ -116,7 +146,8 @@ GVariant *bd_node_query_info(BdNode *node, gboolean flat)
     g_variant_dict_insert(&info, "node-name", "s", node->node_name);
     g_variant_dict_insert(&info, "ro", "b", node->read_only);
     g_variant_dict_insert(&info, "drv", "s", node->drv->name);
-    if (bd_node_backing(node)) {
+    /* As QEMU: the COW child's file only, not a filter's child. */
+    if (bd_node_backing(node) && !node->drv->is_filter) {
         g_autofree char *bf = node_filename(bd_node_backing(node));
 
         g_variant_dict_insert(&info, "backing_file", "s", bf);

@@ -353,6 +353,12 @@ static gboolean backup_check(const BdBackupParams *p, GError **errp)
                     "Compression is not supported for this drive %s", "");
         return FALSE;
     }
+    /* As QEMU's op blockers: a node another job holds is busy, as
+     * source or target. */
+    if (!bd_chain_check_busy(p->source, errp) ||
+        !bd_chain_check_busy(p->target, errp)) {
+        return FALSE;
+    }
     if (p->max_workers < 1 || p->max_workers > G_MAXINT) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "max-workers must be between 1 and %d", G_MAXINT);

@@ -472,7 +472,6 @@ static gboolean open_backing(BdNode *node, Qcow2State *s,
     if (!s->h.backing_file) {
         return TRUE;
     }
-    s->backing_from_header = TRUE;
     /* A relative name is taken from the image's own directory, as QEMU. */
     if (s->file->node->filename) {
         dir = g_path_get_dirname(s->file->node->filename);
