@@ -25,7 +25,7 @@ const BdSchemaField qed_create_options[] = {
     { "file", &bd_schema_blockdev_ref, FALSE, C(file) },
     { "size", &bd_schema_size, FALSE, C(size) },
     { "backing-file", &bd_schema_str, TRUE, C(backing_file) },
-    { "backing-fmt", &bd_schema_str, TRUE, C(backing_fmt) },
+    { "backing-fmt", &bd_blockdev_driver_enum, TRUE, C(backing_fmt) },
     { "cluster-size", &bd_schema_size, TRUE, C(cluster_size),
       .def.u = QED_DEFAULT_CLUSTER_SIZE },
     { "table-size", &bd_schema_int, TRUE, C(table_size),
