@@ -33,9 +33,13 @@ static const BdSchemaType auth_mode_list = {
     .name = "[RbdAuthMode]", .kind = BD_SCHEMA_LIST,
     .element = &auth_mode_type };
 
+typedef struct {
+    const char *host, *port;
+} RbdServer;
+
 static const BdSchemaField inet_base_fields[] = {
-    { "host", &bd_schema_str, FALSE },
-    { "port", &bd_schema_str, FALSE },
+    { "host", &bd_schema_str, FALSE, BD_AT(RbdServer, host) },
+    { "port", &bd_schema_str, FALSE, BD_AT(RbdServer, port) },
     { NULL } };
 static const BdSchemaType inet_base_type = {
     .name = "InetSocketAddressBase", .kind = BD_SCHEMA_OBJECT,
@@ -95,6 +99,21 @@ static void config_copy(RbdConfig *to, const RbdConfig *from)
     to->auth_client_required = g_strdup(from->auth_client_required);
 }
 
+char *rbd_config_fingerprint(const RbdConfig *cfg)
+{
+    const char *parts[] = {
+        cfg->pool, cfg->ns, cfg->image, cfg->snapshot, cfg->conf, cfg->user,
+        cfg->key, cfg->mon_host, cfg->auth_client_required };
+    g_autoptr(GString) s = g_string_new(NULL);
+
+    for (gsize i = 0; i < G_N_ELEMENTS(parts); i++) {
+        /* \x1f cannot be in any of them; NULL and "" differ. */
+        g_string_append(s, parts[i] ? parts[i] : "\x1e");
+        g_string_append_c(s, '\x1f');
+    }
+    return g_string_free(g_steal_pointer(&s), FALSE);
+}
+
 /* QEMU's qemu_rbd_mon_host: "host:port;[v6host]:port". */
 static char *mon_host_of(GVariant *servers)
 {
@@ -104,15 +123,15 @@ static char *mon_host_of(GVariant *servers)
     for (gsize i = 0; i < n; i++) {
         g_autoptr(GVariant) boxed = g_variant_get_child_value(servers, i);
         g_autoptr(GVariant) srv = g_variant_get_variant(boxed);
-        const char *host = NULL, *port = NULL;
+        RbdServer a = { 0 };
 
-        g_variant_lookup(srv, "host", "&s", &host);
-        g_variant_lookup(srv, "port", "&s", &port);
+        bd_schema_decode(inet_base_fields, srv, &a);
         if (s->len) {
             g_string_append_c(s, ';');
         }
-        g_string_append_printf(s, strchr(host, ':') ? "[%s]:%s" : "%s:%s",
-                               host, port);
+        g_string_append_printf(s, strchr(a.host, ':') ? "[%s]:%s" : "%s:%s",
+                               a.host, a.port);
+        bd_schema_clear(inet_base_fields, &a);
     }
     return g_string_free(g_steal_pointer(&s), FALSE);
 }
@@ -287,8 +306,9 @@ static gboolean cluster_connect(const RbdConfig *cfg, gboolean open_image,
     r = rados_connect(c->cluster);
     if (r == -ETIMEDOUT) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "error connecting: %s (cluster unreachable, timeout "
-                    "%g s)", g_strerror(ETIMEDOUT), c->mount_timeout);
+                    "error connecting: %s (cluster unreachable or "
+                    "credentials refused, timeout %g s)",
+                    g_strerror(ETIMEDOUT), c->mount_timeout);
         return FALSE;
     }
     if (r < 0) {
@@ -379,8 +399,9 @@ static void timeout_error(ConnectJob *j, double secs, GError **errp)
     switch (g_atomic_int_get(&j->stage)) {
     case STAGE_CONNECT:
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "error connecting: %s (cluster unreachable, timeout "
-                    "%g s)", g_strerror(ETIMEDOUT), secs);
+                    "error connecting: %s (cluster unreachable or "
+                    "credentials refused, timeout %g s)",
+                    g_strerror(ETIMEDOUT), secs);
         break;
     case STAGE_POOL:
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,

@@ -41,6 +41,10 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(RbdConfig, rbd_config_clear)
  * registry's lock). */
 gboolean rbd_config_decode(GVariant *options, RbdConfig *cfg, GError **errp);
 
+/* A string that tells configurations apart (holds the key: keep it
+ * in memory only). */
+char *rbd_config_fingerprint(const RbdConfig *cfg);
+
 /* What a connection holds. */
 typedef struct {
     rados_t cluster;

@@ -3,9 +3,12 @@
  * reached with librbd (QEMU's BlockdevOptionsRbd, encryption aside).
  *
  * Thread model: open, close, reopen, create and queries as the driver
- * contract says (graph/node.h); open connects on a thread of its own
- * (connect.c) so that a silent cluster holds the main thread no longer
- * than the connect timeout.  The data callbacks run on the requesting
+ * contract says (graph/node.h).  blockdev-add from a monitor connects
+ * beforehand on a worker thread (prepare, the 'prepared' list under
+ * prepared_lock), so the main loop does not wait for the cluster at
+ * all; an open without that (the command line) connects on a thread of
+ * its own (connect.c) and waits for it no longer than the connect
+ * timeout.  The data callbacks run on the requesting
  * thread, many at once: each submits one librbd aio request and sleeps
  * on its own RbdWait until librbd's completion callback (on a librbd
  * finisher thread) wakes it - no thread per request, and librbd keeps
@@ -295,6 +298,77 @@ static void rbd_node_refresh_limits(BdNode *node)
 
 /* --- open / close --- */
 
+/* Connections made by rbd_node_prepare off the main thread, each
+ * waiting for the open of the same configuration. */
+typedef struct {
+    char *fingerprint;
+    RbdConn conn;
+} Prepared;
+
+static GMutex prepared_lock;
+static GList *prepared;         /* Prepared *, guarded by prepared_lock */
+
+/* The prepared connection for 'cfg', taken from the list, or FALSE. */
+static gboolean prepared_take(const RbdConfig *cfg, RbdConn *out)
+{
+    g_autofree char *fp = rbd_config_fingerprint(cfg);
+    Prepared *found = NULL;
+
+    g_mutex_lock(&prepared_lock);
+    for (GList *l = prepared; l; l = l->next) {
+        Prepared *p = l->data;
+        if (!strcmp(p->fingerprint, fp)) {
+            found = p;
+            prepared = g_list_delete_link(prepared, l);
+            break;
+        }
+    }
+    g_mutex_unlock(&prepared_lock);
+    if (!found) {
+        return FALSE;
+    }
+    *out = found->conn;
+    memset(found->fingerprint, 0, strlen(found->fingerprint));
+    g_free(found->fingerprint);
+    g_free(found);
+    return TRUE;
+}
+
+/* BdDriver.prepare: connect and open the image on the calling thread
+ * (blockdev-add's worker), bounded by librados' timeouts. */
+static gboolean rbd_node_prepare(GVariant *options, GError **errp)
+{
+    g_auto(RbdConfig) cfg = { 0 };
+    Prepared *p;
+
+    if (!rbd_config_decode(options, &cfg, errp)) {
+        return FALSE;
+    }
+    p = g_new0(Prepared, 1);
+    if (!rbd_connect(&cfg, TRUE, &p->conn, errp)) {
+        g_free(p);
+        return FALSE;
+    }
+    p->fingerprint = rbd_config_fingerprint(&cfg);
+    g_mutex_lock(&prepared_lock);
+    prepared = g_list_prepend(prepared, p);
+    g_mutex_unlock(&prepared_lock);
+    return TRUE;
+}
+
+static void rbd_node_prepare_drop(GVariant *options)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    g_auto(RbdConfig) cfg = { 0 };
+    RbdConn conn;
+
+    if (rbd_config_decode(options, &cfg, NULL) &&
+        prepared_take(&cfg, &conn)) {
+        rbd_conn_close(&conn);
+    }
+}
+
 static void rbd_node_close(BdNode *node)
 {
     BD_GLOBAL_STATE_CODE();
@@ -337,7 +411,8 @@ static gboolean rbd_node_open(BdNode *node, GVariant *options,
     node->opaque = s;
     s->image = g_strdup(cfg.image);
     s->snapshot = g_strdup(cfg.snapshot);
-    if (!rbd_connect_bounded(&cfg, TRUE, &s->conn, errp)) {
+    if (!prepared_take(&cfg, &s->conn) &&
+        !rbd_connect_bounded(&cfg, TRUE, &s->conn, errp)) {
         return FALSE;
     }
     r = rbd_stat(s->conn.image, &info, sizeof(info));
@@ -448,6 +523,8 @@ const BdDriver bd_rbd_driver = {
     .options = rbd_options_fields,
     .is_protocol = TRUE,
     .open = rbd_node_open,
+    .prepare = rbd_node_prepare,
+    .prepare_drop = rbd_node_prepare_drop,
     .close = rbd_node_close,
     .pread = rbd_node_pread,
     .pwrite = rbd_node_pwrite,
