@@ -80,6 +80,9 @@ osd data = {dir}/osd/$cluster-$id
 osd objectstore = memstore
 memstore device bytes = {osd_bytes}
 osd op num shards = 1
+# memstore writes its objects to the OSD's directory on unmount, which
+# the fast shutdown skips: stop_osd()/start_osd() keep the data.
+osd fast shutdown = false
 osd op num threads per shard = 2
 """
 
