@@ -24,6 +24,7 @@
 #include "graph/main-thread.h"
 #include "graph/node.h"
 #include "formats/drivers.h"
+#include "formats/json-filename.h"
 #include "formats/rbd/rbd-int.h"
 
 typedef struct {
@@ -424,6 +425,9 @@ static gboolean rbd_node_open(BdNode *node, GVariant *options,
     }
     s->object_size = info.obj_size;
     bd_node_set_size(node, info.size);
+    /* As QEMU: json:{"driver": "rbd", ...} of the strong options. */
+    g_free(node->filename);
+    node->filename = bd_formats_json_filename(node);
     return TRUE;
 }
 
