@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "graph/error.h"
+#include "graph/node.h"
 #include "objects/secret.h"
 #include "formats/rbd/rbd-int.h"
 
@@ -97,6 +98,7 @@ static void config_copy(RbdConfig *to, const RbdConfig *from)
     to->key = g_strdup(from->key);
     to->mon_host = g_strdup(from->mon_host);
     to->auth_client_required = g_strdup(from->auth_client_required);
+    to->nocache = from->nocache;
 }
 
 char *rbd_config_fingerprint(const RbdConfig *cfg)
@@ -104,7 +106,7 @@ char *rbd_config_fingerprint(const RbdConfig *cfg)
     const char *parts[] = {
         cfg->pool, cfg->ns, cfg->image, cfg->snapshot, cfg->conf, cfg->user,
         cfg->key, cfg->mon_host, cfg->auth_client_required };
-    g_autoptr(GString) s = g_string_new(NULL);
+    g_autoptr(GString) s = g_string_new(cfg->nocache ? "d" : "c");
 
     for (gsize i = 0; i < G_N_ELEMENTS(parts); i++) {
         /* \x1f cannot be in any of them; NULL and "" differ. */
@@ -158,6 +160,11 @@ gboolean rbd_config_decode(GVariant *options, RbdConfig *cfg, GError **errp)
     RbdOptions o = { 0 };
     gboolean ok = TRUE;
 
+    BdNodeOptions common = { 0 };
+
+    /* As QEMU: cache.direct=on turns librbd's cache off, else on. */
+    bd_node_options_decode(options, &common);
+    cfg->nocache = common.cache.direct;
     bd_schema_decode(rbd_options_fields, options, &o);
     cfg->pool = g_strdup(o.pool);
     cfg->ns = g_strdup(o.ns);
@@ -282,6 +289,10 @@ static gboolean cluster_prepare(const RbdConfig *cfg, RbdConn *c,
         (cfg->auth_client_required &&
          !conf_set(c->cluster, "auth_client_required",
                    cfg->auth_client_required, errp))) {
+        return FALSE;
+    }
+    if (!conf_set(c->cluster, "rbd_cache", cfg->nocache ? "false" : "true",
+                  errp)) {
         return FALSE;
     }
     default_timeout(c->cluster, "client_mount_timeout", 300,

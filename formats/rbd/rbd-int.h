@@ -31,6 +31,7 @@ typedef struct {
     char *key;                   /* base64 key from key-secret, or NULL */
     char *mon_host;              /* from 'server', or NULL */
     char *auth_client_required;  /* "cephx;none", or NULL */
+    gboolean nocache;            /* cache.direct: librbd's cache off */
 } RbdConfig;
 
 void rbd_config_clear(RbdConfig *cfg);
