@@ -32,6 +32,9 @@ typedef struct {
     char *image;
     char *snapshot;        /* NULL: the image's head */
     uint64_t object_size;
+    /* Serialises growing the image for writes past its end (the size
+     * read-modify-write); taken with no other lock held. */
+    GMutex grow_lock;
 } RbdState;
 
 static rbd_image_t image_of(BdNode *node)
@@ -144,12 +147,37 @@ static int rbd_node_flush(BdNode *node)
     return io_errno(r);
 }
 
+/* As QEMU: a write past the end grows the image first (a format on
+ * top, qcow2, allocates at the end of its file). */
+static int grow_for(BdNode *node, uint64_t end)
+{
+    RbdState *s = node->opaque;
+    int r = 0;
+
+    if (end <= __atomic_load_n(&node->size, __ATOMIC_ACQUIRE)) {
+        return 0;
+    }
+    g_mutex_lock(&s->grow_lock);
+    if (end > __atomic_load_n(&node->size, __ATOMIC_ACQUIRE)) {
+        r = rbd_resize(s->conn.image, end);
+        if (r == 0) {
+            bd_node_set_size(node, end);
+        }
+    }
+    g_mutex_unlock(&s->grow_lock);
+    return r;
+}
+
 static int rbd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
                            const void *buf, int flags)
 {
     RbdWait w;
     rbd_completion_t c;
-    ssize_t r = rbd_wait_begin(&w, &c);
+    ssize_t r = grow_for(node, offset + bytes);
+
+    if (r == 0) {
+        r = rbd_wait_begin(&w, &c);
+    }
 
     if (r == 0) {
         r = rbd_wait_end(&w, c, rbd_aio_write(image_of(node), offset, bytes,
@@ -175,7 +203,10 @@ static int rbd_node_pwrite_zeroes(BdNode *node, uint64_t offset,
         /* librbd cannot promise a fast zero (QEMU offers none either). */
         return -ENOTSUP;
     }
-    r = rbd_wait_begin(&w, &c);
+    r = grow_for(node, offset + bytes);
+    if (r == 0) {
+        r = rbd_wait_begin(&w, &c);
+    }
     if (r == 0) {
         r = rbd_wait_end(&w, c, rbd_aio_write_zeroes(image_of(node), offset,
                                                      bytes, c, zflags, 0));
@@ -277,12 +308,13 @@ static int rbd_node_truncate(BdNode *node, uint64_t size)
     if (s->snapshot) {
         return -EROFS;
     }
+    g_mutex_lock(&s->grow_lock);
     r = rbd_resize(s->conn.image, size);
-    if (r < 0) {
-        return r;
+    if (r == 0) {
+        bd_node_set_size(node, size);
     }
-    bd_node_set_size(node, size);
-    return 0;
+    g_mutex_unlock(&s->grow_lock);
+    return r;
 }
 
 static int64_t rbd_node_allocated_size(BdNode *node)
@@ -380,6 +412,7 @@ static void rbd_node_close(BdNode *node)
         return;
     }
     rbd_conn_close(&s->conn);
+    g_mutex_clear(&s->grow_lock);
     g_free(s->image);
     g_free(s->snapshot);
     g_free(s);
@@ -409,6 +442,7 @@ static gboolean rbd_node_open(BdNode *node, GVariant *options,
         node->read_only = TRUE;
     }
     s = g_new0(RbdState, 1);
+    g_mutex_init(&s->grow_lock);
     node->opaque = s;
     s->image = g_strdup(cfg.image);
     s->snapshot = g_strdup(cfg.snapshot);

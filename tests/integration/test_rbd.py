@@ -278,6 +278,25 @@ def test_key_secret_and_servers():
             bt.qemu_io(d.uri(), 'read -P 0x77 0 1M', extra=('-r',))
 
 
+def test_qcow2_on_rbd():
+    """A qcow2 image stored in RBD: the rbd node nested under qcow2 in
+    one blockdev-add; qemu-img checks the image through its own driver."""
+    c = cluster()
+    _seq[0] += 1
+    img = 'q%d-%d' % (os.getpid(), _seq[0])
+    bt.run(['qemu-img', 'create', '-f', 'qcow2', c.qemu_uri(img), str(32 * MiB)])
+    with daemon() as d:
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'disk',
+                                   'file': rbd_node(c, img, 'disk-file')})
+        with bt.nbd_export(q, 'disk', name='disk', writable=True):
+            bt.qemu_io(d.uri(), 'write -P 0x3c 1M 3M', 'write -z 8M 1M', 'flush')
+            compare(d.uri(), c.qemu_uri(img), fmt_b='qcow2')
+        q.execute('blockdev-del', {'node-name': 'disk'})
+    bt.check_image(c.qemu_uri(img))
+    bt.qemu_io(c.qemu_uri(img), 'read -P 0x3c 1M 3M', fmt='qcow2')
+
+
 # --- jobs ---
 
 def test_backup_with_bitmap():
@@ -485,6 +504,17 @@ def test_unreachable_monitor():
         bt.assert_in('error connecting: Connection timed out', err['desc'], 'unreachable')
         bt.assert_eq(q.execute('query-named-block-nodes'), [], 'nothing left behind')
         d.assert_alive()
+
+
+def test_unreachable_monitor_command_line():
+    """--blockdev with a monitor nobody answers: the daemon exits with
+    the reason after the conf's client_mount_timeout."""
+    with bt.Daemon(qmp=False) as d:
+        conf = _silent_monitor_conf(d, 2)
+        d.args = ['--blockdev', 'driver=rbd,node-name=r0,pool=rbd,image=x,conf=' + conf]
+        d.start()
+        bt.assert_eq(d.wait_exit(timeout=60), 1, 'exit status')
+        bt.assert_in('error connecting: Connection timed out', d.stderr(), 'message')
 
 
 def test_unreachable_monitor_default_timeout():
