@@ -506,6 +506,38 @@ def test_unreachable_monitor():
         d.assert_alive()
 
 
+def test_replies_stay_in_order():
+    """Requests sent behind a blockdev-add that waits for a silent
+    monitor are answered after it, in order, with their ids; a client
+    that hangs up while one waits leaves the daemon well."""
+    with daemon(monitors=2) as d:
+        q = d.qmp()
+        conf = _silent_monitor_conf(d, 2)
+        add = {'execute': 'blockdev-add', 'id': 1,
+               'arguments': {'driver': 'rbd', 'node-name': 'r0', 'pool': 'rbd',
+                             'image': 'x', 'conf': conf}}
+        q.send_raw(json.dumps(add) + json.dumps({'execute': 'query-version', 'id': 2}) +
+                   '{"execute": "bogus", "id": 3}\n' + '{]\n')
+        r1, r2, r3, r4 = q.reply(), q.reply(), q.reply(), q.reply()
+        bt.assert_eq(r1.get('id'), 1, 'first reply: %r' % r1)
+        bt.assert_in('error connecting', r1['error']['desc'], 'blockdev-add')
+        bt.assert_eq((r2.get('id'), 'return' in r2), (2, True), 'second reply: %r' % r2)
+        bt.assert_eq((r3.get('id'), r3['error']['class']), (3, 'CommandNotFound'),
+                     'third reply: %r' % r3)
+        bt.assert_eq('error' in r4, True, 'a lexical error, last: %r' % r4)
+        # Hang up while the command waits; the daemon carries on.
+        q2 = d.qmp(monitor=1)
+        q2.send(add)
+        q2.close()
+        bt.assert_eq('qemu' in q.execute('query-version'), True, 'QMP after the hang-up')
+        # One more wait for the silent monitor, begun after the orphan's:
+        # the orphan's reply has found its session gone by its end.
+        err = q.error('blockdev-add', dict(add['arguments'], **{'node-name': 'r1'}))
+        bt.assert_in('error connecting', err['desc'], 'second add')
+        d.assert_alive()
+        bt.assert_eq(q.execute('query-named-block-nodes'), [], 'nothing left behind')
+
+
 def test_unreachable_monitor_command_line():
     """--blockdev with a monitor nobody answers: the daemon exits with
     the reason after the conf's client_mount_timeout."""
