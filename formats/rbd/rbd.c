@@ -8,12 +8,12 @@
  * prepared_lock), so the main loop does not wait for the cluster at
  * all; an open without that (the command line) connects on a thread of
  * its own (connect.c) and waits for it no longer than the connect
- * timeout.  The data callbacks run on the requesting
- * thread, many at once: each submits one librbd aio request and sleeps
- * on its own RbdWait until librbd's completion callback (on a librbd
- * finisher thread) wakes it - no thread per request, and librbd keeps
- * every request of every caller in flight together.  The driver's state
- * is fixed after open.
+ * timeout.  The data callbacks run on the requesting thread, many at
+ * once: each submits one librbd aio request and sleeps on its own
+ * RbdWait until librbd's completion callback (on a librbd finisher
+ * thread) wakes it - no thread per request, and librbd keeps every
+ * request of every caller in flight together.  The driver's state is
+ * fixed after open but for the size (grow_lock).
  */
 #define G_LOG_DOMAIN "blockd-rbd"
 
