@@ -481,14 +481,128 @@ static gboolean rbd_node_reopen_prepare(BdReopenState *state, GError **errp)
     return bd_reopen_prepare_fixed(state, errp);
 }
 
+
+/* --- internal snapshots (QEMU's qemu_rbd_snap_*): the name is the id --- */
+
+static GPtrArray *rbd_node_snapshot_list(BdNode *node)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    GPtrArray *list = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)bd_snapshot_info_free);
+    int max = 16, n;
+    rbd_snap_info_t *snaps;
+
+    for (;;) {
+        snaps = g_new0(rbd_snap_info_t, max);
+        n = rbd_snap_list(image_of(node), snaps, &max);
+        if (n != -ERANGE) {
+            break;
+        }
+        g_free(snaps);      /* 'max' now says how many there are */
+    }
+    for (int i = 0; i < n; i++) {
+        BdSnapshotInfo *sn = g_new0(BdSnapshotInfo, 1);
+
+        sn->id = g_strdup(snaps[i].name);
+        sn->name = g_strdup(snaps[i].name);
+        sn->vm_state_size = snaps[i].size;
+        sn->icount = 0;         /* as QEMU's zeroed entries show it */
+        g_ptr_array_add(list, sn);
+    }
+    if (n >= 0) {
+        rbd_snap_list_end(snaps);
+    }
+    g_free(snaps);
+    return list;
+}
+
+static gboolean rbd_node_snapshot_create(BdNode *node, BdSnapshotInfo *sn,
+                                         GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    int r;
+
+    if (sn->id && *sn->id && strcmp(sn->id, sn->name)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "rbd snapshots are named by their id: '%s' and '%s' "
+                    "differ", sn->id, sn->name);
+        return FALSE;
+    }
+    r = rbd_snap_create(image_of(node), sn->name);
+    if (r < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "failed to create snap: %s", g_strerror(-r));
+        return FALSE;
+    }
+    g_free(sn->id);
+    sn->id = g_strdup(sn->name);
+    return TRUE;
+}
+
+static gboolean rbd_node_snapshot_delete(BdNode *node, const char *id,
+                                         const char *name,
+                                         BdSnapshotInfo *deleted,
+                                         GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    const char *which = name ? name : id;
+    int r;
+
+    if (deleted) {
+        g_autoptr(GPtrArray) list = rbd_node_snapshot_list(node);
+
+        for (guint i = 0; i < list->len; i++) {
+            BdSnapshotInfo *sn = list->pdata[i];
+            if (!strcmp(sn->name, which)) {
+                *deleted = *sn;
+                sn->id = sn->name = NULL;
+                break;
+            }
+        }
+    }
+    r = rbd_snap_remove(image_of(node), which);
+    if (r < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Failed to remove the snapshot: %s", g_strerror(-r));
+        return FALSE;
+    }
+    return TRUE;
+}
+
 static void rbd_node_query_image_info(BdNode *node, GVariantDict *image)
 {
     BD_GLOBAL_STATE_CODE();
 
     RbdState *s = node->opaque;
+    g_autoptr(GPtrArray) list = rbd_node_snapshot_list(node);
+    GVariantBuilder b;
 
     g_variant_dict_insert(image, "cluster-size", "x",
                           (gint64)s->object_size);
+    if (!list->len) {
+        return;
+    }
+    g_variant_builder_init(&b, G_VARIANT_TYPE("aa{sv}"));
+    for (guint i = 0; i < list->len; i++) {
+        BdSnapshotInfo *sn = list->pdata[i];
+        GVariantDict d;
+
+        g_variant_dict_init(&d, NULL);
+        g_variant_dict_insert(&d, "id", "s", sn->id);
+        g_variant_dict_insert(&d, "name", "s", sn->name);
+        g_variant_dict_insert(&d, "vm-state-size", "x",
+                              (gint64)sn->vm_state_size);
+        g_variant_dict_insert(&d, "date-sec", "x", (gint64)0);
+        g_variant_dict_insert(&d, "date-nsec", "x", (gint64)0);
+        g_variant_dict_insert(&d, "vm-clock-sec", "x", (gint64)0);
+        g_variant_dict_insert(&d, "vm-clock-nsec", "x", (gint64)0);
+        g_variant_dict_insert(&d, "icount", "x", (gint64)sn->icount);
+        g_variant_builder_add_value(&b, g_variant_dict_end(&d));
+    }
+    g_variant_dict_insert_value(image, "snapshots", g_variant_builder_end(&b));
 }
 
 /* --- blockdev-create --- */
@@ -575,6 +689,9 @@ const BdDriver bd_rbd_driver = {
     .refresh_limits = rbd_node_refresh_limits,
     .reopen_prepare = rbd_node_reopen_prepare,
     .query_image_info = rbd_node_query_image_info,
+    .snapshot_list = rbd_node_snapshot_list,
+    .snapshot_create = rbd_node_snapshot_create,
+    .snapshot_delete = rbd_node_snapshot_delete,
     .create_options = rbd_create_options,
     .create = rbd_node_create,
 };

@@ -243,6 +243,37 @@ def test_snapshot_read_only():
         bt.assert_eq(ro, [False], 'head read-write')
 
 
+def test_internal_snapshots():
+    """blockdev-snapshot-internal-sync and -delete-internal-sync make and
+    remove RBD snapshots (the name is the id); the snapshot keeps the data
+    of its time; query-named-block-nodes lists them."""
+    c = cluster()
+    img = new_image(c, 8 * MiB)
+    qemu_io_rbd(c, img, 'write -P 0x21 0 1M')
+    with daemon('--blockdev', json.dumps(rbd_node(c, img))) as d:
+        q = d.qmp()
+        q.execute('blockdev-snapshot-internal-sync', {'device': 'r0', 'name': 'sn1'})
+        snaps = json.loads(c.rbd('snap', 'ls', '--format', 'json', 'rbd/' + img).stdout)
+        bt.assert_eq([s['name'] for s in snaps], ['sn1'], 'rbd snap ls')
+        node = [n for n in q.execute('query-named-block-nodes') if n['node-name'] == 'r0'][0]
+        # librbd keeps no dates: QEMU shows zeroes (icount too).
+        info = {'id': 'sn1', 'name': 'sn1', 'vm-state-size': 8 * MiB, 'date-sec': 0,
+                'date-nsec': 0, 'vm-clock-sec': 0, 'vm-clock-nsec': 0, 'icount': 0}
+        bt.assert_eq(node['image']['snapshots'], [info], 'listed snapshots')
+        err = q.error('blockdev-snapshot-internal-sync', {'device': 'r0', 'name': 'sn1'})
+        bt.assert_eq(err['desc'], "Snapshot with name 'sn1' already exists on device 'r0'",
+                     'duplicate')
+        with bt.nbd_export(q, 'r0', name='disk', writable=True):
+            bt.qemu_io(d.uri(), 'write -P 0x22 0 1M')
+        bt.qemu_io(c.qemu_uri(img, snap='sn1'), 'read -P 0x21 0 1M', extra=('-r',))
+        ret = q.execute('blockdev-snapshot-delete-internal-sync', {'device': 'r0',
+                                                                    'name': 'sn1'})
+        bt.assert_eq(ret, info, 'deleted snapshot')
+        snaps = json.loads(c.rbd('snap', 'ls', '--format', 'json', 'rbd/' + img).stdout)
+        bt.assert_eq(snaps, [], 'no snapshot left')
+    qemu_io_rbd(c, img, 'read -P 0x22 0 1M')
+
+
 def test_reopen_read_only_and_back():
     """blockdev-reopen read-only=true refuses writes; read-only=false
     writes again."""
