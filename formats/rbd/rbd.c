@@ -580,8 +580,20 @@ static void rbd_node_query_image_info(BdNode *node, GVariantDict *image)
     g_autoptr(GPtrArray) list = rbd_node_snapshot_list(node);
     GVariantBuilder b;
 
+    GVariantDict spec;
+
+    /* As QEMU 7.2: its bdrv_get_info (cluster size, never dirty) and an
+     * empty ImageInfoSpecificRbd (only encryption would fill it). */
     g_variant_dict_insert(image, "cluster-size", "x",
                           (gint64)s->object_size);
+    g_variant_dict_insert(image, "dirty-flag", "b", FALSE);
+    g_variant_dict_init(&spec, NULL);
+    g_variant_dict_insert(&spec, "type", "s", "rbd");
+    g_variant_dict_insert_value(&spec, "data",
+                                g_variant_new_array(G_VARIANT_TYPE("{sv}"),
+                                                    NULL, 0));
+    g_variant_dict_insert_value(image, "format-specific",
+                                g_variant_dict_end(&spec));
     if (!list->len) {
         return;
     }

@@ -128,6 +128,10 @@ def test_nbd_data():
         node = [n for n in q.execute('query-named-block-nodes') if n['node-name'] == 'r0'][0]
         bt.assert_eq(node['drv'], 'rbd', 'driver')
         bt.assert_eq(node['image']['virtual-size'], SIZE, 'size')
+        bt.assert_eq({k: node['image'].get(k) for k in
+                      ('cluster-size', 'dirty-flag', 'format-specific')},
+                     {'cluster-size': 4 * MiB, 'dirty-flag': False,
+                      'format-specific': {'type': 'rbd', 'data': {}}}, 'image info')
         bt.assert_eq(node['file'], 'json:{"pool": "rbd", "image": "%s", "conf": "%s", '
                      '"driver": "rbd"}' % (img, c.conf), 'file name (QEMU\'s order)')
     qemu_io_rbd(c, img, 'read -P 0x33 3M 5M', 'read -P 0x44 63M 1M', 'read -P 0 40M 64k',
