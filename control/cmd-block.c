@@ -195,6 +195,69 @@ static gboolean blockdev_add(GVariant *args, JsonNode **ret, GError **errp)
     return bd_cmd_blockdev_add(args, errp);
 }
 
+/* blockdev-add from a monitor, when a node to open prepares off the
+ * main thread (an rbd node connects to its cluster): the preparation
+ * runs on a GTask thread, the open and the reply follow on the main
+ * thread. */
+typedef struct {
+    GVariant *args;
+    BdQmpPending *p;
+} AddWork;
+
+static void add_work_free(gpointer opaque)
+{
+    AddWork *w = opaque;
+
+    g_variant_unref(w->args);
+    g_free(w);
+}
+
+static void add_prepare_thread(GTask *task, gpointer src, gpointer data,
+                               GCancellable *cancel)
+{
+    AddWork *w = data;
+    GError *err = NULL;
+
+    if (bd_node_prepare(w->args, &err)) {
+        g_task_return_boolean(task, TRUE);
+    } else {
+        g_task_return_error(task, err);
+    }
+}
+
+static void add_prepared(GObject *src, GAsyncResult *res, gpointer data)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    AddWork *w = g_task_get_task_data(G_TASK(res));
+    GError *err = NULL;
+
+    if (g_task_propagate_boolean(G_TASK(res), &err)) {
+        bd_cmd_blockdev_add(w->args, &err);
+    }
+    bd_node_prepare_drop(w->args);
+    bd_qmp_pending_done(w->p, NULL, err);
+}
+
+static gboolean blockdev_add_async(GVariant *args, BdQmpPending *p)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    BdNodeOptions o = { 0 };
+
+    bd_node_options_decode(args, &o);
+    if (!o.node_name || !bd_node_needs_prepare(args)) {
+        return FALSE;
+    }
+    AddWork *w = g_new0(AddWork, 1);
+    w->args = g_variant_ref(args);
+    w->p = p;
+    g_autoptr(GTask) task = g_task_new(NULL, NULL, add_prepared, NULL);
+    g_task_set_task_data(task, w, add_work_free);
+    g_task_run_in_thread(task, add_prepare_thread);
+    return TRUE;
+}
+
 static gboolean blockdev_reopen(GVariant *args, JsonNode **ret,
                                 GError **errp)
 {
@@ -466,7 +529,8 @@ static gboolean x_blockdev_change(GVariant *args, JsonNode **ret,
 static const BdQmpCommand block_commands[] = {
     { "x-blockdev-change", change_args_fn, FALSE, NULL, x_blockdev_change },
     { "block_resize", resize_args_fn, FALSE, NULL, block_resize },
-    { "blockdev-add", bd_blockdev_options_schema, TRUE, NULL, blockdev_add },
+    { "blockdev-add", bd_blockdev_options_schema, TRUE, NULL, blockdev_add,
+      blockdev_add_async },
     { "change-backing-file", change_backing_args_fn, FALSE, NULL,
       change_backing_file },
     { "blockdev-del", del_args_fn, FALSE, NULL, blockdev_del },

@@ -155,7 +155,51 @@ static gboolean check_request(BdQmpState *st, JsonObject *req,
     return TRUE;
 }
 
-static JsonNode *run(BdQmpState *st, JsonObject *req, GError **errp)
+struct BdQmpPending {
+    JsonNode *id;           /* the request's, or NULL */
+    BdQmpReplyFn later;
+    gpointer opaque;
+    JsonNode *reply;        /* set by bd_qmp_pending_done */
+};
+
+static gboolean pending_deliver(gpointer opaque)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    BdQmpPending *p = opaque;
+
+    p->later(g_steal_pointer(&p->reply), p->opaque);
+    if (p->id) {
+        json_node_unref(p->id);
+    }
+    g_free(p);
+    return G_SOURCE_REMOVE;
+}
+
+void bd_qmp_pending_done(BdQmpPending *p, JsonNode *ret, GError *err)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    g_assert(!p->reply);
+    if (err) {
+        p->reply = bd_qmp_error_reply(err, p->id);
+        g_error_free(err);
+        if (ret) {
+            json_node_unref(ret);
+        }
+    } else {
+        if (!ret) {
+            ret = json_node_new(JSON_NODE_OBJECT);
+            json_node_take_object(ret, json_object_new());
+        }
+        p->reply = return_reply(ret, p->id);
+    }
+    g_idle_add(pending_deliver, p);
+}
+
+/* NULL with *pending set: the command finishes later (afn). */
+static JsonNode *run(BdQmpState *st, JsonObject *req, BdQmpReplyFn later,
+                     gpointer opaque, gboolean *pending, GError **errp)
 {
     const char *name;
     gboolean oob;
@@ -206,6 +250,23 @@ static JsonNode *run(BdQmpState *st, JsonObject *req, GError **errp)
         return NULL;
     }
 
+    if (cmd->afn && later && !is_caps) {
+        BdQmpPending *p = g_new0(BdQmpPending, 1);
+        JsonNode *id = json_object_get_member(req, "id");
+
+        p->id = id ? json_node_copy(id) : NULL;
+        p->later = later;
+        p->opaque = opaque;
+        if (cmd->afn(v, p)) {
+            *pending = TRUE;
+            return NULL;
+        }
+        if (p->id) {
+            json_node_unref(p->id);
+        }
+        g_free(p);
+    }
+
     JsonNode *ret = NULL;
     if (!cmd->fn(v, &ret, errp)) {
         if (ret) {
@@ -224,7 +285,8 @@ static JsonNode *run(BdQmpState *st, JsonObject *req, GError **errp)
     return ret;
 }
 
-JsonNode *bd_qmp_dispatch(BdQmpState *st, JsonNode *request)
+JsonNode *bd_qmp_dispatch(BdQmpState *st, JsonNode *request,
+                          BdQmpReplyFn later, gpointer opaque)
 {
     BD_GLOBAL_STATE_CODE();
 
@@ -237,8 +299,12 @@ JsonNode *bd_qmp_dispatch(BdQmpState *st, JsonNode *request)
     }
     JsonObject *req = json_node_get_object(request);
     JsonNode *id = json_object_get_member(req, "id");
-    JsonNode *ret = run(st, req, &err);
+    gboolean pending = FALSE;
+    JsonNode *ret = run(st, req, later, opaque, &pending, &err);
 
+    if (pending) {
+        return NULL;
+    }
     if (!ret) {
         return bd_qmp_error_reply(err, id);
     }

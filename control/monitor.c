@@ -6,6 +6,11 @@
  *   accept --> greeting --> read --> json-stream --> dispatch --> reply
  *                                                   events ---> (negotiated)
  *
+ * A command that goes pending (BdQmpAsyncHandler) pauses its session's
+ * reading: requests already read wait in 'queued', and run in order
+ * once its reply is out.  The pending command holds a reference to the
+ * session, so a client that hangs up meanwhile frees nothing early.
+ *
  * Thread model: main thread only.
  */
 #include <malloc.h>
@@ -42,15 +47,38 @@ typedef struct {
     BdQmpState st;
     gboolean dead;
     guint64 events_dropped;    /* since the backlog last went down */
+    int refs;              /* the session list's, and a pending command's */
+    gboolean pending;      /* a command's reply is still to come */
+    GQueue queued;         /* QueuedValue *: read while pending */
 } BdSession;
+
+/* A complete JSON value read while a command was pending. */
+typedef struct {
+    char *text;
+    gsize len;
+    char *error;           /* a lexical error instead */
+} QueuedValue;
+
+static void queued_value_free(gpointer opaque)
+{
+    QueuedValue *v = opaque;
+
+    g_free(v->text);
+    g_free(v->error);
+    g_free(v);
+}
 
 static GPtrArray *monitors;
 static GPtrArray *sessions;
 
-static void session_free(gpointer opaque)
+static void session_unref(gpointer opaque)
 {
     BdSession *s = opaque;
 
+    if (--s->refs > 0) {
+        return;
+    }
+    g_queue_clear_full(&s->queued, queued_value_free);
     bd_json_stream_free(s->stream);
     g_string_free(s->out, TRUE);
     g_object_unref(s->conn);
@@ -84,7 +112,7 @@ static void session_close(BdSession *s)
     g_ptr_array_remove(sessions, s);
     bd_chardev_session_closed(s->mon->chardev);
     /* Freed from the main loop: we may be inside one of its callbacks. */
-    g_idle_add_full(G_PRIORITY_DEFAULT, idle_done, s, session_free);
+    g_idle_add_full(G_PRIORITY_DEFAULT, idle_done, s, session_unref);
 }
 
 static gboolean on_writable(GSocket *sock, GIOCondition cond, gpointer opaque);
@@ -207,11 +235,57 @@ static void schedule_heap_trim(void)
     g_source_attach(heap_trim_source, NULL);
 }
 
-/* One complete top-level JSON value (or a lexical error) arrived. */
-static void on_value(const char *text, gsize len, const char *error,
-                     gpointer opaque)
+static gboolean on_readable(GSocket *sock, GIOCondition cond,
+                            gpointer opaque);
+
+static void input_pause(BdSession *s)
 {
+    if (s->in_src) {
+        g_source_destroy(s->in_src);
+        g_source_unref(s->in_src);
+        s->in_src = NULL;
+    }
+}
+
+static void input_resume(BdSession *s)
+{
+    if (s->dead || s->in_src) {
+        return;
+    }
+    s->in_src = g_socket_create_source(s->sock, G_IO_IN | G_IO_HUP | G_IO_ERR,
+                                       NULL);
+    g_source_set_callback(s->in_src, G_SOURCE_FUNC(on_readable), s, NULL);
+    g_source_attach(s->in_src, NULL);
+}
+
+static void handle_value(BdSession *s, const char *text, gsize len,
+                         const char *error);
+
+/* A pending command's reply (the dispatcher's BdQmpReplyFn). */
+static void reply_later(JsonNode *reply, gpointer opaque)
+{
+    BD_GLOBAL_STATE_CODE();
+
     BdSession *s = opaque;
+
+    session_send_node(s, reply);
+    json_node_unref(reply);
+    schedule_heap_trim();
+    s->pending = FALSE;
+    while (!s->dead && !s->pending && !g_queue_is_empty(&s->queued)) {
+        QueuedValue *v = g_queue_pop_head(&s->queued);
+        handle_value(s, v->text, v->len, v->error);
+        queued_value_free(v);
+    }
+    if (!s->pending) {
+        input_resume(s);
+    }
+    session_unref(s);
+}
+
+static void handle_value(BdSession *s, const char *text, gsize len,
+                         const char *error)
+{
     g_autoptr(GError) err = NULL;
 
     if (s->dead) {
@@ -226,9 +300,35 @@ static void on_value(const char *text, gsize len, const char *error,
         session_send_error(s, err->message);
         return;
     }
-    g_autoptr(JsonNode) reply = bd_qmp_dispatch(&s->st, req);
+    g_autoptr(JsonNode) reply = bd_qmp_dispatch(&s->st, req, reply_later, s);
+    if (!reply) {
+        s->pending = TRUE;
+        s->refs++;
+        input_pause(s);
+        return;
+    }
     session_send_node(s, reply);
     schedule_heap_trim();
+}
+
+/* One complete top-level JSON value (or a lexical error) arrived. */
+static void on_value(const char *text, gsize len, const char *error,
+                     gpointer opaque)
+{
+    BdSession *s = opaque;
+
+    if (s->dead) {
+        return;
+    }
+    if (s->pending) {
+        QueuedValue *v = g_new0(QueuedValue, 1);
+        v->text = error ? NULL : g_strndup(text, len);
+        v->len = len;
+        v->error = g_strdup(error);
+        g_queue_push_tail(&s->queued, v);
+        return;
+    }
+    handle_value(s, text, len, error);
 }
 
 static gboolean on_readable(GSocket *sock, GIOCondition cond, gpointer opaque)
@@ -250,7 +350,8 @@ static gboolean on_readable(GSocket *sock, GIOCondition cond, gpointer opaque)
             return G_SOURCE_REMOVE;
         }
         bd_json_stream_feed(s->stream, buf, n);
-        if (s->dead) {
+        if (s->dead || !s->in_src) {
+            /* Closed, or paused by a pending command. */
             return G_SOURCE_REMOVE;
         }
     }
@@ -267,6 +368,8 @@ static void on_connection(GSocketConnection *conn, gpointer opaque)
     s->sock = g_socket_connection_get_socket(conn);
     s->out = g_string_new(NULL);
     s->stream = bd_json_stream_new(MAX_REQUEST_SIZE, on_value, s);
+    s->refs = 1;
+    g_queue_init(&s->queued);
     g_socket_set_blocking(s->sock, FALSE);
     g_ptr_array_add(sessions, s);
 
@@ -275,10 +378,7 @@ static void on_connection(GSocketConnection *conn, gpointer opaque)
     if (s->dead) {
         return;
     }
-    s->in_src = g_socket_create_source(s->sock, G_IO_IN | G_IO_HUP | G_IO_ERR,
-                                       NULL);
-    g_source_set_callback(s->in_src, G_SOURCE_FUNC(on_readable), s, NULL);
-    g_source_attach(s->in_src, NULL);
+    input_resume(s);
 }
 
 typedef enum { MONITOR_MODE_READLINE, MONITOR_MODE_CONTROL } MonitorMode;

@@ -20,6 +20,21 @@
 typedef gboolean (*BdQmpHandler)(GVariant *args, JsonNode **ret,
                                  GError **errp);
 
+/* A command that may finish later, when part of its work has to wait
+ * off the main thread (connecting to a remote cluster): the handler
+ * starts the work and returns; the command ends with exactly one
+ * bd_qmp_pending_done() on the main thread.  Until then its session
+ * reads no further request (replies stay in order), while every other
+ * session, the jobs and the exports go on. */
+typedef struct BdQmpPending BdQmpPending;
+/* Returns TRUE when the command went pending (it owns 'p' then), FALSE
+ * to have it run synchronously by the command's 'fn' instead. */
+typedef gboolean (*BdQmpAsyncHandler)(GVariant *args, BdQmpPending *p);
+/* Finish a pending command: 'err' (taken) or success with 'ret' (taken;
+ * NULL: {}).  Main thread, once per command; the reply goes out from
+ * the main loop, never from inside this call. */
+void bd_qmp_pending_done(BdQmpPending *p, JsonNode *ret, GError *err);
+
 typedef struct {
     const char *name;
     /* Argument schema (an OBJECT, or with 'boxed' any object/union type);
@@ -29,6 +44,9 @@ typedef struct {
     /* Return type, for query-qmp-schema; NULL: an empty object. */
     const BdSchemaType *(*ret)(void);
     BdQmpHandler fn;
+    /* Optional: the same command for callers that can wait for its
+     * reply (monitor sessions); 'fn' serves the others. */
+    BdQmpAsyncHandler afn;
 } BdQmpCommand;
 
 typedef struct {
@@ -50,8 +68,13 @@ typedef struct {
 } BdQmpState;
 
 /* Handle one request object; returns the reply ({"return"} or
- * {"error"}, with "id" when given). */
-JsonNode *bd_qmp_dispatch(BdQmpState *st, JsonNode *request);
+ * {"error"}, with "id" when given), or NULL when the command went
+ * pending (see BdQmpAsyncHandler; only when 'later' is given): its
+ * reply is then handed to later(reply, opaque) from the main loop
+ * (transfer full). */
+typedef void (*BdQmpReplyFn)(JsonNode *reply, gpointer opaque);
+JsonNode *bd_qmp_dispatch(BdQmpState *st, JsonNode *request,
+                          BdQmpReplyFn later, gpointer opaque);
 /* {"error": {"class": ..., "desc": ...}} for an error */
 JsonNode *bd_qmp_error_reply(const GError *err, JsonNode *id);
 

@@ -32,6 +32,7 @@ static const Description driver_descriptions[] = {
     { "null-aio", "reads zeroes (or garbage), discards writes; tests" },
     { "null-co", "reads zeroes (or garbage), discards writes; tests" },
     { "nbd", "another server's NBD export (libnbd client, TLS, reconnect)" },
+    { "rbd", "a Ceph RBD image (librbd; snapshots, create, resize)" },
     { "raw", "raw image on a file child, with an optional offset/size window" },
     { "qcow2", "qcow2 images: backing chains, compression, bitmaps" },
     { "vdi", "VirtualBox images, static and dynamic, read-write" },

@@ -23,5 +23,8 @@ extern const BdDriver bd_copy_on_read_driver;
 extern const BdDriver bd_cbw_driver;
 extern const BdDriver bd_snapshot_access_driver;
 extern const BdDriver bd_nbd_driver;
+#ifdef BD_HAVE_RBD
+extern const BdDriver bd_rbd_driver;
+#endif
 
 #endif

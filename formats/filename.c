@@ -13,6 +13,9 @@
 #include "formats/filename.h"
 #include "formats/registry.h"
 #include "formats/nbd/nbd-int.h"
+#ifdef BD_HAVE_RBD
+#include "formats/rbd/rbd-int.h"
+#endif
 
 static BdJsonOptionsParser json_parser;
 
@@ -29,9 +32,16 @@ static gboolean is_nbd_name(const char *filename)
            g_str_has_prefix(filename, "nbd+tcp:");
 }
 
+/* QEMU's legacy rbd:pool/image... names (formats/rbd/filename.c). */
+static gboolean is_rbd_name(const char *filename)
+{
+    return g_str_has_prefix(filename, "rbd:");
+}
+
 gboolean bd_formats_filename_is_remote(const char *filename)
 {
-    return is_nbd_name(filename) || g_str_has_prefix(filename, "json:");
+    return is_nbd_name(filename) || is_rbd_name(filename) ||
+           g_str_has_prefix(filename, "json:");
 }
 
 GVariant *bd_formats_protocol_options(const char *filename, GError **errp)
@@ -46,6 +56,22 @@ GVariant *bd_formats_protocol_options(const char *filename, GError **errp)
             return NULL;
         }
         return g_variant_dict_end(&d);
+    }
+    if (is_rbd_name(filename)) {
+#ifdef BD_HAVE_RBD
+        g_variant_dict_insert(&d, "driver", "s", "rbd");
+        if (!rbd_filename_parse(filename, &d, errp)) {
+            g_variant_dict_clear(&d);
+            return NULL;
+        }
+        return g_variant_dict_end(&d);
+#else
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Unknown protocol 'rbd' (blockd was built without "
+                    "librbd)");
+        g_variant_dict_clear(&d);
+        return NULL;
+#endif
     }
     if (g_str_has_prefix(filename, "json:")) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -79,7 +105,7 @@ GVariant *bd_formats_image_options(const char *filename, const char *fmt,
         /* As QEMU: the name gives the node's options whole. */
         return json_parser(filename + strlen("json:"), fmt, errp);
     }
-    if (is_nbd_name(filename)) {
+    if (is_nbd_name(filename) || is_rbd_name(filename)) {
         path = g_strdup(filename);
         fmt = fmt ? fmt : "raw";
     } else {

@@ -19,6 +19,9 @@ static const BdDriver *const bd_formats_table[] = {
     &bd_null_aio_driver,
     &bd_null_co_driver,
     &bd_nbd_driver,
+#ifdef BD_HAVE_RBD
+    &bd_rbd_driver,
+#endif
     &bd_raw_driver,
     &bd_qcow2_driver,
     &bd_vdi_driver,

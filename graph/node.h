@@ -203,6 +203,18 @@ struct BdDriver {
      * BlockdevOptions object).  The common options are already applied
      * to the node.  Children are attached with bd_node_open_child(). */
     gboolean (*open)(BdNode *node, GVariant *options, GError **errp);
+    /* Optional: the slow part of an open (connecting to a remote
+     * cluster), done beforehand off the main thread by callers that can
+     * wait for it (blockdev-add from a monitor, see bd_node_prepare), so
+     * that the main loop never waits for the network.  'options' are
+     * the node's validated options as given (a nested node's as nested).
+     * Any thread, may block; touches no graph state.  On success the
+     * driver keeps what it made for the open of the same options that
+     * follows on the main thread; prepare_drop (main thread) releases
+     * it when no open took it.  Open must still work unprepared (the
+     * command line, nested opens by other paths). */
+    gboolean (*prepare)(GVariant *options, GError **errp);
+    void (*prepare_drop)(GVariant *options);
     /* Release driver state, including node->opaque (the driver owns it);
      * also called after a failed open when node->opaque is not NULL.
      * Children are detached by the graph afterwards. */
@@ -565,6 +577,18 @@ BdNode *bd_node_open(GVariant *options, GError **errp);
  * looked at.  Main thread. */
 BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
                             GError **errp);
+
+/* Whether 'options' (validated BlockdevOptions) or any node nested in
+ * them has a driver with a prepare callback.  Main thread. */
+gboolean bd_node_needs_prepare(GVariant *options);
+/* Run the prepare callback of every such node, outermost first,
+ * stopping at the first failure.  Any thread (the driver registry is
+ * fixed after start-up); may block.  The caller runs
+ * bd_node_prepare_drop() afterwards, whether this failed or not. */
+gboolean bd_node_prepare(GVariant *options, GError **errp);
+/* After the open that followed bd_node_prepare (whether it succeeded or
+ * not): release what no open took.  Main thread. */
+void bd_node_prepare_drop(GVariant *options);
 
 /* Inside a driver's open: attach the child 'name' given by 'ref', the
  * driver's decoded BlockdevRef(OrNull) member: a node-name reference, a

@@ -16,10 +16,17 @@ pkgs=(
     nbdkit-plugin-dev libgnutls28-dev
     # the metrics endpoint's HTTP server (metrics/)
     libsoup-3.0-dev
+    # librbd, librados: the rbd driver (built only when they are found)
+    librbd-dev librados-dev
     # tests: /usr/bin/python3 with the libnbd binding (also nbdsh)
     python3 python3-libnbd
     # qemu-img, qemu-io, qemu-nbd; qemu-storage-daemon (the reference)
     qemu-utils qemu-system-common
+    # qemu-img's and qemu-storage-daemon's rbd driver (tests compare with it)
+    qemu-block-extra
+    # the rbd tests' throw-away cluster (tests/integration/ceph_cluster.py):
+    # ceph-mon, ceph-osd; ceph, rbd, ceph-authtool, monmaptool
+    ceph-mon ceph-osd ceph-common
     # nbdinfo, nbdcopy; nbdkit (bench); file (nbdinfo probes content with it)
     libnbd-bin nbdkit file
     # fusermount3; fio (its nbd engine); socat (QMP from examples and demo)

@@ -62,11 +62,13 @@ run_suite() {
 
 # Warnings are errors here (CI runs this script); a plain meson setup
 # keeps them warnings, so a new compiler's warning does not stop a user.
-run_suite build -Dwerror=true
+# deps.sh installed librbd: the rbd driver must be built and tested.
+run_suite build -Dwerror=true -Drbd=enabled
 if [[ ${SKIP_ASAN:-0} == 0 ]]; then
     export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-    run_suite build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
+    run_suite build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false \
+        -Drbd=enabled
 fi
 
 # A ThreadSanitizer build (build-tsan/) runs the unit tests and the
@@ -74,7 +76,7 @@ fi
 # tests that build defines.  tests/meson.build sets TSAN_OPTIONS (the
 # third-party suppressions) and G_SLICE for them.  SKIP_TSAN=1 leaves it out.
 if [[ ${SKIP_TSAN:-0} == 0 ]]; then
-    run_suite build-tsan -Db_sanitize=thread -Db_lundef=false -Dwerror=true
+    run_suite build-tsan -Db_sanitize=thread -Db_lundef=false -Dwerror=true -Drbd=enabled
 fi
 
 # A libFuzzer build (build-fuzz/, clang) runs each fuzz target of
