@@ -84,7 +84,7 @@ static JsonNode *qmp_v(const char *fmt, va_list ap)
                 err->message);
         abort();
     }
-    return bd_qmp_dispatch(&session, req);
+    return bd_qmp_dispatch(&session, req, NULL, NULL);
 }
 
 JsonNode *bd_fuzz_qmp(const char *fmt, ...)

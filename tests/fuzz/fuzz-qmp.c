@@ -89,7 +89,7 @@ static void on_value(const char *text, gsize len, const char *error,
         !refused_before_handler(json_node_get_object(req))) {
         return;    /* valid, but it would change the process */
     }
-    reply = bd_qmp_dispatch(&session, req);
+    reply = bd_qmp_dispatch(&session, req, NULL, NULL);
     out = bd_json_to_string(reply);
 }
 
