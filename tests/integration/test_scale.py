@@ -10,7 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, Skip, assert_eq, daemon_exe, is_reference, main,  # noqa: E402
+from blockd_test import (Daemon, Skip, assert_eq, daemon_sanitized, is_reference, main,  # noqa: E402
                          require_nbd, tests_of, wait_for)
 
 NODES = 10000
@@ -24,12 +24,6 @@ def _rss_kib(pid):
             if line.startswith('VmRSS:'):
                 return int(line.split()[1])
     raise AssertionError('no VmRSS')
-
-
-def _sanitized():
-    with open(daemon_exe(), 'rb') as f:
-        data = f.read()
-    return b'__asan_init' in data or b'__tsan_init' in data
 
 
 def _pipelined(q, requests):
@@ -101,7 +95,7 @@ def test_ten_thousand_nodes_and_a_thousand_exports():
         for name, secs in per.items():
             print('%-18s %.3f ms per command (slowest batch of %d)' % (name, secs * 1e3, BATCH))
         print('RSS: start %d KiB, with everything %d KiB' % (base, peak))
-        if _sanitized():
+        if daemon_sanitized():
             return    # a sanitizer's allocator keeps freed memory on purpose
         limit = base * 11 // 10 + 1024
         try:
