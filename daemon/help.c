@@ -36,6 +36,7 @@ static const Description driver_descriptions[] = {
     { "qcow2", "qcow2 images: backing chains, compression, bitmaps" },
     { "vdi", "VirtualBox images, static and dynamic, read-write" },
     { "vpc", "VHD images, fixed and dynamic, read-write" },
+    { "luks", "LUKS1 encrypted images (AES XTS/CBC), read-write" },
     { "compress", "writes compressed qcow2 clusters" },
     { "blkdebug", "fault injection (inject-error, set-state, align)" },
     { "blkverify", "test filter: compares every read with a raw copy" },

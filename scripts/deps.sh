@@ -13,7 +13,7 @@ pkgs=(
     # meson + ninja, and the libraries' -dev packages
     gcc libc6-dev clang meson ninja-build pkg-config
     libglib2.0-dev libjson-glib-dev libfuse3-dev libnbd-dev zlib1g-dev
-    nbdkit-plugin-dev libgnutls28-dev
+    nbdkit-plugin-dev libgnutls28-dev nettle-dev
     # tests: /usr/bin/python3 with the libnbd binding (also nbdsh)
     python3 python3-libnbd
     # qemu-img, qemu-io, qemu-nbd; qemu-storage-daemon (the reference)
@@ -26,6 +26,8 @@ pkgs=(
     strace
     # certtool: the certificates of the NBD-over-TLS tests, example and bench
     gnutls-bin
+    # cryptsetup: LUKS1 images made outside qemu-img (luks format test)
+    cryptsetup-bin
     # dot: blockctl graph --format svg|png
     graphviz
     # scdoc: the manual pages (doc/*.scd); man (man-db): tests render them
