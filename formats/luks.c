@@ -494,8 +494,7 @@ static gboolean luks_check_layout(LuksState *s, const uint8_t *h,
                               LUKS_SECTOR - 1) / LUKS_SECTOR;
 
     if (get_be32(h + H_MK_ITER) == 0) {
-        FAIL("Node '%s': luks: master key digest iteration count is zero",
-             name);
+        FAIL("LUKS key iteration count is zero");
     }
     if (payload * LUKS_SECTOR < LUKS_HEADER_SIZE) {
         FAIL("LUKS payload is overlapping with the header");
@@ -522,8 +521,7 @@ static gboolean luks_check_layout(LuksState *s, const uint8_t *h,
                  stripes, LUKS_STRIPES);
         }
         if (get_be32(sl + S_ITER) == 0) {
-            FAIL("Node '%s': luks: keyslot %d has an iteration count of "
-                 "zero", name, i);
+            FAIL("Keyslot %d iteration count is zero", i);
         }
         if (start * LUKS_SECTOR < LUKS_HEADER_SIZE) {
             FAIL("Keyslot %d is overlapping with the LUKS header", i);

@@ -249,7 +249,18 @@ def run_create(q, job, options):
 
 
 def create(q, d, name, luks_opts):
+    """blockdev-create of a luks image 'name'; tried again when QEMU's
+    PBKDF2 benchmark (reference runs) measured too little time."""
+    for i in range(10):
+        path, err = create_once(q, d, name, luks_opts, i)
+        if 'accurate CPU usage' not in (err or ''):
+            break
+    return path, err
+
+
+def create_once(q, d, name, luks_opts, attempt):
     path = d.path(name)
+    name = '%s-%d' % (name, attempt)
     assert_eq(run_create(q, 'f-' + name, {'driver': 'file', 'filename': path,
                                            'size': 0}), None, 'file create')
     q.execute('blockdev-add', {'driver': 'file', 'node-name': 'n-' + name,
@@ -349,6 +360,28 @@ def test_wrong_passphrase():
         d.assert_alive()
 
 
+def test_reopen_read_write():
+    """blockdev-reopen takes a luks node from read-only to read-write
+    (its options are all fixed); writes then land in the image."""
+    require_tool('qemu-img', 'qemu-io')
+    bt.require_nbd()
+    with Daemon() as d:
+        img = qemu_img_image(d, 'aes256-xts', 4 * MiB)
+        d.args += ['--object', SECRET,
+                   '--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock]
+        d.start()
+        q = d.qmp()
+        opts = {'driver': 'luks', 'node-name': 'r0', 'read-only': True, 'key-secret': 'sec0',
+                'file': {'driver': 'file', 'node-name': 'rf0', 'filename': img}}
+        q.execute('blockdev-add', opts)
+        opts['read-only'] = False
+        q.execute('blockdev-reopen', {'options': [opts]})
+        with bt.nbd_export(q, 'r0', writable=True) as name:
+            bt.qemu_io(d.uri(name), 'write -P 0x4d 1M 64k')
+        q.execute('blockdev-del', {'node-name': 'r0'})
+        qemu_luks_io(img, 'read -P 0x4d 1M 64k')
+
+
 # --- hostile headers ---
 
 def patch(img, off, fmt, *vals):
@@ -392,13 +425,17 @@ HOSTILE = {
     'slot-state': (lambda i: patch(i, slot(3, 'active'), '>I', 0x12345678),
                    'Keyslot 3 state (active/disable) is corrupted', True),
     'payload-past-eof': (lambda i: patch(i, 104, '>I', 0x7fffffff),
-                         'is beyond the end of the file', 'QSD 7.2 opens it with a '
-                         'negative size'),
-    'truncated-key-material': (truncate_to(4096 + 1000),
-                               'is beyond the end of the file',
-                               'QSD 7.2 opens it with a negative size'),
-    'zero-iterations': (lambda i: patch(i, 164, '>I', 0), 'iteration count is zero',
-                        'QSD 7.2 tries it'),
+                         'is beyond the end of the file', True),
+    'truncated-key-material': (truncate_to(4096 + 1000), 'is beyond the end of the file',
+                               True),
+    'zero-iterations': (lambda i: patch(i, 164, '>I', 0), 'LUKS key iteration count is zero',
+                        True),
+    'zero-slot-iterations': (lambda i: patch(i, slot(0, 'iter'), '>I', 0),
+                             'Keyslot 0 iteration count is zero', True),
+    'slots-overlap': (lambda i: (patch(i, slot(1, 'active'), '>I', 0x00ac71f3),
+                                 patch(i, slot(1, 'iter'), '>I', 1000),
+                                 patch(i, slot(1, 'offset'), '>I', 8 + 100)),
+                      'Keyslots 0 and 1 are overlapping in the header', True),
 }
 
 
