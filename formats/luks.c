@@ -35,6 +35,7 @@
 #include "graph/node.h"
 #include "objects/secret.h"
 #include "formats/create-util.h"
+#include "formats/json-filename.h"
 
 #define LUKS_SECTOR         512
 #define LUKS_HEADER_SIZE    592
@@ -94,6 +95,7 @@ typedef struct {
     BdNode *node;
     BdChild *file;
     uint64_t payload;          /* byte offset of the payload */
+    uint8_t header[LUKS_HEADER_SIZE];  /* as on disk, for queries */
     LuksCipher c;
     /* For query-named-block-nodes' format-specific info. */
     char cipher_alg[16], cipher_mode[8], ivgen_alg[8], ivgen_hash[8];
@@ -108,7 +110,8 @@ typedef struct {
 /* QAPI BlockdevOptionsLUKS. */
 static const BdSchemaField luks_options[] = {
     { "file", &bd_schema_blockdev_ref, FALSE, BD_AT(LuksOptions, file) },
-    { "key-secret", &bd_schema_str, TRUE, BD_AT(LuksOptions, key_secret) },
+    { "key-secret", &bd_schema_str, TRUE, BD_AT(LuksOptions, key_secret),
+      .flags = BD_FIELD_STRONG },
     { NULL },
 };
 BD_SCHEMA_DEFINE_AUTO(LuksOptions, luks_options)
@@ -612,6 +615,7 @@ static gboolean luks_load(LuksState *s, const char *pw, GError **errp)
     if (ret < 0) {
         FAIL("Unable to read LUKS header: %s", g_strerror(-ret));
     }
+    memcpy(s->header, h, LUKS_HEADER_SIZE);
     if (memcmp(h + H_MAGIC, LUKS_MAGIC, LUKS_MAGIC_LEN) != 0) {
         FAIL("Volume is not in LUKS format");
     }
@@ -673,6 +677,10 @@ static gboolean luks_open(BdNode *node, GVariant *options, GError **errp)
         goto fail;
     }
     memset(pw, 0, strlen(pw));
+    node->encrypted = TRUE;
+    /* key-secret is a strong option: QEMU names the node in JSON. */
+    g_free(node->filename);
+    node->filename = bd_formats_json_filename(node);
     return TRUE;
 
 fail:
@@ -687,6 +695,7 @@ static void luks_query_image_info(BdNode *node, GVariantDict *image)
 {
     LuksState *s = node->opaque;
     GVariantDict spec, data;
+    GVariantBuilder slots;
 
     g_variant_dict_init(&data, NULL);
     g_variant_dict_insert(&data, "cipher-alg", "s", s->cipher_alg);
@@ -697,11 +706,42 @@ static void luks_query_image_info(BdNode *node, GVariantDict *image)
     }
     g_variant_dict_insert(&data, "hash-alg", "s", s->hash_alg);
     g_variant_dict_insert(&data, "payload-offset", "x", (gint64)s->payload);
+    g_variant_dict_insert(&data, "master-key-iters", "x",
+                          (gint64)get_be32(s->header + H_MK_ITER));
+    {
+        char uuid[41];
+
+        memcpy(uuid, s->header + H_UUID, 40);
+        uuid[40] = '\0';
+        g_variant_dict_insert(&data, "uuid", "s", uuid);
+    }
+    g_variant_builder_init(&slots, G_VARIANT_TYPE("aa{sv}"));
+    for (int i = 0; i < LUKS_SLOTS; i++) {
+        const uint8_t *sl = s->header + H_SLOTS + i * SLOT_SIZE;
+        gboolean active = get_be32(sl + S_ACTIVE) == LUKS_SLOT_ENABLED;
+        GVariantDict slot;
+
+        g_variant_dict_init(&slot, NULL);
+        g_variant_dict_insert(&slot, "active", "b", active);
+        if (active) {
+            g_variant_dict_insert(&slot, "iters", "x",
+                                  (gint64)get_be32(sl + S_ITER));
+            g_variant_dict_insert(&slot, "stripes", "x",
+                                  (gint64)get_be32(sl + S_STRIPES));
+        }
+        g_variant_dict_insert(&slot, "key-offset", "x",
+                              (gint64)get_be32(sl + S_KEY_OFFSET) *
+                              LUKS_SECTOR);
+        g_variant_builder_add_value(&slots, g_variant_dict_end(&slot));
+    }
+    g_variant_dict_insert_value(&data, "slots", g_variant_builder_end(&slots));
     g_variant_dict_init(&spec, NULL);
     g_variant_dict_insert(&spec, "type", "s", "luks");
     g_variant_dict_insert_value(&spec, "data", g_variant_dict_end(&data));
     g_variant_dict_insert_value(image, "format-specific",
                                 g_variant_dict_end(&spec));
+    g_variant_dict_insert(image, "dirty-flag", "b", FALSE);
+    g_variant_dict_insert(image, "encrypted", "b", TRUE);
 }
 
 /* --- blockdev-create (BlockdevCreateOptionsLUKS) --- */

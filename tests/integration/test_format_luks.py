@@ -355,7 +355,19 @@ def test_wrong_passphrase():
         q.execute('blockdev-add', {'driver': 'luks', 'node-name': 'l0', 'file': f,
                                    'key-secret': 'sec0'})
         nodes = {n['node-name']: n for n in q.execute('query-named-block-nodes')}
-        assert_eq(nodes['l0']['image']['virtual-size'], 4 * MiB, 'virtual size')
+        n = nodes['l0']
+        assert_eq(n['image']['virtual-size'], 4 * MiB, 'virtual size')
+        assert_eq((n['encrypted'], n['image']['encrypted']), (True, True), 'encrypted')
+        assert_eq(n['file'], 'json:{"driver": "luks", "file": {"driver": "file", '
+                  '"filename": "%s"}, "key-secret": "sec0"}' % img, 'json file name')
+        spec = n['image']['format-specific']
+        data = spec['data']
+        assert_eq((spec['type'], data['cipher-alg'], data['cipher-mode'], data['ivgen-alg'],
+                   data['hash-alg'], data['payload-offset'], len(data['slots']),
+                   data['slots'][0]['active'], data['slots'][0]['stripes'],
+                   data['slots'][1]['active']),
+                  ('luks', 'aes-256', 'xts', 'plain64', 'sha256', 4040 * 512, 8, True, 4000,
+                   False), 'format-specific')
         q.execute('blockdev-del', {'node-name': 'l0'})
         d.assert_alive()
 
