@@ -646,7 +646,10 @@ static gboolean luks_load(LuksState *s, const char *pw, GError **errp)
     }
     memset(mk, 0, sizeof(mk));
     s->payload = (uint64_t)get_be32(h + H_PAYLOAD_OFFSET) * LUKS_SECTOR;
-    bd_node_set_size(s->node, (uint64_t)file_size - s->payload);
+    /* As QEMU: a payload ending inside a sector counts the whole of it
+     * (a size given to qemu-img create is not rounded in the file). */
+    bd_node_set_size(s->node, ((uint64_t)file_size - s->payload +
+                               LUKS_SECTOR - 1) & ~(uint64_t)(LUKS_SECTOR - 1));
     return TRUE;
 }
 
@@ -858,10 +861,6 @@ static gboolean luks_create(GVariant *options, GError **errp)
     if (c.preallocation != 0) {
         FAIL("Preallocation mode '%s' not supported for luks",
              prealloc_values[c.preallocation]);
-    }
-    if (c.size % LUKS_SECTOR) {
-        FAIL("The requested file size is not a multiple of %d",
-             LUKS_SECTOR);
     }
     pw = bd_secret_lookup_as_utf8(c.key_secret, errp);
     if (!pw) {

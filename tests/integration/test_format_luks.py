@@ -324,6 +324,15 @@ def test_create():
                 if p.returncode != 0 and 'device-mapper' not in p.stderr:
                     raise AssertionError('%s: cryptsetup rejects the passphrase: %s'
                                          % (name, p.stderr))
+        # A size that is not a multiple of 512: the file holds it exactly,
+        # the image shows it rounded up to a sector, as QEMU.
+        path, err = create(q, d, 'odd.luks', {'size': 1000, 'key-secret': 'sec0',
+                                              'iter-time': 10})
+        assert_eq(err, None, 'create odd size')
+        info = json.loads(run(['qemu-img', 'info', '--output=json', '--object', SECRET,
+                               luks_json(path)]).stdout)
+        assert_eq(info['virtual-size'], 1024, 'odd size rounded up')
+        assert_eq(os.path.getsize(path), 4040 * 512 + 1000, 'odd size file')
         # Refusals.
         _, err = create(q, d, 'nokey.luks', {'size': MiB})
         assert_eq(err, "Parameter 'key-secret' is required for cipher", 'no key-secret')
@@ -372,9 +381,10 @@ def test_wrong_passphrase():
         d.assert_alive()
 
 
-def test_reopen_read_write():
+def test_reopen_read_write_resize():
     """blockdev-reopen takes a luks node from read-only to read-write
-    (its options are all fixed); writes then land in the image."""
+    (its options are all fixed); writes then land in the image, and
+    block_resize grows it."""
     require_tool('qemu-img', 'qemu-io')
     bt.require_nbd()
     with Daemon() as d:
@@ -390,8 +400,15 @@ def test_reopen_read_write():
         q.execute('blockdev-reopen', {'options': [opts]})
         with bt.nbd_export(q, 'r0', writable=True) as name:
             bt.qemu_io(d.uri(name), 'write -P 0x4d 1M 64k')
+        # block_resize grows the payload; the new sectors take data.
+        q.execute('block_resize', {'node-name': 'r0', 'size': 6 * MiB})
+        with bt.nbd_export(q, 'r0', writable=True) as name:
+            bt.qemu_io(d.uri(name), 'write -P 0x4e 5M 1M')
         q.execute('blockdev-del', {'node-name': 'r0'})
-        qemu_luks_io(img, 'read -P 0x4d 1M 64k')
+        qemu_luks_io(img, 'read -P 0x4d 1M 64k', 'read -P 0x4e 5M 1M')
+        info = json.loads(run(['qemu-img', 'info', '--output=json', '--object', SECRET,
+                               luks_json(img)]).stdout)
+        assert_eq(info['virtual-size'], 6 * MiB, 'size after block_resize')
 
 
 # --- hostile headers ---
