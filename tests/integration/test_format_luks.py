@@ -5,8 +5,8 @@ AES mode QEMU offers) and by cryptsetup luksFormat --type luks1 are
 filled through QEMU's own luks driver (qemu-img convert), exported from
 the daemon over NBD and FUSE and compared with the plaintext; writes
 through the export land in the image so that QEMU's driver reads them
-back equal to a reference written in parallel, and qemu-storage-daemon
-serves the same.  blockdev-create makes images that qemu-img, qemu-io
+back equal to a reference written in parallel (fio with verify too,
+where fio has the nbd engine), and qemu-storage-daemon serves the same.  blockdev-create makes images that qemu-img, qemu-io
 and cryptsetup luksDump accept; a wrong passphrase gets QEMU's error;
 hostile headers (bytes patched here) are refused with a reason and the
 daemon lives."""
@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import blockd_test as bt  # noqa: E402
 from blockd_test import (Daemon, assert_eq, assert_in, is_reference,  # noqa: E402
                          main, require_tool, run, tests_of)
-from test_formats_vdi_vpc import nbd_writes, fuse_writes  # noqa: E402
+from test_formats_vdi_vpc import fio_verify, fuse_writes, nbd_writes  # noqa: E402
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -177,6 +177,7 @@ def roundtrip(img, export, seed):
             d.start()
             compare_raw(ref, d.uri(), 'export of the image')
             nbd_writes(d.uri(), size, ref, seed)
+            fio_verify(d, d.uri(), ref, size)
             compare_raw(ref, d.uri(), 'export after the writes')
             assert_eq(d.stop(), 0, 'daemon exit status')
         compare_luks(img, ref, 'image read by QEMU after the daemon closed it')
