@@ -14,6 +14,7 @@
 #include "graph/error.h"
 #include "graph/io.h"
 #include "graph/main-thread.h"
+#include "jobs/chain.h"
 #include "graph/node.h"
 #include "jobs/backup.h"
 
@@ -243,17 +244,6 @@ static BdJob *blockdev_backup_job(GVariant *args, BdJobTxn *txn,
     return backup_common(&a, source, target, txn, errp);
 }
 
-static gboolean blockdev_backup(GVariant *args, JsonNode **ret, GError **errp)
-{
-    BdJob *job = blockdev_backup_job(args, NULL, errp);
-
-    (void)ret;
-    if (!job) {
-        return FALSE;
-    }
-    bd_job_start(job);
-    return TRUE;
-}
 
 /* --- drive-backup: the target named by file name --- */
 
@@ -303,6 +293,11 @@ static BdJob *drive_backup_job(GVariant *args, BdJobTxn *txn,
     if (!source) {
         return NULL;
     }
+    /* As QEMU: a source another job holds is refused before the target
+     * image is created. */
+    if (!bd_chain_check_busy(source, errp)) {
+        return NULL;
+    }
     if (a.sync == BD_CTL_SYNC_TOP) {
         backing = bd_node_backing(source);
         if (!backing) {
@@ -323,24 +318,38 @@ static BdJob *drive_backup_job(GVariant *args, BdJobTxn *txn,
     return backup_common(&a, source, target, txn, errp);
 }
 
-static gboolean drive_backup(GVariant *args, JsonNode **ret, GError **errp)
-{
-    BdJob *job = drive_backup_job(args, NULL, errp);
-
-    (void)ret;
-    if (!job) {
-        return FALSE;
-    }
-    bd_job_start(job);
-    return TRUE;
-}
-
 /* --- the transaction action --- */
+
+/* As QEMU's blockdev_backup_prepare: the source stays drained from
+ * prepare to clean, so the jobs above it pause meanwhile and the new
+ * job, started in commit, shows 'paused' until clean. */
+typedef struct {
+    BdJob *job;
+    BdDrainSection *drained;
+    gboolean drain_notified;
+} BackupAct;
+
+static void backup_act_drain(BdTxnAction *a, GVariant *data)
+{
+    BackupAct *act = g_new0(BackupAct, 1);
+    const char *device = NULL;
+    BdNode *source;
+
+    a->opaque = act;
+    if (g_variant_lookup(data, "device", "&s", &device) &&
+        (source = bd_ctl_lookup_node(device, NULL)) != NULL) {
+        act->drained = bd_drained_begin(source);
+    }
+}
 
 static gboolean txn_prepare(BdTxnAction *a, GVariant *data, gboolean drive,
                             GError **errp)
 {
     BdJobTxn *txn = NULL;
+    BackupAct *act;
+
+    backup_act_drain(a, data);
+    act = a->opaque;
 
     if (a->txn->grouped) {
         if (!a->txn->job_txn) {
@@ -354,7 +363,7 @@ static gboolean txn_prepare(BdTxnAction *a, GVariant *data, gboolean drive,
     if (!job) {
         return FALSE;
     }
-    a->opaque = bd_job_ref(job);
+    act->job = bd_job_ref(job);
     return TRUE;
 }
 
@@ -372,12 +381,20 @@ static gboolean txn_drive_backup_prepare(BdTxnAction *a, GVariant *data,
 
 static void txn_backup_commit(BdTxnAction *a)
 {
-    bd_job_start(a->opaque);
+    BackupAct *act = a->opaque;
+
+    bd_job_start(act->job);
+    if (act->drained) {
+        /* Linked to a drained node: paused until the drain ends. */
+        bd_job_drain_notify(act->job, TRUE);
+        act->drain_notified = TRUE;
+    }
 }
 
 static void txn_backup_abort(BdTxnAction *a)
 {
-    BdJob *job = a->opaque;
+    BackupAct *act = a->opaque;
+    BdJob *job = act ? act->job : NULL;
 
     if (job && job->status == BD_JOB_STATUS_CREATED) {
         bd_job_user_cancel(job, TRUE, NULL);
@@ -386,7 +403,19 @@ static void txn_backup_abort(BdTxnAction *a)
 
 static void txn_backup_clean(BdTxnAction *a)
 {
-    g_clear_pointer(&a->opaque, bd_job_unref);
+    BackupAct *act = g_steal_pointer(&a->opaque);
+
+    if (!act) {
+        return;
+    }
+    if (act->drain_notified) {
+        bd_job_drain_notify(act->job, FALSE);
+    }
+    if (act->drained) {
+        bd_drained_end(act->drained);
+    }
+    g_clear_pointer(&act->job, bd_job_unref);
+    g_free(act);
 }
 
 static const BdTxnActionOps backup_action = {
@@ -408,6 +437,18 @@ static const BdTxnActionOps drive_backup_action = {
     .abort = txn_backup_abort,
     .clean = txn_backup_clean,
 };
+
+static gboolean blockdev_backup(GVariant *args, JsonNode **ret, GError **errp)
+{
+    (void)ret;
+    return bd_txn_run_one(&backup_action, args, errp);
+}
+
+static gboolean drive_backup(GVariant *args, JsonNode **ret, GError **errp)
+{
+    (void)ret;
+    return bd_txn_run_one(&drive_backup_action, args, errp);
+}
 
 static const BdQmpCommand backup_commands[] = {
     { "blockdev-backup", blockdev_backup_fn, FALSE, NULL, blockdev_backup },

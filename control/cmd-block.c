@@ -41,18 +41,39 @@ static const BdSchemaType query_args = {
 
 /* BlockDeviceInfo, as graph/query.c fills it (for query-qmp-schema). */
 
+static const BdSchemaType image_info;
 static const BdSchemaField image_info_fields[] = {
     BD_FIELD("filename", &bd_schema_str),
     BD_FIELD("format", &bd_schema_str),
+    BD_OPT("dirty-flag", &bd_schema_bool),
     BD_FIELD("virtual-size", &bd_schema_int),
     BD_OPT("actual-size", &bd_schema_int),
+    BD_OPT("cluster-size", &bd_schema_int),
     BD_OPT("backing-filename", &bd_schema_str),
-    BD_OPT("format-specific", &bd_schema_any),
+    BD_OPT("full-backing-filename", &bd_schema_str),
+    BD_OPT("backing-filename-format", &bd_schema_str),
     BD_OPT("snapshots", &bd_cmd_snapshot_info_list),
+    BD_OPT("backing-image", &image_info),
+    BD_OPT("format-specific", &bd_schema_any),
     { NULL } };
 static const BdSchemaType image_info = {
     .name = "ImageInfo", .kind = BD_SCHEMA_OBJECT,
     .fields = image_info_fields };
+static const BdSchemaField dirty_info_fields[] = {
+    BD_OPT("name", &bd_schema_str),
+    BD_FIELD("count", &bd_schema_int),
+    BD_FIELD("granularity", &bd_schema_int),
+    BD_FIELD("recording", &bd_schema_bool),
+    BD_FIELD("busy", &bd_schema_bool),
+    BD_FIELD("persistent", &bd_schema_bool),
+    BD_OPT("inconsistent", &bd_schema_bool),
+    { NULL } };
+static const BdSchemaType dirty_info = {
+    .name = "BlockDirtyInfo", .kind = BD_SCHEMA_OBJECT,
+    .fields = dirty_info_fields };
+static const BdSchemaType dirty_info_list = {
+    .name = "[BlockDirtyInfo]", .kind = BD_SCHEMA_LIST,
+    .element = &dirty_info };
 static const BdSchemaField cache_info_fields[] = {
     BD_FIELD("writeback", &bd_schema_bool),
     BD_FIELD("direct", &bd_schema_bool),
@@ -83,6 +104,7 @@ static const BdSchemaField device_info_fields[] = {
     BD_FIELD("iops_wr", &bd_schema_int),
     BD_FIELD("image", &image_info),
     BD_FIELD("write_threshold", &bd_schema_int),
+    BD_OPT("dirty-bitmaps", &dirty_info_list),
     BD_FIELD("cache", &cache_info),
     { NULL } };
 static const BdSchemaType device_info = {
@@ -227,6 +249,16 @@ static gboolean change_backing_file(GVariant *args, JsonNode **ret,
                     device);
         return FALSE;
     }
+    /* QEMU's qmp_get_root_bs: no node nor job above 'device'. */
+    gboolean root = bd_chain_check_busy(bs, NULL);
+    for (GList *l = bs->parents; root && l; l = l->next) {
+        root = ((BdChild *)l->data)->parent == NULL;
+    }
+    if (!root) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Need a root block node");
+        return FALSE;
+    }
     if (!image_bs) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Cannot find device='' nor node-name='%s'", image);
@@ -251,7 +283,12 @@ static gboolean change_backing_file(GVariant *args, JsonNode **ret,
     if (ro && !bd_chain_reopen_read_only(image_bs, FALSE, errp)) {
         return FALSE;
     }
-    ok = bd_chain_change_backing_file(image_bs, file, backing->drv->name,
+    /* The format of the image below any filter (a backup's
+     * copy-before-write node, say): a filter's name is no image format
+     * and would not even fit the header extension QEMU reads. */
+    BdNode *fmt_node = bd_chain_skip_filters(backing);
+    ok = bd_chain_change_backing_file(image_bs, file,
+                                      (fmt_node ? fmt_node : backing)->drv->name,
                                       errp);
     if (ro) {
         /* Back to read-only; a failure here leaves it writable, as QEMU. */
@@ -318,6 +355,19 @@ static gboolean block_resize(GVariant *args, JsonNode **ret, GError **errp)
     if (size < 0) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Parameter 'size' expects a >0 size");
+        return FALSE;
+    }
+    /* QEMU's op blockers refuse resizing a node a job holds or one used
+     * as a backing image, naming 'device' (printf's "(null)" when only
+     * node-name is given, as QEMU's text has it). */
+    gboolean blocked = !bd_chain_check_busy(node, NULL);
+    for (GList *l = node->parents; !blocked && l; l = l->next) {
+        BdChild *c = l->data;
+        blocked = c->parent && (c->role & BD_CHILD_COW);
+    }
+    if (blocked) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Device '%s' is in use", device ? device : "(null)");
         return FALSE;
     }
     return bd_node_resize(node, (uint64_t)size, errp);

@@ -161,7 +161,7 @@ static JsonObject *device_stats_json(const BdIoStats *s, BdNode *node)
     if (s) {
         bd_io_stats_read(s, &z);
     }
-    for (int t = 0; t < BD_ACCT__MAX; t++) {
+    for (int t = 0; t < BD_ACCT__QMP; t++) {
         g_autofree char *ops = g_strdup_printf("%s_operations", kind[t]);
         g_autofree char *time = g_strdup_printf("%s_total_time_ns", kind[t]);
         g_autofree char *failed = g_strdup_printf("failed_%s_operations",
@@ -189,7 +189,7 @@ static JsonObject *device_stats_json(const BdIoStats *s, BdNode *node)
     json_object_set_boolean_member(o, "account_invalid", z.account_invalid);
     json_object_set_boolean_member(o, "account_failed", z.account_failed);
     json_object_set_array_member(o, "timed_stats", json_array_new());
-    for (int t = 0; s && t < BD_ACCT__MAX; t++) {
+    for (int t = 0; s && t < BD_ACCT__QMP; t++) {
         const BdLatencyHistogram *h = bd_io_stats_histogram(s, t);
         g_autofree char *name = g_strdup_printf("%s_latency_histogram",
                                                 kind[t]);

@@ -251,5 +251,7 @@ void bd_control_init(void)
     bd_cmd_stream_register();
     bd_cmd_mirror_register();
     bd_cmd_backup_session_register();
+    bd_cmd_metrics_register();
+    bd_cmd_trace_register();
     bd_events_init();
 }

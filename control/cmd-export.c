@@ -423,11 +423,8 @@ static gboolean nbd_server_add(GVariant *args, JsonNode **ret, GError **errp)
 
     (void)ret;
     bd_schema_decode(nbd_add_fields, args, &a);
-    if (!bd_nbd_server_running()) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "NBD server not running");
-        return FALSE;
-    }
+    /* As QEMU: the device first; whether the server runs is the NBD
+     * export's check, after the node's permissions. */
     node = bd_ctl_lookup_node(a.device, errp);
     if (!node) {
         return FALSE;

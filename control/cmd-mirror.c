@@ -86,12 +86,18 @@ static const BdSchemaType *mirror_args_fn(void)
 /* --- checks --- */
 
 
-/* QEMU's qmp_get_root_bs: only entry handles above the node. */
+/* QEMU's qmp_get_root_bs: only entry handles above the node (a job
+ * holding a node is a parent of it in QEMU). */
 static BdNode *lookup_root_node(const char *name, GError **errp)
 {
     BdNode *node = bd_ctl_lookup_node(name, errp);
 
     if (!node) {
+        return NULL;
+    }
+    if (!bd_chain_check_busy(node, NULL)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Need a root block node");
         return NULL;
     }
     for (GList *l = node->parents; l; l = l->next) {

@@ -216,12 +216,15 @@ static gboolean resolve_chardev(const char *id, QomPath *p)
 
 /* QEMU's object_resolve_path: absolute paths component by component
  * (empty components skipped), or a partial path matched at the end of
- * exactly one path (here: an object or chardev id). */
-static gboolean resolve_path(const char *path, QomPath *p, GError **errp)
+ * exactly one path (here: an object or chardev id).  A partial path
+ * matching several is "ambiguous" for qom-list ('tell_ambiguous'),
+ * not found for the others, as QEMU. */
+static gboolean resolve_path(const char *path, QomPath *p,
+                             gboolean tell_ambiguous, GError **errp)
 {
     g_auto(GStrv) parts = NULL;
     GPtrArray *comps = g_ptr_array_new();
-    gboolean ok = FALSE;
+    gboolean ok = FALSE, ambiguous = FALSE;
 
     *p = (QomPath){ .kind = PATH_ROOT, .cls = class_find("container") };
     if (path[0] != '/') {
@@ -239,6 +242,10 @@ static gboolean resolve_path(const char *path, QomPath *p, GError **errp)
                    strcmp(path, "chardevs") == 0) {
             p->kind = path[0] == 'o' ? PATH_OBJECTS : PATH_CHARDEVS;
             ok = TRUE;
+        } else {
+            /* An empty partial path matches everything; an id both an
+             * object's and a chardev's matches two. */
+            ambiguous = !path[0] || ((obj || o) && chr);
         }
         goto out;
     }
@@ -264,7 +271,11 @@ static gboolean resolve_path(const char *path, QomPath *p, GError **errp)
     }
 out:
     g_ptr_array_unref(comps);
-    if (!ok) {
+    if (!ok && ambiguous && tell_ambiguous) {
+        qom_path_clear(p);
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Path '%s' is ambiguous", path);
+    } else if (!ok) {
         qom_path_clear(p);
         g_set_error(errp, BD_ERROR, BD_ERROR_DEVICE_NOT_FOUND,
                     "Device '%s' not found", path);
@@ -399,7 +410,7 @@ static gboolean qom_list(GVariant *args, JsonNode **ret, GError **errp)
     g_autoptr(GPtrArray) children = NULL;
 
     bd_schema_decode(list_fields, args, &a);
-    if (!resolve_path(a.path, &p, errp)) {
+    if (!resolve_path(a.path, &p, TRUE, errp)) {
         return FALSE;
     }
     children = container_children(p.kind);
@@ -491,7 +502,7 @@ static gboolean qom_get(GVariant *args, JsonNode **ret, GError **errp)
     const QomProp *prop;
 
     bd_schema_decode(get_fields, args, &a);
-    if (!resolve_path(a.path, &p, errp)) {
+    if (!resolve_path(a.path, &p, FALSE, errp)) {
         return FALSE;
     }
     if (strcmp(a.property, "type") == 0) {
@@ -673,7 +684,7 @@ static gboolean qom_set(GVariant *args, JsonNode **ret, GError **errp)
     const QomProp *prop;
 
     bd_schema_decode(set_fields, args, &a);
-    if (!resolve_path(a.path, &p, errp)) {
+    if (!resolve_path(a.path, &p, FALSE, errp)) {
         g_clear_pointer(&a.value, g_variant_unref);
         return FALSE;
     }

@@ -67,12 +67,18 @@ const BdSchemaType bd_cmd_snapshot_info_list = {
 
 /* --- shared steps --- */
 
-/* QEMU's qmp_get_root_bs: only entry handles above the node. */
+/* QEMU's qmp_get_root_bs: only entry handles above the node (a job
+ * holding a node is a parent of it in QEMU). */
 static BdNode *lookup_root(const char *name, GError **errp)
 {
     BdNode *node = bd_ctl_lookup_node(name, errp);
 
     if (!node) {
+        return NULL;
+    }
+    if (!bd_chain_check_busy(node, NULL)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Need a root block node");
         return NULL;
     }
     for (GList *l = node->parents; l; l = l->next) {
@@ -228,10 +234,6 @@ static gboolean internal_do(GVariant *args, InternalState **out,
     return TRUE;
 }
 
-static gboolean cmd_internal(GVariant *args, JsonNode **ret, GError **errp)
-{
-    return internal_do(args, NULL, errp);
-}
 
 static gboolean internal_prepare(BdTxnAction *a, GVariant *data,
                                  GError **errp)
@@ -314,6 +316,12 @@ static const BdTxnActionOps snapshot_actions[] = {
       .prepare = internal_prepare, .abort = internal_abort,
       .clean = internal_clean },
 };
+
+static gboolean cmd_internal(GVariant *args, JsonNode **ret, GError **errp)
+{
+    (void)ret;
+    return bd_txn_run_one(&snapshot_actions[0], args, errp);
+}
 
 static const BdQmpCommand snapshot_commands[] = {
     { "blockdev-snapshot-internal-sync", internal_fn, FALSE, NULL,

@@ -83,6 +83,9 @@ typedef struct {
     BdNode *old_node;      /* a reference */
     BdNode *new_node;      /* a reference, or NULL */
     gboolean appended;
+    /* As QEMU's external_snapshot_prepare: the old node is drained from
+     * prepare to clean (its jobs show paused meanwhile). */
+    BdDrainSection *drained;
 } SnapState;
 
 /* QEMU's bdrv_lookup_bs: blockd has no named block backends, so a
@@ -184,6 +187,7 @@ static gboolean snapshot_prepare(SnapState *st, SnapArgs *a, GError **errp)
         return FALSE;
     }
     st->old_node = bd_node_ref(old);
+    st->drained = bd_drained_begin(old);
     if (!check_blockers(old, errp)) {
         return FALSE;
     }
@@ -205,13 +209,17 @@ static gboolean snapshot_prepare(SnapState *st, SnapArgs *a, GError **errp)
         st->new_node = bd_node_ref(overlay);
     }
     overlay = st->new_node;
-    for (GList *l = overlay->parents; l; l = l->next) {
-        BdChild *c = l->data;
-        if (!c->parent) {
-            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "The overlay is already in use");
-            return FALSE;
-        }
+    /* As QEMU 7.2: in use when a user reads it as an image (an export, a
+     * format parent); a mirror target, written only, may get one. */
+    if (bd_perm_load(&overlay->cum_perm) & BD_PERM_CONSISTENT_READ) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "The overlay is already in use");
+        return FALSE;
+    }
+    if (overlay->drv->is_filter) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Filters cannot be used as overlays");
+        return FALSE;
     }
     if (overlay->backing) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -261,6 +269,7 @@ static void snapshot_clean(SnapState *st)
 {
     /* A sync overlay nobody uses goes away, as in QEMU. */
     g_clear_pointer(&st->new_node, bd_node_unref);
+    g_clear_pointer(&st->drained, bd_drained_end);
     g_clear_pointer(&st->old_node, bd_node_unref);
 }
 
@@ -333,34 +342,18 @@ static const BdTxnActionOps snapshot_sync_action = {
 /* --- the commands: a transaction of one action, as QEMU's
  * blockdev_do_action --- */
 
-static gboolean run_one(const BdTxnActionOps *ops, GVariant *args,
-                        GError **errp)
-{
-    BdTransaction txn = { 0 };
-    BdTxnAction a = { .ops = ops, .txn = &txn };
-    gboolean ok = ops->prepare(&a, args, errp);
-
-    if (ok) {
-        ops->commit(&a);
-    } else {
-        ops->abort(&a);
-    }
-    ops->clean(&a);
-    return ok;
-}
-
 static gboolean blockdev_snapshot(GVariant *args, JsonNode **ret,
                                   GError **errp)
 {
     (void)ret;
-    return run_one(&snapshot_action, args, errp);
+    return bd_txn_run_one(&snapshot_action, args, errp);
 }
 
 static gboolean blockdev_snapshot_sync(GVariant *args, JsonNode **ret,
                                        GError **errp)
 {
     (void)ret;
-    return run_one(&snapshot_sync_action, args, errp);
+    return bd_txn_run_one(&snapshot_sync_action, args, errp);
 }
 
 static const BdQmpCommand snapshot_commands[] = {

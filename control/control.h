@@ -44,6 +44,11 @@ void bd_control_set_quit_handler(BdQuitFunc fn, gpointer opaque);
 gboolean bd_cmd_blockdev_add(GVariant *options, GError **errp);
 /* --nbd-server: flat NbdServerOptions (addr is a flat SocketAddress). */
 gboolean bd_cmd_nbd_server_start_flat(GVariant *options, GError **errp);
+/* --metrics / x-blockd-metrics-start with validated options. */
+gboolean bd_cmd_metrics_start(GVariant *options, GError **errp);
+/* x-blockd-metrics-stop; also at shutdown (releases the TLS object). */
+gboolean bd_cmd_metrics_stop(GError **errp);
+const BdSchemaType *bd_cmd_metrics_options_schema(void);
 /* --export / block-export-add with validated BlockExportOptions. */
 gboolean bd_cmd_block_export_add(GVariant *options, GError **errp);
 

@@ -80,8 +80,15 @@ JsonNode *bd_qmp_error_reply(const GError *err, JsonNode *id)
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "class");
     json_builder_add_string_value(b, error_class(err));
+    /* A message's lines after the first are QEMU's hints
+     * (error_append_hint: "Is another process using the image ...?"),
+     * which the command line shows and QMP does not. */
+    const char *nl = strchr(err->message, '\n');
+    g_autofree char *desc = g_strndup(err->message,
+                                      nl ? (gsize)(nl - err->message)
+                                         : strlen(err->message));
     json_builder_set_member_name(b, "desc");
-    json_builder_add_string_value(b, err->message);
+    json_builder_add_string_value(b, desc);
     json_builder_end_object(b);
     json_builder_end_object(b);
     return json_builder_get_root(b);

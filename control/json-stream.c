@@ -114,16 +114,13 @@ static void end_word(BdJsonStream *s)
         strcmp(w, "null")) {
         set_error(s, g_strdup_printf("JSON parse error, invalid keyword '%s'",
                                      w));
-    } else if ((g_ascii_isdigit(w[0]) || w[0] == '-') && !strpbrk(w, ".eE")) {
+    } else if (w[0] == '-' && !strpbrk(w, ".eE")) {
         /* QEMU reads integers beyond 64 bits as floating point numbers;
-         * json-glib would wrap them, so mark them as such. */
+         * json-glib would wrap them, so mark them as such.  Positive ones
+         * are bd_json_parse()'s, which tells UINT64_MAX from 2^64. */
         char *end;
         errno = 0;
-        if (w[0] == '-') {
-            g_ascii_strtoll(w, &end, 10);
-        } else {
-            g_ascii_strtoull(w, &end, 10);
-        }
+        g_ascii_strtoll(w, &end, 10);
         if (errno == ERANGE && !*end && s->buf->len >= s->word->len) {
             g_string_append(s->buf, ".0");
         }

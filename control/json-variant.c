@@ -323,7 +323,12 @@ static void on_member(JsonParser *parser, JsonObject *object,
  * to negative numbers.  QEMU's parser keeps them unsigned: 'int'
  * members refuse them, 'uint64' ones take them.  Such literals (outside
  * strings) get a ".0" here, to reach the validator as doubles it can
- * tell apart. */
+ * tell apart.  The largest of them round to 2^64 as doubles, which the
+ * validator reads as UINT64_MAX; so a literal past UINT64_MAX that
+ * would round to 2^64 too is moved to the next double (2^64 + 4096),
+ * where it stays out of uint64's range as QEMU has it. */
+#define UINT64_MAX_TEXT "18446744073709551615"
+#define AFTER_2_64_TEXT "18446744073709555712"
 static GString *mark_big_unsigned(const char *text, gssize len)
 {
     GString *out = g_string_sized_new(len + 16);
@@ -355,8 +360,15 @@ static GString *mark_big_unsigned(const char *text, gssize len)
                 i++;
             }
             n = i - start;
-            g_string_append_len(out, text + start, n);
-            if ((i >= len || !strchr(".eE", text[i])) &&
+            gboolean whole = i >= len || !strchr(".eE", text[i]);
+            if (whole && n == 20 &&
+                strncmp(text + start, UINT64_MAX_TEXT, 20) > 0 &&
+                strncmp(text + start, AFTER_2_64_TEXT, 20) < 0) {
+                g_string_append(out, AFTER_2_64_TEXT);
+            } else {
+                g_string_append_len(out, text + start, n);
+            }
+            if (whole &&
                 (n > 19 || (n == 19 && strncmp(text + start,
                                                "9223372036854775807",
                                                19) > 0))) {

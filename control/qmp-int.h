@@ -90,6 +90,8 @@ void bd_cmd_snapshot_register(void);
 void bd_cmd_stream_register(void);
 void bd_cmd_mirror_register(void);
 void bd_cmd_backup_session_register(void);
+void bd_cmd_metrics_register(void);
+void bd_cmd_trace_register(void);
 /* Data of BLOCKD_BACKUP_PROGRESS and BLOCKD_BACKUP_END. */
 const BdSchemaType *bd_backup_session_event_progress(void);
 const BdSchemaType *bd_backup_session_event_end(void);

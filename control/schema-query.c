@@ -173,6 +173,37 @@ static const char *type_name(Introspect *in, const BdSchemaType *t)
     return name;
 }
 
+/* The commands' features, as qemu-storage-daemon 7.2 lists them; every
+ * "x-" command is 'unstable' (QEMU's convention). */
+static const struct {
+    const char *command, *feature;
+} command_features[] = {
+    { "blockdev-snapshot", "allow-write-only-overlay" },
+    { "drive-backup", "deprecated" },
+    { "nbd-server-add", "deprecated" },
+    { "nbd-server-remove", "deprecated" },
+};
+
+static void command_features_set(JsonObject *o, const char *name)
+{
+    JsonArray *features = json_array_new();
+
+    for (gsize i = 0; i < G_N_ELEMENTS(command_features); i++) {
+        if (strcmp(command_features[i].command, name) == 0) {
+            json_array_add_string_element(features,
+                                          command_features[i].feature);
+        }
+    }
+    if (g_str_has_prefix(name, "x-")) {
+        json_array_add_string_element(features, "unstable");
+    }
+    if (json_array_get_length(features)) {
+        json_object_set_array_member(o, "features", features);
+    } else {
+        json_array_unref(features);
+    }
+}
+
 static void command_info(Introspect *in, const BdQmpCommand *c)
 {
     JsonObject *o = json_object_new();
@@ -181,6 +212,7 @@ static void command_info(Introspect *in, const BdQmpCommand *c)
 
     json_object_set_string_member(o, "arg-type", type_name(in, args));
     json_object_set_string_member(o, "ret-type", type_name(in, ret));
+    command_features_set(o, c->name);
     emit(in, c->name, o, "command");
 }
 

@@ -10,6 +10,7 @@
 #include "control/cmd-bitmap.h"
 #include "graph/error.h"
 #include "graph/main-thread.h"
+#include "jobs/job.h"
 
 /* --- the action table and the schema built from it --- */
 
@@ -152,6 +153,7 @@ gboolean bd_txn_run(GVariant *args, GError **errp)
     gboolean ok = TRUE;
 
     bd_schema_decode(schema->fields, args, &a);
+    bd_txn_drain_all();
     n = a.actions ? g_variant_n_children(a.actions) : 0;
     acts = g_new0(BdTxnAction, MAX(n, 1));
     txn.grouped = a.properties.completion_mode == COMPLETION_GROUPED;
@@ -197,6 +199,57 @@ gboolean bd_txn_run(GVariant *args, GError **errp)
         txn.job_txn_unref(txn.job_txn);
     }
     bd_schema_clear(schema->fields, &a);
+    return ok;
+}
+
+/* What clients see of QEMU's bdrv_drain_all() there: every block job
+ * pauses and resumes.  The exports are not held back: blockd drains
+ * only what a change touches (DESIGN: a drain of one disk must not
+ * pause the others), and nothing changes here. */
+void bd_txn_drain_all(void)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    GPtrArray *list = bd_job_list();
+    g_autoptr(GPtrArray) jobs = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)bd_job_unref);
+
+    for (guint i = 0; i < list->len; i++) {
+        g_ptr_array_add(jobs, bd_job_ref(list->pdata[i]));
+    }
+    for (guint i = 0; i < jobs->len; i++) {
+        BdJob *job = jobs->pdata[i];
+        if (job->driver->is_block_job) {
+            bd_job_drain_notify(job, TRUE);
+        }
+    }
+    for (guint i = 0; i < jobs->len; i++) {
+        BdJob *job = jobs->pdata[i];
+        if (job->driver->is_block_job) {
+            bd_job_drain_notify(job, FALSE);
+        }
+    }
+}
+
+gboolean bd_txn_run_one(const BdTxnActionOps *ops, GVariant *data,
+                        GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    BdTransaction txn = { 0 };
+    BdTxnAction a = { .ops = ops, .txn = &txn };
+    gboolean ok;
+
+    bd_txn_drain_all();
+    ok = ops->prepare(&a, data, errp);
+    if (ok && ops->commit) {
+        ops->commit(&a);
+    } else if (!ok && ops->abort) {
+        ops->abort(&a);
+    }
+    if (ops->clean) {
+        ops->clean(&a);
+    }
     return ok;
 }
 

@@ -74,5 +74,14 @@ void bd_txn_register_action(const BdTxnActionOps *ops);
 /* Run a transaction from validated arguments (a{sv} of the transaction
  * command: actions, properties). */
 gboolean bd_txn_run(GVariant *args, GError **errp);
+/* One action as a command of its own (QEMU's blockdev_do_action for
+ * blockdev-backup, drive-backup and the snapshot commands): a
+ * transaction of one. */
+gboolean bd_txn_run_one(const BdTxnActionOps *ops, GVariant *data,
+                        GError **errp);
+/* QEMU's qmp_transaction starts with bdrv_drain_all(): every block job
+ * pauses and resumes (JOB_STATUS_CHANGE paused/running); the exports
+ * are not held back. */
+void bd_txn_drain_all(void);
 
 #endif

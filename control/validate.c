@@ -228,11 +228,15 @@ static GVariant *visit_uint(Ctx *c, const BdSchemaType *t, const char *name,
         }
     } else {
         /* Negative values are accepted (and wrap) as QEMU does; values
-         * above INT64_MAX arrive as doubles (json-variant.c). */
+         * above INT64_MAX arrive as doubles (json-variant.c), those
+         * rounded up to 2^64 meaning UINT64_MAX. */
         double d = value_type(n) == G_TYPE_DOUBLE ? json_node_get_double(n)
                                                   : 0;
-        if (value_type(n) == G_TYPE_DOUBLE && d >= 9223372036854775808.0 &&
-            d < 18446744073709551616.0 && d == (double)(guint64)d) {
+        if (value_type(n) == G_TYPE_DOUBLE && d == 18446744073709551616.0) {
+            val = G_MAXUINT64;
+        } else if (value_type(n) == G_TYPE_DOUBLE &&
+                   d >= 9223372036854775808.0 &&
+                   d < 18446744073709551616.0 && d == (double)(guint64)d) {
             val = (guint64)d;
         } else if (value_type(n) != G_TYPE_INT64) {
             fail(errp, "Parameter '%s' expects uint64", full_name(c, name));

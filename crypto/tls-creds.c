@@ -326,6 +326,8 @@ BdTlsCreds *bd_tls_creds_new(const BdTlsCredsConfig *cfg, GError **errp)
     c->endpoint = cfg->endpoint;
     c->verify_peer = cfg->verify_peer;
     c->priority = g_strdup(cfg->priority);
+    c->dir = g_strdup(cfg->dir);
+    c->key_password = cfg->key_password != NULL;
     switch (cfg->kind) {
     case BD_TLS_CREDS_X509:
         ok = load_x509(c, cfg, errp);
@@ -370,6 +372,7 @@ void bd_tls_creds_unref(BdTlsCreds *c)
         gnutls_dh_params_deinit(c->dh_params);
     }
     g_free(c->priority);
+    g_free(c->dir);
     g_free(c->username);
     g_free(c);
 }
@@ -377,4 +380,24 @@ void bd_tls_creds_unref(BdTlsCreds *c)
 BdTlsEndpoint bd_tls_creds_endpoint(const BdTlsCreds *c)
 {
     return c->endpoint;
+}
+
+BdTlsCredsKind bd_tls_creds_kind(const BdTlsCreds *c)
+{
+    return c->kind;
+}
+
+const char *bd_tls_creds_dir(const BdTlsCreds *c)
+{
+    return c->dir;
+}
+
+gboolean bd_tls_creds_verify_peer(const BdTlsCreds *c)
+{
+    return c->verify_peer;
+}
+
+gboolean bd_tls_creds_key_encrypted(const BdTlsCreds *c)
+{
+    return c->key_password;
 }

@@ -14,6 +14,8 @@ struct BdTlsCreds {
     BdTlsEndpoint endpoint;
     gboolean verify_peer;
     char *priority;                        /* NULL: the default */
+    char *dir;                             /* the object's 'dir', or NULL */
+    gboolean key_password;                 /* the x509 key is encrypted */
     char *username;                        /* PSK client end */
     gnutls_certificate_credentials_t x509;
     gnutls_psk_server_credentials_t psk_server;

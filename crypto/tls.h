@@ -50,6 +50,14 @@ BdTlsCreds *bd_tls_creds_new(const BdTlsCredsConfig *cfg, GError **errp);
 BdTlsCreds *bd_tls_creds_ref(BdTlsCreds *creds);
 void bd_tls_creds_unref(BdTlsCreds *creds);
 BdTlsEndpoint bd_tls_creds_endpoint(const BdTlsCreds *creds);
+/* What the credentials were made from, for a server that loads the
+ * files itself (the metrics endpoint's GIO TLS): the kind, the 'dir'
+ * (NULL when none was given), verify-peer, and whether the x509 key
+ * needs its password. */
+BdTlsCredsKind bd_tls_creds_kind(const BdTlsCreds *creds);
+const char *bd_tls_creds_dir(const BdTlsCreds *creds);
+gboolean bd_tls_creds_verify_peer(const BdTlsCreds *creds);
+gboolean bd_tls_creds_key_encrypted(const BdTlsCreds *creds);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(BdTlsCreds, bd_tls_creds_unref)
 
 typedef struct BdTlsSession BdTlsSession;

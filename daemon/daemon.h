@@ -9,6 +9,11 @@
  * command-line order.  Errors are prefixed by the caller. */
 gboolean bd_daemon_apply_option(const char *name, const char *arg,
                                 GError **errp);
+/* --log [level=]error|warning|info|debug[,target=auto|stderr|journald]
+ * (daemon/log.c).  Before any other thread exists. */
+gboolean bd_daemon_apply_log(const char *arg, GError **errp);
+/* -T/--trace [enable=]PATTERN[,events=FILE][,file=FILE]. */
+gboolean bd_daemon_apply_trace(const char *arg, GError **errp);
 
 /* pidfile.c: create and lock the PID file; remove it at exit. */
 gboolean bd_pidfile_write(const char *path, GError **errp);

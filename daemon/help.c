@@ -36,6 +36,7 @@ static const Description driver_descriptions[] = {
     { "qcow2", "qcow2 images: backing chains, compression, bitmaps" },
     { "vdi", "VirtualBox images, static and dynamic, read-write" },
     { "vpc", "VHD images, fixed and dynamic, read-write" },
+    { "qed", "QED images: backing files, check after an unclean close" },
     { "luks", "LUKS1 encrypted images (AES XTS/CBC), read-write" },
     { "compress", "writes compressed qcow2 clusters" },
     { "blkdebug", "fault injection (inject-error, set-state, align)" },
@@ -156,6 +157,9 @@ void bd_daemon_print_help(void)
 "                         list the block drivers, export types or object\n"
 "                         types with one line each\n"
 "  -V, --version          output version information and exit\n"
+"  -T, --trace [[enable=]<pattern>][,events=<file>][,file=<file>]\n"
+"                         turn trace points on (trace-event-get-state\n"
+"                         lists them)\n"
 "\n"
 "  --blockdev [driver=]<driver>[,node-name=<N>][,discard=ignore|unmap]\n"
 "             [,cache.direct=on|off][,cache.no-flush=on|off]\n"
@@ -184,6 +188,14 @@ void bd_daemon_print_help(void)
 "                         mount the node's raw content over a file\n");
     print_variant_names("export types", bd_export_options_schema());
     printf("\n"
+"  --log [level=]error|warning|info|debug[,target=auto|stderr|journald]\n"
+"                         log through GLib's structured logging; info\n"
+"                         says every client, node, export and job change\n"
+"\n"
+"  --metrics addr.type=inet,addr.host=<host>,addr.port=<port>[,tls-creds=<id>]\n"
+"  --metrics addr.type=unix,addr.path=<path>[,tls-creds=<id>]\n"
+"                         serve Prometheus metrics at http://.../metrics\n"
+"\n"
 "  --monitor [chardev=]name[,mode=control][,pretty[=on|off]]\n"
 "                         configure a QMP monitor\n"
 "\n"

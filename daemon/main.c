@@ -22,6 +22,8 @@
 #include "daemon/daemon.h"
 #include "export-fuse/fuse-export.h"
 #include "export-nbd/nbd-server.h"
+#include "metrics/metrics.h"
+#include "daemon/version.h"
 #include "export/export.h"
 #include "formats/registry.h"
 #include "graph/main-thread.h"
@@ -81,6 +83,9 @@ static void shutdown_everything(void)
     if (bd_nbd_server_running()) {
         bd_nbd_server_stop(NULL);
     }
+    if (bd_metrics_running()) {
+        bd_cmd_metrics_stop(NULL);
+    }
     bd_node_close_all();
     bd_objects_cleanup();
     bd_monitor_cleanup();
@@ -109,6 +114,8 @@ enum {
     OPT_CHARDEV,
     OPT_DAEMONIZE,
     OPT_EXPORT,
+    OPT_LOG,
+    OPT_METRICS,
     OPT_MONITOR,
     OPT_NBD_SERVER,
     OPT_OBJECT,
@@ -122,14 +129,17 @@ static const struct option long_options[] = {
     { "chardev", required_argument, NULL, OPT_CHARDEV },
     { "daemonize", no_argument, NULL, OPT_DAEMONIZE },
     { "export", required_argument, NULL, OPT_EXPORT },
+    { "log", required_argument, NULL, OPT_LOG },
+    { "metrics", required_argument, NULL, OPT_METRICS },
     { "monitor", required_argument, NULL, OPT_MONITOR },
     { "nbd-server", required_argument, NULL, OPT_NBD_SERVER },
     { "object", required_argument, NULL, OPT_OBJECT },
     { "pidfile", required_argument, NULL, OPT_PIDFILE },
+    { "trace", required_argument, NULL, 'T' },
     { NULL, 0, NULL, 0 },
 };
 
-static const char short_options[] = "+:hV";
+static const char short_options[] = "+:hVT:";
 
 /* A help request found by the first pass: printed once the registries
  * it lists are filled.  'option' is "help" (arg: the topic or NULL) or
@@ -194,7 +204,9 @@ static gboolean scan_options(int argc, char **argv, HelpRequest *help)
     return daemonize;
 }
 
-/* Second pass: apply every option in order. */
+/* Second pass: apply every option in order; -T/--trace first, as
+ * qemu-storage-daemon does, so that it sees the nodes the other options
+ * open. */
 static void apply_options(int argc, char **argv, const char **pidfile)
 {
     BD_GLOBAL_STATE_CODE();
@@ -206,11 +218,23 @@ static void apply_options(int argc, char **argv, const char **pidfile)
                             &index)) != -1) {
         g_autoptr(GError) err = NULL;
 
+        if (c == 'T' && !bd_daemon_apply_trace(optarg, &err)) {
+            fail_startup("-T %s: %s", optarg, err->message);
+        }
+        if (c == OPT_LOG && !bd_daemon_apply_log(optarg, &err)) {
+            fail_startup("--log %s: %s", optarg, err->message);
+        }
+    }
+    optind = 1;
+    while ((c = getopt_long(argc, argv, short_options, long_options,
+                            &index)) != -1) {
+        g_autoptr(GError) err = NULL;
+
         if (c == OPT_PIDFILE) {
             *pidfile = optarg;
             continue;
         }
-        if (c < 256 || c == OPT_DAEMONIZE) {
+        if (c < 256 || c == OPT_DAEMONIZE || c == OPT_LOG) {
             continue;
         }
         if (!bd_daemon_apply_option(long_options[index].name, optarg,
@@ -273,6 +297,7 @@ int main(int argc, char **argv)
 
     register_everything();
     bd_control_set_quit_handler(on_quit_command, NULL);
+    bd_metrics_set_version(BLOCKD_VERSION_FULL);
 
     /* Before any socket appears: a signal sent as soon as a socket is
      * seen must already find its handler (it is served by the loop). */

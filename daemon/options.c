@@ -10,6 +10,7 @@
 #include "export/export.h"
 #include "graph/main-thread.h"
 #include "graph/node.h"
+#include "graph/trace.h"
 
 typedef gboolean (*OptionApply)(GVariant *options, GError **errp);
 
@@ -25,6 +26,7 @@ static const ObjectOption object_options[] = {
     { "nbd-server", NULL, bd_cmd_nbd_server_options_schema,
       bd_cmd_nbd_server_start_flat },
     { "export", "type", bd_export_options_schema, bd_cmd_block_export_add },
+    { "metrics", NULL, bd_cmd_metrics_options_schema, bd_cmd_metrics_start },
     { "object", "qom-type", bd_cmd_object_options_schema, bd_cmd_object_add },
 };
 
@@ -61,4 +63,50 @@ gboolean bd_daemon_apply_option(const char *name, const char *arg,
     }
     g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "unsupported option");
     return FALSE;
+}
+
+/* -T as QEMU's: a bare first value is 'enable' (a pattern), 'events'
+ * a file of patterns, 'file' where the lines go.  The file is opened
+ * first, so that the events it enables go there from the start. */
+gboolean bd_daemon_apply_trace(const char *arg, GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    g_auto(GStrv) items = g_strsplit(arg, ",", -1);
+    const char *enable = NULL, *events = NULL, *file = NULL;
+
+    for (guint i = 0; items[i]; i++) {
+        char *eq = strchr(items[i], '=');
+        if (!eq) {
+            if (i > 0) {
+                g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                            "Invalid parameter '%s'", items[i]);
+                return FALSE;
+            }
+            enable = items[i];
+            continue;
+        }
+        *eq = '\0';
+        if (strcmp(items[i], "enable") == 0) {
+            enable = eq + 1;
+        } else if (strcmp(items[i], "events") == 0) {
+            events = eq + 1;
+        } else if (strcmp(items[i], "file") == 0) {
+            file = eq + 1;
+        } else {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Invalid parameter '%s'", items[i]);
+            return FALSE;
+        }
+    }
+    if (file && !bd_trace_set_output(file, errp)) {
+        return FALSE;
+    }
+    if (events && !bd_trace_load_events_file(events, errp)) {
+        return FALSE;
+    }
+    if (enable && *enable) {
+        bd_trace_set_pattern(enable, TRUE);
+    }
+    return TRUE;
 }

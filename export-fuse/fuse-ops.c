@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "export-fuse/fuse-internal.h"
+#include "graph/trace.h"
 
 #ifndef FOPEN_PARALLEL_DIRECT_WRITES
 #define FOPEN_PARALLEL_DIRECT_WRITES (1 << 6)
@@ -44,6 +45,19 @@
  * (block-export-del mode=safe) because a worker was preempted between
  * reply and release.  The export outlives the release: destroy joins
  * the workers before freeing anything. */
+
+/* One request on the export's stats, and its trace point. */
+static void account(BdExport *exp, BdAcctType type, uint64_t offset,
+                    uint64_t bytes, int64_t start, int ret)
+{
+    bd_io_stats_done(&exp->stats, type, bytes, start, ret);
+    BD_TRACE(BD_TRACE_FUSE_REQUEST,
+             "export=%s type=%d offset=%" G_GUINT64_FORMAT " length=%"
+             G_GUINT64_FORMAT " ret=%d latency_ns=%" G_GINT64_FORMAT,
+             exp->id, (int)type, offset, bytes, ret,
+             bd_io_stats_now() - start);
+}
+
 static void reply_err(fuse_req_t req, int err)
 {
     bd_fuse_request_release();
@@ -342,7 +356,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     }
     start = bd_io_stats_now();
     ret = bd_entry_pread(fe->common.entry, off, size, buf, 0);
-    bd_io_stats_done(&fe->common.stats, BD_ACCT_READ, size, start, ret);
+    account(&fe->common, BD_ACCT_READ, off, size, start, ret);
     if (ret < 0) {
         reply_err(req, -ret);
         return;
@@ -453,7 +467,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino,
         } else {
             ret = -EIO;      /* libfuse passes one buffer */
         }
-        bd_io_stats_done(&fe->common.stats, BD_ACCT_WRITE, size, start, ret);
+        account(&fe->common, BD_ACCT_WRITE, off, size, start, ret);
     }
     if (ret < 0) {
         reply_err(req, -ret);
@@ -470,7 +484,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
         int64_t start = bd_io_stats_now();
         int ret = bd_entry_flush(exp->entry);
 
-        bd_io_stats_done(&exp->stats, BD_ACCT_FLUSH, 0, start, ret);
+        account(exp, BD_ACCT_FLUSH, 0, 0, start, ret);
         reply_status(req, ret);
     }
 }
@@ -547,7 +561,7 @@ static int fallocate_zero(BdFuseExport *fe, int mode, uint64_t off,
      * zeroes). */
     start = bd_io_stats_now();
     ret = bd_entry_pwrite_zeroes(fe->common.entry, off, end - off, flags);
-    bd_io_stats_done(&fe->common.stats, BD_ACCT_WRITE, end - off, start, ret);
+    account(&fe->common, BD_ACCT_WRITE, off, end - off, start, ret);
     return ret == -ENOTSUP ? -EOPNOTSUPP : ret;
 }
 

@@ -196,6 +196,10 @@ static gboolean nbd_export_create(BdExport *exp, GVariant *options,
                     "description '%s' too long", desc);
         return FALSE;
     }
+    /* As QEMU: no resize while the export serves the node. */
+    if (!bd_export_unshare(exp, errp)) {
+        return FALSE;
+    }
 
     bd_mutex_lock(&bd_nbd_lock);
     if (!exports) {
@@ -402,6 +406,7 @@ uint16_t bd_nbd_export_tflags(BdNbdExport *exp, gboolean structured)
 void bd_nbd_client_info_free(BdNbdClientInfo *info)
 {
     g_free(info->export_name);
+    g_free(info->export_id);
     g_free(info->address);
     g_free(info->tls_identity);
     g_free(info);
@@ -428,12 +433,16 @@ GPtrArray *bd_nbd_server_query_clients(void)
                 BdNbdClientInfo *info = g_new0(BdNbdClientInfo, 1);
 
                 info->export_name = g_strdup(ne->name);
+                info->export_id = g_strdup(ne->common.id);
                 info->address = g_strdup(c->peer);
                 info->tls = c->tls != NULL;
                 if (c->tls) {
                     info->tls_identity =
                         g_strdup(bd_tls_session_identity(c->tls));
                 }
+                info->id = c->id;
+                info->requests = __atomic_load_n(&c->requests,
+                                                 __ATOMIC_RELAXED);
                 info->bytes_read = __atomic_load_n(&c->bytes_read,
                                                    __ATOMIC_RELAXED);
                 info->bytes_written = __atomic_load_n(&c->bytes_written,

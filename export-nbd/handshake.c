@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "export-nbd/nbd-internal.h"
+#include "graph/trace.h"
 #include "objects/authz.h"
 
 typedef enum {
@@ -54,6 +55,10 @@ int bd_nbd_send_rep_err(BdNbdClient *c, uint32_t opt, uint32_t type,
     msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     g_debug("%s: %s: %s", c->peer, bd_nbd_opt_name(opt), msg);
+    g_atomic_int_set(&c->fail_reason,
+                     type == NBD_REP_ERR_UNKNOWN ? BD_NBD_HS_FAIL_EXPORT_NOT_FOUND
+                     : type == NBD_REP_ERR_TLS_REQD ? BD_NBD_HS_FAIL_TLS_REQUIRED
+                     : BD_NBD_HS_FAIL_PROTOCOL);
     return bd_nbd_send_rep(c, opt, type, msg, MIN(strlen(msg),
                                                   BD_NBD_MAX_STRING));
 }
@@ -102,6 +107,7 @@ static OptResult opt_export_name(BdNbdClient *c, uint32_t opt,
     if (!exp) {
         g_debug("%s: NBD_OPT_EXPORT_NAME: export '%s' not found", c->peer,
                 name ? name : "(invalid)");
+        g_atomic_int_set(&c->fail_reason, BD_NBD_HS_FAIL_EXPORT_NOT_FOUND);
         return OPT_CLOSE;
     }
     size = bd_entry_getlength(exp->common.entry);
@@ -132,6 +138,11 @@ static OptResult opt_abort(BdNbdClient *c, uint32_t opt,
                            const uint8_t *data, uint32_t len)
 {
     /* The client may already be gone; errors do not matter. */
+    /* A clean end (nbdinfo --list), unless something was refused
+     * before: then the handshake failed for that. */
+    g_atomic_int_compare_and_exchange(&c->fail_reason,
+                                      BD_NBD_HS_FAIL_DISCONNECTED,
+                                      BD_NBD_HS_FAIL_ABORTED);
     bd_nbd_send_rep(c, opt, NBD_REP_ACK, NULL, 0);
     return OPT_CLOSE;
 }
@@ -204,6 +215,7 @@ static gboolean start_tls(BdNbdClient *c)
     if (!c->tls || !bd_tls_session_handshake(c->tls, &err) ||
         !check_authz(c, &err)) {
         g_warning("NBD client %s: TLS: %s", c->peer, err->message);
+        g_atomic_int_set(&c->fail_reason, BD_NBD_HS_FAIL_TLS);
         return FALSE;
     }
     g_debug("NBD client %s: TLS up%s%s%s", c->peer,
@@ -402,6 +414,7 @@ static OptResult handle_option(BdNbdClient *c)
     }
     if (GUINT64_FROM_BE(hdr.magic) != NBD_OPTS_MAGIC) {
         g_debug("%s: bad option magic, dropping the connection", c->peer);
+        g_atomic_int_set(&c->fail_reason, BD_NBD_HS_FAIL_PROTOCOL);
         return OPT_CLOSE;
     }
     opt = GUINT32_FROM_BE(hdr.option);
@@ -410,6 +423,7 @@ static OptResult handle_option(BdNbdClient *c)
         if (len > BD_NBD_OPT_DRAIN_MAX || bd_nbd_conn_skip(c, len) < 0) {
             g_debug("%s: option data of %u bytes, dropping the connection",
                     c->peer, len);
+            g_atomic_int_set(&c->fail_reason, BD_NBD_HS_FAIL_PROTOCOL);
             return OPT_CLOSE;
         }
         return rep_result(bd_nbd_send_rep_err(c, opt, NBD_REP_ERR_TOO_BIG,
@@ -425,6 +439,7 @@ static OptResult handle_option(BdNbdClient *c)
         if (opt == NBD_OPT_EXPORT_NAME) {
             g_warning("NBD client %s: NBD_OPT_EXPORT_NAME before TLS, "
                       "closing the connection", c->peer);
+            g_atomic_int_set(&c->fail_reason, BD_NBD_HS_FAIL_TLS_REQUIRED);
             return OPT_CLOSE;
         }
         return rep_result(bd_nbd_send_rep_err(c, opt, NBD_REP_ERR_TLS_REQD,
@@ -455,6 +470,7 @@ int bd_nbd_handshake(BdNbdClient *c)
     cflags = GUINT32_FROM_BE(cflags);
     if (cflags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
         g_debug("%s: unknown client flags 0x%x, dropping", c->peer, cflags);
+        g_atomic_int_set(&c->fail_reason, BD_NBD_HS_FAIL_PROTOCOL);
         return -1;
     }
     c->no_zeroes = !!(cflags & NBD_FLAG_C_NO_ZEROES);
@@ -467,7 +483,10 @@ int bd_nbd_handshake(BdNbdClient *c)
         case OPT_NEXT:
             continue;
         case OPT_GO:
-            g_debug("export '%s': %s connected", c->exp->name, c->peer);
+            g_info("export '%s': NBD client %s connected%s", c->exp->common.id,
+                   c->label, c->tls ? " over TLS" : "");
+            BD_TRACE(BD_TRACE_NBD_CLIENT_CONNECT, "export=%s client=%s tls=%d",
+                     c->exp->common.id, c->label, c->tls != NULL);
             return 0;
         case OPT_CLOSE:
             return -1;

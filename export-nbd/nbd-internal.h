@@ -90,6 +90,7 @@ typedef struct BdNbdClient {
     gint refcount;            /* conn thread + workers (atomic) */
     int fd;                   /* closed when the last reference goes */
     char *peer;               /* "unix socket" / "1.2.3.4:5678" for logs */
+    char *label;              /* "1.2.3.4:5678" / "unix#N": trace lines */
     gboolean quit;            /* atomic: stop reading requests */
 
     /* The server's TLS settings when the connection came (immutable). */
@@ -102,9 +103,16 @@ typedef struct BdNbdClient {
     uint32_t handshake_max_seconds;   /* set at accept, 0: no limit */
     GSource *handshake_timer; /* conn thread; NULL when none */
     gboolean has_slot;        /* counted against max-connections */
-    /* Payload bytes the client read and wrote (atomic, relaxed). */
+    /* Payload bytes the client read and wrote, and its requests
+     * (atomic, relaxed). */
     guint64 bytes_read;
     guint64 bytes_written;
+    guint64 requests;
+    guint64 id;               /* connection number, from 1 (main) */
+    /* Why the handshake would end unsuccessfully now (the last refusal
+     * the client got), BD_NBD_HS_FAIL_*: counted when it ends so
+     * (atomic: the handshake timer sets it on the main thread). */
+    gint fail_reason;
 
     /* Negotiated in the handshake (conn thread only, then read-only). */
     gboolean no_zeroes;

@@ -38,10 +38,30 @@ gboolean bd_nbd_server_running(void);
  * server listens.  Free with g_free(). */
 char *bd_nbd_server_uri(const char *export_name);
 
+/* Why handshakes ended without transmission (the metrics endpoint).
+ * The reason is the last refusal the client got before it went. */
+typedef enum {
+    BD_NBD_HS_FAIL_DISCONNECTED,     /* hung up, nothing refused */
+    BD_NBD_HS_FAIL_PROTOCOL,         /* bad magic, flags, option */
+    BD_NBD_HS_FAIL_EXPORT_NOT_FOUND, /* asked for an unknown export */
+    BD_NBD_HS_FAIL_TLS_REQUIRED,     /* options before STARTTLS */
+    BD_NBD_HS_FAIL_TLS,              /* TLS handshake or authz failed */
+    BD_NBD_HS_FAIL_TIMEOUT,          /* handshake-max-seconds passed */
+    BD_NBD_HS_FAIL_ABORTED,          /* NBD_OPT_ABORT: not counted */
+    BD_NBD_HS_FAIL__MAX,
+} BdNbdHandshakeFailure;
+extern const char *const bd_nbd_handshake_failure_names[];
+/* Handshakes that failed for 'reason' since the daemon started.  Any
+ * thread. */
+guint64 bd_nbd_handshake_failures(BdNbdHandshakeFailure reason);
+
 /* One client in transmission, for x-query-nbd-clients. */
 typedef struct {
     char *export_name;
+    char *export_id;      /* the export's block-export-add id */
     char *address;        /* "host:port", or "unix socket client" */
+    guint64 id;           /* connection number: unique while running */
+    guint64 requests;     /* requests the export counted for it */
     gboolean tls;
     char *tls_identity;   /* certificate DN or PSK username, or NULL */
     guint64 bytes_read;   /* payload the client read from the export */

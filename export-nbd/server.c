@@ -27,6 +27,7 @@
 
 #include "export-nbd/nbd-internal.h"
 #include "graph/main-thread.h"
+#include "graph/trace.h"
 
 BdMutex bd_nbd_lock;
 
@@ -103,113 +104,25 @@ uint32_t bd_nbd_server_max_connections(void)
     return (uint32_t)g_atomic_int_get(&max_conns);
 }
 
-/* --- listening sockets --- */
-
-static int listen_unix(const char *path, GError **errp)
-{
-    struct sockaddr_un sun = { .sun_family = AF_UNIX };
-    int fd;
-
-    if (strlen(path) >= sizeof(sun.sun_path)) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "UNIX socket path '%s' is too long", path);
-        return -1;
-    }
-    strcpy(sun.sun_path, path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Failed to create socket: %s", g_strerror(errno));
-        return -1;
-    }
-    /* As QEMU: a stale socket file from an earlier run is replaced. */
-    unlink(path);
-    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
-        listen(fd, SOMAXCONN) < 0) {
-        int err = errno;
-        close(fd);
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Failed to bind socket to %s: %s", path,
-                    g_strerror(err));
-        return -1;
-    }
-    return fd;
-}
-
-static int listen_inet(const BdSocketAddress *addr, GError **errp)
-{
-    const char *host = addr->host;
-    const char *port = addr->port;
-    gboolean has4 = addr->has_ipv4;
-    gboolean has6 = addr->has_ipv6;
-    gboolean v4 = addr->ipv4;
-    gboolean v6 = addr->ipv6;
-    struct addrinfo hints = {
-        .ai_flags = AI_PASSIVE | AI_ADDRCONFIG,
-        .ai_socktype = SOCK_STREAM,
-        .ai_family = AF_UNSPEC,
-    };
-    struct addrinfo *res = NULL, *ai;
-    int fd = -1, err = 0, rc;
-
-    if (!port) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Parameter 'port' is missing");
-        return -1;
-    }
-    /* Only one family asked for explicitly: restrict to it. */
-    if (has4 && !v4) {
-        hints.ai_family = AF_INET6;
-    } else if (has6 && !v6) {
-        hints.ai_family = AF_INET;
-    } else if (has4 && !has6) {
-        hints.ai_family = AF_INET;
-    } else if (has6 && !has4) {
-        hints.ai_family = AF_INET6;
-    }
-    if (host && !*host) {
-        host = NULL;
-    }
-    rc = getaddrinfo(host, port, &hints, &res);
-    if (rc != 0) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "address resolution failed for %s:%s: %s",
-                    host ? host : "", port, gai_strerror(rc));
-        return -1;
-    }
-    for (ai = res; ai; ai = ai->ai_next) {
-        int one = 1;
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-                    ai->ai_protocol);
-        if (fd < 0) {
-            err = errno;
-            continue;
-        }
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (ai->ai_family == AF_INET6) {
-            int only = has4 && !v4 ? 1 : 0;
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof(only));
-        }
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-            listen(fd, SOMAXCONN) == 0) {
-            break;
-        }
-        err = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Failed to bind socket to %s:%s: %s",
-                    host ? host : "", port, g_strerror(err));
-    }
-    return fd;
-}
-
 /* --- clients --- */
 
 static gboolean resume_cb(gpointer data);
+
+const char *const bd_nbd_handshake_failure_names[] = {
+    [BD_NBD_HS_FAIL_DISCONNECTED] = "disconnected",
+    [BD_NBD_HS_FAIL_PROTOCOL] = "protocol",
+    [BD_NBD_HS_FAIL_EXPORT_NOT_FOUND] = "export-not-found",
+    [BD_NBD_HS_FAIL_TLS_REQUIRED] = "tls-required",
+    [BD_NBD_HS_FAIL_TLS] = "tls",
+    [BD_NBD_HS_FAIL_TIMEOUT] = "timeout",
+    [BD_NBD_HS_FAIL_ABORTED] = "aborted",
+    NULL };
+static guint64 handshake_failures[BD_NBD_HS_FAIL__MAX];
+
+guint64 bd_nbd_handshake_failures(BdNbdHandshakeFailure reason)
+{
+    return __atomic_load_n(&handshake_failures[reason], __ATOMIC_RELAXED);
+}
 
 static char *peer_name(int fd)
 {
@@ -263,7 +176,13 @@ void bd_nbd_client_unref(BdNbdClient *c)
     bd_mutex_unlock(&bd_nbd_lock);
     if (c->exp) {
         bd_nbd_export_detach(c->exp, c);
-        g_debug("export '%s': %s disconnected", c->exp->name, c->peer);
+        g_info("export '%s': NBD client %s disconnected after %"
+               G_GUINT64_FORMAT " requests", c->exp->common.id, c->label,
+               __atomic_load_n(&c->requests, __ATOMIC_RELAXED));
+        BD_TRACE(BD_TRACE_NBD_CLIENT_DISCONNECT,
+                 "export=%s client=%s requests=%" G_GUINT64_FORMAT,
+                 c->exp->common.id, c->label,
+                 __atomic_load_n(&c->requests, __ATOMIC_RELAXED));
         bd_export_unref(&c->exp->common);
     }
     if (c->tls) {
@@ -282,6 +201,7 @@ void bd_nbd_client_unref(BdNbdClient *c)
     g_free(c->rbuf);
     g_free(c->meta_export);
     g_free(c->peer);
+    g_free(c->label);
     g_free(c);
 }
 
@@ -297,6 +217,17 @@ static gpointer client_thread(gpointer data)
         if (bd_nbd_handshake(c) == 0) {
             bd_nbd_transmission_run(c);    /* consumes our reference */
             return NULL;
+        }
+        if (g_atomic_int_get(&c->fail_reason) != BD_NBD_HS_FAIL_ABORTED) {
+            __atomic_fetch_add(
+                &handshake_failures[g_atomic_int_get(&c->fail_reason)], 1,
+                __ATOMIC_RELAXED);
+            g_info("NBD client %s: handshake failed (%s)", c->label,
+                   bd_nbd_handshake_failure_names[
+                       g_atomic_int_get(&c->fail_reason)]);
+            BD_TRACE(BD_TRACE_NBD_HANDSHAKE_FAILED, "client=%s reason=%s",
+                     c->label, bd_nbd_handshake_failure_names[
+                         g_atomic_int_get(&c->fail_reason)]);
         }
     }
     bd_nbd_client_handshake_done(c);
@@ -316,6 +247,7 @@ static gboolean handshake_timeout_cb(gpointer data)
     if (g_atomic_int_get(&c->in_handshake)) {
         g_warning("NBD client %s: handshake not finished within the time "
                   "limit, closing the connection", c->peer);
+        g_atomic_int_set(&c->fail_reason, BD_NBD_HS_FAIL_TIMEOUT);
         bd_nbd_client_kick(c);
     }
     return G_SOURCE_REMOVE;
@@ -409,6 +341,8 @@ gboolean bd_nbd_client_claim_slot(BdNbdClient *c)
     return ok;
 }
 
+static guint64 next_client_id;     /* main thread */
+
 static void client_start(int fd)
 {
     BD_GLOBAL_STATE_CODE();
@@ -435,6 +369,9 @@ static void client_start(int fd)
     c->refcount = 1;
     c->fd = fd;
     c->peer = peer_name(fd);
+    c->id = ++next_client_id;
+    c->label = strchr(c->peer, ':') ? g_strdup(c->peer)
+               : g_strdup_printf("unix#%" G_GUINT64_FORMAT, c->id);
     bd_mutex_init(&c->pool_lock);
     bd_nbd_budget_init(&c->budget, BD_NBD_BUDGET_CONNECTION);
     g_cond_init(&c->parked_cond);
@@ -530,22 +467,17 @@ gboolean bd_nbd_server_start(const BdSocketAddress *addr,
                     "NBD server already running");
         return FALSE;
     }
-    if (addr->type == BD_SOCKET_ADDRESS_UNIX) {
-        path = addr->path;
-        if (!path) {
-            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "Parameter 'path' is missing");
-            return FALSE;
-        }
-        fd = listen_unix(path, errp);
-    } else if (addr->type == BD_SOCKET_ADDRESS_INET) {
-        fd = listen_inet(addr, errp);
-    } else {
+    if (addr->type != BD_SOCKET_ADDRESS_UNIX &&
+        addr->type != BD_SOCKET_ADDRESS_INET) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "NBD server: unsupported address type '%s'",
                     bd_socket_address_type_names[addr->type]);
         return FALSE;
     }
+    if (addr->type == BD_SOCKET_ADDRESS_UNIX) {
+        path = addr->path;
+    }
+    fd = bd_socket_address_listen(addr, errp);
     if (fd < 0) {
         return FALSE;
     }

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 
 #include "export-nbd/nbd-internal.h"
+#include "graph/trace.h"
 #include "graph/io.h"
 
 /* Reads at least this long look for holes to send as OFFSET_HOLE. */
@@ -813,14 +814,20 @@ static void account(BdNbdWorker *w, const BdNbdRequest *req, uint32_t err,
     BdAcctType type = acct_type(req);
     uint64_t bytes = type == BD_ACCT_FLUSH ? 0 : req->length;
 
+    __atomic_fetch_add(&w->c->requests, 1, __ATOMIC_RELAXED);
     if (type == BD_ACCT__MAX) {
-        return;
-    }
-    if (err) {
+        /* not counted (cache, block status); traced all the same */
+    } else if (err) {
         bd_io_stats_invalid(stats, type);
     } else {
         bd_io_stats_done(stats, type, bytes, start, w->io_err);
     }
+    BD_TRACE(BD_TRACE_NBD_REQUEST,
+             "export=%s client=%s cookie=0x%" G_GINT64_MODIFIER "x type=%u "
+             "offset=%" G_GUINT64_FORMAT " length=%u err=%u io_err=%d "
+             "latency_ns=%" G_GINT64_FORMAT,
+             w->c->exp->common.id, w->c->label, req->cookie, req->type, req->offset, req->length,
+             err, w->io_err, bd_io_stats_now() - start);
 }
 
 int bd_nbd_worker_handle_inline(BdNbdWorker *w, const BdNbdRequest *req,

@@ -132,6 +132,17 @@ GPtrArray *bd_export_list(void)
     return export_list();
 }
 
+gboolean bd_export_unshare(BdExport *exp, GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    if (!exp->drv->unshared) {
+        return TRUE;
+    }
+    return bd_entry_set_perm(exp->entry, exp->perm,
+                             BD_PERM_ALL & ~exp->drv->unshared, errp);
+}
+
 BdExport *bd_export_add(GVariant *options, BdExportIothreadLookup lookup,
                         GError **errp)
 {
@@ -206,8 +217,8 @@ BdExport *bd_export_add(GVariant *options, BdExportIothreadLookup lookup,
     if (drv->extra_perm) {
         perm |= drv->extra_perm(options);
     }
-    exp->entry = bd_entry_new(node, NULL, perm, BD_PERM_ALL & ~drv->unshared,
-                              errp);
+    exp->perm = perm;
+    exp->entry = bd_entry_new(node, NULL, perm, BD_PERM_ALL, errp);
     if (!exp->entry || !drv->create(exp, options, errp)) {
         g_clear_pointer(&exp->entry, bd_entry_free);
         bd_worker_pool_slot_clear(&exp->pool);
@@ -217,6 +228,8 @@ BdExport *bd_export_add(GVariant *options, BdExportIothreadLookup lookup,
         return NULL;
     }
     g_ptr_array_add(export_list(), exp);
+    g_info("export '%s': %s export of node '%s' added%s", exp->id,
+           exp->drv->type, exp->node_name, exp->writable ? ", writable" : "");
     return exp;
 }
 
@@ -254,7 +267,7 @@ static void export_destroy(BdExport *exp)
     g_free(exp->id);
     g_free(exp->node_name);
     g_free(exp);
-    g_debug("export '%s': deleted", id);
+    g_info("export '%s': deleted", id);
     bd_event_emit("BLOCK_EXPORT_DELETED", g_variant_new_parsed("{'id': <%s>}", id));
 }
 

@@ -64,6 +64,7 @@ struct BdExport {
     char *id;
     char *node_name;
     BdEntry *entry;
+    uint64_t perm;             /* what 'entry' needs */
     gboolean writable;
     gboolean writethrough;     /* every write is FUA */
     /* Atomic.  block-export-del mode=safe refuses while a client holds
@@ -89,6 +90,12 @@ void bd_export_register_driver(const BdExportDriver *drv);
 const BdExportDriver *bd_export_find_driver(const char *type);
 /* The BlockExportOptions union (on 'type') of the registered drivers. */
 const BdSchemaType *bd_export_options_schema(void);
+
+/* Stop sharing what the driver's 'unshared' names.  The handle is
+ * attached sharing everything, as QEMU's blk_exp_add; the driver's
+ * create calls this where QEMU's does (NBD: after its name checks), so
+ * a conflict is reported as QEMU reports it. */
+gboolean bd_export_unshare(BdExport *exp, GError **errp);
 
 /* The worker pool of iothread 'id' (borrowed), or NULL when there is no
  * such iothread: the caller's, which knows the objects. */

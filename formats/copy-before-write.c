@@ -51,6 +51,7 @@ struct BdCbw {
     gboolean skip_unallocated;    /* set before the filter goes live */
     int write_flags;              /* BD_REQ_WRITE_COMPRESSED or 0 */
     gboolean copy_range;          /* try copy offload (set before live) */
+    gint copy_range_ok;           /* atomic: an offload has succeeded */
 
     BdReqList copies;             /* copies in flight */
     int snapshot_error;           /* atomic; break-snapshot: -errno */
@@ -172,6 +173,9 @@ static int copy_run(BdCbw *s, uint64_t start, uint64_t len, uint8_t *buf,
                                                 s->target->node, pos,
                                                 n)) > 0) {
             n = MIN(n, (uint64_t)copied);   /* offloaded */
+            if (!g_atomic_int_get(&s->copy_range_ok)) {
+                g_atomic_int_set(&s->copy_range_ok, 1);
+            }
         } else {
             /* Any failure of the offload: the read and write say which
              * side it was, or that it works this way. */
@@ -368,6 +372,11 @@ BdDirtyBitmap *bd_cbw_copy_bitmap(BdCbw *s)
     return s->copy_bitmap;
 }
 
+gboolean bd_cbw_copy_range_works(BdCbw *s)
+{
+    return g_atomic_int_get(&s->copy_range_ok) != 0;
+}
+
 uint64_t bd_cbw_cluster_size(BdCbw *s)
 {
     return s->cluster_size;
@@ -407,11 +416,12 @@ static uint64_t target_cluster_size(BdNode *target)
 }
 
 /* An anonymous bitmap of the filter's own: one bit per cluster of the
- * source, changed only by the filter (disabled: writes do not mark it). */
-static BdDirtyBitmap *cluster_bitmap(BdCbw *s, GError **errp)
+ * source, changed only by the filter (disabled: writes do not mark it).
+ * As in QEMU (and so in queries), the copy bitmap lives on the source
+ * node, the view's two on the filter itself. */
+static BdDirtyBitmap *cluster_bitmap(BdCbw *s, BdNode *on, GError **errp)
 {
-    BdDirtyBitmap *bm = bd_dirty_bitmap_create(s->file->node,
-                                               (uint32_t)s->cluster_size,
+    BdDirtyBitmap *bm = bd_dirty_bitmap_create(on, (uint32_t)s->cluster_size,
                                                NULL, errp);
 
     if (bm) {
@@ -423,7 +433,7 @@ static BdDirtyBitmap *cluster_bitmap(BdCbw *s, GError **errp)
 static gboolean cbw_init_bitmap(BdNode *node, BdCbw *s, const CbwOptions *o,
                                 GError **errp)
 {
-    s->copy_bitmap = cluster_bitmap(s, errp);
+    s->copy_bitmap = cluster_bitmap(s, s->file->node, errp);
     if (!s->copy_bitmap) {
         return FALSE;
     }
@@ -450,20 +460,20 @@ static gboolean cbw_init_bitmap(BdNode *node, BdCbw *s, const CbwOptions *o,
 }
 
 /* The view starts with everything that is to be copied (QEMU's
- * access_bitmap), nothing of it on the target yet.  Called again when
- * a backup job replaces the copy bitmap before the filter goes live. */
-static gboolean cbw_init_view(BdCbw *s, GError **errp)
+ * access_bitmap), nothing of it on the target yet.  A backup job's
+ * bitmap replaces the copy bitmap later, the view stays (as QEMU's). */
+static gboolean cbw_init_view(BdNode *node, BdCbw *s, GError **errp)
 {
-    if (!s->done_bitmap && !(s->done_bitmap = cluster_bitmap(s, errp))) {
+    s->done_bitmap = cluster_bitmap(s, node, errp);
+    if (!s->done_bitmap) {
         return FALSE;
     }
-    if (!s->access_bitmap &&
-        !(s->access_bitmap = cluster_bitmap(s, errp))) {
+    s->access_bitmap = cluster_bitmap(s, node, errp);
+    if (!s->access_bitmap) {
         return FALSE;
     }
-    bd_dirty_bitmap_clear(s->access_bitmap);
-    return bd_dirty_bitmap_merge(s->access_bitmap, s->copy_bitmap, NULL,
-                                 errp);
+    bd_dirty_bitmap_merge_internal(s->access_bitmap, s->copy_bitmap);
+    return TRUE;
 }
 
 /* A target shorter than its source cannot take the old data of the
@@ -512,7 +522,8 @@ static gboolean cbw_open(BdNode *node, GVariant *options, GError **errp)
     s->cluster_size = target_cluster_size(s->target->node);
     bd_node_set_size(node, s->size);
     return cbw_check_target_size(s, errp) &&
-           cbw_init_bitmap(node, s, &o, errp) && cbw_init_view(s, errp);
+           cbw_init_bitmap(node, s, &o, errp) &&
+           cbw_init_view(node, s, errp);
 }
 
 static void cbw_close(BdNode *node)
@@ -952,12 +963,9 @@ BdNode *bd_cbw_append(BdNode *source, BdNode *target,
     s->write_flags = opts->compress ? BD_REQ_WRITE_COMPRESSED : 0;
     s->copy_range = opts->use_copy_range && !opts->compress;
     if (opts->bitmap) {
+        /* The job's frozen bitmap (busy: checked by the job). */
         bd_dirty_bitmap_clear(s->copy_bitmap);
-        if (!bd_dirty_bitmap_merge(s->copy_bitmap, opts->bitmap, NULL,
-                                   errp) || !cbw_init_view(s, errp)) {
-            bd_node_unref(filter);
-            return NULL;
-        }
+        bd_dirty_bitmap_merge_internal(s->copy_bitmap, opts->bitmap);
     }
 
     /* Every user of the source now goes through the filter. */

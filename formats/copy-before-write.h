@@ -47,6 +47,8 @@ void bd_cbw_drop(BdNode *filter);
 BdCbw *bd_cbw_state(BdNode *filter);
 BdDirtyBitmap *bd_cbw_copy_bitmap(BdCbw *s);
 uint64_t bd_cbw_cluster_size(BdCbw *s);
+/* Whether a copy offload has succeeded yet (any thread). */
+gboolean bd_cbw_copy_range_works(BdCbw *s);
 /* Called with the bytes of every finished copy (job progress).  Any
  * thread. */
 void bd_cbw_set_progress(BdCbw *s, void (*fn)(void *opaque, uint64_t n),

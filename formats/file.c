@@ -92,7 +92,7 @@ static const BdSchemaField file_options[] = {
       .def.i = FILE_AIO_THREADS },
     { "aio-max-batch", &bd_schema_int, TRUE, .flags = BD_FIELD_IGNORED },
     { "drop-cache", &bd_schema_bool, TRUE,
-      .flags = BD_FIELD_IGNORED | BD_FIELD_MUTABLE },
+      .flags = BD_FIELD_IGNORED | BD_FIELD_MUTABLE | BD_FIELD_NO_RESET },
     { "x-check-cache-dropped", &bd_schema_bool, TRUE,
       .flags = BD_FIELD_IGNORED | BD_FIELD_MUTABLE },
     { NULL },
@@ -738,6 +738,12 @@ static gboolean file_open(BdNode *node, GVariant *options, GError **errp)
     if (!filename) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Parameter 'filename' is missing");
+        return FALSE;
+    }
+    if (!filename[0]) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "The '%s' block driver requires a file name",
+                    node->drv->name);
         return FALSE;
     }
     if (o.aio == FILE_AIO_NATIVE && !node->cache_direct) {

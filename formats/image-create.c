@@ -34,11 +34,18 @@ gboolean bd_formats_image_create(const char *filename, const char *fmt,
     BD_GLOBAL_STATE_CODE();
 
     gboolean raw = strcmp(fmt, "raw") == 0;
+    const BdDriver *drv = bd_driver_find(fmt);
     GVariantDict d;
 
-    if (!bd_driver_find(fmt)) {
+    if (!drv) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Unknown file format '%s'", fmt);
+        return FALSE;
+    }
+    /* As QEMU's bdrv_img_create, before anything is created. */
+    if (backing_file && !drv->change_backing_file) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Backing file not supported for file format '%s'", fmt);
         return FALSE;
     }
     if (bd_formats_filename_is_remote(filename)) {

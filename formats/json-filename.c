@@ -131,12 +131,23 @@ GVariant *bd_formats_full_options(BdNode *node)
 
     g_auto(GVariantDict) d = G_VARIANT_DICT_INIT(NULL);
 
+    /* The backing only when it is not the image's own (QEMU's
+     * bdrv_backing_overridden), and then 'null' for none. */
+    gboolean overridden = !node->drv->backing_overridden ||
+                          node->drv->backing_overridden(node);
+
     g_variant_dict_insert(&d, "driver", "s", node->drv->name);
     bd_formats_add_strong(&d, node->drv->options, node->options);
     for (guint i = 0; i < node->children->len; i++) {
         BdChild *c = g_ptr_array_index(node->children, i);
+        if (c == node->backing && !overridden) {
+            continue;
+        }
         g_variant_dict_insert_value(&d, c->name,
                                     bd_formats_full_options(c->node));
+    }
+    if (overridden && !node->backing && node->drv->backing_overridden) {
+        g_variant_dict_insert_value(&d, "backing", bd_variant_null());
     }
     return g_variant_dict_end(&d);
 }
@@ -150,6 +161,18 @@ char *bd_formats_json_filename(BdNode *node)
 
     append_value(out, full);
     return g_string_free(out, FALSE);
+}
+
+gboolean bd_formats_child_name_passes(BdNode *child)
+{
+    static const char *const file_open[] = { "blkdebug", "blkverify",
+                                              "quorum", NULL };
+
+    if (!child->drv) {
+        return FALSE;
+    }
+    return child->drv->is_protocol ||
+           g_strv_contains(file_open, child->drv->name);
 }
 
 char *bd_formats_json_of(GVariant *dict)

@@ -18,5 +18,9 @@ char *bd_formats_json_filename(BdNode *node);
 /* "json:" + a dictionary a driver built itself (drivers whose full
  * options are not the generic ones: blkdebug, quorum); sinks 'dict'. */
 char *bd_formats_json_of(GVariant *dict);
+/* Whether a format node may show its file child's name as its own:
+ * only over a node QEMU opens by file name (a protocol, or blkdebug,
+ * blkverify, quorum), as QEMU's bdrv_refresh_filename; else json:. */
+gboolean bd_formats_child_name_passes(BdNode *child);
 
 #endif

@@ -349,8 +349,10 @@ static gboolean raw_open(BdNode *node, GVariant *options, GError **errp)
         s->size = real_size - s->offset;
     }
     bd_node_set_size(node, s->size);
-    /* A window is not the child's file any more: QEMU's json: name. */
-    if (o.has_offset || s->has_size) {
+    /* A window is not the child's file any more, nor is a child that
+     * is no protocol: QEMU's json: name. */
+    if (o.has_offset || s->has_size ||
+        !bd_formats_child_name_passes(s->file->node)) {
         g_free(node->filename);
         node->filename = bd_formats_json_filename(node);
     }
@@ -415,7 +417,8 @@ static void raw_reopen_commit(BdReopenState *state)
               real_size > (int64_t)w->offset ? real_size - w->offset : 0;
     bd_node_set_size(node, s->size);
     g_free(node->filename);
-    if (w->has_offset || s->has_size) {
+    if (w->has_offset || s->has_size ||
+        !bd_formats_child_name_passes(s->file->node)) {
         node->filename = bd_formats_json_filename(node);
     } else {
         node->filename = g_strdup(s->file->node->filename);

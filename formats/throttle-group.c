@@ -316,40 +316,27 @@ static void set_prop(BdThrottleConfig *cfg, gsize i, gint64 value)
     }
 }
 
-gboolean bd_throttle_config_from_props(BdThrottleConfig *cfg,
-                                       GVariant *in, GError **errp)
+/* The order QEMU's object-add sets throttle-group properties in: that
+ * of its QDict's hash buckets.  It decides which error comes first
+ * when 'limits' (checked as a whole when set) meets x-* values. */
+static const char *const apply_order[] = {
+    "x-iops-total", "x-bps-read-max", "x-iops-read-max-length",
+    "x-bps-total-max-length", "x-iops-size", "x-iops-total-max-length",
+    "limits", "x-bps-read-max-length", "x-bps-read",
+    "x-bps-write-max-length", "x-iops-read", "x-iops-read-max",
+    "x-bps-total", "x-bps-total-max", "x-iops-write-max", "x-iops-write",
+    "x-bps-write", "x-bps-write-max", "x-iops-total-max",
+    "x-iops-write-max-length",
+};
+G_STATIC_ASSERT(G_N_ELEMENTS(apply_order) == N_PROPS + 1);
+
+static gboolean limits_apply(BdThrottleConfig *cfg, const ThrottleLimits *l,
+                             GError **errp)
 {
-    ThrottleGroupProps p = { 0 };
-
-    bd_schema_decode(tg_fields, in, &p);
     for (gsize i = 0; i < N_PROPS; i++) {
-        const char *legacy = tg_fields[i + 1].name;
-        gint64 v = p.x[i];
+        gint64 v = l->v[i];
 
-        if (!p.has_x[i]) {
-            continue;
-        }
-        if (v < 0) {
-            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "Property values cannot be negative");
-            return FALSE;
-        }
-        if (props[i].kind == PROP_BURST && v > UINT_MAX) {
-            /* sic: QEMU's legacy setter lacks the space. */
-            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "%s value must be in therange [0, %u]", legacy,
-                        UINT_MAX);
-            return FALSE;
-        }
-        set_prop(cfg, i, v);
-    }
-    if (!p.has_limits) {
-        return TRUE;
-    }
-    for (gsize i = 0; i < N_PROPS; i++) {
-        gint64 v = p.limits.v[i];
-
-        if (!p.limits.has_v[i]) {
+        if (!l->has_v[i]) {
             continue;
         }
         if (props[i].kind == PROP_BURST && v > UINT_MAX) {
@@ -361,6 +348,48 @@ gboolean bd_throttle_config_from_props(BdThrottleConfig *cfg,
         set_prop(cfg, i, v);
     }
     return bd_throttle_config_is_valid(cfg, errp);
+}
+
+static gboolean legacy_apply(BdThrottleConfig *cfg, gsize i, gint64 v,
+                             GError **errp)
+{
+    if (v < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Property values cannot be negative");
+        return FALSE;
+    }
+    if (props[i].kind == PROP_BURST && v > UINT_MAX) {
+        /* sic: QEMU's legacy setter lacks the space. */
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "%s value must be in therange [0, %u]",
+                    tg_fields[i + 1].name, UINT_MAX);
+        return FALSE;
+    }
+    set_prop(cfg, i, v);
+    return TRUE;
+}
+
+gboolean bd_throttle_config_from_props(BdThrottleConfig *cfg,
+                                       GVariant *in, GError **errp)
+{
+    ThrottleGroupProps p = { 0 };
+
+    bd_schema_decode(tg_fields, in, &p);
+    for (gsize k = 0; k < G_N_ELEMENTS(apply_order); k++) {
+        if (strcmp(apply_order[k], "limits") == 0) {
+            if (p.has_limits && !limits_apply(cfg, &p.limits, errp)) {
+                return FALSE;
+            }
+            continue;
+        }
+        for (gsize i = 0; i < N_PROPS; i++) {
+            if (strcmp(tg_fields[i + 1].name, apply_order[k]) == 0 &&
+                p.has_x[i] && !legacy_apply(cfg, i, p.x[i], errp)) {
+                return FALSE;
+            }
+        }
+    }
+    return TRUE;
 }
 
 /* The ThrottleLimits of a configuration, every member set (QEMU's

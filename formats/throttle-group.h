@@ -83,10 +83,11 @@ gboolean bd_throttle_config_from_limits(BdThrottleConfig *cfg,
                                         GVariant *limits, GError **errp);
 
 /* Fill 'cfg' (initialised) from validated ThrottleGroupProperties: the
- * legacy flat x-iops-total, ... properties, then the 'limits' dictionary
- * (ThrottleLimits).  Checks what QEMU's property setters check, which
- * for 'limits' includes bd_throttle_config_is_valid(); the caller checks
- * the final combination again once the id is known to be free. */
+ * 'limits' dictionary (ThrottleLimits) and the legacy flat x-iops-total,
+ * ... properties, in the order QEMU sets them.  Checks what QEMU's
+ * property setters check, which for 'limits' includes
+ * bd_throttle_config_is_valid() of what is set so far; the caller checks
+ * the final combination once the id is known to be free. */
 gboolean bd_throttle_config_from_props(BdThrottleConfig *cfg,
                                        GVariant *props, GError **errp);
 

@@ -9,6 +9,7 @@
 #define G_LOG_DOMAIN "blockd-graph"
 
 #include <errno.h>
+#include "graph/trace.h"
 #include "graph/entry.h"
 #include "graph/io.h"
 #include "graph/main-thread.h"
@@ -19,9 +20,29 @@ struct BdEntry {
     gint in_flight;         /* requests admitted and not yet finished */
     gint quiesce;           /* > 0: drained, admit nothing */
     gboolean allow_beyond_eof;
+    gboolean job_link;      /* QEMU's child_job, not a BlockBackend */
+    /* Told when a drained section begins and ends over the handle
+     * (main thread; a job pauses, as QEMU's child_job does). */
+    void (*drain_notify)(void *opaque, gboolean begin);
+    void *drain_opaque;
     BdMutex lock;           /* only for the sleeps on cond */
     GCond cond;
+    /* Main thread: the owner's reference and one per drained section
+     * holding the handle; bd_entry_free() detaches it at once and the
+     * memory goes with the last reference, so a section may end after
+     * its owner freed a handle (a job cancelled inside a transaction). */
+    int refcnt;
 };
+
+static void entry_unref(BdEntry *entry)
+{
+    if (--entry->refcnt > 0) {
+        return;
+    }
+    bd_mutex_destroy(&entry->lock);
+    g_cond_clear(&entry->cond);
+    g_free(entry);
+}
 
 BdEntry *bd_entry_new(BdNode *node, const char *owner, uint64_t perm,
                       uint64_t shared, GError **errp)
@@ -34,6 +55,7 @@ BdEntry *bd_entry_new(BdNode *node, const char *owner, uint64_t perm,
     bd_mutex_init(&entry->lock);
     g_cond_init(&entry->cond);
     entry->owner = g_strdup(owner);
+    entry->refcnt = 1;
     entry->root = root;
     root->name = g_strdup("root");
     root->entry = entry;
@@ -80,11 +102,10 @@ void bd_entry_free(BdEntry *entry)
     bd_entry_drained_begin(entry);
     entry_detach(entry);
     g_free(entry->root->name);
-    g_free(entry->root);
-    g_free(entry->owner);
-    bd_mutex_destroy(&entry->lock);
-    g_cond_clear(&entry->cond);
-    g_free(entry);
+    g_clear_pointer(&entry->root, g_free);
+    g_clear_pointer(&entry->owner, g_free);
+    entry->drain_notify = NULL;
+    entry_unref(entry);
 }
 
 BdNode *bd_entry_node(BdEntry *entry)
@@ -161,6 +182,28 @@ void bd_entry_set_allow_beyond_eof(BdEntry *entry, gboolean allow)
     BD_GLOBAL_STATE_CODE();
 
     entry->allow_beyond_eof = allow;
+}
+
+void bd_entry_set_job_link(BdEntry *entry)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    entry->job_link = TRUE;
+}
+
+gboolean bd_entry_is_job_link(const BdEntry *entry)
+{
+    return entry->job_link;
+}
+
+void bd_entry_set_drain_notify(BdEntry *entry,
+                               void (*fn)(void *opaque, gboolean begin),
+                               void *opaque)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    entry->drain_notify = fn;
+    entry->drain_opaque = opaque;
 }
 
 /* --- admission and drain --- */
@@ -297,12 +340,14 @@ static void collect_nodes_below(BdNode *node, GHashTable *seen,
  * are told to let them go, so the wait below always ends: those below
  * the entries, and below the drained node itself, whose own I/O (a
  * filter's background copy) may have no entry above it. */
-static GPtrArray *drain_notify_nodes(GPtrArray *entries, BdNode *node)
+static GPtrArray *drain_notify_nodes(GPtrArray *entries, GPtrArray *starts)
 {
     g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
     GPtrArray *nodes = g_ptr_array_new();
 
-    collect_nodes_below(node, seen, nodes);
+    for (guint i = 0; i < starts->len; i++) {
+        collect_nodes_below(starts->pdata[i], seen, nodes);
+    }
     for (guint i = 0; i < entries->len; i++) {
         BdEntry *e = entries->pdata[i];
         if (e->root) {
@@ -318,21 +363,29 @@ static GPtrArray *drain_notify_nodes(GPtrArray *entries, BdNode *node)
     return nodes;
 }
 
-BdDrainSection *bd_drained_begin(BdNode *node)
+/* Drain 'entries' (taken) and the nodes below them and below 'starts'. */
+static BdDrainSection *section_begin(GPtrArray *entries, GPtrArray *starts)
 {
-    BD_GLOBAL_STATE_CODE();
-
     BdDrainSection *section = g_new0(BdDrainSection, 1);
-    GPtrArray *entries = entries_above(node);
 
+    BD_TRACE(BD_TRACE_DRAINED_BEGIN, "node=%s users=%u",
+             starts->len ? ((BdNode *)starts->pdata[0])->node_name : "",
+             entries->len);
     section->entries = entries;
     /* Stop admission everywhere first, then wait: waiting one by one
      * would let requests keep entering the others meanwhile. */
     for (guint i = 0; i < entries->len; i++) {
         BdEntry *e = entries->pdata[i];
+        e->refcnt++;
         g_atomic_int_inc(&e->quiesce);
     }
-    section->nodes = drain_notify_nodes(entries, node);
+    for (guint i = 0; i < entries->len; i++) {
+        BdEntry *e = entries->pdata[i];
+        if (e->drain_notify) {
+            e->drain_notify(e->drain_opaque, TRUE);
+        }
+    }
+    section->nodes = drain_notify_nodes(entries, starts);
     for (guint i = 0; i < entries->len; i++) {
         BdEntry *e = entries->pdata[i];
         bd_mutex_lock(&e->lock);
@@ -350,10 +403,21 @@ BdDrainSection *bd_drained_begin(BdNode *node)
     return section;
 }
 
+BdDrainSection *bd_drained_begin(BdNode *node)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    g_autoptr(GPtrArray) starts = g_ptr_array_new();
+
+    g_ptr_array_add(starts, node);
+    return section_begin(entries_above(node), starts);
+}
+
 void bd_drained_end(BdDrainSection *section)
 {
     BD_GLOBAL_STATE_CODE();
 
+    BD_TRACE(BD_TRACE_DRAINED_END, "users=%u", section->entries->len);
     for (guint i = 0; i < section->nodes->len; i++) {
         BdNode *n = section->nodes->pdata[i];
         if (n->drv && n->drv->drained_end) {
@@ -364,6 +428,13 @@ void bd_drained_end(BdDrainSection *section)
     g_ptr_array_unref(section->nodes);
     for (guint i = 0; i < section->entries->len; i++) {
         bd_entry_drained_end(section->entries->pdata[i]);
+    }
+    for (guint i = 0; i < section->entries->len; i++) {
+        BdEntry *e = section->entries->pdata[i];
+        if (e->drain_notify) {
+            e->drain_notify(e->drain_opaque, FALSE);
+        }
+        entry_unref(e);
     }
     g_ptr_array_unref(section->entries);
     g_free(section);

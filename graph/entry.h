@@ -38,6 +38,17 @@ void bd_entry_get_perm(BdEntry *entry, uint64_t *perm, uint64_t *shared);
 gboolean bd_entry_replace_node(BdEntry *entry, BdNode *node, GError **errp);
 /* Allow requests past the end (image creation). */
 void bd_entry_set_allow_beyond_eof(BdEntry *entry, gboolean allow);
+/* Mark a job's handle on a node that QEMU links to the job itself
+ * (block_job_add_bdrv) rather than through a BlockBackend: blockdev-del
+ * of that node then reports the job's claim, not "Node X is in use". */
+void bd_entry_set_job_link(BdEntry *entry);
+gboolean bd_entry_is_job_link(const BdEntry *entry);
+/* Call fn(opaque, TRUE) when a drained section (bd_drained_begin*)
+ * quiesces the handle and fn(opaque, FALSE) when it ends.  Main
+ * thread; fn may not change the graph. */
+void bd_entry_set_drain_notify(BdEntry *entry,
+                               void (*fn)(void *opaque, gboolean begin),
+                               void *opaque);
 
 /* Length of the node in bytes, or -errno. */
 int64_t bd_entry_getlength(BdEntry *entry);

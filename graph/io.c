@@ -151,7 +151,7 @@ static int node_pread_unaligned(BdNode *node, uint64_t offset,
     return ret;
 }
 
-int bd_node_pread(BdNode *node, uint64_t offset, uint64_t bytes, void *buf,
+static int node_pread_impl(BdNode *node, uint64_t offset, uint64_t bytes, void *buf,
                   int flags)
 {
     if (bytes == 0) {
@@ -315,7 +315,10 @@ static void node_note_write_end(BdNode *node, uint64_t offset,
     }
 }
 
-int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
+static int node_pwrite_zeroes_impl(BdNode *node, uint64_t offset,
+                                   uint64_t bytes, int flags);
+
+static int node_pwrite_impl(BdNode *node, uint64_t offset, uint64_t bytes,
                    const void *buf, int flags)
 {
     BdReq req;
@@ -342,7 +345,7 @@ int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
         if (node->detect_zeroes == BD_DETECT_ZEROES_UNMAP) {
             zflags |= BD_REQ_MAY_UNMAP;
         }
-        return bd_node_pwrite_zeroes(node, offset, bytes, zflags);
+        return node_pwrite_zeroes_impl(node, offset, bytes, zflags);
     }
     node_check_write_threshold(node, offset, bytes);
     tracked = node_req_begin(node, &req, offset, bytes);
@@ -362,7 +365,7 @@ int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
 
 /* --- zero-copy --- */
 
-int bd_node_pread_to_fd(BdNode *node, uint64_t offset, uint64_t bytes,
+static int node_pread_to_fd_impl(BdNode *node, uint64_t offset, uint64_t bytes,
                         BdFdSink *sink, int flags)
 {
     const BdDriver *drv = node->drv;
@@ -424,7 +427,7 @@ static int node_check_pwrite_from_fd(BdNode *node, uint64_t offset,
     return 0;
 }
 
-int bd_node_pwrite_from_fd(BdNode *node, uint64_t offset, uint64_t bytes,
+static int node_pwrite_from_fd_impl(BdNode *node, uint64_t offset, uint64_t bytes,
                            int in_fd, int flags)
 {
     const BdDriver *drv = node->drv;
@@ -607,7 +610,7 @@ static int node_write_zero_buffers(BdNode *node, uint64_t offset,
     return 0;
 }
 
-int bd_node_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
+static int node_pwrite_zeroes_impl(BdNode *node, uint64_t offset, uint64_t bytes,
                           int flags)
 {
     const BdDriver *drv = node->drv;
@@ -655,7 +658,7 @@ int bd_node_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
     return ret;
 }
 
-int bd_node_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
+static int node_pdiscard_impl(BdNode *node, uint64_t offset, uint64_t bytes)
 {
     const BdDriver *drv = node->drv;
     BdChild *filtered;
@@ -692,7 +695,7 @@ int bd_node_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
 
 /* --- flush, truncate --- */
 
-int bd_node_flush(BdNode *node)
+static int node_flush_impl(BdNode *node)
 {
     int ret = 0;
 
@@ -914,4 +917,81 @@ int bd_node_block_status_above(BdNode *node, uint64_t offset,
         cur = backing;
         level++;
     }
+}
+
+/* --- per-node accounting (graph/stats.h) ---
+ *
+ * Each public entry above is counted at the node it is called on: a
+ * request that passes through a filter and a format to the protocol
+ * node is counted once at each of them.  The internal paths (an
+ * unaligned read's bounce, a write that detect-zeroes turns into write
+ * zeroes) stay one request.  -EAGAIN and -ENOTSUP mean "not done here,
+ * take another way" and are not counted (graph/stats.c). */
+
+int bd_node_pread(BdNode *node, uint64_t offset, uint64_t bytes, void *buf,
+                  int flags)
+{
+    int64_t start = bd_io_stats_begin(&node->stats);
+    int ret = node_pread_impl(node, offset, bytes, buf, flags);
+
+    bd_io_stats_end(&node->stats, BD_ACCT_READ, bytes, start, ret);
+    return ret;
+}
+
+int bd_node_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
+                   const void *buf, int flags)
+{
+    int64_t start = bd_io_stats_begin(&node->stats);
+    int ret = node_pwrite_impl(node, offset, bytes, buf, flags);
+
+    bd_io_stats_end(&node->stats, BD_ACCT_WRITE, bytes, start, ret);
+    return ret;
+}
+
+int bd_node_pread_to_fd(BdNode *node, uint64_t offset, uint64_t bytes,
+                        BdFdSink *sink, int flags)
+{
+    int64_t start = bd_io_stats_begin(&node->stats);
+    int ret = node_pread_to_fd_impl(node, offset, bytes, sink, flags);
+
+    bd_io_stats_end(&node->stats, BD_ACCT_READ, bytes, start, ret);
+    return ret;
+}
+
+int bd_node_pwrite_from_fd(BdNode *node, uint64_t offset, uint64_t bytes,
+                           int in_fd, int flags)
+{
+    int64_t start = bd_io_stats_begin(&node->stats);
+    int ret = node_pwrite_from_fd_impl(node, offset, bytes, in_fd, flags);
+
+    bd_io_stats_end(&node->stats, BD_ACCT_WRITE, bytes, start, ret);
+    return ret;
+}
+
+int bd_node_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
+                          int flags)
+{
+    int64_t start = bd_io_stats_begin(&node->stats);
+    int ret = node_pwrite_zeroes_impl(node, offset, bytes, flags);
+
+    bd_io_stats_end(&node->stats, BD_ACCT_ZERO, bytes, start, ret);
+    return ret;
+}
+
+int bd_node_pdiscard(BdNode *node, uint64_t offset, uint64_t bytes)
+{
+    int64_t start = bd_io_stats_begin(&node->stats);
+    int ret = node_pdiscard_impl(node, offset, bytes);
+
+    bd_io_stats_end(&node->stats, BD_ACCT_UNMAP, bytes, start, ret);
+    return ret;
+}
+
+int bd_node_flush(BdNode *node)
+{
+    int64_t start = bd_io_stats_begin(&node->stats);
+    int ret = node_flush_impl(node);
+
+    bd_io_stats_end(&node->stats, BD_ACCT_FLUSH, 0, start, ret);
+    return ret;
 }

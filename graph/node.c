@@ -12,6 +12,7 @@
 #define G_LOG_DOMAIN "blockd-graph"
 
 #include <string.h>
+#include "graph/trace.h"
 #include "graph/node.h"
 #include "graph/entry.h"
 #include "graph/io.h"
@@ -84,11 +85,13 @@ static const BdSchemaType cache_type = {
 
 /* BlockdevDriver: the registered drivers' names, filled once they are
  * registered.  Decoded as a string: its values are known at run time. */
-static BdSchemaType driver_enum;
+BdSchemaType bd_blockdev_driver_enum;
+
 
 #define MUTABLE .flags = BD_FIELD_MUTABLE
 static const BdSchemaField common_fields[] = {
-    { "driver", &driver_enum, FALSE, BD_AT(BdNodeOptions, driver) },
+    { "driver", &bd_blockdev_driver_enum, FALSE,
+      BD_AT(BdNodeOptions, driver) },
     { "node-name", &bd_schema_str, TRUE, BD_AT(BdNodeOptions, node_name),
       MUTABLE },
     { "discard", &discard_type, TRUE, BD_AT(BdNodeOptions, discard),
@@ -158,7 +161,7 @@ const BdSchemaType *bd_blockdev_options_schema(void)
             variants[i].value = list[i]->name;
             variants[i].type = t;
         }
-        driver_enum = (BdSchemaType) {
+        bd_blockdev_driver_enum = (BdSchemaType) {
             .name = "BlockdevDriver", .kind = BD_SCHEMA_ENUM,
             .enum_values = names };
         union_type = (BdSchemaType) {
@@ -251,6 +254,10 @@ static gboolean node_apply_common_options(BdNode *node,
 
 static void node_free(BdNode *node)
 {
+    g_info("node '%s' (%s) closed", node->node_name,
+           node->drv ? node->drv->name : "");
+    BD_TRACE(BD_TRACE_NODE_CLOSE, "node=%s driver=%s", node->node_name,
+             node->drv ? node->drv->name : "");
     node->opened = FALSE;
     if (node->drv && node->drv->close) {
         node->drv->close(node);
@@ -275,6 +282,7 @@ static void node_free(BdNode *node)
     g_free(node->node_name);
     g_clear_pointer(&node->pool, bd_worker_pool_unref);
     bd_reqlist_destroy(&node->reqs);
+    bd_io_stats_destroy(&node->stats);
     g_ptr_array_unref(node->bitmaps);
     bd_rwlock_destroy(&node->bitmaps_lock);
     g_free(node);
@@ -338,6 +346,7 @@ BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
     node->cum_shared = BD_PERM_ALL;
     node->options = g_variant_ref_sink(options);
     bd_reqlist_init(&node->reqs);
+    bd_io_stats_init(&node->stats);
     bd_rwlock_init(&node->bitmaps_lock);
     node->bitmaps = g_ptr_array_new();
     if (name) {
@@ -365,6 +374,10 @@ BdNode *bd_node_open_driver(const BdDriver *drv, GVariant *options,
     }
     node->opened = TRUE;
     bd_node_refresh_limits(node);
+    g_info("node '%s' (%s, %s) opened%s", node->node_name, drv->name,
+           node->filename, node->read_only ? " read-only" : "");
+    BD_TRACE(BD_TRACE_NODE_OPEN, "node=%s driver=%s filename=%s",
+             node->node_name, drv->name, node->filename);
     return node;
 }
 
@@ -742,13 +755,22 @@ gboolean bd_node_monitor_del(const char *node_name, GError **errp)
                     "Failed to find node with node-name='%s'", node_name);
         return FALSE;
     }
+    /* QEMU's order: a BlockBackend, then the op blockers (a job's,
+     * added last, shadows a backing link's), then ownership and
+     * references. */
     for (GList *l = node->parents; l; l = l->next) {
         BdChild *c = l->data;
-        if (!c->parent) {
+        if (!c->parent && !bd_entry_is_job_link(c->entry)) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "Node %s is in use", node_name);
             return FALSE;
         }
+    }
+    if (node->claimed_by) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Node '%s' is busy: block device is in use by block "
+                    "job: %s", node_name, node->claimed_by);
+        return FALSE;
     }
     backing_parent = node_backing_parent(node);
     if (backing_parent) {
@@ -772,38 +794,49 @@ gboolean bd_node_monitor_del(const char *node_name, GError **errp)
     return TRUE;
 }
 
+/* The largest image size, as QEMU's BDRV_MAX_LENGTH: INT64_MAX aligned
+ * down to 1 GiB. */
+#define BD_MAX_LENGTH ((gint64)(G_MAXINT64 - ((1 << 30) - 1)))
+
 gboolean bd_node_resize(BdNode *node, uint64_t size, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
     BdDrainSection *drained;
     BdEntry *entry;
+    GError *err = NULL;
     int ret;
 
-    if (!node->drv->truncate) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Image format driver does not support resize");
-        return FALSE;
-    }
-    if (node->read_only) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, "Image is read-only");
-        return FALSE;
-    }
-    if (node->drv->resize_check &&
-        !node->drv->resize_check(node, size, errp)) {
-        return FALSE;
-    }
-    /* Exports see the new size on their next request, never mid-way.
-     * Our own handle, attached inside the section, is not quiesced. */
+    /* In QEMU's order: the handle's resize permission first (a conflict
+     * with the node's users), then the size, the node's read-only
+     * state and the driver's own checks.  Exports see the new size on
+     * their next request, never mid-way; our own handle, attached
+     * inside the section, is not quiesced. */
     drained = bd_drained_begin(node);
     entry = bd_entry_new(node, NULL, BD_PERM_RESIZE, BD_PERM_ALL, errp);
     if (!entry) {
         bd_drained_end(drained);
         return FALSE;
     }
-    ret = bd_entry_truncate(entry, size);
+    if (size > BD_MAX_LENGTH) {
+        g_set_error(&err, BD_ERROR, BD_ERROR_GENERIC,
+                    "offset(%" G_GINT64_FORMAT ") exceeds maximum(%"
+                    G_GINT64_FORMAT ")", (gint64)size, BD_MAX_LENGTH);
+    } else if (node->read_only) {
+        g_set_error(&err, BD_ERROR, BD_ERROR_GENERIC, "Image is read-only");
+    } else if (!node->drv->truncate) {
+        g_set_error(&err, BD_ERROR, BD_ERROR_GENERIC,
+                    "Image format driver does not support resize");
+    } else if (node->drv->resize_check) {
+        node->drv->resize_check(node, size, &err);
+    }
+    ret = err ? 0 : bd_entry_truncate(entry, size);
     bd_entry_free(entry);
     bd_drained_end(drained);
+    if (err) {
+        g_propagate_error(errp, err);
+        return FALSE;
+    }
     if (ret < 0) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Could not resize node '%s': %s", node->node_name,

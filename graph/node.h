@@ -19,6 +19,7 @@
 #include "graph/error.h"
 #include "graph/lock.h"
 #include "graph/reqlist.h"
+#include "graph/stats.h"
 #include "graph/worker-pool.h"
 
 typedef struct BdNode BdNode;
@@ -314,6 +315,11 @@ struct BdDriver {
     gboolean (*reopen_prepare)(BdReopenState *state, GError **errp);
     void (*reopen_commit)(BdReopenState *state);
     void (*reopen_abort)(BdReopenState *state);
+    /* After every node of the reopen has committed (QEMU's
+     * bdrv_reopen_commit_post): the children have their new state too,
+     * so a driver may write to them here (qcow2 marks its bitmaps in use
+     * once its file is writable).  NULL: nothing to do. */
+    void (*reopen_commit_post)(BdReopenState *state);
     /* Limits (QEMU's bdrv_refresh_limits): the graph has set them from
      * the children (bd_node_refresh_limits); the driver overrides what
      * it constrains itself (request_alignment for O_DIRECT or blkdebug's
@@ -329,6 +335,16 @@ struct BdDriver {
     /* Whether the image names a backing file of its own (qcow2 header):
      * then reopen requires the 'backing' option.  NULL: no. */
     gboolean (*has_default_backing)(BdNode *node);
+    /* Whether the backing link is not the one the image names (QEMU's
+     * bdrv_backing_overridden): the node's options then include its
+     * backing ('null' when there is none) and it shows a json: file
+     * name in queries.  NULL: any backing link counts as given.  Main
+     * thread. */
+    gboolean (*backing_overridden)(BdNode *node);
+    /* The file name queries show now, newly allocated, or NULL for
+     * node->filename (QEMU refreshes file names when it answers a
+     * query).  Main thread. */
+    char *(*query_filename)(BdNode *node);
 
     /* blockdev-create: members of BlockdevCreateOptions<Name> other
      * than 'driver' ({NULL}-terminated; NULL: the driver cannot create
@@ -500,6 +516,11 @@ struct BdNode {
     uint64_t wr_highest_offset;
     uint64_t write_threshold;
 
+    /* The node's own request accounting (io.c counts every request
+     * that reaches the node, lock-free): the metrics endpoint's per-node
+     * figures.  query-blockstats shows device counters only, as QEMU. */
+    BdIoStats stats;
+
     /* Data-changing requests in flight at this node (io.c): keeps a
      * read-modify-write apart from writes to the same blocks. */
     BdReqList reqs;
@@ -528,6 +549,10 @@ const BdDriver *const *bd_driver_list(void);
 /* The full schema of BlockdevOptions (union on 'driver') built from the
  * registered drivers; used by control/ for blockdev-add and the schema. */
 const BdSchemaType *bd_blockdev_options_schema(void);
+/* BlockdevDriver, the enum of the registered drivers' names (decoded as
+ * a string), for other tables' members; filled by the first
+ * bd_blockdev_options_schema(), which their users call first. */
+extern BdSchemaType bd_blockdev_driver_enum;
 
 /* --- nodes --- */
 

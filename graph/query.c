@@ -30,30 +30,78 @@ static int64_t node_allocated_size(BdNode *node)
     return node->children->len ? sum : -1;
 }
 
+/* What QEMU shows below a node in its image chain and counts in
+ * backing_file_depth: a filter's child, else the backing. */
+static BdNode *node_chain_next(BdNode *node)
+{
+    BdChild *f = bd_node_filtered_child(node);
+
+    return f ? f->node : bd_node_backing(node);
+}
+
+/* The node's file name as queries show it (see query_filename). */
+static char *node_filename(BdNode *node)
+{
+    char *name = node->drv->query_filename
+                 ? node->drv->query_filename(node) : NULL;
+
+    return name ? name : g_strdup(node->filename);
+}
+
+/* A filter shows the cluster size and dirty flag of the image below it,
+ * as QEMU's bdrv_get_info() passes through filters. */
+static void filter_image_info(BdNode *node, GVariantDict *image)
+{
+    BdChild *c = bd_node_filtered_child(node);
+    BdNode *below = c ? c->node : NULL;
+    GVariantDict scratch;
+    static const char *const keys[] = { "cluster-size", "dirty-flag" };
+
+    while (below && below->drv->is_filter && !below->drv->query_image_info) {
+        c = bd_node_filtered_child(below);
+        below = c ? c->node : NULL;
+    }
+    if (!below || !below->drv->query_image_info) {
+        return;
+    }
+    g_variant_dict_init(&scratch, NULL);
+    below->drv->query_image_info(below, &scratch);
+    for (gsize i = 0; i < G_N_ELEMENTS(keys); i++) {
+        g_autoptr(GVariant) v = g_variant_dict_lookup_value(&scratch, keys[i],
+                                                            NULL);
+        if (v) {
+            g_variant_dict_insert_value(image, keys[i], v);
+        }
+    }
+    g_variant_dict_clear(&scratch);
+}
+
 static GVariant *node_image_info(BdNode *node, gboolean with_backing)
 {
     GVariantDict image;
-    BdNode *backing = bd_node_backing(node);
+    BdNode *below = node_chain_next(node);
     int64_t actual = node_allocated_size(node);
+    g_autofree char *filename = node_filename(node);
 
     g_variant_dict_init(&image, NULL);
-    g_variant_dict_insert(&image, "filename", "s", node->filename);
+    g_variant_dict_insert(&image, "filename", "s", filename);
     g_variant_dict_insert(&image, "format", "s", node->drv->name);
     g_variant_dict_insert(&image, "virtual-size", "x",
                           bd_node_getlength(node));
     if (actual >= 0) {
         g_variant_dict_insert(&image, "actual-size", "x", actual);
     }
-    if (backing) {
-        g_variant_dict_insert(&image, "backing-filename", "s",
-                              backing->filename);
-    }
+    /* backing-filename and the like come from the image's own header
+     * (query_image_info), as QEMU's: a backing node given by the user
+     * does not show there. */
     if (node->drv->query_image_info) {
         node->drv->query_image_info(node, &image);
+    } else if (node->drv->is_filter) {
+        filter_image_info(node, &image);
     }
-    if (backing && with_backing) {
+    if (below && with_backing) {
         g_variant_dict_insert_value(&image, "backing-image",
-                                    node_image_info(backing, TRUE));
+                                    node_image_info(below, TRUE));
     }
     return g_variant_dict_end(&image);
 }
@@ -80,7 +128,10 @@ GVariant *bd_node_query_info(BdNode *node, gboolean flat)
     GVariantDict info, cache;
     int depth = 0;
 
-    for (BdNode *b = bd_node_backing(node); b; b = bd_node_backing(b)) {
+    /* As QEMU: every layer below, filters included, and nothing when
+     * flat (the count stops with the chain it describes). */
+    for (BdNode *b = flat ? NULL : node_chain_next(node); b;
+         b = node_chain_next(b)) {
         depth++;
     }
     g_variant_dict_init(&cache, NULL);
@@ -88,14 +139,18 @@ GVariant *bd_node_query_info(BdNode *node, gboolean flat)
     g_variant_dict_insert(&cache, "direct", "b", node->cache_direct);
     g_variant_dict_insert(&cache, "no-flush", "b", node->cache_no_flush);
 
+    g_autofree char *filename = node_filename(node);
+
     g_variant_dict_init(&info, NULL);
-    g_variant_dict_insert(&info, "file", "s", node->filename);
+    g_variant_dict_insert(&info, "file", "s", filename);
     g_variant_dict_insert(&info, "node-name", "s", node->node_name);
     g_variant_dict_insert(&info, "ro", "b", node->read_only);
     g_variant_dict_insert(&info, "drv", "s", node->drv->name);
-    if (bd_node_backing(node)) {
-        g_variant_dict_insert(&info, "backing_file", "s",
-                              bd_node_backing(node)->filename);
+    /* As QEMU: the COW child's file only, not a filter's child. */
+    if (bd_node_backing(node) && !node->drv->is_filter) {
+        g_autofree char *bf = node_filename(bd_node_backing(node));
+
+        g_variant_dict_insert(&info, "backing_file", "s", bf);
     }
     g_variant_dict_insert(&info, "backing_file_depth", "x", (gint64)depth);
     g_variant_dict_insert(&info, "encrypted", "b", node->encrypted);

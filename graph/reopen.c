@@ -13,7 +13,9 @@
  *             changes (made on the graph at once, undone on abort),
  *             then every other option must be unchanged
  *   perms:    one permission update over all affected nodes
- *   commit:   drivers commit, common options and option sets replaced
+ *   commit:   drivers commit, common options and option sets replaced;
+ *             then each driver's commit_post, when all nodes (children
+ *             included) are in their new state
  *
  * Where several options are wrong, the one named is the first in the
  * order QEMU's QDict iterates them (its hash buckets), so error texts
@@ -131,14 +133,19 @@ static GHashTable *flatten(GVariant *opts, GHashTable *skip)
 }
 
 /* Whether the member 'name' of 'fields' is flagged mutable. */
-static gboolean field_is_mutable(const BdSchemaField *fields, const char *name)
+static unsigned field_flags(const BdSchemaField *fields, const char *name)
 {
     for (const BdSchemaField *f = fields; f && f->name; f++) {
         if (strcmp(f->name, name) == 0) {
-            return (f->flags & BD_FIELD_MUTABLE) != 0;
+            return f->flags;
         }
     }
-    return FALSE;
+    return 0;
+}
+
+static gboolean field_is_mutable(const BdSchemaField *fields, const char *name)
+{
+    return (field_flags(fields, name) & BD_FIELD_MUTABLE) != 0;
 }
 
 /* "cache.direct" is mutable when "cache" is. */
@@ -151,6 +158,15 @@ static gboolean key_is_mutable(const BdDriver *drv, const char *key,
         return TRUE;
     }
     return field_is_mutable(drv->options, top);
+}
+
+/* A mutable key that may also be left out (reset to its default). */
+static gboolean key_is_resettable(const BdDriver *drv, const char *key)
+{
+    g_autofree char *top = g_strndup(key, strcspn(key, "."));
+
+    return key_is_mutable(drv, key, TRUE) &&
+           !(field_flags(drv->options, top) & BD_FIELD_NO_RESET);
 }
 
 /* The top-level keys of a node's own options that belong to children. */
@@ -377,7 +393,7 @@ static gboolean check_reset_allowed(ReopenEntry *e, GHashTable *old,
     for (guint i = 0; i < keys->len; i++) {
         const char *k = keys->pdata[i];
         if (!g_hash_table_contains(new, k) &&
-            !key_is_mutable(e->st.node->drv, k, TRUE)) {
+            !key_is_resettable(e->st.node->drv, k)) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "Option '%s' cannot be reset to its default value",
                         k);
@@ -544,6 +560,8 @@ static void commit_entry(ReopenEntry *e)
 {
     BdNode *node = e->st.node;
 
+    g_info("node '%s' reopened%s", node->node_name,
+           e->st.read_only ? " read-only" : "");
     node->read_only = e->st.read_only;
     node->auto_read_only = e->auto_read_only;
     node->cache_direct = e->st.cache_direct;
@@ -672,6 +690,12 @@ gboolean bd_node_reopen_multiple(GPtrArray *list, GError **errp)
         for (guint i = 0; i < q.entries->len; i++) {
             ReopenEntry *e = q.entries->pdata[i];
             bd_node_refresh_limits(e->st.node);
+        }
+        for (guint i = 0; i < q.entries->len; i++) {
+            ReopenEntry *e = q.entries->pdata[i];
+            if (e->st.node->drv->reopen_commit_post) {
+                e->st.node->drv->reopen_commit_post(&e->st);
+            }
         }
     } else {
         /* Every driver that staged state drops it, including the one

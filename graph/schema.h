@@ -101,6 +101,11 @@ enum {
      * or leave out (QEMU's mutable_opts); graph/reopen.c refuses a change
      * to any other ("Cannot change the option"). */
     BD_FIELD_MUTABLE = 1 << 3,
+    /* With BD_FIELD_MUTABLE: may change, but once given may not be left
+     * out ("Option 'X' cannot be reset to its default value"): an
+     * option QEMU's driver reads on reopen without listing it in its
+     * mutable_opts (file's drop-cache). */
+    BD_FIELD_NO_RESET = 1 << 4,
 };
 
 /*

@@ -5,6 +5,14 @@
  *
  * Thread model: constant tables; decoding runs on the main thread.
  */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include "graph/error.h"
 #include "graph/socket-address.h"
 
 const char *const bd_socket_address_type_names[] = {
@@ -77,4 +85,128 @@ void bd_socket_address_decode(GVariant *addr, BdSocketAddress *out)
 {
     *out = (BdSocketAddress) { 0 };
     bd_schema_decode_union(&bd_socket_address, addr, out);
+}
+
+/* --- listening sockets (the NBD server, the metrics endpoint) --- */
+
+
+static int listen_unix(const char *path, GError **errp)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    int fd;
+
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "UNIX socket path '%s' is too long", path);
+        return -1;
+    }
+    strcpy(sun.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Failed to create socket: %s", g_strerror(errno));
+        return -1;
+    }
+    /* As QEMU: a stale socket file from an earlier run is replaced. */
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+        listen(fd, SOMAXCONN) < 0) {
+        int err = errno;
+        close(fd);
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Failed to bind socket to %s: %s", path,
+                    g_strerror(err));
+        return -1;
+    }
+    return fd;
+}
+
+static int listen_inet(const BdSocketAddress *addr, GError **errp)
+{
+    const char *host = addr->host;
+    const char *port = addr->port;
+    gboolean has4 = addr->has_ipv4;
+    gboolean has6 = addr->has_ipv6;
+    gboolean v4 = addr->ipv4;
+    gboolean v6 = addr->ipv6;
+    struct addrinfo hints = {
+        .ai_flags = AI_PASSIVE | AI_ADDRCONFIG,
+        .ai_socktype = SOCK_STREAM,
+        .ai_family = AF_UNSPEC,
+    };
+    struct addrinfo *res = NULL, *ai;
+    int fd = -1, err = 0, rc;
+
+    if (!port) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Parameter 'port' is missing");
+        return -1;
+    }
+    /* Only one family asked for explicitly: restrict to it. */
+    if (has4 && !v4) {
+        hints.ai_family = AF_INET6;
+    } else if (has6 && !v6) {
+        hints.ai_family = AF_INET;
+    } else if (has4 && !has6) {
+        hints.ai_family = AF_INET;
+    } else if (has6 && !has4) {
+        hints.ai_family = AF_INET6;
+    }
+    if (host && !*host) {
+        host = NULL;
+    }
+    rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "address resolution failed for %s:%s: %s",
+                    host ? host : "", port, gai_strerror(rc));
+        return -1;
+    }
+    for (ai = res; ai; ai = ai->ai_next) {
+        int one = 1;
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+                    ai->ai_protocol);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (ai->ai_family == AF_INET6) {
+            int only = has4 && !v4 ? 1 : 0;
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof(only));
+        }
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+            listen(fd, SOMAXCONN) == 0) {
+            break;
+        }
+        err = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Failed to bind socket to %s:%s: %s",
+                    host ? host : "", port, g_strerror(err));
+    }
+    return fd;
+}
+
+int bd_socket_address_listen(const BdSocketAddress *addr, GError **errp)
+{
+    if (addr->type == BD_SOCKET_ADDRESS_UNIX) {
+        if (!addr->path) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Parameter 'path' is missing");
+            return -1;
+        }
+        return listen_unix(addr->path, errp);
+    }
+    if (addr->type == BD_SOCKET_ADDRESS_INET) {
+        return listen_inet(addr, errp);
+    }
+    g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                "unsupported address type '%s'",
+                bd_socket_address_type_names[addr->type]);
+    return -1;
 }

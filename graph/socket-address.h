@@ -38,4 +38,9 @@ extern const BdSchemaType bd_socket_address_fd;
 /* Decode a validated flat SocketAddress (strings borrowed). */
 void bd_socket_address_decode(GVariant *addr, BdSocketAddress *out);
 
+/* A listening stream socket (close-on-exec, blocking) on a unix or inet
+ * address, or -1 with QEMU's texts ("Failed to bind socket to P: ...").
+ * A stale unix socket file is replaced, as QEMU does. */
+int bd_socket_address_listen(const BdSocketAddress *addr, GError **errp);
+
 #endif

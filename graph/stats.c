@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* I/O accounting with relaxed atomics (see stats.h). */
+#include <errno.h>
 #include <sched.h>
 #include <time.h>
 #include "graph/stats.h"
@@ -46,6 +47,31 @@ static void histogram_account(BdIoStats *s, BdAcctType type,
     __atomic_fetch_sub(&s->hist_users, 1, __ATOMIC_RELEASE);
 }
 
+/* The fixed bucket of a latency: the smallest i with
+ * latency <= 1000 * 2^i ns, i.e. ceil(latency in us) <= 2^i. */
+static inline guint lat_bucket(uint64_t ns)
+{
+    uint64_t us = (ns + 999) / 1000;
+    guint i = us <= 1 ? 0 : 64 - (guint)__builtin_clzll(us - 1);
+
+    return MIN(i, BD_LAT_BUCKETS - 1);
+}
+
+int64_t bd_io_stats_begin(BdIoStats *s)
+{
+    add(&s->in_flight, 1);
+    return bd_io_stats_now();
+}
+
+void bd_io_stats_end(BdIoStats *s, BdAcctType type, uint64_t bytes,
+                     int64_t start_ns, int ret)
+{
+    __atomic_fetch_sub(&s->in_flight, 1, __ATOMIC_RELAXED);
+    if (ret != -EAGAIN && ret != -ENOTSUP) {
+        bd_io_stats_done(s, type, bytes, start_ns, ret);
+    }
+}
+
 void bd_io_stats_done(BdIoStats *s, BdAcctType type, uint64_t bytes,
                       int64_t start_ns, int ret)
 {
@@ -63,6 +89,7 @@ void bd_io_stats_done(BdIoStats *s, BdAcctType type, uint64_t bytes,
     }
     if (ret >= 0 || s->account_failed) {
         add(&s->total_time_ns[type], (uint64_t)(now - start_ns));
+        add(&s->lat[type][lat_bucket((uint64_t)(now - start_ns))], 1);
         __atomic_store_n(&s->last_access_ns, now, __ATOMIC_RELAXED);
     }
 }
@@ -86,7 +113,11 @@ void bd_io_stats_read(const BdIoStats *s, BdIoStats *out)
         out->total_time_ns[t] = __atomic_load_n(&s->total_time_ns[t],
                                                 __ATOMIC_RELAXED);
         out->merged[t] = __atomic_load_n(&s->merged[t], __ATOMIC_RELAXED);
+        for (int i = 0; i < BD_LAT_BUCKETS; i++) {
+            out->lat[t][i] = __atomic_load_n(&s->lat[t][i], __ATOMIC_RELAXED);
+        }
     }
+    out->in_flight = __atomic_load_n(&s->in_flight, __ATOMIC_RELAXED);
     out->last_access_ns = __atomic_load_n(&s->last_access_ns,
                                           __ATOMIC_RELAXED);
     out->account_invalid = s->account_invalid;

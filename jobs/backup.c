@@ -27,12 +27,17 @@
 #include "graph/main-thread.h"
 #include "formats/copy-before-write.h"
 #include "jobs/backup.h"
+#include "jobs/chain.h"
 #include "jobs/copy-engine.h"
 
-/* Chunks: runs of marked clusters up to max-chunk, or this without one;
- * a worker's buffer is at most BACKUP_BUF_MAX (longer runs of data are
- * copied through it piece by piece, zeroes need none). */
-#define BACKUP_CHUNK_DEFAULT (4 * 1024 * 1024)
+/* Chunks: runs of marked clusters, as QEMU's block-copy cuts them: at
+ * most 1 MiB (a cluster at least) while copying through a buffer, and
+ * 16 MiB once a copy offload has worked; never more than max-chunk.
+ * With a speed limit the first step of a job therefore copies 1 MiB, as
+ * in QEMU.  A worker's buffer is at most BACKUP_BUF_MAX (longer runs of
+ * data are copied through it piece by piece, zeroes need none). */
+#define BACKUP_CHUNK_BUFFER  (1024 * 1024)
+#define BACKUP_CHUNK_OFFLOAD (16 * 1024 * 1024)
 #define BACKUP_BUF_MAX       (4 * 1024 * 1024)
 
 typedef struct {
@@ -43,13 +48,14 @@ typedef struct {
     BdEntry *drain_entry;        /* on the filter: drains reach the job */
     BdBackupSync sync;
     BdDirtyBitmap *sync_bitmap, *successor;
-    gboolean sync_bitmap_enabled;
     BdBitmapSyncMode bitmap_mode;
     BdOnError on_source_error, on_target_error;
-    uint64_t len, chunk;
+    uint64_t len;
+    uint64_t max_chunk;          /* x-perf max-chunk in clusters; 0: none */
     unsigned workers;            /* x-perf max-workers, capped */
     uint64_t cursor;             /* job thread: where next() looks */
     gboolean bitmap_done, torn_down;
+    gboolean claimed;            /* filter and target claimed */
 } BdBackupJob;
 
 static void backup_progress(void *opaque, uint64_t n)
@@ -85,14 +91,26 @@ static int backup_init_top(BdBackupJob *s)
 
 /* Job thread: the next marked run from the cursor, claimed under the
  * filter's job bracket (a drain of the filter waits for it). */
+/* The size of the next chunk (see BACKUP_CHUNK_BUFFER). */
+static uint64_t backup_chunk(BdBackupJob *s)
+{
+    uint64_t cs = bd_cbw_cluster_size(s->cbw);
+    uint64_t chunk = bd_cbw_copy_range_works(s->cbw) ? BACKUP_CHUNK_OFFLOAD
+                                                     : BACKUP_CHUNK_BUFFER;
+
+    chunk = MAX(chunk, cs);
+    return s->max_chunk ? MIN(chunk, s->max_chunk) : chunk;
+}
+
 static int backup_next(void *opaque, BdCopyChunk *c)
 {
     BdBackupJob *s = opaque;
     BdCbwClaim *claim = c->priv;
+    uint64_t chunk = backup_chunk(s);
 
     bd_cbw_job_begin(s->cbw);
-    if (!bd_cbw_claim(s->cbw, s->cursor, s->chunk, claim) &&
-        (s->cursor == 0 || !bd_cbw_claim(s->cbw, 0, s->chunk, claim))) {
+    if (!bd_cbw_claim(s->cbw, s->cursor, chunk, claim) &&
+        (s->cursor == 0 || !bd_cbw_claim(s->cbw, 0, chunk, claim))) {
         /* A failed chunk marks its clusters again: the cursor starts
          * over once before the job calls the bitmap done. */
         bd_cbw_job_end(s->cbw);
@@ -144,7 +162,9 @@ static int backup_loop(BdBackupJob *s)
         .opaque = s,
         .priv_size = sizeof(BdCbwClaim),
         .workers = s->workers,
-        .buf_size = MIN(s->chunk, (uint64_t)BACKUP_BUF_MAX),
+        .buf_size = MIN(MAX(backup_chunk(s),
+                            (uint64_t)BACKUP_CHUNK_BUFFER),
+                        (uint64_t)BACKUP_BUF_MAX),
         .on_source_error = s->on_source_error,
         .on_target_error = s->on_target_error,
         .ratelimit = TRUE,
@@ -234,14 +254,12 @@ static void backup_sync_bitmap(BdBackupJob *s, int ret)
     s->bitmap_done = TRUE;
     sync = (ret == 0 || s->bitmap_mode == BD_BITMAP_SYNC_ALWAYS) &&
            s->bitmap_mode != BD_BITMAP_SYNC_NEVER;
-    bd_dirty_bitmap_set_busy(bm, FALSE);
     if (sync) {
-        bd_dirty_bitmap_clear(bm);          /* abdicate: B := S */
+        bd_dirty_bitmap_abdicate(bm);       /* B := S */
+    } else {
+        bd_dirty_bitmap_reclaim(bm);        /* B |= S */
     }
-    merge_into(bm, s->successor);           /* reclaim: B |= S */
-    bd_dirty_bitmap_release(s->successor);
     s->successor = NULL;
-    bd_dirty_bitmap_set_enabled(bm, s->sync_bitmap_enabled);
     if (ret < 0 && s->bitmap_mode == BD_BITMAP_SYNC_ALWAYS && s->cbw) {
         merge_into(bm, bd_cbw_copy_bitmap(s->cbw));
     }
@@ -257,6 +275,12 @@ static void backup_teardown(BdBackupJob *s)
         bd_cbw_set_progress(s->cbw, NULL, NULL);
     }
     g_clear_pointer(&s->drain_entry, bd_entry_free);
+    if (s->claimed) {
+        /* QEMU's job blockers on the filter and the target go. */
+        bd_chain_release(s->filter);
+        bd_chain_release(s->target);
+        s->claimed = FALSE;
+    }
     if (s->filter) {
         bd_cbw_drop(g_steal_pointer(&s->filter));
         s->cbw = NULL;
@@ -300,6 +324,7 @@ static const BdJobDriver backup_job_driver = {
     .type = "backup",
     .instance_size = sizeof(BdBackupJob),
     .is_block_job = TRUE,
+    .idle_while_running = TRUE,
     .run = backup_run,
     .commit = backup_commit,
     .abort = backup_abort,
@@ -311,6 +336,12 @@ static const BdJobDriver backup_job_driver = {
 
 static gboolean backup_check(const BdBackupParams *p, GError **errp)
 {
+    /* QEMU's BACKUP_SOURCE/BACKUP_TARGET op blockers: another job's
+     * nodes are refused. */
+    if (!bd_chain_check_busy(p->source, errp) ||
+        !bd_chain_check_busy(p->target, errp)) {
+        return FALSE;
+    }
     if (p->source == p->target) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Source and target cannot be the same");
@@ -320,6 +351,12 @@ static gboolean backup_check(const BdBackupParams *p, GError **errp)
                          BD_REQ_WRITE_COMPRESSED)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Compression is not supported for this drive %s", "");
+        return FALSE;
+    }
+    /* As QEMU's op blockers: a node another job holds is busy, as
+     * source or target. */
+    if (!bd_chain_check_busy(p->source, errp) ||
+        !bd_chain_check_busy(p->target, errp)) {
         return FALSE;
     }
     if (p->max_workers < 1 || p->max_workers > G_MAXINT) {
@@ -351,30 +388,20 @@ static gboolean backup_check(const BdBackupParams *p, GError **errp)
     return TRUE;
 }
 
-/* Freeze the sync bitmap; a successor records writes meanwhile. */
-static gboolean backup_freeze_bitmap(BdBackupJob *s, BdDirtyBitmap *bm,
-                                     GError **errp)
-{
-    s->successor = bd_dirty_bitmap_create(bd_dirty_bitmap_node(bm),
-                                          bd_dirty_bitmap_granularity(bm),
-                                          NULL, errp);
-    if (!s->successor) {
-        return FALSE;
-    }
-    s->sync_bitmap = bm;
-    s->sync_bitmap_enabled = bd_dirty_bitmap_enabled(bm);
-    bd_dirty_bitmap_set_enabled(s->successor, s->sync_bitmap_enabled);
-    bd_dirty_bitmap_set_enabled(bm, FALSE);
-    bd_dirty_bitmap_set_busy(bm, TRUE);
-    return TRUE;
-}
-
 BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
                             GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
     if (!backup_check(p, errp)) {
+        return NULL;
+    }
+    /* Freeze the sync bitmap first, as QEMU does: a successor, linked
+     * so that queries show the bitmap 'recording' through it, records
+     * writes meanwhile.  Until the job owns it, a failure reclaims it. */
+    BdDirtyBitmap *successor = NULL;
+    if (p->bitmap &&
+        !(successor = bd_dirty_bitmap_create_successor(p->bitmap, errp))) {
         return NULL;
     }
     BdCbwAppendOptions copts = {
@@ -386,6 +413,9 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
     };
     BdNode *filter = bd_cbw_append(p->source, p->target, &copts, errp);
     if (!filter) {
+        if (successor) {
+            bd_dirty_bitmap_reclaim(p->bitmap);
+        }
         return NULL;
     }
     BdCbw *cbw = bd_cbw_state(filter);
@@ -395,6 +425,9 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
                     "Required max-chunk (%" PRIi64 ") is less than backup "
                     "cluster size (%" PRIu64 ")", p->max_chunk, cs);
         bd_cbw_drop(filter);
+        if (successor) {
+            bd_dirty_bitmap_reclaim(p->bitmap);
+        }
         return NULL;
     }
     BdBackupJob *s = (BdBackupJob *)bd_job_create(&backup_job_driver,
@@ -402,7 +435,14 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
                                                   p->auto_dismiss, txn, errp);
     if (!s) {
         bd_cbw_drop(filter);
+        if (successor) {
+            bd_dirty_bitmap_reclaim(p->bitmap);
+        }
         return NULL;
+    }
+    if (successor) {
+        s->sync_bitmap = p->bitmap;
+        s->successor = successor;
     }
     s->filter = filter;
     s->cbw = cbw;
@@ -413,14 +453,12 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
     s->on_source_error = p->on_source_error;
     s->on_target_error = p->on_target_error;
     s->len = (uint64_t)bd_node_getlength(p->source);
-    s->chunk = MAX(cs, (uint64_t)BACKUP_CHUNK_DEFAULT);
     s->workers = bd_copy_engine_workers(p->max_workers);
     if (p->max_chunk) {
-        s->chunk = MAX(cs, (uint64_t)p->max_chunk / cs * cs);
+        s->max_chunk = MAX(cs, (uint64_t)p->max_chunk / cs * cs);
     }
     s->drain_entry = bd_entry_new(filter, NULL, 0, BD_PERM_ALL, errp);
-    if (!s->drain_entry ||
-        (p->bitmap && !backup_freeze_bitmap(s, p->bitmap, errp))) {
+    if (!s->drain_entry) {
         bd_job_early_fail(&s->common);
         return NULL;
     }
@@ -428,6 +466,13 @@ BdJob *bd_backup_job_create(const BdBackupParams *p, BdJobTxn *txn,
         bd_job_early_fail(&s->common);
         return NULL;
     }
+    /* QEMU links the filter (the job's main node) and the target to
+     * the job, which blocks their deletion with the job's reason. */
+    bd_entry_set_job_link(s->drain_entry);
+    bd_entry_set_drain_notify(s->drain_entry, bd_job_drain_notify, s);
+    bd_chain_claim(filter, "backup");
+    bd_chain_claim(s->target, "backup");
+    s->claimed = TRUE;
     bd_cbw_set_progress(cbw, backup_progress, s);
     /* Known before the command returns, as in QEMU, where the job's
      * coroutine sets it before job_start() returns; the job thread

@@ -240,9 +240,13 @@ static int commit_drop_intermediate(BdCommitJob *s, GError **errp)
     if (!bd_node_replace(s->filter, s->base, errp)) {
         return -EPERM;
     }
+    /* The format of the image below any filter over the base, as
+     * QEMU's bdrv_drop_intermediate (a filter's name is no format). */
+    BdNode *base_image = bd_chain_skip_filters(s->base);
+    const char *fmt = (base_image ? base_image : s->base)->drv->name;
     for (guint i = 0; i < overlays->len; i++) {
-        if (!bd_chain_change_backing_file(overlays->pdata[i], name,
-                                          s->base->drv->name, errp)) {
+        if (!bd_chain_change_backing_file(overlays->pdata[i], name, fmt,
+                                          errp)) {
             return -EIO;
         }
     }
@@ -405,6 +409,8 @@ static gboolean commit_setup(BdCommitJob *s, const BdCommitParams *p,
     if (!s->dst) {
         return FALSE;
     }
+    bd_entry_set_drain_notify(s->src, bd_job_drain_notify, s);
+    bd_entry_set_drain_notify(s->dst, bd_job_drain_notify, s);
     s->claimed = g_ptr_array_new_with_free_func(
         (GDestroyNotify)bd_node_unref);
     if (p->bs != p->top) {

@@ -81,6 +81,8 @@ const BdSchemaType *bd_create_options_schema(void)
     static gsize done;
 
     if (g_once_init_enter(&done)) {
+        /* Fills BlockdevDriver, which qcow2's backing-fmt uses. */
+        bd_blockdev_options_schema();
         bd_driver_options_union(&union_type, &driver_enum, base_fields,
                                 "BlockdevCreateOptions",
                                 G_STRUCT_OFFSET(BdDriver, create_options));

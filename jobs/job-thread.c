@@ -57,8 +57,10 @@ static gboolean paused_cb(gpointer opaque)
 
     BdJob *job = opaque;
 
+    /* Parked and still asked to pause: a drain that has ended since
+     * (bd_job_drain_notify) leaves the status alone. */
     bd_mutex_lock(&job->lock);
-    gboolean parked = job->paused;
+    gboolean parked = job->paused && job->pause_count > 0;
     bd_mutex_unlock(&job->lock);
     if (parked && job->status == BD_JOB_STATUS_RUNNING) {
         bd_job_transition(job, BD_JOB_STATUS_PAUSED);
@@ -89,6 +91,8 @@ void bd_job_pause_point(BdJob *job)
 {
     bd_mutex_lock(&job->lock);
     if (job->pause_count > 0 && !job->force_cancel) {
+        gboolean busy = job->busy;
+
         job->paused = TRUE;
         job->busy = FALSE;
         post(job, paused_cb);
@@ -96,7 +100,7 @@ void bd_job_pause_point(BdJob *job)
             bd_cond_wait(&job->cond, &job->lock);
         }
         job->paused = FALSE;
-        job->busy = TRUE;
+        job->busy = busy;
         post(job, resumed_cb);
     }
     bd_mutex_unlock(&job->lock);
@@ -108,6 +112,7 @@ void bd_job_sleep(BdJob *job, int64_t ns)
     if (job->pause_count == 0 && !job->force_cancel && ns > 0) {
         unsigned gen = job->wake_gen;
         gint64 end = g_get_monotonic_time() + (ns + 999) / 1000;
+        gboolean busy = job->busy;
 
         job->busy = FALSE;
         while (job->wake_gen == gen && !job->force_cancel &&
@@ -116,7 +121,7 @@ void bd_job_sleep(BdJob *job, int64_t ns)
                 break;
             }
         }
-        job->busy = TRUE;
+        job->busy = busy;
     }
     bd_mutex_unlock(&job->lock);
     bd_job_pause_point(job);

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include "graph/trace.h"
 #include "graph/error.h"
 #include "graph/events.h"
 #include "graph/main-thread.h"
@@ -49,7 +50,7 @@ static const gboolean verbs[BD_JOB_VERB__MAX][BD_JOB_STATUS__MAX] = {
     [BD_JOB_VERB_PAUSE] =          { 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0 },
     [BD_JOB_VERB_RESUME] =         { 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0 },
     [BD_JOB_VERB_SET_SPEED] =      { 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0 },
-    [BD_JOB_VERB_COMPLETE] =       { 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 },
+    [BD_JOB_VERB_COMPLETE] =       { 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0 },
     [BD_JOB_VERB_FINALIZE] =       { 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0 },
     [BD_JOB_VERB_DISMISS] =        { 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0 },
 };
@@ -144,6 +145,12 @@ void bd_job_transition(BdJob *job, BdJobStatus to)
     }
     job->status = to;
     if (from != to) {
+        g_info("job '%s' (%s): %s -> %s%s%s", job->id, job->driver->type,
+               bd_job_status_name(from), bd_job_status_name(to),
+               job->err ? ": " : "", job->err ? job->err->message : "");
+        BD_TRACE(BD_TRACE_JOB_STATUS_CHANGE, "job=%s type=%s %s -> %s",
+                 job->id, job->driver->type, bd_job_status_name(from),
+                 bd_job_status_name(to));
         emit_status_change(job);
     }
 }
@@ -316,7 +323,7 @@ void bd_job_start(BdJob *job)
     g_assert(job->status == BD_JOB_STATUS_CREATED && !job->started);
     bd_mutex_lock(&job->lock);
     job->pause_count--;
-    job->busy = TRUE;
+    job->busy = !job->driver->idle_while_running;
     job->paused = FALSE;
     bd_mutex_unlock(&job->lock);
     job->started = TRUE;
@@ -582,6 +589,47 @@ void bd_job_resume(BdJob *job)
         g_cond_broadcast(&job->cond);
     }
     bd_mutex_unlock(&job->lock);
+}
+
+/* QEMU's child_job_drained_begin/end: job_pause and job_resume; the
+ * job reaches its pause point while the drain polls, so the status
+ * changes are seen before the drained operation goes on.  Here they are
+ * made at once (the job's handles admit nothing meanwhile anyway), and
+ * undone at the end unless something else keeps the job paused. */
+void bd_job_drain_notify(void *opaque, gboolean begin)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    BdJob *job = opaque;
+    gboolean paused;
+
+    if (begin) {
+        bd_job_pause(job);
+        if (job->drained++ == 0) {
+            if (job->status == BD_JOB_STATUS_RUNNING) {
+                bd_job_transition(job, BD_JOB_STATUS_PAUSED);
+            } else if (job->status == BD_JOB_STATUS_READY) {
+                bd_job_transition(job, BD_JOB_STATUS_STANDBY);
+            }
+        }
+        return;
+    }
+    g_return_if_fail(job->drained > 0);
+    bd_job_resume(job);
+    if (--job->drained > 0) {
+        return;
+    }
+    bd_mutex_lock(&job->lock);
+    paused = job->pause_count > 0;
+    bd_mutex_unlock(&job->lock);
+    if (paused) {
+        return;
+    }
+    if (job->status == BD_JOB_STATUS_PAUSED) {
+        bd_job_transition(job, BD_JOB_STATUS_RUNNING);
+    } else if (job->status == BD_JOB_STATUS_STANDBY) {
+        bd_job_transition(job, BD_JOB_STATUS_READY);
+    }
 }
 
 gboolean bd_job_user_pause(BdJob *job, GError **errp)

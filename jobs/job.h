@@ -85,6 +85,9 @@ typedef struct {
     /* Block jobs appear in query-block-jobs, take block-job-* commands
      * and emit BLOCK_JOB_* events; "create" is not one. */
     gboolean is_block_job;
+    /* Not 'busy' while it runs (QEMU's backup, whose coroutine waits in
+     * job_yield() for its block-copy call from its first step on). */
+    gboolean idle_while_running;
 
     /* The work, on the job thread.  Returns 0 or -errno (then *errp may
      * be set; otherwise strerror is the message).  Must call
@@ -128,6 +131,7 @@ struct BdJob {
     GError *err;               /* message for ret != 0 */
     gboolean started;          /* the thread was spawned */
     gboolean deferred;         /* run returned; completion on main */
+    int drained;               /* drained sections over its handles */
     GThread *thread;
 
     /* The work's result, written by the job thread as it ends and taken
@@ -190,6 +194,10 @@ gboolean bd_job_set_speed(BdJob *job, int64_t speed, GError **errp);
 /* Internal pause (drain, graph changes): counted apart from the user's. */
 void bd_job_pause(BdJob *job);
 void bd_job_resume(BdJob *job);
+/* For bd_entry_set_drain_notify() on a job's handles: a drain pauses
+ * the job, shown as QEMU shows it ('paused' or 'standby' while drained,
+ * then back), unless it is not running or already paused. */
+void bd_job_drain_notify(void *job, gboolean begin);
 /* Cancel every job and wait (iterating the main context) until all
  * have finished.  Shutdown. */
 void bd_job_cancel_sync_all(void);

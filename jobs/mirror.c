@@ -669,6 +669,13 @@ static gboolean mirror_setup(BdMirrorJob *s, const BdMirrorParams *p,
     }
     s->claimed = g_ptr_array_new_with_free_func(
         (GDestroyNotify)bd_node_unref);
+    /* The filter is the job's main node in QEMU, the source linked to
+     * the job: both report the job when someone tries to delete them. */
+    bd_entry_set_job_link(s->src);
+    bd_entry_set_drain_notify(s->src, bd_job_drain_notify, s);
+    bd_entry_set_drain_notify(s->dst, bd_job_drain_notify, s);
+    bd_chain_claim(s->filter, p->commit_base ? "commit" : "mirror");
+    g_ptr_array_add(s->claimed, bd_node_ref(s->filter));
     if (p->commit_base) {
         for (BdNode *n = p->bs; n && n != bd_chain_next(p->commit_base);
              n = bd_chain_next(n)) {

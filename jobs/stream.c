@@ -328,6 +328,11 @@ static gboolean stream_setup(BdStreamJob *s, const BdStreamParams *p,
     if (!s->top) {
         return FALSE;
     }
+    /* QEMU links the top to the job (the filter has the job's
+     * BlockBackend). */
+    bd_entry_set_job_link(s->top);
+    bd_entry_set_drain_notify(s->top, bd_job_drain_notify, s);
+    bd_entry_set_drain_notify(s->blk, bd_job_drain_notify, s);
     s->claimed = g_ptr_array_new_with_free_func(
         (GDestroyNotify)bd_node_unref);
     bd_chain_claim(s->cor, "stream");

@@ -14,6 +14,8 @@ pkgs=(
     gcc libc6-dev clang meson ninja-build pkg-config
     libglib2.0-dev libjson-glib-dev libfuse3-dev libnbd-dev zlib1g-dev
     nbdkit-plugin-dev libgnutls28-dev nettle-dev
+    # the metrics endpoint's HTTP server (metrics/)
+    libsoup-3.0-dev
     # tests: /usr/bin/python3 with the libnbd binding (also nbdsh)
     python3 python3-libnbd
     # qemu-img, qemu-io, qemu-nbd; qemu-storage-daemon (the reference)
@@ -26,6 +28,8 @@ pkgs=(
     strace
     # certtool: the certificates of the NBD-over-TLS tests, example and bench
     gnutls-bin
+    # promtool: test_metrics checks every scrape with it
+    prometheus
     # cryptsetup: LUKS1 images made outside qemu-img (luks format test)
     cryptsetup-bin
     # dot: blockctl graph --format svg|png

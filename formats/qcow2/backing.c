@@ -120,6 +120,8 @@ gboolean bd_qcow2_change_backing_file(BdNode *node, const char *file,
         g_free(s->h.backing_file);
         g_free(s->h.backing_format);
         s->h.backing_file = g_strdup(file);
+        g_free(s->auto_backing_file);
+        s->auto_backing_file = g_strdup(file);
         s->h.backing_format = file ? g_strdup(fmt) : NULL;
         s->h.backing_file_offset = name_off;
         s->h.backing_file_size = file ? (uint32_t)strlen(file) : 0;

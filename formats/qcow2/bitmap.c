@@ -61,6 +61,7 @@ typedef struct {
 
 typedef struct Qcow2Bitmaps {
     gboolean loaded;           /* open finished: close may store */
+    gboolean mark_in_use;      /* reopened writable: commit_post marks */
     GPtrArray *old;            /* BitmapEntry *: the directory on disk */
 } Qcow2Bitmaps;
 
@@ -859,7 +860,6 @@ void qcow2_bitmaps_reopen_commit(Qcow2State *s, gboolean was_writable)
 
     Qcow2Bitmaps *b = s->bitmaps;
     g_autoptr(GPtrArray) list = NULL;
-    gboolean mark = FALSE;
 
     if (!b || !b->loaded) {
         return;
@@ -870,10 +870,29 @@ void qcow2_bitmaps_reopen_commit(Qcow2State *s, gboolean was_writable)
             bd_dirty_bitmap_set_readonly(list->pdata[i], !s->writable);
         }
     }
-    if (was_writable || !s->writable || !s->h.has_bitmaps_ext) {
+    /* Now writable: the stored bitmaps are in use again.  Marked in
+     * commit_post: the file child takes its writable descriptor in its
+     * own commit, after this one. */
+    b->mark_in_use = !was_writable && s->writable && s->h.has_bitmaps_ext;
+}
+
+/* Before the node's first write after a reopen to read-write, the image
+ * flags its bitmaps in use: killed after that write, they come back
+ * inconsistent, never consistent and stale. */
+void qcow2_bitmaps_reopen_commit_post(Qcow2State *s)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    Qcow2Bitmaps *b = s->bitmaps;
+    gboolean mark = FALSE;
+
+    if (!b || !b->mark_in_use) {
         return;
     }
-    /* Now writable: the stored bitmaps are in use again. */
+    b->mark_in_use = FALSE;
+    if (!s->writable || !s->h.has_bitmaps_ext) {
+        return;
+    }
     for (guint i = 0; i < b->old->len; i++) {
         BitmapEntry *e = b->old->pdata[i];
         if (!(e->flags & BME_FLAG_IN_USE)) {

@@ -66,7 +66,7 @@ const BdSchemaField bd_qcow2_create_options[] = {
     { "version", &version_type, TRUE, C(version),
       .def.i = QCOW2_VERSION_V3 },
     { "backing-file", &bd_schema_str, TRUE, C(backing_file) },
-    { "backing-fmt", &bd_schema_str, TRUE, C(backing_fmt) },
+    { "backing-fmt", &bd_blockdev_driver_enum, TRUE, C(backing_fmt) },
     { "encrypt", &bd_schema_any, TRUE, C(encrypt) },
     { "cluster-size", &bd_schema_size, TRUE, C(cluster_size),
       .def.u = 65536 },

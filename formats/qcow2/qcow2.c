@@ -24,6 +24,7 @@
 #include "formats/qcow2/backing.h"
 #include "formats/qcow2/qcow2.h"
 #include "formats/filename.h"
+#include "formats/json-filename.h"
 #include "formats/registry.h"
 #include "formats/qcow2/create-qapi.h"
 
@@ -464,13 +465,13 @@ static gboolean open_backing(BdNode *node, Qcow2State *s,
     g_autoptr(GVariant) ref = NULL;
 
     if (o->has_backing) {
+        s->auto_backing_file = g_strdup(s->h.backing_file);
         return bd_node_open_child(node, o->backing, "backing", BD_CHILD_COW,
                                   TRUE, errp) != NULL || !errp || !*errp;
     }
     if (!s->h.backing_file) {
         return TRUE;
     }
-    s->backing_from_header = TRUE;
     /* A relative name is taken from the image's own directory, as QEMU. */
     if (s->file->node->filename) {
         dir = g_path_get_dirname(s->file->node->filename);
@@ -492,6 +493,7 @@ static gboolean open_backing(BdNode *node, Qcow2State *s,
         !bd_formats_filename_is_remote(s->h.backing_file)) {
         bd_formats_raw_set_probed(backing->node);
     }
+    s->auto_backing_file = g_strdup(bd_node_backing(node)->filename);
     return TRUE;
 }
 
@@ -531,6 +533,7 @@ static void qcow2_close(BdNode *node)
     g_free(s->reftable);
     qcow2_snapshots_free(s);
     qcow2_header_clear(&s->h);
+    g_free(s->auto_backing_file);
     if (s->inflight) {
         g_ptr_array_unref(s->inflight);
     }
@@ -723,6 +726,13 @@ static void qcow2_reopen_commit(BdReopenState *state)
     state->opaque = NULL;
 }
 
+static void qcow2_reopen_commit_post(BdReopenState *state)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    qcow2_bitmaps_reopen_commit_post(state->node->opaque);
+}
+
 static void qcow2_reopen_abort(BdReopenState *state)
 {
     BD_GLOBAL_STATE_CODE();
@@ -741,6 +751,54 @@ static gboolean qcow2_has_default_backing(BdNode *node)
 }
 
 /* --- queries --- */
+
+static gboolean qcow2_backing_overridden(BdNode *node)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    Qcow2State *s = node->opaque;
+    BdNode *backing = bd_node_backing(node);
+
+    if (backing) {
+        return g_strcmp0(s->auto_backing_file ? s->auto_backing_file : "",
+                         backing->filename) != 0;
+    }
+    return s->auto_backing_file && s->auto_backing_file[0];
+}
+
+static char *qcow2_query_filename(BdNode *node)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    Qcow2State *s = node->opaque;
+
+    return qcow2_backing_overridden(node) ||
+           !bd_formats_child_name_passes(s->file->node)
+           ? bd_formats_json_filename(node) : NULL;
+}
+
+/* QEMU's bdrv_get_full_backing_filename(): the header's name taken from
+ * the directory of the image file unless it is absolute or has a
+ * protocol prefix; NULL when that directory is unknown. */
+static char *qcow2_full_backing_filename(Qcow2State *s)
+{
+    const char *name = s->h.backing_file;
+    const char *colon = strchr(name, ':');
+    const char *slash = strchr(name, '/');
+    const char *file = s->file ? s->file->node->filename : NULL;
+    const char *last;
+
+    if (g_path_is_absolute(name) || (colon && (!slash || colon < slash))) {
+        return g_strdup(name);
+    }
+    if (!file || g_str_has_prefix(file, "json:")) {
+        return NULL;
+    }
+    last = strrchr(file, '/');
+    return last ? g_strdup_printf("%.*s%s", (int)(last - file + 1), file,
+                                  name)
+                : g_strdup(name);
+}
 
 static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
 {
@@ -778,13 +836,16 @@ static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
                           (gint64)s->cluster_size);
     g_variant_dict_insert(image, "dirty-flag", "b",
                           !!(s->h.incompatible & QCOW2_INCOMPAT_DIRTY));
-    /* As QEMU: the name as the header has it, and where it led. */
-    if (s->h.backing_file && bd_node_backing(node) &&
-        s->backing_from_header) {
+    /* As QEMU: the name as the header has it and where it leads from
+     * the image's directory, whatever backing node is attached. */
+    if (s->h.backing_file) {
+        g_autofree char *full = qcow2_full_backing_filename(s);
+
         g_variant_dict_insert(image, "backing-filename", "s",
                               s->h.backing_file);
-        g_variant_dict_insert(image, "full-backing-filename", "s",
-                              bd_node_backing(node)->filename);
+        if (full) {
+            g_variant_dict_insert(image, "full-backing-filename", "s", full);
+        }
     }
     if (s->h.backing_format) {
         g_variant_dict_insert(image, "backing-filename-format", "s",
@@ -840,8 +901,11 @@ const BdDriver bd_qcow2_driver = {
     .supported_write_flags = BD_REQ_WRITE_COMPRESSED,
     .reopen_prepare = qcow2_reopen_prepare,
     .reopen_commit = qcow2_reopen_commit,
+    .reopen_commit_post = qcow2_reopen_commit_post,
     .reopen_abort = qcow2_reopen_abort,
     .has_default_backing = qcow2_has_default_backing,
+    .backing_overridden = qcow2_backing_overridden,
+    .query_filename = qcow2_query_filename,
     .change_backing_file = bd_qcow2_change_backing_file,
     .open = qcow2_open,
     .close = qcow2_close,

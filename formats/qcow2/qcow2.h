@@ -163,6 +163,10 @@ struct Qcow2State {
     /* The backing child came from the header, not the 'backing' option
      * (at open; queries show backing-filename then, as QEMU). */
     gboolean backing_from_header;
+    /* QEMU's auto_backing_file: the backing's file name when it was
+     * opened from the header, else the header's name (NULL: none);
+     * updated when the header's name changes.  Main thread. */
+    char *auto_backing_file;
     gboolean corrupt;          /* found inconsistent: no more writes */
     gboolean lazy_refcounts;
     gboolean pass_discard[3];  /* request, snapshot, other */
@@ -318,6 +322,7 @@ void qcow2_bitmaps_close(Qcow2State *s);
 gboolean qcow2_bitmaps_reopen_prepare(Qcow2State *s, gboolean writable,
                                       GError **errp);
 void qcow2_bitmaps_reopen_commit(Qcow2State *s, gboolean was_writable);
+void qcow2_bitmaps_reopen_commit_post(Qcow2State *s);
 /* Register qcow2's can_store/remove with graph/bitmap.c. */
 void qcow2_bitmaps_register(void);
 

@@ -494,6 +494,61 @@ def test_drive_backup():
         compare(t, env.d.path('pit.raw'))
 
 
+def test_nodes_of_a_mirror_are_busy():
+    """A backup from or to a node a mirror holds is refused with QEMU's
+    op-blocker text, before the size check (found by tests/diff)."""
+    with Env() as env:
+        env.create_target('mtgt', env.d.path('mtgt.qcow2'))
+        env.create_target('other', env.d.path('other.qcow2'))
+        env.q.execute('blockdev-mirror', {'job-id': 'm', 'device': 'drive0', 'target': 'mtgt',
+                                          'sync': 'full'})
+        env.q.wait_event('BLOCK_JOB_READY', 60)
+        busy = "Node '%s' is busy: block device is in use by block job: mirror"
+        for dev, tgt, node in (('other', 'mtgt', 'mtgt'), ('mtgt', 'other', 'mtgt'),
+                               ('drive0', 'other', 'drive0')):
+            e = env.q.error('blockdev-backup', {'job-id': 'b', 'device': dev, 'target': tgt,
+                                                'sync': 'full'})
+            bt.assert_eq(e['desc'], busy % node, 'backup %s -> %s' % (dev, tgt))
+        # drive-backup checks before creating its target image.
+        new = env.d.path('new.qcow2')
+        e = env.q.error('drive-backup', {'job-id': 'b', 'device': 'drive0', 'target': new,
+                                         'format': 'qcow2', 'sync': 'full'})
+        bt.assert_eq(e['desc'], busy % 'drive0', 'drive-backup of a mirror source')
+        bt.assert_eq(os.path.exists(new), False, 'no target created')
+        env.q.execute('block-job-cancel', {'device': 'm'})
+        env.run_job('m')
+        env.q.execute('blockdev-backup', {'job-id': 'b', 'device': 'drive0', 'target': 'other',
+                                          'sync': 'full'})
+        env.run_job('b')
+
+
+def test_backup_target_is_busy():
+    """A backup holds its target as QEMU's job blocker does: another job
+    on it is refused until the backup is gone; its source stays free for
+    a second backup (found by tests/diff)."""
+    with Env() as env:
+        env.create_target('t1', env.d.path('t1.qcow2'))
+        env.create_target('t2', env.d.path('t2.qcow2'))
+        env.q.execute('blockdev-backup', {'job-id': 'b1', 'device': 'drive0', 'target': 't1',
+                                          'sync': 'full', 'auto-finalize': False})
+        env.q.wait_event('BLOCK_JOB_PENDING', 60)
+        busy = "Node 't1' is busy: block device is in use by block job: backup"
+        e = env.q.error('blockdev-mirror', {'job-id': 'm', 'device': 't2', 'target': 't1',
+                                            'sync': 'full'})
+        bt.assert_eq(e['desc'], busy, 'mirror onto a backup target')
+        e = env.q.error('blockdev-backup', {'job-id': 'b2', 'device': 't1', 'target': 't2',
+                                            'sync': 'full'})
+        bt.assert_eq(e['desc'], busy, 'backup from a backup target')
+        env.q.execute('blockdev-backup', {'job-id': 'b2', 'device': 'drive0', 'target': 't2',
+                                          'sync': 'full'})
+        env.run_job('b2')
+        env.q.execute('job-finalize', {'id': 'b1'})
+        env.run_job('b1')
+        env.q.execute('blockdev-backup', {'job-id': 'b3', 'device': 't1', 'target': 't2',
+                                          'sync': 'full'})
+        env.run_job('b3')
+
+
 def test_cbw_blockdev_add():
     """A copy-before-write node added by hand (with a bitmap limiting what
     is copied) saves old data of the bitmap's clusters only."""

@@ -4,12 +4,13 @@
 messages, block-export-del safe/hard with a client connected,
 BLOCK_EXPORT_DELETED, query-named-block-nodes and query-block-exports."""
 
+import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blockd_test import (assert_eq, assert_in, main, make_image, require_nbd,  # noqa: E402
-                         start_daemon, tests_of)
+                         run, start_daemon, tests_of)
 
 
 def _qmp_daemon():
@@ -205,6 +206,200 @@ def test_query_named_block_nodes_flat():
         for n in flat:
             assert_eq('backing-image' in n['image'], False, 'no backing-image when flat')
         assert_eq(len(full), len(flat), 'same node count')
+
+
+def test_flat_backing_file_depth():
+    """flat=true shows no backing images, and backing_file_depth counts
+    the ones shown: 0, as QEMU (found by tests/diff)."""
+    with _qmp_daemon() as d:
+        base = make_image(d.path('base.raw'), 1 << 20)
+        top = d.path('top.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw', top, '1M'])
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
+                                   'file': {'driver': 'file', 'filename': top}})
+        depth = {n['node-name']: n['backing_file_depth']
+                 for n in q.execute('query-named-block-nodes')}
+        flat = {n['node-name']: n['backing_file_depth']
+                for n in q.execute('query-named-block-nodes', {'flat': True})}
+        assert_eq(depth['top'], 1, 'depth of top')
+        assert_eq(flat['top'], 0, 'depth of top when flat')
+
+
+def test_backing_info_through_filters_and_explicit_backing():
+    """QEMU's view: the backing file name as the header records it (with
+    the full name beside it) whatever backing node is attached, none for
+    a filter; a filter's filtered child counts as a backing image and
+    shows the image's cluster size (found by tests/diff)."""
+    with _qmp_daemon() as d:
+        base = d.path('base.qcow2')
+        top = d.path('top.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '1M'])
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2',
+             top, '1M'])
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'base',
+                                   'file': {'driver': 'file', 'filename': base}})
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top', 'backing': 'base',
+                                   'file': {'driver': 'file', 'filename': top}})
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'alone', 'backing': None,
+                                   'read-only': True,
+                                   'file': {'driver': 'file', 'filename': top,
+                                            'locking': 'off'}})
+        q.execute('object-add', {'qom-type': 'throttle-group', 'id': 'tg'})
+        q.execute('blockdev-add', {'driver': 'throttle', 'node-name': 'thr',
+                                   'throttle-group': 'tg', 'file': 'top'})
+        nodes = {n['node-name']: n for n in q.execute('query-named-block-nodes')}
+        for name in ('top', 'alone'):
+            image = nodes[name]['image']
+            assert_eq(image['backing-filename'], 'base.qcow2', '%s backing-filename' % name)
+            assert_eq(image['full-backing-filename'], base, '%s full-backing-filename' % name)
+        assert_eq(nodes['top']['backing_file'], base, 'backing_file of top')
+        assert_eq('backing_file' in nodes['alone'], False, 'no backing node, no backing_file')
+        thr = nodes['thr']
+        assert_eq(thr['backing_file_depth'], 2, 'depth through the filter')
+        assert_eq('backing_file' in thr, False, 'a filter has no backing file')
+        assert_eq('backing-filename' in thr['image'], False, 'nor a backing-filename')
+        assert_eq(thr['image']['cluster-size'], 65536, "the filtered image's cluster size")
+        assert_eq(thr['image']['backing-image']['format'], 'qcow2', 'the filtered image below')
+        assert_eq(thr['image']['backing-image']['backing-image']['filename'], base,
+                  'then its backing image')
+
+
+def test_in_use_and_root_checks():
+    """QEMU's op blockers and root checks (found by tests/diff):
+    block_resize of a backing node or of a node a job holds is refused
+    ('Device ... is in use', "(null)" when only node-name is given);
+    change-backing-file and internal snapshots want a root node, which a
+    node under another node or held by a job is not."""
+    with _qmp_daemon() as d:
+        base = d.path('base.qcow2')
+        top = d.path('top.qcow2')
+        tgt = d.path('tgt.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '1M'])
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top, '1M'])
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', tgt, '1M'])
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'base',
+                                   'file': {'driver': 'file', 'filename': base}})
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top', 'backing': 'base',
+                                   'file': {'driver': 'file', 'node-name': 'top-file',
+                                            'filename': top}})
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
+                                   'file': {'driver': 'file', 'filename': tgt}})
+        e = q.error('block_resize', {'node-name': 'base', 'size': 2 << 20})
+        assert_eq(e['desc'], "Device '(null)' is in use", 'resize of a backing node')
+        e = q.error('change-backing-file', {'device': 'top-file', 'image-node-name': 'top',
+                                            'backing-file': 'x'})
+        assert_eq(e['desc'], 'Need a root block node', 'change-backing-file under a node')
+        q.execute('blockdev-mirror', {'job-id': 'm', 'device': 'top', 'target': 'tgt',
+                                      'sync': 'top'})
+        q.wait_event('BLOCK_JOB_READY', 60)
+        e = q.error('block_resize', {'node-name': 'tgt', 'size': 2 << 20})
+        assert_eq(e['desc'], "Device '(null)' is in use", 'resize of a mirror target')
+        for cmd, args in (('blockdev-snapshot-internal-sync', {'device': 'tgt', 'name': 's'}),
+                          ('blockdev-snapshot-delete-internal-sync',
+                           {'device': 'tgt', 'name': 's'}),
+                          ('change-backing-file', {'device': 'top', 'image-node-name': 'top',
+                                                   'backing-file': 'x'}),
+                          ('blockdev-mirror', {'job-id': 'm2', 'device': 'tgt',
+                                               'target': 'base', 'sync': 'full'})):
+            e = q.error(cmd, args)
+            assert_eq(e['desc'], 'Need a root block node', '%s under a job' % cmd)
+        q.execute('block-job-cancel', {'device': 'm'})
+        q.wait_event('BLOCK_JOB_COMPLETED', 60)
+        q.execute('blockdev-snapshot-internal-sync', {'device': 'tgt', 'name': 's'})
+
+
+def test_new_image_with_backing_needs_a_format_for_it():
+    """drive-backup/drive-mirror sync=top create their target with the
+    source's backing file: a raw target is refused before any file is
+    made, with QEMU's bdrv_img_create text (found by tests/diff)."""
+    with _qmp_daemon() as d:
+        base = d.path('base.qcow2')
+        top = d.path('top.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '1M'])
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top, '1M'])
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
+                                   'file': {'driver': 'file', 'filename': top}})
+        for cmd in ('drive-backup', 'drive-mirror'):
+            target = d.path('%s.raw' % cmd)
+            e = q.error(cmd, {'job-id': 'j', 'device': 'top', 'target': target,
+                              'format': 'raw', 'sync': 'top'})
+            assert_eq(e['desc'], "Backing file not supported for file format 'raw'", cmd)
+            assert_eq(os.path.exists(target), False, '%s: no target left' % cmd)
+
+
+def test_change_backing_file_under_backup_filter():
+    """change-backing-file while a backup's copy-before-write filter sits
+    between the image and its backing node writes the backing image's
+    format, not the filter's name, which would leave a header QEMU cannot
+    open (found by tests/diff)."""
+    with _qmp_daemon() as d:
+        base = d.path('base.qcow2')
+        top = d.path('top.qcow2')
+        tgt = d.path('tgt.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '1M'])
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top, '1M'])
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', tgt, '1M'])
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'base',
+                                   'file': {'driver': 'file', 'filename': base}})
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top', 'backing': 'base',
+                                   'file': {'driver': 'file', 'filename': top}})
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
+                                   'file': {'driver': 'file', 'filename': tgt}})
+        q.execute('blockdev-backup', {'job-id': 'b', 'device': 'base', 'target': 'tgt',
+                                      'sync': 'full', 'auto-finalize': False})
+        q.wait_event('BLOCK_JOB_PENDING', 60)
+        q.execute('change-backing-file', {'device': 'top', 'image-node-name': 'top',
+                                          'backing-file': base})
+        q.execute('job-finalize', {'id': 'b'})
+        q.wait_event('BLOCK_JOB_COMPLETED', 60)
+        q.execute('blockdev-del', {'node-name': 'top'})
+        info = json.loads(run(['qemu-img', 'info', '-U', '--output=json', top]).stdout)
+        assert_eq(info.get('backing-filename-format'), 'qcow2', 'backing format written')
+        assert_eq(info.get('backing-filename'), base, 'backing file written')
+
+
+def test_file_empty_filename():
+    """An empty file name is refused as QEMU's file driver refuses it."""
+    with _qmp_daemon() as d:
+        q = d.qmp()
+        e = q.error('blockdev-add', {'driver': 'file', 'node-name': 'f', 'filename': ''})
+        assert_eq(e['desc'], "The 'file' block driver requires a file name", 'empty filename')
+        d.assert_alive()
+
+
+def test_resize_beyond_max_length():
+    """block_resize past QEMU's largest image size (INT64_MAX aligned down
+    to 1 GiB) is refused with QEMU's text before touching the file."""
+    with _qmp_daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20)
+        q = d.qmp()
+        _add_raw(q, img)
+        for size in ((1 << 63) - 1, (1 << 63) - (1 << 30) + 1):
+            e = q.error('block_resize', {'node-name': 'r', 'size': size})
+            assert_eq(e['desc'], 'offset(%d) exceeds maximum(9223372035781033984)' % size,
+                      'resize to %d' % size)
+        q.execute('block_resize', {'node-name': 'r', 'size': 2 << 20})
+        assert_eq(os.path.getsize(img), 2 << 20, 'resized')
+        # The resize permission comes first, then read-only (QEMU's order;
+        # found by tests/diff): a read-only node whose file another user
+        # keeps from resizing reports that conflict.
+        _export(q, d, node='f', writable=False)
+        q.execute('blockdev-reopen', {'options': [{'driver': 'raw', 'node-name': 'r',
+                                                   'file': 'f', 'read-only': True}]})
+        e = q.error('block_resize', {'node-name': 'r', 'size': 4 << 20})
+        assert_eq(e['desc'], "Permission conflict on node 'f': permissions 'resize' are both "
+                             "required by node 'r' (uses node 'f' as 'file' child) and "
+                             "unshared by an unnamed block device (uses node 'f' as 'root' "
+                             "child).", 'conflict before read-only')
+        q.execute('block-export-del', {'id': 'e'})
+        q.wait_event('BLOCK_EXPORT_DELETED')
+        e = q.error('block_resize', {'node-name': 'r', 'size': 4 << 20})
+        assert_eq(e['desc'], 'Image is read-only', 'then read-only')
 
 
 def test_query_named_block_nodes_read_only_and_options():

@@ -294,8 +294,7 @@ def test_speed_pause_resume():
         # Paused in ready: standby, and back.
         e.q.execute('job-pause', {'id': 'm0'})
         bt.wait_for(lambda: e.job()['status'] == 'standby', 30, 'standby')
-        # (QEMU 7.2 accepts job-complete in standby; blockd's verb table
-        # refuses it - left to the job framework, not tested here.)
+        # (job-complete in standby: test_job_compat.py.)
         e.q.execute('job-resume', {'id': 'm0'})
         bt.wait_for(lambda: e.job()['status'] == 'ready', 30, 'ready again')
         e.q.execute('job-complete', {'id': 'm0'})

@@ -43,6 +43,25 @@ def test_add_defaults_and_io():
         q, img = start(d)
         err = q.error('nbd-server-add', {'device': 'disk'})
         assert_eq(err['desc'], 'NBD server not running', 'without a server')
+        # The device is looked up first, as QEMU (found by tests/diff).
+        err = q.error('nbd-server-add', {'device': 'nope'})
+        assert_eq(err['desc'], "Cannot find device='nope' nor node-name='nope'",
+                  'unknown device without a server')
+        # The node is taken (sharing everything) before the server is
+        # checked; a conflict is the one QEMU names first.
+        q.execute('blockdev-add', {'driver': 'file', 'node-name': 'f2', 'filename': img,
+                                   'locking': 'off'})
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'q2', 'file': 'f2',
+                                   'read-only': True})
+        err = q.error('nbd-server-add', {'device': 'f2'})
+        assert_eq(err['desc'], 'NBD server not running', 'read-only export of a file node')
+        err = q.error('nbd-server-add', {'device': 'f2', 'writable': True})
+        assert_eq(err['desc'], "Permission conflict on node 'f2': permissions 'write' are "
+                               "both required by an unnamed block device (uses node 'f2' as "
+                               "'root' child) and unshared by node 'q2' (uses node 'f2' as "
+                               "'file' child).", 'writable export under a format node')
+        q.execute('blockdev-del', {'node-name': 'q2'})
+        q.execute('blockdev-del', {'node-name': 'f2'})
         q.execute('nbd-server-start', {'addr': {'type': 'unix',
                                                 'data': {'path': d.nbd_sock}}})
         q.execute('block-dirty-bitmap-add', {'node': 'disk', 'name': 'b0'})

@@ -119,6 +119,30 @@ def test_backing_chain_three_levels():
         run(['qemu-img', 'compare', top, ref])
 
 
+def test_create_backing_fmt_is_a_driver():
+    """blockdev-create's qcow2 backing-fmt is a BlockdevDriver, checked
+    when the command is given, as QEMU's (found by tests/diff)."""
+    with Daemon() as d:
+        d.start()
+        q = d.qmp()
+        base = d.path('base.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '1M'])
+        img = d.path('new.qcow2')
+        open(img, 'w').close()
+        q.execute('blockdev-add', {'driver': 'file', 'node-name': 'f', 'filename': img})
+        opts = {'driver': 'qcow2', 'file': 'f', 'size': MiB, 'backing-file': base,
+                'backing-fmt': 'nope'}
+        e = q.error('blockdev-create', {'job-id': 'c', 'options': opts})
+        assert_eq(e['desc'], "Parameter 'backing-fmt' does not accept value 'nope'", 'bad fmt')
+        assert_eq(q.execute('query-jobs'), [], 'no job made')
+        opts['backing-fmt'] = 'qcow2'
+        q.execute('blockdev-create', {'job-id': 'c', 'options': opts})
+        run_ = q.run_job('c')
+        assert_eq(run_.error, None, 'created')
+        info = json.loads(run(['qemu-img', 'info', '-U', '--output=json', img]).stdout)
+        assert_eq(info.get('backing-filename-format'), 'qcow2', 'backing format written')
+
+
 def test_backing_null_option():
     """backing=null opens the image alone: unallocated clusters read zero."""
     require_tool('qemu-img', 'qemu-io')

@@ -456,6 +456,29 @@ def test_open_failure_message():
         assert_eq(q.execute('query-named-block-nodes'), [], 'no node left after failed add')
 
 
+def test_uint64_range():
+    """Integers up to UINT64_MAX reach uint64 members exactly as QEMU's
+    parser keeps them; 2^64 is out of range, and a uint32 member names
+    its own type (found by tests/diff)."""
+    with _daemon() as d:
+        img = make_image(d.path('a.raw'), 1 << 20)
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'file', 'node-name': 'f', 'filename': img})
+        q.execute('block-set-write-threshold', {'node-name': 'f',
+                                                'write-threshold': (1 << 64) - 1})
+        q.execute('block-set-write-threshold', {'node-name': 'f',
+                                                'write-threshold': (1 << 63) + 1})
+        e = q.error('block-set-write-threshold', {'node-name': 'f', 'write-threshold': 1 << 64})
+        assert_eq(e['desc'], "Parameter 'write-threshold' expects uint64", '2^64')
+        e = q.error('block-set-write-threshold', {'node-name': 'f',
+                                                  'write-threshold': (1 << 64) + 1})
+        assert_eq(e['desc'], "Parameter 'write-threshold' expects uint64", '2^64 + 1')
+        for g in ((1 << 64) - 1, 1 << 63, 1 << 33, -1):
+            e = q.error('block-dirty-bitmap-add', {'node': 'f', 'name': 'b', 'granularity': g})
+            assert_eq(e['desc'], "Parameter 'granularity' expects uint32_t", 'granularity %d' % g)
+        _still_serves(d, q)
+
+
 def test_query_commands_lists_implemented():
     with _daemon() as d:
         q = d.qmp()
@@ -475,6 +498,26 @@ def test_query_qmp_schema():
             assert_in(n, cmds, 'schema commands')
         events = {e['name'] for e in schema if e.get('meta-type') == 'event'}
         assert_in('BLOCK_EXPORT_DELETED', events, 'schema events')
+        # Command features as QEMU 7.2's (found by tests/diff).
+        features = {e['name']: e.get('features') for e in schema
+                    if e.get('meta-type') == 'command'}
+        for name, want in (('x-blockdev-amend', ['unstable']),
+                           ('x-debug-query-block-graph', ['unstable']),
+                           ('drive-backup', ['deprecated']),
+                           ('nbd-server-add', ['deprecated']),
+                           ('blockdev-snapshot', ['allow-write-only-overlay']),
+                           ('blockdev-add', None)):
+            assert_eq(features[name], want, 'features of %s' % name)
+        # query-named-block-nodes' return type lists what it returns.
+        types = {e['name']: e for e in schema}
+        ret = types[types[[e for e in schema if e.get('name') == 'query-named-block-nodes']
+                          [0]['ret-type']]['element-type']]
+        members = {m['name']: m['type'] for m in ret['members']}
+        assert_in('dirty-bitmaps', members, 'BlockDeviceInfo members')
+        image = {m['name'] for m in types[members['image']]['members']}
+        for m in ('cluster-size', 'dirty-flag', 'backing-image', 'full-backing-filename',
+                  'backing-filename-format'):
+            assert_in(m, image, 'ImageInfo members')
         if not is_reference():
             names = {c['name'] for c in q.execute('query-commands')}
             assert_eq(cmds, names, 'schema describes exactly the implemented commands')

@@ -69,6 +69,25 @@ def test_qom_list_tree():
         _err(q, 'qom-list', {}, "Parameter 'path' is missing")
 
 
+def test_qom_path_ambiguous():
+    """A partial path matching more than one object is ambiguous for
+    qom-list, as in QEMU: the empty one, and an id both an object's and a
+    chardev's; qom-get and qom-set do not find it (found by tests/diff)."""
+    with _daemon() as d:
+        q = d.qmp()
+        _err(q, 'qom-list', {'path': ''}, "Path '' is ambiguous")
+        q.execute('chardev-add', {'id': 'tg0', 'backend': {'type': 'ringbuf',
+                                                           'data': {'size': 1024}}})
+        _err(q, 'qom-list', {'path': 'tg0'}, "Path 'tg0' is ambiguous")
+        _err(q, 'qom-get', {'path': 'tg0', 'property': 'limits'}, "Device 'tg0' not found",
+             'DeviceNotFound')
+        _err(q, 'qom-set', {'path': '', 'property': 'limits', 'value': {}},
+             "Device '' not found", 'DeviceNotFound')
+        assert_in('limits', _props(q.execute('qom-list', {'path': '/objects/tg0'})),
+                  'the full path still resolves')
+        _err(q, 'qom-list', {'path': 'nope'}, "Device 'nope' not found", 'DeviceNotFound')
+
+
 def test_qom_get():
     with _daemon() as d:
         q = d.qmp()

@@ -151,6 +151,21 @@ def test_object_add_errors():
                                    'limits': {'iops-total': 5, 'iops-read': 3}})
         assert_eq(e['desc'], 'bps/iops/max total values and read/write values cannot be used '
                              'at the same time', 'bad limits for a taken id')
+        # QEMU sets the properties in its QDict's order, checking 'limits'
+        # as a whole when it is set: an x-* value set after it is checked
+        # only after the id (found by tests/diff).
+        bad = 'bps/iops/max values must be within [0, 1000000000000000]'
+        taken = "attempt to add duplicate property 'taken' to object (type 'container')"
+        for prop, msg in (('x-bps-read', taken), ('x-iops-total-max', taken),
+                          ('x-iops-total', bad)):
+            value = 5 if prop == 'x-bps-read' else 10 ** 16
+            e = q.error('object-add', {'qom-type': 'throttle-group', 'id': 'taken',
+                                       'limits': {'bps-total': 1000}, prop: value})
+            assert_eq(e['desc'], msg,
+                      '%s with limits for a taken id' % prop)
+        e = q.error('object-add', {'qom-type': 'throttle-group', 'id': 'g',
+                                   'limits': {'bps-total': 1000}, 'x-iops-total-max': 10 ** 16})
+        assert_eq(e['desc'], bad, 'x-* out of range, id free')
         # Nothing half-created: the id is still free, and a valid full
         # configuration with bursts and iops-size is accepted.
         _group(q, 'g', **{'iops-total': 100, 'iops-total-max': 200, 'iops-total-max-length': 3,

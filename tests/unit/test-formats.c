@@ -712,6 +712,10 @@ static void test_probe(void)
     g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "vpc");
     g_assert_cmpstr(bd_formats_probe_buf(buf, 7), ==, "raw");
     memset(buf, 0, 512);
+    memcpy(buf, "QED", 4);
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "qed");
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 63), ==, "raw");
+    memset(buf, 0, 512);
     memcpy(buf, "LUKS\xba\xbe", 6);
     g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "luks");
     g_assert_cmpstr(bd_formats_probe_buf(buf, 5), ==, "raw");

@@ -104,11 +104,74 @@ static void test_threads(void)
     bd_io_stats_destroy(&s);
 }
 
+/* The fixed buckets: latency L lands in the first i with
+ * L <= 1000 * 2^i ns; the last bucket takes everything longer. */
+static void test_fixed_buckets(void)
+{
+    static const struct { int64_t ns; int bucket; } cases[] = {
+        { 0, 0 }, { 1, 0 }, { 1000, 0 }, { 1001, 1 }, { 2000, 1 },
+        { 2001, 2 }, { 4000, 2 }, { 1000000, 10 }, { 1024000, 10 },
+        { 1024001, 11 }, { (int64_t)1000 << 25, 25 },
+        { ((int64_t)1000 << 25) + 1, BD_LAT_BUCKETS - 1 },
+        { (int64_t)3600 * 1000000000, BD_LAT_BUCKETS - 1 },
+    };
+
+    for (guint c = 0; c < G_N_ELEMENTS(cases); c++) {
+        BdIoStats s, r;
+        int64_t start;
+
+        bd_io_stats_init(&s);
+        /* done() takes the time itself: start 'ns' before now, so the
+         * latency is at least 'ns' and, on a sane machine, less than a
+         * bucket boundary more -- checked against the bucket and the
+         * one above. */
+        start = bd_io_stats_now() - cases[c].ns;
+        bd_io_stats_done(&s, BD_ACCT_ZERO, 512, start, 0);
+        bd_io_stats_read(&s, &r);
+        if (r.lat[BD_ACCT_ZERO][cases[c].bucket] != 1) {
+            g_assert_cmpint(cases[c].bucket + 1, <, BD_LAT_BUCKETS);
+            g_assert_cmpuint(r.lat[BD_ACCT_ZERO][cases[c].bucket + 1], ==, 1);
+        }
+        g_assert_cmpuint(r.ops[BD_ACCT_ZERO], ==, 1);
+        g_assert_cmpuint(r.bytes[BD_ACCT_ZERO], ==, 512);
+        bd_io_stats_destroy(&s);
+    }
+    g_assert_cmpuint(BD_LAT_BUCKET_NS(25), ==, UINT64_C(33554432000));
+}
+
+/* begin/end: in flight while running; -EAGAIN and -ENOTSUP are not
+ * counted (the caller takes another way), errors are. */
+static void test_begin_end(void)
+{
+    BdIoStats s, r;
+    int64_t start;
+
+    bd_io_stats_init(&s);
+    start = bd_io_stats_begin(&s);
+    bd_io_stats_read(&s, &r);
+    g_assert_cmpuint(r.in_flight, ==, 1);
+    bd_io_stats_end(&s, BD_ACCT_READ, 4096, start, -EAGAIN);
+    start = bd_io_stats_begin(&s);
+    bd_io_stats_end(&s, BD_ACCT_READ, 4096, start, -ENOTSUP);
+    start = bd_io_stats_begin(&s);
+    bd_io_stats_end(&s, BD_ACCT_READ, 4096, start, -EIO);
+    start = bd_io_stats_begin(&s);
+    bd_io_stats_end(&s, BD_ACCT_READ, 4096, start, 0);
+    bd_io_stats_read(&s, &r);
+    g_assert_cmpuint(r.in_flight, ==, 0);
+    g_assert_cmpuint(r.ops[BD_ACCT_READ], ==, 1);
+    g_assert_cmpuint(r.failed[BD_ACCT_READ], ==, 1);
+    g_assert_cmpuint(r.bytes[BD_ACCT_READ], ==, 4096);
+    bd_io_stats_destroy(&s);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/stats/done-failed-invalid", test_done_failed_invalid);
     g_test_add_func("/stats/histogram", test_histogram);
     g_test_add_func("/stats/threads", test_threads);
+    g_test_add_func("/stats/fixed-buckets", test_fixed_buckets);
+    g_test_add_func("/stats/begin-end", test_begin_end);
     return g_test_run();
 }

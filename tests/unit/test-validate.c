@@ -240,6 +240,20 @@ static void test_ranges(void)
     JSON(&cmd, "{\"max\": \"1\"}", "ERR Parameter 'max' expects uint64");
     /* uint64 takes negative numbers, as QEMU does. */
     JSON(&cmd, "{\"count\": -1}", "{'count': <uint64 18446744073709551615>}");
+    /* Up to UINT64_MAX as QEMU's parser keeps it; 2^64 and past are out
+     * of range (doubles, in QEMU). */
+    JSON(&cmd, "{\"count\": 9223372036854775808}",
+         "{'count': <uint64 9223372036854775808>}");
+    JSON(&cmd, "{\"count\": 18446744073709551615}",
+         "{'count': <uint64 18446744073709551615>}");
+    JSON(&cmd, "{\"count\": 18446744073709551616}",
+         "ERR Parameter 'count' expects uint64");
+    JSON(&cmd, "{\"count\": 18446744073709551617}",
+         "ERR Parameter 'count' expects uint64");
+    JSON(&cmd, "{\"count\": 100000000000000000000}",
+         "ERR Parameter 'count' expects uint64");
+    JSON(&cmd, "{\"max\": 18446744073709551615}",
+         "ERR Parameter 'max' expects uint32_t");
 }
 
 static void test_keyval(void)

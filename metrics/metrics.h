@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: MIT */
+/* The metrics endpoint: GET /metrics in the Prometheus text exposition
+ * format (version 0.0.4), served by libsoup 3 on the main loop.
+ *
+ * The figures are the lock-free counters the I/O path keeps (nodes:
+ * graph/io.c, exports: BdExport.stats, NBD clients: export-nbd/) and
+ * the state the main thread owns (jobs, dirty bitmaps); a scrape reads
+ * them on the main thread, so it sees the graph as QMP does, and the
+ * request path never waits for it.
+ *
+ * Thread model: everything here runs on the main thread (asserted).
+ */
+#ifndef BD_METRICS_METRICS_H
+#define BD_METRICS_METRICS_H
+
+#include <glib.h>
+#include "graph/socket-address.h"
+
+/* HTTPS: PEM files of the server's certificate and key, and with
+ * verify_peer the CA a client certificate must be signed by. */
+typedef struct {
+    const char *cert_file;
+    const char *key_file;
+    const char *ca_file;
+    gboolean verify_peer;
+} BdMetricsTls;
+
+/* Listen on a unix or inet address and serve, over TLS when 'tls' is
+ * not NULL.  Errors: "Metrics server already running", the socket's
+ * ("Failed to bind socket to ..."), the certificate's.  A unix socket
+ * file is removed again by bd_metrics_stop. */
+gboolean bd_metrics_start(const BdSocketAddress *addr,
+                          const BdMetricsTls *tls, GError **errp);
+/* Stop serving ("Metrics server not running"). */
+gboolean bd_metrics_stop(GError **errp);
+gboolean bd_metrics_running(void);
+
+/* The version blockd_build_info reports (the daemon's, with the git
+ * description); set once at start-up. */
+void bd_metrics_set_version(const char *version);
+
+/* The whole exposition text of one scrape. */
+GString *bd_metrics_collect(void);
+
+#endif

@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: MIT */
+/* The HTTP side of the metrics endpoint: a SoupServer (libsoup 3) on the
+ * main loop, listening on a socket made by graph/socket-address.c.
+ *
+ * libsoup parses the requests (and refuses malformed ones and oversized
+ * headers itself); this file answers GET/HEAD /metrics with the
+ * exposition text, other paths with 404 and other methods with 405.
+ * A scrape is built on the main thread in one go: it reads counters and
+ * lists, never waits on the I/O path, so it holds the loop for about a
+ * millisecond per few hundred series.
+ *
+ * Thread model: main thread only (libsoup runs in the thread-default
+ * main context of the thread that started it: the main loop's).
+ */
+
+
+#include <errno.h>
+#include <unistd.h>
+#include <gio/gio.h>
+#include <libsoup/soup.h>
+
+#include "graph/error.h"
+#include "graph/main-thread.h"
+#include "metrics/metrics.h"
+
+/* The text format version Prometheus negotiates by this type. */
+#define EXPOSITION_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+typedef struct {
+    SoupServer *soup;
+    char *unix_path;          /* removed on stop, or NULL */
+} MetricsServer;
+
+static MetricsServer *server;
+
+/* A client certificate (verify-peer): GIO has checked it against the CA
+ * and reports what is wrong; libsoup asks the message whether to go on
+ * even when nothing is, and refuses without an answer. */
+static gboolean accept_client_cert(SoupServerMessage *msg,
+                                   GTlsCertificate *cert,
+                                   GTlsCertificateFlags errors,
+                                   gpointer data)
+{
+    if (errors) {
+        g_debug("metrics: client certificate refused (GTlsCertificateFlags "
+                "0x%x)", errors);
+    }
+    return errors == 0;
+}
+
+/* A new request: its connection may still be in the TLS handshake. */
+static void request_started(SoupServer *soup, SoupServerMessage *msg,
+                            gpointer data)
+{
+    g_signal_connect(msg, "accept-certificate",
+                     G_CALLBACK(accept_client_cert), NULL);
+}
+
+static void handle(SoupServer *soup, SoupServerMessage *msg,
+                   const char *path, GHashTable *query, gpointer data)
+{
+    const char *method = soup_server_message_get_method(msg);
+    g_autoptr(GString) text = NULL;
+    gsize len;
+
+    if (g_strcmp0(path, "/metrics") != 0) {
+        soup_server_message_set_status(msg, SOUP_STATUS_NOT_FOUND, NULL);
+        soup_server_message_set_response(msg, "text/plain", SOUP_MEMORY_STATIC,
+                                         "Not Found: try /metrics\n", 24);
+        return;
+    }
+    if (method != SOUP_METHOD_GET && method != SOUP_METHOD_HEAD) {
+        soup_message_headers_append(
+            soup_server_message_get_response_headers(msg), "Allow",
+            "GET, HEAD");
+        soup_server_message_set_status(msg, SOUP_STATUS_METHOD_NOT_ALLOWED,
+                                       NULL);
+        return;
+    }
+    text = bd_metrics_collect();
+    len = text->len;
+    soup_server_message_set_status(msg, SOUP_STATUS_OK, NULL);
+    soup_server_message_set_response(msg, EXPOSITION_TYPE, SOUP_MEMORY_TAKE,
+                                     g_string_free(g_steal_pointer(&text),
+                                                   FALSE), len);
+}
+
+gboolean bd_metrics_running(void)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    return server != NULL;
+}
+
+/* The server's certificate (and the CA for client certificates). */
+static gboolean setup_tls(SoupServer *soup, const BdMetricsTls *tls,
+                          GError **errp)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GTlsCertificate) cert = NULL;
+    g_autoptr(GTlsDatabase) db = NULL;
+
+    cert = g_tls_certificate_new_from_files(tls->cert_file, tls->key_file,
+                                            &err);
+    if (!cert) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Metrics server: cannot load %s and %s: %s",
+                    tls->cert_file, tls->key_file, err->message);
+        return FALSE;
+    }
+    soup_server_set_tls_certificate(soup, cert);
+    if (tls->verify_peer) {
+        db = g_tls_file_database_new(tls->ca_file, &err);
+        if (!db) {
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "Metrics server: cannot load %s: %s", tls->ca_file,
+                        err->message);
+            return FALSE;
+        }
+        soup_server_set_tls_database(soup, db);
+        soup_server_set_tls_auth_mode(soup, G_TLS_AUTHENTICATION_REQUIRED);
+    }
+    return TRUE;
+}
+
+gboolean bd_metrics_start(const BdSocketAddress *addr,
+                          const BdMetricsTls *tls, GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GSocket) sock = NULL;
+    g_autoptr(SoupServer) soup = NULL;
+    int fd;
+
+    if (server) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Metrics server already running");
+        return FALSE;
+    }
+    /* The certificates before the socket: a bad one leaves no socket. */
+    soup = soup_server_new("server-header", "blockd ", NULL);
+    if (tls && !setup_tls(soup, tls, errp)) {
+        return FALSE;
+    }
+    fd = bd_socket_address_listen(addr, errp);
+    if (fd < 0) {
+        g_prefix_error(errp, "Metrics server: ");
+        return FALSE;
+    }
+    sock = g_socket_new_from_fd(fd, &err);
+    if (!sock) {
+        close(fd);
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Metrics server: %s", err->message);
+        return FALSE;
+    }
+    soup_server_add_handler(soup, NULL, handle, NULL, NULL);
+    if (tls && tls->verify_peer) {
+        g_signal_connect(soup, "request-started", G_CALLBACK(request_started),
+                         NULL);
+    }
+    if (!soup_server_listen_socket(soup, sock,
+                                   tls ? SOUP_SERVER_LISTEN_HTTPS : 0,
+                                   &err)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Metrics server: %s", err->message);
+        return FALSE;
+    }
+    server = g_new0(MetricsServer, 1);
+    server->soup = g_steal_pointer(&soup);
+    if (addr->type == BD_SOCKET_ADDRESS_UNIX) {
+        server->unix_path = g_strdup(addr->path);
+    }
+    g_debug("metrics server listening (%s%s)",
+            addr->type == BD_SOCKET_ADDRESS_UNIX ? addr->path : "inet",
+            tls ? ", TLS" : "");
+    return TRUE;
+}
+
+gboolean bd_metrics_stop(GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    if (!server) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Metrics server not running");
+        return FALSE;
+    }
+    soup_server_disconnect(server->soup);
+    g_object_unref(server->soup);
+    if (server->unix_path) {
+        unlink(server->unix_path);
+    }
+    g_free(server->unix_path);
+    g_clear_pointer(&server, g_free);
+    return TRUE;
+}

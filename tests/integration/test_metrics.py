@@ -1,0 +1,548 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""The metrics endpoint (issue 21): --metrics and x-blockd-metrics-start/
+-stop serve GET /metrics in Prometheus' text format.
+
+Scrapes are taken while fio and nbdsh read and write through NBD and
+FUSE, each one checked by `promtool check metrics`; a known number of
+requests gives the counters exactly; a throttled node's latency shows in
+its histogram; per-client series go with their clients; bad HTTP is
+refused and the daemon keeps serving.  qemu-storage-daemon has no such
+endpoint: every case is blockd's own."""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from blockd_test import (Daemon, assert_eq, assert_in, fio, fuse_export,  # noqa: E402
+                         main, make_image, nbd_export_args, require_fio_nbd, require_fuse,
+                         require_nbd, require_tool, run, skip_if_reference, tests_of, wait_for)
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+# --- HTTP over the metrics socket ---
+
+def http(addr, request, timeout=10.0, tls=None):
+    """Send raw request bytes to a unix path or (host, port), through the
+    ssl context `tls` if given; return (status, headers dict, body bytes)
+    or (None, {}, b'') when the server closed without an answer."""
+    fam = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(addr)
+        if tls:
+            s = tls.wrap_socket(s, server_hostname=addr[0])
+        try:
+            s.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        data = b''
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    if not data:
+        return None, {}, b''
+    head, _, body = data.partition(b'\r\n\r\n')
+    lines = head.decode('latin-1').split('\r\n')
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(':')
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, body
+
+
+def get(addr, path='/metrics', method='GET', extra=b'', tls=None):
+    req = ('%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n'
+           % (method, path)).encode() + extra + b'\r\n'
+    return http(addr, req, tls=tls)
+
+
+def promtool_check(text):
+    p = subprocess.run(['promtool', 'check', 'metrics'], input=text, capture_output=True,
+                       timeout=60)
+    if p.returncode != 0:
+        raise AssertionError('promtool check metrics failed (rc %d): %s%s'
+                             % (p.returncode, p.stdout.decode(), p.stderr.decode()))
+
+
+def parse(text):
+    """{(name, frozenset(labels.items())): value} of a scrape."""
+    out = {}
+    for line in text.decode().splitlines():
+        if not line or line.startswith('#'):
+            continue
+        series, _, value = line.rpartition(' ')
+        name, _, rest = series.partition('{')
+        labels = {}
+        rest = rest.rstrip('}')
+        while rest:
+            k, _, rest = rest.partition('="')
+            v, _, rest = rest.partition('"')
+            labels[k.lstrip(',')] = v
+        out[(name, frozenset(labels.items()))] = float(value)
+    return out
+
+
+def val(m, name, **labels):
+    return m.get((name, frozenset(labels.items())))
+
+
+def series(m, name, **labels):
+    """Every sample of `name` whose labels include `labels`."""
+    want = set(labels.items())
+    return {k[1]: v for k, v in m.items() if k[0] == name and want <= k[1]}
+
+
+def scrape(d, check=True):
+    status, headers, body = get(d.metrics)
+    assert_eq(status, 200, 'GET /metrics')
+    assert_eq(headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8',
+              'content type')
+    if check:
+        promtool_check(body)
+    return parse(body)
+
+
+def start(extra=(), image_size=4 * MiB, raw=True, metrics=True):
+    """A daemon exporting a raw image as 'disk' (fmt0 over file0, export
+    exp0), with --metrics on a unix socket."""
+    skip_if_reference('qemu-storage-daemon has no metrics endpoint')
+    require_tool('promtool')
+    d = Daemon()
+    d.metrics = d.path('metrics.sock')
+    img = make_image(d.path('a.raw'), image_size)
+    d.args = nbd_export_args(d, img) + list(extra) + d.args
+    if metrics:
+        d.args += ['--metrics', 'addr.type=unix,addr.path=%s' % d.metrics]
+        d.wait = [d.nbd_sock, d.metrics]
+    else:
+        d.wait = [d.nbd_sock]
+    try:
+        d.start()
+    except BaseException:
+        d.cleanup()
+        raise
+    return d
+
+
+def connect(d):
+    nbd = require_nbd()
+    h = nbd.NBD()
+    h.connect_uri(d.uri())
+    return h
+
+
+# --- tests ---
+
+def test_exact_counts_and_client_series():
+    """Known nbdsh requests give the export's and the nodes' counters
+    exactly; the client's series exist while it is connected and vanish
+    when it goes."""
+    with start() as d:
+        m = scrape(d)
+        assert_eq(val(m, 'blockd_export_info', export='exp0', type='nbd', node='fmt0'), 1.0,
+                  'export info')
+        assert_eq(val(m, 'blockd_export_clients', export='exp0'), 0.0, 'no client yet')
+        h = connect(d)
+        h.pwrite(b'\x01' * (64 * KiB), 0)
+        for i in range(10):
+            h.pread(4 * KiB, i * 4 * KiB)
+        h.zero(16 * KiB, 256 * KiB)
+        h.trim(8 * KiB, 512 * KiB)
+        h.flush()
+
+        def counted():
+            m = scrape(d, check=False)
+            return val(m, 'blockd_export_requests_total', export='exp0', op='flush') == 1
+        wait_for(counted, what='the flush counted')
+        m = scrape(d)
+        exp = {'read': (10, 40 * KiB), 'write': (2, 80 * KiB), 'discard': (1, 8 * KiB),
+               'flush': (1, None)}
+        for op, (n, nbytes) in exp.items():
+            assert_eq(val(m, 'blockd_export_requests_total', export='exp0', op=op), float(n),
+                      'export %s requests' % op)
+            if nbytes is not None:
+                assert_eq(val(m, 'blockd_export_bytes_total', export='exp0', op=op),
+                          float(nbytes), 'export %s bytes' % op)
+            assert_eq(val(m, 'blockd_export_request_duration_seconds_count', export='exp0',
+                          op=op), float(n), 'export %s latency count' % op)
+            assert_eq(val(m, 'blockd_export_errors_total', export='exp0', op=op), 0.0,
+                      'export %s errors' % op)
+        # The format node sees write zeroes apart from writes.
+        assert_eq(val(m, 'blockd_node_requests_total', node='fmt0', op='read'), 10.0, 'fmt0 reads')
+        assert_eq(val(m, 'blockd_node_bytes_total', node='fmt0', op='read'), 40.0 * KiB,
+                  'fmt0 read bytes')
+        assert_eq(val(m, 'blockd_node_requests_total', node='fmt0', op='write'), 1.0,
+                  'fmt0 writes')
+        assert_eq(val(m, 'blockd_node_requests_total', node='fmt0', op='zero'), 1.0, 'fmt0 zero')
+        assert_eq(val(m, 'blockd_node_bytes_total', node='fmt0', op='zero'), 16.0 * KiB,
+                  'fmt0 zero bytes')
+        assert_eq(val(m, 'blockd_node_bytes_total', node='file0', op='read'), 40.0 * KiB,
+                  'file0 read bytes')
+        assert_eq(val(m, 'blockd_node_in_flight_requests', node='fmt0'), 0.0, 'idle node')
+        assert_eq(val(m, 'blockd_export_in_flight_requests', export='exp0'), 0.0, 'idle export')
+        # The client: one series per connected client, unix ones numbered.
+        assert_eq(val(m, 'blockd_export_clients', export='exp0'), 1.0, 'one client')
+        reqs = series(m, 'blockd_nbd_client_requests_total', export='exp0')
+        assert_eq(len(reqs), 1, 'one client series')
+        labels, n = next(iter(reqs.items()))
+        assert_in('unix socket client #', dict(labels)['client'], 'client label')
+        assert_eq(n, 14.0, 'client requests')
+        reads = series(m, 'blockd_nbd_client_read_bytes_total', export='exp0')
+        assert_eq(list(reads.values()), [40.0 * KiB], 'client read bytes')
+        h2 = connect(d)
+        m = scrape(d)
+        assert_eq(len(series(m, 'blockd_nbd_client_requests_total')), 2, 'two clients')
+        h.shutdown()
+        h2.shutdown()
+        wait_for(lambda: not series(scrape(d, check=False), 'blockd_nbd_client_requests_total'),
+                 what='client series to vanish')
+        m = scrape(d)
+        assert_eq(val(m, 'blockd_export_clients', export='exp0'), 0.0, 'clients gone')
+        # Totals stay: they are the export's, not the clients'.
+        assert_eq(val(m, 'blockd_export_requests_total', export='exp0', op='read'), 10.0,
+                  'reads kept')
+        d.assert_alive()
+
+
+def test_scrape_during_fio_nbd_and_fuse():
+    """fio reads through NBD and writes through FUSE while the endpoint
+    is scraped; every scrape passes promtool; afterwards the NBD reads
+    are counted exactly (a 2 MiB randread at 4 KiB is 512 requests)."""
+    require_fio_nbd()
+    require_fuse()
+    with start(image_size=8 * MiB) as d:
+        q = d.qmp()
+        mnt = d.path('fuse.img')
+        with fuse_export(q, 'fmt0', mnt, id='fuse0', writable=True):
+            procs = []
+
+            def run_fio(args):
+                procs.append(fio(args, cwd=d.dir))
+            jobs = [
+                threading.Thread(target=run_fio, args=([
+                    '--name=r', '--ioengine=nbd', '--uri=' + d.uri(), '--rw=randread',
+                    '--bs=4k', '--size=2M', '--iodepth=8', '--rate_iops=2000'],)),
+                threading.Thread(target=run_fio, args=([
+                    '--name=w', '--ioengine=psync', '--filename=' + mnt, '--rw=randwrite',
+                    '--bs=4k', '--size=1M', '--offset=4M', '--direct=1',
+                    '--rate_iops=2000'],)),
+            ]
+            for t in jobs:
+                t.start()
+            scrapes = 0
+            while any(t.is_alive() for t in jobs) or scrapes < 3:
+                scrape(d)           # promtool-checked
+                scrapes += 1
+            for t in jobs:
+                t.join()
+            for p in procs:
+                assert_eq(p.returncode, 0, 'fio: %s%s' % (p.stdout, p.stderr))
+            m = scrape(d)
+            assert_eq(val(m, 'blockd_export_requests_total', export='exp0', op='read'), 512.0,
+                      'NBD reads')
+            assert_eq(val(m, 'blockd_export_bytes_total', export='exp0', op='read'),
+                      2.0 * MiB, 'NBD read bytes')
+            assert_eq(val(m, 'blockd_export_bytes_total', export='fuse0', op='write'),
+                      1.0 * MiB, 'FUSE write bytes')
+            assert_eq(val(m, 'blockd_export_info', export='fuse0', type='fuse', node='fmt0'),
+                      1.0, 'FUSE export info')
+            # Both exports' requests reached the node below them.
+            assert_eq(val(m, 'blockd_node_bytes_total', node='fmt0', op='read') >= 2 * MiB,
+                      True, 'fmt0 reads')
+            assert_eq(val(m, 'blockd_node_bytes_total', node='fmt0', op='write') >= MiB,
+                      True, 'fmt0 writes')
+        d.assert_alive()
+
+
+def test_throttled_histogram():
+    """Reads through a throttle node limited to 20 IOPS wait for the
+    throttle: the node's histogram puts most of them above 16 ms, the
+    node below (unthrottled) not; an export histogram takes the buckets
+    of block-latency-histogram-set."""
+    extra = ['--object', 'throttle-group,id=tg,limits.iops-total=20',
+             '--blockdev', 'throttle,node-name=thr,throttle-group=tg,file=fmt0']
+    with start(extra=extra) as d:
+        q = d.qmp()
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'slow', 'node-name': 'thr',
+                                       'name': 'slow'})
+        q.execute('block-latency-histogram-set', {'id': 'slow',
+                                                  'boundaries-read': [1000000, 10000000]})
+        nbd = require_nbd()
+        h = nbd.NBD()
+        h.connect_uri(d.uri('slow'))
+        n = 30
+        for i in range(n):
+            h.pread(4 * KiB, i * 4 * KiB)
+        h.shutdown()
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_export_request_duration_seconds_count',
+                             export='slow', op='read') == n, what='reads counted')
+        m = scrape(d)
+        le = '0.016384'     # 2^14 us
+        fast_thr = val(m, 'blockd_node_request_duration_seconds_bucket', node='thr', op='read',
+                       le=le)
+        assert_eq(val(m, 'blockd_node_request_duration_seconds_count', node='thr', op='read'),
+                  float(n), 'throttle node count')
+        # 20 IOPS: after the burst the throttle spaces requests 50 ms apart.
+        assert_eq(fast_thr <= n / 3, True, 'throttled reads under 16 ms: %r of %d' % (fast_thr, n))
+        below = val(m, 'blockd_node_request_duration_seconds_count', node='fmt0', op='read')
+        assert_eq(below, float(n), 'fmt0 count')
+        # The export's histogram has the QMP boundaries (1 ms, 10 ms).
+        buckets = series(m, 'blockd_export_request_duration_seconds_bucket', export='slow',
+                         op='read')
+        les = sorted(dict(k)['le'] for k in buckets)
+        assert_eq(les, ['+Inf', '0.001', '0.01'], 'export buckets')
+        over = n - val(m, 'blockd_export_request_duration_seconds_bucket', export='slow',
+                       op='read', le='0.01')
+        assert_eq(over >= 2 * n / 3, True, 'export reads over 10 ms: %r of %d' % (over, n))
+        # The same numbers in query-blockstats' histogram.
+        st = [s for s in q.execute('query-blockstats') if s.get('qdev') == 'slow'][0]
+        bins = st['stats']['rd_latency_histogram']['bins']
+        assert_eq(float(bins[2]), over, 'query-blockstats agrees')
+
+
+def test_bad_requests_refused():
+    """Wrong path 404, wrong method 405 (with Allow), a garbage request
+    line and huge headers refused by libsoup; the daemon keeps serving
+    scrapes, QMP and NBD."""
+    with start() as d:
+        status, _, body = get(d.metrics, '/')
+        assert_eq(status, 404, 'GET /')
+        status, _, _ = get(d.metrics, '/metrics/x')
+        assert_eq(status, 404, 'GET /metrics/x')
+        status, _, _ = get(d.metrics, '/metricsx')
+        assert_eq(status, 404, 'GET /metricsx')
+        for method in ('POST', 'PUT', 'DELETE'):
+            status, headers, _ = get(d.metrics, method=method)
+            assert_eq(status, 405, method)
+            assert_eq(headers.get('allow'), 'GET, HEAD', 'Allow for %s' % method)
+        status, headers, body = get(d.metrics, method='HEAD')
+        assert_eq(status, 200, 'HEAD')
+        status, _, _ = http(d.metrics, b'\x00\xff garbage\r\n\r\n')
+        assert_eq(status in (None, 400), True, 'garbage: %r' % status)
+        status, _, _ = http(d.metrics, b'GET /metrics HTTP/9.9\r\n\r\n')
+        assert_eq(status in (None, 400, 505), True, 'bad version: %r' % status)
+        # 1 MiB of headers: refused, or the connection dropped.
+        huge = b''.join(b'X-Pad-%d: %s\r\n' % (i, b'a' * 1000) for i in range(1024))
+        status, _, _ = get(d.metrics, extra=huge)
+        assert_eq(status in (None, 400, 413, 431), True, 'huge headers: %r' % status)
+        one = b'X-Big: ' + b'b' * (2 * MiB) + b'\r\n'
+        status, _, _ = get(d.metrics, extra=one)
+        assert_eq(status in (None, 400, 413, 431), True, 'one huge header: %r' % status)
+        # A client that connects and says nothing does not block others.
+        idle = socket.socket(socket.AF_UNIX)
+        idle.connect(d.metrics)
+        try:
+            scrape(d)
+        finally:
+            idle.close()
+        d.assert_alive()
+        q = d.qmp()
+        q.execute('query-version')
+        h = connect(d)
+        h.pread(4 * KiB, 0)
+        h.shutdown()
+        scrape(d)
+
+
+def test_qmp_start_stop_and_errors():
+    """x-blockd-metrics-start/-stop: TCP and unix, errors clear (already
+    running, not running, bad address), the unix socket removed on stop;
+    --metrics errors at start-up."""
+    with start(metrics=False) as d:
+        q = d.qmp()
+        assert_eq(q.error('x-blockd-metrics-stop')['desc'], 'Metrics server not running',
+                  'stop when not running')
+        s = socket.socket()
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+        s.close()
+        q.execute('x-blockd-metrics-start', {'addr': {'type': 'inet', 'host': '127.0.0.1',
+                                                      'port': str(port)}})
+        d.metrics = ('127.0.0.1', port)
+        m = scrape(d)
+        assert_eq(val(m, 'blockd_export_clients', export='exp0'), 0.0, 'scrape over TCP')
+        assert_eq(q.error('x-blockd-metrics-start',
+                          {'addr': {'type': 'unix', 'path': d.path('m2.sock')}})['desc'],
+                  'Metrics server already running', 'second start')
+        q.execute('x-blockd-metrics-stop')
+        status, _, _ = (None, None, None)
+        try:
+            status, _, _ = get(d.metrics)
+        except OSError:
+            pass
+        assert_eq(status, None, 'nothing listens after stop')
+        errors = [
+            ({'addr': {'type': 'unix', 'path': d.path('no/such/dir/m.sock')}},
+             'Metrics server: Failed to bind socket to %s: No such file or directory'
+             % d.path('no/such/dir/m.sock')),
+            ({'addr': {'type': 'inet', 'host': '127.0.0.1', 'port': 'http-nonsense'}}, None),
+            ({'addr': {'type': 'vsock', 'cid': '2', 'port': '1'}},
+             "Metrics server: unsupported address type 'vsock'"),
+            ({'addr': {'type': 'unix'}}, "Parameter 'addr.path' is missing"),
+            ({}, "Parameter 'addr' is missing"),
+            ({'addr': {'type': 'unix', 'path': 'x'}, 'bogus': 1},
+             "Parameter 'bogus' is unexpected"),
+        ]
+        for args, text in errors:
+            desc = q.error('x-blockd-metrics-start', args)['desc']
+            if text is None:
+                assert_in('Metrics server: address resolution failed', desc, 'bad port')
+            else:
+                assert_eq(desc, text, 'x-blockd-metrics-start %r' % args)
+        q.execute('x-blockd-metrics-start', {'addr': {'type': 'unix',
+                                                      'path': d.path('m.sock')}})
+        d.metrics = d.path('m.sock')
+        scrape(d)
+        q.execute('x-blockd-metrics-stop')
+        assert_eq(os.path.exists(d.path('m.sock')), False, 'unix socket removed')
+        d.assert_alive()
+    # --metrics with a bad address stops the start-up with the reason.
+    p = run([d.exe, '--metrics', 'addr.type=unix,addr.path=/nonexistent/dir/m.sock'],
+            check=False)
+    assert_eq(p.returncode, 1, '--metrics bad path exit status')
+    assert_in('--metrics addr.type=unix,addr.path=/nonexistent/dir/m.sock: Metrics server: '
+              'Failed to bind socket to /nonexistent/dir/m.sock', p.stderr, 'start-up error')
+    p = run([d.exe, '--metrics', 'addr.type=unix'], check=False)
+    assert_eq(p.returncode, 1, '--metrics without path')
+    assert_in("Parameter 'addr.path' is missing", p.stderr, 'missing path')
+
+
+def test_handshake_failures_jobs_bitmaps_process():
+    """Handshake failures by reason, a running job's progress and status,
+    a bitmap's dirty bytes, and the process figures."""
+    with start() as d:
+        q = d.qmp()
+        nbd = require_nbd()
+        h = nbd.NBD()
+        try:
+            h.connect_uri('nbd+unix:///nosuch?socket=%s' % d.nbd_sock)
+        except nbd.Error:
+            pass
+        del h
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(d.nbd_sock)
+        s.recv(18)                          # the greeting
+        s.sendall(b'\x00\x00\x00\x03' + b'\x00' * 16)   # flags, then a bad option magic
+        s.close()
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_nbd_handshake_failures_total',
+                             reason='protocol') == 1, what='the protocol failure counted')
+        m = scrape(d)
+        assert_eq(val(m, 'blockd_nbd_handshake_failures_total', reason='export-not-found'), 1.0,
+                  'export not found')
+        q.execute('block-dirty-bitmap-add', {'node': 'fmt0', 'name': 'b0', 'granularity': 65536})
+        h = connect(d)
+        h.pwrite(b'\x05' * 4096, 3 * 65536 + 100)
+        h.pwrite(b'\x05' * 4096, 0)
+        h.shutdown()
+        q.execute('blockdev-add', {'driver': 'null-co', 'node-name': 'tgt', 'size': 4 * MiB})
+        q.execute('blockdev-mirror', {'job-id': 'mj', 'device': 'fmt0', 'target': 'tgt',
+                                      'sync': 'full', 'speed': 64 * KiB})
+        q.wait_event('JOB_STATUS_CHANGE', match={'id': 'mj', 'status': 'running'})
+        # The job learns its length once running: as query-jobs shows it.
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_job_length_bytes', job='mj')
+                 == 4 * MiB, what='the job length')
+        m = scrape(d)
+        assert_eq(val(m, 'blockd_dirty_bitmap_dirty_bytes', node='fmt0', bitmap='b0'),
+                  2.0 * 65536, 'dirty bytes')
+        st = series(m, 'blockd_job_status', job='mj', type='mirror')
+        assert_eq(len(st), 1, 'one status series: %r' % st)
+        assert_in(dict(next(iter(st)))['status'], ('running', 'ready'), 'job status')
+        assert_eq(val(m, 'blockd_job_length_bytes', job='mj'), 4.0 * MiB, 'job len')
+        assert_eq(val(m, 'blockd_job_speed_limit_bytes', job='mj'), 64.0 * KiB, 'job speed')
+        off = val(m, 'blockd_job_offset_bytes', job='mj')
+        assert_eq(off is not None and off <= 4 * MiB, True, 'job offset %r' % off)
+        q.execute('block-job-cancel', {'device': 'mj', 'force': True})
+        q.wait_event('JOB_STATUS_CHANGE', match={'id': 'mj', 'status': 'null'})
+        m = scrape(d)
+        assert_eq(series(m, 'blockd_job_status'), {}, 'job gone')
+        assert_eq(val(m, 'blockd_process_threads') >= 1, True, 'threads')
+        assert_eq(val(m, 'blockd_process_resident_memory_bytes') > MiB, True, 'rss')
+        assert_eq(val(m, 'blockd_uptime_seconds') > 0, True, 'uptime')
+        assert_eq(len(series(m, 'blockd_build_info')), 1, 'build info')
+
+
+def test_handshake_timeout_and_listing():
+    """A client that never finishes its handshake counts as a timeout; a
+    listing (nbdinfo --list: LIST then ABORT) counts as no failure."""
+    with start() as d:
+        q = d.qmp()
+        # The harness' check that the NBD socket accepts (connect, close)
+        # is a handshake that ended with nothing said: 'disconnected'.
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_nbd_handshake_failures_total',
+                             reason='disconnected') == 1, what='the start-up probe counted')
+        q.execute('nbd-server-stop')
+        q.execute('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': d.nbd_sock}},
+                                       'handshake-max-seconds': 1})
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'exp0', 'node-name': 'fmt0',
+                                       'name': 'disk'})
+        p = run(['nbdinfo', '--list', 'nbd+unix://?socket=%s' % d.nbd_sock], check=False)
+        assert_eq(p.returncode, 0, 'nbdinfo --list: %s' % p.stderr)
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(d.nbd_sock)
+        try:
+            s.recv(18)                  # greeting, then silence
+            wait_for(lambda: val(scrape(d, check=False), 'blockd_nbd_handshake_failures_total',
+                                 reason='timeout') == 1, what='the timeout counted')
+        finally:
+            s.close()
+        m = scrape(d)
+        fails = series(m, 'blockd_nbd_handshake_failures_total')
+        assert_eq(sum(fails.values()), 2.0, 'only the probe and the timeout: %r' % fails)
+        d.assert_alive()
+
+
+def test_grafana_dashboard_queries():
+    """examples/grafana-dashboard.json: every query parses (promtool check
+    rules) and names only series a scrape of a busy daemon has."""
+    import json
+    import re
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'examples',
+                       'grafana-dashboard.json')
+    with open(src) as f:
+        dash = json.load(f)
+    exprs = [t['expr'] for p in dash['panels'] for t in p['targets']]
+    assert_eq(len(exprs) >= 8, True, 'queries in the dashboard')
+    with start() as d:
+        rules = d.path('rules.yml')
+        with open(rules, 'w') as f:
+            f.write('groups:\n- name: dashboard\n  rules:\n')
+            for i, e in enumerate(exprs):
+                e = e.replace('$__rate_interval', '1m').replace('$export', '.*')
+                f.write('  - record: dashboard:q%d\n    expr: %s\n' % (i, json.dumps(e)))
+        p = run(['promtool', 'check', 'rules', rules], check=False)
+        assert_eq(p.returncode, 0, 'promtool check rules: %s%s' % (p.stdout, p.stderr))
+        q = d.qmp()
+        q.execute('block-dirty-bitmap-add', {'node': 'fmt0', 'name': 'b0'})
+        h = connect(d)
+        h.pwrite(b'\x01' * 4096, 0)
+        q.execute('blockdev-add', {'driver': 'null-co', 'node-name': 'tgt', 'size': 4 * MiB})
+        q.execute('blockdev-mirror', {'job-id': 'mj', 'device': 'fmt0', 'target': 'tgt',
+                                      'sync': 'full', 'speed': 64 * KiB})
+        q.wait_event('JOB_STATUS_CHANGE', match={'id': 'mj', 'status': 'running'})
+        names = {k[0] for k in scrape(d)}
+        h.shutdown()
+        q.execute('block-job-cancel', {'device': 'mj', 'force': True})
+        q.wait_event('JOB_STATUS_CHANGE', match={'id': 'mj', 'status': 'null'})
+        used = set()
+        for e in exprs:
+            used |= set(re.findall(r'\bblockd_[a-z_]+', e))
+        assert_eq(sorted(used - names), [], 'dashboard series missing from a scrape')
+
+
+if __name__ == '__main__':
+    sys.exit(main(tests_of(globals())))
