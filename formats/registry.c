@@ -27,6 +27,7 @@ static const BdDriver *const bd_formats_table[] = {
     &bd_vdi_driver,
     &bd_vpc_driver,
     &bd_qed_driver,
+    &bd_luks_driver,
     &bd_compress_driver,
     &bd_blkdebug_driver,
     &bd_blkverify_driver,
@@ -54,8 +55,9 @@ void bd_formats_register_all(void)
 
 /* QEMU's probes, by the first sector: qcow2's magic, vdi's signature at
  * 0x40 (a whole header needed), a dynamic VHD's footer copy, qed's
- * magic (a whole header needed).  A fixed VHD has its footer only at
- * the end: QEMU probes it as raw, and so do we.  Anything else is raw. */
+ * magic (a whole header needed), LUKS's magic.  A fixed VHD has its
+ * footer only at the end: QEMU probes it as raw, and so do we.
+ * Anything else is raw. */
 const char *bd_formats_probe_buf(const uint8_t *buf, size_t len)
 {
     if (len >= 4 && memcmp(buf, "QFI\xfb", 4) == 0) {
@@ -70,6 +72,9 @@ const char *bd_formats_probe_buf(const uint8_t *buf, size_t len)
     /* QEMU wants the whole 64-byte header. */
     if (len >= 64 && memcmp(buf, "QED\0", 4) == 0) {
         return "qed";
+    }
+    if (len >= 6 && memcmp(buf, "LUKS\xba\xbe", 6) == 0) {
+        return "luks";
     }
     return "raw";
 }

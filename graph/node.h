@@ -467,6 +467,9 @@ struct BdNode {
     /* The driver's open has succeeded and close not begun: the node's
      * own state is there for refresh_limits and queries. */
     gboolean opened;
+    /* The driver decrypts the data (luks), set at open: query-block's
+     * and query-named-block-nodes' 'encrypted'. */
+    gboolean encrypted;
 
     GPtrArray *children;       /* BdChild *: edges to our children */
     GList *parents;            /* BdChild *: edges from parents/entries */

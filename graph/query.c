@@ -153,7 +153,7 @@ GVariant *bd_node_query_info(BdNode *node, gboolean flat)
         g_variant_dict_insert(&info, "backing_file", "s", bf);
     }
     g_variant_dict_insert(&info, "backing_file_depth", "x", (gint64)depth);
-    g_variant_dict_insert(&info, "encrypted", "b", FALSE);
+    g_variant_dict_insert(&info, "encrypted", "b", node->encrypted);
     g_variant_dict_insert(&info, "detect_zeroes", "s",
                           detect_zeroes_name(node->detect_zeroes));
     for (gsize i = 0; i < G_N_ELEMENTS(zero_fields); i++) {

@@ -13,7 +13,7 @@ pkgs=(
     # meson + ninja, and the libraries' -dev packages
     gcc libc6-dev clang meson ninja-build pkg-config
     libglib2.0-dev libjson-glib-dev libfuse3-dev libnbd-dev zlib1g-dev
-    nbdkit-plugin-dev libgnutls28-dev
+    nbdkit-plugin-dev libgnutls28-dev nettle-dev
     # the metrics endpoint's HTTP server (metrics/)
     libsoup-3.0-dev
     # librbd, librados: the rbd driver (built only when they are found)
@@ -37,6 +37,8 @@ pkgs=(
     gnutls-bin
     # promtool: test_metrics checks every scrape with it
     prometheus
+    # cryptsetup: LUKS1 images made outside qemu-img (luks format test)
+    cryptsetup-bin
     # dot: blockctl graph --format svg|png
     graphviz
     # scdoc: the manual pages (doc/*.scd); man (man-db): tests render them

@@ -715,6 +715,10 @@ static void test_probe(void)
     memcpy(buf, "QED", 4);
     g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "qed");
     g_assert_cmpstr(bd_formats_probe_buf(buf, 63), ==, "raw");
+    memset(buf, 0, 512);
+    memcpy(buf, "LUKS\xba\xbe", 6);
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "luks");
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 5), ==, "raw");
     memcpy(buf, "vhdxfile", 8);
     g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "raw");
     g_assert_true(bd_formats_buf_has_image_magic(buf, 512));
