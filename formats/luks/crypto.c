@@ -16,7 +16,7 @@
 const char *const bd_luks_cipher_alg_names[] = {
     "aes-128", "aes-192", "aes-256", "des", "3des", "cast5-128",
     "serpent-128", "serpent-192", "serpent-256", "twofish-128",
-    "twofish-192", "twofish-256", "sm4", NULL };
+    "twofish-192", "twofish-256", NULL };
 const char *const bd_luks_cipher_mode_names[] = {
     "ecb", "cbc", "xts", "ctr", NULL };
 const char *const bd_luks_ivgen_names[] = {
