@@ -80,10 +80,10 @@ if [[ ${SKIP_TSAN:-0} == 0 ]]; then
 fi
 
 # A libFuzzer build (build-fuzz/, clang) runs each fuzz target of
-# tests/fuzz/ over its seed corpus and then for FUZZ_SECONDS (40 here) of
+# tests/fuzz/ over its seed corpus and then for FUZZ_SECONDS (25 here) of
 # new inputs; a crash, leak or hang fails.  SKIP_FUZZ=1 leaves it out.
 if [[ ${SKIP_FUZZ:-0} == 0 ]]; then
-    export FUZZ_SECONDS=${FUZZ_SECONDS:-40}
+    export FUZZ_SECONDS=${FUZZ_SECONDS:-25}
     CC=clang run_suite build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined \
         -Db_lundef=false -Dwerror=true
 fi
