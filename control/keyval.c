@@ -186,12 +186,16 @@ static JsonNode *listify(JsonNode *node, const char *path, GError **errp)
         /* Own the key: set_member below frees the borrowed one. */
         g_autofree char *k = g_strdup(l->data);
         g_autofree char *sub = g_strconcat(path, k, ".", NULL);
-        g_autoptr(JsonNode) v = listify(json_object_get_member(obj, k), sub,
-                                        errp);
+        JsonNode *cur = json_object_get_member(obj, k);
+        g_autoptr(JsonNode) v = listify(cur, sub, errp);
         if (!v) {
             return NULL;
         }
-        json_object_set_member(obj, k, g_steal_pointer(&v));
+        /* json_object_set_member() keeps a node it already holds and
+         * drops the reference it was given without releasing it. */
+        if (v != cur) {
+            json_object_set_member(obj, k, g_steal_pointer(&v));
+        }
         if (is_index(k)) {
             guint64 i = g_ascii_strtoull(k, NULL, 10);
             has_index = TRUE;

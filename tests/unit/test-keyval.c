@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for control/keyval.c: QEMU's KEY=VALUE,... syntax, the
  * JSON-or-keyval choice, and the scalar conversions of keyval strings. */
+#include <malloc.h>
+
 #include "control/input.h"
 
 /* Parse and serialize, or return the error message. */
@@ -156,6 +158,34 @@ static void test_conversions(void)
     g_assert_false(bd_parse_bool("1", &b));
 }
 
+/* Parsing gives back everything it took: json_object_set_member() once
+ * kept a node it already held and dropped the extra reference, leaking
+ * every member of every keyval argument (found by tests/fuzz/fuzz-keyval:
+ * RSS grew without bound).  Heap in use is compared only with GLib's
+ * slice allocator off (G_SLICE=always-malloc, set by meson for this
+ * test): its slabs would hide the nodes. */
+static void test_no_leak(void)
+{
+    const char *in = "a.b.c=1,a.b.d=2,x.0=y,x.1=z,flat=v";
+    size_t before;
+
+    if (g_strcmp0(g_getenv("G_SLICE"), "always-malloc") != 0) {
+        g_test_skip("needs G_SLICE=always-malloc");
+        return;
+    }
+    for (int round = 0; round < 2; round++) {
+        before = mallinfo2().uordblks;
+        for (int i = 0; i < 20000; i++) {
+            g_autoptr(GError) err = NULL;
+            g_autoptr(JsonNode) n = bd_keyval_parse(in, NULL, &err);
+
+            g_assert_nonnull(n);
+        }
+    }
+    /* The second round runs warm: nothing may be left over. */
+    g_assert_cmpuint(mallinfo2().uordblks, <=, before + 64 * 1024);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -167,5 +197,6 @@ int main(int argc, char **argv)
     g_test_add_func("/keyval/errors", test_errors);
     g_test_add_func("/keyval/option-parse", test_option_parse);
     g_test_add_func("/keyval/conversions", test_conversions);
+    g_test_add_func("/keyval/no-leak", test_no_leak);
     return g_test_run();
 }
