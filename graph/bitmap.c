@@ -992,7 +992,8 @@ GVariant *bd_dirty_bitmap_query(BdNode *node)
 
         g_variant_dict_init(&d, NULL);
         if (bm->name) {
-            g_variant_dict_insert(&d, "name", "s", bm->name);
+            g_variant_dict_insert_value(&d, "name",
+                g_variant_new_take_string(bd_query_string(bm->name)));
         }
         g_variant_dict_insert(&d, "recording", "b",
                               bd_dirty_bitmap_recording(bm));

@@ -560,6 +560,15 @@ const BdDriver *const *bd_driver_list(void);
 
 /* The full schema of BlockdevOptions (union on 'driver') built from the
  * registered drivers; used by control/ for blockdev-add and the schema. */
+/* A string from an image (a header's backing file name, a snapshot or
+ * bitmap name) or a path, for a query's GVariant: GVariant strings must
+ * be UTF-8, and such bytes need not be.  Invalid sequences become
+ * U+FFFD, as QEMU's JSON output writes them.  Free with g_free. */
+static inline char *bd_query_string(const char *s)
+{
+    return g_utf8_make_valid(s ? s : "", -1);
+}
+
 const BdSchemaType *bd_blockdev_options_schema(void);
 /* BlockdevDriver, the enum of the registered drivers' names (decoded as
  * a string), for other tables' members; filled by the first

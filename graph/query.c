@@ -84,7 +84,8 @@ static GVariant *node_image_info(BdNode *node, gboolean with_backing)
     g_autofree char *filename = node_filename(node);
 
     g_variant_dict_init(&image, NULL);
-    g_variant_dict_insert(&image, "filename", "s", filename);
+    g_variant_dict_insert_value(&image, "filename",
+                                g_variant_new_take_string(bd_query_string(filename)));
     g_variant_dict_insert(&image, "format", "s", node->drv->name);
     g_variant_dict_insert(&image, "virtual-size", "x",
                           bd_node_getlength(node));
@@ -142,7 +143,8 @@ GVariant *bd_node_query_info(BdNode *node, gboolean flat)
     g_autofree char *filename = node_filename(node);
 
     g_variant_dict_init(&info, NULL);
-    g_variant_dict_insert(&info, "file", "s", filename);
+    g_variant_dict_insert_value(&info, "file",
+                                g_variant_new_take_string(bd_query_string(filename)));
     g_variant_dict_insert(&info, "node-name", "s", node->node_name);
     g_variant_dict_insert(&info, "ro", "b", node->read_only);
     g_variant_dict_insert(&info, "drv", "s", node->drv->name);
@@ -150,7 +152,8 @@ GVariant *bd_node_query_info(BdNode *node, gboolean flat)
     if (bd_node_backing(node) && !node->drv->is_filter) {
         g_autofree char *bf = node_filename(bd_node_backing(node));
 
-        g_variant_dict_insert(&info, "backing_file", "s", bf);
+        g_variant_dict_insert_value(&info, "backing_file",
+                                    g_variant_new_take_string(bd_query_string(bf)));
     }
     g_variant_dict_insert(&info, "backing_file_depth", "x", (gint64)depth);
     g_variant_dict_insert(&info, "encrypted", "b", node->encrypted);

@@ -426,7 +426,7 @@ static void luks_query_image_info(BdNode *node, GVariantDict *image)
 
         memcpy(uuid, s->header + H_UUID, 40);
         uuid[40] = '\0';
-        g_variant_dict_insert(&data, "uuid", "s", uuid);
+        g_variant_dict_insert_value(&data, "uuid", g_variant_new_take_string(bd_query_string(uuid)));
     }
     g_variant_builder_init(&slots, G_VARIANT_TYPE("aa{sv}"));
     for (int i = 0; i < LUKS_SLOTS; i++) {

@@ -841,15 +841,16 @@ static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
     if (s->h.backing_file) {
         g_autofree char *full = qcow2_full_backing_filename(s);
 
-        g_variant_dict_insert(image, "backing-filename", "s",
-                              s->h.backing_file);
+        g_variant_dict_insert_value(image, "backing-filename",
+                                    g_variant_new_take_string(bd_query_string(s->h.backing_file)));
         if (full) {
-            g_variant_dict_insert(image, "full-backing-filename", "s", full);
+            g_variant_dict_insert_value(image, "full-backing-filename",
+                                        g_variant_new_take_string(bd_query_string(full)));
         }
     }
     if (s->h.backing_format) {
-        g_variant_dict_insert(image, "backing-filename-format", "s",
-                              s->h.backing_format);
+        g_variant_dict_insert_value(image, "backing-filename-format",
+                                    g_variant_new_take_string(bd_query_string(s->h.backing_format)));
     }
 }
 

@@ -774,8 +774,10 @@ void qcow2_snapshots_query(Qcow2State *s, GVariantDict *image)
         GVariantDict d;
 
         g_variant_dict_init(&d, NULL);
-        g_variant_dict_insert(&d, "id", "s", sn->id_str);
-        g_variant_dict_insert(&d, "name", "s", sn->name);
+        g_variant_dict_insert_value(&d, "id",
+            g_variant_new_take_string(bd_query_string(sn->id_str)));
+        g_variant_dict_insert_value(&d, "name",
+            g_variant_new_take_string(bd_query_string(sn->name)));
         g_variant_dict_insert(&d, "vm-state-size", "x",
                               (gint64)sn->vm_state_size);
         g_variant_dict_insert(&d, "date-sec", "x", (gint64)sn->date_sec);

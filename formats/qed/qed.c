@@ -280,14 +280,14 @@ static void qed_query_image_info(BdNode *node, GVariantDict *image)
                           (gint64)s->cluster_size);
     g_variant_dict_insert(image, "dirty-flag", "b", FALSE);
     if (s->backing_file && bd_node_backing(node) && s->backing_from_header) {
-        g_variant_dict_insert(image, "backing-filename", "s",
-                              s->backing_file);
-        g_variant_dict_insert(image, "full-backing-filename", "s",
-                              bd_node_backing(node)->filename);
+        g_variant_dict_insert_value(image, "backing-filename",
+                                    g_variant_new_take_string(bd_query_string(s->backing_file)));
+        g_variant_dict_insert_value(image, "full-backing-filename",
+                                    g_variant_new_take_string(bd_query_string(bd_node_backing(node)->filename)));
     }
     if (s->backing_fmt) {
-        g_variant_dict_insert(image, "backing-filename-format", "s",
-                              s->backing_fmt);
+        g_variant_dict_insert_value(image, "backing-filename-format",
+                                    g_variant_new_take_string(bd_query_string(s->backing_fmt)));
     }
 }
 

@@ -773,5 +773,36 @@ def _read_all(img, size, scratch):
         return f.read()
 
 
+def test_names_that_are_not_utf8():
+    """A header's backing file name, a snapshot name and a bitmap name
+    that are not UTF-8 (a Latin-1 path, say) are shown with U+FFFD where
+    the bytes are invalid, as QEMU's JSON writer does, instead of
+    failing the query with a GLib assertion (found by tests/fuzz/
+    fuzz-qcow2 in CI).  The image is opened without its backing file:
+    blockd cannot open a backing path that is not UTF-8 yet (QEMU can)."""
+    with Daemon() as d:
+        back = os.fsencode(d.path('b')) + b'\xe9.raw'
+        with open(back, 'wb') as f:
+            f.truncate(MiB)
+        top = d.path('top.qcow2')
+        run([b'qemu-img', b'create', b'-q', b'-f', b'qcow2', b'-b', back, b'-F', b'raw',
+             os.fsencode(top)])
+        run([b'qemu-img', b'snapshot', b'-c', b'snap\xff', os.fsencode(top)])
+        run([b'qemu-img', b'bitmap', b'--add', os.fsencode(top), b'bm\xfe'])
+        d.args += ['--blockdev', json.dumps({'driver': 'qcow2', 'node-name': 'q0', 'backing': None,
+                                             'file': {'driver': 'file', 'filename': top}})]
+        d.start()
+        q = d.qmp()
+        nodes = {n['node-name']: n for n in q.execute('query-named-block-nodes')}
+        img = nodes['q0']['image']
+        if 'backing-filename' in img:
+            assert_eq(img['backing-filename'], d.path('b') + '\ufffd.raw', 'backing-filename')
+        snaps = img.get('snapshots', [])
+        assert_eq([s['name'] for s in snaps], ['snap\ufffd'], 'snapshot names')
+        assert_eq([b['name'] for b in nodes['q0'].get('dirty-bitmaps', [])], ['bm\ufffd'],
+                  'bitmap names')
+        q.execute('query-block')
+        d.assert_alive()
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
