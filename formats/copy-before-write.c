@@ -188,12 +188,7 @@ static int copy_run(BdCbw *s, uint64_t start, uint64_t len, uint8_t *buf,
                 *is_read = TRUE;
                 return ret;
             }
-            /* Zeroes stay holes even when the block status did not say
-             * so (it failed, or answered for nothing). */
-            ret = bd_buffer_is_zero(buf, n)
-                  ? bd_child_pwrite_zeroes(s->target, pos, n,
-                                           BD_REQ_MAY_UNMAP)
-                  : bd_child_pwrite(s->target, pos, n, buf, s->write_flags);
+            ret = bd_child_pwrite(s->target, pos, n, buf, s->write_flags);
             if (ret < 0) {
                 *is_read = FALSE;
                 return ret;
