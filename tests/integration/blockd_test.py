@@ -62,6 +62,14 @@ def daemon_sanitized():
     return b'__asan_init' in data or b'__tsan_init' in data
 
 
+def daemon_tsan():
+    """Whether the daemon under test is a ThreadSanitizer build."""
+    if is_reference():
+        return False
+    with open(daemon_exe(), 'rb') as f:
+        return b'__tsan_init' in f.read()
+
+
 def require_tool(*names):
     for name in names:
         if shutil.which(name) is None:
