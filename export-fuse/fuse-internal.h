@@ -71,7 +71,8 @@ void bd_fuse_workers_join(BdFuseExport *fe);
  * 'grow_only'): growable exports hold the resize permission, writable
  * ones borrow it on the main thread for the call.  Worker thread, with
  * resize_lock held.  0 or -errno. */
-int bd_fuse_resize(BdFuseExport *fe, uint64_t size, gboolean grow_only);
+int bd_fuse_resize(BdFuseExport *fe, uint64_t size, gboolean grow_only)
+    BD_REQUIRES(fe->resize_lock);
 /* Wake a worker waiting for a resize on the main thread: the export is
  * shutting down.  Main thread. */
 void bd_fuse_resize_cancel(BdFuseExport *fe);

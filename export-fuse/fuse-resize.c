@@ -171,6 +171,8 @@ void bd_fuse_resize_cancel(BdFuseExport *fe)
 
 int bd_fuse_resize(BdFuseExport *fe, uint64_t size, gboolean grow_only)
 {
+    bd_mutex_assert_held(&fe->resize_lock);
+
     int64_t len = bd_entry_getlength(fe->common.entry);
 
     if (len < 0) {
