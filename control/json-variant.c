@@ -425,7 +425,14 @@ static gboolean check_strings(const char *p, const char *end, GError **errp)
                 int cp = hex4(p + 2, end);
 
                 if (cp < 0) {
-                    break;    /* json-glib reports it */
+                    /* json-glib would decode the non-hex digits as
+                     * something (even a lone surrogate); QEMU shows the
+                     * six bytes it looked at. */
+                    g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                                "JSON parse error, %.*s is not a valid "
+                                "Unicode character", (int)MIN(6, end - esc),
+                                esc);
+                    return FALSE;
                 }
                 p += 6;
                 if (cp >= 0xd800 && cp <= 0xdbff && end - p >= 2 &&
@@ -453,6 +460,40 @@ static gboolean check_strings(const char *p, const char *end, GError **errp)
             return FALSE;
         }
         p++;    /* the closing quote */
+    }
+    return TRUE;
+}
+
+/* Whether every member name and string under 'node' is UTF-8.  The
+ * text check above gives QEMU's messages for what a client usually
+ * sends; this one is the guarantee, whatever json-glib's scanner
+ * decodes into a string (its escapes and quoting differ from QEMU's
+ * in corners that the text check does not model). */
+static gboolean strings_are_utf8(JsonNode *node)
+{
+    if (JSON_NODE_HOLDS_OBJECT(node)) {
+        JsonObjectIter it;
+        const char *name;
+        JsonNode *member;
+
+        json_object_iter_init(&it, json_node_get_object(node));
+        while (json_object_iter_next(&it, &name, &member)) {
+            if (!g_utf8_validate(name, -1, NULL) ||
+                !strings_are_utf8(member)) {
+                return FALSE;
+            }
+        }
+    } else if (JSON_NODE_HOLDS_ARRAY(node)) {
+        JsonArray *a = json_node_get_array(node);
+
+        for (guint i = 0; i < json_array_get_length(a); i++) {
+            if (!strings_are_utf8(json_array_get_element(a, i))) {
+                return FALSE;
+            }
+        }
+    } else if (JSON_NODE_HOLDS_VALUE(node) &&
+               json_node_get_value_type(node) == G_TYPE_STRING) {
+        return g_utf8_validate(json_node_get_string(node), -1, NULL);
     }
     return TRUE;
 }
@@ -491,6 +532,11 @@ JsonNode *bd_json_parse(const char *text, gssize len, GError **errp)
     if (!root) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "JSON parse error, expecting value");
+        return NULL;
+    }
+    if (!strings_are_utf8(root)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "JSON parse error, invalid UTF-8 sequence in string");
         return NULL;
     }
     return json_node_copy(root);

@@ -280,6 +280,14 @@ def test_invalid_unicode_in_strings():
          'JSON parse error, \\udc00 is not a valid Unicode character'),
         (b'{"execute": "blockdev-del", "arguments": {"node-name": "\\ud83d\\ude00"}}\n',
          "Failed to find node with node-name='\U0001f600'"),
+        # json-glib decodes non-hex digits after \u to some code point,
+        # a lone surrogate here, which crashed the daemon (CI's fuzz-qmp).
+        (b'{"execute": "blockdev-del", "arguments": {"node-name": "\\ud8g0"}}\n',
+         'JSON parse error, \\ud8g0 is not a valid Unicode character'),
+        (b'{"execute": "blockdev-del", "arguments": {"node-name": "\\u00eg"}}\n',
+         'JSON parse error, \\u00eg is not a valid Unicode character'),
+        (b'{"execute": "blockdev-del", "arguments": {"node-name": "\\u00e"}}\n',
+         'JSON parse error, \\u00e" is not a valid Unicode character'),
     ]
     with _daemon() as d:
         q = d.qmp()
