@@ -162,11 +162,21 @@ static int copy_run(BdCbw *s, uint64_t start, uint64_t len, uint8_t *buf,
         if (s->skip_unallocated && depth != 1) {
             /* not in the top layer: nothing to copy */
         } else if (st & BD_BLOCK_ZERO) {
-            ret = bd_child_pwrite_zeroes(s->target, pos, n,
-                                         BD_REQ_MAY_UNMAP);
-            if (ret < 0) {
-                *is_read = FALSE;
-                return ret;
+            uint64_t z = 0;
+
+            /* A target that reads zeroes there already (a new raw
+             * file's holes) is left alone: zeroing it would allocate
+             * unwritten extents, which ext4 turns into written ones
+             * next to later writes. */
+            if (bd_node_reads_own_zeroes(s->target->node, pos, n, &z)) {
+                n = z;
+            } else {
+                ret = bd_child_pwrite_zeroes(s->target, pos, n,
+                                             BD_REQ_MAY_UNMAP);
+                if (ret < 0) {
+                    *is_read = FALSE;
+                    return ret;
+                }
             }
         } else if (s->copy_range &&
                    (copied = bd_node_copy_range(s->file->node,

@@ -919,6 +919,23 @@ int bd_node_block_status_above(BdNode *node, uint64_t offset,
     }
 }
 
+gboolean bd_node_reads_own_zeroes(BdNode *node, uint64_t offset,
+                                  uint64_t bytes, uint64_t *pnum)
+{
+    uint64_t n = 0;
+    int ret = bd_node_block_status(node, offset, bytes, &n, NULL, NULL);
+
+    *pnum = MIN(n, bytes);
+    if (ret < 0 || n == 0 || !(ret & BD_BLOCK_ZERO)) {
+        return FALSE;
+    }
+    /* Unallocated here and something below: what reads as zeroes now
+     * is that node's data, which may change (a fleecing target over
+     * its source). */
+    return (ret & BD_BLOCK_ALLOCATED) ||
+           (!bd_node_backing(node) && !bd_node_filtered_child(node));
+}
+
 /* --- per-node accounting (graph/stats.h) ---
  *
  * Each public entry above is counted at the node it is called on: a

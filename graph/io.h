@@ -39,6 +39,13 @@ int bd_node_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
 int bd_node_block_status_above(BdNode *node, uint64_t offset,
                                uint64_t bytes, uint64_t *pnum, int *depth);
 
+/* Whether 'node' reads zeroes over [offset, offset + *pnum) by itself
+ * (its zero clusters or holes, not a backing node's current data):
+ * *pnum gets the length of the run the answer holds for, at most
+ * 'bytes'.  FALSE on an error too (the caller then writes). */
+gboolean bd_node_reads_own_zeroes(BdNode *node, uint64_t offset,
+                                  uint64_t bytes, uint64_t *pnum);
+
 /* Copy offload: [offset, offset + bytes) of 'src' to the same range of
  * 'dst' by the kernel (copy_file_range), without a buffer.  It applies
  * where block status maps the source's data to a host file (a file

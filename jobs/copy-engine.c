@@ -87,6 +87,18 @@ static gpointer worker(gpointer opaque)
     }
 }
 
+static gboolean target_reads_zeroes(BdEntry *dst, uint64_t offset,
+                                    uint64_t bytes, uint64_t *pnum)
+{
+    gboolean zero;
+
+    bd_entry_begin(dst);
+    zero = bd_node_reads_own_zeroes(bd_entry_node(dst), offset, bytes,
+                                    pnum);
+    bd_entry_end(dst);
+    return zero;
+}
+
 int bd_copy_range_by_status(BdEntry *src, BdEntry *dst, BdNode *holder,
                             uint8_t *buf, uint64_t buf_size, uint64_t offset,
                             uint64_t n, int zero_flags, gboolean *in_source)
@@ -105,8 +117,18 @@ int bd_copy_range_by_status(BdEntry *src, BdEntry *dst, BdNode *holder,
         }
         pnum = MIN(pnum, end - pos);
         if (st & BD_BLOCK_ZERO) {
+            uint64_t z = 0;
+
             *in_source = FALSE;
-            ret = bd_entry_pwrite_zeroes(dst, pos, pnum, zero_flags);
+            /* May the target keep holes, and does it read zeroes there
+             * already?  Then zeroing would only allocate (see
+             * copy-before-write.c's copy_run). */
+            if ((zero_flags & BD_REQ_MAY_UNMAP) &&
+                target_reads_zeroes(dst, pos, pnum, &z)) {
+                pnum = z;
+            } else {
+                ret = bd_entry_pwrite_zeroes(dst, pos, pnum, zero_flags);
+            }
         } else if ((copied = bd_copy_offload(src, dst, holder, pos,
                                              pnum)) > 0) {
             *in_source = FALSE;
