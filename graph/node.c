@@ -540,6 +540,13 @@ BdChild *bd_node_open_child(BdNode *parent, GVariant *ref, const char *name,
     }
     if (g_variant_is_of_type(ref, G_VARIANT_TYPE_STRING)) {
         const char *ref_name = g_variant_get_string(ref, NULL);
+
+        if (allow_none && role == BD_CHILD_COW && !*ref_name) {
+            /* What keyval's 'backing=' gives; QEMU takes it as null. */
+            g_warning("Use of \"%s\": \"\" is deprecated; use \"%s\": "
+                      "null instead", name, name);
+            return NULL;
+        }
         BdNode *found = bd_node_find(ref_name);
         if (!found) {
             /* QEMU looks the reference up as a device name too. */

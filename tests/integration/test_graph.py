@@ -9,7 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (assert_eq, assert_in, main, make_image, require_nbd,  # noqa: E402
+from blockd_test import (Daemon, assert_eq, assert_in, main, make_image, require_nbd,  # noqa: E402
                          run, start_daemon, tests_of)
 
 
@@ -264,6 +264,26 @@ def test_backing_info_through_filters_and_explicit_backing():
         assert_eq(thr['image']['backing-image']['format'], 'qcow2', 'the filtered image below')
         assert_eq(thr['image']['backing-image']['backing-image']['filename'], base,
                   'then its backing image')
+
+
+def test_keyval_empty_backing_means_none():
+    """--blockdev ...,backing= (an empty string: all keyval can say) opens
+    no backing node, as qemu-storage-daemon does (with its deprecation
+    warning); it is not a reference to a node named ''."""
+    d = Daemon()
+    with d:
+        base = d.path('base.qcow2')
+        top = d.path('top.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '1M'])
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2',
+             top, '1M'])
+        d.args += ['--blockdev', 'driver=qcow2,node-name=top,backing=,file.driver=file,'
+                   'file.filename=%s' % top]
+        d.start()
+        nodes = {n['node-name']: n for n in d.qmp().execute('query-named-block-nodes')}
+        assert_eq(nodes['top']['backing_file_depth'], 0, 'no backing node')
+        assert_eq(len(nodes), 2, 'nodes: the image and its file')
+        assert_in('use "backing": null instead', d.stderr(), 'the warning')
 
 
 def test_in_use_and_root_checks():
