@@ -2,11 +2,6 @@
 /* Request memory budgets of the NBD server (budget.h). */
 #include "export-nbd/budget.h"
 
-/* How often a waiting reservation looks at its connection's quit flag:
- * a connection that is shut down while one of its workers waits for
- * room must not keep that worker (and its thread) until room comes. */
-#define QUIT_CHECK_US (100 * 1000)
-
 void bd_nbd_budget_init(BdNbdBudget *b, uint64_t limit)
 {
     bd_mutex_init(&b->lock);
@@ -45,8 +40,7 @@ static gboolean take(BdNbdBudget *b, uint64_t bytes, const gint *quit)
             ok = FALSE;
             break;
         }
-        bd_cond_wait_until(&b->cond, &b->lock,
-                           g_get_monotonic_time() + QUIT_CHECK_US);
+        bd_cond_wait(&b->cond, &b->lock);
     }
     if (ok) {
         b->used += bytes;
@@ -62,6 +56,21 @@ static void give(BdNbdBudget *b, uint64_t bytes)
     b->used -= bytes;
     g_cond_broadcast(&b->cond);
     bd_mutex_unlock(&b->lock);
+}
+
+static void wake(BdNbdBudget *b)
+{
+    bd_mutex_lock(&b->lock);
+    g_cond_broadcast(&b->cond);
+    bd_mutex_unlock(&b->lock);
+}
+
+void bd_nbd_budget_wake(BdNbdBudget *conn)
+{
+    /* The quit flag is tested under each budget's lock, and set before
+     * this: a waiter either saw it or is in its wait now. */
+    wake(conn);
+    wake(bd_nbd_budget_global());
 }
 
 gboolean bd_nbd_budget_reserve(BdNbdBudget *conn, uint64_t bytes,

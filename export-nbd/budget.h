@@ -45,9 +45,13 @@ void bd_nbd_budget_destroy(BdNbdBudget *b);
 BdNbdBudget *bd_nbd_budget_global(void);
 
 /* Reserve 'bytes' from 'conn' and then the global budget, waiting for
- * room; gives up (FALSE, nothing reserved) once *quit is set. */
+ * room; gives up (FALSE, nothing reserved) once *quit is set (and
+ * bd_nbd_budget_wake() called). */
 gboolean bd_nbd_budget_reserve(BdNbdBudget *conn, uint64_t bytes,
                                const gint *quit);
+/* Wake reservations waiting on 'conn' (and in the global budget) to
+ * look at their quit flag again: call after setting it. */
+void bd_nbd_budget_wake(BdNbdBudget *conn);
 /* Give back what bd_nbd_budget_reserve took. */
 void bd_nbd_budget_release(BdNbdBudget *conn, uint64_t bytes);
 

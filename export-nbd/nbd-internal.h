@@ -219,7 +219,8 @@ int bd_nbd_worker_handle_inline(BdNbdWorker *w, const BdNbdRequest *req,
 /* workers.c: serve requests until the client leaves; consumes the
  * connection thread's reference. */
 void bd_nbd_transmission_run(BdNbdClient *c);
-/* Wake the parked workers, to see c->quit. */
+/* Wake the parked workers and those waiting in a budget, to see
+ * c->quit (set it first). */
 void bd_nbd_workers_wake(BdNbdClient *c);
 /* Option-phase reply helpers (handshake.c). */
 int bd_nbd_send_rep(BdNbdClient *c, uint32_t opt, uint32_t type,

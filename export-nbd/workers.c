@@ -86,6 +86,8 @@ void bd_nbd_workers_wake(BdNbdClient *c)
     bd_mutex_lock(&c->pool_lock);
     g_cond_broadcast(&c->parked_cond);
     bd_mutex_unlock(&c->pool_lock);
+    /* ... and those waiting for request memory. */
+    bd_nbd_budget_wake(&c->budget);
 }
 
 /* The connection is over: let every worker see it. */
