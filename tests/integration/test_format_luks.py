@@ -201,10 +201,12 @@ def test_qemu_img_xts_fuse():
 
 
 def test_qemu_img_modes():
-    """Every AES mode and hash QEMU's luks offers, over NBD."""
-    for kind in KINDS:
-        if kind != 'aes256-xts':
-            qemu_img_roundtrip(kind, 'nbd')
+    """Every AES mode and hash QEMU's luks offers, over NBD.  Under
+    ThreadSanitizer one of them: the modes differ in the cipher, not in
+    the threads (the other builds run them all)."""
+    kinds = [k for k in KINDS if k != 'aes256-xts']
+    for kind in kinds[:1] if bt.daemon_tsan() else kinds:
+        qemu_img_roundtrip(kind, 'nbd')
 
 
 def cryptsetup_roundtrip(cipher, key_size, hash_, export):
@@ -478,9 +480,12 @@ def test_hostile():
         d.args += ['--object', SECRET]
         d.start()
         q = d.qmp()
+        # qemu-img create -f luks takes seconds whatever iter-time says
+        # (its PBKDF2 benchmarks): one image, copied for each case.
+        template = qemu_img_create(d.path('template.luks'), '', 4 * MiB)
         for name, (fn, text, qsd) in HOSTILE.items():
             img = d.path('h-%s.luks' % name)
-            qemu_img_create(img, '', 4 * MiB)
+            shutil.copyfile(template, img)
             fn(img)
             if is_reference() and qsd is not True:
                 skipped.append('%s (%s)' % (name, qsd))
