@@ -117,6 +117,15 @@ static int64_t file_current_size(FileState *s)
     return st.st_size;
 }
 
+/* The node's size for a file of 'bytes': QEMU counts a node's length in
+ * 512-byte sectors, so a file of unaligned length shows (to queries,
+ * exports and the formats above) as the next multiple of 512, its tail
+ * reading as zeroes; writing there extends the file. */
+static uint64_t file_node_size(uint64_t bytes)
+{
+    return (bytes + 511) & ~(uint64_t)511;
+}
+
 /* After a request that may have grown the file up to 'end'. */
 static void file_note_end(BdNode *node, FileState *s, uint64_t end)
 {
@@ -125,7 +134,7 @@ static void file_note_end(BdNode *node, FileState *s, uint64_t end)
     }
     bd_mutex_lock(&s->size_lock);
     if (end > node->size) {
-        bd_node_set_size(node, end);
+        bd_node_set_size(node, file_node_size(end));
     }
     bd_mutex_unlock(&s->size_lock);
 }
@@ -568,7 +577,7 @@ static int file_truncate(BdNode *node, uint64_t size)
         bd_mutex_unlock(&s->size_lock);
         return -err;
     }
-    bd_node_set_size(node, size);
+    bd_node_set_size(node, file_node_size(size));
     bd_mutex_unlock(&s->size_lock);
     return 0;
 }
@@ -723,7 +732,7 @@ static gboolean file_setup(BdNode *node, FileState *s, OnOffAuto locking,
     } else {
         bd_file_lock_init(&s->lock, s->fd, bd_file_lock_supported(s->fd));
     }
-    bd_node_set_size(node, size);
+    bd_node_set_size(node, file_node_size((uint64_t)size));
     return TRUE;
 }
 

@@ -521,7 +521,10 @@ def truncate_to(n):
 #   qsd: True when qemu-storage-daemon 7.2 refuses it too (any text),
 #   else why the case is skipped against it.
 VDI_CASES = {
-    'truncated-header': ('vdi', truncate_to(200), 'too short for a VDI header', True),
+    # The file node counts whole 512-byte sectors (as QEMU): the header's
+    # missing tail reads as zeroes, and the header check says so.
+    'truncated-header': ('vdi', truncate_to(200),
+                         'unsupported VDI image (sector size 0 is not 512)', True),
     'bad-signature': ('vdi', lambda i: vdi_patch(i, 0x40, '<I', 0x12345678),
                       'Image not in VDI format (bad signature 12345678)', True),
     'huge-disk-size': ('vdi', lambda i: vdi_patch(i, 0x170, '<Q', 1 << 62),
@@ -542,7 +545,10 @@ VDI_CASES = {
                      'QSD 7.2 opens it, the map read past the end of the file'),
 }
 VPC_CASES = {
-    'truncated-file': ('vpc', truncate_to(100), 'File too small for a VHD header', True),
+    # 100 bytes count as one sector (see truncated-header): the footer
+    # copy at the start still parses, and what it points to is missing.
+    'truncated-file': ('vpc', truncate_to(100),
+                       'dynamic disk header offset 0x200 is outside the file', True),
     'bad-checksum': ('vpc', lambda i: vdi_patch(i, 64, '>I', 1), 'Incorrect header checksum', True),
     'bad-cookie': ('vpc', lambda i: vdi_patch(i, 0, '8s', b'notavhd!'),
                    'the copy at the start of the file is missing', True),
