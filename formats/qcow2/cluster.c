@@ -355,6 +355,93 @@ int qcow2_grow_l1_locked(Qcow2State *s, uint64_t size)
     return 0;
 }
 
+/* After a shrink: the file ends after its last cluster in use, as
+ * QEMU cuts it (qcow2_get_last_cluster).  Best effort: the image is
+ * correct either way. */
+static void shrink_file_locked(Qcow2State *s)
+{
+    int64_t len = bd_node_getlength(s->file->node);
+    uint64_t cs = s->cluster_size, end;
+    int ret;
+
+    if (len <= 0 || qcow2_metadata_flush_locked(s) < 0) {
+        return;
+    }
+    end = (uint64_t)len / cs;
+    while (end > 0) {
+        uint64_t refcount = 0;
+
+        if (qcow2_refcount_get_locked(s, end - 1, &refcount) < 0) {
+            return;
+        }
+        if (refcount) {
+            break;
+        }
+        end--;
+    }
+    if (end * cs < (uint64_t)len) {
+        ret = bd_node_truncate(s->file->node, end * cs);
+        if (ret < 0) {
+            g_warning("node '%s': could not cut the image file after "
+                      "shrinking: %s", s->node->node_name, g_strerror(-ret));
+        }
+    }
+}
+
+int qcow2_shrink_locked(Qcow2State *s, uint64_t old_size, uint64_t size)
+{
+    uint64_t cs = s->cluster_size;
+    uint64_t cover = cs << s->l2_bits;
+    uint64_t start = (size + cs - 1) & ~(cs - 1);
+    uint64_t first = (size + cover - 1) / cover;   /* first L1 index cut */
+    uint32_t slice = qcow2_cache_entry_size(s->l2_cache);
+    g_autofree uint64_t *zeroes = NULL;
+    int ret = 0;
+
+    if (start < old_size) {
+        ret = qcow2_zero_clusters_locked(s, start,
+                                         (old_size - start + cs - 1) >>
+                                         s->cluster_bits, QCOW2_DISCARD);
+    }
+    if (ret == 0) {
+        /* The L2 tables go next: their changes must be on disk, and
+         * the clusters they no longer reference released. */
+        ret = qcow2_metadata_flush_locked(s);
+    }
+    if (ret < 0 || first >= s->l1_size) {
+        return ret;
+    }
+    /* Clear the L1 entries on disk before their tables are freed: a
+     * crash in between leaks clusters, never points into a free one. */
+    zeroes = g_try_malloc0((s->l1_size - first) * 8);
+    if (!zeroes) {
+        return -ENOMEM;
+    }
+    ret = bd_child_pwrite(s->file, s->h.l1_table_offset + first * 8,
+                          (s->l1_size - first) * 8, zeroes, 0);
+    if (ret == 0) {
+        ret = bd_child_flush(s->file);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    for (uint64_t i = first; i < s->l1_size; i++) {
+        uint64_t l2 = s->l1[i] & QCOW2_OFFSET_MASK;
+
+        s->l1[i] = 0;
+        if (!l2) {
+            continue;
+        }
+        for (uint64_t off = l2; off < l2 + cs; off += slice) {
+            qcow2_cache_discard(s->l2_cache, off);
+        }
+        /* A table a snapshot shares only loses our reference. */
+        qcow2_free_clusters_locked(s, l2, cs, QCOW2_DISCARD_OTHER);
+    }
+    shrink_file_locked(s);
+    return 0;
+}
+
 int qcow2_free_entry_locked(Qcow2State *s, uint64_t l2e, int discard_type)
 {
     switch (qcow2_entry_type(s, l2e)) {

@@ -260,6 +260,11 @@ int qcow2_get_mapping_cached_locked(Qcow2State *s, uint64_t offset,
  * in 'old' when not NULL.  Allocates L2 tables as needed. */
 int qcow2_set_l2_entries_locked(Qcow2State *s, uint64_t offset, uint64_t n,
                                 const uint64_t *entries, uint64_t *old);
+/* Shrink the guest disk from 'old_size' to 'size' bytes (QEMU's
+ * qcow2_co_truncate): the clusters past the new end are discarded, the
+ * L2 tables wholly past it freed and their L1 entries cleared.  The L1
+ * table keeps its size, as in QEMU; the header is the caller's. */
+int qcow2_shrink_locked(Qcow2State *s, uint64_t old_size, uint64_t size);
 /* Grow the L1 table to cover 'size' guest bytes. */
 int qcow2_grow_l1_locked(Qcow2State *s, uint64_t size);
 int qcow2_read_compressed(Qcow2State *s, uint64_t l2e, uint8_t *out);

@@ -725,16 +725,19 @@ int qcow2_truncate(BdNode *node, uint64_t size)
     uint64_t be = GUINT64_TO_BE(size);
     int ret;
 
-    if (size < node->size) {
-        return -ENOTSUP;
-    }
     if (s->h.nb_snapshots && s->h.version < 3) {
         /* A v2 snapshot does not record its disk size (QEMU: "Can't
          * resize a v2 image which has snapshots"). */
         return -ENOTSUP;
     }
     g_mutex_lock(&s->lock);
-    ret = s->corrupt ? -EIO : qcow2_grow_l1_locked(s, size);
+    if (s->corrupt) {
+        ret = -EIO;
+    } else if (size < node->size) {
+        ret = qcow2_shrink_locked(s, node->size, size);
+    } else {
+        ret = qcow2_grow_l1_locked(s, size);
+    }
     if (ret == 0) {
         ret = qcow2_metadata_flush_locked(s);
     }

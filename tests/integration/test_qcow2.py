@@ -397,6 +397,51 @@ def test_grow_via_qmp_resize():
         check_clean(img)
 
 
+def _image_end(img):
+    out = run(['qemu-img', 'check', '--output=json', img]).stdout
+    return json.loads(out)['image-end-offset']
+
+
+def test_shrink_via_qmp_resize():
+    """block_resize shrinks a qcow2 image as QEMU 7.2 does: the clusters
+    past the end and the L2 tables wholly past it are freed, the file is
+    cut after its last cluster in use (the same end as qemu-img resize
+    --shrink gives), the data before the end stays, the check is clean,
+    and an internal snapshot keeps its own size and data."""
+    require_tool('qemu-img', 'qemu-io')
+    new_size = 300 * MiB + 64 * 1024 + 4096      # not cluster-aligned
+    with Daemon() as d:
+        img, ref = d.path('a.qcow2'), d.path('ref.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', img, '1G'])
+        qemu_io(img, 'write -P 0x11 0 1M', 'write -P 0x22 299M 2M', 'write -P 0x33 600M 1M',
+                'write -P 0x44 1000M 1M', fmt='qcow2')
+        run(['qemu-img', 'snapshot', '-c', 'before', img])
+        qemu_io(img, 'write -P 0x55 0 64k', fmt='qcow2')
+        run(['cp', img, ref])
+        run(['qemu-img', 'resize', '-q', '--shrink', ref, str(new_size)])
+        d.args += ['--blockdev', 'driver=qcow2,node-name=q,file.driver=file,'
+                   'file.filename=%s' % img]
+        d.start()
+        q = d.qmp()
+        q.execute('block_resize', {'node-name': 'q', 'size': new_size})
+        sizes = {n['node-name']: n['image']['virtual-size']
+                 for n in q.execute('query-named-block-nodes')}
+        assert_eq(sizes['q'], new_size, 'virtual-size after the shrink')
+        assert_eq(d.stop(), 0, 'exit status')
+        check_clean(img)
+        assert_eq(_image_end(img), _image_end(ref), 'image end offset, as qemu-img shrinks')
+        p = run(['qemu-img', 'compare', img, ref], check=False)
+        assert_eq(p.returncode, 0, 'compare with qemu-img --shrink: %s' % p.stdout)
+        qemu_io(img, 'read -P 0x55 0 64k', 'read -P 0x22 299M 1M', fmt='qcow2')
+        # Grown again, the cut part reads as zeroes, not the old data.
+        run(['qemu-img', 'resize', '-q', img, '1G'])
+        qemu_io(img, 'read -P 0 600M 1M', 'read -P 0 1000M 1M', fmt='qcow2')
+        run(['qemu-img', 'snapshot', '-a', 'before', img])
+        check_clean(img)
+        qemu_io(img, 'read -P 0x11 0 1M', 'read -P 0x33 600M 1M', 'read -P 0x44 1000M 1M',
+                fmt='qcow2')
+
+
 def test_compress_filter():
     """compress -> qcow2 -> file through NBD: qemu-io patterns (aligned,
     unaligned, overwrites) land as compressed clusters, incompressible data
