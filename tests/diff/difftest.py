@@ -488,6 +488,14 @@ class Report:
             if a['count'] and self.verbose:
                 print('  %5d  %s %s /%s/: %s' % (a['count'], a['command'], a.get('kind', '*'),
                                                  a.get('match', ''), a['reason']))
+        unused = [a for a in self.accepted if not a['count']]
+        if unused:
+            # Not an error (a slice need not meet every entry), but the
+            # fixed ones should leave the file.
+            print('accepted entries that matched nothing this run: %d' % len(unused))
+            for a in unused:
+                print('  %s %s /%s/: %s' % (a['command'], a.get('kind', '*'),
+                                           a.get('match', ''), a['reason'][:100]))
         print('unaccepted differences: %d (%d kinds)' % (
             sum(g[0] for g in self.groups.values()), len(self.groups)))
         for (cmd, kind, detail), (n, repro) in sorted(self.groups.items()):

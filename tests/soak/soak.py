@@ -429,6 +429,9 @@ class Soak:
         self.q.execute('blockdev-del', {'node-name': tname})
         self.compare(target, ref, 'backup ' + tname)
         os.unlink(ref)
+        if not incremental:
+            for old in self.backups:     # a new chain starts: the old one goes
+                os.unlink(old)
         self.backups = self.backups + [target] if incremental else [target]
         self.inc_ok = True
         self.stats.add('backups incremental' if incremental else 'backups full')
