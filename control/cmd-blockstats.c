@@ -297,7 +297,9 @@ static gboolean query_blockstats(GVariant *args, JsonNode **ret,
         GPtrArray *nodes = bd_node_list();
         for (guint i = 0; i < nodes->len; i++) {
             BdNode *n = nodes->pdata[i];
-            if (n->implicit || !n->node_name || !n->node_name[0]) {
+            /* Every named node, jobs' filters too (their generated
+             * names), as QEMU's walk over its named nodes. */
+            if (!n->node_name || !n->node_name[0]) {
                 continue;
             }
             json_array_add_object_element(arr,

@@ -336,15 +336,16 @@ static const BdJobDriver backup_job_driver = {
 
 static gboolean backup_check(const BdBackupParams *p, GError **errp)
 {
+    /* QEMU's order: the same node twice before its op blockers. */
+    if (p->source == p->target) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Source and target cannot be the same");
+        return FALSE;
+    }
     /* QEMU's BACKUP_SOURCE/BACKUP_TARGET op blockers: another job's
      * nodes are refused. */
     if (!bd_chain_check_busy(p->source, errp) ||
         !bd_chain_check_busy(p->target, errp)) {
-        return FALSE;
-    }
-    if (p->source == p->target) {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "Source and target cannot be the same");
         return FALSE;
     }
     if (p->compress && !(p->target->drv->supported_write_flags &
