@@ -62,6 +62,7 @@ static void test_gives_up_on_quit(void)
     t = g_thread_new("waiter", reserve_thread, &w);
     g_usleep(50 * 1000);
     g_atomic_int_set(&w.quit, 1);
+    bd_nbd_budget_wake(&conn);       /* as bd_nbd_workers_wake() does */
     wait_done(&w);
     g_thread_join(t);
     g_assert_cmpint(w.done, ==, -1);
