@@ -49,6 +49,10 @@ static const BdSchemaField image_info_fields[] = {
     BD_FIELD("virtual-size", &bd_schema_int),
     BD_OPT("actual-size", &bd_schema_int),
     BD_OPT("cluster-size", &bd_schema_int),
+    /* Optional in QEMU's ImageInfo; blockd reports neither (QEMU 7.2's
+     * block nodes leave them out too), listed for introspection. */
+    BD_OPT("encrypted", &bd_schema_bool),
+    BD_OPT("compressed", &bd_schema_bool),
     BD_OPT("backing-filename", &bd_schema_str),
     BD_OPT("full-backing-filename", &bd_schema_str),
     BD_OPT("backing-filename-format", &bd_schema_str),
@@ -103,6 +107,23 @@ static const BdSchemaField device_info_fields[] = {
     BD_FIELD("iops_rd", &bd_schema_int),
     BD_FIELD("iops_wr", &bd_schema_int),
     BD_FIELD("image", &image_info),
+    /* QEMU's throttling members beyond the six above exist only when a
+     * device's BlockBackend is throttled, which a storage daemon's
+     * nodes never are: listed for introspection, never returned. */
+    BD_OPT("bps_max", &bd_schema_int),
+    BD_OPT("bps_rd_max", &bd_schema_int),
+    BD_OPT("bps_wr_max", &bd_schema_int),
+    BD_OPT("iops_max", &bd_schema_int),
+    BD_OPT("iops_rd_max", &bd_schema_int),
+    BD_OPT("iops_wr_max", &bd_schema_int),
+    BD_OPT("bps_max_length", &bd_schema_int),
+    BD_OPT("bps_rd_max_length", &bd_schema_int),
+    BD_OPT("bps_wr_max_length", &bd_schema_int),
+    BD_OPT("iops_max_length", &bd_schema_int),
+    BD_OPT("iops_rd_max_length", &bd_schema_int),
+    BD_OPT("iops_wr_max_length", &bd_schema_int),
+    BD_OPT("iops_size", &bd_schema_int),
+    BD_OPT("group", &bd_schema_str),
     BD_FIELD("write_threshold", &bd_schema_int),
     BD_OPT("dirty-bitmaps", &dirty_info_list),
     BD_FIELD("cache", &cache_info),
