@@ -340,8 +340,10 @@ int main(int argc, char **argv)
         fail_startup("--sandbox: %s", err->message);
     }
 
-    bd_daemonize_ready();
+    /* systemd first: once --daemonize's parent exits, the service
+     * manager may already look for the notification. */
     bd_notify("READY=1");
+    bd_daemonize_ready();
 
     g_main_loop_run(main_loop);
 
