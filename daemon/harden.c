@@ -19,8 +19,9 @@
  *   spawn=deny         fork, vfork, execve, execveat and clone without
  *                      CLONE_THREAD fail with EPERM (clone3 with ENOSYS,
  *                      so that glibc creates threads with clone).
- *   resourcecontrol=deny     QEMU's priority and scheduler calls fail
- *                      with EPERM.
+ *   resourcecontrol=deny     the calls that change priorities, the
+ *                      scheduler or the CPU affinity fail with EPERM
+ *                      (QEMU's set also denies reading them).
  *
  * Thread model: main thread, at start-up (before or after the first
  * threads: the filter is synchronised to every thread).
@@ -357,11 +358,12 @@ static const char *const elevate[] = {
     "setresgid32", "setfsuid32", "setfsgid32", "setgroups32", NULL };
 static const char *const spawn[] = {
     "fork", "vfork", "execve", "execveat", NULL };
+/* QEMU's set without the calls that only read: glibc's
+ * pthread_getattr_np() reads the affinity (the sanitizers call it in
+ * every new thread), and reading changes nothing. */
 static const char *const resource[] = {
-    "getpriority", "setpriority", "sched_setparam", "sched_getparam",
-    "sched_setscheduler", "sched_getscheduler", "sched_setaffinity",
-    "sched_getaffinity", "sched_get_priority_max",
-    "sched_get_priority_min", NULL };
+    "setpriority", "sched_setparam", "sched_setscheduler",
+    "sched_setaffinity", "sched_setattr", NULL };
 
 static gboolean add_rules(scmp_filter_ctx ctx, const char *const *names,
                           uint32_t action, GError **errp)
@@ -383,6 +385,15 @@ static gboolean add_rules(scmp_filter_ctx ctx, const char *const *names,
     }
     return TRUE;
 }
+
+/* The clone flags that make a clone no new process: a thread.  In a
+ * sanitizer build also LeakSanitizer's tracer (CLONE_UNTRACED, which
+ * nothing else here uses), which stops the threads at exit. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CLONE_SPARED (CLONE_THREAD | CLONE_UNTRACED)
+#else
+#define CLONE_SPARED CLONE_THREAD
+#endif
 
 static gboolean install_filter(GError **errp)
 {
@@ -424,7 +435,7 @@ static gboolean install_filter(GError **errp)
          * pointer the filter cannot read, so clone3 says ENOSYS and
          * glibc falls back to clone for its threads. */
         rc = seccomp_rule_add(ctx, eperm, SCMP_SYS(clone), 1,
-                              SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0));
+                              SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_SPARED, 0));
         if (rc == 0 && nr3 != __NR_SCMP_ERROR) {
             rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), nr3, 0);
         }
