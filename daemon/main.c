@@ -329,6 +329,15 @@ int main(int argc, char **argv)
     g_unix_signal_add(SIGHUP, on_signal, NULL);
 
     apply_options(argc, argv, &pidfile);
+    {
+        g_autofree char *unused = bd_socket_activation_unused();
+        if (unused) {
+            g_warning("socket activation: no option takes the passed "
+                      "socket(s) %s (use --nbd-server addr.type=fd,"
+                      "addr.str=NAME or --chardev socket,fd=NAME,...)",
+                      unused);
+        }
+    }
     if (pidfile && !bd_pidfile_write(pidfile, &err)) {
         fail_startup("%s", err->message);
     }

@@ -226,6 +226,8 @@ int bd_socket_address_listen(const BdSocketAddress *addr, GError **errp)
 typedef struct {
     int fd;
     char *name;     /* NULL: not from LISTEN_FDS, or no name */
+    gboolean activated;  /* from LISTEN_FDS */
+    gboolean taken;      /* an address named it once */
 } Inherited;
 
 static GArray *inherited;
@@ -258,7 +260,7 @@ void bd_socket_inherited_init(void)
 
         names = fdnames ? g_strsplit(fdnames, ":", -1) : NULL;
         for (guint i = 0; i < n; i++) {
-            Inherited e = { .fd = 3 + (int)i };
+            Inherited e = { .fd = 3 + (int)i, .activated = TRUE };
             int flags = fcntl(e.fd, F_GETFD);
 
             if (flags < 0) {
@@ -303,14 +305,14 @@ guint bd_socket_activation_count(void)
 
 int bd_socket_inherited_take(const char *str, GError **errp)
 {
-    const Inherited *found = NULL;
+    Inherited *found = NULL;
     int type = 0, listening = 0, fd;
     socklen_t len = sizeof(type);
     struct stat st;
     guint64 num;
 
     for (guint i = 0; inherited && i < inherited->len; i++) {
-        const Inherited *e = &g_array_index(inherited, Inherited, i);
+        Inherited *e = &g_array_index(inherited, Inherited, i);
         if (e->name && strcmp(e->name, str) == 0) {
             found = e;
             break;
@@ -318,7 +320,7 @@ int bd_socket_inherited_take(const char *str, GError **errp)
     }
     if (!found && parse_uint(str, &num)) {
         for (guint i = 0; inherited && i < inherited->len; i++) {
-            const Inherited *e = &g_array_index(inherited, Inherited, i);
+            Inherited *e = &g_array_index(inherited, Inherited, i);
             if ((guint64)e->fd == num) {
                 found = e;
                 break;
@@ -359,9 +361,25 @@ int bd_socket_inherited_take(const char *str, GError **errp)
         return -1;
     }
     fd = fcntl(found->fd, F_DUPFD_CLOEXEC, 3);
+    found->taken = fd >= 0;
     if (fd < 0) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "File descriptor '%s': %s", str, g_strerror(errno));
     }
     return fd;
+}
+
+char *bd_socket_activation_unused(void)
+{
+    g_autoptr(GString) out = g_string_new(NULL);
+
+    for (guint i = 0; inherited && i < inherited->len; i++) {
+        const Inherited *e = &g_array_index(inherited, Inherited, i);
+        if (e->activated && !e->taken) {
+            g_string_append_printf(out, "%s%d%s%s%s", out->len ? ", " : "",
+                                   e->fd, e->name ? " (" : "",
+                                   e->name ? e->name : "", e->name ? ")" : "");
+        }
+    }
+    return out->len ? g_string_free(g_steal_pointer(&out), FALSE) : NULL;
 }

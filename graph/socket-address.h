@@ -61,5 +61,8 @@ guint bd_socket_activation_count(void);
  * and started again may take it again) or -1 with QEMU's texts
  * ("File descriptor '%s' is not a socket"). */
 int bd_socket_inherited_take(const char *str, GError **errp);
+/* The LISTEN_FDS sockets no address has taken ("4 (nbd), 5"), or NULL:
+ * connections to them would wait forever. */
+char *bd_socket_activation_unused(void);
 
 #endif

@@ -159,6 +159,24 @@ def test_socket_activation_named():
         check_image(img)
 
 
+def test_socket_activation_unused_warned():
+    """A passed socket no option takes would leave its clients waiting:
+    the daemon says so at start-up, and serves the one it takes (by
+    number, as systemd passes them in order)."""
+    skip_if_reference('qemu-storage-daemon does not read LISTEN_FDS')
+    with Daemon(qmp=False) as scratch:
+        qmp_l = listener(scratch.path('qmp.sock'))
+        nbd_l = listener(scratch.path('nbd.sock'))
+        d = PassedFds([qmp_l, nbd_l], tmpdir=scratch.dir, env={'LISTEN_FDNAMES': 'qmp:nbd'})
+        d.args = ['--chardev', 'socket,id=m,fd=3,server=on,wait=off', '--monitor', 'chardev=m']
+        with d:
+            d.start()
+            q = qmp_on(d, scratch.path('qmp.sock'))
+            assert_eq(q.execute('query-block-exports'), [], 'monitor works')
+            assert_in('no option takes the passed socket(s) 4 (nbd)', d.stderr(), 'warning')
+            assert_eq('(qmp)' in d.stderr(), False, 'the taken one is not listed')
+
+
 def test_fd_numbers():
     """--chardev socket,fd=N and --nbd-server addr.type=fd,addr.str=N
     with descriptors a script passed (no LISTEN_FDS), as
