@@ -12,6 +12,7 @@ typedef struct {
     const char *id;
     BdSocketAddressType type;
     const char *path, *host, *port;
+    const char *fd;            /* fd: a number or a LISTEN_FDNAMES name */
     gboolean abstract, tight;
     gboolean has_server, server;
     gboolean has_wait, wait;

@@ -62,9 +62,12 @@ gboolean bd_chardev_opts_check(const BdChardevSockOpts *o, GError **errp)
         }
         unsupported = "tls-creds";
     }
-    if (o->type == BD_SOCKET_ADDRESS_FD) {
+    if (o->type == BD_SOCKET_ADDRESS_FD && !o->server) {
+        /* QEMU would take a connected socket; blockd only listens on a
+         * passed one. */
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "only QEMU supports file descriptor passing");
+                    "a file descriptor chardev must be a server "
+                    "(server=on): blockd takes listening sockets only");
         return FALSE;
     }
     if (o->type == BD_SOCKET_ADDRESS_UNIX &&
@@ -96,9 +99,9 @@ gboolean bd_chardev_opts_check(const BdChardevSockOpts *o, GError **errp)
 static const char *const known_keys[] = {
     "backend", "id", "path", "server", "wait", "host", "port", "ipv4",
     "ipv6", "nodelay", "abstract", "tight", "reconnect", "telnet",
-    "tn3270", "websocket", "tls-creds", "tls-authz", "logfile", NULL };
+    "tn3270", "websocket", "tls-creds", "tls-authz", "logfile", "fd", NULL };
 static const char *const unsupported_keys[] = {
-    "to", "fd", "mux", "logappend", "numeric", "keep-alive", NULL };
+    "to", "mux", "logappend", "numeric", "keep-alive", NULL };
 
 static gboolean opt_bool(JsonObject *o, const char *key, gboolean def,
                          gboolean *has, gboolean *out, GError **errp)
@@ -153,6 +156,7 @@ static gboolean keyval_opts(JsonObject *o, BdChardevSockOpts *s, GError **errp)
     s->path = json_object_get_string_member_with_default(o, "path", NULL);
     s->host = json_object_get_string_member_with_default(o, "host", NULL);
     s->port = json_object_get_string_member_with_default(o, "port", NULL);
+    s->fd = json_object_get_string_member_with_default(o, "fd", NULL);
     s->tls_creds = json_object_get_string_member_with_default(
         o, "tls-creds", NULL);
     s->tls_authz = json_object_get_string_member_with_default(
@@ -184,6 +188,8 @@ static gboolean keyval_opts(JsonObject *o, BdChardevSockOpts *s, GError **errp)
     } else if (s->port) {
         s->type = BD_SOCKET_ADDRESS_INET;
         s->host = s->host ? s->host : "";
+    } else if (s->fd) {
+        s->type = BD_SOCKET_ADDRESS_FD;
     } else {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     s->host ? "chardev: socket: no port given"
@@ -271,6 +277,7 @@ BdChardev *bd_chardev_socket_new(const char *id, GVariant *data,
         g_variant_lookup(inner, "path", "&s", &s.path);
         g_variant_lookup(inner, "host", "&s", &s.host);
         g_variant_lookup(inner, "port", "&s", &s.port);
+        g_variant_lookup(inner, "str", "&s", &s.fd);
         lookup_bool(inner, "abstract", &s.abstract);
         lookup_bool(inner, "tight", &s.tight);
     }

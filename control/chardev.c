@@ -48,6 +48,7 @@ struct BdChardev {
     char *path;                /* unix */
     gboolean abstract, tight;  /* unix, Linux abstract namespace */
     char *host, *port;         /* inet (a server's: the bound address) */
+    char *fd;                  /* fd: as given */
     gboolean nodelay;
     /* A unix path we bound, to unlink when we go, if still ours. */
     gboolean bound;
@@ -126,6 +127,7 @@ static void chardev_free(BdChardev *c)
     g_free(c->path);
     g_free(c->host);
     g_free(c->port);
+    g_free(c->fd);
     g_free(c->disconnected);
     g_free(c->connected);
     g_free(c);
@@ -150,6 +152,10 @@ static char *disconnected_name(const BdChardev *c)
         return g_strdup_printf("disconnected:unix:%s%s%s%s", c->path,
                                c->abstract ? ",abstract=on" : "",
                                c->abstract && c->tight ? ",tight=on" : "",
+                               c->server ? ",server=on" : "");
+    }
+    if (c->type == BD_SOCKET_ADDRESS_FD) {
+        return g_strdup_printf("disconnected:fd:%s%s", c->fd,
                                c->server ? ",server=on" : "");
     }
     return g_strdup_printf("disconnected:tcp:%s:%s%s", c->host, c->port,
@@ -418,6 +424,35 @@ static GSocketAddress *tcp_listen_address(const char *host, const char *port,
     return sa;
 }
 
+/* A listening socket systemd or the caller passed (address type fd). */
+static gboolean server_listen_fd(BdChardev *c, GError **errp)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GSocket) sock = NULL;
+    int fd = bd_socket_inherited_take(c->fd, errp);
+
+    if (fd < 0) {
+        return FALSE;
+    }
+    sock = g_socket_new_from_fd(fd, &err);
+    if (!sock) {
+        close(fd);
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "File descriptor '%s': %s", c->fd, err->message);
+        return FALSE;
+    }
+    c->service = g_socket_service_new();
+    g_socket_service_stop(c->service);
+    if (!g_socket_listener_add_socket(G_SOCKET_LISTENER(c->service), sock,
+                                      NULL, &err)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "File descriptor '%s': %s", c->fd, err->message);
+        return FALSE;
+    }
+    g_signal_connect(c->service, "incoming", G_CALLBACK(on_incoming), c);
+    return TRUE;
+}
+
 static gboolean server_listen(BdChardev *c, GError **errp)
 {
     g_autoptr(GError) err = NULL;
@@ -425,6 +460,9 @@ static gboolean server_listen(BdChardev *c, GError **errp)
     g_autoptr(GSocketAddress) eff = NULL;
     struct stat st;
 
+    if (c->type == BD_SOCKET_ADDRESS_FD) {
+        return server_listen_fd(c, errp);
+    }
     if (c->type == BD_SOCKET_ADDRESS_UNIX && !*c->path && !c->abstract) {
         /* QEMU makes up a path in the temporary directory. */
         g_autofree char *tmpl = g_build_filename(g_get_tmp_dir(),
@@ -511,6 +549,7 @@ BdChardev *bd_chardev_open(const BdChardevSockOpts *o, GError **errp)
     c->tight = o->tight;
     c->host = g_strdup(o->host);
     c->port = g_strdup(o->port);
+    c->fd = g_strdup(o->fd);
     c->nodelay = o->nodelay;
     if (c->server) {
         if (!server_listen(c, errp)) {

@@ -172,8 +172,7 @@ static gboolean nbd_start(const BdSocketAddress *addr, const NbdServerArgs *a,
                     "NBD server already running");
         return FALSE;
     }
-    if (addr->type != BD_SOCKET_ADDRESS_UNIX &&
-        addr->type != BD_SOCKET_ADDRESS_INET) {
+    if (addr->type == BD_SOCKET_ADDRESS_VSOCK) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "NBD server: socket address type '%s' is not supported "
                     "by blockd", bd_socket_address_type_names[addr->type]);

@@ -24,6 +24,21 @@ void bd_pidfile_remove(void);
 gboolean bd_daemonize_start(GError **errp);
 void bd_daemonize_ready(void);
 
+/* harden.c: systemd's readiness notification (NOTIFY_SOCKET, connected
+ * by bd_notify_init() at start, before any privilege drop; bd_notify()
+ * sends "READY=1" etc. with MAINPID), the privilege drop after start-up
+ * and the seccomp filter (--sandbox). */
+void bd_notify_init(void);
+void bd_notify(const char *state);
+gboolean bd_harden_set_runas(const char *arg, GError **errp);
+gboolean bd_harden_set_chroot(const char *arg, GError **errp);
+gboolean bd_harden_set_run_with(const char *arg, GError **errp);
+gboolean bd_harden_set_sandbox(const char *arg, GError **errp);
+/* chroot, then setgid/setgroups/setuid, as configured (no-op without). */
+gboolean bd_harden_drop_privileges(GError **errp);
+/* Install the --sandbox filter (no-op without --sandbox on). */
+gboolean bd_harden_apply_sandbox(GError **errp);
+
 /* help.c: --help, --version and the help topics, listed from the
  * registries (fill them first). */
 void bd_daemon_print_help(void);

@@ -28,6 +28,7 @@
 #include "formats/registry.h"
 #include "graph/main-thread.h"
 #include "graph/node.h"
+#include "graph/socket-address.h"
 #include "jobs/job.h"
 #include "objects/object.h"
 
@@ -120,6 +121,10 @@ enum {
     OPT_NBD_SERVER,
     OPT_OBJECT,
     OPT_PIDFILE,
+    OPT_RUNAS,
+    OPT_CHROOT,
+    OPT_RUN_WITH,
+    OPT_SANDBOX,
 };
 
 static const struct option long_options[] = {
@@ -135,6 +140,10 @@ static const struct option long_options[] = {
     { "nbd-server", required_argument, NULL, OPT_NBD_SERVER },
     { "object", required_argument, NULL, OPT_OBJECT },
     { "pidfile", required_argument, NULL, OPT_PIDFILE },
+    { "runas", required_argument, NULL, OPT_RUNAS },
+    { "chroot", required_argument, NULL, OPT_CHROOT },
+    { "run-with", required_argument, NULL, OPT_RUN_WITH },
+    { "sandbox", required_argument, NULL, OPT_SANDBOX },
     { "trace", required_argument, NULL, 'T' },
     { NULL, 0, NULL, 0 },
 };
@@ -224,6 +233,14 @@ static void apply_options(int argc, char **argv, const char **pidfile)
         if (c == OPT_LOG && !bd_daemon_apply_log(optarg, &err)) {
             fail_startup("--log %s: %s", optarg, err->message);
         }
+        /* Checked before anything starts; applied after start-up. */
+        if ((c == OPT_RUNAS && !bd_harden_set_runas(optarg, &err)) ||
+            (c == OPT_CHROOT && !bd_harden_set_chroot(optarg, &err)) ||
+            (c == OPT_RUN_WITH && !bd_harden_set_run_with(optarg, &err)) ||
+            (c == OPT_SANDBOX && !bd_harden_set_sandbox(optarg, &err))) {
+            fail_startup("--%s %s: %s", long_options[index].name, optarg,
+                         err->message);
+        }
     }
     optind = 1;
     while ((c = getopt_long(argc, argv, short_options, long_options,
@@ -234,7 +251,9 @@ static void apply_options(int argc, char **argv, const char **pidfile)
             *pidfile = optarg;
             continue;
         }
-        if (c < 256 || c == OPT_DAEMONIZE || c == OPT_LOG) {
+        if (c < 256 || c == OPT_DAEMONIZE || c == OPT_LOG ||
+            c == OPT_RUNAS || c == OPT_CHROOT || c == OPT_RUN_WITH ||
+            c == OPT_SANDBOX) {
             continue;
         }
         if (!bd_daemon_apply_option(long_options[index].name, optarg,
@@ -269,6 +288,9 @@ static void use_malloc_for_slices(char **argv)
 int main(int argc, char **argv)
 {
     use_malloc_for_slices(argv);
+    /* Before GLib opens a descriptor and before --daemonize's fork
+     * (LISTEN_PID is this process). */
+    bd_socket_inherited_init();
 
     g_autoptr(GError) err = NULL;
     const char *pidfile = NULL;
@@ -283,6 +305,7 @@ int main(int argc, char **argv)
         return bd_daemon_print_topic(help.option, help.arg) == 0 ?
                EXIT_SUCCESS : EXIT_FAILURE;
     }
+    bd_notify_init();
     if (daemonize && !bd_daemonize_start(&err)) {
         fprintf(stderr, "blockd: %s\n", err->message);
         return EXIT_FAILURE;
@@ -306,14 +329,34 @@ int main(int argc, char **argv)
     g_unix_signal_add(SIGHUP, on_signal, NULL);
 
     apply_options(argc, argv, &pidfile);
+    {
+        g_autofree char *unused = bd_socket_activation_unused();
+        if (unused) {
+            g_warning("socket activation: no option takes the passed "
+                      "socket(s) %s (use --nbd-server addr.type=fd,"
+                      "addr.str=NAME or --chardev socket,fd=NAME,...)",
+                      unused);
+        }
+    }
     if (pidfile && !bd_pidfile_write(pidfile, &err)) {
         fail_startup("%s", err->message);
     }
+    /* Everything is open: give up what start-up needed. */
+    if (!bd_harden_drop_privileges(&err)) {
+        fail_startup("%s", err->message);
+    }
+    if (!bd_harden_apply_sandbox(&err)) {
+        fail_startup("--sandbox: %s", err->message);
+    }
 
+    /* systemd first: once --daemonize's parent exits, the service
+     * manager may already look for the notification. */
+    bd_notify("READY=1");
     bd_daemonize_ready();
 
     g_main_loop_run(main_loop);
 
+    bd_notify("STOPPING=1");
     shutdown_everything();
     g_main_loop_unref(main_loop);
     g_main_context_release(NULL);

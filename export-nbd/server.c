@@ -467,8 +467,7 @@ gboolean bd_nbd_server_start(const BdSocketAddress *addr,
                     "NBD server already running");
         return FALSE;
     }
-    if (addr->type != BD_SOCKET_ADDRESS_UNIX &&
-        addr->type != BD_SOCKET_ADDRESS_INET) {
+    if (addr->type == BD_SOCKET_ADDRESS_VSOCK) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "NBD server: unsupported address type '%s'",
                     bd_socket_address_type_names[addr->type]);
@@ -502,7 +501,8 @@ gboolean bd_nbd_server_start(const BdSocketAddress *addr,
     }
     server->handshake_max_seconds = cfg->handshake_max_seconds;
     server->source = g_unix_fd_add(fd, G_IO_IN, accept_cb, NULL);
-    g_debug("NBD server listening (%s)", path ? path : "inet");
+    g_debug("NBD server listening (%s)", path ? path
+            : addr->type == BD_SOCKET_ADDRESS_FD ? "fd" : "inet");
     return TRUE;
 }
 

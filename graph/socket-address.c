@@ -5,7 +5,11 @@
  *
  * Thread model: constant tables; decoding runs on the main thread.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -60,7 +64,7 @@ const BdSchemaType bd_socket_address_vsock = {
     .name = "VsockSocketAddress", .kind = BD_SCHEMA_OBJECT,
     .fields = vsock_fields };
 static const BdSchemaField string_fields[] = {
-    { "str", &bd_schema_str, FALSE, .flags = BD_FIELD_IGNORED },
+    { "str", &bd_schema_str, FALSE, A(str) },
     { NULL } };
 const BdSchemaType bd_socket_address_fd = {
     .name = "String", .kind = BD_SCHEMA_OBJECT, .fields = string_fields };
@@ -205,8 +209,177 @@ int bd_socket_address_listen(const BdSocketAddress *addr, GError **errp)
     if (addr->type == BD_SOCKET_ADDRESS_INET) {
         return listen_inet(addr, errp);
     }
+    if (addr->type == BD_SOCKET_ADDRESS_FD) {
+        return bd_socket_inherited_take(addr->str, errp);
+    }
     g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                 "unsupported address type '%s'",
                 bd_socket_address_type_names[addr->type]);
     return -1;
+}
+
+/* --- inherited sockets --- */
+
+/* The descriptors the daemon was started with (from 3 up), and for
+ * those systemd passed, their LISTEN_FDNAMES names.  Written once by
+ * bd_socket_inherited_init() before any thread; read-only afterwards. */
+typedef struct {
+    int fd;
+    char *name;     /* NULL: not from LISTEN_FDS, or no name */
+    gboolean activated;  /* from LISTEN_FDS */
+    gboolean taken;      /* an address named it once */
+} Inherited;
+
+static GArray *inherited;
+static guint activation_count;
+
+static gboolean parse_uint(const char *s, guint64 *out)
+{
+    char *end;
+
+    if (!s || !g_ascii_isdigit(*s)) {
+        return FALSE;
+    }
+    errno = 0;
+    *out = g_ascii_strtoull(s, &end, 10);
+    return errno == 0 && *end == '\0';
+}
+
+void bd_socket_inherited_init(void)
+{
+    g_auto(GStrv) names = NULL;
+    DIR *dir;
+    struct dirent *de;
+    guint64 pid = 0, n = 0;
+    int first_unlisted = 3;
+
+    inherited = g_array_new(FALSE, TRUE, sizeof(Inherited));
+    if (parse_uint(getenv("LISTEN_PID"), &pid) && pid == (guint64)getpid() &&
+        parse_uint(getenv("LISTEN_FDS"), &n) && n > 0 && n < 4096) {
+        const char *fdnames = getenv("LISTEN_FDNAMES");
+
+        names = fdnames ? g_strsplit(fdnames, ":", -1) : NULL;
+        for (guint i = 0; i < n; i++) {
+            Inherited e = { .fd = 3 + (int)i, .activated = TRUE };
+            int flags = fcntl(e.fd, F_GETFD);
+
+            if (flags < 0) {
+                continue;    /* systemd said so, but it is not open */
+            }
+            fcntl(e.fd, F_SETFD, flags | FD_CLOEXEC);
+            if (names && i < g_strv_length(names)) {
+                e.name = g_strdup(names[i]);
+            }
+            g_array_append_val(inherited, e);
+        }
+        activation_count = (guint)n;
+        first_unlisted = 3 + (int)n;
+    }
+    g_unsetenv("LISTEN_PID");
+    g_unsetenv("LISTEN_FDS");
+    g_unsetenv("LISTEN_FDNAMES");
+
+    /* Descriptors passed without systemd (a script's --nbd-server
+     * addr.type=fd,addr.str=N, as with qemu-storage-daemon). */
+    dir = opendir("/proc/self/fd");
+    while (dir && (de = readdir(dir))) {
+        guint64 fd;
+        Inherited e = { 0 };
+
+        if (!parse_uint(de->d_name, &fd) || fd < (guint64)first_unlisted ||
+            fd > G_MAXINT || (int)fd == dirfd(dir)) {
+            continue;
+        }
+        e.fd = (int)fd;
+        g_array_append_val(inherited, e);
+    }
+    if (dir) {
+        closedir(dir);
+    }
+}
+
+guint bd_socket_activation_count(void)
+{
+    return activation_count;
+}
+
+int bd_socket_inherited_take(const char *str, GError **errp)
+{
+    Inherited *found = NULL;
+    int type = 0, listening = 0, fd;
+    socklen_t len = sizeof(type);
+    struct stat st;
+    guint64 num;
+
+    for (guint i = 0; inherited && i < inherited->len; i++) {
+        Inherited *e = &g_array_index(inherited, Inherited, i);
+        if (e->name && strcmp(e->name, str) == 0) {
+            found = e;
+            break;
+        }
+    }
+    if (!found && parse_uint(str, &num)) {
+        for (guint i = 0; inherited && i < inherited->len; i++) {
+            Inherited *e = &g_array_index(inherited, Inherited, i);
+            if ((guint64)e->fd == num) {
+                found = e;
+                break;
+            }
+        }
+        if (!found) {
+            /* Not ours to take: a descriptor the daemon opened itself. */
+            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                        "File descriptor '%s' is not a socket", str);
+            return -1;
+        }
+    }
+    if (!found) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    activation_count ?
+                    "File descriptor named '%s' has not been found "
+                    "(not a number, nor a name in LISTEN_FDNAMES)" :
+                    "Unable to parse FD number %s", str);
+        return -1;
+    }
+    if (fstat(found->fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "File descriptor '%s' is not a socket", str);
+        return -1;
+    }
+    len = sizeof(type);
+    if (getsockopt(found->fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+        type != SOCK_STREAM) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "File descriptor '%s' is not a stream socket", str);
+        return -1;
+    }
+    len = sizeof(listening);
+    if (getsockopt(found->fd, SOL_SOCKET, SO_ACCEPTCONN, &listening,
+                   &len) < 0 || !listening) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "File descriptor '%s' is not a listening socket", str);
+        return -1;
+    }
+    fd = fcntl(found->fd, F_DUPFD_CLOEXEC, 3);
+    found->taken = fd >= 0;
+    if (fd < 0) {
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "File descriptor '%s': %s", str, g_strerror(errno));
+    }
+    return fd;
+}
+
+char *bd_socket_activation_unused(void)
+{
+    g_autoptr(GString) out = g_string_new(NULL);
+
+    for (guint i = 0; inherited && i < inherited->len; i++) {
+        const Inherited *e = &g_array_index(inherited, Inherited, i);
+        if (e->activated && !e->taken) {
+            g_string_append_printf(out, "%s%d%s%s%s", out->len ? ", " : "",
+                                   e->fd, e->name ? " (" : "",
+                                   e->name ? e->name : "", e->name ? ")" : "");
+        }
+    }
+    return out->len ? g_string_free(g_steal_pointer(&out), FALSE) : NULL;
 }

@@ -25,6 +25,7 @@ typedef struct {
     gboolean ipv4, has_ipv4;   /* inet */
     gboolean ipv6, has_ipv6;   /* inet */
     const char *path;          /* unix */
+    const char *str;           /* fd: a number or a LISTEN_FDNAMES name */
 } BdSocketAddress;
 
 /* The flat SocketAddress union ({"type": "unix", "path": P}), and its
@@ -42,5 +43,26 @@ void bd_socket_address_decode(GVariant *addr, BdSocketAddress *out);
  * address, or -1 with QEMU's texts ("Failed to bind socket to P: ...").
  * A stale unix socket file is replaced, as QEMU does. */
 int bd_socket_address_listen(const BdSocketAddress *addr, GError **errp);
+
+/* Inherited listening sockets (systemd socket activation and plain fd
+ * passing).  bd_socket_inherited_init() runs first thing in main(),
+ * before any thread and before GLib opens descriptors: it records the
+ * descriptors from 3 up that the daemon was started with, and the
+ * names LISTEN_FDNAMES gives those of LISTEN_FDS (only when LISTEN_PID
+ * is our PID), marks them close-on-exec and unsets the LISTEN_*
+ * variables, as sd_listen_fds(1) does. */
+void bd_socket_inherited_init(void);
+/* The number of sockets systemd passed (LISTEN_FDS), 0 without. */
+guint bd_socket_activation_count(void);
+/* The address type fd's 'str' of a listener: a LISTEN_FDNAMES name or
+ * the number of a descriptor the daemon inherited, which must be a
+ * listening stream socket.  Returns a new descriptor (a duplicate,
+ * close-on-exec: the inherited one stays open, so that a server stopped
+ * and started again may take it again) or -1 with QEMU's texts
+ * ("File descriptor '%s' is not a socket"). */
+int bd_socket_inherited_take(const char *str, GError **errp);
+/* The LISTEN_FDS sockets no address has taken ("4 (nbd), 5"), or NULL:
+ * connections to them would wait forever. */
+char *bd_socket_activation_unused(void);
 
 #endif

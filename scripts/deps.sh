@@ -14,6 +14,10 @@ pkgs=(
     gcc libc6-dev clang meson ninja-build pkg-config
     libglib2.0-dev libjson-glib-dev libfuse3-dev libnbd-dev zlib1g-dev
     nbdkit-plugin-dev libgnutls28-dev nettle-dev
+    # --sandbox's seccomp filter (daemon/harden.c; optional at build time)
+    libseccomp-dev
+    # systemd-socket-activate: test_hardened starts blockd with it
+    systemd
     # the metrics endpoint's HTTP server (metrics/)
     libsoup-3.0-dev
     # librbd, librados: the rbd driver (built only when they are found)

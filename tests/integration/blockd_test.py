@@ -11,6 +11,8 @@ The daemon under test is chosen by the environment:
   BLOCKD_REFERENCE=1  -> /usr/bin/qemu-storage-daemon (proves the test is right)
   BLOCKD=/path        -> that binary (meson passes the built blockd)
   otherwise           -> <repo>/build/daemon/blockd
+  BLOCKD_SANDBOX=ARGS -> every Daemon also gets --sandbox ARGS (blockd only),
+                         to run a suite inside the seccomp filter
 Exit code 77 means "skipped" (meson's convention).
 """
 
@@ -68,6 +70,13 @@ def daemon_tsan():
         return False
     with open(daemon_exe(), 'rb') as f:
         return b'__tsan_init' in f.read()
+
+
+def sandbox_args():
+    """--sandbox ARGS when BLOCKD_SANDBOX asks for it (never for the
+    reference: qemu-storage-daemon has no --sandbox)."""
+    arg = os.environ.get('BLOCKD_SANDBOX', '')
+    return ['--sandbox', arg] if arg and not is_reference() else []
 
 
 def require_tool(*names):
@@ -452,7 +461,8 @@ class Daemon:
 
     def start(self, timeout=15.0):
         self._err = open(self.stderr_path, 'w')
-        self.proc = subprocess.Popen([self.exe] + self.args, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([self.exe] + self.args + sandbox_args(),
+                                     stdin=subprocess.DEVNULL,
                                      stdout=self._err, stderr=self._err, cwd=self.dir)
         socks = self.qmp_paths + self.wait
         end = time.monotonic() + timeout
