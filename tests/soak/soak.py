@@ -534,7 +534,9 @@ class Soak:
                 kib = [k for _, k in life]
                 rss.append({'seconds': life[-1][0], 'first_kib': kib[0],
                             'after_60s_kib': next((k for t, k in life if t >= 60), kib[-1]),
-                            'max_kib': max(kib), 'last_kib': kib[-1]})
+                            'max_kib': max(kib), 'last_kib': kib[-1],
+                            # one sample a minute, to see a trend
+                            'per_minute_kib': [k for t, k in life[::12]]})
         return {'minutes': self.args.minutes, 'kill_every': self.args.kill_every,
                 'seed': self.args.seed, 'counts': self.stats.counts,
                 'differences': len(self.stats.differences), 'rss_per_lifetime': rss}
