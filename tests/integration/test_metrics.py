@@ -506,6 +506,62 @@ def test_handshake_timeout_and_listing():
         d.assert_alive()
 
 
+def test_export_handshake_failures():
+    """Handshake failures counted at the export the client named, by
+    reason: nbdinfo of a missing export and garbage count server-wide
+    only; an INFO then a hang-up, a bad GO, and a GO for 'disk' before
+    STARTTLS count at exp0 too.  Unknown names make no series."""
+    import raw_nbd
+    with start() as d:
+        def fails(**labels):
+            return series(scrape(d, check=False), 'blockd_export_handshake_failures_total',
+                          **labels)
+        m = scrape(d)
+        init = series(m, 'blockd_export_handshake_failures_total', export='exp0')
+        assert_eq(sorted(dict(k)['reason'] for k in init),
+                  ['disconnected', 'protocol', 'timeout', 'tls', 'tls-required'],
+                  'the reasons of an export')
+        assert_eq(sum(init.values()), 0.0, 'nothing failed yet')
+        p = run(['nbdinfo', 'nbd+unix:///nosuch?socket=%s' % d.nbd_sock], check=False)
+        assert_eq(p.returncode != 0, True, 'nbdinfo of a missing export fails')
+        with raw_nbd.RawNBD(path=d.nbd_sock) as c:   # garbage after the flags
+            c.sock.sendall(b'\xde\xad' * 64)
+            assert_eq(c.closed_by_server(), True, 'garbage drops the connection')
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_nbd_handshake_failures_total',
+                             reason='protocol') == 1, what='garbage counted')
+        assert_eq(val(scrape(d), 'blockd_nbd_handshake_failures_total',
+                      reason='export-not-found'), 1.0, 'missing export counted')
+        assert_eq(sum(fails().values()), 0.0, 'neither counts at an export')
+        with raw_nbd.RawNBD(path=d.nbd_sock) as c:   # INFO of disk, then gone
+            assert_eq(c.option_reply(raw_nbd.OPT_INFO, c.info_data('disk')), raw_nbd.REP_ACK,
+                      'INFO disk')
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_export_handshake_failures_total',
+                             export='exp0', reason='disconnected') == 1,
+                 what='hang-up after INFO counted at exp0')
+        with raw_nbd.RawNBD(path=d.nbd_sock) as c:   # GO with a bad length
+            assert_eq(c.option_reply(raw_nbd.OPT_GO, c.info_data('disk') + b'\0'),
+                      raw_nbd.REP_ERR_INVALID, 'GO with a bad length')
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_export_handshake_failures_total',
+                             export='exp0', reason='protocol') == 1,
+                 what='bad GO counted at exp0')
+        with raw_nbd.RawNBD(path=d.nbd_sock) as c:   # a name that does not exist
+            assert_eq(c.option_reply(raw_nbd.OPT_INFO, c.info_data('nosuch')),
+                      raw_nbd.REP_ERR_UNKNOWN, 'INFO nosuch')
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_nbd_handshake_failures_total',
+                             reason='export-not-found') == 2, what='second unknown export')
+        m = scrape(d)
+        assert_eq({dict(k)['export'] for k in series(m, 'blockd_export_handshake_failures_total')},
+                  {'exp0'}, 'no series for made-up names')
+        assert_eq(sum(series(m, 'blockd_export_handshake_failures_total').values()), 2.0,
+                  'two at exp0')
+        # A client in transmission counts nothing.
+        h = connect(d)
+        h.pread(4 * KiB, 0)
+        h.shutdown()
+        assert_eq(sum(fails().values()), 2.0, 'a good client is no failure')
+        d.assert_alive()
+
+
 def test_grafana_dashboard_queries():
     """examples/grafana-dashboard.json: every query parses (promtool check
     rules) and names only series a scrape of a busy daemon has."""
