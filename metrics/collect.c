@@ -497,6 +497,23 @@ static void collect_process(GString *o)
     sample_d(o, "blockd_uptime_seconds", none,
              start_monotonic_us
              ? (g_get_monotonic_time() - start_monotonic_us) / 1e6 : 0);
+
+    BdMetricsHttpStats hs;
+    bd_metrics_http_stats(&hs);
+    family(o, "blockd_metrics_http_connections", "gauge",
+           "Connections open to this endpoint (this scrape's included).");
+    sample_u(o, "blockd_metrics_http_connections", "", none, hs.open);
+    family(o, "blockd_metrics_http_connections_closed_total", "counter",
+           "Connections to this endpoint closed for a limit: over "
+           "max-connections, or past idle-timeout.");
+    g_string_truncate(l, 0);
+    label(l, "reason", "max-connections");
+    sample_u(o, "blockd_metrics_http_connections_closed_total", "", l,
+             hs.refused);
+    g_string_truncate(l, 0);
+    label(l, "reason", "idle-timeout");
+    sample_u(o, "blockd_metrics_http_connections_closed_total", "", l,
+             hs.timed_out);
 }
 
 GString *bd_metrics_collect(void)

@@ -359,6 +359,84 @@ def test_bad_requests_refused():
         scrape(d)
 
 
+def test_connection_limits():
+    """max-connections: a connection over the limit is closed at once;
+    idle-timeout: a silent client, one that sends half a request, and an
+    idle kept-alive connection are closed after it; the endpoint counts
+    both, and serves again once they are gone."""
+    with start(metrics=False) as d:
+        q = d.qmp()
+        q.execute('x-blockd-metrics-start', {'addr': {'type': 'unix', 'path': d.path('m.sock')},
+                                             'max-connections': 3, 'idle-timeout': 1})
+        d.metrics = d.path('m.sock')
+
+        def closed(s, timeout=20.0):
+            s.settimeout(timeout)
+            try:
+                return s.recv(65536) == b''
+            except ConnectionResetError:
+                return True
+            except socket.timeout:
+                return False
+
+        silent = []
+        for _ in range(2):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(d.metrics)
+            silent.append(s)
+        half = socket.socket(socket.AF_UNIX)
+        half.connect(d.metrics)
+        half.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\n')
+        over = socket.socket(socket.AF_UNIX)
+        over.connect(d.metrics)
+        assert_eq(closed(over, 10.0), True, 'a fourth connection is closed')
+        over.close()
+        for s in silent + [half]:
+            assert_eq(closed(s), True, 'an idle connection is closed after idle-timeout')
+            s.close()
+        # A kept-alive connection: two requests, then idle until closed.
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(d.metrics)
+        s.settimeout(10)
+        data = b''
+        for _ in range(2):
+            s.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n')
+            while b'\r\n\r\n' not in data:
+                data += s.recv(65536)
+            head, _, data = data.partition(b'\r\n\r\n')
+            assert_in(b' 200 ', head, 'a kept-alive request')
+            length = int(head.lower().split(b'content-length:')[1].split(b'\r\n')[0])
+            while len(data) < length:
+                data += s.recv(65536)
+            data = data[length:]
+        assert_eq(closed(s), True, 'a kept-alive connection is closed when idle')
+        s.close()
+        m = scrape(d)
+        assert_eq(val(m, 'blockd_metrics_http_connections_closed_total',
+                      reason='max-connections'), 1.0, 'closed over the limit')
+        assert_eq(val(m, 'blockd_metrics_http_connections_closed_total',
+                      reason='idle-timeout'), 4.0, 'closed when idle')
+        assert_eq(val(m, 'blockd_metrics_http_connections'), 1.0, 'only the scrape open')
+        for args, text in [({'max-connections': -1},
+                            "Parameter 'max-connections' expects uint32_t"),
+                           ({'idle-timeout': 'x'}, "Parameter 'idle-timeout' expects uint64")]:
+            args['addr'] = {'type': 'unix', 'path': d.path('m2.sock')}
+            q.execute('x-blockd-metrics-stop')
+            assert_eq(q.error('x-blockd-metrics-start', args)['desc'], text, repr(args))
+            q.execute('x-blockd-metrics-start', {'addr': {'type': 'unix',
+                                                          'path': d.metrics}})
+        # Defaults (16, 30 s): many silent clients are fine, scrapes go on.
+        many = []
+        for _ in range(8):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(d.metrics)
+            many.append(s)
+        assert_eq(val(scrape(d), 'blockd_metrics_http_connections'), 9.0, 'nine open')
+        for s in many:
+            s.close()
+        d.assert_alive()
+
+
 def test_qmp_start_stop_and_errors():
     """x-blockd-metrics-start/-stop: TCP and unix, errors clear (already
     running, not running, bad address), the unix socket removed on stop;
