@@ -3,16 +3,16 @@
  * main loop, listening on a socket made by graph/socket-address.c.
  *
  * libsoup parses the requests (and refuses malformed ones and oversized
- * headers itself, 400 or 413 at 64 KiB); this file answers GET/HEAD /metrics with the
+ * headers itself); this file answers GET/HEAD /metrics with the
  * exposition text, other paths with 404 and other methods with 405.
  * Connections are bounded in number (max-connections: one more is
  * shut down as soon as libsoup reports it) and in time (idle-timeout:
  * a new connection must send a request and read the answer within that
  * many seconds, and a kept one its next from the end of the last answer,
  * or it is shut down); libsoup reports a new connection with
- * request-started before its first byte, so a silent client is seen too.  A connection is
- * followed by a weak reference on its GSocket, dropped by libsoup when
- * the connection ends.
+ * request-started before its first byte (and before TLS), so a silent
+ * client is seen too.  A connection is followed by a weak reference on
+ * its GSocket, and forgotten once libsoup has closed that socket.
  *
  * A scrape is built on the main thread in one go: it reads counters and
  * lists, never waits on the I/O path, so it holds the loop for about a
