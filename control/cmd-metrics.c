@@ -4,10 +4,10 @@
  * form ({"type": "unix", "path": P}), as --nbd-server's and newer QEMU
  * commands' addresses are; no legacy 'data' wrapper for a new command.
  * 'max-connections' and 'idle-timeout' bound the HTTP connections
- * (metrics.h; 0: no limit).  'tls-creds' names a tls-creds-x509 object (endpoint server): HTTPS
- * with its server-cert.pem/server-key.pem, and with verify-peer a client
- * certificate signed by its ca-cert.pem; the object is in use (object-del
- * refuses) while the endpoint runs.
+ * (metrics.h; 0: no limit).  'tls-creds' names a tls-creds-x509 object
+ * (endpoint server): HTTPS with its server-cert.pem/server-key.pem, and
+ * with verify-peer a client certificate signed by its ca-cert.pem; the
+ * object is in use (object-del refuses) while the endpoint runs.
  *
  * Thread model: main thread only.
  */
