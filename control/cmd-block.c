@@ -10,6 +10,7 @@
 #include "graph/node.h"
 #include "graph/query.h"
 #include "graph/main-thread.h"
+#include "graph/trace.h"
 
 /* --- schemas --- */
 
@@ -211,9 +212,38 @@ gboolean bd_cmd_blockdev_add(GVariant *options, GError **errp)
     return TRUE;
 }
 
+/* One log line and trace point for a graph change a command asked for,
+ * with the reason when it failed. */
+static gboolean graph_change_done(BdTraceEvent ev, const char *what,
+                                  const char *name, gboolean ok,
+                                  GError **errp)
+{
+    const char *why = !ok && errp && *errp ? (*errp)->message : "";
+
+    if (ok) {
+        g_info("%s of '%s' done", what, name ? name : "");
+        BD_TRACE(ev, "node=%s ok", name ? name : "");
+    } else {
+        g_info("%s of '%s' failed: %s", what, name ? name : "", why);
+        BD_TRACE(ev, "node=%s error=%s", name ? name : "", why);
+    }
+    return ok;
+}
+
 static gboolean blockdev_add(GVariant *args, JsonNode **ret, GError **errp)
 {
-    return bd_cmd_blockdev_add(args, errp);
+    BdNodeOptions o = { 0 };
+    g_autoptr(GError) err = NULL;
+    gboolean ok;
+
+    bd_node_options_decode(args, &o);
+    ok = bd_cmd_blockdev_add(args, &err);
+    graph_change_done(BD_TRACE_BLOCKDEV_ADD, "blockdev-add", o.node_name, ok,
+                      &err);
+    if (err) {
+        g_propagate_error(errp, g_steal_pointer(&err));
+    }
+    return ok;
 }
 
 /* blockdev-add from a monitor, when a node to open prepares off the
@@ -253,9 +283,15 @@ static void add_prepared(GObject *src, GAsyncResult *res, gpointer data)
     AddWork *w = g_task_get_task_data(G_TASK(res));
     GError *err = NULL;
 
+    BdNodeOptions o = { 0 };
+    gboolean ok = FALSE;
+
     if (g_task_propagate_boolean(G_TASK(res), &err)) {
-        bd_cmd_blockdev_add(w->args, &err);
+        ok = bd_cmd_blockdev_add(w->args, &err);
     }
+    bd_node_options_decode(w->args, &o);
+    graph_change_done(BD_TRACE_BLOCKDEV_ADD, "blockdev-add", o.node_name, ok,
+                      &err);
     bd_node_prepare_drop(w->args);
     bd_qmp_pending_done(w->p, NULL, err);
 }
@@ -385,8 +421,17 @@ static gboolean blockdev_del(GVariant *args, JsonNode **ret, GError **errp)
 {
     BlockArgs a = { 0 };
 
+    g_autoptr(GError) err = NULL;
+    gboolean ok;
+
     bd_schema_decode(del_fields, args, &a);
-    return bd_node_monitor_del(a.node_name, errp);
+    ok = bd_node_monitor_del(a.node_name, &err);
+    graph_change_done(BD_TRACE_BLOCKDEV_DEL, "blockdev-del", a.node_name, ok,
+                      &err);
+    if (err) {
+        g_propagate_error(errp, g_steal_pointer(&err));
+    }
+    return ok;
 }
 
 static gboolean query_named_block_nodes(GVariant *args, JsonNode **ret,

@@ -3,10 +3,11 @@
  * (metrics/metrics.h).  Both take {"addr": SocketAddress} in the flat
  * form ({"type": "unix", "path": P}), as --nbd-server's and newer QEMU
  * commands' addresses are; no legacy 'data' wrapper for a new command.
- * 'tls-creds' names a tls-creds-x509 object (endpoint server): HTTPS
- * with its server-cert.pem/server-key.pem, and with verify-peer a client
- * certificate signed by its ca-cert.pem; the object is in use (object-del
- * refuses) while the endpoint runs.
+ * 'max-connections' and 'idle-timeout' bound the HTTP connections
+ * (metrics.h; 0: no limit).  'tls-creds' names a tls-creds-x509 object
+ * (endpoint server): HTTPS with its server-cert.pem/server-key.pem, and
+ * with verify-peer a client certificate signed by its ca-cert.pem; the
+ * object is in use (object-del refuses) while the endpoint runs.
  *
  * Thread model: main thread only.
  */
@@ -21,11 +22,19 @@
 typedef struct {
     GVariant *addr;
     const char *tls_creds;
+    guint64 max_connections;
+    guint64 idle_timeout;
 } MetricsArgs;
 
 static const BdSchemaField metrics_fields[] = {
     BD_FIELD("addr", &bd_socket_address, BD_AT(MetricsArgs, addr)),
     BD_OPT("tls-creds", &bd_schema_str, BD_AT(MetricsArgs, tls_creds)),
+    BD_OPT("max-connections", &bd_schema_uint32,
+           BD_AT(MetricsArgs, max_connections),
+           .def.u = BD_METRICS_MAX_CONNECTIONS),
+    BD_OPT("idle-timeout", &bd_schema_uint32,
+           BD_AT(MetricsArgs, idle_timeout),
+           .def.u = BD_METRICS_IDLE_TIMEOUT),
     { NULL } };
 
 /* The credentials object of the running endpoint (in use), or NULL. */
@@ -73,6 +82,7 @@ gboolean bd_cmd_metrics_start(GVariant *options, GError **errp)
     MetricsArgs a = { 0 };
     BdSocketAddress addr = { 0 };
     BdMetricsTls tls;
+    BdMetricsLimits limits;
     g_autoptr(BdTlsCreds) creds = NULL;
     g_autoptr(BdObject) obj = NULL;
     char *files[3] = { NULL, NULL, NULL };
@@ -92,7 +102,9 @@ gboolean bd_cmd_metrics_start(GVariant *options, GError **errp)
             return FALSE;
         }
     }
-    ok = bd_metrics_start(&addr, a.tls_creds ? &tls : NULL, errp);
+    limits = (BdMetricsLimits) { (guint32)a.max_connections,
+                                 (guint32)a.idle_timeout };
+    ok = bd_metrics_start(&addr, a.tls_creds ? &tls : NULL, &limits, errp);
     for (int i = 0; i < 3; i++) {
         g_free(files[i]);
     }

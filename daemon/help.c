@@ -197,6 +197,7 @@ void bd_daemon_print_help(void)
 "\n"
 "  --metrics addr.type=inet,addr.host=<host>,addr.port=<port>[,tls-creds=<id>]\n"
 "  --metrics addr.type=unix,addr.path=<path>[,tls-creds=<id>]\n"
+"            [,max-connections=<n>][,idle-timeout=<seconds>]\n"
 "                         serve Prometheus metrics at http://.../metrics\n"
 "\n"
 "  --monitor [chardev=]name[,mode=control][,pretty[=on|off]]\n"

@@ -63,6 +63,79 @@ int bd_nbd_send_rep_err(BdNbdClient *c, uint32_t opt, uint32_t type,
                                                   BD_NBD_MAX_STRING));
 }
 
+/* --- failures --- */
+
+static guint64 handshake_failures[BD_NBD_HS_FAIL__MAX];
+
+guint64 bd_nbd_handshake_failures(BdNbdHandshakeFailure reason)
+{
+    return __atomic_load_n(&handshake_failures[reason], __ATOMIC_RELAXED);
+}
+
+guint64 bd_nbd_export_handshake_failures(BdExport *exp,
+                                         BdNbdHandshakeFailure reason)
+{
+    BdNbdExport *ne = (BdNbdExport *)exp;
+
+    return __atomic_load_n(&ne->hs_failures[reason], __ATOMIC_RELAXED);
+}
+
+/* The export a client names, when one of that name exists: a failure
+ * later in this handshake is counted there as well.  Only existing
+ * exports, so that clients cannot make up label values. */
+static void note_export(BdNbdClient *c, uint32_t opt, const uint8_t *data,
+                        uint32_t len)
+{
+    g_autofree char *name = NULL;
+    BdNbdExport *exp;
+    uint32_t namelen;
+
+    if (opt == NBD_OPT_EXPORT_NAME) {
+        name = len <= BD_NBD_MAX_STRING && !memchr(data, 0, len)
+               ? g_strndup((const char *)data, len) : NULL;
+    } else if ((opt == NBD_OPT_GO || opt == NBD_OPT_INFO) && len >= 4) {
+        memcpy(&namelen, data, 4);
+        namelen = GUINT32_FROM_BE(namelen);
+        if (namelen <= len - 4 && namelen <= BD_NBD_MAX_STRING &&
+            !memchr(data + 4, 0, namelen)) {
+            name = g_strndup((const char *)data + 4, namelen);
+        }
+    }
+    if (!name || !(exp = bd_nbd_export_get(name))) {
+        return;
+    }
+    g_free(c->hs_export);
+    c->hs_export = g_strdup(name);
+    bd_export_unref(&exp->common);
+}
+
+void bd_nbd_handshake_failed(BdNbdClient *c)
+{
+    int reason = g_atomic_int_get(&c->fail_reason);
+    BdNbdExport *exp;
+
+    if (reason == BD_NBD_HS_FAIL_ABORTED) {
+        return;         /* a clean end (a listing) */
+    }
+    __atomic_fetch_add(&handshake_failures[reason], 1, __ATOMIC_RELAXED);
+    exp = c->hs_export ? bd_nbd_export_get(c->hs_export) : NULL;
+    if (exp) {
+        __atomic_fetch_add(&exp->hs_failures[reason], 1, __ATOMIC_RELAXED);
+        g_info("NBD client %s: handshake failed (%s) for export '%s'",
+               c->label, bd_nbd_handshake_failure_names[reason],
+               exp->common.id);
+        BD_TRACE(BD_TRACE_NBD_HANDSHAKE_FAILED,
+                 "client=%s reason=%s export=%s", c->label,
+                 bd_nbd_handshake_failure_names[reason], exp->common.id);
+        bd_export_unref(&exp->common);
+        return;
+    }
+    g_info("NBD client %s: handshake failed (%s)", c->label,
+           bd_nbd_handshake_failure_names[reason]);
+    BD_TRACE(BD_TRACE_NBD_HANDSHAKE_FAILED, "client=%s reason=%s", c->label,
+             bd_nbd_handshake_failure_names[reason]);
+}
+
 static OptResult rep_result(int ret)
 {
     return ret < 0 ? OPT_CLOSE : OPT_NEXT;
@@ -433,6 +506,7 @@ static OptResult handle_option(BdNbdClient *c)
     if (len && bd_nbd_conn_read(c, data, len) < 0) {
         return OPT_CLOSE;
     }
+    note_export(c, opt, data, len);
     /* TLS required and not up yet (doc/proto.md, "TLS support"). */
     if (c->tls_creds && !c->tls && opt != NBD_OPT_STARTTLS &&
         opt != NBD_OPT_ABORT) {

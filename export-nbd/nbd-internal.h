@@ -84,6 +84,9 @@ typedef struct BdNbdExport {
     gboolean listed BD_STATIC_GUARDED_BY(bd_nbd_lock);  /* in the name table */
     /* BdNbdClient * in transmission. */
     GList *clients BD_STATIC_GUARDED_BY(bd_nbd_lock);
+    /* Failed handshakes of clients that named this export, by
+     * BD_NBD_HS_FAIL_* (atomic, relaxed; handshake.c). */
+    guint64 hs_failures[BD_NBD_HS_FAIL__MAX];
 } BdNbdExport;
 
 typedef struct BdNbdClient {
@@ -113,6 +116,10 @@ typedef struct BdNbdClient {
      * the client got), BD_NBD_HS_FAIL_*: counted when it ends so
      * (atomic: the handshake timer sets it on the main thread). */
     gint fail_reason;
+    /* The export the client last named in EXPORT_NAME/INFO/GO, if one
+     * of that name existed then: its failure is counted there too (conn
+     * thread only). */
+    char *hs_export;
 
     /* Negotiated in the handshake (conn thread only, then read-only). */
     gboolean no_zeroes;
@@ -181,6 +188,10 @@ uint16_t bd_nbd_export_tflags(BdNbdExport *exp, gboolean structured);
 /* handshake.c: 0 when the client entered transmission with c->exp set,
  * -1 to close the connection. */
 int bd_nbd_handshake(BdNbdClient *c);
+/* Conn thread: the handshake ended without transmission; count it (by
+ * c->fail_reason, server-wide and at the export the client named), log
+ * and trace it.  A clean NBD_OPT_ABORT counts nothing. */
+void bd_nbd_handshake_failed(BdNbdClient *c);
 
 /* meta-context.c */
 /* Apply one query to 'sel'.  'list': NBD_OPT_LIST_META_CONTEXT rules

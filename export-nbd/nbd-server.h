@@ -54,6 +54,12 @@ extern const char *const bd_nbd_handshake_failure_names[];
 /* Handshakes that failed for 'reason' since the daemon started.  Any
  * thread. */
 guint64 bd_nbd_handshake_failures(BdNbdHandshakeFailure reason);
+/* Of those, the ones of clients that had named 'exp' (an NBD export that
+ * existed then) in NBD_OPT_EXPORT_NAME, INFO or GO: the same reasons but
+ * export-not-found.  Any thread. */
+struct BdExport;
+guint64 bd_nbd_export_handshake_failures(struct BdExport *exp,
+                                         BdNbdHandshakeFailure reason);
 
 /* One client in transmission, for x-query-nbd-clients. */
 typedef struct {

@@ -117,12 +117,6 @@ const char *const bd_nbd_handshake_failure_names[] = {
     [BD_NBD_HS_FAIL_TIMEOUT] = "timeout",
     [BD_NBD_HS_FAIL_ABORTED] = "aborted",
     NULL };
-static guint64 handshake_failures[BD_NBD_HS_FAIL__MAX];
-
-guint64 bd_nbd_handshake_failures(BdNbdHandshakeFailure reason)
-{
-    return __atomic_load_n(&handshake_failures[reason], __ATOMIC_RELAXED);
-}
 
 static char *peer_name(int fd)
 {
@@ -200,6 +194,7 @@ void bd_nbd_client_unref(BdNbdClient *c)
     bd_mutex_destroy(&c->send_lock);
     g_free(c->rbuf);
     g_free(c->meta_export);
+    g_free(c->hs_export);
     g_free(c->peer);
     g_free(c->label);
     g_free(c);
@@ -218,17 +213,7 @@ static gpointer client_thread(gpointer data)
             bd_nbd_transmission_run(c);    /* consumes our reference */
             return NULL;
         }
-        if (g_atomic_int_get(&c->fail_reason) != BD_NBD_HS_FAIL_ABORTED) {
-            __atomic_fetch_add(
-                &handshake_failures[g_atomic_int_get(&c->fail_reason)], 1,
-                __ATOMIC_RELAXED);
-            g_info("NBD client %s: handshake failed (%s)", c->label,
-                   bd_nbd_handshake_failure_names[
-                       g_atomic_int_get(&c->fail_reason)]);
-            BD_TRACE(BD_TRACE_NBD_HANDSHAKE_FAILED, "client=%s reason=%s",
-                     c->label, bd_nbd_handshake_failure_names[
-                         g_atomic_int_get(&c->fail_reason)]);
-        }
+        bd_nbd_handshake_failed(c);
     }
     bd_nbd_client_handshake_done(c);
     bd_nbd_client_unref(c);

@@ -18,6 +18,7 @@
 #include <string.h>
 #include "graph/main-thread.h"
 #include "graph/node.h"
+#include "graph/trace.h"
 
 char *bd_perm_names(uint64_t perm)
 {
@@ -239,6 +240,11 @@ gboolean bd_nodes_refresh_perms(GPtrArray *starts, GError **errp)
             }
         }
     }
+    /* QEMU's bdrv_refresh_perms: the nodes looked at, and the refusal. */
+    BD_TRACE(BD_TRACE_BDRV_REFRESH_PERMS, "start=%s nodes=%u %s%s",
+             starts->len ? ((BdNode *)starts->pdata[0])->node_name : "",
+             n, ok ? "ok" : "error=",
+             ok ? "" : errp && *errp ? (*errp)->message : "");
     /* Edges from entries into the start node are the caller's: it set
      * their tentative values and resets them when we fail. */
     return ok;

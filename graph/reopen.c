@@ -27,6 +27,7 @@
 #include "graph/graph-internal.h"
 #include "graph/entry.h"
 #include "graph/main-thread.h"
+#include "graph/trace.h"
 
 typedef struct {
     BdReopenState st;
@@ -352,6 +353,22 @@ static void change_undo(ChildChange *ch)
     }
 }
 
+/* After commit: one line for an edge that changed. */
+static void change_log(ChildChange *ch)
+{
+    const char *parent = ch->parent->node_name;
+    const char *name = ch->child->name;
+    const char *from = ch->kind == CHANGE_ATTACH ? ""
+                       : ch->old_node->node_name;
+    const char *to = ch->kind == CHANGE_DETACH ? ""
+                     : ch->child->node->node_name;
+
+    g_info("node '%s': child '%s' changed from %s to %s", parent, name,
+           *from ? from : "(none)", *to ? to : "(none)");
+    BD_TRACE(BD_TRACE_BDRV_CHILD_CHANGE, "parent=%s child=%s old=%s new=%s",
+             parent, name, from, to);
+}
+
 /* After commit: drop what the old edges held. */
 static void change_finish(ChildChange *ch)
 {
@@ -660,7 +677,10 @@ gboolean bd_node_reopen_multiple(GPtrArray *list, GError **errp)
         g_ptr_array_add(drains, bd_drained_begin(e->st.node));
     }
     for (guint i = 0; ok && i < q.entries->len; i++) {
-        ok = prepare_entry(&q, q.entries->pdata[i], errp);
+        ReopenEntry *e = q.entries->pdata[i];
+        BD_TRACE(BD_TRACE_BDRV_REOPEN_PREPARE, "node=%s",
+                 e->st.node->node_name);
+        ok = prepare_entry(&q, e, errp);
     }
     if (ok) {
         for (guint i = 0; i < q.entries->len; i++) {
@@ -678,11 +698,15 @@ gboolean bd_node_reopen_multiple(GPtrArray *list, GError **errp)
 
     if (ok) {
         for (guint i = 0; i < q.entries->len; i++) {
-            commit_entry(q.entries->pdata[i]);
+            ReopenEntry *e = q.entries->pdata[i];
+            BD_TRACE(BD_TRACE_BDRV_REOPEN_COMMIT, "node=%s read_only=%d",
+                     e->st.node->node_name, e->st.read_only);
+            commit_entry(e);
         }
         for (guint i = 0; i < q.changes->len; i++) {
             ChildChange *ch = q.changes->pdata[i];
             BdNode *parent = ch->parent;
+            change_log(ch);
             change_finish(ch);
             bd_node_refresh_limits(parent);
         }
@@ -698,10 +722,21 @@ gboolean bd_node_reopen_multiple(GPtrArray *list, GError **errp)
             }
         }
     } else {
+        const char *why = errp && *errp ? (*errp)->message : "";
+
         /* Every driver that staged state drops it, including the one
          * whose entry a later generic check refused. */
         for (guint i = 0; i < q.entries->len; i++) {
-            abort_entry(q.entries->pdata[i]);
+            ReopenEntry *e = q.entries->pdata[i];
+            BD_TRACE(BD_TRACE_BDRV_REOPEN_ABORT, "node=%s error=%s",
+                     e->st.node->node_name, why);
+            abort_entry(e);
+        }
+        for (guint i = 0; i < list->len; i++) {
+            BdNodeOptions o = { 0 };
+            bd_node_options_decode(list->pdata[i], &o);
+            g_info("node '%s' not reopened: %s",
+                   o.node_name ? o.node_name : "", why);
         }
         for (guint i = q.changes->len; i > 0; i--) {
             change_undo(q.changes->pdata[i - 1]);

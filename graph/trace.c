@@ -23,6 +23,17 @@ static const char *const names[BD_TRACE__MAX] = {
     [BD_TRACE_NODE_CLOSE] = "node_close",
     [BD_TRACE_DRAINED_BEGIN] = "drained_begin",
     [BD_TRACE_DRAINED_END] = "drained_end",
+    /* Graph changes: QMP's commands, then QEMU's block.c functions. */
+    [BD_TRACE_BLOCKDEV_ADD] = "qmp_blockdev_add",
+    [BD_TRACE_BLOCKDEV_DEL] = "qmp_blockdev_del",
+    [BD_TRACE_BDRV_REOPEN_PREPARE] = "bdrv_reopen_prepare",
+    [BD_TRACE_BDRV_REOPEN_COMMIT] = "bdrv_reopen_commit",
+    [BD_TRACE_BDRV_REOPEN_ABORT] = "bdrv_reopen_abort",
+    [BD_TRACE_BDRV_CHILD_CHANGE] = "bdrv_replace_child",
+    [BD_TRACE_BDRV_REFRESH_PERMS] = "bdrv_refresh_perms",
+    /* QEMU's job.c events. */
+    [BD_TRACE_JOB_STATE_TRANSITION] = "job_state_transition",
+    [BD_TRACE_JOB_APPLY_VERB] = "job_apply_verb",
 };
 
 int bd_trace_state[BD_TRACE__MAX];

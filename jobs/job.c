@@ -151,6 +151,12 @@ void bd_job_transition(BdJob *job, BdJobStatus to)
         BD_TRACE(BD_TRACE_JOB_STATUS_CHANGE, "job=%s type=%s %s -> %s",
                  job->id, job->driver->type, bd_job_status_name(from),
                  bd_job_status_name(to));
+        /* QEMU's job_state_transition, with the error if any. */
+        BD_TRACE(BD_TRACE_JOB_STATE_TRANSITION,
+                 "job=%s ret=%d %s -> %s%s%s", job->id, job->err ? -1 : 0,
+                 bd_job_status_name(from), bd_job_status_name(to),
+                 job->err ? " error=" : "",
+                 job->err ? job->err->message : "");
         emit_status_change(job);
     }
 }
@@ -159,6 +165,10 @@ gboolean bd_job_apply_verb(BdJob *job, BdJobVerb verb, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
+    /* QEMU's job_apply_verb: "job %p in state %s; applying verb %s (%s)". */
+    BD_TRACE(BD_TRACE_JOB_APPLY_VERB, "job=%s state=%s verb=%s %s", job->id,
+             bd_job_status_name(job->status), bd_job_verb_name(verb),
+             verbs[verb][job->status] ? "allowed" : "prohibited");
     if (verbs[verb][job->status]) {
         return TRUE;
     }

@@ -330,6 +330,27 @@ static void collect_exports(GString *o)
                  bd_nbd_handshake_failures(r));
     }
 
+    family(o, "blockd_export_handshake_failures_total", "counter",
+           "NBD handshakes that failed after the client named this export, "
+           "by the last refusal's reason.");
+    for (guint i = 0; i < exports->len; i++) {
+        BdExport *exp = exports->pdata[i];
+        if (!exp->entry || strcmp(exp->drv->type, "nbd") != 0) {
+            continue;
+        }
+        for (int r = 0; r < BD_NBD_HS_FAIL__MAX; r++) {
+            if (r == BD_NBD_HS_FAIL_ABORTED ||
+                r == BD_NBD_HS_FAIL_EXPORT_NOT_FOUND) {
+                continue;
+            }
+            g_string_truncate(l, 0);
+            label(l, "export", exp->id);
+            label(l, "reason", bd_nbd_handshake_failure_names[r]);
+            sample_u(o, "blockd_export_handshake_failures_total", "", l,
+                     bd_nbd_export_handshake_failures(exp, r));
+        }
+    }
+
     static const struct { const char *name, *help; } cf[] = {
         { "blockd_nbd_client_requests_total",
           "Requests of a connected NBD client." },
@@ -476,6 +497,23 @@ static void collect_process(GString *o)
     sample_d(o, "blockd_uptime_seconds", none,
              start_monotonic_us
              ? (g_get_monotonic_time() - start_monotonic_us) / 1e6 : 0);
+
+    BdMetricsHttpStats hs;
+    bd_metrics_http_stats(&hs);
+    family(o, "blockd_metrics_http_connections", "gauge",
+           "Connections open to this endpoint (this scrape's included).");
+    sample_u(o, "blockd_metrics_http_connections", "", none, hs.open);
+    family(o, "blockd_metrics_http_connections_closed_total", "counter",
+           "Connections to this endpoint closed for a limit: over "
+           "max-connections, or past idle-timeout.");
+    g_string_truncate(l, 0);
+    label(l, "reason", "max-connections");
+    sample_u(o, "blockd_metrics_http_connections_closed_total", "", l,
+             hs.refused);
+    g_string_truncate(l, 0);
+    label(l, "reason", "idle-timeout");
+    sample_u(o, "blockd_metrics_http_connections_closed_total", "", l,
+             hs.timed_out);
 }
 
 GString *bd_metrics_collect(void)

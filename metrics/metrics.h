@@ -25,15 +25,37 @@ typedef struct {
     gboolean verify_peer;
 } BdMetricsTls;
 
+/* Limits of the HTTP side: connections served at once (more are
+ * closed as they come), and the seconds a connection may take to send a
+ * request and read the answer, idle time before it included (then it is
+ * closed).  0: no limit. */
+typedef struct {
+    guint32 max_connections;
+    guint32 idle_timeout;
+} BdMetricsLimits;
+#define BD_METRICS_MAX_CONNECTIONS 16
+#define BD_METRICS_IDLE_TIMEOUT 30
+
 /* Listen on a unix or inet address and serve, over TLS when 'tls' is
- * not NULL.  Errors: "Metrics server already running", the socket's
+ * not NULL, within 'limits'.  Errors: "Metrics server already running", the socket's
  * ("Failed to bind socket to ..."), the certificate's.  A unix socket
  * file is removed again by bd_metrics_stop. */
 gboolean bd_metrics_start(const BdSocketAddress *addr,
-                          const BdMetricsTls *tls, GError **errp);
+                          const BdMetricsTls *tls,
+                          const BdMetricsLimits *limits, GError **errp);
 /* Stop serving ("Metrics server not running"). */
 gboolean bd_metrics_stop(GError **errp);
 gboolean bd_metrics_running(void);
+
+/* The endpoint's own figures: connections open now, and those it closed
+ * for a limit since the daemon started (over max-connections, idle
+ * timeout). */
+typedef struct {
+    guint64 open;
+    guint64 refused;
+    guint64 timed_out;
+} BdMetricsHttpStats;
+void bd_metrics_http_stats(BdMetricsHttpStats *st);
 
 /* The version blockd_build_info reports (the daemon's, with the git
  * description); set once at start-up. */

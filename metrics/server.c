@@ -5,6 +5,15 @@
  * libsoup parses the requests (and refuses malformed ones and oversized
  * headers itself); this file answers GET/HEAD /metrics with the
  * exposition text, other paths with 404 and other methods with 405.
+ * Connections are bounded in number (max-connections: one more is
+ * shut down as soon as libsoup reports it) and in time (idle-timeout:
+ * a new connection must send a request and read the answer within that
+ * many seconds, and a kept one its next from the end of the last answer,
+ * or it is shut down); libsoup reports a new connection with
+ * request-started before its first byte (and before TLS), so a silent
+ * client is seen too.  A connection is followed by a weak reference on
+ * its GSocket, and forgotten once libsoup has closed that socket.
+ *
  * A scrape is built on the main thread in one go: it reads counters and
  * lists, never waits on the I/O path, so it holds the loop for about a
  * millisecond per few hundred series.
@@ -26,12 +35,151 @@
 /* The text format version Prometheus negotiates by this type. */
 #define EXPOSITION_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
+typedef struct MetricsServer MetricsServer;
+
+/* One open connection (its socket: the key, no reference held). */
 typedef struct {
+    MetricsServer *srv;
+    GSocket *sock;
+    guint timer;              /* the running request's deadline, or 0 */
+} Conn;
+
+struct MetricsServer {
     SoupServer *soup;
     char *unix_path;          /* removed on stop, or NULL */
-} MetricsServer;
+    BdMetricsLimits limits;
+    GHashTable *conns;        /* GSocket * -> Conn * (owned) */
+};
 
 static MetricsServer *server;
+/* Connections closed for a limit, over every start. */
+static guint64 nr_refused, nr_timed_out;
+
+static void sweep(MetricsServer *srv);
+
+void bd_metrics_http_stats(BdMetricsHttpStats *st)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    if (server) {
+        sweep(server);
+    }
+    st->open = server ? g_hash_table_size(server->conns) : 0;
+    st->refused = nr_refused;
+    st->timed_out = nr_timed_out;
+}
+
+static void conn_free(gpointer data)
+{
+    Conn *conn = data;
+
+    if (conn->timer) {
+        g_source_remove(conn->timer);
+    }
+    g_free(conn);
+}
+
+/* libsoup let go of the connection's socket: the connection is over. */
+static void conn_gone(gpointer data, GObject *where_the_socket_was)
+{
+    Conn *conn = data;
+
+    g_hash_table_remove(conn->srv->conns, where_the_socket_was);
+}
+
+/* Forget the connections libsoup has closed: it may keep the socket
+ * object a while after (so conn_gone comes late, or at stop). */
+static void sweep(MetricsServer *srv)
+{
+    GHashTableIter it;
+    gpointer key, value;
+
+    g_hash_table_iter_init(&it, srv->conns);
+    while (g_hash_table_iter_next(&it, &key, &value)) {
+        if (g_socket_is_closed(key)) {
+            g_object_weak_unref(G_OBJECT(key), conn_gone, value);
+            g_hash_table_iter_remove(&it);
+        }
+    }
+}
+
+static gboolean conn_timeout(gpointer data)
+{
+    Conn *conn = data;
+    GSocket *sock = conn->sock;
+
+    conn->timer = 0;
+    if (!g_socket_is_closed(sock)) {
+        nr_timed_out++;
+        g_debug("metrics: a connection idle for %u s closed",
+                conn->srv->limits.idle_timeout);
+        /* libsoup reads the end and lets the connection go. */
+        g_socket_shutdown(sock, TRUE, TRUE, NULL);
+    }
+    /* Over for the count now, whenever libsoup gets to it. */
+    g_object_weak_unref(G_OBJECT(sock), conn_gone, conn);
+    g_hash_table_remove(conn->srv->conns, sock);
+    return G_SOURCE_REMOVE;
+}
+
+/* (Re)start the connection's deadline. */
+static void arm(Conn *conn)
+{
+    if (conn->timer) {
+        g_source_remove(conn->timer);
+        conn->timer = 0;
+    }
+    if (conn->srv->limits.idle_timeout) {
+        conn->timer = g_timeout_add_seconds(conn->srv->limits.idle_timeout,
+                                            conn_timeout, conn);
+    }
+}
+
+/* A request begins (on a new connection, or the next one on a kept
+ * one): count a new connection against the limit, (re)arm its deadline. */
+static void track_request(SoupServerMessage *msg)
+{
+    MetricsServer *srv = server;
+    GSocket *sock = soup_server_message_get_socket(msg);
+    Conn *conn;
+
+    if (!srv || !sock) {
+        return;
+    }
+    conn = g_hash_table_lookup(srv->conns, sock);
+    if (!conn) {
+        sweep(srv);
+        if (srv->limits.max_connections &&
+            g_hash_table_size(srv->conns) >= srv->limits.max_connections) {
+            nr_refused++;
+            g_debug("metrics: more than %u connections, one closed",
+                    srv->limits.max_connections);
+            g_socket_shutdown(sock, TRUE, TRUE, NULL);
+            return;
+        }
+        conn = g_new0(Conn, 1);
+        conn->srv = srv;
+        conn->sock = sock;
+        g_hash_table_insert(srv->conns, sock, conn);
+        g_object_weak_ref(G_OBJECT(sock), conn_gone, conn);
+    }
+    arm(conn);
+}
+
+/* An answer went out: the connection is idle until the next request,
+ * for at most idle-timeout again (libsoup reports that request only
+ * once its first bytes come). */
+static void request_finished(SoupServer *soup, SoupServerMessage *msg,
+                             gpointer data)
+{
+    GSocket *sock = soup_server_message_get_socket(msg);
+    Conn *conn = server && sock ? g_hash_table_lookup(server->conns, sock)
+                                : NULL;
+
+    if (conn) {
+        arm(conn);
+    }
+}
 
 /* A client certificate (verify-peer): GIO has checked it against the CA
  * and reports what is wrong; libsoup asks the message whether to go on
@@ -52,8 +200,11 @@ static gboolean accept_client_cert(SoupServerMessage *msg,
 static void request_started(SoupServer *soup, SoupServerMessage *msg,
                             gpointer data)
 {
-    g_signal_connect(msg, "accept-certificate",
-                     G_CALLBACK(accept_client_cert), NULL);
+    if (data) {                 /* verify-peer */
+        g_signal_connect(msg, "accept-certificate",
+                         G_CALLBACK(accept_client_cert), NULL);
+    }
+    track_request(msg);
 }
 
 static void handle(SoupServer *soup, SoupServerMessage *msg,
@@ -124,7 +275,8 @@ static gboolean setup_tls(SoupServer *soup, const BdMetricsTls *tls,
 }
 
 gboolean bd_metrics_start(const BdSocketAddress *addr,
-                          const BdMetricsTls *tls, GError **errp)
+                          const BdMetricsTls *tls,
+                          const BdMetricsLimits *limits, GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
@@ -156,10 +308,10 @@ gboolean bd_metrics_start(const BdSocketAddress *addr,
         return FALSE;
     }
     soup_server_add_handler(soup, NULL, handle, NULL, NULL);
-    if (tls && tls->verify_peer) {
-        g_signal_connect(soup, "request-started", G_CALLBACK(request_started),
-                         NULL);
-    }
+    g_signal_connect(soup, "request-started", G_CALLBACK(request_started),
+                     GINT_TO_POINTER(tls && tls->verify_peer));
+    g_signal_connect(soup, "request-finished", G_CALLBACK(request_finished),
+                     NULL);
     if (!soup_server_listen_socket(soup, sock,
                                    tls ? SOUP_SERVER_LISTEN_HTTPS : 0,
                                    &err)) {
@@ -169,6 +321,8 @@ gboolean bd_metrics_start(const BdSocketAddress *addr,
     }
     server = g_new0(MetricsServer, 1);
     server->soup = g_steal_pointer(&soup);
+    server->limits = *limits;
+    server->conns = g_hash_table_new_full(NULL, NULL, NULL, conn_free);
     if (addr->type == BD_SOCKET_ADDRESS_UNIX) {
         server->unix_path = g_strdup(addr->path);
     }
@@ -182,11 +336,21 @@ gboolean bd_metrics_stop(GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
+    GHashTableIter it;
+    gpointer key, value;
+
     if (!server) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Metrics server not running");
         return FALSE;
     }
+    /* Stop following the connections first: they may outlive the
+     * server object for a while. */
+    g_hash_table_iter_init(&it, server->conns);
+    while (g_hash_table_iter_next(&it, &key, &value)) {
+        g_object_weak_unref(G_OBJECT(key), conn_gone, value);
+    }
+    g_hash_table_destroy(server->conns);
     soup_server_disconnect(server->soup);
     g_object_unref(server->soup);
     if (server->unix_path) {

@@ -87,6 +87,27 @@ def test_info_lines():
         assert_in('blockd-nbd-INFO', err, 'domain and level')
 
 
+def test_graph_change_lines():
+    """Every graph change a command makes gives one info line, a refused
+    one with the reason: blockdev-add/-del, reopen, a backing edge."""
+    from test_trace import graph_changes
+    with start(['--log', 'level=info,target=stderr']) as d:
+        dup, refused, missing = graph_changes(d, d.qmp())
+        want = [
+            "blockdev-add of 'n1' done",
+            "blockdev-add of 'n1' failed: %s" % dup,
+            "node 'n1' reopened read-only",
+            "node 'n1' not reopened: %s" % refused,
+            "node 'ov': child 'backing' changed from (none) to n1",
+            "node 'ov': child 'backing' changed from n1 to (none)",
+            "blockdev-del of 'ov' done",
+            "blockdev-del of 'n1' failed: %s" % missing,
+        ]
+        err = d.stderr()
+        for w in want:
+            assert_eq(err.count(w), 1, 'one line %r' % w)
+
+
 def test_quiet_by_default_and_at_warning():
     """No --log (and --log warning): none of those lines."""
     for args in ([], ['--log', 'warning']):

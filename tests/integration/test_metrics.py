@@ -359,6 +359,84 @@ def test_bad_requests_refused():
         scrape(d)
 
 
+def test_connection_limits():
+    """max-connections: a connection over the limit is closed at once;
+    idle-timeout: a silent client, one that sends half a request, and an
+    idle kept-alive connection are closed after it; the endpoint counts
+    both, and serves again once they are gone."""
+    with start(metrics=False) as d:
+        q = d.qmp()
+        q.execute('x-blockd-metrics-start', {'addr': {'type': 'unix', 'path': d.path('m.sock')},
+                                             'max-connections': 3, 'idle-timeout': 1})
+        d.metrics = d.path('m.sock')
+
+        def closed(s, timeout=20.0):
+            s.settimeout(timeout)
+            try:
+                return s.recv(65536) == b''
+            except ConnectionResetError:
+                return True
+            except socket.timeout:
+                return False
+
+        silent = []
+        for _ in range(2):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(d.metrics)
+            silent.append(s)
+        half = socket.socket(socket.AF_UNIX)
+        half.connect(d.metrics)
+        half.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\n')
+        over = socket.socket(socket.AF_UNIX)
+        over.connect(d.metrics)
+        assert_eq(closed(over, 10.0), True, 'a fourth connection is closed')
+        over.close()
+        for s in silent + [half]:
+            assert_eq(closed(s), True, 'an idle connection is closed after idle-timeout')
+            s.close()
+        # A kept-alive connection: two requests, then idle until closed.
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(d.metrics)
+        s.settimeout(10)
+        data = b''
+        for _ in range(2):
+            s.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n')
+            while b'\r\n\r\n' not in data:
+                data += s.recv(65536)
+            head, _, data = data.partition(b'\r\n\r\n')
+            assert_in(b' 200 ', head, 'a kept-alive request')
+            length = int(head.lower().split(b'content-length:')[1].split(b'\r\n')[0])
+            while len(data) < length:
+                data += s.recv(65536)
+            data = data[length:]
+        assert_eq(closed(s), True, 'a kept-alive connection is closed when idle')
+        s.close()
+        m = scrape(d)
+        assert_eq(val(m, 'blockd_metrics_http_connections_closed_total',
+                      reason='max-connections'), 1.0, 'closed over the limit')
+        assert_eq(val(m, 'blockd_metrics_http_connections_closed_total',
+                      reason='idle-timeout'), 4.0, 'closed when idle')
+        assert_eq(val(m, 'blockd_metrics_http_connections'), 1.0, 'only the scrape open')
+        for args, text in [({'max-connections': -1},
+                            "Parameter 'max-connections' expects uint32_t"),
+                           ({'idle-timeout': 'x'}, "Parameter 'idle-timeout' expects uint64")]:
+            args['addr'] = {'type': 'unix', 'path': d.path('m2.sock')}
+            q.execute('x-blockd-metrics-stop')
+            assert_eq(q.error('x-blockd-metrics-start', args)['desc'], text, repr(args))
+            q.execute('x-blockd-metrics-start', {'addr': {'type': 'unix',
+                                                          'path': d.metrics}})
+        # Defaults (16, 30 s): many silent clients are fine, scrapes go on.
+        many = []
+        for _ in range(8):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(d.metrics)
+            many.append(s)
+        assert_eq(val(scrape(d), 'blockd_metrics_http_connections'), 9.0, 'nine open')
+        for s in many:
+            s.close()
+        d.assert_alive()
+
+
 def test_qmp_start_stop_and_errors():
     """x-blockd-metrics-start/-stop: TCP and unix, errors clear (already
     running, not running, bad address), the unix socket removed on stop;
@@ -503,6 +581,62 @@ def test_handshake_timeout_and_listing():
         m = scrape(d)
         fails = series(m, 'blockd_nbd_handshake_failures_total')
         assert_eq(sum(fails.values()), 2.0, 'only the probe and the timeout: %r' % fails)
+        d.assert_alive()
+
+
+def test_export_handshake_failures():
+    """Handshake failures counted at the export the client named, by
+    reason: nbdinfo of a missing export and garbage count server-wide
+    only; an INFO then a hang-up, a bad GO, and a GO for 'disk' before
+    STARTTLS count at exp0 too.  Unknown names make no series."""
+    import raw_nbd
+    with start() as d:
+        def fails(**labels):
+            return series(scrape(d, check=False), 'blockd_export_handshake_failures_total',
+                          **labels)
+        m = scrape(d)
+        init = series(m, 'blockd_export_handshake_failures_total', export='exp0')
+        assert_eq(sorted(dict(k)['reason'] for k in init),
+                  ['disconnected', 'protocol', 'timeout', 'tls', 'tls-required'],
+                  'the reasons of an export')
+        assert_eq(sum(init.values()), 0.0, 'nothing failed yet')
+        p = run(['nbdinfo', 'nbd+unix:///nosuch?socket=%s' % d.nbd_sock], check=False)
+        assert_eq(p.returncode != 0, True, 'nbdinfo of a missing export fails')
+        with raw_nbd.RawNBD(path=d.nbd_sock) as c:   # garbage after the flags
+            c.sock.sendall(b'\xde\xad' * 64)
+            assert_eq(c.closed_by_server(), True, 'garbage drops the connection')
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_nbd_handshake_failures_total',
+                             reason='protocol') == 1, what='garbage counted')
+        assert_eq(val(scrape(d), 'blockd_nbd_handshake_failures_total',
+                      reason='export-not-found'), 1.0, 'missing export counted')
+        assert_eq(sum(fails().values()), 0.0, 'neither counts at an export')
+        with raw_nbd.RawNBD(path=d.nbd_sock) as c:   # INFO of disk, then gone
+            assert_eq(c.option_reply(raw_nbd.OPT_INFO, c.info_data('disk')), raw_nbd.REP_ACK,
+                      'INFO disk')
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_export_handshake_failures_total',
+                             export='exp0', reason='disconnected') == 1,
+                 what='hang-up after INFO counted at exp0')
+        with raw_nbd.RawNBD(path=d.nbd_sock) as c:   # GO with a bad length
+            assert_eq(c.option_reply(raw_nbd.OPT_GO, c.info_data('disk') + b'\0'),
+                      raw_nbd.REP_ERR_INVALID, 'GO with a bad length')
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_export_handshake_failures_total',
+                             export='exp0', reason='protocol') == 1,
+                 what='bad GO counted at exp0')
+        with raw_nbd.RawNBD(path=d.nbd_sock) as c:   # a name that does not exist
+            assert_eq(c.option_reply(raw_nbd.OPT_INFO, c.info_data('nosuch')),
+                      raw_nbd.REP_ERR_UNKNOWN, 'INFO nosuch')
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_nbd_handshake_failures_total',
+                             reason='export-not-found') == 2, what='second unknown export')
+        m = scrape(d)
+        assert_eq({dict(k)['export'] for k in series(m, 'blockd_export_handshake_failures_total')},
+                  {'exp0'}, 'no series for made-up names')
+        assert_eq(sum(series(m, 'blockd_export_handshake_failures_total').values()), 2.0,
+                  'two at exp0')
+        # A client in transmission counts nothing.
+        h = connect(d)
+        h.pread(4 * KiB, 0)
+        h.shutdown()
+        assert_eq(sum(fails().values()), 2.0, 'a good client is no failure')
         d.assert_alive()
 
 

@@ -100,5 +100,31 @@ def get_or_none(addr, ctx):
 
 
 
+def test_https_idle_timeout():
+    """A client that opens a TCP connection to the HTTPS endpoint and never
+    starts TLS is closed after idle-timeout as a plain one is."""
+    import socket
+    skip_if_reference('qemu-storage-daemon has no metrics endpoint')
+    from tls_env import free_port, make_pki, x509_object
+    with start(metrics=False) as d:
+        pki = make_pki(d.path('pki'))
+        q = d.qmp()
+        spec = x509_object('tls0', pki.server, verify_peer='off')
+        kv = dict(x.split('=', 1) for x in spec.split(',')[1:])
+        kv = {k: {'on': True, 'off': False}.get(v, v) for k, v in kv.items()}
+        q.execute('object-add', dict(kv, **{'qom-type': spec.split(',')[0]}))
+        port = free_port()
+        q.execute('x-blockd-metrics-start', {'addr': {'type': 'inet', 'host': '127.0.0.1',
+                                                      'port': str(port)},
+                                             'tls-creds': 'tls0', 'idle-timeout': 1})
+        s = socket.create_connection(('127.0.0.1', port))
+        s.settimeout(20)
+        try:
+            assert_eq(s.recv(16), b'', 'a silent client is closed')
+        finally:
+            s.close()
+        d.assert_alive()
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))

@@ -6,7 +6,9 @@
 
 Patterns turn named points on and off: the request path (nbd_request,
 fuse_request with offset, length and latency), the NBD handshake, job
-state changes and graph changes (node_open/close, drained_begin/end).
+state changes (also as QEMU's job_state_transition, job_apply_verb) and
+graph changes (node_open/close, drained_begin/end, qmp_blockdev_add/del,
+bdrv_reopen_prepare/commit/abort, bdrv_replace_child, bdrv_refresh_perms).
 qemu-storage-daemon 7.2 has -T (with its own event names) but not the
 QMP commands; the command-line errors are compared with it."""
 
@@ -162,6 +164,83 @@ def test_events_file_jobs_graph_handshake():
         got = {e['name']: e['state'] for e in q.execute('trace-event-get-state', {'name': '*'})}
         assert_eq(got['drained_end'], 'disabled', 'events file state')
         assert_eq(got['job_status_change'], 'enabled', 'events file state')
+
+
+def graph_changes(d, q):
+    """blockdev-add (good, duplicate), a reopen read-only, a refused
+    reopen, a backing edge set by reopen, blockdev-del (good, missing)."""
+    q.execute('blockdev-add', {'driver': 'null-co', 'node-name': 'n1', 'size': 4 * MiB})
+    dup = q.error('blockdev-add', {'driver': 'null-co', 'node-name': 'n1'})['desc']
+    q.execute('blockdev-reopen', {'options': [{'driver': 'null-co', 'node-name': 'n1',
+                                               'size': 4 * MiB, 'read-only': True}]})
+    refused = q.error('blockdev-reopen', {'options': [{'driver': 'null-co', 'node-name': 'n1',
+                                                       'size': 8 * MiB}]})['desc']
+    ov = d.path('ov.qcow2')
+    run(['qemu-img', 'create', '-q', '-f', 'qcow2', ov, '4M'])
+    q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'ov', 'backing': None,
+                               'file': {'driver': 'file', 'filename': ov,
+                                        'node-name': 'ovf'}})
+    q.execute('blockdev-reopen', {'options': [{'driver': 'qcow2', 'node-name': 'ov',
+                                               'file': 'ovf', 'backing': 'n1'}]})
+    q.execute('blockdev-reopen', {'options': [{'driver': 'qcow2', 'node-name': 'ov',
+                                               'file': 'ovf', 'backing': None}]})
+    q.execute('blockdev-del', {'node-name': 'ov'})
+    q.execute('blockdev-del', {'node-name': 'n1'})
+    missing = q.error('blockdev-del', {'node-name': 'n1'})['desc']
+    return dup, refused, missing
+
+
+def test_graph_reopen_perms_and_job_verbs():
+    """qmp_blockdev_add/del, bdrv_reopen_prepare/commit/abort,
+    bdrv_replace_child, bdrv_refresh_perms, job_state_transition and
+    job_apply_verb: a line for each change, errors with their reason;
+    turned off again by trace-event-set-state, they say nothing."""
+    with start(['-T', 'qmp_blockdev_*', '-T', 'bdrv_*']) as d:
+        q = d.qmp()
+        err = d.stderr_path
+        dup, refused, missing = graph_changes(d, q)
+        adds = [x.split(':', 1)[1] for x in lines(err, 'qmp_blockdev_add')]
+        assert_in('qmp_blockdev_add node=n1 ok', adds, 'add')
+        assert_in('qmp_blockdev_add node=n1 error=%s' % dup, adds, 'duplicate add')
+        dels = [x.split(':', 1)[1] for x in lines(err, 'qmp_blockdev_del')]
+        assert_in('qmp_blockdev_del node=n1 ok', dels, 'del')
+        assert_in('qmp_blockdev_del node=n1 error=%s' % missing, dels, 'missing del')
+        assert_eq(len([x for x in lines(err, 'bdrv_reopen_prepare') if 'node=n1' in x]), 2,
+                  'two reopens of n1 prepared')
+        assert_eq(len([x for x in lines(err, 'bdrv_reopen_commit') if 'node=n1 ' in x]), 1,
+                  'one committed')
+        aborts = [x for x in lines(err, 'bdrv_reopen_abort') if 'node=n1 ' in x]
+        assert_eq(len(aborts), 1, 'one aborted')
+        assert_in('error=%s' % refused, aborts[0], 'the abort says why')
+        edges = [x.split(':', 1)[1] for x in lines(err, 'bdrv_replace_child')]
+        assert_eq(edges, ['bdrv_replace_child parent=ov child=backing old= new=n1',
+                          'bdrv_replace_child parent=ov child=backing old=n1 new='],
+                  'backing edge set and removed')
+        assert_eq(len(lines(err, 'bdrv_refresh_perms')) > 0, True, 'permission updates')
+        assert_eq(all(x.endswith(' ok') or ' error=' in x
+                      for x in lines(err, 'bdrv_refresh_perms')), True, 'perm results')
+        # Off again: graph changes say nothing more; jobs on.
+        q.execute('trace-event-set-state', {'name': 'bdrv_*', 'enable': False})
+        q.execute('trace-event-set-state', {'name': 'qmp_blockdev_*', 'enable': False})
+        q.execute('trace-event-set-state', {'name': 'job_state_transition', 'enable': True})
+        q.execute('trace-event-set-state', {'name': 'job_apply_verb', 'enable': True})
+        before = {e: len(lines(err, e)) for e in ('qmp_blockdev_add', 'bdrv_reopen_prepare',
+                                                  'bdrv_refresh_perms')}
+        q.execute('blockdev-add', {'driver': 'null-co', 'node-name': 'tgt', 'size': 4 * MiB})
+        q.execute('blockdev-reopen', {'options': [{'driver': 'null-co', 'node-name': 'tgt',
+                                                   'size': 4 * MiB, 'read-only': False}]})
+        q.execute('blockdev-mirror', {'job-id': 'mj', 'device': 'fmt0', 'target': 'tgt',
+                                      'sync': 'full'})
+        q.wait_event('BLOCK_JOB_READY')
+        q.execute('block-job-cancel', {'device': 'mj'})
+        q.wait_event('JOB_STATUS_CHANGE', match={'id': 'mj', 'status': 'null'})
+        assert_eq({e: len(lines(err, e)) for e in before}, before, 'nothing while off')
+        tr = [x.split(':', 1)[1] for x in lines(err, 'job_state_transition')]
+        assert_in('job_state_transition job=mj ret=0 created -> running', tr, 'transition')
+        assert_eq(tr[-1], 'job_state_transition job=mj ret=0 concluded -> null', 'last')
+        verbs = [x.split(':', 1)[1] for x in lines(err, 'job_apply_verb')]
+        assert_in('job_apply_verb job=mj state=ready verb=cancel allowed', verbs, 'cancel verb')
+        d.assert_alive()
 
 
 def test_option_errors():
