@@ -41,8 +41,6 @@ pkgs=(
     gnutls-bin
     # promtool: test_metrics checks every scrape with it
     prometheus
-    # scripts/render-dashboard.py draws doc/grafana-dashboard.png with it
-    python3-matplotlib
     # cryptsetup: LUKS1 images made outside qemu-img (luks format test)
     cryptsetup-bin
     # dot: blockctl graph --format svg|png

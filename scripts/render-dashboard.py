@@ -11,7 +11,9 @@ over its length), drawn with matplotlib.
   scripts/render-dashboard.py [OUT.png]      (default doc/grafana-dashboard.png)
   DURATION=12 BLOCKD=build/daemon/blockd scripts/render-dashboard.py
 
-Needs fio with the nbd engine and python3-matplotlib (scripts/deps.sh)."""
+Needs fio with the nbd engine and python3-matplotlib (apt-get install
+python3-matplotlib: not in scripts/deps.sh, which CI runs, because only
+this maintainer's script uses it)."""
 
 import math
 import os
