@@ -486,8 +486,9 @@ static gboolean vmdk_load(BdNode *node, VmdkState *s, GError **errp)
     if (ret < 0) {
         FAIL("Could not read the VMDK descriptor: %s", g_strerror(-ret));
     }
-    if (memchr(s->desc_text, '\0', flen) ||
-        !strstr(s->desc_text, "createType")) {
+    /* The text ends at the first NUL (the file node may show its size
+     * rounded up to a sector). */
+    if (!strstr(s->desc_text, "createType")) {
         FAIL("invalid VMDK image descriptor");
     }
     s->desc = vmdk_desc_parse(s->desc_text, name, errp);
