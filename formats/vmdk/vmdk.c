@@ -565,6 +565,9 @@ static void vmdk_query_image_info(BdNode *node, GVariantDict *image)
 }
 
 
+extern const BdSchemaField vmdk_create_options[];
+gboolean vmdk_create(GVariant *options, GError **errp);
+
 const BdDriver bd_vmdk_driver = {
     .name = "vmdk",
     .options = vmdk_options,
@@ -579,4 +582,6 @@ const BdDriver bd_vmdk_driver = {
     .flush = vmdk_flush,
     .block_status = vmdk_block_status,
     .query_image_info = vmdk_query_image_info,
+    .create_options = vmdk_create_options,
+    .create = vmdk_create,
 };
