@@ -283,6 +283,102 @@ def test_delta_disk():
         read_back_in_qsd(top, ref)
 
 
+# --- blockdev-create ---
+
+def run_create(q, job, options):
+    q.execute('blockdev-create', {'job-id': job, 'options': options})
+    return bt.run_job(q, job).error
+
+
+def create(q, d, name, fmt_opts):
+    path = d.path(name)
+    assert_eq(run_create(q, 'f-' + name, {'driver': 'file', 'filename': path,
+                                           'size': 0}), None, 'file create')
+    q.execute('blockdev-add', {'driver': 'file', 'node-name': 'n-' + name,
+                               'filename': path})
+    try:
+        err = run_create(q, 'c-' + name, dict({'file': 'n-' + name}, **fmt_opts))
+    finally:
+        q.execute('blockdev-del', {'node-name': 'n-' + name})
+    return path, err
+
+
+def test_create():
+    """blockdev-create of monolithicSparse (plain, zeroed-grain, SCSI
+    adapter) and streamOptimized: qemu-img info sees the format, size
+    and subformat, qemu-img check passes, qemu-io writes and reads data
+    in it, and blockd reads what qemu-io wrote.  The layout equals
+    qemu-img create's (same header and file size)."""
+    require_tool('qemu-img', 'qemu-io')
+    cases = [
+        ('sparse.vmdk', {'size': 40 * MiB}, 'monolithicSparse', []),
+        ('odd.vmdk', {'size': 40 * MiB + 512}, 'monolithicSparse', []),
+        ('zg.vmdk', {'size': 40 * MiB, 'zeroed-grain': True}, 'monolithicSparse',
+         ['-o', 'zeroed_grain=on']),
+        ('scsi.vmdk', {'size': 40 * MiB, 'adapter-type': 'lsilogic', 'hwversion': '6'},
+         'monolithicSparse', ['-o', 'adapter_type=lsilogic,hwversion=6']),
+        ('stream.vmdk', {'size': 40 * MiB, 'subformat': 'streamOptimized'},
+         'streamOptimized', ['-o', 'subformat=streamOptimized']),
+        ('big.vmdk', {'size': 300 * GiB}, 'monolithicSparse', []),
+    ]
+    with Daemon() as d:
+        d.args += ['--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock]
+        d.start()
+        q = d.qmp()
+        for name, opts, sub, qopts in cases:
+            path, err = create(q, d, name, dict({'driver': 'vmdk'}, **opts))
+            assert_eq(err, None, 'create %s' % name)
+            info = img_info(path)
+            assert_eq((info['format'], info['virtual-size']), ('vmdk', opts['size']), name)
+            assert_eq(info['format-specific']['data']['create-type'], sub, name + ' subformat')
+            check_vmdk(path)
+            twin = d.path('qemu-img-' + name)
+            run(['qemu-img', 'create', '-q', '-f', 'vmdk'] + qopts + [twin, str(opts['size'])])
+            assert_eq(os.path.getsize(path), os.path.getsize(twin), name + ' file size')
+            with open(path, 'rb') as a, open(twin, 'rb') as b:
+                assert_eq(a.read(79), b.read(79), name + ' header as qemu-img makes it')
+            if opts['size'] < GiB:
+                bt.qemu_io(path, 'write -P 0x3c 1M 3M', 'read -P 0x3c 1M 3M',
+                           'read -P 0 0 1M', fmt='vmdk')
+                check_vmdk(path)
+                q.execute('blockdev-add', {'driver': 'vmdk', 'node-name': 'r-' + name,
+                                           'read-only': True,
+                                           'file': {'driver': 'file', 'filename': path}})
+                with bt.nbd_export(q, 'r-' + name) as exp:
+                    bt.qemu_io(d.uri(exp), 'read -P 0x3c 1M 3M', 'read -P 0 4M 1M',
+                               extra=('-r',))
+                q.execute('blockdev-del', {'node-name': 'r-' + name})
+        # Refusals.
+        _, err = create(q, d, 'flat.vmdk', {'driver': 'vmdk', 'size': MiB,
+                                             'subformat': 'monolithicFlat'})
+        assert_in('monolithicSparse and streamOptimized only', err or '', 'flat refused')
+        _, err = create(q, d, 'huge.vmdk', {'driver': 'vmdk', 'size': 3 << 40})
+        assert_in("larger than a sparse extent's 2 TiB", err or '', 'huge refused')
+        d.assert_alive()
+
+
+def test_create_write_export():
+    """An image blockdev-create made takes writes through an NBD export
+    of the same daemon; qemu-img check and compare agree afterwards."""
+    require_tool('qemu-img', 'qemu-io')
+    bt.require_nbd()
+    with Daemon() as d:
+        d.args += ['--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock]
+        d.start()
+        q = d.qmp()
+        path, err = create(q, d, 'w.vmdk', {'driver': 'vmdk', 'size': SIZE})
+        assert_eq(err, None, 'create')
+        ref = d.path('ref.raw')
+        bt.make_image(ref, SIZE)
+        q.execute('blockdev-add', {'driver': 'vmdk', 'node-name': 'w',
+                                   'file': {'driver': 'file', 'filename': path}})
+        with bt.nbd_export(q, 'w', writable=True) as exp:
+            nbd_writes(d.uri(exp), SIZE, ref, 'create')
+        q.execute('blockdev-del', {'node-name': 'w'})
+        check_vmdk(path)
+        compare(path, 'vmdk', ref, 'raw', 'created image after writes')
+
+
 # --- probing ---
 
 def test_probe_mirror_target():
