@@ -17,9 +17,10 @@
  *
  * Beyond QEMU 7.2 (which opens such images as empty disks or reads
  * garbage): grain directories and grain tables that do not lie in the
- * file are refused at open, grain table entries past the end of the
- * file or into the metadata fail the request with EIO and a warning
- * naming the node.
+ * file are refused at open; grain table entries past the end of the
+ * file or before the first grain (into the header, descriptor or
+ * tables, which a write there would overwrite) fail the request with
+ * EIO and a warning naming the node.
  */
 #define G_LOG_DOMAIN "blockd-formats"
 
@@ -335,11 +336,12 @@ static int64_t check_gte(BdNode *node, VmdkExtent *e, uint64_t off,
         return gte;
     }
     if ((uint64_t)gte >= e->next_sector ||
-        (uint64_t)gte * VMDK_SECTOR < MIN(e->grain_offset, VMDK_SECTOR)) {
+        (uint64_t)gte * VMDK_SECTOR < MAX(e->grain_offset, VMDK_SECTOR)) {
         g_warning("Node '%s': vmdk: the grain table entry for offset 0x%"
                   PRIx64 " of '%s' names sector %" PRIu32 ", outside the "
-                  "file's data (%" PRIu64 " sectors); the image is corrupt",
-                  node->node_name, off, extent_name(e), gte,
+                  "file's grains (sectors %" PRIu64 " to %" PRIu64 "); the "
+                  "image is corrupt", node->node_name, off, extent_name(e),
+                  gte, MAX(e->grain_offset, VMDK_SECTOR) / VMDK_SECTOR,
                   e->next_sector);
         return -EIO;
     }

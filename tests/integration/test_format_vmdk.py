@@ -531,10 +531,10 @@ def test_hostile():
 
 
 def test_hostile_grain_entry():
-    """A grain table entry past the end of the file: the image opens
-    (the grain tables are read when used), reads of that grain fail with
-    EIO and a warning naming the node, the rest reads, the daemon
-    lives."""
+    """A grain table entry past the end of the file, and one into the
+    image's descriptor: the image opens (the grain tables are read when
+    used), reads of those grains fail with EIO and a warning naming the
+    node, the rest reads, the daemon lives."""
     require_tool('qemu-img', 'qemu-io')
     bt.skip_if_reference('QSD 7.2 reads beyond the end of the file as zeroes')
     bt.require_nbd()
@@ -547,6 +547,7 @@ def test_hostile_grain_entry():
             f.seek(hdr_get(img, 'gd') * 512)
             gt = struct.unpack('<I', f.read(4))[0]
         patch(img, gt * 512 + 4 * 3, '<I', 0x7fff0000)      # grain 3: 192k..256k
+        patch(img, gt * 512 + 4 * 5, '<I', 2)               # grain 5: the descriptor
         patch(img, hdr_get(img, 'rgd') * 512, '<I', gt)     # both tables the same
         d.args = node_args(img) + d.args + nbd_args(d, False)
         d.wait = [d.nbd_sock]
@@ -556,6 +557,10 @@ def test_hostile_grain_entry():
             err = bt.nbd_errno(h.pread, 4096, 192 * KiB)
             assert_eq(err != 0, True, 'reading the bad grain fails')
             assert_eq(h.pread(64 * KiB, 256 * KiB), b'\x61' * 64 * KiB, 'the next grain')
+            err = bt.nbd_errno(h.pread, 4096, 320 * KiB)
+            assert_eq(err != 0, True, 'reading a grain in the metadata fails')
+        with bt.nbd_connection(d.uri()) as h:
+            assert_eq(h.pread(64 * KiB, 256 * KiB), b'\x61' * 64 * KiB, 'still serving')
         d.assert_alive()
         assert_in("Node 'disk': vmdk: the grain table entry", d.stderr(), 'warning')
 
