@@ -274,6 +274,8 @@ gboolean vmdk_sparse_open(BdNode *node, VmdkExtent *e, gboolean read_only,
                       name, desc_size, desc_off);
         }
         len = MIN(desc_size * VMDK_SECTOR, file_size - off);
+        e->desc_offset = off;
+        e->desc_size = len;
         *desc_text = g_malloc0(len + 1);
         ret = bd_child_pread(e->file, off, len, *desc_text, 0);
         if (ret < 0) {

@@ -37,6 +37,8 @@ BD_SCHEMA_DEFINE_AUTO(VmdkOptions, vmdk_options)
 
 #define FAIL VMDK_FAIL
 
+extern const BdDriver bd_vmdk_driver;
+
 /* --- data path --- */
 
 /* The extent holding guest byte 'off' (off < size). */
@@ -163,11 +165,70 @@ static int vmdk_flush(BdNode *node)
     return 0;
 }
 
+/* Write 'cid' into the descriptor's CID line, in place: only when the
+ * text keeps its length (8 hex digits, as every writer makes them). */
+static int write_cid(VmdkState *s, uint32_t cid)
+{
+    char *text = s->desc_text;
+    char *line, *end;
+    char hex[9];
+    int ret;
+
+    if (!text) {
+        return 0;
+    }
+    line = g_str_has_prefix(text, "CID=") ? text : strstr(text, "\nCID=");
+    if (!line) {
+        return 0;
+    }
+    line += line == text ? 4 : 5;
+    end = line;
+    while (g_ascii_isxdigit(*end)) {
+        end++;
+    }
+    if (end - line != 8) {
+        return 0;
+    }
+    g_snprintf(hex, sizeof(hex), "%08" PRIx32, cid);
+    memcpy(line, hex, 8);
+    ret = bd_child_pwrite(s->file, s->desc_offset + (uint64_t)(line - text),
+                          8, line, 0);
+    if (ret == 0 && s->desc) {
+        __atomic_store_n(&s->desc->cid, cid, __ATOMIC_RELAXED);
+    }
+    return ret;
+}
+
+/* Before the first write: a new CID, as QEMU does, so that a delta disk
+ * of this image no longer matches it (its parentCID is the old one). */
+static int update_cid(VmdkState *s)
+{
+    int ret = 0;
+
+    if (__atomic_load_n(&s->cid_updated, __ATOMIC_ACQUIRE)) {
+        return 0;
+    }
+    bd_mutex_lock(&s->cid_lock);
+    if (!s->cid_updated) {
+        ret = write_cid(s, g_random_int());
+        if (ret == 0) {
+            __atomic_store_n(&s->cid_updated, TRUE, __ATOMIC_RELEASE);
+        }
+    }
+    bd_mutex_unlock(&s->cid_lock);
+    return ret;
+}
+
 static int vmdk_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
                        const void *buf, int flags)
 {
     VmdkState *s = node->opaque;
     const uint8_t *p = buf;
+    int cret = update_cid(s);
+
+    if (cret < 0) {
+        return cret;
+    }
 
     while (bytes) {
         VmdkExtent *e = find_extent(s, offset);
@@ -215,6 +276,11 @@ static int vmdk_pwrite_zeroes(BdNode *node, uint64_t offset, uint64_t bytes,
     VmdkState *s = node->opaque;
     gboolean backing = bd_node_backing(node) != NULL;
     g_autofree uint8_t *zeroes = NULL;
+    int cret = update_cid(s);
+
+    if (cret < 0) {
+        return cret;
+    }
 
     while (bytes) {
         VmdkExtent *e = find_extent(s, offset);
@@ -331,6 +397,7 @@ static void vmdk_close(BdNode *node)
     }
     vmdk_desc_free(s->desc);
     g_free(s->desc_text);
+    bd_mutex_destroy(&s->cid_lock);
     g_free(s);
     node->opaque = NULL;
 }
@@ -436,6 +503,34 @@ static gboolean open_backing(BdNode *node, VmdkState *s, const VmdkOptions *o,
     return TRUE;
 }
 
+/* A delta disk's parentCID must be its vmdk parent's CID: otherwise
+ * the parent was written after the delta disk was made, and reading
+ * through to it would mix two states.  QEMU fails such reads with
+ * EINVAL; blockd refuses the image at open with the reason. */
+static gboolean check_parent_cid(BdNode *node, VmdkState *s, GError **errp)
+{
+    BdNode *b = bd_node_backing(node);
+    VmdkState *ps;
+    uint32_t cid;
+
+    if (!b || b->drv != &bd_vmdk_driver || !s->desc ||
+        !s->desc->has_parent_cid) {
+        return TRUE;
+    }
+    ps = b->opaque;
+    if (!ps || !ps->desc || !ps->desc->has_cid) {
+        return TRUE;
+    }
+    cid = __atomic_load_n(&ps->desc->cid, __ATOMIC_RELAXED);
+    if (cid == s->desc->parent_cid) {
+        return TRUE;
+    }
+    FAIL("Node '%s': vmdk: the parent '%s' has CID %08" PRIx32 " but this "
+         "delta disk was made from CID %08" PRIx32 " (parentCID): the parent "
+         "changed since", node->node_name,
+         b->filename ? b->filename : b->node_name, cid, s->desc->parent_cid);
+}
+
 static gboolean vmdk_load(BdNode *node, VmdkState *s, GError **errp)
 {
     const char *name = node->node_name;
@@ -463,6 +558,7 @@ static gboolean vmdk_load(BdNode *node, VmdkState *s, GError **errp)
             return FALSE;
         }
         s->size = e->length;
+        s->desc_offset = e->desc_offset;
         if (s->desc_text) {
             s->desc = vmdk_desc_parse(s->desc_text, name, errp);
             if (!s->desc) {
@@ -512,6 +608,7 @@ static gboolean vmdk_open(BdNode *node, GVariant *options, GError **errp)
 
     bd_schema_decode(vmdk_options, options, &o);
     s->node = node;
+    bd_mutex_init(&s->cid_lock);
     s->extents = g_ptr_array_new_with_free_func(
         (GDestroyNotify)vmdk_extent_free);
     node->opaque = s;
@@ -526,7 +623,8 @@ static gboolean vmdk_open(BdNode *node, GVariant *options, GError **errp)
         !(s->desc->has_parent_cid && s->desc->parent_cid == 0xffffffffu)) {
         s->parent_hint = s->desc->parent_hint;
     }
-    if (!open_backing(node, s, &o, errp)) {
+    if (!open_backing(node, s, &o, errp) ||
+        !check_parent_cid(node, s, errp)) {
         vmdk_close(node);
         return FALSE;
     }

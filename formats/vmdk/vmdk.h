@@ -105,6 +105,7 @@ typedef struct {
     uint64_t gt_cached;        /* bytes held in gt[] */
     uint64_t next_sector;      /* where the next grain goes */
     gboolean lock_init;
+    uint64_t desc_offset, desc_size;   /* embedded descriptor, bytes */
 } VmdkExtent;
 
 typedef struct {
@@ -116,6 +117,12 @@ typedef struct {
     uint64_t size;
     char *parent_hint;
     gboolean backing_from_header;
+    /* Where desc_text lives in 'file' (0 for a descriptor file). */
+    uint64_t desc_offset;
+    /* The CID is renewed on the first write (as QEMU does), so that
+     * delta disks made from this image see that it changed. */
+    BdMutex cid_lock;
+    gboolean cid_updated;      /* atomic */
 } VmdkState;
 
 /* Little endian helpers. */

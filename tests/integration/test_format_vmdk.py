@@ -283,6 +283,50 @@ def test_delta_disk():
         read_back_in_qsd(top, ref)
 
 
+def open_error(d, img):
+    """blockdev-add of img in a fresh blockd: the error text, or None."""
+    with Daemon() as d2:
+        d2.start()
+        r = d2.qmp().cmd('blockdev-add', {'driver': 'vmdk', 'node-name': 'top',
+                                          'file': {'driver': 'file', 'filename': img}})
+        d2.assert_alive()
+        return r['error']['desc'] if 'error' in r else None
+
+
+def test_delta_parent_changed():
+    """A delta disk whose parent was written after it was made (the
+    parent's CID is no longer the delta's parentCID) is refused at open
+    with the reason (QEMU fails its reads of the parent with EINVAL).
+    blockd's first write to an image renews its CID as QEMU does, so
+    that QEMU then refuses the delta disk's reads too."""
+    require_tool('qemu-img', 'qemu-io')
+    bt.skip_if_reference('QSD 7.2 opens the delta disk and fails reads of its parent')
+    bt.require_nbd()
+    with Daemon() as d:
+        base = d.path('base.vmdk')
+        top = d.path('top.vmdk')
+        run(['qemu-img', 'create', '-q', '-f', 'vmdk', base, str(SIZE)])
+        bt.qemu_io(base, 'write -P 0x61 0 1M', fmt='vmdk')
+        run(['qemu-img', 'create', '-q', '-f', 'vmdk', '-b', 'base.vmdk', '-F', 'vmdk', top],
+            cwd=d.dir)
+        assert_eq(open_error(d, top), None, 'delta disk of an unchanged parent')
+        # blockd writes the parent: its CID changes.
+        d.args = node_args(base) + d.args + nbd_args(d, True)
+        d.wait = [d.nbd_sock]
+        d.start()
+        with bt.nbd_connection(d.uri()) as h:
+            h.pwrite(b'\x62' * 4096, 8 * MiB)
+            h.flush()
+        assert_eq(d.stop(), 0, 'daemon exit status')
+        check_vmdk(base)
+        err = open_error(d, top)
+        assert_in('the parent changed since', err or '', 'parent written by blockd')
+        assert_in("Node 'top'", err or '', 'names the node')
+        p = run(['qemu-io', '-r', '-f', 'vmdk', '-c', 'read 4M 4k', top], check=False)
+        assert_eq(p.returncode != 0 or 'failed' in p.stdout + p.stderr, True,
+                  'QEMU refuses the delta disk too: %s%s' % (p.stdout, p.stderr))
+
+
 # --- blockdev-create ---
 
 def run_create(q, job, options):
