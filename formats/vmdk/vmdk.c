@@ -468,6 +468,12 @@ static gboolean open_extents(BdNode *node, VmdkState *s, gboolean read_only,
     return TRUE;
 }
 
+/* Parents opened from parentFileNameHint are opened inside the open of
+ * their child (nested, on one thread): the depth of that nesting bounds
+ * a chain that loops (a delta disk naming itself or an ancestor). */
+#define VMDK_CHAIN_MAX 64
+static __thread int open_depth;
+
 static gboolean open_backing(BdNode *node, VmdkState *s, const VmdkOptions *o,
                              GError **errp)
 {
@@ -483,6 +489,11 @@ static gboolean open_backing(BdNode *node, VmdkState *s, const VmdkOptions *o,
         return TRUE;
     }
     s->backing_from_header = TRUE;
+    if (open_depth >= VMDK_CHAIN_MAX) {
+        FAIL("Node '%s': vmdk: more than %d parents (parentFileNameHint) "
+             "in a row: the chain of delta disks loops or is too long",
+             node->node_name, VMDK_CHAIN_MAX);
+    }
     if (s->file->node->filename) {
         dir = g_path_get_dirname(s->file->node->filename);
     }
@@ -491,8 +502,10 @@ static gboolean open_backing(BdNode *node, VmdkState *s, const VmdkOptions *o,
         g_prefix_error(errp, "Could not open backing file: ");
         return FALSE;
     }
+    open_depth++;
     backing = bd_node_open_child(node, ref, "backing", BD_CHILD_COW, FALSE,
                                  errp);
+    open_depth--;
     if (!backing) {
         g_prefix_error(errp, "Could not open backing file: ");
         return FALSE;

@@ -423,6 +423,41 @@ def test_create_write_export():
         compare(path, 'vmdk', ref, 'raw', 'created image after writes')
 
 
+def test_delta_loop():
+    """Delta disks whose parentFileNameHint names themselves, or each
+    other, are refused with the reason; the daemon neither hangs nor
+    grows."""
+    require_tool('qemu-img')
+    bt.skip_if_reference('QSD 7.2 is not tested on parent loops here')
+    with Daemon() as d:
+        base = d.path('base.vmdk')
+        run(['qemu-img', 'create', '-q', '-f', 'vmdk', base, str(SIZE)])
+        for name in ('a.vmdk', 'b.vmdk'):
+            run(['qemu-img', 'create', '-q', '-f', 'vmdk', '-b', 'base.vmdk', '-F', 'vmdk',
+                 d.path(name)], cwd=d.dir)
+
+        def point(img, parent):
+            with open(img, 'r+b') as f:
+                data = f.read(4096)
+                f.seek(0)
+                f.write(data.replace(b'parentFileNameHint="base.vmdk"',
+                                     b'parentFileNameHint="%s"' % parent.encode()))
+        point(d.path('a.vmdk'), 'a.vmdk')
+        d.start()
+        q = d.qmp()
+        r = q.cmd('blockdev-add', {'driver': 'vmdk', 'node-name': 'self', 'read-only': True,
+                                   'file': {'driver': 'file', 'filename': d.path('a.vmdk'),
+                                            'read-only': True}})
+        assert_in('loops or is too long', r.get('error', {}).get('desc', ''), 'self loop')
+        point(d.path('a.vmdk'), 'b.vmdk')
+        point(d.path('b.vmdk'), 'a.vmdk')
+        r = q.cmd('blockdev-add', {'driver': 'vmdk', 'node-name': 'pair', 'read-only': True,
+                                   'file': {'driver': 'file', 'filename': d.path('a.vmdk'),
+                                            'read-only': True}})
+        assert_in('loops or is too long', r.get('error', {}).get('desc', ''), 'loop of two')
+        d.assert_alive()
+
+
 # --- probing ---
 
 def test_probe_mirror_target():
