@@ -403,7 +403,8 @@ int vmdk_sparse_read_grain(VmdkExtent *e, uint64_t gte, uint64_t off,
     }
     csize = vmdk_le32(marker + 8);
     if (csize == 0 || csize > 2 * e->grain_size + 1024 ||
-        pos + 12 + csize > e->next_sector * VMDK_SECTOR) {
+        pos + 12 + csize >
+        __atomic_load_n(&e->next_sector, __ATOMIC_RELAXED) * VMDK_SECTOR) {
         return -EIO;
     }
     cbuf = g_try_malloc(csize);
@@ -521,7 +522,9 @@ int vmdk_sparse_write(BdNode *node, VmdkExtent *e, uint64_t off,
     if (ret < 0) {
         goto out;
     }
-    e->next_sector += sectors;
+    /* Read without the lock by vmdk_sparse_read_grain. */
+    __atomic_store_n(&e->next_sector, e->next_sector + sectors,
+                     __ATOMIC_RELAXED);
     ret = write_gte_locked(e, off, (uint32_t)(pos / VMDK_SECTOR));
     if (ret == 0) {
         gt[l2] = (uint32_t)(pos / VMDK_SECTOR);
