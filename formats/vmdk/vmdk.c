@@ -415,10 +415,15 @@ static gboolean open_extents(BdNode *node, VmdkState *s, gboolean read_only,
     }
     for (guint i = 0; i < s->desc->extents->len; i++) {
         VmdkExtentDesc *x = g_ptr_array_index(s->desc->extents, i);
-        VmdkExtent *e = g_new0(VmdkExtent, 1);
+        VmdkExtent *e;
         g_autofree char *path = NULL, *child = NULL;
         g_autoptr(GVariant) ref = NULL;
 
+        if (x->sectors == 0) {
+            /* Holds nothing; the data path never meets it. */
+            continue;
+        }
+        e = g_new0(VmdkExtent, 1);
         g_ptr_array_add(s->extents, e);
         e->type = x->type;
         e->start = start;
@@ -463,6 +468,9 @@ static gboolean open_extents(BdNode *node, VmdkState *s, gboolean read_only,
                                      NULL, errp)) {
             return FALSE;
         }
+    }
+    if (s->extents->len == 0) {
+        FAIL("Node '%s': vmdk: the descriptor's extents are all empty", name);
     }
     s->size = start;
     return TRUE;

@@ -566,6 +566,9 @@ CASES = {
                                    'RW 36028797018963967 FLAT "junk.bin" 0\n'
                                    'RW 36028797018963967 FLAT "junk.bin" 0\n'),
                          'add up to more than the largest size', 'QSD 7.2 differs'),
+    'desc-empty-extents': (desc_file('createType="monolithicFlat"\nRW 0 FLAT "junk.bin" 0\n'
+                                     'RW 0 ZERO\n'),
+                           'extents are all empty', 'QSD 7.2 opens an empty disk'),
     'desc-extent-type': (desc_file('createType="monolithicFlat"\nRW 100 FOO "x" 0\n'),
                          "unsupported extent type 'FOO'", True),
     'desc-no-create-type': (desc_file('RW 100 FLAT "junk.bin" 0\n'),
