@@ -38,6 +38,7 @@ static const Description driver_descriptions[] = {
     { "vdi", "VirtualBox images, static and dynamic, read-write" },
     { "vpc", "VHD images, fixed and dynamic, read-write" },
     { "qed", "QED images: backing files, check after an unclean close" },
+    { "vmdk", "VMware images: sparse, flat, streamOptimized, delta disks" },
     { "luks", "LUKS1 encrypted images (AES XTS/CBC), read-write" },
     { "compress", "writes compressed qcow2 clusters" },
     { "blkdebug", "fault injection (inject-error, set-state, align)" },

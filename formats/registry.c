@@ -27,6 +27,7 @@ static const BdDriver *const bd_formats_table[] = {
     &bd_vdi_driver,
     &bd_vpc_driver,
     &bd_qed_driver,
+    &bd_vmdk_driver,
     &bd_luks_driver,
     &bd_compress_driver,
     &bd_blkdebug_driver,
@@ -53,9 +54,56 @@ void bd_formats_register_all(void)
     }
 }
 
+/* A vmdk descriptor file as QEMU's probe sees one: comment lines and
+ * blank lines, then "version=1", 2 or 3 on a line of its own. */
+static gboolean vmdk_probe_descriptor(const uint8_t *buf, size_t len)
+{
+    const char *p = (const char *)buf;
+    const char *end = p + len;
+
+    while (p < end) {
+        if (*p == '#') {
+            while (p < end && *p != '\n') {
+                p++;
+            }
+            p++;
+            continue;
+        }
+        if (*p == ' ') {
+            while (p < end && *p == ' ') {
+                p++;
+            }
+            if (p < end && *p == '\r') {
+                p++;
+            }
+            if (p == end || *p != '\n') {
+                return FALSE;
+            }
+            p++;
+            continue;
+        }
+        for (char v = '1'; v <= '3'; v++) {
+            char lf[] = "version=X\n", crlf[] = "version=X\r\n";
+
+            lf[8] = crlf[8] = v;
+            if ((size_t)(end - p) >= strlen(lf) &&
+                strncmp(p, lf, strlen(lf)) == 0) {
+                return TRUE;
+            }
+            if ((size_t)(end - p) >= strlen(crlf) &&
+                strncmp(p, crlf, strlen(crlf)) == 0) {
+                return TRUE;
+            }
+        }
+        return FALSE;
+    }
+    return FALSE;
+}
+
 /* QEMU's probes, by the first sector: qcow2's magic, vdi's signature at
  * 0x40 (a whole header needed), a dynamic VHD's footer copy, qed's
- * magic (a whole header needed), LUKS's magic.  A fixed VHD has its
+ * magic (a whole header needed), LUKS's magic, vmdk's "KDMV" or a
+ * descriptor's text.  A fixed VHD has its
  * footer only at the end: QEMU probes it as raw, and so do we.
  * Anything else is raw. */
 const char *bd_formats_probe_buf(const uint8_t *buf, size_t len)
@@ -75,6 +123,10 @@ const char *bd_formats_probe_buf(const uint8_t *buf, size_t len)
     }
     if (len >= 6 && memcmp(buf, "LUKS\xba\xbe", 6) == 0) {
         return "luks";
+    }
+    if ((len >= 4 && memcmp(buf, "KDMV", 4) == 0) ||
+        vmdk_probe_descriptor(buf, len)) {
+        return "vmdk";
     }
     return "raw";
 }

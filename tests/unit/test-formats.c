@@ -692,8 +692,18 @@ static void test_zero_copy(Fixture *f, gconstpointer data)
     close(p[1]);
 }
 
+/* The probe of a sector holding 'text' and zeroes. */
+static const char *probe_text(const char *text)
+{
+    uint8_t buf[512] = { 0 };
+
+    memcpy(buf, text, strlen(text));
+    return bd_formats_probe_buf(buf, sizeof(buf));
+}
+
 /* Probing by the first sector, as QEMU: a vdi needs its whole header,
- * a dynamic VHD shows its footer copy, everything else is raw; the
+ * a dynamic VHD shows its footer copy, a vmdk its magic or descriptor
+ * text, everything else is raw; the
  * probed-raw guard knows the magics of formats blockd does not open. */
 static void test_probe(void)
 {
@@ -719,6 +729,20 @@ static void test_probe(void)
     memcpy(buf, "LUKS\xba\xbe", 6);
     g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "luks");
     g_assert_cmpstr(bd_formats_probe_buf(buf, 5), ==, "raw");
+    memset(buf, 0, 512);
+    memcpy(buf, "KDMV", 4);
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "vmdk");
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 3), ==, "raw");
+    /* A vmdk descriptor: comments and blank lines, then version=N. */
+    g_assert_cmpstr(probe_text("# Disk DescriptorFile\n  \nversion=1\nCID=1\n"),
+                    ==, "vmdk");
+    g_assert_cmpstr(probe_text("# Disk DescriptorFile\r\nversion=2\r\n"),
+                    ==, "vmdk");
+    g_assert_cmpstr(probe_text("# Disk DescriptorFile\ncid=1\nversion=1\n"),
+                    ==, "raw");
+    g_assert_cmpstr(probe_text("# Disk DescriptorFile\nversion=4\n\n\n"),
+                    ==, "raw");
+    memset(buf, 0, 512);
     memcpy(buf, "vhdxfile", 8);
     g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "raw");
     g_assert_true(bd_formats_buf_has_image_magic(buf, 512));
