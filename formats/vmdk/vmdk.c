@@ -165,13 +165,18 @@ static int vmdk_flush(BdNode *node)
     return 0;
 }
 
-/* Write 'cid' into the descriptor's CID line, in place: only when the
- * text keeps its length (8 hex digits, as every writer makes them). */
+/* Write 'cid' into the descriptor's CID line as 8 hex digits.  Writers
+ * differ in how they print it (QEMU without leading zeroes), so the text
+ * after the line may move by a few bytes: it is written again from the
+ * CID on.  The text must still fit where it lives: the embedded
+ * descriptor's area, or the descriptor file's node (its size is rounded
+ * up to a sector, and writing there grows the file). */
 static int write_cid(VmdkState *s, uint32_t cid)
 {
     char *text = s->desc_text;
-    char *line, *end;
-    char hex[9];
+    const char *line, *end;
+    g_autofree char *updated = NULL;
+    size_t prefix, len;
     int ret;
 
     if (!text) {
@@ -186,17 +191,27 @@ static int write_cid(VmdkState *s, uint32_t cid)
     while (g_ascii_isxdigit(*end)) {
         end++;
     }
-    if (end - line != 8) {
+    if (end == line || end - line > 8) {
         return 0;
     }
-    g_snprintf(hex, sizeof(hex), "%08" PRIx32, cid);
-    memcpy(line, hex, 8);
-    ret = bd_child_pwrite(s->file, s->desc_offset + (uint64_t)(line - text),
-                          8, line, 0);
-    if (ret == 0 && s->desc) {
+    prefix = (size_t)(line - text);
+    updated = g_strdup_printf("%.*s%08" PRIx32 "%s", (int)prefix, text, cid,
+                              end);
+    len = strlen(updated);
+    if (len > s->desc_capacity) {
+        return 0;
+    }
+    ret = bd_child_pwrite(s->file, s->desc_offset + prefix, len - prefix,
+                          updated + prefix, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    g_free(s->desc_text);
+    s->desc_text = g_steal_pointer(&updated);
+    if (s->desc) {
         __atomic_store_n(&s->desc->cid, cid, __ATOMIC_RELAXED);
     }
-    return ret;
+    return 0;
 }
 
 /* Before the first write: a new CID, as QEMU does, so that a delta disk
@@ -580,6 +595,7 @@ static gboolean vmdk_load(BdNode *node, VmdkState *s, GError **errp)
         }
         s->size = e->length;
         s->desc_offset = e->desc_offset;
+        s->desc_capacity = e->desc_size;
         if (s->desc_text) {
             s->desc = vmdk_desc_parse(s->desc_text, name, errp);
             if (!s->desc) {
@@ -599,6 +615,7 @@ static gboolean vmdk_load(BdNode *node, VmdkState *s, GError **errp)
              name, flen, VMDK_DESC_MAX);
     }
     s->desc_text = g_malloc0(flen + 1);
+    s->desc_capacity = (uint64_t)flen;
     ret = bd_child_pread(s->file, 0, flen, s->desc_text, 0);
     if (ret < 0) {
         FAIL("Could not read the VMDK descriptor: %s", g_strerror(-ret));

@@ -119,6 +119,7 @@ typedef struct {
     gboolean backing_from_header;
     /* Where desc_text lives in 'file' (0 for a descriptor file). */
     uint64_t desc_offset;
+    uint64_t desc_capacity;    /* bytes the text may take there */
     /* The CID is renewed on the first write (as QEMU does), so that
      * delta disks made from this image see that it changed. */
     BdMutex cid_lock;
