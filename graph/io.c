@@ -844,13 +844,19 @@ int bd_node_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
     } else {
         if ((ret & BD_BLOCK_OFFSET_VALID) && local_file &&
             local_file != node && !(ret & BD_BLOCK_ZERO)) {
-            /* Data mapped onto a hole of the file below reads as zero. */
-            uint64_t n;
+            /* Data mapped onto a hole of the file below reads as zero.
+             * The answer covers what the file said about its first run
+             * only, so that a run of data followed by a hole there (a
+             * sparse flat extent, a raw offset) is not all data. */
+            uint64_t n = 0;
             int ret2 = bd_node_block_status(local_file, local_map, *pnum,
                                             &n, NULL, NULL);
-            if (ret2 >= 0 && (ret2 & BD_BLOCK_ZERO) && n > 0) {
-                *pnum = n;
-                ret |= BD_BLOCK_ZERO;
+            /* Unlike QEMU, nothing is concluded past the file's end: a
+             * filter's length may be behind its file's (see
+             * test_reopen_live filter_over_grown_file). */
+            if (ret2 >= 0 && n > 0) {
+                *pnum = MIN(*pnum, n);
+                ret |= ret2 & BD_BLOCK_ZERO;
             }
         }
         if (map) {

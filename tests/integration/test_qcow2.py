@@ -442,6 +442,34 @@ def test_shrink_via_qmp_resize():
                 fmt='qcow2')
 
 
+def test_preallocated_metadata_block_status():
+    """A qcow2 image made with preallocation=metadata has every cluster
+    allocated onto holes of its file.  Block status over NBD asks the file
+    as QEMU does: the data written shows as data, the rest as zeroes
+    (so that copies skip it), run by run, as qemu-storage-daemon answers."""
+    require_tool('qemu-img', 'qemu-io', 'nbdinfo')
+    require_nbd()
+    with Daemon() as d:
+        img = d.path('pm.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'preallocation=metadata',
+             img, '8M'])
+        qemu_io(img, 'write -P 0x55 0 64k', 'write -P 0x66 4M 128k', fmt='qcow2')
+        d.args += ['--blockdev', 'driver=qcow2,node-name=q,file.driver=file,'
+                   'file.filename=%s' % img,
+                   '--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock,
+                   '--export', 'type=nbd,id=e0,node-name=q,name=q']
+        d.wait = [d.nbd_sock]
+        d.start()
+        extents = json.loads(run(['nbdinfo', '--json', '--map', d.uri('q')]).stdout)
+        got = [(e['offset'], e['length'], e['type']) for e in extents]
+        assert_eq(got, [(0, 64 * 1024, 0), (64 * 1024, 4 * MiB - 64 * 1024, 2),
+                        (4 * MiB, 128 * 1024, 0), (4 * MiB + 128 * 1024, 4 * MiB - 128 * 1024, 2)],
+                  'base:allocation extents')
+        p = run(['qemu-img', 'compare', '-U', '-f', 'qcow2', '-F', 'raw', img, d.uri('q')],
+                check=False)
+        assert_eq(p.returncode, 0, 'export equal to the image: %s' % p.stdout)
+
+
 def test_compress_filter():
     """compress -> qcow2 -> file through NBD: qemu-io patterns (aligned,
     unaligned, overwrites) land as compressed clusters, incompressible data
