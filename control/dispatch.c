@@ -61,6 +61,7 @@ static const char *error_class(const GError *err)
         case BD_ERROR_DEVICE_NOT_ACTIVE:
             return "DeviceNotActive";
         case BD_ERROR_GENERIC:
+        case BD_ERROR_CHAIN_LOOP:
             break;
         }
     }

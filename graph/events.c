@@ -46,3 +46,11 @@ GQuark bd_error_quark(void)
     }
     return (GQuark)quark;
 }
+
+void bd_prefix_backing_error(GError **errp)
+{
+    if (errp && *errp &&
+        !g_error_matches(*errp, BD_ERROR, BD_ERROR_CHAIN_LOOP)) {
+        g_prefix_error(errp, "Could not open backing file: ");
+    }
+}

@@ -522,6 +522,13 @@ void bd_node_detach_child(BdNode *parent, BdChild *child)
     }
 }
 
+/* Children opened from options are opened inside the open of their parent
+ * (nested, on the main thread).  An image whose header names itself or an
+ * ancestor as its backing file would nest without end, each level holding
+ * its caches: the depth bounds it, far above any real chain. */
+#define BD_NESTED_OPEN_MAX 256
+static int nested_opens;
+
 BdChild *bd_node_open_child(BdNode *parent, GVariant *ref, const char *name,
                             BdChildRole role, gboolean allow_none,
                             GError **errp)
@@ -557,8 +564,23 @@ BdChild *bd_node_open_child(BdNode *parent, GVariant *ref, const char *name,
         }
         child_node = bd_node_ref(found);
     } else {
+        if (nested_opens >= BD_NESTED_OPEN_MAX) {
+            const char *file = NULL;
+
+            if (g_variant_is_of_type(ref, G_VARIANT_TYPE_VARDICT)) {
+                g_variant_lookup(ref, "filename", "&s", &file);
+            }
+            g_set_error(errp, BD_ERROR, BD_ERROR_CHAIN_LOOP,
+                        "A chain of more than %d images, each opened by "
+                        "the one before (the last one '%s'): its backing "
+                        "files loop or it is too long", BD_NESTED_OPEN_MAX,
+                        file ? file : name);
+            return NULL;
+        }
+        nested_opens++;
         child_node = bd_node_open(bd_child_inherit_options(parent, ref, role),
                                   errp);
+        nested_opens--;
         if (!child_node) {
             return NULL;
         }

@@ -479,13 +479,13 @@ static gboolean open_backing(BdNode *node, Qcow2State *s,
     ref = bd_formats_image_options(s->h.backing_file, s->h.backing_format,
                                    dir, errp);
     if (!ref) {
-        g_prefix_error(errp, "Could not open backing file: ");
+        bd_prefix_backing_error(errp);
         return FALSE;
     }
     BdChild *backing = bd_node_open_child(node, ref, "backing", BD_CHILD_COW,
                                           FALSE, errp);
     if (!backing) {
-        g_prefix_error(errp, "Could not open backing file: ");
+        bd_prefix_backing_error(errp);
         return FALSE;
     }
     /* No format in the header: probed, as QEMU. */

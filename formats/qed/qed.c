@@ -113,13 +113,13 @@ static gboolean open_backing(BdNode *node, QedState *s, const QedOptions *o,
     ref = bd_formats_image_options(s->backing_file, s->backing_fmt, dir,
                                    errp);
     if (!ref) {
-        g_prefix_error(errp, "Could not open backing file: ");
+        bd_prefix_backing_error(errp);
         return FALSE;
     }
     backing = bd_node_open_child(node, ref, "backing", BD_CHILD_COW, FALSE,
                                  errp);
     if (!backing) {
-        g_prefix_error(errp, "Could not open backing file: ");
+        bd_prefix_backing_error(errp);
         return FALSE;
     }
     if (!s->backing_fmt && !bd_formats_filename_is_remote(s->backing_file)) {

@@ -522,7 +522,7 @@ static gboolean open_backing(BdNode *node, VmdkState *s, const VmdkOptions *o,
     }
     ref = bd_formats_image_options(s->parent_hint, NULL, dir, errp);
     if (!ref) {
-        g_prefix_error(errp, "Could not open backing file: ");
+        bd_prefix_backing_error(errp);
         return FALSE;
     }
     open_depth++;
@@ -530,7 +530,7 @@ static gboolean open_backing(BdNode *node, VmdkState *s, const VmdkOptions *o,
                                  errp);
     open_depth--;
     if (!backing) {
-        g_prefix_error(errp, "Could not open backing file: ");
+        bd_prefix_backing_error(errp);
         return FALSE;
     }
     if (!bd_formats_filename_is_remote(s->parent_hint)) {

@@ -614,6 +614,44 @@ def test_hostile():
         print('reference: skipped hostile cases: ' + ', '.join(skipped))
 
 
+def test_backing_loop():
+    """qed and qcow2 images whose header names the image itself, or each
+    other in a ring, as the backing file: opened read-only (no lock stops
+    the recursion), each is refused with the reason, within bounded
+    memory, and the daemon goes on answering.  qemu-storage-daemon 7.2
+    opens image after image and stops answering QMP (checked: no reply in
+    120 s)."""
+    require_tool('qemu-img')
+    bt.skip_if_reference('QSD 7.2 recurses without end and stops answering')
+    with Daemon() as d:
+        d.start()
+        q = d.qmp()
+        cases = []
+        for fmt in ('qed', 'qcow2'):
+            img = d.path('self.%s' % fmt)
+            run(['qemu-img', 'create', '-q', '-f', fmt, img, str(MiB)])
+            run(['qemu-img', 'rebase', '-u', '-f', fmt, '-b', img, '-F', fmt, img])
+            cases.append((fmt, img))
+        a, b = d.path('a.qcow2'), d.path('b.qed')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', a, str(MiB)])
+        run(['qemu-img', 'create', '-q', '-f', 'qed', '-b', a, '-F', 'qcow2', b])
+        run(['qemu-img', 'rebase', '-u', '-f', 'qcow2', '-b', b, '-F', 'qed', a])
+        cases.append(('qcow2', a))
+        for i, (fmt, img) in enumerate(cases):
+            r = q.cmd('blockdev-add', {'driver': fmt, 'node-name': 'loop%d' % i,
+                                       'read-only': True,
+                                       'file': {'driver': 'file', 'filename': img}})
+            assert_in('error', r, '%s opened' % img)
+            assert_in('its backing files loop or it is too long', r['error']['desc'], img)
+            assert_eq(r['error']['desc'].count('Could not open backing file'), 0,
+                      'one reason, not a prefix per level')
+            d.assert_alive()
+        assert_eq(q.execute('query-named-block-nodes'), [], 'nothing left open')
+        with open('/proc/%d/status' % d.proc.pid) as f:
+            rss = [int(line.split()[1]) for line in f if line.startswith('VmHWM')][0]
+        assert_eq(rss < 512 * 1024, True, 'peak RSS %d KiB stays bounded' % rss)
+
+
 def test_random_corruption():
     """Seeded random damage to the header and the tables: every image
     either is refused with an error or opens, reads whole and takes
