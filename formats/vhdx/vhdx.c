@@ -133,4 +133,6 @@ const BdDriver bd_vhdx_driver = {
     .flush = vhdx_flush,
     .block_status = vhdx_block_status,
     .query_image_info = vhdx_query_image_info,
+    .create_options = vhdx_create_options,
+    .create = vhdx_create,
 };

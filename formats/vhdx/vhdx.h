@@ -169,4 +169,8 @@ int vhdx_flush(BdNode *node);
 int vhdx_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
                       uint64_t *pnum, uint64_t *map, BdNode **file);
 
+/* create.c: blockdev-create (BlockdevCreateOptionsVhdx), job thread. */
+extern const BdSchemaField vhdx_create_options[];
+gboolean vhdx_create(GVariant *options, GError **errp);
+
 #endif

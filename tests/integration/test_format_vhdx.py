@@ -1,0 +1,579 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""The vhdx format (issue 19).  Images made by qemu-img (dynamic with
+its default and with 1 MiB blocks, fixed) with data in them are
+exported over NBD or FUSE and compared with their source; 4 KiB random
+writes (many in flight) and 1 MiB sequential writes go through the
+export while a raw reference gets the same; after the daemon stops,
+the image passes qemu-img check, equals the reference, and
+qemu-storage-daemon reads it back equal too.  A dirty image (a log
+entry made here, by the specification) is replayed when opened
+read-write and refused read-only in QEMU's words; a SIGKILL during
+allocating writes leaves an image that opens and checks clean.
+blockdev-create makes images qemu-img checks and reads; probing picks
+the format; hostile images (bytes patched here) are refused with a
+reason naming the node, and the daemon lives."""
+
+import os
+import random
+import struct
+import sys
+import tempfile
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import blockd_test as bt  # noqa: E402
+from blockd_test import (Daemon, assert_eq, assert_in, is_reference,  # noqa: E402
+                         main, require_tool, run, tests_of)
+from test_formats_vdi_vpc import (compare, fio_verify, fuse_writes,  # noqa: E402
+                                  img_info, nbd_writes, run_create)
+
+KiB = 1024
+MiB = 1024 * KiB
+SIZE = 48 * MiB
+BAT_GUID = uuid.UUID('2DC27766-F623-4200-9D64-115E9BFD4A08').bytes_le
+META_GUID = uuid.UUID('8B7CA206-4790-4B9A-B8FE-575F050F886E').bytes_le
+
+KINDS = {
+    'dynamic': ['-o', 'subformat=dynamic'],
+    'dynamic-1m': ['-o', 'subformat=dynamic,block_size=1M,block_state_zero=off'],
+    'fixed': ['-o', 'subformat=fixed,block_size=1M'],
+}
+
+
+def _crc_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+CRC_TABLE = _crc_table()
+
+
+def crc32c(data):
+    c = 0xffffffff
+    for b in data:
+        c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >> 8)
+    return c ^ 0xffffffff
+
+
+def with_checksum(buf, off=4):
+    buf = bytearray(buf)
+    buf[off:off + 4] = bytes(4)
+    buf[off:off + 4] = struct.pack('<I', crc32c(bytes(buf)))
+    return bytes(buf)
+
+
+def read_at(img, off, n):
+    with open(img, 'rb') as f:
+        f.seek(off)
+        return f.read(n)
+
+
+def patch(img, off, fmt, *vals):
+    with open(img, 'r+b') as f:
+        f.seek(off)
+        f.write(struct.pack(fmt, *vals))
+
+
+def write_at(img, off, data):
+    with open(img, 'r+b') as f:
+        f.seek(off)
+        f.write(data)
+
+
+def current_header(img):
+    """(file offset, bytes) of the current header."""
+    hs = [(off, read_at(img, off, 4096)) for off in (64 * KiB, 128 * KiB)]
+    hs.sort(key=lambda h: struct.unpack_from('<Q', h[1], 8)[0])
+    return hs[-1]
+
+
+def log_guid(img):
+    return current_header(img)[1][48:64]
+
+
+def regions(img):
+    """{'bat': (offset, length), 'meta': (offset, length)}."""
+    t = read_at(img, 192 * KiB, 64 * KiB)
+    out = {}
+    for i in range(struct.unpack_from('<I', t, 8)[0]):
+        e = t[16 + 32 * i:48 + 32 * i]
+        off, ln = struct.unpack_from('<QI', e, 16)
+        out['bat' if e[:16] == BAT_GUID else 'meta' if e[:16] == META_GUID else i] = (off, ln)
+    return out
+
+
+def rewrite_region_table(img, fn):
+    """fn(bytearray of the table) patches it; both copies rewritten with
+    a good checksum."""
+    t = bytearray(read_at(img, 192 * KiB, 64 * KiB))
+    fn(t)
+    t = with_checksum(t)
+    write_at(img, 192 * KiB, t)
+    write_at(img, 256 * KiB, t)
+
+
+def set_header(img, fn):
+    """fn(bytearray of a header) patches both headers (checksums kept
+    good)."""
+    for off in (64 * KiB, 128 * KiB):
+        h = bytearray(read_at(img, off, 4096))
+        fn(h)
+        write_at(img, off, with_checksum(h))
+
+
+def bat_entry_off(img, block):
+    """File offset of payload block 'block''s BAT entry (512-byte logical
+    sectors, block size from the metadata)."""
+    bs = block_size(img)
+    chunk = (1 << 23) * 512 // bs
+    return regions(img)['bat'][0] + 8 * (block + block // chunk)
+
+
+def block_size(img):
+    m = regions(img)['meta'][0]
+    t = read_at(img, m, 64 * KiB)
+    for i in range(struct.unpack_from('<H', t, 10)[0]):
+        e = t[32 + 32 * i:64 + 32 * i]
+        if e[:16] == uuid.UUID('CAA16737-FA36-4D43-B3B6-33F0AA44E76B').bytes_le:
+            return struct.unpack('<I', read_at(img, m + struct.unpack_from('<I', e, 16)[0], 4))[0]
+    raise AssertionError('no file parameters')
+
+
+def check_vhdx(img):
+    p = run(['qemu-img', 'check', '-f', 'vhdx', img], check=False)
+    if p.returncode != 0:
+        raise AssertionError('qemu-img check %s: rc %d\n%s%s'
+                             % (img, p.returncode, p.stdout, p.stderr))
+    return p.stdout
+
+
+def make_image(d, kind):
+    img = d.path('img.vhdx')
+    ref = d.path('ref.raw')
+    run(['qemu-img', 'create', '-q', '-f', 'vhdx'] + KINDS[kind] + [img, str(SIZE)])
+    rng = random.Random(kind)
+    with open(ref, 'wb') as f:
+        f.truncate(SIZE)
+        for off in (0, 3 * MiB + 512, 17 * MiB, SIZE - 64 * KiB):
+            f.seek(off)
+            f.write(rng.randbytes(64 * KiB))
+    run(['qemu-img', 'convert', '-n', '-f', 'raw', '-O', 'vhdx', ref, img])
+    return img, ref
+
+
+def node_args(img, node='disk', ro=False):
+    return ['--blockdev', 'driver=file,node-name=f0,filename=%s' % img,
+            '--blockdev', 'driver=vhdx,node-name=%s,file=f0%s'
+            % (node, ',read-only=on' if ro else '')]
+
+
+def nbd_export_args(d, writable=True):
+    return ['--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock,
+            '--export', 'type=nbd,id=e0,node-name=disk,name=disk,writable=%s'
+            % ('on' if writable else 'off')]
+
+
+def read_back_in_qsd(img, ref):
+    d = Daemon()
+    d.exe = bt.QSD
+    d.args = node_args(img) + d.args + nbd_export_args(d, writable=False)
+    d.wait = [d.nbd_sock]
+    with d:
+        d.start()
+        compare(ref, 'raw', d.uri(), 'raw', 'qemu-storage-daemon reading %s' % img)
+
+
+def roundtrip(kind, export):
+    require_tool('qemu-img', 'qemu-io')
+    if export == 'fuse':
+        bt.require_fuse()
+    else:
+        bt.require_nbd()
+    with Daemon() as d:
+        img, ref = make_image(d, kind)
+        compare(img, 'vhdx', ref, 'raw', 'the new image')
+        mnt = d.path('mnt')
+        d.args = node_args(img) + d.args
+        if export == 'fuse':
+            open(mnt, 'w').close()
+            d.args += ['--export', 'type=fuse,id=e0,node-name=disk,mountpoint=%s,'
+                       'writable=on' % mnt]
+            with bt.fuse_mounted(mnt, wait=False):
+                d.start()
+                bt.wait_for(lambda: bt.is_mounted(mnt), what='FUSE mount')
+                compare(ref, 'raw', mnt, 'raw', 'export of the new image')
+                fuse_writes(mnt, SIZE, ref, kind)
+                compare(ref, 'raw', mnt, 'raw', 'export after the writes')
+                assert_eq(d.stop(), 0, 'daemon exit status')
+        else:
+            d.args += nbd_export_args(d)
+            d.wait = [d.nbd_sock]
+            d.start()
+            compare(ref, 'raw', d.uri(), 'raw', 'export of the new image')
+            nbd_writes(d.uri(), SIZE, ref, kind)
+            fio_verify(d, d.uri(), ref, SIZE)
+            compare(ref, 'raw', d.uri(), 'raw', 'export after the writes')
+            assert_eq(d.stop(), 0, 'daemon exit status')
+        assert_in('No errors were found', check_vhdx(img), 'qemu-img check')
+        assert_eq(log_guid(img), bytes(16), 'log GUID clear after close')
+        assert_eq(img_info(img, 'vhdx')['virtual-size'], SIZE, 'virtual size after')
+        compare(img, 'vhdx', ref, 'raw', 'image after the daemon closed it')
+        read_back_in_qsd(img, ref)
+
+
+def test_dynamic_nbd():
+    roundtrip('dynamic', 'nbd')
+
+
+def test_dynamic_1m_nbd():
+    roundtrip('dynamic-1m', 'nbd')
+
+
+def test_fixed_nbd():
+    roundtrip('fixed', 'nbd')
+
+
+def test_dynamic_fuse():
+    roundtrip('dynamic-1m', 'fuse')
+
+
+def test_fixed_fuse():
+    roundtrip('fixed', 'fuse')
+
+
+# --- the log ---
+
+def make_dirty(img, block, data_byte):
+    """Appends a block filled with data_byte at the end of the file and
+    writes a log entry (by MS-VHDX) that points 'block''s BAT entry at
+    it, then sets a log GUID in both headers, as a crash between log
+    write and BAT update leaves it.  The BAT itself is not touched."""
+    bs = block_size(img)
+    flen = os.path.getsize(img)
+    new = (flen + MiB - 1) // MiB * MiB
+    with open(img, 'r+b') as f:
+        f.truncate(new + bs)
+        f.seek(new)
+        f.write(bytes([data_byte]) * bs)
+    eoff = bat_entry_off(img, block)
+    soff = eoff // 4096 * 4096
+    sector = bytearray(read_at(img, soff, 4096))
+    struct.pack_into('<Q', sector, eoff - soff, new | 6)
+    guid = uuid.uuid4().bytes
+    seq = 0x1234
+    _, hdr = current_header(img)
+    log_off, = struct.unpack_from('<Q', hdr, 72)
+    entry = bytearray(8192)
+    struct.pack_into('<4sIIIQII16sQQ', entry, 0, b'loge', 0, 8192, 0, seq, 1, 0, guid,
+                     new + bs, new + bs)
+    struct.pack_into('<4s4s8sQQ', entry, 64, b'desc', bytes(sector[4092:]), bytes(sector[:8]),
+                     soff, seq)
+    struct.pack_into('<4sI', entry, 4096, b'data', seq >> 32)
+    entry[4096 + 8:4096 + 4092] = sector[8:4092]
+    struct.pack_into('<I', entry, 4096 + 4092, seq & 0xffffffff)
+    write_at(img, log_off, with_checksum(entry))
+
+    def set_guid(h):
+        h[48:64] = guid
+    set_header(img, set_guid)
+    return soff, bytes(sector)
+
+
+def test_log_replay():
+    """A dirty image is refused read-only (QEMU's text), and opened
+    read-write the log is replayed: the BAT sector is the logged one,
+    the new block's data reads, the log GUID is cleared, qemu-img check
+    passes."""
+    require_tool('qemu-img', 'qemu-io')
+    nbd = bt.require_nbd()
+    with Daemon() as d:
+        img, ref = make_image(d, 'dynamic-1m')
+        soff, sector = make_dirty(img, 5, 0x7e)
+        d.start()
+        q = d.qmp()
+        r = q.cmd('blockdev-add', {'driver': 'vhdx', 'node-name': 'ro', 'read-only': True,
+                                   'file': {'driver': 'file', 'filename': img,
+                                            'read-only': True}})
+        assert 'error' in r, 'dirty image opened read-only'
+        assert_in('opened read-only, but contains a log that needs to be replayed',
+                  r['error']['desc'], 'read-only refusal')
+        assert_eq(log_guid(img) != bytes(16), True, 'still dirty')
+        q.execute('blockdev-add', {'driver': 'vhdx', 'node-name': 'disk',
+                                   'file': {'driver': 'file', 'filename': img}})
+        assert_eq(log_guid(img), bytes(16), 'log GUID cleared by the replay')
+        assert_eq(read_at(img, soff, 4096), sector, 'BAT sector replayed')
+        q.execute('nbd-server-start', {'addr': {'type': 'unix',
+                                                'data': {'path': d.nbd_sock}}})
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'e0', 'node-name': 'disk',
+                                       'name': 'disk'})
+        h = nbd.NBD()
+        h.connect_uri(d.uri())
+        assert_eq(h.pread(MiB, 5 * MiB), b'\x7e' * MiB, 'replayed block reads')
+        assert_eq(h.pread(64 * KiB, 0), read_at(ref, 0, 64 * KiB), 'old data reads')
+        h.shutdown()
+        assert_eq(d.stop(), 0, 'daemon exit status')
+        assert_in('No errors were found', check_vhdx(img), 'qemu-img check')
+
+
+def test_sigkill_during_writes():
+    """SIGKILL with many allocating writes in flight (1 MiB blocks, so
+    many BAT updates through the log): the image opens read-write again,
+    every write completed before the kill reads back, and after a clean
+    close qemu-img check finds no errors."""
+    require_tool('qemu-img', 'qemu-io')
+    nbd = bt.require_nbd()
+    with tempfile.TemporaryDirectory(prefix='blockd-vhdx-') as top:
+        for sub in ('a', 'b'):
+            os.mkdir(os.path.join(top, sub))
+        img = os.path.join(top, 'k.vhdx')
+        run(['qemu-img', 'create', '-q', '-f', 'vhdx'] + KINDS['dynamic-1m'] +
+            [img, str(SIZE)])
+        done = {}
+        with Daemon(tmpdir=os.path.join(top, 'a')) as d:
+            d.args = node_args(img) + d.args + nbd_export_args(d)
+            d.wait = [d.nbd_sock]
+            d.start()
+            h = nbd.NBD()
+            h.connect_uri(d.uri())
+            rng = random.Random(5)
+            blocks = rng.sample(range(SIZE // (4 * KiB)), 3000)
+            for i, blk in enumerate(blocks):
+                data = bytes([i % 251 + 1]) * (4 * KiB)
+
+                def cb(err, blk=blk, data=data):
+                    if err.value == 0:
+                        done[blk] = data
+                    return 1
+                while h.aio_in_flight() >= 64:
+                    h.poll(-1)
+                h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray(data)), blk * 4 * KiB,
+                             completion=cb)
+                if i == 1500:
+                    break
+            d.signal(9)
+            d.wait_exit()
+            assert len(done) > 0, 'no write completed before the kill'
+        with Daemon(tmpdir=os.path.join(top, 'b')) as d:
+            d.args = node_args(img) + d.args + nbd_export_args(d)
+            d.wait = [d.nbd_sock]
+            d.start()
+            h = nbd.NBD()
+            h.connect_uri(d.uri())
+            for blk, data in done.items():
+                assert_eq(h.pread(4 * KiB, blk * 4 * KiB), data,
+                          'block %d after the kill' % blk)
+            h.pwrite(b'\x33' * MiB, 2 * MiB)
+            h.flush()
+            h.shutdown()
+            assert_eq(d.stop(), 0, 'daemon exit status')
+        assert_in('No errors were found', check_vhdx(img), 'qemu-img check')
+        bt.qemu_io(img, 'read -P 0x33 2M 1M', fmt='vhdx')
+
+
+# --- blockdev-create ---
+
+def create(q, d, name, fmt_opts):
+    path = d.path(name)
+    assert_eq(run_create(q, 'f-' + name, {'driver': 'file', 'filename': path,
+                                           'size': 0}), None, 'file create')
+    q.execute('blockdev-add', {'driver': 'file', 'node-name': 'n-' + name,
+                               'filename': path})
+    try:
+        err = run_create(q, 'c-' + name, dict({'driver': 'vhdx', 'file': 'n-' + name},
+                                              **fmt_opts))
+    finally:
+        q.execute('blockdev-del', {'node-name': 'n-' + name})
+    return path, err
+
+
+def test_create():
+    """blockdev-create of both subformats and with each option:
+    qemu-img info sees format, size and block size, qemu-img check
+    passes, and the image takes data qemu-io reads back.  Refused
+    options give QEMU's errors."""
+    require_tool('qemu-img', 'qemu-io')
+    with Daemon() as d:
+        d.start()
+        q = d.qmp()
+        cases = [
+            ('dyn.vhdx', {'size': 40 * MiB}, 8 * MiB),
+            ('fixed.vhdx', {'size': 40 * MiB, 'subformat': 'fixed'}, 8 * MiB),
+            ('opts.vhdx', {'size': 40 * MiB + 512, 'block-size': MiB, 'log-size': 4 * MiB,
+                           'block-state-zero': False}, MiB),
+        ]
+        for name, opts, bs in cases:
+            path, err = create(q, d, name, opts)
+            assert_eq(err, None, 'create %s' % name)
+            info = img_info(path, 'vhdx')
+            assert_eq((info['format'], info['virtual-size'], info['cluster-size']),
+                      ('vhdx', opts['size'], bs), name)
+            check_vhdx(path)
+            bt.qemu_io(path, 'write -P 0x3c 1M 3M', 'read -P 0x3c 1M 3M',
+                       'read -P 0 0 1M', 'read -P 0 20M 1M', fmt='vhdx')
+            assert_in('No errors were found', check_vhdx(path), name)
+        for opts, text in (
+                ({'size': MiB, 'log-size': 1000}, 'Log size must be a multiple of 1 MB'),
+                ({'size': MiB, 'block-size': 1000}, 'Block size must be a multiple of 1 MB'),
+                ({'size': MiB, 'block-size': 3 * MiB}, 'Block size must be a power of two'),
+                ({'size': MiB, 'block-size': 512 * MiB},
+                 'Block size must not exceed 268435456'),
+                ({'size': 1 << 47}, 'Image size too large; max of 64TB')):
+            _, err = create(q, d, 'bad.vhdx', opts)
+            assert_eq(err, text, 'refused %r' % opts)
+        d.assert_alive()
+
+
+def test_probe_mirror_target():
+    """drive-mirror mode=existing without a format probes a vhdx target
+    by its file identifier, so the mirror writes through the format."""
+    require_tool('qemu-img')
+    with Daemon() as d:
+        src = d.path('src.raw')
+        bt.make_image(src, 8 * MiB)
+        bt.qemu_io(src, 'write -P 0x42 1M 2M')
+        d.args = ['--blockdev', 'driver=file,node-name=f0,filename=%s' % src,
+                  '--blockdev', 'driver=raw,node-name=src,file=f0'] + d.args
+        d.start()
+        q = d.qmp()
+        tgt = d.path('tgt.vhdx')
+        run(['qemu-img', 'create', '-q', '-f', 'vhdx', tgt, str(8 * MiB)])
+        q.execute('drive-mirror', {'job-id': 'm', 'device': 'src', 'target': tgt,
+                                   'sync': 'full', 'mode': 'existing'})
+        r = bt.run_job(q, 'm', complete=True, auto_dismiss=True)
+        assert_eq(r.error, None, 'mirror to vhdx')
+        assert_eq(img_info(tgt)['format'], 'vhdx', 'target still vhdx')
+        check_vhdx(tgt)
+        compare(src, 'raw', tgt, 'vhdx', 'mirror target')
+
+
+# --- hostile images ---
+
+def truncate_to(n):
+    def fn(img):
+        with open(img, 'r+b') as f:
+            f.truncate(n)
+    return fn
+
+
+def region_field(name, fmt, field_off, value):
+    """Sets a field of the BAT or metadata region entry."""
+    def fn(img):
+        guid = BAT_GUID if name == 'bat' else META_GUID
+
+        def p(t):
+            for i in range(struct.unpack_from('<I', t, 8)[0]):
+                if bytes(t[16 + 32 * i:32 + 32 * i]) == guid:
+                    struct.pack_into(fmt, t, 16 + 32 * i + field_off, value)
+        rewrite_region_table(img, p)
+    return fn
+
+
+def bat_set(block, value):
+    def fn(img):
+        patch(img, bat_entry_off(img, block), '<Q', value)
+    return fn
+
+
+def header_field(fmt, off, value):
+    def fn(img):
+        set_header(img, lambda h: struct.pack_into(fmt, h, off, value))
+    return fn
+
+
+def meta_item(guid, fmt, value):
+    def fn(img):
+        m = regions(img)['meta'][0]
+        t = read_at(img, m, 64 * KiB)
+        for i in range(struct.unpack_from('<H', t, 10)[0]):
+            e = t[32 + 32 * i:64 + 32 * i]
+            if e[:16] == uuid.UUID(guid).bytes_le:
+                patch(img, m + struct.unpack_from('<I', e, 16)[0], fmt, value)
+    return fn
+
+
+def both_bad_checksums(img):
+    patch(img, 64 * KiB + 4, '<I', 1)
+    patch(img, 128 * KiB + 4, '<I', 1)
+
+
+def regions_overlap(img):
+    def p(t):
+        bat = struct.unpack_from('<Q', t, 32)[0]
+        struct.pack_into('<Q', t, 64, bat)
+    rewrite_region_table(img, p)
+
+
+FILE_PARAMS = 'CAA16737-FA36-4D43-B3B6-33F0AA44E76B'
+DISK_SIZE = '2FA54224-CD1B-4876-B211-5DBED83BF4B8'
+LSS = '8141BF1D-A96F-4709-BA47-F233A8FAAB5F'
+
+# name: (patch(img), blockd's error text, qsd)
+#   qsd: True when qemu-storage-daemon 7.2 refuses it too (any text),
+#   else why the case is skipped against it.
+CASES = {
+    'truncated': (truncate_to(100 * KiB), 'too short for the headers', True),
+    'not-vhdx': (lambda i: patch(i, 0, '8s', b'vhdxfilx'), 'not a VHDX image', True),
+    'bad-header-checksums': (both_bad_checksums, 'both headers are invalid', True),
+    'header-version': (header_field('<H', 66, 2), 'unsupported header version 2', True),
+    'log-past-eof': (header_field('<Q', 72, 1 << 40), 'past the end of the file',
+                     'QSD 7.2 opens it'),
+    'bad-region-tables': (lambda i: (patch(i, 192 * KiB + 4, '<I', 1),
+                                     patch(i, 256 * KiB + 4, '<I', 1)),
+                          'both region tables are invalid', True),
+    'bat-region-past-eof': (region_field('bat', '<Q', 16, 1 << 40),
+                            'region 0 (BAT) at 0x10000000000 (0x100000 bytes) is past the '
+                            'end of the file', 'QSD 7.2 opens it as an empty disk'),
+    'regions-overlap': (regions_overlap, 'overlap', True),
+    'region-over-log': (region_field('meta', '<Q', 16, MiB), 'overlaps the log', True),
+    'block-size-odd': (meta_item(FILE_PARAMS, '<I', 3 * MiB), 'invalid block size', True),
+    'size-huge': (meta_item(DISK_SIZE, '<Q', 1 << 60), 'invalid virtual disk size', True),
+    'sector-size-odd': (meta_item(LSS, '<I', 1024), 'invalid logical sector size', True),
+    'has-parent': (meta_item(FILE_PARAMS, '<Q', (2 << 32) | MiB),
+                   'differencing images (with a parent) are not supported', True),
+    'bat-entry-past-eof': (bat_set(1, (1 << 40) | 6), 'past the end of the file',
+                           True),
+    'bat-entry-on-metadata': (lambda i: bat_set(1, regions(i)['meta'][0] | 6)(i),
+                              'overlaps the image\'s metadata', True),
+    'bat-entry-bad-state': (bat_set(1, 4), 'invalid state 4', 'QSD 7.2 opens it'),
+}
+
+
+def test_hostile():
+    require_tool('qemu-img', 'qemu-io')
+    skipped = []
+    with Daemon() as d:
+        d.start()
+        q = d.qmp()
+        for name, (fn, text, qsd) in CASES.items():
+            img = d.path('h-%s.vhdx' % name)
+            run(['qemu-img', 'create', '-q', '-f', 'vhdx', '-o', 'block_size=1M', img,
+                 str(16 * MiB)])
+            bt.qemu_io(img, 'write -P 0x61 0 1M', 'write -P 0x62 4M 1M', fmt='vhdx')
+            fn(img)
+            if is_reference() and qsd is not True:
+                skipped.append('%s (%s)' % (name, qsd))
+                continue
+            node = 'h-' + name
+            r = q.cmd('blockdev-add', {'driver': 'vhdx', 'node-name': node,
+                                       'file': {'driver': 'file', 'filename': img}})
+            if 'error' not in r:
+                q.execute('blockdev-del', {'node-name': node})
+                raise AssertionError('%s: hostile image opened' % name)
+            desc = r['error']['desc']
+            if not is_reference():
+                assert_in(text, desc, name)
+                assert_in("Node '%s'" % node, desc, name + ': names the node')
+            d.assert_alive()
+        q.execute('query-version')
+    if skipped:
+        print('reference: skipped hostile cases: ' + ', '.join(skipped))
+
+
+if __name__ == '__main__':
+    sys.exit(main(tests_of(globals())))
