@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 #include "formats/create-util.h"
 #include "formats/vhdx/vhdx.h"
@@ -320,6 +321,39 @@ gboolean vhdx_load_metadata(VhdxState *s, GError **errp)
     return TRUE;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* No two present blocks share file space (a write to one would change
+ * the other). */
+static gboolean check_blocks_apart(VhdxState *s, GError **errp)
+{
+    g_autofree uint64_t *offs = g_try_new(uint64_t, s->data_blocks);
+    uint64_t n = 0;
+
+    if (!offs) {
+        NODE_FAIL("cannot allocate memory to check the BAT");
+    }
+    for (uint64_t b = 0; b < s->data_blocks; b++) {
+        uint64_t e = s->bat[bat_index(s, b)];
+        if (BAT_STATE(e) == PAYLOAD_FULLY_PRESENT) {
+            offs[n++] = BAT_OFFSET(e);
+        }
+    }
+    qsort(offs, n, sizeof(*offs), cmp_u64);
+    for (uint64_t i = 1; i < n; i++) {
+        if (offs[i] - offs[i - 1] < s->block_size) {
+            NODE_FAIL("two BAT entries name overlapping blocks at 0x%" PRIx64
+                      " and 0x%" PRIx64, offs[i - 1], offs[i]);
+        }
+    }
+    return TRUE;
+}
+
 gboolean vhdx_load_bat(VhdxState *s, int64_t file_len, GError **errp)
 {
     uint64_t bytes = s->bat_entries * 8;
@@ -371,7 +405,7 @@ gboolean vhdx_load_bat(VhdxState *s, int64_t file_len, GError **errp)
                       BAT_STATE(e));
         }
     }
-    return TRUE;
+    return check_blocks_apart(s, errp);
 }
 
 /* One header copy to the slot not current, then that is current. */

@@ -37,7 +37,7 @@ META_GUID = uuid.UUID('8B7CA206-4790-4B9A-B8FE-575F050F886E').bytes_le
 KINDS = {
     'dynamic': ['-o', 'subformat=dynamic'],
     'dynamic-1m': ['-o', 'subformat=dynamic,block_size=1M,block_state_zero=off'],
-    'fixed': ['-o', 'subformat=fixed,block_size=1M'],
+    'fixed': ['-o', 'subformat=fixed,block_size=1M,block_state_zero=off'],
 }
 
 
@@ -541,6 +541,10 @@ CASES = {
     'bat-entry-on-metadata': (lambda i: bat_set(1, regions(i)['meta'][0] | 6)(i),
                               'overlaps the image\'s metadata', True),
     'bat-entry-bad-state': (bat_set(1, 4), 'invalid state 4', 'QSD 7.2 opens it'),
+    'bat-entries-shared': (lambda i: patch(i, bat_entry_off(i, 2), '<Q',
+                                           struct.unpack('<Q', read_at(i, bat_entry_off(i, 4),
+                                                                       8))[0]),
+                           'two BAT entries name overlapping blocks', 'QSD 7.2 opens it'),
 }
 
 
@@ -573,6 +577,86 @@ def test_hostile():
         q.execute('query-version')
     if skipped:
         print('reference: skipped hostile cases: ' + ', '.join(skipped))
+
+
+def damage(buf, rng, spots, resum):
+    """1-3 random bytes of 'spots' changed; the checksums of the
+    structures in 'resum' ((offset, length, checksum offset)) made good
+    again, so the damage reaches the parsers behind them."""
+    for _ in range(rng.randrange(1, 4)):
+        buf[rng.choice(spots)] = rng.randrange(256)
+    for off, ln, csum in resum:
+        buf[off:off + ln] = with_checksum(bytes(buf[off:off + ln]), csum)
+
+
+def corruption_round(d, q, nbd, rng, orig, spots, resum, tag):
+    opened = 0
+    for i in range(40):
+        buf = bytearray(orig)
+        damage(buf, rng, spots, resum)
+        img = d.path('%s%d.vhdx' % (tag, i))
+        with open(img, 'wb') as f:
+            f.write(buf)
+        node = '%s%d' % (tag, i)
+        r = q.cmd('blockdev-add', {'driver': 'vhdx', 'node-name': node,
+                                   'file': {'driver': 'file', 'filename': img}})
+        if 'error' in r:
+            d.assert_alive()
+            continue
+        opened += 1
+        with bt.nbd_export(q, node, writable=True) as name:
+            h = nbd.NBD()
+            h.connect_uri(d.uri(name))
+            size = h.get_size()
+            for off in range(0, min(size, 4 * MiB), MiB):
+                try:
+                    h.pread(min(MiB, size - off), off)
+                    h.pwrite(b'\x7e' * 512, off)
+                except nbd.Error:
+                    pass
+            h.shutdown()
+        q.execute('blockdev-del', {'node-name': node})
+        d.assert_alive()
+    return opened
+
+
+def test_random_corruption():
+    """Seeded random damage to headers, region table, metadata, BAT and
+    a log entry (their checksums made good again, so the damage gets
+    past them): every image either is refused with an error or opens,
+    reads and takes writes; the daemon lives throughout (and ASan
+    builds see no memory error)."""
+    require_tool('qemu-img', 'qemu-io')
+    nbd = bt.require_nbd()
+    rng = random.Random(19)
+    with Daemon() as d:
+        d.args += ['--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock]
+        d.start()
+        q = d.qmp()
+        good = d.path('good.vhdx')
+        run(['qemu-img', 'create', '-q', '-f', 'vhdx', '-o', 'block_size=1M', good,
+             str(4 * MiB)])
+        bt.qemu_io(good, 'write -P 0x61 0 64k', 'write -P 0x62 1M 8k', fmt='vhdx')
+        with open(good, 'rb') as f:
+            orig = f.read()
+        regs = regions(good)
+        meta, bat = regs['meta'][0], regs['bat'][0]
+        spots = (list(range(64 * KiB, 64 * KiB + 80)) + list(range(128 * KiB, 128 * KiB + 80)) +
+                 list(range(192 * KiB, 192 * KiB + 80)) + list(range(meta, meta + 200)) +
+                 list(range(meta + 64 * KiB, meta + 64 * KiB + 40)) +
+                 list(range(bat, bat + 64)))
+        resum = [(64 * KiB, 4096, 4), (128 * KiB, 4096, 4), (192 * KiB, 64 * KiB, 4)]
+        opened = corruption_round(d, q, nbd, rng, orig, spots, resum, 'c')
+        assert opened > 0, 'no damaged image opened at all'
+        dirty = d.path('dirty.vhdx')
+        with open(dirty, 'wb') as f:
+            f.write(orig)
+        make_dirty(dirty, 2, 0x55)
+        with open(dirty, 'rb') as f:
+            orig = f.read()
+        log = struct.unpack_from('<Q', current_header(dirty)[1], 72)[0]
+        spots = list(range(log, log + 128)) + [log + 4096 + i for i in (0, 4, 5, 4092)]
+        corruption_round(d, q, nbd, rng, orig, spots, [(log, 8192, 4)], 'l')
 
 
 if __name__ == '__main__':
