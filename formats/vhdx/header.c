@@ -37,6 +37,11 @@ static const uint8_t guid_parent_locator[16] = {
     0x2d, 0x5f, 0xd3, 0xa8, 0x0b, 0xb3, 0x4d, 0x45,
     0xab, 0xf7, 0xd3, 0xd8, 0x48, 0x34, 0xab, 0x0c };
 
+static const uint8_t guid_vhdx_locator[16] = {
+    0xb7, 0xef, 0x4a, 0xb0, 0x9e, 0xd1, 0x81, 0x4a,
+    0xb7, 0x89, 0x25, 0xb8, 0xe9, 0x44, 0x59, 0x13 };
+#define MAX_LOCATOR_SIZE (1u * 1024 * 1024)
+
 static gboolean header_valid(const uint8_t *h)
 {
     return memcmp(h, "head", 4) == 0 &&
@@ -251,6 +256,84 @@ static gboolean known_item(const uint8_t *g)
     return FALSE;
 }
 
+/* A UTF-16LE string of 'len' bytes as UTF-8 (NULL if invalid). */
+static char *utf16_string(const uint8_t *p, uint16_t len)
+{
+    g_autofree gunichar2 *w = g_new0(gunichar2, len / 2 + 1);
+
+    for (uint16_t i = 0; i < len / 2; i++) {
+        w[i] = get_le16(p + 2 * i);
+    }
+    return g_utf16_to_utf8(w, len / 2, NULL, NULL, NULL);
+}
+
+/* The parent locator item: the parent's path, relative_path first,
+ * then absolute_win32_path, with '\\' made '/'. */
+static gboolean parse_locator(VhdxState *s, const uint8_t *t, GError **errp)
+{
+    uint16_t n = get_le16(t + 10);
+    g_autofree uint8_t *loc = NULL;
+    g_autofree char *rel = NULL, *abs = NULL;
+    uint32_t off = 0, len = 0;
+    uint16_t count;
+    int ret;
+
+    for (uint16_t i = 0; i < n; i++) {
+        const uint8_t *e = t + 32 + 32 * i;
+        if (memcmp(e, guid_parent_locator, 16) == 0) {
+            off = get_le32(e + 16);
+            len = get_le32(e + 20);
+            break;
+        }
+    }
+    if (!len) {
+        NODE_FAIL("differencing image without a parent locator");
+    }
+    if (len < 20 || len > MAX_LOCATOR_SIZE || off < VHDX_METADATA_TABLE_SIZE ||
+        (uint64_t)off + len > s->meta_length) {
+        NODE_FAIL("parent locator (offset 0x%" PRIx32 ", %" PRIu32
+                  " bytes) is invalid", off, len);
+    }
+    loc = g_malloc(len);
+    ret = bd_child_pread(s->file, s->meta_offset + off, len, loc, 0);
+    if (ret < 0) {
+        NODE_FAIL("cannot read the parent locator: %s", g_strerror(-ret));
+    }
+    if (memcmp(loc, guid_vhdx_locator, 16) != 0) {
+        NODE_FAIL("unknown parent locator type");
+    }
+    count = get_le16(loc + 18);
+    if (20 + 12 * (uint64_t)count > len) {
+        NODE_FAIL("parent locator has %u entries, too many for its size",
+                  count);
+    }
+    for (uint16_t i = 0; i < count; i++) {
+        const uint8_t *e = loc + 20 + 12 * i;
+        uint32_t ko = get_le32(e), vo = get_le32(e + 4);
+        uint16_t kl = get_le16(e + 8), vl = get_le16(e + 10);
+        g_autofree char *key = NULL;
+
+        if ((uint64_t)ko + kl > len || (uint64_t)vo + vl > len) {
+            NODE_FAIL("parent locator entry %u is outside the locator", i);
+        }
+        key = utf16_string(loc + ko, kl);
+        if (!key) {
+            continue;
+        }
+        if (strcmp(key, "relative_path") == 0 && !rel) {
+            rel = utf16_string(loc + vo, vl);
+        } else if (strcmp(key, "absolute_win32_path") == 0 && !abs) {
+            abs = utf16_string(loc + vo, vl);
+        }
+    }
+    if ((!rel || !*rel) && (!abs || !*abs)) {
+        NODE_FAIL("the parent locator names no parent path");
+    }
+    s->parent_path = g_strdup(rel && *rel ? rel : abs);
+    g_strdelimit(s->parent_path, "\\", '/');
+    return TRUE;
+}
+
 gboolean vhdx_load_metadata(VhdxState *s, GError **errp)
 {
     g_autofree uint8_t *t = g_malloc(VHDX_METADATA_TABLE_SIZE);
@@ -296,9 +379,7 @@ gboolean vhdx_load_metadata(VhdxState *s, GError **errp)
     s->size = get_le64(size);
     s->logical_sector = get_le32(lss);
     s->physical_sector = get_le32(pss);
-    if (get_le32(params + 4) & 2) {
-        NODE_FAIL("differencing images (with a parent) are not supported");
-    }
+    s->has_parent = (get_le32(params + 4) & 2) != 0;
     if (s->block_size < VHDX_MIN_BLOCK || s->block_size > VHDX_MAX_BLOCK ||
         (s->block_size & (s->block_size - 1))) {
         NODE_FAIL("invalid block size %" PRIu32, s->block_size);
@@ -317,6 +398,12 @@ gboolean vhdx_load_metadata(VhdxState *s, GError **errp)
     s->block_bits = (uint32_t)g_bit_nth_lsf(s->block_size, -1);
     s->chunk_ratio = ((uint64_t)1 << 23) * s->logical_sector / s->block_size;
     s->data_blocks = (s->size + s->block_size - 1) / s->block_size;
+    if (s->has_parent) {
+        uint64_t chunks = (s->data_blocks + s->chunk_ratio - 1) /
+                          s->chunk_ratio;
+        s->bat_entries = chunks * (s->chunk_ratio + 1);
+        return parse_locator(s, t, errp);
+    }
     s->bat_entries = s->data_blocks + (s->data_blocks - 1) / s->chunk_ratio;
     return TRUE;
 }
@@ -340,7 +427,8 @@ static gboolean check_blocks_apart(VhdxState *s, GError **errp)
     }
     for (uint64_t b = 0; b < s->data_blocks; b++) {
         uint64_t e = s->bat[bat_index(s, b)];
-        if (BAT_STATE(e) == PAYLOAD_FULLY_PRESENT) {
+        if (BAT_STATE(e) == PAYLOAD_FULLY_PRESENT ||
+            BAT_STATE(e) == PAYLOAD_PARTIALLY_PRESENT) {
             offs[n++] = BAT_OFFSET(e);
         }
     }
@@ -386,6 +474,16 @@ gboolean vhdx_load_bat(VhdxState *s, int64_t file_len, GError **errp)
         case PAYLOAD_NOT_PRESENT: case PAYLOAD_UNDEFINED:
         case PAYLOAD_ZERO: case PAYLOAD_UNMAPPED:
             break;
+        case PAYLOAD_PARTIALLY_PRESENT:
+            if (!s->has_parent) {
+                NODE_FAIL("BAT entry %" PRIu64 " is partially present in an "
+                          "image without a parent", b);
+            }
+            if (BAT_STATE(bitmap_get(s, b / s->chunk_ratio)) != 6) {
+                NODE_FAIL("BAT entry %" PRIu64 " is partially present "
+                          "without a sector bitmap", b);
+            }
+            /* fall through */
         case PAYLOAD_FULLY_PRESENT:
             if (off < MiB_ || off + used > (uint64_t)file_len) {
                 NODE_FAIL("BAT entry %" PRIu64 " names a block at 0x%" PRIx64
@@ -403,6 +501,22 @@ gboolean vhdx_load_bat(VhdxState *s, int64_t file_len, GError **errp)
         default:
             NODE_FAIL("BAT entry %" PRIu64 " has invalid state %u", b,
                       BAT_STATE(e));
+        }
+    }
+    for (uint64_t c = 0; s->has_parent &&
+         c * s->chunk_ratio < s->data_blocks; c++) {
+        uint64_t e = bitmap_get(s, c);
+        uint64_t off = BAT_OFFSET(e);
+
+        if (BAT_STATE(e) != 0 && BAT_STATE(e) != 6) {
+            NODE_FAIL("sector bitmap entry %" PRIu64 " has invalid state %u",
+                      c, BAT_STATE(e));
+        }
+        if (BAT_STATE(e) == 6 &&
+            (off < MiB_ || off + MiB_ > (uint64_t)file_len)) {
+            NODE_FAIL("sector bitmap %" PRIu64 " at 0x%" PRIx64 " is past "
+                      "the end of the file (%" PRId64 " bytes)", c, off,
+                      file_len);
         }
     }
     return check_blocks_apart(s, errp);

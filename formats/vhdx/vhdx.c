@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The 'vhdx' format driver: Hyper-V virtual hard disks (Microsoft's
- * MS-VHDX), fixed and dynamic, read-write, with log replay at open and
- * metadata updates through the log, and blockdev-create.
+ * MS-VHDX), fixed, dynamic and differencing, read-write, with log
+ * replay at open and metadata updates through the log, and
+ * blockdev-create.
  *
  * On disk (little endian, GUIDs in Microsoft's mixed-endian order):
  *
@@ -13,8 +14,14 @@
  * region; the metadata gives block size, virtual size and sector
  * sizes.  A BAT entry per payload block (state in bits 0-2, file offset
  * in MiB above bit 20), with a sector bitmap entry after every
- * chunk_ratio of them (used by differencing images only, which are
- * refused).  Blocks not present read as zeroes.
+ * chunk_ratio of them (used by differencing images only).  Blocks not
+ * present read as zeroes, or in a differencing image from the parent
+ * (the parent locator's relative_path, else absolute_win32_path, taken
+ * from the image's directory, its format probed); a partially present
+ * block's sectors come from the block or the parent as the chunk's
+ * sector bitmap says.  A write to a differencing image's block not
+ * fully present writes the whole block (what it reads as, with the new
+ * bytes) and marks it fully present, so sector bitmaps are only read.
  *
  * Everything the headers, region table, metadata and BAT name is
  * checked against the file at open (regions and blocks inside it and
@@ -40,6 +47,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
+#include "formats/filename.h"
 #include "formats/registry.h"
 #include "formats/vhdx/vhdx.h"
 
@@ -65,6 +73,7 @@ static void vhdx_close(BdNode *node)
         bd_child_flush(s->file);
     }
     g_free(s->bat);
+    g_free(s->parent_path);
     bd_mutex_destroy(&s->lock);
     g_free(s);
     node->opaque = NULL;
@@ -93,6 +102,43 @@ static gboolean vhdx_load(VhdxState *s, GError **errp)
     return TRUE;
 }
 
+/* Parent chains are opened recursively on the main thread: a bound
+ * on the depth stops a loop (an image naming itself). */
+#define VHDX_MAX_CHAIN 64
+static int chain_depth;
+
+static gboolean open_parent(BdNode *node, VhdxState *s, GError **errp)
+{
+    g_autofree char *dir = NULL;
+    g_autoptr(GVariant) ref = NULL;
+    BdChild *parent;
+
+    if (!s->has_parent) {
+        return TRUE;
+    }
+    if (chain_depth >= VHDX_MAX_CHAIN) {
+        NODE_FAIL("parent chain longer than %d images (a loop?)",
+                  VHDX_MAX_CHAIN);
+    }
+    if (s->file->node->filename) {
+        dir = g_path_get_dirname(s->file->node->filename);
+    }
+    ref = bd_formats_image_options(s->parent_path, NULL, dir, errp);
+    if (!ref) {
+        g_prefix_error(errp, "Could not open backing file: ");
+        return FALSE;
+    }
+    chain_depth++;
+    parent = bd_node_open_child(node, ref, "backing", BD_CHILD_COW, FALSE,
+                                errp);
+    chain_depth--;
+    if (!parent) {
+        g_prefix_error(errp, "Could not open backing file: ");
+        return FALSE;
+    }
+    return TRUE;
+}
+
 static gboolean vhdx_open(BdNode *node, GVariant *options, GError **errp)
 {
     g_auto(VhdxOptions) o = { 0 };
@@ -105,7 +151,7 @@ static gboolean vhdx_open(BdNode *node, GVariant *options, GError **errp)
     s->file = bd_node_open_child(node, o.file, "file",
                                  BD_CHILD_DATA | BD_CHILD_METADATA |
                                  BD_CHILD_PRIMARY, FALSE, errp);
-    if (!s->file || !vhdx_load(s, errp)) {
+    if (!s->file || !vhdx_load(s, errp) || !open_parent(node, s, errp)) {
         vhdx_close(node);
         return FALSE;
     }

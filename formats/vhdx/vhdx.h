@@ -59,6 +59,8 @@ typedef struct {
     uint64_t data_blocks;
     uint64_t bat_entries;
     gboolean leave_allocated;
+    gboolean has_parent;       /* differencing: parent_path names it */
+    char *parent_path;         /* '/'-separated, from the locator */
     uint8_t page83[16];
     /* BAT entries in host order, read with atomic loads. */
     uint64_t *bat;
@@ -124,7 +126,8 @@ static inline gboolean guid_is_zero(const uint8_t *g)
 }
 
 /* BAT index of payload block 'b': a sector bitmap entry follows each
- * chunk_ratio payload entries. */
+ * chunk_ratio payload entries (that of chunk c at index
+ * c * (chunk_ratio + 1) + chunk_ratio). */
 static inline uint64_t bat_index(const VhdxState *s, uint64_t b)
 {
     return b + b / s->chunk_ratio;
@@ -133,6 +136,12 @@ static inline uint64_t bat_index(const VhdxState *s, uint64_t b)
 static inline uint64_t bat_get(VhdxState *s, uint64_t b)
 {
     return __atomic_load_n(&s->bat[bat_index(s, b)], __ATOMIC_ACQUIRE);
+}
+
+static inline uint64_t bitmap_get(VhdxState *s, uint64_t chunk)
+{
+    return __atomic_load_n(&s->bat[chunk * (s->chunk_ratio + 1) +
+                                   s->chunk_ratio], __ATOMIC_ACQUIRE);
 }
 
 /* crc32c.c: CRC-32C (Castagnoli) of 'len' bytes, the VHDX checksum. */

@@ -8,7 +8,10 @@ export while a raw reference gets the same; after the daemon stops,
 the image passes qemu-img check, equals the reference, and
 qemu-storage-daemon reads it back equal too.  A dirty image (a log
 entry made here, by the specification) is replayed when opened
-read-write and refused read-only in QEMU's words; a SIGKILL during
+read-write and refused read-only in QEMU's words; differencing images
+(built here: qemu-img cannot make them) read parent, own blocks and
+sector bitmaps and take writes, and a self-parented one is refused;
+a SIGKILL during
 allocating writes leaves an image that opens and checks clean.
 blockdev-create makes images qemu-img checks and reads; probing picks
 the format; hostile images (bytes patched here) are refused with a
@@ -376,6 +379,130 @@ def test_sigkill_during_writes():
         bt.qemu_io(img, 'read -P 0x33 2M 1M', fmt='vhdx')
 
 
+# --- differencing images (qemu-img cannot make them: built here) ---
+
+LOCATOR_TYPE = uuid.UUID('B04AEFB7-D19E-4A81-B789-25B8E9445913').bytes_le
+PARENT_LOCATOR = uuid.UUID('A8D35F2D-B30B-454D-ABF7-D3D84834AB0C').bytes_le
+
+
+def locator(entries):
+    """A VHDX parent locator with the (key, value) entries."""
+    head = LOCATOR_TYPE + struct.pack('<HH', 0, len(entries))
+    table, blob = b'', b''
+    base = len(head) + 12 * len(entries)
+    for k, v in entries:
+        k, v = k.encode('utf-16-le'), v.encode('utf-16-le')
+        table += struct.pack('<IIHH', base + len(blob), base + len(blob) + len(k), len(k), len(v))
+        blob += k + v
+    return head + table + blob
+
+
+def make_differencing(img, parent_rel, chunk_blocks=None):
+    """Turns the fresh dynamic image 'img' (1 MiB blocks, nothing
+    allocated) into a child of 'parent_rel': has-parent set, a parent
+    locator; block 0 fully present (0xa0), block 1 partially present
+    (0xb0 in its first 64 KiB and sector 1000 by the sector bitmap),
+    block 3 zero.  Returns the expected content as {offset: bytes}
+    over the parent."""
+    m = regions(img)['meta'][0]
+    t = bytearray(read_at(img, m, 64 * KiB))
+    n = struct.unpack_from('<H', t, 10)[0]
+    loc = locator([('parent_linkage', '{%s}' % uuid.uuid4()),
+                   ('relative_path', '.\\' + parent_rel)])
+    t[32 + 32 * n:64 + 32 * n] = PARENT_LOCATOR + struct.pack('<IIII', 65536 + 4096, len(loc),
+                                                              4, 0)
+    struct.pack_into('<H', t, 10, n + 1)
+    write_at(img, m, bytes(t))
+    write_at(img, m + 65536 + 4096, loc)
+    for i in range(n):
+        e = t[32 + 32 * i:64 + 32 * i]
+        if e[:16] == uuid.UUID(FILE_PARAMS).bytes_le:
+            off = m + struct.unpack_from('<I', e, 16)[0]
+            bs, flags = struct.unpack('<II', read_at(img, off, 8))
+            write_at(img, off, struct.pack('<II', bs, flags | 2))
+    bat = regions(img)['bat'][0]
+    end = (os.path.getsize(img) + MiB - 1) // MiB * MiB
+    b0, b1, bm = end, end + MiB, end + 2 * MiB
+    with open(img, 'r+b') as f:
+        f.truncate(end + 3 * MiB)
+        f.seek(b0)
+        f.write(b'\xa0' * MiB)
+        f.seek(b1)
+        f.write(b'\xb0' * MiB)
+        bits = bytearray(MiB)
+        for sec in list(range(2048, 2048 + 128)) + [2048 + 1000]:
+            bits[sec // 8] |= 1 << (sec % 8)
+        f.seek(bm)
+        f.write(bits)
+    patch(img, bat + 0, '<Q', b0 | 6)
+    patch(img, bat + 8, '<Q', b1 | 7)
+    patch(img, bat + 24, '<Q', 2)
+    patch(img, bat + 8 * 4096, '<Q', bm | 6)
+    return {0: b'\xa0' * MiB, MiB: b'\xb0' * (64 * KiB),
+            MiB + 1000 * 512: b'\xb0' * 512, 3 * MiB: bytes(MiB)}
+
+
+def test_differencing():
+    """A differencing image reads the parent where its blocks are not
+    present, its own sectors where the sector bitmap says, zeroes for a
+    zero block; writes through NBD (4 KiB random, 1 MiB sequential) land
+    in the child only (the parent is unchanged), and survive a reopen."""
+    require_tool('qemu-img', 'qemu-io')
+    bt.require_nbd()
+    with Daemon() as d:
+        parent = d.path('parent.vhdx')
+        run(['qemu-img', 'create', '-q', '-f', 'vhdx', '-o', 'block_size=1M', parent,
+             str(SIZE)])
+        bt.qemu_io(parent, 'write -P 0x11 0 24M', 'write -P 0x22 24M 24M', fmt='vhdx')
+        pref = d.path('parent.raw')
+        run(['qemu-img', 'convert', '-f', 'vhdx', '-O', 'raw', parent, pref])
+        img = d.path('child.vhdx')
+        run(['qemu-img', 'create', '-q', '-f', 'vhdx', '-o',
+             'block_size=1M,block_state_zero=off', img, str(SIZE)])
+        ref = d.path('ref.raw')
+        run(['cp', pref, ref])
+        for off, data in make_differencing(img, 'parent.vhdx').items():
+            write_at(ref, off, data)
+        d.args = node_args(img) + d.args + nbd_export_args(d)
+        d.wait = [d.nbd_sock]
+        d.start()
+        q = d.qmp()
+        nodes = {n['node-name']: n for n in q.execute('query-named-block-nodes')}
+        assert_eq(nodes['disk']['image'].get('backing-image', {}).get('format'), 'vhdx',
+                  'the parent is the backing node')
+        compare(ref, 'raw', d.uri(), 'raw', 'differencing image')
+        nbd_writes(d.uri(), SIZE, ref, 'diff')
+        compare(ref, 'raw', d.uri(), 'raw', 'differencing image after writes')
+        assert_eq(d.stop(), 0, 'daemon exit status')
+        compare(pref, 'raw', parent, 'vhdx', 'parent unchanged')
+        assert_in('No errors were found', check_vhdx(parent), 'parent checks')
+        assert_eq(log_guid(img), bytes(16), 'child clean after close')
+        d2 = Daemon()
+        d2.args = node_args(img) + d2.args + nbd_export_args(d2, writable=False)
+        d2.wait = [d2.nbd_sock]
+        with d2:
+            d2.start()
+            compare(ref, 'raw', d2.uri(), 'raw', 'differencing image reopened')
+
+
+def test_differencing_loop():
+    """A differencing image that names itself as its parent is refused
+    with a reason; the daemon lives."""
+    require_tool('qemu-img')
+    with Daemon() as d:
+        img = d.path('self.vhdx')
+        run(['qemu-img', 'create', '-q', '-f', 'vhdx', '-o',
+             'block_size=1M,block_state_zero=off', img, str(16 * MiB)])
+        make_differencing(img, 'self.vhdx')
+        d.start()
+        q = d.qmp()
+        r = q.cmd('blockdev-add', {'driver': 'vhdx', 'node-name': 'loop', 'read-only': True,
+                                   'file': {'driver': 'file', 'filename': img}})
+        assert 'error' in r, 'a self-parented image opened'
+        assert_in('Could not open backing file', r['error']['desc'], 'loop refused')
+        d.assert_alive()
+
+
 # --- blockdev-create ---
 
 def create(q, d, name, fmt_opts):
@@ -534,8 +661,8 @@ CASES = {
     'block-size-odd': (meta_item(FILE_PARAMS, '<I', 3 * MiB), 'invalid block size', True),
     'size-huge': (meta_item(DISK_SIZE, '<Q', 1 << 60), 'invalid virtual disk size', True),
     'sector-size-odd': (meta_item(LSS, '<I', 1024), 'invalid logical sector size', True),
-    'has-parent': (meta_item(FILE_PARAMS, '<Q', (2 << 32) | MiB),
-                   'differencing images (with a parent) are not supported', True),
+    'has-parent-no-locator': (meta_item(FILE_PARAMS, '<Q', (2 << 32) | MiB),
+                              'differencing image without a parent locator', True),
     'bat-entry-past-eof': (bat_set(1, (1 << 40) | 6), 'past the end of the file',
                            True),
     'bat-entry-on-metadata': (lambda i: bat_set(1, regions(i)['meta'][0] | 6)(i),
