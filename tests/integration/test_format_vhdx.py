@@ -447,6 +447,7 @@ def test_differencing():
     present, its own sectors where the sector bitmap says, zeroes for a
     zero block; writes through NBD (4 KiB random, 1 MiB sequential) land
     in the child only (the parent is unchanged), and survive a reopen."""
+    bt.skip_if_reference('QSD 7.2 refuses differencing VHDX images')
     require_tool('qemu-img', 'qemu-io')
     bt.require_nbd()
     with Daemon() as d:
@@ -499,7 +500,8 @@ def test_differencing_loop():
         r = q.cmd('blockdev-add', {'driver': 'vhdx', 'node-name': 'loop', 'read-only': True,
                                    'file': {'driver': 'file', 'filename': img}})
         assert 'error' in r, 'a self-parented image opened'
-        assert_in('Could not open backing file', r['error']['desc'], 'loop refused')
+        if not is_reference():
+            assert_in('Could not open backing file', r['error']['desc'], 'loop refused')
         d.assert_alive()
 
 
@@ -741,7 +743,10 @@ def corruption_round(d, q, nbd, rng, orig, spots, resum, tag):
                     h.pwrite(b'\x7e' * 512, off)
                 except nbd.Error:
                     pass
-            h.shutdown()
+            try:
+                h.shutdown()
+            except nbd.Error:
+                pass  # QSD 7.2 drops a client whose read failed
         q.execute('blockdev-del', {'node-name': node})
         d.assert_alive()
     return opened
