@@ -674,6 +674,18 @@ CASES = {
                                            struct.unpack('<Q', read_at(i, bat_entry_off(i, 4),
                                                                        8))[0]),
                            'two BAT entries name overlapping blocks', 'QSD 7.2 opens it'),
+    'diff-partial-without-bitmap': (lambda i: (make_differencing(i, 'p.vhdx'),
+                                               patch(i, bat_entry_off(i, 0) + 8 * 4096, '<Q',
+                                                     0)),
+                                    'partially present without a sector bitmap', True),
+    'diff-bitmap-past-eof': (lambda i: (make_differencing(i, 'p.vhdx'),
+                                        patch(i, bat_entry_off(i, 0) + 8 * 4096, '<Q',
+                                              (1 << 40) | 6)),
+                             'sector bitmap 0 at 0x10000000000 is past the end', True),
+    'diff-locator-outside': (lambda i: (make_differencing(i, 'p.vhdx'),
+                                        patch(i, regions(i)['meta'][0] + 65536 + 4096 + 20,
+                                              '<I', 1 << 30)),
+                             'parent locator entry 0 is outside the locator', True),
 }
 
 
