@@ -172,6 +172,24 @@ static int user_visible_write(VhdxState *s)
     return ret;
 }
 
+/* A new block at the end of the file: the file grown over it (it reads
+ * as zeroes), by truncate, or by writing zeroes where the child cannot
+ * be truncated (a filter). */
+static int append_block_locked(VhdxState *s, uint64_t *host)
+{
+    uint64_t at = s->file_end;
+    int ret = bd_node_truncate(s->file->node, at + s->block_size);
+
+    if (ret == -ENOTSUP) {
+        ret = bd_child_pwrite_zeroes(s->file, at, s->block_size, 0);
+    }
+    if (ret == 0) {
+        s->file_end = at + s->block_size;
+        *host = at;
+    }
+    return ret;
+}
+
 /* The BAT entry of block 'b' set to 'entry' through the log. */
 static int set_bat_locked(VhdxState *s, uint64_t b, uint64_t entry)
 {
@@ -220,12 +238,10 @@ static int full_block_write_locked(VhdxState *s, uint64_t b, uint64_t e,
     if (BAT_STATE(e) == PAYLOAD_PARTIALLY_PRESENT) {
         host = BAT_OFFSET(e);
     } else {
-        host = s->file_end;
-        ret = bd_node_truncate(s->file->node, host + s->block_size);
+        ret = append_block_locked(s, &host);
         if (ret < 0) {
             return ret;
         }
-        s->file_end = host + s->block_size;
     }
     ret = bd_child_pwrite(s->file, host, len, data, 0);
     if (ret == 0) {
@@ -254,10 +270,8 @@ static int alloc_write(VhdxState *s, uint64_t b, uint64_t in, uint64_t n,
         bd_mutex_unlock(&s->lock);
         return ret;
     }
-    host = s->file_end;
-    ret = bd_node_truncate(s->file->node, host + s->block_size);
+    ret = append_block_locked(s, &host);
     if (ret == 0) {
-        s->file_end = host + s->block_size;
         ret = bd_child_pwrite(s->file, host + in, n, buf, 0);
     }
     if (ret == 0) {

@@ -8,7 +8,9 @@ export while a raw reference gets the same; after the daemon stops,
 the image passes qemu-img check, equals the reference, and
 qemu-storage-daemon reads it back equal too.  A dirty image (a log
 entry made here, by the specification) is replayed when opened
-read-write and refused read-only in QEMU's words; differencing images
+read-write and refused read-only in QEMU's words; a BAT update cut
+short after its log entry (blkdebug) is completed by QEMU's replay and
+by blockd's; differencing images
 (built here: qemu-img cannot make them) read parent, own blocks and
 sector bitmaps and take writes, and a self-parented one is refused;
 a SIGKILL during
@@ -322,6 +324,64 @@ def test_log_replay():
         h.shutdown()
         assert_eq(d.stop(), 0, 'daemon exit status')
         assert_in('No errors were found', check_vhdx(img), 'qemu-img check')
+
+
+def test_interrupted_bat_update():
+    """The BAT write after a flushed log entry fails (blkdebug): the
+    write errors and the image is left dirty with blockd's log entry.
+    qemu-img check -r all (QEMU's replay) and blockd's replay each
+    complete the update: the new block's data reads and the image
+    checks clean."""
+    bt.skip_if_reference('blkdebug over a vhdx write path of our own')
+    require_tool('qemu-img', 'qemu-io')
+    nbd = bt.require_nbd()
+    with Daemon() as d:
+        img = d.path('i.vhdx')
+        run(['qemu-img', 'create', '-q', '-f', 'vhdx'] + KINDS['dynamic-1m'] +
+            [img, str(SIZE)])
+        bat = regions(img)['bat'][0]
+        d.start()
+        q = d.qmp()
+        q.execute('blockdev-add', {
+            'driver': 'blkdebug', 'node-name': 'dbg',
+            'image': {'driver': 'file', 'filename': img},
+            'inject-error': [{'event': 'none', 'errno': 5, 'sector': bat // 512,
+                              'iotype': 'write', 'once': True}]})
+        q.execute('blockdev-add', {'driver': 'vhdx', 'node-name': 'disk', 'file': 'dbg'})
+        q.execute('nbd-server-start', {'addr': {'type': 'unix',
+                                                'data': {'path': d.nbd_sock}}})
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'e0', 'node-name': 'disk',
+                                       'name': 'disk', 'writable': True})
+        h = nbd.NBD()
+        h.connect_uri(d.uri())
+        try:
+            h.pwrite(b'\x5c' * (64 * KiB), 5 * MiB)
+            raise AssertionError('the write with a failing BAT update succeeded')
+        except nbd.Error:
+            pass
+        h.shutdown()
+        assert_eq(d.stop(), 0, 'daemon exit status')
+        assert log_guid(img) != bytes(16), 'the image is left dirty'
+        mine = d.path('mine.vhdx')
+        run(['cp', '--sparse=always', img, mine])
+        p = run(['qemu-img', 'check', '-f', 'vhdx', img], check=False)
+        assert p.returncode != 0, 'qemu-img check opened a dirty image read-only'
+        assert_in('needs to be replayed', p.stdout + p.stderr, 'QEMU wants a replay')
+        run(['qemu-img', 'check', '-q', '-r', 'all', '-f', 'vhdx', img])
+        assert_eq(log_guid(img), bytes(16), 'QEMU replayed the log')
+        bt.qemu_io(img, 'read -P 0x5c 5M 64k', 'read -P 0 0 5M', fmt='vhdx')
+        assert_in('No errors were found', check_vhdx(img), 'after QEMU replay')
+        d2 = Daemon()
+        d2.args = node_args(mine) + d2.args + nbd_export_args(d2, writable=True)
+        d2.wait = [d2.nbd_sock]
+        with d2:
+            d2.start()
+            h = nbd.NBD()
+            h.connect_uri(d2.uri())
+            assert_eq(h.pread(64 * KiB, 5 * MiB), b'\x5c' * (64 * KiB), 'blockd replay')
+            h.shutdown()
+            assert_eq(d2.stop(), 0, 'daemon exit status')
+            assert_in('No errors were found', check_vhdx(mine), 'after blockd replay')
 
 
 def test_sigkill_during_writes():
