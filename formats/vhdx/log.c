@@ -44,7 +44,8 @@ typedef struct {
     uint32_t length;
 } LogEntryInfo;
 
-static uint32_t desc_sectors(uint32_t count)
+/* 64-bit: a hostile count must not wrap to a small number. */
+static uint64_t desc_sectors(uint64_t count)
 {
     return (count + 2 + 127) / 128;
 }
@@ -69,7 +70,8 @@ static int read_entry(VhdxState *s, uint32_t pos, uint64_t want,
 {
     uint8_t h[VHDX_LOG_SECTOR];
     g_autofree uint8_t *buf = NULL;
-    uint32_t len, count, nds, ndata = 0;
+    uint32_t len, count;
+    uint64_t nds, ndata = 0;
     uint64_t seq;
     int ret;
 
@@ -85,7 +87,7 @@ static int read_entry(VhdxState *s, uint32_t pos, uint64_t want,
         len > s->log_length || len > LOG_ENTRY_MAX_ALLOC || seq == 0 ||
         (want && seq != want) ||
         memcmp(h + LE_GUID, s->header + HD_LOG_GUID, 16) != 0 ||
-        (uint64_t)desc_sectors(count) * VHDX_LOG_SECTOR > len) {
+        desc_sectors(count) * VHDX_LOG_SECTOR > len) {
         return 0;
     }
     buf = g_try_malloc(len);
@@ -108,10 +110,10 @@ static int read_entry(VhdxState *s, uint32_t pos, uint64_t want,
         }
         if (memcmp(d, "desc", 4) == 0) {
             const uint8_t *ds;
-            if ((uint64_t)(nds + ndata + 1) * VHDX_LOG_SECTOR > len) {
+            if ((nds + ndata + 1) * VHDX_LOG_SECTOR > len) {
                 return 0;
             }
-            ds = buf + (uint64_t)(nds + ndata) * VHDX_LOG_SECTOR;
+            ds = buf + (nds + ndata) * VHDX_LOG_SECTOR;
             if (memcmp(ds, "data", 4) != 0 ||
                 ((uint64_t)get_le32(ds + 4) << 32 | get_le32(ds + 4092)) !=
                 seq) {
@@ -138,7 +140,7 @@ static gboolean replay_entry(VhdxState *s, const uint8_t *e,
     uint64_t flushed = get_le64(e + LE_FLUSHED);
     uint64_t last = get_le64(e + LE_LAST);
     uint64_t limit = MAX((uint64_t)*file_len, last);
-    uint32_t data = desc_sectors(count);
+    uint64_t data = desc_sectors(count);
     uint8_t sector[VHDX_LOG_SECTOR];
     int ret = 0;
 
@@ -163,7 +165,7 @@ static gboolean replay_entry(VhdxState *s, const uint8_t *e,
                       get_le64(e + LE_SEQ), len, off);
         }
         if (memcmp(d, "desc", 4) == 0) {
-            const uint8_t *ds = e + (uint64_t)data++ * VHDX_LOG_SECTOR;
+            const uint8_t *ds = e + data++ * VHDX_LOG_SECTOR;
             memcpy(sector, d + LD_LEADING, 8);
             memcpy(sector + 8, ds + 8, 4084);
             memcpy(sector + 4092, d + LD_TRAILING, 4);

@@ -326,6 +326,32 @@ def test_log_replay():
         assert_in('No errors were found', check_vhdx(img), 'qemu-img check')
 
 
+def test_log_entry_hostile_count():
+    """A log entry whose descriptor count is huge (checksum made good) is
+    not a valid entry: nothing is replayed, the image opens read-write,
+    the log GUID is cleared and the block stays unallocated."""
+    require_tool('qemu-img', 'qemu-io')
+    with Daemon() as d:
+        img, ref = make_image(d, 'dynamic-1m')
+        make_dirty(img, 5, 0x7e)
+        log = struct.unpack_from('<Q', current_header(img)[1], 72)[0]
+        entry = bytearray(read_at(img, log, 8192))
+        struct.pack_into('<I', entry, 24, 0xffffffff)
+        write_at(img, log, with_checksum(entry))
+        d.start()
+        q = d.qmp()
+        r = q.cmd('blockdev-add', {'driver': 'vhdx', 'node-name': 'disk',
+                                   'file': {'driver': 'file', 'filename': img}})
+        if is_reference():
+            return
+        assert 'error' not in r, r
+        assert_eq(log_guid(img), bytes(16), 'log GUID cleared')
+        q.execute('blockdev-del', {'node-name': 'disk'})
+        d.assert_alive()
+        bt.qemu_io(img, 'read -P 0 5M 1M', fmt='vhdx')
+        compare(img, 'vhdx', ref, 'raw', 'nothing replayed')
+
+
 def test_interrupted_bat_update():
     """The BAT write after a flushed log entry fails (blkdebug): the
     write errors and the image is left dirty with blockd's log entry.
