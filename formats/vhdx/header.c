@@ -42,6 +42,12 @@ static const uint8_t guid_vhdx_locator[16] = {
     0xb7, 0x89, 0x25, 0xb8, 0xe9, 0x44, 0x59, 0x13 };
 #define MAX_LOCATOR_SIZE (1u * 1024 * 1024)
 
+/* [off, off+len) inside a file of 'file_len' bytes, without overflow. */
+static gboolean in_file(uint64_t off, uint64_t len, int64_t file_len)
+{
+    return off <= (uint64_t)file_len && len <= (uint64_t)file_len - off;
+}
+
 static gboolean header_valid(const uint8_t *h)
 {
     return memcmp(h, "head", 4) == 0 &&
@@ -103,7 +109,7 @@ gboolean vhdx_load_headers(VhdxState *s, int64_t file_len, GError **errp)
         NODE_FAIL("log at 0x%" PRIx64 " (0x%" PRIx32 " bytes) is not "
                   "1 MiB aligned", s->log_offset, s->log_length);
     }
-    if (s->log_offset + s->log_length > (uint64_t)file_len) {
+    if (!in_file(s->log_offset, s->log_length, file_len)) {
         NODE_FAIL("log at 0x%" PRIx64 " (0x%" PRIx32 " bytes) is past the "
                   "end of the file (%" PRId64 " bytes)", s->log_offset,
                   s->log_length, file_len);
@@ -137,7 +143,7 @@ static gboolean parse_region_table(VhdxState *s, const uint8_t *t,
             NODE_FAIL("region %" PRIu32 " at 0x%" PRIx64 " (0x%" PRIx32
                       " bytes) is not 1 MiB aligned", i, off, len);
         }
-        if (off + len > (uint64_t)file_len) {
+        if (!in_file(off, len, file_len)) {
             NODE_FAIL("region %" PRIu32 " (%s) at 0x%" PRIx64 " (0x%" PRIx32
                       " bytes) is past the end of the file (%" PRId64
                       " bytes)", i,
@@ -485,7 +491,7 @@ gboolean vhdx_load_bat(VhdxState *s, int64_t file_len, GError **errp)
             }
             /* fall through */
         case PAYLOAD_FULLY_PRESENT:
-            if (off < MiB_ || off + used > (uint64_t)file_len) {
+            if (off < MiB_ || !in_file(off, used, file_len)) {
                 NODE_FAIL("BAT entry %" PRIu64 " names a block at 0x%" PRIx64
                           " past the end of the file (%" PRId64 " bytes)",
                           b, off, file_len);
@@ -513,7 +519,7 @@ gboolean vhdx_load_bat(VhdxState *s, int64_t file_len, GError **errp)
                       c, BAT_STATE(e));
         }
         if (BAT_STATE(e) == 6 &&
-            (off < MiB_ || off + MiB_ > (uint64_t)file_len)) {
+            (off < MiB_ || !in_file(off, MiB_, file_len))) {
             NODE_FAIL("sector bitmap %" PRIu64 " at 0x%" PRIx64 " is past "
                       "the end of the file (%" PRId64 " bytes)", c, off,
                       file_len);

@@ -744,6 +744,10 @@ CASES = {
     'bat-region-past-eof': (region_field('bat', '<Q', 16, 1 << 40),
                             'region 0 (BAT) at 0x10000000000 (0x100000 bytes) is past the '
                             'end of the file', 'QSD 7.2 opens it as an empty disk'),
+    'bat-region-wraps': (region_field('bat', '<Q', 16, (1 << 64) - MiB),
+                         'is past the end of the file', True),
+    'log-wraps': (header_field('<Q', 72, (1 << 64) - MiB), 'past the end of the file',
+                  'QSD 7.2 opens it'),
     'regions-overlap': (regions_overlap, 'overlap', True),
     'region-over-log': (region_field('meta', '<Q', 16, MiB), 'overlaps the log', True),
     'block-size-odd': (meta_item(FILE_PARAMS, '<I', 3 * MiB), 'invalid block size', True),
@@ -753,6 +757,7 @@ CASES = {
                               'differencing image without a parent locator', True),
     'bat-entry-past-eof': (bat_set(1, (1 << 40) | 6), 'past the end of the file',
                            True),
+    'bat-entry-wraps': (bat_set(1, ((1 << 64) - MiB) | 6), 'past the end of the file', True),
     'bat-entry-on-metadata': (lambda i: bat_set(1, regions(i)['meta'][0] | 6)(i),
                               'overlaps the image\'s metadata', True),
     'bat-entry-bad-state': (bat_set(1, 4), 'invalid state 4', 'QSD 7.2 opens it'),
