@@ -188,6 +188,13 @@ def t_ignore(kind, op, mirror=False):
     return [('error', 'j', op, 'ignore')] + t_ok(kind, mirror)
 
 
+# stream goes on past an ignored error but ends with it, keeping the
+# backing file
+T_STREAM_IGNORE = [('error', 'j', 'read', 'ignore'), ('status', 'aborting'),
+                   ('completed', 'stream', 'Input/output error'), ('status', 'concluded'),
+                   ('status', 'null')]
+
+
 def check_trace(got, want):
     bt.assert_eq(got, want, 'job trace')
 
@@ -324,6 +331,144 @@ def test_drive_mirror_source_stop():
 
 def test_drive_mirror_source_report():
     check_trace(mirror_case('source', 'report', drive=True), t_fail('mirror', 'read'))
+
+
+# --- stream and commit ---
+
+def chain_case(kind, where, policy, errnum=errno.EIO, once=None):
+    """kind 'stream': base (data) <- top, block-stream into top, errors
+    reading base.  'commit': base <- mid (data) <- top, mid committed into
+    base; 'active': base <- top (data), top committed into base.  where:
+    'source' (read_aio on the node read) or 'target' (write_aio on base)."""
+    if once is None:
+        once = policy != 'report'
+    with Case() as c:
+        base, mid, top = c.p('base.qcow2'), c.p('mid.qcow2'), c.p('top.qcow2')
+        ref = reference(c)
+        qimg('create', '-f', 'qcow2', base, str(SIZE))
+        chain = [base, top] if kind in ('stream', 'active') else [base, mid, top]
+        for lower, upper in zip(chain, chain[1:]):
+            qimg('create', '-f', 'qcow2', '-b', lower, '-F', 'qcow2', upper)
+        data_in = {'stream': base, 'active': top, 'commit': mid}[kind]
+        offline_write(data_in, DATA)
+        read_rule = rule('read_aio', errnum, once) if where == 'source' else None
+        write_rule = rule('write_aio', errnum, once) if where == 'target' else None
+        add_qcow2(c.q, 'base', base, read_rule if data_in == base else write_rule, None)
+        if kind == 'commit':
+            add_qcow2(c.q, 'mid', mid, read_rule, 'base')
+            add_qcow2(c.q, 'top', top, None, 'mid')
+        else:
+            add_qcow2(c.q, 'top', top, read_rule if data_in == top else None, 'base')
+        if kind == 'stream':
+            cmd, args = 'block-stream', {'job-id': 'j', 'device': 'top'}
+        elif kind == 'commit':
+            cmd, args = 'block-commit', {'job-id': 'j', 'device': 'top', 'top-node': 'mid',
+                                         'base-node': 'base'}
+        else:
+            cmd, args = 'block-commit', {'job-id': 'j', 'device': 'top'}
+        args['on-error'] = policy
+        tr = c.run(cmd, args)
+        c.finish(*chain)
+        # whatever happened, the top of the chain reads the data
+        compare(top, ref, fb='raw')
+        ok = tr[-3][2] is None
+        if kind != 'stream' and ok:
+            compare(base, ref, fb='raw')
+        return tr
+
+
+def test_stream_report():
+    check_trace(chain_case('stream', 'source', 'report'), t_fail('stream', 'read'))
+
+
+def test_stream_stop():
+    check_trace(chain_case('stream', 'source', 'stop'), t_stop('stream', 'read'))
+
+
+def test_stream_ignore():
+    check_trace(chain_case('stream', 'source', 'ignore'), T_STREAM_IGNORE)
+
+
+def test_stream_enospc():
+    check_trace(chain_case('stream', 'source', 'enospc', errno.ENOSPC),
+                t_stop('stream', 'read', 'nospace'))
+    check_trace(chain_case('stream', 'source', 'enospc'), t_fail('stream', 'read'))
+
+
+def test_stream_base_over_blkdebug():
+    """The new backing file name of a stream's top names a base whose file
+    is blkdebug with rules: json: of the whole base (not of its file
+    child), so the image opens again (qemu-img check)."""
+    with Case() as c:
+        base, mid, top = c.p('base.qcow2'), c.p('mid.qcow2'), c.p('top.qcow2')
+        ref = reference(c)
+        qimg('create', '-f', 'qcow2', base, str(SIZE))
+        qimg('create', '-f', 'qcow2', '-b', base, '-F', 'qcow2', mid)
+        qimg('create', '-f', 'qcow2', '-b', mid, '-F', 'qcow2', top)
+        offline_write(mid, DATA)
+        add_qcow2(c.q, 'base', base, rule('write_aio'), None)
+        add_qcow2(c.q, 'mid', mid, None, 'base')
+        add_qcow2(c.q, 'top', top, None, 'mid')
+        check_trace(c.run('block-stream', {'job-id': 'j', 'device': 'top',
+                                           'base-node': 'base'}), t_ok('stream'))
+        c.finish(base, top)
+        info = bt.run(['qemu-img', 'info', '--output=json', top]).stdout
+        bt.assert_in('blkdebug', info, 'backing file name')
+        compare(top, ref, fb='raw')
+
+
+def test_commit_source_report():
+    check_trace(chain_case('commit', 'source', 'report'), t_fail('commit', 'read'))
+
+
+def test_commit_target_report():
+    check_trace(chain_case('commit', 'target', 'report'), t_fail('commit', 'write'))
+
+
+def test_commit_source_stop():
+    check_trace(chain_case('commit', 'source', 'stop'), t_stop('commit', 'read'))
+
+
+def test_commit_target_stop():
+    check_trace(chain_case('commit', 'target', 'stop'), t_stop('commit', 'write'))
+
+
+def test_commit_ignore():
+    check_trace(chain_case('commit', 'source', 'ignore'), t_ignore('commit', 'read'))
+    check_trace(chain_case('commit', 'target', 'ignore'), t_ignore('commit', 'write'))
+
+
+def test_commit_target_enospc():
+    check_trace(chain_case('commit', 'target', 'enospc', errno.ENOSPC),
+                t_stop('commit', 'write', 'nospace'))
+
+
+def test_active_commit_source_report():
+    check_trace(chain_case('active', 'source', 'report'), t_fail('commit', 'read'))
+
+
+def test_active_commit_target_report():
+    check_trace(chain_case('active', 'target', 'report'), t_fail('commit', 'write'))
+
+
+def test_active_commit_source_stop():
+    check_trace(chain_case('active', 'source', 'stop'), t_stop('commit', 'read', mirror=True))
+
+
+def test_active_commit_target_stop():
+    check_trace(chain_case('active', 'target', 'stop'), t_stop('commit', 'write', mirror=True))
+
+
+def test_active_commit_ignore():
+    check_trace(chain_case('active', 'source', 'ignore'),
+                t_ignore('commit', 'read', mirror=True))
+    check_trace(chain_case('active', 'target', 'ignore'),
+                t_ignore('commit', 'write', mirror=True))
+
+
+def test_active_commit_target_enospc():
+    check_trace(chain_case('active', 'target', 'enospc', errno.ENOSPC),
+                t_stop('commit', 'write', 'nospace', mirror=True))
 
 
 if __name__ == '__main__':
