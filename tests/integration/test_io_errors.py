@@ -581,5 +581,67 @@ def test_fuse_export_errors():
                 '-c', 'read -P 0x3c %d 4096' % BAD_WRITE, img])
 
 
+# --- a flaky device: nbdkit's error filter behind the nbd driver ---
+
+def flaky_source(cmd):
+    """'cmd' (blockdev-backup or blockdev-mirror) from an nbd node whose server (nbdkit memory + error filter)
+    fails 30% of reads with EIO: on-source-error=stop pauses the job at
+    each failure (BLOCK_JOB_ERROR read/stop, io-status failed); resumed
+    each time, it ends and the copy equals what was written."""
+    bt.require_tool('nbdkit', 'qemu-img', 'qemu-io')
+    with Case() as c:
+        sock = c.p('flaky.sock')
+        uri = 'nbd+unix:///?socket=' + sock
+        log = open(c.p('nbdkit.log'), 'w')
+        kit = subprocess.Popen(['nbdkit', '-f', '-U', sock, '--filter=error', 'memory',
+                                '64M', 'error=EIO', 'error-pread-rate=30%'],
+                               stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            bt.wait_for(lambda: os.path.exists(sock), 15, 'nbdkit socket')
+            # the data (writes never fail): enough reads for many failures
+            data = DATA + ['write -P 0x77 %d %d' % (8 * MiB, 16 * MiB)]
+            bt.run(['qemu-io', '-f', 'raw'] + sum((['-c', w] for w in data), []) + [uri])
+            ref = c.p('ref.raw')
+            qimg('create', '-f', 'raw', ref, '64M')
+            offline_write(ref, data, 'raw')
+            tgt = c.p('tgt.qcow2')
+            qimg('create', '-f', 'qcow2', tgt, '64M')
+            c.q.execute('blockdev-add', {'driver': 'nbd', 'node-name': 'src',
+                                         'server': {'type': 'unix', 'path': sock}})
+            add_qcow2(c.q, 'tgt', tgt)
+            tr = c.run(cmd, {'job-id': 'j', 'device': 'src', 'target': 'tgt',
+                             'sync': 'full', 'on-source-error': 'stop'}, max_stops=1000)
+            want_end = t_ok('backup') if cmd == 'blockdev-backup' else t_ok('mirror', True)
+            stops = [t for t in tr if t[0] == 'paused']
+            for i, t in enumerate(tr):
+                if t == ('resumed', 'failed'):
+                    # the resumed job failed again before the query (it
+                    # pauses at its next pause point), as QEMU's would
+                    bt.assert_eq(tr[i + 1][:4], ('error', 'j', 'read', 'stop'), 'next')
+                    tr[i] = ('resumed', 'ok')
+            if os.environ.get('IOERR_TRACE'):
+                print('stops: %d' % len(stops), file=sys.stderr)
+            bt.assert_eq(tr[-len(want_end):], want_end, 'end of the trace')
+            bt.assert_eq(set(tr[:-len(want_end)]), {('error', 'j', 'read', 'stop'),
+                                        ('paused', 'paused', 'failed', True),
+                                        ('resumed', 'ok')} if stops else set(),
+                         'events before the end')
+            c.q.execute('blockdev-del', {'node-name': 'src'})
+            c.finish(tgt)
+            compare(tgt, ref, fb='raw')
+        finally:
+            kit.kill()
+            kit.wait(30)
+            log.close()
+
+
+def test_flaky_nbd_source_backup():
+    flaky_source('blockdev-backup')
+
+
+def test_flaky_nbd_source_mirror():
+    flaky_source('blockdev-mirror')
+
+
 if __name__ == '__main__':
     sys.exit(bt.main(bt.tests_of(globals())))
