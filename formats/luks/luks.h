@@ -112,7 +112,7 @@ void bd_luks_cipher_run(const LuksCipher *c, gboolean encrypt,
  * of the LUKS header. */
 typedef int (*BdLuksReadFn)(void *opaque, uint64_t offset, size_t len,
                             void *buf);
-typedef struct {
+typedef struct BdLuksBlock {
     const char *node_name;
     gboolean ready;                    /* c is set up */
     uint64_t payload;                  /* byte offset of the payload */

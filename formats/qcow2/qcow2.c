@@ -540,6 +540,7 @@ static void qcow2_close(BdNode *node)
     if (s->deferred_free) {
         g_array_unref(s->deferred_free);
     }
+    qcow2_crypto_close(s);
     g_mutex_clear(&s->lock);
     g_cond_clear(&s->cond);
     g_free(s);
@@ -558,8 +559,8 @@ static gboolean qcow2_open_tables(BdNode *node, Qcow2State *s,
     if (o->data_file || (s->h.incompatible & QCOW2_INCOMPAT_DATA_FILE)) {
         FAIL("External data files are not supported by blockd");
     }
-    if (o->encrypt) {
-        FAIL("Encrypted qcow2 images are not supported by blockd");
+    if (!qcow2_crypto_open(s, o->encrypt, errp)) {
+        return FALSE;
     }
     if (s->writable && !check_writable(s, o, errp)) {
         return FALSE;
@@ -800,6 +801,16 @@ static char *qcow2_full_backing_filename(Qcow2State *s)
                 : g_strdup(name);
 }
 
+/* Encrypted: whole 512-byte sectors, as QEMU's crypto sector size. */
+static void qcow2_refresh_limits(BdNode *node)
+{
+    Qcow2State *s = node->opaque;
+
+    if (s && s->crypto) {
+        node->request_alignment = MAX(node->request_alignment, 512);
+    }
+}
+
 static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
 {
     BD_GLOBAL_STATE_CODE();
@@ -809,6 +820,7 @@ static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
 
     qcow2_snapshots_query(s, image);
     g_variant_dict_init(&data, NULL);
+    qcow2_crypto_query(s, &data);
     if (s->h.version >= 3) {
         g_variant_dict_insert(&data, "compat", "s", "1.1");
         g_variant_dict_insert(&data, "compression-type", "s", "zlib");
@@ -922,6 +934,7 @@ const BdDriver bd_qcow2_driver = {
     .amend_options = qcow2_amend_options,
     .amend = qcow2_amend,
     .query_image_info = qcow2_query_image_info,
+    .refresh_limits = qcow2_refresh_limits,
     .snapshot_list = qcow2_snapshot_list,
     .snapshot_create = qcow2_snapshot_create,
     .snapshot_delete = qcow2_snapshot_delete,
