@@ -126,6 +126,7 @@ gboolean qcow2_crypto_open(Qcow2State *s, GVariant *encrypt, GError **errp)
         qcow2_crypto_close(s);
         return FALSE;
     }
+    s->crypto_secret = g_strdup(secret);
     s->node->encrypted = TRUE;
     return TRUE;
 }
@@ -137,6 +138,7 @@ void qcow2_crypto_close(Qcow2State *s)
         g_free(s->crypto);
         s->crypto = NULL;
     }
+    g_clear_pointer(&s->crypto_secret, g_free);
 }
 
 void qcow2_crypto_query(Qcow2State *s, GVariantDict *data)

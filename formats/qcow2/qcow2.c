@@ -773,6 +773,15 @@ static char *qcow2_query_filename(BdNode *node)
 
     Qcow2State *s = node->opaque;
 
+    if (s->crypto_secret) {
+        /* QEMU's strong option "encrypt.key-secret", flat. */
+        g_auto(GVariantDict) d = G_VARIANT_DICT_INIT(
+            bd_formats_full_options(node));
+
+        g_variant_dict_insert(&d, "encrypt.key-secret", "s",
+                              s->crypto_secret);
+        return bd_formats_json_of(g_variant_dict_end(&d));
+    }
     return qcow2_backing_overridden(node) ||
            !bd_formats_child_name_passes(s->file->node)
            ? bd_formats_json_filename(node) : NULL;
@@ -848,6 +857,9 @@ static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
                           (gint64)s->cluster_size);
     g_variant_dict_insert(image, "dirty-flag", "b",
                           !!(s->h.incompatible & QCOW2_INCOMPAT_DIRTY));
+    if (s->crypto) {
+        g_variant_dict_insert(image, "encrypted", "b", TRUE);
+    }
     /* As QEMU: the name as the header has it and where it leads from
      * the image's directory, whatever backing node is attached. */
     if (s->h.backing_file) {

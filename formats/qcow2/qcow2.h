@@ -186,6 +186,7 @@ struct Qcow2State {
     /* encrypt.format=luks: the unlocked LUKS header (NULL: the image
      * is not encrypted).  Set at open, only read afterwards. */
     struct BdLuksBlock *crypto;
+    char *crypto_secret;       /* encrypt.key-secret, with crypto */
 };
 
 
