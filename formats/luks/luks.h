@@ -135,5 +135,9 @@ void bd_luks_block_info(const BdLuksBlock *b, GVariantDict *data);
 /* blockdev-create (create.c). */
 extern const BdSchemaField bd_luks_create_options[];
 gboolean bd_luks_create(GVariant *options, GError **errp);
+/* For qcow2: the LUKS header and key material made from 'options'
+ * (QCryptoBlockCreateOptionsLUKS), 'len' bytes (the payload offset). */
+gboolean bd_luks_create_header(GVariant *options, uint8_t **out,
+                               size_t *len, GError **errp);
 
 #endif

@@ -406,6 +406,10 @@ typedef struct {
     gboolean lazy_refcounts;
     const char *backing_file;
     const char *backing_format;
+    /* Encrypted (crypt_method 2): the LUKS header and key material to
+     * store in clusters of their own, 'crypto_len' bytes. */
+    const uint8_t *crypto_hdr;
+    size_t crypto_len;
 } Qcow2CreateOptions;
 
 /* Write a fresh qcow2 image onto 'file' (a protocol node); the caller

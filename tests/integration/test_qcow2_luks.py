@@ -267,5 +267,72 @@ def test_errors_and_queries():
         d.assert_alive()
 
 
+def run_create(q, job, options):
+    q.execute('blockdev-create', {'job-id': job, 'options': options})
+    return bt.run_job(q, job).error
+
+
+CREATE_CASES = [
+    # name, encrypt options besides format/key-secret/iter-time, cluster size,
+    # expected cipher-alg, cipher-mode, ivgen-alg, hash-alg
+    ('default', {}, 65536, 'aes-256', 'xts', 'plain64', 'sha256'),
+    ('cbc-essiv', {'cipher-alg': 'aes-128', 'cipher-mode': 'cbc', 'ivgen-alg': 'essiv',
+                   'ivgen-hash-alg': 'sha256', 'hash-alg': 'sha1'}, 4096,
+     'aes-128', 'cbc', 'essiv', 'sha1'),
+]
+
+
+def test_blockdev_create():
+    """blockdev-create with encrypt (QCryptoBlockCreateOptionsLUKS, QEMU's
+    defaults): qemu-img info and check accept the image, QEMU's driver
+    keeps data written into it, and the daemon reads that back."""
+    require_tool('qemu-img', 'qemu-io')
+    with Daemon() as d:
+        d.args += ['--object', SECRET,
+                   '--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock]
+        d.start()
+        q = d.qmp()
+        for name, opts, cs, alg, mode, ivgen, hash_ in CREATE_CASES:
+            path = d.path(name + '.qcow2')
+            assert_eq(run_create(q, 'f-' + name, {'driver': 'file', 'filename': path,
+                                                   'size': 0}), None, 'file create')
+            q.execute('blockdev-add', {'driver': 'file', 'node-name': 'f-' + name,
+                                       'filename': path})
+            enc = dict({'format': 'luks', 'key-secret': 'sec0', 'iter-time': 10}, **opts)
+            err = None
+            for i in range(40):
+                err = run_create(q, 'c-%s-%d' % (name, i),
+                                 {'driver': 'qcow2', 'file': 'f-' + name, 'size': 8 * MiB,
+                                  'cluster-size': cs, 'encrypt': enc})
+                if 'accurate CPU usage' not in (err or ''):
+                    break
+            assert_eq(err, None, 'create %s' % name)
+            q.execute('blockdev-del', {'node-name': 'f-' + name})
+            info = json.loads(run(['qemu-img', 'info', '-U', '--output=json', path]).stdout)
+            assert_eq((info['format'], info['virtual-size'], info['encrypted']),
+                      ('qcow2', 8 * MiB, True), name)
+            e = info['format-specific']['data']['encrypt']
+            assert_eq((e['format'], e['cipher-alg'], e['cipher-mode'], e['ivgen-alg'],
+                       e['hash-alg']), ('luks', alg, mode, ivgen, hash_), name + ' encrypt')
+            check(path)
+            qemu_io_enc(path, 'write -P 0x3c 1M 3M', 'read -P 0x3c 1M 3M', 'read -P 0 0 1M')
+            check(path)
+            q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'n-' + name,
+                                       'file': {'driver': 'file', 'filename': path},
+                                       'encrypt': {'format': 'luks', 'key-secret': 'sec0'}})
+            with bt.nbd_export(q, 'n-' + name, name=name, writable=True):
+                bt.qemu_io(d.uri(name), 'read -P 0x3c 1M 3M', 'read -P 0 0 1M',
+                           'read -P 0 4M 4M')
+            q.execute('blockdev-del', {'node-name': 'n-' + name})
+        path = d.path('bad.qcow2')
+        assert_eq(run_create(q, 'f-bad', {'driver': 'file', 'filename': path, 'size': 0}),
+                  None, 'file create')
+        q.execute('blockdev-add', {'driver': 'file', 'node-name': 'f-bad', 'filename': path})
+        err = run_create(q, 'c-nosecret', {'driver': 'qcow2', 'file': 'f-bad', 'size': MiB,
+                                           'encrypt': {'format': 'luks', 'key-secret': 'nope'}})
+        assert_eq(err, "No secret with id 'nope'", 'missing secret')
+        d.assert_alive()
+
+
 if __name__ == '__main__':
     main(tests_of(globals()))
