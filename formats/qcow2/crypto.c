@@ -6,8 +6,8 @@
  * its host offset in the file (qcow2_crypt).  The header is parsed and
  * unlocked by formats/luks/block.c.
  *
- * Old AES-CBC images (crypt_method 1) are refused: blockd has no
- * implementation of that broken scheme. */
+ * Old AES-CBC images (crypt_method 1) open too, as in
+ * qemu-storage-daemon 7.2 (open_aes). */
 #define G_LOG_DOMAIN "blockd-qcow2"
 
 #include <errno.h>
@@ -73,6 +73,36 @@ static gboolean parse_encrypt(GVariant *encrypt, const char **format,
     return TRUE;
 }
 
+/* The old qcow AES scheme, which qemu-storage-daemon 7.2 still opens
+ * read-write (only QEMU's system emulators refuse it): AES-128-CBC, the
+ * key the passphrase's first 16 bytes (zero padded), plain64 IVs of
+ * the guest sector. */
+static gboolean open_aes(Qcow2State *s, const char *secret, GError **errp)
+{
+    g_autofree char *pw = bd_secret_lookup_as_utf8(secret, errp);
+    uint8_t key[16] = { 0 };
+    gboolean ok;
+
+    if (!pw) {
+        return FALSE;
+    }
+    memcpy(key, pw, MIN(strlen(pw), sizeof(key)));
+    memset(pw, 0, strlen(pw));
+    s->crypto = g_new0(BdLuksBlock, 1);
+    ok = bd_luks_cipher_init(&s->crypto->c, MODE_CBC, IV_PLAIN64,
+                             HASH_SHA256, key, sizeof(key), errp);
+    memset(key, 0, sizeof(key));
+    if (!ok) {
+        g_clear_pointer(&s->crypto, g_free);
+        return FALSE;
+    }
+    s->crypto->ready = TRUE;
+    s->crypto_aes = TRUE;
+    s->crypto_secret = g_strdup(secret);
+    s->node->encrypted = TRUE;
+    return TRUE;
+}
+
 gboolean qcow2_crypto_open(Qcow2State *s, GVariant *encrypt, GError **errp)
 {
     const char *format, *secret;
@@ -98,10 +128,7 @@ gboolean qcow2_crypto_open(Qcow2State *s, GVariant *encrypt, GError **errp)
         FAIL("Parameter 'encrypt.key-secret' is required for cipher");
     }
     if (method == QCOW2_CRYPT_AES) {
-        FAIL("Node '%s': qcow2: AES-CBC encrypted images (encrypt.format="
-             "aes) are not supported; convert them with 'qemu-img convert' "
-             "to an unencrypted or LUKS encrypted image",
-             s->node->node_name);
+        return open_aes(s, secret, errp);
     }
     if (!s->h.has_crypto_ext) {
         FAIL("Node '%s': qcow2: the image is LUKS encrypted but has no "
@@ -149,14 +176,20 @@ void qcow2_crypto_query(Qcow2State *s, GVariantDict *data)
         return;
     }
     g_variant_dict_init(&enc, NULL);
-    g_variant_dict_insert(&enc, "format", "s", "luks");
-    bd_luks_block_info(s->crypto, &enc);
+    if (s->crypto_aes) {
+        g_variant_dict_insert(&enc, "format", "s", "aes");
+    } else {
+        g_variant_dict_insert(&enc, "format", "s", "luks");
+        bd_luks_block_info(s->crypto, &enc);
+    }
     g_variant_dict_insert_value(data, "encrypt", g_variant_dict_end(&enc));
 }
 
 void qcow2_crypt(Qcow2State *s, gboolean encrypt, uint64_t host,
-                 uint8_t *dst, const uint8_t *src, size_t len)
+                 uint64_t guest, uint8_t *dst, const uint8_t *src,
+                 size_t len)
 {
-    bd_luks_cipher_run(&s->crypto->c, encrypt, host / LUKS_SECTOR, dst, src,
+    bd_luks_cipher_run(&s->crypto->c, encrypt,
+                       (s->crypto_aes ? guest : host) / LUKS_SECTOR, dst, src,
                        len);
 }

@@ -187,6 +187,7 @@ struct Qcow2State {
      * is not encrypted).  Set at open, only read afterwards. */
     struct BdLuksBlock *crypto;
     char *crypto_secret;       /* encrypt.key-secret, with crypto */
+    gboolean crypto_aes;       /* crypt_method 1: AES-CBC, guest IVs */
 };
 
 
@@ -317,11 +318,13 @@ void qcow2_release_deferred_some_locked(Qcow2State *s);
  * BlockdevQcow2Encryption; NULL: none given), QEMU's checks and texts. */
 gboolean qcow2_crypto_open(Qcow2State *s, GVariant *encrypt, GError **errp);
 void qcow2_crypto_close(Qcow2State *s);
-/* En- or decrypt 'len' bytes (a multiple of 512) of data stored at host
- * offset 'host': as QEMU, LUKS sectors are numbered by their offset in
- * the image file, not by the guest offset.  Any thread. */
+/* En- or decrypt 'len' bytes (a multiple of 512) of guest data at
+ * 'guest' stored at host offset 'host': as QEMU, LUKS sectors are
+ * numbered by their offset in the image file, AES ones by the guest
+ * offset.  Any thread. */
 void qcow2_crypt(Qcow2State *s, gboolean encrypt, uint64_t host,
-                 uint8_t *dst, const uint8_t *src, size_t len);
+                 uint64_t guest, uint8_t *dst, const uint8_t *src,
+                 size_t len);
 /* ImageInfoSpecificQCow2's 'encrypt' (QCryptoBlockInfo) into 'data'. */
 void qcow2_crypto_query(Qcow2State *s, GVariantDict *data);
 

@@ -81,7 +81,7 @@ static int read_mapped(Qcow2State *s, uint64_t off, uint64_t n,
         bd_debug_event(s->file, BD_DEBUG_EVENT_READ_AIO);
         ret = bd_child_pread(s->file, host, n, buf, 0);
         if (ret == 0 && s->crypto) {
-            qcow2_crypt(s, FALSE, host, buf, buf, n);
+            qcow2_crypt(s, FALSE, host, off, buf, buf, n);
         }
         return ret;
     }
@@ -91,8 +91,8 @@ static int read_mapped(Qcow2State *s, uint64_t off, uint64_t n,
 /* Write guest data 'buf' at host 'hoff' of the file, encrypted first
  * when the image is (through a bounce buffer of at most
  * LUKS_BOUNCE_MAX bytes at a time). */
-static int write_data(Qcow2State *s, uint64_t hoff, uint64_t n,
-                      const uint8_t *buf)
+static int write_data(Qcow2State *s, uint64_t hoff, uint64_t goff,
+                      uint64_t n, const uint8_t *buf)
 {
     g_autofree uint8_t *bounce = NULL;
     size_t cap;
@@ -110,9 +110,10 @@ static int write_data(Qcow2State *s, uint64_t hoff, uint64_t n,
     while (n && ret == 0) {
         size_t len = MIN(n, cap);
 
-        qcow2_crypt(s, TRUE, hoff, bounce, buf, len);
+        qcow2_crypt(s, TRUE, hoff, goff, bounce, buf, len);
         ret = bd_child_pwrite(s->file, hoff, len, bounce, 0);
         hoff += len;
+        goff += len;
         n -= len;
         buf += len;
     }
@@ -270,7 +271,7 @@ static int write_new_clusters(Qcow2State *s, uint64_t hoff, uint64_t cstart,
     int ret;
 
     if (off == cstart && n == nc * cs) {
-        return write_data(s, hoff, n, buf);
+        return write_data(s, hoff, off, n, buf);
     }
     /* Encrypted: zeroes in the file would not read back as zeroes, so
      * the COW parts are always written (encrypted), as QEMU does. */
@@ -302,7 +303,7 @@ static int write_new_clusters(Qcow2State *s, uint64_t hoff, uint64_t cstart,
     memcpy(bounce + (off - cstart), buf, n);
     /* Guest data and COW in one request (QEMU's merged COW). */
     if (s->crypto) {
-        qcow2_crypt(s, TRUE, hoff, bounce, bounce, nc * cs);
+        qcow2_crypt(s, TRUE, hoff, cstart, bounce, bounce, nc * cs);
     }
     bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_AIO);
     return bd_child_pwrite(s->file, hoff, nc * cs, bounce, 0);
@@ -401,7 +402,7 @@ static int64_t write_chunk(Qcow2State *s, uint64_t off, uint64_t bytes,
         if (ret < 0) {
             return ret;
         }
-        ret = write_data(s, host, n, buf);
+        ret = write_data(s, host, off, n, buf);
         return ret < 0 ? ret : (int64_t)n;
     }
     ret = write_allocating_locked(s, off, n, l2e, buf);

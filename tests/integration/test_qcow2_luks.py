@@ -334,5 +334,46 @@ def test_blockdev_create():
         d.assert_alive()
 
 
+def test_aes():
+    """Old AES-CBC images (crypt_method 1): qemu-storage-daemon 7.2 opens
+    them read-write (only QEMU's system emulators refuse them), and so
+    does the daemon; QEMU reads back what it wrote and the reverse."""
+    require_tool('qemu-img', 'qemu-io')
+    bt.require_nbd()
+    with Daemon() as d:
+        img = d.path('aes.qcow2')
+        run(['qemu-img', 'create', '-q', '-f', 'qcow2', '--object', SECRET, '-o',
+             'encrypt.format=aes,encrypt.key-secret=sec0', img, str(4 * MiB)])
+        opts = 'driver=qcow2,file.filename=%s,encrypt.format=aes,encrypt.key-secret=sec0' % img
+
+        def qio(*cmds):
+            argv = ['qemu-io', '--object', SECRET, '--image-opts', opts]
+            for c in cmds:
+                argv += ['-c', c]
+            p = run(argv, check=False)
+            if p.returncode != 0 or 'verification failed' in p.stdout.lower():
+                raise AssertionError('qemu-io %r: %s%s' % (cmds, p.stdout, p.stderr))
+        qio('write -P 0x5a 0 64k', 'write -P 0x33 70000 1000')
+        d.args += ['--object', SECRET,
+                   '--blockdev', 'driver=file,node-name=f0,filename=%s' % img,
+                   '--blockdev', 'driver=qcow2,node-name=disk,file=f0,encrypt.format=aes,'
+                   'encrypt.key-secret=sec0',
+                   '--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock,
+                   '--export', 'type=nbd,id=e0,node-name=disk,name=disk,writable=on']
+        d.wait = [d.nbd_sock]
+        d.start()
+        q = d.qmp()
+        n = {n['node-name']: n for n in q.execute('query-named-block-nodes')}['disk']
+        assert_eq((n['encrypted'], n['image']['format-specific']['data']['encrypt']),
+                  (True, {'format': 'aes'}), 'query')
+        bt.qemu_io(d.uri(), 'read -P 0x5a 0 64k', 'read -P 0x33 70000 1000',
+                   'write -P 0x77 300000 5000', 'write -P 0x78 2M 64k')
+        assert_eq(d.stop(), 0, 'daemon exit status')
+        p = run(['qemu-img', 'check', '--object', SECRET, '--image-opts', opts], check=False)
+        assert_eq(p.returncode, 0, 'qemu-img check: %s' % p.stdout)
+        qio('read -P 0x5a 0 64k', 'read -P 0x33 70000 1000', 'read -P 0x77 300000 5000',
+            'read -P 0 305000 1000', 'read -P 0x78 2M 64k')
+
+
 if __name__ == '__main__':
     main(tests_of(globals()))
