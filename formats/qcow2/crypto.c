@@ -108,6 +108,7 @@ gboolean qcow2_crypto_open(Qcow2State *s, GVariant *encrypt, GError **errp)
     const char *format, *secret;
     g_autofree char *pw = NULL;
     uint32_t method = s->h.crypt_method;
+    int64_t flen;
     gboolean ok;
 
     if (!parse_encrypt(encrypt, &format, &secret, errp)) {
@@ -139,6 +140,13 @@ gboolean qcow2_crypto_open(Qcow2State *s, GVariant *encrypt, GError **errp)
         FAIL("Node '%s': qcow2: the LUKS header offset 0x%" PRIx64 " is not "
              "cluster aligned or its length 0x%" PRIx64 " is invalid",
              s->node->node_name, s->h.crypto_offset, s->h.crypto_length);
+    }
+    flen = bd_node_getlength(s->file->node);
+    if (flen >= 0 && s->h.crypto_offset + s->h.crypto_length > (uint64_t)flen) {
+        FAIL("Node '%s': qcow2: the LUKS header (0x%" PRIx64 " bytes at 0x%"
+             PRIx64 ") is beyond the end of the file (%" PRId64 " bytes)",
+             s->node->node_name, s->h.crypto_length, s->h.crypto_offset,
+             flen);
     }
     pw = bd_secret_lookup_as_utf8(secret, errp);
     if (!pw) {

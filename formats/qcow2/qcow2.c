@@ -893,8 +893,8 @@ static gboolean qcow2_resize_check(BdNode *node, uint64_t size,
 }
 
 /* --- x-blockdev-amend (BlockdevAmendOptionsQcow2 of QEMU 7.2: only
- * 'encrypt'; blockd opens no encrypted image, so there is nothing to
- * amend yet) --- */
+ * 'encrypt'; changing the key slots of an encrypted image is not
+ * implemented) --- */
 
 typedef struct {
     GVariant *encrypt;
@@ -913,8 +913,12 @@ static gboolean qcow2_amend(BdNode *node, GVariant *options, gboolean force,
     bd_schema_decode(qcow2_amend_options, options, &o);
     has_encrypt = o.encrypt != NULL;
     bd_schema_clear(qcow2_amend_options, &o);
-    if (has_encrypt) {
+    if (has_encrypt && !((Qcow2State *)node->opaque)->crypto) {
         FAIL("image is not encrypted, can't amend");
+    }
+    if (has_encrypt) {
+        FAIL("Amending the key slots of an encrypted qcow2 image is not "
+             "supported by this server");
     }
     return TRUE;
 }

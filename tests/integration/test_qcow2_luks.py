@@ -13,6 +13,7 @@ queries show the encrypt format-specific data as QEMU does."""
 import json
 import os
 import random
+import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -373,6 +374,40 @@ def test_aes():
         assert_eq(p.returncode, 0, 'qemu-img check: %s' % p.stdout)
         qio('read -P 0x5a 0 64k', 'read -P 0x33 70000 1000', 'read -P 0x77 300000 5000',
             'read -P 0 305000 1000', 'read -P 0x78 2M 64k')
+
+
+def test_hostile():
+    """A full disk encryption header extension pointing past the end of
+    the file, at an unaligned offset or at something that is no LUKS
+    header is refused with the reason; the daemon lives.  (QEMU's texts
+    differ: blockd's own checks.)"""
+    bt.skip_if_reference('blockd checks of its own')
+    require_tool('qemu-img')
+    with Daemon() as d:
+        good = qemu_img_create(d.path('good.qcow2'), 4 * MiB)
+        with open(good, 'rb') as f:
+            data = f.read()
+        ext = data.index(b'\x05\x37\xbe\x77', 0, 4096)
+        off, length = struct.unpack('>QQ', data[ext + 8:ext + 24])
+        cases = {
+            'huge': (ext + 16, struct.pack('>Q', 1 << 50), 'beyond the end of the file'),
+            'unaligned': (ext + 8, struct.pack('>Q', off + 512), 'not cluster aligned'),
+            'magic': (off, b'XXXX', 'Volume is not in LUKS format'),
+            'ext-len': (ext + 4, struct.pack('>I', 8), 'Invalid encryption header length'),
+        }
+        d.args += ['--object', SECRET]
+        d.start()
+        q = d.qmp()
+        for name, (at, patch, text) in cases.items():
+            img = d.path(name + '.qcow2')
+            with open(img, 'wb') as f:
+                f.write(data[:at] + patch + data[at + len(patch):])
+            r = q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'h',
+                                       'file': {'driver': 'file', 'filename': img},
+                                       'encrypt': {'format': 'luks', 'key-secret': 'sec0'}})
+            assert_in('error', r, name)
+            assert_in(text, r['error']['desc'], name)
+        d.assert_alive()
 
 
 if __name__ == '__main__':
