@@ -9,6 +9,7 @@
 #include "control/qmp-int.h"
 #include "graph/error.h"
 #include "graph/main-thread.h"
+#include "graph/query.h"
 #include "jobs/chain.h"
 #include "jobs/commit.h"
 #include "jobs/stream.h"
@@ -105,6 +106,7 @@ static gboolean block_stream(GVariant *args, JsonNode **ret, GError **errp)
     StreamArgs a = { 0 };
     BdNode *bs, *base_bs = NULL, *bottom_bs = NULL;
     const char *base_name = NULL;
+    g_autofree char *owned_name = NULL;
 
     bd_schema_decode(stream_fields, args, &a);
     const char *device = a.device;
@@ -155,7 +157,9 @@ static gboolean block_stream(GVariant *args, JsonNode **ret, GError **errp)
                         base_node, device);
             return FALSE;
         }
-        base_name = base_bs->filename;
+        /* Refreshed, as QEMU's bdrv_refresh_filename here: json: where
+         * the file name alone would not open the base. */
+        base_name = owned_name = bd_node_query_filename(base_bs);
     }
     if (bottom) {
         bottom_bs = lookup_bs(NULL, bottom, errp);

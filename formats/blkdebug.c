@@ -418,6 +418,14 @@ fail:
     return FALSE;
 }
 
+static GVariant *blkdebug_node_full_options(BdNode *node)
+{
+    g_auto(BlkdebugOptions) o = { 0 };
+
+    bd_schema_decode(blkdebug_options, node->options, &o);
+    return blkdebug_full_options(node, &o);
+}
+
 static void blkdebug_query_image_info(BdNode *node, GVariantDict *image)
 {
     g_variant_dict_insert(image, "dirty-flag", "b", FALSE);
@@ -443,6 +451,7 @@ const BdDriver bd_blkdebug_driver = {
     .flush = blkdebug_flush,
     .block_status = blkdebug_block_status,
     .allocated_size = blkdebug_allocated_size,
+    .full_options = blkdebug_node_full_options,
     .debug_event = blkdebug_debug_event,
     .query_image_info = blkdebug_query_image_info,
     .reopen_prepare = bd_reopen_prepare_fixed,

@@ -136,6 +136,10 @@ GVariant *bd_formats_full_options(BdNode *node)
     gboolean overridden = !node->drv->backing_overridden ||
                           node->drv->backing_overridden(node);
 
+    if (node->drv->full_options) {
+        return node->drv->full_options(node);
+    }
+
     g_variant_dict_insert(&d, "driver", "s", node->drv->name);
     bd_formats_add_strong(&d, node->drv->options, node->options);
     for (guint i = 0; i < node->children->len; i++) {
@@ -169,6 +173,12 @@ gboolean bd_formats_child_name_passes(BdNode *child)
                                               "quorum", NULL };
 
     if (!child->drv) {
+        return FALSE;
+    }
+    /* A child without a plain name of its own (blkdebug with its rules
+     * as options, say) shows json:, and the format above it then shows
+     * its own json: that nests the child's, as QEMU's exact_filename. */
+    if (!child->filename || g_str_has_prefix(child->filename, "json:")) {
         return FALSE;
     }
     return child->drv->is_protocol ||

@@ -20,7 +20,8 @@ char *bd_formats_json_filename(BdNode *node);
 char *bd_formats_json_of(GVariant *dict);
 /* Whether a format node may show its file child's name as its own:
  * only over a node QEMU opens by file name (a protocol, or blkdebug,
- * blkverify, quorum), as QEMU's bdrv_refresh_filename; else json:. */
+ * blkverify, quorum) whose own name is not json:, as QEMU's
+ * bdrv_refresh_filename; else json:. */
 gboolean bd_formats_child_name_passes(BdNode *child);
 
 #endif

@@ -25,6 +25,7 @@ static const BdDriver *const bd_formats_table[] = {
     &bd_raw_driver,
     &bd_qcow2_driver,
     &bd_vdi_driver,
+    &bd_vhdx_driver,
     &bd_vpc_driver,
     &bd_qed_driver,
     &bd_vmdk_driver,
@@ -102,8 +103,8 @@ static gboolean vmdk_probe_descriptor(const uint8_t *buf, size_t len)
 
 /* QEMU's probes, by the first sector: qcow2's magic, vdi's signature at
  * 0x40 (a whole header needed), a dynamic VHD's footer copy, qed's
- * magic (a whole header needed), LUKS's magic, vmdk's "KDMV" or a
- * descriptor's text.  A fixed VHD has its
+ * magic (a whole header needed), LUKS's magic, vhdx's file identifier,
+ * vmdk's "KDMV" or a descriptor's text.  A fixed VHD has its
  * footer only at the end: QEMU probes it as raw, and so do we.
  * Anything else is raw. */
 const char *bd_formats_probe_buf(const uint8_t *buf, size_t len)
@@ -113,6 +114,9 @@ const char *bd_formats_probe_buf(const uint8_t *buf, size_t len)
     }
     if (len >= 512 && memcmp(buf + 0x40, "\x7f\x10\xda\xbe", 4) == 0) {
         return "vdi";
+    }
+    if (len >= 8 && memcmp(buf, "vhdxfile", 8) == 0) {
+        return "vhdx";
     }
     if (len >= 8 && memcmp(buf, "conectix", 8) == 0) {
         return "vpc";

@@ -357,6 +357,11 @@ struct BdDriver {
      * node->filename (QEMU refreshes file names when it answers a
      * query).  Main thread. */
     char *(*query_filename)(BdNode *node);
+    /* QEMU's full_open_options (floating a{sv}) for a driver whose own
+     * are not the generic driver + strong options + children (blkdebug's
+     * flattened rules); NULL: the generic ones.  json: names of the
+     * nodes above use it.  Main thread. */
+    GVariant *(*full_options)(BdNode *node);
 
     /* blockdev-create: members of BlockdevCreateOptions<Name> other
      * than 'driver' ({NULL}-terminated; NULL: the driver cannot create

@@ -40,7 +40,7 @@ static BdNode *node_chain_next(BdNode *node)
 }
 
 /* The node's file name as queries show it (see query_filename). */
-static char *node_filename(BdNode *node)
+char *bd_node_query_filename(BdNode *node)
 {
     char *name = node->drv->query_filename
                  ? node->drv->query_filename(node) : NULL;
@@ -81,7 +81,7 @@ static GVariant *node_image_info(BdNode *node, gboolean with_backing)
     GVariantDict image;
     BdNode *below = node_chain_next(node);
     int64_t actual = node_allocated_size(node);
-    g_autofree char *filename = node_filename(node);
+    g_autofree char *filename = bd_node_query_filename(node);
 
     g_variant_dict_init(&image, NULL);
     g_variant_dict_insert_value(&image, "filename",
@@ -140,7 +140,7 @@ GVariant *bd_node_query_info(BdNode *node, gboolean flat)
     g_variant_dict_insert(&cache, "direct", "b", node->cache_direct);
     g_variant_dict_insert(&cache, "no-flush", "b", node->cache_no_flush);
 
-    g_autofree char *filename = node_filename(node);
+    g_autofree char *filename = bd_node_query_filename(node);
 
     g_variant_dict_init(&info, NULL);
     g_variant_dict_insert_value(&info, "file",
@@ -150,7 +150,7 @@ GVariant *bd_node_query_info(BdNode *node, gboolean flat)
     g_variant_dict_insert(&info, "drv", "s", node->drv->name);
     /* As QEMU: the COW child's file only, not a filter's child. */
     if (bd_node_backing(node) && !node->drv->is_filter) {
-        g_autofree char *bf = node_filename(bd_node_backing(node));
+        g_autofree char *bf = bd_node_query_filename(bd_node_backing(node));
 
         g_variant_dict_insert_value(&info, "backing_file",
                                     g_variant_new_take_string(bd_query_string(bf)));

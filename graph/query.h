@@ -8,5 +8,9 @@
 
 /* BlockDeviceInfo of one node; 'flat' leaves out backing-image. */
 GVariant *bd_node_query_info(BdNode *node, gboolean flat);
+/* The node's file name as queries show it now, newly allocated (QEMU's
+ * refreshed bs->filename): what goes into an overlay's header when the
+ * node becomes its backing file. */
+char *bd_node_query_filename(BdNode *node);
 
 #endif

@@ -24,6 +24,7 @@
 #include "graph/error.h"
 #include "graph/io.h"
 #include "graph/main-thread.h"
+#include "graph/query.h"
 #include "jobs/chain.h"
 #include "jobs/commit.h"
 #include "jobs/commit-int.h"
@@ -221,7 +222,10 @@ static void commit_unfreeze(BdCommitJob *s)
 static int commit_drop_intermediate(BdCommitJob *s, GError **errp)
 {
     g_autoptr(GPtrArray) overlays = g_ptr_array_new();
-    const char *name = s->backing_file ? s->backing_file : s->base->filename;
+    /* The name QEMU's refreshed filename gives: json: where the base's
+     * file name alone would not open it (a format over blkdebug rules). */
+    g_autofree char *base_name = bd_node_query_filename(s->base);
+    const char *name = s->backing_file ? s->backing_file : base_name;
     BdNode *explicit_top = s->top;
     gboolean update_inherits = FALSE;
 

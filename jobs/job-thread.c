@@ -76,13 +76,21 @@ static gboolean resumed_cb(gpointer opaque)
 
     BdJob *job = opaque;
 
+    /* The job thread parks and unparks in turn, posting paused_cb and
+     * resumed_cb in that order: this is unpark number unparks_seen.  A
+     * later park (an error stopped the job again right after a resume)
+     * still shows this resume: 'running' now, 'paused' from the later
+     * park's paused_cb, as QEMU's job passes through running. */
     bd_mutex_lock(&job->lock);
     gboolean parked = job->paused;
+    gboolean parked_again = job->parks > ++job->unparks_seen;
     bd_mutex_unlock(&job->lock);
-    if (!parked && job->status == BD_JOB_STATUS_PAUSED) {
-        bd_job_transition(job, BD_JOB_STATUS_RUNNING);
-    } else if (!parked && job->status == BD_JOB_STATUS_STANDBY) {
-        bd_job_transition(job, BD_JOB_STATUS_READY);
+    if (!parked || parked_again) {
+        if (job->status == BD_JOB_STATUS_PAUSED) {
+            bd_job_transition(job, BD_JOB_STATUS_RUNNING);
+        } else if (job->status == BD_JOB_STATUS_STANDBY) {
+            bd_job_transition(job, BD_JOB_STATUS_READY);
+        }
     }
     return G_SOURCE_REMOVE;
 }
@@ -94,6 +102,7 @@ void bd_job_pause_point(BdJob *job)
         gboolean busy = job->busy;
 
         job->paused = TRUE;
+        job->parks++;
         job->busy = FALSE;
         post(job, paused_cb);
         while (job->pause_count > 0 && !job->force_cancel) {

@@ -132,6 +132,7 @@ struct BdJob {
     gboolean started;          /* the thread was spawned */
     gboolean deferred;         /* run returned; completion on main */
     int drained;               /* drained sections over its handles */
+    unsigned unparks_seen;     /* resumed callbacks run (see parks) */
     GThread *thread;
 
     /* The work's result, written by the job thread as it ends and taken
@@ -145,6 +146,7 @@ struct BdJob {
     int pause_count BD_GUARDED_BY(lock);       /* > 0: pause requested */
     gboolean user_paused BD_GUARDED_BY(lock);  /* by job-pause or 'stop' */
     gboolean paused BD_GUARDED_BY(lock);       /* job thread parked */
+    unsigned parks BD_GUARDED_BY(lock);        /* times it parked */
     gboolean busy BD_GUARDED_BY(lock);         /* job thread working */
     gboolean cancelled BD_GUARDED_BY(lock);    /* cancel requested */
     gboolean force_cancel BD_GUARDED_BY(lock); /* ... and forced */

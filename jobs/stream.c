@@ -23,6 +23,7 @@
 #include "graph/error.h"
 #include "graph/io.h"
 #include "graph/main-thread.h"
+#include "graph/query.h"
 #include "jobs/chain.h"
 #include "jobs/copy-engine.h"
 #include "jobs/stream.h"
@@ -187,6 +188,7 @@ static int stream_prepare(BdJob *job)
     BdStreamJob *s = (BdStreamJob *)job;
     g_autoptr(GError) err = NULL;
     BdNode *base, *unfiltered_base;
+    g_autofree char *base_name = NULL;
 
     stream_drop_filter(s);     /* and with it the frozen links */
     if (!bd_node_backing(s->bs)) {
@@ -194,11 +196,15 @@ static int stream_prepare(BdJob *job)
     }
     base = bd_chain_next(s->above_base);
     unfiltered_base = bd_chain_skip_filters(base);
+    /* As queries show it: json: where the file name alone would not
+     * open the base (QEMU's refreshed filename). */
+    base_name = unfiltered_base ? bd_node_query_filename(unfiltered_base)
+                                : NULL;
     if (!bd_chain_set_backing(s->bs, base, &err) ||
         !bd_chain_change_backing_file(
             s->bs,
             unfiltered_base ? (s->backing_file ? s->backing_file
-                                               : unfiltered_base->filename)
+                                               : base_name)
                             : NULL,
             unfiltered_base ? unfiltered_base->drv->name : NULL, &err)) {
         job->err = g_steal_pointer(&err);

@@ -88,72 +88,55 @@ static uint32_t luks_iterations(LuksHashAlg hash, uint64_t ms)
     return (uint32_t)CLAMP(want, LUKS_MIN_ITERS, UINT32_MAX);
 }
 
-gboolean bd_luks_create(GVariant *options, GError **errp)
+/* The LUKS header and slot 0's key material for 'c' and passphrase
+ * 'pw', in a zero-filled buffer of the payload offset's length. */
+static gboolean luks_build(const LuksCreateOptions *c, const char *pw,
+                           uint8_t **out, size_t *out_len, GError **errp)
 {
-    g_auto(LuksCreateOptions) c = { 0 };
-    g_autofree char *pw = NULL;
     g_autofree uint8_t *split = NULL;
+    g_autofree uint8_t *img = NULL;
     uint8_t h[LUKS_HEADER_SIZE] = { 0 }, mk[64], slot_key[64], uu[16];
     size_t aes, key_bytes, split_len, split_pad;
     uint64_t slot_sectors, payload;
     LuksCipher ciph;
-    BdNode *file;
     char mode[32];
-    int ret;
 
-    bd_schema_decode(bd_luks_create_options, options, &c);
-    if (!c.key_secret) {
-        FAIL("Parameter 'key-secret' is required for cipher");
-    }
-    if (c.cipher_alg > ALG_AES_256) {
+    if (c->cipher_alg > ALG_AES_256) {
         FAIL("Cipher algorithm '%s' not supported",
-             bd_luks_cipher_alg_names[c.cipher_alg]);
+             bd_luks_cipher_alg_names[c->cipher_alg]);
     }
-    if (c.cipher_mode != MODE_XTS && c.cipher_mode != MODE_CBC) {
+    if (c->cipher_mode != MODE_XTS && c->cipher_mode != MODE_CBC) {
         FAIL("Cipher mode '%s' not supported",
-             bd_luks_cipher_mode_names[c.cipher_mode]);
+             bd_luks_cipher_mode_names[c->cipher_mode]);
     }
-    if (!bd_luks_hash_of(c.hash_alg)) {
-        FAIL("Hash algorithm '%s' not supported", bd_luks_hash_names[c.hash_alg]);
+    if (!bd_luks_hash_of(c->hash_alg)) {
+        FAIL("Hash algorithm '%s' not supported", bd_luks_hash_names[c->hash_alg]);
     }
-    if (c.ivgen_alg == IV_ESSIV && !bd_luks_hash_of(c.ivgen_hash_alg)) {
+    if (c->ivgen_alg == IV_ESSIV && !bd_luks_hash_of(c->ivgen_hash_alg)) {
         FAIL("Hash algorithm '%s' not supported",
-             bd_luks_hash_names[c.ivgen_hash_alg]);
+             bd_luks_hash_names[c->ivgen_hash_alg]);
     }
-    if (c.iter_time < 0) {
+    if (c->iter_time < 0) {
         FAIL("Parameter 'iter-time' expects a non-negative value");
     }
-    if (c.preallocation != 0) {
-        FAIL("Preallocation mode '%s' not supported for luks",
-             prealloc_values[c.preallocation]);
-    }
-    pw = bd_secret_lookup_as_utf8(c.key_secret, errp);
-    if (!pw) {
-        return FALSE;
-    }
-    file = bd_formats_create_file_node(c.file, errp);
-    if (!file) {
-        return FALSE;
-    }
 
-    aes = 16 + 8 * (size_t)c.cipher_alg;
-    key_bytes = c.cipher_mode == MODE_XTS ? 2 * aes : aes;
+    aes = 16 + 8 * (size_t)c->cipher_alg;
+    key_bytes = c->cipher_mode == MODE_XTS ? 2 * aes : aes;
     split_len = key_bytes * LUKS_STRIPES;
     split_pad = (split_len + LUKS_SECTOR - 1) & ~(size_t)511;
     slot_sectors = (split_pad / LUKS_SECTOR + LUKS_ALIGN_SECTORS - 1) /
                    LUKS_ALIGN_SECTORS * LUKS_ALIGN_SECTORS;
     payload = LUKS_ALIGN_SECTORS + LUKS_SLOTS * slot_sectors;
     g_snprintf(mode, sizeof(mode), "%s-%s%s%s",
-               bd_luks_cipher_mode_names[c.cipher_mode], bd_luks_ivgen_names[c.ivgen_alg],
-               c.has_ivgen_hash_alg || c.ivgen_alg == IV_ESSIV ? ":" : "",
-               c.has_ivgen_hash_alg || c.ivgen_alg == IV_ESSIV ?
-               bd_luks_hash_names[c.ivgen_hash_alg] : "");
-
+               bd_luks_cipher_mode_names[c->cipher_mode], bd_luks_ivgen_names[c->ivgen_alg],
+               c->has_ivgen_hash_alg || c->ivgen_alg == IV_ESSIV ? ":" : "",
+               c->has_ivgen_hash_alg || c->ivgen_alg == IV_ESSIV ?
+               bd_luks_hash_names[c->ivgen_hash_alg] : "");
     memcpy(h + H_MAGIC, LUKS_MAGIC, LUKS_MAGIC_LEN);
     h[H_VERSION + 1] = LUKS_VERSION;
     strcpy((char *)h + H_CIPHER_NAME, "aes");
     strcpy((char *)h + H_CIPHER_MODE, mode);
-    strcpy((char *)h + H_HASH_SPEC, bd_luks_hash_names[c.hash_alg]);
+    strcpy((char *)h + H_HASH_SPEC, bd_luks_hash_names[c->hash_alg]);
     put_be32(h + H_PAYLOAD_OFFSET, (uint32_t)payload);
     put_be32(h + H_KEY_BYTES, (uint32_t)key_bytes);
     bd_formats_uuid_generate(uu);
@@ -174,14 +157,14 @@ gboolean bd_luks_create(GVariant *options, GError **errp)
     }
     /* As QEMU: the master key digest costs an eighth of iter-time. */
     {
-        uint32_t slot_iters = luks_iterations(c.hash_alg, c.iter_time);
+        uint32_t slot_iters = luks_iterations(c->hash_alg, c->iter_time);
         uint32_t mk_iters = MAX(slot_iters / 8, LUKS_MIN_ITERS);
 
         put_be32(h + H_MK_ITER, mk_iters);
-        bd_luks_pbkdf2(c.hash_alg, mk, key_bytes, h + H_MK_SALT, LUKS_SALT_LEN,
+        bd_luks_pbkdf2(c->hash_alg, mk, key_bytes, h + H_MK_SALT, LUKS_SALT_LEN,
                mk_iters, h + H_MK_DIGEST, LUKS_DIGEST_LEN);
         put_be32(h + H_SLOTS + S_ITER, slot_iters);
-        bd_luks_pbkdf2(c.hash_alg, (const uint8_t *)pw, strlen(pw),
+        bd_luks_pbkdf2(c->hash_alg, (const uint8_t *)pw, strlen(pw),
                h + H_SLOTS + S_SALT, LUKS_SALT_LEN, slot_iters, slot_key,
                key_bytes);
     }
@@ -195,10 +178,10 @@ gboolean bd_luks_create(GVariant *options, GError **errp)
         put_be32(sl + S_STRIPES, LUKS_STRIPES);
     }
     split = g_malloc0(split_pad);
-    if (!bd_luks_af_split(bd_luks_hash_of(c.hash_alg), mk, key_bytes, LUKS_STRIPES, split)) {
+    if (!bd_luks_af_split(bd_luks_hash_of(c->hash_alg), mk, key_bytes, LUKS_STRIPES, split)) {
         FAIL("Unable to generate random data");
     }
-    if (!bd_luks_cipher_init(&ciph, c.cipher_mode, c.ivgen_alg, c.ivgen_hash_alg,
+    if (!bd_luks_cipher_init(&ciph, c->cipher_mode, c->ivgen_alg, c->ivgen_hash_alg,
                      slot_key, key_bytes, errp)) {
         return FALSE;
     }
@@ -206,18 +189,72 @@ gboolean bd_luks_create(GVariant *options, GError **errp)
     bd_luks_cipher_free(&ciph);
     memset(mk, 0, sizeof(mk));
     memset(slot_key, 0, sizeof(slot_key));
-    memset(pw, 0, strlen(pw));
 
+    img = g_try_malloc0(payload * LUKS_SECTOR);
+    if (!img) {
+        FAIL("Could not allocate the LUKS header");
+    }
+    memcpy(img, h, LUKS_HEADER_SIZE);
+    memcpy(img + LUKS_ALIGN_SECTORS * LUKS_SECTOR, split, split_pad);
+    *out = g_steal_pointer(&img);
+    *out_len = payload * LUKS_SECTOR;
+    return TRUE;
+}
+
+gboolean bd_luks_create_header(GVariant *options, uint8_t **out,
+                               size_t *len, GError **errp)
+{
+    g_auto(LuksCreateOptions) c = { 0 };
+    g_autofree char *pw = NULL;
+    gboolean ok;
+
+    bd_schema_decode(bd_luks_create_options, options, &c);
+    if (!c.key_secret) {
+        FAIL("Parameter 'key-secret' is required for cipher");
+    }
+    pw = bd_secret_lookup_as_utf8(c.key_secret, errp);
+    if (!pw) {
+        return FALSE;
+    }
+    ok = luks_build(&c, pw, out, len, errp);
+    memset(pw, 0, strlen(pw));
+    return ok;
+}
+
+gboolean bd_luks_create(GVariant *options, GError **errp)
+{
+    g_auto(LuksCreateOptions) c = { 0 };
+    g_autofree char *pw = NULL;
+    g_autofree uint8_t *img = NULL;
+    size_t len;
+    BdNode *file;
+    int ret;
+
+    bd_schema_decode(bd_luks_create_options, options, &c);
+    if (!c.key_secret) {
+        FAIL("Parameter 'key-secret' is required for cipher");
+    }
+    if (c.preallocation != 0) {
+        FAIL("Preallocation mode '%s' not supported for luks",
+             prealloc_values[c.preallocation]);
+    }
+    pw = bd_secret_lookup_as_utf8(c.key_secret, errp);
+    if (!pw) {
+        return FALSE;
+    }
+    file = bd_formats_create_file_node(c.file, errp);
+    if (!file) {
+        return FALSE;
+    }
+    if (!luks_build(&c, pw, &img, &len, errp)) {
+        return FALSE;
+    }
     ret = bd_node_truncate(file, 0);
     if (ret == 0) {
-        ret = bd_node_pwrite(file, 0, LUKS_HEADER_SIZE, h, 0);
+        ret = bd_node_pwrite(file, 0, len, img, 0);
     }
     if (ret == 0) {
-        ret = bd_node_pwrite(file, LUKS_ALIGN_SECTORS * LUKS_SECTOR,
-                             split_pad, split, 0);
-    }
-    if (ret == 0) {
-        ret = bd_node_truncate(file, payload * LUKS_SECTOR + c.size);
+        ret = bd_node_truncate(file, len + c.size);
     }
     if (ret == 0) {
         ret = bd_node_flush(file);

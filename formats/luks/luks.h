@@ -107,8 +107,37 @@ void bd_luks_cipher_run(const LuksCipher *c, gboolean encrypt,
                         uint64_t sector, uint8_t *dst, const uint8_t *src,
                         size_t len);
 
+/* A LUKS1 header and its unlocked master key (block.c), for the luks
+ * driver and qcow2's encrypt.format=luks.  Offsets are from the start
+ * of the LUKS header. */
+typedef int (*BdLuksReadFn)(void *opaque, uint64_t offset, size_t len,
+                            void *buf);
+typedef struct BdLuksBlock {
+    const char *node_name;
+    gboolean ready;                    /* c is set up */
+    uint64_t payload;                  /* byte offset of the payload */
+    uint8_t header[LUKS_HEADER_SIZE];  /* as on disk, for queries */
+    LuksCipher c;
+    char cipher_alg[16], cipher_mode[8], ivgen_alg[8], ivgen_hash[8];
+    char hash_alg[8];
+} BdLuksBlock;
+
+/* Read and check the header ('size' bytes are available to it: the
+ * file, or qcow2's header region) with 'read', and unlock a key slot
+ * with 'pw'; QEMU's error texts. */
+gboolean bd_luks_block_open(BdLuksBlock *b, const char *node_name,
+                            uint64_t size, BdLuksReadFn read, void *opaque,
+                            const char *pw, GError **errp);
+void bd_luks_block_free(BdLuksBlock *b);
+/* QCryptoBlockInfoLUKS's members (cipher-alg ... slots) into 'data'. */
+void bd_luks_block_info(const BdLuksBlock *b, GVariantDict *data);
+
 /* blockdev-create (create.c). */
 extern const BdSchemaField bd_luks_create_options[];
 gboolean bd_luks_create(GVariant *options, GError **errp);
+/* For qcow2: the LUKS header and key material made from 'options'
+ * (QCryptoBlockCreateOptionsLUKS), 'len' bytes (the payload offset). */
+gboolean bd_luks_create_header(GVariant *options, uint8_t **out,
+                               size_t *len, GError **errp);
 
 #endif

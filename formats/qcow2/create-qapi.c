@@ -15,6 +15,7 @@
 #include "formats/create-util.h"
 #include "formats/qcow2/create-qapi.h"
 #include "formats/qcow2/qcow2.h"
+#include "formats/luks/luks.h"
 
 typedef enum { QCOW2_VERSION_V2, QCOW2_VERSION_V3 } Qcow2Version;
 
@@ -144,11 +145,67 @@ static gboolean check_options(const CreateOptions *c, Qcow2CreateOptions *o,
         }
         FAIL("External data files are not supported by this server");
     }
-    if (c->encrypt) {
-        FAIL("Encrypted images are not supported by this server");
+    if (c->encrypt && c->preallocation != QCOW2_PREALLOC_OFF) {
+        FAIL("Preallocation of encrypted qcow2 images is not supported by "
+             "this server");
     }
     o->cluster_size = (uint32_t)cs;
     o->refcount_bits = (uint32_t)rbits;
+    return TRUE;
+}
+
+/* encrypt (QCryptoBlockCreateOptions): format luks with the members of
+ * QCryptoBlockCreateOptionsLUKS; the header made by the luks driver. */
+static gboolean make_crypto_header(GVariant *encrypt, uint8_t **hdr,
+                                   Qcow2CreateOptions *o, GError **errp)
+{
+    static const char *const known[] = {
+        "format", "key-secret", "cipher-alg", "cipher-mode", "ivgen-alg",
+        "ivgen-hash-alg", "hash-alg", "iter-time", NULL };
+    g_auto(GVariantDict) d = G_VARIANT_DICT_INIT(NULL);
+    g_autoptr(GVariant) luks = NULL;
+    const char *format = NULL;
+    GVariantIter it;
+    const char *key;
+    GVariant *v;
+
+    if (!g_variant_is_of_type(encrypt, G_VARIANT_TYPE_VARDICT)) {
+        FAIL("Invalid parameter type for 'encrypt', expected: object");
+    }
+    g_variant_iter_init(&it, encrypt);
+    while (g_variant_iter_next(&it, "{&sv}", &key, &v)) {
+        g_autoptr(GVariant) val = v;
+        gboolean is_int = strcmp(key, "iter-time") == 0;
+
+        if (!g_strv_contains(known, key)) {
+            FAIL("Parameter 'encrypt.%s' is unexpected", key);
+        }
+        if (is_int ? !g_variant_is_of_type(val, G_VARIANT_TYPE_INT64)
+                   : !g_variant_is_of_type(val, G_VARIANT_TYPE_STRING)) {
+            FAIL("Invalid parameter type for 'encrypt.%s', expected: %s",
+                 key, is_int ? "integer" : "string");
+        }
+        if (strcmp(key, "format") == 0) {
+            format = g_variant_get_string(val, NULL);
+        } else {
+            g_variant_dict_insert_value(&d, key, val);
+        }
+    }
+    if (!format) {
+        FAIL("Parameter 'encrypt.format' is missing");
+    }
+    if (strcmp(format, "aes") == 0) {
+        FAIL("Creation of AES-CBC encrypted qcow2 images is not supported "
+             "by this server; use format 'luks'");
+    }
+    if (strcmp(format, "luks") != 0) {
+        FAIL("Parameter 'encrypt.format' does not accept value '%s'", format);
+    }
+    luks = g_variant_ref_sink(g_variant_dict_end(&d));
+    if (!bd_luks_create_header(luks, hdr, &o->crypto_len, errp)) {
+        return FALSE;
+    }
+    o->crypto_hdr = *hdr;
     return TRUE;
 }
 
@@ -156,6 +213,7 @@ gboolean bd_qcow2_create_hook(GVariant *options, GError **errp)
 {
     g_auto(CreateOptions) c = { 0 };
     Qcow2CreateOptions o = { 0 };
+    g_autofree uint8_t *crypto = NULL;
     BdNode *file;
 
     bd_schema_decode(bd_qcow2_create_options, options, &c);
@@ -163,8 +221,13 @@ gboolean bd_qcow2_create_hook(GVariant *options, GError **errp)
     if (!file) {
         return FALSE;
     }
-    if (!check_options(&c, &o, errp) ||
-        !bd_qcow2_create(file, &o, errp)) {
+    if (!check_options(&c, &o, errp)) {
+        return FALSE;
+    }
+    if (c.encrypt && !make_crypto_header(c.encrypt, &crypto, &o, errp)) {
+        return FALSE;
+    }
+    if (!bd_qcow2_create(file, &o, errp)) {
         return FALSE;
     }
     if (c.preallocation != QCOW2_PREALLOC_OFF) {

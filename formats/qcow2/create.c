@@ -38,6 +38,7 @@ typedef struct {
     uint32_t cluster_bits, refcount_order;
     uint64_t l1_size;          /* entries */
     uint64_t reftable_clusters, refblocks, l1_clusters;
+    uint64_t crypto_clusters;  /* the LUKS header's, after the L1 table */
     uint64_t total;            /* clusters in the image */
 } CreateLayout;
 
@@ -108,11 +109,13 @@ static gboolean plan_layout(const Qcow2CreateOptions *o, uint32_t cs,
              "using a larger cluster size)");
     }
     l->l1_clusters = (l->l1_size * 8 + cs - 1) / cs;
+    l->crypto_clusters = (o->crypto_len + cs - 1) / cs;
     l->reftable_clusters = 1;
     l->refblocks = 1;
     /* Metadata counting itself: iterate to the fixpoint. */
     for (;;) {
-        l->total = 1 + l->reftable_clusters + l->refblocks + l->l1_clusters;
+        l->total = 1 + l->reftable_clusters + l->refblocks + l->l1_clusters +
+                   l->crypto_clusters;
         if (l->total == prev) {
             break;
         }
@@ -134,7 +137,7 @@ static gboolean build_header(const Qcow2CreateOptions *o, int version,
     uint32_t hlen = version >= 3 ? QCOW2_V3_HEADER_SIZE
                                  : QCOW2_V2_HEADER_SIZE;
     size_t p = hlen, blen = o->backing_file ? strlen(o->backing_file) : 0;
-    size_t need = hlen + 8 + 8;
+    size_t need = hlen + 8 + 8 + (o->crypto_hdr ? 8 + 16 : 0);
 
     if (o->backing_format) {
         need += 8 + ((strlen(o->backing_format) + 7) & ~(size_t)7);
@@ -150,7 +153,7 @@ static gboolean build_header(const Qcow2CreateOptions *o, int version,
     put_be32(hdr + 4, version);
     put_be32(hdr + 20, l->cluster_bits);
     put_be64(hdr + 24, o->size);
-    put_be32(hdr + 32, 0);                          /* no encryption */
+    put_be32(hdr + 32, o->crypto_hdr ? 2 : 0);      /* crypt_method */
     put_be32(hdr + 36, (uint32_t)l->l1_size);
     put_be64(hdr + 40, (1 + l->reftable_clusters + l->refblocks) << l->cluster_bits);
     put_be64(hdr + 48, 1ull << l->cluster_bits);    /* refcount table */
@@ -167,6 +170,16 @@ static gboolean build_header(const Qcow2CreateOptions *o, int version,
         put_be32(hdr + p + 4, n);
         memcpy(hdr + p + 8, o->backing_format, n);
         p += 8 + ((n + 7) & ~(size_t)7);
+    }
+    if (o->crypto_hdr) {
+        uint64_t off = (1 + l->reftable_clusters + l->refblocks +
+                        l->l1_clusters) << l->cluster_bits;
+
+        put_be32(hdr + p, QCOW2_EXT_CRYPTO);
+        put_be32(hdr + p + 4, 16);
+        put_be64(hdr + p + 8, off);
+        put_be64(hdr + p + 16, o->crypto_len);
+        p += 8 + 16;
     }
     if (version >= 3) {
         put_be32(hdr + p, QCOW2_EXT_FEATURE_TABLE);
@@ -216,6 +229,10 @@ gboolean bd_qcow2_create(BdNode *file, const Qcow2CreateOptions *o,
     rb_off = (1 + l.reftable_clusters) * cs;
     for (uint64_t i = 0; i < l.refblocks; i++) {
         put_be64(meta + rt_off + i * 8, rb_off + i * cs);
+    }
+    if (o->crypto_hdr) {
+        memcpy(meta + (l.total - l.crypto_clusters) * cs, o->crypto_hdr,
+               o->crypto_len);
     }
     for (uint64_t c = 0; c < l.total; c++) {
         qcow2_refcount_write(meta + rb_off, c, l.refcount_order, 1);

@@ -94,8 +94,15 @@ static gboolean parse_extensions(Qcow2Header *h, const uint8_t *buf,
             h->bitmaps_ext_reserved = be32(buf + off + 4);
             h->bitmap_directory_size = be64(buf + off + 8);
             h->bitmap_directory_offset = be64(buf + off + 16);
+        } else if (type == QCOW2_EXT_CRYPTO) {
+            if (len != 16) {
+                FAIL("Invalid encryption header length");
+            }
+            h->has_crypto_ext = TRUE;
+            h->crypto_offset = be64(buf + off);
+            h->crypto_length = be64(buf + off + 8);
         }
-        /* Other extensions (encryption, data file, unknown) stay in
+        /* Other extensions (data file, unknown) stay in
          * the file untouched (bitmap.c rewrites only its own). */
         off += ((uint64_t)len + 7) & ~7ull;
     }
@@ -168,9 +175,6 @@ static gboolean check_features(Qcow2Header *h, GError **errp)
     }
     if (h->crypt_method > 2) {
         FAIL("Unsupported encryption method: %" PRIu32, h->crypt_method);
-    }
-    if (h->crypt_method) {
-        FAIL("Encrypted qcow2 images are not supported by blockd");
     }
     return TRUE;
 }

@@ -540,6 +540,7 @@ static void qcow2_close(BdNode *node)
     if (s->deferred_free) {
         g_array_unref(s->deferred_free);
     }
+    qcow2_crypto_close(s);
     g_mutex_clear(&s->lock);
     g_cond_clear(&s->cond);
     g_free(s);
@@ -558,8 +559,8 @@ static gboolean qcow2_open_tables(BdNode *node, Qcow2State *s,
     if (o->data_file || (s->h.incompatible & QCOW2_INCOMPAT_DATA_FILE)) {
         FAIL("External data files are not supported by blockd");
     }
-    if (o->encrypt) {
-        FAIL("Encrypted qcow2 images are not supported by blockd");
+    if (!qcow2_crypto_open(s, o->encrypt, errp)) {
+        return FALSE;
     }
     if (s->writable && !check_writable(s, o, errp)) {
         return FALSE;
@@ -772,6 +773,15 @@ static char *qcow2_query_filename(BdNode *node)
 
     Qcow2State *s = node->opaque;
 
+    if (s->crypto_secret) {
+        /* QEMU's strong option "encrypt.key-secret", flat. */
+        g_auto(GVariantDict) d = G_VARIANT_DICT_INIT(
+            bd_formats_full_options(node));
+
+        g_variant_dict_insert(&d, "encrypt.key-secret", "s",
+                              s->crypto_secret);
+        return bd_formats_json_of(g_variant_dict_end(&d));
+    }
     return qcow2_backing_overridden(node) ||
            !bd_formats_child_name_passes(s->file->node)
            ? bd_formats_json_filename(node) : NULL;
@@ -800,6 +810,16 @@ static char *qcow2_full_backing_filename(Qcow2State *s)
                 : g_strdup(name);
 }
 
+/* Encrypted: whole 512-byte sectors, as QEMU's crypto sector size. */
+static void qcow2_refresh_limits(BdNode *node)
+{
+    Qcow2State *s = node->opaque;
+
+    if (s && s->crypto) {
+        node->request_alignment = MAX(node->request_alignment, 512);
+    }
+}
+
 static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
 {
     BD_GLOBAL_STATE_CODE();
@@ -809,6 +829,7 @@ static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
 
     qcow2_snapshots_query(s, image);
     g_variant_dict_init(&data, NULL);
+    qcow2_crypto_query(s, &data);
     if (s->h.version >= 3) {
         g_variant_dict_insert(&data, "compat", "s", "1.1");
         g_variant_dict_insert(&data, "compression-type", "s", "zlib");
@@ -836,6 +857,9 @@ static void qcow2_query_image_info(BdNode *node, GVariantDict *image)
                           (gint64)s->cluster_size);
     g_variant_dict_insert(image, "dirty-flag", "b",
                           !!(s->h.incompatible & QCOW2_INCOMPAT_DIRTY));
+    if (s->crypto) {
+        g_variant_dict_insert(image, "encrypted", "b", TRUE);
+    }
     /* As QEMU: the name as the header has it and where it leads from
      * the image's directory, whatever backing node is attached. */
     if (s->h.backing_file) {
@@ -869,8 +893,8 @@ static gboolean qcow2_resize_check(BdNode *node, uint64_t size,
 }
 
 /* --- x-blockdev-amend (BlockdevAmendOptionsQcow2 of QEMU 7.2: only
- * 'encrypt'; blockd opens no encrypted image, so there is nothing to
- * amend yet) --- */
+ * 'encrypt'; changing the key slots of an encrypted image is not
+ * implemented) --- */
 
 typedef struct {
     GVariant *encrypt;
@@ -889,8 +913,12 @@ static gboolean qcow2_amend(BdNode *node, GVariant *options, gboolean force,
     bd_schema_decode(qcow2_amend_options, options, &o);
     has_encrypt = o.encrypt != NULL;
     bd_schema_clear(qcow2_amend_options, &o);
-    if (has_encrypt) {
+    if (has_encrypt && !((Qcow2State *)node->opaque)->crypto) {
         FAIL("image is not encrypted, can't amend");
+    }
+    if (has_encrypt) {
+        FAIL("Amending the key slots of an encrypted qcow2 image is not "
+             "supported by this server");
     }
     return TRUE;
 }
@@ -922,6 +950,7 @@ const BdDriver bd_qcow2_driver = {
     .amend_options = qcow2_amend_options,
     .amend = qcow2_amend,
     .query_image_info = qcow2_query_image_info,
+    .refresh_limits = qcow2_refresh_limits,
     .snapshot_list = qcow2_snapshot_list,
     .snapshot_create = qcow2_snapshot_create,
     .snapshot_delete = qcow2_snapshot_delete,

@@ -37,6 +37,10 @@
 #define QCOW2_EXT_BACKING_FORMAT 0xe2792acau
 #define QCOW2_EXT_FEATURE_TABLE  0x6803f857u
 #define QCOW2_EXT_BITMAPS        0x23852875u
+#define QCOW2_EXT_CRYPTO         0x0537be77u
+#define QCOW2_CRYPT_NONE         0
+#define QCOW2_CRYPT_AES          1
+#define QCOW2_CRYPT_LUKS         2
 #define QCOW2_AUTOCLEAR_BITMAPS  (1ull << 0)
 
 /* Table entry bits. */
@@ -76,6 +80,10 @@ typedef struct {
     uint32_t bitmaps_ext_reserved;
     uint64_t bitmap_directory_size;
     uint64_t bitmap_directory_offset;
+    /* The full disk encryption header extension, when has_crypto_ext:
+     * where the LUKS header lies in the file. */
+    gboolean has_crypto_ext;
+    uint64_t crypto_offset, crypto_length;
 } Qcow2Header;
 
 void qcow2_header_clear(Qcow2Header *h);
@@ -175,7 +183,13 @@ struct Qcow2State {
      * s->h.snapshots_offset, snapshots_size bytes on disk. */
     struct Qcow2Snapshot *snapshots;
     uint64_t snapshots_size;
+    /* encrypt.format=luks: the unlocked LUKS header (NULL: the image
+     * is not encrypted).  Set at open, only read afterwards. */
+    struct BdLuksBlock *crypto;
+    char *crypto_secret;       /* encrypt.key-secret, with crypto */
+    gboolean crypto_aes;       /* crypt_method 1: AES-CBC, guest IVs */
 };
+
 
 enum { QCOW2_DISCARD_REQUEST, QCOW2_DISCARD_SNAPSHOT, QCOW2_DISCARD_OTHER };
 enum {
@@ -299,6 +313,21 @@ int qcow2_release_deferred_locked(Qcow2State *s);
 #define QCOW2_DEFERRED_MAX 256
 void qcow2_release_deferred_some_locked(Qcow2State *s);
 
+/* --- encryption (crypto.c) --- */
+/* Unlock the image's LUKS header with the 'encrypt' options (QAPI
+ * BlockdevQcow2Encryption; NULL: none given), QEMU's checks and texts. */
+gboolean qcow2_crypto_open(Qcow2State *s, GVariant *encrypt, GError **errp);
+void qcow2_crypto_close(Qcow2State *s);
+/* En- or decrypt 'len' bytes (a multiple of 512) of guest data at
+ * 'guest' stored at host offset 'host': as QEMU, LUKS sectors are
+ * numbered by their offset in the image file, AES ones by the guest
+ * offset.  Any thread. */
+void qcow2_crypt(Qcow2State *s, gboolean encrypt, uint64_t host,
+                 uint64_t guest, uint8_t *dst, const uint8_t *src,
+                 size_t len);
+/* ImageInfoSpecificQCow2's 'encrypt' (QCryptoBlockInfo) into 'data'. */
+void qcow2_crypto_query(Qcow2State *s, GVariantDict *data);
+
 /* --- data path (rw.c) --- */
 int qcow2_pread(BdNode *node, uint64_t offset, uint64_t bytes, void *buf,
                 int flags);
@@ -380,6 +409,10 @@ typedef struct {
     gboolean lazy_refcounts;
     const char *backing_file;
     const char *backing_format;
+    /* Encrypted (crypt_method 2): the LUKS header and key material to
+     * store in clusters of their own, 'crypto_len' bytes. */
+    const uint8_t *crypto_hdr;
+    size_t crypto_len;
 } Qcow2CreateOptions;
 
 /* Write a fresh qcow2 image onto 'file' (a protocol node); the caller

@@ -17,6 +17,7 @@
 #include "graph/io.h"
 #include "graph/debug-event.h"
 #include "formats/qcow2/qcow2.h"
+#include "formats/luks/luks.h"
 
 static int read_backing(BdNode *node, uint64_t off, uint64_t bytes,
                         uint8_t *buf)
@@ -74,10 +75,49 @@ static int read_mapped(Qcow2State *s, uint64_t off, uint64_t n,
     case QCOW2_CT_COMPRESSED:
         return read_compressed_part(s, l2e, off & (s->cluster_size - 1), n,
                                     buf);
-    default:
+    default: {
+        int ret;
+
         bd_debug_event(s->file, BD_DEBUG_EVENT_READ_AIO);
-        return bd_child_pread(s->file, host, n, buf, 0);
+        ret = bd_child_pread(s->file, host, n, buf, 0);
+        if (ret == 0 && s->crypto) {
+            qcow2_crypt(s, FALSE, host, off, buf, buf, n);
+        }
+        return ret;
     }
+    }
+}
+
+/* Write guest data 'buf' at host 'hoff' of the file, encrypted first
+ * when the image is (through a bounce buffer of at most
+ * LUKS_BOUNCE_MAX bytes at a time). */
+static int write_data(Qcow2State *s, uint64_t hoff, uint64_t goff,
+                      uint64_t n, const uint8_t *buf)
+{
+    g_autofree uint8_t *bounce = NULL;
+    size_t cap;
+    int ret = 0;
+
+    bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_AIO);
+    if (!s->crypto) {
+        return bd_child_pwrite(s->file, hoff, n, buf, 0);
+    }
+    cap = MIN(n, LUKS_BOUNCE_MAX);
+    bounce = g_try_malloc(MAX(cap, 1));
+    if (!bounce) {
+        return -ENOMEM;
+    }
+    while (n && ret == 0) {
+        size_t len = MIN(n, cap);
+
+        qcow2_crypt(s, TRUE, hoff, goff, bounce, buf, len);
+        ret = bd_child_pwrite(s->file, hoff, len, bounce, 0);
+        hoff += len;
+        goff += len;
+        n -= len;
+        buf += len;
+    }
+    return ret;
 }
 
 /* Look up the mapping of a read (or block status).  A cached L2 slice is looked up under
@@ -231,10 +271,11 @@ static int write_new_clusters(Qcow2State *s, uint64_t hoff, uint64_t cstart,
     int ret;
 
     if (off == cstart && n == nc * cs) {
-        bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_AIO);
-        return bd_child_pwrite(s->file, hoff, n, buf, 0);
+        return write_data(s, hoff, off, n, buf);
     }
-    if (cow_reads_zero(s, l2e)) {
+    /* Encrypted: zeroes in the file would not read back as zeroes, so
+     * the COW parts are always written (encrypted), as QEMU does. */
+    if (!s->crypto && cow_reads_zero(s, l2e)) {
         /* As QEMU: the COW parts would be zeroes, so zero the new
          * clusters cheaply in the file and write only the guest data;
          * only "cannot do it cheaply" falls back to writing them. */
@@ -261,6 +302,9 @@ static int write_new_clusters(Qcow2State *s, uint64_t hoff, uint64_t cstart,
     }
     memcpy(bounce + (off - cstart), buf, n);
     /* Guest data and COW in one request (QEMU's merged COW). */
+    if (s->crypto) {
+        qcow2_crypt(s, TRUE, hoff, cstart, bounce, bounce, nc * cs);
+    }
     bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_AIO);
     return bd_child_pwrite(s->file, hoff, nc * cs, bounce, 0);
 }
@@ -358,8 +402,7 @@ static int64_t write_chunk(Qcow2State *s, uint64_t off, uint64_t bytes,
         if (ret < 0) {
             return ret;
         }
-        bd_debug_event(s->file, BD_DEBUG_EVENT_WRITE_AIO);
-        ret = bd_child_pwrite(s->file, host, n, buf, 0);
+        ret = write_data(s, host, off, n, buf);
         return ret < 0 ? ret : (int64_t)n;
     }
     ret = write_allocating_locked(s, off, n, l2e, buf);
@@ -479,7 +522,13 @@ int qcow2_pwrite(BdNode *node, uint64_t offset, uint64_t bytes,
     const uint8_t *p = buf;
 
     if (flags & BD_REQ_WRITE_COMPRESSED) {
-        int ret = qcow2_pwrite_compressed(s, offset, bytes, buf);
+        int ret;
+
+        if (s->crypto) {
+            /* As QEMU: compressed clusters are not encrypted. */
+            return -ENOTSUP;
+        }
+        ret = qcow2_pwrite_compressed(s, offset, bytes, buf);
         return ret == 0 && (flags & BD_REQ_FUA) ? qcow2_flush(node) : ret;
     }
 
@@ -531,7 +580,7 @@ int64_t qcow2_copy_range_from(BdNode *node, uint64_t offset, uint64_t bytes,
     /* Decline before any side effect (an allocation fires debug
      * events, which blkdebug rules count) when the file child cannot
      * take the copy anyway. */
-    if (!s->file->node->drv->copy_range_from ||
+    if (s->crypto || !s->file->node->drv->copy_range_from ||
         (offset & (cs - 1)) || bytes < cs || offset >= node->size) {
         return -ENOTSUP;
     }
@@ -706,6 +755,10 @@ int qcow2_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
     }
     switch (qcow2_entry_type(s, l2e)) {
     case QCOW2_CT_NORMAL:
+        if (s->crypto) {
+            /* The file holds ciphertext: no offset to read it at. */
+            return BD_BLOCK_DATA;
+        }
         *map = host;
         *file = s->file->node;
         return BD_BLOCK_DATA | BD_BLOCK_OFFSET_VALID;

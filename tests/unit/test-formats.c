@@ -744,7 +744,8 @@ static void test_probe(void)
                     ==, "raw");
     memset(buf, 0, 512);
     memcpy(buf, "vhdxfile", 8);
-    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "raw");
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "vhdx");
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 7), ==, "raw");
     g_assert_true(bd_formats_buf_has_image_magic(buf, 512));
     memcpy(buf, "plain da", 8);
     g_assert_false(bd_formats_buf_has_image_magic(buf, 512));
