@@ -125,7 +125,7 @@ static gboolean open_parent(BdNode *node, VhdxState *s, GError **errp)
     }
     ref = bd_formats_image_options(s->parent_path, NULL, dir, errp);
     if (!ref) {
-        g_prefix_error(errp, "Could not open backing file: ");
+        bd_prefix_backing_error(errp);
         return FALSE;
     }
     chain_depth++;
@@ -133,7 +133,7 @@ static gboolean open_parent(BdNode *node, VhdxState *s, GError **errp)
                                 errp);
     chain_depth--;
     if (!parent) {
-        g_prefix_error(errp, "Could not open backing file: ");
+        bd_prefix_backing_error(errp);
         return FALSE;
     }
     return TRUE;
