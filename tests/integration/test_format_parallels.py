@@ -182,6 +182,30 @@ def test_in_use_image():
         check_prl(img)
 
 
+def test_old_magic():
+    """An image with the old magic (BAT entries count sectors): writes
+    through NBD allocate clusters whose entries name sectors, and
+    qemu-img and qemu-io read them back."""
+    require_tool('qemu-img', 'qemu-io')
+    with Daemon() as d:
+        img = d.path('old.prl')
+        run(['qemu-img', 'create', '-q', '-f', 'parallels', img, str(8 * MiB)])
+        patch(img, 0, '16s', b'WithoutFreeSpace')
+        d.args = node_args(img) + d.args + [
+            '--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock,
+            '--export', 'type=nbd,id=e0,node-name=disk,name=disk,writable=on']
+        d.wait = [d.nbd_sock]
+        d.start()
+        bt.qemu_io(d.uri(), 'write -P 0x71 5M 4k', 'write -P 0x72 1020k 8k')
+        assert_eq(d.stop(), 0, 'daemon exit status')
+        # data_off is 1 MiB: the first cluster allocated starts there.
+        assert_eq([bat(img, i) for i in range(8)], [4096, 6144, 0, 0, 0, 2048, 0, 0],
+                  'BAT entries in sectors')
+        check_prl(img)
+        bt.qemu_io(img, 'read -P 0 0 1020k', 'read -P 0x72 1020k 8k', 'read -P 0 1028k 4092k',
+                   'read -P 0x71 5M 4k', 'read -P 0 5124k 3068k', fmt='parallels')
+
+
 def test_backing_by_snapshot():
     """No 'backing' option (as QEMU's schema); blockdev-snapshot puts a
     parallels overlay over a raw node: unallocated clusters read the
