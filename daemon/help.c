@@ -37,6 +37,7 @@ static const Description driver_descriptions[] = {
     { "qcow2", "qcow2 images: backing chains, compression, bitmaps" },
     { "vdi", "VirtualBox images, static and dynamic, read-write" },
     { "vpc", "VHD images, fixed and dynamic, read-write" },
+    { "parallels", "Parallels (ploop) images, read-write; in-use marker" },
     { "vhdx", "VHDX images: fixed, dynamic, differencing; log replay" },
     { "qed", "QED images: backing files, check after an unclean close" },
     { "vmdk", "VMware images: sparse, flat, streamOptimized, delta disks" },

@@ -12,6 +12,7 @@ extern const BdDriver bd_null_co_driver;
 extern const BdDriver bd_null_aio_driver;
 extern const BdDriver bd_qcow2_driver;
 extern const BdDriver bd_vdi_driver;
+extern const BdDriver bd_parallels_driver;
 extern const BdDriver bd_vhdx_driver;
 extern const BdDriver bd_vpc_driver;
 extern const BdDriver bd_qed_driver;

@@ -25,6 +25,7 @@ static const BdDriver *const bd_formats_table[] = {
     &bd_raw_driver,
     &bd_qcow2_driver,
     &bd_vdi_driver,
+    &bd_parallels_driver,
     &bd_vhdx_driver,
     &bd_vpc_driver,
     &bd_qed_driver,
@@ -104,8 +105,9 @@ static gboolean vmdk_probe_descriptor(const uint8_t *buf, size_t len)
 /* QEMU's probes, by the first sector: qcow2's magic, vdi's signature at
  * 0x40 (a whole header needed), a dynamic VHD's footer copy, qed's
  * magic (a whole header needed), LUKS's magic, vhdx's file identifier,
- * vmdk's "KDMV" or a descriptor's text.  A fixed VHD has its
- * footer only at the end: QEMU probes it as raw, and so do we.
+ * parallels' magic with version 2, vmdk's "KDMV" or a descriptor's
+ * text.  A fixed VHD has its footer only at the end: QEMU probes it as
+ * raw, and so do we.
  * Anything else is raw. */
 const char *bd_formats_probe_buf(const uint8_t *buf, size_t len)
 {
@@ -127,6 +129,12 @@ const char *bd_formats_probe_buf(const uint8_t *buf, size_t len)
     }
     if (len >= 6 && memcmp(buf, "LUKS\xba\xbe", 6) == 0) {
         return "luks";
+    }
+    /* QEMU wants the whole 64-byte header, and version 2. */
+    if (len >= 64 && (memcmp(buf, "WithoutFreeSpace", 16) == 0 ||
+                      memcmp(buf, "WithouFreSpacExt", 16) == 0) &&
+        buf[16] == 2 && buf[17] == 0 && buf[18] == 0 && buf[19] == 0) {
+        return "parallels";
     }
     if ((len >= 4 && memcmp(buf, "KDMV", 4) == 0) ||
         vmdk_probe_descriptor(buf, len)) {

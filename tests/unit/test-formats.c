@@ -726,6 +726,15 @@ static void test_probe(void)
     g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "qed");
     g_assert_cmpstr(bd_formats_probe_buf(buf, 63), ==, "raw");
     memset(buf, 0, 512);
+    memcpy(buf, "WithoutFreeSpace\x02", 17);
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "parallels");
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 63), ==, "raw");
+    memcpy(buf, "WithouFreSpacExt", 16);
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 64), ==, "parallels");
+    buf[16] = 3;    /* QEMU probes version 2 only */
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "raw");
+    g_assert_true(bd_formats_buf_has_image_magic(buf, 512));
+    memset(buf, 0, 512);
     memcpy(buf, "LUKS\xba\xbe", 6);
     g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "luks");
     g_assert_cmpstr(bd_formats_probe_buf(buf, 5), ==, "raw");
