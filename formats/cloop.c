@@ -278,8 +278,12 @@ static void cloop_close(BdNode *node)
     if (!s) {
         return;
     }
+    /* No reader is left (the node is closing); the lock is for the
+     * analysis. */
+    bd_mutex_lock(&s->cache_lock);
+    g_clear_pointer(&s->cache, g_free);
+    bd_mutex_unlock(&s->cache_lock);
     bd_mutex_destroy(&s->cache_lock);
-    g_free(s->cache);
     g_free(s->offsets);
     g_free(s);
     node->opaque = NULL;
@@ -300,7 +304,9 @@ static gboolean cloop_open(BdNode *node, GVariant *options, GError **errp)
     bd_schema_decode(cloop_options, options, &o);
     s = g_new0(CloopState, 1);
     bd_mutex_init(&s->cache_lock);
+    bd_mutex_lock(&s->cache_lock);
     s->cached = CLOOP_NO_BLOCK;
+    bd_mutex_unlock(&s->cache_lock);
     s->node = node;
     node->opaque = s;
     s->file = bd_node_open_child(node, o.file, "file",
