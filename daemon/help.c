@@ -38,6 +38,8 @@ static const Description driver_descriptions[] = {
     { "vdi", "VirtualBox images, static and dynamic, read-write" },
     { "vpc", "VHD images, fixed and dynamic, read-write" },
     { "parallels", "Parallels (ploop) images, read-write; in-use marker" },
+    { "bochs", "Bochs growing disk images, read-only" },
+    { "cloop", "compressed loopback (cloop V2.0) images, read-only" },
     { "vhdx", "VHDX images: fixed, dynamic, differencing; log replay" },
     { "qed", "QED images: backing files, check after an unclean close" },
     { "vmdk", "VMware images: sparse, flat, streamOptimized, delta disks" },

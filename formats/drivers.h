@@ -15,6 +15,8 @@ extern const BdDriver bd_vdi_driver;
 extern const BdDriver bd_parallels_driver;
 extern const BdDriver bd_vhdx_driver;
 extern const BdDriver bd_vpc_driver;
+extern const BdDriver bd_bochs_driver;
+extern const BdDriver bd_cloop_driver;
 extern const BdDriver bd_qed_driver;
 extern const BdDriver bd_vmdk_driver;
 extern const BdDriver bd_luks_driver;

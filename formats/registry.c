@@ -28,6 +28,8 @@ static const BdDriver *const bd_formats_table[] = {
     &bd_parallels_driver,
     &bd_vhdx_driver,
     &bd_vpc_driver,
+    &bd_bochs_driver,
+    &bd_cloop_driver,
     &bd_qed_driver,
     &bd_vmdk_driver,
     &bd_luks_driver,
@@ -102,12 +104,35 @@ static gboolean vmdk_probe_descriptor(const uint8_t *buf, size_t len)
     return FALSE;
 }
 
+/* Bochs: the magic, type and subtype strings (each with its NUL, as
+ * QEMU's strcmp) and version 2.0 or 1.0.  QEMU asks for a whole
+ * sector, but probes a file shorter than that zero-padded: the fields
+ * it compares are what counts. */
+static gboolean bochs_probe(const uint8_t *buf, size_t len)
+{
+    uint32_t version;
+
+    if (len < 68) {
+        return FALSE;
+    }
+    version = buf[64] | (uint32_t)buf[65] << 8 | (uint32_t)buf[66] << 16 |
+              (uint32_t)buf[67] << 24;
+    return memcmp(buf, "Bochs Virtual HD Image", 23) == 0 &&
+           memcmp(buf + 32, "Redolog", 8) == 0 &&
+           memcmp(buf + 48, "Growing", 8) == 0 &&
+           (version == 0x00020000 || version == 0x00010000);
+}
+
+/* cloop V2.0: the first three lines of its shell-script preamble. */
+#define CLOOP_MAGIC "#!/bin/sh\n#V2.0 Format\n" \
+    "modprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n"
+
 /* QEMU's probes, by the first sector: qcow2's magic, vdi's signature at
  * 0x40 (a whole header needed), a dynamic VHD's footer copy, qed's
  * magic (a whole header needed), LUKS's magic, vhdx's file identifier,
  * parallels' magic with version 2, vmdk's "KDMV" or a descriptor's
- * text.  A fixed VHD has its footer only at the end: QEMU probes it as
- * raw, and so do we.
+ * text, bochs's header strings, cloop's preamble.  A fixed VHD has its
+ * footer only at the end: QEMU probes it as raw, and so do we.
  * Anything else is raw. */
 const char *bd_formats_probe_buf(const uint8_t *buf, size_t len)
 {
@@ -139,6 +164,13 @@ const char *bd_formats_probe_buf(const uint8_t *buf, size_t len)
     if ((len >= 4 && memcmp(buf, "KDMV", 4) == 0) ||
         vmdk_probe_descriptor(buf, len)) {
         return "vmdk";
+    }
+    if (bochs_probe(buf, len)) {
+        return "bochs";
+    }
+    if (len >= strlen(CLOOP_MAGIC) &&
+        memcmp(buf, CLOOP_MAGIC, strlen(CLOOP_MAGIC)) == 0) {
+        return "cloop";
     }
     return "raw";
 }

@@ -760,6 +760,46 @@ static void test_probe(void)
     g_assert_false(bd_formats_buf_has_image_magic(buf, 512));
 }
 
+/* A Bochs header: the three strings with their NULs and version 2.0 or
+ * 1.0; QEMU probes a short file zero-padded, so the 68 bytes up to the
+ * version are enough.  cloop: the preamble's first three lines. */
+static void test_probe_bochs_cloop(void)
+{
+    static const char cloop[] = "#!/bin/sh\n#V2.0 Format\nmodprobe cloop "
+        "file=$0 && mount -r -t iso9660 /dev/cloop $1\n";
+    uint8_t buf[512] = { 0 };
+
+    memcpy(buf, "Bochs Virtual HD Image", 22);
+    memcpy(buf + 32, "Redolog", 7);
+    memcpy(buf + 48, "Growing", 7);
+    buf[66] = 2;                                   /* 0x00020000 */
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "bochs");
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 68), ==, "bochs");
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 67), ==, "raw");
+    g_assert_true(bd_formats_buf_has_image_magic(buf, 512));
+    buf[66] = 1;                                   /* 0x00010000 */
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "bochs");
+    buf[66] = 3;
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "raw");
+    buf[66] = 2;
+    memcpy(buf + 48, "Undoable", 8);
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "raw");
+    memcpy(buf + 48, "Growing", 8);
+    buf[22] = 'X';                                 /* no NUL after it */
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "raw");
+
+    memset(buf, 0, 512);
+    memcpy(buf, cloop, strlen(cloop));
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "cloop");
+    g_assert_cmpstr(bd_formats_probe_buf(buf, strlen(cloop)), ==, "cloop");
+    g_assert_cmpstr(bd_formats_probe_buf(buf, strlen(cloop) - 1), ==, "raw");
+    g_assert_true(bd_formats_buf_has_image_magic(buf, 512));
+    g_assert_cmpstr(probe_text("#!/bin/sh\n#V2.0 Format\necho hi\n"), ==,
+                    "raw");
+    /* A vmdk descriptor's comment lines are not a cloop. */
+    g_assert_cmpstr(probe_text("#!/bin/sh\nversion=1\n"), ==, "vmdk");
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -767,6 +807,7 @@ int main(int argc, char **argv)
 
     g_test_add_func("/formats/null", test_null);
     g_test_add_func("/formats/probe", test_probe);
+    g_test_add_func("/formats/probe/bochs-cloop", test_probe_bochs_cloop);
 #define ADD(path, fn) \
     g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
     ADD("/formats/file/rw", test_file_rw);
