@@ -14,6 +14,7 @@ extern const BdDriver bd_qcow2_driver;
 extern const BdDriver bd_vdi_driver;
 extern const BdDriver bd_vhdx_driver;
 extern const BdDriver bd_vpc_driver;
+extern const BdDriver bd_dmg_driver;
 extern const BdDriver bd_qed_driver;
 extern const BdDriver bd_vmdk_driver;
 extern const BdDriver bd_luks_driver;
