@@ -103,6 +103,18 @@ static uint32_t find_chunk(const DmgTable *t, uint64_t sector)
     return lo;
 }
 
+/* Bytes from 'offset' to sector 'end' (> offset's), at most 'bytes';
+ * zero chunks may be longer than any node, so no product overflows. */
+static uint64_t bytes_until(uint64_t offset, uint64_t bytes, uint64_t end)
+{
+    uint64_t run = end - offset / DMG_SECTOR;
+
+    if (run > bytes / DMG_SECTOR + 1) {
+        return bytes;
+    }
+    return MIN(bytes, run * DMG_SECTOR - offset % DMG_SECTOR);
+}
+
 /* --- decompression --- */
 
 static int inflate_zlib(const uint8_t *in, uint64_t in_len, uint8_t *out,
@@ -269,7 +281,7 @@ static int dmg_pread(BdNode *node, uint64_t offset, uint64_t bytes,
             return -EIO;
         }
         in = (sector - c->sector) * DMG_SECTOR;
-        n = MIN(bytes, c->count * DMG_SECTOR - in);
+        n = bytes_until(offset, bytes, c->sector + c->count);
         switch (c->type) {
         case DMG_ZERO:
         case DMG_IGNORE:
@@ -319,11 +331,11 @@ static int dmg_block_status(BdNode *node, uint64_t offset, uint64_t bytes,
         /* Runs of adjacent chunks of the same kind answer together. */
         while (++i < t->n_chunks && t->chunks[i].sector == end &&
                dmg_type_is_zero(t->chunks[i].type) == zero &&
-               (end - sector) * DMG_SECTOR < bytes) {
+               end - sector <= bytes / DMG_SECTOR) {
             end += t->chunks[i].count;
         }
     }
-    *pnum = MIN(bytes, (end - sector) * DMG_SECTOR - offset % DMG_SECTOR);
+    *pnum = bytes_until(offset, bytes, end);
     return zero ? BD_BLOCK_ZERO : BD_BLOCK_DATA;
 }
 
@@ -341,6 +353,31 @@ static void dmg_close(BdNode *node)
     bd_mutex_destroy(&s->cache_lock);
     g_free(s);
     node->opaque = NULL;
+}
+
+/* As QEMU warns when it opens such an image: which chunks will fail. */
+static void warn_unreadable(BdNode *node, const DmgTable *t)
+{
+    gboolean lzfse = FALSE, bzip2 = FALSE;
+
+    for (uint32_t i = 0; i < t->n_chunks; i++) {
+        lzfse |= t->chunks[i].type == DMG_LZFSE;
+        bzip2 |= t->chunks[i].type == DMG_BZIP2;
+    }
+    if (lzfse) {
+        g_warning("Node '%s': dmg: the image has lzfse-compressed chunks, "
+                  "which blockd cannot decompress: reading them fails with "
+                  "EIO", node->node_name);
+    }
+#ifndef BD_HAVE_BZIP2
+    if (bzip2) {
+        g_warning("Node '%s': dmg: the image has bzip2-compressed chunks and "
+                  "blockd was built without bzip2 support: reading them "
+                  "fails with EIO", node->node_name);
+    }
+#else
+    (void)bzip2;
+#endif
 }
 
 static gboolean dmg_open(BdNode *node, GVariant *options, GError **errp)
@@ -369,6 +406,7 @@ static gboolean dmg_open(BdNode *node, GVariant *options, GError **errp)
         return FALSE;
     }
     s->cache_chunk = s->table.n_chunks;
+    warn_unreadable(node, &s->table);
     bd_node_set_size(node, s->table.total_sectors * DMG_SECTOR);
     return TRUE;
 }

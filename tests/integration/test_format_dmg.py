@@ -365,6 +365,29 @@ def test_gap():
         d.assert_alive()
 
 
+def test_absurd_zero_chunk():
+    """A zero chunk of 2^60 sectors (QEMU bounds only the chunks it must
+    decompress) under a disk of 64 sectors reads as zeroes."""
+    bt.require_nbd()
+    with Daemon() as d:
+        im = Image([[('raw', 8), ('zero', 8)]])
+        img = d.path('img.dmg')
+        patch_entry(1, 3, 1 << 60)(im, img)
+        with open(img, 'r+b') as f:      # the disk: 64 sectors
+            f.seek(im.koly + 0x1ec)
+            f.write(struct.pack('>Q', 64))
+        nbd_daemon(d, img)
+        with bt.nbd_connection(d.uri()) as h:
+            assert_eq(h.get_size(), 64 * SECTOR, 'size from the trailer')
+            assert_eq(h.pread(64 * SECTOR, 0), bytes(im.source[:8 * SECTOR]) + bytes(56 * SECTOR),
+                      'data then zeroes')
+        if not is_reference() and bt.shutil.which('nbdinfo'):
+            out = run(['nbdinfo', '--json', '--map', d.uri()]).stdout
+            assert_eq([(e['offset'], e['length'], e['type'] & 2) for e in json.loads(out)],
+                      [(0, 8 * SECTOR, 0), (8 * SECTOR, 56 * SECTOR, 2)], 'map')
+        d.assert_alive()
+
+
 def test_probe_backing():
     """A backing file without a format named *.dmg is probed as dmg
     (QEMU's probe goes by the name); the overlay reads through it."""
