@@ -43,6 +43,7 @@ static const Description driver_descriptions[] = {
     { "vhdx", "VHDX images: fixed, dynamic, differencing; log replay" },
     { "qed", "QED images: backing files, check after an unclean close" },
     { "vmdk", "VMware images: sparse, flat, streamOptimized, delta disks" },
+    { "dmg", "Apple disk images (UDIF; zlib, bzip2 chunks), read-only" },
     { "luks", "LUKS1 encrypted images (AES XTS/CBC), read-write" },
     { "compress", "writes compressed qcow2 clusters" },
     { "blkdebug", "fault injection (inject-error, set-state, align)" },

@@ -17,6 +17,7 @@ extern const BdDriver bd_vhdx_driver;
 extern const BdDriver bd_vpc_driver;
 extern const BdDriver bd_bochs_driver;
 extern const BdDriver bd_cloop_driver;
+extern const BdDriver bd_dmg_driver;
 extern const BdDriver bd_qed_driver;
 extern const BdDriver bd_vmdk_driver;
 extern const BdDriver bd_luks_driver;

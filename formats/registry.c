@@ -32,6 +32,7 @@ static const BdDriver *const bd_formats_table[] = {
     &bd_cloop_driver,
     &bd_qed_driver,
     &bd_vmdk_driver,
+    &bd_dmg_driver,
     &bd_luks_driver,
     &bd_compress_driver,
     &bd_blkdebug_driver,
@@ -209,15 +210,31 @@ gboolean bd_formats_buf_has_image_magic(const uint8_t *buf, size_t len)
     return FALSE;
 }
 
+/* QEMU's dmg probe goes by the name alone (".dmg", with something
+ * before it) and scores below every magic: a file named *.dmg that
+ * shows another format's magic is that format; raw never becomes dmg
+ * otherwise. */
+static gboolean dmg_probe_name(const char *filename)
+{
+    size_t len = strlen(filename);
+
+    return len > 4 && strcmp(filename + len - 4, ".dmg") == 0;
+}
+
 const char *bd_formats_probe_file(const char *filename)
 {
     uint8_t buf[512] = { 0 };
     ssize_t n = 0;
     int fd = open(filename, O_RDONLY | O_CLOEXEC);
+    const char *fmt;
 
     if (fd >= 0) {
         n = pread(fd, buf, sizeof(buf), 0);
         close(fd);
     }
-    return bd_formats_probe_buf(buf, n > 0 ? (size_t)n : 0);
+    fmt = bd_formats_probe_buf(buf, n > 0 ? (size_t)n : 0);
+    if (strcmp(fmt, "raw") == 0 && dmg_probe_name(filename)) {
+        return "dmg";
+    }
+    return fmt;
 }

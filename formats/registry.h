@@ -11,7 +11,8 @@
 void bd_formats_register_all(void);
 
 /* The format of an image file as its first bytes say: "qcow2", "vdi",
- * "vpc" (a dynamic VHD), "qed", "bochs", "cloop", ... for their magic,
+ * "vpc" (a dynamic VHD), "qed", "bochs", "cloop", ... for their magic;
+ * without a magic "dmg" for a name ending in ".dmg" (QEMU's probe),
  * otherwise (or unreadable) "raw". */
 const char *bd_formats_probe_file(const char *filename);
 /* The same for the first 'len' bytes of an image. */

@@ -14,6 +14,8 @@ pkgs=(
     gcc libc6-dev clang meson ninja-build pkg-config
     libglib2.0-dev libjson-glib-dev libfuse3-dev libnbd-dev zlib1g-dev
     nbdkit-plugin-dev libgnutls28-dev nettle-dev
+    # bzip2 chunks of dmg images (formats/dmg/; optional at build time)
+    libbz2-dev
     # --sandbox's seccomp filter (daemon/harden.c; optional at build time)
     libseccomp-dev
     # systemd-socket-activate: test_hardened starts blockd with it

@@ -798,6 +798,31 @@ static void test_probe_bochs_cloop(void)
                     "raw");
     /* A vmdk descriptor's comment lines are not a cloop. */
     g_assert_cmpstr(probe_text("#!/bin/sh\nversion=1\n"), ==, "vmdk");
+/* dmg goes by the file name (QEMU's probe): "*.dmg" without a magic
+ * is dmg, with one it is that format; no other name becomes dmg. */
+static void test_probe_dmg(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("blockd-probe-XXXXXX", NULL);
+    g_autofree char *dmg = g_build_filename(dir, "disk.dmg", NULL);
+    g_autofree char *other = g_build_filename(dir, "disk.dmg.raw", NULL);
+    g_autofree char *qcow = g_build_filename(dir, "q.dmg", NULL);
+    char zeroes[4096] = { 0 };
+
+    g_assert_nonnull(dir);
+    g_assert_true(g_file_set_contents(dmg, zeroes, sizeof(zeroes), NULL));
+    g_assert_true(g_file_set_contents(other, zeroes, sizeof(zeroes), NULL));
+    memcpy(zeroes, "QFI\xfb", 4);
+    g_assert_true(g_file_set_contents(qcow, zeroes, sizeof(zeroes), NULL));
+    g_assert_cmpstr(bd_formats_probe_file(dmg), ==, "dmg");
+    g_assert_cmpstr(bd_formats_probe_file(other), ==, "raw");
+    g_assert_cmpstr(bd_formats_probe_file(qcow), ==, "qcow2");
+    /* A name that is only ".dmg" (no such file in the working
+     * directory): QEMU wants something before it. */
+    g_assert_cmpstr(bd_formats_probe_file(".dmg"), ==, "raw");
+    g_unlink(dmg);
+    g_unlink(other);
+    g_unlink(qcow);
+    g_rmdir(dir);
 }
 
 int main(int argc, char **argv)
@@ -808,6 +833,7 @@ int main(int argc, char **argv)
     g_test_add_func("/formats/null", test_null);
     g_test_add_func("/formats/probe", test_probe);
     g_test_add_func("/formats/probe/bochs-cloop", test_probe_bochs_cloop);
+    g_test_add_func("/formats/probe-dmg", test_probe_dmg);
 #define ADD(path, fn) \
     g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
     ADD("/formats/file/rw", test_file_rw);
