@@ -798,6 +798,8 @@ static void test_probe_bochs_cloop(void)
                     "raw");
     /* A vmdk descriptor's comment lines are not a cloop. */
     g_assert_cmpstr(probe_text("#!/bin/sh\nversion=1\n"), ==, "vmdk");
+}
+
 /* dmg goes by the file name (QEMU's probe): "*.dmg" without a magic
  * is dmg, with one it is that format; no other name becomes dmg. */
 static void test_probe_dmg(void)
