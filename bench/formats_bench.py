@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Image formats over NBD: blockd vs qemu-storage-daemon serving the same
 image of each format that qemu-img can write (vmdk, vhdx, vpc, vdi, qed,
-luks, qcow2 with LUKS inside, and qcow2 as the yardstick), converted from
+parallels, luks, qcow2 with LUKS inside, and qcow2 as the yardstick), converted from
 one patterned raw file, so every image is fully allocated.
 
 Rows per format: 4k random read at iodepth 32 and 1 MiB sequential read at
@@ -42,6 +42,7 @@ FORMATS = {
     'vpc': (['-O', 'vpc', '-o', 'subformat=dynamic,force_size=on'], 'driver=vpc'),
     'vdi': (['-O', 'vdi'], 'driver=vdi'),
     'qed': (['-O', 'qed'], 'driver=qed'),
+    'parallels': (['-O', 'parallels'], 'driver=parallels'),
     'luks': (['--object', 'secret,id=sec0,data=' + SECRET, '-O', 'luks',
               '-o', 'key-secret=sec0,iter-time=100'],
              'driver=luks,key-secret=sec0'),
