@@ -217,6 +217,48 @@ def luks1_image(payload, pw=b'fuzz', iters=1000):
     return h.ljust(payload_sectors * 512, b'\0') + xts(mk, payload)
 
 
+def crc32c(data):
+    crc = 0xffffffff
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82f63b78 & -(crc & 1))
+    return crc ^ 0xffffffff
+
+
+def vhdx_dirty_log(img):
+    """A clean vhdx made dirty: its log GUID set in both headers and one
+    log entry (a data descriptor writing 0x5a into sector 1 of block 0)
+    at the start of the log, as a crash after the log flush leaves it
+    (qemu-img clears the log after every update, so none is left)."""
+    f = bytearray(img)
+
+    def csum(buf, at):
+        buf[at:at + 4] = bytes(4)
+        buf[at:at + 4] = struct.pack('<I', crc32c(bytes(buf)))
+        return buf
+
+    guid = bytes(range(1, 17))
+    for h in (0x10000, 0x20000):
+        f[h + 48:h + 64] = guid
+        f[h:h + 4096] = csum(bytearray(f[h:h + 4096]), 4)
+    log_off, = struct.unpack('<Q', f[0x10000 + 72:0x10000 + 80])
+    bat_guid = bytes.fromhex('6677c22d23f600429d64115e9bfd4a08')
+    n, = struct.unpack('<I', f[0x30000 + 8:0x30000 + 12])
+    bat = [struct.unpack('<Q', f[0x30000 + 32 + 32 * i:0x30000 + 40 + 32 * i])[0]
+           for i in range(n) if f[0x30000 + 16 + 32 * i:0x30000 + 32 + 32 * i] == bat_guid][0]
+    target = (struct.unpack('<Q', f[bat:bat + 8])[0] >> 20 << 20) + 4096
+    sector = b'\x5a' * 4096
+    seq = 1
+    e = bytearray(4096)
+    e[0:64] = (b'loge' + struct.pack('<IIIQII', 0, 8192, 0, seq, 1, 0) + guid +
+               struct.pack('<QQ', len(f), len(f)))
+    e[64:96] = b'desc' + sector[-4:] + sector[:8] + struct.pack('<QQ', target, seq)
+    e += b'data' + struct.pack('<I', seq >> 32) + sector[8:4092] + struct.pack('<I', seq & 0xffffffff)
+    f[log_off:log_off + 8192] = csum(e, 4)
+    return bytes(f)
+
+
 def images_seeds():
     with tempfile.TemporaryDirectory() as t:
         def img(fmt, name, opts, *cmds, size='64K', crash=False):
@@ -228,7 +270,9 @@ def images_seeds():
                 subprocess.run(['qemu-io', '-f', fmt] + args + [p], check=not crash,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             with open(p, 'rb') as f:
-                put('images', fmt + '-' + name, bytes([IMAGES[fmt]]) + pieces(f.read()))
+                data = f.read()
+            put('images', fmt + '-' + name, bytes([IMAGES[fmt]]) + pieces(data))
+            return data
         img('vdi', 'dynamic', '', 'write -P 0x11 0 4k', size='1M')
         img('vdi', 'static', 'static=on', 'write -P 0x12 8k 4k')
         img('vdi', 'empty', '', size='4G')
@@ -242,9 +286,8 @@ def images_seeds():
         img('vmdk', 'sparse', '', 'write -P 0x41 0 4k', size='1M')
         img('vmdk', 'stream', 'subformat=streamOptimized', 'write -P 0x42 0 64k', 'write -P 0x43 128k 64k', size='1M')
         img('vmdk', 'sparse-compat6', 'compat6=on,adapter_type=lsilogic', 'write -P 0x43 0 1k', size='1M')
-        img('vhdx', 'dynamic', 'log_size=1M,block_size=1M', 'write -P 0x51 0 4k', size='4M')
-        img('vhdx', 'dirty-log', 'log_size=1M,block_size=1M', 'write -P 0x52 1M 4k', size='4M',
-            crash=True)
+        data = img('vhdx', 'dynamic', 'log_size=1M,block_size=1M', 'write -P 0x51 0 4k', size='4M')
+        put('images', 'vhdx-dirty-log', bytes([IMAGES['vhdx']]) + pieces(vhdx_dirty_log(data)))
         img('vhdx', 'fixed', 'subformat=fixed,log_size=1M,block_size=1M', size='1M')
         # Descriptors whose extents are the image itself (the only file
         # the target has, named "img") or zeroes.
