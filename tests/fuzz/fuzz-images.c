@@ -109,7 +109,8 @@ static void luks_clamp(int fd)
 
 /* The image file from the input: pieces of bytes, the first at offset
  * 0, each next one after PIECE_MAGIC and a 32-bit little-endian offset
- * in KiB (below PIECE_MAX_KIB); what lies between pieces is a hole.
+ * in KiB (below PIECE_MAX_KIB; an offset inside the previous piece
+ * means its end); what lies between pieces is a hole.
  * Formats whose regions are megabyte-aligned (vhdx) or whose blocks are
  * megabytes (vdi, vpc) keep their seeds small so; an input without the
  * magic is the file as it is.  Returns FALSE when a piece may not be. */
@@ -163,8 +164,12 @@ static gboolean write_image(int fd, const ImageDriver *d, const uint8_t *in,
         for (int i = 0; i < 4 && m < end; i++) {
             kib |= (uint32_t)*m++ << (8 * i);
         }
-        p = (Piece){ m, (size_t)(end - m), (uint64_t)(kib % PIECE_MAX_KIB) << 10 };
-        if (ftruncate(fd, MAX(lseek(fd, 0, SEEK_END), (off_t)p.offset)) < 0) {
+        /* Never back over the previous piece: pieces that overlap could
+         * join into what piece_escapes() checks each one for. */
+        p = (Piece){ m, (size_t)(end - m),
+                     MAX((uint64_t)(kib % PIECE_MAX_KIB) << 10,
+                         p.offset + p.len) };
+        if (ftruncate(fd, (off_t)p.offset) < 0) {
             g_error("fuzz-images: ftruncate: %s", g_strerror(errno));
         }
     }
