@@ -3,9 +3,10 @@
 """Write the seed corpora of the fuzz targets (tests/fuzz/corpus/NAME/).
 
 The seeds are committed; this script says where they came from and
-makes them again (qemu-img for the qcow2 images).  Inputs that once
-crashed a target are added to its corpus by hand (crash-*) and are not
-touched here."""
+makes them again (qemu-img for the images of fuzz-qcow2 and
+fuzz-images; GUIDs and timestamps differ on every run).  Inputs that
+once crashed a target are added to its corpus by hand (crash-*) and are
+not touched here."""
 
 import json
 import os
