@@ -44,10 +44,31 @@ gboolean bd_formats_filename_is_remote(const char *filename)
            g_str_has_prefix(filename, "json:");
 }
 
+/* A name from an image (a vmdk extent, a backing file) is bytes; node
+ * options are GVariant strings, which must be UTF-8 (g_variant_new_string
+ * fails a critical otherwise: found by tests/fuzz/fuzz-images with a vmdk
+ * extent name).  Such a name is refused, with its bytes shown as U+FFFD. */
+static gboolean filename_valid(const char *filename, GError **errp)
+{
+    g_autofree char *shown = NULL;
+
+    if (g_utf8_validate(filename, -1, NULL)) {
+        return TRUE;
+    }
+    shown = g_utf8_make_valid(filename, -1);
+    g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                "Could not open '%s': the file name is not valid UTF-8",
+                shown);
+    return FALSE;
+}
+
 GVariant *bd_formats_protocol_options(const char *filename, GError **errp)
 {
     GVariantDict d;
 
+    if (!filename_valid(filename, errp)) {
+        return NULL;
+    }
     g_variant_dict_init(&d, NULL);
     if (is_nbd_name(filename)) {
         g_variant_dict_insert(&d, "driver", "s", "nbd");
@@ -96,6 +117,9 @@ GVariant *bd_formats_image_options(const char *filename, const char *fmt,
     g_autoptr(GVariant) file = NULL;
     GVariantDict d;
 
+    if (!filename_valid(filename, errp)) {
+        return NULL;
+    }
     if (g_str_has_prefix(filename, "json:")) {
         if (!json_parser) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,

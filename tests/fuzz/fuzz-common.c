@@ -27,7 +27,11 @@ static GLogWriterOutput quiet_writer(GLogLevelFlags level,
     if (!(level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL))) {
         return G_LOG_WRITER_HANDLED;
     }
-    return g_log_writer_standard_streams(level, fields, n, opaque);
+    g_log_writer_standard_streams(level, fields, n, opaque);
+    /* GLib ends a fatal message with SIGTRAP, which libFuzzer does not
+     * catch: the input would be lost.  abort() makes it a crash that
+     * libFuzzer reports and saves (crash-*). */
+    abort();
 }
 
 static void remove_tmpdir(void)

@@ -3,9 +3,10 @@
 """Write the seed corpora of the fuzz targets (tests/fuzz/corpus/NAME/).
 
 The seeds are committed; this script says where they came from and
-makes them again (qemu-img for the qcow2 images).  Inputs that once
-crashed a target are added to its corpus by hand (crash-*) and are not
-touched here."""
+makes them again (qemu-img for the images of fuzz-qcow2 and
+fuzz-images; GUIDs and timestamps differ on every run).  Inputs that
+once crashed a target are added to its corpus by hand (crash-*) and are
+not touched here."""
 
 import json
 import os
@@ -141,8 +142,171 @@ def qcow2_seeds():
         img('extended-l2', 'cluster_size=16384,extended_l2=on', 'write -P 0x77 2048 1k')
 
 
+# fuzz-images: the first byte is the driver's index in fuzz-images.c's
+# image_drivers[] (append only), the rest the file in pieces: runs of
+# zeroes of 4 KiB and more become holes (PIECE, then the next piece's
+# offset in KiB), so that megabyte-aligned formats stay small here.
+IMAGES = {'vdi': 0, 'vpc': 1, 'qed': 2, 'vmdk': 3, 'vhdx': 4, 'luks': 5}
+PIECE = b'BDFZSEEK'
+
+
+def pieces(data, hole=4096):
+    """The file as fuzz-images reads it: KiB-aligned runs of zeroes of
+    'hole' bytes and more left out (a trailing one keeps the size)."""
+    assert PIECE not in data
+    zero = [not any(data[i:i + 1024]) for i in range(0, len(data), 1024)]
+    out, start, i = b'', 0, 0
+    while i < len(zero):
+        j = i
+        while j < len(zero) and zero[j]:
+            j += 1
+        if (j - i) * 1024 >= hole and i > 0:
+            end = min(j * 1024, len(data))
+            out += data[start:i * 1024] + PIECE + struct.pack('<I', end // 1024)
+            start = end
+        i = j + 1
+    return out + data[start:]
+
+
+def luks1_image(payload, pw=b'fuzz', iters=1000):
+    """A LUKS1 image as QEMU lays one out (aes-128-xts-plain64, sha256,
+    slot 0 active), with iteration counts fixed low: qemu-img measures
+    them (iter-time), and fuzz-images lowers counts above 2000."""
+    import hashlib
+    import random
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    rnd = random.Random(1)
+
+    def xts(key, data, sector0=0):
+        out = b''
+        for i in range(0, len(data), 512):
+            tweak = struct.pack('<QQ', sector0 + i // 512, 0)
+            enc = Cipher(algorithms.AES(key), modes.XTS(tweak)).encryptor()
+            out += enc.update(data[i:i + 512]) + enc.finalize()
+        return out
+
+    def diffuse(buf):
+        out = b''
+        for j in range(0, len(buf), 32):
+            out += hashlib.sha256(struct.pack('>I', j // 32) + buf[j:j + 32]).digest()[:len(buf[j:j + 32])]
+        return out
+
+    key_bytes, stripes = 32, 4000
+    mk = bytes(rnd.randrange(256) for _ in range(key_bytes))
+    mk_salt = bytes(rnd.randrange(256) for _ in range(32))
+    slot_salt = bytes(rnd.randrange(256) for _ in range(32))
+    d = bytes(key_bytes)
+    split = b''
+    for _ in range(stripes - 1):
+        blk = bytes(rnd.randrange(256) for _ in range(key_bytes))
+        split += blk
+        d = diffuse(bytes(a ^ b for a, b in zip(d, blk)))
+    split += bytes(a ^ b for a, b in zip(d, mk))
+    split += bytes(-len(split) % 512)
+    slot_key = hashlib.pbkdf2_hmac('sha256', pw, slot_salt, iters, key_bytes)
+    key_sectors = 8
+    payload_sectors = (key_sectors + len(split) // 512 + 7) & ~7
+    h = b'LUKS\xba\xbe' + struct.pack('>H', 1)
+    h += b'aes'.ljust(32, b'\0') + b'xts-plain64'.ljust(32, b'\0') + b'sha256'.ljust(32, b'\0')
+    h += struct.pack('>II', payload_sectors, key_bytes)
+    h += hashlib.pbkdf2_hmac('sha256', mk, mk_salt, iters, 20) + mk_salt
+    h += struct.pack('>I', iters) + b'00000000-0000-4000-8000-00000000f022'.ljust(40, b'\0')
+    h += struct.pack('>II', 0x00AC71F3, iters) + slot_salt + struct.pack('>II', key_sectors, stripes)
+    for i in range(1, 8):
+        h += struct.pack('>II', 0xDEAD, 0) + bytes(32) + struct.pack('>II', key_sectors, stripes)
+    h = h.ljust(key_sectors * 512, b'\0') + xts(slot_key, split)
+    return h.ljust(payload_sectors * 512, b'\0') + xts(mk, payload)
+
+
+def crc32c(data):
+    crc = 0xffffffff
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82f63b78 & -(crc & 1))
+    return crc ^ 0xffffffff
+
+
+def vhdx_dirty_log(img):
+    """A clean vhdx made dirty: its log GUID set in both headers and one
+    log entry (a data descriptor writing 0x5a into sector 1 of block 0)
+    at the start of the log, as a crash after the log flush leaves it
+    (qemu-img clears the log after every update, so none is left)."""
+    f = bytearray(img)
+
+    def csum(buf, at):
+        buf[at:at + 4] = bytes(4)
+        buf[at:at + 4] = struct.pack('<I', crc32c(bytes(buf)))
+        return buf
+
+    guid = bytes(range(1, 17))
+    for h in (0x10000, 0x20000):
+        f[h + 48:h + 64] = guid
+        f[h:h + 4096] = csum(bytearray(f[h:h + 4096]), 4)
+    log_off, = struct.unpack('<Q', f[0x10000 + 72:0x10000 + 80])
+    bat_guid = bytes.fromhex('6677c22d23f600429d64115e9bfd4a08')
+    n, = struct.unpack('<I', f[0x30000 + 8:0x30000 + 12])
+    bat = [struct.unpack('<Q', f[0x30000 + 32 + 32 * i:0x30000 + 40 + 32 * i])[0]
+           for i in range(n) if f[0x30000 + 16 + 32 * i:0x30000 + 32 + 32 * i] == bat_guid][0]
+    target = (struct.unpack('<Q', f[bat:bat + 8])[0] >> 20 << 20) + 4096
+    sector = b'\x5a' * 4096
+    seq = 1
+    e = bytearray(4096)
+    e[0:64] = (b'loge' + struct.pack('<IIIQII', 0, 8192, 0, seq, 1, 0) + guid +
+               struct.pack('<QQ', len(f), len(f)))
+    e[64:96] = b'desc' + sector[-4:] + sector[:8] + struct.pack('<QQ', target, seq)
+    e += b'data' + struct.pack('<I', seq >> 32) + sector[8:4092] + struct.pack('<I', seq & 0xffffffff)
+    f[log_off:log_off + 8192] = csum(e, 4)
+    return bytes(f)
+
+
+def images_seeds():
+    with tempfile.TemporaryDirectory() as t:
+        def img(fmt, name, opts, *cmds, size='64K', crash=False):
+            p = os.path.join(t, name)
+            subprocess.run(['qemu-img', 'create', '-q', '-f', fmt] + (['-o', opts] if opts else []) +
+                           [p, size], check=True)
+            if cmds:
+                args = [a for c in cmds + (('abort',) if crash else ()) for a in ('-c', c)]
+                subprocess.run(['qemu-io', '-f', fmt] + args + [p], check=not crash,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with open(p, 'rb') as f:
+                data = f.read()
+            put('images', fmt + '-' + name, bytes([IMAGES[fmt]]) + pieces(data))
+            return data
+        img('vdi', 'dynamic', '', 'write -P 0x11 0 4k', size='1M')
+        img('vdi', 'static', 'static=on', 'write -P 0x12 8k 4k')
+        img('vdi', 'empty', '', size='4G')
+        img('vpc', 'fixed', 'subformat=fixed', 'write -P 0x21 0 4k')
+        img('vpc', 'dynamic', 'subformat=dynamic', 'write -P 0x22 0 4k', size='3M')
+        img('vpc', 'dynamic-big', 'subformat=dynamic,force_size=on', size='2G')
+        img('qed', 'plain', 'cluster_size=4096', 'write -P 0x31 8k 4k', 'write -z 64k 4k', size='4M')
+        img('qed', 'need-check', 'cluster_size=4096', 'write -P 0x32 0 4k', size='4M', crash=True)
+        open(os.path.join(t, 'base.raw'), 'wb').truncate(65536)
+        img('qed', 'backing-name', 'cluster_size=4096,backing_file=base.raw,backing_fmt=raw')
+        img('vmdk', 'sparse', '', 'write -P 0x41 0 4k', size='1M')
+        img('vmdk', 'stream', 'subformat=streamOptimized', 'write -P 0x42 0 64k', 'write -P 0x43 128k 64k', size='1M')
+        img('vmdk', 'sparse-compat6', 'compat6=on,adapter_type=lsilogic', 'write -P 0x43 0 1k', size='1M')
+        data = img('vhdx', 'dynamic', 'log_size=1M,block_size=1M', 'write -P 0x51 0 4k', size='4M')
+        put('images', 'vhdx-dirty-log', bytes([IMAGES['vhdx']]) + pieces(vhdx_dirty_log(data)))
+        img('vhdx', 'fixed', 'subformat=fixed,log_size=1M,block_size=1M', size='1M')
+        # Descriptors whose extents are the image itself (the only file
+        # the target has, named "img") or zeroes.
+        desc = ('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n'
+                'createType="monolithicFlat"\n\n# Extent description\n'
+                'RW 8 FLAT "img" 0\nRDONLY 8 ZERO\nRW 16 FLAT "img" 1\n\n'
+                '# The Disk Data Base\nddb.virtualHWVersion = "4"\n'
+                'ddb.geometry.cylinders = "0"\nddb.adapterType = "ide"\n')
+        put('images', 'vmdk-descriptor-self', bytes([IMAGES['vmdk']]) + desc.encode())
+        put('images', 'vmdk-descriptor-sparse-self', bytes([IMAGES['vmdk']]) +
+            desc.replace('RW 16 FLAT "img" 1', 'RW 2048 SPARSE "img"').encode())
+        put('images', 'luks-aes-xts', bytes([IMAGES['luks']]) +
+            pieces(luks1_image(bytes([0x61]) * 4096 + bytes(4096))))
+
+
 if __name__ == '__main__':
     qmp_seeds()
     keyval_seeds()
     nbd_seeds()
     qcow2_seeds()
+    images_seeds()

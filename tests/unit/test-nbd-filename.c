@@ -162,6 +162,20 @@ static void test_protocol_options(void)
     g_assert_nonnull(err);
 }
 
+/* A name from an image that is not UTF-8 (a vmdk extent, a backing
+ * file) is refused, not made into a GVariant string (a critical). */
+static void test_not_utf8(void)
+{
+    g_autoptr(GError) err = NULL, err2 = NULL;
+
+    g_assert_null(bd_formats_protocol_options("/x/im\xffg", &err));
+    g_assert_nonnull(err);
+    g_assert_cmpstr(err->message, ==, "Could not open '/x/im\xef\xbf\xbdg': "
+                    "the file name is not valid UTF-8");
+    g_assert_null(bd_formats_image_options("b\xc3", "raw", "/x", &err2));
+    g_assert_nonnull(err2);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -170,5 +184,6 @@ int main(int argc, char **argv)
     g_test_add_func("/nbd-filename/refused", test_refused);
     g_test_add_func("/nbd-filename/shown-name", test_shown_name);
     g_test_add_func("/nbd-filename/protocol-options", test_protocol_options);
+    g_test_add_func("/nbd-filename/not-utf8", test_not_utf8);
     return g_test_run();
 }
