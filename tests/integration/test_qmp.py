@@ -12,7 +12,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blockd_test import (Daemon, Skip, assert_eq, assert_in, is_reference, main,  # noqa: E402
-                         make_image, require_tool, run, start_daemon, tests_of, wait_for)
+                         make_image, require_tool, run, skip_if_reference, start_daemon,
+                         tests_of, wait_for)
 
 
 def _daemon(monitors=1):
@@ -128,6 +129,23 @@ def test_oversized_input():
         except EOFError:
             q.close()  # dropping the session is allowed; the daemon must live on
             _still_serves(d)
+
+
+def test_token_size_limit():
+    """A command past the 64 MiB token limit (QEMU's MAX_TOKEN_SIZE) gets
+    QEMU's error, the parser starts afresh, and the session goes on: the
+    daemon never buffers more than the limit for one command."""
+    skip_if_reference('qemu-storage-daemon 7.2 lexes a 64 MiB token for minutes')
+    with _daemon() as d:
+        q = d.qmp()
+        big = 'A' * ((64 << 20) + 4096)
+        q.send_raw('{"execute": "query-version", "arguments": {"x": "%s"}}\n' % big)
+        del big
+        r = q.reply()
+        assert_eq(r.get('error', {}).get('desc'), 'JSON token size limit exceeded',
+                  'reply to a 64 MiB command')
+        assert_eq(r['error']['class'], 'GenericError', 'error class')
+        _still_serves(d, q)
 
 
 def test_deep_nesting():
