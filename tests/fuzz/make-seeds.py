@@ -146,7 +146,8 @@ def qcow2_seeds():
 # image_drivers[] (append only), the rest the file in pieces: runs of
 # zeroes of 4 KiB and more become holes (PIECE, then the next piece's
 # offset in KiB), so that megabyte-aligned formats stay small here.
-IMAGES = {'vdi': 0, 'vpc': 1, 'qed': 2, 'vmdk': 3, 'vhdx': 4, 'luks': 5}
+IMAGES = {'vdi': 0, 'vpc': 1, 'qed': 2, 'vmdk': 3, 'vhdx': 4, 'luks': 5,
+          'parallels': 6, 'bochs': 7, 'cloop': 8, 'dmg': 9}
 PIECE = b'BDFZSEEK'
 
 
@@ -302,6 +303,24 @@ def images_seeds():
             desc.replace('RW 16 FLAT "img" 1', 'RW 2048 SPARSE "img"').encode())
         put('images', 'luks-aes-xts', bytes([IMAGES['luks']]) +
             pieces(luks1_image(bytes([0x61]) * 4096 + bytes(4096))))
+        img('parallels', 'plain', 'cluster_size=4096', 'write -P 0x71 0 4k',
+            'write -P 0x72 64k 4k', size='1M')
+        # bochs, cloop and dmg: qemu-img cannot write them; the integration
+        # tests' fixture generators (checked there against QEMU) make them.
+        import sys
+        sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
+        import test_format_bochs_cloop as bc
+        import test_format_dmg as dmg
+        raw = bc.pattern(64 * 1024, 5)
+        for name, kw in (('v2', {}), ('v1', {'v1': True}),
+                         ('sparse', {'present': lambda sector: sector % 3 != 0})):
+            put('images', 'bochs-' + name, bytes([IMAGES['bochs']]) +
+                bc.bochs_image(raw, **kw)[0])
+        put('images', 'cloop-plain', bytes([IMAGES['cloop']]) +
+            bc.cloop_image(raw, block=16 * 1024))
+        layout = [[('raw', 8), ('zero', 16), ('zlib', 32), ('bzip2', 16)], [('zlib', 16)]]
+        put('images', 'dmg-plist', bytes([IMAGES['dmg']]) + dmg.Image(layout).bytes())
+        put('images', 'dmg-rsrc', bytes([IMAGES['dmg']]) + dmg.Image(layout, rsrc=True).bytes())
 
 
 if __name__ == '__main__':
