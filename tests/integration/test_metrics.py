@@ -10,15 +10,17 @@ its histogram; per-client series go with their clients; bad HTTP is
 refused and the daemon keeps serving.  qemu-storage-daemon has no such
 endpoint: every case is blockd's own."""
 
+import errno
 import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blockd_test import (Daemon, assert_eq, assert_in, fio, fuse_export,  # noqa: E402
-                         main, make_image, nbd_export_args, require_fio_nbd, require_fuse,
+                         main, make_image, nbd_errno, nbd_export_args, require_fio_nbd, require_fuse,
                          require_nbd, require_tool, run, skip_if_reference, tests_of, wait_for)
 
 KiB = 1024
@@ -117,14 +119,15 @@ def scrape(d, check=True):
     return parse(body)
 
 
-def start(extra=(), image_size=4 * MiB, raw=True, metrics=True):
+def start(extra=(), image_size=4 * MiB, raw=True, metrics=True, pattern=None):
     """A daemon exporting a raw image as 'disk' (fmt0 over file0, export
-    exp0), with --metrics on a unix socket."""
+    exp0), with --metrics on a unix socket; the image sparse, or filled
+    with the byte `pattern`."""
     skip_if_reference('qemu-storage-daemon has no metrics endpoint')
     require_tool('promtool')
     d = Daemon()
     d.metrics = d.path('metrics.sock')
-    img = make_image(d.path('a.raw'), image_size)
+    img = make_image(d.path('a.raw'), image_size, pattern=pattern)
     d.args = nbd_export_args(d, img) + list(extra) + d.args
     if metrics:
         d.args += ['--metrics', 'addr.type=unix,addr.path=%s' % d.metrics]
@@ -144,6 +147,28 @@ def connect(d):
     h = nbd.NBD()
     h.connect_uri(d.uri())
     return h
+
+
+def job_progress(q, job):
+    return [j for j in q.execute('query-jobs') if j['id'] == job][0]['current-progress']
+
+
+def assert_job_offset(d, q, job):
+    """The job's offset in a scrape, query-jobs' current-progress just
+    after, a scrape just after that: progress only grows, so the three
+    are in order; and each scrape's counter is its offset.  Returns the
+    first scrape's offset."""
+    m1 = scrape(d, check=False)
+    cur = job_progress(q, job)
+    m2 = scrape(d, check=False)
+    off1 = val(m1, 'blockd_job_offset_bytes', job=job)
+    off2 = val(m2, 'blockd_job_offset_bytes', job=job)
+    assert_eq(off1 is not None and off1 <= cur <= off2, True,
+              'job %s offset %r <= query-jobs %r <= %r' % (job, off1, cur, off2))
+    for m, off in ((m1, off1), (m2, off2)):
+        assert_eq(val(m, 'blockd_job_processed_bytes_total', job=job), off,
+                  'job %s counter is its offset' % job)
+    return off1
 
 
 # --- tests ---
@@ -542,8 +567,7 @@ def test_handshake_failures_jobs_bitmaps_process():
         assert_in(dict(next(iter(st)))['status'], ('running', 'ready'), 'job status')
         assert_eq(val(m, 'blockd_job_length_bytes', job='mj'), 4.0 * MiB, 'job len')
         assert_eq(val(m, 'blockd_job_speed_limit_bytes', job='mj'), 64.0 * KiB, 'job speed')
-        off = val(m, 'blockd_job_offset_bytes', job='mj')
-        assert_eq(off is not None and off <= 4 * MiB, True, 'job offset %r' % off)
+        assert_job_offset(d, q, 'mj')
         q.execute('block-job-cancel', {'device': 'mj', 'force': True})
         q.wait_event('JOB_STATUS_CHANGE', match={'id': 'mj', 'status': 'null'})
         m = scrape(d)
@@ -552,6 +576,85 @@ def test_handshake_failures_jobs_bitmaps_process():
         assert_eq(val(m, 'blockd_process_resident_memory_bytes') > MiB, True, 'rss')
         assert_eq(val(m, 'blockd_uptime_seconds') > 0, True, 'uptime')
         assert_eq(len(series(m, 'blockd_build_info')), 1, 'build info')
+
+
+def test_job_rate():
+    """A mirror of 4 MiB of data limited to 1 MiB/s runs for seconds:
+    blockd_job_processed_bytes_total grows between two scrapes at about
+    the limit (what rate() shows), agrees with query-jobs, and ends at
+    the job's len when it is ready; gone with the job."""
+    speed = MiB
+    with start(pattern=0x5a) as d:      # data everywhere: no zero skipped
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'null-co', 'node-name': 'tgt', 'size': 4 * MiB})
+        # buf-size: progress in steps of 256 KiB, several a second.
+        q.execute('blockdev-mirror', {'job-id': 'mj', 'device': 'fmt0', 'target': 'tgt',
+                                      'sync': 'full', 'speed': speed, 'buf-size': 256 * KiB})
+        wait_for(lambda: job_progress(q, 'mj') > 0, what='the job started copying')
+        m = scrape(d)
+        assert_eq(val(m, 'blockd_job_speed_limit_bytes', job='mj'), float(speed), 'speed')
+        t1 = time.monotonic()
+        c1 = assert_job_offset(d, q, 'mj')
+        time.sleep(1.0)
+        t2 = time.monotonic()
+        c2 = assert_job_offset(d, q, 'mj')
+        rate = (c2 - c1) / (t2 - t1)
+        assert_eq(0 < rate <= 3 * speed, True, 'rate %r B/s under a %d B/s limit' % (rate, speed))
+        assert_eq(c2 < 4 * MiB, True, 'still copying after a second: %r' % c2)
+        q.wait_event('JOB_STATUS_CHANGE', match={'id': 'mj', 'status': 'ready'}, timeout=30)
+        m = scrape(d)
+        assert_eq(val(m, 'blockd_job_processed_bytes_total', job='mj'), 4.0 * MiB,
+                  'processed bytes at ready')
+        assert_eq(val(m, 'blockd_job_length_bytes', job='mj'), 4.0 * MiB, 'len at ready')
+        assert_eq(job_progress(q, 'mj'), 4 * MiB, 'query-jobs at ready')
+        q.execute('block-job-cancel', {'device': 'mj'})
+        q.wait_event('JOB_STATUS_CHANGE', match={'id': 'mj', 'status': 'null'})
+        m = scrape(d)
+        assert_eq(series(m, 'blockd_job_processed_bytes_total'), {}, 'counter gone with the job')
+        d.assert_alive()
+
+
+def test_node_errors():
+    """A read that blkdebug fails counts in blockd_node_errors_total at
+    the blkdebug node and at the raw node above it (not at the file
+    below, never reached), and at the export; good requests count no
+    error."""
+    with start() as d:
+        q = d.qmp()
+        img = make_image(d.path('b.raw'), MiB, pattern=0x3c)
+        rules = [{'event': 'none', 'iotype': 'read', 'errno': errno.EIO,
+                  'sector': 8, 'immediately': True, 'once': False}]
+        q.execute('blockdev-add', {'driver': 'raw', 'node-name': 'dbg',
+                                   'file': {'driver': 'blkdebug', 'node-name': 'dbgf',
+                                            'inject-error': rules,
+                                            'image': {'driver': 'file', 'node-name': 'dbgimg',
+                                                      'filename': img}}})
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'bad', 'node-name': 'dbg',
+                                       'name': 'bad', 'writable': True})
+        m = scrape(d)
+        for node in ('dbg', 'dbgf', 'dbgimg'):
+            assert_eq(val(m, 'blockd_node_errors_total', node=node, op='read'), 0.0,
+                      '%s errors before' % node)
+        nbd = require_nbd()
+        h = nbd.NBD()
+        h.connect_uri(d.uri('bad'))
+        assert_eq(h.pread(4 * KiB, 0), b'\x3c' * 4 * KiB, 'good read')
+        assert_eq(nbd_errno(h.pread, 4 * KiB, 4 * KiB), errno.EIO, 'bad read')
+        h.pwrite(b'\x11' * 4 * KiB, 64 * KiB)
+        h.shutdown()
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_export_errors_total', export='bad',
+                             op='read') == 1, what='the failed read counted')
+        m = scrape(d)
+        for node, n in (('dbg', 1), ('dbgf', 1), ('dbgimg', 0)):
+            assert_eq(val(m, 'blockd_node_errors_total', node=node, op='read'), float(n),
+                      '%s read errors' % node)
+            assert_eq(val(m, 'blockd_node_errors_total', node=node, op='write'), 0.0,
+                      '%s write errors' % node)
+        assert_eq(val(m, 'blockd_node_requests_total', node='dbg', op='read'), 1.0,
+                  'dbg: the good read completed')
+        assert_eq(val(m, 'blockd_export_requests_total', export='bad', op='read'), 1.0,
+                  'export: the good read completed')
+        d.assert_alive()
 
 
 def test_handshake_timeout_and_listing():
