@@ -683,13 +683,14 @@ def test_hostile_grain_entry():
 # for the non-zero ones), and cowd_images checks that QEMU reads it as
 # intended before blockd is asked to.
 
-COWD_SIZE = 40 * MiB
-COWD_GRAN = 8                        # sectors: 4 KiB grains, 16 MiB a table
+COWD_SIZE = 5 * MiB
+COWD_GRAN = 1                        # sectors: 512-byte grains (as ESX's), 2 MiB a table
 COWD_GRAIN = COWD_GRAN * 512
 # (offset, length, byte): the patterned parts of the disk; grain table 1
-# (16..32 MiB) holds nothing and is absent from the directory.
-COWD_DATA = [(0, 64 * KiB, 0x11), (MiB + 4096, 8192, 0x12), (33 * MiB + 1000, 2000, 0x22),
+# (2..4 MiB) holds nothing and is absent from the directory.
+COWD_DATA = [(0, 64 * KiB, 0x11), (MiB + 4096, 8192, 0x12), (4 * MiB + 1000, 2000, 0x22),
              (COWD_SIZE - 4096, 4096, 0x33)]
+COWD_NO_TABLE = 2 * MiB + 512 * KiB
 COWD_HDR = {'granularity': (16, '<I'), 'l1dir_offset': (20, '<I'),
             'l1dir_size': (24, '<I'), 'disk_sectors': (12, '<I')}
 
@@ -794,7 +795,7 @@ def check_holes(uri, grains, what):
 
 def pattern_reads(target, fmt, data):
     cmds = ['read -P 0x%x %d %d' % (byte, off, n) for off, n, byte in data]
-    cmds.append('read -P 0 %d %d' % (20 * MiB, MiB))     # in the absent table
+    cmds.append('read -P 0 %d %d' % (COWD_NO_TABLE, 256 * KiB))
     bt.qemu_io(target, *cmds, fmt=fmt)
 
 
@@ -815,9 +816,10 @@ def test_cowd_nbd():
                        % (i, i, i)]
         d.wait = [d.nbd_sock]
         d.start()
-        writes = [(4096, 4096, 0x41),              # in place
-                  (2 * MiB, 2 * COWD_GRAIN, 0x42),  # two new grains
-                  (34 * MiB + 100, 300, 0x43)]      # part of a new grain
+        new = 4 * MiB + 8192
+        writes = [(4096, 4096, 0x41),                   # in place
+                  (1536 * KiB, 2 * COWD_GRAIN, 0x42),    # two new grains
+                  (new + 100, 300, 0x43)]                # part of a new grain
         for i, img in enumerate(imgs):
             uri = d.uri('n%d' % i)
             compare(ref, 'raw', uri, 'raw', 'export of ' + img)
@@ -828,8 +830,8 @@ def test_cowd_nbd():
         for img in imgs:
             pattern_reads(img, 'vmdk', [(0, 4096, 0x11), (8192, 56 * KiB, 0x11)] + writes
                           + COWD_DATA[1:])
-            bt.qemu_io(img, 'read -P 0 %d %d' % (2 * MiB + 2 * COWD_GRAIN, COWD_GRAIN),
-                       'read -P 0 %d 100' % (34 * MiB), fmt='vmdk')
+            bt.qemu_io(img, 'read -P 0 %d %d' % (1536 * KiB + 2 * COWD_GRAIN, COWD_GRAIN),
+                       'read -P 0 %d 100' % new, fmt='vmdk')
             check_vmdk(img)
 
 
@@ -949,20 +951,20 @@ def test_cowd_bad_entries():
         img = d.path('b.cowd')
         write_cowd(img, raw)
         gt0 = 4 + 1                            # the first table, after the directory
-        patch(img, gt0 * 512 + 4 * 3, '<I', 0x7fff0000)     # grain 3: 12k..16k
+        patch(img, gt0 * 512 + 4 * 3, '<I', 0x7fff0000)     # grain 3
         patch(img, COWD_HDR['l1dir_size'][0], '<I', 2)     # the last table cut off
         d.args = node_args(img) + d.args + nbd_args(d, True)
         d.wait = [d.nbd_sock]
         d.start()
         with bt.nbd_connection(d.uri()) as h:
-            assert_eq(h.pread(4096, 0), b'\x11' * 4096, 'a good grain')
-            assert_eq(bt.nbd_errno(h.pread, 4096, 12 * KiB) != 0, True,
+            assert_eq(h.pread(COWD_GRAIN, 0), b'\x11' * COWD_GRAIN, 'a good grain')
+            assert_eq(bt.nbd_errno(h.pread, COWD_GRAIN, 3 * COWD_GRAIN) != 0, True,
                       'reading the grain past the end fails')
-            assert_eq(bt.nbd_errno(h.pread, 4096, 33 * MiB) != 0, True,
+            assert_eq(bt.nbd_errno(h.pread, 4096, 4 * MiB) != 0, True,
                       'reading beyond the directory fails')
-            assert_eq(bt.nbd_errno(h.pwrite, b'\x01' * 4096, 20 * MiB) != 0, True,
+            assert_eq(bt.nbd_errno(h.pwrite, b'\x01' * 4096, COWD_NO_TABLE) != 0, True,
                       'writing where no grain table is fails')
-            assert_eq(h.pread(4096, 20 * MiB), bytes(4096), 'that part still reads')
+            assert_eq(h.pread(4096, COWD_NO_TABLE), bytes(4096), 'that part still reads')
             assert_eq(h.pread(4096, 16 * KiB), b'\x11' * 4096, 'still serving')
         d.assert_alive()
         assert_in("Node 'disk': vmdk: the grain table entry", d.stderr(), 'warning')
