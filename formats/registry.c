@@ -131,9 +131,10 @@ static gboolean bochs_probe(const uint8_t *buf, size_t len)
 /* QEMU's probes, by the first sector: qcow2's magic, vdi's signature at
  * 0x40 (a whole header needed), a dynamic VHD's footer copy, qed's
  * magic (a whole header needed), LUKS's magic, vhdx's file identifier,
- * parallels' magic with version 2, vmdk's "KDMV" or a descriptor's
- * text, bochs's header strings, cloop's preamble.  A fixed VHD has its
- * footer only at the end: QEMU probes it as raw, and so do we.
+ * parallels' magic with version 2, vmdk's "KDMV" or "COWD" or a
+ * descriptor's text, bochs's header strings, cloop's preamble.  A
+ * fixed VHD has its footer only at the end: QEMU probes it as raw, and
+ * so do we.
  * Anything else is raw. */
 const char *bd_formats_probe_buf(const uint8_t *buf, size_t len)
 {
@@ -162,7 +163,8 @@ const char *bd_formats_probe_buf(const uint8_t *buf, size_t len)
         buf[16] == 2 && buf[17] == 0 && buf[18] == 0 && buf[19] == 0) {
         return "parallels";
     }
-    if ((len >= 4 && memcmp(buf, "KDMV", 4) == 0) ||
+    if ((len >= 4 && (memcmp(buf, "KDMV", 4) == 0 ||
+                      memcmp(buf, "COWD", 4) == 0)) ||
         vmdk_probe_descriptor(buf, len)) {
         return "vmdk";
     }

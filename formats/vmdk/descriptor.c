@@ -119,7 +119,9 @@ static gboolean parse_extent(VmdkDesc *d, const char *line,
     x = g_new0(VmdkExtentDesc, 1);
     if (strcmp(type, "FLAT") == 0 || strcmp(type, "VMFS") == 0) {
         x->type = VMDK_EXTENT_FLAT;
-    } else if (strcmp(type, "SPARSE") == 0) {
+    } else if (strcmp(type, "SPARSE") == 0 ||
+               strcmp(type, "VMFSSPARSE") == 0) {
+        /* Either header, "KDMV" or "COWD", as in QEMU. */
         x->type = VMDK_EXTENT_SPARSE;
     } else if (strcmp(type, "ZERO") == 0) {
         x->type = VMDK_EXTENT_ZERO;

@@ -2,9 +2,12 @@
 /* vmdk hosted sparse extents ("KDMV"): the header (or, for a
  * streamOptimized image written by VMware, the footer it points to),
  * the grain directory and its redundant copy, grain tables, plain and
- * deflate-compressed grains.
+ * deflate-compressed grains.  VMware 3 sparse extents ("COWD", the
+ * vmfsSparse subformat) go the same way from their own header: one
+ * grain directory, grain tables of 4096 entries, plain grains.
  *
  *   [header][descriptor][RGD][RGTs][GD][GTs][grains ...]
+ *   [COWD header, 2048 bytes][GD][GTs][grains ...]
  *
  * A grain table entry is the grain's sector in the file, 0 for a grain
  * never written (backing file or zeroes) or 1 for a zeroed grain (when
@@ -150,6 +153,75 @@ static gboolean read_footer(BdNode *node, VmdkExtent *e, uint64_t file_size,
     return TRUE;
 }
 
+/* Finish opening a sparse extent whose header fields are set: read
+ * the grain directories, set up the grain table cache. */
+static gboolean load_tables(BdNode *node, VmdkExtent *e, uint64_t file_size,
+                            uint64_t rgd_offset, GError **errp)
+{
+    e->gd = load_gd(node, e, e->gd_offset, "grain directory", file_size,
+                    errp);
+    if (!e->gd) {
+        return FALSE;
+    }
+    if (e->flags & VMDK4_FLAG_RGD) {
+        e->rgd_offset = rgd_offset;
+        e->rgd = load_gd(node, e, e->rgd_offset,
+                         "redundant grain directory", file_size, errp);
+        if (!e->rgd) {
+            return FALSE;
+        }
+    }
+    e->gt = g_new0(uint32_t *, MAX(e->gd_entries, 1));
+    e->next_sector = (file_size + VMDK_SECTOR - 1) / VMDK_SECTOR;
+    bd_mutex_init(&e->lock);
+    e->lock_init = TRUE;
+    return TRUE;
+}
+
+/* A VMware 3 sparse extent ("COWD", the vmfsSparse subformat's delta
+ * files): a 2048-byte header of 32-bit fields, one grain directory of
+ * l1dir_size entries (no redundant copy), grain tables of 4096
+ * entries, plain grains.  QEMU reads the header's first 44 bytes only;
+ * so do we.  There is no embedded descriptor. */
+static gboolean cowd_open(BdNode *node, VmdkExtent *e, const uint8_t *h,
+                          uint64_t file_size, GError **errp)
+{
+    const char *name = node->node_name;
+    uint64_t granularity = vmdk_le32(h + VH3_GRANULARITY);
+    uint64_t capacity = vmdk_le32(h + VH3_DISK_SECTORS);
+    uint32_t l1_size = vmdk_le32(h + VH3_L1DIR_SIZE);
+
+    e->cowd = TRUE;
+    e->version = vmdk_le32(h + VH3_VERSION);
+    /* COWD flags mean other things than KDMV's: none of ours apply. */
+    e->flags = 0;
+    /* QEMU 7.2 takes granularity 0 and divides by it on the first read. */
+    if (granularity == 0 || granularity > VMDK_GRANULARITY_MAX) {
+        VMDK_FAIL("Node '%s': vmdk: invalid granularity %" PRIu64
+                  " sectors in the COWD header of '%s', image may be "
+                  "corrupt", name, granularity, extent_name(e));
+    }
+    if (l1_size > VMDK_L1_MAX) {
+        VMDK_FAIL("L1 size too big");
+    }
+    e->grain_size = granularity * VMDK_SECTOR;
+    e->gt_entries = VMDK3_GT_ENTRIES;
+    e->gd_entries = l1_size;
+    e->gd_offset = (uint64_t)vmdk_le32(h + VH3_L1DIR_OFFSET) * VMDK_SECTOR;
+    /* No grain lies in the header (unless the directory does). */
+    e->grain_offset = MIN(e->gd_offset, VMDK3_HEADER_BYTES);
+    if (file_size < e->grain_offset) {
+        VMDK_FAIL("Node '%s': vmdk: the file '%s' (%" PRIu64 " bytes) ends "
+                  "inside its COWD header (%" PRIu64 " bytes); the image is "
+                  "truncated or corrupt", name, extent_name(e), file_size,
+                  e->grain_offset);
+    }
+    if (e->length == 0) {
+        e->length = capacity * VMDK_SECTOR;
+    }
+    return load_tables(node, e, file_size, 0, errp);
+}
+
 gboolean vmdk_sparse_open(BdNode *node, VmdkExtent *e, gboolean read_only,
                           char **desc_text, GError **errp)
 {
@@ -174,14 +246,12 @@ gboolean vmdk_sparse_open(BdNode *node, VmdkExtent *e, gboolean read_only,
     if (ret < 0) {
         VMDK_FAIL("Could not read the VMDK header: %s", g_strerror(-ret));
     }
+    if (memcmp(h, VMDK3_MAGIC, 4) == 0) {
+        return cowd_open(node, e, h, file_size, errp);
+    }
     if (memcmp(h, VMDK4_MAGIC, 4) != 0) {
-        if (memcmp(h, "COWD", 4) == 0) {
-            VMDK_FAIL("Node '%s': vmdk: the extent '%s' is a VMware 3 "
-                      "(COWD) sparse extent, which blockd does not read",
-                      name, extent_name(e));
-        }
         VMDK_FAIL("Node '%s': vmdk: the extent '%s' is not a VMDK sparse "
-                  "extent (no KDMV magic)", name, extent_name(e));
+                  "extent (no KDMV or COWD magic)", name, extent_name(e));
     }
     /* The embedded descriptor is found through the first header. */
     desc_off = vmdk_le64(h + VH_DESC_OFFSET);
@@ -246,23 +316,10 @@ gboolean vmdk_sparse_open(BdNode *node, VmdkExtent *e, gboolean read_only,
     if (e->length == 0) {
         e->length = capacity * VMDK_SECTOR;
     }
-    e->gd = load_gd(node, e, e->gd_offset, "grain directory", file_size,
-                    errp);
-    if (!e->gd) {
+    if (!load_tables(node, e, file_size,
+                     vmdk_le64(h + VH_RGD_OFFSET) * VMDK_SECTOR, errp)) {
         return FALSE;
     }
-    if (e->flags & VMDK4_FLAG_RGD) {
-        e->rgd_offset = vmdk_le64(h + VH_RGD_OFFSET) * VMDK_SECTOR;
-        e->rgd = load_gd(node, e, e->rgd_offset,
-                         "redundant grain directory", file_size, errp);
-        if (!e->rgd) {
-            return FALSE;
-        }
-    }
-    e->gt = g_new0(uint32_t *, MAX(e->gd_entries, 1));
-    e->next_sector = (file_size + VMDK_SECTOR - 1) / VMDK_SECTOR;
-    bd_mutex_init(&e->lock);
-    e->lock_init = TRUE;
 
     if (desc_text && desc_off && desc_size) {
         uint64_t off = desc_off * VMDK_SECTOR;
@@ -361,7 +418,16 @@ static int64_t lookup_locked(BdNode *node, VmdkExtent *e, uint64_t off,
 
     *gtp = NULL;
     if (l1 >= e->gd_entries) {
-        return 0;
+        if (!e->cowd) {
+            return 0;
+        }
+        /* A COWD header's directory size is its own field, and may not
+         * cover the disk: QEMU fails such requests too. */
+        g_warning("Node '%s': vmdk: offset 0x%" PRIx64 " of '%s' is beyond "
+                  "its grain directory (%" PRIu32 " entries); the image is "
+                  "corrupt", node->node_name, off, extent_name(e),
+                  e->gd_entries);
+        return -EIO;
     }
     gt = gt_get_locked(node, e, (uint32_t)l1, &err);
     if (!gt) {

@@ -3,9 +3,10 @@
  *
  * An image is either a hosted sparse extent ("KDMV" header: the
  * monolithicSparse and streamOptimized subformats, descriptor
- * embedded) or a descriptor file naming extents (monolithicFlat,
- * twoGbMaxExtentSparse/Flat, vmfs), each opened from a file next to
- * the descriptor as the child "extents.N", as QEMU does.  A delta disk
+ * embedded), a VMware 3 sparse extent ("COWD", no descriptor) or a
+ * descriptor file naming extents (monolithicFlat, twoGbMaxExtentSparse/
+ * Flat, vmfs, vmfsSparse), each opened from a file next to the
+ * descriptor as the child "extents.N", as QEMU does.  A delta disk
  * names its parent with parentFileNameHint: opened as the backing
  * file, the format probed, unless 'backing' is given.
  *
@@ -583,7 +584,8 @@ static gboolean vmdk_load(BdNode *node, VmdkState *s, GError **errp)
             FAIL("Could not read the VMDK header: %s", g_strerror(-ret));
         }
     }
-    if (memcmp(magic, VMDK4_MAGIC, 4) == 0) {
+    if (memcmp(magic, VMDK4_MAGIC, 4) == 0 ||
+        memcmp(magic, VMDK3_MAGIC, 4) == 0) {
         VmdkExtent *e = g_new0(VmdkExtent, 1);
 
         g_ptr_array_add(s->extents, e);
@@ -603,10 +605,6 @@ static gboolean vmdk_load(BdNode *node, VmdkState *s, GError **errp)
             }
         }
         return TRUE;
-    }
-    if (memcmp(magic, "COWD", 4) == 0) {
-        FAIL("Node '%s': vmdk: VMware 3 (COWD) sparse images are not "
-             "supported", name);
     }
     /* A descriptor file. */
     if (flen > VMDK_DESC_MAX) {
@@ -632,8 +630,7 @@ static gboolean vmdk_load(BdNode *node, VmdkState *s, GError **errp)
     if (!s->desc->create_type) {
         FAIL("invalid VMDK image descriptor");
     }
-    if (strcmp(s->desc->create_type, "seSparse") == 0 ||
-        strcmp(s->desc->create_type, "vmfsSparse") == 0) {
+    if (strcmp(s->desc->create_type, "seSparse") == 0) {
         FAIL("Unsupported image type '%s'", s->desc->create_type);
     }
     return open_extents(node, s, node->read_only, errp);

@@ -4,8 +4,9 @@
  * A vmdk node is a list of extents laid end to end in the guest's
  * address space.  A monolithic sparse or streamOptimized image is one
  * SPARSE extent, the image file itself (header "KDMV", descriptor
- * embedded).  A descriptor file (text, "# Disk DescriptorFile") names
- * its extents, FLAT, SPARSE or ZERO, in files next to it.
+ * embedded), or a VMware 3 ("COWD") sparse file.  A descriptor file
+ * (text, "# Disk DescriptorFile") names its extents, FLAT, SPARSE
+ * (either header), VMFSSPARSE or ZERO, in files next to it.
  *
  * Files: descriptor.c parses descriptor text; sparse.c reads a hosted
  * sparse extent (header, grain directories, grain tables, compressed
@@ -31,6 +32,7 @@
 
 #define VMDK_SECTOR         512
 #define VMDK4_MAGIC         "KDMV"
+#define VMDK3_MAGIC         "COWD"      /* VMware 3 / vmfsSparse */
 #define VMDK_DESC_MAX       (1u << 20)  /* descriptor text bound */
 #define VMDK_GD_AT_END      0xffffffffffffffffull
 
@@ -59,6 +61,16 @@ enum {
     VH_GRAIN_OFFSET = 64, VH_FILLER = 72, VH_CHECK_BYTES = 73,
     VH_COMPRESS = 77, VH_SIZE = 79,
 };
+
+/* VMware 3 ("COWD") sparse extent header field offsets (little endian,
+ * 32-bit): the header of the vmfsSparse subformat's extents. */
+enum {
+    VH3_VERSION = 4, VH3_FLAGS = 8, VH3_DISK_SECTORS = 12,
+    VH3_GRANULARITY = 16, VH3_L1DIR_OFFSET = 20, VH3_L1DIR_SIZE = 24,
+    VH3_FILE_SECTORS = 28, VH3_SIZE = 44,
+};
+#define VMDK3_GT_ENTRIES    4096u       /* fixed, grain table entries */
+#define VMDK3_HEADER_BYTES  2048u       /* the whole COWD header */
 
 typedef enum {
     VMDK_EXTENT_FLAT,
@@ -92,6 +104,7 @@ typedef struct {
     gboolean read_only;        /* RDONLY access */
 
     /* SPARSE */
+    gboolean cowd;             /* a VMware 3 ("COWD") extent */
     uint32_t version, flags;
     gboolean compressed, markers, zero_grain;
     uint64_t grain_size;       /* bytes */

@@ -742,6 +742,11 @@ static void test_probe(void)
     memcpy(buf, "KDMV", 4);
     g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "vmdk");
     g_assert_cmpstr(bd_formats_probe_buf(buf, 3), ==, "raw");
+    /* VMware 3 sparse ("COWD", vmfsSparse extents). */
+    memcpy(buf, "COWD", 4);
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 512), ==, "vmdk");
+    g_assert_cmpstr(bd_formats_probe_buf(buf, 3), ==, "raw");
+    g_assert_true(bd_formats_buf_has_image_magic(buf, 512));
     /* A vmdk descriptor: comments and blank lines, then version=N. */
     g_assert_cmpstr(probe_text("# Disk DescriptorFile\n  \nversion=1\nCID=1\n"),
                     ==, "vmdk");
