@@ -85,6 +85,7 @@ void rbd_config_clear(RbdConfig *cfg)
     g_clear_pointer(&cfg->key, g_free);
     g_clear_pointer(&cfg->mon_host, g_free);
     g_clear_pointer(&cfg->auth_client_required, g_free);
+    g_clear_pointer(&cfg->keyvalue_pairs, g_strfreev);
 }
 
 static void config_copy(RbdConfig *to, const RbdConfig *from)
@@ -98,6 +99,7 @@ static void config_copy(RbdConfig *to, const RbdConfig *from)
     to->key = g_strdup(from->key);
     to->mon_host = g_strdup(from->mon_host);
     to->auth_client_required = g_strdup(from->auth_client_required);
+    to->keyvalue_pairs = g_strdupv(from->keyvalue_pairs);
     to->nocache = from->nocache;
 }
 
@@ -111,6 +113,10 @@ char *rbd_config_fingerprint(const RbdConfig *cfg)
     for (gsize i = 0; i < G_N_ELEMENTS(parts); i++) {
         /* \x1f cannot be in any of them; NULL and "" differ. */
         g_string_append(s, parts[i] ? parts[i] : "\x1e");
+        g_string_append_c(s, '\x1f');
+    }
+    for (char **kv = cfg->keyvalue_pairs; kv && *kv; kv++) {
+        g_string_append(s, *kv);
         g_string_append_c(s, '\x1f');
     }
     return g_string_free(g_steal_pointer(&s), FALSE);
@@ -159,6 +165,7 @@ gboolean rbd_config_decode(GVariant *options, RbdConfig *cfg, GError **errp)
 {
     RbdOptions o = { 0 };
     gboolean ok = TRUE;
+    g_autoptr(GVariant) pairs = NULL;
 
     BdNodeOptions common = { 0 };
 
@@ -177,6 +184,11 @@ gboolean rbd_config_decode(GVariant *options, RbdConfig *cfg, GError **errp)
     }
     if (o.auth && g_variant_n_children(o.auth)) {
         cfg->auth_client_required = auth_of(o.auth);
+    }
+    pairs = g_variant_lookup_value(options, RBD_KEYVALUE_PAIRS,
+                                   G_VARIANT_TYPE_STRING_ARRAY);
+    if (pairs) {
+        cfg->keyvalue_pairs = g_variant_dup_strv(pairs, NULL);
     }
     if (o.key_secret) {
         /* As QEMU: the secret's bytes, base64-encoded, are the key; a
@@ -282,6 +294,13 @@ static gboolean cluster_prepare(const RbdConfig *cfg, RbdConn *c,
     } else {
         /* librados' search path; no file is not an error. */
         rados_conf_read_file(c->cluster, NULL);
+    }
+    /* As QEMU: the file name's options after the conf file, before the
+     * options of the schema (and rbd_cache) that they may not override. */
+    for (char **kv = cfg->keyvalue_pairs; kv && kv[0] && kv[1]; kv += 2) {
+        if (!conf_set(c->cluster, kv[0], kv[1], errp)) {
+            return FALSE;
+        }
     }
     if ((cfg->mon_host &&
          !conf_set(c->cluster, "mon_host", cfg->mon_host, errp)) ||

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* QEMU's legacy rbd file names, rbd:pool[/namespace]/image[@snap][:k=v...],
- * parsed into BlockdevOptionsRbd members.  A backslash takes the next
- * character literally (a ':' or '@' in a name).
+ * parsed into BlockdevOptionsRbd members and librados options.  A
+ * backslash takes the next character literally (a ':', '@' or '=' in a
+ * name or a value).
  *
  * Thread model: no state.
  */
@@ -39,102 +40,22 @@ static void put_str(GVariantDict *d, const char *key, const char *val)
     g_variant_dict_insert(d, key, "s", val);
 }
 
-/* mon_host: "host[:port]" entries separated by ',', ';' or spaces,
- * with Ceph's optional "v1:"/"v2:" prefixes and brackets; QEMU's
- * 'server' list has room for host and port only. */
-static gboolean put_servers(GVariantDict *d, const char *spec,
-                            GError **errp)
-{
-    g_auto(GStrv) parts = g_strsplit_set(spec, ",; ", -1);
-    GVariantBuilder list;
-    int n = 0;
-
-    g_variant_builder_init(&list, G_VARIANT_TYPE("av"));
-    for (int i = 0; parts[i]; i++) {
-        const char *a = parts[i];
-        g_autofree char *host = NULL;
-        const char *port = "6789";
-        GVariantDict srv;
-
-        if (!*a) {
-            continue;
-        }
-        if (g_str_has_prefix(a, "v1:") || g_str_has_prefix(a, "v2:")) {
-            a += 3;
-        }
-        if (*a == '[') {
-            const char *end = strchr(a, ']');
-            if (!end) {
-                g_variant_builder_clear(&list);
-                g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                            "rbd: invalid mon_host address '%s'", parts[i]);
-                return FALSE;
-            }
-            host = g_strndup(a + 1, end - a - 1);
-            if (end[1] == ':') {
-                port = end + 2;
-            }
-        } else if (strchr(a, ':')) {
-            const char *c = strrchr(a, ':');
-            host = g_strndup(a, c - a);
-            port = c + 1;
-        } else {
-            host = g_strdup(a);
-        }
-        g_variant_dict_init(&srv, NULL);
-        put_str(&srv, "host", host);
-        put_str(&srv, "port", port);
-        g_variant_builder_add(&list, "v", g_variant_dict_end(&srv));
-        n++;
-    }
-    if (!n) {
-        g_variant_builder_clear(&list);
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "rbd: empty mon_host");
-        return FALSE;
-    }
-    g_variant_dict_insert_value(d, "server", g_variant_builder_end(&list));
-    return TRUE;
-}
-
-static gboolean put_auth(GVariantDict *d, const char *spec, GError **errp)
-{
-    g_auto(GStrv) parts = g_strsplit_set(spec, ",;", -1);
-    GVariantBuilder list;
-
-    g_variant_builder_init(&list, G_VARIANT_TYPE("av"));
-    for (int i = 0; parts[i]; i++) {
-        if (strcmp(parts[i], "cephx") && strcmp(parts[i], "none")) {
-            g_variant_builder_clear(&list);
-            g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                        "rbd: auth_supported: unknown mode '%s'", parts[i]);
-            return FALSE;
-        }
-        g_variant_builder_add(&list, "v", g_variant_new_string(parts[i]));
-    }
-    g_variant_dict_insert_value(d, "auth-client-required",
-                                g_variant_builder_end(&list));
-    return TRUE;
-}
-
-static gboolean put_pair(GVariantDict *d, const char *key, const char *val,
-                         GError **errp)
+/* QEMU's keyvalue-pairs: every key but conf and id goes to librados
+ * as it is (rados_conf_set, in the name's order, after the conf file;
+ * rbd_connect), so any Ceph option works and librados judges it. */
+static int put_pair(GVariantDict *d, GVariantBuilder *pairs,
+                    const char *key, const char *val)
 {
     if (!strcmp(key, "id")) {
         put_str(d, "user", val);
     } else if (!strcmp(key, "conf")) {
         put_str(d, "conf", val);
-    } else if (!strcmp(key, "mon_host")) {
-        return put_servers(d, val, errp);
-    } else if (!strcmp(key, "auth_supported")) {
-        return put_auth(d, val, errp);
     } else {
-        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "rbd: the file name option '%s' is not supported by "
-                    "blockd (put it in a conf file)", key);
-        return FALSE;
+        g_variant_builder_add(pairs, "s", key);
+        g_variant_builder_add(pairs, "s", val);
+        return 1;
     }
-    return TRUE;
+    return 0;
 }
 
 gboolean rbd_filename_parse(const char *filename, GVariantDict *d,
@@ -142,6 +63,8 @@ gboolean rbd_filename_parse(const char *filename, GVariantDict *d,
 {
     const char *p = filename;
     g_autofree char *pool = NULL, *image = NULL, *snap = NULL;
+    GVariantBuilder pairs;
+    int n_pairs = 0;
     char found;
 
     if (!g_str_has_prefix(p, "rbd:")) {
@@ -173,19 +96,26 @@ gboolean rbd_filename_parse(const char *filename, GVariantDict *d,
     }
     put_str(d, "pool", pool);
     put_str(d, "image", image);
-    while (found == ':' && *p) {
+    /* As QEMU: "rbd:p/i:" ends in an option with no name and no value. */
+    g_variant_builder_init(&pairs, G_VARIANT_TYPE_STRING_ARRAY);
+    while (found == ':') {
         g_autofree char *key = next_tok(&p, "=:", &found);
         g_autofree char *val = NULL;
 
         if (found != '=') {
+            g_variant_builder_clear(&pairs);
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "conf option %s has no value", key);
             return FALSE;
         }
         val = next_tok(&p, ":", &found);
-        if (!put_pair(d, key, val, errp)) {
-            return FALSE;
-        }
+        n_pairs += put_pair(d, &pairs, key, val);
+    }
+    if (n_pairs) {
+        g_variant_dict_insert_value(d, RBD_KEYVALUE_PAIRS,
+                                    g_variant_builder_end(&pairs));
+    } else {
+        g_variant_builder_clear(&pairs);
     }
     return TRUE;
 }

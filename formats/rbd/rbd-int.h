@@ -18,6 +18,11 @@
 #define RBD_DEFAULT_MON_OP_TIMEOUT 10    /* rados_mon_op_timeout, s */
 #define RBD_DEFAULT_OSD_OP_TIMEOUT 30    /* rados_osd_op_timeout, s */
 
+/* QEMU's internal option for the legacy file name's librados options:
+ * not in the schema, so only a file name can set it, never QMP or the
+ * command line.  Type "as": key, value, key, value... */
+#define RBD_KEYVALUE_PAIRS "=keyvalue-pairs"
+
 /* BlockdevOptionsRbd's members (the schema in rbd.c; also the
  * 'location' of BlockdevCreateOptionsRbd). */
 extern const BdSchemaType rbd_options_type;
@@ -31,6 +36,7 @@ typedef struct {
     char *key;                   /* base64 key from key-secret, or NULL */
     char *mon_host;              /* from 'server', or NULL */
     char *auth_client_required;  /* "cephx;none", or NULL */
+    char **keyvalue_pairs;       /* key, value, ...: the file name's, or NULL */
     gboolean nocache;            /* cache.direct: librbd's cache off */
 } RbdConfig;
 
@@ -69,8 +75,10 @@ gboolean rbd_connect_bounded(const RbdConfig *cfg, gboolean open_image,
                              RbdConn *out, GError **errp);
 
 /* Legacy file names: rbd:pool[/namespace]/image[@snap][:key=value...]
- * into the driver's options (in 'd', "driver" excluded).  Keys: conf,
- * id (the user), mon_host (servers), auth_supported.  Any thread. */
+ * into the driver's options (in 'd', "driver" excluded).  conf is the
+ * conf file, id the user; every other key=value, in order, goes into
+ * the member RBD_KEYVALUE_PAIRS (as: key, value, key, value...) for
+ * rados_conf_set.  Any thread. */
 gboolean rbd_filename_parse(const char *filename, GVariantDict *d,
                             GError **errp);
 

@@ -928,18 +928,49 @@ class Nbdkit:
             raise AssertionError('nbdkit exited with %d; stderr: %s' % (rc, self.stderr()))
 
 
+def shared_fixture(group):
+    """Mark a test as one of 'group': tests that share an expensive
+    fixture (test_rbd.py's Ceph cluster) and so run together, in one
+    process, as one meson test named after the group.  The group's test
+    exits 77 (meson: SKIPPED) when every one of them skips, as when the
+    fixture cannot start; tests without a group stay one meson test each."""
+    def mark(fn):
+        fn.shared_fixture = group
+        return fn
+    return mark
+
+
+def test_groups(tests):
+    """{group: [test names]} of the tests marked with shared_fixture."""
+    groups = {}
+    for n, fn in tests.items():
+        g = getattr(fn, 'shared_fixture', None)
+        if g:
+            groups.setdefault(g, []).append(n)
+    return groups
+
+
 def main(tests):
-    """Run the named test function (argv[1]) or all of them; --list lists.
+    """Run the named tests or groups (argv[1:]) or all of them; --list
+    lists the meson tests: each test outside a group, and each group.
 
     tests: dict name -> function. Each function takes no argument and owns
     its temporary resources. Exit 0 pass, 1 fail, 77 all skipped.
     """
     names = sys.argv[1:]
+    groups = test_groups(tests)
+    clash = set(groups) & set(tests)
+    if clash:
+        print('group names clash with test names: %s' % ' '.join(sorted(clash)),
+              file=sys.stderr)
+        return 2
     if names == ['--list']:
-        print('\n'.join(tests))
+        grouped = {n for members in groups.values() for n in members}
+        print('\n'.join([n for n in tests if n not in grouped] + list(groups)))
         return 0
     if not names:
         names = list(tests)
+    names = [m for n in names for m in groups.get(n, [n])]
     failed = skipped = passed = 0
     for n in names:
         if n not in tests:

@@ -20,12 +20,15 @@ expected values:
     after client_mount_timeout (blockd adds "(cluster unreachable or
     credentials refused, timeout N s)": with a bare 'server' address
     and a wrong key librados does not tell the two apart).
-The tests skip only when the cluster cannot start (the reason is printed).
+The tests that need the cluster (@ceph) run together as one meson test,
+rbd/cluster, which is SKIPPED when the cluster cannot start (the reason
+is printed); the others are one meson test each and need no cluster.
 """
 
 import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -41,6 +44,9 @@ SIZE = 64 * MiB
 _cluster = None
 _cluster_error = None
 _seq = [0]
+
+# The tests that need the cluster: one meson test, rbd/cluster.
+ceph = bt.shared_fixture('cluster')
 
 
 def cluster():
@@ -111,6 +117,7 @@ def nbd_map(uri):
 
 # --- data ---
 
+@ceph
 def test_nbd_data():
     """Writes through an NBD export of an rbd node land in the image;
     data written by QEMU's driver reads back through the export."""
@@ -138,6 +145,7 @@ def test_nbd_data():
                 'read -P 0x22 %d 448k' % (40 * MiB + 65536))
 
 
+@ceph
 def test_fuse_data():
     """A FUSE-mounted rbd image: writes through the file reach Ceph."""
     bt.require_fuse()
@@ -159,6 +167,7 @@ def test_fuse_data():
     qemu_io_rbd(c, img, 'read -P 0xa5 5M 3M', 'read -P 0x5a 0 2M')
 
 
+@ceph
 def test_holes():
     """Block status from the object map: written objects are data, the
     rest holes that read as zeroes (nbdinfo --map)."""
@@ -186,6 +195,7 @@ def test_holes():
 
 # --- create, resize, snapshots, reopen ---
 
+@ceph
 def test_create_and_resize():
     """blockdev-create makes the image (cluster-size: the object size);
     block_resize grows it."""
@@ -221,6 +231,7 @@ def test_create_and_resize():
         q.execute('blockdev-del', {'node-name': 'r0'})
 
 
+@ceph
 def test_snapshot_read_only():
     """A snapshot opens read-only only, shows the data of its time, and
     cannot be reopened read-write."""
@@ -247,6 +258,7 @@ def test_snapshot_read_only():
         bt.assert_eq(ro, [False], 'head read-write')
 
 
+@ceph
 def test_internal_snapshots():
     """blockdev-snapshot-internal-sync and -delete-internal-sync make and
     remove RBD snapshots (the name is the id); the snapshot keeps the data
@@ -278,6 +290,7 @@ def test_internal_snapshots():
     qemu_io_rbd(c, img, 'read -P 0x22 0 1M')
 
 
+@ceph
 def test_reopen_read_only_and_back():
     """blockdev-reopen read-only=true refuses writes; read-only=false
     writes again."""
@@ -297,6 +310,7 @@ def test_reopen_read_only_and_back():
     qemu_io_rbd(c, img, 'read -P 7 0 1M')
 
 
+@ceph
 def test_key_secret_and_servers():
     """No conf file: the monitor from 'server', the key from a secret
     object (base64, as `ceph auth get-key` prints it), cephx required."""
@@ -313,6 +327,7 @@ def test_key_secret_and_servers():
             bt.qemu_io(d.uri(), 'read -P 0x77 0 1M', extra=('-r',))
 
 
+@ceph
 def test_qcow2_on_rbd():
     """A qcow2 image stored in RBD: the rbd node nested under qcow2 in
     one blockdev-add; qemu-img checks the image through its own driver."""
@@ -334,6 +349,7 @@ def test_qcow2_on_rbd():
 
 # --- jobs ---
 
+@ceph
 def test_backup_with_bitmap():
     """A full backup of an rbd node to a local qcow2 with a bitmap made
     at the same time, then an incremental one of what changed."""
@@ -379,6 +395,7 @@ def test_backup_with_bitmap():
             raise AssertionError('incremental backup holds %d bytes' % top)
 
 
+@ceph
 def test_mirror_local_into_rbd_with_pivot():
     """A local qcow2 exported over NBD is mirrored into an rbd image under
     a running writer and pivoted to it; the export then serves Ceph."""
@@ -409,6 +426,7 @@ def test_mirror_local_into_rbd_with_pivot():
                 'read -P 0x20 50M 3M', 'read -P 0x40 60M 1M')
 
 
+@ceph
 def test_drive_mirror_to_legacy_name():
     """QEMU's legacy rbd:pool/image:conf=...:id=... names where a command
     takes a file name (drive-mirror mode=existing)."""
@@ -429,50 +447,165 @@ def test_drive_mirror_to_legacy_name():
         compare(src, c.qemu_uri(img))
 
 
-# --- failures ---
+def _mirror_error(q, target):
+    """drive-mirror of node 'src' into 'target' (a file name) refused:
+    the error's text."""
+    return q.error('drive-mirror', {'job-id': 'm1', 'device': 'src', 'target': target,
+                                    'format': 'raw', 'mode': 'existing',
+                                    'sync': 'full'})['desc']
 
-def test_osd_restart_under_load():
-    """The OSD stops while a client writes through the export and comes
-    back: the requests wait and complete (or, past rados_osd_op_timeout,
-    fail with EIO); QMP answers meanwhile; what was acknowledged is in
-    the image."""
+
+def _raw_source(d, q, size):
+    src = d.path('src.raw')
+    bt.make_image(src, size)
+    bt.qemu_io(src, 'write -P 0x66 1M 3M')
+    q.execute('blockdev-add', {'driver': 'raw', 'node-name': 'src',
+                               'file': {'driver': 'file', 'filename': src}})
+    return src
+
+
+@ceph
+def test_legacy_name_options():
+    """A legacy name's keys besides conf and id go to librados, in order
+    (QEMU's keyvalue-pairs): a Ceph option opens, a key librados does
+    not know fails with QEMU's text; image@snap opens read-only (as a
+    backing file) and a read-write open of it is refused."""
     c = cluster()
     img = new_image(c, 16 * MiB)
-    with daemon('--blockdev', json.dumps(rbd_node(c, img))) as d:
+    qemu_io_rbd(c, img, 'write -P 0x61 0 4M')
+    c.rbd('snap', 'create', 'rbd/%s@s1' % img)
+    qemu_io_rbd(c, img, 'write -P 0x62 0 1M')
+    name = 'rbd:%s/%s:rados_mon_op_timeout=7:conf=%s:id=admin' % (c.pool, img, c.conf)
+    snap = ('rbd:%s/%s@s1:rados_mon_op_timeout=7:client_mount_timeout=20:conf=%s'
+            % (c.pool, img, c.conf))
+    with daemon() as d:
         q = d.qmp()
-        with bt.nbd_export(q, 'r0', name='disk', writable=True):
-            bt.qemu_io(d.uri(), 'write -P 0x01 0 16M')
+        src = _raw_source(d, q, 16 * MiB)
+        q.execute('drive-mirror', {'job-id': 'm0', 'device': 'src', 'target': name,
+                                   'format': 'raw', 'mode': 'existing', 'sync': 'full'})
+        q.wait_event('BLOCK_JOB_READY', timeout=120, match={'device': 'm0'})
+        q.execute('block-job-cancel', {'device': 'm0'})
+        q.wait_event('BLOCK_JOB_COMPLETED', timeout=60, match={'device': 'm0'})
+        compare(src, c.qemu_uri(img))
+        bt.assert_in('invalid conf option bogus_key: No such file or directory',
+                     _mirror_error(q, 'rbd:%s/%s:bogus_key=1:conf=%s' % (c.pool, img, c.conf)),
+                     'a key librados refuses')
+        bt.assert_in('invalid conf option rados_osd_op_timeout: Invalid argument',
+                     _mirror_error(q, 'rbd:%s/%s:conf=%s:rados_osd_op_timeout=soon'
+                                   % (c.pool, img, c.conf)),
+                     'a value librados refuses')
+        bt.assert_in('rbd snapshots are read-only', _mirror_error(q, snap),
+                     'a snapshot opened read-write')
+        # The snapshot as a backing file: read-only, the data of its time.
+        top = d.path('top.qcow2')
+        bt.run(['qemu-img', 'create', '-f', 'qcow2', '-u', '-b', snap, '-F', 'raw', top,
+                str(16 * MiB)])
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
+                                   'file': {'driver': 'file', 'filename': top}})
+        nodes = q.execute('query-named-block-nodes')
+        rbd_ro = [n['ro'] for n in nodes if n['drv'] == 'rbd']
+        bt.assert_eq(rbd_ro, [True], 'the snapshot node read-only')
+        with bt.nbd_export(q, 'top', name='top', writable=True):
+            bt.qemu_io(d.uri('top'), 'read -P 0x61 0 4M', 'write -P 0x71 0 64k',
+                       'read -P 0x71 0 64k')
+        q.execute('blockdev-del', {'node-name': 'top'})
+    bt.qemu_io(c.qemu_uri(img, snap='s1'), 'read -P 0x61 0 4M', extra=('-r',))
+
+
+def test_legacy_name_options_reach_librados():
+    """No cluster needed: a legacy name's mon_host (':' escaped) and
+    client_mount_timeout reach librados, so a monitor nobody answers
+    fails the open after those 2 s."""
+    name = ('rbd:rbd/x:mon_host=v2\\:127.0.0.1\\:%d:client_mount_timeout=2:'
+            'auth_client_required=none:conf=/dev/null' % free_port())
+    with daemon() as d:
+        q = d.qmp()
+        _raw_source(d, q, 16 * MiB)
+        err = _mirror_error(q, name)
+        bt.assert_in('error connecting: Connection timed out', err, 'unreachable')
+        if not bt.is_reference():
+            bt.assert_in('timeout 2 s)', err, "the name's client_mount_timeout")
+        d.assert_alive()
+
+
+# --- failures ---
+
+def _patient_conf(d, c):
+    """The cluster's conf with an OSD op timeout far past an OSD restart
+    (blockd's default is 30 s; librados' own, QSD's, is for ever)."""
+    path = d.path('patient.conf')
+    shutil.copy(c.conf, path)
+    with open(path, 'a') as f:
+        f.write('\n[client]\nrados osd op timeout = 600\n')
+    return path
+
+
+def _wait_all(h, what, timeout=300):
+    """Drive the handle until nothing is in flight (a deadline for a hang,
+    not a speed check)."""
+    end = time.monotonic() + timeout
+    while h.aio_in_flight() > 0:
+        if time.monotonic() > end:
+            raise AssertionError('%s: %d requests still in flight after %d s'
+                                 % (what, h.aio_in_flight(), timeout))
+        h.poll(1000)
+
+
+@ceph
+def test_osd_restart_under_load():
+    """The OSD stops while a client has written some data and has more
+    writes and a flush in flight through the export: they wait (no
+    error, no reply) while QMP answers, then complete once the OSD is
+    back; QEMU's driver reads every write in the image."""
+    nbd = bt.require_nbd()
+    c = cluster()
+    img = new_image(c, 16 * MiB)
+    qemu_io_rbd(c, img, 'write -P 0x01 0 16M')
+    with daemon() as d:
+        q = d.qmp()
+        q.execute('blockdev-add', rbd_node(c, img, conf=_patient_conf(d, c)))
+        with bt.nbd_export(q, 'r0', name='disk', writable=True), \
+                bt.nbd_connection(d.uri()) as h:
+            chunk = bytearray(b'\x5c' * MiB)
+            # Writes 0-3 complete, flushed, while the OSD is up.
+            for i in range(4):
+                h.pwrite(chunk, 2 * i * MiB)
+                h.flush()
             c.stop_osd()
             try:
-                argv = ['qemu-io', '-f', 'raw']
-                for i in range(8):
-                    argv += ['-c', 'write -P 0x5c %dM 1M' % (2 * i)]
-                writer = subprocess.Popen(argv + [d.uri()], stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True)
-                # The writes wait for the OSD; the monitor does not
-                # (qemu-storage-daemon 7.2's query-named-block-nodes
-                # waits for the OSD, on its main loop).
+                cookies = [h.aio_pwrite(nbd.Buffer.from_bytearray(chunk), 2 * i * MiB)
+                           for i in range(4, 8)]
+                flush = h.aio_flush()
+                # QMP answers while they wait (qemu-storage-daemon 7.2's
+                # query-named-block-nodes waits for the OSD, on its main loop).
                 if not bt.is_reference():
                     names = [n['node-name'] for n in q.execute('query-named-block-nodes')]
                     bt.assert_in('r0', names, 'QMP while the OSD is down')
                 bt.assert_eq('qemu' in q.execute('query-version'), True, 'QMP alive')
-                bt.assert_eq(writer.poll(), None, 'writes wait for the OSD')
+                # With the OSD stopped the flush cannot end (librbd's
+                # cache may acknowledge the writes themselves): the
+                # client is mid-flight, neither answered nor failed.
+                for _ in range(20):
+                    h.poll(100)
+                bt.assert_eq(h.aio_command_completed(flush), False,
+                             'the flush waits for the OSD')
+                bt.assert_eq(h.aio_in_flight() >= 1, True, 'requests in flight')
             finally:
                 c.start_osd()
-            out, err = writer.communicate(timeout=120)
-            if writer.returncode == 0:
-                bt.assert_eq('failed' in out.lower(), False, 'qemu-io: ' + out)
-            else:
-                bt.assert_in('Input/output error', out + err, 'error after the OSD timeout')
-            c.rbd('ls', c.pool)        # the OSD is back
-            if writer.returncode == 0:
-                for i in range(8):
-                    qemu_io_rbd(c, img, 'read -P 0x5c %dM 1M' % (2 * i),
-                                'read -P 0x01 %dM 1M' % (2 * i + 1))
+            _wait_all(h, 'after the OSD restart')
+            # Each raises nbd.Error if its request failed.
+            for cookie in cookies + [flush]:
+                bt.assert_eq(h.aio_command_completed(cookie), True, 'request %d' % cookie)
+        c.rbd('ls', c.pool)        # the OSD is back
+        for i in range(8):
+            qemu_io_rbd(c, img, 'read -P 0x5c %dM 1M' % (2 * i),
+                        'read -P 0x01 %dM 1M' % (2 * i + 1))
+        with bt.nbd_export(q, 'r0', name='disk'):
             compare(d.uri(), c.qemu_uri(img))
         d.assert_alive()
 
 
+@ceph
 def test_missing_pool_and_image():
     c = cluster()
     with daemon() as d:
@@ -497,6 +630,7 @@ def _client_conf(d, c, extra=''):
     return path
 
 
+@ceph
 def test_bad_credentials():
     """A wrong key is refused with cephx's reason."""
     c = cluster()
