@@ -361,7 +361,9 @@ static gboolean check_chunks(BdNode *node, DmgTable *t, GArray *chunks,
         g_array_index(chunks, DmgChunk, n++) = *c;
     }
     g_array_set_size(chunks, n);
-    qsort(chunks->data, n, sizeof(DmgChunk), compare_chunks);
+    if (n > 1) {    /* an empty array's data is NULL: qsort must not see it */
+        qsort(chunks->data, n, sizeof(DmgChunk), compare_chunks);
+    }
     for (uint32_t i = 1; i < n; i++) {
         DmgChunk *a = &g_array_index(chunks, DmgChunk, i - 1);
         DmgChunk *b = &g_array_index(chunks, DmgChunk, i);
