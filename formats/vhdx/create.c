@@ -171,7 +171,8 @@ gboolean vhdx_create(GVariant *options, GError **errp)
 {
     g_auto(VhdxCreateOptions) c = { 0 };
     g_autofree uint8_t *head = NULL, *meta = NULL, *bat = NULL;
-    uint64_t bs, chunk, blocks, entries, bat_len, bat_off, meta_off, end;
+    uint64_t bs, chunk, blocks, entries, region_entries, bat_len, bat_off;
+    uint64_t meta_off, end;
     gboolean fixed;
     BdNode *file;
     int ret;
@@ -185,7 +186,12 @@ gboolean vhdx_create(GVariant *options, GError **errp)
     chunk = ((uint64_t)1 << 23) * 512 / bs;
     blocks = (c.size + bs - 1) / bs;
     entries = blocks ? blocks + (blocks - 1) / chunk : 0;
-    bat_len = MAX((entries * 8 + MiB_ - 1) & ~(MiB_ - 1), MiB_);
+    /* The BAT region's size.  For a size-0 image QEMU counts its BAT
+     * entries in 32 bits, where "blocks - 1" wraps, and its open wants
+     * a region that large (qemu-img makes one: 64 MiB with 8 MiB
+     * blocks); the same here, so that QEMU opens the image. */
+    region_entries = blocks ? entries : UINT32_MAX / chunk;
+    bat_len = MAX((region_entries * 8 + MiB_ - 1) & ~(MiB_ - 1), MiB_);
     bat_off = MiB_ + c.log_size;
     meta_off = bat_off + bat_len;
     end = meta_off + MiB_;

@@ -397,8 +397,8 @@ gboolean vhdx_load_metadata(VhdxState *s, GError **errp)
         NODE_FAIL("invalid physical sector size %" PRIu32,
                   s->physical_sector);
     }
-    if (s->size == 0 || s->size > VHDX_MAX_SIZE ||
-        s->size % s->logical_sector) {
+    /* Size 0 is valid: qemu-img creates such images and QEMU opens them. */
+    if (s->size > VHDX_MAX_SIZE || s->size % s->logical_sector) {
         NODE_FAIL("invalid virtual disk size %" PRIu64, s->size);
     }
     s->block_bits = (uint32_t)g_bit_nth_lsf(s->block_size, -1);
@@ -410,7 +410,8 @@ gboolean vhdx_load_metadata(VhdxState *s, GError **errp)
         s->bat_entries = chunks * (s->chunk_ratio + 1);
         return parse_locator(s, t, errp);
     }
-    s->bat_entries = s->data_blocks + (s->data_blocks - 1) / s->chunk_ratio;
+    s->bat_entries = s->data_blocks ?
+        s->data_blocks + (s->data_blocks - 1) / s->chunk_ratio : 0;
     return TRUE;
 }
 
@@ -425,7 +426,7 @@ static int cmp_u64(const void *a, const void *b)
  * the other). */
 static gboolean check_blocks_apart(VhdxState *s, GError **errp)
 {
-    g_autofree uint64_t *offs = g_try_new(uint64_t, s->data_blocks);
+    g_autofree uint64_t *offs = g_try_new(uint64_t, MAX(s->data_blocks, 1));
     uint64_t n = 0;
 
     if (!offs) {
@@ -438,7 +439,9 @@ static gboolean check_blocks_apart(VhdxState *s, GError **errp)
             offs[n++] = BAT_OFFSET(e);
         }
     }
-    qsort(offs, n, sizeof(*offs), cmp_u64);
+    if (n > 1) {
+        qsort(offs, n, sizeof(*offs), cmp_u64);
+    }
     for (uint64_t i = 1; i < n; i++) {
         if (offs[i] - offs[i - 1] < s->block_size) {
             NODE_FAIL("two BAT entries name overlapping blocks at 0x%" PRIx64
@@ -459,12 +462,14 @@ gboolean vhdx_load_bat(VhdxState *s, int64_t file_len, GError **errp)
                   " entries", s->bat_length, s->bat_entries);
     }
     /* The region lies in the file (checked): the size is bounded. */
-    raw = g_try_malloc(bytes);
-    s->bat = g_try_new(uint64_t, s->bat_entries);
+    /* One entry at least: a size-0 image has none, and g_try_new(0)
+     * would say NULL as if allocation had failed. */
+    raw = g_try_malloc(MAX(bytes, 8));
+    s->bat = g_try_new(uint64_t, MAX(s->bat_entries, 1));
     if (!raw || !s->bat) {
         NODE_FAIL("cannot allocate %" PRIu64 " bytes for the BAT", bytes);
     }
-    ret = bd_child_pread(s->file, s->bat_offset, bytes, raw, 0);
+    ret = bytes ? bd_child_pread(s->file, s->bat_offset, bytes, raw, 0) : 0;
     if (ret < 0) {
         NODE_FAIL("cannot read the BAT: %s", g_strerror(-ret));
     }

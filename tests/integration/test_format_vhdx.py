@@ -644,6 +644,34 @@ def test_create():
         d.assert_alive()
 
 
+def test_zero_size():
+    """A vhdx of size 0 (qemu-img create makes them, QEMU opens them):
+    from qemu-img and from blockdev-create, it opens, exports 0 bytes and
+    checks clean after the daemon closed it."""
+    require_tool('qemu-img')
+    bt.require_nbd()
+    with Daemon() as d:
+        img = d.path('zero.vhdx')
+        run(['qemu-img', 'create', '-q', '-f', 'vhdx', img, '0'])
+        d.args = node_args(img) + d.args + nbd_export_args(d)
+        d.wait = [d.nbd_sock]
+        d.start()
+        q = d.qmp()
+        size = run(['nbdinfo', '--size', d.uri()]).stdout.strip()
+        assert_eq(size, '0', 'export size')
+        path, err = create(q, d, 'created.vhdx', {'size': 0})
+        assert_eq(err, None, 'blockdev-create of size 0')
+        q.execute('blockdev-add', {'driver': 'vhdx', 'node-name': 'z2',
+                                   'file': {'driver': 'file', 'filename': path}})
+        nodes = {n['node-name']: n for n in q.execute('query-named-block-nodes')}
+        assert_eq(nodes['z2']['image']['virtual-size'], 0, 'created image size')
+        q.execute('blockdev-del', {'node-name': 'z2'})
+        assert_eq(d.stop(), 0, 'daemon exit status')
+        for p in (img, path):
+            assert_in('No errors were found', check_vhdx(p), 'qemu-img check %s' % p)
+            assert_eq(img_info(p, 'vhdx')['virtual-size'], 0, 'virtual size of %s' % p)
+
+
 def test_probe_mirror_target():
     """drive-mirror mode=existing without a format probes a vhdx target
     by its file identifier, so the mirror writes through the format."""
