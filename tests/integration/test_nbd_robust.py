@@ -475,6 +475,67 @@ def test_max_connections():
         s.close()
 
 
+def _socket_fds(pid):
+    n = 0
+    for fd in os.listdir('/proc/%d/fd' % pid):
+        try:
+            n += os.readlink('/proc/%d/fd/%s' % (pid, fd)).startswith('socket:')
+        except OSError:
+            pass
+    return n
+
+
+def test_handshake_cap():
+    """600 clients that connect and never finish the handshake: the
+    daemon takes at most 512 of them at once (the cap on connections in
+    the handshake; the others wait in the listen backlog, not greeted),
+    and handshake-max-seconds frees the places, so a real client gets in
+    after them and is served."""
+    if is_reference():
+        raise Skip('qemu-storage-daemon 7.2 has no cap on connections in the handshake')
+    nbd = require_nbd()
+    cap, clients = 512, 600
+    with Daemon() as d:
+        img = make_image(d.path('a.raw'), MiB, pattern=0x4c)
+        d.wait = [d.nbd_sock]
+        d.args = ['--blockdev', 'driver=file,node-name=f,filename=%s' % img,
+                  '--nbd-server', 'addr.type=unix,addr.path=%s,handshake-max-seconds=3'
+                  % d.nbd_sock,
+                  '--export', 'type=nbd,id=e,node-name=f,name=disk'] + d.args
+        d.start()
+        time.sleep(0.5)  # the start-up probe connection has gone
+        before = _socket_fds(d.proc.pid)
+        socks = []
+        try:
+            for _ in range(clients):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.setblocking(False)
+                s.connect(d.nbd_sock)   # the backlog (SOMAXCONN) takes them all
+                socks.append(s)
+            wait_for(lambda: _socket_fds(d.proc.pid) - before >= cap,
+                     what='the daemon taking %d connections' % cap)
+            time.sleep(0.5)  # would it take more?
+            held = _socket_fds(d.proc.pid) - before
+            assert_eq(held, cap, 'connections the daemon holds in the handshake')
+            greeted = 0
+            for s in socks:
+                try:
+                    greeted += len(s.recv(18)) > 0
+                except BlockingIOError:
+                    pass
+            assert_eq(greeted, cap, 'clients greeted while %d wait' % (clients - cap))
+            # The idle ones time out after 3 s; the waiting ones and this
+            # client are accepted then.
+            h = nbd.NBD()
+            h.connect_uri(d.uri())
+            assert_eq(h.pread(4096, 0), b'\x4c' * 4096, 'read after the cap freed up')
+            h.shutdown()
+        finally:
+            for s in socks:
+                s.close()
+        _served(d, nbd, 0x4c)
+
+
 def test_max_connections_reconnect_at_once():
     """max-connections=1: a client connecting right after the previous one
     closed is served (QEMU queues it until the slot is free)."""
