@@ -304,5 +304,31 @@ def test_meson_install():
         assert_eq(out.startswith('blockd version'), True, 'installed blockd --version')
 
 
+def test_example_units():
+    """examples/blockd.socket and blockd.service (socket activation) are
+    units systemd accepts: systemd-analyze verify, with ExecStart on the
+    built daemon, says nothing (it warns, with status 0, about what it
+    ignores, so silence is the check)."""
+    if is_reference():
+        raise Skip('checks blockd\'s example files')
+    if not shutil.which('systemd-analyze'):
+        raise Skip('systemd-analyze is not installed')
+    with tempfile.TemporaryDirectory() as t:
+        for name in ('blockd.socket', 'blockd.service'):
+            with open(os.path.join(REPO, 'examples', name)) as f:
+                text = f.read()
+            if name == 'blockd.service':
+                assert_eq('ExecStart=/usr/bin/blockd ' in text, True,
+                          'blockd.service runs /usr/bin/blockd')
+                text = text.replace('/usr/bin/blockd', daemon_exe())
+            with open(os.path.join(t, name), 'w') as f:
+                f.write(text)
+        p = subprocess.run(['systemd-analyze', 'verify', '--man=no', 'blockd.socket',
+                            'blockd.service'], cwd=t, capture_output=True, text=True,
+                           timeout=60)
+        assert_eq((p.returncode, p.stderr.strip()), (0, ''),
+                  'systemd-analyze verify examples/blockd.socket blockd.service')
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
