@@ -25,6 +25,7 @@
 #include "graph/error.h"
 #include "graph/io.h"
 #include "graph/node.h"
+#include "formats/byteorder.h"
 
 #define BOCHS_HEADER_SIZE   512
 #define BOCHS_SECTOR        512u
@@ -70,17 +71,6 @@ BD_SCHEMA_DEFINE_AUTO(BochsOptions, bochs_options)
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, __VA_ARGS__); \
         return FALSE; \
     } while (0)
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    return get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
-}
 
 /* The fixed strings QEMU compares with strcmp: the text and its NUL. */
 static gboolean header_is_bochs(const uint8_t *h)

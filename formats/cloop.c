@@ -27,6 +27,7 @@
 #include "graph/io.h"
 #include "graph/lock.h"
 #include "graph/node.h"
+#include "formats/byteorder.h"
 
 #define CLOOP_SECTOR        512u
 #define CLOOP_HEADER_END    136u     /* preamble, block size, n_blocks */
@@ -64,17 +65,6 @@ BD_SCHEMA_DEFINE_AUTO(CloopOptions, cloop_options)
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, __VA_ARGS__); \
         return FALSE; \
     } while (0)
-
-static uint32_t get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-           (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
-}
 
 /* --- data path --- */
 

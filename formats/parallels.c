@@ -39,6 +39,7 @@
 #include "graph/lock.h"
 #include "graph/node.h"
 #include "formats/create-util.h"
+#include "formats/byteorder.h"
 
 #define PRL_HEADER_SIZE     64
 #define PRL_SECTOR          512u
@@ -93,30 +94,6 @@ BD_SCHEMA_DEFINE_AUTO(PrlOptions, prl_options)
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, __VA_ARGS__); \
         return FALSE; \
     } while (0)
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    return get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    put_le32(p, (uint32_t)v);
-    put_le32(p + 4, (uint32_t)(v >> 32));
-}
 
 static inline uint32_t bat_get(PrlState *s, uint64_t i)
 {

@@ -30,6 +30,7 @@
 #include <string.h>
 #include "graph/io.h"
 #include "formats/dmg/dmg.h"
+#include "formats/byteorder.h"
 
 #define DMG_TRAILER_SIZE    512
 #define DMG_KOLY_WINDOW     515
@@ -57,17 +58,6 @@ typedef struct {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC, __VA_ARGS__); \
         return FALSE; \
     } while (0)
-
-static uint32_t get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-           (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
-}
 
 const char *dmg_type_name(uint32_t type)
 {
