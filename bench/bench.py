@@ -131,6 +131,44 @@ def run_workload_cpu(uri, fio_args):
     return st['bw_bytes'] / (1 << 20), st['io_bytes'], cpu
 
 
+def warm(path):
+    """Same page-cache state for every server: the image read in first,
+    and no write-back of an earlier row's dirty pages still under way
+    (it would slow whichever server runs next)."""
+    os.sync()
+    with open(path, 'rb') as f:
+        while f.read(1 << 24):
+            pass
+
+
+def run_nbd_row(name, cmd, img, sock, workdir, fio_args):
+    """Start server `name` as `cmd` (serving export 'disk' on unix socket
+    `sock`) on a warmed `img`, run fio's nbd engine with `fio_args`, stop
+    it.  Returns {'figure', 'cpu_per_gib', 'client_cpu'} or {'error'}."""
+    warm(img)
+    if os.path.exists(sock):
+        os.unlink(sock)
+    if not shutil.which(cmd[0]) and not os.access(cmd[0], os.X_OK):
+        return {'error': '%s not available' % cmd[0]}
+    errlog = open(os.path.join(workdir, name + '.stderr'), 'a')
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog)
+    try:
+        if not wait_socket(sock, proc):
+            return {'error': 'did not start (see %s)' % errlog.name}
+        c0 = cpu_seconds(proc.pid)
+        try:
+            fig, moved, client_cpu = run_workload_cpu(
+                'nbd+unix:///disk?socket=%s' % sock, fio_args)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, ValueError) as e:
+            return {'error': str(e).splitlines()[0][:60]}
+        cpu = cpu_seconds(proc.pid) - c0
+        return {'figure': fig, 'cpu_per_gib': cpu / (moved / GiB) if moved else 0,
+                'client_cpu': client_cpu}
+    finally:
+        stop_server(proc)
+        errlog.close()
+
+
 def make_image(path):
     n = size_bytes(SIZE)
     with open(path, 'wb') as f:

@@ -57,41 +57,10 @@ def server_cmd(name, fmt, img, sock):
     raise ValueError(name)
 
 
-def warm(path):
-    """Same page-cache state for every server: the image read in first,
-    and no write-back of an earlier row's dirty pages still under way
-    (it would slow whichever server runs next)."""
-    os.sync()
-    with open(path, 'rb') as f:
-        while f.read(1 << 24):
-            pass
-
-
 def run_row(name, fmt, img, workdir, fio_args):
-    warm(img)
     sock = os.path.join(workdir, name + '.sock')
-    if os.path.exists(sock):
-        os.unlink(sock)
-    cmd = server_cmd(name, fmt, img, sock)
-    if not shutil.which(cmd[0]) and not os.access(cmd[0], os.X_OK):
-        return {'error': '%s not available' % cmd[0]}
-    errlog = open(os.path.join(workdir, name + '.stderr'), 'a')
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog)
-    try:
-        if not bench.wait_socket(sock, proc):
-            return {'error': 'did not start (see %s)' % errlog.name}
-        c0 = bench.cpu_seconds(proc.pid)
-        try:
-            fig, moved, client_cpu = bench.run_workload_cpu(
-                'nbd+unix:///disk?socket=%s' % sock, fio_args)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, ValueError) as e:
-            return {'error': str(e).splitlines()[0][:60]}
-        cpu = bench.cpu_seconds(proc.pid) - c0
-        return {'figure': fig, 'cpu_per_gib': cpu / (moved / GiB) if moved else 0,
-                'client_cpu': client_cpu}
-    finally:
-        bench.stop_server(proc)
-        errlog.close()
+    return bench.run_nbd_row(name, server_cmd(name, fmt, img, sock), img, sock, workdir,
+                             fio_args)
 
 
 def prepare(workdir):
