@@ -75,8 +75,8 @@ typedef struct {
     uint32_t *bat;
 
     BdMutex alloc_lock;        /* protects the members below */
-    uint8_t header[PRL_HEADER_SIZE];   /* as on disk */
-    uint64_t data_end;         /* sectors: where the next cluster goes */
+    uint8_t header[PRL_HEADER_SIZE] BD_GUARDED_BY(alloc_lock); /* as on disk */
+    uint64_t data_end BD_GUARDED_BY(alloc_lock); /* sectors: next cluster */
 } PrlState;
 
 typedef struct {
