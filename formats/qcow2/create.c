@@ -34,6 +34,10 @@ static const struct { uint8_t type, bit; const char *name; } features[] = {
     { 2, 1, "raw external data" },
 };
 
+/* The header is written last in whole pages of this size: a page is
+ * what one write stores whole even when the writer is killed. */
+#define BD_QCOW2_CREATE_PAGE 4096
+
 typedef struct {
     uint32_t cluster_bits, refcount_order;
     uint64_t l1_size;          /* entries */
@@ -132,7 +136,7 @@ static gboolean plan_layout(const Qcow2CreateOptions *o, uint32_t cs,
 /* Header, extensions and backing file name in one cluster. */
 static gboolean build_header(const Qcow2CreateOptions *o, int version,
                              const CreateLayout *l, uint8_t *hdr,
-                             uint32_t cs, GError **errp)
+                             uint32_t cs, size_t *used, GError **errp)
 {
     uint32_t hlen = version >= 3 ? QCOW2_V3_HEADER_SIZE
                                  : QCOW2_V2_HEADER_SIZE;
@@ -197,6 +201,7 @@ static gboolean build_header(const Qcow2CreateOptions *o, int version,
         put_be32(hdr + 16, blen);
         memcpy(hdr + p, o->backing_file, blen);
     }
+    *used = p + blen;
     return TRUE;
 }
 
@@ -209,7 +214,8 @@ gboolean bd_qcow2_create(BdNode *file, const Qcow2CreateOptions *o,
     uint64_t meta_bytes;
     g_autofree uint8_t *meta = NULL;
     CreateLayout l;
-    uint64_t rt_off, rb_off;
+    uint64_t rt_off, rb_off, head;
+    size_t used;
     int ret;
 
     if (!check_options(o, cs, rbits, version, errp) ||
@@ -222,7 +228,7 @@ gboolean bd_qcow2_create(BdNode *file, const Qcow2CreateOptions *o,
         FAIL("Could not allocate the image metadata (%" PRIu64 " bytes)",
              meta_bytes);
     }
-    if (!build_header(o, version, &l, meta, cs, errp)) {
+    if (!build_header(o, version, &l, meta, cs, &used, errp)) {
         return FALSE;
     }
     rt_off = cs;
@@ -245,7 +251,21 @@ gboolean bd_qcow2_create(BdNode *file, const Qcow2CreateOptions *o,
     if (ret < 0 && ret != -ENOTSUP) {
         FAIL("Could not resize image: %s", g_strerror(-ret));
     }
-    ret = bd_node_pwrite(file, 0, meta_bytes, meta, 0);
+    /* The header goes last, after the tables it points to are on disk:
+     * a kill (the kernel ends a large write short on SIGKILL) or a crash
+     * part way leaves a file without the qcow2 magic, never an image whose
+     * header names a backing file but whose refcounts are still zero.
+     * The header takes less than a page (1023-byte backing name at most),
+     * so its write is whole or absent. */
+    head = MIN((uint64_t)cs, (used + BD_QCOW2_CREATE_PAGE - 1) /
+                             BD_QCOW2_CREATE_PAGE * BD_QCOW2_CREATE_PAGE);
+    ret = bd_node_pwrite(file, head, meta_bytes - head, meta + head, 0);
+    if (ret == 0) {
+        ret = bd_node_flush(file);
+    }
+    if (ret == 0) {
+        ret = bd_node_pwrite(file, 0, head, meta, 0);
+    }
     if (ret == 0) {
         ret = bd_node_flush(file);
     }
