@@ -5,9 +5,11 @@
  *
  * Requests up to BD_NBD_BUDGET_FREE bytes draw on nothing: a
  * connection's workers keep such buffers (at most BD_NBD_MAX_WORKERS
- * of them).  A larger buffer is reserved from the connection's budget,
- * then from the global one, before it is allocated, and both are given
- * back when the request has been answered and the buffer freed.  A
+ * of them; the extra workers of a latency-bound export keep none above
+ * BD_NBD_EXTRA_KEEP_BUF and reserve what is larger).  A larger buffer
+ * is reserved from the connection's budget, then from the global one,
+ * before it is allocated, and both are given back when the request has
+ * been answered and the buffer freed.  A
  * reservation waits while the budget is spent: the reader then stops
  * reading, so a client that sends 32 MiB writes as fast as it can, or
  * does not read the replies of its 32 MiB reads, is slowed down by TCP

@@ -40,6 +40,21 @@
  * only contend on the image's locks when I/O hits the page cache). */
 #define BD_NBD_MIN_WORKERS 4
 #define BD_NBD_MAX_WORKERS 16
+/* Worker buffers above this size are freed after the request. */
+#define BD_NBD_KEEP_BUF BD_NBD_BUDGET_FREE
+/* ... and up to this many while the export's node waits on the network
+ * (BdNode.latency_bound: rbd, nbd), where a worker spends its request
+ * asleep on a round trip and a client's queue depth (fio's 32, QEMU's
+ * 16) only fills with as many workers.  The workers past
+ * BD_NBD_MAX_WORKERS keep no buffer above BD_NBD_EXTRA_KEEP_BUF, so
+ * the memory a connection holds between requests stays as bounded as
+ * before (budget.h). */
+#define BD_NBD_MAX_LATENCY_WORKERS 64
+#define BD_NBD_EXTRA_KEEP_BUF (128u << 10)
+/* How often (microseconds) a connection at its worker limit looks
+ * again whether its export's node is latency-bound (graph changes
+ * move an export onto other nodes). */
+#define BD_NBD_LATENCY_RECHECK_US (100 * 1000)
 /* Connections at most in the handshake at once; the listener pauses
  * beyond (they count apart from max-connections, and the handshake
  * timeout bounds how long each may take). */
@@ -138,6 +153,9 @@ typedef struct BdNbdClient {
     int parked BD_GUARDED_BY(pool_lock);   /* workers in parked_cond */
     int waking BD_GUARDED_BY(pool_lock);   /* ...signalled, not yet up */
     gboolean reading BD_GUARDED_BY(pool_lock); /* a worker is the reader */
+    /* Last answer of bd_entry_latency_bound() and when it was asked. */
+    gboolean latency_bound BD_GUARDED_BY(pool_lock);
+    gint64 latency_checked BD_GUARDED_BY(pool_lock);
     uint8_t *rbuf;            /* read-ahead buffer (the reader's) */
     size_t rstart, rend;
     BdMutex send_lock;        /* the socket's write side, no fields */
@@ -212,7 +230,10 @@ int bd_nbd_meta_extents(BdNbdExport *exp, BdEntry *entry, uint32_t id,
 
 /* transmission.c: one worker's buffers and the commands. */
 typedef struct BdNbdWorker BdNbdWorker;
-BdNbdWorker *bd_nbd_worker_new(BdNbdClient *c);
+/* 'keep_buf': the largest buffer the worker keeps between requests
+ * (BD_NBD_KEEP_BUF, or BD_NBD_EXTRA_KEEP_BUF for extra workers); larger
+ * ones are reserved from the budgets and freed after the request. */
+BdNbdWorker *bd_nbd_worker_new(BdNbdClient *c, size_t keep_buf);
 void bd_nbd_worker_free(BdNbdWorker *w);
 /* Read the next request and its payload; the caller is the reader.
  * -1: drop the connection; *err: 0 or the NBD error for the request. */

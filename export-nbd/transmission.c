@@ -33,8 +33,6 @@
 /* Reads at least this long go to the socket without a copy where the
  * node chain can (see the top); shorter ones cost no more with one. */
 #define BD_NBD_ZERO_COPY_MIN    (64u << 10)
-/* Worker buffers above this size are freed after the request. */
-#define BD_NBD_KEEP_BUF         BD_NBD_BUDGET_FREE
 #define BD_NBD_ZERO_BUF         (1u << 20)
 
 static uint8_t zero_buf[BD_NBD_ZERO_BUF];  /* never written */
@@ -62,7 +60,8 @@ struct BdNbdWorker {
     BdNbdReqLimits lim;
     uint8_t *buf;
     size_t cap;
-    uint64_t reserved;   /* of the budgets, for a buffer past KEEP_BUF */
+    size_t keep_buf;     /* BD_NBD_KEEP_BUF or BD_NBD_EXTRA_KEEP_BUF */
+    uint64_t reserved;   /* of the budgets, for a buffer past keep_buf */
     GArray *segs;        /* ReadSeg */
     GArray *hdrs;        /* ChunkHdr */
     GArray *iov;         /* struct iovec */
@@ -74,7 +73,7 @@ struct BdNbdWorker {
 /* Free a buffer too large to keep, and give its budget back. */
 static void drop_large_buf(BdNbdWorker *w)
 {
-    if (w->cap > BD_NBD_KEEP_BUF) {
+    if (w->cap > w->keep_buf) {
         g_clear_pointer(&w->buf, free);
         w->cap = 0;
     }
@@ -93,7 +92,7 @@ static int ensure_buf(BdNbdWorker *w, size_t len)
         free(w->buf);
         w->buf = NULL;
         w->cap = 0;
-        if (len > BD_NBD_KEEP_BUF && len > w->reserved) {
+        if (len > w->keep_buf && len > w->reserved) {
             if (!bd_nbd_budget_reserve(&w->c->budget, len - w->reserved,
                                        &w->c->quit)) {
                 return -ESHUTDOWN;
@@ -752,11 +751,12 @@ int bd_nbd_worker_recv(BdNbdWorker *w, BdNbdRequest *req, uint32_t *err)
     return bd_nbd_client_read(c, w->buf, req->length);
 }
 
-BdNbdWorker *bd_nbd_worker_new(BdNbdClient *c)
+BdNbdWorker *bd_nbd_worker_new(BdNbdClient *c, size_t keep_buf)
 {
     BdNbdWorker *w = g_new0(BdNbdWorker, 1);
 
     w->c = c;
+    w->keep_buf = keep_buf;
     w->entry = c->exp->common.entry;
     w->lim = (BdNbdReqLimits){
         .export_size = c->size,

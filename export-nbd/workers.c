@@ -10,7 +10,7 @@
  * Workers without a request park on parked_cond; giving up the reader
  * role wakes one of them only when none is already on its way back to
  * read (a worker that has just replied takes a free role at once), and
- * starts one more worker when none is parked, up to max_workers().  On
+ * starts one more worker when none is parked, up to worker_limit().  On
  * cached or unallocated data a worker is usually back before a parked
  * one has woken, so a busy connection costs few wake-ups; a mutex
  * around the socket instead woke a waiter for every request.
@@ -132,9 +132,10 @@ static gboolean read_next(BdNbdWorker *w, BdNbdClient *c,
 
 /* The worker loop; 'm' is the worker's place in its export's iothread
  * (entered by whoever started it). */
-static void worker_run(BdNbdClient *c, BdWorkerMembership *m)
+static void worker_run(BdNbdClient *c, BdWorkerMembership *m,
+                       size_t keep_buf)
 {
-    BdNbdWorker *w = bd_nbd_worker_new(c);
+    BdNbdWorker *w = bd_nbd_worker_new(c, keep_buf);
 
     bd_worker_pool_name_thread(m);
     while (take_reader(c)) {
@@ -160,13 +161,14 @@ static void worker_run(BdNbdClient *c, BdWorkerMembership *m)
 typedef struct {
     BdNbdClient *c;
     BdWorkerMembership m;
+    size_t keep_buf;
 } WorkerStart;
 
 static gpointer worker_main(gpointer data)
 {
     WorkerStart *ws = data;
 
-    worker_run(ws->c, &ws->m);
+    worker_run(ws->c, &ws->m, ws->keep_buf);
     g_free(ws);
     return NULL;
 }
@@ -182,8 +184,33 @@ static int max_workers(void)
     return (int)value;
 }
 
-/* Start one more worker unless at the limit (blockd's, or the bound of
- * the export's iothread); FALSE if none started. */
+/* Whether the export's node waits on the network, asked of the graph
+ * at most every BD_NBD_LATENCY_RECHECK_US: only a connection that has
+ * all its usual workers busy asks, and asking admits a request. */
+static gboolean latency_bound(BdNbdClient *c)
+{
+    gint64 now = g_get_monotonic_time();
+    gboolean bound;
+
+    bd_mutex_lock(&c->pool_lock);
+    if (c->latency_checked &&
+        now - c->latency_checked < BD_NBD_LATENCY_RECHECK_US) {
+        bound = c->latency_bound;
+        bd_mutex_unlock(&c->pool_lock);
+        return bound;
+    }
+    bd_mutex_unlock(&c->pool_lock);
+    bound = bd_entry_latency_bound(c->exp->common.entry);
+    bd_mutex_lock(&c->pool_lock);
+    c->latency_bound = bound;
+    c->latency_checked = now;
+    bd_mutex_unlock(&c->pool_lock);
+    return bound;
+}
+
+/* Start one more worker unless at the limit (blockd's, higher for a
+ * latency-bound node, or the bound of the export's iothread); FALSE if
+ * none started. */
 static gboolean spawn_worker(BdNbdClient *c)
 {
     WorkerStart *ws;
@@ -192,12 +219,14 @@ static gboolean spawn_worker(BdNbdClient *c)
 
     do {
         n = g_atomic_int_get(&c->nworkers);
-        if (n >= max_workers() || g_atomic_int_get(&c->quit)) {
+        if (g_atomic_int_get(&c->quit) || n >= BD_NBD_MAX_LATENCY_WORKERS ||
+            (n >= max_workers() && !latency_bound(c))) {
             return FALSE;
         }
     } while (!g_atomic_int_compare_and_exchange(&c->nworkers, n, n + 1));
     ws = g_new0(WorkerStart, 1);
     ws->c = c;
+    ws->keep_buf = n < max_workers() ? BD_NBD_KEEP_BUF : BD_NBD_EXTRA_KEEP_BUF;
     if (!bd_worker_pool_enter(&ws->m, &c->exp->common.pool, "nbd-worker",
                               TRUE)) {
         g_free(ws);
@@ -228,5 +257,5 @@ void bd_nbd_transmission_run(BdNbdClient *c)
     bd_worker_pool_enter(&m, &c->exp->common.pool, "nbd-worker", FALSE);
     for (i = 1; i < BD_NBD_MIN_WORKERS && spawn_worker(c); i++) {
     }
-    worker_run(c, &m);
+    worker_run(c, &m, BD_NBD_KEEP_BUF);
 }

@@ -478,6 +478,16 @@ int64_t bd_entry_getlength(BdEntry *entry)
     return len;
 }
 
+gboolean bd_entry_latency_bound(BdEntry *entry)
+{
+    gboolean ret;
+
+    entry_begin(entry);
+    ret = entry->root->node->latency_bound;
+    entry_end(entry);
+    return ret;
+}
+
 /* Admit a request and check it against the handle; on success the
  * caller runs it and then calls entry_end(). */
 static inline int entry_admit(BdEntry *entry, uint64_t offset,

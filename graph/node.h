@@ -495,6 +495,12 @@ struct BdNode {
      * bytes long (0: no limit); the generic layer makes them so. */
     uint32_t request_alignment;
     uint64_t max_transfer;
+    /* Requests here wait on a network round trip (rbd, nbd), alone or
+     * through a child: their time is latency, not CPU or disk, so
+     * exports run more of them at once (see export-nbd/workers.c).
+     * Inherited from the data, filtered and COW children; a driver sets
+     * it for itself in refresh_limits. */
+    gboolean latency_bound;
 
     /* Size in bytes, maintained by the driver (bd_node_set_size). */
     uint64_t size;

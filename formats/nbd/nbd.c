@@ -210,6 +210,7 @@ static void nbd_node_refresh_limits(BdNode *node)
 
     node->request_alignment = MAX(info->min_block, 1u);
     node->max_transfer = info->max_block;
+    node->latency_bound = TRUE;
 }
 
 /* --- open / close --- */

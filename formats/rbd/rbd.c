@@ -327,6 +327,7 @@ static void rbd_node_refresh_limits(BdNode *node)
     node->request_alignment = 1;
     /* librbd splits requests by object itself. */
     node->max_transfer = 0;
+    node->latency_bound = TRUE;
 }
 
 /* --- open / close --- */

@@ -42,6 +42,8 @@ import errno
 import json
 import os
 import socket
+import struct
+import subprocess
 import sys
 import threading
 import time
@@ -941,6 +943,96 @@ def test_tls_psk():
             expect_error(q, dict(base, **{'node-name': 'n'}),
                          'TLS negotiation required before option 7 (go)')
             a.assert_alive()
+
+
+# --- 10b. requests in flight over a slow server ---
+
+def _worker_threads(d):
+    """The daemon's NBD worker threads (their names, from /proc)."""
+    n = 0
+    task = '/proc/%d/task' % d.proc.pid
+    for tid in os.listdir(task):
+        try:
+            with open(os.path.join(task, tid, 'comm')) as f:
+                n += f.read().strip() == 'nbd-worker'
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def _parallel_reads(uri, count, expect):
+    """`count` 4 KiB reads sent at once over one connection (libnbd aio);
+    each must return `expect(offset)`."""
+    nbd = bt.require_nbd()
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    bufs = []
+    for i in range(count):
+        buf = nbd.Buffer(4096)
+        h.aio_pread(buf, i * 64 * KiB)
+        bufs.append((i * 64 * KiB, buf))
+    while h.aio_in_flight() > 0:
+        h.poll(-1)
+    for off, buf in bufs:
+        assert_eq(buf.to_bytearray(), expect(off), 'read at %d' % off)
+    return h
+
+
+def test_slow_server_many_in_flight():
+    """A client's queue depth reaches a slow remote server: 48 reads sent
+    at once through B's export of an nbd node whose server (nbdkit, delay
+    filter) answers each read after a second all start on B's side, each
+    on its own worker (more than the 4 per CPU, 8 to 16, that a local
+    node gets: the node is latency-bound), and all read the right data.
+    An export of a local node, its reads held by a throttle, still stops
+    at that limit."""
+    bt.skip_if_reference('the worker count is blockd\'s')
+    bt.require_tool('nbdkit')
+    with bt.Daemon() as scratch:
+        sock = scratch.path('slow.sock')
+        slow = subprocess.Popen(['nbdkit', '-f', '-t', '64', '-U', sock, '--filter=delay',
+                                 'pattern', 'size=%d' % SIZE, 'rdelay=1'])
+        try:
+            bt.wait_for(lambda: os.path.exists(sock), 10, 'nbdkit socket')
+            with client_daemon() as b:
+                q = b.qmp()
+                q.execute('blockdev-add', {'driver': 'nbd', 'node-name': 'rem',
+                                           'read-only': True,
+                                           'server': {'type': 'unix', 'path': sock}})
+                q.execute('block-export-add', {'type': 'nbd', 'id': 'e-rem',
+                                               'node-name': 'rem'})
+                # nbdkit's pattern plugin: each 8-byte word is its offset (BE).
+                h = _parallel_reads(b.uri('rem'), 48, lambda off: b''.join(
+                    struct.pack('>Q', off + i) for i in range(0, 4096, 8)))
+                workers = _worker_threads(b)
+                h.shutdown()
+                if workers < 40:
+                    raise AssertionError('%d workers for 48 reads on a latency-bound node'
+                                         % workers)
+
+                # A local node: reads wait in a throttle, not on the network.
+                img = b.path('local.raw')
+                with open(img, 'wb') as f:
+                    f.truncate(SIZE)
+                q.execute('object-add', {'qom-type': 'throttle-group', 'id': 'tg',
+                                         'limits': {'iops-total': 50}})
+                q.execute('blockdev-add', {'driver': 'throttle', 'node-name': 'thr',
+                                           'throttle-group': 'tg', 'file': {
+                                               'driver': 'file', 'filename': img}})
+                q.execute('block-export-add', {'type': 'nbd', 'id': 'e-thr',
+                                               'node-name': 'thr'})
+                bt.wait_for(lambda: _worker_threads(b) == 0, 30,
+                            'the first connection\'s workers to leave')
+                h = _parallel_reads(b.uri('thr'), 48, lambda off: bytearray(4096))
+                local = _worker_threads(b)
+                h.shutdown()
+                print('NBD workers: %d for the remote node, %d for the local one'
+                      % (workers, local))
+                if local > 16:
+                    raise AssertionError('%d workers on a local node (at most 16)' % local)
+        finally:
+            slow.terminate()
+            slow.wait()
 
 
 # --- 11. bad arguments ---
