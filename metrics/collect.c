@@ -199,7 +199,7 @@ static void io_latency(GString *o, GArray *owners, int nops,
                     bins[b] = __atomic_load_n(&h->bins[b], __ATOMIC_RELAXED);
                 }
                 histogram(o, name, l, h->boundaries, h->n, bins,
-                          w->st.total_time_ns[t]);
+                          __atomic_load_n(&h->sum_ns, __ATOMIC_RELAXED));
             } else {
                 histogram(o, name, l, fixed_bounds(), BD_LAT_BUCKETS - 1,
                           w->st.lat[t], w->st.total_time_ns[t]);
@@ -229,7 +229,8 @@ static void collect_nodes(GString *o)
 
     for (guint i = 0; i < nodes->len; i++) {
         BdNode *n = nodes->pdata[i];
-        IoOwner w = { .key = "node", .name = n->node_name };
+        IoOwner w = { .key = "node", .name = n->node_name,
+                      .live = &n->stats };
 
         if (!n->node_name || !n->node_name[0]) {
             continue;
@@ -247,7 +248,8 @@ static void collect_nodes(GString *o)
     io_in_flight(o, owners, "blockd_node_in_flight_requests",
                  "Requests running at the node now.");
     io_latency(o, owners, BD_ACCT__MAX, "blockd_node_request_duration_seconds",
-               "Latency of the requests at the node.");
+               "Latency of the requests at the node (buckets of "
+               "block-latency-histogram-set where set).");
 }
 
 /* --- exports and NBD clients --- */

@@ -781,5 +781,84 @@ def test_grafana_dashboard_queries():
         assert_eq(sorted(used - names), [], 'dashboard series missing from a scrape')
 
 
+
+def test_node_histogram_buckets():
+    """block-latency-histogram-set with a node name as id sets that
+    node's histograms in /metrics (QEMU's argument rules and errors;
+    write zeroes take the write boundaries, discards keep the default
+    buckets); an id naming an export and a node sets both.  Boundaries
+    of 1 ns and 10^15 ns put every request in the middle bin, so the
+    bucket counts are exact."""
+    big = 10 ** 15
+    with start() as d:
+        q = d.qmp()
+        q.execute('block-latency-histogram-set',
+                  {'id': 'fmt0', 'boundaries': [1, big], 'boundaries-write': [big]})
+        h = connect(d)
+        for i in range(3):
+            h.pread(4 * KiB, i * 4 * KiB)
+        h.pwrite(b'\x02' * (8 * KiB), 0)
+        h.pwrite(b'\x03' * (4 * KiB), 64 * KiB)
+        h.zero(16 * KiB, 128 * KiB)
+        h.trim(4 * KiB, 256 * KiB)
+        h.flush()
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_node_requests_total', node='fmt0',
+                             op='flush') == 1, what='the flush counted')
+        m = scrape(d)
+        name = 'blockd_node_request_duration_seconds'
+        want = {'read': (['1e-09', '1000000', '+Inf'], [0, 3, 3]),
+                'write': (['1000000', '+Inf'], [2, 2]),
+                'zero': (['1000000', '+Inf'], [1, 1]),
+                'flush': (['1e-09', '1000000', '+Inf'], [0, 1, 1])}
+        for op, (les, counts) in want.items():
+            got = {dict(k)['le']: v
+                   for k, v in series(m, name + '_bucket', node='fmt0', op=op).items()}
+            assert_eq(sorted(got, key=lambda le: float(le)), les, 'fmt0 %s buckets' % op)
+            assert_eq([got[le] for le in les], [float(c) for c in counts],
+                      'fmt0 %s bucket counts' % op)
+            assert_eq(val(m, name + '_count', node='fmt0', op=op), float(counts[-1]),
+                      'fmt0 %s count' % op)
+            total = val(m, name + '_sum', node='fmt0', op=op)
+            assert_eq(0 < total < 60 * counts[-1], True, 'fmt0 %s sum %r' % (op, total))
+        # Not set: the default buckets (discard at fmt0, file0, the export).
+        for labels in ({'node': 'fmt0', 'op': 'discard'}, {'node': 'file0', 'op': 'read'}):
+            assert_eq(len(series(m, name + '_bucket', **labels)), 27, 'default %r' % labels)
+        assert_eq(len(series(m, 'blockd_export_request_duration_seconds_bucket', export='exp0',
+                             op='read')), 27, 'export exp0 untouched')
+        assert_eq(val(m, name + '_count', node='file0', op='read'), 3.0, 'file0 reads')
+        # QEMU's errors, naming the node as the device.
+        assert_eq(q.error('block-latency-histogram-set',
+                          {'id': 'fmt0', 'boundaries-read': [5, 5]})['desc'],
+                  "Device 'fmt0' set read boundaries fail", 'not increasing')
+        assert_eq(q.error('block-latency-histogram-set',
+                          {'id': 'fmt0', 'boundaries': [7], 'boundaries-zap': [0]})['desc'],
+                  "Device 'fmt0' set append write boundaries fail", 'zap checked')
+        assert_eq(q.error('block-latency-histogram-set', {'id': 'nope', 'boundaries': [1]}),
+                  {'class': 'DeviceNotFound', 'desc': "Device 'nope' not found"}, 'unknown id')
+        # The read and write lists before the bad zap list were taken.
+        m = scrape(d)
+        les = sorted(dict(k)['le'] for k in series(m, name + '_bucket', node='fmt0', op='read'))
+        assert_eq(les, ['+Inf', '7e-09'], 'kinds before the error kept')
+        # An export and a node of one name: both take the boundaries.
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'file0', 'node-name': 'fmt0',
+                                       'name': 'again'})
+        q.execute('block-latency-histogram-set', {'id': 'file0', 'boundaries-read': [big]})
+        m = scrape(d)
+        for metric, labels in (('blockd_node_request_duration_seconds_bucket', {'node': 'file0'}),
+                               ('blockd_export_request_duration_seconds_bucket',
+                                {'export': 'file0'})):
+            les = sorted(dict(k)['le'] for k in series(m, metric, op='read', **labels))
+            assert_eq(les, ['+Inf', '1000000'], '%r buckets' % labels)
+        # Absent boundaries (boundaries-zap alone counts as none, as in
+        # QEMU) remove the histograms: the default buckets again.
+        q.execute('block-latency-histogram-set', {'id': 'fmt0', 'boundaries-zap': [1]})
+        m = scrape(d)
+        for op in ('read', 'write', 'zero', 'flush'):
+            assert_eq(len(series(m, name + '_bucket', node='fmt0', op=op)), 27,
+                      'fmt0 %s cleared' % op)
+        h.shutdown()
+        d.assert_alive()
+
+
 if __name__ == '__main__':
     sys.exit(main(tests_of(globals())))
