@@ -19,7 +19,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, assert_eq, assert_in, fio, fuse_export,  # noqa: E402
+from blockd_test import (Daemon, Skip, assert_eq, assert_in, fio, fuse_export,  # noqa: E402
                          main, make_image, nbd_errno, nbd_export_args, require_fio_nbd, require_fuse,
                          require_nbd, require_tool, run, skip_if_reference, tests_of, wait_for)
 
@@ -856,6 +856,89 @@ def test_node_histogram_buckets():
         for op in ('read', 'write', 'zero', 'flush'):
             assert_eq(len(series(m, name + '_bucket', node='fmt0', op=op)), 27,
                       'fmt0 %s cleared' % op)
+        h.shutdown()
+        d.assert_alive()
+
+
+# --- OpenMetrics ---
+
+OPENMETRICS_TYPE = 'application/openmetrics-text; version=1.0.0; charset=utf-8'
+# What Prometheus 2.42 sends.
+PROMETHEUS_ACCEPT = ('application/openmetrics-text;version=1.0.0,'
+                     'application/openmetrics-text;version=0.0.1;q=0.75,'
+                     'text/plain;version=0.0.4;q=0.5,*/*;q=0.1')
+
+
+def openmetrics_parser():
+    try:
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families
+    except ImportError:
+        raise Skip('python3-prometheus-client (scripts/deps.sh) is needed')
+    return text_string_to_metric_families
+
+
+def get_accept(d, accept):
+    status, headers, body = get(d.metrics, extra=('Accept: %s\r\n' % accept).encode())
+    assert_eq(status, 200, 'GET /metrics (Accept: %s)' % accept)
+    assert_eq(headers.get('vary'), 'Accept', 'Vary')
+    return headers.get('content-type'), body
+
+
+def test_openmetrics_negotiation():
+    """Accept: application/openmetrics-text; version=1.0.0 (alone, or as
+    Prometheus sends it) gets OpenMetrics 1.0.0, which the reference
+    parser of prometheus_client accepts: counter families named without
+    _total, their samples with it, units, # EOF last; and the same
+    samples as the text format.  text/plain first, an OpenMetrics
+    version blockd does not speak, or no Accept header: the text format,
+    which promtool accepts."""
+    parse_om = openmetrics_parser()
+    with start() as d:
+        h = connect(d)
+        for i in range(5):
+            h.pread(4 * KiB, i * 4 * KiB)
+        h.pwrite(b'\x04' * 4096, 0)
+        h.flush()
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_export_requests_total',
+                             export='exp0', op='flush') == 1, what='the flush counted')
+        for accept in ('application/openmetrics-text; version=1.0.0', PROMETHEUS_ACCEPT,
+                       'application/openmetrics-text'):
+            ctype, body = get_accept(d, accept)
+            assert_eq(ctype, OPENMETRICS_TYPE, 'content type for %r' % accept)
+        text = body.decode()
+        assert_eq(text.endswith('\n# EOF\n'), True, '# EOF last')
+        fams = {f.name: f for f in parse_om(text)}
+        reqs = fams['blockd_export_requests']
+        assert_eq((reqs.type, reqs.unit), ('counter', ''), 'counter family')
+        assert_eq({s.name for s in reqs.samples}, {'blockd_export_requests_total'},
+                  'counter samples keep _total')
+        reads = [s.value for s in reqs.samples
+                 if s.labels == {'export': 'exp0', 'op': 'read'}]
+        assert_eq(reads, [5.0], 'export reads')
+        lat = fams['blockd_node_request_duration_seconds']
+        assert_eq((lat.type, lat.unit), ('histogram', 'seconds'), 'histogram family')
+        assert_eq(fams['blockd_node_bytes'].unit, 'bytes', 'bytes unit')
+        assert_eq('blockd_node_requests_total' in fams, False, 'no _total family')
+        # The same series as the text format, with the same values (the
+        # process and endpoint figures move between scrapes).
+        ctype, plain = get_accept(d, 'text/plain')
+        assert_eq(ctype, 'text/plain; version=0.0.4; charset=utf-8', 'text/plain')
+        promtool_check(plain)
+        moving = ('blockd_process_', 'blockd_uptime_', 'blockd_metrics_http_')
+        om = {(s.name, frozenset(s.labels.items())): float(s.value)
+              for f in fams.values() for s in f.samples if not s.name.startswith(moving)}
+        tm = {k: v for k, v in parse(plain).items() if not k[0].startswith(moving)}
+        assert_eq(sorted(set(om) ^ set(tm)), [], 'same series')
+        diff = {k: (om[k], tm[k]) for k in om if abs(om[k] - tm[k]) > 1e-9 * max(1, tm[k])}
+        assert_eq(diff, {}, 'same values')
+        # Prometheus' text format wherever OpenMetrics 1.0.0 is not first.
+        for accept in ('text/plain;version=0.0.4;q=0.9,application/openmetrics-text;q=0.5',
+                       'application/openmetrics-text;version=0.0.1', 'application/json',
+                       '*/*'):
+            ctype, body = get_accept(d, accept)
+            assert_eq(ctype, 'text/plain; version=0.0.4; charset=utf-8',
+                      'content type for %r' % accept)
+            promtool_check(body)
         h.shutdown()
         d.assert_alive()
 
