@@ -12,7 +12,9 @@ both alike.
            seconds during the run (a busy Prometheus scrapes every 15 s;
            the default 1 s makes the scrape cost visible);
   baseline (only with BLOCKD_BASELINE=path) a build from before the
-           counters, so that the counting itself shows: off vs baseline.
+           counters, or one with graph/stats.c's bd_io_stats_now,
+           _begin, _end, _done and _invalid made to return at once, so
+           that the counting itself shows: off vs baseline.
 
 Prints IOPS (median and best of ROUNDS) and the server's CPU seconds per
 GiB for each row, and the overhead of on (and off) against the reference
@@ -124,6 +126,20 @@ def main():
         print('%-9s %12.0f %12.0f %12.2f %8d %+9.1f%%' % (
             r, med, max(iops), statistics.median(x[1] for x in res[r]),
             sum(x[2] for x in res[r]), (med / ref_iops - 1) * 100))
+    # On a shared machine the load drifts between rounds more than the
+    # rows differ: each row against the reference of its own round, and
+    # the median of those ratios, cancel the drift that medians of whole
+    # rows keep.
+    print('per round (IOPS): ' + '; '.join(
+        '%s %s' % (r, ' '.join('%.0f' % x[0] for x in res[r])) for r in rows))
+    for r in rows:
+        if r == ref:
+            continue
+        iops = [a[0] / b[0] - 1 for a, b in zip(res[r], res[ref]) if b[0]]
+        cpu = [a[1] / b[1] - 1 for a, b in zip(res[r], res[ref]) if b[1]]
+        print('%s vs %s, paired by round: IOPS %+.1f%% (median; min %+.1f%%, max %+.1f%%), '
+              'CPU s/GiB %+.1f%%' % (r, ref, statistics.median(iops) * 100, min(iops) * 100,
+                                     max(iops) * 100, statistics.median(cpu) * 100))
     return 0
 
 
