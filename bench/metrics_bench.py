@@ -12,7 +12,12 @@ both alike.
            seconds during the run (a busy Prometheus scrapes every 15 s;
            the default 1 s makes the scrape cost visible);
   baseline (only with BLOCKD_BASELINE=path) a build from before the
-           counters, so that the counting itself shows: off vs baseline.
+           counters, or one with graph/stats.c's bd_io_stats_now,
+           _begin, _end, _done and _invalid made to return at once, so
+           that the counting itself shows: off vs baseline;
+  profiled (only with PERF=1) off under perf: the share of the server's
+           CPU samples spent counting, which the machine's drift hides
+           less than IOPS (perf's own cost shows against off).
 
 Prints IOPS (median and best of ROUNDS) and the server's CPU seconds per
 GiB for each row, and the overhead of on (and off) against the reference
@@ -20,9 +25,12 @@ row.  The issue's target: under 2% on this row.
   bench/metrics_bench.py                            (RUNTIME=10 SIZE=1G ROUNDS=3)
   RUNTIME=2 SIZE=64M ROUNDS=1 bench/metrics_bench.py    (a smoke run)
   BLOCKD_BASELINE=/path/to/old/blockd bench/metrics_bench.py
+  PERF=1 bench/metrics_bench.py     (also the counting's share of the server's
+                                     CPU in a perf profile of an "off" server)
 """
 
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -36,6 +44,10 @@ from bench import (GiB, SIZE, cpu_seconds, fio_has_nbd, make_image,  # noqa: E40
                    run_workload_cpu, server_cmd, stop_server, wait_socket)
 
 ROUNDS = int(os.environ.get('ROUNDS', '3'))
+# PERF=1: one more row, "profiled": "off" under perf (counting_share); a
+# row of its own, as the profiler slows the server it samples.
+PERF = os.environ.get('PERF') == '1'
+COUNTING = []
 SCRAPE = float(os.environ.get('SCRAPE', '1'))
 FIO_ARGS = ['--rw=randread', '--bs=4k', '--iodepth=32']
 
@@ -84,23 +96,53 @@ def one_run(row, img, workdir):
         if t:
             t.start()
         c0 = cpu_seconds(proc.pid)
+        perf = None
+        if row == 'profiled':
+            perf = subprocess.Popen(['perf', 'record', '-q', '-e', 'cpu-clock', '-F', '999',
+                                     '-p', str(proc.pid), '-o',
+                                     os.path.join(workdir, 'perf.data')],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             iops, moved, _ = run_workload_cpu('nbd+unix:///disk?socket=%s' % sock, FIO_ARGS)
         finally:
             stop.set()
             if t:
                 t.join()
+            if perf:
+                perf.send_signal(signal.SIGINT)
+                perf.wait()
+                counting_share(os.path.join(workdir, 'perf.data'))
         cpu = cpu_seconds(proc.pid) - c0
     finally:
         stop_server(proc)
     return iops, cpu / (moved / GiB) if moved else 0.0, len(scrapes)
 
 
+def counting_share(data):
+    """The part of the server's CPU samples (perf, cpu-clock) spent
+    counting: graph/stats.c's functions and the clock reads (the vDSO's
+    clock_gettime and its libc entry; nothing else reads the clock per
+    request).  Less exposed to a shared machine's drift than IOPS."""
+    p = subprocess.run(['perf', 'report', '-i', data, '--stdio', '--sort', 'dso,symbol'],
+                       capture_output=True, text=True)
+    stats = clock = 0.0
+    for line in p.stdout.splitlines():
+        f = line.split()
+        if len(f) < 4 or not f[0].endswith('%') or line.lstrip().startswith('#'):
+            continue
+        pct = float(f[0].rstrip('%'))
+        if f[3].startswith('bd_io_stats_'):
+            stats += pct
+        elif f[1] == '[vdso]' or f[3].startswith('clock_gettime'):
+            clock += pct
+    COUNTING.append((stats, clock))
+
+
 def main():
     if not fio_has_nbd():
         print('metrics_bench: fio with the nbd engine is needed', file=sys.stderr)
         return 1
-    rows = ['off', 'on']
+    rows = ['off', 'on'] + (['profiled'] if PERF else [])
     if os.environ.get('BLOCKD_BASELINE'):
         rows.insert(0, 'baseline')
     workdir = os.environ.get('BENCH_DIR') or tempfile.mkdtemp(prefix='blockd-metrics-bench-')
@@ -124,6 +166,26 @@ def main():
         print('%-9s %12.0f %12.0f %12.2f %8d %+9.1f%%' % (
             r, med, max(iops), statistics.median(x[1] for x in res[r]),
             sum(x[2] for x in res[r]), (med / ref_iops - 1) * 100))
+    # On a shared machine the load drifts between rounds more than the
+    # rows differ: each row against the reference of its own round, and
+    # the median of those ratios, cancel the drift that medians of whole
+    # rows keep.
+    print('per round (IOPS): ' + '; '.join(
+        '%s %s' % (r, ' '.join('%.0f' % x[0] for x in res[r])) for r in rows))
+    for r in rows:
+        if r == ref:
+            continue
+        iops = [a[0] / b[0] - 1 for a, b in zip(res[r], res[ref]) if b[0]]
+        cpu = [a[1] / b[1] - 1 for a, b in zip(res[r], res[ref]) if b[1]]
+        print('%s vs %s, paired by round: IOPS %+.1f%% (median; min %+.1f%%, max %+.1f%%), '
+              'CPU s/GiB %+.1f%%' % (r, ref, statistics.median(iops) * 100, min(iops) * 100,
+                                     max(iops) * 100, statistics.median(cpu) * 100))
+    if COUNTING:
+        tot = [a + b for a, b in COUNTING]
+        print('profiled: counting is %.2f%% of the server CPU samples (median of %d; '
+              'bd_io_stats_* %.2f%%, clock reads %.2f%%)'
+              % (statistics.median(tot), len(tot), statistics.median(a for a, _ in COUNTING),
+                 statistics.median(b for _, b in COUNTING)))
     return 0
 
 

@@ -14,7 +14,8 @@
  * lists none there.  With query-nodes, every named node, with zero
  * device counters, as qemu-storage-daemon shows them.
  *
- * block-latency-histogram-set's 'id' is an export id, as the qdev.
+ * block-latency-histogram-set's 'id' is an export id, as the qdev,
+ * or a node name (the node's histograms in /metrics), or both.
  *
  * Thread model: main thread only; the counters are read with atomics
  * while the I/O threads add to them.
@@ -34,7 +35,7 @@ typedef struct {
     const char *node_name;
     guint64 write_threshold;
     const char *id;
-    GVariant *boundaries[4];   /* all, read, write, flush */
+    GVariant *boundaries[5];   /* all, read, write, zap, flush */
 } StatsArgs;
 
 #define A(f) BD_AT(StatsArgs, f)
@@ -60,7 +61,8 @@ static const BdSchemaField histogram_set_fields[] = {
     BD_OPT("boundaries", &uint_list, A(boundaries[0])),
     BD_OPT("boundaries-read", &uint_list, A(boundaries[1])),
     BD_OPT("boundaries-write", &uint_list, A(boundaries[2])),
-    BD_OPT("boundaries-flush", &uint_list, A(boundaries[3])),
+    BD_OPT("boundaries-zap", &uint_list, A(boundaries[3])),
+    BD_OPT("boundaries-flush", &uint_list, A(boundaries[4])),
     { NULL } };
 static const BdSchemaType histogram_set_args = {
     .name = "q_obj_block-latency-histogram-set-arg",
@@ -346,18 +348,36 @@ static gboolean set_write_threshold(GVariant *args, JsonNode **ret,
 
 /* --- block-latency-histogram-set --- */
 
-/* The export whose stats 'id' names: QEMU looks 'id' up as a guest
- * device's qdev id; here the export stands for the device. */
-static BdExport *find_export(const char *id, GError **errp)
+/* The accounting records 'id' names: an export's (QEMU looks 'id' up
+ * as a guest device's qdev id; here the export stands for the device)
+ * and a node's (its histograms are those of /metrics), one or both. */
+typedef struct {
+    BdIoStats *stats[2];
+    gboolean is_node[2];
+    guint n;
+} HistogramTargets;
+
+static gboolean find_targets(const char *id, HistogramTargets *t,
+                             GError **errp)
 {
     BdExport *exp = bd_export_find(id);
+    BdNode *node = id[0] ? bd_node_find(id) : NULL;
 
-    if (!exp || !exp->entry) {
+    t->n = 0;
+    if (exp && exp->entry) {
+        t->is_node[t->n] = FALSE;
+        t->stats[t->n++] = &exp->stats;
+    }
+    if (node) {
+        t->is_node[t->n] = TRUE;
+        t->stats[t->n++] = &node->stats;
+    }
+    if (!t->n) {
         g_set_error(errp, BD_ERROR, BD_ERROR_DEVICE_NOT_FOUND,
                     "Device '%s' not found", id);
-        return NULL;
+        return FALSE;
     }
-    return exp;
+    return TRUE;
 }
 
 static uint64_t *list_values(GVariant *list, guint *n)
@@ -379,27 +399,51 @@ static uint64_t *list_values(GVariant *list, guint *n)
     return v;
 }
 
+/* Give the histogram of 'type' (of a target) boundaries 'v'.  A node
+ * counts write zeroes apart (op="zero" in /metrics) where QEMU's devices
+ * count them as writes: the write boundaries are theirs too.  Whether a
+ * list is valid depends on the list alone, so the first target refuses
+ * it before anything changed or none does. */
+static gboolean targets_set(HistogramTargets *t, BdAcctType type,
+                            const uint64_t *v, guint n)
+{
+    for (guint i = 0; i < t->n; i++) {
+        if (!bd_io_stats_set_histogram(t->stats[i], type, v, n)) {
+            return FALSE;
+        }
+        if (t->is_node[i] && type == BD_ACCT_WRITE) {
+            bd_io_stats_set_histogram(t->stats[i], BD_ACCT_ZERO, v, n);
+        }
+    }
+    return TRUE;
+}
+
 static gboolean latency_histogram_set(GVariant *args, JsonNode **ret,
                                       GError **errp)
 {
     BD_GLOBAL_STATE_CODE();
 
-    static const struct { BdAcctType type; const char *what; } kinds[] = {
+    /* QEMU's order (block/qapi-sysemu.c).  Zone append ('zap', QEMU
+     * 8.1) has no requests in blockd: its list is checked as QEMU does
+     * and kept nowhere. */
+    static const struct { int type; const char *what; } kinds[] = {
         { BD_ACCT_READ, "read" }, { BD_ACCT_WRITE, "write" },
-        { BD_ACCT_FLUSH, "flush" },
+        { -1, "append write" }, { BD_ACCT_FLUSH, "flush" },
     };
     g_auto(StatsArgs) a = { 0 };
-    BdExport *exp;
+    HistogramTargets t;
 
     bd_schema_decode(histogram_set_fields, args, &a);
-    exp = find_export(a.id, errp);
-    if (!exp) {
+    if (!find_targets(a.id, &t, errp)) {
         return FALSE;
     }
+    /* As QEMU's: boundaries-zap alone is no boundary, it clears. */
     if (!a.boundaries[0] && !a.boundaries[1] && !a.boundaries[2] &&
-        !a.boundaries[3]) {
-        for (int t = 0; t < BD_ACCT__MAX; t++) {
-            bd_io_stats_set_histogram(&exp->stats, t, NULL, 0);
+        !a.boundaries[4]) {
+        for (guint i = 0; i < t.n; i++) {
+            for (int k = 0; k < BD_ACCT__MAX; k++) {
+                bd_io_stats_set_histogram(t.stats[i], k, NULL, 0);
+            }
         }
         return TRUE;
     }
@@ -411,13 +455,18 @@ static gboolean latency_histogram_set(GVariant *args, JsonNode **ret,
                                              : a.boundaries[0];
         g_autofree uint64_t *v = NULL;
         guint n;
+        gboolean ok;
 
         if (!list) {
             continue;
         }
         v = list_values(list, &n);
-        if (n == 0 ||
-            !bd_io_stats_set_histogram(&exp->stats, kinds[k].type, v, n)) {
+        if (kinds[k].type < 0) {
+            ok = n > 0 && bd_latency_boundaries_valid(v, n);
+        } else {
+            ok = n > 0 && targets_set(&t, kinds[k].type, v, n);
+        }
+        if (!ok) {
             g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                         "Device '%s' set %s boundaries fail", a.id,
                         kinds[k].what);

@@ -4,7 +4,9 @@
  * Without --log, GLib's default writer stays (warnings and errors on
  * stderr, debug with G_MESSAGES_DEBUG).  With it, messages up to the
  * level go to journald when the daemon runs under systemd's journal
- * (JOURNAL_STREAM names our stderr; target=auto), or to stderr; each
+ * (target=auto: g_log_writer_is_journald finds stderr connected to a
+ * socket under /run/systemd/journal/, as systemd connects a service's;
+ * tests/integration/journal_sink.py plays that part), or to stderr; each
  * subsystem logs under its own G_LOG_DOMAIN, and the lines at info
  * level say what changed: clients connecting and going (with the reason
  * a handshake failed), nodes opened and closed, job state changes.

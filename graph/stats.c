@@ -43,6 +43,7 @@ static void histogram_account(BdIoStats *s, BdAcctType type,
             }
         }
         add(&h->bins[lo], 1);
+        add(&h->sum_ns, latency);
     }
     __atomic_fetch_sub(&s->hist_users, 1, __ATOMIC_RELEASE);
 }
@@ -133,15 +134,23 @@ static void histogram_free(BdLatencyHistogram *h)
     }
 }
 
+gboolean bd_latency_boundaries_valid(const uint64_t *boundaries, guint n)
+{
+    for (guint i = 0; i < n; i++) {
+        if (boundaries[i] <= (i ? boundaries[i - 1] : 0)) {
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
 gboolean bd_io_stats_set_histogram(BdIoStats *s, BdAcctType type,
                                    const uint64_t *boundaries, guint n)
 {
     BdLatencyHistogram *h = NULL, *old;
 
-    for (guint i = 0; i < n; i++) {
-        if (boundaries[i] <= (i ? boundaries[i - 1] : 0)) {
-            return FALSE;
-        }
+    if (!bd_latency_boundaries_valid(boundaries, n)) {
+        return FALSE;
     }
     if (n > 0) {
         h = g_new0(BdLatencyHistogram, 1);

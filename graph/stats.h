@@ -39,11 +39,13 @@ typedef enum {
 
 /* A latency histogram (block-latency-histogram-set): n boundaries in
  * ns, strictly increasing and > 0, and n + 1 bins [0, b0), [b0, b1),
- * ..., [b(n-1), inf). */
+ * ..., [b(n-1), inf); sum_ns is the latencies the bins counted, so that
+ * a histogram set anew has a _sum that matches its _count. */
 typedef struct {
     guint n;
     uint64_t *boundaries;
     uint64_t *bins;            /* atomics */
+    uint64_t sum_ns;           /* atomic */
 } BdLatencyHistogram;
 
 typedef struct {
@@ -89,6 +91,8 @@ void bd_io_stats_done(BdIoStats *s, BdAcctType type, uint64_t bytes,
 /* A request refused before it reached the graph (out of range, not
  * writable): QEMU's block_acct_invalid. */
 void bd_io_stats_invalid(BdIoStats *s, BdAcctType type);
+/* Whether 'n' boundaries are strictly increasing and > 0 (n == 0 is). */
+gboolean bd_latency_boundaries_valid(const uint64_t *boundaries, guint n);
 /* Replace the histogram of 'type' with one of 'n' boundaries (n == 0:
  * remove it).  FALSE, nothing changed, unless the boundaries are
  * strictly increasing and > 0.  Main thread. */

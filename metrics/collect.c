@@ -45,11 +45,43 @@ void bd_metrics_set_version(const char *version)
 
 /* --- text format helpers --- */
 
-static void family(GString *o, const char *name, const char *type,
+/* The text being built and its format. */
+typedef struct {
+    GString *s;
+    BdMetricsFormat fmt;
+} Out;
+
+/* A family's metadata.  'name' is the Prometheus text format's (a
+ * counter's with _total, as its samples are named); OpenMetrics names
+ * the family without the suffix (its samples keep it), escapes double
+ * quotes in HELP too, and gets a UNIT line for the units the name ends
+ * in. */
+static void family(Out *o, const char *name, const char *type,
                    const char *help)
 {
-    g_string_append_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help,
-                           name, type);
+    gboolean om = o->fmt == BD_METRICS_OPENMETRICS;
+    g_autofree char *fam = g_strdup(name);
+
+    if (om && strcmp(type, "counter") == 0 && g_str_has_suffix(fam, "_total")) {
+        fam[strlen(fam) - strlen("_total")] = '\0';
+    }
+    g_string_append_printf(o->s, "# HELP %s ", fam);
+    for (const char *p = help; *p; p++) {
+        switch (*p) {
+        case '\\': g_string_append(o->s, "\\\\"); break;
+        case '\n': g_string_append(o->s, "\\n"); break;
+        case '"':
+            g_string_append(o->s, om ? "\\\"" : "\"");
+            break;
+        default: g_string_append_c(o->s, *p);
+        }
+    }
+    g_string_append_printf(o->s, "\n# TYPE %s %s\n", fam, type);
+    if (om && (g_str_has_suffix(fam, "_seconds") ||
+               g_str_has_suffix(fam, "_bytes"))) {
+        g_string_append_printf(o->s, "# UNIT %s %s\n", fam,
+                               strrchr(fam, '_') + 1);
+    }
 }
 
 /* Append ',key="value"' (no comma first) to a label set. */
@@ -70,20 +102,20 @@ static void label(GString *l, const char *key, const char *value)
     g_string_append_c(l, '"');
 }
 
-static void sample_u(GString *o, const char *name, const char *suffix,
+static void sample_u(Out *o, const char *name, const char *suffix,
                      const GString *labels, uint64_t v)
 {
-    g_string_append_printf(o, "%s%s%s%s%s %" G_GUINT64_FORMAT "\n", name,
+    g_string_append_printf(o->s, "%s%s%s%s%s %" G_GUINT64_FORMAT "\n", name,
                            suffix, labels->len ? "{" : "", labels->str,
                            labels->len ? "}" : "", v);
 }
 
-static void sample_d(GString *o, const char *name, const GString *labels,
+static void sample_d(Out *o, const char *name, const GString *labels,
                      double v)
 {
     char buf[G_ASCII_DTOSTR_BUF_SIZE];
 
-    g_string_append_printf(o, "%s%s%s%s %s\n", name,
+    g_string_append_printf(o->s, "%s%s%s%s %s\n", name,
                            labels->len ? "{" : "", labels->str,
                            labels->len ? "}" : "",
                            g_ascii_formatd(buf, sizeof(buf), "%.15g", v));
@@ -91,7 +123,7 @@ static void sample_d(GString *o, const char *name, const GString *labels,
 
 /* One histogram's samples: 'n' upper bounds in ns (the last bucket,
  * bins[n], is +Inf), per-bucket counts, the sum in ns. */
-static void histogram(GString *o, const char *name, const GString *labels,
+static void histogram(Out *o, const char *name, const GString *labels,
                       const uint64_t *bounds_ns, guint n,
                       const uint64_t *bins, uint64_t sum_ns)
 {
@@ -108,7 +140,7 @@ static void histogram(GString *o, const char *name, const GString *labels,
         sample_u(o, name, "_bucket", l, cum);
     }
     g_string_assign(l, labels->str);
-    g_string_append_printf(o, "%s_sum%s%s%s %s\n", name,
+    g_string_append_printf(o->s, "%s_sum%s%s%s %s\n", name,
                            l->len ? "{" : "", l->str, l->len ? "}" : "",
                            g_ascii_formatd(buf, sizeof(buf), "%.9g",
                                            sum_ns / 1e9));
@@ -157,7 +189,7 @@ static uint64_t io_field(const BdIoStats *s, IoField f, int t)
     }
 }
 
-static void io_counter(GString *o, GArray *owners, int nops, IoField f,
+static void io_counter(Out *o, GArray *owners, int nops, IoField f,
                        const char *name, const char *help)
 {
     g_autoptr(GString) l = g_string_new(NULL);
@@ -177,7 +209,7 @@ static void io_counter(GString *o, GArray *owners, int nops, IoField f,
     }
 }
 
-static void io_latency(GString *o, GArray *owners, int nops,
+static void io_latency(Out *o, GArray *owners, int nops,
                        const char *name, const char *help)
 {
     g_autoptr(GString) l = g_string_new(NULL);
@@ -199,7 +231,7 @@ static void io_latency(GString *o, GArray *owners, int nops,
                     bins[b] = __atomic_load_n(&h->bins[b], __ATOMIC_RELAXED);
                 }
                 histogram(o, name, l, h->boundaries, h->n, bins,
-                          w->st.total_time_ns[t]);
+                          __atomic_load_n(&h->sum_ns, __ATOMIC_RELAXED));
             } else {
                 histogram(o, name, l, fixed_bounds(), BD_LAT_BUCKETS - 1,
                           w->st.lat[t], w->st.total_time_ns[t]);
@@ -208,7 +240,7 @@ static void io_latency(GString *o, GArray *owners, int nops,
     }
 }
 
-static void io_in_flight(GString *o, GArray *owners, const char *name,
+static void io_in_flight(Out *o, GArray *owners, const char *name,
                          const char *help)
 {
     g_autoptr(GString) l = g_string_new(NULL);
@@ -222,14 +254,15 @@ static void io_in_flight(GString *o, GArray *owners, const char *name,
     }
 }
 
-static void collect_nodes(GString *o)
+static void collect_nodes(Out *o)
 {
     GPtrArray *nodes = bd_node_list();
     g_autoptr(GArray) owners = g_array_new(FALSE, TRUE, sizeof(IoOwner));
 
     for (guint i = 0; i < nodes->len; i++) {
         BdNode *n = nodes->pdata[i];
-        IoOwner w = { .key = "node", .name = n->node_name };
+        IoOwner w = { .key = "node", .name = n->node_name,
+                      .live = &n->stats };
 
         if (!n->node_name || !n->node_name[0]) {
             continue;
@@ -247,12 +280,13 @@ static void collect_nodes(GString *o)
     io_in_flight(o, owners, "blockd_node_in_flight_requests",
                  "Requests running at the node now.");
     io_latency(o, owners, BD_ACCT__MAX, "blockd_node_request_duration_seconds",
-               "Latency of the requests at the node.");
+               "Latency of the requests at the node (buckets of "
+               "block-latency-histogram-set where set).");
 }
 
 /* --- exports and NBD clients --- */
 
-static void collect_exports(GString *o)
+static void collect_exports(Out *o)
 {
     GPtrArray *exports = bd_export_list();
     g_autoptr(GArray) owners = g_array_new(FALSE, TRUE, sizeof(IoOwner));
@@ -381,7 +415,7 @@ static void collect_exports(GString *o)
 
 /* --- jobs and dirty bitmaps --- */
 
-static void collect_jobs(GString *o)
+static void collect_jobs(Out *o)
 {
     GPtrArray *jobs = bd_job_list();
     g_autoptr(GString) l = g_string_new(NULL);
@@ -442,7 +476,7 @@ static void collect_jobs(GString *o)
     }
 }
 
-static void collect_bitmaps(GString *o)
+static void collect_bitmaps(Out *o)
 {
     GPtrArray *nodes = bd_node_list();
     g_autoptr(GString) l = g_string_new(NULL);
@@ -492,7 +526,7 @@ static uint64_t proc_status(const char *key)
     return 0;
 }
 
-static void collect_process(GString *o)
+static void collect_process(Out *o)
 {
     g_autoptr(GString) none = g_string_new(NULL);
     g_autoptr(GString) l = g_string_new(NULL);
@@ -534,16 +568,19 @@ static void collect_process(GString *o)
              hs.timed_out);
 }
 
-GString *bd_metrics_collect(void)
+GString *bd_metrics_collect(BdMetricsFormat fmt)
 {
     BD_GLOBAL_STATE_CODE();
 
-    GString *o = g_string_sized_new(16384);
+    Out o = { .s = g_string_sized_new(16384), .fmt = fmt };
 
-    collect_nodes(o);
-    collect_exports(o);
-    collect_jobs(o);
-    collect_bitmaps(o);
-    collect_process(o);
-    return o;
+    collect_nodes(&o);
+    collect_exports(&o);
+    collect_jobs(&o);
+    collect_bitmaps(&o);
+    collect_process(&o);
+    if (fmt == BD_METRICS_OPENMETRICS) {
+        g_string_append(o.s, "# EOF\n");
+    }
+    return o.s;
 }

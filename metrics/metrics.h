@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The metrics endpoint: GET /metrics in the Prometheus text exposition
- * format (version 0.0.4), served by libsoup 3 on the main loop.
+ * format (version 0.0.4), or OpenMetrics 1.0.0 when the scraper's Accept
+ * header prefers it, served by libsoup 3 on the main loop.
  *
  * The figures are the lock-free counters the I/O path keeps (nodes:
  * graph/io.c, exports: BdExport.stats, NBD clients: export-nbd/) and
@@ -61,7 +62,13 @@ void bd_metrics_http_stats(BdMetricsHttpStats *st);
  * description); set once at start-up. */
 void bd_metrics_set_version(const char *version);
 
+/* The exposition formats a scrape may ask for (HTTP Accept). */
+typedef enum {
+    BD_METRICS_TEXT,          /* Prometheus text format 0.0.4 */
+    BD_METRICS_OPENMETRICS,   /* OpenMetrics text format 1.0.0 */
+} BdMetricsFormat;
+
 /* The whole exposition text of one scrape. */
-GString *bd_metrics_collect(void);
+GString *bd_metrics_collect(BdMetricsFormat fmt);
 
 #endif

@@ -4,7 +4,7 @@
  *
  * libsoup parses the requests (and refuses malformed ones and oversized
  * headers itself); this file answers GET/HEAD /metrics with the
- * exposition text, other paths with 404 and other methods with 405.
+ * exposition text (OpenMetrics when the Accept header prefers it), other paths with 404 and other methods with 405.
  * Connections are bounded in number (max-connections: one more is
  * shut down as soon as libsoup reports it) and in time (idle-timeout:
  * a new connection must send a request and read the answer within that
@@ -32,8 +32,10 @@
 #include "graph/main-thread.h"
 #include "metrics/metrics.h"
 
-/* The text format version Prometheus negotiates by this type. */
+/* The formats Prometheus negotiates by these types. */
 #define EXPOSITION_TYPE "text/plain; version=0.0.4; charset=utf-8"
+#define OPENMETRICS_TYPE \
+    "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 typedef struct MetricsServer MetricsServer;
 
@@ -207,11 +209,53 @@ static void request_started(SoupServer *soup, SoupServerMessage *msg,
     track_request(msg);
 }
 
+/* The format of the first type of the Accept header (by q-value) that
+ * names one: OpenMetrics for application/openmetrics-text of version
+ * 1.0.0 or none; the text format for text/plain, any other version of
+ * OpenMetrics being skipped.  Nothing acceptable named (or no header):
+ * the text format anyway, as Prometheus's own client libraries do. */
+static BdMetricsFormat negotiate(SoupServerMessage *msg)
+{
+    const char *accept = soup_message_headers_get_list(
+        soup_server_message_get_request_headers(msg), "Accept");
+    GSList *types;
+    BdMetricsFormat fmt = BD_METRICS_TEXT;
+
+    if (!accept) {
+        return fmt;
+    }
+    types = soup_header_parse_quality_list(accept, NULL);
+    for (GSList *t = types; t; t = t->next) {
+        g_autofree char *type = g_strdup(t->data);
+        char *semi = strchr(type, ';');
+        g_autoptr(GHashTable) params = NULL;
+        const char *version;
+
+        if (semi) {
+            *semi = '\0';
+            params = soup_header_parse_semi_param_list(semi + 1);
+        }
+        g_strstrip(type);
+        version = params ? g_hash_table_lookup(params, "version") : NULL;
+        if (g_ascii_strcasecmp(type, "application/openmetrics-text") == 0) {
+            if (!version || strcmp(version, "1.0.0") == 0) {
+                fmt = BD_METRICS_OPENMETRICS;
+                break;
+            }
+        } else if (g_ascii_strcasecmp(type, "text/plain") == 0) {
+            break;
+        }
+    }
+    g_slist_free_full(types, g_free);
+    return fmt;
+}
+
 static void handle(SoupServer *soup, SoupServerMessage *msg,
                    const char *path, GHashTable *query, gpointer data)
 {
     const char *method = soup_server_message_get_method(msg);
     g_autoptr(GString) text = NULL;
+    BdMetricsFormat fmt;
     gsize len;
 
     if (g_strcmp0(path, "/metrics") != 0) {
@@ -228,10 +272,17 @@ static void handle(SoupServer *soup, SoupServerMessage *msg,
                                        NULL);
         return;
     }
-    text = bd_metrics_collect();
+    fmt = negotiate(msg);
+    text = bd_metrics_collect(fmt);
     len = text->len;
     soup_server_message_set_status(msg, SOUP_STATUS_OK, NULL);
-    soup_server_message_set_response(msg, EXPOSITION_TYPE, SOUP_MEMORY_TAKE,
+    /* Caches between scraper and daemon keep the two apart. */
+    soup_message_headers_append(
+        soup_server_message_get_response_headers(msg), "Vary", "Accept");
+    soup_server_message_set_response(msg,
+                                     fmt == BD_METRICS_OPENMETRICS
+                                     ? OPENMETRICS_TYPE : EXPOSITION_TYPE,
+                                     SOUP_MEMORY_TAKE,
                                      g_string_free(g_steal_pointer(&text),
                                                    FALSE), len);
 }

@@ -41,8 +41,9 @@ pkgs=(
     strace
     # certtool: the certificates of the NBD-over-TLS tests, example and bench
     gnutls-bin
-    # promtool: test_metrics checks every scrape with it
-    prometheus
+    # promtool: test_metrics checks every scrape with it; the OpenMetrics
+    # parser (prometheus_client.openmetrics) checks the OpenMetrics answer
+    prometheus python3-prometheus-client
     # cryptsetup: LUKS1 images made outside qemu-img (luks format test)
     cryptsetup-bin
     # dot: blockctl graph --format svg|png

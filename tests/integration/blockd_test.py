@@ -445,6 +445,9 @@ class Daemon:
             self.args += ['--chardev', 'socket,id=qmp%d,path=%s,server=on,wait=off' % (i, p),
                           '--monitor', 'chardev=qmp%d' % i]
         self.wait = list(wait)
+        # A command the daemon runs under (it ends with the daemon's
+        # argv), e.g. one that prepares a namespace and passes signals on.
+        self.wrapper = []
         self.proc = None
         self.stderr_path = self.path('daemon.stderr')
         self._qmps = []
@@ -461,7 +464,7 @@ class Daemon:
 
     def start(self, timeout=15.0):
         self._err = open(self.stderr_path, 'w')
-        self.proc = subprocess.Popen([self.exe] + self.args + sandbox_args(),
+        self.proc = subprocess.Popen(self.wrapper + [self.exe] + self.args + sandbox_args(),
                                      stdin=subprocess.DEVNULL,
                                      stdout=self._err, stderr=self._err, cwd=self.dir)
         socks = self.qmp_paths + self.wait

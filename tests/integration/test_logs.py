@@ -8,13 +8,14 @@ deleted and every job state change gives one line; without --log the
 daemon says nothing of them (as before, and as qemu-storage-daemon).
 blockd's own option: qemu-storage-daemon has none."""
 
+import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, assert_eq, assert_in, daemon_exe, main,  # noqa: E402
-                         make_image, nbd_export_args, require_nbd, run, skip_if_reference,
-                         tests_of, wait_for)
+from blockd_test import (Daemon, Skip, assert_eq, assert_in, daemon_exe, main,  # noqa: E402
+                         make_image, nbd_export_args, require_nbd, require_tool, run,
+                         skip_if_reference, tests_of, wait_for)
 
 MiB = 1 << 20
 
@@ -127,6 +128,64 @@ def test_journald_target_falls_back():
         raise Skip('a journal runs here: the lines would go there')
     with start(['--log', 'info,target=journald']) as d:
         wait_for(lambda: "export 'exp0': nbd export" in d.stderr(), what='fallback line')
+
+
+def test_journald_stream_detected():
+    """Run as systemd runs a service (stderr a stream socket whose peer
+    is /run/systemd/journal/stdout, which g_log_writer_is_journald looks
+    for) with the default target=auto: the info lines go to the journal
+    socket as native-protocol datagrams with their fields (MESSAGE,
+    PRIORITY, GLIB_DOMAIN), not to the stream.  journal_sink.py stands
+    in for journald in a private mount namespace (a tmpfs over /run
+    there), so the machine's own journal, if any, is left alone."""
+    skip_if_reference('--log is blockd\'s own option')
+    require_tool('unshare', 'mount')
+    if os.geteuid() != 0:
+        raise Skip('a mount namespace needs root')
+    p = run(['unshare', '-m', '--propagation', 'private', 'true'], check=False)
+    if p.returncode != 0:
+        raise Skip('no private mount namespace here: %s' % p.stderr.strip())
+    sink = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'journal_sink.py')
+    d = Daemon()
+    journal = d.path('journal.jsonl')
+    img = make_image(d.path('a.raw'), 4 * MiB)
+    d.args = ['--log', 'info'] + nbd_export_args(d, img) + d.args
+    d.wait = [d.nbd_sock]
+    d.wrapper = ['unshare', '-m', '--propagation', 'private', sys.executable, sink, journal,
+                 '--']
+    try:
+        d.start()
+    except BaseException:
+        d.cleanup()
+        raise
+
+    def entries():
+        if not os.path.exists(journal):
+            return []
+        with open(journal) as f:
+            return [json.loads(line) for line in f if line.endswith('\n')]
+
+    def find(text):
+        return [e for e in entries() if text in e.get('MESSAGE', '')]
+
+    with d:
+        nbd = require_nbd()
+        h = nbd.NBD()
+        h.connect_uri(d.uri())
+        h.pread(4096, 0)
+        h.shutdown()
+        wait_for(lambda: find('disconnected after 1 requests'), what='the disconnect line')
+        connects = [e for e in find("export 'exp0': NBD client unix#")
+                    if e['MESSAGE'].endswith(' connected')]
+        assert_eq(len(connects), 1, 'one connect line: %r' % entries())
+        e = connects[0]
+        assert_eq(e.get('PRIORITY'), '6', 'PRIORITY (info)')
+        assert_eq(e.get('GLIB_DOMAIN'), 'blockd-nbd', 'GLIB_DOMAIN')
+        added = find("export 'exp0': nbd export of node 'fmt0' added")
+        assert_eq([x.get('GLIB_DOMAIN') for x in added], ['blockd-export'], 'export line')
+        assert_eq(' connected' in d.stderr(), False, 'nothing on the stream: %r' % d.stderr())
+        d.qmp().execute('quit')
+        assert_eq(d.wait_exit(), 0, 'clean exit')
 
 
 def test_option_errors():

@@ -19,7 +19,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, assert_eq, assert_in, fio, fuse_export,  # noqa: E402
+from blockd_test import (Daemon, Skip, assert_eq, assert_in, fio, fuse_export,  # noqa: E402
                          main, make_image, nbd_errno, nbd_export_args, require_fio_nbd, require_fuse,
                          require_nbd, require_tool, run, skip_if_reference, tests_of, wait_for)
 
@@ -779,6 +779,168 @@ def test_grafana_dashboard_queries():
         for e in exprs:
             used |= set(re.findall(r'\bblockd_[a-z_]+', e))
         assert_eq(sorted(used - names), [], 'dashboard series missing from a scrape')
+
+
+
+def test_node_histogram_buckets():
+    """block-latency-histogram-set with a node name as id sets that
+    node's histograms in /metrics (QEMU's argument rules and errors;
+    write zeroes take the write boundaries, discards keep the default
+    buckets); an id naming an export and a node sets both.  Boundaries
+    of 1 ns and 10^15 ns put every request in the middle bin, so the
+    bucket counts are exact."""
+    big = 10 ** 15
+    with start() as d:
+        q = d.qmp()
+        q.execute('block-latency-histogram-set',
+                  {'id': 'fmt0', 'boundaries': [1, big], 'boundaries-write': [big]})
+        h = connect(d)
+        for i in range(3):
+            h.pread(4 * KiB, i * 4 * KiB)
+        h.pwrite(b'\x02' * (8 * KiB), 0)
+        h.pwrite(b'\x03' * (4 * KiB), 64 * KiB)
+        h.zero(16 * KiB, 128 * KiB)
+        h.trim(4 * KiB, 256 * KiB)
+        h.flush()
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_node_requests_total', node='fmt0',
+                             op='flush') == 1, what='the flush counted')
+        m = scrape(d)
+        name = 'blockd_node_request_duration_seconds'
+        want = {'read': (['1e-09', '1000000', '+Inf'], [0, 3, 3]),
+                'write': (['1000000', '+Inf'], [2, 2]),
+                'zero': (['1000000', '+Inf'], [1, 1]),
+                'flush': (['1e-09', '1000000', '+Inf'], [0, 1, 1])}
+        for op, (les, counts) in want.items():
+            got = {dict(k)['le']: v
+                   for k, v in series(m, name + '_bucket', node='fmt0', op=op).items()}
+            assert_eq(sorted(got, key=lambda le: float(le)), les, 'fmt0 %s buckets' % op)
+            assert_eq([got[le] for le in les], [float(c) for c in counts],
+                      'fmt0 %s bucket counts' % op)
+            assert_eq(val(m, name + '_count', node='fmt0', op=op), float(counts[-1]),
+                      'fmt0 %s count' % op)
+            total = val(m, name + '_sum', node='fmt0', op=op)
+            assert_eq(0 < total < 60 * counts[-1], True, 'fmt0 %s sum %r' % (op, total))
+        # Not set: the default buckets (discard at fmt0, file0, the export).
+        for labels in ({'node': 'fmt0', 'op': 'discard'}, {'node': 'file0', 'op': 'read'}):
+            assert_eq(len(series(m, name + '_bucket', **labels)), 27, 'default %r' % labels)
+        assert_eq(len(series(m, 'blockd_export_request_duration_seconds_bucket', export='exp0',
+                             op='read')), 27, 'export exp0 untouched')
+        assert_eq(val(m, name + '_count', node='file0', op='read'), 3.0, 'file0 reads')
+        # QEMU's errors, naming the node as the device.
+        assert_eq(q.error('block-latency-histogram-set',
+                          {'id': 'fmt0', 'boundaries-read': [5, 5]})['desc'],
+                  "Device 'fmt0' set read boundaries fail", 'not increasing')
+        assert_eq(q.error('block-latency-histogram-set',
+                          {'id': 'fmt0', 'boundaries': [7], 'boundaries-zap': [0]})['desc'],
+                  "Device 'fmt0' set append write boundaries fail", 'zap checked')
+        assert_eq(q.error('block-latency-histogram-set', {'id': 'nope', 'boundaries': [1]}),
+                  {'class': 'DeviceNotFound', 'desc': "Device 'nope' not found"}, 'unknown id')
+        # The read and write lists before the bad zap list were taken.
+        m = scrape(d)
+        les = sorted(dict(k)['le'] for k in series(m, name + '_bucket', node='fmt0', op='read'))
+        assert_eq(les, ['+Inf', '7e-09'], 'kinds before the error kept')
+        # An export and a node of one name: both take the boundaries.
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'file0', 'node-name': 'fmt0',
+                                       'name': 'again'})
+        q.execute('block-latency-histogram-set', {'id': 'file0', 'boundaries-read': [big]})
+        m = scrape(d)
+        for metric, labels in (('blockd_node_request_duration_seconds_bucket', {'node': 'file0'}),
+                               ('blockd_export_request_duration_seconds_bucket',
+                                {'export': 'file0'})):
+            les = sorted(dict(k)['le'] for k in series(m, metric, op='read', **labels))
+            assert_eq(les, ['+Inf', '1000000'], '%r buckets' % labels)
+        # Absent boundaries (boundaries-zap alone counts as none, as in
+        # QEMU) remove the histograms: the default buckets again.
+        q.execute('block-latency-histogram-set', {'id': 'fmt0', 'boundaries-zap': [1]})
+        m = scrape(d)
+        for op in ('read', 'write', 'zero', 'flush'):
+            assert_eq(len(series(m, name + '_bucket', node='fmt0', op=op)), 27,
+                      'fmt0 %s cleared' % op)
+        h.shutdown()
+        d.assert_alive()
+
+
+# --- OpenMetrics ---
+
+OPENMETRICS_TYPE = 'application/openmetrics-text; version=1.0.0; charset=utf-8'
+# What Prometheus 2.42 sends.
+PROMETHEUS_ACCEPT = ('application/openmetrics-text;version=1.0.0,'
+                     'application/openmetrics-text;version=0.0.1;q=0.75,'
+                     'text/plain;version=0.0.4;q=0.5,*/*;q=0.1')
+
+
+def openmetrics_parser():
+    try:
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families
+    except ImportError:
+        raise Skip('python3-prometheus-client (scripts/deps.sh) is needed')
+    return text_string_to_metric_families
+
+
+def get_accept(d, accept):
+    status, headers, body = get(d.metrics, extra=('Accept: %s\r\n' % accept).encode())
+    assert_eq(status, 200, 'GET /metrics (Accept: %s)' % accept)
+    assert_eq(headers.get('vary'), 'Accept', 'Vary')
+    return headers.get('content-type'), body
+
+
+def test_openmetrics_negotiation():
+    """Accept: application/openmetrics-text; version=1.0.0 (alone, or as
+    Prometheus sends it) gets OpenMetrics 1.0.0, which the reference
+    parser of prometheus_client accepts: counter families named without
+    _total, their samples with it, units, # EOF last; and the same
+    samples as the text format.  text/plain first, an OpenMetrics
+    version blockd does not speak, or no Accept header: the text format,
+    which promtool accepts."""
+    parse_om = openmetrics_parser()
+    with start() as d:
+        h = connect(d)
+        for i in range(5):
+            h.pread(4 * KiB, i * 4 * KiB)
+        h.pwrite(b'\x04' * 4096, 0)
+        h.flush()
+        wait_for(lambda: val(scrape(d, check=False), 'blockd_export_requests_total',
+                             export='exp0', op='flush') == 1, what='the flush counted')
+        for accept in ('application/openmetrics-text; version=1.0.0', PROMETHEUS_ACCEPT,
+                       'application/openmetrics-text'):
+            ctype, body = get_accept(d, accept)
+            assert_eq(ctype, OPENMETRICS_TYPE, 'content type for %r' % accept)
+        text = body.decode()
+        assert_eq(text.endswith('\n# EOF\n'), True, '# EOF last')
+        fams = {f.name: f for f in parse_om(text)}
+        reqs = fams['blockd_export_requests']
+        assert_eq((reqs.type, reqs.unit), ('counter', ''), 'counter family')
+        assert_eq({s.name for s in reqs.samples}, {'blockd_export_requests_total'},
+                  'counter samples keep _total')
+        reads = [s.value for s in reqs.samples
+                 if s.labels == {'export': 'exp0', 'op': 'read'}]
+        assert_eq(reads, [5.0], 'export reads')
+        lat = fams['blockd_node_request_duration_seconds']
+        assert_eq((lat.type, lat.unit), ('histogram', 'seconds'), 'histogram family')
+        assert_eq(fams['blockd_node_bytes'].unit, 'bytes', 'bytes unit')
+        assert_eq('blockd_node_requests_total' in fams, False, 'no _total family')
+        # The same series as the text format, with the same values (the
+        # process and endpoint figures move between scrapes).
+        ctype, plain = get_accept(d, 'text/plain')
+        assert_eq(ctype, 'text/plain; version=0.0.4; charset=utf-8', 'text/plain')
+        promtool_check(plain)
+        moving = ('blockd_process_', 'blockd_uptime_', 'blockd_metrics_http_')
+        om = {(s.name, frozenset(s.labels.items())): float(s.value)
+              for f in fams.values() for s in f.samples if not s.name.startswith(moving)}
+        tm = {k: v for k, v in parse(plain).items() if not k[0].startswith(moving)}
+        assert_eq(sorted(set(om) ^ set(tm)), [], 'same series')
+        diff = {k: (om[k], tm[k]) for k in om if abs(om[k] - tm[k]) > 1e-9 * max(1, tm[k])}
+        assert_eq(diff, {}, 'same values')
+        # Prometheus' text format wherever OpenMetrics 1.0.0 is not first.
+        for accept in ('text/plain;version=0.0.4;q=0.9,application/openmetrics-text;q=0.5',
+                       'application/openmetrics-text;version=0.0.1', 'application/json',
+                       '*/*'):
+            ctype, body = get_accept(d, accept)
+            assert_eq(ctype, 'text/plain; version=0.0.4; charset=utf-8',
+                      'content type for %r' % accept)
+            promtool_check(body)
+        h.shutdown()
+        d.assert_alive()
 
 
 if __name__ == '__main__':

@@ -49,9 +49,13 @@ static void test_histogram(void)
     g_assert_cmpuint(h->bins[0], ==, 0);
     g_assert_cmpuint(h->bins[1], ==, 1);
     g_assert_cmpuint(h->bins[2], ==, 1);
-    /* Setting again starts from empty bins. */
+    /* The sum is of the latencies the bins counted. */
+    g_assert_cmpuint(h->sum_ns, >=, 2000000000100ull);
+    g_assert_cmpuint(h->sum_ns, <=, s.total_time_ns[BD_ACCT_READ]);
+    /* Setting again starts from empty bins and a zero sum. */
     g_assert_true(bd_io_stats_set_histogram(&s, BD_ACCT_READ, b, 2));
     g_assert_cmpuint(bd_io_stats_histogram(&s, BD_ACCT_READ)->bins[1], ==, 0);
+    g_assert_cmpuint(bd_io_stats_histogram(&s, BD_ACCT_READ)->sum_ns, ==, 0);
     g_assert_true(bd_io_stats_set_histogram(&s, BD_ACCT_READ, NULL, 0));
     g_assert_null(bd_io_stats_histogram(&s, BD_ACCT_READ));
     g_assert_cmpint(s.nr_hist, ==, 0);
