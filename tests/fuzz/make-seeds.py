@@ -303,6 +303,13 @@ def images_seeds():
             desc.replace('RW 16 FLAT "img" 1', 'RW 2048 SPARSE "img"').encode())
         put('images', 'luks-aes-xts', bytes([IMAGES['luks']]) +
             pieces(luks1_image(bytes([0x61]) * 4096 + bytes(4096))))
+        # Hostile PBKDF2 counts (slot 0's, the master key digest's): hours
+        # of work, refused before any of it (fuzz-images keeps counts the
+        # driver refuses as they are).
+        for name, off in (('luks-huge-slot-iters', 208 + 4), ('luks-huge-mk-iters', 164)):
+            img = bytearray(luks1_image(bytes([0x61]) * 4096 + bytes(4096)))
+            img[off:off + 4] = struct.pack('>I', 0xfffffff0)
+            put('images', name, bytes([IMAGES['luks']]) + pieces(bytes(img)))
         img('parallels', 'plain', 'cluster_size=4096', 'write -P 0x71 0 4k',
             'write -P 0x72 64k 4k', size='1M')
         # bochs, cloop and dmg: qemu-img cannot write them; the integration
