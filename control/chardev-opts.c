@@ -213,11 +213,13 @@ static gboolean chardev_parse(const char *arg, JsonNode **node,
         return FALSE;
     }
     o = json_node_get_object(*node);
-    backend = json_object_get_string_member_with_default(o, "backend", NULL);
-    s->id = json_object_get_string_member_with_default(o, "id", NULL);
+    /* First: a dotted key ("id.0=x") makes a member an array or object,
+     * which json-glib's string getters refuse with a critical. */
     if (!check_keys(o, errp)) {
         return FALSE;
     }
+    backend = json_object_get_string_member_with_default(o, "backend", NULL);
+    s->id = json_object_get_string_member_with_default(o, "id", NULL);
     if (!s->id) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "chardev: no id specified");
