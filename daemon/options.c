@@ -226,6 +226,9 @@ gboolean bd_daemon_check_argv(int argc, char **argv, GError **errp)
                         argv[optind - 1]);
             return FALSE;
         }
+        if (c == 'h' && optind < argc && argv[optind][0] != '-') {
+            optind++;                   /* --help TOPIC, as main() */
+        }
         if (c < 256) {
             index = c == 'T' ? TRACE_INDEX : 0;
         }
