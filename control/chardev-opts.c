@@ -199,33 +199,35 @@ static gboolean keyval_opts(JsonObject *o, BdChardevSockOpts *s, GError **errp)
     return TRUE;
 }
 
-gboolean bd_chardev_add(const char *arg, GError **errp)
+/* --chardev's argument parsed into 'node' and read into 's' (whose
+ * strings point into it), as far as it can be without the chardevs
+ * that exist. */
+static gboolean chardev_parse(const char *arg, JsonNode **node,
+                              BdChardevSockOpts *s, GError **errp)
 {
-    BD_GLOBAL_STATE_CODE();
+    JsonObject *o;
+    const char *backend;
 
-    g_autoptr(JsonNode) node = bd_keyval_parse(arg, "backend", errp);
-    BdChardevSockOpts s = { 0 };
-    BdChardev *c;
-
-    if (!node) {
+    *node = bd_keyval_parse(arg, "backend", errp);
+    if (!*node) {
         return FALSE;
     }
-    JsonObject *o = json_node_get_object(node);
-    const char *backend = json_object_get_string_member_with_default(
-        o, "backend", NULL);
-    s.id = json_object_get_string_member_with_default(o, "id", NULL);
-
+    o = json_node_get_object(*node);
+    /* First: a dotted key ("id.0=x") makes a member an array or object,
+     * which json-glib's string getters refuse with a critical. */
     if (!check_keys(o, errp)) {
         return FALSE;
     }
-    if (!s.id) {
+    backend = json_object_get_string_member_with_default(o, "backend", NULL);
+    s->id = json_object_get_string_member_with_default(o, "id", NULL);
+    if (!s->id) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "chardev: no id specified");
         return FALSE;
     }
     if (!backend) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
-                    "chardev: \"%s\" missing backend", s.id);
+                    "chardev: \"%s\" missing backend", s->id);
         return FALSE;
     }
     if (strcmp(backend, "socket") != 0) {
@@ -233,12 +235,32 @@ gboolean bd_chardev_add(const char *arg, GError **errp)
                     "'%s' is not a valid char driver name", backend);
         return FALSE;
     }
+    return keyval_opts(o, s, errp);
+}
+
+gboolean bd_chardev_check(const char *arg, GError **errp)
+{
+    g_autoptr(JsonNode) node = NULL;
+    BdChardevSockOpts s = { 0 };
+
+    return chardev_parse(arg, &node, &s, errp) &&
+           bd_chardev_opts_check(&s, errp);
+}
+
+gboolean bd_chardev_add(const char *arg, GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    g_autoptr(JsonNode) node = NULL;
+    BdChardevSockOpts s = { 0 };
+    BdChardev *c;
+
+    if (!chardev_parse(arg, &node, &s, errp)) {
+        return FALSE;
+    }
     if (bd_chardev_socket_exists(s.id)) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Duplicate ID '%s' for chardev", s.id);
-        return FALSE;
-    }
-    if (!keyval_opts(o, &s, errp)) {
         return FALSE;
     }
     c = bd_chardev_open(&s, errp);

@@ -27,6 +27,11 @@ void bd_control_init(void);
 gboolean bd_chardev_add(const char *arg, GError **errp);
 /* --monitor: attach a QMP monitor to a chardev (keyval or JSON). */
 gboolean bd_monitor_add(const char *arg, GError **errp);
+/* Parse and check the argument of --chardev or --monitor as _add does,
+ * short of what depends on the chardevs that exist; starts nothing.
+ * Any thread (the command-line fuzz target). */
+gboolean bd_chardev_check(const char *arg, GError **errp);
+gboolean bd_monitor_check(const char *arg, GError **errp);
 /* Close every session and listener and unlink the unix sockets. */
 void bd_monitor_cleanup(void);
 

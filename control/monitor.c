@@ -415,26 +415,46 @@ const BdSchemaType *bd_cmd_monitor_options_schema(void)
     return &monitor_options_type;
 }
 
-gboolean bd_monitor_add(const char *arg, GError **errp)
+/* --monitor's argument validated into 'opts' and read into 'o' (whose
+ * chardev points into it). */
+static gboolean monitor_parse(const char *arg, GVariant **opts,
+                              MonitorOptions *o, GError **errp)
 {
-    BD_GLOBAL_STATE_CODE();
-
     gboolean keyval;
     g_autoptr(JsonNode) node = bd_option_parse(arg, "chardev", &keyval,
                                                errp);
     if (!node) {
         return FALSE;
     }
-    g_autoptr(GVariant) opts = bd_validate(&monitor_options_type, node, keyval,
-                                           errp);
-    if (!opts) {
+    *opts = bd_validate(&monitor_options_type, node, keyval, errp);
+    if (!*opts) {
         return FALSE;
     }
-    MonitorOptions o = { 0 };
-    bd_schema_decode(monitor_fields, opts, &o);
-    if (o.mode != MONITOR_MODE_CONTROL) {
+    bd_schema_decode(monitor_fields, *opts, o);
+    if (o->mode != MONITOR_MODE_CONTROL) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
                     "Only QMP is supported");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean bd_monitor_check(const char *arg, GError **errp)
+{
+    g_autoptr(GVariant) opts = NULL;
+    MonitorOptions o = { 0 };
+
+    return monitor_parse(arg, &opts, &o, errp);
+}
+
+gboolean bd_monitor_add(const char *arg, GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    g_autoptr(GVariant) opts = NULL;
+    MonitorOptions o = { 0 };
+
+    if (!monitor_parse(arg, &opts, &o, errp)) {
         return FALSE;
     }
     BdMonitor *mon = g_new0(BdMonitor, 1);

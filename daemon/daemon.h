@@ -3,7 +3,29 @@
 #ifndef BD_DAEMON_DAEMON_H
 #define BD_DAEMON_DAEMON_H
 
+#include <getopt.h>
 #include <glib.h>
+
+/* The command line (options.c): getopt_long's tables, and the values
+ * of the long options without a short form. */
+enum {
+    BD_OPT_BLOCKDEV = 256,
+    BD_OPT_CHARDEV,
+    BD_OPT_DAEMONIZE,
+    BD_OPT_EXPORT,
+    BD_OPT_LOG,
+    BD_OPT_METRICS,
+    BD_OPT_MONITOR,
+    BD_OPT_NBD_SERVER,
+    BD_OPT_OBJECT,
+    BD_OPT_PIDFILE,
+    BD_OPT_RUNAS,
+    BD_OPT_CHROOT,
+    BD_OPT_RUN_WITH,
+    BD_OPT_SANDBOX,
+};
+extern const struct option bd_daemon_long_options[];
+extern const char bd_daemon_short_options[];
 
 /* Apply one command-line option (by its long name, without "--") in
  * command-line order.  Errors are prefixed by the caller. */
@@ -14,6 +36,16 @@ gboolean bd_daemon_apply_option(const char *name, const char *arg,
 gboolean bd_daemon_apply_log(const char *arg, GError **errp);
 /* -T/--trace [enable=]PATTERN[,events=FILE][,file=FILE]. */
 gboolean bd_daemon_apply_trace(const char *arg, GError **errp);
+/* The same three parsed and checked, nothing applied or opened. */
+gboolean bd_daemon_check_log(const char *arg, GError **errp);
+gboolean bd_daemon_check_trace(const char *arg, GError **errp);
+/* A whole command line (argv[0] the program) parsed and each option's
+ * argument checked as start-up would, up to what needs the daemon's
+ * state (other nodes, objects, chardevs, files): nothing is started,
+ * opened or applied.  FALSE with the first error.  For the fuzz target
+ * of the command line (tests/fuzz/fuzz-cmdline.c); uses getopt's
+ * globals, so main thread only. */
+gboolean bd_daemon_check_argv(int argc, char **argv, GError **errp);
 
 /* pidfile.c: create and lock the PID file; remove it at exit. */
 gboolean bd_pidfile_write(const char *path, GError **errp);

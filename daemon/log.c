@@ -48,10 +48,10 @@ static GLogWriterOutput writer(GLogLevelFlags level, const GLogField *fields,
     return g_log_writer_standard_streams(level, fields, n, data);
 }
 
-gboolean bd_daemon_apply_log(const char *arg, GError **errp)
+/* --log's argument into a level and a target; changes nothing. */
+static gboolean parse_log(const char *arg, GLogLevelFlags *lvl_out,
+                          LogTarget *tgt_out, GError **errp)
 {
-    BD_GLOBAL_STATE_CODE();
-
     static const struct { const char *name; GLogLevelFlags flag; } levels[] = {
         { "error", G_LOG_LEVEL_CRITICAL }, { "warning", G_LOG_LEVEL_WARNING },
         { "info", G_LOG_LEVEL_INFO }, { "debug", G_LOG_LEVEL_DEBUG },
@@ -59,7 +59,6 @@ gboolean bd_daemon_apply_log(const char *arg, GError **errp)
     g_auto(GStrv) items = g_strsplit(arg, ",", -1);
     GLogLevelFlags lvl = G_LOG_LEVEL_INFO;
     LogTarget tgt = TARGET_AUTO;
-    static gboolean installed;
 
     for (guint i = 0; items[i]; i++) {
         char *eq = strchr(items[i], '=');
@@ -101,6 +100,30 @@ gboolean bd_daemon_apply_log(const char *arg, GError **errp)
                         "Invalid parameter '%s'", key);
             return FALSE;
         }
+    }
+    *lvl_out = lvl;
+    *tgt_out = tgt;
+    return TRUE;
+}
+
+gboolean bd_daemon_check_log(const char *arg, GError **errp)
+{
+    GLogLevelFlags lvl;
+    LogTarget tgt;
+
+    return parse_log(arg, &lvl, &tgt, errp);
+}
+
+gboolean bd_daemon_apply_log(const char *arg, GError **errp)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    static gboolean installed;
+    GLogLevelFlags lvl;
+    LogTarget tgt;
+
+    if (!parse_log(arg, &lvl, &tgt, errp)) {
+        return FALSE;
     }
     max_level = lvl;
     target = tgt;

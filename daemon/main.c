@@ -110,46 +110,6 @@ static void fail_startup(const char *fmt, ...)
     exit(EXIT_FAILURE);
 }
 
-enum {
-    OPT_BLOCKDEV = 256,
-    OPT_CHARDEV,
-    OPT_DAEMONIZE,
-    OPT_EXPORT,
-    OPT_LOG,
-    OPT_METRICS,
-    OPT_MONITOR,
-    OPT_NBD_SERVER,
-    OPT_OBJECT,
-    OPT_PIDFILE,
-    OPT_RUNAS,
-    OPT_CHROOT,
-    OPT_RUN_WITH,
-    OPT_SANDBOX,
-};
-
-static const struct option long_options[] = {
-    { "help", no_argument, NULL, 'h' },
-    { "version", no_argument, NULL, 'V' },
-    { "blockdev", required_argument, NULL, OPT_BLOCKDEV },
-    { "chardev", required_argument, NULL, OPT_CHARDEV },
-    { "daemonize", no_argument, NULL, OPT_DAEMONIZE },
-    { "export", required_argument, NULL, OPT_EXPORT },
-    { "log", required_argument, NULL, OPT_LOG },
-    { "metrics", required_argument, NULL, OPT_METRICS },
-    { "monitor", required_argument, NULL, OPT_MONITOR },
-    { "nbd-server", required_argument, NULL, OPT_NBD_SERVER },
-    { "object", required_argument, NULL, OPT_OBJECT },
-    { "pidfile", required_argument, NULL, OPT_PIDFILE },
-    { "runas", required_argument, NULL, OPT_RUNAS },
-    { "chroot", required_argument, NULL, OPT_CHROOT },
-    { "run-with", required_argument, NULL, OPT_RUN_WITH },
-    { "sandbox", required_argument, NULL, OPT_SANDBOX },
-    { "trace", required_argument, NULL, 'T' },
-    { NULL, 0, NULL, 0 },
-};
-
-static const char short_options[] = "+:hVT:";
-
 /* A help request found by the first pass: printed once the registries
  * it lists are filled.  'option' is "help" (arg: the topic or NULL) or
  * the option whose argument asked for help ("blockdev", ...). */
@@ -167,7 +127,8 @@ static gboolean scan_options(int argc, char **argv, HelpRequest *help)
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, short_options, long_options,
+    while ((c = getopt_long(argc, argv, bd_daemon_short_options,
+                            bd_daemon_long_options,
                             &index)) != -1) {
         switch (c) {
         case 'h':
@@ -182,7 +143,7 @@ static gboolean scan_options(int argc, char **argv, HelpRequest *help)
         case 'V':
             bd_daemon_print_version();
             exit(EXIT_SUCCESS);
-        case OPT_DAEMONIZE:
+        case BD_OPT_DAEMONIZE:
             daemonize = TRUE;
             break;
         case ':':
@@ -199,8 +160,9 @@ static gboolean scan_options(int argc, char **argv, HelpRequest *help)
             exit(EXIT_FAILURE);
         default:
             if (c >= 256 && !help->option &&
-                bd_daemon_help_requested(long_options[index].name, optarg)) {
-                help->option = long_options[index].name;
+                bd_daemon_help_requested(bd_daemon_long_options[index].name,
+                                         optarg)) {
+                help->option = bd_daemon_long_options[index].name;
                 help->arg = optarg;
             }
             break;
@@ -223,42 +185,47 @@ static void apply_options(int argc, char **argv, const char **pidfile)
     int c, index;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, short_options, long_options,
+    while ((c = getopt_long(argc, argv, bd_daemon_short_options,
+                            bd_daemon_long_options,
                             &index)) != -1) {
         g_autoptr(GError) err = NULL;
 
         if (c == 'T' && !bd_daemon_apply_trace(optarg, &err)) {
             fail_startup("-T %s: %s", optarg, err->message);
         }
-        if (c == OPT_LOG && !bd_daemon_apply_log(optarg, &err)) {
+        if (c == BD_OPT_LOG && !bd_daemon_apply_log(optarg, &err)) {
             fail_startup("--log %s: %s", optarg, err->message);
         }
         /* Checked before anything starts; applied after start-up. */
-        if ((c == OPT_RUNAS && !bd_harden_set_runas(optarg, &err)) ||
-            (c == OPT_CHROOT && !bd_harden_set_chroot(optarg, &err)) ||
-            (c == OPT_RUN_WITH && !bd_harden_set_run_with(optarg, &err)) ||
-            (c == OPT_SANDBOX && !bd_harden_set_sandbox(optarg, &err))) {
-            fail_startup("--%s %s: %s", long_options[index].name, optarg,
+        if ((c == BD_OPT_RUNAS && !bd_harden_set_runas(optarg, &err)) ||
+            (c == BD_OPT_CHROOT && !bd_harden_set_chroot(optarg, &err)) ||
+            (c == BD_OPT_RUN_WITH && !bd_harden_set_run_with(optarg, &err)) ||
+            (c == BD_OPT_SANDBOX && !bd_harden_set_sandbox(optarg, &err))) {
+            fail_startup("--%s %s: %s", bd_daemon_long_options[index].name,
+                         optarg,
                          err->message);
         }
     }
     optind = 1;
-    while ((c = getopt_long(argc, argv, short_options, long_options,
+    while ((c = getopt_long(argc, argv, bd_daemon_short_options,
+                            bd_daemon_long_options,
                             &index)) != -1) {
         g_autoptr(GError) err = NULL;
 
-        if (c == OPT_PIDFILE) {
+        if (c == BD_OPT_PIDFILE) {
             *pidfile = optarg;
             continue;
         }
-        if (c < 256 || c == OPT_DAEMONIZE || c == OPT_LOG ||
-            c == OPT_RUNAS || c == OPT_CHROOT || c == OPT_RUN_WITH ||
-            c == OPT_SANDBOX) {
+        if (c < 256 || c == BD_OPT_DAEMONIZE || c == BD_OPT_LOG ||
+            c == BD_OPT_RUNAS || c == BD_OPT_CHROOT || c == BD_OPT_RUN_WITH ||
+            c == BD_OPT_SANDBOX) {
             continue;
         }
-        if (!bd_daemon_apply_option(long_options[index].name, optarg,
+        if (!bd_daemon_apply_option(bd_daemon_long_options[index].name,
+                                    optarg,
                                     &err)) {
-            fail_startup("--%s %s: %s", long_options[index].name, optarg,
+            fail_startup("--%s %s: %s", bd_daemon_long_options[index].name,
+                         optarg,
                          err->message);
         }
     }

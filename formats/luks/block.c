@@ -97,9 +97,18 @@ static gboolean luks_check_layout(BdLuksBlock *s, const uint8_t *h,
     uint64_t payload = get_be32(h + H_PAYLOAD_OFFSET);
     uint64_t split_sectors = ((uint64_t)p->key_bytes * LUKS_STRIPES +
                               LUKS_SECTOR - 1) / LUKS_SECTOR;
+    uint32_t mk_iters = get_be32(h + H_MK_ITER);
+    uint32_t slot_max = bd_luks_slot_iters_max(p->hash, p->key_bytes);
+    uint32_t blocks = LUKS_MAX_SLOT_WORK / slot_max;
+    uint64_t work = 0;
 
-    if (get_be32(h + H_MK_ITER) == 0) {
+    if (mk_iters == 0) {
         FAIL("LUKS key iteration count is zero");
+    }
+    if (mk_iters > LUKS_MAX_MK_ITERS) {
+        FAIL("Node '%s': luks: the master key digest has %" PRIu32 " PBKDF2 "
+             "iterations, more than blockd's limit of %u", name, mk_iters,
+             LUKS_MAX_MK_ITERS);
     }
     if (payload * LUKS_SECTOR < LUKS_HEADER_SIZE) {
         FAIL("LUKS payload is overlapping with the header");
@@ -128,6 +137,13 @@ static gboolean luks_check_layout(BdLuksBlock *s, const uint8_t *h,
         if (get_be32(sl + S_ITER) == 0) {
             FAIL("Keyslot %d iteration count is zero", i);
         }
+        if (get_be32(sl + S_ITER) > slot_max) {
+            FAIL("Node '%s': luks: key slot %d has %" PRIu32 " PBKDF2 "
+                 "iterations, more than blockd's limit of %" PRIu32 " for "
+                 "%s with a %" PRIu32 "-byte key", name, i,
+                 get_be32(sl + S_ITER), slot_max, s->hash_alg, p->key_bytes);
+        }
+        work += (uint64_t)get_be32(sl + S_ITER) * blocks + mk_iters;
         if (start * LUKS_SECTOR < LUKS_HEADER_SIZE) {
             FAIL("Keyslot %d is overlapping with the LUKS header", i);
         }
@@ -144,6 +160,12 @@ static gboolean luks_check_layout(BdLuksBlock *s, const uint8_t *h,
                 FAIL("Keyslots %d and %d are overlapping in the header", j, i);
             }
         }
+    }
+    /* Each slot within its limit, but eight of them tried in turn. */
+    if (work > LUKS_MAX_OPEN_WORK) {
+        FAIL("Node '%s': luks: the key slots together need %" PRIu64
+             " PBKDF2 blocks to try, more than blockd's limit of %" PRIu64,
+             name, work, LUKS_MAX_OPEN_WORK);
     }
     return TRUE;
 }

@@ -159,7 +159,14 @@ static gboolean luks_build(const LuksCreateOptions *c, const char *pw,
     {
         uint32_t slot_iters = luks_iterations(c->hash_alg, c->iter_time);
         uint32_t mk_iters = MAX(slot_iters / 8, LUKS_MIN_ITERS);
+        uint32_t slot_max = bd_luks_slot_iters_max(c->hash_alg, key_bytes);
 
+        /* An image blockd would refuse to open is not made. */
+        if (slot_iters > slot_max) {
+            FAIL("Parameter 'iter-time' of %" PRId64 " ms gives %" PRIu32
+                 " PBKDF2 iterations, more than blockd opens (%" PRIu32 ")",
+                 c->iter_time, slot_iters, slot_max);
+        }
         put_be32(h + H_MK_ITER, mk_iters);
         bd_luks_pbkdf2(c->hash_alg, mk, key_bytes, h + H_MK_SALT, LUKS_SALT_LEN,
                mk_iters, h + H_MK_DIGEST, LUKS_DIGEST_LEN);

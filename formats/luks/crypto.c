@@ -66,6 +66,13 @@ void bd_luks_pbkdf2(LuksHashAlg h, const uint8_t *pw, size_t pwlen,
     }
 }
 
+uint32_t bd_luks_slot_iters_max(LuksHashAlg h, size_t key_bytes)
+{
+    size_t ds = bd_luks_hash_of(h)->digest_size;
+
+    return LUKS_MAX_SLOT_WORK / (uint32_t)MAX((key_bytes + ds - 1) / ds, 1);
+}
+
 typedef union {
     struct sha1_ctx s1;
     struct sha256_ctx s256;

@@ -26,6 +26,25 @@
 #define LUKS_IV_LEN         16
 #define LUKS_BOUNCE_MAX     (1u << 20)
 
+/* Bounds on the PBKDF2 work a header may ask of an open, which runs on
+ * the main thread: the counts come from the file, and 2^32 - 1 in each
+ * slot would keep QMP waiting for hours.  Work is counted as PBKDF2
+ * iterations times output blocks (one HMAC each, ceil(key bytes /
+ * digest size)), so that the limit on iterations is the same time for
+ * every hash and key size.  cryptsetup luksFormat --type luks1 and
+ * qemu-img create -f luks (iter-time 2 s) measured 3.8 M and 6.6 M
+ * iterations of sha256 for 64-byte keys (13 M blocks) here, on a 3 GHz
+ * EPYC with SHA-NI where nettle runs 7.9 M sha256 blocks a second; a
+ * machine twice as fast makes 26 M.  The limits are ten times that:
+ * a slot 2^28 blocks (34 s of sha256 here, 2 min of sha512), the
+ * master key digest (1/8 of iter-time: 1.9 M here) 2^26, and all the
+ * slots an open may try, each with the digest, 2^30 together (2 min of
+ * sha256 here, 8 of sha512; eight slots made on that fast machine need
+ * 240 M).  Checked before any PBKDF2 runs. */
+#define LUKS_MAX_SLOT_WORK  (1u << 28)
+#define LUKS_MAX_MK_ITERS   (1u << 26)
+#define LUKS_MAX_OPEN_WORK  ((uint64_t)1 << 30)
+
 /* Header field offsets. */
 enum {
     H_MAGIC = 0, H_VERSION = 6, H_CIPHER_NAME = 8, H_CIPHER_MODE = 40,
@@ -86,6 +105,9 @@ gboolean bd_luks_hash_lookup(const char *name, LuksHashAlg *out,
 void bd_luks_pbkdf2(LuksHashAlg h, const uint8_t *pw, size_t pwlen,
                     const uint8_t *salt, size_t saltlen, unsigned iter,
                     uint8_t *out, size_t outlen);
+/* The most PBKDF2 iterations of 'h' ('h' supported) blockd opens in a
+ * key slot of 'key_bytes' bytes: LUKS_MAX_SLOT_WORK over the blocks. */
+uint32_t bd_luks_slot_iters_max(LuksHashAlg h, size_t key_bytes);
 /* The AF splitter: merge 'stripes' stripes of 'len' bytes into 'out';
  * split 'key' into them (FALSE: no random bytes). */
 void bd_luks_af_merge(const struct nettle_hash *hh, const uint8_t *split,

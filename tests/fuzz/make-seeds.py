@@ -303,6 +303,13 @@ def images_seeds():
             desc.replace('RW 16 FLAT "img" 1', 'RW 2048 SPARSE "img"').encode())
         put('images', 'luks-aes-xts', bytes([IMAGES['luks']]) +
             pieces(luks1_image(bytes([0x61]) * 4096 + bytes(4096))))
+        # Hostile PBKDF2 counts (slot 0's, the master key digest's): hours
+        # of work, refused before any of it (fuzz-images keeps counts the
+        # driver refuses as they are).
+        for name, off in (('luks-huge-slot-iters', 208 + 4), ('luks-huge-mk-iters', 164)):
+            img = bytearray(luks1_image(bytes([0x61]) * 4096 + bytes(4096)))
+            img[off:off + 4] = struct.pack('>I', 0xfffffff0)
+            put('images', name, bytes([IMAGES['luks']]) + pieces(bytes(img)))
         img('parallels', 'plain', 'cluster_size=4096', 'write -P 0x71 0 4k',
             'write -P 0x72 64k 4k', size='1M')
         # bochs, cloop and dmg: qemu-img cannot write them; the integration
@@ -323,9 +330,63 @@ def images_seeds():
         put('images', 'dmg-rsrc', bytes([IMAGES['dmg']]) + dmg.Image(layout, rsrc=True).bytes())
 
 
+# fuzz-cmdline: an argv, words separated by NUL bytes (argv[0] implied).
+CMDLINES = {
+    'qsd-basic': ['--blockdev', 'driver=file,node-name=file0,filename=/tmp/disk.qcow2',
+                  '--blockdev', 'driver=qcow2,node-name=disk,file=file0',
+                  '--nbd-server', 'addr.type=unix,addr.path=/tmp/nbd.sock',
+                  '--export', 'type=nbd,id=exp0,node-name=disk,name=disk,writable=on',
+                  '--chardev', 'socket,id=qmp0,path=/tmp/qmp.sock,server=on,wait=off',
+                  '--monitor', 'chardev=qmp0'],
+    'json-forms': ['--blockdev', '{"driver": "null-co", "node-name": "n0", "size": 1048576}',
+                   '--export', '{"type": "fuse", "id": "f0", "node-name": "n0", '
+                   '"mountpoint": "/tmp/m", "writable": true}',
+                   '--object', '{"qom-type": "secret", "id": "sec0", "data": "pw"}',
+                   '--monitor', '{"chardev": "qmp0", "pretty": true}'],
+    'objects': ['--object', 'secret,id=sec0,data=correct horse',
+                '--object', 'throttle-group,id=tg,x-bps-write=268435456',
+                '--object', 'iothread,id=io0',
+                '--object', 'tls-creds-x509,id=tls0,dir=/etc/pki,endpoint=server',
+                '--blockdev', 'driver=throttle,node-name=t0,file=n0,throttle-group=tg'],
+    'chardev-tcp': ['--chardev', 'socket,id=c1,host=127.0.0.1,port=4444,server=on,wait=off,nodelay=on',
+                    '--chardev', 'socket,id=c2,fd=qmp,server=on',
+                    '--chardev', 'socket,id=c3,path=@abstract,abstract=on,tight=off,server=on',
+                    '--monitor', 'c1,mode=control,pretty=off'],
+    'chardev-refused': ['--chardev', 'socket,id=c,path=/x,server=off,wait=on,reconnect=5,telnet=on'],
+    'hardening': ['--daemonize', '--pidfile', '/run/blockd.pid', '--sandbox',
+                  'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
+                  '--run-with', 'chroot=/var/empty,user=nobody', '--runas', '65534:65534',
+                  '--chroot', '/'],
+    'log-trace': ['--log', 'level=debug,target=stderr', '-T', 'enable=bd_node_*,file=/tmp/trace.log',
+                  '--trace', 'nbd_*', '--metrics', 'addr.type=inet,addr.host=127.0.0.1,addr.port=9100'],
+    'nbd-server-inet': ['--nbd-server', 'addr.type=inet,addr.host=::,addr.port=10809,tls-creds=tls0,'
+                        'max-connections=16,handshake-max-seconds=5'],
+    'help': ['--blockdev', 'qcow2,help', '--export', 'help', '--object', 'qom-type=help',
+             '--help', 'drivers'],
+    'qcow2-deep': ['--blockdev', 'driver=qcow2,node-name=q,file.driver=file,file.filename=/tmp/a.qcow2,'
+                   'backing.driver=raw,backing.file.driver=file,backing.file.filename=/tmp/b.raw,'
+                   'encrypt.format=luks,encrypt.key-secret=sec0,cache-size=1M,l2-cache-size=64K,'
+                   'discard=unmap,detect-zeroes=on,read-only=on,auto-read-only=off,cache.direct=on,'
+                   'cache.no-flush=off',
+                   '--blockdev', 'driver=nbd,node-name=r,server.type=unix,server.path=/tmp/s,'
+                   'export=disk,reconnect-delay=1',
+                   '--export', 'type=nbd,id=e,node-name=q,bitmaps.0=b0,allocation-depth=on,'
+                   'iothread=io0,fixed-iothread=on'],
+    'errors': ['--blockdev', 'driver=', '--export', 'type=nbd,id=', '--monitor', 'mode=readline',
+               'stray'],
+    'unknown': ['--frobnicate', '-x', '--blockdev'],
+}
+
+
+def cmdline_seeds():
+    for name, words in CMDLINES.items():
+        put('cmdline', name, b'\0'.join(w.encode() for w in words))
+
+
 if __name__ == '__main__':
     qmp_seeds()
     keyval_seeds()
     nbd_seeds()
     qcow2_seeds()
     images_seeds()
+    cmdline_seeds()

@@ -147,6 +147,16 @@ def test_invalid_utf8_argument():
     assert_in('Invalid UTF-8 sequence at byte 26', line, 'message')
 
 
+def test_chardev_dotted_key():
+    """A dotted key in --chardev (an array or object where a string
+    goes) is an invalid parameter, with no GLib critical on stderr
+    (found by tests/fuzz/fuzz-cmdline)."""
+    if is_reference():
+        raise Skip('qemu-storage-daemon words it differently')
+    line = _check_startup_failure(['--chardev', 'socket,id.0=x,path=/tmp/x'], '--chardev')
+    assert_in("Invalid parameter 'id'", line, 'message')
+
+
 def test_nbd_server_missing_path():
     line = _check_startup_failure(['--nbd-server', 'addr.type=unix'], '--nbd-server', with_nbd=False)
     assert_in("Parameter 'addr.path' is missing", line, 'message')

@@ -17,6 +17,7 @@ import random
 import shutil
 import struct
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import blockd_test as bt  # noqa: E402
@@ -513,6 +514,88 @@ def test_hostile():
         q.execute('query-version')
     if skipped:
         print('reference: skipped hostile cases: ' + ', '.join(skipped))
+
+
+# --- PBKDF2 work limits (blockd only: QEMU takes any count) ---
+
+# blockd's limits (formats/luks/luks.h): a slot's PBKDF2 iterations
+# times output blocks, the master key digest's iterations, all slots.
+SLOT_WORK = 1 << 28
+MK_ITERS = 1 << 26
+
+# name: (patch(img) of a qemu-img aes-256-xts sha256 image (64-byte key,
+# 2 sha256 blocks), blockd's error text)
+PBKDF2_HOSTILE = {
+    'slot-iterations': (lambda i: patch(i, slot(0, 'iter'), '>I', 0xfffffff0),
+                        "key slot 0 has 4294967280 PBKDF2 iterations, more than blockd's "
+                        "limit of %d for sha256 with a 64-byte key" % (SLOT_WORK // 2)),
+    'slot-just-over': (lambda i: patch(i, slot(0, 'iter'), '>I', SLOT_WORK // 2 + 1),
+                       "key slot 0 has %d PBKDF2 iterations" % (SLOT_WORK // 2 + 1)),
+    'inactive-slot-then-huge': (lambda i: (patch(i, slot(5, 'active'), '>I', 0x00ac71f3),
+                                           patch(i, slot(5, 'iter'), '>I', 0xffffffff)),
+                                "key slot 5 has 4294967295 PBKDF2 iterations"),
+    'mk-iterations': (lambda i: patch(i, 164, '>I', 0xffffffff),
+                      "the master key digest has 4294967295 PBKDF2 iterations, more than "
+                      "blockd's limit of %d" % MK_ITERS),
+    # Eight slots each under its own limit, too much together.
+    'all-slots': (lambda i: [(patch(i, slot(n, 'active'), '>I', 0x00ac71f3),
+                              patch(i, slot(n, 'iter'), '>I', SLOT_WORK // 2))
+                             for n in range(8)],
+                  "the key slots together need"),
+}
+
+
+def test_pbkdf2_limit_open():
+    """A header asking for more PBKDF2 work than any real image has (up
+    to 2^32 - 1 iterations a slot: hours on the main thread) is refused
+    at once, naming the node, the slot and the limit, and QMP keeps
+    answering; the same image with its own counts opens."""
+    bt.skip_if_reference('qemu-storage-daemon spends hours in such a header')
+    require_tool('qemu-img')
+    with Daemon() as d:
+        d.args += ['--object', SECRET]
+        d.start()
+        q = d.qmp()
+        template = qemu_img_create(d.path('template.luks'), '', 4 * MiB)
+        for name, (fn, text) in PBKDF2_HOSTILE.items():
+            img = d.path('p-%s.luks' % name)
+            shutil.copyfile(template, img)
+            fn(img)
+            node = 'p-' + name
+            t0 = time.monotonic()
+            r = q.cmd('blockdev-add', {'driver': 'luks', 'node-name': node, 'key-secret': 'sec0',
+                                       'file': {'driver': 'file', 'filename': img}})
+            took = time.monotonic() - t0
+            if 'error' not in r:
+                q.execute('blockdev-del', {'node-name': node})
+                raise AssertionError('%s: hostile image opened' % name)
+            desc = r['error']['desc']
+            assert_in(text, desc, name)
+            assert_in("Node '%s': luks:" % node, desc, name + ': names the node')
+            # Refused before any PBKDF2 runs: milliseconds, not seconds.
+            assert took < 2, '%s: refused after %.1f s' % (name, took)
+            t0 = time.monotonic()
+            q.execute('query-version')
+            assert time.monotonic() - t0 < 1, '%s: QMP slow after the refusal' % name
+        q.execute('blockdev-add', {'driver': 'luks', 'node-name': 'ok', 'key-secret': 'sec0',
+                                   'file': {'driver': 'file', 'filename': template}})
+        q.execute('blockdev-del', {'node-name': 'ok'})
+        d.assert_alive()
+
+
+def test_pbkdf2_limit_create():
+    """blockdev-create with an iter-time whose iteration count blockd
+    would refuse to open fails with the reason, and makes no image."""
+    bt.skip_if_reference('QEMU creates it (and spends that long opening it)')
+    with Daemon() as d:
+        d.args += ['--object', SECRET]
+        d.start()
+        q = d.qmp()
+        _, err = create_once(q, d, 'slow.luks', {'key-secret': 'sec0', 'size': MiB,
+                                                 'iter-time': 10 ** 9}, 0)
+        assert_in("Parameter 'iter-time' of 1000000000 ms gives", err or '', 'create error')
+        assert_in('more than blockd opens (%d)' % (SLOT_WORK // 2), err, 'create error')
+        d.assert_alive()
 
 
 if __name__ == '__main__':

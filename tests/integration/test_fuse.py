@@ -16,6 +16,7 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import blockd_test as bt  # noqa: E402
 from blockd_test import (Daemon, Skip, assert_eq, assert_in, fd_open, fuse_mounted,  # noqa: E402
                          is_mounted, is_reference, main, make_image, qemu_io,
                          require_fuse, require_tool, run, tests_of, wait_for, write_at)
@@ -770,6 +771,54 @@ def test_mountpoint_already_mounted_elsewhere():
                 d2.start()
                 assert_eq(d2.wait_exit() != 0, True, 'second daemon fails')
                 assert_in("is already a mount point", d2.stderr(), 'message')
+
+
+# --- memory bound (issue 20) ---
+
+def _vm_kib(pid, field):
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise AssertionError('no %s in /proc/%d/status' % (field, pid))
+
+
+def test_parallel_large_writes_memory_bounded():
+    """Sixteen fio jobs with 4 MiB direct writes, 8 in flight each, on a
+    slow (throttled) node: the export's request memory is bounded by its
+    workers (3 MiB each, doc/blockd-qmp.7.scd), not by the writers, and
+    every write completes."""
+    require_fuse()
+    require_tool('fio')
+    if is_reference():
+        raise Skip('qemu-storage-daemon 7.2: no documented bound to check')
+    with scratch_dir() as s:
+        mnt = new_mountpoint(s.path('mnt'))
+        args = ['--object', 'throttle-group,id=tg,x-bps-write=268435456',
+                '--blockdev', 'driver=null-co,node-name=n0,size=%d' % (1 << 30),
+                '--blockdev', 'driver=throttle,node-name=t0,file=n0,throttle-group=tg',
+                '--export', fuse_export_arg('t0', mnt)]
+        with fuse_daemon(args, [mnt]) as d:
+            base = _vm_kib(d.proc.pid, 'VmRSS')
+            p = run(['fio', '--name=flood', '--filename=' + mnt, '--rw=write', '--bs=4M',
+                     '--direct=1', '--ioengine=libaio', '--iodepth=8', '--numjobs=16',
+                     '--size=64M', '--offset_increment=64M', '--group_reporting',
+                     '--output-format=json'], timeout=300)
+            job = json.loads(p.stdout[p.stdout.index('{'):])['jobs'][0]
+            assert_eq((job['error'], job['write']['io_bytes']), (0, 1 << 30), 'fio writes')
+            d.assert_alive()
+            if bt.daemon_sanitized():
+                return    # the sanitizer's quarantine holds freed buffers
+            workers = min(max(4 * len(os.sched_getaffinity(0)), 8), 32)
+            grown = (_vm_kib(d.proc.pid, 'VmHWM') - base) // 1024
+            # The documented bound, and room for the allocator's arenas
+            # and the worker threads' stacks.
+            bound = 3 * workers + 16
+            print('FUSE flood: VmHWM grew by %d MiB (bound %d MiB, %d workers)'
+                  % (grown, bound, workers))
+            if grown > bound:
+                raise AssertionError('the daemon grew by %d MiB, more than %d MiB'
+                                     % (grown, bound))
 
 
 if __name__ == '__main__':

@@ -394,6 +394,10 @@ def test_hostile():
             'unaligned': (ext + 8, struct.pack('>Q', off + 512), 'not cluster aligned'),
             'magic': (off, b'XXXX', 'Volume is not in LUKS format'),
             'ext-len': (ext + 4, struct.pack('>I', 8), 'Invalid encryption header length'),
+            # Hours of PBKDF2 on the main thread: refused before any
+            # (formats/luks/luks.h), naming the node and the slot.
+            'slot-iterations': (off + 208 + 4, struct.pack('>I', 0xffffffff),
+                                "Node 'h': luks: key slot 0 has 4294967295 PBKDF2 iterations"),
         }
         d.args += ['--object', SECRET]
         d.start()
