@@ -186,11 +186,14 @@ static int max_workers(void)
 
 /* Whether the export's node waits on the network, asked of the graph
  * at most every BD_NBD_LATENCY_RECHECK_US: only a connection that has
- * all its usual workers busy asks, and asking admits a request. */
+ * all its usual workers busy asks, and asking admits a request.  While
+ * a drain holds the export the last answer stands: the reader does not
+ * wait for the drain here but with its request, like any worker. */
 static gboolean latency_bound(BdNbdClient *c)
 {
     gint64 now = g_get_monotonic_time();
     gboolean bound;
+    int answer;
 
     bd_mutex_lock(&c->pool_lock);
     if (c->latency_checked &&
@@ -200,10 +203,13 @@ static gboolean latency_bound(BdNbdClient *c)
         return bound;
     }
     bd_mutex_unlock(&c->pool_lock);
-    bound = bd_entry_latency_bound(c->exp->common.entry);
+    answer = bd_entry_latency_bound(c->exp->common.entry);
     bd_mutex_lock(&c->pool_lock);
-    c->latency_bound = bound;
-    c->latency_checked = now;
+    if (answer >= 0) {
+        c->latency_bound = answer;
+        c->latency_checked = now;
+    }
+    bound = c->latency_bound;
     bd_mutex_unlock(&c->pool_lock);
     return bound;
 }

@@ -478,12 +478,14 @@ int64_t bd_entry_getlength(BdEntry *entry)
     return len;
 }
 
-gboolean bd_entry_latency_bound(BdEntry *entry)
+int bd_entry_latency_bound(BdEntry *entry)
 {
-    gboolean ret;
+    int ret;
 
-    entry_begin(entry);
-    ret = entry->root->node->latency_bound;
+    if (!entry_try_begin(entry)) {
+        return -1;
+    }
+    ret = entry->root->node->latency_bound ? 1 : 0;
     entry_end(entry);
     return ret;
 }

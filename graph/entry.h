@@ -53,8 +53,10 @@ void bd_entry_set_drain_notify(BdEntry *entry,
 /* Length of the node in bytes, or -errno. */
 int64_t bd_entry_getlength(BdEntry *entry);
 /* Whether requests through the handle wait on the network
- * (BdNode.latency_bound).  Any thread; admitted as a request. */
-gboolean bd_entry_latency_bound(BdEntry *entry);
+ * (BdNode.latency_bound): 1 or 0, or -1 while a drain holds the handle
+ * (it never waits for one: a caller that must not block can ask).
+ * Any thread; admitted as a request. */
+int bd_entry_latency_bound(BdEntry *entry);
 
 /* Hold the handle admitted, as one request, across node-level calls
  * that do not go through it (a job's allocation queries down its own
