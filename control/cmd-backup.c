@@ -450,9 +450,16 @@ static gboolean drive_backup(GVariant *args, JsonNode **ret, GError **errp)
     return bd_txn_run_one(&drive_backup_action, args, errp);
 }
 
+/* A target on a remote cluster connects off the main thread first. */
+static gboolean drive_backup_async(GVariant *args, BdQmpPending *p)
+{
+    return bd_ctl_open_by_name_async(args, p, "target", drive_backup);
+}
+
 static const BdQmpCommand backup_commands[] = {
     { "blockdev-backup", blockdev_backup_fn, FALSE, NULL, blockdev_backup },
-    { "drive-backup", drive_backup_fn, FALSE, NULL, drive_backup },
+    { "drive-backup", drive_backup_fn, FALSE, NULL, drive_backup,
+      drive_backup_async },
     { NULL },
 };
 

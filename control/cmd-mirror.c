@@ -388,9 +388,16 @@ static gboolean drive_mirror(GVariant *args, JsonNode **ret, GError **errp)
     return mirror_common(&a, &p, errp);
 }
 
+/* A target on a remote cluster connects off the main thread first. */
+static gboolean drive_mirror_async(GVariant *args, BdQmpPending *p)
+{
+    return bd_ctl_open_by_name_async(args, p, "target", drive_mirror);
+}
+
 static const BdQmpCommand mirror_commands[] = {
     { "blockdev-mirror", mirror_args_fn, FALSE, NULL, blockdev_mirror },
-    { "drive-mirror", drive_mirror_args_fn, FALSE, NULL, drive_mirror },
+    { "drive-mirror", drive_mirror_args_fn, FALSE, NULL, drive_mirror,
+      drive_mirror_async },
     { NULL } };
 
 void bd_cmd_mirror_register(void)

@@ -21,6 +21,7 @@
  */
 #include <string.h>
 #include "control/transaction.h"
+#include "formats/filename.h"
 #include "graph/entry.h"
 #include "graph/error.h"
 #include "graph/io.h"
@@ -133,7 +134,8 @@ static BdNode *open_sync_overlay(SnapArgs *a, BdNode *old, GError **errp)
 {
     const char *fmt = a->format ? a->format : "qcow2";
     const BdDriver *drv;
-    GVariantDict d, f;
+    GVariantDict d;
+    GVariant *file;
 
     if (a->node_name && !a->snapshot_node_name) {
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
@@ -156,9 +158,11 @@ static BdNode *open_sync_overlay(SnapArgs *a, BdNode *old, GError **errp)
                     "Unknown driver '%s'", fmt);
         return NULL;
     }
-    g_variant_dict_init(&f, NULL);
-    g_variant_dict_insert(&f, "driver", "s", "file");
-    g_variant_dict_insert(&f, "filename", "s", a->snapshot_file);
+    /* A path, or a remote image such as QEMU's rbd:pool/image names. */
+    file = bd_formats_protocol_options(a->snapshot_file, errp);
+    if (!file) {
+        return NULL;
+    }
     g_variant_dict_init(&d, NULL);
     g_variant_dict_insert(&d, "driver", "s", fmt);
     if (a->snapshot_node_name) {
@@ -167,7 +171,7 @@ static BdNode *open_sync_overlay(SnapArgs *a, BdNode *old, GError **errp)
     if (old->read_only) {
         g_variant_dict_insert(&d, "read-only", "b", TRUE);
     }
-    g_variant_dict_insert_value(&d, "file", g_variant_dict_end(&f));
+    g_variant_dict_insert_value(&d, "file", file);
     if (drv->change_backing_file) {
         /* BDRV_O_NO_BACKING: the backing is attached below. */
         g_variant_dict_insert_value(&d, "backing", bd_variant_null());
@@ -356,10 +360,18 @@ static gboolean blockdev_snapshot_sync(GVariant *args, JsonNode **ret,
     return bd_txn_run_one(&snapshot_sync_action, args, errp);
 }
 
+/* An overlay on a remote cluster connects off the main thread first. */
+static gboolean blockdev_snapshot_sync_async(GVariant *args,
+                                             BdQmpPending *p)
+{
+    return bd_ctl_open_by_name_async(args, p, "snapshot-file",
+                                     blockdev_snapshot_sync);
+}
+
 static const BdQmpCommand snapshot_commands[] = {
     { "blockdev-snapshot", snapshot_fn, FALSE, NULL, blockdev_snapshot },
     { "blockdev-snapshot-sync", snapshot_sync_fn, FALSE, NULL,
-      blockdev_snapshot_sync },
+      blockdev_snapshot_sync, blockdev_snapshot_sync_async },
     { NULL },
 };
 

@@ -184,6 +184,14 @@ void bd_control_request_quit(void);
 BdNode *bd_ctl_lookup_node(const char *name, GError **errp);
 gboolean bd_ctl_image_create(const char *filename, const char *fmt,
                              uint64_t size, BdNode *backing, GError **errp);
+/* The async handler of a command that opens an existing image named by
+ * file name (args' member 'key', with mode "existing"): when that name's
+ * protocol node prepares off the main thread (an rbd: name connects to
+ * its cluster), the preparation runs on a GTask thread and then 'fn' on
+ * the main thread, whose open takes the prepared connection or fails at
+ * once with its error.  FALSE (run 'fn' as usual): nothing to prepare. */
+gboolean bd_ctl_open_by_name_async(GVariant *args, BdQmpPending *p,
+                                   const char *key, BdQmpHandler fn);
 
 /* Small helpers to build schema types for commands: a required or
  * optional member, then where it goes in the handler's argument struct

@@ -333,20 +333,27 @@ static void rbd_node_refresh_limits(BdNode *node)
 /* --- open / close --- */
 
 /* Connections made by rbd_node_prepare off the main thread, each
- * waiting for the open of the same configuration. */
+ * waiting for the open of the same configuration.  A connection that
+ * failed is kept too, with its error: the open that follows fails with
+ * it at once instead of waiting for the cluster again on the main
+ * thread (a command that opens by file name reports it in its own
+ * order, after its other checks: control/image-file.c). */
 typedef struct {
     char *fingerprint;
     RbdConn conn;
+    GError *error;
 } Prepared;
 
 static GMutex prepared_lock;
 static GList *prepared;         /* Prepared *, guarded by prepared_lock */
 
-/* The prepared connection for 'cfg', taken from the list, or FALSE. */
-static gboolean prepared_take(const RbdConfig *cfg, RbdConn *out)
+/* The prepared connection for 'cfg', taken from the list: 1, or -1
+ * with its error when it failed; 0 when there is none. */
+static int prepared_take(const RbdConfig *cfg, RbdConn *out, GError **errp)
 {
     g_autofree char *fp = rbd_config_fingerprint(cfg);
     Prepared *found = NULL;
+    int ret;
 
     g_mutex_lock(&prepared_lock);
     for (GList *l = prepared; l; l = l->next) {
@@ -359,13 +366,18 @@ static gboolean prepared_take(const RbdConfig *cfg, RbdConn *out)
     }
     g_mutex_unlock(&prepared_lock);
     if (!found) {
-        return FALSE;
+        return 0;
     }
-    *out = found->conn;
+    ret = found->error ? -1 : 1;
+    if (found->error) {
+        g_propagate_error(errp, found->error);
+    } else {
+        *out = found->conn;
+    }
     memset(found->fingerprint, 0, strlen(found->fingerprint));
     g_free(found->fingerprint);
     g_free(found);
-    return TRUE;
+    return ret;
 }
 
 /* BdDriver.prepare: connect and open the image on the calling thread
@@ -373,21 +385,22 @@ static gboolean prepared_take(const RbdConfig *cfg, RbdConn *out)
 static gboolean rbd_node_prepare(GVariant *options, GError **errp)
 {
     g_auto(RbdConfig) cfg = { 0 };
+    GError *err = NULL;
     Prepared *p;
 
     if (!rbd_config_decode(options, &cfg, errp)) {
         return FALSE;
     }
     p = g_new0(Prepared, 1);
-    if (!rbd_connect(&cfg, TRUE, &p->conn, errp)) {
-        g_free(p);
-        return FALSE;
+    if (!rbd_connect(&cfg, TRUE, &p->conn, &err)) {
+        p->error = g_error_copy(err);
+        g_propagate_error(errp, err);
     }
     p->fingerprint = rbd_config_fingerprint(&cfg);
     g_mutex_lock(&prepared_lock);
     prepared = g_list_prepend(prepared, p);
     g_mutex_unlock(&prepared_lock);
-    return TRUE;
+    return p->error == NULL;
 }
 
 static void rbd_node_prepare_drop(GVariant *options)
@@ -398,7 +411,7 @@ static void rbd_node_prepare_drop(GVariant *options)
     RbdConn conn;
 
     if (rbd_config_decode(options, &cfg, NULL) &&
-        prepared_take(&cfg, &conn)) {
+        prepared_take(&cfg, &conn, NULL) > 0) {
         rbd_conn_close(&conn);
     }
 }
@@ -447,9 +460,16 @@ static gboolean rbd_node_open(BdNode *node, GVariant *options,
     node->opaque = s;
     s->image = g_strdup(cfg.image);
     s->snapshot = g_strdup(cfg.snapshot);
-    if (!prepared_take(&cfg, &s->conn) &&
-        !rbd_connect_bounded(&cfg, TRUE, &s->conn, errp)) {
+    switch (prepared_take(&cfg, &s->conn, errp)) {
+    case -1:
         return FALSE;
+    case 0:
+        if (!rbd_connect_bounded(&cfg, TRUE, &s->conn, errp)) {
+            return FALSE;
+        }
+        break;
+    default:
+        break;
     }
     r = rbd_stat(s->conn.image, &info, sizeof(info));
     if (r < 0) {

@@ -447,6 +447,39 @@ def test_drive_mirror_to_legacy_name():
         compare(src, c.qemu_uri(img))
 
 
+@ceph
+def test_snapshot_sync_onto_rbd_overlay():
+    """blockdev-snapshot-sync mode=existing onto a qcow2 overlay kept in
+    RBD and named rbd:... (qemu-img formats it there, on the local
+    base): guest writes through the export go to the overlay in Ceph, and
+    QEMU reads the base's data plus those writes through it."""
+    c = cluster()
+    _seq[0] += 1
+    img = 'ov%d-%d' % (os.getpid(), _seq[0])     # qemu-img creates it
+    with daemon() as d:
+        base = d.path('base.qcow2')
+        bt.run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, str(16 * MiB)])
+        bt.qemu_io(base, 'write -P 0x21 0 4M', fmt='qcow2')
+        overlay = c.qemu_uri(img)
+        bt.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2',
+                overlay, str(16 * MiB)])
+        q = d.qmp()
+        q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'disk',
+                                   'file': {'driver': 'file', 'filename': base}})
+        q.execute('block-export-add', {'type': 'nbd', 'id': 'e0', 'node-name': 'disk',
+                                       'name': 'disk', 'writable': True})
+        q.execute('blockdev-snapshot-sync', {'node-name': 'disk', 'snapshot-file': overlay,
+                                             'snapshot-node-name': 'ov', 'format': 'qcow2',
+                                             'mode': 'existing'})
+        bt.qemu_io(d.uri('disk'), 'write -P 0x42 1M 1M', fmt='raw')
+        q.execute('block-export-del', {'id': 'e0'})
+        d.stop()
+        bt.qemu_io(base, 'read -P 0x21 0 4M', fmt='qcow2')
+        bt.qemu_io(overlay, 'read -P 0x21 0 1M', 'read -P 0x42 1M 1M',
+                   'read -P 0x21 2M 2M', fmt='qcow2')
+        bt.check_image(overlay)
+
+
 def _mirror_error(q, target):
     """drive-mirror of node 'src' into 'target' (a file name) refused:
     the error's text."""
@@ -742,6 +775,58 @@ def test_unreachable_monitor_default_timeout():
         finally:
             t.join(30)
         bt.assert_in('timeout 10 s)', result['err']['desc'], 'default timeout')
+        d.assert_alive()
+
+
+
+def test_unreachable_monitor_by_file_name():
+    """drive-mirror, drive-backup and blockdev-snapshot-sync onto an
+    existing image named rbd:... whose monitor nobody answers: each
+    fails with librados' reason after the name's client_mount_timeout,
+    and other QMP clients are answered while it waits (the connection
+    is made off the main thread, as for blockdev-add; qemu-storage-daemon
+    7.2 blocks its main loop).  A device that does not exist is still
+    reported first, as QEMU checks it before it opens the target."""
+    bt.skip_if_reference('blocks its main loop while librados connects')
+    name = ('rbd:rbd/x:mon_host=v2\\:127.0.0.1\\:%d:client_mount_timeout=3:'
+            'auth_client_required=none:conf=/dev/null' % free_port())
+    calls = [
+        ('drive-mirror', {'job-id': 'm1', 'device': 'src', 'target': name,
+                          'format': 'raw', 'mode': 'existing', 'sync': 'full'}),
+        ('drive-backup', {'job-id': 'b1', 'device': 'src', 'target': name,
+                          'format': 'raw', 'mode': 'existing', 'sync': 'full'}),
+        ('blockdev-snapshot-sync', {'node-name': 'src', 'snapshot-file': name,
+                                    'snapshot-node-name': 'ov', 'format': 'raw',
+                                    'mode': 'existing'}),
+    ]
+    with daemon(monitors=2) as d:
+        q = d.qmp()
+        other = d.qmp(monitor=1)
+        _raw_source(d, q, 16 * MiB)
+        for cmd, args in calls:
+            result = {}
+
+            def call():
+                result['err'] = q.error(cmd, args)
+            t = threading.Thread(target=call)
+            t.start()
+            try:
+                time.sleep(0.5)
+                bt.assert_eq('qemu' in other.execute('query-version'), True, 'query-version')
+                bt.assert_eq(t.is_alive(), True,
+                             'another monitor answered while %s connects' % cmd)
+            finally:
+                t.join(60)
+            bt.assert_in('error connecting: Connection timed out', result['err']['desc'], cmd)
+            bt.assert_in('timeout 3 s)', result['err']['desc'], cmd)
+            bad = dict(args)
+            bad['node-name' if cmd == 'blockdev-snapshot-sync' else 'device'] = 'nope'
+            err = q.error(cmd, bad)
+            bt.assert_eq(err['class'], 'GenericError', cmd + ' on a missing device')
+            bt.assert_in('nope', err['desc'], cmd + ' on a missing device')
+        bt.assert_eq([n['node-name'] for n in q.execute('query-named-block-nodes')
+                      if not n['node-name'].startswith('#')], ['src'], 'nodes left')
+        bt.assert_eq(q.execute('query-jobs'), [], 'no job left behind')
         d.assert_alive()
 
 
