@@ -31,7 +31,7 @@ gboolean bd_ctl_image_create(const char *filename, const char *fmt,
 
 typedef struct {
     GVariant *args;
-    GVariant *file;           /* the protocol node's options */
+    GPtrArray *files;         /* GVariant *: the protocol nodes' options */
     BdQmpHandler fn;
     BdQmpPending *p;
 } OpenWork;
@@ -41,7 +41,7 @@ static void open_work_free(gpointer opaque)
     OpenWork *w = opaque;
 
     g_variant_unref(w->args);
-    g_variant_unref(w->file);
+    g_ptr_array_unref(w->files);
     g_free(w);
 }
 
@@ -49,12 +49,15 @@ static void prepare_thread(GTask *task, gpointer src, gpointer data,
                            GCancellable *cancel)
 {
     OpenWork *w = data;
-    GError *err = NULL;
 
-    /* A failure is kept by the driver for the open: the command reports
-     * it after its own checks, in QEMU's order. */
-    bd_node_prepare(w->file, &err);
-    g_clear_error(&err);
+    for (guint i = 0; i < w->files->len; i++) {
+        GError *err = NULL;
+
+        /* A failure is kept by the driver for the open: the command
+         * reports it after its own checks, in QEMU's order. */
+        bd_node_prepare(g_ptr_array_index(w->files, i), &err);
+        g_clear_error(&err);
+    }
     g_task_return_boolean(task, TRUE);
 }
 
@@ -69,8 +72,58 @@ static void prepared(GObject *src, GAsyncResult *res, gpointer data)
     if (!w->fn(w->args, &ret, &err)) {
         g_clear_pointer(&ret, json_node_unref);
     }
-    bd_node_prepare_drop(w->file);
+    for (guint i = 0; i < w->files->len; i++) {
+        bd_node_prepare_drop(g_ptr_array_index(w->files, i));
+    }
     bd_qmp_pending_done(w->p, ret, err);
+}
+
+/* Add to 'files' the protocol options of the existing image that the
+ * arguments 'dict' name in member 'key' (mode "existing"), when they
+ * prepare off the main thread.  Another mode creates the image first,
+ * which connects on its own. */
+static void collect_file(GVariant *dict, const char *key, GPtrArray *files)
+{
+    const char *filename = NULL, *mode = NULL;
+    GVariant *file;
+
+    if (!g_variant_lookup(dict, key, "&s", &filename) ||
+        !g_variant_lookup(dict, "mode", "&s", &mode) ||
+        strcmp(mode, "existing") != 0 ||
+        !bd_formats_filename_is_remote(filename)) {
+        return;
+    }
+    file = bd_formats_protocol_options(filename, NULL);
+    if (!file) {
+        return;             /* the command reports the bad name */
+    }
+    g_variant_ref_sink(file);
+    if (bd_node_needs_prepare(file)) {
+        g_ptr_array_add(files, file);
+    } else {
+        g_variant_unref(file);
+    }
+}
+
+/* Go pending for 'files' (taken), or FALSE when there is none. */
+static gboolean run_after_prepare(GVariant *args, BdQmpPending *p,
+                                  GPtrArray *files, BdQmpHandler fn)
+{
+    OpenWork *w;
+
+    if (files->len == 0) {
+        g_ptr_array_unref(files);
+        return FALSE;
+    }
+    w = g_new0(OpenWork, 1);
+    w->args = g_variant_ref(args);
+    w->files = files;
+    w->fn = fn;
+    w->p = p;
+    g_autoptr(GTask) task = g_task_new(NULL, NULL, prepared, NULL);
+    g_task_set_task_data(task, w, open_work_free);
+    g_task_run_in_thread(task, prepare_thread);
+    return TRUE;
 }
 
 gboolean bd_ctl_open_by_name_async(GVariant *args, BdQmpPending *p,
@@ -78,33 +131,49 @@ gboolean bd_ctl_open_by_name_async(GVariant *args, BdQmpPending *p,
 {
     BD_GLOBAL_STATE_CODE();
 
-    const char *filename = NULL, *mode = NULL;
-    GVariant *file;
-    OpenWork *w;
+    GPtrArray *files = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)g_variant_unref);
 
-    /* Another mode creates the image first, which connects on its own. */
-    if (!g_variant_lookup(args, key, "&s", &filename) ||
-        !g_variant_lookup(args, "mode", "&s", &mode) ||
-        strcmp(mode, "existing") != 0 ||
-        !bd_formats_filename_is_remote(filename)) {
-        return FALSE;
+    collect_file(args, key, files);
+    return run_after_prepare(args, p, files, fn);
+}
+
+gboolean bd_ctl_transaction_opens_async(GVariant *args, BdQmpPending *p,
+                                        BdQmpHandler fn)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    static const struct { const char *type, *key; } by_name[] = {
+        { "drive-backup", "target" },
+        { "blockdev-snapshot-sync", "snapshot-file" },
+    };
+    GPtrArray *files = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)g_variant_unref);
+    g_autoptr(GVariant) actions = g_variant_lookup_value(args, "actions",
+                                                         NULL);
+    gsize n = actions && g_variant_is_container(actions)
+              ? g_variant_n_children(actions) : 0;
+
+    for (gsize i = 0; i < n; i++) {
+        g_autoptr(GVariant) item = g_variant_get_child_value(actions, i);
+        g_autoptr(GVariant) data = NULL;
+        const char *type = NULL;
+
+        while (g_variant_is_of_type(item, G_VARIANT_TYPE_VARIANT)) {
+            GVariant *inner = g_variant_get_variant(item);
+            g_variant_unref(item);
+            item = inner;
+        }
+        if (!g_variant_is_of_type(item, G_VARIANT_TYPE_VARDICT) ||
+            !g_variant_lookup(item, "type", "&s", &type)) {
+            continue;
+        }
+        data = g_variant_lookup_value(item, "data", G_VARIANT_TYPE_VARDICT);
+        for (gsize k = 0; data && k < G_N_ELEMENTS(by_name); k++) {
+            if (!strcmp(type, by_name[k].type)) {
+                collect_file(data, by_name[k].key, files);
+            }
+        }
     }
-    file = bd_formats_protocol_options(filename, NULL);
-    if (!file) {
-        return FALSE;       /* the command reports the bad name */
-    }
-    g_variant_ref_sink(file);
-    if (!bd_node_needs_prepare(file)) {
-        g_variant_unref(file);
-        return FALSE;
-    }
-    w = g_new0(OpenWork, 1);
-    w->args = g_variant_ref(args);
-    w->file = file;
-    w->fn = fn;
-    w->p = p;
-    g_autoptr(GTask) task = g_task_new(NULL, NULL, prepared, NULL);
-    g_task_set_task_data(task, w, open_work_free);
-    g_task_run_in_thread(task, prepare_thread);
-    return TRUE;
+    return run_after_prepare(args, p, files, fn);
 }

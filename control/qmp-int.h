@@ -192,6 +192,10 @@ gboolean bd_ctl_image_create(const char *filename, const char *fmt,
  * once with its error.  FALSE (run 'fn' as usual): nothing to prepare. */
 gboolean bd_ctl_open_by_name_async(GVariant *args, BdQmpPending *p,
                                    const char *key, BdQmpHandler fn);
+/* The same for a transaction: the drive-backup and blockdev-snapshot-sync
+ * actions' images. */
+gboolean bd_ctl_transaction_opens_async(GVariant *args, BdQmpPending *p,
+                                        BdQmpHandler fn);
 
 /* Small helpers to build schema types for commands: a required or
  * optional member, then where it goes in the handler's argument struct

@@ -468,8 +468,16 @@ static gboolean cmd_transaction(GVariant *args, JsonNode **ret, GError **errp)
     return bd_txn_run(args, errp);
 }
 
+/* Images on a remote cluster that actions open connect off the main
+ * thread first (control/image-file.c). */
+static gboolean transaction_async(GVariant *args, BdQmpPending *p)
+{
+    return bd_ctl_transaction_opens_async(args, p, cmd_transaction);
+}
+
 static const BdQmpCommand txn_commands[] = {
-    { "transaction", transaction_schema, FALSE, NULL, cmd_transaction },
+    { "transaction", transaction_schema, FALSE, NULL, cmd_transaction,
+      transaction_async },
     { NULL } };
 
 void bd_cmd_transaction_register(void)

@@ -780,8 +780,9 @@ def test_unreachable_monitor_default_timeout():
 
 
 def test_unreachable_monitor_by_file_name():
-    """drive-mirror, drive-backup and blockdev-snapshot-sync onto an
-    existing image named rbd:... whose monitor nobody answers: each
+    """drive-mirror, drive-backup, blockdev-snapshot-sync and a
+    transaction's drive-backup onto an existing image named rbd:...
+    whose monitor nobody answers: each
     fails with librados' reason after the name's client_mount_timeout,
     and other QMP clients are answered while it waits (the connection
     is made off the main thread, as for blockdev-add; qemu-storage-daemon
@@ -798,6 +799,10 @@ def test_unreachable_monitor_by_file_name():
         ('blockdev-snapshot-sync', {'node-name': 'src', 'snapshot-file': name,
                                     'snapshot-node-name': 'ov', 'format': 'raw',
                                     'mode': 'existing'}),
+        ('transaction', {'actions': [
+            {'type': 'drive-backup', 'data': {'job-id': 'b2', 'device': 'src',
+                                              'target': name, 'format': 'raw',
+                                              'mode': 'existing', 'sync': 'full'}}]}),
     ]
     with daemon(monitors=2) as d:
         q = d.qmp()
@@ -819,8 +824,9 @@ def test_unreachable_monitor_by_file_name():
                 t.join(60)
             bt.assert_in('error connecting: Connection timed out', result['err']['desc'], cmd)
             bt.assert_in('timeout 3 s)', result['err']['desc'], cmd)
-            bad = dict(args)
-            bad['node-name' if cmd == 'blockdev-snapshot-sync' else 'device'] = 'nope'
+            bad = json.loads(json.dumps(args))
+            target = bad['actions'][0]['data'] if cmd == 'transaction' else bad
+            target['node-name' if cmd == 'blockdev-snapshot-sync' else 'device'] = 'nope'
             err = q.error(cmd, bad)
             bt.assert_eq(err['class'], 'GenericError', cmd + ' on a missing device')
             bt.assert_in('nope', err['desc'], cmd + ' on a missing device')
