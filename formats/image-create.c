@@ -48,6 +48,15 @@ gboolean bd_formats_image_create(const char *filename, const char *fmt,
                     "Backing file not supported for file format '%s'", fmt);
         return FALSE;
     }
+    if (g_str_has_prefix(filename, "rbd:")) {
+        /* QEMU creates the RBD image here; blockd does not connect to a
+         * cluster on the main loop, so it is made beforehand. */
+        g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,
+                    "Creating an rbd: image by file name is not supported: "
+                    "create it (blockdev-create, rbd create) and use "
+                    "mode=existing");
+        return FALSE;
+    }
     if (bd_formats_filename_is_remote(filename)) {
         /* QEMU's bdrv_create: the nbd protocol makes no images. */
         g_set_error(errp, BD_ERROR, BD_ERROR_GENERIC,

@@ -832,6 +832,11 @@ def test_unreachable_monitor_by_file_name():
             bt.assert_in('nope', err['desc'], cmd + ' on a missing device')
         bt.assert_eq([n['node-name'] for n in q.execute('query-named-block-nodes')
                       if not n['node-name'].startswith('#')], ['src'], 'nodes left')
+        # Creating the image by name (QEMU would connect and create it):
+        # refused at once, with what to do instead.
+        err = q.error('drive-mirror', dict(calls[0][1], mode='absolute-paths'))
+        bt.assert_in('Creating an rbd: image by file name is not supported', err['desc'],
+                     'drive-mirror creating an rbd: image')
         bt.assert_eq(q.execute('query-jobs'), [], 'no job left behind')
         d.assert_alive()
 
