@@ -408,8 +408,10 @@ def poke(d, sig):
     if os.path.exists(out):
         os.unlink(out)
     d.signal(sig)
+    # A deadline for a lost signal, not a speed check: a loaded machine
+    # (two suites and four builds at once) once gave no answer in 10 s.
     wait_for(lambda: os.path.exists(out) and open(out).read().endswith('\n') or not d.alive(),
-             what='shim answer')
+             timeout=60, what='shim answer')
     return open(out).read().strip() if os.path.exists(out) else None
 
 
