@@ -72,11 +72,14 @@ def daemon_tsan():
         return b'__tsan_init' in f.read()
 
 
-def sandbox_args():
-    """--sandbox ARGS when BLOCKD_SANDBOX asks for it (never for the
-    reference: qemu-storage-daemon has no --sandbox)."""
+def sandbox_args(exe=None):
+    """--sandbox ARGS when BLOCKD_SANDBOX asks for it (never for
+    qemu-storage-daemon, the reference or a peer a test starts beside
+    blockd: it has no --sandbox)."""
     arg = os.environ.get('BLOCKD_SANDBOX', '')
-    return ['--sandbox', arg] if arg and not is_reference() else []
+    if not arg or is_reference() or (exe and os.path.realpath(exe) == os.path.realpath(QSD)):
+        return []
+    return ['--sandbox', arg]
 
 
 def require_tool(*names):
@@ -464,7 +467,8 @@ class Daemon:
 
     def start(self, timeout=15.0):
         self._err = open(self.stderr_path, 'w')
-        self.proc = subprocess.Popen(self.wrapper + [self.exe] + self.args + sandbox_args(),
+        self.proc = subprocess.Popen(self.wrapper + [self.exe] + self.args +
+                                     sandbox_args(self.exe),
                                      stdin=subprocess.DEVNULL,
                                      stdout=self._err, stderr=self._err, cwd=self.dir)
         socks = self.qmp_paths + self.wait
