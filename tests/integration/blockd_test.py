@@ -72,6 +72,15 @@ def daemon_tsan():
         return b'__tsan_init' in f.read()
 
 
+def proc_status_kib(pid, field):
+    """A KiB figure of /proc/PID/status (VmHWM, VmRSS, ...)."""
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise AssertionError('no %s in /proc/%d/status' % (field, pid))
+
+
 def sandbox_args(exe=None):
     """--sandbox ARGS when BLOCKD_SANDBOX asks for it (never for
     qemu-storage-daemon, the reference or a peer a test starts beside

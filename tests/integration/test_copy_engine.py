@@ -295,14 +295,6 @@ def test_backup_point_in_time_under_writes():
         bt.check_image(tgt)
 
 
-def vm_kib(pid, field):
-    with open('/proc/%d/status' % pid) as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise AssertionError('%s not in /proc/%d/status' % (field, pid))
-
-
 def mirror_memory(buf_size):
     """VmHWM growth (KiB) of the daemon over a mirror of a fully
     allocated 128 MiB source with the given buf-size."""
@@ -311,11 +303,11 @@ def mirror_memory(buf_size):
         tgt = qcow2(e.d.path('tgt.qcow2'))
         e.add('src', e.src)
         e.add('tgt', tgt, backing=None)
-        base = vm_kib(e.d.proc.pid, 'VmRSS')
+        base = bt.proc_status_kib(e.d.proc.pid, 'VmRSS')
         e.run('blockdev-mirror', {'job-id': 'm0', 'device': 'src', 'target': 'tgt',
                                   'sync': 'full', 'buf-size': buf_size}, 'm0',
               complete=True)
-        return vm_kib(e.d.proc.pid, 'VmHWM') - base
+        return bt.proc_status_kib(e.d.proc.pid, 'VmHWM') - base
 
 
 def test_mirror_buf_size_bounds_memory():

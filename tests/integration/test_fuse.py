@@ -775,14 +775,6 @@ def test_mountpoint_already_mounted_elsewhere():
 
 # --- memory bound (issue 20) ---
 
-def _vm_kib(pid, field):
-    with open('/proc/%d/status' % pid) as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise AssertionError('no %s in /proc/%d/status' % (field, pid))
-
-
 def test_parallel_large_writes_memory_bounded():
     """Sixteen fio jobs with 4 MiB direct writes, 8 in flight each, on a
     slow (throttled) node: the export's request memory is bounded by its
@@ -799,7 +791,7 @@ def test_parallel_large_writes_memory_bounded():
                 '--blockdev', 'driver=throttle,node-name=t0,file=n0,throttle-group=tg',
                 '--export', fuse_export_arg('t0', mnt)]
         with fuse_daemon(args, [mnt]) as d:
-            base = _vm_kib(d.proc.pid, 'VmRSS')
+            base = bt.proc_status_kib(d.proc.pid, 'VmRSS')
             p = run(['fio', '--name=flood', '--filename=' + mnt, '--rw=write', '--bs=4M',
                      '--direct=1', '--ioengine=libaio', '--iodepth=8', '--numjobs=16',
                      '--size=64M', '--offset_increment=64M', '--group_reporting',
@@ -810,7 +802,7 @@ def test_parallel_large_writes_memory_bounded():
             if bt.daemon_sanitized():
                 return    # the sanitizer's quarantine holds freed buffers
             workers = min(max(4 * len(os.sched_getaffinity(0)), 8), 32)
-            grown = (_vm_kib(d.proc.pid, 'VmHWM') - base) // 1024
+            grown = (bt.proc_status_kib(d.proc.pid, 'VmHWM') - base) // 1024
             # The documented bound, and room for the allocator's arenas
             # and the worker threads' stacks.
             bound = 3 * workers + 16

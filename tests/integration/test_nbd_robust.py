@@ -15,7 +15,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from blockd_test import (Daemon, Skip, assert_eq, daemon_sanitized, fio, fio_has_nbd,  # noqa: E402
+from blockd_test import (proc_status_kib, Daemon, Skip, assert_eq, daemon_sanitized, fio, fio_has_nbd,  # noqa: E402
                          is_reference, main,
                          make_image, qemu_io, require_nbd, require_tool, start_exporting,
                          tests_of, wait_for)
@@ -624,14 +624,6 @@ def test_small_reads_of_zeroes_use_offset_hole():
 
 # --- memory bounds (issue 20): large requests' buffers are budgeted ---
 
-def _vm_kib(pid, field):
-    with open('/proc/%d/status' % pid) as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise AssertionError('no %s in /proc/%d/status' % (field, pid))
-
-
 def _null_export(extra_node=''):
     d = Daemon()
     d.args += ['--blockdev', 'driver=null-co,node-name=n0,size=%d,read-zeroes=on' % (1 << 30),
@@ -654,7 +646,7 @@ def _bytes_of_client(q, key):
 def _assert_bounded_growth(d, base_kib, what):
     if daemon_sanitized():
         return    # the sanitizer's quarantine holds freed buffers
-    grown = (_vm_kib(d.proc.pid, 'VmHWM') - base_kib) // 1024
+    grown = (proc_status_kib(d.proc.pid, 'VmHWM') - base_kib) // 1024
     # The connection's budget (128 MiB) and the buffers not counted
     # (4 MiB per worker) with room for the allocator; without the budget
     # the workers hold 8..16 x 32 MiB.
@@ -671,7 +663,7 @@ def test_unread_large_reads_bounded():
         raise Skip('qemu-storage-daemon 7.2 has no such bound')
     with _null_export() as d:
         q = d.qmp()
-        base = _vm_kib(d.proc.pid, 'VmRSS')
+        base = proc_status_kib(d.proc.pid, 'VmRSS')
         s, _, _ = _raw_handshake(d)
         for i in range(24):
             _raw_request(s, CMD_READ, i, i * 32 * MiB, 32 * MiB)
@@ -697,7 +689,7 @@ def test_flood_of_large_writes_bounded():
         raise Skip('qemu-storage-daemon 7.2 has no such bound')
     with _null_export('throttle-group,id=tg,x-bps-write=268435456') as d:
         q = d.qmp()
-        base = _vm_kib(d.proc.pid, 'VmRSS')
+        base = proc_status_kib(d.proc.pid, 'VmRSS')
         s, _, _ = _raw_handshake(d)
         payload = b'\x5a' * (32 * MiB)
         n = 20

@@ -751,6 +751,24 @@ def test_unreachable_monitor_command_line():
         bt.assert_in('error connecting: Connection timed out', d.stderr(), 'message')
 
 
+def _error_while_other_answers(q, other, cmd, args):
+    """Send `cmd` on monitor `q` (it must fail after waiting for a silent
+    monitor) and check that monitor `other` is answered while it waits.
+    The half second is how long the command is given to reach its wait:
+    what is checked is an absence (no reply yet), which nothing signals.
+    Returns the command's error."""
+    result = {}
+    t = threading.Thread(target=lambda: result.update(err=q.error(cmd, args)))
+    t.start()
+    try:
+        time.sleep(0.5)
+        bt.assert_eq('qemu' in other.execute('query-version'), True, 'query-version')
+        bt.assert_eq(t.is_alive(), True, 'another monitor answered while %s connects' % cmd)
+    finally:
+        t.join(60)
+    return result['err']
+
+
 def test_unreachable_monitor_default_timeout():
     """Without a timeout in the conf, blockd gives up after its own
     default (10 s), not librados' 300 s; other QMP clients are answered
@@ -760,21 +778,9 @@ def test_unreachable_monitor_default_timeout():
         q = d.qmp()
         other = d.qmp(monitor=1)
         conf = _silent_monitor_conf(d, None)
-        result = {}
-
-        def add():
-            result['err'] = q.error('blockdev-add', {'driver': 'rbd', 'node-name': 'r0',
-                                                     'pool': 'rbd', 'image': 'x', 'conf': conf})
-        t = threading.Thread(target=add)
-        t.start()
-        try:
-            time.sleep(0.5)
-            bt.assert_eq('qemu' in other.execute('query-version'), True, 'query-version')
-            bt.assert_eq(t.is_alive(), True,
-                         'another monitor answered while blockdev-add connects')
-        finally:
-            t.join(30)
-        bt.assert_in('timeout 10 s)', result['err']['desc'], 'default timeout')
+        err = _error_while_other_answers(q, other, 'blockdev-add', {
+            'driver': 'rbd', 'node-name': 'r0', 'pool': 'rbd', 'image': 'x', 'conf': conf})
+        bt.assert_in('timeout 10 s)', err['desc'], 'default timeout')
         d.assert_alive()
 
 
@@ -809,21 +815,9 @@ def test_unreachable_monitor_by_file_name():
         other = d.qmp(monitor=1)
         _raw_source(d, q, 16 * MiB)
         for cmd, args in calls:
-            result = {}
-
-            def call():
-                result['err'] = q.error(cmd, args)
-            t = threading.Thread(target=call)
-            t.start()
-            try:
-                time.sleep(0.5)
-                bt.assert_eq('qemu' in other.execute('query-version'), True, 'query-version')
-                bt.assert_eq(t.is_alive(), True,
-                             'another monitor answered while %s connects' % cmd)
-            finally:
-                t.join(60)
-            bt.assert_in('error connecting: Connection timed out', result['err']['desc'], cmd)
-            bt.assert_in('timeout 3 s)', result['err']['desc'], cmd)
+            err = _error_while_other_answers(q, other, cmd, args)
+            bt.assert_in('error connecting: Connection timed out', err['desc'], cmd)
+            bt.assert_in('timeout 3 s)', err['desc'], cmd)
             bad = json.loads(json.dumps(args))
             target = bad['actions'][0]['data'] if cmd == 'transaction' else bad
             target['node-name' if cmd == 'blockdev-snapshot-sync' else 'device'] = 'nope'
