@@ -613,6 +613,37 @@ gboolean bd_node_prepare(GVariant *options, GError **errp);
  * not): release what no open took.  Main thread. */
 void bd_node_prepare_drop(GVariant *options);
 
+/* Work an open leaves to a thread.  A caller that can wait (blockdev-add
+ * from a monitor) opens between bd_open_offload_begin() and _end(); an
+ * open that would otherwise compute for long on the main thread (a LUKS
+ * key slot's PBKDF2: up to minutes) queues the computation with
+ * bd_open_offload_queue() instead, and fails.  The caller runs what was
+ * queued off the main thread (bd_open_offload_run), then opens again
+ * from the start, and the driver finds its result.  Results stay until
+ * bd_open_offload_drop() after the caller's last attempt, so that a
+ * later attempt that opens several such nodes finds every one.  Other
+ * callers (the command line) never begin: their opens compute inline. */
+typedef struct {
+    void (*run)(gpointer data);     /* any thread; may take long */
+    void (*drop)(gpointer data);    /* main thread: forget the result */
+    GDestroyNotify free;            /* main thread */
+} BdOpenOffloadOps;
+
+/* Main thread: let the opens until _end() queue work. */
+void bd_open_offload_begin(void);
+/* Main thread: the work queued since _begin() (a GPtrArray the caller
+ * owns, for _run and _drop), or NULL when none was. */
+GPtrArray *bd_open_offload_end(void);
+/* Main thread: whether an open may queue work now. */
+gboolean bd_open_offload_enabled(void);
+/* Main thread, inside an open: queue 'data' for ops->run. */
+void bd_open_offload_queue(const BdOpenOffloadOps *ops, gpointer data);
+/* Any thread: run the work in 'work' (from _end) in order. */
+void bd_open_offload_run(GPtrArray *work);
+/* Main thread, after the last attempt: drop the results and free the
+ * work ('work' may be NULL). */
+void bd_open_offload_drop(GPtrArray *work);
+
 /* Inside a driver's open: attach the child 'name' given by 'ref', the
  * driver's decoded BlockdevRef(OrNull) member: a node-name reference, a
  * nested definition, or absent (NULL) or null when allow_none.  Returns

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* Preparing an open off the main thread: the drivers' prepare callbacks
- * for every node a BlockdevOptions tree defines (see BdDriver.prepare).
+ * for every node a BlockdevOptions tree defines (see BdDriver.prepare),
+ * and the work an open leaves to a thread (bd_open_offload_*), which
+ * needs what only the open reads (a LUKS header in the node's file).
  *
- * Thread model: bd_node_prepare runs on any thread and reads only the
- * options and the driver registry, which is fixed after start-up; the
- * others run on the main thread.
+ * Thread model: bd_node_prepare and bd_open_offload_run run on any
+ * thread and read only their arguments and the driver registry, which
+ * is fixed after start-up; the others run on the main thread.
  */
 #define G_LOG_DOMAIN "blockd-graph"
 
@@ -111,4 +113,90 @@ void bd_node_prepare_drop(GVariant *options)
     BD_GLOBAL_STATE_CODE();
 
     visit(options, drop_one, NULL);
+}
+
+/* --- work an open leaves to a thread --- */
+
+typedef struct {
+    const BdOpenOffloadOps *ops;
+    gpointer data;
+} OffloadItem;
+
+static void offload_item_free(gpointer opaque)
+{
+    OffloadItem *item = opaque;
+
+    if (item->ops->free) {
+        item->ops->free(item->data);
+    }
+    g_free(item);
+}
+
+/* The work queued since bd_open_offload_begin(), or NULL outside. */
+static GPtrArray *offload_queue;
+
+void bd_open_offload_begin(void)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    g_assert(!offload_queue);
+    offload_queue = g_ptr_array_new_with_free_func(offload_item_free);
+}
+
+GPtrArray *bd_open_offload_end(void)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    GPtrArray *work = g_steal_pointer(&offload_queue);
+
+    g_assert(work);
+    if (work->len == 0) {
+        g_ptr_array_unref(work);
+        return NULL;
+    }
+    return work;
+}
+
+gboolean bd_open_offload_enabled(void)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    return offload_queue != NULL;
+}
+
+void bd_open_offload_queue(const BdOpenOffloadOps *ops, gpointer data)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    OffloadItem *item = g_new0(OffloadItem, 1);
+
+    g_assert(offload_queue);
+    item->ops = ops;
+    item->data = data;
+    g_ptr_array_add(offload_queue, item);
+}
+
+void bd_open_offload_run(GPtrArray *work)
+{
+    for (guint i = 0; work && i < work->len; i++) {
+        OffloadItem *item = g_ptr_array_index(work, i);
+
+        item->ops->run(item->data);
+    }
+}
+
+void bd_open_offload_drop(GPtrArray *work)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    for (guint i = 0; work && i < work->len; i++) {
+        OffloadItem *item = g_ptr_array_index(work, i);
+
+        if (item->ops->drop) {
+            item->ops->drop(item->data);
+        }
+    }
+    if (work) {
+        g_ptr_array_unref(work);
+    }
 }

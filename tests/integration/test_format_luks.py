@@ -14,6 +14,7 @@ daemon lives."""
 import json
 import os
 import random
+import select
 import shutil
 import struct
 import sys
@@ -90,15 +91,18 @@ def fill(img, ref, size, seed):
         timeout=120)
 
 
-def qemu_img_create(img, opts, size):
-    """qemu-img create -f luks; tried again when QEMU's PBKDF2 benchmark
-    measured too little time ("Unable to get accurate CPU usage": its
-    first round took less than a tick of the thread's CPU clock, which
-    happens on a fast or busy machine whatever iter-time says)."""
+def qemu_img_create(img, opts, size, fmt='luks', iter_time=10):
+    """qemu-img create -f luks (or fmt qcow2 with opts encrypt.*); tried
+    again when QEMU's PBKDF2 benchmark measured too little time ("Unable
+    to get accurate CPU usage": its first round took less than a tick of
+    the thread's CPU clock, which happens on a fast or busy machine
+    whatever iter-time says)."""
+    prefix = 'encrypt.' if fmt == 'qcow2' else ''
     for _ in range(40):
-        p = run(['qemu-img', 'create', '-q', '-f', 'luks', '--object', SECRET, '-o',
-                 'key-secret=sec0,iter-time=10' + (',' + opts if opts else ''),
-                 img, str(size)], check=False)
+        p = run(['qemu-img', 'create', '-q', '-f', fmt, '--object', SECRET, '-o',
+                 '%skey-secret=sec0,%siter-time=%d' % (prefix, prefix, iter_time)
+                 + (',' + opts if opts else ''),
+                 img, str(size)], check=False, timeout=120)
         if p.returncode == 0:
             return img
         if 'accurate CPU usage' not in p.stderr:
@@ -595,6 +599,104 @@ def test_pbkdf2_limit_create():
                                                  'iter-time': 10 ** 9}, 0)
         assert_in("Parameter 'iter-time' of 1000000000 ms gives", err or '', 'create error')
         assert_in('more than blockd opens (%d)' % (SLOT_WORK // 2), err, 'create error')
+        d.assert_alive()
+
+
+# --- a long unlock runs off the main loop ---
+
+SLOW_ITER_TIME = 1000   # ms of PBKDF2 per key slot, as qemu-img measures it
+
+
+def pending(q):
+    """Whether a reply or event from the monitor session 'q' is waiting."""
+    return b'\n' in q.buf or bool(select.select([q.sock], [], [], 0)[0])
+
+
+def test_slow_unlock_keeps_qmp_answering():
+    """Images whose key slots take about a second of PBKDF2 each
+    (qemu-img's iter-time 1000, what a real image has): blockdev-add
+    unlocks them off the main loop.  While it does, another monitor's
+    commands are answered, and the node is not in the graph; the add
+    then succeeds and the plaintext (written by QEMU's driver) reads back
+    equal through an NBD export.  The same for a qcow2 image with LUKS
+    encryption, a wrong passphrase (QEMU's error), and a quorum over
+    one of each (two unlocks in one add)."""
+    require_tool('qemu-img')
+    with Daemon(monitors=2) as d:
+        ref = d.path('plain.ref')
+        luks = qemu_img_create(d.path('slow.luks'), '', 4 * MiB, iter_time=SLOW_ITER_TIME)
+        qcow2 = qemu_img_create(d.path('slow.qcow2'), 'encrypt.format=luks', 4 * MiB,
+                                fmt='qcow2', iter_time=SLOW_ITER_TIME)
+        fill(luks, ref, 4 * MiB, 19)
+        run(['qemu-img', 'convert', '-n', '--object', SECRET, '-f', 'raw', ref,
+             '--target-image-opts', 'driver=qcow2,encrypt.key-secret=sec0,file.filename=%s'
+             % qcow2], timeout=120)
+        d.args += ['--object', SECRET, '--object', 'secret,id=bad,data=not the passphrase',
+                   '--nbd-server', 'addr.type=unix,addr.path=%s' % d.nbd_sock]
+        d.start()
+        qa, qb = d.qmp(monitor=0), d.qmp(monitor=1)
+
+        def luks_node(name, img, secret='sec0', ro=False):
+            return {'driver': 'luks', 'node-name': name, 'key-secret': secret,
+                    'read-only': ro, 'file': {'driver': 'file', 'filename': img}}
+
+        def qcow2_node(name, img, ro=False):
+            return {'driver': 'qcow2', 'node-name': name, 'read-only': ro,
+                    'encrypt': {'format': 'luks', 'key-secret': 'sec0'},
+                    'file': {'driver': 'file', 'filename': img}}
+
+        def add_while_other_monitor_works(args):
+            qa.send({'execute': 'blockdev-add', 'arguments': args, 'id': 'slow'})
+            assert_eq(qb.execute('query-version')['qemu']['major'] >= 0, True, 'version')
+            names = [n['node-name'] for n in qb.execute('query-named-block-nodes')]
+            if not is_reference():
+                # qemu-storage-daemon unlocks on its main loop: qb waits.
+                assert args['node-name'] not in names, 'node in the graph while unlocking'
+                assert not pending(qa), 'the add answered before the other monitor'
+            return qa.reply()
+
+        def check_export(node):
+            qa.execute('block-export-add', {'type': 'nbd', 'id': 'e-' + node,
+                                            'node-name': node, 'name': node})
+            compare_raw(d.uri(node), ref, node + ' over NBD')
+            qa.execute('block-export-del', {'id': 'e-' + node})
+            bt.wait_for(lambda: not any(e['id'] == 'e-' + node
+                                        for e in qa.execute('query-block-exports')),
+                        what='export gone')
+
+        r = add_while_other_monitor_works(luks_node('l0', luks, ro=True))
+        assert_eq(r.get('return'), {}, 'luks add: %r' % r)
+        check_export('l0')
+        qa.execute('blockdev-del', {'node-name': 'l0'})
+
+        r = add_while_other_monitor_works(luks_node('bad0', luks, secret='bad'))
+        assert_eq(r.get('error', {}).get('desc'), 'Invalid password, cannot unlock any keyslot',
+                  'wrong passphrase: %r' % r)
+
+        r = add_while_other_monitor_works(qcow2_node('q0', qcow2, ro=True))
+        assert_eq(r.get('return'), {}, 'qcow2 add: %r' % r)
+        check_export('q0')
+        qa.execute('blockdev-del', {'node-name': 'q0'})
+
+        # Two unlocks in one add: the second attempt finds the first's
+        # result and queues the second; the third opens both.
+        r = add_while_other_monitor_works({
+            'driver': 'quorum', 'node-name': 'qr', 'vote-threshold': 2, 'read-only': True,
+            'children': [luks_node('ql', luks, ro=True),
+                         qcow2_node('qq', qcow2, ro=True)]})
+        assert_eq(r.get('return'), {}, 'quorum add: %r' % r)
+        check_export('qr')
+        qa.execute('blockdev-del', {'node-name': 'qr'})
+
+        # Writes through a slow-unlocked node land where QEMU reads them.
+        qa.execute('blockdev-add', luks_node('lw', luks))
+        qa.execute('block-export-add', {'type': 'nbd', 'id': 'e-lw', 'node-name': 'lw',
+                                        'name': 'lw', 'writable': True})
+        bt.qemu_io(d.uri('lw'), 'write -P 0x5a 1M 64k')
+        qa.execute('block-export-del', {'id': 'e-lw'})
+        bt.wait_for(lambda: not qa.execute('query-block-exports'), what='export gone')
+        qa.execute('blockdev-del', {'node-name': 'lw'})
+        qemu_luks_io(luks, 'read -P 0x5a 1M 64k')
         d.assert_alive()
 
 
