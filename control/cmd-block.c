@@ -238,6 +238,11 @@ static gboolean blockdev_add(GVariant *args, JsonNode **ret, GError **errp)
 
     bd_node_options_decode(args, &o);
     ok = bd_cmd_blockdev_add(args, &err);
+    if (!ok && bd_open_offload_queued()) {
+        /* Not done: made again after the queued work (open-stages.c). */
+        g_propagate_error(errp, g_steal_pointer(&err));
+        return FALSE;
+    }
     graph_change_done(BD_TRACE_BLOCKDEV_ADD, "blockdev-add", o.node_name, ok,
                       &err);
     if (err) {
@@ -246,145 +251,24 @@ static gboolean blockdev_add(GVariant *args, JsonNode **ret, GError **errp)
     return ok;
 }
 
-/* blockdev-add from a monitor, in stages so that the main loop never
- * waits for the slow parts of an open: a node that prepares (an rbd
- * node connects to its cluster) does so first on a GTask thread; an
- * open that leaves work to a thread (a LUKS unlock, see
- * bd_open_offload_begin) has it run there, and the add is made again
- * on the main thread, where the open finds the result.  The reply
- * follows the last attempt. */
-#define ADD_MAX_ATTEMPTS 16
-
-typedef struct {
-    GVariant *args;
-    BdQmpPending *p;
-    gboolean prepare;       /* the options have nodes that prepare */
-    GPtrArray *queued;      /* the work the last attempt queued (in runs) */
-    GPtrArray *runs;        /* each attempt's queued work: dropped at the end */
-    int attempts;
-} AddWork;
-
-static void add_work_free(AddWork *w)
-{
-    g_variant_unref(w->args);
-    g_ptr_array_unref(w->runs);
-    g_free(w);
-}
-
-static void add_stage_thread(GTask *task, gpointer src, gpointer data,
-                             GCancellable *cancel)
-{
-    AddWork *w = data;
-    GError *err = NULL;
-
-    if (w->prepare && !bd_node_prepare(w->args, &err)) {
-        g_task_return_error(task, err);
-        return;
-    }
-    bd_open_offload_run(w->queued);
-    g_task_return_boolean(task, TRUE);
-}
-
-static void add_stage_done(GObject *src, GAsyncResult *res, gpointer data);
-
-static void add_finish(AddWork *w, gboolean ok, GError *err)
-{
-    BdNodeOptions o = { 0 };
-
-    bd_node_options_decode(w->args, &o);
-    graph_change_done(BD_TRACE_BLOCKDEV_ADD, "blockdev-add", o.node_name, ok,
-                      &err);
-    for (guint i = 0; i < w->runs->len; i++) {
-        bd_open_offload_drop(g_ptr_array_index(w->runs, i));
-    }
-    bd_qmp_pending_done(w->p, NULL, err);
-    add_work_free(w);
-}
-
-static void add_stage_start(AddWork *w)
-{
-    g_autoptr(GTask) task = g_task_new(NULL, NULL, add_stage_done, NULL);
-
-    g_task_set_task_data(task, w, NULL);
-    g_task_run_in_thread(task, add_stage_thread);
-}
-
-/* One attempt on the main thread; then the next stage or the reply. */
-static void add_attempt(AddWork *w)
-{
-    BD_GLOBAL_STATE_CODE();
-
-    GError *err = NULL;
-    GPtrArray *queued;
-    gboolean ok;
-
-    w->attempts++;
-    bd_open_offload_begin();
-    ok = bd_cmd_blockdev_add(w->args, &err);
-    queued = bd_open_offload_end();
-    if (w->prepare) {
-        bd_node_prepare_drop(w->args);
-    }
-    w->queued = NULL;
-    if (!queued) {
-        add_finish(w, ok, err);
-        return;
-    }
-    /* An open queued work and failed for it: run it, then again. */
-    g_ptr_array_add(w->runs, queued);
-    w->queued = queued;
-    if (ok || w->attempts >= ADD_MAX_ATTEMPTS) {
-        if (!ok) {
-            g_clear_error(&err);
-            g_set_error(&err, BD_ERROR, BD_ERROR_GENERIC,
-                        "Opening the nodes needed more than %d attempts",
-                        ADD_MAX_ATTEMPTS);
-        }
-        add_finish(w, ok, err);
-        return;
-    }
-    g_clear_error(&err);
-    add_stage_start(w);
-}
-
-static void add_stage_done(GObject *src, GAsyncResult *res, gpointer data)
-{
-    BD_GLOBAL_STATE_CODE();
-
-    AddWork *w = g_task_get_task_data(G_TASK(res));
-    GError *err = NULL;
-
-    if (!g_task_propagate_boolean(G_TASK(res), &err)) {
-        if (w->prepare) {
-            bd_node_prepare_drop(w->args);
-        }
-        add_finish(w, FALSE, err);
-        return;
-    }
-    add_attempt(w);
-}
-
+/* blockdev-add from a monitor: in stages (control/open-stages.c), so
+ * that an rbd node connects and a LUKS node unlocks off the main loop. */
 static gboolean blockdev_add_async(GVariant *args, BdQmpPending *p)
 {
     BD_GLOBAL_STATE_CODE();
 
     BdNodeOptions o = { 0 };
-    AddWork *w;
+    GPtrArray *prepare;
 
     bd_node_options_decode(args, &o);
     if (!o.node_name) {
         return FALSE;
     }
-    w = g_new0(AddWork, 1);
-    w->args = g_variant_ref(args);
-    w->p = p;
-    w->prepare = bd_node_needs_prepare(args);
-    w->runs = g_ptr_array_new();
-    if (w->prepare) {
-        add_stage_start(w);
-    } else {
-        add_attempt(w);
+    prepare = g_ptr_array_new_with_free_func((GDestroyNotify)g_variant_unref);
+    if (bd_node_needs_prepare(args)) {
+        g_ptr_array_add(prepare, g_variant_ref(args));
     }
+    bd_ctl_run_open_stages(args, p, prepare, blockdev_add);
     return TRUE;
 }
 

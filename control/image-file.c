@@ -2,13 +2,12 @@
 /* Image files named by file name, for the commands that take one
  * (drive-backup, drive-mirror, blockdev-snapshot-sync): created as
  * QEMU's bdrv_img_create (formats/image-create.c does the work), and
- * opened after a preparation off the main thread where the name's
- * protocol node has one (an rbd: name connects to its cluster, for up
- * to its connect timeout: the main loop and every other QMP client go
- * on meanwhile, as with blockdev-add).
+ * opened in stages (control/open-stages.c) after a preparation off the
+ * main thread where the name's protocol node has one (an rbd: name
+ * connects to its cluster, for up to its connect timeout: the main loop
+ * and every other QMP client go on meanwhile, as with blockdev-add).
  *
- * Thread model: main thread only, but for prepare_thread (a GTask
- * thread, which touches only its options).
+ * Thread model: main thread only.
  */
 #include <string.h>
 
@@ -27,55 +26,6 @@ gboolean bd_ctl_image_create(const char *filename, const char *fmt,
                                    backing ? backing->filename : NULL,
                                    backing ? backing->drv->name : NULL,
                                    errp);
-}
-
-typedef struct {
-    GVariant *args;
-    GPtrArray *files;         /* GVariant *: the protocol nodes' options */
-    BdQmpHandler fn;
-    BdQmpPending *p;
-} OpenWork;
-
-static void open_work_free(gpointer opaque)
-{
-    OpenWork *w = opaque;
-
-    g_variant_unref(w->args);
-    g_ptr_array_unref(w->files);
-    g_free(w);
-}
-
-static void prepare_thread(GTask *task, gpointer src, gpointer data,
-                           GCancellable *cancel)
-{
-    OpenWork *w = data;
-
-    for (guint i = 0; i < w->files->len; i++) {
-        GError *err = NULL;
-
-        /* A failure is kept by the driver for the open: the command
-         * reports it after its own checks, in QEMU's order. */
-        bd_node_prepare(g_ptr_array_index(w->files, i), &err);
-        g_clear_error(&err);
-    }
-    g_task_return_boolean(task, TRUE);
-}
-
-static void prepared(GObject *src, GAsyncResult *res, gpointer data)
-{
-    BD_GLOBAL_STATE_CODE();
-
-    OpenWork *w = g_task_get_task_data(G_TASK(res));
-    JsonNode *ret = NULL;
-    GError *err = NULL;
-
-    if (!w->fn(w->args, &ret, &err)) {
-        g_clear_pointer(&ret, json_node_unref);
-    }
-    for (guint i = 0; i < w->files->len; i++) {
-        bd_node_prepare_drop(g_ptr_array_index(w->files, i));
-    }
-    bd_qmp_pending_done(w->p, ret, err);
 }
 
 /* Add to 'files' the protocol options of the existing image that the
@@ -105,27 +55,6 @@ static void collect_file(GVariant *dict, const char *key, GPtrArray *files)
     }
 }
 
-/* Go pending for 'files' (taken), or FALSE when there is none. */
-static gboolean run_after_prepare(GVariant *args, BdQmpPending *p,
-                                  GPtrArray *files, BdQmpHandler fn)
-{
-    OpenWork *w;
-
-    if (files->len == 0) {
-        g_ptr_array_unref(files);
-        return FALSE;
-    }
-    w = g_new0(OpenWork, 1);
-    w->args = g_variant_ref(args);
-    w->files = files;
-    w->fn = fn;
-    w->p = p;
-    g_autoptr(GTask) task = g_task_new(NULL, NULL, prepared, NULL);
-    g_task_set_task_data(task, w, open_work_free);
-    g_task_run_in_thread(task, prepare_thread);
-    return TRUE;
-}
-
 gboolean bd_ctl_open_by_name_async(GVariant *args, BdQmpPending *p,
                                    const char *key, BdQmpHandler fn)
 {
@@ -135,7 +64,8 @@ gboolean bd_ctl_open_by_name_async(GVariant *args, BdQmpPending *p,
         (GDestroyNotify)g_variant_unref);
 
     collect_file(args, key, files);
-    return run_after_prepare(args, p, files, fn);
+    bd_ctl_run_open_stages(args, p, files, fn);
+    return TRUE;
 }
 
 gboolean bd_ctl_transaction_opens_async(GVariant *args, BdQmpPending *p,
@@ -175,5 +105,6 @@ gboolean bd_ctl_transaction_opens_async(GVariant *args, BdQmpPending *p,
             }
         }
     }
-    return run_after_prepare(args, p, files, fn);
+    bd_ctl_run_open_stages(args, p, files, fn);
+    return TRUE;
 }

@@ -184,12 +184,20 @@ void bd_control_request_quit(void);
 BdNode *bd_ctl_lookup_node(const char *name, GError **errp);
 gboolean bd_ctl_image_create(const char *filename, const char *fmt,
                              uint64_t size, BdNode *backing, GError **errp);
-/* The async handler of a command that opens an existing image named by
- * file name (args' member 'key', with mode "existing"): when that name's
- * protocol node prepares off the main thread (an rbd: name connects to
- * its cluster), the preparation runs on a GTask thread and then 'fn' on
- * the main thread, whose open takes the prepared connection or fails at
- * once with its error.  FALSE (run 'fn' as usual): nothing to prepare. */
+/* Run 'fn' for a monitor's command that opens nodes, in stages so that
+ * the main loop never waits for an open's slow parts (control/
+ * open-stages.c): the options trees in 'prepare' (GPtrArray of GVariant
+ * *, taken; may be empty) prepare on a GTask thread first (an rbd node
+ * connects to its cluster); 'fn' then runs on the main thread, and again
+ * after the work its opens left to a thread (a LUKS unlock) has run
+ * there.  The command is pending until the reply of its last attempt. */
+void bd_ctl_run_open_stages(GVariant *args, BdQmpPending *p,
+                            GPtrArray *prepare, BdQmpHandler fn);
+/* The async handler of a command that opens an image named by file name
+ * (args' member 'key'): run in stages, with the name's protocol node
+ * prepared first when the mode is "existing" and it prepares (an rbd:
+ * name); the open takes the prepared connection or fails at once with
+ * its error.  Always TRUE (pending). */
 gboolean bd_ctl_open_by_name_async(GVariant *args, BdQmpPending *p,
                                    const char *key, BdQmpHandler fn);
 /* The same for a transaction: the drive-backup and blockdev-snapshot-sync

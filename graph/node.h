@@ -636,6 +636,8 @@ void bd_open_offload_begin(void);
 GPtrArray *bd_open_offload_end(void);
 /* Main thread: whether an open may queue work now. */
 gboolean bd_open_offload_enabled(void);
+/* Main thread: whether work was queued since _begin(). */
+gboolean bd_open_offload_queued(void);
 /* Main thread, inside an open: queue 'data' for ops->run. */
 void bd_open_offload_queue(const BdOpenOffloadOps *ops, gpointer data);
 /* Any thread: run the work in 'work' (from _end) in order. */

@@ -164,6 +164,13 @@ gboolean bd_open_offload_enabled(void)
     return offload_queue != NULL;
 }
 
+gboolean bd_open_offload_queued(void)
+{
+    BD_GLOBAL_STATE_CODE();
+
+    return offload_queue && offload_queue->len > 0;
+}
+
 void bd_open_offload_queue(const BdOpenOffloadOps *ops, gpointer data)
 {
     BD_GLOBAL_STATE_CODE();
