@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Graph core tests with in-memory test drivers: node names, permissions
  * and their conflict messages, blockdev-del refusals, drain under
- * concurrent I/O, block status through backing chains. */
+ * concurrent I/O, block status through backing chains, the work an open
+ * leaves to a thread. */
 #include <errno.h>
 #include <string.h>
 #include "graph/entry.h"
@@ -518,6 +519,82 @@ static void test_main_thread_only(void)
                               "called on thread 'intruder'*");
 }
 
+/* --- work an open leaves to a thread (bd_open_offload_*) --- */
+
+typedef struct {
+    int runs, drops, frees;
+    GThread *ran_on;
+} OffloadCount;
+
+static void offload_run(gpointer data)
+{
+    OffloadCount *c = data;
+
+    c->runs++;
+    c->ran_on = g_thread_self();
+}
+
+static void offload_drop(gpointer data)
+{
+    ((OffloadCount *)data)->drops++;
+}
+
+static void offload_free(gpointer data)
+{
+    ((OffloadCount *)data)->frees++;
+}
+
+static const BdOpenOffloadOps offload_ops = {
+    .run = offload_run, .drop = offload_drop, .free = offload_free,
+};
+
+static gpointer offload_thread(gpointer work)
+{
+    bd_open_offload_run(work);
+    return NULL;
+}
+
+static void test_open_offload(void)
+{
+    OffloadCount a = { 0 }, b = { 0 };
+    GPtrArray *work;
+    GThread *t;
+
+    /* Outside begin/end an open may not queue: it computes in place. */
+    g_assert_false(bd_open_offload_enabled());
+    g_assert_false(bd_open_offload_queued());
+
+    /* An attempt that queues nothing gives no work. */
+    bd_open_offload_begin();
+    g_assert_true(bd_open_offload_enabled());
+    g_assert_false(bd_open_offload_queued());
+    g_assert_null(bd_open_offload_end());
+    g_assert_false(bd_open_offload_enabled());
+
+    /* Queued work comes back in order, runs on another thread, and is
+     * dropped and freed once, after the caller's last attempt. */
+    bd_open_offload_begin();
+    bd_open_offload_queue(&offload_ops, &a);
+    g_assert_true(bd_open_offload_queued());
+    bd_open_offload_queue(&offload_ops, &b);
+    work = bd_open_offload_end();
+    g_assert_nonnull(work);
+    g_assert_cmpuint(work->len, ==, 2);
+    g_assert_false(bd_open_offload_enabled());
+    t = g_thread_new("offload", offload_thread, work);
+    g_thread_join(t);
+    g_assert_cmpint(a.runs, ==, 1);
+    g_assert_cmpint(b.runs, ==, 1);
+    g_assert_true(a.ran_on != g_thread_self());
+    g_assert_cmpint(a.drops + a.frees + b.drops + b.frees, ==, 0);
+    bd_open_offload_drop(work);
+    g_assert_cmpint(a.drops, ==, 1);
+    g_assert_cmpint(a.frees, ==, 1);
+    g_assert_cmpint(b.drops, ==, 1);
+    g_assert_cmpint(b.frees, ==, 1);
+    bd_open_offload_drop(NULL);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -531,5 +608,6 @@ int main(int argc, char **argv)
     g_test_add_func("/graph/unaligned-rmw", test_unaligned_rmw);
     g_test_add_func("/graph/refresh-limits", test_refresh_limits);
     g_test_add_func("/graph/main-thread-only", test_main_thread_only);
+    g_test_add_func("/graph/open-offload", test_open_offload);
     return g_test_run();
 }
