@@ -7,8 +7,9 @@
  *   2. the command runs on the main thread, with its opens allowed to
  *      leave work to a thread (a LUKS unlock, bd_open_offload_begin);
  *   3. when one did, and the command failed for it, the work runs on a
- *      thread of its own (the preparations are made again beside it) and the
- *      command runs again from step 2, where the open finds its result.
+ *      thread of its own (the preparations are made again beside it),
+ *      and the command runs again from step 2, where the open finds its
+ *      result.
  *
  * Each attempt is the whole command, made from its arguments afresh, so
  * that a failed one leaves nothing behind and a graph changed meanwhile
@@ -34,8 +35,8 @@ typedef struct {
     GPtrArray *prepare;     /* GVariant *: options trees to prepare */
     BdQmpHandler fn;
     BdQmpPending *p;
-    GPtrArray *queued;      /* the last attempt's work (one of runs) */
-    GPtrArray *runs;        /* each attempt's work: dropped at the end */
+    GPtrArray *runs;        /* each attempt's work: the last is for the
+                             * next stage; all are dropped at the end */
     int attempts;
 } Stages;
 
@@ -44,6 +45,10 @@ static gboolean stage_done(gpointer data);
 static gpointer stage_thread(gpointer data)
 {
     Stages *st = data;
+    /* Nothing yet before the first attempt (a stage only to prepare). */
+    GPtrArray *queued = st->runs->len
+                        ? g_ptr_array_index(st->runs, st->runs->len - 1)
+                        : NULL;
 
     for (guint i = 0; i < st->prepare->len; i++) {
         GError *err = NULL;
@@ -53,7 +58,7 @@ static gpointer stage_thread(gpointer data)
         bd_node_prepare(g_ptr_array_index(st->prepare, i), &err);
         g_clear_error(&err);
     }
-    bd_open_offload_run(st->queued);
+    bd_open_offload_run(queued);
     g_idle_add(stage_done, st);
     return NULL;
 }
@@ -75,6 +80,8 @@ static void stage_start(Stages *st)
 
 static void finish(Stages *st, JsonNode *ret, GError *err)
 {
+    BD_GLOBAL_STATE_CODE();
+
     for (guint i = 0; i < st->runs->len; i++) {
         bd_open_offload_drop(g_ptr_array_index(st->runs, i));
     }
@@ -105,7 +112,6 @@ static void attempt(Stages *st)
     if (!ok) {
         g_clear_pointer(&ret, json_node_unref);
     }
-    st->queued = queued;
     if (queued) {
         g_ptr_array_add(st->runs, queued);
     }

@@ -187,7 +187,7 @@ gboolean bd_ctl_image_create(const char *filename, const char *fmt,
 /* Run 'fn' for a monitor's command that opens nodes, in stages so that
  * the main loop never waits for an open's slow parts (control/
  * open-stages.c): the options trees in 'prepare' (GPtrArray of GVariant
- * *, taken; may be empty) prepare on a GTask thread first (an rbd node
+ * *, taken; may be empty) prepare on a thread first (an rbd node
  * connects to its cluster); 'fn' then runs on the main thread, and again
  * after the work its opens left to a thread (a LUKS unlock) has run
  * there.  The command is pending until the reply of its last attempt. */

@@ -266,13 +266,12 @@ typedef struct {
     uint64_t offset[LUKS_SLOTS];    /* where each slot's is, in 'material' */
     char *pw;
     uint8_t fingerprint[32];        /* SHA-256 of the above */
-    gboolean done;                  /* ret and mk are set (results_lock) */
-    int ret;
-    uint8_t mk[64];
+    int ret;                        /* set by unlock_run, before it lists */
+    uint8_t mk[64];                 /* the work in 'results' */
 } UnlockWork;
 
 static GMutex results_lock;
-static GList *results;              /* UnlockWork *, done; results_lock */
+static GList *results;              /* UnlockWork *, run; results_lock */
 
 /* BdLuksReadFn over the copied key material. */
 static int material_read(void *opaque, uint64_t offset, size_t len,
@@ -300,7 +299,6 @@ static void unlock_run(gpointer data)
     g_mutex_lock(&results_lock);
     w->ret = ret;
     memcpy(w->mk, mk, sizeof(mk));
-    w->done = TRUE;
     results = g_list_prepend(results, w);
     g_mutex_unlock(&results_lock);
     memset(mk, 0, sizeof(mk));
@@ -308,6 +306,8 @@ static void unlock_run(gpointer data)
 
 static void unlock_drop(gpointer data)
 {
+    BD_GLOBAL_STATE_CODE();
+
     g_mutex_lock(&results_lock);
     results = g_list_remove(results, data);
     g_mutex_unlock(&results_lock);
@@ -343,7 +343,7 @@ static int result_find(const UnlockWork *w, uint8_t *mk)
     for (GList *l = results; l; l = l->next) {
         const UnlockWork *r = l->data;
 
-        if (r->done && !memcmp(r->fingerprint, w->fingerprint,
+        if (!memcmp(r->fingerprint, w->fingerprint,
                                sizeof(w->fingerprint))) {
             ret = r->ret;
             memcpy(mk, r->mk, sizeof(r->mk));
